@@ -1,0 +1,45 @@
+# FAMix sweeps: install, run sweeps, reports, tests, benchmarks.
+#   make sweep SWEEP=sweeps/ablation.yaml [PROFILE=smoke|paper] [BACKEND=local|ray|slurm] [ARGS="key=value ..."]
+#   make report SWEEP=sweeps/ablation.yaml
+#   make test
+#   make bench
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SWEEP ?= sweeps/ablation.yaml
+PROFILE ?= smoke
+BACKEND ?= local
+RUN_DIR ?= runs
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: install sweep plan status report test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+sweep: install
+	$(VENV)/bin/famix sweep run $(SWEEP) --profile $(PROFILE) --backend $(BACKEND) --run-dir $(RUN_DIR) $(ARGS)
+
+plan: install
+	$(VENV)/bin/famix sweep plan $(SWEEP) --profile $(PROFILE) --run-dir $(RUN_DIR) $(ARGS)
+
+status: install
+	$(VENV)/bin/famix sweep status $(SWEEP) --profile $(PROFILE) --run-dir $(RUN_DIR)
+
+report: install
+	$(VENV)/bin/famix report $(SWEEP) --profile $(PROFILE) --run-dir $(RUN_DIR) $(ARGS)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(RUN_DIR) .pytest_cache

@@ -1,0 +1,62 @@
+"""The ``famix`` command: one entry point, subcommands registered by each package.
+
+Imports are lazy so ``famix --help`` stays fast: each package exposes
+``register(subparsers)`` in a module that imports nothing heavy at top level,
+and its command functions import torch / ray / mlflow when they run.
+
+User errors (:class:`famix_core.errors.FamixError`) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (module, attribute) of every register(subparsers) function, in help order.
+_COMMAND_MODULES = (
+    "famix_core.cli_engine",  # mine-styles, train, evaluate
+    "famix_core.data.cli",  # data synth | check
+    "orchestrator.cli",  # sweep plan | run | status | cancel
+    "reports.cli",  # report
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="famix",
+        description="FAMix engine and experiment-sweep orchestrator (Freeze, Augment, Mix).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod_name in _COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as e:
+            if e.name == mod_name:  # that package has no commands yet
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from famix_core.errors import FamixError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except FamixError as e:
+        print(f"famix: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("famix: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

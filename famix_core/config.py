@@ -1,0 +1,316 @@
+"""Typed configuration of the FAMix engine: one model per concern.
+
+Every number of the method (../METHOD.md) is a field here. Configs hold names,
+not classes, so they serialize to YAML/JSON/MLflow params; they are validated on
+construction and a bad value names its dotted field.
+
+This module imports no torch: the orchestrator validates sweep files with it.
+The implementation registries (backbones, strategies, prompt types) must hold
+exactly the names listed here; ``tests/test_config.py`` checks that.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from famix_core.domains import DEFAULT_TARGETS, resolve_domain
+from famix_core.errors import FamixError
+
+__all__ = [
+    "BACKBONES",
+    "FREEZE_POLICIES",
+    "STRATEGIES",
+    "PROMPT_TYPES",
+    "ModelConfig",
+    "StyleConfig",
+    "MiningConfig",
+    "SynthConfig",
+    "DataConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "FamixConfig",
+    "ConfigError",
+    "load_config",
+    "format_validation_error",
+]
+
+BACKBONES: tuple[str, ...] = ("RN50", "RN101", "famix-tiny")
+"""CLIP ModifiedResNet architectures (``famix-tiny``: width 16, one block per stage, 64 px)."""
+
+FREEZE_POLICIES: tuple[str, ...] = ("none", "layer3", "paper", "all")
+"""Stage boundaries: train everything; freeze stem..layer3; freeze all but ``layer4[-1]`` (FAMix); freeze the whole backbone."""
+
+STRATEGIES: tuple[str, ...] = ("none", "famix", "mixstyle", "noise")
+"""Feature-style strategies acting on layer-1 features during training."""
+
+PROMPT_TYPES: tuple[str, ...] = ("class", "chars", "style", "chars_class", "style_class")
+"""Prompt types for style mining (METHOD.md): class name; random characters; random style; and the combinations."""
+
+
+class ConfigError(FamixError, ValueError):
+    """A user error in a config: the message is one line, naming file/field and what was expected."""
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Base):
+    """The segmenter: CLIP ResNet backbone + DeepLabv3+ head."""
+
+    backbone: str = Field("RN50", description=f"one of {BACKBONES}")
+    pretrained: str = Field(
+        "openai",
+        description="'openai' (open_clip download/cache), 'none' (random init), or a path to a CLIP or FAMix checkpoint",
+    )
+    cache_dir: str | None = Field(None, description="open_clip weights cache directory")
+    output_stride: Literal[8, 16, 32] = 16
+    num_classes: int = Field(19, ge=2)
+    freeze: str = Field("paper", description=f"one of {FREEZE_POLICIES}")
+    aspp_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone(cls, v: str) -> str:
+        if v not in BACKBONES:
+            raise ValueError(f"unknown backbone {v!r} (known: {', '.join(BACKBONES)})")
+        return v
+
+    @field_validator("freeze")
+    @classmethod
+    def _freeze(cls, v: str) -> str:
+        if v not in FREEZE_POLICIES:
+            raise ValueError(f"unknown freeze policy {v!r} (known: {', '.join(FREEZE_POLICIES)})")
+        return v
+
+
+class StyleConfig(_Base):
+    """Where and how styles act on layer-1 features (training only).
+
+    ``strategy`` picks the source of target statistics; ``augment`` and ``mix``
+    are the paper's ablation toggles. For ``famix``: augment off + mix on is
+    MixStyle, both off is plain training (see :meth:`effective_strategy`).
+    """
+
+    strategy: str = Field("famix", description=f"one of {STRATEGIES}")
+    augment: bool = True
+    mix: bool = True
+    alpha: float = Field(0.1, gt=0.0, description="Beta(alpha, alpha) mixing weight s")
+    grid: int = Field(3, ge=1, description="patches per side")
+    eps: float = Field(1e-5, gt=0.0)
+    noise_std: float = Field(1.0, ge=0.0, description="'noise': scale of the Gaussian perturbation, in batch std units")
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, v: str) -> str:
+        if v not in STRATEGIES:
+            raise ValueError(f"unknown style strategy {v!r} (known: {', '.join(STRATEGIES)})")
+        return v
+
+    def effective_strategy(self) -> str:
+        """The strategy actually run, after the augment/mix toggles."""
+        if self.strategy == "famix" and not self.augment:
+            return "mixstyle" if self.mix else "none"
+        return self.strategy
+
+    def needs_bank(self) -> bool:
+        return self.effective_strategy() == "famix"
+
+
+class MiningConfig(_Base):
+    """Offline prompt-driven style mining (METHOD.md "Style mining")."""
+
+    prompt: str = Field("style_class", description=f"one of {PROMPT_TYPES}")
+    steps: int = Field(100, ge=1)
+    lr: float = Field(1.0, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    batch_size: int = Field(16, ge=1)
+    crop_size: int = Field(768, ge=8)
+    max_batches: int | None = Field(None, ge=1, description="mine from at most this many source batches (None: one epoch)")
+    patches_per_step: int = Field(256, ge=1, description="kept patches optimized together in one batched problem")
+    seed: int = 0
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: str) -> str:
+        if v not in PROMPT_TYPES:
+            raise ValueError(f"unknown prompt type {v!r} (known: {', '.join(PROMPT_TYPES)})")
+        return v
+
+
+class SynthConfig(_Base):
+    """The built-in synthetic benchmark (generated under ``data.root`` when missing)."""
+
+    seed: int = 0
+    height: int = Field(128, ge=32)
+    width: int = Field(256, ge=32)
+    train_images: int = Field(64, ge=1, description="source (gta5/synthia) images")
+    val_images: int = Field(16, ge=1, description="images per target domain split")
+
+
+class DataConfig(_Base):
+    """Where the datasets are and how training batches are made."""
+
+    root: str = Field("data", description="folder holding one sub-folder per dataset (see famix_core.domains)")
+    roots: dict[str, str] = Field(default_factory=dict, description="per-domain root overrides, by name or column")
+    source: str = "gta5"
+    synthetic: SynthConfig | None = Field(None, description="use (and generate if missing) the synthetic benchmark")
+    split_file: str | None = Field(None, description="optional list of source file stems to train on")
+    crop_size: int = Field(768, ge=8)
+    jitter: tuple[float, float, float] = (0.8, 0.8, 0.8)
+    hflip: bool = True
+    num_workers: int = Field(0, ge=0)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        d = resolve_domain(v)
+        if d.name not in ("gta5", "synthia", "cityscapes"):
+            raise ValueError(f"source must be gta5, synthia or cityscapes, got {v!r}")
+        return d.name
+
+    @field_validator("roots")
+    @classmethod
+    def _roots(cls, v: dict[str, str]) -> dict[str, str]:
+        return {resolve_domain(k).name: p for k, p in v.items()}
+
+    def root_of(self, domain: str) -> Path:
+        """Root folder of a domain (override, else ``root/<folder>``)."""
+        d = resolve_domain(domain)
+        if d.name in self.roots:
+            return Path(self.roots[d.name])
+        return Path(self.root) / d.folder
+
+
+class TrainConfig(_Base):
+    """The training recipe (METHOD.md "Training recipe")."""
+
+    iterations: int = Field(40_000, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr_decoder: float = Field(0.1, gt=0.0)
+    lr_backbone: float = Field(0.01, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    poly_power: float = Field(0.9, gt=0.0)
+    min_lr: float = Field(1e-6, ge=0.0)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    checkpoint_every: int = Field(1000, ge=1, description="iterations between periodic checkpoints")
+    log_every: int = Field(50, ge=1)
+    seed: int = 0
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N'")
+    amp: bool = Field(False, description="bf16 autocast (CUDA only)")
+    channels_last: bool = Field(False, description="channels_last memory format (CUDA only)")
+    deterministic: bool = True
+
+
+class EvalConfig(_Base):
+    """Evaluation on target domains."""
+
+    domains: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGETS), min_length=1)
+    split: str = "val"
+    scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1, description="[1.0, 0.5] = ensemble")
+    max_images: int | None = Field(None, ge=1)
+    batch_size: int = Field(1, ge=1)
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, v: list[str]) -> list[str]:
+        cols = [resolve_domain(d).column or resolve_domain(d).name for d in v]
+        if len(set(cols)) != len(cols):
+            raise ValueError(f"duplicate domains in {v}")
+        return cols
+
+    @field_validator("scales")
+    @classmethod
+    def _scales(cls, v: list[float]) -> list[float]:
+        if any(s <= 0 for s in v):
+            raise ValueError(f"scales must be > 0, got {v}")
+        return v
+
+
+class FamixConfig(_Base):
+    """The whole engine config; the orchestrator hashes sub-trees of it into stage keys."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    style: StyleConfig = Field(default_factory=StyleConfig)
+    mining: MiningConfig = Field(default_factory=MiningConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "FamixConfig":
+        if self.style.strategy == "famix" and self.style.grid < 1:
+            raise ValueError("style.grid must be >= 1")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted key -> value (for MLflow params)."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, node: Any) -> None:
+            if isinstance(node, dict) and node and prefix != "data.roots":
+                for k, v in node.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = json.dumps(node) if isinstance(node, (list, dict)) else node
+
+        walk("", self.to_dict())
+        return out
+
+
+def format_validation_error(err: ValidationError, source: str = "config") -> str:
+    """One line per problem: ``<source>: <dotted.path>: <message>``."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> FamixConfig:
+    """Load a config from YAML/JSON (``yaml.safe_load``) and apply dotted overrides.
+
+    Raises:
+        ConfigError: one line naming the file, the field and what was expected.
+    """
+    data: dict[str, Any] = {}
+    source = str(path) if path else "config"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{source}: file not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            raise ConfigError(f"{source}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    for key, value in (overrides or {}).items():
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: {key}: cannot set a key below a non-mapping value")
+        node[parts[-1]] = value
+    try:
+        return FamixConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None

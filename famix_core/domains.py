@@ -1,0 +1,69 @@
+"""The domains FAMix trains on and is evaluated on (pure Python, no torch).
+
+A domain has a registry name (``cityscapes``), the column it fills in the
+paper's tables (``C``) and the folder it lives in under a data root
+(``cityscapes``). Configs and sweep files may name a domain either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Domain", "DOMAINS", "COLUMNS", "DEFAULT_TARGETS", "resolve_domain", "UnknownDomainError"]
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One dataset split family.
+
+    Attributes:
+        name: registry name, used in configs and file names.
+        column: short column name in tables (``None`` for a source-only domain).
+        folder: default folder under ``data.root``.
+        condition: ACDC condition (night/snow/rain/fog) or ``None``.
+    """
+
+    name: str
+    column: str | None
+    folder: str
+    condition: str | None = None
+
+
+DOMAINS: dict[str, Domain] = {
+    d.name: d
+    for d in (
+        Domain("gta5", None, "gta5"),
+        Domain("synthia", "S", "synthia"),
+        Domain("cityscapes", "C", "cityscapes"),
+        Domain("bdd100k", "B", "bdd100k"),
+        Domain("mapillary", "M", "mapillary"),
+        Domain("acdc_night", "AN", "acdc", "night"),
+        Domain("acdc_snow", "AS", "acdc", "snow"),
+        Domain("acdc_rain", "AR", "acdc", "rain"),
+        Domain("acdc_fog", "AF", "acdc", "fog"),
+    )
+}
+
+COLUMNS: dict[str, str] = {d.column: d.name for d in DOMAINS.values() if d.column}
+"""Table column -> domain name."""
+
+DEFAULT_TARGETS: tuple[str, ...] = ("C", "B", "M", "S", "AN", "AS", "AR", "AF")
+"""The paper's eight evaluation columns, in the paper's order."""
+
+
+class UnknownDomainError(ValueError):
+    pass
+
+
+def resolve_domain(name_or_column: str) -> Domain:
+    """Look a domain up by registry name (``cityscapes``) or column (``C``).
+
+    Raises:
+        UnknownDomainError: naming the known names and columns.
+    """
+    if name_or_column in DOMAINS:
+        return DOMAINS[name_or_column]
+    if name_or_column in COLUMNS:
+        return DOMAINS[COLUMNS[name_or_column]]
+    known = ", ".join(list(COLUMNS) + list(DOMAINS))
+    raise UnknownDomainError(f"unknown domain {name_or_column!r} (known: {known})")

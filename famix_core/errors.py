@@ -1,0 +1,26 @@
+"""User-facing errors: the CLI prints their message as one line and exits 2, without a traceback."""
+
+from __future__ import annotations
+
+
+class FamixError(Exception):
+    """A mistake the user can fix (bad config, missing data or weights, bad input file).
+
+    The message must be one line naming the file / field / path and what was expected.
+    """
+
+    exit_code = 2
+
+
+class DataError(FamixError):
+    """A dataset root, folder or file is missing or unreadable."""
+
+
+class WeightsError(FamixError):
+    """Pretrained weights or a checkpoint are missing or do not match the architecture."""
+
+
+class TrainingDiverged(FamixError):
+    """The loss became NaN/inf; the message names the iteration."""
+
+    exit_code = 1

@@ -1,0 +1,100 @@
+"""The backend interface: what the planner hands over, and what comes back.
+
+A backend receives the stages that still have to run (their artifacts are
+missing from the store), each with the keys of the stages it depends on, and
+runs them respecting those dependencies. Running one stage is always
+:func:`orchestrator.execute.execute_stage` (picklable, importable on a worker
+or a Slurm node): the backend only decides *where and when*.
+
+Backends: ``local`` (in-process, sequential), ``ray`` (Ray tasks), ``slurm``
+(submitit job arrays with ``afterok`` dependencies).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+StageKind = Literal["mine", "train", "evaluate"]
+Status = Literal["done", "failed", "cached", "cancelled", "submitted"]
+
+
+@dataclass(frozen=True)
+class StageTask:
+    """Everything a worker needs to run one stage; plain data (JSON-able), so it pickles anywhere.
+
+    Attributes:
+        kind: ``mine`` | ``train`` | ``evaluate``.
+        key: sha256 hex of exactly the inputs the stage reads (DESIGN.md "Stage identity").
+        config: the resolved famix_core config (``FamixConfig.to_dict()``).
+        deps: keys of the stages whose artifacts this one consumes, by kind
+            (e.g. ``{"mine": "ab12…"}`` for train, ``{"train": "cd34…"}`` for evaluate).
+        domain: evaluation column (``C`` …) for ``evaluate``, else ``None``.
+        store: absolute path of the artifact store root.
+        log_path: where the stage's own log goes.
+        tracking: MLflow target: ``{"uri": …, "run_ids": [trial run ids this stage reports to]}``.
+        resources: e.g. ``{"cpus": 1, "gpus": 0, "mem_gb": 4, "timeout_min": 60}``.
+        name: human-readable name for progress lines and job names (may contain any characters).
+    """
+
+    kind: StageKind
+    key: str
+    config: dict[str, Any]
+    deps: dict[str, str] = field(default_factory=dict)
+    domain: str | None = None
+    store: str = ""
+    log_path: str = ""
+    tracking: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+    def dep_keys(self) -> list[str]:
+        return list(self.deps.values())
+
+
+@dataclass
+class StageOutcome:
+    """What became of one stage."""
+
+    key: str
+    status: Status
+    seconds: float = 0.0
+    attempts: int = 0
+    error: str | None = None  # first lines of the error, for the summary
+    log_path: str | None = None
+    job_id: str | None = None  # Slurm job id / Ray task id, when there is one
+    result: dict[str, Any] | None = None
+
+
+EventFn = Callable[[str, StageTask, StageOutcome | None], None]
+"""``on_event(event, task, outcome)`` with event in ``start | done | failed | retry | cancelled``;
+the driver's progress display and failure printing hang off it (failures are shown when they happen)."""
+
+
+class Backend(abc.ABC):
+    """Runs stage DAGs. Subclasses register themselves in ``orchestrator.backends.BACKENDS``."""
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    def run(
+        self,
+        tasks: list[StageTask],
+        *,
+        max_parallel: int,
+        retries: int,
+        on_event: EventFn,
+    ) -> dict[str, StageOutcome]:
+        """Run ``tasks`` (topologically sorted; a dep missing from ``tasks`` is already done).
+
+        A task whose dependency failed is not run and is reported ``failed`` with
+        ``error="dependency <key> failed"``. Returns one outcome per task key.
+        """
+
+    def cancel(self, run_dir: str) -> int:
+        """Cancel what this backend still runs for the sweep in ``run_dir``; returns how many."""
+        return 0
+
+    def close(self) -> None:
+        """Release resources (shut Ray down, …)."""
