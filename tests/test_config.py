@@ -1,0 +1,83 @@
+"""Config validation: defaults are the paper's constants, mistakes are one clear line."""
+
+from __future__ import annotations
+
+import pytest
+
+from famix_core.config import ConfigError, FamixConfig, StyleConfig, load_config
+from famix_core.domains import DEFAULT_TARGETS, resolve_domain
+
+
+def test_defaults_are_the_papers_constants():
+    cfg = FamixConfig()
+    assert (cfg.model.backbone, cfg.model.output_stride, cfg.model.freeze) == ("RN50", 16, "paper")
+    assert (cfg.style.alpha, cfg.style.grid, cfg.style.eps) == (0.1, 3, 1e-5)
+    m = cfg.mining
+    assert (m.steps, m.lr, m.momentum, m.weight_decay, m.batch_size, m.crop_size, m.prompt) == (
+        100, 1.0, 0.9, 1e-4, 16, 768, "style_class")
+    t = cfg.train
+    assert (t.iterations, t.batch_size, t.lr_decoder, t.lr_backbone) == (40_000, 8, 0.1, 0.01)
+    assert (t.poly_power, t.min_lr, t.label_smoothing, t.weight_decay) == (0.9, 1e-6, 0.1, 1e-4)
+    assert cfg.data.jitter == (0.8, 0.8, 0.8)
+    assert tuple(cfg.eval.domains) == DEFAULT_TARGETS == ("C", "B", "M", "S", "AN", "AS", "AR", "AF")
+
+
+@pytest.mark.parametrize(
+    ("augment", "mix", "expected"),
+    [(True, True, "famix"), (True, False, "famix"), (False, True, "mixstyle"), (False, False, "none")],
+)
+def test_augment_mix_toggles_give_the_ablation_rows(augment, mix, expected):
+    style = StyleConfig(strategy="famix", augment=augment, mix=mix)
+    assert style.effective_strategy() == expected
+    assert style.needs_bank() == (expected == "famix")
+
+
+def test_domains_resolve_by_name_or_column():
+    assert resolve_domain("C").name == "cityscapes"
+    assert resolve_domain("acdc_fog").column == "AF"
+    cfg = FamixConfig.model_validate({"eval": {"domains": ["cityscapes", "AN"]}})
+    assert cfg.eval.domains == ["C", "AN"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"model.backbone": "RN18"}, "config.yaml: model.backbone: unknown backbone 'RN18' (known: RN50, RN101, famix-tiny)"),
+        ({"model.freez": "paper"}, "config.yaml: model.freez: unknown key"),
+        ({"style.strategy": "cutmix"}, "style.strategy: unknown style strategy 'cutmix'"),
+        ({"mining.prompt": "poem"}, "mining.prompt: unknown prompt type 'poem'"),
+        ({"eval.domains": ["C", "X"]}, "eval.domains: unknown domain 'X'"),
+        ({"eval.domains": []}, "eval.domains:"),
+        ({"train.iterations": 0}, "train.iterations:"),
+        ({"model.output_stride": 4}, "model.output_stride:"),
+    ],
+)
+def test_bad_values_name_the_field(tmp_path, overrides, needle):
+    path = tmp_path / "config.yaml"
+    path.write_text("model:\n  backbone: famix-tiny\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, overrides)
+    msg = str(err.value)
+    assert needle in msg.replace(str(tmp_path) + "/", "")
+    assert "\n" not in msg
+
+
+def test_yaml_syntax_error_has_line_and_column(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  backbone: [RN50\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: invalid YAML \(line \d+, column \d+\)"):
+        load_config(path)
+
+
+def test_python_object_tags_are_refused(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("model: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="evil.yaml: invalid YAML"):
+        load_config(path)
+
+
+def test_flat_params_round_trip_scalars():
+    flat = FamixConfig().flat()
+    assert flat["train.lr_decoder"] == 0.1
+    assert flat["model.backbone"] == "RN50"
+    assert flat["eval.domains"] == '["C", "B", "M", "S", "AN", "AS", "AR", "AF"]'
