@@ -65,6 +65,7 @@ class StageOutcome:
     log_path: str | None = None
     job_id: str | None = None  # Slurm job id / Ray task id, when there is one
     result: dict[str, Any] | None = None
+    retryable: bool = True  # False for deterministic failures (NaN loss, bad input): retrying cannot help
 
 
 EventFn = Callable[[str, StageTask, StageOutcome | None], None]

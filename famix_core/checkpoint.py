@@ -1,0 +1,214 @@
+"""Atomic training checkpoints in safe formats (safetensors + JSON; never pickle).
+
+Layout of a checkpoint folder ``ckpt_dir``::
+
+    ckpt_dir/
+      latest.json                 {"name": "iter-00000120", "iteration": 120}  (os.replace'd last)
+      iter-00000120/
+        tensors.safetensors       model.*, optim.state.<i>.<name>, rng.* tensors
+        state.json                iteration, optimizer param groups, scheduler, extra (JSON)
+
+Every checkpoint is written into a temp folder inside ``ckpt_dir`` and renamed
+into place before ``latest.json`` is replaced, so a job killed at any moment
+leaves either the previous checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CheckpointState",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "save_safetensors_atomic",
+    "optimizer_to_flat",
+    "optimizer_from_flat",
+]
+
+FORMAT_VERSION = 1
+_LATEST = "latest.json"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file atomically: a temp file in the same folder, fsync, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically (indent 1, sorted keys kept as given)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
+
+
+def _cpu_contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors needs contiguous, unshared storage: clone detaches from any shared buffer
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+
+
+def save_safetensors_atomic(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Save tensors to ``.safetensors`` atomically."""
+    from safetensors.torch import save
+
+    atomic_write_bytes(path, save(_cpu_contiguous(tensors), metadata=metadata))
+
+
+def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into tensors (``optim.state.<i>.<name>``) and JSON."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for name, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optim.state.{idx}.{name}"] = v
+            else:
+                scalars.setdefault(str(idx), {})[name] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Inverse of :func:`optimizer_to_flat`: load the state into ``opt``."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if key.startswith("optim.state."):
+            idx, name = key[len("optim.state.") :].split(".", 1)
+            state.setdefault(int(idx), {})[name] = v
+    for idx, st in meta.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(st)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+@dataclass
+class CheckpointState:
+    """What one checkpoint holds.
+
+    Attributes:
+        iteration: iterations completed.
+        model: the model's state dict.
+        optimizer: flat optimizer tensors (:func:`optimizer_to_flat`).
+        optimizer_meta: the optimizer's JSON part.
+        rng: RNG state tensors (``torch_cpu``, ``cuda.<i>``, generators by name).
+        extra: JSON-able trainer state (scheduler, loss window, timing).
+    """
+
+    iteration: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, torch.Tensor] = field(default_factory=dict)
+    optimizer_meta: dict[str, Any] = field(default_factory=dict)
+    rng: dict[str, torch.Tensor] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def save_checkpoint(ckpt_dir: str | Path, state: CheckpointState, keep: int = 1) -> Path:
+    """Write a checkpoint atomically and point ``latest.json`` at it; prune older ones.
+
+    Args:
+        ckpt_dir: the checkpoint folder (created if missing).
+        state: what to save.
+        keep: how many checkpoints to keep (the newest).
+
+    Returns:
+        The folder of the new checkpoint.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    name = f"iter-{state.iteration:08d}"
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=ckpt_dir))
+    try:
+        tensors = {f"model.{k}": v for k, v in state.model.items()}
+        tensors.update(state.optimizer)
+        tensors.update({f"rng.{k}": v for k, v in state.rng.items()})
+        save_safetensors_atomic(tmp / "tensors.safetensors", tensors)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "iteration": state.iteration,
+            "optimizer": state.optimizer_meta,
+            "extra": state.extra,
+        }
+        atomic_write_json(tmp / "state.json", meta)
+        final = ckpt_dir / name
+        if final.exists():  # same iteration saved twice (on-demand after periodic): replace
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_json(ckpt_dir / _LATEST, {"name": name, "iteration": state.iteration})
+    olds = sorted(p for p in ckpt_dir.glob("iter-*") if p.is_dir() and p.name != name)
+    for p in olds[: max(0, len(olds) - (keep - 1))]:
+        shutil.rmtree(p, ignore_errors=True)
+    for p in ckpt_dir.glob(".tmp-*"):  # leftovers of a killed writer
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint folder in ``ckpt_dir``, or None."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return None
+    latest = ckpt_dir / _LATEST
+    if latest.is_file():
+        try:
+            p = ckpt_dir / json.loads(latest.read_text())["name"]
+            if (p / "state.json").is_file() and (p / "tensors.safetensors").is_file():
+                return p
+        except (ValueError, KeyError):
+            pass
+    done = sorted(
+        p for p in ckpt_dir.glob("iter-*") if (p / "state.json").is_file() and (p / "tensors.safetensors").is_file()
+    )
+    return done[-1] if done else None
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> CheckpointState:
+    """Read a checkpoint folder written by :func:`save_checkpoint`.
+
+    Model and optimizer tensors go to ``device``; RNG states stay on CPU (torch wants them there).
+    """
+    from safetensors.torch import load_file
+
+    from famix_core.errors import FamixError
+
+    path = Path(path)
+    meta = json.loads((path / "state.json").read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise FamixError(
+            f"{path}: checkpoint format {meta.get('format_version')} is not {FORMAT_VERSION}; remove the folder to restart"
+        )
+    flat = load_file(str(path / "tensors.safetensors"), device="cpu")
+    dev = torch.device(device)
+    model = {k[len("model.") :]: v.to(dev) for k, v in flat.items() if k.startswith("model.")}
+    optim = {k: v.to(dev) for k, v in flat.items() if k.startswith("optim.")}
+    rng = {k[len("rng.") :]: v for k, v in flat.items() if k.startswith("rng.")}
+    return CheckpointState(
+        iteration=int(meta["iteration"]),
+        model=model,
+        optimizer=optim,
+        optimizer_meta=meta.get("optimizer", {}),
+        rng=rng,
+        extra=meta.get("extra", {}),
+    )

@@ -1,0 +1,134 @@
+"""``famix mine-styles | train | evaluate --config FILE --out DIR [key=value ...]`` (imports stay lazy)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+__all__ = ["register", "parse_overrides"]
+
+
+class _OverridesParser(argparse.ArgumentParser):
+    """Accepts ``key=value`` overrides anywhere on the line, also after options."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns, extras = super().parse_known_args(args, namespace)
+        if hasattr(ns, "overrides"):
+            kv = [a for a in extras if "=" in a and not a.startswith("-")]
+            ns.overrides = list(ns.overrides or []) + kv
+            extras = [a for a in extras if a not in kv]
+        return ns, extras
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["train.iterations=10", "eval.scales=[1.0,0.5]"]`` -> dotted dict (values parsed as YAML scalars/lists).
+
+    Raises:
+        ConfigError: an item without ``=`` or with an empty key.
+    """
+    import yaml
+
+    from famix_core.config import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"command line: {item!r}: expected key=value (e.g. train.iterations=100)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def _load(args: argparse.Namespace):
+    from famix_core.config import load_config
+
+    return load_config(args.config, parse_overrides(args.overrides or []))
+
+
+def _printer(prefix: str):
+    def log(metrics: dict[str, float], step: int | None = None) -> None:
+        shown = " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+        print(f"[{prefix}] step={step} {shown}", file=sys.stderr, flush=True)
+
+    return log
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="YAML/JSON engine config (default: built-in defaults)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. train.iterations=100")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``mine-styles``, ``train`` and ``evaluate`` to the ``famix`` parser."""
+    p = subparsers.add_parser("mine-styles", help="mine a style bank from the source domain with language prompts")
+    p.__class__ = _OverridesParser
+    _common(p)
+    p.set_defaults(func=_mine)
+
+    p = subparsers.add_parser("train", help="train a segmenter (resumes from --ckpt when it holds a checkpoint)")
+    p.__class__ = _OverridesParser
+    _common(p)
+    p.add_argument("--bank", default=None, help="style bank folder (from mine-styles), needed by style.strategy=famix")
+    p.add_argument("--ckpt", default=None, help="checkpoint folder (default: OUT/checkpoints)")
+    p.set_defaults(func=_train)
+
+    p = subparsers.add_parser("evaluate", help="evaluate trained weights on target domains (mIoU)")
+    p.__class__ = _OverridesParser
+    _common(p)
+    p.add_argument("--weights", required=True, help="model.safetensors of a training run, or an official FAMix checkpoint")
+    p.add_argument("--domains", default=None, help="comma-separated names or columns (default: eval.domains)")
+    p.set_defaults(func=_evaluate)
+
+
+def _mine(args: argparse.Namespace) -> int:
+    from famix_core.mining import mine_styles
+
+    cfg = _load(args)
+    summary = mine_styles(cfg, args.out, log=_printer("mine"))
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from famix_core.train import train
+
+    cfg = _load(args)
+    ckpt = args.ckpt if args.ckpt is not None else str(Path(args.out) / "checkpoints")
+    summary = train(cfg, args.out, bank_dir=args.bank, ckpt_dir=ckpt, log=_printer("train"))
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from famix_core.evaluate import evaluate
+
+    cfg = _load(args)
+    domains = [d.strip() for d in args.domains.split(",") if d.strip()] if args.domains else None
+    if domains:
+        from famix_core.config import ConfigError
+        from famix_core.domains import UnknownDomainError, resolve_domain
+
+        for d in domains:
+            try:
+                resolve_domain(d)
+            except UnknownDomainError as e:
+                raise ConfigError(f"command line: --domains: {e}") from None
+    results = evaluate(cfg, args.weights, domains, out_dir=args.out)
+    from famix_core.checkpoint import atomic_write_json
+
+    atomic_write_json(f"{args.out}/results.json", results)
+    for col, r in results.items():
+        print(f"{col:>4}  mIoU {100 * r['miou']:6.2f}  pixel acc {100 * r['pixel_acc']:6.2f}  ({r['n_images']} images)")
+    if len(results) > 1:
+        mean = sum(r["miou"] for r in results.values()) / len(results)
+        print(f"mean  mIoU {100 * mean:6.2f}")
+    return 0

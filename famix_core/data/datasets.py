@@ -1,0 +1,150 @@
+"""The torch Dataset of every domain: file pairs from a layout, labels through a lookup table, joint transforms."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch.utils.data import Dataset
+
+from famix_core.data.io import read_label, read_rgb
+from famix_core.data.layouts import get_layout, list_pairs
+from famix_core.data.mappings import get_mapping
+from famix_core.data.transforms import JointTransform, build_transform
+from famix_core.errors import DataError
+
+if TYPE_CHECKING:
+    from famix_core.config import DataConfig
+
+__all__ = ["SegmentationDataset", "build_dataset", "UnknownLabelWarning"]
+
+log = logging.getLogger(__name__)
+
+
+class UnknownLabelWarning(UserWarning):
+    """Label values outside a dataset's label space were found (and mapped to 255)."""
+
+
+class SegmentationDataset(Dataset):
+    """Pairs of (image, label) files of one domain split.
+
+    Items are ``(image, label)``: image (3, H, W) float32 CLIP-normalized, label (H, W) int64 train ids
+    (255 = ignore).
+
+    Attributes:
+        domain: domain name.
+        split: split name.
+        pairs: list of (image path, label path), the files this dataset reads.
+        unknown_labels: {raw value: pixel count} of label values outside the label space seen so far
+            (in this process; DataLoader workers count their own).
+    """
+
+    def __init__(
+        self,
+        domain: str,
+        split: str,
+        pairs: list[tuple[Path, Path]],
+        mapping: str,
+        transform: JointTransform,
+        *,
+        label_first_channel: bool = False,
+    ) -> None:
+        self.domain = domain
+        self.split = split
+        self.pairs = list(pairs)
+        self.mapping = get_mapping(mapping)
+        self.transform = transform
+        self.label_first_channel = label_first_channel
+        self.unknown_labels: dict[int, int] = {}
+        self._tables = self.mapping.tables()
+        self._warned = False
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load_raw(self, index: int):
+        """Read one pair without transforms.
+
+        Returns:
+            image (H, W, 3) uint8 and train ids (H, W) uint8 (numpy arrays).
+
+        Raises:
+            DataError: unreadable file, or image and label sizes differ.
+        """
+        img_path, lbl_path = self.pairs[index]
+        image = read_rgb(img_path)
+        raw = read_label(lbl_path, first_channel=self.label_first_channel)
+        if raw.shape != image.shape[:2]:
+            raise DataError(
+                f"{self.domain} {self.split}: label size {raw.shape[1]}x{raw.shape[0]} of {lbl_path}"
+                f" differs from image size {image.shape[1]}x{image.shape[0]} of {img_path}"
+            )
+        train_ids, unknown = self._tables.apply(raw)
+        if unknown:
+            for v, c in unknown.items():
+                self.unknown_labels[v] = self.unknown_labels.get(v, 0) + c
+            if not self._warned:
+                self._warned = True
+                msg = (
+                    f"{self.domain} {self.split}: label values {sorted(unknown)} outside the"
+                    f" {self.mapping.name} label space ({sum(unknown.values())} pixels in {lbl_path}) mapped to 255;"
+                    f" further ones are counted in dataset.unknown_labels"
+                )
+                log.warning(msg)
+                warnings.warn(msg, UnknownLabelWarning, stacklevel=2)
+        return image, train_ids
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, train_ids = self.load_raw(index)
+        return self.transform(image, train_ids)
+
+    def __repr__(self) -> str:
+        return f"SegmentationDataset({self.domain!r}, {self.split!r}, {len(self)} pairs, mapping={self.mapping.name!r})"
+
+
+def build_dataset(
+    data_cfg: "DataConfig",
+    domain: str,
+    split: str,
+    *,
+    train: bool,
+    crop_size: int | None = None,
+    scale: float = 1.0,
+    max_items: int | None = None,
+) -> SegmentationDataset:
+    """Build the dataset of one domain split (generating the synthetic benchmark first when configured).
+
+    Args:
+        data_cfg: data config (roots, jitter, flip, crop size, synthetic settings).
+        domain: domain name or table column (``gta5``, ``C``, ``acdc_night`` ...).
+        split: ``train`` or ``val``.
+        train: training transforms (random crop/jitter/flip) or evaluation (full image).
+        crop_size: training crop side (default ``data_cfg.crop_size``; ignored in evaluation).
+        scale: resize factor (training: image and label; evaluation: image only).
+        max_items: keep the first N pairs (sorted by name).
+
+    Returns:
+        a :class:`SegmentationDataset` with items (image (3,H,W) float32, label (H,W) int64).
+
+    Raises:
+        DataError: missing root/folder, unpaired files, bad split list (one line).
+    """
+    if data_cfg.synthetic is not None:
+        from famix_core.data.synth import ensure_synthetic
+
+        ensure_synthetic(data_cfg)
+    d, lay = get_layout(domain)
+    pairs = list_pairs(data_cfg, d, split)
+    if max_items is not None:
+        pairs = pairs[:max_items]
+    transform = build_transform(
+        train=train,
+        crop_size=(crop_size or data_cfg.crop_size) if train else None,
+        jitter=tuple(data_cfg.jitter),
+        hflip=data_cfg.hflip,
+        scale=scale,
+    )
+    return SegmentationDataset(d.name, split, pairs, lay.mapping, transform, label_first_channel=lay.label_first_channel)

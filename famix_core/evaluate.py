@@ -1,0 +1,310 @@
+"""Evaluation: a confusion matrix accumulated on the device over a whole split; mIoU, per-class IoU, pixel accuracy.
+
+Conventions:
+  * the confusion matrix ``M`` is (K, K) int64, rows = ground truth, columns = prediction;
+    pixels labelled 255 (or any id >= K) are ignored;
+  * IoU_c = M[c,c] / (sum_row_c + sum_col_c - M[c,c]); a class with union 0 (absent from
+    the ground truth AND never predicted) has IoU ``None`` and is excluded from the mean;
+    a class predicted but absent from the ground truth has IoU 0 and counts;
+  * mIoU = mean IoU over the classes with a non-zero union (fractions in [0, 1]);
+  * test-time scales: the image is resized by each scale, the logits are resized back to the
+    label size; with several scales (``[1.0, 0.5]``) their softmax probabilities are averaged.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import types
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from famix_core.checkpoint import atomic_write_json
+from famix_core.classes import CLASS_NAMES, IGNORE_INDEX
+from famix_core.device import pick_device
+from famix_core.domains import resolve_domain
+
+if TYPE_CHECKING:
+    from famix_core.config import FamixConfig
+    from famix_core.models.segmenter import Segmenter
+
+__all__ = [
+    "ConfusionMatrix",
+    "confusion_update",
+    "metrics_from_confusion",
+    "predict",
+    "evaluate_model",
+    "evaluate_domain",
+    "evaluate",
+    "load_segmenter",
+]
+
+LogFn = Callable[[dict[str, float], "int | None"], None]
+
+
+def confusion_update(conf: torch.Tensor, pred: torch.Tensor, gt: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Add a batch to a confusion matrix, in place, on the tensors' device.
+
+    Args:
+        conf: (K, K) int64, rows = ground truth, columns = prediction.
+        pred: (B, H, W) or (N,) predicted class ids in [0, K).
+        gt: same shape, ground-truth ids; ``ignore_index`` and ids >= K are skipped.
+
+    Returns:
+        ``conf`` (updated).
+    """
+    k = conf.shape[0]
+    gt = gt.reshape(-1).long()  # (N,)
+    pred = pred.reshape(-1).long()
+    valid = (gt != ignore_index) & (gt >= 0) & (gt < k)
+    idx = gt[valid] * k + pred[valid]  # (n,) flat (gt, pred) cell
+    conf += torch.bincount(idx, minlength=k * k).reshape(k, k)
+    return conf
+
+
+class ConfusionMatrix:
+    """A (K, K) int64 confusion matrix living on a device.
+
+    Args:
+        num_classes: K.
+        device: where the counts accumulate.
+        ignore_index: label skipped in the ground truth.
+    """
+
+    def __init__(self, num_classes: int, device: torch.device | str = "cpu", ignore_index: int = IGNORE_INDEX):
+        self.mat = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        self.ignore_index = ignore_index
+
+    def update(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
+        """Count predictions (B, H, W) against labels (B, H, W)."""
+        confusion_update(self.mat, pred, gt, self.ignore_index)
+
+    def metrics(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+        """``{"miou", "iou": {name: float|None}, "pixel_acc"}`` (see the module docstring)."""
+        return metrics_from_confusion(self.mat, class_names)
+
+
+def metrics_from_confusion(conf: torch.Tensor, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """mIoU, per-class IoU and pixel accuracy of a confusion matrix.
+
+    Args:
+        conf: (K, K) counts, rows = ground truth.
+        class_names: K names (default: the Cityscapes train classes when K = 19, else ``"0".."K-1"``).
+
+    Returns:
+        ``{"miou": float, "iou": {name: float | None}, "pixel_acc": float}``; ``miou`` averages the
+        classes whose union is non-zero (``nan`` when there are none).
+    """
+    c = conf.double().cpu()
+    k = c.shape[0]
+    names = list(class_names) if class_names is not None else (list(CLASS_NAMES) if k == len(CLASS_NAMES) else [str(i) for i in range(k)])
+    tp = torch.diagonal(c)  # (K,)
+    union = c.sum(0) + c.sum(1) - tp  # (K,)
+    iou: dict[str, float | None] = {}
+    present = []
+    for i, name in enumerate(names):
+        if union[i] > 0:
+            v = float(tp[i] / union[i])
+            iou[name] = v
+            present.append(v)
+        else:
+            iou[name] = None
+    total = float(c.sum())
+    return {
+        "miou": sum(present) / len(present) if present else float("nan"),
+        "iou": iou,
+        "pixel_acc": float(tp.sum()) / total if total > 0 else float("nan"),
+    }
+
+
+@torch.no_grad()
+def predict(model: "Segmenter", images: torch.Tensor, out_size: tuple[int, int], scales: Sequence[float] = (1.0,)) -> torch.Tensor:
+    """Class predictions at the label size, with test-time scales.
+
+    Args:
+        model: the segmenter (eval mode).
+        images: (B, 3, H, W).
+        out_size: (Hl, Wl) of the labels.
+        scales: one scale (resize input, upsample logits back) or several (softmax averaged).
+
+    Returns:
+        (B, Hl, Wl) int64 predictions.
+    """
+    acc = None
+    for s in scales:
+        x = images
+        if s != 1.0:
+            h, w = images.shape[-2:]
+            x = F.interpolate(images, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear", align_corners=False)
+        logits = model(x).float()  # (B, K, h, w)
+        if logits.shape[-2:] != tuple(out_size):
+            logits = F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=False)
+        if len(scales) == 1:
+            return logits.argmax(1)
+        prob = logits.softmax(1)
+        acc = prob if acc is None else acc + prob
+    assert acc is not None
+    return acc.argmax(1)
+
+
+def _batches(dataset, batch_size: int) -> Iterable[list[tuple[torch.Tensor, torch.Tensor]]]:
+    batch: list = []
+    for i in range(len(dataset)):
+        batch.append(dataset[i])
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: "Segmenter",
+    dataset,
+    num_classes: int,
+    device: torch.device,
+    scales: Sequence[float] = (1.0,),
+    batch_size: int = 1,
+) -> tuple[torch.Tensor, int]:
+    """Accumulate the confusion matrix of a model over a dataset, on ``device``.
+
+    Args:
+        model: the segmenter, on ``device``.
+        dataset: items (image (3,H,W), label (Hl,Wl)); images of different sizes are run one by one.
+        num_classes: K.
+        device: compute device.
+        scales: test-time scales.
+        batch_size: images per forward pass (when their sizes agree).
+
+    Returns:
+        ((K, K) int64 confusion on ``device``, number of images).
+    """
+    model.eval()
+    conf = ConfusionMatrix(num_classes, device)
+    n = 0
+    for batch in _batches(dataset, batch_size):
+        same = len({(tuple(x.shape), tuple(y.shape)) for x, y in batch}) == 1
+        groups = [batch] if same else [[item] for item in batch]
+        for group in groups:
+            images = torch.stack([torch.as_tensor(x) for x, _ in group]).to(device, non_blocking=True)  # (B, 3, H, W)
+            labels = torch.stack([torch.as_tensor(y) for _, y in group]).to(device, non_blocking=True)  # (B, Hl, Wl)
+            pred = predict(model, images, tuple(labels.shape[-2:]), scales)
+            conf.update(pred, labels)
+            n += len(group)
+    return conf.mat, n
+
+
+def load_segmenter(cfg: "FamixConfig", weights: str | Path, device: torch.device | str = "cpu") -> "Segmenter":
+    """Build ``cfg.model``'s segmenter and load trained weights (ours or an official checkpoint), strictly.
+
+    Args:
+        cfg: the engine config (backbone, output stride, classes).
+        weights: ``model.safetensors`` (or its folder), or an official FAMix ``.pth``.
+        device: target device.
+
+    Returns:
+        The segmenter in eval mode.
+    """
+    from famix_core.models.clip import read_state_dict
+    from famix_core.models.segmenter import _load_strict, build_segmenter
+
+    p = Path(weights)
+    if p.is_dir():
+        p = p / "model.safetensors"
+    sd = read_state_dict(p)
+    mcfg = cfg.model.model_copy(update={"pretrained": "none", "freeze": "none"})
+    model = build_segmenter(mcfg)
+    _load_strict(model, sd, p, cfg.model.backbone)
+    return model.to(torch.device(device)).eval()
+
+
+def evaluate_domain(
+    cfg: "FamixConfig",
+    weights: str | Path,
+    domain: str,
+    out_dir: str | Path | None = None,
+    *,
+    log: LogFn | None = None,
+    model: "Segmenter | None" = None,
+) -> dict[str, Any]:
+    """Evaluate trained weights on one domain split (``cfg.eval.split``, ``cfg.eval.scales``).
+
+    Args:
+        cfg: the engine config.
+        weights: ``model.safetensors`` of a training run (or an official checkpoint).
+        domain: domain name or table column (``C``, ``acdc_night``, ...).
+        out_dir: if given, receives ``metrics.json`` and ``confusion.json`` (K x K ints), atomically.
+        log: unused by the metric itself (the orchestrator logs the result); kept for the common signature.
+        model: an already loaded segmenter (skips loading ``weights``; used by :func:`evaluate`).
+
+    Returns:
+        ``{"miou": float in [0,1], "iou": {class: float|None}, "pixel_acc": float, "n_images": int}``.
+    """
+    from famix_core.data import build_dataset
+
+    t0 = time.perf_counter()
+    device = pick_device(cfg.train.device)
+    if model is None:
+        model = load_segmenter(cfg, weights, device)
+    dataset = build_dataset(cfg.data, domain, cfg.eval.split, train=False, max_items=cfg.eval.max_images)
+    conf, n = evaluate_model(model, dataset, cfg.model.num_classes, device, cfg.eval.scales, cfg.eval.batch_size)
+    m = metrics_from_confusion(conf)
+    result = {"miou": m["miou"], "iou": m["iou"], "pixel_acc": m["pixel_acc"], "n_images": n}
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        d = resolve_domain(domain)
+        atomic_write_json(
+            out / "metrics.json",
+            {**result, "domain": d.name, "column": d.column, "split": cfg.eval.split,
+             "scales": list(cfg.eval.scales), "seconds": time.perf_counter() - t0},
+        )
+        atomic_write_json(out / "confusion.json", conf.cpu().tolist())
+    return result
+
+
+def evaluate(
+    cfg: "FamixConfig",
+    weights: str | Path,
+    domains: Sequence[str] | None = None,
+    *,
+    log: LogFn | None = None,
+    out_dir: str | Path | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Evaluate on several domains (default ``cfg.eval.domains``), loading the weights once.
+
+    Args:
+        cfg: the engine config.
+        weights: trained weights.
+        domains: names or columns.
+        log: called with ``{"miou/<column>": percent}`` after each domain.
+        out_dir: if given, each domain writes into ``out_dir/<column>/``.
+
+    Returns:
+        ``{column: result of evaluate_domain}`` in the given order.
+    """
+    device = pick_device(cfg.train.device)
+    model = load_segmenter(cfg, weights, device)
+    results: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate(domains or cfg.eval.domains):
+        d = resolve_domain(name)
+        col = d.column or d.name
+        sub = Path(out_dir) / col if out_dir is not None else None
+        results[col] = evaluate_domain(cfg, weights, name, sub, model=model)
+        if log is not None:
+            log({f"miou/{col}": 100.0 * results[col]["miou"]}, i)
+    return results
+
+
+class _CallableModule(types.ModuleType):
+    """``famix_core.evaluate`` names both this module and its entry point: calling the module calls :func:`evaluate`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,396 @@
+"""Prompt-driven style mining (METHOD.md "Style mining"): learn a style bank from language prompts.
+
+For each source batch, the frozen CLIP image encoder (its own output stride 32)
+gives layer-1 features; these are split into ``g x g`` patches (the labels
+too), each patch gets its dominant class, and the first patch of each distinct
+dominant class of the batch is kept. A kept patch is normalized once with its
+own statistics and gets learnable ``(mu, sigma)`` initialized to them; the
+forward ``ReLU(sigma * normalized + mu)`` is average-pooled to CLIP's layer-1
+size (``image_size / 4``: 56 for RN50) and run through layers 2-4 and the
+attention pool; the loss pulls the embedding towards the prompt's text target.
+
+Batched optimization: the kept patches of one or more batches (up to
+``mining.patches_per_step``) are optimized together as one ``(N, C)`` parameter
+pair. CLIP is frozen in eval mode, so patches do not interact, and the loss is
+the SUM of the per-patch losses ``1 - cos(emb, target)``: each patch then gets
+exactly the gradient (and, with SGD's per-element momentum and weight decay,
+the update) it would get if optimized alone, whereas the mean would scale every
+gradient by ``1/N``. The forward/backward runs in chunks of patches, which
+changes nothing but the memory peak. Reported losses are means over patches.
+
+Determinism: ``torch.manual_seed(mining.seed)`` before anything random (model
+init, loader shuffle, crops), a loader generator seeded the same way, and a
+``random.Random(mining.seed)`` for the prompts; same seed -> same bank.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from famix_core.classes import CLASS_NAMES, IGNORE_INDEX
+from famix_core.config import FamixConfig
+from famix_core.errors import FamixError
+from famix_core.prompts import TextTargets, build_prompt
+from famix_core.styles import StyleBank, _atomic_write_bytes, dominant_class, patch_index, patch_stats
+
+__all__ = ["mine_styles", "KeptPatch", "select_patches", "optimize_styles", "SUMMARY_FILE"]
+
+SUMMARY_FILE = "summary.json"
+_FORWARD_CHUNK = 64  # kept patches per forward/backward inside one batched problem
+_LOG_EVERY = 10
+
+LogFn = Callable[[dict[str, float], "int | None"], None]
+
+
+@dataclass
+class KeptPatch:
+    """One patch to mine a style from.
+
+    Attributes:
+        norm: (C, P, P) the patch normalized with its own statistics (pooled to the common size P).
+        mu: (C,) its mean; sigma: (C,) its std (the initial style).
+        cls: dominant class (train id or 255).
+        prompt: its text prompt.
+    """
+
+    norm: torch.Tensor
+    mu: torch.Tensor
+    sigma: torch.Tensor
+    cls: int
+    prompt: str
+
+
+def _pick_device(name: str) -> torch.device:
+    """The engine's device choice (``famix_core.device.pick_device``)."""
+    try:
+        from famix_core.device import pick_device
+    except ModuleNotFoundError as e:  # pragma: no cover - only while the device module is missing
+        if e.name != "famix_core.device":
+            raise
+        if name == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(name)
+    return pick_device(name)
+
+
+def _patch_bounds(n: int, grid: int) -> list[tuple[int, int]]:
+    """Start/stop of each patch along a side, matching :func:`famix_core.styles.patch_index`."""
+    starts = [math.ceil(r * n / grid) for r in range(grid)] + [n]
+    return [(starts[r], starts[r + 1]) for r in range(grid)]
+
+
+def select_patches(
+    feats: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    grid: int,
+    num_classes: int,
+    eps: float,
+    size: tuple[int, int],
+    prompt_type: str,
+    rng: random.Random,
+    class_names: tuple[str, ...],
+) -> list[KeptPatch]:
+    """Keep the first patch of each distinct dominant class of a batch, normalized.
+
+    Args:
+        feats: (B, C, H, W) layer-1 features.
+        labels: (B, Hl, Wl) label map.
+        grid: patches per side.
+        num_classes: real classes.
+        eps: variance epsilon.
+        size: common (ph, pw) the normalized patches are average-pooled to (a no-op
+            when every patch already has it, i.e. H, W divisible by ``grid``).
+        prompt_type: prompt type name.
+        rng: the prompt RNG.
+        class_names: names of the train ids.
+
+    Returns:
+        Kept patches in (sample, row, column) order.
+    """
+    b, c, h, w = feats.shape
+    g = grid
+    dom = dominant_class(labels, g, num_classes, IGNORE_INDEX).reshape(-1).tolist()  # (B*g*g,) host
+    mu, sigma = patch_stats(feats, g, eps)  # (B, C, g, g)
+    rows, cols = _patch_bounds(h, g), _patch_bounds(w, g)
+    seen: set[int] = set()
+    kept: list[KeptPatch] = []
+    for pos, k in enumerate(dom):
+        if k in seen:
+            continue
+        seen.add(k)
+        bi, r, q = pos // (g * g), (pos // g) % g, pos % g
+        (r0, r1), (c0, c1) = rows[r], cols[q]
+        m, s = mu[bi, :, r, q], sigma[bi, :, r, q]  # (C,)
+        norm = (feats[bi, :, r0:r1, c0:c1] - m[:, None, None]) / s[:, None, None]  # (C, ph, pw)
+        if tuple(norm.shape[1:]) != tuple(size):
+            norm = F.adaptive_avg_pool2d(norm, size)
+        prompt = build_prompt(prompt_type, k, rng, class_names, IGNORE_INDEX)
+        kept.append(KeptPatch(norm, m.clone(), s.clone(), k, prompt))
+    return kept
+
+
+def _embed(visual: nn.Module, norm: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, pool: int) -> torch.Tensor:
+    """CLIP image embedding of stylized patches.
+
+    Args:
+        visual: open_clip ModifiedResNet (frozen, eval).
+        norm: (N, C, P, P) normalized patches.
+        mu, sigma: (N, C) styles.
+        pool: layer-1 side length of a CLIP input (image_size / 4).
+
+    Returns:
+        (N, D) embeddings.
+    """
+    x = torch.relu(torch.addcmul(mu[:, :, None, None], norm, sigma[:, :, None, None]))  # (N, C, P, P)
+    x = F.adaptive_avg_pool2d(x, pool)  # (N, C, pool, pool)
+    x = visual.layer3(visual.layer2(x))
+    x = visual.layer4(x)  # (N, C4, pool/8, pool/8)
+    return visual.attnpool(x)  # (N, D)
+
+
+def optimize_styles(
+    visual: nn.Module,
+    norm: torch.Tensor,
+    mu0: torch.Tensor,
+    sigma0: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    steps: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    pool: int,
+    on_step: Callable[[int, float], None] | None = None,
+    chunk: int = _FORWARD_CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prompt-driven instance normalization of N patches at once.
+
+    Args:
+        visual: frozen CLIP ModifiedResNet.
+        norm: (N, C, P, P) normalized patches.
+        mu0, sigma0: (N, C) initial styles (the patches' own statistics).
+        target: (N, D) unit-norm text targets.
+        steps, lr, momentum, weight_decay: SGD settings.
+        pool: layer-1 side of a CLIP input.
+        on_step: called with (step, mean loss) after each step's forward.
+        chunk: patches per forward/backward (gradients accumulate; the result is unchanged).
+
+    Returns:
+        ``(mu, sigma, initial_losses, final_losses)``: learnt (N, C) styles and the per-patch
+        losses (N,) before the first and after the last update.
+    """
+    mu = mu0.detach().clone().requires_grad_(True)
+    sigma = sigma0.detach().clone().requires_grad_(True)
+    opt = torch.optim.SGD([mu, sigma], lr=lr, momentum=momentum, weight_decay=weight_decay)
+    n = norm.shape[0]
+    initial = torch.zeros(n, device=norm.device)
+    for step in range(steps):
+        opt.zero_grad(set_to_none=True)
+        losses = []
+        for i in range(0, n, chunk):
+            sl = slice(i, i + chunk)
+            emb = _embed(visual, norm[sl], mu[sl], sigma[sl], pool)
+            per = 1.0 - F.cosine_similarity(emb.float(), target[sl], dim=-1)  # (n_chunk,)
+            per.sum().backward()  # SUM: each patch gets its own, unscaled gradient
+            losses.append(per.detach())
+        per_all = torch.cat(losses)
+        if step == 0:
+            initial = per_all
+        opt.step()
+        if on_step is not None:
+            on_step(step, float(per_all.mean()))
+    with torch.no_grad():
+        final = torch.cat(
+            [
+                1.0 - F.cosine_similarity(_embed(visual, norm[i : i + chunk], mu[i : i + chunk], sigma[i : i + chunk], pool).float(), target[i : i + chunk], dim=-1)
+                for i in range(0, n, chunk)
+            ]
+        )
+    return mu.detach(), sigma.detach(), initial, final
+
+
+def _source_dataset(cfg: FamixConfig):
+    from famix_core.data import build_dataset
+
+    return build_dataset(cfg.data, cfg.data.source, "train", train=True, crop_size=cfg.mining.crop_size)
+
+
+def _class_names(num_classes: int) -> tuple[str, ...]:
+    if num_classes == len(CLASS_NAMES):
+        return CLASS_NAMES
+    raise FamixError(
+        f"model.num_classes: style mining needs class names; known for {len(CLASS_NAMES)} classes, got {num_classes}"
+    )
+
+
+def _image_size(visual: nn.Module) -> int:
+    s = getattr(visual, "image_size", 224)
+    return int(s[0] if isinstance(s, (tuple, list)) else s)
+
+
+def _batches(loader: Iterable, max_batches: int | None) -> Iterable:
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            return
+        yield batch
+
+
+def mine_styles(
+    cfg: FamixConfig,
+    out_dir: str | Path,
+    *,
+    log: LogFn | None = None,
+    dataset: torch.utils.data.Dataset | None = None,
+) -> dict[str, Any]:
+    """Mine a style bank from the source dataset with language prompts.
+
+    Args:
+        cfg: the engine config (``model``, ``style.grid/eps``, ``mining``, ``data``, ``train.device``).
+        out_dir: receives ``bank.safetensors``, ``bank.json`` and ``summary.json`` (each written atomically).
+        log: ``log({"mine/loss": x}, step)`` progress callback.
+        dataset: items ``(image (3, H, W) CLIP-normalized, label (H, W) long)``; default: the source
+            dataset of ``cfg.data`` (``famix_core.data.build_dataset``, train split, mining crop size).
+
+    Returns:
+        The summary: ``styles_per_class``, ``initial_loss``, ``final_loss``, ``prompt``, ``n_styles``, ``seconds``.
+
+    Raises:
+        FamixError: no data, or weights/data missing (from the model and data builders).
+    """
+    t0 = time.perf_counter()
+    from famix_core.models.clip import create_clip, get_tokenizer
+
+    mc, sc = cfg.mining, cfg.style
+    out = Path(out_dir)
+    device = _pick_device(cfg.train.device)
+    torch.manual_seed(mc.seed)
+    rng = random.Random(mc.seed)
+    names = _class_names(cfg.model.num_classes)
+
+    clip = create_clip(cfg.model.backbone, cfg.model.pretrained, cfg.model.cache_dir, device)
+    clip.requires_grad_(False)
+    clip.eval()
+    visual = clip.visual
+    pool = _image_size(visual) // 4
+    texts = TextTargets(clip, get_tokenizer(cfg.model.backbone), device)
+
+    ds = dataset if dataset is not None else _source_dataset(cfg)
+    if len(ds) == 0:
+        raise FamixError(f"data.source={cfg.data.source}: the training split is empty; nothing to mine from")
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=mc.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(mc.seed),
+        num_workers=cfg.data.num_workers,
+        drop_last=False,
+    )
+
+    mus, sigmas, classes = [], [], []
+    init_sum = final_sum = 0.0
+    n_done = 0
+    group_idx = 0
+    pending: list[KeptPatch] = []
+    size: tuple[int, int] | None = None
+
+    def on_step_for(group: int) -> Callable[[int, float], None]:
+        def on_step(step: int, loss: float) -> None:
+            if log is not None and (step % _LOG_EVERY == 0 or step == mc.steps - 1):
+                log({"mine/loss": loss}, group * mc.steps + step)
+
+        return on_step
+
+    def flush(group: list[KeptPatch]) -> None:
+        nonlocal init_sum, final_sum, n_done, group_idx
+        norm = torch.stack([p.norm for p in group])  # (N, C, P, P)
+        mu0 = torch.stack([p.mu for p in group])  # (N, C)
+        sigma0 = torch.stack([p.sigma for p in group])
+        target = texts([p.prompt for p in group])  # (N, D)
+        mu, sigma, init_l, final_l = optimize_styles(
+            visual,
+            norm,
+            mu0,
+            sigma0,
+            target,
+            steps=mc.steps,
+            lr=mc.lr,
+            momentum=mc.momentum,
+            weight_decay=mc.weight_decay,
+            pool=pool,
+            on_step=on_step_for(group_idx),
+        )
+        mus.append(mu.cpu())
+        sigmas.append(sigma.cpu())
+        classes.extend(p.cls for p in group)
+        init_sum += float(init_l.sum())
+        final_sum += float(final_l.sum())
+        n_done += len(group)
+        group_idx += 1
+
+    for images, labels in _batches(loader, mc.max_batches):
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        with torch.no_grad():
+            feats = visual.layer1(visual.stem(images))  # (B, C, H/4, W/4)
+        if size is None:
+            size = (math.ceil(feats.shape[2] / sc.grid), math.ceil(feats.shape[3] / sc.grid))
+        pending.extend(
+            select_patches(
+                feats,
+                labels,
+                grid=sc.grid,
+                num_classes=cfg.model.num_classes,
+                eps=sc.eps,
+                size=size,
+                prompt_type=mc.prompt,
+                rng=rng,
+                class_names=names,
+            )
+        )
+        while len(pending) >= mc.patches_per_step:
+            flush(pending[: mc.patches_per_step])
+            pending = pending[mc.patches_per_step :]
+    if pending:
+        flush(pending)
+    if n_done == 0:
+        raise FamixError(f"data.source={cfg.data.source}: no batch was read; nothing to mine from")
+
+    bank = StyleBank(
+        torch.cat(mus),
+        torch.cat(sigmas),
+        torch.tensor(classes, dtype=torch.long),
+        class_names=names,
+        meta={
+            "backbone": cfg.model.backbone,
+            "pretrained": cfg.model.pretrained,
+            "prompt": mc.prompt,
+            "seed": mc.seed,
+            "steps": mc.steps,
+            "grid": sc.grid,
+            "source": cfg.data.source,
+            "crop_size": mc.crop_size,
+        },
+    )
+    bank.save(out)
+    summary = {
+        "styles_per_class": bank.counts(),
+        "initial_loss": init_sum / n_done,
+        "final_loss": final_sum / n_done,
+        "prompt": mc.prompt,
+        "n_styles": len(bank),
+        "channels": bank.channels,
+        "seconds": time.perf_counter() - t0,
+    }
+    _atomic_write_bytes(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
+    return summary

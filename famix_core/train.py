@@ -1,0 +1,433 @@
+"""Training: SGD + poly schedule on the source domain, atomic checkpoints, bit-exact resume.
+
+Determinism (what makes resume bit-exact on CPU):
+  * the batch of iteration ``i`` is a pure function of ``(train.seed, i)``: sample
+    position ``p = i*B + k`` reads index ``perm_e[p mod N]`` of the permutation of
+    epoch ``e = p // N``, drawn from a generator seeded by ``(seed, e)``;
+  * each item's augmentation (crop, jitter, flip) runs under RNGs seeded by
+    ``(seed, i, k)`` and restored afterwards, whichever process fetches it;
+  * the learning rate is a pure function of ``i`` (poly, floored);
+  * model, optimizer (momentum buffers), the global torch RNG (dropout) and the
+    style generator are saved in every checkpoint and restored on resume.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import types
+import random
+import resource
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from famix_core.checkpoint import (
+    CheckpointState,
+    atomic_write_json,
+    latest_checkpoint,
+    load_checkpoint,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    save_checkpoint,
+    save_safetensors_atomic,
+)
+from famix_core.device import pick_device
+from famix_core.errors import DataError, TrainingDiverged
+
+if TYPE_CHECKING:
+    from famix_core.config import FamixConfig
+    from famix_core.models.segmenter import Segmenter
+
+__all__ = ["train", "Trainer", "poly_lr", "BatchSchedule", "LogFn"]
+
+LogFn = Callable[[dict[str, float], "int | None"], None]
+_MASK63 = (1 << 63) - 1
+
+
+def poly_lr(base_lr: float, iteration: int, total: int, power: float = 0.9, min_lr: float = 1e-6) -> float:
+    """Poly learning rate ``base * (1 - i/total)^power``, floored at ``min_lr``."""
+    frac = min(max(iteration / max(total, 1), 0.0), 1.0)
+    return max(base_lr * (1.0 - frac) ** power, min_lr)
+
+
+def _mix(*xs: int) -> int:
+    """A deterministic 63-bit seed from integers (splitmix-style), stable across processes."""
+    h = 0x9E3779B97F4A7C15
+    for x in xs:
+        h = (h ^ (int(x) & _MASK63)) * 0xBF58476D1CE4E5B9 & ((1 << 64) - 1)
+        h ^= h >> 31
+    return h & _MASK63
+
+
+class BatchSchedule:
+    """Which dataset index fills slot ``k`` of the batch of iteration ``i``: a pure function of (seed, i, k).
+
+    Args:
+        n: dataset length.
+        batch_size: items per batch.
+        seed: ``train.seed``.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self._epoch = -1
+        self._perm: list[int] = []
+
+    def _perm_of(self, epoch: int) -> list[int]:
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(_mix(self.seed, epoch))
+            self._perm = torch.randperm(self.n, generator=g).tolist()
+            self._epoch = epoch
+        return self._perm
+
+    def batch(self, iteration: int) -> list[tuple[int, int, int]]:
+        """``[(iteration, slot, dataset index)]`` for one iteration."""
+        out = []
+        for k in range(self.batch_size):
+            p = iteration * self.batch_size + k
+            out.append((iteration, k, self._perm_of(p // self.n)[p % self.n]))
+        return out
+
+
+class _ScheduleSampler(Sampler):
+    """Batch sampler over iterations ``[start, stop)`` of a :class:`BatchSchedule`."""
+
+    def __init__(self, schedule: BatchSchedule, start: int, stop: int):
+        self.schedule, self.start, self.stop = schedule, start, stop
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        for i in range(self.start, self.stop):
+            yield self.schedule.batch(i)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+class _SeededItems(Dataset):
+    """Fetch ``dataset[index]`` with every RNG seeded by (seed, iteration, slot), restoring them afterwards."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int, int]):
+        iteration, slot, index = key
+        s = _mix(self.seed, iteration, slot, 0x5EED)
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s)
+            random.seed(s)
+            np.random.seed(s % (1 << 32))
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+
+
+def _collate(items):
+    images = torch.stack([torch.as_tensor(it[0]) for it in items])  # (B, 3, H, W)
+    labels = torch.stack([torch.as_tensor(it[1]) for it in items]).long()  # (B, H, W)
+    return images, labels
+
+
+def _peak_mem_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+class Trainer:
+    """One training run, steppable and checkpointable on demand (for preemption handlers).
+
+    Args:
+        cfg: the engine config.
+        out_dir: where ``model.safetensors`` and ``summary.json`` go.
+        bank_dir: mined style bank folder (needed when ``cfg.style.needs_bank()``).
+        ckpt_dir: periodic checkpoints; the run resumes from it when one exists.
+        log: ``log(metrics, step)`` callback.
+        dataset: optional dataset overriding ``famix_core.data.build_dataset`` (tests, benchmarks).
+        device: optional device overriding ``cfg.train.device``.
+    """
+
+    def __init__(
+        self,
+        cfg: "FamixConfig",
+        out_dir: str | Path,
+        *,
+        bank_dir: str | Path | None = None,
+        ckpt_dir: str | Path | None = None,
+        log: LogFn | None = None,
+        dataset: Dataset | None = None,
+        device: torch.device | str | None = None,
+    ):
+        from famix_core.models.segmenter import build_segmenter
+
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None
+        self.log = log
+        tc = cfg.train
+        self.device = torch.device(device) if device is not None else pick_device(tc.device)
+        self.cuda = self.device.type == "cuda"
+        if self.cuda:
+            torch.backends.cudnn.deterministic = tc.deterministic
+            torch.backends.cudnn.benchmark = not tc.deterministic
+        torch.manual_seed(tc.seed)  # initial weights and, until restored, dropout
+
+        augmenter = self._build_augmenter(bank_dir)
+        self.model: Segmenter = build_segmenter(cfg.model, style_augmenter=augmenter, device=self.device)
+        if augmenter is not None:
+            augmenter.to(self.device)
+        self.style_generator: torch.Generator | None = None
+        if augmenter is not None and hasattr(augmenter, "generator"):
+            self.style_generator = torch.Generator(device=self.device).manual_seed(_mix(tc.seed, 0x57E1E))
+            augmenter.generator = self.style_generator
+        self.channels_last = tc.channels_last and self.cuda
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.amp = tc.amp and self.cuda
+
+        dec, bb = self.model.param_groups()
+        groups = [{"params": dec, "lr": tc.lr_decoder, "base_lr": tc.lr_decoder, "name": "decoder"}]
+        if bb:
+            groups.append({"params": bb, "lr": tc.lr_backbone, "base_lr": tc.lr_backbone, "name": "backbone"})
+        self.optimizer = torch.optim.SGD(groups, lr=tc.lr_decoder, momentum=tc.momentum, weight_decay=tc.weight_decay)
+
+        self.dataset = dataset if dataset is not None else self._build_dataset()
+        n = len(self.dataset)  # type: ignore[arg-type]
+        if n == 0:
+            raise DataError(f"{cfg.data.root_of(cfg.data.source)}: no training images for {cfg.data.source}")
+        self.schedule = BatchSchedule(n, tc.batch_size, tc.seed)
+        self.items = _SeededItems(self.dataset, tc.seed)
+
+        self.iteration = 0
+        self.loss_window: list[float] = []
+        self.last_loss = float("nan")
+        self.images_seen = 0
+        self.train_seconds = 0.0
+        self._batches: Iterator | None = None
+
+    # -- construction helpers ---------------------------------------------------------------
+    def _build_augmenter(self, bank_dir: str | Path | None):
+        from famix_core.styles import StyleBank, build_style_augmenter
+
+        bank = None
+        if self.cfg.style.needs_bank():
+            if bank_dir is None:
+                raise DataError("style.strategy=famix with style.augment=true needs a style bank: pass bank_dir (mine styles first)")
+            bank = StyleBank.load(bank_dir, device=self.device)
+        return build_style_augmenter(self.cfg.style, bank, self.cfg.model.num_classes)
+
+    def _build_dataset(self) -> Dataset:
+        from famix_core import data
+
+        dc = self.cfg.data  # build_dataset generates the synthetic benchmark when configured
+        return data.build_dataset(dc, dc.source, "train", train=True, crop_size=dc.crop_size)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _loader(self) -> Iterator:
+        sampler = _ScheduleSampler(self.schedule, self.iteration, self.cfg.train.iterations)
+        nw = self.cfg.data.num_workers
+        loader = DataLoader(
+            self.items,
+            batch_sampler=sampler,
+            num_workers=nw,
+            collate_fn=_collate,
+            pin_memory=self.cuda,
+            persistent_workers=False,
+            # its own generator: creating the iterator must not consume the global RNG (dropout's)
+            generator=torch.Generator().manual_seed(_mix(self.cfg.train.seed, self.iteration)),
+            prefetch_factor=2 if nw > 0 else None,
+        )
+        return iter(loader)
+
+    def set_lr(self) -> float:
+        """Set every group's lr for the current iteration; returns the decoder's."""
+        tc = self.cfg.train
+        for g in self.optimizer.param_groups:
+            g["lr"] = poly_lr(g["base_lr"], self.iteration, tc.iterations, tc.poly_power, tc.min_lr)
+        return self.optimizer.param_groups[0]["lr"]
+
+    def step(self) -> float:
+        """Run one iteration (forward, loss, backward, SGD step).
+
+        Returns:
+            The loss of this iteration.
+
+        Raises:
+            TrainingDiverged: the loss is NaN or infinite.
+        """
+        if self._batches is None:
+            self._batches = self._loader()
+        t0 = time.perf_counter()
+        try:
+            images, labels = next(self._batches)
+        except StopIteration:
+            self._batches = self._loader()
+            images, labels = next(self._batches)
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        lr = self.set_lr()
+        self.model.train()
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.model(images, labels)  # (B, K, H, W)
+        loss = F.cross_entropy(
+            logits.float(), labels, ignore_index=255, label_smoothing=self.cfg.train.label_smoothing
+        )
+        value = float(loss.item())
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"loss is {value} at iteration {self.iteration + 1}; lower train.lr_decoder / train.lr_backbone"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.iteration += 1
+        self.images_seen += images.shape[0]
+        self.last_loss = value
+        self.loss_window.append(value)
+        tc = self.cfg.train
+        if len(self.loss_window) > tc.log_every:
+            self.loss_window.pop(0)
+        if self.log is not None and (self.iteration % tc.log_every == 0 or self.iteration == tc.iterations):
+            self.log({"train/loss": sum(self.loss_window) / len(self.loss_window), "train/lr": lr}, self.iteration)
+        self.train_seconds += time.perf_counter() - t0
+        return value
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _rng_state(self) -> dict[str, torch.Tensor]:
+        rng = {"torch_cpu": torch.get_rng_state()}
+        if self.cuda:
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                rng[f"cuda.{i}"] = s
+        if self.style_generator is not None:
+            rng["style"] = self.style_generator.get_state()
+        return rng
+
+    def _set_rng_state(self, rng: dict[str, torch.Tensor]) -> None:
+        torch.set_rng_state(rng["torch_cpu"])
+        if self.cuda:
+            cuda = [rng[f"cuda.{i}"] for i in range(torch.cuda.device_count()) if f"cuda.{i}" in rng]
+            if cuda:
+                torch.cuda.set_rng_state_all(cuda)
+        if self.style_generator is not None and "style" in rng:
+            self.style_generator.set_state(rng["style"])
+
+    def save_checkpoint(self) -> Path | None:
+        """Checkpoint now (atomically) into ``ckpt_dir``; None when there is no ``ckpt_dir``."""
+        if self.ckpt_dir is None:
+            return None
+        otensors, ometa = optimizer_to_flat(self.optimizer)
+        state = CheckpointState(
+            iteration=self.iteration,
+            model=self.model.state_dict(),
+            optimizer=otensors,
+            optimizer_meta=ometa,
+            rng=self._rng_state(),
+            extra={
+                "scheduler": {"kind": "poly", "last_iteration": self.iteration, "total": self.cfg.train.iterations},
+                "loss_window": self.loss_window,
+                "last_loss": self.last_loss,
+                "images_seen": self.images_seen,
+                "train_seconds": self.train_seconds,
+            },
+        )
+        return save_checkpoint(self.ckpt_dir, state)
+
+    def resume(self) -> bool:
+        """Restore the newest checkpoint of ``ckpt_dir``, if any; returns whether one was loaded."""
+        if self.ckpt_dir is None:
+            return False
+        path = latest_checkpoint(self.ckpt_dir)
+        if path is None:
+            return False
+        st = load_checkpoint(path, self.device)
+        self.model.load_state_dict(st.model, strict=True)
+        optimizer_from_flat(self.optimizer, st.optimizer, st.optimizer_meta)
+        self._set_rng_state(st.rng)
+        self.iteration = st.iteration
+        ex = st.extra
+        self.loss_window = list(ex.get("loss_window", []))
+        self.last_loss = float(ex.get("last_loss", float("nan")))
+        self.images_seen = int(ex.get("images_seen", 0))
+        self.train_seconds = float(ex.get("train_seconds", 0.0))
+        self._batches = None
+        return True
+
+    # -- whole run ----------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Resume if possible, train to ``train.iterations`` with periodic checkpoints, write the outputs."""
+        tc = self.cfg.train
+        self.resume()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        while self.iteration < tc.iterations:
+            self.step()
+            if self.iteration % tc.checkpoint_every == 0 and self.iteration < tc.iterations:
+                self.save_checkpoint()
+        self._batches = None
+        summary = self.finalize()
+        self.save_checkpoint()  # a rerun after a crash during finalize does no training
+        return summary
+
+    def finalize(self) -> dict[str, Any]:
+        """Write ``out_dir/model.safetensors`` (official key names) and ``summary.json``; return the summary."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        meta = {"backbone": self.cfg.model.backbone, "output_stride": str(self.cfg.model.output_stride),
+                "num_classes": str(self.cfg.model.num_classes), "iterations": str(self.iteration)}
+        save_safetensors_atomic(self.out_dir / "model.safetensors", self.model.state_dict(), metadata=meta)
+        window = self.loss_window or [self.last_loss]
+        summary = {
+            "iterations": self.iteration,
+            "final_loss": sum(window) / len(window),
+            "images_per_s": self.images_seen / self.train_seconds if self.train_seconds > 0 else 0.0,
+            "peak_mem_mb": _peak_mem_mb(self.device),
+            "seconds": self.train_seconds,
+            "device": str(self.device),
+        }
+        atomic_write_json(self.out_dir / "summary.json", summary)
+        return summary
+
+
+def train(
+    cfg: "FamixConfig",
+    out_dir: str | Path,
+    *,
+    bank_dir: str | Path | None = None,
+    ckpt_dir: str | Path | None = None,
+    log: LogFn | None = None,
+) -> dict[str, Any]:
+    """Train a segmenter on ``cfg.data.source`` (resuming from ``ckpt_dir`` when it holds a checkpoint).
+
+    Args:
+        cfg: the engine config.
+        out_dir: receives ``model.safetensors`` and ``summary.json``.
+        bank_dir: the mined style bank (when ``cfg.style.needs_bank()``).
+        ckpt_dir: periodic atomic checkpoints (every ``train.checkpoint_every`` iterations).
+        log: ``log({"train/loss", "train/lr"}, step)`` every ``train.log_every`` iterations.
+
+    Returns:
+        ``{"iterations", "final_loss" (mean of the last log window), "images_per_s", "peak_mem_mb", "seconds", "device"}``.
+    """
+    return Trainer(cfg, out_dir, bank_dir=bank_dir, ckpt_dir=ckpt_dir, log=log).run()
+
+
+class _CallableModule(types.ModuleType):
+    """``famix_core.train`` names both this module and its entry point: calling the module calls :func:`train`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

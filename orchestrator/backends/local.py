@@ -1,0 +1,43 @@
+"""The in-process backend: stages run one after another in the driver (debugging, tests, small sweeps)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from orchestrator.backends.base import Backend, EventFn, StageOutcome, StageTask
+from orchestrator.backends.dag import DagScheduler
+
+__all__ = ["LocalBackend"]
+
+
+class LocalBackend(Backend):
+    """Sequential, in-process.
+
+    Args:
+        execute: the stage function (default :func:`orchestrator.execute.execute_stage`; tests inject stand-ins).
+    """
+
+    name = "local"
+
+    def __init__(self, execute: Callable[[StageTask], StageOutcome] | None = None, **_: object):
+        if execute is None:
+            from orchestrator.execute import execute_stage
+
+            execute = execute_stage
+        self.execute = execute
+
+    def run(self, tasks: list[StageTask], *, max_parallel: int, retries: int, on_event: EventFn) -> dict[str, StageOutcome]:
+        dag = DagScheduler(tasks, retries, on_event)
+        try:
+            while not dag.finished():
+                batch = dag.ready(limit=1)
+                if not batch:
+                    if dag.finished():
+                        break
+                    raise RuntimeError("dependency cycle or missing dependency among stages")  # plan bug
+                task = batch[0]
+                dag.complete(task.key, self.execute(task))
+        except KeyboardInterrupt:
+            dag.cancel_rest()
+            raise
+        return dag.outcomes

@@ -1,0 +1,148 @@
+"""The Ray backend: each stage is a Ray task (``ray.remote(execute_stage)``), submitted when its deps are done.
+
+By default Ray is started in-process (``ray.init(num_cpus=…, include_dashboard=False,
+log_to_driver=False)``) with its temp dir under the sweep folder, or, when that path
+would make Ray's unix socket paths too long (> 107 bytes), under a short
+``/tmp/famix-ray-<hash>``. With ``backend.ray.address`` (``auto``, ``ray://host:port``) it
+connects to an existing cluster instead. It shuts down only what it started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from orchestrator.backends.base import Backend, EventFn, StageOutcome, StageTask
+from orchestrator.backends.dag import DagScheduler
+
+__all__ = ["RayBackend", "ray_temp_dir"]
+
+_SOCKET_BUDGET = 107 - 60  # Ray appends about 60 chars (session_<date>_<pid>/sockets/plasma_store) to _temp_dir
+
+
+def ray_temp_dir(sweep_dir: str | Path) -> tuple[str, bool]:
+    """Ray's temp dir: ``<sweep_dir>/ray`` when short enough, else ``/tmp/famix-ray-<hash>``.
+
+    Returns:
+        (path, fell_back)
+    """
+    preferred = str(Path(sweep_dir).absolute() / "ray")
+    if len(preferred) <= _SOCKET_BUDGET:
+        return preferred, False
+    h = hashlib.sha256(preferred.encode()).hexdigest()[:10]
+    return f"/tmp/famix-ray-{h}", True
+
+
+class RayBackend(Backend):
+    """Stages as Ray tasks with the sweep's per-kind CPU/GPU resources.
+
+    Args:
+        sweep_dir: the sweep's folder (Ray's temp dir goes under it when short enough).
+        options: the sweep's backend block (``resources``, ``ray: {address, num_cpus, num_gpus}``).
+        execute: the stage function (default :func:`orchestrator.execute.execute_stage`).
+        log: where to say what was started (default: stderr).
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        sweep_dir: str | Path = "runs/ray",
+        options: dict[str, Any] | None = None,
+        execute: Callable[[StageTask], StageOutcome] | None = None,
+        log: Callable[[str], None] | None = None,
+    ):
+        self.sweep_dir = Path(sweep_dir)
+        self.options = options or {}
+        self.execute = execute
+        self.log = log or (lambda s: print(s, file=sys.stderr))
+        self._started = False
+
+    def _ensure_ray(self) -> Any:
+        import ray
+
+        if ray.is_initialized():
+            return ray
+        ray_opts = self.options.get("ray") or {}
+        address = ray_opts.get("address")
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        if address:
+            ray.init(address=address, log_to_driver=False)
+            self.log(f"ray: connected to {address}")
+        else:
+            temp_dir, fell_back = ray_temp_dir(self.sweep_dir)
+            if fell_back:
+                self.log(f"ray: run dir path too long for Ray's sockets; using temp dir {temp_dir}")
+            Path(temp_dir).mkdir(parents=True, exist_ok=True)
+            num_cpus = ray_opts.get("num_cpus") or os.cpu_count() or 1
+            ray.init(
+                num_cpus=num_cpus,
+                num_gpus=ray_opts.get("num_gpus"),
+                include_dashboard=False,
+                log_to_driver=False,
+                _temp_dir=temp_dir,
+                configure_logging=False,
+            )
+            self._started = True
+            self.log(f"ray: started in-process with {num_cpus} CPUs (temp dir {temp_dir})")
+        return ray
+
+    def _resources(self, task: StageTask) -> dict[str, Any]:
+        res = dict((self.options.get("resources") or {}).get(task.kind) or {})
+        res.update(task.resources or {})
+        return {"num_cpus": float(res.get("cpus", 1)), "num_gpus": float(res.get("gpus", 0))}
+
+    def run(self, tasks: list[StageTask], *, max_parallel: int, retries: int, on_event: EventFn) -> dict[str, StageOutcome]:
+        if not tasks:
+            return {}
+        ray = self._ensure_ray()
+        execute = self.execute
+        if execute is None:
+            from orchestrator.execute import execute_stage
+
+            execute = execute_stage
+        remote = ray.remote(max_retries=0)(execute)
+        dag = DagScheduler(tasks, retries, on_event)
+        inflight: dict[Any, str] = {}
+        limit = max(1, max_parallel)
+        try:
+            while not dag.finished():
+                for task in dag.ready(limit=limit - len(inflight)):
+                    ref = remote.options(**self._resources(task), name=_task_name(task)).remote(task)
+                    inflight[ref] = task.key
+                if not inflight:
+                    if dag.finished():
+                        break
+                    raise RuntimeError("dependency cycle or missing dependency among stages")
+                done, _ = ray.wait(list(inflight), num_returns=1, timeout=None)
+                for ref in done:
+                    key = inflight.pop(ref)
+                    try:
+                        outcome = ray.get(ref)
+                    except Exception as e:  # noqa: BLE001 — worker died (OOM, node lost): a retryable failure
+                        outcome = StageOutcome(key, "failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                    outcome.job_id = ref.task_id().hex() if hasattr(ref, "task_id") else None
+                    dag.complete(key, outcome)
+        except KeyboardInterrupt:
+            for ref in inflight:
+                ray.cancel(ref, force=True)
+            dag.cancel_rest()
+            raise
+        return dag.outcomes
+
+    def close(self) -> None:
+        if self._started:
+            import ray
+
+            t0 = time.perf_counter()
+            ray.shutdown()
+            self._started = False
+            self.log(f"ray: shut down ({time.perf_counter() - t0:.1f}s)")
+
+
+def _task_name(task: StageTask) -> str:
+    return (task.name or f"{task.kind}-{task.key[:8]}").replace(" ", "_")[:60]

@@ -1,0 +1,298 @@
+"""The sweep file's ``backend.slurm`` block: validation and per-stage sbatch parameters.
+
+Pure Python (no submitit, no torch): the planner validates the block at plan
+time, before anything is submitted, and the golden-file tests render sbatch
+scripts from what :func:`stage_parameters` returns.
+
+The block::
+
+    backend:
+      slurm:
+        partition: gpu            # common to every stage kind
+        time: 120                 # minutes, or "[D-]HH:MM[:SS]"
+        gpus: 1                   # GPUs per node (one task per job)
+        cpus_per_task: 8
+        mem: 32G                  # number = GB, or "<n>M|G|T"
+        account: my-project
+        qos: normal
+        constraint: a100
+        additional: {exclude: "node[01-02]"}   # any other sbatch --option
+        array_parallelism: 8      # at most this many tasks of one array run at once
+        train: {time: "12:00:00"} # per stage kind overrides (mine | train | evaluate)
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any, Mapping
+
+from famix_core.errors import FamixError
+
+__all__ = [
+    "SLURM_OPTIONS",
+    "STAGE_KINDS",
+    "RESERVED_SBATCH_OPTIONS",
+    "SlurmOptionError",
+    "validate_slurm_options",
+    "parse_time_min",
+    "parse_mem_gb",
+    "stage_parameters",
+    "array_parallelism",
+    "sanitize_job_name",
+]
+
+SLURM_OPTIONS: tuple[str, ...] = (
+    "partition",
+    "time",
+    "gpus",
+    "cpus_per_task",
+    "mem",
+    "account",
+    "qos",
+    "constraint",
+    "additional",
+    "array_parallelism",
+)
+"""Keys of ``backend.slurm`` (and of its per stage kind overrides)."""
+
+STAGE_KINDS: tuple[str, ...] = ("mine", "train", "evaluate")
+
+RESERVED_SBATCH_OPTIONS: tuple[str, ...] = (
+    "array",
+    "dependency",
+    "error",
+    "job-name",
+    "kill-on-invalid-dep",
+    "open-mode",
+    "output",
+    "signal",
+    "wrap",
+)
+"""sbatch options the backend sets itself; ``additional`` may not override them."""
+
+_OPTION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+_TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
+_MEM = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<u>[KMGT]?)B?$", re.IGNORECASE)
+
+
+class SlurmOptionError(FamixError, ValueError):
+    """A mistake in the sweep file's ``backend.slurm`` block (one line: file, dotted key, expectation)."""
+
+
+def _close(word: str, choices: tuple[str, ...]) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean {match[0]}? " if match else ""
+
+
+def parse_time_min(value: Any) -> int:
+    """Minutes from an int or a Slurm time string.
+
+    Args:
+        value: minutes (int > 0) or ``"MM"``, ``"MM:SS"``, ``"HH:MM:SS"``, ``"D-HH"``, ``"D-HH:MM[:SS]"``.
+
+    Returns:
+        Whole minutes, rounded up, at least 1.
+
+    Raises:
+        ValueError: the value is none of these.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected minutes or a Slurm time like '12:00:00', got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"expected at least 1 minute, got {value}")
+        return value
+    m = _TIME.match(str(value).strip()) if isinstance(value, str) else None
+    if not m:
+        raise ValueError(f"expected minutes or a Slurm time like '12:00:00', got {value!r}")
+    d = int(m["d"] or 0)
+    parts = [int(p) for p in (m["a"], m["b"], m["c"]) if p is not None]
+    if m["d"] is not None:  # D-HH[:MM[:SS]]
+        parts += [0] * (3 - len(parts))
+        h, mi, s = parts
+    elif len(parts) == 1:  # MM
+        h, mi, s = 0, parts[0], 0
+    elif len(parts) == 2:  # MM:SS
+        h, mi, s = 0, parts[0], parts[1]
+    else:  # HH:MM:SS
+        h, mi, s = parts
+    seconds = ((d * 24 + h) * 60 + mi) * 60 + s
+    if seconds <= 0:
+        raise ValueError(f"expected a positive time, got {value!r}")
+    return max(1, -(-seconds // 60))
+
+
+def parse_mem_gb(value: Any) -> float:
+    """GB from a number (GB) or a Slurm memory string (``"4000M"``, ``"16G"``, ``"1T"``; no unit = MB)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected GB or a size like '16G', got {value!r}")
+    if isinstance(value, (int, float)):
+        if value <= 0:
+            raise ValueError(f"expected a positive size, got {value}")
+        return float(value)
+    m = _MEM.match(value.strip()) if isinstance(value, str) else None
+    if not m:
+        raise ValueError(f"expected GB or a size like '16G' / '4000M', got {value!r}")
+    scale = {"K": 1 / 1024**2, "": 1 / 1024, "M": 1 / 1024, "G": 1.0, "T": 1024.0}[m["u"].upper()]
+    gb = float(m["n"]) * scale
+    if gb <= 0:
+        raise ValueError(f"expected a positive size, got {value!r}")
+    return gb
+
+
+def _mem_text(gb: float) -> str:
+    """sbatch ``--mem`` text for a size in GB: whole GB as ``<n>GB``, else ``<n>MB``."""
+    if gb == int(gb):
+        return f"{int(gb)}GB"
+    return f"{max(1, int(gb * 1024))}MB"
+
+
+def _positive_int(value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or "\n" in value:
+        raise ValueError(f"expected a non-empty one-line string, got {value!r}")
+    return value
+
+
+def _additional(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a mapping of sbatch option -> value, got {type(value).__name__}")
+    out: dict[str, Any] = {}
+    for name, v in value.items():
+        if not isinstance(name, str) or not _OPTION_NAME.match(name):
+            raise ValueError(f"{name!r} is not an sbatch option name (letters, digits, '-', '_')")
+        flag = name.replace("_", "-")
+        if flag in RESERVED_SBATCH_OPTIONS:
+            raise ValueError(f"{name!r} is set by the backend (reserved: {', '.join(RESERVED_SBATCH_OPTIONS)})")
+        if isinstance(v, bool) or isinstance(v, (int, float)):
+            out[name] = v
+        elif isinstance(v, str) and "\n" not in v:
+            out[name] = v
+        else:
+            raise ValueError(f"{name}: expected a one-line string, number or true, got {v!r}")
+    return out
+
+
+_CHECKS = {
+    "partition": _text,
+    "time": parse_time_min,
+    "gpus": lambda v: _positive_int(v, 0),
+    "cpus_per_task": lambda v: _positive_int(v, 1),
+    "mem": parse_mem_gb,
+    "account": _text,
+    "qos": _text,
+    "constraint": _text,
+    "additional": _additional,
+    "array_parallelism": lambda v: _positive_int(v, 1),
+}
+
+
+def _check_block(block: Any, prefix: str, source: str, allow_kinds: bool) -> dict[str, Any]:
+    if block is None:
+        return {}
+    if not isinstance(block, Mapping):
+        raise SlurmOptionError(f"{source}: {prefix}: expected a mapping, got {type(block).__name__}")
+    valid = SLURM_OPTIONS + (STAGE_KINDS if allow_kinds else ())
+    out: dict[str, Any] = {}
+    for key, value in block.items():
+        where = f"{source}: {prefix}.{key}"
+        if key in STAGE_KINDS and allow_kinds:
+            out[key] = _check_block(value, f"{prefix}.{key}", source, allow_kinds=False)
+            continue
+        if key not in _CHECKS:
+            raise SlurmOptionError(f"{where}: unknown option ({_close(str(key), valid)}valid: {', '.join(valid)})")
+        try:
+            out[key] = _CHECKS[key](value)
+        except ValueError as e:
+            raise SlurmOptionError(f"{where}: {e}") from None
+    return out
+
+
+def validate_slurm_options(options: Mapping[str, Any] | None, source: str = "sweep") -> list[str]:
+    """Check a ``backend.slurm`` block; raise on the first mistake.
+
+    Imports neither submitit nor torch, so the planner calls it at plan time.
+
+    Args:
+        options: the block as read from YAML (``None`` or ``{}``: nothing to check).
+        source: the sweep file, named in the message.
+
+    Returns:
+        An empty list (for callers that collect error lines); mistakes raise.
+
+    Raises:
+        SlurmOptionError: one line, ``<source>: backend.slurm.<key>: unknown option (valid: ...)``
+            or ``<source>: backend.slurm.<key>: <what was expected>``.
+    """
+    _check_block(options, "backend.slurm", source, allow_kinds=True)
+    return []
+
+
+def stage_parameters(kind: str, resources: Mapping[str, Any] | None, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """submitit ``SlurmExecutor`` parameters for one stage kind.
+
+    Precedence, lowest first: defaults (1 CPU, 60 min), the stage's generic
+    ``resources`` (``cpus``, ``gpus``, ``mem_gb``, ``timeout_min``), the
+    ``backend.slurm`` block, its ``<kind>`` override.
+
+    Args:
+        kind: ``mine`` | ``train`` | ``evaluate``.
+        resources: ``StageTask.resources``.
+        options: the ``backend.slurm`` block (validated here again).
+
+    Returns:
+        Keyword arguments for ``SlurmExecutor.update_parameters`` (``time``,
+        ``cpus_per_task``, ``mem``, optional ``gpus_per_node``, ``partition``,
+        ``account``, ``qos``, ``constraint``, ``additional_parameters``).
+    """
+    checked = _check_block(options or {}, "backend.slurm", "sweep", allow_kinds=True)
+    res = dict(resources or {})
+    merged: dict[str, Any] = {"time": 60, "cpus_per_task": 1}
+    if "timeout_min" in res:
+        merged["time"] = parse_time_min(int(res["timeout_min"]))
+    if "cpus" in res:
+        merged["cpus_per_task"] = max(1, int(res["cpus"]))
+    if res.get("gpus"):
+        merged["gpus"] = int(-(-float(res["gpus"]) // 1))  # fractional GPUs round up to whole ones
+    if res.get("mem_gb"):
+        merged["mem"] = float(res["mem_gb"])
+    additional: dict[str, Any] = {}
+    for layer in (checked, checked.get(kind, {})):
+        for key, value in layer.items():
+            if key in STAGE_KINDS or key == "array_parallelism":
+                continue
+            if key == "additional":
+                additional.update(value)
+            else:
+                merged[key] = value
+    params: dict[str, Any] = {"time": merged["time"], "cpus_per_task": merged["cpus_per_task"]}
+    if merged.get("gpus"):
+        params["gpus_per_node"] = merged["gpus"]
+    if "mem" in merged:
+        params["mem"] = _mem_text(merged["mem"])
+    for key in ("partition", "account", "qos", "constraint"):
+        if key in merged:
+            params[key] = merged[key]
+    if additional:
+        params["additional_parameters"] = dict(sorted(additional.items()))
+    return params
+
+
+def array_parallelism(kind: str, options: Mapping[str, Any] | None, default: int) -> int:
+    """The array cap for a stage kind: ``<kind>.array_parallelism``, else the block's, else ``default``."""
+    checked = _check_block(options or {}, "backend.slurm", "sweep", allow_kinds=True)
+    value = checked.get(kind, {}).get("array_parallelism", checked.get("array_parallelism", default))
+    return max(1, int(value))
+
+
+def sanitize_job_name(*parts: str, limit: int = 64) -> str:
+    """A Slurm job name made of ``[A-Za-z0-9._-]`` only (sweep names may hold spaces, quotes, ``$(...)``)."""
+    clean = (re.sub(r"[^A-Za-z0-9._-]+", "_", p).strip("_.-") for p in parts)
+    name = "-".join(c for c in clean if c)
+    return (name or "famix")[:limit]

@@ -1,0 +1,101 @@
+"""``famix sweep plan|run|status|cancel SWEEP [options] [key=value ...]`` (imports stay lazy)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["register"]
+
+
+class _OverridesParser(argparse.ArgumentParser):
+    """Accepts ``key=value`` overrides anywhere on the line (also after options, as ``make sweep ARGS=…`` puts them)."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns, extras = super().parse_known_args(args, namespace)
+        if hasattr(ns, "overrides"):
+            kv = [a for a in extras if "=" in a and not a.startswith("-")]
+            ns.overrides = list(ns.overrides or []) + kv
+            extras = [a for a in extras if a not in kv]
+        return ns, extras
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", help="sweep file, or a name in ./sweeps or the project's sweeps/ (e.g. ablation.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied to the sweep's base")
+    p.add_argument("--profile", default=None, help="profile: smoke (default: embedded synthetic), paper, or one of the file")
+    p.add_argument("--run-dir", default="runs", help="everything the sweep writes goes here (default: runs)")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``sweep`` and its sub-commands to the ``famix`` parser."""
+    sweep = subparsers.add_parser("sweep", help="plan, run, inspect or cancel an experiment sweep")
+    sweep.set_defaults(func=lambda args: (sweep.print_help(), 2)[1])
+    sub = sweep.add_subparsers(dest="sweep_command", metavar="ACTION", parser_class=_OverridesParser)
+
+    p = sub.add_parser("plan", help="print the trials and, per stage, done / to run / shared; runs nothing")
+    _common(p)
+    p.set_defaults(func=_plan)
+
+    p = sub.add_parser("run", help="run what is not done yet; print progress, failures and the results table")
+    _common(p)
+    p.add_argument("--backend", default=None, help="local | ray | slurm (default: the sweep's backend.kind)")
+    p.add_argument("--max-parallel", type=int, default=None, help="stages running at once")
+    p.add_argument("--retries", type=int, default=None, help="extra attempts for a failing stage (default 1)")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("status", help="what is done, what is left, whether a driver is running")
+    _common(p)
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("cancel", help="cancel a running sweep (its backend jobs and its driver)")
+    _common(p)
+    p.add_argument("--backend", default=None)
+    p.set_defaults(func=_cancel)
+
+
+def _prepare(args: argparse.Namespace, **kw: Any):
+    from orchestrator.driver import prepare
+
+    return prepare(args.sweep, profile=args.profile, run_dir=args.run_dir, overrides=args.overrides, **kw)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from orchestrator.plan import print_plan
+
+    plan = _prepare(args)
+    print_plan(plan)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from orchestrator.driver import RunOptions, run_plan
+    from orchestrator.errors import SweepError
+
+    for name in ("max_parallel", "retries"):
+        v = getattr(args, name)
+        if v is not None and v < (1 if name == "max_parallel" else 0):
+            raise SweepError(f"command line: --{name.replace('_', '-')}: expected {'>= 1' if name == 'max_parallel' else '>= 0'}, got {v}")
+    if args.backend is not None:
+        from orchestrator.backends import get_backend_class
+
+        get_backend_class(args.backend)  # an unknown name fails before anything is planned
+    plan = _prepare(args)
+    result = run_plan(plan, RunOptions(args.backend, args.max_parallel, args.retries))
+    return result.exit_code
+
+
+def _status(args: argparse.Namespace) -> int:
+    from orchestrator.driver import sweep_status
+
+    plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None)
+    sweep_status(plan)
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from orchestrator.driver import cancel_sweep
+
+    plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None)
+    cancel_sweep(plan, args.backend)
+    return 0

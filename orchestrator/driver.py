@@ -1,0 +1,506 @@
+"""The sweep driver: plan -> MLflow runs -> backend -> results (``famix sweep plan|run|status|cancel``).
+
+A rerun of the same command finishes only what is missing: finished stages are
+found in the store, trial runs are found in MLflow by tags, and metrics already
+in MLflow are not logged twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from orchestrator.backends.base import StageOutcome, StageTask
+from orchestrator.errors import SweepError
+from orchestrator.plan import Plan, StageSpec, build_plan, print_plan
+from orchestrator.store import atomic_write_text
+from orchestrator.sweep import load_sweep, parse_overrides, resolve_profile, resolve_sweep_path
+
+__all__ = ["prepare", "run_plan", "RunOptions", "SweepResult", "sweep_status", "cancel_sweep", "results_frame", "markdown_table"]
+
+
+def prepare(
+    sweep: str | Path,
+    *,
+    profile: str | None = None,
+    run_dir: str | Path = "runs",
+    overrides: list[str] | None = None,
+    check_data: Any = None,
+    check_weights: Any = None,
+) -> Plan:
+    """Find, validate, expand and check a sweep (nothing runs; raises a one-line FamixError on any mistake)."""
+    path = resolve_sweep_path(sweep)
+    spec, source = load_sweep(path)
+    rs = resolve_profile(spec, source, profile, parse_overrides(list(overrides or [])))
+    return build_plan(rs, run_dir, check_data=check_data, check_weights=check_weights)
+
+
+@dataclass
+class RunOptions:
+    backend: str | None = None
+    max_parallel: int | None = None
+    retries: int | None = None
+
+
+@dataclass
+class SweepResult:
+    outcomes: dict[str, StageOutcome]
+    failed: list[str] = field(default_factory=list)
+    results_csv: Path | None = None
+    table: str = ""
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+# ----------------------------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """Live stage counts (rich progress on a TTY, plain lines otherwise); failures printed as they happen."""
+
+    def __init__(self, total: int, cached: int, console: Any, live: bool):
+        self.total = total
+        self.console = console
+        self.counts = {"done": 0, "cached": cached, "running": 0, "failed": 0, "retry": 0}
+        self.t0 = time.perf_counter()
+        self.failures: list[tuple[StageTask, StageOutcome]] = []
+        self._bar = None
+        self._task_id = None
+        if live:
+            from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+
+            self._bar = RichProgress(
+                TextColumn("[bold]stages"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            )
+
+    def __enter__(self) -> "Progress":
+        if self._bar is not None:
+            self._bar.start()
+            self._task_id = self._bar.add_task(self._desc(), total=self.total, completed=0)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def _desc(self) -> str:
+        c = self.counts
+        return f"done {c['done']} · running {c['running']} · failed {c['failed']} · cached {c['cached']}"
+
+    def _line(self, text: str) -> None:
+        elapsed = time.perf_counter() - self.t0
+        self.console.print(f"[{elapsed:7.1f}s] {text}", highlight=False, markup=False)
+
+    def on_event(self, event: str, task: StageTask, outcome: StageOutcome | None) -> None:
+        c = self.counts
+        if event == "start":
+            c["running"] += 1
+            if self._bar is None:
+                self._line(f"start   {task.name}")
+        elif event == "retry":
+            c["running"] -= 1
+            c["retry"] += 1
+            first = (outcome.error or "").splitlines()[0] if outcome and outcome.error else ""
+            self._line(f"RETRY   {task.name}: {first}")
+        elif event in ("done", "failed", "cancelled"):
+            if outcome is not None and outcome.attempts > 0 and not (outcome.error or "").startswith("dependency"):
+                c["running"] = max(0, c["running"] - 1)
+            if event == "done":
+                key = "cached" if outcome is not None and outcome.status == "cached" else "done"
+                c[key] += 1
+                if self._bar is None:
+                    secs = f" in {outcome.seconds:.1f}s" if outcome else ""
+                    self._line(f"{key:<7} {task.name}{secs} [{sum((c['done'], c['cached'], c['failed']))}/{self.total}]")
+            elif event == "failed":
+                c["failed"] += 1
+                assert outcome is not None
+                self.failures.append((task, outcome))
+                first = (outcome.error or "").splitlines()[0] if outcome.error else ""
+                log = f" (log: {outcome.log_path})" if outcome.log_path and not first.startswith("dependency") else ""
+                self._line(f"FAILED  {task.name}: {first}{log}")
+        if self._bar is not None and self._task_id is not None:
+            finished = c["done"] + c["cached"] + c["failed"]
+            self._bar.update(self._task_id, completed=finished, description=self._desc())
+
+
+# ----------------------------------------------------------------------------------------------- tracking
+
+
+def _tracking(plan: Plan):
+    from orchestrator.tracking import Tracker, default_uri
+
+    rs = plan.sweep
+    uri = rs.tracking.uri or default_uri(plan.run_dir)
+    artifacts = (plan.run_dir / "mlartifacts").absolute().as_uri() if rs.tracking.uri is None else None
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    return Tracker(uri, rs.tracking.experiment or rs.name, artifact_location=artifacts)
+
+
+def _trial_tags(plan: Plan, trial, backend: str, commit: str) -> dict[str, str]:
+    from orchestrator.tracking import labels_tags
+
+    ts = plan.trial_stages[trial.id]
+    tags = {
+        "famix.trial_index": str(trial.index),
+        "famix.seed": str(trial.seed),
+        "famix.stage.train": ts.train,
+        "famix.git_commit": commit,
+        "famix.backend": backend,
+        "famix.profile": plan.sweep.profile,
+        "famix.domains": json.dumps(list(ts.evaluate)),
+        **labels_tags(trial.labels),
+    }
+    if ts.mine:
+        tags["famix.stage.mine"] = ts.mine
+    tags.update({f"famix.stage.evaluate.{c}": k for c, k in ts.evaluate.items()})
+    return tags
+
+
+def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, str]]:
+    """Create (or find by tags) the sweep's parent run and one nested run per trial; returns (parent, trial id -> run id)."""
+    import yaml
+
+    from orchestrator.tracking import git_commit
+
+    commit = git_commit()
+    name = plan.sweep.name
+    parent, _ = tracker.ensure_run(
+        {"famix.sweep": name, "famix.role": "sweep", "famix.profile": plan.sweep.profile},
+        {"famix.git_commit": commit, "famix.backend": backend, "famix.domains": json.dumps(plan.sweep.domains)},
+        name=f"{name}-{plan.sweep.profile}",
+    )
+    existing = {r.data.tags.get("famix.trial"): r for r in tracker.find({"famix.sweep": name, "famix.role": "trial"})}
+    runs: dict[str, str] = {}
+    for trial in plan.trials:
+        tags = _trial_tags(plan, trial, backend, commit)
+        run = existing.get(trial.id)
+        if run is not None:
+            runs[trial.id] = run.info.run_id
+            changed = {k: v for k, v in tags.items() if run.data.tags.get(k) != v}
+            if changed:
+                tracker.set_tags(run.info.run_id, changed)
+            continue
+        find = {"famix.sweep": name, "famix.role": "trial", "famix.trial": trial.id}
+        label = ",".join(f"{k}={v}" for k, v in trial.labels.items())
+        run_id, created = tracker.ensure_run(
+            find,
+            {**tags, "mlflow.parentRunId": parent, "famix.status": "partial"},
+            name=f"{trial.index:02d} {label} seed={trial.seed}",
+            params=trial.config.flat(),
+        )
+        if created:
+            tracker.log_text(run_id, yaml.safe_dump(trial.config.to_dict(), sort_keys=False), "config.yaml")
+        runs[trial.id] = run_id
+    return parent, runs
+
+
+def finalize_runs(plan: Plan, tracker: Any, parent: str, runs: dict[str, str], failed: set[str]) -> dict[str, str]:
+    """Log every metric the store has and MLflow lacks, set ``famix.status`` and end the runs; returns trial -> status."""
+    from orchestrator.tracking import metrics_from_eval
+
+    store = plan.store
+    existing = {r.info.run_id: r for r in tracker.find({"famix.sweep": plan.name, "famix.role": "trial"})}
+    statuses: dict[str, str] = {}
+    for trial in plan.trials:
+        ts = plan.trial_stages[trial.id]
+        run_id = runs[trial.id]
+        run = existing.get(run_id)
+        have = dict(run.data.metrics) if run is not None else {}
+        want: dict[str, float] = {}
+        mious = []
+        for col, key in ts.evaluate.items():
+            info = store.done_info("evaluate", key)
+            if info is None:
+                continue
+            m = metrics_from_eval(col, info["result"])
+            want.update(m)
+            mious.append(m[f"miou/{col}"])
+        if len(mious) == len(ts.evaluate):
+            want["miou/mean"] = sum(mious) / len(mious)
+        missing = {k: v for k, v in want.items() if k not in have or not math.isclose(have[k], v, rel_tol=1e-9, abs_tol=1e-9)}
+        if missing:
+            tracker.log_metrics(run_id, missing, step=0)
+        if ts.mine and store.is_done("mine", ts.mine):
+            summary = store.path("mine", ts.mine) / "summary.json"
+            if summary.is_file() and not _has_artifact(tracker, run_id, "styles"):
+                tracker.client.log_artifact(run_id, str(summary), "styles")
+        all_done = all(store.is_done(plan.stages[k].kind, k) for k in ts.keys())
+        status = "done" if all_done else ("failed" if any(k in failed for k in ts.keys()) else "partial")
+        statuses[trial.id] = status
+        if run is None or run.data.tags.get("famix.status") != status or run.info.status == "RUNNING":
+            tracker.set_tags(run_id, {"famix.status": status})
+            tracker.finish(run_id, status == "done")
+    overall = "done" if all(s == "done" for s in statuses.values()) else ("failed" if failed else "partial")
+    tracker.set_tags(parent, {"famix.status": overall})
+    tracker.finish(parent, overall == "done")
+    return statuses
+
+
+def _has_artifact(tracker: Any, run_id: str, path: str) -> bool:
+    try:
+        return bool(tracker.client.list_artifacts(run_id, path))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+# ----------------------------------------------------------------------------------------------- results
+
+
+def results_frame(plan: Plan, statuses: dict[str, str] | None = None):
+    """Wide results (Results CSV): label columns, ``seed``, ``status``, one column per domain (mIoU %), from the store."""
+    import pandas as pd
+
+    store = plan.store
+    label_cols: list[str] = []
+    for t in plan.trials:
+        label_cols += [c for c in t.labels if c not in label_cols]
+    rows = []
+    for t in plan.trials:
+        ts = plan.trial_stages[t.id]
+        row: dict[str, Any] = {c: t.labels.get(c, "") for c in label_cols}
+        row["seed"] = t.seed
+        done = 0
+        for col, key in ts.evaluate.items():
+            info = store.done_info("evaluate", key)
+            row[col] = round(100.0 * info["result"]["miou"], 4) if info else float("nan")
+            done += info is not None
+        row["status"] = (statuses or {}).get(t.id) or ("done" if done == len(ts.evaluate) else "partial")
+        rows.append(row)
+    cols = [*label_cols, "seed", "status", *plan.sweep.domains]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def markdown_table(df) -> str:
+    """A minimal Markdown table of the results frame (with the per-row mean over the domain columns)."""
+    domain_cols = [c for c in df.columns if c not in ("seed", "status") and df[c].dtype.kind == "f"]
+    header = [*df.columns, "Mean"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, r in df.iterrows():
+        vals = [r[c] for c in domain_cols]
+        mean = sum(vals) / len(vals) if vals and all(v == v for v in vals) else float("nan")
+        cells = [f"{r[c]:.2f}" if c in domain_cols else str(r[c]) for c in df.columns] + [f"{mean:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _report_markdown(plan: Plan, uri: str, experiment: str) -> str | None:
+    """The paper-style table from reports (reading MLflow), or None when reports is not available."""
+    try:
+        from reports.collect import collect_mlflow
+        from reports.tables import build_table, render_markdown
+    except ImportError:
+        return None
+    try:
+        rs = collect_mlflow(plan.name, tracking_uri=uri, experiment=experiment)
+        return render_markdown(build_table(rs, title=f"{plan.name} ({plan.sweep.profile})"))
+    except Exception as e:  # noqa: BLE001 — fall back to the store-based table
+        print(f"famix: note: reports table unavailable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
+        return None
+
+
+# ----------------------------------------------------------------------------------------------- run
+
+
+@contextmanager
+def _driver_lock(plan: Plan) -> Iterator[None]:
+    """One driver per sweep folder at a time (flock; released by the OS even on SIGKILL)."""
+    import fcntl
+
+    plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = plan.sweep_dir / "driver.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            info = _read_json(plan.sweep_dir / "driver.json")
+            raise SweepError(
+                f"{plan.sweep_dir}: another driver (pid {info.get('pid', '?')}) is running this sweep; "
+                f"wait for it or `famix sweep cancel {plan.name}`"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _tasks(plan: Plan, status: dict[str, str], runs: dict[str, str], uri: str | None, resources: dict[str, Any]) -> list[StageTask]:
+    tasks = []
+    for key, s in plan.stages.items():
+        if status[key] == "done":
+            continue
+        tasks.append(_task(plan, s, runs, uri, resources))
+    return tasks
+
+
+def _task(plan: Plan, s: StageSpec, runs: dict[str, str], uri: str | None, resources: dict[str, Any]) -> StageTask:
+    labels = plan.trials[[t.id for t in plan.trials].index(s.trials[0])].labels
+    shown = ",".join(labels.values())
+    return StageTask(
+        kind=s.kind,  # type: ignore[arg-type]
+        key=s.key,
+        config=s.config,
+        deps=dict(s.deps),
+        domain=s.domain,
+        store=str(plan.store.root),
+        log_path=str(plan.log_path(s)),
+        tracking={"uri": uri, "run_ids": [runs[t] for t in s.trials if t in runs]},
+        resources=dict(resources.get(s.kind) or {}),
+        name=f"{s.kind}{'/' + s.domain if s.domain else ''} [{shown}]{'+' + str(len(s.trials) - 1) if len(s.trials) > 1 else ''} {s.key[:8]}",
+    )
+
+
+def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: Any = None) -> SweepResult:
+    """Run the stages that are not done, log to MLflow, print progress, failures, the results table.
+
+    Args:
+        plan: from :func:`prepare`.
+        opts: backend / parallelism / retries (None: the sweep file's values).
+        console: a rich Console (default: stdout).
+        backend_obj: an already constructed backend (tests inject one); default from the registry.
+
+    Returns:
+        outcomes, failed stage keys, the results CSV path, the Markdown table.
+    """
+    from rich.console import Console
+
+    from orchestrator.backends import create_backend
+
+    console = console or Console(highlight=False)
+    t0 = time.perf_counter()
+    rs = plan.sweep
+    backend_name = opts.backend or rs.backend.kind
+    retries = rs.backend.retries if opts.retries is None else opts.retries
+    max_parallel = opts.max_parallel or rs.backend.max_parallel or (1 if backend_name == "local" else (os.cpu_count() or 1))
+    with _driver_lock(plan):
+        atomic_write_text(
+            plan.sweep_dir / "driver.json",
+            json.dumps({"pid": os.getpid(), "backend": backend_name, "started": time.time(), "profile": rs.profile}),
+        )
+        plan.write()
+        tracker = _tracking(plan)
+        parent, runs = ensure_runs(plan, tracker, backend_name)
+        status = plan.status()
+        resources = {k: v.model_dump() for k, v in rs.backend.resources.items()}
+        tasks = _tasks(plan, status, runs, tracker.uri, resources)
+        n_done = sum(v == "done" for v in status.values())
+        console.print(
+            f"sweep {plan.name} ({rs.profile}): {len(plan.trials)} trials, {len(plan.stages)} stages, "
+            f"{n_done} done, {len(tasks)} to run on {backend_name} (max parallel {max_parallel}, retries {retries})",
+            highlight=False,
+        )
+        backend = backend_obj or create_backend(backend_name, sweep_dir=str(plan.sweep_dir), options=rs.backend.model_dump())
+        live = console.is_terminal
+        progress = Progress(len(plan.stages), n_done, console, live)
+        old = signal.getsignal(signal.SIGTERM)
+        if _is_main_thread():
+            signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            with progress:
+                outcomes = backend.run(tasks, max_parallel=max_parallel, retries=retries, on_event=progress.on_event)
+        finally:
+            if _is_main_thread():
+                signal.signal(signal.SIGTERM, old)
+            backend.close()
+        failed = [k for k, o in outcomes.items() if o.status in ("failed", "cancelled")]
+        statuses = finalize_runs(plan, tracker, parent, runs, set(failed))
+        df = results_frame(plan, statuses)
+        csv_path = plan.sweep_dir / "results.csv"
+        atomic_write_text(csv_path, df.to_csv(index=False))
+        table = _report_markdown(plan, tracker.uri, rs.tracking.experiment or rs.name) or markdown_table(df)
+        console.print(table, highlight=False, markup=False)
+        console.print(f"results: {csv_path}  (MLflow: {tracker.uri}, experiment {rs.tracking.experiment or rs.name})", highlight=False)
+        result = SweepResult(outcomes, failed, csv_path, table, time.perf_counter() - t0)
+        _print_failures(console, plan, progress.failures)
+        console.print(f"finished in {result.seconds:.1f}s: {progress.counts['done']} run, {progress.counts['cached']} cached, {len(failed)} failed", highlight=False)
+        return result
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _print_failures(console: Any, plan: Plan, failures: list[tuple[StageTask, StageOutcome]]) -> None:
+    if not failures:
+        return
+    console.print(f"\n{len(failures)} stage(s) failed:", style="bold red")
+    for task, out in failures:
+        lines = (out.error or "").splitlines()
+        console.print(f"- {task.name} (attempts {out.attempts}){' log: ' + out.log_path if out.log_path else ''}", highlight=False, markup=False)
+        for line in lines[:4]:
+            console.print(f"    {line}", highlight=False, markup=False)
+
+
+def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
+    """Print the plan with done / to run per stage, the driver's state and the failures recorded in logs."""
+    from rich.console import Console
+
+    console = console or Console(highlight=False)
+    counts = print_plan(plan, console)
+    info = _read_json(plan.sweep_dir / "driver.json")
+    if info:
+        alive = _pid_alive(int(info.get("pid", 0)))
+        console.print(f"driver pid {info.get('pid')} ({info.get('backend')}): {'running' if alive else 'not running'}", highlight=False)
+    return counts
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.split(")")[-1].split()[0] != "Z"
+    except OSError:
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
+
+
+def cancel_sweep(plan: Plan, backend: str | None = None, console: Any = None) -> int:
+    """Cancel a running sweep: the backend's own jobs (Slurm) and the driver process (local / Ray)."""
+    from rich.console import Console
+
+    from orchestrator.backends import create_backend
+
+    console = console or Console(highlight=False)
+    info = _read_json(plan.sweep_dir / "driver.json")
+    name = backend or info.get("backend") or plan.sweep.backend.kind
+    n = create_backend(name, sweep_dir=str(plan.sweep_dir), options=plan.sweep.backend.model_dump()).cancel(str(plan.sweep_dir))
+    pid = int(info.get("pid", 0) or 0)
+    if pid and pid != os.getpid() and _pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        console.print(f"sent SIGTERM to driver pid {pid}", highlight=False)
+        n += 1
+    console.print(f"cancelled {n} item(s) of sweep {plan.name}", highlight=False)
+    return n

@@ -1,0 +1,199 @@
+"""Run one stage: ``execute_stage(task) -> StageOutcome`` (importable and picklable on any worker).
+
+The stage's artifact is written into a temp folder of the store and renamed into
+``<store>/<kind>/<key>/`` with ``DONE.json`` last (:class:`orchestrator.store.Store`).
+A stage that is already done is reported ``cached`` without touching anything.
+The engine's ``log(metrics, step)`` callback goes to the stage's log file (append,
+timestamped) and to the trial runs in MLflow. A stage failure never raises: it
+comes back as ``status="failed"`` with the tail of the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import traceback
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from orchestrator.backends.base import StageOutcome, StageTask
+from orchestrator.store import Store
+from orchestrator.tracking import RunLogger, metrics_from_eval
+
+__all__ = ["execute_stage", "STAGE_RUNNERS", "StageContext"]
+
+
+class StageContext:
+    """What a stage runner gets: the task, its config, the store, the temp folder, log helpers."""
+
+    def __init__(self, task: StageTask, store: Store, tmp: Path, log_file: Any, tracker: RunLogger):
+        self.task = task
+        self.store = store
+        self.tmp = tmp
+        self._log_file = log_file
+        self.tracker = tracker
+
+    def config(self):
+        from famix_core.config import FamixConfig
+
+        return FamixConfig.model_validate(self.task.config)
+
+    def write(self, line: str) -> None:
+        stamp = datetime.now().isoformat(timespec="seconds")
+        self._log_file.write(f"{stamp} {line}\n")
+        self._log_file.flush()
+
+    def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """The engine's log callback: to the log file, then MLflow (a tracking hiccup never fails the stage)."""
+        shown = " ".join(f"{k}={v:.6g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in metrics.items())
+        self.write(f"step={step} {shown}")
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
+        try:
+            self.tracker.log_metrics(numeric, step)
+        except Exception as e:  # noqa: BLE001
+            self.write(f"warning: MLflow logging failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+    def artifact(self, path: Path, artifact_path: str) -> None:
+        try:
+            self.tracker.log_artifact(path, artifact_path)
+        except Exception as e:  # noqa: BLE001
+            self.write(f"warning: MLflow artifact {artifact_path}/{path.name} failed: {type(e).__name__}: {e}")
+
+
+def _run_mine(ctx: StageContext) -> dict[str, Any]:
+    from famix_core.mining import mine_styles
+
+    summary = mine_styles(ctx.config(), ctx.tmp, log=ctx.log)
+    path = ctx.tmp / "summary.json"
+    if not path.is_file():
+        path.write_text(json.dumps(summary, indent=1, default=str))
+    ctx.artifact(path, "styles")
+    return _jsonable(summary)
+
+
+def _run_train(ctx: StageContext) -> dict[str, Any]:
+    from famix_core.train import train
+
+    task = ctx.task
+    bank_dir = ctx.store.path("mine", task.deps["mine"]) if task.deps.get("mine") else None
+    ckpt_dir = ctx.store.work_dir("train", task.key)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    summary = train(ctx.config(), ctx.tmp, bank_dir=bank_dir, ckpt_dir=ckpt_dir, log=ctx.log)
+    return _jsonable(summary)
+
+
+def _run_evaluate(ctx: StageContext) -> dict[str, Any]:
+    from famix_core.evaluate import evaluate_domain
+
+    task = ctx.task
+    weights = ctx.store.path("train", task.deps["train"]) / "model.safetensors"
+    result = evaluate_domain(ctx.config(), weights, task.domain, ctx.tmp, log=ctx.log)
+    result = _jsonable(result)
+    if not (ctx.tmp / "metrics.json").is_file():
+        (ctx.tmp / "metrics.json").write_text(json.dumps(result, indent=1))
+    col = task.domain or "?"
+    ctx.write(f"miou/{col}={100 * result['miou']:.2f}")
+    try:
+        ctx.tracker.log_metrics(metrics_from_eval(col, result), 0)
+    except Exception as e:  # noqa: BLE001 — the driver syncs missing metrics at the end
+        ctx.write(f"warning: MLflow logging failed: {type(e).__name__}: {e}")
+    confusion = ctx.tmp / "confusion.json"
+    if confusion.is_file():
+        named = ctx.tmp / f"{col}.json"
+        named.write_bytes(confusion.read_bytes())
+        ctx.artifact(named, "confusion")
+        named.unlink()
+    return result
+
+
+def _run_synthetic(ctx: StageContext) -> dict[str, Any]:
+    """A stand-in stage for benchmarks and backend tests: a CPU-bound loop of ``config['seconds']``.
+
+    ``config['fail']``: raise after the loop (``'always'``) or on the first attempt only (``'once'``,
+    remembered in the work folder).
+    """
+    cfg = ctx.task.config
+    end = time.perf_counter() + float(cfg.get("seconds", 0.0))
+    n = 0
+    while time.perf_counter() < end:
+        n += sum(i * i for i in range(1000)) % 7
+    marker = ctx.store.work_dir(ctx.task.kind, ctx.task.key) / "attempted"
+    if cfg.get("fail") == "always" or (cfg.get("fail") == "once" and not marker.exists()):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        raise RuntimeError(f"synthetic failure of {ctx.task.name or ctx.task.key}")
+    (ctx.tmp / "value.json").write_text(json.dumps({"value": cfg.get("value", 0)}))
+    return {"value": cfg.get("value", 0), "loops": n}
+
+
+STAGE_RUNNERS: dict[str, Callable[[StageContext], dict[str, Any]]] = {
+    "mine": _run_mine,
+    "train": _run_train,
+    "evaluate": _run_evaluate,
+    "synthetic": _run_synthetic,
+}
+"""Stage kind -> runner. ``synthetic`` is a stand-in used by benchmarks and backend tests."""
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def _error_text(exc: BaseException) -> str:
+    head = f"{type(exc).__name__}: {exc}".strip()
+    tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:])
+    return head + "\n" + tail.strip()
+
+
+def execute_stage(task: StageTask) -> StageOutcome:
+    """Run one stage unless its artifact exists; never raises for a stage failure.
+
+    Args:
+        task: the stage (plain data; see :class:`orchestrator.backends.base.StageTask`).
+
+    Returns:
+        ``cached`` (artifact already there), ``done`` (with the engine's result) or ``failed``
+        (``error`` = first line + traceback tail; ``retryable`` False for a diverged loss or a user error).
+    """
+    t0 = time.perf_counter()
+    store = Store(task.store)
+    log_path = task.log_path or str(store.root.parent / "logs" / f"{task.kind}-{task.key}.log")
+    info = store.done_info(task.kind, task.key)
+    if info is not None:
+        return StageOutcome(task.key, "cached", 0.0, 0, log_path=log_path, result=info.get("result"))
+    runner = STAGE_RUNNERS.get(task.kind)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log_file:
+        tmp = store.begin()
+        ctx = StageContext(task, store, tmp, log_file, RunLogger(task.tracking))
+        ctx.write(f"start {task.kind} {task.key} {task.name} domain={task.domain} deps={task.deps}")
+        try:
+            if runner is None:
+                raise KeyError(f"unknown stage kind {task.kind!r} (known: {', '.join(STAGE_RUNNERS)})")
+            missing = [f"{k} {v}" for k, v in task.deps.items() if not store.is_done(k, v)]
+            if missing:
+                raise RuntimeError(f"dependency artifact missing: {', '.join(missing)}")
+            result = runner(ctx)
+            seconds = time.perf_counter() - t0
+            store.commit(tmp, task.kind, task.key, result, seconds)
+            ctx.write(f"done in {seconds:.1f}s")
+            if task.kind == "train":
+                import shutil
+
+                shutil.rmtree(store.work_dir("train", task.key), ignore_errors=True)  # checkpoints served their purpose
+            return StageOutcome(task.key, "done", seconds, 1, log_path=log_path, result=result)
+        except BaseException as e:  # noqa: BLE001 — a stage failure is data, not an exception
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                store.abort(tmp)
+                raise
+            from famix_core.errors import FamixError, TrainingDiverged
+
+            store.abort(tmp)
+            text = _error_text(e)
+            ctx.write("failed: " + text.replace("\n", "\n    "))
+            retryable = not isinstance(e, (TrainingDiverged, FamixError))
+            return StageOutcome(
+                task.key, "failed", time.perf_counter() - t0, 1, error=text, log_path=log_path, retryable=retryable
+            )

@@ -1,0 +1,126 @@
+"""Stage identity: sha256 of the canonical JSON of exactly the inputs a stage reads.
+
+What each stage reads (a change anywhere else does not re-run it):
+
+- ``mine``: ``model.backbone``, ``model.pretrained``, ``model.num_classes``, all of ``mining.*``
+  (its seed is the trial's seed), ``style.grid``/``style.eps`` (patch statistics), the source
+  data identity (see below), ``data.split_file``, ``train.device``/``train.deterministic``.
+  Not ``model.freeze``, not ``style.augment``/``mix``: the 8-row ablation mines once.
+- ``train``: ``model.*`` (minus ``cache_dir``, a location), the *effective* style strategy and
+  only the style fields it uses, the source data identity, ``data.crop_size/jitter/hflip/
+  split_file/num_workers``, ``train.*`` minus ``log_every`` and ``checkpoint_every`` (resume is
+  exact, so they do not change results; ``device``, ``amp``, ``deterministic`` stay in), and the
+  mine key when the effective strategy needs a bank (else no mine stage and no mining fields).
+- ``evaluate``: the train key, ``eval.split``/``scales``/``max_images``, the domain column, that
+  domain's data identity and ``train.device``.
+
+Data identity: with ``data.synthetic`` set it is the synthetic settings (the generated folder's
+location does not matter); otherwise the absolute root folder of the domain.
+Every key also holds :data:`FORMAT_VERSION`; bump it when an artifact's format or meaning changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+from famix_core.config import FamixConfig
+from famix_core.domains import resolve_domain
+
+__all__ = ["FORMAT_VERSION", "stage_key", "mine_inputs", "train_inputs", "evaluate_inputs", "data_identity"]
+
+FORMAT_VERSION = 1
+
+
+def stage_key(inputs: dict[str, Any]) -> str:
+    """sha256 hex of the canonical JSON (sorted keys, no spaces) of ``inputs`` + the format version."""
+    blob = json.dumps({"format": FORMAT_VERSION, **inputs}, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def data_identity(cfg: FamixConfig, domain: str) -> dict[str, Any]:
+    """What identifies a domain's data: the synthetic settings, or the absolute root folder."""
+    name = resolve_domain(domain).name
+    if cfg.data.synthetic is not None and name not in cfg.data.roots:
+        return {"domain": name, "synthetic": cfg.data.synthetic.model_dump(mode="json")}
+    return {"domain": name, "root": os.path.abspath(cfg.data.root_of(name))}
+
+
+def _pretrained_identity(pretrained: str) -> str:
+    if pretrained in ("openai", "none"):
+        return pretrained
+    return os.path.abspath(pretrained)
+
+
+def mine_inputs(cfg: FamixConfig) -> dict[str, Any]:
+    """The inputs of the mine stage (see the module docstring)."""
+    return {
+        "kind": "mine",
+        "backbone": cfg.model.backbone,
+        "pretrained": _pretrained_identity(cfg.model.pretrained),
+        "num_classes": cfg.model.num_classes,
+        "mining": cfg.mining.model_dump(mode="json"),
+        "patches": {"grid": cfg.style.grid, "eps": cfg.style.eps},
+        "source": data_identity(cfg, cfg.data.source),
+        "split_file": cfg.data.split_file,
+        "device": cfg.train.device,
+        "deterministic": cfg.train.deterministic,
+    }
+
+
+def _style_inputs(cfg: FamixConfig) -> dict[str, Any]:
+    s = cfg.style
+    eff = s.effective_strategy()
+    if eff == "none":
+        return {"strategy": "none"}
+    out: dict[str, Any] = {"strategy": eff, "grid": s.grid, "eps": s.eps}
+    if eff == "noise":
+        out["noise_std"] = s.noise_std
+    if eff == "mixstyle" or (eff == "famix" and s.mix):
+        out["alpha"] = s.alpha
+    if eff == "famix":
+        out["mix"] = s.mix
+    return out
+
+
+def train_inputs(cfg: FamixConfig, mine_key: str | None) -> dict[str, Any]:
+    """The inputs of the train stage; ``mine_key`` must be given iff the strategy needs a bank."""
+    model = cfg.model.model_dump(mode="json")
+    model.pop("cache_dir")
+    model["pretrained"] = _pretrained_identity(cfg.model.pretrained)
+    train = cfg.train.model_dump(mode="json")
+    for k in ("log_every", "checkpoint_every"):
+        train.pop(k)
+    d = cfg.data
+    return {
+        "kind": "train",
+        "model": model,
+        "style": _style_inputs(cfg),
+        "source": data_identity(cfg, d.source),
+        "data": {
+            "crop_size": d.crop_size,
+            "jitter": list(d.jitter),
+            "hflip": d.hflip,
+            "split_file": d.split_file,
+            "num_workers": d.num_workers,
+        },
+        "train": train,
+        "mine": mine_key,
+    }
+
+
+def evaluate_inputs(cfg: FamixConfig, train_key: str, domain: str) -> dict[str, Any]:
+    """The inputs of one evaluate stage (``domain``: column or name)."""
+    d = resolve_domain(domain)
+    return {
+        "kind": "evaluate",
+        "train": train_key,
+        "domain": d.column or d.name,
+        "data": data_identity(cfg, d.name),
+        "split": cfg.eval.split,
+        "scales": list(cfg.eval.scales),
+        "max_images": cfg.eval.max_images,
+        "device": cfg.train.device,
+    }

@@ -1,0 +1,234 @@
+"""The plan: trials x content-addressed stages (mine -> train -> evaluate per domain), and its printing.
+
+Trials that read the same inputs share a stage (one key, one artifact, one run);
+a stage whose ``DONE.json`` exists in the store is done and never runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from famix_core.config import FamixConfig
+from orchestrator.keys import evaluate_inputs, mine_inputs, stage_key, train_inputs
+from orchestrator.store import Store, atomic_write_text
+from orchestrator.sweep import ResolvedSweep, Trial, expand_trials
+
+__all__ = ["StageSpec", "TrialStages", "Plan", "build_plan", "print_plan", "KINDS"]
+
+KINDS = ("mine", "train", "evaluate")
+
+
+@dataclass
+class StageSpec:
+    """One stage of the plan (possibly shared by several trials)."""
+
+    kind: str
+    key: str
+    config: dict[str, Any]
+    deps: dict[str, str] = field(default_factory=dict)
+    domain: str | None = None
+    trials: list[str] = field(default_factory=list)  # ids of the trials that use it, in order
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}{'/' + self.domain if self.domain else ''} {self.key[:8]}"
+
+
+@dataclass
+class TrialStages:
+    mine: str | None
+    train: str
+    evaluate: dict[str, str]  # column -> key, in column order
+
+    def keys(self) -> list[str]:
+        return ([self.mine] if self.mine else []) + [self.train] + list(self.evaluate.values())
+
+
+@dataclass
+class Plan:
+    """Trials, their stages (topological order: all mines, all trains, all evaluations) and where things go."""
+
+    sweep: ResolvedSweep
+    run_dir: Path
+    trials: list[Trial]
+    stages: dict[str, StageSpec]
+    trial_stages: dict[str, TrialStages]
+
+    @property
+    def name(self) -> str:
+        return self.sweep.name
+
+    @property
+    def store(self) -> Store:
+        return Store(self.run_dir / "store")
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.run_dir / self.sweep.name
+
+    def log_path(self, stage: StageSpec) -> Path:
+        return self.sweep_dir / "logs" / f"{stage.kind}-{stage.key}.log"
+
+    def status(self) -> dict[str, str]:
+        """Stage key -> ``done`` | ``to run``."""
+        st = self.store
+        return {k: ("done" if st.is_done(s.kind, k) else "to run") for k, s in self.stages.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sweep": self.sweep.name,
+            "profile": self.sweep.profile,
+            "source": self.sweep.source,
+            "domains": self.sweep.domains,
+            "trials": [
+                {
+                    "id": t.id,
+                    "index": t.index,
+                    "seed": t.seed,
+                    "labels": t.labels,
+                    "stages": {
+                        "mine": self.trial_stages[t.id].mine,
+                        "train": self.trial_stages[t.id].train,
+                        "evaluate": self.trial_stages[t.id].evaluate,
+                    },
+                }
+                for t in self.trials
+            ],
+            "stages": {
+                k: {"kind": s.kind, "domain": s.domain, "deps": s.deps, "trials": s.trials} for k, s in self.stages.items()
+            },
+        }
+
+    def write(self) -> Path:
+        path = self.sweep_dir / "plan.json"
+        atomic_write_text(path, json.dumps(self.to_json(), indent=1, ensure_ascii=False))
+        return path
+
+
+def _localize(cfg: FamixConfig, run_dir: Path) -> FamixConfig:
+    """Absolute data/weights paths; the synthetic benchmark goes under ``<run_dir>/data/synth-<hash>``."""
+    tree = cfg.to_dict()
+    data = tree["data"]
+    if data.get("synthetic") is not None:
+        h = hashlib.sha256(json.dumps(data["synthetic"], sort_keys=True).encode()).hexdigest()[:10]
+        data["root"] = str((run_dir / "data" / f"synth-{h}").absolute())
+    else:
+        data["root"] = os.path.abspath(data["root"])
+    data["roots"] = {k: os.path.abspath(v) for k, v in data["roots"].items()}
+    for k in ("split_file",):
+        if data.get(k):
+            data[k] = os.path.abspath(data[k])
+    model = tree["model"]
+    if model["pretrained"] not in ("openai", "none"):
+        model["pretrained"] = os.path.abspath(os.path.expanduser(model["pretrained"]))
+    return FamixConfig.model_validate(tree)
+
+
+def build_plan(
+    rs: ResolvedSweep,
+    run_dir: str | Path,
+    *,
+    check_data: Callable[[FamixConfig], None] | None = None,
+    check_weights: Callable[[FamixConfig], None] | None = None,
+) -> Plan:
+    """Expand, localize and key every trial; run the data and weights checks once per distinct input.
+
+    Args:
+        rs: the resolved sweep.
+        run_dir: the run directory (everything the sweep writes goes below it).
+        check_data / check_weights: plan-time checks (default: :mod:`orchestrator.checks`);
+            they raise a one-line FamixError before anything runs.
+
+    Returns:
+        the plan (not yet written; :meth:`Plan.write` puts plan.json in the sweep folder).
+    """
+    from orchestrator import checks
+
+    check_data = check_data or checks.check_data
+    check_weights = check_weights or checks.check_weights
+    run_dir = Path(run_dir).absolute()
+    trials = expand_trials(rs)
+    stages: dict[str, StageSpec] = {}
+    trial_stages: dict[str, TrialStages] = {}
+    mines: dict[str, StageSpec] = {}
+    trains: dict[str, StageSpec] = {}
+    evals: dict[str, StageSpec] = {}
+    checked_data: set[str] = set()
+    checked_weights: set[str] = set()
+    for t in trials:
+        cfg = _localize(t.config, run_dir)
+        t.config = cfg
+        wkey = json.dumps([cfg.model.backbone, cfg.model.pretrained, cfg.model.cache_dir])
+        if wkey not in checked_weights:
+            check_weights(cfg)
+            checked_weights.add(wkey)
+        dkey = json.dumps([cfg.data.model_dump(mode="json"), cfg.eval.domains, cfg.eval.split])
+        if dkey not in checked_data:
+            check_data(cfg)
+            checked_data.add(dkey)
+        conf = cfg.to_dict()
+        mkey = None
+        if cfg.style.needs_bank():
+            mkey = stage_key(mine_inputs(cfg))
+            mines.setdefault(mkey, StageSpec("mine", mkey, conf)).trials.append(t.id)
+        tkey = stage_key(train_inputs(cfg, mkey))
+        trains.setdefault(tkey, StageSpec("train", tkey, conf, deps={"mine": mkey} if mkey else {})).trials.append(t.id)
+        ekeys: dict[str, str] = {}
+        for col in cfg.eval.domains:
+            ekey = stage_key(evaluate_inputs(cfg, tkey, col))
+            evals.setdefault(ekey, StageSpec("evaluate", ekey, conf, deps={"train": tkey}, domain=col)).trials.append(t.id)
+            ekeys[col] = ekey
+        trial_stages[t.id] = TrialStages(mkey, tkey, ekeys)
+    for group in (mines, trains, evals):
+        stages.update(group)
+    return Plan(sweep=rs, run_dir=run_dir, trials=trials, stages=stages, trial_stages=trial_stages)
+
+
+def print_plan(plan: Plan, console: Any = None) -> dict[str, int]:
+    """Print the trials with their labels and, per stage, done / to run / shared; return counts by state."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    status = plan.status()
+    label_cols: list[str] = []
+    for t in plan.trials:
+        for c in t.labels:
+            if c not in label_cols:
+                label_cols.append(c)
+    table = Table(title=f"sweep {plan.name} (profile {plan.sweep.profile}) — {len(plan.trials)} trials")
+    for c in ["#", *label_cols, "seed", "trial", "mine", "train", "evaluate"]:
+        table.add_column(c)
+
+    def cell(key: str | None) -> str:
+        if key is None:
+            return "—"
+        shared = len(plan.stages[key].trials) > 1
+        return status[key] + (" (shared)" if shared else "")
+
+    for t in plan.trials:
+        ts = plan.trial_stages[t.id]
+        n_done = sum(status[k] == "done" for k in ts.evaluate.values())
+        table.add_row(
+            str(t.index),
+            *[t.labels.get(c, "") for c in label_cols],
+            str(t.seed),
+            t.id,
+            cell(ts.mine),
+            cell(ts.train),
+            f"{n_done}/{len(ts.evaluate)} done",
+        )
+    console.print(table)
+    counts = {"done": 0, "to run": 0}
+    by_kind = {k: [0, 0] for k in KINDS}
+    for key, s in plan.stages.items():
+        counts[status[key]] += 1
+        by_kind[s.kind][0 if status[key] == "done" else 1] += 1
+    parts = ", ".join(f"{k}: {d} done / {r} to run" for k, (d, r) in by_kind.items())
+    console.print(f"{len(plan.stages)} stages ({parts}); run dir {plan.run_dir}")
+    return counts

@@ -1,0 +1,208 @@
+"""MLflow tracking: one parent run per sweep, one nested run per trial, found again by tags on a rerun.
+
+Default store: ``sqlite:///<run_dir>/mlflow.db`` with artifacts in ``<run_dir>/mlartifacts``
+(set per experiment; nothing to start). A ``tracking.uri`` like ``http://127.0.0.1:5000`` uses
+a server. The driver creates/looks up runs before dispatch; workers log with an
+:class:`MlflowClient` and explicit run ids (no global active run), retrying on SQLite's
+"database is locked". Schema: docs/ARCHITECTURE.md "MLflow schema".
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+__all__ = [
+    "default_uri",
+    "with_retry",
+    "git_commit",
+    "Tracker",
+    "RunLogger",
+    "metrics_from_eval",
+    "PARAM_MAX",
+]
+
+PARAM_MAX = 6000  # MLflow's limit on a param value
+T = TypeVar("T")
+
+
+def default_uri(run_dir: str | Path) -> str:
+    return f"sqlite:///{Path(run_dir).absolute() / 'mlflow.db'}"
+
+
+def _transient(e: Exception) -> bool:
+    text = str(e).lower()
+    return any(s in text for s in ("database is locked", "database table is locked", "busy", "connection refused", "temporarily unavailable"))
+
+
+def with_retry(fn: Callable[..., T], *args: Any, attempts: int = 12, **kwargs: Any) -> T:
+    """Call ``fn``; on a transient error (SQLite lock, server hiccup) back off and retry."""
+    delay = 0.05
+    for i in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 — MLflow wraps sqlite errors in several types
+            if i == attempts - 1 or not _transient(e):
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+def git_commit() -> str:
+    """``git rev-parse HEAD`` of the project checkout, or ``unknown``."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _q(v: str) -> str:
+    return "'" + str(v).replace("'", "\\'") + "'"
+
+
+class Tracker:
+    """Driver-side MLflow access: experiment, parent and trial runs (created once, then found by tags).
+
+    Args:
+        uri: tracking URI.
+        experiment: experiment name.
+        artifact_location: where a new experiment keeps artifacts (for the embedded SQLite store).
+    """
+
+    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None):
+        self.uri = uri
+        self.client = _client(uri)
+        exp = with_retry(self.client.get_experiment_by_name, experiment)
+        if exp is None:
+            try:
+                self.experiment_id = with_retry(self.client.create_experiment, experiment, artifact_location=artifact_location)
+            except Exception:  # noqa: BLE001 — created concurrently by another driver
+                exp = with_retry(self.client.get_experiment_by_name, experiment)
+                if exp is None:
+                    raise
+                self.experiment_id = exp.experiment_id
+        else:
+            self.experiment_id = exp.experiment_id
+
+    def find(self, tags: dict[str, str]) -> list[Any]:
+        """Runs of the experiment whose tags equal ``tags`` (oldest first)."""
+        flt = " and ".join(f"tags.`{k}` = {_q(v)}" for k, v in tags.items())
+        runs = with_retry(self.client.search_runs, [self.experiment_id], filter_string=flt, max_results=1000)
+        return sorted(runs, key=lambda r: r.info.start_time or 0)
+
+    def ensure_run(self, find_tags: dict[str, str], tags: dict[str, str], name: str, params: dict[str, Any] | None = None) -> tuple[str, bool]:
+        """The run with ``find_tags``, created (with ``tags`` and ``params``) when missing.
+
+        Returns:
+            (run id, created)
+        """
+        found = self.find(find_tags)
+        if found:
+            run_id = found[0].info.run_id
+            self.set_tags(run_id, tags)
+            return run_id, False
+        from mlflow.entities import Param
+
+        run = with_retry(self.client.create_run, self.experiment_id, tags={**find_tags, **tags}, run_name=name)
+        run_id = run.info.run_id
+        if params:
+            items = [Param(k, str(v)[:PARAM_MAX]) for k, v in params.items()]
+            for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+                with_retry(self.client.log_batch, run_id, params=items[i : i + 100])
+        return run_id, True
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        for i in range(0, len(items), 100):
+            with_retry(self.client.log_batch, run_id, tags=items[i : i + 100])
+
+    def metrics(self, run_id: str) -> dict[str, float]:
+        return dict(with_retry(self.client.get_run, run_id).data.metrics)
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 500):
+            with_retry(self.client.log_batch, run_id, metrics=items[i : i + 500])
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        with_retry(self.client.log_text, run_id, text, artifact_file)
+
+    def finish(self, run_id: str, ok: bool) -> None:
+        with_retry(self.client.set_terminated, run_id, "FINISHED" if ok else "FAILED")
+
+
+class RunLogger:
+    """Worker-side logging into the trial runs of one stage (``task.tracking``: ``{"uri", "run_ids"}``)."""
+
+    def __init__(self, tracking: dict[str, Any]):
+        self.uri = tracking.get("uri")
+        self.run_ids: list[str] = list(tracking.get("run_ids") or [])
+        self._client = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.uri and self.run_ids)
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = _client(self.uri)
+        return self._client
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if not self.enabled or not metrics:
+            return
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, int(step or 0)) for k, v in metrics.items()]
+        for run_id in self.run_ids:
+            for i in range(0, len(items), 500):
+                with_retry(self.client.log_batch, run_id, metrics=items[i : i + 500])
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        if not self.enabled:
+            return
+        for run_id in self.run_ids:
+            with_retry(self.client.log_artifact, run_id, str(local_path), artifact_path)
+
+
+def metrics_from_eval(column: str, result: dict[str, Any]) -> dict[str, float]:
+    """Engine evaluation result (fractions) -> MLflow metrics in percent (``miou/<col>``, ``iou/<col>/<class>``, …)."""
+    out = {f"miou/{column}": 100.0 * float(result["miou"])}
+    for cls, v in (result.get("iou") or {}).items():
+        if v is not None:
+            out[f"iou/{column}/{cls}"] = 100.0 * float(v)
+    if result.get("pixel_acc") is not None:
+        out[f"pixel_acc/{column}"] = 100.0 * float(result["pixel_acc"])
+    return out
+
+
+def labels_tags(labels: dict[str, str]) -> dict[str, str]:
+    """``famix.labels`` (JSON) and one ``famix.label.<column>`` tag per label."""
+    tags = {"famix.labels": json.dumps(labels, ensure_ascii=False)}
+    tags.update({f"famix.label.{k}": v for k, v in labels.items()})
+    return tags

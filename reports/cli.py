@@ -1,0 +1,86 @@
+"""``famix report SWEEP``: the paper's tables and figures from MLflow (default) or a results CSV.
+
+Nothing heavy is imported at module level (``famix --help`` stays fast): pandas, MLflow and
+matplotlib are imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["register", "run_report"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``report`` subcommand."""
+    p = subparsers.add_parser(
+        "report",
+        help="tables (Markdown, LaTeX) and figures of a sweep, from MLflow or a results CSV",
+        description=(
+            "Build the paper's table for a sweep: rows are grid points (labels), columns the domains in "
+            "the sweep's order, then Mean (computed here). Best value per column bold, second underlined. "
+            "Reads every trial run of the sweep from MLflow in one query, or a results CSV (--csv)."
+        ),
+    )
+    p.add_argument("sweep", metavar="SWEEP", help="sweep YAML path, bare name (sweeps/<name>.yaml) or sweep name")
+    p.add_argument("--run-dir", default="runs", help="run directory holding mlflow.db (default: runs)")
+    p.add_argument("--profile", default=None, help="sweep profile (domains, tracking) (default: the sweep's)")
+    p.add_argument("--csv", default=None, metavar="FILE", help="read this results CSV (wide or long) instead of MLflow")
+    p.add_argument(
+        "--units",
+        choices=("percent", "fraction"),
+        default=None,
+        help="units of --csv values; required when every value lies in [0, 1] (default: percent)",
+    )
+    p.add_argument("--domains", default=None, help="comma-separated domain columns to report, in order (default: the sweep's, else C,B,M,S,AN,AS,AR,AF)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: <run-dir>/<sweep>/report)")
+    p.add_argument("--baseline", default=None, metavar="ROW", help="paired-difference column vs this row: 1-based row number or label=value,…")
+    p.add_argument("--tracking-uri", default=None, metavar="URI", help="MLflow URI (default: sqlite:///<run-dir>/mlflow.db)")
+    p.add_argument("--experiment", default=None, help="MLflow experiment (default: the sweep's tracking.experiment or name)")
+    p.add_argument("--qualitative", default=None, metavar="TRIAL", help="also draw input / ground truth / prediction for this trial id (or 1-based row)")
+    p.add_argument("--device", default="cpu", help="device for --qualitative (default: cpu)")
+    p.add_argument("--no-figures", action="store_true", help="write the tables only")
+    p.set_defaults(func=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Run ``famix report`` with parsed arguments; returns the exit code."""
+    from reports.collect import collect_csv, collect_mlflow
+    from reports.report import (
+        apply_sweep_order,
+        default_out_dir,
+        resolve_sweep,
+        tracking_uri_for,
+        write_report,
+        check_out_dir,
+    )
+
+    info = resolve_sweep(args.sweep, args.profile)
+    if args.domains:
+        from reports.collect import ReportInputError, domain_column
+
+        cols = [d.strip() for d in args.domains.split(",") if d.strip()]
+        bad = [d for d in cols if domain_column(d) is None]
+        if bad:
+            raise ReportInputError(f"--domains: unknown domain {bad[0]!r} (known: C, B, M, S, AN, AS, AR, AF)")
+        info.domains = [domain_column(d) for d in cols]
+    out_dir = check_out_dir(Path(args.out) if args.out else default_out_dir(args.run_dir, info.name))
+
+    if args.csv:
+        results = collect_csv(args.csv, units=args.units, domains=info.domains, sweep=info.name)
+    else:
+        uri = tracking_uri_for(info, args.run_dir, args.tracking_uri)
+        results = collect_mlflow(info.name, tracking_uri=uri, experiment=args.experiment or info.experiment)
+    results = apply_sweep_order(results, info)
+
+    extra = []
+    if args.qualitative:
+        from reports.qualitative import qualitative_grid
+
+        extra = qualitative_grid(results, args.qualitative, out_dir, run_dir=args.run_dir, device=args.device)
+    files = write_report(results, out_dir, baseline=args.baseline, figures=not args.no_figures, extra_figures=extra)
+    print(files.markdown, end="")
+    print(f"\nreport: {files.out_dir} (table.md, table.tex, results.csv, summary.csv, README.md"
+          + (f", {len(files.figures)} figure files)" if files.figures else ")"))
+    return 0

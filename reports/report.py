@@ -1,0 +1,226 @@
+"""Assemble a report folder: resolve the sweep, collect results, write tables, figures and a README.
+
+Output files (all written atomically): ``table.md``, ``table.tex``, ``results.csv`` (the Results
+CSV contract: one row per trial × seed, percent), ``summary.csv`` (the table's unrounded numbers),
+``bars.png|pdf``, ``loss.png|pdf`` (MLflow input only), ``qualitative.png|pdf`` (on request),
+``README.md`` (the table and the figures).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reports.collect import ReportInputError, ResultSet, default_tracking_uri, domain_column
+from reports.io import atomic_path, write_text_atomic
+
+__all__ = ["SweepInfo", "ReportFiles", "resolve_sweep", "apply_sweep_order", "write_report", "check_out_dir"]
+
+
+@dataclass
+class SweepInfo:
+    """What a report needs to know about a sweep (from its YAML when there is one).
+
+    Attributes:
+        name: sweep name (``famix.sweep`` tag, default output folder).
+        path: the sweep file, or ``None`` when only a name was given.
+        label_columns: label columns in the sweep's order (``None``: take them from the results).
+        domains: domain columns in order (``None``: take them from the results).
+        experiment: MLflow experiment (``None``: the sweep name).
+        tracking_uri: MLflow URI from the sweep's ``tracking.uri`` (``None``: the run dir's store).
+    """
+
+    name: str
+    path: Path | None = None
+    label_columns: list[str] | None = None
+    domains: list[str] | None = None
+    experiment: str | None = None
+    tracking_uri: str | None = None
+
+
+@dataclass
+class ReportFiles:
+    """Paths written by :func:`write_report`."""
+
+    out_dir: Path
+    table_md: Path
+    table_tex: Path
+    results_csv: Path
+    summary_csv: Path
+    readme: Path
+    figures: list[Path] = field(default_factory=list)
+    markdown: str = ""
+
+
+def _looks_like_path(arg: str) -> bool:
+    return arg.endswith((".yaml", ".yml")) or "/" in arg or "\\" in arg
+
+
+def resolve_sweep(arg: str, profile: str | None = None) -> SweepInfo:
+    """Turn the ``SWEEP`` argument into a :class:`SweepInfo`.
+
+    A YAML path, or a bare name found as ``sweeps/<name>.yaml``, is read with the orchestrator's
+    loader (profile applied); a name with no file is taken as the sweep name as is.
+
+    Raises:
+        ReportInputError / SweepError: a YAML path that does not exist or does not validate.
+    """
+    try:
+        from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
+    except ModuleNotFoundError:  # orchestrator not installed: plain YAML read
+        return _resolve_plain(arg)
+    from orchestrator.errors import SweepError
+
+    try:
+        path = resolve_sweep_path(arg)
+    except SweepError:
+        if _looks_like_path(arg):
+            raise ReportInputError(f"{arg}: sweep file not found") from None
+        return SweepInfo(name=arg)
+    spec, source = load_sweep(path)
+    rs = resolve_profile(spec, source, profile)
+    return SweepInfo(
+        name=rs.name,
+        path=Path(path),
+        label_columns=[ls.column for ls in rs.labels.values()] or None,
+        domains=[domain_column(d) or d for d in rs.domains],
+        experiment=rs.tracking.experiment,
+        tracking_uri=rs.tracking.uri,
+    )
+
+
+def _resolve_plain(arg: str) -> SweepInfo:
+    import yaml
+
+    p = Path(arg)
+    if not p.is_file():
+        if _looks_like_path(arg):
+            raise ReportInputError(f"{arg}: sweep file not found")
+        return SweepInfo(name=arg)
+    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ReportInputError(f"{arg}: expected a sweep mapping at the top level")
+    labels = data.get("labels") or {}
+    return SweepInfo(
+        name=str(data.get("name") or p.stem),
+        path=p,
+        label_columns=[v.get("column", k) for k, v in labels.items() if isinstance(v, dict)] or None,
+        domains=[domain_column(str(d)) or str(d) for d in data["domains"]] if data.get("domains") else None,
+        experiment=(data.get("tracking") or {}).get("experiment"),
+        tracking_uri=(data.get("tracking") or {}).get("uri"),
+    )
+
+
+def apply_sweep_order(results: ResultSet, info: SweepInfo) -> ResultSet:
+    """Put label and domain columns in the sweep's order; a sweep domain without results becomes an empty column."""
+    runs = results.runs.copy()
+    labels = results.label_columns
+    if info.label_columns:
+        by_lower = {c.lower(): c for c in labels}
+        if set(by_lower) == {c.lower() for c in info.label_columns}:  # CSV headers may differ in case only
+            runs = runs.rename(columns={by_lower[c.lower()]: c for c in info.label_columns})
+            labels = list(info.label_columns)
+    domains = results.domains
+    if info.domains:
+        domains = list(info.domains)
+        for d in domains:
+            if d not in runs:
+                runs[d] = float("nan")
+    extra = [c for c in results.domains if c not in domains]
+    results.notes += [f"domain {c} has results but is not in the sweep's domains; left out" for c in extra]
+    return ResultSet(
+        sweep=results.sweep,
+        source=results.source,
+        label_columns=labels,
+        domains=domains,
+        runs=runs,
+        tracking_uri=results.tracking_uri,
+        notes=results.notes,
+    )
+
+
+def check_out_dir(out_dir: Path) -> Path:
+    """Refuse an output folder inside the ``reports`` package (generated files never land in the source)."""
+    pkg = Path(__file__).resolve().parent
+    out = out_dir.resolve()
+    if out == pkg or pkg in out.parents:
+        raise ReportInputError(f"--out {out_dir}: inside the reports package ({pkg}); choose another folder")
+    return out_dir
+
+
+def _readme(title: str, markdown: str, figures: list[Path], out_dir: Path, notes: list[str], source: str) -> str:
+    lines = [f"# Report: {title}", "", f"Source: `{source}`", "", markdown.rstrip(), ""]
+    lines += [f"- {n}" for n in notes]
+    pngs = [f for f in figures if f.suffix == ".png"]
+    captions = {"bars": "mIoU per domain", "loss": "Training loss per trial", "qualitative": "Input / ground truth / prediction"}
+    for f in pngs:
+        lines += ["", f"## {captions.get(f.stem, f.stem)}", "", f"![{f.stem}]({f.relative_to(out_dir)})"]
+    lines += ["", "Files: `table.md`, `table.tex` (booktabs + amssymb), `results.csv` (one row per trial × seed), "
+              "`summary.csv` (the table's numbers); figures as PNG and PDF."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    results: ResultSet,
+    out_dir: str | Path,
+    *,
+    baseline: str | None = None,
+    figures: bool = True,
+    loss_curves: bool = True,
+    extra_figures: list[Path] | None = None,
+) -> ReportFiles:
+    """Write the report folder for ``results``.
+
+    Args:
+        results: collected runs (percent), columns in the sweep's order.
+        out_dir: output folder (created).
+        baseline: optional baseline row for the Δ column (see :func:`reports.tables.build_table`).
+        figures: draw the bar chart (and loss curves).
+        loss_curves: fetch ``train/loss`` histories from MLflow when the results came from there.
+        extra_figures: figures made elsewhere (qualitative) to show in the README.
+
+    Returns:
+        ReportFiles with every path written and the Markdown table.
+    """
+    from reports.tables import build_table, render_latex, render_markdown, summary_frame
+
+    out = check_out_dir(Path(out_dir))
+    out.mkdir(parents=True, exist_ok=True)
+    table = build_table(results, baseline=baseline)
+    md = render_markdown(table)
+    files = ReportFiles(
+        out_dir=out,
+        table_md=write_text_atomic(out / "table.md", f"# {table.title}\n\n{md}"),
+        table_tex=write_text_atomic(out / "table.tex", render_latex(table)),
+        results_csv=out / "results.csv",
+        summary_csv=out / "summary.csv",
+        readme=out / "README.md",
+        markdown=md,
+    )
+    with atomic_path(files.results_csv) as tmp:
+        results.to_results_csv().to_csv(tmp, index=False)
+    with atomic_path(files.summary_csv) as tmp:
+        summary_frame(table).to_csv(tmp, index=False)
+    if figures:
+        from reports.plots import fetch_histories, plot_bars, plot_loss_curves, row_caption
+
+        files.figures += plot_bars(table, out)
+        if loss_curves and results.tracking_uri:
+            captions = {}
+            for _, t in results.runs.iterrows():
+                seed = "" if t["seed"] != t["seed"] else f" · seed {int(t['seed'])}"
+                captions[str(t["trial"])] = row_caption({c: t[c] for c in results.label_columns}) + seed
+            files.figures += plot_loss_curves(fetch_histories(results), captions, out)
+    files.figures += list(extra_figures or [])
+    write_text_atomic(files.readme, _readme(table.title, md, files.figures, out, results.notes, results.source))
+    return files
+
+
+def default_out_dir(run_dir: str | Path, sweep: str) -> Path:
+    """``<run_dir>/<sweep>/report``."""
+    return Path(run_dir) / sweep / "report"
+
+
+def tracking_uri_for(info: SweepInfo, run_dir: str | Path, override: str | None) -> str:
+    """The MLflow URI: ``--tracking-uri``, else the sweep's ``tracking.uri``, else the run dir's SQLite store."""
+    return override or info.tracking_uri or default_tracking_uri(run_dir)

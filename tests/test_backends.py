@@ -1,0 +1,147 @@
+"""Backends run stage DAGs: dependencies, retries, failed dependencies, cached stages; local and Ray agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.backends import BACKENDS, create_backend, get_backend_class
+from orchestrator.backends.base import StageTask
+from orchestrator.backends.local import LocalBackend
+from orchestrator.errors import SweepError
+
+
+def _task(key: str, deps: dict | None = None, **config) -> StageTask:
+    store = Path("runs/store").absolute()
+    return StageTask(
+        kind="synthetic",  # type: ignore[arg-type]
+        key=key,
+        config={"seconds": 0.0, **config},
+        deps=deps or {},
+        store=str(store),
+        log_path=str(store.parent / "logs" / f"{key}.log"),
+        name=f"synthetic {key}",
+    )
+
+
+def _dag() -> list[StageTask]:
+    return [
+        _task("a", value=1),
+        _task("b", value=2, fail="once"),  # retried, then done
+        _task("c", value=3, fail="always"),  # fails for good
+        _task("d", {"synthetic": "a"}, value=4),
+        _task("e", {"synthetic": "c"}, value=5),  # its dependency fails: never runs
+        _task("f", {"synthetic": "e"}, value=6),  # transitively
+        _task("g", {"synthetic": "zz-done-before"}, value=7),  # dep not in the run = already done
+    ]
+
+
+class Recorder:
+    def __init__(self):
+        self.events: list[tuple[str, str]] = []
+        self.running = 0
+        self.max_running = 0
+
+    def __call__(self, event, task, outcome):
+        self.events.append((event, task.key))
+        if event == "start":
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+        elif event in ("retry", "done") or (event == "failed" and outcome.attempts > 0):
+            self.running -= 1
+
+
+def _seed_done_dep():
+    from orchestrator.store import Store
+
+    store = Store(Path("runs/store"))
+    store.commit(store.begin(), "synthetic", "zz-done-before", {}, 0.0)
+
+
+def _check(outcomes, rec):
+    st = {k: o.status for k, o in outcomes.items()}
+    assert st == {"a": "done", "b": "done", "c": "failed", "d": "done", "e": "failed", "f": "failed", "g": "done"}
+    assert outcomes["b"].attempts == 2 and outcomes["c"].attempts == 2 and outcomes["a"].attempts == 1
+    assert outcomes["e"].error == "dependency c failed" and outcomes["f"].error == "dependency e failed"
+    assert "synthetic failure of synthetic c" in outcomes["c"].error
+    assert ("retry", "b") in rec.events and ("retry", "c") in rec.events
+    assert ("start", "e") not in rec.events and ("start", "f") not in rec.events
+    # failures are reported when they happen, before later stages finish
+    assert rec.events.index(("failed", "c")) < len(rec.events) - 1
+    assert {k: o.result["value"] for k, o in outcomes.items() if o.status == "done"} == {"a": 1, "b": 2, "d": 4, "g": 7}
+    log = Path(outcomes["c"].log_path).read_text()
+    assert log.count("start synthetic c") == 2 and "failed: RuntimeError" in log
+
+
+def test_local_backend_dag_retries_and_failed_dependencies():
+    _seed_done_dep()
+    rec = Recorder()
+    outcomes = LocalBackend().run(_dag(), max_parallel=1, retries=1, on_event=rec)
+    _check(outcomes, rec)
+    # rerun: finished stages are cached, never run again
+    rec2 = Recorder()
+    again = LocalBackend().run(_dag()[:1] + _dag()[3:4], max_parallel=1, retries=1, on_event=rec2)
+    assert {k: o.status for k, o in again.items()} == {"a": "cached", "d": "cached"}
+
+
+def test_no_retry_for_deterministic_failures():
+    from famix_core.errors import TrainingDiverged
+
+    def diverge(task):
+        from orchestrator.backends.base import StageOutcome
+
+        return StageOutcome(task.key, "failed", error=str(TrainingDiverged("loss is nan at iteration 3")), retryable=False)
+
+    rec = Recorder()
+    outcomes = LocalBackend(execute=diverge).run([_task("x")], max_parallel=1, retries=3, on_event=rec)
+    assert outcomes["x"].attempts == 1 and ("retry", "x") not in rec.events
+
+
+def test_registry_is_lazy_and_lists_known():
+    import sys
+
+    assert set(BACKENDS) == {"local", "ray", "slurm"}
+    assert get_backend_class("local") is LocalBackend
+    assert isinstance(create_backend("local", sweep_dir="x", options={}), LocalBackend)
+    with pytest.raises(SweepError, match=r"unknown backend 'rayy' \(known: local, ray, slurm\) \(did you mean ray\?\)"):
+        get_backend_class("rayy")
+    import subprocess
+
+    code = "import sys, orchestrator.backends, orchestrator.driver, orchestrator.cli; print('ray' in sys.modules, 'submitit' in sys.modules, 'torch' in sys.modules, 'mlflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False", "False", "False"]
+
+
+def test_ray_temp_dir_falls_back_for_long_paths():
+    from orchestrator.backends.ray_backend import ray_temp_dir
+
+    short, fell = ray_temp_dir("/r/s")
+    assert short == "/r/s/ray" and not fell
+    long_dir, fell = ray_temp_dir("/" + "x" * 120)
+    assert fell and long_dir.startswith("/tmp/famix-ray-") and len(long_dir) < 30
+
+
+@pytest.mark.ray
+def test_ray_backend_matches_local_and_respects_max_parallel():
+    _seed_done_dep()
+    rec = Recorder()
+    backend = create_backend("ray", sweep_dir=str(Path("runs/sw").absolute()), options={"ray": {"num_cpus": 2}})
+    try:
+        outcomes = backend.run(_dag(), max_parallel=2, retries=1, on_event=rec)
+        _check(outcomes, rec)
+        assert rec.max_running <= 2
+        # parallel: 4 independent 0.6 s stages on 2 slots take about 2 x 0.6 s, not 4 x 0.6 s
+        import time
+
+        tasks = [_task(f"p{i}", seconds=0.6, value=i) for i in range(4)]
+        t0 = time.perf_counter()
+        par = backend.run(tasks, max_parallel=2, retries=0, on_event=Recorder())
+        wall = time.perf_counter() - t0
+        assert all(o.status == "done" for o in par.values())
+        assert wall < 4 * 0.6, wall
+    finally:
+        backend.close()
+    import ray
+
+    assert not ray.is_initialized()

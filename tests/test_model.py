@@ -1,0 +1,326 @@
+"""Models: CLIP registry and weights, dilated backbone, DeepLabv3+ keys, freeze policies, official checkpoints."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+from torch import nn
+
+from famix_core.config import BACKBONES, FREEZE_POLICIES, ModelConfig
+from famix_core.errors import WeightsError
+from famix_core.models.clip import BACKBONE_REGISTRY, create_clip, get_tokenizer, stage_channels
+from famix_core.models.freeze import FREEZE_REGISTRY
+from famix_core.models.segmenter import build_segmenter, load_official_checkpoint, stage_dilations
+
+
+def tiny_cfg(**kw) -> ModelConfig:
+    base = dict(backbone="famix-tiny", pretrained="none", output_stride=16, freeze="none")
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+# ----------------------------------------------------------------------------- CLIP
+
+
+def test_registries_hold_exactly_the_config_names():
+    assert tuple(BACKBONE_REGISTRY) == BACKBONES
+    assert tuple(FREEZE_REGISTRY) == FREEZE_POLICIES
+
+
+def test_unknown_backbone_lists_known_ones():
+    with pytest.raises(WeightsError, match="famix-tiny") as e:
+        create_clip("RN18")
+    assert "RN50" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_tiny_clip_has_both_towers_and_reads_channels_from_modules():
+    clip = create_clip("famix-tiny")
+    assert not clip.training
+    assert stage_channels(clip.visual) == {"stem": 16, "layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
+    tokens = get_tokenizer("famix-tiny")(["a photo of a road", "sky"])
+    with torch.no_grad():
+        text = clip.encode_text(tokens)
+        image = clip.encode_image(torch.randn(2, 3, 64, 64))
+    assert text.shape == (2, 64) and image.shape == (2, 64)
+    assert torch.isfinite(text).all() and torch.isfinite(image).all()
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_clip_loads_a_local_state_dict(tmp_path, suffix):
+    torch.manual_seed(0)
+    src = create_clip("famix-tiny")
+    sd = {k: v.clone() for k, v in src.state_dict().items()}
+    path = tmp_path / f"clip{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    else:
+        torch.save({"state_dict": sd}, path)
+    torch.manual_seed(1)
+    loaded = create_clip("famix-tiny", str(path))
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+
+
+def test_clip_missing_file_names_the_path(tmp_path):
+    missing = tmp_path / "nope" / "clip.pt"
+    with pytest.raises(WeightsError, match=str(missing)):
+        create_clip("famix-tiny", str(missing))
+
+
+def test_clip_state_dict_of_another_architecture_is_one_clear_line(tmp_path):
+    from safetensors.torch import save_file
+
+    sd = create_clip("famix-tiny").state_dict()
+    sd = {k: v.contiguous() for k, v in sd.items() if not k.startswith("visual.layer4")}
+    path = tmp_path / "partial.safetensors"
+    save_file(sd, str(path))
+    with pytest.raises(WeightsError) as e:
+        create_clip("famix-tiny", str(path))
+    msg = str(e.value)
+    assert str(path) in msg and "missing" in msg and "visual.layer4" in msg and "\n" not in msg
+
+
+def test_openai_tag_offline_fails_fast_with_one_line(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
+    cache = tmp_path / "cache"
+    with pytest.raises(WeightsError) as e:
+        create_clip("RN50", "openai", cache_dir=str(cache))
+    msg = str(e.value)
+    assert "RN50" in msg and "'openai'" in msg and str(cache) in msg and "model.pretrained=none" in msg
+    assert "\n" not in msg
+
+
+def test_tiny_has_no_pretrained_tag():
+    with pytest.raises(WeightsError, match="unknown weights 'openai' for backbone famix-tiny"):
+        create_clip("famix-tiny", "openai")
+
+
+# ----------------------------------------------------------------------------- segmenter
+
+
+@pytest.mark.parametrize("output_stride", [8, 16, 32])
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_forward_backward_every_backbone_and_stride(backbone, output_stride):
+    torch.manual_seed(0)
+    model = build_segmenter(ModelConfig(backbone=backbone, pretrained="none", output_stride=output_stride, freeze="none"))
+    x = torch.randn(2, 3, 64, 64)
+    feats = model.features(x)
+    assert feats["layer1"].shape[-2:] == (16, 16)
+    assert feats["layer4"].shape[-2:] == (64 // output_stride, 64 // output_stride)
+    ch = stage_channels(model.backbone)
+    assert feats["layer4"].shape[1] == ch["layer4"] and feats["layer1"].shape[1] == ch["layer1"]
+    logits = model(x)
+    assert logits.shape == (2, 19, 64, 64)
+    loss = nn.functional.cross_entropy(logits, torch.randint(0, 19, (2, 64, 64)))
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert model.classifier.classifier[3].weight.grad.abs().sum() > 0
+
+
+def _conv2_dilations(stage):
+    return [blk.conv2.dilation[0] for blk in stage]
+
+
+def test_official_dilation_pattern_rn50():
+    m16 = build_segmenter(ModelConfig(backbone="RN50", pretrained="none", output_stride=16, freeze="none"))
+    assert _conv2_dilations(m16.backbone.layer4) == [1, 1, 2]
+    assert [b.conv2.padding[0] for b in m16.backbone.layer4] == [1, 1, 2]
+    assert _conv2_dilations(m16.backbone.layer3) == [1] * 6
+    assert isinstance(m16.backbone.layer4[0].avgpool, nn.Identity)
+    assert isinstance(m16.backbone.layer4[0].downsample._modules["-1"], nn.Identity)
+    assert isinstance(m16.backbone.layer3[0].avgpool, nn.AvgPool2d)  # layer3 keeps its stride at OS 16
+    m8 = build_segmenter(ModelConfig(backbone="RN50", pretrained="none", output_stride=8, freeze="none"))
+    assert _conv2_dilations(m8.backbone.layer3) == [1, 1, 1, 1, 1, 2]
+    assert _conv2_dilations(m8.backbone.layer4) == [1, 2, 4]
+    assert stage_dilations(32) == {}
+    aspp = [m8.classifier.aspp.convs[i][0].dilation[0] for i in (1, 2, 3)]
+    assert aspp == [12, 24, 36]
+    assert [m16.classifier.aspp.convs[i][0].dilation[0] for i in (1, 2, 3)] == [6, 12, 18]
+
+
+OFFICIAL_KEYS = [
+    "backbone.conv1.weight",
+    "backbone.bn3.running_var",
+    "backbone.layer1.0.downsample.0.weight",
+    "backbone.layer4.0.downsample.1.running_mean",
+    "backbone.layer4.2.conv3.weight",
+    "backbone.layer4.2.bn3.bias",
+    "classifier.project.0.weight",
+    "classifier.project.1.running_mean",
+    "classifier.aspp.convs.0.0.weight",
+    "classifier.aspp.convs.3.1.weight",
+    "classifier.aspp.convs.4.1.weight",
+    "classifier.aspp.convs.4.2.bias",
+    "classifier.aspp.project.0.weight",
+    "classifier.aspp.project.1.num_batches_tracked",
+    "classifier.classifier.0.weight",
+    "classifier.classifier.1.weight",
+    "classifier.classifier.3.weight",
+    "classifier.classifier.3.bias",
+]
+
+
+@pytest.fixture(scope="module")
+def rn50_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_segmenter(ModelConfig(backbone="RN50", pretrained="none", freeze="none"))
+    with torch.no_grad():  # non-trivial BN statistics and residual branches
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+    model.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+    path = tmp_path_factory.mktemp("official") / "best_deeplabv3plus_resnet_clip_gta5.pth"
+    torch.save({"model_state": model.state_dict(), "cur_itrs": 40000}, path)
+    return path, model.state_dict(), x, ref
+
+
+def test_state_dict_uses_the_official_key_names(rn50_checkpoint):
+    _, sd, _, _ = rn50_checkpoint
+    for key in OFFICIAL_KEYS:
+        assert key in sd, key
+    assert sd["classifier.project.0.weight"].shape == (48, 256, 1, 1)
+    assert sd["classifier.aspp.project.0.weight"].shape == (256, 5 * 256, 1, 1)
+    assert sd["classifier.classifier.0.weight"].shape == (256, 304, 3, 3)
+    assert sd["classifier.classifier.3.weight"].shape == (19, 256, 1, 1)
+    assert not any(k.startswith("backbone.attnpool") for k in sd)
+    assert all(k.startswith(("backbone.", "classifier.")) for k in sd)
+
+
+def test_load_official_checkpoint_reproduces_logits(rn50_checkpoint, tmp_path):
+    path, sd, x, ref = rn50_checkpoint
+    model = load_official_checkpoint(path)
+    assert not model.training
+    with torch.no_grad():
+        out = model(x)
+    assert torch.equal(out, ref)
+    from safetensors.torch import save_file
+
+    st = tmp_path / "ckpt.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(st))
+    with torch.no_grad():
+        assert torch.equal(load_official_checkpoint(st)(x), ref)
+
+
+def test_checkpoint_of_another_architecture_names_file_and_keys(tmp_path):
+    tiny = build_segmenter(tiny_cfg())
+    path = tmp_path / "tiny.pth"
+    torch.save({"model_state": tiny.state_dict()}, path)
+    with pytest.raises(WeightsError) as e:
+        load_official_checkpoint(path, backbone="RN50")
+    msg = str(e.value)
+    assert str(path) in msg and "\n" not in msg
+    assert "shape mismatch" in msg or "missing" in msg
+    with pytest.raises(WeightsError, match="not found"):
+        load_official_checkpoint(tmp_path / "absent.pth")
+
+
+def test_build_segmenter_from_a_famix_checkpoint_path(tmp_path):
+    torch.manual_seed(3)
+    src = build_segmenter(tiny_cfg()).eval()
+    path = tmp_path / "famix.pth"
+    torch.save({"model_state": src.state_dict()}, path)
+    model = build_segmenter(tiny_cfg(pretrained=str(path))).eval()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, src.state_dict()[k]), k
+
+
+# ----------------------------------------------------------------------------- freezing
+
+
+def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("policy", FREEZE_POLICIES)
+def test_freeze_keeps_weights_and_bn_stats_bit_identical(policy):
+    torch.manual_seed(0)
+    model = build_segmenter(tiny_cfg(freeze=policy))
+    bb = model.backbone
+    frozen_prefixes = {
+        "none": (),
+        "layer3": ("conv", "bn", "layer1.", "layer2.", "layer3."),
+        # famix-tiny has one layer4 block, which is the last one: the paper policy trains it
+        "paper": ("conv", "bn", "layer1.", "layer2.", "layer3."),
+        "all": ("",),
+    }[policy]
+    before = _snapshot(bb)
+    model.train()
+    for m in bb.modules():
+        if any(m is f for f in model._frozen):
+            assert not m.training
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        x = torch.randn(2, 3, 64, 64, generator=g)
+        y = torch.randint(0, 19, (2, 64, 64), generator=g)
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = bb.state_dict()
+    for k, v in before.items():
+        frozen = bool(frozen_prefixes) and k.startswith(frozen_prefixes)
+        if frozen:
+            assert torch.equal(after[k], v), f"{policy}: frozen {k} changed"
+        elif k.endswith(("weight", "running_mean")) and "bn3.weight" not in k:
+            assert not torch.equal(after[k], v), f"{policy}: trainable {k} did not change"
+
+
+def test_paper_policy_trains_only_the_last_layer4_block():
+    model = build_segmenter(ModelConfig(backbone="RN50", pretrained="none", freeze="paper"))
+    trainable = {n.split(".")[0] + "." + n.split(".")[1] for n, p in model.backbone.named_parameters() if p.requires_grad}
+    assert trainable == {"layer4.2"}
+    model.train()
+    assert model.backbone.layer4[2].training and not model.backbone.layer4[1].training
+    assert not model.backbone.bn1.training and model.classifier.training
+    dec, bb = model.param_groups()
+    assert len(bb) == len(list(model.backbone.layer4[2].parameters()))
+    assert len(dec) == len(list(model.classifier.parameters()))
+
+
+# ----------------------------------------------------------------------------- style hook
+
+
+class _Recorder(nn.Module):
+    """Stand-in augmenter: zeroes the features and records the label shape it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("scale", torch.zeros(1), persistent=False)
+        self.calls: list[tuple[int, ...]] = []
+
+    def forward(self, feat, labels):
+        self.calls.append(tuple(labels.shape))
+        return feat * self.scale
+
+
+def test_style_augmenter_acts_on_layer1_in_training_only():
+    aug = _Recorder()
+    model = build_segmenter(tiny_cfg(), style_augmenter=aug)
+    assert not any("scale" in k for k in model.state_dict())  # no extra keys in checkpoints
+    x = torch.randn(2, 3, 64, 64)
+    y = torch.randint(0, 19, (2, 64, 64))
+    model.train()
+    feats = model.features(x, y)
+    assert aug.calls == [(2, 64, 64)]
+    assert torch.count_nonzero(feats["layer1"]) == 0  # both decoder and layer2 see the stylized map
+    model.features(x)  # no labels: no styling
+    model.eval()
+    with torch.no_grad():
+        feats = model.features(x, y)
+    assert len(aug.calls) == 1 and torch.count_nonzero(feats["layer1"]) > 0

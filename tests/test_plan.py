@@ -1,0 +1,164 @@
+"""Stage keys (which config changes invalidate which stage), sharing of stages, the store, plan printing."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from famix_core.config import FamixConfig
+from orchestrator.keys import FORMAT_VERSION, evaluate_inputs, mine_inputs, stage_key, train_inputs
+from orchestrator.plan import build_plan, print_plan
+from orchestrator.store import Store
+from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
+
+REPO_SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
+
+
+def _keys(cfg: FamixConfig, domain: str = "C") -> dict[str, str | None]:
+    m = stage_key(mine_inputs(cfg)) if cfg.style.needs_bank() else None
+    t = stage_key(train_inputs(cfg, m))
+    return {"mine": m, "train": t, "evaluate": stage_key(evaluate_inputs(cfg, t, domain))}
+
+
+def _cfg(**over) -> FamixConfig:
+    tree: dict = {"data": {"synthetic": {"seed": 0}}, "model": {"backbone": "famix-tiny", "pretrained": "none"}}
+    for k, v in over.items():
+        node = tree
+        parts = k.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = v
+    return FamixConfig.model_validate(tree)
+
+
+# change -> set of stages it must invalidate (the others must keep their key)
+INVALIDATION = [
+    ({"model.freeze": "none"}, {"train", "evaluate"}),
+    ({"style.mix": False}, {"train", "evaluate"}),
+    ({"mining.prompt": "class"}, {"mine", "train", "evaluate"}),
+    ({"mining.steps": 3}, {"mine", "train", "evaluate"}),
+    ({"mining.seed": 5}, {"mine", "train", "evaluate"}),
+    ({"train.seed": 5}, {"train", "evaluate"}),
+    ({"train.iterations": 9}, {"train", "evaluate"}),
+    ({"train.lr_decoder": 0.5}, {"train", "evaluate"}),
+    ({"train.device": "cpu"}, {"mine", "train", "evaluate"}),
+    ({"train.log_every": 7}, set()),
+    ({"train.checkpoint_every": 7}, set()),
+    ({"model.cache_dir": "/somewhere"}, set()),
+    ({"eval.max_images": 3}, {"evaluate"}),
+    ({"eval.scales": [1.0, 0.5]}, {"evaluate"}),
+    ({"eval.batch_size": 4}, set()),
+    ({"eval.domains": ["C", "B"]}, set()),  # the list of domains does not change one domain's stage
+    ({"data.synthetic": {"seed": 1}}, {"mine", "train", "evaluate"}),
+    ({"data.crop_size": 32}, {"train", "evaluate"}),
+    ({"model.backbone": "RN50"}, {"mine", "train", "evaluate"}),
+    ({"style.grid": 2}, {"mine", "train", "evaluate"}),
+    ({"style.alpha": 0.3}, {"train", "evaluate"}),
+    ({"style.noise_std": 0.3}, set()),  # not read by the famix strategy
+]
+
+
+@pytest.mark.parametrize("change,invalidated", INVALIDATION, ids=[next(iter(c)) for c, _ in INVALIDATION])
+def test_which_change_invalidates_which_stage(change, invalidated):
+    before = _keys(_cfg())
+    after = _keys(_cfg(**change))
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == invalidated
+
+
+def test_key_depends_on_format_version_and_domain(monkeypatch):
+    cfg = _cfg()
+    k = _keys(cfg)
+    assert _keys(cfg, "B")["evaluate"] != k["evaluate"]
+    assert _keys(cfg, "cityscapes") == k  # name and column are the same domain
+    monkeypatch.setattr("orchestrator.keys.FORMAT_VERSION", FORMAT_VERSION + 1)
+    assert _keys(cfg)["mine"] != k["mine"]
+
+
+def test_no_bank_no_mine_and_effective_strategy_dedupes():
+    plain = _cfg(**{"style.augment": False, "style.mix": False})
+    assert _keys(plain)["mine"] is None
+    # famix with augment and mix off IS plain training: same train stage as strategy none
+    assert _keys(plain)["train"] == _keys(_cfg(**{"style.strategy": "none"}))["train"]
+    # mining fields do not matter without a bank
+    assert _keys(plain)["train"] == _keys(_cfg(**{"style.augment": False, "style.mix": False, "mining.prompt": "class"}))["train"]
+
+
+def test_synthetic_location_does_not_change_keys_but_a_real_root_does():
+    assert _keys(_cfg(**{"data.root": "/a"})) == _keys(_cfg(**{"data.root": "/b"}))
+    real = {"data.synthetic": None}
+    assert _keys(_cfg(**real, **{"data.root": "/a"}))["mine"] != _keys(_cfg(**real, **{"data.root": "/b"}))["mine"]
+    # a target domain's root changes only that domain's evaluation
+    a = _keys(_cfg(**real, **{"data.roots": {"B": "/elsewhere"}}), "C")
+    b = _keys(_cfg(**real), "C")
+    assert a == b
+    assert _keys(_cfg(**real, **{"data.roots": {"B": "/elsewhere"}}), "B")["evaluate"] != _keys(_cfg(**real), "B")["evaluate"]
+
+
+def _plan(name: str, run_dir: str = "runs", profile: str | None = None, checks: list | None = None):
+    spec, src = load_sweep(resolve_sweep_path(name, search=[REPO_SWEEPS]))
+    rs = resolve_profile(spec, src, profile)
+    seen = checks if checks is not None else []
+    return build_plan(rs, run_dir, check_data=lambda c: seen.append(("data", c.data.root)), check_weights=lambda c: seen.append(("w", c.model.pretrained)))
+
+
+def test_ablation_mines_once_prompts_five_times():
+    checks: list = []
+    plan = _plan("ablation", checks=checks)
+    kinds = [s.kind for s in plan.stages.values()]
+    assert kinds.count("mine") == 1 and kinds.count("train") == 8 and kinds.count("evaluate") == 64
+    mine = next(s for s in plan.stages.values() if s.kind == "mine")
+    assert len(mine.trials) == 4  # only the Augment rows need a bank
+    assert sum(plan.trial_stages[t.id].mine is None for t in plan.trials) == 4
+    # topological order: mines, then trains, then evaluations
+    order = [s.kind for s in plan.stages.values()]
+    assert order == sorted(order, key=["mine", "train", "evaluate"].index)
+    # checks ran once per distinct input, the synthetic data lives under the run dir
+    assert checks.count(checks[0]) == 1 and len([c for c in checks if c[0] == "data"]) == 1
+    assert all(t.config.data.root.startswith(str(Path("runs").absolute() / "data" / "synth-")) for t in plan.trials)
+    assert sum(s.kind == "mine" for s in _plan("prompts").stages.values()) == 5
+    paper = _plan("ablation", profile="paper")
+    assert sum(s.kind == "mine" for s in paper.stages.values()) == 3  # one bank per seed
+
+
+def test_store_commit_is_atomic_and_plan_status_follows_it():
+    plan = _plan("baselines")
+    store = plan.store
+    key = next(iter(plan.stages))
+    kind = plan.stages[key].kind
+    assert plan.status()[key] == "to run"
+    tmp = store.begin()
+    (tmp / "artifact.txt").write_text("x")
+    assert not store.is_done(kind, key)  # nothing visible before the rename
+    store.commit(tmp, kind, key, {"miou": 0.5}, 1.0)
+    assert store.is_done(kind, key) and not tmp.exists()
+    assert store.done_info(kind, key)["result"] == {"miou": 0.5}
+    assert plan.status()[key] == "done"
+    # a second commit of the same stage (a concurrent worker) keeps the first artifact
+    tmp2 = store.begin()
+    store.commit(tmp2, kind, key, {"miou": 0.9}, 1.0)
+    assert store.done_info(kind, key)["result"] == {"miou": 0.5} and not tmp2.exists()
+    # a half-written folder without DONE.json does not count
+    half = store.path("train", "f" * 64)
+    half.mkdir(parents=True)
+    assert not store.is_done("train", "f" * 64)
+
+
+def test_print_plan_shows_labels_and_states():
+    plan = _plan("ablation")
+    mine_key = next(k for k, s in plan.stages.items() if s.kind == "mine")
+    tmp = plan.store.begin()
+    plan.store.commit(tmp, "mine", mine_key, {}, 0.1)
+    buf = io.StringIO()
+    counts = print_plan(plan, Console(file=buf, width=200))
+    out = buf.getvalue()
+    assert "Freeze" in out and "Augment" in out and "✓" in out and "✗" in out
+    assert "done (shared)" in out and "to run" in out and "0/8 done" in out
+    assert counts == {"done": 1, "to run": 72}
+    path = plan.write()
+    data = json.loads(path.read_text())
+    assert len(data["trials"]) == 8 and data["trials"][2]["stages"]["mine"] == mine_key

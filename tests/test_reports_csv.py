@@ -1,0 +1,149 @@
+"""reports.collect (CSV input) and `famix report --csv` end to end, including bad input (exit 2, one line)."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from famix_core.cli import main
+from reports.collect import ReportInputError, collect_csv
+
+PAPER_CSV = Path(__file__).parent / "data" / "ablation_freeze_augment_mix.csv"
+DOMAINS = ["C", "B", "M", "S", "AN", "AS", "AR", "AF"]
+
+
+def _paper() -> pd.DataFrame:
+    return pd.read_csv(PAPER_CSV)
+
+
+def _write(frame: pd.DataFrame, name: str = "res.csv") -> Path:
+    path = Path(name)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _cli_error(argv: list[str], capsys) -> str:
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("famix: error: ") and "Traceback" not in err
+    return err
+
+
+def test_wide_csv_reads_labels_domains_and_ignores_mean():
+    rs = collect_csv(PAPER_CSV)
+    assert rs.label_columns == ["freeze", "augment", "mix"]
+    assert rs.domains == DOMAINS
+    assert len(rs.runs) == 8 and "Mean" not in rs.runs
+    assert rs.runs["C"].tolist() == pytest.approx(_paper()["C"].tolist())
+    assert rs.runs["freeze"].tolist()[:2] == ["no", "no"]
+
+
+def test_long_csv_equals_wide(tmp_path):
+    paper = _paper().drop(columns=["Mean"])
+    long = paper.melt(id_vars=["freeze", "augment", "mix"], var_name="domain", value_name="miou")
+    long["seed"] = 0
+    rs = collect_csv(_write(long))
+    assert rs.domains == DOMAINS and rs.label_columns == ["freeze", "augment", "mix"]
+    assert rs.runs[DOMAINS].to_numpy() == pytest.approx(paper[DOMAINS].to_numpy())
+
+
+def test_fraction_units_are_converted_and_ambiguity_refused():
+    paper = _paper()
+    frac = paper.copy()
+    frac[DOMAINS] = frac[DOMAINS] / 100.0
+    path = _write(frac.drop(columns=["Mean"]))
+    rs = collect_csv(path, units="fraction")
+    assert rs.runs["C"].tolist() == pytest.approx(paper["C"].tolist())
+    with pytest.raises(ReportInputError, match="--units fraction"):
+        collect_csv(path)  # every value in [0, 1]: never guessed silently
+    assert collect_csv(path, units="percent").runs["C"].iloc[-1] == pytest.approx(0.4815)
+    with pytest.raises(ReportInputError, match=r"outside \[0, 1\]"):
+        collect_csv(PAPER_CSV, units="fraction")
+
+
+def test_missing_domain_column_named(capsys):
+    path = _write(_paper().drop(columns=["AS"]))
+    with pytest.raises(ReportInputError, match="missing domain column AS"):
+        collect_csv(path)
+    err = _cli_error(["report", "ablation", "--csv", str(path), "--out", "rep"], capsys)
+    assert "missing domain column AS" in err and "res.csv" in err
+    # fewer domains on purpose
+    assert collect_csv(path, domains=["C", "B"]).domains == ["C", "B"]
+
+
+def test_non_numeric_value_named(capsys):
+    frame = _paper().astype(str)
+    frame.loc[2, "M"] = "abc"
+    path = _write(frame)
+    err = _cli_error(["report", "x", "--csv", str(path), "--out", "rep"], capsys)
+    assert "column 'M', row 4" in err and "'abc'" in err
+
+
+def test_missing_csv_and_unknown_units(capsys):
+    err = _cli_error(["report", "x", "--csv", "nope.csv", "--out", "rep"], capsys)
+    assert "nope.csv" in err and "not found" in err
+    path = _write(_paper()[DOMAINS] / 100.0)
+    err = _cli_error(["report", "x", "--csv", str(path), "--out", "rep"], capsys)
+    assert "--units" in err
+
+
+def test_cli_report_from_paper_csv(capsys):
+    rc = main(["report", "ablation_table", "--csv", str(PAPER_CSV), "--baseline", "freeze=no,augment=no,mix=no"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    report = Path("runs/ablation_table/report")
+    for name in ("table.md", "table.tex", "results.csv", "summary.csv", "README.md", "bars.png", "bars.pdf"):
+        assert (report / name).is_file() and (report / name).stat().st_size > 0, name
+    assert "**48.15**" in out and "<u>43.43</u>" in out and "+24.19" in out
+    md = (report / "table.md").read_text()
+    assert "| ✓ | ✓ | ✓ | **48.15** |" in md
+    assert "![bars](bars.png)" in (report / "README.md").read_text()
+    back = pd.read_csv(report / "results.csv")
+    assert back["AF"].tolist() == pytest.approx(_paper()["AF"].tolist())
+    # results.csv follows the Results CSV contract: it reads back into the same table
+    rc = main(["report", "again", "--csv", str(report / "results.csv"), "--out", "rep2", "--no-figures", "--baseline", "1"])
+    assert rc == 0 and (Path("rep2") / "table.md").read_text().split("\n", 2)[2] == md.split("\n", 2)[2]
+    assert not list(report.glob(".*.tmp")), "temp files left behind"
+
+
+def test_cli_uses_sweep_yaml_order_and_labels(tmp_path, capsys):
+    sweep = tmp_path / "mini.yaml"
+    sweep.write_text(
+        "name: mini\ngrid:\n  style.mix: [false, true]\n"
+        "labels:\n  style.mix: {column: Mix, values: {true: '✓', false: '✗'}}\n"
+        "domains: [B, C]\n"
+    )
+    data = pd.DataFrame({"mix": ["no", "yes"], "C": [10.0, 20.0], "B": [30.0, 40.0]})
+    path = _write(data)
+    rc = main(["report", str(sweep), "--csv", str(path), "--out", "rep", "--no-figures"])
+    assert rc == 0, capsys.readouterr().err
+    header = (Path("rep") / "table.md").read_text().splitlines()[2]
+    assert [c.strip() for c in header.strip("|").split("|")] == ["Mix", "B", "C", "Mean"]
+
+
+def test_out_dir_inside_reports_package_refused(capsys):
+    import reports
+
+    inside = Path(reports.__file__).parent / "out"
+    err = _cli_error(["report", "x", "--csv", str(PAPER_CSV), "--out", str(inside)], capsys)
+    assert "inside the reports package" in err
+    assert not inside.exists()
+
+
+def test_cli_module_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, argparse, reports.cli as c\n"
+        "p = argparse.ArgumentParser(); c.register(p.add_subparsers())\n"
+        "print(','.join(m for m in ('mlflow', 'matplotlib', 'torch', 'pandas') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""

@@ -1,0 +1,170 @@
+"""Reports from MLflow: trial runs written in the docs/ARCHITECTURE.md schema into a SQLite store, read back."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("mlflow")
+
+from mlflow.entities import Metric, RunTag  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from famix_core.cli import main  # noqa: E402
+from reports.collect import ReportInputError, collect_mlflow, default_tracking_uri  # noqa: E402
+from reports.tables import build_table, render_markdown  # noqa: E402
+
+DOMAINS = ["C", "B", "M", "S", "AN", "AS", "AR", "AF"]
+SWEEP = "mini_ablation"
+
+
+def _miou(i: int, seed: int, d: int) -> float:
+    """Deterministic, distinct, non-round numbers (percent)."""
+    return round(10.0 + 3.17 * i + 0.731 * d + 0.19 * seed + 0.0037 * (i * d), 6)
+
+
+def populate(run_dir: Path, *, seeds=(0,), fail: tuple[int, str] | None = None, losses: bool = True) -> dict[str, dict]:
+    """Write a parent sweep run and 4 × len(seeds) trial runs; returns trial id -> {"metrics", "labels", "run_id"}."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    uri = default_tracking_uri(run_dir)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment(SWEEP, artifact_location=(run_dir / "mlartifacts").absolute().as_uri())
+    parent = client.create_run(exp, tags={"famix.sweep": SWEEP, "famix.role": "sweep"}).info.run_id
+    truth: dict[str, dict] = {}
+    grid = [("✗", "✗"), ("✗", "✓"), ("✓", "✗"), ("✓", "✓")]
+    index = 0
+    for i, (freeze, mix) in enumerate(grid):
+        for seed in seeds:
+            trial = f"t-{i:02d}{seed:02d}abcdef"
+            labels = {"Freeze": freeze, "Mix": mix}
+            tags = {
+                "mlflow.parentRunId": parent,
+                "famix.sweep": SWEEP,
+                "famix.role": "trial",
+                "famix.trial": trial,
+                "famix.trial_index": str(index),
+                "famix.seed": str(seed),
+                "famix.labels": json.dumps(labels, ensure_ascii=False),
+                "famix.domains": json.dumps(DOMAINS),
+                "famix.status": "done",
+                "famix.stage.train": f"key{i}{seed}",
+                **{f"famix.label.{k}": v for k, v in labels.items()},
+            }
+            run = client.create_run(exp, tags=tags, run_name=trial).info.run_id
+            now = int(time.time() * 1000)
+            metrics = {f"miou/{d}": _miou(i, seed, j) for j, d in enumerate(DOMAINS)}
+            if fail is not None and fail[0] == index:
+                del metrics[f"miou/{fail[1]}"]
+                client.set_tag(run, "famix.status", "failed")
+            batch = [Metric(k, v, now, 0) for k, v in metrics.items()]
+            batch.append(Metric("miou/mean", sum(metrics.values()) / len(metrics), now, 0))
+            if losses:
+                batch += [Metric("train/loss", 3.0 / (s + 1) + 0.1 * i, now + s, s * 10) for s in range(5)]
+            client.log_batch(run, metrics=batch, params=[], tags=[RunTag("famix.backend", "local")])
+            client.set_terminated(run)
+            truth[trial] = {"metrics": metrics, "labels": labels, "run_id": run, "seed": seed}
+            index += 1
+    client.set_terminated(parent)
+    return truth
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> tuple[Path, dict]:
+    run_dir = tmp_path_factory.mktemp("mlf") / "runs"
+    return run_dir, populate(run_dir, seeds=(0, 1), fail=(3, "AN"))
+
+
+def test_collect_equals_mlflow_metrics(store):
+    run_dir, truth = store
+    rs = collect_mlflow(SWEEP, tracking_uri=default_tracking_uri(run_dir))
+    assert rs.label_columns == ["Freeze", "Mix"] and rs.domains == DOMAINS
+    assert len(rs.runs) == len(truth) and rs.runs["trial_index"].is_monotonic_increasing
+    for _, row in rs.runs.iterrows():
+        ref = truth[row["trial"]]
+        for d in DOMAINS:
+            if f"miou/{d}" in ref["metrics"]:
+                assert row[d] == ref["metrics"][f"miou/{d}"]
+            else:
+                assert pd.isna(row[d]) and row["status"] == "failed"
+        assert row["run_id"] == ref["run_id"] and row["train_key"].startswith("key")
+
+
+def test_table_numbers_from_mlflow(store):
+    run_dir, truth = store
+    table = build_table(collect_mlflow(SWEEP, tracking_uri=default_tracking_uri(run_dir)))
+    assert len(table.rows) == 4 and all(r.n == 2 for r in table.rows)
+    for r_i, row in enumerate(table.rows):
+        trials = [t for t in truth.values() if t["labels"] == row.labels]
+        for d in DOMAINS:
+            vals = [t["metrics"][f"miou/{d}"] for t in trials if f"miou/{d}" in t["metrics"]]
+            assert row.cells[d].mean == pytest.approx(sum(vals) / len(vals), abs=1e-9)
+            assert row.cells[d].n == len(vals)
+    md = render_markdown(table)
+    assert "–" not in md.split("\n\n")[0]  # one seed missing AN still leaves a value (n=1) for that cell
+    assert "seed 1: failed (no mIoU for AN)" in md
+    last = table.rows[-1]
+    assert last.cells["C"].mark == "best" and table.rows[-2].cells["C"].mark == "second"
+
+
+def test_cli_report_end_to_end(store, capsys):
+    run_dir, truth = store
+    rc = main(["report", SWEEP, "--run-dir", str(run_dir), "--out", "rep", "--baseline", "1"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    rep = Path("rep")
+    for name in ("table.md", "table.tex", "results.csv", "summary.csv", "README.md", "bars.png", "loss.png", "loss.pdf"):
+        assert (rep / name).is_file(), name
+    back = pd.read_csv(rep / "results.csv")
+    assert len(back) == len(truth)
+    for _, row in back.iterrows():
+        labels = {"Freeze": row["Freeze"], "Mix": row["Mix"]}
+        ref = next(t for t in truth.values() if t["labels"] == labels and t["seed"] == int(row["seed"]))
+        assert row["C"] == pytest.approx(ref["metrics"]["miou/C"]) and row["AF"] == pytest.approx(ref["metrics"]["miou/AF"])
+    summary = pd.read_csv(rep / "summary.csv")
+    assert summary["delta"].iloc[0] == pytest.approx(0.0) and summary["delta"].iloc[-1] > 9.0
+    assert "| n |" in out and "loss" in (rep / "README.md").read_text()
+
+
+def test_default_out_dir_is_under_run_dir(tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    populate(run_dir, losses=False)
+    assert main(["report", SWEEP, "--run-dir", str(run_dir), "--no-figures"]) == 0
+    assert (run_dir / SWEEP / "report" / "table.tex").is_file()
+    assert not (run_dir / SWEEP / "report" / "loss.png").exists()
+
+
+def test_no_runs_for_sweep_is_one_line(store, capsys):
+    run_dir, _ = store
+    rc = main(["report", "other_sweep", "--run-dir", str(run_dir), "--out", "rep"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "no trial runs for sweep 'other_sweep'" in err
+
+
+def test_missing_store_is_one_line(capsys):
+    rc = main(["report", SWEEP, "--run-dir", "nowhere", "--out", "rep"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "no MLflow store at" in err and "nowhere" in err
+    assert not Path("nowhere/mlflow.db").exists()  # never creates an empty store
+
+
+def test_latest_run_of_a_trial_wins(tmp_path):
+    run_dir = tmp_path / "r"
+    truth = populate(run_dir, losses=False)
+    uri = default_tracking_uri(run_dir)
+    client = MlflowClient(tracking_uri=uri)
+    first = next(iter(truth))
+    old = client.get_run(truth[first]["run_id"])
+    time.sleep(0.01)
+    rerun = client.create_run(old.info.experiment_id, tags=old.data.tags).info.run_id
+    client.log_batch(rerun, metrics=[Metric(f"miou/{d}", 99.0, int(time.time() * 1000), 0) for d in DOMAINS])
+    rs = collect_mlflow(SWEEP, tracking_uri=uri)
+    assert len(rs.runs) == len(truth)
+    row = rs.runs[rs.runs["trial"] == first].iloc[0]
+    assert row["run_id"] == rerun and row["C"] == 99.0
+    with pytest.raises(ReportInputError, match="no MLflow experiment 'nope'"):
+        collect_mlflow(SWEEP, tracking_uri=uri, experiment="nope")

@@ -1,0 +1,196 @@
+"""reports.tables: the paper table from its CSV (numbers, Means, marks), seeds, missing cells, Δ, LaTeX."""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from reports.collect import ResultSet, collect_csv
+from reports.tables import build_table, fmt2, render_latex, render_markdown, shown_label, summary_frame
+
+PAPER_CSV = Path(__file__).parent / "data" / "ablation_freeze_augment_mix.csv"
+DOMAINS = ["C", "B", "M", "S", "AN", "AS", "AR", "AF"]
+
+
+def _paper_rows() -> list[dict[str, str]]:
+    with PAPER_CSV.open() as f:
+        return list(csv.DictReader(f))
+
+
+def _md_rows(md: str) -> list[list[str]]:
+    """Body cells of the first Markdown table."""
+    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+
+
+def _md_number(cell: str) -> float:
+    return float(re.sub(r"[^0-9.+-]", "", cell.replace("<u>", "").replace("</u>", "").split("±")[0]))
+
+
+def _expected_marks(values: list[float]) -> list[str | None]:
+    """Independent reference: bold = max, underline = the next lower distinct value."""
+    distinct = sorted(set(values), reverse=True)
+    return ["best" if v == distinct[0] else "second" if v == distinct[1] else None for v in values]
+
+
+def _runs(records: list[dict], labels: list[str], domains: list[str]) -> ResultSet:
+    frame = pd.DataFrame(records)
+    for c, default in (("trial_index", None), ("status", "done"), ("run_id", None), ("train_key", None)):
+        if c not in frame:
+            frame[c] = list(range(len(frame))) if c == "trial_index" else default
+    frame["status"] = frame["status"].fillna("done")
+    return ResultSet(sweep="t", source="test", label_columns=labels, domains=domains, runs=frame)
+
+
+def test_paper_csv_markdown_rows_numbers_means_and_marks():
+    paper = _paper_rows()
+    table = build_table(collect_csv(PAPER_CSV))
+    md = render_markdown(table)
+    rows = _md_rows(md)
+    assert len(rows) == 8
+    header = [c.strip() for c in md.splitlines()[0].strip("|").split("|")]
+    assert header == ["Freeze", "Augment", "Mix", *DOMAINS, "Mean"]
+    for got, ref in zip(rows, paper):
+        assert got[:3] == [{"yes": "✓", "no": "✗"}[ref[k]] for k in ("freeze", "augment", "mix")]
+        for j, d in enumerate(DOMAINS):
+            assert _md_number(got[3 + j]) == pytest.approx(float(ref[d]), abs=1e-9)
+        assert _md_number(got[11]) == pytest.approx(float(ref["Mean"]), abs=0.01)
+    # marks, per column, computed independently from the CSV numbers
+    for j, col in enumerate([*DOMAINS, "Mean"]):
+        values = [float(r[col]) if col != "Mean" else float(fmt2(sum(float(r[d]) for d in DOMAINS) / 8)) for r in paper]
+        for i, mark in enumerate(_expected_marks(values)):
+            cell = rows[i][3 + j]
+            assert cell.startswith("**") == (mark == "best"), (col, i, cell)
+            assert cell.startswith("<u>") == (mark == "second"), (col, i, cell)
+    # specific known cells
+    assert rows[7][3] == "**48.15**" and rows[6][3] == "<u>43.43</u>"
+    assert rows[7][11] == "**38.88**" and rows[6][11] == "<u>36.29</u>"
+    assert rows[5][7] == "<u>14.72</u>" and rows[4][7] == "12.41"  # AN: second best is row 6, not row 7's neighbour
+
+
+def test_paper_csv_latex_cells():
+    table = build_table(collect_csv(PAPER_CSV))
+    tex = render_latex(table)
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+    body = [ln for ln in tex.splitlines() if ln.endswith(r"\\") and "$" in ln.split("&")[0]]
+    assert len(body) == 8
+    last = [c.strip() for c in body[7].removesuffix(r"\\").split("&")]
+    assert last[:3] == [r"$\checkmark$"] * 3
+    assert last[3] == r"\textbf{48.15}" and last[11] == r"\textbf{38.88}"
+    second_last = [c.strip() for c in body[6].removesuffix(r"\\").split("&")]
+    assert second_last[3] == r"\underline{43.43}" and second_last[:3] == [r"$\checkmark$", r"$\times$", r"$\checkmark$"]
+    first = [c.strip() for c in body[0].removesuffix(r"\\").split("&")]
+    assert first[3:] == ["16.81", "16.31", "17.80", "27.10", "2.95", "8.58", "14.35", "13.61", "14.69"]
+    assert tex.count(r"\textbf{") == 9 and tex.count(r"\underline{") == 9
+    assert tex.splitlines()[1].startswith("% Requires") and r"\usepackage{amssymb}" in tex.splitlines()[1]
+
+
+def test_fmt2_rounds_half_up_and_shown_label():
+    assert fmt2(32.925) == "32.93"  # 263.40 / 8: the paper's Mean of row 6
+    assert fmt2(14.68875) == "14.69"
+    assert fmt2(-0.004, signed=True) == "+0.00"
+    assert fmt2(1.5, signed=True) == "+1.50"
+    assert [shown_label(v) for v in ("yes", "No", "true", "✓", "RN50")] == ["✓", "✗", "✓", "✓", "RN50"]
+
+
+def test_ties_share_marks_on_rounded_values():
+    recs = [
+        {"trial": "a", "seed": 0, "m": "x", "C": 50.004, "B": 10.0},
+        {"trial": "b", "seed": 0, "m": "y", "C": 49.996, "B": 30.0},  # rounds to 50.00 too: tie for best
+        {"trial": "c", "seed": 0, "m": "z", "C": 40.0, "B": 20.0},
+    ]
+    t = build_table(_runs(recs, ["m"], ["C", "B"]))
+    assert [t.cell(i, "C").mark for i in range(3)] == ["best", "best", "second"]
+    assert [t.cell(i, "B").mark for i in range(3)] == [None, "best", "second"]
+
+
+def test_seeds_mean_std_n_and_marks_by_mean():
+    recs = []
+    for s, (a, b) in enumerate([(40.0, 30.0), (42.0, 34.0), (44.0, 32.0)]):
+        recs.append({"trial": f"a{s}", "seed": s, "m": "A", "C": a, "B": b})
+    for s, (a, b) in enumerate([(45.0, 20.0), (45.5, 22.0), (46.0, 24.0)]):
+        recs.append({"trial": f"b{s}", "seed": s, "m": "B", "C": a, "B": b})
+    t = build_table(_runs(recs, ["m"], ["C", "B"]))
+    assert t.show_n and [r.n for r in t.rows] == [3, 3]
+    c = t.cell(0, "C")
+    assert c.mean == pytest.approx(42.0) and c.std == pytest.approx(2.0) and c.n == 3
+    mean = t.cell(0, "Mean")  # per-seed means 35, 38, 38 -> std over seeds
+    assert mean.mean == pytest.approx(37.0) and mean.std == pytest.approx(pd.Series([35.0, 38.0, 38.0]).std())
+    md = render_markdown(t)
+    rows = _md_rows(md)
+    assert rows[0][1] == "3" and rows[0][2] == "<u>42.00 ± 2.00</u>" and rows[1][2] == "**45.50 ± 0.50**"
+    assert rows[0][3] == "**32.00 ± 2.00**" and rows[1][3] == "<u>22.00 ± 2.00</u>"
+    assert r"42.00 $\pm$ 2.00" in render_latex(t)
+
+
+def test_missing_cell_footnote_and_partial_mean():
+    recs = [
+        {"trial": "t-ok", "seed": 0, "m": "A", "C": 40.0, "B": 30.0, "M": 20.0},
+        {"trial": "t-bad", "seed": 0, "m": "B", "C": 50.0, "B": math.nan, "M": 10.0, "status": "failed"},
+        {"trial": "t-low", "seed": 0, "m": "C", "C": 10.0, "B": 5.0, "M": 5.0},
+    ]
+    t = build_table(_runs(recs, ["m"], ["C", "B", "M"]))
+    bad = t.rows[1]
+    assert bad.cells["B"].mean is None and bad.mean.partial and bad.mean.mean == pytest.approx(30.0)
+    assert t.cell(1, "Mean").mark is None  # partial means are not ranked
+    assert t.cell(0, "Mean").mark == "best" and t.cell(2, "Mean").mark == "second"
+    md = render_markdown(t)
+    rows = _md_rows(md)
+    assert rows[1][2] == "–¹" and rows[1][4] == "30.00†"
+    assert "¹ trial t-bad, seed 0: failed (no mIoU for B)" in md
+    tex = render_latex(t)
+    assert "--$^{1}$" in tex and r"30.00$^\dagger$" in tex and "trial t-bad, seed 0: failed" in tex
+
+
+def test_paired_difference_column():
+    recs = []
+    for s in range(2):
+        recs.append({"trial": f"base{s}", "seed": s, "m": "base", "C": 10.0 + s, "B": 20.0})
+        recs.append({"trial": f"new{s}", "seed": s, "m": "new", "C": 14.0 + 3 * s, "B": 22.0})
+    t = build_table(_runs(recs, ["m"], ["C", "B"]), baseline="m=base")
+    assert t.baseline == 0
+    d = t.rows[1].delta  # seed 0: mean(4, 2) = 3; seed 1: mean(6, 2) = 4
+    assert d.mean == pytest.approx(3.5) and d.std == pytest.approx(pd.Series([3.0, 4.0]).std()) and d.n == 2
+    rows = _md_rows(render_markdown(t))
+    assert rows[0][-1] == "(baseline)" and rows[1][-1] == "+3.50 ± 0.71"
+    assert build_table(_runs(recs, ["m"], ["C", "B"]), baseline="1").baseline == 0
+    with pytest.raises(Exception, match="matches 0 rows"):
+        build_table(_runs(recs, ["m"], ["C", "B"]), baseline="m=nope")
+
+
+def test_summary_frame_numbers():
+    table = build_table(collect_csv(PAPER_CSV))
+    frame = summary_frame(table)
+    assert list(frame["C"]) == pytest.approx([float(r["C"]) for r in _paper_rows()])
+    assert list(frame["Mean"]) == pytest.approx([float(r["Mean"]) for r in _paper_rows()], abs=0.01)
+    assert frame["C_mark"].tolist()[-2:] == ["second", "best"]
+
+
+def test_latex_compiles_with_pdflatex(tmp_path):
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
+    recs = [
+        {"trial": "t-a", "seed": 0, "Freeze": "yes", "Method": "a_b & c%", "C": 40.0, "B": 30.0},
+        {"trial": "t-b", "seed": 0, "Freeze": "no", "Method": "x", "C": 41.0, "B": math.nan, "status": "failed"},
+        {"trial": "t-c", "seed": 1, "Freeze": "no", "Method": "x", "C": 43.0, "B": 33.0},
+    ]
+    tables = [build_table(collect_csv(PAPER_CSV), baseline="1"), build_table(_runs(recs, ["Freeze", "Method"], ["C", "B"]), baseline="2")]
+    for i, t in enumerate(tables):
+        doc = tmp_path / f"doc{i}.tex"
+        doc.write_text(
+            "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{amssymb}\n"
+            "\\begin{document}\n" + render_latex(t) + "\\end{document}\n"
+        )
+        proc = subprocess.run(
+            ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:]
+        assert (tmp_path / f"doc{i}.pdf").stat().st_size > 1000

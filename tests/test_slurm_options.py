@@ -1,0 +1,202 @@
+"""The slurm backend's pure parts: option validation, sbatch parameters, golden sbatch scripts.
+
+No cluster needed (the cluster tests are in test_slurm.py).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from famix_core.errors import FamixError
+from orchestrator.backends.slurm_options import (
+    SLURM_OPTIONS,
+    parse_mem_gb,
+    parse_time_min,
+    sanitize_job_name,
+    stage_parameters,
+    validate_slurm_options,
+)
+
+GOLDEN = Path(__file__).parent / "golden"
+NASTY = "abl ation;$(touch PWNED)'q\"`x`"
+
+
+def test_validator_imports_neither_submitit_nor_torch():
+    code = (
+        "import sys; from orchestrator.backends.slurm import validate_slurm_options; "
+        "validate_slurm_options({'partition': 'gpu'}, 's.yaml'); "
+        "print(sorted(m for m in ('submitit', 'torch', 'ray', 'mlflow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "block, where",
+    [
+        ({"partiton": "gpu"}, "backend.slurm.partiton: unknown option (did you mean partition? valid: partition, time"),
+        ({"train": {"gpu": 1}}, "backend.slurm.train.gpu: unknown option (did you mean gpus? valid: partition"),
+        ({"finetune": {}}, "backend.slurm.finetune: unknown option ("),
+    ],
+)
+def test_unknown_option_is_one_line_listing_valid_names(block, where):
+    with pytest.raises(FamixError) as e:
+        validate_slurm_options(block, "sweeps/x.yaml")
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("sweeps/x.yaml: " + where)
+    for name in SLURM_OPTIONS:
+        assert name in msg
+
+
+@pytest.mark.parametrize(
+    "block, expected",
+    [
+        ({"time": "soon"}, "backend.slurm.time: expected minutes or a Slurm time"),
+        ({"time": 0}, "backend.slurm.time: expected at least 1 minute"),
+        ({"gpus": -1}, "backend.slurm.gpus: expected an integer >= 0"),
+        ({"cpus_per_task": 1.5}, "backend.slurm.cpus_per_task: expected an integer >= 1"),
+        ({"mem": "lots"}, "backend.slurm.mem: expected GB or a size"),
+        ({"partition": ""}, "backend.slurm.partition: expected a non-empty one-line string"),
+        ({"additional": {"output": "/tmp/x"}}, "backend.slurm.additional: 'output' is set by the backend"),
+        ({"additional": {"mail type": "END"}}, "backend.slurm.additional: 'mail type' is not an sbatch option name"),
+        ({"additional": {"comment": "a\nb"}}, "backend.slurm.additional: comment: expected a one-line"),
+        ({"array_parallelism": 0}, "backend.slurm.array_parallelism: expected an integer >= 1"),
+        ({"evaluate": "gpu"}, "backend.slurm.evaluate: expected a mapping"),
+    ],
+)
+def test_bad_values_name_the_key(block, expected):
+    with pytest.raises(FamixError) as e:
+        validate_slurm_options(block, "s.yaml")
+    assert str(e.value).startswith("s.yaml: " + expected), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_valid_block_passes():
+    block = {
+        "partition": "gpu",
+        "time": "1-00:00:00",
+        "gpus": 1,
+        "cpus_per_task": 8,
+        "mem": "32G",
+        "account": "proj",
+        "qos": "normal",
+        "constraint": "a100",
+        "additional": {"exclude": "node[01-02]", "exclusive": True},
+        "array_parallelism": 4,
+        "train": {"time": 720},
+        "evaluate": {"gpus": 0, "array_parallelism": 16},
+    }
+    assert validate_slurm_options(block, "s.yaml") == []
+    assert validate_slurm_options(None) == []
+
+
+@pytest.mark.parametrize(
+    "value, minutes",
+    [(90, 90), ("90", 90), ("1:30", 2), ("02:00:00", 120), ("1-0", 1440), ("1-02:30", 1590), ("0:00:59", 1)],
+)
+def test_parse_time(value, minutes):
+    assert parse_time_min(value) == minutes
+
+
+@pytest.mark.parametrize("value, gb", [(4, 4.0), (0.5, 0.5), ("16G", 16.0), ("16GB", 16.0), ("512M", 0.5), ("2048", 2.0), ("1T", 1024.0)])
+def test_parse_mem(value, gb):
+    assert parse_mem_gb(value) == pytest.approx(gb)
+
+
+def test_stage_parameters_precedence():
+    resources = {"cpus": 2, "gpus": 0.5, "mem_gb": 6, "timeout_min": 30}
+    options = {
+        "partition": "cpu",
+        "time": 45,
+        "additional": {"exclude": "n1", "comment": "all"},
+        "train": {"partition": "gpu", "time": "12:00:00", "mem": "1500M", "additional": {"comment": "train"}},
+    }
+    train = stage_parameters("train", resources, options)
+    assert train == {
+        "time": 720,
+        "cpus_per_task": 2,
+        "gpus_per_node": 1,  # 0.5 GPU rounds up to a whole one
+        "mem": "1500MB",
+        "partition": "gpu",
+        "additional_parameters": {"comment": "train", "exclude": "n1"},
+    }
+    mine = stage_parameters("mine", {"cpus": 1, "gpus": 0, "mem_gb": 4, "timeout_min": 60}, options)
+    assert mine["time"] == 45 and mine["partition"] == "cpu" and mine["mem"] == "4GB"
+    assert "gpus_per_node" not in mine
+    assert mine["additional_parameters"] == {"comment": "all", "exclude": "n1"}
+    assert stage_parameters("evaluate", None, None) == {"time": 60, "cpus_per_task": 1}
+
+
+def test_job_names_are_sanitized():
+    name = sanitize_job_name("famix", NASTY, "train")
+    assert name == "famix-abl_ation_touch_PWNED_q_x-train"
+    assert sanitize_job_name("", "$()", "") == "famix"
+    assert len(sanitize_job_name("x" * 500)) == 64
+
+
+def _golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("FAMIX_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.is_file(), f"{path} missing: run with FAMIX_UPDATE_GOLDEN=1 once"
+    assert text == path.read_text(), f"sbatch script differs from {path} (FAMIX_UPDATE_GOLDEN=1 to accept)"
+
+
+def _normalize(text: str, tmp_path: Path) -> str:
+    """Replace what varies between runs (the test folder, the interpreter) by placeholders."""
+    return text.replace(str(tmp_path), "<TMP>").replace(sys.executable, "<PYTHON>")
+
+
+@pytest.fixture
+def nasty_folder(tmp_path):
+    """A submitit folder below a sweep folder whose name holds spaces, quotes, ';' and '$(...)'."""
+    return str(tmp_path / NASTY / "slurm" / "20260101-000000-abcdef12" / "%j")
+
+
+def _command(folder: str) -> str:
+    import shlex
+
+    return " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(folder)])
+
+
+def test_golden_train_job(nasty_folder, tmp_path):
+    pytest.importorskip("submitit", reason="submitit renders the sbatch script")
+    from orchestrator.backends.slurm import executor_parameters, render_sbatch
+
+    options = {
+        "partition": "gpu",
+        "account": "proj",
+        "qos": "high",
+        "constraint": "a100",
+        "additional": {"exclude": "node[01-02]"},
+        "train": {"time": "12:00:00", "gpus": 1, "cpus_per_task": 8, "mem": "32G"},
+    }
+    params = stage_parameters("train", {"cpus": 1, "gpus": 0, "mem_gb": 4, "timeout_min": 60}, options)
+    ex = executor_parameters(params, sweep=NASTY, kind="train", dep_jobs=["41"], cap=4)
+    text = render_sbatch(ex, nasty_folder, _command(nasty_folder))
+    _golden("slurm_train.sbatch", _normalize(text, tmp_path))
+    assert "#SBATCH --job-name=famix-abl_ation_touch_PWNED_q_x-train\n" in text
+    assert "#SBATCH --kill-on-invalid-dep=yes\n" in text
+    # every line holding the folder quotes it whole: bash reads it back as the literal path
+    import shlex
+
+    srun = next(line for line in text.splitlines() if line.startswith("srun "))
+    assert shlex.split(srun)[-1] == nasty_folder
+
+
+def test_golden_evaluate_array(nasty_folder, tmp_path):
+    pytest.importorskip("submitit", reason="submitit renders the sbatch script")
+    from orchestrator.backends.slurm import executor_parameters, render_sbatch
+
+    params = stage_parameters("evaluate", {"cpus": 2, "gpus": 0, "mem_gb": 8, "timeout_min": 20}, {"partition": "cpu"})
+    ex = executor_parameters(params, sweep=NASTY, kind="evaluate", dep_jobs=["42_0", "42_3"], cap=2)
+    text = render_sbatch(ex, nasty_folder, _command(nasty_folder), map_count=8)
+    _golden("slurm_evaluate_array.sbatch", _normalize(text, tmp_path))
+    assert "#SBATCH --array=0-7%2" in text
+    assert "#SBATCH --dependency=afterok:42_0:42_3" in text

@@ -1,0 +1,174 @@
+"""Sweep files: every user mistake is ONE line naming file, dotted path and expectation; exit 2; nothing runs."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from famix_core.cli import main
+from orchestrator.errors import SweepError
+from orchestrator.sweep import expand_trials, load_sweep, parse_overrides, resolve_profile, resolve_sweep_path
+
+GOOD = """\
+name: tiny
+grid:
+  model.freeze: [paper, none]
+  style.mix: [true, false]
+labels:
+  model.freeze: {column: Freeze, values: {paper: "✓", none: "✗"}}
+  style.mix: {column: Mix, values: {true: "✓", false: "✗"}}
+domains: [C, B]
+"""
+
+
+def _write(text: str, name: str = "x.yaml") -> Path:
+    p = Path("sweeps") / name
+    p.parent.mkdir(exist_ok=True)
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def _cli_error(capsys, text: str, *extra: str) -> str:
+    p = _write(text)
+    rc = main(["sweep", "plan", str(p), "--run-dir", "out", *extra])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert not Path("out").exists() or not any(Path("out").rglob("DONE.json"))
+    return lines[0]
+
+
+CASES = [
+    # (yaml, expected fragments)
+    (GOOD.replace("model.freeze: [paper", "model.freez: [paper"), ["sweeps/x.yaml: grid.model.freez: unknown key", "did you mean model.freeze?"]),
+    (GOOD + "gird: {}\n", ["sweeps/x.yaml: gird: unknown key", "did you mean grid?"]),
+    (GOOD.replace("style.mix: [true, false]", "style.mix: [true, 3]"), ["grid.style.mix[1]", "style.mix", "boolean"]),
+    (GOOD.replace("style.mix: [true, false]", "style.mix: []"), ["grid.style.mix: empty list"]),
+    (GOOD.replace("style.mix: [true, false]", "style.mix: [true, true]"), ["grid.style.mix[1]: duplicate grid point"]),
+    (GOOD.replace("[paper, none]", "[paper, nope]"), ["grid.model.freeze[1]", "unknown freeze policy 'nope'"]),
+    (GOOD.replace("domains: [C, B]", "domains: [C, X]"), ["domains", "unknown domain 'X'"]),
+    (GOOD + "base: {model: {backbone: RN5000}}\n", ["base", "model.backbone", "unknown backbone 'RN5000'"]),
+    (GOOD + "base: {style: {strategy: magic}}\n", ["unknown style strategy 'magic'"]),
+    (GOOD + "base: {mining: {prompt: poem}}\n", ["unknown prompt type 'poem'"]),
+    (GOOD + "base: {model: {frezee: paper}}\n", ["base.model.frezee: unknown key", "did you mean model.freeze?"]),
+    (
+        GOOD + "zip:\n  - values: {style.strategy: [none, famix], style.augment: [false]}\n",
+        ["zip.0", "unequal length", "style.strategy=2", "style.augment=1"],
+    ),
+    (GOOD + "seeds: []\n", ["seeds: empty list"]),
+    (GOOD + "seeds: [a]\n", ["seeds.0", "integer"]),
+    (GOOD + "grid2: [\n", ["invalid YAML (line", "column"]),
+    ("name: tiny\ngrid: !!python/object:os.system {}\n", ["YAML tag", "not allowed", "line 2", "plain data only"]),
+    ("name: tiny\ngrid: !!python/object/apply:os.system ['echo hi']\n", ["YAML tag", "not allowed"]),
+    (GOOD + "backend: {kind: local, resources: {trian: {cpus: 1}}}\n", ["backend.resources", "unknown stage kind 'trian'", "did you mean train?"]),
+    (GOOD + "backend: {slurm: {partitoin: gpu}}\n", ["backend.slurm.partitoin", "unknown"]),
+    (GOOD + "backend: {kind: rey}\n", ["backend.kind: unknown backend 'rey'", "did you mean ray?"]),
+    (GOOD + "labels2: 1\n", ["labels2: unknown key", "did you mean labels?"]),
+    (GOOD.replace("style.mix: {column", "style.mox: {column"), ["labels.style.mox: not a grid or zip key", "did you mean style.mix?"]),
+    ("- a\n- b\n", ["<root>: expected a mapping"]),
+]
+
+
+@pytest.mark.parametrize("text,fragments", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_bad_sweep_is_one_line_exit_2(capsys, text, fragments):
+    line = _cli_error(capsys, text)
+    assert line.startswith("famix: error: ")
+    for frag in fragments:
+        assert frag in line, line
+
+
+def test_bad_override_and_profile(capsys):
+    line = _cli_error(capsys, GOOD, "train.iteratoins=5")
+    assert "command line: train.iteratoins: unknown key (did you mean train.iterations?)" in line
+    line = _cli_error(capsys, GOOD, "--profile", "papr")
+    assert "unknown profile" in line and "did you mean paper?" in line
+    line = _cli_error(capsys, GOOD, "model.freeze=none")
+    assert "model.freeze" in line and "varied by the sweep" in line
+    line = _cli_error(capsys, GOOD, "train.iterations=-3")
+    assert "train.iterations" in line and "greater than or equal to 1" in line
+
+
+def test_missing_sweep_file_names_search_path(capsys):
+    rc = main(["sweep", "plan", "nothere", "--run-dir", "out"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "nothere: sweep file not found" in err
+
+
+def test_unknown_backend_lists_known(capsys):
+    p = _write(GOOD)
+    rc = main(["sweep", "run", str(p), "--backend", "rey", "--run-dir", "out"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown backend 'rey'" in err and "local, ray, slurm" in err and "did you mean ray?" in err
+
+
+def test_expansion_order_labels_and_seeds():
+    p = _write(GOOD + "seeds: [1]\nprofiles: {smoke: {seeds: [3, 4]}}\n")  # the profile's seeds win
+    spec, src = load_sweep(p)
+    rs = resolve_profile(spec, src, "smoke", parse_overrides(["train.iterations=7"]))
+    trials = expand_trials(rs)
+    assert len(trials) == 2 * 2 * 2
+    # grid keys in file order (freeze outermost), seeds innermost
+    got = [(t.config.model.freeze, t.config.style.mix, t.seed) for t in trials]
+    assert got[:3] == [("paper", True, 3), ("paper", True, 4), ("paper", False, 3)]
+    assert trials[0].labels == {"Freeze": "✓", "Mix": "✓"}
+    assert trials[-1].labels == {"Freeze": "✗", "Mix": "✗"}
+    assert all(t.config.train.seed == t.seed == t.config.mining.seed for t in trials)
+    assert all(t.config.train.iterations == 7 for t in trials)
+    assert all(t.config.eval.domains == ["C", "B"] for t in trials)
+    assert [t.index for t in trials] == list(range(8))
+    assert len({t.id for t in trials}) == 8
+    # the smoke profile is the embedded default: synthetic data, famix-tiny, no weights
+    assert trials[0].config.model.backbone == "famix-tiny" and trials[0].config.data.synthetic is not None
+
+
+def test_zip_with_names_and_duplicate_configs():
+    p = _write(
+        """\
+        name: base
+        zip:
+          - column: Method
+            names: [Baseline, MixStyle, FAMix]
+            values:
+              style.strategy: [none, mixstyle, famix]
+              style.augment: [false, false, true]
+        domains: [C]
+        """
+    )
+    spec, src = load_sweep(p)
+    trials = expand_trials(resolve_profile(spec, src))
+    assert [t.labels for t in trials] == [{"Method": "Baseline"}, {"Method": "MixStyle"}, {"Method": "FAMix"}]
+    assert [t.config.style.strategy for t in trials] == ["none", "mixstyle", "famix"]
+    # two grid points that resolve to the same config are duplicates
+    p = _write("name: d\ngrid:\n  train.iterations: [5]\n  model.freeze: [paper]\n", "d.yaml")
+    spec, src = load_sweep(p)
+    rs = resolve_profile(spec, src)
+    rs.grid["model.freeze"] = ["paper"]
+    rs.zip = []
+    assert len(expand_trials(rs)) == 1
+
+
+def test_base_from_file_and_name_resolution(tmp_path):
+    Path("sweeps").mkdir()
+    Path("sweeps/base.yaml").write_text("train: {iterations: 11}\n")
+    _write("name: b\nbase: base.yaml\ngrid: {model.freeze: [paper]}\ndomains: [C]\n", "b.yaml")
+    path = resolve_sweep_path("b")
+    assert path.name == "b.yaml"
+    spec, src = load_sweep(path)
+    assert spec.base == {"train": {"iterations": 11}}
+    _write("name: b\nbase: missing.yaml\n", "c.yaml")
+    with pytest.raises(SweepError, match=r"c.yaml: base: file missing.yaml not found"):
+        load_sweep(Path("sweeps/c.yaml"))
+
+
+def test_shipped_sweeps_validate_in_both_profiles():
+    for name, n_trials in (("ablation", 8), ("prompts", 5), ("baselines", 4)):
+        spec, src = load_sweep(resolve_sweep_path(name, search=[Path(__file__).resolve().parent.parent / "sweeps"]))
+        assert len(expand_trials(resolve_profile(spec, src, "smoke"))) == n_trials
+        paper = expand_trials(resolve_profile(spec, src, "paper"))
+        assert len(paper) == 3 * n_trials
+        assert {t.config.model.pretrained for t in paper} == {"openai"}
+        assert {t.config.train.iterations for t in paper} == {40000}
+        assert all(t.config.eval.domains == ["C", "B", "M", "S", "AN", "AS", "AR", "AF"] for t in paper)

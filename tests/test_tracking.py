@@ -1,0 +1,131 @@
+"""MLflow tracking: runs found again by tags (never duplicated), concurrent SQLite logging loses nothing, a real server."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from orchestrator.tracking import RunLogger, Tracker, default_uri, metrics_from_eval, with_retry
+
+
+def _tracker(uri: str | None = None) -> Tracker:
+    run_dir = Path("runs").absolute()
+    run_dir.mkdir(exist_ok=True)
+    return Tracker(uri or default_uri(run_dir), "exp", artifact_location=(run_dir / "mlartifacts").as_uri())
+
+
+def test_ensure_run_finds_existing_by_tags_and_logs_params_once():
+    tr = _tracker()
+    params = {f"p{i}": "x" * (7000 if i == 0 else 3) for i in range(150)}  # > 100 params, one over 6000 chars
+    find = {"famix.sweep": "s", "famix.role": "trial", "famix.trial": "t-1"}
+    rid, created = tr.ensure_run(find, {"famix.status": "partial"}, name="one", params=params)
+    assert created
+    rid2, created2 = _tracker().ensure_run(find, {"famix.status": "done"}, name="one")
+    assert rid2 == rid and not created2
+    runs = tr.find({"famix.sweep": "s"})
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.tags["famix.status"] == "done"
+    assert len(run.data.params) == 150 and len(run.data.params["p0"]) == 6000
+    assert Path("runs/mlflow.db").is_file() and not Path("mlruns").exists()
+
+
+def _worker(uri: str, run_ids: list[str], worker: int, n: int) -> None:
+    logger = RunLogger({"uri": uri, "run_ids": run_ids})
+    for step in range(n):
+        logger.log_metrics({f"w{worker}/loss": float(step), "shared/x": float(worker)}, step=step + worker * 1000)
+
+
+def test_four_processes_logging_to_one_sqlite_lose_nothing():
+    tr = _tracker()
+    ids = [tr.ensure_run({"famix.trial": f"t{i}"}, {}, name=f"t{i}")[0] for i in range(2)]
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(tr.uri, ids, w, 25)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    for rid in ids:
+        for w in range(4):
+            hist = tr.client.get_metric_history(rid, f"w{w}/loss")
+            assert sorted(m.step for m in hist) == [s + w * 1000 for s in range(25)]
+        assert len(tr.client.get_metric_history(rid, "shared/x")) == 100
+
+
+def test_with_retry_retries_only_transient_errors():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return "ok"
+
+    assert with_retry(flaky) == "ok" and len(calls) == 3
+    with pytest.raises(ValueError):
+        with_retry(lambda: (_ for _ in ()).throw(ValueError("bad")))
+
+
+def test_metrics_from_eval_in_percent():
+    m = metrics_from_eval("C", {"miou": 0.25, "iou": {"road": 0.5, "sky": None}, "pixel_acc": 0.75})
+    assert m == {"miou/C": 25.0, "iou/C/road": 50.0, "pixel_acc/C": 75.0}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    exe = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen(
+        [str(exe), "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--default-artifact-root",
+         str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"), start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail("mlflow server did not become healthy: " + (tmp_path / "server.log").read_text()[-2000:])
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+@pytest.mark.mlflow_server
+def test_real_server_runs_are_found_again(mlflow_server):
+    tr = Tracker(mlflow_server, "srv")
+    find = {"famix.sweep": "s", "famix.role": "trial", "famix.trial": "t-9"}
+    rid, created = tr.ensure_run(find, {}, name="t9", params={"a": 1})
+    RunLogger({"uri": mlflow_server, "run_ids": [rid]}).log_metrics({"miou/C": 12.5}, 0)
+    rid2, created2 = Tracker(mlflow_server, "srv").ensure_run(find, {}, name="t9")
+    assert created and not created2 and rid == rid2
+    assert tr.metrics(rid) == {"miou/C": 12.5}
