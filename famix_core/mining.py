@@ -39,6 +39,7 @@ from torch import nn
 
 from famix_core.classes import CLASS_NAMES, IGNORE_INDEX
 from famix_core.config import FamixConfig
+from famix_core.device import pick_device
 from famix_core.errors import FamixError
 from famix_core.prompts import TextTargets, build_prompt
 from famix_core.styles import StyleBank, _atomic_write_bytes, dominant_class, patch_index, patch_stats
@@ -68,19 +69,6 @@ class KeptPatch:
     sigma: torch.Tensor
     cls: int
     prompt: str
-
-
-def _pick_device(name: str) -> torch.device:
-    """The engine's device choice (``famix_core.device.pick_device``)."""
-    try:
-        from famix_core.device import pick_device
-    except ModuleNotFoundError as e:  # pragma: no cover - only while the device module is missing
-        if e.name != "famix_core.device":
-            raise
-        if name == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(name)
-    return pick_device(name)
 
 
 def _patch_bounds(n: int, grid: int) -> list[tuple[int, int]]:
@@ -273,7 +261,7 @@ def mine_styles(
 
     mc, sc = cfg.mining, cfg.style
     out = Path(out_dir)
-    device = _pick_device(cfg.train.device)
+    device = pick_device(cfg.train.device)
     torch.manual_seed(mc.seed)
     rng = random.Random(mc.seed)
     names = _class_names(cfg.model.num_classes)

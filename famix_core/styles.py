@@ -100,11 +100,62 @@ def _expand(stat: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return stat.index_select(2, ri).index_select(3, ci)  # (B, C, H, g) -> (B, C, H, W)
 
 
+def _centered_stats(
+    f: torch.Tensor, grid: int, eps: float, *, const_stats: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two-pass patch statistics that also return the centered features (the op's one large tensor).
+
+    Pass 1 sums each patch (a reduction, no temporary); the centered map ``f - mu``
+    is the only full-size allocation; pass 2 reduces its squares row by row with
+    ``vector_norm`` (no squared temporary). Exact two-pass variance, so no
+    ``E[x^2] - E[x]^2`` cancellation.
+
+    Args:
+        f: features (B, C, H, W).
+        grid: patches per side (g).
+        eps: added to the variance.
+        const_stats: compute ``mu``/``sigma`` without autograd (``centered`` stays
+            differentiable w.r.t. ``f``); the style op treats statistics as constants.
+
+    Returns:
+        ``centered`` (B, C, H, W), a fresh tensor the caller may overwrite;
+        ``mu`` and ``sigma`` (B, C, g, g).
+    """
+    b, c, h, w = f.shape
+    g = grid
+    track = torch.is_grad_enabled() and not const_stats
+    if _divisible(h, w, g):
+        ph, pw = h // g, w // g
+        x = f.reshape(b, c, g, ph, g, pw)  # (B, C, g, ph, g, pw)
+        with torch.set_grad_enabled(track):
+            mu = x.sum(dim=(3, 5)) / (ph * pw)  # (B, C, g, g)
+        centered = x - mu[:, :, :, None, :, None]  # (B, C, g, ph, g, pw)
+        with torch.set_grad_enabled(track):
+            src = centered if track else centered.detach()
+            rows = torch.linalg.vector_norm(src, dim=5)  # (B, C, g, ph, g): per-row root sum of squares
+            var = (rows * rows).sum(dim=3) / (ph * pw)  # (B, C, g, g)
+        return centered.reshape(b, c, h, w), mu, torch.sqrt(var + eps)
+    # Uneven patches: segment sums over the flattened patch id of every pixel.
+    ri = patch_index(h, g, f.device)
+    ci = patch_index(w, g, f.device)
+    pid = (ri[:, None] * g + ci[None, :]).reshape(-1)  # (H*W,)
+    count = torch.zeros(g * g, device=f.device, dtype=f.dtype).index_add_(0, pid, torch.ones_like(pid, dtype=f.dtype))
+    flat = f.reshape(b, c, h * w)  # (B, C, H*W)
+    with torch.set_grad_enabled(track):
+        mu = torch.zeros(b, c, g * g, device=f.device, dtype=f.dtype).index_add_(2, pid, flat) / count  # (B, C, g*g)
+    centered = flat - mu.index_select(2, pid)  # (B, C, H*W)
+    with torch.set_grad_enabled(track):
+        src = centered if track else centered.detach()
+        var = torch.zeros_like(mu).index_add_(2, pid, src * src) / count
+    return centered.reshape(b, c, h, w), mu.reshape(b, c, g, g), torch.sqrt(var + eps).reshape(b, c, g, g)
+
+
 def patch_stats(f: torch.Tensor, grid: int, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std of every patch of a ``grid x grid`` split.
 
     The variance is the biased one (divided by the patch's pixel count, as
-    instance normalization does), and ``sigma = sqrt(var + eps)``.
+    instance normalization does), computed in two passes, and
+    ``sigma = sqrt(var + eps)``.
 
     Args:
         f: features (B, C, H, W); H, W >= grid.
@@ -114,24 +165,8 @@ def patch_stats(f: torch.Tensor, grid: int, eps: float = 1e-5) -> tuple[torch.Te
     Returns:
         ``(mu, sigma)``, each (B, C, g, g), in ``f``'s dtype.
     """
-    b, c, h, w = f.shape
-    g = grid
-    if _divisible(h, w, g):
-        x = f.reshape(b, c, g, h // g, g, w // g)  # (B, C, g, ph, g, pw)
-        var, mu = torch.var_mean(x, dim=(3, 5), correction=0)  # (B, C, g, g)
-        return mu, torch.sqrt(var + eps)
-    # Uneven patches: segment sums over the flattened patch id of every pixel.
-    ri = patch_index(h, g, f.device)
-    ci = patch_index(w, g, f.device)
-    pid = (ri[:, None] * g + ci[None, :]).reshape(-1)  # (H*W,)
-    count = torch.zeros(g * g, device=f.device, dtype=f.dtype).index_add_(0, pid, torch.ones_like(pid, dtype=f.dtype))
-    flat = f.reshape(b, c, h * w)  # (B, C, H*W)
-    s = torch.zeros(b, c, g * g, device=f.device, dtype=f.dtype).index_add_(2, pid, flat)
-    mu = s / count  # (B, C, g*g)
-    centred = flat - mu.index_select(2, pid)  # two-pass variance: no cancellation
-    ss = torch.zeros_like(s).index_add_(2, pid, centred * centred)
-    var = ss / count
-    return mu.reshape(b, c, g, g), torch.sqrt(var + eps).reshape(b, c, g, g)
+    _, mu, sigma = _centered_stats(f, grid, eps)
+    return mu, sigma
 
 
 def dominant_class(
@@ -158,13 +193,13 @@ def dominant_class(
     g = grid
     k1 = num_classes + 1
     lab = labels.long()
-    lab = torch.where((lab >= 0) & (lab < num_classes), lab, torch.full_like(lab, num_classes))  # (B, Hl, Wl)
     ri = patch_index(h, g, labels.device)
     ci = patch_index(w, g, labels.device)
-    pid = ri[:, None] * g + ci[None, :]  # (Hl, Wl)
-    bins = (pid[None] * k1 + lab).reshape(b, h * w)  # (B, Hl*Wl) in [0, g*g*K1)
+    pid = (ri[:, None] * g + ci[None, :]) * k1  # (Hl, Wl) first bin of each pixel's patch
+    bins = torch.where((lab >= 0) & (lab < num_classes), lab, num_classes)  # (B, Hl, Wl), ignore -> K
+    bins.add_(pid)  # in place: bin = patch * (K + 1) + class, in [0, g*g*(K+1))
     counts = torch.zeros(b, g * g * k1, device=labels.device, dtype=torch.int32)
-    counts.scatter_add_(1, bins, torch.ones_like(bins, dtype=torch.int32))
+    counts.scatter_add_(1, bins.view(b, h * w), torch.ones(b, h * w, device=labels.device, dtype=torch.int32))
     mode = counts.reshape(b, g, g, k1).argmax(dim=-1)  # (B, g, g)
     return torch.where(mode == num_classes, torch.full_like(mode, ignore_index), mode)
 
@@ -240,6 +275,27 @@ def mix_stats(
     return torch.lerp(mu_t, mu, s), torch.lerp(sigma_t, sigma, s)
 
 
+def _restyle_(centered: torch.Tensor, sigma: torch.Tensor, mu_n: torch.Tensor, sigma_n: torch.Tensor) -> torch.Tensor:
+    """In place on ``centered`` (f - mu): ``ReLU(centered * sigma_n / sigma + mu_n)`` per patch.
+
+    Args:
+        centered: (B, C, H, W) features minus their patch means (a fresh tensor owned by the caller).
+        sigma: (B, C, g, g) own stds; mu_n, sigma_n: (B, C, g, g) new statistics.
+
+    Returns:
+        ``centered``, overwritten with the stylized features.
+    """
+    b, c, h, w = centered.shape
+    g = sigma.shape[-1]
+    scale = sigma_n / sigma  # (B, C, g, g)
+    if _divisible(h, w, g):
+        x = centered.view(b, c, g, h // g, g, w // g)  # (B, C, g, ph, g, pw)
+        x.mul_(scale[:, :, :, None, :, None]).add_(mu_n[:, :, :, None, :, None])
+    else:
+        centered.mul_(_expand(scale, h, w)).add_(_expand(mu_n, h, w))
+    return centered.relu_()
+
+
 def stylize(
     f: torch.Tensor,
     mu_t: torch.Tensor,
@@ -247,13 +303,13 @@ def stylize(
     grid: int,
     eps: float = 1e-5,
     s: torch.Tensor | None = None,
-    *,
-    stats: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Give every patch new statistics: ``ReLU(sigma' (f - mu) / sigma + mu')``, one fused affine.
+    """Give every patch new statistics: ``ReLU(sigma' (f - mu) / sigma + mu')``.
 
-    The patch statistics are detached (as MixStyle does): the op is a per-patch
-    affine map whose gradient flows through ``f`` only.
+    One full-size tensor is allocated (``f - mu``) and then scaled, shifted and
+    rectified in place. The patch statistics are treated as constants (computed
+    without autograd, as MixStyle does): the op is a per-patch affine map whose
+    gradient flows through ``f`` only.
 
     Args:
         f: features (B, C, H, W).
@@ -261,26 +317,14 @@ def stylize(
         grid: patches per side (g).
         eps: variance epsilon of the patch statistics.
         s: mixing weights (B, C, 1, 1) or ``None`` for no mixing (targets used as they are).
-        stats: precomputed ``patch_stats(f, grid, eps)`` to reuse.
 
     Returns:
         Stylized features (B, C, H, W).
     """
-    b, c, h, w = f.shape
-    g = grid
-    mu, sigma = stats if stats is not None else patch_stats(f, g, eps)
-    mu, sigma = mu.detach(), sigma.detach()
+    centered, mu, sigma = _centered_stats(f, grid, eps, const_stats=True)
     if s is not None:
-        mu_n, sigma_n = mix_stats(mu, sigma, mu_t, sigma_t, s)
-    else:
-        mu_n, sigma_n = mu_t, sigma_t
-    scale = sigma_n / sigma  # (B, C, g, g)
-    shift = mu_n - scale * mu  # (B, C, g, g)
-    if _divisible(h, w, g):
-        x = f.reshape(b, c, g, h // g, g, w // g)  # (B, C, g, ph, g, pw)
-        out = torch.addcmul(shift[:, :, :, None, :, None], x, scale[:, :, :, None, :, None])
-        return torch.relu(out).reshape(b, c, h, w)
-    return torch.relu(torch.addcmul(_expand(shift, h, w), f, _expand(scale, h, w)))
+        mu_t, sigma_t = mix_stats(mu, sigma, mu_t, sigma_t, s)
+    return _restyle_(centered, sigma, mu_t, sigma_t)
 
 
 def apply_styles(
@@ -619,14 +663,14 @@ class StyleAugmenter(nn.Module):
         """
         if not self.training:
             return feat
-        stats = patch_stats(feat, self.grid, self.eps)
-        mu, sigma = stats[0].detach(), stats[1].detach()
+        centered, mu, sigma = _centered_stats(feat, self.grid, self.eps, const_stats=True)
         mu_t, sigma_t = self.targets(feat, labels, mu, sigma)
-        s = None
+        mu_t, sigma_t = mu_t.to(feat.dtype), sigma_t.to(feat.dtype)
         if self.alpha is not None:
             b, c = feat.shape[:2]
             s = sample_beta((b, c, 1, 1), self.alpha, generator=self.generator, device=feat.device, dtype=feat.dtype)
-        return stylize(feat, mu_t.to(feat.dtype), sigma_t.to(feat.dtype), self.grid, self.eps, s, stats=(mu, sigma))
+            mu_t, sigma_t = mix_stats(mu, sigma, mu_t, sigma_t, s)
+        return _restyle_(centered, sigma, mu_t, sigma_t)
 
     @classmethod
     def from_config(cls, style_cfg: StyleConfig, bank: "StyleBank | None", num_classes: int) -> "StyleAugmenter":

@@ -112,7 +112,7 @@ class Progress:
         c = self.counts
         if event == "start":
             c["running"] += 1
-            if self._bar is None:
+            if self._bar is None and task.kind != "evaluate":  # evaluations are short: their "done" line is enough
                 self._line(f"start   {task.name}")
         elif event == "retry":
             c["running"] -= 1

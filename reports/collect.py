@@ -284,24 +284,35 @@ def collect_mlflow(
     *,
     tracking_uri: str,
     experiment: str | None = None,
+    reader: str = "auto",
 ) -> ResultSet:
-    """Read every trial run of a sweep from MLflow with one paged search into a :class:`ResultSet`.
+    """Read every trial run of a sweep from MLflow in one query into a :class:`ResultSet`.
 
     Trial runs carry tags ``famix.sweep=<sweep>`` and ``famix.role=trial`` (docs/ARCHITECTURE.md,
     "MLflow schema"); ``miou/<column>`` metrics are percent. When a trial id appears in several
     runs (a sweep run twice), the latest run counts.
 
+    Two readers give the same records: ``client`` pages through ``MlflowClient.search_runs``
+    (any store: SQLite, a tracking server, …); ``sqlite`` reads an embedded ``sqlite:///`` store
+    directly, read-only, with three SQL queries over MLflow's ``runs``/``tags``/``latest_metrics``
+    tables and no params — MLflow's ORM materializes every param of every run (about 50 per trial),
+    which takes a minute for 10,000 runs. ``auto`` uses ``sqlite`` for SQLite URIs and falls back
+    to ``client`` when the store's tables do not look as expected.
+
     Args:
         sweep: sweep name (``famix.sweep`` tag).
         tracking_uri: ``sqlite:///…/mlflow.db`` or ``http://host:port``.
         experiment: experiment name (default: the sweep name; when absent, all experiments are searched).
+        reader: ``auto`` | ``client`` | ``sqlite``.
 
     Returns:
         ResultSet in grid order (``famix.trial_index``), domains from ``famix.domains``.
 
     Raises:
-        ReportInputError: no store at a sqlite path, or no trial runs for the sweep.
+        ReportInputError: no store at a sqlite path, an unknown experiment, or no trial runs for the sweep.
     """
+    if reader not in ("auto", "client", "sqlite"):
+        raise ReportInputError(f"unknown MLflow reader {reader!r} (known: auto, client, sqlite)")
     db = _sqlite_path(tracking_uri)
     if db is not None and not db.is_file():
         raise ReportInputError(
@@ -309,24 +320,47 @@ def collect_mlflow(
         )
     if "'" in sweep:
         raise ReportInputError(f"sweep name {sweep!r}: quotes are not allowed")
+    records = None
+    if db is not None and reader in ("auto", "sqlite"):
+        try:
+            records, where = _records_sqlite(db, sweep, experiment)
+        except _SchemaMismatch:
+            if reader == "sqlite":
+                raise ReportInputError(f"{db}: not an MLflow store with runs/tags/latest_metrics tables") from None
+    if records is None:
+        records, where = _records_client(tracking_uri, sweep, experiment)
+    if not records:
+        raise ReportInputError(
+            f"no trial runs for sweep {sweep!r} in {where} at {tracking_uri} (tags famix.sweep, famix.role=trial)"
+        )
+    return _records_to_resultset(sweep, tracking_uri, records)
+
+
+class _SchemaMismatch(Exception):
+    """The SQLite file lacks the MLflow tables/columns the direct reader needs."""
+
+
+def _records_client(uri: str, sweep: str, experiment: str | None) -> tuple[list[dict[str, Any]], str]:
+    """Trial runs through ``MlflowClient.search_runs`` (pages of 50,000; no round trip per run)."""
     from mlflow.entities import ViewType
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=uri)
     exp_name = experiment or sweep
     try:
         exp = client.get_experiment_by_name(exp_name)
         if exp is not None:
-            exp_ids = [exp.experiment_id]
+            exp_ids, where = [exp.experiment_id], f"experiment {exp_name!r}"
         elif experiment is not None:
-            raise ReportInputError(f"no MLflow experiment {experiment!r} at {tracking_uri}")
+            raise ReportInputError(f"no MLflow experiment {experiment!r} at {uri}")
         else:
             exp_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+            where = "any experiment"
         flt = f"tags.`famix.sweep` = '{sweep}' AND tags.`famix.role` = 'trial'"
         runs: list = []
         token = None
-        while True:  # one query per 50k runs: never a round trip per run
+        while True:
             page = client.search_runs(
                 exp_ids, filter_string=flt, run_view_type=ViewType.ACTIVE_ONLY, max_results=50_000, page_token=token
             )
@@ -335,11 +369,79 @@ def collect_mlflow(
             if not token:
                 break
     except MlflowException as e:
-        raise ReportInputError(f"MLflow at {tracking_uri}: {str(e).splitlines()[0]}") from None
-    if not runs:
-        where = f"experiment {exp_name!r}" if exp is not None else "any experiment"
-        raise ReportInputError(f"no trial runs for sweep {sweep!r} in {where} at {tracking_uri} (tags famix.sweep, famix.role=trial)")
-    return _runs_to_resultset(sweep, tracking_uri, runs)
+        raise ReportInputError(f"MLflow at {uri}: {str(e).splitlines()[0]}") from None
+    records = [
+        {
+            "run_id": r.info.run_id,
+            "start_time": r.info.start_time or 0,
+            "tags": dict(r.data.tags),
+            "metrics": {k: v for k, v in r.data.metrics.items() if k.startswith("miou/")},
+        }
+        for r in runs
+    ]
+    return records, where
+
+
+def _records_sqlite(db: Path, sweep: str, experiment: str | None) -> tuple[list[dict[str, Any]], str]:
+    """Trial runs read directly from an embedded MLflow SQLite store (read-only; tags and latest metrics)."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        raise ReportInputError(f"{db}: cannot open the MLflow store ({e})") from None
+    try:
+        have = {
+            t: {c[1] for c in con.execute(f"PRAGMA table_info({t})")} for t in ("runs", "tags", "latest_metrics", "experiments")
+        }
+        need = {
+            "runs": {"run_uuid", "start_time", "lifecycle_stage", "experiment_id"},
+            "tags": {"key", "value", "run_uuid"},
+            "latest_metrics": {"key", "value", "is_nan", "run_uuid"},
+            "experiments": {"experiment_id", "name", "lifecycle_stage"},
+        }
+        if any(not need[t] <= have[t] for t in need):
+            raise _SchemaMismatch()
+        exp_name = experiment or sweep
+        row = con.execute(
+            "SELECT experiment_id FROM experiments WHERE name = ? AND lifecycle_stage = 'active'", (exp_name,)
+        ).fetchone()
+        if row is not None:
+            exp_ids, where = [row[0]], f"experiment {exp_name!r}"
+        elif experiment is not None:
+            raise ReportInputError(f"no MLflow experiment {experiment!r} at sqlite:///{db}")
+        else:
+            exp_ids = [r[0] for r in con.execute("SELECT experiment_id FROM experiments WHERE lifecycle_stage = 'active'")]
+            where = "any experiment"
+        marks = ",".join("?" * len(exp_ids))
+        con.execute("CREATE TEMP TABLE sel (run_uuid TEXT PRIMARY KEY, start_time INTEGER)")
+        con.execute(
+            f"""INSERT INTO sel SELECT r.run_uuid, r.start_time FROM runs r
+                JOIN tags s ON s.run_uuid = r.run_uuid AND s.key = 'famix.sweep' AND s.value = ?
+                JOIN tags o ON o.run_uuid = r.run_uuid AND o.key = 'famix.role' AND o.value = 'trial'
+                WHERE r.lifecycle_stage = 'active' AND r.experiment_id IN ({marks})""",
+            (sweep, *exp_ids),
+        )
+        records: dict[str, dict[str, Any]] = {
+            rid: {"run_id": rid, "start_time": st or 0, "tags": {}, "metrics": {}}
+            for rid, st in con.execute("SELECT run_uuid, start_time FROM sel")
+        }
+        for rid, key, value in con.execute(
+            "SELECT t.run_uuid, t.key, t.value FROM tags t JOIN sel USING (run_uuid) WHERE t.key LIKE 'famix.%'"
+        ):
+            records[rid]["tags"][key] = value
+        for rid, key, value, is_nan in con.execute(
+            "SELECT m.run_uuid, m.key, m.value, m.is_nan FROM latest_metrics m JOIN sel USING (run_uuid) "
+            "WHERE m.key LIKE 'miou/%'"
+        ):
+            records[rid]["metrics"][key] = math.nan if is_nan else float(value)
+    except sqlite3.Error as e:
+        if "no such table" in str(e) or "no such column" in str(e):
+            raise _SchemaMismatch() from None
+        raise ReportInputError(f"{db}: reading the MLflow store failed ({e})") from None
+    finally:
+        con.close()
+    return list(records.values()), where
 
 
 def _json_tag(tags: dict[str, str], key: str, run_id: str, default: Any) -> Any:
@@ -352,15 +454,16 @@ def _json_tag(tags: dict[str, str], key: str, run_id: str, default: Any) -> Any:
         raise ReportInputError(f"MLflow run {run_id}: tag {key} is not JSON: {text[:60]!r}") from None
 
 
-def _runs_to_resultset(sweep: str, uri: str, runs: list) -> ResultSet:
-    """Turn MLflow ``Run`` objects into the ResultSet frame (latest run per trial id)."""
+def _records_to_resultset(sweep: str, uri: str, runs: list[dict[str, Any]]) -> ResultSet:
+    """Turn run records (run_id, start_time, tags, miou metrics) into the ResultSet frame (latest run per trial)."""
     records: dict[str, dict[str, Any]] = {}
     label_cols: list[str] = []
-    domains_by_index: list[tuple[int, list[str]]] = []
+    domains_by_index: dict[int, list[str]] = {}
     metric_domains: list[str] = []
-    for run in sorted(runs, key=lambda r: r.info.start_time or 0):
-        tags = run.data.tags
-        rid = run.info.run_id
+    known_domain: dict[str, str] = {}
+    for run in sorted(runs, key=lambda r: r["start_time"]):
+        tags = run["tags"]
+        rid = run["run_id"]
         labels = _json_tag(tags, "famix.labels", rid, None)
         if labels is None:
             labels = {k[len("famix.label.") :]: v for k, v in tags.items() if k.startswith("famix.label.")}
@@ -373,9 +476,10 @@ def _runs_to_resultset(sweep: str, uri: str, runs: list) -> ResultSet:
             index = int(tags.get("famix.trial_index", len(records)))
         except ValueError:
             raise ReportInputError(f"MLflow run {rid}: tag famix.trial_index is not an integer") from None
-        doms = _json_tag(tags, "famix.domains", rid, None)
-        if doms:
-            domains_by_index.append((index, [domain_column(d) or d for d in doms]))
+        doms_text = tags.get("famix.domains")
+        if doms_text is not None and index not in domains_by_index:
+            doms = _json_tag(tags, "famix.domains", rid, [])
+            domains_by_index[index] = [domain_column(d) or d for d in doms]
         seed = tags.get("famix.seed")
         rec: dict[str, Any] = {
             "trial": tags.get("famix.trial", rid),
@@ -386,15 +490,18 @@ def _runs_to_resultset(sweep: str, uri: str, runs: list) -> ResultSet:
             "train_key": tags.get("famix.stage.train"),
         }
         rec.update({c: str(v) for c, v in labels.items()})
-        for key, value in run.data.metrics.items():
+        for key, value in run["metrics"].items():
             if key.startswith("miou/") and key != "miou/mean":
-                col = domain_column(key[5:]) or key[5:]
+                name = key[5:]
+                col = known_domain.get(name)
+                if col is None:
+                    col = known_domain[name] = domain_column(name) or name
                 rec[col] = float(value)
                 if col not in metric_domains:
                     metric_domains.append(col)
         records[rec["trial"]] = rec  # later runs replace earlier ones of the same trial
     domains: list[str] = []
-    for _, doms in sorted(domains_by_index, key=lambda t: t[0]):
+    for _, doms in sorted(domains_by_index.items()):
         domains += [d for d in doms if d not in domains]
     if not domains:
         domains = _order_domains(metric_domains)

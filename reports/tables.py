@@ -147,8 +147,40 @@ def _rank(cells: list[CellValue]) -> None:
             c.mark = "second"
 
 
-def _seed_key(seed: float, position: int) -> object:
-    return ("pos", position) if seed is None or (isinstance(seed, float) and math.isnan(seed)) else seed
+_OK_STATUS = np.array(["done", "ok", "finished"])
+
+
+def _group_key(runs: pd.DataFrame, labels: list[str]) -> pd.Series:
+    """One string per run identifying its grid point (vectorized concatenation of the label values)."""
+    if not labels:
+        return pd.Series("", index=runs.index)
+    key = runs[labels[0]].astype(str)
+    for c in labels[1:]:
+        key = key.str.cat(runs[c].astype(str), sep="\x1f")
+    return key
+
+
+def _paired_deltas(rows: list[TableRow], runs: pd.DataFrame, codes: np.ndarray, vals: np.ndarray, base: int) -> None:
+    """Fill ``row.delta``: per seed, mean over shared domains of (row − baseline); mean ± std over seeds.
+
+    Runs pair by seed; runs without a seed pair by their position within the row.
+    """
+    position = pd.Series(codes).groupby(codes).cumcount().to_numpy()  # (N,)
+    seed = runs["seed"].to_numpy(dtype=float)
+    pair_key = np.where(np.isnan(seed), -1.0 - position, seed)  # (N,) negative keys: "no seed, i-th run"
+    in_base = np.flatnonzero(codes == base)
+    base_of = {float(pair_key[i]): vals[i] for i in in_base}
+    diffs: list[list[float]] = [[] for _ in rows]
+    for i in range(len(runs)):
+        ref = base_of.get(float(pair_key[i]))
+        if ref is None:
+            continue
+        d = vals[i] - ref  # (D,)
+        d = d[~np.isnan(d)]
+        if len(d):
+            diffs[int(codes[i])].append(float(d.mean()))
+    for row, ds in zip(rows, diffs):
+        row.delta = CellValue(mean=float(np.mean(ds)) if ds else None, std=_std(ds), n=len(ds), signed=True)
 
 
 def _resolve_baseline(spec: str, rows: list[TableRow], label_columns: list[str]) -> int:
@@ -178,6 +210,8 @@ def _resolve_baseline(spec: str, rows: list[TableRow], label_columns: list[str])
 def build_table(results: ResultSet, *, baseline: str | None = None, title: str | None = None) -> Table:
     """Aggregate a ResultSet into a :class:`Table` (means, stds, marks, footnotes, optional Δ column).
 
+    Vectorized over runs (one groupby), so 10,000 runs take well under a second.
+
     Args:
         results: the collected runs (percent).
         baseline: optional row for the paired-difference column: 1-based row number or
@@ -187,52 +221,66 @@ def build_table(results: ResultSet, *, baseline: str | None = None, title: str |
     Returns:
         Table with one row per distinct label tuple, in grid order.
     """
-    runs = results.runs
-    doms = results.domains
-    labels = results.label_columns
+    runs = results.runs.reset_index(drop=True)
+    doms = list(results.domains)
+    labels = list(results.label_columns)
     if runs.empty:
         raise ReportInputError(f"{results.source}: no runs")
-    group_key = runs[labels].astype(str).agg("\x1f".join, axis=1) if labels else pd.Series("", index=runs.index)
-    order = list(dict.fromkeys(group_key))  # first appearance = grid order (runs are sorted by trial_index)
+    group_key = _group_key(runs, labels)
+    codes, uniques = pd.factorize(group_key, sort=False)  # first appearance = grid order
+    n_groups = len(uniques)
+    vals = runs[doms].to_numpy(dtype=float) if doms else np.zeros((len(runs), 0))  # (N, D)
+    by = pd.DataFrame(vals, columns=doms).groupby(codes, sort=True)
+    cell_mean = by.mean().to_numpy()  # (G, D), NaN where a cell has no value
+    cell_std = by.std(ddof=1).to_numpy()  # (G, D), NaN for fewer than two values
+    cell_n = by.count().to_numpy()  # (G, D)
+    size = np.bincount(codes, minlength=n_groups)  # (G,)
+    complete = ~np.isnan(vals).any(axis=1) if doms else np.ones(len(runs), bool)  # (N,)
+    trial_mean = pd.Series(np.where(complete, vals.mean(axis=1) if doms else np.nan, np.nan))  # (N,)
+    seed_std = trial_mean.groupby(codes).std(ddof=1).reindex(range(n_groups)).to_numpy()  # (G,)
+    seed_n = trial_mean.groupby(codes).count().reindex(range(n_groups)).to_numpy()  # (G,)
+    first = pd.Series(range(len(runs))).groupby(codes).first().to_numpy()  # (G,) row of each group's first run
+    trials_of = runs["trial"].astype(str).groupby(codes).agg(list)  # group -> trial ids
 
+    # footnotes: only trials with a missing domain or a status other than done (usually few)
     footnotes: list[str] = []
+    notes_at: dict[tuple[int, int], list[int]] = {}  # (group, domain index) -> footnote numbers
+    status = runs["status"].astype(str).to_numpy()
+    problem = np.flatnonzero(~complete | ~np.isin(status, _OK_STATUS))
+    for i in problem:
+        t = runs.iloc[i]
+        missing = [j for j, d in enumerate(doms) if np.isnan(vals[i, j])]
+        seed = "" if pd.isna(t["seed"]) else f", seed {int(t['seed'])}"
+        what = f"no mIoU for {', '.join(doms[j] for j in missing)}" if missing else "all domains present"
+        footnotes.append(f"trial {t['trial']}{seed}: {t['status']} ({what})")
+        for j in missing:
+            notes_at.setdefault((int(codes[i]), j), []).append(len(footnotes))
+
+    def _f(x: float) -> float | None:
+        return None if np.isnan(x) else float(x)
+
     rows: list[TableRow] = []
-    per_seed: list[dict[object, dict[str, float]]] = []  # row -> seed -> domain -> value (for Δ)
-    for key in order:
-        grp = runs[group_key == key]
-        label_vals = {c: str(grp.iloc[0][c]) for c in labels}
-        trial_notes: dict[str, int] = {}
-        for _, t in grp.iterrows():
-            missing = [d for d in doms if pd.isna(t[d])]
-            if missing or str(t["status"]) not in ("done", "ok", "finished"):
-                seed = "" if pd.isna(t["seed"]) else f", seed {int(t['seed'])}"
-                what = f"no mIoU for {', '.join(missing)}" if missing else "all domains present"
-                footnotes.append(f"trial {t['trial']}{seed}: {t['status']} ({what})")
-                trial_notes[str(t["trial"])] = len(footnotes)
-        cells: dict[str, CellValue] = {}
-        for d in doms:
-            vals = [float(v) for v in grp[d] if not pd.isna(v)]
-            notes = sorted(trial_notes[str(t)] for t, v in zip(grp["trial"], grp[d]) if pd.isna(v) and str(t) in trial_notes)
-            cells[d] = CellValue(
-                mean=float(np.mean(vals)) if vals else None, std=_std(vals), n=len(vals), notes=notes
-            )
-        have = [c.mean for c in cells.values() if c.mean is not None]
-        complete = grp[doms].dropna()
-        seed_means = list(complete.mean(axis=1)) if len(doms) else []
+    for g in range(n_groups):
+        cells = {
+            d: CellValue(mean=_f(cell_mean[g, j]), std=_f(cell_std[g, j]), n=int(cell_n[g, j]), notes=notes_at.get((g, j), []))
+            for j, d in enumerate(doms)
+        }
+        have = cell_mean[g][~np.isnan(cell_mean[g])]
         mean = CellValue(
-            mean=float(np.mean(have)) if have else None,
-            std=_std(seed_means),
-            n=len(seed_means),
+            mean=float(have.mean()) if len(have) else None,
+            std=_f(seed_std[g]),
+            n=int(seed_n[g]),
             partial=len(have) < len(doms),
         )
+        first_run = runs.iloc[int(first[g])]
         rows.append(
-            TableRow(labels=label_vals, trials=[str(t) for t in grp["trial"]], n=len(grp), cells=cells, mean=mean)
-        )
-        per_seed.append(
-            {
-                _seed_key(s, i): {d: float(v) for d, v in zip(doms, vals) if not pd.isna(v)}
-                for i, (s, vals) in enumerate(zip(grp["seed"], grp[doms].itertuples(index=False)))
-            }
+            TableRow(
+                labels={c: str(first_run[c]) for c in labels},
+                trials=trials_of[g],
+                n=int(size[g]),
+                cells=cells,
+                mean=mean,
+            )
         )
 
     for col in doms:
@@ -244,23 +292,7 @@ def build_table(results: ResultSet, *, baseline: str | None = None, title: str |
     if baseline is not None:
         base_idx = _resolve_baseline(baseline, rows, labels)
         base_name = ", ".join(f"{k}={shown_label(v)}" for k, v in rows[base_idx].labels.items()) or f"row {base_idx + 1}"
-        base = per_seed[base_idx]
-        for i, row in enumerate(rows):
-            mine = per_seed[i]
-            pairs = [s for s in mine if s in base]
-            if not pairs and len(mine) == 1 and len(base) == 1:
-                pairs = [next(iter(mine))]  # one run each and no seeds to match: pair them
-                base_of = {pairs[0]: next(iter(base.values()))}
-            else:
-                base_of = {s: base[s] for s in pairs}
-            diffs = []
-            for s in pairs:
-                common = [d for d in doms if d in mine[s] and d in base_of[s]]
-                if common:
-                    diffs.append(float(np.mean([mine[s][d] - base_of[s][d] for d in common])))
-            row.delta = CellValue(
-                mean=float(np.mean(diffs)) if diffs else None, std=_std(diffs), n=len(diffs), signed=True
-            )
+        _paired_deltas(rows, runs, codes, vals, base_idx)
 
     return Table(
         title=title or results.sweep,

@@ -15,7 +15,7 @@ from PIL import Image
 from famix_core.classes import CITYSCAPES_ID_TO_TRAIN_ID, CLASS_NAMES, PALETTE
 from famix_core.config import DataConfig
 from famix_core.data import LAYOUTS, build_dataset, check_domain
-from famix_core.data.datasets import UnknownLabelWarning
+from famix_core.data.datasets import SizeMismatchWarning, UnknownLabelWarning
 from famix_core.data.io import read_label, write_png16
 from famix_core.data.mappings import (
     MAPPINGS,
@@ -173,6 +173,18 @@ def test_every_loader_returns_train_ids_on_known_pixels(tmp_path, domain):
     assert torch.allclose(image.mean(dim=(1, 2)), want, atol=tol)
 
 
+def test_dataset_works_in_dataloader_workers(tmp_path):
+    make_tree(tmp_path, "gta5", "train", [f"{i:05d}" for i in range(4)])
+    ds = build_dataset(DataConfig(root=str(tmp_path), crop_size=8), "gta5", "train", train=True)
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(ds))  # spawn / forkserver workers pickle the dataset
+    assert clone.pairs == ds.pairs and clone.mapping == "cityscapes_ids"
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=1)
+    images, labels = next(iter(loader))
+    assert images.shape == (2, 3, 8, 8) and labels.shape == (2, 8, 8) and labels.dtype == torch.int64
+
+
 def test_training_items_are_cropped_and_max_items_limits(tmp_path):
     make_tree(tmp_path, "cityscapes", "train", [f"c/c_{i}" for i in range(4)])
     cfg = DataConfig(root=str(tmp_path), crop_size=10)
@@ -303,12 +315,17 @@ def test_label_values_outside_the_mapping_warn_once_and_become_ignore(tmp_path):
     assert ds.unknown_labels == {99: 4, 120: 2}
 
 
-def test_label_and_image_size_mismatch(tmp_path):
-    make_tree(tmp_path, "bdd100k", "val", ["a"])
-    Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "bdd100k/labels/sem_seg/masks/val/a.png")
+def test_image_of_another_size_than_its_label_is_resized_with_a_warning(tmp_path):
+    make_tree(tmp_path, "bdd100k", "val", ["a", "b"])
+    for name in ("a", "b"):
+        Image.fromarray(np.full((4, 4), 13, np.uint8)).save(tmp_path / f"bdd100k/labels/sem_seg/masks/val/{name}.png")
     ds = build_dataset(DataConfig(root=str(tmp_path)), "B", "val", train=False)
-    with pytest.raises(DataError, match=r"label size 2x2 .* differs from image size 8x6"):
-        ds[0]
+    with pytest.warns(SizeMismatchWarning, match=r"is 8x6 but its label .*a.png is 4x4"):
+        image, label = ds[0]
+    assert image.shape == (3, 4, 4) and label.shape == (4, 4) and (label == 13).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds[1]  # warned once per dataset
 
 
 def test_unknown_domain_lists_the_known_ones(tmp_path):

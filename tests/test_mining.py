@@ -231,8 +231,6 @@ def test_mining_empty_dataset_is_a_user_error(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("famix_core.data.synth") is None, reason="famix_core.data not available yet")
 def test_mining_on_synthetic_source(tmp_path):
-    from famix_core.data.synth import ensure_synthetic
-
     cfg = FamixConfig.model_validate(
         {
             "model": {"backbone": "famix-tiny", "pretrained": "none"},
@@ -241,6 +239,8 @@ def test_mining_on_synthetic_source(tmp_path):
             "train": {"device": "cpu"},
         }
     )
-    ensure_synthetic(cfg.data)
-    summary = mine_styles(cfg, tmp_path / "bank")
-    assert summary["n_styles"] >= 1 and StyleBank.load(tmp_path / "bank").channels == 64
+    summary = mine_styles(cfg, tmp_path / "bank")  # build_dataset generates the benchmark
+    bank = StyleBank.load(tmp_path / "bank")
+    assert summary["n_styles"] == len(bank) >= 1 and bank.channels == 64
+    assert set(bank.cls.tolist()) <= set(range(19)) | {255}
+    assert summary["final_loss"] < summary["initial_loss"]

@@ -27,13 +27,15 @@ def _miou(i: int, seed: int, d: int) -> float:
     return round(10.0 + 3.17 * i + 0.731 * d + 0.19 * seed + 0.0037 * (i * d), 6)
 
 
-def populate(run_dir: Path, *, seeds=(0,), fail: tuple[int, str] | None = None, losses: bool = True) -> dict[str, dict]:
+def populate(
+    run_dir: Path, *, seeds=(0,), fail: tuple[int, str] | None = None, losses: bool = True, sweep: str = SWEEP
+) -> dict[str, dict]:
     """Write a parent sweep run and 4 × len(seeds) trial runs; returns trial id -> {"metrics", "labels", "run_id"}."""
     run_dir.mkdir(parents=True, exist_ok=True)
     uri = default_tracking_uri(run_dir)
     client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment(SWEEP, artifact_location=(run_dir / "mlartifacts").absolute().as_uri())
-    parent = client.create_run(exp, tags={"famix.sweep": SWEEP, "famix.role": "sweep"}).info.run_id
+    exp = client.create_experiment(sweep, artifact_location=(run_dir / "mlartifacts").absolute().as_uri())
+    parent = client.create_run(exp, tags={"famix.sweep": sweep, "famix.role": "sweep"}).info.run_id
     truth: dict[str, dict] = {}
     grid = [("✗", "✗"), ("✗", "✓"), ("✓", "✗"), ("✓", "✓")]
     index = 0
@@ -43,7 +45,7 @@ def populate(run_dir: Path, *, seeds=(0,), fail: tuple[int, str] | None = None, 
             labels = {"Freeze": freeze, "Mix": mix}
             tags = {
                 "mlflow.parentRunId": parent,
-                "famix.sweep": SWEEP,
+                "famix.sweep": sweep,
                 "famix.role": "trial",
                 "famix.trial": trial,
                 "famix.trial_index": str(index),
@@ -129,12 +131,11 @@ def test_cli_report_end_to_end(store, capsys):
     assert "| n |" in out and "loss" in (rep / "README.md").read_text()
 
 
-def test_default_out_dir_is_under_run_dir(tmp_path, capsys):
-    run_dir = tmp_path / "r"
-    populate(run_dir, losses=False)
+def test_default_out_dir_is_under_run_dir(store, capsys):
+    run_dir, _ = store
     assert main(["report", SWEEP, "--run-dir", str(run_dir), "--no-figures"]) == 0
     assert (run_dir / SWEEP / "report" / "table.tex").is_file()
-    assert not (run_dir / SWEEP / "report" / "loss.png").exists()
+    assert not (run_dir / SWEEP / "report" / "bars.png").exists()
 
 
 def test_no_runs_for_sweep_is_one_line(store, capsys):
@@ -152,9 +153,9 @@ def test_missing_store_is_one_line(capsys):
     assert not Path("nowhere/mlflow.db").exists()  # never creates an empty store
 
 
-def test_latest_run_of_a_trial_wins(tmp_path):
-    run_dir = tmp_path / "r"
-    truth = populate(run_dir, losses=False)
+def test_latest_run_of_a_trial_wins(store):
+    run_dir, _ = store
+    truth = populate(run_dir, losses=False, sweep="rerun")
     uri = default_tracking_uri(run_dir)
     client = MlflowClient(tracking_uri=uri)
     first = next(iter(truth))
@@ -162,9 +163,30 @@ def test_latest_run_of_a_trial_wins(tmp_path):
     time.sleep(0.01)
     rerun = client.create_run(old.info.experiment_id, tags=old.data.tags).info.run_id
     client.log_batch(rerun, metrics=[Metric(f"miou/{d}", 99.0, int(time.time() * 1000), 0) for d in DOMAINS])
-    rs = collect_mlflow(SWEEP, tracking_uri=uri)
-    assert len(rs.runs) == len(truth)
-    row = rs.runs[rs.runs["trial"] == first].iloc[0]
-    assert row["run_id"] == rerun and row["C"] == 99.0
-    with pytest.raises(ReportInputError, match="no MLflow experiment 'nope'"):
-        collect_mlflow(SWEEP, tracking_uri=uri, experiment="nope")
+    for reader in ("sqlite", "client"):
+        rs = collect_mlflow("rerun", tracking_uri=uri, reader=reader)
+        assert len(rs.runs) == len(truth)
+        row = rs.runs[rs.runs["trial"] == first].iloc[0]
+        assert row["run_id"] == rerun and row["C"] == 99.0
+        with pytest.raises(ReportInputError, match="no MLflow experiment 'nope'"):
+            collect_mlflow("rerun", tracking_uri=uri, experiment="nope", reader=reader)
+
+
+def test_sqlite_reader_equals_client_reader(store):
+    run_dir, _ = store
+    uri = default_tracking_uri(run_dir)
+    fast = collect_mlflow(SWEEP, tracking_uri=uri, reader="sqlite")
+    slow = collect_mlflow(SWEEP, tracking_uri=uri, reader="client")
+    assert fast.label_columns == slow.label_columns and fast.domains == slow.domains
+    pd.testing.assert_frame_equal(fast.runs, slow.runs)
+    with pytest.raises(ReportInputError, match="unknown MLflow reader"):
+        collect_mlflow(SWEEP, tracking_uri=uri, reader="odbc")
+
+
+def test_sqlite_reader_refuses_a_non_mlflow_file(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "other.db"
+    sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.commit()
+    with pytest.raises(ReportInputError, match="not an MLflow store"):
+        collect_mlflow(SWEEP, tracking_uri=f"sqlite:///{db}", reader="sqlite")

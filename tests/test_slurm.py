@@ -132,7 +132,7 @@ def test_array_cap_and_max_array_size_split(slurm_cluster, tmp_path):
     from orchestrator.backends.slurm import SlurmBackend, load_jobs
 
     store = tmp_path / "runs" / "store"
-    tasks = [_synthetic(f"s{i}", store, seconds=0.3) for i in range(8)]
+    tasks = [_synthetic(f"s{i}", store) for i in range(8)]
     backend = SlurmBackend(sweep_dir=tmp_path / "runs" / "cap", options={"array_parallelism": 1}, poll_s=0.5)
     out = backend.run(tasks, max_parallel=8, retries=0, on_event=lambda *a: None)
     assert {o.status for o in out.values()} == {"done"}
@@ -157,14 +157,15 @@ def test_array_cap_and_max_array_size_split(slurm_cluster, tmp_path):
 # ----------------------------------------------------------------------------- cancel, detach, status
 
 
-def test_detach_status_reattach_and_cancel(slurm_cluster, tmp_path):
-    from orchestrator.backends.slurm import SlurmBackend, load_jobs
+def test_detach_status_reattach_and_cancel(slurm_cluster, tmp_path, request):
+    from orchestrator.backends.slurm import SlurmBackend, cancel_sweep, load_jobs
 
     store = tmp_path / "runs" / "store"
     sweep_dir = tmp_path / "runs" / "cancel me"
     first = SlurmBackend(sweep_dir=sweep_dir, poll_s=0.5)
     assert first.run([_synthetic("fin", store)], max_parallel=1, retries=0, on_event=lambda *a: None)["fin"].status == "done"
 
+    request.addfinalizer(lambda: cancel_sweep(sweep_dir))  # never leave 2-minute jobs behind on failure
     long = [_synthetic(f"long{i}", store, seconds=120) for i in range(3)]
     long.append(_synthetic("after", store, deps={"synthetic": "long0"}))
     detached = SlurmBackend(sweep_dir=sweep_dir, detach=True)

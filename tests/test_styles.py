@@ -239,6 +239,23 @@ def test_stylize_reaches_target_statistics_and_s_one_is_identity():
     torch.testing.assert_close(same, fp, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("hw", [(9, 12), (10, 8)])
+def test_stylize_gradient_is_the_per_patch_scale(hw):
+    g = torch.Generator().manual_seed(8)
+    f = (torch.randn(2, 3, *hw, generator=g) + 0.5).requires_grad_(True)
+    mu_t = torch.randn(2, 3, 3, 3, generator=g)
+    sigma_t = torch.rand(2, 3, 3, 3, generator=g) + 0.2
+    out = stylize(f, mu_t, sigma_t, 3, 1e-5, None)
+    (grad,) = torch.autograd.grad(out.sum(), f)
+    _, sd = naive_stats(f.detach(), 3, 1e-5)  # statistics are constants of the op
+    expect = torch.zeros_like(grad, dtype=torch.float64)
+    for r, (r0, r1) in enumerate(_bounds(hw[0], 3)):
+        for q, (c0, c1) in enumerate(_bounds(hw[1], 3)):
+            expect[:, :, r0:r1, c0:c1] = (sigma_t[:, :, r, q].double() / sd[:, :, r, q])[:, :, None, None]
+    expect = expect * (out.detach() > 0)
+    torch.testing.assert_close(grad.double(), expect, rtol=1e-4, atol=1e-6)
+
+
 def test_apply_styles_seeded_and_no_mix_equals_plain():
     g = torch.Generator().manual_seed(6)
     f = torch.randn(2, 3, 9, 9, generator=g).relu()

@@ -7,7 +7,9 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from famix_core.data.io import read_label, read_rgb
@@ -19,13 +21,17 @@ from famix_core.errors import DataError
 if TYPE_CHECKING:
     from famix_core.config import DataConfig
 
-__all__ = ["SegmentationDataset", "build_dataset", "UnknownLabelWarning"]
+__all__ = ["SegmentationDataset", "build_dataset", "UnknownLabelWarning", "SizeMismatchWarning"]
 
 log = logging.getLogger(__name__)
 
 
 class UnknownLabelWarning(UserWarning):
     """Label values outside a dataset's label space were found (and mapped to 255)."""
+
+
+class SizeMismatchWarning(UserWarning):
+    """An image differs in size from its label (it is resized to the label's size)."""
 
 
 class SegmentationDataset(Dataset):
@@ -38,6 +44,7 @@ class SegmentationDataset(Dataset):
         domain: domain name.
         split: split name.
         pairs: list of (image path, label path), the files this dataset reads.
+        mapping: name of the label encoding (:data:`famix_core.data.mappings.MAPPINGS`).
         unknown_labels: {raw value: pixel count} of label values outside the label space seen so far
             (in this process; DataLoader workers count their own).
     """
@@ -55,12 +62,13 @@ class SegmentationDataset(Dataset):
         self.domain = domain
         self.split = split
         self.pairs = list(pairs)
-        self.mapping = get_mapping(mapping)
+        self.mapping = mapping
         self.transform = transform
         self.label_first_channel = label_first_channel
         self.unknown_labels: dict[int, int] = {}
-        self._tables = self.mapping.tables()
+        self._tables = get_mapping(mapping).tables()  # numpy arrays only: the dataset pickles for workers
         self._warned = False
+        self._warned_size = False
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -72,16 +80,22 @@ class SegmentationDataset(Dataset):
             image (H, W, 3) uint8 and train ids (H, W) uint8 (numpy arrays).
 
         Raises:
-            DataError: unreadable file, or image and label sizes differ.
+            DataError: unreadable file.
         """
         img_path, lbl_path = self.pairs[index]
         image = read_rgb(img_path)
         raw = read_label(lbl_path, first_channel=self.label_first_channel)
         if raw.shape != image.shape[:2]:
-            raise DataError(
-                f"{self.domain} {self.split}: label size {raw.shape[1]}x{raw.shape[0]} of {lbl_path}"
-                f" differs from image size {image.shape[1]}x{image.shape[0]} of {img_path}"
-            )
+            # a few real GTA5 images differ in size from their labels: follow the label
+            if not self._warned_size:
+                self._warned_size = True
+                msg = (
+                    f"{self.domain} {self.split}: image {img_path} is {image.shape[1]}x{image.shape[0]} but its label"
+                    f" {lbl_path} is {raw.shape[1]}x{raw.shape[0]}; images are resized to their label's size"
+                )
+                log.warning(msg)
+                warnings.warn(msg, SizeMismatchWarning, stacklevel=2)
+            image = np.array(Image.fromarray(image).resize((raw.shape[1], raw.shape[0]), Image.BILINEAR))
         train_ids, unknown = self._tables.apply(raw)
         if unknown:
             for v, c in unknown.items():
@@ -90,7 +104,7 @@ class SegmentationDataset(Dataset):
                 self._warned = True
                 msg = (
                     f"{self.domain} {self.split}: label values {sorted(unknown)} outside the"
-                    f" {self.mapping.name} label space ({sum(unknown.values())} pixels in {lbl_path}) mapped to 255;"
+                    f" {self.mapping} label space ({sum(unknown.values())} pixels in {lbl_path}) mapped to 255;"
                     f" further ones are counted in dataset.unknown_labels"
                 )
                 log.warning(msg)
@@ -102,7 +116,7 @@ class SegmentationDataset(Dataset):
         return self.transform(image, train_ids)
 
     def __repr__(self) -> str:
-        return f"SegmentationDataset({self.domain!r}, {self.split!r}, {len(self)} pairs, mapping={self.mapping.name!r})"
+        return f"SegmentationDataset({self.domain!r}, {self.split!r}, {len(self)} pairs, mapping={self.mapping!r})"
 
 
 def build_dataset(

@@ -186,7 +186,7 @@ def _box(cv, cam, lateral, z, width, height, cls, inst, base=0.0) -> tuple[float
     return x0, y0, x1, y1
 
 
-def _draw_side(cv, cam, rng, side: float, curb: float, walk: float, z_min: float, lights) -> None:
+def _draw_side(cv, cam, rng, side: float, curb: float, walk: float, z_min: float) -> None:
     """Facades, walls, fences and trees along one side of the street (side = -1 left, +1 right)."""
     setback = rng.uniform(0.0, 3.0)
     front = side * (curb + walk + setback)
@@ -375,8 +375,8 @@ def make_scene(seed: int, scene_id: int, height: int, width: int) -> Scene:
         cv.rect(cam.x(x, zf), cam.y(rng.uniform(8, 40), zf), cam.x(x + seg, zf), cam.y(0, zf) + 1, cls, zf)
         x += seg
 
-    _draw_side(cv, cam, rng, -1.0, half_l, walk_l, z_min, lights)
-    _draw_side(cv, cam, rng, 1.0, half_r, walk_r, z_min, lights)
+    _draw_side(cv, cam, rng, -1.0, half_l, walk_l, z_min)
+    _draw_side(cv, cam, rng, 1.0, half_r, walk_r, z_min)
 
     # a train on a track behind one sidewalk (rare)
     if rng.random() < 0.15:
@@ -500,16 +500,31 @@ class DomainStyle:
     palette_seed: int = 0
 
 
+# ACDC: a Cityscapes-like capture (its own palette) under four conditions
+_ACDC = dict(palette_jitter=0.1, saturation=0.8, gain=(0.95, 1.0, 0.98), brightness=0.9, contrast=0.95,
+             texture=0.8, window=(7, 8), exposure=0.05, blur=0.5, vignette=0.2, palette_seed=6)  # fmt: skip
+
 STYLES: Mapping[str, DomainStyle] = {
-    "gta5": DomainStyle(0.06, 1.35, (1.06, 1.0, 0.9), 1.05, 1.2, 1.3, (5, 6), 0.05, 0.0, 0.0, None, 1),
-    "synthia": DomainStyle(0.2, 1.1, (1.0, 1.02, 1.08), 1.15, 0.85, 0.35, (4, 5), 0.05, 0.0, 0.0, None, 2),
-    "cityscapes": DomainStyle(0.1, 0.7, (0.95, 1.0, 0.96), 0.85, 0.9, 0.8, (7, 8), 0.05, 0.6, 0.15, None, 3),
-    "bdd100k": DomainStyle(0.12, 0.9, (0.88, 0.95, 1.12), 0.8, 1.05, 1.0, (6, 6), 0.2, 0.4, 0.35, None, 4),
-    "mapillary": DomainStyle(0.15, 1.0, (1.0, 1.0, 1.0), 0.95, 1.0, 1.0, (8, 9), 0.3, 0.3, 0.1, None, 5),
-    "acdc_night": DomainStyle(0.1, 0.8, (0.95, 1.0, 0.98), 0.9, 0.95, 0.8, (7, 8), 0.05, 0.5, 0.2, "night", 6),
-    "acdc_snow": DomainStyle(0.1, 0.8, (0.95, 1.0, 0.98), 0.9, 0.95, 0.8, (7, 8), 0.05, 0.5, 0.2, "snow", 6),
-    "acdc_rain": DomainStyle(0.1, 0.8, (0.95, 1.0, 0.98), 0.9, 0.95, 0.8, (7, 8), 0.05, 0.5, 0.2, "rain", 6),
-    "acdc_fog": DomainStyle(0.1, 0.8, (0.95, 1.0, 0.98), 0.9, 0.95, 0.8, (7, 8), 0.05, 0.5, 0.2, "fog", 6),
+    # game engine: saturated, contrasty, strong textures, warm
+    "gta5": DomainStyle(palette_jitter=0.06, saturation=1.35, gain=(1.06, 1.0, 0.9), brightness=1.05, contrast=1.2,
+                        texture=1.3, window=(5, 6), exposure=0.05, palette_seed=1),
+    # flat-shaded renderer: pastel palette, bright, little texture
+    "synthia": DomainStyle(palette_jitter=0.2, saturation=1.1, gain=(1.0, 1.02, 1.08), brightness=1.15,
+                           contrast=0.85, texture=0.35, window=(4, 5), exposure=0.05, palette_seed=2),
+    # automotive camera: muted, slightly green, soft
+    "cityscapes": DomainStyle(palette_jitter=0.1, saturation=0.7, gain=(0.95, 1.0, 0.96), brightness=0.85,
+                              contrast=0.9, texture=0.8, window=(7, 8), exposure=0.05, blur=0.6, vignette=0.15,
+                              palette_seed=3),
+    # dash cams: bluish, darker, strong vignette, varied exposure
+    "bdd100k": DomainStyle(palette_jitter=0.12, saturation=0.9, gain=(0.88, 0.95, 1.12), brightness=0.8,
+                           contrast=1.05, window=(6, 6), exposure=0.2, blur=0.4, vignette=0.35, palette_seed=4),
+    # crowd-sourced devices: widely varying exposure and colour cast per image
+    "mapillary": DomainStyle(palette_jitter=0.15, brightness=0.95, window=(8, 9), exposure=0.3, blur=0.3,
+                             vignette=0.1, palette_seed=5),
+    "acdc_night": DomainStyle(**_ACDC, effect="night"),
+    "acdc_snow": DomainStyle(**_ACDC, effect="snow"),
+    "acdc_rain": DomainStyle(**_ACDC, effect="rain"),
+    "acdc_fog": DomainStyle(**_ACDC, effect="fog"),
 }  # fmt: skip
 """domain name -> its style; holds exactly the names of :data:`famix_core.domains.DOMAINS`."""
 
@@ -524,7 +539,9 @@ def _glow(h: int, w: int, lights, colors: Mapping[str, tuple[float, float, float
     """Additive light (H, W, 3) of Gaussian glows around light sources."""
     out = np.zeros((h, w, 3), np.float32)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r_max = 0.05 * h  # near lamps would otherwise light the whole frame
     for x, y, r, kind in lights:
+        r = min(r, r_max)
         if not (-2 * r <= x < w + 2 * r and -2 * r <= y < h + 2 * r):
             continue
         g = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2.0 * (1.5 * r) ** 2))
@@ -630,7 +647,7 @@ def render(scene: Scene, domain: str, seed: int, scene_id: int) -> np.ndarray:
     grad = np.clip((yy - 0) / max(scene.horizon, 1.0), 0, 1.0)[..., None]  # lighter towards the horizon
     img = np.where(sky[..., None], img * (0.8 + 0.35 * grad) + 0.08 * tex * np.clip(blotch, 0, None)[..., None], img)
     img[scene.markings] = np.array([0.9, 0.9, 0.85], np.float32) * (1 - 0.1 * tex * fine[scene.markings, None])
-    # vertical shading of objects: darker towards their bottom
+    # objects of one image share a random exposure offset
     things = lab >= PERSON
     img[things] *= 0.85 + 0.15 * rng.random()
 
@@ -715,7 +732,7 @@ def scene_ids(cfg: "SynthConfig") -> dict[str, range]:
     return {"train": range(cfg.train_images), "val": range(cfg.train_images, cfg.train_images + cfg.val_images)}
 
 
-def _keys(domain: str, split: str, k: int) -> str:
+def _key(domain: str, split: str, k: int) -> str:
     """Pairing key (relative path without suffix) of scene k in a domain, shaped like the real file names."""
     if domain == "gta5":
         return f"{k + 1:05d}"
@@ -749,7 +766,7 @@ def _plan(cfg: "SynthConfig") -> dict[str, dict[str, range]]:
 
 def _write_pair(root: Path, domain: str, split: str, k: int, scene: Scene, seed: int) -> None:
     lay = LAYOUTS[domain]
-    img_rel, lbl_rel = lay.relative_paths(_keys(domain, split, k), split, DOMAINS[domain].condition)
+    img_rel, lbl_rel = lay.relative_paths(_key(domain, split, k), split, DOMAINS[domain].condition)
     img_path, lbl_path = root / _folder(domain) / img_rel, root / _folder(domain) / lbl_rel
     img_path.parent.mkdir(parents=True, exist_ok=True)
     lbl_path.parent.mkdir(parents=True, exist_ok=True)
@@ -786,7 +803,7 @@ def _write_tree(root: Path, cfg: "SynthConfig") -> dict[str, dict[str, int]]:
         folder = root / _folder(domain) / SPLIT_LIST_DIR
         folder.mkdir(parents=True, exist_ok=True)
         for split, ids in plan[domain].items():
-            (folder / f"{split}.txt").write_text("".join(_keys(domain, split, k) + "\n" for k in ids))
+            (folder / f"{split}.txt").write_text("".join(_key(domain, split, k) + "\n" for k in ids))
     return counts
 
 

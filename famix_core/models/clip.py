@@ -34,6 +34,7 @@ __all__ = [
     "BACKBONE_REGISTRY",
     "get_backbone_spec",
     "create_clip",
+    "create_visual",
     "get_tokenizer",
     "stage_channels",
     "read_state_dict",
@@ -295,6 +296,40 @@ def create_clip(
     if device is not None:
         model = model.to(torch.device(device))
     return model.eval()
+
+
+def create_visual(
+    backbone: str,
+    pretrained: str = "none",
+    cache_dir: str | None = None,
+    device: torch.device | str | None = None,
+) -> nn.Module:
+    """Only the image encoder (open_clip ModifiedResNet) of :func:`create_clip`, in eval mode.
+
+    With ``pretrained="none"`` the text tower is never built (the segmenter needs none);
+    otherwise the whole CLIP is loaded and its ``.visual`` returned.
+    """
+    if pretrained not in ("none", "", None):
+        return create_clip(backbone, pretrained, cache_dir=cache_dir, device=device).visual
+    from open_clip.modified_resnet import ModifiedResNet
+
+    import open_clip
+
+    spec = get_backbone_spec(backbone)
+    cfg = open_clip.get_model_config(spec.open_clip_name)
+    cfg.update(spec.model_overrides())
+    vision = cfg["vision_cfg"]
+    width = vision.get("width", 64)
+    visual = ModifiedResNet(
+        layers=vision["layers"],
+        output_dim=cfg["embed_dim"],
+        heads=width * 32 // 64,  # as open_clip builds it
+        image_size=vision.get("image_size", 224),
+        width=width,
+    )
+    if device is not None:
+        visual = visual.to(torch.device(device))
+    return visual.eval()
 
 
 def get_tokenizer(backbone: str):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from famix_core.errors import WeightsError
-from famix_core.models.clip import create_clip, get_backbone_spec, read_state_dict, stage_channels
+from famix_core.models.clip import create_visual, get_backbone_spec, read_state_dict, stage_channels
 from famix_core.models.deeplab import DeepLabHeadV3Plus, aspp_rates
 from famix_core.models.freeze import frozen_modules
 
@@ -245,8 +245,7 @@ def build_segmenter(
         sd = read_state_dict(Path(pretrained).expanduser())
         if _is_segmenter_state(sd):
             full_sd, pretrained = sd, "none"
-    clip = create_clip(model_cfg.backbone, pretrained, cache_dir=model_cfg.cache_dir)
-    visual = clip.visual
+    visual = create_visual(model_cfg.backbone, pretrained, cache_dir=model_cfg.cache_dir)
     visual.attnpool = None  # dropped: segmentation uses the spatial features
     dilate_backbone(visual, model_cfg.output_stride)
     model = Segmenter(

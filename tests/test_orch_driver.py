@@ -1,0 +1,128 @@
+"""The driver with stand-in engine functions: MLflow schema, results CSV, rerun does nothing twice, failures summarized."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from orchestrator import execute
+from orchestrator.driver import RunOptions, prepare, run_plan
+from orchestrator.tracking import Tracker, default_uri
+
+SWEEP = """\
+name: mini
+grid:
+  model.freeze: [none, paper]
+  style.augment: [false, true]
+labels:
+  model.freeze: {column: Freeze, values: {paper: "✓", none: "✗"}}
+  style.augment: {column: Augment, values: {true: "✓", false: "✗"}}
+domains: [C, B]
+"""
+
+
+@pytest.fixture
+def fake_engine(monkeypatch):
+    """Stand-ins for mine/train/evaluate that write small artifacts and count calls."""
+    calls: list[tuple[str, str]] = []
+
+    def mine(ctx):
+        calls.append(("mine", ctx.task.key))
+        (ctx.tmp / "summary.json").write_text(json.dumps({"n_styles": 3}))
+        ctx.artifact(ctx.tmp / "summary.json", "styles")
+        return {"n_styles": 3}
+
+    def train(ctx):
+        calls.append(("train", ctx.task.key))
+        cfg = ctx.config()
+        if cfg.train.lr_decoder > 1e20:
+            from famix_core.errors import TrainingDiverged
+
+            raise TrainingDiverged("train: loss is nan at iteration 2 (lower train.lr_decoder)")
+        for step in range(3):
+            ctx.log({"train/loss": 1.0 / (step + 1), "train/lr": 0.1}, step)
+        (ctx.tmp / "model.safetensors").write_bytes(b"weights")
+        return {"iterations": 3}
+
+    def evaluate(ctx):
+        calls.append(("evaluate", ctx.task.key))
+        assert (ctx.store.path("train", ctx.task.deps["train"]) / "model.safetensors").is_file()
+        miou = int(hashlib.sha256(ctx.task.key.encode()).hexdigest()[:4], 16) / 65535
+        result = {"miou": miou, "iou": {"road": miou}, "pixel_acc": 0.9, "n_images": 2}
+        ctx.tracker.log_metrics({f"miou/{ctx.task.domain}": 100 * miou}, 0)
+        return result
+
+    monkeypatch.setitem(execute.STAGE_RUNNERS, "mine", mine)
+    monkeypatch.setitem(execute.STAGE_RUNNERS, "train", train)
+    monkeypatch.setitem(execute.STAGE_RUNNERS, "evaluate", evaluate)
+    return calls
+
+
+def _run(overrides=(), **opts):
+    Path("sweeps").mkdir(exist_ok=True)
+    Path("sweeps/mini.yaml").write_text(SWEEP)
+    plan = prepare("mini", run_dir="runs", overrides=list(overrides), check_data=lambda c: None, check_weights=lambda c: None)
+    buf = io.StringIO()
+    result = run_plan(plan, RunOptions(backend="local", **opts), Console(file=buf, width=200))
+    return plan, result, buf.getvalue()
+
+
+def test_sweep_logs_schema_and_rerun_is_a_no_op(fake_engine):
+    plan, result, out = _run()
+    assert result.exit_code == 0
+    kinds = [k for k, _ in fake_engine]
+    assert kinds.count("mine") == 1 and kinds.count("train") == 4 and kinds.count("evaluate") == 8
+    tr = Tracker(default_uri(plan.run_dir), "mini")
+    trials = tr.find({"famix.sweep": "mini", "famix.role": "trial"})
+    parents = tr.find({"famix.sweep": "mini", "famix.role": "sweep"})
+    assert len(trials) == 4 and len(parents) == 1
+    by_index = sorted(trials, key=lambda r: int(r.data.tags["famix.trial_index"]))
+    r = by_index[3]
+    tags = r.data.tags
+    assert tags["mlflow.parentRunId"] == parents[0].info.run_id
+    assert json.loads(tags["famix.labels"]) == {"Freeze": "✓", "Augment": "✓"}
+    assert tags["famix.label.Freeze"] == "✓" and tags["famix.status"] == "done" and tags["famix.seed"] == "0"
+    assert json.loads(tags["famix.domains"]) == ["C", "B"]
+    assert {"famix.stage.mine", "famix.stage.train", "famix.stage.evaluate.C", "famix.stage.evaluate.B"} <= set(tags)
+    assert "famix.stage.mine" not in by_index[0].data.tags  # no bank, no mine stage
+    assert tags["famix.git_commit"] and tags["famix.backend"] == "local" and tags["famix.profile"] == "smoke"
+    assert r.data.params["model.freeze"] == "paper" and r.data.params["train.seed"] == "0"
+    m = r.data.metrics
+    assert {"miou/C", "miou/B", "miou/mean", "iou/C/road", "pixel_acc/C", "train/loss"} <= set(m)
+    assert m["miou/mean"] == pytest.approx((m["miou/C"] + m["miou/B"]) / 2)
+    assert len(tr.client.get_metric_history(r.info.run_id, "train/loss")) == 3
+    arts = {a.path for a in tr.client.list_artifacts(r.info.run_id)}
+    assert {"config.yaml", "styles"} <= arts
+    # results.csv: wide, one row per trial, percent
+    df = pd.read_csv(plan.sweep_dir / "results.csv")
+    assert list(df.columns) == ["Freeze", "Augment", "seed", "status", "C", "B"]
+    assert len(df) == 4 and df.loc[3, "C"] == pytest.approx(m["miou/C"], abs=1e-3)
+    assert "Freeze" in result.table and "|" in result.table
+    # rerun: nothing runs, no run is duplicated, no metric is logged twice
+    fake_engine.clear()
+    _, again, out2 = _run()
+    assert fake_engine == [] and again.exit_code == 0
+    assert len(tr.find({"famix.sweep": "mini"})) == 5
+    assert len(tr.client.get_metric_history(r.info.run_id, "miou/C")) == 1
+    assert "0 run, 13 cached" in out2 or "13 done, 0 to run" in out2
+
+
+def test_nan_loss_fails_without_retry_and_is_summarized(fake_engine):
+    plan, result, out = _run(overrides=["train.lr_decoder=1e30"], retries=2)
+    assert result.exit_code == 1
+    assert [k for k, _ in fake_engine].count("train") == 4  # one attempt each: a NaN loss is deterministic
+    assert "FAILED  train" in out and "loss is nan at iteration 2" in out
+    assert "dependency" in out and "stage(s) failed" in out
+    assert len(result.failed) == 4 + 8
+    df = pd.read_csv(plan.sweep_dir / "results.csv")
+    assert set(df["status"]) == {"failed"} and df["C"].isna().all()
+    tr = Tracker(default_uri(plan.run_dir), "mini")
+    assert {r.data.tags["famix.status"] for r in tr.find({"famix.role": "trial"})} == {"failed"}
+    log = next((plan.sweep_dir / "logs").glob("train-*.log")).read_text()
+    assert "TrainingDiverged" in log
