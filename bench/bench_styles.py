@@ -2,12 +2,16 @@
 
 The op = patch statistics + dominant class + bank sampling + Beta mix + apply, at the
 paper's shape: B=8, C=256, 192x192 layer-1 features, 768x768 labels, 3x3 grid, a bank
-of ~200 styles over 19 classes + ignore. The loop reference walks samples x patches,
-takes ``torch.mode`` of each label patch on the host and draws with ``random.choice``
-from Python lists, as research code usually does. Prints a table with medians and the
-speed-up; runs on CPU, and on CUDA too when present.
+of ~200 styles over 19 classes + ignore.
 
-Usage: ``python bench/bench_styles.py [--repeats 3] [--batch 8] [--device cpu cuda]``
+Two loop references walk patches x samples, take ``torch.mode`` of each label patch
+on the host and draw with ``random.choice`` from Python lists, as research code
+usually does: a lean one that stylizes patch by patch, and one that also builds
+full-size per-pixel statistic maps on the host before one final mix + affine (the
+usual form of that code). Prints medians and speed-ups; runs on CPU, and on CUDA
+too when present. The variants run in turns, so a shared machine's load hits all alike.
+
+Usage: ``python bench/bench_styles.py [--repeats 5] [--batch 8] [--device cpu cuda]``
 """
 
 from __future__ import annotations
@@ -59,21 +63,62 @@ def loop_style_op(f, labels, bank_lists, grid: int, alpha: float, eps: float) ->
     return out
 
 
-def _time(fn, device: torch.device, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
+def host_maps_style_op(f, labels, bank_lists, grid: int, alpha: float, eps: float) -> torch.Tensor:
+    """Reference in the common research-code form: per-pixel statistic maps built on the host in loops.
+
+    Own and target means/stds are written patch by patch (and sample by sample for the
+    targets) into full-size (B, C, H, W) host tensors, which are then moved to the
+    features' device and combined with the normalized features in one expression.
+    """
+    b, c, h, w = f.shape
+    ph, pw = h // grid, w // grid
+    lh, lw = labels.shape[1] // grid, labels.shape[2] // grid
+    lab = labels.cpu()
+    mu_o, sd_o = torch.zeros(b, c, h, w), torch.zeros(b, c, h, w)
+    mu_t, sd_t = torch.zeros(b, c, h, w), torch.zeros(b, c, h, w)
+    norm = torch.empty_like(f)
+    for i in range(grid):
+        for j in range(grid):
+            rows, cols = slice(i * ph, (i + 1) * ph), slice(j * pw, (j + 1) * pw)
+            patch = f[:, :, rows, cols]
+            m = patch.mean(dim=(2, 3), keepdim=True)
+            sd = (patch.var(dim=(2, 3), keepdim=True, unbiased=False) + eps).sqrt()
+            norm[:, :, rows, cols] = (patch - m) / sd
+            mu_o[:, :, rows, cols] = m.cpu().expand(b, c, ph, pw)
+            sd_o[:, :, rows, cols] = sd.cpu().expand(b, c, ph, pw)
+            for k in range(b):
+                cls = int(torch.mode(lab[k, i * lh : (i + 1) * lh, j * lw : (j + 1) * lw].flatten()).values)
+                entries = bank_lists.get(cls) or bank_lists[255]
+                m_t, s_t = random.choice(entries)
+                mu_t[k, :, rows, cols] = m_t[:, None, None]
+                sd_t[k, :, rows, cols] = s_t[:, None, None]
+    lam = torch.distributions.Beta(alpha, alpha).sample((b, c, 1, 1)).to(f.device)
+    mu_mix = lam * mu_o.to(f.device) + (1 - lam) * mu_t.to(f.device)
+    sd_mix = lam * sd_o.to(f.device) + (1 - lam) * sd_t.to(f.device)
+    return torch.relu(sd_mix * norm + mu_mix)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_all(fns, device: torch.device, repeats: int) -> list[float]:
+    """Median seconds of each callable, run in turns (a shared machine's load hits all alike)."""
+    for fn in fns:  # warm-up
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, acc in zip(fns, times):
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            acc.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
-def run(device: torch.device, args) -> tuple[float, float]:
+def run(device: torch.device, args) -> list[float]:
     from famix_core.config import StyleConfig
     from famix_core.styles import StyleBank, build_style_augmenter
 
@@ -84,14 +129,20 @@ def run(device: torch.device, args) -> tuple[float, float]:
     for k, m, s in zip(cls.tolist(), mu, sigma):
         bank_lists.setdefault(k, []).append((m, s))
     with torch.no_grad():
-        vec = _time(lambda: aug(f, labels), device, args.repeats)
-        ref = _time(lambda: loop_style_op(f, labels, bank_lists, 3, 0.1, 1e-5), device, args.repeats)
-    return vec, ref
+        return _time_all(
+            [
+                lambda: aug(f, labels),
+                lambda: loop_style_op(f, labels, bank_lists, 3, 0.1, 1e-5),
+                lambda: host_maps_style_op(f, labels, bank_lists, 3, 0.1, 1e-5),
+            ],
+            device,
+            args.repeats,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--channels", type=int, default=256)
     p.add_argument("--feat", type=int, default=192)
@@ -107,11 +158,13 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.feat}x{args.feat} features, {args.label}x{args.label} labels, 3x3 grid, bank {args.bank}; "
         f"median of {args.repeats}, torch threads {torch.get_num_threads()}"
     )
-    print(f"{'device':<8} {'vectorized ms':>14} {'loop ms':>10} {'speed-up':>9}")
+    print(f"{'device':<7} {'variant':<34} {'ms/step':>9} {'speed-up of vectorized':>23}")
+    names = ("vectorized (this project)", "per-patch loop", "loop + host per-pixel stat maps")
     for name in devices:
-        dev = torch.device(name)
-        vec, ref = run(dev, args)
-        print(f"{name:<8} {vec * 1e3:>14.1f} {ref * 1e3:>10.1f} {ref / vec:>8.1f}x")
+        times = run(torch.device(name), args)
+        for i, (label, t) in enumerate(zip(names, times)):
+            ratio = f"{t / times[0]:.1f}x" if i else ""
+            print(f"{name:<7} {label:<34} {t * 1e3:>9.1f} {ratio:>23}")
 
 
 if __name__ == "__main__":

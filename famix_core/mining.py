@@ -159,7 +159,7 @@ def optimize_styles(
     momentum: float,
     weight_decay: float,
     pool: int,
-    on_step: Callable[[int, float], None] | None = None,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
     chunk: int = _FORWARD_CHUNK,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Prompt-driven instance normalization of N patches at once.
@@ -171,7 +171,7 @@ def optimize_styles(
         target: (N, D) unit-norm text targets.
         steps, lr, momentum, weight_decay: SGD settings.
         pool: layer-1 side of a CLIP input.
-        on_step: called with (step, mean loss) after each step's forward.
+        on_step: called with (step, mean loss as a 0-d tensor) after each step's forward.
         chunk: patches per forward/backward (gradients accumulate; the result is unchanged).
 
     Returns:
@@ -182,29 +182,30 @@ def optimize_styles(
     sigma = sigma0.detach().clone().requires_grad_(True)
     opt = torch.optim.SGD([mu, sigma], lr=lr, momentum=momentum, weight_decay=weight_decay)
     n = norm.shape[0]
+
+    def losses(backward: bool) -> torch.Tensor:
+        """Per-patch losses (N,), chunk by chunk; with ``backward``, accumulate the SUM's gradient."""
+        out = []
+        for i in range(0, n, chunk):
+            sl = slice(i, i + chunk)
+            emb = _embed(visual, norm[sl], mu[sl], sigma[sl], pool)  # (n_chunk, D)
+            per = 1.0 - F.cosine_similarity(emb.float(), target[sl], dim=-1)  # (n_chunk,)
+            if backward:
+                per.sum().backward()  # SUM: each patch gets its own, unscaled gradient
+            out.append(per.detach())
+        return torch.cat(out)
+
     initial = torch.zeros(n, device=norm.device)
     for step in range(steps):
         opt.zero_grad(set_to_none=True)
-        losses = []
-        for i in range(0, n, chunk):
-            sl = slice(i, i + chunk)
-            emb = _embed(visual, norm[sl], mu[sl], sigma[sl], pool)
-            per = 1.0 - F.cosine_similarity(emb.float(), target[sl], dim=-1)  # (n_chunk,)
-            per.sum().backward()  # SUM: each patch gets its own, unscaled gradient
-            losses.append(per.detach())
-        per_all = torch.cat(losses)
+        per_all = losses(backward=True)
         if step == 0:
             initial = per_all
         opt.step()
         if on_step is not None:
-            on_step(step, float(per_all.mean()))
+            on_step(step, per_all.mean())  # a tensor: the caller syncs only when it logs
     with torch.no_grad():
-        final = torch.cat(
-            [
-                1.0 - F.cosine_similarity(_embed(visual, norm[i : i + chunk], mu[i : i + chunk], sigma[i : i + chunk], pool).float(), target[i : i + chunk], dim=-1)
-                for i in range(0, n, chunk)
-            ]
-        )
+        final = losses(backward=False)
     return mu.detach(), sigma.detach(), initial, final
 
 
@@ -292,10 +293,10 @@ def mine_styles(
     pending: list[KeptPatch] = []
     size: tuple[int, int] | None = None
 
-    def on_step_for(group: int) -> Callable[[int, float], None]:
-        def on_step(step: int, loss: float) -> None:
+    def on_step_for(group: int) -> Callable[[int, torch.Tensor], None]:
+        def on_step(step: int, loss: torch.Tensor) -> None:
             if log is not None and (step % _LOG_EVERY == 0 or step == mc.steps - 1):
-                log({"mine/loss": loss}, group * mc.steps + step)
+                log({"mine/loss": float(loss)}, group * mc.steps + step)
 
         return on_step
 

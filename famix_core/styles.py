@@ -12,6 +12,11 @@ ops use a plain reshape ``(B, C, g, ph, g, pw)``; otherwise patches differ by at
 most one row/column and the ops use segment sums over a per-pixel patch index.
 ``H`` and ``W`` must be at least ``g`` (no empty patch).
 
+Cost: the style op allocates one full-size tensor (``f - mu``, then scaled,
+shifted and rectified in place); statistics are reductions without temporaries.
+The statistics are constants of the op (no gradient through them, as in
+MixStyle): the gradient w.r.t. ``f`` is the per-patch scale ``sigma' / sigma``.
+
 Randomness: every draw (bank entry, Beta mixing weight, permutation, noise) is
 taken through ``torch.rand``/``torch.randn``/``torch.randperm`` with an optional
 ``torch.Generator`` living on the data's device. The Beta(alpha, alpha) sampler is
@@ -33,7 +38,7 @@ import torch
 from torch import nn
 
 from famix_core.classes import CLASS_NAMES, IGNORE_INDEX
-from famix_core.config import STRATEGIES, StyleConfig
+from famix_core.config import StyleConfig
 from famix_core.errors import FamixError
 
 __all__ = [
@@ -464,6 +469,8 @@ class StyleBank:
             raise StyleBankError(f"{where}: the bank holds no styles")
         if not 0 <= ignore_index < _LOOKUP:
             raise ValueError(f"ignore_index must be in [0, {_LOOKUP}), got {ignore_index}")
+        if bool(((cls < 0) | (cls >= _LOOKUP)).any()):  # once, at construction
+            raise StyleBankError(f"{where}: class ids must be in [0, {_LOOKUP})")
         self.mu = mu
         self.sigma = sigma
         self.cls = cls.long()
@@ -608,14 +615,10 @@ class StyleBank:
         if ch is not None and t["mu"].ndim == 2 and int(ch) != t["mu"].shape[1]:
             raise StyleBankError(f"{tpath}: {t['mu'].shape[1]} channels but {jpath.name} says {ch}")
         ignore = int(info.get("ignore_index", IGNORE_INDEX))
-        cls_t = t["cls"]
-        bad = (cls_t < 0) | (cls_t >= _LOOKUP)
-        if cls_t.numel() and bool(bad.any()):
-            raise StyleBankError(f"{tpath}: class ids must be in [0, {_LOOKUP})")
         return cls(
             t["mu"],
             t["sigma"],
-            cls_t,
+            t["cls"],
             class_names=info.get("class_names", CLASS_NAMES),
             meta=info.get("meta", {}),
             ignore_index=ignore,

@@ -180,7 +180,8 @@ def render_qualitative(
             pred = logits.argmax(1)[0].cpu().numpy()  # (H, W)
             rows.append((col, denormalize(image.numpy()), colorize(label.numpy()), colorize(pred)))
 
-    fig = _new_figure(9.0, 2.2 * len(rows) + 0.4)
+    h, w = rows[0][1].shape[:2]
+    fig = _new_figure(9.0, len(rows) * 3.0 * h / w + 0.7)  # panels keep the images' aspect
     axes = fig.subplots(len(rows), 3, squeeze=False)
     for r, (col, rgb, gt, pred) in enumerate(rows):
         for c, (img, name) in enumerate(((rgb, "input"), (gt, "ground truth"), (pred, "prediction"))):

@@ -204,67 +204,158 @@ def test_detach_status_reattach_and_cancel(slurm_cluster, tmp_path, request):
     assert len(load_jobs(sweep_dir)["submissions"]) == 3
 
 
-# ----------------------------------------------------------------------------- preemption
+# ----------------------------------------------------------------------------- preemption (real engine)
 
 
-def _counting_train(task: StageTask) -> StageOutcome:
-    """A resumable stand-in training: periodic atomic checkpoints in ``config['work']``, resume on start."""
-    cfg = task.config
-    work = Path(cfg["work"])
-    work.mkdir(parents=True, exist_ok=True)
-    ckpt = work / "ckpt.json"
-    state = json.loads(ckpt.read_text()) if ckpt.is_file() else {"it": 0, "w": 1.0}
-    with open(work / "starts.log", "a") as f:
-        f.write(f"{state['it']}\n")
-    while state["it"] < cfg["iterations"]:
-        state["w"] = (state["w"] * 1.000123 + 0.5 * state["it"]) % 997.0
-        state["it"] += 1
-        time.sleep(cfg["sleep"])
-        if state["it"] % cfg["every"] == 0:
-            tmp = work / "ckpt.json.tmp"
-            tmp.write_text(json.dumps(state))
-            os.replace(tmp, ckpt)
-    return StageOutcome(key=task.key, status="done", result={"w": state["w"], "it": state["it"]})
+def _tiny_train_task(tmp_path: Path, store: Path, iterations: int, every: int) -> StageTask:
+    """A famix-tiny training stage on a tiny synthetic benchmark (CPU, about 0.5 s per iteration)."""
+    from famix_core.config import FamixConfig
+
+    cfg = FamixConfig.model_validate(
+        {
+            "model": {"backbone": "famix-tiny", "pretrained": "none", "freeze": "paper"},
+            "style": {"strategy": "famix", "augment": False, "mix": True},  # MixStyle: no bank needed
+            "data": {
+                "root": str(tmp_path / "data"),
+                "synthetic": {"seed": 0, "height": 64, "width": 128, "train_images": 8, "val_images": 2},
+                "crop_size": 64,
+            },
+            "train": {"iterations": iterations, "batch_size": 2, "checkpoint_every": every, "log_every": 1, "device": "cpu"},
+        }
+    )
+    return StageTask(
+        kind="train", key="7a" * 32, config=cfg.to_dict(), store=str(store), name="train tiny",
+        log_path=str(store.parent / "logs" / "train.log"), resources={"cpus": 1, "timeout_min": 15},
+    )  # fmt: skip
 
 
-def _expected_weight(iterations: int) -> float:
-    w = 1.0
-    for it in range(iterations):
-        w = (w * 1.000123 + 0.5 * it) % 997.0
-    return w
+def _logged_steps(log_path: Path) -> list[list[int]]:
+    """Steps logged by each start of the stage (one list per ``start`` line of the stage log)."""
+    runs: list[list[int]] = []
+    for line in log_path.read_text().splitlines():
+        if " start train " in line:
+            runs.append([])
+        elif " step=" in line and runs:
+            runs[-1].append(int(line.split(" step=")[1].split()[0]))
+    return runs
 
 
-@pytest.mark.parametrize("how", ["interrupt", "scontrol_requeue"])
-def test_preempted_training_resumes_from_checkpoint(slurm_cluster, cloudpickled_here, tmp_path, how):
-    """USR2 preemption (checkpoint + requeue) and an external requeue both resume from the last checkpoint."""
+def _latest_ckpt_iteration(work: Path) -> int:
+    from famix_core.checkpoint import latest_checkpoint, load_checkpoint
+
+    try:
+        path = latest_checkpoint(work) if work.is_dir() else None
+        return load_checkpoint(path, "cpu").iteration if path is not None else 0
+    except (OSError, ValueError, RuntimeError):  # rotated away while we looked: ask again later
+        return 0
+
+
+def test_preempted_and_requeued_training_resumes_to_the_same_weights(slurm_cluster, tmp_path):
+    """A training job is preempted (USR2: checkpoint + requeue), later requeued from outside
+    (``scontrol requeue``, no signal); both times it resumes from its latest periodic checkpoint
+    and ends with the weights of an uninterrupted run."""
     import submitit
+    import torch
+    from safetensors.torch import load_file
 
     from orchestrator.backends.slurm import SlurmBackend
+    from orchestrator.execute import execute_stage
 
-    iterations, every = 40, 5
-    task = StageTask(
-        kind="train", key="t", name="train t",
-        config={"work": str(tmp_path / "work"), "iterations": iterations, "every": every, "sleep": 0.15},
-    )  # fmt: skip
-    # timeout >= 10 min, or submitit counts every USR2 as a timeout (ENV notes, pitfall 6)
-    backend = SlurmBackend(sweep_dir=tmp_path / "runs" / "pre", options={"time": 15}, stage_fn=_counting_train, poll_s=0.5)
-    records = backend.submit([task], retries=0)
-    rec = records["t"]
-    ckpt = tmp_path / "work" / "ckpt.json"
-    deadline = time.time() + 60
-    while not (ckpt.is_file() and json.loads(ckpt.read_text())["it"] >= 2 * every):
-        assert time.time() < deadline, "training did not reach its second checkpoint"
-        time.sleep(0.1)
-    if how == "interrupt":
-        submitit.SlurmJob(folder=rec["folder"], job_id=rec["job_id"])._interrupt()
-    else:
-        subprocess.run(["scontrol", "requeue", rec["job_id"]], check=True)
-    out = backend.wait({"t": task}, records, lambda *a: None)["t"]
+    iterations, every = 12, 3
+    ref_store = tmp_path / "ref" / "store"
+    ref = execute_stage(_tiny_train_task(tmp_path, ref_store, iterations, every))  # also generates the data
+    assert ref.status == "done", ref.error
+
+    store = tmp_path / "runs" / "store"
+    task = _tiny_train_task(tmp_path, store, iterations, every)
+    backend = SlurmBackend(sweep_dir=tmp_path / "runs" / "preempt", options={"time": 15}, poll_s=0.5)
+    rec = backend.submit([task], retries=0)[task.key]
+    work = store.parent / "work" / "train" / task.key  # runs/work/train/<key>: the stage's periodic checkpoints
+
+    def wait_ckpt(at_least: int) -> None:
+        deadline = time.time() + 120
+        while _latest_ckpt_iteration(work) < at_least:
+            assert time.time() < deadline, f"no checkpoint at iteration >= {at_least}"
+            time.sleep(0.2)
+
+    wait_ckpt(every)
+    submitit.SlurmJob(folder=rec["folder"], job_id=rec["job_id"])._interrupt()  # preemption (timeout_min >= 10)
+    deadline = time.time() + 120
+    while len(_logged_steps(Path(task.log_path))) < 2:
+        assert time.time() < deadline, "the preempted job did not start again"
+        time.sleep(0.2)
+    wait_ckpt(_latest_ckpt_iteration(work) + every)
+    subprocess.run(["scontrol", "requeue", rec["job_id"]], check=True)  # external requeue: no USR2
+
+    out = backend.wait({task.key: task}, {task.key: rec}, lambda *a: None)[task.key]
     assert out.status == "done", out.error
-    starts = [int(x) for x in (tmp_path / "work" / "starts.log").read_text().split()]
-    assert starts[0] == 0 and len(starts) == 2
-    assert starts[1] >= 2 * every and starts[1] % every == 0  # resumed from a checkpoint, not from scratch
-    assert out.result == {"w": _expected_weight(iterations), "it": iterations}
-    log = Path(rec["stdout"]).read_text() + Path(rec["stderr"]).read_text()
-    if how == "interrupt":
-        assert "requeueing" in log
+    runs = _logged_steps(Path(task.log_path))
+    assert len(runs) == 3, runs
+    assert runs[0][0] == 1
+    for earlier, later in zip(runs, runs[1:]):
+        # each restart continues from a checkpoint (a multiple of `every`), not from scratch
+        assert later[0] > 1 and (later[0] - 1) % every == 0 and later[0] - 1 <= earlier[-1], runs
+    assert runs[-1][-1] == iterations
+    assert "requeueing" in Path(rec["stdout"]).read_text()  # the USR2 path went through checkpoint()
+
+    got = load_file(str(store / "train" / task.key / "model.safetensors"))
+    want = load_file(str(ref_store / "train" / task.key / "model.safetensors"))
+    assert got.keys() == want.keys()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+# ----------------------------------------------------------------------------- a smoke sweep, local vs slurm
+
+MINI_SWEEP = """\
+name: mini-slurm
+grid:
+  model.freeze: [none, paper]
+labels:
+  model.freeze: {column: Freeze, values: {paper: "yes; $(touch PWNED)", none: "no 'x' \\"y\\""}}
+base:
+  style: {strategy: famix, augment: false, mix: true}
+  data: {synthetic: {train_images: 8, val_images: 2}}
+  train: {iterations: 4, batch_size: 2, checkpoint_every: 2, log_every: 1}
+  eval: {max_images: 2}
+domains: [C, B]
+backend:
+  slurm: {time: 15, array_parallelism: 2}
+"""
+
+
+def test_smoke_sweep_on_slurm_matches_local(slurm_cluster, tmp_path):
+    """The same sweep through the driver on local and on slurm: same stage keys, numbers and MLflow metrics."""
+    import io
+
+    import mlflow
+    import pandas as pd
+    from rich.console import Console
+
+    from orchestrator.driver import RunOptions, prepare, run_plan
+
+    Path("sweeps").mkdir(exist_ok=True)
+    Path("sweeps/mini.yaml").write_text(MINI_SWEEP)
+    results = {}
+    for backend in ("local", "slurm"):
+        run_dir = tmp_path / f"runs {backend};$(touch PWNED)'"
+        plan = prepare("mini", run_dir=run_dir)
+        res = run_plan(plan, RunOptions(backend=backend), Console(file=io.StringIO(), width=200))
+        assert res.exit_code == 0, (backend, res.failed, {k: o.error for k, o in res.outcomes.items()})
+        results[backend] = (plan, res, pd.read_csv(res.results_csv))
+    (lp, lres, ldf), (sp, sres, sdf) = results["local"], results["slurm"]
+    assert sorted(lres.outcomes) == sorted(sres.outcomes)  # same stage keys
+    assert all(o.job_id for o in sres.outcomes.values())
+    pd.testing.assert_frame_equal(ldf, sdf)
+    assert sdf[["C", "B"]].notna().all().all()
+
+    jobs = json.loads((sp.sweep_dir / "slurm" / "jobs.json").read_text())
+    assert set(jobs["stages"]) == set(sres.outcomes)
+    assert not list(tmp_path.rglob("PWNED")) and not Path("PWNED").exists()
+    uri = f"sqlite:///{sp.sweep_dir.parent / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`famix.role` = 'trial'")
+    assert len(runs) == 2
+    assert set(runs["tags.famix.backend"]) == {"slurm"}
+    by_freeze = {r["tags.famix.label.Freeze"]: r for _, r in runs.iterrows()}
+    for _, row in sdf.iterrows():
+        assert by_freeze[row["Freeze"]]["metrics.miou/C"] == pytest.approx(row["C"])

@@ -239,6 +239,17 @@ def test_stylize_reaches_target_statistics_and_s_one_is_identity():
     torch.testing.assert_close(same, fp, rtol=1e-4, atol=1e-4)
 
 
+def test_stylize_channels_last_input():
+    g = torch.Generator().manual_seed(12)
+    f = torch.randn(2, 4, 9, 6, generator=g).relu()
+    mu_t = torch.randn(2, 4, 3, 3, generator=g)
+    sigma_t = torch.rand(2, 4, 3, 3, generator=g) + 0.2
+    s = torch.rand(2, 4, 1, 1, generator=g)
+    ref = stylize(f, mu_t, sigma_t, 3, 1e-5, s)
+    out = stylize(f.to(memory_format=torch.channels_last), mu_t, sigma_t, 3, 1e-5, s)
+    torch.testing.assert_close(out, ref)
+
+
 @pytest.mark.parametrize("hw", [(9, 12), (10, 8)])
 def test_stylize_gradient_is_the_per_patch_scale(hw):
     g = torch.Generator().manual_seed(8)
@@ -450,3 +461,10 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(out.cpu(), stylize(f, mu_t.cpu(), sigma_t.cpu(), 3, 1e-5, s), rtol=1e-4, atol=1e-4)
     x = sample_beta((1000,), 0.1, generator=torch.Generator("cuda").manual_seed(0), device="cuda")
     assert x.device.type == "cuda" and (x >= 0).all() and (x <= 1).all()
+
+
+def test_bank_rejects_bad_class_ids(tmp_path):
+    with pytest.raises(StyleBankError, match=r"class ids must be in \[0, 256\)"):
+        StyleBank(torch.zeros(2, 3), torch.ones(2, 3), torch.tensor([0, 300]))
+    with pytest.raises(StyleBankError, match="holds no styles"):
+        StyleBank(torch.zeros(0, 3), torch.ones(0, 3), torch.zeros(0, dtype=torch.long))

@@ -1,0 +1,212 @@
+"""Evaluation: confusion / mIoU math, device vs naive loop, test-time scales, domain evaluation, CLI errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from famix_core.classes import CLASS_NAMES
+from famix_core.evaluate import (
+    ConfusionMatrix,
+    confusion_update,
+    evaluate,
+    evaluate_domain,
+    metrics_from_confusion,
+    predict,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors gain nothing from threads, and 2 OpenMP threads on a busy 2-core machine crawl."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_confusion_and_miou_by_hand():
+    # 3 classes; 255 ignored; class 2 never in the ground truth but predicted once
+    gt = torch.tensor([[0, 0, 1, 1], [1, 255, 0, 1]])
+    pred = torch.tensor([[0, 1, 1, 1], [2, 0, 0, 1]])
+    conf = confusion_update(torch.zeros(3, 3, dtype=torch.int64), pred, gt)
+    # rows = gt, cols = pred
+    assert conf.tolist() == [[2, 1, 0], [0, 3, 1], [0, 0, 0]]
+    m = metrics_from_confusion(conf, ["a", "b", "c"])
+    # IoU a = 2 / (3 + 2 - 2) = 2/3 ; b = 3 / (4 + 4 - 3) = 3/5 ; c = 0 / (0 + 1 - 0) = 0
+    assert m["iou"]["a"] == pytest.approx(2 / 3)
+    assert m["iou"]["b"] == pytest.approx(3 / 5)
+    assert m["iou"]["c"] == 0.0
+    assert m["miou"] == pytest.approx((2 / 3 + 3 / 5 + 0) / 3)
+    assert m["pixel_acc"] == pytest.approx(5 / 7)
+
+
+def test_classes_with_empty_union_are_none_and_excluded():
+    gt = torch.tensor([0, 0, 1, 255])
+    pred = torch.tensor([0, 0, 1, 2])  # the 2 falls on an ignored pixel: class 2 has union 0
+    cm = ConfusionMatrix(3)
+    cm.update(pred, gt)
+    m = cm.metrics(["a", "b", "c"])
+    assert m["iou"] == {"a": 1.0, "b": 1.0, "c": None}
+    assert m["miou"] == 1.0
+    assert metrics_from_confusion(torch.zeros(19, 19, dtype=torch.int64))["iou"][CLASS_NAMES[0]] is None
+
+
+def test_device_confusion_equals_naive_numpy_loop():
+    g = torch.Generator().manual_seed(0)
+    k = 19
+    conf = ConfusionMatrix(k)
+    naive = np.zeros((k, k), dtype=np.int64)
+    for _ in range(3):
+        gt = torch.randint(0, k, (2, 17, 23), generator=g)
+        gt[torch.rand(gt.shape, generator=g) < 0.2] = 255
+        pred = torch.randint(0, k, (2, 17, 23), generator=g)
+        conf.update(pred, gt)
+        for t, p in zip(gt.flatten().tolist(), pred.flatten().tolist()):
+            if t != 255:
+                naive[t, p] += 1
+    assert np.array_equal(conf.mat.numpy(), naive)
+    m = conf.metrics()
+    ious = []
+    for c in range(k):
+        union = naive[c, :].sum() + naive[:, c].sum() - naive[c, c]
+        if union:
+            ious.append(naive[c, c] / union)
+    assert m["miou"] == pytest.approx(float(np.mean(ious)))
+    assert m["pixel_acc"] == pytest.approx(np.trace(naive) / naive.sum())
+
+
+class _Colour(nn.Module):
+    """A stand-in segmenter: logits are a fixed 1x1 conv of the image (so scales change the result)."""
+
+    def __init__(self, k: int = 4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, k, 3, padding=1)
+        torch.manual_seed(0)
+        nn.init.normal_(self.conv.weight)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_predict_with_scales_and_ensemble():
+    model = _Colour().eval()
+    x = torch.randn(2, 3, 16, 24)
+    single = predict(model, x, (16, 24), [1.0])
+    assert torch.equal(single, model(x).argmax(1))
+    half = predict(model, x, (16, 24), [0.5])
+    xs = nn.functional.interpolate(x, size=(8, 12), mode="bilinear", align_corners=False)
+    ref_half = nn.functional.interpolate(model(xs), size=(16, 24), mode="bilinear", align_corners=False).argmax(1)
+    assert torch.equal(half, ref_half)
+    ens = predict(model, x, (16, 24), [1.0, 0.5])
+    with torch.no_grad():
+        p1 = model(x).softmax(1)
+        p2 = nn.functional.interpolate(model(xs), size=(16, 24), mode="bilinear", align_corners=False).softmax(1)
+    assert torch.equal(ens, (p1 + p2).argmax(1))
+    assert not torch.equal(ens, single) or not torch.equal(ens, half)
+
+
+@pytest.fixture(scope="module")
+def synth_setup(tmp_path_factory):
+    """Tiny synthetic benchmark + random-init famix-tiny weights saved like a training run."""
+    from famix_core.checkpoint import save_safetensors_atomic
+    from famix_core.config import FamixConfig
+    from famix_core.data.synth import ensure_synthetic
+    from famix_core.models.segmenter import build_segmenter
+
+    root = tmp_path_factory.mktemp("evaldata")
+    cfg = FamixConfig.model_validate(
+        {
+            "model": {"backbone": "famix-tiny", "pretrained": "none"},
+            "data": {"root": str(root / "data"), "synthetic": {"height": 64, "width": 96, "train_images": 2, "val_images": 3}},
+            "train": {"device": "cpu"},
+            "eval": {"domains": ["C", "AN"], "scales": [1.0]},
+        }
+    )
+    ensure_synthetic(cfg.data)
+    torch.manual_seed(0)
+    model = build_segmenter(cfg.model).eval()
+    weights = root / "run" / "model.safetensors"
+    save_safetensors_atomic(weights, model.state_dict())
+    return cfg, weights, model
+
+
+def test_evaluate_domain_writes_metrics_and_confusion(synth_setup, tmp_path):
+    from famix_core.data import build_dataset
+
+    cfg, weights, model = synth_setup
+    res = evaluate_domain(cfg, weights, "C", tmp_path / "out")
+    assert set(res) == {"miou", "iou", "pixel_acc", "n_images"}
+    assert res["n_images"] == 3 and 0.0 <= res["miou"] <= 1.0
+    assert list(res["iou"]) == list(CLASS_NAMES)
+    conf = json.loads((tmp_path / "out" / "confusion.json").read_text())
+    assert len(conf) == 19 and all(len(r) == 19 and all(isinstance(v, int) for v in r) for r in conf)
+    ds = build_dataset(cfg.data, "C", "val", train=False)
+    valid = sum(int((ds[i][1] != 255).sum()) for i in range(len(ds)))
+    assert sum(map(sum, conf)) == valid
+    # the same predictions counted by hand
+    conf_ref = torch.zeros(19, 19, dtype=torch.int64)
+    with torch.no_grad():
+        for i in range(len(ds)):
+            x, y = ds[i]
+            confusion_update(conf_ref, model(x[None]).argmax(1), y[None])
+    assert conf_ref.tolist() == conf
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["miou"] == pytest.approx(res["miou"]) and metrics["column"] == "C"
+
+
+def test_evaluate_several_domains_and_scales(synth_setup):
+    cfg, weights, _ = synth_setup
+    logged = []
+    results = evaluate(cfg, weights, log=lambda m, s: logged.append(m))
+    assert list(results) == ["C", "AN"]
+    assert [list(m) for m in logged] == [["miou/C"], ["miou/AN"]]
+    assert logged[0]["miou/C"] == pytest.approx(100 * results["C"]["miou"])
+    cfg2 = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"scales": [1.0, 0.5], "max_images": 2, "batch_size": 2})})
+    res = evaluate_domain(cfg2, weights, "acdc_night")
+    assert res["n_images"] == 2 and 0.0 <= res["pixel_acc"] <= 1.0
+
+
+def test_evaluate_missing_weights_is_one_line(synth_setup, tmp_path):
+    from famix_core.errors import WeightsError
+
+    cfg, _, _ = synth_setup
+    with pytest.raises(WeightsError, match="not found"):
+        evaluate_domain(cfg, tmp_path / "none" / "model.safetensors", "C")
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
+    from famix_core.cli import main
+
+    rc = main(["train", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("famix: error:") and "missing.yaml" in err and "\n" not in err
+    rc = main(["evaluate", "--out", str(tmp_path / "o"), "--weights", str(tmp_path / "w.safetensors"), "model.freeze=sometimes"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "model.freeze" in err and "\n" not in err
+    rc = main(["evaluate", "--out", str(tmp_path / "o"), "--weights", str(tmp_path / "w.safetensors"), "--domains", "X"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--domains" in err
+
+
+def test_cli_evaluate_runs(synth_setup, tmp_path, capsys):
+    from famix_core.cli import main
+
+    cfg, weights, _ = synth_setup
+    import yaml
+
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg.to_dict()))
+    rc = main(["evaluate", "--config", str(cfg_file), "--out", str(tmp_path / "ev"), "--weights", str(weights),
+               "--domains", "C", "eval.scales=[1.0,0.5]"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "mIoU" in out
+    assert (tmp_path / "ev" / "C" / "metrics.json").is_file()
+    assert "C" in json.loads((tmp_path / "ev" / "results.json").read_text())

@@ -1,0 +1,130 @@
+"""reports.qualitative: palette/denormalization numerics, config from MLflow params, the grid end to end."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from famix_core.classes import PALETTE
+from famix_core.config import FamixConfig
+from famix_core.errors import WeightsError
+from reports.qualitative import colorize, config_from_params, denormalize, weights_path
+
+
+def _tiny_cfg(root: Path) -> FamixConfig:
+    return FamixConfig.model_validate(
+        {
+            "model": {"backbone": "famix-tiny", "pretrained": "none", "freeze": "none"},
+            "data": {"root": str(root), "synthetic": {"height": 64, "width": 128, "train_images": 1, "val_images": 1}},
+            "train": {"device": "cpu"},
+            "eval": {"domains": ["C", "AN"]},
+        }
+    )
+
+
+def test_colorize_uses_cityscapes_palette_and_black_ignore():
+    label = np.array([[0, 13], [255, 18]])
+    rgb = colorize(label)
+    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
+    assert tuple(rgb[0, 0]) == PALETTE[0] == (128, 64, 128)
+    assert tuple(rgb[0, 1]) == PALETTE[13] and tuple(rgb[1, 1]) == PALETTE[18]
+    assert tuple(rgb[1, 0]) == (0, 0, 0)
+
+
+def test_denormalize_inverts_clip_normalization():
+    from famix_core.data.transforms import CLIP_MEAN, CLIP_STD
+
+    rgb = np.random.default_rng(0).integers(0, 256, size=(4, 5, 3)).astype(np.uint8)
+    norm = (rgb.transpose(2, 0, 1) / 255.0 - np.array(CLIP_MEAN)[:, None, None]) / np.array(CLIP_STD)[:, None, None]
+    assert np.array_equal(denormalize(norm.astype(np.float32)), rgb)
+
+
+def test_config_round_trips_through_mlflow_param_strings(tmp_path):
+    cfg = _tiny_cfg(tmp_path / "data")
+    params = {k: str(v) for k, v in cfg.flat().items()}  # what MLflow stores
+    back = config_from_params(params)
+    assert back.to_dict() == cfg.to_dict()
+
+
+def test_weights_path_errors_name_the_trial(tmp_path):
+    with pytest.raises(WeightsError, match="trial t-1: no famix.stage.train"):
+        weights_path(tmp_path, None, "t-1")
+    with pytest.raises(WeightsError, match="t-2: trained weights not found at .*store/train/abc/model.safetensors"):
+        weights_path(tmp_path, "abc", "t-2")
+
+
+def _save_tiny_weights(cfg: FamixConfig, dest: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    from famix_core.models import build_segmenter
+
+    torch.manual_seed(0)
+    model = build_segmenter(cfg.model)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(dest))
+
+
+def test_render_qualitative_with_tiny_model(tmp_path):
+    pytest.importorskip("torch")
+    from PIL import Image
+
+    from reports.qualitative import render_qualitative
+
+    cfg = _tiny_cfg(tmp_path / "data")
+    weights = tmp_path / "w" / "model.safetensors"
+    _save_tiny_weights(cfg, weights)
+    paths = render_qualitative(cfg, weights, ["C", "AN"], tmp_path / "out", title="tiny")
+    assert [p.name for p in paths] == ["qualitative.png", "qualitative.pdf"]
+    img = np.asarray(Image.open(paths[0]).convert("RGB"))
+    assert img.shape[0] > 100 and img.shape[1] > 300
+    # the ground-truth panels carry Cityscapes palette colours
+    colours = {tuple(c) for c in img.reshape(-1, 3)[::7]}
+    assert len(colours & set(PALETTE)) >= 2
+
+
+def test_cli_qualitative_from_mlflow_trial(tmp_path, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("mlflow")
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    from famix_core.cli import main
+    from reports.collect import default_tracking_uri
+
+    run_dir = tmp_path / "runs"
+    cfg = _tiny_cfg(tmp_path / "data")
+    _save_tiny_weights(cfg, run_dir / "store" / "train" / "k123" / "model.safetensors")
+    client = MlflowClient(tracking_uri=default_tracking_uri(run_dir))
+    exp = client.create_experiment("q", artifact_location=(run_dir / "mlartifacts").as_uri())
+    tags = {
+        "famix.sweep": "q",
+        "famix.role": "trial",
+        "famix.trial": "t-q",
+        "famix.trial_index": "0",
+        "famix.seed": "0",
+        "famix.labels": json.dumps({"Mix": "✓"}),
+        "famix.domains": json.dumps(["C", "AN"]),
+        "famix.status": "done",
+        "famix.stage.train": "k123",
+    }
+    run = client.create_run(exp, tags=tags).info.run_id
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run,
+        metrics=[Metric("miou/C", 12.5, now, 0), Metric("miou/AN", 7.25, now, 0)],
+        params=[Param(k, str(v)) for k, v in cfg.flat().items()],
+    )
+    rc = main(["report", "q", "--run-dir", str(run_dir), "--out", "rep", "--qualitative", "t-q"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert Path("rep/qualitative.png").is_file() and Path("rep/qualitative.pdf").is_file()
+    assert "![qualitative](qualitative.png)" in Path("rep/README.md").read_text()
+    assert "| ✓ | 12.50 | 7.25 | 9.88 |" in captured.out
+    rc = main(["report", "q", "--run-dir", str(run_dir), "--out", "rep", "--qualitative", "t-none"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--qualitative t-none: no such trial" in err

@@ -1,0 +1,236 @@
+"""Training: schedule, batch order, outputs, logging, divergence, bit-exact resume, overfitting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from famix_core.config import FamixConfig
+from famix_core.errors import TrainingDiverged
+from famix_core.evaluate import evaluate_model, metrics_from_confusion
+from famix_core.train import BatchSchedule, Trainer, poly_lr, train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors gain nothing from threads, and 2 OpenMP threads on a busy 2-core machine crawl."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    """The built-in synthetic benchmark at a tiny size, generated once for the module."""
+    from famix_core.config import DataConfig, SynthConfig
+    from famix_core.data.synth import ensure_synthetic
+
+    root = tmp_path_factory.mktemp("data")
+    dc = DataConfig(root=str(root), synthetic=SynthConfig(height=64, width=96, train_images=4, val_images=2), crop_size=64)
+    ensure_synthetic(dc)
+    return str(root)
+
+
+def tiny_config(root: str, **train_kw) -> FamixConfig:
+    t = dict(iterations=6, batch_size=2, device="cpu", log_every=1, checkpoint_every=2, lr_decoder=0.05, lr_backbone=0.005)
+    t.update(train_kw)
+    return FamixConfig.model_validate(
+        {
+            "model": {"backbone": "famix-tiny", "pretrained": "none", "freeze": "none"},
+            "style": {"strategy": "famix", "augment": False, "mix": True},  # MixStyle: random, no bank needed
+            "data": {"root": root, "crop_size": 48,
+                     "synthetic": {"height": 64, "width": 96, "train_images": 4, "val_images": 2}},
+            "train": t,
+        }
+    )
+
+
+def test_poly_lr_schedule():
+    assert poly_lr(0.1, 0, 100) == pytest.approx(0.1)
+    assert poly_lr(0.1, 50, 100) == pytest.approx(0.1 * 0.5**0.9)
+    assert poly_lr(0.1, 100, 100, min_lr=1e-6) == pytest.approx(1e-6)
+    lrs = [poly_lr(0.1, i, 100) for i in range(101)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_batch_schedule_is_a_pure_function_of_the_iteration():
+    a, b = BatchSchedule(5, 3, seed=7), BatchSchedule(5, 3, seed=7)
+    seq = [a.batch(i) for i in range(10)]
+    assert [b.batch(i) for i in reversed(range(10))] == list(reversed(seq))  # any order, same answer
+    flat = [idx for batch in seq for (_, _, idx) in batch]
+    for e in range(6):  # every epoch is a permutation of the dataset
+        assert sorted(flat[5 * e : 5 * e + 5]) == list(range(5))
+    assert flat[:5] != [idx for batch in (BatchSchedule(5, 3, 8).batch(i) for i in range(2)) for (_, _, idx) in batch][:5]
+
+
+def test_train_writes_official_weights_summary_and_logs(synth_root, tmp_path):
+    cfg = tiny_config(synth_root, iterations=4, log_every=2)
+    logged = []
+    summary = train(cfg, tmp_path / "out", ckpt_dir=tmp_path / "ckpt", log=lambda m, s: logged.append((s, m)))
+    assert summary["iterations"] == 4 and summary["images_per_s"] > 0 and summary["peak_mem_mb"] > 0
+    assert set(summary) >= {"iterations", "final_loss", "images_per_s", "peak_mem_mb", "seconds"}
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["iterations"] == 4
+    sd = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert "classifier.classifier.3.bias" in sd and "backbone.layer4.0.conv3.weight" in sd
+    assert [s for s, _ in logged] == [2, 4]
+    assert all(set(m) == {"train/loss", "train/lr"} for _, m in logged)
+    assert logged[1][1]["train/lr"] < logged[0][1]["train/lr"]
+    assert summary["final_loss"] == pytest.approx(logged[-1][1]["train/loss"])
+    assert (tmp_path / "ckpt" / "latest.json").is_file()
+    # a rerun finds the final checkpoint and trains nothing more
+    again = train(cfg, tmp_path / "out2", ckpt_dir=tmp_path / "ckpt")
+    assert again["iterations"] == 4
+    sd2 = load_file(str(tmp_path / "out2" / "model.safetensors"))
+    assert all(torch.equal(sd[k], sd2[k]) for k in sd)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_resume_is_bit_exact_after_a_crash(synth_root, tmp_path):
+    cfg = tiny_config(synth_root, iterations=6, checkpoint_every=2, log_every=1)
+    straight = train(cfg, tmp_path / "a")
+
+    def crash_at_5(metrics, step):
+        if step == 5:
+            raise _Crash()
+
+    with pytest.raises(_Crash):  # dies after iteration 5; the last checkpoint is at 4
+        train(cfg, tmp_path / "b", ckpt_dir=tmp_path / "ckpt", log=crash_at_5)
+    assert json.loads((tmp_path / "ckpt" / "latest.json").read_text())["iteration"] == 4
+    torch.manual_seed(12345)  # a "new process": the global RNG is anywhere
+    torch.rand(100)
+    resumed = Trainer(cfg, tmp_path / "b", ckpt_dir=tmp_path / "ckpt")
+    assert resumed.resume() and resumed.iteration == 4
+    summary = resumed.run()
+    assert summary["iterations"] == 6
+    a = load_file(str(tmp_path / "a" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    differing = [k for k in a if not torch.equal(a[k], b[k])]
+    assert differing == []
+    assert summary["final_loss"] == straight["final_loss"]
+
+
+def test_on_demand_checkpoint_and_step(synth_root, tmp_path):
+    cfg = tiny_config(synth_root, iterations=10, checkpoint_every=100)
+    t = Trainer(cfg, tmp_path / "o", ckpt_dir=tmp_path / "ck")
+    losses = [t.step() for _ in range(3)]
+    assert t.iteration == 3 and all(torch.isfinite(torch.tensor(losses)))
+    path = t.save_checkpoint()
+    assert path is not None and path.name == "iter-00000003"
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["iter-00000003", "latest.json"]
+    other = Trainer(cfg, tmp_path / "o", ckpt_dir=tmp_path / "ck")
+    assert other.resume() and other.iteration == 3
+    for k, v in t.model.state_dict().items():
+        assert torch.equal(v, other.model.state_dict()[k]), k
+    # momentum buffers restored too
+    s1, s2 = t.optimizer.state_dict()["state"], other.optimizer.state_dict()["state"]
+    assert s1.keys() == s2.keys() and all(torch.equal(s1[i]["momentum_buffer"], s2[i]["momentum_buffer"]) for i in s1)
+
+
+class _Fixed(torch.utils.data.Dataset):
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i]
+
+
+def test_nan_loss_raises_training_diverged(synth_root, tmp_path):
+    cfg = tiny_config(synth_root)
+    images = torch.full((2, 3, 32, 32), float("nan"))
+    labels = torch.zeros(2, 32, 32, dtype=torch.long)
+    t = Trainer(cfg, tmp_path / "o", dataset=_Fixed(images, labels))
+    with pytest.raises(TrainingDiverged, match="loss is nan at iteration 1"):
+        t.step()
+
+
+def test_tiny_model_overfits_synthetic_images(synth_root, tmp_path):
+    """No augmentation, two fixed source images: the loss collapses and most pixels are learnt.
+
+    (Thin classes of 64x96 synthetic scenes, a few pixels wide, are below the decoder's 1/4
+    resolution, so per-class IoU is checked on the block-label test below.)
+    """
+    from famix_core.data import build_dataset
+
+    cfg = tiny_config(synth_root, iterations=120, batch_size=2, log_every=20, checkpoint_every=1000,
+                      lr_decoder=0.05, lr_backbone=0.05, label_smoothing=0.0)
+    cfg = cfg.model_copy(update={"style": cfg.style.model_copy(update={"augment": False, "mix": False})})
+    plain = build_dataset(cfg.data, "gta5", "train", train=False, max_items=2)  # full images, no randomness
+    items = [plain[i] for i in range(2)]
+    ds = _Fixed(torch.stack([x for x, _ in items]), torch.stack([y for _, y in items]))
+    losses = []
+    t = Trainer(cfg, tmp_path / "o", dataset=ds, log=lambda m, s: losses.append(m["train/loss"]))
+    t.run()
+    conf, n = evaluate_model(t.model, ds, 19, torch.device("cpu"))
+    m = metrics_from_confusion(conf)
+    assert n == 2
+    assert losses[-1] < 0.3 * losses[0], losses
+    assert m["pixel_acc"] > 0.85, m
+
+
+def test_tiny_model_overfits_block_images_to_high_miou(synth_root, tmp_path):
+    """A handful of images whose colour encodes the class in 8x8 blocks: train mIoU > 0.9."""
+    g = torch.Generator().manual_seed(0)
+    palette = torch.rand(19, 3, generator=g) * 4 - 2  # (K, 3) in CLIP-normalized units
+    classes = torch.tensor([0, 2, 8, 10, 13])
+    blocks = classes[torch.randint(0, len(classes), (4, 4, 4), generator=g)]  # (N, 4, 4)
+    labels = blocks.repeat_interleave(8, 1).repeat_interleave(8, 2)  # (N, 32, 32)
+    images = palette[labels].permute(0, 3, 1, 2) + 0.1 * torch.randn(4, 3, 32, 32, generator=g)  # (N, 3, 32, 32)
+    cfg = tiny_config(synth_root, iterations=150, batch_size=2, log_every=150, checkpoint_every=1000,
+                      lr_decoder=0.05, lr_backbone=0.05, label_smoothing=0.0)
+    cfg = cfg.model_copy(update={"style": cfg.style.model_copy(update={"augment": False, "mix": False})})
+    ds = _Fixed(images, labels)
+    t = Trainer(cfg, tmp_path / "o", dataset=ds)
+    t.run()
+    conf, _ = evaluate_model(t.model, ds, 19, torch.device("cpu"))
+    m = metrics_from_confusion(conf)
+    assert m["miou"] > 0.9, m
+    assert sum(v is not None for v in m["iou"].values()) >= 5
+
+
+def test_famix_strategy_trains_with_a_style_bank(synth_root, tmp_path):
+    from famix_core.errors import FamixError
+    from famix_core.styles import StyleBank
+
+    g = torch.Generator().manual_seed(0)
+    n, c = 12, 64  # famix-tiny layer-1 channels
+    bank = StyleBank(torch.randn(n, c, generator=g), torch.rand(n, c, generator=g) + 0.5,
+                     torch.tensor([0, 0, 2, 2, 8, 8, 10, 10, 13, 13, 255, 255]))
+    bank.save(tmp_path / "bank")
+    cfg = tiny_config(synth_root, iterations=2, checkpoint_every=100)
+    cfg = cfg.model_copy(update={"style": cfg.style.model_copy(update={"augment": True, "mix": True})})
+    assert cfg.style.needs_bank()
+    with pytest.raises(FamixError, match="style bank"):
+        Trainer(cfg, tmp_path / "o")
+    t = Trainer(cfg, tmp_path / "o", bank_dir=tmp_path / "bank")
+    assert t.model.style_augmenter is not None and t.style_generator is not None
+    before = t.style_generator.get_state().clone()
+    loss = t.step()
+    assert torch.isfinite(torch.tensor(loss))
+    assert not torch.equal(before, t.style_generator.get_state())  # styles were drawn from our generator
+    assert not any(k.startswith("style") for k in t.model.state_dict())
+
+
+def test_cli_train_writes_outputs(synth_root, tmp_path, capsys):
+    import yaml
+
+    from famix_core.cli import main
+
+    cfg = tiny_config(synth_root, iterations=2)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    rc = main(["train", "--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "run"), "train.iterations=3"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["iterations"] == 3
+    assert (tmp_path / "run" / "checkpoints" / "latest.json").is_file()
+    assert '"iterations": 3' in capsys.readouterr().out
