@@ -11,7 +11,7 @@ full-size per-pixel statistic maps on the host before one final mix + affine (th
 usual form of that code). Prints medians and speed-ups; runs on CPU, and on CUDA
 too when present. The variants run in turns, so a shared machine's load hits all alike.
 
-Usage: ``python bench/bench_styles.py [--repeats 5] [--batch 8] [--device cpu cuda]``
+Usage: ``python bench/bench_styles.py [--repeats 3] [--batch 8] [--device cpu cuda]``
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def run(device: torch.device, args) -> list[float]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--channels", type=int, default=256)
     p.add_argument("--feat", type=int, default=192)

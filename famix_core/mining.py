@@ -42,7 +42,7 @@ from famix_core.config import FamixConfig
 from famix_core.device import pick_device
 from famix_core.errors import FamixError
 from famix_core.prompts import TextTargets, build_prompt
-from famix_core.styles import StyleBank, _atomic_write_bytes, dominant_class, patch_index, patch_stats
+from famix_core.styles import StyleBank, _atomic_write_bytes, dominant_class, patch_stats
 
 __all__ = ["mine_styles", "KeptPatch", "select_patches", "optimize_styles", "SUMMARY_FILE"]
 

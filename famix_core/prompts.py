@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from famix_core.classes import CLASS_NAMES, IGNORE_INDEX
-from famix_core.config import PROMPT_TYPES
 from famix_core.errors import FamixError
 
 __all__ = [

@@ -63,8 +63,10 @@ def _prepare(args: argparse.Namespace, **kw: Any):
 def _plan(args: argparse.Namespace) -> int:
     from orchestrator.plan import print_plan
 
+    from orchestrator.driver import _console
+
     plan = _prepare(args)
-    print_plan(plan)
+    print_plan(plan, _console())
     return 0
 
 

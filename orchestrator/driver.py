@@ -389,7 +389,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
 
     from orchestrator.backends import create_backend
 
-    console = console or Console(highlight=False)
+    console = console or _console()
     t0 = time.perf_counter()
     rs = plan.sweep
     backend_name = opts.backend or rs.backend.kind
@@ -439,6 +439,14 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         return result
 
 
+def _console() -> Any:
+    """stdout console; when piped, wide and unwrapped so log lines stay whole."""
+    from rich.console import Console
+
+    probe = Console()
+    return Console(highlight=False, soft_wrap=True, width=None if probe.is_terminal else 200)
+
+
 def _is_main_thread() -> bool:
     import threading
 
@@ -464,7 +472,7 @@ def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
     """Print the plan with done / to run per stage, the driver's state and the failures recorded in logs."""
     from rich.console import Console
 
-    console = console or Console(highlight=False)
+    console = console or _console()
     counts = print_plan(plan, console)
     info = _read_json(plan.sweep_dir / "driver.json")
     if info:
@@ -493,7 +501,7 @@ def cancel_sweep(plan: Plan, backend: str | None = None, console: Any = None) ->
 
     from orchestrator.backends import create_backend
 
-    console = console or Console(highlight=False)
+    console = console or _console()
     info = _read_json(plan.sweep_dir / "driver.json")
     name = backend or info.get("backend") or plan.sweep.backend.kind
     n = create_backend(name, sweep_dir=str(plan.sweep_dir), options=plan.sweep.backend.model_dump()).cancel(str(plan.sweep_dir))

@@ -71,7 +71,11 @@ class ResultSet:
     def to_results_csv(self) -> pd.DataFrame:
         """The Results CSV (wide, percent): label columns, ``seed``, ``status``, one column per domain."""
         cols = [*self.label_columns, "seed", "status", *self.domains]
-        return self.runs[cols].copy()
+        out = self.runs[cols].copy()
+        seeds = pd.to_numeric(out["seed"], errors="coerce")
+        if (seeds.dropna() % 1 == 0).all():
+            out["seed"] = seeds.astype("Int64")  # 0, not 0.0; missing stays empty
+        return out
 
 
 def domain_column(name: str) -> str | None:
@@ -336,6 +340,18 @@ def collect_mlflow(
     return _records_to_resultset(sweep, tracking_uri, records)
 
 
+_TAGS_READ: tuple[str, ...] = (
+    "famix.trial",
+    "famix.trial_index",
+    "famix.seed",
+    "famix.labels",
+    "famix.status",
+    "famix.domains",
+    "famix.stage.train",
+)
+"""The trial tags a report reads (plus ``famix.label.<column>``, the fallback for ``famix.labels``)."""
+
+
 class _SchemaMismatch(Exception):
     """The SQLite file lacks the MLflow tables/columns the direct reader needs."""
 
@@ -426,8 +442,11 @@ def _records_sqlite(db: Path, sweep: str, experiment: str | None) -> tuple[list[
             rid: {"run_id": rid, "start_time": st or 0, "tags": {}, "metrics": {}}
             for rid, st in con.execute("SELECT run_uuid, start_time FROM sel")
         }
+        keys = ",".join("?" * len(_TAGS_READ))
         for rid, key, value in con.execute(
-            "SELECT t.run_uuid, t.key, t.value FROM tags t JOIN sel USING (run_uuid) WHERE t.key LIKE 'famix.%'"
+            "SELECT t.run_uuid, t.key, t.value FROM tags t JOIN sel USING (run_uuid) "
+            f"WHERE t.key IN ({keys}) OR t.key LIKE 'famix.label.%'",
+            _TAGS_READ,
         ):
             records[rid]["tags"][key] = value
         for rid, key, value, is_nan in con.execute(
@@ -461,6 +480,7 @@ def _records_to_resultset(sweep: str, uri: str, runs: list[dict[str, Any]]) -> R
     domains_by_index: dict[int, list[str]] = {}
     metric_domains: list[str] = []
     known_domain: dict[str, str] = {}
+    parsed_domains: dict[str, list[str]] = {}
     for run in sorted(runs, key=lambda r: r["start_time"]):
         tags = run["tags"]
         rid = run["run_id"]
@@ -478,8 +498,10 @@ def _records_to_resultset(sweep: str, uri: str, runs: list[dict[str, Any]]) -> R
             raise ReportInputError(f"MLflow run {rid}: tag famix.trial_index is not an integer") from None
         doms_text = tags.get("famix.domains")
         if doms_text is not None and index not in domains_by_index:
-            doms = _json_tag(tags, "famix.domains", rid, [])
-            domains_by_index[index] = [domain_column(d) or d for d in doms]
+            if doms_text not in parsed_domains:  # usually one distinct list for the whole sweep
+                doms = _json_tag(tags, "famix.domains", rid, [])
+                parsed_domains[doms_text] = [domain_column(d) or d for d in doms]
+            domains_by_index[index] = parsed_domains[doms_text]
         seed = tags.get("famix.seed")
         rec: dict[str, Any] = {
             "trial": tags.get("famix.trial", rid),

@@ -18,6 +18,7 @@ from reports.tables import Table, shown_label
 __all__ = ["FIGURE_FORMATS", "row_caption", "plot_bars", "fetch_histories", "plot_loss_curves", "save_figure"]
 
 FIGURE_FORMATS: tuple[str, ...] = ("png", "pdf")
+_MAX_LEGEND = 24  # rows (bars) or trials (loss curves) beyond which figures carry no legend
 
 
 def _new_figure(width: float, height: float):
@@ -83,7 +84,8 @@ def plot_bars(table: Table, out_dir: str | Path, stem: str = "bars") -> list[Pat
     ax.set_ylabel("mIoU (%)")
     ax.set_title(table.title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncols=min(n_rows, 4), loc="upper center", bbox_to_anchor=(0.5, -0.08), frameon=False)
+    if n_rows <= _MAX_LEGEND:  # beyond that a legend is unreadable; the table names the rows
+        ax.legend(fontsize=7, ncols=min(n_rows, 4), loc="upper center", bbox_to_anchor=(0.5, -0.08), frameon=False)
     return save_figure(fig, out_dir, stem)
 
 
@@ -111,15 +113,20 @@ def fetch_histories(results: ResultSet, metric: str = "train/loss") -> dict[str,
 
 
 def plot_loss_curves(
-    histories: dict[str, pd.DataFrame], captions: dict[str, str], out_dir: str | Path, stem: str = "loss"
+    histories: dict[str, pd.DataFrame],
+    captions: dict[str, str],
+    out_dir: str | Path,
+    stem: str = "loss",
+    groups: dict[str, int] | None = None,
 ) -> list[Path]:
-    """Training loss against iteration, one line per trial.
+    """Training loss against iteration, one line per trial (one colour per table row, line style per seed).
 
     Args:
         histories: trial id -> frame with ``step``, ``value`` (from :func:`fetch_histories`).
         captions: trial id -> legend text.
         out_dir: output folder.
         stem: file name without extension.
+        groups: trial id -> table row index (default: every trial its own colour).
 
     Returns:
         Paths of the PNG and PDF (nothing is written when ``histories`` is empty).
@@ -128,10 +135,21 @@ def plot_loss_curves(
         return []
     fig = _new_figure(7.0, 4.2)
     ax = fig.add_subplot()
+    from matplotlib import colormaps
+
+    groups = groups or {t: i for i, t in enumerate(histories)}
+    n_groups = max(groups.values(), default=0) + 1
+    colours = colormaps["viridis"](np.linspace(0.05, 0.95, max(n_groups, 1)))
+    seen: dict[int, int] = {}
+    styles = ("-", "--", ":", "-.")
     for trial, frame in histories.items():
-        ax.plot(frame["step"], frame["value"], label=captions.get(trial, trial), linewidth=1.2)
+        g = groups.get(trial, 0)
+        k = seen[g] = seen.get(g, -1) + 1  # k-th run (seed) of this row
+        ax.plot(frame["step"], frame["value"], label=captions.get(trial, trial), linewidth=1.2,
+                color=colours[g % len(colours)], linestyle=styles[k % len(styles)])
     ax.set_xlabel("iteration")
     ax.set_ylabel("train/loss")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncols=2 if len(histories) > 6 else 1)
+    if len(histories) <= _MAX_LEGEND:
+        ax.legend(fontsize=7, ncols=2 if len(histories) > 6 else 1)
     return save_figure(fig, out_dir, stem)

@@ -127,7 +127,7 @@ def apply_sweep_order(results: ResultSet, info: SweepInfo) -> ResultSet:
             if d not in runs:
                 runs[d] = float("nan")
     extra = [c for c in results.domains if c not in domains]
-    results.notes += [f"domain {c} has results but is not in the sweep's domains; left out" for c in extra]
+    notes = [*results.notes, *(f"domain {c} has results but is not in the sweep's domains; left out" for c in extra)]
     return ResultSet(
         sweep=results.sweep,
         source=results.source,
@@ -135,7 +135,7 @@ def apply_sweep_order(results: ResultSet, info: SweepInfo) -> ResultSet:
         domains=domains,
         runs=runs,
         tracking_uri=results.tracking_uri,
-        notes=results.notes,
+        notes=notes,
     )
 
 
@@ -206,11 +206,13 @@ def write_report(
 
         files.figures += plot_bars(table, out)
         if loss_curves and results.tracking_uri:
-            captions = {}
+            captions, groups, row_of = {}, {}, {}
             for _, t in results.runs.iterrows():
+                labels = {c: t[c] for c in results.label_columns}
                 seed = "" if t["seed"] != t["seed"] else f" · seed {int(t['seed'])}"
-                captions[str(t["trial"])] = row_caption({c: t[c] for c in results.label_columns}) + seed
-            files.figures += plot_loss_curves(fetch_histories(results), captions, out)
+                captions[str(t["trial"])] = row_caption(labels) + seed
+                groups[str(t["trial"])] = row_of.setdefault(tuple(labels.values()), len(row_of))
+            files.figures += plot_loss_curves(fetch_histories(results), captions, out, groups=groups)
     files.figures += list(extra_figures or [])
     write_text_atomic(files.readme, _readme(table.title, md, files.figures, out, results.notes, results.source))
     return files

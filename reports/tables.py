@@ -472,11 +472,11 @@ def render_latex(table: Table) -> str:
 def summary_frame(table: Table) -> pd.DataFrame:
     """The table's numbers (unrounded): labels, n, ``<col>`` / ``<col>_std`` per domain and Mean, marks, Δ."""
     recs = []
-    for r in table.rows:
+    for i, r in enumerate(table.rows):
         rec: dict[str, object] = {c: r.labels[c] for c in table.label_columns}
         rec["n"] = r.n
         for col in table.columns:
-            c = table.cell(table.rows.index(r), col)
+            c = table.cell(i, col)
             rec[col] = c.mean
             rec[f"{col}_std"] = c.std
             rec[f"{col}_mark"] = c.mark or ""

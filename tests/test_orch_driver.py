@@ -126,3 +126,46 @@ def test_nan_loss_fails_without_retry_and_is_summarized(fake_engine):
     assert {r.data.tags["famix.status"] for r in tr.find({"famix.role": "trial"})} == {"failed"}
     log = next((plan.sweep_dir / "logs").glob("train-*.log")).read_text()
     assert "TrainingDiverged" in log
+
+
+def test_cancel_stops_a_running_driver(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from famix_core.cli import main
+
+    Path("sweeps").mkdir(exist_ok=True)
+    Path("sweeps/mini.yaml").write_text(SWEEP)
+    script = f"""
+import sys, time
+from orchestrator import execute
+from orchestrator import checks
+checks.check_data = lambda cfg: None
+def slow(ctx):
+    time.sleep(60)
+    return {{}}
+execute.STAGE_RUNNERS.update(mine=slow, train=slow, evaluate=slow)
+from famix_core.cli import main
+sys.exit(main(["sweep", "run", "mini", "--run-dir", "runs"]))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not list(Path("runs/mini/logs").glob("mine-*.log")) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        # a second driver on the same sweep is refused while the first one runs
+        from orchestrator.errors import SweepError
+
+        plan = prepare("mini", run_dir="runs", check_data=lambda c: None, check_weights=lambda c: None)
+        with pytest.raises(SweepError, match=rf"another driver \(pid {proc.pid}\) is running this sweep"):
+            run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO()))
+        rc = main(["sweep", "cancel", "mini", "--run-dir", "runs"])
+        assert rc == 0
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130 and "interrupted" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not any(Path("runs/store").glob("*/*/DONE.json"))

@@ -162,3 +162,34 @@ def test_print_plan_shows_labels_and_states():
     path = plan.write()
     data = json.loads(path.read_text())
     assert len(data["trials"]) == 8 and data["trials"][2]["stages"]["mine"] == mine_key
+
+
+def _paper_error(capsys, *extra: str) -> str:
+    from famix_core.cli import main
+
+    rc = main(["sweep", "run", "ablation", "--profile", "paper", "--run-dir", "out", "data.root=missing-data", *extra])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert not Path("out/store").exists() and not Path("out/mlflow.db").exists()  # nothing ran, nothing tracked
+    return err
+
+
+@pytest.mark.slow  # imports open_clip for its pretrained table
+def test_paper_profile_fails_fast_without_weights_or_data(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    Path("sweeps").mkdir()
+    Path("sweeps/ablation.yaml").write_text((REPO_SWEEPS / "ablation.yaml").read_text())
+    err = _paper_error(capsys)
+    assert "model.pretrained=openai: no RN50 weights in the open_clip cache" in err
+    assert str(tmp_path / "hf" / "hub") in err and "model.pretrained=<path>" in err
+    err = _paper_error(capsys, "model.pretrained=nowhere/RN50.pt")
+    assert "model.pretrained: file nowhere/RN50.pt not found" in err or "nowhere/RN50.pt" in err
+    # weights present in the cache (the url file name open_clip would download): now the data check fails
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "RN50.pt").write_bytes(b"stand-in")
+    err = _paper_error(capsys, f"model.cache_dir={cache}")
+    assert "missing-data" in err and "gta5" in err.lower()

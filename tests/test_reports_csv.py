@@ -147,3 +147,11 @@ def test_cli_module_imports_nothing_heavy():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+def test_results_csv_writes_integer_seeds_and_reads_seeds_back():
+    frame = pd.DataFrame({"m": ["a", "a", "b"], "seed": [0, 1, 0], "C": [10.0, 12.0, 20.0], "B": [1.5, 2.5, 3.5]})
+    rs = collect_csv(_write(frame), domains=["C", "B"])
+    out = rs.to_results_csv()
+    assert out["seed"].tolist() == [0, 1, 0] and str(out["seed"].dtype) == "Int64"
+    assert rs.runs["seed"].tolist() == [0.0, 1.0, 0.0]

@@ -190,3 +190,21 @@ def test_sqlite_reader_refuses_a_non_mlflow_file(tmp_path):
     sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.commit()
     with pytest.raises(ReportInputError, match="not an MLflow store"):
         collect_mlflow(SWEEP, tracking_uri=f"sqlite:///{db}", reader="sqlite")
+
+
+def test_label_tags_fallback_and_domains_from_metrics(store):
+    """Runs without famix.labels / famix.domains: labels from famix.label.<column>, domains from metrics (paper order)."""
+    run_dir, _ = store
+    uri = default_tracking_uri(run_dir)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("fallback", artifact_location=(run_dir / "mlartifacts").absolute().as_uri())
+    for i, method in enumerate(["base", "ours"]):
+        tags = {"famix.sweep": "fallback", "famix.role": "trial", "famix.trial": f"t-f{i}", "famix.trial_index": str(i),
+                "famix.status": "done", "famix.label.Method": method}
+        run = client.create_run(exp, tags=tags).info.run_id
+        now = int(time.time() * 1000)
+        client.log_batch(run, metrics=[Metric("miou/AN", 5.0 + i, now, 0), Metric("miou/C", 30.0 + i, now, 0)])
+    for reader in ("sqlite", "client"):
+        rs = collect_mlflow("fallback", tracking_uri=uri, reader=reader)
+        assert rs.label_columns == ["Method"] and rs.domains == ["C", "AN"]
+        assert rs.runs["Method"].tolist() == ["base", "ours"] and rs.runs["AN"].tolist() == [5.0, 6.0]

@@ -234,3 +234,29 @@ def test_cli_train_writes_outputs(synth_root, tmp_path, capsys):
     assert summary["iterations"] == 3
     assert (tmp_path / "run" / "checkpoints" / "latest.json").is_file()
     assert '"iterations": 3' in capsys.readouterr().out
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 autocast + channels_last path)")
+def test_cuda_amp_channels_last_step_and_resume(synth_root, tmp_path):
+    cfg = tiny_config(synth_root, iterations=4, checkpoint_every=2, device="cuda", amp=True, channels_last=True)
+    t = Trainer(cfg, tmp_path / "o", ckpt_dir=tmp_path / "ck")
+    assert t.device.type == "cuda" and t.amp and t.channels_last
+    summary = t.run()
+    assert summary["iterations"] == 4 and summary["peak_mem_mb"] > 0 and summary["device"].startswith("cuda")
+    sd = load_file(str(tmp_path / "o" / "model.safetensors"))
+    assert all(torch.isfinite(v.float()).all() for v in sd.values())
+    other = Trainer(cfg, tmp_path / "o2", ckpt_dir=tmp_path / "ck")
+    assert other.resume() and other.iteration == 4
+
+
+def test_pick_device():
+    from famix_core.device import DeviceError, pick_device
+
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(DeviceError, match="train.device"):
+        pick_device("tpu:0")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA is not available"):
+            pick_device("cuda:0")

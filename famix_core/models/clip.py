@@ -251,9 +251,7 @@ def create_clip(
     Raises:
         WeightsError: unknown backbone, weights that cannot be downloaded, a missing or mismatched file.
     """
-    import open_clip
-
-    spec = get_backbone_spec(backbone)
+    spec = get_backbone_spec(backbone)  # names are checked before importing open_clip (4 s)
     kwargs: dict[str, Any] = dict(spec.model_overrides())
     tag = pretrained if pretrained not in ("none", "", None) else None
     oc_pretrained = None
@@ -268,6 +266,8 @@ def create_clip(
         else:
             known = ", ".join(("none",) + spec.pretrained_tags + ("<path to a CLIP or FAMix checkpoint>",))
             raise WeightsError(f"model.pretrained: unknown weights {tag!r} for backbone {backbone} (known: {known})")
+    import open_clip
+
     where = cache_dir or "open_clip's default cache (~/.cache/huggingface or ~/.cache/clip)"
     hint = "use model.pretrained=none for random init or a path to a local CLIP state dict"
     if oc_pretrained is not None:

@@ -1,0 +1,115 @@
+"""Orchestrator overheads, printed as ratios (never asserted in tests).
+
+1. Scheduling efficiency on Ray: 32 stages of a fixed CPU-bound loop (the ``synthetic`` stage
+   kind, run through the real RayBackend + execute_stage + store commit) on N slots.
+   ratio = wall time / (sum of the stage times measured inside the workers / N). Target <= 1.2.
+   Ray start-up (ray.init) is reported separately and not part of the wall time.
+2. Rerun of a finished sweep: the full ``famix sweep run`` path (validate, plan, data checks,
+   MLflow lookups, finalize, results table) on a sweep whose stages are all done, in a fresh
+   Python process. Target <= 5 s.
+
+Usage: python bench/bench_orchestrator.py [--stages 32] [--seconds 0.5] [--slots 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def bench_ray(n_stages: int, seconds: float, slots: int, work: Path) -> float:
+    from orchestrator.backends.base import StageTask
+    from orchestrator.backends.ray_backend import RayBackend
+
+    store = work / "store"
+    tasks = [
+        StageTask(
+            kind="synthetic",  # type: ignore[arg-type]
+            key=f"bench-{i:03d}",
+            config={"seconds": seconds, "value": i},
+            deps={"synthetic": "bench-000"} if 0 < i < 4 else {},  # a few dependencies, as in a real DAG
+            store=str(store),
+            log_path=str(work / "logs" / f"{i}.log"),
+            name=f"bench {i}",
+        )
+        for i in range(n_stages)
+    ]
+    backend = RayBackend(work / "sw", {"ray": {"num_cpus": slots}}, log=lambda s: None)
+    t0 = time.perf_counter()
+    backend._ensure_ray()
+    start_s = time.perf_counter() - t0
+    # warm the worker pool (imports) so the measurement is the scheduling, not Python start-up
+    warm = [StageTask(kind="synthetic", key=f"warm-{i}", config={"seconds": 0.05}, store=str(work / "warm"), log_path=str(work / "w.log")) for i in range(slots)]  # type: ignore[arg-type]
+    backend.run(warm, max_parallel=slots, retries=0, on_event=lambda *a: None)
+    t0 = time.perf_counter()
+    outcomes = backend.run(tasks, max_parallel=slots, retries=0, on_event=lambda *a: None)
+    wall = time.perf_counter() - t0
+    backend.close()
+    assert all(o.status == "done" for o in outcomes.values()), outcomes
+    busy = sum(o.seconds for o in outcomes.values())
+    ideal = busy / slots
+    ratio = wall / ideal
+    print(f"ray: ray.init {start_s:.1f}s (not counted); {n_stages} stages x {seconds}s on {slots} slots")
+    print(f"ray: wall {wall:.2f}s, sum of stage times {busy:.2f}s, ideal {ideal:.2f}s -> ratio {ratio:.3f} (target <= 1.2)")
+    return ratio
+
+
+def bench_rerun(work: Path) -> float:
+    """Build a finished 8-trial x 8-domain sweep with stand-in stages, then time a real CLI rerun."""
+    sweep = work / "sweeps" / "rerun.yaml"
+    sweep.parent.mkdir(parents=True)
+    text = (REPO / "sweeps" / "ablation.yaml").read_text().replace("name: ablation", "name: rerun").replace("experiment: ablation", "experiment: rerun")
+    sweep.write_text(text)
+    fill = f"""
+import sys
+sys.path.insert(0, {str(REPO)!r})
+from orchestrator import execute
+def mine(ctx): return {{}}
+def train(ctx):
+    (ctx.tmp / "model.safetensors").write_bytes(b"w"); return {{}}
+def ev(ctx): return {{"miou": 0.25, "iou": {{}}, "pixel_acc": 0.5}}
+execute.STAGE_RUNNERS.update(mine=mine, train=train, evaluate=ev)
+from famix_core.cli import main
+sys.exit(main(["sweep", "run", {str(sweep)!r}, "--run-dir", {str(work / 'runs')!r}]))
+"""
+    r = subprocess.run([sys.executable, "-c", fill], cwd=work, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"first run failed: {r.stderr[-2000:]}")
+    t0 = time.perf_counter()
+    r = subprocess.run(
+        [sys.executable, "-m", "famix_core", "sweep", "run", str(sweep), "--run-dir", str(work / "runs")],
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - t0
+    if r.returncode != 0 or "73 done, 0 to run" not in r.stdout:
+        raise SystemExit(f"rerun did not find the sweep finished: {r.stdout[-1500:]} {r.stderr[-1500:]}")
+    print(f"rerun of a finished 73-stage sweep (fresh process, CLI): {seconds:.2f}s (target <= 5 s)")
+    return seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stages", type=int, default=32)
+    ap.add_argument("--seconds", type=float, default=0.5)
+    ap.add_argument("--slots", type=int, default=os.cpu_count() or 2)
+    args = ap.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    with tempfile.TemporaryDirectory(prefix="famix-bench-", dir="/tmp") as d:
+        work = Path(d)
+        ratio = bench_ray(args.stages, args.seconds, args.slots, work / "ray")
+        rerun = bench_rerun(work / "rerun")
+    print(f"RESULT ray_overhead_ratio={ratio:.3f} rerun_seconds={rerun:.2f}")
+
+
+if __name__ == "__main__":
+    main()
