@@ -314,9 +314,12 @@ labels:
   model.freeze: {column: Freeze, values: {paper: "yes; $(touch PWNED)", none: "no 'x' \\"y\\""}}
 base:
   style: {strategy: famix, augment: false, mix: true}
-  data: {synthetic: {train_images: 8, val_images: 2}}
-  train: {iterations: 4, batch_size: 2, checkpoint_every: 2, log_every: 1}
-  eval: {max_images: 2}
+profiles:
+  smoke:
+    base:
+      data: {synthetic: {seed: 0, height: 64, width: 128, train_images: 8, val_images: 2}}
+      train: {iterations: 4, batch_size: 2, checkpoint_every: 2, log_every: 1}
+      eval: {max_images: 2}
 domains: [C, B]
 backend:
   slurm: {time: 15, array_parallelism: 2}
