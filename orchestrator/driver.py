@@ -143,14 +143,34 @@ class Progress:
 # ----------------------------------------------------------------------------------------------- tracking
 
 
-def _tracking(plan: Plan):
-    from orchestrator.tracking import Tracker, default_uri
+def _tracking_target(plan: Plan) -> tuple[str, str]:
+    """(tracking URI, experiment name) of a plan."""
+    from orchestrator.tracking import default_uri
 
     rs = plan.sweep
-    uri = rs.tracking.uri or default_uri(plan.run_dir)
-    artifacts = (plan.run_dir / "mlartifacts").absolute().as_uri() if rs.tracking.uri is None else None
+    return rs.tracking.uri or default_uri(plan.run_dir), rs.tracking.experiment or rs.name
+
+
+def _tracking(plan: Plan):
+    from orchestrator.tracking import Tracker
+
+    uri, experiment = _tracking_target(plan)
+    artifacts = (plan.run_dir / "mlartifacts").absolute().as_uri() if plan.sweep.tracking.uri is None else None
     plan.run_dir.mkdir(parents=True, exist_ok=True)
-    return Tracker(uri, rs.tracking.experiment or rs.name, artifact_location=artifacts)
+    return Tracker(uri, experiment, artifact_location=artifacts)
+
+
+def _fingerprint(plan: Plan, uri: str, experiment: str) -> str:
+    """Identity of a plan's MLflow content: trials, labels, stage keys, profile, tracking target."""
+    import hashlib
+
+    blob = json.dumps([plan.to_json(), uri, experiment], sort_keys=True, ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _store_exists(uri: str) -> bool:
+    """The fast path is only taken for the embedded SQLite store that is still there."""
+    return uri.startswith("sqlite:///") and Path(uri[len("sqlite:///") :]).is_file()
 
 
 def _trial_tags(plan: Plan, trial, backend: str, commit: str) -> dict[str, str]:
@@ -348,17 +368,15 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _tasks(plan: Plan, status: dict[str, str], runs: dict[str, str], uri: str | None, resources: dict[str, Any]) -> list[StageTask]:
-    tasks = []
-    for key, s in plan.stages.items():
-        if status[key] == "done":
-            continue
-        tasks.append(_task(plan, s, runs, uri, resources))
-    return tasks
+    """The stages still to run, as backend tasks (topological order), reporting to their trials' runs."""
+    labels = {t.id: t.labels for t in plan.trials}
+    return [_task(plan, s, labels, runs, uri, resources) for key, s in plan.stages.items() if status[key] != "done"]
 
 
-def _task(plan: Plan, s: StageSpec, runs: dict[str, str], uri: str | None, resources: dict[str, Any]) -> StageTask:
-    labels = plan.trials[[t.id for t in plan.trials].index(s.trials[0])].labels
-    shown = ",".join(labels.values())
+def _task(
+    plan: Plan, s: StageSpec, labels: dict[str, dict[str, str]], runs: dict[str, str], uri: str | None, resources: dict[str, Any]
+) -> StageTask:
+    shown = ",".join(labels[s.trials[0]].values())
     return StageTask(
         kind=s.kind,  # type: ignore[arg-type]
         key=s.key,
@@ -401,9 +419,22 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             json.dumps({"pid": os.getpid(), "backend": backend_name, "started": time.time(), "profile": rs.profile}),
         )
         plan.write()
+        status = plan.status()
+        uri, experiment = _tracking_target(plan)
+        marker = plan.sweep_dir / "finalized.json"
+        fingerprint = _fingerprint(plan, uri, experiment)
+        if all(v == "done" for v in status.values()) and _read_json(marker).get("fingerprint") == fingerprint and _store_exists(uri):
+            # nothing to run and MLflow was completed for exactly this plan: no need to even load MLflow
+            cached = _read_json(marker)
+            console.print(f"sweep {plan.name} ({rs.profile}): {len(plan.stages)} stages, all done; MLflow complete", highlight=False)
+            console.print(cached.get("table", ""), highlight=False, markup=False)
+            csv_path = plan.sweep_dir / "results.csv"
+            atomic_write_text(csv_path, results_frame(plan).to_csv(index=False))
+            console.print(f"results: {csv_path}  (MLflow: {uri}, experiment {experiment})", highlight=False)
+            return SweepResult({}, [], csv_path, cached.get("table", ""), time.perf_counter() - t0)
+        marker.unlink(missing_ok=True)
         tracker = _tracking(plan)
         parent, runs = ensure_runs(plan, tracker, backend_name)
-        status = plan.status()
         resources = {k: v.model_dump() for k, v in rs.backend.resources.items()}
         tasks = _tasks(plan, status, runs, tracker.uri, resources)
         n_done = sum(v == "done" for v in status.values())
@@ -434,6 +465,8 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         console.print(table, highlight=False, markup=False)
         console.print(f"results: {csv_path}  (MLflow: {tracker.uri}, experiment {rs.tracking.experiment or rs.name})", highlight=False)
         result = SweepResult(outcomes, failed, csv_path, table, time.perf_counter() - t0)
+        if all(v == "done" for v in statuses.values()):
+            atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "table": table}, ensure_ascii=False))
         _print_failures(console, plan, progress.failures)
         console.print(f"finished in {result.seconds:.1f}s: {progress.counts['done']} run, {progress.counts['cached']} cached, {len(failed)} failed", highlight=False)
         return result

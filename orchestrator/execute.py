@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 import traceback
 from datetime import datetime
@@ -180,8 +181,6 @@ def execute_stage(task: StageTask) -> StageOutcome:
             store.commit(tmp, task.kind, task.key, result, seconds)
             ctx.write(f"done in {seconds:.1f}s")
             if task.kind == "train":
-                import shutil
-
                 shutil.rmtree(store.work_dir("train", task.key), ignore_errors=True)  # checkpoints served their purpose
             return StageOutcome(task.key, "done", seconds, 1, log_path=log_path, result=result)
         except BaseException as e:  # noqa: BLE001 — a stage failure is data, not an exception

@@ -515,7 +515,7 @@ def resolve_profile(
         _set_dotted(base, key, value)
     domains = prof.domains or spec.domains
     if domains is None:
-        domains = list(FamixConfig.model_validate(_plain_base(base, source)).eval.domains)
+        domains = list(_validate_tree(base, source, "base").eval.domains)
     return ResolvedSweep(
         name=spec.name,
         source=source,
@@ -555,11 +555,6 @@ def _validate_slurm(block: dict[str, Any], source: str) -> None:
         raise _first_error(e, source, prefix="backend.slurm", valid_keys=list(SlurmOptions.model_fields)) from None
 
 
-def _plain_base(base: dict[str, Any], source: str) -> dict[str, Any]:
-    _validate_tree(base, source, "base")
-    return base
-
-
 def _validate_tree(tree: dict[str, Any], source: str, prefix: str) -> FamixConfig:
     try:
         return FamixConfig.model_validate(tree)
@@ -587,7 +582,7 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
             empty lists, duplicate values, unknown domains, duplicate trials.
     """
     src = rs.source
-    base_cfg = _validate_tree(rs.base, src, "base")
+    _validate_tree(rs.base, src, "base")
     for i, d in enumerate(rs.domains):
         try:
             resolve_domain(d)
@@ -664,7 +659,6 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
                 )
             by_id[tid] = len(trials)
             trials.append(Trial(id=tid, index=len(trials), seed=seed, labels=dict(labels), point=point, config=cfg))
-    del base_cfg
     return trials
 
 

@@ -108,9 +108,15 @@ def test_sweep_logs_schema_and_rerun_is_a_no_op(fake_engine):
     fake_engine.clear()
     _, again, out2 = _run()
     assert fake_engine == [] and again.exit_code == 0
+    assert "all done; MLflow complete" in out2 and again.table == result.table  # fast path: MLflow not even loaded
+    # without the marker the full path runs: still nothing runs, nothing is duplicated
+    (plan.sweep_dir / "finalized.json").unlink()
+    _, again, out2 = _run()
+    assert fake_engine == [] and again.exit_code == 0 and "13 done, 0 to run" in out2
     assert len(tr.find({"famix.sweep": "mini"})) == 5
     assert len(tr.client.get_metric_history(r.info.run_id, "miou/C")) == 1
-    assert "13 done, 0 to run" in out2
+    # a changed plan (one more domain) never takes the fast path
+    assert (plan.sweep_dir / "finalized.json").is_file()
     # status shows the same without running anything
     from famix_core.cli import main
 

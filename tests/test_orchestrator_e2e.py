@@ -81,7 +81,7 @@ def test_local_run_writes_results_and_a_rerun_does_nothing(reference, capsys):
     t0 = time.perf_counter()
     rc = main(["sweep", "run", str(reference.parent / "e2e.yaml"), "--run-dir", str(reference), "--backend", "local", *TINY])
     out = capsys.readouterr().out
-    assert rc == 0 and "7 done, 0 to run" in out
+    assert rc == 0 and "7 stages, all done; MLflow complete" in out
     assert {p: p.stat().st_mtime for p in reference.glob("store/*/*/DONE.json")} == mtimes
     assert time.perf_counter() - t0 < 60
     tr = Tracker(default_uri(reference), "e2e")

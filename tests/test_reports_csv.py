@@ -155,3 +155,21 @@ def test_results_csv_writes_integer_seeds_and_reads_seeds_back():
     out = rs.to_results_csv()
     assert out["seed"].tolist() == [0, 1, 0] and str(out["seed"].dtype) == "Int64"
     assert rs.runs["seed"].tolist() == [0.0, 1.0, 0.0]
+
+
+def test_repo_ablation_sweep_gives_label_columns_and_domains():
+    from reports.report import resolve_sweep
+
+    sweep = Path(__file__).resolve().parent.parent / "sweeps" / "ablation.yaml"
+    if not sweep.is_file():
+        pytest.skip(f"{sweep} not present")
+    info = resolve_sweep(str(sweep))
+    assert info.name == "ablation" and info.label_columns == ["Freeze", "Augment", "Mix"]
+    assert info.domains == DOMAINS
+    rc = main(["report", str(sweep), "--csv", str(PAPER_CSV), "--out", "rep", "--no-figures"])
+    assert rc == 0
+    header = (Path("rep") / "table.md").read_text().splitlines()[2]
+    assert header.startswith("| Freeze | Augment | Mix | C |")  # CSV's freeze/augment/mix take the sweep's names
+    assert resolve_sweep("no_such_sweep_name").name == "no_such_sweep_name"
+    with pytest.raises(ReportInputError, match="sweep file not found"):
+        resolve_sweep("missing/dir/x.yaml")

@@ -361,4 +361,4 @@ def test_smoke_sweep_on_slurm_matches_local(slurm_cluster, tmp_path):
     assert set(runs["tags.famix.backend"]) == {"slurm"}
     by_freeze = {r["tags.famix.label.Freeze"]: r for _, r in runs.iterrows()}
     for _, row in sdf.iterrows():
-        assert by_freeze[row["Freeze"]]["metrics.miou/C"] == pytest.approx(row["C"])
+        assert by_freeze[row["Freeze"]]["metrics.miou/C"] == pytest.approx(row["C"], abs=1e-3)  # the CSV rounds

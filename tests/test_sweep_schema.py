@@ -141,13 +141,11 @@ def test_zip_with_names_and_duplicate_configs():
     trials = expand_trials(resolve_profile(spec, src))
     assert [t.labels for t in trials] == [{"Method": "Baseline"}, {"Method": "MixStyle"}, {"Method": "FAMix"}]
     assert [t.config.style.strategy for t in trials] == ["none", "mixstyle", "famix"]
-    # two grid points that resolve to the same config are duplicates
-    p = _write("name: d\ngrid:\n  train.iterations: [5]\n  model.freeze: [paper]\n", "d.yaml")
+    # two grid points that resolve to the same config are duplicates (the seeds overwrite train.seed)
+    p = _write("name: d\ngrid:\n  train.seed: [1, 2]\ndomains: [C]\n", "d.yaml")
     spec, src = load_sweep(p)
-    rs = resolve_profile(spec, src)
-    rs.grid["model.freeze"] = ["paper"]
-    rs.zip = []
-    assert len(expand_trials(rs)) == 1
+    with pytest.raises(SweepError, match=r"d.yaml: grid: duplicate grid point: train.seed=2 gives the same config as train.seed=1"):
+        expand_trials(resolve_profile(spec, src))
 
 
 def test_base_from_file_and_name_resolution(tmp_path):
