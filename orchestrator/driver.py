@@ -206,10 +206,16 @@ def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, 
         {"famix.git_commit": commit, "famix.backend": backend, "famix.domains": json.dumps(plan.sweep.domains)},
         name=f"{name}-{plan.sweep.profile}",
     )
-    existing = {r.data.tags.get("famix.trial"): r for r in tracker.find({"famix.sweep": name, "famix.role": "trial"})}
+    all_runs = tracker.find({"famix.sweep": name})
+    existing = {r.data.tags.get("famix.trial"): r for r in all_runs if r.data.tags.get("famix.role") in ("trial", "superseded")}
+    wanted = {t.id for t in plan.trials}
+    for r in all_runs:  # trials of this profile that the sweep no longer has: hidden from reports, kept in MLflow
+        tags = r.data.tags
+        if tags.get("famix.role") == "trial" and tags.get("famix.profile") == plan.sweep.profile and tags.get("famix.trial") not in wanted:
+            tracker.set_tags(r.info.run_id, {"famix.role": "superseded"})
     runs: dict[str, str] = {}
     for trial in plan.trials:
-        tags = _trial_tags(plan, trial, backend, commit)
+        tags = {**_trial_tags(plan, trial, backend, commit), "famix.role": "trial"}
         run = existing.get(trial.id)
         if run is not None:
             runs[trial.id] = run.info.run_id

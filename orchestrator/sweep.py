@@ -329,7 +329,6 @@ def _first_error(err: ValidationError, source: str, prefix: str = "", valid_keys
     path = ".".join(x for x in (prefix, loc) if x) or "<root>"
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
-        parent = ".".join(str(p) for p in e["loc"][:-1])
         bad = str(e["loc"][-1])
         choices = valid_keys if valid_keys is not None else []
         msg = "unknown key" + suggest(bad, choices)
@@ -346,12 +345,10 @@ def config_paths() -> list[str]:
     def walk(prefix: str, model: type[BaseModel]) -> None:
         for name, f in model.model_fields.items():
             path = f"{prefix}.{name}" if prefix else name
+            out.append(path)
             sub = _submodel(f.annotation)
             if sub is not None:
-                out.append(path)
                 walk(path, sub)
-            else:
-                out.append(path)
 
     walk("", FamixConfig)
     return out

@@ -115,8 +115,19 @@ def test_sweep_logs_schema_and_rerun_is_a_no_op(fake_engine):
     assert fake_engine == [] and again.exit_code == 0 and "13 done, 0 to run" in out2
     assert len(tr.find({"famix.sweep": "mini"})) == 5
     assert len(tr.client.get_metric_history(r.info.run_id, "miou/C")) == 1
-    # a changed plan (one more domain) never takes the fast path
+    # a changed plan never takes the fast path: only the evaluations (whose inputs changed) run again
     assert (plan.sweep_dir / "finalized.json").is_file()
+    _, again, out3 = _run(overrides=["eval.max_images=3"])
+    assert "MLflow complete" not in out3 and [k for k, _ in fake_engine] == ["evaluate"] * 8
+    # the 4 trials of the previous config are superseded (hidden from reports, kept in MLflow); 4 new ones
+    assert len(tr.find({"famix.sweep": "mini", "famix.role": "trial"})) == 4
+    assert len(tr.find({"famix.sweep": "mini", "famix.role": "superseded"})) == 4
+    assert len(pd.read_csv(plan.sweep_dir / "results.csv")) == 4
+    # going back restores them (found by trial id), nothing runs
+    fake_engine.clear()
+    _run()
+    assert fake_engine == [] and len(tr.find({"famix.sweep": "mini", "famix.role": "trial"})) == 4
+    assert {r.info.run_id for r in tr.find({"famix.sweep": "mini", "famix.role": "trial"})} == {x.info.run_id for x in trials}
     # status shows the same without running anything
     from famix_core.cli import main
 

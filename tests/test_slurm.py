@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.backends.base import StageOutcome, StageTask
+from orchestrator.backends.base import StageTask
 
 pytestmark = pytest.mark.slurm
 

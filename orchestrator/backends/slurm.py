@@ -230,7 +230,8 @@ def slurm_available(timeout: float = 10) -> str | None:
     except subprocess.TimeoutExpired:
         return f"'scontrol ping' did not answer within {timeout:.0f}s"
     if ping.returncode != 0 or "UP" not in ping.stdout:
-        return f"slurmctld does not answer 'scontrol ping': {(ping.stdout + ping.stderr).strip()}"
+        first = ((ping.stdout + ping.stderr).strip().splitlines() or ["no output"])[0]
+        return f"slurmctld does not answer 'scontrol ping': {first}"
     return None
 
 
@@ -472,12 +473,16 @@ class SlurmBackend(Backend):
         return submitit.SlurmExecutor(folder=folder / "%j", max_num_timeout=self.max_num_timeout, python=self.python)
 
     def _prepare(self, tasks: list[StageTask]) -> list[StageTask]:
-        """Absolute store / log paths (noted when they were relative)."""
+        """Absolute store, log and SQLite tracking paths (noted when they were relative)."""
         out = []
         for t in tasks:
             store = str(absolute_path(t.store, "artifact store", self.notes)) if t.store else t.store
             log = str(absolute_path(t.log_path, "stage log", self.notes)) if t.log_path else t.log_path
-            out.append(dataclasses.replace(t, store=store, log_path=log))
+            tracking = dict(t.tracking)
+            uri = str(tracking.get("uri") or "")
+            if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):  # a relative SQLite file
+                tracking["uri"] = "sqlite:///" + str(absolute_path(uri[len("sqlite:///") :], "MLflow database", self.notes))
+            out.append(dataclasses.replace(t, store=store, log_path=log, tracking=tracking))
         for note in dict.fromkeys(self.notes):
             self._notify(note)
         self.notes.clear()
