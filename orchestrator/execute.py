@@ -138,6 +138,19 @@ STAGE_RUNNERS: dict[str, Callable[[StageContext], dict[str, Any]]] = {
 """Stage kind -> runner. ``synthetic`` is a stand-in used by benchmarks and backend tests."""
 
 
+def _set_threads(task: StageTask) -> None:
+    """Torch threads = the stage's ``cpus``, on every backend.
+
+    CPU results depend slightly on the thread count (reduction order), so a stage computes the
+    same numbers in-process, on Ray (which gives a 1-CPU task OMP_NUM_THREADS=1) and on Slurm.
+    """
+    cpus = int((task.resources or {}).get("cpus") or 0)
+    if cpus > 0 and task.kind in ("mine", "train", "evaluate"):
+        import torch
+
+        torch.set_num_threads(cpus)
+
+
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
@@ -176,6 +189,7 @@ def execute_stage(task: StageTask) -> StageOutcome:
             missing = [f"{k} {v}" for k, v in task.deps.items() if not store.is_done(k, v)]
             if missing:
                 raise RuntimeError(f"dependency artifact missing: {', '.join(missing)}")
+            _set_threads(task)
             result = runner(ctx)
             seconds = time.perf_counter() - t0
             store.commit(tmp, task.kind, task.key, result, seconds)

@@ -65,8 +65,8 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
             },
             "mining": {"steps": 10, "batch_size": 8, "crop_size": 64, "max_batches": 2},
             "train": {
-                "iterations": 100,
-                "batch_size": 4,
+                "iterations": 200,
+                "batch_size": 8,
                 "checkpoint_every": 20,
                 "log_every": 10,
                 "device": "cpu",
