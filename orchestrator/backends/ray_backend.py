@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,7 @@ class RayBackend(Backend):
         self.execute = execute
         self.log = log or (lambda s: print(s, file=sys.stderr))
         self._started = False
+        self._fallback_dir: str | None = None
 
     def _ensure_ray(self) -> Any:
         import ray
@@ -77,6 +79,7 @@ class RayBackend(Backend):
             temp_dir, fell_back = ray_temp_dir(self.sweep_dir)
             if fell_back:
                 self.log(f"ray: run dir path too long for Ray's sockets; using temp dir {temp_dir}")
+                self._fallback_dir = temp_dir  # removed again at close()
             Path(temp_dir).mkdir(parents=True, exist_ok=True)
             num_cpus = ray_opts.get("num_cpus") or os.cpu_count() or 1
             ray.init(
@@ -142,6 +145,9 @@ class RayBackend(Backend):
             ray.shutdown()
             self._started = False
             self.log(f"ray: shut down ({time.perf_counter() - t0:.1f}s)")
+            if self._fallback_dir:
+                shutil.rmtree(self._fallback_dir, ignore_errors=True)
+                self._fallback_dir = None
 
 
 def _task_name(task: StageTask) -> str:
