@@ -42,6 +42,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--backend", default=None, help="local | ray | slurm (default: the sweep's backend.kind)")
     p.add_argument("--max-parallel", type=int, default=None, help="stages running at once")
     p.add_argument("--retries", type=int, default=None, help="extra attempts for a failing stage (default 1)")
+    p.add_argument("--detach", action="store_true", help="slurm: submit the jobs and exit; `famix sweep status` follows them")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("status", help="what is done, what is left, whether a driver is running")
@@ -83,7 +84,9 @@ def _run(args: argparse.Namespace) -> int:
 
         get_backend_class(args.backend)  # an unknown name fails before anything is planned
     plan = _prepare(args)
-    result = run_plan(plan, RunOptions(args.backend, args.max_parallel, args.retries))
+    if args.detach and (args.backend or plan.sweep.backend.kind) != "slurm":
+        raise SweepError("command line: --detach: only the slurm backend runs without its driver (use --backend slurm)")
+    result = run_plan(plan, RunOptions(args.backend, args.max_parallel, args.retries, args.detach))
     return result.exit_code
 
 

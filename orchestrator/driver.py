@@ -48,6 +48,7 @@ class RunOptions:
     backend: str | None = None
     max_parallel: int | None = None
     retries: int | None = None
+    detach: bool = False  # submit and return (slurm only); `famix sweep status` / a rerun picks up later
 
 
 @dataclass
@@ -449,7 +450,8 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             f"{n_done} done, {len(tasks)} to run on {backend_name} (max parallel {max_parallel}, retries {retries})",
             highlight=False,
         )
-        backend = backend_obj or create_backend(backend_name, sweep_dir=str(plan.sweep_dir), options=rs.backend.model_dump())
+        extra = {"detach": True} if opts.detach else {}
+        backend = backend_obj or create_backend(backend_name, sweep_dir=str(plan.sweep_dir), options=rs.backend.model_dump(), **extra)
         live = console.is_terminal
         progress = Progress(len(plan.stages), n_done, console, live)
         old = signal.getsignal(signal.SIGTERM)
@@ -462,6 +464,14 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             if _is_main_thread():
                 signal.signal(signal.SIGTERM, old)
             backend.close()
+        if opts.detach:
+            submitted = [o for o in outcomes.values() if o.status == "submitted"]
+            console.print(
+                f"detached: {len(submitted)} stage(s) submitted to {backend_name}; "
+                f"follow with `famix sweep status {plan.name}`, then rerun `famix sweep run` to collect the table",
+                highlight=False,
+            )
+            return SweepResult(outcomes, [], None, "", time.perf_counter() - t0)
         failed = [k for k, o in outcomes.items() if o.status in ("failed", "cancelled")]
         statuses = finalize_runs(plan, tracker, parent, runs, set(failed))
         df = results_frame(plan, statuses)
@@ -517,7 +527,27 @@ def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
     if info:
         alive = _pid_alive(int(info.get("pid", 0)))
         console.print(f"driver pid {info.get('pid')} ({info.get('backend')}): {'running' if alive else 'not running'}", highlight=False)
+    if (plan.sweep_dir / "slurm" / "jobs.json").is_file():
+        _print_slurm_jobs(plan, console)
     return counts
+
+
+def _print_slurm_jobs(plan: Plan, console: Any) -> None:
+    """Slurm's view of the sweep's submitted stages (squeue / sacct), for detached or dead drivers."""
+    from orchestrator.backends.slurm import slurm_status
+
+    rows = slurm_status(plan.sweep_dir)
+    states: dict[str, int] = {}
+    for r in rows:
+        states[r["state"]] = states.get(r["state"], 0) + 1
+    console.print("slurm jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())), highlight=False)
+    for r in rows:
+        if r["status"] == "failed" or r["state"] not in ("COMPLETED", "UNKNOWN"):
+            console.print(
+                f"  {r['name']}: job {r['job_id']} {r['state']}" + (f" (failed; log {r['stderr']})" if r["status"] == "failed" else ""),
+                highlight=False,
+                markup=False,
+            )
 
 
 def _pid_alive(pid: int) -> bool:

@@ -63,9 +63,12 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
                 "synthetic": {"seed": 0, "height": 64, "width": 128, "train_images": 32, "val_images": 8},
                 "crop_size": 64,
             },
-            "mining": {"steps": 10, "batch_size": 8, "crop_size": 64, "max_batches": 2},
+            # A random CLIP gives text gradients with no meaning, and famix-tiny's layer-1 statistics
+            # are ~100x smaller than RN50's: the paper's lr 1.0 would push them to negative stds.
+            # A small lr keeps the mined styles near plausible statistics (the path still runs whole).
+            "mining": {"steps": 10, "lr": 0.01, "batch_size": 8, "crop_size": 64, "max_batches": 2},
             "train": {
-                "iterations": 200,
+                "iterations": 300,
                 "batch_size": 8,
                 "checkpoint_every": 20,
                 "log_every": 10,

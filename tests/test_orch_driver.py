@@ -190,3 +190,14 @@ sys.exit(main(["sweep", "run", "mini", "--run-dir", "runs"]))
         if proc.poll() is None:
             proc.kill()
     assert not any(Path("runs/store").glob("*/*/DONE.json"))
+
+
+def test_detach_is_refused_without_slurm(tmp_path, capsys):
+    """--detach only makes sense where jobs outlive the driver: one line, exit 2, nothing run."""
+    from famix_core.cli import main
+
+    rc = main(["sweep", "run", "ablation.yaml", "--backend", "local", "--detach", "--run-dir", str(tmp_path / "runs")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--detach: only the slurm backend" in err
+    assert not (tmp_path / "runs" / "store").exists()

@@ -362,3 +362,29 @@ def test_smoke_sweep_on_slurm_matches_local(slurm_cluster, tmp_path):
     by_freeze = {r["tags.famix.label.Freeze"]: r for _, r in runs.iterrows()}
     for _, row in sdf.iterrows():
         assert by_freeze[row["Freeze"]]["metrics.miou/C"] == pytest.approx(row["C"], abs=1e-3)  # the CSV rounds
+
+
+def test_cli_detach_then_status_then_collect(slurm_cluster, tmp_path, capsys):
+    """`famix sweep run --detach` submits and exits; `status` shows the jobs; a rerun collects the table."""
+    from famix_core.cli import main
+
+    Path("sweeps").mkdir(exist_ok=True)
+    Path("sweeps/mini.yaml").write_text(MINI_SWEEP)
+    run_dir = str(tmp_path / "runs")
+    assert main(["sweep", "run", "mini", "--backend", "slurm", "--detach", "--run-dir", run_dir]) == 0
+    out = capsys.readouterr().out
+    assert "detached:" in out and "submitted to slurm" in out
+    jobs = json.loads((tmp_path / "runs" / "mini-slurm" / "slurm" / "jobs.json").read_text())
+    assert len(jobs["stages"]) == 6  # 2 trainings + 2 x 2 evaluations (MixStyle needs no bank)
+    deadline = time.time() + 240
+    while True:
+        assert main(["sweep", "status", "mini", "--run-dir", run_dir]) == 0
+        out = capsys.readouterr().out
+        assert "slurm jobs:" in out
+        if not _squeue_ids([r["job_id"] for r in jobs["stages"].values()]):
+            break
+        assert time.time() < deadline, out
+        time.sleep(2)
+    assert main(["sweep", "run", "mini", "--backend", "slurm", "--run-dir", run_dir]) == 0
+    out = capsys.readouterr().out
+    assert "| Freeze" in out and "0 failed" in out
