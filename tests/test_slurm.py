@@ -261,9 +261,18 @@ def test_preempted_and_requeued_training_resumes_to_the_same_weights(slurm_clust
     from orchestrator.backends.slurm import SlurmBackend
     from orchestrator.execute import execute_stage
 
-    iterations, every = 12, 3
+    # The job must still be training when it is preempted and when it is requeued, on a quiet
+    # machine as on a busy one: size the run to about 20 s of this machine's iterations.
+    probe_store = tmp_path / "probe" / "store"
+    probe_task = _tiny_train_task(tmp_path, probe_store, 8, 8)
+    probe = execute_stage(probe_task)  # also generates the data
+    assert probe.status == "done", probe.error
+    summary = json.loads((probe_store / "train" / probe_task.key / "summary.json").read_text())
+    seconds_per_iteration = 2 / summary["images_per_s"]  # batch size 2
+    iterations = min(2000, max(12, int(20 / seconds_per_iteration)))
+    every = max(1, iterations // 10)
     ref_store = tmp_path / "ref" / "store"
-    ref = execute_stage(_tiny_train_task(tmp_path, ref_store, iterations, every))  # also generates the data
+    ref = execute_stage(_tiny_train_task(tmp_path, ref_store, iterations, every))
     assert ref.status == "done", ref.error
 
     store = tmp_path / "runs" / "store"
