@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from famix_core.io import atomic_write_bytes, atomic_write_json
+
 __all__ = [
     "FORMAT_VERSION",
     "CheckpointState",
@@ -40,27 +42,6 @@ __all__ = [
 
 FORMAT_VERSION = 1
 _LATEST = "latest.json"
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a file atomically: a temp file in the same folder, fsync, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (indent 1, sorted keys kept as given)."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
 def _cpu_contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -42,7 +42,8 @@ from famix_core.config import FamixConfig
 from famix_core.device import pick_device
 from famix_core.errors import FamixError
 from famix_core.prompts import TextTargets, build_prompt
-from famix_core.styles import StyleBank, _atomic_write_bytes, dominant_class, patch_stats
+from famix_core.io import atomic_write_bytes
+from famix_core.styles import StyleBank, dominant_class, patch_stats
 
 __all__ = ["mine_styles", "KeptPatch", "select_patches", "optimize_styles", "SUMMARY_FILE"]
 
@@ -381,5 +382,5 @@ def mine_styles(
         "channels": bank.channels,
         "seconds": time.perf_counter() - t0,
     }
-    _atomic_write_bytes(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
+    atomic_write_bytes(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
     return summary

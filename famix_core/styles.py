@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -40,6 +38,7 @@ from torch import nn
 from famix_core.classes import CLASS_NAMES, IGNORE_INDEX
 from famix_core.config import StyleConfig
 from famix_core.errors import FamixError
+from famix_core.io import atomic_write_bytes
 
 __all__ = [
     "patch_index",
@@ -417,18 +416,6 @@ def _draw(
     return mu_t, sigma_t
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file through a temp file in the same folder, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class StyleBank:
     """Mined styles: per-entry channel statistics plus the class each belongs to.
 
@@ -569,7 +556,7 @@ class StyleBank:
             "sigma": self.sigma.detach().to("cpu", torch.float32).contiguous(),
             "cls": self.cls.detach().to("cpu", torch.int64).contiguous(),
         }
-        _atomic_write_bytes(d / BANK_TENSORS, save(tensors, metadata={"format": str(BANK_FORMAT)}))
+        atomic_write_bytes(d / BANK_TENSORS, save(tensors, metadata={"format": str(BANK_FORMAT)}))
         info = {
             "format": BANK_FORMAT,
             "n_styles": len(self),
@@ -579,7 +566,7 @@ class StyleBank:
             "counts": self.counts(),
             "meta": self.meta,
         }
-        _atomic_write_bytes(d / BANK_JSON, (json.dumps(info, indent=2) + "\n").encode())
+        atomic_write_bytes(d / BANK_JSON, (json.dumps(info, indent=2) + "\n").encode())
         return d
 
     @classmethod

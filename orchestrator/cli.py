@@ -5,19 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from famix_core.cli import OverridesParser
+
 __all__ = ["register"]
-
-
-class _OverridesParser(argparse.ArgumentParser):
-    """Accepts ``key=value`` overrides anywhere on the line (also after options, as ``make sweep ARGS=…`` puts them)."""
-
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        ns, extras = super().parse_known_args(args, namespace)
-        if hasattr(ns, "overrides"):
-            kv = [a for a in extras if "=" in a and not a.startswith("-")]
-            ns.overrides = list(ns.overrides or []) + kv
-            extras = [a for a in extras if a not in kv]
-        return ns, extras
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -31,7 +21,7 @@ def register(subparsers: Any) -> None:
     """Add ``sweep`` and its sub-commands to the ``famix`` parser."""
     sweep = subparsers.add_parser("sweep", help="plan, run, inspect or cancel an experiment sweep")
     sweep.set_defaults(func=lambda args: (sweep.print_help(), 2)[1])
-    sub = sweep.add_subparsers(dest="sweep_command", metavar="ACTION", parser_class=_OverridesParser)
+    sub = sweep.add_subparsers(dest="sweep_command", metavar="ACTION", parser_class=OverridesParser)
 
     p = sub.add_parser("plan", help="print the trials and, per stage, done / to run / shared; runs nothing")
     _common(p)

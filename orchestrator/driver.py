@@ -410,7 +410,6 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     Returns:
         outcomes, failed stage keys, the results CSV path, the Markdown table.
     """
-    from rich.console import Console
 
     from orchestrator.backends import create_backend
 
@@ -519,7 +518,6 @@ def _print_failures(console: Any, plan: Plan, failures: list[tuple[StageTask, St
 
 def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
     """Print the plan with done / to run per stage, the driver's state and the failures recorded in logs."""
-    from rich.console import Console
 
     console = console or _console()
     counts = print_plan(plan, console)
@@ -566,7 +564,6 @@ def _pid_alive(pid: int) -> bool:
 
 def cancel_sweep(plan: Plan, backend: str | None = None, console: Any = None) -> int:
     """Cancel a running sweep: the backend's own jobs (Slurm) and the driver process (local / Ray)."""
-    from rich.console import Console
 
     from orchestrator.backends import create_backend
 

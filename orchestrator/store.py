@@ -16,16 +16,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from famix_core.io import atomic_write_text
+
 __all__ = ["Store", "atomic_write_text"]
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class Store:

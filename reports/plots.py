@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from reports.collect import ResultSet
-from reports.io import atomic_path
+from famix_core.io import atomic_path
 from reports.tables import Table, shown_label
 
 __all__ = ["FIGURE_FORMATS", "row_caption", "plot_bars", "fetch_histories", "plot_loss_curves", "save_figure"]

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reports.collect import ReportInputError, ResultSet, default_tracking_uri, domain_column
-from reports.io import atomic_path, write_text_atomic
+from famix_core.io import atomic_path
+from famix_core.io import atomic_write_text as write_text_atomic
 
 __all__ = ["SweepInfo", "ReportFiles", "resolve_sweep", "apply_sweep_order", "write_report", "check_out_dir"]
 

@@ -17,7 +17,6 @@ Pure pandas (no MLflow, no matplotlib). Rules, applied identically to both forma
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Callable

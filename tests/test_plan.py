@@ -12,7 +12,6 @@ from rich.console import Console
 from famix_core.config import FamixConfig
 from orchestrator.keys import FORMAT_VERSION, evaluate_inputs, mine_inputs, stage_key, train_inputs
 from orchestrator.plan import build_plan, print_plan
-from orchestrator.store import Store
 from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
 
 REPO_SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"

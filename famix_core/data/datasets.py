@@ -16,7 +16,6 @@ from famix_core.data.io import read_label, read_rgb
 from famix_core.data.layouts import get_layout, list_pairs
 from famix_core.data.mappings import get_mapping
 from famix_core.data.transforms import JointTransform, build_transform
-from famix_core.errors import DataError
 
 if TYPE_CHECKING:
     from famix_core.config import DataConfig

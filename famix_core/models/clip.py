@@ -19,6 +19,7 @@ Weights (``pretrained``):
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -231,6 +232,11 @@ def _tag_unreachable(spec: BackboneSpec, tag: str, cache_dir: str | None) -> str
     return None
 
 
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
 def create_clip(
     backbone: str,
     pretrained: str = "none",
@@ -276,6 +282,11 @@ def create_clip(
             raise WeightsError(
                 f"model.pretrained={oc_pretrained!r}: cannot get {backbone} weights (cache dir: {where}): {why}; {hint}"
             )
+    # open_clip warns "No pretrained weights loaded for model 'RN50'" on every random init, naming
+    # its base config even for famix-tiny; random init is what the config asked for, so drop it.
+    quiet = _DropRandomInitWarning() if oc_pretrained is None else None
+    if quiet:
+        logging.getLogger().addFilter(quiet)
     try:
         model = open_clip.create_model(
             spec.open_clip_name,
@@ -291,6 +302,9 @@ def create_clip(
         raise WeightsError(
             f"model.pretrained={oc_pretrained!r}: cannot get {backbone} weights (cache dir: {where}): {first[:200]}; {hint}"
         ) from None
+    finally:
+        if quiet:
+            logging.getLogger().removeFilter(quiet)
     if local_path is not None:
         _load_clip_file(model, local_path, backbone)
     if device is not None:

@@ -38,7 +38,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 import uuid
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from famix_core.errors import FamixError
+from famix_core.io import atomic_write_json
 from orchestrator.backends.base import Backend, EventFn, StageOutcome, StageTask
 from orchestrator.backends.slurm_options import (
     SLURM_OPTIONS,
@@ -149,7 +149,7 @@ class SlurmStage:
             log_path=outcome.log_path or task.log_path or None,
         )  # fmt: skip
         if self.outcome_dir:
-            _write_json_atomic(Path(self.outcome_dir) / f"{task.key}.json", dataclasses.asdict(outcome))
+            atomic_write_json(Path(self.outcome_dir) / f"{task.key}.json", dataclasses.asdict(outcome), indent=2, sort_keys=True)
         if outcome.status == "failed":
             raise StageFailed(f"stage {task.kind} {task.key} failed after {attempts} attempt(s): {outcome.error}")
         return outcome
@@ -184,21 +184,6 @@ def _error_tail(exc: BaseException, lines: int = 20) -> str:
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temp file in the same folder, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def absolute_path(path: str | os.PathLike[str], what: str, notes: list[str] | None = None) -> Path:
@@ -565,7 +550,7 @@ class SlurmBackend(Backend):
             {"folder": str(self.folder), "submitted_at": time.time(), "n_jobs": len(submitted_now),
              "array_job_ids": sorted({r["array_job_id"] for r in submitted_now})}
         )  # fmt: skip
-        _write_json_atomic(_jobs_path(self.sweep_dir), jobs)
+        atomic_write_json(_jobs_path(self.sweep_dir), jobs, indent=2, sort_keys=True)
         return records
 
     # ----------------------------------------------------------------- run / wait
