@@ -616,6 +616,11 @@ class SlurmBackend(Backend):
                         state = "LOST"
                     elif state not in TERMINAL_STATES:
                         continue
+                    if state == "CANCELLED" and any(d in records and d not in outcomes for d in task.dep_keys()):
+                        # Slurm drops a job whose dependency failed (kill-on-invalid-dep), possibly
+                        # before that dependency's own end is seen: settle the dependency first, so
+                        # this stage reads "dependency <key> failed" rather than "cancelled".
+                        continue
                     outcome = self._final_outcome(task, rec, state)
                     outcomes[key] = outcome
                     emit(outcome.status if outcome.status in ("done", "failed", "cancelled") else "done", task, outcome)
