@@ -3,13 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -81,51 +74,12 @@ def test_metrics_from_eval_in_percent():
     assert m == {"miou/C": 25.0, "iou/C/road": 50.0, "pixel_acc/C": 75.0}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = _free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    exe = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen(
-        [str(exe), "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--default-artifact-root",
-         str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"), start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail("mlflow server did not become healthy: " + (tmp_path / "server.log").read_text()[-2000:])
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
 @pytest.mark.mlflow_server
-def test_real_server_runs_are_found_again(mlflow_server):
-    tr = Tracker(mlflow_server, "srv")
+def test_real_server_runs_are_found_again(mlflow_server_uri):
+    tr = Tracker(mlflow_server_uri, "srv")
     find = {"famix.sweep": "s", "famix.role": "trial", "famix.trial": "t-9"}
     rid, created = tr.ensure_run(find, {}, name="t9", params={"a": 1})
-    RunLogger({"uri": mlflow_server, "run_ids": [rid]}).log_metrics({"miou/C": 12.5}, 0)
-    rid2, created2 = Tracker(mlflow_server, "srv").ensure_run(find, {}, name="t9")
+    RunLogger({"uri": mlflow_server_uri, "run_ids": [rid]}).log_metrics({"miou/C": 12.5}, 0)
+    rid2, created2 = Tracker(mlflow_server_uri, "srv").ensure_run(find, {}, name="t9")
     assert created and not created2 and rid == rid2
     assert tr.metrics(rid) == {"miou/C": 12.5}
