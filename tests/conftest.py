@@ -25,6 +25,17 @@ def _isolated_cwd(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Tiny tensors gain nothing from threads, and 2 OpenMP threads on a busy 2-core machine crawl."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def mlflow_server_uri(tmp_path):
     """A real ``mlflow server`` (light form) on a free 127.0.0.1 port; stopped by its process group."""
     with socket.socket() as sock:

@@ -14,13 +14,7 @@ from famix_core.evaluate import evaluate_model, metrics_from_confusion
 from famix_core.train import BatchSchedule, Trainer, poly_lr, train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and 2 OpenMP threads on a busy 2-core machine crawl."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
