@@ -335,7 +335,7 @@ def _report_markdown(plan: Plan, uri: str, experiment: str) -> str | None:
     except ImportError:
         return None
     try:
-        rs = collect_mlflow(plan.name, tracking_uri=uri, experiment=experiment)
+        rs = collect_mlflow(plan.name, tracking_uri=uri, experiment=experiment, profile=plan.sweep.profile)
         return render_markdown(build_table(rs, title=f"{plan.name} ({plan.sweep.profile})"))
     except Exception as e:  # noqa: BLE001 — fall back to the store-based table
         print(f"famix: note: reports table unavailable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)

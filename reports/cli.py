@@ -71,7 +71,9 @@ def run_report(args: argparse.Namespace) -> int:
         results = collect_csv(args.csv, units=args.units, domains=info.domains, sweep=info.name)
     else:
         uri = tracking_uri_for(info, args.run_dir, args.tracking_uri)
-        results = collect_mlflow(info.name, tracking_uri=uri, experiment=args.experiment or info.experiment)
+        results = collect_mlflow(
+            info.name, tracking_uri=uri, experiment=args.experiment or info.experiment, profile=info.profile
+        )
     results = apply_sweep_order(results, info)
 
     extra = []

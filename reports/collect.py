@@ -289,6 +289,7 @@ def collect_mlflow(
     tracking_uri: str,
     experiment: str | None = None,
     reader: str = "auto",
+    profile: str | None = None,
 ) -> ResultSet:
     """Read every trial run of a sweep from MLflow in one query into a :class:`ResultSet`.
 
@@ -308,6 +309,8 @@ def collect_mlflow(
         tracking_uri: ``sqlite:///…/mlflow.db`` or ``http://host:port``.
         experiment: experiment name (default: the sweep name; when absent, all experiments are searched).
         reader: ``auto`` | ``client`` | ``sqlite``.
+        profile: keep only trials run under this sweep profile (``famix.profile`` tag), so a
+            smoke run and a paper run in one run directory never share a table; ``None``: all.
 
     Returns:
         ResultSet in grid order (``famix.trial_index``), domains from ``famix.domains``.
@@ -337,6 +340,14 @@ def collect_mlflow(
         raise ReportInputError(
             f"no trial runs for sweep {sweep!r} in {where} at {tracking_uri} (tags famix.sweep, famix.role=trial)"
         )
+    if profile is not None:
+        profiles = sorted({r["tags"].get("famix.profile", "?") for r in records})
+        records = [r for r in records if r["tags"].get("famix.profile", profile) == profile]
+        if not records:
+            raise ReportInputError(
+                f"no trial runs for sweep {sweep!r} with profile {profile!r} at {tracking_uri} "
+                f"(profiles found: {', '.join(profiles)}; pass --profile)"
+            )
     return _records_to_resultset(sweep, tracking_uri, records)
 
 
@@ -348,6 +359,7 @@ _TAGS_READ: tuple[str, ...] = (
     "famix.status",
     "famix.domains",
     "famix.stage.train",
+    "famix.profile",
 )
 """The trial tags a report reads (plus ``famix.label.<column>``, the fallback for ``famix.labels``)."""
 

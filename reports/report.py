@@ -29,6 +29,7 @@ class SweepInfo:
         domains: domain columns in order (``None``: take them from the results).
         experiment: MLflow experiment (``None``: the sweep name).
         tracking_uri: MLflow URI from the sweep's ``tracking.uri`` (``None``: the run dir's store).
+        profile: the sweep profile whose trials are reported (``None``: every trial of the sweep).
     """
 
     name: str
@@ -37,6 +38,7 @@ class SweepInfo:
     domains: list[str] | None = None
     experiment: str | None = None
     tracking_uri: str | None = None
+    profile: str | None = None
 
 
 @dataclass
@@ -87,6 +89,7 @@ def resolve_sweep(arg: str, profile: str | None = None) -> SweepInfo:
         domains=[domain_column(d) or d for d in rs.domains],
         experiment=rs.tracking.experiment,
         tracking_uri=rs.tracking.uri,
+        profile=rs.profile,
     )
 
 

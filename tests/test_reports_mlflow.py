@@ -178,6 +178,25 @@ def test_latest_run_of_a_trial_wins(store):
             collect_mlflow("rerun", tracking_uri=uri, experiment="nope", reader=reader)
 
 
+def test_profile_keeps_smoke_and_paper_trials_apart(store):
+    """Trials of another profile of the same sweep (same run dir) never enter the table."""
+    run_dir, _ = store
+    truth = populate(run_dir, losses=False, sweep="profiled")
+    uri = default_tracking_uri(run_dir)
+    client = MlflowClient(tracking_uri=uri)
+    smoke, paper = sorted(truth)[:2], sorted(truth)[2:]
+    for trial in smoke:
+        client.set_tag(truth[trial]["run_id"], "famix.profile", "smoke")
+    for trial in paper:
+        client.set_tag(truth[trial]["run_id"], "famix.profile", "paper")
+    for reader in ("sqlite", "client"):
+        assert sorted(collect_mlflow("profiled", tracking_uri=uri, reader=reader, profile="smoke").runs["trial"]) == smoke
+        assert sorted(collect_mlflow("profiled", tracking_uri=uri, reader=reader, profile="paper").runs["trial"]) == paper
+        assert len(collect_mlflow("profiled", tracking_uri=uri, reader=reader).runs) == len(truth)
+        with pytest.raises(ReportInputError, match=r"with profile 'big'.*profiles found: paper, smoke"):
+            collect_mlflow("profiled", tracking_uri=uri, reader=reader, profile="big")
+
+
 def test_sqlite_reader_equals_client_reader(store):
     run_dir, _ = store
     uri = default_tracking_uri(run_dir)
