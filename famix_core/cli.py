@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="famix",
         description="FAMix engine and experiment-sweep orchestrator (Freeze, Augment, Mix).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Every subcommand (and, by argparse's default, every nested one) takes key=value overrides anywhere.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OverridesParser)
     for mod_name in _COMMAND_MODULES:
         try:
             mod = importlib.import_module(mod_name)

@@ -7,8 +7,6 @@ import json
 import sys
 from typing import Any
 
-from famix_core.cli import OverridesParser
-
 __all__ = ["register", "parse_overrides"]
 
 
@@ -58,19 +56,16 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(subparsers: Any) -> None:
     """Add ``mine-styles``, ``train`` and ``evaluate`` to the ``famix`` parser."""
     p = subparsers.add_parser("mine-styles", help="mine a style bank from the source domain with language prompts")
-    p.__class__ = OverridesParser
     _common(p)
     p.set_defaults(func=_mine)
 
     p = subparsers.add_parser("train", help="train a segmenter (resumes from --ckpt when it holds a checkpoint)")
-    p.__class__ = OverridesParser
     _common(p)
     p.add_argument("--bank", default=None, help="style bank folder (from mine-styles), needed by style.strategy=famix")
     p.add_argument("--ckpt", default=None, help="checkpoint folder (default: OUT/checkpoints)")
     p.set_defaults(func=_train)
 
     p = subparsers.add_parser("evaluate", help="evaluate trained weights on target domains (mIoU)")
-    p.__class__ = OverridesParser
     _common(p)
     p.add_argument("--weights", required=True, help="model.safetensors of a training run, or an official FAMix checkpoint")
     p.add_argument("--domains", default=None, help="comma-separated names or columns (default: eval.domains)")

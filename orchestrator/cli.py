@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from famix_core.cli import OverridesParser
-
 __all__ = ["register"]
 
 
@@ -21,7 +19,7 @@ def register(subparsers: Any) -> None:
     """Add ``sweep`` and its sub-commands to the ``famix`` parser."""
     sweep = subparsers.add_parser("sweep", help="plan, run, inspect or cancel an experiment sweep")
     sweep.set_defaults(func=lambda args: (sweep.print_help(), 2)[1])
-    sub = sweep.add_subparsers(dest="sweep_command", metavar="ACTION", parser_class=OverridesParser)
+    sub = sweep.add_subparsers(dest="sweep_command", metavar="ACTION")
 
     p = sub.add_parser("plan", help="print the trials and, per stage, done / to run / shared; runs nothing")
     _common(p)
