@@ -238,6 +238,25 @@ def _logged_steps(log_path: Path) -> list[list[int]]:
     return runs
 
 
+def _job_diagnostics(rec: dict, stage_log: str | None = None) -> str:
+    """What Slurm, the job's own files and the stage log say about a job: for a failing assertion's message."""
+    acct = subprocess.run(
+        ["sacct", "-j", rec["job_id"], "-o", "JobID,State,ExitCode,Start,End,Reason", "-P"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    ctl = subprocess.run(["scontrol", "show", "job", rec["job_id"]], capture_output=True, text=True, check=False)
+    tails = []
+    for key, where in (("stdout", rec.get("stdout")), ("stderr", rec.get("stderr")), ("stage log", stage_log)):
+        path = Path(where or "")
+        if path.is_file():
+            tails.append(f"--- {key}:\n" + "\n".join(path.read_text(errors="replace").splitlines()[-25:]))
+    log = Path(os.environ.get("FAMIX_SLURM_DIR", "/var/spool/famix-slurm")) / "log" / "slurmctld.log"
+    if log.is_file():
+        lines = [x for x in log.read_text(errors="replace").splitlines() if rec["job_id"] in x]
+        tails.append("--- slurmctld.log:\n" + "\n".join(lines[-25:]))
+    return f"\nsacct:\n{acct}\nscontrol:\n{ctl.stdout}{ctl.stderr}\n" + "\n".join(tails)
+
+
 def _latest_ckpt_iteration(work: Path) -> int:
     from famix_core.checkpoint import latest_checkpoint, load_checkpoint
 
@@ -260,15 +279,17 @@ def test_preempted_and_requeued_training_resumes_to_the_same_weights(slurm_clust
     from orchestrator.execute import execute_stage
 
     # The job must still be training when it is preempted and when it is requeued, on a quiet
-    # machine as on a busy one: size the run to about 20 s of this machine's iterations.
+    # machine as on a busy one: size the run to about 25 s of this machine's iterations. A probe
+    # that reads slow (a cold process, a busy moment) would size the run too short and let the job
+    # finish before the signal lands, so the run never has fewer than 300 iterations (~15 s here).
     probe_store = tmp_path / "probe" / "store"
-    probe_task = _tiny_train_task(tmp_path, probe_store, 8, 8)
+    probe_task = _tiny_train_task(tmp_path, probe_store, 20, 20)
     probe = execute_stage(probe_task)  # also generates the data
     assert probe.status == "done", probe.error
     summary = json.loads((probe_store / "train" / probe_task.key / "summary.json").read_text())
     seconds_per_iteration = 2 / summary["images_per_s"]  # batch size 2
-    iterations = min(2000, max(12, int(20 / seconds_per_iteration)))
-    every = max(1, iterations // 10)
+    iterations = min(2000, max(300, int(25 / seconds_per_iteration)))
+    every = iterations // 10
     ref_store = tmp_path / "ref" / "store"
     ref = execute_stage(_tiny_train_task(tmp_path, ref_store, iterations, every))
     assert ref.status == "done", ref.error
@@ -286,10 +307,11 @@ def test_preempted_and_requeued_training_resumes_to_the_same_weights(slurm_clust
             time.sleep(0.2)
 
     wait_ckpt(every)
+    assert _latest_ckpt_iteration(work) < iterations // 2, "the job trains too fast for this test" + _job_diagnostics(rec, task.log_path)
     submitit.SlurmJob(folder=rec["folder"], job_id=rec["job_id"])._interrupt()  # preemption (timeout_min >= 10)
     deadline = time.time() + 120
     while len(_logged_steps(Path(task.log_path))) < 2:
-        assert time.time() < deadline, "the preempted job did not start again"
+        assert time.time() < deadline, "the preempted job did not start again" + _job_diagnostics(rec, task.log_path)
         time.sleep(0.2)
     wait_ckpt(_latest_ckpt_iteration(work) + every)
     subprocess.run(["scontrol", "requeue", rec["job_id"]], check=True)  # external requeue: no USR2
