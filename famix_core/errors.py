@@ -24,3 +24,16 @@ class TrainingDiverged(FamixError):
     """The loss became NaN/inf; the message names the iteration."""
 
     exit_code = 1
+
+
+class TrainingInterrupted(BaseException):
+    """Training stopped on request (preemption) after checkpointing at an iteration boundary.
+
+    A ``BaseException``, like ``KeyboardInterrupt``: it is not a failure, and a generic
+    ``except Exception`` (a retry loop, a stage runner) must let it through to whoever asked for the stop.
+    """
+
+    def __init__(self, iteration: int, checkpoint: str | None):
+        super().__init__(f"training stopped on request at iteration {iteration} (checkpoint: {checkpoint})")
+        self.iteration = iteration
+        self.checkpoint = checkpoint

@@ -14,11 +14,12 @@ Determinism (what makes resume bit-exact on CPU):
 from __future__ import annotations
 
 import math
-import sys
-import types
 import random
 import resource
+import sys
+import threading
 import time
+import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -38,7 +39,7 @@ from famix_core.checkpoint import (
     save_safetensors_atomic,
 )
 from famix_core.device import pick_device
-from famix_core.errors import DataError, TrainingDiverged
+from famix_core.errors import DataError, TrainingDiverged, TrainingInterrupted
 
 if TYPE_CHECKING:
     from famix_core.config import FamixConfig
@@ -48,6 +49,25 @@ __all__ = ["train", "Trainer", "poly_lr", "BatchSchedule", "LogFn"]
 
 LogFn = Callable[[dict[str, float], "int | None"], None]
 _MASK63 = (1 << 63) - 1
+
+
+# -- stop on request (preemption) ---------------------------------------------------------------
+_RUNNING = threading.Event()  # a Trainer.run() is in progress in this process
+_STOP = threading.Event()  # ... and was asked to checkpoint and stop
+
+
+def request_stop() -> bool:
+    """Ask the :class:`Trainer` running in this process to checkpoint and stop at the end of its current iteration.
+
+    Safe to call from a signal handler (it only sets a flag). The trainer then saves a checkpoint at
+    that iteration boundary and raises :class:`~famix_core.errors.TrainingInterrupted`; a later run with
+    the same ``ckpt_dir`` resumes there, losing no iteration. Returns False when no trainer is running,
+    so the caller knows it must act on its own.
+    """
+    if not _RUNNING.is_set():
+        return False
+    _STOP.set()
+    return True
 
 
 def poly_lr(base_lr: float, iteration: int, total: int, power: float = 0.9, min_lr: float = 1e-6) -> float:
@@ -367,15 +387,29 @@ class Trainer:
 
     # -- whole run ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        """Resume if possible, train to ``train.iterations`` with periodic checkpoints, write the outputs."""
+        """Resume if possible, train to ``train.iterations`` with periodic checkpoints, write the outputs.
+
+        Raises:
+            TrainingInterrupted: :func:`request_stop` was called; a checkpoint of the iteration just
+                finished is in ``ckpt_dir``.
+        """
         tc = self.cfg.train
         self.resume()
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
-        while self.iteration < tc.iterations:
-            self.step()
-            if self.iteration % tc.checkpoint_every == 0 and self.iteration < tc.iterations:
-                self.save_checkpoint()
+        _STOP.clear()
+        _RUNNING.set()
+        try:
+            while self.iteration < tc.iterations:
+                self.step()
+                if _STOP.is_set():  # request_stop(): checkpoint at this boundary, hand control back
+                    path = self.save_checkpoint()
+                    raise TrainingInterrupted(self.iteration, str(path) if path else None)
+                if self.iteration % tc.checkpoint_every == 0 and self.iteration < tc.iterations:
+                    self.save_checkpoint()
+        finally:
+            _RUNNING.clear()
+            _STOP.clear()
         self._batches = None
         summary = self.finalize()
         self.save_checkpoint()  # a rerun after a crash during finalize does no training

@@ -198,10 +198,13 @@ def execute_stage(task: StageTask) -> StageOutcome:
                 shutil.rmtree(store.work_dir("train", task.key), ignore_errors=True)  # checkpoints served their purpose
             return StageOutcome(task.key, "done", seconds, 1, log_path=log_path, result=result)
         except BaseException as e:  # noqa: BLE001 — a stage failure is data, not an exception
-            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            from famix_core.errors import FamixError, TrainingDiverged, TrainingInterrupted
+
+            if isinstance(e, (KeyboardInterrupt, SystemExit, TrainingInterrupted)):
                 store.abort(tmp)
+                if isinstance(e, TrainingInterrupted):
+                    ctx.write(f"interrupted: {e}")
                 raise
-            from famix_core.errors import FamixError, TrainingDiverged
 
             store.abort(tmp)
             text = _error_text(e)

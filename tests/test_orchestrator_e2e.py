@@ -34,7 +34,7 @@ TINY = [
     "data.synthetic.train_images=8",
     "data.synthetic.val_images=2",
     "train.batch_size=2",
-    "train.iterations=6",
+    "train.iterations=12",
     "train.checkpoint_every=2",
     "train.log_every=1",
     "mining.steps=2",
@@ -110,9 +110,10 @@ def test_kill_9_then_rerun_finishes_only_what_is_missing(reference, tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 400
-        # kill while a training has written a checkpoint but is not finished (the mine stage is done by then)
+        # kill while a training has committed a checkpoint (latest.json is written last) but is not
+        # finished; the mine stage is done by then. Any file under work/ could be a half-written one.
         while time.time() < deadline and proc.poll() is None:
-            if any(p.is_file() for p in run_dir.glob("work/train/*/**/*")):
+            if any(run_dir.glob("work/train/*/latest.json")):
                 break
             time.sleep(0.1)
         assert proc.poll() is None, "the sweep finished before it could be killed"

@@ -268,9 +268,9 @@ def _latest_ckpt_iteration(work: Path) -> int:
 
 
 def test_preempted_and_requeued_training_resumes_to_the_same_weights(slurm_cluster, tmp_path):
-    """A training job is preempted (USR2: checkpoint + requeue), later requeued from outside
-    (``scontrol requeue``, no signal); both times it resumes from its latest periodic checkpoint
-    and ends with the weights of an uninterrupted run."""
+    """A training job is preempted (USR2: checkpoint at the current iteration + requeue), later
+    requeued from outside (``scontrol requeue``, no signal): it resumes from the preemption's
+    checkpoint, then from its latest periodic one, and ends with the weights of an uninterrupted run."""
     import submitit
     import torch
     from safetensors.torch import load_file
@@ -321,11 +321,13 @@ def test_preempted_and_requeued_training_resumes_to_the_same_weights(slurm_clust
     runs = _logged_steps(Path(task.log_path))
     assert len(runs) == 3, runs
     assert runs[0][0] == 1
-    for earlier, later in zip(runs, runs[1:]):
-        # each restart continues from a checkpoint (a multiple of `every`), not from scratch
-        assert later[0] > 1 and (later[0] - 1) % every == 0 and later[0] - 1 <= earlier[-1], runs
+    # preempted (USR2): the training checkpointed the iteration it was in, so nothing is redone
+    assert runs[1][0] == runs[0][-1] + 1, runs
+    # requeued from outside (no signal): it continues from its latest periodic checkpoint, not from scratch
+    assert runs[2][0] > runs[1][0] and (runs[2][0] - 1) % every == 0 and runs[2][0] - 1 <= runs[1][-1], runs
     assert runs[-1][-1] == iterations
-    assert "requeueing" in Path(rec["stdout"]).read_text()  # the USR2 path went through checkpoint()
+    stdout = Path(rec["stdout"]).read_text()
+    assert "training stopped on request" in stdout and "requeueing" in stdout  # engine first, then checkpoint()
 
     got = load_file(str(store / "train" / task.key / "model.safetensors"))
     want = load_file(str(ref_store / "train" / task.key / "model.safetensors"))

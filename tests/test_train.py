@@ -86,6 +86,38 @@ class _Crash(Exception):
     pass
 
 
+def test_stop_request_checkpoints_at_the_current_iteration_and_resume_loses_nothing(synth_root, tmp_path):
+    """request_stop() (what a preemption signal calls) ends the run at an iteration boundary with a
+    checkpoint there, between periodic ones; resuming from it ends with the uninterrupted weights."""
+    from famix_core.errors import TrainingInterrupted
+    from famix_core.train import request_stop
+
+    assert request_stop() is False  # no trainer running: the caller must act itself
+    cfg = tiny_config(synth_root, iterations=6, checkpoint_every=4, log_every=1)
+    straight = train(cfg, tmp_path / "a")
+
+    steps = []
+
+    def stop_during_3(metrics, step):  # runs inside step 3, as a signal handler would
+        steps.append(step)
+        if step == 3:
+            assert request_stop() is True
+
+    with pytest.raises(TrainingInterrupted) as info:
+        train(cfg, tmp_path / "b", ckpt_dir=tmp_path / "ckpt", log=stop_during_3)
+    assert info.value.iteration == 3 and steps == [1, 2, 3]
+    assert json.loads((tmp_path / "ckpt" / "latest.json").read_text())["iteration"] == 3  # periodic: 4
+    assert not (tmp_path / "b" / "model.safetensors").exists()
+    assert request_stop() is False  # the flag does not outlive the run
+
+    summary = train(cfg, tmp_path / "b", ckpt_dir=tmp_path / "ckpt", log=lambda m, s: steps.append(s))
+    assert steps == [1, 2, 3, 4, 5, 6] and summary["iterations"] == 6
+    a = load_file(str(tmp_path / "a" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert summary["final_loss"] == straight["final_loss"]
+
+
 def test_resume_is_bit_exact_after_a_crash(synth_root, tmp_path):
     cfg = tiny_config(synth_root, iterations=6, checkpoint_every=2, log_every=1)
     straight = train(cfg, tmp_path / "a")

@@ -15,10 +15,13 @@ How a plan becomes jobs:
   :func:`orchestrator.execute.execute_stage`, retries a failed stage in the same
   job, writes the outcome as JSON beside the submitit logs, and raises when the
   stage failed for good (so ``afterok`` never fires for it). On preemption or
-  timeout (SIGUSR2) submitit calls ``checkpoint()``, which requeues the same
-  stage; training then resumes from its own periodic checkpoint in
-  ``runs/work/train/<key>/`` — also after an external ``scontrol requeue``,
-  which sends no signal.
+  timeout (SIGUSR2) a running training first finishes its iteration and saves a
+  checkpoint there (:func:`famix_core.train.request_stop`); then submitit calls
+  ``checkpoint()``, which requeues the same stage, and the requeued job resumes
+  from that checkpoint without losing an iteration. Other stages are requeued at
+  once and start over. After an external ``scontrol requeue``, which sends no
+  signal, training resumes from its latest periodic checkpoint in
+  ``runs/work/train/<key>/``.
 - Job ids go to ``<sweep dir>/slurm/jobs.json`` (atomically), so ``status`` and
   ``cancel`` work from a new process, and a rerun attaches to stages whose jobs
   are still queued or running instead of submitting them twice.
@@ -36,6 +39,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -125,6 +129,17 @@ class SlurmStage:
 
     def __call__(self, task: StageTask) -> StageOutcome:
         """Run ``task`` up to ``1 + retries`` times; raise :class:`StageFailed` when every attempt failed."""
+        from famix_core.errors import TrainingInterrupted
+
+        requeue = _defer_requeue_to_training()
+        try:
+            return self._attempts(task)
+        except TrainingInterrupted as e:  # SIGUSR2 reached a training: its checkpoint is saved; requeue now
+            print(f"[famix] {task.kind} {task.key[:12]}: {e}", flush=True)
+            requeue(signal.SIGUSR2, None)  # submitit's handler: checkpoint() -> requeue -> exit
+            raise
+
+    def _attempts(self, task: StageTask) -> StageOutcome:
         run = self._runner()
         job_id = _env_job_id()
         t0 = time.time()
@@ -157,14 +172,34 @@ class SlurmStage:
     def checkpoint(self, task: StageTask) -> Any:
         """Requeue the same stage (called by submitit on preemption / timeout).
 
-        Nothing needs saving here: training checkpoints itself periodically and
-        atomically into its work dir and resumes from the latest one on start;
-        saving at signal time could catch a half-finished optimizer step.
+        Nothing is saved here: by the time a training stage gets here it has
+        already checkpointed at an iteration boundary (see :meth:`__call__`);
+        saving inside the signal handler could catch a half-finished optimizer step.
         """
         from submitit.helpers import DelayedSubmission
 
         print(f"[famix] {task.kind} {task.key[:12]}: preempted or timed out; requeueing", flush=True)
         return DelayedSubmission(self, task)
+
+
+def _defer_requeue_to_training() -> Callable[[int, Any], Any]:
+    """Route SIGUSR2 through the engine: a running training checkpoints at its next iteration first.
+
+    submitit's handler (requeue now) stays in charge whenever no training is running. Returns that
+    handler, which the caller invokes once the training has stopped. Outside a submitit job (no
+    callable handler installed) nothing changes and the returned function does nothing.
+    """
+    requeue = signal.getsignal(signal.SIGUSR2)
+    if not callable(requeue):
+        return lambda signum, frame: None
+
+    def on_usr2(signum: int, frame: Any) -> None:
+        engine = sys.modules.get("famix_core.train")  # not imported yet: no training can be running
+        if engine is None or not engine.request_stop():
+            requeue(signum, frame)
+
+    signal.signal(signal.SIGUSR2, on_usr2)
+    return requeue
 
 
 def _retryable(outcome: StageOutcome) -> bool:

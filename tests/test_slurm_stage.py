@@ -1,0 +1,89 @@
+"""The Slurm job body in this process (no cluster): SIGUSR2 reaches a running training before submitit requeues.
+
+The Slurm integration tests (tests/test_slurm.py) send the real signals through a real cluster;
+these pin the mechanism where every step can be watched: submitit's handler is stood in for by a
+recorder that ends the job the way submitit does (``sys.exit``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from orchestrator.backends.base import StageOutcome, StageTask
+from orchestrator.backends.slurm import SlurmStage
+
+
+class _Requeued(SystemExit):
+    """What submitit's handler ends with after ``scontrol requeue``."""
+
+
+@pytest.fixture
+def submitit_handler():
+    """A stand-in for submitit's SIGUSR2 handler (checkpoint + requeue + exit), restored afterwards."""
+    calls: list[int] = []
+
+    def handler(signum, frame):
+        calls.append(signum)
+        raise _Requeued(-1)
+
+    previous = signal.signal(signal.SIGUSR2, handler)
+    yield calls
+    signal.signal(signal.SIGUSR2, previous)
+
+
+def _task(tmp_path: Path, kind: str = "train") -> StageTask:
+    return StageTask(kind=kind, key="k" * 64, config={}, store=str(tmp_path / "store"), name="stage")  # type: ignore[arg-type]
+
+
+def test_a_training_checkpoints_at_its_iteration_before_the_job_is_requeued(submitit_handler, tmp_path):
+    from famix_core.config import FamixConfig
+    from famix_core.train import train
+
+    cfg = FamixConfig.model_validate(
+        {
+            "model": {"backbone": "famix-tiny", "pretrained": "none"},
+            "style": {"strategy": "none", "augment": False, "mix": False},
+            "data": {"root": str(tmp_path / "data"), "crop_size": 48,
+                     "synthetic": {"height": 64, "width": 96, "train_images": 2, "val_images": 1}},
+            "train": {"iterations": 8, "batch_size": 2, "checkpoint_every": 6, "log_every": 1, "device": "cpu"},
+        }
+    )  # fmt: skip
+    steps: list[int] = []
+
+    def preempt_at_3(metrics, step):
+        steps.append(step)
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGUSR2)  # the handler runs here, in the middle of iteration 3
+
+    def run(task: StageTask) -> StageOutcome:
+        train(cfg, tmp_path / "out", ckpt_dir=tmp_path / "ckpt", log=preempt_at_3)
+        return StageOutcome(task.key, "done", 0.0, 1)
+
+    with pytest.raises(_Requeued):
+        SlurmStage(retries=2, fn=run)(_task(tmp_path))
+    assert submitit_handler == [signal.SIGUSR2]  # requeued once, after the training stopped
+    assert steps == [1, 2, 3]  # iteration 3 finished; no retry attempt started
+    assert json.loads((tmp_path / "ckpt" / "latest.json").read_text())["iteration"] == 3  # not the periodic 6
+
+
+def test_other_stages_are_requeued_at_once(submitit_handler, tmp_path):
+    def run(task: StageTask) -> StageOutcome:
+        os.kill(os.getpid(), signal.SIGUSR2)
+        raise AssertionError("the signal should have ended the job")
+
+    with pytest.raises(_Requeued):
+        SlurmStage(retries=2, fn=run)(_task(tmp_path, "evaluate"))
+    assert submitit_handler == [signal.SIGUSR2]
+
+
+def test_outside_a_submitit_job_the_signal_handler_is_left_alone(tmp_path):
+    before = signal.getsignal(signal.SIGUSR2)
+    assert not callable(before)  # pytest installs none
+    out = SlurmStage(retries=0, fn=lambda t: StageOutcome(t.key, "done", 0.0, 1))(_task(tmp_path))
+    assert out.status == "done"
+    assert signal.getsignal(signal.SIGUSR2) is before
