@@ -128,7 +128,8 @@ def test_dag_retry_failure_and_nasty_names(slurm_cluster, tmp_path):
 
 
 def test_array_cap_and_max_array_size_split(slurm_cluster, tmp_path):
-    """8 stages of one kind: one array capped at 1 running task; with MaxArraySize 3 they split into 3 arrays."""
+    """8 stages of one kind: one array capped at 1 running task; with MaxArraySize 3 they split into
+    3 arrays that together keep to the cap."""
     from orchestrator.backends.slurm import SlurmBackend, load_jobs
 
     store = tmp_path / "runs" / "store"
@@ -145,11 +146,25 @@ def test_array_cap_and_max_array_size_split(slurm_cluster, tmp_path):
     for (_, end), (start, _) in zip(spans, spans[1:]):  # ... so an overlap would show
         assert start >= end, f"more than 1 task of the array ran at once: {times}"
 
-    split = SlurmBackend(sweep_dir=tmp_path / "runs" / "split", max_array_size=3, poll_s=0.5)
-    out = split.run([_synthetic(f"x{i}", store) for i in range(8)], max_parallel=8, retries=0, on_event=lambda *a: None)
+    # MaxArraySize 3: the 8 stages go out as 3 arrays, which share the cap of 1 running task
+    # (the node has 2 CPUs, so a cap of 2 could not be exceeded here)
+    split = SlurmBackend(
+        sweep_dir=tmp_path / "runs" / "split", options={"array_parallelism": 1}, max_array_size=3, poll_s=0.5
+    )
+    tasks = [_synthetic(f"x{i}", store, seconds=1.5) for i in range(8)]
+    out = split.run(tasks, max_parallel=8, retries=0, on_event=lambda *a: None)
     assert {o.status for o in out.values()} == {"done"}
     arrays = {r["array_job_id"] for r in load_jobs(split.sweep_dir)["stages"].values()}
     assert len(arrays) == 3
+    stages = load_jobs(split.sweep_dir)["stages"]
+    first, second, _ = sorted(arrays, key=int)
+    assert {stages[f"x{i}"]["dependency"] for i in (3, 4, 5)} == {f"afterany:{first}"}  # each array waits its turn
+    assert {stages[f"x{i}"]["dependency"] for i in (6, 7)} == {f"afterany:{second}"}
+    times = _sacct_times([o.job_id for o in out.values()])
+    assert len(times) == 8
+    for t, (start, end) in times.items():
+        at_once = sum(1 for s, e in times.values() if s <= start < e)  # running when this one started
+        assert at_once <= 1, f"more than 1 task of the split group ran at once: {times}"
 
 
 # ----------------------------------------------------------------------------- cancel, detach, status

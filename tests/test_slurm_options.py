@@ -200,3 +200,23 @@ def test_golden_evaluate_array(nasty_folder, tmp_path):
     _golden("slurm_evaluate_array.sbatch", _normalize(text, tmp_path))
     assert "#SBATCH --array=0-7%2" in text
     assert "#SBATCH --dependency=afterok:42_0:42_3" in text
+
+
+def test_split_arrays_share_the_cap():
+    from orchestrator.backends.slurm import executor_parameters, share_cap
+
+    assert share_cap(8, 1) == [(8, None)]
+    assert share_cap(8, 3) == [(3, None), (3, None), (2, None)]  # the caps add up to 8
+    # more arrays than the cap: the later ones run one task at a time, each after an earlier one ended
+    assert share_cap(2, 5) == [(1, None), (1, None), (1, 0), (1, 1), (1, 2)]
+    for cap in range(1, 7):
+        for parts in range(1, 9):
+            shares = share_cap(cap, parts)
+            free = [c for c, wait in shares if wait is None]
+            assert len(shares) == parts and sum(free) == cap  # the arrays that start at once hold the whole cap
+            assert all(wait is None or wait < i for i, (_, wait) in enumerate(shares))
+
+    p = executor_parameters({}, sweep="s", kind="evaluate", dep_jobs=["42_0"], cap=1, after_jobs=["77"])
+    assert p["dependency"] == "afterok:42_0,afterany:77"
+    assert p["additional_parameters"]["kill-on-invalid-dep"] == "yes"
+    assert executor_parameters({}, sweep="s", kind="mine", after_jobs=["77"])["dependency"] == "afterany:77"

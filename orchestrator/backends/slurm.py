@@ -5,9 +5,10 @@ How a plan becomes jobs:
 - Stages are submitted wave by wave (mine, then train, then evaluate: a stage
   goes out once every stage it depends on has a job id). Within a wave, stages
   of the same kind, the same sbatch parameters and the same dependency jobs
-  form one job array (``executor.batch()``), split into several arrays where
-  the cluster's ``MaxArraySize`` is smaller, each capped at
-  ``array_parallelism`` running tasks (``--array=0-N%cap``).
+  form one job array (``executor.batch()``), capped at ``array_parallelism``
+  running tasks (``--array=0-N%cap``). Where the cluster's ``MaxArraySize`` is
+  smaller, the group is split into several arrays that share the cap
+  (:func:`share_cap`), so the group as a whole still respects it.
 - Dependencies are ``--dependency=afterok:<job>[_<task>]:…`` with
   ``--kill-on-invalid-dep=yes``, so the driver may exit right after submitting
   (``detach``): Slurm runs the DAG by itself and drops what can never run.
@@ -71,6 +72,7 @@ __all__ = [
     "validate_slurm_options",
     "stage_parameters",
     "executor_parameters",
+    "share_cap",
     "render_sbatch",
     "slurm_available",
     "max_array_size",
@@ -269,7 +271,13 @@ def max_array_size() -> int:
 
 
 def executor_parameters(
-    params: Mapping[str, Any], *, sweep: str, kind: str, dep_jobs: Iterable[str] = (), cap: int = 256
+    params: Mapping[str, Any],
+    *,
+    sweep: str,
+    kind: str,
+    dep_jobs: Iterable[str] = (),
+    cap: int = 256,
+    after_jobs: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Everything ``SlurmExecutor.update_parameters`` gets for one array of stages.
 
@@ -279,12 +287,15 @@ def executor_parameters(
         kind: stage kind.
         dep_jobs: job ids (``123`` / ``123_4``) that must end COMPLETED first (``afterok``).
         cap: ``array_parallelism`` (``--array=0-N%cap``).
+        after_jobs: job ids that must have ended in any state first (``afterany``): the earlier
+            arrays of a split group whose turn this array waits for (see :func:`share_cap`).
     """
     p = dict(params)
     additional = dict(p.pop("additional_parameters", None) or {})
-    deps = list(dep_jobs)
+    deps = [f"afterok:{':'.join(dep_jobs)}"] if list(dep_jobs) else []
+    deps += [f"afterany:{':'.join(after_jobs)}"] if list(after_jobs) else []
     if deps:
-        p["dependency"] = "afterok:" + ":".join(deps)
+        p["dependency"] = ",".join(deps)  # ',' = all of them
         additional["kill-on-invalid-dep"] = "yes"  # a failed dependency drops the job instead of leaving it pending
     if additional:
         p["additional_parameters"] = additional
@@ -301,6 +312,18 @@ def render_sbatch(params: Mapping[str, Any], folder: str, command: str, map_coun
     if map_count is not None:
         converted["map_count"] = map_count
     return _make_sbatch_string(command=command, folder=folder, **converted)
+
+
+def share_cap(cap: int, parts: int) -> list[tuple[int, int | None]]:
+    """How the ``parts`` arrays of one split group share ``cap`` running tasks.
+
+    Returns, per part, ``(its --array %cap, index of the earlier part it waits for, or None)``.
+    The caps add up to ``cap``; where there are more parts than ``cap``, part ``i`` runs one task at
+    a time once part ``i - cap`` has ended, so no more than ``cap`` tasks of the group ever run at once.
+    """
+    cap, parts = max(1, cap), max(1, parts)
+    shares = [cap // parts + (1 if i < cap % parts else 0) for i in range(parts)]
+    return [(c, None) if c > 0 else (1, i - cap) for i, c in enumerate(shares)]
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
@@ -551,10 +574,15 @@ class SlurmBackend(Backend):
                 groups[(t.kind, json.dumps(params, sort_keys=True), dep_jobs)].append(t)
             for (kind, params_json, dep_jobs), group in groups.items():
                 params = json.loads(params_json)
-                cap = array_parallelism(kind, self.options, default_cap)
-                for part in _chunks(group, chunk):
+                parts = list(_chunks(group, chunk))
+                shares = share_cap(array_parallelism(kind, self.options, default_cap), len(parts))
+                part_jobs: list[str] = []  # array job id of each part submitted so far
+                for part, (cap, wait_for) in zip(parts, shares):
                     ex = self._executor(self.folder)
-                    p = executor_parameters(params, sweep=sweep_label, kind=kind, dep_jobs=dep_jobs, cap=cap)
+                    after = [part_jobs[wait_for]] if wait_for is not None else []
+                    p = executor_parameters(
+                        params, sweep=sweep_label, kind=kind, dep_jobs=dep_jobs, cap=cap, after_jobs=after
+                    )
                     ex.update_parameters(**p)
                     with ex.batch():
                         subs = [ex.submit(body, t) for t in part]
@@ -577,6 +605,7 @@ class SlurmBackend(Backend):
                         }
                         records[t.key] = rec
                         submitted_now.append(rec)
+                    part_jobs.append(str(subs[0].job_id).split("_")[0])
             done = {t.key for t in ready}
             pending = [t for t in pending if t.key not in done]
 
