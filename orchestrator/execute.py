@@ -35,6 +35,7 @@ class StageContext:
         self.tmp = tmp
         self._log_file = log_file
         self.tracker = tracker
+        self.tracked_through = 0  # steps up to this one are in MLflow already (a resumed training)
 
     def config(self):
         from famix_core.config import FamixConfig
@@ -50,6 +51,8 @@ class StageContext:
         """The engine's log callback: to the log file, then MLflow (a tracking hiccup never fails the stage)."""
         shown = " ".join(f"{k}={v:.6g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in metrics.items())
         self.write(f"step={step} {shown}")
+        if step is not None and step <= self.tracked_through:
+            return
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
         try:
             self.tracker.log_metrics(numeric, step)
@@ -75,12 +78,18 @@ def _run_mine(ctx: StageContext) -> dict[str, Any]:
 
 
 def _run_train(ctx: StageContext) -> dict[str, Any]:
+    from famix_core.checkpoint import latest_checkpoint
     from famix_core.train import train
 
     task = ctx.task
     bank_dir = ctx.store.path("mine", task.deps["mine"]) if task.deps.get("mine") else None
     ckpt_dir = ctx.store.work_dir("train", task.key)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if latest_checkpoint(ckpt_dir) is not None:  # resuming: the steps since that checkpoint were logged already
+        try:
+            ctx.tracked_through = ctx.tracker.last_step("train/loss")
+        except Exception as e:  # noqa: BLE001 — a tracking hiccup never fails the stage
+            ctx.write(f"warning: MLflow history of train/loss unreadable: {type(e).__name__}: {e}")
     summary = train(ctx.config(), ctx.tmp, bank_dir=bank_dir, ckpt_dir=ckpt_dir, log=ctx.log)
     return _jsonable(summary)
 

@@ -83,3 +83,48 @@ def test_real_server_runs_are_found_again(mlflow_server_uri):
     rid2, created2 = Tracker(mlflow_server_uri, "srv").ensure_run(find, {}, name="t9")
     assert created and not created2 and rid == rid2
     assert tr.metrics(rid) == {"miou/C": 12.5}
+
+
+def test_a_resumed_training_does_not_log_its_steps_twice(tmp_path, one_torch_thread):
+    """A training dies after step 5 (checkpoint at 4); the rerun logs steps 5 and 6 to its stage log,
+    but to MLflow only step 6: the loss curve holds each step once."""
+    from famix_core.config import FamixConfig
+    from famix_core.train import train
+    from orchestrator.backends.base import StageTask
+    from orchestrator.execute import execute_stage
+    from orchestrator.store import Store
+
+    tr = _tracker()
+    rid, _ = tr.ensure_run({"famix.sweep": "s", "famix.role": "trial", "famix.trial": "t"}, {}, name="t")
+    cfg = FamixConfig.model_validate(
+        {
+            "model": {"backbone": "famix-tiny", "pretrained": "none"},
+            "style": {"strategy": "none", "augment": False, "mix": False},
+            "data": {"root": str(tmp_path / "data"), "crop_size": 48,
+                     "synthetic": {"height": 64, "width": 96, "train_images": 2, "val_images": 1}},
+            "train": {"iterations": 6, "batch_size": 2, "checkpoint_every": 4, "log_every": 1, "device": "cpu"},
+        }
+    )  # fmt: skip
+    store = tmp_path / "store"
+    task = StageTask(
+        kind="train", key="t" * 64, config=cfg.to_dict(), store=str(store), name="train",
+        log_path=str(tmp_path / "train.log"), tracking={"uri": tr.uri, "run_ids": [rid]},
+    )  # fmt: skip
+    logger = RunLogger(task.tracking)
+
+    class Died(Exception):
+        pass
+
+    def log_then_die_at_5(metrics, step):
+        logger.log_metrics(metrics, step)
+        if step == 5:
+            raise Died
+
+    with pytest.raises(Died):  # the first attempt, as a killed worker leaves it
+        train(cfg, tmp_path / "out", ckpt_dir=Store(str(store)).work_dir("train", task.key), log=log_then_die_at_5)
+
+    out = execute_stage(task)
+    assert out.status == "done", out.error
+    assert [line.split("step=")[1].split()[0] for line in Path(task.log_path).read_text().splitlines() if "step=" in line] == ["5", "6"]
+    steps = [m.step for m in tr.client.get_metric_history(rid, "train/loss")]
+    assert sorted(steps) == [1, 2, 3, 4, 5, 6]
