@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,16 @@ def test_ray_backend_matches_local_and_respects_max_parallel():
         wall = time.perf_counter() - t0
         assert all(o.status == "done" for o in par.values())
         assert wall < 4 * 0.6, wall
+
+        # a stage past its resources.timeout_min is stopped, retried, then reported; the others finish
+        slow = dataclasses.replace(_task("slow", seconds=600.0), resources={"timeout_min": 0.05})  # 3 s
+        quick = dataclasses.replace(_task("quick", seconds=0.1), resources={"timeout_min": 0.05})
+        rec = Recorder()
+        out = backend.run([slow, quick], max_parallel=2, retries=1, on_event=rec)
+        assert out["quick"].status == "done"
+        assert out["slow"].status == "failed" and out["slow"].attempts == 2, out["slow"]
+        assert out["slow"].error.startswith("timed out after 0.05 min"), out["slow"].error
+        assert Path(slow.log_path).read_text().count("failed: timed out") == 2
     finally:
         backend.close()
     import ray

@@ -5,6 +5,9 @@ log_to_driver=False)``) with its temp dir under the sweep folder, or, when that 
 would make Ray's unix socket paths too long (> 107 bytes), under a short
 ``/tmp/famix-ray-<hash>``. With ``backend.ray.address`` (``auto``, ``ray://host:port``) it
 connects to an existing cluster instead. It shuts down only what it started.
+
+A stage that runs past its ``resources.timeout_min`` is stopped (``ray.cancel(force=True)``) and
+counts as a retryable failure: a retried training resumes from its latest checkpoint.
 """
 
 from __future__ import annotations
@@ -94,10 +97,18 @@ class RayBackend(Backend):
             self.log(f"ray: started in-process with {num_cpus} CPUs (temp dir {temp_dir})")
         return ray
 
-    def _resources(self, task: StageTask) -> dict[str, Any]:
+    def _stage_resources(self, task: StageTask) -> dict[str, Any]:
         res = dict((self.options.get("resources") or {}).get(task.kind) or {})
         res.update(task.resources or {})
+        return res
+
+    def _resources(self, task: StageTask) -> dict[str, Any]:
+        res = self._stage_resources(task)
         return {"num_cpus": float(res.get("cpus", 1)), "num_gpus": float(res.get("gpus", 0))}
+
+    def _time_limit_s(self, task: StageTask) -> float | None:
+        minutes = self._stage_resources(task).get("timeout_min")
+        return 60.0 * float(minutes) if minutes else None
 
     def run(self, tasks: list[StageTask], *, max_parallel: int, retries: int, on_event: EventFn) -> dict[str, StageOutcome]:
         if not tasks:
@@ -111,18 +122,31 @@ class RayBackend(Backend):
         remote = ray.remote(max_retries=0)(execute)
         dag = DagScheduler(tasks, retries, on_event)
         inflight: dict[Any, str] = {}
+        deadlines: dict[Any, float] = {}  # ref -> monotonic time its stage's time limit runs out
         limit = max(1, max_parallel)
         try:
             while not dag.finished():
                 for task in dag.ready(limit=limit - len(inflight)):
                     ref = remote.options(**self._resources(task), name=_task_name(task)).remote(task)
                     inflight[ref] = task.key
+                    limit_s = self._time_limit_s(task)
+                    if limit_s:
+                        deadlines[ref] = time.monotonic() + limit_s
                 if not inflight:
                     if dag.finished():
                         break
                     raise RuntimeError("dependency cycle or missing dependency among stages")
-                done, _ = ray.wait(list(inflight), num_returns=1, timeout=None)
+                wait_s = max(0.0, min(deadlines.values()) - time.monotonic()) if deadlines else None
+                done, _ = ray.wait(list(inflight), num_returns=1, timeout=wait_s)
+                if not done:  # a stage ran past its time limit: stop it; a retry resumes from its checkpoint
+                    for ref in [r for r, t in deadlines.items() if t <= time.monotonic()]:
+                        key = inflight.pop(ref)
+                        deadlines.pop(ref)
+                        ray.cancel(ref, force=True)
+                        dag.complete(key, self._timed_out(dag.tasks[key]))
+                    continue
                 for ref in done:
+                    deadlines.pop(ref, None)
                     key = inflight.pop(ref)
                     try:
                         outcome = ray.get(ref)
@@ -136,6 +160,14 @@ class RayBackend(Backend):
             dag.cancel_rest()
             raise
         return dag.outcomes
+
+    def _timed_out(self, task: StageTask) -> StageOutcome:
+        minutes = self._stage_resources(task)["timeout_min"]
+        error = f"timed out after {minutes:g} min (resources.timeout_min); stopped by the Ray backend"
+        if task.log_path:
+            with open(task.log_path, "a", encoding="utf-8") as f:
+                f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} failed: {error}\n")
+        return StageOutcome(task.key, "failed", error=error, log_path=task.log_path or None, retryable=True)
 
     def close(self) -> None:
         if self._started:
