@@ -292,8 +292,8 @@ def executor_parameters(
     """
     p = dict(params)
     additional = dict(p.pop("additional_parameters", None) or {})
-    deps = [f"afterok:{':'.join(dep_jobs)}"] if list(dep_jobs) else []
-    deps += [f"afterany:{':'.join(after_jobs)}"] if list(after_jobs) else []
+    ok, any_end = list(dep_jobs), list(after_jobs)
+    deps = ([f"afterok:{':'.join(ok)}"] if ok else []) + ([f"afterany:{':'.join(any_end)}"] if any_end else [])
     if deps:
         p["dependency"] = ",".join(deps)  # ',' = all of them
         additional["kill-on-invalid-dep"] = "yes"  # a failed dependency drops the job instead of leaving it pending
