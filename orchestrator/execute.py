@@ -35,7 +35,7 @@ class StageContext:
         self.tmp = tmp
         self._log_file = log_file
         self.tracker = tracker
-        self.tracked_through = 0  # steps up to this one are in MLflow already (a resumed training)
+        self.tracked_through: int | None = None  # steps up to this one are in MLflow already (a resumed training)
 
     def config(self):
         from famix_core.config import FamixConfig
@@ -51,7 +51,7 @@ class StageContext:
         """The engine's log callback: to the log file, then MLflow (a tracking hiccup never fails the stage)."""
         shown = " ".join(f"{k}={v:.6g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in metrics.items())
         self.write(f"step={step} {shown}")
-        if step is not None and step <= self.tracked_through:
+        if step is not None and self.tracked_through is not None and step <= self.tracked_through:
             return
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
         try:

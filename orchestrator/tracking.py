@@ -183,12 +183,12 @@ class RunLogger:
             for i in range(0, len(items), 500):
                 with_retry(self.client.log_batch, run_id, metrics=items[i : i + 500])
 
-    def last_step(self, key: str) -> int:
-        """The highest step of metric ``key`` already logged to this stage's first run (0 when none)."""
+    def last_step(self, key: str) -> int | None:
+        """The highest step of metric ``key`` already logged to this stage's first run (None when none)."""
         if not self.enabled:
-            return 0
+            return None
         history = with_retry(self.client.get_metric_history, self.run_ids[0], key)
-        return max((m.step for m in history), default=0)
+        return max((m.step for m in history), default=None)
 
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
         if not self.enabled:
