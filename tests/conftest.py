@@ -35,6 +35,24 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
+def plain_tiny_config(data_root: str | Path, **train):
+    """famix-tiny, random init, no style op, on 2 synthetic 64x96 images, CPU: the cheapest real training.
+
+    ``train`` entries go into the ``train`` block (e.g. ``iterations``, ``checkpoint_every``).
+    """
+    from famix_core.config import FamixConfig
+
+    return FamixConfig.model_validate(
+        {
+            "model": {"backbone": "famix-tiny", "pretrained": "none"},
+            "style": {"strategy": "none", "augment": False, "mix": False},
+            "data": {"root": str(data_root), "crop_size": 48,
+                     "synthetic": {"height": 64, "width": 96, "train_images": 2, "val_images": 1}},
+            "train": {"batch_size": 2, "log_every": 1, "device": "cpu", **train},
+        }
+    )  # fmt: skip
+
+
 @pytest.fixture
 def mlflow_server_uri(tmp_path):
     """A real ``mlflow server`` (light form) on a free 127.0.0.1 port; stopped by its process group."""

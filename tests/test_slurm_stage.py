@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import plain_tiny_config
 from orchestrator.backends.base import StageOutcome, StageTask
 from orchestrator.backends.slurm import SlurmStage
 
@@ -41,18 +42,9 @@ def _task(tmp_path: Path, kind: str = "train") -> StageTask:
 
 
 def test_a_training_checkpoints_at_its_iteration_before_the_job_is_requeued(submitit_handler, tmp_path):
-    from famix_core.config import FamixConfig
     from famix_core.train import train
 
-    cfg = FamixConfig.model_validate(
-        {
-            "model": {"backbone": "famix-tiny", "pretrained": "none"},
-            "style": {"strategy": "none", "augment": False, "mix": False},
-            "data": {"root": str(tmp_path / "data"), "crop_size": 48,
-                     "synthetic": {"height": 64, "width": 96, "train_images": 2, "val_images": 1}},
-            "train": {"iterations": 8, "batch_size": 2, "checkpoint_every": 6, "log_every": 1, "device": "cpu"},
-        }
-    )  # fmt: skip
+    cfg = plain_tiny_config(tmp_path / "data", iterations=8, checkpoint_every=6)
     steps: list[int] = []
 
     def preempt_at_3(metrics, step):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import plain_tiny_config
 from orchestrator.tracking import RunLogger, Tracker, default_uri, metrics_from_eval, with_retry
 
 
@@ -88,7 +89,6 @@ def test_real_server_runs_are_found_again(mlflow_server_uri):
 def test_a_resumed_training_does_not_log_its_steps_twice(tmp_path, one_torch_thread):
     """A training dies after step 5 (checkpoint at 4); the rerun logs steps 5 and 6 to its stage log,
     but to MLflow only step 6: the loss curve holds each step once."""
-    from famix_core.config import FamixConfig
     from famix_core.train import train
     from orchestrator.backends.base import StageTask
     from orchestrator.execute import execute_stage
@@ -96,15 +96,7 @@ def test_a_resumed_training_does_not_log_its_steps_twice(tmp_path, one_torch_thr
 
     tr = _tracker()
     rid, _ = tr.ensure_run({"famix.sweep": "s", "famix.role": "trial", "famix.trial": "t"}, {}, name="t")
-    cfg = FamixConfig.model_validate(
-        {
-            "model": {"backbone": "famix-tiny", "pretrained": "none"},
-            "style": {"strategy": "none", "augment": False, "mix": False},
-            "data": {"root": str(tmp_path / "data"), "crop_size": 48,
-                     "synthetic": {"height": 64, "width": 96, "train_images": 2, "val_images": 1}},
-            "train": {"iterations": 6, "batch_size": 2, "checkpoint_every": 4, "log_every": 1, "device": "cpu"},
-        }
-    )  # fmt: skip
+    cfg = plain_tiny_config(tmp_path / "data", iterations=6, checkpoint_every=4)
     store = tmp_path / "store"
     task = StageTask(
         kind="train", key="t" * 64, config=cfg.to_dict(), store=str(store), name="train",
