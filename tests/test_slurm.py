@@ -318,7 +318,7 @@ def test_preempted_and_requeued_training_resumes_to_the_same_weights(slurm_clust
     def wait_ckpt(at_least: int) -> None:
         deadline = time.time() + 120
         while _latest_ckpt_iteration(work) < at_least:
-            assert time.time() < deadline, f"no checkpoint at iteration >= {at_least}"
+            assert time.time() < deadline, f"no checkpoint at iteration >= {at_least}" + _job_diagnostics(rec, task.log_path)
             time.sleep(0.2)
 
     wait_ckpt(every)
@@ -332,7 +332,7 @@ def test_preempted_and_requeued_training_resumes_to_the_same_weights(slurm_clust
     subprocess.run(["scontrol", "requeue", rec["job_id"]], check=True)  # external requeue: no USR2
 
     out = backend.wait({task.key: task}, {task.key: rec}, lambda *a: None)[task.key]
-    assert out.status == "done", out.error
+    assert out.status == "done", f"{out.error}" + _job_diagnostics(rec, task.log_path)
     runs = _logged_steps(Path(task.log_path))
     assert len(runs) == 3, runs
     assert runs[0][0] == 1
