@@ -158,14 +158,14 @@ def test_cancel_stops_a_running_driver(tmp_path):
 
     Path("sweeps").mkdir(exist_ok=True)
     Path("sweeps/mini.yaml").write_text(SWEEP)
-    script = f"""
+    script = """
 import sys, time
 from orchestrator import execute
 from orchestrator import checks
 checks.check_data = lambda cfg: None
 def slow(ctx):
     time.sleep(60)
-    return {{}}
+    return {}
 execute.STAGE_RUNNERS.update(mine=slow, train=slow, evaluate=slow)
 from famix_core.cli import main
 sys.exit(main(["sweep", "run", "mini", "--run-dir", "runs"]))

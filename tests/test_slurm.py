@@ -391,7 +391,7 @@ def test_smoke_sweep_on_slurm_matches_local(slurm_cluster, tmp_path):
         res = run_plan(plan, RunOptions(backend=backend), Console(file=io.StringIO(), width=200))
         assert res.exit_code == 0, (backend, res.failed, {k: o.error for k, o in res.outcomes.items()})
         results[backend] = (plan, res, pd.read_csv(res.results_csv))
-    (lp, lres, ldf), (sp, sres, sdf) = results["local"], results["slurm"]
+    (_, lres, ldf), (sp, sres, sdf) = results["local"], results["slurm"]
     assert sorted(lres.outcomes) == sorted(sres.outcomes)  # same stage keys
     assert all(o.job_id for o in sres.outcomes.values())
     pd.testing.assert_frame_equal(ldf, sdf)
