@@ -25,7 +25,6 @@ init, loader shuffle, crops), a loader generator seeded the same way, and a
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -42,7 +41,7 @@ from famix_core.config import FamixConfig
 from famix_core.device import pick_device
 from famix_core.errors import FamixError
 from famix_core.prompts import TextTargets, build_prompt
-from famix_core.io import atomic_write_bytes
+from famix_core.io import atomic_write_json
 from famix_core.styles import StyleBank, dominant_class, patch_stats
 
 __all__ = ["mine_styles", "KeptPatch", "select_patches", "optimize_styles", "SUMMARY_FILE"]
@@ -382,5 +381,5 @@ def mine_styles(
         "channels": bank.channels,
         "seconds": time.perf_counter() - t0,
     }
-    atomic_write_bytes(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
+    atomic_write_json(out / SUMMARY_FILE, summary, indent=2)
     return summary

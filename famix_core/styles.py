@@ -38,7 +38,7 @@ from torch import nn
 from famix_core.classes import CLASS_NAMES, IGNORE_INDEX
 from famix_core.config import StyleConfig
 from famix_core.errors import FamixError
-from famix_core.io import atomic_write_bytes
+from famix_core.io import atomic_write_bytes, atomic_write_json
 
 __all__ = [
     "patch_index",
@@ -566,7 +566,7 @@ class StyleBank:
             "counts": self.counts(),
             "meta": self.meta,
         }
-        atomic_write_bytes(d / BANK_JSON, (json.dumps(info, indent=2) + "\n").encode())
+        atomic_write_json(d / BANK_JSON, info, indent=2)
         return d
 
     @classmethod
