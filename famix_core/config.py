@@ -214,7 +214,11 @@ class EvalConfig(_Base):
 
     domains: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGETS), min_length=1)
     split: str = "val"
-    scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1, description="[1.0, 0.5] = ensemble")
+    scales: list[float] = Field(
+        default_factory=lambda: [1.0],
+        min_length=1,
+        description="test-time input scales; [0.5] = official --scale 0.5, [1.0, 0.5] = --scale 0.5 --ensemble (logits averaged)",
+    )
     max_images: int | None = Field(None, ge=1)
     batch_size: int = Field(1, ge=1)
 

@@ -7,8 +7,11 @@ Conventions:
     the ground truth AND never predicted) has IoU ``None`` and is excluded from the mean;
     a class predicted but absent from the ground truth has IoU 0 and counts;
   * mIoU = mean IoU over the classes with a non-zero union (fractions in [0, 1]);
-  * test-time scales: the image is resized by each scale, the logits are resized back to the
-    label size; with several scales (``[1.0, 0.5]``) their softmax probabilities are averaged.
+  * test-time scales (official ``main.py::validate``): for a scale ``s != 1`` the image is resized
+    by ``F.interpolate(scale_factor=s, mode="bilinear", align_corners=True)``; the logits of every
+    scale are resized to the label size the same way (bilinear, ``align_corners=True``; the model
+    itself upsamples to its input with ``align_corners=False``); with several scales
+    (``[1.0, 0.5]`` = the official ``--scale 0.5 --ensemble``) their LOGITS are averaged.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "confusion_update",
     "metrics_from_confusion",
     "predict",
+    "scaled_logits",
     "evaluate_model",
     "evaluate_domain",
     "evaluate",
@@ -121,33 +125,49 @@ def metrics_from_confusion(conf: torch.Tensor, class_names: Sequence[str] | None
 
 
 @torch.no_grad()
-def predict(model: "Segmenter", images: torch.Tensor, out_size: tuple[int, int], scales: Sequence[float] = (1.0,)) -> torch.Tensor:
-    """Class predictions at the label size, with test-time scales.
+def scaled_logits(
+    model: "Segmenter", images: torch.Tensor, out_size: tuple[int, int], scales: Sequence[float] = (1.0,)
+) -> torch.Tensor:
+    """Logits at the label size, averaged over test-time scales (official ``main.py::validate``).
 
     Args:
-        model: the segmenter (eval mode).
+        model: the segmenter (eval mode); its logits come at its input's size.
         images: (B, 3, H, W).
         out_size: (Hl, Wl) of the labels.
-        scales: one scale (resize input, upsample logits back) or several (softmax averaged).
+        scales: input scales; each ``s != 1`` resizes the input bilinearly with ``align_corners=True``
+            (``scale_factor=s``: floor(H * s) rows); the logits of each scale are resized to
+            ``out_size`` bilinearly with ``align_corners=True`` and the logits are averaged.
 
     Returns:
-        (B, Hl, Wl) int64 predictions.
+        (B, K, Hl, Wl) float32 logits.
     """
     acc = None
     for s in scales:
         x = images
         if s != 1.0:
-            h, w = images.shape[-2:]
-            x = F.interpolate(images, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear", align_corners=False)
+            x = F.interpolate(images, scale_factor=s, mode="bilinear", align_corners=True)  # (B, 3, ~sH, ~sW)
         logits = model(x).float()  # (B, K, h, w)
         if logits.shape[-2:] != tuple(out_size):
-            logits = F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=False)
-        if len(scales) == 1:
-            return logits.argmax(1)
-        prob = logits.softmax(1)
-        acc = prob if acc is None else acc + prob
+            logits = F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=True)
+        acc = logits if acc is None else acc + logits
     assert acc is not None
-    return acc.argmax(1)
+    return acc / len(scales) if len(scales) > 1 else acc
+
+
+@torch.no_grad()
+def predict(model: "Segmenter", images: torch.Tensor, out_size: tuple[int, int], scales: Sequence[float] = (1.0,)) -> torch.Tensor:
+    """Class predictions at the label size: the argmax of :func:`scaled_logits`.
+
+    Args:
+        model: the segmenter (eval mode).
+        images: (B, 3, H, W).
+        out_size: (Hl, Wl) of the labels.
+        scales: test-time scales (several: their logits averaged).
+
+    Returns:
+        (B, Hl, Wl) int64 predictions.
+    """
+    return scaled_logits(model, images, out_size, scales).argmax(1)
 
 
 def _batches(dataset, batch_size: int) -> Iterable[list[tuple[torch.Tensor, torch.Tensor]]]:

@@ -17,6 +17,7 @@ from famix_core.evaluate import (
     evaluate_domain,
     metrics_from_confusion,
     predict,
+    scaled_logits,
 )
 
 
@@ -87,21 +88,47 @@ class _Colour(nn.Module):
         return self.conv(x)
 
 
+def _official_validate_logits(model, x, label_size, scale, ensemble):
+    """Official main.py::validate: bilinear align_corners=True down and up; ensemble = mean of LOGITS."""
+    up = nn.functional.interpolate
+    with torch.no_grad():
+        out = model(up(x, scale_factor=scale, mode="bilinear", align_corners=True))
+        out = up(out, size=label_size, mode="bilinear", align_corners=True)
+        if ensemble:
+            out = (out + model(x)) / 2
+    return out
+
+
 def test_predict_with_scales_and_ensemble():
     model = _Colour().eval()
-    x = torch.randn(2, 3, 16, 24)
-    single = predict(model, x, (16, 24), [1.0])
+    x = torch.randn(2, 3, 17, 25)  # odd sizes: scale_factor 0.5 gives floor(8.5) x floor(12.5) = 8 x 12
+    single = predict(model, x, (17, 25), [1.0])
     assert torch.equal(single, model(x).argmax(1))
-    half = predict(model, x, (16, 24), [0.5])
+    half = scaled_logits(model, x, (17, 25), [0.5])
+    ref_half = _official_validate_logits(model, x, (17, 25), 0.5, ensemble=False)
+    torch.testing.assert_close(half, ref_half, rtol=0, atol=1e-6)
+    assert torch.equal(predict(model, x, (17, 25), [0.5]), ref_half.argmax(1))
+    # align_corners=False (the previous behaviour) gives other logits
     xs = nn.functional.interpolate(x, size=(8, 12), mode="bilinear", align_corners=False)
-    ref_half = nn.functional.interpolate(model(xs), size=(16, 24), mode="bilinear", align_corners=False).argmax(1)
-    assert torch.equal(half, ref_half)
-    ens = predict(model, x, (16, 24), [1.0, 0.5])
     with torch.no_grad():
-        p1 = model(x).softmax(1)
-        p2 = nn.functional.interpolate(model(xs), size=(16, 24), mode="bilinear", align_corners=False).softmax(1)
-    assert torch.equal(ens, (p1 + p2).argmax(1))
-    assert not torch.equal(ens, single) or not torch.equal(ens, half)
+        other = nn.functional.interpolate(model(xs), size=(17, 25), mode="bilinear", align_corners=False)
+    assert (other - ref_half).abs().max() > 1e-2
+    ens = scaled_logits(model, x, (17, 25), [1.0, 0.5])
+    ref_ens = _official_validate_logits(model, x, (17, 25), 0.5, ensemble=True)
+    torch.testing.assert_close(ens, ref_ens, rtol=0, atol=1e-6)  # the mean of logits, not of probabilities
+    assert torch.equal(predict(model, x, (17, 25), [1.0, 0.5]), ref_ens.argmax(1))
+    with torch.no_grad():
+        probs = (model(x).softmax(1) + ref_half.softmax(1)) / 2
+    assert (ens.softmax(1) - probs).abs().max() > 1e-3
+
+
+def test_scale_one_logits_resized_to_a_larger_label_with_align_corners():
+    model = _Colour().eval()
+    x = torch.randn(1, 3, 9, 13)
+    out = scaled_logits(model, x, (17, 25), [1.0])
+    with torch.no_grad():
+        ref = nn.functional.interpolate(model(x), size=(17, 25), mode="bilinear", align_corners=True)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
