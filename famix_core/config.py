@@ -163,6 +163,12 @@ class DataConfig(_Base):
     synthetic: SynthConfig | None = Field(None, description="use (and generate if missing) the synthetic benchmark")
     split_file: str | None = Field(None, description="optional list of source file stems to train on")
     crop_size: int = Field(768, ge=8)
+    mapillary_protocol: Literal["official", "ignore_pad"] = Field(
+        "official",
+        description="Mapillary evaluation: resize to height mapillary_size, centre crop mapillary_size^2; the pad of"
+        " narrower images is label 0 (road) as in the official code, or 255 (ignore_pad)",
+    )
+    mapillary_size: int = Field(1536, ge=1, description="height and crop side of the Mapillary evaluation (1536 in the paper)")
     jitter: tuple[float, float, float] = (0.8, 0.8, 0.8)
     hflip: bool = True
     num_workers: int = Field(0, ge=0)
@@ -179,6 +185,12 @@ class DataConfig(_Base):
     @classmethod
     def _roots(cls, v: dict[str, str]) -> dict[str, str]:
         return {resolve_domain(k).name: p for k, p in v.items()}
+
+    def eval_protocol(self, domain: str) -> dict[str, Any]:
+        """The fields of this config that a domain's evaluation reads besides its files (stage keys hash them)."""
+        if resolve_domain(domain).name == "mapillary":
+            return {"mapillary_protocol": self.mapillary_protocol, "mapillary_size": self.mapillary_size}
+        return {}
 
     def root_of(self, domain: str) -> Path:
         """Root folder of a domain (override, else ``root/<folder>``)."""

@@ -12,7 +12,8 @@ What each stage reads (a change anywhere else does not re-run it):
   exact, so they do not change results; ``device``, ``amp``, ``deterministic`` stay in), and the
   mine key when the effective strategy needs a bank (else no mine stage and no mining fields).
 - ``evaluate``: the train key, ``eval.split``/``scales``/``max_images``, the domain column, that
-  domain's data identity and ``train.device``.
+  domain's data identity, its evaluation protocol (``data.eval_protocol``: Mapillary's
+  ``mapillary_protocol``/``mapillary_size``) and ``train.device``.
 
 Data identity: with ``data.synthetic`` set it is the synthetic settings (the generated folder's
 location does not matter); otherwise the absolute root folder of the domain.
@@ -119,6 +120,7 @@ def evaluate_inputs(cfg: FamixConfig, train_key: str, domain: str) -> dict[str, 
         "train": train_key,
         "domain": d.column or d.name,
         "data": data_identity(cfg, d.name),
+        "protocol": cfg.data.eval_protocol(d.name),
         "split": cfg.eval.split,
         "scales": list(cfg.eval.scales),
         "max_images": cfg.eval.max_images,

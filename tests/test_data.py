@@ -162,16 +162,17 @@ def test_every_loader_returns_train_ids_on_known_pixels(tmp_path, domain):
     if listed:  # gta5 / synthia: a split list beside the data picks the val files
         lst = tmp_path / DOMAINS[domain].folder / LAYOUTS[domain].split_lists["val"]
         lst.write_text(f"{_key(domain, 1)}.png\n{_key(domain, 2)}.png\n")
-    cfg = DataConfig(root=str(tmp_path))
+    cfg = DataConfig(root=str(tmp_path), mapillary_size=H)  # Mapillary: the centre H x H crop (columns 1..6)
     expected_n = 2 if listed else 3
     assert check_domain(cfg, domain, "val") == expected_n
     ds = build_dataset(cfg, DOMAINS[domain].column or domain, "val", train=False)
     assert len(ds) == len(ds.pairs) == expected_n
     assert all(p[0].is_file() and p[1].is_file() for p in ds.pairs)
     image, label = ds[0]
-    assert image.dtype == torch.float32 and image.shape == (3, H, W)
-    assert label.dtype == torch.int64 and label.shape == (H, W)
-    assert np.array_equal(label[:2 * (H // 2):H // 2, :2 * (W // 2):W // 2].numpy(), EXPECTED_BLOCK)
+    w = H if domain == "mapillary" else W
+    assert image.dtype == torch.float32 and image.shape == (3, H, w)
+    assert label.dtype == torch.int64 and label.shape == (H, w)
+    assert np.array_equal(label[:2 * (H // 2):H // 2, :2 * (w // 2):w // 2].numpy(), EXPECTED_BLOCK)
     assert torch.equal(torch.unique(label), torch.tensor([0, 13, 18, 255]))
     # image: constant grey 40+i, CLIP-normalized
     v = 41 / 255 if expected_n == 2 else 40 / 255

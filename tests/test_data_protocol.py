@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from famix_core.config import DataConfig
@@ -112,3 +113,132 @@ def test_synthia_val_is_the_robustnet_list_and_train_the_rest(tmp_path):
     assert [p[0].name for p in val] == s_val  # 2,820 listed images, not the last 30 % by name
     assert [p[0].name for p in train] == others  # every image not in the val list
     assert val[0][1] == tmp_path / "synthia" / "GT" / "LABELS" / s_val[0]
+
+
+# ----------------------------------------------------------------------------- 9: Mapillary
+
+
+def test_vistas_map_is_exactly_the_official_one():
+    from famix_core.data.mappings import MAPPINGS, VISTAS_ID_TO_TRAIN_ID, VISTAS_V12_CLASSES
+
+    official = {  # datasets/mapillary.py of the official code: Vistas v1.2 id -> train id
+        13: 0, 24: 0, 41: 0, 2: 1, 15: 1, 17: 2, 6: 3, 3: 4, 45: 5, 47: 5, 48: 6, 50: 7, 30: 8, 29: 9,
+        27: 10, 19: 11, 20: 12, 21: 12, 22: 12, 55: 13, 61: 14, 54: 15, 58: 16, 57: 17, 52: 18,
+    }  # fmt: skip
+    assert dict(VISTAS_ID_TO_TRAIN_ID) == official
+    dropped = ["construction--flat--bike-lane", "construction--flat--crosswalk-plain", "construction--flat--curb-cut",
+               "construction--flat--pedestrian-area", "construction--flat--service-lane", "marking--crosswalk-zebra",
+               "nature--mountain", "nature--sand", "object--pothole", "object--street-light",
+               "object--support--traffic-sign-frame"]  # fmt: skip
+    lut = MAPPINGS["vistas_v12"].tables().lut
+    assert [int(lut[VISTAS_V12_CLASSES.index(n)]) for n in dropped] == [255] * 11
+
+
+def _reference_crop_pad(a: np.ndarray, size: int) -> np.ndarray:
+    """The official CenterCropPad geometry replayed with PIL: pad both sides of a short axis by the
+    shortfall, then crop at round((n - size) / 2) of the *unpadded* n (PIL fills outside with 0)."""
+    from PIL import ImageOps
+
+    im = Image.fromarray(a)
+    w, h = im.size
+    dx, dy = max(size - w, 0), max(size - h, 0)
+    if dx or dy:
+        im = ImageOps.expand(im, border=(dx, dy, dx, dy), fill=0)
+    left, top = int(round((w - size) / 2.0)), int(round((h - size) / 2.0))
+    return np.asarray(im.crop((left, top, left + size, top + size)))
+
+
+@pytest.mark.parametrize("shape", [(32, 64), (32, 16), (32, 9), (32, 33), (20, 40), (40, 20), (31, 31), (32, 8)])
+def test_center_crop_pad_follows_the_official_geometry(shape):
+    from famix_core.data.transforms import center_crop_pad
+
+    a = (np.arange(shape[0] * shape[1]).reshape(shape) % 250 + 1).astype(np.uint8)  # content is never 0
+    ref = _reference_crop_pad(a, 32)
+    assert np.array_equal(center_crop_pad(a, 32, 0), ref)
+    assert np.array_equal(center_crop_pad(a, 32, 255), np.where(ref > 0, ref, 255))  # ignore_pad
+    rgb = np.stack([a, a // 2, a // 3], -1)
+    assert np.array_equal(center_crop_pad(rgb, 32, 0), _reference_crop_pad(rgb, 32))
+
+
+def _mapillary_pair(root: Path, key: str, raw: np.ndarray) -> None:
+    """An image whose red channel is 10 * train id (to check alignment) and its Vistas label."""
+    from famix_core.data.mappings import VISTAS_ID_TO_TRAIN_ID
+
+    img_dir, lbl_dir = root / "mapillary" / "validation" / "images", root / "mapillary" / "validation" / "labels"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    lbl_dir.mkdir(parents=True, exist_ok=True)
+    tid = np.vectorize(lambda v: VISTAS_ID_TO_TRAIN_ID.get(int(v), 25))(raw)
+    rgb = np.stack([tid * 10, np.full_like(tid, 128), np.full_like(tid, 128)], -1).astype(np.uint8)
+    Image.fromarray(rgb).save(img_dir / f"{key}.jpg", quality=100)
+    Image.fromarray(raw.astype(np.uint8), mode="L").save(lbl_dir / f"{key}.png")
+
+
+def _portrait_and_landscape(root: Path) -> None:
+    land = np.zeros((32, 64), np.uint8)
+    land[:, :32], land[:, 32:] = 13, 55  # road | car
+    port = np.zeros((48, 24), np.uint8)
+    port[:24], port[24:] = 27, 30  # sky over vegetation
+    _mapillary_pair(root, "landscape", land)
+    _mapillary_pair(root, "portrait", port)
+
+
+def test_mapillary_items_are_resized_to_the_height_and_centre_cropped(tmp_path):
+    _portrait_and_landscape(tmp_path)
+    cfg = DataConfig(root=str(tmp_path), mapillary_size=32)
+    ds = build_dataset(cfg, "M", "val", train=False)
+    (img_l, lbl_l), (img_p, lbl_p) = ds[0], ds[1]
+    assert lbl_l.shape == lbl_p.shape == (32, 32) and img_l.shape == img_p.shape == (3, 32, 32)
+    # landscape 32x64: the centre 32 columns, 16 of road then 16 of car
+    assert (lbl_l[:, :16] == 0).all() and (lbl_l[:, 16:] == 13).all()
+    # portrait 48x24 -> 32x16, padded: its first 8 columns land at columns 24..31; the rest is label 0
+    assert (lbl_p[:, :24] == 0).all()
+    assert (lbl_p[:16, 24:] == 10).all() and (lbl_p[16:, 24:] == 8).all()
+    from famix_core.data.transforms import CLIP_MEAN, CLIP_STD
+
+    red = img_p[0] * CLIP_STD[0] + CLIP_MEAN[0]  # back to [0, 1]
+    assert float(red[:, :24].abs().max()) < 1e-6  # the image pad is black
+    assert abs(float(red[2, 28]) - 100 / 255) < 0.03 and abs(float(red[30, 28]) - 80 / 255) < 0.03  # aligned
+    ignore = build_dataset(cfg.model_copy(update={"mapillary_protocol": "ignore_pad"}), "M", "val", train=False)
+    _, lbl_i = ignore[1]
+    assert (lbl_i[:, :24] == 255).all() and torch.equal(lbl_i[:, 24:], lbl_p[:, 24:])
+
+
+def test_famix_evaluate_on_mapillary_golden_confusion(tmp_path, capsys):
+    """`famix evaluate` on a Mapillary layout with a portrait and a landscape image: a model that says
+    "building" everywhere gets, in the building column, each class's pixel count after crop and pad."""
+    import json
+
+    import yaml
+
+    from famix_core.checkpoint import save_safetensors_atomic
+    from famix_core.cli import main
+    from famix_core.config import FamixConfig
+    from famix_core.models.segmenter import build_segmenter
+
+    _portrait_and_landscape(tmp_path / "data")
+    cfg = FamixConfig.model_validate({
+        "model": {"backbone": "famix-tiny", "pretrained": "none", "freeze": "none"},
+        "data": {"root": str(tmp_path / "data"), "mapillary_size": 32},
+        "train": {"device": "cpu"}, "eval": {"domains": ["M"]},
+    })  # fmt: skip
+    model = build_segmenter(cfg.model)
+    last = [m for m in model.classifier.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.nn.functional.one_hot(torch.tensor(2), 19).float())  # always "building"
+    save_safetensors_atomic(tmp_path / "w" / "model.safetensors", model.state_dict())
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    golden = {  # train id -> pixels: official crop (landscape) and pad (portrait, label 0 = road)
+        "official": {0: 16 * 32 + 24 * 32, 13: 16 * 32, 10: 8 * 16, 8: 8 * 16},
+        "ignore_pad": {0: 16 * 32, 13: 16 * 32, 10: 8 * 16, 8: 8 * 16},
+    }
+    for protocol, counts in golden.items():
+        out = tmp_path / protocol
+        rc = main(["evaluate", "--config", str(tmp_path / "cfg.yaml"), "--out", str(out), "--weights",
+                   str(tmp_path / "w" / "model.safetensors"), f"data.mapillary_protocol={protocol}"])  # fmt: skip
+        assert rc == 0, capsys.readouterr().err
+        conf = np.array(json.loads((out / "M" / "confusion.json").read_text()))
+        want = np.zeros((19, 19), np.int64)
+        for tid, n in counts.items():
+            want[tid, 2] = n
+        assert np.array_equal(conf, want), protocol

@@ -12,10 +12,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from famix_core.classes import IGNORE_INDEX
 from famix_core.data.io import read_label, read_rgb
 from famix_core.data.layouts import get_layout, list_pairs
 from famix_core.data.mappings import get_mapping
-from famix_core.data.transforms import JointTransform, build_transform
+from famix_core.data.transforms import HeightCenterCrop, JointTransform, PairFn, build_transform
 
 if TYPE_CHECKING:
     from famix_core.config import DataConfig
@@ -159,5 +160,14 @@ def build_dataset(
         jitter=tuple(data_cfg.jitter),
         hflip=data_cfg.hflip,
         scale=scale,
+        pre=None if train else _eval_protocol(data_cfg, d.name),
     )
     return SegmentationDataset(d.name, split, pairs, lay.mapping, transform, label_first_channel=lay.label_first_channel)
+
+
+def _eval_protocol(data_cfg: "DataConfig", domain: str) -> PairFn | None:
+    """The geometric step a domain's evaluation protocol adds (official FAMix ``utils/get_dataset.py``)."""
+    if domain == "mapillary":
+        fill = 0 if data_cfg.mapillary_protocol == "official" else IGNORE_INDEX
+        return HeightCenterCrop(data_cfg.mapillary_size, label_fill=fill)
+    return None
