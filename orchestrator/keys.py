@@ -8,7 +8,8 @@ What each stage reads (a change anywhere else does not re-run it):
   Not ``model.freeze``, not ``style.augment``/``mix``: the 8-row ablation mines once.
 - ``train``: ``model.*`` (minus ``cache_dir``, a location), the *effective* style strategy and
   only the style fields it uses, the source data identity, ``data.crop_size/jitter/hflip/
-  split_file/num_workers``, ``train.*`` minus ``log_every`` and ``checkpoint_every`` (resume is
+  split_file/num_workers``, the source's training protocol (``data.train_protocol``: SYNTHIA's
+  ``synthia_protocol``/``synthia_crop``/``synthia_scale``), ``train.*`` minus ``log_every`` and ``checkpoint_every`` (resume is
   exact, so they do not change results; ``device``, ``amp``, ``deterministic`` stay in), and the
   mine key when the effective strategy needs a bank (else no mine stage and no mining fields).
 - ``evaluate``: the train key, ``eval.split``/``scales``/``max_images``, the domain column, that
@@ -106,6 +107,7 @@ def train_inputs(cfg: FamixConfig, mine_key: str | None) -> dict[str, Any]:
             "hflip": d.hflip,
             "split_file": d.split_file,
             "num_workers": d.num_workers,
+            "protocol": d.train_protocol(),
         },
         "train": train,
         "mine": mine_key,

@@ -242,3 +242,72 @@ def test_famix_evaluate_on_mapillary_golden_confusion(tmp_path, capsys):
         for tid, n in counts.items():
             want[tid, 2] = n
         assert np.array_equal(conf, want), protocol
+
+
+def test_the_protocols_are_part_of_the_stage_keys():
+    from famix_core.config import FamixConfig
+    from orchestrator.keys import evaluate_inputs, stage_key, train_inputs
+
+    cfg = FamixConfig()
+    other = cfg.model_copy(update={"data": cfg.data.model_copy(update={"mapillary_protocol": "ignore_pad"})})
+    assert stage_key(evaluate_inputs(cfg, "t", "M")) != stage_key(evaluate_inputs(other, "t", "M"))
+    assert stage_key(evaluate_inputs(cfg, "t", "C")) == stage_key(evaluate_inputs(other, "t", "C"))
+    syn = cfg.model_copy(update={"data": cfg.data.model_copy(update={"source": "synthia"})})
+    syn_pad = syn.model_copy(update={"data": syn.data.model_copy(update={"synthia_protocol": "ignore_pad"})})
+    assert stage_key(train_inputs(syn, None)) != stage_key(train_inputs(syn_pad, None))
+    gta_pad = cfg.model_copy(update={"data": cfg.data.model_copy(update={"synthia_protocol": "ignore_pad"})})
+    assert stage_key(train_inputs(cfg, None)) == stage_key(train_inputs(gta_pad, None))  # unused by a GTA5 source
+
+
+# ----------------------------------------------------------------------------- 10, 13: SYNTHIA as a source
+
+
+def test_random_scale_crop_geometry_by_hand(monkeypatch):
+    """Scale 0.5 of a 40x64 car label -> 20x32, padded by (60 - n) // 2 + 1 = 21 rows / 15 columns on
+    both sides (label 0), crop 60 at (0, 2), resize to 64 nearest."""
+    from famix_core.data.transforms import RandomScaleCrop
+
+    offsets = iter([0, 2])
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.tensor(0.0))  # s = scale_min
+    monkeypatch.setattr(torch, "randint", lambda lo, hi, size, **k: torch.tensor(next(offsets)))
+    image = np.full((40, 64, 3), 200, np.uint8)
+    label = np.full((40, 64), 13, np.uint8)
+    img, lbl = RandomScaleCrop(crop=60, size=64, scale_min=0.5, scale_max=2.0, label_fill=0)(image, label)
+    want = np.zeros((60, 60), np.uint8)
+    want[21:41, 13:45] = 13  # content rows 21..40 and columns 15..46 of the padded 62x62, minus the offset 2
+    want = np.asarray(Image.fromarray(want).resize((64, 64), Image.NEAREST))
+    assert lbl.shape == (64, 64) and np.array_equal(lbl, want)
+    assert img.shape == (64, 64, 3) and (img[lbl == 0] < 100).mean() > 0.9 and (img[lbl == 13] > 100).mean() > 0.9
+    assert (img[30:34, 25:40] == 200).all()  # inside the block: the image, aligned with its label
+
+
+def _synthia_source_tree(root: Path) -> None:
+    from famix_core.data.io import write_png16
+
+    img_dir, lbl_dir = root / "synthia" / "RGB", root / "synthia" / "GT" / "LABELS"
+    img_dir.mkdir(parents=True)
+    lbl_dir.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((40, 64, 3), 200, np.uint8)).save(img_dir / f"s{i}.png")
+        raw = np.zeros((40, 64, 3), np.uint16)
+        raw[..., 0] = 8  # car everywhere: any 0 in a training label is the pad
+        write_png16(lbl_dir / f"s{i}.png", raw)
+
+
+def test_synthia_source_uses_the_random_size_and_crop_with_label_pad_0(tmp_path):
+    _synthia_source_tree(tmp_path)
+    cfg = DataConfig(root=str(tmp_path), source="synthia", crop_size=64, synthia_crop=60, jitter=(0, 0, 0), hflip=False)
+    official = build_dataset(cfg, "synthia", "train", train=True)
+    ignore = build_dataset(cfg.model_copy(update={"synthia_protocol": "ignore_pad"}), "synthia", "train", train=True)
+    padded = unpadded = 0
+    for seed in range(16):
+        torch.manual_seed(seed)
+        img, lbl = official[0]
+        torch.manual_seed(seed)
+        _, lbl_i = ignore[0]
+        assert img.shape == (3, 64, 64) and lbl.shape == (64, 64)
+        assert set(lbl.unique().tolist()) <= {0, 13}  # the pad is road in the official protocol
+        assert torch.equal(lbl_i, torch.where(lbl == 0, 255, lbl))  # ... and ignored with ignore_pad
+        padded += bool((lbl == 0).any())
+        unpadded += bool((lbl == 13).all())
+    assert padded and unpadded  # scales below 60/40 pad, larger ones do not

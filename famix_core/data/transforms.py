@@ -9,7 +9,9 @@ upsamples logits back to it), CLIP normalization.
 A dataset's protocol may add a geometric step that runs first, on the uint8
 arrays (``JointTransform.pre``): :class:`HeightCenterCrop` is the official
 Mapillary evaluation geometry (FAMix ``utils/get_dataset.py``: ``ResizeHeight``
-then ``CenterCropPad`` of ``utils/ext_transforms.py``).
+then ``CenterCropPad`` of ``utils/ext_transforms.py``), and
+:class:`RandomScaleCrop` the official SYNTHIA-source training geometry
+(``RandomSizeAndCrop`` then ``ExtResize``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,15 @@ from torchvision.transforms.v2 import functional as F
 
 from famix_core.classes import IGNORE_INDEX
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "JointTransform", "build_transform", "HeightCenterCrop", "center_crop_pad"]
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "JointTransform",
+    "build_transform",
+    "HeightCenterCrop",
+    "RandomScaleCrop",
+    "center_crop_pad",
+]
 
 PairFn = Callable[[np.ndarray, np.ndarray], "tuple[np.ndarray, np.ndarray]"]
 
@@ -64,6 +74,11 @@ def center_crop_pad(a: np.ndarray, size: int, fill: int) -> np.ndarray:
     return out
 
 
+def _resize(a: np.ndarray, size: tuple[int, int], resample: int) -> np.ndarray:
+    """PIL resize of a uint8 array to (W, H) ``size`` (a writable copy)."""
+    return np.array(Image.fromarray(a).resize(size, resample))
+
+
 @dataclass(frozen=True)
 class HeightCenterCrop:
     """Official Mapillary evaluation geometry: resize to height ``size``, then a ``size`` x ``size`` centre crop.
@@ -84,9 +99,52 @@ class HeightCenterCrop:
         """(H, W, 3) uint8 image, (H, W) uint8 label -> (size, size, 3), (size, size)."""
         h, w = label.shape
         new = (int(w / h * self.size), self.size)  # PIL order (W, H)
-        img = np.asarray(Image.fromarray(image).resize(new, Image.BICUBIC))
-        lbl = np.asarray(Image.fromarray(label).resize(new, Image.NEAREST))
+        img, lbl = _resize(image, new, Image.BICUBIC), _resize(label, new, Image.NEAREST)
         return center_crop_pad(img, self.size, 0), center_crop_pad(lbl, self.size, self.label_fill)
+
+
+@dataclass(frozen=True)
+class RandomScaleCrop:
+    """Official SYNTHIA-source training geometry: random rescale, random square crop, resize.
+
+    1. scale both by ``s ~ U(scale_min, scale_max)`` to ``int(w * s) x int(h * s)`` (image bicubic,
+       label nearest);
+    2. a side shorter than ``crop`` is padded by ``(crop - n) // 2 + 1`` on both sides (image 0,
+       label ``label_fill``: 0, road, in the official code, which maps ids before the transform);
+    3. a random ``crop`` x ``crop`` window;
+    4. resize to ``size`` x ``size`` (image bilinear, label nearest).
+
+    Randomness comes from torch's generator, so seeded runs and DataLoader workers repeat.
+
+    Attributes:
+        crop: side of the random crop (720 in the paper).
+        size: final side (``data.crop_size``, 768 in the paper).
+        scale_min: smallest scale (0.5).
+        scale_max: largest scale (2.0).
+        label_fill: label value of the padded area.
+    """
+
+    crop: int
+    size: int
+    scale_min: float = 0.5
+    scale_max: float = 2.0
+    label_fill: int = 0
+
+    def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W, 3) uint8 image, (H, W) uint8 label -> (size, size, 3), (size, size)."""
+        s = self.scale_min + (self.scale_max - self.scale_min) * float(torch.rand(()))
+        h, w = label.shape
+        new = (max(1, int(w * s)), max(1, int(h * s)))  # PIL order (W, H)
+        img, lbl = _resize(image, new, Image.BICUBIC), _resize(label, new, Image.NEAREST)
+        py, px = ((self.crop - n) // 2 + 1 if n < self.crop else 0 for n in lbl.shape)
+        if py or px:
+            img = np.pad(img, ((py, py), (px, px), (0, 0)), constant_values=0)
+            lbl = np.pad(lbl, ((py, py), (px, px)), constant_values=self.label_fill)
+        y0, x0 = (int(torch.randint(0, n - self.crop + 1, ())) for n in lbl.shape)
+        img = img[y0 : y0 + self.crop, x0 : x0 + self.crop]  # (crop, crop, 3)
+        lbl = lbl[y0 : y0 + self.crop, x0 : x0 + self.crop]
+        out = (self.size, self.size)
+        return _resize(np.ascontiguousarray(img), out, Image.BILINEAR), _resize(np.ascontiguousarray(lbl), out, Image.NEAREST)
 
 
 @dataclass
