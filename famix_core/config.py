@@ -43,7 +43,8 @@ BACKBONES: tuple[str, ...] = ("RN50", "RN101", "famix-tiny")
 """CLIP ModifiedResNet architectures (``famix-tiny``: width 16, one block per stage, 64 px)."""
 
 FREEZE_POLICIES: tuple[str, ...] = ("none", "layer3", "paper", "all")
-"""Stage boundaries: train everything; freeze stem..layer3; freeze all but ``layer4[-1]`` (FAMix); freeze the whole backbone."""
+"""Stage boundaries: train everything; freeze stem..layer3; FAMix's, by source (all but ``layer4[-1]`` for GTA5 and
+SYNTHIA, stem..layer3 for Cityscapes); freeze the whole backbone."""
 
 STRATEGIES: tuple[str, ...] = ("none", "famix", "mixstyle", "noise")
 """Feature-style strategies acting on layer-1 features during training."""

@@ -311,3 +311,43 @@ def test_synthia_source_uses_the_random_size_and_crop_with_label_pad_0(tmp_path)
         padded += bool((lbl == 0).any())
         unpadded += bool((lbl == 13).all())
     assert padded and unpadded  # scales below 60/40 pad, larger ones do not
+
+
+# ----------------------------------------------------------------------------- 11: freeze by source
+
+
+@pytest.mark.parametrize(
+    "source, trainable", [("gta5", {"layer4.2"}), ("synthia", {"layer4.2"}), ("cityscapes", {"layer4.0", "layer4.1", "layer4.2"})]
+)
+def test_paper_freeze_follows_the_source(source, trainable):
+    from famix_core.config import ModelConfig
+    from famix_core.models.segmenter import build_segmenter
+
+    model = build_segmenter(ModelConfig(backbone="RN50", pretrained="none", freeze="paper"), source=source)
+    got = {".".join(n.split(".")[:2]) for n, p in model.backbone.named_parameters() if p.requires_grad}
+    assert got == trainable
+    model.train()
+    assert model.backbone.layer4[0].training == (source == "cityscapes") and model.backbone.layer4[2].training
+    assert not model.backbone.layer3.training
+
+
+def test_training_builds_the_model_for_its_source(monkeypatch, tmp_path):
+    import famix_core.models.segmenter as seg
+    from famix_core.config import FamixConfig
+    from famix_core.train import Trainer
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def spy(model_cfg, style_augmenter=None, device=None, source="gta5"):
+        seen["source"] = source
+        raise Stop
+
+    monkeypatch.setattr(seg, "build_segmenter", spy)
+    cfg = FamixConfig.model_validate({"data": {"source": "cityscapes"}, "style": {"strategy": "none"},
+                                      "train": {"device": "cpu"}})  # fmt: skip
+    with pytest.raises(Stop):
+        Trainer(cfg, tmp_path, dataset=[])
+    assert seen == {"source": "cityscapes"}
