@@ -351,3 +351,93 @@ def test_training_builds_the_model_for_its_source(monkeypatch, tmp_path):
     with pytest.raises(Stop):
         Trainer(cfg, tmp_path, dataset=[])
     assert seen == {"source": "cityscapes"}
+
+
+# ----------------------------------------------------------------------------- 12: the official README's layouts
+
+
+def _official_readme_trees(root: Path) -> None:
+    """BDD100K as images/<split> + labels/<split>; SYNTHIA split into RGB/{train,val} + GT/LABELS/{train,val}."""
+    from famix_core.data.io import write_png16
+
+    for split, names in (("val", ["b1", "b2"]),):
+        for n in names:
+            (root / "bdd100k" / "images" / split).mkdir(parents=True, exist_ok=True)
+            (root / "bdd100k" / "labels" / split).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((6, 8, 3), 90, np.uint8)).save(root / "bdd100k" / "images" / split / f"{n}.jpg")
+            Image.fromarray(np.full((6, 8), 13, np.uint8), mode="L").save(root / "bdd100k" / "labels" / split / f"{n}.png")
+    for split, names in (("train", ["0000001", "0000002"]), ("val", ["0000000", "0000003", "0000004"])):
+        for n in names:
+            (root / "synthia" / "RGB" / split).mkdir(parents=True, exist_ok=True)
+            (root / "synthia" / "GT" / "LABELS" / split).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((6, 8, 3), 90, np.uint8)).save(root / "synthia" / "RGB" / split / f"{n}.png")
+            raw = np.zeros((6, 8, 3), np.uint16)
+            raw[..., 0] = 8  # car
+            write_png16(root / "synthia" / "GT" / "LABELS" / split / f"{n}.png", raw)
+    (root / "synthia" / "synthia_split_val.txt").write_text("0000000.png\n0000003.png\n")  # the val folder holds 3
+
+
+def test_the_official_readme_layouts_are_detected_and_read(tmp_path):
+    from famix_core.data import inspect_domain
+
+    _official_readme_trees(tmp_path)
+    cfg = DataConfig(root=str(tmp_path))
+    b = inspect_domain(cfg, "B", "val")
+    assert b.layout.name == "official README" and [p[0].name for p in b.pairs] == ["b1.jpg", "b2.jpg"]
+    s_train, s_val = inspect_domain(cfg, "synthia", "train"), inspect_domain(cfg, "S", "val")
+    assert s_train.layout.name == s_val.layout.name == "pre-split (official README)"
+    assert [p[0].name for p in s_train.pairs] == ["0000001.png", "0000002.png"]
+    assert [p[0].name for p in s_val.pairs] == ["0000000.png", "0000003.png"]  # the list still picks the val images
+    assert s_val.pairs[0][0].parent == tmp_path / "synthia" / "RGB" / "val"
+    _, label = build_dataset(cfg, "S", "val", train=False)[0]
+    assert (label == 13).all()
+    _, label = build_dataset(cfg, "B", "val", train=False)[0]
+    assert (label == 13).all()
+
+
+def test_data_check_names_the_layout_found(tmp_path, capsys):
+    from famix_core.cli import main
+
+    _official_readme_trees(tmp_path)
+    rc = main(["data", "check", f"data.root={tmp_path}", "data.source=synthia", "eval.domains=[B,S]"])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 0, out
+    assert out[0].startswith("synthia") and "train 2 pairs (layout 'pre-split (official README)'" in out[0]
+    assert "val   2 pairs (layout 'official README')" in out[1]
+    assert "val   2 pairs (layout 'pre-split (official README)'; list " in out[2] and "synthia_split_val.txt" in out[2]
+
+
+def test_a_few_unpaired_files_warn_more_are_an_error(tmp_path, capsys):
+    from famix_core.cli import main
+    from famix_core.data.layouts import UnpairedFilesWarning
+
+    img_dir, lbl_dir = tmp_path / "bdd100k" / "images" / "10k" / "val", tmp_path / "bdd100k" / "labels" / "sem_seg" / "masks" / "val"
+    names = [f"p{i:03d}" for i in range(400)]
+    _touch_pairs(img_dir, lbl_dir, [])
+    for n in names:
+        (img_dir / f"{n}.jpg").touch()
+        (lbl_dir / f"{n}.png").touch()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(img_dir / "p000.jpg")  # data check reads the first header
+    for n in ("x1", "x2", "x3"):
+        (img_dir / f"{n}.jpg").touch()  # older BDD100K archives: a few images without labels
+    (lbl_dir / "y1.png").touch()
+    cfg = DataConfig(root=str(tmp_path))
+    with pytest.warns(UnpairedFilesWarning, match=r"bdd100k val: 4 files without a partner skipped \(first: .*x1.jpg"):
+        pairs = list_pairs(cfg, "B", "val")
+    assert len(pairs) == 400
+    rc = main(["data", "check", f"data.root={tmp_path}", "eval.domains=[B]"])
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("bdd100k")][0]
+    assert rc == 2 and "400 pairs" in line and "4 unpaired files skipped (first: " in line  # rc 2: no gta5 here
+    for i in range(7):
+        (img_dir / f"z{i}.jpg").touch()  # 11 unpaired: above the tolerance
+    with pytest.raises(DataError, match=r"bdd100k val: 10 images have no label \(first: .*x1.jpg"):
+        list_pairs(cfg, "B", "val")
+
+
+def test_a_root_in_neither_layout_names_both(tmp_path):
+    (tmp_path / "bdd100k" / "images").mkdir(parents=True)
+    with pytest.raises(DataError) as e:
+        check_domain(DataConfig(root=str(tmp_path)), "B", "val")
+    msg = str(e.value)
+    assert "\n" not in msg and f"expected {tmp_path}/bdd100k/images/10k/val/*.jpg" in msg
+    assert f"or the official README layout: {tmp_path}/bdd100k/images/val/*.jpg" in msg

@@ -50,7 +50,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-UNPAIRED_MAX = 0
+UNPAIRED_MAX = 10
 """At most this many unpaired files (and at most 1 % of the images) are skipped with a warning; more is an error."""
 _UNPAIRED_FRACTION = 0.01
 
@@ -153,7 +153,19 @@ LAYOUTS: Mapping[str, Layout] = {
 """domain name -> its main :class:`Layout` (the one the synthetic benchmark writes); holds exactly
 the names of :data:`famix_core.domains.DOMAINS`."""
 
-LAYOUT_VARIANTS: Mapping[str, tuple[Layout, ...]] = {}
+LAYOUT_VARIANTS: Mapping[str, tuple[Layout, ...]] = {
+    "bdd100k": (
+        LAYOUTS["bdd100k"],
+        Layout("images/{split}", "labels/{split}", ".jpg", ".png", "train_ids", name="official README"),
+    ),
+    "synthia": (
+        LAYOUTS["synthia"],
+        Layout(
+            "RGB/{split}", "GT/LABELS/{split}", ".png", ".png", "synthia",
+            split_lists=_SYNTHIA_VAL, label_first_channel=True, name="pre-split (official README)",
+        ),
+    ),
+}  # fmt: skip
 """domain name -> every layout accepted for it, the main one first (domains not listed have one)."""
 
 
