@@ -24,7 +24,6 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
@@ -41,6 +40,7 @@ __all__ = [
     "DomainFiles",
     "UnpairedFilesWarning",
     "UNPAIRED_MAX",
+    "SHIPPED_SPLITS",
     "get_layout",
     "detect_layout",
     "split_list_path",
@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 UNPAIRED_MAX = 10
 """At most this many unpaired files (and at most 1 % of the images) are skipped with a warning; more is an error."""
 _UNPAIRED_FRACTION = 0.01
+
+
+SHIPPED_SPLITS = Path(__file__).resolve().parent / "splits"
+"""The official split lists, package data (see its README.md)."""
 
 
 class UnpairedFilesWarning(UserWarning):
@@ -231,10 +235,7 @@ def detect_layout(domain: str | Domain, root: Path, split: str) -> Layout:
 def split_list_path(root: Path, name: str) -> Path:
     """A split list: ``<root>/<name>`` when present (the synthetic benchmark's), else the shipped one."""
     local = root / name
-    if local.is_file():
-        return local
-    with resources.as_file(resources.files("famix_core.data") / "splits" / name) as p:
-        return Path(p)
+    return local if local.is_file() else SHIPPED_SPLITS / name
 
 
 def _scan(folder: Path, suffix: str, depth: int) -> dict[str, Path]:
