@@ -43,7 +43,8 @@ BACKBONES: tuple[str, ...] = ("RN50", "RN101", "famix-tiny")
 """CLIP ModifiedResNet architectures (``famix-tiny``: width 16, one block per stage, 64 px)."""
 
 FREEZE_POLICIES: tuple[str, ...] = ("none", "layer3", "paper", "all")
-"""Stage boundaries: train everything; freeze stem..layer3; freeze all but ``layer4[-1]`` (FAMix); freeze the whole backbone."""
+"""Stage boundaries: train everything; freeze stem..layer3; FAMix's, by source (all but ``layer4[-1]`` for GTA5 and
+SYNTHIA, stem..layer3 for Cityscapes); freeze the whole backbone."""
 
 STRATEGIES: tuple[str, ...] = ("none", "famix", "mixstyle", "noise")
 """Feature-style strategies acting on layer-1 features during training."""
@@ -163,6 +164,19 @@ class DataConfig(_Base):
     synthetic: SynthConfig | None = Field(None, description="use (and generate if missing) the synthetic benchmark")
     split_file: str | None = Field(None, description="optional list of source file stems to train on")
     crop_size: int = Field(768, ge=8)
+    mapillary_protocol: Literal["official", "ignore_pad"] = Field(
+        "official",
+        description="Mapillary evaluation: resize to height mapillary_size, centre crop mapillary_size^2; the pad of"
+        " narrower images is label 0 (road) as in the official code, or 255 (ignore_pad)",
+    )
+    mapillary_size: int = Field(1536, ge=1, description="height and crop side of the Mapillary evaluation (1536 in the paper)")
+    synthia_protocol: Literal["official", "ignore_pad"] = Field(
+        "official",
+        description="SYNTHIA as a source: the pad of the random size-and-crop is label 0 (road) as in the official"
+        " code, or 255 (ignore_pad)",
+    )
+    synthia_crop: int = Field(720, ge=1, description="SYNTHIA as a source: random crop side before the resize to crop_size")
+    synthia_scale: tuple[float, float] = Field((0.5, 2.0), description="SYNTHIA as a source: random scale range")
     jitter: tuple[float, float, float] = (0.8, 0.8, 0.8)
     hflip: bool = True
     num_workers: int = Field(0, ge=0)
@@ -179,6 +193,26 @@ class DataConfig(_Base):
     @classmethod
     def _roots(cls, v: dict[str, str]) -> dict[str, str]:
         return {resolve_domain(k).name: p for k, p in v.items()}
+
+    @field_validator("synthia_scale")
+    @classmethod
+    def _synthia_scale(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError(f"expected 0 < min <= max, got {list(v)}")
+        return v
+
+    def train_protocol(self) -> dict[str, Any]:
+        """The fields of this config that the source's training transform reads besides crop/jitter/flip."""
+        if self.source == "synthia":
+            return {"synthia_protocol": self.synthia_protocol, "synthia_crop": self.synthia_crop,
+                    "synthia_scale": list(self.synthia_scale)}  # fmt: skip
+        return {}
+
+    def eval_protocol(self, domain: str) -> dict[str, Any]:
+        """The fields of this config that a domain's evaluation reads besides its files (stage keys hash them)."""
+        if resolve_domain(domain).name == "mapillary":
+            return {"mapillary_protocol": self.mapillary_protocol, "mapillary_size": self.mapillary_size}
+        return {}
 
     def root_of(self, domain: str) -> Path:
         """Root folder of a domain (override, else ``root/<folder>``)."""

@@ -204,7 +204,9 @@ class Trainer:
         torch.manual_seed(tc.seed)  # initial weights and, until restored, dropout
 
         augmenter = self._build_augmenter(bank_dir)
-        self.model: Segmenter = build_segmenter(cfg.model, style_augmenter=augmenter, device=self.device)
+        self.model: Segmenter = build_segmenter(
+            cfg.model, style_augmenter=augmenter, device=self.device, source=cfg.data.source
+        )
         if augmenter is not None:
             augmenter.to(self.device)
         self.style_generator: torch.Generator | None = None

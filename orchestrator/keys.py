@@ -8,11 +8,13 @@ What each stage reads (a change anywhere else does not re-run it):
   Not ``model.freeze``, not ``style.augment``/``mix``: the 8-row ablation mines once.
 - ``train``: ``model.*`` (minus ``cache_dir``, a location), the *effective* style strategy and
   only the style fields it uses, the source data identity, ``data.crop_size/jitter/hflip/
-  split_file/num_workers``, ``train.*`` minus ``log_every`` and ``checkpoint_every`` (resume is
+  split_file/num_workers``, the source's training protocol (``data.train_protocol``: SYNTHIA's
+  ``synthia_protocol``/``synthia_crop``/``synthia_scale``), ``train.*`` minus ``log_every`` and ``checkpoint_every`` (resume is
   exact, so they do not change results; ``device``, ``amp``, ``deterministic`` stay in), and the
   mine key when the effective strategy needs a bank (else no mine stage and no mining fields).
 - ``evaluate``: the train key, ``eval.split``/``scales``/``max_images``, the domain column, that
-  domain's data identity and ``train.device``.
+  domain's data identity, its evaluation protocol (``data.eval_protocol``: Mapillary's
+  ``mapillary_protocol``/``mapillary_size``) and ``train.device``.
 
 Data identity: with ``data.synthetic`` set it is the synthetic settings (the generated folder's
 location does not matter); otherwise the absolute root folder of the domain.
@@ -105,6 +107,7 @@ def train_inputs(cfg: FamixConfig, mine_key: str | None) -> dict[str, Any]:
             "hflip": d.hflip,
             "split_file": d.split_file,
             "num_workers": d.num_workers,
+            "protocol": d.train_protocol(),
         },
         "train": train,
         "mine": mine_key,
@@ -119,6 +122,7 @@ def evaluate_inputs(cfg: FamixConfig, train_key: str, domain: str) -> dict[str, 
         "train": train_key,
         "domain": d.column or d.name,
         "data": data_identity(cfg, d.name),
+        "protocol": cfg.data.eval_protocol(d.name),
         "split": cfg.eval.split,
         "scales": list(cfg.eval.scales),
         "max_images": cfg.eval.max_images,

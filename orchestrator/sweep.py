@@ -62,6 +62,8 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
             "data": {
                 "synthetic": {"seed": 0, "height": 64, "width": 128, "train_images": 32, "val_images": 8},
                 "crop_size": 64,
+                "mapillary_size": 64,  # the official Mapillary crop (1536) scaled to the 64-high images
+                "synthia_crop": 60,  # SYNTHIA as a source: 720 of 768 in the paper, scaled to crop_size 64
             },
             # A random CLIP gives text gradients with no meaning, and famix-tiny's layer-1 statistics
             # are ~100x smaller than RN50's: the paper's lr 1.0 would push them to negative stds.

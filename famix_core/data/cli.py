@@ -3,7 +3,8 @@
 ``famix data synth --out DIR`` writes the synthetic benchmark (all nine domains in
 their real layouts) and ``DIR/contact_sheet.png``. ``famix data check --config
 FILE [key=value ...]`` lists the image/label pairs of the source's train split
-and of every evaluation domain, or the one-line problem of each.
+and of every evaluation domain with the folder layout and split list found, or
+the one-line problem of each.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from famix_core.config import load_config
-    from famix_core.data import check_domain
+    from famix_core.data import inspect_domain
     from famix_core.domains import resolve_domain
     from famix_core.errors import FamixError
 
@@ -86,12 +87,12 @@ def _check(args: argparse.Namespace) -> int:
         d = resolve_domain(domain)
         name = f"{d.name}" + (f" ({d.column})" if d.column else "")
         try:
-            n = check_domain(cfg.data, d.name, split)
+            found = inspect_domain(cfg.data, d.name, split)
         except FamixError as e:
             failed += 1
             print(f"{name:20s} {split:5s} error: {e}")
         else:
-            print(f"{name:20s} {split:5s} {n} pairs")
+            print(f"{name:20s} {split:5s} {len(found.pairs)} pairs ({found.describe()})")
     if failed:
         print(f"famix: error: {failed} of {len(jobs)} domain splits are not usable", file=sys.stderr)
         return 2

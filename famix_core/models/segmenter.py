@@ -119,8 +119,10 @@ class Segmenter(nn.Module):
         return self.__dict__["_augmenter"]
 
     # -- freezing -----------------------------------------------------------------------------
-    def freeze(self, policy: str) -> list[nn.Module]:
+    def freeze(self, policy: str, source: str = "gta5") -> list[nn.Module]:
         """Freeze backbone modules by stage boundary (``none``, ``layer3``, ``paper``, ``all``).
+
+        ``paper`` depends on the training ``source`` (:mod:`famix_core.models.freeze`).
 
         Frozen parameters get ``requires_grad=False`` and frozen modules stay in eval mode
         (BatchNorm statistics fixed) even after ``.train()``. Replaces any previous policy.
@@ -128,7 +130,7 @@ class Segmenter(nn.Module):
         Returns:
             The frozen modules.
         """
-        mods = frozen_modules(self.backbone, policy)
+        mods = frozen_modules(self.backbone, policy, source)
         for p in self.backbone.parameters():
             p.requires_grad_(True)
         for m in mods:
@@ -225,6 +227,7 @@ def build_segmenter(
     model_cfg: "ModelConfig",
     style_augmenter: nn.Module | None = None,
     device: torch.device | str | None = None,
+    source: str = "gta5",
 ) -> Segmenter:
     """Build the segmenter of a model config, weights loaded and freeze policy applied.
 
@@ -235,6 +238,7 @@ def build_segmenter(
         model_cfg: :class:`famix_core.config.ModelConfig`.
         style_augmenter: optional training-time layer-1 augmenter.
         device: target device (default CPU).
+        source: the training source (``data.source``): ``model.freeze=paper`` follows it.
 
     Returns:
         A Segmenter in train mode (frozen modules in eval mode).
@@ -258,7 +262,7 @@ def build_segmenter(
     )
     if full_sd is not None:
         _load_strict(model, full_sd, model_cfg.pretrained, model_cfg.backbone)
-    model.freeze(model_cfg.freeze)
+    model.freeze(model_cfg.freeze, source)
     model.train()
     if device is not None:
         model = model.to(torch.device(device))
