@@ -19,6 +19,7 @@ What each stage reads (a change anywhere else does not re-run it):
 Data identity: with ``data.synthetic`` set it is the synthetic settings (the generated folder's
 location does not matter); otherwise the absolute root folder of the domain.
 Every key also holds :data:`FORMAT_VERSION`; bump it when an artifact's format or meaning changes.
+Version 2: the official mining, style-op, evaluation and data protocols (results differ from version 1).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from famix_core.domains import resolve_domain
 
 __all__ = ["FORMAT_VERSION", "stage_key", "mine_inputs", "train_inputs", "evaluate_inputs", "data_identity"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def stage_key(inputs: dict[str, Any]) -> str:
