@@ -185,3 +185,28 @@ def test_plan_time_check_covers_the_source_val_split(synth_root, tmp_path):
     check_data(cfg.model_copy(update={"train": cfg.train.model_copy(update={"val_every": None})}))  # not needed: fine
     with pytest.raises(DataError, match=r"gta5 val"):
         check_data(cfg)
+
+
+def test_train_stage_logs_the_source_val_curve_to_mlflow(tmp_path):
+    """Through the orchestrator's stage runner: the curve reaches the trial's MLflow run, the result says the choice."""
+    from conftest import plain_tiny_config
+    from orchestrator.backends.base import StageTask
+    from orchestrator.execute import execute_stage
+    from orchestrator.tracking import Tracker, default_uri
+
+    run_dir = (tmp_path / "runs").absolute()
+    run_dir.mkdir()
+    tr = Tracker(default_uri(run_dir), "exp", artifact_location=(run_dir / "mlartifacts").as_uri())
+    rid, _ = tr.ensure_run({"famix.sweep": "s", "famix.role": "trial", "famix.trial": "t"}, {}, name="t")
+    cfg = plain_tiny_config(tmp_path / "data", iterations=4, val_every=3, val_crop=[60, 90], select="best_source_val")
+    task = StageTask(
+        kind="train", key="v" * 64, config=cfg.to_dict(), store=str(tmp_path / "store"), name="train",
+        log_path=str(tmp_path / "train.log"), tracking={"uri": tr.uri, "run_ids": [rid]},
+    )  # fmt: skip
+    out = execute_stage(task)
+    assert out.status == "done", out.error
+    history = tr.client.get_metric_history(rid, "source_val/miou")
+    assert sorted(m.step for m in history) == [3, 4]
+    curve = out.result["source_val"]["miou_curve"]
+    assert sorted((m.step, m.value) for m in history) == [(i, pytest.approx(100 * v)) for i, v in curve]
+    assert out.result["select"] == "best_source_val" and out.result["selected_iteration"] in (3, 4)
