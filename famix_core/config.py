@@ -241,6 +241,23 @@ class TrainConfig(_Base):
     amp: bool = Field(False, description="bf16 autocast (CUDA only)")
     channels_last: bool = Field(False, description="channels_last memory format (CUDA only)")
     deterministic: bool = True
+    select: Literal["last", "best_source_val"] = Field(
+        "last", description="which weights the training outputs: the last, or the best on the source val split"
+    )
+    val_every: int | None = Field(
+        None, ge=1, description="validate on the source val split every N iterations and at the last (paper: 750); None: never"
+    )
+    val_crop: tuple[int, int] | None = Field(
+        (1046, 1914), description="centre crop (h, w) of GTA5 source-val images (official); other sources: full images"
+    )
+
+    @model_validator(mode="after")
+    def _select_needs_validation(self) -> "TrainConfig":
+        if self.select == "best_source_val" and self.val_every is None:
+            raise ValueError("select=best_source_val needs val_every (source validation every N iterations, paper: 750)")
+        if self.val_crop is not None and min(self.val_crop) < 1:
+            raise ValueError(f"val_crop must be two positive sizes (h, w), got {list(self.val_crop)}")
+        return self
 
 
 class EvalConfig(_Base):

@@ -176,6 +176,8 @@ class Trainer:
         log: ``log(metrics, step)`` callback.
         dataset: optional dataset overriding ``famix_core.data.build_dataset`` (tests, benchmarks).
         device: optional device overriding ``cfg.train.device``.
+        val_dataset: optional source val split overriding :func:`famix_core.source_val.source_val_dataset`
+            (used when ``train.val_every`` is set).
     """
 
     def __init__(
@@ -188,8 +190,10 @@ class Trainer:
         log: LogFn | None = None,
         dataset: Dataset | None = None,
         device: torch.device | str | None = None,
+        val_dataset: Dataset | None = None,
     ):
         from famix_core.models.segmenter import build_segmenter
+        from famix_core.source_val import SourceValidation
 
         self.cfg = cfg
         self.out_dir = Path(out_dir)
@@ -230,6 +234,7 @@ class Trainer:
             raise DataError(f"{cfg.data.root_of(cfg.data.source)}: no training images for {cfg.data.source}")
         self.schedule = BatchSchedule(n, tc.batch_size, tc.seed)
         self.items = _SeededItems(self.dataset, tc.seed)
+        self.source_val = SourceValidation(cfg, self.ckpt_dir, val_dataset) if tc.val_every is not None else None
 
         self.iteration = 0
         self.loss_window: list[float] = []
@@ -363,6 +368,7 @@ class Trainer:
                 "last_loss": self.last_loss,
                 "images_seen": self.images_seen,
                 "train_seconds": self.train_seconds,
+                "source_val": self.source_val.state() if self.source_val is not None else None,
             },
         )
         return save_checkpoint(self.ckpt_dir, state)
@@ -384,8 +390,15 @@ class Trainer:
         self.last_loss = float(ex.get("last_loss", float("nan")))
         self.images_seen = int(ex.get("images_seen", 0))
         self.train_seconds = float(ex.get("train_seconds", 0.0))
+        if self.source_val is not None:
+            self.source_val.restore(ex.get("source_val") or {})
         self._batches = None
         return True
+
+    def validate_if_due(self) -> None:
+        """Source validation after the current iteration when ``train.val_every`` says so (see famix_core.source_val)."""
+        if self.source_val is not None and self.source_val.due(self.iteration):
+            self.source_val.run(self.model, self.device, self.iteration, self.log)
 
     # -- whole run ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -402,11 +415,13 @@ class Trainer:
         _STOP.clear()
         _RUNNING.set()
         try:
+            self.validate_if_due()  # a run stopped right after a due iteration validates it now
             while self.iteration < tc.iterations:
                 self.step()
                 if _STOP.is_set():  # request_stop(): checkpoint at this boundary, hand control back
                     path = self.save_checkpoint()
                     raise TrainingInterrupted(self.iteration, str(path) if path else None)
+                self.validate_if_due()
                 if self.iteration % tc.checkpoint_every == 0 and self.iteration < tc.iterations:
                     self.save_checkpoint()
         finally:
@@ -418,11 +433,30 @@ class Trainer:
         return summary
 
     def finalize(self) -> dict[str, Any]:
-        """Write ``out_dir/model.safetensors`` (official key names) and ``summary.json``; return the summary."""
+        """Write ``out_dir/model.safetensors`` (official key names) and ``summary.json``; return the summary.
+
+        ``model.safetensors`` holds the weights ``train.select`` picks: the last, or the best on the
+        source val split. When source validation ran and the best is not the last, the other one is
+        kept too: ``best.safetensors`` (select=last) or ``last.safetensors`` (select=best_source_val).
+        """
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        tc = self.cfg.train
         meta = {"backbone": self.cfg.model.backbone, "output_stride": str(self.cfg.model.output_stride),
                 "num_classes": str(self.cfg.model.num_classes), "iterations": str(self.iteration)}
-        save_safetensors_atomic(self.out_dir / "model.safetensors", self.model.state_dict(), metadata=meta)
+        sv = self.source_val
+        selected_iteration = self.iteration
+        last, best = self.model.state_dict(), None
+        if sv is not None and sv.best_state is not None and sv.best_iteration != self.iteration:
+            best = sv.best_state
+        if tc.select == "best_source_val" and best is not None:
+            selected_iteration = int(sv.best_iteration)  # type: ignore[union-attr]
+            save_safetensors_atomic(self.out_dir / "model.safetensors", best, metadata={**meta, "iterations": str(selected_iteration)})
+            save_safetensors_atomic(self.out_dir / "last.safetensors", last, metadata=meta)
+        else:
+            save_safetensors_atomic(self.out_dir / "model.safetensors", last, metadata=meta)
+            if best is not None:
+                best_meta = {**meta, "iterations": str(sv.best_iteration)}  # type: ignore[union-attr]
+                save_safetensors_atomic(self.out_dir / "best.safetensors", best, metadata=best_meta)
         window = self.loss_window or [self.last_loss]
         summary = {
             "iterations": self.iteration,
@@ -431,6 +465,9 @@ class Trainer:
             "peak_mem_mb": _peak_mem_mb(self.device),
             "seconds": self.train_seconds,
             "device": str(self.device),
+            "select": tc.select,
+            "selected_iteration": selected_iteration,
+            "source_val": sv.summary() if sv is not None else None,
         }
         atomic_write_json(self.out_dir / "summary.json", summary)
         return summary
@@ -451,10 +488,12 @@ def train(
         out_dir: receives ``model.safetensors`` and ``summary.json``.
         bank_dir: the mined style bank (when ``cfg.style.needs_bank()``).
         ckpt_dir: periodic atomic checkpoints (every ``train.checkpoint_every`` iterations).
-        log: ``log({"train/loss", "train/lr"}, step)`` every ``train.log_every`` iterations.
+        log: ``log({"train/loss", "train/lr"}, step)`` every ``train.log_every`` iterations, and
+            ``log({"source_val/miou": percent}, step)`` at each source validation (``train.val_every``).
 
     Returns:
-        ``{"iterations", "final_loss" (mean of the last log window), "images_per_s", "peak_mem_mb", "seconds", "device"}``.
+        ``{"iterations", "final_loss" (mean of the last log window), "images_per_s", "peak_mem_mb", "seconds", "device",
+        "select", "selected_iteration", "source_val" (None, or its mIoU curve and best)}``.
     """
     return Trainer(cfg, out_dir, bank_dir=bank_dir, ckpt_dir=ckpt_dir, log=log).run()
 

@@ -75,6 +75,10 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
                 "checkpoint_every": 20,
                 "log_every": 10,
                 "device": "cpu",
+                # source validation (paper: every 750 of 40k, centre crop 1046x1914 of 1052x1914 GTA5
+                # images): 3 points of the curve, a crop of the 64x128 synthetic images
+                "val_every": 100,
+                "val_crop": [60, 120],
             },
             "eval": {"max_images": 8},
         },
@@ -86,7 +90,7 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "base": {
             "model": {"backbone": "RN50", "pretrained": "openai"},
             "data": {"synthetic": None},
-            "train": {"iterations": 40000},
+            "train": {"iterations": 40000, "val_every": 750},  # official --val_interval 750
         },
         "seeds": [0, 1, 2],
     },

@@ -441,3 +441,15 @@ def test_a_root_in_neither_layout_names_both(tmp_path):
     msg = str(e.value)
     assert "\n" not in msg and f"expected {tmp_path}/bdd100k/images/10k/val/*.jpg" in msg
     assert f"or the official README layout: {tmp_path}/bdd100k/images/val/*.jpg" in msg
+
+
+def test_the_smoke_profile_scales_the_official_crops_to_its_images():
+    from famix_core.config import FamixConfig
+    from orchestrator.sweep import BUILTIN_PROFILES
+
+    cfg = FamixConfig.model_validate(BUILTIN_PROFILES["smoke"]["base"])
+    syn = cfg.data.synthetic
+    assert cfg.data.mapillary_size == syn.height < syn.width  # Mapillary: the centre square, no pad, of every image
+    assert cfg.data.synthia_crop / cfg.data.crop_size == pytest.approx(720 / 768, abs=0.01)
+    paper = FamixConfig.model_validate(BUILTIN_PROFILES["paper"]["base"])
+    assert (paper.data.mapillary_size, paper.data.synthia_crop, paper.data.crop_size) == (1536, 720, 768)
