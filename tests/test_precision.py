@@ -1,0 +1,67 @@
+"""Precision: the style op under autocast, bf16 training on CPU, precision options of every stage."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from famix_core.models.segmenter import style_in_fp32
+from famix_core.styles import MixStyle
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _cuda_like_stats(monkeypatch):
+    """Make the style op's statistics come out in fp32 for bf16 features, as CUDA autocast's reductions do."""
+    import famix_core.styles as styles
+
+    orig = styles._centered_stats
+
+    def fp32_reductions(f, grid, eps, *, const_stats=False):
+        centered, mu, sigma = orig(f.float(), grid, eps, const_stats=const_stats)
+        return centered.to(f.dtype), mu, sigma  # elementwise result in bf16, reductions in fp32
+
+    monkeypatch.setattr(styles, "_centered_stats", fp32_reductions)
+
+
+def test_style_op_on_bf16_features_with_fp32_statistics_runs_through_the_fp32_guard(monkeypatch):
+    """The CUDA situation reproduced on CPU: bf16 features whose statistics come out in fp32.
+
+    Called bare, the Mix step meets fp32 own statistics and bf16 targets and fails; through the
+    guard the op runs on fp32 features and returns bf16, equal to the fp32 op up to bf16 rounding.
+    """
+    g = torch.Generator().manual_seed(0)
+    f32 = torch.rand(2, 8, 12, 12, generator=g) * 3
+    labels = torch.zeros(2, 48, 48, dtype=torch.long)
+    aug = MixStyle(grid=3, eps=1e-5, alpha=0.1).train()
+    aug.generator = torch.Generator().manual_seed(1)
+    ref = aug(f32, labels)  # plain fp32
+    _cuda_like_stats(monkeypatch)
+    fb = f32.to(torch.bfloat16)
+    with pytest.raises(RuntimeError, match="dtype|Float|BFloat16"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            aug(fb, labels)
+    aug.generator = torch.Generator().manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = style_in_fp32(aug, fb, labels)
+    assert out.dtype == torch.bfloat16 and out.shape == fb.shape
+    # the only difference from the fp32 op is the bf16 rounding of its input and output
+    assert torch.allclose(out.float(), ref, rtol=2e-2, atol=2e-2), (out.float() - ref).abs().max()
+
+
+def test_style_guard_feeds_fp32_with_autocast_off_and_is_a_plain_call_for_fp32():
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        def forward(self, f, labels):
+            seen["dtype"], seen["autocast"] = f.dtype, torch.is_autocast_enabled("cpu")
+            seen["same"] = f
+            return f * 2
+
+    f = torch.ones(1, 2, 3, 3, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = style_in_fp32(Spy(), f, None)
+    assert seen["dtype"] == torch.float32 and seen["autocast"] is False and out.dtype == torch.bfloat16
+    f32 = torch.ones(1, 2, 3, 3)
+    out = style_in_fp32(Spy(), f32, None)
+    assert seen["same"] is f32 and torch.equal(out, f32 * 2)  # fp32 outside autocast: no copy, same numbers
