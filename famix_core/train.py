@@ -232,6 +232,7 @@ class Trainer:
         self.iteration = 0
         self.loss_window: list[float] = []
         self.last_loss = float("nan")
+        self._pending: list[torch.Tensor] = []  # detached 0-d losses not read yet (on the device)
         self.images_seen = 0
         self.train_seconds = 0.0
         self._batches: Iterator | None = None
@@ -277,14 +278,18 @@ class Trainer:
             g["lr"] = poly_lr(g["base_lr"], self.iteration, tc.iterations, tc.poly_power, tc.min_lr)
         return self.optimizer.param_groups[0]["lr"]
 
-    def step(self) -> float:
-        """Run one iteration (forward, loss, backward, SGD step).
+    def step(self) -> torch.Tensor:
+        """Run one iteration (forward, loss, backward, SGD step) without waiting for the device.
+
+        The loss stays on the device: it is read, checked for NaN/inf and logged only every
+        ``train.log_every`` iterations (and at checkpoints and the end), so a CUDA step never
+        syncs with the host outside those iterations.
 
         Returns:
-            The loss of this iteration.
+            The loss of this iteration, a detached 0-d tensor on the device (reading it syncs).
 
         Raises:
-            TrainingDiverged: the loss is NaN or infinite.
+            TrainingDiverged: at a log step, when a loss since the previous one is NaN or infinite.
         """
         if self._batches is None:
             self._batches = self._loader()
@@ -305,25 +310,40 @@ class Trainer:
         loss = F.cross_entropy(
             logits.float(), labels, ignore_index=255, label_smoothing=self.cfg.train.label_smoothing
         )
-        value = float(loss.item())
-        if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"loss is {value} at iteration {self.iteration + 1}; lower train.lr_decoder / train.lr_backbone"
-            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.iteration += 1
         self.images_seen += images.shape[0]
-        self.last_loss = value
-        self.loss_window.append(value)
+        value = loss.detach()
+        self._pending.append(value)
         tc = self.cfg.train
-        if len(self.loss_window) > tc.log_every:
-            self.loss_window.pop(0)
-        if self.log is not None and (self.iteration % tc.log_every == 0 or self.iteration == tc.iterations):
-            self.log({"train/loss": sum(self.loss_window) / len(self.loss_window), "train/lr": lr}, self.iteration)
+        if self.iteration % tc.log_every == 0 or self.iteration == tc.iterations:
+            self.read_losses()
+            if self.log is not None:
+                self.log({"train/loss": sum(self.loss_window) / len(self.loss_window), "train/lr": lr}, self.iteration)
         self.train_seconds += time.perf_counter() - t0
         return value
+
+    def read_losses(self) -> None:
+        """Bring the losses of the iterations since the last read to the host (one sync) and check them.
+
+        Raises:
+            TrainingDiverged: naming the first iteration whose loss is NaN or infinite.
+        """
+        if not self._pending:
+            return
+        values = torch.stack(self._pending).tolist()  # (n,) the one host sync of a log window
+        first = self.iteration - len(values) + 1
+        self._pending = []
+        for i, v in enumerate(values):
+            if not math.isfinite(v):
+                raise TrainingDiverged(
+                    f"loss is {v} at iteration {first + i}; lower train.lr_decoder / train.lr_backbone"
+                )
+        self.loss_window.extend(values)
+        del self.loss_window[: max(0, len(self.loss_window) - self.cfg.train.log_every)]
+        self.last_loss = values[-1]
 
     # -- checkpoints --------------------------------------------------------------------------
     def _rng_state(self) -> dict[str, torch.Tensor]:
@@ -348,6 +368,7 @@ class Trainer:
         """Checkpoint now (atomically) into ``ckpt_dir``; None when there is no ``ckpt_dir``."""
         if self.ckpt_dir is None:
             return None
+        self.read_losses()  # never checkpoint a diverged run; the loss window goes in the checkpoint
         otensors, ometa = optimizer_to_flat(self.optimizer)
         state = CheckpointState(
             iteration=self.iteration,
@@ -382,6 +403,7 @@ class Trainer:
         self.last_loss = float(ex.get("last_loss", float("nan")))
         self.images_seen = int(ex.get("images_seen", 0))
         self.train_seconds = float(ex.get("train_seconds", 0.0))
+        self._pending = []
         self._batches = None
         return True
 
@@ -417,6 +439,7 @@ class Trainer:
 
     def finalize(self) -> dict[str, Any]:
         """Write ``out_dir/model.safetensors`` (official key names) and ``summary.json``; return the summary."""
+        self.read_losses()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         meta = {"backbone": self.cfg.model.backbone, "output_stride": str(self.cfg.model.output_stride),
                 "num_classes": str(self.cfg.model.num_classes), "iterations": str(self.iteration)}

@@ -286,3 +286,39 @@ def test_pick_device():
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="CUDA is not available"):
             pick_device("cuda:0")
+
+
+def test_step_never_syncs_with_the_host_outside_log_steps(synth_root, tmp_path, monkeypatch):
+    """Between log steps, a training step reads nothing back from the device (no item/tolist/bool ...)."""
+    cfg = tiny_config(synth_root, iterations=20, log_every=5, checkpoint_every=1000)
+    cfg = cfg.model_copy(update={"style": cfg.style.model_copy(update={"augment": True, "mix": True, "strategy": "noise"})})
+    g = torch.Generator().manual_seed(0)
+    ds = _Fixed(torch.randn(40, 3, 32, 32, generator=g), torch.randint(0, 19, (40, 32, 32), generator=g))
+    logged = []
+    t = Trainer(cfg, tmp_path / "o", dataset=ds, log=lambda m, s: logged.append(s))
+    t.step()  # builds the loader (the batch order is host-side index work, once per epoch)
+
+    def forbidden(*_a, **_k):
+        raise AssertionError("host sync in a training step")
+
+    for name in ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "nonzero"):
+        monkeypatch.setattr(torch.Tensor, name, forbidden)
+    losses = [t.step() for _ in range(3)]  # iterations 2..4: no log step
+    monkeypatch.undo()
+    assert logged == [] and all(isinstance(x, torch.Tensor) and x.ndim == 0 for x in losses)
+    t.step()  # iteration 5 reads the window: 5 losses, their mean logged
+    assert logged == [5] and len(t.loss_window) == 5
+    assert t.loss_window[1:4] == [float(x) for x in losses] and t.last_loss == t.loss_window[-1]
+
+
+def test_divergence_found_at_the_log_step_names_the_first_bad_iteration(synth_root, tmp_path):
+    cfg = tiny_config(synth_root, iterations=20, log_every=4, checkpoint_every=1000)
+    images = torch.randn(4, 3, 32, 32)
+    images[2:] = float("nan")  # slots of iteration 2
+    t = Trainer(cfg, tmp_path / "o", dataset=_Fixed(images, torch.zeros(4, 32, 32, dtype=torch.long)))
+    t.schedule.batch = lambda i: [(i, k, (2 * i + k) % 4) for k in range(2)]  # iteration i reads items 2i, 2i+1
+    t.step()
+    assert torch.isfinite(t.step()).item() is False  # iteration 2 diverges, nothing raised yet (no sync)
+    t.step()
+    with pytest.raises(TrainingDiverged, match="loss is nan at iteration 2"):
+        t.step()  # iteration 4 is a log step
