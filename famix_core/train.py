@@ -143,7 +143,9 @@ class _SeededItems(Dataset):
         s = _mix(self.seed, iteration, slot, 0x5EED)
         py_state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(s)
+            # the CPU generator only: torch.manual_seed would also re-seed every CUDA generator
+            # (dropout's, with 0 workers), making results depend on data.num_workers
+            torch.default_generator.manual_seed(s)
             random.seed(s)
             np.random.seed(s % (1 << 32))
             try:

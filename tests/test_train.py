@@ -322,3 +322,29 @@ def test_divergence_found_at_the_log_step_names_the_first_bad_iteration(synth_ro
     t.step()
     with pytest.raises(TrainingDiverged, match="loss is nan at iteration 2"):
         t.step()  # iteration 4 is a log step
+
+
+def test_per_item_seeding_touches_only_the_cpu_generator(monkeypatch):
+    """Items are seeded on the CPU generator only: re-seeding CUDA (dropout's RNG) per item would make
+    results depend on data.num_workers. The CPU stream is the one torch.manual_seed(s) would give."""
+    from famix_core.train import _SeededItems
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(seed))
+
+    class Draw(torch.utils.data.Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return torch.rand(4)
+
+    items = _SeededItems(Draw(), seed=3)
+    torch.manual_seed(99)
+    calls.clear()
+    before = torch.get_rng_state()
+    a = items[(5, 1, 2)]
+    assert torch.equal(torch.get_rng_state(), before)  # restored afterwards
+    assert calls == []  # no CUDA generator was touched
+    assert torch.equal(a, items[(5, 1, 2)]) and not torch.equal(a, items[(5, 0, 2)])
