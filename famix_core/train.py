@@ -38,7 +38,7 @@ from famix_core.checkpoint import (
     save_checkpoint,
     save_safetensors_atomic,
 )
-from famix_core.device import pick_device
+from famix_core.device import activate, device_rng_state, pick_device, set_device_rng_state
 from famix_core.errors import DataError, TrainingDiverged, TrainingInterrupted
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ class Trainer:
         self.ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None
         self.log = log
         tc = cfg.train
-        self.device = torch.device(device) if device is not None else pick_device(tc.device)
+        self.device = activate(torch.device(device) if device is not None else pick_device(tc.device))
         self.cuda = self.device.type == "cuda"
         if self.cuda:
             torch.backends.cudnn.deterministic = tc.deterministic
@@ -349,20 +349,14 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------------
     def _rng_state(self) -> dict[str, torch.Tensor]:
-        rng = {"torch_cpu": torch.get_rng_state()}
-        if self.cuda:
-            for i, s in enumerate(torch.cuda.get_rng_state_all()):
-                rng[f"cuda.{i}"] = s
+        rng = {"torch_cpu": torch.get_rng_state(), **device_rng_state(self.device)}
         if self.style_generator is not None:
             rng["style"] = self.style_generator.get_state()
         return rng
 
     def _set_rng_state(self, rng: dict[str, torch.Tensor]) -> None:
         torch.set_rng_state(rng["torch_cpu"])
-        if self.cuda:
-            cuda = [rng[f"cuda.{i}"] for i in range(torch.cuda.device_count()) if f"cuda.{i}" in rng]
-            if cuda:
-                torch.cuda.set_rng_state_all(cuda)
+        set_device_rng_state(rng, self.device)
         if self.style_generator is not None and "style" in rng:
             self.style_generator.set_state(rng["style"])
 
