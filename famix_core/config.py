@@ -204,6 +204,9 @@ class TrainConfig(_Base):
     log_every: int = Field(50, ge=1)
     seed: int = 0
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N'")
+    cpu_fallback: bool = Field(
+        True, description="device=auto without a GPU: run on the CPU with a warning (true) or refuse (false: paper profile)"
+    )
     amp: bool = Field(False, description="bf16 autocast (CUDA only)")
     channels_last: bool = Field(False, description="channels_last memory format (CUDA only)")
     deterministic: bool = True

@@ -2,32 +2,57 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+from typing import TYPE_CHECKING
+
 import torch
 
 from famix_core.errors import FamixError
 
-__all__ = ["pick_device", "DeviceError", "activate", "device_rng_state", "set_device_rng_state"]
+if TYPE_CHECKING:
+    from famix_core.config import FamixConfig
+
+__all__ = ["pick_device", "stage_device", "CpuFallbackWarning", "DeviceError", "activate", "device_rng_state", "set_device_rng_state"]
 
 
 class DeviceError(FamixError):
     """The requested device does not exist on this machine."""
 
 
-def pick_device(spec: str = "auto") -> torch.device:
+class CpuFallbackWarning(UserWarning):
+    """``train.device=auto`` found no GPU and the stage runs on the CPU."""
+
+
+def pick_device(spec: str = "auto", *, cpu_fallback: bool = True) -> torch.device:
     """Resolve a device spec.
 
     Args:
         spec: ``auto`` (first CUDA device when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+        cpu_fallback: what ``auto`` does without a GPU: run on the CPU with a
+            :class:`CpuFallbackWarning` (True), or refuse (False; the paper profile, where a stage
+            given no GPU by its scheduler would otherwise train for days on the CPU unnoticed).
 
     Returns:
         The torch device.
 
     Raises:
-        DeviceError: CUDA asked for but unavailable, or a malformed spec.
+        DeviceError: CUDA asked for but unavailable, ``auto`` without a GPU and without fallback,
+            or a malformed spec.
     """
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        seen = "no CUDA device visible" + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
+        if not cpu_fallback:
+            raise DeviceError(
+                f"train.device=auto: {seen} and this profile does not fall back to the CPU; "
+                "give the stage a GPU (backend resources / slurm gpus) or set train.device=cpu"
+            )
+        warnings.warn(f"train.device=auto: {seen}; running on the CPU", CpuFallbackWarning, stacklevel=2)
+        return torch.device("cpu")
     try:
         dev = torch.device(spec)
     except RuntimeError:
@@ -43,6 +68,11 @@ def pick_device(spec: str = "auto") -> torch.device:
             f"train.device={spec}: only {torch.cuda.device_count()} CUDA device(s) present"
         )
     return dev
+
+
+def stage_device(cfg: "FamixConfig") -> torch.device:
+    """The device of a stage (``train.device`` / ``train.cpu_fallback``), made current (:func:`activate`)."""
+    return activate(pick_device(cfg.train.device, cpu_fallback=cfg.train.cpu_fallback))
 
 
 def activate(device: torch.device) -> torch.device:

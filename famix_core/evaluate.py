@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from famix_core.checkpoint import atomic_write_json
 from famix_core.classes import CLASS_NAMES, IGNORE_INDEX
-from famix_core.device import activate, pick_device
+from famix_core.device import stage_device
 from famix_core.domains import resolve_domain
 
 if TYPE_CHECKING:
@@ -247,7 +247,7 @@ def evaluate_domain(
     from famix_core.data import build_dataset
 
     t0 = time.perf_counter()
-    device = activate(pick_device(cfg.train.device))
+    device = stage_device(cfg)
     if model is None:
         model = load_segmenter(cfg, weights, device)
     dataset = build_dataset(cfg.data, domain, cfg.eval.split, train=False, max_items=cfg.eval.max_images)
@@ -287,7 +287,7 @@ def evaluate(
     Returns:
         ``{column: result of evaluate_domain}`` in the given order.
     """
-    device = activate(pick_device(cfg.train.device))
+    device = stage_device(cfg)
     model = load_segmenter(cfg, weights, device)
     results: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(domains or cfg.eval.domains):

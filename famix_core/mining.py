@@ -38,7 +38,7 @@ from torch import nn
 
 from famix_core.classes import CLASS_NAMES, IGNORE_INDEX
 from famix_core.config import FamixConfig
-from famix_core.device import activate, pick_device
+from famix_core.device import stage_device
 from famix_core.errors import FamixError
 from famix_core.prompts import TextTargets, build_prompt
 from famix_core.io import atomic_write_json
@@ -262,7 +262,7 @@ def mine_styles(
 
     mc, sc = cfg.mining, cfg.style
     out = Path(out_dir)
-    device = activate(pick_device(cfg.train.device))
+    device = stage_device(cfg)
     torch.manual_seed(mc.seed)
     rng = random.Random(mc.seed)
     names = _class_names(cfg.model.num_classes)

@@ -38,7 +38,7 @@ from famix_core.checkpoint import (
     save_checkpoint,
     save_safetensors_atomic,
 )
-from famix_core.device import activate, device_rng_state, pick_device, set_device_rng_state
+from famix_core.device import activate, device_rng_state, set_device_rng_state, stage_device
 from famix_core.errors import DataError, TrainingDiverged, TrainingInterrupted
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ class Trainer:
         self.ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None
         self.log = log
         tc = cfg.train
-        self.device = activate(torch.device(device) if device is not None else pick_device(tc.device))
+        self.device = activate(torch.device(device)) if device is not None else stage_device(cfg)
         self.cuda = self.device.type == "cuda"
         if self.cuda:
             torch.backends.cudnn.deterministic = tc.deterministic

@@ -8,8 +8,9 @@ What each stage reads (a change anywhere else does not re-run it):
   Not ``model.freeze``, not ``style.augment``/``mix``: the 8-row ablation mines once.
 - ``train``: ``model.*`` (minus ``cache_dir``, a location), the *effective* style strategy and
   only the style fields it uses, the source data identity, ``data.crop_size/jitter/hflip/
-  split_file/num_workers``, ``train.*`` minus ``log_every`` and ``checkpoint_every`` (resume is
-  exact, so they do not change results; ``device``, ``amp``, ``deterministic`` stay in), and the
+  split_file/num_workers``, ``train.*`` minus ``log_every``, ``checkpoint_every`` (resume is
+  exact, so they do not change results) and ``cpu_fallback`` (whether to run, not how; ``device``,
+  ``precision``, ``channels_last``, ``deterministic`` stay in), and the
   mine key when the effective strategy needs a bank (else no mine stage and no mining fields).
 - ``evaluate``: the train key, ``eval.split``/``scales``/``max_images``, the domain column, that
   domain's data identity and ``train.device``.
@@ -91,7 +92,7 @@ def train_inputs(cfg: FamixConfig, mine_key: str | None) -> dict[str, Any]:
     model.pop("cache_dir")
     model["pretrained"] = _pretrained_identity(cfg.model.pretrained)
     train = cfg.train.model_dump(mode="json")
-    for k in ("log_every", "checkpoint_every"):
+    for k in ("log_every", "checkpoint_every", "cpu_fallback"):
         train.pop(k)
     d = cfg.data
     return {

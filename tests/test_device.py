@@ -60,3 +60,29 @@ def test_training_on_cuda_1_leaves_gpu_0_alone(tmp_path):
     t.run()
     assert torch.cuda.current_device() == 1 and torch.equal(torch.cuda.get_rng_state(0), g0)
     assert torch.cuda.memory_allocated(0) == 0
+
+
+def test_auto_without_gpu_warns_or_refuses(monkeypatch):
+    """device=auto on a stage given no GPU: the CPU with a warning, or a one-line refusal (paper profile)."""
+    from famix_core.config import FamixConfig
+    from famix_core.device import CpuFallbackWarning, DeviceError, pick_device, stage_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.warns(CpuFallbackWarning, match="no CUDA device visible .CUDA_VISIBLE_DEVICES=''.; running on the CPU"):
+        assert pick_device("auto") == torch.device("cpu")
+    with pytest.raises(DeviceError, match=r"^train.device=auto: no CUDA device visible .* set train.device=cpu$"):
+        stage_device(FamixConfig.model_validate({"train": {"cpu_fallback": False}}))
+    # explicit cpu runs silently, whatever the fallback setting
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert stage_device(FamixConfig.model_validate({"train": {"device": "cpu", "cpu_fallback": False}})).type == "cpu"
+
+
+def test_paper_profile_refuses_cpu_fallback_and_smoke_runs_on_cpu():
+    from orchestrator.sweep import BUILTIN_PROFILES
+
+    assert BUILTIN_PROFILES["paper"]["base"]["train"]["cpu_fallback"] is False
+    assert BUILTIN_PROFILES["smoke"]["base"]["train"]["device"] == "cpu"

@@ -47,6 +47,7 @@ INVALIDATION = [
     ({"train.device": "cpu"}, {"mine", "train", "evaluate"}),
     ({"train.log_every": 7}, set()),
     ({"train.checkpoint_every": 7}, set()),
+    ({"train.cpu_fallback": False}, set()),  # whether a GPU-less stage runs, not what it computes
     ({"model.cache_dir": "/somewhere"}, set()),
     ({"eval.max_images": 3}, {"evaluate"}),
     ({"eval.scales": [1.0, 0.5]}, {"evaluate"}),
