@@ -13,7 +13,7 @@ from famix_core.errors import FamixError
 if TYPE_CHECKING:
     from famix_core.config import FamixConfig
 
-__all__ = ["pick_device", "stage_device", "CpuFallbackWarning", "DeviceError", "activate", "device_rng_state", "set_device_rng_state"]
+__all__ = ["pick_device", "stage_device", "autocast", "configure_kernels", "CUBLAS_WORKSPACE", "CpuFallbackWarning", "DeviceError", "activate", "device_rng_state", "set_device_rng_state"]
 
 
 class DeviceError(FamixError):
@@ -68,6 +68,40 @@ def pick_device(spec: str = "auto", *, cpu_fallback: bool = True) -> torch.devic
             f"train.device={spec}: only {torch.cuda.device_count()} CUDA device(s) present"
         )
     return dev
+
+
+CUBLAS_WORKSPACE = ":4096:8"
+"""``CUBLAS_WORKSPACE_CONFIG`` of the deterministic mode (cuBLAS needs it for reproducible GEMMs)."""
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast context of a stage's precision: bf16 autocast for ``bf16``, a disabled one for ``fp32``."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def configure_kernels(device: torch.device, *, deterministic: bool, benchmark: bool) -> None:
+    """Choose CUDA kernels for a stage (a no-op on the CPU, whose runs are bit-exact anyway).
+
+    Args:
+        device: the stage's device.
+        deterministic: deterministic mode: ``CUBLAS_WORKSPACE_CONFIG`` (set when absent),
+            ``torch.use_deterministic_algorithms(True, warn_only=True)``, cuDNN deterministic, no
+            benchmark. Kernels without a deterministic CUDA version (bilinear-interpolate and
+            adaptive-avg-pool backward, 2-d NLL loss) still run and warn once: see docs/gpu.md.
+        benchmark: otherwise, ``cudnn.benchmark`` (True for training's fixed-size crops, False for
+            evaluation's varying image sizes, where every new size would be re-tuned).
+    """
+    if device.type != "cuda":
+        return
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = benchmark
 
 
 def stage_device(cfg: "FamixConfig") -> torch.device:

@@ -38,7 +38,14 @@ from famix_core.checkpoint import (
     save_checkpoint,
     save_safetensors_atomic,
 )
-from famix_core.device import activate, device_rng_state, set_device_rng_state, stage_device
+from famix_core.device import (
+    activate,
+    autocast,
+    configure_kernels,
+    device_rng_state,
+    set_device_rng_state,
+    stage_device,
+)
 from famix_core.errors import DataError, TrainingDiverged, TrainingInterrupted
 
 if TYPE_CHECKING:
@@ -200,9 +207,7 @@ class Trainer:
         tc = cfg.train
         self.device = activate(torch.device(device)) if device is not None else stage_device(cfg)
         self.cuda = self.device.type == "cuda"
-        if self.cuda:
-            torch.backends.cudnn.deterministic = tc.deterministic
-            torch.backends.cudnn.benchmark = not tc.deterministic
+        configure_kernels(self.device, deterministic=tc.deterministic, benchmark=True)  # fixed-size crops
         torch.manual_seed(tc.seed)  # initial weights and, until restored, dropout
 
         augmenter = self._build_augmenter(bank_dir)
@@ -216,7 +221,7 @@ class Trainer:
         self.channels_last = tc.channels_last and self.cuda
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.amp = tc.amp and self.cuda
+        self.precision = tc.precision  # bf16 runs on the CPU too (CPU autocast), so it is tested there
 
         dec, bb = self.model.param_groups()
         groups = [{"params": dec, "lr": tc.lr_decoder, "base_lr": tc.lr_decoder, "name": "decoder"}]
@@ -307,11 +312,11 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         lr = self.set_lr()
         self.model.train()
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with autocast(self.device, self.precision):  # the style op inside runs in fp32 (style_in_fp32)
             logits = self.model(images, labels)  # (B, K, H, W)
-        loss = F.cross_entropy(
-            logits.float(), labels, ignore_index=255, label_smoothing=self.cfg.train.label_smoothing
-        )
+            loss = F.cross_entropy(
+                logits.float(), labels, ignore_index=255, label_smoothing=self.cfg.train.label_smoothing
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -448,6 +453,7 @@ class Trainer:
             "peak_mem_mb": _peak_mem_mb(self.device),
             "seconds": self.train_seconds,
             "device": str(self.device),
+            "precision": self.precision,
         }
         atomic_write_json(self.out_dir / "summary.json", summary)
         return summary

@@ -12,7 +12,7 @@ What each stage reads (a change anywhere else does not re-run it):
   exact, so they do not change results) and ``cpu_fallback`` (whether to run, not how; ``device``,
   ``precision``, ``channels_last``, ``deterministic`` stay in), and the
   mine key when the effective strategy needs a bank (else no mine stage and no mining fields).
-- ``evaluate``: the train key, ``eval.split``/``scales``/``max_images``, the domain column, that
+- ``evaluate``: the train key, ``eval.split``/``scales``/``max_images``/``precision``, the domain column, that
   domain's data identity and ``train.device``.
 
 Data identity: with ``data.synthetic`` set it is the synthetic settings (the generated folder's
@@ -123,5 +123,6 @@ def evaluate_inputs(cfg: FamixConfig, train_key: str, domain: str) -> dict[str, 
         "split": cfg.eval.split,
         "scales": list(cfg.eval.scales),
         "max_images": cfg.eval.max_images,
+        "precision": cfg.eval.precision,
         "device": cfg.train.device,
     }

@@ -47,7 +47,10 @@ INVALIDATION = [
     ({"train.device": "cpu"}, {"mine", "train", "evaluate"}),
     ({"train.log_every": 7}, set()),
     ({"train.checkpoint_every": 7}, set()),
-    ({"train.cpu_fallback": False}, set()),  # whether a GPU-less stage runs, not what it computes
+    ({"train.cpu_fallback": False}, set()),
+    ({"train.precision": "bf16"}, {"train", "evaluate"}),
+    ({"mining.precision": "bf16"}, {"mine", "train", "evaluate"}),
+    ({"eval.precision": "bf16"}, {"evaluate"}),  # whether a GPU-less stage runs, not what it computes
     ({"model.cache_dir": "/somewhere"}, set()),
     ({"eval.max_images": 3}, {"evaluate"}),
     ({"eval.scales": [1.0, 0.5]}, {"evaluate"}),

@@ -264,10 +264,10 @@ def test_cli_train_writes_outputs(synth_root, tmp_path, capsys):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 autocast + channels_last path)")
-def test_cuda_amp_channels_last_step_and_resume(synth_root, tmp_path):
-    cfg = tiny_config(synth_root, iterations=4, checkpoint_every=2, device="cuda", amp=True, channels_last=True)
+def test_cuda_bf16_channels_last_step_and_resume(synth_root, tmp_path):
+    cfg = tiny_config(synth_root, iterations=4, checkpoint_every=2, device="cuda", precision="bf16", channels_last=True)
     t = Trainer(cfg, tmp_path / "o", ckpt_dir=tmp_path / "ck")
-    assert t.device.type == "cuda" and t.amp and t.channels_last
+    assert t.device.type == "cuda" and t.precision == "bf16" and t.channels_last
     summary = t.run()
     assert summary["iterations"] == 4 and summary["peak_mem_mb"] > 0 and summary["device"].startswith("cuda")
     sd = load_file(str(tmp_path / "o" / "model.safetensors"))
