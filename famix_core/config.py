@@ -172,7 +172,9 @@ class DataConfig(_Base):
     crop_size: int = Field(768, ge=8)
     jitter: tuple[float, float, float] = (0.8, 0.8, 0.8)
     hflip: bool = True
-    num_workers: int = Field(0, ge=0)
+    num_workers: int | None = Field(
+        None, ge=0, description="loader worker processes; unset: SLURM_CPUS_PER_TASK or the CPU affinity, minus one"
+    )
 
     @field_validator("source")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -13,7 +13,7 @@ from famix_core.errors import FamixError
 if TYPE_CHECKING:
     from famix_core.config import FamixConfig
 
-__all__ = ["pick_device", "stage_device", "autocast", "configure_kernels", "CUBLAS_WORKSPACE", "CpuFallbackWarning", "DeviceError", "activate", "device_rng_state", "set_device_rng_state"]
+__all__ = ["pick_device", "stage_device", "autocast", "chunk_for_memory", "configure_kernels", "CUBLAS_WORKSPACE", "CpuFallbackWarning", "DeviceError", "activate", "device_rng_state", "set_device_rng_state"]
 
 
 class DeviceError(FamixError):
@@ -152,3 +152,41 @@ def set_device_rng_state(rng: dict[str, torch.Tensor], device: torch.device) -> 
         state = rng.get(f"cuda.{_cuda_index(device)}")
     if state is not None:
         torch.cuda.set_rng_state(state, device)
+
+
+def chunk_for_memory(
+    device: torch.device,
+    probe: Callable[[int], object],
+    *,
+    default: int,
+    probe_items: int = 2,
+    fraction: float = 0.5,
+    cap: int = 1024,
+) -> int:
+    """How many items of a forward/backward fit in the GPU's free memory (``default`` on the CPU).
+
+    On CUDA, ``probe(probe_items)`` runs once (e.g. a forward/backward of two mining patches);
+    its peak memory per item sizes the chunk to ``fraction`` of the free memory.
+
+    Args:
+        device: where the work runs.
+        probe: runs the work for a given number of items.
+        default: the chunk on the CPU (and the result's fallback when the probe measures nothing).
+        probe_items: items the probe runs.
+        fraction: share of the free memory to plan for (the rest: allocator slack, other tensors).
+        cap: largest chunk returned.
+
+    Returns:
+        Items per chunk, in ``[1, cap]``.
+    """
+    if device.type != "cuda":
+        return default
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    probe(probe_items)
+    per_item = (torch.cuda.max_memory_allocated(device) - base) / probe_items
+    free, _ = torch.cuda.mem_get_info(device)
+    if per_item <= 0:
+        return default
+    return int(max(1, min(cap, fraction * free // per_item)))

@@ -263,18 +263,16 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------
     def _loader(self) -> Iterator:
+        from famix_core.loaders import loader_options, resolve_workers
+
         sampler = _ScheduleSampler(self.schedule, self.iteration, self.cfg.train.iterations)
-        nw = self.cfg.data.num_workers
         loader = DataLoader(
             self.items,
             batch_sampler=sampler,
-            num_workers=nw,
             collate_fn=_collate,
-            pin_memory=self.cuda,
-            persistent_workers=False,
             # its own generator: creating the iterator must not consume the global RNG (dropout's)
             generator=torch.Generator().manual_seed(_mix(self.cfg.train.seed, self.iteration)),
-            prefetch_factor=2 if nw > 0 else None,
+            **loader_options(resolve_workers(self.cfg.data.num_workers), self.device, persistent=True),
         )
         return iter(loader)
 

@@ -8,12 +8,13 @@ What each stage reads (a change anywhere else does not re-run it):
   Not ``model.freeze``, not ``style.augment``/``mix``: the 8-row ablation mines once.
 - ``train``: ``model.*`` (minus ``cache_dir``, a location), the *effective* style strategy and
   only the style fields it uses, the source data identity, ``data.crop_size/jitter/hflip/
-  split_file/num_workers``, ``train.*`` minus ``log_every``, ``checkpoint_every`` (resume is
-  exact, so they do not change results) and ``cpu_fallback`` (whether to run, not how; ``device``,
-  ``precision``, ``channels_last``, ``deterministic`` stay in), and the
-  mine key when the effective strategy needs a bank (else no mine stage and no mining fields).
-- ``evaluate``: the train key, ``eval.split``/``scales``/``max_images``/``precision``, the domain column, that
-  domain's data identity and ``train.device``.
+  split_file`` (not ``num_workers``: batches are the same with any number of loader workers),
+  ``train.*`` minus ``log_every``, ``checkpoint_every`` (resume is exact, so they do not change
+  results) and ``cpu_fallback`` (whether to run, not how; ``device``, ``precision``,
+  ``channels_last``, ``deterministic`` stay in), and the mine key when the effective strategy
+  needs a bank (else no mine stage and no mining fields).
+- ``evaluate``: the train key, ``eval.split``/``scales``/``max_images``/``precision``, the domain
+  column, that domain's data identity and ``train.device``.
 
 Data identity: with ``data.synthetic`` set it is the synthetic settings (the generated folder's
 location does not matter); otherwise the absolute root folder of the domain.
@@ -105,7 +106,6 @@ def train_inputs(cfg: FamixConfig, mine_key: str | None) -> dict[str, Any]:
             "jitter": list(d.jitter),
             "hflip": d.hflip,
             "split_file": d.split_file,
-            "num_workers": d.num_workers,
         },
         "train": train,
         "mine": mine_key,

@@ -58,6 +58,7 @@ INVALIDATION = [
     ({"eval.domains": ["C", "B"]}, set()),  # the list of domains does not change one domain's stage
     ({"data.synthetic": {"seed": 1}}, {"mine", "train", "evaluate"}),
     ({"data.crop_size": 32}, {"train", "evaluate"}),
+    ({"data.num_workers": 3}, set()),  # batches do not depend on it (test_train: same weights with 0 and 2 workers)
     ({"model.backbone": "RN50"}, {"mine", "train", "evaluate"}),
     ({"style.grid": 2}, {"mine", "train", "evaluate"}),
     ({"style.alpha": 0.3}, {"train", "evaluate"}),

@@ -129,3 +129,57 @@ def test_old_amp_flag_is_read_as_precision_with_a_warning():
         load_config(None, {"train.amp": True, "train.precision": "fp32"})
     with pytest.raises(ConfigError, match=r"^config: eval.precision: Input should be 'fp32' or 'bf16'$"):
         load_config(None, {"eval.precision": "fp16"})
+
+
+def test_mining_bf16_runs_the_clip_in_bf16_and_learns_like_fp32(tmp_path, monkeypatch):
+    from famix_core.config import FamixConfig
+    from famix_core.mining import mine_styles
+    from famix_core.styles import StyleBank
+    import famix_core.mining as mining
+
+    g = torch.Generator().manual_seed(0)
+    ds = torch.utils.data.TensorDataset(torch.randn(4, 3, 48, 48, generator=g),
+                                        torch.randint(0, 19, (4, 48, 48), generator=g) // 4 * 4)  # fmt: skip
+    seen = []
+    embed = mining._embed
+
+    def spy(visual, norm, mu, sigma, pool):
+        out = embed(visual, norm, mu, sigma, pool)
+        seen.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(mining, "_embed", spy)
+    out = {}
+    for p in ("fp32", "bf16"):
+        cfg = FamixConfig.model_validate({"model": {"backbone": "famix-tiny", "pretrained": "none"},
+                                          "mining": {"steps": 6, "batch_size": 2, "crop_size": 48, "precision": p},
+                                          "train": {"device": "cpu"}})  # fmt: skip
+        seen.clear()
+        out[p] = mine_styles(cfg, tmp_path / p, dataset=ds)
+        assert set(seen) == {torch.bfloat16 if p == "bf16" else torch.float32}
+        assert StyleBank.load(tmp_path / p).mu.dtype == torch.float32  # styles are stored in fp32
+    assert out["bf16"]["n_styles"] == out["fp32"]["n_styles"]
+    assert out["bf16"]["final_loss"] < out["bf16"]["initial_loss"]
+    assert out["bf16"]["final_loss"] == pytest.approx(out["fp32"]["final_loss"], rel=0.05)
+
+
+def test_mining_chunk_is_sized_from_free_gpu_memory(monkeypatch):
+    """The rule, on CPU: a probe's peak per item and the free memory give the chunk; the CPU keeps its default."""
+    from famix_core.device import chunk_for_memory
+
+    assert chunk_for_memory(torch.device("cpu"), lambda k: pytest.fail("no probe on the CPU"), default=64) == 64
+    state = {"alloc": 1000, "peak": 0}
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d=None: state["alloc"])
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d=None: state.update(peak=state["alloc"]))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d=None: state["peak"])
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d=None: (8 * 2**30, 16 * 2**30))
+    probed = []
+
+    def probe(k):  # ~61 MB of activations per patch: about 3.9 GB per chunk of 64 at RN50
+        probed.append(k)
+        state["peak"] = state["alloc"] + k * 61 * 2**20
+
+    n = chunk_for_memory(torch.device("cuda"), probe, default=64)
+    assert probed == [2] and n == int(0.5 * 8 * 2**30 // (61 * 2**20)) == 67
+    assert chunk_for_memory(torch.device("cuda"), probe, default=64, cap=32) == 32

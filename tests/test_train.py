@@ -348,3 +348,32 @@ def test_per_item_seeding_touches_only_the_cpu_generator(monkeypatch):
     assert torch.equal(torch.get_rng_state(), before)  # restored afterwards
     assert calls == []  # no CUDA generator was touched
     assert torch.equal(a, items[(5, 1, 2)]) and not torch.equal(a, items[(5, 0, 2)])
+
+
+def test_weights_do_not_depend_on_the_number_of_loader_workers(synth_root, tmp_path):
+    """data.num_workers is no part of the train key: 0 and 2 workers must give bit-identical weights."""
+    out = {}
+    for nw in (0, 2):
+        cfg = tiny_config(synth_root, iterations=4, checkpoint_every=100)
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"num_workers": nw})})
+        out[nw] = (train(cfg, tmp_path / f"w{nw}"), load_file(str(tmp_path / f"w{nw}" / "model.safetensors")))
+    assert out[0][0]["final_loss"] == out[2][0]["final_loss"]
+    assert [k for k in out[0][1] if not torch.equal(out[0][1][k], out[2][1][k])] == []
+
+
+def test_worker_count_follows_the_allocation(monkeypatch):
+    from famix_core.loaders import MAX_AUTO_WORKERS, loader_options, resolve_workers
+
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "8")
+    assert resolve_workers(None) == 7 and resolve_workers(3) == 3 and resolve_workers(0) == 0
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "64")
+    assert resolve_workers(None) == MAX_AUTO_WORKERS
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2})
+    assert resolve_workers(None) == 2
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    assert resolve_workers(None) == 0
+    opts = loader_options(3, torch.device("cuda"), persistent=True)
+    assert opts == {"num_workers": 3, "pin_memory": True, "persistent_workers": True, "prefetch_factor": 2}
+    assert loader_options(0, torch.device("cpu"), persistent=True) == {
+        "num_workers": 0, "pin_memory": False, "persistent_workers": False, "prefetch_factor": None}
