@@ -377,3 +377,21 @@ def test_worker_count_follows_the_allocation(monkeypatch):
     assert opts == {"num_workers": 3, "pin_memory": True, "persistent_workers": True, "prefetch_factor": 2}
     assert loader_options(0, torch.device("cpu"), persistent=True) == {
         "num_workers": 0, "pin_memory": False, "persistent_workers": False, "prefetch_factor": None}
+
+
+def test_data_bench_prints_loader_images_per_second(synth_root, tmp_path, capsys):
+    import re
+
+    import yaml
+
+    from famix_core.cli import main
+
+    cfg = tiny_config(synth_root)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    assert main(["data", "bench", "--config", str(tmp_path / "cfg.yaml"), "--batches", "3", "data.num_workers=1"]) == 0
+    out = capsys.readouterr().out
+    train_rate = re.search(r"train loader: gta5, batch 2, crop 48, 1 workers: ([\d.]+) images/s \(6 images timed\)", out)
+    eval_rate = re.search(r"eval loader:  C, full resolution, one image at a time, 1 workers: ([\d.]+) images/s", out)
+    assert train_rate and eval_rate and float(train_rate.group(1)) > 0 and float(eval_rate.group(1)) > 0, out
+    assert main(["data", "bench", "--config", str(tmp_path / "cfg.yaml"), "--batches", "0"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("--batches: expected >= 1, got 0")
