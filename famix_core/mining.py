@@ -38,7 +38,7 @@ from torch import nn
 
 from famix_core.classes import CLASS_NAMES, IGNORE_INDEX
 from famix_core.config import FamixConfig
-from famix_core.device import autocast, chunk_for_memory, stage_device
+from famix_core.device import autocast, chunk_for_memory, configure_kernels, stage_device
 from famix_core.errors import FamixError
 from famix_core.prompts import TextTargets, build_prompt
 from famix_core.io import atomic_write_json
@@ -263,6 +263,7 @@ def mine_styles(
     mc, sc = cfg.mining, cfg.style
     out = Path(out_dir)
     device = stage_device(cfg)
+    configure_kernels(device, deterministic=cfg.train.deterministic, benchmark=True)  # equal-size patches
     torch.manual_seed(mc.seed)
     rng = random.Random(mc.seed)
     names = _class_names(cfg.model.num_classes)

@@ -86,3 +86,34 @@ def test_paper_profile_refuses_cpu_fallback_and_smoke_runs_on_cpu():
 
     assert BUILTIN_PROFILES["paper"]["base"]["train"]["cpu_fallback"] is False
     assert BUILTIN_PROFILES["smoke"]["base"]["train"]["device"] == "cpu"
+
+
+@pytest.fixture
+def restore_kernel_flags(monkeypatch):
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)  # fmt: skip
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    yield
+    torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2], flags[3]
+
+
+def test_deterministic_mode_and_benchmark_mode_on_cuda(restore_kernel_flags):
+    """train.deterministic on CUDA: cuBLAS workspace, deterministic algorithms (warn-only), no cuDNN benchmark;
+    otherwise benchmark mode for training's fixed crops, off for evaluation; the CPU is left alone."""
+    import os
+
+    from famix_core.device import CUBLAS_WORKSPACE, configure_kernels
+
+    cuda = torch.device("cuda")
+    configure_kernels(torch.device("cpu"), deterministic=True, benchmark=False)
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ and not torch.are_deterministic_algorithms_enabled()
+    configure_kernels(cuda, deterministic=True, benchmark=True)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_WORKSPACE == ":4096:8"
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    configure_kernels(cuda, deterministic=False, benchmark=True)  # training
+    assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+    assert not torch.backends.cudnn.deterministic
+    configure_kernels(cuda, deterministic=False, benchmark=False)  # evaluation: image sizes vary
+    assert not torch.backends.cudnn.benchmark
