@@ -12,6 +12,7 @@ exactly the names listed here; ``tests/test_config.py`` checks that.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from famix_core.domains import DEFAULT_TARGETS, resolve_domain
 from famix_core.errors import FamixError
 
 __all__ = [
+    "PRECISIONS",
     "BACKBONES",
     "FREEZE_POLICIES",
     "STRATEGIES",
@@ -38,6 +40,10 @@ __all__ = [
     "load_config",
     "format_validation_error",
 ]
+
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+"""Compute precision of a stage: fp32 (the official recipe), or bf16 autocast (style statistics stay fp32)."""
 
 BACKBONES: tuple[str, ...] = ("RN50", "RN101", "famix-tiny")
 """CLIP ModifiedResNet architectures (``famix-tiny``: width 16, one block per stage, 64 px)."""
@@ -135,6 +141,7 @@ class MiningConfig(_Base):
     crop_size: int = Field(768, ge=8)
     max_batches: int | None = Field(None, ge=1, description="mine from at most this many source batches (None: one epoch)")
     patches_per_step: int = Field(256, ge=1, description="kept patches optimized together in one batched problem")
+    precision: Precision = Field("fp32", description="fp32 | bf16 autocast of the style optimization (CLIP forward/backward)")
     seed: int = 0
 
     @field_validator("prompt")
@@ -179,7 +186,9 @@ class DataConfig(_Base):
     synthia_scale: tuple[float, float] = Field((0.5, 2.0), description="SYNTHIA as a source: random scale range")
     jitter: tuple[float, float, float] = (0.8, 0.8, 0.8)
     hflip: bool = True
-    num_workers: int = Field(0, ge=0)
+    num_workers: int | None = Field(
+        None, ge=0, description="loader worker processes; unset: SLURM_CPUS_PER_TASK or the CPU affinity, minus one"
+    )
 
     @field_validator("source")
     @classmethod
@@ -238,9 +247,6 @@ class TrainConfig(_Base):
     log_every: int = Field(50, ge=1)
     seed: int = 0
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N'")
-    amp: bool = Field(False, description="bf16 autocast (CUDA only)")
-    channels_last: bool = Field(False, description="channels_last memory format (CUDA only)")
-    deterministic: bool = True
     select: Literal["last", "best_source_val"] = Field(
         "last", description="which weights the training outputs: the last, or the best on the source val split"
     )
@@ -250,6 +256,18 @@ class TrainConfig(_Base):
     val_crop: tuple[int, int] | None = Field(
         (1046, 1914), description="centre crop (h, w) of GTA5 source-val images (official); other sources: full images"
     )
+    cpu_fallback: bool = Field(
+        True, description="device=auto without a GPU: run on the CPU with a warning (true) or refuse (false: paper profile)"
+    )
+    precision: Precision = Field(
+        "fp32", description="fp32 (the official recipe) | bf16 autocast of the segmenter forward and the loss"
+    )
+    channels_last: bool = Field(True, description="channels_last memory format on CUDA (training and evaluation)")
+    deterministic: bool = Field(
+        False,
+        description="CUDA: deterministic kernels (cuBLAS workspace, no cuDNN benchmark) instead of benchmark mode; "
+        "CPU runs are bit-exact either way (docs/gpu.md)",
+    )
 
     @model_validator(mode="after")
     def _select_needs_validation(self) -> "TrainConfig":
@@ -258,6 +276,23 @@ class TrainConfig(_Base):
         if self.val_crop is not None and min(self.val_crop) < 1:
             raise ValueError(f"val_crop must be two positive sizes (h, w), got {list(self.val_crop)}")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _amp(cls, data: Any) -> Any:
+        """Read the former ``amp`` bool as ``precision`` (``amp: true`` = ``precision: bf16``)."""
+        if not isinstance(data, dict) or "amp" not in data:
+            return data
+        data = dict(data)
+        amp = data.pop("amp")
+        if not isinstance(amp, bool):
+            raise ValueError(f"amp: replaced by train.precision (fp32 | bf16); got amp={amp!r}")
+        want = "bf16" if amp else "fp32"
+        if "precision" in data and data["precision"] != want:
+            raise ValueError(f"amp: replaced by train.precision; amp={str(amp).lower()} contradicts precision={data['precision']}")
+        data["precision"] = want
+        warnings.warn(f"train.amp is replaced by train.precision: read amp={str(amp).lower()} as precision={want}", FutureWarning, stacklevel=2)
+        return data
 
 
 class EvalConfig(_Base):
@@ -272,6 +307,7 @@ class EvalConfig(_Base):
     )
     max_images: int | None = Field(None, ge=1)
     batch_size: int = Field(1, ge=1)
+    precision: Precision = Field("fp32", description="fp32 | bf16 autocast of the segmenter forward")
 
     @field_validator("domains")
     @classmethod

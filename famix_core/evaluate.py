@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from famix_core.checkpoint import atomic_write_json
 from famix_core.classes import CLASS_NAMES, IGNORE_INDEX
-from famix_core.device import pick_device
+from famix_core.device import stage_device
 from famix_core.domains import resolve_domain
 
 if TYPE_CHECKING:
@@ -64,8 +64,11 @@ def confusion_update(conf: torch.Tensor, pred: torch.Tensor, gt: torch.Tensor, i
     gt = gt.reshape(-1).long()  # (N,)
     pred = pred.reshape(-1).long()
     valid = (gt != ignore_index) & (gt >= 0) & (gt < k)
-    idx = gt[valid] * k + pred[valid]  # (n,) flat (gt, pred) cell
-    conf += torch.bincount(idx, minlength=k * k).reshape(k, k)
+    # fixed sizes only (no boolean-mask indexing, no bincount sizing): nothing waits for the device
+    idx = torch.where(valid, gt * k + pred, k * k)  # (N,) flat (gt, pred) cell; skipped pixels -> spare bin k*k
+    counts = torch.zeros(k * k + 1, dtype=conf.dtype, device=conf.device)
+    counts.scatter_add_(0, idx, torch.ones_like(idx, dtype=conf.dtype))  # (K*K + 1,)
+    conf += counts[: k * k].view(k, k)
     return conf
 
 
@@ -170,18 +173,15 @@ def predict(model: "Segmenter", images: torch.Tensor, out_size: tuple[int, int],
     return scaled_logits(model, images, out_size, scales).argmax(1)
 
 
-def _batches(dataset, batch_size: int) -> Iterable[list[tuple[torch.Tensor, torch.Tensor]]]:
-    batch: list = []
-    for i in range(len(dataset)):
-        batch.append(dataset[i])
-        if len(batch) == batch_size:
+def _groups(loader: Iterable[list]) -> Iterable[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Split each loaded list of items into runs of equal image and label sizes (one forward each)."""
+    for batch in loader:
+        if len({(tuple(x.shape), tuple(y.shape)) for x, y in batch}) == 1:
             yield batch
-            batch = []
-    if batch:
-        yield batch
+        else:
+            yield from ([item] for item in batch)
 
 
-@torch.no_grad()
 def evaluate_model(
     model: "Segmenter",
     dataset,
@@ -189,8 +189,16 @@ def evaluate_model(
     device: torch.device,
     scales: Sequence[float] = (1.0,),
     batch_size: int = 1,
+    *,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    num_workers: int = 0,
 ) -> tuple[torch.Tensor, int]:
     """Accumulate the confusion matrix of a model over a dataset, on ``device``.
+
+    Images are decoded by DataLoader workers (pinned on CUDA) and predicted one forward per
+    loaded group under ``torch.inference_mode()``, every test-time scale in the same pass; the
+    logits and the confusion matrix stay on ``device`` (nothing per image comes back to the host).
 
     Args:
         model: the segmenter, on ``device``.
@@ -198,21 +206,31 @@ def evaluate_model(
         num_classes: K.
         device: compute device.
         scales: test-time scales.
-        batch_size: images per forward pass (when their sizes agree).
+        batch_size: images per forward pass (when their sizes agree; 1 = one full-resolution image at a time).
+        precision: ``fp32`` or ``bf16`` (autocast of the forward; the logits are compared in fp32).
+        channels_last: channels_last images and model (CUDA).
+        num_workers: loader worker processes.
 
     Returns:
         ((K, K) int64 confusion on ``device``, number of images).
     """
+    from torch.utils.data import DataLoader
+
+    from famix_core.device import autocast
+    from famix_core.loaders import loader_options
+
     model.eval()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        model = model.to(memory_format=fmt)
     conf = ConfusionMatrix(num_classes, device)
     n = 0
-    for batch in _batches(dataset, batch_size):
-        same = len({(tuple(x.shape), tuple(y.shape)) for x, y in batch}) == 1
-        groups = [batch] if same else [[item] for item in batch]
-        for group in groups:
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=list, **loader_options(num_workers, device, persistent=False))
+    with torch.inference_mode(), autocast(device, precision):
+        for group in _groups(loader):
             images = torch.stack([torch.as_tensor(x) for x, _ in group]).to(device, non_blocking=True)  # (B, 3, H, W)
             labels = torch.stack([torch.as_tensor(y) for _, y in group]).to(device, non_blocking=True)  # (B, Hl, Wl)
-            pred = predict(model, images, tuple(labels.shape[-2:]), scales)
+            pred = predict(model, images.contiguous(memory_format=fmt), tuple(labels.shape[-2:]), scales)
             conf.update(pred, labels)
             n += len(group)
     return conf.mat, n
@@ -266,12 +284,20 @@ def evaluate_domain(
     """
     from famix_core.data import build_dataset
 
+    from famix_core.device import configure_kernels
+    from famix_core.loaders import resolve_workers
+
     t0 = time.perf_counter()
-    device = pick_device(cfg.train.device)
+    device = stage_device(cfg)
+    configure_kernels(device, deterministic=cfg.train.deterministic, benchmark=False)  # image sizes vary
     if model is None:
         model = load_segmenter(cfg, weights, device)
     dataset = build_dataset(cfg.data, domain, cfg.eval.split, train=False, max_items=cfg.eval.max_images)
-    conf, n = evaluate_model(model, dataset, cfg.model.num_classes, device, cfg.eval.scales, cfg.eval.batch_size)
+    conf, n = evaluate_model(
+        model, dataset, cfg.model.num_classes, device, cfg.eval.scales, cfg.eval.batch_size,
+        precision=cfg.eval.precision, channels_last=cfg.train.channels_last and device.type == "cuda",
+        num_workers=resolve_workers(cfg.data.num_workers),
+    )  # fmt: skip
     m = metrics_from_confusion(conf)
     result = {"miou": m["miou"], "iou": m["iou"], "pixel_acc": m["pixel_acc"], "n_images": n}
     if out_dir is not None:
@@ -281,7 +307,7 @@ def evaluate_domain(
         atomic_write_json(
             out / "metrics.json",
             {**result, "domain": d.name, "column": d.column, "split": cfg.eval.split,
-             "scales": list(cfg.eval.scales), "seconds": time.perf_counter() - t0},
+             "scales": list(cfg.eval.scales), "precision": cfg.eval.precision, "seconds": time.perf_counter() - t0},
         )
         atomic_write_json(out / "confusion.json", conf.cpu().tolist())
     return result
@@ -307,7 +333,7 @@ def evaluate(
     Returns:
         ``{column: result of evaluate_domain}`` in the given order.
     """
-    device = pick_device(cfg.train.device)
+    device = stage_device(cfg)
     model = load_segmenter(cfg, weights, device)
     results: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(domains or cfg.eval.domains):

@@ -46,7 +46,7 @@ from torch import nn
 
 from famix_core.classes import CLASS_NAMES, IGNORE_INDEX
 from famix_core.config import FamixConfig
-from famix_core.device import pick_device
+from famix_core.device import autocast, chunk_for_memory, configure_kernels, stage_device
 from famix_core.errors import FamixError
 from famix_core.prompts import TextTargets, build_prompt
 from famix_core.io import atomic_write_json
@@ -302,7 +302,8 @@ def mine_styles(
 
     mc, sc = cfg.mining, cfg.style
     out = Path(out_dir)
-    device = pick_device(cfg.train.device)
+    device = stage_device(cfg)
+    configure_kernels(device, deterministic=cfg.train.deterministic, benchmark=True)  # equal-size patches
     torch.manual_seed(mc.seed)
     rng = random.Random(mc.seed)
     names = _class_names(cfg.model.num_classes)
@@ -322,7 +323,8 @@ def mine_styles(
         batch_size=mc.batch_size,
         shuffle=True,
         generator=torch.Generator().manual_seed(mc.seed),
-        num_workers=cfg.data.num_workers,
+        num_workers=0,  # crops come from the seeded global RNG stream: workers would split it (loaders.py)
+        pin_memory=device.type == "cuda",
         drop_last=True,  # official: no incomplete batch
     )
 
@@ -341,6 +343,18 @@ def mine_styles(
 
         return on_step
 
+    chunks: list[int] = []
+
+    def chunk_of(norm: torch.Tensor, mu0: torch.Tensor, sigma0: torch.Tensor) -> int:
+        """Patches per forward/backward: sized once from the GPU's free memory (64 on the CPU)."""
+        if not chunks:
+            def probe(k: int) -> None:
+                m, s = mu0[:k].clone().requires_grad_(True), sigma0[:k].clone().requires_grad_(True)
+                _embed(visual, norm[:k], m, s, pool).float().sum().backward()
+
+            chunks.append(chunk_for_memory(device, probe, default=_FORWARD_CHUNK))
+        return chunks[0]
+
     def flush(group: list[KeptPatch]) -> None:
         nonlocal init_sum, final_sum, n_done, group_idx
         norm = torch.stack([p.norm for p in group])  # (N, C, P, P)
@@ -348,20 +362,22 @@ def mine_styles(
         sigma0 = torch.stack([p.sigma for p in group])
         target = texts([p.prompt for p in group])  # (N, D)
         weights = torch.tensor([p.weight for p in group], device=device)  # (N,) 1 / N_b
-        mu, sigma, init_l, final_l = optimize_styles(
-            visual,
-            norm,
-            mu0,
-            sigma0,
-            target,
-            steps=mc.steps,
-            lr=mc.lr,
-            momentum=mc.momentum,
-            weight_decay=mc.weight_decay,
-            pool=pool,
-            weights=weights,
-            on_step=on_step_for(group_idx),
-        )
+        with autocast(device, mc.precision):  # mining.precision: the CLIP forward/backward; styles stay fp32
+            mu, sigma, init_l, final_l = optimize_styles(
+                visual,
+                norm,
+                mu0,
+                sigma0,
+                target,
+                steps=mc.steps,
+                lr=mc.lr,
+                momentum=mc.momentum,
+                weight_decay=mc.weight_decay,
+                pool=pool,
+                weights=weights,
+                on_step=on_step_for(group_idx),
+                chunk=chunk_of(norm, mu0, sigma0),
+            )
         mus.append(mu.cpu())
         sigmas.append(sigma.cpu())
         classes.extend(p.cls for p in group)

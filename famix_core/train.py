@@ -38,7 +38,14 @@ from famix_core.checkpoint import (
     save_checkpoint,
     save_safetensors_atomic,
 )
-from famix_core.device import pick_device
+from famix_core.device import (
+    activate,
+    autocast,
+    configure_kernels,
+    device_rng_state,
+    set_device_rng_state,
+    stage_device,
+)
 from famix_core.errors import DataError, TrainingDiverged, TrainingInterrupted
 
 if TYPE_CHECKING:
@@ -143,7 +150,9 @@ class _SeededItems(Dataset):
         s = _mix(self.seed, iteration, slot, 0x5EED)
         py_state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(s)
+            # the CPU generator only: torch.manual_seed would also re-seed every CUDA generator
+            # (dropout's, with 0 workers), making results depend on data.num_workers
+            torch.default_generator.manual_seed(s)
             random.seed(s)
             np.random.seed(s % (1 << 32))
             try:
@@ -200,11 +209,9 @@ class Trainer:
         self.ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None
         self.log = log
         tc = cfg.train
-        self.device = torch.device(device) if device is not None else pick_device(tc.device)
+        self.device = activate(torch.device(device)) if device is not None else stage_device(cfg)
         self.cuda = self.device.type == "cuda"
-        if self.cuda:
-            torch.backends.cudnn.deterministic = tc.deterministic
-            torch.backends.cudnn.benchmark = not tc.deterministic
+        configure_kernels(self.device, deterministic=tc.deterministic, benchmark=True)  # fixed-size crops
         torch.manual_seed(tc.seed)  # initial weights and, until restored, dropout
 
         augmenter = self._build_augmenter(bank_dir)
@@ -220,7 +227,7 @@ class Trainer:
         self.channels_last = tc.channels_last and self.cuda
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.amp = tc.amp and self.cuda
+        self.precision = tc.precision  # bf16 runs on the CPU too (CPU autocast), so it is tested there
 
         dec, bb = self.model.param_groups()
         groups = [{"params": dec, "lr": tc.lr_decoder, "base_lr": tc.lr_decoder, "name": "decoder"}]
@@ -239,6 +246,7 @@ class Trainer:
         self.iteration = 0
         self.loss_window: list[float] = []
         self.last_loss = float("nan")
+        self._pending: list[torch.Tensor] = []  # detached 0-d losses not read yet (on the device)
         self.images_seen = 0
         self.train_seconds = 0.0
         self._batches: Iterator | None = None
@@ -262,18 +270,16 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------
     def _loader(self) -> Iterator:
+        from famix_core.loaders import loader_options, resolve_workers
+
         sampler = _ScheduleSampler(self.schedule, self.iteration, self.cfg.train.iterations)
-        nw = self.cfg.data.num_workers
         loader = DataLoader(
             self.items,
             batch_sampler=sampler,
-            num_workers=nw,
             collate_fn=_collate,
-            pin_memory=self.cuda,
-            persistent_workers=False,
             # its own generator: creating the iterator must not consume the global RNG (dropout's)
             generator=torch.Generator().manual_seed(_mix(self.cfg.train.seed, self.iteration)),
-            prefetch_factor=2 if nw > 0 else None,
+            **loader_options(resolve_workers(self.cfg.data.num_workers), self.device, persistent=True),
         )
         return iter(loader)
 
@@ -284,14 +290,18 @@ class Trainer:
             g["lr"] = poly_lr(g["base_lr"], self.iteration, tc.iterations, tc.poly_power, tc.min_lr)
         return self.optimizer.param_groups[0]["lr"]
 
-    def step(self) -> float:
-        """Run one iteration (forward, loss, backward, SGD step).
+    def step(self) -> torch.Tensor:
+        """Run one iteration (forward, loss, backward, SGD step) without waiting for the device.
+
+        The loss stays on the device: it is read, checked for NaN/inf and logged only every
+        ``train.log_every`` iterations (and at checkpoints and the end), so a CUDA step never
+        syncs with the host outside those iterations.
 
         Returns:
-            The loss of this iteration.
+            The loss of this iteration, a detached 0-d tensor on the device (reading it syncs).
 
         Raises:
-            TrainingDiverged: the loss is NaN or infinite.
+            TrainingDiverged: at a log step, when a loss since the previous one is NaN or infinite.
         """
         if self._batches is None:
             self._batches = self._loader()
@@ -307,47 +317,56 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         lr = self.set_lr()
         self.model.train()
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with autocast(self.device, self.precision):  # the style op inside runs in fp32 (style_in_fp32)
             logits = self.model(images, labels)  # (B, K, H, W)
-        loss = F.cross_entropy(
-            logits.float(), labels, ignore_index=255, label_smoothing=self.cfg.train.label_smoothing
-        )
-        value = float(loss.item())
-        if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"loss is {value} at iteration {self.iteration + 1}; lower train.lr_decoder / train.lr_backbone"
+            loss = F.cross_entropy(
+                logits.float(), labels, ignore_index=255, label_smoothing=self.cfg.train.label_smoothing
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.iteration += 1
         self.images_seen += images.shape[0]
-        self.last_loss = value
-        self.loss_window.append(value)
+        value = loss.detach()
+        self._pending.append(value)
         tc = self.cfg.train
-        if len(self.loss_window) > tc.log_every:
-            self.loss_window.pop(0)
-        if self.log is not None and (self.iteration % tc.log_every == 0 or self.iteration == tc.iterations):
-            self.log({"train/loss": sum(self.loss_window) / len(self.loss_window), "train/lr": lr}, self.iteration)
+        if self.iteration % tc.log_every == 0 or self.iteration == tc.iterations:
+            self.read_losses()
+            if self.log is not None:
+                self.log({"train/loss": sum(self.loss_window) / len(self.loss_window), "train/lr": lr}, self.iteration)
         self.train_seconds += time.perf_counter() - t0
         return value
 
+    def read_losses(self) -> None:
+        """Bring the losses of the iterations since the last read to the host (one sync) and check them.
+
+        Raises:
+            TrainingDiverged: naming the first iteration whose loss is NaN or infinite.
+        """
+        if not self._pending:
+            return
+        values = torch.stack(self._pending).tolist()  # (n,) the one host sync of a log window
+        first = self.iteration - len(values) + 1
+        self._pending = []
+        for i, v in enumerate(values):
+            if not math.isfinite(v):
+                raise TrainingDiverged(
+                    f"loss is {v} at iteration {first + i}; lower train.lr_decoder / train.lr_backbone"
+                )
+        self.loss_window.extend(values)
+        del self.loss_window[: max(0, len(self.loss_window) - self.cfg.train.log_every)]
+        self.last_loss = values[-1]
+
     # -- checkpoints --------------------------------------------------------------------------
     def _rng_state(self) -> dict[str, torch.Tensor]:
-        rng = {"torch_cpu": torch.get_rng_state()}
-        if self.cuda:
-            for i, s in enumerate(torch.cuda.get_rng_state_all()):
-                rng[f"cuda.{i}"] = s
+        rng = {"torch_cpu": torch.get_rng_state(), **device_rng_state(self.device)}
         if self.style_generator is not None:
             rng["style"] = self.style_generator.get_state()
         return rng
 
     def _set_rng_state(self, rng: dict[str, torch.Tensor]) -> None:
         torch.set_rng_state(rng["torch_cpu"])
-        if self.cuda:
-            cuda = [rng[f"cuda.{i}"] for i in range(torch.cuda.device_count()) if f"cuda.{i}" in rng]
-            if cuda:
-                torch.cuda.set_rng_state_all(cuda)
+        set_device_rng_state(rng, self.device)
         if self.style_generator is not None and "style" in rng:
             self.style_generator.set_state(rng["style"])
 
@@ -355,6 +374,7 @@ class Trainer:
         """Checkpoint now (atomically) into ``ckpt_dir``; None when there is no ``ckpt_dir``."""
         if self.ckpt_dir is None:
             return None
+        self.read_losses()  # never checkpoint a diverged run; the loss window goes in the checkpoint
         otensors, ometa = optimizer_to_flat(self.optimizer)
         state = CheckpointState(
             iteration=self.iteration,
@@ -392,6 +412,7 @@ class Trainer:
         self.train_seconds = float(ex.get("train_seconds", 0.0))
         if self.source_val is not None:
             self.source_val.restore(ex.get("source_val") or {})
+        self._pending = []
         self._batches = None
         return True
 
@@ -439,6 +460,7 @@ class Trainer:
         source val split. When source validation ran and the best is not the last, the other one is
         kept too: ``best.safetensors`` (select=last) or ``last.safetensors`` (select=best_source_val).
         """
+        self.read_losses()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         tc = self.cfg.train
         meta = {"backbone": self.cfg.model.backbone, "output_stride": str(self.cfg.model.output_stride),
@@ -468,6 +490,7 @@ class Trainer:
             "select": tc.select,
             "selected_iteration": selected_iteration,
             "source_val": sv.summary() if sv is not None else None,
+            "precision": self.precision,
         }
         atomic_write_json(self.out_dir / "summary.json", summary)
         return summary

@@ -90,7 +90,9 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "base": {
             "model": {"backbone": "RN50", "pretrained": "openai"},
             "data": {"synthetic": None},
-            "train": {"iterations": 40000, "val_every": 750},  # official --val_interval 750
+            # a stage given no GPU refuses instead of training 40k iterations on the CPU unnoticed
+            # (train.device=cpu, given explicitly, still runs there)
+            "train": {"iterations": 40000, "cpu_fallback": False, "val_every": 750},  # official --val_interval 750
         },
         "seeds": [0, 1, 2],
     },

@@ -231,3 +231,61 @@ def test_cli_evaluate_runs(synth_setup, tmp_path, capsys):
     assert rc == 0 and "mIoU" in out
     assert (tmp_path / "ev" / "C" / "metrics.json").is_file()
     assert "C" in json.loads((tmp_path / "ev" / "results.json").read_text())
+
+
+class _AtenLog:
+    """Records the aten ops run inside it (a CPU stand-in for CUDA's sync debug mode)."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        ops = self.ops = []
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                ops.append(func.overloadpacket.__name__)
+                return func(*args, **(kwargs or {}))
+
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+
+
+# ops whose output size depends on the data, or that read a value back: each one a host sync on CUDA
+_SYNCING = {"nonzero", "masked_select", "bincount", "_local_scalar_dense", "unique", "_unique2", "index"}
+
+
+def test_confusion_update_uses_only_fixed_size_ops():
+    g = torch.Generator().manual_seed(1)
+    gt = torch.randint(0, 19, (2, 9, 11), generator=g)
+    gt[0, 0] = 255
+    pred = torch.randint(0, 19, (2, 9, 11), generator=g)
+    conf = torch.zeros(19, 19, dtype=torch.int64)
+    with _AtenLog() as log:
+        confusion_update(conf, pred, gt)
+    assert not _SYNCING & set(log.ops), log.ops
+    assert int(conf.sum()) == 2 * 9 * 11 - 11  # the ignored row of sample 0 is not counted
+    ref = np.zeros((19, 19), dtype=np.int64)
+    np.add.at(ref, (gt[gt != 255].numpy(), pred[gt != 255].numpy()), 1)
+    assert np.array_equal(conf.numpy(), ref)
+
+
+def test_evaluation_through_workers_and_bf16(synth_setup):
+    """The DataLoader path gives the same confusion with 0 or 2 workers; bf16 autocast runs the convs in bf16."""
+    from famix_core.data import build_dataset
+    from famix_core.evaluate import evaluate_model
+
+    cfg, _, model = synth_setup
+    ds = build_dataset(cfg.data, "C", "val", train=False)
+    cpu = torch.device("cpu")
+    c0, n0 = evaluate_model(model, ds, 19, cpu, [1.0, 0.5])
+    c2, n2 = evaluate_model(model, ds, 19, cpu, [1.0, 0.5], num_workers=2)
+    assert n0 == n2 == 3 and torch.equal(c0, c2) and int(c0.sum()) > 0
+    seen = []
+    h = model.backbone.layer2.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    cb, nb = evaluate_model(model, ds, 19, cpu, [1.0], precision="bf16")
+    h.remove()
+    assert seen == [torch.bfloat16] * 3 and nb == 3 and int(cb.sum()) == int(c0.sum())

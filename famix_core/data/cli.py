@@ -1,10 +1,11 @@
-"""``famix data synth`` and ``famix data check`` (no torch imported).
+"""``famix data synth``, ``famix data check`` (no torch imported) and ``famix data bench``.
 
 ``famix data synth --out DIR`` writes the synthetic benchmark (all nine domains in
 their real layouts) and ``DIR/contact_sheet.png``. ``famix data check --config
 FILE [key=value ...]`` lists the image/label pairs of the source's train split
 and of every evaluation domain with the folder layout and split list found, or
-the one-line problem of each.
+the one-line problem of each. ``famix data bench
+--config FILE`` times the loaders alone (``famix_core.loaders.bench_loaders``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--config", default=None, help="engine config YAML (default: built-in defaults)")
     check.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     check.set_defaults(func=_check)
+
+    bench = sub.add_parser("bench", help="images/s of the training and evaluation loaders alone (is the loader the bottleneck?)")
+    bench.add_argument("--config", default=None, help="engine config YAML (default: built-in defaults)")
+    bench.add_argument("--batches", type=int, default=20, help="timed batches per loader")
+    bench.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    bench.set_defaults(func=_bench)
 
 
 def _parse_overrides(items: list[str]) -> dict:
@@ -96,4 +103,15 @@ def _check(args: argparse.Namespace) -> int:
     if failed:
         print(f"famix: error: {failed} of {len(jobs)} domain splits are not usable", file=sys.stderr)
         return 2
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from famix_core.config import ConfigError, load_config
+    from famix_core.loaders import bench_loaders
+
+    if args.batches < 1:
+        raise ConfigError(f"famix data bench: --batches: expected >= 1, got {args.batches}")
+    cfg = load_config(args.config, _parse_overrides(args.overrides))
+    bench_loaders(cfg, batches=args.batches)
     return 0
