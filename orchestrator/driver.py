@@ -21,6 +21,7 @@ from typing import Any, Iterator
 from orchestrator.backends.base import StageOutcome, StageTask
 from orchestrator.errors import SweepError
 from orchestrator.plan import Plan, StageSpec, build_plan, print_plan
+from orchestrator.progress import Progress
 from orchestrator.store import atomic_write_text
 from orchestrator.sweep import load_sweep, parse_overrides, resolve_profile, resolve_sweep_path
 
@@ -62,83 +63,6 @@ class SweepResult:
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
-
-
-# ----------------------------------------------------------------------------------------------- progress
-
-
-class Progress:
-    """Live stage counts (rich progress on a TTY, plain lines otherwise); failures printed as they happen."""
-
-    def __init__(self, total: int, cached: int, console: Any, live: bool):
-        self.total = total
-        self.console = console
-        self.counts = {"done": 0, "cached": cached, "running": 0, "failed": 0, "retry": 0}
-        self.t0 = time.perf_counter()
-        self.failures: list[tuple[StageTask, StageOutcome]] = []
-        self._bar = None
-        self._task_id = None
-        if live:
-            from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
-
-            self._bar = RichProgress(
-                TextColumn("[bold]stages"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TextColumn("{task.description}"),
-                TimeElapsedColumn(),
-                console=console,
-                transient=False,
-            )
-
-    def __enter__(self) -> "Progress":
-        if self._bar is not None:
-            self._bar.start()
-            self._task_id = self._bar.add_task(self._desc(), total=self.total, completed=0)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def _desc(self) -> str:
-        c = self.counts
-        return f"done {c['done']} · running {c['running']} · failed {c['failed']} · cached {c['cached']}"
-
-    def _line(self, text: str) -> None:
-        elapsed = time.perf_counter() - self.t0
-        self.console.print(f"[{elapsed:7.1f}s] {text}", highlight=False, markup=False)
-
-    def on_event(self, event: str, task: StageTask, outcome: StageOutcome | None) -> None:
-        c = self.counts
-        if event == "start":
-            c["running"] += 1
-            if self._bar is None and task.kind != "evaluate":  # evaluations are short: their "done" line is enough
-                self._line(f"start   {task.name}")
-        elif event == "retry":
-            c["running"] -= 1
-            c["retry"] += 1
-            first = (outcome.error or "").splitlines()[0] if outcome and outcome.error else ""
-            self._line(f"RETRY   {task.name}: {first}")
-        elif event in ("done", "failed", "cancelled"):
-            if outcome is not None and outcome.attempts > 0 and not (outcome.error or "").startswith("dependency"):
-                c["running"] = max(0, c["running"] - 1)
-            if event == "done":
-                key = "cached" if outcome is not None and outcome.status == "cached" else "done"
-                c[key] += 1
-                if self._bar is None:
-                    secs = f" in {outcome.seconds:.1f}s" if outcome else ""
-                    self._line(f"{key:<7} {task.name}{secs} [{sum((c['done'], c['cached'], c['failed']))}/{self.total}]")
-            elif event == "failed":
-                c["failed"] += 1
-                assert outcome is not None
-                self.failures.append((task, outcome))
-                first = (outcome.error or "").splitlines()[0] if outcome.error else ""
-                log = f" (log: {outcome.log_path})" if outcome.log_path and not first.startswith("dependency") else ""
-                self._line(f"FAILED  {task.name}: {first}{log}")
-        if self._bar is not None and self._task_id is not None:
-            finished = c["done"] + c["cached"] + c["failed"]
-            self._bar.update(self._task_id, completed=finished, description=self._desc())
 
 
 # ----------------------------------------------------------------------------------------------- tracking
@@ -451,8 +375,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         )
         extra = {"detach": True} if opts.detach else {}
         backend = backend_obj or create_backend(backend_name, sweep_dir=str(plan.sweep_dir), options=rs.backend.model_dump(), **extra)
-        live = console.is_terminal
-        progress = Progress(len(plan.stages), n_done, console, live)
+        progress = Progress(tasks, len(plan.stages), n_done, console, console.is_terminal, max_parallel=max_parallel)
         old = signal.getsignal(signal.SIGTERM)
         if _is_main_thread():
             signal.signal(signal.SIGTERM, _raise_interrupt)
