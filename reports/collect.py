@@ -220,7 +220,7 @@ def collect_csv(
     n = len(wide)
     runs = pd.DataFrame(
         {
-            "trial": wide["trial"] if "trial" in wide else [f"row {i + 2}" for i in range(n)],
+            "trial": wide["trial"] if "trial" in wide else "",  # no trial ids: footnotes name the table row
             "trial_index": list(range(n)),
             "seed": pd.to_numeric(wide["seed"], errors="coerce") if "seed" in wide else math.nan,
             "status": wide["status"].replace("", "done") if "status" in wide else "done",

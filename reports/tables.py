@@ -17,7 +17,7 @@ Pure pandas (no MLflow, no matplotlib). Rules, applied identically to both forma
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Callable
 
@@ -35,12 +35,19 @@ __all__ = [
     "render_latex",
     "summary_frame",
     "LATEX_PACKAGES",
+    "LATEX_WIDTHS",
     "shown_label",
     "fmt2",
 ]
 
-LATEX_PACKAGES: tuple[str, ...] = ("booktabs", "amssymb")
-"""Packages ``table.tex`` needs in the including document (amssymb for ``\\checkmark``)."""
+LATEX_PACKAGES: tuple[str, ...] = ("booktabs", "amssymb", "graphicx")
+"""Packages ``table.tex`` needs in the including document (amssymb for ``\\checkmark``, graphicx for
+``\\resizebox``; ``--latex-width none`` needs only the first two)."""
+
+LATEX_WIDTHS: tuple[str, ...] = ("column", "page", "none")
+"""``render_latex`` widths: ``column`` (``\\small``, ``\\tabcolsep`` 3pt, shrunk to ``\\linewidth`` when
+still wider: one column of a two-column paper), ``page`` (``\\tabcolsep`` 4pt, shrunk to ``\\linewidth``
+when wider: a ``table*`` spanning the page), ``none`` (a bare ``tabular``)."""
 
 PARTIAL_MARK = "†"
 _YES = {"yes", "true", "on", "y", "✓", "1.0"}
@@ -251,7 +258,12 @@ def build_table(results: ResultSet, *, baseline: str | None = None, title: str |
         missing = [j for j, d in enumerate(doms) if np.isnan(vals[i, j])]
         seed = "" if pd.isna(t["seed"]) else f", seed {int(t['seed'])}"
         what = f"no mIoU for {', '.join(doms[j] for j in missing)}" if missing else "all domains present"
-        footnotes.append(f"trial {t['trial']}{seed}: {t['status']} ({what})")
+        shown = ", ".join(f"{c[:1].upper() + c[1:]} {shown_label(t[c])}" for c in labels)
+        trial = str(t["trial"]) if str(t["trial"]) not in ("", "nan", "None") else ""
+        footnotes.append(
+            f"row {int(codes[i]) + 1}{f' ({shown})' if shown else ''}{seed}: {t['status']} ({what})"
+            + (f"; trial {trial}" if trial else "")
+        )
         for j in missing:
             notes_at.setdefault((int(codes[i]), j), []).append(len(footnotes))
 
@@ -320,6 +332,7 @@ class _Style:
     note: Callable[[list[int]], str]
     label: Callable[[str], str]
     text: Callable[[str], str]
+    std: Callable[[str], str] | None = None  # how "± std" follows the mean (default: pm + std)
 
 
 def _md_escape(s: str) -> str:
@@ -379,12 +392,16 @@ _LATEX = _Style(
 )
 
 
+_LATEX_COLUMN = replace(_LATEX, std=lambda s: rf"\,{{\scriptsize$\pm${s}}}")
+"""Column width: the std in script size right after the mean, so a seeded table shrinks less."""
+
+
 def _fmt_cell(c: CellValue, st: _Style) -> str:
     if c.mean is None:
         return st.dash + (st.note(c.notes) if c.notes else "")
     value = fmt2(c.mean, signed=c.signed)
     if c.std is not None:
-        value += f"{st.pm}{fmt2(c.std)}"
+        value += st.std(fmt2(c.std)) if st.std is not None else f"{st.pm}{fmt2(c.std)}"
     if c.mark == "best":
         value = st.bold(value)
     elif c.mark == "second":
@@ -447,24 +464,52 @@ def render_markdown(table: Table) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(f"{n}  " for n in notes).rstrip() + "\n"
 
 
-def render_latex(table: Table) -> str:
-    """The table as a booktabs ``tabular`` (needs ``\\usepackage{booktabs,amssymb}``), footnotes below it."""
+def render_latex(table: Table, width: str = "column") -> str:
+    """The table as a booktabs ``tabular``, footnotes below it.
+
+    Args:
+        table: the built table.
+        width: ``column`` | ``page`` | ``none`` (see :data:`LATEX_WIDTHS`). ``column`` and ``page``
+            set the font size and column padding, then scale the tabular down to ``\\linewidth``
+            only when it is still wider (never up): ``\\resizebox`` needs ``graphicx``.
+
+    Returns:
+        A LaTeX fragment whose first lines name the packages it needs.
+    """
+    if width not in LATEX_WIDTHS:
+        raise ReportInputError(f"--latex-width {width}: expected one of {', '.join(LATEX_WIDTHS)}")
+    style = _LATEX_COLUMN if width == "column" else _LATEX
     head = _header(table, _LATEX)
     spec = "c" * (len(table.label_columns) + (1 if table.show_n else 0)) + "r" * (len(head) - len(table.label_columns) - (1 if table.show_n else 0))
-    lines = [
-        f"% FAMix report: {table.title.replace(chr(10), ' ')} (mIoU %).",
-        "% Requires in the preamble: " + " ".join(rf"\usepackage{{{p}}}" for p in LATEX_PACKAGES),
+    packages = LATEX_PACKAGES if width != "none" else LATEX_PACKAGES[:2]
+    tabular = [
         rf"\begin{{tabular}}{{{spec}}}",
         r"\toprule",
         " & ".join(head) + r" \\",
         r"\midrule",
+        *(" & ".join(row) + r" \\" for row in _body(table, style)),
+        r"\bottomrule",
+        r"\end{tabular}",
     ]
-    lines += [" & ".join(row) + r" \\" for row in _body(table, _LATEX)]
-    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines = [
+        f"% FAMix report: {table.title.replace(chr(10), ' ')} (mIoU %); width: {width}.",
+        "% Requires in the preamble: " + " ".join(rf"\usepackage{{{p}}}" for p in packages),
+    ]
     notes = [(r"$^\dagger$ " if kind == "partial" else "") + _tex_escape(t) for kind, t in _notes_text(table)]
     notes += [f"$^{{{i}}}$ {_tex_escape(t)}" for i, t in enumerate(table.footnotes, 1)]
-    if notes:
-        lines.append(r"\par\smallskip{\footnotesize " + r" \\ ".join(notes) + r"\par}")
+    notes_tex = [r"\par\smallskip{\footnotesize " + r" \\ ".join(notes) + r"\par}"] if notes else []
+    if width == "none":
+        return "\n".join([*lines, *tabular, *notes_tex]) + "\n"
+    size, sep = (r"\small", "3pt") if width == "column" else ("", "4pt")
+    lines += [
+        rf"\begingroup{size}\setlength{{\tabcolsep}}{{{sep}}}%",
+        r"\setbox0=\hbox{%",
+        *tabular,
+        r"}%",
+        r"\leavevmode\ifdim\wd0>\linewidth\resizebox{\linewidth}{!}{\box0}\else\box0\fi\par",
+        *notes_tex,
+        r"\endgroup",
+    ]
     return "\n".join(lines) + "\n"
 
 
