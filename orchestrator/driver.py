@@ -251,19 +251,29 @@ def markdown_table(df) -> str:
     return "\n".join(lines)
 
 
-def _report_markdown(plan: Plan, uri: str, experiment: str) -> str | None:
-    """The paper-style table from reports (reading MLflow), or None when reports is not available."""
+def _report_table(plan: Plan, uri: str, experiment: str):
+    """The paper-style :class:`reports.tables.Table` (reading MLflow), or None when reports is not available."""
     try:
         from reports.collect import collect_mlflow
-        from reports.tables import build_table, render_markdown
+        from reports.tables import build_table
     except ImportError:
         return None
     try:
         rs = collect_mlflow(plan.name, tracking_uri=uri, experiment=experiment, profile=plan.sweep.profile)
-        return render_markdown(build_table(rs, title=f"{plan.name} ({plan.sweep.profile})"))
+        return build_table(rs, title=f"{plan.name} ({plan.sweep.profile})")
     except Exception as e:  # noqa: BLE001 — fall back to the store-based table
         print(f"famix: note: reports table unavailable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
         return None
+
+
+def _print_table(console: Any, markdown: str, table_json: dict[str, Any] | None) -> None:
+    """The results table: a rich table on a terminal, the Markdown otherwise (pipes, files, CI logs)."""
+    if console.is_terminal and table_json:
+        from reports.terminal import render_rich, table_from_json
+
+        console.print(render_rich(table_from_json(table_json)))
+    else:
+        console.print(markdown, highlight=False, markup=False)
 
 
 # ----------------------------------------------------------------------------------------------- run
@@ -357,7 +367,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             # nothing to run and MLflow was completed for exactly this plan: no need to even load MLflow
             cached = _read_json(marker)
             console.print(f"sweep {plan.name} ({rs.profile}): {len(plan.stages)} stages, all done; MLflow complete", highlight=False)
-            console.print(cached.get("table", ""), highlight=False, markup=False)
+            _print_table(console, cached.get("table", ""), cached.get("table_json"))
             csv_path = plan.sweep_dir / "results.csv"
             atomic_write_text(csv_path, results_frame(plan).to_csv(index=False))
             console.print(f"results: {csv_path}  (MLflow: {uri}, experiment {experiment})", highlight=False)
@@ -399,12 +409,20 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         df = results_frame(plan, statuses)
         csv_path = plan.sweep_dir / "results.csv"
         atomic_write_text(csv_path, df.to_csv(index=False))
-        table = _report_markdown(plan, tracker.uri, rs.tracking.experiment or rs.name) or markdown_table(df)
-        console.print(table, highlight=False, markup=False)
+        report_table = _report_table(plan, tracker.uri, rs.tracking.experiment or rs.name)
+        table_json = None
+        if report_table is not None:
+            from reports.tables import render_markdown
+            from reports.terminal import table_to_json
+
+            table, table_json = render_markdown(report_table), table_to_json(report_table)
+        else:
+            table = markdown_table(df)
+        _print_table(console, table, table_json)
         console.print(f"results: {csv_path}  (MLflow: {tracker.uri}, experiment {rs.tracking.experiment or rs.name})", highlight=False)
         result = SweepResult(outcomes, failed, csv_path, table, time.perf_counter() - t0)
         if all(v == "done" for v in statuses.values()):
-            atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "table": table}, ensure_ascii=False))
+            atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "table": table, "table_json": table_json}, ensure_ascii=False))
         _print_failures(console, plan, progress.failures)
         console.print(f"finished in {result.seconds:.1f}s: {progress.counts['done']} run, {progress.counts['cached']} cached, {len(failed)} failed", highlight=False)
         return result

@@ -30,7 +30,7 @@ from typing import Any, Callable
 from famix_core.io import atomic_write_json
 from orchestrator.backends.base import StageOutcome, StageTask
 
-__all__ = ["progress_path", "write_progress", "read_progress", "EtaModel", "Progress", "format_duration"]
+__all__ = ["progress_path", "write_progress", "read_progress", "Eta", "EtaModel", "Progress", "format_duration"]
 
 Clock = Callable[[], float]
 
@@ -109,19 +109,26 @@ class EtaModel:
         guesses = [elapsed / frac for k, elapsed, frac in running if k == kind and frac is not None and frac >= 0.05]
         return max(guesses) if guesses else None
 
-    def eta(self, running: list[tuple[str, float, float | None]], pending: Counter) -> float | None:
-        """Seconds until every stage is finished; None while some kind has no estimate yet.
+    def eta(self, running: list[tuple[str, float, float | None]], pending: Counter) -> Eta:
+        """Time until every stage is finished.
 
         Args:
             running: ``(kind, elapsed seconds, fraction done or None)`` per running stage.
             pending: kind -> number of stages not started yet.
+
+        Returns:
+            The estimate; stages of a kind with no estimate yet leave it a lower bound
+            (``exact`` False), and with no estimate at all ``seconds`` is None.
         """
         work = 0.0
         longest = 0.0
-        for kind, elapsed, frac in running:
+        known = unknown = 0
+        for kind, elapsed, _ in running:
             typ = self.typical(kind, running)
             if typ is None:
-                return None
+                unknown += 1
+                continue
+            known += 1
             left = max(typ - elapsed, 0.0)
             work += left
             longest = max(longest, left)
@@ -130,10 +137,27 @@ class EtaModel:
                 continue
             typ = self.typical(kind, running)
             if typ is None:
-                return None
+                unknown += n
+                continue
+            known += n
             work += n * typ
-        busy = min(self.slots, max(len(running) + sum(n for n in pending.values() if n > 0), 1))
-        return max(work / busy, longest)
+        if known == 0 and unknown:
+            return Eta(None, False)
+        busy = min(self.slots, max(known + unknown, 1))
+        return Eta(max(work / busy, longest), unknown == 0)
+
+
+@dataclass(frozen=True)
+class Eta:
+    """Seconds left (None: unknown); ``exact`` False when some stages have no estimate yet (a lower bound)."""
+
+    seconds: float | None
+    exact: bool = True
+
+    def __str__(self) -> str:
+        if self.seconds is None:
+            return "?"
+        return format_duration(self.seconds) if self.exact else f"≥{format_duration(self.seconds)}"
 
 
 # ----------------------------------------------------------------------------------------------- display
@@ -230,8 +254,8 @@ class Progress:
     def _running_view(self, now: float) -> list[tuple[str, float, float | None]]:
         return [(r.task.kind, now - r.started, r.fraction) for r in self.running.values()]
 
-    def eta(self) -> float | None:
-        """Seconds left (None until every kind still to run has an estimate)."""
+    def eta(self) -> Eta:
+        """Time left (a lower bound while some kind still to run has no finished stage)."""
         with self._lock:
             now = self.clock()
             pending = Counter(t.kind for t in self.pending.values())
@@ -301,7 +325,7 @@ class Progress:
     def summary(self) -> str:
         """One line: counts, ETA, each running stage with its progress."""
         now = self.clock()
-        parts = [f"progress {self.finished}/{self.total}: {self.counts_text()} · ETA {format_duration(self.eta())}"]
+        parts = [f"progress {self.finished}/{self.total}: {self.counts_text()} · ETA {self.eta()}"]
         for r in self.running.values():
             parts.append(f"{r.task.name} {self._stage_progress(r)} ({format_duration(now - r.started)})")
         return "; ".join(parts)
@@ -339,7 +363,7 @@ class Progress:
                 f"{self.finished}/{self.total}",
                 self.counts_text(),
                 format_duration(now - self.t0),
-                Text(f"ETA {format_duration(self.eta())}", style="cyan"),
+                Text(f"ETA {self.eta()}", style="cyan"),
             )
             rows = Table.grid(padding=(0, 1))
             rows.add_column(no_wrap=True, overflow="ellipsis", max_width=48)

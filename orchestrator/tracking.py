@@ -69,9 +69,9 @@ def git_commit() -> str:
 
 
 def _client(uri: str):
-    from mlflow.tracking import MlflowClient
+    from reports.mlflow_client import mlflow_client
 
-    return MlflowClient(tracking_uri=uri)
+    return mlflow_client(uri)
 
 
 def _q(v: str) -> str:

@@ -372,9 +372,9 @@ def _records_client(uri: str, sweep: str, experiment: str | None) -> tuple[list[
     """Trial runs through ``MlflowClient.search_runs`` (pages of 50,000; no round trip per run)."""
     from mlflow.entities import ViewType
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    from reports.mlflow_client import mlflow_client
 
-    client = MlflowClient(tracking_uri=uri)
+    client = mlflow_client(uri)
     exp_name = experiment or sweep
     try:
         exp = client.get_experiment_by_name(exp_name)

@@ -98,9 +98,9 @@ def fetch_histories(results: ResultSet, metric: str = "train/loss") -> dict[str,
     """
     if not results.tracking_uri:
         return {}
-    from mlflow.tracking import MlflowClient
+    from reports.mlflow_client import mlflow_client
 
-    client = MlflowClient(tracking_uri=results.tracking_uri)
+    client = mlflow_client(results.tracking_uri)
     out: dict[str, pd.DataFrame] = {}
     for trial, run_id in zip(results.runs["trial"], results.runs["run_id"]):
         if not run_id:

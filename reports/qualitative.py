@@ -211,9 +211,9 @@ def qualitative_grid(
         raise ReportInputError("--qualitative needs MLflow input (the trial's config and weights), not --csv")
     row = find_trial(results, trial)
     weights = weights_path(run_dir, row.get("train_key"), str(row["trial"]))
-    from mlflow.tracking import MlflowClient
+    from reports.mlflow_client import mlflow_client
 
-    params = MlflowClient(tracking_uri=results.tracking_uri).get_run(row["run_id"]).data.params
+    params = mlflow_client(results.tracking_uri).get_run(row["run_id"]).data.params
     cfg = config_from_params(params, f"MLflow run {row['run_id']} params")
     from reports.plots import row_caption
 

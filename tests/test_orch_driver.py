@@ -201,3 +201,87 @@ def test_detach_is_refused_without_slurm(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--detach: only the slurm backend" in err
     assert not (tmp_path / "runs" / "store").exists()
+
+
+PTY_SCRIPT = """
+import hashlib, json, sys, time
+from orchestrator import execute, checks
+checks.check_data = lambda cfg: None
+
+def mine(ctx):
+    return {"n_styles": 1}
+
+def train(ctx):
+    for step in range(1, 4):
+        time.sleep(0.4)
+        ctx.log({"train/loss": 1.0 / step}, step * 100)
+    (ctx.tmp / "model.safetensors").write_bytes(b"w")
+    return {"iterations": 300}
+
+def evaluate(ctx):
+    miou = int(hashlib.sha256(ctx.task.key.encode()).hexdigest()[:4], 16) / 65535
+    return {"miou": miou, "iou": {}, "pixel_acc": 0.9, "n_images": 1}
+
+execute.STAGE_RUNNERS.update(mine=mine, train=train, evaluate=evaluate)
+from famix_core.cli import main
+sys.exit(main(["sweep", "run", "mini", "--run-dir", "runs", "train.iterations=300"]))
+"""
+
+
+def _run_on_pty(cwd: Path, script: str) -> tuple[int, str, str]:
+    """Run ``script`` with stdout on a pseudo-terminal (as a user's shell would); returns (rc, screen bytes, stderr)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "50"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=cwd, stdout=slave, stderr=subprocess.PIPE, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, err = proc.communicate(timeout=120)
+    os.close(master)
+    return proc.returncode, b"".join(chunks).decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+def test_on_a_terminal_the_table_is_rich_and_progress_is_live(tmp_path, capsys):
+    """On a pty: live progress (counts, running training's iteration i/N, ETA), then a rich table with
+    ANSI bold for the best and underline for the second; no Markdown markers; MLflow's INFO lines absent."""
+    import re
+
+    Path("sweeps").mkdir(exist_ok=True)
+    Path("sweeps/mini.yaml").write_text(SWEEP)
+    rc, screen, err = _run_on_pty(tmp_path, PTY_SCRIPT)
+    assert rc == 0, err[-2000:]
+    assert "Creating initial MLflow database tables" not in screen + err and "INFO mlflow" not in screen + err
+    assert "**" not in screen and "<u>" not in screen and "|:-:|" not in screen
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+    assert "done 0 · running 1 · failed 0 · cached 0" in plain  # live counts
+    assert re.search(r"train \[.*\] \w{8}.*iteration [123]00/300", plain)  # the running training's own progress
+    assert "ETA" in plain and "13/13" in plain
+    # the final table: header, right-aligned numbers, best bold, second underlined
+    df = pd.read_csv(Path("runs/mini/results.csv"))
+    best_c = df["C"].round(2).max()
+    second_c = sorted(set(df["C"].round(2)), reverse=True)[1]
+    assert re.search(r"\x1b\[1m" + re.escape(f"{best_c:.2f}") + r"\x1b\[0m", screen)
+    assert re.search(r"\x1b\[4m" + re.escape(f"{second_c:.2f}") + r"\x1b\[0m", screen)
+    header = next(ln for ln in plain.splitlines() if "Freeze" in ln and "Mean" in ln)
+    row = next(ln for ln in plain.splitlines() if f"{best_c:.2f}" in ln and "│" not in ln and "stages" not in ln)
+    assert row.rindex(f"{best_c:.2f}") + 5 == header.index("C") + 1  # numbers end under their header's last character
+    # the same run again, piped: the Markdown table (rerun fast path keeps the format choice)
+    from famix_core.cli import main
+
+    capsys.readouterr()
+    assert main(["sweep", "run", "mini", "--run-dir", "runs", "train.iterations=300"]) == 0
+    out = capsys.readouterr().out
+    assert "all done" in out and "| Freeze | Augment |" in out and f"**{best_c:.2f}**" in out

@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from orchestrator.backends.base import StageOutcome, StageTask
-from orchestrator.progress import EtaModel, Progress, format_duration, progress_path, read_progress, write_progress
+from orchestrator.progress import Eta, EtaModel, Progress, format_duration, progress_path, read_progress, write_progress
 
 
 class FakeClock:
@@ -39,19 +39,22 @@ def _done(task: StageTask, seconds: float = 0.0) -> StageOutcome:
 
 def test_eta_model_means_per_kind_and_parallel_slots():
     m = EtaModel(slots=2)
-    assert m.eta([], Counter(train=2)) is None  # no train finished yet: unknown, not a guess
+    assert m.eta([], Counter(train=2)) == Eta(None, False) and str(m.eta([], Counter(train=2))) == "?"
     m.finished("train", 100.0)
     m.finished("train", 140.0)  # mean 120
     m.finished("evaluate", 10.0)
     # one train running for 30 s (90 left), 3 trains + 8 evaluations to go: (90 + 360 + 80) / 2 slots
-    assert m.eta([("train", 30.0, None)], Counter(train=3, evaluate=8)) == pytest.approx(265.0)
+    assert m.eta([("train", 30.0, None)], Counter(train=3, evaluate=8)) == Eta(pytest.approx(265.0), True)
     # a single stage left cannot use two slots
-    assert m.eta([("train", 30.0, None)], Counter()) == pytest.approx(90.0)
+    assert m.eta([("train", 30.0, None)], Counter()).seconds == pytest.approx(90.0)
     # a running stage past the mean counts as finishing now, never negative
-    assert m.eta([("train", 500.0, None)], Counter()) == 0.0
+    assert m.eta([("train", 500.0, None)], Counter()).seconds == 0.0
     # before the first mine finishes, the running one extrapolates from its own progress (40 % in 20 s -> 50 s)
-    assert m.eta([("mine", 20.0, 0.4)], Counter()) == pytest.approx(30.0)
-    assert m.eta([("mine", 1.0, 0.01)], Counter()) is None  # too early to extrapolate
+    assert m.eta([("mine", 20.0, 0.4)], Counter()) == Eta(pytest.approx(30.0), True)
+    assert m.eta([("mine", 1.0, 0.01)], Counter()).seconds is None  # too early to extrapolate
+    # kinds without an estimate make it a lower bound: 2 trains known (240 s on 2 slots), 4 "other" unknown
+    low = m.eta([], Counter(train=2, other=4))
+    assert low == Eta(pytest.approx(120.0), False) and str(low) == "≥2:00"
 
 
 def test_progress_eta_from_stage_durations_with_fake_clock(tmp_path):
@@ -60,7 +63,7 @@ def test_progress_eta_from_stage_durations_with_fake_clock(tmp_path):
     evals = [_task("evaluate", i, tmp_path) for i in range(6)]
     p = Progress([*trains, *evals], total=10, cached=1, console=Console(file=io.StringIO()), live=False,
                  max_parallel=1, clock=clock)  # fmt: skip
-    assert p.eta() is None
+    assert p.eta().seconds is None
     p.on_event("start", trains[0], None)
     clock.advance(60.0)
     p.on_event("done", trains[0], _done(trains[0], 59.0))  # train took 60 s on the driver's clock
@@ -68,14 +71,14 @@ def test_progress_eta_from_stage_durations_with_fake_clock(tmp_path):
     clock.advance(5.0)
     p.on_event("done", evals[0], _done(evals[0], 5.0))
     # 2 trains and 5 evaluations left, one slot: 2*60 + 5*5
-    assert p.eta() == pytest.approx(145.0)
+    assert p.eta() == Eta(pytest.approx(145.0), True)
     p.on_event("start", trains[1], None)
     clock.advance(20.0)
-    assert p.eta() == pytest.approx(40.0 + 60.0 + 25.0)
+    assert p.eta().seconds == pytest.approx(40.0 + 60.0 + 25.0)
     assert p.counts == {"done": 2, "cached": 1, "running": 1, "failed": 0, "retry": 0}
     # a retry puts the stage back to the queue
     p.on_event("retry", trains[1], StageOutcome(trains[1].key, "failed", error="boom"))
-    assert p.eta() == pytest.approx(2 * 60.0 + 25.0) and p.counts["running"] == 0
+    assert p.eta().seconds == pytest.approx(2 * 60.0 + 25.0) and p.counts["running"] == 0
 
 
 def test_plain_lines_include_evaluations_and_a_summary_every_minute(tmp_path):
@@ -103,7 +106,8 @@ def test_plain_lines_include_evaluations_and_a_summary_every_minute(tmp_path):
     summaries = [ln for ln in lines if "progress 0/2" in ln]
     assert len(summaries) == 1
     assert "running 1" in summaries[0] and "iteration 120/300" in summaries[0] and "(1:01)" in summaries[0]
-    assert "ETA ?" in summaries[0]  # no train finished, 40 % done -> extrapolated; evaluate unknown
+    # no train finished: 40 % in 61 s extrapolates to 152.5 s (91.5 s left); the evaluation has no estimate yet
+    assert "ETA ≥1:32" in summaries[0]
     assert any("done    train" in ln and "[1/2]" in ln for ln in lines)
 
 
