@@ -31,6 +31,8 @@ __all__ = [
     "TableRow",
     "Table",
     "build_table",
+    "DeltaGrid",
+    "delta_grid",
     "render_markdown",
     "render_latex",
     "summary_frame",
@@ -57,7 +59,7 @@ _SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 def fmt2(value: float, *, signed: bool = False) -> str:
     """Two decimals, rounding half up as tables in papers do (32.925 -> 32.93), immune to binary noise."""
-    d = Decimal(repr(round(value, 9))).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    d = Decimal(repr(round(float(value), 9))).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     if d == 0:
         d = abs(d)  # never "-0.00"
     return f"{d:+}" if signed else f"{d}"
@@ -166,27 +168,81 @@ def _group_key(runs: pd.DataFrame, labels: list[str]) -> pd.Series:
     return key
 
 
-def _paired_deltas(rows: list[TableRow], runs: pd.DataFrame, codes: np.ndarray, vals: np.ndarray, base: int) -> None:
-    """Fill ``row.delta``: per seed, mean over shared domains of (row − baseline); mean ± std over seeds.
+@dataclass
+class DeltaGrid:
+    """Paired differences to a baseline row, per row and column (the domains, then ``Mean``), in points.
+
+    Attributes:
+        columns: the domains, then ``Mean``.
+        baseline: 0-based row index of the baseline.
+        mean: (G, C) mean over paired seeds of (row − baseline); NaN where no pair has the value.
+        std: (G, C) sample std over paired seeds; NaN for fewer than two pairs.
+        n: (G,) paired seeds per row.
+    """
+
+    columns: list[str]
+    baseline: int
+    mean: np.ndarray
+    std: np.ndarray
+    n: np.ndarray
+
+
+def _pair_differences(runs: pd.DataFrame, codes: np.ndarray, vals: np.ndarray, base: int) -> list[list[np.ndarray]]:
+    """Per group, one (D,) array of (run − baseline run) per seed present in both (NaN where either lacks a value).
 
     Runs pair by seed; runs without a seed pair by their position within the row.
     """
     position = pd.Series(codes).groupby(codes).cumcount().to_numpy()  # (N,)
     seed = runs["seed"].to_numpy(dtype=float)
     pair_key = np.where(np.isnan(seed), -1.0 - position, seed)  # (N,) negative keys: "no seed, i-th run"
-    in_base = np.flatnonzero(codes == base)
-    base_of = {float(pair_key[i]): vals[i] for i in in_base}
-    diffs: list[list[float]] = [[] for _ in rows]
+    base_of = {float(pair_key[i]): vals[i] for i in np.flatnonzero(codes == base)}
+    out: list[list[np.ndarray]] = [[] for _ in range(int(codes.max()) + 1 if len(codes) else 0)]
     for i in range(len(runs)):
         ref = base_of.get(float(pair_key[i]))
-        if ref is None:
-            continue
-        d = vals[i] - ref  # (D,)
-        d = d[~np.isnan(d)]
-        if len(d):
-            diffs[int(codes[i])].append(float(d.mean()))
-    for row, ds in zip(rows, diffs):
+        if ref is not None:
+            out[int(codes[i])].append(vals[i] - ref)  # (D,)
+    return out
+
+
+def _paired_deltas(rows: list[TableRow], runs: pd.DataFrame, codes: np.ndarray, vals: np.ndarray, base: int) -> None:
+    """Fill ``row.delta``: per seed, mean over shared domains of (row − baseline); mean ± std over seeds."""
+    for row, pairs in zip(rows, _pair_differences(runs, codes, vals, base)):
+        ds = [float(d[~np.isnan(d)].mean()) for d in pairs if (~np.isnan(d)).any()]
         row.delta = CellValue(mean=float(np.mean(ds)) if ds else None, std=_std(ds), n=len(ds), signed=True)
+
+
+def delta_grid(results: ResultSet, baseline: int = 0) -> DeltaGrid:
+    """Per-domain paired differences of every row to row ``baseline`` (0-based), plus the Mean column.
+
+    The Mean column is the table's Δ: per seed, the mean over the shared domains of the difference.
+
+    Raises:
+        ReportInputError: ``baseline`` is not a row.
+    """
+    runs = results.runs.reset_index(drop=True)
+    doms = list(results.domains)
+    codes, uniques = pd.factorize(_group_key(runs, list(results.label_columns)), sort=False)
+    if not 0 <= baseline < len(uniques):
+        raise ReportInputError(f"--baseline {baseline + 1}: row number must be in 1..{len(uniques)}")
+    vals = runs[doms].to_numpy(dtype=float)  # (N, D)
+    g, c = len(uniques), len(doms) + 1
+    mean, std = np.full((g, c), np.nan), np.full((g, c), np.nan)
+    n = np.zeros(g, dtype=int)
+    for k, pairs in enumerate(_pair_differences(runs, codes, vals, baseline)):
+        if not pairs:
+            continue
+        d = np.stack(pairs)  # (P, D)
+        have = ~np.isnan(d)
+        row_mean = np.array([p[h].mean() if h.any() else np.nan for p, h in zip(d, have)])  # (P,)
+        full = np.concatenate([d, row_mean[:, None]], axis=1)  # (P, D + 1)
+        for j in range(c):
+            col = full[:, j][~np.isnan(full[:, j])]
+            if len(col):
+                mean[k, j] = col.mean()
+            if len(col) >= 2:
+                std[k, j] = col.std(ddof=1)
+        n[k] = int((~np.isnan(row_mean)).sum())
+    return DeltaGrid(columns=[*doms, "Mean"], baseline=baseline, mean=mean, std=std, n=n)
 
 
 def _resolve_baseline(spec: str, rows: list[TableRow], label_columns: list[str]) -> int:

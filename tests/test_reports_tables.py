@@ -9,11 +9,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from reports.collect import ResultSet, collect_csv
-from reports.tables import build_table, fmt2, render_latex, render_markdown, shown_label, summary_frame
+from reports.tables import build_table, delta_grid, fmt2, render_latex, render_markdown, shown_label, summary_frame
 
 PAPER_CSV = Path(__file__).parent / "data" / "ablation_freeze_augment_mix.csv"
 DOMAINS = ["C", "B", "M", "S", "AN", "AS", "AR", "AF"]
@@ -176,6 +177,28 @@ def test_paired_difference_column():
     assert build_table(_runs(recs, ["m"], ["C", "B"]), baseline="1").baseline == 0
     with pytest.raises(Exception, match="matches 0 rows"):
         build_table(_runs(recs, ["m"], ["C", "B"]), baseline="m=nope")
+
+
+def test_delta_grid_per_domain_and_mean_match_the_delta_column():
+    recs = []
+    for s in range(2):
+        recs.append({"trial": f"base{s}", "seed": s, "m": "base", "C": 10.0 + s, "B": 20.0})
+        recs.append({"trial": f"new{s}", "seed": s, "m": "new", "C": 14.0 + 3 * s, "B": 22.0})
+        recs.append({"trial": f"low{s}", "seed": s, "m": "low", "C": 9.0, "B": math.nan if s else 18.0})
+    rs = _runs(recs, ["m"], ["C", "B"])
+    g = delta_grid(rs, baseline=0)
+    assert g.columns == ["C", "B", "Mean"] and list(g.n) == [2, 2, 2]
+    # new: C diffs 4, 6 -> 5 ± 1.414; B diffs 2, 2 -> 2 ± 0; Mean per seed 3, 4 -> 3.5 ± 0.707
+    assert g.mean[1] == pytest.approx([5.0, 2.0, 3.5]) and g.std[1] == pytest.approx([2**0.5, 0.0, 0.5**0.5])
+    # low: C -1, -2; B -2 (seed 0 only: no std); Mean per seed -1.5, -2
+    assert g.mean[2] == pytest.approx([-1.5, -2.0, -1.75]) and np.isnan(g.std[2, 1])
+    assert g.mean[0] == pytest.approx([0.0, 0.0, 0.0])
+    table = build_table(rs, baseline="1")
+    for i, row in enumerate(table.rows):  # the Mean column is the table's Δ
+        assert g.mean[i, -1] == pytest.approx(row.delta.mean)
+    assert delta_grid(rs, baseline=1).mean[0] == pytest.approx([-5.0, -2.0, -3.5])
+    with pytest.raises(Exception, match="must be in 1..3"):
+        delta_grid(rs, baseline=3)
 
 
 def test_summary_frame_numbers():
