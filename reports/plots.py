@@ -38,9 +38,10 @@ FIGURE_FORMATS: tuple[str, ...] = ("png", "pdf")
 FIGURE_WIDTHS: dict[str, float] = {"column": 3.3, "page": 6.9}
 """Figure widths in inches: one column of a two-column paper, or the full text width."""
 
-ROW_COLOURS: tuple[str, ...] = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#CC6677", "#882255", "#AA4499", "#DDCC77")
-"""Paul Tol's "muted" qualitative palette (distinct under the common colour-vision deficiencies); its
-light sand comes last, and every bar has a dark edge, so no row is a faint yellow on white."""
+ROW_COLOURS: tuple[str, ...] = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#CC6677", "#882255", "#AA4499", "#666666")
+"""Paul Tol's "muted" qualitative palette (distinct under the common colour-vision deficiencies), with
+a neutral dark grey in place of its light sand, so no row is a faint yellow on white; bars get a
+dark edge too."""
 
 _HATCHES = ("", "////", "....", "xxxx")
 _LINESTYLES = ("-", "--", "-.", ":")
