@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 from orchestrator.backends.base import StageOutcome, StageTask
 from orchestrator.errors import SweepError
+from orchestrator.parent_run import describe_parent, publish_results
 from orchestrator.plan import Plan, StageSpec, build_plan, print_plan
 from orchestrator.progress import Progress
 from orchestrator.store import atomic_write_text
@@ -251,18 +252,23 @@ def markdown_table(df) -> str:
     return "\n".join(lines)
 
 
-def _report_table(plan: Plan, uri: str, experiment: str):
-    """The paper-style :class:`reports.tables.Table` (reading MLflow), or None when reports is not available."""
+def _collect_results(plan: Plan, uri: str, experiment: str):
+    """The sweep's :class:`reports.collect.ResultSet` from MLflow, or None (a note on stderr) when it cannot be read."""
     try:
         from reports.collect import collect_mlflow
-        from reports.tables import build_table
-    except ImportError:
-        return None
-    try:
-        rs = collect_mlflow(plan.name, tracking_uri=uri, experiment=experiment, profile=plan.sweep.profile)
-        return build_table(rs, title=f"{plan.name} ({plan.sweep.profile})")
+
+        return collect_mlflow(plan.name, tracking_uri=uri, experiment=experiment, profile=plan.sweep.profile)
     except Exception as e:  # noqa: BLE001 — fall back to the store-based table
         print(f"famix: note: reports table unavailable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
+        return None
+
+
+def _quietly(what: str, fn: Any, *args: Any) -> Any:
+    """Run an extra (MLflow parent-run content); a failure is a one-line note, never a failed sweep."""
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001
+        print(f"famix: note: {what} skipped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
         return None
 
 
@@ -326,7 +332,11 @@ def _task(
         domain=s.domain,
         store=str(plan.store.root),
         log_path=str(plan.log_path(s)),
-        tracking={"uri": uri, "run_ids": [runs[t] for t in s.trials if t in runs]},
+        tracking={
+            "uri": uri,
+            "run_ids": [runs[t] for t in s.trials if t in runs],
+            "system_metrics": plan.sweep.tracking.system_metrics_interval if plan.sweep.tracking.system_metrics and s.kind == "train" else None,
+        },
         resources=dict(resources.get(s.kind) or {}),
         name=f"{s.kind}{'/' + s.domain if s.domain else ''} [{shown}]{'+' + str(len(s.trials) - 1) if len(s.trials) > 1 else ''} {s.key[:8]}",
     )
@@ -375,6 +385,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         marker.unlink(missing_ok=True)
         tracker = _tracking(plan)
         parent, runs = ensure_runs(plan, tracker, backend_name)
+        _quietly("parent run description", describe_parent, plan, tracker, parent, backend_name)
         resources = {k: v.model_dump() for k, v in rs.backend.resources.items()}
         tasks = _tasks(plan, status, runs, tracker.uri, resources)
         n_done = sum(v == "done" for v in status.values())
@@ -409,17 +420,20 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         df = results_frame(plan, statuses)
         csv_path = plan.sweep_dir / "results.csv"
         atomic_write_text(csv_path, df.to_csv(index=False))
-        report_table = _report_table(plan, tracker.uri, rs.tracking.experiment or rs.name)
-        table_json = None
-        if report_table is not None:
-            from reports.tables import render_markdown
+        results = _collect_results(plan, tracker.uri, rs.tracking.experiment or rs.name)
+        table, table_json, report_table, report = markdown_table(df), None, None, None
+        if results is not None:
+            from reports.tables import build_table, render_markdown
             from reports.terminal import table_to_json
 
+            report_table = build_table(results, title=f"{plan.name} ({rs.profile})")
             table, table_json = render_markdown(report_table), table_to_json(report_table)
-        else:
-            table = markdown_table(df)
         _print_table(console, table, table_json)
+        if report_table is not None:
+            report = _quietly("report on the MLflow parent run", publish_results, plan, tracker, parent, results, report_table, table, backend_name)
         console.print(f"results: {csv_path}  (MLflow: {tracker.uri}, experiment {rs.tracking.experiment or rs.name})", highlight=False)
+        if report is not None:
+            console.print(f"report: {report} (tables, figures; also on the MLflow parent run)", highlight=False)
         result = SweepResult(outcomes, failed, csv_path, table, time.perf_counter() - t0)
         if all(v == "done" for v in statuses.values()):
             atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "table": table, "table_json": table_json}, ensure_ascii=False))

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from orchestrator.backends.base import StageOutcome, StageTask
 from orchestrator.progress import progress_path, write_progress
 from orchestrator.store import Store
-from orchestrator.tracking import RunLogger, metrics_from_eval
+from orchestrator.tracking import RunLogger, metrics_from_eval, system_metrics
 
 __all__ = ["execute_stage", "STAGE_RUNNERS", "StageContext"]
 
@@ -112,7 +112,8 @@ def _run_train(ctx: StageContext) -> dict[str, Any]:
             ctx.tracked_through = ctx.tracker.last_step("train/loss")
         except Exception as e:  # noqa: BLE001 — a tracking hiccup never fails the stage
             ctx.write(f"warning: MLflow history of train/loss unreadable: {type(e).__name__}: {e}")
-    summary = train(ctx.config(), ctx.tmp, bank_dir=bank_dir, ckpt_dir=ckpt_dir, log=ctx.log)
+    with system_metrics(task.tracking, ctx.write):
+        summary = train(ctx.config(), ctx.tmp, bank_dir=bank_dir, ckpt_dir=ckpt_dir, log=ctx.log)
     return _jsonable(summary)
 
 

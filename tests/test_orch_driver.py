@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -285,3 +286,81 @@ def test_on_a_terminal_the_table_is_rich_and_progress_is_live(tmp_path, capsys):
     assert main(["sweep", "run", "mini", "--run-dir", "runs", "train.iterations=300"]) == 0
     out = capsys.readouterr().out
     assert "all done" in out and "| Freeze | Augment |" in out and f"**{best_c:.2f}**" in out
+
+
+def test_parent_run_carries_the_sweep_the_report_and_summary_metrics(fake_engine):
+    """A user who opens only the MLflow UI: description, sweep file (as written and resolved), plan,
+    then the report (md, tex, csv, figures), the table in the description, best/row metrics and tags."""
+    import yaml
+
+    Path("sweeps").mkdir(exist_ok=True)
+    Path("sweeps/mini.yaml").write_text("description: Freeze x Augment on two domains\n" + SWEEP)
+    plan = prepare("mini", run_dir="runs", overrides=["train.iterations=7"], check_data=lambda c: None, check_weights=lambda c: None)
+    result = run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200))
+    assert result.exit_code == 0
+    tr = Tracker(default_uri(plan.run_dir), "mini")
+    (parent,) = tr.find({"famix.sweep": "mini", "famix.role": "sweep"})
+    trials = sorted(tr.find({"famix.sweep": "mini", "famix.role": "trial"}), key=lambda r: int(r.data.tags["famix.trial_index"]))
+    pid = parent.info.run_id
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("**mini** (profile `smoke`): Freeze x Augment on two domains")
+    assert "4 trials (4 rows × 1 seed), 13 stages on `local`" in note and result.table.splitlines()[0] in note
+    arts = {a.path for a in tr.client.list_artifacts(pid, "sweep")}
+    assert arts == {"sweep/mini.yaml", "sweep/sweep.resolved.yaml", "sweep/plan.json"}
+    resolved = yaml.safe_load(Path(tr.client.download_artifacts(pid, "sweep/sweep.resolved.yaml", "dl")).read_text())
+    assert resolved["profile"] == "smoke" and resolved["overrides"] == {"train.iterations": 7}
+    assert resolved["base"]["train"]["iterations"] == 7 and resolved["domains"] == ["C", "B"]
+    report = {a.path for a in tr.client.list_artifacts(pid, "report")}
+    assert {f"report/{n}" for n in ("table.md", "table.tex", "results.csv", "summary.csv", "README.md",
+                                    "bars.png", "bars.pdf", "delta.png", "delta.pdf", "loss.png", "loss.pdf")} <= report  # fmt: skip
+    assert (plan.sweep_dir / "report" / "table.md").is_file()
+    # summary metrics: each row's Mean, the best Mean and per-domain bests; the best row's labels as tags
+    means = [r.data.metrics["miou/mean"] for r in trials]
+    m = tr.client.get_run(pid).data.metrics
+    assert [m[f"row/{i:02d}/miou/mean"] for i in range(1, 5)] == pytest.approx(means)
+    assert m["best/miou/mean"] == pytest.approx(max(means))
+    assert m["best/miou/C"] == pytest.approx(max(r.data.metrics["miou/C"] for r in trials))
+    best = max(range(4), key=lambda i: means[i])
+    tags = tr.client.get_run(pid).data.tags
+    labels = json.loads(trials[best].data.tags["famix.labels"])
+    assert tags["famix.best_row_index"] == str(best + 1)
+    assert tags["famix.best_row"] == f"Freeze={labels['Freeze']}, Augment={labels['Augment']}"
+    # run names stay readable: index, labels, seed
+    assert trials[3].info.run_name == "03 Freeze=✓,Augment=✓ seed=0"
+
+
+def test_system_metrics_only_for_training_and_off_switch(fake_engine):
+    from orchestrator.driver import _tasks
+
+    Path("sweeps").mkdir(exist_ok=True)
+    for flag, interval in (("", 10.0), ("tracking: {system_metrics: false}\n", None), ("tracking: {system_metrics_interval: 2}\n", 2.0)):
+        Path("sweeps/mini.yaml").write_text(SWEEP + flag)
+        plan = prepare("mini", run_dir="runs", check_data=lambda c: None, check_weights=lambda c: None)
+        tasks = _tasks(plan, plan.status(), {t.id: "r" for t in plan.trials}, "sqlite:///x", {})
+        assert {t.kind: t.tracking["system_metrics"] for t in tasks if t.kind == "train"} == {"train": interval}
+        assert all(t.tracking["system_metrics"] is None for t in tasks if t.kind != "train")
+
+
+def test_system_metrics_are_logged_by_mlflow_while_the_block_runs(tmp_path, monkeypatch):
+    import sys
+    import time
+
+    from orchestrator.tracking import system_metrics
+
+    tr = Tracker(default_uri(tmp_path), "sysm")
+    run_id, _ = tr.ensure_run({"famix.sweep": "s", "famix.role": "trial"}, {}, name="t")
+    notes: list[str] = []
+    with system_metrics({"uri": tr.uri, "run_ids": [run_id], "system_metrics": 0.3}, notes.append) as n:
+        time.sleep(1.5)
+    assert n == 1 and notes == []
+    keys = set(tr.metrics(run_id))
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= keys
+    cpu = tr.client.get_metric_history(run_id, "system/cpu_utilization_percentage")
+    assert len(cpu) >= 2 and all(0.0 <= x.value <= 100.0 * (os.cpu_count() or 1) for x in cpu)
+    # off: nothing starts; psutil missing: one note, the stage goes on
+    with system_metrics({"uri": tr.uri, "run_ids": [run_id], "system_metrics": None}, notes.append) as n:
+        assert n == 0
+    monkeypatch.setitem(sys.modules, "psutil", None)
+    with system_metrics({"uri": tr.uri, "run_ids": [run_id], "system_metrics": 1.0}, notes.append) as n:
+        assert n == 0
+    assert len(notes) == 1 and "psutil is not installed" in notes[0]
