@@ -364,3 +364,41 @@ def test_system_metrics_are_logged_by_mlflow_while_the_block_runs(tmp_path, monk
     with system_metrics({"uri": tr.uri, "run_ids": [run_id], "system_metrics": 1.0}, notes.append) as n:
         assert n == 0
     assert len(notes) == 1 and "psutil is not installed" in notes[0]
+
+
+def _modes(root: Path) -> tuple[dict[str, int], dict[str, int]]:
+    files, dirs = {}, {}
+    for p in [root, *root.rglob("*")]:
+        (dirs if p.is_dir() else files)[str(p.relative_to(root))] = p.stat().st_mode & 0o777
+    return files, dirs
+
+
+def test_everything_written_follows_the_umask(fake_engine):
+    """Under umask 022 a sweep's run dir (plan, driver.json, results, logs, store, MLflow artifacts, report)
+    and a training checkpoint are 0644 files in 0755 folders; under 027, 0640 / 0750 (the umask, not a constant)."""
+    import torch
+
+    from famix_core.checkpoint import CheckpointState, save_checkpoint
+    from famix_core.io import atomic_write_json, make_temp_dir
+
+    old = os.umask(0o022)
+    try:
+        plan, result, _ = _run()
+        save_checkpoint(plan.run_dir / "work" / "train" / "k", CheckpointState(iteration=3, model={"w": torch.zeros(2)}))
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0
+    files, dirs = _modes(plan.run_dir)
+    for name in ("mini/plan.json", "mini/driver.json", "mini/results.csv", "mini/finalized.json", "mini/report/table.tex",
+                 "mini/report/bars.pdf", "work/train/k/latest.json", "work/train/k/iter-00000003/state.json"):  # fmt: skip
+        assert name in files, name
+    assert {k: oct(v) for k, v in files.items() if v != 0o644} == {}
+    assert {k: oct(v) for k, v in dirs.items() if v != 0o755} == {}
+    assert any(k.startswith("mlartifacts/") for k in files) and any(k.startswith("store/train/") for k in files)
+    old = os.umask(0o027)
+    try:
+        atomic_write_json(Path("strict/a.json"), {"a": 1})
+        folder = make_temp_dir(Path("strict"))
+    finally:
+        os.umask(old)
+    assert Path("strict/a.json").stat().st_mode & 0o777 == 0o640 and folder.stat().st_mode & 0o777 == 0o750
