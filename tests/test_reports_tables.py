@@ -287,3 +287,29 @@ def test_latex_compiles_with_pdflatex(tmp_path):
         )
         assert proc.returncode == 0, proc.stdout[-2000:]
         assert (tmp_path / f"doc{i}.pdf").stat().st_size > 1000
+
+
+def test_rich_table_marks_alignment_and_json_round_trip():
+    import io
+    import json
+
+    from rich.console import Console
+
+    from reports.terminal import render_rich, table_from_json, table_to_json
+
+    table = _seeded_paper_table()
+    again = table_from_json(json.loads(json.dumps(table_to_json(table))))
+    assert again == table  # the driver's rerun shows exactly the table it printed
+    buf = io.StringIO()
+    Console(file=buf, width=220, force_terminal=True, color_system="standard").print(render_rich(again))
+    out = buf.getvalue()
+    best = table.cell(7, "C")  # row 8 is best in C, row 7 second
+    assert best.mark == "best" and table.cell(6, "C").mark == "second"
+    assert f"\x1b[1m{fmt2(best.mean)} ± {fmt2(best.std)}\x1b[0m" in out
+    assert f"\x1b[4m{fmt2(table.cell(6, 'C').mean)} ± {fmt2(table.cell(6, 'C').std)}\x1b[0m" in out
+    assert "**" not in out and "<u>" not in out and "(baseline)" in out and "¹" in out
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
+    lines = plain.splitlines()
+    header = next(ln for ln in lines if "Freeze" in ln and "Mean" in ln)
+    row8 = next(ln for ln in lines if fmt2(best.mean) in ln)
+    assert row8.index(fmt2(best.std)) + len(fmt2(best.std)) == header.index(" C ") + 2  # right-aligned under "C"
