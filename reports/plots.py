@@ -318,6 +318,9 @@ def plot_loss_curves(
                 labelled.add(g)
                 label = captions.get(trial, trial) + (f" ({n_seeds[g]} seeds)" if n_seeds[g] > 1 else "")
             ax.plot(frame["step"], frame["value"], label=label, linewidth=1.0, color=st["color"], linestyle=st["linestyle"])
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are whole numbers
         ax.set_xlabel("iteration")
         ax.set_ylabel("training loss (cross-entropy)")
         ax.set_title("Training loss" + (f" — {subject}" if subject else ""))
