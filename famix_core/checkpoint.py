@@ -18,14 +18,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from famix_core.io import atomic_write_bytes, atomic_write_json
+from famix_core.io import atomic_write_bytes, atomic_write_json, make_temp_dir
 
 __all__ = [
     "FORMAT_VERSION",
@@ -117,7 +116,7 @@ def save_checkpoint(ckpt_dir: str | Path, state: CheckpointState, keep: int = 1)
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     name = f"iter-{state.iteration:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=ckpt_dir))
+    tmp = make_temp_dir(ckpt_dir, ".tmp-")
     try:
         tensors = {f"model.{k}": v for k, v in state.model.items()}
         tensors.update(state.optimizer)

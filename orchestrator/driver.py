@@ -20,7 +20,9 @@ from typing import Any, Iterator
 
 from orchestrator.backends.base import StageOutcome, StageTask
 from orchestrator.errors import SweepError
+from orchestrator.parent_run import describe_parent, publish_results
 from orchestrator.plan import Plan, StageSpec, build_plan, print_plan
+from orchestrator.progress import Progress
 from orchestrator.store import atomic_write_text
 from orchestrator.sweep import load_sweep, parse_overrides, resolve_profile, resolve_sweep_path
 
@@ -62,83 +64,6 @@ class SweepResult:
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
-
-
-# ----------------------------------------------------------------------------------------------- progress
-
-
-class Progress:
-    """Live stage counts (rich progress on a TTY, plain lines otherwise); failures printed as they happen."""
-
-    def __init__(self, total: int, cached: int, console: Any, live: bool):
-        self.total = total
-        self.console = console
-        self.counts = {"done": 0, "cached": cached, "running": 0, "failed": 0, "retry": 0}
-        self.t0 = time.perf_counter()
-        self.failures: list[tuple[StageTask, StageOutcome]] = []
-        self._bar = None
-        self._task_id = None
-        if live:
-            from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
-
-            self._bar = RichProgress(
-                TextColumn("[bold]stages"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TextColumn("{task.description}"),
-                TimeElapsedColumn(),
-                console=console,
-                transient=False,
-            )
-
-    def __enter__(self) -> "Progress":
-        if self._bar is not None:
-            self._bar.start()
-            self._task_id = self._bar.add_task(self._desc(), total=self.total, completed=0)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def _desc(self) -> str:
-        c = self.counts
-        return f"done {c['done']} · running {c['running']} · failed {c['failed']} · cached {c['cached']}"
-
-    def _line(self, text: str) -> None:
-        elapsed = time.perf_counter() - self.t0
-        self.console.print(f"[{elapsed:7.1f}s] {text}", highlight=False, markup=False)
-
-    def on_event(self, event: str, task: StageTask, outcome: StageOutcome | None) -> None:
-        c = self.counts
-        if event == "start":
-            c["running"] += 1
-            if self._bar is None and task.kind != "evaluate":  # evaluations are short: their "done" line is enough
-                self._line(f"start   {task.name}")
-        elif event == "retry":
-            c["running"] -= 1
-            c["retry"] += 1
-            first = (outcome.error or "").splitlines()[0] if outcome and outcome.error else ""
-            self._line(f"RETRY   {task.name}: {first}")
-        elif event in ("done", "failed", "cancelled"):
-            if outcome is not None and outcome.attempts > 0 and not (outcome.error or "").startswith("dependency"):
-                c["running"] = max(0, c["running"] - 1)
-            if event == "done":
-                key = "cached" if outcome is not None and outcome.status == "cached" else "done"
-                c[key] += 1
-                if self._bar is None:
-                    secs = f" in {outcome.seconds:.1f}s" if outcome else ""
-                    self._line(f"{key:<7} {task.name}{secs} [{sum((c['done'], c['cached'], c['failed']))}/{self.total}]")
-            elif event == "failed":
-                c["failed"] += 1
-                assert outcome is not None
-                self.failures.append((task, outcome))
-                first = (outcome.error or "").splitlines()[0] if outcome.error else ""
-                log = f" (log: {outcome.log_path})" if outcome.log_path and not first.startswith("dependency") else ""
-                self._line(f"FAILED  {task.name}: {first}{log}")
-        if self._bar is not None and self._task_id is not None:
-            finished = c["done"] + c["cached"] + c["failed"]
-            self._bar.update(self._task_id, completed=finished, description=self._desc())
 
 
 # ----------------------------------------------------------------------------------------------- tracking
@@ -327,19 +252,34 @@ def markdown_table(df) -> str:
     return "\n".join(lines)
 
 
-def _report_markdown(plan: Plan, uri: str, experiment: str) -> str | None:
-    """The paper-style table from reports (reading MLflow), or None when reports is not available."""
+def _collect_results(plan: Plan, uri: str, experiment: str):
+    """The sweep's :class:`reports.collect.ResultSet` from MLflow, or None (a note on stderr) when it cannot be read."""
     try:
         from reports.collect import collect_mlflow
-        from reports.tables import build_table, render_markdown
-    except ImportError:
-        return None
-    try:
-        rs = collect_mlflow(plan.name, tracking_uri=uri, experiment=experiment, profile=plan.sweep.profile)
-        return render_markdown(build_table(rs, title=f"{plan.name} ({plan.sweep.profile})"))
+
+        return collect_mlflow(plan.name, tracking_uri=uri, experiment=experiment, profile=plan.sweep.profile)
     except Exception as e:  # noqa: BLE001 — fall back to the store-based table
         print(f"famix: note: reports table unavailable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
         return None
+
+
+def _quietly(what: str, fn: Any, *args: Any) -> Any:
+    """Run an extra (MLflow parent-run content); a failure is a one-line note, never a failed sweep."""
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001
+        print(f"famix: note: {what} skipped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
+        return None
+
+
+def _print_table(console: Any, markdown: str, table_json: dict[str, Any] | None) -> None:
+    """The results table: a rich table on a terminal, the Markdown otherwise (pipes, files, CI logs)."""
+    if console.is_terminal and table_json:
+        from reports.terminal import render_rich, table_from_json
+
+        console.print(render_rich(table_from_json(table_json)))
+    else:
+        console.print(markdown, highlight=False, markup=False)
 
 
 # ----------------------------------------------------------------------------------------------- run
@@ -392,7 +332,11 @@ def _task(
         domain=s.domain,
         store=str(plan.store.root),
         log_path=str(plan.log_path(s)),
-        tracking={"uri": uri, "run_ids": [runs[t] for t in s.trials if t in runs]},
+        tracking={
+            "uri": uri,
+            "run_ids": [runs[t] for t in s.trials if t in runs],
+            "system_metrics": plan.sweep.tracking.system_metrics_interval if plan.sweep.tracking.system_metrics and s.kind == "train" else None,
+        },
         resources=dict(resources.get(s.kind) or {}),
         name=f"{s.kind}{'/' + s.domain if s.domain else ''} [{shown}]{'+' + str(len(s.trials) - 1) if len(s.trials) > 1 else ''} {s.key[:8]}",
     )
@@ -433,7 +377,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             # nothing to run and MLflow was completed for exactly this plan: no need to even load MLflow
             cached = _read_json(marker)
             console.print(f"sweep {plan.name} ({rs.profile}): {len(plan.stages)} stages, all done; MLflow complete", highlight=False)
-            console.print(cached.get("table", ""), highlight=False, markup=False)
+            _print_table(console, cached.get("table", ""), cached.get("table_json"))
             csv_path = plan.sweep_dir / "results.csv"
             atomic_write_text(csv_path, results_frame(plan).to_csv(index=False))
             console.print(f"results: {csv_path}  (MLflow: {uri}, experiment {experiment})", highlight=False)
@@ -441,6 +385,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         marker.unlink(missing_ok=True)
         tracker = _tracking(plan)
         parent, runs = ensure_runs(plan, tracker, backend_name)
+        _quietly("parent run description", describe_parent, plan, tracker, parent, backend_name)
         resources = {k: v.model_dump() for k, v in rs.backend.resources.items()}
         tasks = _tasks(plan, status, runs, tracker.uri, resources)
         n_done = sum(v == "done" for v in status.values())
@@ -451,8 +396,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         )
         extra = {"detach": True} if opts.detach else {}
         backend = backend_obj or create_backend(backend_name, sweep_dir=str(plan.sweep_dir), options=rs.backend.model_dump(), **extra)
-        live = console.is_terminal
-        progress = Progress(len(plan.stages), n_done, console, live)
+        progress = Progress(tasks, len(plan.stages), n_done, console, console.is_terminal, max_parallel=max_parallel)
         old = signal.getsignal(signal.SIGTERM)
         if _is_main_thread():
             signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -476,12 +420,23 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         df = results_frame(plan, statuses)
         csv_path = plan.sweep_dir / "results.csv"
         atomic_write_text(csv_path, df.to_csv(index=False))
-        table = _report_markdown(plan, tracker.uri, rs.tracking.experiment or rs.name) or markdown_table(df)
-        console.print(table, highlight=False, markup=False)
+        results = _collect_results(plan, tracker.uri, rs.tracking.experiment or rs.name)
+        table, table_json, report_table, report = markdown_table(df), None, None, None
+        if results is not None:
+            from reports.tables import build_table, render_markdown
+            from reports.terminal import table_to_json
+
+            report_table = build_table(results, title=f"{plan.name} ({rs.profile})")
+            table, table_json = render_markdown(report_table), table_to_json(report_table)
+        _print_table(console, table, table_json)
+        if report_table is not None:
+            report = _quietly("report on the MLflow parent run", publish_results, plan, tracker, parent, results, report_table, table, backend_name)
         console.print(f"results: {csv_path}  (MLflow: {tracker.uri}, experiment {rs.tracking.experiment or rs.name})", highlight=False)
+        if report is not None:
+            console.print(f"report: {report} (tables, figures; also on the MLflow parent run)", highlight=False)
         result = SweepResult(outcomes, failed, csv_path, table, time.perf_counter() - t0)
         if all(v == "done" for v in statuses.values()):
-            atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "table": table}, ensure_ascii=False))
+            atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "table": table, "table_json": table_json}, ensure_ascii=False))
         _print_failures(console, plan, progress.failures)
         console.print(f"finished in {result.seconds:.1f}s: {progress.counts['done']} run, {progress.counts['cached']} cached, {len(failed)} failed", highlight=False)
         return result

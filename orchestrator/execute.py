@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from orchestrator.backends.base import StageOutcome, StageTask
+from orchestrator.progress import progress_path, write_progress
 from orchestrator.store import Store
-from orchestrator.tracking import RunLogger, metrics_from_eval
+from orchestrator.tracking import RunLogger, metrics_from_eval, system_metrics
 
 __all__ = ["execute_stage", "STAGE_RUNNERS", "StageContext"]
 
@@ -36,6 +37,25 @@ class StageContext:
         self._log_file = log_file
         self.tracker = tracker
         self.tracked_through: int | None = None  # steps up to this one are in MLflow already (a resumed training)
+        self.progress_file = progress_path(task.log_path) if task.log_path else None
+        self._progress_at = 0.0
+
+    def progress(self, step: int) -> None:
+        """Tell the driver's display how far the stage is (training: iteration of ``train.iterations``).
+
+        At most twice a second; a failure to write never fails the stage.
+        """
+        if self.progress_file is None:
+            return
+        total = (self.task.config.get("train") or {}).get("iterations") if self.task.kind == "train" else None
+        now = time.monotonic()
+        if now - self._progress_at < 0.5 and step != total:
+            return
+        self._progress_at = now
+        try:
+            write_progress(self.progress_file, step, total)
+        except OSError:
+            pass
 
     def config(self):
         from famix_core.config import FamixConfig
@@ -51,6 +71,8 @@ class StageContext:
         """The engine's log callback: to the log file, then MLflow (a tracking hiccup never fails the stage)."""
         shown = " ".join(f"{k}={v:.6g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in metrics.items())
         self.write(f"step={step} {shown}")
+        if step is not None:
+            self.progress(step)
         if step is not None and self.tracked_through is not None and step <= self.tracked_through:
             return
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
@@ -90,7 +112,8 @@ def _run_train(ctx: StageContext) -> dict[str, Any]:
             ctx.tracked_through = ctx.tracker.last_step("train/loss")
         except Exception as e:  # noqa: BLE001 — a tracking hiccup never fails the stage
             ctx.write(f"warning: MLflow history of train/loss unreadable: {type(e).__name__}: {e}")
-    summary = train(ctx.config(), ctx.tmp, bank_dir=bank_dir, ckpt_dir=ckpt_dir, log=ctx.log)
+    with system_metrics(task.tracking, ctx.write):
+        summary = train(ctx.config(), ctx.tmp, bank_dir=bank_dir, ckpt_dir=ckpt_dir, log=ctx.log)
     return _jsonable(summary)
 
 
@@ -222,3 +245,6 @@ def execute_stage(task: StageTask) -> StageOutcome:
             return StageOutcome(
                 task.key, "failed", time.perf_counter() - t0, 1, error=text, log_path=log_path, retryable=retryable
             )
+        finally:
+            if ctx.progress_file is not None:
+                ctx.progress_file.unlink(missing_ok=True)  # the stage is over: the driver's display drops it

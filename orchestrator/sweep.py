@@ -215,10 +215,17 @@ class BackendSpec(_Strict):
 
 
 class TrackingSpec(_Strict):
-    """MLflow target: ``uri`` None = ``sqlite:///<run_dir>/mlflow.db``; ``experiment`` None = the sweep name."""
+    """MLflow target: ``uri`` None = ``sqlite:///<run_dir>/mlflow.db``; ``experiment`` None = the sweep name.
+
+    ``system_metrics``: MLflow's built-in system metrics (CPU, memory, disk, network; GPU with
+    ``nvidia-ml-py``) in the trial runs while their training runs, sampled every
+    ``system_metrics_interval`` seconds (needs ``psutil``: the ``system-metrics`` extra).
+    """
 
     uri: str | None = None
     experiment: str | None = None
+    system_metrics: bool = True
+    system_metrics_interval: float = Field(10.0, gt=0)
 
 
 class ProfileSpec(_Strict):

@@ -13,8 +13,9 @@ import json
 import random
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 __all__ = [
     "default_uri",
@@ -23,6 +24,7 @@ __all__ = [
     "Tracker",
     "RunLogger",
     "metrics_from_eval",
+    "system_metrics",
     "PARAM_MAX",
 ]
 
@@ -69,9 +71,9 @@ def git_commit() -> str:
 
 
 def _client(uri: str):
-    from mlflow.tracking import MlflowClient
+    from reports.mlflow_client import mlflow_client
 
-    return MlflowClient(tracking_uri=uri)
+    return mlflow_client(uri)
 
 
 def _q(v: str) -> str:
@@ -213,3 +215,45 @@ def labels_tags(labels: dict[str, str]) -> dict[str, str]:
     tags = {"famix.labels": json.dumps(labels, ensure_ascii=False)}
     tags.update({f"famix.label.{k}": v for k, v in labels.items()})
     return tags
+
+
+@contextmanager
+def system_metrics(tracking: dict[str, Any], note: Callable[[str], None]) -> Iterator[int]:
+    """MLflow's built-in system metrics (``system/cpu_utilization_percentage``, memory, disk, network;
+    ``system/gpu_*`` when ``nvidia-ml-py`` finds a GPU) in a stage's trial runs while the block runs.
+
+    Args:
+        tracking: the stage's ``task.tracking``; ``system_metrics`` holds the sampling interval in
+            seconds, or None / absent for off (the sweep's ``tracking.system_metrics``).
+        note: where a one-line note goes when the optional ``psutil`` is missing (the stage log).
+
+    Yields:
+        How many runs are monitored (0 when off or unavailable).
+    """
+    interval = tracking.get("system_metrics")
+    uri, run_ids = tracking.get("uri"), list(tracking.get("run_ids") or [])
+    if not interval or not uri or not run_ids:
+        yield 0
+        return
+    try:
+        import psutil  # noqa: F401 — what MLflow's CPU/memory monitors read
+    except ImportError:
+        note("note: system metrics off: psutil is not installed (pip install 'famix-sweeps[system-metrics]')")
+        yield 0
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    from reports.mlflow_client import quiet_mlflow_logs
+
+    quiet_mlflow_logs()
+    monitors = [
+        SystemMetricsMonitor(rid, sampling_interval=float(interval), samples_before_logging=1, resume_logging=True, tracking_uri=uri)
+        for rid in run_ids
+    ]
+    for m in monitors:
+        m.start()
+    try:
+        yield len(monitors)
+    finally:
+        for m in monitors:
+            m.finish()

@@ -220,7 +220,7 @@ def collect_csv(
     n = len(wide)
     runs = pd.DataFrame(
         {
-            "trial": wide["trial"] if "trial" in wide else [f"row {i + 2}" for i in range(n)],
+            "trial": wide["trial"] if "trial" in wide else "",  # no trial ids: footnotes name the table row
             "trial_index": list(range(n)),
             "seed": pd.to_numeric(wide["seed"], errors="coerce") if "seed" in wide else math.nan,
             "status": wide["status"].replace("", "done") if "status" in wide else "done",
@@ -372,9 +372,9 @@ def _records_client(uri: str, sweep: str, experiment: str | None) -> tuple[list[
     """Trial runs through ``MlflowClient.search_runs`` (pages of 50,000; no round trip per run)."""
     from mlflow.entities import ViewType
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    from reports.mlflow_client import mlflow_client
 
-    client = MlflowClient(tracking_uri=uri)
+    client = mlflow_client(uri)
     exp_name = experiment or sweep
     try:
         exp = client.get_experiment_by_name(exp_name)

@@ -33,7 +33,8 @@ class StageTask:
         domain: evaluation column (``C`` …) for ``evaluate``, else ``None``.
         store: absolute path of the artifact store root.
         log_path: where the stage's own log goes.
-        tracking: MLflow target: ``{"uri": …, "run_ids": [trial run ids this stage reports to]}``.
+        tracking: MLflow target: ``{"uri": …, "run_ids": [trial run ids this stage reports to],
+            "system_metrics": sampling interval in seconds for training stages, else None}``.
         resources: e.g. ``{"cpus": 1, "gpus": 0, "mem_gb": 4, "timeout_min": 60}``.
         name: human-readable name for progress lines and job names (may contain any characters).
     """
