@@ -23,6 +23,12 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("plan", help="print the trials and, per stage, done / to run / shared; runs nothing")
     _common(p)
+    p.add_argument(
+        "--explain",
+        action="append",
+        metavar="KEY",
+        help="print each trial's resolved value of KEY (a leaf or a section, e.g. train) and the layer it came from",
+    )
     p.set_defaults(func=_plan)
 
     p = sub.add_parser("run", help="run what is not done yet; print progress, failures and the results table")
@@ -55,8 +61,26 @@ def _plan(args: argparse.Namespace) -> int:
     from orchestrator.driver import _console
 
     plan = _prepare(args)
+    if args.explain:
+        _print_explain(plan, args.explain, _console())
+        return 0
     print_plan(plan, _console())
     return 0
+
+
+def _print_explain(plan: Any, keys: list[str], console: Any) -> None:
+    from rich.table import Table
+
+    from orchestrator.explain import explain_rows
+
+    rows = [row for key in keys for row in explain_rows(plan.sweep, plan.trials, key)]
+    table = Table(title=f"sweep {plan.name} (profile {plan.sweep.profile}): where each value comes from")
+    for col in ("key", "trials", "value", "from"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print("precedence: engine default < built-in profile < file base < file profiles.<name> < grid/zip < command line")
 
 
 def _run(args: argparse.Namespace) -> int:
