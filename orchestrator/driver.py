@@ -412,6 +412,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     """
 
     from orchestrator.backends import create_backend
+    from orchestrator.liveness import driver_identity
 
     console = console or _console()
     t0 = time.perf_counter()
@@ -422,7 +423,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     with _driver_lock(plan):
         atomic_write_text(
             plan.sweep_dir / "driver.json",
-            json.dumps({"pid": os.getpid(), "backend": backend_name, "started": time.time(), "profile": rs.profile}),
+            json.dumps({**driver_identity(), "backend": backend_name, "started": time.time(), "profile": rs.profile}),
         )
         plan.write()
         status = plan.status()
@@ -521,10 +522,13 @@ def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
 
     console = console or _console()
     counts = print_plan(plan, console)
-    info = _read_json(plan.sweep_dir / "driver.json")
-    if info:
-        alive = _pid_alive(int(info.get("pid", 0)))
-        console.print(f"driver pid {info.get('pid')} ({info.get('backend')}): {'running' if alive else 'not running'}", highlight=False)
+    from orchestrator.liveness import running_driver
+
+    info = running_driver(plan.sweep_dir)
+    if info is not None:
+        console.print(f"driver pid {info.get('pid')} on {info.get('host', '?')} ({info.get('backend')}): running", highlight=False)
+    elif (plan.sweep_dir / "driver.json").is_file():
+        console.print("driver: not running", highlight=False)
     if (plan.sweep_dir / "slurm" / "jobs.json").is_file():
         _print_slurm_jobs(plan, console)
     return counts
@@ -548,31 +552,22 @@ def _print_slurm_jobs(plan: Plan, console: Any) -> None:
             )
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.split(")")[-1].split()[0] != "Z"
-    except OSError:
-        try:
-            os.kill(pid, 0)
-            return True
-        except OSError:
-            return False
-
-
 def cancel_sweep(plan: Plan, backend: str | None = None, console: Any = None) -> int:
     """Cancel a running sweep: the backend's own jobs (Slurm) and the driver process (local / Ray)."""
 
     from orchestrator.backends import create_backend
 
+    from orchestrator.liveness import running_driver
+
     console = console or _console()
     info = _read_json(plan.sweep_dir / "driver.json")
     name = backend or info.get("backend") or plan.sweep.backend.kind
     n = create_backend(name, sweep_dir=str(plan.sweep_dir), options=plan.sweep.backend.model_dump()).cancel(str(plan.sweep_dir))
-    pid = int(info.get("pid", 0) or 0)
-    if pid and pid != os.getpid() and _pid_alive(pid):
+    live = running_driver(plan.sweep_dir)  # a stale driver.json pid may belong to any process by now
+    pid = int((live or {}).get("pid") or 0)
+    if live is not None and not live.get("verified"):
+        console.print(f"driver pid {pid} on {live.get('host', '?')} holds the lock but cannot be checked from here; stop it there", highlight=False)
+    elif pid and pid != os.getpid():
         os.kill(pid, signal.SIGTERM)
         console.print(f"sent SIGTERM to driver pid {pid}", highlight=False)
         n += 1
