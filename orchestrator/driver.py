@@ -171,7 +171,10 @@ def _fingerprint(plan: Plan, uri: str, experiment: str) -> str:
 
 def _store_exists(uri: str) -> bool:
     """The fast path is only taken for the embedded SQLite store that is still there."""
-    return uri.startswith("sqlite:///") and Path(uri[len("sqlite:///") :]).is_file()
+    from reports.collect import sqlite_path
+
+    db = sqlite_path(uri)
+    return db is not None and db.is_file()
 
 
 def _trial_tags(plan: Plan, trial, backend: str, commit: str) -> dict[str, str]:

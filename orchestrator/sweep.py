@@ -240,6 +240,13 @@ class SweepSpec(_Strict):
     backend: BackendSpec = Field(default_factory=BackendSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, v: str) -> str:
+        if v in (".", ".."):
+            raise ValueError(f"{v!r} is not a folder name of its own (the sweep writes to <run_dir>/<name>/)")
+        return v
+
 
 @dataclass
 class ResolvedSweep:

@@ -31,7 +31,10 @@ T = TypeVar("T")
 
 
 def default_uri(run_dir: str | Path) -> str:
-    return f"sqlite:///{Path(run_dir).absolute() / 'mlflow.db'}"
+    """``sqlite:///<run_dir>/mlflow.db``, percent-encoded (a ``?`` or ``#`` in the path must not cut the URI)."""
+    from reports.collect import default_tracking_uri
+
+    return default_tracking_uri(run_dir)
 
 
 def _transient(e: Exception) -> bool:
@@ -71,7 +74,19 @@ def git_commit() -> str:
 def _client(uri: str):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    raw = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
+    # MLflow makes the database's folder from the URI as written (undecoded: ".../a%3Fb/"), beside
+    # the real one: open the store at once and remove that empty stray folder again.
+    stray = Path(raw).parent if "%" in raw else None
+    existed = stray is None or stray.exists()
+    client = MlflowClient(tracking_uri=uri)
+    if not existed:
+        with_retry(client.search_experiments, max_results=1)
+        try:
+            stray.rmdir()  # type: ignore[union-attr]
+        except OSError:
+            pass  # not empty or already gone: not ours to remove
+    return client
 
 
 def _q(v: str) -> str:

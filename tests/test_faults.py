@@ -19,6 +19,7 @@ from rich.console import Console
 from famix_core.cli import main
 from orchestrator.driver import cancel_sweep, prepare, sweep_status
 from orchestrator.liveness import process_start, running_driver
+from test_orch_driver import fake_engine  # noqa: F401 — the engine stand-ins (fixture)
 
 SWEEP = """\
 name: mini
@@ -88,3 +89,55 @@ def test_running_driver_is_verified_by_lock_pid_and_start_time():
         if holder.poll() is None:
             holder.kill()
             holder.wait()
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_sweep_name_dot_or_dotdot_is_refused(capsys, name):
+    Path("sweeps").mkdir(exist_ok=True)
+    Path("sweeps/dots.yaml").write_text(SWEEP.replace("name: mini", f"name: '{name}'"))
+    Path("inner").mkdir()
+    rc = main(["sweep", "run", "sweeps/dots.yaml", "--run-dir", "inner/runs"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"sweeps/dots.yaml: name: Value error, '{name}'" not in err and f"sweeps/dots.yaml: name: '{name}' is not a folder name of its own" in err
+    assert sorted(p.name for p in Path(".").iterdir()) == ["inner", "sweeps"] and not any(Path("inner").iterdir())
+
+
+def test_every_driver_path_stays_inside_the_run_dir():
+    """Even a plan whose name was never validated (built in code) cannot point outside the run dir."""
+    import dataclasses
+
+    from orchestrator.errors import SweepError
+
+    plan = _plan()
+    bad = dataclasses.replace(plan, sweep=dataclasses.replace(plan.sweep, name=".."))
+    with pytest.raises(SweepError, match=r"outside the run dir"):
+        bad.sweep_dir
+    with pytest.raises(SweepError, match=r"outside the run dir"):
+        bad.log_path(next(iter(plan.stages.values())))
+
+
+def test_sqlite_store_works_in_a_run_dir_with_query_fragment_percent_and_space(fake_engine):
+    """`?` and `#` used to cut the sqlite URI: MLflow created the database at a truncated path outside the run dir."""
+    from urllib.parse import unquote
+
+    from orchestrator.driver import RunOptions, run_plan
+    from orchestrator.tracking import Tracker, default_uri
+    from reports.collect import collect_mlflow, sqlite_path
+
+    run_dir = Path("odd dir?x=1#frag%41")
+    uri = default_uri(run_dir)
+    assert sqlite_path(uri) == run_dir.absolute() / "mlflow.db" and unquote(uri) == f"sqlite:///{run_dir.absolute()}/mlflow.db"
+    plan = _plan(run_dir=str(run_dir))
+    result = run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200))
+    assert result.exit_code == 0
+    assert (run_dir / "mlflow.db").is_file()
+    assert sorted(p.name for p in Path(".").iterdir()) == ["odd dir?x=1#frag%41", "sweeps"]  # nothing outside it
+    runs = Tracker(uri, "mini").find({"famix.sweep": "mini", "famix.role": "trial"})
+    assert len(runs) == 2 and all("miou/C" in r.data.metrics for r in runs)
+    rs = collect_mlflow("mini", tracking_uri=uri)
+    assert len(rs.runs) == 2
+    # the rerun fast path finds the store (it used to look for the undecoded path)
+    buf = io.StringIO()
+    run_plan(plan, RunOptions(backend="local"), Console(file=buf, width=200))
+    assert "all done; MLflow complete" in buf.getvalue()
