@@ -85,7 +85,8 @@ def _run_train(ctx: StageContext) -> dict[str, Any]:
     bank_dir = ctx.store.path("mine", task.deps["mine"]) if task.deps.get("mine") else None
     ckpt_dir = ctx.store.work_dir("train", task.key)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    if latest_checkpoint(ckpt_dir) is not None:  # resuming: the steps since that checkpoint were logged already
+    resuming = latest_checkpoint(ckpt_dir, warn=lambda line: ctx.write(f"warning: {line}")) is not None
+    if resuming or any(ckpt_dir.glob("corrupt-*")):  # an earlier attempt logged steps already: not twice
         try:
             ctx.tracked_through = ctx.tracker.last_step("train/loss")
         except Exception as e:  # noqa: BLE001 — a tracking hiccup never fails the stage
