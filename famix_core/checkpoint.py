@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from famix_core.io import atomic_write_bytes, atomic_write_json
+from famix_core.io import atomic_write_bytes, atomic_write_json, safetensors_problem
 
 __all__ = [
     "FORMAT_VERSION",
@@ -155,8 +155,6 @@ def checkpoint_problem(path: str | Path) -> str | None:
     Checks, without loading any tensor: ``state.json`` is a JSON object with an integer ``iteration``;
     ``tensors.safetensors`` has a readable header and exactly the length its header announces.
     """
-    import struct
-
     path = Path(path)
     state = path / "state.json"
     try:
@@ -167,22 +165,7 @@ def checkpoint_problem(path: str | Path) -> str | None:
         return f"{state}: missing"
     except (OSError, UnicodeDecodeError, ValueError) as e:
         return f"{state}: unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-    tensors = path / "tensors.safetensors"
-    try:
-        size = tensors.stat().st_size
-        with open(tensors, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            if n > size - 8:
-                return f"{tensors}: truncated ({size} bytes; the header alone announces {n})"
-            header = json.loads(fh.read(n))
-        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-    except FileNotFoundError:
-        return f"{tensors}: missing"
-    except (OSError, struct.error, ValueError, KeyError, TypeError, IndexError) as e:
-        return f"{tensors}: unreadable header ({type(e).__name__})"
-    if size != 8 + n + end:
-        return f"{tensors}: {size} bytes, expected {8 + n + end} (truncated or overwritten)"
-    return None
+    return safetensors_problem(path / "tensors.safetensors")
 
 
 def _set_aside(path: Path) -> Path:

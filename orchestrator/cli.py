@@ -37,6 +37,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-parallel", type=int, default=None, help="stages running at once")
     p.add_argument("--retries", type=int, default=None, help="extra attempts for a failing stage (default 1)")
     p.add_argument("--detach", action="store_true", help="slurm: submit the jobs and exit; `famix sweep status` follows them")
+    p.add_argument(
+        "--rerun-failed",
+        action="store_true",
+        help="verify every finished artifact first (sizes, sha256); damaged ones are set aside and their stages run again",
+    )
     p.set_defaults(func=_run)
 
     p = sub.add_parser("status", help="what is done, what is left, whether a driver is running")
@@ -98,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
     plan = _prepare(args)
     if args.detach and (args.backend or plan.sweep.backend.kind) != "slurm":
         raise SweepError("command line: --detach: only the slurm backend runs without its driver (use --backend slurm)")
-    result = run_plan(plan, RunOptions(args.backend, args.max_parallel, args.retries, args.detach))
+    result = run_plan(plan, RunOptions(args.backend, args.max_parallel, args.retries, args.detach, args.rerun_failed))
     return result.exit_code
 
 

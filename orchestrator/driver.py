@@ -49,6 +49,7 @@ class RunOptions:
     max_parallel: int | None = None
     retries: int | None = None
     detach: bool = False  # submit and return (slurm only); `famix sweep status` / a rerun picks up later
+    rerun_failed: bool = False  # verify the done artifacts (sizes + sha256) first; damaged ones are set aside and rebuilt
 
 
 @dataclass
@@ -330,6 +331,23 @@ def markdown_table(df) -> str:
     return "\n".join(lines)
 
 
+def _values_from_store(plan: Plan, runs: Any) -> None:
+    """Domain values of the collected MLflow runs := the store's (as results.csv has them; NaN where not done).
+
+    MLflow keeps a metric once logged, even when its evaluation artifact is gone or being rebuilt;
+    the printed table must agree with results.csv.
+    """
+    store = plan.store
+    for i, trial_id in runs["trial"].items():
+        ts = plan.trial_stages.get(trial_id)
+        if ts is None:
+            continue
+        for col, key in ts.evaluate.items():
+            if col in runs.columns:
+                info = store.done_info("evaluate", key)
+                runs.at[i, col] = round(100.0 * info["result"]["miou"], 4) if info else float("nan")
+
+
 def _report_markdown(plan: Plan, uri: str, experiment: str) -> str | None:
     """The paper-style table from reports (reading MLflow), or None when reports is not available."""
     try:
@@ -339,6 +357,7 @@ def _report_markdown(plan: Plan, uri: str, experiment: str) -> str | None:
         return None
     try:
         rs = collect_mlflow(plan.name, tracking_uri=uri, experiment=experiment, profile=plan.sweep.profile)
+        _values_from_store(plan, rs.runs)
         return render_markdown(build_table(rs, title=f"{plan.name} ({plan.sweep.profile})"))
     except Exception as e:  # noqa: BLE001 — fall back to the store-based table
         print(f"famix: note: reports table unavailable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
@@ -429,6 +448,8 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             json.dumps({**driver_identity(), "backend": backend_name, "started": time.time(), "profile": rs.profile}),
         )
         plan.write()
+        if opts.rerun_failed:
+            _set_aside_damaged(plan, console)
         status = plan.status()
         uri, experiment = _tracking_target(plan)
         marker = plan.sweep_dir / "finalized.json"
@@ -489,6 +510,20 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         _print_failures(console, plan, progress.failures)
         console.print(f"finished in {result.seconds:.1f}s: {progress.counts['done']} run, {progress.counts['cached']} cached, {len(failed)} failed", highlight=False)
         return result
+
+
+def _set_aside_damaged(plan: Plan, console: Any) -> int:
+    """``--rerun-failed``: every done artifact of the plan is verified; a damaged one moves to ``store/.corrupt/``."""
+    store = plan.store
+    n = 0
+    for key, s in plan.stages.items():
+        if store.is_done(s.kind, key):
+            bad = store.problem(s.kind, key, deep=True)
+            if bad:
+                dest = store.set_aside(s.kind, key)
+                console.print(f"damaged {s.kind} artifact {bad}: set aside as {dest}; the stage runs again", highlight=False, markup=False)
+                n += 1
+    return n
 
 
 def _console() -> Any:

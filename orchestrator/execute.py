@@ -19,11 +19,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from famix_core.errors import FamixError
 from orchestrator.backends.base import StageOutcome, StageTask
 from orchestrator.store import Store
 from orchestrator.tracking import RunLogger, metrics_from_eval
 
-__all__ = ["execute_stage", "STAGE_RUNNERS", "StageContext"]
+__all__ = ["execute_stage", "STAGE_RUNNERS", "StageContext", "ArtifactCorrupt"]
+
+
+class ArtifactCorrupt(FamixError):
+    """A stage's input artifact in the store is damaged (truncated, changed): names the file and the fix."""
 
 
 class StageContext:
@@ -199,6 +204,13 @@ def execute_stage(task: StageTask) -> StageOutcome:
             missing = [f"{k} {v}" for k, v in task.deps.items() if not store.is_done(k, v)]
             if missing:
                 raise RuntimeError(f"dependency artifact missing: {', '.join(missing)}")
+            for dep_kind, dep_key in task.deps.items():
+                bad = store.problem(dep_kind, dep_key)
+                if bad:  # retrying cannot help: the input has to be rebuilt
+                    raise ArtifactCorrupt(
+                        f"damaged {dep_kind} artifact {bad}; rebuild it with `famix sweep run --rerun-failed` "
+                        f"(or delete {store.path(dep_kind, dep_key)})"
+                    )
             _set_threads(task)
             result = runner(ctx)
             seconds = time.perf_counter() - t0

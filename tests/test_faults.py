@@ -141,3 +141,49 @@ def test_sqlite_store_works_in_a_run_dir_with_query_fragment_percent_and_space(f
     buf = io.StringIO()
     run_plan(plan, RunOptions(backend="local"), Console(file=buf, width=200))
     assert "all done; MLflow complete" in buf.getvalue()
+
+
+def test_damaged_store_artifact_is_named_and_rebuilt_with_rerun_failed(fake_engine):
+    """A truncated model.safetensors: a one-line error naming the file and the fix, no retry; the printed
+    table agrees with results.csv (no stale MLflow value); `--rerun-failed` rebuilds it."""
+    import pandas as pd
+
+    from orchestrator.driver import RunOptions, run_plan
+
+    plan = _plan(SWEEP.replace("domains: [C]", "domains: [C, B]"))
+    first = run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200))
+    assert first.exit_code == 0
+    before = pd.read_csv(plan.sweep_dir / "results.csv")
+    trial = plan.trials[1]
+    ts = plan.trial_stages[trial.id]
+    model = plan.store.path("train", ts.train) / "model.safetensors"
+    model.write_bytes(model.read_bytes()[:3])  # truncated
+    evaluated = plan.store.path("evaluate", ts.evaluate["B"])
+    old_b = f"{before.loc[1, 'B']:.2f}"
+    import shutil
+
+    shutil.rmtree(evaluated)  # that evaluation has to run again, on the damaged weights
+    calls_before = len(fake_engine)
+    buf = io.StringIO()
+    second = run_plan(plan, RunOptions(backend="local", retries=2), Console(file=buf, width=200))
+    out = buf.getvalue()
+    assert second.exit_code == 1 and len(second.failed) == 1
+    outcome = second.outcomes[second.failed[0]]
+    assert outcome.attempts == 1  # not retried: a rebuild is needed
+    first_line = outcome.error.splitlines()[0]
+    assert f"damaged train artifact {model}: 3 bytes, expected 7" in first_line
+    assert "famix sweep run --rerun-failed" in first_line and str(model.parent) in first_line
+    assert len(fake_engine) == calls_before  # the evaluation never ran on the damaged weights
+    after = pd.read_csv(plan.sweep_dir / "results.csv")
+    assert pd.isna(after.loc[1, "B"]) and after.loc[1, "C"] == before.loc[1, "C"]
+    table = second.table
+    assert old_b not in table, table  # MLflow still has the old miou/B; the table shows what results.csv has
+    assert f"{before.loc[1, 'C']:.2f}" in table
+    # the fix
+    buf = io.StringIO()
+    third = run_plan(plan, RunOptions(backend="local", rerun_failed=True), Console(file=buf, width=200, soft_wrap=True))
+    assert third.exit_code == 0
+    assert f"damaged train artifact {model}: 3 bytes, expected 7: set aside as" in buf.getvalue()
+    assert ("train", ts.train) in fake_engine[calls_before:]
+    pd.testing.assert_frame_equal(pd.read_csv(plan.sweep_dir / "results.csv"), before)
+    assert len(list((plan.store.root / ".corrupt").iterdir())) == 1
