@@ -110,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from orchestrator.driver import sweep_status
 
-    plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None)
+    plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None, writable=False)
     sweep_status(plan)
     return 0
 

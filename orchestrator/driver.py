@@ -35,12 +35,25 @@ def prepare(
     overrides: list[str] | None = None,
     check_data: Any = None,
     check_weights: Any = None,
+    writable: bool = True,
 ) -> Plan:
-    """Find, validate, expand and check a sweep (nothing runs; raises a one-line FamixError on any mistake)."""
+    """Find, validate, expand and check a sweep (nothing runs; raises a one-line FamixError on any mistake).
+
+    ``writable``: check first that the run dir can be written (``plan`` and ``run``; ``status`` only reads).
+    """
+    from orchestrator import checks
+
     path = resolve_sweep_path(sweep)
     spec, source = load_sweep(path)
     rs = resolve_profile(spec, source, profile, parse_overrides(list(overrides or [])))
-    return build_plan(rs, run_dir, check_data=check_data, check_weights=check_weights)
+    data_check = check_data or checks.check_data
+
+    def run_dir_then_data(cfg: Any) -> None:  # called once every trial is validated: nothing is created before
+        if writable:
+            checks.check_run_dir(run_dir)
+        data_check(cfg)
+
+    return build_plan(rs, run_dir, check_data=run_dir_then_data, check_weights=check_weights)
 
 
 @dataclass

@@ -187,3 +187,32 @@ def test_damaged_store_artifact_is_named_and_rebuilt_with_rerun_failed(fake_engi
     assert ("train", ts.train) in fake_engine[calls_before:]
     pd.testing.assert_frame_equal(pd.read_csv(plan.sweep_dir / "results.csv"), before)
     assert len(list((plan.store.root / ".corrupt").iterdir())) == 1
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path):
+    """A folder nobody can write into: immutable (``chattr +i``) as root, mode 0555 otherwise."""
+    d = tmp_path / "locked"
+    d.mkdir()
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(d)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not supported on this filesystem (root ignores mode bits)")
+        yield d
+        subprocess.run(["chattr", "-i", str(d)], check=True)
+    else:
+        d.chmod(0o555)
+        yield d
+        d.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+@pytest.mark.parametrize("inside", [False, True])
+def test_unwritable_run_dir_is_one_line_exit_2(capsys, unwritable_dir, command, inside):
+    Path("sweeps").mkdir(exist_ok=True)
+    Path("sweeps/mini.yaml").write_text(SWEEP)
+    run_dir = unwritable_dir / "runs" if inside else unwritable_dir
+    rc = main(["sweep", command, "mini", "--run-dir", str(run_dir)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"famix: error: {run_dir if inside else unwritable_dir}") and "the run dir is not writable" in err
+    assert "choose another with --run-dir" in err
