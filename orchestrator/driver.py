@@ -477,6 +477,9 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             console.print(f"results: {csv_path}  (MLflow: {uri}, experiment {experiment})", highlight=False)
             return SweepResult({}, [], csv_path, cached.get("table", ""), time.perf_counter() - t0)
         marker.unlink(missing_ok=True)
+        stale = plan.store.clean_tmp()
+        if stale:
+            console.print(f"removed {stale} half-written stage folder(s) left in {plan.store.root / '.tmp'} by killed workers", highlight=False)
         tracker = _tracking(plan)
         parent, runs = ensure_runs(plan, tracker, backend_name)
         resources = {k: v.model_dump() for k, v in rs.backend.resources.items()}
@@ -493,7 +496,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         progress = Progress(len(plan.stages), n_done, console, live)
         old = signal.getsignal(signal.SIGTERM)
         if _is_main_thread():
-            signal.signal(signal.SIGTERM, _raise_interrupt)
+            signal.signal(signal.SIGTERM, _on_sigterm())
         try:
             with progress:
                 outcomes = backend.run(tasks, max_parallel=max_parallel, retries=retries, on_event=progress.on_event)
@@ -553,8 +556,20 @@ def _is_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+def _on_sigterm() -> Any:
+    """SIGTERM (``famix sweep cancel``): a training running in this process checkpoints the iteration
+    it is in and stops (like SIGUSR2 on Slurm), then the sweep stops; otherwise, or on a second
+    SIGTERM, stop at once."""
+    asked: list[bool] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        train = sys.modules.get("famix_core.train")  # loaded only where a stage trains in-process
+        if not asked and train is not None and train.request_stop():
+            asked.append(True)
+            return  # the trainer raises TrainingInterrupted at its iteration boundary, after the checkpoint
+        raise KeyboardInterrupt
+
+    return handler
 
 
 def _print_failures(console: Any, plan: Plan, failures: list[tuple[StageTask, StageOutcome]]) -> None:

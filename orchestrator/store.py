@@ -53,10 +53,40 @@ class Store:
             return None
 
     def begin(self) -> Path:
-        """A fresh temp folder to write one artifact into."""
-        tmp = self.root / ".tmp" / uuid.uuid4().hex
+        """A fresh temp folder to write one artifact into: ``.tmp/<host>+<pid>+<start>+<uuid>``.
+
+        The name says which process owns it, so :meth:`clean_tmp` can tell debris from work in progress.
+        """
+        from orchestrator.liveness import driver_identity
+
+        me = driver_identity()
+        tmp = self.root / ".tmp" / f"{me['host']}+{me['pid']}+{me['start']}+{uuid.uuid4().hex}"
         tmp.mkdir(parents=True)
         return tmp
+
+    def clean_tmp(self, older_than_s: float = 3600.0) -> int:
+        """Remove temp folders whose writer is gone (a ``kill -9``): on this host, when that pid no longer
+        has that start time; folders of other hosts, or without an owner in their name, once older than
+        ``older_than_s``. Returns how many were removed."""
+        import socket
+
+        from orchestrator.liveness import process_start
+
+        n = 0
+        here = socket.gethostname()
+        for d in (self.root / ".tmp").glob("*"):
+            parts = d.name.split("+")
+            try:
+                if len(parts) == 4 and parts[0] == here:
+                    stale = str(process_start(int(parts[1]))) != parts[2]
+                else:
+                    stale = time.time() - d.stat().st_mtime > older_than_s
+            except (OSError, ValueError):
+                continue
+            if stale:
+                shutil.rmtree(d, ignore_errors=True)
+                n += 1
+        return n
 
     def commit(self, tmp: Path, kind: str, key: str, result: dict[str, Any], seconds: float) -> Path:
         """Write ``DONE.json`` into ``tmp`` and rename it to ``<kind>/<key>``; a concurrent winner is kept.

@@ -216,3 +216,88 @@ def test_unwritable_run_dir_is_one_line_exit_2(capsys, unwritable_dir, command, 
     assert rc == 2 and err.count("\n") == 1, err
     assert err.startswith(f"famix: error: {run_dir if inside else unwritable_dir}") and "the run dir is not writable" in err
     assert "choose another with --run-dir" in err
+
+
+TRAIN_SWEEP = """\
+name: sig
+base:
+  style: {strategy: none, augment: false, mix: false}
+  data: {synthetic: {height: 64, width: 96, train_images: 2, val_images: 1}, crop_size: 48}
+  train: {iterations: 2000, batch_size: 2, checkpoint_every: 100000, log_every: 1}
+  eval: {max_images: 1}
+domains: [C]
+backend: {resources: {train: {cpus: 1}}}
+"""
+
+
+@pytest.mark.slow
+def test_sweep_cancel_checkpoints_a_running_training_and_the_rerun_resumes_there(tmp_path):
+    """SIGTERM (sweep cancel) reaches an in-process training like SIGUSR2 on Slurm: checkpoint now, then stop."""
+    import re
+
+    Path("sweeps").mkdir()
+    Path("sweeps/sig.yaml").write_text(TRAIN_SWEEP)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "famix_core", "sweep", "run", "sig", "--run-dir", "runs"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        log = None
+        while time.time() < deadline and proc.poll() is None:
+            logs = list(Path("runs/sig/logs").glob("train-*.log"))
+            if logs and "step=5 " in logs[0].read_text():
+                log = logs[0]
+                break
+            time.sleep(0.3)
+        assert log is not None, proc.communicate(timeout=30)[1][-3000:]
+        assert main(["sweep", "cancel", "sig", "--run-dir", "runs"]) == 0
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-3000:]
+    text = log.read_text()
+    m = re.search(r"interrupted: training stopped on request at iteration (\d+) \(checkpoint: (\S+)\)", text)
+    assert m, text[-2000:]
+    stopped = int(m.group(1))
+    assert stopped >= 5
+    key = log.stem.split("-", 1)[1]
+    latest = json.loads((Path("runs/work/train") / key / "latest.json").read_text())
+    assert latest["iteration"] == stopped  # no periodic checkpoint (every 100000): this one came from the SIGTERM
+    assert not any(Path("runs/store/.tmp").iterdir())  # the interrupted stage's temp folder is gone
+    # the rerun resumes at that iteration (its first logged step is the next one)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and f"step={stopped + 2} " not in log.read_text()[len(text) :]:
+            time.sleep(0.3)
+    finally:
+        proc.kill()
+        proc.wait()
+    resumed = log.read_text()[len(text):]
+    steps = [int(s) for s in re.findall(r"step=(\d+) ", resumed)]
+    assert steps and steps[0] == stopped + 1, resumed[:2000]
+
+
+def test_next_start_removes_temp_folders_of_killed_writers(fake_engine):
+    import socket
+
+    from orchestrator.driver import RunOptions, run_plan
+
+    plan = _plan()
+    tmp = plan.store.root / ".tmp"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    stale = tmp / f"{host}+{dead.pid}+{12345}+{'a' * 32}"  # its writer was kill -9'd
+    old = tmp / ("b" * 32)  # an older layout, no owner in the name, hours old
+    live = tmp / f"{host}+{os.getpid()}+{process_start(os.getpid())}+{'c' * 32}"  # a stage being written now
+    other = tmp / f"node07+{os.getpid()}+1+{'d' * 32}"  # another host's, recent: maybe running
+    for d in (stale, old, live, other):
+        (d / "part").mkdir(parents=True)
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    buf = io.StringIO()
+    assert run_plan(plan, RunOptions(backend="local"), Console(file=buf, width=200, soft_wrap=True)).exit_code == 0
+    assert sorted(p.name for p in tmp.iterdir()) == sorted([live.name, other.name])
+    assert "removed 2 half-written stage folder(s)" in buf.getvalue()
