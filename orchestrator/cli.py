@@ -100,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         from orchestrator.backends import get_backend_class
 
         get_backend_class(args.backend)  # an unknown name fails before anything is planned
-    plan = _prepare(args)
+    plan = _prepare(args, backend=args.backend)
     if args.detach and (args.backend or plan.sweep.backend.kind) != "slurm":
         raise SweepError("command line: --detach: only the slurm backend runs without its driver (use --backend slurm)")
     result = run_plan(plan, RunOptions(args.backend, args.max_parallel, args.retries, args.detach, args.rerun_failed))

@@ -36,10 +36,13 @@ def prepare(
     check_data: Any = None,
     check_weights: Any = None,
     writable: bool = True,
+    backend: str | None = None,
 ) -> Plan:
     """Find, validate, expand and check a sweep (nothing runs; raises a one-line FamixError on any mistake).
 
-    ``writable``: check first that the run dir can be written (``plan`` and ``run``; ``status`` only reads).
+    ``writable``: check first that the run dir can be written (``plan`` and ``run``; ``status`` only
+    reads); then the backend's own plan-time checks run (``backend``, default the sweep's
+    ``backend.kind``): e.g. a Ray cluster address answers and every stage fits on one of its nodes.
     """
     from orchestrator import checks
 
@@ -53,7 +56,12 @@ def prepare(
             checks.check_run_dir(run_dir)
         data_check(cfg)
 
-    return build_plan(rs, run_dir, check_data=run_dir_then_data, check_weights=check_weights)
+    plan = build_plan(rs, run_dir, check_data=run_dir_then_data, check_weights=check_weights)
+    if writable:
+        from orchestrator.backends import get_backend_class
+
+        get_backend_class(backend or rs.backend.kind).preflight(rs.backend.model_dump())
+    return plan
 
 
 @dataclass
@@ -454,7 +462,8 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     rs = plan.sweep
     backend_name = opts.backend or rs.backend.kind
     retries = rs.backend.retries if opts.retries is None else opts.retries
-    max_parallel = opts.max_parallel or rs.backend.max_parallel or (1 if backend_name == "local" else (os.cpu_count() or 1))
+    # 0: the backend decides (Ray: from the cluster's resources; Slurm: backend.slurm.array_parallelism)
+    max_parallel = opts.max_parallel or rs.backend.max_parallel or (1 if backend_name == "local" else 0)
     with _driver_lock(plan):
         atomic_write_text(
             plan.sweep_dir / "driver.json",
@@ -487,7 +496,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         n_done = sum(v == "done" for v in status.values())
         console.print(
             f"sweep {plan.name} ({rs.profile}): {len(plan.trials)} trials, {len(plan.stages)} stages, "
-            f"{n_done} done, {len(tasks)} to run on {backend_name} (max parallel {max_parallel}, retries {retries})",
+            f"{n_done} done, {len(tasks)} to run on {backend_name} (max parallel {max_parallel or 'from the backend'}, retries {retries})",
             highlight=False,
         )
         extra = {"detach": True} if opts.detach else {}
