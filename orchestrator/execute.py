@@ -166,6 +166,22 @@ def _set_threads(task: StageTask) -> None:
         torch.set_num_threads(cpus)
 
 
+def _tracking_note(holder: list[StageContext], line: str) -> None:
+    """A tracking state change (unreachable / back): one line in the stage log and on stderr."""
+    import sys
+
+    print(f"famix: {line}", file=sys.stderr, flush=True)
+    if holder:
+        holder[0].write(line)
+
+
+def _flush_tracking(ctx: StageContext, timeout_s: float = 300.0) -> None:
+    """Wait for the stage's queued MLflow metrics; what could not be sent is written to the stage log."""
+    for metrics, step, _runs in ctx.tracker.flush(timeout_s):
+        shown = " ".join(f"{k}={v:.6g}" for k, v in metrics.items())
+        ctx.write(f"warning: not sent to MLflow (tracking unreachable): step={step} {shown}")
+
+
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
@@ -196,7 +212,10 @@ def execute_stage(task: StageTask) -> StageOutcome:
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log_file:
         tmp = store.begin()
-        ctx = StageContext(task, store, tmp, log_file, RunLogger(task.tracking))
+        holder: list[StageContext] = []
+        tracker = RunLogger(task.tracking, background=True, notify=lambda line: _tracking_note(holder, line))
+        ctx = StageContext(task, store, tmp, log_file, tracker)
+        holder.append(ctx)
         ctx.write(f"start {task.kind} {task.key} {task.name} domain={task.domain} deps={task.deps}")
         try:
             if runner is None:
@@ -213,6 +232,7 @@ def execute_stage(task: StageTask) -> StageOutcome:
                     )
             _set_threads(task)
             result = runner(ctx)
+            _flush_tracking(ctx)  # DONE means: its metrics are in MLflow (or, if it never came back, in the log)
             seconds = time.perf_counter() - t0
             store.commit(tmp, task.kind, task.key, result, seconds)
             ctx.write(f"done in {seconds:.1f}s")
@@ -222,6 +242,7 @@ def execute_stage(task: StageTask) -> StageOutcome:
         except BaseException as e:  # noqa: BLE001 — a stage failure is data, not an exception
             from famix_core.errors import FamixError, TrainingDiverged, TrainingInterrupted
 
+            _flush_tracking(ctx, timeout_s=10.0)
             if isinstance(e, (KeyboardInterrupt, SystemExit, TrainingInterrupted)):
                 store.abort(tmp)
                 if isinstance(e, TrainingInterrupted):

@@ -8,8 +8,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -301,3 +303,71 @@ def test_next_start_removes_temp_folders_of_killed_writers(fake_engine):
     assert run_plan(plan, RunOptions(backend="local"), Console(file=buf, width=200, soft_wrap=True)).exit_code == 0
     assert sorted(p.name for p in tmp.iterdir()) == sorted([live.name, other.name])
     assert "removed 2 half-written stage folder(s)" in buf.getvalue()
+
+
+def _proxy(port: int, target_port: int) -> tuple[socket.socket, threading.Event]:
+    """A TCP forwarder 127.0.0.1:port -> 127.0.0.1:target_port (the tracking server 'coming back')."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(32)
+    stop = threading.Event()
+
+    def pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = srv.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", target_port))
+            threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return srv, stop
+
+
+@pytest.mark.mlflow_server
+def test_tracking_down_never_stalls_logging_and_loses_no_metric(mlflow_server_uri):
+    from urllib.parse import urlparse
+
+    from orchestrator.tracking import RunLogger, Tracker
+
+    tr = Tracker(mlflow_server_uri, "stall")
+    rid, _ = tr.ensure_run({"famix.trial": "t"}, {}, name="t")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here yet: the server is "down"
+    notes: list[str] = []
+    logger = RunLogger({"uri": f"http://127.0.0.1:{port}", "run_ids": [rid]}, background=True, notify=notes.append)
+    t0 = time.perf_counter()
+    for step in range(20):
+        logger.log_metrics({"train/loss": float(step), "train/lr": 0.1}, step)
+    assert time.perf_counter() - t0 < 1.0  # the training does not wait for tracking
+    deadline = time.time() + 20
+    while not notes and time.time() < deadline:
+        time.sleep(0.1)
+    assert len(notes) == 1 and f"MLflow tracking at http://127.0.0.1:{port} unreachable" in notes[0], notes
+    srv, stop = _proxy(port, urlparse(mlflow_server_uri).port)  # the server is back
+    try:
+        assert logger.flush(timeout_s=60) == []
+    finally:
+        stop.set()
+        srv.close()
+    assert len(notes) == 2 and "is reachable again" in notes[1], notes
+    history = tr.client.get_metric_history(rid, "train/loss")
+    assert sorted(m.step for m in history) == list(range(20))  # every step once: nothing lost, nothing twice
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == [float(i) for i in range(20)]
