@@ -505,7 +505,9 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         progress = Progress(len(plan.stages), n_done, console, live)
         old = signal.getsignal(signal.SIGTERM)
         if _is_main_thread():
-            signal.signal(signal.SIGTERM, _on_sigterm())
+            from orchestrator.execute import checkpoint_then_stop
+
+            signal.signal(signal.SIGTERM, checkpoint_then_stop())  # a running training checkpoints first
         try:
             with progress:
                 outcomes = backend.run(tasks, max_parallel=max_parallel, retries=retries, on_event=progress.on_event)
@@ -563,22 +565,6 @@ def _is_main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def _on_sigterm() -> Any:
-    """SIGTERM (``famix sweep cancel``): a training running in this process checkpoints the iteration
-    it is in and stops (like SIGUSR2 on Slurm), then the sweep stops; otherwise, or on a second
-    SIGTERM, stop at once."""
-    asked: list[bool] = []
-
-    def handler(signum: int, frame: Any) -> None:
-        train = sys.modules.get("famix_core.train")  # loaded only where a stage trains in-process
-        if not asked and train is not None and train.request_stop():
-            asked.append(True)
-            return  # the trainer raises TrainingInterrupted at its iteration boundary, after the checkpoint
-        raise KeyboardInterrupt
-
-    return handler
 
 
 def _print_failures(console: Any, plan: Plan, failures: list[tuple[StageTask, StageOutcome]]) -> None:

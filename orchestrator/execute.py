@@ -166,6 +166,25 @@ def _set_threads(task: StageTask) -> None:
         torch.set_num_threads(cpus)
 
 
+def checkpoint_then_stop() -> Callable[[int, Any], None]:
+    """A signal handler for SIGTERM / SIGINT: a training running in this process checkpoints the
+    iteration it is in and stops (as SIGUSR2 does on Slurm); otherwise, or on a second signal, stop
+    at once with ``KeyboardInterrupt``. Used by the driver (local backend) and by Ray workers
+    (``ray.cancel`` without force interrupts the task's main thread through SIGINT's handler)."""
+    import sys
+
+    asked: list[bool] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        train = sys.modules.get("famix_core.train")  # loaded only where a stage trains in this process
+        if not asked and train is not None and train.request_stop():
+            asked.append(True)
+            return  # the trainer raises TrainingInterrupted at its iteration boundary, after the checkpoint
+        raise KeyboardInterrupt
+
+    return handler
+
+
 def _tracking_note(holder: list[StageContext], line: str) -> None:
     """A tracking state change (unreachable / back): one line in the stage log and on stderr."""
     import sys

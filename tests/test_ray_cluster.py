@@ -236,3 +236,43 @@ def test_two_node_cluster_runs_a_sweep_like_the_local_backend(two_node_cluster, 
     assert list(via_client["status"]) == ["done", "done"] and via_client[["C", "B"]].notna().all().all()
     assert nodes and nodes <= cluster_nodes
     assert len(probe_cluster(two_node_cluster.address)) == 2
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_interrupting_a_ray_sweep_checkpoints_the_running_training(tmp_path):
+    """Ctrl-C / SIGTERM of the driver: ray.cancel without force reaches the training's SIGINT handler,
+    which checkpoints the iteration it is in; then the stage is reported cancelled."""
+    import _thread
+    import re
+
+    from conftest import plain_tiny_config
+    from famix_core.data.synth import ensure_synthetic
+    from orchestrator.backends.base import StageTask
+
+    cfg = plain_tiny_config(tmp_path / "data", iterations=5000, checkpoint_every=100000)
+    ensure_synthetic(cfg.data)
+    log = tmp_path / "train.log"
+    task = StageTask(kind="train", key="e" * 64, config=cfg.to_dict(), store=str(tmp_path / "store"), name="train",
+                     log_path=str(log), resources={"cpus": 1})  # fmt: skip
+    backend = create_backend("ray", sweep_dir=str(Path("runs/sw").absolute()), options={"ray": {"num_cpus": 1}})
+
+    def interrupt_at_step_5() -> None:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (log.is_file() and "step=5 " in log.read_text()):
+            time.sleep(0.2)
+        _thread.interrupt_main()  # what SIGTERM's handler does in the driver without a training of its own
+
+    threading.Thread(target=interrupt_at_step_5, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            backend.run([task], max_parallel=1, retries=0, on_event=Recorder())
+    finally:
+        backend.close()
+    text = log.read_text()
+    m = re.search(r"interrupted: training stopped on request at iteration (\d+)", text)
+    assert m, text[-2000:]
+    from orchestrator.store import Store
+
+    latest = json.loads((Store(task.store).work_dir("train", task.key) / "latest.json").read_text())
+    assert latest["iteration"] == int(m.group(1)) >= 5

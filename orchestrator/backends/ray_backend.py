@@ -195,11 +195,21 @@ class RayBackend(Backend):
                     outcome.job_id = ref.task_id().hex() if hasattr(ref, "task_id") else None
                     dag.complete(key, outcome)
         except KeyboardInterrupt:
-            for ref in inflight:
-                ray.cancel(ref, force=True)
+            self._stop(ray, list(inflight))
             dag.cancel_rest()
             raise
         return dag.outcomes
+
+    def _stop(self, ray: Any, refs: list[Any], grace_s: float = 60.0) -> None:
+        """Interrupt running stages (a training checkpoints its current iteration first), then force the rest."""
+        for ref in refs:
+            ray.cancel(ref, force=False)
+        try:
+            ray.wait(refs, num_returns=len(refs), timeout=grace_s)
+        except KeyboardInterrupt:  # a second interrupt: do not wait
+            pass
+        for ref in refs:
+            ray.cancel(ref, force=True)
 
     def _failed(self, task: StageTask, error: str) -> StageOutcome:
         if task.log_path:
@@ -246,10 +256,24 @@ class StartBoard:
 
 def _run_stage(execute: Callable[[StageTask], StageOutcome], board: Any, tag: str, task: StageTask) -> StageOutcome:
     """The Ray task: note the start on the board (the time limit counts from here), run, name the node."""
+    import signal
+    import threading
+
     import ray
 
+    from famix_core.errors import TrainingInterrupted
+    from orchestrator.execute import checkpoint_then_stop
+
     board.mark.remote(tag)
-    outcome = execute(task)
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, checkpoint_then_stop()) if main else None  # ray.cancel(force=False)
+    try:
+        outcome = execute(task)
+    except TrainingInterrupted as e:  # cancelled: the training saved the iteration it was in
+        outcome = StageOutcome(task.key, "cancelled", error=str(e), log_path=task.log_path or None)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, old)
     outcome.node = ray.get_runtime_context().get_node_id()
     return outcome
 
