@@ -18,7 +18,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "make_temp_dir"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "make_temp_dir", "safetensors_problem"]
 
 
 def _temp_name(folder: Path, prefix: str, suffix: str) -> Path:
@@ -83,3 +83,29 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_json(path: str | Path, obj: Any, *, indent: int = 1, sort_keys: bool = False) -> Path:
     """Write ``obj`` as JSON (UTF-8, trailing newline) atomically; returns ``path``."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False) + "\n")
+
+
+def safetensors_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a whole ``.safetensors`` file (naming it), or None; reads only its header.
+
+    A sound file has an 8-byte header length, a JSON header, and exactly the data length the header
+    announces (so a truncated or appended-to file is caught without loading a tensor).
+    """
+    import struct
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if n > size - 8:
+                return f"{path}: truncated ({size} bytes; the header alone announces {n})"
+            header = json.loads(fh.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except FileNotFoundError:
+        return f"{path}: missing"
+    except (OSError, struct.error, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        return f"{path}: unreadable header ({type(e).__name__})"
+    if size != 8 + n + end:
+        return f"{path}: {size} bytes, expected {8 + n + end} (truncated or overwritten)"
+    return None

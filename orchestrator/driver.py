@@ -37,12 +37,33 @@ def prepare(
     overrides: list[str] | None = None,
     check_data: Any = None,
     check_weights: Any = None,
+    writable: bool = True,
+    backend: str | None = None,
 ) -> Plan:
-    """Find, validate, expand and check a sweep (nothing runs; raises a one-line FamixError on any mistake)."""
+    """Find, validate, expand and check a sweep (nothing runs; raises a one-line FamixError on any mistake).
+
+    ``writable``: check first that the run dir can be written (``plan`` and ``run``; ``status`` only
+    reads); then the backend's own plan-time checks run (``backend``, default the sweep's
+    ``backend.kind``): e.g. a Ray cluster address answers and every stage fits on one of its nodes.
+    """
+    from orchestrator import checks
+
     path = resolve_sweep_path(sweep)
     spec, source = load_sweep(path)
     rs = resolve_profile(spec, source, profile, parse_overrides(list(overrides or [])))
-    return build_plan(rs, run_dir, check_data=check_data, check_weights=check_weights)
+    data_check = check_data or checks.check_data
+
+    def run_dir_then_data(cfg: Any) -> None:  # called once every trial is validated: nothing is created before
+        if writable:
+            checks.check_run_dir(run_dir)
+        data_check(cfg)
+
+    plan = build_plan(rs, run_dir, check_data=run_dir_then_data, check_weights=check_weights)
+    if writable:
+        from orchestrator.backends import get_backend_class
+
+        get_backend_class(backend or rs.backend.kind).preflight(rs.backend.model_dump())
+    return plan
 
 
 @dataclass
@@ -51,6 +72,7 @@ class RunOptions:
     max_parallel: int | None = None
     retries: int | None = None
     detach: bool = False  # submit and return (slurm only); `famix sweep status` / a rerun picks up later
+    rerun_failed: bool = False  # verify the done artifacts (sizes + sha256) first; damaged ones are set aside and rebuilt
 
 
 @dataclass
@@ -96,7 +118,10 @@ def _fingerprint(plan: Plan, uri: str, experiment: str) -> str:
 
 def _store_exists(uri: str) -> bool:
     """The fast path is only taken for the embedded SQLite store that is still there."""
-    return uri.startswith("sqlite:///") and Path(uri[len("sqlite:///") :]).is_file()
+    from reports.collect import sqlite_path
+
+    db = sqlite_path(uri)
+    return db is not None and db.is_file()
 
 
 def _trial_tags(plan: Plan, trial, backend: str, commit: str) -> dict[str, str]:
@@ -252,12 +277,31 @@ def markdown_table(df) -> str:
     return "\n".join(lines)
 
 
+def _values_from_store(plan: Plan, runs: Any) -> None:
+    """Domain values of the collected MLflow runs := the store's (as results.csv has them; NaN where not done).
+
+    MLflow keeps a metric once logged, even when its evaluation artifact is gone or being rebuilt;
+    the printed table must agree with results.csv.
+    """
+    store = plan.store
+    for i, trial_id in runs["trial"].items():
+        ts = plan.trial_stages.get(trial_id)
+        if ts is None:
+            continue
+        for col, key in ts.evaluate.items():
+            if col in runs.columns:
+                info = store.done_info("evaluate", key)
+                runs.at[i, col] = round(100.0 * info["result"]["miou"], 4) if info else float("nan")
+
+
 def _collect_results(plan: Plan, uri: str, experiment: str):
     """The sweep's :class:`reports.collect.ResultSet` from MLflow, or None (a note on stderr) when it cannot be read."""
     try:
         from reports.collect import collect_mlflow
 
-        return collect_mlflow(plan.name, tracking_uri=uri, experiment=experiment, profile=plan.sweep.profile)
+        rs = collect_mlflow(plan.name, tracking_uri=uri, experiment=experiment, profile=plan.sweep.profile)
+        _values_from_store(plan, rs.runs)  # the printed table agrees with results.csv
+        return rs
     except Exception as e:  # noqa: BLE001 — fall back to the store-based table
         print(f"famix: note: reports table unavailable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
         return None
@@ -356,19 +400,23 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     """
 
     from orchestrator.backends import create_backend
+    from orchestrator.liveness import driver_identity
 
     console = console or _console()
     t0 = time.perf_counter()
     rs = plan.sweep
     backend_name = opts.backend or rs.backend.kind
     retries = rs.backend.retries if opts.retries is None else opts.retries
-    max_parallel = opts.max_parallel or rs.backend.max_parallel or (1 if backend_name == "local" else (os.cpu_count() or 1))
+    # 0: the backend decides (Ray: from the cluster's resources; Slurm: backend.slurm.array_parallelism)
+    max_parallel = opts.max_parallel or rs.backend.max_parallel or (1 if backend_name == "local" else 0)
     with _driver_lock(plan):
         atomic_write_text(
             plan.sweep_dir / "driver.json",
-            json.dumps({"pid": os.getpid(), "backend": backend_name, "started": time.time(), "profile": rs.profile}),
+            json.dumps({**driver_identity(), "backend": backend_name, "started": time.time(), "profile": rs.profile}),
         )
         plan.write()
+        if opts.rerun_failed:
+            _set_aside_damaged(plan, console)
         status = plan.status()
         uri, experiment = _tracking_target(plan)
         marker = plan.sweep_dir / "finalized.json"
@@ -383,6 +431,9 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             console.print(f"results: {csv_path}  (MLflow: {uri}, experiment {experiment})", highlight=False)
             return SweepResult({}, [], csv_path, cached.get("table", ""), time.perf_counter() - t0)
         marker.unlink(missing_ok=True)
+        stale = plan.store.clean_tmp()
+        if stale:
+            console.print(f"removed {stale} half-written stage folder(s) left in {plan.store.root / '.tmp'} by killed workers", highlight=False)
         tracker = _tracking(plan)
         parent, runs = ensure_runs(plan, tracker, backend_name)
         _quietly("parent run description", describe_parent, plan, tracker, parent, backend_name)
@@ -391,7 +442,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         n_done = sum(v == "done" for v in status.values())
         console.print(
             f"sweep {plan.name} ({rs.profile}): {len(plan.trials)} trials, {len(plan.stages)} stages, "
-            f"{n_done} done, {len(tasks)} to run on {backend_name} (max parallel {max_parallel}, retries {retries})",
+            f"{n_done} done, {len(tasks)} to run on {backend_name} (max parallel {max_parallel or 'from the backend'}, retries {retries})",
             highlight=False,
         )
         extra = {"detach": True} if opts.detach else {}
@@ -399,7 +450,9 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         progress = Progress(tasks, len(plan.stages), n_done, console, console.is_terminal, max_parallel=max_parallel)
         old = signal.getsignal(signal.SIGTERM)
         if _is_main_thread():
-            signal.signal(signal.SIGTERM, _raise_interrupt)
+            from orchestrator.execute import checkpoint_then_stop
+
+            signal.signal(signal.SIGTERM, checkpoint_then_stop())  # a running training checkpoints first
         try:
             with progress:
                 outcomes = backend.run(tasks, max_parallel=max_parallel, retries=retries, on_event=progress.on_event)
@@ -442,6 +495,20 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         return result
 
 
+def _set_aside_damaged(plan: Plan, console: Any) -> int:
+    """``--rerun-failed``: every done artifact of the plan is verified; a damaged one moves to ``store/.corrupt/``."""
+    store = plan.store
+    n = 0
+    for key, s in plan.stages.items():
+        if store.is_done(s.kind, key):
+            bad = store.problem(s.kind, key, deep=True)
+            if bad:
+                dest = store.set_aside(s.kind, key)
+                console.print(f"damaged {s.kind} artifact {bad}: set aside as {dest}; the stage runs again", highlight=False, markup=False)
+                n += 1
+    return n
+
+
 def _console() -> Any:
     """stdout console; when piped, wide and unwrapped so log lines stay whole."""
     from rich.console import Console
@@ -454,10 +521,6 @@ def _is_main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def _print_failures(console: Any, plan: Plan, failures: list[tuple[StageTask, StageOutcome]]) -> None:
@@ -476,10 +539,13 @@ def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
 
     console = console or _console()
     counts = print_plan(plan, console)
-    info = _read_json(plan.sweep_dir / "driver.json")
-    if info:
-        alive = _pid_alive(int(info.get("pid", 0)))
-        console.print(f"driver pid {info.get('pid')} ({info.get('backend')}): {'running' if alive else 'not running'}", highlight=False)
+    from orchestrator.liveness import running_driver
+
+    info = running_driver(plan.sweep_dir)
+    if info is not None:
+        console.print(f"driver pid {info.get('pid')} on {info.get('host', '?')} ({info.get('backend')}): running", highlight=False)
+    elif (plan.sweep_dir / "driver.json").is_file():
+        console.print("driver: not running", highlight=False)
     if (plan.sweep_dir / "slurm" / "jobs.json").is_file():
         _print_slurm_jobs(plan, console)
     return counts
@@ -503,31 +569,22 @@ def _print_slurm_jobs(plan: Plan, console: Any) -> None:
             )
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.split(")")[-1].split()[0] != "Z"
-    except OSError:
-        try:
-            os.kill(pid, 0)
-            return True
-        except OSError:
-            return False
-
-
 def cancel_sweep(plan: Plan, backend: str | None = None, console: Any = None) -> int:
     """Cancel a running sweep: the backend's own jobs (Slurm) and the driver process (local / Ray)."""
 
     from orchestrator.backends import create_backend
 
+    from orchestrator.liveness import running_driver
+
     console = console or _console()
     info = _read_json(plan.sweep_dir / "driver.json")
     name = backend or info.get("backend") or plan.sweep.backend.kind
     n = create_backend(name, sweep_dir=str(plan.sweep_dir), options=plan.sweep.backend.model_dump()).cancel(str(plan.sweep_dir))
-    pid = int(info.get("pid", 0) or 0)
-    if pid and pid != os.getpid() and _pid_alive(pid):
+    live = running_driver(plan.sweep_dir)  # a stale driver.json pid may belong to any process by now
+    pid = int((live or {}).get("pid") or 0)
+    if live is not None and not live.get("verified"):
+        console.print(f"driver pid {pid} on {live.get('host', '?')} holds the lock but cannot be checked from here; stop it there", highlight=False)
+    elif pid and pid != os.getpid():
         os.kill(pid, signal.SIGTERM)
         console.print(f"sent SIGTERM to driver pid {pid}", highlight=False)
         n += 1
