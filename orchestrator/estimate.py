@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 
 __all__ = ["SOURCE_IMAGES", "EVAL_SPLITS", "StageEstimate", "estimate_plan", "print_estimate", "split_size"]
 
-SOURCE_IMAGES: dict[str, int] = {"gta5": 24966, "synthia": 6580, "cityscapes": 2975}
-"""Training images of each source domain (GTA5; SYNTHIA-RAND-CITYSCAPES minus its val holdout; Cityscapes train)."""
+SOURCE_IMAGES: dict[str, int] = {"gta5": 12382, "synthia": 6580, "cityscapes": 2975}
+"""Training images of each source domain (GTA5: the official gtav_split_train.txt list; SYNTHIA-RAND-CITYSCAPES
+minus the 2,820 of synthia_split_val.txt; Cityscapes train)."""
 
 EVAL_SPLITS: dict[str, tuple[int, int, int]] = {
     "cityscapes": (500, 1024, 2048),
