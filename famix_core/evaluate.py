@@ -286,7 +286,6 @@ def evaluate_domain(
         ``{"miou": float in [0,1], "iou": {class: float|None}, "pixel_acc": float, "n_images": int}``.
     """
     from famix_core.data import build_dataset
-
     from famix_core.device import configure_kernels
     from famix_core.loaders import resolve_workers
 

@@ -55,8 +55,8 @@ def test_estimate_arithmetic_and_time_warning(tmp_path, monkeypatch):
     assert kinds.count("mine") == 1 and kinds.count("evaluate") == 1
     assert kinds.count("train") == 4  # freeze {none, paper} x style op {on, off}: the ablation's compute signatures
     train_kw = next(kw for k, kw in calls if k == "train")
-    assert train_kw["batch"] == 2 and train_kw["crop"] == 96 and train_kw["warmup"] == 1 and train_kw["iters"] == 1
-    scale = (8 * 768 * 768) / (2 * 96 * 96)  # the CPU probe ran reduced: scaled to batch 8, crop 768
+    assert train_kw["batch"] == 2 and train_kw["crop"] == 128 and train_kw["warmup"] == 1 and train_kw["iters"] == 1
+    scale = (8 * 768 * 768) / (2 * 128 * 128)  # the CPU probe ran reduced: scaled to batch 8, crop 768
     tr = [e for e in ests if e.kind == "train"]
     assert len(tr) == 24 and all(e.seconds == pytest.approx(0.5 * scale * 40000) for e in tr)
     mine = [e for e in ests if e.kind == "mine"]
