@@ -236,6 +236,9 @@ def test_two_node_cluster_runs_a_sweep_like_the_local_backend(two_node_cluster, 
     assert list(via_client["status"]) == ["done", "done"] and via_client[["C", "B"]].notna().all().all()
     assert nodes and nodes <= cluster_nodes
     assert len(probe_cluster(two_node_cluster.address)) == 2
+    import ray
+
+    assert not ray.is_initialized()  # the driver disconnected (it would die with the cluster otherwise)
 
 
 @pytest.mark.ray

@@ -74,6 +74,7 @@ class RayBackend(Backend):
         self.execute = execute
         self.log = log or (lambda s: print(s, file=sys.stderr))
         self._started = False
+        self._connected = False
         self._fallback_dir: str | None = None
 
     @classmethod
@@ -104,6 +105,7 @@ class RayBackend(Backend):
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         if address:
             ray.init(address=address, log_to_driver=False)
+            self._connected = True  # close() disconnects this process; the cluster keeps running
             self.log(f"ray: connected to {address}")
         else:
             temp_dir, fell_back = ray_temp_dir(self.sweep_dir)
@@ -227,6 +229,12 @@ class RayBackend(Backend):
         return StageOutcome(task.key, "failed", error=error, log_path=task.log_path or None, retryable=True)
 
     def close(self) -> None:
+        if self._connected:  # a driver left connected dies with the cluster (Ray ends the process)
+            import ray
+
+            ray.shutdown()
+            self._connected = False
+            self.log("ray: disconnected from the cluster")
         if self._started:
             import ray
 
