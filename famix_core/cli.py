@@ -16,6 +16,7 @@ import sys
 # (module, attribute) of every register(subparsers) function, in help order.
 _COMMAND_MODULES = (
     "famix_core.cli_engine",  # mine-styles, train, evaluate
+    "famix_core.cli_pretrain",  # pretrain-clip
     "famix_core.data.cli",  # data synth | check
     "orchestrator.cli",  # sweep plan | run | status | cancel
     "reports.cli",  # report

@@ -58,7 +58,7 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
     # run dir), randomly initialized famix-tiny CLIP, a few hundred CPU iterations.
     "smoke": {
         "base": {
-            "model": {"backbone": "famix-tiny", "pretrained": "none"},
+            "model": {"backbone": "famix-tiny", "pretrained": "famix-synth"},
             "data": {
                 "synthetic": {"seed": 0, "height": 64, "width": 128, "train_images": 32, "val_images": 8},
                 "crop_size": 64,
