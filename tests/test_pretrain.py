@@ -211,3 +211,16 @@ def test_short_context_text_features_equal_the_full_context():
     assert short.shape == full.shape == (2, 64)
     assert torch.allclose(short, full, atol=1e-6), (short - full).abs().max()
     assert not torch.allclose(full[0], full[1])
+
+
+def test_cli_makes_idle_openmp_threads_sleep(monkeypatch, capsys):
+    import os
+
+    from famix_core.cli import main
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert main([]) == 2
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # a user's choice stays
+    main([])
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
