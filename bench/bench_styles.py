@@ -56,7 +56,7 @@ def loop_style_op(f, labels, bank_lists, grid: int, alpha: float, eps: float) ->
                 mu_t, sig_t = mu_t.to(f.device)[:, None, None], sig_t.to(f.device)[:, None, None]
                 patch = f[bi, :, i * ph : (i + 1) * ph, j * pw : (j + 1) * pw]
                 mu = patch.mean(dim=(1, 2), keepdim=True)
-                sig = (patch.var(dim=(1, 2), keepdim=True, unbiased=False) + eps).sqrt()
+                sig = (patch.var(dim=(1, 2), keepdim=True, unbiased=True) + eps).sqrt()  # as calc_mean_std
                 m = lam[bi] * mu + (1 - lam[bi]) * mu_t
                 s = lam[bi] * sig + (1 - lam[bi]) * sig_t
                 out[bi, :, i * ph : (i + 1) * ph, j * pw : (j + 1) * pw] = torch.relu(s * (patch - mu) / sig + m)
@@ -82,7 +82,7 @@ def host_maps_style_op(f, labels, bank_lists, grid: int, alpha: float, eps: floa
             rows, cols = slice(i * ph, (i + 1) * ph), slice(j * pw, (j + 1) * pw)
             patch = f[:, :, rows, cols]
             m = patch.mean(dim=(2, 3), keepdim=True)
-            sd = (patch.var(dim=(2, 3), keepdim=True, unbiased=False) + eps).sqrt()
+            sd = (patch.var(dim=(2, 3), keepdim=True, unbiased=True) + eps).sqrt()  # as calc_mean_std
             norm[:, :, rows, cols] = (patch - m) / sd
             mu_o[:, :, rows, cols] = m.cpu().expand(b, c, ph, pw)
             sd_o[:, :, rows, cols] = sd.cpu().expand(b, c, ph, pw)

@@ -12,6 +12,7 @@ exactly the names listed here; ``tests/test_config.py`` checks that.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from famix_core.domains import DEFAULT_TARGETS, resolve_domain
 from famix_core.errors import FamixError
 
 __all__ = [
+    "PRECISIONS",
     "BACKBONES",
     "FREEZE_POLICIES",
     "STRATEGIES",
@@ -39,11 +41,16 @@ __all__ = [
     "format_validation_error",
 ]
 
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+"""Compute precision of a stage: fp32 (the official recipe), or bf16 autocast (style statistics stay fp32)."""
+
 BACKBONES: tuple[str, ...] = ("RN50", "RN101", "famix-tiny")
 """CLIP ModifiedResNet architectures (``famix-tiny``: width 16, one block per stage, 64 px)."""
 
 FREEZE_POLICIES: tuple[str, ...] = ("none", "layer3", "paper", "all")
-"""Stage boundaries: train everything; freeze stem..layer3; freeze all but ``layer4[-1]`` (FAMix); freeze the whole backbone."""
+"""Stage boundaries: train everything; freeze stem..layer3; FAMix's, by source (all but ``layer4[-1]`` for GTA5 and
+SYNTHIA, stem..layer3 for Cityscapes); freeze the whole backbone."""
 
 STRATEGIES: tuple[str, ...] = ("none", "famix", "mixstyle", "noise")
 """Feature-style strategies acting on layer-1 features during training."""
@@ -135,6 +142,7 @@ class MiningConfig(_Base):
     crop_size: int = Field(768, ge=8)
     max_batches: int | None = Field(None, ge=1, description="mine from at most this many source batches (None: one epoch)")
     patches_per_step: int = Field(256, ge=1, description="kept patches optimized together in one batched problem")
+    precision: Precision = Field("fp32", description="fp32 | bf16 autocast of the style optimization (CLIP forward/backward)")
     seed: int = 0
 
     @field_validator("prompt")
@@ -164,9 +172,24 @@ class DataConfig(_Base):
     synthetic: SynthConfig | None = Field(None, description="use (and generate if missing) the synthetic benchmark")
     split_file: str | None = Field(None, description="optional list of source file stems to train on")
     crop_size: int = Field(768, ge=8)
+    mapillary_protocol: Literal["official", "ignore_pad"] = Field(
+        "official",
+        description="Mapillary evaluation: resize to height mapillary_size, centre crop mapillary_size^2; the pad of"
+        " narrower images is label 0 (road) as in the official code, or 255 (ignore_pad)",
+    )
+    mapillary_size: int = Field(1536, ge=1, description="height and crop side of the Mapillary evaluation (1536 in the paper)")
+    synthia_protocol: Literal["official", "ignore_pad"] = Field(
+        "official",
+        description="SYNTHIA as a source: the pad of the random size-and-crop is label 0 (road) as in the official"
+        " code, or 255 (ignore_pad)",
+    )
+    synthia_crop: int = Field(720, ge=1, description="SYNTHIA as a source: random crop side before the resize to crop_size")
+    synthia_scale: tuple[float, float] = Field((0.5, 2.0), description="SYNTHIA as a source: random scale range")
     jitter: tuple[float, float, float] = (0.8, 0.8, 0.8)
     hflip: bool = True
-    num_workers: int = Field(0, ge=0)
+    num_workers: int | None = Field(
+        None, ge=0, description="loader worker processes; unset: SLURM_CPUS_PER_TASK or the CPU affinity, minus one"
+    )
 
     @field_validator("source")
     @classmethod
@@ -180,6 +203,26 @@ class DataConfig(_Base):
     @classmethod
     def _roots(cls, v: dict[str, str]) -> dict[str, str]:
         return {resolve_domain(k).name: p for k, p in v.items()}
+
+    @field_validator("synthia_scale")
+    @classmethod
+    def _synthia_scale(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError(f"expected 0 < min <= max, got {list(v)}")
+        return v
+
+    def train_protocol(self) -> dict[str, Any]:
+        """The fields of this config that the source's training transform reads besides crop/jitter/flip."""
+        if self.source == "synthia":
+            return {"synthia_protocol": self.synthia_protocol, "synthia_crop": self.synthia_crop,
+                    "synthia_scale": list(self.synthia_scale)}  # fmt: skip
+        return {}
+
+    def eval_protocol(self, domain: str) -> dict[str, Any]:
+        """The fields of this config that a domain's evaluation reads besides its files (stage keys hash them)."""
+        if resolve_domain(domain).name == "mapillary":
+            return {"mapillary_protocol": self.mapillary_protocol, "mapillary_size": self.mapillary_size}
+        return {}
 
     def root_of(self, domain: str) -> Path:
         """Root folder of a domain (override, else ``root/<folder>``)."""
@@ -205,9 +248,52 @@ class TrainConfig(_Base):
     log_every: int = Field(50, ge=1)
     seed: int = 0
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N'")
-    amp: bool = Field(False, description="bf16 autocast (CUDA only)")
-    channels_last: bool = Field(False, description="channels_last memory format (CUDA only)")
-    deterministic: bool = True
+    select: Literal["last", "best_source_val"] = Field(
+        "last", description="which weights the training outputs: the last, or the best on the source val split"
+    )
+    val_every: int | None = Field(
+        None, ge=1, description="validate on the source val split every N iterations and at the last (paper: 750); None: never"
+    )
+    val_crop: tuple[int, int] | None = Field(
+        (1046, 1914), description="centre crop (h, w) of GTA5 source-val images (official); other sources: full images"
+    )
+    cpu_fallback: bool = Field(
+        True, description="device=auto without a GPU: run on the CPU with a warning (true) or refuse (false: paper profile)"
+    )
+    precision: Precision = Field(
+        "fp32", description="fp32 (the official recipe) | bf16 autocast of the segmenter forward and the loss"
+    )
+    channels_last: bool = Field(True, description="channels_last memory format on CUDA (training and evaluation)")
+    deterministic: bool = Field(
+        False,
+        description="CUDA: deterministic kernels (cuBLAS workspace, no cuDNN benchmark) instead of benchmark mode; "
+        "CPU runs are bit-exact either way (docs/gpu.md)",
+    )
+
+    @model_validator(mode="after")
+    def _select_needs_validation(self) -> "TrainConfig":
+        if self.select == "best_source_val" and self.val_every is None:
+            raise ValueError("select=best_source_val needs val_every (source validation every N iterations, paper: 750)")
+        if self.val_crop is not None and min(self.val_crop) < 1:
+            raise ValueError(f"val_crop must be two positive sizes (h, w), got {list(self.val_crop)}")
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _amp(cls, data: Any) -> Any:
+        """Read the former ``amp`` bool as ``precision`` (``amp: true`` = ``precision: bf16``)."""
+        if not isinstance(data, dict) or "amp" not in data:
+            return data
+        data = dict(data)
+        amp = data.pop("amp")
+        if not isinstance(amp, bool):
+            raise ValueError(f"amp: replaced by train.precision (fp32 | bf16); got amp={amp!r}")
+        want = "bf16" if amp else "fp32"
+        if "precision" in data and data["precision"] != want:
+            raise ValueError(f"amp: replaced by train.precision; amp={str(amp).lower()} contradicts precision={data['precision']}")
+        data["precision"] = want
+        warnings.warn(f"train.amp is replaced by train.precision: read amp={str(amp).lower()} as precision={want}", FutureWarning, stacklevel=2)
+        return data
 
 
 class EvalConfig(_Base):
@@ -215,9 +301,14 @@ class EvalConfig(_Base):
 
     domains: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGETS), min_length=1)
     split: str = "val"
-    scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1, description="[1.0, 0.5] = ensemble")
+    scales: list[float] = Field(
+        default_factory=lambda: [1.0],
+        min_length=1,
+        description="test-time input scales; [0.5] = official --scale 0.5, [1.0, 0.5] = --scale 0.5 --ensemble (logits averaged)",
+    )
     max_images: int | None = Field(None, ge=1)
     batch_size: int = Field(1, ge=1)
+    precision: Precision = Field("fp32", description="fp32 | bf16 autocast of the segmenter forward")
 
     @field_validator("domains")
     @classmethod

@@ -7,8 +7,11 @@ Conventions:
     the ground truth AND never predicted) has IoU ``None`` and is excluded from the mean;
     a class predicted but absent from the ground truth has IoU 0 and counts;
   * mIoU = mean IoU over the classes with a non-zero union (fractions in [0, 1]);
-  * test-time scales: the image is resized by each scale, the logits are resized back to the
-    label size; with several scales (``[1.0, 0.5]``) their softmax probabilities are averaged.
+  * test-time scales (official ``main.py::validate``): for a scale ``s != 1`` the image is resized
+    by ``F.interpolate(scale_factor=s, mode="bilinear", align_corners=True)``; the logits of every
+    scale are resized to the label size the same way (bilinear, ``align_corners=True``; the model
+    itself upsamples to its input with ``align_corners=False``); with several scales
+    (``[1.0, 0.5]`` = the official ``--scale 0.5 --ensemble``) their LOGITS are averaged.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch.nn.functional as F
 
 from famix_core.checkpoint import atomic_write_json
 from famix_core.classes import CLASS_NAMES, IGNORE_INDEX
-from famix_core.device import pick_device
+from famix_core.device import stage_device
 from famix_core.domains import resolve_domain
 
 if TYPE_CHECKING:
@@ -36,6 +39,7 @@ __all__ = [
     "confusion_update",
     "metrics_from_confusion",
     "predict",
+    "scaled_logits",
     "evaluate_model",
     "evaluate_domain",
     "evaluate",
@@ -60,8 +64,11 @@ def confusion_update(conf: torch.Tensor, pred: torch.Tensor, gt: torch.Tensor, i
     gt = gt.reshape(-1).long()  # (N,)
     pred = pred.reshape(-1).long()
     valid = (gt != ignore_index) & (gt >= 0) & (gt < k)
-    idx = gt[valid] * k + pred[valid]  # (n,) flat (gt, pred) cell
-    conf += torch.bincount(idx, minlength=k * k).reshape(k, k)
+    # fixed sizes only (no boolean-mask indexing, no bincount sizing): nothing waits for the device
+    idx = torch.where(valid, gt * k + pred, k * k)  # (N,) flat (gt, pred) cell; skipped pixels -> spare bin k*k
+    counts = torch.zeros(k * k + 1, dtype=conf.dtype, device=conf.device)
+    counts.scatter_add_(0, idx, torch.ones_like(idx, dtype=conf.dtype))  # (K*K + 1,)
+    conf += counts[: k * k].view(k, k)
     return conf
 
 
@@ -121,47 +128,60 @@ def metrics_from_confusion(conf: torch.Tensor, class_names: Sequence[str] | None
 
 
 @torch.no_grad()
-def predict(model: "Segmenter", images: torch.Tensor, out_size: tuple[int, int], scales: Sequence[float] = (1.0,)) -> torch.Tensor:
-    """Class predictions at the label size, with test-time scales.
+def scaled_logits(
+    model: "Segmenter", images: torch.Tensor, out_size: tuple[int, int], scales: Sequence[float] = (1.0,)
+) -> torch.Tensor:
+    """Logits at the label size, averaged over test-time scales (official ``main.py::validate``).
 
     Args:
-        model: the segmenter (eval mode).
+        model: the segmenter (eval mode); its logits come at its input's size.
         images: (B, 3, H, W).
         out_size: (Hl, Wl) of the labels.
-        scales: one scale (resize input, upsample logits back) or several (softmax averaged).
+        scales: input scales; each ``s != 1`` resizes the input bilinearly with ``align_corners=True``
+            (``scale_factor=s``: floor(H * s) rows); the logits of each scale are resized to
+            ``out_size`` bilinearly with ``align_corners=True`` and the logits are averaged.
 
     Returns:
-        (B, Hl, Wl) int64 predictions.
+        (B, K, Hl, Wl) float32 logits.
     """
     acc = None
     for s in scales:
         x = images
         if s != 1.0:
-            h, w = images.shape[-2:]
-            x = F.interpolate(images, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear", align_corners=False)
+            x = F.interpolate(images, scale_factor=s, mode="bilinear", align_corners=True)  # (B, 3, ~sH, ~sW)
         logits = model(x).float()  # (B, K, h, w)
         if logits.shape[-2:] != tuple(out_size):
-            logits = F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=False)
-        if len(scales) == 1:
-            return logits.argmax(1)
-        prob = logits.softmax(1)
-        acc = prob if acc is None else acc + prob
+            logits = F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=True)
+        acc = logits if acc is None else acc + logits
     assert acc is not None
-    return acc.argmax(1)
-
-
-def _batches(dataset, batch_size: int) -> Iterable[list[tuple[torch.Tensor, torch.Tensor]]]:
-    batch: list = []
-    for i in range(len(dataset)):
-        batch.append(dataset[i])
-        if len(batch) == batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    return acc / len(scales) if len(scales) > 1 else acc
 
 
 @torch.no_grad()
+def predict(model: "Segmenter", images: torch.Tensor, out_size: tuple[int, int], scales: Sequence[float] = (1.0,)) -> torch.Tensor:
+    """Class predictions at the label size: the argmax of :func:`scaled_logits`.
+
+    Args:
+        model: the segmenter (eval mode).
+        images: (B, 3, H, W).
+        out_size: (Hl, Wl) of the labels.
+        scales: test-time scales (several: their logits averaged).
+
+    Returns:
+        (B, Hl, Wl) int64 predictions.
+    """
+    return scaled_logits(model, images, out_size, scales).argmax(1)
+
+
+def _groups(loader: Iterable[list]) -> Iterable[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Split each loaded list of items into runs of equal image and label sizes (one forward each)."""
+    for batch in loader:
+        if len({(tuple(x.shape), tuple(y.shape)) for x, y in batch}) == 1:
+            yield batch
+        else:
+            yield from ([item] for item in batch)
+
+
 def evaluate_model(
     model: "Segmenter",
     dataset,
@@ -169,8 +189,16 @@ def evaluate_model(
     device: torch.device,
     scales: Sequence[float] = (1.0,),
     batch_size: int = 1,
+    *,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    num_workers: int = 0,
 ) -> tuple[torch.Tensor, int]:
     """Accumulate the confusion matrix of a model over a dataset, on ``device``.
+
+    Images are decoded by DataLoader workers (pinned on CUDA) and predicted one forward per
+    loaded group under ``torch.inference_mode()``, every test-time scale in the same pass; the
+    logits and the confusion matrix stay on ``device`` (nothing per image comes back to the host).
 
     Args:
         model: the segmenter, on ``device``.
@@ -178,21 +206,31 @@ def evaluate_model(
         num_classes: K.
         device: compute device.
         scales: test-time scales.
-        batch_size: images per forward pass (when their sizes agree).
+        batch_size: images per forward pass (when their sizes agree; 1 = one full-resolution image at a time).
+        precision: ``fp32`` or ``bf16`` (autocast of the forward; the logits are compared in fp32).
+        channels_last: channels_last images and model (CUDA).
+        num_workers: loader worker processes.
 
     Returns:
         ((K, K) int64 confusion on ``device``, number of images).
     """
+    from torch.utils.data import DataLoader
+
+    from famix_core.device import autocast
+    from famix_core.loaders import loader_options
+
     model.eval()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        model = model.to(memory_format=fmt)
     conf = ConfusionMatrix(num_classes, device)
     n = 0
-    for batch in _batches(dataset, batch_size):
-        same = len({(tuple(x.shape), tuple(y.shape)) for x, y in batch}) == 1
-        groups = [batch] if same else [[item] for item in batch]
-        for group in groups:
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=list, **loader_options(num_workers, device, persistent=False))
+    with torch.inference_mode(), autocast(device, precision):
+        for group in _groups(loader):
             images = torch.stack([torch.as_tensor(x) for x, _ in group]).to(device, non_blocking=True)  # (B, 3, H, W)
             labels = torch.stack([torch.as_tensor(y) for _, y in group]).to(device, non_blocking=True)  # (B, Hl, Wl)
-            pred = predict(model, images, tuple(labels.shape[-2:]), scales)
+            pred = predict(model, images.contiguous(memory_format=fmt), tuple(labels.shape[-2:]), scales)
             conf.update(pred, labels)
             n += len(group)
     return conf.mat, n
@@ -246,12 +284,20 @@ def evaluate_domain(
     """
     from famix_core.data import build_dataset
 
+    from famix_core.device import configure_kernels
+    from famix_core.loaders import resolve_workers
+
     t0 = time.perf_counter()
-    device = pick_device(cfg.train.device)
+    device = stage_device(cfg)
+    configure_kernels(device, deterministic=cfg.train.deterministic, benchmark=False)  # image sizes vary
     if model is None:
         model = load_segmenter(cfg, weights, device)
     dataset = build_dataset(cfg.data, domain, cfg.eval.split, train=False, max_items=cfg.eval.max_images)
-    conf, n = evaluate_model(model, dataset, cfg.model.num_classes, device, cfg.eval.scales, cfg.eval.batch_size)
+    conf, n = evaluate_model(
+        model, dataset, cfg.model.num_classes, device, cfg.eval.scales, cfg.eval.batch_size,
+        precision=cfg.eval.precision, channels_last=cfg.train.channels_last and device.type == "cuda",
+        num_workers=resolve_workers(cfg.data.num_workers),
+    )  # fmt: skip
     m = metrics_from_confusion(conf)
     result = {"miou": m["miou"], "iou": m["iou"], "pixel_acc": m["pixel_acc"], "n_images": n}
     if out_dir is not None:
@@ -261,7 +307,7 @@ def evaluate_domain(
         atomic_write_json(
             out / "metrics.json",
             {**result, "domain": d.name, "column": d.column, "split": cfg.eval.split,
-             "scales": list(cfg.eval.scales), "seconds": time.perf_counter() - t0},
+             "scales": list(cfg.eval.scales), "precision": cfg.eval.precision, "seconds": time.perf_counter() - t0},
         )
         atomic_write_json(out / "confusion.json", conf.cpu().tolist())
     return result
@@ -287,7 +333,7 @@ def evaluate(
     Returns:
         ``{column: result of evaluate_domain}`` in the given order.
     """
-    device = pick_device(cfg.train.device)
+    device = stage_device(cfg)
     model = load_segmenter(cfg, weights, device)
     results: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(domains or cfg.eval.domains):

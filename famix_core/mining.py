@@ -1,21 +1,29 @@
 """Prompt-driven style mining (METHOD.md "Style mining"): learn a style bank from language prompts.
 
-For each source batch, the frozen CLIP image encoder (its own output stride 32)
-gives layer-1 features; these are split into ``g x g`` patches (the labels
-too), each patch gets its dominant class, and the first patch of each distinct
-dominant class of the batch is kept. A kept patch is normalized once with its
-own statistics and gets learnable ``(mu, sigma)`` initialized to them; the
-forward ``ReLU(sigma * normalized + mu)`` is average-pooled to CLIP's layer-1
-size (``image_size / 4``: 56 for RN50) and run through layers 2-4 and the
+Follows the official ``patch_PIN.py`` + ``utils/PPIN.py`` (docs/method.md). The
+source images are read with the mining transform (random crop only: no colour
+jitter, no flip; batches of ``mining.batch_size`` with ``drop_last``). For each
+batch, the frozen CLIP image encoder (its own output stride 32) gives layer-1
+features; these are split into ``g x g`` patches (the labels too), each patch
+gets its dominant class, and, walking the patches patch-major (for each patch
+position, over the batch, as the official ``unfold(...).permute(-1, 0, 1)``),
+the first patch of each distinct dominant class of the batch is kept. A kept
+patch is normalized once with its own statistics and gets learnable
+``(mu, sigma)`` initialized to them; the forward ``ReLU(sigma * normalized +
+mu)`` is average-pooled to CLIP's layer-1 size (``image_size / 4``: 56 for
+RN50, the official ``--resize_feat``) and run through layers 2-4 and the
 attention pool; the loss pulls the embedding towards the prompt's text target.
+
+Loss weighting: the official loss is the MEAN over the ``N_b`` patches kept
+from one batch, so each patch moves by ``lr / N_b`` times its own gradient.
 
 Batched optimization: the kept patches of one or more batches (up to
 ``mining.patches_per_step``) are optimized together as one ``(N, C)`` parameter
 pair. CLIP is frozen in eval mode, so patches do not interact, and the loss is
-the SUM of the per-patch losses ``1 - cos(emb, target)``: each patch then gets
-exactly the gradient (and, with SGD's per-element momentum and weight decay,
-the update) it would get if optimized alone, whereas the mean would scale every
-gradient by ``1/N``. The forward/backward runs in chunks of patches, which
+``sum_i w_i (1 - cos(emb_i, target_i))`` with ``w_i = 1 / N_b`` of the batch
+patch ``i`` came from: each patch then gets exactly the gradient (and, with
+SGD's per-element momentum and weight decay, the update) that one-batch-at-a-time
+optimization gives it. The forward/backward runs in chunks of patches, which
 changes nothing but the memory peak. Reported losses are means over patches.
 
 Determinism: ``torch.manual_seed(mining.seed)`` before anything random (model
@@ -38,13 +46,13 @@ from torch import nn
 
 from famix_core.classes import CLASS_NAMES, IGNORE_INDEX
 from famix_core.config import FamixConfig
-from famix_core.device import pick_device
+from famix_core.device import autocast, chunk_for_memory, configure_kernels, stage_device
 from famix_core.errors import FamixError
 from famix_core.prompts import TextTargets, build_prompt
 from famix_core.io import atomic_write_json
 from famix_core.styles import StyleBank, dominant_class, patch_stats
 
-__all__ = ["mine_styles", "KeptPatch", "select_patches", "optimize_styles", "SUMMARY_FILE"]
+__all__ = ["mine_styles", "mining_dataset", "KeptPatch", "select_patches", "optimize_styles", "SUMMARY_FILE"]
 
 SUMMARY_FILE = "summary.json"
 _FORWARD_CHUNK = 64  # kept patches per forward/backward inside one batched problem
@@ -62,6 +70,7 @@ class KeptPatch:
         mu: (C,) its mean; sigma: (C,) its std (the initial style).
         cls: dominant class (train id or 255).
         prompt: its text prompt.
+        weight: its loss weight ``1 / N_b``, ``N_b`` the number of patches kept from its batch.
     """
 
     norm: torch.Tensor
@@ -69,6 +78,7 @@ class KeptPatch:
     sigma: torch.Tensor
     cls: int
     prompt: str
+    weight: float = 1.0
 
 
 def _patch_bounds(n: int, grid: int) -> list[tuple[int, int]]:
@@ -89,7 +99,13 @@ def select_patches(
     rng: random.Random,
     class_names: tuple[str, ...],
 ) -> list[KeptPatch]:
-    """Keep the first patch of each distinct dominant class of a batch, normalized.
+    """Keep the first patch of each distinct dominant class of a batch, walking patch-major, normalized.
+
+    The walk goes over patch positions in row-major order and, for each, over the
+    samples of the batch (official ``patch_PIN.py``: ``unfold`` then
+    ``permute(-1, 0, 1)``), so a class first met at patch (0, 0) of sample 1 is
+    kept from there, not from a later patch of sample 0. Every kept patch gets
+    the loss weight ``1 / N_b`` (``N_b`` = number kept from this batch).
 
     Args:
         feats: (B, C, H, W) layer-1 features.
@@ -104,11 +120,12 @@ def select_patches(
         class_names: names of the train ids.
 
     Returns:
-        Kept patches in (sample, row, column) order.
+        Kept patches in the order met: (row, column, sample).
     """
     b, c, h, w = feats.shape
     g = grid
-    dom = dominant_class(labels, g, num_classes, IGNORE_INDEX).reshape(-1).tolist()  # (B*g*g,) host
+    dom_bgg = dominant_class(labels, g, num_classes, IGNORE_INDEX)  # (B, g, g)
+    dom = dom_bgg.reshape(b, g * g).t().reshape(-1).tolist()  # (g*g*B,) patch-major, host
     mu, sigma = patch_stats(feats, g, eps)  # (B, C, g, g)
     rows, cols = _patch_bounds(h, g), _patch_bounds(w, g)
     seen: set[int] = set()
@@ -117,7 +134,8 @@ def select_patches(
         if k in seen:
             continue
         seen.add(k)
-        bi, r, q = pos // (g * g), (pos // g) % g, pos % g
+        patch, bi = divmod(pos, b)
+        r, q = divmod(patch, g)
         (r0, r1), (c0, c1) = rows[r], cols[q]
         m, s = mu[bi, :, r, q], sigma[bi, :, r, q]  # (C,)
         norm = (feats[bi, :, r0:r1, c0:c1] - m[:, None, None]) / s[:, None, None]  # (C, ph, pw)
@@ -125,6 +143,8 @@ def select_patches(
             norm = F.adaptive_avg_pool2d(norm, size)
         prompt = build_prompt(prompt_type, k, rng, class_names, IGNORE_INDEX)
         kept.append(KeptPatch(norm, m.clone(), s.clone(), k, prompt))
+    for p in kept:
+        p.weight = 1.0 / len(kept)
     return kept
 
 
@@ -140,7 +160,9 @@ def _embed(visual: nn.Module, norm: torch.Tensor, mu: torch.Tensor, sigma: torch
     Returns:
         (N, D) embeddings.
     """
-    x = torch.relu(torch.addcmul(mu[:, :, None, None], norm, sigma[:, :, None, None]))  # (N, C, P, P)
+    # mul then add, as the official PPIN.forward: pixels ReLU'd to 0 in layer 1 come back to ~0 here, on
+    # ReLU's kink, and a fused addcmul rounds them to the other side often enough to change the gradient
+    x = torch.relu(norm * sigma[:, :, None, None] + mu[:, :, None, None])  # (N, C, P, P)
     x = F.adaptive_avg_pool2d(x, pool)  # (N, C, pool, pool)
     x = visual.layer3(visual.layer2(x))
     x = visual.layer4(x)  # (N, C4, pool/8, pool/8)
@@ -159,10 +181,14 @@ def optimize_styles(
     momentum: float,
     weight_decay: float,
     pool: int,
+    weights: torch.Tensor | None = None,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
     chunk: int = _FORWARD_CHUNK,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Prompt-driven instance normalization of N patches at once.
+
+    The loss is ``sum_i weights_i * (1 - cos(emb_i, target_i))``: with ``weights_i = 1 / N_b``
+    this is the official per-batch mean, batched over several source batches.
 
     Args:
         visual: frozen CLIP ModifiedResNet.
@@ -171,6 +197,7 @@ def optimize_styles(
         target: (N, D) unit-norm text targets.
         steps, lr, momentum, weight_decay: SGD settings.
         pool: layer-1 side of a CLIP input.
+        weights: (N,) per-patch loss weights (None: 1 each, every patch its own unscaled gradient).
         on_step: called with (step, mean loss as a 0-d tensor) after each step's forward.
         chunk: patches per forward/backward (gradients accumulate; the result is unchanged).
 
@@ -182,16 +209,17 @@ def optimize_styles(
     sigma = sigma0.detach().clone().requires_grad_(True)
     opt = torch.optim.SGD([mu, sigma], lr=lr, momentum=momentum, weight_decay=weight_decay)
     n = norm.shape[0]
+    w = torch.ones(n, device=norm.device) if weights is None else weights.to(norm.device, torch.float32)  # (N,)
 
     def losses(backward: bool) -> torch.Tensor:
-        """Per-patch losses (N,), chunk by chunk; with ``backward``, accumulate the SUM's gradient."""
+        """Per-patch losses (N,), chunk by chunk; with ``backward``, accumulate the weighted sum's gradient."""
         out = []
         for i in range(0, n, chunk):
             sl = slice(i, i + chunk)
             emb = _embed(visual, norm[sl], mu[sl], sigma[sl], pool)  # (n_chunk, D)
             per = 1.0 - F.cosine_similarity(emb.float(), target[sl], dim=-1)  # (n_chunk,)
             if backward:
-                per.sum().backward()  # SUM: each patch gets its own, unscaled gradient
+                (per * w[sl]).sum().backward()  # patch i gets w_i times its own gradient
             out.append(per.detach())
         return torch.cat(out)
 
@@ -209,10 +237,21 @@ def optimize_styles(
     return mu.detach(), sigma.detach(), initial, final
 
 
-def _source_dataset(cfg: FamixConfig):
-    from famix_core.data import build_dataset
+def mining_dataset(cfg: FamixConfig) -> torch.utils.data.Dataset:
+    """The source training split as style mining reads it: random ``mining.crop_size`` crops only.
 
-    return build_dataset(cfg.data, cfg.data.source, "train", train=True, crop_size=cfg.mining.crop_size)
+    The official mining runs without ``--data_aug`` (``utils/get_dataset.py``): random crop,
+    no colour jitter, no flip, whatever the training transform of the source is.
+
+    Returns:
+        A dataset of (image (3, S, S) CLIP-normalized, label (S, S) long), S = ``mining.crop_size``.
+    """
+    from famix_core.data import build_dataset
+    from famix_core.data.transforms import build_transform
+
+    ds = build_dataset(cfg.data, cfg.data.source, "train", train=True, crop_size=cfg.mining.crop_size)
+    ds.transform = build_transform(train=True, crop_size=cfg.mining.crop_size, jitter=(0.0, 0.0, 0.0), hflip=False)
+    return ds
 
 
 def _class_names(num_classes: int) -> tuple[str, ...]:
@@ -248,11 +287,12 @@ def mine_styles(
         cfg: the engine config (``model``, ``style.grid/eps``, ``mining``, ``data``, ``train.device``).
         out_dir: receives ``bank.safetensors``, ``bank.json`` and ``summary.json`` (each written atomically).
         log: ``log({"mine/loss": x}, step)`` progress callback.
-        dataset: items ``(image (3, H, W) CLIP-normalized, label (H, W) long)``; default: the source
-            dataset of ``cfg.data`` (``famix_core.data.build_dataset``, train split, mining crop size).
+        dataset: items ``(image (3, H, W) CLIP-normalized, label (H, W) long)``; default:
+            :func:`mining_dataset` (the source train split, random crops only).
 
     Returns:
-        The summary: ``styles_per_class``, ``initial_loss``, ``final_loss``, ``prompt``, ``n_styles``, ``seconds``.
+        The summary: ``styles_per_class``, ``initial_loss``, ``final_loss``, ``prompt``, ``n_styles``,
+        ``batches`` (source batches read; a last incomplete one is dropped), ``seconds``.
 
     Raises:
         FamixError: no data, or weights/data missing (from the model and data builders).
@@ -262,7 +302,8 @@ def mine_styles(
 
     mc, sc = cfg.mining, cfg.style
     out = Path(out_dir)
-    device = pick_device(cfg.train.device)
+    device = stage_device(cfg)
+    configure_kernels(device, deterministic=cfg.train.deterministic, benchmark=True)  # equal-size patches
     torch.manual_seed(mc.seed)
     rng = random.Random(mc.seed)
     names = _class_names(cfg.model.num_classes)
@@ -274,7 +315,7 @@ def mine_styles(
     pool = _image_size(visual) // 4
     texts = TextTargets(clip, get_tokenizer(cfg.model.backbone), device)
 
-    ds = dataset if dataset is not None else _source_dataset(cfg)
+    ds = dataset if dataset is not None else mining_dataset(cfg)
     if len(ds) == 0:
         raise FamixError(f"data.source={cfg.data.source}: the training split is empty; nothing to mine from")
     loader = torch.utils.data.DataLoader(
@@ -282,14 +323,16 @@ def mine_styles(
         batch_size=mc.batch_size,
         shuffle=True,
         generator=torch.Generator().manual_seed(mc.seed),
-        num_workers=cfg.data.num_workers,
-        drop_last=False,
+        num_workers=0,  # crops come from the seeded global RNG stream: workers would split it (loaders.py)
+        pin_memory=device.type == "cuda",
+        drop_last=True,  # official: no incomplete batch
     )
 
     mus, sigmas, classes = [], [], []
     init_sum = final_sum = 0.0
     n_done = 0
     group_idx = 0
+    n_batches = 0
     pending: list[KeptPatch] = []
     size: tuple[int, int] | None = None
 
@@ -300,25 +343,41 @@ def mine_styles(
 
         return on_step
 
+    chunks: list[int] = []
+
+    def chunk_of(norm: torch.Tensor, mu0: torch.Tensor, sigma0: torch.Tensor) -> int:
+        """Patches per forward/backward: sized once from the GPU's free memory (64 on the CPU)."""
+        if not chunks:
+            def probe(k: int) -> None:
+                m, s = mu0[:k].clone().requires_grad_(True), sigma0[:k].clone().requires_grad_(True)
+                _embed(visual, norm[:k], m, s, pool).float().sum().backward()
+
+            chunks.append(chunk_for_memory(device, probe, default=_FORWARD_CHUNK))
+        return chunks[0]
+
     def flush(group: list[KeptPatch]) -> None:
         nonlocal init_sum, final_sum, n_done, group_idx
         norm = torch.stack([p.norm for p in group])  # (N, C, P, P)
         mu0 = torch.stack([p.mu for p in group])  # (N, C)
         sigma0 = torch.stack([p.sigma for p in group])
         target = texts([p.prompt for p in group])  # (N, D)
-        mu, sigma, init_l, final_l = optimize_styles(
-            visual,
-            norm,
-            mu0,
-            sigma0,
-            target,
-            steps=mc.steps,
-            lr=mc.lr,
-            momentum=mc.momentum,
-            weight_decay=mc.weight_decay,
-            pool=pool,
-            on_step=on_step_for(group_idx),
-        )
+        weights = torch.tensor([p.weight for p in group], device=device)  # (N,) 1 / N_b
+        with autocast(device, mc.precision):  # mining.precision: the CLIP forward/backward; styles stay fp32
+            mu, sigma, init_l, final_l = optimize_styles(
+                visual,
+                norm,
+                mu0,
+                sigma0,
+                target,
+                steps=mc.steps,
+                lr=mc.lr,
+                momentum=mc.momentum,
+                weight_decay=mc.weight_decay,
+                pool=pool,
+                weights=weights,
+                on_step=on_step_for(group_idx),
+                chunk=chunk_of(norm, mu0, sigma0),
+            )
         mus.append(mu.cpu())
         sigmas.append(sigma.cpu())
         classes.extend(p.cls for p in group)
@@ -328,6 +387,7 @@ def mine_styles(
         group_idx += 1
 
     for images, labels in _batches(loader, mc.max_batches):
+        n_batches += 1
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         with torch.no_grad():
@@ -353,7 +413,10 @@ def mine_styles(
     if pending:
         flush(pending)
     if n_done == 0:
-        raise FamixError(f"data.source={cfg.data.source}: no batch was read; nothing to mine from")
+        raise FamixError(
+            f"data.source={cfg.data.source}: no batch was read ({len(ds)} images, mining.batch_size={mc.batch_size},"
+            f" incomplete batches dropped); nothing to mine from"
+        )
 
     bank = StyleBank(
         torch.cat(mus),
@@ -378,6 +441,7 @@ def mine_styles(
         "final_loss": final_sum / n_done,
         "prompt": mc.prompt,
         "n_styles": len(bank),
+        "batches": n_batches,
         "channels": bank.channels,
         "seconds": time.perf_counter() - t0,
     }

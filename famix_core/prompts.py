@@ -7,7 +7,10 @@ ignore label always get ``"photo"``. Random choices come from a
 ``random.Random`` instance the caller seeds, never the global RNG.
 
 A text target is CLIP's text embedding of the prompt expanded with the 80
-ImageNet templates, averaged over templates and L2-normalized.
+ImageNet templates: the raw (unnormalized) template embeddings are averaged,
+then the mean is L2-normalized, as the official ``patch_PIN.py`` does
+(``encode_text(tokens).mean(0)`` then ``/ norm``). CLIP's zero-shot classifier
+normalizes each template first; FAMix does not.
 """
 
 from __future__ import annotations
@@ -140,7 +143,7 @@ def imagenet_templates() -> tuple[Callable[[str], str], ...]:
 
 
 class TextTargets:
-    """Template-averaged, L2-normalized CLIP text embeddings, cached per distinct prompt.
+    """Template-averaged (raw embeddings), then L2-normalized CLIP text embeddings, cached per distinct prompt.
 
     Args:
         model: an open_clip CLIP model (``encode_text``), frozen.
@@ -173,10 +176,9 @@ class TextTargets:
         tokens = self.tokenizer(texts).to(self.device)  # (P*T, L)
         embs = []
         for start in range(0, tokens.shape[0], self.chunk):
-            e = self.model.encode_text(tokens[start : start + self.chunk]).float()  # (n, D)
-            embs.append(e / e.norm(dim=-1, keepdim=True))  # normalize each template, as CLIP's zero-shot head
-        emb = torch.cat(embs).reshape(len(prompts), t, -1).mean(dim=1)  # (P, T, D) -> (P, D)
-        emb = emb / emb.norm(dim=-1, keepdim=True)
+            embs.append(self.model.encode_text(tokens[start : start + self.chunk]).float())  # (n, D), raw
+        emb = torch.cat(embs).reshape(len(prompts), t, -1).mean(dim=1)  # (P, T, D) -> (P, D): mean of raw embeddings
+        emb = emb / emb.norm(dim=-1, keepdim=True)  # then normalize (official patch_PIN.py order)
         for p, e in zip(prompts, emb):
             self._cache[p] = e
 

@@ -12,10 +12,17 @@ ops use a plain reshape ``(B, C, g, ph, g, pw)``; otherwise patches differ by at
 most one row/column and the ops use segment sums over a per-pixel patch index.
 ``H`` and ``W`` must be at least ``g`` (no empty patch).
 
-Cost: the style op allocates one full-size tensor (``f - mu``, then scaled,
-shifted and rectified in place); statistics are reductions without temporaries.
-The statistics are constants of the op (no gradient through them, as in
-MixStyle): the gradient w.r.t. ``f`` is the per-patch scale ``sigma' / sigma``.
+Statistics (official ``utils/stats.py::calc_mean_std``): per-channel mean and
+``sigma = sqrt(unbiased var + eps)`` of every patch.
+
+Gradient: as in the official ``network/utils.py``, the gradient flows through
+the patch statistics ``mu`` and ``sigma`` (the normalization and the Mix
+terms), not only through ``f``; it matters when layers before the op train.
+
+Cost: when ``f`` needs no gradient (the frozen stem and layer 1 of the paper's
+Freeze policy) the style op allocates one full-size tensor (``f - mu``, then
+scaled, shifted and rectified in place); when it does, the op runs out of place
+(autograd keeps what the backward needs). Statistics are reductions.
 
 Randomness: every draw (bank entry, Beta mixing weight, permutation, noise) is
 taken through ``torch.rand``/``torch.randn``/``torch.randperm`` with an optional
@@ -104,40 +111,34 @@ def _expand(stat: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return stat.index_select(2, ri).index_select(3, ci)  # (B, C, H, g) -> (B, C, H, W)
 
 
-def _centered_stats(
-    f: torch.Tensor, grid: int, eps: float, *, const_stats: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _centered_stats(f: torch.Tensor, grid: int, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Two-pass patch statistics that also return the centered features (the op's one large tensor).
 
     Pass 1 sums each patch (a reduction, no temporary); the centered map ``f - mu``
     is the only full-size allocation; pass 2 reduces its squares row by row with
     ``vector_norm`` (no squared temporary). Exact two-pass variance, so no
-    ``E[x^2] - E[x]^2`` cancellation.
+    ``E[x^2] - E[x]^2`` cancellation. The variance is the unbiased one (divided by
+    the patch's pixel count minus one; a one-pixel patch divides by one), as the
+    official ``calc_mean_std``. Autograd tracks everything when ``f`` requires grad.
 
     Args:
         f: features (B, C, H, W).
         grid: patches per side (g).
         eps: added to the variance.
-        const_stats: compute ``mu``/``sigma`` without autograd (``centered`` stays
-            differentiable w.r.t. ``f``); the style op treats statistics as constants.
 
     Returns:
-        ``centered`` (B, C, H, W), a fresh tensor the caller may overwrite;
-        ``mu`` and ``sigma`` (B, C, g, g).
+        ``centered`` (B, C, H, W), a fresh tensor (the caller may overwrite it when
+        ``f`` needs no gradient); ``mu`` and ``sigma`` (B, C, g, g).
     """
     b, c, h, w = f.shape
     g = grid
-    track = torch.is_grad_enabled() and not const_stats
     if _divisible(h, w, g):
         ph, pw = h // g, w // g
         x = f.reshape(b, c, g, ph, g, pw)  # (B, C, g, ph, g, pw)
-        with torch.set_grad_enabled(track):
-            mu = x.sum(dim=(3, 5)) / (ph * pw)  # (B, C, g, g)
+        mu = x.sum(dim=(3, 5)) / (ph * pw)  # (B, C, g, g)
         centered = x - mu[:, :, :, None, :, None]  # (B, C, g, ph, g, pw)
-        with torch.set_grad_enabled(track):
-            src = centered if track else centered.detach()
-            rows = torch.linalg.vector_norm(src, dim=5)  # (B, C, g, ph, g): per-row root sum of squares
-            var = (rows * rows).sum(dim=3) / (ph * pw)  # (B, C, g, g)
+        rows = torch.linalg.vector_norm(centered, dim=5)  # (B, C, g, ph, g): per-row root sum of squares
+        var = (rows * rows).sum(dim=3) / max(ph * pw - 1, 1)  # (B, C, g, g), unbiased
         return centered.reshape(b, c, h, w), mu, torch.sqrt(var + eps)
     # Uneven patches: segment sums over the flattened patch id of every pixel.
     ri = patch_index(h, g, f.device)
@@ -145,21 +146,18 @@ def _centered_stats(
     pid = (ri[:, None] * g + ci[None, :]).reshape(-1)  # (H*W,)
     count = torch.zeros(g * g, device=f.device, dtype=f.dtype).index_add_(0, pid, torch.ones_like(pid, dtype=f.dtype))
     flat = f.reshape(b, c, h * w)  # (B, C, H*W)
-    with torch.set_grad_enabled(track):
-        mu = torch.zeros(b, c, g * g, device=f.device, dtype=f.dtype).index_add_(2, pid, flat) / count  # (B, C, g*g)
+    mu = torch.zeros(b, c, g * g, device=f.device, dtype=f.dtype).index_add_(2, pid, flat) / count  # (B, C, g*g)
     centered = flat - mu.index_select(2, pid)  # (B, C, H*W)
-    with torch.set_grad_enabled(track):
-        src = centered if track else centered.detach()
-        var = torch.zeros_like(mu).index_add_(2, pid, src * src) / count
+    var = torch.zeros_like(mu).index_add_(2, pid, centered * centered) / (count - 1).clamp_min(1)  # unbiased
     return centered.reshape(b, c, h, w), mu.reshape(b, c, g, g), torch.sqrt(var + eps).reshape(b, c, g, g)
 
 
 def patch_stats(f: torch.Tensor, grid: int, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std of every patch of a ``grid x grid`` split.
 
-    The variance is the biased one (divided by the patch's pixel count, as
-    instance normalization does), computed in two passes, and
-    ``sigma = sqrt(var + eps)``.
+    The variance is the unbiased one (divided by the patch's pixel count minus
+    one, as the official ``utils/stats.py::calc_mean_std``), computed in two
+    passes, and ``sigma = sqrt(var + eps)``. Differentiable w.r.t. ``f``.
 
     Args:
         f: features (B, C, H, W); H, W >= grid.
@@ -279,24 +277,35 @@ def mix_stats(
     return torch.lerp(mu_t, mu, s), torch.lerp(sigma_t, sigma, s)
 
 
-def _restyle_(centered: torch.Tensor, sigma: torch.Tensor, mu_n: torch.Tensor, sigma_n: torch.Tensor) -> torch.Tensor:
-    """In place on ``centered`` (f - mu): ``ReLU(centered * sigma_n / sigma + mu_n)`` per patch.
+def _restyle(centered: torch.Tensor, sigma: torch.Tensor, mu_n: torch.Tensor, sigma_n: torch.Tensor) -> torch.Tensor:
+    """``ReLU(centered * sigma_n / sigma + mu_n)`` per patch, with ``centered = f - mu``.
+
+    Without autograd on any input the result overwrites ``centered`` (a fresh tensor owned
+    by the caller: no second full-size allocation); with autograd it is computed out of
+    place so that the gradient reaches ``f``, ``mu`` and ``sigma``.
 
     Args:
-        centered: (B, C, H, W) features minus their patch means (a fresh tensor owned by the caller).
+        centered: (B, C, H, W) features minus their patch means.
         sigma: (B, C, g, g) own stds; mu_n, sigma_n: (B, C, g, g) new statistics.
 
     Returns:
-        ``centered``, overwritten with the stylized features.
+        (B, C, H, W) stylized features (``centered`` itself on the in-place path).
     """
     b, c, h, w = centered.shape
     g = sigma.shape[-1]
     scale = sigma_n / sigma  # (B, C, g, g)
+    track = torch.is_grad_enabled() and any(t.requires_grad for t in (centered, scale, mu_n))
     if _divisible(h, w, g):
         x = centered.view(b, c, g, h // g, g, w // g)  # (B, C, g, ph, g, pw)
-        x.mul_(scale[:, :, :, None, :, None]).add_(mu_n[:, :, :, None, :, None])
+        sc, sh = scale[:, :, :, None, :, None], mu_n[:, :, :, None, :, None]
+        if track:
+            return torch.relu(torch.addcmul(sh, x, sc)).reshape(b, c, h, w)
+        x.mul_(sc).add_(sh)
     else:
-        centered.mul_(_expand(scale, h, w)).add_(_expand(mu_n, h, w))
+        sc, sh = _expand(scale, h, w), _expand(mu_n, h, w)
+        if track:
+            return torch.relu(torch.addcmul(sh, centered, sc))
+        centered.mul_(sc).add_(sh)
     return centered.relu_()
 
 
@@ -310,10 +319,10 @@ def stylize(
 ) -> torch.Tensor:
     """Give every patch new statistics: ``ReLU(sigma' (f - mu) / sigma + mu')``.
 
-    One full-size tensor is allocated (``f - mu``) and then scaled, shifted and
-    rectified in place. The patch statistics are treated as constants (computed
-    without autograd, as MixStyle does): the op is a per-patch affine map whose
-    gradient flows through ``f`` only.
+    The patch statistics are differentiable (official ``network/utils.py``): the
+    gradient w.r.t. ``f`` goes through the normalization and the Mix terms too.
+    Without autograd, one full-size tensor is allocated (``f - mu``) and then
+    scaled, shifted and rectified in place.
 
     Args:
         f: features (B, C, H, W).
@@ -325,10 +334,10 @@ def stylize(
     Returns:
         Stylized features (B, C, H, W).
     """
-    centered, mu, sigma = _centered_stats(f, grid, eps, const_stats=True)
+    centered, mu, sigma = _centered_stats(f, grid, eps)
     if s is not None:
         mu_t, sigma_t = mix_stats(mu, sigma, mu_t, sigma_t, s)
-    return _restyle_(centered, sigma, mu_t, sigma_t)
+    return _restyle(centered, sigma, mu_t, sigma_t)
 
 
 def apply_styles(
@@ -653,14 +662,14 @@ class StyleAugmenter(nn.Module):
         """
         if not self.training:
             return feat
-        centered, mu, sigma = _centered_stats(feat, self.grid, self.eps, const_stats=True)
+        centered, mu, sigma = _centered_stats(feat, self.grid, self.eps)
         mu_t, sigma_t = self.targets(feat, labels, mu, sigma)
         mu_t, sigma_t = mu_t.to(feat.dtype), sigma_t.to(feat.dtype)
         if self.alpha is not None:
             b, c = feat.shape[:2]
             s = sample_beta((b, c, 1, 1), self.alpha, generator=self.generator, device=feat.device, dtype=feat.dtype)
             mu_t, sigma_t = mix_stats(mu, sigma, mu_t, sigma_t, s)
-        return _restyle_(centered, sigma, mu_t, sigma_t)
+        return _restyle(centered, sigma, mu_t, sigma_t)
 
     @classmethod
     def from_config(cls, style_cfg: StyleConfig, bank: "StyleBank | None", num_classes: int) -> "StyleAugmenter":

@@ -38,7 +38,14 @@ from famix_core.checkpoint import (
     save_checkpoint,
     save_safetensors_atomic,
 )
-from famix_core.device import pick_device
+from famix_core.device import (
+    activate,
+    autocast,
+    configure_kernels,
+    device_rng_state,
+    set_device_rng_state,
+    stage_device,
+)
 from famix_core.errors import DataError, TrainingDiverged, TrainingInterrupted
 
 if TYPE_CHECKING:
@@ -143,7 +150,9 @@ class _SeededItems(Dataset):
         s = _mix(self.seed, iteration, slot, 0x5EED)
         py_state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(s)
+            # the CPU generator only: torch.manual_seed would also re-seed every CUDA generator
+            # (dropout's, with 0 workers), making results depend on data.num_workers
+            torch.default_generator.manual_seed(s)
             random.seed(s)
             np.random.seed(s % (1 << 32))
             try:
@@ -176,6 +185,8 @@ class Trainer:
         log: ``log(metrics, step)`` callback.
         dataset: optional dataset overriding ``famix_core.data.build_dataset`` (tests, benchmarks).
         device: optional device overriding ``cfg.train.device``.
+        val_dataset: optional source val split overriding :func:`famix_core.source_val.source_val_dataset`
+            (used when ``train.val_every`` is set).
     """
 
     def __init__(
@@ -188,23 +199,25 @@ class Trainer:
         log: LogFn | None = None,
         dataset: Dataset | None = None,
         device: torch.device | str | None = None,
+        val_dataset: Dataset | None = None,
     ):
         from famix_core.models.segmenter import build_segmenter
+        from famix_core.source_val import SourceValidation
 
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None
         self.log = log
         tc = cfg.train
-        self.device = torch.device(device) if device is not None else pick_device(tc.device)
+        self.device = activate(torch.device(device)) if device is not None else stage_device(cfg)
         self.cuda = self.device.type == "cuda"
-        if self.cuda:
-            torch.backends.cudnn.deterministic = tc.deterministic
-            torch.backends.cudnn.benchmark = not tc.deterministic
+        configure_kernels(self.device, deterministic=tc.deterministic, benchmark=True)  # fixed-size crops
         torch.manual_seed(tc.seed)  # initial weights and, until restored, dropout
 
         augmenter = self._build_augmenter(bank_dir)
-        self.model: Segmenter = build_segmenter(cfg.model, style_augmenter=augmenter, device=self.device)
+        self.model: Segmenter = build_segmenter(
+            cfg.model, style_augmenter=augmenter, device=self.device, source=cfg.data.source
+        )
         if augmenter is not None:
             augmenter.to(self.device)
         self.style_generator: torch.Generator | None = None
@@ -214,7 +227,7 @@ class Trainer:
         self.channels_last = tc.channels_last and self.cuda
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.amp = tc.amp and self.cuda
+        self.precision = tc.precision  # bf16 runs on the CPU too (CPU autocast), so it is tested there
 
         dec, bb = self.model.param_groups()
         groups = [{"params": dec, "lr": tc.lr_decoder, "base_lr": tc.lr_decoder, "name": "decoder"}]
@@ -228,10 +241,12 @@ class Trainer:
             raise DataError(f"{cfg.data.root_of(cfg.data.source)}: no training images for {cfg.data.source}")
         self.schedule = BatchSchedule(n, tc.batch_size, tc.seed)
         self.items = _SeededItems(self.dataset, tc.seed)
+        self.source_val = SourceValidation(cfg, self.ckpt_dir, val_dataset) if tc.val_every is not None else None
 
         self.iteration = 0
         self.loss_window: list[float] = []
         self.last_loss = float("nan")
+        self._pending: list[torch.Tensor] = []  # detached 0-d losses not read yet (on the device)
         self.images_seen = 0
         self.train_seconds = 0.0
         self._batches: Iterator | None = None
@@ -255,18 +270,16 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------
     def _loader(self) -> Iterator:
+        from famix_core.loaders import loader_options, resolve_workers
+
         sampler = _ScheduleSampler(self.schedule, self.iteration, self.cfg.train.iterations)
-        nw = self.cfg.data.num_workers
         loader = DataLoader(
             self.items,
             batch_sampler=sampler,
-            num_workers=nw,
             collate_fn=_collate,
-            pin_memory=self.cuda,
-            persistent_workers=False,
             # its own generator: creating the iterator must not consume the global RNG (dropout's)
             generator=torch.Generator().manual_seed(_mix(self.cfg.train.seed, self.iteration)),
-            prefetch_factor=2 if nw > 0 else None,
+            **loader_options(resolve_workers(self.cfg.data.num_workers), self.device, persistent=True),
         )
         return iter(loader)
 
@@ -277,14 +290,18 @@ class Trainer:
             g["lr"] = poly_lr(g["base_lr"], self.iteration, tc.iterations, tc.poly_power, tc.min_lr)
         return self.optimizer.param_groups[0]["lr"]
 
-    def step(self) -> float:
-        """Run one iteration (forward, loss, backward, SGD step).
+    def step(self) -> torch.Tensor:
+        """Run one iteration (forward, loss, backward, SGD step) without waiting for the device.
+
+        The loss stays on the device: it is read, checked for NaN/inf and logged only every
+        ``train.log_every`` iterations (and at checkpoints and the end), so a CUDA step never
+        syncs with the host outside those iterations.
 
         Returns:
-            The loss of this iteration.
+            The loss of this iteration, a detached 0-d tensor on the device (reading it syncs).
 
         Raises:
-            TrainingDiverged: the loss is NaN or infinite.
+            TrainingDiverged: at a log step, when a loss since the previous one is NaN or infinite.
         """
         if self._batches is None:
             self._batches = self._loader()
@@ -300,47 +317,56 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         lr = self.set_lr()
         self.model.train()
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with autocast(self.device, self.precision):  # the style op inside runs in fp32 (style_in_fp32)
             logits = self.model(images, labels)  # (B, K, H, W)
-        loss = F.cross_entropy(
-            logits.float(), labels, ignore_index=255, label_smoothing=self.cfg.train.label_smoothing
-        )
-        value = float(loss.item())
-        if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"loss is {value} at iteration {self.iteration + 1}; lower train.lr_decoder / train.lr_backbone"
+            loss = F.cross_entropy(
+                logits.float(), labels, ignore_index=255, label_smoothing=self.cfg.train.label_smoothing
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.iteration += 1
         self.images_seen += images.shape[0]
-        self.last_loss = value
-        self.loss_window.append(value)
+        value = loss.detach()
+        self._pending.append(value)
         tc = self.cfg.train
-        if len(self.loss_window) > tc.log_every:
-            self.loss_window.pop(0)
-        if self.log is not None and (self.iteration % tc.log_every == 0 or self.iteration == tc.iterations):
-            self.log({"train/loss": sum(self.loss_window) / len(self.loss_window), "train/lr": lr}, self.iteration)
+        if self.iteration % tc.log_every == 0 or self.iteration == tc.iterations:
+            self.read_losses()
+            if self.log is not None:
+                self.log({"train/loss": sum(self.loss_window) / len(self.loss_window), "train/lr": lr}, self.iteration)
         self.train_seconds += time.perf_counter() - t0
         return value
 
+    def read_losses(self) -> None:
+        """Bring the losses of the iterations since the last read to the host (one sync) and check them.
+
+        Raises:
+            TrainingDiverged: naming the first iteration whose loss is NaN or infinite.
+        """
+        if not self._pending:
+            return
+        values = torch.stack(self._pending).tolist()  # (n,) the one host sync of a log window
+        first = self.iteration - len(values) + 1
+        self._pending = []
+        for i, v in enumerate(values):
+            if not math.isfinite(v):
+                raise TrainingDiverged(
+                    f"loss is {v} at iteration {first + i}; lower train.lr_decoder / train.lr_backbone"
+                )
+        self.loss_window.extend(values)
+        del self.loss_window[: max(0, len(self.loss_window) - self.cfg.train.log_every)]
+        self.last_loss = values[-1]
+
     # -- checkpoints --------------------------------------------------------------------------
     def _rng_state(self) -> dict[str, torch.Tensor]:
-        rng = {"torch_cpu": torch.get_rng_state()}
-        if self.cuda:
-            for i, s in enumerate(torch.cuda.get_rng_state_all()):
-                rng[f"cuda.{i}"] = s
+        rng = {"torch_cpu": torch.get_rng_state(), **device_rng_state(self.device)}
         if self.style_generator is not None:
             rng["style"] = self.style_generator.get_state()
         return rng
 
     def _set_rng_state(self, rng: dict[str, torch.Tensor]) -> None:
         torch.set_rng_state(rng["torch_cpu"])
-        if self.cuda:
-            cuda = [rng[f"cuda.{i}"] for i in range(torch.cuda.device_count()) if f"cuda.{i}" in rng]
-            if cuda:
-                torch.cuda.set_rng_state_all(cuda)
+        set_device_rng_state(rng, self.device)
         if self.style_generator is not None and "style" in rng:
             self.style_generator.set_state(rng["style"])
 
@@ -348,6 +374,7 @@ class Trainer:
         """Checkpoint now (atomically) into ``ckpt_dir``; None when there is no ``ckpt_dir``."""
         if self.ckpt_dir is None:
             return None
+        self.read_losses()  # never checkpoint a diverged run; the loss window goes in the checkpoint
         otensors, ometa = optimizer_to_flat(self.optimizer)
         state = CheckpointState(
             iteration=self.iteration,
@@ -361,6 +388,7 @@ class Trainer:
                 "last_loss": self.last_loss,
                 "images_seen": self.images_seen,
                 "train_seconds": self.train_seconds,
+                "source_val": self.source_val.state() if self.source_val is not None else None,
             },
         )
         return save_checkpoint(self.ckpt_dir, state)
@@ -382,8 +410,16 @@ class Trainer:
         self.last_loss = float(ex.get("last_loss", float("nan")))
         self.images_seen = int(ex.get("images_seen", 0))
         self.train_seconds = float(ex.get("train_seconds", 0.0))
+        if self.source_val is not None:
+            self.source_val.restore(ex.get("source_val") or {})
+        self._pending = []
         self._batches = None
         return True
+
+    def validate_if_due(self) -> None:
+        """Source validation after the current iteration when ``train.val_every`` says so (see famix_core.source_val)."""
+        if self.source_val is not None and self.source_val.due(self.iteration):
+            self.source_val.run(self.model, self.device, self.iteration, self.log)
 
     # -- whole run ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -400,11 +436,13 @@ class Trainer:
         _STOP.clear()
         _RUNNING.set()
         try:
+            self.validate_if_due()  # a run stopped right after a due iteration validates it now
             while self.iteration < tc.iterations:
                 self.step()
                 if _STOP.is_set():  # request_stop(): checkpoint at this boundary, hand control back
                     path = self.save_checkpoint()
                     raise TrainingInterrupted(self.iteration, str(path) if path else None)
+                self.validate_if_due()
                 if self.iteration % tc.checkpoint_every == 0 and self.iteration < tc.iterations:
                     self.save_checkpoint()
         finally:
@@ -416,11 +454,31 @@ class Trainer:
         return summary
 
     def finalize(self) -> dict[str, Any]:
-        """Write ``out_dir/model.safetensors`` (official key names) and ``summary.json``; return the summary."""
+        """Write ``out_dir/model.safetensors`` (official key names) and ``summary.json``; return the summary.
+
+        ``model.safetensors`` holds the weights ``train.select`` picks: the last, or the best on the
+        source val split. When source validation ran and the best is not the last, the other one is
+        kept too: ``best.safetensors`` (select=last) or ``last.safetensors`` (select=best_source_val).
+        """
+        self.read_losses()
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        tc = self.cfg.train
         meta = {"backbone": self.cfg.model.backbone, "output_stride": str(self.cfg.model.output_stride),
                 "num_classes": str(self.cfg.model.num_classes), "iterations": str(self.iteration)}
-        save_safetensors_atomic(self.out_dir / "model.safetensors", self.model.state_dict(), metadata=meta)
+        sv = self.source_val
+        selected_iteration = self.iteration
+        last, best = self.model.state_dict(), None
+        if sv is not None and sv.best_state is not None and sv.best_iteration != self.iteration:
+            best = sv.best_state
+        if tc.select == "best_source_val" and best is not None:
+            selected_iteration = int(sv.best_iteration)  # type: ignore[union-attr]
+            save_safetensors_atomic(self.out_dir / "model.safetensors", best, metadata={**meta, "iterations": str(selected_iteration)})
+            save_safetensors_atomic(self.out_dir / "last.safetensors", last, metadata=meta)
+        else:
+            save_safetensors_atomic(self.out_dir / "model.safetensors", last, metadata=meta)
+            if best is not None:
+                best_meta = {**meta, "iterations": str(sv.best_iteration)}  # type: ignore[union-attr]
+                save_safetensors_atomic(self.out_dir / "best.safetensors", best, metadata=best_meta)
         window = self.loss_window or [self.last_loss]
         summary = {
             "iterations": self.iteration,
@@ -429,6 +487,10 @@ class Trainer:
             "peak_mem_mb": _peak_mem_mb(self.device),
             "seconds": self.train_seconds,
             "device": str(self.device),
+            "select": tc.select,
+            "selected_iteration": selected_iteration,
+            "source_val": sv.summary() if sv is not None else None,
+            "precision": self.precision,
         }
         atomic_write_json(self.out_dir / "summary.json", summary)
         return summary
@@ -449,10 +511,12 @@ def train(
         out_dir: receives ``model.safetensors`` and ``summary.json``.
         bank_dir: the mined style bank (when ``cfg.style.needs_bank()``).
         ckpt_dir: periodic atomic checkpoints (every ``train.checkpoint_every`` iterations).
-        log: ``log({"train/loss", "train/lr"}, step)`` every ``train.log_every`` iterations.
+        log: ``log({"train/loss", "train/lr"}, step)`` every ``train.log_every`` iterations, and
+            ``log({"source_val/miou": percent}, step)`` at each source validation (``train.val_every``).
 
     Returns:
-        ``{"iterations", "final_loss" (mean of the last log window), "images_per_s", "peak_mem_mb", "seconds", "device"}``.
+        ``{"iterations", "final_loss" (mean of the last log window), "images_per_s", "peak_mem_mb", "seconds", "device",
+        "select", "selected_iteration", "source_val" (None, or its mIoU curve and best)}``.
     """
     return Trainer(cfg, out_dir, bank_dir=bank_dir, ckpt_dir=ckpt_dir, log=log).run()
 

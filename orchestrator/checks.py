@@ -13,7 +13,8 @@ __all__ = ["check_data", "check_weights", "openai_cache_dirs"]
 
 
 def check_data(cfg: FamixConfig) -> None:
-    """Generate the synthetic benchmark when configured, then check the source and every target domain.
+    """Generate the synthetic benchmark when configured, then check the source (its val split too when
+    ``train.val_every`` is set) and every target domain.
 
     Raises:
         DataError: one line naming the domain and the missing folder/file (from famix_core.data).
@@ -26,6 +27,8 @@ def check_data(cfg: FamixConfig) -> None:
     if cfg.data.synthetic is not None:
         ensure_synthetic(cfg.data)
     check_domain(cfg.data, cfg.data.source, "train")
+    if cfg.train.val_every is not None:  # source validation during training reads the source's val split
+        check_domain(cfg.data, cfg.data.source, "val")
     for col in cfg.eval.domains:
         check_domain(cfg.data, col, cfg.eval.split)
 

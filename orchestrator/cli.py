@@ -23,6 +23,9 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("plan", help="print the trials and, per stage, done / to run / shared; runs nothing")
     _common(p)
+    p.add_argument("--estimate", action="store_true",
+                   help="also time each stage kind on this machine's device (random inputs of the real shapes) and "
+                        "print GPU-hours per stage and for the sweep; data and weights are not checked")  # fmt: skip
     p.set_defaults(func=_plan)
 
     p = sub.add_parser("run", help="run what is not done yet; print progress, failures and the results table")
@@ -54,8 +57,16 @@ def _plan(args: argparse.Namespace) -> int:
 
     from orchestrator.driver import _console
 
-    plan = _prepare(args)
-    print_plan(plan, _console())
+    if args.estimate:  # the probes need neither data nor weights: a login node without them can estimate
+        plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None)
+    else:
+        plan = _prepare(args)
+    console = _console()
+    print_plan(plan, console)
+    if args.estimate:
+        from orchestrator.estimate import print_estimate
+
+        print_estimate(plan, console)
     return 0
 
 

@@ -9,15 +9,20 @@ What each stage reads (a change anywhere else does not re-run it):
   Not ``model.freeze``, not ``style.augment``/``mix``: the 8-row ablation mines once.
 - ``train``: ``model.*`` (minus ``cache_dir``, a location), the *effective* style strategy and
   only the style fields it uses, the source data identity, ``data.crop_size/jitter/hflip/
-  split_file/num_workers``, ``train.*`` minus ``log_every`` and ``checkpoint_every`` (resume is
-  exact, so they do not change results; ``device``, ``amp``, ``deterministic`` stay in), and the
-  mine key when the effective strategy needs a bank (else no mine stage and no mining fields).
-- ``evaluate``: the train key, ``eval.split``/``scales``/``max_images``, the domain column, that
-  domain's data identity and ``train.device``.
+  split_file`` (not ``num_workers``: batches are the same with any number of loader workers),
+  the source's training protocol (``data.train_protocol``: SYNTHIA's ``synthia_protocol``/
+  ``synthia_crop``/``synthia_scale``), ``train.*`` minus ``log_every``, ``checkpoint_every``
+  (resume is exact, so they do not change results) and ``cpu_fallback`` (whether to run, not how;
+  ``device``, ``precision``, ``channels_last``, ``deterministic`` stay in), and the mine key when
+  the effective strategy needs a bank (else no mine stage and no mining fields).
+- ``evaluate``: the train key, ``eval.split``/``scales``/``max_images``/``precision``, the domain
+  column, that domain's data identity, its evaluation protocol (``data.eval_protocol``:
+  Mapillary's ``mapillary_protocol``/``mapillary_size``) and ``train.device``.
 
 Data identity: with ``data.synthetic`` set it is the synthetic settings (the generated folder's
 location does not matter); otherwise the absolute root folder of the domain.
 Every key also holds :data:`FORMAT_VERSION`; bump it when an artifact's format or meaning changes.
+Version 2: the official mining, style-op, evaluation and data protocols (results differ from version 1).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from famix_core.weights import weights_identity
 
 __all__ = ["FORMAT_VERSION", "stage_key", "mine_inputs", "train_inputs", "evaluate_inputs", "data_identity"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def stage_key(inputs: dict[str, Any]) -> str:
@@ -92,7 +97,7 @@ def train_inputs(cfg: FamixConfig, mine_key: str | None) -> dict[str, Any]:
     model.pop("cache_dir")
     model["pretrained"] = _pretrained_identity(cfg)
     train = cfg.train.model_dump(mode="json")
-    for k in ("log_every", "checkpoint_every"):
+    for k in ("log_every", "checkpoint_every", "cpu_fallback"):
         train.pop(k)
     d = cfg.data
     return {
@@ -105,7 +110,7 @@ def train_inputs(cfg: FamixConfig, mine_key: str | None) -> dict[str, Any]:
             "jitter": list(d.jitter),
             "hflip": d.hflip,
             "split_file": d.split_file,
-            "num_workers": d.num_workers,
+            "protocol": d.train_protocol(),
         },
         "train": train,
         "mine": mine_key,
@@ -120,8 +125,10 @@ def evaluate_inputs(cfg: FamixConfig, train_key: str, domain: str) -> dict[str, 
         "train": train_key,
         "domain": d.column or d.name,
         "data": data_identity(cfg, d.name),
+        "protocol": cfg.data.eval_protocol(d.name),
         "split": cfg.eval.split,
         "scales": list(cfg.eval.scales),
         "max_images": cfg.eval.max_images,
+        "precision": cfg.eval.precision,
         "device": cfg.train.device,
     }

@@ -62,6 +62,8 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
             "data": {
                 "synthetic": {"seed": 0, "height": 64, "width": 128, "train_images": 32, "val_images": 8},
                 "crop_size": 64,
+                "mapillary_size": 64,  # the official Mapillary crop (1536) scaled to the 64-high images
+                "synthia_crop": 60,  # SYNTHIA as a source: 720 of 768 in the paper, scaled to crop_size 64
             },
             # A random CLIP gives text gradients with no meaning, and famix-tiny's layer-1 statistics
             # are ~100x smaller than RN50's: the paper's lr 1.0 would push them to negative stds.
@@ -73,6 +75,10 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
                 "checkpoint_every": 20,
                 "log_every": 10,
                 "device": "cpu",
+                # source validation (paper: every 750 of 40k, centre crop 1046x1914 of 1052x1914 GTA5
+                # images): 3 points of the curve, a crop of the 64x128 synthetic images
+                "val_every": 100,
+                "val_crop": [60, 120],
             },
             "eval": {"max_images": 8},
         },
@@ -84,7 +90,9 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "base": {
             "model": {"backbone": "RN50", "pretrained": "openai"},
             "data": {"synthetic": None},
-            "train": {"iterations": 40000},
+            # a stage given no GPU refuses instead of training 40k iterations on the CPU unnoticed
+            # (train.device=cpu, given explicitly, still runs there)
+            "train": {"iterations": 40000, "cpu_fallback": False, "val_every": 750},  # official --val_interval 750
         },
         "seeds": [0, 1, 2],
     },

@@ -71,6 +71,9 @@ def make_tree(root: Path, domain: str, split: str, keys: list[str], raw: np.ndar
         Image.fromarray(np.full((*raw.shape, 3), 40 + i, np.uint8)).save(img)
         _write_label(base / lbl_rel, raw, domain)
         images.append(img)
+    if split in lay.split_lists:  # gta5 / synthia: a list beside the data, like the synthetic benchmark's
+        with open(base / lay.split_lists[split], "a") as f:
+            f.write("".join(f"{k}{lay.image_suffix}\n" for k in keys))
     return images
 
 
@@ -155,20 +158,21 @@ def test_sixteen_bit_rgb_label_first_channel_is_read_exactly(tmp_path):
 @pytest.mark.parametrize("domain", sorted(DOMAINS))
 def test_every_loader_returns_train_ids_on_known_pixels(tmp_path, domain):
     make_tree(tmp_path, domain, "val", [_key(domain, i) for i in range(3)])
-    if not LAYOUTS[domain].split_in_path:  # gta5 / synthia: a split list picks the val files
-        lst = tmp_path / DOMAINS[domain].folder / "splits" / "val.txt"
-        lst.parent.mkdir(parents=True, exist_ok=True)
-        lst.write_text(f"{_key(domain, 1)}\n{_key(domain, 2)}\n")
-    cfg = DataConfig(root=str(tmp_path))
-    expected_n = 2 if not LAYOUTS[domain].split_in_path else 3
+    listed = "val" in LAYOUTS[domain].split_lists
+    if listed:  # gta5 / synthia: a split list beside the data picks the val files
+        lst = tmp_path / DOMAINS[domain].folder / LAYOUTS[domain].split_lists["val"]
+        lst.write_text(f"{_key(domain, 1)}.png\n{_key(domain, 2)}.png\n")
+    cfg = DataConfig(root=str(tmp_path), mapillary_size=H)  # Mapillary: the centre H x H crop (columns 1..6)
+    expected_n = 2 if listed else 3
     assert check_domain(cfg, domain, "val") == expected_n
     ds = build_dataset(cfg, DOMAINS[domain].column or domain, "val", train=False)
     assert len(ds) == len(ds.pairs) == expected_n
     assert all(p[0].is_file() and p[1].is_file() for p in ds.pairs)
     image, label = ds[0]
-    assert image.dtype == torch.float32 and image.shape == (3, H, W)
-    assert label.dtype == torch.int64 and label.shape == (H, W)
-    assert np.array_equal(label[:2 * (H // 2):H // 2, :2 * (W // 2):W // 2].numpy(), EXPECTED_BLOCK)
+    w = H if domain == "mapillary" else W
+    assert image.dtype == torch.float32 and image.shape == (3, H, w)
+    assert label.dtype == torch.int64 and label.shape == (H, w)
+    assert np.array_equal(label[:2 * (H // 2):H // 2, :2 * (w // 2):w // 2].numpy(), EXPECTED_BLOCK)
     assert torch.equal(torch.unique(label), torch.tensor([0, 13, 18, 255]))
     # image: constant grey 40+i, CLIP-normalized
     v = 41 / 255 if expected_n == 2 else 40 / 255
@@ -222,18 +226,6 @@ def test_source_split_file_selects_stems(tmp_path):
     assert "1 stems" in str(e.value) and "00042" in str(e.value) and str(split) in str(e.value)
     with pytest.raises(DataError, match="data.split_file: file not found"):
         check_domain(DataConfig(root=str(tmp_path), split_file=str(tmp_path / "nope.txt")), "gta5", "train")
-
-
-def test_synthia_without_split_lists_holds_out_the_last_30_percent(tmp_path):
-    make_tree(tmp_path, "synthia", "x", [f"{i:07d}" for i in range(10)])
-    cfg = DataConfig(root=str(tmp_path))
-    val = build_dataset(cfg, "S", "val", train=False)
-    train = build_dataset(cfg, "synthia", "train", train=False)
-    assert [p[0].stem for p in val.pairs] == ["0000007", "0000008", "0000009"]
-    assert len(train) == 7 and not {p[0] for p in train.pairs} & {p[0] for p in val.pairs}
-    with pytest.raises(DataError, match=r"gta5 val: gta5 has no 'val' split: add .*splits/val.txt"):
-        make_tree(tmp_path, "gta5", "x", ["00001"])
-        check_domain(cfg, "gta5", "val")
 
 
 def test_mapillary_val_reads_the_validation_folder(tmp_path):

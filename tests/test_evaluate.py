@@ -17,6 +17,7 @@ from famix_core.evaluate import (
     evaluate_domain,
     metrics_from_confusion,
     predict,
+    scaled_logits,
 )
 
 
@@ -87,21 +88,47 @@ class _Colour(nn.Module):
         return self.conv(x)
 
 
+def _official_validate_logits(model, x, label_size, scale, ensemble):
+    """Official main.py::validate: bilinear align_corners=True down and up; ensemble = mean of LOGITS."""
+    up = nn.functional.interpolate
+    with torch.no_grad():
+        out = model(up(x, scale_factor=scale, mode="bilinear", align_corners=True))
+        out = up(out, size=label_size, mode="bilinear", align_corners=True)
+        if ensemble:
+            out = (out + model(x)) / 2
+    return out
+
+
 def test_predict_with_scales_and_ensemble():
     model = _Colour().eval()
-    x = torch.randn(2, 3, 16, 24)
-    single = predict(model, x, (16, 24), [1.0])
+    x = torch.randn(2, 3, 17, 25)  # odd sizes: scale_factor 0.5 gives floor(8.5) x floor(12.5) = 8 x 12
+    single = predict(model, x, (17, 25), [1.0])
     assert torch.equal(single, model(x).argmax(1))
-    half = predict(model, x, (16, 24), [0.5])
+    half = scaled_logits(model, x, (17, 25), [0.5])
+    ref_half = _official_validate_logits(model, x, (17, 25), 0.5, ensemble=False)
+    torch.testing.assert_close(half, ref_half, rtol=0, atol=1e-6)
+    assert torch.equal(predict(model, x, (17, 25), [0.5]), ref_half.argmax(1))
+    # align_corners=False (the previous behaviour) gives other logits
     xs = nn.functional.interpolate(x, size=(8, 12), mode="bilinear", align_corners=False)
-    ref_half = nn.functional.interpolate(model(xs), size=(16, 24), mode="bilinear", align_corners=False).argmax(1)
-    assert torch.equal(half, ref_half)
-    ens = predict(model, x, (16, 24), [1.0, 0.5])
     with torch.no_grad():
-        p1 = model(x).softmax(1)
-        p2 = nn.functional.interpolate(model(xs), size=(16, 24), mode="bilinear", align_corners=False).softmax(1)
-    assert torch.equal(ens, (p1 + p2).argmax(1))
-    assert not torch.equal(ens, single) or not torch.equal(ens, half)
+        other = nn.functional.interpolate(model(xs), size=(17, 25), mode="bilinear", align_corners=False)
+    assert (other - ref_half).abs().max() > 1e-2
+    ens = scaled_logits(model, x, (17, 25), [1.0, 0.5])
+    ref_ens = _official_validate_logits(model, x, (17, 25), 0.5, ensemble=True)
+    torch.testing.assert_close(ens, ref_ens, rtol=0, atol=1e-6)  # the mean of logits, not of probabilities
+    assert torch.equal(predict(model, x, (17, 25), [1.0, 0.5]), ref_ens.argmax(1))
+    with torch.no_grad():
+        probs = (model(x).softmax(1) + ref_half.softmax(1)) / 2
+    assert (ens.softmax(1) - probs).abs().max() > 1e-3
+
+
+def test_scale_one_logits_resized_to_a_larger_label_with_align_corners():
+    model = _Colour().eval()
+    x = torch.randn(1, 3, 9, 13)
+    out = scaled_logits(model, x, (17, 25), [1.0])
+    with torch.no_grad():
+        ref = nn.functional.interpolate(model(x), size=(17, 25), mode="bilinear", align_corners=True)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +231,61 @@ def test_cli_evaluate_runs(synth_setup, tmp_path, capsys):
     assert rc == 0 and "mIoU" in out
     assert (tmp_path / "ev" / "C" / "metrics.json").is_file()
     assert "C" in json.loads((tmp_path / "ev" / "results.json").read_text())
+
+
+class _AtenLog:
+    """Records the aten ops run inside it (a CPU stand-in for CUDA's sync debug mode)."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        ops = self.ops = []
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                ops.append(func.overloadpacket.__name__)
+                return func(*args, **(kwargs or {}))
+
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+
+
+# ops whose output size depends on the data, or that read a value back: each one a host sync on CUDA
+_SYNCING = {"nonzero", "masked_select", "bincount", "_local_scalar_dense", "unique", "_unique2", "index"}
+
+
+def test_confusion_update_uses_only_fixed_size_ops():
+    g = torch.Generator().manual_seed(1)
+    gt = torch.randint(0, 19, (2, 9, 11), generator=g)
+    gt[0, 0] = 255
+    pred = torch.randint(0, 19, (2, 9, 11), generator=g)
+    conf = torch.zeros(19, 19, dtype=torch.int64)
+    with _AtenLog() as log:
+        confusion_update(conf, pred, gt)
+    assert not _SYNCING & set(log.ops), log.ops
+    assert int(conf.sum()) == 2 * 9 * 11 - 11  # the ignored row of sample 0 is not counted
+    ref = np.zeros((19, 19), dtype=np.int64)
+    np.add.at(ref, (gt[gt != 255].numpy(), pred[gt != 255].numpy()), 1)
+    assert np.array_equal(conf.numpy(), ref)
+
+
+def test_evaluation_through_workers_and_bf16(synth_setup):
+    """The DataLoader path gives the same confusion with 0 or 2 workers; bf16 autocast runs the convs in bf16."""
+    from famix_core.data import build_dataset
+    from famix_core.evaluate import evaluate_model
+
+    cfg, _, model = synth_setup
+    ds = build_dataset(cfg.data, "C", "val", train=False)
+    cpu = torch.device("cpu")
+    c0, n0 = evaluate_model(model, ds, 19, cpu, [1.0, 0.5])
+    c2, n2 = evaluate_model(model, ds, 19, cpu, [1.0, 0.5], num_workers=2)
+    assert n0 == n2 == 3 and torch.equal(c0, c2) and int(c0.sum()) > 0
+    seen = []
+    h = model.backbone.layer2.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    cb, nb = evaluate_model(model, ds, 19, cpu, [1.0], precision="bf16")
+    h.remove()
+    assert seen == [torch.bfloat16] * 3 and nb == 3 and int(cb.sum()) == int(c0.sum())

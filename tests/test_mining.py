@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import random
 import re
 
@@ -124,15 +125,33 @@ def test_text_targets_average_templates_and_cache(tiny_clip):
     assert len(templates) == 80
     with torch.no_grad():
         e = model.encode_text(tok([t("road") for t in templates]))
-    e = e / e.norm(dim=-1, keepdim=True)
-    ref = e.mean(0) / e.mean(0).norm()
+    ref = e.mean(0) / e.mean(0).norm()  # raw embeddings averaged, then normalized
     torch.testing.assert_close(out[0], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_text_targets_average_raw_embeddings_then_normalize():
+    """Official order (patch_PIN.py): mean of the raw template embeddings, then L2 normalization."""
+
+    class StubEncoder(torch.nn.Module):
+        # template 0 -> (10, 0), template 1 -> (0, 1), whatever the prompt: very different norms
+        def encode_text(self, tokens):
+            rows = [[10.0, 0.0] if t[0] == 0 else [0.0, 1.0] for t in tokens.tolist()]
+            return torch.tensor(rows)
+
+    def tokenizer(texts):
+        return torch.tensor([[0 if t.startswith("a ") else 1] for t in texts])
+
+    templates = (lambda c: f"a {c}.", lambda c: f"the {c}.")
+    out = TextTargets(StubEncoder(), tokenizer, "cpu", templates=templates)(["road", "photo"])
+    expect = torch.tensor([5.0, 0.5]) / math.hypot(5.0, 0.5)  # normalize-then-average would give (0.707, 0.707)
+    torch.testing.assert_close(out, expect.expand(2, 2), rtol=0, atol=1e-7)
 
 
 # ----------------------------------------------------------------------------- patch selection & optimization
 
 
-def test_select_patches_keeps_first_of_each_class():
+def test_select_patches_walks_patch_major():
+    """Official order (patch_PIN.py: unfold + permute(-1, 0, 1)): for each patch position, over the batch."""
     feats = torch.rand(2, 4, 10, 10) * 2  # uneven 3x3 split: patches of 4/3/3 rows
     labels = torch.tensor([[[1, 1, 255], [1, 5, 5], [1, 1, 1]], [[5, 7, 7], [1, 1, 1], [1, 1, 1]]])
     labels = labels.repeat_interleave(4, 1).repeat_interleave(4, 2)  # (2, 12, 12)
@@ -140,12 +159,18 @@ def test_select_patches_keeps_first_of_each_class():
         feats, labels, grid=3, num_classes=19, eps=1e-5, size=(4, 4), prompt_type="class",
         rng=random.Random(0), class_names=CLASS_NAMES,
     )
-    assert [k.cls for k in kept] == [1, 255, 5, 7]
-    assert [k.prompt for k in kept] == ["sidewalk", "photo", "pole", "traffic sign"]
+    # patch (0,0): sample 0 -> 1, sample 1 -> 5; patch (0,1): sample 1 -> 7; patch (0,2): sample 0 -> 255
+    assert [k.cls for k in kept] == [1, 5, 7, 255]
+    assert [k.prompt for k in kept] == ["sidewalk", "pole", "traffic sign", "photo"]
     mu, sigma = patch_stats(feats, 3, 1e-5)
-    torch.testing.assert_close(kept[1].mu, mu[0, :, 0, 2])  # 255 first seen in sample 0, patch (0, 2)
-    torch.testing.assert_close(kept[3].sigma, sigma[1, :, 0, 1])  # 7 first seen in sample 1, patch (0, 1)
+    origin = [(0, 0, 0), (1, 0, 0), (1, 0, 1), (0, 0, 2)]  # (sample, row, column) of each kept patch
+    for k, (bi, r, q) in zip(kept, origin):
+        torch.testing.assert_close(k.mu, mu[bi, :, r, q])
+        torch.testing.assert_close(k.sigma, sigma[bi, :, r, q])
+    # sample-major would keep class 5 from sample 0, patch (1, 1): its statistics differ
+    assert not torch.allclose(kept[1].mu, mu[0, :, 1, 1])
     assert all(k.norm.shape == (4, 4, 4) for k in kept)
+    assert [k.weight for k in kept] == [0.25] * 4  # 1 / N_b, N_b = 4 kept from this batch
     # patch (0, 0) has 4x4 pixels: no pooling, exactly normalized
     torch.testing.assert_close(kept[0].norm.mean(dim=(1, 2)), torch.zeros(4), atol=1e-5, rtol=0)
 
@@ -167,6 +192,83 @@ def test_batched_optimization_equals_one_patch_at_a_time(tiny_clip):
         torch.testing.assert_close(sigma[i], si[0], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(init[i], ii[0], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(final[i], fi[0], rtol=1e-4, atol=1e-5)
+
+
+def _official_batch_mining(visual, norm, mu0, sigma0, target, *, steps, lr, momentum, weight_decay, pool):
+    """One source batch as the official patch_PIN.py optimizes it: loss = MEAN over its kept patches."""
+    mu = mu0.clone().requires_grad_(True)
+    sigma = sigma0.clone().requires_grad_(True)
+    opt = torch.optim.SGD([mu, sigma], lr=lr, momentum=momentum, weight_decay=weight_decay)
+    for _ in range(steps):
+        opt.zero_grad()
+        x = torch.relu(sigma[:, :, None, None] * norm + mu[:, :, None, None])
+        x = torch.nn.functional.adaptive_avg_pool2d(x, pool)
+        emb = visual.attnpool(visual.layer4(visual.layer3(visual.layer2(x))))
+        (1 - torch.cosine_similarity(target, emb, dim=1)).mean().backward()
+        opt.step()
+    return mu.detach(), sigma.detach()
+
+
+def test_batched_weighted_optimization_equals_one_batch_at_a_time(tiny_clip):
+    """Two source batches (N_b = 3 and 5) in one batched problem, weights 1/N_b == the official per-batch means."""
+    model, _ = tiny_clip
+    visual = model.visual.requires_grad_(False).eval()
+    g = torch.Generator().manual_seed(0)
+    sizes = (3, 5)
+    n = sum(sizes)
+    norm = torch.randn(n, 64, 8, 8, generator=g)
+    mu0 = torch.rand(n, 64, generator=g)
+    sigma0 = torch.rand(n, 64, generator=g) + 0.5
+    target = torch.nn.functional.normalize(torch.randn(n, 64, generator=g), dim=-1)
+    weights = torch.tensor([1 / 3] * 3 + [1 / 5] * 5)
+    kw = dict(steps=5, lr=1.0, momentum=0.9, weight_decay=1e-4, pool=16)
+    mu, sigma, _, _ = optimize_styles(visual, norm, mu0, sigma0, target, weights=weights, chunk=3, **kw)
+    start = 0
+    for nb in sizes:
+        sl = slice(start, start + nb)
+        ref_mu, ref_sigma = _official_batch_mining(visual, norm[sl], mu0[sl], sigma0[sl], target[sl], **kw)
+        torch.testing.assert_close(mu[sl], ref_mu, rtol=0, atol=1e-6)
+        torch.testing.assert_close(sigma[sl], ref_sigma, rtol=0, atol=1e-6)
+        start += nb
+    # unweighted (the sum) moves the styles N_b times further: visibly different
+    mu_sum, _, _, _ = optimize_styles(visual, norm, mu0, sigma0, target, **kw)
+    assert (mu_sum - mu).abs().max() > 1e-3
+
+
+def test_mine_styles_equals_one_batch_at_a_time(tmp_path):
+    """The whole mining stage, several source batches per batched problem, against the official per-batch loop."""
+    from famix_core.models.clip import create_clip, get_tokenizer
+
+    cfg = _cfg(steps=4, batch_size=2, patches_per_step=1000, lr=1.0)  # both batches in one problem
+    ds = BlockScenes(n=4)
+    mine_styles(cfg, tmp_path / "bank", dataset=ds)
+    bank = StyleBank.load(tmp_path / "bank")
+
+    torch.manual_seed(cfg.mining.seed)  # as mine_styles: the same random CLIP, loader order and prompts
+    rng = random.Random(cfg.mining.seed)
+    clip = create_clip("famix-tiny", "none", None, "cpu").requires_grad_(False).eval()
+    visual = clip.visual
+    texts = TextTargets(clip, get_tokenizer("famix-tiny"), "cpu")
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(cfg.mining.seed), drop_last=True
+    )
+    mus, classes = [], []
+    for images, labels in loader:
+        with torch.no_grad():
+            feats = visual.layer1(visual.stem(images))
+        kept = select_patches(
+            feats, labels, grid=3, num_classes=19, eps=1e-5, size=(4, 4), prompt_type="style_class",
+            rng=rng, class_names=CLASS_NAMES,
+        )
+        mu, _ = _official_batch_mining(
+            visual, torch.stack([k.norm for k in kept]), torch.stack([k.mu for k in kept]),
+            torch.stack([k.sigma for k in kept]), texts([k.prompt for k in kept]),
+            steps=4, lr=1.0, momentum=0.9, weight_decay=1e-4, pool=16,
+        )
+        mus.append(mu)
+        classes += [k.cls for k in kept]
+    assert bank.cls.tolist() == classes and len(mus) == 2
+    torch.testing.assert_close(bank.mu, torch.cat(mus), rtol=0, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- mine_styles
@@ -222,6 +324,49 @@ def test_mined_bank_refused_by_wider_backbone(mined):
     assert out_feat.shape == (2, 64, 12, 12)
     with pytest.raises(FamixError, match="64 channels"):
         aug(torch.rand(2, 256, 12, 12), BlockScenes(2).labels)
+
+
+def test_mining_drops_the_incomplete_last_batch(tmp_path):
+    """Official loader: batch_size with drop_last=True; 5 images in batches of 2 give 2 batches."""
+    summary = mine_styles(_cfg(steps=1), tmp_path / "b", dataset=BlockScenes(n=5))
+    assert summary["batches"] == 2
+    with pytest.raises(FamixError, match=r"mining.batch_size=2.*dropped"):
+        mine_styles(_cfg(steps=1), tmp_path / "c", dataset=BlockScenes(n=1))
+
+
+def test_mining_reads_random_crops_without_jitter_or_flip(tmp_path):
+    """Official mining runs without --data_aug: random crop only, even when training jitters and flips."""
+    from famix_core.data import build_dataset
+    from famix_core.mining import mining_dataset
+
+    cfg = FamixConfig.model_validate(
+        {
+            "model": {"backbone": "famix-tiny", "pretrained": "none"},
+            "mining": {"crop_size": 32},
+            "data": {"root": str(tmp_path / "data"), "jitter": [0.8, 0.8, 0.8], "hflip": True,
+                     "synthetic": {"train_images": 6, "val_images": 1, "height": 40, "width": 64}},
+        }
+    )
+    ds = mining_dataset(cfg)
+    full = build_dataset(cfg.data, "gta5", "train", train=False)  # the same files, untouched
+    assert [p for p in ds.pairs] == [p for p in full.pairs]
+    corners = set()
+    for i in range(len(ds)):
+        torch.manual_seed(100 + i)
+        img, lbl = ds[i]
+        ref_img, ref_lbl = full[i]
+        assert img.shape == (3, 32, 32) and lbl.shape == (32, 32)
+        at = [
+            (y, x)
+            for y in range(ref_img.shape[1] - 31)
+            for x in range(ref_img.shape[2] - 31)
+            if torch.equal(ref_img[:, y : y + 32, x : x + 32], img)
+        ]
+        assert len(at) == 1, f"item {i}: the crop is not an unjittered, unflipped window of the image"
+        y, x = at[0]
+        assert torch.equal(ref_lbl[y : y + 32, x : x + 32], lbl)
+        corners.add(at[0])
+    assert len(corners) > 1  # random crops
 
 
 def test_mining_empty_dataset_is_a_user_error(tmp_path):

@@ -47,6 +47,10 @@ INVALIDATION = [
     ({"train.device": "cpu"}, {"mine", "train", "evaluate"}),
     ({"train.log_every": 7}, set()),
     ({"train.checkpoint_every": 7}, set()),
+    ({"train.cpu_fallback": False}, set()),
+    ({"train.precision": "bf16"}, {"train", "evaluate"}),
+    ({"mining.precision": "bf16"}, {"mine", "train", "evaluate"}),
+    ({"eval.precision": "bf16"}, {"evaluate"}),  # whether a GPU-less stage runs, not what it computes
     ({"model.cache_dir": "/somewhere"}, set()),
     ({"eval.max_images": 3}, {"evaluate"}),
     ({"eval.scales": [1.0, 0.5]}, {"evaluate"}),
@@ -54,6 +58,7 @@ INVALIDATION = [
     ({"eval.domains": ["C", "B"]}, set()),  # the list of domains does not change one domain's stage
     ({"data.synthetic": {"seed": 1}}, {"mine", "train", "evaluate"}),
     ({"data.crop_size": 32}, {"train", "evaluate"}),
+    ({"data.num_workers": 3}, set()),  # batches do not depend on it (test_train: same weights with 0 and 2 workers)
     ({"model.backbone": "RN50"}, {"mine", "train", "evaluate"}),
     ({"style.grid": 2}, {"mine", "train", "evaluate"}),
     ({"style.alpha": 0.3}, {"train", "evaluate"}),

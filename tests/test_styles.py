@@ -49,7 +49,8 @@ def naive_stats(f: torch.Tensor, g: int, eps: float):
                 for ch in range(c):
                     p = f[bi, ch, r0:r1, c0:c1].double()
                     mu[bi, ch, r, q] = p.mean()
-                    sd[bi, ch, r, q] = math.sqrt(p.var(unbiased=False).item() + eps)
+                    var = p.var(unbiased=True).item() if p.numel() > 1 else 0.0  # official calc_mean_std; 1 px: 0
+                    sd[bi, ch, r, q] = math.sqrt(var + eps)
     return mu, sd
 
 
@@ -250,21 +251,41 @@ def test_stylize_channels_last_input():
     torch.testing.assert_close(out, ref)
 
 
+def naive_stylize_graph(f, mu_t, sigma_t, g, eps, s, detach_stats=False):
+    """The official op patch by patch, autograd through mean and std (``network/utils.py`` + ``calc_mean_std``)."""
+    b, c, h, w = f.shape
+    rows = []
+    for r, (r0, r1) in enumerate(_bounds(h, g)):
+        cols = []
+        for q, (c0, c1) in enumerate(_bounds(w, g)):
+            p = f[:, :, r0:r1, c0:c1]  # (B, C, ph, pw)
+            m = p.mean(dim=(2, 3), keepdim=True)
+            sd = (p.reshape(b, c, -1).var(dim=2, unbiased=True) + eps).sqrt()[:, :, None, None]
+            if detach_stats:
+                m, sd = m.detach(), sd.detach()
+            mt, st = mu_t[:, :, r : r + 1, q : q + 1], sigma_t[:, :, r : r + 1, q : q + 1]
+            if s is not None:
+                mt, st = s * m + (1 - s) * mt, s * sd + (1 - s) * st
+            cols.append(torch.relu(st * (p - m) / sd + mt))
+        rows.append(torch.cat(cols, dim=3))
+    return torch.cat(rows, dim=2)
+
+
 @pytest.mark.parametrize("hw", [(9, 12), (10, 8)])
-def test_stylize_gradient_is_the_per_patch_scale(hw):
+@pytest.mark.parametrize("mix", [False, True])
+def test_stylize_gradient_flows_through_patch_statistics(hw, mix):
     g = torch.Generator().manual_seed(8)
-    f = (torch.randn(2, 3, *hw, generator=g) + 0.5).requires_grad_(True)
-    mu_t = torch.randn(2, 3, 3, 3, generator=g)
-    sigma_t = torch.rand(2, 3, 3, 3, generator=g) + 0.2
-    out = stylize(f, mu_t, sigma_t, 3, 1e-5, None)
-    (grad,) = torch.autograd.grad(out.sum(), f)
-    _, sd = naive_stats(f.detach(), 3, 1e-5)  # statistics are constants of the op
-    expect = torch.zeros_like(grad, dtype=torch.float64)
-    for r, (r0, r1) in enumerate(_bounds(hw[0], 3)):
-        for q, (c0, c1) in enumerate(_bounds(hw[1], 3)):
-            expect[:, :, r0:r1, c0:c1] = (sigma_t[:, :, r, q].double() / sd[:, :, r, q])[:, :, None, None]
-    expect = expect * (out.detach() > 0)
-    torch.testing.assert_close(grad.double(), expect, rtol=1e-4, atol=1e-6)
+    f = (torch.randn(2, 3, *hw, generator=g, dtype=torch.float64) + 0.5).requires_grad_(True)
+    mu_t = torch.randn(2, 3, 3, 3, generator=g, dtype=torch.float64)
+    sigma_t = torch.rand(2, 3, 3, 3, generator=g, dtype=torch.float64) + 0.2
+    s = torch.rand(2, 3, 1, 1, generator=g, dtype=torch.float64) if mix else None
+    weight = torch.randn(2, 3, *hw, generator=g, dtype=torch.float64)  # a non-uniform upstream gradient
+    (grad,) = torch.autograd.grad((stylize(f, mu_t, sigma_t, 3, 1e-5, s) * weight).sum(), f)
+    (expect,) = torch.autograd.grad((naive_stylize_graph(f, mu_t, sigma_t, 3, 1e-5, s) * weight).sum(), f)
+    torch.testing.assert_close(grad, expect, rtol=1e-7, atol=1e-9)
+    # the part through the statistics is not negligible: constant statistics give another gradient
+    (const,) = torch.autograd.grad((naive_stylize_graph(f, mu_t, sigma_t, 3, 1e-5, s, True) * weight).sum(), f)
+    assert (grad - const).abs().max() > 1e-2
 
 
 def test_apply_styles_seeded_and_no_mix_equals_plain():
@@ -423,10 +444,11 @@ def test_mixstyle_targets_are_permuted_batch_stats():
 
 
 @pytest.mark.parametrize("strategy", ["famix", "mixstyle", "noise"])
-def test_no_host_sync_in_forward(strategy, monkeypatch):
+@pytest.mark.parametrize("grad", [False, True], ids=["frozen-input", "trained-input"])
+def test_no_host_sync_in_forward(strategy, grad, monkeypatch):
     bank = StyleBank(torch.randn(6, 4), torch.rand(6, 4) + 0.1, torch.tensor([0, 1, 2, 2, 255, 255]))
     aug = build_style_augmenter(StyleConfig(strategy=strategy), bank, 3).train()
-    feat = torch.rand(2, 4, 9, 9)
+    feat = torch.rand(2, 4, 9, 9).requires_grad_(grad)
     labels = torch.randint(0, 4, (2, 36, 36))
 
     def forbidden(*_a, **_k):
@@ -437,6 +459,7 @@ def test_no_host_sync_in_forward(strategy, monkeypatch):
     out = aug(feat, labels)
     monkeypatch.undo()
     assert out.shape == feat.shape and torch.isfinite(out).all()
+    assert out.requires_grad == grad and (out is not feat)
 
 
 @pytest.mark.gpu

@@ -264,10 +264,10 @@ def test_cli_train_writes_outputs(synth_root, tmp_path, capsys):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 autocast + channels_last path)")
-def test_cuda_amp_channels_last_step_and_resume(synth_root, tmp_path):
-    cfg = tiny_config(synth_root, iterations=4, checkpoint_every=2, device="cuda", amp=True, channels_last=True)
+def test_cuda_bf16_channels_last_step_and_resume(synth_root, tmp_path):
+    cfg = tiny_config(synth_root, iterations=4, checkpoint_every=2, device="cuda", precision="bf16", channels_last=True)
     t = Trainer(cfg, tmp_path / "o", ckpt_dir=tmp_path / "ck")
-    assert t.device.type == "cuda" and t.amp and t.channels_last
+    assert t.device.type == "cuda" and t.precision == "bf16" and t.channels_last
     summary = t.run()
     assert summary["iterations"] == 4 and summary["peak_mem_mb"] > 0 and summary["device"].startswith("cuda")
     sd = load_file(str(tmp_path / "o" / "model.safetensors"))
@@ -286,3 +286,112 @@ def test_pick_device():
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="CUDA is not available"):
             pick_device("cuda:0")
+
+
+def test_step_never_syncs_with_the_host_outside_log_steps(synth_root, tmp_path, monkeypatch):
+    """Between log steps, a training step reads nothing back from the device (no item/tolist/bool ...)."""
+    cfg = tiny_config(synth_root, iterations=20, log_every=5, checkpoint_every=1000)
+    cfg = cfg.model_copy(update={"style": cfg.style.model_copy(update={"augment": True, "mix": True, "strategy": "noise"})})
+    g = torch.Generator().manual_seed(0)
+    ds = _Fixed(torch.randn(40, 3, 32, 32, generator=g), torch.randint(0, 19, (40, 32, 32), generator=g))
+    logged = []
+    t = Trainer(cfg, tmp_path / "o", dataset=ds, log=lambda m, s: logged.append(s))
+    t.step()  # builds the loader (the batch order is host-side index work, once per epoch)
+
+    def forbidden(*_a, **_k):
+        raise AssertionError("host sync in a training step")
+
+    for name in ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "nonzero"):
+        monkeypatch.setattr(torch.Tensor, name, forbidden)
+    losses = [t.step() for _ in range(3)]  # iterations 2..4: no log step
+    monkeypatch.undo()
+    assert logged == [] and all(isinstance(x, torch.Tensor) and x.ndim == 0 for x in losses)
+    t.step()  # iteration 5 reads the window: 5 losses, their mean logged
+    assert logged == [5] and len(t.loss_window) == 5
+    assert t.loss_window[1:4] == [float(x) for x in losses] and t.last_loss == t.loss_window[-1]
+
+
+def test_divergence_found_at_the_log_step_names_the_first_bad_iteration(synth_root, tmp_path):
+    cfg = tiny_config(synth_root, iterations=20, log_every=4, checkpoint_every=1000)
+    images = torch.randn(4, 3, 32, 32)
+    images[2:] = float("nan")  # slots of iteration 2
+    t = Trainer(cfg, tmp_path / "o", dataset=_Fixed(images, torch.zeros(4, 32, 32, dtype=torch.long)))
+    t.schedule.batch = lambda i: [(i, k, (2 * i + k) % 4) for k in range(2)]  # iteration i reads items 2i, 2i+1
+    t.step()
+    assert torch.isfinite(t.step()).item() is False  # iteration 2 diverges, nothing raised yet (no sync)
+    t.step()
+    with pytest.raises(TrainingDiverged, match="loss is nan at iteration 2"):
+        t.step()  # iteration 4 is a log step
+
+
+def test_per_item_seeding_touches_only_the_cpu_generator(monkeypatch):
+    """Items are seeded on the CPU generator only: re-seeding CUDA (dropout's RNG) per item would make
+    results depend on data.num_workers. The CPU stream is the one torch.manual_seed(s) would give."""
+    from famix_core.train import _SeededItems
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(seed))
+
+    class Draw(torch.utils.data.Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return torch.rand(4)
+
+    items = _SeededItems(Draw(), seed=3)
+    torch.manual_seed(99)
+    calls.clear()
+    before = torch.get_rng_state()
+    a = items[(5, 1, 2)]
+    assert torch.equal(torch.get_rng_state(), before)  # restored afterwards
+    assert calls == []  # no CUDA generator was touched
+    assert torch.equal(a, items[(5, 1, 2)]) and not torch.equal(a, items[(5, 0, 2)])
+
+
+def test_weights_do_not_depend_on_the_number_of_loader_workers(synth_root, tmp_path):
+    """data.num_workers is no part of the train key: 0 and 2 workers must give bit-identical weights."""
+    out = {}
+    for nw in (0, 2):
+        cfg = tiny_config(synth_root, iterations=4, checkpoint_every=100)
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"num_workers": nw})})
+        out[nw] = (train(cfg, tmp_path / f"w{nw}"), load_file(str(tmp_path / f"w{nw}" / "model.safetensors")))
+    assert out[0][0]["final_loss"] == out[2][0]["final_loss"]
+    assert [k for k in out[0][1] if not torch.equal(out[0][1][k], out[2][1][k])] == []
+
+
+def test_worker_count_follows_the_allocation(monkeypatch):
+    from famix_core.loaders import MAX_AUTO_WORKERS, loader_options, resolve_workers
+
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "8")
+    assert resolve_workers(None) == 7 and resolve_workers(3) == 3 and resolve_workers(0) == 0
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "64")
+    assert resolve_workers(None) == MAX_AUTO_WORKERS
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2})
+    assert resolve_workers(None) == 2
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    assert resolve_workers(None) == 0
+    opts = loader_options(3, torch.device("cuda"), persistent=True)
+    assert opts == {"num_workers": 3, "pin_memory": True, "persistent_workers": True, "prefetch_factor": 2}
+    assert loader_options(0, torch.device("cpu"), persistent=True) == {
+        "num_workers": 0, "pin_memory": False, "persistent_workers": False, "prefetch_factor": None}
+
+
+def test_data_bench_prints_loader_images_per_second(synth_root, tmp_path, capsys):
+    import re
+
+    import yaml
+
+    from famix_core.cli import main
+
+    cfg = tiny_config(synth_root)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    assert main(["data", "bench", "--config", str(tmp_path / "cfg.yaml"), "--batches", "3", "data.num_workers=1"]) == 0
+    out = capsys.readouterr().out
+    train_rate = re.search(r"train loader: gta5, batch 2, crop 48, 1 workers: ([\d.]+) images/s \(6 images timed\)", out)
+    eval_rate = re.search(r"eval loader:  C, full resolution, one image at a time, 1 workers: ([\d.]+) images/s", out)
+    assert train_rate and eval_rate and float(train_rate.group(1)) > 0 and float(eval_rate.group(1)) > 0, out
+    assert main(["data", "bench", "--config", str(tmp_path / "cfg.yaml"), "--batches", "0"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("--batches: expected >= 1, got 0")

@@ -9,13 +9,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from famix_core.data.layouts import LAYOUTS, get_layout, list_pairs
+from famix_core.data.layouts import LAYOUTS, DomainFiles, get_layout, list_pairs, scan_domain
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from famix_core.config import DataConfig
     from famix_core.data.datasets import SegmentationDataset
 
-__all__ = ["build_dataset", "check_domain", "list_pairs", "LAYOUTS"]
+__all__ = [
+    "build_dataset",
+    "check_domain",
+    "inspect_domain",
+    "list_pairs",
+    "source_val_pairs",
+    "source_val_dataset",
+    "LAYOUTS",
+]
 
 
 def build_dataset(
@@ -39,7 +49,7 @@ def build_dataset(
     return _build(data_cfg, domain, split, train=train, crop_size=crop_size, scale=scale, max_items=max_items)
 
 
-def check_domain(data_cfg: "DataConfig", domain: str, split: str) -> int:
+def inspect_domain(data_cfg: "DataConfig", domain: str, split: str) -> DomainFiles:
     """Check a domain split's layout and pairing without torch (generating the synthetic benchmark if configured).
 
     Args:
@@ -48,7 +58,7 @@ def check_domain(data_cfg: "DataConfig", domain: str, split: str) -> int:
         split: ``train`` or ``val``.
 
     Returns:
-        the number of (image, label) pairs.
+        the :class:`~famix_core.data.layouts.DomainFiles` found (pairs, layout, split list, skipped files).
 
     Raises:
         DataError: one line naming the domain, path and expected pattern, or the unreadable first image.
@@ -60,6 +70,37 @@ def check_domain(data_cfg: "DataConfig", domain: str, split: str) -> int:
 
         ensure_synthetic(data_cfg)
     d, _ = get_layout(domain)
-    pairs = list_pairs(data_cfg, d, split)
-    image_size(pairs[0][0])  # the first image must at least be readable
-    return len(pairs)
+    found = scan_domain(data_cfg, d, split)
+    image_size(found.pairs[0][0])  # the first image must at least be readable
+    return found
+
+
+def check_domain(data_cfg: "DataConfig", domain: str, split: str) -> int:
+    """The number of (image, label) pairs of a domain split (see :func:`inspect_domain`)."""
+    return len(inspect_domain(data_cfg, domain, split).pairs)
+
+
+def source_val_pairs(data_cfg: "DataConfig") -> "list[tuple[Path, Path]]":
+    """The source validation samples: (image, label) files of ``data.source``'s ``val`` split.
+
+    GTA5: the 1,000 images of ``gtav_split_val.txt`` (the official checkpoint-selection set);
+    SYNTHIA: ``synthia_split_val.txt``; Cityscapes: its val folder. The synthetic benchmark's own
+    lists replace the shipped ones.
+
+    Raises:
+        DataError: see :func:`famix_core.data.layouts.scan_domain`.
+    """
+    if data_cfg.synthetic is not None:
+        from famix_core.data.synth import ensure_synthetic
+
+        ensure_synthetic(data_cfg)
+    return list_pairs(data_cfg, data_cfg.source, "val")
+
+
+def source_val_dataset(data_cfg: "DataConfig", *, max_items: int | None = None) -> "SegmentationDataset":
+    """The source validation set as an evaluation dataset (full images, no augmentation).
+
+    Items are (image (3,H,W) float32 CLIP-normalized, label (H,W) int64 train ids, 255 = ignore) of
+    :func:`source_val_pairs`.
+    """
+    return build_dataset(data_cfg, data_cfg.source, "val", train=False, max_items=max_items)

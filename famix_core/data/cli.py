@@ -1,9 +1,11 @@
-"""``famix data synth`` and ``famix data check`` (no torch imported).
+"""``famix data synth``, ``famix data check`` (no torch imported) and ``famix data bench``.
 
 ``famix data synth --out DIR`` writes the synthetic benchmark (all nine domains in
 their real layouts) and ``DIR/contact_sheet.png``. ``famix data check --config
 FILE [key=value ...]`` lists the image/label pairs of the source's train split
-and of every evaluation domain, or the one-line problem of each.
+and of every evaluation domain with the folder layout and split list found, or
+the one-line problem of each. ``famix data bench
+--config FILE`` times the loaders alone (``famix_core.loaders.bench_loaders``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--config", default=None, help="engine config YAML (default: built-in defaults)")
     check.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     check.set_defaults(func=_check)
+
+    bench = sub.add_parser("bench", help="images/s of the training and evaluation loaders alone (is the loader the bottleneck?)")
+    bench.add_argument("--config", default=None, help="engine config YAML (default: built-in defaults)")
+    bench.add_argument("--batches", type=int, default=20, help="timed batches per loader")
+    bench.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    bench.set_defaults(func=_bench)
 
 
 def _parse_overrides(items: list[str]) -> dict:
@@ -98,7 +106,7 @@ def _synth_captions(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from famix_core.config import load_config
-    from famix_core.data import check_domain
+    from famix_core.data import inspect_domain
     from famix_core.domains import resolve_domain
     from famix_core.errors import FamixError
 
@@ -109,13 +117,24 @@ def _check(args: argparse.Namespace) -> int:
         d = resolve_domain(domain)
         name = f"{d.name}" + (f" ({d.column})" if d.column else "")
         try:
-            n = check_domain(cfg.data, d.name, split)
+            found = inspect_domain(cfg.data, d.name, split)
         except FamixError as e:
             failed += 1
             print(f"{name:20s} {split:5s} error: {e}")
         else:
-            print(f"{name:20s} {split:5s} {n} pairs")
+            print(f"{name:20s} {split:5s} {len(found.pairs)} pairs ({found.describe()})")
     if failed:
         print(f"famix: error: {failed} of {len(jobs)} domain splits are not usable", file=sys.stderr)
         return 2
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from famix_core.config import ConfigError, load_config
+    from famix_core.loaders import bench_loaders
+
+    if args.batches < 1:
+        raise ConfigError(f"famix data bench: --batches: expected >= 1, got {args.batches}")
+    cfg = load_config(args.config, _parse_overrides(args.overrides))
+    bench_loaders(cfg, batches=args.batches)
     return 0

@@ -12,10 +12,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from famix_core.classes import IGNORE_INDEX
 from famix_core.data.io import read_label, read_rgb
 from famix_core.data.layouts import get_layout, list_pairs
 from famix_core.data.mappings import get_mapping
-from famix_core.data.transforms import JointTransform, build_transform
+from famix_core.data.transforms import HeightCenterCrop, JointTransform, PairFn, RandomScaleCrop, build_transform
 
 if TYPE_CHECKING:
     from famix_core.config import DataConfig
@@ -153,11 +154,31 @@ def build_dataset(
     pairs = list_pairs(data_cfg, d, split)
     if max_items is not None:
         pairs = pairs[:max_items]
+    crop = (crop_size or data_cfg.crop_size) if train else None
+    pre = _train_protocol(data_cfg, d.name, crop) if train else _eval_protocol(data_cfg, d.name)
     transform = build_transform(
         train=train,
-        crop_size=(crop_size or data_cfg.crop_size) if train else None,
+        crop_size=None if pre is not None else crop,  # a protocol's geometry replaces the random crop
         jitter=tuple(data_cfg.jitter),
         hflip=data_cfg.hflip,
         scale=scale,
+        pre=pre,
     )
     return SegmentationDataset(d.name, split, pairs, lay.mapping, transform, label_first_channel=lay.label_first_channel)
+
+
+def _eval_protocol(data_cfg: "DataConfig", domain: str) -> PairFn | None:
+    """The geometric step a domain's evaluation protocol adds (official FAMix ``utils/get_dataset.py``)."""
+    if domain == "mapillary":
+        fill = 0 if data_cfg.mapillary_protocol == "official" else IGNORE_INDEX
+        return HeightCenterCrop(data_cfg.mapillary_size, label_fill=fill)
+    return None
+
+
+def _train_protocol(data_cfg: "DataConfig", domain: str, crop_size: int | None) -> PairFn | None:
+    """The geometry a source's official training transform uses instead of a plain random crop."""
+    if domain == "synthia" and crop_size is not None:
+        fill = 0 if data_cfg.synthia_protocol == "official" else IGNORE_INDEX
+        lo, hi = data_cfg.synthia_scale
+        return RandomScaleCrop(data_cfg.synthia_crop, crop_size, lo, hi, label_fill=fill)
+    return None

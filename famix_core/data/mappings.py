@@ -67,27 +67,23 @@ VISTAS_V12_CLASSES: tuple[str, ...] = (
     "object--vehicle--wheeled-slow", "void--car-mount", "void--ego-vehicle", "void--unlabeled",
 )
 
-# The usual DGSS reduction of Vistas to the 19 classes. Flat surfaces drivable by cars (road, service
-# lane, bike lane, plain crosswalk, lane and zebra markings, manholes, potholes) are road; curbs and
-# pedestrian areas are sidewalk; every kind of pole (street lights, sign frames, utility poles) is pole;
-# only sign fronts are traffic signs; all three rider classes are rider; "on rails" is train; mountain
-# and sand are terrain. Classes Cityscapes also ignores (parking, rail track, bridge, tunnel, guard rail,
-# caravan, trailer, ...) become 255, as does everything not listed.
+# The reduction of Vistas to the 19 classes that the official FAMix code uses (datasets/mapillary.py,
+# from RobustNet): road, lane marking (general) and manhole are road; curb and sidewalk are sidewalk;
+# pole and utility pole are pole; only sign fronts are traffic signs; all three rider classes are
+# rider; "on rails" is train. Every other class becomes 255, including surfaces and objects that other
+# reductions merge (service lane, bike lane, crosswalks, pothole, curb cut, pedestrian area, street
+# light, sign frame, sand, mountain).
 VISTAS_NAME_TO_TRAIN_ID: Mapping[str, int] = MappingProxyType({
-    "construction--flat--road": 0, "construction--flat--service-lane": 0, "construction--flat--bike-lane": 0,
-    "construction--flat--crosswalk-plain": 0, "marking--crosswalk-zebra": 0, "marking--general": 0,
-    "object--manhole": 0, "object--pothole": 0,
-    "construction--flat--sidewalk": 1, "construction--barrier--curb": 1, "construction--flat--curb-cut": 1,
-    "construction--flat--pedestrian-area": 1,
+    "construction--flat--road": 0, "marking--general": 0, "object--manhole": 0,
+    "construction--barrier--curb": 1, "construction--flat--sidewalk": 1,
     "construction--structure--building": 2,
     "construction--barrier--wall": 3,
     "construction--barrier--fence": 4,
-    "object--support--pole": 5, "object--support--utility-pole": 5, "object--street-light": 5,
-    "object--support--traffic-sign-frame": 5,
+    "object--support--pole": 5, "object--support--utility-pole": 5,
     "object--traffic-light": 6,
     "object--traffic-sign--front": 7,
     "nature--vegetation": 8,
-    "nature--terrain": 9, "nature--sand": 9, "nature--mountain": 9,
+    "nature--terrain": 9,
     "nature--sky": 10,
     "human--person": 11,
     "human--rider--bicyclist": 12, "human--rider--motorcyclist": 12, "human--rider--other-rider": 12,

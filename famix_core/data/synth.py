@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from famix_core.classes import IGNORE_INDEX, PALETTE
 from famix_core.data.io import write_png16
-from famix_core.data.layouts import LAYOUTS, SPLIT_LIST_DIR
+from famix_core.data.layouts import LAYOUTS
 from famix_core.data.mappings import MAPPINGS, VISTAS_V12_CLASSES
 from famix_core.domains import DOMAINS
 from famix_core.errors import DataError
@@ -57,7 +57,7 @@ __all__ = [
     "contact_sheet",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bump when the generator's output changes: existing trees are then regenerated."""
 
 MANIFEST_NAME = "famix_synthetic.json"
@@ -815,11 +815,11 @@ def _write_tree(root: Path, cfg: "SynthConfig") -> dict[str, dict[str, int]]:
             for split, ids in splits.items():
                 if k in ids:
                     _write_pair(root, domain, split, k, scene, cfg.seed)
-    for domain in ("gta5", "synthia"):  # one folder for all splits: split lists select the files
-        folder = root / _folder(domain) / SPLIT_LIST_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        for split, ids in plan[domain].items():
-            (folder / f"{split}.txt").write_text("".join(_key(domain, split, k) + "\n" for k in ids))
+    for domain in ("gta5", "synthia"):  # one folder for all splits: lists like the official ones select the files
+        lay = LAYOUTS[domain]
+        for split, list_name in lay.split_lists.items():
+            names = (_key(domain, split, k) + lay.image_suffix for k in plan[domain][split])
+            (root / _folder(domain) / list_name).write_text("".join(n + "\n" for n in names))
     return counts
 
 

@@ -22,7 +22,7 @@ from famix_core.models.freeze import frozen_modules
 if TYPE_CHECKING:
     from famix_core.config import ModelConfig
 
-__all__ = ["Segmenter", "build_segmenter", "load_official_checkpoint", "dilate_backbone", "stage_dilations"]
+__all__ = ["style_in_fp32", "Segmenter", "build_segmenter", "load_official_checkpoint", "dilate_backbone", "stage_dilations"]
 
 # output stride -> new dilation of layer3, layer4 (1 = the stage keeps CLIP's stride 2)
 _STAGE_DILATION: dict[int, tuple[int, int]] = {32: (1, 1), 16: (1, 2), 8: (2, 4)}
@@ -67,6 +67,26 @@ def dilate_backbone(visual: nn.Module, output_stride: int) -> nn.Module:
         _dilate_stage(getattr(visual, name), d, previous)
         previous = d
     return visual
+
+
+def style_in_fp32(augmenter: nn.Module, f: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Run the style op on fp32 features with autocast off, and give its output ``f``'s dtype back.
+
+    Under CUDA bf16 autocast, reductions such as ``sum`` come out in fp32 while elementwise ops
+    stay in bf16, so the op's own statistics and its target statistics would disagree in dtype
+    (``torch.lerp`` refuses). Statistics are computed in fp32 whatever the training precision.
+    For fp32 features outside autocast this is the plain call (no copy).
+
+    Args:
+        augmenter: ``module(feat (B,C,H,W), labels (B,Hl,Wl)) -> feat``.
+        f: layer-1 features (B, C, H, W), any float dtype.
+        labels: (B, Hl, Wl) train ids.
+
+    Returns:
+        Stylized features (B, C, H, W) in ``f.dtype``.
+    """
+    with torch.autocast(device_type=f.device.type, enabled=False):
+        return augmenter(f.float(), labels).to(f.dtype)
 
 
 class Segmenter(nn.Module):
@@ -119,8 +139,10 @@ class Segmenter(nn.Module):
         return self.__dict__["_augmenter"]
 
     # -- freezing -----------------------------------------------------------------------------
-    def freeze(self, policy: str) -> list[nn.Module]:
+    def freeze(self, policy: str, source: str = "gta5") -> list[nn.Module]:
         """Freeze backbone modules by stage boundary (``none``, ``layer3``, ``paper``, ``all``).
+
+        ``paper`` depends on the training ``source`` (:mod:`famix_core.models.freeze`).
 
         Frozen parameters get ``requires_grad=False`` and frozen modules stay in eval mode
         (BatchNorm statistics fixed) even after ``.train()``. Replaces any previous policy.
@@ -128,7 +150,7 @@ class Segmenter(nn.Module):
         Returns:
             The frozen modules.
         """
-        mods = frozen_modules(self.backbone, policy)
+        mods = frozen_modules(self.backbone, policy, source)
         for p in self.backbone.parameters():
             p.requires_grad_(True)
         for m in mods:
@@ -173,7 +195,7 @@ class Segmenter(nn.Module):
         out: dict[str, torch.Tensor] = {"stem": bb.stem(x)}
         f = bb.layer1(out["stem"])
         if self.training and self.style_augmenter is not None and labels is not None:
-            f = self.style_augmenter(f, labels)
+            f = style_in_fp32(self.style_augmenter, f, labels)
         out["layer1"] = f
         out["layer2"] = bb.layer2(f)
         out["layer3"] = bb.layer3(out["layer2"])
@@ -225,6 +247,7 @@ def build_segmenter(
     model_cfg: "ModelConfig",
     style_augmenter: nn.Module | None = None,
     device: torch.device | str | None = None,
+    source: str = "gta5",
 ) -> Segmenter:
     """Build the segmenter of a model config, weights loaded and freeze policy applied.
 
@@ -235,6 +258,7 @@ def build_segmenter(
         model_cfg: :class:`famix_core.config.ModelConfig`.
         style_augmenter: optional training-time layer-1 augmenter.
         device: target device (default CPU).
+        source: the training source (``data.source``): ``model.freeze=paper`` follows it.
 
     Returns:
         A Segmenter in train mode (frozen modules in eval mode).
@@ -258,7 +282,7 @@ def build_segmenter(
     )
     if full_sd is not None:
         _load_strict(model, full_sd, model_cfg.pretrained, model_cfg.backbone)
-    model.freeze(model_cfg.freeze)
+    model.freeze(model_cfg.freeze, source)
     model.train()
     if device is not None:
         model = model.to(torch.device(device))

@@ -1,0 +1,212 @@
+"""``famix sweep plan --estimate``: device time of every stage from short probes, before submitting.
+
+Each distinct stage kind is timed on this machine's device on random inputs of its real shapes
+(:mod:`famix_core.probe`; no dataset, no weights): trainings once per distinct compute
+signature (backbone, stride, batch, crop, freeze, style op on/off, precision), mining and
+evaluation once each. The per-unit times are multiplied by what each stage does:
+
+  * train: ``train.iterations`` iterations;
+  * mine: groups of ``mining.patches_per_step`` patches x ``mining.steps`` steps, with at most one
+    kept patch per class (and ignore) per source batch, the source read once (or
+    ``mining.max_batches`` batches): an upper bound;
+  * evaluate: the split's images x seconds per image, scaled by pixel count from the probed size.
+
+Split sizes come from the real datasets' published sizes (:data:`SOURCE_IMAGES`,
+:data:`EVAL_SPLITS`) or the synthetic settings. On a machine without a GPU the probes run on the
+CPU, at reduced shapes when the full ones would take too long, and the output says so. This is
+the only part of ``sweep plan`` that computes anything (torch is imported here, lazily).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from famix_core.config import FamixConfig
+from famix_core.domains import resolve_domain
+
+if TYPE_CHECKING:
+    from orchestrator.plan import Plan, StageSpec
+
+__all__ = ["SOURCE_IMAGES", "EVAL_SPLITS", "StageEstimate", "estimate_plan", "print_estimate", "split_size"]
+
+SOURCE_IMAGES: dict[str, int] = {"gta5": 24966, "synthia": 6580, "cityscapes": 2975}
+"""Training images of each source domain (GTA5; SYNTHIA-RAND-CITYSCAPES minus its val holdout; Cityscapes train)."""
+
+EVAL_SPLITS: dict[str, tuple[int, int, int]] = {
+    "cityscapes": (500, 1024, 2048),
+    "bdd100k": (1000, 720, 1280),
+    "mapillary": (2000, 1536, 1536),
+    "synthia": (2820, 760, 1280),
+    "acdc_night": (106, 1080, 1920),
+    "acdc_snow": (100, 1080, 1920),
+    "acdc_rain": (100, 1080, 1920),
+    "acdc_fog": (100, 1080, 1920),
+}
+"""Domain -> (val images, height, width) at full resolution (Mapillary: its typical evaluation size)."""
+
+CPU_MAX_TRAIN = (2, 256)  # batch, crop: more pixels per iteration are probed at this size on the CPU and scaled
+CPU_MAX_PATCHES = 4
+CPU_MAX_PIXELS = 512 * 256
+GPU_COUNTS = (5, 20)  # warm-up, timed units
+CPU_COUNTS = (1, 2)
+
+
+@dataclass
+class StageEstimate:
+    """The estimate of one stage."""
+
+    kind: str
+    key: str
+    seconds: float
+    limit_min: int
+    gpus: int
+    to_run: bool
+    what: str
+
+
+def split_size(cfg: FamixConfig, domain: str, split: str) -> tuple[int, int, int]:
+    """(images, height, width) of a domain split: the synthetic settings, else the published sizes."""
+    d = resolve_domain(domain)
+    syn = cfg.data.synthetic
+    if syn is not None and d.name not in cfg.data.roots:
+        n = syn.train_images if split == "train" else syn.val_images
+        return n, syn.height, syn.width
+    if split == "train":
+        return SOURCE_IMAGES.get(d.name, SOURCE_IMAGES["gta5"]), 1052, 1914
+    return EVAL_SPLITS.get(d.name, EVAL_SPLITS["cityscapes"])
+
+
+def _train_signature(cfg: FamixConfig) -> tuple:
+    m, t = cfg.model, cfg.train
+    return (m.backbone, m.output_stride, m.freeze, t.batch_size, cfg.data.crop_size,
+            cfg.style.effective_strategy() != "none", t.precision, t.channels_last)  # fmt: skip
+
+
+def _limits(plan: "Plan", kind: str) -> tuple[int, int]:
+    """(Slurm time in minutes, GPUs) of a stage kind, by the slurm backend's own precedence."""
+    from orchestrator.backends.slurm_options import stage_parameters
+
+    be = plan.sweep.backend
+    res = be.resources.get(kind)
+    params = stage_parameters(kind, res.model_dump() if res is not None else {}, be.slurm)
+    return int(params["time"]), int(params.get("gpus_per_node") or 0)
+
+
+def estimate_plan(plan: "Plan", *, device: Any = None, say: Callable[[str], None] = print) -> tuple[list[StageEstimate], str]:
+    """Probe each stage kind and estimate every stage of the plan.
+
+    Args:
+        plan: the planned sweep.
+        device: where to probe (default: CUDA when present, else the CPU).
+        say: receives one line per probe as it finishes.
+
+    Returns:
+        (one :class:`StageEstimate` per stage, in plan order; the device probed, as text).
+    """
+    import torch
+
+    from famix_core import probe
+
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cpu = dev.type == "cpu"
+    warmup, iters = CPU_COUNTS if cpu else GPU_COUNTS
+    status = plan.status()
+    per_train: dict[tuple, float] = {}
+    per_kind: dict[str, float] = {}
+    out: list[StageEstimate] = []
+
+    def note(p: "probe.Probe", unit: str) -> None:
+        reduced = f" (reduced from the real shape: x{p.scale:.3g})" if p.scale != 1.0 else ""
+        say(f"probe {p.kind}: {p.shape}: {p.seconds:.4g} s/{unit}{reduced} -> {p.full_seconds:.4g} s/{unit}")
+
+    for key, st in plan.stages.items():
+        cfg = FamixConfig.model_validate(st.config)
+        limit, gpus = _limits(plan, st.kind)
+        if st.kind == "train":
+            sig = _train_signature(cfg)
+            if sig not in per_train:
+                b, c = cfg.train.batch_size, cfg.data.crop_size
+                too_big = cpu and b * c * c > CPU_MAX_TRAIN[0] * CPU_MAX_TRAIN[1] ** 2
+                pb, pc = (min(b, CPU_MAX_TRAIN[0]), min(c, CPU_MAX_TRAIN[1])) if too_big else (b, c)
+                s = probe.probe_train(cfg, dev, batch=pb, crop=pc, warmup=warmup, iters=iters)
+                p = probe.Probe("train", s, f"{cfg.model.backbone} OS{cfg.model.output_stride} freeze={cfg.model.freeze} "
+                                f"style={cfg.style.effective_strategy()} {cfg.train.precision}, batch {pb}, crop {pc}",
+                                (b * c * c) / (pb * pc * pc))  # fmt: skip
+                note(p, "iteration")
+                per_train[sig] = p.full_seconds
+            secs = per_train[sig] * cfg.train.iterations
+            what = f"{cfg.train.iterations} iterations"
+        elif st.kind == "mine":
+            mc = cfg.mining
+            if "mine" not in per_kind:
+                k = min(mc.patches_per_step, CPU_MAX_PATCHES) if cpu else mc.patches_per_step
+                s = probe.probe_mine(cfg, dev, patches=k, warmup=warmup, iters=iters)
+                p = probe.Probe("mine", s, f"{cfg.model.backbone} {mc.precision}, {k} patches per step", mc.patches_per_step / k)
+                note(p, "step")
+                per_kind["mine"] = p.full_seconds
+            n_src = split_size(cfg, cfg.data.source, "train")[0]
+            batches = math.ceil(n_src / mc.batch_size)
+            if mc.max_batches is not None:
+                batches = min(batches, mc.max_batches)
+            groups = math.ceil(batches * (cfg.model.num_classes + 1) / mc.patches_per_step)
+            secs = per_kind["mine"] * groups * mc.steps
+            what = f"<= {groups} groups x {mc.steps} steps ({batches} source batches)"
+        else:
+            n, h, w = split_size(cfg, st.domain or "C", cfg.eval.split)
+            if cfg.eval.max_images is not None:
+                n = min(n, cfg.eval.max_images)
+            if "evaluate" not in per_kind:
+                f = min(1.0, math.sqrt(CPU_MAX_PIXELS / (h * w))) if cpu else 1.0
+                ph, pw = max(32, round(h * f)), max(32, round(w * f))
+                s = probe.probe_evaluate(cfg, dev, height=ph, width=pw, warmup=warmup, iters=iters)
+                p = probe.Probe("evaluate", s, f"{cfg.model.backbone} {cfg.eval.precision}, {ph}x{pw}, scales {cfg.eval.scales}",
+                                (h * w) / (ph * pw))  # fmt: skip
+                note(p, "image")
+                per_kind["evaluate"] = p.seconds / (ph * pw)  # per pixel, for every domain's size
+            secs = per_kind["evaluate"] * h * w * n
+            what = f"{st.domain}: {n} images {w}x{h}"
+        out.append(StageEstimate(st.kind, key, secs, limit, gpus, status[key] != "done", what))
+    return out, str(dev)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds / 60:.1f} min"
+
+
+def print_estimate(plan: "Plan", console: Any, *, device: Any = None) -> list[StageEstimate]:
+    """Run :func:`estimate_plan` and print per stage kind, per sweep, and the stages over their Slurm ``time``."""
+    import torch
+
+    def say(line: str) -> None:
+        console.print(line, highlight=False, markup=False)
+
+    gpu = (device is None and torch.cuda.is_available()) or (device is not None and torch.device(device).type == "cuda")
+    if gpu:
+        say(f"estimate on {torch.cuda.get_device_name(torch.device(device) if device else None)}: "
+            f"{GPU_COUNTS[1]} timed units after {GPU_COUNTS[0]} warm-up per probe, random inputs of the real shapes")  # fmt: skip
+    else:
+        say("no GPU on this machine: these are CPU estimates (a GPU is many times faster); probes ran at reduced "
+            f"shapes (at most batch {CPU_MAX_TRAIN[0]}, crop {CPU_MAX_TRAIN[1]}, {CPU_MAX_PATCHES} patches, "
+            f"{CPU_MAX_PIXELS} pixels) and were scaled to the real ones")  # fmt: skip
+    ests, dev = estimate_plan(plan, device=device, say=say)
+    unit = "GPU-hours" if gpu else "CPU-hours"
+    total = {"all": 0.0, "run": 0.0}
+    for kind in ("mine", "train", "evaluate"):
+        ks = [e for e in ests if e.kind == kind]
+        if not ks:
+            continue
+        worst = max(ks, key=lambda e: e.seconds)
+        dev_h = sum(e.seconds * max(1, e.gpus) for e in ks) / 3600
+        run_h = sum(e.seconds * max(1, e.gpus) for e in ks if e.to_run) / 3600
+        total["all"] += dev_h
+        total["run"] += run_h
+        say(f"{kind:8s} {len(ks):3d} stages, each up to {_hours(worst.seconds)} ({worst.what}); "
+            f"{dev_h:.2f} {unit} in all, {run_h:.2f} still to run")  # fmt: skip
+        over = [e for e in ks if e.seconds > 60 * e.limit_min]
+        if over:
+            say(f"warning: {len(over)} {kind} stage(s) need up to {_hours(worst.seconds)}, over their Slurm time of "
+                f"{worst.limit_min} min (set backend.slurm.{kind}.time, or backend.slurm.time)")  # fmt: skip
+    say(f"sweep: {total['all']:.2f} {unit} in all, {total['run']:.2f} {unit} still to run (on {dev})")
+    return ests

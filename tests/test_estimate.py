@@ -1,0 +1,93 @@
+"""``famix sweep plan --estimate``: probes on random inputs, per-stage arithmetic, the Slurm time warning."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SWEEP = """
+name: est
+base:
+  style: {strategy: none, augment: false, mix: false}
+  eval: {domains: [C, AN]}
+grid:
+  model.freeze: [paper]
+labels:
+  model.freeze: {column: Freeze}
+backend:
+  kind: local
+  slurm: {time: 1, train: {time: 600}}
+"""
+
+
+def _console():
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    return Console(file=buf, width=400, force_terminal=False, color_system=None), buf
+
+
+def test_estimate_arithmetic_and_time_warning(tmp_path, monkeypatch):
+    """With fixed probe times, each stage's estimate is units x seconds per unit, and stages over their
+    Slurm time are named; the paper profile needs neither its data nor its weights for this."""
+    from famix_core import probe
+    from orchestrator.driver import prepare
+    from orchestrator.estimate import EVAL_SPLITS, SOURCE_IMAGES, print_estimate
+
+    calls = []
+    monkeypatch.setattr(probe, "probe_train", lambda cfg, dev, **kw: calls.append(("train", kw)) or 0.5)
+    monkeypatch.setattr(probe, "probe_mine", lambda cfg, dev, **kw: calls.append(("mine", kw)) or 2.0)
+    monkeypatch.setattr(probe, "probe_evaluate", lambda cfg, dev, **kw: calls.append(("evaluate", kw)) or 0.25)
+    plan = prepare(ROOT / "sweeps" / "ablation.yaml", profile="paper", run_dir=tmp_path / "runs",
+                   check_data=lambda c: None, check_weights=lambda c: None)  # fmt: skip
+    console, buf = _console()
+    ests = print_estimate(plan, console, device="cpu")
+    out = buf.getvalue()
+    kinds = [k for k, _ in calls]
+    assert kinds.count("mine") == 1 and kinds.count("evaluate") == 1
+    assert kinds.count("train") == 4  # freeze {none, paper} x style op {on, off}: the ablation's compute signatures
+    train_kw = next(kw for k, kw in calls if k == "train")
+    assert train_kw["batch"] == 2 and train_kw["crop"] == 256 and train_kw["warmup"] == 1 and train_kw["iters"] == 2
+    scale = (8 * 768 * 768) / (2 * 256 * 256)  # the CPU probe ran reduced: scaled to batch 8, crop 768
+    tr = [e for e in ests if e.kind == "train"]
+    assert len(tr) == 24 and all(e.seconds == pytest.approx(0.5 * scale * 40000) for e in tr)
+    mine = [e for e in ests if e.kind == "mine"]
+    groups = -(-(-(-SOURCE_IMAGES["gta5"] // 16)) * 20 // 256)  # batches x (19 classes + ignore) / 256 per group
+    assert len(mine) == 3 and mine[0].seconds == pytest.approx(2.0 * (256 / 4) * groups * 100)
+    n, h, w = EVAL_SPLITS["cityscapes"]
+    ev_c = next(e for e in ests if e.kind == "evaluate" and e.what.startswith("C:"))
+    ev_kw = next(kw for k, kw in calls if k == "evaluate")
+    assert ev_c.seconds == pytest.approx(0.25 / (ev_kw["height"] * ev_kw["width"]) * h * w * n)
+    assert "no GPU on this machine: these are CPU estimates" in out
+    assert re.search(r"train\s+24 stages, each up to [\d.]+ h \(40000 iterations\)", out), out
+    assert "warning: 24 train stage(s) need up to" in out and "over their Slurm time of 1440 min" in out
+    total = sum(e.seconds for e in ests) / 3600
+    assert f"sweep: {total:.2f} CPU-hours in all" in out
+
+
+def test_plan_estimate_runs_real_probes_and_plain_plan_computes_nothing(tmp_path):
+    (tmp_path / "est.yaml").write_text(SWEEP)
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    code = ("import sys; from famix_core.cli import main; rc = main(sys.argv[1:]); "
+            "print('TORCH', 'torch' in sys.modules); sys.exit(rc)")  # fmt: skip
+    base = [sys.executable, "-c", code, "sweep", "plan", str(tmp_path / "est.yaml"), "--run-dir", str(tmp_path / "runs")]
+    plain = subprocess.run(base, capture_output=True, text=True, env=env, timeout=300)
+    assert plain.returncode == 0 and "TORCH False" in plain.stdout, plain.stdout + plain.stderr
+    est = subprocess.run(base + ["--estimate"], capture_output=True, text=True, env=env, timeout=600)
+    out = est.stdout
+    assert est.returncode == 0, out + est.stderr
+    m = re.search(r"probe train: famix-tiny OS16 freeze=paper style=none fp32, batch 8, crop 64: ([\d.e-]+) s/iteration", out)
+    assert m and float(m.group(1)) > 0, out  # smoke shapes are small enough to probe as they are
+    ev = re.search(r"probe evaluate: famix-tiny fp32, 64x128, scales \[1.0\]: ([\d.e-]+) s/image", out)
+    assert ev and float(ev.group(1)) > 0, out
+    assert re.search(r"train\s+1 stages, each up to [\d.]+ (min|h) \(300 iterations\)", out), out
+    assert re.search(r"evaluate\s+2 stages", out) and "still to run (on cpu)" in out
+    assert "warning: 2 evaluate stage(s)" not in out  # 8 tiny images fit in 1 minute
