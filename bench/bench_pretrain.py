@@ -55,7 +55,7 @@ def main() -> None:
     per_step = (t_total - per_image * small.scenes * small.styles_per_scene) / timed.steps
     n_images = cfg.corpus.scenes * cfg.corpus.styles_per_scene
     projected = per_image * n_images + per_step * cfg.steps
-    print(f"pretraining ({torch.get_num_threads()} threads, load {load:.1f}):")
+    print(f"pretraining ({cfg.threads or torch.get_num_threads()} torch thread(s), load {load:.1f} at the start):")
     print(f"  corpus {1000 * per_image:.1f} ms/image, training {per_step:.2f} s/step at batch {cfg.batch_size}")
     print(f"  projected recipe ({n_images} images, {cfg.steps} steps): {projected / 60:.1f} min (target <= 15 min);"
           f" recorded when the shipped weights were made: {shipped['seconds']['total'] / 60:.1f} min"
