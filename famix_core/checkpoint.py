@@ -18,14 +18,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from famix_core.io import atomic_write_bytes, atomic_write_json
+from famix_core.io import atomic_write_bytes, atomic_write_json, make_temp_dir, safetensors_problem
 
 __all__ = [
     "FORMAT_VERSION",
@@ -33,6 +33,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "latest_checkpoint",
+    "checkpoint_problem",
     "atomic_write_bytes",
     "atomic_write_json",
     "save_safetensors_atomic",
@@ -103,13 +104,14 @@ class CheckpointState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def save_checkpoint(ckpt_dir: str | Path, state: CheckpointState, keep: int = 1) -> Path:
+def save_checkpoint(ckpt_dir: str | Path, state: CheckpointState, keep: int = 2) -> Path:
     """Write a checkpoint atomically and point ``latest.json`` at it; prune older ones.
 
     Args:
         ckpt_dir: the checkpoint folder (created if missing).
         state: what to save.
-        keep: how many checkpoints to keep (the newest).
+        keep: how many checkpoints to keep (the newest; the one before is the fallback when the
+            newest turns out corrupt).
 
     Returns:
         The folder of the new checkpoint.
@@ -117,7 +119,7 @@ def save_checkpoint(ckpt_dir: str | Path, state: CheckpointState, keep: int = 1)
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     name = f"iter-{state.iteration:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=ckpt_dir))
+    tmp = make_temp_dir(ckpt_dir, ".tmp-")
     try:
         tensors = {f"model.{k}": v for k, v in state.model.items()}
         tensors.update(state.optimizer)
@@ -146,23 +148,70 @@ def save_checkpoint(ckpt_dir: str | Path, state: CheckpointState, keep: int = 1)
     return final
 
 
-def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint folder in ``ckpt_dir``, or None."""
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why the checkpoint folder ``path`` cannot be resumed from (naming the file), or None when it is sound.
+
+    Checks, without loading any tensor: ``state.json`` is a JSON object with an integer ``iteration``;
+    ``tensors.safetensors`` has a readable header and exactly the length its header announces.
+    """
+    path = Path(path)
+    state = path / "state.json"
+    try:
+        meta = json.loads(state.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or not isinstance(meta.get("iteration"), int):
+            return f"{state}: no integer 'iteration'"
+    except FileNotFoundError:
+        return f"{state}: missing"
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return f"{state}: unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    return safetensors_problem(path / "tensors.safetensors")
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename a corrupt checkpoint folder to ``corrupt-<name>[-k]`` so that it is never tried again (kept to inspect)."""
+    k = 0
+    while True:
+        dest = path.with_name(f"corrupt-{path.name}" + (f"-{k}" if k else ""))
+        if not dest.exists():
+            break
+        k += 1
+    os.rename(path, dest)
+    return dest
+
+
+def latest_checkpoint(ckpt_dir: str | Path, warn: Any = None) -> Path | None:
+    """The newest sound checkpoint folder in ``ckpt_dir``, or None.
+
+    A corrupt checkpoint (:func:`checkpoint_problem`) is renamed to ``corrupt-iter-…`` and ``warn``
+    is called with one line naming the bad file and what happens instead (the previous checkpoint,
+    or training from the start); so a corrupt file costs one warning, never a retry loop.
+
+    Args:
+        ckpt_dir: the checkpoint folder.
+        warn: ``warn(line)``; default: print to stderr.
+    """
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.is_dir():
         return None
+    warn = warn or (lambda line: print(f"famix: warning: {line}", file=sys.stderr, flush=True))
+    candidates = sorted((p for p in ckpt_dir.glob("iter-*") if p.is_dir()), reverse=True)
     latest = ckpt_dir / _LATEST
-    if latest.is_file():
-        try:
-            p = ckpt_dir / json.loads(latest.read_text())["name"]
-            if (p / "state.json").is_file() and (p / "tensors.safetensors").is_file():
-                return p
-        except (ValueError, KeyError):
-            pass
-    done = sorted(
-        p for p in ckpt_dir.glob("iter-*") if (p / "state.json").is_file() and (p / "tensors.safetensors").is_file()
-    )
-    return done[-1] if done else None
+    try:
+        named = ckpt_dir / json.loads(latest.read_text())["name"]
+        if named in candidates:  # the one latest.json names first (it is also the newest in practice)
+            candidates.remove(named)
+            candidates.insert(0, named)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    for i, p in enumerate(candidates):
+        problem = checkpoint_problem(p)
+        if problem is None:
+            return p
+        moved = _set_aside(p)
+        rest = [q for q in candidates[i + 1 :] if checkpoint_problem(q) is None]
+        instead = f"resuming from {rest[0].name} instead" if rest else "no earlier sound checkpoint: training starts over"
+        warn(f"corrupt checkpoint {problem}; set aside as {moved.name}, {instead}")
+    return None
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> CheckpointState:

@@ -83,6 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("famix: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        import errno
+
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            raise
+        # a folder that cannot be written (read-only filesystem, immutable, full): the user's to fix
+        print(f"famix: error: {e.filename or ''}: cannot write ({e.strerror})", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

@@ -225,7 +225,10 @@ def evaluate_model(
         model = model.to(memory_format=fmt)
     conf = ConfusionMatrix(num_classes, device)
     n = 0
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=list, **loader_options(num_workers, device, persistent=False))
+    # its own generator: an iterator draws its base seed from it, and the global stream belongs to
+    # the training that may call this for source validation (drawing from it would change the run)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=list, generator=torch.Generator(),
+                        **loader_options(num_workers, device, persistent=False))
     with torch.inference_mode(), autocast(device, precision):
         for group in _groups(loader):
             images = torch.stack([torch.as_tensor(x) for x, _ in group]).to(device, non_blocking=True)  # (B, 3, H, W)

@@ -3,6 +3,10 @@
 A file is written to a temp file in its destination folder, flushed and fsynced,
 then moved over the destination with ``os.replace``; a crash leaves either the
 old file or the new one, never half of one.
+
+Temp files and folders are created with ``os.open(..., 0o666)`` / ``os.mkdir(..., 0o777)``,
+so the kernel applies the user's umask (``tempfile.mkstemp``/``mkdtemp`` would force 0600 /
+0700): on a run dir shared with the lab, files come out 0644 and folders 0755 under umask 022.
 """
 
 from __future__ import annotations
@@ -10,11 +14,38 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "make_temp_dir", "safetensors_problem"]
+
+
+def _temp_name(folder: Path, prefix: str, suffix: str) -> Path:
+    return folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+
+
+def make_temp_dir(parent: str | Path, prefix: str = ".tmp-") -> Path:
+    """A new, uniquely named folder under ``parent`` whose mode follows the umask (``mkdtemp`` forces 0700)."""
+    parent = Path(parent)
+    while True:
+        path = _temp_name(parent, prefix, "")
+        try:
+            os.mkdir(path, 0o777)
+            return path
+        except FileExistsError:
+            continue
+
+
+def _make_temp_file(folder: Path, prefix: str, suffix: str) -> Path:
+    """A new, empty, uniquely named file in ``folder`` whose mode follows the umask (``mkstemp`` forces 0600)."""
+    while True:
+        path = _temp_name(folder, prefix, suffix)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return path
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager
@@ -25,10 +56,9 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
+    tmp = _make_temp_file(dest.parent, f".{dest.name}.", ".tmp")
     try:
-        yield Path(tmp)
+        yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
@@ -53,3 +83,29 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_json(path: str | Path, obj: Any, *, indent: int = 1, sort_keys: bool = False) -> Path:
     """Write ``obj`` as JSON (UTF-8, trailing newline) atomically; returns ``path``."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False) + "\n")
+
+
+def safetensors_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a whole ``.safetensors`` file (naming it), or None; reads only its header.
+
+    A sound file has an 8-byte header length, a JSON header, and exactly the data length the header
+    announces (so a truncated or appended-to file is caught without loading a tensor).
+    """
+    import struct
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if n > size - 8:
+                return f"{path}: truncated ({size} bytes; the header alone announces {n})"
+            header = json.loads(fh.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except FileNotFoundError:
+        return f"{path}: missing"
+    except (OSError, struct.error, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        return f"{path}: unreadable header ({type(e).__name__})"
+    if size != 8 + n + end:
+        return f"{path}: {size} bytes, expected {8 + n + end} (truncated or overwritten)"
+    return None

@@ -27,7 +27,7 @@ import torch
 if TYPE_CHECKING:
     from famix_core.config import FamixConfig
 
-__all__ = ["Probe", "time_units", "probe_train", "probe_mine", "probe_evaluate"]
+__all__ = ["Probe", "RandomPairs", "random_trainer", "time_units", "probe_train", "random_mining_problem", "probe_mine", "probe_evaluate"]
 
 
 @dataclass
@@ -69,7 +69,7 @@ def time_units(run: Callable[[], object], device: torch.device, warmup: int, ite
     return (time.perf_counter() - t0) / max(iters, 1)
 
 
-class _Random(torch.utils.data.Dataset):
+class RandomPairs(torch.utils.data.Dataset):
     """``n`` random (image (3, S, S), label (S, S)) pairs held in memory."""
 
     def __init__(self, n: int, size: int, num_classes: int):
@@ -90,38 +90,54 @@ def _layer1_channels(backbone: str) -> int:
     return stage_channels(create_visual(backbone))["layer1"]
 
 
-def probe_train(cfg: "FamixConfig", device: torch.device, *, batch: int, crop: int, warmup: int, iters: int) -> float:
-    """Seconds per training iteration of ``cfg`` at ``batch`` x ``crop``² (random weights, data and bank)."""
+def random_trainer(cfg: "FamixConfig", device: torch.device, *, batch: int, crop: int, iterations: int, folder: str):
+    """A :class:`famix_core.train.Trainer` of ``cfg`` on random weights, images, labels and style bank.
+
+    Args:
+        cfg: the engine config (model, style, train precision and memory format are kept).
+        device: where it trains.
+        batch, crop: the batch size and crop side.
+        iterations: ``train.iterations`` (the poly schedule's length); logging happens only at the end.
+        folder: scratch folder (the random bank is written there).
+    """
+    from famix_core.config import FamixConfig
     from famix_core.styles import StyleBank
     from famix_core.train import Trainer
 
     tree = cfg.to_dict()
     tree["model"]["pretrained"] = "none"
     tree["data"].update({"crop_size": crop, "num_workers": 0})
-    tree["train"].update({"batch_size": batch, "iterations": warmup + iters, "log_every": warmup + iters,
+    tree["train"].update({"batch_size": batch, "iterations": iterations, "log_every": iterations,
                           "checkpoint_every": 10**9, "device": str(device)})  # fmt: skip
-    from famix_core.config import FamixConfig
-
     c = FamixConfig.model_validate(tree)
     k = c.model.num_classes
+    bank_dir = None
+    if c.style.needs_bank():
+        ch = _layer1_channels(c.model.backbone)
+        g = torch.Generator().manual_seed(0)
+        cls = torch.cat([torch.arange(k), torch.tensor([255])]).repeat(2)
+        StyleBank(torch.randn(len(cls), ch, generator=g), torch.rand(len(cls), ch, generator=g) + 0.5, cls).save(folder)
+        bank_dir = folder
+    return Trainer(c, folder, bank_dir=bank_dir, dataset=RandomPairs(2 * batch, crop, k), device=device)
+
+
+def probe_train(cfg: "FamixConfig", device: torch.device, *, batch: int, crop: int, warmup: int, iters: int) -> float:
+    """Seconds per training iteration of ``cfg`` at ``batch`` x ``crop``² (random weights, data and bank)."""
     with tempfile.TemporaryDirectory() as tmp:
-        bank_dir = None
-        if c.style.needs_bank():
-            ch = _layer1_channels(c.model.backbone)
-            g = torch.Generator().manual_seed(0)
-            cls = torch.cat([torch.arange(k), torch.tensor([255])]).repeat(2)
-            StyleBank(torch.randn(len(cls), ch, generator=g), torch.rand(len(cls), ch, generator=g) + 0.5, cls).save(tmp)
-            bank_dir = tmp
-        t = Trainer(c, tmp, bank_dir=bank_dir, dataset=_Random(2 * batch, crop, k), device=device)
+        t = random_trainer(cfg, device, batch=batch, crop=crop, iterations=warmup + iters, folder=tmp)
         return time_units(t.step, device, warmup, iters)
 
 
-def probe_mine(cfg: "FamixConfig", device: torch.device, *, patches: int, warmup: int, iters: int) -> float:
-    """Seconds per optimization step of a group of ``patches`` patches (mining crop, grid, precision of ``cfg``)."""
+def random_mining_problem(cfg: "FamixConfig", device: torch.device, patches: int) -> dict:
+    """Keyword arguments of :func:`famix_core.mining.optimize_styles` for ``patches`` random patches.
+
+    Patch side, channels and embedding width follow ``cfg`` (mining crop, grid, backbone); the CLIP
+    image encoder has random weights. Returns ``visual, norm, mu0, sigma0, target, pool`` and the
+    SGD settings of ``cfg.mining`` (``steps`` is left to the caller).
+    """
     import math
 
-    from famix_core.device import autocast
-    from famix_core.mining import _image_size, optimize_styles
+    from famix_core.mining import _image_size
     from famix_core.models.clip import create_visual
 
     mc = cfg.mining
@@ -129,16 +145,30 @@ def probe_mine(cfg: "FamixConfig", device: torch.device, *, patches: int, warmup
     ch = _layer1_channels(cfg.model.backbone)
     side = math.ceil(mc.crop_size / 4 / cfg.style.grid)  # a patch of the layer-1 map of a mining crop
     g = torch.Generator().manual_seed(0)
-    norm = torch.randn(patches, ch, side, side, generator=g).to(device)
-    mu, sigma = torch.randn(patches, ch, generator=g).to(device), (torch.rand(patches, ch, generator=g) + 0.5).to(device)
     dim = visual.attnpool.c_proj.out_features
-    target = torch.nn.functional.normalize(torch.randn(patches, dim, generator=g), dim=-1).to(device)
-    pool = _image_size(visual) // 4
+    return {
+        "visual": visual,
+        "norm": torch.randn(patches, ch, side, side, generator=g).to(device),
+        "mu0": torch.randn(patches, ch, generator=g).to(device),
+        "sigma0": (torch.rand(patches, ch, generator=g) + 0.5).to(device),
+        "target": torch.nn.functional.normalize(torch.randn(patches, dim, generator=g), dim=-1).to(device),
+        "pool": _image_size(visual) // 4,
+        "lr": mc.lr,
+        "momentum": mc.momentum,
+        "weight_decay": mc.weight_decay,
+    }
+
+
+def probe_mine(cfg: "FamixConfig", device: torch.device, *, patches: int, warmup: int, iters: int) -> float:
+    """Seconds per optimization step of a group of ``patches`` patches (mining crop, grid, precision of ``cfg``)."""
+    from famix_core.device import autocast
+    from famix_core.mining import optimize_styles
+
+    problem = random_mining_problem(cfg, device, patches)
 
     def run(steps: int) -> None:
-        with autocast(device, mc.precision):
-            optimize_styles(visual, norm, mu, sigma, target, steps=steps, lr=mc.lr, momentum=mc.momentum,
-                            weight_decay=mc.weight_decay, pool=pool)  # fmt: skip
+        with autocast(device, cfg.mining.precision):
+            optimize_styles(steps=steps, **problem)
 
     run(warmup)
     _sync(device)

@@ -9,7 +9,27 @@ from famix_core.config import FamixConfig
 from famix_core.errors import DataError, WeightsError
 from famix_core.weights import PACKAGED_WEIGHTS, is_packaged, packaged_path
 
-__all__ = ["check_data", "check_weights", "openai_cache_dirs"]
+__all__ = ["check_data", "check_weights", "check_run_dir", "openai_cache_dirs"]
+
+
+def check_run_dir(run_dir: str | Path) -> None:
+    """The run dir exists (created if needed) and a file can be written in it, before anything else is.
+
+    Raises:
+        SweepError: one line naming the folder and the OS's reason (read-only filesystem, permission, …).
+    """
+    import tempfile
+
+    from orchestrator.errors import SweepError
+
+    path = Path(run_dir).absolute()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        where = e.filename or path
+        raise SweepError(f"{where}: the run dir is not writable ({e.strerror}); choose another with --run-dir") from None
 
 
 def check_data(cfg: FamixConfig) -> None:

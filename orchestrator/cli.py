@@ -26,6 +26,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--estimate", action="store_true",
                    help="also time each stage kind on this machine's device (random inputs of the real shapes) and "
                         "print GPU-hours per stage and for the sweep; data and weights are not checked")  # fmt: skip
+    p.add_argument(
+        "--explain",
+        action="append",
+        metavar="KEY",
+        help="print each trial's resolved value of KEY (a leaf or a section, e.g. train) and the layer it came from",
+    )
     p.set_defaults(func=_plan)
 
     p = sub.add_parser("run", help="run what is not done yet; print progress, failures and the results table")
@@ -34,6 +40,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-parallel", type=int, default=None, help="stages running at once")
     p.add_argument("--retries", type=int, default=None, help="extra attempts for a failing stage (default 1)")
     p.add_argument("--detach", action="store_true", help="slurm: submit the jobs and exit; `famix sweep status` follows them")
+    p.add_argument(
+        "--rerun-failed",
+        action="store_true",
+        help="verify every finished artifact first (sizes, sha256); damaged ones are set aside and their stages run again",
+    )
     p.set_defaults(func=_run)
 
     p = sub.add_parser("status", help="what is done, what is left, whether a driver is running")
@@ -57,6 +68,9 @@ def _plan(args: argparse.Namespace) -> int:
 
     from orchestrator.driver import _console
 
+    if args.explain:
+        _print_explain(_prepare(args), args.explain, _console())
+        return 0
     if args.estimate:  # the probes need neither data nor weights: a login node without them can estimate
         plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None)
     else:
@@ -68,6 +82,21 @@ def _plan(args: argparse.Namespace) -> int:
 
         print_estimate(plan, console)
     return 0
+
+
+def _print_explain(plan: Any, keys: list[str], console: Any) -> None:
+    from rich.table import Table
+
+    from orchestrator.explain import explain_rows
+
+    rows = [row for key in keys for row in explain_rows(plan.sweep, plan.trials, key)]
+    table = Table(title=f"sweep {plan.name} (profile {plan.sweep.profile}): where each value comes from")
+    for col in ("key", "trials", "value", "from"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print("precedence: engine default < built-in profile < file base < file profiles.<name> < grid/zip < command line")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -82,17 +111,17 @@ def _run(args: argparse.Namespace) -> int:
         from orchestrator.backends import get_backend_class
 
         get_backend_class(args.backend)  # an unknown name fails before anything is planned
-    plan = _prepare(args)
+    plan = _prepare(args, backend=args.backend)
     if args.detach and (args.backend or plan.sweep.backend.kind) != "slurm":
         raise SweepError("command line: --detach: only the slurm backend runs without its driver (use --backend slurm)")
-    result = run_plan(plan, RunOptions(args.backend, args.max_parallel, args.retries, args.detach))
+    result = run_plan(plan, RunOptions(args.backend, args.max_parallel, args.retries, args.detach, args.rerun_failed))
     return result.exit_code
 
 
 def _status(args: argparse.Namespace) -> int:
     from orchestrator.driver import sweep_status
 
-    plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None)
+    plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None, writable=False)
     sweep_status(plan)
     return 0
 

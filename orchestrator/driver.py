@@ -20,7 +20,9 @@ from typing import Any, Iterator
 
 from orchestrator.backends.base import StageOutcome, StageTask
 from orchestrator.errors import SweepError
+from orchestrator.parent_run import describe_parent, publish_results
 from orchestrator.plan import Plan, StageSpec, build_plan, print_plan
+from orchestrator.progress import Progress
 from orchestrator.store import atomic_write_text
 from orchestrator.sweep import load_sweep, parse_overrides, resolve_profile, resolve_sweep_path
 
@@ -35,12 +37,33 @@ def prepare(
     overrides: list[str] | None = None,
     check_data: Any = None,
     check_weights: Any = None,
+    writable: bool = True,
+    backend: str | None = None,
 ) -> Plan:
-    """Find, validate, expand and check a sweep (nothing runs; raises a one-line FamixError on any mistake)."""
+    """Find, validate, expand and check a sweep (nothing runs; raises a one-line FamixError on any mistake).
+
+    ``writable``: check first that the run dir can be written (``plan`` and ``run``; ``status`` only
+    reads); then the backend's own plan-time checks run (``backend``, default the sweep's
+    ``backend.kind``): e.g. a Ray cluster address answers and every stage fits on one of its nodes.
+    """
+    from orchestrator import checks
+
     path = resolve_sweep_path(sweep)
     spec, source = load_sweep(path)
     rs = resolve_profile(spec, source, profile, parse_overrides(list(overrides or [])))
-    return build_plan(rs, run_dir, check_data=check_data, check_weights=check_weights)
+    data_check = check_data or checks.check_data
+
+    def run_dir_then_data(cfg: Any) -> None:  # called once every trial is validated: nothing is created before
+        if writable:
+            checks.check_run_dir(run_dir)
+        data_check(cfg)
+
+    plan = build_plan(rs, run_dir, check_data=run_dir_then_data, check_weights=check_weights)
+    if writable:
+        from orchestrator.backends import get_backend_class
+
+        get_backend_class(backend or rs.backend.kind).preflight(rs.backend.model_dump())
+    return plan
 
 
 @dataclass
@@ -49,6 +72,7 @@ class RunOptions:
     max_parallel: int | None = None
     retries: int | None = None
     detach: bool = False  # submit and return (slurm only); `famix sweep status` / a rerun picks up later
+    rerun_failed: bool = False  # verify the done artifacts (sizes + sha256) first; damaged ones are set aside and rebuilt
 
 
 @dataclass
@@ -62,83 +86,6 @@ class SweepResult:
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
-
-
-# ----------------------------------------------------------------------------------------------- progress
-
-
-class Progress:
-    """Live stage counts (rich progress on a TTY, plain lines otherwise); failures printed as they happen."""
-
-    def __init__(self, total: int, cached: int, console: Any, live: bool):
-        self.total = total
-        self.console = console
-        self.counts = {"done": 0, "cached": cached, "running": 0, "failed": 0, "retry": 0}
-        self.t0 = time.perf_counter()
-        self.failures: list[tuple[StageTask, StageOutcome]] = []
-        self._bar = None
-        self._task_id = None
-        if live:
-            from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
-
-            self._bar = RichProgress(
-                TextColumn("[bold]stages"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TextColumn("{task.description}"),
-                TimeElapsedColumn(),
-                console=console,
-                transient=False,
-            )
-
-    def __enter__(self) -> "Progress":
-        if self._bar is not None:
-            self._bar.start()
-            self._task_id = self._bar.add_task(self._desc(), total=self.total, completed=0)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def _desc(self) -> str:
-        c = self.counts
-        return f"done {c['done']} · running {c['running']} · failed {c['failed']} · cached {c['cached']}"
-
-    def _line(self, text: str) -> None:
-        elapsed = time.perf_counter() - self.t0
-        self.console.print(f"[{elapsed:7.1f}s] {text}", highlight=False, markup=False)
-
-    def on_event(self, event: str, task: StageTask, outcome: StageOutcome | None) -> None:
-        c = self.counts
-        if event == "start":
-            c["running"] += 1
-            if self._bar is None and task.kind != "evaluate":  # evaluations are short: their "done" line is enough
-                self._line(f"start   {task.name}")
-        elif event == "retry":
-            c["running"] -= 1
-            c["retry"] += 1
-            first = (outcome.error or "").splitlines()[0] if outcome and outcome.error else ""
-            self._line(f"RETRY   {task.name}: {first}")
-        elif event in ("done", "failed", "cancelled"):
-            if outcome is not None and outcome.attempts > 0 and not (outcome.error or "").startswith("dependency"):
-                c["running"] = max(0, c["running"] - 1)
-            if event == "done":
-                key = "cached" if outcome is not None and outcome.status == "cached" else "done"
-                c[key] += 1
-                if self._bar is None:
-                    secs = f" in {outcome.seconds:.1f}s" if outcome else ""
-                    self._line(f"{key:<7} {task.name}{secs} [{sum((c['done'], c['cached'], c['failed']))}/{self.total}]")
-            elif event == "failed":
-                c["failed"] += 1
-                assert outcome is not None
-                self.failures.append((task, outcome))
-                first = (outcome.error or "").splitlines()[0] if outcome.error else ""
-                log = f" (log: {outcome.log_path})" if outcome.log_path and not first.startswith("dependency") else ""
-                self._line(f"FAILED  {task.name}: {first}{log}")
-        if self._bar is not None and self._task_id is not None:
-            finished = c["done"] + c["cached"] + c["failed"]
-            self._bar.update(self._task_id, completed=finished, description=self._desc())
 
 
 # ----------------------------------------------------------------------------------------------- tracking
@@ -171,7 +118,10 @@ def _fingerprint(plan: Plan, uri: str, experiment: str) -> str:
 
 def _store_exists(uri: str) -> bool:
     """The fast path is only taken for the embedded SQLite store that is still there."""
-    return uri.startswith("sqlite:///") and Path(uri[len("sqlite:///") :]).is_file()
+    from reports.collect import sqlite_path
+
+    db = sqlite_path(uri)
+    return db is not None and db.is_file()
 
 
 def _trial_tags(plan: Plan, trial, backend: str, commit: str) -> dict[str, str]:
@@ -327,19 +277,53 @@ def markdown_table(df) -> str:
     return "\n".join(lines)
 
 
-def _report_markdown(plan: Plan, uri: str, experiment: str) -> str | None:
-    """The paper-style table from reports (reading MLflow), or None when reports is not available."""
+def _values_from_store(plan: Plan, runs: Any) -> None:
+    """Domain values of the collected MLflow runs := the store's (as results.csv has them; NaN where not done).
+
+    MLflow keeps a metric once logged, even when its evaluation artifact is gone or being rebuilt;
+    the printed table must agree with results.csv.
+    """
+    store = plan.store
+    for i, trial_id in runs["trial"].items():
+        ts = plan.trial_stages.get(trial_id)
+        if ts is None:
+            continue
+        for col, key in ts.evaluate.items():
+            if col in runs.columns:
+                info = store.done_info("evaluate", key)
+                runs.at[i, col] = round(100.0 * info["result"]["miou"], 4) if info else float("nan")
+
+
+def _collect_results(plan: Plan, uri: str, experiment: str):
+    """The sweep's :class:`reports.collect.ResultSet` from MLflow, or None (a note on stderr) when it cannot be read."""
     try:
         from reports.collect import collect_mlflow
-        from reports.tables import build_table, render_markdown
-    except ImportError:
-        return None
-    try:
+
         rs = collect_mlflow(plan.name, tracking_uri=uri, experiment=experiment, profile=plan.sweep.profile)
-        return render_markdown(build_table(rs, title=f"{plan.name} ({plan.sweep.profile})"))
+        _values_from_store(plan, rs.runs)  # the printed table agrees with results.csv
+        return rs
     except Exception as e:  # noqa: BLE001 — fall back to the store-based table
         print(f"famix: note: reports table unavailable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
         return None
+
+
+def _quietly(what: str, fn: Any, *args: Any) -> Any:
+    """Run an extra (MLflow parent-run content); a failure is a one-line note, never a failed sweep."""
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001
+        print(f"famix: note: {what} skipped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
+        return None
+
+
+def _print_table(console: Any, markdown: str, table_json: dict[str, Any] | None) -> None:
+    """The results table: a rich table on a terminal, the Markdown otherwise (pipes, files, CI logs)."""
+    if console.is_terminal and table_json:
+        from reports.terminal import render_rich, table_from_json
+
+        console.print(render_rich(table_from_json(table_json)))
+    else:
+        console.print(markdown, highlight=False, markup=False)
 
 
 # ----------------------------------------------------------------------------------------------- run
@@ -392,7 +376,11 @@ def _task(
         domain=s.domain,
         store=str(plan.store.root),
         log_path=str(plan.log_path(s)),
-        tracking={"uri": uri, "run_ids": [runs[t] for t in s.trials if t in runs]},
+        tracking={
+            "uri": uri,
+            "run_ids": [runs[t] for t in s.trials if t in runs],
+            "system_metrics": plan.sweep.tracking.system_metrics_interval if plan.sweep.tracking.system_metrics and s.kind == "train" else None,
+        },
         resources=dict(resources.get(s.kind) or {}),
         name=f"{s.kind}{'/' + s.domain if s.domain else ''} [{shown}]{'+' + str(len(s.trials) - 1) if len(s.trials) > 1 else ''} {s.key[:8]}",
     )
@@ -412,19 +400,23 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     """
 
     from orchestrator.backends import create_backend
+    from orchestrator.liveness import driver_identity
 
     console = console or _console()
     t0 = time.perf_counter()
     rs = plan.sweep
     backend_name = opts.backend or rs.backend.kind
     retries = rs.backend.retries if opts.retries is None else opts.retries
-    max_parallel = opts.max_parallel or rs.backend.max_parallel or (1 if backend_name == "local" else (os.cpu_count() or 1))
+    # 0: the backend decides (Ray: from the cluster's resources; Slurm: backend.slurm.array_parallelism)
+    max_parallel = opts.max_parallel or rs.backend.max_parallel or (1 if backend_name == "local" else 0)
     with _driver_lock(plan):
         atomic_write_text(
             plan.sweep_dir / "driver.json",
-            json.dumps({"pid": os.getpid(), "backend": backend_name, "started": time.time(), "profile": rs.profile}),
+            json.dumps({**driver_identity(), "backend": backend_name, "started": time.time(), "profile": rs.profile}),
         )
         plan.write()
+        if opts.rerun_failed:
+            _set_aside_damaged(plan, console)
         status = plan.status()
         uri, experiment = _tracking_target(plan)
         marker = plan.sweep_dir / "finalized.json"
@@ -433,29 +425,34 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             # nothing to run and MLflow was completed for exactly this plan: no need to even load MLflow
             cached = _read_json(marker)
             console.print(f"sweep {plan.name} ({rs.profile}): {len(plan.stages)} stages, all done; MLflow complete", highlight=False)
-            console.print(cached.get("table", ""), highlight=False, markup=False)
+            _print_table(console, cached.get("table", ""), cached.get("table_json"))
             csv_path = plan.sweep_dir / "results.csv"
             atomic_write_text(csv_path, results_frame(plan).to_csv(index=False))
             console.print(f"results: {csv_path}  (MLflow: {uri}, experiment {experiment})", highlight=False)
             return SweepResult({}, [], csv_path, cached.get("table", ""), time.perf_counter() - t0)
         marker.unlink(missing_ok=True)
+        stale = plan.store.clean_tmp()
+        if stale:
+            console.print(f"removed {stale} half-written stage folder(s) left in {plan.store.root / '.tmp'} by killed workers", highlight=False)
         tracker = _tracking(plan)
         parent, runs = ensure_runs(plan, tracker, backend_name)
+        _quietly("parent run description", describe_parent, plan, tracker, parent, backend_name)
         resources = {k: v.model_dump() for k, v in rs.backend.resources.items()}
         tasks = _tasks(plan, status, runs, tracker.uri, resources)
         n_done = sum(v == "done" for v in status.values())
         console.print(
             f"sweep {plan.name} ({rs.profile}): {len(plan.trials)} trials, {len(plan.stages)} stages, "
-            f"{n_done} done, {len(tasks)} to run on {backend_name} (max parallel {max_parallel}, retries {retries})",
+            f"{n_done} done, {len(tasks)} to run on {backend_name} (max parallel {max_parallel or 'from the backend'}, retries {retries})",
             highlight=False,
         )
         extra = {"detach": True} if opts.detach else {}
         backend = backend_obj or create_backend(backend_name, sweep_dir=str(plan.sweep_dir), options=rs.backend.model_dump(), **extra)
-        live = console.is_terminal
-        progress = Progress(len(plan.stages), n_done, console, live)
+        progress = Progress(tasks, len(plan.stages), n_done, console, console.is_terminal, max_parallel=max_parallel)
         old = signal.getsignal(signal.SIGTERM)
         if _is_main_thread():
-            signal.signal(signal.SIGTERM, _raise_interrupt)
+            from orchestrator.execute import checkpoint_then_stop
+
+            signal.signal(signal.SIGTERM, checkpoint_then_stop())  # a running training checkpoints first
         try:
             with progress:
                 outcomes = backend.run(tasks, max_parallel=max_parallel, retries=retries, on_event=progress.on_event)
@@ -476,15 +473,40 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         df = results_frame(plan, statuses)
         csv_path = plan.sweep_dir / "results.csv"
         atomic_write_text(csv_path, df.to_csv(index=False))
-        table = _report_markdown(plan, tracker.uri, rs.tracking.experiment or rs.name) or markdown_table(df)
-        console.print(table, highlight=False, markup=False)
+        results = _collect_results(plan, tracker.uri, rs.tracking.experiment or rs.name)
+        table, table_json, report_table, report = markdown_table(df), None, None, None
+        if results is not None:
+            from reports.tables import build_table, render_markdown
+            from reports.terminal import table_to_json
+
+            report_table = build_table(results, title=f"{plan.name} ({rs.profile})")
+            table, table_json = render_markdown(report_table), table_to_json(report_table)
+        _print_table(console, table, table_json)
+        if report_table is not None:
+            report = _quietly("report on the MLflow parent run", publish_results, plan, tracker, parent, results, report_table, table, backend_name)
         console.print(f"results: {csv_path}  (MLflow: {tracker.uri}, experiment {rs.tracking.experiment or rs.name})", highlight=False)
+        if report is not None:
+            console.print(f"report: {report} (tables, figures; also on the MLflow parent run)", highlight=False)
         result = SweepResult(outcomes, failed, csv_path, table, time.perf_counter() - t0)
         if all(v == "done" for v in statuses.values()):
-            atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "table": table}, ensure_ascii=False))
+            atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "table": table, "table_json": table_json}, ensure_ascii=False))
         _print_failures(console, plan, progress.failures)
         console.print(f"finished in {result.seconds:.1f}s: {progress.counts['done']} run, {progress.counts['cached']} cached, {len(failed)} failed", highlight=False)
         return result
+
+
+def _set_aside_damaged(plan: Plan, console: Any) -> int:
+    """``--rerun-failed``: every done artifact of the plan is verified; a damaged one moves to ``store/.corrupt/``."""
+    store = plan.store
+    n = 0
+    for key, s in plan.stages.items():
+        if store.is_done(s.kind, key):
+            bad = store.problem(s.kind, key, deep=True)
+            if bad:
+                dest = store.set_aside(s.kind, key)
+                console.print(f"damaged {s.kind} artifact {bad}: set aside as {dest}; the stage runs again", highlight=False, markup=False)
+                n += 1
+    return n
 
 
 def _console() -> Any:
@@ -499,10 +521,6 @@ def _is_main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def _print_failures(console: Any, plan: Plan, failures: list[tuple[StageTask, StageOutcome]]) -> None:
@@ -521,10 +539,13 @@ def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
 
     console = console or _console()
     counts = print_plan(plan, console)
-    info = _read_json(plan.sweep_dir / "driver.json")
-    if info:
-        alive = _pid_alive(int(info.get("pid", 0)))
-        console.print(f"driver pid {info.get('pid')} ({info.get('backend')}): {'running' if alive else 'not running'}", highlight=False)
+    from orchestrator.liveness import running_driver
+
+    info = running_driver(plan.sweep_dir)
+    if info is not None:
+        console.print(f"driver pid {info.get('pid')} on {info.get('host', '?')} ({info.get('backend')}): running", highlight=False)
+    elif (plan.sweep_dir / "driver.json").is_file():
+        console.print("driver: not running", highlight=False)
     if (plan.sweep_dir / "slurm" / "jobs.json").is_file():
         _print_slurm_jobs(plan, console)
     return counts
@@ -548,31 +569,22 @@ def _print_slurm_jobs(plan: Plan, console: Any) -> None:
             )
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.split(")")[-1].split()[0] != "Z"
-    except OSError:
-        try:
-            os.kill(pid, 0)
-            return True
-        except OSError:
-            return False
-
-
 def cancel_sweep(plan: Plan, backend: str | None = None, console: Any = None) -> int:
     """Cancel a running sweep: the backend's own jobs (Slurm) and the driver process (local / Ray)."""
 
     from orchestrator.backends import create_backend
 
+    from orchestrator.liveness import running_driver
+
     console = console or _console()
     info = _read_json(plan.sweep_dir / "driver.json")
     name = backend or info.get("backend") or plan.sweep.backend.kind
     n = create_backend(name, sweep_dir=str(plan.sweep_dir), options=plan.sweep.backend.model_dump()).cancel(str(plan.sweep_dir))
-    pid = int(info.get("pid", 0) or 0)
-    if pid and pid != os.getpid() and _pid_alive(pid):
+    live = running_driver(plan.sweep_dir)  # a stale driver.json pid may belong to any process by now
+    pid = int((live or {}).get("pid") or 0)
+    if live is not None and not live.get("verified"):
+        console.print(f"driver pid {pid} on {live.get('host', '?')} holds the lock but cannot be checked from here; stop it there", highlight=False)
+    elif pid and pid != os.getpid():
         os.kill(pid, signal.SIGTERM)
         console.print(f"sent SIGTERM to driver pid {pid}", highlight=False)
         n += 1

@@ -46,11 +46,11 @@ EVAL_SPLITS: dict[str, tuple[int, int, int]] = {
 }
 """Domain -> (val images, height, width) at full resolution (Mapillary: its typical evaluation size)."""
 
-CPU_MAX_TRAIN = (2, 256)  # batch, crop: more pixels per iteration are probed at this size on the CPU and scaled
-CPU_MAX_PATCHES = 4
-CPU_MAX_PIXELS = 512 * 256
+CPU_MAX_TRAIN = (2, 96)  # batch (>= 2 for the ASPP pooling BatchNorm), crop: larger iterations are probed at this size on the CPU
+CPU_MAX_PATCHES = 2
+CPU_MAX_PIXELS = 256 * 128
 GPU_COUNTS = (5, 20)  # warm-up, timed units
-CPU_COUNTS = (1, 2)
+CPU_COUNTS = (1, 1)
 
 
 @dataclass

@@ -19,11 +19,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from famix_core.errors import FamixError
 from orchestrator.backends.base import StageOutcome, StageTask
+from orchestrator.progress import progress_path, write_progress
 from orchestrator.store import Store
-from orchestrator.tracking import RunLogger, metrics_from_eval
+from orchestrator.tracking import RunLogger, metrics_from_eval, system_metrics
 
-__all__ = ["execute_stage", "STAGE_RUNNERS", "StageContext"]
+__all__ = ["execute_stage", "STAGE_RUNNERS", "StageContext", "ArtifactCorrupt"]
+
+
+class ArtifactCorrupt(FamixError):
+    """A stage's input artifact in the store is damaged (truncated, changed): names the file and the fix."""
 
 
 class StageContext:
@@ -36,6 +42,25 @@ class StageContext:
         self._log_file = log_file
         self.tracker = tracker
         self.tracked_through: int | None = None  # steps up to this one are in MLflow already (a resumed training)
+        self.progress_file = progress_path(task.log_path) if task.log_path else None
+        self._progress_at = 0.0
+
+    def progress(self, step: int) -> None:
+        """Tell the driver's display how far the stage is (training: iteration of ``train.iterations``).
+
+        At most twice a second; a failure to write never fails the stage.
+        """
+        if self.progress_file is None:
+            return
+        total = (self.task.config.get("train") or {}).get("iterations") if self.task.kind == "train" else None
+        now = time.monotonic()
+        if now - self._progress_at < 0.5 and step != total:
+            return
+        self._progress_at = now
+        try:
+            write_progress(self.progress_file, step, total)
+        except OSError:
+            pass
 
     def config(self):
         from famix_core.config import FamixConfig
@@ -51,6 +76,8 @@ class StageContext:
         """The engine's log callback: to the log file, then MLflow (a tracking hiccup never fails the stage)."""
         shown = " ".join(f"{k}={v:.6g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in metrics.items())
         self.write(f"step={step} {shown}")
+        if step is not None:
+            self.progress(step)
         if step is not None and self.tracked_through is not None and step <= self.tracked_through:
             return
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
@@ -85,12 +112,14 @@ def _run_train(ctx: StageContext) -> dict[str, Any]:
     bank_dir = ctx.store.path("mine", task.deps["mine"]) if task.deps.get("mine") else None
     ckpt_dir = ctx.store.work_dir("train", task.key)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    if latest_checkpoint(ckpt_dir) is not None:  # resuming: the steps since that checkpoint were logged already
+    resuming = latest_checkpoint(ckpt_dir, warn=lambda line: ctx.write(f"warning: {line}")) is not None
+    if resuming or any(ckpt_dir.glob("corrupt-*")):  # an earlier attempt logged steps already: not twice
         try:
             ctx.tracked_through = ctx.tracker.last_step("train/loss")
         except Exception as e:  # noqa: BLE001 — a tracking hiccup never fails the stage
             ctx.write(f"warning: MLflow history of train/loss unreadable: {type(e).__name__}: {e}")
-    summary = train(ctx.config(), ctx.tmp, bank_dir=bank_dir, ckpt_dir=ckpt_dir, log=ctx.log)
+    with system_metrics(task.tracking, ctx.write):
+        summary = train(ctx.config(), ctx.tmp, bank_dir=bank_dir, ckpt_dir=ckpt_dir, log=ctx.log)
     return _jsonable(summary)
 
 
@@ -160,6 +189,41 @@ def _set_threads(task: StageTask) -> None:
         torch.set_num_threads(cpus)
 
 
+def checkpoint_then_stop() -> Callable[[int, Any], None]:
+    """A signal handler for SIGTERM / SIGINT: a training running in this process checkpoints the
+    iteration it is in and stops (as SIGUSR2 does on Slurm); otherwise, or on a second signal, stop
+    at once with ``KeyboardInterrupt``. Used by the driver (local backend) and by Ray workers
+    (``ray.cancel`` without force interrupts the task's main thread through SIGINT's handler)."""
+    import sys
+
+    asked: list[bool] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        train = sys.modules.get("famix_core.train")  # loaded only where a stage trains in this process
+        if not asked and train is not None and train.request_stop():
+            asked.append(True)
+            return  # the trainer raises TrainingInterrupted at its iteration boundary, after the checkpoint
+        raise KeyboardInterrupt
+
+    return handler
+
+
+def _tracking_note(holder: list[StageContext], line: str) -> None:
+    """A tracking state change (unreachable / back): one line in the stage log and on stderr."""
+    import sys
+
+    print(f"famix: {line}", file=sys.stderr, flush=True)
+    if holder:
+        holder[0].write(line)
+
+
+def _flush_tracking(ctx: StageContext, timeout_s: float = 300.0) -> None:
+    """Wait for the stage's queued MLflow metrics; what could not be sent is written to the stage log."""
+    for metrics, step, _runs in ctx.tracker.flush(timeout_s):
+        shown = " ".join(f"{k}={v:.6g}" for k, v in metrics.items())
+        ctx.write(f"warning: not sent to MLflow (tracking unreachable): step={step} {shown}")
+
+
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
@@ -190,7 +254,10 @@ def execute_stage(task: StageTask) -> StageOutcome:
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log_file:
         tmp = store.begin()
-        ctx = StageContext(task, store, tmp, log_file, RunLogger(task.tracking))
+        holder: list[StageContext] = []
+        tracker = RunLogger(task.tracking, background=True, notify=lambda line: _tracking_note(holder, line))
+        ctx = StageContext(task, store, tmp, log_file, tracker)
+        holder.append(ctx)
         ctx.write(f"start {task.kind} {task.key} {task.name} domain={task.domain} deps={task.deps}")
         try:
             if runner is None:
@@ -198,8 +265,16 @@ def execute_stage(task: StageTask) -> StageOutcome:
             missing = [f"{k} {v}" for k, v in task.deps.items() if not store.is_done(k, v)]
             if missing:
                 raise RuntimeError(f"dependency artifact missing: {', '.join(missing)}")
+            for dep_kind, dep_key in task.deps.items():
+                bad = store.problem(dep_kind, dep_key)
+                if bad:  # retrying cannot help: the input has to be rebuilt
+                    raise ArtifactCorrupt(
+                        f"damaged {dep_kind} artifact {bad}; rebuild it with `famix sweep run --rerun-failed` "
+                        f"(or delete {store.path(dep_kind, dep_key)})"
+                    )
             _set_threads(task)
             result = runner(ctx)
+            _flush_tracking(ctx)  # DONE means: its metrics are in MLflow (or, if it never came back, in the log)
             seconds = time.perf_counter() - t0
             store.commit(tmp, task.kind, task.key, result, seconds)
             ctx.write(f"done in {seconds:.1f}s")
@@ -209,6 +284,7 @@ def execute_stage(task: StageTask) -> StageOutcome:
         except BaseException as e:  # noqa: BLE001 — a stage failure is data, not an exception
             from famix_core.errors import FamixError, TrainingDiverged, TrainingInterrupted
 
+            _flush_tracking(ctx, timeout_s=10.0)
             if isinstance(e, (KeyboardInterrupt, SystemExit, TrainingInterrupted)):
                 store.abort(tmp)
                 if isinstance(e, TrainingInterrupted):
@@ -222,3 +298,6 @@ def execute_stage(task: StageTask) -> StageOutcome:
             return StageOutcome(
                 task.key, "failed", time.perf_counter() - t0, 1, error=text, log_path=log_path, retryable=retryable
             )
+        finally:
+            if ctx.progress_file is not None:
+                ctx.progress_file.unlink(missing_ok=True)  # the stage is over: the driver's display drops it

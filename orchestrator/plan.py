@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from famix_core.config import FamixConfig
 from famix_core.weights import is_packaged
+from orchestrator.errors import SweepError
 from orchestrator.keys import evaluate_inputs, mine_inputs, stage_key, train_inputs
 from orchestrator.store import Store, atomic_write_text
 from orchestrator.sweep import ResolvedSweep, Trial, expand_trials
@@ -70,10 +71,10 @@ class Plan:
 
     @property
     def sweep_dir(self) -> Path:
-        return self.run_dir / self.sweep.name
+        return inside(self.run_dir, self.run_dir / self.sweep.name)
 
     def log_path(self, stage: StageSpec) -> Path:
-        return self.sweep_dir / "logs" / f"{stage.kind}-{stage.key}.log"
+        return inside(self.run_dir, self.sweep_dir / "logs" / f"{stage.kind}-{stage.key}.log")
 
     def status(self) -> dict[str, str]:
         """Stage key -> ``done`` | ``to run``."""
@@ -109,6 +110,17 @@ class Plan:
         path = self.sweep_dir / "plan.json"
         atomic_write_text(path, json.dumps(self.to_json(), indent=1, ensure_ascii=False))
         return path
+
+
+def inside(run_dir: Path, path: Path) -> Path:
+    """``path``, after checking that it stays inside ``run_dir`` (no ``..`` or symlink escapes by name).
+
+    Raises:
+        SweepError: naming both paths.
+    """
+    if not os.path.normpath(path).startswith(os.path.normpath(run_dir) + os.sep):
+        raise SweepError(f"{path}: outside the run dir {run_dir}; sweep names and stage keys are single folder names")
+    return path
 
 
 def _localize(cfg: FamixConfig, run_dir: Path) -> FamixConfig:
@@ -154,6 +166,7 @@ def build_plan(
     check_weights = check_weights or checks.check_weights
     run_dir = Path(run_dir).absolute()
     trials = expand_trials(rs)
+    inside(run_dir, run_dir / rs.name)
     stages: dict[str, StageSpec] = {}
     trial_stages: dict[str, TrialStages] = {}
     mines: dict[str, StageSpec] = {}

@@ -53,14 +53,53 @@ class Store:
             return None
 
     def begin(self) -> Path:
-        """A fresh temp folder to write one artifact into."""
-        tmp = self.root / ".tmp" / uuid.uuid4().hex
+        """A fresh temp folder to write one artifact into: ``.tmp/<host>+<pid>+<start>+<uuid>``.
+
+        The name says which process owns it, so :meth:`clean_tmp` can tell debris from work in progress.
+        """
+        from orchestrator.liveness import driver_identity
+
+        me = driver_identity()
+        tmp = self.root / ".tmp" / f"{me['host']}+{me['pid']}+{me['start']}+{uuid.uuid4().hex}"
         tmp.mkdir(parents=True)
         return tmp
 
+    def clean_tmp(self, older_than_s: float = 3600.0) -> int:
+        """Remove temp folders whose writer is gone (a ``kill -9``): on this host, when that pid no longer
+        has that start time; folders of other hosts, or without an owner in their name, once older than
+        ``older_than_s``. Returns how many were removed."""
+        import socket
+
+        from orchestrator.liveness import process_start
+
+        n = 0
+        here = socket.gethostname()
+        for d in (self.root / ".tmp").glob("*"):
+            parts = d.name.split("+")
+            try:
+                if len(parts) == 4 and parts[0] == here:
+                    stale = str(process_start(int(parts[1]))) != parts[2]
+                else:
+                    stale = time.time() - d.stat().st_mtime > older_than_s
+            except (OSError, ValueError):
+                continue
+            if stale:
+                shutil.rmtree(d, ignore_errors=True)
+                n += 1
+        return n
+
     def commit(self, tmp: Path, kind: str, key: str, result: dict[str, Any], seconds: float) -> Path:
-        """Write ``DONE.json`` into ``tmp`` and rename it to ``<kind>/<key>``; a concurrent winner is kept."""
-        info = {"kind": kind, "key": key, "seconds": seconds, "finished": time.time(), "result": result}
+        """Write ``DONE.json`` into ``tmp`` and rename it to ``<kind>/<key>``; a concurrent winner is kept.
+
+        ``DONE.json`` records every file's size and sha256 (``files``), so a damaged artifact is found
+        (:meth:`problem`) instead of failing whatever reads it.
+        """
+        files = {
+            str(f.relative_to(tmp)): {"size": f.stat().st_size, "sha256": _sha256(f)}
+            for f in sorted(tmp.rglob("*"))
+            if f.is_file()
+        }
+        info = {"kind": kind, "key": key, "seconds": seconds, "finished": time.time(), "result": result, "files": files}
         (tmp / "DONE.json").write_text(json.dumps(info, indent=1, sort_keys=True), encoding="utf-8")
         final = self.path(kind, key)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -76,3 +115,50 @@ class Store:
 
     def abort(self, tmp: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
+
+    def problem(self, kind: str, key: str, deep: bool = False) -> str | None:
+        """Why the done artifact ``<kind>/<key>`` is damaged (one line naming the file), or None.
+
+        Checks every file ``DONE.json`` lists (present, same size; with ``deep`` also the same
+        sha256); for an older ``DONE.json`` without that list, the header and length of every
+        ``.safetensors`` file.
+        """
+        from famix_core.io import safetensors_problem
+
+        folder = self.path(kind, key)
+        info = self.done_info(kind, key)
+        if info is None:
+            return f"{folder / 'DONE.json'}: missing or unreadable"
+        files = info.get("files")
+        if files is None:  # written before DONE.json listed its files: check what can be checked
+            for f in sorted(folder.glob("*.safetensors")):
+                bad = safetensors_problem(f)
+                if bad:
+                    return bad
+            return None
+        for name, want in files.items():
+            f = folder / name
+            if not f.is_file():
+                return f"{f}: missing"
+            if f.stat().st_size != want["size"]:
+                return f"{f}: {f.stat().st_size} bytes, expected {want['size']}"
+            if deep and _sha256(f) != want["sha256"]:
+                return f"{f}: content changed (sha256 differs from DONE.json)"
+        return None
+
+    def set_aside(self, kind: str, key: str) -> Path:
+        """Move a damaged artifact to ``<store>/.corrupt/<kind>-<key>-<time>`` (kept to inspect); its stage then runs again."""
+        dest = self.root / ".corrupt" / f"{kind}-{key}-{int(time.time())}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(self.path(kind, key), dest)
+        return dest
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

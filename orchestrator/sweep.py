@@ -216,10 +216,17 @@ class BackendSpec(_Strict):
 
 
 class TrackingSpec(_Strict):
-    """MLflow target: ``uri`` None = ``sqlite:///<run_dir>/mlflow.db``; ``experiment`` None = the sweep name."""
+    """MLflow target: ``uri`` None = ``sqlite:///<run_dir>/mlflow.db``; ``experiment`` None = the sweep name.
+
+    ``system_metrics``: MLflow's built-in system metrics (CPU, memory, disk, network; GPU with
+    ``nvidia-ml-py``) in the trial runs while their training runs, sampled every
+    ``system_metrics_interval`` seconds (needs ``psutil``: the ``system-metrics`` extra).
+    """
 
     uri: str | None = None
     experiment: str | None = None
+    system_metrics: bool = True
+    system_metrics_interval: float = Field(10.0, gt=0)
 
 
 class ProfileSpec(_Strict):
@@ -249,6 +256,13 @@ class SweepSpec(_Strict):
     backend: BackendSpec = Field(default_factory=BackendSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, v: str) -> str:
+        if v in (".", ".."):
+            raise ValueError(f"{v!r} is not a folder name of its own (the sweep writes to <run_dir>/<name>/)")
+        return v
+
 
 @dataclass
 class ResolvedSweep:
@@ -266,6 +280,7 @@ class ResolvedSweep:
     backend: BackendSpec
     tracking: TrackingSpec
     overrides: dict[str, Any] = field(default_factory=dict)
+    layers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (name, base tree), general first
 
 
 @dataclass
@@ -311,13 +326,100 @@ def resolve_sweep_path(name: str | Path, search: list[Path] | None = None) -> Pa
     raise SweepError(f"{name}: sweep file not found (looked as given and in {where})")
 
 
+MAX_YAML_BYTES = 1 << 20
+"""Largest sweep (or base) file read: a sweep file is a few KB; this stops pathological input early."""
+MAX_YAML_NODES = 100_000
+"""Most YAML nodes after alias expansion (an "anchor bomb" of nested aliases grows exponentially)."""
+
+
+class _SweepLoader(yaml.SafeLoader):
+    """``SafeLoader`` that rejects duplicate mapping keys (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # ``<<: *anchor``: merged keys may be overridden by the mapping's own
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # the base class reports unhashable keys itself
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(key, line, seen[key])
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int, first: int):
+        super().__init__(key)
+        self.key, self.line, self.first = key, line, first
+
+
+def _expanded_nodes(root: yaml.Node, limit: int) -> int:
+    """How many nodes ``root`` has once every alias is expanded (stops counting past ``limit``)."""
+    memo: dict[int, int] = {}
+
+    def count(node: yaml.Node, depth: int) -> int:
+        if id(node) in memo:
+            return memo[id(node)]
+        if depth > 200:  # a self-referencing alias (recursive structure): treat as too large
+            return limit + 1
+        n = 1
+        if isinstance(node, yaml.SequenceNode):
+            for child in node.value:
+                n += count(child, depth + 1)
+                if n > limit:
+                    break
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                n += count(k, depth + 1) + count(v, depth + 1)
+                if n > limit:
+                    break
+        memo[id(node)] = n
+        return n
+
+    return count(root, 0)
+
+
 def _read_yaml(path: Path, source: str) -> Any:
+    """Plain data from a YAML file: size-capped, alias-expansion-capped, duplicate keys rejected.
+
+    Raises:
+        SweepError: one line (file, line, what) for an unreadable, too large, binary or non-UTF-8
+            file, invalid YAML, a disallowed tag, a duplicate key or too many expanded nodes.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise SweepError(
+                f"{source}: file is {size / 1e6:.1f} MB; sweep files are limited to {MAX_YAML_BYTES // 1024} KB"
+            )
+        raw = path.read_bytes()
     except OSError as e:
         raise SweepError(f"{source}: cannot read ({e.strerror})") from None
+    if b"\0" in raw:
+        raise SweepError(f"{source}: binary file (NUL bytes); expected a YAML text file")
     try:
-        return yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise SweepError(f"{source}: not UTF-8 text (line {line}, byte {e.start}); save the file as UTF-8") from None
+    loader = _SweepLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_nodes(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise SweepError(
+                f"{source}: more than {MAX_YAML_NODES} YAML nodes once aliases are expanded; "
+                "sweep files are small (nested anchors/aliases multiply)"
+            )
+        return loader.construct_document(node)
+    except _DuplicateKey as e:
+        raise SweepError(f"{source}: line {e.line}: duplicate key {e.key!r} (first at line {e.first}); each key may appear once") from None
     except yaml.constructor.ConstructorError as e:
         mark = e.problem_mark
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -331,6 +433,8 @@ def _read_yaml(path: Path, source: str) -> Any:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SweepError(f"{source}: invalid YAML{where}: {problem}") from None
+    finally:
+        loader.dispose()
 
 
 def _first_error(err: ValidationError, source: str, prefix: str = "", valid_keys: list[str] | None = None) -> SweepError:
@@ -490,7 +594,13 @@ def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 def resolve_profile(
     spec: SweepSpec, source: str, profile: str | None = None, overrides: dict[str, Any] | None = None
 ) -> ResolvedSweep:
-    """Apply a profile (built-in overlaid by the file's own) and the command-line overrides.
+    """Apply a profile and the command-line overrides, from general to specific.
+
+    Precedence (each layer beats the ones before it): engine defaults < the built-in profile
+    (``smoke``/``paper``) < the file's top level (``base``, ``seeds``, ``domains``, ``backend``, …)
+    < the file's ``profiles.<name>`` < grid/zip values (at expansion) < command-line overrides
+    (which may not name a varied key). :attr:`ResolvedSweep.layers` keeps the base trees of the
+    layers for ``famix sweep plan --explain``.
 
     Raises:
         SweepError: unknown profile, bad profile content, an override of a varied key.
@@ -499,20 +609,32 @@ def resolve_profile(
     names = sorted(set(BUILTIN_PROFILES) | set(spec.profiles))
     if profile not in names:
         raise SweepError(f"{source}: profile {profile!r}: unknown profile (known: {', '.join(names)}){suggest(profile, names)}")
-    raw = copy.deepcopy(BUILTIN_PROFILES.get(profile, {}))
-    if profile in spec.profiles:
-        raw = _deep_merge(raw, spec.profiles[profile].model_dump(exclude_unset=True))
     try:
-        prof = ProfileSpec.model_validate(raw)
-    except ValidationError as e:
-        raise _first_error(e, source, prefix=f"profiles.{profile}", valid_keys=list(ProfileSpec.model_fields)) from None
+        builtin = ProfileSpec.model_validate(copy.deepcopy(BUILTIN_PROFILES.get(profile, {})))
+    except ValidationError as e:  # a bug of the built-in table, reported like a file mistake
+        raise _first_error(e, "built-in profiles", prefix=profile) from None
+    own = spec.profiles.get(profile) or ProfileSpec()
+    file_set = spec.model_fields_set
 
-    base = _deep_merge(spec.base if isinstance(spec.base, dict) else {}, prof.base)
-    grid = dict(spec.grid)
-    grid.update(prof.grid)
+    file_base = spec.base if isinstance(spec.base, dict) else {}
+    layers = [
+        (f"built-in profile {profile}", builtin.base),
+        (f"{source}: base", file_base),
+        (f"{source}: profiles.{profile}.base", own.base),
+    ]
+    base: dict[str, Any] = {}
+    for _, tree in layers:
+        base = _deep_merge(base, tree)
+    grid = {**builtin.grid, **spec.grid, **own.grid}
+    seeds = own.seeds or (spec.seeds if "seeds" in file_set else None) or builtin.seeds or spec.seeds
+    domains = own.domains or spec.domains or builtin.domains
     try:
-        backend = BackendSpec.model_validate(_deep_merge(spec.backend.model_dump(), prof.backend))
-        tracking = TrackingSpec.model_validate(_deep_merge(spec.tracking.model_dump(), prof.tracking))
+        backend = BackendSpec.model_validate(
+            _deep_merge(_deep_merge(builtin.backend, spec.backend.model_dump(exclude_unset=True)), own.backend)
+        )
+        tracking = TrackingSpec.model_validate(
+            _deep_merge(_deep_merge(builtin.tracking, spec.tracking.model_dump(exclude_unset=True)), own.tracking)
+        )
     except ValidationError as e:
         raise _first_error(e, source, prefix=f"profiles.{profile}") from None
     _validate_slurm(backend.slurm, source)
@@ -522,7 +644,6 @@ def resolve_profile(
         if key in varied:
             raise SweepError(f"command line: {key}: this key is varied by the sweep's grid/zip; edit the grid instead")
         _set_dotted(base, key, value)
-    domains = prof.domains or spec.domains
     if domains is None:
         domains = list(_validate_tree(base, source, "base").eval.domains)
     return ResolvedSweep(
@@ -532,12 +653,13 @@ def resolve_profile(
         base=base,
         grid=grid,
         zip=list(spec.zip),
-        seeds=list(prof.seeds or spec.seeds),
+        seeds=list(seeds),
         labels=dict(spec.labels),
         domains=list(domains),
         backend=backend,
         tracking=tracking,
         overrides=overrides,
+        layers=layers,
     )
 
 

@@ -13,8 +13,9 @@ import json
 import random
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 __all__ = [
     "default_uri",
@@ -23,6 +24,7 @@ __all__ = [
     "Tracker",
     "RunLogger",
     "metrics_from_eval",
+    "system_metrics",
     "PARAM_MAX",
 ]
 
@@ -31,7 +33,10 @@ T = TypeVar("T")
 
 
 def default_uri(run_dir: str | Path) -> str:
-    return f"sqlite:///{Path(run_dir).absolute() / 'mlflow.db'}"
+    """``sqlite:///<run_dir>/mlflow.db``, percent-encoded (a ``?`` or ``#`` in the path must not cut the URI)."""
+    from reports.collect import default_tracking_uri
+
+    return default_tracking_uri(run_dir)
 
 
 def _transient(e: Exception) -> bool:
@@ -69,9 +74,21 @@ def git_commit() -> str:
 
 
 def _client(uri: str):
-    from mlflow.tracking import MlflowClient
+    from reports.mlflow_client import mlflow_client
 
-    return MlflowClient(tracking_uri=uri)
+    raw = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
+    # MLflow makes the database's folder from the URI as written (undecoded: ".../a%3Fb/"), beside
+    # the real one: open the store at once and remove that empty stray folder again.
+    stray = Path(raw).parent if "%" in raw else None
+    existed = stray is None or stray.exists()
+    client = mlflow_client(uri)
+    if not existed:
+        with_retry(client.search_experiments, max_results=1)
+        try:
+            stray.rmdir()  # type: ignore[union-attr]
+        except OSError:
+            pass  # not empty or already gone: not ours to remove
+    return client
 
 
 def _q(v: str) -> str:
@@ -155,12 +172,25 @@ class Tracker:
 
 
 class RunLogger:
-    """Worker-side logging into the trial runs of one stage (``task.tracking``: ``{"uri", "run_ids"}``)."""
+    """Worker-side logging into the trial runs of one stage (``task.tracking``: ``{"uri", "run_ids"}``).
 
-    def __init__(self, tracking: dict[str, Any]):
+    With ``background=True`` (how stages log) :meth:`log_metrics` only queues: a thread sends the
+    batches in order, so a tracking server that is down never stalls a training. When a batch cannot
+    be sent, ``notify`` gets one line saying tracking is unreachable, the batch is kept and retried,
+    and another line when tracking is back; :meth:`flush` (at the end of the stage) waits for the
+    queue and returns what could not be sent in time (the stage log keeps it). Nothing is dropped.
+    """
+
+    def __init__(self, tracking: dict[str, Any], background: bool = False, notify: Callable[[str], None] | None = None):
         self.uri = tracking.get("uri")
         self.run_ids: list[str] = list(tracking.get("run_ids") or [])
         self._client = None
+        self._background = background
+        self._notify = notify or (lambda line: None)
+        self._queue: Any = None
+        self._thread: Any = None
+        self._give_up_at: float | None = None  # set by flush(): past it, unsendable batches are returned
+        self.unsent: list[tuple[dict[str, float], int | None, list[str]]] = []
 
     @property
     def enabled(self) -> bool:
@@ -175,13 +205,82 @@ class RunLogger:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if not self.enabled or not metrics:
             return
+        if not self._background:
+            self._send(metrics, step, int(time.time() * 1000), list(self.run_ids), retry=True)
+            return
+        if self._thread is None:
+            import queue
+            import threading
+
+            self._queue = queue.Queue()
+            self._thread = threading.Thread(target=self._drain, name="famix-mlflow-sender", daemon=True)
+            self._thread.start()
+        self._queue.put((dict(metrics), step, int(time.time() * 1000), list(self.run_ids)))
+
+    def _send(self, metrics: dict[str, float], step: int | None, ts: int, run_ids: list[str], retry: bool) -> None:
+        """Log one batch to each run still in ``run_ids`` (removed from it once sent: no run gets it twice)."""
         from mlflow.entities import Metric
 
-        ts = int(time.time() * 1000)
         items = [Metric(k, float(v), ts, int(step or 0)) for k, v in metrics.items()]
-        for run_id in self.run_ids:
+        while run_ids:
             for i in range(0, len(items), 500):
-                with_retry(self.client.log_batch, run_id, metrics=items[i : i + 500])
+                if retry:
+                    with_retry(self.client.log_batch, run_ids[0], metrics=items[i : i + 500])
+                else:
+                    self.client.log_batch(run_ids[0], metrics=items[i : i + 500])
+            run_ids.pop(0)
+
+    def _reachable(self) -> bool:
+        """A quick look at an HTTP server's ``/health`` (MLflow's own client retries for about a minute)."""
+        if not str(self.uri).startswith(("http://", "https://")):
+            return True
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(str(self.uri).rstrip("/") + "/health", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    def _drain(self) -> None:
+        down_since: float | None = None
+        while True:
+            item = self._queue.get()
+            try:
+                while True:
+                    error = None
+                    if self._reachable():
+                        try:
+                            self._send(*item, retry=False)
+                        except Exception as e:  # noqa: BLE001 — any failure: keep the batch, retry
+                            error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                    else:
+                        error = "no answer from its /health"
+                    if error is None:
+                        if down_since is not None:
+                            self._notify(f"MLflow tracking at {self.uri} is reachable again after {time.monotonic() - down_since:.0f} s; queued metrics sent")
+                            down_since = None
+                        break
+                    if down_since is None:
+                        down_since = time.monotonic()
+                        self._notify(f"MLflow tracking at {self.uri} unreachable ({error}); the stage goes on, metrics are queued and sent when it is back")
+                    if self._give_up_at is not None and time.monotonic() > self._give_up_at:
+                        self.unsent.append((item[0], item[1], item[3]))
+                        break
+                    time.sleep(1.0)
+            finally:
+                self._queue.task_done()
+
+    def flush(self, timeout_s: float = 300.0) -> list[tuple[dict[str, float], int | None, list[str]]]:
+        """Wait until every queued batch is sent (at most ``timeout_s``); returns those that were not."""
+        if self._queue is None:
+            return []
+        self._give_up_at = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks:
+            time.sleep(0.05)
+        self._give_up_at = None
+        out, self.unsent = self.unsent, []
+        return out
 
     def last_step(self, key: str) -> int | None:
         """The highest step of metric ``key`` already logged to this stage's first run (None when none)."""
@@ -213,3 +312,45 @@ def labels_tags(labels: dict[str, str]) -> dict[str, str]:
     tags = {"famix.labels": json.dumps(labels, ensure_ascii=False)}
     tags.update({f"famix.label.{k}": v for k, v in labels.items()})
     return tags
+
+
+@contextmanager
+def system_metrics(tracking: dict[str, Any], note: Callable[[str], None]) -> Iterator[int]:
+    """MLflow's built-in system metrics (``system/cpu_utilization_percentage``, memory, disk, network;
+    ``system/gpu_*`` when ``nvidia-ml-py`` finds a GPU) in a stage's trial runs while the block runs.
+
+    Args:
+        tracking: the stage's ``task.tracking``; ``system_metrics`` holds the sampling interval in
+            seconds, or None / absent for off (the sweep's ``tracking.system_metrics``).
+        note: where a one-line note goes when the optional ``psutil`` is missing (the stage log).
+
+    Yields:
+        How many runs are monitored (0 when off or unavailable).
+    """
+    interval = tracking.get("system_metrics")
+    uri, run_ids = tracking.get("uri"), list(tracking.get("run_ids") or [])
+    if not interval or not uri or not run_ids:
+        yield 0
+        return
+    try:
+        import psutil  # noqa: F401 — what MLflow's CPU/memory monitors read
+    except ImportError:
+        note("note: system metrics off: psutil is not installed (pip install 'famix-sweeps[system-metrics]')")
+        yield 0
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    from reports.mlflow_client import quiet_mlflow_logs
+
+    quiet_mlflow_logs()
+    monitors = [
+        SystemMetricsMonitor(rid, sampling_interval=float(interval), samples_before_logging=1, resume_logging=True, tracking_uri=uri)
+        for rid in run_ids
+    ]
+    for m in monitors:
+        m.start()
+    try:
+        yield len(monitors)
+    finally:
+        for m in monitors:
+            m.finish()

@@ -35,7 +35,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--domains", default=None, help="comma-separated domain columns to report, in order (default: the sweep's, else C,B,M,S,AN,AS,AR,AF)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: <run-dir>/<sweep>/report)")
-    p.add_argument("--baseline", default=None, metavar="ROW", help="paired-difference column vs this row: 1-based row number or label=value,…")
+    p.add_argument(
+        "--baseline",
+        default=None,
+        metavar="ROW",
+        help="paired-difference column vs this row, and the Δ-heatmap's reference: 1-based row number or label=value,… "
+        "(default: no Δ column; the heatmap compares with row 1)",
+    )
+    p.add_argument(
+        "--latex-width",
+        choices=("column", "page", "none"),
+        default="column",
+        help="table.tex fits one column of a two-column paper (\\small, shrunk to \\linewidth when wider), "
+        "a page-wide table* (page), or is a bare tabular (none) (default: column)",
+    )
+    p.add_argument(
+        "--figure-width",
+        choices=("column", "page"),
+        default=None,
+        help="print width of every figure: column (3.3 in) or page (6.9 in) (default: bars, heatmap, qualitative page; loss column)",
+    )
     p.add_argument("--tracking-uri", default=None, metavar="URI", help="MLflow URI (default: sqlite:///<run-dir>/mlflow.db)")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: the sweep's tracking.experiment or name)")
     p.add_argument("--qualitative", default=None, metavar="TRIAL", help="also draw input / ground truth / prediction for this trial id (or 1-based row)")
@@ -81,7 +100,16 @@ def run_report(args: argparse.Namespace) -> int:
         from reports.qualitative import qualitative_grid
 
         extra = qualitative_grid(results, args.qualitative, out_dir, run_dir=args.run_dir, device=args.device)
-    files = write_report(results, out_dir, baseline=args.baseline, figures=not args.no_figures, extra_figures=extra)
+    files = write_report(
+        results,
+        out_dir,
+        baseline=args.baseline,
+        figures=not args.no_figures,
+        extra_figures=extra,
+        profile=info.profile,
+        latex_width=args.latex_width,
+        figure_width=args.figure_width,
+    )
     print(files.markdown, end="")
     print(f"\nreport: {files.out_dir} (table.md, table.tex, results.csv, summary.csv, README.md"
           + (f", {len(files.figures)} figure files)" if files.figures else ")"))

@@ -29,6 +29,8 @@ __all__ = [
     "collect_csv",
     "collect_mlflow",
     "default_tracking_uri",
+    "sqlite_path",
+    "sqlite_uri",
     "domain_column",
 ]
 
@@ -89,7 +91,23 @@ def domain_column(name: str) -> str | None:
 
 def default_tracking_uri(run_dir: str | Path) -> str:
     """The embedded store the orchestrator writes: ``sqlite:///<abs run_dir>/mlflow.db``."""
-    return f"sqlite:///{(Path(run_dir) / 'mlflow.db').resolve()}"
+    return sqlite_uri(Path(run_dir).absolute() / "mlflow.db")
+
+
+def sqlite_uri(db: str | Path) -> str:
+    """``sqlite:///<absolute path>``, percent-encoded so that any path works (``?``, ``#``, ``%``, spaces)."""
+    from urllib.parse import quote
+
+    return "sqlite:///" + quote(str(Path(db).absolute()), safe="/")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (percent-decoded), or None for another kind of store."""
+    from urllib.parse import unquote
+
+    if uri.startswith("sqlite:///"):
+        return Path(unquote(uri[len("sqlite:///") :].split("?", 1)[0]))
+    return None
 
 
 def _order_domains(found: list[str]) -> list[str]:
@@ -220,7 +238,7 @@ def collect_csv(
     n = len(wide)
     runs = pd.DataFrame(
         {
-            "trial": wide["trial"] if "trial" in wide else [f"row {i + 2}" for i in range(n)],
+            "trial": wide["trial"] if "trial" in wide else "",  # no trial ids: footnotes name the table row
             "trial_index": list(range(n)),
             "seed": pd.to_numeric(wide["seed"], errors="coerce") if "seed" in wide else math.nan,
             "status": wide["status"].replace("", "done") if "status" in wide else "done",
@@ -277,12 +295,6 @@ def _long_to_wide(
 # ----------------------------------------------------------------------------- MLflow
 
 
-def _sqlite_path(uri: str) -> Path | None:
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///") :])
-    return None
-
-
 def collect_mlflow(
     sweep: str,
     *,
@@ -320,7 +332,7 @@ def collect_mlflow(
     """
     if reader not in ("auto", "client", "sqlite"):
         raise ReportInputError(f"unknown MLflow reader {reader!r} (known: auto, client, sqlite)")
-    db = _sqlite_path(tracking_uri)
+    db = sqlite_path(tracking_uri)
     if db is not None and not db.is_file():
         raise ReportInputError(
             f"no MLflow store at {db} (run `famix sweep run {sweep}` first, or pass --run-dir, --tracking-uri or --csv)"
@@ -372,9 +384,9 @@ def _records_client(uri: str, sweep: str, experiment: str | None) -> tuple[list[
     """Trial runs through ``MlflowClient.search_runs`` (pages of 50,000; no round trip per run)."""
     from mlflow.entities import ViewType
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    from reports.mlflow_client import mlflow_client
 
-    client = MlflowClient(tracking_uri=uri)
+    client = mlflow_client(uri)
     exp_name = experiment or sweep
     try:
         exp = client.get_experiment_by_name(exp_name)

@@ -1,34 +1,93 @@
-"""Figures of a report (matplotlib, Agg, no pyplot state): per-domain bars and training-loss curves.
+"""Figures of a report (matplotlib, Agg, no pyplot state): per-domain bars, Δ-heatmap, training-loss curves.
 
-Each figure is written as PNG and PDF, atomically. MLflow is imported only by
-:func:`fetch_histories` (one ``get_metric_history`` call per trial).
+Every figure is written as PNG and as vector PDF (TrueType fonts embedded), atomically, at the
+width it will have in a paper: ``column`` (3.3 in) or ``page`` (6.9 in), with fonts of 7–8 pt at
+that size. Rows keep one style across figures: a colour from Paul Tol's colour-blind-safe
+"muted" palette, plus a hatch (bars) or line style (curves) so 9+ rows stay apart in grey too.
+MLflow is imported only by :func:`fetch_histories` (one ``get_metric_history`` call per trial).
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
-from reports.collect import ResultSet
 from famix_core.io import atomic_path
-from reports.tables import Table, shown_label
+from reports.collect import ResultSet
+from reports.tables import DeltaGrid, Table, shown_label
 
-__all__ = ["FIGURE_FORMATS", "row_caption", "plot_bars", "fetch_histories", "plot_loss_curves", "save_figure"]
+__all__ = [
+    "FIGURE_FORMATS",
+    "FIGURE_WIDTHS",
+    "ROW_COLOURS",
+    "row_caption",
+    "row_style",
+    "figure",
+    "plot_bars",
+    "plot_delta_heatmap",
+    "fetch_histories",
+    "plot_loss_curves",
+    "save_figure",
+]
 
 FIGURE_FORMATS: tuple[str, ...] = ("png", "pdf")
+FIGURE_WIDTHS: dict[str, float] = {"column": 3.3, "page": 6.9}
+"""Figure widths in inches: one column of a two-column paper, or the full text width."""
+
+ROW_COLOURS: tuple[str, ...] = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#CC6677", "#882255", "#AA4499", "#666666")
+"""Paul Tol's "muted" qualitative palette (distinct under the common colour-vision deficiencies), with
+a neutral dark grey in place of its light sand, so no row is a faint yellow on white; bars get a
+dark edge too."""
+
+_HATCHES = ("", "////", "....", "xxxx")
+_LINESTYLES = ("-", "--", "-.", ":")
 _MAX_LEGEND = 24  # rows (bars) or trials (loss curves) beyond which figures carry no legend
+_FONT = {"column": 7.0, "page": 8.0}
 
 
-def _new_figure(width: float, height: float):
-    """A matplotlib Figure on an Agg canvas (no global pyplot figure registry)."""
+def row_style(i: int) -> dict[str, str]:
+    """Colour, hatch and line style of table row ``i`` (0-based): all three differ between neighbours."""
+    return {
+        "color": ROW_COLOURS[i % len(ROW_COLOURS)],
+        "hatch": _HATCHES[(i // len(ROW_COLOURS)) % len(_HATCHES)],
+        "linestyle": _LINESTYLES[i % len(_LINESTYLES)],
+    }
+
+
+@contextlib.contextmanager
+def figure(width: str, height: float) -> Iterator:
+    """A matplotlib Figure on an Agg canvas (no pyplot registry), ``width`` ``column`` or ``page``.
+
+    Font sizes are set for that printed width; keep drawing and saving inside the ``with``.
+    """
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=120, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
+    if width not in FIGURE_WIDTHS:
+        from reports.collect import ReportInputError
+
+        raise ReportInputError(f"--figure-width {width}: expected one of {', '.join(FIGURE_WIDTHS)}")
+    size = _FONT[width]
+    rc = {
+        "font.size": size,
+        "axes.titlesize": size + 0.5,
+        "axes.labelsize": size,
+        "xtick.labelsize": size - 0.5,
+        "ytick.labelsize": size - 0.5,
+        "legend.fontsize": size - 0.5,
+        "pdf.fonttype": 42,  # TrueType in the PDF: editable, searchable text
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+    }
+    with matplotlib.rc_context(rc):
+        fig = Figure(figsize=(FIGURE_WIDTHS[width], height), dpi=200, layout="constrained")
+        FigureCanvasAgg(fig)
+        yield fig
 
 
 def save_figure(fig, out_dir: str | Path, stem: str) -> list[Path]:
@@ -47,12 +106,26 @@ def row_caption(labels: dict[str, str]) -> str:
     return " · ".join(f"{k[:1].upper() + k[1:]} {shown_label(v)}" for k, v in labels.items()) or "all runs"
 
 
-def plot_bars(table: Table, out_dir: str | Path, stem: str = "bars") -> list[Path]:
+def _legend_columns(labels: list[str], width: str, handle_in: float = 0.45) -> int:
+    """How many legend columns of ``labels`` fit the figure's width (about 0.55 em per character)."""
+    longest = max((len(t) for t in labels), default=1)
+    entry = longest * 0.55 * (_FONT[width] - 0.5) / 72.0 + handle_in  # inches
+    return max(1, min(len(labels), int((FIGURE_WIDTHS[width] - 0.2) // entry)))
+
+
+def _seeds_phrase(ns: list[int]) -> str:
+    lo, hi = min(ns), max(ns)
+    return f"{lo} seeds" if lo == hi else f"{lo}–{hi} seeds"
+
+
+def plot_bars(table: Table, out_dir: str | Path, *, subject: str = "", width: str = "page", stem: str = "bars") -> list[Path]:
     """Grouped bar chart: one group per column (domains, Mean), one bar per row, ± std error bars.
 
     Args:
         table: the built table (its means and stds are plotted; missing cells are left out).
         out_dir: output folder.
+        subject: what the title names after the metric, e.g. ``ablation, smoke profile``.
+        width: ``column`` or ``page``.
         stem: file name without extension.
 
     Returns:
@@ -60,33 +133,122 @@ def plot_bars(table: Table, out_dir: str | Path, stem: str = "bars") -> list[Pat
     """
     cols = table.columns
     n_rows = len(table.rows)
-    fig = _new_figure(max(6.0, min(12.0, len(cols) * (0.45 + 0.1 * n_rows))), 4.5)
-    ax = fig.add_subplot()
-    x = np.arange(len(cols), dtype=float)
-    width = 0.8 / max(n_rows, 1)
-    from matplotlib import colormaps
+    captions = [row_caption(r.labels) for r in table.rows]
+    legend_cols = _legend_columns(captions + ["± std over 3 seeds"], width)
+    legend_lines = -(-(n_rows + 1) // legend_cols) if n_rows <= _MAX_LEGEND else 0
+    with figure(width, (2.3 if width == "column" else 2.8) + 0.16 * (legend_lines + 1)) as fig:
+        ax = fig.add_subplot()
+        x = np.arange(len(cols), dtype=float)
+        bar_w = 0.84 / max(n_rows, 1)
+        has_std = False
+        for i, row in enumerate(table.rows):
+            cells = [table.cell(i, c) for c in cols]
+            heights = [c.mean if c.mean is not None else np.nan for c in cells]
+            errs = [c.std if c.std is not None else 0.0 for c in cells]
+            has_std |= any(errs)
+            st = row_style(i)
+            ax.bar(
+                x + (i - (n_rows - 1) / 2) * bar_w, heights, bar_w,
+                yerr=errs if any(errs) else None, label=captions[i],
+                color=st["color"], hatch=st["hatch"], edgecolor="#222222", linewidth=0.3,
+                error_kw={"elinewidth": 0.6, "capsize": 1.2, "capthick": 0.6, "ecolor": "black"},
+            )  # fmt: skip
+        if has_std:  # a legend entry that says what the error bars are
+            ns = [table.cell(i, c).n for i in range(n_rows) for c in cols if table.cell(i, c).std is not None]
+            ax.errorbar([], [], yerr=[], fmt="none", ecolor="black", elinewidth=0.6, capsize=1.2,
+                        label=f"± std over {_seeds_phrase(ns)}")  # fmt: skip
+        ax.set_xticks(x, cols)
+        ax.set_xlim(-0.5, len(cols) - 0.5)
+        ax.set_ylabel("mIoU (%)")
+        ax.set_title("mIoU (%) per target domain" + (f" — {subject}" if subject else ""))
+        ax.grid(axis="y", alpha=0.3, linewidth=0.5)
+        ax.set_axisbelow(True)
+        if n_rows <= _MAX_LEGEND:  # beyond that a legend is unreadable; the table names the rows
+            fig.legend(loc="outside lower center", ncols=legend_cols, frameon=False, handlelength=1.6, columnspacing=1.2)
+        return save_figure(fig, out_dir, stem)
 
-    colours = colormaps["viridis"](np.linspace(0.05, 0.95, max(n_rows, 1)))
-    for i, row in enumerate(table.rows):
-        cells = [table.cell(i, c) for c in cols]
-        heights = [c.mean if c.mean is not None else np.nan for c in cells]
-        errs = [c.std if c.std is not None else 0.0 for c in cells]
-        ax.bar(
-            x + (i - (n_rows - 1) / 2) * width,
-            heights,
-            width,
-            yerr=errs if any(errs) else None,
-            label=row_caption(row.labels),
-            color=colours[i],
-            capsize=2,
-        )
-    ax.set_xticks(x, cols)
-    ax.set_ylabel("mIoU (%)")
-    ax.set_title(table.title)
-    ax.grid(axis="y", alpha=0.3)
-    if n_rows <= _MAX_LEGEND:  # beyond that a legend is unreadable; the table names the rows
-        ax.legend(fontsize=7, ncols=min(n_rows, 4), loc="upper center", bbox_to_anchor=(0.5, -0.08), frameon=False)
-    return save_figure(fig, out_dir, stem)
+
+def plot_delta_heatmap(
+    grid: DeltaGrid,
+    labels: list[dict[str, str]],
+    out_dir: str | Path,
+    *,
+    subject: str = "",
+    width: str = "page",
+    stem: str = "delta",
+) -> list[Path]:
+    """Rows × (domains, Mean): each cell the row's mIoU minus the baseline row's, in points.
+
+    A diverging colour map centred at 0 (blue better, red worse than the baseline), the signed
+    number in every cell and, with seeds, ``± std`` over the paired seeds below it. Rows are named
+    by their labels (``Freeze ✓ · Augment ✗``), or by the values alone under an axis label naming
+    the label columns when the full names would take too much of the width.
+
+    Args:
+        grid: from :func:`reports.tables.delta_grid`.
+        labels: one ``{label column: value}`` per row.
+        out_dir: output folder.
+        subject: named in the title, e.g. ``ablation, smoke profile``.
+        width: ``column`` or ``page``.
+        stem: file name without extension.
+
+    Returns:
+        Paths of the PNG and PDF.
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import TwoSlopeNorm
+
+    g, c = grid.mean.shape
+    shown = np.where(np.arange(g)[:, None] == grid.baseline, np.nan, grid.mean)  # (G, C) baseline row blank
+    lim = float(np.nanmax(np.abs(shown))) if np.isfinite(shown).any() else 1.0
+    lim = lim or 1.0
+    seeded = bool(np.isfinite(grid.std).any())
+    decimals = 1 if width == "column" else 2  # what fits a cell at that width
+    captions = [row_caption(lab) for lab in labels]
+    compact = max(len(t) for t in captions) * 0.55 * _FONT[width] / 72.0 > 0.3 * FIGURE_WIDTHS[width]
+    if compact:
+        captions = [" ".join(shown_label(v) for v in lab.values()) for lab in labels]
+    else:  # the row itself says "baseline"; the compact label stays short
+        captions = [f"{t} (baseline)" if r == grid.baseline else t for r, t in enumerate(captions)]
+    row_h = 0.34 if seeded else 0.22
+    with figure(width, 0.85 + row_h * g + (0.45 if width == "column" else 0.0)) as fig:
+        ax = fig.add_subplot()
+        # ColorBrewer RdBu: blue better, red worse; readable under the common colour-vision deficiencies
+        im = ax.imshow(shown, cmap=colormaps["RdBu"], norm=TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim), aspect="auto")
+        size = (5.0 if width == "column" else _FONT[width] - 1.0) - (0.5 if seeded else 0.0)
+        for r in range(g):
+            for j in range(c):
+                v = grid.mean[r, j]
+                if r == grid.baseline:
+                    continue
+                text = "–" if np.isnan(v) else f"{v:+.{decimals}f}"
+                if seeded and np.isfinite(grid.std[r, j]):
+                    text += f"\n±{grid.std[r, j]:.{decimals}f}"
+                dark = np.isfinite(v) and abs(v) > 0.55 * lim
+                ax.text(j, r, text, ha="center", va="center", fontsize=size, color="white" if dark else "black", linespacing=1.0)
+        ax.text((c - 1) / 2, grid.baseline, "baseline", ha="center", va="center", fontsize=size, color="#555555", style="italic")
+        ax.set_xticks(range(c), grid.columns)
+        ax.set_yticks(range(g), captions)
+        if compact and labels and labels[0]:
+            ax.set_ylabel(" · ".join(k[:1].upper() + k[1:] for k in labels[0]))
+        ax.tick_params(length=0)
+        ax.xaxis.tick_top()
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        ax.set_xticks(np.arange(c + 1) - 0.5, minor=True)
+        ax.set_yticks(np.arange(g + 1) - 0.5, minor=True)
+        ax.grid(which="minor", color="white", linewidth=1.0)
+        ax.tick_params(which="minor", length=0)
+        horizontal = width == "column"  # at column width the cells need the horizontal room
+        bar = fig.colorbar(im, ax=ax, shrink=0.9, pad=0.02, aspect=25 if not horizontal else 35,
+                           orientation="horizontal" if horizontal else "vertical", location="bottom" if horizontal else "right")  # fmt: skip
+        bar.set_label("Δ mIoU (points)")
+        bar.outline.set_visible(False)
+        title = "Δ mIoU vs the baseline row" + (f" — {subject}" if subject else "")
+        if seeded:
+            title += f"\n± std over {_seeds_phrase([int(k) for k in grid.n if k])} (paired by seed)"
+        fig.suptitle(title, fontsize=_FONT[width] + 0.5)
+        return save_figure(fig, out_dir, stem)
 
 
 def fetch_histories(results: ResultSet, metric: str = "train/loss") -> dict[str, pd.DataFrame]:
@@ -98,9 +260,9 @@ def fetch_histories(results: ResultSet, metric: str = "train/loss") -> dict[str,
     """
     if not results.tracking_uri:
         return {}
-    from mlflow.tracking import MlflowClient
+    from reports.mlflow_client import mlflow_client
 
-    client = MlflowClient(tracking_uri=results.tracking_uri)
+    client = mlflow_client(results.tracking_uri)
     out: dict[str, pd.DataFrame] = {}
     for trial, run_id in zip(results.runs["trial"], results.runs["run_id"]):
         if not run_id:
@@ -116,40 +278,54 @@ def plot_loss_curves(
     histories: dict[str, pd.DataFrame],
     captions: dict[str, str],
     out_dir: str | Path,
-    stem: str = "loss",
+    *,
     groups: dict[str, int] | None = None,
+    subject: str = "",
+    width: str = "column",
+    stem: str = "loss",
 ) -> list[Path]:
-    """Training loss against iteration, one line per trial (one colour per table row, line style per seed).
+    """Training loss against iteration, one colour and line style per table row (its seeds share them).
 
     Args:
         histories: trial id -> frame with ``step``, ``value`` (from :func:`fetch_histories`).
-        captions: trial id -> legend text.
+        captions: trial id -> the row's legend text.
         out_dir: output folder.
+        groups: trial id -> table row index (default: every trial its own row).
+        subject: named in the title, e.g. ``ablation, smoke profile``.
+        width: ``column`` or ``page``.
         stem: file name without extension.
-        groups: trial id -> table row index (default: every trial its own colour).
 
     Returns:
         Paths of the PNG and PDF (nothing is written when ``histories`` is empty).
     """
     if not histories:
         return []
-    fig = _new_figure(7.0, 4.2)
-    ax = fig.add_subplot()
-    from matplotlib import colormaps
-
     groups = groups or {t: i for i, t in enumerate(histories)}
-    n_groups = max(groups.values(), default=0) + 1
-    colours = colormaps["viridis"](np.linspace(0.05, 0.95, max(n_groups, 1)))
-    seen: dict[int, int] = {}
-    styles = ("-", "--", ":", "-.")
-    for trial, frame in histories.items():
-        g = groups.get(trial, 0)
-        k = seen[g] = seen.get(g, -1) + 1  # k-th run (seed) of this row
-        ax.plot(frame["step"], frame["value"], label=captions.get(trial, trial), linewidth=1.2,
-                color=colours[g % len(colours)], linestyle=styles[k % len(styles)])
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("train/loss")
-    ax.grid(alpha=0.3)
-    if len(histories) <= _MAX_LEGEND:
-        ax.legend(fontsize=7, ncols=2 if len(histories) > 6 else 1)
-    return save_figure(fig, out_dir, stem)
+    rows = sorted({groups.get(t, 0) for t in histories})
+    n_seeds = {g: sum(1 for t in histories if groups.get(t, 0) == g) for g in rows}
+    below = width == "column"
+    legend_cols = _legend_columns([captions.get(t, t) for t in histories], width) if below else 1
+    legend_lines = -(-len(rows) // legend_cols) if len(rows) <= _MAX_LEGEND else 0
+    height = 2.2 + (0.15 * (legend_lines + 1) if below else 0.0)
+    with figure(width, height) as fig:
+        ax = fig.add_subplot()
+        labelled: set[int] = set()
+        for trial, frame in histories.items():
+            g = groups.get(trial, 0)
+            st = row_style(g)
+            label = None
+            if g not in labelled:
+                labelled.add(g)
+                label = captions.get(trial, trial) + (f" ({n_seeds[g]} seeds)" if n_seeds[g] > 1 else "")
+            ax.plot(frame["step"], frame["value"], label=label, linewidth=1.0, color=st["color"], linestyle=st["linestyle"])
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are whole numbers
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("training loss (cross-entropy)")
+        ax.set_title("Training loss" + (f" — {subject}" if subject else ""))
+        ax.grid(alpha=0.3, linewidth=0.5)
+        if len(rows) <= _MAX_LEGEND:  # outside the data: below at column width, to the right at page width
+            where = "outside lower center" if below else "outside right upper"
+            fig.legend(loc=where, ncols=legend_cols, frameon=False, handlelength=2.6)
+        return save_figure(fig, out_dir, stem)

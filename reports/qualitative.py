@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from famix_core.classes import IGNORE_INDEX, PALETTE
+from famix_core.classes import CLASS_NAMES, IGNORE_INDEX, PALETTE
 from famix_core.errors import WeightsError
 from reports.collect import ReportInputError, ResultSet
 
@@ -25,6 +25,7 @@ __all__ = [
     "weights_path",
     "render_qualitative",
     "qualitative_grid",
+    "class_legend_handles",
 ]
 
 
@@ -164,7 +165,7 @@ def render_qualitative(
 
     from famix_core.data import build_dataset
     from famix_core.models import build_segmenter
-    from reports.plots import _new_figure, save_figure
+    from reports.plots import figure, save_figure
 
     dev = torch.device(device)
     model_cfg = cfg.model.model_copy(update={"pretrained": str(weights)})
@@ -181,21 +182,37 @@ def render_qualitative(
             rows.append((col, denormalize(image.numpy()), colorize(label.numpy()), colorize(pred)))
 
     h, w = rows[0][1].shape[:2]
-    fig = _new_figure(9.0, len(rows) * 3.0 * h / w + 0.7)  # panels keep the images' aspect
-    axes = fig.subplots(len(rows), 3, squeeze=False)
-    for r, (col, rgb, gt, pred) in enumerate(rows):
-        for c, (img, name) in enumerate(((rgb, "input"), (gt, "ground truth"), (pred, "prediction"))):
-            ax = axes[r][c]
-            ax.imshow(img, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(name)
-            if c == 0:
-                ax.set_ylabel(col)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    return save_figure(fig, out_dir, stem)
+    panel_w = (6.9 - 0.5) / 3  # page width minus the domain labels, three panels
+    legend_h = 0.75
+    with figure("page", len(rows) * panel_w * h / w + legend_h + (0.3 if title else 0.15)) as fig:
+        axes = fig.subplots(len(rows), 3, squeeze=False)
+        for r, (col, rgb, gt, pred) in enumerate(rows):
+            for c, (img, name) in enumerate(((rgb, "input"), (gt, "ground truth"), (pred, "prediction"))):
+                ax = axes[r][c]
+                ax.imshow(img, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(name)
+                if c == 0:
+                    ax.set_ylabel(col)
+        fig.legend(handles=class_legend_handles(), loc="outside lower center", ncols=7, frameon=False,
+                   handlelength=1.0, handleheight=0.9, columnspacing=0.9, fontsize=6.5)  # fmt: skip
+        if title:
+            fig.suptitle(title)
+        return save_figure(fig, out_dir, stem)
+
+
+def class_legend_handles() -> list:
+    """One colour patch per class (the Cityscapes palette of the ground truth and predictions), then ignore."""
+    from matplotlib.patches import Patch
+
+    handles = [
+        Patch(facecolor=np.asarray(PALETTE[i]) / 255.0, edgecolor="#333333", linewidth=0.3, label=name)
+        for i, name in enumerate(CLASS_NAMES)
+    ]
+    handles.append(Patch(facecolor="black", edgecolor="#333333", linewidth=0.3, label="ignore"))
+    return handles
 
 
 def qualitative_grid(
@@ -211,9 +228,9 @@ def qualitative_grid(
         raise ReportInputError("--qualitative needs MLflow input (the trial's config and weights), not --csv")
     row = find_trial(results, trial)
     weights = weights_path(run_dir, row.get("train_key"), str(row["trial"]))
-    from mlflow.tracking import MlflowClient
+    from reports.mlflow_client import mlflow_client
 
-    params = MlflowClient(tracking_uri=results.tracking_uri).get_run(row["run_id"]).data.params
+    params = mlflow_client(results.tracking_uri).get_run(row["run_id"]).data.params
     cfg = config_from_params(params, f"MLflow run {row['run_id']} params")
     from reports.plots import row_caption
 

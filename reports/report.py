@@ -2,7 +2,7 @@
 
 Output files (all written atomically): ``table.md``, ``table.tex``, ``results.csv`` (the Results
 CSV contract: one row per trial × seed, percent), ``summary.csv`` (the table's unrounded numbers),
-``bars.png|pdf``, ``loss.png|pdf`` (MLflow input only), ``qualitative.png|pdf`` (on request),
+``bars.png|pdf``, ``delta.png|pdf`` (Δ-heatmap), ``loss.png|pdf`` (MLflow input only), ``qualitative.png|pdf`` (on request),
 ``README.md`` (the table and the figures).
 """
 
@@ -156,11 +156,16 @@ def _readme(title: str, markdown: str, figures: list[Path], out_dir: Path, notes
     lines = [f"# Report: {title}", "", f"Source: `{source}`", "", markdown.rstrip(), ""]
     lines += [f"- {n}" for n in notes]
     pngs = [f for f in figures if f.suffix == ".png"]
-    captions = {"bars": "mIoU per domain", "loss": "Training loss per trial", "qualitative": "Input / ground truth / prediction"}
+    captions = {
+        "bars": "mIoU per domain",
+        "delta": "Δ mIoU per domain vs the baseline row",
+        "loss": "Training loss per row",
+        "qualitative": "Input / ground truth / prediction",
+    }
     for f in pngs:
         lines += ["", f"## {captions.get(f.stem, f.stem)}", "", f"![{f.stem}]({f.relative_to(out_dir)})"]
     lines += ["", "Files: `table.md`, `table.tex` (booktabs + amssymb), `results.csv` (one row per trial × seed), "
-              "`summary.csv` (the table's numbers); figures as PNG and PDF."]
+              "`summary.csv` (the table's numbers); figures as PNG and vector PDF."]
     return "\n".join(lines) + "\n"
 
 
@@ -172,16 +177,24 @@ def write_report(
     figures: bool = True,
     loss_curves: bool = True,
     extra_figures: list[Path] | None = None,
+    profile: str | None = None,
+    latex_width: str = "column",
+    figure_width: str | None = None,
 ) -> ReportFiles:
     """Write the report folder for ``results``.
 
     Args:
         results: collected runs (percent), columns in the sweep's order.
         out_dir: output folder (created).
-        baseline: optional baseline row for the Δ column (see :func:`reports.tables.build_table`).
-        figures: draw the bar chart (and loss curves).
+        baseline: optional baseline row for the Δ column (see :func:`reports.tables.build_table`);
+            the Δ-heatmap compares with it, or with the first row when it is None.
+        figures: draw the bar chart, the Δ-heatmap (two rows or more) and the loss curves.
         loss_curves: fetch ``train/loss`` histories from MLflow when the results came from there.
         extra_figures: figures made elsewhere (qualitative) to show in the README.
+        profile: the sweep profile, named in figure titles.
+        latex_width: ``column`` | ``page`` | ``none`` (:data:`reports.tables.LATEX_WIDTHS`).
+        figure_width: ``column`` | ``page`` for every figure (default: bars and heatmap ``page``,
+            loss curves ``column``).
 
     Returns:
         ReportFiles with every path written and the Markdown table.
@@ -192,10 +205,11 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     table = build_table(results, baseline=baseline)
     md = render_markdown(table)
+    tex = render_latex(table, width=latex_width)
     files = ReportFiles(
         out_dir=out,
         table_md=write_text_atomic(out / "table.md", f"# {table.title}\n\n{md}"),
-        table_tex=write_text_atomic(out / "table.tex", render_latex(table)),
+        table_tex=write_text_atomic(out / "table.tex", tex),
         results_csv=out / "results.csv",
         summary_csv=out / "summary.csv",
         readme=out / "README.md",
@@ -206,20 +220,30 @@ def write_report(
     with atomic_path(files.summary_csv) as tmp:
         summary_frame(table).to_csv(tmp, index=False)
     if figures:
-        from reports.plots import fetch_histories, plot_bars, plot_loss_curves, row_caption
-
-        files.figures += plot_bars(table, out)
-        if loss_curves and results.tracking_uri:
-            captions, groups, row_of = {}, {}, {}
-            for _, t in results.runs.iterrows():
-                labels = {c: t[c] for c in results.label_columns}
-                seed = "" if t["seed"] != t["seed"] else f" · seed {int(t['seed'])}"
-                captions[str(t["trial"])] = row_caption(labels) + seed
-                groups[str(t["trial"])] = row_of.setdefault(tuple(labels.values()), len(row_of))
-            files.figures += plot_loss_curves(fetch_histories(results), captions, out, groups=groups)
+        files.figures += _figures(results, table, out, profile=profile, width=figure_width, loss_curves=loss_curves)
     files.figures += list(extra_figures or [])
     write_text_atomic(files.readme, _readme(table.title, md, files.figures, out, results.notes, results.source))
     return files
+
+
+def _figures(results: ResultSet, table, out: Path, *, profile: str | None, width: str | None, loss_curves: bool) -> list[Path]:
+    """Bars, Δ-heatmap (vs the table's baseline, else row 1) and loss curves (MLflow input)."""
+    from reports.plots import fetch_histories, plot_bars, plot_delta_heatmap, plot_loss_curves, row_caption
+    from reports.tables import delta_grid
+
+    subject = results.sweep + (f", {profile} profile" if profile else "")
+    paths = plot_bars(table, out, subject=subject, width=width or "page")
+    if len(table.rows) >= 2:
+        grid = delta_grid(results, baseline=table.baseline or 0)
+        paths += plot_delta_heatmap(grid, [r.labels for r in table.rows], out, subject=subject, width=width or "page")
+    if loss_curves and results.tracking_uri:
+        captions_of, groups, row_of = {}, {}, {}
+        for _, t in results.runs.iterrows():
+            labels = {c: t[c] for c in results.label_columns}
+            captions_of[str(t["trial"])] = row_caption(labels)
+            groups[str(t["trial"])] = row_of.setdefault(tuple(labels.values()), len(row_of))
+        paths += plot_loss_curves(fetch_histories(results), captions_of, out, groups=groups, subject=subject, width=width or "column")
+    return paths
 
 
 def default_out_dir(run_dir: str | Path, sweep: str) -> Path:

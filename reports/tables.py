@@ -17,7 +17,7 @@ Pure pandas (no MLflow, no matplotlib). Rules, applied identically to both forma
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Callable
 
@@ -31,16 +31,25 @@ __all__ = [
     "TableRow",
     "Table",
     "build_table",
+    "DeltaGrid",
+    "delta_grid",
     "render_markdown",
     "render_latex",
     "summary_frame",
     "LATEX_PACKAGES",
+    "LATEX_WIDTHS",
     "shown_label",
     "fmt2",
 ]
 
-LATEX_PACKAGES: tuple[str, ...] = ("booktabs", "amssymb")
-"""Packages ``table.tex`` needs in the including document (amssymb for ``\\checkmark``)."""
+LATEX_PACKAGES: tuple[str, ...] = ("booktabs", "amssymb", "graphicx")
+"""Packages ``table.tex`` needs in the including document (amssymb for ``\\checkmark``, graphicx for
+``\\resizebox``; ``--latex-width none`` needs only the first two)."""
+
+LATEX_WIDTHS: tuple[str, ...] = ("column", "page", "none")
+"""``render_latex`` widths: ``column`` (``\\small``, ``\\tabcolsep`` 3pt, shrunk to ``\\linewidth`` when
+still wider: one column of a two-column paper), ``page`` (``\\tabcolsep`` 4pt, shrunk to ``\\linewidth``
+when wider: a ``table*`` spanning the page), ``none`` (a bare ``tabular``)."""
 
 PARTIAL_MARK = "†"
 _YES = {"yes", "true", "on", "y", "✓", "1.0"}
@@ -50,7 +59,7 @@ _SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 def fmt2(value: float, *, signed: bool = False) -> str:
     """Two decimals, rounding half up as tables in papers do (32.925 -> 32.93), immune to binary noise."""
-    d = Decimal(repr(round(value, 9))).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    d = Decimal(repr(round(float(value), 9))).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     if d == 0:
         d = abs(d)  # never "-0.00"
     return f"{d:+}" if signed else f"{d}"
@@ -159,27 +168,81 @@ def _group_key(runs: pd.DataFrame, labels: list[str]) -> pd.Series:
     return key
 
 
-def _paired_deltas(rows: list[TableRow], runs: pd.DataFrame, codes: np.ndarray, vals: np.ndarray, base: int) -> None:
-    """Fill ``row.delta``: per seed, mean over shared domains of (row − baseline); mean ± std over seeds.
+@dataclass
+class DeltaGrid:
+    """Paired differences to a baseline row, per row and column (the domains, then ``Mean``), in points.
+
+    Attributes:
+        columns: the domains, then ``Mean``.
+        baseline: 0-based row index of the baseline.
+        mean: (G, C) mean over paired seeds of (row − baseline); NaN where no pair has the value.
+        std: (G, C) sample std over paired seeds; NaN for fewer than two pairs.
+        n: (G,) paired seeds per row.
+    """
+
+    columns: list[str]
+    baseline: int
+    mean: np.ndarray
+    std: np.ndarray
+    n: np.ndarray
+
+
+def _pair_differences(runs: pd.DataFrame, codes: np.ndarray, vals: np.ndarray, base: int) -> list[list[np.ndarray]]:
+    """Per group, one (D,) array of (run − baseline run) per seed present in both (NaN where either lacks a value).
 
     Runs pair by seed; runs without a seed pair by their position within the row.
     """
     position = pd.Series(codes).groupby(codes).cumcount().to_numpy()  # (N,)
     seed = runs["seed"].to_numpy(dtype=float)
     pair_key = np.where(np.isnan(seed), -1.0 - position, seed)  # (N,) negative keys: "no seed, i-th run"
-    in_base = np.flatnonzero(codes == base)
-    base_of = {float(pair_key[i]): vals[i] for i in in_base}
-    diffs: list[list[float]] = [[] for _ in rows]
+    base_of = {float(pair_key[i]): vals[i] for i in np.flatnonzero(codes == base)}
+    out: list[list[np.ndarray]] = [[] for _ in range(int(codes.max()) + 1 if len(codes) else 0)]
     for i in range(len(runs)):
         ref = base_of.get(float(pair_key[i]))
-        if ref is None:
-            continue
-        d = vals[i] - ref  # (D,)
-        d = d[~np.isnan(d)]
-        if len(d):
-            diffs[int(codes[i])].append(float(d.mean()))
-    for row, ds in zip(rows, diffs):
+        if ref is not None:
+            out[int(codes[i])].append(vals[i] - ref)  # (D,)
+    return out
+
+
+def _paired_deltas(rows: list[TableRow], runs: pd.DataFrame, codes: np.ndarray, vals: np.ndarray, base: int) -> None:
+    """Fill ``row.delta``: per seed, mean over shared domains of (row − baseline); mean ± std over seeds."""
+    for row, pairs in zip(rows, _pair_differences(runs, codes, vals, base)):
+        ds = [float(d[~np.isnan(d)].mean()) for d in pairs if (~np.isnan(d)).any()]
         row.delta = CellValue(mean=float(np.mean(ds)) if ds else None, std=_std(ds), n=len(ds), signed=True)
+
+
+def delta_grid(results: ResultSet, baseline: int = 0) -> DeltaGrid:
+    """Per-domain paired differences of every row to row ``baseline`` (0-based), plus the Mean column.
+
+    The Mean column is the table's Δ: per seed, the mean over the shared domains of the difference.
+
+    Raises:
+        ReportInputError: ``baseline`` is not a row.
+    """
+    runs = results.runs.reset_index(drop=True)
+    doms = list(results.domains)
+    codes, uniques = pd.factorize(_group_key(runs, list(results.label_columns)), sort=False)
+    if not 0 <= baseline < len(uniques):
+        raise ReportInputError(f"--baseline {baseline + 1}: row number must be in 1..{len(uniques)}")
+    vals = runs[doms].to_numpy(dtype=float)  # (N, D)
+    g, c = len(uniques), len(doms) + 1
+    mean, std = np.full((g, c), np.nan), np.full((g, c), np.nan)
+    n = np.zeros(g, dtype=int)
+    for k, pairs in enumerate(_pair_differences(runs, codes, vals, baseline)):
+        if not pairs:
+            continue
+        d = np.stack(pairs)  # (P, D)
+        have = ~np.isnan(d)
+        row_mean = np.array([p[h].mean() if h.any() else np.nan for p, h in zip(d, have)])  # (P,)
+        full = np.concatenate([d, row_mean[:, None]], axis=1)  # (P, D + 1)
+        for j in range(c):
+            col = full[:, j][~np.isnan(full[:, j])]
+            if len(col):
+                mean[k, j] = col.mean()
+            if len(col) >= 2:
+                std[k, j] = col.std(ddof=1)
+        n[k] = int((~np.isnan(row_mean)).sum())
+    return DeltaGrid(columns=[*doms, "Mean"], baseline=baseline, mean=mean, std=std, n=n)
 
 
 def _resolve_baseline(spec: str, rows: list[TableRow], label_columns: list[str]) -> int:
@@ -251,7 +314,12 @@ def build_table(results: ResultSet, *, baseline: str | None = None, title: str |
         missing = [j for j, d in enumerate(doms) if np.isnan(vals[i, j])]
         seed = "" if pd.isna(t["seed"]) else f", seed {int(t['seed'])}"
         what = f"no mIoU for {', '.join(doms[j] for j in missing)}" if missing else "all domains present"
-        footnotes.append(f"trial {t['trial']}{seed}: {t['status']} ({what})")
+        shown = ", ".join(f"{c[:1].upper() + c[1:]} {shown_label(t[c])}" for c in labels)
+        trial = str(t["trial"]) if str(t["trial"]) not in ("", "nan", "None") else ""
+        footnotes.append(
+            f"row {int(codes[i]) + 1}{f' ({shown})' if shown else ''}{seed}: {t['status']} ({what})"
+            + (f"; trial {trial}" if trial else "")
+        )
         for j in missing:
             notes_at.setdefault((int(codes[i]), j), []).append(len(footnotes))
 
@@ -320,6 +388,7 @@ class _Style:
     note: Callable[[list[int]], str]
     label: Callable[[str], str]
     text: Callable[[str], str]
+    std: Callable[[str], str] | None = None  # how "± std" follows the mean (default: pm + std)
 
 
 def _md_escape(s: str) -> str:
@@ -379,12 +448,16 @@ _LATEX = _Style(
 )
 
 
+_LATEX_COLUMN = replace(_LATEX, std=lambda s: rf"\,{{\scriptsize$\pm${s}}}")
+"""Column width: the std in script size right after the mean, so a seeded table shrinks less."""
+
+
 def _fmt_cell(c: CellValue, st: _Style) -> str:
     if c.mean is None:
         return st.dash + (st.note(c.notes) if c.notes else "")
     value = fmt2(c.mean, signed=c.signed)
     if c.std is not None:
-        value += f"{st.pm}{fmt2(c.std)}"
+        value += st.std(fmt2(c.std)) if st.std is not None else f"{st.pm}{fmt2(c.std)}"
     if c.mark == "best":
         value = st.bold(value)
     elif c.mark == "second":
@@ -447,24 +520,52 @@ def render_markdown(table: Table) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(f"{n}  " for n in notes).rstrip() + "\n"
 
 
-def render_latex(table: Table) -> str:
-    """The table as a booktabs ``tabular`` (needs ``\\usepackage{booktabs,amssymb}``), footnotes below it."""
+def render_latex(table: Table, width: str = "column") -> str:
+    """The table as a booktabs ``tabular``, footnotes below it.
+
+    Args:
+        table: the built table.
+        width: ``column`` | ``page`` | ``none`` (see :data:`LATEX_WIDTHS`). ``column`` and ``page``
+            set the font size and column padding, then scale the tabular down to ``\\linewidth``
+            only when it is still wider (never up): ``\\resizebox`` needs ``graphicx``.
+
+    Returns:
+        A LaTeX fragment whose first lines name the packages it needs.
+    """
+    if width not in LATEX_WIDTHS:
+        raise ReportInputError(f"--latex-width {width}: expected one of {', '.join(LATEX_WIDTHS)}")
+    style = _LATEX_COLUMN if width == "column" else _LATEX
     head = _header(table, _LATEX)
     spec = "c" * (len(table.label_columns) + (1 if table.show_n else 0)) + "r" * (len(head) - len(table.label_columns) - (1 if table.show_n else 0))
-    lines = [
-        f"% FAMix report: {table.title.replace(chr(10), ' ')} (mIoU %).",
-        "% Requires in the preamble: " + " ".join(rf"\usepackage{{{p}}}" for p in LATEX_PACKAGES),
+    packages = LATEX_PACKAGES if width != "none" else LATEX_PACKAGES[:2]
+    tabular = [
         rf"\begin{{tabular}}{{{spec}}}",
         r"\toprule",
         " & ".join(head) + r" \\",
         r"\midrule",
+        *(" & ".join(row) + r" \\" for row in _body(table, style)),
+        r"\bottomrule",
+        r"\end{tabular}",
     ]
-    lines += [" & ".join(row) + r" \\" for row in _body(table, _LATEX)]
-    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines = [
+        f"% FAMix report: {table.title.replace(chr(10), ' ')} (mIoU %); width: {width}.",
+        "% Requires in the preamble: " + " ".join(rf"\usepackage{{{p}}}" for p in packages),
+    ]
     notes = [(r"$^\dagger$ " if kind == "partial" else "") + _tex_escape(t) for kind, t in _notes_text(table)]
     notes += [f"$^{{{i}}}$ {_tex_escape(t)}" for i, t in enumerate(table.footnotes, 1)]
-    if notes:
-        lines.append(r"\par\smallskip{\footnotesize " + r" \\ ".join(notes) + r"\par}")
+    notes_tex = [r"\par\smallskip{\footnotesize " + r" \\ ".join(notes) + r"\par}"] if notes else []
+    if width == "none":
+        return "\n".join([*lines, *tabular, *notes_tex]) + "\n"
+    size, sep = (r"\small", "3pt") if width == "column" else ("", "4pt")
+    lines += [
+        rf"\begingroup{size}\setlength{{\tabcolsep}}{{{sep}}}%",
+        r"\setbox0=\hbox{%",
+        *tabular,
+        r"}%",
+        r"\leavevmode\ifdim\wd0>\linewidth\resizebox{\linewidth}{!}{\box0}\else\box0\fi\par",
+        *notes_tex,
+        r"\endgroup",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -57,13 +57,13 @@ def test_estimate_arithmetic_and_time_warning(tmp_path, monkeypatch):
     assert kinds.count("mine") == 1 and kinds.count("evaluate") == 1
     assert kinds.count("train") == 4  # freeze {none, paper} x style op {on, off}: the ablation's compute signatures
     train_kw = next(kw for k, kw in calls if k == "train")
-    assert train_kw["batch"] == 2 and train_kw["crop"] == 256 and train_kw["warmup"] == 1 and train_kw["iters"] == 2
-    scale = (8 * 768 * 768) / (2 * 256 * 256)  # the CPU probe ran reduced: scaled to batch 8, crop 768
+    assert train_kw["batch"] == 2 and train_kw["crop"] == 96 and train_kw["warmup"] == 1 and train_kw["iters"] == 1
+    scale = (8 * 768 * 768) / (2 * 96 * 96)  # the CPU probe ran reduced: scaled to batch 8, crop 768
     tr = [e for e in ests if e.kind == "train"]
     assert len(tr) == 24 and all(e.seconds == pytest.approx(0.5 * scale * 40000) for e in tr)
     mine = [e for e in ests if e.kind == "mine"]
     groups = -(-(-(-SOURCE_IMAGES["gta5"] // 16)) * 20 // 256)  # batches x (19 classes + ignore) / 256 per group
-    assert len(mine) == 3 and mine[0].seconds == pytest.approx(2.0 * (256 / 4) * groups * 100)
+    assert len(mine) == 3 and mine[0].seconds == pytest.approx(2.0 * (256 / 2) * groups * 100)
     n, h, w = EVAL_SPLITS["cityscapes"]
     ev_c = next(e for e in ests if e.kind == "evaluate" and e.what.startswith("C:"))
     ev_kw = next(kw for k, kw in calls if k == "evaluate")

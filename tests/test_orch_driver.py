@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -201,3 +202,203 @@ def test_detach_is_refused_without_slurm(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--detach: only the slurm backend" in err
     assert not (tmp_path / "runs" / "store").exists()
+
+
+PTY_SCRIPT = """
+import hashlib, json, sys, time
+from orchestrator import execute, checks
+checks.check_data = lambda cfg: None
+
+def mine(ctx):
+    return {"n_styles": 1}
+
+def train(ctx):
+    for step in range(1, 4):
+        time.sleep(0.4)
+        ctx.log({"train/loss": 1.0 / step}, step * 100)
+    (ctx.tmp / "model.safetensors").write_bytes(b"w")
+    return {"iterations": 300}
+
+def evaluate(ctx):
+    miou = int(hashlib.sha256(ctx.task.key.encode()).hexdigest()[:4], 16) / 65535
+    return {"miou": miou, "iou": {}, "pixel_acc": 0.9, "n_images": 1}
+
+execute.STAGE_RUNNERS.update(mine=mine, train=train, evaluate=evaluate)
+from famix_core.cli import main
+sys.exit(main(["sweep", "run", "mini", "--run-dir", "runs", "train.iterations=300"]))
+"""
+
+
+def _run_on_pty(cwd: Path, script: str) -> tuple[int, str, str]:
+    """Run ``script`` with stdout on a pseudo-terminal (as a user's shell would); returns (rc, screen bytes, stderr)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "50"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=cwd, stdout=slave, stderr=subprocess.PIPE, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, err = proc.communicate(timeout=120)
+    os.close(master)
+    return proc.returncode, b"".join(chunks).decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+def test_on_a_terminal_the_table_is_rich_and_progress_is_live(tmp_path, capsys):
+    """On a pty: live progress (counts, running training's iteration i/N, ETA), then a rich table with
+    ANSI bold for the best and underline for the second; no Markdown markers; MLflow's INFO lines absent."""
+    import re
+
+    Path("sweeps").mkdir(exist_ok=True)
+    Path("sweeps/mini.yaml").write_text(SWEEP)
+    rc, screen, err = _run_on_pty(tmp_path, PTY_SCRIPT)
+    assert rc == 0, err[-2000:]
+    assert "Creating initial MLflow database tables" not in screen + err and "INFO mlflow" not in screen + err
+    assert "**" not in screen and "<u>" not in screen and "|:-:|" not in screen
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+    assert "done 0 · running 1 · failed 0 · cached 0" in plain  # live counts
+    assert re.search(r"train \[.*\] \w{8}.*iteration [123]00/300", plain)  # the running training's own progress
+    assert "ETA" in plain and "13/13" in plain
+    # the final table: header, right-aligned numbers, best bold, second underlined
+    df = pd.read_csv(Path("runs/mini/results.csv"))
+    best_c = df["C"].round(2).max()
+    second_c = sorted(set(df["C"].round(2)), reverse=True)[1]
+    assert re.search(r"\x1b\[1m" + re.escape(f"{best_c:.2f}") + r"\x1b\[0m", screen)
+    assert re.search(r"\x1b\[4m" + re.escape(f"{second_c:.2f}") + r"\x1b\[0m", screen)
+    header = next(ln for ln in plain.splitlines() if "Freeze" in ln and "Mean" in ln)
+    row = next(ln for ln in plain.splitlines() if f"{best_c:.2f}" in ln and "│" not in ln and "stages" not in ln)
+    assert row.rindex(f"{best_c:.2f}") + 5 == header.index("C") + 1  # numbers end under their header's last character
+    # the same run again, piped: the Markdown table (rerun fast path keeps the format choice)
+    from famix_core.cli import main
+
+    capsys.readouterr()
+    assert main(["sweep", "run", "mini", "--run-dir", "runs", "train.iterations=300"]) == 0
+    out = capsys.readouterr().out
+    assert "all done" in out and "| Freeze | Augment |" in out and f"**{best_c:.2f}**" in out
+
+
+def test_parent_run_carries_the_sweep_the_report_and_summary_metrics(fake_engine):
+    """A user who opens only the MLflow UI: description, sweep file (as written and resolved), plan,
+    then the report (md, tex, csv, figures), the table in the description, best/row metrics and tags."""
+    import yaml
+
+    Path("sweeps").mkdir(exist_ok=True)
+    Path("sweeps/mini.yaml").write_text("description: Freeze x Augment on two domains\n" + SWEEP)
+    plan = prepare("mini", run_dir="runs", overrides=["train.iterations=7"], check_data=lambda c: None, check_weights=lambda c: None)
+    result = run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200))
+    assert result.exit_code == 0
+    tr = Tracker(default_uri(plan.run_dir), "mini")
+    (parent,) = tr.find({"famix.sweep": "mini", "famix.role": "sweep"})
+    trials = sorted(tr.find({"famix.sweep": "mini", "famix.role": "trial"}), key=lambda r: int(r.data.tags["famix.trial_index"]))
+    pid = parent.info.run_id
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("**mini** (profile `smoke`): Freeze x Augment on two domains")
+    assert "4 trials (4 rows × 1 seed), 13 stages on `local`" in note and result.table.splitlines()[0] in note
+    arts = {a.path for a in tr.client.list_artifacts(pid, "sweep")}
+    assert arts == {"sweep/mini.yaml", "sweep/sweep.resolved.yaml", "sweep/plan.json"}
+    resolved = yaml.safe_load(Path(tr.client.download_artifacts(pid, "sweep/sweep.resolved.yaml", "dl")).read_text())
+    assert resolved["profile"] == "smoke" and resolved["overrides"] == {"train.iterations": 7}
+    assert resolved["base"]["train"]["iterations"] == 7 and resolved["domains"] == ["C", "B"]
+    report = {a.path for a in tr.client.list_artifacts(pid, "report")}
+    assert {f"report/{n}" for n in ("table.md", "table.tex", "results.csv", "summary.csv", "README.md",
+                                    "bars.png", "bars.pdf", "delta.png", "delta.pdf", "loss.png", "loss.pdf")} <= report  # fmt: skip
+    assert (plan.sweep_dir / "report" / "table.md").is_file()
+    # summary metrics: each row's Mean, the best Mean and per-domain bests; the best row's labels as tags
+    means = [r.data.metrics["miou/mean"] for r in trials]
+    m = tr.client.get_run(pid).data.metrics
+    assert [m[f"row/{i:02d}/miou/mean"] for i in range(1, 5)] == pytest.approx(means)
+    assert m["best/miou/mean"] == pytest.approx(max(means))
+    assert m["best/miou/C"] == pytest.approx(max(r.data.metrics["miou/C"] for r in trials))
+    best = max(range(4), key=lambda i: means[i])
+    tags = tr.client.get_run(pid).data.tags
+    labels = json.loads(trials[best].data.tags["famix.labels"])
+    assert tags["famix.best_row_index"] == str(best + 1)
+    assert tags["famix.best_row"] == f"Freeze={labels['Freeze']}, Augment={labels['Augment']}"
+    # run names stay readable: index, labels, seed
+    assert trials[3].info.run_name == "03 Freeze=✓,Augment=✓ seed=0"
+
+
+def test_system_metrics_only_for_training_and_off_switch(fake_engine):
+    from orchestrator.driver import _tasks
+
+    Path("sweeps").mkdir(exist_ok=True)
+    for flag, interval in (("", 10.0), ("tracking: {system_metrics: false}\n", None), ("tracking: {system_metrics_interval: 2}\n", 2.0)):
+        Path("sweeps/mini.yaml").write_text(SWEEP + flag)
+        plan = prepare("mini", run_dir="runs", check_data=lambda c: None, check_weights=lambda c: None)
+        tasks = _tasks(plan, plan.status(), {t.id: "r" for t in plan.trials}, "sqlite:///x", {})
+        assert {t.kind: t.tracking["system_metrics"] for t in tasks if t.kind == "train"} == {"train": interval}
+        assert all(t.tracking["system_metrics"] is None for t in tasks if t.kind != "train")
+
+
+def test_system_metrics_are_logged_by_mlflow_while_the_block_runs(tmp_path, monkeypatch):
+    import sys
+    import time
+
+    from orchestrator.tracking import system_metrics
+
+    tr = Tracker(default_uri(tmp_path), "sysm")
+    run_id, _ = tr.ensure_run({"famix.sweep": "s", "famix.role": "trial"}, {}, name="t")
+    notes: list[str] = []
+    with system_metrics({"uri": tr.uri, "run_ids": [run_id], "system_metrics": 0.3}, notes.append) as n:
+        time.sleep(1.5)
+    assert n == 1 and notes == []
+    keys = set(tr.metrics(run_id))
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= keys
+    cpu = tr.client.get_metric_history(run_id, "system/cpu_utilization_percentage")
+    assert len(cpu) >= 2 and all(0.0 <= x.value <= 100.0 * (os.cpu_count() or 1) for x in cpu)
+    # off: nothing starts; psutil missing: one note, the stage goes on
+    with system_metrics({"uri": tr.uri, "run_ids": [run_id], "system_metrics": None}, notes.append) as n:
+        assert n == 0
+    monkeypatch.setitem(sys.modules, "psutil", None)
+    with system_metrics({"uri": tr.uri, "run_ids": [run_id], "system_metrics": 1.0}, notes.append) as n:
+        assert n == 0
+    assert len(notes) == 1 and "psutil is not installed" in notes[0]
+
+
+def _modes(root: Path) -> tuple[dict[str, int], dict[str, int]]:
+    files, dirs = {}, {}
+    for p in [root, *root.rglob("*")]:
+        (dirs if p.is_dir() else files)[str(p.relative_to(root))] = p.stat().st_mode & 0o777
+    return files, dirs
+
+
+def test_everything_written_follows_the_umask(fake_engine):
+    """Under umask 022 a sweep's run dir (plan, driver.json, results, logs, store, MLflow artifacts, report)
+    and a training checkpoint are 0644 files in 0755 folders; under 027, 0640 / 0750 (the umask, not a constant)."""
+    import torch
+
+    from famix_core.checkpoint import CheckpointState, save_checkpoint
+    from famix_core.io import atomic_write_json, make_temp_dir
+
+    old = os.umask(0o022)
+    try:
+        plan, result, _ = _run()
+        save_checkpoint(plan.run_dir / "work" / "train" / "k", CheckpointState(iteration=3, model={"w": torch.zeros(2)}))
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0
+    files, dirs = _modes(plan.run_dir)
+    for name in ("mini/plan.json", "mini/driver.json", "mini/results.csv", "mini/finalized.json", "mini/report/table.tex",
+                 "mini/report/bars.pdf", "work/train/k/latest.json", "work/train/k/iter-00000003/state.json"):  # fmt: skip
+        assert name in files, name
+    assert {k: oct(v) for k, v in files.items() if v != 0o644} == {}
+    assert {k: oct(v) for k, v in dirs.items() if v != 0o755} == {}
+    assert any(k.startswith("mlartifacts/") for k in files) and any(k.startswith("store/train/") for k in files)
+    old = os.umask(0o027)
+    try:
+        atomic_write_json(Path("strict/a.json"), {"a": 1})
+        folder = make_temp_dir(Path("strict"))
+    finally:
+        os.umask(old)
+    assert Path("strict/a.json").stat().st_mode & 0o777 == 0o640 and folder.stat().st_mode & 0o777 == 0o750

@@ -17,8 +17,8 @@ def _cuda_like_stats(monkeypatch):
 
     orig = styles._centered_stats
 
-    def fp32_reductions(f, grid, eps, *, const_stats=False):
-        centered, mu, sigma = orig(f.float(), grid, eps, const_stats=const_stats)
+    def fp32_reductions(f, grid, eps):
+        centered, mu, sigma = orig(f.float(), grid, eps)
         return centered.to(f.dtype), mu, sigma  # elementwise result in bf16, reductions in fp32
 
     monkeypatch.setattr(styles, "_centered_stats", fp32_reductions)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -85,6 +87,12 @@ def test_render_qualitative_with_tiny_model(tmp_path):
     # the ground-truth panels carry Cityscapes palette colours
     colours = {tuple(c) for c in img.reshape(-1, 3)[::7]}
     assert len(colours & set(PALETTE)) >= 2
+    # a legend names the 19 class colours (and ignore): every palette colour appears as a swatch
+    every = {tuple(c) for c in img.reshape(-1, 3)}
+    assert set(PALETTE) <= every
+    if shutil.which("pdftotext"):
+        words = " ".join(subprocess.run(["pdftotext", str(paths[1]), "-"], capture_output=True, text=True).stdout.split())
+        assert all(name in words for name in ("road", "traffic sign", "motorcycle", "bicycle", "ignore"))
 
 
 def test_cli_qualitative_from_mlflow_trial(tmp_path, capsys):

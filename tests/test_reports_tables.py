@@ -9,11 +9,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from reports.collect import ResultSet, collect_csv
-from reports.tables import build_table, fmt2, render_latex, render_markdown, shown_label, summary_frame
+from reports.tables import build_table, delta_grid, fmt2, render_latex, render_markdown, shown_label, summary_frame
 
 PAPER_CSV = Path(__file__).parent / "data" / "ablation_freeze_augment_mix.csv"
 DOMAINS = ["C", "B", "M", "S", "AN", "AS", "AR", "AF"]
@@ -127,7 +128,8 @@ def test_seeds_mean_std_n_and_marks_by_mean():
     rows = _md_rows(md)
     assert rows[0][1] == "3" and rows[0][2] == "<u>42.00 ± 2.00</u>" and rows[1][2] == "**45.50 ± 0.50**"
     assert rows[0][3] == "**32.00 ± 2.00**" and rows[1][3] == "<u>22.00 ± 2.00</u>"
-    assert r"42.00 $\pm$ 2.00" in render_latex(t)
+    assert r"42.00 $\pm$ 2.00" in render_latex(t, width="page")
+    assert r"42.00\,{\scriptsize$\pm$2.00}" in render_latex(t, width="column")  # the std in script size
 
 
 def test_missing_cell_footnote_and_partial_mean():
@@ -144,9 +146,21 @@ def test_missing_cell_footnote_and_partial_mean():
     md = render_markdown(t)
     rows = _md_rows(md)
     assert rows[1][2] == "–¹" and rows[1][4] == "30.00†"
-    assert "¹ trial t-bad, seed 0: failed (no mIoU for B)" in md
+    assert "¹ row 2 (M B), seed 0: failed (no mIoU for B); trial t-bad" in md  # the table's own row number
     tex = render_latex(t)
-    assert "--$^{1}$" in tex and r"30.00$^\dagger$" in tex and "trial t-bad, seed 0: failed" in tex
+    assert "--$^{1}$" in tex and r"30.00$^\dagger$" in tex and "row 2 (M B), seed 0: failed" in tex
+
+
+def test_footnote_of_a_csv_without_trial_ids_names_the_table_row_not_the_csv_line(tmp_path):
+    csv = tmp_path / "res.csv"
+    lines = ["Freeze,Mix,seed,status,C,B"]
+    for i in range(6):  # six rows, then row 6 again under seed 1 with B missing (CSV line 8)
+        lines.append(f"{'yes' if i % 2 else 'no'},m{i},0,done,{10 + i},{20 + i}")
+    lines.append("yes,m5,1,failed,16,")
+    csv.write_text("\n".join(lines) + "\n")
+    t = build_table(collect_csv(csv, domains=["C", "B"]))
+    assert t.footnotes == ["row 6 (Freeze ✓, Mix m5), seed 1: failed (no mIoU for B)"]
+    assert _md_rows(render_markdown(t))[5][4] == "**25.00**¹"  # the mark sits in table row 6, column B
 
 
 def test_paired_difference_column():
@@ -165,12 +179,91 @@ def test_paired_difference_column():
         build_table(_runs(recs, ["m"], ["C", "B"]), baseline="m=nope")
 
 
+def test_delta_grid_per_domain_and_mean_match_the_delta_column():
+    recs = []
+    for s in range(2):
+        recs.append({"trial": f"base{s}", "seed": s, "m": "base", "C": 10.0 + s, "B": 20.0})
+        recs.append({"trial": f"new{s}", "seed": s, "m": "new", "C": 14.0 + 3 * s, "B": 22.0})
+        recs.append({"trial": f"low{s}", "seed": s, "m": "low", "C": 9.0, "B": math.nan if s else 18.0})
+    rs = _runs(recs, ["m"], ["C", "B"])
+    g = delta_grid(rs, baseline=0)
+    assert g.columns == ["C", "B", "Mean"] and list(g.n) == [2, 2, 2]
+    # new: C diffs 4, 6 -> 5 ± 1.414; B diffs 2, 2 -> 2 ± 0; Mean per seed 3, 4 -> 3.5 ± 0.707
+    assert g.mean[1] == pytest.approx([5.0, 2.0, 3.5]) and g.std[1] == pytest.approx([2**0.5, 0.0, 0.5**0.5])
+    # low: C -1, -2; B -2 (seed 0 only: no std); Mean per seed -1.5, -2
+    assert g.mean[2] == pytest.approx([-1.5, -2.0, -1.75]) and np.isnan(g.std[2, 1])
+    assert g.mean[0] == pytest.approx([0.0, 0.0, 0.0])
+    table = build_table(rs, baseline="1")
+    for i, row in enumerate(table.rows):  # the Mean column is the table's Δ
+        assert g.mean[i, -1] == pytest.approx(row.delta.mean)
+    assert delta_grid(rs, baseline=1).mean[0] == pytest.approx([-5.0, -2.0, -3.5])
+    with pytest.raises(Exception, match="must be in 1..3"):
+        delta_grid(rs, baseline=3)
+
+
 def test_summary_frame_numbers():
     table = build_table(collect_csv(PAPER_CSV))
     frame = summary_frame(table)
     assert list(frame["C"]) == pytest.approx([float(r["C"]) for r in _paper_rows()])
     assert list(frame["Mean"]) == pytest.approx([float(r["Mean"]) for r in _paper_rows()], abs=0.01)
     assert frame["C_mark"].tolist()[-2:] == ["second", "best"]
+
+
+def _seeded_paper_table():
+    """The paper's 8 rows with 3 seeds each (± std in every cell), one missing cell, Δ vs row 1."""
+    recs = []
+    for i, row in enumerate(_paper_rows()):
+        for s in range(3):
+            rec = {"trial": f"t-{i}{s}", "seed": s, "Freeze": row["freeze"], "Augment": row["augment"], "Mix": row["mix"]}
+            rec.update({d: float(row[d]) + 0.37 * s - 0.21 * (i % 3) for d in DOMAINS})
+            recs.append(rec)
+    recs[5]["AN"], recs[5]["status"] = math.nan, "failed"
+    return build_table(_runs(recs, ["Freeze", "Augment", "Mix"], DOMAINS), baseline="1")
+
+
+def _pdflatex(tmp_path: Path, name: str, body: str, *, twocolumn: bool) -> str:
+    """Compile ``body`` in an article (two columns, like a conference paper); returns the log."""
+    doc = tmp_path / f"{name}.tex"
+    doc.write_text(
+        f"\\documentclass[{'twocolumn' if twocolumn else 'onecolumn'}]{{article}}\n"
+        "\\usepackage{booktabs}\n\\usepackage{amssymb}\n\\usepackage{graphicx}\n"
+        "\\begin{document}\n" + body + "\n\\end{document}\n"
+    )
+    proc = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert (tmp_path / f"{name}.pdf").stat().st_size > 1000
+    return (tmp_path / f"{name}.log").read_text(errors="replace")
+
+
+def test_latex_width_fits_a_two_column_paper(tmp_path):
+    """Single-seed and seeded tables (± std) compile at column and page width without exceeding it;
+    the bare tabular of the seeded table does not fit a column (the check can fail)."""
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
+    single, seeded = build_table(collect_csv(PAPER_CSV), baseline="1"), _seeded_paper_table()
+    assert seeded.show_n and r"$\pm$" in render_latex(seeded)
+    for name, table in (("single", single), ("seeded", seeded)):
+        tex = render_latex(table, width="column")
+        assert r"\resizebox{\linewidth}" in tex and r"\usepackage{graphicx}" in tex
+        float_ = f"\\begin{{table}}[t]\\centering\n{tex}\\caption{{{name}}}\\end{{table}}"
+        log = _pdflatex(tmp_path, f"{name}-column", float_ + "\nText.", twocolumn=True)
+        assert "Overfull \\hbox" not in log, name
+        wide = f"\\begin{{table*}}[t]\\centering\n{render_latex(table, width='page')}\\caption{{{name}}}\\end{{table*}}"
+        log = _pdflatex(tmp_path, f"{name}-page", wide + "\nText.", twocolumn=True)
+        assert "Overfull \\hbox" not in log, name
+    bare = f"\\begin{{table}}[t]\\centering\n{render_latex(seeded, width='none')}\\end{{table}}"
+    log = _pdflatex(tmp_path, "seeded-none", bare + "\nText.", twocolumn=True)
+    assert "Overfull \\hbox" in log
+
+
+def test_latex_width_option_is_checked():
+    table = build_table(collect_csv(PAPER_CSV))
+    with pytest.raises(Exception, match="--latex-width wide: expected one of column, page, none"):
+        render_latex(table, width="wide")
+    assert r"\resizebox" not in render_latex(table, width="none") and "graphicx" not in render_latex(table, width="none")
 
 
 def test_latex_compiles_with_pdflatex(tmp_path):
@@ -185,7 +278,7 @@ def test_latex_compiles_with_pdflatex(tmp_path):
     for i, t in enumerate(tables):
         doc = tmp_path / f"doc{i}.tex"
         doc.write_text(
-            "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{amssymb}\n"
+            "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{amssymb}\n\\usepackage{graphicx}\n"
             "\\begin{document}\n" + render_latex(t) + "\\end{document}\n"
         )
         proc = subprocess.run(
@@ -194,3 +287,29 @@ def test_latex_compiles_with_pdflatex(tmp_path):
         )
         assert proc.returncode == 0, proc.stdout[-2000:]
         assert (tmp_path / f"doc{i}.pdf").stat().st_size > 1000
+
+
+def test_rich_table_marks_alignment_and_json_round_trip():
+    import io
+    import json
+
+    from rich.console import Console
+
+    from reports.terminal import render_rich, table_from_json, table_to_json
+
+    table = _seeded_paper_table()
+    again = table_from_json(json.loads(json.dumps(table_to_json(table))))
+    assert again == table  # the driver's rerun shows exactly the table it printed
+    buf = io.StringIO()
+    Console(file=buf, width=220, force_terminal=True, color_system="standard").print(render_rich(again))
+    out = buf.getvalue()
+    best = table.cell(7, "C")  # row 8 is best in C, row 7 second
+    assert best.mark == "best" and table.cell(6, "C").mark == "second"
+    assert f"\x1b[1m{fmt2(best.mean)} ± {fmt2(best.std)}\x1b[0m" in out
+    assert f"\x1b[4m{fmt2(table.cell(6, 'C').mean)} ± {fmt2(table.cell(6, 'C').std)}\x1b[0m" in out
+    assert "**" not in out and "<u>" not in out and "(baseline)" in out and "¹" in out
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
+    lines = plain.splitlines()
+    header = next(ln for ln in lines if "Freeze" in ln and "Mean" in ln)
+    row8 = next(ln for ln in lines if fmt2(best.mean) in ln)
+    assert row8.index(fmt2(best.std)) + len(fmt2(best.std)) == header.index(" C ") + 2  # right-aligned under "C"

@@ -220,3 +220,41 @@ def test_split_arrays_share_the_cap():
     assert p["dependency"] == "afterok:42_0,afterany:77"
     assert p["additional_parameters"]["kill-on-invalid-dep"] == "yes"
     assert executor_parameters({}, sweep="s", kind="mine", after_jobs=["77"])["dependency"] == "afterany:77"
+
+
+@pytest.mark.parametrize(
+    "block, expected",
+    [
+        ({"partition": "gpu; touch /tmp/x"}, "backend.slurm.partition: 'gpu; touch /tmp/x' is not a valid Slurm partition"),
+        ({"account": "proj $(id)"}, "backend.slurm.account: 'proj $(id)' is not a valid Slurm account"),
+        ({"qos": "high,low"}, "backend.slurm.qos: 'high,low' is not a valid Slurm qos"),
+        ({"constraint": "a100 && `x`"}, "backend.slurm.constraint: 'a100 && `x`' is not a valid Slurm constraint"),
+        ({"reservation": "maint'"}, "backend.slurm.reservation: \"maint'\" is not a valid Slurm reservation"),
+        ({"train": {"partition": "gpu,"}}, "backend.slurm.train.partition: 'gpu,' is not a valid Slurm partition"),
+    ],
+)
+def test_slurm_names_outside_slurms_character_set_are_refused(block, expected):
+    with pytest.raises(FamixError) as e:
+        validate_slurm_options(block, "s.yaml")
+    assert str(e.value).startswith("s.yaml: " + expected), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_slurm_names_that_slurm_accepts_pass_and_reservation_reaches_sbatch():
+    block = {"partition": "gpu,gpu-long", "account": "proj_1.a", "qos": "normal", "reservation": "maint-2",
+             "constraint": "[a100*2&ib]|v100"}  # fmt: skip
+    validate_slurm_options(block, "s.yaml")
+    params = stage_parameters("train", {"cpus": 1}, block)
+    assert params["partition"] == "gpu,gpu-long" and params["additional_parameters"] == {"reservation": "maint-2"}
+
+
+def test_bad_partition_is_refused_by_sweep_plan_before_any_submission(capsys):
+    from pathlib import Path
+
+    from famix_core.cli import main
+
+    Path("s.yaml").write_text('name: s\ngrid: {style.mix: [true, false]}\ndomains: [C]\nbackend: {slurm: {partition: "gpu; touch /tmp/x"}}\n')
+    rc = main(["sweep", "plan", "s.yaml", "--run-dir", "out"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "backend.slurm.partition: 'gpu; touch /tmp/x' is not a valid Slurm partition" in err
+    assert not Path("out").exists()

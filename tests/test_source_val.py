@@ -180,7 +180,7 @@ def test_plan_time_check_covers_the_source_val_split(synth_root, tmp_path):
 
     root = tmp_path / "data"
     shutil.copytree(synth_root, root)
-    (root / "gta5" / "splits" / "val.txt").unlink()
+    (root / "gta5" / "gtav_split_val.txt").unlink()  # then the shipped official list: its files are missing
     cfg = _cfg(str(root)).model_copy(update={"data": _cfg(str(root)).data.model_copy(update={"synthetic": None})})
     check_data(cfg.model_copy(update={"train": cfg.train.model_copy(update={"val_every": None})}))  # not needed: fine
     with pytest.raises(DataError, match=r"gta5 val"):

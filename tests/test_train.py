@@ -395,3 +395,43 @@ def test_data_bench_prints_loader_images_per_second(synth_root, tmp_path, capsys
     assert train_rate and eval_rate and float(train_rate.group(1)) > 0 and float(eval_rate.group(1)) > 0, out
     assert main(["data", "bench", "--config", str(tmp_path / "cfg.yaml"), "--batches", "0"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("--batches: expected >= 1, got 0")
+
+
+@pytest.mark.parametrize("damage", ["truncate_tensors", "garble_state", "both_checkpoints"])
+def test_corrupt_checkpoint_is_named_set_aside_and_training_falls_back(synth_root, tmp_path, capsys, damage):
+    """A corrupt newest checkpoint: one warning naming the file, resume from the previous sound one
+    (or from the start), and the same final weights as an uninterrupted run; never the same failure again."""
+    cfg = tiny_config(synth_root, iterations=6, checkpoint_every=2, log_every=1)
+    straight = train(cfg, tmp_path / "a")
+
+    def crash_at_5(metrics, step):
+        if step == 5:
+            raise _Crash()
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(_Crash):
+        train(cfg, tmp_path / "b", ckpt_dir=ckpt, log=crash_at_5)
+    assert sorted(p.name for p in ckpt.glob("iter-*")) == ["iter-00000002", "iter-00000004"]  # the newest two are kept
+    newest = ckpt / "iter-00000004"
+    if damage in ("truncate_tensors", "both_checkpoints"):
+        data = (newest / "tensors.safetensors").read_bytes()
+        (newest / "tensors.safetensors").write_bytes(data[: len(data) // 2])
+    if damage in ("garble_state", "both_checkpoints"):
+        target = newest if damage == "garble_state" else ckpt / "iter-00000002"
+        (target / "state.json").write_text('{"iteration": 4, "optim')
+    capsys.readouterr()
+    resumed = Trainer(cfg, tmp_path / "b", ckpt_dir=ckpt)
+    assert resumed.resume() is (damage != "both_checkpoints")
+    assert resumed.iteration == (0 if damage == "both_checkpoints" else 2)
+    err = capsys.readouterr().err
+    bad_file = "tensors.safetensors" if damage != "garble_state" else "state.json"
+    assert f"corrupt checkpoint {newest / bad_file}" in err, err
+    assert ("training starts over" if damage == "both_checkpoints" else "resuming from iter-00000002 instead") in err.splitlines()[0]
+    assert (ckpt / "corrupt-iter-00000004").is_dir() and not newest.exists()
+    summary = resumed.run()
+    assert summary["final_loss"] == straight["final_loss"]
+    a = load_file(str(tmp_path / "a" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    again = Trainer(cfg, tmp_path / "c", ckpt_dir=ckpt)  # a third run finds a sound checkpoint, no new warning
+    assert again.resume() and again.iteration == 6 and capsys.readouterr().err == ""

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from famix_core.data.layouts import LAYOUTS
 from famix_core.data.mappings import MAPPINGS, VISTAS_V12_CLASSES
 from famix_core.domains import DOMAINS
 from famix_core.errors import DataError
+from famix_core.io import make_temp_dir
 
 if TYPE_CHECKING:
     from famix_core.config import DataConfig, SynthConfig
@@ -862,7 +862,7 @@ def generate(root: str | Path, cfg: "SynthConfig") -> Path:
             f" folder (or unset data.synthetic to use real datasets there)"
         )
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    tmp = make_temp_dir(root.parent, f".{root.name}.tmp-")
     old = None
     try:
         t0 = time.perf_counter()

@@ -33,7 +33,8 @@ class StageTask:
         domain: evaluation column (``C`` …) for ``evaluate``, else ``None``.
         store: absolute path of the artifact store root.
         log_path: where the stage's own log goes.
-        tracking: MLflow target: ``{"uri": …, "run_ids": [trial run ids this stage reports to]}``.
+        tracking: MLflow target: ``{"uri": …, "run_ids": [trial run ids this stage reports to],
+            "system_metrics": sampling interval in seconds for training stages, else None}``.
         resources: e.g. ``{"cpus": 1, "gpus": 0, "mem_gb": 4, "timeout_min": 60}``.
         name: human-readable name for progress lines and job names (may contain any characters).
     """
@@ -66,6 +67,7 @@ class StageOutcome:
     job_id: str | None = None  # Slurm job id / Ray task id, when there is one
     result: dict[str, Any] | None = None
     retryable: bool = True  # False for deterministic failures (NaN loss, bad input): retrying cannot help
+    node: str | None = None  # the Ray node id that ran it (Ray backend)
 
 
 EventFn = Callable[[str, StageTask, StageOutcome | None], None]
@@ -92,6 +94,15 @@ class Backend(abc.ABC):
         A task whose dependency failed is not run and is reported ``failed`` with
         ``error="dependency <key> failed"``. Returns one outcome per task key.
         """
+
+    @classmethod
+    def preflight(cls, options: dict[str, Any]) -> Any:
+        """Plan-time checks of the backend's own settings against what it runs on (default: none).
+
+        Raises:
+            SweepError: one line, before anything is submitted.
+        """
+        return None
 
     def cancel(self, run_dir: str) -> int:
         """Cancel what this backend still runs for the sweep in ``run_dir``; returns how many."""

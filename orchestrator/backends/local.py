@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from famix_core.errors import TrainingInterrupted
 from orchestrator.backends.base import Backend, EventFn, StageOutcome, StageTask
 from orchestrator.backends.dag import DagScheduler
 
@@ -40,4 +41,7 @@ class LocalBackend(Backend):
         except KeyboardInterrupt:
             dag.cancel_rest()
             raise
+        except TrainingInterrupted:  # SIGTERM: the training checkpointed its iteration; the sweep stops
+            dag.cancel_rest()
+            raise KeyboardInterrupt from None
         return dag.outcomes

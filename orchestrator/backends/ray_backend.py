@@ -6,8 +6,15 @@ would make Ray's unix socket paths too long (> 107 bytes), under a short
 ``/tmp/famix-ray-<hash>``. With ``backend.ray.address`` (``auto``, ``ray://host:port``) it
 connects to an existing cluster instead. It shuts down only what it started.
 
-A stage that runs past its ``resources.timeout_min`` is stopped (``ray.cancel(force=True)``) and
-counts as a retryable failure: a retried training resumes from its latest checkpoint.
+Before anything is submitted (:meth:`RayBackend.preflight`, called at plan time too) a cluster
+address is probed with a bounded wait (:mod:`orchestrator.backends.ray_cluster`) and every stage
+kind's request is checked against the largest node. Without ``--max-parallel`` the number of
+stages in flight comes from the cluster's resources, not from the driver machine's CPU count.
+
+A stage that *runs* past its ``resources.timeout_min`` is stopped (``ray.cancel(force=True)``) and
+counts as a retryable failure: a retried training resumes from its latest checkpoint. The clock
+starts when the stage starts on a worker (each stage reports its start to a small actor), so
+time spent queued for resources does not count.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from typing import Any, Callable
 
 from orchestrator.backends.base import Backend, EventFn, StageOutcome, StageTask
 from orchestrator.backends.dag import DagScheduler
+from orchestrator.backends.ray_cluster import NodeInfo, local_nodes, probe_cluster, slots, unschedulable
+from orchestrator.errors import SweepError
 
 __all__ = ["RayBackend", "ray_temp_dir"]
 
@@ -67,6 +76,24 @@ class RayBackend(Backend):
         self._started = False
         self._fallback_dir: str | None = None
 
+    @classmethod
+    def preflight(cls, options: dict[str, Any]) -> list[NodeInfo]:
+        """Plan-time check: the cluster answers (bounded wait) and every stage kind fits on some node.
+
+        Raises:
+            SweepError: one line (the address and how to start a cluster, or the stage kind that
+                cannot be scheduled and what the largest node has).
+        """
+        ray_opts = options.get("ray") or {}
+        address = ray_opts.get("address")
+        nodes = probe_cluster(address) if address else local_nodes(ray_opts.get("num_cpus"), ray_opts.get("num_gpus"))
+        for kind, res in (options.get("resources") or {}).items():
+            why = unschedulable(kind, res or {}, nodes)
+            if why:
+                where = f"Ray cluster {address}" if address else f"in-process Ray ({nodes[0].cpus:g} CPUs, {nodes[0].gpus:g} GPUs)"
+                raise SweepError(f"backend.resources.{why} ({where})")
+        return nodes
+
     def _ensure_ray(self) -> Any:
         import ray
 
@@ -111,6 +138,7 @@ class RayBackend(Backend):
         return 60.0 * float(minutes) if minutes else None
 
     def run(self, tasks: list[StageTask], *, max_parallel: int, retries: int, on_event: EventFn) -> dict[str, StageOutcome]:
+        """Run ``tasks`` as Ray tasks; ``max_parallel`` 0 = as many as the cluster's resources hold."""
         if not tasks:
             return {}
         ray = self._ensure_ray()
@@ -119,35 +147,47 @@ class RayBackend(Backend):
             from orchestrator.execute import execute_stage
 
             execute = execute_stage
-        remote = ray.remote(max_retries=0)(execute)
+        nodes = [
+            NodeInfo(n["NodeID"], float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
+            for n in ray.nodes()
+            if n.get("Alive")
+        ]
+        remote = ray.remote(max_retries=0)(_run_stage)
+        board = ray.remote(num_cpus=0)(StartBoard).remote()
         dag = DagScheduler(tasks, retries, on_event)
-        inflight: dict[Any, str] = {}
-        deadlines: dict[Any, float] = {}  # ref -> monotonic time its stage's time limit runs out
-        limit = max(1, max_parallel)
+        inflight: dict[Any, tuple[str, str]] = {}  # ref -> (stage key, attempt tag)
+        limits: dict[Any, float] = {}  # ref -> its stage's time limit in seconds, counted from its start
+        limit = max_parallel if max_parallel > 0 else max(slots(self._stage_resources(t), nodes) for t in tasks)
+        self.parallelism = limit
         try:
             while not dag.finished():
                 for task in dag.ready(limit=limit - len(inflight)):
-                    ref = remote.options(**self._resources(task), name=_task_name(task)).remote(task)
-                    inflight[ref] = task.key
+                    why = unschedulable(task.kind, self._stage_resources(task), nodes)
+                    if why:  # it would wait in Ray's queue forever
+                        dag.complete(task.key, self._failed(task, why))
+                        continue
+                    tag = f"{task.key}#{dag.attempts[task.key]}"
+                    ref = remote.options(**self._resources(task), name=_task_name(task)).remote(execute, board, tag, task)
+                    inflight[ref] = (task.key, tag)
                     limit_s = self._time_limit_s(task)
                     if limit_s:
-                        deadlines[ref] = time.monotonic() + limit_s
+                        limits[ref] = limit_s
                 if not inflight:
                     if dag.finished():
                         break
                     raise RuntimeError("dependency cycle or missing dependency among stages")
-                wait_s = max(0.0, min(deadlines.values()) - time.monotonic()) if deadlines else None
-                done, _ = ray.wait(list(inflight), num_returns=1, timeout=wait_s)
+                done, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0 if limits else None)
                 if not done:  # a stage ran past its time limit: stop it; a retry resumes from its checkpoint
-                    for ref in [r for r, t in deadlines.items() if t <= time.monotonic()]:
-                        key = inflight.pop(ref)
-                        deadlines.pop(ref)
+                    running = ray.get(board.elapsed.remote(), timeout=30)
+                    for ref in [r for r, lim in limits.items() if running.get(inflight[r][1], 0.0) > lim]:
+                        key, _tag = inflight.pop(ref)
+                        limits.pop(ref)
                         ray.cancel(ref, force=True)
                         dag.complete(key, self._timed_out(dag.tasks[key]))
                     continue
                 for ref in done:
-                    deadlines.pop(ref, None)
-                    key = inflight.pop(ref)
+                    limits.pop(ref, None)
+                    key, _tag = inflight.pop(ref)
                     try:
                         outcome = ray.get(ref)
                     except Exception as e:  # noqa: BLE001 — worker died (OOM, node lost): a retryable failure
@@ -155,15 +195,32 @@ class RayBackend(Backend):
                     outcome.job_id = ref.task_id().hex() if hasattr(ref, "task_id") else None
                     dag.complete(key, outcome)
         except KeyboardInterrupt:
-            for ref in inflight:
-                ray.cancel(ref, force=True)
+            self._stop(ray, list(inflight))
             dag.cancel_rest()
             raise
         return dag.outcomes
 
+    def _stop(self, ray: Any, refs: list[Any], grace_s: float = 60.0) -> None:
+        """Interrupt running stages (a training checkpoints its current iteration first), then force the rest."""
+        for ref in refs:
+            ray.cancel(ref, force=False)
+        try:
+            ray.wait(refs, num_returns=len(refs), timeout=grace_s)
+        except KeyboardInterrupt:  # a second interrupt: do not wait
+            pass
+        for ref in refs:
+            ray.cancel(ref, force=True)
+
+    def _failed(self, task: StageTask, error: str) -> StageOutcome:
+        if task.log_path:
+            Path(task.log_path).parent.mkdir(parents=True, exist_ok=True)
+            with open(task.log_path, "a", encoding="utf-8") as f:
+                f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} failed: {error}\n")
+        return StageOutcome(task.key, "failed", error=error, log_path=task.log_path or None, retryable=False)
+
     def _timed_out(self, task: StageTask) -> StageOutcome:
         minutes = self._stage_resources(task)["timeout_min"]
-        error = f"timed out after {minutes:g} min (resources.timeout_min); stopped by the Ray backend"
+        error = f"timed out after {minutes:g} min of running (resources.timeout_min); stopped by the Ray backend"
         if task.log_path:
             with open(task.log_path, "a", encoding="utf-8") as f:
                 f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} failed: {error}\n")
@@ -180,6 +237,45 @@ class RayBackend(Backend):
             if self._fallback_dir:
                 shutil.rmtree(self._fallback_dir, ignore_errors=True)
                 self._fallback_dir = None
+
+
+class StartBoard:
+    """A tiny actor (0 CPUs) where each stage notes when it started running, on the actor's own clock."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, float] = {}
+
+    def mark(self, tag: str) -> None:
+        self.started.setdefault(tag, time.monotonic())
+
+    def elapsed(self) -> dict[str, float]:
+        """Seconds each started stage (by attempt tag) has been running."""
+        now = time.monotonic()
+        return {tag: now - t for tag, t in self.started.items()}
+
+
+def _run_stage(execute: Callable[[StageTask], StageOutcome], board: Any, tag: str, task: StageTask) -> StageOutcome:
+    """The Ray task: note the start on the board (the time limit counts from here), run, name the node."""
+    import signal
+    import threading
+
+    import ray
+
+    from famix_core.errors import TrainingInterrupted
+    from orchestrator.execute import checkpoint_then_stop
+
+    board.mark.remote(tag)
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, checkpoint_then_stop()) if main else None  # ray.cancel(force=False)
+    try:
+        outcome = execute(task)
+    except TrainingInterrupted as e:  # cancelled: the training saved the iteration it was in
+        outcome = StageOutcome(task.key, "cancelled", error=str(e), log_path=task.log_path or None)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, old)
+    outcome.node = ray.get_runtime_context().get_node_id()
+    return outcome
 
 
 def _task_name(task: StageTask) -> str:

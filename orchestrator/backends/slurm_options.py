@@ -15,7 +15,8 @@ The block::
         mem: 32G                  # number = GB, or "<n>M|G|T"
         account: my-project
         qos: normal
-        constraint: a100
+        constraint: a100          # Slurm names: letters, digits, _ . - (checked at plan time)
+        reservation: maint        # also qos, account; partition and reservation may list several: a,b
         additional: {exclude: "node[01-02]"}   # any other sbatch --option
         array_parallelism: 8      # at most this many tasks of one array run at once
         train: {time: "12:00:00"} # per stage kind overrides (mine | train | evaluate)
@@ -51,6 +52,7 @@ SLURM_OPTIONS: tuple[str, ...] = (
     "account",
     "qos",
     "constraint",
+    "reservation",
     "additional",
     "array_parallelism",
 )
@@ -73,6 +75,10 @@ RESERVED_SBATCH_OPTIONS: tuple[str, ...] = (
 
 _OPTION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
+_SLURM_NAME = r"[A-Za-z0-9_.-]+"
+_NAME_LIST = re.compile(rf"^{_SLURM_NAME}(?:,{_SLURM_NAME})*$")
+_NAME = re.compile(rf"^{_SLURM_NAME}$")
+_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.\-&|,*\[\]()!]+$")  # features joined by & | , with [ ] ( ) and *count
 _MEM = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<u>[KMGT]?)B?$", re.IGNORECASE)
 
 
@@ -160,6 +166,24 @@ def _text(value: Any) -> str:
     return value
 
 
+def _slurm_name(pattern: re.Pattern[str], allowed: str, what: str) -> Any:
+    """A check for a Slurm name (partition, account, qos, reservation) or constraint expression.
+
+    Slurm's own names use letters, digits, ``_ . -``; a value outside that set (``gpu; touch /tmp/x``,
+    spaces, quotes) can never match anything on the cluster, so it is refused before any submission.
+    """
+
+    def check(value: Any) -> str:
+        text = _text(value)
+        if not pattern.match(text):
+            bad = sorted({c for c in text if not re.match(allowed, c)})
+            found = f"; found {' '.join(repr(c) for c in bad)}" if bad else ""
+            raise ValueError(f"{text!r} is not a valid Slurm {what}{found}")
+        return text
+
+    return check
+
+
 def _additional(value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ValueError(f"expected a mapping of sbatch option -> value, got {type(value).__name__}")
@@ -180,14 +204,15 @@ def _additional(value: Any) -> dict[str, Any]:
 
 
 _CHECKS = {
-    "partition": _text,
+    "partition": _slurm_name(_NAME_LIST, r"[A-Za-z0-9_.,-]", "partition (letters, digits, '_', '.', '-'; several joined by ',')"),
     "time": parse_time_min,
     "gpus": lambda v: _positive_int(v, 0),
     "cpus_per_task": lambda v: _positive_int(v, 1),
     "mem": parse_mem_gb,
-    "account": _text,
-    "qos": _text,
-    "constraint": _text,
+    "account": _slurm_name(_NAME, r"[A-Za-z0-9_.-]", "account (letters, digits, '_', '.', '-')"),
+    "qos": _slurm_name(_NAME, r"[A-Za-z0-9_.-]", "qos (letters, digits, '_', '.', '-')"),
+    "constraint": _slurm_name(_CONSTRAINT, r"[A-Za-z0-9_.\-&|,*\[\]()!]", "constraint (features joined by & | , with [ ] ( ) *)"),
+    "reservation": _slurm_name(_NAME_LIST, r"[A-Za-z0-9_.,-]", "reservation (letters, digits, '_', '.', '-'; several joined by ',')"),
     "additional": _additional,
     "array_parallelism": lambda v: _positive_int(v, 1),
 }
@@ -279,6 +304,8 @@ def stage_parameters(kind: str, resources: Mapping[str, Any] | None, options: Ma
     for key in ("partition", "account", "qos", "constraint"):
         if key in merged:
             params[key] = merged[key]
+    if "reservation" in merged:
+        additional["reservation"] = merged["reservation"]
     if additional:
         params["additional_parameters"] = dict(sorted(additional.items()))
     return params

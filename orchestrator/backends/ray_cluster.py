@@ -1,0 +1,141 @@
+"""What the Ray backend knows about its cluster before it submits: is it there, and what fits on it.
+
+Ray's own ``ray.init(address=…)`` retries a dead address for minutes (a warning every ~41 s) and,
+with a bounded reconnect timeout, terminates the whole process. So a cluster given by
+``backend.ray.address`` is probed first, in a subprocess bounded to :data:`PROBE_TIMEOUT_S`: a
+TCP connect to its port (a refused port fails in milliseconds), then a real ``ray.init`` that
+lists the alive nodes and their resources. A stage that asks for more CPUs/GPUs than the largest
+node has can never be scheduled: that is said at plan time, not after a time limit runs out.
+No Ray import here (the probe runs in a child process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import SweepError
+
+__all__ = ["PROBE_TIMEOUT_S", "NodeInfo", "probe_cluster", "local_nodes", "unschedulable", "slots"]
+
+PROBE_TIMEOUT_S = 20.0
+"""Longest wait for a cluster to answer (the driver's whole check stays under 30 s)."""
+
+_START_HINT = "start one with `ray start --head --port=6379` (then backend.ray.address: <head ip>:6379), or leave backend.ray.address unset to start Ray in-process"
+
+_PROBE = r"""
+import json, sys
+import ray
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR", configure_logging=False)
+nodes = [{"id": n["NodeID"], "cpus": n["Resources"].get("CPU", 0.0), "gpus": n["Resources"].get("GPU", 0.0)}
+         for n in ray.nodes() if n.get("Alive")]
+print("FAMIX-NODES " + json.dumps(nodes), flush=True)
+"""
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One alive Ray node: its id and total CPUs / GPUs."""
+
+    id: str
+    cpus: float
+    gpus: float
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    text = address.removeprefix("ray://")
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _auto_address() -> str:
+    """What ``address: auto`` means: ``$RAY_ADDRESS``, else the cluster recorded in ``/tmp/ray/ray_current_cluster``."""
+    env = os.environ.get("RAY_ADDRESS")
+    if env:
+        return env
+    record = Path("/tmp/ray/ray_current_cluster")
+    try:
+        text = record.read_text().strip()
+    except OSError:
+        raise SweepError(f"backend.ray.address=auto: no Ray cluster runs on this machine ({record} missing); {_START_HINT}") from None
+    if not text:
+        raise SweepError(f"backend.ray.address=auto: {record} is empty; {_START_HINT}")
+    return text
+
+
+def probe_cluster(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> list[NodeInfo]:
+    """The alive nodes of the cluster at ``address`` (``host:port``, ``auto``, ``ray://host:port``).
+
+    Raises:
+        SweepError: one line naming the address, that no cluster answered (refused, timed out, or
+            Ray's own first error line), and how to start one.
+    """
+    shown = address
+    target = _auto_address() if address == "auto" else address
+    if address == "auto":
+        shown = f"auto (= {target}, from RAY_ADDRESS or /tmp/ray/ray_current_cluster)"
+    hp = _host_port(target)
+    if hp is None:
+        raise SweepError(f"backend.ray.address={address}: expected host:port, ray://host:port or auto")
+    try:
+        with socket.create_connection(hp, timeout=min(5.0, timeout_s)):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise SweepError(f"backend.ray.address={shown}: no Ray cluster answered ({reason}); {_START_HINT}") from None
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _PROBE, target], capture_output=True, text=True, timeout=timeout_s, env=env
+        )
+    except subprocess.TimeoutExpired:
+        raise SweepError(
+            f"backend.ray.address={shown}: no Ray cluster answered within {timeout_s:.0f} s (the port is open, "
+            f"but it is not a Ray head, or the cluster is stuck); {_START_HINT}"
+        ) from None
+    for line in out.stdout.splitlines():
+        if line.startswith("FAMIX-NODES "):
+            return [NodeInfo(n["id"], float(n["cpus"]), float(n["gpus"])) for n in json.loads(line[len("FAMIX-NODES ") :])]
+    err = [ln for ln in out.stderr.splitlines() if ln.strip() and not ln.startswith((" ", "Traceback"))]
+    first = err[-1].strip() if err else f"exit status {out.returncode}"
+    if "ray[client]" in out.stderr or "No module named 'grpc'" in out.stderr:
+        first = "the ray:// form needs Ray Client: pip install 'ray[client]' (the project depends on it)"
+    raise SweepError(f"backend.ray.address={shown}: could not connect ({first[:300]}); {_START_HINT}")
+
+
+def local_nodes(num_cpus: int | None, num_gpus: int | None) -> list[NodeInfo]:
+    """The one node of an in-process Ray instance (``backend.ray.num_cpus`` or this machine's CPUs)."""
+    return [NodeInfo("local", float(num_cpus or os.cpu_count() or 1), float(num_gpus or 0))]
+
+
+def unschedulable(kind: str, request: dict[str, Any], nodes: list[NodeInfo]) -> str | None:
+    """Why a stage of ``kind`` asking ``request`` (``cpus``, ``gpus``) fits on no node, or None."""
+    if not nodes:
+        return f"{kind}: cannot be scheduled: the Ray cluster has no alive node"
+    cpus, gpus = float(request.get("cpus", 1) or 0), float(request.get("gpus", 0) or 0)
+    if any(n.cpus >= cpus and n.gpus >= gpus for n in nodes):
+        return None
+    if not any(n.cpus >= cpus for n in nodes):
+        have = max(n.cpus for n in nodes)
+        return f"{kind}: cannot be scheduled: needs {cpus:g} CPUs, the largest node has {have:g}"
+    have = max(n.gpus for n in nodes)
+    return f"{kind}: cannot be scheduled: needs {gpus:g} GPUs, the largest node has {have:g}"
+
+
+def slots(request: dict[str, Any], nodes: list[NodeInfo]) -> int:
+    """How many stages asking ``request`` the cluster runs at once (summed over nodes; at least 1)."""
+    cpus, gpus = float(request.get("cpus", 1) or 0), float(request.get("gpus", 0) or 0)
+    total = 0
+    for n in nodes:
+        by_cpu = int(n.cpus // cpus) if cpus > 0 else 10**6
+        by_gpu = int(n.gpus // gpus) if gpus > 0 else 10**6
+        total += min(by_cpu, by_gpu)
+    return max(1, min(total, 10**6))

@@ -1,0 +1,100 @@
+"""Where each config value of a trial comes from (``famix sweep plan --explain KEY``).
+
+The layers, general to specific: engine default < built-in profile < the file's ``base`` <
+the file's ``profiles.<name>.base`` < grid / zip / seeds / domains < command-line overrides.
+The value shown is the trial's resolved one (paths made absolute by the plan).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.errors import SweepError, suggest
+from orchestrator.sweep import ResolvedSweep, Trial, canon_value, config_paths
+
+__all__ = ["Provenance", "explain_key", "explain_rows"]
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """One key of one trial: its resolved value and the layer that set it."""
+
+    key: str
+    value: Any
+    layer: str
+
+
+def _lookup(tree: dict[str, Any], key: str) -> tuple[bool, Any]:
+    """(whether ``tree`` sets ``key`` — itself or a non-mapping ancestor —, the value there)."""
+    node: Any = tree
+    parts = key.split(".")
+    if key.startswith("data.roots."):
+        parts = ["data", "roots", key[len("data.roots.") :]]
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+        if i < len(parts) - 1 and not isinstance(node, dict):
+            return True, node  # an ancestor replaced as a whole (e.g. ``data: {synthetic: null}``)
+    return True, node
+
+
+def explain_key(rs: ResolvedSweep, trial: Trial, key: str) -> Provenance:
+    """The resolved value of ``key`` in ``trial`` and the most specific layer that set it."""
+    value = trial.config.to_dict()
+    for part in (["data", "roots", key[len("data.roots.") :]] if key.startswith("data.roots.") else key.split(".")):
+        value = value.get(part) if isinstance(value, dict) else None
+    layer = "engine default"
+    if key in ("train.seed", "mining.seed"):
+        layer = "seeds"
+    elif key == "eval.domains":
+        layer = "domains"
+    elif key in trial.point:
+        layer = "zip" if any(key in g.values for g in rs.zip) else "grid"
+    elif _lookup(_dotted_tree(rs.overrides), key)[0]:
+        layer = "command line"
+    else:
+        for name, tree in reversed(rs.layers):
+            if _lookup(tree, key)[0]:
+                layer = name
+                break
+    if key == "data.root" and trial.config.data.synthetic is not None:
+        layer = "plan: the synthetic benchmark's folder in the run dir (data.synthetic is set)"
+    return Provenance(key, value, layer)
+
+
+def _dotted_tree(flat: dict[str, Any]) -> dict[str, Any]:
+    from orchestrator.sweep import _set_dotted
+
+    tree: dict[str, Any] = {}
+    for k, v in flat.items():
+        _set_dotted(tree, k, v)
+    return tree
+
+
+def explain_rows(rs: ResolvedSweep, trials: list[Trial], key: str) -> list[tuple[str, str, str, str]]:
+    """Rows ``(key, trials, value, layer)`` for ``key`` (a leaf, or a section such as ``train``).
+
+    Trials that agree on a leaf's value and layer share one row (``all`` when every trial does).
+
+    Raises:
+        SweepError: an unknown key (with the closest one).
+    """
+    paths = config_paths()
+    leaves = [p for p in paths if p == key or p.startswith(key + ".")]
+    leaves = [p for p in leaves if not any(q.startswith(p + ".") for q in paths)] or leaves
+    if not leaves and key.startswith("data.roots."):
+        leaves = [key]
+    if not leaves:
+        raise SweepError(f"command line: --explain {key}: unknown key{suggest(key, paths)}")
+    rows: list[tuple[str, str, str, str]] = []
+    for leaf in leaves:
+        groups: dict[tuple[str, str], list[Trial]] = {}
+        for t in trials:
+            p = explain_key(rs, t, leaf)
+            groups.setdefault((canon_value(p.value), p.layer), []).append(t)
+        for (value, layer), ts in groups.items():
+            who = "all" if len(ts) == len(trials) else ",".join(str(t.index) for t in ts)
+            rows.append((leaf, who, value, layer))
+    return rows

@@ -1,0 +1,76 @@
+"""Is a sweep's driver really running? (``driver.lock`` held + ``driver.json``'s pid and start time match).
+
+A driver holds an exclusive ``flock`` on ``<sweep>/driver.lock`` for its whole run (the OS
+releases it even on SIGKILL) and records ``{"pid", "start", "host"}`` in ``driver.json``, where
+``start`` is the process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22).
+``driver.json`` stays behind after a run, and its pid may later belong to an unrelated process:
+``famix sweep status`` and ``cancel`` trust it only when the lock is held *and* that pid still has
+that start time on this host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+__all__ = ["process_start", "driver_identity", "running_driver", "lock_is_held"]
+
+
+def process_start(pid: int) -> int | None:
+    """Start time of process ``pid`` (clock ticks since boot), or None when there is no such process."""
+    if pid <= 0:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # after "pid (comm)": state is fields[0], starttime fields[19]
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+def driver_identity() -> dict[str, Any]:
+    """What a driver writes about itself into ``driver.json``."""
+    pid = os.getpid()
+    return {"pid": pid, "start": process_start(pid), "host": socket.gethostname()}
+
+
+def lock_is_held(lock_path: Path) -> bool:
+    """Whether some process holds the ``flock`` on ``lock_path`` (probed with a non-blocking shared lock)."""
+    import fcntl
+
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return False  # no lock file: no driver ever ran here
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops the probe's lock
+    return False
+
+
+def running_driver(sweep_dir: Path) -> dict[str, Any] | None:
+    """``driver.json`` of the driver running ``sweep_dir`` now, or None (no driver, or a stale file).
+
+    The file is trusted only when the lock is held and, on this host, its pid still has the
+    recorded start time (a recycled pid fails that): then ``verified`` is True. Held by a driver
+    of another host (or one that recorded no start time): returned with ``verified`` False.
+    """
+    try:
+        info = json.loads((sweep_dir / "driver.json").read_text())
+    except (OSError, ValueError):
+        info = {}
+    if not lock_is_held(sweep_dir / "driver.lock"):
+        return None
+    if info.get("host", socket.gethostname()) != socket.gethostname() or info.get("start") is None:
+        return {**info, "verified": False}  # held, but by a process this host cannot check: never signal it
+    if process_start(int(info.get("pid") or 0)) != info["start"]:
+        return None  # the recorded driver is gone; the lock is held by a process that wrote no driver.json yet
+    return {**info, "verified": True}

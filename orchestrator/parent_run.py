@@ -1,0 +1,142 @@
+"""The sweep's parent MLflow run, made worth opening: someone who opens only the MLflow UI sees the sweep.
+
+Before the stages run (:func:`describe_parent`):
+  * description (``mlflow.note.content``, rendered as Markdown by the UI): the sweep's own
+    description, profile, trials, stages, domains, backend;
+  * artifacts ``sweep/<file>.yaml`` (the file as written), ``sweep/sweep.resolved.yaml`` (profile
+    and command-line overrides applied), ``sweep/plan.json`` (trials, labels, stage keys).
+After the run (:func:`publish_results`):
+  * the report folder as artifacts ``report/`` (``table.md``, ``table.tex``, ``results.csv``,
+    ``summary.csv``, figures as PNG and PDF, ``README.md``), written to ``<run_dir>/<sweep>/report``;
+  * the results table appended to the description;
+  * metrics ``row/<NN>/miou/mean`` (each table row's Mean, 1-based row number), ``best/miou/mean``
+    and ``best/miou/<column>`` (the best row's Mean, the best value of each column); tags
+    ``famix.best_row`` (the best row's labels) and ``famix.best_row_index``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from orchestrator.plan import Plan
+
+__all__ = ["resolved_sweep", "describe_parent", "publish_results", "summary_metrics"]
+
+
+def resolved_sweep(plan: Plan) -> dict[str, Any]:
+    """The sweep as it runs: profile and overrides applied (what ``sweep.resolved.yaml`` holds)."""
+    rs = plan.sweep
+    return {
+        "name": rs.name,
+        "profile": rs.profile,
+        "source": rs.source,
+        "overrides": rs.overrides,
+        "base": rs.base,
+        "grid": rs.grid,
+        "zip": [z.model_dump() for z in rs.zip],
+        "seeds": rs.seeds,
+        "labels": {k: v.model_dump() for k, v in rs.labels.items()},
+        "domains": rs.domains,
+        "backend": rs.backend.model_dump(),
+        "tracking": rs.tracking.model_dump(),
+    }
+
+
+def _sweep_description(plan: Plan) -> str:
+    try:
+        from orchestrator.sweep import load_sweep
+
+        spec, _ = load_sweep(Path(plan.sweep.source))
+        return spec.description.strip()
+    except Exception:  # noqa: BLE001 — the file may have moved since the plan was made
+        return ""
+
+
+def _description(plan: Plan, backend: str) -> str:
+    rs = plan.sweep
+    rows = len({tuple(t.labels.values()) for t in plan.trials})
+    seeds = len(rs.seeds)
+    head = f"**{rs.name}** (profile `{rs.profile}`)"
+    text = _sweep_description(plan)
+    lines = [head + (f": {text}" if text else ""), ""]
+    lines.append(
+        f"{len(plan.trials)} trials ({rows} rows × {seeds} seed{'s' if seeds != 1 else ''}), {len(plan.stages)} stages "
+        f"on `{backend}`; domains {', '.join(rs.domains)}. Sweep file `{rs.source}` (artifacts `sweep/`: the file, "
+        "`sweep.resolved.yaml` with profile and overrides applied, `plan.json`)."
+    )
+    return "\n".join(lines)
+
+
+def describe_parent(plan: Plan, tracker: Any, parent: str, backend: str) -> None:
+    """Description, sweep file, resolved sweep and plan on the parent run (before the stages run)."""
+    import yaml
+
+    tracker.set_tags(parent, {"mlflow.note.content": _description(plan, backend), "famix.trials": str(len(plan.trials))})
+    tracker.log_text(parent, yaml.safe_dump(resolved_sweep(plan), sort_keys=False, allow_unicode=True), "sweep/sweep.resolved.yaml")
+    source = Path(plan.sweep.source)
+    if source.is_file():
+        tracker.log_text(parent, source.read_text(encoding="utf-8"), f"sweep/{source.name}")
+    plan_json = plan.sweep_dir / "plan.json"
+    if plan_json.is_file():
+        from orchestrator.tracking import with_retry
+
+        with_retry(tracker.client.log_artifact, parent, str(plan_json), "sweep")
+
+
+def summary_metrics(table: Any) -> tuple[dict[str, float], dict[str, str]]:
+    """Parent-run metrics and tags of a :class:`reports.tables.Table`.
+
+    Returns:
+        (metrics, tags): ``row/<NN>/miou/mean`` per row with a complete Mean, ``best/miou/mean``,
+        ``best/miou/<column>``; ``famix.best_row`` (``Freeze=✓, Augment=✓``) and
+        ``famix.best_row_index`` (1-based). Rows with a partial Mean are not ranked.
+    """
+    from reports.tables import shown_label
+
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    ranked = [(i, r.mean.mean) for i, r in enumerate(table.rows) if r.mean.mean is not None and not r.mean.partial]
+    for i, value in ranked:
+        metrics[f"row/{i + 1:02d}/miou/mean"] = float(value)
+    if ranked:
+        best, value = max(ranked, key=lambda x: x[1])
+        metrics["best/miou/mean"] = float(value)
+        labels = table.rows[best].labels
+        tags["famix.best_row"] = ", ".join(f"{k}={shown_label(v)}" for k, v in labels.items()) or f"row {best + 1}"
+        tags["famix.best_row_index"] = str(best + 1)
+    for col in table.domains:
+        values = [r.cells[col].mean for r in table.rows if r.cells[col].mean is not None]
+        if values:
+            metrics[f"best/miou/{col}"] = float(max(values))
+    return metrics, tags
+
+
+def publish_results(plan: Plan, tracker: Any, parent: str, results: Any, table: Any, markdown: str, backend: str) -> Path:
+    """Write ``<sweep dir>/report`` and attach it, the table and the summary metrics to the parent run.
+
+    Args:
+        plan: the plan that ran.
+        tracker: the driver's :class:`orchestrator.tracking.Tracker`.
+        parent: the parent run id.
+        results: the sweep's :class:`reports.collect.ResultSet` (from MLflow).
+        table: its :class:`reports.tables.Table`.
+        markdown: the table as Markdown (appended to the description).
+        backend: the backend that ran the sweep (named in the description).
+
+    Returns:
+        The report folder.
+    """
+    from orchestrator.tracking import with_retry
+    from reports.report import write_report
+
+    out = plan.sweep_dir / "report"
+    write_report(results, out, profile=plan.sweep.profile)
+    with_retry(tracker.client.log_artifacts, parent, str(out), "report")
+    metrics, tags = summary_metrics(table)
+    if metrics:
+        tracker.log_metrics(parent, metrics, step=0)
+    note = _description(plan, backend) + "\n\n### Results\n\n" + markdown
+    tracker.set_tags(parent, {**tags, "mlflow.note.content": note})
+    return out
+

@@ -1,0 +1,377 @@
+"""What the user sees while a sweep runs: stage counts, the running stages with their own progress, an ETA.
+
+On a terminal: a live rich display, refreshed twice a second::
+
+    stages ━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━  12/73  done 4 · running 1 · failed 0 · cached 7  0:01:23  ETA 0:02:10
+      train [✗,✓,✗] 3f2a9c1b  ━━━━━━━━━━╸━━━━━━━━━  iteration 120/300   0:00:14
+
+Not on a terminal (a log file, CI, ``| tee``): one timestamped line per stage event (start,
+including evaluations, done, failed, retry) and, while stages run, a one-line summary every minute.
+
+A running stage reports its progress through a small JSON file beside its log
+(``<kind>-<key>.progress.json``: ``{"step", "total", "time"}``), written by
+:mod:`orchestrator.execute` from the engine's log callback. The driver only reads it, so the
+same display works for stages in-process, on Ray workers and on Slurm nodes (shared run dir).
+
+The ETA sums, per stage kind, the mean duration of the finished stages of that kind over the
+stages still to run (and what is left of the running ones), divided by the parallel slots.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from famix_core.io import atomic_write_json
+from orchestrator.backends.base import StageOutcome, StageTask
+
+__all__ = ["progress_path", "write_progress", "read_progress", "Eta", "EtaModel", "Progress", "format_duration"]
+
+Clock = Callable[[], float]
+
+
+# ----------------------------------------------------------------------------------------------- progress files
+
+
+def progress_path(log_path: str | Path) -> Path:
+    """The progress file of a stage: its log path with ``.progress.json`` instead of ``.log``."""
+    p = Path(log_path)
+    return p.with_name(p.stem + ".progress.json")
+
+
+def write_progress(path: str | Path, step: int, total: int | None) -> None:
+    """Record that a stage reached ``step`` (of ``total``, when known)."""
+    atomic_write_json(path, {"step": int(step), "total": int(total) if total else None, "time": time.time()})
+
+
+def read_progress(path: str | Path) -> tuple[int, int | None] | None:
+    """``(step, total)`` from a progress file, or None when there is none (yet) or it is unreadable."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return int(data["step"]), (int(data["total"]) if data.get("total") else None)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def format_duration(seconds: float | None) -> str:
+    """``1:02:03`` / ``2:03``; ``?`` when unknown."""
+    if seconds is None:
+        return "?"
+    s = int(round(max(seconds, 0.0)))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+# ----------------------------------------------------------------------------------------------- ETA
+
+
+@dataclass
+class RunningStage:
+    """A stage that started and has not finished: when it started and how far it says it is."""
+
+    task: StageTask
+    started: float
+    step: int | None = None
+    total: int | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        return self.step / self.total if self.step is not None and self.total else None
+
+
+class EtaModel:
+    """Remaining wall time from the durations of finished stages of the same kind.
+
+    Args:
+        slots: stages that run at once (``max_parallel``).
+    """
+
+    def __init__(self, slots: int):
+        self.slots = max(int(slots), 1)
+        self.durations: dict[str, list[float]] = {}
+
+    def finished(self, kind: str, seconds: float) -> None:
+        """Record the duration of a finished (not cached) stage."""
+        self.durations.setdefault(kind, []).append(float(seconds))
+
+    def typical(self, kind: str, running: list[tuple[str, float, float | None]] = ()) -> float | None:
+        """Mean duration of the finished stages of ``kind``; before the first one finishes, the
+        running stage of that kind furthest along extrapolates its own (elapsed / fraction, from 5 %)."""
+        done = self.durations.get(kind)
+        if done:
+            return sum(done) / len(done)
+        guesses = [elapsed / frac for k, elapsed, frac in running if k == kind and frac is not None and frac >= 0.05]
+        return max(guesses) if guesses else None
+
+    def eta(self, running: list[tuple[str, float, float | None]], pending: Counter) -> Eta:
+        """Time until every stage is finished.
+
+        Args:
+            running: ``(kind, elapsed seconds, fraction done or None)`` per running stage.
+            pending: kind -> number of stages not started yet.
+
+        Returns:
+            The estimate; stages of a kind with no estimate yet leave it a lower bound
+            (``exact`` False), and with no estimate at all ``seconds`` is None.
+        """
+        work = 0.0
+        longest = 0.0
+        known = unknown = 0
+        for kind, elapsed, _ in running:
+            typ = self.typical(kind, running)
+            if typ is None:
+                unknown += 1
+                continue
+            known += 1
+            left = max(typ - elapsed, 0.0)
+            work += left
+            longest = max(longest, left)
+        for kind, n in pending.items():
+            if n <= 0:
+                continue
+            typ = self.typical(kind, running)
+            if typ is None:
+                unknown += n
+                continue
+            known += n
+            work += n * typ
+        if known == 0 and unknown:
+            return Eta(None, False)
+        busy = min(self.slots, max(known + unknown, 1))
+        return Eta(max(work / busy, longest), unknown == 0)
+
+
+@dataclass(frozen=True)
+class Eta:
+    """Seconds left (None: unknown); ``exact`` False when some stages have no estimate yet (a lower bound)."""
+
+    seconds: float | None
+    exact: bool = True
+
+    def __str__(self) -> str:
+        if self.seconds is None:
+            return "?"
+        return format_duration(self.seconds) if self.exact else f"≥{format_duration(self.seconds)}"
+
+
+# ----------------------------------------------------------------------------------------------- display
+
+
+def _stamp(elapsed: float) -> str:
+    return f"[{time.strftime('%H:%M:%S')} +{elapsed:7.1f}s]"
+
+
+def _first_line(outcome: StageOutcome | None) -> str:
+    return (outcome.error or "").splitlines()[0] if outcome is not None and outcome.error else ""
+
+
+class Progress:
+    """Stage counts, running stages and an ETA; failures printed as they happen.
+
+    Args:
+        tasks: the stages handed to the backend (those not done yet).
+        total: stages in the plan.
+        cached: stages already done before this run.
+        console: a rich Console.
+        live: rich live display (a terminal) instead of plain lines.
+        max_parallel: stages that run at once (for the ETA).
+        clock: monotonic seconds (tests pass a fake one).
+        summary_every: seconds between plain summary lines while stages run (not on a terminal).
+    """
+
+    def __init__(
+        self,
+        tasks: list[StageTask],
+        total: int,
+        cached: int,
+        console: Any,
+        live: bool,
+        *,
+        max_parallel: int = 1,
+        clock: Clock = time.monotonic,
+        summary_every: float = 60.0,
+    ):
+        self.total = total
+        self.console = console
+        self.clock = clock
+        self.counts = {"done": 0, "cached": cached, "running": 0, "failed": 0, "retry": 0}
+        self.t0 = clock()
+        self.failures: list[tuple[StageTask, StageOutcome]] = []
+        self.pending: dict[str, StageTask] = {t.key: t for t in tasks}
+        self.running: dict[str, RunningStage] = {}
+        self.eta_model = EtaModel(max_parallel)
+        self.summary_every = summary_every
+        self._last_summary = self.t0
+        self._lock = threading.RLock()
+        self._live_on = live
+        self._live = None
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    # -------------------------------------------------------------------------------- lifecycle
+
+    def __enter__(self) -> "Progress":
+        if self._live_on:
+            from rich.live import Live
+
+            self._live = Live(get_renderable=self.render, console=self.console, refresh_per_second=2, transient=False)
+            self._live.start()
+        else:
+            self._ticker = threading.Thread(target=self._tick_loop, name="famix-progress", daemon=True)
+            self._ticker.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._live is not None:
+            self._live.stop()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(min(5.0, self.summary_every)):
+            self.tick()
+
+    # -------------------------------------------------------------------------------- state
+
+    def _line(self, text: str) -> None:
+        self.console.print(f"{_stamp(self.clock() - self.t0)} {text}", highlight=False, markup=False)
+
+    def refresh_running(self) -> None:
+        """Read the progress file of every running stage."""
+        for r in self.running.values():
+            if r.task.log_path:
+                got = read_progress(progress_path(r.task.log_path))
+                if got is not None:
+                    r.step, r.total = got
+
+    def _running_view(self, now: float) -> list[tuple[str, float, float | None]]:
+        return [(r.task.kind, now - r.started, r.fraction) for r in self.running.values()]
+
+    def eta(self) -> Eta:
+        """Time left (a lower bound while some kind still to run has no finished stage)."""
+        with self._lock:
+            now = self.clock()
+            pending = Counter(t.kind for t in self.pending.values())
+            return self.eta_model.eta(self._running_view(now), pending)
+
+    def on_event(self, event: str, task: StageTask, outcome: StageOutcome | None) -> None:
+        """The backends' event callback (``start | done | failed | retry | cancelled``)."""
+        with self._lock:
+            self._on_event(event, task, outcome)
+
+    def _on_event(self, event: str, task: StageTask, outcome: StageOutcome | None) -> None:
+        c = self.counts
+        now = self.clock()
+        if event == "start":
+            self.pending.pop(task.key, None)
+            self.running[task.key] = RunningStage(task, now)
+            if self._live is None:
+                self._line(f"start   {task.name}")
+        elif event == "retry":
+            self.running.pop(task.key, None)
+            self.pending[task.key] = task
+            c["retry"] += 1
+            self._line(f"RETRY   {task.name}: {_first_line(outcome)}")
+        elif event in ("done", "failed", "cancelled"):
+            self.pending.pop(task.key, None)
+            started = self.running.pop(task.key, None)
+            if event == "done":
+                key = "cached" if outcome is not None and outcome.status == "cached" else "done"
+                c[key] += 1
+                seconds = now - started.started if started is not None else (outcome.seconds if outcome else 0.0)
+                if key == "done" and seconds > 0:
+                    self.eta_model.finished(task.kind, seconds)
+                if self._live is None:
+                    secs = f" in {outcome.seconds:.1f}s" if outcome else ""
+                    self._line(f"{key:<7} {task.name}{secs} [{self.finished}/{self.total}]")
+            elif event == "failed":
+                c["failed"] += 1
+                assert outcome is not None
+                self.failures.append((task, outcome))
+                first = _first_line(outcome)
+                log = f" (log: {outcome.log_path})" if outcome.log_path and not first.startswith("dependency") else ""
+                self._line(f"FAILED  {task.name}: {first}{log}")
+        c["running"] = len(self.running)
+
+    @property
+    def finished(self) -> int:
+        c = self.counts
+        return c["done"] + c["cached"] + c["failed"]
+
+    def counts_text(self) -> str:
+        c = self.counts
+        return f"done {c['done']} · running {c['running']} · failed {c['failed']} · cached {c['cached']}"
+
+    # -------------------------------------------------------------------------------- plain summary
+
+    def tick(self) -> bool:
+        """Print a summary line when stages run and ``summary_every`` seconds passed since the last one."""
+        with self._lock:
+            now = self.clock()
+            if not self.running or now - self._last_summary < self.summary_every:
+                return False
+            self._last_summary = now
+            self.refresh_running()
+            self._line(self.summary())
+            return True
+
+    def summary(self) -> str:
+        """One line: counts, ETA, each running stage with its progress."""
+        now = self.clock()
+        parts = [f"progress {self.finished}/{self.total}: {self.counts_text()} · ETA {self.eta()}"]
+        for r in self.running.values():
+            parts.append(f"{r.task.name} {self._stage_progress(r)} ({format_duration(now - r.started)})")
+        return "; ".join(parts)
+
+    @staticmethod
+    def _stage_progress(r: RunningStage) -> str:
+        if r.step is None:
+            return "starting" if r.task.kind != "evaluate" else "evaluating"
+        if r.task.kind == "train" and r.total:
+            return f"iteration {r.step}/{r.total}"
+        return f"step {r.step}" + (f"/{r.total}" if r.total else "")
+
+    # -------------------------------------------------------------------------------- rich display
+
+    def render(self):
+        """The live display: one overall line, then one line per running stage."""
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        with self._lock:
+            self.refresh_running()
+            now = self.clock()
+            head = Table.grid(padding=(0, 1))
+            head.add_column(style="bold")
+            head.add_column(width=30)
+            head.add_column(justify="right")
+            head.add_column()
+            head.add_column(justify="right", style="dim")
+            head.add_column(justify="right")
+            head.add_row(
+                "stages",
+                ProgressBar(total=max(self.total, 1), completed=self.finished, width=30),
+                f"{self.finished}/{self.total}",
+                self.counts_text(),
+                format_duration(now - self.t0),
+                Text(f"ETA {self.eta()}", style="cyan"),
+            )
+            rows = Table.grid(padding=(0, 1))
+            rows.add_column(no_wrap=True, overflow="ellipsis", max_width=48)
+            rows.add_column(width=20)
+            rows.add_column()
+            rows.add_column(justify="right", style="dim")
+            for r in self.running.values():
+                frac = r.fraction
+                bar = ProgressBar(total=1.0, completed=frac, width=20) if frac is not None else Text("")
+                rows.add_row(Text("  " + r.task.name), bar, self._stage_progress(r), format_duration(now - r.started))
+            return Group(head, rows) if self.running else head

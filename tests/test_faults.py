@@ -1,0 +1,373 @@
+"""Faults and hostile input: stale driver files, path escapes, odd run-dir names, unwritable run dirs.
+
+Each test reproduces a defect found by hostile use and checks the one-line answer or the repair.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from famix_core.cli import main
+from orchestrator.driver import cancel_sweep, prepare, sweep_status
+from orchestrator.liveness import process_start, running_driver
+from test_orch_driver import fake_engine  # noqa: F401 — the engine stand-ins (fixture)
+
+SWEEP = """\
+name: mini
+grid:
+  style.mix: [false, true]
+domains: [C]
+"""
+
+
+def _plan(text: str = SWEEP, run_dir: str = "runs", name: str = "mini"):
+    Path("sweeps").mkdir(exist_ok=True)
+    Path(f"sweeps/{name}.yaml").write_text(text)
+    return prepare(name, run_dir=run_dir, check_data=lambda c: None, check_weights=lambda c: None)
+
+
+def _holder(lock: Path) -> subprocess.Popen:
+    """A process that holds the flock on ``lock`` until killed (as a driver would)."""
+    code = f"import fcntl, os, sys, time\nfd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)\nfcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(120)\n"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+@pytest.mark.parametrize("lock_held", [False, True])
+def test_cancel_and_status_ignore_a_stale_driver_pid(lock_held):
+    """driver.json stays after a run; its pid now belongs to a `sleep`: it must not be signalled."""
+    plan = _plan()
+    plan.sweep_dir.mkdir(parents=True)
+    sleeper = subprocess.Popen(["sleep", "120"])
+    holder = _holder(plan.sweep_dir / "driver.lock") if lock_held else None
+    try:
+        # lock free: the file is stale whatever it says; lock held by another process: the pid's start time differs
+        start = process_start(sleeper.pid) + (0 if not lock_held else 1)
+        (plan.sweep_dir / "driver.json").write_text(json.dumps({"pid": sleeper.pid, "start": start, "host": os.uname().nodename, "backend": "local"}))
+        if not lock_held:
+            (plan.sweep_dir / "driver.lock").touch()
+        assert running_driver(plan.sweep_dir) is None
+        buf = io.StringIO()
+        sweep_status(plan, Console(file=buf, width=200))
+        assert "driver: not running" in buf.getvalue() and "running\n" not in buf.getvalue().replace("not running\n", "")
+        cancel_sweep(plan, console=Console(file=io.StringIO()))
+        time.sleep(0.3)
+        assert sleeper.poll() is None, "a stale driver.json made `sweep cancel` signal an unrelated process"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+
+
+def test_running_driver_is_verified_by_lock_pid_and_start_time():
+    plan = _plan()
+    plan.sweep_dir.mkdir(parents=True)
+    holder = _holder(plan.sweep_dir / "driver.lock")
+    try:
+        ident = {"pid": holder.pid, "start": process_start(holder.pid), "host": os.uname().nodename}
+        (plan.sweep_dir / "driver.json").write_text(json.dumps({**ident, "backend": "local"}))
+        info = running_driver(plan.sweep_dir)
+        assert info is not None and info["verified"] and info["pid"] == holder.pid
+        buf = io.StringIO()
+        sweep_status(plan, Console(file=buf, width=200))
+        assert f"driver pid {holder.pid} on {ident['host']} (local): running" in buf.getvalue()
+        cancel_sweep(plan, console=Console(file=io.StringIO()))
+        assert holder.wait(timeout=10) == -15  # SIGTERM reached the verified driver
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_sweep_name_dot_or_dotdot_is_refused(capsys, name):
+    Path("sweeps").mkdir(exist_ok=True)
+    Path("sweeps/dots.yaml").write_text(SWEEP.replace("name: mini", f"name: '{name}'"))
+    Path("inner").mkdir()
+    rc = main(["sweep", "run", "sweeps/dots.yaml", "--run-dir", "inner/runs"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"sweeps/dots.yaml: name: Value error, '{name}'" not in err and f"sweeps/dots.yaml: name: '{name}' is not a folder name of its own" in err
+    assert sorted(p.name for p in Path(".").iterdir()) == ["inner", "sweeps"] and not any(Path("inner").iterdir())
+
+
+def test_every_driver_path_stays_inside_the_run_dir():
+    """Even a plan whose name was never validated (built in code) cannot point outside the run dir."""
+    import dataclasses
+
+    from orchestrator.errors import SweepError
+
+    plan = _plan()
+    bad = dataclasses.replace(plan, sweep=dataclasses.replace(plan.sweep, name=".."))
+    with pytest.raises(SweepError, match=r"outside the run dir"):
+        bad.sweep_dir
+    with pytest.raises(SweepError, match=r"outside the run dir"):
+        bad.log_path(next(iter(plan.stages.values())))
+
+
+def test_sqlite_store_works_in_a_run_dir_with_query_fragment_percent_and_space(fake_engine):
+    """`?` and `#` used to cut the sqlite URI: MLflow created the database at a truncated path outside the run dir."""
+    from urllib.parse import unquote
+
+    from orchestrator.driver import RunOptions, run_plan
+    from orchestrator.tracking import Tracker, default_uri
+    from reports.collect import collect_mlflow, sqlite_path
+
+    run_dir = Path("odd dir?x=1#frag%41")
+    uri = default_uri(run_dir)
+    assert sqlite_path(uri) == run_dir.absolute() / "mlflow.db" and unquote(uri) == f"sqlite:///{run_dir.absolute()}/mlflow.db"
+    plan = _plan(run_dir=str(run_dir))
+    result = run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200))
+    assert result.exit_code == 0
+    assert (run_dir / "mlflow.db").is_file()
+    assert sorted(p.name for p in Path(".").iterdir()) == ["odd dir?x=1#frag%41", "sweeps"]  # nothing outside it
+    runs = Tracker(uri, "mini").find({"famix.sweep": "mini", "famix.role": "trial"})
+    assert len(runs) == 2 and all("miou/C" in r.data.metrics for r in runs)
+    rs = collect_mlflow("mini", tracking_uri=uri)
+    assert len(rs.runs) == 2
+    # the rerun fast path finds the store (it used to look for the undecoded path)
+    buf = io.StringIO()
+    run_plan(plan, RunOptions(backend="local"), Console(file=buf, width=200))
+    assert "all done; MLflow complete" in buf.getvalue()
+
+
+def test_damaged_store_artifact_is_named_and_rebuilt_with_rerun_failed(fake_engine):
+    """A truncated model.safetensors: a one-line error naming the file and the fix, no retry; the printed
+    table agrees with results.csv (no stale MLflow value); `--rerun-failed` rebuilds it."""
+    import pandas as pd
+
+    from orchestrator.driver import RunOptions, run_plan
+
+    plan = _plan(SWEEP.replace("domains: [C]", "domains: [C, B]"))
+    first = run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200))
+    assert first.exit_code == 0
+    before = pd.read_csv(plan.sweep_dir / "results.csv")
+    trial = plan.trials[1]
+    ts = plan.trial_stages[trial.id]
+    model = plan.store.path("train", ts.train) / "model.safetensors"
+    model.write_bytes(model.read_bytes()[:3])  # truncated
+    evaluated = plan.store.path("evaluate", ts.evaluate["B"])
+    old_b = f"{before.loc[1, 'B']:.2f}"
+    import shutil
+
+    shutil.rmtree(evaluated)  # that evaluation has to run again, on the damaged weights
+    calls_before = len(fake_engine)
+    buf = io.StringIO()
+    second = run_plan(plan, RunOptions(backend="local", retries=2), Console(file=buf, width=200))
+    out = buf.getvalue()
+    assert second.exit_code == 1 and len(second.failed) == 1
+    outcome = second.outcomes[second.failed[0]]
+    assert outcome.attempts == 1  # not retried: a rebuild is needed
+    first_line = outcome.error.splitlines()[0]
+    assert f"damaged train artifact {model}: 3 bytes, expected 7" in first_line
+    assert "famix sweep run --rerun-failed" in first_line and str(model.parent) in first_line
+    assert len(fake_engine) == calls_before  # the evaluation never ran on the damaged weights
+    after = pd.read_csv(plan.sweep_dir / "results.csv")
+    assert pd.isna(after.loc[1, "B"]) and after.loc[1, "C"] == before.loc[1, "C"]
+    table = second.table
+    assert old_b not in table, table  # MLflow still has the old miou/B; the table shows what results.csv has
+    assert f"{before.loc[1, 'C']:.2f}" in table
+    # the fix
+    buf = io.StringIO()
+    third = run_plan(plan, RunOptions(backend="local", rerun_failed=True), Console(file=buf, width=200, soft_wrap=True))
+    assert third.exit_code == 0
+    assert f"damaged train artifact {model}: 3 bytes, expected 7: set aside as" in buf.getvalue()
+    assert ("train", ts.train) in fake_engine[calls_before:]
+    pd.testing.assert_frame_equal(pd.read_csv(plan.sweep_dir / "results.csv"), before)
+    assert len(list((plan.store.root / ".corrupt").iterdir())) == 1
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path):
+    """A folder nobody can write into: immutable (``chattr +i``) as root, mode 0555 otherwise."""
+    d = tmp_path / "locked"
+    d.mkdir()
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(d)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not supported on this filesystem (root ignores mode bits)")
+        yield d
+        subprocess.run(["chattr", "-i", str(d)], check=True)
+    else:
+        d.chmod(0o555)
+        yield d
+        d.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+@pytest.mark.parametrize("inside", [False, True])
+def test_unwritable_run_dir_is_one_line_exit_2(capsys, unwritable_dir, command, inside):
+    Path("sweeps").mkdir(exist_ok=True)
+    Path("sweeps/mini.yaml").write_text(SWEEP)
+    run_dir = unwritable_dir / "runs" if inside else unwritable_dir
+    rc = main(["sweep", command, "mini", "--run-dir", str(run_dir)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"famix: error: {run_dir if inside else unwritable_dir}") and "the run dir is not writable" in err
+    assert "choose another with --run-dir" in err
+
+
+TRAIN_SWEEP = """\
+name: sig
+base:
+  style: {strategy: none, augment: false, mix: false}
+  data: {synthetic: {height: 64, width: 96, train_images: 2, val_images: 1}, crop_size: 48}
+  train: {iterations: 2000, batch_size: 2, checkpoint_every: 100000, log_every: 1}
+  eval: {max_images: 1}
+domains: [C]
+backend: {resources: {train: {cpus: 1}}}
+"""
+
+
+@pytest.mark.slow
+def test_sweep_cancel_checkpoints_a_running_training_and_the_rerun_resumes_there(tmp_path):
+    """SIGTERM (sweep cancel) reaches an in-process training like SIGUSR2 on Slurm: checkpoint now, then stop."""
+    import re
+
+    Path("sweeps").mkdir()
+    Path("sweeps/sig.yaml").write_text(TRAIN_SWEEP)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "famix_core", "sweep", "run", "sig", "--run-dir", "runs"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        log = None
+        while time.time() < deadline and proc.poll() is None:
+            logs = list(Path("runs/sig/logs").glob("train-*.log"))
+            if logs and "step=5 " in logs[0].read_text():
+                log = logs[0]
+                break
+            time.sleep(0.3)
+        assert log is not None, proc.communicate(timeout=30)[1][-3000:]
+        assert main(["sweep", "cancel", "sig", "--run-dir", "runs"]) == 0
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-3000:]
+    text = log.read_text()
+    m = re.search(r"interrupted: training stopped on request at iteration (\d+) \(checkpoint: (\S+)\)", text)
+    assert m, text[-2000:]
+    stopped = int(m.group(1))
+    assert stopped >= 5
+    key = log.stem.split("-", 1)[1]
+    latest = json.loads((Path("runs/work/train") / key / "latest.json").read_text())
+    assert latest["iteration"] == stopped  # no periodic checkpoint (every 100000): this one came from the SIGTERM
+    assert not any(Path("runs/store/.tmp").iterdir())  # the interrupted stage's temp folder is gone
+    # the rerun resumes at that iteration (its first logged step is the next one)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and f"step={stopped + 2} " not in log.read_text()[len(text) :]:
+            time.sleep(0.3)
+    finally:
+        proc.kill()
+        proc.wait()
+    resumed = log.read_text()[len(text):]
+    steps = [int(s) for s in re.findall(r"step=(\d+) ", resumed)]
+    assert steps and steps[0] == stopped + 1, resumed[:2000]
+
+
+def test_next_start_removes_temp_folders_of_killed_writers(fake_engine):
+    import socket
+
+    from orchestrator.driver import RunOptions, run_plan
+
+    plan = _plan()
+    tmp = plan.store.root / ".tmp"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    stale = tmp / f"{host}+{dead.pid}+{12345}+{'a' * 32}"  # its writer was kill -9'd
+    old = tmp / ("b" * 32)  # an older layout, no owner in the name, hours old
+    live = tmp / f"{host}+{os.getpid()}+{process_start(os.getpid())}+{'c' * 32}"  # a stage being written now
+    other = tmp / f"node07+{os.getpid()}+1+{'d' * 32}"  # another host's, recent: maybe running
+    for d in (stale, old, live, other):
+        (d / "part").mkdir(parents=True)
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    buf = io.StringIO()
+    assert run_plan(plan, RunOptions(backend="local"), Console(file=buf, width=200, soft_wrap=True)).exit_code == 0
+    assert sorted(p.name for p in tmp.iterdir()) == sorted([live.name, other.name])
+    assert "removed 2 half-written stage folder(s)" in buf.getvalue()
+
+
+def _proxy(port: int, target_port: int) -> tuple[socket.socket, threading.Event]:
+    """A TCP forwarder 127.0.0.1:port -> 127.0.0.1:target_port (the tracking server 'coming back')."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(32)
+    stop = threading.Event()
+
+    def pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = srv.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", target_port))
+            threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return srv, stop
+
+
+@pytest.mark.mlflow_server
+def test_tracking_down_never_stalls_logging_and_loses_no_metric(mlflow_server_uri):
+    from urllib.parse import urlparse
+
+    from orchestrator.tracking import RunLogger, Tracker
+
+    tr = Tracker(mlflow_server_uri, "stall")
+    rid, _ = tr.ensure_run({"famix.trial": "t"}, {}, name="t")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here yet: the server is "down"
+    notes: list[str] = []
+    logger = RunLogger({"uri": f"http://127.0.0.1:{port}", "run_ids": [rid]}, background=True, notify=notes.append)
+    t0 = time.perf_counter()
+    for step in range(20):
+        logger.log_metrics({"train/loss": float(step), "train/lr": 0.1}, step)
+    assert time.perf_counter() - t0 < 1.0  # the training does not wait for tracking
+    deadline = time.time() + 20
+    while not notes and time.time() < deadline:
+        time.sleep(0.1)
+    assert len(notes) == 1 and f"MLflow tracking at http://127.0.0.1:{port} unreachable" in notes[0], notes
+    srv, stop = _proxy(port, urlparse(mlflow_server_uri).port)  # the server is back
+    try:
+        assert logger.flush(timeout_s=60) == []
+    finally:
+        stop.set()
+        srv.close()
+    assert len(notes) == 2 and "is reachable again" in notes[1], notes
+    history = tr.client.get_metric_history(rid, "train/loss")
+    assert sorted(m.step for m in history) == list(range(20))  # every step once: nothing lost, nothing twice
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == [float(i) for i in range(20)]

@@ -1,0 +1,161 @@
+"""The sweep's live progress: ETA from finished stages of the same kind (fake clock), running stages'
+own progress from their progress files, plain summary lines every minute, the rich display."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections import Counter
+
+import pytest
+from rich.console import Console
+
+from orchestrator.backends.base import StageOutcome, StageTask
+from orchestrator.progress import Eta, EtaModel, Progress, format_duration, progress_path, read_progress, write_progress
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _task(kind: str, i: int, tmp_path, iterations: int = 300) -> StageTask:
+    key = f"{kind}{i:02d}" + "0" * 58
+    return StageTask(
+        kind=kind, key=key, config={"train": {"iterations": iterations}},
+        log_path=str(tmp_path / "logs" / f"{kind}-{key}.log"), name=f"{kind} [✓,✗] {key[:8]}",
+    )  # fmt: skip
+
+
+def _done(task: StageTask, seconds: float = 0.0) -> StageOutcome:
+    return StageOutcome(task.key, "done", seconds, 1)
+
+
+def test_eta_model_means_per_kind_and_parallel_slots():
+    m = EtaModel(slots=2)
+    assert m.eta([], Counter(train=2)) == Eta(None, False) and str(m.eta([], Counter(train=2))) == "?"
+    m.finished("train", 100.0)
+    m.finished("train", 140.0)  # mean 120
+    m.finished("evaluate", 10.0)
+    # one train running for 30 s (90 left), 3 trains + 8 evaluations to go: (90 + 360 + 80) / 2 slots
+    assert m.eta([("train", 30.0, None)], Counter(train=3, evaluate=8)) == Eta(pytest.approx(265.0), True)
+    # a single stage left cannot use two slots
+    assert m.eta([("train", 30.0, None)], Counter()).seconds == pytest.approx(90.0)
+    # a running stage past the mean counts as finishing now, never negative
+    assert m.eta([("train", 500.0, None)], Counter()).seconds == 0.0
+    # before the first mine finishes, the running one extrapolates from its own progress (40 % in 20 s -> 50 s)
+    assert m.eta([("mine", 20.0, 0.4)], Counter()) == Eta(pytest.approx(30.0), True)
+    assert m.eta([("mine", 1.0, 0.01)], Counter()).seconds is None  # too early to extrapolate
+    # kinds without an estimate make it a lower bound: 2 trains known (240 s on 2 slots), 4 "other" unknown
+    low = m.eta([], Counter(train=2, other=4))
+    assert low == Eta(pytest.approx(120.0), False) and str(low) == "≥2:00"
+
+
+def test_progress_eta_from_stage_durations_with_fake_clock(tmp_path):
+    clock = FakeClock()
+    trains = [_task("train", i, tmp_path) for i in range(3)]
+    evals = [_task("evaluate", i, tmp_path) for i in range(6)]
+    p = Progress([*trains, *evals], total=10, cached=1, console=Console(file=io.StringIO()), live=False,
+                 max_parallel=1, clock=clock)  # fmt: skip
+    assert p.eta().seconds is None
+    p.on_event("start", trains[0], None)
+    clock.advance(60.0)
+    p.on_event("done", trains[0], _done(trains[0], 59.0))  # train took 60 s on the driver's clock
+    p.on_event("start", evals[0], None)
+    clock.advance(5.0)
+    p.on_event("done", evals[0], _done(evals[0], 5.0))
+    # 2 trains and 5 evaluations left, one slot: 2*60 + 5*5
+    assert p.eta() == Eta(pytest.approx(145.0), True)
+    p.on_event("start", trains[1], None)
+    clock.advance(20.0)
+    assert p.eta().seconds == pytest.approx(40.0 + 60.0 + 25.0)
+    assert p.counts == {"done": 2, "cached": 1, "running": 1, "failed": 0, "retry": 0}
+    # a retry puts the stage back to the queue
+    p.on_event("retry", trains[1], StageOutcome(trains[1].key, "failed", error="boom"))
+    assert p.eta().seconds == pytest.approx(2 * 60.0 + 25.0) and p.counts["running"] == 0
+
+
+def test_plain_lines_include_evaluations_and_a_summary_every_minute(tmp_path):
+    clock = FakeClock()
+    buf = io.StringIO()
+    train, ev = _task("train", 0, tmp_path, iterations=300), _task("evaluate", 0, tmp_path)
+    p = Progress([train, ev], total=2, cached=0, console=Console(file=buf, width=300), live=False, clock=clock)
+    p.on_event("start", train, None)
+    write_progress(progress_path(train.log_path), 120, 300)
+    clock.advance(30.0)
+    assert p.tick() is False  # less than a minute since the start
+    clock.advance(31.0)
+    assert p.tick() is True
+    clock.advance(10.0)
+    assert p.tick() is False  # the next one comes a minute later
+    p.on_event("done", train, _done(train, 71.0))
+    p.on_event("start", ev, None)
+    p.on_event("done", ev, _done(ev, 2.0))
+    clock.advance(120.0)
+    assert p.tick() is False  # nothing running: no summary
+    lines = buf.getvalue().splitlines()
+    stamp = r"^\[\d\d:\d\d:\d\d \+\s*[\d.]+s\] "
+    assert all(re.match(stamp, ln) for ln in lines), lines
+    assert any("start   evaluate [✓,✗]" in ln for ln in lines)
+    summaries = [ln for ln in lines if "progress 0/2" in ln]
+    assert len(summaries) == 1
+    assert "running 1" in summaries[0] and "iteration 120/300" in summaries[0] and "(1:01)" in summaries[0]
+    # no train finished: 40 % in 61 s extrapolates to 152.5 s (91.5 s left); the evaluation has no estimate yet
+    assert "ETA ≥1:32" in summaries[0]
+    assert any("done    train" in ln and "[1/2]" in ln for ln in lines)
+
+
+def test_rich_display_shows_counts_running_stage_iteration_and_eta(tmp_path):
+    clock = FakeClock()
+    trains = [_task("train", i, tmp_path, iterations=300) for i in range(2)]
+    buf = io.StringIO()
+    console = Console(file=buf, width=160, force_terminal=True, color_system=None)
+    p = Progress(trains, total=5, cached=2, console=console, live=False, clock=clock, max_parallel=1)
+    p.on_event("start", trains[0], None)
+    clock.advance(100.0)
+    p.on_event("done", trains[0], _done(trains[0]))
+    p.on_event("start", trains[1], None)
+    write_progress(progress_path(trains[1].log_path), 150, 300)
+    clock.advance(25.0)
+    console.print(p.render())
+    text = buf.getvalue()
+    assert "3/5" in text and "done 1 · running 1 · failed 0 · cached 2" in text
+    assert "train [✓,✗] train010" in text and "iteration 150/300" in text
+    assert "ETA 1:15" in text  # the one finished train took 100 s; 25 s in
+    assert "━" in text  # bars
+
+
+def test_progress_file_round_trip_and_stage_writes_it(tmp_path):
+    path = progress_path(tmp_path / "logs" / "train-abc.log")
+    assert path.name == "train-abc.progress.json" and read_progress(path) is None
+    write_progress(path, 7, 20)
+    assert read_progress(path) == (7, 20)
+    path.write_text("{broken")
+    assert read_progress(path) is None
+    assert format_duration(3725) == "1:02:05" and format_duration(65) == "1:05" and format_duration(None) == "?"
+
+
+def test_execute_stage_reports_training_iterations_and_removes_the_file(tmp_path, monkeypatch):
+    from orchestrator import execute
+
+    seen: list[tuple[int, int | None] | None] = []
+    task = StageTask(kind="train", key="k" * 64, config={"train": {"iterations": 20}}, store=str(tmp_path / "store"),
+                     log_path=str(tmp_path / "logs" / "train-k.log"))  # fmt: skip
+
+    def fake_train(ctx):
+        for it in (10, 20):
+            ctx.log({"train/loss": 1.0}, it)
+            seen.append(read_progress(progress_path(task.log_path)))
+        return {}
+
+    monkeypatch.setitem(execute.STAGE_RUNNERS, "train", fake_train)
+    out = execute.execute_stage(task)
+    assert out.status == "done"
+    assert seen == [(10, 20), (20, 20)]
+    assert not progress_path(task.log_path).exists()

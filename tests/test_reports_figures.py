@@ -1,0 +1,138 @@
+"""Report figures: paper widths, vector PDFs, titles and legends, the Δ-heatmap's numbers and colours.
+
+Text and page sizes are read back from the PDFs with poppler (``pdftotext``, ``pdfinfo``; Debian
+``poppler-utils``, installed by .ci/run); pixel colours from the PNGs.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reports.collect import ResultSet, collect_csv
+from reports.plots import FIGURE_WIDTHS, ROW_COLOURS, plot_bars, plot_delta_heatmap, plot_loss_curves, row_style
+from reports.report import write_report
+from reports.tables import build_table, delta_grid
+
+PAPER_CSV = Path(__file__).parent / "data" / "ablation_freeze_augment_mix.csv"
+DOMAINS = ["C", "B", "M", "S", "AN", "AS", "AR", "AF"]
+
+
+def _poppler() -> None:
+    if shutil.which("pdftotext") is None or shutil.which("pdfinfo") is None:
+        pytest.skip("poppler-utils not installed (apt-get install poppler-utils): PDF text and size not checked")
+
+
+def _pdf_text(path: Path) -> str:
+    return subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True).stdout
+
+
+def _pdf_width_in(path: Path) -> float:
+    info = subprocess.run(["pdfinfo", str(path)], capture_output=True, text=True, check=True).stdout
+    size = next(ln for ln in info.splitlines() if ln.startswith("Page size:"))
+    return float(size.split()[2]) / 72.0
+
+
+def _seeded(n_seeds: int = 3) -> ResultSet:
+    rows = pd.read_csv(PAPER_CSV)
+    recs = []
+    for i, r in rows.iterrows():
+        for s in range(n_seeds):
+            rec = {"trial": f"t-{i}-{s}", "seed": s, "trial_index": len(recs), "status": "done", "run_id": None, "train_key": None}
+            rec.update({"freeze": r["freeze"], "augment": r["augment"], "mix": r["mix"]})
+            rec.update({d: float(r[d]) + (s - 1) * 0.5 * (1 + i % 3) for d in DOMAINS})
+            recs.append(rec)
+    return ResultSet(sweep="ablation", source="test", label_columns=["freeze", "augment", "mix"], domains=DOMAINS,
+                     runs=pd.DataFrame(recs))  # fmt: skip
+
+
+def test_palette_keeps_rows_apart_and_has_no_faint_colour():
+    rgb = np.array([[int(c[i : i + 2], 16) / 255 for i in (1, 3, 5)] for c in ROW_COLOURS])  # (9, 3)
+    lum = rgb @ np.array([0.2126, 0.7152, 0.0722])
+    assert len(set(ROW_COLOURS)) >= 8 and lum.max() < 0.8  # viridis' last yellow (#fde725) is 0.87
+    styles = [tuple(row_style(i).values()) for i in range(24)]
+    assert len(set(styles)) == 24  # colour x hatch x line style: 24 rows, 24 looks
+    assert all(row_style(i)["color"] != row_style(i + 1)["color"] for i in range(23))
+
+
+def test_bar_chart_title_legend_error_bars_and_widths(tmp_path):
+    _poppler()
+    table = build_table(_seeded())
+    for width in ("page", "column"):
+        png, pdf = plot_bars(table, tmp_path / width, subject="ablation, smoke profile", width=width)
+        assert png.suffix == ".png" and pdf.suffix == ".pdf"
+        assert _pdf_width_in(pdf) == pytest.approx(FIGURE_WIDTHS[width], abs=0.01)
+        text = _pdf_text(pdf)
+        assert "mIoU (%) per target domain — ablation, smoke profile" in " ".join(text.split())
+        assert "± std over 3 seeds" in text and "Freeze ✓ · Augment ✓ · Mix ✓" in text
+        raw = pdf.read_bytes()
+        assert b"/FontFile2" in raw and b"/Subtype /Image" not in raw  # vector: TrueType text, no raster
+    single = build_table(collect_csv(PAPER_CSV))
+    _, pdf = plot_bars(single, tmp_path / "single", subject="x")
+    assert "± std" not in _pdf_text(pdf)  # no error bars, no legend entry for them
+
+
+def test_delta_heatmap_numbers_colours_and_std(tmp_path):
+    _poppler()
+    rs = _seeded()
+    grid = delta_grid(rs, baseline=0)
+    labels = [r.labels for r in build_table(rs).rows]
+    png, pdf = plot_delta_heatmap(grid, labels, tmp_path, subject="ablation, smoke profile", width="page")
+    text = _pdf_text(pdf)
+    words = " ".join(text.split())
+    # the last row's Mean cell: the table's Δ, signed, with its std over the three paired seeds
+    last = build_table(rs, baseline="1").rows[-1].delta
+    assert f"+{last.mean:.2f}" in words and f"±{last.std:.2f}" in words
+    assert "baseline" in words and "± std over 3 seeds (paired by seed)" in words and "Δ mIoU (points)" in words
+    assert "Freeze ✗ · Augment ✗ · Mix ✗ (baseline)" in words
+    assert _pdf_width_in(pdf) == pytest.approx(6.9, abs=0.01)
+
+    # colours: diverging, centred at 0: a +10 cell is blue, a -10 cell red, a 0 cell near white
+    signs = ResultSet(sweep="s", source="t", label_columns=["m"], domains=["C", "B"], runs=pd.DataFrame([
+        {"trial": "a", "seed": 0, "m": "base", "C": 20.0, "B": 20.0, "trial_index": 0, "status": "done"},
+        {"trial": "b", "seed": 0, "m": "up", "C": 30.0, "B": 20.0, "trial_index": 1, "status": "done"},
+        {"trial": "c", "seed": 0, "m": "down", "C": 10.0, "B": 20.0, "trial_index": 2, "status": "done"},
+    ]))  # fmt: skip
+    g = delta_grid(signs)
+    png, pdf = plot_delta_heatmap(g, [{"m": "base"}, {"m": "up"}, {"m": "down"}], tmp_path / "signs", width="column")
+    from PIL import Image
+
+    img = np.asarray(Image.open(png).convert("RGB")).astype(int)  # (H, W, 3)
+    blue = (img[..., 2] - img[..., 0] > 90).sum()
+    red = (img[..., 0] - img[..., 2] > 90).sum()
+    assert blue > 2000 and red > 2000  # the +10 and -10 cells (and the colour bar's ends)
+    words = " ".join(_pdf_text(pdf).split())
+    assert "+10.0" in words and "-10.0" in words and "+0.0" in words  # one decimal at column width
+    assert _pdf_width_in(pdf) == pytest.approx(3.3, abs=0.01)
+
+
+def test_loss_curves_title_axes_and_one_legend_entry_per_row(tmp_path):
+    _poppler()
+    steps = np.arange(10, 110, 10)
+    hist = {f"t{r}{s}": pd.DataFrame({"step": steps, "value": 3.0 / (1 + steps / (50 + 10 * r)) + 0.01 * s}) for r in range(3) for s in range(2)}
+    captions = {t: f"Mix {'✓' if int(t[1]) % 2 else '✗'} · row {t[1]}" for t in hist}
+    groups = {t: int(t[1]) for t in hist}
+    _, pdf = plot_loss_curves(hist, captions, tmp_path, groups=groups, subject="ablation, smoke profile")
+    words = " ".join(_pdf_text(pdf).split())
+    assert "Training loss — ablation, smoke profile" in words
+    assert "iteration" in words and "training loss (cross-entropy)" in words
+    assert words.count("(2 seeds)") == 3  # one entry per row, naming its seeds
+    assert _pdf_width_in(pdf) == pytest.approx(3.3, abs=0.01)
+
+
+def test_report_writes_every_figure_as_png_and_pdf_with_the_heatmap(tmp_path):
+    files = write_report(collect_csv(PAPER_CSV), tmp_path / "r", profile="smoke", latex_width="page")
+    names = sorted(p.name for p in files.figures)
+    assert names == ["bars.pdf", "bars.png", "delta.pdf", "delta.png"]
+    assert "delta.png" in files.readme.read_text() and r"\resizebox" in files.table_tex.read_text()
+    one_row = collect_csv(PAPER_CSV)
+    one_row.runs = one_row.runs.iloc[:1]
+    files = write_report(one_row, tmp_path / "one")
+    assert not any(p.stem == "delta" for p in files.figures)  # nothing to compare with
+    assert math.isfinite(float(pd.read_csv(files.summary_csv)["Mean"][0]))

@@ -1,0 +1,142 @@
+"""Config precedence (general to specific) and ``famix sweep plan --explain``; hostile YAML input.
+
+Precedence: engine defaults < built-in profile < the file's ``base`` < the file's
+``profiles.<name>`` < grid/zip < command-line overrides.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from famix_core.cli import main
+from orchestrator.errors import SweepError
+from orchestrator.explain import explain_key
+from orchestrator.sweep import BUILTIN_PROFILES, expand_trials, load_sweep, parse_overrides, resolve_profile
+
+SWEEP = """\
+name: prec
+base:
+  train: {iterations: 40, momentum: 0.8}
+  eval: {max_images: 3}
+grid:
+  style.mix: [true, false]
+domains: [C]
+profiles:
+  smoke:
+    base: {train: {momentum: 0.7, batch_size: 4}}
+"""
+
+
+def _write(text: str, name: str = "p.yaml") -> Path:
+    p = Path(name)
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def _resolve(text: str, profile: str = "smoke", overrides: list[str] | None = None):
+    spec, src = load_sweep(_write(text))
+    rs = resolve_profile(spec, src, profile, parse_overrides(overrides or []))
+    return rs, expand_trials(rs)
+
+
+def test_file_base_beats_builtin_profile_and_file_profile_beats_base():
+    assert BUILTIN_PROFILES["smoke"]["base"]["train"]["iterations"] == 300  # what used to win silently
+    rs, trials = _resolve(SWEEP, overrides=["train.weight_decay=0.5"])
+    for t in trials:
+        c = t.config
+        assert c.train.iterations == 40  # file base > built-in profile
+        assert c.eval.max_images == 3  # file base > built-in profile (8)
+        assert c.train.momentum == 0.7  # file profiles.smoke > file base (0.8)
+        assert c.train.batch_size == 4  # file profiles.smoke > built-in profile (8)
+        assert c.train.checkpoint_every == 20  # built-in profile > engine default (1000)
+        assert c.train.lr_decoder == 0.1  # engine default
+        assert c.train.weight_decay == 0.5  # command line
+    assert [t.config.style.mix for t in trials] == [True, False]  # grid
+    layer = {k: explain_key(rs, trials[1], k).layer for k in (
+        "train.iterations", "train.momentum", "train.checkpoint_every", "train.lr_decoder", "train.weight_decay",
+        "style.mix", "train.seed", "eval.domains")}  # fmt: skip
+    assert layer == {
+        "train.iterations": "p.yaml: base",
+        "train.momentum": "p.yaml: profiles.smoke.base",
+        "train.checkpoint_every": "built-in profile smoke",
+        "train.lr_decoder": "engine default",
+        "train.weight_decay": "command line",
+        "style.mix": "grid",
+        "train.seed": "seeds",
+        "eval.domains": "domains",
+    }
+    assert explain_key(rs, trials[1], "style.mix").value is False
+
+
+def test_file_seeds_beat_builtin_profile_seeds_but_not_the_files_profile():
+    _, trials = _resolve(SWEEP + "seeds: [5]\n", profile="paper", overrides=["data.root=/nowhere"])
+    assert sorted({t.seed for t in trials}) == [5]  # not the built-in paper profile's 0 1 2
+    _, trials = _resolve(SWEEP.replace("domains: [C]", "domains: [C]\nseeds: [5]").replace("smoke:", "smoke:\n    seeds: [7, 8]"))
+    assert sorted({t.seed for t in trials}) == [7, 8]
+
+
+def test_plan_explain_prints_value_and_layer(capsys):
+    p = _write(SWEEP)
+    rc = main(["sweep", "plan", str(p), "--run-dir", "out", "--explain", "train", "--explain", "style.mix", "train.weight_decay=0.5"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    rows = {tuple(c.strip() for c in line.strip("│┃ ").split("│")) for line in out.splitlines() if "│" in line}
+    assert ("train.iterations", "all", "40", "p.yaml: base") in rows
+    assert ("train.momentum", "all", "0.7", "p.yaml: profiles.smoke.base") in rows
+    assert ("train.checkpoint_every", "all", "20", "built-in profile smoke") in rows
+    assert ("train.weight_decay", "all", "0.5", "command line") in rows
+    assert ("style.mix", "0", "true", "grid") in rows and ("style.mix", "1", "false", "grid") in rows
+    rc = main(["sweep", "plan", str(p), "--run-dir", "out", "--explain", "train.iteratons"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--explain train.iteratons: unknown key (did you mean train.iterations?)" in err
+
+
+def _one_line_error(capsys, path: Path) -> str:
+    rc = main(["sweep", "plan", str(path), "--run-dir", "out"])
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert rc == 2 and len(lines) == 1, err
+    assert not Path("out").exists()
+    return lines[0]
+
+
+def test_duplicate_key_names_file_line_and_key(capsys):
+    p = _write("name: d\ngrid:\n  style.mix: [true, false]\ndomains: [C]\ngrid:\n  style.augment: [true]\n")
+    assert _one_line_error(capsys, p) == "famix: error: p.yaml: line 5: duplicate key 'grid' (first at line 2); each key may appear once"
+    p = _write("name: d\nbackend:\n  resources:\n    train: {cpus: 1, cpus: 2}\n")
+    assert "p.yaml: line 4: duplicate key 'cpus' (first at line 4)" in _one_line_error(capsys, p)
+    # a merge key (<<: *anchor) whose keys the mapping overrides is not a duplicate
+    p = _write("name: m\nbackend:\n  resources:\n    mine: &r {cpus: 1, mem_gb: 4}\n    train: {<<: *r, cpus: 2}\n")
+    spec, _ = load_sweep(p)
+    assert spec.backend.resources["train"].cpus == 2 and spec.backend.resources["train"].mem_gb == 4
+
+
+def test_anchor_bomb_and_size_cap_fail_fast_in_one_line(capsys):
+    import time
+
+    lines = ["name: bomb", "backend:", "  slurm:", "    a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"    a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 12)]  # 10^12 nodes
+    bomb = _write("\n".join(lines) + "\n")
+    t0 = time.perf_counter()
+    line = _one_line_error(capsys, bomb)
+    assert time.perf_counter() - t0 < 5
+    assert "p.yaml: more than 100000 YAML nodes once aliases are expanded" in line
+    big = Path("big.yaml")
+    big.write_text("name: big\n" + "# padding\n" * 120_000)  # 1.2 MB of comments
+    assert _one_line_error(capsys, big) == "famix: error: big.yaml: file is 1.2 MB; sweep files are limited to 1024 KB"
+
+
+def test_binary_and_non_utf8_sweep_files(capsys):
+    Path("bin.yaml").write_bytes(b"name: x\n\x00\x01\x02\xff")
+    assert _one_line_error(capsys, Path("bin.yaml")) == "famix: error: bin.yaml: binary file (NUL bytes); expected a YAML text file"
+    Path("latin.yaml").write_bytes("name: x\ndescription: caf\xe9\n".encode("latin-1"))
+    line = _one_line_error(capsys, Path("latin.yaml"))
+    assert line == "famix: error: latin.yaml: not UTF-8 text (line 2, byte 24); save the file as UTF-8"
+
+
+def test_override_of_a_varied_key_is_rejected_not_silently_lost():
+    with pytest.raises(SweepError, match="style.mix: this key is varied"):
+        _resolve(SWEEP, overrides=["style.mix=true"])
