@@ -12,6 +12,9 @@ BACKEND ?= local
 RUN_DIR ?= runs
 ARGS ?=
 PYTEST_ARGS ?=
+# idle OpenMP threads sleep instead of spinning: on a busy machine spinning 2-thread torch runs ~50x slower
+OMP_WAIT_POLICY ?= PASSIVE
+export OMP_WAIT_POLICY
 
 .PHONY: install sweep plan status report test bench clean
 

@@ -16,6 +16,7 @@ import sys
 # (module, attribute) of every register(subparsers) function, in help order.
 _COMMAND_MODULES = (
     "famix_core.cli_engine",  # mine-styles, train, evaluate
+    "famix_core.cli_pretrain",  # pretrain-clip
     "famix_core.data.cli",  # data synth | check
     "orchestrator.cli",  # sweep plan | run | status | cancel
     "reports.cli",  # report
@@ -52,7 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def passive_omp_threads() -> None:
+    """Make idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``) unless the user chose.
+
+    Read once, when torch's OpenMP runtime starts, so it is set before torch is imported; stage
+    subprocesses and workers inherit it. On a machine with more busy threads than cores, spinning
+    threads of a 2-thread torch wait for each other's time slices: a famix-tiny training step
+    measured 10.5 s with spinning and 0.19 s passive (2 threads, load 13 on 2 cores).
+    """
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
+    passive_omp_threads()
     from famix_core.errors import FamixError
 
     parser = build_parser()

@@ -73,7 +73,8 @@ class ModelConfig(_Base):
     backbone: str = Field("RN50", description=f"one of {BACKBONES}")
     pretrained: str = Field(
         "openai",
-        description="'openai' (open_clip download/cache), 'none' (random init), or a path to a CLIP or FAMix checkpoint",
+        description="'openai' (open_clip download/cache), 'none' (random init), 'famix-synth' (famix-tiny weights"
+        " shipped in the package), or a path to a CLIP or FAMix checkpoint",
     )
     cache_dir: str | None = Field(None, description="open_clip weights cache directory")
     output_stride: Literal[8, 16, 32] = 16
@@ -373,8 +374,12 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
     return "\n".join(lines)
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> FamixConfig:
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None, *, schema: type[BaseModel] | None = None
+) -> Any:
     """Load a config from YAML/JSON (``yaml.safe_load``) and apply dotted overrides.
+
+    ``schema`` is the model validated (default :class:`FamixConfig`; e.g. the pretraining config).
 
     Raises:
         ConfigError: one line naming the file, the field and what was expected.
@@ -402,6 +407,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
                 raise ConfigError(f"{source}: {key}: cannot set a key below a non-mapping value")
         node[parts[-1]] = value
     try:
-        return FamixConfig.model_validate(data)
+        return (schema or FamixConfig).model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, source)) from None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from famix_core.config import FamixConfig
 from famix_core.errors import DataError, WeightsError
+from famix_core.weights import PACKAGED_WEIGHTS, is_packaged, packaged_path
 
 __all__ = ["check_data", "check_weights", "check_run_dir", "openai_cache_dirs"]
 
@@ -81,12 +82,22 @@ def check_weights(cfg: FamixConfig) -> None:
     m = cfg.model
     if m.pretrained == "none":
         return
+    if is_packaged(m.pretrained):
+        path = packaged_path(m.backbone, m.pretrained)
+        if path is None:
+            raise WeightsError(
+                f"model.pretrained: the packaged weights {m.pretrained!r} exist for"
+                f" {', '.join(PACKAGED_WEIGHTS[m.pretrained])}, not for backbone {m.backbone}"
+            )
+        if not path.is_file():
+            raise WeightsError(f"model.pretrained={m.pretrained}: the package's file {path} is missing (reinstall)")
+        return
     if m.pretrained != "openai":
         if not Path(m.pretrained).expanduser().is_file():
             raise WeightsError(f"model.pretrained: file {m.pretrained} not found (expected a CLIP or FAMix checkpoint)")
         return
     if m.backbone == "famix-tiny":
-        raise WeightsError("model.pretrained: there are no 'openai' weights for famix-tiny (use model.pretrained=none)")
+        raise WeightsError("model.pretrained: there are no 'openai' weights for famix-tiny (use model.pretrained=famix-synth or none)")
     url_file, hub_dir = _openai_sources(m.backbone)
     dirs = openai_cache_dirs(m.cache_dir)
     for d in dirs:

@@ -2,7 +2,8 @@
 
 What each stage reads (a change anywhere else does not re-run it):
 
-- ``mine``: ``model.backbone``, ``model.pretrained``, ``model.num_classes``, all of ``mining.*``
+- ``mine``: ``model.backbone``, ``model.pretrained`` (a packaged name such as ``famix-synth``
+  counts as the name plus the sha256 of its shipped file, never its path), ``model.num_classes``, all of ``mining.*``
   (its seed is the trial's seed), ``style.grid``/``style.eps`` (patch statistics), the source
   data identity (see below), ``data.split_file``, ``train.device``/``train.deterministic``.
   Not ``model.freeze``, not ``style.augment``/``mix``: the 8-row ablation mines once.
@@ -33,6 +34,7 @@ from typing import Any
 
 from famix_core.config import FamixConfig
 from famix_core.domains import resolve_domain
+from famix_core.weights import weights_identity
 
 __all__ = ["FORMAT_VERSION", "stage_key", "mine_inputs", "train_inputs", "evaluate_inputs", "data_identity"]
 
@@ -53,10 +55,9 @@ def data_identity(cfg: FamixConfig, domain: str) -> dict[str, Any]:
     return {"domain": name, "root": os.path.abspath(cfg.data.root_of(name))}
 
 
-def _pretrained_identity(pretrained: str) -> str:
-    if pretrained in ("openai", "none"):
-        return pretrained
-    return os.path.abspath(pretrained)
+def _pretrained_identity(cfg: FamixConfig) -> str:
+    """``none``/``openai`` as is, a packaged name with its file's hash (famix-synth@sha256:...), else the absolute path."""
+    return weights_identity(cfg.model.backbone, cfg.model.pretrained)
 
 
 def mine_inputs(cfg: FamixConfig) -> dict[str, Any]:
@@ -64,7 +65,7 @@ def mine_inputs(cfg: FamixConfig) -> dict[str, Any]:
     return {
         "kind": "mine",
         "backbone": cfg.model.backbone,
-        "pretrained": _pretrained_identity(cfg.model.pretrained),
+        "pretrained": _pretrained_identity(cfg),
         "num_classes": cfg.model.num_classes,
         "mining": cfg.mining.model_dump(mode="json"),
         "patches": {"grid": cfg.style.grid, "eps": cfg.style.eps},
@@ -94,7 +95,7 @@ def train_inputs(cfg: FamixConfig, mine_key: str | None) -> dict[str, Any]:
     """The inputs of the train stage; ``mine_key`` must be given iff the strategy needs a bank."""
     model = cfg.model.model_dump(mode="json")
     model.pop("cache_dir")
-    model["pretrained"] = _pretrained_identity(cfg.model.pretrained)
+    model["pretrained"] = _pretrained_identity(cfg)
     train = cfg.train.model_dump(mode="json")
     for k in ("log_every", "checkpoint_every", "cpu_fallback"):
         train.pop(k)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from famix_core.config import FamixConfig
+from famix_core.weights import is_packaged
 from orchestrator.errors import SweepError
 from orchestrator.keys import evaluate_inputs, mine_inputs, stage_key, train_inputs
 from orchestrator.store import Store, atomic_write_text
@@ -136,7 +137,7 @@ def _localize(cfg: FamixConfig, run_dir: Path) -> FamixConfig:
         if data.get(k):
             data[k] = os.path.abspath(data[k])
     model = tree["model"]
-    if model["pretrained"] not in ("openai", "none"):
+    if model["pretrained"] not in ("openai", "none") and not is_packaged(model["pretrained"]):
         model["pretrained"] = os.path.abspath(os.path.expanduser(model["pretrained"]))
     return FamixConfig.model_validate(tree)
 

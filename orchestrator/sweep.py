@@ -55,28 +55,29 @@ DEFAULT_PROFILE = "smoke"
 
 BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
     # The embedded default: runs anywhere, no downloads. Synthetic benchmark (generated in the
-    # run dir), randomly initialized famix-tiny CLIP, a few hundred CPU iterations.
+    # run dir), famix-tiny CLIP with the packaged famix-synth weights (docs/pretraining.md;
+    # model.pretrained=none: random init), a few hundred CPU iterations.
     "smoke": {
         "base": {
-            "model": {"backbone": "famix-tiny", "pretrained": "none"},
+            "model": {"backbone": "famix-tiny", "pretrained": "famix-synth"},
             "data": {
                 "synthetic": {"seed": 0, "height": 64, "width": 128, "train_images": 32, "val_images": 8},
                 "crop_size": 64,
                 "mapillary_size": 64,  # the official Mapillary crop (1536) scaled to the 64-high images
                 "synthia_crop": 60,  # SYNTHIA as a source: 720 of 768 in the paper, scaled to crop_size 64
             },
-            # A random CLIP gives text gradients with no meaning, and famix-tiny's layer-1 statistics
-            # are ~100x smaller than RN50's: the paper's lr 1.0 would push them to negative stds.
-            # A small lr keeps the mined styles near plausible statistics (the path still runs whole).
-            "mining": {"steps": 10, "lr": 0.01, "batch_size": 8, "crop_size": 64, "max_batches": 2},
+            # The method's 100 mining steps. famix-synth's layer-1 statistics are ~0.7 (RN50's are
+            # larger): lr 0.1 takes the prompts' mean 1 - cos from 1.13 to 0.32 (0.84 with lr 0.01);
+            # the paper's lr 1.0 would overshoot to negative stds.
+            "mining": {"steps": 100, "lr": 0.1, "batch_size": 8, "crop_size": 64, "max_batches": 2},
             "train": {
-                "iterations": 300,
+                "iterations": 200,
                 "batch_size": 8,
-                "checkpoint_every": 20,
+                "checkpoint_every": 50,
                 "log_every": 10,
                 "device": "cpu",
                 # source validation (paper: every 750 of 40k, centre crop 1046x1914 of 1052x1914 GTA5
-                # images): 3 points of the curve, a crop of the 64x128 synthetic images
+                # images): 2 points of the curve, a crop of the 64x128 synthetic images
                 "val_every": 100,
                 "val_crop": [60, 120],
             },

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.sweep import BUILTIN_PROFILES
+
 ROOT = Path(__file__).resolve().parent.parent
 
 SWEEP = """
@@ -88,6 +90,7 @@ def test_plan_estimate_runs_real_probes_and_plain_plan_computes_nothing(tmp_path
     assert m and float(m.group(1)) > 0, out  # smoke shapes are small enough to probe as they are
     ev = re.search(r"probe evaluate: famix-tiny fp32, 64x128, scales \[1.0\]: ([\d.e-]+) s/image", out)
     assert ev and float(ev.group(1)) > 0, out
-    assert re.search(r"train\s+1 stages, each up to [\d.]+ (min|h) \(300 iterations\)", out), out
+    its = BUILTIN_PROFILES["smoke"]["base"]["train"]["iterations"]
+    assert re.search(rf"train\s+1 stages, each up to [\d.]+ (min|h) \({its} iterations\)", out), out
     assert re.search(r"evaluate\s+2 stages", out) and "still to run (on cpu)" in out
     assert "warning: 2 evaluate stage(s)" not in out  # 8 tiny images fit in 1 minute

@@ -33,6 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--val", type=int, default=16, help="images per target val split")
     synth.set_defaults(func=_synth)
 
+    caps = sub.add_parser("synth-captions", help="write the synthetic image-text corpus (styled scenes + captions)")
+    caps.add_argument("--out", required=True, help="folder: images/, labels/, captions.jsonl, corpus.json")
+    caps.add_argument("--seed", type=int, default=0)
+    caps.add_argument("--scenes", type=int, default=1200, help="distinct scenes (ids from 1,000,000 up)")
+    caps.add_argument("--styles-per-scene", type=int, default=4)
+    caps.set_defaults(func=_synth_captions)
+
     check = sub.add_parser("check", help="count image/label pairs of the source and evaluation domains")
     check.add_argument("--config", default=None, help="engine config YAML (default: built-in defaults)")
     check.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
@@ -78,6 +85,22 @@ def _synth(args: argparse.Namespace) -> int:
     contact_sheet(cfg).save(tmp, format="PNG")
     tmp.replace(sheet)
     print(f"synthetic benchmark at {out} ({seconds:.1f} s); contact sheet {sheet}")
+    return 0
+
+
+def _synth_captions(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from famix_core.config import ConfigError, format_validation_error
+    from famix_core.data.captions import CorpusConfig, build_corpus, write_corpus
+
+    try:
+        cfg = CorpusConfig(seed=args.seed, scenes=args.scenes, styles_per_scene=args.styles_per_scene)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, "famix data synth-captions").replace("\n", "; ")) from None
+    t0 = time.perf_counter()
+    out = write_corpus(build_corpus(cfg), cfg, args.out)
+    print(f"caption corpus at {out}: {cfg.scenes * cfg.styles_per_scene} images ({time.perf_counter() - t0:.1f} s)")
     return 0
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "STYLES",
     "make_scene",
     "render",
+    "render_style",
     "scene_ids",
     "encode_label",
     "ensure_synthetic",
@@ -615,6 +616,21 @@ def render(scene: Scene, domain: str, seed: int, scene_id: int) -> np.ndarray:
     style = STYLES[domain]
     dom_idx = list(STYLES).index(domain)
     rng = np.random.default_rng([seed, scene_id, 0xA99, dom_idx])
+    return render_style(scene, style, seed, rng)
+
+
+def render_style(scene: Scene, style: DomainStyle, seed: int, rng: np.random.Generator) -> np.ndarray:
+    """Render a scene in any :class:`DomainStyle` (the domains' styles and the caption corpus's).
+
+    Args:
+        scene: geometry from :func:`make_scene`.
+        style: the appearance.
+        seed: seed of the palettes (with ``style.palette_seed``).
+        rng: the image's own appearance randomness (noise, exposure, weather).
+
+    Returns:
+        (H, W, 3) uint8 RGB image.
+    """
     prng = np.random.default_rng([seed, style.palette_seed, 0xC0102])
     h, w = scene.labels.shape
     lab = np.where(scene.labels == VOID, 19, scene.labels).astype(np.intp)  # (H, W) index into 20 colours

@@ -9,6 +9,7 @@ open_clip's global config table.
 
 Weights (``pretrained``):
   * ``"none"``: random initialization;
+  * a packaged name (``"famix-synth"`` for ``famix-tiny``: :mod:`famix_core.weights`), loaded strictly;
   * a tag (``"openai"``): open_clip's download/cache under ``cache_dir``;
   * a path: a local CLIP state dict (``.safetensors``, or a torch file read with
     ``weights_only=True``; OpenAI's TorchScript archives are read through
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from famix_core.errors import WeightsError
+from famix_core.weights import PACKAGED_WEIGHTS, packaged_path
 
 __all__ = [
     "BackboneSpec",
@@ -83,8 +85,9 @@ BACKBONE_REGISTRY: dict[str, BackboneSpec] = {
     for s in (
         BackboneSpec("RN50", "RN50"),
         BackboneSpec("RN101", "RN101"),
-        # The smoke-scale backbone: no pretrained weights, and a decoder scaled to its width so
-        # that CPU training runs hundreds of iterations a minute (the paper's head is 256/48).
+        # The smoke-scale backbone: packaged weights (famix-synth, pretrained on the synthetic caption
+        # corpus) or none, and a decoder scaled to its width so that CPU training runs hundreds of
+        # iterations a minute (the paper's head is 256/48).
         BackboneSpec(
             "famix-tiny",
             "RN50",
@@ -263,14 +266,20 @@ def create_clip(
     oc_pretrained = None
     local_path: str | None = None
     if tag is not None:
-        if tag in spec.pretrained_tags:
+        packaged = packaged_path(backbone, tag)
+        if packaged is not None:
+            if not packaged.is_file():
+                raise WeightsError(f"model.pretrained={tag}: the package's file {packaged} is missing (reinstall)")
+            local_path = str(packaged)
+        elif tag in spec.pretrained_tags:
             oc_pretrained = tag
         elif Path(tag).expanduser().exists() or "/" in tag or tag.endswith((".pt", ".pth", ".bin", ".safetensors")):
             local_path = str(Path(tag).expanduser())
             if not Path(local_path).is_file():
                 raise WeightsError(f"model.pretrained: weights file not found: {local_path}")
         else:
-            known = ", ".join(("none",) + spec.pretrained_tags + ("<path to a CLIP or FAMix checkpoint>",))
+            shipped = tuple(n for n, files in PACKAGED_WEIGHTS.items() if backbone in files)
+            known = ", ".join(("none",) + shipped + spec.pretrained_tags + ("<path to a CLIP or FAMix checkpoint>",))
             raise WeightsError(f"model.pretrained: unknown weights {tag!r} for backbone {backbone} (known: {known})")
     import open_clip
 

@@ -1,0 +1,253 @@
+"""Contrastive CLIP pretraining of ``famix-tiny`` on the synthetic caption corpus (CPU, minutes).
+
+``famix pretrain-clip --out DIR`` renders the corpus (:mod:`famix_core.data.captions`), then
+trains the whole CLIP (image and text towers) with open_clip's ``ClipLoss`` and tokenizer:
+AdamW, linear warm-up then cosine decay. A batch mixes two kinds of samples, cut from the
+rendered 64x128 images by one ``roi_align`` call:
+
+* scene crops (a square of the image's height, resized to the CLIP input) captioned with the
+  classes present and the style words;
+* patches (a square of a quarter to a half of the image height, zoomed to the CLIP input)
+  captioned with their dominant class and the style words: the shape of style mining's
+  prompts ("<style> <class>") and of its patches (a layer-1 patch pooled to the input size).
+
+Deterministic for a seed: the corpus, the model init (``torch.manual_seed``) and the batch
+sampler (a numpy Generator) are all seeded, so two runs with the same config and thread count
+write identical weights. ``DIR`` receives ``weights.safetensors`` (fp16) and ``pretrain.json``
+(config, loss curve, seconds, zero-shot scores of :mod:`famix_core.zero_shot`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from famix_core.data.captions import Corpus, CorpusConfig, build_corpus, classes_by_area, patch_caption, scene_caption
+from famix_core.data.transforms import CLIP_MEAN, CLIP_STD
+
+__all__ = ["PretrainConfig", "sample_batch", "pretrain_clip", "save_weights", "WEIGHTS_FILE", "SUMMARY_FILE"]
+
+WEIGHTS_FILE = "weights.safetensors"
+SUMMARY_FILE = "pretrain.json"
+
+
+class PretrainConfig(BaseModel):
+    """Contrastive pretraining of a small CLIP on the caption corpus."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    backbone: str = Field("famix-tiny", description="CLIP architecture (famix_core.models.clip registry)")
+    steps: int = Field(500, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(2e-3, gt=0.0)
+    weight_decay: float = Field(0.1, ge=0.0)
+    warmup: int = Field(30, ge=0, description="linear warm-up steps, then cosine decay to 0")
+    patch_fraction: float = Field(0.5, ge=0.0, le=1.0, description="share of patch samples in a batch")
+    patch_min: float = Field(0.25, gt=0.0, le=1.0, description="smallest patch side, as a fraction of the image height")
+    patch_max: float = Field(0.5, gt=0.0, le=1.0, description="largest patch side, as a fraction of the image height")
+    text_context: int = Field(32, ge=8, le=77, description="tokens per caption while training (captions are shorter)")
+    seed: int = 0
+    threads: int | None = Field(
+        1, ge=1, description="torch CPU threads while training (1: the same float sums on every machine; None: torch's default)"
+    )
+    log_every: int = Field(25, ge=1)
+
+
+def _boxes_and_captions(
+    corpus: Corpus, cfg: PretrainConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Draw a batch: image indices (B,), boxes (B, 4) x0 y0 x1 y1 in pixels, flips (B,), captions."""
+    n, h, w = corpus.labels.shape
+    b = cfg.batch_size
+    idx = rng.integers(0, n, b)
+    boxes = np.zeros((b, 4), np.float32)
+    flips = rng.random(b) < 0.5
+    captions: list[str] = []
+    side = min(h, w)
+    for i, k in enumerate(idx):
+        lab = corpus.labels[k]
+        if rng.random() < cfg.patch_fraction:
+            for _ in range(8):  # a patch that is not all void
+                s = int(rng.integers(int(cfg.patch_min * h), int(cfg.patch_max * h) + 1))
+                y0, x0 = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+                top = classes_by_area(lab[y0 : y0 + s, x0 : x0 + s], min_fraction=0.0, top=1)
+                if top:
+                    break
+            if top:
+                boxes[i] = (x0, y0, x0 + s, y0 + s)
+                captions.append(patch_caption(corpus.words[k], top[0], rng))
+                continue
+        x0 = int(rng.integers(0, w - side + 1))
+        y0 = int(rng.integers(0, h - side + 1))
+        boxes[i] = (x0, y0, x0 + side, y0 + side)
+        captions.append(scene_caption(corpus.words[k], classes_by_area(lab[y0 : y0 + side, x0 : x0 + side]), rng))
+    return idx, boxes, flips, captions
+
+
+def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear crop-and-resize of boxes, CLIP-normalized.
+
+    Args:
+        images: (B, H, W, 3) uint8, one per box.
+        boxes: (B, 4) float x0, y0, x1, y1 in pixels.
+        size: output side.
+
+    Returns:
+        (B, 3, size, size) float32.
+    """
+    from torchvision.ops import roi_align
+
+    x = images.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W)
+    rois = torch.cat([torch.arange(len(boxes), dtype=torch.float32)[:, None], boxes], dim=1)  # (B, 5)
+    out = roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (out - mean) / std
+
+
+def sample_batch(corpus: Corpus, cfg: PretrainConfig, rng: np.random.Generator, tokenizer, size: int):
+    """One training batch: (B, 3, size, size) images and (B, L) tokens of their captions."""
+    idx, boxes, flips, captions = _boxes_and_captions(corpus, cfg, rng)
+    x = crop_resize(torch.from_numpy(corpus.images[idx]), torch.from_numpy(boxes), size)
+    f = torch.from_numpy(flips)[:, None, None, None]
+    x = torch.where(f, x.flip(-1), x)
+    return x, tokenizer(captions), captions
+
+
+def encode_text_short(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text`` on tokens of a shorter context (B, L <= 77): the same features, less work.
+
+    The text transformer is causal and pools at the end-of-text token, so the padding after it
+    changes nothing; only the first L positions are computed.
+
+    Args:
+        model: an open_clip CLIP.
+        tokens: (B, L) token ids, each row holding its end-of-text token.
+
+    Returns:
+        (B, D) text features (unnormalized).
+    """
+    from open_clip.transformer import text_global_pool
+
+    n = tokens.shape[1]
+    x = model.token_embedding(tokens) + model.positional_embedding[:n]  # (B, L, W)
+    x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
+    x = model.ln_final(x)
+    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))  # (B, W)
+    proj = model.text_projection
+    return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+
+
+def _lr(step: int, cfg: PretrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * t))
+
+
+def save_weights(model: torch.nn.Module, path: str | Path) -> Path:
+    """Write a CLIP state dict as fp16 safetensors, atomically (floating tensors halved, others kept)."""
+    from safetensors.torch import save_file
+
+    from famix_core.io import atomic_path
+
+    sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(sd, str(tmp))
+    return Path(path)
+
+
+def pretrain_clip(
+    cfg: PretrainConfig,
+    out: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+    evaluate: bool = True,
+) -> tuple[torch.nn.Module, dict]:
+    """Render the corpus, train the CLIP contrastively, write ``out/weights.safetensors`` and ``out/pretrain.json``.
+
+    Args:
+        cfg: corpus and optimization settings.
+        out: output folder (``None``: write nothing).
+        log: a line printer (default: none).
+        evaluate: run the zero-shot checks at the end and put them in the summary.
+
+    Returns:
+        (the trained CLIP in eval mode, fp32; the summary dict).
+    """
+    import open_clip
+
+    from famix_core.models.clip import create_clip, get_tokenizer
+
+    log = log or (lambda s: None)
+    threads_before = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    corpus = build_corpus(cfg.corpus)
+    t_corpus = time.perf_counter() - t0
+    log(f"corpus: {len(corpus.images)} images of {cfg.corpus.scenes} scenes in {t_corpus:.1f} s")
+    torch.manual_seed(cfg.seed)
+    model = create_clip(cfg.backbone, "none").train()
+    size = int(model.visual.image_size if isinstance(model.visual.image_size, int) else model.visual.image_size[0])
+    full_tokenizer = get_tokenizer(cfg.backbone)
+
+    def tokenizer(texts: list[str]) -> torch.Tensor:
+        return full_tokenizer(texts, context_length=cfg.text_context)  # (B, text_context); truncated keep their end token
+
+    loss_fn = open_clip.ClipLoss()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
+    rng = np.random.default_rng([cfg.seed, 0x9E7])
+    losses: list[float] = []
+    t1 = time.perf_counter()
+    for step in range(cfg.steps):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, cfg)
+        images, tokens, _ = sample_batch(corpus, cfg, rng, tokenizer, size)
+        img_f = torch.nn.functional.normalize(model.encode_image(images), dim=-1)  # (B, D)
+        txt_f = torch.nn.functional.normalize(encode_text_short(model, tokens), dim=-1)  # (B, D)
+        loss = loss_fn(img_f, txt_f, model.logit_scale.exp())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(float(loss.detach()))
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            log(f"step {step + 1}/{cfg.steps} loss {np.mean(losses[-cfg.log_every:]):.3f} ({time.perf_counter() - t1:.0f} s)")
+    t_train = time.perf_counter() - t1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads_before)
+    model.eval()
+    summary: dict = {
+        "config": cfg.model_dump(mode="json"),
+        "images": int(len(corpus.images)),
+        "seconds": {"corpus": round(t_corpus, 1), "train": round(t_train, 1), "total": round(time.perf_counter() - t0, 1)},
+        "loss": {"first": round(float(np.mean(losses[:10])), 4), "last": round(float(np.mean(losses[-10:])), 4)},
+        "threads": threads,
+        "load": round(os.getloadavg()[0], 2),  # 1-minute load average at the end (the machine may be shared)
+    }
+    if evaluate:
+        from famix_core.zero_shot import zero_shot
+
+        summary["zero_shot"] = zero_shot(model, cfg.backbone, cfg.corpus)
+        log(f"zero-shot: {summary['zero_shot']}")
+    if out is not None:
+        from famix_core.io import atomic_write_json
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        save_weights(model, out / WEIGHTS_FILE)
+        atomic_write_json(out / SUMMARY_FILE, summary)
+    return model, summary

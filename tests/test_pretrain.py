@@ -1,0 +1,226 @@
+"""The caption corpus, CLIP pretraining on it, and the famix-synth weights shipped in the package."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from famix_core.classes import CLASS_NAMES
+from famix_core.config import FamixConfig, SynthConfig
+from famix_core.data.captions import (
+    NAMED_STYLES,
+    CorpusConfig,
+    bind_nonsense,
+    build_corpus,
+    check_disjoint,
+    classes_by_area,
+    nonsense_names,
+    scene_caption,
+    write_corpus,
+)
+from famix_core.data.synth import scene_ids
+from famix_core.errors import WeightsError
+from famix_core.weights import packaged_path, weights_identity
+
+TINY_CORPUS = CorpusConfig(scenes=3, styles_per_scene=2, nonsense_styles=4, nonsense_fraction=0.5)
+
+
+def test_corpus_is_deterministic_and_seeded():
+    a, b = build_corpus(TINY_CORPUS), build_corpus(TINY_CORPUS)
+    assert a.images.shape == (6, 64, 128, 3)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+    assert a.words == b.words and a.named == b.named
+    c = build_corpus(TINY_CORPUS.model_copy(update={"seed": 1}))
+    assert np.array_equal(a.labels, c.labels)  # same scenes ...
+    assert not np.array_equal(a.images, c.images)  # ... other styles
+    # two appearances of one scene differ
+    assert np.abs(a.images[0].astype(int) - a.images[1].astype(int)).mean() > 5
+
+
+def test_corpus_scene_ids_never_overlap_the_benchmark():
+    for synth in (SynthConfig(), SynthConfig(height=64, width=128, train_images=32, val_images=8)):
+        bench = set(scene_ids(synth)["train"]) | set(scene_ids(synth)["val"])
+        assert not bench & set(CorpusConfig().scene_ids())
+        check_disjoint(CorpusConfig(), synth)
+    with pytest.raises(ValueError, match="inside the benchmark"):
+        check_disjoint(CorpusConfig(), SynthConfig(train_images=2_000_000))
+    with pytest.raises(ValidationError, match="first_scene_id"):
+        CorpusConfig(first_scene_id=10)
+
+
+def test_captions_say_the_classes_and_the_style():
+    corpus = build_corpus(TINY_CORPUS)
+    rng = np.random.default_rng(0)
+    for i in range(len(corpus.images)):
+        classes = classes_by_area(corpus.labels[i])
+        caption = scene_caption(corpus.words[i], classes, rng)
+        assert classes and all(CLASS_NAMES[c] in caption for c in classes)
+        assert all(w in caption for w in corpus.words[i])
+    # the largest class first
+    counts = np.bincount(corpus.labels[0].reshape(-1), minlength=256)
+    assert classes_by_area(corpus.labels[0])[0] == int(np.argmax(counts[:19]))
+    # nonsense names are bound to fixed parameters (one draw per name and corpus seed)
+    names = nonsense_names(4, 0)
+    assert len(set(names)) == 4 and names == nonsense_names(4, 0) != nonsense_names(4, 1)
+    assert bind_nonsense(TINY_CORPUS) == bind_nonsense(TINY_CORPUS)
+    nonsense = [w for ws in corpus.words for w in ws if w.endswith(" style")]
+    named = [w for ws in corpus.words for w in ws if not w.endswith(" style")]
+    assert nonsense and named, corpus.words
+    assert all(w[: -len(" style")] in names for w in nonsense)
+    assert all(any(w in s.words for s in NAMED_STYLES.values()) for w in named)
+
+
+def test_write_corpus(tmp_path):
+    corpus = build_corpus(TINY_CORPUS)
+    out = write_corpus(corpus, TINY_CORPUS, tmp_path / "corpus")
+    lines = (out / "captions.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and (out / "images" / "1000000_0.png").is_file()
+    assert '"caption": "' in lines[0] and (out / "corpus.json").is_file()
+
+
+def _tiny_pretrain():
+    from famix_core.pretrain import PretrainConfig
+
+    return PretrainConfig(corpus=TINY_CORPUS, steps=3, batch_size=8, warmup=1, log_every=1)
+
+
+def test_pretraining_is_deterministic(tmp_path, one_torch_thread):
+    from safetensors.torch import load_file
+
+    from famix_core.models.clip import create_clip
+    from famix_core.pretrain import WEIGHTS_FILE, pretrain_clip
+
+    cfg = _tiny_pretrain()
+    m1, s1 = pretrain_clip(cfg, tmp_path / "a", evaluate=False)
+    m2, _ = pretrain_clip(cfg, tmp_path / "b", evaluate=False)
+    sd1, sd2 = m1.state_dict(), m2.state_dict()
+    assert all(torch.equal(sd1[k], sd2[k]) for k in sd1)
+    f1, f2 = load_file(str(tmp_path / "a" / WEIGHTS_FILE)), load_file(str(tmp_path / "b" / WEIGHTS_FILE))
+    assert f1.keys() == f2.keys() and all(torch.equal(f1[k], f2[k]) for k in f1)
+    assert f1["visual.conv1.weight"].dtype == torch.float16
+    torch.manual_seed(0)
+    init = create_clip("famix-tiny", "none").state_dict()
+    assert not torch.equal(init["visual.layer1.0.conv1.weight"], sd1["visual.layer1.0.conv1.weight"])  # it trained
+    assert np.isfinite(s1["loss"]["last"])
+    m3, _ = pretrain_clip(cfg.model_copy(update={"seed": 1}), None, evaluate=False)
+    assert not torch.equal(m3.state_dict()["visual.conv1.weight"], sd1["visual.conv1.weight"])
+
+
+def test_shipped_weights_load_strictly(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from famix_core.config import ModelConfig
+    from famix_core.models.clip import create_clip
+    from famix_core.models.segmenter import build_segmenter
+
+    path = packaged_path("famix-tiny", "famix-synth")
+    assert path is not None and path.is_file() and path.stat().st_size < 10 * 2**20
+    shipped = load_file(str(path))
+    model = create_clip("famix-tiny", "famix-synth")
+    own = model.state_dict()
+    assert own.keys() == shipped.keys()
+    assert all(torch.equal(own[k], shipped[k].to(own[k].dtype)) for k in own)
+    seg = build_segmenter(ModelConfig(backbone="famix-tiny", pretrained="famix-synth", freeze="paper"))
+    assert torch.equal(seg.backbone.layer1[0].conv1.weight, shipped["visual.layer1.0.conv1.weight"].float())
+    # one key missing or an extra one: refused with the key named
+    broken = dict(shipped)
+    broken.pop("text_projection")
+    save_file(broken, str(tmp_path / "broken.safetensors"))
+    with pytest.raises(WeightsError, match="text_projection"):
+        create_clip("famix-tiny", str(tmp_path / "broken.safetensors"))
+    with pytest.raises(WeightsError, match="famix-synth"):
+        create_clip("famix-tiny", "famix-synt")
+
+
+def test_shipped_weights_zero_shot():
+    """Held-out rendered images: style prompts rank the right style first, class prompts find their patches."""
+    from famix_core.models.clip import create_clip
+    from famix_core.zero_shot import zero_shot
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    z = zero_shot(create_clip("famix-tiny", "famix-synth"), "famix-tiny", CorpusConfig())
+    print(z)
+    assert z["style_images"] >= 200 and z["class_patches"] >= 150
+    assert z["style_top1"] >= 3 * z["style_chance"], z
+    assert z["class_r_precision"] >= 1.5 * z["class_chance"], z
+
+
+def test_pretrained_identity_is_name_and_content_hash(tmp_path, monkeypatch):
+    import hashlib
+
+    import famix_core.weights as weights
+    from orchestrator.keys import mine_inputs, stage_key, train_inputs
+
+    path = packaged_path("famix-tiny", "famix-synth")
+    ident = weights_identity("famix-tiny", "famix-synth")
+    assert ident == "famix-synth@sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    assert str(path.parent) not in ident
+    assert weights_identity("famix-tiny", "none") == "none" and weights_identity("RN50", "openai") == "openai"
+    cfg = FamixConfig.model_validate({"model": {"backbone": "famix-tiny", "pretrained": "famix-synth"}})
+    keys = stage_key(mine_inputs(cfg)), stage_key(train_inputs(cfg, None))
+    # the same bytes installed elsewhere: same keys; other bytes: other keys
+    copy = tmp_path / "elsewhere" / "famix-tiny-synth.safetensors"
+    copy.parent.mkdir()
+    shutil.copy(path, copy)
+    monkeypatch.setattr(weights, "packaged_path", lambda b, n: copy if n == "famix-synth" else None)
+    assert (stage_key(mine_inputs(cfg)), stage_key(train_inputs(cfg, None))) == keys
+    with copy.open("r+b") as f:
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    assert stage_key(mine_inputs(cfg)) != keys[0] and stage_key(train_inputs(cfg, None)) != keys[1]
+
+
+def test_smoke_profile_defaults_to_famix_synth_and_none_stays(tmp_path):
+    from orchestrator import checks
+    from orchestrator.sweep import BUILTIN_PROFILES
+
+    assert BUILTIN_PROFILES["smoke"]["base"]["model"]["pretrained"] == "famix-synth"
+    checks.check_weights(FamixConfig.model_validate({"model": {"backbone": "famix-tiny", "pretrained": "famix-synth"}}))
+    checks.check_weights(FamixConfig.model_validate({"model": {"backbone": "famix-tiny", "pretrained": "none"}}))
+    with pytest.raises(WeightsError, match="not for backbone RN50"):
+        checks.check_weights(FamixConfig.model_validate({"model": {"backbone": "RN50", "pretrained": "famix-synth"}}))
+
+
+def test_pretrain_cli_bad_input_is_one_line(capsys, tmp_path):
+    from famix_core.cli import main
+
+    assert main(["pretrain-clip", "--out", str(tmp_path / "o"), "steps=0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "steps" in err[0] and "greater than or equal to 1" in err[0]
+    assert main(["pretrain-clip", "--out", str(tmp_path / "o"), "corpus.scenez=3"]) == 2
+    assert "corpus.scenez: unknown key" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_short_context_text_features_equal_the_full_context():
+    from famix_core.models.clip import create_clip, get_tokenizer
+    from famix_core.pretrain import encode_text_short
+
+    torch.manual_seed(0)
+    model = create_clip("famix-tiny", "none")
+    tok = get_tokenizer("famix-tiny")
+    captions = ["a photo of a street with road, building and sky, at night.", "a photo of a dromorlo style road."]
+    full = model.encode_text(tok(captions))
+    short = encode_text_short(model, tok(captions, context_length=32))
+    assert short.shape == full.shape == (2, 64)
+    assert torch.allclose(short, full, atol=1e-6), (short - full).abs().max()
+    assert not torch.allclose(full[0], full[1])
+
+
+def test_cli_makes_idle_openmp_threads_sleep(monkeypatch, capsys):
+    import os
+
+    from famix_core.cli import main
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert main([]) == 2
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # a user's choice stays
+    main([])
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
