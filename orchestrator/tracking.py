@@ -212,6 +212,14 @@ class RunLogger:
             import queue
             import threading
 
+            # Finish MLflow's imports here, in the caller's thread: a module that two threads import at
+            # once can be seen half-initialized by one of them ("cannot import name 'Run' from partially
+            # initialized module 'mlflow.entities'"), which would fail every batch of the sender.
+            import mlflow.entities  # noqa: F401
+            import mlflow.tracking  # noqa: F401
+
+            import reports.mlflow_client  # noqa: F401
+
             self._queue = queue.Queue()
             self._thread = threading.Thread(target=self._drain, name="famix-mlflow-sender", daemon=True)
             self._thread.start()
