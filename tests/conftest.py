@@ -53,6 +53,24 @@ def plain_tiny_config(data_root: str | Path, **train):
     )  # fmt: skip
 
 
+def mixstyle_tiny_config(data_root: str | Path, train_images: int, **train):
+    """famix-tiny, random init, fully trained, with MixStyle (so the style op runs) on 64x96 synthetic images, CPU.
+
+    ``train`` entries form the ``train`` block (``device`` defaults to the CPU).
+    """
+    from famix_core.config import FamixConfig
+
+    return FamixConfig.model_validate(
+        {
+            "model": {"backbone": "famix-tiny", "pretrained": "none", "freeze": "none"},
+            "style": {"strategy": "famix", "augment": False, "mix": True},
+            "data": {"root": str(data_root), "crop_size": 48,
+                     "synthetic": {"height": 64, "width": 96, "train_images": train_images, "val_images": 2}},
+            "train": {"device": "cpu", **train},
+        }
+    )  # fmt: skip
+
+
 @pytest.fixture
 def mlflow_server_uri(tmp_path):
     """A real ``mlflow server`` (light form) on a free 127.0.0.1 port; stopped by its process group."""

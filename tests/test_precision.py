@@ -79,19 +79,10 @@ def synth_root(tmp_path_factory):
 
 def precision_config(root: str, precision: str, device: str = "cpu", **train):
     """famix-tiny with MixStyle (the style op runs) on the synthetic benchmark."""
-    from famix_core.config import FamixConfig
+    from conftest import mixstyle_tiny_config
 
     t = dict(iterations=50, batch_size=4, device=device, log_every=10, checkpoint_every=1000, precision=precision)
-    t.update(train)
-    return FamixConfig.model_validate(
-        {
-            "model": {"backbone": "famix-tiny", "pretrained": "none", "freeze": "none"},
-            "style": {"strategy": "famix", "augment": False, "mix": True},
-            "data": {"root": root, "crop_size": 48,
-                     "synthetic": {"height": 64, "width": 96, "train_images": 8, "val_images": 2}},
-            "train": t,
-        }
-    )  # fmt: skip
+    return mixstyle_tiny_config(root, 8, **{**t, **train})
 
 
 def test_bf16_training_on_cpu_tracks_fp32_within_5_percent(synth_root, tmp_path):

@@ -28,18 +28,11 @@ def synth_root(tmp_path_factory):
 
 
 def _cfg(root: str, **train) -> FamixConfig:
+    from conftest import mixstyle_tiny_config
+
     t = dict(iterations=6, batch_size=2, device="cpu", log_every=1, checkpoint_every=2, lr_decoder=0.05,
              lr_backbone=0.005, val_every=2, val_crop=[60, 90])  # fmt: skip
-    t.update(train)
-    return FamixConfig.model_validate(
-        {
-            "model": {"backbone": "famix-tiny", "pretrained": "none", "freeze": "none"},
-            "style": {"strategy": "famix", "augment": False, "mix": True},
-            "data": {"root": root, "crop_size": 48,
-                     "synthetic": {"height": 64, "width": 96, "train_images": 4, "val_images": 2}},
-            "train": t,
-        }
-    )  # fmt: skip
+    return mixstyle_tiny_config(root, 4, **{**t, **train})
 
 
 def test_select_best_needs_source_validation():
