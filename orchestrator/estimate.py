@@ -27,7 +27,7 @@ from famix_core.config import FamixConfig
 from famix_core.domains import resolve_domain
 
 if TYPE_CHECKING:
-    from orchestrator.plan import Plan, StageSpec
+    from orchestrator.plan import Plan
 
 __all__ = ["SOURCE_IMAGES", "EVAL_SPLITS", "StageEstimate", "estimate_plan", "print_estimate", "split_size"]
 

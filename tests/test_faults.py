@@ -168,7 +168,6 @@ def test_damaged_store_artifact_is_named_and_rebuilt_with_rerun_failed(fake_engi
     calls_before = len(fake_engine)
     buf = io.StringIO()
     second = run_plan(plan, RunOptions(backend="local", retries=2), Console(file=buf, width=200))
-    out = buf.getvalue()
     assert second.exit_code == 1 and len(second.failed) == 1
     outcome = second.outcomes[second.failed[0]]
     assert outcome.attempts == 1  # not retried: a rebuild is needed
