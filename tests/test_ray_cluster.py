@@ -241,41 +241,57 @@ def test_two_node_cluster_runs_a_sweep_like_the_local_backend(two_node_cluster, 
     assert not ray.is_initialized()  # the driver disconnected (it would die with the cluster otherwise)
 
 
+INTERRUPTED = """\
+name: intr
+base:
+  model: {backbone: famix-tiny, pretrained: none}
+  style: {strategy: none, augment: false, mix: false}
+  data: {synthetic: {height: 64, width: 96, train_images: 2, val_images: 1}, crop_size: 48}
+  train: {iterations: 5000, batch_size: 2, checkpoint_every: 100000, log_every: 1}
+  eval: {max_images: 1}
+domains: [C]
+backend:
+  kind: ray
+  ray: {num_cpus: 1}
+  resources:
+    train: {cpus: 1}
+"""
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_interrupting_a_ray_sweep_checkpoints_the_running_training(tmp_path):
-    """Ctrl-C / SIGTERM of the driver: ray.cancel without force reaches the training's SIGINT handler,
-    which checkpoints the iteration it is in; then the stage is reported cancelled."""
-    import _thread
+    """Ctrl-C of ``famix sweep run`` on the Ray backend: ray.cancel without force reaches the training's
+    SIGINT handler, which checkpoints the iteration it is in; the driver says so and exits 130.
+
+    The driver is a real CLI process (what a user interrupts), so whatever Ray does to it shows up
+    here as its exit status and output, never as the end of the test session."""
     import re
 
-    from conftest import plain_tiny_config
-    from famix_core.data.synth import ensure_synthetic
-    from orchestrator.backends.base import StageTask
-
-    cfg = plain_tiny_config(tmp_path / "data", iterations=5000, checkpoint_every=100000)
-    ensure_synthetic(cfg.data)
-    log = tmp_path / "train.log"
-    task = StageTask(kind="train", key="e" * 64, config=cfg.to_dict(), store=str(tmp_path / "store"), name="train",
-                     log_path=str(log), resources={"cpus": 1})  # fmt: skip
-    backend = create_backend("ray", sweep_dir=str(Path("runs/sw").absolute()), options={"ray": {"num_cpus": 1}})
-
-    def interrupt_at_step_5() -> None:
-        deadline = time.time() + 240
-        while time.time() < deadline and not (log.is_file() and "step=5 " in log.read_text()):
-            time.sleep(0.2)
-        _thread.interrupt_main()  # what SIGTERM's handler does in the driver without a training of its own
-
-    threading.Thread(target=interrupt_at_step_5, daemon=True).start()
+    sweep = tmp_path / "intr.yaml"
+    sweep.write_text(INTERRUPTED)
+    run_dir = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "famix_core", "sweep", "run", str(sweep), "--run-dir", str(run_dir),
+           f"data.root={tmp_path / 'data'}", "train.iterations=5000", "train.checkpoint_every=100000"]  # overrides beat the profile
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        with pytest.raises(KeyboardInterrupt):
-            backend.run([task], max_parallel=1, retries=0, on_event=Recorder())
+        deadline = time.time() + 300
+        logs = run_dir / "intr" / "logs"
+        while time.time() < deadline and proc.poll() is None:
+            if any("step=5 " in f.read_text() for f in logs.glob("train-*.log")):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"the driver ended before step 5 (exit {proc.returncode}): {proc.stdout.read()[-3000:]}"
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        out, _ = proc.communicate(timeout=180)
     finally:
-        backend.close()
-    text = log.read_text()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+    assert proc.returncode == 130, f"exit {proc.returncode}: {out[-3000:]}"
+    assert "famix: interrupted" in out, out[-3000:]
+    text = next(logs.glob("train-*.log")).read_text()
     m = re.search(r"interrupted: training stopped on request at iteration (\d+)", text)
     assert m, text[-2000:]
-    from orchestrator.store import Store
-
-    latest = json.loads((Store(task.store).work_dir("train", task.key) / "latest.json").read_text())
-    assert latest["iteration"] == int(m.group(1)) >= 5
+    (latest,) = run_dir.glob("work/train/*/latest.json")
+    assert json.loads(latest.read_text())["iteration"] == int(m.group(1)) >= 5

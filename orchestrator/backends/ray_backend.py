@@ -203,15 +203,25 @@ class RayBackend(Backend):
         return dag.outcomes
 
     def _stop(self, ray: Any, refs: list[Any], grace_s: float = 60.0) -> None:
-        """Interrupt running stages (a training checkpoints its current iteration first), then force the rest."""
+        """Interrupt running stages (a training checkpoints its current iteration first), then force the rest.
+
+        Only stages still running after the grace period are force-cancelled: force-cancelling a task
+        whose reply is already on its way makes Ray's driver abort the whole process
+        (``task_manager.cc`` "unexpected system state", exit status 1; seen with Ray 2.60).
+        """
         for ref in refs:
             ray.cancel(ref, force=False)
+        pending = list(refs)
         try:
-            ray.wait(refs, num_returns=len(refs), timeout=grace_s)
+            _, pending = ray.wait(refs, num_returns=len(refs), timeout=grace_s)
         except KeyboardInterrupt:  # a second interrupt: do not wait
             pass
-        for ref in refs:
+        for ref in pending:
             ray.cancel(ref, force=True)
+        try:  # the replies of the stopped tasks arrive before the driver disconnects
+            ray.wait(refs, num_returns=len(refs), timeout=10.0)
+        except KeyboardInterrupt:
+            pass
 
     def _failed(self, task: StageTask, error: str) -> StageOutcome:
         if task.log_path:

@@ -22,10 +22,14 @@ from typing import Any
 
 from orchestrator.errors import SweepError
 
-__all__ = ["PROBE_TIMEOUT_S", "NodeInfo", "probe_cluster", "local_nodes", "unschedulable", "slots"]
+__all__ = ["PROBE_TIMEOUT_S", "CLIENT_PROBE_TIMEOUT_S", "NodeInfo", "probe_cluster", "local_nodes", "unschedulable", "slots"]
 
 PROBE_TIMEOUT_S = 20.0
 """Longest wait for a cluster to answer (the driver's whole check stays under 30 s)."""
+
+CLIENT_PROBE_TIMEOUT_S = 90.0
+"""Longest wait for a ``ray://`` address: its Ray Client server starts a Python process per connection
+(measured 10-25 s on a busy 2-core machine) before the first answer."""
 
 _START_HINT = "start one with `ray start --head --port=6379` (then backend.ray.address: <head ip>:6379), or leave backend.ray.address unset to start Ray in-process"
 
@@ -71,8 +75,10 @@ def _auto_address() -> str:
     return text
 
 
-def probe_cluster(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> list[NodeInfo]:
+def probe_cluster(address: str, timeout_s: float | None = None) -> list[NodeInfo]:
     """The alive nodes of the cluster at ``address`` (``host:port``, ``auto``, ``ray://host:port``).
+
+    ``timeout_s`` defaults to :data:`PROBE_TIMEOUT_S`, or :data:`CLIENT_PROBE_TIMEOUT_S` for ``ray://``.
 
     Raises:
         SweepError: one line naming the address, that no cluster answered (refused, timed out, or
@@ -82,6 +88,8 @@ def probe_cluster(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> list[Node
     target = _auto_address() if address == "auto" else address
     if address == "auto":
         shown = f"auto (= {target}, from RAY_ADDRESS or /tmp/ray/ray_current_cluster)"
+    if timeout_s is None:
+        timeout_s = CLIENT_PROBE_TIMEOUT_S if target.startswith("ray://") else PROBE_TIMEOUT_S
     hp = _host_port(target)
     if hp is None:
         raise SweepError(f"backend.ray.address={address}: expected host:port, ray://host:port or auto")
