@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 
 from famix_core.config import FamixConfig
 from famix_core.errors import DataError, WeightsError
 from famix_core.weights import PACKAGED_WEIGHTS, is_packaged, packaged_path
 
-__all__ = ["check_data", "check_weights", "check_run_dir", "openai_cache_dirs"]
+__all__ = ["check_data", "check_weights", "check_run_dir"]
 
 
 def check_run_dir(run_dir: str | Path) -> None:
@@ -53,31 +53,17 @@ def check_data(cfg: FamixConfig) -> None:
         check_domain(cfg.data, col, cfg.eval.split)
 
 
-def openai_cache_dirs(cache_dir: str | None) -> list[Path]:
-    """Where open_clip keeps downloaded weights: the given dir, else the HF hub cache and ``~/.cache/clip``."""
-    if cache_dir:
-        return [Path(cache_dir).expanduser()]
-    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    hub = Path(os.environ.get("HF_HUB_CACHE", os.environ.get("HUGGINGFACE_HUB_CACHE", hf_home / "hub")))
-    return [hub, Path.home() / ".cache" / "clip"]
-
-
-def _openai_sources(backbone: str) -> tuple[str | None, str | None]:
-    """(url file name, hf hub repo folder name) of the OpenAI weights of ``backbone`` per open_clip."""
-    from open_clip.pretrained import get_pretrained_cfg  # imports torch: only for pretrained=openai
-
-    pc = get_pretrained_cfg(backbone, "openai") or {}
-    url_file = pc.get("url", "").rsplit("/", 1)[-1] or None
-    hub = pc.get("hf_hub", "").strip("/")
-    hub_dir = ("models--" + hub.split("/")[0] + "--" + hub.split("/")[1]) if hub.count("/") >= 1 else None
-    return url_file, hub_dir
-
-
-def check_weights(cfg: FamixConfig) -> None:
-    """``model.pretrained`` is usable offline: a path that exists, ``none``, or ``openai`` found in the cache.
+def check_weights(cfg: FamixConfig, fetch: bool = True) -> None:
+    """``model.pretrained`` is usable by every stage: a path that exists, ``none``, a packaged name, or
+    ``openai`` in the cache, where it is downloaded now (with progress) when missing, once for all
+    the stages and nodes (``model.cache_dir`` should be on the shared filesystem on a cluster).
 
     Raises:
-        WeightsError: one line naming the backbone / path / cache dir and how to fix it.
+        WeightsError: one line naming the backbone / path / cache dir and how to fix it (offline:
+            which file to copy where).
+
+    With ``fetch=False`` (``famix sweep plan``: it writes nothing) missing weights are only announced,
+    and refused when their host does not resolve (an offline machine).
     """
     m = cfg.model
     if m.pretrained == "none":
@@ -98,15 +84,34 @@ def check_weights(cfg: FamixConfig) -> None:
         return
     if m.backbone == "famix-tiny":
         raise WeightsError("model.pretrained: there are no 'openai' weights for famix-tiny (use model.pretrained=famix-synth or none)")
-    url_file, hub_dir = _openai_sources(m.backbone)
-    dirs = openai_cache_dirs(m.cache_dir)
-    for d in dirs:
-        if url_file and (d / url_file).is_file():
-            return
-        if hub_dir and any(p.is_file() for p in (d / hub_dir).glob("snapshots/*/*")):
-            return
-    where = " or ".join(str(d) for d in dirs)
-    raise WeightsError(
-        f"model.pretrained=openai: no {m.backbone} weights in the open_clip cache ({where}); "
-        f"nothing is downloaded here: put them there, set model.cache_dir=<dir>, or pass model.pretrained=<path>"
-    )
+    from famix_core.models.clip import get_backbone_spec
+    from famix_core.models.download import cached_file, fetch_weights, print_progress, url_cache_dir
+
+    name = get_backbone_spec(m.backbone).open_clip_name
+    if cached_file(name, "openai", m.cache_dir) is not None:
+        return
+
+    def say(line: str) -> None:
+        print(f"weights: {line}", file=sys.stderr, flush=True)
+
+    where = url_cache_dir(m.cache_dir)
+    if not fetch:
+        import socket
+        from urllib.parse import urlparse
+
+        from famix_core.models.download import weights_url
+
+        url = weights_url(name, "openai")
+        host = urlparse(url).hostname or ""
+        try:
+            socket.getaddrinfo(host, urlparse(url).port or 443)
+        except OSError:
+            raise WeightsError(
+                f"model.pretrained=openai: {m.backbone} weights are not in {where} and {host} does not resolve: "
+                f"this machine is offline; copy {Path(urlparse(url).path).name} (from {url}) into {where}, "
+                f"or pass model.pretrained=<path to the file>"
+            ) from None
+        say(f"{m.backbone} openai is not in {where}: `famix sweep run` downloads it first ({url})")
+        return
+    path = fetch_weights(name, "openai", m.cache_dir, progress=print_progress(f"downloading {m.backbone} openai into {where}", say))
+    say(f"{m.backbone} openai saved as {path}")

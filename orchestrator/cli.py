@@ -74,7 +74,11 @@ def _plan(args: argparse.Namespace) -> int:
     if args.estimate:  # the probes need neither data nor weights: a login node without them can estimate
         plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None)
     else:
-        plan = _prepare(args)
+        from functools import partial
+
+        from orchestrator.checks import check_weights
+
+        plan = _prepare(args, check_weights=partial(check_weights, fetch=False))  # plan downloads nothing
     console = _console()
     print_plan(plan, console)
     if args.estimate:

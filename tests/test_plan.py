@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -186,9 +187,15 @@ def test_paper_profile_fails_fast_without_weights_or_data(capsys, monkeypatch, t
     monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
     Path("sweeps").mkdir()
     Path("sweeps/ablation.yaml").write_text((REPO_SWEEPS / "ablation.yaml").read_text())
+    import open_clip.pretrained as oc
+
+    with socket.socket() as s:  # open_clip's URL now points where nothing listens: an offline machine
+        s.bind(("127.0.0.1", 0))
+        monkeypatch.setitem(oc._PRETRAINED["RN50"]["openai"], "url", f"http://127.0.0.1:{s.getsockname()[1]}/RN50.pt")
+    monkeypatch.setitem(oc._PRETRAINED["RN50"]["openai"], "hf_hub", "")
     err = _paper_error(capsys)
-    assert "model.pretrained=openai: no RN50 weights in the open_clip cache" in err
-    assert str(tmp_path / "hf" / "hub") in err and "model.pretrained=<path>" in err
+    assert "model.pretrained=openai: cannot download RN50 weights" in err
+    assert str(tmp_path / "home" / ".cache" / "clip") in err and "model.pretrained=<path" in err
     err = _paper_error(capsys, "model.pretrained=nowhere/RN50.pt")
     assert "model.pretrained: file nowhere/RN50.pt not found" in err or "nowhere/RN50.pt" in err
     # weights present in the cache (the url file name open_clip would download): now the data check fails

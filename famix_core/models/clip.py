@@ -10,7 +10,9 @@ open_clip's global config table.
 Weights (``pretrained``):
   * ``"none"``: random initialization;
   * a packaged name (``"famix-synth"`` for ``famix-tiny``: :mod:`famix_core.weights`), loaded strictly;
-  * a tag (``"openai"``): open_clip's download/cache under ``cache_dir``;
+  * a tag (``"openai"``): the file in ``cache_dir`` that ``famix sweep run`` fetched before
+    submitting (:mod:`famix_core.models.download`), loaded strictly from disk; if it is not
+    there, open_clip's own download (Hugging Face hub, then the URL);
   * a path: a local CLIP state dict (``.safetensors``, or a torch file read with
     ``weights_only=True``; OpenAI's TorchScript archives are read through
     ``torch.jit.load``), or a FAMix checkpoint whose ``backbone.*`` keys fill
@@ -179,6 +181,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def _load_clip_file(model: nn.Module, path: str, backbone: str) -> None:
     """Fill ``model`` (an open_clip CLIP) from a local CLIP or FAMix checkpoint, strictly."""
     sd = read_state_dict(path)
+    for k in ("input_resolution", "context_length", "vocab_size"):  # OpenAI's archives carry these as tensors
+        if k not in model.state_dict():
+            sd.pop(k, None)
     if any(k.startswith("backbone.") for k in sd):  # FAMix segmenter checkpoint: image encoder only
         visual_sd = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
         target: nn.Module = model.visual
@@ -272,7 +277,13 @@ def create_clip(
                 raise WeightsError(f"model.pretrained={tag}: the package's file {packaged} is missing (reinstall)")
             local_path = str(packaged)
         elif tag in spec.pretrained_tags:
-            oc_pretrained = tag
+            from famix_core.models.download import cached_file
+
+            hit = cached_file(spec.open_clip_name, tag, cache_dir)  # fetched by the driver: no network on the nodes
+            if hit is not None:
+                local_path = str(hit)
+            else:
+                oc_pretrained = tag
         elif Path(tag).expanduser().exists() or "/" in tag or tag.endswith((".pt", ".pth", ".bin", ".safetensors")):
             local_path = str(Path(tag).expanduser())
             if not Path(local_path).is_file():

@@ -1,0 +1,211 @@
+"""Pretrained weights on a cluster: `famix sweep run` fetches a tag's weights once into the cache
+(with progress) before anything is submitted, the stages load that file from disk, and an offline
+machine gets one line saying which file to copy where.
+
+open_clip's URL for RN50/openai is pointed at an HTTP server on 127.0.0.1 that the tests start;
+no test reaches beyond loopback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from famix_core.errors import WeightsError
+
+pytestmark = pytest.mark.slow  # imports open_clip for its pretrained table
+
+
+class _Server:
+    """Serves ``files`` (URL path -> bytes) on 127.0.0.1 and counts the requests per path."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files = files
+        self.hits: dict[str, int] = {}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
+                body = outer.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _point_rn50_openai_at(monkeypatch, url: str) -> None:
+    import open_clip.pretrained as oc
+
+    monkeypatch.setitem(oc._PRETRAINED["RN50"]["openai"], "url", url)
+    monkeypatch.setitem(oc._PRETRAINED["RN50"]["openai"], "hf_hub", "")  # only the URL route
+
+
+def _serialized(sd: dict[str, torch.Tensor]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """An empty HOME and HF cache: nothing cached from earlier runs can answer."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    return tmp_path / "home"
+
+
+def test_fetch_downloads_once_checks_the_sha256_and_leaves_no_partial_file(tmp_path, monkeypatch, home):
+    from famix_core.models.download import fetch_weights
+
+    body = b"stand-in weights " * 100_000  # 1.7 MB: several chunks
+    sha = hashlib.sha256(body).hexdigest()
+    srv = _Server({f"/clip/{sha}/RN50.pt": body, f"/clip/{'0' * 64}/RN50.pt": body})
+    try:
+        _point_rn50_openai_at(monkeypatch, srv.url(f"/clip/{sha}/RN50.pt"))
+        seen: list[tuple[int, int | None]] = []
+        cache = tmp_path / "cache"
+        path = fetch_weights("RN50", "openai", str(cache), progress=lambda d, t: seen.append((d, t)))
+        assert path == cache / "RN50.pt" and path.read_bytes() == body
+        assert seen[-1] == (len(body), len(body)) and len(seen) >= 2  # progress as it goes
+        assert fetch_weights("RN50", "openai", str(cache)) == path
+        assert srv.hits == {f"/clip/{sha}/RN50.pt": 1}  # once: the second call found the cache
+        assert sorted(p.name for p in cache.iterdir()) == ["RN50.pt"]
+
+        # a file that does not match the sha256 in its URL is refused and nothing is kept
+        _point_rn50_openai_at(monkeypatch, srv.url(f"/clip/{'0' * 64}/RN50.pt"))
+        other = tmp_path / "other"
+        with pytest.raises(WeightsError, match="sha256") as e:
+            fetch_weights("RN50", "openai", str(other))
+        assert len(str(e.value).splitlines()) == 1
+        assert list(other.iterdir()) == []
+    finally:
+        srv.close()
+
+
+def test_offline_machine_gets_one_line_naming_the_file_and_where_to_put_it(tmp_path, monkeypatch, home):
+    from famix_core.models.download import fetch_weights
+
+    with socket.socket() as s:  # a port where nothing listens: the connection is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _point_rn50_openai_at(monkeypatch, f"http://127.0.0.1:{port}/clip/RN50.pt")
+    with pytest.raises(WeightsError) as e:
+        fetch_weights("RN50", "openai", str(tmp_path / "cache"))
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1
+    assert "cannot download RN50 weights" in msg and "refused" in msg.lower()
+    assert f"copy RN50.pt (from http://127.0.0.1:{port}/clip/RN50.pt) into {tmp_path / 'cache'}" in msg
+    assert not any((tmp_path / "cache").iterdir())
+
+    # a host that does not resolve (the usual offline case) says so; .invalid never resolves (RFC 6761)
+    _point_rn50_openai_at(monkeypatch, "http://famix-weights.invalid/clip/RN50.pt")
+    with pytest.raises(WeightsError, match="famix-weights.invalid does not resolve: this machine is offline") as e:
+        fetch_weights("RN50", "openai", None)
+    assert f"into {home / '.cache' / 'clip'} on a machine with internet" in str(e.value)  # open_clip's default cache
+
+
+def test_create_clip_loads_the_fetched_file_from_disk_without_the_network(tmp_path, monkeypatch, home):
+    """famix-tiny stands in for RN50 (same open_clip architecture name, a tenth of the size): its
+    registry entry gets the openai tag, the server serves a famix-tiny CLIP in OpenAI's key layout."""
+    import dataclasses
+
+    from famix_core.models import clip as clip_mod
+
+    spec = clip_mod.BACKBONE_REGISTRY["famix-tiny"]
+    monkeypatch.setitem(clip_mod.BACKBONE_REGISTRY, "famix-tiny", dataclasses.replace(spec, pretrained_tags=("openai",)))
+    torch.manual_seed(3)
+    reference = clip_mod.create_clip("famix-tiny", "none")
+    served = {k: v.clone() for k, v in reference.state_dict().items()}
+    served.update(input_resolution=torch.tensor(224), context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
+    body = _serialized(served)
+    srv = _Server({"/clip/RN50.pt": body})
+    try:
+        _point_rn50_openai_at(monkeypatch, srv.url("/clip/RN50.pt"))
+        cache = tmp_path / "shared-cache"
+        from famix_core.models.download import fetch_weights
+
+        fetch_weights("RN50", "openai", str(cache))
+        srv.close()  # from here on, the network is gone (a compute node)
+        import open_clip
+
+        def no_download(*a, **k):
+            raise AssertionError("open_clip was asked to download")
+
+        monkeypatch.setattr(open_clip.pretrained, "download_pretrained", no_download)
+        model = clip_mod.create_clip("famix-tiny", "openai", cache_dir=str(cache))
+        got = model.state_dict()
+        assert set(got) == set(reference.state_dict())
+        assert all(torch.equal(got[k], reference.state_dict()[k]) for k in got)
+    finally:
+        srv.close()
+
+
+def test_sweep_run_fetches_missing_weights_before_the_data_check(tmp_path, monkeypatch, home, capsys):
+    """`famix sweep run --profile paper`: the weights are fetched (with progress on stderr) before
+    anything is submitted; the next check (no data here) then stops the run in one line."""
+    from famix_core.cli import main
+
+    body = b"x" * 3_000_000
+    srv = _Server({"/clip/RN50.pt": body})
+    try:
+        _point_rn50_openai_at(monkeypatch, srv.url("/clip/RN50.pt"))
+        monkeypatch.chdir(tmp_path)
+        cache = tmp_path / "cache"
+        rc = main(["sweep", "run", "ablation", "--profile", "paper", "--run-dir", "out", "data.root=missing-data", f"model.cache_dir={cache}"])
+        err = capsys.readouterr().err
+        assert rc == 2
+        assert (cache / "RN50.pt").read_bytes() == body and srv.hits == {"/clip/RN50.pt": 1}
+        assert f"weights: downloading RN50 openai into {cache}: 3.0/3.0 MB" in err
+        assert "missing-data" in err.splitlines()[-1]
+        assert not Path("out/store").exists()  # nothing ran
+    finally:
+        srv.close()
+
+
+def test_sweep_plan_announces_missing_weights_and_downloads_nothing(tmp_path, monkeypatch, home, capsys):
+    from famix_core.cli import main
+
+    srv = _Server({"/clip/RN50.pt": b"x" * 1000})
+    try:
+        _point_rn50_openai_at(monkeypatch, srv.url("/clip/RN50.pt"))
+        monkeypatch.chdir(tmp_path)
+        cache = tmp_path / "cache"
+        main(["sweep", "plan", "ablation", "--profile", "paper", "--run-dir", "out", "data.root=missing-data", f"model.cache_dir={cache}"])
+        err = capsys.readouterr().err
+        assert f"weights: RN50 openai is not in {cache}: `famix sweep run` downloads it first" in err
+        assert srv.hits == {} and not cache.exists()
+
+        _point_rn50_openai_at(monkeypatch, "http://famix-weights.invalid/clip/RN50.pt")
+        rc = main(["sweep", "plan", "ablation", "--profile", "paper", "--run-dir", "out", "data.root=missing-data", f"model.cache_dir={cache}"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1, err
+        assert "famix-weights.invalid does not resolve: this machine is offline; copy RN50.pt" in err
+    finally:
+        srv.close()
