@@ -41,7 +41,6 @@ class StageContext:
         self.tmp = tmp
         self._log_file = log_file
         self.tracker = tracker
-        self.tracked_through: int | None = None  # steps up to this one are in MLflow already (a resumed training)
         self.progress_file = progress_path(task.log_path) if task.log_path else None
         self._progress_at = 0.0
 
@@ -78,8 +77,6 @@ class StageContext:
         self.write(f"step={step} {shown}")
         if step is not None:
             self.progress(step)
-        if step is not None and self.tracked_through is not None and step <= self.tracked_through:
-            return
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
         try:
             self.tracker.log_metrics(numeric, step)
@@ -115,7 +112,7 @@ def _run_train(ctx: StageContext) -> dict[str, Any]:
     resuming = latest_checkpoint(ckpt_dir, warn=lambda line: ctx.write(f"warning: {line}")) is not None
     if resuming or any(ckpt_dir.glob("corrupt-*")):  # an earlier attempt logged steps already: not twice
         try:
-            ctx.tracked_through = ctx.tracker.last_step("train/loss")
+            ctx.tracker.skip_logged_steps("train/loss")  # read by the sender once tracking answers: never blocks here
         except Exception as e:  # noqa: BLE001 — a tracking hiccup never fails the stage
             ctx.write(f"warning: MLflow history of train/loss unreadable: {type(e).__name__}: {e}")
     with system_metrics(task.tracking, ctx.write):

@@ -191,6 +191,8 @@ class RunLogger:
         self._thread: Any = None
         self._give_up_at: float | None = None  # set by flush(): past it, unsendable batches are returned
         self.unsent: list[tuple[dict[str, float], int | None, list[str]]] = []
+        self._skip_key: str | None = None  # a resumed stage: read this metric's last step before sending
+        self._skip_through: int | None = None  # batches at steps up to this one are in MLflow already
 
     @property
     def enabled(self) -> bool:
@@ -202,12 +204,33 @@ class RunLogger:
             self._client = _client(self.uri)
         return self._client
 
+    def skip_logged_steps(self, key: str) -> None:
+        """A resumed stage: batches at steps that metric ``key`` already has in MLflow are not sent twice.
+
+        In background mode the sender reads that history once tracking answers, before its first
+        batch, so a tracking server that is down does not hold the stage at its start; otherwise it
+        is read now.
+        """
+        if not self.enabled:
+            return
+        if self._background:
+            self._skip_key = key
+            self._start_sender()
+        else:
+            self._skip_through = self.last_step(key)
+
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if not self.enabled or not metrics:
             return
         if not self._background:
+            if step is not None and self._skip_through is not None and step <= self._skip_through:
+                return
             self._send(metrics, step, int(time.time() * 1000), list(self.run_ids), retry=True)
             return
+        self._start_sender()
+        self._queue.put((dict(metrics), step, int(time.time() * 1000), list(self.run_ids)))
+
+    def _start_sender(self) -> None:
         if self._thread is None:
             import queue
             import threading
@@ -223,7 +246,6 @@ class RunLogger:
             self._queue = queue.Queue()
             self._thread = threading.Thread(target=self._drain, name="famix-mlflow-sender", daemon=True)
             self._thread.start()
-        self._queue.put((dict(metrics), step, int(time.time() * 1000), list(self.run_ids)))
 
     def _send(self, metrics: dict[str, float], step: int | None, ts: int, run_ids: list[str], retry: bool) -> None:
         """Log one batch to each run still in ``run_ids`` (removed from it once sent: no run gets it twice)."""
@@ -259,7 +281,13 @@ class RunLogger:
                     error = None
                     if self._reachable():
                         try:
-                            self._send(*item, retry=False)
+                            if self._skip_key is not None:  # once, before the first batch of a resumed stage
+                                history = self.client.get_metric_history(self.run_ids[0], self._skip_key)
+                                self._skip_through = max((m.step for m in history), default=None)
+                                self._skip_key = None
+                            step = item[1]
+                            if step is None or self._skip_through is None or step > self._skip_through:
+                                self._send(*item, retry=False)
                         except Exception as e:  # noqa: BLE001 — any failure: keep the batch, retry
                             error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
                     else:

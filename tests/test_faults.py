@@ -370,3 +370,42 @@ def test_tracking_down_never_stalls_logging_and_loses_no_metric(mlflow_server_ur
     history = tr.client.get_metric_history(rid, "train/loss")
     assert sorted(m.step for m in history) == list(range(20))  # every step once: nothing lost, nothing twice
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == [float(i) for i in range(20)]
+
+
+@pytest.mark.mlflow_server
+def test_a_resumed_stage_does_not_wait_for_a_tracking_server_that_is_down(mlflow_server_uri):
+    """Resuming a training reads which steps MLflow already has; with the server down that read
+    happens in the sender once the server is back, so the stage starts at once, and every step
+    ends up logged exactly once."""
+    from urllib.parse import urlparse
+
+    from orchestrator.tracking import RunLogger, Tracker
+
+    tr = Tracker(mlflow_server_uri, "stall-resume")
+    rid, _ = tr.ensure_run({"famix.trial": "t"}, {}, name="t")
+    first = RunLogger({"uri": mlflow_server_uri, "run_ids": [rid]}, background=True)
+    for step in range(10):  # the first attempt logged steps 0-9, then was killed
+        first.log_metrics({"train/loss": float(step)}, step)
+    assert first.flush(timeout_s=60) == []
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # the server is "down"
+    notes: list[str] = []
+    logger = RunLogger({"uri": f"http://127.0.0.1:{port}", "run_ids": [rid]}, background=True, notify=notes.append)
+    t0 = time.perf_counter()
+    logger.skip_logged_steps("train/loss")
+    for step in range(6, 20):  # resumed from the checkpoint at step 6: steps 6-9 come again
+        logger.log_metrics({"train/loss": float(step)}, step)
+    assert time.perf_counter() - t0 < 1.0  # the stage did not wait for tracking
+    deadline = time.time() + 20
+    while not notes and time.time() < deadline:
+        time.sleep(0.1)
+    assert notes and "unreachable" in notes[0], notes
+    srv, stop = _proxy(port, urlparse(mlflow_server_uri).port)
+    try:
+        assert logger.flush(timeout_s=60) == []
+    finally:
+        stop.set()
+        srv.close()
+    history = tr.client.get_metric_history(rid, "train/loss")
+    assert sorted(m.step for m in history) == list(range(20))  # 6-9 not twice, 10-19 not lost
