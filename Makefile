@@ -1,7 +1,7 @@
 # FAMix sweeps: install, run sweeps, reports, tests, benchmarks.
 #   make sweep SWEEP=sweeps/ablation.yaml [PROFILE=smoke|paper] [BACKEND=local|ray|slurm] [ARGS="key=value ..."]
 #   make report SWEEP=sweeps/ablation.yaml
-#   make test
+#   make test            (lint-imports, then pytest)
 #   make bench
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 
-.PHONY: install sweep plan status report test bench clean
+.PHONY: install sweep plan status report lint-imports test bench clean
 
 install: $(VENV)/.installed
 
@@ -38,7 +38,11 @@ status: install
 report: install
 	$(VENV)/bin/famix report $(SWEEP) --profile $(PROFILE) --run-dir $(RUN_DIR) $(ARGS)
 
-test: install
+# imports go one way (orchestrator -> reports -> famix_core; backends independent): [tool.importlinter] in pyproject.toml
+lint-imports: install
+	$(VENV)/bin/lint-imports
+
+test: lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install

@@ -78,7 +78,7 @@ def train(ctx):
     (ctx.tmp / "model.safetensors").write_bytes(b"w"); return {{}}
 def ev(ctx): return {{"miou": 0.25, "iou": {{}}, "pixel_acc": 0.5}}
 execute.STAGE_RUNNERS.update(mine=mine, train=train, evaluate=ev)
-from famix_core.cli import main
+from orchestrator.__main__ import main
 sys.exit(main(["sweep", "run", {str(sweep)!r}, "--run-dir", {str(work / 'runs')!r}]))
 """
     r = subprocess.run([sys.executable, "-c", fill], cwd=work, capture_output=True, text=True)
@@ -87,7 +87,7 @@ sys.exit(main(["sweep", "run", {str(sweep)!r}, "--run-dir", {str(work / 'runs')!
     def rerun(expect: str) -> float:
         t0 = time.perf_counter()
         r = subprocess.run(
-            [sys.executable, "-m", "famix_core", "sweep", "run", str(sweep), "--run-dir", str(work / "runs")],
+            [sys.executable, "-m", "orchestrator", "sweep", "run", str(sweep), "--run-dir", str(work / "runs")],
             cwd=work,
             capture_output=True,
             text=True,

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from reports.report import SweepInfo
+
+__all__ = ["register", "report_sweep_info"]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -136,3 +140,36 @@ def _cancel(args: argparse.Namespace) -> int:
     plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None)
     cancel_sweep(plan, args.backend)
     return 0
+
+
+def report_sweep_info(arg: str, profile: str | None) -> SweepInfo:
+    """What ``famix report SWEEP`` needs of a sweep.
+
+    A YAML path, or a bare name found as ``sweeps/<name>.yaml``, is read with the sweep loader
+    (profile applied); a name with no file is taken as the sweep name as is.
+
+    Raises:
+        ReportInputError: a YAML path that does not exist. SweepError: a sweep file that does not validate.
+    """
+    from orchestrator.errors import SweepError
+    from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
+    from reports.collect import ReportInputError, domain_column
+    from reports.report import SweepInfo
+
+    try:
+        path = resolve_sweep_path(arg)
+    except SweepError:
+        if arg.endswith((".yaml", ".yml")) or "/" in arg or "\\" in arg:
+            raise ReportInputError(f"{arg}: sweep file not found") from None
+        return SweepInfo(name=arg)
+    spec, source = load_sweep(path)
+    rs = resolve_profile(spec, source, profile)
+    return SweepInfo(
+        name=rs.name,
+        path=Path(path),
+        label_columns=[ls.column for ls in rs.labels.values()] or None,
+        domains=[domain_column(d) or d for d in rs.domains],
+        experiment=rs.tracking.experiment,
+        tracking_uri=rs.tracking.uri,
+        profile=rs.profile,
+    )

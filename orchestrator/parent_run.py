@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.plan import Plan
+from reports import schema
 
 __all__ = ["resolved_sweep", "describe_parent", "publish_results", "summary_metrics"]
 
@@ -72,7 +73,7 @@ def describe_parent(plan: Plan, tracker: Any, parent: str, backend: str) -> None
     """Description, sweep file, resolved sweep and plan on the parent run (before the stages run)."""
     import yaml
 
-    tracker.set_tags(parent, {"mlflow.note.content": _description(plan, backend), "famix.trials": str(len(plan.trials))})
+    tracker.set_tags(parent, {schema.TAG_NOTE: _description(plan, backend), schema.TAG_TRIALS: str(len(plan.trials))})
     tracker.log_text(parent, yaml.safe_dump(resolved_sweep(plan), sort_keys=False, allow_unicode=True), "sweep/sweep.resolved.yaml")
     source = Path(plan.sweep.source)
     if source.is_file():
@@ -98,17 +99,17 @@ def summary_metrics(table: Any) -> tuple[dict[str, float], dict[str, str]]:
     tags: dict[str, str] = {}
     ranked = [(i, r.mean.mean) for i, r in enumerate(table.rows) if r.mean.mean is not None and not r.mean.partial]
     for i, value in ranked:
-        metrics[f"row/{i + 1:02d}/miou/mean"] = float(value)
+        metrics[schema.row_mean_metric(i + 1)] = float(value)
     if ranked:
         best, value = max(ranked, key=lambda x: x[1])
-        metrics["best/miou/mean"] = float(value)
+        metrics[schema.METRIC_BEST_MEAN] = float(value)
         labels = table.rows[best].labels
-        tags["famix.best_row"] = ", ".join(f"{k}={shown_label(v)}" for k, v in labels.items()) or f"row {best + 1}"
-        tags["famix.best_row_index"] = str(best + 1)
+        tags[schema.TAG_BEST_ROW] = ", ".join(f"{k}={shown_label(v)}" for k, v in labels.items()) or f"row {best + 1}"
+        tags[schema.TAG_BEST_ROW_INDEX] = str(best + 1)
     for col in table.domains:
         values = [r.cells[col].mean for r in table.rows if r.cells[col].mean is not None]
         if values:
-            metrics[f"best/miou/{col}"] = float(max(values))
+            metrics[schema.best_metric(col)] = float(max(values))
     return metrics, tags
 
 
@@ -137,6 +138,6 @@ def publish_results(plan: Plan, tracker: Any, parent: str, results: Any, table: 
     if metrics:
         tracker.log_metrics(parent, metrics, step=0)
     note = _description(plan, backend) + "\n\n### Results\n\n" + markdown
-    tracker.set_tags(parent, {**tags, "mlflow.note.content": note})
+    tracker.set_tags(parent, {**tags, schema.TAG_NOTE: note})
     return out
 

@@ -1,5 +1,7 @@
 """MLflow tracking: one parent run per sweep, one nested run per trial, found again by tags on a rerun.
 
+Tag and metric names come from :mod:`reports.schema` (written here, read by the reports).
+
 Default store: ``sqlite:///<run_dir>/mlflow.db`` with artifacts in ``<run_dir>/mlartifacts``
 (set per experiment; nothing to start). A ``tracking.uri`` like ``http://127.0.0.1:5000`` uses
 a server. The driver creates/looks up runs before dispatch; workers log with an
@@ -16,6 +18,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
+
+from reports import schema
 
 __all__ = [
     "default_uri",
@@ -334,19 +338,19 @@ class RunLogger:
 
 def metrics_from_eval(column: str, result: dict[str, Any]) -> dict[str, float]:
     """Engine evaluation result (fractions) -> MLflow metrics in percent (``miou/<col>``, ``iou/<col>/<class>``, …)."""
-    out = {f"miou/{column}": 100.0 * float(result["miou"])}
+    out = {schema.miou_metric(column): 100.0 * float(result["miou"])}
     for cls, v in (result.get("iou") or {}).items():
         if v is not None:
-            out[f"iou/{column}/{cls}"] = 100.0 * float(v)
+            out[schema.iou_metric(column, cls)] = 100.0 * float(v)
     if result.get("pixel_acc") is not None:
-        out[f"pixel_acc/{column}"] = 100.0 * float(result["pixel_acc"])
+        out[schema.pixel_acc_metric(column)] = 100.0 * float(result["pixel_acc"])
     return out
 
 
 def labels_tags(labels: dict[str, str]) -> dict[str, str]:
     """``famix.labels`` (JSON) and one ``famix.label.<column>`` tag per label."""
-    tags = {"famix.labels": json.dumps(labels, ensure_ascii=False)}
-    tags.update({f"famix.label.{k}": v for k, v in labels.items()})
+    tags = {schema.TAG_LABELS: json.dumps(labels, ensure_ascii=False)}
+    tags.update({schema.label_tag(k): v for k, v in labels.items()})
     return tags
 
 

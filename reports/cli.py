@@ -1,19 +1,33 @@
 """``famix report SWEEP``: the paper's tables and figures from MLflow (default) or a results CSV.
 
 Nothing heavy is imported at module level (``famix --help`` stays fast): pandas, MLflow and
-matplotlib are imported when the command runs.
+matplotlib are imported when the command runs. Reports read no sweep files: whoever registers the
+command passes the function that turns ``SWEEP`` into a :class:`reports.report.SweepInfo`.
 """
 
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
-__all__ = ["register", "run_report"]
+if TYPE_CHECKING:
+    from reports.report import SweepInfo
+
+__all__ = ["SweepInfoFn", "register", "run_report"]
+
+SweepInfoFn = Callable[[str, "str | None"], "SweepInfo"]
+"""``(SWEEP argument, --profile) -> SweepInfo``."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``report`` subcommand."""
+def register(subparsers: argparse._SubParsersAction, sweep_info: SweepInfoFn) -> None:
+    """Add the ``report`` subcommand.
+
+    Args:
+        subparsers: the ``famix`` parser's subcommands.
+        sweep_info: turns the ``SWEEP`` argument and ``--profile`` into a :class:`~reports.report.SweepInfo`.
+    """
     p = subparsers.add_parser(
         "report",
         help="tables (Markdown, LaTeX) and figures of a sweep, from MLflow or a results CSV",
@@ -60,22 +74,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--qualitative", default=None, metavar="TRIAL", help="also draw input / ground truth / prediction for this trial id (or 1-based row)")
     p.add_argument("--device", default="cpu", help="device for --qualitative (default: cpu)")
     p.add_argument("--no-figures", action="store_true", help="write the tables only")
-    p.set_defaults(func=run_report)
+    p.set_defaults(func=partial(run_report, sweep_info=sweep_info))
 
 
-def run_report(args: argparse.Namespace) -> int:
+def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
     """Run ``famix report`` with parsed arguments; returns the exit code."""
     from reports.collect import collect_csv, collect_mlflow
-    from reports.report import (
-        apply_sweep_order,
-        default_out_dir,
-        resolve_sweep,
-        tracking_uri_for,
-        write_report,
-        check_out_dir,
-    )
+    from reports.report import apply_sweep_order, check_out_dir, default_out_dir, tracking_uri_for, write_report
 
-    info = resolve_sweep(args.sweep, args.profile)
+    info = sweep_info(args.sweep, args.profile)
     if args.domains:
         from reports.collect import ReportInputError, domain_column
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from famix_core.io import atomic_path
 from reports.collect import ResultSet
+from reports.schema import METRIC_TRAIN_LOSS
 from reports.tables import DeltaGrid, Table, shown_label
 
 __all__ = [
@@ -251,7 +252,7 @@ def plot_delta_heatmap(
         return save_figure(fig, out_dir, stem)
 
 
-def fetch_histories(results: ResultSet, metric: str = "train/loss") -> dict[str, pd.DataFrame]:
+def fetch_histories(results: ResultSet, metric: str = METRIC_TRAIN_LOSS) -> dict[str, pd.DataFrame]:
     """Metric history of every trial run (one MLflow call per trial); empty without a tracking URI.
 
     Returns:

@@ -1,4 +1,4 @@
-"""Assemble a report folder: resolve the sweep, collect results, write tables, figures and a README.
+"""Assemble a report folder: results in the sweep's order, tables, figures and a README.
 
 Output files (all written atomically): ``table.md``, ``table.tex``, ``results.csv`` (the Results
 CSV contract: one row per trial × seed, percent), ``summary.csv`` (the table's unrounded numbers),
@@ -11,16 +11,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reports.collect import ReportInputError, ResultSet, default_tracking_uri, domain_column
+from reports.collect import ReportInputError, ResultSet, default_tracking_uri
 from famix_core.io import atomic_path
 from famix_core.io import atomic_write_text as write_text_atomic
 
-__all__ = ["SweepInfo", "ReportFiles", "resolve_sweep", "apply_sweep_order", "write_report", "check_out_dir"]
+__all__ = [
+    "SweepInfo",
+    "ReportFiles",
+    "apply_sweep_order",
+    "write_report",
+    "check_out_dir",
+    "default_out_dir",
+    "tracking_uri_for",
+]
 
 
 @dataclass
 class SweepInfo:
-    """What a report needs to know about a sweep (from its YAML when there is one).
+    """What a report needs to know about a sweep, from its file when there is one.
+
+    The umbrella CLI makes it (it reads sweep files; reports do not), and hands it to
+    :func:`reports.cli.run_report`.
 
     Attributes:
         name: sweep name (``famix.sweep`` tag, default output folder).
@@ -53,66 +64,6 @@ class ReportFiles:
     readme: Path
     figures: list[Path] = field(default_factory=list)
     markdown: str = ""
-
-
-def _looks_like_path(arg: str) -> bool:
-    return arg.endswith((".yaml", ".yml")) or "/" in arg or "\\" in arg
-
-
-def resolve_sweep(arg: str, profile: str | None = None) -> SweepInfo:
-    """Turn the ``SWEEP`` argument into a :class:`SweepInfo`.
-
-    A YAML path, or a bare name found as ``sweeps/<name>.yaml``, is read with the orchestrator's
-    loader (profile applied); a name with no file is taken as the sweep name as is.
-
-    Raises:
-        ReportInputError / SweepError: a YAML path that does not exist or does not validate.
-    """
-    try:
-        from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
-    except ModuleNotFoundError:  # orchestrator not installed: plain YAML read
-        return _resolve_plain(arg)
-    from orchestrator.errors import SweepError
-
-    try:
-        path = resolve_sweep_path(arg)
-    except SweepError:
-        if _looks_like_path(arg):
-            raise ReportInputError(f"{arg}: sweep file not found") from None
-        return SweepInfo(name=arg)
-    spec, source = load_sweep(path)
-    rs = resolve_profile(spec, source, profile)
-    return SweepInfo(
-        name=rs.name,
-        path=Path(path),
-        label_columns=[ls.column for ls in rs.labels.values()] or None,
-        domains=[domain_column(d) or d for d in rs.domains],
-        experiment=rs.tracking.experiment,
-        tracking_uri=rs.tracking.uri,
-        profile=rs.profile,
-    )
-
-
-def _resolve_plain(arg: str) -> SweepInfo:
-    import yaml
-
-    p = Path(arg)
-    if not p.is_file():
-        if _looks_like_path(arg):
-            raise ReportInputError(f"{arg}: sweep file not found")
-        return SweepInfo(name=arg)
-    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ReportInputError(f"{arg}: expected a sweep mapping at the top level")
-    labels = data.get("labels") or {}
-    return SweepInfo(
-        name=str(data.get("name") or p.stem),
-        path=p,
-        label_columns=[v.get("column", k) for k, v in labels.items() if isinstance(v, dict)] or None,
-        domains=[domain_column(str(d)) or str(d) for d in data["domains"]] if data.get("domains") else None,
-        experiment=(data.get("tracking") or {}).get("experiment"),
-        tracking_uri=(data.get("tracking") or {}).get("uri"),
-    )
 
 
 def apply_sweep_order(results: ResultSet, info: SweepInfo) -> ResultSet:

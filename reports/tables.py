@@ -40,6 +40,7 @@ __all__ = [
     "LATEX_WIDTHS",
     "shown_label",
     "fmt2",
+    "notes_text",
 ]
 
 LATEX_PACKAGES: tuple[str, ...] = ("booktabs", "amssymb", "graphicx")
@@ -493,8 +494,8 @@ def _body(table: Table, st: _Style) -> list[list[str]]:
     return out
 
 
-def _notes_text(table: Table) -> list[str]:
-    """Footnote sentences shared by both formats (format-specific markers are added by the renderer)."""
+def notes_text(table: Table) -> list[tuple[str, str]]:
+    """Footnote sentences shared by every format, as ``(kind, text)``; each renderer adds its own markers."""
     lines = []
     if any(r.mean.partial and r.mean.mean is not None for r in table.rows):
         lines.append(("partial", "Mean over the available domains only (a domain cell is missing); not ranked."))
@@ -514,7 +515,7 @@ def render_markdown(table: Table) -> str:
     align = [":-:"] * len(table.label_columns) + ([":-:"] if table.show_n else []) + ["--:"] * (len(head) - len(table.label_columns) - (1 if table.show_n else 0))
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in _body(table, _MARKDOWN)]
-    notes = [f"{PARTIAL_MARK} {t}" if kind == "partial" else t for kind, t in _notes_text(table)]
+    notes = [f"{PARTIAL_MARK} {t}" if kind == "partial" else t for kind, t in notes_text(table)]
     notes += [f"{str(i).translate(_SUPERSCRIPT)} {_md_escape(t)}" for i, t in enumerate(table.footnotes, 1)]
     notes.append("mIoU (%); **bold**: best, <u>underlined</u>: second best of each column; Mean computed over the domain columns.")
     return "\n".join(lines) + "\n\n" + "\n".join(f"{n}  " for n in notes).rstrip() + "\n"
@@ -551,7 +552,7 @@ def render_latex(table: Table, width: str = "column") -> str:
         f"% FAMix report: {table.title.replace(chr(10), ' ')} (mIoU %); width: {width}.",
         "% Requires in the preamble: " + " ".join(rf"\usepackage{{{p}}}" for p in packages),
     ]
-    notes = [(r"$^\dagger$ " if kind == "partial" else "") + _tex_escape(t) for kind, t in _notes_text(table)]
+    notes = [(r"$^\dagger$ " if kind == "partial" else "") + _tex_escape(t) for kind, t in notes_text(table)]
     notes += [f"$^{{{i}}}$ {_tex_escape(t)}" for i, t in enumerate(table.footnotes, 1)]
     notes_tex = [r"\par\smallskip{\footnotesize " + r" \\ ".join(notes) + r"\par}"] if notes else []
     if width == "none":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from reports.tables import PARTIAL_MARK, CellValue, Table, TableRow, _notes_text, fmt2, shown_label
+from reports.tables import PARTIAL_MARK, CellValue, Table, TableRow, notes_text, fmt2, shown_label
 
 __all__ = ["render_rich", "table_to_json", "table_from_json"]
 
@@ -42,7 +42,7 @@ def render_rich(table: Table):
     from rich.table import Table as RichTable
     from rich.text import Text
 
-    notes = [f"{PARTIAL_MARK} {t}" if kind == "partial" else t for kind, t in _notes_text(table)]
+    notes = [f"{PARTIAL_MARK} {t}" if kind == "partial" else t for kind, t in notes_text(table)]
     notes += [f"{str(i).translate(_SUPERSCRIPT)} {t}" for i, t in enumerate(table.footnotes, 1)]
     legend = Text("mIoU (%); ")
     legend.append("bold", style="bold")

@@ -33,7 +33,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >>"$OUT/sum
 step gpu-tests "$PY" -m pytest -m gpu -rs -q -s tests/test_gpu.py tests/test_device.py tests/test_train.py tests/test_styles.py
 step cpu-twins "$PY" -m pytest -rs -q tests/test_precision.py tests/test_device.py tests/test_evaluate.py -k "not gpu"
 step bench-gpu "$PY" bench/bench_gpu.py
-step estimate "$PY" -m famix_core sweep plan ablation.yaml --profile paper --run-dir "$OUT/runs-estimate" --estimate
-step smoke-sweep "$PY" -m famix_core sweep run ablation.yaml --run-dir "$OUT/runs-smoke" train.device=cuda
+step estimate "$PY" -m orchestrator sweep plan ablation.yaml --profile paper --run-dir "$OUT/runs-estimate" --estimate
+step smoke-sweep "$PY" -m orchestrator sweep run ablation.yaml --run-dir "$OUT/runs-smoke" train.device=cuda
 echo "all logs in $OUT (summary: $OUT/summary.txt); exit $status"
 exit $status

@@ -211,7 +211,7 @@ def test_famix_evaluate_on_mapillary_golden_confusion(tmp_path, capsys):
     import yaml
 
     from famix_core.checkpoint import save_safetensors_atomic
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
     from famix_core.config import FamixConfig
     from famix_core.models.segmenter import build_segmenter
 
@@ -396,7 +396,7 @@ def test_the_official_readme_layouts_are_detected_and_read(tmp_path):
 
 
 def test_data_check_names_the_layout_found(tmp_path, capsys):
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
 
     _official_readme_trees(tmp_path)
     rc = main(["data", "check", f"data.root={tmp_path}", "data.source=synthia", "eval.domains=[B,S]"])
@@ -408,7 +408,7 @@ def test_data_check_names_the_layout_found(tmp_path, capsys):
 
 
 def test_a_few_unpaired_files_warn_more_are_an_error(tmp_path, capsys):
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
     from famix_core.data.layouts import UnpairedFilesWarning
 
     img_dir, lbl_dir = tmp_path / "bdd100k" / "images" / "10k" / "val", tmp_path / "bdd100k" / "labels" / "sem_seg" / "masks" / "val"

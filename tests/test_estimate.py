@@ -78,7 +78,7 @@ def test_estimate_arithmetic_and_time_warning(tmp_path, monkeypatch):
 def test_plan_estimate_runs_real_probes_and_plain_plan_computes_nothing(tmp_path):
     (tmp_path / "est.yaml").write_text(SWEEP)
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
-    code = ("import sys; from famix_core.cli import main; rc = main(sys.argv[1:]); "
+    code = ("import sys; from orchestrator.__main__ import main; rc = main(sys.argv[1:]); "
             "print('TORCH', 'torch' in sys.modules); sys.exit(rc)")  # fmt: skip
     base = [sys.executable, "-c", code, "sweep", "plan", str(tmp_path / "est.yaml"), "--run-dir", str(tmp_path / "runs")]
     plain = subprocess.run(base, capture_output=True, text=True, env=env, timeout=300)

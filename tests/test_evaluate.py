@@ -204,7 +204,7 @@ def test_evaluate_missing_weights_is_one_line(synth_setup, tmp_path):
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
 
     rc = main(["train", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
@@ -218,7 +218,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
 
 
 def test_cli_evaluate_runs(synth_setup, tmp_path, capsys):
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
 
     cfg, weights, _ = synth_setup
     import yaml

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from famix_core.cli import main
+from orchestrator.__main__ import main
 from orchestrator.driver import cancel_sweep, prepare, sweep_status
 from orchestrator.liveness import process_start, running_driver
 from test_orch_driver import fake_engine  # noqa: F401 — the engine stand-ins (fixture)
@@ -239,7 +239,7 @@ def test_sweep_cancel_checkpoints_a_running_training_and_the_rerun_resumes_there
     Path("sweeps").mkdir()
     Path("sweeps/sig.yaml").write_text(TRAIN_SWEEP)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "famix_core", "sweep", "run", "sig", "--run-dir", "runs"]
+    cmd = [sys.executable, "-m", "orchestrator", "sweep", "run", "sig", "--run-dir", "runs"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240

@@ -130,7 +130,7 @@ def test_sweep_logs_schema_and_rerun_is_a_no_op(fake_engine):
     assert fake_engine == [] and len(tr.find({"famix.sweep": "mini", "famix.role": "trial"})) == 4
     assert {r.info.run_id for r in tr.find({"famix.sweep": "mini", "famix.role": "trial"})} == {x.info.run_id for x in trials}
     # status shows the same without running anything
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
 
     assert main(["sweep", "status", "mini", "--run-dir", "runs"]) == 0
 
@@ -155,7 +155,7 @@ def test_cancel_stops_a_running_driver(tmp_path):
     import sys
     import time
 
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
 
     Path("sweeps").mkdir(exist_ok=True)
     Path("sweeps/mini.yaml").write_text(SWEEP)
@@ -168,7 +168,7 @@ def slow(ctx):
     time.sleep(60)
     return {}
 execute.STAGE_RUNNERS.update(mine=slow, train=slow, evaluate=slow)
-from famix_core.cli import main
+from orchestrator.__main__ import main
 sys.exit(main(["sweep", "run", "mini", "--run-dir", "runs"]))
 """
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -195,7 +195,7 @@ sys.exit(main(["sweep", "run", "mini", "--run-dir", "runs"]))
 
 def test_detach_is_refused_without_slurm(tmp_path, capsys):
     """--detach only makes sense where jobs outlive the driver: one line, exit 2, nothing run."""
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
 
     rc = main(["sweep", "run", "ablation.yaml", "--backend", "local", "--detach", "--run-dir", str(tmp_path / "runs")])
     assert rc == 2
@@ -224,7 +224,7 @@ def evaluate(ctx):
     return {"miou": miou, "iou": {}, "pixel_acc": 0.9, "n_images": 1}
 
 execute.STAGE_RUNNERS.update(mine=mine, train=train, evaluate=evaluate)
-from famix_core.cli import main
+from orchestrator.__main__ import main
 sys.exit(main(["sweep", "run", "mini", "--run-dir", "runs", "train.iterations=300"]))
 """
 
@@ -280,7 +280,7 @@ def test_on_a_terminal_the_table_is_rich_and_progress_is_live(tmp_path, capsys):
     row = next(ln for ln in plain.splitlines() if f"{best_c:.2f}" in ln and "│" not in ln and "stages" not in ln)
     assert row.rindex(f"{best_c:.2f}") + 5 == header.index("C") + 1  # numbers end under their header's last character
     # the same run again, piped: the Markdown table (rerun fast path keeps the format choice)
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
 
     capsys.readouterr()
     assert main(["sweep", "run", "mini", "--run-dir", "runs", "train.iterations=300"]) == 0

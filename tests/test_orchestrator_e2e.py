@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from famix_core.cli import main
+from orchestrator.__main__ import main
 from orchestrator.tracking import Tracker, default_uri
 
 SWEEP = """\
@@ -106,7 +106,7 @@ def test_ray_gives_the_same_numbers(reference, tmp_path):
 def test_kill_9_then_rerun_finishes_only_what_is_missing(reference, tmp_path):
     sweep = _sweep_file(tmp_path)
     run_dir = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "famix_core", "sweep", "run", str(sweep), "--run-dir", str(run_dir), "--backend", "local", *TINY]
+    cmd = [sys.executable, "-m", "orchestrator", "sweep", "run", str(sweep), "--run-dir", str(run_dir), "--backend", "local", *TINY]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 400

@@ -170,7 +170,7 @@ def test_print_plan_shows_labels_and_states():
 
 
 def _paper_error(capsys, *extra: str) -> str:
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
 
     rc = main(["sweep", "run", "ablation", "--profile", "paper", "--run-dir", "out", "data.root=missing-data", *extra])
     err = capsys.readouterr().err.strip()

@@ -188,7 +188,7 @@ def test_smoke_profile_defaults_to_famix_synth_and_none_stays(tmp_path):
 
 
 def test_pretrain_cli_bad_input_is_one_line(capsys, tmp_path):
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
 
     assert main(["pretrain-clip", "--out", str(tmp_path / "o"), "steps=0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -216,7 +216,7 @@ def test_short_context_text_features_equal_the_full_context():
 def test_cli_makes_idle_openmp_threads_sleep(monkeypatch, capsys):
     import os
 
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     assert main([]) == 2

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from famix_core.cli import main
+from orchestrator.__main__ import main
 from orchestrator.backends import create_backend
 from orchestrator.backends.ray_cluster import probe_cluster
 from test_backends import Recorder, _task
@@ -271,7 +271,7 @@ def test_interrupting_a_ray_sweep_checkpoints_the_running_training(tmp_path):
     sweep = tmp_path / "intr.yaml"
     sweep.write_text(INTERRUPTED)
     run_dir = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "famix_core", "sweep", "run", str(sweep), "--run-dir", str(run_dir),
+    cmd = [sys.executable, "-m", "orchestrator", "sweep", "run", str(sweep), "--run-dir", str(run_dir),
            f"data.root={tmp_path / 'data'}", "train.iterations=5000", "train.checkpoint_every=100000"]  # overrides beat the profile
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:

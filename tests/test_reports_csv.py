@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from famix_core.cli import main
+from orchestrator.__main__ import main
 from reports.collect import ReportInputError, collect_csv
 
 PAPER_CSV = Path(__file__).parent / "data" / "ablation_freeze_augment_mix.csv"
@@ -139,7 +139,7 @@ def test_cli_module_imports_nothing_heavy():
 
     code = (
         "import sys, argparse, reports.cli as c\n"
-        "p = argparse.ArgumentParser(); c.register(p.add_subparsers())\n"
+        "p = argparse.ArgumentParser(); c.register(p.add_subparsers(), sweep_info=None)\n"
         "print(','.join(m for m in ('mlflow', 'matplotlib', 'torch', 'pandas') if m in sys.modules))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -156,18 +156,18 @@ def test_results_csv_writes_integer_seeds_and_reads_seeds_back():
 
 
 def test_repo_ablation_sweep_gives_label_columns_and_domains():
-    from reports.report import resolve_sweep
+    from orchestrator.cli import report_sweep_info
 
     sweep = Path(__file__).resolve().parent.parent / "sweeps" / "ablation.yaml"
     if not sweep.is_file():
         pytest.skip(f"{sweep} not present")
-    info = resolve_sweep(str(sweep))
+    info = report_sweep_info(str(sweep), None)
     assert info.name == "ablation" and info.label_columns == ["Freeze", "Augment", "Mix"]
     assert info.domains == DOMAINS
     rc = main(["report", str(sweep), "--csv", str(PAPER_CSV), "--out", "rep", "--no-figures"])
     assert rc == 0
     header = (Path("rep") / "table.md").read_text().splitlines()[2]
     assert header.startswith("| Freeze | Augment | Mix | C |")  # CSV's freeze/augment/mix take the sweep's names
-    assert resolve_sweep("no_such_sweep_name").name == "no_such_sweep_name"
+    assert report_sweep_info("no_such_sweep_name", None).name == "no_such_sweep_name"
     with pytest.raises(ReportInputError, match="sweep file not found"):
-        resolve_sweep("missing/dir/x.yaml")
+        report_sweep_info("missing/dir/x.yaml", None)

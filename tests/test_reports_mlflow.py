@@ -14,7 +14,7 @@ pytest.importorskip("mlflow")
 from mlflow.entities import Metric, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from famix_core.cli import main  # noqa: E402
+from orchestrator.__main__ import main  # noqa: E402
 from reports.collect import ReportInputError, collect_mlflow, default_tracking_uri  # noqa: E402
 from reports.tables import build_table, render_markdown  # noqa: E402
 

@@ -101,7 +101,7 @@ def test_cli_qualitative_from_mlflow_trial(tmp_path, capsys):
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
     from reports.collect import default_tracking_uri
 
     run_dir = tmp_path / "runs"

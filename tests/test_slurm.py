@@ -412,7 +412,7 @@ def test_smoke_sweep_on_slurm_matches_local(slurm_cluster, tmp_path):
 
 def test_cli_detach_then_status_then_collect(slurm_cluster, tmp_path, capsys):
     """`famix sweep run --detach` submits and exits; `status` shows the jobs; a rerun collects the table."""
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
 
     Path("sweeps").mkdir(exist_ok=True)
     Path("sweeps/mini.yaml").write_text(MINI_SWEEP)

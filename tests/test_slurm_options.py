@@ -240,7 +240,7 @@ def test_slurm_names_that_slurm_accepts_pass_and_reservation_reaches_sbatch():
 def test_bad_partition_is_refused_by_sweep_plan_before_any_submission(capsys):
     from pathlib import Path
 
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
 
     Path("s.yaml").write_text('name: s\ngrid: {style.mix: [true, false]}\ndomains: [C]\nbackend: {slurm: {partition: "gpu; touch /tmp/x"}}\n')
     rc = main(["sweep", "plan", "s.yaml", "--run-dir", "out"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from famix_core.cli import main
+from orchestrator.__main__ import main
 from orchestrator.errors import SweepError
 from orchestrator.explain import explain_key
 from orchestrator.sweep import BUILTIN_PROFILES, expand_trials, load_sweep, parse_overrides, resolve_profile

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from famix_core.cli import main
+from orchestrator.__main__ import main
 from orchestrator.errors import SweepError
 from orchestrator.sweep import expand_trials, load_sweep, parse_overrides, resolve_profile, resolve_sweep_path
 

@@ -187,7 +187,7 @@ def test_contact_sheet_has_a_row_per_domain():
 
 
 def test_cli_synth_and_check(tmp_path, capsys):
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
 
     out = tmp_path / "bench"
     rc = main(["data", "synth", "--out", str(out), "--height", "32", "--width", "64", "--train", "2", "--val", "1"])

@@ -250,7 +250,7 @@ def test_famix_strategy_trains_with_a_style_bank(synth_root, tmp_path):
 def test_cli_train_writes_outputs(synth_root, tmp_path, capsys):
     import yaml
 
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
 
     cfg = tiny_config(synth_root, iterations=2)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
@@ -388,7 +388,7 @@ def test_data_bench_prints_loader_images_per_second(synth_root, tmp_path, capsys
 
     import yaml
 
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
 
     cfg = tiny_config(synth_root)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))

@@ -1,8 +1,9 @@
-"""The ``famix`` command: one entry point, subcommands registered by each package.
+"""The ``famix`` command (``python -m orchestrator``): one entry point, subcommands registered by each package.
 
-Imports are lazy so ``famix --help`` stays fast: each package exposes
-``register(subparsers)`` in a module that imports nothing heavy at top level,
-and its command functions import torch / ray / mlflow when they run.
+The orchestrator is the top layer (docs/ARCHITECTURE.md, "Layers"), so this is where the engine's,
+the sweeps' and the reports' commands meet. Imports stay lazy so ``famix --help`` stays fast: each
+package exposes ``register(subparsers)`` in a module that imports nothing heavy at top level, and
+its command functions import torch / ray / mlflow when they run.
 
 User errors (:class:`famix_core.errors.FamixError`) print one line and exit 2.
 """
@@ -10,17 +11,12 @@ User errors (:class:`famix_core.errors.FamixError`) print one line and exit 2.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-# (module, attribute) of every register(subparsers) function, in help order.
-_COMMAND_MODULES = (
-    "famix_core.cli_engine",  # mine-styles, train, evaluate
-    "famix_core.cli_pretrain",  # pretrain-clip
-    "famix_core.data.cli",  # data synth | check
-    "orchestrator.cli",  # sweep plan | run | status | cancel
-    "reports.cli",  # report
-)
+from famix_core import cli_engine, cli_pretrain
+from famix_core.data import cli as data_cli
+from orchestrator import cli as sweep_cli
+from reports import cli as report_cli
 
 
 class OverridesParser(argparse.ArgumentParser):
@@ -42,14 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Every subcommand (and, by argparse's default, every nested one) takes key=value overrides anywhere.
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OverridesParser)
-    for mod_name in _COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:
-            if e.name == mod_name:  # that package has no commands yet
-                continue
-            raise
-        mod.register(sub)
+    cli_engine.register(sub)  # mine-styles, train, evaluate
+    cli_pretrain.register(sub)  # pretrain-clip
+    data_cli.register(sub)  # data synth | check
+    sweep_cli.register(sub)  # sweep plan | run | status | cancel
+    report_cli.register(sub, sweep_info=sweep_cli.report_sweep_info)  # report
     return parser
 
 
