@@ -170,7 +170,7 @@ def test_create_clip_loads_the_fetched_file_from_disk_without_the_network(tmp_pa
 def test_sweep_run_fetches_missing_weights_before_the_data_check(tmp_path, monkeypatch, home, capsys):
     """`famix sweep run --profile paper`: the weights are fetched (with progress on stderr) before
     anything is submitted; the next check (no data here) then stops the run in one line."""
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
 
     body = b"x" * 3_000_000
     srv = _Server({"/clip/RN50.pt": body})
@@ -190,7 +190,7 @@ def test_sweep_run_fetches_missing_weights_before_the_data_check(tmp_path, monke
 
 
 def test_sweep_plan_announces_missing_weights_and_downloads_nothing(tmp_path, monkeypatch, home, capsys):
-    from famix_core.cli import main
+    from orchestrator.__main__ import main
 
     srv = _Server({"/clip/RN50.pt": b"x" * 1000})
     try:
