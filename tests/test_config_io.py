@@ -72,6 +72,10 @@ def test_stage_keys_and_trial_ids_of_existing_run_dirs_stay_valid(name, profile)
     ts_first, ts_last = plan.trial_stages[first], plan.trial_stages[last]
     assert (ts_first.mine or ts_last.mine) == mine
     assert (ts_last.train, ts_last.evaluate["C"]) == (train, evaluate)
+    # where the plan puts the synthetic benchmark: data/synth-<canonical hash of data.synthetic, 10 hex>
+    # (it was synth-fae4b35ee5 before the hash was unified; stage keys never depend on the folder)
+    roots = {t.config.data.root for t in plan.trials}
+    assert roots == ({"/runs/famix/data/synth-7755643026"} if profile == "smoke" else {"/datasets/famix"})
 
 
 def test_canonical_hash_is_sha256_of_sorted_compact_ascii_json():
