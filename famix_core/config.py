@@ -400,5 +400,5 @@ def load_config(
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-    data = apply_overrides(data, parse_overrides(overrides))
+    data = apply_overrides(data, parse_overrides(overrides), tree_source=source)
     return validate(schema, data, source, valid_keys=config_paths(schema))

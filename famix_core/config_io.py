@@ -17,15 +17,17 @@ Every mistake raises :class:`~famix_core.errors.ConfigError` (the CLI prints it,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence, TypeVar
+from typing import Any, Iterator, Literal, Sequence, TypeVar
 
 import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ValidationError
 
 from famix_core.errors import ConfigError, suggest
@@ -57,7 +59,15 @@ MAX_YAML_NODES = 100_000
 
 
 class _Loader(yaml.SafeLoader):
-    """``SafeLoader`` that rejects duplicate mapping keys (PyYAML silently keeps the last one)."""
+    """``SafeLoader`` that rejects duplicate mapping keys (PyYAML silently keeps the last one).
+
+    A date (``2024-01-01``) stays a string: configs hold plain data, and OmegaConf has no dates.
+    """
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -175,10 +185,26 @@ def read_yaml(path: str | Path, source: str | None = None, *, kind: str = "confi
 # ----------------------------------------------------------------------------------------------- trees
 
 
-def merge(*trees: dict[str, Any]) -> dict[str, Any]:
-    """Later trees over earlier ones: mappings merge, everything else (lists, ``None``) replaces; inputs untouched."""
-    merged = OmegaConf.merge(*(OmegaConf.create(copy.deepcopy(t)) for t in trees))
-    return OmegaConf.to_container(merged, resolve=False)  # type: ignore[return-value]
+@contextlib.contextmanager
+def _plain_data(source: str) -> Iterator[None]:
+    """OmegaConf's refusals (a ``null`` or list as a mapping key) as one line naming the key."""
+    try:
+        yield
+    except OmegaConfBaseException as e:
+        where = f"{e.full_key}: " if getattr(e, "full_key", None) else ""
+        what = str(e).splitlines()[0]
+        raise ConfigError(f"{source}: {where}{what} (config keys are strings; values plain data)") from None
+
+
+def merge(*trees: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Later trees over earlier ones: mappings merge, everything else (lists, ``None``) replaces; inputs untouched.
+
+    Raises:
+        ConfigError: a tree OmegaConf cannot hold (e.g. a ``null`` mapping key), naming ``source``.
+    """
+    with _plain_data(source):
+        merged = OmegaConf.merge(*(OmegaConf.create(copy.deepcopy(t)) for t in trees))
+        return OmegaConf.to_container(merged, resolve=False)  # type: ignore[return-value]
 
 
 def _parts(key: str) -> list[str]:
@@ -268,16 +294,19 @@ def parse_overrides(items: Sequence[str], source: str = "command line") -> list[
     return out
 
 
-def apply_overrides(tree: dict[str, Any], overrides: Sequence[Override], source: str = "command line") -> dict[str, Any]:
-    """A copy of ``tree`` with ``overrides`` applied in order (on an OmegaConf tree).
+def apply_overrides(tree: dict[str, Any], overrides: Sequence[Override], *, tree_source: str = "config") -> dict[str, Any]:
+    """A copy of ``tree`` with the command-line ``overrides`` applied in order (on an OmegaConf tree).
 
     ``key=value`` sets (creating parents; a ``None`` parent becomes a mapping), ``+key=value``
     adds a key ``tree`` does not hold, ``~key`` removes one that it holds (back to its default).
 
     Raises:
-        ConfigError: ``+key`` for a key already set, ``~key`` for a key not set, a key below a non-mapping value.
+        ConfigError: ``command line: …`` for ``+key`` of a key already set, ``~key`` of a key not
+            set, a key below a non-mapping value; ``<tree_source>: …`` for a tree OmegaConf cannot hold.
     """
-    conf = OmegaConf.create(copy.deepcopy(tree))
+    source = "command line"
+    with _plain_data(tree_source):
+        conf = OmegaConf.create(copy.deepcopy(tree))
     for o in overrides:
         parts = _parts(o.key)
         node = conf

@@ -159,6 +159,16 @@ def test_config_file_with_a_duplicate_key_is_refused(tmp_path):
         read_yaml(tmp_path / "nothere.yaml", "x.yaml")
 
 
+def test_a_tree_omegaconf_cannot_hold_is_one_line_and_dates_stay_strings(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  null: 1\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: model: Incompatible key type 'NoneType' \(config keys are strings"):
+        load_config(path)
+    path.write_text("model: {cache_dir: 2024-01-01}\n")
+    assert load_config(path, ["data.root=2024-02-02"]).model.cache_dir == "2024-01-01"
+    assert parse_overrides(["data.root=2024-02-02"])[0].value == "2024-02-02"
+
+
 def test_merge_mappings_merge_everything_else_replaces():
     a = {"data": {"synthetic": {"seed": 0}, "root": "d"}, "eval": {"scales": [1.0, 0.5]}}
     b = {"data": {"synthetic": None}, "eval": {"scales": [0.5]}}

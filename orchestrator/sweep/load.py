@@ -15,7 +15,16 @@ from famix_core.config import FamixConfig, config_paths
 from famix_core.config_io import format_error, merge, read_yaml, validate
 from famix_core.errors import suggest
 from orchestrator.errors import SweepError
-from orchestrator.sweep.schema import BackendSpec, LabelSpec, ProfileSpec, RayOptions, ResourceSpec, SweepSpec, TrackingSpec, ZipGroup
+from orchestrator.sweep.schema import (
+    BackendSpec,
+    LabelSpec,
+    ProfileSpec,
+    RayOptions,
+    ResourceSpec,
+    SweepSpec,
+    TrackingSpec,
+    ZipGroup,
+)
 
 __all__ = ["resolve_sweep_path", "load_sweep", "validate_tree", "check_config_key"]
 
@@ -84,7 +93,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
     validate_tree(spec.base, source, "base")  # the file's own base, before a profile could mask a mistake
     for name, prof in spec.profiles.items():
         if prof.base:
-            validate_tree(merge(spec.base, prof.base), source, f"profiles.{name}.base")
+            validate_tree(merge(spec.base, prof.base, source=source), source, f"profiles.{name}.base")
     return spec, source
 
 

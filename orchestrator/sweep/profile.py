@@ -44,13 +44,15 @@ def resolve_profile(
         (f"{source}: base", file_base),
         (f"{source}: profiles.{profile}.base", own.base),
     ]
-    base = merge(*(tree for _, tree in layers))
+    base = merge(*(tree for _, tree in layers), source=source)
     grid = {**builtin.grid, **spec.grid, **own.grid}
     seeds = own.seeds or (spec.seeds if "seeds" in file_set else None) or builtin.seeds or spec.seeds
     domains = own.domains or spec.domains or builtin.domains
     where = f"profiles.{profile}"
-    backend = validate(BackendSpec, merge(builtin.backend, spec.backend.model_dump(exclude_unset=True), own.backend), source, where)
-    tracking = validate(TrackingSpec, merge(builtin.tracking, spec.tracking.model_dump(exclude_unset=True), own.tracking), source, where)
+    backend_tree = merge(builtin.backend, spec.backend.model_dump(exclude_unset=True), own.backend, source=source)
+    tracking_tree = merge(builtin.tracking, spec.tracking.model_dump(exclude_unset=True), own.tracking, source=source)
+    backend = validate(BackendSpec, backend_tree, source, where)
+    tracking = validate(TrackingSpec, tracking_tree, source, where)
     if backend.slurm:
         validate_slurm_options(backend.slurm, source)
     varied = set(grid) | {k for g in spec.zip for k in g.values}
@@ -58,7 +60,7 @@ def resolve_profile(
         check_config_key(o.key, "command line", o.key)
         if o.key in varied:
             raise SweepError(f"command line: {o.key}: this key is varied by the sweep's grid/zip; edit the grid instead")
-    base = apply_overrides(base, overrides)
+    base = apply_overrides(base, overrides, tree_source=source)
     if domains is None:
         domains = list(validate_tree(base, source, "base").eval.domains)
     return ResolvedSweep(
