@@ -274,3 +274,11 @@ def test_resolved_sweep_keeps_overrides_as_written(tmp_path):
     got = resolved_sweep(plan)["overrides"]
     assert got == {"train.iterations": 7, "~eval.max_images": None, "+model.cache_dir": "/c"}
     json.dumps(got)
+
+
+def test_cli_takes_delete_overrides_between_options(tmp_path, capsys):
+    p = tmp_path / "s.yaml"
+    p.write_text(SWEEP)
+    argv = ["sweep", "plan", str(p), "--run-dir", "runs", "~eval.max_images", "--explain", "eval.max_images"]
+    assert main(argv) == 0
+    assert "command line (~eval.max_images: engine default)" in capsys.readouterr().out
