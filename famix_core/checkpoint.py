@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from famix_core.io import atomic_write_bytes, atomic_write_json, make_temp_dir, safetensors_problem
+from famix_core.io import atomic_write_bytes, atomic_write_json, commit_dir, make_temp_dir, safetensors_problem
 
 __all__ = [
     "FORMAT_VERSION",
@@ -133,9 +133,7 @@ def save_checkpoint(ckpt_dir: str | Path, state: CheckpointState, keep: int = 2)
         }
         atomic_write_json(tmp / "state.json", meta)
         final = ckpt_dir / name
-        if final.exists():  # same iteration saved twice (on-demand after periodic): replace
-            shutil.rmtree(final)
-        os.rename(tmp, final)
+        commit_dir(tmp, final)  # the same iteration saved twice (on-demand after periodic): replaced
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -7,36 +7,13 @@ import json
 import sys
 from typing import Any
 
-__all__ = ["register", "parse_overrides"]
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["train.iterations=10", "eval.scales=[1.0,0.5]"]`` -> dotted dict (values parsed as YAML scalars/lists).
-
-    Raises:
-        ConfigError: an item without ``=`` or with an empty key.
-    """
-    import yaml
-
-    from famix_core.config import ConfigError
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"command line: {item!r}: expected key=value (e.g. train.iterations=100)")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        out[key.strip()] = value
-    return out
+__all__ = ["register"]
 
 
 def _load(args: argparse.Namespace):
     from famix_core.config import load_config
 
-    return load_config(args.config, parse_overrides(args.overrides or []))
+    return load_config(args.config, args.overrides or [])
 
 
 def _printer(prefix: str):
@@ -50,7 +27,9 @@ def _printer(prefix: str):
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML/JSON engine config (default: built-in defaults)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. train.iterations=100")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="dotted overrides: key=value, +key=value, ~key (e.g. train.iterations=100)"
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -99,8 +78,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     cfg = _load(args)
     domains = [d.strip() for d in args.domains.split(",") if d.strip()] if args.domains else None
     if domains:
-        from famix_core.config import ConfigError
         from famix_core.domains import UnknownDomainError, resolve_domain
+        from famix_core.errors import ConfigError
 
         for d in domains:
             try:

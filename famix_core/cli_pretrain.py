@@ -15,14 +15,10 @@ def load_pretrain_config(path: str | None, overrides: list[str]):
     Raises:
         ConfigError: one line naming the file (or ``config``), the field and what was expected.
     """
-    from famix_core.cli_engine import parse_overrides
-    from famix_core.config import ConfigError, load_config
+    from famix_core.config import load_config
     from famix_core.pretrain import PretrainConfig
 
-    try:
-        return load_config(path, parse_overrides(overrides), schema=PretrainConfig)
-    except ConfigError as e:
-        raise ConfigError(str(e).replace("\n", "; ")) from None
+    return load_config(path, overrides, schema=PretrainConfig)
 
 
 def register(subparsers: Any) -> None:

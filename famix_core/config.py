@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from famix_core.config_io import apply_overrides, parse_overrides, read_yaml, validate
 from famix_core.domains import DEFAULT_TARGETS, resolve_domain
-from famix_core.errors import FamixError
+from famix_core.errors import ConfigError
 
 __all__ = [
     "PRECISIONS",
@@ -36,9 +36,8 @@ __all__ = [
     "TrainConfig",
     "EvalConfig",
     "FamixConfig",
-    "ConfigError",
     "load_config",
-    "format_validation_error",
+    "config_paths",
 ]
 
 Precision = Literal["fp32", "bf16"]
@@ -57,10 +56,6 @@ STRATEGIES: tuple[str, ...] = ("none", "famix", "mixstyle", "noise")
 
 PROMPT_TYPES: tuple[str, ...] = ("class", "chars", "style", "chars_class", "style_class")
 """Prompt types for style mining (METHOD.md): class name; random characters; random style; and the combinations."""
-
-
-class ConfigError(FamixError, ValueError):
-    """A user error in a config: the message is one line, naming file/field and what was expected."""
 
 
 class _Base(BaseModel):
@@ -360,53 +355,50 @@ class FamixConfig(_Base):
         return out
 
 
-def format_validation_error(err: ValidationError, source: str = "config") -> str:
-    """One line per problem: ``<source>: <dotted.path>: <message>``."""
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
-        msg = e["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        lines.append(f"{source}: {loc}: {msg}")
-    return "\n".join(lines)
+def config_paths(schema: type[BaseModel] | None = None) -> list[str]:
+    """Every dotted path of ``schema`` (default :class:`FamixConfig`): ``model``, ``model.freeze``, ``data.synthetic.seed`` …"""
+    out: list[str] = []
+
+    def walk(prefix: str, model: type[BaseModel]) -> None:
+        for name, f in model.model_fields.items():
+            path = f"{prefix}.{name}" if prefix else name
+            out.append(path)
+            sub = _submodel(f.annotation)
+            if sub is not None:
+                walk(path, sub)
+
+    walk("", schema or FamixConfig)
+    return out
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
 
 
 def load_config(
-    path: str | Path | None = None, overrides: dict[str, Any] | None = None, *, schema: type[BaseModel] | None = None
+    path: str | Path | None = None, overrides: Sequence[str] = (), *, schema: type[BaseModel] | None = None
 ) -> Any:
-    """Load a config from YAML/JSON (``yaml.safe_load``) and apply dotted overrides.
+    """Load a config from YAML/JSON and apply command-line overrides (:func:`famix_core.config_io.parse_overrides`).
 
     ``schema`` is the model validated (default :class:`FamixConfig`; e.g. the pretraining config).
 
     Raises:
-        ConfigError: one line naming the file, the field and what was expected.
+        ConfigError: one line naming the file (``config`` without one) or ``command line``, the
+            dotted key and what was expected.
     """
-    data: dict[str, Any] = {}
+    schema = schema or FamixConfig
     source = str(path) if path else "config"
+    data: Any = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{source}: file not found")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            raise ConfigError(f"{source}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
+        data = read_yaml(path, source)
+        if data is None:
+            data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-    for key, value in (overrides or {}).items():
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{source}: {key}: cannot set a key below a non-mapping value")
-        node[parts[-1]] = value
-    try:
-        return (schema or FamixConfig).model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, source)) from None
+    data = apply_overrides(data, parse_overrides(overrides), tree_source=source)
+    return validate(schema, data, source, valid_keys=config_paths(schema))

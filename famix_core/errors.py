@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
 
 class FamixError(Exception):
     """A mistake the user can fix (bad config, missing data or weights, bad input file).
@@ -10,6 +13,16 @@ class FamixError(Exception):
     """
 
     exit_code = 2
+
+
+class ConfigError(FamixError, ValueError):
+    """A user error in a config or an override: the message is one line, naming file/field and what was expected."""
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean X?)`` for the closest valid choice, or ``""`` when nothing is close."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]}?)" if match else ""
 
 
 class DataError(FamixError):

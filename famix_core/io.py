@@ -15,10 +15,19 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "make_temp_dir", "safetensors_problem"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "make_temp_dir",
+    "commit_dir",
+    "safetensors_problem",
+]
 
 
 def _temp_name(folder: Path, prefix: str, suffix: str) -> Path:
@@ -35,6 +44,44 @@ def make_temp_dir(parent: str | Path, prefix: str = ".tmp-") -> Path:
             return path
         except FileExistsError:
             continue
+
+
+def commit_dir(tmp: str | Path, final: str | Path, is_complete: Callable[[Path], bool] | None = None) -> bool:
+    """Move the finished folder ``tmp`` (from :func:`make_temp_dir`, same filesystem) to ``final`` in one rename.
+
+    A ``final`` that ``is_complete`` accepts is kept (``tmp`` is removed: another writer finished the
+    same thing first, also when it wins the race during the rename); any other ``final`` (debris of an
+    interrupted writer, a stale version, or everything when ``is_complete`` is None) is moved aside
+    (into a folder beside ``tmp``), replaced, and removed once ``tmp`` is in place.
+
+    Returns:
+        True when ``tmp`` became ``final``, False when a complete ``final`` was kept.
+
+    Raises:
+        OSError: the rename failed and no complete ``final`` is there (``tmp`` is removed).
+    """
+    tmp, final = Path(tmp), Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    done = is_complete or (lambda _: False)
+    old = None
+    try:
+        if final.exists() or final.is_symlink():
+            if done(final):
+                return False
+            old = make_temp_dir(tmp.parent, f"{tmp.name}.old-")  # beside tmp: cleaned up like it
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(final, old / final.name)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not done(final):
+                raise
+            return False
+        return True
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _make_temp_file(folder: Path, prefix: str, suffix: str) -> Path:

@@ -20,12 +20,12 @@ from reports import cli as report_cli
 
 
 class OverridesParser(argparse.ArgumentParser):
-    """Accepts ``key=value`` overrides anywhere on the line (also after options, as ``make sweep ARGS=…`` puts them)."""
+    """Accepts ``key=value`` / ``+key=value`` / ``~key`` overrides anywhere on the line (also after options, as ``make sweep ARGS=…`` puts them)."""
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         ns, extras = super().parse_known_args(args, namespace)
         if hasattr(ns, "overrides"):
-            kv = [a for a in extras if "=" in a and not a.startswith("-")]
+            kv = [a for a in extras if ("=" in a or a.startswith("~")) and not a.startswith("-")]
             ns.overrides = list(ns.overrides or []) + kv
             extras = [a for a in extras if a not in kv]
         return ns, extras

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from famix_core.config_io import canonical_hash, parse_overrides
 from orchestrator.backends.base import StageOutcome, StageTask
 from orchestrator.errors import SweepError
 from orchestrator.parent_run import describe_parent, publish_results
 from orchestrator.plan import Plan, StageSpec, build_plan, print_plan
 from orchestrator.progress import Progress
 from orchestrator.store import atomic_write_text
-from orchestrator.sweep import load_sweep, parse_overrides, resolve_profile, resolve_sweep_path
+from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
 
 __all__ = ["prepare", "run_plan", "RunOptions", "SweepResult", "sweep_status", "cancel_sweep", "results_frame", "markdown_table"]
 
@@ -110,10 +111,7 @@ def _tracking(plan: Plan):
 
 def _fingerprint(plan: Plan, uri: str, experiment: str) -> str:
     """Identity of a plan's MLflow content: trials, labels, stage keys, profile, tracking target."""
-    import hashlib
-
-    blob = json.dumps([plan.to_json(), uri, experiment], sort_keys=True, ensure_ascii=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return canonical_hash([plan.to_json(), uri, experiment])
 
 
 def _store_exists(uri: str) -> bool:

@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.errors import SweepError, suggest
-from orchestrator.sweep import ResolvedSweep, Trial, canon_value, config_paths
+from famix_core.config import config_paths
+from famix_core.config_io import apply_overrides
+from famix_core.errors import suggest
+from orchestrator.errors import SweepError
+from orchestrator.sweep import ResolvedSweep, Trial, canon_value
 
 __all__ = ["Provenance", "explain_key", "explain_rows"]
 
@@ -52,8 +55,10 @@ def explain_key(rs: ResolvedSweep, trial: Trial, key: str) -> Provenance:
         layer = "domains"
     elif key in trial.point:
         layer = "zip" if any(key in g.values for g in rs.zip) else "grid"
-    elif _lookup(_dotted_tree(rs.overrides), key)[0]:
+    elif _lookup(apply_overrides({}, [o for o in rs.overrides if o.op != "delete"]), key)[0]:
         layer = "command line"
+    elif deleted := [o.key for o in rs.overrides if o.op == "delete" and (key == o.key or key.startswith(o.key + "."))]:
+        layer = f"command line (~{deleted[-1]}: engine default)"
     else:
         for name, tree in reversed(rs.layers):
             if _lookup(tree, key)[0]:
@@ -62,15 +67,6 @@ def explain_key(rs: ResolvedSweep, trial: Trial, key: str) -> Provenance:
     if key == "data.root" and trial.config.data.synthetic is not None:
         layer = "plan: the synthetic benchmark's folder in the run dir (data.synthetic is set)"
     return Provenance(key, value, layer)
-
-
-def _dotted_tree(flat: dict[str, Any]) -> dict[str, Any]:
-    from orchestrator.sweep import _set_dotted
-
-    tree: dict[str, Any] = {}
-    for k, v in flat.items():
-        _set_dotted(tree, k, v)
-    return tree
 
 
 def explain_rows(rs: ResolvedSweep, trials: list[Trial], key: str) -> list[tuple[str, str, str, str]]:

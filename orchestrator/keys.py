@@ -27,12 +27,11 @@ Version 2: the official mining, style-op, evaluation and data protocols (results
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from typing import Any
 
 from famix_core.config import FamixConfig
+from famix_core.config_io import canonical_hash
 from famix_core.domains import resolve_domain
 from famix_core.weights import weights_identity
 
@@ -42,9 +41,8 @@ FORMAT_VERSION = 2
 
 
 def stage_key(inputs: dict[str, Any]) -> str:
-    """sha256 hex of the canonical JSON (sorted keys, no spaces) of ``inputs`` + the format version."""
-    blob = json.dumps({"format": FORMAT_VERSION, **inputs}, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """:func:`~famix_core.config_io.canonical_hash` of ``inputs`` + the format version."""
+    return canonical_hash({"format": FORMAT_VERSION, **inputs})
 
 
 def data_identity(cfg: FamixConfig, domain: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def resolved_sweep(plan: Plan) -> dict[str, Any]:
         "name": rs.name,
         "profile": rs.profile,
         "source": rs.source,
-        "overrides": rs.overrides,
+        "overrides": {o.spelled: o.value for o in rs.overrides},
         "base": rs.base,
         "grid": rs.grid,
         "zip": [z.model_dump() for z in rs.zip],

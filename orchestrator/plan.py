@@ -6,7 +6,6 @@ a stage whose ``DONE.json`` exists in the store is done and never runs again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from famix_core.config import FamixConfig
+from famix_core.config_io import canonical_hash
 from famix_core.weights import is_packaged
 from orchestrator.errors import SweepError
 from orchestrator.keys import evaluate_inputs, mine_inputs, stage_key, train_inputs
@@ -128,7 +128,7 @@ def _localize(cfg: FamixConfig, run_dir: Path) -> FamixConfig:
     tree = cfg.to_dict()
     data = tree["data"]
     if data.get("synthetic") is not None:
-        h = hashlib.sha256(json.dumps(data["synthetic"], sort_keys=True).encode()).hexdigest()[:10]
+        h = canonical_hash(data["synthetic"])[:10]
         data["root"] = str((run_dir / "data" / f"synth-{h}").absolute())
     else:
         data["root"] = os.path.abspath(data["root"])

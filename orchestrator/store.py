@@ -1,7 +1,8 @@
 """Content-addressed artifact store: ``<store>/<kind>/<key>/`` with ``DONE.json`` written last.
 
 A stage is written into ``<store>/.tmp/<uuid>/`` and renamed into place in one
-``os.rename``, so a killed job never leaves a half artifact that counts as done.
+``os.rename`` (:func:`famix_core.io.commit_dir`), so a killed job never leaves a half
+artifact that counts as done.
 Resumable scratch (training checkpoints) lives beside the store in
 ``<run_dir>/work/<kind>/<key>/`` and survives crashes.
 """
@@ -16,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from famix_core.io import atomic_write_text
+from famix_core.io import atomic_write_text, commit_dir
 
 __all__ = ["Store", "atomic_write_text"]
 
@@ -102,15 +103,8 @@ class Store:
         info = {"kind": kind, "key": key, "seconds": seconds, "finished": time.time(), "result": result, "files": files}
         (tmp / "DONE.json").write_text(json.dumps(info, indent=1, sort_keys=True), encoding="utf-8")
         final = self.path(kind, key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists() and not self.is_done(kind, key):
-            shutil.rmtree(final, ignore_errors=True)  # debris of an older, interrupted layout
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not self.is_done(kind, key):
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another worker finished the same stage first
+        # a done artifact of another worker wins; debris of an older, interrupted layout is replaced
+        commit_dir(tmp, final, lambda p: (p / "DONE.json").is_file())
         return final
 
     def abort(self, tmp: Path) -> None:

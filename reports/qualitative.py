@@ -82,20 +82,13 @@ def config_from_params(params: dict[str, str], source: str = "MLflow params"):
     Raises:
         ConfigError: the params do not form a valid config.
     """
-    from famix_core.config import ConfigError, FamixConfig, format_validation_error
-    from pydantic import ValidationError
+    from famix_core.config import FamixConfig
+    from famix_core.config_io import set_dotted, validate
 
     tree: dict[str, Any] = {}
     for key, text in params.items():
-        node = tree
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = _param_value(text)
-    try:
-        return FamixConfig.model_validate(tree)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, source).splitlines()[0]) from None
+        set_dotted(tree, key, _param_value(text))
+    return validate(FamixConfig, tree, source)
 
 
 def find_trial(results: ResultSet, spec: str) -> dict[str, Any]:

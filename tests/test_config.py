@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from famix_core.config import ConfigError, FamixConfig, StyleConfig, load_config
+from famix_core.config import FamixConfig, StyleConfig, load_config
+from famix_core.errors import ConfigError
 from famix_core.domains import DEFAULT_TARGETS, resolve_domain
 
 
@@ -42,14 +43,14 @@ def test_domains_resolve_by_name_or_column():
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
-        ({"model.backbone": "RN18"}, "config.yaml: model.backbone: unknown backbone 'RN18' (known: RN50, RN101, famix-tiny)"),
-        ({"model.freez": "paper"}, "config.yaml: model.freez: unknown key"),
-        ({"style.strategy": "cutmix"}, "style.strategy: unknown style strategy 'cutmix'"),
-        ({"mining.prompt": "poem"}, "mining.prompt: unknown prompt type 'poem'"),
-        ({"eval.domains": ["C", "X"]}, "eval.domains: unknown domain 'X'"),
-        ({"eval.domains": []}, "eval.domains:"),
-        ({"train.iterations": 0}, "train.iterations:"),
-        ({"model.output_stride": 4}, "model.output_stride:"),
+        (["model.backbone=RN18"], "config.yaml: model.backbone: unknown backbone 'RN18' (known: RN50, RN101, famix-tiny)"),
+        (["model.freez=paper"], "config.yaml: model.freez: unknown key"),
+        (["style.strategy=cutmix"], "style.strategy: unknown style strategy 'cutmix'"),
+        (["mining.prompt=poem"], "mining.prompt: unknown prompt type 'poem'"),
+        (["eval.domains=[C,X]"], "eval.domains: unknown domain 'X'"),
+        (["eval.domains=[]"], "eval.domains:"),
+        (["train.iterations=0"], "train.iterations:"),
+        (["model.output_stride=4"], "model.output_stride:"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path, overrides, needle):

@@ -112,14 +112,15 @@ def test_bf16_autocast_reaches_the_convolutions(synth_root, tmp_path):
 
 
 def test_old_amp_flag_is_read_as_precision_with_a_warning():
-    from famix_core.config import ConfigError, load_config
+    from famix_core.config import load_config
+    from famix_core.errors import ConfigError
 
     with pytest.warns(FutureWarning, match="train.amp is replaced by train.precision"):
-        assert load_config(None, {"train.amp": True}).train.precision == "bf16"
+        assert load_config(None, ["train.amp=true"]).train.precision == "bf16"
     with pytest.raises(ConfigError, match=r"^config: train: amp: replaced by train.precision; amp=true contradicts precision=fp32$"):
-        load_config(None, {"train.amp": True, "train.precision": "fp32"})
+        load_config(None, ["train.amp=true", "train.precision=fp32"])
     with pytest.raises(ConfigError, match=r"^config: eval.precision: Input should be 'fp32' or 'bf16'$"):
-        load_config(None, {"eval.precision": "fp16"})
+        load_config(None, ["eval.precision=fp16"])
 
 
 def test_mining_bf16_runs_the_clip_in_bf16_and_learns_like_fp32(tmp_path, monkeypatch):

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 from torchvision.transforms.v2 import functional as TF
 
-from famix_core.config import ConfigError, FamixConfig, load_config
+from famix_core.config import FamixConfig, load_config
+from famix_core.errors import ConfigError
 from famix_core.source_val import CentreCrop, SourceValidation, source_val_dataset
 from famix_core.train import Trainer
 
@@ -37,10 +38,10 @@ def _cfg(root: str, **train) -> FamixConfig:
 
 def test_select_best_needs_source_validation():
     with pytest.raises(ConfigError, match=r"train.*select=best_source_val needs val_every"):
-        load_config(None, {"train.select": "best_source_val"})
+        load_config(None, ["train.select=best_source_val"])
     with pytest.raises(ConfigError, match=r"train.select"):
-        load_config(None, {"train.select": "best"})
-    cfg = load_config(None, {"train.select": "best_source_val", "train.val_every": 750})
+        load_config(None, ["train.select=best"])
+    cfg = load_config(None, ["train.select=best_source_val", "train.val_every=750"])
     assert cfg.train.val_crop == (1046, 1914) and FamixConfig().train.select == "last"
 
 

@@ -14,7 +14,8 @@ import pytest
 from orchestrator.__main__ import main
 from orchestrator.errors import SweepError
 from orchestrator.explain import explain_key
-from orchestrator.sweep import BUILTIN_PROFILES, expand_trials, load_sweep, parse_overrides, resolve_profile
+from famix_core.config_io import parse_overrides
+from orchestrator.sweep import BUILTIN_PROFILES, expand_trials, load_sweep, resolve_profile
 
 SWEEP = """\
 name: prec

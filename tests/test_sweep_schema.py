@@ -9,7 +9,8 @@ import pytest
 
 from orchestrator.__main__ import main
 from orchestrator.errors import SweepError
-from orchestrator.sweep import expand_trials, load_sweep, parse_overrides, resolve_profile, resolve_sweep_path
+from famix_core.config_io import parse_overrides
+from orchestrator.sweep import expand_trials, load_sweep, resolve_profile, resolve_sweep_path
 
 GOOD = """\
 name: tiny

@@ -42,40 +42,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     check = sub.add_parser("check", help="count image/label pairs of the source and evaluation domains")
     check.add_argument("--config", default=None, help="engine config YAML (default: built-in defaults)")
-    check.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    check.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides: key=value, +key=value, ~key")
     check.set_defaults(func=_check)
 
     bench = sub.add_parser("bench", help="images/s of the training and evaluation loaders alone (is the loader the bottleneck?)")
     bench.add_argument("--config", default=None, help="engine config YAML (default: built-in defaults)")
     bench.add_argument("--batches", type=int, default=20, help="timed batches per loader")
-    bench.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    bench.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides: key=value, +key=value, ~key")
     bench.set_defaults(func=_bench)
 
 
-def _parse_overrides(items: list[str]) -> dict:
-    import yaml
-
-    from famix_core.config import ConfigError
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r}: expected key=value")
-        out[key] = yaml.safe_load(value) if value else None
-    return out
-
-
 def _synth(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from famix_core.config import ConfigError, SynthConfig, format_validation_error
+    from famix_core.config import SynthConfig
+    from famix_core.config_io import validate
     from famix_core.data.synth import contact_sheet, generate
 
-    try:
-        cfg = SynthConfig(seed=args.seed, height=args.height, width=args.width, train_images=args.train, val_images=args.val)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, "famix data synth").replace("\n", "; ")) from None
+    fields = {"seed": args.seed, "height": args.height, "width": args.width, "train_images": args.train, "val_images": args.val}
+    cfg = validate(SynthConfig, fields, "famix data synth")
     out = Path(args.out)
     t0 = time.perf_counter()
     generate(out, cfg)
@@ -89,15 +72,11 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _synth_captions(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from famix_core.config import ConfigError, format_validation_error
+    from famix_core.config_io import validate
     from famix_core.data.captions import CorpusConfig, build_corpus, write_corpus
 
-    try:
-        cfg = CorpusConfig(seed=args.seed, scenes=args.scenes, styles_per_scene=args.styles_per_scene)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, "famix data synth-captions").replace("\n", "; ")) from None
+    fields = {"seed": args.seed, "scenes": args.scenes, "styles_per_scene": args.styles_per_scene}
+    cfg = validate(CorpusConfig, fields, "famix data synth-captions")
     t0 = time.perf_counter()
     out = write_corpus(build_corpus(cfg), cfg, args.out)
     print(f"caption corpus at {out}: {cfg.scenes * cfg.styles_per_scene} images ({time.perf_counter() - t0:.1f} s)")
@@ -110,7 +89,7 @@ def _check(args: argparse.Namespace) -> int:
     from famix_core.domains import resolve_domain
     from famix_core.errors import FamixError
 
-    cfg = load_config(args.config, _parse_overrides(args.overrides))
+    cfg = load_config(args.config, args.overrides)
     jobs = [(cfg.data.source, "train")] + [(d, cfg.eval.split) for d in cfg.eval.domains]
     failed = 0
     for domain, split in jobs:
@@ -130,11 +109,12 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from famix_core.config import ConfigError, load_config
+    from famix_core.config import load_config
+    from famix_core.errors import ConfigError
     from famix_core.loaders import bench_loaders
 
     if args.batches < 1:
         raise ConfigError(f"famix data bench: --batches: expected >= 1, got {args.batches}")
-    cfg = load_config(args.config, _parse_overrides(args.overrides))
+    cfg = load_config(args.config, args.overrides)
     bench_loaders(cfg, batches=args.batches)
     return 0

@@ -19,10 +19,8 @@ split + val), BDD100K, Mapillary and the four ACDC conditions (val).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping
@@ -36,7 +34,7 @@ from famix_core.data.layouts import LAYOUTS
 from famix_core.data.mappings import MAPPINGS, VISTAS_V12_CLASSES
 from famix_core.domains import DOMAINS
 from famix_core.errors import DataError
-from famix_core.io import make_temp_dir
+from famix_core.io import commit_dir, make_temp_dir
 
 if TYPE_CHECKING:
     from famix_core.config import DataConfig, SynthConfig
@@ -863,38 +861,19 @@ def generate(root: str | Path, cfg: "SynthConfig") -> Path:
         )
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(root.parent, f".{root.name}.tmp-")
-    old = None
     try:
         t0 = time.perf_counter()
         counts = _write_tree(tmp, cfg)
         manifest = _manifest(cfg) | {"domains": counts, "seconds": round(time.perf_counter() - t0, 2)}
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        if root.exists():
-            if _matches(root, cfg):  # another process finished meanwhile
-                return root
-            if root.is_dir() and not any(root.iterdir()):
-                try:
-                    root.rmdir()
-                except OSError:
-                    pass
-            else:  # a stale benchmark: move it aside, delete it after the swap
-                old = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
-                try:
-                    os.rename(root, old)
-                except FileNotFoundError:
-                    old = None
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if _matches(root, cfg):
-                return root
-            raise DataError(f"data.root: could not move the generated benchmark into {root}") from None
-        return root
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:  # a benchmark another process finished meanwhile is kept; an empty folder or a stale benchmark is replaced
+        commit_dir(tmp, root, lambda r: _matches(r, cfg))
+    except OSError:
+        raise DataError(f"data.root: could not move the generated benchmark into {root}") from None
+    return root
 
 
 def ensure_synthetic(data_cfg: "DataConfig") -> Path:

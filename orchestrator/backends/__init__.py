@@ -6,7 +6,8 @@ import importlib
 from typing import Any
 
 from orchestrator.backends.base import Backend, StageOutcome, StageTask
-from orchestrator.errors import SweepError, suggest
+from famix_core.errors import suggest
+from orchestrator.errors import SweepError
 
 __all__ = ["BACKENDS", "get_backend_class", "create_backend", "Backend", "StageTask", "StageOutcome"]
 

@@ -1,0 +1,383 @@
+"""The one config layer of every command: read YAML, merge, apply overrides, validate, hash.
+
+- :func:`read_yaml`: plain data from a YAML file (``yaml.safe_load`` semantics), size- and
+  alias-capped, duplicate keys and tags refused, every problem one line with file, line, column.
+- :func:`merge`: later trees over earlier ones (OmegaConf: mappings merge, anything else
+  replaces, ``None`` included).
+- :func:`parse_overrides` / :func:`apply_overrides`: Hydra-style command-line overrides
+  (``key=value`` sets, ``+key=value`` adds a key the config does not hold, ``~key`` deletes one;
+  values are YAML: ``[a,b]`` a list, ``'1.0'`` a quoted string, ``null`` None).
+- :func:`validate` / :func:`format_error`: a pydantic model from a tree; the first error as ONE
+  line ``<source>: <dotted.key>: <what was expected>[ (did you mean …?)][ (+N more)]``.
+- :func:`canonical_hash`: sha256 of the canonical JSON (sorted keys, no spaces, ASCII) — stage
+  keys, trial ids, plan fingerprints and the synthetic benchmark's folder all use it.
+
+Every mistake raises :class:`~famix_core.errors.ConfigError` (the CLI prints it, exit 2). No torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal, Sequence, TypeVar
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import BaseModel, ValidationError
+
+from famix_core.errors import ConfigError, suggest
+
+__all__ = [
+    "MAX_YAML_BYTES",
+    "MAX_YAML_NODES",
+    "Override",
+    "read_yaml",
+    "merge",
+    "set_dotted",
+    "parse_overrides",
+    "apply_overrides",
+    "validate",
+    "format_error",
+    "canonical_json",
+    "canonical_hash",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+MAX_YAML_BYTES = 1 << 20
+"""Largest YAML file read: configs and sweep files are a few KB; this stops pathological input early."""
+MAX_YAML_NODES = 100_000
+"""Most YAML nodes after alias expansion (an "anchor bomb" of nested aliases grows exponentially)."""
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+class _Loader(yaml.SafeLoader):
+    """``SafeLoader`` that rejects duplicate mapping keys (PyYAML silently keeps the last one).
+
+    A date (``2024-01-01``) stays a string: configs hold plain data, and OmegaConf has no dates.
+    """
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # ``<<: *anchor``: merged keys may be overridden by the mapping's own
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # the base class reports unhashable keys itself
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(key, line, seen[key])
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int, first: int):
+        super().__init__(key)
+        self.key, self.line, self.first = key, line, first
+
+
+def _expanded_nodes(root: yaml.Node, limit: int) -> int:
+    """How many nodes ``root`` has once every alias is expanded (stops counting past ``limit``)."""
+    memo: dict[int, int] = {}
+
+    def count(node: yaml.Node, depth: int) -> int:
+        if id(node) in memo:
+            return memo[id(node)]
+        if depth > 200:  # a self-referencing alias (recursive structure): treat as too large
+            return limit + 1
+        n = 1
+        if isinstance(node, yaml.SequenceNode):
+            for child in node.value:
+                n += count(child, depth + 1)
+                if n > limit:
+                    break
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                n += count(k, depth + 1) + count(v, depth + 1)
+                if n > limit:
+                    break
+        memo[id(node)] = n
+        return n
+
+    return count(root, 0)
+
+
+def _where(mark: Any) -> str:
+    return f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+
+
+def _load_text(text: str, source: str, kind: str) -> Any:
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_nodes(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise ConfigError(
+                f"{source}: more than {MAX_YAML_NODES} YAML nodes once aliases are expanded; "
+                f"{kind} files are small (nested anchors/aliases multiply)"
+            )
+        return loader.construct_document(node)
+    except _DuplicateKey as e:
+        raise ConfigError(f"{source}: line {e.line}: duplicate key {e.key!r} (first at line {e.first}); each key may appear once") from None
+    except yaml.constructor.ConstructorError as e:
+        tag = (e.problem or "").split("tag")[-1].strip(" '")
+        raise ConfigError(
+            f"{source}: invalid YAML tag {tag!r}{_where(e.problem_mark)}: not allowed, {kind} files hold plain data only "
+            "(mappings, lists, strings, numbers, booleans)"
+        ) from None
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{source}: invalid YAML{_where(getattr(e, 'problem_mark', None))}: {problem}") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: str | Path, source: str | None = None, *, kind: str = "config") -> Any:
+    """Plain data from a YAML (or JSON) file.
+
+    Args:
+        path: the file.
+        source: how the file is named in messages (default: ``path`` as given).
+        kind: what the file is, in messages (``config``, ``sweep``).
+
+    Raises:
+        ConfigError: one line (file, line, what) for a missing, unreadable, too large, binary or
+            non-UTF-8 file, invalid YAML, a tag, a duplicate key or too many expanded nodes.
+    """
+    path = Path(path)
+    source = str(path) if source is None else source
+    try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ConfigError(f"{source}: file is {size / 1e6:.1f} MB; {kind} files are limited to {MAX_YAML_BYTES // 1024} KB")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{source}: cannot read ({e.strerror})") from None
+    if b"\0" in raw:
+        raise ConfigError(f"{source}: binary file (NUL bytes); expected a YAML text file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{source}: not UTF-8 text (line {line}, byte {e.start}); save the file as UTF-8") from None
+    return _load_text(text, source, kind)
+
+
+# ----------------------------------------------------------------------------------------------- trees
+
+
+@contextlib.contextmanager
+def _plain_data(source: str) -> Iterator[None]:
+    """OmegaConf's refusals (a ``null`` or list as a mapping key) as one line naming the key."""
+    try:
+        yield
+    except OmegaConfBaseException as e:
+        where = f"{e.full_key}: " if getattr(e, "full_key", None) else ""
+        what = str(e).splitlines()[0]
+        raise ConfigError(f"{source}: {where}{what} (config keys are strings; values plain data)") from None
+
+
+def merge(*trees: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Later trees over earlier ones: mappings merge, everything else (lists, ``None``) replaces; inputs untouched.
+
+    Raises:
+        ConfigError: a tree OmegaConf cannot hold (e.g. a ``null`` mapping key), naming ``source``.
+    """
+    with _plain_data(source):
+        merged = OmegaConf.merge(*(OmegaConf.create(copy.deepcopy(t)) for t in trees))
+        return OmegaConf.to_container(merged, resolve=False)  # type: ignore[return-value]
+
+
+def _parts(key: str) -> list[str]:
+    """``data.roots.<domain>`` keeps the domain whole (a column such as ``AF`` or a name); else split on dots."""
+    if key.startswith("data.roots."):
+        return ["data", "roots", key[len("data.roots.") :]]
+    return key.split(".")
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """``tree[a][b][c] = value`` for ``key`` ``a.b.c``, creating (or replacing non-mapping) parents."""
+    node = tree
+    parts = _parts(key)
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[part] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+# ----------------------------------------------------------------------------------------------- overrides
+
+
+@dataclass(frozen=True)
+class Override:
+    """One command-line override: ``set`` (``key=value``), ``add`` (``+key=value``) or ``delete`` (``~key``)."""
+
+    op: Literal["set", "add", "delete"]
+    key: str
+    value: Any = None
+
+    @property
+    def spelled(self) -> str:
+        """The key as written on the command line: ``key``, ``+key`` or ``~key``."""
+        return {"set": "", "add": "+", "delete": "~"}[self.op] + self.key
+
+
+_EXAMPLE = "key=value, +key=value or ~key (e.g. train.iterations=100)"
+
+
+def _value(raw: str, item: str, source: str) -> Any:
+    """A YAML value; a plain word that YAML refuses (``%x``, ``@x``) stays a string, a broken list or quote does not."""
+    if not raw.strip():
+        return ""
+    try:
+        return yaml.load(raw, Loader=_Loader)  # noqa: S506 (SafeLoader subclass)
+    except yaml.constructor.ConstructorError:
+        raise ConfigError(f"{source}: {item!r}: YAML tags are not allowed in values") from None
+    except yaml.YAMLError as e:
+        if raw.lstrip()[:1] not in ("[", "{", '"', "'"):
+            return raw
+        mark = getattr(e, "problem_mark", None)
+        col = f" (column {len(item) - len(raw) + mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{source}: {item!r}: malformed value{col}: {problem}; quote a string, close a [list]") from None
+
+
+def parse_overrides(items: Sequence[str], source: str = "command line") -> list[Override]:
+    """``["train.iterations=5", "+data.roots.B=/x", "~eval.max_images"]`` -> overrides (values parsed as YAML).
+
+    Raises:
+        ConfigError: one line naming the item: no ``=``, an empty key, a value given to ``~key``,
+            a malformed value (an unclosed ``[``/quote).
+    """
+    out: list[Override] = []
+    for item in items:
+        op: Literal["set", "add", "delete"] = "set"
+        body = item
+        if item.startswith("~"):
+            op, body = "delete", item[1:]
+        elif item.startswith("+"):
+            op, body = "add", item[1:]
+        key, sep, raw = body.partition("=")
+        key = key.strip()
+        if not key or any(not p for p in key.split(".")) or any(c.isspace() for c in key):
+            raise ConfigError(f"{source}: {item!r}: expected {_EXAMPLE}")
+        if op == "delete":
+            if sep:
+                raise ConfigError(f"{source}: {item!r}: ~key deletes a key and takes no value (expected ~{key})")
+            out.append(Override("delete", key))
+            continue
+        if not sep:
+            raise ConfigError(f"{source}: {item!r}: expected {_EXAMPLE}")
+        out.append(Override(op, key, _value(raw, item, source)))
+    return out
+
+
+def apply_overrides(tree: dict[str, Any], overrides: Sequence[Override], *, tree_source: str = "config") -> dict[str, Any]:
+    """A copy of ``tree`` with the command-line ``overrides`` applied in order (on an OmegaConf tree).
+
+    ``key=value`` sets (creating parents; a ``None`` parent becomes a mapping), ``+key=value``
+    adds a key ``tree`` does not hold, ``~key`` removes one that it holds (back to its default).
+
+    Raises:
+        ConfigError: ``command line: …`` for ``+key`` of a key already set, ``~key`` of a key not
+            set, a key below a non-mapping value; ``<tree_source>: …`` for a tree OmegaConf cannot hold.
+    """
+    source = "command line"
+    with _plain_data(tree_source):
+        conf = OmegaConf.create(copy.deepcopy(tree))
+    for o in overrides:
+        parts = _parts(o.key)
+        node = conf
+        missing = False
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part) if part in node else None
+            if child is not None and not OmegaConf.is_dict(child):
+                raise ConfigError(f"{source}: {o.key}: {'.'.join(parts[: i + 1])} is not a mapping, cannot set a key below it")
+            if child is None:
+                if o.op == "delete":
+                    missing = True
+                    break
+                node[part] = {}
+                child = node[part]
+            node = child
+        present = not missing and parts[-1] in node
+        if o.op == "delete":
+            if not present:
+                raise ConfigError(f"{source}: ~{o.key}: not set, nothing to delete")
+            del node[parts[-1]]
+        elif o.op == "add" and present:
+            raise ConfigError(f"{source}: +{o.key}: already set; use {o.key}=… to change it")
+        else:
+            node[parts[-1]] = o.value
+    return OmegaConf.to_container(conf, resolve=False)  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+
+def format_error(
+    err: ValidationError, source: str, prefix: str = "", valid_keys: Sequence[str] | None = None
+) -> str:
+    """The first pydantic error as one line: ``<source>: <prefix.dotted.key>: <what>[ (+N more)]``.
+
+    An unknown key reads ``unknown key`` (with the closest of ``valid_keys``, dotted paths or
+    names, when one is close); an empty list ``empty list (expected at least one value)``.
+    """
+    errors = err.errors()
+    e = errors[0]
+    loc = ".".join(str(p) for p in e["loc"])
+    path = ".".join(x for x in (prefix, loc) if x) or "<root>"
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        keys = list(valid_keys or [])
+        bad = loc if loc in keys or any("." in k for k in keys) else str(e["loc"][-1])
+        msg = "unknown key" + suggest(bad, keys)
+    elif e["type"] == "too_short" and e.get("input") is not None and len(e["input"]) == 0:
+        msg = "empty list (expected at least one value)"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{source}: {path}: {msg}{more}"
+
+
+def validate(
+    schema: type[M], tree: Any, source: str, prefix: str = "", valid_keys: Sequence[str] | None = None
+) -> M:
+    """``schema.model_validate(tree)``; a failure raises :class:`ConfigError` with :func:`format_error`'s line."""
+    try:
+        return schema.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(format_error(e, source, prefix, valid_keys)) from None
+
+
+# ----------------------------------------------------------------------------------------------- hashing
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys, no spaces, ASCII only: equal data, equal text."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def canonical_hash(obj: Any) -> str:
+    """sha256 hex of :func:`canonical_json` (stage keys, trial ids, plan fingerprints)."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()

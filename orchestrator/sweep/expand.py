@@ -1,0 +1,121 @@
+"""Grid x zip groups x seeds -> validated :class:`~orchestrator.sweep.schema.Trial` list (ids from the canonical hash)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+from famix_core.config import FamixConfig
+from famix_core.config_io import canonical_hash, set_dotted, validate
+from famix_core.domains import resolve_domain
+from famix_core.errors import suggest
+from orchestrator.errors import SweepError
+from orchestrator.sweep.load import check_config_key, validate_tree
+from orchestrator.sweep.schema import LabelSpec, ResolvedSweep, Trial, canon_value
+
+__all__ = ["trial_id", "expand_trials"]
+
+
+def trial_id(cfg: FamixConfig) -> str:
+    """``t-`` + the first 12 hex of the canonical hash of the resolved config (stable across reruns)."""
+    return "t-" + canonical_hash(cfg.to_dict())[:12]
+
+
+def expand_trials(rs: ResolvedSweep) -> list[Trial]:
+    """Expand grid x zip groups x seeds into validated trials (grid keys in file order, seeds innermost).
+
+    Raises:
+        SweepError: unknown/invalid keys or values (naming ``grid.<key>`` or ``zip[i].values.<key>``),
+            empty lists, duplicate values, unknown domains, duplicate trials.
+    """
+    src = rs.source
+    validate_tree(rs.base, src, "base")
+    for i, d in enumerate(rs.domains):
+        try:
+            resolve_domain(d)
+        except ValueError as e:
+            raise SweepError(f"{src}: domains[{i}]: {e}") from None
+
+    # Axes: each is a list of points; a point is (dotted values, labels).
+    axes: list[list[tuple[dict[str, Any], dict[str, str]]]] = []
+    for key, values in rs.grid.items():
+        where = f"grid.{key}"
+        check_config_key(key, src, where)
+        if not values:
+            raise SweepError(f"{src}: {where}: empty list (expected at least one value)")
+        seen: dict[str, int] = {}
+        for i, v in enumerate(values):
+            c = canon_value(v)
+            if c in seen:
+                raise SweepError(f"{src}: {where}[{i}]: duplicate grid point {c!r} (also at [{seen[c]}])")
+            seen[c] = i
+            _validate_point(rs.base, {key: v}, src, f"{where}[{i}]")
+        lab = rs.labels.get(key, LabelSpec(column=key))
+        axes.append([({key: v}, {lab.column: lab.values.get(canon_value(v), canon_value(v))}) for v in values])
+    for gi, group in enumerate(rs.zip):
+        for key in group.values:
+            check_config_key(key, src, f"zip[{gi}].values.{key}")
+        points = []
+        seen_pts: dict[str, int] = {}
+        for i in range(group.size()):
+            point = {k: vs[i] for k, vs in group.values.items()}
+            c = canon_value(point)
+            if c in seen_pts:
+                raise SweepError(f"{src}: zip[{gi}]: duplicate grid point {i} (same values as point {seen_pts[c]})")
+            seen_pts[c] = i
+            _validate_point(rs.base, point, src, f"zip[{gi}] point {i}")
+            labels: dict[str, str] = {}
+            if group.column:
+                shown = group.names[i] if group.names else ", ".join(canon_value(v) for v in point.values())
+                labels[group.column] = shown
+            for k, v in point.items():
+                if k in rs.labels:
+                    labels[rs.labels[k].column] = rs.labels[k].values.get(canon_value(v), canon_value(v))
+                elif not group.column:
+                    labels[k] = canon_value(v)
+            points.append((point, labels))
+        axes.append(points)
+    varied = set(rs.grid) | {k for g in rs.zip for k in g.values}
+    for key in rs.labels:
+        if key not in varied:
+            raise SweepError(f"{src}: labels.{key}: not a grid or zip key{suggest(key, sorted(varied))}")
+    if len(set(rs.seeds)) != len(rs.seeds):
+        raise SweepError(f"{src}: seeds: duplicate seeds in {rs.seeds}")
+
+    trials: list[Trial] = []
+    by_id: dict[str, int] = {}
+    for combo in itertools.product(*axes) if axes else [()]:
+        point: dict[str, Any] = {}
+        labels: dict[str, str] = {}
+        for values, labs in combo:
+            point.update(values)
+            labels.update(labs)
+        for seed in rs.seeds:
+            tree = copy.deepcopy(rs.base)
+            for k, v in point.items():
+                set_dotted(tree, k, v)
+            set_dotted(tree, "train.seed", seed)
+            set_dotted(tree, "mining.seed", seed)
+            set_dotted(tree, "eval.domains", list(rs.domains))
+            cfg = validate_tree(tree, src, f"trial {len(trials)} ({_describe(point)})")
+            tid = trial_id(cfg)
+            if tid in by_id:
+                other = trials[by_id[tid]]
+                raise SweepError(
+                    f"{src}: grid: duplicate grid point: {_describe(point)} gives the same config as {_describe(other.point)}"
+                )
+            by_id[tid] = len(trials)
+            trials.append(Trial(id=tid, index=len(trials), seed=seed, labels=dict(labels), point=point, config=cfg))
+    return trials
+
+
+def _describe(point: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={canon_value(v)}" for k, v in point.items()) or "base"
+
+
+def _validate_point(base: dict[str, Any], point: dict[str, Any], source: str, where: str) -> None:
+    tree = copy.deepcopy(base)
+    for k, v in point.items():
+        set_dotted(tree, k, v)
+    validate(FamixConfig, tree, f"{source}: {where}")

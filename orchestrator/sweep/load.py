@@ -1,0 +1,116 @@
+"""Finding and reading a sweep file into a validated :class:`~orchestrator.sweep.schema.SweepSpec`.
+
+Every mistake raises a one-line error ``<file>: <dotted.path>: <what was expected>[ (did you mean …?)]``
+(:mod:`famix_core.config_io` reads the YAML and formats pydantic's errors).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from famix_core.config import FamixConfig, config_paths
+from famix_core.config_io import format_error, merge, read_yaml, validate
+from famix_core.errors import suggest
+from orchestrator.errors import SweepError
+from orchestrator.sweep.schema import (
+    BackendSpec,
+    LabelSpec,
+    ProfileSpec,
+    RayOptions,
+    ResourceSpec,
+    SweepSpec,
+    TrackingSpec,
+    ZipGroup,
+)
+
+__all__ = ["resolve_sweep_path", "load_sweep", "validate_tree", "check_config_key"]
+
+_REPO_SWEEPS = Path(__file__).resolve().parent.parent.parent / "sweeps"
+
+
+def resolve_sweep_path(name: str | Path, search: list[Path] | None = None) -> Path:
+    """Find a sweep file: a path as given, else ``<dir>/sweeps/<name>[.yaml]`` in the current dir and the repo root.
+
+    Raises:
+        SweepError: naming the places searched.
+    """
+    p = Path(name)
+    candidates = [p, p.with_suffix(".yaml")] if p.suffix not in (".yaml", ".yml") else [p]
+    roots = search if search is not None else [Path.cwd() / "sweeps", _REPO_SWEEPS]
+    for c in list(candidates):
+        if not c.is_absolute():
+            candidates += [r / c.name for r in roots]
+    for c in candidates:
+        if c.is_file():
+            return c
+    where = ", ".join(str(r) for r in roots)
+    raise SweepError(f"{name}: sweep file not found (looked as given and in {where})")
+
+
+def check_config_key(key: str, source: str, where: str) -> None:
+    """``key`` is a dotted path of the engine config (or a ``data.roots.<domain>``).
+
+    Raises:
+        SweepError: ``<source>: <where>: unknown key (did you mean …?)``.
+    """
+    paths = config_paths()
+    if key in paths or key.startswith("data.roots."):
+        return
+    raise SweepError(f"{source}: {where}: unknown key{suggest(key, paths)}")
+
+
+def validate_tree(tree: dict[str, Any], source: str, prefix: str) -> FamixConfig:
+    """The engine config of a base tree; a mistake names ``<prefix>.<dotted.key>``."""
+    return validate(FamixConfig, tree, source, prefix=prefix, valid_keys=config_paths())
+
+
+def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
+    """Read and validate a sweep file (``base`` given as a path is read too).
+
+    Returns:
+        (spec, source) where source is the path as shown in messages.
+    """
+    p = Path(path)
+    source = str(path)
+    data = read_yaml(p, source, kind="sweep")
+    if not isinstance(data, dict):
+        raise SweepError(f"{source}: <root>: expected a mapping with 'name', 'grid', … at the top level")
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as e:
+        raise SweepError(format_error(e, source, valid_keys=_keys_for(e.errors()[0]["loc"]))) from None
+    if isinstance(spec.base, str):
+        base_path = (p.parent / spec.base).resolve()
+        if not base_path.is_file():
+            raise SweepError(f"{source}: base: file {spec.base} not found (relative to {p.parent})")
+        base = read_yaml(base_path, str(base_path))
+        if not isinstance(base, dict):
+            raise SweepError(f"{base_path}: <root>: expected a config mapping (model, style, mining, data, train, eval)")
+        spec = spec.model_copy(update={"base": base})
+    validate_tree(spec.base, source, "base")  # the file's own base, before a profile could mask a mistake
+    for name, prof in spec.profiles.items():
+        if prof.base:
+            validate_tree(merge(spec.base, prof.base, source=source), source, f"profiles.{name}.base")
+    return spec, source
+
+
+def _keys_for(loc: tuple) -> list[str]:
+    """Valid keys at the place an extra key was found (for 'did you mean')."""
+    if len(loc) < 2 or loc[0] not in ("backend", "tracking", "labels", "profiles", "zip"):
+        return list(SweepSpec.model_fields)
+    models: dict[str, type[BaseModel]] = {
+        "backend": BackendSpec,
+        "tracking": TrackingSpec,
+        "labels": LabelSpec,
+        "profiles": ProfileSpec,
+        "zip": ZipGroup,
+    }
+    model = models[loc[0]]
+    if loc[0] == "backend" and len(loc) > 2 and loc[1] == "ray":
+        model = RayOptions
+    if loc[0] == "backend" and len(loc) > 3 and loc[1] == "resources":
+        model = ResourceSpec
+    return list(model.model_fields)

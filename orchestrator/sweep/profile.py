@@ -1,0 +1,80 @@
+"""A sweep file + a profile + command-line overrides -> :class:`~orchestrator.sweep.schema.ResolvedSweep`."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from famix_core.config_io import Override, apply_overrides, merge, validate
+from famix_core.errors import suggest
+from orchestrator.backends.slurm_options import validate_slurm_options
+from orchestrator.errors import SweepError
+from orchestrator.sweep.load import check_config_key, validate_tree
+from orchestrator.sweep.schema import BUILTIN_PROFILES, BackendSpec, ProfileSpec, ResolvedSweep, SweepSpec, TrackingSpec
+
+__all__ = ["resolve_profile"]
+
+
+def resolve_profile(
+    spec: SweepSpec, source: str, profile: str | None = None, overrides: Sequence[Override] = ()
+) -> ResolvedSweep:
+    """Apply a profile and the command-line overrides, from general to specific.
+
+    Precedence (each layer beats the ones before it): engine defaults < the built-in profile
+    (``smoke``/``paper``) < the file's top level (``base``, ``seeds``, ``domains``, ``backend``, …)
+    < the file's ``profiles.<name>`` < grid/zip values (at expansion) < command-line overrides
+    (``key=value``, ``+key=value``, ``~key``; they may not name a varied key).
+    :attr:`ResolvedSweep.layers` keeps the base trees of the layers for ``famix sweep plan --explain``.
+
+    Raises:
+        SweepError / ConfigError: unknown profile, bad profile content, an unknown override key,
+            an override of a varied key, ``+key`` of a key already set, ``~key`` of one not set.
+    """
+    profile = profile or spec.default_profile
+    names = sorted(set(BUILTIN_PROFILES) | set(spec.profiles))
+    if profile not in names:
+        raise SweepError(f"{source}: profile {profile!r}: unknown profile (known: {', '.join(names)}){suggest(profile, names)}")
+    # a mistake in the built-in table is a bug, reported like a file mistake
+    builtin = validate(ProfileSpec, BUILTIN_PROFILES.get(profile, {}), "built-in profiles", prefix=profile)
+    own = spec.profiles.get(profile) or ProfileSpec()
+    file_set = spec.model_fields_set
+
+    file_base = spec.base if isinstance(spec.base, dict) else {}
+    layers = [
+        (f"built-in profile {profile}", builtin.base),
+        (f"{source}: base", file_base),
+        (f"{source}: profiles.{profile}.base", own.base),
+    ]
+    base = merge(*(tree for _, tree in layers), source=source)
+    grid = {**builtin.grid, **spec.grid, **own.grid}
+    seeds = own.seeds or (spec.seeds if "seeds" in file_set else None) or builtin.seeds or spec.seeds
+    domains = own.domains or spec.domains or builtin.domains
+    where = f"profiles.{profile}"
+    backend_tree = merge(builtin.backend, spec.backend.model_dump(exclude_unset=True), own.backend, source=source)
+    tracking_tree = merge(builtin.tracking, spec.tracking.model_dump(exclude_unset=True), own.tracking, source=source)
+    backend = validate(BackendSpec, backend_tree, source, where)
+    tracking = validate(TrackingSpec, tracking_tree, source, where)
+    if backend.slurm:
+        validate_slurm_options(backend.slurm, source)
+    varied = set(grid) | {k for g in spec.zip for k in g.values}
+    for o in overrides:
+        check_config_key(o.key, "command line", o.key)
+        if o.key in varied:
+            raise SweepError(f"command line: {o.key}: this key is varied by the sweep's grid/zip; edit the grid instead")
+    base = apply_overrides(base, overrides, tree_source=source)
+    if domains is None:
+        domains = list(validate_tree(base, source, "base").eval.domains)
+    return ResolvedSweep(
+        name=spec.name,
+        source=source,
+        profile=profile,
+        base=base,
+        grid=grid,
+        zip=list(spec.zip),
+        seeds=list(seeds),
+        labels=dict(spec.labels),
+        domains=list(domains),
+        backend=backend,
+        tracking=tracking,
+        overrides=list(overrides),
+        layers=layers,
+    )

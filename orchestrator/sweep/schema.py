@@ -1,0 +1,271 @@
+"""Sweep file schema: the typed :class:`SweepSpec`, the built-in profiles, and what a plan is made of.
+
+See docs/sweeps.md for the file format. No torch is imported here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from famix_core.config import FamixConfig
+from famix_core.config_io import Override
+from famix_core.errors import suggest
+
+__all__ = [
+    "BUILTIN_PROFILES",
+    "DEFAULT_PROFILE",
+    "LabelSpec",
+    "ZipGroup",
+    "ResourceSpec",
+    "RayOptions",
+    "BackendSpec",
+    "TrackingSpec",
+    "ProfileSpec",
+    "SweepSpec",
+    "ResolvedSweep",
+    "Trial",
+    "canon_value",
+]
+
+DEFAULT_PROFILE = "smoke"
+
+BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
+    # The embedded default: runs anywhere, no downloads. Synthetic benchmark (generated in the
+    # run dir), famix-tiny CLIP with the packaged famix-synth weights (docs/pretraining.md;
+    # model.pretrained=none: random init), a few hundred CPU iterations.
+    "smoke": {
+        "base": {
+            "model": {"backbone": "famix-tiny", "pretrained": "famix-synth"},
+            "data": {
+                "synthetic": {"seed": 0, "height": 64, "width": 128, "train_images": 32, "val_images": 8},
+                "crop_size": 64,
+                "mapillary_size": 64,  # the official Mapillary crop (1536) scaled to the 64-high images
+                "synthia_crop": 60,  # SYNTHIA as a source: 720 of 768 in the paper, scaled to crop_size 64
+            },
+            # The method's 100 mining steps. famix-synth's layer-1 statistics are ~0.7 (RN50's are
+            # larger): lr 0.1 takes the prompts' mean 1 - cos from 1.13 to 0.32 (0.84 with lr 0.01);
+            # the paper's lr 1.0 would overshoot to negative stds.
+            "mining": {"steps": 100, "lr": 0.1, "batch_size": 8, "crop_size": 64, "max_batches": 2},
+            "train": {
+                "iterations": 200,
+                "batch_size": 8,
+                "checkpoint_every": 50,
+                "log_every": 10,
+                "device": "cpu",
+                # source validation (paper: every 750 of 40k, centre crop 1046x1914 of 1052x1914 GTA5
+                # images): 2 points of the curve, a crop of the 64x128 synthetic images
+                "val_every": 100,
+                "val_crop": [60, 120],
+            },
+            "eval": {"max_images": 8},
+        },
+        "seeds": [0],
+    },
+    # Paper scale: real dataset roots (data.root=… / data.roots.<domain>=…), open_clip's OpenAI RN50
+    # weights, 40k iterations, three seeds. Fails at plan time when data or weights are missing.
+    "paper": {
+        "base": {
+            "model": {"backbone": "RN50", "pretrained": "openai"},
+            "data": {"synthetic": None},
+            # a stage given no GPU refuses instead of training 40k iterations on the CPU unnoticed
+            # (train.device=cpu, given explicitly, still runs there)
+            "train": {"iterations": 40000, "cpu_fallback": False, "val_every": 750},  # official --val_interval 750
+        },
+        "seeds": [0, 1, 2],
+    },
+}
+
+
+def canon_value(v: Any) -> str:
+    """How a grid value is spelled in label maps and trial names: YAML-like scalars (``true``, ``0.5``, ``paper``)."""
+    if isinstance(v, str):
+        return v
+    return json.dumps(v, sort_keys=True, ensure_ascii=False)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LabelSpec(_Strict):
+    """How one varied key appears in tables: its column and how each value is shown."""
+
+    column: str = Field(min_length=1)
+    values: dict[str, str] = Field(default_factory=dict, description="canonical value -> shown text")
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _canon_keys(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {canon_value(k): (canon_value(x) if not isinstance(x, str) else x) for k, x in v.items()}
+        return v
+
+
+class ZipGroup(_Strict):
+    """Keys that vary together (the i-th values form one point), optionally named in one label column."""
+
+    column: str | None = Field(None, description="label column for the whole group, e.g. 'Method'")
+    names: list[str] | None = Field(None, description="shown value of each point, e.g. ['MixStyle', 'FAMix']")
+    values: dict[str, list[Any]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "ZipGroup":
+        lengths = {k: len(v) for k, v in self.values.items()}
+        for k, n in lengths.items():
+            if n == 0:
+                raise ValueError(f"values.{k}: empty list (expected at least one value)")
+        if len(set(lengths.values())) > 1:
+            detail = ", ".join(f"{k}={n}" for k, n in lengths.items())
+            raise ValueError(f"lists of unequal length ({detail}); zip needs equal lengths")
+        n = next(iter(lengths.values()))
+        if self.names is not None and len(self.names) != n:
+            raise ValueError(f"names: {len(self.names)} names for {n} points")
+        if self.names is not None and self.column is None:
+            raise ValueError("names: needs a 'column' to show them in")
+        return self
+
+    def size(self) -> int:
+        return len(next(iter(self.values.values())))
+
+
+class ResourceSpec(_Strict):
+    """What one stage of a kind asks for."""
+
+    cpus: int = Field(1, ge=1)
+    gpus: float = Field(0, ge=0)
+    mem_gb: float = Field(4, gt=0)
+    timeout_min: int = Field(60, ge=1)
+
+
+class RayOptions(_Strict):
+    """Ray backend: in-process by default, or an existing cluster by ``address`` (``auto``, ``ray://host:port``)."""
+
+    address: str | None = None
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the in-process instance (default: all)")
+    num_gpus: int | None = Field(None, ge=0)
+
+
+class BackendSpec(_Strict):
+    """Where stages run and with what."""
+
+    kind: str = "local"
+    max_parallel: int | None = Field(None, ge=1)
+    retries: int = Field(1, ge=0)
+    resources: dict[str, ResourceSpec] = Field(
+        default_factory=lambda: {k: ResourceSpec() for k in ("mine", "train", "evaluate")}
+    )
+    ray: RayOptions = Field(default_factory=RayOptions)
+    slurm: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        from orchestrator.backends import BACKENDS
+
+        if v not in BACKENDS:
+            raise ValueError(f"unknown backend {v!r} (known: {', '.join(BACKENDS)}){suggest(v, BACKENDS)}")
+        return v
+
+    @field_validator("resources")
+    @classmethod
+    def _kinds(cls, v: dict[str, ResourceSpec]) -> dict[str, ResourceSpec]:
+        kinds = ("mine", "train", "evaluate")
+        for k in v:
+            if k not in kinds:
+                raise ValueError(f"unknown stage kind {k!r} (known: {', '.join(kinds)}){suggest(k, kinds)}")
+        return {k: v.get(k, ResourceSpec()) for k in kinds}
+
+
+class TrackingSpec(_Strict):
+    """MLflow target: ``uri`` None = ``sqlite:///<run_dir>/mlflow.db``; ``experiment`` None = the sweep name.
+
+    ``system_metrics``: MLflow's built-in system metrics (CPU, memory, disk, network; GPU with
+    ``nvidia-ml-py``) in the trial runs while their training runs, sampled every
+    ``system_metrics_interval`` seconds (needs ``psutil``: the ``system-metrics`` extra).
+    """
+
+    uri: str | None = None
+    experiment: str | None = None
+    system_metrics: bool = True
+    system_metrics_interval: float = Field(10.0, gt=0)
+
+
+class ProfileSpec(_Strict):
+    """A named overlay: ``base`` is deep-merged, the other fields replace (grid: per key)."""
+
+    base: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    seeds: list[int] | None = Field(None, min_length=1)
+    domains: list[str] | None = Field(None, min_length=1)
+    backend: dict[str, Any] = Field(default_factory=dict)
+    tracking: dict[str, Any] = Field(default_factory=dict)
+
+
+class SweepSpec(_Strict):
+    """A sweep file, validated."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    base: dict[str, Any] | str = Field(default_factory=dict, description="config tree, or a path relative to the file")
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    zip: list[ZipGroup] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    labels: dict[str, LabelSpec] = Field(default_factory=dict)
+    domains: list[str] | None = Field(None, min_length=1)
+    default_profile: str = DEFAULT_PROFILE
+    profiles: dict[str, ProfileSpec] = Field(default_factory=dict)
+    backend: BackendSpec = Field(default_factory=BackendSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, v: str) -> str:
+        if v in (".", ".."):
+            raise ValueError(f"{v!r} is not a folder name of its own (the sweep writes to <run_dir>/<name>/)")
+        return v
+
+
+@dataclass
+class ResolvedSweep:
+    """A sweep with one profile and the command-line overrides applied (still unexpanded)."""
+
+    name: str
+    source: str  # the file, for error messages
+    profile: str
+    base: dict[str, Any]
+    grid: dict[str, list[Any]]
+    zip: list[ZipGroup]
+    seeds: list[int]
+    labels: dict[str, LabelSpec]
+    domains: list[str]
+    backend: BackendSpec
+    tracking: TrackingSpec
+    overrides: list[Override] = field(default_factory=list)  # command line, in order
+    layers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (name, base tree), general first
+
+
+@dataclass
+class Trial:
+    """One grid point x one seed, fully resolved.
+
+    Attributes:
+        id: ``t-`` + 12 hex of the canonical resolved config (stable across reruns).
+        index: position in grid order (seeds innermost).
+        seed: the repeat's seed (in ``train.seed`` and ``mining.seed``).
+        labels: label column -> shown value, in column order.
+        point: dotted key -> value of this grid point.
+        config: the validated engine config.
+    """
+
+    id: str
+    index: int
+    seed: int
+    labels: dict[str, str]
+    point: dict[str, Any]
+    config: FamixConfig
+
+

@@ -1,0 +1,284 @@
+"""The one config layer (famix_core.config_io): overrides, one-line errors, canonical hash, atomic folder commit.
+
+Also the regression guard for stage keys and trial ids: a run directory made before a change
+of the config layer must find its finished stages under the same keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.__main__ import main
+from famix_core.config import load_config
+from famix_core.config_io import Override, apply_overrides, canonical_hash, merge, parse_overrides, read_yaml
+from famix_core.errors import ConfigError
+from famix_core.io import commit_dir, make_temp_dir
+from orchestrator.keys import FORMAT_VERSION
+from orchestrator.plan import build_plan
+from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# ----------------------------------------------------------------------------------------------- keys
+
+# Recorded from the code before the config layer was unified (FORMAT_VERSION 2): first and last
+# trial ids, the first mine key, and the last trial's train and Cityscapes evaluate keys, with the
+# plan built in /runs/famix (paper: data.root=/datasets/famix). A change here re-runs finished stages.
+PINNED = {
+    ("ablation", "smoke"): (8, "t-58a72bc8401f", "t-9958c24558b7",
+                            "f6a9104615a78df9458aacccefed8bd3ea58aeade1936deac5d349dff2a2c57e",
+                            "808174cf5e8ce839cad2921da449c2bc11237948eb765efff4e9f968e1f084a3",
+                            "3e39ec859c26bdaf771af3f0e57f4a0cc175ff2ed4f89d9a0c8f3a1f84991c16"),
+    ("ablation", "paper"): (24, "t-8d3689488f6f", "t-add76bf5ed89",
+                            "f311e918f1b1edb3a4800496bdd4d65b5a8d982e0c29667430968497ee135aeb",
+                            "c2956b63394a7d1a62b8e31c1ce3087bd80244ec561f63cb3c7191eef1ce912a",
+                            "853312b8c485ba72165a7d33a1f1488248eafaacc1b161e6214f7afd98189f78"),
+    ("prompts", "smoke"): (5, "t-cef50e5186ee", "t-9958c24558b7",
+                           "9bd979006bdee541d42e5b4dec11fed0c9d0436d1e8c37b229135c691d3fb809",
+                           "808174cf5e8ce839cad2921da449c2bc11237948eb765efff4e9f968e1f084a3",
+                           "3e39ec859c26bdaf771af3f0e57f4a0cc175ff2ed4f89d9a0c8f3a1f84991c16"),
+    ("prompts", "paper"): (15, "t-77378076a79c", "t-add76bf5ed89",
+                           "3e9db6f5d83712c0c4f21c8f057852e4fcb19fa0a8ac8e11b76bc4787284b34d",
+                           "c2956b63394a7d1a62b8e31c1ce3087bd80244ec561f63cb3c7191eef1ce912a",
+                           "853312b8c485ba72165a7d33a1f1488248eafaacc1b161e6214f7afd98189f78"),
+    ("baselines", "smoke"): (4, "t-dac37eab1901", "t-9958c24558b7",
+                             "f6a9104615a78df9458aacccefed8bd3ea58aeade1936deac5d349dff2a2c57e",
+                             "808174cf5e8ce839cad2921da449c2bc11237948eb765efff4e9f968e1f084a3",
+                             "3e39ec859c26bdaf771af3f0e57f4a0cc175ff2ed4f89d9a0c8f3a1f84991c16"),
+    ("baselines", "paper"): (12, "t-1b2fe02df048", "t-add76bf5ed89",
+                             "f311e918f1b1edb3a4800496bdd4d65b5a8d982e0c29667430968497ee135aeb",
+                             "c2956b63394a7d1a62b8e31c1ce3087bd80244ec561f63cb3c7191eef1ce912a",
+                             "853312b8c485ba72165a7d33a1f1488248eafaacc1b161e6214f7afd98189f78"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "profile"), list(PINNED), ids=[f"{n}-{p}" for n, p in PINNED])
+def test_stage_keys_and_trial_ids_of_existing_run_dirs_stay_valid(name, profile):
+    assert FORMAT_VERSION == 2  # a deliberate bump re-keys everything: update the pins with it
+    spec, src = load_sweep(resolve_sweep_path(name, search=[REPO / "sweeps"]))
+    over = parse_overrides(["data.root=/datasets/famix"] if profile == "paper" else [])
+    rs = resolve_profile(spec, src, profile, over)
+    plan = build_plan(rs, "/runs/famix", check_data=lambda c: None, check_weights=lambda c: None)
+    n, first, last, mine, train, evaluate = PINNED[(name, profile)]
+    ids = [t.id for t in plan.trials]
+    assert (len(ids), ids[0], ids[-1]) == (n, first, last)
+    ts_first, ts_last = plan.trial_stages[first], plan.trial_stages[last]
+    assert (ts_first.mine or ts_last.mine) == mine
+    assert (ts_last.train, ts_last.evaluate["C"]) == (train, evaluate)
+    # where the plan puts the synthetic benchmark: data/synth-<canonical hash of data.synthetic, 10 hex>
+    # (it was synth-fae4b35ee5 before the hash was unified; stage keys never depend on the folder)
+    roots = {t.config.data.root for t in plan.trials}
+    assert roots == ({"/runs/famix/data/synth-7755643026"} if profile == "smoke" else {"/datasets/famix"})
+
+
+def test_canonical_hash_is_sha256_of_sorted_compact_ascii_json():
+    obj = {"b": [1, 2.5, None], "a": {"é": True}}
+    want = hashlib.sha256(b'{"a":{"\\u00e9":true},"b":[1,2.5,null]}').hexdigest()
+    assert canonical_hash(obj) == want
+    assert canonical_hash({"a": {"é": True}, "b": [1, 2.5, None]}) == want  # key order does not matter
+
+
+# ----------------------------------------------------------------------------------------------- overrides
+
+
+def test_override_syntax_set_add_delete_lists_and_quotes():
+    got = parse_overrides(
+        ["train.iterations=10", "+data.roots.AF=/x/acdc", "~eval.max_images", "eval.domains=[C,B]",
+         "eval.scales=[1.0, 0.5]", "data.split_file='1.0'", 'model.cache_dir="true"', "data.root=%TMP%", "x.y="]
+    )  # fmt: skip
+    assert got == [
+        Override("set", "train.iterations", 10),
+        Override("add", "data.roots.AF", "/x/acdc"),
+        Override("delete", "eval.max_images"),
+        Override("set", "eval.domains", ["C", "B"]),
+        Override("set", "eval.scales", [1.0, 0.5]),
+        Override("set", "data.split_file", "1.0"),  # quoted: a string, not a number
+        Override("set", "model.cache_dir", "true"),
+        Override("set", "data.root", "%TMP%"),  # a plain word YAML refuses stays a string
+        Override("set", "x.y", ""),
+    ]
+    tree = {"eval": {"max_images": 4, "split": "val"}, "data": {"synthetic": None}}
+    out = apply_overrides(tree, got)
+    assert out["eval"] == {"split": "val", "domains": ["C", "B"], "scales": [1.0, 0.5]}  # max_images deleted
+    assert out["data"]["roots"] == {"AF": "/x/acdc"} and out["train"] == {"iterations": 10}
+    assert tree["eval"]["max_images"] == 4  # the input is not changed
+
+
+@pytest.mark.parametrize(
+    ("items", "needle"),
+    [
+        (["eval.scales=[1.0"], "command line: 'eval.scales=[1.0': malformed value"),
+        (["data.root='/x"], "command line: \"data.root='/x\": malformed value"),
+        (["train.iterations"], "command line: 'train.iterations': expected key=value, +key=value or ~key"),
+        (["=3"], "command line: '=3': expected key=value"),
+        (["a..b=1"], "command line: 'a..b=1': expected key=value"),
+        (["~eval.split=val"], "~key deletes a key and takes no value"),
+        (["eval.x=!!python/object/apply:os.system [ls]"], "YAML tags are not allowed"),
+    ],
+)
+def test_malformed_override_is_one_line(items, needle):
+    with pytest.raises(ConfigError) as err:
+        parse_overrides(items)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_add_needs_a_new_key_and_delete_an_existing_one():
+    tree = {"train": {"iterations": 5}, "data": {"root": "/d"}}
+    with pytest.raises(ConfigError, match=r"^command line: \+train.iterations: already set; use train.iterations=… to change it$"):
+        apply_overrides(tree, parse_overrides(["+train.iterations=6"]))
+    with pytest.raises(ConfigError, match=r"^command line: ~eval.split: not set, nothing to delete$"):
+        apply_overrides(tree, parse_overrides(["~eval.split"]))
+    with pytest.raises(ConfigError, match=r"^command line: data.root.x: data.root is not a mapping"):
+        apply_overrides(tree, parse_overrides(["data.root.x=1"]))
+    assert apply_overrides(tree, parse_overrides(["~train"])) == {"data": {"root": "/d"}}
+
+
+def test_load_config_applies_overrides_over_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {iterations: 5, batch_size: 2}\neval: {max_images: 3}\n")
+    cfg = load_config(path, ["+train.seed=7", "~eval.max_images", "train.iterations=9", "eval.domains=[C,B]"])
+    assert (cfg.train.iterations, cfg.train.batch_size, cfg.train.seed) == (9, 2, 7)
+    assert cfg.eval.max_images is None and cfg.eval.domains == ["C", "B"]
+    with pytest.raises(ConfigError, match=r"c.yaml: model.freez: unknown key \(did you mean model.freeze\?\)$"):
+        load_config(path, ["model.freez=none"])
+
+
+def test_config_file_with_a_duplicate_key_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  iterations: 5\n  iterations: 6\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: line 3: duplicate key 'iterations' \(first at line 2\)"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"^x.yaml: file not found$"):
+        read_yaml(tmp_path / "nothere.yaml", "x.yaml")
+
+
+def test_a_tree_omegaconf_cannot_hold_is_one_line_and_dates_stay_strings(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  null: 1\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: model: Incompatible key type 'NoneType' \(config keys are strings"):
+        load_config(path)
+    path.write_text("model: {cache_dir: 2024-01-01}\n")
+    assert load_config(path, ["data.root=2024-02-02"]).model.cache_dir == "2024-01-01"
+    assert parse_overrides(["data.root=2024-02-02"])[0].value == "2024-02-02"
+
+
+def test_merge_mappings_merge_everything_else_replaces():
+    a = {"data": {"synthetic": {"seed": 0}, "root": "d"}, "eval": {"scales": [1.0, 0.5]}}
+    b = {"data": {"synthetic": None}, "eval": {"scales": [0.5]}}
+    assert merge(a, b) == {"data": {"synthetic": None, "root": "d"}, "eval": {"scales": [0.5]}}
+    assert a["data"]["synthetic"] == {"seed": 0}
+
+
+BAD = "eval.scales=[1.0"
+LINE = "famix: error: command line: 'eval.scales=[1.0': malformed value (column 17): expected ',' or ']', but got '<stream end>'; quote a string, close a [list]"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["data", "check", BAD],
+        ["data", "bench", BAD],
+        ["train", "--out", "out", BAD],
+        ["mine-styles", "--out", "out", BAD],
+        ["evaluate", "--out", "out", "--weights", "w.safetensors", BAD],
+        ["pretrain-clip", "--out", "out", BAD],
+        ["sweep", "plan", "ablation", "--run-dir", "runs", BAD],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_every_command_answers_a_malformed_override_with_the_same_line(capsys, argv):
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    assert rc == 2 and err.strip() == LINE, err
+    assert not Path("out").exists() and not Path("runs").exists()
+
+
+@pytest.mark.parametrize("argv", [["data", "check", BAD], ["train", "--out", "out", BAD], ["sweep", "plan", "ablation", BAD]])
+def test_malformed_override_through_python_m(argv):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", *argv], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == LINE and "Traceback" not in proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------- sweeps
+
+
+SWEEP = """\
+name: s
+grid:
+  style.mix: [true, false]
+base:
+  eval: {max_images: 3}
+domains: [C]
+"""
+
+
+def test_sweep_overrides_add_and_delete(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text(SWEEP)
+    spec, src = load_sweep(p)
+    rs = resolve_profile(spec, src, "smoke", parse_overrides(["~eval.max_images", "+model.cache_dir=/c"]))
+    plan = build_plan(rs, tmp_path / "runs", check_data=lambda c: None, check_weights=lambda c: None)
+    assert all(t.config.eval.max_images is None and t.config.model.cache_dir == "/c" for t in plan.trials)
+    from orchestrator.explain import explain_key
+
+    assert explain_key(rs, plan.trials[0], "eval.max_images").layer == "command line (~eval.max_images: engine default)"
+    assert explain_key(rs, plan.trials[0], "model.cache_dir").layer == "command line"
+    with pytest.raises(ConfigError, match=r"command line: \+train.iterations: already set"):  # the smoke profile sets it
+        resolve_profile(spec, src, "smoke", parse_overrides(["+train.iterations=3"]))
+
+
+# ----------------------------------------------------------------------------------------------- atomic commit
+
+
+def _folder(parent: Path, text: str) -> Path:
+    tmp = make_temp_dir(parent)
+    (tmp / "f.txt").write_text(text)
+    return tmp
+
+
+def test_commit_dir_replaces_debris_keeps_a_complete_winner(tmp_path):
+    final = tmp_path / "kind" / "key"
+    complete = lambda p: (p / "DONE").is_file()  # noqa: E731
+
+    assert commit_dir(_folder(tmp_path, "one"), final, complete) is True
+    assert (final / "f.txt").read_text() == "one"  # debris-free first commit
+    (final / "DONE").write_text("")
+    tmp = _folder(tmp_path, "two")
+    assert commit_dir(tmp, final, complete) is False  # a finished final wins; tmp is cleaned up
+    assert (final / "f.txt").read_text() == "one" and not tmp.exists()
+    (final / "DONE").unlink()
+    assert commit_dir(_folder(tmp_path, "three"), final, complete) is True  # an unfinished one is replaced
+    assert (final / "f.txt").read_text() == "three"
+    assert commit_dir(_folder(tmp_path, "four"), final) is True  # no completeness test: always replaced
+    assert (final / "f.txt").read_text() == "four"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kind"]  # no temp or set-aside folders left
+
+
+def test_resolved_sweep_keeps_overrides_as_written(tmp_path):
+    from orchestrator.parent_run import resolved_sweep
+
+    p = tmp_path / "s.yaml"
+    p.write_text(SWEEP)
+    spec, src = load_sweep(p)
+    rs = resolve_profile(spec, src, "smoke", parse_overrides(["train.iterations=7", "~eval.max_images", "+model.cache_dir=/c"]))
+    plan = build_plan(rs, tmp_path / "runs", check_data=lambda c: None, check_weights=lambda c: None)
+    got = resolved_sweep(plan)["overrides"]
+    assert got == {"train.iterations": 7, "~eval.max_images": None, "+model.cache_dir": "/c"}
+    json.dumps(got)
+
+
+def test_cli_takes_delete_overrides_between_options(tmp_path, capsys):
+    p = tmp_path / "s.yaml"
+    p.write_text(SWEEP)
+    argv = ["sweep", "plan", str(p), "--run-dir", "runs", "~eval.max_images", "--explain", "eval.max_images"]
+    assert main(argv) == 0
+    assert "command line (~eval.max_images: engine default)" in capsys.readouterr().out
