@@ -668,7 +668,7 @@ def _validate_slurm(block: dict[str, Any], source: str) -> None:
     if not block:
         return
     validator = None
-    for mod_name in ("orchestrator.backends.slurm_options", "orchestrator.backends.slurm"):
+    for mod_name in ("orchestrator.backends.slurm.options", "orchestrator.backends.slurm"):
         try:
             validator = getattr(__import__(mod_name, fromlist=["validate_slurm_options"]), "validate_slurm_options", None)
         except ImportError:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.backends import BACKENDS, create_backend, get_backend_class
-from orchestrator.backends.base import StageTask
+from orchestrator.stages import StageTask
 from orchestrator.backends.local import LocalBackend
 from orchestrator.errors import SweepError
 
@@ -91,7 +91,7 @@ def test_no_retry_for_deterministic_failures():
     from famix_core.errors import TrainingDiverged
 
     def diverge(task):
-        from orchestrator.backends.base import StageOutcome
+        from orchestrator.stages import StageOutcome
 
         return StageOutcome(task.key, "failed", error=str(TrainingDiverged("loss is nan at iteration 3")), retryable=False)
 

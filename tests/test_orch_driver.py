@@ -330,13 +330,13 @@ def test_parent_run_carries_the_sweep_the_report_and_summary_metrics(fake_engine
 
 
 def test_system_metrics_only_for_training_and_off_switch(fake_engine):
-    from orchestrator.driver import _tasks
+    from orchestrator.driver import stage_tasks
 
     Path("sweeps").mkdir(exist_ok=True)
     for flag, interval in (("", 10.0), ("tracking: {system_metrics: false}\n", None), ("tracking: {system_metrics_interval: 2}\n", 2.0)):
         Path("sweeps/mini.yaml").write_text(SWEEP + flag)
         plan = prepare("mini", run_dir="runs", check_data=lambda c: None, check_weights=lambda c: None)
-        tasks = _tasks(plan, plan.status(), {t.id: "r" for t in plan.trials}, "sqlite:///x", {})
+        tasks = stage_tasks(plan, plan.status(), {t.id: "r" for t in plan.trials}, "sqlite:///x", {})
         assert {t.kind: t.tracking["system_metrics"] for t in tasks if t.kind == "train"} == {"train": interval}
         assert all(t.tracking["system_metrics"] is None for t in tasks if t.kind != "train")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import plain_tiny_config
-from orchestrator.backends.base import StageOutcome, StageTask
-from orchestrator.backends.slurm import SlurmStage
+from orchestrator.backends.slurm.job import SlurmStage
+from orchestrator.stages import StageOutcome, StageTask
 
 
 class _Requeued(SystemExit):

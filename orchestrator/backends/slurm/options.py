@@ -29,10 +29,10 @@ import re
 from typing import Any, Mapping
 
 from famix_core.errors import FamixError
+from orchestrator.stages import STAGE_KINDS
 
 __all__ = [
     "SLURM_OPTIONS",
-    "STAGE_KINDS",
     "RESERVED_SBATCH_OPTIONS",
     "SlurmOptionError",
     "validate_slurm_options",
@@ -57,8 +57,6 @@ SLURM_OPTIONS: tuple[str, ...] = (
     "array_parallelism",
 )
 """Keys of ``backend.slurm`` (and of its per stage kind overrides)."""
-
-STAGE_KINDS: tuple[str, ...] = ("mine", "train", "evaluate")
 
 RESERVED_SBATCH_OPTIONS: tuple[str, ...] = (
     "array",
