@@ -177,6 +177,18 @@ class Tracker:
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         with_retry(self.client.log_text, run_id, text, artifact_file)
 
+    def has_artifacts(self, run_id: str, path: str) -> bool:
+        """Whether the run has artifacts under ``path``; a store that says the path does not exist means no
+        (any other error, e.g. an unreachable server, is raised)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return bool(with_retry(self.client.list_artifacts, run_id, path))
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return False
+
     def finish(self, run_id: str, ok: bool) -> None:
         with_retry(self.client.set_terminated, run_id, "FINISHED" if ok else "FAILED")
 
@@ -487,7 +499,7 @@ def finalize_runs(plan: Plan, tracker: Any, parent: str, runs: dict[str, str], f
             tracker.log_metrics(run_id, missing, step=0)
         if ts.mine and store.is_done("mine", ts.mine):
             summary = store.path("mine", ts.mine) / "summary.json"
-            if summary.is_file() and not _has_artifact(tracker, run_id, "styles"):
+            if summary.is_file() and not tracker.has_artifacts(run_id, "styles"):
                 tracker.client.log_artifact(run_id, str(summary), "styles")
         all_done = all(store.is_done(plan.stages[k].kind, k) for k in ts.keys())
         status = "done" if all_done else ("failed" if any(k in failed for k in ts.keys()) else "partial")
@@ -499,15 +511,3 @@ def finalize_runs(plan: Plan, tracker: Any, parent: str, runs: dict[str, str], f
     tracker.set_tags(parent, {"famix.status": overall})
     tracker.finish(parent, overall == "done")
     return statuses
-
-
-def _has_artifact(tracker: Any, run_id: str, path: str) -> bool:
-    """Whether the run has artifacts under ``path``; a store that says the path does not exist means no."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return bool(tracker.client.list_artifacts(run_id, path))
-    except MlflowException as e:
-        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        return False

@@ -402,3 +402,28 @@ def test_everything_written_follows_the_umask(fake_engine):
     finally:
         os.umask(old)
     assert Path("strict/a.json").stat().st_mode & 0o777 == 0o640 and folder.stat().st_mode & 0o777 == 0o750
+
+
+def test_has_artifacts_answers_no_only_for_a_missing_path(tmp_path, monkeypatch):
+    """A missing artifact path means "not logged yet"; any other MLflow error is not swallowed."""
+    from mlflow.exceptions import MlflowException
+
+    tracker = Tracker(default_uri(tmp_path), "exp", artifact_location=(tmp_path / "mlartifacts").as_uri())
+    run_id, _ = tracker.ensure_run({"famix.sweep": "s"}, {}, name="r")
+    assert not tracker.has_artifacts(run_id, "styles")
+    tracker.log_text(run_id, "{}", "styles/summary.json")
+    assert tracker.has_artifacts(run_id, "styles")
+
+    def missing(*args, **kwargs):
+        raise MlflowException("no such path", error_code="RESOURCE_DOES_NOT_EXIST")
+
+    monkeypatch.setattr(tracker.client, "list_artifacts", missing)
+    assert not tracker.has_artifacts(run_id, "styles")
+
+    def broken(*args, **kwargs):
+        raise MlflowException("artifact store unreachable", error_code="INTERNAL_ERROR")
+
+    monkeypatch.setattr(tracker.client, "list_artifacts", broken)
+    with pytest.raises(MlflowException, match="unreachable"):
+        tracker.has_artifacts(run_id, "styles")
+
