@@ -407,6 +407,7 @@ def test_everything_written_follows_the_umask(fake_engine):
 def test_has_artifacts_answers_no_only_for_a_missing_path(tmp_path, monkeypatch):
     """A missing artifact path means "not logged yet"; any other MLflow error is not swallowed."""
     from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
 
     tracker = Tracker(default_uri(tmp_path), "exp", artifact_location=(tmp_path / "mlartifacts").as_uri())
     run_id, _ = tracker.ensure_run({"famix.sweep": "s"}, {}, name="r")
@@ -415,13 +416,13 @@ def test_has_artifacts_answers_no_only_for_a_missing_path(tmp_path, monkeypatch)
     assert tracker.has_artifacts(run_id, "styles")
 
     def missing(*args, **kwargs):
-        raise MlflowException("no such path", error_code="RESOURCE_DOES_NOT_EXIST")
+        raise MlflowException("no such path", error_code=RESOURCE_DOES_NOT_EXIST)
 
     monkeypatch.setattr(tracker.client, "list_artifacts", missing)
     assert not tracker.has_artifacts(run_id, "styles")
 
     def broken(*args, **kwargs):
-        raise MlflowException("artifact store unreachable", error_code="INTERNAL_ERROR")
+        raise MlflowException("artifact store unreachable", error_code=INTERNAL_ERROR)
 
     monkeypatch.setattr(tracker.client, "list_artifacts", broken)
     with pytest.raises(MlflowException, match="unreachable"):
