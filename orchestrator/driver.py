@@ -76,7 +76,7 @@ class RunOptions:
     backend: str | None = None
     max_parallel: int | None = None
     retries: int | None = None
-    detach: bool = False  # submit and return (slurm only); `famix sweep status` / a rerun picks up later
+    detach: bool = False  # submit and return (backends with supports_detach); `famix sweep status` / a rerun picks up later
     rerun_failed: bool = False  # verify the done artifacts (sizes + sha256) first; damaged ones are set aside and rebuilt
 
 

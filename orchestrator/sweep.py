@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from famix_core.config import FamixConfig
 from famix_core.domains import resolve_domain
+from orchestrator.backends.slurm.options import DEFAULT_ARRAY_PARALLELISM
 from orchestrator.errors import SweepError, suggest
 
 __all__ = [
@@ -181,7 +182,7 @@ class SlurmOptions(_Strict):
     qos: str | None = None
     constraint: str | None = None
     additional: dict[str, str] = Field(default_factory=dict)
-    array_parallelism: int = Field(32, ge=1)
+    array_parallelism: int = Field(DEFAULT_ARRAY_PARALLELISM, ge=1)
 
 
 class BackendSpec(_Strict):

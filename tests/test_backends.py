@@ -129,11 +129,10 @@ def test_every_backend_answers_what_the_driver_asks(tmp_path):
 
 
 def test_slurm_array_cap_default_is_the_schema_default_and_documented():
-    from orchestrator.backends.slurm.backend import default_array_parallelism
-    from orchestrator.backends.slurm.options import array_parallelism
+    from orchestrator.backends.slurm.options import DEFAULT_ARRAY_PARALLELISM, array_parallelism
     from orchestrator.sweep import SlurmOptions
 
-    cap = default_array_parallelism()
+    cap = DEFAULT_ARRAY_PARALLELISM
     assert cap == SlurmOptions().array_parallelism
     assert array_parallelism("train", {}, cap) == cap and array_parallelism("train", {"array_parallelism": 3}, cap) == 3
     docs = (Path(__file__).resolve().parents[1] / "docs" / "slurm.md").read_text()

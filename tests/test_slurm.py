@@ -93,7 +93,7 @@ def _squeue_ids(job_ids: list[str]) -> list[str]:
 
 def test_dag_retry_failure_and_nasty_names(slurm_cluster, tmp_path):
     """mine -> train -> evaluate shaped DAG through execute_stage: retried, failed with job id + logs, deps skipped."""
-    from orchestrator.backends.slurm import SlurmBackend
+    from orchestrator.backends.slurm.backend import SlurmBackend
     from orchestrator.backends.slurm.records import load_jobs
 
     store = tmp_path / "runs" / "store"
@@ -131,7 +131,7 @@ def test_dag_retry_failure_and_nasty_names(slurm_cluster, tmp_path):
 def test_array_cap_and_max_array_size_split(slurm_cluster, tmp_path):
     """8 stages of one kind: one array capped at 1 running task; with MaxArraySize 3 they split into
     3 arrays that together keep to the cap."""
-    from orchestrator.backends.slurm import SlurmBackend
+    from orchestrator.backends.slurm.backend import SlurmBackend
     from orchestrator.backends.slurm.records import load_jobs
 
     store = tmp_path / "runs" / "store"
@@ -173,7 +173,7 @@ def test_array_cap_and_max_array_size_split(slurm_cluster, tmp_path):
 
 
 def test_detach_status_reattach_and_cancel(slurm_cluster, tmp_path, request):
-    from orchestrator.backends.slurm import SlurmBackend
+    from orchestrator.backends.slurm.backend import SlurmBackend
     from orchestrator.backends.slurm.records import cancel_jobs, load_jobs
 
     store = tmp_path / "runs" / "store"
@@ -293,7 +293,7 @@ def test_preempted_and_requeued_training_resumes_to_the_same_weights(slurm_clust
     import torch
     from safetensors.torch import load_file
 
-    from orchestrator.backends.slurm import SlurmBackend
+    from orchestrator.backends.slurm.backend import SlurmBackend
     from orchestrator.execute import execute_stage
 
     # The job must still be training when it is preempted and when it is requeued, on a quiet

@@ -18,7 +18,7 @@ __all__ = ["BACKENDS", "get_backend_class", "create_backend", "detachable"]
 BACKENDS: dict[str, str] = {
     "local": "orchestrator.backends.local:LocalBackend",
     "ray": "orchestrator.backends.ray_backend:RayBackend",
-    "slurm": "orchestrator.backends.slurm:SlurmBackend",
+    "slurm": "orchestrator.backends.slurm.backend:SlurmBackend",
 }
 
 

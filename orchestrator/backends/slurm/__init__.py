@@ -35,12 +35,7 @@ How a plan becomes jobs:
   Slurm job ids restart at 1 on a fresh cluster and submitit would read an old
   result from a reused ``%j`` folder.
 
-submitit is imported lazily: this package (and :func:`.options.validate_slurm_options`)
-imports without it.
+submitit is imported lazily: every module here imports without it. The registry names
+``orchestrator.backends.slurm.backend:SlurmBackend``; this file imports nothing, so the sweep
+schema reads :mod:`.options` without loading the backend.
 """
-
-from __future__ import annotations
-
-from orchestrator.backends.slurm.backend import SlurmBackend
-
-__all__ = ["SlurmBackend"]

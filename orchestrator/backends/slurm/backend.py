@@ -26,12 +26,17 @@ from orchestrator.backends.slurm.cluster import (
     slurm_available,
 )
 from orchestrator.backends.slurm.job import SlurmStage
-from orchestrator.backends.slurm.options import array_parallelism, stage_parameters, validate_slurm_options
+from orchestrator.backends.slurm.options import (
+    DEFAULT_ARRAY_PARALLELISM,
+    array_parallelism,
+    stage_parameters,
+    validate_slurm_options,
+)
 from orchestrator.backends.slurm.records import cancel_jobs, jobs_path, load_jobs, read_outcome, slurm_status
 from orchestrator.backends.slurm.sbatch import chunks, executor_parameters, share_cap
 from orchestrator.stages import STAGE_KINDS, EventFn, StageOutcome, StageTask
 
-__all__ = ["SlurmBackend", "absolute_path", "default_array_parallelism"]
+__all__ = ["SlurmBackend", "absolute_path"]
 
 
 def absolute_path(path: str | os.PathLike[str], what: str, notes: list[str] | None = None) -> Path:
@@ -151,7 +156,7 @@ class SlurmBackend(Backend):
         body = SlurmStage(retries=retries, outcome_dir=str(outcome_dir), fn=self.execute)
         chunk = self.max_array_size if self.max_array_size is not None else max_array_size()
         chunk = max(1, chunk)
-        default_cap = max_parallel or self.backend_max_parallel or default_array_parallelism()
+        default_cap = max_parallel or self.backend_max_parallel or DEFAULT_ARRAY_PARALLELISM
         submitted_now: list[dict[str, Any]] = []
 
         order = {kind: i for i, kind in enumerate(STAGE_KINDS)}  # other kinds (synthetic test stages) last
@@ -334,14 +339,6 @@ class SlurmBackend(Backend):
                 failed = f" (failed; log {r['stderr']})" if r["status"] == "failed" else ""
                 lines.append(f"  {r['name']}: job {r['job_id']} {r['state']}{failed}")
         return lines
-
-
-def default_array_parallelism() -> int:
-    """The array cap when neither ``--max-parallel``, ``backend.max_parallel`` nor
-    ``backend.slurm.array_parallelism`` sets one: the sweep schema's default (docs/slurm.md)."""
-    from orchestrator.sweep import SlurmOptions
-
-    return int(SlurmOptions.model_fields["array_parallelism"].default)
 
 
 def _tail(path: str | None, lines: int = 5) -> str:

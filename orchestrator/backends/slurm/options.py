@@ -33,6 +33,7 @@ from orchestrator.stages import STAGE_KINDS
 
 __all__ = [
     "SLURM_OPTIONS",
+    "DEFAULT_ARRAY_PARALLELISM",
     "RESERVED_SBATCH_OPTIONS",
     "SlurmOptionError",
     "validate_slurm_options",
@@ -57,6 +58,10 @@ SLURM_OPTIONS: tuple[str, ...] = (
     "array_parallelism",
 )
 """Keys of ``backend.slurm`` (and of its per stage kind overrides)."""
+
+DEFAULT_ARRAY_PARALLELISM = 32
+"""Tasks of one array running at once when neither ``--max-parallel``, ``backend.max_parallel`` nor
+``backend.slurm.array_parallelism`` says (the sweep schema's default too; docs/slurm.md)."""
 
 RESERVED_SBATCH_OPTIONS: tuple[str, ...] = (
     "array",
