@@ -27,8 +27,8 @@ sys.path.insert(0, str(REPO))
 
 
 def bench_ray(n_stages: int, seconds: float, slots: int, work: Path) -> float:
-    from orchestrator.backends.base import StageTask
     from orchestrator.backends.ray_backend import RayBackend
+    from orchestrator.stages import StageTask
 
     store = work / "store"
     tasks = [

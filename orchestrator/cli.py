@@ -70,10 +70,10 @@ def _prepare(args: argparse.Namespace, **kw: Any):
 def _plan(args: argparse.Namespace) -> int:
     from orchestrator.plan import print_plan
 
-    from orchestrator.driver import _console
+    from orchestrator.progress import make_console
 
     if args.explain:
-        _print_explain(_prepare(args), args.explain, _console())
+        _print_explain(_prepare(args), args.explain, make_console())
         return 0
     if args.estimate:  # the probes need neither data nor weights: a login node without them can estimate
         plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None)
@@ -83,7 +83,7 @@ def _plan(args: argparse.Namespace) -> int:
         from orchestrator.checks import check_weights
 
         plan = _prepare(args, check_weights=partial(check_weights, fetch=False))  # plan downloads nothing
-    console = _console()
+    console = make_console()
     print_plan(plan, console)
     if args.estimate:
         from orchestrator.estimate import print_estimate
@@ -120,8 +120,14 @@ def _run(args: argparse.Namespace) -> int:
 
         get_backend_class(args.backend)  # an unknown name fails before anything is planned
     plan = _prepare(args, backend=args.backend)
-    if args.detach and (args.backend or plan.sweep.backend.kind) != "slurm":
-        raise SweepError("command line: --detach: only the slurm backend runs without its driver (use --backend slurm)")
+    if args.detach:
+        from orchestrator.backends import detachable
+
+        can = detachable()
+        if (args.backend or plan.sweep.backend.kind) not in can:
+            raise SweepError(
+                f"command line: --detach: only the {' / '.join(can)} backend runs without its driver (use --backend {can[0]})"
+            )
     result = run_plan(plan, RunOptions(args.backend, args.max_parallel, args.retries, args.detach, args.rerun_failed))
     return result.exit_code
 

@@ -3,12 +3,16 @@
 A rerun of the same command finishes only what is missing: finished stages are
 found in the store, trial runs are found in MLflow by tags, and metrics already
 in MLflow are not logged twice.
+
+This module is the run loop and what guards it (one driver per sweep, SIGTERM); the MLflow
+bookkeeping is in :mod:`orchestrator.tracking`, the display in :mod:`orchestrator.progress`, the
+results table in :mod:`orchestrator.results`, and everything about a backend behind
+:class:`orchestrator.backends.base.Backend`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import sys
@@ -19,15 +23,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from famix_core.config_io import canonical_hash, parse_overrides
-from orchestrator.backends.base import StageOutcome, StageTask
 from orchestrator.errors import SweepError
 from orchestrator.parent_run import describe_parent, publish_results
 from orchestrator.plan import Plan, StageSpec, build_plan, print_plan
-from orchestrator.progress import Progress
+from orchestrator.progress import Progress, make_console, print_failures, print_table
+from orchestrator.results import collect_results, markdown_table, results_frame
+from orchestrator.stages import StageOutcome, StageTask
 from orchestrator.store import atomic_write_text
 from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
 
-__all__ = ["prepare", "run_plan", "RunOptions", "SweepResult", "sweep_status", "cancel_sweep", "results_frame", "markdown_table"]
+__all__ = ["prepare", "run_plan", "RunOptions", "SweepResult", "sweep_status", "cancel_sweep", "stage_tasks"]
 
 
 def prepare(
@@ -72,7 +77,7 @@ class RunOptions:
     backend: str | None = None
     max_parallel: int | None = None
     retries: int | None = None
-    detach: bool = False  # submit and return (slurm only); `famix sweep status` / a rerun picks up later
+    detach: bool = False  # submit and return (backends with supports_detach); `famix sweep status` / a rerun picks up later
     rerun_failed: bool = False  # verify the done artifacts (sizes + sha256) first; damaged ones are set aside and rebuilt
 
 
@@ -89,220 +94,9 @@ class SweepResult:
         return 1 if self.failed else 0
 
 
-# ----------------------------------------------------------------------------------------------- tracking
-
-
-def _tracking_target(plan: Plan) -> tuple[str, str]:
-    """(tracking URI, experiment name) of a plan."""
-    from orchestrator.tracking import default_uri
-
-    rs = plan.sweep
-    return rs.tracking.uri or default_uri(plan.run_dir), rs.tracking.experiment or rs.name
-
-
-def _tracking(plan: Plan):
-    from orchestrator.tracking import Tracker
-
-    uri, experiment = _tracking_target(plan)
-    artifacts = (plan.run_dir / "mlartifacts").absolute().as_uri() if plan.sweep.tracking.uri is None else None
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
-    return Tracker(uri, experiment, artifact_location=artifacts)
-
-
 def _fingerprint(plan: Plan, uri: str, experiment: str) -> str:
     """Identity of a plan's MLflow content: trials, labels, stage keys, profile, tracking target."""
     return canonical_hash([plan.to_json(), uri, experiment])
-
-
-def _store_exists(uri: str) -> bool:
-    """The fast path is only taken for the embedded SQLite store that is still there."""
-    from reports.collect import sqlite_path
-
-    db = sqlite_path(uri)
-    return db is not None and db.is_file()
-
-
-def _trial_tags(plan: Plan, trial, backend: str, commit: str) -> dict[str, str]:
-    from orchestrator.tracking import labels_tags
-
-    ts = plan.trial_stages[trial.id]
-    tags = {
-        "famix.trial_index": str(trial.index),
-        "famix.seed": str(trial.seed),
-        "famix.stage.train": ts.train,
-        "famix.git_commit": commit,
-        "famix.backend": backend,
-        "famix.profile": plan.sweep.profile,
-        "famix.domains": json.dumps(list(ts.evaluate)),
-        **labels_tags(trial.labels),
-    }
-    if ts.mine:
-        tags["famix.stage.mine"] = ts.mine
-    tags.update({f"famix.stage.evaluate.{c}": k for c, k in ts.evaluate.items()})
-    return tags
-
-
-def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, str]]:
-    """Create (or find by tags) the sweep's parent run and one nested run per trial; returns (parent, trial id -> run id)."""
-    import yaml
-
-    from orchestrator.tracking import git_commit
-
-    commit = git_commit()
-    name = plan.sweep.name
-    parent, _ = tracker.ensure_run(
-        {"famix.sweep": name, "famix.role": "sweep", "famix.profile": plan.sweep.profile},
-        {"famix.git_commit": commit, "famix.backend": backend, "famix.domains": json.dumps(plan.sweep.domains)},
-        name=f"{name}-{plan.sweep.profile}",
-    )
-    all_runs = tracker.find({"famix.sweep": name})
-    existing = {r.data.tags.get("famix.trial"): r for r in all_runs if r.data.tags.get("famix.role") in ("trial", "superseded")}
-    wanted = {t.id for t in plan.trials}
-    for r in all_runs:  # trials of this profile that the sweep no longer has: hidden from reports, kept in MLflow
-        tags = r.data.tags
-        if tags.get("famix.role") == "trial" and tags.get("famix.profile") == plan.sweep.profile and tags.get("famix.trial") not in wanted:
-            tracker.set_tags(r.info.run_id, {"famix.role": "superseded"})
-    runs: dict[str, str] = {}
-    for trial in plan.trials:
-        tags = {**_trial_tags(plan, trial, backend, commit), "famix.role": "trial"}
-        run = existing.get(trial.id)
-        if run is not None:
-            runs[trial.id] = run.info.run_id
-            changed = {k: v for k, v in tags.items() if run.data.tags.get(k) != v}
-            if changed:
-                tracker.set_tags(run.info.run_id, changed)
-            continue
-        find = {"famix.sweep": name, "famix.role": "trial", "famix.trial": trial.id}
-        label = ",".join(f"{k}={v}" for k, v in trial.labels.items())
-        run_id, created = tracker.ensure_run(
-            find,
-            {**tags, "mlflow.parentRunId": parent, "famix.status": "partial"},
-            name=f"{trial.index:02d} {label} seed={trial.seed}",
-            params=trial.config.flat(),
-        )
-        if created:
-            tracker.log_text(run_id, yaml.safe_dump(trial.config.to_dict(), sort_keys=False), "config.yaml")
-        runs[trial.id] = run_id
-    return parent, runs
-
-
-def finalize_runs(plan: Plan, tracker: Any, parent: str, runs: dict[str, str], failed: set[str]) -> dict[str, str]:
-    """Log every metric the store has and MLflow lacks, set ``famix.status`` and end the runs; returns trial -> status."""
-    from orchestrator.tracking import metrics_from_eval
-
-    store = plan.store
-    existing = {r.info.run_id: r for r in tracker.find({"famix.sweep": plan.name, "famix.role": "trial"})}
-    statuses: dict[str, str] = {}
-    for trial in plan.trials:
-        ts = plan.trial_stages[trial.id]
-        run_id = runs[trial.id]
-        run = existing.get(run_id)
-        have = dict(run.data.metrics) if run is not None else {}
-        want: dict[str, float] = {}
-        mious = []
-        for col, key in ts.evaluate.items():
-            info = store.done_info("evaluate", key)
-            if info is None:
-                continue
-            m = metrics_from_eval(col, info["result"])
-            want.update(m)
-            mious.append(m[f"miou/{col}"])
-        if len(mious) == len(ts.evaluate):
-            want["miou/mean"] = sum(mious) / len(mious)
-        missing = {k: v for k, v in want.items() if k not in have or not math.isclose(have[k], v, rel_tol=1e-9, abs_tol=1e-9)}
-        if missing:
-            tracker.log_metrics(run_id, missing, step=0)
-        if ts.mine and store.is_done("mine", ts.mine):
-            summary = store.path("mine", ts.mine) / "summary.json"
-            if summary.is_file() and not _has_artifact(tracker, run_id, "styles"):
-                tracker.client.log_artifact(run_id, str(summary), "styles")
-        all_done = all(store.is_done(plan.stages[k].kind, k) for k in ts.keys())
-        status = "done" if all_done else ("failed" if any(k in failed for k in ts.keys()) else "partial")
-        statuses[trial.id] = status
-        if run is None or run.data.tags.get("famix.status") != status or run.info.status == "RUNNING":
-            tracker.set_tags(run_id, {"famix.status": status})
-            tracker.finish(run_id, status == "done")
-    overall = "done" if all(s == "done" for s in statuses.values()) else ("failed" if failed else "partial")
-    tracker.set_tags(parent, {"famix.status": overall})
-    tracker.finish(parent, overall == "done")
-    return statuses
-
-
-def _has_artifact(tracker: Any, run_id: str, path: str) -> bool:
-    try:
-        return bool(tracker.client.list_artifacts(run_id, path))
-    except Exception:  # noqa: BLE001
-        return False
-
-
-# ----------------------------------------------------------------------------------------------- results
-
-
-def results_frame(plan: Plan, statuses: dict[str, str] | None = None):
-    """Wide results (Results CSV): label columns, ``seed``, ``status``, one column per domain (mIoU %), from the store."""
-    import pandas as pd
-
-    store = plan.store
-    label_cols: list[str] = []
-    for t in plan.trials:
-        label_cols += [c for c in t.labels if c not in label_cols]
-    rows = []
-    for t in plan.trials:
-        ts = plan.trial_stages[t.id]
-        row: dict[str, Any] = {c: t.labels.get(c, "") for c in label_cols}
-        row["seed"] = t.seed
-        done = 0
-        for col, key in ts.evaluate.items():
-            info = store.done_info("evaluate", key)
-            row[col] = round(100.0 * info["result"]["miou"], 4) if info else float("nan")
-            done += info is not None
-        row["status"] = (statuses or {}).get(t.id) or ("done" if done == len(ts.evaluate) else "partial")
-        rows.append(row)
-    cols = [*label_cols, "seed", "status", *plan.sweep.domains]
-    return pd.DataFrame(rows, columns=cols)
-
-
-def markdown_table(df) -> str:
-    """A minimal Markdown table of the results frame (with the per-row mean over the domain columns)."""
-    domain_cols = [c for c in df.columns if c not in ("seed", "status") and df[c].dtype.kind == "f"]
-    header = [*df.columns, "Mean"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, r in df.iterrows():
-        vals = [r[c] for c in domain_cols]
-        mean = sum(vals) / len(vals) if vals and all(v == v for v in vals) else float("nan")
-        cells = [f"{r[c]:.2f}" if c in domain_cols else str(r[c]) for c in df.columns] + [f"{mean:.2f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _values_from_store(plan: Plan, runs: Any) -> None:
-    """Domain values of the collected MLflow runs := the store's (as results.csv has them; NaN where not done).
-
-    MLflow keeps a metric once logged, even when its evaluation artifact is gone or being rebuilt;
-    the printed table must agree with results.csv.
-    """
-    store = plan.store
-    for i, trial_id in runs["trial"].items():
-        ts = plan.trial_stages.get(trial_id)
-        if ts is None:
-            continue
-        for col, key in ts.evaluate.items():
-            if col in runs.columns:
-                info = store.done_info("evaluate", key)
-                runs.at[i, col] = round(100.0 * info["result"]["miou"], 4) if info else float("nan")
-
-
-def _collect_results(plan: Plan, uri: str, experiment: str):
-    """The sweep's :class:`reports.collect.ResultSet` from MLflow, or None (a note on stderr) when it cannot be read."""
-    try:
-        from reports.collect import collect_mlflow
-
-        rs = collect_mlflow(plan.name, tracking_uri=uri, experiment=experiment, profile=plan.sweep.profile)
-        _values_from_store(plan, rs.runs)  # the printed table agrees with results.csv
-        return rs
-    except Exception as e:  # noqa: BLE001 — fall back to the store-based table
-        print(f"famix: note: reports table unavailable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
-        return None
 
 
 def _quietly(what: str, fn: Any, *args: Any) -> Any:
@@ -312,16 +106,6 @@ def _quietly(what: str, fn: Any, *args: Any) -> Any:
     except Exception as e:  # noqa: BLE001
         print(f"famix: note: {what} skipped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
         return None
-
-
-def _print_table(console: Any, markdown: str, table_json: dict[str, Any] | None) -> None:
-    """The results table: a rich table on a terminal, the Markdown otherwise (pipes, files, CI logs)."""
-    if console.is_terminal and table_json:
-        from reports.terminal import render_rich, table_from_json
-
-        console.print(render_rich(table_from_json(table_json)))
-    else:
-        console.print(markdown, highlight=False, markup=False)
 
 
 # ----------------------------------------------------------------------------------------------- run
@@ -356,7 +140,7 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _tasks(plan: Plan, status: dict[str, str], runs: dict[str, str], uri: str | None, resources: dict[str, Any]) -> list[StageTask]:
+def stage_tasks(plan: Plan, status: dict[str, str], runs: dict[str, str], uri: str | None, resources: dict[str, Any]) -> list[StageTask]:
     """The stages still to run, as backend tasks (topological order), reporting to their trials' runs."""
     labels = {t.id: t.labels for t in plan.trials}
     return [_task(plan, s, labels, runs, uri, resources) for key, s in plan.stages.items() if status[key] != "done"]
@@ -397,16 +181,19 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         outcomes, failed stage keys, the results CSV path, the Markdown table.
     """
 
-    from orchestrator.backends import create_backend
+    from orchestrator.backends import get_backend_class
+    from orchestrator.execute import checkpoint_then_stop, execute_stage
     from orchestrator.liveness import driver_identity
+    from orchestrator.tracking import embedded_store_exists, ensure_runs, finalize_runs, open_tracker, tracking_target
 
-    console = console or _console()
+    console = console or make_console()
     t0 = time.perf_counter()
     rs = plan.sweep
     backend_name = opts.backend or rs.backend.kind
+    backend_cls = get_backend_class(backend_name)
     retries = rs.backend.retries if opts.retries is None else opts.retries
-    # 0: the backend decides (Ray: from the cluster's resources; Slurm: backend.slurm.array_parallelism)
-    max_parallel = opts.max_parallel or rs.backend.max_parallel or (1 if backend_name == "local" else 0)
+    # 0: the backend decides (Ray: from the cluster's resources; Slurm: the array cap, docs/slurm.md)
+    max_parallel = opts.max_parallel or rs.backend.max_parallel or backend_cls.default_parallelism
     with _driver_lock(plan):
         atomic_write_text(
             plan.sweep_dir / "driver.json",
@@ -416,14 +203,14 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         if opts.rerun_failed:
             _set_aside_damaged(plan, console)
         status = plan.status()
-        uri, experiment = _tracking_target(plan)
+        uri, experiment = tracking_target(plan)
         marker = plan.sweep_dir / "finalized.json"
         fingerprint = _fingerprint(plan, uri, experiment)
-        if all(v == "done" for v in status.values()) and _read_json(marker).get("fingerprint") == fingerprint and _store_exists(uri):
+        if all(v == "done" for v in status.values()) and _read_json(marker).get("fingerprint") == fingerprint and embedded_store_exists(uri):
             # nothing to run and MLflow was completed for exactly this plan: no need to even load MLflow
             cached = _read_json(marker)
             console.print(f"sweep {plan.name} ({rs.profile}): {len(plan.stages)} stages, all done; MLflow complete", highlight=False)
-            _print_table(console, cached.get("table", ""), cached.get("table_json"))
+            print_table(console, cached.get("table", ""), cached.get("table_json"))
             csv_path = plan.sweep_dir / "results.csv"
             atomic_write_text(csv_path, results_frame(plan).to_csv(index=False))
             console.print(f"results: {csv_path}  (MLflow: {uri}, experiment {experiment})", highlight=False)
@@ -432,11 +219,11 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         stale = plan.store.clean_tmp()
         if stale:
             console.print(f"removed {stale} half-written stage folder(s) left in {plan.store.root / '.tmp'} by killed workers", highlight=False)
-        tracker = _tracking(plan)
+        tracker = open_tracker(plan)
         parent, runs = ensure_runs(plan, tracker, backend_name)
         _quietly("parent run description", describe_parent, plan, tracker, parent, backend_name)
         resources = {k: v.model_dump() for k, v in rs.backend.resources.items()}
-        tasks = _tasks(plan, status, runs, tracker.uri, resources)
+        tasks = stage_tasks(plan, status, runs, tracker.uri, resources)
         n_done = sum(v == "done" for v in status.values())
         console.print(
             f"sweep {plan.name} ({rs.profile}): {len(plan.trials)} trials, {len(plan.stages)} stages, "
@@ -444,12 +231,12 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             highlight=False,
         )
         extra = {"detach": True} if opts.detach else {}
-        backend = backend_obj or create_backend(backend_name, sweep_dir=str(plan.sweep_dir), options=rs.backend.model_dump(), **extra)
+        backend = backend_obj or backend_cls(
+            sweep_dir=str(plan.sweep_dir), options=rs.backend.model_dump(), execute=execute_stage, **extra
+        )
         progress = Progress(tasks, len(plan.stages), n_done, console, console.is_terminal, max_parallel=max_parallel)
         old = signal.getsignal(signal.SIGTERM)
         if _is_main_thread():
-            from orchestrator.execute import checkpoint_then_stop
-
             signal.signal(signal.SIGTERM, checkpoint_then_stop())  # a running training checkpoints first
         try:
             with progress:
@@ -471,7 +258,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         df = results_frame(plan, statuses)
         csv_path = plan.sweep_dir / "results.csv"
         atomic_write_text(csv_path, df.to_csv(index=False))
-        results = _collect_results(plan, tracker.uri, rs.tracking.experiment or rs.name)
+        results = collect_results(plan, tracker.uri, rs.tracking.experiment or rs.name)
         table, table_json, report_table, report = markdown_table(df), None, None, None
         if results is not None:
             from reports.tables import build_table, render_markdown
@@ -479,7 +266,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
 
             report_table = build_table(results, title=f"{plan.name} ({rs.profile})")
             table, table_json = render_markdown(report_table), table_to_json(report_table)
-        _print_table(console, table, table_json)
+        print_table(console, table, table_json)
         if report_table is not None:
             report = _quietly("report on the MLflow parent run", publish_results, plan, tracker, parent, results, report_table, table, backend_name)
         console.print(f"results: {csv_path}  (MLflow: {tracker.uri}, experiment {rs.tracking.experiment or rs.name})", highlight=False)
@@ -488,7 +275,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         result = SweepResult(outcomes, failed, csv_path, table, time.perf_counter() - t0)
         if all(v == "done" for v in statuses.values()):
             atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "table": table, "table_json": table_json}, ensure_ascii=False))
-        _print_failures(console, plan, progress.failures)
+        print_failures(console, progress.failures)
         console.print(f"finished in {result.seconds:.1f}s: {progress.counts['done']} run, {progress.counts['cached']} cached, {len(failed)} failed", highlight=False)
         return result
 
@@ -507,74 +294,38 @@ def _set_aside_damaged(plan: Plan, console: Any) -> int:
     return n
 
 
-def _console() -> Any:
-    """stdout console; when piped, wide and unwrapped so log lines stay whole."""
-    from rich.console import Console
-
-    probe = Console()
-    return Console(highlight=False, soft_wrap=True, width=None if probe.is_terminal else 200)
-
-
 def _is_main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
 
 
-def _print_failures(console: Any, plan: Plan, failures: list[tuple[StageTask, StageOutcome]]) -> None:
-    if not failures:
-        return
-    console.print(f"\n{len(failures)} stage(s) failed:", style="bold red")
-    for task, out in failures:
-        lines = (out.error or "").splitlines()
-        console.print(f"- {task.name} (attempts {out.attempts}){' log: ' + out.log_path if out.log_path else ''}", highlight=False, markup=False)
-        for line in lines[:4]:
-            console.print(f"    {line}", highlight=False, markup=False)
-
-
 def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
     """Print the plan with done / to run per stage, the driver's state and the failures recorded in logs."""
 
-    console = console or _console()
-    counts = print_plan(plan, console)
+    from orchestrator.backends import BACKENDS, get_backend_class
     from orchestrator.liveness import running_driver
+
+    console = console or make_console()
+    counts = print_plan(plan, console)
 
     info = running_driver(plan.sweep_dir)
     if info is not None:
         console.print(f"driver pid {info.get('pid')} on {info.get('host', '?')} ({info.get('backend')}): running", highlight=False)
     elif (plan.sweep_dir / "driver.json").is_file():
         console.print("driver: not running", highlight=False)
-    if (plan.sweep_dir / "slurm" / "jobs.json").is_file():
-        _print_slurm_jobs(plan, console)
+    for name in BACKENDS:  # what a backend still holds for the sweep (e.g. Slurm jobs of a detached run)
+        for line in get_backend_class(name).status(plan.sweep_dir):
+            console.print(line, highlight=False, markup=False)
     return counts
 
 
-def _print_slurm_jobs(plan: Plan, console: Any) -> None:
-    """Slurm's view of the sweep's submitted stages (squeue / sacct), for detached or dead drivers."""
-    from orchestrator.backends.slurm import slurm_status
-
-    rows = slurm_status(plan.sweep_dir)
-    states: dict[str, int] = {}
-    for r in rows:
-        states[r["state"]] = states.get(r["state"], 0) + 1
-    console.print("slurm jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())), highlight=False)
-    for r in rows:
-        if r["status"] == "failed" or r["state"] not in ("COMPLETED", "UNKNOWN"):
-            console.print(
-                f"  {r['name']}: job {r['job_id']} {r['state']}" + (f" (failed; log {r['stderr']})" if r["status"] == "failed" else ""),
-                highlight=False,
-                markup=False,
-            )
-
-
 def cancel_sweep(plan: Plan, backend: str | None = None, console: Any = None) -> int:
-    """Cancel a running sweep: the backend's own jobs (Slurm) and the driver process (local / Ray)."""
-
+    """Cancel a running sweep: the backend's own jobs (e.g. Slurm's) and the driver process."""
     from orchestrator.backends import create_backend
-
     from orchestrator.liveness import running_driver
 
-    console = console or _console()
+    console = console or make_console()
     info = _read_json(plan.sweep_dir / "driver.json")
     name = backend or info.get("backend") or plan.sweep.backend.kind
     n = create_backend(name, sweep_dir=str(plan.sweep_dir), options=plan.sweep.backend.model_dump()).cancel(str(plan.sweep_dir))

@@ -87,7 +87,7 @@ def _train_signature(cfg: FamixConfig) -> tuple:
 
 def _limits(plan: "Plan", kind: str) -> tuple[int, int]:
     """(Slurm time in minutes, GPUs) of a stage kind, by the slurm backend's own precedence."""
-    from orchestrator.backends.slurm_options import stage_parameters
+    from orchestrator.backends.slurm.options import stage_parameters
 
     be = plan.sweep.backend
     res = be.resources.get(kind)

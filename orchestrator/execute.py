@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from famix_core.errors import FamixError
-from orchestrator.backends.base import StageOutcome, StageTask
 from orchestrator.progress import progress_path, write_progress
+from orchestrator.stages import StageOutcome, StageTask
 from orchestrator.store import Store
 from orchestrator.tracking import RunLogger, metrics_from_eval, system_metrics
+from reports import schema
 
-__all__ = ["execute_stage", "STAGE_RUNNERS", "StageContext", "ArtifactCorrupt"]
+__all__ = ["execute_stage", "STAGE_RUNNERS", "StageContext", "ArtifactCorrupt", "retryable", "checkpoint_then_stop"]
 
 
 class ArtifactCorrupt(FamixError):
@@ -112,7 +113,7 @@ def _run_train(ctx: StageContext) -> dict[str, Any]:
     resuming = latest_checkpoint(ckpt_dir, warn=lambda line: ctx.write(f"warning: {line}")) is not None
     if resuming or any(ckpt_dir.glob("corrupt-*")):  # an earlier attempt logged steps already: not twice
         try:
-            ctx.tracker.skip_logged_steps("train/loss")  # read by the sender once tracking answers: never blocks here
+            ctx.tracker.skip_logged_steps(schema.METRIC_TRAIN_LOSS)  # read by the sender once tracking answers: never blocks here
         except Exception as e:  # noqa: BLE001 — a tracking hiccup never fails the stage
             ctx.write(f"warning: MLflow history of train/loss unreadable: {type(e).__name__}: {e}")
     with system_metrics(task.tracking, ctx.write):
@@ -130,7 +131,7 @@ def _run_evaluate(ctx: StageContext) -> dict[str, Any]:
     if not (ctx.tmp / "metrics.json").is_file():
         (ctx.tmp / "metrics.json").write_text(json.dumps(result, indent=1))
     col = task.domain or "?"
-    ctx.write(f"miou/{col}={100 * result['miou']:.2f}")
+    ctx.write(f"{schema.miou_metric(col)}={100 * result['miou']:.2f}")
     try:
         ctx.tracker.log_metrics(metrics_from_eval(col, result), 0)
     except Exception as e:  # noqa: BLE001 — the driver syncs missing metrics at the end
@@ -225,6 +226,12 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
+def retryable(exc: BaseException) -> bool:
+    """Whether another attempt can help after ``exc``: not for an engine error (a diverged loss, bad input,
+    a damaged artifact: every :class:`famix_core.errors.FamixError`), which comes back the same."""
+    return not isinstance(exc, FamixError)
+
+
 def _error_text(exc: BaseException) -> str:
     head = f"{type(exc).__name__}: {exc}".strip()
     tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:])
@@ -235,7 +242,7 @@ def execute_stage(task: StageTask) -> StageOutcome:
     """Run one stage unless its artifact exists; never raises for a stage failure.
 
     Args:
-        task: the stage (plain data; see :class:`orchestrator.backends.base.StageTask`).
+        task: the stage (plain data; see :class:`orchestrator.stages.StageTask`).
 
     Returns:
         ``cached`` (artifact already there), ``done`` (with the engine's result) or ``failed``
@@ -279,7 +286,7 @@ def execute_stage(task: StageTask) -> StageOutcome:
                 shutil.rmtree(store.work_dir("train", task.key), ignore_errors=True)  # checkpoints served their purpose
             return StageOutcome(task.key, "done", seconds, 1, log_path=log_path, result=result)
         except BaseException as e:  # noqa: BLE001 — a stage failure is data, not an exception
-            from famix_core.errors import FamixError, TrainingDiverged, TrainingInterrupted
+            from famix_core.errors import TrainingInterrupted
 
             _flush_tracking(ctx, timeout_s=10.0)
             if isinstance(e, (KeyboardInterrupt, SystemExit, TrainingInterrupted)):
@@ -291,9 +298,8 @@ def execute_stage(task: StageTask) -> StageOutcome:
             store.abort(tmp)
             text = _error_text(e)
             ctx.write("failed: " + text.replace("\n", "\n    "))
-            retryable = not isinstance(e, (TrainingDiverged, FamixError))
             return StageOutcome(
-                task.key, "failed", time.perf_counter() - t0, 1, error=text, log_path=log_path, retryable=retryable
+                task.key, "failed", time.perf_counter() - t0, 1, error=text, log_path=log_path, retryable=retryable(e)
             )
         finally:
             if ctx.progress_file is not None:

@@ -28,9 +28,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 from famix_core.io import atomic_write_json
-from orchestrator.backends.base import StageOutcome, StageTask
+from orchestrator.stages import StageOutcome, StageTask
 
-__all__ = ["progress_path", "write_progress", "read_progress", "Eta", "EtaModel", "Progress", "format_duration"]
+__all__ = [
+    "progress_path",
+    "write_progress",
+    "read_progress",
+    "Eta",
+    "EtaModel",
+    "Progress",
+    "format_duration",
+    "make_console",
+    "print_table",
+    "print_failures",
+]
 
 Clock = Callable[[], float]
 
@@ -375,3 +386,36 @@ class Progress:
                 bar = ProgressBar(total=1.0, completed=frac, width=20) if frac is not None else Text("")
                 rows.add_row(Text("  " + r.task.name), bar, self._stage_progress(r), format_duration(now - r.started))
             return Group(head, rows) if self.running else head
+
+
+# ----------------------------------------------------------------------------------------------- after the run
+
+
+def make_console() -> Any:
+    """stdout console; when piped, wide and unwrapped so log lines stay whole."""
+    from rich.console import Console
+
+    probe = Console()
+    return Console(highlight=False, soft_wrap=True, width=None if probe.is_terminal else 200)
+
+
+def print_table(console: Any, markdown: str, table_json: dict[str, Any] | None) -> None:
+    """The results table: a rich table on a terminal, the Markdown otherwise (pipes, files, CI logs)."""
+    if console.is_terminal and table_json:
+        from reports.terminal import render_rich, table_from_json
+
+        console.print(render_rich(table_from_json(table_json)))
+    else:
+        console.print(markdown, highlight=False, markup=False)
+
+
+def print_failures(console: Any, failures: list[tuple[StageTask, StageOutcome]]) -> None:
+    """The failed stages, each with its attempts, its log and the first lines of its error."""
+    if not failures:
+        return
+    console.print(f"\n{len(failures)} stage(s) failed:", style="bold red")
+    for task, out in failures:
+        lines = (out.error or "").splitlines()
+        console.print(f"- {task.name} (attempts {out.attempts}){' log: ' + out.log_path if out.log_path else ''}", highlight=False, markup=False)
+        for line in lines[:4]:
+            console.print(f"    {line}", highlight=False, markup=False)

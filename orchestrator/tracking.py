@@ -12,12 +12,17 @@ a server. The driver creates/looks up runs before dispatch; workers log with an
 from __future__ import annotations
 
 import json
+import math
 import random
 import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+
+if TYPE_CHECKING:
+    from orchestrator.plan import Plan
+    from orchestrator.sweep import Trial
 
 from reports import schema
 
@@ -30,6 +35,11 @@ __all__ = [
     "metrics_from_eval",
     "system_metrics",
     "PARAM_MAX",
+    "tracking_target",
+    "open_tracker",
+    "embedded_store_exists",
+    "ensure_runs",
+    "finalize_runs",
 ]
 
 PARAM_MAX = 6000  # MLflow's limit on a param value
@@ -170,6 +180,18 @@ class Tracker:
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         with_retry(self.client.log_text, run_id, text, artifact_file)
+
+    def has_artifacts(self, run_id: str, path: str) -> bool:
+        """Whether the run has artifacts under ``path``; a store that says the path does not exist means no
+        (any other error, e.g. an unreachable server, is raised)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return bool(with_retry(self.client.list_artifacts, run_id, path))
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return False
 
     def finish(self, run_id: str, ok: bool) -> None:
         with_retry(self.client.set_terminated, run_id, "FINISHED" if ok else "FAILED")
@@ -394,3 +416,130 @@ def system_metrics(tracking: dict[str, Any], note: Callable[[str], None]) -> Ite
     finally:
         for m in monitors:
             m.finish()
+
+
+# ----------------------------------------------------------------------------------------------- a sweep's runs
+# The driver's bookkeeping: the sweep's parent run and one run per trial, found again by tags on a
+# rerun; at the end, every metric the store has and MLflow lacks, and each run's status.
+
+
+def tracking_target(plan: Plan) -> tuple[str, str]:
+    """(tracking URI, experiment name) of a plan."""
+    rs = plan.sweep
+    return rs.tracking.uri or default_uri(plan.run_dir), rs.tracking.experiment or rs.name
+
+
+def open_tracker(plan: Plan) -> Tracker:
+    """The plan's :class:`Tracker` (its MLflow target; embedded artifacts under ``<run_dir>/mlartifacts``)."""
+    uri, experiment = tracking_target(plan)
+    artifacts = (plan.run_dir / "mlartifacts").absolute().as_uri() if plan.sweep.tracking.uri is None else None
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    return Tracker(uri, experiment, artifact_location=artifacts)
+
+
+def embedded_store_exists(uri: str) -> bool:
+    """The fast path is only taken for the embedded SQLite store that is still there."""
+    from reports.collect import sqlite_path
+
+    db = sqlite_path(uri)
+    return db is not None and db.is_file()
+
+
+def _trial_tags(plan: Plan, trial: Trial, backend: str, commit: str) -> dict[str, str]:
+    ts = plan.trial_stages[trial.id]
+    tags = {
+        schema.TAG_TRIAL_INDEX: str(trial.index),
+        schema.TAG_SEED: str(trial.seed),
+        schema.TAG_STAGE_TRAIN: ts.train,
+        schema.TAG_GIT_COMMIT: commit,
+        schema.TAG_BACKEND: backend,
+        schema.TAG_PROFILE: plan.sweep.profile,
+        schema.TAG_DOMAINS: json.dumps(list(ts.evaluate)),
+        **labels_tags(trial.labels),
+    }
+    if ts.mine:
+        tags[schema.TAG_STAGE_MINE] = ts.mine
+    tags.update({schema.evaluate_stage_tag(c): k for c, k in ts.evaluate.items()})
+    return tags
+
+
+def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, str]]:
+    """Create (or find by tags) the sweep's parent run and one nested run per trial; returns (parent, trial id -> run id)."""
+    import yaml
+
+    commit = git_commit()
+    name = plan.sweep.name
+    parent, _ = tracker.ensure_run(
+        {schema.TAG_SWEEP: name, schema.TAG_ROLE: schema.ROLE_SWEEP, schema.TAG_PROFILE: plan.sweep.profile},
+        {schema.TAG_GIT_COMMIT: commit, schema.TAG_BACKEND: backend, schema.TAG_DOMAINS: json.dumps(plan.sweep.domains)},
+        name=f"{name}-{plan.sweep.profile}",
+    )
+    all_runs = tracker.find({schema.TAG_SWEEP: name})
+    existing = {r.data.tags.get(schema.TAG_TRIAL): r for r in all_runs if r.data.tags.get(schema.TAG_ROLE) in (schema.ROLE_TRIAL, schema.ROLE_SUPERSEDED)}
+    wanted = {t.id for t in plan.trials}
+    for r in all_runs:  # trials of this profile that the sweep no longer has: hidden from reports, kept in MLflow
+        tags = r.data.tags
+        if tags.get(schema.TAG_ROLE) == schema.ROLE_TRIAL and tags.get(schema.TAG_PROFILE) == plan.sweep.profile and tags.get(schema.TAG_TRIAL) not in wanted:
+            tracker.set_tags(r.info.run_id, {schema.TAG_ROLE: schema.ROLE_SUPERSEDED})
+    runs: dict[str, str] = {}
+    for trial in plan.trials:
+        tags = {**_trial_tags(plan, trial, backend, commit), schema.TAG_ROLE: schema.ROLE_TRIAL}
+        run = existing.get(trial.id)
+        if run is not None:
+            runs[trial.id] = run.info.run_id
+            changed = {k: v for k, v in tags.items() if run.data.tags.get(k) != v}
+            if changed:
+                tracker.set_tags(run.info.run_id, changed)
+            continue
+        find = {schema.TAG_SWEEP: name, schema.TAG_ROLE: schema.ROLE_TRIAL, schema.TAG_TRIAL: trial.id}
+        label = ",".join(f"{k}={v}" for k, v in trial.labels.items())
+        run_id, created = tracker.ensure_run(
+            find,
+            {**tags, schema.TAG_PARENT_RUN: parent, schema.TAG_STATUS: "partial"},
+            name=f"{trial.index:02d} {label} seed={trial.seed}",
+            params=trial.config.flat(),
+        )
+        if created:
+            tracker.log_text(run_id, yaml.safe_dump(trial.config.to_dict(), sort_keys=False), "config.yaml")
+        runs[trial.id] = run_id
+    return parent, runs
+
+
+def finalize_runs(plan: Plan, tracker: Any, parent: str, runs: dict[str, str], failed: set[str]) -> dict[str, str]:
+    """Log every metric the store has and MLflow lacks, set ``famix.status`` and end the runs; returns trial -> status."""
+    store = plan.store
+    existing = {r.info.run_id: r for r in tracker.find({schema.TAG_SWEEP: plan.name, schema.TAG_ROLE: schema.ROLE_TRIAL})}
+    statuses: dict[str, str] = {}
+    for trial in plan.trials:
+        ts = plan.trial_stages[trial.id]
+        run_id = runs[trial.id]
+        run = existing.get(run_id)
+        have = dict(run.data.metrics) if run is not None else {}
+        want: dict[str, float] = {}
+        mious = []
+        for col, key in ts.evaluate.items():
+            info = store.done_info("evaluate", key)
+            if info is None:
+                continue
+            m = metrics_from_eval(col, info["result"])
+            want.update(m)
+            mious.append(m[schema.miou_metric(col)])
+        if len(mious) == len(ts.evaluate):
+            want[schema.METRIC_MIOU_MEAN] = sum(mious) / len(mious)
+        missing = {k: v for k, v in want.items() if k not in have or not math.isclose(have[k], v, rel_tol=1e-9, abs_tol=1e-9)}
+        if missing:
+            tracker.log_metrics(run_id, missing, step=0)
+        if ts.mine and store.is_done("mine", ts.mine):
+            summary = store.path("mine", ts.mine) / "summary.json"
+            if summary.is_file() and not tracker.has_artifacts(run_id, "styles"):
+                tracker.client.log_artifact(run_id, str(summary), "styles")
+        all_done = all(store.is_done(plan.stages[k].kind, k) for k in ts.keys())
+        status = "done" if all_done else ("failed" if any(k in failed for k in ts.keys()) else "partial")
+        statuses[trial.id] = status
+        if run is None or run.data.tags.get(schema.TAG_STATUS) != status or run.info.status == "RUNNING":
+            tracker.set_tags(run_id, {schema.TAG_STATUS: status})
+            tracker.finish(run_id, status == "done")
+    overall = "done" if all(s == "done" for s in statuses.values()) else ("failed" if failed else "partial")
+    tracker.set_tags(parent, {schema.TAG_STATUS: overall})
+    tracker.finish(parent, overall == "done")
+    return statuses

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.backends import BACKENDS, create_backend, get_backend_class
-from orchestrator.backends.base import StageTask
+from orchestrator.backends import BACKENDS, create_backend, detachable, get_backend_class
 from orchestrator.backends.local import LocalBackend
 from orchestrator.errors import SweepError
+from orchestrator.stages import StageTask
 
 
 def _task(key: str, deps: dict | None = None, **config) -> StageTask:
@@ -91,7 +91,7 @@ def test_no_retry_for_deterministic_failures():
     from famix_core.errors import TrainingDiverged
 
     def diverge(task):
-        from orchestrator.backends.base import StageOutcome
+        from orchestrator.stages import StageOutcome
 
         return StageOutcome(task.key, "failed", error=str(TrainingDiverged("loss is nan at iteration 3")), retryable=False)
 
@@ -113,6 +113,28 @@ def test_registry_is_lazy_and_lists_known():
     code = "import sys, orchestrator.backends, orchestrator.driver, orchestrator.cli; print('ray' in sys.modules, 'submitit' in sys.modules, 'torch' in sys.modules, 'mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False", "False", "False"]
+
+
+def test_every_backend_answers_what_the_driver_asks(tmp_path):
+    """The driver names no backend: parallelism, detaching, status and cancel come from the class."""
+    from orchestrator.backends.base import Backend
+
+    assert {name: get_backend_class(name).default_parallelism for name in BACKENDS} == {"local": 1, "ray": 0, "slurm": 0}
+    assert detachable() == ["slurm"]
+    for name in BACKENDS:
+        cls = get_backend_class(name)
+        assert issubclass(cls, Backend) and cls.name == name
+        assert cls.status(tmp_path) == []  # a sweep folder the backend never ran in: nothing to report
+    assert create_backend("local", sweep_dir=str(tmp_path), options={}).cancel(str(tmp_path)) == 0
+
+
+def test_slurm_array_cap_default_is_one_value_and_documented():
+    from orchestrator.backends.slurm.options import DEFAULT_ARRAY_PARALLELISM, array_parallelism
+
+    cap = DEFAULT_ARRAY_PARALLELISM
+    assert array_parallelism("train", {}, cap) == cap and array_parallelism("train", {"array_parallelism": 3}, cap) == 3
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "slurm.md").read_text()
+    assert f"without those, **{cap}**" in docs
 
 
 def test_ray_temp_dir_falls_back_for_long_paths():

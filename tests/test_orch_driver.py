@@ -330,13 +330,13 @@ def test_parent_run_carries_the_sweep_the_report_and_summary_metrics(fake_engine
 
 
 def test_system_metrics_only_for_training_and_off_switch(fake_engine):
-    from orchestrator.driver import _tasks
+    from orchestrator.driver import stage_tasks
 
     Path("sweeps").mkdir(exist_ok=True)
     for flag, interval in (("", 10.0), ("tracking: {system_metrics: false}\n", None), ("tracking: {system_metrics_interval: 2}\n", 2.0)):
         Path("sweeps/mini.yaml").write_text(SWEEP + flag)
         plan = prepare("mini", run_dir="runs", check_data=lambda c: None, check_weights=lambda c: None)
-        tasks = _tasks(plan, plan.status(), {t.id: "r" for t in plan.trials}, "sqlite:///x", {})
+        tasks = stage_tasks(plan, plan.status(), {t.id: "r" for t in plan.trials}, "sqlite:///x", {})
         assert {t.kind: t.tracking["system_metrics"] for t in tasks if t.kind == "train"} == {"train": interval}
         assert all(t.tracking["system_metrics"] is None for t in tasks if t.kind != "train")
 
@@ -402,3 +402,29 @@ def test_everything_written_follows_the_umask(fake_engine):
     finally:
         os.umask(old)
     assert Path("strict/a.json").stat().st_mode & 0o777 == 0o640 and folder.stat().st_mode & 0o777 == 0o750
+
+
+def test_has_artifacts_answers_no_only_for_a_missing_path(tmp_path, monkeypatch):
+    """A missing artifact path means "not logged yet"; any other MLflow error is not swallowed."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
+
+    tracker = Tracker(default_uri(tmp_path), "exp", artifact_location=(tmp_path / "mlartifacts").as_uri())
+    run_id, _ = tracker.ensure_run({"famix.sweep": "s"}, {}, name="r")
+    assert not tracker.has_artifacts(run_id, "styles")
+    tracker.log_text(run_id, "{}", "styles/summary.json")
+    assert tracker.has_artifacts(run_id, "styles")
+
+    def missing(*args, **kwargs):
+        raise MlflowException("no such path", error_code=RESOURCE_DOES_NOT_EXIST)
+
+    monkeypatch.setattr(tracker.client, "list_artifacts", missing)
+    assert not tracker.has_artifacts(run_id, "styles")
+
+    def broken(*args, **kwargs):
+        raise MlflowException("artifact store unreachable", error_code=INTERNAL_ERROR)
+
+    monkeypatch.setattr(tracker.client, "list_artifacts", broken)
+    with pytest.raises(MlflowException, match="unreachable"):
+        tracker.has_artifacts(run_id, "styles")
+

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from rich.console import Console
 
-from orchestrator.backends.base import StageOutcome, StageTask
+from orchestrator.stages import StageOutcome, StageTask
 from orchestrator.progress import Eta, EtaModel, Progress, format_duration, progress_path, read_progress, write_progress
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.backends.base import StageTask
+from orchestrator.stages import StageTask
 
 pytestmark = pytest.mark.slurm
 
@@ -28,7 +28,7 @@ NASTY = "my sweep;$(touch PWNED)'q\"`x`"
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """A reachable Slurm controller; skips (or fails under FAMIX_REQUIRE_SLURM=1) when there is none."""
-    from orchestrator.backends.slurm import slurm_available
+    from orchestrator.backends.slurm.cluster import slurm_available
 
     started = False
     reason = slurm_available()
@@ -93,7 +93,8 @@ def _squeue_ids(job_ids: list[str]) -> list[str]:
 
 def test_dag_retry_failure_and_nasty_names(slurm_cluster, tmp_path):
     """mine -> train -> evaluate shaped DAG through execute_stage: retried, failed with job id + logs, deps skipped."""
-    from orchestrator.backends.slurm import SlurmBackend, load_jobs
+    from orchestrator.backends.slurm.backend import SlurmBackend
+    from orchestrator.backends.slurm.records import load_jobs
 
     store = tmp_path / "runs" / "store"
     tasks = [
@@ -130,7 +131,8 @@ def test_dag_retry_failure_and_nasty_names(slurm_cluster, tmp_path):
 def test_array_cap_and_max_array_size_split(slurm_cluster, tmp_path):
     """8 stages of one kind: one array capped at 1 running task; with MaxArraySize 3 they split into
     3 arrays that together keep to the cap."""
-    from orchestrator.backends.slurm import SlurmBackend, load_jobs
+    from orchestrator.backends.slurm.backend import SlurmBackend
+    from orchestrator.backends.slurm.records import load_jobs
 
     store = tmp_path / "runs" / "store"
     tasks = [_synthetic(f"s{i}", store, seconds=1.5) for i in range(8)]  # long enough for sacct's 1 s clock
@@ -171,14 +173,15 @@ def test_array_cap_and_max_array_size_split(slurm_cluster, tmp_path):
 
 
 def test_detach_status_reattach_and_cancel(slurm_cluster, tmp_path, request):
-    from orchestrator.backends.slurm import SlurmBackend, cancel_sweep, load_jobs
+    from orchestrator.backends.slurm.backend import SlurmBackend
+    from orchestrator.backends.slurm.records import cancel_jobs, load_jobs
 
     store = tmp_path / "runs" / "store"
     sweep_dir = tmp_path / "runs" / "cancel me"
     first = SlurmBackend(sweep_dir=sweep_dir, poll_s=0.5)
     assert first.run([_synthetic("fin", store)], max_parallel=1, retries=0, on_event=lambda *a: None)["fin"].status == "done"
 
-    request.addfinalizer(lambda: cancel_sweep(sweep_dir))  # never leave 2-minute jobs behind on failure
+    request.addfinalizer(lambda: cancel_jobs(sweep_dir))  # never leave 2-minute jobs behind on failure
     long = [_synthetic(f"long{i}", store, seconds=120) for i in range(3)]
     long.append(_synthetic("after", store, deps={"synthetic": "long0"}))
     detached = SlurmBackend(sweep_dir=sweep_dir, detach=True)
@@ -190,7 +193,7 @@ def test_detach_status_reattach_and_cancel(slurm_cluster, tmp_path, request):
 
     # a new process reads the state from jobs.json + Slurm
     code = (
-        "import json, sys; from orchestrator.backends.slurm import slurm_status; "
+        "import json, sys; from orchestrator.backends.slurm.records import slurm_status; "
         "print(json.dumps({r['key']: r['state'] for r in slurm_status(sys.argv[1])}))"
     )
     deadline = time.time() + 30
@@ -290,7 +293,7 @@ def test_preempted_and_requeued_training_resumes_to_the_same_weights(slurm_clust
     import torch
     from safetensors.torch import load_file
 
-    from orchestrator.backends.slurm import SlurmBackend
+    from orchestrator.backends.slurm.backend import SlurmBackend
     from orchestrator.execute import execute_stage
 
     # The job must still be training when it is preempted and when it is requeued, on a quiet

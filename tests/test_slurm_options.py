@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from famix_core.errors import FamixError
-from orchestrator.backends.slurm_options import (
+from orchestrator.backends.slurm.options import (
     SLURM_OPTIONS,
     parse_mem_gb,
     parse_time_min,
@@ -28,7 +28,7 @@ NASTY = "abl ation;$(touch PWNED)'q\"`x`"
 
 def test_validator_imports_neither_submitit_nor_torch():
     code = (
-        "import sys; from orchestrator.backends.slurm import validate_slurm_options; "
+        "import sys; from orchestrator.backends.slurm.options import validate_slurm_options; "
         "validate_slurm_options({'partition': 'gpu'}, 's.yaml'); "
         "print(sorted(m for m in ('submitit', 'torch', 'ray', 'mlflow') if m in sys.modules))"
     )
@@ -172,9 +172,29 @@ def _command(folder: str) -> str:
     return " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(folder)])
 
 
-def test_golden_train_job(nasty_folder, tmp_path):
+def _submitted_script(params: dict, folder: str, n_tasks: int, tmp_path: Path, monkeypatch) -> str:
+    """The sbatch script submitit submits for ``params`` (``n_tasks`` > 1: one job array), written through
+    submitit's public API as the backend uses it, with ``sbatch`` and ``srun`` stood in (no cluster)."""
+    import submitit
+
+    bin_dir = tmp_path / "fake-slurm-bin"
+    bin_dir.mkdir()
+    for tool, out in (("sbatch", "Submitted batch job 42"), ("srun", "")):
+        (bin_dir / tool).write_text(f"#!/bin/sh\necho '{out}'\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    ex = submitit.SlurmExecutor(folder=folder)
+    ex.update_parameters(**params)
+    with ex.batch():
+        jobs = [ex.submit(print, i) for i in range(n_tasks)]
+    assert [j.job_id for j in jobs] == (["42"] if n_tasks == 1 else [f"42_{i}" for i in range(n_tasks)])
+    (script,) = Path(folder.replace("%j", "42")).glob("*_submission.sh")  # one script per job or array
+    return script.read_text()
+
+
+def test_golden_train_job(nasty_folder, tmp_path, monkeypatch):
     pytest.importorskip("submitit", reason="submitit renders the sbatch script")
-    from orchestrator.backends.slurm import executor_parameters, render_sbatch
+    from orchestrator.backends.slurm.sbatch import executor_parameters
 
     options = {
         "partition": "gpu",
@@ -186,7 +206,7 @@ def test_golden_train_job(nasty_folder, tmp_path):
     }
     params = stage_parameters("train", {"cpus": 1, "gpus": 0, "mem_gb": 4, "timeout_min": 60}, options)
     ex = executor_parameters(params, sweep=NASTY, kind="train", dep_jobs=["41"], cap=4)
-    text = render_sbatch(ex, nasty_folder, _command(nasty_folder))
+    text = _submitted_script(ex, nasty_folder, 1, tmp_path, monkeypatch)
     _golden("slurm_train.sbatch", _normalize(text, tmp_path))
     assert "#SBATCH --job-name=famix-abl_ation_touch_PWNED_q_x-train\n" in text
     assert "#SBATCH --kill-on-invalid-dep=yes\n" in text
@@ -197,20 +217,20 @@ def test_golden_train_job(nasty_folder, tmp_path):
     assert shlex.split(srun)[-1] == nasty_folder
 
 
-def test_golden_evaluate_array(nasty_folder, tmp_path):
+def test_golden_evaluate_array(nasty_folder, tmp_path, monkeypatch):
     pytest.importorskip("submitit", reason="submitit renders the sbatch script")
-    from orchestrator.backends.slurm import executor_parameters, render_sbatch
+    from orchestrator.backends.slurm.sbatch import executor_parameters
 
     params = stage_parameters("evaluate", {"cpus": 2, "gpus": 0, "mem_gb": 8, "timeout_min": 20}, {"partition": "cpu"})
     ex = executor_parameters(params, sweep=NASTY, kind="evaluate", dep_jobs=["42_0", "42_3"], cap=2)
-    text = render_sbatch(ex, nasty_folder, _command(nasty_folder), map_count=8)
+    text = _submitted_script(ex, nasty_folder, 8, tmp_path, monkeypatch)
     _golden("slurm_evaluate_array.sbatch", _normalize(text, tmp_path))
     assert "#SBATCH --array=0-7%2" in text
     assert "#SBATCH --dependency=afterok:42_0:42_3" in text
 
 
 def test_split_arrays_share_the_cap():
-    from orchestrator.backends.slurm import executor_parameters, share_cap
+    from orchestrator.backends.slurm.sbatch import executor_parameters, share_cap
 
     assert share_cap(8, 1) == [(8, None)]
     assert share_cap(8, 3) == [(3, None), (3, None), (2, None)]  # the caps add up to 8
@@ -226,7 +246,7 @@ def test_split_arrays_share_the_cap():
     p = executor_parameters({}, sweep="s", kind="evaluate", dep_jobs=["42_0"], cap=1, after_jobs=["77"])
     assert p["dependency"] == "afterok:42_0,afterany:77"
     assert p["additional_parameters"]["kill-on-invalid-dep"] == "yes"
-    assert executor_parameters({}, sweep="s", kind="mine", after_jobs=["77"])["dependency"] == "afterany:77"
+    assert executor_parameters({}, sweep="s", kind="mine", cap=1, after_jobs=["77"])["dependency"] == "afterany:77"
 
 
 def test_slurm_names_that_slurm_accepts_pass_and_reservation_reaches_sbatch():

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import plain_tiny_config
-from orchestrator.backends.base import StageOutcome, StageTask
-from orchestrator.backends.slurm import SlurmStage
+from orchestrator.backends.slurm.job import SlurmStage
+from orchestrator.stages import StageOutcome, StageTask
 
 
 class _Requeued(SystemExit):
@@ -79,3 +79,43 @@ def test_outside_a_submitit_job_the_signal_handler_is_left_alone(tmp_path):
     out = SlurmStage(retries=0, fn=lambda t: StageOutcome(t.key, "done", 0.0, 1))(_task(tmp_path))
     assert out.status == "done"
     assert signal.getsignal(signal.SIGUSR2) is before
+
+
+@pytest.mark.parametrize(
+    "outcome, attempts",
+    [
+        (StageOutcome("k" * 64, "failed", error="RuntimeError: TrainingDiverged in a message", retryable=True), 3),
+        (StageOutcome("k" * 64, "failed", error="loss is nan", retryable=False), 1),
+    ],
+)
+def test_retries_follow_the_outcome_flag_not_its_text(tmp_path, outcome, attempts):
+    """Whether a stage is retried comes from ``retryable``, set from the exception's type where it was raised."""
+    from orchestrator.backends.slurm.job import StageFailed
+
+    calls: list[int] = []
+
+    def run(task: StageTask) -> StageOutcome:
+        calls.append(1)
+        return outcome
+
+    with pytest.raises(StageFailed):
+        SlurmStage(retries=2, fn=run)(_task(tmp_path))
+    assert len(calls) == attempts
+
+
+def test_a_raising_runner_is_retried_by_the_exception_type(tmp_path):
+    from famix_core.errors import TrainingDiverged
+    from orchestrator.backends.slurm.job import StageFailed
+
+    for exc, attempts in ((RuntimeError("node hiccup"), 3), (TrainingDiverged("train: loss is nan at iteration 2"), 1)):
+        calls: list[int] = []
+
+        def run(task: StageTask, exc=exc, calls=calls) -> StageOutcome:
+            calls.append(1)
+            raise exc
+
+        out_dir = tmp_path / type(exc).__name__
+        with pytest.raises(StageFailed):
+            SlurmStage(retries=2, outcome_dir=str(out_dir), fn=run)(_task(tmp_path))
+        assert len(calls) == attempts
+        assert json.loads((out_dir / f"{'k' * 64}.json").read_text())["retryable"] is (attempts > 1)

@@ -184,7 +184,7 @@ def test_plan_time_check_covers_the_source_val_split(synth_root, tmp_path):
 def test_train_stage_logs_the_source_val_curve_to_mlflow(tmp_path):
     """Through the orchestrator's stage runner: the curve reaches the trial's MLflow run, the result says the choice."""
     from conftest import plain_tiny_config
-    from orchestrator.backends.base import StageTask
+    from orchestrator.stages import StageTask
     from orchestrator.execute import execute_stage
     from orchestrator.tracking import Tracker, default_uri
 

@@ -90,7 +90,7 @@ def test_a_resumed_training_does_not_log_its_steps_twice(tmp_path, one_torch_thr
     """A training dies after step 5 (checkpoint at 4); the rerun logs steps 5 and 6 to its stage log,
     but to MLflow only step 6: the loss curve holds each step once."""
     from famix_core.train import train
-    from orchestrator.backends.base import StageTask
+    from orchestrator.stages import StageTask
     from orchestrator.execute import execute_stage
     from orchestrator.store import Store
 

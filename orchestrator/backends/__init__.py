@@ -1,20 +1,25 @@
-"""Backend registry: name -> ``module:Class``, imported only when used (Ray / submitit stay unimported otherwise)."""
+"""Backend registry: name -> ``module:Class``, imported only when used (Ray / submitit stay unimported otherwise).
+
+Adding a backend: a module (or package) under ``orchestrator/backends/`` with a :class:`Backend`
+subclass, and one line in :data:`BACKENDS`. The driver, the CLI and the sweep schema ask the
+registry and the class (:class:`orchestrator.backends.base.Backend`), never a backend by name.
+"""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-from orchestrator.backends.base import Backend, StageOutcome, StageTask
 from famix_core.errors import suggest
+from orchestrator.backends.base import Backend
 from orchestrator.errors import SweepError
 
-__all__ = ["BACKENDS", "get_backend_class", "create_backend", "Backend", "StageTask", "StageOutcome"]
+__all__ = ["BACKENDS", "get_backend_class", "create_backend", "detachable"]
 
 BACKENDS: dict[str, str] = {
     "local": "orchestrator.backends.local:LocalBackend",
     "ray": "orchestrator.backends.ray_backend:RayBackend",
-    "slurm": "orchestrator.backends.slurm:SlurmBackend",
+    "slurm": "orchestrator.backends.slurm.backend:SlurmBackend",
 }
 
 
@@ -37,3 +42,8 @@ def get_backend_class(name: str) -> type[Backend]:
 def create_backend(name: str, **options: Any) -> Backend:
     """Instantiate a backend; ``options`` are the keyword arguments its constructor accepts."""
     return get_backend_class(name)(**options)
+
+
+def detachable() -> list[str]:
+    """Names of the backends whose stages go on without the driver (``famix sweep run --detach``)."""
+    return [name for name in BACKENDS if get_backend_class(name).supports_detach]

@@ -1,84 +1,43 @@
 """The backend interface: what the planner hands over, and what comes back.
 
 A backend receives the stages that still have to run (their artifacts are
-missing from the store), each with the keys of the stages it depends on, and
-runs them respecting those dependencies. Running one stage is always
-:func:`orchestrator.execute.execute_stage` (picklable, importable on a worker
-or a Slurm node): the backend only decides *where and when*.
+missing from the store, :mod:`orchestrator.stages`), each with the keys of the
+stages it depends on, and runs them respecting those dependencies. Running one
+stage is always the ``execute`` function it was constructed with
+(:func:`orchestrator.execute.execute_stage` unless a test injects a stand-in;
+picklable, importable on a worker or a Slurm node): the backend only decides
+*where and when*.
 
-Backends: ``local`` (in-process, sequential), ``ray`` (Ray tasks), ``slurm``
-(submitit job arrays with ``afterok`` dependencies).
+Everything the driver asks of a backend is on :class:`Backend` (running, plan-time checks,
+default parallelism, detaching, status, cancel), so the driver never names one. Adding a backend
+is one module under ``orchestrator/backends/`` and one line in
+:data:`orchestrator.backends.BACKENDS`.
 """
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+import os
+from typing import Any, ClassVar
 
-StageKind = Literal["mine", "train", "evaluate"]
-Status = Literal["done", "failed", "cached", "cancelled", "submitted"]
-
-
-@dataclass(frozen=True)
-class StageTask:
-    """Everything a worker needs to run one stage; plain data (JSON-able), so it pickles anywhere.
-
-    Attributes:
-        kind: ``mine`` | ``train`` | ``evaluate``.
-        key: sha256 hex of exactly the inputs the stage reads (DESIGN.md "Stage identity").
-        config: the resolved famix_core config (``FamixConfig.to_dict()``).
-        deps: keys of the stages whose artifacts this one consumes, by kind
-            (e.g. ``{"mine": "ab12…"}`` for train, ``{"train": "cd34…"}`` for evaluate).
-        domain: evaluation column (``C`` …) for ``evaluate``, else ``None``.
-        store: absolute path of the artifact store root.
-        log_path: where the stage's own log goes.
-        tracking: MLflow target: ``{"uri": …, "run_ids": [trial run ids this stage reports to],
-            "system_metrics": sampling interval in seconds for training stages, else None}``.
-        resources: e.g. ``{"cpus": 1, "gpus": 0, "mem_gb": 4, "timeout_min": 60}``.
-        name: human-readable name for progress lines and job names (may contain any characters).
-    """
-
-    kind: StageKind
-    key: str
-    config: dict[str, Any]
-    deps: dict[str, str] = field(default_factory=dict)
-    domain: str | None = None
-    store: str = ""
-    log_path: str = ""
-    tracking: dict[str, Any] = field(default_factory=dict)
-    resources: dict[str, Any] = field(default_factory=dict)
-    name: str = ""
-
-    def dep_keys(self) -> list[str]:
-        return list(self.deps.values())
-
-
-@dataclass
-class StageOutcome:
-    """What became of one stage."""
-
-    key: str
-    status: Status
-    seconds: float = 0.0
-    attempts: int = 0
-    error: str | None = None  # first lines of the error, for the summary
-    log_path: str | None = None
-    job_id: str | None = None  # Slurm job id / Ray task id, when there is one
-    result: dict[str, Any] | None = None
-    retryable: bool = True  # False for deterministic failures (NaN loss, bad input): retrying cannot help
-    node: str | None = None  # the Ray node id that ran it (Ray backend)
-
-
-EventFn = Callable[[str, StageTask, StageOutcome | None], None]
-"""``on_event(event, task, outcome)`` with event in ``start | done | failed | retry | cancelled``;
-the driver's progress display and failure printing hang off it (failures are shown when they happen)."""
+from orchestrator.stages import EventFn, StageOutcome, StageTask
 
 
 class Backend(abc.ABC):
-    """Runs stage DAGs. Subclasses register themselves in ``orchestrator.backends.BACKENDS``."""
+    """Runs stage DAGs. Subclasses register themselves in ``orchestrator.backends.BACKENDS``.
 
-    name: str = "abstract"
+    Constructed as ``cls(sweep_dir=..., options=<the sweep's backend block>, execute=...)``, plus
+    ``detach=True`` where :attr:`supports_detach`.
+    """
+
+    name: ClassVar[str] = "abstract"
+
+    supports_detach: ClassVar[bool] = False
+    """Whether ``run`` can submit and return while the stages go on without the driver (``--detach``)."""
+
+    default_parallelism: ClassVar[int] = 0
+    """Stages in flight when neither ``--max-parallel`` nor ``backend.max_parallel`` says (0: the backend
+    decides from its own resources or options)."""
 
     @abc.abstractmethod
     def run(
@@ -104,8 +63,14 @@ class Backend(abc.ABC):
         """
         return None
 
-    def cancel(self, run_dir: str) -> int:
-        """Cancel what this backend still runs for the sweep in ``run_dir``; returns how many."""
+    @classmethod
+    def status(cls, sweep_dir: str | os.PathLike[str]) -> list[str]:
+        """Lines for ``famix sweep status`` about what this backend still holds for the sweep in
+        ``sweep_dir`` (e.g. queued jobs), readable from any process; default: nothing."""
+        return []
+
+    def cancel(self, sweep_dir: str | os.PathLike[str]) -> int:
+        """Cancel what this backend still runs for the sweep in ``sweep_dir``; returns how many."""
         return 0
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ with ``error="dependency <key> failed"`` without running them.
 
 from __future__ import annotations
 
-from orchestrator.backends.base import EventFn, StageOutcome, StageTask
+from orchestrator.stages import EventFn, StageOutcome, StageTask
 
 __all__ = ["DagScheduler"]
 

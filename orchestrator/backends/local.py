@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Callable
 
 from famix_core.errors import TrainingInterrupted
-from orchestrator.backends.base import Backend, EventFn, StageOutcome, StageTask
+from orchestrator.backends.base import Backend
 from orchestrator.backends.dag import DagScheduler
+from orchestrator.stages import EventFn, StageOutcome, StageTask
 
 __all__ = ["LocalBackend"]
 
@@ -19,8 +20,9 @@ class LocalBackend(Backend):
     """
 
     name = "local"
+    default_parallelism = 1
 
-    def __init__(self, execute: Callable[[StageTask], StageOutcome] | None = None, **_: object):
+    def __init__(self, execute: Callable[[StageTask], StageOutcome] | None = None, **_: object):  # sweep_dir, options: unused
         if execute is None:
             from orchestrator.execute import execute_stage
 

@@ -27,10 +27,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from orchestrator.backends.base import Backend, EventFn, StageOutcome, StageTask
+from orchestrator.backends.base import Backend
 from orchestrator.backends.dag import DagScheduler
 from orchestrator.backends.ray_cluster import NodeInfo, local_nodes, probe_cluster, slots, unschedulable
 from orchestrator.errors import SweepError
+from orchestrator.stages import EventFn, StageOutcome, StageTask
 
 __all__ = ["RayBackend", "ray_temp_dir"]
 

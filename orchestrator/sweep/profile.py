@@ -6,7 +6,7 @@ from typing import Sequence
 
 from famix_core.config_io import Override, apply_overrides, merge, validate
 from famix_core.errors import suggest
-from orchestrator.backends.slurm_options import validate_slurm_options
+from orchestrator.backends.slurm.options import validate_slurm_options
 from orchestrator.errors import SweepError
 from orchestrator.sweep.load import check_config_key, validate_tree
 from orchestrator.sweep.schema import BUILTIN_PROFILES, BackendSpec, ProfileSpec, ResolvedSweep, SweepSpec, TrackingSpec

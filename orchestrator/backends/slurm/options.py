@@ -29,10 +29,11 @@ import re
 from typing import Any, Mapping
 
 from famix_core.errors import FamixError
+from orchestrator.stages import STAGE_KINDS
 
 __all__ = [
     "SLURM_OPTIONS",
-    "STAGE_KINDS",
+    "DEFAULT_ARRAY_PARALLELISM",
     "RESERVED_SBATCH_OPTIONS",
     "SlurmOptionError",
     "validate_slurm_options",
@@ -58,7 +59,9 @@ SLURM_OPTIONS: tuple[str, ...] = (
 )
 """Keys of ``backend.slurm`` (and of its per stage kind overrides)."""
 
-STAGE_KINDS: tuple[str, ...] = ("mine", "train", "evaluate")
+DEFAULT_ARRAY_PARALLELISM = 32
+"""Tasks of one array running at once when neither ``--max-parallel``, ``backend.max_parallel`` nor
+``backend.slurm.array_parallelism`` says (the sweep schema's default too; docs/slurm.md)."""
 
 RESERVED_SBATCH_OPTIONS: tuple[str, ...] = (
     "array",

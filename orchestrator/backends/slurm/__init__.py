@@ -1,0 +1,41 @@
+"""The Slurm backend: stages as submitit job arrays with ``afterok`` dependencies.
+
+One job per module: :mod:`.backend` (submission in waves of arrays, waiting), :mod:`.sbatch`
+(the sbatch parameters of one array, how split arrays share the cap), :mod:`.job` (the body every
+job runs), :mod:`.cluster` (asking Slurm: is it there, job states), :mod:`.records` (the sweep's
+job records, status rows, cancel), :mod:`.options` (the sweep file's ``backend.slurm`` block).
+
+How a plan becomes jobs:
+
+- Stages are submitted wave by wave (mine, then train, then evaluate: a stage
+  goes out once every stage it depends on has a job id). Within a wave, stages
+  of the same kind, the same sbatch parameters and the same dependency jobs
+  form one job array (``executor.batch()``), capped at ``array_parallelism``
+  running tasks (``--array=0-N%cap``). Where the cluster's ``MaxArraySize`` is
+  smaller, the group is split into several arrays that share the cap
+  (:func:`.sbatch.share_cap`), so the group as a whole still respects it.
+- Dependencies are ``--dependency=afterok:<job>[_<task>]:…`` with
+  ``--kill-on-invalid-dep=yes``, so the driver may exit right after submitting
+  (``detach``): Slurm runs the DAG by itself and drops what can never run.
+- Every job runs :class:`.job.SlurmStage` (picklable, checkpointable): it calls
+  :func:`orchestrator.execute.execute_stage`, retries a failed stage in the same
+  job, writes the outcome as JSON beside the submitit logs, and raises when the
+  stage failed for good (so ``afterok`` never fires for it). On preemption or
+  timeout (SIGUSR2) a running training first finishes its iteration and saves a
+  checkpoint there (:func:`famix_core.train.request_stop`); then submitit calls
+  ``checkpoint()``, which requeues the same stage, and the requeued job resumes
+  from that checkpoint without losing an iteration. Other stages are requeued at
+  once and start over. After an external ``scontrol requeue``, which sends no
+  signal, training resumes from its latest periodic checkpoint in
+  ``runs/work/train/<key>/``.
+- Job ids go to ``<sweep dir>/slurm/jobs.json`` (atomically), so ``status`` and
+  ``cancel`` work from a new process, and a rerun attaches to stages whose jobs
+  are still queued or running instead of submitting them twice.
+- Each invocation uses a fresh submitit folder ``<sweep dir>/slurm/<uuid>/``:
+  Slurm job ids restart at 1 on a fresh cluster and submitit would read an old
+  result from a reused ``%j`` folder.
+
+submitit is imported lazily: every module here imports without it. The registry names
+``orchestrator.backends.slurm.backend:SlurmBackend``; this file imports nothing, so the sweep
+schema reads :mod:`.options` without loading the backend.
+"""

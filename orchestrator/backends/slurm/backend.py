@@ -1,0 +1,351 @@
+"""The Slurm backend itself: stages submitted wave by wave as job arrays with ``afterok`` dependencies,
+adopted again while still queued, then waited for (or left to Slurm: ``detach``). See the package
+docstring for the whole picture."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from famix_core.errors import FamixError
+from famix_core.io import atomic_write_json
+from orchestrator.backends.base import Backend
+from orchestrator.backends.slurm.cluster import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    SlurmUnavailable,
+    max_array_size,
+    query_states,
+    slurm_available,
+)
+from orchestrator.backends.slurm.job import SlurmStage
+from orchestrator.backends.slurm.options import (
+    DEFAULT_ARRAY_PARALLELISM,
+    array_parallelism,
+    stage_parameters,
+    validate_slurm_options,
+)
+from orchestrator.backends.slurm.records import cancel_jobs, jobs_path, load_jobs, read_outcome, slurm_status
+from orchestrator.backends.slurm.sbatch import chunks, executor_parameters, share_cap
+from orchestrator.stages import STAGE_KINDS, EventFn, StageOutcome, StageTask
+
+__all__ = ["SlurmBackend", "absolute_path"]
+
+
+def absolute_path(path: str | os.PathLike[str], what: str, notes: list[str] | None = None) -> Path:
+    """``path`` made absolute; a relative one is resolved against the current folder and noted.
+
+    Slurm jobs run on other nodes, possibly in another folder, so every path a
+    job reads (store, logs, submitit folder) must be absolute and on a shared
+    filesystem.
+    """
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        p = p.resolve()
+        if notes is not None:
+            notes.append(f"{what} {str(path)!r} is relative; using {p} (it must be on a filesystem the nodes share)")
+    return p
+
+
+class SlurmBackend(Backend):
+    """Runs stage DAGs on Slurm through submitit.
+
+    Args:
+        sweep_dir: the sweep's folder (``runs/<sweep>``; its name goes into the job names).
+        options: the sweep's backend block (``{kind, max_parallel, resources, slurm: {...}}``), or
+            just its ``slurm`` block (validated again here).
+        detach: submit and return at once (outcomes ``submitted`` with job ids).
+        poll_s: seconds between state polls while waiting.
+        max_array_size: tasks per array at most (default: the cluster's ``MaxArraySize``).
+        execute: what each job runs (default :func:`orchestrator.execute.execute_stage`, imported on the node).
+        python: command that starts Python on the nodes (default: this interpreter).
+        max_num_timeout: requeues after timeout/preemption before a job gives up.
+        lost_after_s: a job that neither squeue nor sacct knows for this long counts as lost.
+        notify: where notes go (default: stderr).
+    """
+
+    name = "slurm"
+    supports_detach = True
+
+    def __init__(
+        self,
+        sweep_dir: str | os.PathLike[str],
+        options: Mapping[str, Any] | None = None,
+        detach: bool = False,
+        poll_s: float = 2.0,
+        max_array_size: int | None = None,
+        execute: Callable[[StageTask], StageOutcome] | None = None,
+        python: str | None = None,
+        max_num_timeout: int = 3,
+        lost_after_s: float = 120.0,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
+        self.notes: list[str] = []
+        self.sweep_dir = absolute_path(sweep_dir, "sweep folder", self.notes)
+        block = dict(options or {})
+        # The driver passes the whole backend block (kind, max_parallel, resources, slurm, ...);
+        # tests and scripts may pass the slurm block itself.
+        is_backend_block = bool({"kind", "resources", "slurm", "ray", "retries", "max_parallel"} & set(block))
+        self.options = dict(block.get("slurm") or {}) if is_backend_block else block
+        self.backend_max_parallel = block.get("max_parallel") if is_backend_block else None
+        validate_slurm_options(self.options, "backend.slurm")
+        self.detach = detach
+        self.poll_s = poll_s
+        self.max_array_size = max_array_size
+        self.execute = execute
+        self.python = python
+        self.max_num_timeout = max_num_timeout
+        self.lost_after_s = lost_after_s
+        self._notify = notify or (lambda msg: print(f"famix: note: {msg}", file=sys.stderr))
+        self.folder: Path | None = None  # this invocation's submitit folder
+
+    # ----------------------------------------------------------------- submission
+
+    def _executor(self, folder: Path) -> Any:
+        import submitit
+
+        return submitit.SlurmExecutor(folder=folder / "%j", max_num_timeout=self.max_num_timeout, python=self.python)
+
+    def _prepare(self, tasks: list[StageTask]) -> list[StageTask]:
+        """Absolute store, log and SQLite tracking paths (noted when they were relative)."""
+        out = []
+        for t in tasks:
+            store = str(absolute_path(t.store, "artifact store", self.notes)) if t.store else t.store
+            log = str(absolute_path(t.log_path, "stage log", self.notes)) if t.log_path else t.log_path
+            tracking = dict(t.tracking)
+            uri = str(tracking.get("uri") or "")
+            if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):  # a relative SQLite file
+                tracking["uri"] = "sqlite:///" + str(absolute_path(uri[len("sqlite:///") :], "MLflow database", self.notes))
+            out.append(dataclasses.replace(t, store=store, log_path=log, tracking=tracking))
+        for note in dict.fromkeys(self.notes):
+            self._notify(note)
+        self.notes.clear()
+        return out
+
+    def submit(self, tasks: list[StageTask], *, max_parallel: int = 0, retries: int = 1) -> dict[str, dict[str, Any]]:
+        """Submit ``tasks`` as job arrays with afterok dependencies; returns ``{key: job record}``.
+
+        Stages whose jobs from an earlier invocation are still queued or running
+        are adopted, not submitted again. Records go to ``slurm/jobs.json``.
+        """
+        reason = slurm_available()
+        if reason:
+            raise SlurmUnavailable(f"slurm backend: {reason}")
+        tasks = self._prepare(tasks)
+        jobs = load_jobs(self.sweep_dir)
+        keys = {t.key for t in tasks}
+        old = {k: r for k, r in jobs["stages"].items() if k in keys}
+        states = query_states(r["job_id"] for r in old.values())
+        records: dict[str, dict[str, Any]] = {}
+        for key, rec in old.items():
+            if states.get(rec["job_id"]) in ACTIVE_STATES:
+                records[key] = dict(rec, adopted=True)
+        if records:
+            self._notify(f"{len(records)} stage(s) still queued or running from an earlier submission; not submitted again")
+
+        self.folder = self.sweep_dir / "slurm" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        outcome_dir = self.folder / "outcomes"
+        outcome_dir.mkdir(parents=True, exist_ok=True)
+        body = SlurmStage(retries=retries, outcome_dir=str(outcome_dir), fn=self.execute)
+        chunk = self.max_array_size if self.max_array_size is not None else max_array_size()
+        chunk = max(1, chunk)
+        default_cap = max_parallel or self.backend_max_parallel or DEFAULT_ARRAY_PARALLELISM
+        submitted_now: list[dict[str, Any]] = []
+
+        order = {kind: i for i, kind in enumerate(STAGE_KINDS)}  # other kinds (synthetic test stages) last
+        pending = sorted((t for t in tasks if t.key not in records), key=lambda t: order.get(t.kind, len(order)))
+        while pending:
+            ready = [t for t in pending if all(d in records or d not in keys for d in t.dep_keys())]
+            if not ready:
+                raise FamixError(f"slurm backend: dependency cycle among stages {[t.key[:12] for t in pending]}")
+            groups: dict[tuple[str, str, tuple[str, ...]], list[StageTask]] = defaultdict(list)
+            for t in ready:
+                params = stage_parameters(t.kind, t.resources, self.options)
+                dep_jobs = tuple(sorted({records[d]["job_id"] for d in t.dep_keys() if d in records}))
+                groups[(t.kind, json.dumps(params, sort_keys=True), dep_jobs)].append(t)
+            for (kind, params_json, dep_jobs), group in groups.items():
+                params = json.loads(params_json)
+                parts = list(chunks(group, chunk))
+                shares = share_cap(array_parallelism(kind, self.options, default_cap), len(parts))
+                part_jobs: list[str] = []  # array job id of each part submitted so far
+                for part, (cap, wait_for) in zip(parts, shares):
+                    ex = self._executor(self.folder)
+                    after = [part_jobs[wait_for]] if wait_for is not None else []
+                    p = executor_parameters(
+                        params, sweep=self.sweep_dir.name, kind=kind, dep_jobs=dep_jobs, cap=cap, after_jobs=after
+                    )
+                    ex.update_parameters(**p)
+                    with ex.batch():
+                        subs = [ex.submit(body, t) for t in part]
+                    now = time.time()
+                    for t, job in zip(part, subs):
+                        rec = {
+                            "key": t.key,
+                            "kind": t.kind,
+                            "name": t.name,
+                            "job_id": str(job.job_id),
+                            "array_job_id": str(job.job_id).split("_")[0],
+                            "folder": str(self.folder / "%j"),
+                            "outcome_dir": str(outcome_dir),
+                            "stdout": str(job.paths.stdout),
+                            "stderr": str(job.paths.stderr),
+                            "log_path": t.log_path,
+                            "deps": t.dep_keys(),
+                            "dependency": p.get("dependency"),
+                            "submitted_at": now,
+                        }
+                        records[t.key] = rec
+                        submitted_now.append(rec)
+                    part_jobs.append(str(subs[0].job_id).split("_")[0])
+            done = {t.key for t in ready}
+            pending = [t for t in pending if t.key not in done]
+
+        jobs["stages"].update({k: {kk: vv for kk, vv in r.items() if kk != "adopted"} for k, r in records.items()})
+        jobs["submissions"].append(
+            {"folder": str(self.folder), "submitted_at": time.time(), "n_jobs": len(submitted_now),
+             "array_job_ids": sorted({r["array_job_id"] for r in submitted_now})}
+        )  # fmt: skip
+        atomic_write_json(jobs_path(self.sweep_dir), jobs, indent=2, sort_keys=True)
+        return records
+
+    # ----------------------------------------------------------------- run / wait
+
+    def run(
+        self,
+        tasks: list[StageTask],
+        *,
+        max_parallel: int = 0,
+        retries: int = 1,
+        on_event: EventFn | None = None,
+    ) -> dict[str, StageOutcome]:
+        """Submit ``tasks``; in detach mode return ``submitted`` outcomes, else wait for every job.
+
+        A stage whose dependency failed is reported ``failed`` with ``error="dependency <key> failed"``
+        (its job is cancelled, if Slurm has not dropped it already).
+        """
+        emit = on_event or (lambda *_: None)
+        if not tasks:
+            return {}
+        records = self.submit(tasks, max_parallel=max_parallel, retries=retries)
+        by_key = {t.key: t for t in tasks}
+        if self.detach:
+            return {
+                t.key: StageOutcome(key=t.key, status="submitted", job_id=records[t.key]["job_id"],
+                                    log_path=records[t.key].get("log_path"))
+                for t in tasks
+            }  # fmt: skip
+        return self.wait(by_key, records, emit)
+
+    def wait(
+        self, tasks: Mapping[str, StageTask], records: Mapping[str, dict[str, Any]], emit: EventFn
+    ) -> dict[str, StageOutcome]:
+        """Poll Slurm until every job has ended; emit start/done/failed events as they happen."""
+        outcomes: dict[str, StageOutcome] = {}
+        started: set[str] = set()
+        first_seen_missing: dict[str, float] = {}
+        try:
+            while len(outcomes) < len(records):
+                live = {k: r for k, r in records.items() if k not in outcomes}
+                states = query_states(r["job_id"] for r in live.values())
+                now = time.time()
+                for key, rec in live.items():
+                    task = tasks[key]
+                    state = states.get(rec["job_id"], "UNKNOWN")
+                    failed_dep = next((d for d in task.dep_keys() if d in outcomes and outcomes[d].status == "failed"), None)
+                    if failed_dep is not None and state not in ("RUNNING", "COMPLETED", "COMPLETING"):
+                        if state in ACTIVE_STATES:
+                            self._cancel_job(rec)
+                        outcomes[key] = StageOutcome(
+                            key=key, status="failed", error=f"dependency {failed_dep} failed",
+                            job_id=rec["job_id"], log_path=rec.get("log_path"), retryable=False,
+                        )  # fmt: skip
+                        emit("failed", task, outcomes[key])
+                        continue
+                    if state == "RUNNING" and key not in started:
+                        started.add(key)
+                        emit("start", task, None)
+                    if state == "UNKNOWN":
+                        t0 = first_seen_missing.setdefault(key, now)
+                        if now - t0 < self.lost_after_s:
+                            continue
+                        state = "LOST"
+                    elif state not in TERMINAL_STATES:
+                        continue
+                    if state == "CANCELLED" and any(d in records and d not in outcomes for d in task.dep_keys()):
+                        # Slurm drops a job whose dependency failed (kill-on-invalid-dep), possibly
+                        # before that dependency's own end is seen: settle the dependency first, so
+                        # this stage reads "dependency <key> failed" rather than "cancelled".
+                        continue
+                    outcome = self._final_outcome(task, rec, state)
+                    outcomes[key] = outcome
+                    emit(outcome.status if outcome.status in ("done", "failed", "cancelled") else "done", task, outcome)
+                if len(outcomes) < len(records):
+                    time.sleep(self.poll_s)
+        except KeyboardInterrupt:
+            self._notify(
+                f"driver interrupted; the jobs keep running on Slurm (records in {jobs_path(self.sweep_dir)}): "
+                "rerun the same command to wait for them, or `famix sweep cancel`"
+            )
+            raise
+        return outcomes
+
+    def _final_outcome(self, task: StageTask, rec: Mapping[str, Any], state: str) -> StageOutcome:
+        outcome = read_outcome(rec)
+        logs = f"slurm job {rec['job_id']}; logs: {rec['stdout']} {rec['stderr']}"
+        if state == "COMPLETED" and outcome is not None:
+            return dataclasses.replace(outcome, job_id=rec["job_id"])
+        if state == "CANCELLED" and outcome is None:
+            return StageOutcome(key=task.key, status="cancelled", job_id=rec["job_id"], log_path=rec.get("log_path"),
+                                error=f"cancelled ({logs})")  # fmt: skip
+        if outcome is not None and outcome.status == "failed":
+            error = f"{outcome.error}\n({logs})"
+        else:
+            error = f"job ended {state} without a stage outcome ({logs})" + _tail(rec.get("stderr"))
+        base = outcome or StageOutcome(key=task.key, status="failed")
+        return dataclasses.replace(base, status="failed", error=error, job_id=rec["job_id"],
+                                   log_path=base.log_path or rec.get("log_path"))  # fmt: skip
+
+    def _cancel_job(self, rec: Mapping[str, Any]) -> None:
+        from submitit import SlurmJob
+
+        SlurmJob(folder=rec["folder"], job_id=rec["job_id"]).cancel(check=False)
+
+    # ----------------------------------------------------------------- cancel / status
+
+    def cancel(self, sweep_dir: str | os.PathLike[str]) -> int:
+        """Cancel the sweep's queued and running jobs; finished artifacts stay. Returns how many."""
+        return cancel_jobs(Path(sweep_dir).expanduser().resolve())
+
+    @classmethod
+    def status(cls, sweep_dir: str | os.PathLike[str]) -> list[str]:
+        """Slurm's view of the sweep's recorded stages (squeue / sacct): a count per state, then the
+        jobs that failed or have not completed; nothing when the sweep never submitted to Slurm."""
+        if not jobs_path(Path(sweep_dir)).is_file():
+            return []
+        rows = slurm_status(sweep_dir)
+        states: dict[str, int] = {}
+        for r in rows:
+            states[r["state"]] = states.get(r["state"], 0) + 1
+        lines = ["slurm jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))]
+        for r in rows:
+            if r["status"] == "failed" or r["state"] not in ("COMPLETED", "UNKNOWN"):
+                failed = f" (failed; log {r['stderr']})" if r["status"] == "failed" else ""
+                lines.append(f"  {r['name']}: job {r['job_id']} {r['state']}{failed}")
+        return lines
+
+
+def _tail(path: str | None, lines: int = 5) -> str:
+    if not path or not Path(path).is_file():
+        return ""
+    try:
+        text = Path(path).read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "\n" + "\n".join(text) if text else ""

@@ -1,0 +1,87 @@
+"""Asking Slurm: are its commands here and does the controller answer, how large may an array be,
+what state is each job in (squeue for live jobs, sacct for finished ones)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from typing import Iterable
+
+from famix_core.errors import FamixError
+
+__all__ = ["ACTIVE_STATES", "TERMINAL_STATES", "SlurmUnavailable", "slurm_available", "max_array_size", "query_states"]
+
+ACTIVE_STATES = frozenset(
+    {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
+     "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
+)  # fmt: skip
+TERMINAL_STATES = frozenset(
+    {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+     "DEADLINE", "PREEMPTED", "REVOKED"}
+)  # fmt: skip
+
+
+class SlurmUnavailable(FamixError):
+    """The Slurm commands are missing or the controller does not answer."""
+
+
+def _run(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def slurm_available(timeout: float = 10) -> str | None:
+    """``None`` when the Slurm commands exist and the controller answers, else the reason why not."""
+    for tool in ("sbatch", "squeue", "sacct", "scontrol", "srun"):
+        if shutil.which(tool) is None:
+            return f"'{tool}' not found on PATH (no Slurm client here)"
+    try:
+        ping = _run(["scontrol", "ping"], timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"'scontrol ping' did not answer within {timeout:.0f}s"
+    if ping.returncode != 0 or "UP" not in ping.stdout:
+        first = ((ping.stdout + ping.stderr).strip().splitlines() or ["no output"])[0]
+        return f"slurmctld does not answer 'scontrol ping': {first}"
+    return None
+
+
+def max_array_size() -> int:
+    """The cluster's ``MaxArraySize`` (``scontrol show config``): tasks per array at most (0: no arrays)."""
+    out = _run(["scontrol", "show", "config"]).stdout
+    for line in out.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize":
+            try:
+                return int(value.strip())
+            except ValueError:
+                break
+    return 1001  # Slurm's default
+
+
+def query_states(job_ids: Iterable[str]) -> dict[str, str]:
+    """Slurm state of each job id (``123`` or ``123_4``): squeue for live jobs, sacct for finished ones.
+
+    Returns:
+        ``{job_id: STATE}``; ``UNKNOWN`` where neither knows the id (yet).
+    """
+    ids = sorted({str(j) for j in job_ids if j})
+    if not ids:
+        return {}
+    states: dict[str, str] = {}
+    bases = sorted({j.split("_")[0] for j in ids})
+    acct = _run(["sacct", "-X", "--parsable2", "-o", "JobID,State", "-j", ",".join(bases)])
+    if acct.returncode == 0:
+        from submitit.slurm.slurm import SlurmInfoWatcher  # sacct's parser (a public class)
+
+        info = SlurmInfoWatcher(delay_s=0).read_info(acct.stdout)
+        for jid in ids:
+            if jid in info:
+                states[jid] = (info[jid].get("State") or "UNKNOWN").split()[0].rstrip("+")
+    queue = _run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(bases)])
+    if queue.returncode == 0:
+        for line in queue.stdout.splitlines():
+            jid, _, state = line.strip().partition("|")
+            if jid in ids:
+                states[jid] = state.strip()
+    for jid in ids:
+        states.setdefault(jid, "UNKNOWN")
+    return states

@@ -1,0 +1,136 @@
+"""The body of every Slurm job (:class:`SlurmStage`): run one stage, retry it, record its outcome, and
+route SIGUSR2 (preemption, time limit) through a running training before submitit requeues the job."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from famix_core.io import atomic_write_json
+from orchestrator.stages import StageOutcome, StageTask
+
+__all__ = ["SlurmStage", "StageFailed"]
+
+
+class StageFailed(RuntimeError):
+    """Raised inside a job when its stage failed for good, so Slurm marks the job FAILED."""
+
+
+@dataclasses.dataclass
+class SlurmStage:
+    """The body of every Slurm job: run one stage, retry it, record the outcome; checkpointable.
+
+    Attributes:
+        retries: further attempts after a failed one, inside the same job (an outcome that is not
+            ``retryable``, e.g. a diverged training, is not retried: it is deterministic).
+        outcome_dir: folder where ``<key>.json`` (the :class:`StageOutcome`) is written atomically.
+        fn: the stage runner, ``StageTask -> StageOutcome``; ``None`` means
+            :func:`orchestrator.execute.execute_stage`, imported on the node.
+    """
+
+    retries: int = 1
+    outcome_dir: str = ""
+    fn: Callable[[StageTask], StageOutcome] | None = None
+
+    def _runner(self) -> Callable[[StageTask], StageOutcome]:
+        if self.fn is not None:
+            return self.fn
+        from orchestrator.execute import execute_stage
+
+        return execute_stage
+
+    def __call__(self, task: StageTask) -> StageOutcome:
+        """Run ``task`` up to ``1 + retries`` times; raise :class:`StageFailed` when every attempt failed."""
+        from famix_core.errors import TrainingInterrupted
+
+        requeue = _defer_requeue_to_training()
+        try:
+            return self._attempts(task)
+        except TrainingInterrupted as e:  # SIGUSR2 reached a training: its checkpoint is saved; requeue now
+            print(f"[famix] {task.kind} {task.key[:12]}: {e}", flush=True)
+            requeue(signal.SIGUSR2, None)  # submitit's handler: checkpoint() -> requeue -> exit
+            raise
+
+    def _attempts(self, task: StageTask) -> StageOutcome:
+        run = self._runner()
+        job_id = _env_job_id()
+        t0 = time.time()
+        outcome: StageOutcome | None = None
+        attempts = 0
+        for attempt in range(1, self.retries + 2):
+            attempts = attempt
+            print(f"[famix] {task.kind} {task.key[:12]} ({task.name}): attempt {attempt}/{self.retries + 1}", flush=True)
+            try:
+                outcome = run(task)
+            except Exception as e:  # the runner should not raise; keep the job's outcome readable anyway
+                from orchestrator.execute import retryable
+
+                outcome = StageOutcome(
+                    key=task.key, status="failed", error=_error_tail(e), log_path=task.log_path, retryable=retryable(e)
+                )
+            if outcome.status != "failed":
+                break
+            print(f"[famix] attempt {attempt} failed: {(outcome.error or '').strip()[-2000:]}", flush=True)
+            if not outcome.retryable:
+                print("[famix] not retried (deterministic failure)", flush=True)
+                break
+        assert outcome is not None
+        outcome = dataclasses.replace(
+            outcome, attempts=attempts, job_id=job_id, seconds=outcome.seconds or time.time() - t0,
+            log_path=outcome.log_path or task.log_path or None,
+        )  # fmt: skip
+        if self.outcome_dir:
+            atomic_write_json(Path(self.outcome_dir) / f"{task.key}.json", dataclasses.asdict(outcome), indent=2, sort_keys=True)
+        if outcome.status == "failed":
+            raise StageFailed(f"stage {task.kind} {task.key} failed after {attempts} attempt(s): {outcome.error}")
+        return outcome
+
+    def checkpoint(self, task: StageTask) -> Any:
+        """Requeue the same stage (called by submitit on preemption / timeout).
+
+        Nothing is saved here: by the time a training stage gets here it has
+        already checkpointed at an iteration boundary (see :meth:`__call__`);
+        saving inside the signal handler could catch a half-finished optimizer step.
+        """
+        from submitit.helpers import DelayedSubmission
+
+        print(f"[famix] {task.kind} {task.key[:12]}: preempted or timed out; requeueing", flush=True)
+        return DelayedSubmission(self, task)
+
+
+def _defer_requeue_to_training() -> Callable[[int, Any], Any]:
+    """Route SIGUSR2 through the engine: a running training checkpoints at its next iteration first.
+
+    submitit's handler (requeue now) stays in charge whenever no training is running. Returns that
+    handler, which the caller invokes once the training has stopped. Outside a submitit job (no
+    callable handler installed) nothing changes and the returned function does nothing.
+    """
+    requeue = signal.getsignal(signal.SIGUSR2)
+    if not callable(requeue):
+        return lambda signum, frame: None
+
+    def on_usr2(signum: int, frame: Any) -> None:
+        engine = sys.modules.get("famix_core.train")  # not imported yet: no training can be running
+        if engine is None or not engine.request_stop():
+            requeue(signum, frame)
+
+    signal.signal(signal.SIGUSR2, on_usr2)
+    return requeue
+
+
+def _env_job_id() -> str | None:
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def _error_tail(exc: BaseException, lines: int = 20) -> str:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return "\n".join(text.strip().splitlines()[-lines:])

@@ -1,0 +1,97 @@
+"""The sweep's Slurm job records (``<sweep dir>/slurm/jobs.json``) and what can be read or done from them
+in any process: each stage's outcome, a status row per stage, cancelling what is still queued or running."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from famix_core.errors import FamixError
+from orchestrator.backends.slurm.cluster import ACTIVE_STATES, SlurmUnavailable, query_states, slurm_available
+from orchestrator.stages import StageOutcome
+
+__all__ = ["JOBS_FILE", "jobs_path", "load_jobs", "read_outcome", "slurm_status", "cancel_jobs"]
+
+JOBS_FILE = "jobs.json"
+
+
+def jobs_path(sweep_dir: Path) -> Path:
+    """Where a sweep's job records live."""
+    return sweep_dir / "slurm" / JOBS_FILE
+
+
+def load_jobs(sweep_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The sweep's ``slurm/jobs.json``: ``{"stages": {key: record}, "submissions": [...]}`` (empty when absent)."""
+    path = jobs_path(Path(sweep_dir))
+    if not path.is_file():
+        return {"version": 1, "stages": {}, "submissions": []}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise FamixError(f"{path}: unreadable job record ({e}); delete it to forget the submitted jobs") from None
+    data.setdefault("stages", {})
+    data.setdefault("submissions", [])
+    return data
+
+
+def slurm_status(sweep_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """One row per recorded stage: key, kind, name, job id, Slurm state, outcome status and log paths.
+
+    Reads ``slurm/jobs.json`` and asks Slurm (squeue/sacct); usable from any process.
+    """
+    data = load_jobs(sweep_dir)
+    stages = data["stages"]
+    states = query_states(r["job_id"] for r in stages.values()) if stages and not slurm_available() else {}
+    rows = []
+    for key, rec in stages.items():
+        outcome = read_outcome(rec)
+        rows.append(
+            {
+                "key": key,
+                "kind": rec.get("kind"),
+                "name": rec.get("name"),
+                "job_id": rec.get("job_id"),
+                "state": states.get(rec.get("job_id", ""), "UNKNOWN"),
+                "status": outcome.status if outcome else None,
+                "stdout": rec.get("stdout"),
+                "stderr": rec.get("stderr"),
+                "log_path": rec.get("log_path"),
+            }
+        )
+    return rows
+
+
+def cancel_jobs(sweep_dir: str | os.PathLike[str]) -> int:
+    """Cancel the sweep's queued and running jobs (submitit ``job.cancel()``: scancel); returns how many.
+
+    Finished artifacts stay in the store; only jobs are cancelled.
+    """
+    data = load_jobs(sweep_dir)
+    stages = data["stages"]
+    if not stages:
+        return 0
+    reason = slurm_available()
+    if reason:
+        raise SlurmUnavailable(f"cannot cancel the jobs of {sweep_dir}: {reason}")
+    states = query_states(r["job_id"] for r in stages.values())
+    live = [r for r in stages.values() if states.get(r["job_id"]) in ACTIVE_STATES | {"UNKNOWN"}]
+    from submitit import SlurmJob
+
+    for rec in live:
+        SlurmJob(folder=rec["folder"], job_id=rec["job_id"]).cancel(check=False)
+    return sum(1 for r in live if states.get(r["job_id"]) in ACTIVE_STATES)
+
+
+def read_outcome(rec: Mapping[str, Any]) -> StageOutcome | None:
+    """The :class:`StageOutcome` a job wrote beside its logs, or None (not written yet, unreadable)."""
+    path = Path(rec.get("outcome_dir", "")) / f"{rec.get('key', '')}.json"
+    if not rec.get("outcome_dir") or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return StageOutcome(**{f.name: data.get(f.name) for f in dataclasses.fields(StageOutcome) if f.name in data})
+    except (OSError, json.JSONDecodeError, TypeError):
+        return None

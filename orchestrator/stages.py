@@ -1,0 +1,73 @@
+"""Stage kinds and what a backend is handed and hands back (plain data; imports nothing of the project).
+
+A stage runs as :func:`orchestrator.execute.execute_stage` (``StageTask -> StageOutcome``) wherever a
+backend puts it: in the driver, on a Ray worker, in a Slurm job. Both the backends and the stage
+runner import this module; neither imports the other for these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+__all__ = ["StageKind", "STAGE_KINDS", "Status", "StageTask", "StageOutcome", "EventFn"]
+
+StageKind = Literal["mine", "train", "evaluate"]
+STAGE_KINDS: tuple[str, ...] = ("mine", "train", "evaluate")
+"""The stage kinds of a plan, in the order a trial runs them."""
+Status = Literal["done", "failed", "cached", "cancelled", "submitted"]
+
+
+@dataclass(frozen=True)
+class StageTask:
+    """Everything a worker needs to run one stage; plain data (JSON-able), so it pickles anywhere.
+
+    Attributes:
+        kind: ``mine`` | ``train`` | ``evaluate``.
+        key: sha256 hex of exactly the inputs the stage reads (DESIGN.md "Stage identity").
+        config: the resolved famix_core config (``FamixConfig.to_dict()``).
+        deps: keys of the stages whose artifacts this one consumes, by kind
+            (e.g. ``{"mine": "ab12…"}`` for train, ``{"train": "cd34…"}`` for evaluate).
+        domain: evaluation column (``C`` …) for ``evaluate``, else ``None``.
+        store: absolute path of the artifact store root.
+        log_path: where the stage's own log goes.
+        tracking: MLflow target: ``{"uri": …, "run_ids": [trial run ids this stage reports to],
+            "system_metrics": sampling interval in seconds for training stages, else None}``.
+        resources: e.g. ``{"cpus": 1, "gpus": 0, "mem_gb": 4, "timeout_min": 60}``.
+        name: human-readable name for progress lines and job names (may contain any characters).
+    """
+
+    kind: StageKind
+    key: str
+    config: dict[str, Any]
+    deps: dict[str, str] = field(default_factory=dict)
+    domain: str | None = None
+    store: str = ""
+    log_path: str = ""
+    tracking: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+    def dep_keys(self) -> list[str]:
+        return list(self.deps.values())
+
+
+@dataclass
+class StageOutcome:
+    """What became of one stage."""
+
+    key: str
+    status: Status
+    seconds: float = 0.0
+    attempts: int = 0
+    error: str | None = None  # first lines of the error, for the summary
+    log_path: str | None = None
+    job_id: str | None = None  # Slurm job id / Ray task id, when there is one
+    result: dict[str, Any] | None = None
+    retryable: bool = True  # False for deterministic failures (NaN loss, bad input): retrying cannot help
+    node: str | None = None  # the Ray node id that ran it (Ray backend)
+
+
+EventFn = Callable[[str, StageTask, StageOutcome | None], None]
+"""``on_event(event, task, outcome)`` with event in ``start | done | failed | retry | cancelled``;
+the driver's progress display and failure printing hang off it (failures are shown when they happen)."""
