@@ -50,7 +50,8 @@ from famix_core.device import autocast, chunk_for_memory, configure_kernels, sta
 from famix_core.errors import FamixError
 from famix_core.prompts import TextTargets, build_prompt
 from famix_core.io import atomic_write_json
-from famix_core.styles import StyleBank, dominant_class, patch_stats
+from famix_core.styles.bank import StyleBank
+from famix_core.styles.ops import dominant_class, patch_stats
 
 __all__ = ["mine_styles", "mining_dataset", "KeptPatch", "select_patches", "optimize_styles", "SUMMARY_FILE"]
 
@@ -82,7 +83,7 @@ class KeptPatch:
 
 
 def _patch_bounds(n: int, grid: int) -> list[tuple[int, int]]:
-    """Start/stop of each patch along a side, matching :func:`famix_core.styles.patch_index`."""
+    """Start/stop of each patch along a side, matching :func:`famix_core.styles.ops.patch_index`."""
     starts = [math.ceil(r * n / grid) for r in range(grid)] + [n]
     return [(starts[r], starts[r + 1]) for r in range(grid)]
 

@@ -101,7 +101,7 @@ def random_trainer(cfg: "FamixConfig", device: torch.device, *, batch: int, crop
         folder: scratch folder (the random bank is written there).
     """
     from famix_core.config import FamixConfig
-    from famix_core.styles import StyleBank
+    from famix_core.styles.bank import StyleBank
     from famix_core.train import Trainer
 
     tree = cfg.to_dict()

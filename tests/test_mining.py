@@ -16,7 +16,9 @@ from famix_core.config import PROMPT_TYPES, FamixConfig
 from famix_core.errors import FamixError
 from famix_core.mining import mine_styles, optimize_styles, select_patches
 from famix_core.prompts import PROMPT_REGISTRY, STYLE_NAMES, TextTargets, build_prompt, imagenet_templates
-from famix_core.styles import StyleBank, build_style_augmenter, patch_stats
+from famix_core.styles.bank import StyleBank
+from famix_core.styles.ops import patch_stats
+from famix_core.styles.strategies import build_style_augmenter
 
 BLOCK_CLASSES = (0, 2, 8, 13, 255)
 

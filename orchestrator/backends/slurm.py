@@ -17,7 +17,7 @@ How a plan becomes jobs:
   job, writes the outcome as JSON beside the submitit logs, and raises when the
   stage failed for good (so ``afterok`` never fires for it). On preemption or
   timeout (SIGUSR2) a running training first finishes its iteration and saves a
-  checkpoint there (:func:`famix_core.train.request_stop`); then submitit calls
+  checkpoint there (:class:`orchestrator.execute.StopRequest`); then submitit calls
   ``checkpoint()``, which requeues the same stage, and the requeued job resumes
   from that checkpoint without losing an iteration. Other stages are requeued at
   once and start over. After an external ``scontrol requeue``, which sends no
@@ -48,7 +48,7 @@ import traceback
 import uuid
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from famix_core.errors import FamixError
 from famix_core.io import atomic_write_json
@@ -61,6 +61,9 @@ from orchestrator.backends.slurm_options import (
     stage_parameters,
     validate_slurm_options,
 )
+
+if TYPE_CHECKING:
+    from orchestrator.execute import StopRequest
 
 __all__ = [
     "SLURM_OPTIONS",
@@ -114,15 +117,15 @@ class SlurmStage:
         retries: further attempts after a failed one, inside the same job
             (a diverged training, ``TrainingDiverged``, is not retried: it is deterministic).
         outcome_dir: folder where ``<key>.json`` (the :class:`StageOutcome`) is written atomically.
-        fn: the stage runner, ``StageTask -> StageOutcome``; ``None`` means
+        fn: the stage runner, ``(StageTask, StopRequest) -> StageOutcome``; ``None`` means
             :func:`orchestrator.execute.execute_stage`, imported on the node.
     """
 
     retries: int = 1
     outcome_dir: str = ""
-    fn: Callable[[StageTask], StageOutcome] | None = None
+    fn: Callable[[StageTask, StopRequest], StageOutcome] | None = None
 
-    def _runner(self) -> Callable[[StageTask], StageOutcome]:
+    def _runner(self) -> Callable[[StageTask, StopRequest], StageOutcome]:
         if self.fn is not None:
             return self.fn
         from orchestrator.execute import execute_stage
@@ -132,16 +135,18 @@ class SlurmStage:
     def __call__(self, task: StageTask) -> StageOutcome:
         """Run ``task`` up to ``1 + retries`` times; raise :class:`StageFailed` when every attempt failed."""
         from famix_core.errors import TrainingInterrupted
+        from orchestrator.execute import StopRequest
 
-        requeue = _defer_requeue_to_training()
+        stop = StopRequest()
+        requeue = _defer_requeue_to_training(stop)
         try:
-            return self._attempts(task)
+            return self._attempts(task, stop)
         except TrainingInterrupted as e:  # SIGUSR2 reached a training: its checkpoint is saved; requeue now
             print(f"[famix] {task.kind} {task.key[:12]}: {e}", flush=True)
             requeue(signal.SIGUSR2, None)  # submitit's handler: checkpoint() -> requeue -> exit
             raise
 
-    def _attempts(self, task: StageTask) -> StageOutcome:
+    def _attempts(self, task: StageTask, stop: StopRequest) -> StageOutcome:
         run = self._runner()
         job_id = _env_job_id()
         t0 = time.time()
@@ -151,7 +156,7 @@ class SlurmStage:
             attempts = attempt
             print(f"[famix] {task.kind} {task.key[:12]} ({task.name}): attempt {attempt}/{self.retries + 1}", flush=True)
             try:
-                outcome = run(task)
+                outcome = run(task, stop)
             except Exception as e:  # the runner should not raise; keep the job's outcome readable anyway
                 outcome = StageOutcome(key=task.key, status="failed", error=_error_tail(e), log_path=task.log_path)
             if outcome.status != "failed":
@@ -184,8 +189,8 @@ class SlurmStage:
         return DelayedSubmission(self, task)
 
 
-def _defer_requeue_to_training() -> Callable[[int, Any], Any]:
-    """Route SIGUSR2 through the engine: a running training checkpoints at its next iteration first.
+def _defer_requeue_to_training(stop: StopRequest) -> Callable[[int, Any], Any]:
+    """Route SIGUSR2 through ``stop``: a training running under it checkpoints at its next iteration first.
 
     submitit's handler (requeue now) stays in charge whenever no training is running. Returns that
     handler, which the caller invokes once the training has stopped. Outside a submitit job (no
@@ -196,8 +201,7 @@ def _defer_requeue_to_training() -> Callable[[int, Any], Any]:
         return lambda signum, frame: None
 
     def on_usr2(signum: int, frame: Any) -> None:
-        engine = sys.modules.get("famix_core.train")  # not imported yet: no training can be running
-        if engine is None or not engine.request_stop():
+        if not stop.ask():
             requeue(signum, frame)
 
     signal.signal(signal.SIGUSR2, on_usr2)
@@ -476,8 +480,8 @@ class SlurmBackend(Backend):
         detach: bool = False,
         poll_s: float = 2.0,
         max_array_size: int | None = None,
-        stage_fn: Callable[[StageTask], StageOutcome] | None = None,
-        execute: Callable[[StageTask], StageOutcome] | None = None,
+        stage_fn: Callable[[StageTask, StopRequest], StageOutcome] | None = None,
+        execute: Callable[[StageTask, StopRequest], StageOutcome] | None = None,
         python: str | None = None,
         max_num_timeout: int = 3,
         lost_after_s: float = 120.0,
