@@ -41,7 +41,7 @@ def check_data(cfg: FamixConfig) -> None:
     """
     try:
         from famix_core.data import check_domain
-        from famix_core.data.synth import ensure_synthetic
+        from famix_core.data.synth.benchmark import ensure_synthetic
     except ImportError as e:  # the engine's data package is part of this project
         raise DataError(f"famix_core.data: cannot import the data package ({e})") from None
     if cfg.data.synthetic is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import random
@@ -376,7 +375,6 @@ def test_mining_empty_dataset_is_a_user_error(tmp_path):
         mine_styles(_cfg(), tmp_path, dataset=BlockScenes(n=0))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("famix_core.data.synth") is None, reason="famix_core.data not available yet")
 def test_mining_on_synthetic_source(tmp_path):
     cfg = FamixConfig.model_validate(
         {

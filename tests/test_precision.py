@@ -70,7 +70,7 @@ def test_style_guard_feeds_fp32_with_autocast_off_and_is_a_plain_call_for_fp32()
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory):
     from famix_core.config import DataConfig, SynthConfig
-    from famix_core.data.synth import ensure_synthetic
+    from famix_core.data.synth.benchmark import ensure_synthetic
 
     root = tmp_path_factory.mktemp("data")
     ensure_synthetic(DataConfig(root=str(root), synthetic=SynthConfig(height=64, width=96, train_images=8, val_images=2)))

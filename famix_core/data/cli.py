@@ -70,7 +70,8 @@ def _synth(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from famix_core.config import ConfigError, SynthConfig, format_validation_error
-    from famix_core.data.synth import contact_sheet, generate
+    from famix_core.data.synth.benchmark import generate
+    from famix_core.data.synth.preview import contact_sheet
 
     try:
         cfg = SynthConfig(seed=args.seed, height=args.height, width=args.width, train_images=args.train, val_images=args.val)
