@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from famix_core.config import FamixConfig
     from famix_core.models.segmenter import Segmenter
 
-__all__ = ["train", "Trainer", "poly_lr", "BatchSchedule", "LogFn"]
+__all__ = ["train", "Trainer", "poly_lr", "BatchSchedule", "ScheduleSampler", "SeededItems", "collate_pairs", "LogFn"]
 
 LogFn = Callable[[dict[str, float], "int | None"], None]
 _MASK63 = (1 << 63) - 1
@@ -101,7 +101,7 @@ class BatchSchedule:
         return out
 
 
-class _ScheduleSampler(Sampler):
+class ScheduleSampler(Sampler):
     """Batch sampler over iterations ``[start, stop)`` of a :class:`BatchSchedule`."""
 
     def __init__(self, schedule: BatchSchedule, start: int, stop: int):
@@ -115,7 +115,7 @@ class _ScheduleSampler(Sampler):
         return max(0, self.stop - self.start)
 
 
-class _SeededItems(Dataset):
+class SeededItems(Dataset):
     """Fetch ``dataset[index]`` with every RNG seeded by (seed, iteration, slot), restoring them afterwards."""
 
     def __init__(self, dataset: Dataset, seed: int):
@@ -141,7 +141,8 @@ class _SeededItems(Dataset):
                 np.random.set_state(np_state)
 
 
-def _collate(items):
+def collate_pairs(items):
+    """Stack ``(image (3,H,W), label (H,W))`` items into ``images (B,3,H,W)`` and long ``labels (B,H,W)``."""
     images = torch.stack([torch.as_tensor(it[0]) for it in items])  # (B, 3, H, W)
     labels = torch.stack([torch.as_tensor(it[1]) for it in items]).long()  # (B, H, W)
     return images, labels
@@ -217,7 +218,7 @@ class Trainer:
         if n == 0:
             raise DataError(f"{cfg.data.root_of(cfg.data.source)}: no training images for {cfg.data.source}")
         self.schedule = BatchSchedule(n, tc.batch_size, tc.seed)
-        self.items = _SeededItems(self.dataset, tc.seed)
+        self.items = SeededItems(self.dataset, tc.seed)
         self.source_val = SourceValidation(cfg, self.ckpt_dir, val_dataset) if tc.val_every is not None else None
 
         self.iteration = 0
@@ -250,11 +251,11 @@ class Trainer:
     def _loader(self) -> Iterator:
         from famix_core.loaders import loader_options, resolve_workers
 
-        sampler = _ScheduleSampler(self.schedule, self.iteration, self.cfg.train.iterations)
+        sampler = ScheduleSampler(self.schedule, self.iteration, self.cfg.train.iterations)
         loader = DataLoader(
             self.items,
             batch_sampler=sampler,
-            collate_fn=_collate,
+            collate_fn=collate_pairs,
             # its own generator: creating the iterator must not consume the global RNG (dropout's)
             generator=torch.Generator().manual_seed(_mix(self.cfg.train.seed, self.iteration)),
             **loader_options(resolve_workers(self.cfg.data.num_workers), self.device, persistent=True),

@@ -331,7 +331,7 @@ def test_divergence_found_at_the_log_step_names_the_first_bad_iteration(synth_ro
 def test_per_item_seeding_touches_only_the_cpu_generator(monkeypatch):
     """Items are seeded on the CPU generator only: re-seeding CUDA (dropout's RNG) per item would make
     results depend on data.num_workers. The CPU stream is the one torch.manual_seed(s) would give."""
-    from famix_core.train import _SeededItems
+    from famix_core.train import SeededItems
 
     calls = []
     monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
@@ -344,7 +344,7 @@ def test_per_item_seeding_touches_only_the_cpu_generator(monkeypatch):
         def __getitem__(self, i):
             return torch.rand(4)
 
-    items = _SeededItems(Draw(), seed=3)
+    items = SeededItems(Draw(), seed=3)
     torch.manual_seed(99)
     calls.clear()
     before = torch.get_rng_state()
