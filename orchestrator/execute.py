@@ -57,12 +57,12 @@ class StopRequest:
             self.event.clear()  # the request does not outlive the training it was meant for
 
     def ask(self) -> bool:
-        """Set the event if a training is running and it was not asked yet (signal-safe: flags only).
+        """Set the event if a training is running (signal-safe: flags only).
 
         Returns:
-            False when no training is running or it was asked already: the caller must act on its own.
+            False when no training is running: the caller must act on its own.
         """
-        if not self._training.is_set() or self.event.is_set():
+        if not self._training.is_set():
             return False
         self.event.set()
         return True
@@ -236,10 +236,13 @@ def checkpoint_then_stop(stop: StopRequest) -> Callable[[int, Any], None]:
     (``ray.cancel`` without force interrupts the task's main thread through SIGINT's handler);
     the stages they run get the same ``stop`` (:func:`execute_stage`)."""
 
+    asked: list[bool] = []
+
     def handler(signum: int, frame: Any) -> None:
-        if not stop.ask():
-            raise KeyboardInterrupt
-        # else the trainer raises TrainingInterrupted at its iteration boundary, after the checkpoint
+        if not asked and stop.ask():
+            asked.append(True)
+            return  # the trainer raises TrainingInterrupted at its iteration boundary, after the checkpoint
+        raise KeyboardInterrupt
 
     return handler
 
