@@ -120,7 +120,8 @@ def _time_all(fns, device: torch.device, repeats: int) -> list[float]:
 
 def run(device: torch.device, args) -> list[float]:
     from famix_core.config import StyleConfig
-    from famix_core.styles import StyleBank, build_style_augmenter
+    from famix_core.styles.bank import StyleBank
+    from famix_core.styles.strategies import build_style_augmenter
 
     f, labels, mu, sigma, cls = make_inputs(args.batch, args.channels, args.feat, args.label, args.bank, device)
     bank = StyleBank(mu, sigma, cls).to(device)

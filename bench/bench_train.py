@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = _Random(16, args.crop) if args.data == "random" else None
         if dataset is None:
             from famix_core.config import DataConfig, SynthConfig
-            from famix_core.data.synth import ensure_synthetic
+            from famix_core.data.synth.benchmark import ensure_synthetic
 
             t0 = time.perf_counter()
             ensure_synthetic(DataConfig(root=root, synthetic=SynthConfig(height=128, width=256, train_images=16, val_images=2)))

@@ -3,9 +3,9 @@
 ``import famix_core`` stays light: the entry points load torch on first use.
 
     famix_core.mine_styles(cfg, out_dir, *, log=None) -> dict
-    famix_core.train(cfg, out_dir, *, bank_dir=None, ckpt_dir=None, log=None) -> dict
-    famix_core.evaluate(cfg, weights, domains=None, *, log=None) -> dict[column, dict]
-    famix_core.evaluate_domain(cfg, weights, domain, out_dir=None, *, log=None) -> dict
+    famix_core.train.train(cfg, out_dir, *, bank_dir=None, ckpt_dir=None, log=None, stop=None) -> dict
+    famix_core.evaluate.evaluate(cfg, weights, domains=None, *, log=None) -> dict[column, dict]
+    famix_core.evaluate_domain(cfg, weights, domain, out_dir=None) -> dict
     famix_core.load_official_checkpoint(path, backbone="RN50", output_stride=16) -> Segmenter
 """
 
@@ -16,8 +16,6 @@ from typing import Any
 
 _LAZY = {
     "mine_styles": "famix_core.mining",
-    "train": "famix_core.train",
-    "evaluate": "famix_core.evaluate",
     "evaluate_domain": "famix_core.evaluate",
     "load_official_checkpoint": "famix_core.models.segmenter",
     "build_segmenter": "famix_core.models.segmenter",

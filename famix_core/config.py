@@ -331,12 +331,6 @@ class FamixConfig(_Base):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "FamixConfig":
-        if self.style.strategy == "famix" and self.style.grid < 1:
-            raise ValueError("style.grid must be >= 1")
-        return self
-
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 

@@ -16,9 +16,7 @@ Conventions:
 
 from __future__ import annotations
 
-import sys
 import time
-import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
@@ -251,7 +249,7 @@ def load_segmenter(cfg: "FamixConfig", weights: str | Path, device: torch.device
         The segmenter in eval mode.
     """
     from famix_core.models.clip import read_state_dict
-    from famix_core.models.segmenter import _load_strict, build_segmenter
+    from famix_core.models.segmenter import build_segmenter, load_strict
 
     p = Path(weights)
     if p.is_dir():
@@ -259,7 +257,7 @@ def load_segmenter(cfg: "FamixConfig", weights: str | Path, device: torch.device
     sd = read_state_dict(p)
     mcfg = cfg.model.model_copy(update={"pretrained": "none", "freeze": "none"})
     model = build_segmenter(mcfg)
-    _load_strict(model, sd, p, cfg.model.backbone)
+    load_strict(model, sd, p, cfg.model.backbone)
     return model.to(torch.device(device)).eval()
 
 
@@ -269,7 +267,6 @@ def evaluate_domain(
     domain: str,
     out_dir: str | Path | None = None,
     *,
-    log: LogFn | None = None,
     model: "Segmenter | None" = None,
 ) -> dict[str, Any]:
     """Evaluate trained weights on one domain split (``cfg.eval.split``, ``cfg.eval.scales``).
@@ -279,7 +276,6 @@ def evaluate_domain(
         weights: ``model.safetensors`` of a training run (or an official checkpoint).
         domain: domain name or table column (``C``, ``acdc_night``, ...).
         out_dir: if given, receives ``metrics.json`` and ``confusion.json`` (K x K ints), atomically.
-        log: unused by the metric itself (the orchestrator logs the result); kept for the common signature.
         model: an already loaded segmenter (skips loading ``weights``; used by :func:`evaluate`).
 
     Returns:
@@ -347,12 +343,3 @@ def evaluate(
             log({f"miou/{col}": 100.0 * results[col]["miou"]}, i)
     return results
 
-
-class _CallableModule(types.ModuleType):
-    """``famix_core.evaluate`` names both this module and its entry point: calling the module calls :func:`evaluate`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -8,7 +8,7 @@ so training and evaluation read through DataLoader workers:
     :data:`MAX_AUTO_WORKERS`;
   * training: ``persistent_workers`` (no re-spawn when the loader restarts), ``prefetch_factor``
     batches per worker, ``pin_memory`` on CUDA; batches do not depend on the worker count
-    (``famix_core.train._SeededItems``), so ``data.num_workers`` is no part of any stage key;
+    (``famix_core.train.SeededItems``), so ``data.num_workers`` is no part of any stage key;
   * evaluation: one full-resolution image at a time (sizes differ), pinned on CUDA.
 
 Style mining reads its source batches in the main process: its crops come from the global RNG
@@ -103,14 +103,14 @@ def bench_loaders(cfg: "FamixConfig", *, batches: int = 20, warmup: int = 2, pri
     from torch.utils.data import DataLoader
 
     from famix_core.data import build_dataset
-    from famix_core.train import BatchSchedule, _collate, _ScheduleSampler, _SeededItems
+    from famix_core.train import BatchSchedule, ScheduleSampler, SeededItems, collate_pairs
 
     workers = resolve_workers(cfg.data.num_workers)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dc, tc = cfg.data, cfg.train
     ds = build_dataset(dc, dc.source, "train", train=True, crop_size=dc.crop_size)
-    sampler = _ScheduleSampler(BatchSchedule(len(ds), tc.batch_size, tc.seed), 0, warmup + batches)
-    train_loader = DataLoader(_SeededItems(ds, tc.seed), batch_sampler=sampler, collate_fn=_collate,
+    sampler = ScheduleSampler(BatchSchedule(len(ds), tc.batch_size, tc.seed), 0, warmup + batches)
+    train_loader = DataLoader(SeededItems(ds, tc.seed), batch_sampler=sampler, collate_fn=collate_pairs,
                               **loader_options(workers, device, persistent=False))  # fmt: skip
     train_rate, n = _rate(train_loader, batches, warmup)
     print_fn(f"train loader: {dc.source}, batch {tc.batch_size}, crop {dc.crop_size}, {workers} workers: "

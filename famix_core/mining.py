@@ -50,9 +50,18 @@ from famix_core.device import autocast, chunk_for_memory, configure_kernels, sta
 from famix_core.errors import FamixError
 from famix_core.prompts import TextTargets, build_prompt
 from famix_core.io import atomic_write_json
-from famix_core.styles import StyleBank, dominant_class, patch_stats
+from famix_core.styles.bank import StyleBank
+from famix_core.styles.ops import dominant_class, patch_stats
 
-__all__ = ["mine_styles", "mining_dataset", "KeptPatch", "select_patches", "optimize_styles", "SUMMARY_FILE"]
+__all__ = [
+    "mine_styles",
+    "mining_dataset",
+    "KeptPatch",
+    "select_patches",
+    "optimize_styles",
+    "clip_image_size",
+    "SUMMARY_FILE",
+]
 
 SUMMARY_FILE = "summary.json"
 _FORWARD_CHUNK = 64  # kept patches per forward/backward inside one batched problem
@@ -82,7 +91,7 @@ class KeptPatch:
 
 
 def _patch_bounds(n: int, grid: int) -> list[tuple[int, int]]:
-    """Start/stop of each patch along a side, matching :func:`famix_core.styles.patch_index`."""
+    """Start/stop of each patch along a side, matching :func:`famix_core.styles.ops.patch_index`."""
     starts = [math.ceil(r * n / grid) for r in range(grid)] + [n]
     return [(starts[r], starts[r + 1]) for r in range(grid)]
 
@@ -262,7 +271,8 @@ def _class_names(num_classes: int) -> tuple[str, ...]:
     )
 
 
-def _image_size(visual: nn.Module) -> int:
+def clip_image_size(visual: nn.Module) -> int:
+    """The CLIP image encoder's input side (its attention pool is sized for it; 224 when unset)."""
     s = getattr(visual, "image_size", 224)
     return int(s[0] if isinstance(s, (tuple, list)) else s)
 
@@ -312,7 +322,7 @@ def mine_styles(
     clip.requires_grad_(False)
     clip.eval()
     visual = clip.visual
-    pool = _image_size(visual) // 4
+    pool = clip_image_size(visual) // 4
     texts = TextTargets(clip, get_tokenizer(cfg.model.backbone), device)
 
     ds = dataset if dataset is not None else mining_dataset(cfg)

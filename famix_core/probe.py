@@ -101,7 +101,7 @@ def random_trainer(cfg: "FamixConfig", device: torch.device, *, batch: int, crop
         folder: scratch folder (the random bank is written there).
     """
     from famix_core.config import FamixConfig
-    from famix_core.styles import StyleBank
+    from famix_core.styles.bank import StyleBank
     from famix_core.train import Trainer
 
     tree = cfg.to_dict()
@@ -137,7 +137,7 @@ def random_mining_problem(cfg: "FamixConfig", device: torch.device, patches: int
     """
     import math
 
-    from famix_core.mining import _image_size
+    from famix_core.mining import clip_image_size
     from famix_core.models.clip import create_visual
 
     mc = cfg.mining
@@ -152,7 +152,7 @@ def random_mining_problem(cfg: "FamixConfig", device: torch.device, patches: int
         "mu0": torch.randn(patches, ch, generator=g).to(device),
         "sigma0": (torch.rand(patches, ch, generator=g) + 0.5).to(device),
         "target": torch.nn.functional.normalize(torch.randn(patches, dim, generator=g), dim=-1).to(device),
-        "pool": _image_size(visual) // 4,
+        "pool": clip_image_size(visual) // 4,
         "lr": mc.lr,
         "momentum": mc.momentum,
         "weight_decay": mc.weight_decay,

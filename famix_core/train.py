@@ -16,10 +16,8 @@ from __future__ import annotations
 import math
 import random
 import resource
-import sys
 import threading
 import time
-import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -52,29 +50,10 @@ if TYPE_CHECKING:
     from famix_core.config import FamixConfig
     from famix_core.models.segmenter import Segmenter
 
-__all__ = ["train", "Trainer", "poly_lr", "BatchSchedule", "LogFn"]
+__all__ = ["train", "Trainer", "poly_lr", "BatchSchedule", "ScheduleSampler", "SeededItems", "collate_pairs", "LogFn"]
 
 LogFn = Callable[[dict[str, float], "int | None"], None]
 _MASK63 = (1 << 63) - 1
-
-
-# -- stop on request (preemption) ---------------------------------------------------------------
-_RUNNING = threading.Event()  # a Trainer.run() is in progress in this process
-_STOP = threading.Event()  # ... and was asked to checkpoint and stop
-
-
-def request_stop() -> bool:
-    """Ask the :class:`Trainer` running in this process to checkpoint and stop at the end of its current iteration.
-
-    Safe to call from a signal handler (it only sets a flag). The trainer then saves a checkpoint at
-    that iteration boundary and raises :class:`~famix_core.errors.TrainingInterrupted`; a later run with
-    the same ``ckpt_dir`` resumes there, losing no iteration. Returns False when no trainer is running,
-    so the caller knows it must act on its own.
-    """
-    if not _RUNNING.is_set():
-        return False
-    _STOP.set()
-    return True
 
 
 def poly_lr(base_lr: float, iteration: int, total: int, power: float = 0.9, min_lr: float = 1e-6) -> float:
@@ -122,7 +101,7 @@ class BatchSchedule:
         return out
 
 
-class _ScheduleSampler(Sampler):
+class ScheduleSampler(Sampler):
     """Batch sampler over iterations ``[start, stop)`` of a :class:`BatchSchedule`."""
 
     def __init__(self, schedule: BatchSchedule, start: int, stop: int):
@@ -136,7 +115,7 @@ class _ScheduleSampler(Sampler):
         return max(0, self.stop - self.start)
 
 
-class _SeededItems(Dataset):
+class SeededItems(Dataset):
     """Fetch ``dataset[index]`` with every RNG seeded by (seed, iteration, slot), restoring them afterwards."""
 
     def __init__(self, dataset: Dataset, seed: int):
@@ -162,7 +141,8 @@ class _SeededItems(Dataset):
                 np.random.set_state(np_state)
 
 
-def _collate(items):
+def collate_pairs(items):
+    """Stack ``(image (3,H,W), label (H,W))`` items into ``images (B,3,H,W)`` and long ``labels (B,H,W)``."""
     images = torch.stack([torch.as_tensor(it[0]) for it in items])  # (B, 3, H, W)
     labels = torch.stack([torch.as_tensor(it[1]) for it in items]).long()  # (B, H, W)
     return images, labels
@@ -218,10 +198,8 @@ class Trainer:
         self.model: Segmenter = build_segmenter(
             cfg.model, style_augmenter=augmenter, device=self.device, source=cfg.data.source
         )
-        if augmenter is not None:
-            augmenter.to(self.device)
         self.style_generator: torch.Generator | None = None
-        if augmenter is not None and hasattr(augmenter, "generator"):
+        if augmenter is not None:  # a child of the model: it moved to the device with it
             self.style_generator = torch.Generator(device=self.device).manual_seed(_mix(tc.seed, 0x57E1E))
             augmenter.generator = self.style_generator
         self.channels_last = tc.channels_last and self.cuda
@@ -240,7 +218,7 @@ class Trainer:
         if n == 0:
             raise DataError(f"{cfg.data.root_of(cfg.data.source)}: no training images for {cfg.data.source}")
         self.schedule = BatchSchedule(n, tc.batch_size, tc.seed)
-        self.items = _SeededItems(self.dataset, tc.seed)
+        self.items = SeededItems(self.dataset, tc.seed)
         self.source_val = SourceValidation(cfg, self.ckpt_dir, val_dataset) if tc.val_every is not None else None
 
         self.iteration = 0
@@ -253,7 +231,8 @@ class Trainer:
 
     # -- construction helpers ---------------------------------------------------------------
     def _build_augmenter(self, bank_dir: str | Path | None):
-        from famix_core.styles import StyleBank, build_style_augmenter
+        from famix_core.styles.bank import StyleBank
+        from famix_core.styles.strategies import build_style_augmenter
 
         bank = None
         if self.cfg.style.needs_bank():
@@ -272,11 +251,11 @@ class Trainer:
     def _loader(self) -> Iterator:
         from famix_core.loaders import loader_options, resolve_workers
 
-        sampler = _ScheduleSampler(self.schedule, self.iteration, self.cfg.train.iterations)
+        sampler = ScheduleSampler(self.schedule, self.iteration, self.cfg.train.iterations)
         loader = DataLoader(
             self.items,
             batch_sampler=sampler,
-            collate_fn=_collate,
+            collate_fn=collate_pairs,
             # its own generator: creating the iterator must not consume the global RNG (dropout's)
             generator=torch.Generator().manual_seed(_mix(self.cfg.train.seed, self.iteration)),
             **loader_options(resolve_workers(self.cfg.data.num_workers), self.device, persistent=True),
@@ -422,32 +401,29 @@ class Trainer:
             self.source_val.run(self.model, self.device, self.iteration, self.log)
 
     # -- whole run ----------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def run(self, stop: threading.Event | None = None) -> dict[str, Any]:
         """Resume if possible, train to ``train.iterations`` with periodic checkpoints, write the outputs.
 
+        Args:
+            stop: set (by a signal handler, say) to checkpoint at the end of the current iteration and stop.
+
         Raises:
-            TrainingInterrupted: :func:`request_stop` was called; a checkpoint of the iteration just
-                finished is in ``ckpt_dir``.
+            TrainingInterrupted: ``stop`` was set; a checkpoint of the iteration just finished is in
+                ``ckpt_dir``, and a later run with the same ``ckpt_dir`` resumes there.
         """
         tc = self.cfg.train
         self.resume()
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
-        _STOP.clear()
-        _RUNNING.set()
-        try:
-            self.validate_if_due()  # a run stopped right after a due iteration validates it now
-            while self.iteration < tc.iterations:
-                self.step()
-                if _STOP.is_set():  # request_stop(): checkpoint at this boundary, hand control back
-                    path = self.save_checkpoint()
-                    raise TrainingInterrupted(self.iteration, str(path) if path else None)
-                self.validate_if_due()
-                if self.iteration % tc.checkpoint_every == 0 and self.iteration < tc.iterations:
-                    self.save_checkpoint()
-        finally:
-            _RUNNING.clear()
-            _STOP.clear()
+        self.validate_if_due()  # a run stopped right after a due iteration validates it now
+        while self.iteration < tc.iterations:
+            self.step()
+            if stop is not None and stop.is_set():  # checkpoint at this boundary, hand control back
+                path = self.save_checkpoint()
+                raise TrainingInterrupted(self.iteration, str(path) if path else None)
+            self.validate_if_due()
+            if self.iteration % tc.checkpoint_every == 0 and self.iteration < tc.iterations:
+                self.save_checkpoint()
         self._batches = None
         summary = self.finalize()
         self.save_checkpoint()  # a rerun after a crash during finalize does no training
@@ -503,6 +479,7 @@ def train(
     bank_dir: str | Path | None = None,
     ckpt_dir: str | Path | None = None,
     log: LogFn | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Train a segmenter on ``cfg.data.source`` (resuming from ``ckpt_dir`` when it holds a checkpoint).
 
@@ -513,19 +490,11 @@ def train(
         ckpt_dir: periodic atomic checkpoints (every ``train.checkpoint_every`` iterations).
         log: ``log({"train/loss", "train/lr"}, step)`` every ``train.log_every`` iterations, and
             ``log({"source_val/miou": percent}, step)`` at each source validation (``train.val_every``).
+        stop: when set (safe from a signal handler), the run checkpoints the iteration it is in and
+            raises :class:`~famix_core.errors.TrainingInterrupted` (see :meth:`Trainer.run`).
 
     Returns:
         ``{"iterations", "final_loss" (mean of the last log window), "images_per_s", "peak_mem_mb", "seconds", "device",
         "select", "selected_iteration", "source_val" (None, or its mIoU curve and best)}``.
     """
-    return Trainer(cfg, out_dir, bank_dir=bank_dir, ckpt_dir=ckpt_dir, log=log).run()
-
-
-class _CallableModule(types.ModuleType):
-    """``famix_core.train`` names both this module and its entry point: calling the module calls :func:`train`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+    return Trainer(cfg, out_dir, bank_dir=bank_dir, ckpt_dir=ckpt_dir, log=log).run(stop)

@@ -26,7 +26,7 @@ from famix_core.data.captions import (
     render_corpus_image,
     bind_nonsense,
 )
-from famix_core.data.synth import make_scene
+from famix_core.data.synth.scene import make_scene
 
 __all__ = ["zero_shot", "HELD_OUT_OFFSET"]
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from famix_core.config import FamixConfig
-from famix_core.errors import DataError, WeightsError
+from famix_core.errors import WeightsError
 from famix_core.weights import PACKAGED_WEIGHTS, is_packaged, packaged_path
 
 __all__ = ["check_data", "check_weights", "check_run_dir"]
@@ -39,11 +39,9 @@ def check_data(cfg: FamixConfig) -> None:
     Raises:
         DataError: one line naming the domain and the missing folder/file (from famix_core.data).
     """
-    try:
-        from famix_core.data import check_domain
-        from famix_core.data.synth import ensure_synthetic
-    except ImportError as e:  # the engine's data package is part of this project
-        raise DataError(f"famix_core.data: cannot import the data package ({e})") from None
+    from famix_core.data import check_domain
+    from famix_core.data.synth.benchmark import ensure_synthetic
+
     if cfg.data.synthetic is not None:
         ensure_synthetic(cfg.data)
     check_domain(cfg.data, cfg.data.source, "train")

@@ -182,7 +182,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     """
 
     from orchestrator.backends import get_backend_class
-    from orchestrator.execute import checkpoint_then_stop, execute_stage
+    from orchestrator.execute import execute_stage
     from orchestrator.liveness import driver_identity
     from orchestrator.tracking import embedded_store_exists, ensure_runs, finalize_runs, open_tracker, tracking_target
 
@@ -230,14 +230,19 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             f"{n_done} done, {len(tasks)} to run on {backend_name} (max parallel {max_parallel or 'from the backend'}, retries {retries})",
             highlight=False,
         )
-        extra = {"detach": True} if opts.detach else {}
+        from orchestrator.execute import StopRequest, checkpoint_then_stop
+
+        stop = StopRequest()  # SIGTERM: a training running in this process checkpoints first
+        extra: dict[str, Any] = {"detach": True} if opts.detach else {}
+        if backend_cls.in_process:
+            extra["stop"] = stop  # its stages run here, under this handler
         backend = backend_obj or backend_cls(
             sweep_dir=str(plan.sweep_dir), options=rs.backend.model_dump(), execute=execute_stage, **extra
         )
         progress = Progress(tasks, len(plan.stages), n_done, console, console.is_terminal, max_parallel=max_parallel)
         old = signal.getsignal(signal.SIGTERM)
         if _is_main_thread():
-            signal.signal(signal.SIGTERM, checkpoint_then_stop())  # a running training checkpoints first
+            signal.signal(signal.SIGTERM, checkpoint_then_stop(stop))
         try:
             with progress:
                 outcomes = backend.run(tasks, max_parallel=max_parallel, retries=retries, on_event=progress.on_event)

@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import threading
 import time
 import traceback
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from famix_core.errors import FamixError
 from orchestrator.progress import progress_path, write_progress
@@ -26,18 +28,55 @@ from orchestrator.store import Store
 from orchestrator.tracking import RunLogger, metrics_from_eval, system_metrics
 from reports import schema
 
-__all__ = ["execute_stage", "STAGE_RUNNERS", "StageContext", "ArtifactCorrupt", "retryable", "checkpoint_then_stop"]
+__all__ = ["execute_stage", "STAGE_RUNNERS", "StageContext", "ArtifactCorrupt", "retryable", "StopRequest", "checkpoint_then_stop"]
 
 
 class ArtifactCorrupt(FamixError):
     """A stage's input artifact in the store is damaged (truncated, changed): names the file and the fix."""
 
 
-class StageContext:
-    """What a stage runner gets: the task, its config, the store, the temp folder, log helpers."""
+class StopRequest:
+    """A request, made from a signal handler, that the training running in this process checkpoint and stop.
 
-    def __init__(self, task: StageTask, store: Store, tmp: Path, log_file: Any, tracker: RunLogger):
+    Whoever installs the handler (:func:`checkpoint_then_stop`) creates one and passes it to
+    :func:`execute_stage`; while a training stage runs, its :attr:`event` is the ``stop`` of
+    ``famix_core.train.train``.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()  # set: the running training checkpoints its iteration and stops
+        self._training = threading.Event()  # a training is running under this request
+
+    @contextmanager
+    def training(self) -> Iterator[threading.Event]:
+        """Mark a training as running for the block; yields the event to pass to ``train(stop=...)``."""
+        self._training.set()
+        try:
+            yield self.event
+        finally:
+            self._training.clear()
+            self.event.clear()  # the request does not outlive the training it was meant for
+
+    def ask(self) -> bool:
+        """Set the event if a training is running (signal-safe: flags only).
+
+        Returns:
+            False when no training is running: the caller must act on its own.
+        """
+        if not self._training.is_set():
+            return False
+        self.event.set()
+        return True
+
+
+class StageContext:
+    """What a stage runner gets: the task, its config, the store, the temp folder, log helpers, the stop request."""
+
+    def __init__(
+        self, task: StageTask, store: Store, tmp: Path, log_file: Any, tracker: RunLogger, stop: StopRequest | None = None
+    ):
         self.task = task
+        self.stop = stop
         self.store = store
         self.tmp = tmp
         self._log_file = log_file
@@ -116,8 +155,9 @@ def _run_train(ctx: StageContext) -> dict[str, Any]:
             ctx.tracker.skip_logged_steps(schema.METRIC_TRAIN_LOSS)  # read by the sender once tracking answers: never blocks here
         except Exception as e:  # noqa: BLE001 — a tracking hiccup never fails the stage
             ctx.write(f"warning: MLflow history of train/loss unreadable: {type(e).__name__}: {e}")
-    with system_metrics(task.tracking, ctx.write):
-        summary = train(ctx.config(), ctx.tmp, bank_dir=bank_dir, ckpt_dir=ckpt_dir, log=ctx.log)
+    stop = ctx.stop or StopRequest()
+    with system_metrics(task.tracking, ctx.write), stop.training() as event:
+        summary = train(ctx.config(), ctx.tmp, bank_dir=bank_dir, ckpt_dir=ckpt_dir, log=ctx.log, stop=event)
     return _jsonable(summary)
 
 
@@ -126,7 +166,7 @@ def _run_evaluate(ctx: StageContext) -> dict[str, Any]:
 
     task = ctx.task
     weights = ctx.store.path("train", task.deps["train"]) / "model.safetensors"
-    result = evaluate_domain(ctx.config(), weights, task.domain, ctx.tmp, log=ctx.log)
+    result = evaluate_domain(ctx.config(), weights, task.domain, ctx.tmp)
     result = _jsonable(result)
     if not (ctx.tmp / "metrics.json").is_file():
         (ctx.tmp / "metrics.json").write_text(json.dumps(result, indent=1))
@@ -187,18 +227,17 @@ def _set_threads(task: StageTask) -> None:
         torch.set_num_threads(cpus)
 
 
-def checkpoint_then_stop() -> Callable[[int, Any], None]:
-    """A signal handler for SIGTERM / SIGINT: a training running in this process checkpoints the
+def checkpoint_then_stop(stop: StopRequest) -> Callable[[int, Any], None]:
+    """A signal handler for SIGTERM / SIGINT: a training running under ``stop`` checkpoints the
     iteration it is in and stops (as SIGUSR2 does on Slurm); otherwise, or on a second signal, stop
     at once with ``KeyboardInterrupt``. Used by the driver (local backend) and by Ray workers
-    (``ray.cancel`` without force interrupts the task's main thread through SIGINT's handler)."""
-    import sys
+    (``ray.cancel`` without force interrupts the task's main thread through SIGINT's handler);
+    the stages they run get the same ``stop`` (:func:`execute_stage`)."""
 
     asked: list[bool] = []
 
     def handler(signum: int, frame: Any) -> None:
-        train = sys.modules.get("famix_core.train")  # loaded only where a stage trains in this process
-        if not asked and train is not None and train.request_stop():
+        if not asked and stop.ask():
             asked.append(True)
             return  # the trainer raises TrainingInterrupted at its iteration boundary, after the checkpoint
         raise KeyboardInterrupt
@@ -238,11 +277,13 @@ def _error_text(exc: BaseException) -> str:
     return head + "\n" + tail.strip()
 
 
-def execute_stage(task: StageTask) -> StageOutcome:
+def execute_stage(task: StageTask, stop: StopRequest | None = None) -> StageOutcome:
     """Run one stage unless its artifact exists; never raises for a stage failure.
 
     Args:
         task: the stage (plain data; see :class:`orchestrator.stages.StageTask`).
+        stop: the stop request of the signal handler installed around this call, if any
+            (:func:`checkpoint_then_stop`): a training stage checkpoints and stops when it is set.
 
     Returns:
         ``cached`` (artifact already there), ``done`` (with the engine's result) or ``failed``
@@ -260,7 +301,7 @@ def execute_stage(task: StageTask) -> StageOutcome:
         tmp = store.begin()
         holder: list[StageContext] = []
         tracker = RunLogger(task.tracking, background=True, notify=lambda line: _tracking_note(holder, line))
-        ctx = StageContext(task, store, tmp, log_file, tracker)
+        ctx = StageContext(task, store, tmp, log_file, tracker, stop)
         holder.append(ctx)
         ctx.write(f"start {task.kind} {task.key} {task.name} domain={task.domain} deps={task.deps}")
         try:

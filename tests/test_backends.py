@@ -90,7 +90,7 @@ def test_local_backend_dag_retries_and_failed_dependencies():
 def test_no_retry_for_deterministic_failures():
     from famix_core.errors import TrainingDiverged
 
-    def diverge(task):
+    def diverge(task, stop):
         from orchestrator.stages import StageOutcome
 
         return StageOutcome(task.key, "failed", error=str(TrainingDiverged("loss is nan at iteration 3")), retryable=False)

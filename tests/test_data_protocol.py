@@ -86,7 +86,7 @@ def test_a_list_beside_the_data_replaces_the_shipped_one_and_feeds_mining(tmp_pa
 
 def test_the_synthetic_benchmark_writes_official_style_lists(tmp_path):
     from famix_core.config import SynthConfig
-    from famix_core.data.synth import generate
+    from famix_core.data.synth.benchmark import generate
 
     syn = SynthConfig(height=32, width=64, train_images=3, val_images=2)
     generate(tmp_path / "d", syn)

@@ -136,7 +136,7 @@ def synth_setup(tmp_path_factory):
     """Tiny synthetic benchmark + random-init famix-tiny weights saved like a training run."""
     from famix_core.checkpoint import save_safetensors_atomic
     from famix_core.config import FamixConfig
-    from famix_core.data.synth import ensure_synthetic
+    from famix_core.data.synth.benchmark import ensure_synthetic
     from famix_core.models.segmenter import build_segmenter
 
     root = tmp_path_factory.mktemp("evaldata")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import random
@@ -16,7 +15,9 @@ from famix_core.config import PROMPT_TYPES, FamixConfig
 from famix_core.errors import FamixError
 from famix_core.mining import mine_styles, optimize_styles, select_patches
 from famix_core.prompts import PROMPT_REGISTRY, STYLE_NAMES, TextTargets, build_prompt, imagenet_templates
-from famix_core.styles import StyleBank, build_style_augmenter, patch_stats
+from famix_core.styles.bank import StyleBank
+from famix_core.styles.ops import patch_stats
+from famix_core.styles.strategies import build_style_augmenter
 
 BLOCK_CLASSES = (0, 2, 8, 13, 255)
 
@@ -374,7 +375,6 @@ def test_mining_empty_dataset_is_a_user_error(tmp_path):
         mine_styles(_cfg(), tmp_path, dataset=BlockScenes(n=0))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("famix_core.data.synth") is None, reason="famix_core.data not available yet")
 def test_mining_on_synthetic_source(tmp_path):
     cfg = FamixConfig.model_validate(
         {

@@ -327,3 +327,27 @@ def test_style_augmenter_acts_on_layer1_in_training_only():
     with torch.no_grad():
         feats = model.features(x, y)
     assert len(aug.calls) == 1 and torch.count_nonzero(feats["layer1"]) > 0
+
+
+def test_the_style_augmenter_is_a_child_that_adds_no_checkpoint_keys():
+    """The famix augmenter (bank buffers) is a child module: it follows .to()/.train() with the model,
+    and checkpoints keep the plain segmenter's keys both ways (old ones load into a styled model)."""
+    from famix_core.config import StyleConfig
+    from famix_core.styles.bank import StyleBank
+    from famix_core.styles.strategies import build_style_augmenter
+
+    bank = StyleBank(torch.randn(5, 64), torch.rand(5, 64) + 0.1, torch.tensor([0, 1, 1, 2, 255]))
+    aug = build_style_augmenter(StyleConfig(), bank, 19)
+    torch.manual_seed(0)
+    styled = build_segmenter(tiny_cfg(), style_augmenter=aug)
+    plain = build_segmenter(tiny_cfg())
+    assert styled.style_augmenter is aug and any(m is aug for m in styled.children())
+    assert list(styled.state_dict()) == list(plain.state_dict())  # same keys, same order
+    styled.load_state_dict(plain.state_dict(), strict=True)
+    plain.load_state_dict(styled.state_dict(), strict=True)
+    styled.eval()
+    assert not aug.training
+    styled.train()
+    assert aug.training
+    styled.to(torch.float64)
+    assert aug.bank_mu.dtype == torch.float64  # buffers move with the model

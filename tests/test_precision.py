@@ -6,22 +6,22 @@ import pytest
 import torch
 
 from famix_core.models.segmenter import style_in_fp32
-from famix_core.styles import MixStyle
+from famix_core.styles.strategies import MixStyle
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cuda_like_stats(monkeypatch):
     """Make the style op's statistics come out in fp32 for bf16 features, as CUDA autocast's reductions do."""
-    import famix_core.styles as styles
+    from famix_core.styles import strategies
 
-    orig = styles._centered_stats
+    orig = strategies.centered_stats
 
     def fp32_reductions(f, grid, eps):
         centered, mu, sigma = orig(f.float(), grid, eps)
         return centered.to(f.dtype), mu, sigma  # elementwise result in bf16, reductions in fp32
 
-    monkeypatch.setattr(styles, "_centered_stats", fp32_reductions)
+    monkeypatch.setattr(strategies, "centered_stats", fp32_reductions)
 
 
 def test_style_op_on_bf16_features_with_fp32_statistics_runs_through_the_fp32_guard(monkeypatch):
@@ -70,7 +70,7 @@ def test_style_guard_feeds_fp32_with_autocast_off_and_is_a_plain_call_for_fp32()
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory):
     from famix_core.config import DataConfig, SynthConfig
-    from famix_core.data.synth import ensure_synthetic
+    from famix_core.data.synth.benchmark import ensure_synthetic
 
     root = tmp_path_factory.mktemp("data")
     ensure_synthetic(DataConfig(root=str(root), synthetic=SynthConfig(height=64, width=96, train_images=8, val_images=2)))
@@ -126,7 +126,7 @@ def test_old_amp_flag_is_read_as_precision_with_a_warning():
 def test_mining_bf16_runs_the_clip_in_bf16_and_learns_like_fp32(tmp_path, monkeypatch):
     from famix_core.config import FamixConfig
     from famix_core.mining import mine_styles
-    from famix_core.styles import StyleBank
+    from famix_core.styles.bank import StyleBank
     import famix_core.mining as mining
 
     g = torch.Generator().manual_seed(0)

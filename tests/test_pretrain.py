@@ -22,7 +22,7 @@ from famix_core.data.captions import (
     scene_caption,
     write_corpus,
 )
-from famix_core.data.synth import scene_ids
+from famix_core.data.synth.benchmark import scene_ids
 from famix_core.errors import WeightsError
 from famix_core.weights import packaged_path, weights_identity
 

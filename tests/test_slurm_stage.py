@@ -16,6 +16,7 @@ import pytest
 
 from conftest import plain_tiny_config
 from orchestrator.backends.slurm.job import SlurmStage
+from orchestrator.execute import StopRequest
 from orchestrator.stages import StageOutcome, StageTask
 
 
@@ -52,8 +53,9 @@ def test_a_training_checkpoints_at_its_iteration_before_the_job_is_requeued(subm
         if step == 3:
             os.kill(os.getpid(), signal.SIGUSR2)  # the handler runs here, in the middle of iteration 3
 
-    def run(task: StageTask) -> StageOutcome:
-        train(cfg, tmp_path / "out", ckpt_dir=tmp_path / "ckpt", log=preempt_at_3)
+    def run(task: StageTask, stop: StopRequest) -> StageOutcome:  # what execute_stage does for a training
+        with stop.training() as event:
+            train(cfg, tmp_path / "out", ckpt_dir=tmp_path / "ckpt", log=preempt_at_3, stop=event)
         return StageOutcome(task.key, "done", 0.0, 1)
 
     with pytest.raises(_Requeued):
@@ -64,7 +66,7 @@ def test_a_training_checkpoints_at_its_iteration_before_the_job_is_requeued(subm
 
 
 def test_other_stages_are_requeued_at_once(submitit_handler, tmp_path):
-    def run(task: StageTask) -> StageOutcome:
+    def run(task: StageTask, stop: StopRequest) -> StageOutcome:
         os.kill(os.getpid(), signal.SIGUSR2)
         raise AssertionError("the signal should have ended the job")
 
@@ -76,7 +78,7 @@ def test_other_stages_are_requeued_at_once(submitit_handler, tmp_path):
 def test_outside_a_submitit_job_the_signal_handler_is_left_alone(tmp_path):
     before = signal.getsignal(signal.SIGUSR2)
     assert not callable(before)  # pytest installs none
-    out = SlurmStage(retries=0, fn=lambda t: StageOutcome(t.key, "done", 0.0, 1))(_task(tmp_path))
+    out = SlurmStage(retries=0, fn=lambda t, stop: StageOutcome(t.key, "done", 0.0, 1))(_task(tmp_path))
     assert out.status == "done"
     assert signal.getsignal(signal.SIGUSR2) is before
 
@@ -94,7 +96,7 @@ def test_retries_follow_the_outcome_flag_not_its_text(tmp_path, outcome, attempt
 
     calls: list[int] = []
 
-    def run(task: StageTask) -> StageOutcome:
+    def run(task: StageTask, stop: StopRequest) -> StageOutcome:
         calls.append(1)
         return outcome
 
@@ -110,7 +112,7 @@ def test_a_raising_runner_is_retried_by_the_exception_type(tmp_path):
     for exc, attempts in ((RuntimeError("node hiccup"), 3), (TrainingDiverged("train: loss is nan at iteration 2"), 1)):
         calls: list[int] = []
 
-        def run(task: StageTask, exc=exc, calls=calls) -> StageOutcome:
+        def run(task: StageTask, stop: StopRequest, exc=exc, calls=calls) -> StageOutcome:
             calls.append(1)
             raise exc
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory):
     from famix_core.config import DataConfig, SynthConfig
-    from famix_core.data.synth import ensure_synthetic
+    from famix_core.data.synth.benchmark import ensure_synthetic
 
     root = tmp_path_factory.mktemp("data")
     ensure_synthetic(DataConfig(root=str(root), synthetic=SynthConfig(height=64, width=96, train_images=4, val_images=2)))

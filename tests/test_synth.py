@@ -13,17 +13,11 @@ from famix_core.classes import NUM_CLASSES
 from famix_core.config import DataConfig, SynthConfig
 from famix_core.data import LAYOUTS, build_dataset, check_domain
 from famix_core.data.io import read_label
-from famix_core.data.synth import (
-    MANIFEST_NAME,
-    STYLES,
-    contact_sheet,
-    encode_label,
-    ensure_synthetic,
-    generate,
-    make_scene,
-    render,
-    scene_ids,
-)
+from famix_core.data.synth.appearance import STYLES, render
+from famix_core.data.synth.benchmark import MANIFEST_NAME, ensure_synthetic, generate, scene_ids
+from famix_core.data.synth.labels import encode_label
+from famix_core.data.synth.preview import contact_sheet
+from famix_core.data.synth.scene import make_scene
 from famix_core.domains import DOMAINS
 from famix_core.errors import DataError
 

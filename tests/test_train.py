@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def synth_root(tmp_path_factory):
     """The built-in synthetic benchmark at a tiny size, generated once for the module."""
     from famix_core.config import DataConfig, SynthConfig
-    from famix_core.data.synth import ensure_synthetic
+    from famix_core.data.synth.benchmark import ensure_synthetic
 
     root = tmp_path_factory.mktemp("data")
     dc = DataConfig(root=str(root), synthetic=SynthConfig(height=64, width=96, train_images=4, val_images=2), crop_size=64)
@@ -87,28 +87,28 @@ class _Crash(Exception):
 
 
 def test_stop_request_checkpoints_at_the_current_iteration_and_resume_loses_nothing(synth_root, tmp_path):
-    """request_stop() (what a preemption signal calls) ends the run at an iteration boundary with a
-    checkpoint there, between periodic ones; resuming from it ends with the uninterrupted weights."""
-    from famix_core.errors import TrainingInterrupted
-    from famix_core.train import request_stop
+    """Setting ``stop`` (what a preemption signal's handler does) ends the run at an iteration boundary
+    with a checkpoint there, between periodic ones; resuming from it ends with the uninterrupted weights."""
+    import threading
 
-    assert request_stop() is False  # no trainer running: the caller must act itself
+    from famix_core.errors import TrainingInterrupted
+
     cfg = tiny_config(synth_root, iterations=6, checkpoint_every=4, log_every=1)
-    straight = train(cfg, tmp_path / "a")
+    stop = threading.Event()
+    straight = train(cfg, tmp_path / "a", stop=stop)  # never set: runs to the end
 
     steps = []
 
     def stop_during_3(metrics, step):  # runs inside step 3, as a signal handler would
         steps.append(step)
         if step == 3:
-            assert request_stop() is True
+            stop.set()
 
     with pytest.raises(TrainingInterrupted) as info:
-        train(cfg, tmp_path / "b", ckpt_dir=tmp_path / "ckpt", log=stop_during_3)
+        train(cfg, tmp_path / "b", ckpt_dir=tmp_path / "ckpt", log=stop_during_3, stop=stop)
     assert info.value.iteration == 3 and steps == [1, 2, 3]
     assert json.loads((tmp_path / "ckpt" / "latest.json").read_text())["iteration"] == 3  # periodic: 4
     assert not (tmp_path / "b" / "model.safetensors").exists()
-    assert request_stop() is False  # the flag does not outlive the run
 
     summary = train(cfg, tmp_path / "b", ckpt_dir=tmp_path / "ckpt", log=lambda m, s: steps.append(s))
     assert steps == [1, 2, 3, 4, 5, 6] and summary["iterations"] == 6
@@ -226,7 +226,7 @@ def test_tiny_model_overfits_block_images_to_high_miou(synth_root, tmp_path):
 
 def test_famix_strategy_trains_with_a_style_bank(synth_root, tmp_path):
     from famix_core.errors import FamixError
-    from famix_core.styles import StyleBank
+    from famix_core.styles.bank import StyleBank
 
     g = torch.Generator().manual_seed(0)
     n, c = 12, 64  # famix-tiny layer-1 channels
@@ -331,7 +331,7 @@ def test_divergence_found_at_the_log_step_names_the_first_bad_iteration(synth_ro
 def test_per_item_seeding_touches_only_the_cpu_generator(monkeypatch):
     """Items are seeded on the CPU generator only: re-seeding CUDA (dropout's RNG) per item would make
     results depend on data.num_workers. The CPU stream is the one torch.manual_seed(s) would give."""
-    from famix_core.train import _SeededItems
+    from famix_core.train import SeededItems
 
     calls = []
     monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
@@ -344,7 +344,7 @@ def test_per_item_seeding_touches_only_the_cpu_generator(monkeypatch):
         def __getitem__(self, i):
             return torch.rand(4)
 
-    items = _SeededItems(Draw(), seed=3)
+    items = SeededItems(Draw(), seed=3)
     torch.manual_seed(99)
     calls.clear()
     before = torch.get_rng_state()

@@ -1,7 +1,7 @@
 """Datasets of every domain, joint transforms and the built-in synthetic benchmark.
 
 Importing this package imports no torch: :func:`check_domain` and
-:func:`famix_core.data.synth.ensure_synthetic` run at plan time in the
+:func:`famix_core.data.synth.benchmark.ensure_synthetic` run at plan time in the
 orchestrator; :func:`build_dataset` imports torch when called.
 """
 
@@ -66,7 +66,7 @@ def inspect_domain(data_cfg: "DataConfig", domain: str, split: str) -> DomainFil
     from famix_core.data.io import image_size
 
     if data_cfg.synthetic is not None:
-        from famix_core.data.synth import ensure_synthetic
+        from famix_core.data.synth.benchmark import ensure_synthetic
 
         ensure_synthetic(data_cfg)
     d, _ = get_layout(domain)
@@ -91,7 +91,7 @@ def source_val_pairs(data_cfg: "DataConfig") -> "list[tuple[Path, Path]]":
         DataError: see :func:`famix_core.data.layouts.scan_domain`.
     """
     if data_cfg.synthetic is not None:
-        from famix_core.data.synth import ensure_synthetic
+        from famix_core.data.synth.benchmark import ensure_synthetic
 
         ensure_synthetic(data_cfg)
     return list_pairs(data_cfg, data_cfg.source, "val")

@@ -1,6 +1,6 @@
 """A synthetic image-text corpus: the benchmark's street scenes in many appearance styles, with captions.
 
-Scenes come from the same generator as the benchmark (:func:`famix_core.data.synth.make_scene`)
+Scenes come from the same generator as the benchmark (:func:`famix_core.data.synth.scene.make_scene`)
 but from scene ids at or above :attr:`CorpusConfig.first_scene_id` (one million), which the
 benchmark never uses (its ids run from 0 to ``train_images + val_images``); :func:`check_disjoint`
 says so for a benchmark config. Each scene is rendered in ``styles_per_scene`` appearances drawn
@@ -30,7 +30,8 @@ from PIL import Image, ImageFilter
 from pydantic import BaseModel, ConfigDict, Field
 
 from famix_core.classes import CLASS_NAMES, IGNORE_INDEX
-from famix_core.data.synth import DomainStyle, make_scene, render_style
+from famix_core.data.synth.appearance import DomainStyle, render_style
+from famix_core.data.synth.scene import make_scene
 
 __all__ = [
     "CorpusConfig",

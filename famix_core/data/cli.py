@@ -55,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _synth(args: argparse.Namespace) -> int:
     from famix_core.config import SynthConfig
     from famix_core.config_io import validate
-    from famix_core.data.synth import contact_sheet, generate
+    from famix_core.data.synth.benchmark import generate
+    from famix_core.data.synth.preview import contact_sheet
 
     fields = {"seed": args.seed, "height": args.height, "width": args.width, "train_images": args.train, "val_images": args.val}
     cfg = validate(SynthConfig, fields, "famix data synth")

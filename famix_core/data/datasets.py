@@ -147,7 +147,7 @@ def build_dataset(
         DataError: missing root/folder, unpaired files, bad split list (one line).
     """
     if data_cfg.synthetic is not None:
-        from famix_core.data.synth import ensure_synthetic
+        from famix_core.data.synth.benchmark import ensure_synthetic
 
         ensure_synthetic(data_cfg)
     d, lay = get_layout(domain)

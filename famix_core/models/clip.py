@@ -215,11 +215,8 @@ def _tag_unreachable(spec: BackboneSpec, tag: str, cache_dir: str | None) -> str
     hub = cfg.get("hf_hub", "")
     host = "huggingface.co"
     if hub:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-        except ImportError:  # open_clip then falls back to the URL
-            hub = ""
-    if hub:
+        from huggingface_hub import try_to_load_from_cache  # open_clip's own dependency
+
         repo, fname = hub.rstrip("/"), None
         if not hub.endswith("/"):
             repo, fname = hub.rsplit("/", 1)

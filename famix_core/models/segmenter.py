@@ -2,7 +2,7 @@
 
 State-dict keys equal the official FAMix checkpoints: ``backbone.<CLIP visual key>``
 (``backbone.layer4.2.conv3.weight``) and ``classifier.{project,aspp,classifier}.*``.
-The style augmenter is held outside the module tree, so it never adds keys.
+The style augmenter is a child module whose buffers are non-persistent, so it never adds keys.
 """
 
 from __future__ import annotations
@@ -22,7 +22,15 @@ from famix_core.models.freeze import frozen_modules
 if TYPE_CHECKING:
     from famix_core.config import ModelConfig
 
-__all__ = ["style_in_fp32", "Segmenter", "build_segmenter", "load_official_checkpoint", "dilate_backbone", "stage_dilations"]
+__all__ = [
+    "style_in_fp32",
+    "Segmenter",
+    "build_segmenter",
+    "load_strict",
+    "load_official_checkpoint",
+    "dilate_backbone",
+    "stage_dilations",
+]
 
 # output stride -> new dilation of layer3, layer4 (1 = the stage keeps CLIP's stride 2)
 _STAGE_DILATION: dict[int, tuple[int, int]] = {32: (1, 1), 16: (1, 2), 8: (2, 4)}
@@ -99,7 +107,8 @@ class Segmenter(nn.Module):
         aspp_channels: ASPP / decoder width.
         low_level_channels: low-level projection width.
         aspp_dropout: ASPP dropout.
-        style_augmenter: ``module(feat (B,C,H,W), labels (B,H,W)) -> feat`` or None.
+        style_augmenter: ``module(feat (B,C,H,W), labels (B,H,W)) -> feat`` or None; a child module
+            that adds no state-dict keys (its buffers, such as a style bank, are non-persistent).
     """
 
     def __init__(
@@ -126,17 +135,8 @@ class Segmenter(nn.Module):
             low_level_channels=low_level_channels,
             dropout=aspp_dropout,
         )
-        self.__dict__["_frozen"] = []  # plain list: frozen modules are already children
-        self.set_style_augmenter(style_augmenter)
-
-    # -- style augmenter (outside the module tree: no state-dict keys) ---------------------
-    def set_style_augmenter(self, augmenter: nn.Module | None) -> None:
-        """Attach (or detach with None) the training-time feature-style augmenter."""
-        self.__dict__["_augmenter"] = augmenter
-
-    @property
-    def style_augmenter(self) -> nn.Module | None:
-        return self.__dict__["_augmenter"]
+        self.style_augmenter = style_augmenter
+        self._frozen: list[nn.Module] = []  # backbone modules kept in eval mode (see freeze)
 
     # -- freezing -----------------------------------------------------------------------------
     def freeze(self, policy: str, source: str = "gta5") -> list[nn.Module]:
@@ -156,16 +156,14 @@ class Segmenter(nn.Module):
         for m in mods:
             for p in m.parameters():
                 p.requires_grad_(False)
-        self.__dict__["_frozen"] = mods
+        self._frozen = mods
         self.train(self.training)
         return mods
 
     def train(self, mode: bool = True) -> "Segmenter":
         super().train(mode)
-        for m in self.__dict__["_frozen"]:
+        for m in self._frozen:
             m.eval()
-        if self.style_augmenter is not None:
-            self.style_augmenter.train(mode)
         return self
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -226,8 +224,18 @@ def _is_segmenter_state(sd: dict[str, Any]) -> bool:
     return any(k.startswith("classifier.") for k in sd) and any(k.startswith("backbone.") for k in sd)
 
 
-def _load_strict(model: Segmenter, sd: dict[str, torch.Tensor], path: str | Path, backbone: str) -> None:
-    """Load a segmenter state dict strictly; a mismatch -> one WeightsError line with the first bad keys."""
+def load_strict(model: Segmenter, sd: dict[str, torch.Tensor], path: str | Path, backbone: str) -> None:
+    """Load a segmenter state dict strictly (``backbone.attnpool.*`` keys dropped: unused in segmentation).
+
+    Args:
+        model: the segmenter to fill.
+        sd: its state dict (official key names).
+        path: where ``sd`` came from (named in the error).
+        backbone: the model's backbone (named in the error).
+
+    Raises:
+        WeightsError: one line with the first missing, unexpected or mis-shaped keys.
+    """
     sd = {k: v for k, v in sd.items() if not k.startswith("backbone.attnpool.")}  # dropped in segmentation
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
@@ -281,7 +289,7 @@ def build_segmenter(
         **_head_widths(model_cfg.backbone),
     )
     if full_sd is not None:
-        _load_strict(model, full_sd, model_cfg.pretrained, model_cfg.backbone)
+        load_strict(model, full_sd, model_cfg.pretrained, model_cfg.backbone)
     model.freeze(model_cfg.freeze, source)
     model.train()
     if device is not None:
@@ -316,7 +324,7 @@ def load_official_checkpoint(
     sd = read_state_dict(path)
     cfg = ModelConfig(backbone=backbone, pretrained="none", output_stride=output_stride, num_classes=num_classes, freeze="none")
     model = build_segmenter(cfg)
-    _load_strict(model, sd, path, backbone)
+    load_strict(model, sd, path, backbone)
     model.eval()
     if device is not None:
         model = model.to(torch.device(device))

@@ -27,7 +27,8 @@ class Backend(abc.ABC):
     """Runs stage DAGs. Subclasses register themselves in ``orchestrator.backends.BACKENDS``.
 
     Constructed as ``cls(sweep_dir=..., options=<the sweep's backend block>, execute=...)``, plus
-    ``detach=True`` where :attr:`supports_detach`.
+    ``detach=True`` where :attr:`supports_detach` and ``stop=`` where :attr:`in_process`.
+    ``execute(task, stop)`` runs one stage (``stop``: a :class:`orchestrator.execute.StopRequest` or None).
     """
 
     name: ClassVar[str] = "abstract"
@@ -38,6 +39,11 @@ class Backend(abc.ABC):
     default_parallelism: ClassVar[int] = 0
     """Stages in flight when neither ``--max-parallel`` nor ``backend.max_parallel`` says (0: the backend
     decides from its own resources or options)."""
+
+    in_process: ClassVar[bool] = False
+    """Whether stages run in the driver's own process; such a backend is also constructed with
+    ``stop=`` (the driver's SIGTERM handler's :class:`orchestrator.execute.StopRequest`), so a
+    running training checkpoints before the driver stops. Other backends stop their stages themselves."""
 
     @abc.abstractmethod
     def run(

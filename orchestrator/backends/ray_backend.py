@@ -25,13 +25,16 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from orchestrator.backends.base import Backend
 from orchestrator.backends.dag import DagScheduler
 from orchestrator.backends.ray_cluster import NodeInfo, local_nodes, probe_cluster, slots, unschedulable
 from orchestrator.errors import SweepError
 from orchestrator.stages import EventFn, StageOutcome, StageTask
+
+if TYPE_CHECKING:
+    from orchestrator.execute import StopRequest
 
 __all__ = ["RayBackend", "ray_temp_dir"]
 
@@ -57,7 +60,7 @@ class RayBackend(Backend):
     Args:
         sweep_dir: the sweep's folder (Ray's temp dir goes under it when short enough).
         options: the sweep's backend block (``resources``, ``ray: {address, num_cpus, num_gpus}``).
-        execute: the stage function (default :func:`orchestrator.execute.execute_stage`).
+        execute: the stage function, called as ``execute(task, stop)`` (default :func:`orchestrator.execute.execute_stage`).
         log: where to say what was started (default: stderr).
     """
 
@@ -67,7 +70,7 @@ class RayBackend(Backend):
         self,
         sweep_dir: str | Path = "runs/ray",
         options: dict[str, Any] | None = None,
-        execute: Callable[[StageTask], StageOutcome] | None = None,
+        execute: Callable[[StageTask, StopRequest], StageOutcome] | None = None,
         log: Callable[[str], None] | None = None,
     ):
         self.sweep_dir = Path(sweep_dir)
@@ -273,7 +276,7 @@ class StartBoard:
         return {tag: now - t for tag, t in self.started.items()}
 
 
-def _run_stage(execute: Callable[[StageTask], StageOutcome], board: Any, tag: str, task: StageTask) -> StageOutcome:
+def _run_stage(execute: Callable[[StageTask, StopRequest], StageOutcome], board: Any, tag: str, task: StageTask) -> StageOutcome:
     """The Ray task: note the start on the board (the time limit counts from here), run, name the node."""
     import signal
     import threading
@@ -281,13 +284,14 @@ def _run_stage(execute: Callable[[StageTask], StageOutcome], board: Any, tag: st
     import ray
 
     from famix_core.errors import TrainingInterrupted
-    from orchestrator.execute import checkpoint_then_stop
+    from orchestrator.execute import StopRequest, checkpoint_then_stop
 
     board.mark.remote(tag)
     main = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGINT, checkpoint_then_stop()) if main else None  # ray.cancel(force=False)
+    stop = StopRequest()
+    old = signal.signal(signal.SIGINT, checkpoint_then_stop(stop)) if main else None  # ray.cancel(force=False)
     try:
-        outcome = execute(task)
+        outcome = execute(task, stop)
     except TrainingInterrupted as e:  # cancelled: the training saved the iteration it was in
         outcome = StageOutcome(task.key, "cancelled", error=str(e), log_path=task.log_path or None)
     finally:

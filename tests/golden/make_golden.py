@@ -14,7 +14,7 @@ import torch
 
 def build() -> dict[str, torch.Tensor]:
     """Inputs (seeded) and outputs of patch_stats / dominant_class / stylize on small tensors."""
-    from famix_core.styles import dominant_class, patch_stats, stylize
+    from famix_core.styles.ops import dominant_class, patch_stats, stylize
 
     g = torch.Generator().manual_seed(1234)
     f = torch.randn(2, 5, 12, 9, generator=g).relu()  # (B, C, H, W), divisible by 3

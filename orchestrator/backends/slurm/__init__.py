@@ -22,7 +22,7 @@ How a plan becomes jobs:
   job, writes the outcome as JSON beside the submitit logs, and raises when the
   stage failed for good (so ``afterok`` never fires for it). On preemption or
   timeout (SIGUSR2) a running training first finishes its iteration and saves a
-  checkpoint there (:func:`famix_core.train.request_stop`); then submitit calls
+  checkpoint there (:class:`orchestrator.execute.StopRequest`); then submitit calls
   ``checkpoint()``, which requeues the same stage, and the requeued job resumes
   from that checkpoint without losing an iteration. Other stages are requeued at
   once and start over. After an external ``scontrol requeue``, which sends no

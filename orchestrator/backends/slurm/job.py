@@ -6,14 +6,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from famix_core.io import atomic_write_json
 from orchestrator.stages import StageOutcome, StageTask
+
+if TYPE_CHECKING:
+    from orchestrator.execute import StopRequest
 
 __all__ = ["SlurmStage", "StageFailed"]
 
@@ -30,15 +32,15 @@ class SlurmStage:
         retries: further attempts after a failed one, inside the same job (an outcome that is not
             ``retryable``, e.g. a diverged training, is not retried: it is deterministic).
         outcome_dir: folder where ``<key>.json`` (the :class:`StageOutcome`) is written atomically.
-        fn: the stage runner, ``StageTask -> StageOutcome``; ``None`` means
+        fn: the stage runner, ``(StageTask, StopRequest) -> StageOutcome``; ``None`` means
             :func:`orchestrator.execute.execute_stage`, imported on the node.
     """
 
     retries: int = 1
     outcome_dir: str = ""
-    fn: Callable[[StageTask], StageOutcome] | None = None
+    fn: Callable[[StageTask, StopRequest], StageOutcome] | None = None
 
-    def _runner(self) -> Callable[[StageTask], StageOutcome]:
+    def _runner(self) -> Callable[[StageTask, StopRequest], StageOutcome]:
         if self.fn is not None:
             return self.fn
         from orchestrator.execute import execute_stage
@@ -48,16 +50,18 @@ class SlurmStage:
     def __call__(self, task: StageTask) -> StageOutcome:
         """Run ``task`` up to ``1 + retries`` times; raise :class:`StageFailed` when every attempt failed."""
         from famix_core.errors import TrainingInterrupted
+        from orchestrator.execute import StopRequest
 
-        requeue = _defer_requeue_to_training()
+        stop = StopRequest()
+        requeue = _defer_requeue_to_training(stop)
         try:
-            return self._attempts(task)
+            return self._attempts(task, stop)
         except TrainingInterrupted as e:  # SIGUSR2 reached a training: its checkpoint is saved; requeue now
             print(f"[famix] {task.kind} {task.key[:12]}: {e}", flush=True)
             requeue(signal.SIGUSR2, None)  # submitit's handler: checkpoint() -> requeue -> exit
             raise
 
-    def _attempts(self, task: StageTask) -> StageOutcome:
+    def _attempts(self, task: StageTask, stop: StopRequest) -> StageOutcome:
         run = self._runner()
         job_id = _env_job_id()
         t0 = time.time()
@@ -67,7 +71,7 @@ class SlurmStage:
             attempts = attempt
             print(f"[famix] {task.kind} {task.key[:12]} ({task.name}): attempt {attempt}/{self.retries + 1}", flush=True)
             try:
-                outcome = run(task)
+                outcome = run(task, stop)
             except Exception as e:  # the runner should not raise; keep the job's outcome readable anyway
                 from orchestrator.execute import retryable
 
@@ -104,8 +108,8 @@ class SlurmStage:
         return DelayedSubmission(self, task)
 
 
-def _defer_requeue_to_training() -> Callable[[int, Any], Any]:
-    """Route SIGUSR2 through the engine: a running training checkpoints at its next iteration first.
+def _defer_requeue_to_training(stop: StopRequest) -> Callable[[int, Any], Any]:
+    """Route SIGUSR2 through ``stop``: a training running under it checkpoints at its next iteration first.
 
     submitit's handler (requeue now) stays in charge whenever no training is running. Returns that
     handler, which the caller invokes once the training has stopped. Outside a submitit job (no
@@ -116,8 +120,7 @@ def _defer_requeue_to_training() -> Callable[[int, Any], Any]:
         return lambda signum, frame: None
 
     def on_usr2(signum: int, frame: Any) -> None:
-        engine = sys.modules.get("famix_core.train")  # not imported yet: no training can be running
-        if engine is None or not engine.request_stop():
+        if not stop.ask():
             requeue(signum, frame)
 
     signal.signal(signal.SIGUSR2, on_usr2)
