@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -12,8 +13,11 @@ from famix_core.weights import PACKAGED_WEIGHTS, is_packaged, packaged_path
 __all__ = ["check_data", "check_weights", "check_run_dir"]
 
 
-def check_run_dir(run_dir: str | Path) -> None:
+def check_run_dir(run_dir: str | Path, create: bool = True) -> None:
     """The run dir exists (created if needed) and a file can be written in it, before anything else is.
+
+    With ``create=False`` (``famix sweep plan``: it writes nothing) only the permission is checked: on the
+    run dir, or on the nearest folder above it that exists.
 
     Raises:
         SweepError: one line naming the folder and the OS's reason (read-only filesystem, permission, …).
@@ -23,6 +27,11 @@ def check_run_dir(run_dir: str | Path) -> None:
     from orchestrator.errors import SweepError
 
     path = Path(run_dir).absolute()
+    if not create:
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise SweepError(f"{existing}: the run dir is not writable (permission denied); choose another with --run-dir")
+        return
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
@@ -32,9 +41,12 @@ def check_run_dir(run_dir: str | Path) -> None:
         raise SweepError(f"{where}: the run dir is not writable ({e.strerror}); choose another with --run-dir") from None
 
 
-def check_data(cfg: FamixConfig) -> None:
+def check_data(cfg: FamixConfig, generate: bool = True) -> None:
     """Generate the synthetic benchmark when configured, then check the source (its val split too when
     ``train.val_every`` is set) and every target domain.
+
+    With ``generate=False`` (``famix sweep plan``) a synthetic benchmark is left to ``famix sweep run``
+    (it is made from its settings, so nothing can be missing); real data folders are checked.
 
     Raises:
         DataError: one line naming the domain and the missing folder/file (from famix_core.data).
@@ -43,6 +55,8 @@ def check_data(cfg: FamixConfig) -> None:
     from famix_core.data.synth.benchmark import ensure_synthetic
 
     if cfg.data.synthetic is not None:
+        if not generate:
+            return
         ensure_synthetic(cfg.data)
     check_domain(cfg.data, cfg.data.source, "train")
     if cfg.train.val_every is not None:  # source validation during training reads the source's val split

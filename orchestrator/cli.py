@@ -68,22 +68,22 @@ def _prepare(args: argparse.Namespace, **kw: Any):
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from orchestrator.plan import print_plan
+    """``famix sweep plan``: writes nothing (no run dir, no synthetic benchmark, no download); only
+    ``--estimate`` computes (timing probes)."""
+    from functools import partial
 
+    from orchestrator.checks import check_data, check_weights
+    from orchestrator.plan import print_plan
     from orchestrator.progress import make_console
 
-    if args.explain:
-        _print_explain(_prepare(args), args.explain, make_console())
-        return 0
     if args.estimate:  # the probes need neither data nor weights: a login node without them can estimate
-        plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None)
+        plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None, dry=True)
     else:
-        from functools import partial
-
-        from orchestrator.checks import check_weights
-
-        plan = _prepare(args, check_weights=partial(check_weights, fetch=False))  # plan downloads nothing
+        plan = _prepare(args, check_data=partial(check_data, generate=False), check_weights=partial(check_weights, fetch=False), dry=True)
     console = make_console()
+    if args.explain:
+        _print_explain(plan, args.explain, console)
+        return 0
     print_plan(plan, console)
     if args.estimate:
         from orchestrator.estimate import print_estimate

@@ -45,12 +45,15 @@ def prepare(
     check_weights: Any = None,
     writable: bool = True,
     backend: str | None = None,
+    dry: bool = False,
 ) -> Plan:
     """Find, validate, expand and check a sweep (nothing runs; raises a one-line FamixError on any mistake).
 
     ``writable``: check first that the run dir can be written (``plan`` and ``run``; ``status`` only
     reads); then the backend's own plan-time checks run (``backend``, default the sweep's
     ``backend.kind``): e.g. a Ray cluster address answers and every stage fits on one of its nodes.
+    ``dry`` (``famix sweep plan``): write nothing — the run dir is not created (only its permission is
+    checked) and the synthetic benchmark is not generated.
     """
     from orchestrator import checks
 
@@ -61,7 +64,7 @@ def prepare(
 
     def run_dir_then_data(cfg: Any) -> None:  # called once every trial is validated: nothing is created before
         if writable:
-            checks.check_run_dir(run_dir)
+            checks.check_run_dir(run_dir, create=not dry)
         data_check(cfg)
 
     plan = build_plan(rs, run_dir, check_data=run_dir_then_data, check_weights=check_weights)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from famix_core.config import FamixConfig
 from famix_core.domains import resolve_domain
+from orchestrator.stages import STAGE_KINDS
 
 if TYPE_CHECKING:
     from orchestrator.plan import Plan
@@ -194,7 +195,7 @@ def print_estimate(plan: "Plan", console: Any, *, device: Any = None) -> list[St
     ests, dev = estimate_plan(plan, device=device, say=say)
     unit = "GPU-hours" if gpu else "CPU-hours"
     total = {"all": 0.0, "run": 0.0}
-    for kind in ("mine", "train", "evaluate"):
+    for kind in STAGE_KINDS:
         ks = [e for e in ests if e.kind == kind]
         if not ks:
             continue

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 from famix_core.errors import FamixError
 from orchestrator.progress import progress_path, write_progress
-from orchestrator.stages import StageOutcome, StageTask
+from orchestrator.stages import STAGE_KINDS, StageOutcome, StageTask
 from orchestrator.store import Store
 from orchestrator.tracking import RunLogger, metrics_from_eval, system_metrics
 from reports import schema
@@ -221,7 +221,7 @@ def _set_threads(task: StageTask) -> None:
     same numbers in-process, on Ray (which gives a 1-CPU task OMP_NUM_THREADS=1) and on Slurm.
     """
     cpus = int((task.resources or {}).get("cpus") or 0)
-    if cpus > 0 and task.kind in ("mine", "train", "evaluate"):
+    if cpus > 0 and task.kind in STAGE_KINDS:
         import torch
 
         torch.set_num_threads(cpus)

@@ -17,12 +17,11 @@ from famix_core.config_io import canonical_hash
 from famix_core.weights import is_packaged
 from orchestrator.errors import SweepError
 from orchestrator.keys import evaluate_inputs, mine_inputs, stage_key, train_inputs
+from orchestrator.stages import STAGE_KINDS
 from orchestrator.store import Store, atomic_write_text
 from orchestrator.sweep import ResolvedSweep, Trial, expand_trials
 
-__all__ = ["StageSpec", "TrialStages", "Plan", "build_plan", "print_plan", "KINDS"]
-
-KINDS = ("mine", "train", "evaluate")
+__all__ = ["StageSpec", "TrialStages", "Plan", "build_plan", "print_plan"]
 
 
 @dataclass
@@ -239,7 +238,7 @@ def print_plan(plan: Plan, console: Any = None) -> dict[str, int]:
         )
     console.print(table)
     counts = {"done": 0, "to run": 0}
-    by_kind = {k: [0, 0] for k in KINDS}
+    by_kind = {k: [0, 0] for k in STAGE_KINDS}
     for key, s in plan.stages.items():
         counts[status[key]] += 1
         by_kind[s.kind][0 if status[key] == "done" else 1] += 1

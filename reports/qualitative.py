@@ -157,7 +157,7 @@ def render_qualitative(
     import torch
 
     from famix_core.data import build_dataset
-    from famix_core.models import build_segmenter
+    from famix_core.models.segmenter import build_segmenter
     from reports.plots import figure, save_figure
 
     dev = torch.device(device)

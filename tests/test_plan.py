@@ -204,3 +204,14 @@ def test_paper_profile_fails_fast_without_weights_or_data(capsys, monkeypatch, t
     (cache / "RN50.pt").write_bytes(b"stand-in")
     err = _paper_error(capsys, f"model.cache_dir={cache}")
     assert "missing-data" in err and "gta5" in err.lower()
+
+
+def test_sweep_plan_writes_nothing(tmp_path, capsys):
+    """`famix sweep plan` (and `--explain`) creates no run dir and generates no synthetic benchmark."""
+    from orchestrator.__main__ import main
+
+    run_dir = tmp_path / "runs"
+    for extra in ([], ["--explain", "train.iterations"]):
+        assert main(["sweep", "plan", str(REPO_SWEEPS / "ablation.yaml"), "--run-dir", str(run_dir), *extra]) == 0
+        assert not run_dir.exists(), sorted(str(p) for p in run_dir.rglob("*"))[:5]
+    assert "73 stages" in capsys.readouterr().out

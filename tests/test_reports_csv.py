@@ -159,8 +159,6 @@ def test_repo_ablation_sweep_gives_label_columns_and_domains():
     from orchestrator.cli import report_sweep_info
 
     sweep = Path(__file__).resolve().parent.parent / "sweeps" / "ablation.yaml"
-    if not sweep.is_file():
-        pytest.skip(f"{sweep} not present")
     info = report_sweep_info(str(sweep), None)
     assert info.name == "ablation" and info.label_columns == ["Freeze", "Augment", "Mix"]
     assert info.domains == DOMAINS

@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-pytest.importorskip("mlflow")
 
 from mlflow.entities import Metric, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402

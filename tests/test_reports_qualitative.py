@@ -60,10 +60,10 @@ def test_weights_path_errors_name_the_trial(tmp_path):
 
 
 def _save_tiny_weights(cfg: FamixConfig, dest: Path) -> None:
-    torch = pytest.importorskip("torch")
+    import torch
     from safetensors.torch import save_file
 
-    from famix_core.models import build_segmenter
+    from famix_core.models.segmenter import build_segmenter
 
     torch.manual_seed(0)
     model = build_segmenter(cfg.model)
@@ -72,7 +72,6 @@ def _save_tiny_weights(cfg: FamixConfig, dest: Path) -> None:
 
 
 def test_render_qualitative_with_tiny_model(tmp_path):
-    pytest.importorskip("torch")
     from PIL import Image
 
     from reports.qualitative import render_qualitative
@@ -96,8 +95,6 @@ def test_render_qualitative_with_tiny_model(tmp_path):
 
 
 def test_cli_qualitative_from_mlflow_trial(tmp_path, capsys):
-    pytest.importorskip("torch")
-    pytest.importorskip("mlflow")
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 

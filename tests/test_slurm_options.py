@@ -193,7 +193,6 @@ def _submitted_script(params: dict, folder: str, n_tasks: int, tmp_path: Path, m
 
 
 def test_golden_train_job(nasty_folder, tmp_path, monkeypatch):
-    pytest.importorskip("submitit", reason="submitit renders the sbatch script")
     from orchestrator.backends.slurm.sbatch import executor_parameters
 
     options = {
@@ -218,7 +217,6 @@ def test_golden_train_job(nasty_folder, tmp_path, monkeypatch):
 
 
 def test_golden_evaluate_array(nasty_folder, tmp_path, monkeypatch):
-    pytest.importorskip("submitit", reason="submitit renders the sbatch script")
     from orchestrator.backends.slurm.sbatch import executor_parameters
 
     params = stage_parameters("evaluate", {"cpus": 2, "gpus": 0, "mem_gb": 8, "timeout_min": 20}, {"partition": "cpu"})

@@ -27,16 +27,12 @@ def get_backend_class(name: str) -> type[Backend]:
     """The backend class registered as ``name``.
 
     Raises:
-        SweepError: unknown name (listing the known ones) or a backend whose module is missing.
+        SweepError: unknown name (listing the known ones).
     """
     if name not in BACKENDS:
         raise SweepError(f"backend: unknown backend {name!r} (known: {', '.join(BACKENDS)}){suggest(name, BACKENDS)}")
     mod_name, cls_name = BACKENDS[name].split(":")
-    try:
-        mod = importlib.import_module(mod_name)
-    except ModuleNotFoundError as e:
-        raise SweepError(f"backend {name!r}: cannot import {mod_name} ({e})") from None
-    return getattr(mod, cls_name)
+    return getattr(importlib.import_module(mod_name), cls_name)
 
 
 def create_backend(name: str, **options: Any) -> Backend:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from famix_core.config import FamixConfig
 from famix_core.config_io import Override
 from famix_core.errors import suggest
+from orchestrator.stages import STAGE_KINDS
 
 __all__ = [
     "BUILTIN_PROFILES",
@@ -156,7 +157,7 @@ class BackendSpec(_Strict):
     max_parallel: int | None = Field(None, ge=1)
     retries: int = Field(1, ge=0)
     resources: dict[str, ResourceSpec] = Field(
-        default_factory=lambda: {k: ResourceSpec() for k in ("mine", "train", "evaluate")}
+        default_factory=lambda: {k: ResourceSpec() for k in STAGE_KINDS}
     )
     ray: RayOptions = Field(default_factory=RayOptions)
     slurm: dict[str, Any] = Field(default_factory=dict)
@@ -173,11 +174,10 @@ class BackendSpec(_Strict):
     @field_validator("resources")
     @classmethod
     def _kinds(cls, v: dict[str, ResourceSpec]) -> dict[str, ResourceSpec]:
-        kinds = ("mine", "train", "evaluate")
         for k in v:
-            if k not in kinds:
-                raise ValueError(f"unknown stage kind {k!r} (known: {', '.join(kinds)}){suggest(k, kinds)}")
-        return {k: v.get(k, ResourceSpec()) for k in kinds}
+            if k not in STAGE_KINDS:
+                raise ValueError(f"unknown stage kind {k!r} (known: {', '.join(STAGE_KINDS)}){suggest(k, STAGE_KINDS)}")
+        return {k: v.get(k, ResourceSpec()) for k in STAGE_KINDS}
 
 
 class TrackingSpec(_Strict):
