@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -351,6 +352,43 @@ def test_preempted_and_requeued_training_resumes_to_the_same_weights(slurm_clust
     want = load_file(str(ref_store / "train" / task.key / "model.safetensors"))
     assert got.keys() == want.keys()
     assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_cancel_checkpoints_a_running_training_and_a_rerun_resumes_there(slurm_cluster, tmp_path):
+    """`famix sweep cancel` on Slurm (scancel --signal=USR1 to running trainings, then scancel): the
+    running training checkpoints the iteration it is in, the job is not requeued, and the next run
+    resumes from that iteration."""
+    from orchestrator.backends.slurm.backend import SlurmBackend
+
+    store = tmp_path / "runs" / "store"
+    task = _tiny_train_task(tmp_path, store, 600, 100000)  # ~30 s of training here; no periodic checkpoint
+    sweep_dir = tmp_path / "runs" / "cancel"
+    backend = SlurmBackend(sweep_dir=sweep_dir, options={"time": 15}, poll_s=0.5)
+    rec = backend.submit([task], retries=0)[task.key]
+    log = Path(task.log_path)
+    deadline = time.time() + 180
+    while not (log.is_file() and " step=5 " in log.read_text()):
+        assert time.time() < deadline, "the training never reached step 5" + _job_diagnostics(rec, task.log_path)
+        time.sleep(0.2)
+    assert SlurmBackend(sweep_dir=sweep_dir).cancel(str(sweep_dir)) == 1
+    deadline = time.time() + 60
+    while _squeue_ids([rec["job_id"]]) and time.time() < deadline:
+        time.sleep(0.5)
+    assert _squeue_ids([rec["job_id"]]) == [], "the cancelled job is still queued" + _job_diagnostics(rec, task.log_path)
+    text = log.read_text()
+    m = re.search(r"interrupted: training stopped on request at iteration (\d+)", text)
+    assert m, "no checkpoint on cancel" + _job_diagnostics(rec, task.log_path)
+    stopped = int(m.group(1))
+    work = store.parent / "work" / "train" / task.key
+    assert _latest_ckpt_iteration(work) == stopped >= 5
+    assert len(_logged_steps(log)) == 1  # not requeued
+    assert "requeueing" not in Path(rec["stdout"]).read_text()
+
+    # the next run resumes at the next iteration and finishes
+    out = SlurmBackend(sweep_dir=sweep_dir, options={"time": 15}, poll_s=0.5).run([task], max_parallel=1, retries=0, on_event=lambda *a: None)
+    assert out[task.key].status == "done", out[task.key].error
+    runs = _logged_steps(log)
+    assert len(runs) == 2 and runs[1][0] == stopped + 1 and runs[1][-1] == 600, runs
 
 
 # ----------------------------------------------------------------------------- a smoke sweep, local vs slurm

@@ -65,6 +65,34 @@ def test_a_training_checkpoints_at_its_iteration_before_the_job_is_requeued(subm
     assert json.loads((tmp_path / "ckpt" / "latest.json").read_text())["iteration"] == 3  # not the periodic 6
 
 
+def test_cancel_signal_checkpoints_a_training_and_ends_the_stage_without_requeue(submitit_handler, tmp_path):
+    """SIGUSR1 (what ``famix sweep cancel`` sends a running training job first) stops a training at its
+    iteration with a checkpoint, like SIGUSR2, but the stage ends ``cancelled`` instead of being requeued."""
+    from famix_core.train import train
+
+    cfg = plain_tiny_config(tmp_path / "data", iterations=8, checkpoint_every=6)
+    steps: list[int] = []
+
+    def cancel_at_3(metrics, step):
+        steps.append(step)
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    def run(task: StageTask, stop: StopRequest) -> StageOutcome:
+        with stop.training() as event:
+            train(cfg, tmp_path / "out", ckpt_dir=tmp_path / "ckpt", log=cancel_at_3, stop=event)
+        return StageOutcome(task.key, "done", 0.0, 1)
+
+    before = signal.getsignal(signal.SIGUSR1)
+    out = SlurmStage(retries=2, fn=run, outcome_dir=str(tmp_path / "outcomes"))(_task(tmp_path))
+    assert out.status == "cancelled" and "stopped on request at iteration 3" in out.error
+    assert submitit_handler == []  # not requeued
+    assert steps == [1, 2, 3]  # no retry attempt started
+    assert json.loads((tmp_path / "ckpt" / "latest.json").read_text())["iteration"] == 3
+    assert json.loads((tmp_path / "outcomes" / f"{'k' * 64}.json").read_text())["status"] == "cancelled"
+    assert signal.getsignal(signal.SIGUSR1) is before  # the job body's handler is gone again
+
+
 def test_other_stages_are_requeued_at_once(submitit_handler, tmp_path):
     def run(task: StageTask, stop: StopRequest) -> StageOutcome:
         os.kill(os.getpid(), signal.SIGUSR2)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import threading
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from famix_core.io import atomic_write_json
 from orchestrator.stages import StageOutcome, StageTask
@@ -54,12 +56,18 @@ class SlurmStage:
 
         stop = StopRequest()
         requeue = _defer_requeue_to_training(stop)
-        try:
-            return self._attempts(task, stop)
-        except TrainingInterrupted as e:  # SIGUSR2 reached a training: its checkpoint is saved; requeue now
-            print(f"[famix] {task.kind} {task.key[:12]}: {e}", flush=True)
-            requeue(signal.SIGUSR2, None)  # submitit's handler: checkpoint() -> requeue -> exit
-            raise
+        with _checkpoint_on_cancel(stop) as cancelled:
+            try:
+                return self._attempts(task, stop)
+            except TrainingInterrupted as e:  # a signal reached a training: its checkpoint is saved
+                print(f"[famix] {task.kind} {task.key[:12]}: {e}", flush=True)
+                if cancelled.is_set():  # `famix sweep cancel`: stop here; a later run resumes
+                    outcome = StageOutcome(task.key, "cancelled", error=str(e), log_path=task.log_path or None)
+                    if self.outcome_dir:
+                        atomic_write_json(Path(self.outcome_dir) / f"{task.key}.json", dataclasses.asdict(outcome), indent=2, sort_keys=True)
+                    return outcome
+                requeue(signal.SIGUSR2, None)  # preemption, time limit: checkpoint() -> requeue -> exit
+                raise
 
     def _attempts(self, task: StageTask, stop: StopRequest) -> StageOutcome:
         run = self._runner()
@@ -125,6 +133,38 @@ def _defer_requeue_to_training(stop: StopRequest) -> Callable[[int, Any], Any]:
 
     signal.signal(signal.SIGUSR2, on_usr2)
     return requeue
+
+
+CANCEL_SIGNAL = signal.SIGUSR1
+"""What ``famix sweep cancel`` sends a running job first (``scancel --signal=USR1``): a training
+checkpoints and its stage ends ``cancelled``. Not SIGTERM: Slurm also sends SIGTERM on preemption,
+which must stay a requeue (SIGUSR2, submitit's)."""
+
+
+@contextmanager
+def _checkpoint_on_cancel(stop: StopRequest) -> Iterator[threading.Event]:
+    """While the block runs, :data:`CANCEL_SIGNAL` reaches a running training like SIGUSR2 does: it
+    checkpoints the iteration it is in, then the stage ends ``cancelled`` without a requeue, so a later
+    ``famix sweep run`` resumes there. Without a training running the signal is ignored here: the
+    plain ``scancel`` that ``famix sweep cancel`` sends next ends the job.
+
+    Yields:
+        An event set once the signal asked a training to stop. Outside the main thread nothing is installed.
+    """
+    cancelled = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield cancelled
+        return
+
+    def on_cancel(signum: int, frame: Any) -> None:
+        if stop.ask():
+            cancelled.set()
+
+    before = signal.signal(CANCEL_SIGNAL, on_cancel)
+    try:
+        yield cancelled
+    finally:
+        signal.signal(CANCEL_SIGNAL, before)
 
 
 def _env_job_id() -> str | None:

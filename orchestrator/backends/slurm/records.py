@@ -64,11 +64,17 @@ def slurm_status(sweep_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def cancel_jobs(sweep_dir: str | os.PathLike[str]) -> int:
-    """Cancel the sweep's queued and running jobs (submitit ``job.cancel()``: scancel); returns how many.
+def cancel_jobs(sweep_dir: str | os.PathLike[str], grace_s: float = 60.0) -> int:
+    """Cancel the sweep's queued and running jobs; returns how many.
 
-    Finished artifacts stay in the store; only jobs are cancelled.
+    Running training jobs first get ``scancel --signal=USR1`` (:data:`~orchestrator.backends.slurm.job.CANCEL_SIGNAL`):
+    a training checkpoints the iteration it is in and its job ends by itself (waited for up to
+    ``grace_s``); then every job still queued or running is cancelled (submitit ``job.cancel()``:
+    scancel). Finished artifacts stay in the store; a later ``famix sweep run`` resumes the trainings.
     """
+    import subprocess
+    import time
+
     data = load_jobs(sweep_dir)
     stages = data["stages"]
     if not stages:
@@ -78,6 +84,15 @@ def cancel_jobs(sweep_dir: str | os.PathLike[str]) -> int:
         raise SlurmUnavailable(f"cannot cancel the jobs of {sweep_dir}: {reason}")
     states = query_states(r["job_id"] for r in stages.values())
     live = [r for r in stages.values() if states.get(r["job_id"]) in ACTIVE_STATES | {"UNKNOWN"}]
+    running = [r["job_id"] for r in live if states.get(r["job_id"]) == "RUNNING" and r.get("kind") == "train"]
+    if running:
+        subprocess.run(["scancel", "--signal=USR1", *running], capture_output=True, check=False)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            now = query_states(running)
+            if not any(now.get(j) in ACTIVE_STATES for j in running):
+                break
+            time.sleep(0.5)
     from submitit import SlurmJob
 
     for rec in live:
