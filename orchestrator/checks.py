@@ -30,7 +30,8 @@ def check_run_dir(run_dir: str | Path, create: bool = True) -> None:
     if not create:
         existing = next(p for p in (path, *path.parents) if p.exists())
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            raise SweepError(f"{existing}: the run dir is not writable (permission denied); choose another with --run-dir")
+            where = "" if existing == path else f" on {existing}"
+            raise SweepError(f"{path}: the run dir is not writable (permission denied{where}); choose another with --run-dir")
         return
     try:
         path.mkdir(parents=True, exist_ok=True)
