@@ -62,12 +62,16 @@ class SlurmStage:
             except TrainingInterrupted as e:  # a signal reached a training: its checkpoint is saved
                 print(f"[famix] {task.kind} {task.key[:12]}: {e}", flush=True)
                 if cancelled.is_set():  # `famix sweep cancel`: stop here; a later run resumes
-                    outcome = StageOutcome(task.key, "cancelled", error=str(e), log_path=task.log_path or None)
-                    if self.outcome_dir:
-                        atomic_write_json(Path(self.outcome_dir) / f"{task.key}.json", dataclasses.asdict(outcome), indent=2, sort_keys=True)
+                    outcome = StageOutcome(task.key, "cancelled", error=str(e), log_path=task.log_path or None, job_id=_env_job_id())
+                    self._write_outcome(outcome)
                     return outcome
                 requeue(signal.SIGUSR2, None)  # preemption, time limit: checkpoint() -> requeue -> exit
                 raise
+
+    def _write_outcome(self, outcome: StageOutcome) -> None:
+        """``<outcome_dir>/<key>.json``, atomically: what the driver reads back (records.read_outcome)."""
+        if self.outcome_dir:
+            atomic_write_json(Path(self.outcome_dir) / f"{outcome.key}.json", dataclasses.asdict(outcome), indent=2, sort_keys=True)
 
     def _attempts(self, task: StageTask, stop: StopRequest) -> StageOutcome:
         run = self._runner()
@@ -97,8 +101,7 @@ class SlurmStage:
             outcome, attempts=attempts, job_id=job_id, seconds=outcome.seconds or time.time() - t0,
             log_path=outcome.log_path or task.log_path or None,
         )  # fmt: skip
-        if self.outcome_dir:
-            atomic_write_json(Path(self.outcome_dir) / f"{task.key}.json", dataclasses.asdict(outcome), indent=2, sort_keys=True)
+        self._write_outcome(outcome)
         if outcome.status == "failed":
             raise StageFailed(f"stage {task.kind} {task.key} failed after {attempts} attempt(s): {outcome.error}")
         return outcome
