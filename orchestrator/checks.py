@@ -109,21 +109,17 @@ def check_weights(cfg: FamixConfig, fetch: bool = True) -> None:
 
     where = url_cache_dir(m.cache_dir)
     if not fetch:
-        import socket
         from urllib.parse import urlparse
 
-        from famix_core.models.download import weights_url
+        from famix_core.models.download import unresolvable, weights_url
 
         url = weights_url(name, "openai")
-        host = urlparse(url).hostname or ""
-        try:
-            socket.getaddrinfo(host, urlparse(url).port or 443)
-        except OSError:
+        if unresolvable(urlparse(url).hostname or ""):
             raise WeightsError(
-                f"model.pretrained=openai: {m.backbone} weights are not in {where} and {host} does not resolve: "
+                f"model.pretrained=openai: {m.backbone} weights are not in {where} and {urlparse(url).hostname} does not resolve: "
                 f"this machine is offline; copy {Path(urlparse(url).path).name} (from {url}) into {where}, "
                 f"or pass model.pretrained=<path to the file>"
-            ) from None
+            )
         say(f"{m.backbone} openai is not in {where}: `famix sweep run` downloads it first ({url})")
         return
     path = fetch_weights(name, "openai", m.cache_dir, progress=print_progress(f"downloading {m.backbone} openai into {where}", say))

@@ -201,40 +201,21 @@ def _load_clip_file(model: nn.Module, path: str, backbone: str) -> None:
     model.load_state_dict(sd, strict=True)
 
 
-def _tag_unreachable(spec: BackboneSpec, tag: str, cache_dir: str | None) -> str | None:
-    """Why an open_clip tag cannot be fetched now (not cached and its host does not resolve), else None.
+def _tag_unreachable(spec: BackboneSpec, tag: str) -> str | None:
+    """Why open_clip cannot download an uncached tag now (its host does not resolve), else None.
 
     Saves open_clip's ~45 s of download retries when the machine is offline.
     """
-    import socket
     from urllib.parse import urlparse
 
     import open_clip
 
-    cfg = open_clip.get_pretrained_cfg(spec.open_clip_name, tag) or {}
-    hub = cfg.get("hf_hub", "")
-    host = "huggingface.co"
-    if hub:
-        from huggingface_hub import try_to_load_from_cache  # open_clip's own dependency
+    from famix_core.models.download import unresolvable
 
-        repo, fname = hub.rstrip("/"), None
-        if not hub.endswith("/"):
-            repo, fname = hub.rsplit("/", 1)
-        for f in [fname] if fname else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]:
-            hit = try_to_load_from_cache(repo, f, cache_dir=cache_dir)
-            if isinstance(hit, str):
-                return None
-    elif cfg.get("url"):
-        url = cfg["url"]
-        root = Path(cache_dir).expanduser() if cache_dir else Path("~/.cache/clip").expanduser()
-        if (root / Path(urlparse(url).path).name).is_file():
-            return None
-        host = urlparse(url).hostname or host
-    try:
-        socket.getaddrinfo(host, 443)
-    except OSError as e:
-        return f"not in the cache and {host} is unreachable ({e})"
-    return None
+    cfg = open_clip.get_pretrained_cfg(spec.open_clip_name, tag) or {}
+    host = "huggingface.co" if cfg.get("hf_hub") else urlparse(cfg.get("url", "")).hostname or "huggingface.co"
+    why = unresolvable(host)
+    return f"not in the cache and {why}" if why else None
 
 
 class _DropRandomInitWarning(logging.Filter):
@@ -294,7 +275,7 @@ def create_clip(
     where = cache_dir or "open_clip's default cache (~/.cache/huggingface or ~/.cache/clip)"
     hint = "use model.pretrained=none for random init or a path to a local CLIP state dict"
     if oc_pretrained is not None:
-        why = _tag_unreachable(spec, oc_pretrained, cache_dir)
+        why = _tag_unreachable(spec, oc_pretrained)
         if why:
             raise WeightsError(
                 f"model.pretrained={oc_pretrained!r}: cannot get {backbone} weights (cache dir: {where}): {why}; {hint}"

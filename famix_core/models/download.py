@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 
 from famix_core.errors import WeightsError
 
-__all__ = ["weights_url", "url_cache_dir", "cached_file", "fetch_weights", "print_progress"]
+__all__ = ["weights_url", "url_cache_dir", "cached_file", "unresolvable", "fetch_weights", "print_progress"]
 
 ProgressFn = Callable[[int, int | None], None]
 """``progress(bytes_done, bytes_total or None)``, called as a download goes."""
@@ -59,13 +59,6 @@ def url_cache_dir(cache_dir: str | None) -> Path:
     return Path(cache_dir).expanduser() if cache_dir else Path("~/.cache/clip").expanduser()
 
 
-def _hub_dirs(cache_dir: str | None) -> list[Path]:
-    if cache_dir:
-        return [Path(cache_dir).expanduser()]
-    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    return [Path(os.environ.get("HF_HUB_CACHE", os.environ.get("HUGGINGFACE_HUB_CACHE", hf_home / "hub")))]
-
-
 def cached_file(open_clip_name: str, tag: str, cache_dir: str | None) -> Path | None:
     """The tag's weights already on disk: the URL download, else a Hugging Face hub snapshot; None if neither."""
     cfg = _pretrained_cfg(open_clip_name, tag)
@@ -74,13 +67,26 @@ def cached_file(open_clip_name: str, tag: str, cache_dir: str | None) -> Path | 
         p = url_cache_dir(cache_dir) / Path(urlparse(url).path).name
         if p.is_file():
             return p
-    hub = cfg.get("hf_hub", "").strip("/")
-    if hub.count("/") >= 1:
-        org, name = hub.split("/")[:2]
-        for d in _hub_dirs(cache_dir):
-            for f in sorted((d / f"models--{org}--{name}").glob("snapshots/*/*")):
-                if f.name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin") and f.is_file():
-                    return f
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache  # open_clip's own dependency
+
+        repo, fname = hub.rstrip("/"), None
+        if not hub.endswith("/"):
+            repo, fname = hub.rsplit("/", 1)
+        for f in [fname] if fname else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]:
+            hit = try_to_load_from_cache(repo, f, cache_dir=cache_dir)
+            if isinstance(hit, str):
+                return Path(hit)
+    return None
+
+
+def unresolvable(host: str) -> str | None:
+    """Why ``host`` cannot be reached by name (this machine is offline), else None."""
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as e:
+        return f"{host} does not resolve ({e})"
     return None
 
 
