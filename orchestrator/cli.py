@@ -148,11 +148,13 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-def report_sweep_info(arg: str, profile: str | None) -> SweepInfo:
+def report_sweep_info(arg: str, profile: str | None, run_dir: str | None = None) -> SweepInfo:
     """What ``famix report SWEEP`` needs of a sweep.
 
     A YAML path, or a bare name found as ``sweeps/<name>.yaml``, is read with the sweep loader
-    (profile applied); a name with no file is taken as the sweep name as is.
+    (profile applied); a name with no file is taken as the sweep name as is. With ``run_dir`` (a
+    report from MLflow), what the sweep's finished stages left in the store and MLflow lacks is
+    logged first (:func:`orchestrator.driver.sync_tracking`: stages that ran without a driver).
 
     Raises:
         ReportInputError: a YAML path that does not exist. SweepError: a sweep file that does not validate.
@@ -170,6 +172,8 @@ def report_sweep_info(arg: str, profile: str | None) -> SweepInfo:
         return SweepInfo(name=arg)
     spec, source = load_sweep(path)
     rs = resolve_profile(spec, source, profile)
+    if run_dir is not None and (Path(run_dir) / rs.name).is_dir():
+        _sync_before_report(path, profile, run_dir)
     return SweepInfo(
         name=rs.name,
         path=Path(path),
@@ -179,3 +183,19 @@ def report_sweep_info(arg: str, profile: str | None) -> SweepInfo:
         tracking_uri=rs.tracking.uri,
         profile=rs.profile,
     )
+
+
+def _sync_before_report(path: Path, profile: str | None, run_dir: str) -> None:
+    """Ingest the finished stages into MLflow; a failure is a one-line note (the report still reads MLflow)."""
+    import sys
+
+    from orchestrator.driver import prepare, sync_tracking
+
+    def no_check(cfg: Any) -> None:
+        return None
+
+    try:
+        plan = prepare(path, profile=profile, run_dir=run_dir, check_data=no_check, check_weights=no_check, writable=False)
+        sync_tracking(plan)
+    except Exception as e:  # noqa: BLE001 — the report goes on with what MLflow has
+        print(f"famix: note: MLflow ingestion of finished stages skipped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)

@@ -32,7 +32,7 @@ from orchestrator.stages import StageOutcome, StageTask
 from orchestrator.store import atomic_write_text
 from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
 
-__all__ = ["prepare", "run_plan", "RunOptions", "SweepResult", "sweep_status", "cancel_sweep", "stage_tasks"]
+__all__ = ["prepare", "run_plan", "RunOptions", "SweepResult", "sweep_status", "cancel_sweep", "stage_tasks", "sync_tracking", "tracking_writer"]
 
 
 def prepare(
@@ -226,7 +226,8 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         parent, runs = ensure_runs(plan, tracker, backend_name)
         _quietly("parent run description", describe_parent, plan, tracker, parent, backend_name)
         resources = {k: v.model_dump() for k, v in rs.backend.resources.items()}
-        tasks = stage_tasks(plan, status, runs, tracker.uri, resources)
+        driver_writes = tracking_writer(rs.tracking.writer, tracker.uri, backend_cls, rs.backend.model_dump()) == "driver"
+        tasks = stage_tasks(plan, status, runs, None if driver_writes else tracker.uri, resources)
         n_done = sum(v == "done" for v in status.values())
         console.print(
             f"sweep {plan.name} ({rs.profile}): {len(plan.trials)} trials, {len(plan.stages)} stages, "
@@ -242,13 +243,23 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         backend = backend_obj or backend_cls(
             sweep_dir=str(plan.sweep_dir), options=rs.backend.model_dump(), execute=execute_stage, **extra
         )
+        if driver_writes and tasks:
+            console.print(
+                f"MLflow: the stages on {backend_name} record their metrics in the store and this driver logs them "
+                f"as they finish (the SQLite store {tracker.uri} is not safe to write from other machines; "
+                "tracking.uri = an MLflow server gives live curves and system metrics)",
+                highlight=False,
+            )
         progress = Progress(tasks, len(plan.stages), n_done, console, console.is_terminal, max_parallel=max_parallel)
+        on_event = progress.on_event
+        if driver_writes:
+            on_event = _ingesting(progress.on_event, plan, tracker, runs)
         old = signal.getsignal(signal.SIGTERM)
         if _is_main_thread():
             signal.signal(signal.SIGTERM, checkpoint_then_stop(stop))
         try:
             with progress:
-                outcomes = backend.run(tasks, max_parallel=max_parallel, retries=retries, on_event=progress.on_event)
+                outcomes = backend.run(tasks, max_parallel=max_parallel, retries=retries, on_event=on_event)
         finally:
             if _is_main_thread():
                 signal.signal(signal.SIGTERM, old)
@@ -288,6 +299,47 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         return result
 
 
+def tracking_writer(writer: str, uri: str, backend_cls: Any, options: dict[str, Any]) -> str:
+    """Who writes to MLflow (``tracking.writer``): ``auto`` is ``driver`` for the SQLite store when the
+    backend runs stages on other machines, else ``stages``."""
+    if writer != "auto":
+        return writer
+    return "driver" if uri.startswith("sqlite:") and backend_cls.remote_workers(options) else "stages"
+
+
+def _ingesting(on_event: Any, plan: Plan, tracker: Any, runs: dict[str, str]) -> Any:
+    """``on_event`` that also logs a finished stage's metrics to its trials' runs (the driver is the writer)."""
+    from orchestrator.tracking import ingest
+
+    def handler(event: str, task: StageTask, outcome: StageOutcome | None) -> None:
+        on_event(event, task, outcome)
+        if event == "done" and task.key in plan.stages:
+            _quietly("MLflow metrics of a finished stage", ingest, plan, tracker, runs, list(plan.stages[task.key].trials))
+
+    return handler
+
+
+def sync_tracking(plan: Plan, console: Any = None) -> int:
+    """Log into MLflow what the store has and MLflow lacks (``famix sweep status``, ``famix report``):
+    after ``--detach`` the stages finish without a driver. Nothing is done while a driver runs (it is
+    the writer) or before any stage of the sweep is done. Returns how many trial runs got something."""
+    from orchestrator.tracking import ensure_runs, ingest, open_tracker
+
+    if not plan.sweep_dir.is_dir() or not any(plan.store.is_done(s.kind, k) for k, s in plan.stages.items()):
+        return 0
+    try:
+        with _driver_lock(plan):  # held by a running driver: that one writes
+            tracker = open_tracker(plan)
+            backend = _read_json(plan.sweep_dir / "driver.json").get("backend") or plan.sweep.backend.kind
+            _, runs = ensure_runs(plan, tracker, backend)
+            n = ingest(plan, tracker, runs)
+    except SweepError:
+        return 0
+    if n and console is not None:
+        console.print(f"MLflow: logged the finished stages' metrics of {n} trial run(s) ({tracker.uri})", highlight=False)
+    return n
+
+
 def _set_aside_damaged(plan: Plan, console: Any) -> int:
     """``--rerun-failed``: every done artifact of the plan is verified; a damaged one moves to ``store/.corrupt/``."""
     store = plan.store
@@ -316,6 +368,7 @@ def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
 
     console = console or make_console()
     counts = print_plan(plan, console)
+    _quietly("MLflow ingestion of finished stages", sync_tracking, plan, console)
 
     info = running_driver(plan.sweep_dir)
     if info is not None:

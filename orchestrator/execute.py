@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 from famix_core.errors import FamixError
 from orchestrator.progress import progress_path, write_progress
-from orchestrator.stages import STAGE_KINDS, StageOutcome, StageTask
+from orchestrator.stages import HISTORY_FILE, STAGE_KINDS, StageOutcome, StageTask
 from orchestrator.store import Store
 from orchestrator.tracking import RunLogger, metrics_from_eval, system_metrics
 from reports import schema
@@ -83,6 +83,10 @@ class StageContext:
         self.tracker = tracker
         self.progress_file = progress_path(task.log_path) if task.log_path else None
         self._progress_at = 0.0
+        # A training's history outlives its attempts (work folder, like its checkpoints): a resumed
+        # attempt appends to it; the copy in the artifact is what the driver ingests.
+        where = store.work_dir(task.kind, task.key) if task.kind == "train" else tmp
+        self.history_path = where / HISTORY_FILE
 
     def progress(self, step: int) -> None:
         """Tell the driver's display how far the stage is (training: iteration of ``train.iterations``).
@@ -112,14 +116,20 @@ class StageContext:
         self._log_file.flush()
 
     def log(self, metrics: dict[str, float], step: int | None = None) -> None:
-        """The engine's log callback: to the log file, then MLflow (a tracking hiccup never fails the stage)."""
+        """The engine's log callback: to the log file, the stage's history, then MLflow (a tracking
+        hiccup never fails the stage)."""
         shown = " ".join(f"{k}={v:.6g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in metrics.items())
         self.write(f"step={step} {shown}")
         if step is not None:
             self.progress(step)
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
+        ts = int(time.time() * 1000)  # the same timestamp here and in MLflow: ingesting the history again adds nothing
+        if numeric:
+            self.history_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.history_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": int(step or 0), "ts": ts, "metrics": numeric}) + "\n")
         try:
-            self.tracker.log_metrics(numeric, step)
+            self.tracker.log_metrics(numeric, step, ts=ts)
         except Exception as e:  # noqa: BLE001
             self.write(f"warning: MLflow logging failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
@@ -319,6 +329,8 @@ def execute_stage(task: StageTask, stop: StopRequest | None = None) -> StageOutc
                     )
             _set_threads(task)
             result = runner(ctx)
+            if ctx.history_path.is_file() and ctx.history_path.parent != tmp:
+                shutil.copyfile(ctx.history_path, tmp / HISTORY_FILE)
             _flush_tracking(ctx)  # DONE means: its metrics are in MLflow (or, if it never came back, in the log)
             seconds = time.perf_counter() - t0
             store.commit(tmp, task.kind, task.key, result, seconds)

@@ -16,6 +16,8 @@ After the run (:func:`publish_results`):
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +137,10 @@ def publish_results(plan: Plan, tracker: Any, parent: str, results: Any, table: 
     write_report(results, out, profile=plan.sweep.profile)
     with_retry(tracker.client.log_artifacts, parent, str(out), "report")
     metrics, tags = summary_metrics(table)
-    if metrics:
-        tracker.log_metrics(parent, metrics, step=0)
+    have = tracker.metrics(parent)
+    changed = {k: v for k, v in metrics.items() if k not in have or not math.isclose(have[k], v, rel_tol=1e-9, abs_tol=1e-9)}
+    if changed:  # a rerun that changes nothing logs nothing twice
+        tracker.log_metrics(parent, changed, step=0)
     note = _description(plan, backend) + "\n\n### Results\n\n" + markdown
     tracker.set_tags(parent, {**tags, schema.TAG_NOTE: note})
     return out

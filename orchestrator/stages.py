@@ -10,11 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
-__all__ = ["StageKind", "STAGE_KINDS", "Status", "StageTask", "StageOutcome", "EventFn"]
+__all__ = ["StageKind", "STAGE_KINDS", "Status", "StageTask", "StageOutcome", "EventFn", "HISTORY_FILE"]
 
 StageKind = Literal["mine", "train", "evaluate"]
 STAGE_KINDS: tuple[str, ...] = ("mine", "train", "evaluate")
 """The stage kinds of a plan, in the order a trial runs them."""
+HISTORY_FILE = "history.jsonl"
+"""In a stage's artifact: every metric it logged, one JSON line per step (``{"step", "ts", "metrics"}``,
+``ts`` in ms), whatever became of its live MLflow logging; what the driver ingests
+(:func:`orchestrator.tracking.ingest`)."""
 Status = Literal["done", "failed", "cached", "cancelled", "submitted"]
 
 
@@ -32,6 +36,7 @@ class StageTask:
         store: absolute path of the artifact store root.
         log_path: where the stage's own log goes.
         tracking: MLflow target: ``{"uri": …, "run_ids": [trial run ids this stage reports to],
+            (``uri`` None: the stage logs nothing itself; the driver ingests its :data:`HISTORY_FILE`)
             "system_metrics": sampling interval in seconds for training stages, else None}``.
         resources: e.g. ``{"cpus": 1, "gpus": 0, "mem_gb": 4, "timeout_min": 60}``.
         name: human-readable name for progress lines and job names (may contain any characters).

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from orchestrator.plan import Plan
     from orchestrator.sweep import Trial
 
+from orchestrator.stages import HISTORY_FILE
 from reports import schema
 
 __all__ = [
@@ -40,6 +41,8 @@ __all__ = [
     "embedded_store_exists",
     "ensure_runs",
     "finalize_runs",
+    "ingest",
+    "read_history",
 ]
 
 PARAM_MAX = 6000  # MLflow's limit on a param value
@@ -178,6 +181,18 @@ class Tracker:
         for i in range(0, len(items), 500):
             with_retry(self.client.log_batch, run_id, metrics=items[i : i + 500])
 
+    def log_history(self, run_id: str, rows: list[tuple[int, int, dict[str, float]]]) -> None:
+        """Log recorded ``(step, ts, metrics)`` rows with their own timestamps, in batches."""
+        from mlflow.entities import Metric
+
+        items = [Metric(k, float(v), ts, step) for step, ts, metrics in rows for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            with_retry(self.client.log_batch, run_id, metrics=items[i : i + 1000])
+
+    def logged_steps(self, run_id: str, key: str) -> set[int]:
+        """The steps at which the run has metric ``key``."""
+        return {m.step for m in with_retry(self.client.get_metric_history, run_id, key)}
+
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         with_retry(self.client.log_text, run_id, text, artifact_file)
 
@@ -192,6 +207,17 @@ class Tracker:
             if e.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
             return False
+
+    def artifact_names(self, run_id: str, path: str) -> set[str]:
+        """File names under the run's artifact folder ``path`` (empty when there is none)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return {Path(f.path).name for f in with_retry(self.client.list_artifacts, run_id, path)}
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return set()
 
     def finish(self, run_id: str, ok: bool) -> None:
         with_retry(self.client.set_terminated, run_id, "FINISHED" if ok else "FAILED")
@@ -245,16 +271,18 @@ class RunLogger:
         else:
             self._skip_through = self.last_step(key)
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, ts: int | None = None) -> None:
+        """Log (or queue) one batch at ``step``; ``ts``: its timestamp in ms (default: now)."""
         if not self.enabled or not metrics:
             return
+        ts = int(time.time() * 1000) if ts is None else int(ts)
         if not self._background:
             if step is not None and self._skip_through is not None and step <= self._skip_through:
                 return
-            self._send(metrics, step, int(time.time() * 1000), list(self.run_ids), retry=True)
+            self._send(metrics, step, ts, list(self.run_ids), retry=True)
             return
         self._start_sender()
-        self._queue.put((dict(metrics), step, int(time.time() * 1000), list(self.run_ids)))
+        self._queue.put((dict(metrics), step, ts, list(self.run_ids)))
 
     def _start_sender(self) -> None:
         if self._thread is None:
@@ -505,16 +533,54 @@ def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, 
     return parent, runs
 
 
-def finalize_runs(plan: Plan, tracker: Any, parent: str, runs: dict[str, str], failed: set[str]) -> dict[str, str]:
-    """Log every metric the store has and MLflow lacks, set ``famix.status`` and end the runs; returns trial -> status."""
+def read_history(path: Path) -> list[tuple[int, int, dict[str, float]]]:
+    """A stage's :data:`~orchestrator.stages.HISTORY_FILE` as ``(step, ts, metrics)`` rows; a metric's
+    first value at a step wins (a resumed training logs again the steps after its checkpoint, and its
+    live logging skipped those already in MLflow). A torn last line is ignored."""
+    seen: set[tuple[str, int]] = set()
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+            step, ts, metrics = int(rec["step"]), int(rec["ts"]), dict(rec["metrics"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        fresh = {k: float(v) for k, v in metrics.items() if (k, step) not in seen}
+        seen.update((k, step) for k in fresh)
+        if fresh:
+            rows.append((step, ts, fresh))
+    return rows
+
+
+def ingest(plan: Plan, tracker: Any, runs: dict[str, str], trials: list[str] | None = None) -> int:
+    """Log into the trial runs what the store has and MLflow lacks; returns how many runs got something.
+
+    Idempotent: evaluation metrics are compared with the run's; a stage's history is logged once
+    (then tagged ``famix.history.<kind>``), without the steps that live logging already sent, and
+    with its recorded timestamps (a batch sent twice is the same row, which MLflow's SQL store does
+    not add again); artifacts are listed first. This is how metrics reach MLflow when the driver is the only writer
+    (``tracking.writer: driver``), and what repairs a run whose live logging lost batches.
+
+    Args:
+        trials: ids of the trials to look at (default: all of the plan's).
+    """
     store = plan.store
+    wanted = set(trials) if trials is not None else None
     existing = {r.info.run_id: r for r in tracker.find({schema.TAG_SWEEP: plan.name, schema.TAG_ROLE: schema.ROLE_TRIAL})}
-    statuses: dict[str, str] = {}
+    touched = 0
     for trial in plan.trials:
+        if wanted is not None and trial.id not in wanted:
+            continue
         ts = plan.trial_stages[trial.id]
         run_id = runs[trial.id]
         run = existing.get(run_id)
         have = dict(run.data.metrics) if run is not None else {}
+        tags = dict(run.data.tags) if run is not None else {}
+        n = 0
         want: dict[str, float] = {}
         mious = []
         for col, key in ts.evaluate.items():
@@ -529,10 +595,61 @@ def finalize_runs(plan: Plan, tracker: Any, parent: str, runs: dict[str, str], f
         missing = {k: v for k, v in want.items() if k not in have or not math.isclose(have[k], v, rel_tol=1e-9, abs_tol=1e-9)}
         if missing:
             tracker.log_metrics(run_id, missing, step=0)
-        if ts.mine and store.is_done("mine", ts.mine):
-            summary = store.path("mine", ts.mine) / "summary.json"
-            if summary.is_file() and not tracker.has_artifacts(run_id, "styles"):
-                tracker.client.log_artifact(run_id, str(summary), "styles")
+            n += 1
+        for kind, key in (("mine", ts.mine), ("train", ts.train)):
+            if key and tags.get(schema.history_tag(kind)) != key and store.is_done(kind, key):
+                rows = read_history(store.path(kind, key) / HISTORY_FILE)
+                logged = {k: tracker.logged_steps(run_id, k) for k in {k for _, _, m in rows for k in m} if k in have}
+                rows = [(step, t, {k: v for k, v in m.items() if step not in logged.get(k, ())}) for step, t, m in rows]
+                rows = [r for r in rows if r[2]]
+                if rows:  # the steps that live logging did not send (all of them when the driver is the writer)
+                    tracker.log_history(run_id, rows)
+                tracker.set_tags(run_id, {schema.history_tag(kind): key})
+                n += 1
+        n += _ingest_artifacts(plan, tracker, run_id, ts)
+        touched += n > 0
+    return touched
+
+
+def _ingest_artifacts(plan: Plan, tracker: Any, run_id: str, ts: Any) -> int:
+    """The bank's ``summary.json`` (``styles/``) and each evaluation's confusion matrix
+    (``confusion/<column>.json``) that the run lacks; returns how many were logged."""
+    import shutil
+    import tempfile
+
+    store = plan.store
+    n = 0
+    if ts.mine and store.is_done("mine", ts.mine):
+        summary = store.path("mine", ts.mine) / "summary.json"
+        if summary.is_file() and not tracker.has_artifacts(run_id, "styles"):
+            with_retry(tracker.client.log_artifact, run_id, str(summary), "styles")
+            n += 1
+    done = {col: store.path("evaluate", key) / "confusion.json" for col, key in ts.evaluate.items() if store.is_done("evaluate", key)}
+    done = {col: p for col, p in done.items() if p.is_file()}
+    if not done:
+        return n
+    logged = tracker.artifact_names(run_id, "confusion")
+    todo = {col: p for col, p in done.items() if f"{col}.json" not in logged}
+    if todo:
+        with tempfile.TemporaryDirectory() as tmp:
+            for col, p in todo.items():
+                named = Path(tmp) / f"{col}.json"
+                shutil.copyfile(p, named)
+                with_retry(tracker.client.log_artifact, run_id, str(named), "confusion")
+        n += len(todo)
+    return n
+
+
+def finalize_runs(plan: Plan, tracker: Any, parent: str, runs: dict[str, str], failed: set[str]) -> dict[str, str]:
+    """:func:`ingest` what MLflow lacks, set ``famix.status`` and end the runs; returns trial -> status."""
+    store = plan.store
+    ingest(plan, tracker, runs)
+    existing = {r.info.run_id: r for r in tracker.find({schema.TAG_SWEEP: plan.name, schema.TAG_ROLE: schema.ROLE_TRIAL})}
+    statuses: dict[str, str] = {}
+    for trial in plan.trials:
+        ts = plan.trial_stages[trial.id]
+        run_id = runs[trial.id]
+        run = existing.get(run_id)
         all_done = all(store.is_done(plan.stages[k].kind, k) for k in ts.keys())
         status = "done" if all_done else ("failed" if any(k in failed for k in ts.keys()) else "partial")
         statuses[trial.id] = status

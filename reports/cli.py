@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
 __all__ = ["SweepInfoFn", "register", "run_report"]
 
-SweepInfoFn = Callable[[str, "str | None"], "SweepInfo"]
-"""``(SWEEP argument, --profile) -> SweepInfo``."""
+SweepInfoFn = Callable[[str, "str | None", "str | None"], "SweepInfo"]
+"""``(SWEEP argument, --profile, --run-dir when the report reads MLflow, else None) -> SweepInfo``
+(the orchestrator's also logs into MLflow what finished stages left in the run dir's store)."""
 
 
 def register(subparsers: argparse._SubParsersAction, sweep_info: SweepInfoFn) -> None:
@@ -82,7 +83,7 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
     from reports.collect import collect_csv, collect_mlflow
     from reports.report import apply_sweep_order, check_out_dir, default_out_dir, tracking_uri_for, write_report
 
-    info = sweep_info(args.sweep, args.profile)
+    info = sweep_info(args.sweep, args.profile, None if args.csv else args.run_dir)
     if args.domains:
         from reports.collect import ReportInputError, domain_column
 

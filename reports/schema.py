@@ -27,6 +27,8 @@ TAG_BACKEND = "famix.backend"
 TAG_TRIALS = "famix.trials"
 TAG_BEST_ROW = "famix.best_row"
 TAG_BEST_ROW_INDEX = "famix.best_row_index"
+TAG_HISTORY_PREFIX = "famix.history."
+TAG_WRITER = "famix.writer"
 TAG_NOTE = "mlflow.note.content"
 TAG_PARENT_RUN = "mlflow.parentRunId"
 
@@ -50,6 +52,12 @@ TRIAL_TAGS_READ: tuple[str, ...] = (
 def label_tag(column: str) -> str:
     """``famix.label.<column>``: one label's shown value."""
     return TAG_LABEL_PREFIX + column
+
+
+def history_tag(kind: str) -> str:
+    """``famix.history.<kind>``: the key of the ``kind`` stage whose recorded metric history
+    (``history.jsonl`` in its artifact) is in this run."""
+    return TAG_HISTORY_PREFIX + kind
 
 
 def evaluate_stage_tag(column: str) -> str:

@@ -428,3 +428,110 @@ def test_has_artifacts_answers_no_only_for_a_missing_path(tmp_path, monkeypatch)
     with pytest.raises(MlflowException, match="unreachable"):
         tracker.has_artifacts(run_id, "styles")
 
+
+
+def _duplicate_metric_rows(db: Path) -> list[tuple]:
+    """(run, key, step, count) of every metric MLflow holds more than once at one step."""
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT run_uuid, key, step, COUNT(*) FROM metrics GROUP BY run_uuid, key, step HAVING COUNT(*) > 1").fetchall()
+
+
+def test_driver_as_the_only_mlflow_writer(fake_engine, capsys):
+    """``tracking.writer: driver`` (what ``auto`` picks for Slurm or a Ray cluster with the SQLite store):
+    the stages log nothing themselves, the driver logs their recorded metrics, curves and artifacts as
+    they finish; ``sweep status`` and ``famix report`` ingest what stages finished without a driver;
+    every ingestion again adds nothing."""
+    import shutil
+
+    from orchestrator.__main__ import main
+
+    seen_trackers: list[bool] = []
+    train = execute.STAGE_RUNNERS["train"]
+
+    def spy_train(ctx):
+        seen_trackers.append(ctx.tracker.enabled)
+        return train(ctx)
+
+    execute.STAGE_RUNNERS["train"] = spy_train
+    Path("sweeps").mkdir(exist_ok=True)
+    Path("sweeps/mini.yaml").write_text(SWEEP + "tracking: {writer: driver}\n")
+    plan = prepare("mini", run_dir="runs", check_data=lambda c: None, check_weights=lambda c: None)
+    buf = io.StringIO()
+    assert run_plan(plan, RunOptions(backend="local"), Console(file=buf, width=300)).exit_code == 0
+    assert "this driver logs them as they finish" in buf.getvalue()
+    assert seen_trackers == [False] * 4  # no stage opened MLflow
+
+    def snapshot() -> dict[str, tuple]:
+        tr = Tracker(default_uri(plan.run_dir), "mini")
+        out = {}
+        for r in tr.find({"famix.sweep": "mini", "famix.role": "trial"}):
+            hist = [(m.step, m.value) for m in tr.client.get_metric_history(r.info.run_id, "train/loss")]
+            arts = {a.path for a in tr.client.list_artifacts(r.info.run_id, "confusion")} | {a.path for a in tr.client.list_artifacts(r.info.run_id)}
+            out[r.data.tags["famix.trial"]] = (dict(r.data.metrics), sorted(hist), arts)
+        return out
+
+    first = snapshot()
+    assert len(first) == 4
+    for metrics, hist, arts in first.values():
+        assert {"miou/C", "miou/B", "miou/mean", "iou/C/road", "pixel_acc/B", "train/loss", "train/lr"} <= set(metrics)
+        assert hist == [(0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3))]
+    assert any("styles" in arts for _, _, arts in first.values())
+    db = plan.run_dir / "mlflow.db"
+    assert _duplicate_metric_rows(db) == []
+    # the store's history is in the artifact, the training's work folder is gone
+    train_key = plan.trial_stages[plan.trials[0].id].train
+    assert len((plan.store.path("train", train_key) / "history.jsonl").read_text().splitlines()) == 3
+
+    # status, report and a full rerun ingest again: nothing changes, nothing is duplicated
+    assert main(["sweep", "status", "mini", "--run-dir", "runs"]) == 0
+    assert main(["report", "mini", "--run-dir", "runs", "--no-figures"]) == 0
+    (plan.sweep_dir / "finalized.json").unlink()
+    assert run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=300)).exit_code == 0
+    assert snapshot() == first and _duplicate_metric_rows(db) == []
+
+    # stages that finished without a driver (a detached run): a copy of the run dir without MLflow
+    for name in ("status", "report"):
+        shutil.copytree("runs", name, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts", "finalized.json"))
+        plan = prepare("mini", run_dir=name, check_data=lambda c: None, check_weights=lambda c: None)
+        capsys.readouterr()
+        if name == "status":
+            assert main(["sweep", "status", "mini", "--run-dir", name]) == 0
+            out = " ".join(capsys.readouterr().out.split())
+            assert "MLflow: logged the finished stages' metrics of 4 trial run(s)" in out, out[-600:]
+        else:
+            assert main(["report", "mini", "--run-dir", name, "--no-figures"]) == 0
+            assert "| Freeze" in capsys.readouterr().out
+        again = snapshot()
+        assert {t: (m, h) for t, (m, h, _) in again.items()} == {t: (m, h) for t, (m, h, _) in first.items()}
+        assert {t: a for t, (_, _, a) in again.items()} == {t: a for t, (_, _, a) in first.items()}
+        assert _duplicate_metric_rows(plan.run_dir / "mlflow.db") == []
+
+
+def test_auto_writer_is_the_driver_only_for_sqlite_and_remote_stages():
+    from orchestrator.backends import get_backend_class
+    from orchestrator.driver import tracking_writer
+
+    local, ray, slurm = (get_backend_class(n) for n in ("local", "ray", "slurm"))
+    assert tracking_writer("auto", "sqlite:////r/mlflow.db", slurm, {}) == "driver"
+    assert tracking_writer("auto", "http://127.0.0.1:5000", slurm, {}) == "stages"
+    assert tracking_writer("auto", "sqlite:////r/mlflow.db", local, {}) == "stages"
+    assert tracking_writer("auto", "sqlite:////r/mlflow.db", ray, {"ray": {}}) == "stages"
+    assert tracking_writer("auto", "sqlite:////r/mlflow.db", ray, {"ray": {"address": "127.0.0.1:6379"}}) == "driver"
+    assert tracking_writer("stages", "sqlite:////r/mlflow.db", slurm, {}) == "stages"
+    assert tracking_writer("driver", "http://127.0.0.1:5000", local, {}) == "driver"
+
+
+def test_history_reading_keeps_the_first_value_of_a_step_and_skips_a_torn_line(tmp_path):
+    from orchestrator.tracking import read_history
+
+    p = tmp_path / "history.jsonl"
+    p.write_text(
+        '{"step": 1, "ts": 10, "metrics": {"train/loss": 2.0}}\n'
+        '{"step": 2, "ts": 20, "metrics": {"train/loss": 1.5, "train/lr": 0.1}}\n'
+        '{"step": 2, "ts": 30, "metrics": {"train/loss": 9.9}}\n'  # a resumed attempt logs step 2 again
+        '{"step": 3, "ts": 40, "metrics": {"train/lo'
+    )
+    assert read_history(p) == [(1, 10, {"train/loss": 2.0}), (2, 20, {"train/loss": 1.5, "train/lr": 0.1})]
+    assert read_history(tmp_path / "missing.jsonl") == []

@@ -413,18 +413,55 @@ backend:
 """
 
 
-def test_smoke_sweep_on_slurm_matches_local(slurm_cluster, tmp_path):
-    """The same sweep through the driver on local and on slurm: same stage keys, numbers and MLflow metrics."""
+def _mlflow_contents(db: Path) -> dict[str, tuple]:
+    """Per trial (by its Freeze label): metrics at step 0, the train/loss curve, the artifact files."""
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        dups = con.execute("SELECT run_uuid, key, step, COUNT(*) FROM metrics GROUP BY run_uuid, key, step HAVING COUNT(*) > 1").fetchall()
+        assert dups == [], f"metrics logged twice: {dups[:5]}"
+        runs = con.execute(
+            "SELECT r.run_uuid, t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+            "JOIN tags role ON role.run_uuid = r.run_uuid AND role.key = 'famix.role' AND role.value = 'trial' "
+            "WHERE t.key = 'famix.label.Freeze'"
+        ).fetchall()
+        out = {}
+        for run, freeze in runs:
+            rows = con.execute("SELECT key, step, value FROM metrics WHERE run_uuid = ?", (run,)).fetchall()
+            art = con.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run,)).fetchone()[0]
+            files = sorted(str(p.relative_to(art[len("file://"):])) for p in Path(art[len("file://"):]).rglob("*") if p.is_file())
+            out[freeze] = (
+                {k: round(v, 6) for k, step, v in rows if k != "train/loss" and not k.startswith("system/")},
+                sorted((step, round(v, 6)) for k, step, v in rows if k == "train/loss"),
+                files,
+            )
+    return out
+
+
+def test_smoke_sweep_on_slurm_matches_local(slurm_cluster, tmp_path, monkeypatch):
+    """The same sweep (2 trainings, 16 evaluations) through the driver on local and on slurm: same stage
+    keys, numbers and MLflow contents. On Slurm the driver is MLflow's only writer (the stages never
+    open the SQLite file on the shared filesystem): nothing lost, nothing logged twice, also when
+    the sweep is collected again."""
     import io
 
-    import mlflow
     import pandas as pd
     from rich.console import Console
 
+    from orchestrator.__main__ import main
+    from orchestrator.backends.slurm.backend import SlurmBackend
     from orchestrator.driver import RunOptions, prepare, run_plan
 
+    submitted: list[StageTask] = []
+    real_submit = SlurmBackend.submit
+
+    def spy_submit(self, tasks, **kw):
+        submitted.extend(tasks)
+        return real_submit(self, tasks, **kw)
+
+    monkeypatch.setattr(SlurmBackend, "submit", spy_submit)
     Path("sweeps").mkdir(exist_ok=True)
-    Path("sweeps/mini.yaml").write_text(MINI_SWEEP)
+    Path("sweeps/mini.yaml").write_text(MINI_SWEEP.replace("domains: [C, B]", "domains: [C, B, M, S, AN, AS, AR, AF]"))
     results = {}
     for backend in ("local", "slurm"):
         run_dir = tmp_path / f"runs {backend};$(touch PWNED)'"
@@ -432,23 +469,30 @@ def test_smoke_sweep_on_slurm_matches_local(slurm_cluster, tmp_path):
         res = run_plan(plan, RunOptions(backend=backend), Console(file=io.StringIO(), width=200))
         assert res.exit_code == 0, (backend, res.failed, {k: o.error for k, o in res.outcomes.items()})
         results[backend] = (plan, res, pd.read_csv(res.results_csv))
+    assert len(submitted) == 18 and all(t.tracking["uri"] is None for t in submitted)
+    local_db, slurm_db = (results[b][0].run_dir / "mlflow.db" for b in ("local", "slurm"))
+    expected = _mlflow_contents(local_db)
+    assert _mlflow_contents(slurm_db) == expected
+    assert all(len(m) > 16 * 3 and len(curve) == 4 for m, curve, _ in expected.values())
+    # collected again (the full path, then status): nothing new, nothing twice
+    sp = results["slurm"][0]
+    (sp.sweep_dir / "finalized.json").unlink()
+    assert run_plan(sp, RunOptions(backend="slurm"), Console(file=io.StringIO(), width=200)).exit_code == 0
+    assert main(["sweep", "status", "mini", "--run-dir", str(sp.run_dir)]) == 0
+    assert _mlflow_contents(slurm_db) == expected
     (_, lres, ldf), (sp, sres, sdf) = results["local"], results["slurm"]
     assert sorted(lres.outcomes) == sorted(sres.outcomes)  # same stage keys
     assert all(o.job_id for o in sres.outcomes.values())
     pd.testing.assert_frame_equal(ldf, sdf)
-    assert sdf[["C", "B"]].notna().all().all()
+    assert sdf[["C", "B", "AF"]].notna().all().all()
 
     jobs = json.loads((sp.sweep_dir / "slurm" / "jobs.json").read_text())
     assert set(jobs["stages"]) == set(sres.outcomes)
     assert not list(tmp_path.rglob("PWNED")) and not Path("PWNED").exists()
-    uri = f"sqlite:///{sp.sweep_dir.parent / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`famix.role` = 'trial'")
-    assert len(runs) == 2
-    assert set(runs["tags.famix.backend"]) == {"slurm"}
-    by_freeze = {r["tags.famix.label.Freeze"]: r for _, r in runs.iterrows()}
+    contents = _mlflow_contents(sp.run_dir / "mlflow.db")
+    assert len(contents) == 2
     for _, row in sdf.iterrows():
-        assert by_freeze[row["Freeze"]]["metrics.miou/C"] == pytest.approx(row["C"], abs=1e-3)  # the CSV rounds
+        assert contents[row["Freeze"]][0]["miou/C"] == pytest.approx(row["C"], abs=1e-3)  # the CSV rounds
 
 
 def test_cli_detach_then_status_then_collect(slurm_cluster, tmp_path, capsys):
@@ -464,14 +508,22 @@ def test_cli_detach_then_status_then_collect(slurm_cluster, tmp_path, capsys):
     jobs = json.loads((tmp_path / "runs" / "mini-slurm" / "slurm" / "jobs.json").read_text())
     assert len(jobs["stages"]) == 6  # 2 trainings + 2 x 2 evaluations (MixStyle needs no bank)
     deadline = time.time() + 240
+    seen = ""
     while True:
         assert main(["sweep", "status", "mini", "--run-dir", run_dir]) == 0
         out = capsys.readouterr().out
+        seen += " ".join(out.split())
         assert "slurm jobs:" in out
         if not _squeue_ids([r["job_id"] for r in jobs["stages"].values()]):
             break
         assert time.time() < deadline, out
         time.sleep(2)
+    # the jobs ended without a driver: `status` logged what they recorded into MLflow (the only writer now)
+    assert "MLflow: logged the finished stages' metrics of" in seen
+    assert main(["sweep", "status", "mini", "--run-dir", run_dir]) == 0
+    contents = _mlflow_contents(tmp_path / "runs" / "mlflow.db")
+    assert len(contents) == 2 and all({"miou/C", "miou/B", "miou/mean"} <= set(m) and len(c) == 4 for m, c, _ in contents.values())
     assert main(["sweep", "run", "mini", "--backend", "slurm", "--run-dir", run_dir]) == 0
     out = capsys.readouterr().out
     assert "| Freeze" in out and "0 failed" in out
+    assert _mlflow_contents(tmp_path / "runs" / "mlflow.db") == contents  # collected: nothing twice

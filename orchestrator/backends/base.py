@@ -70,6 +70,13 @@ class Backend(abc.ABC):
         return None
 
     @classmethod
+    def remote_workers(cls, options: dict[str, Any]) -> bool:
+        """Whether stages may run on other machines than the driver's under ``options`` (the sweep's
+        backend block). Such stages leave an embedded SQLite MLflow store to the driver
+        (``tracking.writer: auto``): SQLite's locking is unreliable on shared network filesystems."""
+        return False
+
+    @classmethod
     def status(cls, sweep_dir: str | os.PathLike[str]) -> list[str]:
         """Lines for ``famix sweep status`` about what this backend still holds for the sweep in
         ``sweep_dir`` (e.g. queued jobs), readable from any process; default: nothing."""

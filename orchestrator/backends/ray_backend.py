@@ -99,6 +99,11 @@ class RayBackend(Backend):
                 raise SweepError(f"backend.resources.{why} ({where})")
         return nodes
 
+    @classmethod
+    def remote_workers(cls, options: dict[str, Any]) -> bool:
+        """With ``ray.address`` the stages run on the cluster's nodes; in-process Ray stays on this machine."""
+        return bool((options.get("ray") or {}).get("address"))
+
     def _ensure_ray(self) -> Any:
         import ray
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -186,12 +186,20 @@ class TrackingSpec(_Strict):
     ``system_metrics``: MLflow's built-in system metrics (CPU, memory, disk, network; GPU with
     ``nvidia-ml-py``) in the trial runs while their training runs, sampled every
     ``system_metrics_interval`` seconds (needs ``psutil``: the ``system-metrics`` extra).
+
+    ``writer``: who writes to MLflow. ``stages``: each stage logs its own metrics as it runs (live
+    curves, system metrics). ``driver``: stages only record their metrics in their artifacts and the
+    driver (also ``sweep status`` and ``famix report`` after ``--detach``) logs them; the one safe way
+    for the SQLite store when stages run on other machines, since SQLite's locking is unreliable on
+    network filesystems. ``auto`` (default): ``driver`` for the SQLite store when the backend runs
+    stages on other machines (Slurm, a Ray cluster address), else ``stages``.
     """
 
     uri: str | None = None
     experiment: str | None = None
     system_metrics: bool = True
     system_metrics_interval: float = Field(10.0, gt=0)
+    writer: Literal["auto", "stages", "driver"] = "auto"
 
 
 class ProfileSpec(_Strict):

@@ -106,6 +106,11 @@ class SlurmBackend(Backend):
         self._notify = notify or (lambda msg: print(f"famix: note: {msg}", file=sys.stderr))
         self.folder: Path | None = None  # this invocation's submitit folder
 
+    @classmethod
+    def remote_workers(cls, options: Mapping[str, Any]) -> bool:
+        """Slurm jobs run on compute nodes."""
+        return True
+
     # ----------------------------------------------------------------- submission
 
     def _executor(self, folder: Path) -> Any:
