@@ -322,9 +322,12 @@ def _ingesting(on_event: Any, plan: Plan, tracker: Any, runs: dict[str, str]) ->
 def sync_tracking(plan: Plan, console: Any = None) -> int:
     """Log into MLflow what the store has and MLflow lacks (``famix sweep status``, ``famix report``):
     after ``--detach`` the stages finish without a driver. Nothing is done while a driver runs (it is
-    the writer) or before any stage of the sweep is done. Returns how many trial runs got something."""
-    from orchestrator.tracking import ensure_runs, ingest, open_tracker
+    the writer), before any stage of the sweep is done, or for a tracking server (stages log to a
+    server themselves; a server that is down must not stall ``status``). Returns how many trial runs got something."""
+    from orchestrator.tracking import ensure_runs, ingest, open_tracker, tracking_target
 
+    if not tracking_target(plan)[0].startswith("sqlite:"):
+        return 0
     if not plan.sweep_dir.is_dir() or not any(plan.store.is_done(s.kind, k) for k, s in plan.stages.items()):
         return 0
     try:
