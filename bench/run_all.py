@@ -12,7 +12,15 @@ import sys
 import time
 from pathlib import Path
 
-BENCHES = ("bench_styles.py", "bench_train.py", "bench_gpu.py", "bench_pretrain.py", "bench_orchestrator.py", "bench_reports.py")
+BENCHES = (
+    "bench_styles.py",
+    "bench_train.py",
+    "bench_gpu.py",
+    "bench_pretrain.py",
+    "bench_orchestrator.py",
+    "bench_slurm_pack.py",
+    "bench_reports.py",
+)
 
 
 def main() -> int:

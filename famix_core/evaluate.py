@@ -16,9 +16,11 @@ Conventions:
 
 from __future__ import annotations
 
+import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +44,7 @@ __all__ = [
     "evaluate_domain",
     "evaluate",
     "load_segmenter",
+    "keep_loaded_model",
 ]
 
 LogFn = Callable[[dict[str, float], "int | None"], None]
@@ -261,6 +264,50 @@ def load_segmenter(cfg: "FamixConfig", weights: str | Path, device: torch.device
     return model.to(torch.device(device)).eval()
 
 
+_kept: dict[str, Any] = {"depth": 0, "key": None, "model": None}
+"""The segmenter :func:`evaluate_domain` loaded last, while a :func:`keep_loaded_model` block is open."""
+
+
+@contextmanager
+def keep_loaded_model() -> Iterator[None]:
+    """Within the block, :func:`evaluate_domain` keeps the segmenter it loaded last and reuses it.
+
+    Consecutive evaluations of one trained model in one process (the evaluations of a Slurm pack)
+    then build the model and read its weights once. The model is reused only for the same weights
+    file (path, size, modification time, inode), the same ``cfg.model``, device and memory format;
+    anything else loads afresh and replaces it. Evaluation never changes the model (eval mode,
+    inference mode), so the numbers are those of a fresh load. On leaving the outermost block the
+    model is dropped (outside one, nothing is kept: a model would hold its memory, on the GPU too).
+    """
+    _kept["depth"] += 1
+    try:
+        yield
+    finally:
+        _kept["depth"] -= 1
+        if _kept["depth"] == 0:
+            _kept.update(key=None, model=None)
+
+
+def _segmenter(cfg: "FamixConfig", weights: str | Path, device: torch.device, channels_last: bool) -> "Segmenter":
+    """:func:`load_segmenter`, or the model kept by an open :func:`keep_loaded_model` block for the same inputs."""
+    if not _kept["depth"]:
+        return load_segmenter(cfg, weights, device)
+    p = Path(weights)
+    if p.is_dir():
+        p = p / "model.safetensors"
+    try:
+        st = p.stat()
+    except OSError:  # let the loader say what is wrong with it
+        return load_segmenter(cfg, weights, device)
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino,
+           json.dumps(cfg.model.model_dump(mode="json"), sort_keys=True), str(device), channels_last)  # fmt: skip
+    if _kept["key"] != key:
+        _kept.update(key=None, model=None)  # the previous model's memory goes before the next one loads
+        _kept["model"] = load_segmenter(cfg, weights, device)
+        _kept["key"] = key
+    return _kept["model"]
+
+
 def evaluate_domain(
     cfg: "FamixConfig",
     weights: str | Path,
@@ -276,7 +323,8 @@ def evaluate_domain(
         weights: ``model.safetensors`` of a training run (or an official checkpoint).
         domain: domain name or table column (``C``, ``acdc_night``, ...).
         out_dir: if given, receives ``metrics.json`` and ``confusion.json`` (K x K ints), atomically.
-        model: an already loaded segmenter (skips loading ``weights``; used by :func:`evaluate`).
+        model: an already loaded segmenter (skips loading ``weights``; used by :func:`evaluate`). Without
+            it the weights are loaded, or reused inside a :func:`keep_loaded_model` block.
 
     Returns:
         ``{"miou": float in [0,1], "iou": {class: float|None}, "pixel_acc": float, "n_images": int}``.
@@ -288,12 +336,13 @@ def evaluate_domain(
     t0 = time.perf_counter()
     device = stage_device(cfg)
     configure_kernels(device, deterministic=cfg.train.deterministic, benchmark=False)  # image sizes vary
+    channels_last = cfg.train.channels_last and device.type == "cuda"
     if model is None:
-        model = load_segmenter(cfg, weights, device)
+        model = _segmenter(cfg, weights, device, channels_last)
     dataset = build_dataset(cfg.data, domain, cfg.eval.split, train=False, max_items=cfg.eval.max_images)
     conf, n = evaluate_model(
         model, dataset, cfg.model.num_classes, device, cfg.eval.scales, cfg.eval.batch_size,
-        precision=cfg.eval.precision, channels_last=cfg.train.channels_last and device.type == "cuda",
+        precision=cfg.eval.precision, channels_last=channels_last,
         num_workers=resolve_workers(cfg.data.num_workers),
     )  # fmt: skip
     m = metrics_from_confusion(conf)

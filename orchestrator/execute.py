@@ -28,7 +28,16 @@ from orchestrator.store import Store
 from orchestrator.tracking import RunLogger, metrics_from_eval, system_metrics
 from reports import schema
 
-__all__ = ["execute_stage", "STAGE_RUNNERS", "StageContext", "ArtifactCorrupt", "retryable", "StopRequest", "checkpoint_then_stop"]
+__all__ = [
+    "execute_stage",
+    "STAGE_RUNNERS",
+    "StageContext",
+    "ArtifactCorrupt",
+    "retryable",
+    "StopRequest",
+    "checkpoint_then_stop",
+    "sharing_inputs",
+]
 
 
 class ArtifactCorrupt(FamixError):
@@ -253,6 +262,23 @@ def checkpoint_then_stop(stop: StopRequest) -> Callable[[int, Any], None]:
         raise KeyboardInterrupt
 
     return handler
+
+
+@contextmanager
+def sharing_inputs(tasks: list[StageTask]) -> Iterator[None]:
+    """Around stages run one after another in this process (a Slurm pack): what they read alike is loaded once.
+
+    Today: evaluations of one trained model build the segmenter and read its weights once
+    (:func:`famix_core.evaluate.keep_loaded_model`); their results are those of separate processes.
+    Outside this block nothing is kept between stages (a model would hold its memory, on the GPU too).
+    """
+    if not any(t.kind == "evaluate" for t in tasks):
+        yield
+        return
+    from famix_core.evaluate import keep_loaded_model
+
+    with keep_loaded_model():
+        yield
 
 
 def _tracking_note(holder: list[StageContext], line: str) -> None:

@@ -21,7 +21,7 @@ from orchestrator.stages import STAGE_KINDS
 from orchestrator.store import Store, atomic_write_text
 from orchestrator.sweep import ResolvedSweep, Trial, expand_trials
 
-__all__ = ["StageSpec", "TrialStages", "Plan", "build_plan", "print_plan"]
+__all__ = ["StageSpec", "TrialStages", "Plan", "build_plan", "print_plan", "slurm_jobs_line"]
 
 
 @dataclass
@@ -244,4 +244,21 @@ def print_plan(plan: Plan, console: Any = None) -> dict[str, int]:
         by_kind[s.kind][0 if status[key] == "done" else 1] += 1
     parts = ", ".join(f"{k}: {d} done / {r} to run" for k, (d, r) in by_kind.items())
     console.print(f"{len(plan.stages)} stages ({parts}); run dir {plan.run_dir}")
+    be = plan.sweep.backend
+    if be.kind == "slurm" or be.slurm:
+        console.print(slurm_jobs_line(plan, status), highlight=False, markup=False)
     return counts
+
+
+def slurm_jobs_line(plan: Plan, status: dict[str, str]) -> str:
+    """How the stages still to run would go out on Slurm: one job each, but one per pack (``backend.slurm.pack``)."""
+    from orchestrator.backends.slurm.options import pack_kinds
+
+    kinds = pack_kinds(plan.sweep.backend.slurm)
+    to_run = [s for key, s in plan.stages.items() if status[key] != "done"]
+    packed = [s for s in to_run if s.kind in kinds]
+    jobs = len(to_run) - len(packed) + len({(s.kind, tuple(sorted(s.deps.items()))) for s in packed})
+    if not kinds:
+        return f"slurm: {len(to_run)} stage(s) to run as {jobs} job(s) (backend.slurm.pack: none)"
+    return (f"slurm: {len(to_run)} stage(s) to run as {jobs} job(s); backend.slurm.pack: {', '.join(kinds)} "
+            f"({len(packed)} stage(s) packed, one job per trained model)")  # fmt: skip

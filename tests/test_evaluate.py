@@ -200,6 +200,48 @@ def test_evaluate_missing_weights_is_one_line(synth_setup, tmp_path):
         evaluate_domain(cfg, tmp_path / "none" / "model.safetensors", "C")
 
 
+def test_keep_loaded_model_loads_the_weights_once_with_the_same_numbers(synth_setup, tmp_path, monkeypatch):
+    """Consecutive evaluations of one model inside keep_loaded_model build and load it once (a Slurm pack);
+    their metrics and confusion matrices equal those of evaluations that each load the weights."""
+    import os
+    import shutil
+
+    from famix_core import evaluate as ev
+
+    cfg, weights, _ = synth_setup
+    loads: list[str] = []
+    real = ev.load_segmenter
+
+    def counting(*args, **kwargs):
+        loads.append(str(args[1]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ev, "load_segmenter", counting)
+    fresh = {d: evaluate_domain(cfg, weights, d, tmp_path / "fresh" / d) for d in ("C", "AN", "C")}
+    assert len(loads) == 3  # outside the block every evaluation loads
+
+    loads.clear()
+    with ev.keep_loaded_model():
+        kept = {d: evaluate_domain(cfg, weights, d, tmp_path / "kept" / d) for d in ("C", "AN", "C")}
+        assert len(loads) == 1
+        # other weights (a copy with another modification time) load afresh, and replace the kept model
+        other = tmp_path / "other" / "model.safetensors"
+        other.parent.mkdir()
+        shutil.copy(weights, other)
+        os.utime(other, ns=(1, 1))
+        assert evaluate_domain(cfg, other, "C") == fresh["C"]
+        assert len(loads) == 2
+    assert ev._kept["model"] is None  # nothing outlives the block
+    assert kept == fresh
+    for d in ("C", "AN"):
+        for name in ("confusion.json", "metrics.json"):
+            a = json.loads((tmp_path / "fresh" / d / name).read_text())
+            b = json.loads((tmp_path / "kept" / d / name).read_text())
+            if name == "metrics.json":
+                a.pop("seconds"), b.pop("seconds")
+            assert a == b, (d, name)
+
+
 # ----------------------------------------------------------------------------- CLI
 
 

@@ -495,6 +495,118 @@ def test_smoke_sweep_on_slurm_matches_local(slurm_cluster, tmp_path, monkeypatch
         assert contents[row["Freeze"]][0]["miou/C"] == pytest.approx(row["C"], abs=1e-3)  # the CSV rounds
 
 
+# ----------------------------------------------------------------------------- packs (backend.slurm.pack)
+
+PACK_SWEEP = """\
+name: pack-slurm
+grid:
+  model.freeze: [paper]
+base:
+  style: {strategy: famix, augment: false, mix: true}
+profiles:
+  smoke:
+    base:
+      data: {synthetic: {seed: 0, height: 64, width: 128, train_images: 8, val_images: 2}}
+      train: {iterations: 4, batch_size: 2, checkpoint_every: 2, log_every: 1}
+      eval: {max_images: 2}
+domains: [C, B, M, S, AN, AS, AR, AF]
+backend:
+  slurm: {time: 15, array_parallelism: 2, pack: PACK}
+"""
+
+
+def test_packed_evaluations_run_as_one_job_with_the_results_of_unpacked_ones(slurm_cluster, tmp_path):
+    """One trained model on the 8 domains: with pack [evaluate] its 8 evaluations are one Slurm job, with the
+    same stage keys, artifacts and results.csv as with packing off (8 jobs); a rerun of the pack is all cached."""
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+
+    from orchestrator.backends.slurm.backend import SlurmBackend
+    from orchestrator.driver import RunOptions, prepare, run_plan, stage_tasks
+
+    Path("sweeps").mkdir(exist_ok=True)
+    runs = {}
+    for pack in ("[evaluate]", "none"):
+        Path("sweeps/pack.yaml").write_text(PACK_SWEEP.replace("PACK", pack))
+        plan = prepare("pack", run_dir=tmp_path / f"runs-{pack.strip('[]')}")
+        res = run_plan(plan, RunOptions(backend="slurm"), Console(file=io.StringIO(), width=200))
+        assert res.exit_code == 0, (pack, {k: o.error for k, o in res.outcomes.items() if o.error})
+        jobs = json.loads((plan.sweep_dir / "slurm" / "jobs.json").read_text())["stages"]
+        runs[pack] = (plan, res, pd.read_csv(res.results_csv), jobs)
+    (plan, res, df, jobs), (_, ures, udf, ujobs) = runs["[evaluate]"], runs["none"]
+
+    evals = sorted(k for k, s in plan.stages.items() if s.kind == "evaluate")
+    assert len(evals) == 8
+    assert sorted(res.outcomes) == sorted(ures.outcomes)  # same stage keys
+    assert len({jobs[k]["job_id"] for k in evals}) == 1  # packed: the 8 evaluations are one job ...
+    assert jobs[evals[0]]["pack"] == [k for k, s in plan.stages.items() if s.kind == "evaluate"]
+    (train,) = [k for k, s in plan.stages.items() if s.kind == "train"]
+    assert jobs[train]["job_id"] not in {jobs[k]["job_id"] for k in evals}  # ... after the training's own job
+    assert jobs[evals[0]]["dependency"] == f"afterok:{jobs[train]['job_id']}"
+    assert len({ujobs[k]["job_id"] for k in evals}) == 8 and "pack" not in ujobs[evals[0]]  # unpacked: 8 jobs
+    assert all(res.outcomes[k].status == "done" and res.outcomes[k].job_id == jobs[k]["job_id"] for k in evals)
+    pd.testing.assert_frame_equal(df, udf)
+    assert df[["C", "B", "M", "S", "AN", "AS", "AR", "AF"]].notna().all().all()
+    stores = [runs[p][0].store.root for p in ("[evaluate]", "none")]
+    for key in evals:  # the same artifacts: results, metrics and confusion matrices
+        done = [json.loads((s / "evaluate" / key / "DONE.json").read_text())["result"] for s in stores]
+        assert done[0] == done[1], key
+        for name in ("confusion.json", "metrics.json"):
+            a, b = (json.loads((s / "evaluate" / key / name).read_text()) for s in stores)
+            if name == "metrics.json":
+                a.pop("seconds"), b.pop("seconds")
+            assert a == b, (key, name)
+    stdout = Path(jobs[evals[0]]["stdout"]).read_text()
+    assert stdout.count("attempt 1/2") == 8  # every stage ran in the one job
+
+    # the pack again: one job, every stage cached
+    tasks = [t for t in stage_tasks(plan, {k: "to run" for k in plan.stages}, {}, None, {}) if t.kind == "evaluate"]
+    again = SlurmBackend(plan.sweep_dir, options=plan.sweep.backend.model_dump(), poll_s=0.5).run(tasks, retries=0, on_event=lambda *a: None)
+    assert {o.status for o in again.values()} == {"cached"}
+    assert len({o.job_id for o in again.values()}) == 1
+
+
+def _fails_on_domain_b(task, stop):
+    """A stand-in stage runner (pickled by value): the evaluation of domain B fails, every other one is done."""
+    from orchestrator.stages import StageOutcome
+
+    if task.domain == "B":
+        raise RuntimeError("broken domain folder B")
+    return StageOutcome(task.key, "done", 0.1, 1, result={"domain": task.domain})
+
+
+def test_a_failed_stage_of_a_pack_fails_alone(slurm_cluster, cloudpickled_here, tmp_path):
+    from orchestrator.backends.slurm.backend import SlurmBackend
+    from orchestrator.backends.slurm.records import load_jobs
+
+    store = tmp_path / "runs" / "store"
+    tasks = [
+        StageTask(kind="evaluate", key=f"{d.lower()}" * 32, config={}, deps={"train": "7" * 64}, domain=d, store=str(store),
+                  name=f"evaluate/{d}", log_path=str(store.parent / "logs" / f"{d}.log"))
+        for d in ("C", "B", "M", "S")
+    ]  # fmt: skip
+    events = []
+    backend = SlurmBackend(sweep_dir=tmp_path / "runs" / "pack", options={"time": 5}, execute=_fails_on_domain_b, poll_s=0.5)
+    out = backend.run(tasks, retries=1, on_event=lambda e, t, o: events.append((e, t.domain)))
+    assert {t.domain: out[t.key].status for t in tasks} == {"C": "done", "B": "failed", "M": "done", "S": "done"}
+    bad = out[tasks[1].key]
+    assert bad.attempts == 2 and "broken domain folder B" in bad.error and f"slurm job {bad.job_id}" in bad.error
+    assert [o.result for o in out.values() if o.status == "done"] == [{"domain": "C"}, {"domain": "M"}, {"domain": "S"}]
+    stages = load_jobs(backend.sweep_dir)["stages"]
+    assert len({stages[t.key]["job_id"] for t in tasks}) == 1  # one job ...
+    deadline = time.time() + 60  # every stage is reported once its outcome is written, maybe before the job has ended
+    while True:
+        state = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "State", "-j", bad.job_id], capture_output=True, text=True).stdout
+        if state.split() and state.split()[0] not in ("PENDING", "RUNNING", "COMPLETING") or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert state.split()[0] == "FAILED"  # ... that Slurm marks FAILED, so nothing could run afterok on it
+    assert ("failed", "B") in events and {("done", d) for d in "CMS"} <= set(events)
+    assert "slurm jobs: 1 FAILED (4 stages)" in "\n".join(SlurmBackend.status(backend.sweep_dir))
+
+
 def test_cli_detach_then_status_then_collect(slurm_cluster, tmp_path, capsys):
     """`famix sweep run --detach` submits and exits; `status` shows the jobs; a rerun collects the table."""
     from orchestrator.__main__ import main

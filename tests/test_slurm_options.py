@@ -96,6 +96,7 @@ def test_valid_block_passes():
         "constraint": "a100",
         "additional": {"exclude": "node[01-02]", "exclusive": True},
         "array_parallelism": 4,
+        "pack": ["evaluate"],
         "train": {"time": 720},
         "evaluate": {"gpus": 0, "array_parallelism": 16},
     }
@@ -265,3 +266,121 @@ def test_bad_partition_is_refused_by_sweep_plan_before_any_submission(capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "backend.slurm.partition: 'gpu; touch /tmp/x' is not a valid Slurm partition" in err
     assert not Path("out").exists()
+
+
+# ----------------------------------------------------------------------------- backend.slurm.pack
+
+
+@pytest.mark.parametrize(
+    "block, kinds",
+    [
+        ({}, ("evaluate",)),  # the default: a trained model's evaluations run as one job
+        (None, ("evaluate",)),
+        ({"pack": ["evaluate"]}, ("evaluate",)),
+        ({"pack": "evaluate"}, ("evaluate",)),
+        ({"pack": []}, ()),
+        ({"pack": "none"}, ()),
+        ({"pack": False}, ()),
+        ({"pack": None}, ()),
+    ],
+)
+def test_pack_default_and_off(block, kinds):
+    from orchestrator.backends.slurm.options import pack_kinds
+
+    assert pack_kinds(block) == kinds
+    assert validate_slurm_options(block, "s.yaml") == []
+
+
+@pytest.mark.parametrize(
+    "block, expected",
+    [
+        ({"pack": ["train"]}, "backend.slurm.pack: expected a list of stage kinds to pack (evaluate; "),
+        ({"pack": ["evaluate", "mine"]}, "backend.slurm.pack: expected a list of stage kinds to pack"),
+        ({"pack": True}, "backend.slurm.pack: expected a list of stage kinds to pack"),
+        ({"pack": "all"}, "backend.slurm.pack: expected a list of stage kinds to pack"),
+        ({"pack": 8}, "backend.slurm.pack: expected a list of stage kinds to pack"),
+        ({"evaluate": {"pack": ["evaluate"]}}, "backend.slurm.evaluate.pack: not a per stage kind option; set backend.slurm.pack"),
+    ],
+)
+def test_bad_pack_is_one_line_naming_the_key(block, expected):
+    with pytest.raises(FamixError) as e:
+        validate_slurm_options(block, "s.yaml")
+    assert str(e.value).startswith("s.yaml: " + expected), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_a_pack_gets_the_time_of_its_stages_and_the_resources_of_one():
+    from orchestrator.backends.slurm.options import pack_parameters
+
+    params = stage_parameters("evaluate", {"cpus": 2, "mem_gb": 4, "timeout_min": 30}, {"pack": ["evaluate"], "evaluate": {"gpus": 1}})
+    assert params == {"time": 30, "cpus_per_task": 2, "gpus_per_node": 1, "mem": "4GB"}  # pack is no sbatch option
+    assert pack_parameters(params, 8) == {**params, "time": 240}
+    assert pack_parameters(params, 1) == params
+
+
+def test_packs_group_the_evaluations_of_one_model():
+    from orchestrator.backends.slurm.backend import packs
+    from orchestrator.stages import StageTask
+
+    def ev(key, train):
+        return StageTask(kind="evaluate", key=key, config={}, deps={"train": train})
+
+    tasks = [ev("a1", "A"), ev("b1", "B"), ev("a2", "A"), ev("b2", "B"), ev("a3", "A")]
+    assert [[t.key for t in u] for u in packs(tasks, ("evaluate",))] == [["a1", "a2", "a3"], ["b1", "b2"]]
+    assert [[t.key for t in u] for u in packs(tasks, ())] == [["a1"], ["b1"], ["a2"], ["b2"], ["a3"]]
+
+
+def test_sweep_plan_shows_the_packs_and_refuses_a_bad_pack(capsys):
+    from pathlib import Path
+
+    from orchestrator.__main__ import main
+
+    sweep = "name: s\ngrid: {style.mix: [true, false]}\ndomains: [C, B, M]\nbackend: {kind: slurm, slurm: {time: 10%s}}\n"
+    Path("s.yaml").write_text(sweep % "")
+    assert main(["sweep", "plan", "s.yaml", "--run-dir", "out"]) == 0
+    out = capsys.readouterr().out
+    assert "slurm: 9 stage(s) to run as 5 job(s); backend.slurm.pack: evaluate (6 stage(s) packed" in out  # 1 mine, 2 train, 2 packs
+    Path("s.yaml").write_text(sweep % ", pack: none")
+    assert main(["sweep", "plan", "s.yaml", "--run-dir", "out"]) == 0
+    assert "slurm: 9 stage(s) to run as 9 job(s) (backend.slurm.pack: none)" in capsys.readouterr().out
+    Path("s.yaml").write_text(sweep % ", pack: [train]")
+    rc = main(["sweep", "plan", "s.yaml", "--run-dir", "out"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "s.yaml: backend.slurm.pack: expected a list of stage kinds to pack" in err
+
+
+def test_a_pack_longer_than_the_partition_allows_is_cut_to_its_max_time(monkeypatch):
+    """8 stages of 1440 min would ask for 8 days; a partition with MaxTime 2 days gets 2 days (the pack is
+    requeued when it runs out), an unlimited one the whole 8 x 1440."""
+    import subprocess as sp
+
+    from orchestrator.backends.slurm import cluster
+    from orchestrator.backends.slurm.options import pack_parameters
+
+    text = (
+        "PartitionName=cpu Default=YES MaxTime=UNLIMITED State=UP TRES=cpu=2,mem=24105M\n"
+        "PartitionName=gpu Default=NO MaxTime=2-00:00:00 State=UP\n"
+        "PartitionName=gpu-long Default=NO MaxTime=4-00:00:00 State=UP\n"
+    )
+    monkeypatch.setattr(cluster, "_run", lambda cmd, timeout=60: sp.CompletedProcess(cmd, 0, text, ""))
+    assert cluster.max_time_min("gpu") == 2880
+    assert cluster.max_time_min("gpu,gpu-long") == 5760  # the job may run in either: the longer limit counts
+    assert cluster.max_time_min(None) is None and cluster.max_time_min("cpu") is None  # the default: unlimited
+    assert cluster.max_time_min("nope") is None
+    params = {"time": 1440, "cpus_per_task": 8}
+    assert pack_parameters(params, 8, cluster.max_time_min("gpu")) == {"time": 2880, "cpus_per_task": 8}
+    assert pack_parameters(params, 8, None)["time"] == 11520
+    assert pack_parameters({"time": 3000}, 8, 2880)["time"] == 3000  # never less than one stage's own time
+
+
+def test_the_backend_notes_a_pack_cut_short_once(monkeypatch, tmp_path):
+    from orchestrator.backends.slurm import backend as mod
+
+    monkeypatch.setattr(mod, "max_time_min", lambda partition: 2880)
+    notes: list[str] = []
+    backend = mod.SlurmBackend(tmp_path, notify=notes.append)
+    limits: dict = {}
+    for _ in range(3):  # one group per trained model: noted once
+        assert backend._pack_parameters("evaluate", {"time": 1440, "partition": "gpu"}, 8, limits)["time"] == 2880
+    assert len(notes) == 1 and "would ask for 11520 min (8 x time); partition gpu allows 2880 min" in notes[0]
+    assert backend._pack_parameters("evaluate", {"time": 30}, 8, limits)["time"] == 240 and len(notes) == 1

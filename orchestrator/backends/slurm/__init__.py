@@ -14,6 +14,12 @@ How a plan becomes jobs:
   running tasks (``--array=0-N%cap``). Where the cluster's ``MaxArraySize`` is
   smaller, the group is split into several arrays that share the cap
   (:func:`.sbatch.share_cap`), so the group as a whole still respects it.
+- Packs. Stages of a kind listed in ``backend.slurm.pack`` (default ``[evaluate]``) that read the
+  same inputs (one trained model's evaluations) run as one task of the array, one after another in
+  one process (:class:`.job.SlurmPack`): Python, torch and the model load once instead of once a
+  stage. Stage keys, artifacts, outcomes and records stay per stage; the pack's time limit is the
+  per-stage ``time`` times its size; a failed stage fails alone (the others are reported as they end,
+  the job ends FAILED). Only stages nothing depends on can be packed.
 - Dependencies are ``--dependency=afterok:<job>[_<task>]:…`` with
   ``--kill-on-invalid-dep=yes``, so the driver may exit right after submitting
   (``detach``): Slurm runs the DAG by itself and drops what can never run.

@@ -22,21 +22,24 @@ from orchestrator.backends.slurm.cluster import (
     TERMINAL_STATES,
     SlurmUnavailable,
     max_array_size,
+    max_time_min,
     query_states,
     slurm_available,
 )
-from orchestrator.backends.slurm.job import SlurmStage
+from orchestrator.backends.slurm.job import SlurmPack, SlurmStage
 from orchestrator.backends.slurm.options import (
     DEFAULT_ARRAY_PARALLELISM,
     array_parallelism,
+    pack_kinds,
+    pack_parameters,
     stage_parameters,
     validate_slurm_options,
 )
-from orchestrator.backends.slurm.records import cancel_jobs, jobs_path, load_jobs, read_outcome, slurm_status
+from orchestrator.backends.slurm.records import cancel_jobs, jobs_path, load_jobs, outcome_path, read_outcome, slurm_status
 from orchestrator.backends.slurm.sbatch import chunks, executor_parameters, share_cap
 from orchestrator.stages import STAGE_KINDS, EventFn, StageOutcome, StageTask
 
-__all__ = ["SlurmBackend", "absolute_path"]
+__all__ = ["SlurmBackend", "absolute_path", "packs"]
 
 
 def absolute_path(path: str | os.PathLike[str], what: str, notes: list[str] | None = None) -> Path:
@@ -52,6 +55,17 @@ def absolute_path(path: str | os.PathLike[str], what: str, notes: list[str] | No
         if notes is not None:
             notes.append(f"{what} {str(path)!r} is relative; using {p} (it must be on a filesystem the nodes share)")
     return p
+
+
+def packs(tasks: list[StageTask], kinds: tuple[str, ...] | list[str]) -> list[list[StageTask]]:
+    """``tasks`` (of one kind) as the units of one job each: a stage of a packed kind goes with the other
+    stages that read the same inputs (the same dependency keys: one trained model's evaluations), in
+    the given order; any other stage is a unit by itself."""
+    units: dict[Any, list[StageTask]] = {}
+    for t in tasks:
+        ident = ("pack", t.kind, tuple(sorted(t.deps.items()))) if t.kind in kinds else ("stage", t.key)
+        units.setdefault(ident, []).append(t)
+    return list(units.values())
 
 
 class SlurmBackend(Backend):
@@ -105,6 +119,7 @@ class SlurmBackend(Backend):
         self.lost_after_s = lost_after_s
         self._notify = notify or (lambda msg: print(f"famix: note: {msg}", file=sys.stderr))
         self.folder: Path | None = None  # this invocation's submitit folder
+        self._cut_short: set[tuple[str, int, str | None]] = set()  # packs noted as longer than their partition allows
 
     @classmethod
     def remote_workers(cls, options: Mapping[str, Any]) -> bool:
@@ -159,6 +174,9 @@ class SlurmBackend(Backend):
         outcome_dir = self.folder / "outcomes"
         outcome_dir.mkdir(parents=True, exist_ok=True)
         body = SlurmStage(retries=retries, outcome_dir=str(outcome_dir), fn=self.execute)
+        pack_body = SlurmPack(retries=retries, outcome_dir=str(outcome_dir), fn=self.execute)
+        packed = pack_kinds(self.options)
+        limits: dict[str | None, int | None] = {}  # partition -> its MaxTime, asked once per submission
         chunk = self.max_array_size if self.max_array_size is not None else max_array_size()
         chunk = max(1, chunk)
         default_cap = max_parallel or self.backend_max_parallel or DEFAULT_ARRAY_PARALLELISM
@@ -177,7 +195,10 @@ class SlurmBackend(Backend):
                 groups[(t.kind, json.dumps(params, sort_keys=True), dep_jobs)].append(t)
             for (kind, params_json, dep_jobs), group in groups.items():
                 params = json.loads(params_json)
-                parts = list(chunks(group, chunk))
+                units = packs(group, packed)  # one job each: a pack, or a single stage
+                if kind in packed:  # the time covers the largest pack, up to what the partition allows
+                    params = self._pack_parameters(kind, params, max(len(u) for u in units), limits)
+                parts = list(chunks(units, chunk))
                 shares = share_cap(array_parallelism(kind, self.options, default_cap), len(parts))
                 part_jobs: list[str] = []  # array job id of each part submitted so far
                 for part, (cap, wait_for) in zip(parts, shares):
@@ -188,37 +209,57 @@ class SlurmBackend(Backend):
                     )
                     ex.update_parameters(**p)
                     with ex.batch():
-                        subs = [ex.submit(body, t) for t in part]
+                        subs = [ex.submit(pack_body, u) if kind in packed else ex.submit(body, u[0]) for u in part]
                     now = time.time()
-                    for t, job in zip(part, subs):
-                        rec = {
-                            "key": t.key,
-                            "kind": t.kind,
-                            "name": t.name,
-                            "job_id": str(job.job_id),
-                            "array_job_id": str(job.job_id).split("_")[0],
-                            "folder": str(self.folder / "%j"),
-                            "outcome_dir": str(outcome_dir),
-                            "stdout": str(job.paths.stdout),
-                            "stderr": str(job.paths.stderr),
-                            "log_path": t.log_path,
-                            "deps": t.dep_keys(),
-                            "dependency": p.get("dependency"),
-                            "submitted_at": now,
-                        }
-                        records[t.key] = rec
-                        submitted_now.append(rec)
+                    for unit, job in zip(part, subs):
+                        for t in unit:
+                            rec = {
+                                "key": t.key,
+                                "kind": t.kind,
+                                "name": t.name,
+                                "job_id": str(job.job_id),
+                                "array_job_id": str(job.job_id).split("_")[0],
+                                "folder": str(self.folder / "%j"),
+                                "outcome_dir": str(outcome_dir),
+                                "stdout": str(job.paths.stdout),
+                                "stderr": str(job.paths.stderr),
+                                "log_path": t.log_path,
+                                "deps": t.dep_keys(),
+                                "dependency": p.get("dependency"),
+                                "submitted_at": now,
+                            }
+                            if kind in packed:
+                                rec["pack"] = [u.key for u in unit]  # the job's stages, in the order it runs them
+                            records[t.key] = rec
+                            submitted_now.append(rec)
                     part_jobs.append(str(subs[0].job_id).split("_")[0])
             done = {t.key for t in ready}
             pending = [t for t in pending if t.key not in done]
 
         jobs["stages"].update({k: {kk: vv for kk, vv in r.items() if kk != "adopted"} for k, r in records.items()})
         jobs["submissions"].append(
-            {"folder": str(self.folder), "submitted_at": time.time(), "n_jobs": len(submitted_now),
-             "array_job_ids": sorted({r["array_job_id"] for r in submitted_now})}
+            {"folder": str(self.folder), "submitted_at": time.time(), "n_jobs": len({r["job_id"] for r in submitted_now}),
+             "n_stages": len(submitted_now), "array_job_ids": sorted({r["array_job_id"] for r in submitted_now})}
         )  # fmt: skip
         atomic_write_json(jobs_path(self.sweep_dir), jobs, indent=2, sort_keys=True)
         return records
+
+    def _pack_parameters(
+        self, kind: str, params: dict[str, Any], size: int, limits: dict[str | None, int | None]
+    ) -> dict[str, Any]:
+        """:func:`~.options.pack_parameters` under the partition's ``MaxTime``; a pack cut short by it is noted."""
+        partition = params.get("partition")
+        if partition not in limits:
+            limits[partition] = max_time_min(partition)
+        p = pack_parameters(params, size, limits[partition])
+        if p["time"] < int(params["time"]) * size and (kind, size, partition) not in self._cut_short:
+            self._cut_short.add((kind, size, partition))
+            self._notify(
+                f"a pack of {size} {kind} stages would ask for {int(params['time']) * size} min ({size} x time); "
+                f"partition {partition or '(default)'} allows {limits[partition]} min: a pack that runs out of time "
+                f"is requeued (up to {self.max_num_timeout} times) and runs the stages it has not finished"
+            )
+        return p
 
     # ----------------------------------------------------------------- run / wait
 
@@ -251,21 +292,34 @@ class SlurmBackend(Backend):
     def wait(
         self, tasks: Mapping[str, StageTask], records: Mapping[str, dict[str, Any]], emit: EventFn
     ) -> dict[str, StageOutcome]:
-        """Poll Slurm until every job has ended; emit start/done/failed events as they happen."""
+        """Poll Slurm until every job has ended; emit start/done/failed events as they happen.
+
+        A stage of a pack is over as soon as the pack's job wrote its outcome, while the job goes on
+        with the next ones; only the stage the job is running counts as started.
+        """
         outcomes: dict[str, StageOutcome] = {}
         started: set[str] = set()
         first_seen_missing: dict[str, float] = {}
+        cancelled_jobs: set[str] = set()  # a pack's stages share their job: cancel it once
         try:
             while len(outcomes) < len(records):
                 live = {k: r for k, r in records.items() if k not in outcomes}
                 states = query_states(r["job_id"] for r in live.values())
                 now = time.time()
+                running_in_pack: dict[str, str | None] = {}  # job id -> the stage its pack is running
                 for key, rec in live.items():
                     task = tasks[key]
                     state = states.get(rec["job_id"], "UNKNOWN")
+                    if rec.get("pack"):
+                        written = read_outcome(rec)
+                        if written is not None:  # over, whatever the pack's job does next
+                            outcomes[key] = self._final_outcome(task, rec, state, written)
+                            emit(_event(outcomes[key]), task, outcomes[key])
+                            continue
                     failed_dep = next((d for d in task.dep_keys() if d in outcomes and outcomes[d].status == "failed"), None)
                     if failed_dep is not None and state not in ("RUNNING", "COMPLETED", "COMPLETING"):
-                        if state in ACTIVE_STATES:
+                        if state in ACTIVE_STATES and rec["job_id"] not in cancelled_jobs:
+                            cancelled_jobs.add(rec["job_id"])
                             self._cancel_job(rec)
                         outcomes[key] = StageOutcome(
                             key=key, status="failed", error=f"dependency {failed_dep} failed",
@@ -274,8 +328,11 @@ class SlurmBackend(Backend):
                         emit("failed", task, outcomes[key])
                         continue
                     if state == "RUNNING" and key not in started:
-                        started.add(key)
-                        emit("start", task, None)
+                        if rec.get("pack") and rec["job_id"] not in running_in_pack:
+                            running_in_pack[rec["job_id"]] = _running_in_pack(rec)
+                        if not rec.get("pack") or running_in_pack[rec["job_id"]] == key:
+                            started.add(key)
+                            emit("start", task, None)
                     if state == "UNKNOWN":
                         t0 = first_seen_missing.setdefault(key, now)
                         if now - t0 < self.lost_after_s:
@@ -288,9 +345,8 @@ class SlurmBackend(Backend):
                         # before that dependency's own end is seen: settle the dependency first, so
                         # this stage reads "dependency <key> failed" rather than "cancelled".
                         continue
-                    outcome = self._final_outcome(task, rec, state)
-                    outcomes[key] = outcome
-                    emit(outcome.status if outcome.status in ("done", "failed", "cancelled") else "done", task, outcome)
+                    outcomes[key] = self._final_outcome(task, rec, state)
+                    emit(_event(outcomes[key]), task, outcomes[key])
                 if len(outcomes) < len(records):
                     time.sleep(self.poll_s)
         except KeyboardInterrupt:
@@ -301,10 +357,17 @@ class SlurmBackend(Backend):
             raise
         return outcomes
 
-    def _final_outcome(self, task: StageTask, rec: Mapping[str, Any], state: str) -> StageOutcome:
-        outcome = read_outcome(rec)
+    def _final_outcome(
+        self, task: StageTask, rec: Mapping[str, Any], state: str, outcome: StageOutcome | None = None
+    ) -> StageOutcome:
+        """The stage's outcome from its job's state and the outcome the job wrote (``outcome``, else read).
+
+        A single stage's outcome counts once its job COMPLETED. A stage of a pack that ended well counts
+        whatever the job does next: the job of a pack where another stage failed ends FAILED.
+        """
+        outcome = outcome if outcome is not None else read_outcome(rec)
         logs = f"slurm job {rec['job_id']}; logs: {rec['stdout']} {rec['stderr']}"
-        if state == "COMPLETED" and outcome is not None:
+        if outcome is not None and (state == "COMPLETED" or (rec.get("pack") and outcome.status != "failed")):
             return dataclasses.replace(outcome, job_id=rec["job_id"])
         if state == "CANCELLED" and outcome is None:
             return StageOutcome(key=task.key, status="cancelled", job_id=rec["job_id"], log_path=rec.get("log_path"),
@@ -330,20 +393,38 @@ class SlurmBackend(Backend):
 
     @classmethod
     def status(cls, sweep_dir: str | os.PathLike[str]) -> list[str]:
-        """Slurm's view of the sweep's recorded stages (squeue / sacct): a count per state, then the
-        jobs that failed or have not completed; nothing when the sweep never submitted to Slurm."""
+        """Slurm's view of the sweep's recorded stages (squeue / sacct): a count of jobs per state (and of
+        stages, where packs hold several), then the stages that failed or whose job has not completed;
+        nothing when the sweep never submitted to Slurm."""
         if not jobs_path(Path(sweep_dir)).is_file():
             return []
         rows = slurm_status(sweep_dir)
+        job_states = {r["job_id"]: r["state"] for r in rows}
         states: dict[str, int] = {}
+        for state in job_states.values():
+            states[state] = states.get(state, 0) + 1
+        stages = f" ({len(rows)} stages)" if len(rows) != len(job_states) else ""
+        lines = ["slurm jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + stages]
         for r in rows:
-            states[r["state"]] = states.get(r["state"], 0) + 1
-        lines = ["slurm jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))]
-        for r in rows:
-            if r["status"] == "failed" or r["state"] not in ("COMPLETED", "UNKNOWN"):
+            ended_well = r["status"] in ("done", "cached")  # a stage of a pack whose job failed on another one
+            if r["status"] == "failed" or (r["state"] not in ("COMPLETED", "UNKNOWN") and not ended_well):
                 failed = f" (failed; log {r['stderr']})" if r["status"] == "failed" else ""
                 lines.append(f"  {r['name']}: job {r['job_id']} {r['state']}{failed}")
         return lines
+
+
+def _event(outcome: StageOutcome) -> str:
+    """The progress event of a settled stage (``cached`` reads as ``done``)."""
+    return outcome.status if outcome.status in ("done", "failed", "cancelled") else "done"
+
+
+def _running_in_pack(rec: Mapping[str, Any]) -> str | None:
+    """The stage a running pack's job is on: the first of its stages with no outcome written yet."""
+    for key in rec.get("pack") or ():
+        path = outcome_path(rec, key)
+        if path is None or not path.is_file():
+            return key
+    return None
 
 
 def _tail(path: str | None, lines: int = 5) -> str:

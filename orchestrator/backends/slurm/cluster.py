@@ -1,5 +1,5 @@
-"""Asking Slurm: are its commands here and does the controller answer, how large may an array be,
-what state is each job in (squeue for live jobs, sacct for finished ones)."""
+"""Asking Slurm: are its commands here and does the controller answer, how large may an array be, how
+long may a job run, what state is each job in (squeue for live jobs, sacct for finished ones)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from typing import Iterable
 
 from famix_core.errors import FamixError
 
-__all__ = ["ACTIVE_STATES", "TERMINAL_STATES", "SlurmUnavailable", "slurm_available", "max_array_size", "query_states"]
+__all__ = [
+    "ACTIVE_STATES",
+    "TERMINAL_STATES",
+    "SlurmUnavailable",
+    "slurm_available",
+    "max_array_size",
+    "max_time_min",
+    "query_states",
+]
 
 ACTIVE_STATES = frozenset(
     {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
@@ -55,6 +63,34 @@ def max_array_size() -> int:
             except ValueError:
                 break
     return 1001  # Slurm's default
+
+
+def max_time_min(partition: str | None = None) -> int | None:
+    """The ``MaxTime`` of ``partition`` in minutes (``scontrol show partition``).
+
+    Args:
+        partition: a partition, several joined by ``,`` (the longest of their limits counts: the job may
+            run in any of them), or None for the cluster's default partition.
+
+    Returns:
+        Minutes, or None when the limit is ``UNLIMITED`` or cannot be read.
+    """
+    from orchestrator.backends.slurm.options import parse_time_min
+
+    try:
+        out = _run(["scontrol", "show", "partition", "-o"], timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    wanted = set(partition.split(",")) if partition else None
+    limits: list[int] = []
+    for line in out.splitlines():
+        fields = dict(f.partition("=")[::2] for f in line.split())
+        if (fields.get("PartitionName") in wanted) if wanted else (fields.get("Default") == "YES"):
+            try:
+                limits.append(parse_time_min(fields.get("MaxTime", "UNLIMITED")))
+            except ValueError:  # UNLIMITED, INFINITE, or nothing readable: no limit known
+                return None
+    return max(limits) if limits else None
 
 
 def query_states(job_ids: Iterable[str]) -> dict[str, str]:

@@ -1,5 +1,6 @@
-"""The body of every Slurm job (:class:`SlurmStage`): run one stage, retry it, record its outcome, and
-route SIGUSR2 (preemption, time limit) through a running training before submitit requeues the job."""
+"""The body of every Slurm job: run one stage (:class:`SlurmStage`) or several that read the same input,
+one after another (:class:`SlurmPack`), retry each, record each outcome, and route SIGUSR2 (preemption,
+time limit) through a running training before submitit requeues the job."""
 
 from __future__ import annotations
 
@@ -14,16 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from famix_core.io import atomic_write_json
+from orchestrator.backends.slurm.records import read_outcome
 from orchestrator.stages import StageOutcome, StageTask
 
 if TYPE_CHECKING:
     from orchestrator.execute import StopRequest
 
-__all__ = ["SlurmStage", "StageFailed"]
+__all__ = ["SlurmStage", "SlurmPack", "StageFailed"]
 
 
 class StageFailed(RuntimeError):
-    """Raised inside a job when its stage failed for good, so Slurm marks the job FAILED."""
+    """Raised inside a job when its stage (or a stage of its pack) failed for good, so Slurm marks the job FAILED."""
 
 
 @dataclasses.dataclass
@@ -51,22 +53,33 @@ class SlurmStage:
 
     def __call__(self, task: StageTask) -> StageOutcome:
         """Run ``task`` up to ``1 + retries`` times; raise :class:`StageFailed` when every attempt failed."""
-        from famix_core.errors import TrainingInterrupted
         from orchestrator.execute import StopRequest
 
         stop = StopRequest()
         requeue = _defer_requeue_to_training(stop)
         with _checkpoint_on_cancel(stop) as cancelled:
-            try:
-                return self._attempts(task, stop)
-            except TrainingInterrupted as e:  # a signal reached a training: its checkpoint is saved
-                print(f"[famix] {task.kind} {task.key[:12]}: {e}", flush=True)
-                if cancelled.is_set():  # `famix sweep cancel`: stop here; a later run resumes
-                    outcome = StageOutcome(task.key, "cancelled", error=str(e), log_path=task.log_path or None, job_id=_env_job_id())
-                    self._write_outcome(outcome)
-                    return outcome
-                requeue(signal.SIGUSR2, None)  # preemption, time limit: checkpoint() -> requeue -> exit
-                raise
+            outcome = self._run(task, stop, cancelled, requeue)
+        if outcome.status == "failed":
+            raise StageFailed(f"stage {task.kind} {task.key} failed after {outcome.attempts} attempt(s): {outcome.error}")
+        return outcome
+
+    def _run(
+        self, task: StageTask, stop: StopRequest, cancelled: threading.Event, requeue: Callable[[int, Any], Any]
+    ) -> StageOutcome:
+        """One stage, its attempts and its outcome file; a signal that reached a training ends it
+        ``cancelled`` (``famix sweep cancel``) or requeues the job (preemption, time limit)."""
+        from famix_core.errors import TrainingInterrupted
+
+        try:
+            return self._attempts(task, stop)
+        except TrainingInterrupted as e:  # a signal reached a training: its checkpoint is saved
+            print(f"[famix] {task.kind} {task.key[:12]}: {e}", flush=True)
+            if cancelled.is_set():  # `famix sweep cancel`: stop here; a later run resumes
+                outcome = StageOutcome(task.key, "cancelled", error=str(e), log_path=task.log_path or None, job_id=_env_job_id())
+                self._write_outcome(outcome)
+                return outcome
+            requeue(signal.SIGUSR2, None)  # preemption, time limit: checkpoint() -> requeue -> exit
+            raise
 
     def _write_outcome(self, outcome: StageOutcome) -> None:
         """``<outcome_dir>/<key>.json``, atomically: what the driver reads back (records.read_outcome)."""
@@ -102,8 +115,6 @@ class SlurmStage:
             log_path=outcome.log_path or task.log_path or None,
         )  # fmt: skip
         self._write_outcome(outcome)
-        if outcome.status == "failed":
-            raise StageFailed(f"stage {task.kind} {task.key} failed after {attempts} attempt(s): {outcome.error}")
         return outcome
 
     def checkpoint(self, task: StageTask) -> Any:
@@ -117,6 +128,54 @@ class SlurmStage:
 
         print(f"[famix] {task.kind} {task.key[:12]}: preempted or timed out; requeueing", flush=True)
         return DelayedSubmission(self, task)
+
+
+@dataclasses.dataclass
+class SlurmPack(SlurmStage):
+    """The body of a job that runs several stages reading the same input (the evaluations of one trained
+    model), one after another in one process: Python, torch and the model are loaded once, not once a stage.
+
+    Each stage is run, retried and recorded as :class:`SlurmStage` does it (``<outcome_dir>/<key>.json``
+    as soon as it is over, so the driver reports it while the job goes on); a failed stage does not stop
+    the others. Once all have run, :class:`StageFailed` is raised if any failed, so Slurm marks the job
+    FAILED. A requeued pack (preemption, time limit) starts again from its first stage: a stage whose
+    outcome this job already wrote keeps it and is not run again.
+    """
+
+    def __call__(self, tasks: list[StageTask]) -> list[StageOutcome]:  # type: ignore[override]
+        """Run every stage of ``tasks`` in turn; raise :class:`StageFailed` once all ran if any failed."""
+        from orchestrator.execute import StopRequest, sharing_inputs
+
+        stop = StopRequest()
+        requeue = _defer_requeue_to_training(stop)
+        outcomes: list[StageOutcome] = []
+        with _checkpoint_on_cancel(stop) as cancelled, sharing_inputs(tasks):
+            for i, task in enumerate(tasks):
+                earlier = read_outcome({"outcome_dir": self.outcome_dir, "key": task.key}) if self.outcome_dir else None
+                if earlier is not None:  # this job ran it before it was requeued
+                    print(f"[famix] {task.kind} {task.key[:12]} ({task.name}): {earlier.status} before the requeue", flush=True)
+                    outcomes.append(earlier)
+                    continue
+                outcomes.append(self._run(task, stop, cancelled, requeue))
+                if outcomes[-1].status == "cancelled":  # `famix sweep cancel`: the rest of the pack does not start
+                    for rest in tasks[i + 1 :]:
+                        outcome = StageOutcome(rest.key, "cancelled", error="cancelled before it started (its pack was cancelled)",
+                                               log_path=rest.log_path or None, job_id=_env_job_id())  # fmt: skip
+                        self._write_outcome(outcome)
+                        outcomes.append(outcome)
+                    break
+        failed = [(t, o) for t, o in zip(tasks, outcomes) if o.status == "failed"]
+        if failed:
+            names = ", ".join(f"{t.kind} {t.key[:12]}" for t, _ in failed)
+            raise StageFailed(f"{len(failed)} of {len(tasks)} stage(s) of the pack failed ({names}): {failed[0][1].error}")
+        return outcomes
+
+    def checkpoint(self, tasks: list[StageTask]) -> Any:  # type: ignore[override]
+        """Requeue the whole pack (called by submitit on preemption / timeout); its finished stages are kept."""
+        from submitit.helpers import DelayedSubmission
+
+        print(f"[famix] pack of {len(tasks)} stage(s) from {tasks[0].key[:12]}: preempted or timed out; requeueing", flush=True)
+        return DelayedSubmission(self, tasks)
 
 
 def _defer_requeue_to_training(stop: StopRequest) -> Callable[[int, Any], Any]:

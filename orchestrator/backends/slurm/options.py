@@ -19,6 +19,7 @@ The block::
         reservation: maint        # also qos, account; partition and reservation may list several: a,b
         additional: {exclude: "node[01-02]"}   # any other sbatch --option
         array_parallelism: 8      # at most this many tasks of one array run at once
+        pack: [evaluate]          # the default: a trained model's evaluations run as one job ([] / none: off)
         train: {time: "12:00:00"} # per stage kind overrides (mine | train | evaluate)
 """
 
@@ -34,6 +35,8 @@ from orchestrator.stages import STAGE_KINDS
 __all__ = [
     "SLURM_OPTIONS",
     "DEFAULT_ARRAY_PARALLELISM",
+    "PACKABLE_KINDS",
+    "DEFAULT_PACK",
     "RESERVED_SBATCH_OPTIONS",
     "SlurmOptionError",
     "validate_slurm_options",
@@ -41,6 +44,8 @@ __all__ = [
     "parse_mem_gb",
     "stage_parameters",
     "array_parallelism",
+    "pack_kinds",
+    "pack_parameters",
     "sanitize_job_name",
 ]
 
@@ -56,12 +61,22 @@ SLURM_OPTIONS: tuple[str, ...] = (
     "reservation",
     "additional",
     "array_parallelism",
+    "pack",
 )
-"""Keys of ``backend.slurm`` (and of its per stage kind overrides)."""
+"""Keys of ``backend.slurm`` (and, all but ``pack``, of its per stage kind overrides)."""
 
 DEFAULT_ARRAY_PARALLELISM = 32
 """Tasks of one array running at once when neither ``--max-parallel``, ``backend.max_parallel`` nor
 ``backend.slurm.array_parallelism`` says (the sweep schema's default too; docs/slurm.md)."""
+
+PACKABLE_KINDS: tuple[str, ...] = ("evaluate",)
+"""Stage kinds ``backend.slurm.pack`` may name. A pack is one job, so a stage that depends on one stage
+of a pack waits for all of them and is dropped when any of them fails: only stages nothing depends on
+(evaluations) can be packed without changing which stages run."""
+
+DEFAULT_PACK: tuple[str, ...] = ("evaluate",)
+"""``backend.slurm.pack`` when the block does not say: the evaluations of one trained model run as one
+job that loads the weights once, instead of one job each paying Python, torch and the model build."""
 
 RESERVED_SBATCH_OPTIONS: tuple[str, ...] = (
     "array",
@@ -206,6 +221,19 @@ def _additional(value: Any) -> dict[str, Any]:
     return out
 
 
+def _pack(value: Any) -> tuple[str, ...]:
+    """The stage kinds to pack: a list of them, one as a string, or ``[]`` / ``none`` / ``false`` / null (off)."""
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() == "none"):
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(k, str) and k in PACKABLE_KINDS for k in items):
+        raise ValueError(
+            f"expected a list of stage kinds to pack ({', '.join(PACKABLE_KINDS)}; only a stage nothing depends on "
+            f"can be packed), or none / [] / false to turn packing off, got {value!r}"
+        )
+    return tuple(dict.fromkeys(items))
+
+
 _CHECKS = {
     "partition": _slurm_name(_NAME_LIST, r"[A-Za-z0-9_.,-]", "partition (letters, digits, '_', '.', '-'; several joined by ',')"),
     "time": parse_time_min,
@@ -218,6 +246,7 @@ _CHECKS = {
     "reservation": _slurm_name(_NAME_LIST, r"[A-Za-z0-9_.,-]", "reservation (letters, digits, '_', '.', '-'; several joined by ',')"),
     "additional": _additional,
     "array_parallelism": lambda v: _positive_int(v, 1),
+    "pack": _pack,
 }
 
 
@@ -235,6 +264,9 @@ def _check_block(block: Any, prefix: str, source: str, allow_kinds: bool) -> dic
             continue
         if key not in _CHECKS:
             raise SlurmOptionError(f"{where}: unknown option ({_close(str(key), valid)}valid: {', '.join(valid)})")
+        if key == "pack" and not allow_kinds:
+            kinds = ", ".join(PACKABLE_KINDS)
+            raise SlurmOptionError(f"{where}: not a per stage kind option; set backend.slurm.pack (a list of stage kinds: {kinds})")
         try:
             out[key] = _CHECKS[key](value)
         except ValueError as e:
@@ -293,7 +325,7 @@ def stage_parameters(kind: str, resources: Mapping[str, Any] | None, options: Ma
     additional: dict[str, Any] = {}
     for layer in (checked, checked.get(kind, {})):
         for key, value in layer.items():
-            if key in STAGE_KINDS or key == "array_parallelism":
+            if key in STAGE_KINDS or key in ("array_parallelism", "pack"):
                 continue
             if key == "additional":
                 additional.update(value)
@@ -319,6 +351,35 @@ def array_parallelism(kind: str, options: Mapping[str, Any] | None, default: int
     checked = _check_block(options or {}, "backend.slurm", "sweep", allow_kinds=True)
     value = checked.get(kind, {}).get("array_parallelism", checked.get("array_parallelism", default))
     return max(1, int(value))
+
+
+def pack_kinds(options: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The stage kinds whose stages that read the same input run as one job (``backend.slurm.pack``).
+
+    Args:
+        options: the ``backend.slurm`` block (validated here again).
+
+    Returns:
+        :data:`DEFAULT_PACK` when the block does not set ``pack``; ``()`` when packing is off.
+    """
+    checked = _check_block(options or {}, "backend.slurm", "sweep", allow_kinds=True)
+    return checked["pack"] if "pack" in checked else DEFAULT_PACK
+
+
+def pack_parameters(params: Mapping[str, Any], size: int, limit: int | None = None) -> dict[str, Any]:
+    """:func:`stage_parameters` of a job that runs ``size`` stages one after another.
+
+    The time limit is the per-stage ``time`` times ``size`` (each stage keeps its own budget), but no more
+    than ``limit`` (the partition's ``MaxTime``, minutes), where it is longer than one stage's: a pack
+    that runs out of time is requeued and runs the stages it has not finished. CPUs, memory and GPUs
+    stay those of one stage, since the stages do not run at once.
+    """
+    p = dict(params)
+    per_stage = int(p["time"])
+    p["time"] = per_stage * max(1, int(size))
+    if limit is not None and p["time"] > limit:
+        p["time"] = max(per_stage, int(limit))
+    return p
 
 
 def sanitize_job_name(*parts: str, limit: int = 64) -> str:

@@ -1,5 +1,9 @@
 """The sweep's Slurm job records (``<sweep dir>/slurm/jobs.json``) and what can be read or done from them
-in any process: each stage's outcome, a status row per stage, cancelling what is still queued or running."""
+in any process: each stage's outcome, a status row per stage, cancelling what is still queued or running.
+
+There is one record per stage. The stages of a pack (``backend.slurm.pack``) share one job: their records
+hold the same ``job_id`` and list the pack's stage keys in run order (``pack``); each stage still has
+its own outcome file."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from famix_core.errors import FamixError
 from orchestrator.backends.slurm.cluster import ACTIVE_STATES, SlurmUnavailable, query_states, slurm_available
 from orchestrator.stages import StageOutcome
 
-__all__ = ["JOBS_FILE", "jobs_path", "load_jobs", "read_outcome", "slurm_status", "cancel_jobs"]
+__all__ = ["JOBS_FILE", "jobs_path", "load_jobs", "outcome_path", "read_outcome", "slurm_status", "cancel_jobs"]
 
 JOBS_FILE = "jobs.json"
 
@@ -65,7 +69,7 @@ def slurm_status(sweep_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 def cancel_jobs(sweep_dir: str | os.PathLike[str], grace_s: float = 60.0) -> int:
-    """Cancel the sweep's queued and running jobs; returns how many.
+    """Cancel the sweep's queued and running jobs; returns how many jobs (a pack's stages share one).
 
     Running training jobs first get ``scancel --signal=USR1`` (:data:`~orchestrator.backends.slurm.job.CANCEL_SIGNAL`):
     a training checkpoints the iteration it is in and its job ends by itself (waited for up to
@@ -83,7 +87,8 @@ def cancel_jobs(sweep_dir: str | os.PathLike[str], grace_s: float = 60.0) -> int
     if reason:
         raise SlurmUnavailable(f"cannot cancel the jobs of {sweep_dir}: {reason}")
     states = query_states(r["job_id"] for r in stages.values())
-    live = [r for r in stages.values() if states.get(r["job_id"]) in ACTIVE_STATES | {"UNKNOWN"}]
+    by_job = {r["job_id"]: r for r in stages.values()}  # one record per job: the stages of a pack share theirs
+    live = [r for r in by_job.values() if states.get(r["job_id"]) in ACTIVE_STATES | {"UNKNOWN"}]
     running = [r["job_id"] for r in live if states.get(r["job_id"]) == "RUNNING" and r.get("kind") == "train"]
     if running:
         subprocess.run(["scancel", "--signal=USR1", *running], capture_output=True, check=False)
@@ -100,10 +105,17 @@ def cancel_jobs(sweep_dir: str | os.PathLike[str], grace_s: float = 60.0) -> int
     return sum(1 for r in live if states.get(r["job_id"]) in ACTIVE_STATES)
 
 
+def outcome_path(rec: Mapping[str, Any], key: str | None = None) -> Path | None:
+    """Where the job of record ``rec`` writes the outcome of stage ``key`` (default: the record's own)."""
+    if not rec.get("outcome_dir"):
+        return None
+    return Path(rec["outcome_dir"]) / f"{key or rec.get('key', '')}.json"
+
+
 def read_outcome(rec: Mapping[str, Any]) -> StageOutcome | None:
     """The :class:`StageOutcome` a job wrote beside its logs, or None (not written yet, unreadable)."""
-    path = Path(rec.get("outcome_dir", "")) / f"{rec.get('key', '')}.json"
-    if not rec.get("outcome_dir") or not path.is_file():
+    path = outcome_path(rec)
+    if path is None or not path.is_file():
         return None
     try:
         data = json.loads(path.read_text())
