@@ -273,7 +273,10 @@ def test_interrupting_a_ray_sweep_checkpoints_the_running_training(tmp_path):
     run_dir = tmp_path / "runs"
     cmd = [sys.executable, "-m", "orchestrator", "sweep", "run", str(sweep), "--run-dir", str(run_dir),
            f"data.root={tmp_path / 'data'}", "train.iterations=5000", "train.checkpoint_every=100000"]  # overrides beat the profile
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # A terminal's Ctrl-C: SIGINT at its default disposition in the driver, whatever the test runner
+    # inherited (a shell's background job, `make test &`, starts with SIGINT ignored, and so would the driver).
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         deadline = time.time() + 300
         logs = run_dir / "intr" / "logs"
