@@ -187,15 +187,12 @@ def report_sweep_info(arg: str, profile: str | None, run_dir: str | None = None)
 
 def _sync_before_report(path: Path, profile: str | None, run_dir: str) -> None:
     """Ingest the finished stages into MLflow; a failure is a one-line note (the report still reads MLflow)."""
-    import sys
-
-    from orchestrator.driver import prepare, sync_tracking
+    from orchestrator.driver import prepare, quietly, sync_tracking
 
     def no_check(cfg: Any) -> None:
         return None
 
-    try:
-        plan = prepare(path, profile=profile, run_dir=run_dir, check_data=no_check, check_weights=no_check, writable=False)
-        sync_tracking(plan)
-    except Exception as e:  # noqa: BLE001 — the report goes on with what MLflow has
-        print(f"famix: note: MLflow ingestion of finished stages skipped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
+    def sync() -> None:
+        sync_tracking(prepare(path, profile=profile, run_dir=run_dir, check_data=no_check, check_weights=no_check, writable=False))
+
+    quietly("MLflow ingestion of finished stages", sync)

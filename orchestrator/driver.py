@@ -32,7 +32,7 @@ from orchestrator.stages import StageOutcome, StageTask
 from orchestrator.store import atomic_write_text
 from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
 
-__all__ = ["prepare", "run_plan", "RunOptions", "SweepResult", "sweep_status", "cancel_sweep", "stage_tasks", "sync_tracking", "tracking_writer"]
+__all__ = ["prepare", "run_plan", "RunOptions", "SweepResult", "sweep_status", "cancel_sweep", "stage_tasks", "sync_tracking", "tracking_writer", "quietly"]
 
 
 def prepare(
@@ -102,8 +102,8 @@ def _fingerprint(plan: Plan, uri: str, experiment: str) -> str:
     return canonical_hash([plan.to_json(), uri, experiment])
 
 
-def _quietly(what: str, fn: Any, *args: Any) -> Any:
-    """Run an extra (MLflow parent-run content); a failure is a one-line note, never a failed sweep."""
+def quietly(what: str, fn: Any, *args: Any) -> Any:
+    """Run an extra (MLflow parent-run content, ingestion); a failure is a one-line note on stderr, never a failed command."""
     try:
         return fn(*args)
     except Exception as e:  # noqa: BLE001
@@ -224,7 +224,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             console.print(f"removed {stale} half-written stage folder(s) left in {plan.store.root / '.tmp'} by killed workers", highlight=False)
         tracker = open_tracker(plan)
         parent, runs = ensure_runs(plan, tracker, backend_name)
-        _quietly("parent run description", describe_parent, plan, tracker, parent, backend_name)
+        quietly("parent run description", describe_parent, plan, tracker, parent, backend_name)
         resources = {k: v.model_dump() for k, v in rs.backend.resources.items()}
         driver_writes = tracking_writer(rs.tracking.writer, tracker.uri, backend_cls, rs.backend.model_dump()) == "driver"
         tasks = stage_tasks(plan, status, runs, None if driver_writes else tracker.uri, resources)
@@ -287,7 +287,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             table, table_json = render_markdown(report_table), table_to_json(report_table)
         print_table(console, table, table_json)
         if report_table is not None:
-            report = _quietly("report on the MLflow parent run", publish_results, plan, tracker, parent, results, report_table, table, backend_name)
+            report = quietly("report on the MLflow parent run", publish_results, plan, tracker, parent, results, report_table, table, backend_name)
         console.print(f"results: {csv_path}  (MLflow: {tracker.uri}, experiment {rs.tracking.experiment or rs.name})", highlight=False)
         if report is not None:
             console.print(f"report: {report} (tables, figures; also on the MLflow parent run)", highlight=False)
@@ -314,7 +314,7 @@ def _ingesting(on_event: Any, plan: Plan, tracker: Any, runs: dict[str, str]) ->
     def handler(event: str, task: StageTask, outcome: StageOutcome | None) -> None:
         on_event(event, task, outcome)
         if event == "done" and task.key in plan.stages:
-            _quietly("MLflow metrics of a finished stage", ingest, plan, tracker, runs, list(plan.stages[task.key].trials))
+            quietly("MLflow metrics of a finished stage", ingest, plan, tracker, runs, list(plan.stages[task.key].trials))
 
     return handler
 
@@ -371,7 +371,7 @@ def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
 
     console = console or make_console()
     counts = print_plan(plan, console)
-    _quietly("MLflow ingestion of finished stages", sync_tracking, plan, console)
+    quietly("MLflow ingestion of finished stages", sync_tracking, plan, console)
 
     info = running_driver(plan.sweep_dir)
     if info is not None:

@@ -197,19 +197,12 @@ class Tracker:
         with_retry(self.client.log_text, run_id, text, artifact_file)
 
     def has_artifacts(self, run_id: str, path: str) -> bool:
-        """Whether the run has artifacts under ``path``; a store that says the path does not exist means no
-        (any other error, e.g. an unreachable server, is raised)."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return bool(with_retry(self.client.list_artifacts, run_id, path))
-        except MlflowException as e:
-            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-            return False
+        """Whether the run has artifacts under ``path`` (see :meth:`artifact_names`)."""
+        return bool(self.artifact_names(run_id, path))
 
     def artifact_names(self, run_id: str, path: str) -> set[str]:
-        """File names under the run's artifact folder ``path`` (empty when there is none)."""
+        """File names under the run's artifact folder ``path``; a store that says the path does not exist
+        means none (any other error, e.g. an unreachable server, is raised)."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -533,6 +526,11 @@ def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, 
     return parent, runs
 
 
+def _trial_runs(plan: Plan, tracker: Any) -> dict[str, Any]:
+    """The sweep's trial runs in MLflow, by run id."""
+    return {r.info.run_id: r for r in tracker.find({schema.TAG_SWEEP: plan.name, schema.TAG_ROLE: schema.ROLE_TRIAL})}
+
+
 def read_history(path: Path) -> list[tuple[int, int, dict[str, float]]]:
     """A stage's :data:`~orchestrator.stages.HISTORY_FILE` as ``(step, ts, metrics)`` rows; a metric's
     first value at a step wins (a resumed training logs again the steps after its checkpoint, and its
@@ -556,7 +554,7 @@ def read_history(path: Path) -> list[tuple[int, int, dict[str, float]]]:
     return rows
 
 
-def ingest(plan: Plan, tracker: Any, runs: dict[str, str], trials: list[str] | None = None) -> int:
+def ingest(plan: Plan, tracker: Any, runs: dict[str, str], trials: list[str] | None = None, existing: dict[str, Any] | None = None) -> int:
     """Log into the trial runs what the store has and MLflow lacks; returns how many runs got something.
 
     Idempotent: evaluation metrics are compared with the run's; a stage's history is logged once
@@ -567,10 +565,12 @@ def ingest(plan: Plan, tracker: Any, runs: dict[str, str], trials: list[str] | N
 
     Args:
         trials: ids of the trials to look at (default: all of the plan's).
+        existing: the sweep's trial runs by run id, when the caller has just read them (default: read here).
     """
     store = plan.store
     wanted = set(trials) if trials is not None else None
-    existing = {r.info.run_id: r for r in tracker.find({schema.TAG_SWEEP: plan.name, schema.TAG_ROLE: schema.ROLE_TRIAL})}
+    if existing is None:
+        existing = _trial_runs(plan, tracker)
     touched = 0
     for trial in plan.trials:
         if wanted is not None and trial.id not in wanted:
@@ -643,8 +643,8 @@ def _ingest_artifacts(plan: Plan, tracker: Any, run_id: str, ts: Any) -> int:
 def finalize_runs(plan: Plan, tracker: Any, parent: str, runs: dict[str, str], failed: set[str]) -> dict[str, str]:
     """:func:`ingest` what MLflow lacks, set ``famix.status`` and end the runs; returns trial -> status."""
     store = plan.store
-    ingest(plan, tracker, runs)
-    existing = {r.info.run_id: r for r in tracker.find({schema.TAG_SWEEP: plan.name, schema.TAG_ROLE: schema.ROLE_TRIAL})}
+    existing = _trial_runs(plan, tracker)  # ingesting changes no run's status: read once
+    ingest(plan, tracker, runs, existing=existing)
     statuses: dict[str, str] = {}
     for trial in plan.trials:
         ts = plan.trial_stages[trial.id]

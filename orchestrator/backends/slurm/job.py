@@ -11,11 +11,10 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from famix_core.io import atomic_write_json
-from orchestrator.backends.slurm.records import read_outcome
+from orchestrator.backends.slurm.records import outcome_path, read_outcome
 from orchestrator.stages import StageOutcome, StageTask
 
 if TYPE_CHECKING:
@@ -83,8 +82,9 @@ class SlurmStage:
 
     def _write_outcome(self, outcome: StageOutcome) -> None:
         """``<outcome_dir>/<key>.json``, atomically: what the driver reads back (records.read_outcome)."""
-        if self.outcome_dir:
-            atomic_write_json(Path(self.outcome_dir) / f"{outcome.key}.json", dataclasses.asdict(outcome), indent=2, sort_keys=True)
+        path = outcome_path({"outcome_dir": self.outcome_dir}, outcome.key)
+        if path is not None:
+            atomic_write_json(path, dataclasses.asdict(outcome), indent=2, sort_keys=True)
 
     def _attempts(self, task: StageTask, stop: StopRequest) -> StageOutcome:
         run = self._runner()
