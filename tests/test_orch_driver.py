@@ -317,9 +317,11 @@ def test_parent_run_carries_the_sweep_the_report_and_summary_metrics(fake_engine
     # summary metrics: each row's Mean, the best Mean and per-domain bests; the best row's labels as tags
     means = [r.data.metrics["miou/mean"] for r in trials]
     m = tr.client.get_run(pid).data.metrics
-    assert [m[f"row/{i:02d}/miou/mean"] for i in range(1, 5)] == pytest.approx(means)
-    assert m["best/miou/mean"] == pytest.approx(max(means))
-    assert m["best/miou/C"] == pytest.approx(max(r.data.metrics["miou/C"] for r in trials))
+    # the table's cells are kept to 4 decimals of a percent (results.csv), so a row's Mean may differ
+    # from the trial's unrounded miou/mean by up to 5e-5
+    assert [m[f"row/{i:02d}/miou/mean"] for i in range(1, 5)] == pytest.approx(means, abs=1e-4)
+    assert m["best/miou/mean"] == pytest.approx(max(means), abs=1e-4)
+    assert m["best/miou/C"] == pytest.approx(max(r.data.metrics["miou/C"] for r in trials), abs=1e-4)
     best = max(range(4), key=lambda i: means[i])
     tags = tr.client.get_run(pid).data.tags
     labels = json.loads(trials[best].data.tags["famix.labels"])
