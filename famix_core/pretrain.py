@@ -45,7 +45,7 @@ class PretrainConfig(BaseModel):
 
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     backbone: str = Field("famix-tiny", description="CLIP architecture (famix_core.models.clip registry)")
-    steps: int = Field(500, ge=1)
+    steps: int = Field(1500, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(0.1, ge=0.0)
