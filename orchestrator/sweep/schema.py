@@ -54,8 +54,8 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
             # the prompts' mean 1 - cos from 1.13 to 0.32 (0.84 with lr 0.01); the paper's lr 1.0
             # would overshoot to negative stds.
             "mining": {"steps": 100, "lr": 0.1, "batch_size": 2, "crop_size": 64},
-            # 400 iterations keep the 8-row ablation within 10 minutes on 2 CPU cores with margin (about
-            # 7.5 min; 500 took 9.5-10.6 min on this shared machine, at the edge of the budget)
+            # 400 iterations keep the 8-row ablation within 10 minutes on 2 CPU cores with margin (5.5 to
+            # 7.3 min measured; 500 took 9.6 to 10.6 min on this shared machine, at the edge of the budget)
             "train": {
                 "iterations": 400,
                 "batch_size": 8,
