@@ -2,8 +2,9 @@
 
 Output files (all written atomically): ``table.md``, ``table.tex``, ``results.csv`` (the Results
 CSV contract: one row per trial × seed, percent), ``summary.csv`` (the table's unrounded numbers),
-``bars.png|pdf``, ``delta.png|pdf`` (Δ-heatmap), ``loss.png|pdf`` (MLflow input only), ``qualitative.png|pdf`` (on request),
-``README.md`` (the table and the figures).
+``source.csv`` (source val against the targets, MLflow input with source validation only:
+:mod:`reports.source_gap`), ``bars.png|pdf``, ``delta.png|pdf`` (Δ-heatmap), ``loss.png|pdf``
+(MLflow input only), ``qualitative.png|pdf`` (on request), ``README.md`` (the tables and the figures).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class ReportFiles:
     readme: Path
     figures: list[Path] = field(default_factory=list)
     markdown: str = ""
+    source_csv: Path | None = None  # source val against the targets (MLflow input with source validation)
 
 
 def apply_sweep_order(results: ResultSet, info: SweepInfo) -> ResultSet:
@@ -103,9 +105,12 @@ def check_out_dir(out_dir: Path) -> Path:
     return out_dir
 
 
-def _readme(title: str, markdown: str, figures: list[Path], out_dir: Path, notes: list[str], source: str) -> str:
+def _readme(title: str, markdown: str, figures: list[Path], out_dir: Path, notes: list[str], source: str,
+            source_markdown: str | None = None) -> str:
     lines = [f"# Report: {title}", "", f"Source: `{source}`", "", markdown.rstrip(), ""]
     lines += [f"- {n}" for n in notes]
+    if source_markdown:
+        lines += ["", "## Source val against the targets", "", source_markdown.rstrip()]
     pngs = [f for f in figures if f.suffix == ".png"]
     captions = {
         "bars": "mIoU per domain",
@@ -116,7 +121,8 @@ def _readme(title: str, markdown: str, figures: list[Path], out_dir: Path, notes
     for f in pngs:
         lines += ["", f"## {captions.get(f.stem, f.stem)}", "", f"![{f.stem}]({f.relative_to(out_dir)})"]
     lines += ["", "Files: `table.md`, `table.tex` (booktabs + amssymb), `results.csv` (one row per trial × seed), "
-              "`summary.csv` (the table's numbers); figures as PNG and vector PDF."]
+              "`summary.csv` (the table's numbers)" + (", `source.csv` (source val against the targets)" if source_markdown else "")
+              + "; figures as PNG and vector PDF."]
     return "\n".join(lines) + "\n"
 
 
@@ -140,7 +146,8 @@ def write_report(
         baseline: optional baseline row for the Δ column (see :func:`reports.tables.build_table`);
             the Δ-heatmap compares with it, or with the first row when it is None.
         figures: draw the bar chart, the Δ-heatmap (two rows or more) and the loss curves.
-        loss_curves: fetch ``train/loss`` histories from MLflow when the results came from there.
+        loss_curves: fetch ``train/loss`` histories (and the source-val curves of ``source.csv``) from
+            MLflow when the results came from there.
         extra_figures: figures made elsewhere (qualitative) to show in the README.
         profile: the sweep profile, named in figure titles.
         latex_width: ``column`` | ``page`` | ``none`` (:data:`reports.tables.LATEX_WIDTHS`).
@@ -170,11 +177,28 @@ def write_report(
         results.to_results_csv().to_csv(tmp, index=False)
     with atomic_path(files.summary_csv) as tmp:
         summary_frame(table).to_csv(tmp, index=False)
+    source_md = _source_table(results, table, out, enabled=loss_curves)
+    if source_md:
+        files.source_csv = out / "source.csv"
     if figures:
         files.figures += _figures(results, table, out, profile=profile, width=figure_width, loss_curves=loss_curves)
     files.figures += list(extra_figures or [])
-    write_text_atomic(files.readme, _readme(table.title, md, files.figures, out, results.notes, results.source))
+    write_text_atomic(files.readme, _readme(table.title, md, files.figures, out, results.notes, results.source, source_md))
     return files
+
+
+def _source_table(results: ResultSet, table, out: Path, *, enabled: bool) -> str | None:
+    """Write ``source.csv`` and return its Markdown table, when the trials logged source validation (MLflow input)."""
+    from reports.source_gap import fetch_source_values, render_source_markdown, source_frame, source_rows
+
+    if not enabled or not results.tracking_uri:
+        return None
+    rows = source_rows(table, results, fetch_source_values(results))
+    if not rows:
+        return None
+    with atomic_path(out / "source.csv") as tmp:
+        source_frame(rows, table.label_columns).to_csv(tmp, index=False)
+    return render_source_markdown(rows, table.label_columns)
 
 
 def _figures(results: ResultSet, table, out: Path, *, profile: str | None, width: str | None, loss_curves: bool) -> list[Path]:

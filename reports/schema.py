@@ -71,6 +71,8 @@ METRIC_MIOU_PREFIX = "miou/"
 METRIC_MIOU_MEAN = "miou/mean"
 METRIC_TRAIN_LOSS = "train/loss"
 METRIC_BEST_MEAN = "best/miou/mean"
+METRIC_SOURCE_VAL = "source_val/miou"
+"""What a training logs at each source validation (``famix_core.source_val.METRIC``; ``train.val_every``)."""
 
 
 def miou_metric(column: str) -> str:

@@ -41,6 +41,7 @@ __all__ = [
     "shown_label",
     "fmt2",
     "notes_text",
+    "md_escape",
 ]
 
 LATEX_PACKAGES: tuple[str, ...] = ("booktabs", "amssymb", "graphicx")
@@ -392,7 +393,7 @@ class _Style:
     std: Callable[[str], str] | None = None  # how "± std" follows the mean (default: pm + std)
 
 
-def _md_escape(s: str) -> str:
+def md_escape(s: str) -> str:
     return s.replace("|", "\\|")
 
 
@@ -433,8 +434,8 @@ _MARKDOWN = _Style(
     dash="–",
     partial=PARTIAL_MARK,
     note=lambda ns: ",".join(str(n) for n in ns).translate(_SUPERSCRIPT).replace(",", "˒"),
-    label=lambda v: _md_escape(shown_label(v)),
-    text=_md_escape,
+    label=lambda v: md_escape(shown_label(v)),
+    text=md_escape,
 )
 
 _LATEX = _Style(
@@ -516,7 +517,7 @@ def render_markdown(table: Table) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in _body(table, _MARKDOWN)]
     notes = [f"{PARTIAL_MARK} {t}" if kind == "partial" else t for kind, t in notes_text(table)]
-    notes += [f"{str(i).translate(_SUPERSCRIPT)} {_md_escape(t)}" for i, t in enumerate(table.footnotes, 1)]
+    notes += [f"{str(i).translate(_SUPERSCRIPT)} {md_escape(t)}" for i, t in enumerate(table.footnotes, 1)]
     notes.append("mIoU (%); **bold**: best, <u>underlined</u>: second best of each column; Mean computed over the domain columns.")
     return "\n".join(lines) + "\n\n" + "\n".join(f"{n}  " for n in notes).rstrip() + "\n"
 

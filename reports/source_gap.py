@@ -1,0 +1,147 @@
+"""Source val against the targets: how much of its source mIoU each table row keeps out of domain.
+
+Domain generalization is about the drop from the source to unseen domains. A row's target Mean
+alone mixes two things: how well the model fits the source, and how much of that it keeps on the
+targets. This table separates them, per row of the main table:
+
+- **Source val**: the source-val mIoU (``source_val/miou``, logged when ``train.val_every`` is set)
+  of the model that was evaluated: the last validation, or the best with ``train.select=best_source_val``;
+- **Mean**: the target Mean of the main table;
+- **Drop**: Source val − Mean; **Kept**: Mean / Source val, in percent.
+
+Per trial, then mean ± sample std over the row's seeds. Only MLflow input has the source curve;
+rows whose trials never validated on the source are left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from reports.collect import ResultSet
+from reports.schema import METRIC_SOURCE_VAL
+from reports.tables import CellValue, Table, md_escape, fmt2, shown_label
+
+__all__ = ["SourceRow", "fetch_source_values", "source_rows", "render_source_markdown", "source_frame"]
+
+SELECT_PARAM = "train.select"
+SELECT_BEST = "best_source_val"
+
+
+@dataclass
+class SourceRow:
+    """One row of the main table: its labels and the four cells (mean ± std over the trials that have both values)."""
+
+    labels: dict[str, str]
+    n: int
+    source: CellValue
+    mean: CellValue
+    drop: CellValue
+    kept: CellValue
+
+
+def selected_value(curve: list[tuple[int, float]], select: str | None) -> float | None:
+    """The source-val mIoU of the evaluated model: the best of the curve under ``best_source_val``, else the last."""
+    if not curve:
+        return None
+    if select == SELECT_BEST:
+        return max(v for _, v in curve)
+    return max(curve, key=lambda sv: sv[0])[1]
+
+
+def fetch_source_values(results: ResultSet) -> dict[str, float]:
+    """trial id -> source-val mIoU (percent) of its evaluated model, from MLflow (one or two calls per trial).
+
+    Empty without a tracking URI; trials without the metric are left out.
+    """
+    if not results.tracking_uri:
+        return {}
+    from reports.mlflow_client import mlflow_client
+
+    client = mlflow_client(results.tracking_uri)
+    out: dict[str, float] = {}
+    for trial, run_id in zip(results.runs["trial"], results.runs["run_id"]):
+        if not run_id:
+            continue
+        hist = client.get_metric_history(run_id, METRIC_SOURCE_VAL)
+        if not hist:
+            continue
+        select = client.get_run(run_id).data.params.get(SELECT_PARAM)
+        value = selected_value([(m.step, m.value) for m in hist], select)
+        if value is not None:
+            out[str(trial)] = float(value)
+    return out
+
+
+def _cell(values: list[float]) -> CellValue:
+    if not values:
+        return CellValue()
+    return CellValue(mean=float(np.mean(values)), std=float(np.std(values, ddof=1)) if len(values) > 1 else None, n=len(values))
+
+
+def source_rows(table: Table, results: ResultSet, source: dict[str, float]) -> list[SourceRow]:
+    """One :class:`SourceRow` per row of ``table`` with at least one trial that has a source value and all domains."""
+    runs = results.runs
+    doms = list(results.domains)
+    trial_mean: dict[str, float] = {}
+    for trial, vals in zip(runs["trial"].astype(str), runs[doms].to_numpy(dtype=float)):
+        if len(vals) and not np.isnan(vals).any():
+            trial_mean[trial] = float(vals.mean())
+    rows = []
+    for r in table.rows:
+        pairs = [(source[t], trial_mean[t]) for t in r.trials if t in source and t in trial_mean]
+        if not pairs:
+            continue
+        src, tgt = [p[0] for p in pairs], [p[1] for p in pairs]
+        rows.append(
+            SourceRow(
+                labels=r.labels,
+                n=len(pairs),
+                source=_cell(src),
+                mean=_cell(tgt),
+                drop=_cell([s - m for s, m in pairs]),
+                kept=_cell([100.0 * m / s for s, m in pairs if s > 0]),
+            )
+        )
+    return rows
+
+
+def _fmt(c: CellValue) -> str:
+    if c.mean is None:
+        return "–"
+    return fmt2(c.mean) + (f" ± {fmt2(c.std)}" if c.std is not None else "")
+
+
+def render_source_markdown(rows: list[SourceRow], label_columns: list[str]) -> str:
+    """The rows as a Markdown table with a one-line legend (no marks: a larger drop is not worse by itself)."""
+    show_n = any(r.n != 1 for r in rows)
+    head = [md_escape(c[:1].upper() + c[1:]) for c in label_columns] + (["n"] if show_n else [])
+    head += ["Source val", "Mean", "Drop", "Kept (%)"]
+    align = [":-:"] * (len(label_columns) + show_n) + ["--:"] * 4
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
+    for r in rows:
+        cells = [md_escape(shown_label(r.labels[c])) for c in label_columns] + ([str(r.n)] if show_n else [])
+        cells += [_fmt(r.source), _fmt(r.mean), _fmt(r.drop), _fmt(r.kept)]
+        lines.append("| " + " | ".join(cells) + " |")
+    legend = (
+        "mIoU (%). Source val: the evaluated model on the source's val split; Mean: over the target domains; "
+        "Drop: Source val − Mean; Kept: Mean / Source val."
+        + (" Several seeds: mean ± sample std over n runs." if show_n else "")
+    )
+    return "\n".join(lines) + "\n\n" + legend + "\n"
+
+
+def source_frame(rows: list[SourceRow], label_columns: list[str]) -> pd.DataFrame:
+    """``source.csv``: label columns, ``n``, then mean and std of each value (unrounded; std empty for one seed)."""
+    records = []
+    for r in rows:
+        rec: dict[str, object] = {c: r.labels[c] for c in label_columns}
+        rec["n"] = r.n
+        for name, c in (("source_val", r.source), ("mean", r.mean), ("drop", r.drop), ("kept", r.kept)):
+            rec[name] = c.mean
+            rec[f"{name}_std"] = c.std
+        records.append(rec)
+    cols = [*label_columns, "n"] + [f"{k}{s}" for k in ("source_val", "mean", "drop", "kept") for s in ("", "_std")]
+    return pd.DataFrame(records, columns=cols)
