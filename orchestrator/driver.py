@@ -323,8 +323,12 @@ def sync_tracking(plan: Plan, console: Any = None) -> int:
     """Log into MLflow what the store has and MLflow lacks (``famix sweep status``, ``famix report``):
     after ``--detach`` the stages finish without a driver. Nothing is done while a driver runs (it is
     the writer), before any stage of the sweep is done, or for a tracking server (stages log to a
-    server themselves; a server that is down must not stall ``status``). Returns how many trial runs got something."""
-    from orchestrator.tracking import ensure_runs, ingest, open_tracker, tracking_target
+    server themselves; a server that is down must not stall ``status``). When MLflow's active trial
+    runs of the sweep belong to another plan (the run that made them had overrides these commands
+    were not given), only the runs of this plan's trials that exist are written to: nothing is
+    created and nothing hidden; only a driver, running a plan, supersedes. Otherwise missing runs
+    are made (a lost or never-written store). Returns how many trial runs got something."""
+    from orchestrator.tracking import ensure_runs, ingest, open_tracker, plan_trial_runs, tracking_target
 
     if not tracking_target(plan)[0].startswith("sqlite:"):
         return 0
@@ -333,11 +337,16 @@ def sync_tracking(plan: Plan, console: Any = None) -> int:
     try:
         with _driver_lock(plan):  # held by a running driver: that one writes
             tracker = open_tracker(plan)
-            backend = _read_json(plan.sweep_dir / "driver.json").get("backend") or plan.sweep.backend.kind
-            _, runs = ensure_runs(plan, tracker, backend)
-            n = ingest(plan, tracker, runs)
+            runs, others = plan_trial_runs(plan, tracker)
+            if not others:
+                backend = _read_json(plan.sweep_dir / "driver.json").get("backend") or plan.sweep.backend.kind
+                _, runs = ensure_runs(plan, tracker, backend)
+            n = ingest(plan, tracker, runs, trials=list(runs)) if runs else 0
     except SweepError:
         return 0
+    if others and console is not None:
+        console.print(f"note: MLflow's {others} trial run(s) of this sweep come from another plan of it (run with other "
+                      "overrides?); they were left as they are", highlight=False)
     if n and console is not None:
         console.print(f"MLflow: logged the finished stages' metrics of {n} trial run(s) ({tracker.uri})", highlight=False)
     return n

@@ -40,6 +40,7 @@ __all__ = [
     "open_tracker",
     "embedded_store_exists",
     "ensure_runs",
+    "plan_trial_runs",
     "finalize_runs",
     "ingest",
     "read_history",
@@ -524,6 +525,26 @@ def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, 
             tracker.log_text(run_id, yaml.safe_dump(trial.config.to_dict(), sort_keys=False), "config.yaml")
         runs[trial.id] = run_id
     return parent, runs
+
+
+def plan_trial_runs(plan: Plan, tracker: Any) -> tuple[dict[str, str], int]:
+    """The sweep's active trial runs (this profile) as (trial id -> run id for the plan's trials, how many belong to no trial of the plan).
+
+    Reads only. Runs of other trials are those a driver made for another plan of the sweep: the same
+    file with other overrides (``ARGS=…``), or before an edit of the file.
+    """
+    wanted = {t.id for t in plan.trials}
+    mine: dict[str, str] = {}
+    others = 0
+    for r in tracker.find({schema.TAG_SWEEP: plan.sweep.name, schema.TAG_ROLE: schema.ROLE_TRIAL}):
+        tags = r.data.tags
+        if tags.get(schema.TAG_PROFILE) != plan.sweep.profile:
+            continue
+        if tags.get(schema.TAG_TRIAL) in wanted:
+            mine.setdefault(tags[schema.TAG_TRIAL], r.info.run_id)  # oldest first
+        else:
+            others += 1
+    return mine, others
 
 
 def _trial_runs(plan: Plan, tracker: Any) -> dict[str, Any]:

@@ -135,6 +135,29 @@ def test_sweep_logs_schema_and_rerun_is_a_no_op(fake_engine):
     assert main(["sweep", "status", "mini", "--run-dir", "runs"]) == 0
 
 
+def test_status_and_report_without_the_runs_overrides_leave_its_mlflow_runs(fake_engine, capsys):
+    """A sweep run with overrides (``make sweep ARGS=…``), then ``status`` and ``report`` without them:
+    they plan other trials, and must neither hide the sweep's runs nor add empty ones."""
+    from orchestrator.__main__ import main
+
+    plan, result, _ = _run(overrides=["eval.max_images=3"])
+    assert result.exit_code == 0
+    tr = Tracker(default_uri(plan.run_dir), "mini")
+    before = {r.info.run_id for r in tr.find({"famix.sweep": "mini", "famix.role": "trial"})}
+    assert len(before) == 4
+    (plan.sweep_dir / "finalized.json").unlink(missing_ok=True)
+    capsys.readouterr()
+    assert main(["sweep", "status", "mini", "--run-dir", "runs"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "4 trial run(s) of this sweep come from another plan" in out, out[-400:]
+    assert main(["report", "mini", "--run-dir", "runs", "--out", "rep", "--no-figures"]) == 0
+    assert {r.info.run_id for r in tr.find({"famix.sweep": "mini", "famix.role": "trial"})} == before
+    assert tr.find({"famix.sweep": "mini", "famix.role": "superseded"}) == []
+    assert len(tr.find({"famix.sweep": "mini"})) == 5  # the parent and the 4 trials, nothing added
+    report = pd.read_csv("rep/results.csv")
+    assert len(report) == 4 and report["C"].notna().all()  # the overridden run's numbers
+
+
 def test_nan_loss_fails_without_retry_and_is_summarized(fake_engine):
     plan, result, out = _run(overrides=["train.lr_decoder=1e30"], retries=2)
     assert result.exit_code == 1
