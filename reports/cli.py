@@ -119,6 +119,8 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
         figure_width=args.figure_width,
     )
     print(files.markdown, end="")
+    if files.source_markdown:
+        print("\nSource val against the targets:\n\n" + files.source_markdown, end="")
     print(f"\nreport: {files.out_dir} (table.md, table.tex, results.csv, summary.csv"
           + (", source.csv" if files.source_csv else "") + ", README.md"
           + (f", {len(files.figures)} figure files)" if files.figures else ")"))

@@ -66,6 +66,7 @@ class ReportFiles:
     figures: list[Path] = field(default_factory=list)
     markdown: str = ""
     source_csv: Path | None = None  # source val against the targets (MLflow input with source validation)
+    source_markdown: str = ""  # its Markdown table ("" without one)
 
 
 def apply_sweep_order(results: ResultSet, info: SweepInfo) -> ResultSet:
@@ -179,7 +180,7 @@ def write_report(
         summary_frame(table).to_csv(tmp, index=False)
     source_md = _source_table(results, table, out, enabled=loss_curves)
     if source_md:
-        files.source_csv = out / "source.csv"
+        files.source_csv, files.source_markdown = out / "source.csv", source_md
     if figures:
         files.figures += _figures(results, table, out, profile=profile, width=figure_width, loss_curves=loss_curves)
     files.figures += list(extra_figures or [])

@@ -103,6 +103,16 @@ def test_readme_has_the_section(report):
     assert "`source.csv`" in text
 
 
+def test_cli_prints_the_source_table(report, capsys):
+    from orchestrator.__main__ import main
+
+    run_dir = report.parent
+    assert main(["report", SWEEP, "--run-dir", str(run_dir), "--out", str(run_dir / "rep2"), "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    assert "Source val against the targets:" in out and "| ✓ | 2 | 20.00 ± 5.66 |" in out  # 24 and 16
+    assert "source.csv" in out.splitlines()[-1]
+
+
 def test_no_source_validation_no_section(tmp_path):
     run_dir = tmp_path / "runs"
     run_dir.mkdir()
