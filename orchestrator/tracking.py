@@ -536,7 +536,7 @@ def plan_trial_runs(plan: Plan, tracker: Any) -> tuple[dict[str, str], int]:
     wanted = {t.id for t in plan.trials}
     mine: dict[str, str] = {}
     others = 0
-    for r in tracker.find({schema.TAG_SWEEP: plan.sweep.name, schema.TAG_ROLE: schema.ROLE_TRIAL}):
+    for r in _trial_runs(plan, tracker).values():
         tags = r.data.tags
         if tags.get(schema.TAG_PROFILE) != plan.sweep.profile:
             continue

@@ -22,7 +22,7 @@ import pandas as pd
 
 from reports.collect import ResultSet
 from reports.schema import METRIC_SOURCE_VAL
-from reports.tables import CellValue, Table, md_escape, fmt2, shown_label
+from reports.tables import CellValue, Table, markdown_cell, md_escape, shown_label
 
 __all__ = ["SourceRow", "fetch_source_values", "source_rows", "render_source_markdown", "source_frame"]
 
@@ -52,26 +52,24 @@ def selected_value(curve: list[tuple[int, float]], select: str | None) -> float 
 
 
 def fetch_source_values(results: ResultSet) -> dict[str, float]:
-    """trial id -> source-val mIoU (percent) of its evaluated model, from MLflow (one or two calls per trial).
+    """trial id -> source-val mIoU (percent) of its evaluated model, from MLflow: the curves as the loss
+    curves are fetched (:func:`reports.plots.fetch_histories`), then ``train.select`` of each trial with one.
 
     Empty without a tracking URI; trials without the metric are left out.
     """
-    if not results.tracking_uri:
+    from reports.plots import fetch_histories
+
+    curves = fetch_histories(results, METRIC_SOURCE_VAL)
+    if not curves:
         return {}
     from reports.mlflow_client import mlflow_client
 
     client = mlflow_client(results.tracking_uri)
+    run_of = dict(zip(results.runs["trial"].astype(str), results.runs["run_id"]))
     out: dict[str, float] = {}
-    for trial, run_id in zip(results.runs["trial"], results.runs["run_id"]):
-        if not run_id:
-            continue
-        hist = client.get_metric_history(run_id, METRIC_SOURCE_VAL)
-        if not hist:
-            continue
-        select = client.get_run(run_id).data.params.get(SELECT_PARAM)
-        value = selected_value([(m.step, m.value) for m in hist], select)
-        if value is not None:
-            out[str(trial)] = float(value)
+    for trial, frame in curves.items():
+        select = client.get_run(run_of[trial]).data.params.get(SELECT_PARAM)
+        out[trial] = float(selected_value(list(zip(frame["step"], frame["value"])), select))
     return out
 
 
@@ -108,12 +106,6 @@ def source_rows(table: Table, results: ResultSet, source: dict[str, float]) -> l
     return rows
 
 
-def _fmt(c: CellValue) -> str:
-    if c.mean is None:
-        return "–"
-    return fmt2(c.mean) + (f" ± {fmt2(c.std)}" if c.std is not None else "")
-
-
 def render_source_markdown(rows: list[SourceRow], label_columns: list[str]) -> str:
     """The rows as a Markdown table with a one-line legend (no marks: a larger drop is not worse by itself)."""
     show_n = any(r.n != 1 for r in rows)
@@ -123,7 +115,7 @@ def render_source_markdown(rows: list[SourceRow], label_columns: list[str]) -> s
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for r in rows:
         cells = [md_escape(shown_label(r.labels[c])) for c in label_columns] + ([str(r.n)] if show_n else [])
-        cells += [_fmt(r.source), _fmt(r.mean), _fmt(r.drop), _fmt(r.kept)]
+        cells += [markdown_cell(c) for c in (r.source, r.mean, r.drop, r.kept)]
         lines.append("| " + " | ".join(cells) + " |")
     legend = (
         "mIoU (%). Source val: the evaluated model on the source's val split; Mean: over the target domains; "

@@ -42,6 +42,7 @@ __all__ = [
     "fmt2",
     "notes_text",
     "md_escape",
+    "markdown_cell",
 ]
 
 LATEX_PACKAGES: tuple[str, ...] = ("booktabs", "amssymb", "graphicx")
@@ -469,6 +470,11 @@ def _fmt_cell(c: CellValue, st: _Style) -> str:
     if c.notes:
         value += st.note(c.notes)
     return value
+
+
+def markdown_cell(c: CellValue) -> str:
+    """A cell as the Markdown table shows it: ``mean ± std``, its marks and notes, ``–`` when empty."""
+    return _fmt_cell(c, _MARKDOWN)
 
 
 def _header(table: Table, st: _Style) -> list[str]:
