@@ -27,6 +27,7 @@ import pytest
 from orchestrator.__main__ import main
 from orchestrator.backends import create_backend
 from orchestrator.backends.ray_cluster import probe_cluster
+from orchestrator.errors import SweepError
 from test_backends import Recorder, _task
 
 SWEEP = """\
@@ -112,6 +113,105 @@ def test_stage_bigger_than_any_node_is_refused_at_plan_time(capsys):
     assert line.endswith("backend.resources.train: cannot be scheduled: needs 2 CPUs, the largest node has 1 (in-process Ray (1 CPUs, 0 GPUs))"), line
 
 
+class _ChildRuns:
+    """Stands in for the probe's child process: the given (stdout, stderr) answers, in order."""
+
+    def __init__(self, *answers: tuple[str, str]):
+        self.answers = list(answers)
+        self.calls = 0
+
+    def __call__(self, cmd, **kw):
+        out, err = self.answers[min(self.calls, len(self.answers) - 1)]
+        self.calls += 1
+        return subprocess.CompletedProcess(cmd, 0 if out else 1, out, err)
+
+
+_ZOMBIE = "Traceback (most recent call last):\n  File ...\npsutil.ZombieProcess: PID still exists but it's a zombie (pid=6486)\n"
+_NODES = 'FAMIX-NODES [{"id": "n1", "cpus": 1.0, "gpus": 0.0}]\n'
+
+
+@pytest.fixture()
+def listening_port():
+    """A port that accepts TCP connections (the probe's first check), closed afterwards."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(16)
+        yield srv.getsockname()[1]
+
+
+@pytest.mark.parametrize("scheme, tries", [("ray://", 2), ("", 1)])
+def test_a_ray_client_connection_that_fails_fast_is_tried_again(monkeypatch, listening_port, scheme, tries):
+    """Ray Client's per-connection server can die while it starts (a CI run saw psutil.ZombieProcess);
+    the probe of a ray:// address tries again, a GCS address is tried once."""
+    from orchestrator.backends import ray_cluster
+
+    child = _ChildRuns(("", _ZOMBIE), (_NODES, ""))
+    monkeypatch.setattr(ray_cluster.subprocess, "run", child)
+    monkeypatch.setattr(ray_cluster, "_CLIENT_RETRY_DELAY_S", 0.0)
+    address = f"{scheme}127.0.0.1:{listening_port}"
+    if tries == 1:
+        with pytest.raises(SweepError, match=r"could not connect \(psutil.ZombieProcess: PID still exists"):
+            probe_cluster(address)
+    else:
+        assert probe_cluster(address) == [ray_cluster.NodeInfo("n1", 1.0, 0.0)]
+    assert child.calls == tries
+
+
+def test_a_ray_client_connection_that_keeps_failing_says_how_often_it_tried(monkeypatch, listening_port):
+    from orchestrator.backends import ray_cluster
+
+    child = _ChildRuns(("", _ZOMBIE))
+    monkeypatch.setattr(ray_cluster.subprocess, "run", child)
+    monkeypatch.setattr(ray_cluster, "_CLIENT_RETRY_DELAY_S", 0.0)
+    with pytest.raises(SweepError) as e:
+        probe_cluster(f"ray://127.0.0.1:{listening_port}")
+    assert child.calls == ray_cluster.CLIENT_CONNECT_ATTEMPTS == 3
+    assert f"ray://127.0.0.1:{listening_port}: could not connect after 3 tries (psutil.ZombieProcess" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_a_missing_ray_client_is_said_at_once(monkeypatch, listening_port):
+    from orchestrator.backends import ray_cluster
+
+    child = _ChildRuns(("", "ModuleNotFoundError: No module named 'grpc'\n"))
+    monkeypatch.setattr(ray_cluster.subprocess, "run", child)
+    with pytest.raises(SweepError, match=r"could not connect \(the ray:// form needs Ray Client"):
+        probe_cluster(f"ray://127.0.0.1:{listening_port}")
+    assert child.calls == 1
+
+
+@pytest.mark.parametrize("address, failures, inits, retries_said", [
+    ("ray://127.0.0.1:10001", 1, 2, 1),   # a fast failure, then connected
+    ("ray://127.0.0.1:10001", 5, 3, 2),   # keeps failing: three tries, the last error propagates
+    ("127.0.0.1:6379", 1, 1, 0),          # a GCS address: Ray's own init already waits; tried once
+])  # fmt: skip
+def test_the_drivers_ray_client_connection_is_tried_again(monkeypatch, address, failures, inits, retries_said):
+    from orchestrator.backends import ray_cluster
+
+    monkeypatch.setattr(ray_cluster, "_CLIENT_RETRY_DELAY_S", 0.0)
+    calls = {"init": 0, "reset": 0}
+
+    def init():
+        calls["init"] += 1
+        if calls["init"] <= failures:
+            raise ConnectionError(f"server process died ({calls['init']})")
+
+    def reset():  # ray.shutdown(): after every failed try
+        calls["reset"] += 1
+
+    said: list[str] = []
+    if failures >= inits:
+        with pytest.raises(ConnectionError, match=rf"\({inits}\)"):
+            ray_cluster.connect_client(init, reset, address, said.append)
+    else:
+        ray_cluster.connect_client(init, reset, address, said.append)
+    assert calls == {"init": inits, "reset": min(failures, inits)}
+    assert said == [
+        f"ray: could not connect to {address} (ConnectionError: server process died ({n})); try {n + 1} of 3 in 0 s"
+        for n in range(1, retries_said + 1)
+    ]
+
+
 @pytest.mark.ray
 def test_time_limit_counts_running_time_only_and_parallelism_comes_from_the_cluster():
     backend = create_backend("ray", sweep_dir=str(Path("runs/sw").absolute()), options={"ray": {"num_cpus": 1}})
@@ -143,16 +243,19 @@ class Cluster:
     temp_dir: str
 
 
-def _ours(marker: str) -> list[int]:
-    """PIDs of the processes whose command line names our cluster's temp dir (and only those)."""
+def _ours(temp_dir: str, gcs_port: int) -> list[int]:
+    """PIDs of our cluster's processes (and only those): their command line names our temp dir, or they
+    are its Ray Client servers (proxy and per-connection ones: no temp dir, ``--address=<ip>:<gcs_port>``),
+    which would otherwise outlive the cluster and hold ports of Ray's shared specific-server range."""
     pids = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit() and int(d.name) != os.getpid():
             try:
-                if marker in (d / "cmdline").read_bytes().decode(errors="replace"):
-                    pids.append(int(d.name))
+                cmd = (d / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
+            if temp_dir in cmd or ("ray.util.client.server" in cmd and f":{gcs_port}\0" in cmd):
+                pids.append(int(d.name))
     return pids
 
 
@@ -187,21 +290,28 @@ def two_node_cluster():
         pytest.fail(f"ray start failed: {e.stderr.decode()[-2000:] if e.stderr else e}")
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):  # gcs_server ignores SIGTERM (ENV_NOTES)
-            for pid in _ours(temp_dir):
+            for pid in _ours(temp_dir, gcs):
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
             deadline = time.time() + 10
-            while _ours(temp_dir) and time.time() < deadline:
+            while _ours(temp_dir, gcs) and time.time() < deadline:
                 time.sleep(0.3)
-        assert not _ours(temp_dir), "processes of the test cluster survived"
+        assert not _ours(temp_dir, gcs), "processes of the test cluster survived"
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _run_sweep(run_dir: str, *args: str) -> pd.DataFrame:
+def _client_server_logs(temp_dir: str) -> str:
+    """The last lines of the cluster's Ray Client server logs (what a failed ray:// connection left there)."""
+    tails = [f"--- {f.name}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-15:])
+             for f in sorted(Path(temp_dir).glob("session_latest/logs/ray_client_server*.err"))]  # fmt: skip
+    return "\n".join(tails) or f"(no Ray Client server logs under {temp_dir})"
+
+
+def _run_sweep(run_dir: str, *args: str, temp_dir: str | None = None) -> pd.DataFrame:
     rc = main(["sweep", "run", "tiny", "--run-dir", run_dir, *args])
-    assert rc == 0
+    assert rc == 0, _client_server_logs(temp_dir) if temp_dir else f"exit status {rc}"
     return pd.read_csv(Path(run_dir) / "tiny" / "results.csv")
 
 
@@ -232,9 +342,9 @@ def test_two_node_cluster_runs_a_sweep_like_the_local_backend(two_node_cluster, 
     # the same through Ray Client (ray://), against the head's client server
     nodes.clear()
     Path("sweeps/tiny.yaml").write_text(TINY.replace("iterations: 6", "iterations: 5") + f"  kind: ray\n  ray: {{address: '{two_node_cluster.client}'}}\n")
-    via_client = _run_sweep("client-runs")
+    via_client = _run_sweep("client-runs", temp_dir=two_node_cluster.temp_dir)
     assert list(via_client["status"]) == ["done", "done"] and via_client[["C", "B"]].notna().all().all()
-    assert nodes and nodes <= cluster_nodes
+    assert nodes and nodes <= cluster_nodes, _client_server_logs(two_node_cluster.temp_dir)
     assert len(probe_cluster(two_node_cluster.address)) == 2
     import ray
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from orchestrator.backends.base import Backend
 from orchestrator.backends.dag import DagScheduler
-from orchestrator.backends.ray_cluster import NodeInfo, local_nodes, probe_cluster, slots, unschedulable
+from orchestrator.backends.ray_cluster import NodeInfo, connect_client, local_nodes, probe_cluster, slots, unschedulable
 from orchestrator.errors import SweepError
 from orchestrator.stages import EventFn, StageOutcome, StageTask
 
@@ -113,7 +113,7 @@ class RayBackend(Backend):
         address = ray_opts.get("address")
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         if address:
-            ray.init(address=address, log_to_driver=False)
+            connect_client(lambda: ray.init(address=address, log_to_driver=False), ray.shutdown, address, self.log)
             self._connected = True  # close() disconnects this process; the cluster keeps running
             self.log(f"ray: connected to {address}")
         else:

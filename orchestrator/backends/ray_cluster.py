@@ -16,13 +16,24 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from orchestrator.errors import SweepError
 
-__all__ = ["PROBE_TIMEOUT_S", "CLIENT_PROBE_TIMEOUT_S", "NodeInfo", "probe_cluster", "local_nodes", "unschedulable", "slots"]
+__all__ = [
+    "PROBE_TIMEOUT_S",
+    "CLIENT_PROBE_TIMEOUT_S",
+    "CLIENT_CONNECT_ATTEMPTS",
+    "NodeInfo",
+    "probe_cluster",
+    "connect_client",
+    "local_nodes",
+    "unschedulable",
+    "slots",
+]
 
 PROBE_TIMEOUT_S = 20.0
 """Longest wait for a cluster to answer (the driver's whole check stays under 30 s)."""
@@ -30,6 +41,13 @@ PROBE_TIMEOUT_S = 20.0
 CLIENT_PROBE_TIMEOUT_S = 90.0
 """Longest wait for a ``ray://`` address: its Ray Client server starts a Python process per connection
 (measured 10-25 s on a busy 2-core machine) before the first answer."""
+
+CLIENT_CONNECT_ATTEMPTS = 3
+"""Tries of a ``ray://`` connection that fails fast: the Ray Client server's per-connection process can
+die while it starts (seen on a loaded CI machine as ``psutil.ZombieProcess`` from Ray's proxier); the
+next connection gets a fresh one. A connection that times out is not tried again."""
+
+_CLIENT_RETRY_DELAY_S = 2.0
 
 _START_HINT = "start one with `ray start --head --port=6379` (then backend.ray.address: <head ip>:6379), or leave backend.ray.address unset to start Ray in-process"
 
@@ -100,23 +118,57 @@ def probe_cluster(address: str, timeout_s: float | None = None) -> list[NodeInfo
         reason = e.strerror or type(e).__name__
         raise SweepError(f"backend.ray.address={shown}: no Ray cluster answered ({reason}); {_START_HINT}") from None
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
-    try:
-        out = subprocess.run(
-            [sys.executable, "-c", _PROBE, target], capture_output=True, text=True, timeout=timeout_s, env=env
-        )
-    except subprocess.TimeoutExpired:
-        raise SweepError(
-            f"backend.ray.address={shown}: no Ray cluster answered within {timeout_s:.0f} s (the port is open, "
-            f"but it is not a Ray head, or the cluster is stuck); {_START_HINT}"
-        ) from None
-    for line in out.stdout.splitlines():
-        if line.startswith("FAMIX-NODES "):
-            return [NodeInfo(n["id"], float(n["cpus"]), float(n["gpus"])) for n in json.loads(line[len("FAMIX-NODES ") :])]
-    err = [ln for ln in out.stderr.splitlines() if ln.strip() and not ln.startswith((" ", "Traceback"))]
-    first = err[-1].strip() if err else f"exit status {out.returncode}"
-    if "ray[client]" in out.stderr or "No module named 'grpc'" in out.stderr:
-        first = "the ray:// form needs Ray Client: pip install 'ray[client]' (the project depends on it)"
-    raise SweepError(f"backend.ray.address={shown}: could not connect ({first[:300]}); {_START_HINT}")
+    attempts = CLIENT_CONNECT_ATTEMPTS if target.startswith("ray://") else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            out = subprocess.run(
+                [sys.executable, "-c", _PROBE, target], capture_output=True, text=True, timeout=timeout_s, env=env
+            )
+        except subprocess.TimeoutExpired:
+            raise SweepError(
+                f"backend.ray.address={shown}: no Ray cluster answered within {timeout_s:.0f} s (the port is open, "
+                f"but it is not a Ray head, or the cluster is stuck); {_START_HINT}"
+            ) from None
+        for line in out.stdout.splitlines():
+            if line.startswith("FAMIX-NODES "):
+                nodes = json.loads(line[len("FAMIX-NODES ") :])
+                return [NodeInfo(n["id"], float(n["cpus"]), float(n["gpus"])) for n in nodes]
+        err = [ln for ln in out.stderr.splitlines() if ln.strip() and not ln.startswith((" ", "Traceback"))]
+        first = err[-1].strip() if err else f"exit status {out.returncode}"
+        if "ray[client]" in out.stderr or "No module named 'grpc'" in out.stderr:
+            first = "the ray:// form needs Ray Client: pip install 'ray[client]' (the project depends on it)"
+            break
+        if attempt < attempts:
+            time.sleep(_CLIENT_RETRY_DELAY_S)
+    tries = f" after {attempts} tries" if attempts > 1 and attempt == attempts else ""
+    raise SweepError(f"backend.ray.address={shown}: could not connect{tries} ({first[:300]}); {_START_HINT}")
+
+
+def connect_client(
+    init: Callable[[], Any], reset: Callable[[], Any], address: str, log: Callable[[str], None] | None = None
+) -> None:
+    """``init()`` a ``ray://`` connection, up to :data:`CLIENT_CONNECT_ATTEMPTS` times (``reset()`` after each failure).
+
+    Other addresses are tried once. Each failed try but the last is said through ``log``; the last
+    error propagates.
+    """
+    attempts = CLIENT_CONNECT_ATTEMPTS if address.startswith("ray://") else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            init()
+            return
+        except Exception as e:  # noqa: BLE001 — Ray Client re-raises the server's error, of any type
+            try:
+                reset()  # no half-made connection stays behind
+            except Exception:  # noqa: BLE001, S110 — the init's error is the one to report
+                pass
+            if attempt == attempts:
+                raise
+            if log:
+                why = (str(e).strip().splitlines() or [""])[0][:200]
+                again = f"try {attempt + 1} of {attempts} in {_CLIENT_RETRY_DELAY_S:g} s"
+                log(f"ray: could not connect to {address} ({type(e).__name__}: {why}); {again}")
+            time.sleep(_CLIENT_RETRY_DELAY_S)
 
 
 def local_nodes(num_cpus: int | None, num_gpus: int | None) -> list[NodeInfo]:
