@@ -22,7 +22,7 @@ import pandas as pd
 
 from reports.collect import ResultSet
 from reports.schema import METRIC_SOURCE_VAL
-from reports.tables import CellValue, Table, markdown_cell, md_escape, shown_label
+from reports.tables import CellValue, Table, markdown_cell, md_escape, shown_label, summary_cell
 
 __all__ = ["SourceRow", "fetch_source_values", "source_rows", "render_source_markdown", "source_frame"]
 
@@ -73,12 +73,6 @@ def fetch_source_values(results: ResultSet) -> dict[str, float]:
     return out
 
 
-def _cell(values: list[float]) -> CellValue:
-    if not values:
-        return CellValue()
-    return CellValue(mean=float(np.mean(values)), std=float(np.std(values, ddof=1)) if len(values) > 1 else None, n=len(values))
-
-
 def source_rows(table: Table, results: ResultSet, source: dict[str, float]) -> list[SourceRow]:
     """One :class:`SourceRow` per row of ``table`` with at least one trial that has a source value and all domains."""
     runs = results.runs
@@ -97,10 +91,10 @@ def source_rows(table: Table, results: ResultSet, source: dict[str, float]) -> l
             SourceRow(
                 labels=r.labels,
                 n=len(pairs),
-                source=_cell(src),
-                mean=_cell(tgt),
-                drop=_cell([s - m for s, m in pairs]),
-                kept=_cell([100.0 * m / s for s, m in pairs if s > 0]),
+                source=summary_cell(src),
+                mean=summary_cell(tgt),
+                drop=summary_cell([s - m for s, m in pairs]),
+                kept=summary_cell([100.0 * m / s for s, m in pairs if s > 0]),
             )
         )
     return rows

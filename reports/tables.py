@@ -43,6 +43,7 @@ __all__ = [
     "notes_text",
     "md_escape",
     "markdown_cell",
+    "summary_cell",
 ]
 
 LATEX_PACKAGES: tuple[str, ...] = ("booktabs", "amssymb", "graphicx")
@@ -141,8 +142,14 @@ class Table:
         return r.mean if column == "Mean" else r.cells[column]
 
 
-def _std(values: list[float]) -> float | None:
-    return float(np.std(values, ddof=1)) if len(values) >= 2 else None
+def summary_cell(values: list[float], *, signed: bool = False) -> CellValue:
+    """Mean ± sample std (std for two values or more) of ``values``; an empty cell without values."""
+    return CellValue(
+        mean=float(np.mean(values)) if values else None,
+        std=float(np.std(values, ddof=1)) if len(values) >= 2 else None,
+        n=len(values),
+        signed=signed,
+    )
 
 
 def _rank(cells: list[CellValue]) -> None:
@@ -211,7 +218,7 @@ def _paired_deltas(rows: list[TableRow], runs: pd.DataFrame, codes: np.ndarray, 
     """Fill ``row.delta``: per seed, mean over shared domains of (row − baseline); mean ± std over seeds."""
     for row, pairs in zip(rows, _pair_differences(runs, codes, vals, base)):
         ds = [float(d[~np.isnan(d)].mean()) for d in pairs if (~np.isnan(d)).any()]
-        row.delta = CellValue(mean=float(np.mean(ds)) if ds else None, std=_std(ds), n=len(ds), signed=True)
+        row.delta = summary_cell(ds, signed=True)
 
 
 def delta_grid(results: ResultSet, baseline: int = 0) -> DeltaGrid:
