@@ -93,6 +93,11 @@ def _auto_address() -> str:
     return text
 
 
+def _attempts(address: str) -> int:
+    """How often a connection to ``address`` is tried: :data:`CLIENT_CONNECT_ATTEMPTS` for ``ray://``, else once."""
+    return CLIENT_CONNECT_ATTEMPTS if address.startswith("ray://") else 1
+
+
 def probe_cluster(address: str, timeout_s: float | None = None) -> list[NodeInfo]:
     """The alive nodes of the cluster at ``address`` (``host:port``, ``auto``, ``ray://host:port``).
 
@@ -118,7 +123,7 @@ def probe_cluster(address: str, timeout_s: float | None = None) -> list[NodeInfo
         reason = e.strerror or type(e).__name__
         raise SweepError(f"backend.ray.address={shown}: no Ray cluster answered ({reason}); {_START_HINT}") from None
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
-    attempts = CLIENT_CONNECT_ATTEMPTS if target.startswith("ray://") else 1
+    attempts = _attempts(target)
     for attempt in range(1, attempts + 1):
         try:
             out = subprocess.run(
@@ -152,7 +157,7 @@ def connect_client(
     Other addresses are tried once. Each failed try but the last is said through ``log``; the last
     error propagates.
     """
-    attempts = CLIENT_CONNECT_ATTEMPTS if address.startswith("ray://") else 1
+    attempts = _attempts(address)
     for attempt in range(1, attempts + 1):
         try:
             init()
