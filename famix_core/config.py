@@ -135,7 +135,12 @@ class MiningConfig(_Base):
     weight_decay: float = Field(1e-4, ge=0.0)
     batch_size: int = Field(16, ge=1)
     crop_size: int = Field(768, ge=8)
-    max_batches: int | None = Field(None, ge=1, description="mine from at most this many source batches (None: one epoch)")
+    epochs: int = Field(
+        1, ge=1, description="passes over the source (official: 1); each pass draws new crops and prompt words"
+    )
+    max_batches: int | None = Field(
+        None, ge=1, description="mine from at most this many source batches in all (None: every batch of every epoch)"
+    )
     patches_per_step: int = Field(256, ge=1, description="kept patches optimized together in one batched problem")
     precision: Precision = Field("fp32", description="fp32 | bf16 autocast of the style optimization (CLIP forward/backward)")
     seed: int = 0

@@ -277,11 +277,15 @@ def clip_image_size(visual: nn.Module) -> int:
     return int(s[0] if isinstance(s, (tuple, list)) else s)
 
 
-def _batches(loader: Iterable, max_batches: int | None) -> Iterable:
-    for i, batch in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            return
-        yield batch
+def _batches(loader: Iterable, epochs: int, max_batches: int | None) -> Iterable:
+    """``epochs`` passes over ``loader`` (each a new shuffle and new random crops), ``max_batches`` in all."""
+    n = 0
+    for _ in range(epochs):
+        for batch in loader:
+            if max_batches is not None and n >= max_batches:
+                return
+            n += 1
+            yield batch
 
 
 def mine_styles(
@@ -396,7 +400,7 @@ def mine_styles(
         n_done += len(group)
         group_idx += 1
 
-    for images, labels in _batches(loader, mc.max_batches):
+    for images, labels in _batches(loader, mc.epochs, mc.max_batches):
         n_batches += 1
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)

@@ -7,7 +7,7 @@ evaluation once each. The per-unit times are multiplied by what each stage does:
 
   * train: ``train.iterations`` iterations;
   * mine: groups of ``mining.patches_per_step`` patches x ``mining.steps`` steps, with at most one
-    kept patch per class (and ignore) per source batch, the source read once (or
+    kept patch per class (and ignore) per source batch, the source read ``mining.epochs`` times (or
     ``mining.max_batches`` batches): an upper bound;
   * evaluate: the split's images x seconds per image, scaled by pixel count from the probed size.
 
@@ -149,7 +149,7 @@ def estimate_plan(plan: "Plan", *, device: Any = None, say: Callable[[str], None
                 note(p, "step")
                 per_kind["mine"] = p.full_seconds
             n_src = split_size(cfg, cfg.data.source, "train")[0]
-            batches = math.ceil(n_src / mc.batch_size)
+            batches = math.ceil(n_src / mc.batch_size) * mc.epochs
             if mc.max_batches is not None:
                 batches = min(batches, mc.max_batches)
             groups = math.ceil(batches * (cfg.model.num_classes + 1) / mc.patches_per_step)

@@ -335,6 +335,21 @@ def test_mining_drops_the_incomplete_last_batch(tmp_path):
         mine_styles(_cfg(steps=1), tmp_path / "c", dataset=BlockScenes(n=1))
 
 
+def test_mining_epochs_read_the_source_again_with_new_prompts(tmp_path):
+    """mining.epochs=2: every batch of a new shuffle is read again; its patches get new prompts, new styles."""
+    one = mine_styles(_cfg(steps=2), tmp_path / "one", dataset=BlockScenes(n=5))
+    two = mine_styles(_cfg(steps=2, epochs=2), tmp_path / "two", dataset=BlockScenes(n=5))
+    capped = mine_styles(_cfg(steps=2, epochs=2, max_batches=3), tmp_path / "capped", dataset=BlockScenes(n=5))
+    assert (one["batches"], two["batches"], capped["batches"]) == (2, 4, 3)  # drop_last in each epoch; the cap in all
+    a, b = StyleBank.load(tmp_path / "one"), StyleBank.load(tmp_path / "two")
+    assert len(b) > len(a) == one["n_styles"]
+    # the first epoch is the one-epoch bank; the second adds styles of its own
+    assert b.cls[: len(a)].tolist() == a.cls.tolist()
+    torch.testing.assert_close(b.mu[: len(a)], a.mu, rtol=0, atol=1e-6)
+    second = b.mu[len(a) :]
+    assert any(not any(torch.allclose(m, first, atol=1e-3) for first in a.mu) for m in second)
+
+
 def test_mining_reads_random_crops_without_jitter_or_flip(tmp_path):
     """Official mining runs without --data_aug: random crop only, even when training jitters and flips."""
     from famix_core.data import build_dataset

@@ -51,6 +51,8 @@ INVALIDATION = [
     ({"train.cpu_fallback": False}, set()),
     ({"train.precision": "bf16"}, {"train", "evaluate"}),
     ({"mining.precision": "bf16"}, {"mine", "train", "evaluate"}),
+    ({"mining.epochs": 2}, {"mine", "train", "evaluate"}),
+    ({"mining.epochs": 1}, set()),  # the default: banks mined before the field existed keep their key
     ({"eval.precision": "bf16"}, {"evaluate"}),  # whether a GPU-less stage runs, not what it computes
     ({"model.cache_dir": "/somewhere"}, set()),
     ({"eval.max_images": 3}, {"evaluate"}),
@@ -73,6 +75,12 @@ def test_which_change_invalidates_which_stage(change, invalidated):
     after = _keys(_cfg(**change))
     changed = {k for k in before if before[k] != after[k]}
     assert changed == invalidated
+
+
+def test_mine_key_without_epochs_is_the_key_from_before_the_field():
+    inputs = mine_inputs(_cfg())
+    assert "epochs" not in inputs["mining"]
+    assert mine_inputs(_cfg(**{"mining.epochs": 3}))["mining"]["epochs"] == 3
 
 
 def test_key_depends_on_format_version_and_domain(monkeypatch):
