@@ -49,10 +49,13 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
             },
             # The method's 100 mining steps over one epoch of the source, as the official code. A bank
             # keeps one style per distinct dominant class of a batch, so the source's 32 images at batch
-            # 2 (16 batches) give ~70 styles (batch 8 would give ~28; the paper mines ~7,700 from GTA5's
-            # 774 batches). famix-synth's layer-1 statistics are ~0.7 (RN50's are larger): lr 0.1 takes
-            # the prompts' mean 1 - cos from 1.13 to 0.32 (0.84 with lr 0.01); the paper's lr 1.0
-            # would overshoot to negative stds.
+            # 2 (16 batches) give 73 styles, 1 to 16 per class (batch 8 would give ~28; the paper mines
+            # ~7,700 from GTA5's 774 batches, about 400 per class). mining.epochs=2 / 4 (145 / 291
+            # styles, 50 s / 86 s of mining instead of 28 s) took the ablation to 9.3 / 10.0 minutes on
+            # the slower of this project's machines and did not change its verdicts (README); not adopted.
+            # famix-synth's layer-1 statistics are ~0.7 (RN50's are larger): lr 0.1 takes the prompts'
+            # mean 1 - cos from 1.08 to 0.36 (0.84 with lr 0.01); the paper's lr 1.0 would overshoot to
+            # negative stds.
             "mining": {"steps": 100, "lr": 0.1, "batch_size": 2, "crop_size": 64},
             # 400 iterations keep the 8-row ablation within 10 minutes on 2 CPU cores with margin (5.5 to
             # 7.3 min measured; 500 took 9.6 to 10.6 min on this shared machine, at the edge of the budget)
