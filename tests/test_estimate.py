@@ -75,6 +75,25 @@ def test_estimate_arithmetic_and_time_warning(tmp_path, monkeypatch):
     assert f"sweep: {total:.2f} CPU-hours in all" in out
 
 
+def test_mining_epochs_multiply_the_mine_estimate(tmp_path, monkeypatch):
+    from famix_core import probe
+    from orchestrator.driver import prepare
+    from orchestrator.estimate import SOURCE_IMAGES, print_estimate
+
+    monkeypatch.setattr(probe, "probe_train", lambda cfg, dev, **kw: 0.5)
+    monkeypatch.setattr(probe, "probe_mine", lambda cfg, dev, **kw: 2.0)
+    monkeypatch.setattr(probe, "probe_evaluate", lambda cfg, dev, **kw: 0.25)
+    seconds = {}
+    for epochs in (1, 3):
+        plan = prepare(ROOT / "sweeps" / "ablation.yaml", profile="paper", run_dir=tmp_path / f"runs{epochs}",
+                       overrides=[f"mining.epochs={epochs}"], check_data=lambda c: None, check_weights=lambda c: None)  # fmt: skip
+        mine = [e for e in print_estimate(plan, _console()[0], device="cpu") if e.kind == "mine"]
+        batches = -(-SOURCE_IMAGES["gta5"] // 16) * epochs
+        assert f"({batches} source batches)" in mine[0].what
+        seconds[epochs] = mine[0].seconds
+    assert seconds[3] == pytest.approx(3 * seconds[1], rel=0.01)  # whole groups of 256 patches: nearly 3x
+
+
 def test_plan_estimate_runs_real_probes_and_plain_plan_computes_nothing(tmp_path):
     (tmp_path / "est.yaml").write_text(SWEEP)
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
