@@ -212,6 +212,31 @@ def test_the_drivers_ray_client_connection_is_tried_again(monkeypatch, address, 
     ]
 
 
+@pytest.mark.parametrize("ray_address, inits", [("ray://127.0.0.1:10001", 2), ("127.0.0.1:6379", 1), (None, 1)])
+def test_auto_is_tried_again_when_ray_address_is_a_ray_client_one(monkeypatch, ray_address, inits):
+    """``address: auto`` connects to $RAY_ADDRESS when set: a ray:// one gets the client's retries."""
+    from orchestrator.backends import ray_cluster
+
+    monkeypatch.setattr(ray_cluster, "_CLIENT_RETRY_DELAY_S", 0.0)
+    if ray_address is None:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", ray_address)
+    calls = []
+
+    def init():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("server process died")
+
+    if inits == 1:
+        with pytest.raises(ConnectionError):
+            ray_cluster.connect_client(init, lambda: None, "auto")
+    else:
+        ray_cluster.connect_client(init, lambda: None, "auto")
+    assert len(calls) == inits
+
+
 @pytest.mark.ray
 def test_time_limit_counts_running_time_only_and_parallelism_comes_from_the_cluster():
     backend = create_backend("ray", sweep_dir=str(Path("runs/sw").absolute()), options={"ray": {"num_cpus": 1}})

@@ -94,7 +94,13 @@ def _auto_address() -> str:
 
 
 def _attempts(address: str) -> int:
-    """How often a connection to ``address`` is tried: :data:`CLIENT_CONNECT_ATTEMPTS` for ``ray://``, else once."""
+    """How often a connection to ``address`` is tried: :data:`CLIENT_CONNECT_ATTEMPTS` for ``ray://``, else once.
+
+    ``auto`` counts as ``$RAY_ADDRESS`` when that is set (Ray's ``init`` resolves it so too); the
+    cluster record of ``/tmp/ray`` holds GCS addresses only.
+    """
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS", "")
     return CLIENT_CONNECT_ATTEMPTS if address.startswith("ray://") else 1
 
 
