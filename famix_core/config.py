@@ -326,6 +326,11 @@ class EvalConfig(_Base):
         return v
 
 
+# Fields added after trial ids and stage keys were pinned (tests/test_config_io.py), with the default
+# that does what the engine did before they existed: left out of identities while they hold it.
+IDENTITY_NEUTRAL: dict[tuple[str, str], Any] = {("mining", "epochs"): 1}
+
+
 class FamixConfig(_Base):
     """The whole engine config; the orchestrator hashes sub-trees of it into stage keys."""
 
@@ -338,6 +343,18 @@ class FamixConfig(_Base):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def identity_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the fields of :data:`IDENTITY_NEUTRAL` that hold their default.
+
+        What trial ids and stage keys hash: a field added later, left at its default, must not re-key
+        the run dirs made before it existed.
+        """
+        d = self.to_dict()
+        for (section, key), default in IDENTITY_NEUTRAL.items():
+            if d[section].get(key) == default:
+                del d[section][key]
+        return d
 
     def flat(self) -> dict[str, Any]:
         """Dotted key -> value (for MLflow params)."""

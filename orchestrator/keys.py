@@ -58,14 +58,6 @@ def _pretrained_identity(cfg: FamixConfig) -> str:
     return weights_identity(cfg.model.backbone, cfg.model.pretrained)
 
 
-def _mining_inputs(cfg: FamixConfig) -> dict[str, Any]:
-    """All of ``mining.*``; ``epochs`` only when it is not the official 1, so banks mined before it existed keep their key."""
-    d = cfg.mining.model_dump(mode="json")
-    if d["epochs"] == 1:
-        del d["epochs"]
-    return d
-
-
 def mine_inputs(cfg: FamixConfig) -> dict[str, Any]:
     """The inputs of the mine stage (see the module docstring)."""
     return {
@@ -73,7 +65,7 @@ def mine_inputs(cfg: FamixConfig) -> dict[str, Any]:
         "backbone": cfg.model.backbone,
         "pretrained": _pretrained_identity(cfg),
         "num_classes": cfg.model.num_classes,
-        "mining": _mining_inputs(cfg),
+        "mining": cfg.identity_dict()["mining"],  # epochs=1 left out: the key of banks mined before it existed
         "patches": {"grid": cfg.style.grid, "eps": cfg.style.eps},
         "source": data_identity(cfg, cfg.data.source),
         "split_file": cfg.data.split_file,

@@ -77,10 +77,15 @@ def test_which_change_invalidates_which_stage(change, invalidated):
     assert changed == invalidated
 
 
-def test_mine_key_without_epochs_is_the_key_from_before_the_field():
-    inputs = mine_inputs(_cfg())
-    assert "epochs" not in inputs["mining"]
+def test_fields_added_later_key_nothing_at_their_default():
+    """mining.epochs=1 (the engine before the field) leaves stage keys and trial ids as they were
+    (tests/test_config_io.py pins them); any other value is part of both."""
+    from orchestrator.sweep.expand import trial_id
+
+    assert "epochs" not in mine_inputs(_cfg())["mining"]
+    assert "epochs" not in _cfg().identity_dict()["mining"] and "epochs" in _cfg().to_dict()["mining"]
     assert mine_inputs(_cfg(**{"mining.epochs": 3}))["mining"]["epochs"] == 3
+    assert trial_id(_cfg(**{"mining.epochs": 1})) == trial_id(_cfg()) != trial_id(_cfg(**{"mining.epochs": 3}))
 
 
 def test_key_depends_on_format_version_and_domain(monkeypatch):

@@ -293,12 +293,25 @@ def two_node_cluster():
     gcs, client = _free_port(), _free_port()
     common = ["--num-cpus=1", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
 
+    taken = {gcs, client}  # every port given to either node, worker ranges included: Ray refuses a repeat
+
     def ports() -> list[str]:
-        lo = _free_port()
-        return [f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}",
-                f"--metrics-export-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
-                f"--dashboard-agent-grpc-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}",
-                f"--min-worker-port={lo + 100}", f"--max-worker-port={lo + 140}"]  # fmt: skip
+        def fresh() -> int:
+            while (p := _free_port()) in taken:
+                pass
+            taken.add(p)
+            return p
+
+        while True:  # a worker range that holds no port given out before
+            lo = _free_port() + 100
+            workers = set(range(lo, lo + 41))
+            if not workers & taken:
+                break
+        taken.update(workers)
+        return [f"--node-manager-port={fresh()}", f"--object-manager-port={fresh()}",
+                f"--metrics-export-port={fresh()}", f"--dashboard-agent-listen-port={fresh()}",
+                f"--dashboard-agent-grpc-port={fresh()}", f"--runtime-env-agent-port={fresh()}",
+                f"--min-worker-port={lo}", f"--max-worker-port={lo + 40}"]  # fmt: skip
 
     try:
         head = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--include-dashboard=false",

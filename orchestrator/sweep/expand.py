@@ -18,8 +18,9 @@ __all__ = ["trial_id", "expand_trials"]
 
 
 def trial_id(cfg: FamixConfig) -> str:
-    """``t-`` + the first 12 hex of the canonical hash of the resolved config (stable across reruns)."""
-    return "t-" + canonical_hash(cfg.to_dict())[:12]
+    """``t-`` + the first 12 hex of the canonical hash of the resolved config (stable across reruns;
+    :meth:`~famix_core.config.FamixConfig.identity_dict`)."""
+    return "t-" + canonical_hash(cfg.identity_dict())[:12]
 
 
 def expand_trials(rs: ResolvedSweep) -> list[Trial]:
