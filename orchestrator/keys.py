@@ -4,7 +4,7 @@ What each stage reads (a change anywhere else does not re-run it):
 
 - ``mine``: ``model.backbone``, ``model.pretrained`` (a packaged name such as ``famix-synth``
   counts as the name plus the sha256 of its shipped file, never its path), ``model.num_classes``, all of ``mining.*``
-  (its seed is the trial's seed), ``style.grid``/``style.eps`` (patch statistics), the source
+  (its seed is the trial's seed; ``epochs`` only when not 1, see ``FamixConfig.identity_dict``), ``style.grid``/``style.eps`` (patch statistics), the source
   data identity (see below), ``data.split_file``, ``train.device``/``train.deterministic``.
   Not ``model.freeze``, not ``style.augment``/``mix``: the 8-row ablation mines once.
 - ``train``: ``model.*`` (minus ``cache_dir``, a location), the *effective* style strategy and
