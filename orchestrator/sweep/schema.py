@@ -58,7 +58,7 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
             # negative stds.
             "mining": {"steps": 100, "lr": 0.1, "batch_size": 2, "crop_size": 64},
             # 400 iterations keep the 8-row ablation within 10 minutes on 2 CPU cores with margin (5.5 to
-            # 7.3 min measured; 500 took 9.6 to 10.6 min on this shared machine, at the edge of the budget)
+            # 8.7 min measured; 500 took 9.6 to 10.6 min on this shared machine, at the edge of the budget)
             # lr_backbone stays the paper's 0.01: picked over 0.03 and 0.1 by the 8 ablation rows' mean
             # source-val mIoU (17.04, 17.01, 15.66; README)
             "train": {
