@@ -13,6 +13,7 @@ from famix_core.classes import CLASS_NAMES
 from famix_core.config import FamixConfig, SynthConfig
 from famix_core.data.captions import (
     NAMED_STYLES,
+    PAPER_STYLE_LOOKS,
     CorpusConfig,
     bind_nonsense,
     build_corpus,
@@ -72,6 +73,29 @@ def test_captions_say_the_classes_and_the_style():
     assert nonsense and named, corpus.words
     assert all(w[: -len(" style")] in names for w in nonsense)
     assert all(any(w in s.words for s in NAMED_STYLES.values()) for w in named)
+
+
+def test_paper_style_names_caption_the_looks_their_words_mean():
+    """``paper_styles``: the paper's 20 mining names, each bound to named looks of distinct groups."""
+    from famix_core.prompts import STYLE_NAMES
+
+    assert tuple(PAPER_STYLE_LOOKS) == STYLE_NAMES
+    for name, looks in PAPER_STYLE_LOOKS.items():
+        groups = [NAMED_STYLES[k].group for k in looks]
+        assert len(set(groups)) == len(groups) >= 2, name
+    # off (the default): the corpus is the one the shipped weights were trained on, no paper name in it
+    off = build_corpus(TINY_CORPUS)
+    assert off.words == build_corpus(TINY_CORPUS.model_copy(update={"paper_styles": 0.0})).words
+    assert not any(w[: -len(" style")] in STYLE_NAMES for ws in off.words for w in ws)
+    every = TINY_CORPUS.model_copy(update={"paper_styles": 1.0})
+    a, b = build_corpus(every), build_corpus(every)
+    assert np.array_equal(a.images, b.images) and a.words == b.words
+    for words, named in zip(a.words, a.named):
+        (word,) = words
+        assert word.endswith(" style") and word[: -len(" style")] in STYLE_NAMES
+        assert named == PAPER_STYLE_LOOKS[word[: -len(" style")]]
+    with pytest.raises(ValidationError, match="paper_styles"):
+        CorpusConfig(paper_styles=1.5)
 
 
 def test_write_corpus(tmp_path):

@@ -13,7 +13,10 @@ Captions are made from what the renderer knows: the classes present (by area) an
 the style. A style is either *named* (one or two entries of :data:`NAMED_STYLES`, e.g. "at
 night", "sepia", "watercolor", each a set of parameter overrides on top of the random draw) or a
 *nonsense name* ("vorbelk style") bound to a random parameter set of its own, fixed per corpus
-seed, like the random-character prompts of style mining.
+seed, like the random-character prompts of style mining. With ``paper_styles`` > 0, a share of
+the images is styled by one of the paper's 20 mining style names ("Ethereal Mist style", the
+random-style prompts of :mod:`famix_core.prompts`), each bound to the named looks its words mean
+(:data:`PAPER_STYLE_LOOKS`), as a CLIP trained on the web knows what those words look like.
 
 Everything is deterministic in ``CorpusConfig.seed``. No torch here (numpy + PIL).
 """
@@ -36,6 +39,7 @@ from famix_core.data.synth.scene import make_scene
 __all__ = [
     "CorpusConfig",
     "NAMED_STYLES",
+    "PAPER_STYLE_LOOKS",
     "StyleDraw",
     "Corpus",
     "draw_style",
@@ -66,6 +70,9 @@ class CorpusConfig(BaseModel):
     width: int = Field(128, ge=32)
     nonsense_styles: int = Field(32, ge=0, description="nonsense style names, each bound to random style parameters")
     nonsense_fraction: float = Field(0.3, ge=0.0, le=1.0, description="share of images styled by a nonsense name")
+    paper_styles: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of images styled by one of the paper's 20 mining style names (PAPER_STYLE_LOOKS)"
+    )
 
     def scene_ids(self) -> range:
         return range(self.first_scene_id, self.first_scene_id + self.scenes)
@@ -106,6 +113,31 @@ NAMED_STYLES: dict[str, _Named] = {
     "vignette": _Named(("vignetted", "dark corners"), {"vignette": 0.9}, group="frame"),
 }
 """Named styles: key -> words and parameter overrides. The zero-shot check uses each first word."""
+
+PAPER_STYLE_LOOKS: dict[str, tuple[str, ...]] = {
+    "Ethereal Mist": ("fog", "pastel", "blurry"),
+    "Cyberpunk Cityscape": ("night", "neon", "contrast"),
+    "Rustic Charm": ("golden", "faded", "grainy"),
+    "Galactic Fantasy": ("night", "blue", "vivid"),
+    "Pastel Dreams": ("pastel", "blurry", "bright"),
+    "Dystopian Noir": ("gray", "dark", "contrast", "vignette"),
+    "Whimsical Wonderland": ("cartoon", "vivid", "bright"),
+    "Urban Grit": ("grainy", "faded", "dark"),
+    "Enchanted Forest": ("green", "dark", "vignette"),
+    "Retro Futurism": ("neon", "cartoon", "golden"),
+    "Monochrome Elegance": ("gray", "contrast"),
+    "Vibrant Graffiti": ("cartoon", "vivid", "red", "contrast"),
+    "Haunting Shadows": ("dark", "blue", "vignette"),
+    "Steampunk Adventures": ("sepia", "grainy", "vignette"),
+    "Watercolor Serenity": ("watercolor", "pastel"),
+    "Industrial Chic": ("faded", "blue", "grainy"),
+    "Cosmic Voyage": ("night", "neon", "vignette"),
+    "Pop Art Popularity": ("cartoon", "vivid", "red"),
+    "Abstract Symphony": ("watercolor", "vivid", "contrast"),
+    "Magical Realism": ("golden", "pastel", "blurry"),
+}
+"""The paper's 20 mining style names (``famix_core.prompts.STYLE_NAMES``, same order) -> the named
+looks (keys of :data:`NAMED_STYLES`, one per group) their words mean; captioned ``"<name> style"``."""
 
 _SYLLABLES = ("ba", "ko", "ri", "zu", "vel", "mor", "tan", "qui", "sha", "dro", "pel", "nix", "gar", "lo", "fey", "wum")
 
@@ -184,13 +216,18 @@ def draw_named(rng: np.random.Generator, names: list[str]) -> StyleDraw:
 
 
 def draw_style(rng: np.random.Generator, cfg: CorpusConfig, bound: list[tuple[dict, dict]] | None = None) -> StyleDraw:
-    """Draw one image's style: a nonsense name (its bound parameters) or one or two named styles.
+    """Draw one image's style: a paper style name, a nonsense name (its bound parameters) or one or two named styles.
 
     Args:
         rng: the image's style randomness.
         cfg: corpus settings (nonsense share).
         bound: the nonsense names' bound (style, post) parameters, from :func:`bind_nonsense`.
     """
+    if cfg.paper_styles > 0 and rng.random() < cfg.paper_styles:  # no draw at 0: older corpora stay
+        name = list(PAPER_STYLE_LOOKS)[int(rng.integers(len(PAPER_STYLE_LOOKS)))]
+        style, post = _base(rng)
+        _apply(style, post, list(PAPER_STYLE_LOOKS[name]))
+        return StyleDraw(DomainStyle(**style), post, (f"{name} style",), PAPER_STYLE_LOOKS[name])
     if bound and rng.random() < cfg.nonsense_fraction:
         i = int(rng.integers(len(bound)))
         names = nonsense_names(cfg.nonsense_styles, cfg.seed)

@@ -3,7 +3,9 @@
 * :mod:`famix_core.styles.ops`: patch statistics, dominant class, Beta sampling, the style op
   (normalize, mix, re-style);
 * :mod:`famix_core.styles.bank`: the mined :class:`~famix_core.styles.bank.StyleBank` and its files;
-* :mod:`famix_core.styles.strategies`: the training-time augmenter modules and their registry.
+* :mod:`famix_core.styles.strategies`: the training-time augmenter modules and their registry;
+* :mod:`famix_core.styles.diagnostics`: what a mined bank's prompt words do and where its styles
+  lie relative to the source and the targets (``scripts/diagnose_styles.py`` prints them).
 
 Styles act on layer-1 features ``f`` (B, C, H, W) split into a ``g x g`` grid of
 patches (METHOD.md "Where styles act"). Everything here is vectorized over
