@@ -38,7 +38,11 @@ def _bank_rows(path: Path) -> torch.Tensor:
 
 
 def _mine(cfg: Any, prompt: str, **mining: Any) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Mine ``cfg``'s bank with another prompt type (or a registered diagnostic one)."""
+    """Mine ``cfg``'s bank with another prompt type (or a registered diagnostic one).
+
+    ``model_copy`` skips validation on purpose: a diagnostic prompt name and the lr-0 start bank
+    are not valid engine settings.
+    """
     from famix_core.mining import mine_styles
 
     c = cfg.model_copy(update={"mining": cfg.mining.model_copy(update={"prompt": prompt, **mining})})
@@ -121,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from famix_core.errors import FamixError
     from orchestrator.driver import prepare
-    from orchestrator.store import Store
 
     try:
         plan = prepare(args.sweep, profile=args.profile, run_dir=args.run_dir, overrides=args.overrides, writable=False, dry=True)
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.sweep}: no trial of seed {args.seed} mines a style bank", file=sys.stderr)
             return 2
         cfg, key = trial.config, plan.trial_stages[trial.id].mine
-        store = Store(plan.run_dir / "store")
+        store = plan.store
         print(f"trial {trial.id} ({', '.join(f'{k} {v}' for k, v in trial.labels.items())}), bank {key[:8]}\n")
         if not args.skip_prompts:
             print("\n".join(prompt_table(cfg, args.words)) + "\n")
