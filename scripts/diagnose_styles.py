@@ -28,13 +28,11 @@ import torch
 
 
 def _bank_rows(path: Path) -> torch.Tensor:
-    from safetensors.torch import load_file
-
-    from famix_core.styles.bank import BANK_TENSORS
+    from famix_core.styles.bank import StyleBank
     from famix_core.styles.diagnostics import style_rows
 
-    t = load_file(str(path / BANK_TENSORS))
-    return style_rows(t["mu"], t["sigma"])
+    bank = StyleBank.load(path)
+    return style_rows(bank.mu, bank.sigma)
 
 
 def _mine(cfg: Any, prompt: str, **mining: Any) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -60,7 +58,8 @@ def _register_words(words: str) -> str:
     return name
 
 
-def prompt_table(cfg: Any, extra_words: list[str]) -> list[str]:
+def prompt_table(cfg: Any, extra_words: list[str]) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """The table's lines, and the bank rows mined per prompt type (the trial's own among them)."""
     from famix_core.config import PROMPT_TYPES
     from famix_core.styles.diagnostics import move_agreement
 
@@ -79,7 +78,7 @@ def prompt_table(cfg: Any, extra_words: list[str]) -> list[str]:
         agree = "" if name == "class" else f"{move_agreement(start, rows, ref).mean():.3f}"
         lines.append(f"| {name} | {s['initial_loss']:.3f} → {s['final_loss']:.3f} | {move:.3f} | {agree} |")
     lines.append(f"\n{len(start)} kept patches; moves in layer-1 units (mean |[mu, sigma]| of a patch: {start.norm(dim=1).mean():.3f}).")
-    return lines
+    return lines, {name: rows for name, (rows, _) in banks.items()}
 
 
 def coverage_table(cfg: Any, bank: torch.Tensor) -> list[str]:
@@ -135,9 +134,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg, key = trial.config, plan.trial_stages[trial.id].mine
         store = plan.store
         print(f"trial {trial.id} ({', '.join(f'{k} {v}' for k, v in trial.labels.items())}), bank {key[:8]}\n")
+        mined: dict[str, torch.Tensor] = {}
         if not args.skip_prompts:
-            print("\n".join(prompt_table(cfg, args.words)) + "\n")
-        bank = _bank_rows(store.path("mine", key)) if store.is_done("mine", key) else _mine(cfg, cfg.mining.prompt)[0]
+            lines, mined = prompt_table(cfg, args.words)
+            print("\n".join(lines) + "\n")
+        if store.is_done("mine", key):
+            bank = _bank_rows(store.path("mine", key))
+        else:  # the prompt table mined this very bank already, unless it was skipped
+            bank = mined[cfg.mining.prompt] if cfg.mining.prompt in mined else _mine(cfg, cfg.mining.prompt)[0]
         print("\n".join(coverage_table(cfg, bank)))
     except FamixError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -24,7 +24,7 @@ Everything is deterministic in ``CorpusConfig.seed``. No torch here (numpy + PIL
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -225,9 +225,7 @@ def draw_style(rng: np.random.Generator, cfg: CorpusConfig, bound: list[tuple[di
     """
     if cfg.paper_styles > 0 and rng.random() < cfg.paper_styles:  # no draw at 0: older corpora stay
         name = list(PAPER_STYLE_LOOKS)[int(rng.integers(len(PAPER_STYLE_LOOKS)))]
-        style, post = _base(rng)
-        _apply(style, post, list(PAPER_STYLE_LOOKS[name]))
-        return StyleDraw(DomainStyle(**style), post, (f"{name} style",), PAPER_STYLE_LOOKS[name])
+        return replace(draw_named(rng, list(PAPER_STYLE_LOOKS[name])), words=(f"{name} style",))
     if bound and rng.random() < cfg.nonsense_fraction:
         i = int(rng.integers(len(bound)))
         names = nonsense_names(cfg.nonsense_styles, cfg.seed)
