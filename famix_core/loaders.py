@@ -3,9 +3,9 @@
 Decoding the source images is CPU work (8 GTA5 PNGs of 1914x1052 per step at paper scale),
 so training and evaluation read through DataLoader workers:
 
-  * ``data.num_workers`` unset: ``SLURM_CPUS_PER_TASK`` (the job's allocation) or the CPUs this
-    process may run on (``os.sched_getaffinity``), minus one for the main process, capped at
-    :data:`MAX_AUTO_WORKERS`;
+  * ``data.num_workers`` unset: the running stage's ``resources.<kind>.cpus`` (:func:`stage_cpus`),
+    else ``SLURM_CPUS_PER_TASK`` (the job's allocation), else the CPUs this process may run on
+    (``os.sched_getaffinity``), minus one for the main process, capped at :data:`MAX_AUTO_WORKERS`;
   * training: ``persistent_workers`` (no re-spawn when the loader restarts), ``prefetch_factor``
     batches per worker, ``pin_memory`` on CUDA; batches do not depend on the worker count
     (``famix_core.train.SeededItems``), so ``data.num_workers`` is no part of any stage key;
@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:
     import torch
 
     from famix_core.config import FamixConfig
 
-__all__ = ["MAX_AUTO_WORKERS", "PREFETCH_FACTOR", "allocated_cpus", "resolve_workers", "loader_options", "bench_loaders"]
+__all__ = ["MAX_AUTO_WORKERS", "PREFETCH_FACTOR", "allocated_cpus", "stage_cpus", "resolve_workers", "loader_options", "bench_loaders"]
 
 MAX_AUTO_WORKERS = 16
 """Cap of the automatic worker count (more rarely helps one GPU and costs host memory)."""
@@ -35,8 +36,32 @@ PREFETCH_FACTOR = 2
 """Batches each worker prepares ahead."""
 
 
+_STAGE_CPUS: list[int] = []  # innermost stage_cpus() block last
+
+
+@contextmanager
+def stage_cpus(cpus: int | None) -> Iterator[None]:
+    """Within the block, :func:`allocated_cpus` is ``cpus`` (None or 0: unchanged).
+
+    The orchestrator runs each stage under its ``resources.<kind>.cpus``: a 1-CPU stage running
+    beside another one on the same machine loads its batches in its own process instead of
+    starting a DataLoader worker that competes for the other stage's core.
+    """
+    if not cpus:
+        yield
+        return
+    _STAGE_CPUS.append(int(cpus))
+    try:
+        yield
+    finally:
+        _STAGE_CPUS.pop()
+
+
 def allocated_cpus() -> int:
-    """CPUs this process may use: ``SLURM_CPUS_PER_TASK`` when set (a job's allocation), else its affinity mask."""
+    """CPUs this process may use: the running stage's (:func:`stage_cpus`), else ``SLURM_CPUS_PER_TASK``
+    when set (a job's allocation), else its affinity mask."""
+    if _STAGE_CPUS:
+        return _STAGE_CPUS[-1]
     raw = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
     if raw.isdigit() and int(raw) > 0:
         return int(raw)

@@ -196,7 +196,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     backend_cls = get_backend_class(backend_name)
     retries = rs.backend.retries if opts.retries is None else opts.retries
     # 0: the backend decides (Ray: from the cluster's resources; Slurm: the array cap, docs/slurm.md)
-    max_parallel = opts.max_parallel or rs.backend.max_parallel or backend_cls.default_parallelism
+    max_parallel = opts.max_parallel or rs.backend.max_parallel or backend_cls.parallelism(rs.backend.model_dump())
     with _driver_lock(plan):
         atomic_write_text(
             plan.sweep_dir / "driver.json",

@@ -233,17 +233,26 @@ STAGE_RUNNERS: dict[str, Callable[[StageContext], dict[str, Any]]] = {
 """Stage kind -> runner. ``synthetic`` is a stand-in used by benchmarks and backend tests."""
 
 
-def _set_threads(task: StageTask) -> None:
-    """Torch threads = the stage's ``cpus``, on every backend.
+@contextmanager
+def _stage_cpus(task: StageTask) -> Iterator[None]:
+    """Torch threads = the stage's ``cpus``, on every backend; its automatic DataLoader workers too.
 
     CPU results depend slightly on the thread count (reduction order), so a stage computes the
-    same numbers in-process, on Ray (which gives a 1-CPU task OMP_NUM_THREADS=1) and on Slurm.
+    same numbers in-process, in a local worker, on Ray (which gives a 1-CPU task OMP_NUM_THREADS=1)
+    and on Slurm. Batches do not depend on the DataLoader worker count
+    (:func:`famix_core.loaders.stage_cpus`).
     """
     cpus = int((task.resources or {}).get("cpus") or 0)
-    if cpus > 0 and task.kind in STAGE_KINDS:
-        import torch
+    if cpus <= 0 or task.kind not in STAGE_KINDS:
+        yield
+        return
+    import torch
 
-        torch.set_num_threads(cpus)
+    from famix_core.loaders import stage_cpus
+
+    torch.set_num_threads(cpus)
+    with stage_cpus(cpus):
+        yield
 
 
 def checkpoint_then_stop(stop: StopRequest) -> Callable[[int, Any], None]:
@@ -353,8 +362,8 @@ def execute_stage(task: StageTask, stop: StopRequest | None = None) -> StageOutc
                         f"damaged {dep_kind} artifact {bad}; rebuild it with `famix sweep run --rerun-failed` "
                         f"(or delete {store.path(dep_kind, dep_key)})"
                     )
-            _set_threads(task)
-            result = runner(ctx)
+            with _stage_cpus(task):
+                result = runner(ctx)
             if ctx.history_path.is_file() and ctx.history_path.parent != tmp:
                 shutil.copyfile(ctx.history_path, tmp / HISTORY_FILE)
             _flush_tracking(ctx)  # DONE means: its metrics are in MLflow (or, if it never came back, in the log)

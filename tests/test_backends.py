@@ -87,6 +87,81 @@ def test_local_backend_dag_retries_and_failed_dependencies():
     assert {k: o.status for k, o in again.items()} == {"a": "cached", "d": "cached"}
 
 
+def _spans(tasks):
+    """(start, end) of each finished synthetic stage, from its DONE.json (the stage's own clock)."""
+    spans = []
+    for t in tasks:
+        info = json.loads((Path(t.store) / "synthetic" / t.key / "DONE.json").read_text())
+        spans.append((info["finished"] - info["seconds"], info["finished"]))
+    return spans
+
+
+def _most_at_once(spans):
+    return max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+
+
+def test_local_workers_run_the_dag_in_processes_and_pack_by_cpus():
+    _seed_done_dep()
+    rec = Recorder()
+    backend = LocalBackend(cpus=2)
+    outcomes = backend.run(_dag(), max_parallel=2, retries=1, on_event=rec)
+    _check(outcomes, rec)
+    assert rec.max_running <= 2 and backend.parallelism_used == 2
+    # 1-CPU stages on 2 CPUs: two at a time, never more (read from the stages' own clocks)
+    ones = [_task(f"p{i}", seconds=1.0, value=i) for i in range(4)]
+    out = LocalBackend(cpus=2).run(ones, max_parallel=3, retries=0, on_event=Recorder())
+    assert all(o.status == "done" for o in out.values())
+    assert _most_at_once(_spans(ones)) == 2
+    # 2-CPU stages on 2 CPUs: one at a time, though two workers are free
+    twos = [dataclasses.replace(_task(f"q{i}", seconds=0.5, value=i), resources={"cpus": 2}) for i in range(3)]
+    out = LocalBackend(cpus=2).run(twos, max_parallel=2, retries=0, on_event=Recorder())
+    assert all(o.status == "done" for o in out.values())
+    assert _most_at_once(_spans(twos)) == 1
+
+
+def test_local_worker_that_dies_fails_its_stage_and_is_replaced():
+    out = LocalBackend(execute=_die_on_x, cpus=2).run(
+        [_task("x"), _task("y", value=2), _task("z", {"synthetic": "y"}, value=3)], max_parallel=2, retries=0, on_event=Recorder()
+    )
+    assert out["x"].status == "failed" and out["x"].retryable
+    assert out["x"].error.startswith("worker process died (exit code 3) while running synthetic x"), out["x"].error
+    assert out["y"].status == "done" and out["z"].status == "done"
+
+
+def _die_on_x(task, stop):
+    import os
+
+    from orchestrator.execute import execute_stage
+
+    if task.key == "x":
+        os._exit(3)
+    return execute_stage(task, stop)
+
+
+def test_local_workers_interrupted_cancel_the_rest_and_leave_no_process():
+    import os
+    import signal
+    import threading
+
+    import psutil
+
+    tasks = [_task("long1", seconds=60.0), _task("long2", seconds=60.0), _task("after", {"synthetic": "long1"})]
+    rec = Recorder()
+    before = {c.pid for c in psutil.Process().children(recursive=True)}
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))  # Ctrl-C in the driver, once both run
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            LocalBackend(cpus=2, grace_s=20.0).run(tasks, max_parallel=2, retries=0, on_event=rec)
+    finally:
+        timer.cancel()
+    assert ("start", "long1") in rec.events and ("start", "long2") in rec.events
+    assert ("cancelled", "after") in rec.events and ("cancelled", "long1") in rec.events
+    assert {c.pid for c in psutil.Process().children(recursive=True)} <= before  # the workers are gone
+    assert not any(Path("runs/store/.tmp").iterdir())  # the abandoned stages removed their temp folders
+    assert not (Path("runs/store/synthetic") / "long1").exists()
+
+
 def test_no_retry_for_deterministic_failures():
     from famix_core.errors import TrainingDiverged
 
@@ -120,6 +195,7 @@ def test_every_backend_answers_what_the_driver_asks(tmp_path):
     from orchestrator.backends.base import Backend
 
     assert {name: get_backend_class(name).default_parallelism for name in BACKENDS} == {"local": 1, "ray": 0, "slurm": 0}
+    assert get_backend_class("local").parallelism({"local": {"workers": 3}}) == 3
     assert detachable() == ["slurm"]
     for name in BACKENDS:
         cls = get_backend_class(name)

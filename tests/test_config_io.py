@@ -32,28 +32,29 @@ REPO = Path(__file__).resolve().parent.parent
 # trial ids, the first mine key, and the last trial's train and Cityscapes evaluate keys, with the
 # plan built in /runs/famix (paper: data.root=/datasets/famix). A change here re-runs finished stages.
 # The smoke rows were re-recorded when the smoke profile moved to a one-epoch bank, and again for
-# 400 iterations and the famix-synth weights of 1,500 pretraining steps (the weights' hash is in the keys).
+# 400 iterations and the famix-synth weights of 1,500 pretraining steps (the weights' hash is in the keys),
+# and again for the 128x256 images.
 PINNED = {
-    ("ablation", "smoke"): (8, "t-16cd1f1119ea", "t-28d6d87a0dfb",
-                            "5f62d0335a0caad23bc0644450bb6c4a6fbd344fa4d0296d65d764141453a63f",
-                            "5a071bd21f91ab905f04696789740fe2a5f183483a5c1cd18db27551b6a7e3ba",
-                            "ef71127d63e65d824c6b52d1874848ad6160a49ca2650c3ca25958df0285f339"),
+    ("ablation", "smoke"): (8, "t-ec8269411e71", "t-c8924e1fb0fa",
+                            "340cda7e20c04eaf80c066471b1bc7dcefb787589dd5ed3c849246e517c2d6f7",
+                            "bcb0dcec6d746d72a6a069e021630d13dd958b9879261000e05b47488006cbc7",
+                            "2ab4282555948a422823da80c8d8992ec4e436e60e07cde208f4a2d5f3b6cdfb"),
     ("ablation", "paper"): (24, "t-8d3689488f6f", "t-add76bf5ed89",
                             "f311e918f1b1edb3a4800496bdd4d65b5a8d982e0c29667430968497ee135aeb",
                             "c2956b63394a7d1a62b8e31c1ce3087bd80244ec561f63cb3c7191eef1ce912a",
                             "853312b8c485ba72165a7d33a1f1488248eafaacc1b161e6214f7afd98189f78"),
-    ("prompts", "smoke"): (5, "t-7008db4f6364", "t-28d6d87a0dfb",
-                           "e37dbc73160317d5cd8b1c687322bb8d9550536446b4e5ce224efae26e640541",
-                           "5a071bd21f91ab905f04696789740fe2a5f183483a5c1cd18db27551b6a7e3ba",
-                           "ef71127d63e65d824c6b52d1874848ad6160a49ca2650c3ca25958df0285f339"),
+    ("prompts", "smoke"): (5, "t-a889748b2146", "t-c8924e1fb0fa",
+                           "e20602ba8885956bff1687b98f74d44964b997831c978cadb47fd21be5f7b425",
+                           "bcb0dcec6d746d72a6a069e021630d13dd958b9879261000e05b47488006cbc7",
+                           "2ab4282555948a422823da80c8d8992ec4e436e60e07cde208f4a2d5f3b6cdfb"),
     ("prompts", "paper"): (15, "t-77378076a79c", "t-add76bf5ed89",
                            "3e9db6f5d83712c0c4f21c8f057852e4fcb19fa0a8ac8e11b76bc4787284b34d",
                            "c2956b63394a7d1a62b8e31c1ce3087bd80244ec561f63cb3c7191eef1ce912a",
                            "853312b8c485ba72165a7d33a1f1488248eafaacc1b161e6214f7afd98189f78"),
-    ("baselines", "smoke"): (4, "t-51cebbaa06f5", "t-28d6d87a0dfb",
-                             "5f62d0335a0caad23bc0644450bb6c4a6fbd344fa4d0296d65d764141453a63f",
-                             "5a071bd21f91ab905f04696789740fe2a5f183483a5c1cd18db27551b6a7e3ba",
-                             "ef71127d63e65d824c6b52d1874848ad6160a49ca2650c3ca25958df0285f339"),
+    ("baselines", "smoke"): (4, "t-81b4578efe65", "t-c8924e1fb0fa",
+                             "340cda7e20c04eaf80c066471b1bc7dcefb787589dd5ed3c849246e517c2d6f7",
+                             "bcb0dcec6d746d72a6a069e021630d13dd958b9879261000e05b47488006cbc7",
+                             "2ab4282555948a422823da80c8d8992ec4e436e60e07cde208f4a2d5f3b6cdfb"),
     ("baselines", "paper"): (12, "t-1b2fe02df048", "t-add76bf5ed89",
                              "f311e918f1b1edb3a4800496bdd4d65b5a8d982e0c29667430968497ee135aeb",
                              "c2956b63394a7d1a62b8e31c1ce3087bd80244ec561f63cb3c7191eef1ce912a",
@@ -77,7 +78,7 @@ def test_stage_keys_and_trial_ids_of_existing_run_dirs_stay_valid(name, profile)
     # where the plan puts the synthetic benchmark: data/synth-<canonical hash of data.synthetic, 10 hex>
     # (it was synth-fae4b35ee5 before the hash was unified; stage keys never depend on the folder)
     roots = {t.config.data.root for t in plan.trials}
-    assert roots == ({"/runs/famix/data/synth-7755643026"} if profile == "smoke" else {"/datasets/famix"})
+    assert roots == ({"/runs/famix/data/synth-23a2d80154"} if profile == "smoke" else {"/datasets/famix"})
 
 
 def test_canonical_hash_is_sha256_of_sorted_compact_ascii_json():

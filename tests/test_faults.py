@@ -227,17 +227,23 @@ base:
   train: {iterations: 2000, batch_size: 2, checkpoint_every: 100000, log_every: 1}
   eval: {max_images: 1}
 domains: [C]
-backend: {resources: {train: {cpus: 1}}}
+backend: {resources: {train: {cpus: 1}}, local: {workers: WORKERS}}
 """
 
 
 @pytest.mark.slow
-def test_sweep_cancel_checkpoints_a_running_training_and_the_rerun_resumes_there(tmp_path):
-    """SIGTERM (sweep cancel) reaches an in-process training like SIGUSR2 on Slurm: checkpoint now, then stop."""
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "worker-processes"])
+def test_sweep_cancel_checkpoints_a_running_training_and_the_rerun_resumes_there(tmp_path, workers):
+    """SIGTERM (sweep cancel) reaches a local training like SIGUSR2 on Slurm: checkpoint now, then stop.
+
+    With ``local.workers: 2`` the training runs in a worker process: the driver passes SIGTERM on."""
     import re
 
     Path("sweeps").mkdir()
-    Path("sweeps/sig.yaml").write_text(TRAIN_SWEEP)
+    import psutil
+
+    Path("sweeps/sig.yaml").write_text(TRAIN_SWEEP.replace("WORKERS", str(workers)))
+    workers_count = workers
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "orchestrator", "sweep", "run", "sig", "--run-dir", "runs"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -269,13 +275,18 @@ def test_sweep_cancel_checkpoints_a_running_training_and_the_rerun_resumes_there
     assert not any(Path("runs/store/.tmp").iterdir())  # the interrupted stage's temp folder is gone
     # the rerun resumes at that iteration (its first logged step is the next one)
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers: list = []
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None and f"step={stopped + 2} " not in log.read_text()[len(text) :]:
             time.sleep(0.3)
+        workers = psutil.Process(proc.pid).children()
     finally:
-        proc.kill()
+        proc.kill()  # SIGKILL: no chance to stop its workers
         proc.wait()
+    assert bool(workers) == (workers_count > 1), workers  # a worker (and multiprocessing's resource tracker)
+    _gone, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, "a worker outlived its killed driver"
     resumed = log.read_text()[len(text):]
     steps = [int(s) for s in re.findall(r"step=(\d+) ", resumed)]
     assert steps and steps[0] == stopped + 1, resumed[:2000]

@@ -377,6 +377,18 @@ def test_worker_count_follows_the_allocation(monkeypatch):
     assert resolve_workers(None) == 2
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
     assert resolve_workers(None) == 0
+    # a stage the orchestrator runs with resources.<kind>.cpus: its CPUs, whatever the machine has
+    from famix_core.loaders import stage_cpus
+
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "8")
+    with stage_cpus(1):
+        assert resolve_workers(None) == 0
+        with stage_cpus(4):
+            assert resolve_workers(None) == 3
+        assert resolve_workers(None) == 0
+    with stage_cpus(None):
+        assert resolve_workers(None) == 7
+    assert resolve_workers(None) == 7
     opts = loader_options(3, torch.device("cuda"), persistent=True)
     assert opts == {"num_workers": 3, "pin_memory": True, "persistent_workers": True, "prefetch_factor": 2}
     assert loader_options(0, torch.device("cpu"), persistent=True) == {

@@ -61,6 +61,12 @@ class Backend(abc.ABC):
         """
 
     @classmethod
+    def parallelism(cls, options: dict[str, Any]) -> int:
+        """Stages in flight under ``options`` (the sweep's backend block) when neither
+        ``--max-parallel`` nor ``backend.max_parallel`` says; default :attr:`default_parallelism`."""
+        return cls.default_parallelism
+
+    @classmethod
     def preflight(cls, options: dict[str, Any]) -> Any:
         """Plan-time checks of the backend's own settings against what it runs on (default: none).
 

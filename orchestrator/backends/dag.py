@@ -1,4 +1,4 @@
-"""Dependency bookkeeping shared by the in-process and Ray backends (pure Python).
+"""Dependency bookkeeping shared by the local and Ray backends (pure Python).
 
 Tracks which tasks are ready (every dependency done, or not part of this run =
 already done), hands out retries, and fails the dependents of a failed task
@@ -6,6 +6,8 @@ with ``error="dependency <key> failed"`` without running them.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 from orchestrator.stages import EventFn, StageOutcome, StageTask
 
@@ -49,8 +51,9 @@ class DagScheduler:
                 return False, dep
         return ok, None
 
-    def ready(self, limit: int | None = None) -> list[StageTask]:
-        """Tasks to start now (at most ``limit``); marks them running and fires ``start``."""
+    def ready(self, limit: int | None = None, fits: Callable[[StageTask], bool] | None = None) -> list[StageTask]:
+        """Tasks to start now (at most ``limit``, in plan order, skipping those ``fits`` refuses);
+        marks them running and fires ``start``."""
         out: list[StageTask] = []
         still: list[str] = []
         for key in self._pending:
@@ -58,7 +61,7 @@ class DagScheduler:
             ok, failed_dep = self._dep_state(task)
             if failed_dep is not None:
                 self._fail_dependency(task, failed_dep)
-            elif ok and (limit is None or len(out) < limit):
+            elif ok and (limit is None or len(out) < limit) and (fits is None or fits(task)):
                 out.append(task)
                 self.running.add(key)
                 self.attempts[key] = self.attempts.get(key, 0) + 1

@@ -1,8 +1,24 @@
-"""The in-process backend: stages run one after another in the driver (debugging, tests, small sweeps)."""
+"""The local backend: stages on this machine, one after another in the driver or a few at once in worker processes.
+
+``backend.local.workers`` (or ``--max-parallel``) 1: each stage runs in the driver's own process
+(debuggers, monkeypatched tests). More: that many worker processes (started once, ``spawn``), each
+running one stage at a time; stages start while their ``resources.<kind>.cpus`` fit the machine's
+CPUs, and stages asking for GPUs run one at a time (nothing here assigns devices). A stage sets its
+torch threads to its ``cpus`` wherever it runs (:func:`orchestrator.execute.execute_stage`), so a
+stage computes the same numbers in a worker as in the driver, on Ray or on Slurm.
+
+Interrupts: Ctrl-C (the workers ignore SIGINT) or SIGTERM to the driver sends SIGTERM to the busy
+workers: a training checkpoints the iteration it is in and stops, any other stage is abandoned
+(its half-written folder is removed), and the sweep stops with everything else cancelled.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+import multiprocessing
+import os
+import signal
+import time
+from typing import TYPE_CHECKING, Any, Callable
 
 from famix_core.errors import TrainingInterrupted
 from orchestrator.backends.base import Backend
@@ -10,18 +26,33 @@ from orchestrator.backends.dag import DagScheduler
 from orchestrator.stages import EventFn, StageOutcome, StageTask
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
     from orchestrator.execute import StopRequest
 
-__all__ = ["LocalBackend"]
+__all__ = ["LocalBackend", "machine_cpus"]
+
+Execute = Callable[[StageTask, "StopRequest | None"], StageOutcome]
+_INTERRUPTED = "interrupted"
+
+
+def machine_cpus() -> int:
+    """CPUs the driver may use: ``SLURM_CPUS_PER_TASK`` inside a Slurm allocation, else its affinity mask."""
+    from famix_core.loaders import allocated_cpus
+
+    return allocated_cpus()
 
 
 class LocalBackend(Backend):
-    """Sequential, in-process.
+    """This machine: sequential in-process (``workers`` 1), or a pool of worker processes.
 
     Args:
         execute: the stage function, called as ``execute(task, stop)`` (default
-            :func:`orchestrator.execute.execute_stage`; tests inject stand-ins).
-        stop: the stop request of the driver's SIGTERM handler (a training stage checkpoints and stops).
+            :func:`orchestrator.execute.execute_stage`; tests inject stand-ins, which must be
+            module-level functions with more than one worker: they are pickled to the workers).
+        stop: the stop request of the driver's SIGTERM handler (an in-process training checkpoints and stops).
+        options: the sweep's backend block (``local.workers`` is read by :meth:`parallelism`).
+        cpus: the CPUs the stages may fill (default: :func:`machine_cpus`).
     """
 
     name = "local"
@@ -30,8 +61,10 @@ class LocalBackend(Backend):
 
     def __init__(
         self,
-        execute: Callable[[StageTask, StopRequest | None], StageOutcome] | None = None,
+        execute: Execute | None = None,
         stop: StopRequest | None = None,
+        cpus: int | None = None,
+        grace_s: float = 60.0,
         **_: object,
     ):
         if execute is None:
@@ -40,9 +73,25 @@ class LocalBackend(Backend):
             execute = execute_stage
         self.execute = execute
         self.stop = stop
+        self.cpus = cpus
+        self.grace_s = grace_s
+        self.parallelism_used = 1
+
+    @classmethod
+    def parallelism(cls, options: dict[str, Any]) -> int:
+        """``local.workers`` of the backend block: an integer, or ``auto`` = this machine's CPUs."""
+        workers = ((options or {}).get("local") or {}).get("workers", cls.default_parallelism)
+        return machine_cpus() if workers == "auto" else int(workers)
 
     def run(self, tasks: list[StageTask], *, max_parallel: int, retries: int, on_event: EventFn) -> dict[str, StageOutcome]:
         dag = DagScheduler(tasks, retries, on_event)
+        workers = min(max_parallel, len(tasks)) if max_parallel > 0 else 1
+        self.parallelism_used = max(1, workers)
+        if workers <= 1:
+            return self._run_in_process(dag)
+        return _Pool(self.execute, workers, self.cpus or machine_cpus(), self.grace_s).run(dag)
+
+    def _run_in_process(self, dag: DagScheduler) -> dict[str, StageOutcome]:
         try:
             while not dag.finished():
                 batch = dag.ready(limit=1)
@@ -59,3 +108,201 @@ class LocalBackend(Backend):
             dag.cancel_rest()
             raise KeyboardInterrupt from None
         return dag.outcomes
+
+
+def _cpus(task: StageTask) -> int:
+    return max(1, int((task.resources or {}).get("cpus") or 1))
+
+
+def _gpus(task: StageTask) -> bool:
+    return float((task.resources or {}).get("gpus") or 0) > 0
+
+
+class _Worker:
+    """One worker process and the stage it runs (None: idle)."""
+
+    def __init__(self, ctx: Any, execute: Execute):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, execute), name="famix-local-worker", daemon=True)
+        self.proc.start()
+        child.close()
+        self.task: StageTask | None = None
+
+    def send(self, task: StageTask) -> None:
+        self.conn.send(task)
+        self.task = task
+
+    def interrupt(self) -> None:
+        if self.task is not None and self.proc.is_alive() and self.proc.pid:
+            os.kill(self.proc.pid, signal.SIGTERM)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        try:
+            if self.task is None and self.proc.is_alive():
+                self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self.proc.join(timeout_s)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5.0)
+        self.conn.close()
+
+
+class _Pool:
+    """Worker processes fed from a :class:`DagScheduler`, packed by each stage's CPUs."""
+
+    def __init__(self, execute: Execute, workers: int, cpus: int, grace_s: float):
+        self.execute = execute
+        self.n = workers
+        self.cpus = cpus
+        self.grace_s = grace_s
+        self.ctx = multiprocessing.get_context("spawn")  # torch and threads: never fork the driver
+        self.workers: list[_Worker] = []
+
+    def _used(self) -> tuple[int, bool]:
+        busy = [w.task for w in self.workers if w.task is not None]
+        return sum(_cpus(t) for t in busy), any(_gpus(t) for t in busy)
+
+    def _fits(self, task: StageTask) -> bool:
+        used, gpu_busy = self._used()
+        if used == 0:
+            return True  # a stage asking for more than the machine has runs alone
+        return used + _cpus(task) <= self.cpus and not (gpu_busy and _gpus(task))
+
+    def _idle(self) -> _Worker | None:
+        for w in self.workers:
+            if w.task is None:
+                return w
+        if len(self.workers) < self.n:
+            self.workers.append(_Worker(self.ctx, self.execute))
+            return self.workers[-1]
+        return None
+
+    def _start_ready(self, dag: DagScheduler) -> None:
+        while any(w.task is None for w in self.workers) or len(self.workers) < self.n:
+            batch = dag.ready(limit=1, fits=self._fits)
+            if not batch:
+                return
+            worker = self._idle()
+            assert worker is not None  # a free slot was checked above
+            worker.send(batch[0])
+
+    def run(self, dag: DagScheduler) -> dict[str, StageOutcome]:
+        from multiprocessing.connection import wait
+
+        try:
+            while not dag.finished():
+                self._start_ready(dag)
+                busy = [w for w in self.workers if w.task is not None]
+                if not busy:
+                    if dag.finished():
+                        break
+                    raise RuntimeError("dependency cycle or missing dependency among stages")  # plan bug
+                for conn in wait([w.conn for w in busy]):
+                    worker = next(w for w in busy if w.conn is conn)
+                    reply = self._receive(worker)
+                    if reply == _INTERRUPTED:  # SIGTERM reached the worker itself: the sweep stops
+                        raise KeyboardInterrupt
+                    dag.complete(reply.key, reply)
+        except KeyboardInterrupt:
+            self._interrupt(dag)
+            dag.cancel_rest()
+            raise
+        finally:
+            for w in self.workers:
+                w.close()
+            self.workers = []
+        return dag.outcomes
+
+    def _receive(self, worker: _Worker) -> StageOutcome | str:
+        """The reply of a busy worker; a dead worker (killed, out of memory) fails its stage, retryably."""
+        task = worker.task
+        assert task is not None
+        try:
+            reply = worker.conn.recv()
+        except (EOFError, OSError):
+            worker.proc.join(5.0)
+            code = worker.proc.exitcode
+            self.workers.remove(worker)
+            worker.conn.close()
+            error = f"worker process died (exit code {code}) while running {task.name or task.key}"
+            _append_log(task, f"failed: {error}")
+            return StageOutcome(task.key, "failed", error=error, log_path=task.log_path or None, retryable=True)
+        worker.task = None
+        if isinstance(reply, tuple) and reply and reply[0] == _INTERRUPTED:
+            return _INTERRUPTED
+        return reply
+
+    def _interrupt(self, dag: DagScheduler) -> None:
+        """SIGTERM the busy workers and wait up to ``grace_s`` for their replies (a training checkpoints first)."""
+        busy = [w for w in self.workers if w.task is not None]
+        for w in busy:
+            w.interrupt()
+        from multiprocessing.connection import wait
+
+        deadline = time.monotonic() + self.grace_s
+        try:
+            while busy and time.monotonic() < deadline:
+                for conn in wait([w.conn for w in busy], timeout=max(0.0, deadline - time.monotonic())):
+                    worker = next(w for w in busy if w.conn is conn)
+                    task = worker.task
+                    reply = self._receive(worker)
+                    busy.remove(worker)
+                    if isinstance(reply, StageOutcome) and reply.status in ("done", "cached") and task is not None:
+                        dag.complete(task.key, reply)  # finished just before the interrupt: keep it
+        except KeyboardInterrupt:  # a second interrupt: do not wait
+            pass
+        for w in busy:
+            w.task = None  # abandoned: close() kills it
+
+
+def _append_log(task: StageTask, line: str) -> None:
+    if task.log_path:
+        os.makedirs(os.path.dirname(task.log_path) or ".", exist_ok=True)
+        with open(task.log_path, "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
+
+
+def _exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """A worker whose driver was killed (SIGKILL, a crash) exits within ``poll_s``: a training loses
+    what it did since its last periodic checkpoint, as it would in the driver's own process."""
+    while True:
+        time.sleep(poll_s)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _worker_main(conn: "Connection", execute: Execute) -> None:
+    """A worker process: run the stages the driver sends until it sends None or goes away.
+
+    Ctrl-C is the driver's to handle (SIGINT ignored here); SIGTERM from the driver stops the stage
+    being run: a training checkpoints its iteration first (:func:`orchestrator.execute.checkpoint_then_stop`).
+    """
+    import threading
+
+    from orchestrator.execute import StopRequest, checkpoint_then_stop
+
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="famix-parent-watch", daemon=True).start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = StopRequest()
+    signal.signal(signal.SIGTERM, checkpoint_then_stop(stop))
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError, KeyboardInterrupt):
+            return
+        if task is None:
+            return
+        try:
+            reply: Any = execute(task, stop)
+        except (TrainingInterrupted, KeyboardInterrupt) as e:
+            reply = (_INTERRUPTED, str(e))
+        except BaseException as e:  # noqa: BLE001 — execute_stage never raises; a stand-in might
+            reply = StageOutcome(task.key, "failed", error=f"{type(e).__name__}: {e}", log_path=task.log_path or None)
+        try:
+            conn.send(reply)
+        except (OSError, KeyboardInterrupt):
+            return
+        if isinstance(reply, tuple):
+            return
