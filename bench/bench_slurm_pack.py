@@ -4,7 +4,7 @@ Needs a running Slurm cluster (``bash scripts/slurm/local_cluster.sh start``); w
 it is skipped and exits 0.
 
 The workload is the evaluate wave of the smoke ablation for one trial: famix-tiny at the smoke
-profile's data sizes (64x128 synthetic images, 8 per domain), 8 domains. For each setting a fresh run
+profile's data sizes (its synthetic images, 8 per domain: 64x128 until 2026-12-04, 128x256 since), 8 domains. For each setting a fresh run
 dir is prepared and its (10-iteration) training runs here, untimed; then ``famix sweep run
 --backend slurm`` (the driver, :func:`orchestrator.driver.run_plan`) is timed while it submits the
 8 evaluations and waits for them:

@@ -42,10 +42,11 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {
         "base": {
             "model": {"backbone": "famix-tiny", "pretrained": "famix-synth"},
-            # 128x256 images, crop 128: a mined patch is ~11x11 layer-1 positions (the paper's 64x64 of a
-            # 768 crop), about a third of famix-tiny's 64-pixel input once pooled; 64x128 images gave ~5x5
-            # patches, the statistics of one object (README, "Not adopted"). It fits the 10-minute bound
-            # because the shipped sweeps run two 1-CPU stages at once (backend.local.workers: auto).
+            # 128x256 images, crop 128: a mined patch is ~11x11 layer-1 positions, 43 pixels a side, two
+            # thirds of famix-tiny's 64-pixel input (the paper: 64x64 positions, 256 pixels, about one
+            # RN50 input); 64x128 images gave ~5x5 (21 pixels), the statistics of one object
+            # (docs/miniature.md). It fits the 10-minute bound because the shipped sweeps run two
+            # 1-CPU stages at once (backend.local.workers: auto).
             "data": {
                 "synthetic": {"seed": 0, "height": 128, "width": 256, "train_images": 32, "val_images": 8},
                 "crop_size": 128,
@@ -55,10 +56,10 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
             # (Mining and learning-rate numbers in this block were measured on the 64x128 images.)
             # The method's 100 mining steps over one epoch of the source, as the official code. A bank
             # keeps one style per distinct dominant class of a batch, so the source's 32 images at batch
-            # 2 (16 batches) give 73 styles, 1 to 16 per class (batch 8 would give ~28; the paper mines
+            # 2 (16 batches) give 74 styles at 128x256 (73 at 64x128), 1 to 16 per class (batch 8 would give ~28; the paper mines
             # ~7,700 from GTA5's 774 batches, about 400 per class). mining.epochs=2 / 4 (145 / 291
             # styles, 50 s / 86 s of mining instead of 28 s) took the ablation to 9.3 / 10.0 minutes on
-            # the slower of this project's machines and did not change its verdicts (README); not adopted.
+            # the slower of this project's machines and did not change its verdicts (docs/miniature.md); not adopted.
             # famix-synth's layer-1 statistics are ~0.7 (RN50's are larger): lr 0.1 takes the prompts'
             # mean 1 - cos from 1.08 to 0.36 (0.84 with lr 0.01); the paper's lr 1.0 would overshoot to
             # negative stds.
@@ -67,7 +68,7 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
             # 2-CPU stage at a time: 5.5 to 8.7 min; 500 took 9.6 to 10.6 min, at the edge of the budget.
             # 128x256, two 1-CPU stages at once: 8 min 23 s for the whole `make sweep`, 2026-12-04)
             # lr_backbone stays the paper's 0.01: picked over 0.03 and 0.1 by the 8 ablation rows' mean
-            # source-val mIoU (17.04, 17.01, 15.66; README)
+            # source-val mIoU (17.04, 17.01, 15.66; docs/miniature.md)
             "train": {
                 "iterations": 400,
                 "batch_size": 8,
