@@ -51,8 +51,10 @@ class LocalBackend(Backend):
             :func:`orchestrator.execute.execute_stage`; tests inject stand-ins, which must be
             module-level functions with more than one worker: they are pickled to the workers).
         stop: the stop request of the driver's SIGTERM handler (an in-process training checkpoints and stops).
-        options: the sweep's backend block (``local.workers`` is read by :meth:`parallelism`).
-        cpus: the CPUs the stages may fill (default: :func:`machine_cpus`).
+        cpus: the CPUs the worker processes' stages may fill (default: :func:`machine_cpus`).
+        grace_s: after an interrupt, how long the busy workers get to checkpoint and answer.
+
+    The sweep's backend block (``options=``, as every backend gets it) is read by :meth:`parallelism`.
     """
 
     name = "local"
@@ -114,7 +116,7 @@ def _cpus(task: StageTask) -> int:
     return max(1, int((task.resources or {}).get("cpus") or 1))
 
 
-def _gpus(task: StageTask) -> bool:
+def _needs_gpu(task: StageTask) -> bool:
     return float((task.resources or {}).get("gpus") or 0) > 0
 
 
@@ -162,13 +164,13 @@ class _Pool:
 
     def _used(self) -> tuple[int, bool]:
         busy = [w.task for w in self.workers if w.task is not None]
-        return sum(_cpus(t) for t in busy), any(_gpus(t) for t in busy)
+        return sum(_cpus(t) for t in busy), any(_needs_gpu(t) for t in busy)
 
     def _fits(self, task: StageTask) -> bool:
         used, gpu_busy = self._used()
         if used == 0:
             return True  # a stage asking for more than the machine has runs alone
-        return used + _cpus(task) <= self.cpus and not (gpu_busy and _gpus(task))
+        return used + _cpus(task) <= self.cpus and not (gpu_busy and _needs_gpu(task))
 
     def _idle(self) -> _Worker | None:
         for w in self.workers:
