@@ -44,12 +44,17 @@ def bench_ray(n_stages: int, seconds: float, slots: int, work: Path) -> float:
     outcomes = backend.run(tasks, max_parallel=slots, retries=0, on_event=lambda *a: None)
     wall = time.perf_counter() - t0
     backend.close()
+    print(f"ray: ray.init {start_s:.1f}s (not counted); {n_stages} stages x {seconds}s on {slots} slots")
+    return _ratio("ray", outcomes, wall, slots)
+
+
+def _ratio(name: str, outcomes: dict, wall: float, slots: int) -> float:
+    """Wall time over the ideal (the stages' own times spread evenly over the slots), printed."""
     assert all(o.status == "done" for o in outcomes.values()), outcomes
     busy = sum(o.seconds for o in outcomes.values())
     ideal = busy / slots
     ratio = wall / ideal
-    print(f"ray: ray.init {start_s:.1f}s (not counted); {n_stages} stages x {seconds}s on {slots} slots")
-    print(f"ray: wall {wall:.2f}s, sum of stage times {busy:.2f}s, ideal {ideal:.2f}s -> ratio {ratio:.3f} (target <= 1.2)")
+    print(f"{name}: wall {wall:.2f}s, sum of stage times {busy:.2f}s, ideal {ideal:.2f}s -> ratio {ratio:.3f} (target <= 1.2)")
     return ratio
 
 
@@ -77,13 +82,8 @@ def bench_local(n_stages: int, seconds: float, slots: int, work: Path) -> float:
     t0 = time.perf_counter()
     outcomes = LocalBackend(cpus=slots).run(tasks, max_parallel=slots, retries=0, on_event=lambda *a: None)
     wall = time.perf_counter() - t0
-    assert all(o.status == "done" for o in outcomes.values()), outcomes
-    busy = sum(o.seconds for o in outcomes.values())
-    ideal = busy / slots
-    ratio = wall / ideal
     print(f"local workers: {n_stages} stages x {seconds}s on {slots} worker processes (start-up counted)")
-    print(f"local workers: wall {wall:.2f}s, sum of stage times {busy:.2f}s, ideal {ideal:.2f}s -> ratio {ratio:.3f} (target <= 1.2)")
-    return ratio
+    return _ratio("local workers", outcomes, wall, slots)
 
 
 def bench_rerun(work: Path) -> float:
