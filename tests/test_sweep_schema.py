@@ -66,6 +66,8 @@ CASES = [
     ("name: tiny\ngrid: !!python/object/apply:os.system ['echo hi']\n", ["YAML tag", "not allowed"]),
     (GOOD + "backend: {kind: local, resources: {trian: {cpus: 1}}}\n", ["backend.resources", "unknown stage kind 'trian'", "did you mean train?"]),
     (GOOD + "backend: {slurm: {partitoin: gpu}}\n", ["backend.slurm.partitoin", "unknown"]),
+    (GOOD + "backend: {local: {workers: many}}\n", ["backend.local.workers: expected an integer >= 1 or 'auto', got 'many'"]),
+    (GOOD + "backend: {local: {workers: 0}}\n", ["backend.local.workers: expected an integer >= 1 or 'auto', got 0"]),
     (GOOD + "backend: {kind: rey}\n", ["backend.kind: unknown backend 'rey'", "did you mean ray?"]),
     (GOOD + "labels2: 1\n", ["labels2: unknown key", "did you mean labels?"]),
     (GOOD.replace("style.mix: {column", "style.mox: {column"), ["labels.style.mox: not a grid or zip key", "did you mean style.mix?"]),

@@ -178,12 +178,12 @@ class LocalOptions(_Strict):
 
     workers: int | Literal["auto"] = 1
 
-    @field_validator("workers")
+    @field_validator("workers", mode="before")
     @classmethod
-    def _workers(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and v < 1:
-            raise ValueError(f"expected an integer >= 1 or 'auto', got {v}")
-        return v
+    def _workers(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f"expected an integer >= 1 or 'auto', got {v!r}")
 
 
 class BackendSpec(_Strict):
