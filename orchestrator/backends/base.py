@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import abc
 import os
+import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 from orchestrator.stages import EventFn, StageOutcome, StageTask
@@ -94,3 +96,13 @@ class Backend(abc.ABC):
 
     def close(self) -> None:
         """Release resources (shut Ray down, …)."""
+
+
+def backend_failure(task: StageTask, error: str, *, retryable: bool) -> StageOutcome:
+    """A failure the backend decided for a stage (unschedulable, timed out, its worker died): one
+    ``failed:`` line in the stage's log, as ``execute_stage`` writes its own, and the outcome."""
+    if task.log_path:
+        Path(task.log_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(task.log_path, "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} failed: {error}\n")
+    return StageOutcome(task.key, "failed", error=error, log_path=task.log_path or None, retryable=retryable)

@@ -21,7 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from famix_core.errors import TrainingInterrupted
-from orchestrator.backends.base import Backend
+from orchestrator.backends.base import Backend, backend_failure
 from orchestrator.backends.dag import DagScheduler
 from orchestrator.stages import EventFn, StageOutcome, StageTask
 
@@ -229,8 +229,7 @@ class _Pool:
             self.workers.remove(worker)
             worker.conn.close()
             error = f"worker process died (exit code {code}) while running {task.name or task.key}"
-            _append_log(task, f"failed: {error}")
-            return StageOutcome(task.key, "failed", error=error, log_path=task.log_path or None, retryable=True)
+            return backend_failure(task, error, retryable=True)
         worker.task = None
         if isinstance(reply, tuple) and reply and reply[0] == _INTERRUPTED:
             return _INTERRUPTED
@@ -257,13 +256,6 @@ class _Pool:
             pass
         for w in busy:
             w.task = None  # abandoned: close() kills it
-
-
-def _append_log(task: StageTask, line: str) -> None:
-    if task.log_path:
-        os.makedirs(os.path.dirname(task.log_path) or ".", exist_ok=True)
-        with open(task.log_path, "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
 
 
 def _exit_with_parent(parent: int, poll_s: float = 1.0) -> None:

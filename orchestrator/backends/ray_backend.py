@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from orchestrator.backends.base import Backend
+from orchestrator.backends.base import Backend, backend_failure
 from orchestrator.backends.dag import DagScheduler
 from orchestrator.backends.ray_cluster import NodeInfo, connect_client, local_nodes, probe_cluster, slots, unschedulable
 from orchestrator.errors import SweepError
@@ -233,19 +233,12 @@ class RayBackend(Backend):
             pass
 
     def _failed(self, task: StageTask, error: str) -> StageOutcome:
-        if task.log_path:
-            Path(task.log_path).parent.mkdir(parents=True, exist_ok=True)
-            with open(task.log_path, "a", encoding="utf-8") as f:
-                f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} failed: {error}\n")
-        return StageOutcome(task.key, "failed", error=error, log_path=task.log_path or None, retryable=False)
+        return backend_failure(task, error, retryable=False)
 
     def _timed_out(self, task: StageTask) -> StageOutcome:
         minutes = self._stage_resources(task)["timeout_min"]
         error = f"timed out after {minutes:g} min of running (resources.timeout_min); stopped by the Ray backend"
-        if task.log_path:
-            with open(task.log_path, "a", encoding="utf-8") as f:
-                f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} failed: {error}\n")
-        return StageOutcome(task.key, "failed", error=error, log_path=task.log_path or None, retryable=True)
+        return backend_failure(task, error, retryable=True)
 
     def close(self) -> None:
         if self._connected:  # a driver left connected dies with the cluster (Ray ends the process)
