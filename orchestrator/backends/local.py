@@ -21,6 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from famix_core.errors import TrainingInterrupted
+from famix_core.loaders import allocated_cpus
 from orchestrator.backends.base import Backend, backend_failure
 from orchestrator.backends.dag import DagScheduler
 from orchestrator.stages import EventFn, StageOutcome, StageTask
@@ -30,17 +31,10 @@ if TYPE_CHECKING:
 
     from orchestrator.execute import StopRequest
 
-__all__ = ["LocalBackend", "machine_cpus"]
+__all__ = ["LocalBackend"]
 
 Execute = Callable[[StageTask, "StopRequest | None"], StageOutcome]
 _INTERRUPTED = "interrupted"
-
-
-def machine_cpus() -> int:
-    """CPUs the driver may use: ``SLURM_CPUS_PER_TASK`` inside a Slurm allocation, else its affinity mask."""
-    from famix_core.loaders import allocated_cpus
-
-    return allocated_cpus()
 
 
 class LocalBackend(Backend):
@@ -51,7 +45,8 @@ class LocalBackend(Backend):
             :func:`orchestrator.execute.execute_stage`; tests inject stand-ins, which must be
             module-level functions with more than one worker: they are pickled to the workers).
         stop: the stop request of the driver's SIGTERM handler (an in-process training checkpoints and stops).
-        cpus: the CPUs the worker processes' stages may fill (default: :func:`machine_cpus`).
+        cpus: the CPUs the worker processes' stages may fill (default: :func:`famix_core.loaders.allocated_cpus`,
+            the driver's: ``SLURM_CPUS_PER_TASK`` inside a Slurm allocation, else its affinity mask).
         grace_s: after an interrupt, how long the busy workers get to checkpoint and answer.
 
     The sweep's backend block (``options=``, as every backend gets it) is read by :meth:`parallelism`.
@@ -83,7 +78,7 @@ class LocalBackend(Backend):
     def parallelism(cls, options: dict[str, Any]) -> int:
         """``local.workers`` of the backend block: an integer, or ``auto`` = this machine's CPUs."""
         workers = ((options or {}).get("local") or {}).get("workers", cls.default_parallelism)
-        return machine_cpus() if workers == "auto" else int(workers)
+        return allocated_cpus() if workers == "auto" else int(workers)
 
     def run(self, tasks: list[StageTask], *, max_parallel: int, retries: int, on_event: EventFn) -> dict[str, StageOutcome]:
         dag = DagScheduler(tasks, retries, on_event)
@@ -91,7 +86,7 @@ class LocalBackend(Backend):
         self.parallelism_used = max(1, workers)
         if workers <= 1:
             return self._run_in_process(dag)
-        return _Pool(self.execute, workers, self.cpus or machine_cpus(), self.grace_s).run(dag)
+        return _Pool(self.execute, workers, self.cpus or allocated_cpus(), self.grace_s).run(dag)
 
     def _run_in_process(self, dag: DagScheduler) -> dict[str, StageOutcome]:
         try:
