@@ -236,12 +236,8 @@ def test_ray_backend_matches_local_and_respects_max_parallel():
         tasks = [_task(f"p{i}", seconds=1.0, value=i) for i in range(4)]
         par = backend.run(tasks, max_parallel=2, retries=0, on_event=Recorder())
         assert all(o.status == "done" for o in par.values())
-        spans = []
-        for t in tasks:
-            info = json.loads((Path(t.store) / "synthetic" / t.key / "DONE.json").read_text())
-            spans.append((info["finished"] - info["seconds"], info["finished"]))
-        at_once = [sum(1 for s, e in spans if s <= start < e) for start, _ in spans]
-        assert max(at_once) == 2, spans  # two ran together, never more
+        spans = _spans(tasks)
+        assert _most_at_once(spans) == 2, spans  # two ran together, never more
 
         # a stage past its resources.timeout_min is stopped, retried, then reported; the others finish
         slow = dataclasses.replace(_task("slow", seconds=600.0), resources={"timeout_min": 0.05})  # 3 s
