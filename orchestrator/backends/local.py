@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import signal
 import time
+from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any, Callable
 
 from famix_core.errors import TrainingInterrupted
@@ -27,8 +28,6 @@ from orchestrator.backends.dag import DagScheduler
 from orchestrator.stages import EventFn, StageOutcome, StageTask
 
 if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
-
     from orchestrator.execute import StopRequest
 
 __all__ = ["LocalBackend"]
@@ -186,8 +185,6 @@ class _Pool:
             worker.send(batch[0])
 
     def run(self, dag: DagScheduler) -> dict[str, StageOutcome]:
-        from multiprocessing.connection import wait
-
         try:
             while not dag.finished():
                 self._start_ready(dag)
@@ -235,8 +232,6 @@ class _Pool:
         busy = [w for w in self.workers if w.task is not None]
         for w in busy:
             w.interrupt()
-        from multiprocessing.connection import wait
-
         deadline = time.monotonic() + self.grace_s
         try:
             while busy and time.monotonic() < deadline:
