@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+
 def reevaluate_config(cfg: Any, images: int, root: Path) -> Any:
     """``cfg`` evaluating ``images`` images per target domain of a benchmark at ``root``."""
     syn = cfg.data.synthetic.model_copy(update={"val_images": max(images, cfg.data.synthetic.val_images)})
@@ -47,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     from famix_core.errors import FamixError
     from famix_core.evaluate import evaluate
     from famix_core.io import atomic_write_text
+    from orchestrator.cli import report_sweep_info
     from orchestrator.driver import prepare
     from reports.collect import collect_csv
-    from orchestrator.cli import report_sweep_info
     from reports.report import apply_sweep_order, write_report
 
     try:
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         if not done:
             print(f"{args.sweep}: no trained model in {args.run_dir}: run the sweep first", file=sys.stderr)
             return 2
+        torch.set_num_threads(1)  # as the sweep's 1-CPU evaluate stages: the same digits
         rows = []
         for i, t in enumerate(done, 1):
             base = Path(t.config.data.root)
@@ -72,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
                 base = base.parent / f"{base.name}-val{args.images}"
             cfg = reevaluate_config(t.config, args.images, base)
             ensure_synthetic(cfg.data)
-            torch.set_num_threads(1)  # as the sweep's 1-CPU evaluate stages: the same digits
             weights = store.path("train", plan.trial_stages[t.id].train) / "model.safetensors"
             scores = evaluate(cfg, weights, plan.sweep.domains)
             rows.append({**t.labels, "seed": t.seed, "status": "done", **{c: round(100 * r["miou"], 4) for c, r in scores.items()}})
