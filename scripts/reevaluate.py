@@ -60,12 +60,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         store, out = plan.store, plan.sweep_dir / f"reeval-{args.images}"
         done = [t for t in plan.trials if store.is_done("train", plan.trial_stages[t.id].train)]
-        for t in plan.trials:
-            if t not in done:
-                print(f"skipped: trial {t.id} ({', '.join(t.labels.values())}, seed {t.seed}): its training is not in {store.root}")
         if not done:
             print(f"{args.sweep}: no trained model in {args.run_dir}: run the sweep first", file=sys.stderr)
             return 2
+        for t in plan.trials:
+            if t not in done:
+                print(f"skipped: trial {t.id} ({', '.join(t.labels.values())}, seed {t.seed}): its training is not in {store.root}")
         torch.set_num_threads(1)  # as the sweep's 1-CPU evaluate stages: the same digits
         rows = []
         for i, t in enumerate(done, 1):

@@ -47,7 +47,8 @@ def test_reevaluate_reproduces_the_sweep_then_scores_more_images(tmp_path):
     sweep, runs = tmp_path / "rescore.yaml", tmp_path / "runs"
     sweep.write_text(SWEEP)
     missing = _script("--sweep", str(sweep), "--run-dir", str(runs), "--images", "3", *TINY)
-    assert missing.returncode == 2 and "no trained model" in missing.stderr and "Traceback" not in missing.stderr
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert missing.stderr.strip() == f"{sweep}: no trained model in {runs}: run the sweep first"
 
     assert main(["sweep", "run", str(sweep), "--run-dir", str(runs), *TINY]) == 0
     own = pd.read_csv(runs / "rescore" / "results.csv")
