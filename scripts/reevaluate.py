@@ -22,9 +22,15 @@ from pathlib import Path
 from typing import Any
 
 
-def reevaluate_config(cfg: Any, images: int, root: Path) -> Any:
-    """``cfg`` evaluating ``images`` images per target domain of a benchmark at ``root``."""
-    syn = cfg.data.synthetic.model_copy(update={"val_images": max(images, cfg.data.synthetic.val_images)})
+def reevaluate_config(cfg: Any, images: int) -> Any:
+    """``cfg`` evaluating ``images`` images per target domain.
+
+    Up to the sweep's own ``data.synthetic.val_images`` its benchmark serves; more need a benchmark
+    with that many val images, beside it at ``<root>-val<images>``.
+    """
+    syn, root = cfg.data.synthetic, Path(cfg.data.root)
+    if images > syn.val_images:
+        syn, root = syn.model_copy(update={"val_images": images}), root.parent / f"{root.name}-val{images}"
     data = cfg.data.model_copy(update={"root": str(root), "synthetic": syn})
     return cfg.model_copy(update={"data": data, "eval": cfg.eval.model_copy(update={"max_images": images})})
 
@@ -69,10 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)  # as the sweep's 1-CPU evaluate stages: the same digits
         rows = []
         for i, t in enumerate(done, 1):
-            base = Path(t.config.data.root)
-            if args.images > t.config.data.synthetic.val_images:
-                base = base.parent / f"{base.name}-val{args.images}"
-            cfg = reevaluate_config(t.config, args.images, base)
+            cfg = reevaluate_config(t.config, args.images)
             ensure_synthetic(cfg.data)
             weights = store.path("train", plan.trial_stages[t.id].train) / "model.safetensors"
             scores = evaluate(cfg, weights, plan.sweep.domains)
