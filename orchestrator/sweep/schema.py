@@ -57,9 +57,10 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
             # The method's 100 mining steps over one epoch of the source, as the official code. A bank
             # keeps one style per distinct dominant class of a batch, so the source's 32 images at batch
             # 2 (16 batches) give 74 styles at 128x256 (73 at 64x128), 1 to 16 per class (batch 8 would give ~28; the paper mines
-            # ~7,700 from GTA5's 774 batches, about 400 per class). mining.epochs=2 / 4 (145 / 291
-            # styles, 50 s / 86 s of mining instead of 28 s) took the ablation to 9.3 / 10.0 minutes on
-            # the slower of this project's machines and did not change its verdicts (docs/miniature.md); not adopted.
+            # ~7,700 from GTA5's 774 batches, about 400 per class). mining.epochs=2 / 4 took the first
+            # command to 9.3 / 10.0 min at 64x128 and 9.1 / 9.5 min at 128x256 (154 / 301 styles), over
+            # the 9 minutes its rules allowed; not adopted. At 128x256, 4 epochs cut frozen FAMix's seed
+            # std from 0.49 to 0.07 on 128 images per domain (docs/miniature.md).
             # famix-synth's layer-1 statistics are ~0.7 (RN50's are larger): lr 0.1 takes the prompts'
             # mean 1 - cos from 1.08 to 0.36 (0.84 with lr 0.01); the paper's lr 1.0 would overshoot to
             # negative stds.
