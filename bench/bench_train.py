@@ -2,6 +2,8 @@
 
 Prints iterations/s, images/s and peak memory per (device, freeze policy, style strategy),
 plus the ratio of each row to the first one of its device. CPU always; CUDA when present.
+Then the two CPU shortcuts of a training step, each against the path it replaces (same
+results): the ASPP's atrous backward on famix-tiny's 8x8 map, and the decoded-split cache.
 
     .venv/bin/python bench/bench_train.py [--iterations 40] [--warmup 5] [--data synthetic|random]
 """
@@ -80,6 +82,85 @@ def bench_one(root: str, device: str, freeze: str, strategy: str, args, dataset=
     return {"it_s": args.iterations / dt, "img_s": args.iterations * args.batch / dt, "peak_mb": _peak_mb(t.device)}
 
 
+def _ms(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000
+
+
+def bench_shortcuts(root: str, batch: int, crop: int, reps: int = 15) -> None:
+    """Median ms of the shortcut and of the path it replaces, measured alternately (same load)."""
+    import torch
+    from torch import nn
+
+    from famix_core import data
+    from famix_core.config import DataConfig, ModelConfig, SynthConfig
+    from famix_core.models import deeplab
+    from famix_core.models.segmenter import build_segmenter
+
+    model = build_segmenter(ModelConfig(backbone="famix-tiny", pretrained="none", freeze="none"))
+    aspp = model.classifier.aspp.train()
+    with torch.no_grad():
+        deep = model.features(torch.randn(batch, 3, crop, crop))["layer4"]  # (B, C, crop/16, crop/16)
+    x = deep.clone().requires_grad_()
+
+    def aspp_step():
+        aspp(x).sum().backward()
+
+    def plain_step():
+        fast = deeplab.AtrousConv2d.forward
+        deeplab.AtrousConv2d.forward = nn.Conv2d.forward  # type: ignore[method-assign]
+        try:
+            aspp_step()
+        finally:
+            deeplab.AtrousConv2d.forward = fast  # type: ignore[method-assign]
+
+    dc = DataConfig(root=root, crop_size=crop, synthetic=SynthConfig(height=128, width=256, train_images=16, val_images=2))
+    cached = data.build_dataset(dc, dc.source, "train", train=True)
+    plain = data.build_dataset(dc, dc.source, "train", train=True)
+    plain._cache = None
+    n = len(cached)
+    [cached[i] for i in range(n)]  # fill the cache
+
+    def read(ds):
+        return lambda: [ds[i] for i in range(n)]
+
+    from famix_core.train import Trainer
+
+    cfg = _config(root, "cpu", "paper", "mixstyle", 10**6, batch, crop)  # the frozen MixStyle row
+    # batches loaded in this process, as a 1-CPU stage of the shipped sweeps does (and the cache is this process's)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"num_workers": 0})})
+    trainer = Trainer(cfg, Path(root).parent / "shortcut-train")  # inside the benchmark's temporary dir
+    cache = {}
+    trainer.dataset._cache = cache
+    [trainer.step() for _ in range(3)]  # warm-up, fills the cache
+
+    def step_with(on: bool):
+        def step():
+            trainer.dataset._cache = cache if on else None
+            fast = deeplab.AtrousConv2d.forward
+            if not on:
+                deeplab.AtrousConv2d.forward = nn.Conv2d.forward  # type: ignore[method-assign]
+            try:
+                trainer.step()
+            finally:
+                deeplab.AtrousConv2d.forward = fast  # type: ignore[method-assign]
+        return step
+
+    rows = [(f"ASPP forward+backward, batch {batch}, {tuple(deep.shape[1:])}", aspp_step, plain_step, 1),
+            (f"training item, {dc.synthetic.height}x{dc.synthetic.width} source, crop {crop}", read(cached), read(plain), n),
+            (f"training step, frozen MixStyle, batch {batch}", step_with(True), step_with(False), 1)]
+    print(f"\nCPU shortcuts (median of {reps}, alternating; same results as the path they replace)")
+    print(f"{'':48} {'shortcut ms':>11} {'plain ms':>9} {'speed-up':>8}")
+    for name, fast_fn, plain_fn, per in rows:
+        for fn in (fast_fn, plain_fn):
+            fn()  # warm-up
+        pairs = [(_ms(fast_fn), _ms(plain_fn)) for _ in range(reps)]
+        fast_ms = sorted(f for f, _ in pairs)[reps // 2]
+        plain_ms = sorted(p for _, p in pairs)[reps // 2]
+        print(f"{name:48} {fast_ms / per:11.2f} {plain_ms / per:9.2f} {plain_ms / fast_ms:7.2f}x")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--iterations", type=int, default=40)
@@ -117,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{dev:6} {freeze:6} {strategy:9} {r['it_s']:7.2f} {r['img_s']:7.1f} {r['peak_mb']:8.0f} {r['it_s'] / first:7.2f}x")
         print("300 iterations at the first row's speed take about "
               f"{300 / first:.0f} s on {devices[-1]}")
+        bench_shortcuts(root, 8, args.crop)  # the smoke profile's batch
     return 0
 
 

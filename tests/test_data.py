@@ -206,6 +206,49 @@ def test_training_items_are_cropped_and_max_items_limits(tmp_path):
     assert (label == 255).sum() >= 10 * 10 - H * W  # padding is ignore
 
 
+def test_a_small_training_split_is_decoded_once_and_gives_the_same_items(tmp_path, monkeypatch):
+    make_tree(tmp_path, "gta5", "train", [f"{i:05d}" for i in range(3)])
+    cfg = DataConfig(root=str(tmp_path), crop_size=8)
+    cached = build_dataset(cfg, "gta5", "train", train=True)
+    plain = build_dataset(cfg, "gta5", "train", train=True)
+    plain._cache = None  # the same split, decoded on every read
+    reads: list[int] = []
+    load_raw = type(cached).load_raw
+    monkeypatch.setattr(type(cached), "load_raw", lambda self, i: (reads.append(i), load_raw(self, i))[1])
+    for rep in range(2):
+        for i in range(3):
+            torch.manual_seed(rep * 10 + i)  # the random crop / jitter / flip of this read
+            a = cached[i]
+            torch.manual_seed(rep * 10 + i)
+            b = plain[i]
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+    def scribble(image, label):  # a transform that writes into the arrays it is given
+        out = torch.from_numpy(image.copy()), torch.from_numpy(label.copy())
+        image[...], label[...] = 0, 0
+        return out
+
+    cached.transform = scribble
+    first, second = cached[0], cached[0]
+    assert first[0].any() and torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert sorted(set(reads)) == [0, 1, 2]
+    assert reads.count(0) == 1 + 2  # the cached split decoded image 0 once in four reads; the plain one, twice in two
+
+
+def test_a_split_too_large_for_the_cache_decodes_every_read(tmp_path, monkeypatch):
+    make_tree(tmp_path, "gta5", "train", [f"{i:05d}" for i in range(3)])
+    ds = build_dataset(DataConfig(root=str(tmp_path), crop_size=8), "gta5", "train", train=True)
+    ds.cache_bytes = 3 * (H * W * 3 + H * W) - 1  # one byte short of the three decoded pairs
+    ds._cache = {}
+    reads: list[int] = []
+    load_raw = type(ds).load_raw
+    monkeypatch.setattr(type(ds), "load_raw", lambda self, i: (reads.append(i), load_raw(self, i))[1])
+    ds[0], ds[0], ds[1]
+    assert reads == [0, 0, 1] and ds._cache is None
+    ev = build_dataset(DataConfig(root=str(tmp_path)), "gta5", "train", train=False)
+    assert ev._cache is None  # evaluation reads each image once: nothing to keep
+
+
 def test_eval_scale_resizes_the_image_only(tmp_path):
     make_tree(tmp_path, "bdd100k", "val", ["a"])
     ds = build_dataset(DataConfig(root=str(tmp_path)), "B", "val", train=False, scale=0.5)

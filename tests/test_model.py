@@ -129,6 +129,39 @@ def test_forward_backward_every_backbone_and_stride(backbone, output_stride):
     assert model.classifier.classifier[3].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("size, dilation, fast", [((8, 8), 12, True), ((8, 16), 18, True), ((8, 16), 12, False), ((8, 8), 6, False)])
+def test_atrous_conv_gives_the_plain_conv_gradients(size, dilation, fast, monkeypatch):
+    from famix_core.models.deeplab import AtrousConv2d, _CentreTapBackward
+
+    torch.manual_seed(0)
+    conv = AtrousConv2d(32, 16, dilation)
+    ref = nn.Conv2d(32, 16, 3, padding=dilation, dilation=dilation, bias=False)
+    ref.load_state_dict(conv.state_dict())  # the same keys as nn.Conv2d
+    x = torch.randn(2, 32, *size)
+    g = torch.randn(2, 16, *size)
+    calls = []
+    apply = _CentreTapBackward.apply
+    monkeypatch.setattr(_CentreTapBackward, "apply", lambda *a: (calls.append(a[2]), apply(*a))[1])
+    outs = []
+    for m in (conv, ref):
+        xi = x.clone().requires_grad_()
+        y = m(xi)
+        y.backward(g)
+        outs.append((y.detach(), xi.grad, m.weight.grad))
+    assert calls == ([dilation] if fast else [])  # the centre-tap backward only where the map fits in the dilation
+    (y, gx, gw), (ry, rgx, rgw) = outs
+    assert torch.equal(y, ry)  # the forward is the plain conv's
+    torch.testing.assert_close(gx, rgx, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gw, rgw, rtol=1e-5, atol=1e-5)
+    if fast:
+        off = gw.clone()
+        off[:, :, 1, 1] = 0
+        assert not off.any() and gw[:, :, 1, 1].abs().sum() > 0  # off-centre taps read padding only
+    with torch.no_grad():
+        conv(x)
+    assert len(calls) == (1 if fast else 0)  # no autograd, no custom function
+
+
 def _conv2_dilations(stage):
     return [blk.conv2.dilation[0] for blk in stage]
 
