@@ -67,7 +67,8 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
             "mining": {"steps": 100, "lr": 0.1, "batch_size": 2, "crop_size": 128},
             # 400 iterations keep the 8-row ablation within 10 minutes on 2 CPU cores (64x128 images, one
             # 2-CPU stage at a time: 5.5 to 8.7 min; 500 took 9.6 to 10.6 min, at the edge of the budget.
-            # 128x256, two 1-CPU stages at once: 8 min 23 s for the whole `make sweep`, 2026-12-04)
+            # 128x256, two 1-CPU stages at once: 8 min 23 s for the whole `make sweep`, 2026-12-04; with the
+            # CPU shortcuts of deeplab.AtrousConv2d and the decoded-split cache, 7 min 39 s, the same table)
             # lr_backbone stays the paper's 0.01: picked over 0.03 and 0.1 by the 8 ablation rows' mean
             # source-val mIoU (17.04, 17.01, 15.66; docs/miniature.md)
             "train": {
