@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 __all__ = ["ASPP", "AtrousConv2d", "DeepLabHeadV3Plus", "aspp_rates"]
 
@@ -42,6 +43,7 @@ class _CentreTapBackward(torch.autograd.Function):
         return F.conv2d(x, weight, None, 1, dilation, dilation)
 
     @staticmethod
+    @once_differentiable  # a second derivative through it raises instead of being silently wrong
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
