@@ -11,6 +11,7 @@ results): the ASPP's atrous backward on famix-tiny's 8x8 map, and the decoded-sp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import tempfile
 import time
@@ -88,16 +89,31 @@ def _ms(fn) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
+@contextlib.contextmanager
+def _plain_atrous():
+    """Run the ASPP's atrous branches as plain ``nn.Conv2d`` (the path the shortcut replaces)."""
+    from torch import nn
+
+    from famix_core.models import deeplab
+
+    fast = deeplab.AtrousConv2d.forward
+    deeplab.AtrousConv2d.forward = nn.Conv2d.forward  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        deeplab.AtrousConv2d.forward = fast  # type: ignore[method-assign]
+
+
 def bench_shortcuts(root: str, batch: int, crop: int, reps: int = 15) -> None:
     """Median ms of the shortcut and of the path it replaces, measured alternately (same load)."""
     import torch
-    from torch import nn
 
     from famix_core import data
     from famix_core.config import DataConfig, ModelConfig, SynthConfig
-    from famix_core.models import deeplab
     from famix_core.models.segmenter import build_segmenter
+    from famix_core.train import Trainer
 
+    # the ASPP alone, on famix-tiny's deepest feature at this crop
     model = build_segmenter(ModelConfig(backbone="famix-tiny", pretrained="none", freeze="none"))
     aspp = model.classifier.aspp.train()
     with torch.no_grad():
@@ -107,14 +123,11 @@ def bench_shortcuts(root: str, batch: int, crop: int, reps: int = 15) -> None:
     def aspp_step():
         aspp(x).sum().backward()
 
-    def plain_step():
-        fast = deeplab.AtrousConv2d.forward
-        deeplab.AtrousConv2d.forward = nn.Conv2d.forward  # type: ignore[method-assign]
-        try:
+    def aspp_plain():
+        with _plain_atrous():
             aspp_step()
-        finally:
-            deeplab.AtrousConv2d.forward = fast  # type: ignore[method-assign]
 
+    # reading the synthetic source: from memory, or decoded on every read
     dc = DataConfig(root=root, crop_size=crop, synthetic=SynthConfig(height=128, width=256, train_images=16, val_images=2))
     cached = data.build_dataset(dc, dc.source, "train", train=True)
     plain = data.build_dataset(dc, dc.source, "train", train=True)
@@ -125,31 +138,27 @@ def bench_shortcuts(root: str, batch: int, crop: int, reps: int = 15) -> None:
     def read(ds):
         return lambda: [ds[i] for i in range(n)]
 
-    from famix_core.train import Trainer
-
+    # a whole training step with both shortcuts, or neither; batches loaded in this process, as a
+    # 1-CPU stage of the shipped sweeps does (so the cache toggled here is the one it reads)
     cfg = _config(root, "cpu", "paper", "mixstyle", 10**6, batch, crop)  # the frozen MixStyle row
-    # batches loaded in this process, as a 1-CPU stage of the shipped sweeps does (and the cache is this process's)
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"num_workers": 0})})
     trainer = Trainer(cfg, Path(root).parent / "shortcut-train")  # inside the benchmark's temporary dir
-    cache = {}
+    cache: dict = {}
     trainer.dataset._cache = cache
     [trainer.step() for _ in range(3)]  # warm-up, fills the cache
 
-    def step_with(on: bool):
-        def step():
-            trainer.dataset._cache = cache if on else None
-            fast = deeplab.AtrousConv2d.forward
-            if not on:
-                deeplab.AtrousConv2d.forward = nn.Conv2d.forward  # type: ignore[method-assign]
-            try:
-                trainer.step()
-            finally:
-                deeplab.AtrousConv2d.forward = fast  # type: ignore[method-assign]
-        return step
+    def step_fast():
+        trainer.dataset._cache = cache
+        trainer.step()
 
-    rows = [(f"ASPP forward+backward, batch {batch}, {tuple(deep.shape[1:])}", aspp_step, plain_step, 1),
+    def step_plain():
+        trainer.dataset._cache = None
+        with _plain_atrous():
+            trainer.step()
+
+    rows = [(f"ASPP forward+backward, batch {batch}, {tuple(deep.shape[1:])}", aspp_step, aspp_plain, 1),
             (f"training item, {dc.synthetic.height}x{dc.synthetic.width} source, crop {crop}", read(cached), read(plain), n),
-            (f"training step, frozen MixStyle, batch {batch}", step_with(True), step_with(False), 1)]
+            (f"training step, frozen MixStyle, batch {batch}", step_fast, step_plain, 1)]
     print(f"\nCPU shortcuts (median of {reps}, alternating; same results as the path they replace)")
     print(f"{'':48} {'shortcut ms':>11} {'plain ms':>9} {'speed-up':>8}")
     for name, fast_fn, plain_fn, per in rows:
