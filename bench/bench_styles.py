@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
-import time
 
 import torch
+from timing import time_all  # bench/timing.py, beside this script
 
 
 def make_inputs(batch: int, channels: int, feat: int, label: int, bank_size: int, device: torch.device, seed: int = 0):
@@ -98,26 +97,6 @@ def host_maps_style_op(f, labels, bank_lists, grid: int, alpha: float, eps: floa
     return torch.relu(sd_mix * norm + mu_mix)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _time_all(fns, device: torch.device, repeats: int) -> list[float]:
-    """Median seconds of each callable, run in turns (a shared machine's load hits all alike)."""
-    for fn in fns:  # warm-up
-        fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, acc in zip(fns, times):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            acc.append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
-
-
 def run(device: torch.device, args) -> list[float]:
     from famix_core.config import StyleConfig
     from famix_core.styles.bank import StyleBank
@@ -130,7 +109,7 @@ def run(device: torch.device, args) -> list[float]:
     for k, m, s in zip(cls.tolist(), mu, sigma):
         bank_lists.setdefault(k, []).append((m, s))
     with torch.no_grad():
-        return _time_all(
+        return time_all(
             [
                 lambda: aug(f, labels),
                 lambda: loop_style_op(f, labels, bank_lists, 3, 0.1, 1e-5),

@@ -83,12 +83,6 @@ def bench_one(root: str, device: str, freeze: str, strategy: str, args, dataset=
     return {"it_s": args.iterations / dt, "img_s": args.iterations * args.batch / dt, "peak_mb": _peak_mb(t.device)}
 
 
-def _ms(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) * 1000
-
-
 @contextlib.contextmanager
 def _plain_atrous():
     """Run the ASPP's atrous branches as plain ``nn.Conv2d`` (the path the shortcut replaces)."""
@@ -112,6 +106,7 @@ def bench_shortcuts(root: str, batch: int, crop: int, reps: int = 15) -> None:
     from famix_core.config import DataConfig, ModelConfig, SynthConfig
     from famix_core.models.segmenter import build_segmenter
     from famix_core.train import Trainer
+    from timing import time_all  # bench/timing.py, beside this script
 
     # the ASPP alone, on famix-tiny's deepest feature at this crop
     model = build_segmenter(ModelConfig(backbone="famix-tiny", pretrained="none", freeze="none"))
@@ -162,11 +157,8 @@ def bench_shortcuts(root: str, batch: int, crop: int, reps: int = 15) -> None:
     print(f"\nCPU shortcuts (median of {reps}, alternating; same results as the path they replace)")
     print(f"{'':48} {'shortcut ms':>11} {'plain ms':>9} {'speed-up':>8}")
     for name, fast_fn, plain_fn, per in rows:
-        for fn in (fast_fn, plain_fn):
-            fn()  # warm-up
-        pairs = [(_ms(fast_fn), _ms(plain_fn)) for _ in range(reps)]
-        fast_ms = sorted(f for f, _ in pairs)[reps // 2]
-        plain_ms = sorted(p for _, p in pairs)[reps // 2]
+        fast_s, plain_s = time_all([fast_fn, plain_fn], torch.device("cpu"), reps)
+        fast_ms, plain_ms = fast_s * 1000, plain_s * 1000
         print(f"{name:48} {fast_ms / per:11.2f} {plain_ms / per:9.2f} {plain_ms / fast_ms:7.2f}x")
 
 
