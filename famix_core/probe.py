@@ -107,8 +107,9 @@ def random_trainer(cfg: "FamixConfig", device: torch.device, *, batch: int, crop
     tree = cfg.to_dict()
     tree["model"]["pretrained"] = "none"
     tree["data"].update({"crop_size": crop, "num_workers": 0})
+    # No source validation: it would need the real source's val split, and a probe times steps only.
     tree["train"].update({"batch_size": batch, "iterations": iterations, "log_every": iterations,
-                          "checkpoint_every": 10**9, "device": str(device)})  # fmt: skip
+                          "checkpoint_every": 10**9, "device": str(device), "val_every": None, "select": "last"})  # fmt: skip
     c = FamixConfig.model_validate(tree)
     k = c.model.num_classes
     bank_dir = None

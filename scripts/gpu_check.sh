@@ -1,39 +1,42 @@
 #!/usr/bin/env bash
 # One prepared check of a GPU machine (run it from the repository root, with the project's venv):
-#   1. the CUDA tests (pytest -m gpu) and the CPU twins of their rules,
+#   1. the CUDA tests (pytest -m gpu; their CPU twins run everywhere, in the ordinary suite),
 #   2. bench/bench_gpu.py at the paper's shapes (prints numbers; never asserts),
 #   3. the cost estimate of the paper ablation on this GPU (famix sweep plan --profile paper --estimate),
 #   4. a smoke sweep on CUDA (the 8-row ablation) ending in its table.
-# Everything goes to $OUT (default /tmp/gpu-check): one log per step, and a summary.
+# Each step has its own time limit (seconds: TESTS_S, BENCH_S, ESTIMATE_S, SWEEP_S), so one slow
+# step cannot take the others' time. Logs go to $OUT (default /tmp/gpu-check): one per step and a
+# summary; the sweeps' run dirs go to $RUNS (default /tmp/gpu-check-runs).
 # Usage: bash scripts/gpu_check.sh [PYTHON]     (default: .venv/bin/python, else python3)
 set -u
 cd "$(dirname "$0")/.."
 PY="${1:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
 OUT="${OUT:-/tmp/gpu-check}"
-mkdir -p "$OUT"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+RUNS="${RUNS:-/tmp/gpu-check-runs}"
+mkdir -p "$OUT" "$RUNS"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 status=0
 
-step() {  # step NAME COMMAND...: run, keep its log, record its exit status
-  local name="$1"; shift
-  echo "=== $name: $*" | tee -a "$OUT/summary.txt"
+step() {  # step NAME SECONDS COMMAND...: run under a time limit, keep its log, record its exit status
+  local name="$1" limit="$2"; shift 2
+  echo "=== $name (limit ${limit} s): $*" | tee -a "$OUT/summary.txt"
   local t0=$SECONDS
-  "$@" >"$OUT/$name.log" 2>&1
+  timeout -k 10 "$limit" "$@" >"$OUT/$name.log" 2>&1
   local rc=$?
-  tail -n 25 "$OUT/$name.log"
-  echo "--- $name: exit $rc, $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"
+  tail -n 40 "$OUT/$name.log"
+  echo "--- $name: exit $rc$([ $rc -eq 124 ] && echo ' (time limit)'), $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"
   [ $rc -eq 0 ] || status=1
 }
 
 : >"$OUT/summary.txt"
-"$PY" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device visible"; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0))' \
+"$PY" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device visible"; print("torch", torch.__version__, "CUDA", torch.version.cuda, torch.cuda.get_device_name(0))' \
   | tee -a "$OUT/summary.txt" || { echo "no CUDA: nothing to check here" | tee -a "$OUT/summary.txt"; exit 2; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >>"$OUT/summary.txt" 2>&1 || true
+nproc | sed 's/^/CPUs: /' >>"$OUT/summary.txt"
 
-step gpu-tests "$PY" -m pytest -m gpu -rs -q -s tests/test_gpu.py tests/test_device.py tests/test_train.py tests/test_styles.py
-step cpu-twins "$PY" -m pytest -rs -q tests/test_precision.py tests/test_device.py tests/test_evaluate.py -k "not gpu"
-step bench-gpu "$PY" bench/bench_gpu.py
-step estimate "$PY" -m orchestrator sweep plan ablation.yaml --profile paper --run-dir "$OUT/runs-estimate" --estimate
-step smoke-sweep "$PY" -m orchestrator sweep run ablation.yaml --run-dir "$OUT/runs-smoke" train.device=cuda
+step gpu-tests "${TESTS_S:-180}" "$PY" -m pytest -m gpu -rs -q -s -p no:cacheprovider tests/test_gpu.py tests/test_device.py tests/test_train.py tests/test_styles.py
+step bench-gpu "${BENCH_S:-150}" "$PY" bench/bench_gpu.py
+step estimate "${ESTIMATE_S:-90}" "$PY" -m orchestrator sweep plan sweeps/ablation.yaml --profile paper --run-dir "$RUNS/estimate" --estimate
+step smoke-sweep "${SWEEP_S:-240}" "$PY" -m orchestrator sweep run sweeps/ablation.yaml --run-dir "$RUNS/smoke" train.device=cuda
 echo "all logs in $OUT (summary: $OUT/summary.txt); exit $status"
 exit $status

@@ -115,3 +115,20 @@ def test_plan_estimate_runs_real_probes_and_plain_plan_computes_nothing(tmp_path
     assert re.search(rf"train\s+1 stages, each up to [\d.]+ (min|h) \({its} iterations\)", out), out
     assert re.search(r"evaluate\s+2 stages", out) and "still to run (on cpu)" in out
     assert "warning: 2 evaluate stage(s)" not in out  # 8 tiny images fit in 1 minute
+
+
+def test_paper_training_probe_needs_no_data(tmp_path):
+    """The real training probe of a paper stage (source validation every 750 iterations on the GTA5 val
+    split, best-on-source-val selection) runs where no dataset exists: a probe times steps only."""
+    import torch
+
+    from famix_core import probe
+    from famix_core.config import FamixConfig
+    from orchestrator.driver import prepare
+
+    plan = prepare(ROOT / "sweeps" / "ablation.yaml", profile="paper", run_dir=tmp_path / "runs",
+                   overrides=[f"data.root={tmp_path / 'no-data'}"], check_data=lambda c: None, check_weights=lambda c: None)  # fmt: skip
+    cfg = FamixConfig.model_validate(next(st.config for st in plan.stages.values() if st.kind == "train"))
+    assert cfg.train.val_every is not None and not (tmp_path / "no-data").exists()  # what used to stop the probe
+    seconds = probe.probe_train(cfg, torch.device("cpu"), batch=2, crop=64, warmup=0, iters=1)
+    assert seconds > 0
