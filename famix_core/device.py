@@ -114,12 +114,13 @@ def activate(device: torch.device) -> torch.device:
 
     The DataLoader's pin-memory thread, ``torch.cuda.*`` calls without a device and cuBLAS handles
     all use the current device; training on ``cuda:1`` without this pins memory through GPU 0.
-    A no-op for the CPU.
+    A no-op for the CPU and for plain ``cuda`` (already the current device; some torch releases
+    refuse ``set_device`` without an index).
 
     Returns:
         ``device``.
     """
-    if device.type == "cuda":
+    if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     return device
 

@@ -16,7 +16,12 @@ def fake_cuda(monkeypatch):
     def forbidden(*_a, **_k):
         raise AssertionError("touches every visible GPU")
 
-    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", torch.device(d))))
+    def set_device(d):
+        if torch.device(d).index is None:  # as torch 2.11 does
+            raise ValueError(f"Expected a torch.device with a specified index or an integer, but got:{d}")
+        calls.append(("set_device", torch.device(d)))
+
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda d="cuda": (calls.append(("get", torch.device(d))), torch.tensor([7, int(torch.device(d).index or 0)], dtype=torch.uint8))[1])
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, d="cuda": calls.append(("set", torch.device(d), s.tolist())))
@@ -39,6 +44,11 @@ def test_old_checkpoints_restore_the_entry_of_this_device(fake_cuda):
     set_device_rng_state(rng, torch.device("cuda:1"))
     set_device_rng_state(rng, torch.device("cuda"))  # no index: the current device (0 here)
     assert fake_cuda == [("set", torch.device("cuda:1"), [1]), ("set", torch.device("cuda"), [0])]
+
+
+def test_plain_cuda_is_already_current(fake_cuda):
+    dev = torch.device("cuda")
+    assert activate(dev) == dev and fake_cuda == []
 
 
 def test_cpu_needs_no_cuda_state(fake_cuda):
