@@ -7,8 +7,9 @@ sweep on a GPU machine.
 
 Resume on CUDA (docs/gpu.md, "Determinism"): training runs in cuDNN benchmark mode by default,
 and a few kernels (bilinear-interpolate and adaptive-avg-pool backward, the 2-d NLL loss) have no
-deterministic CUDA version, so a resumed run matches an uninterrupted one within a tolerance,
-:data:`RESUME_RTOL` on the loss and :data:`RESUME_ATOL` on every weight, not bit for bit.
+deterministic CUDA version. In deterministic mode a resumed run matches an uninterrupted one within
+:data:`RESUME_RTOL` on the loss and :data:`RESUME_ATOL` on every weight; in benchmark mode within
+:data:`RESUME_NOISE_FACTOR` times the difference between two uninterrupted runs.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ RESUME_RTOL = 1e-3
 """Resume on CUDA: relative difference allowed on the final loss."""
 RESUME_ATOL = 1e-3
 """Resume on CUDA: absolute difference allowed on any weight after 6 iterations."""
+RESUME_NOISE_FACTOR = 4.0
+"""Resume in benchmark mode: how many times two uninterrupted runs' difference it may differ by.
+
+On an H200 (torch 2.11) a resumed benchmark-mode run ended 0.037 from an uninterrupted one on
+some weight (loss 1.6167 vs 1.6203), over RESUME_ATOL, while deterministic mode resumed bit for
+bit: the inputs of a resume are exact, the difference is the kernels' order of addition."""
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +92,25 @@ def test_bf16_vs_fp32_on_cuda_within_5_percent(synth_root, tmp_path):
     assert rel < 0.05, out
 
 
+def _max_dw(a: str, b: str) -> float:
+    wa, wb = load_file(a), load_file(b)
+    return max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa)
+
+
 @pytest.mark.parametrize("deterministic", [False, True], ids=["benchmark", "deterministic"])
 def test_resume_on_cuda_matches_an_uninterrupted_run(synth_root, tmp_path, deterministic):
+    """A run stopped after its checkpoint at iteration 4 and resumed ends where an uninterrupted run does.
+
+    Deterministic mode: within RESUME_ATOL / RESUME_RTOL (bit for bit on an H200, torch 2.11).
+    Benchmark mode: cuDNN may pick kernels that add in a varying order, so two uninterrupted runs
+    differ too; the resumed run may be no further from the first than RESUME_NOISE_FACTOR times
+    what the second uninterrupted run is (or RESUME_ATOL, whichever is larger).
+    """
     from famix_core.train import Trainer, train
 
     cfg = _cfg(synth_root, strategy=MIXSTYLE, iterations=6, checkpoint_every=2, deterministic=deterministic)
     straight = train(cfg, tmp_path / "a")
+    again = train(cfg, tmp_path / "a2")
 
     class Crash(Exception):
         pass
@@ -104,13 +124,17 @@ def test_resume_on_cuda_matches_an_uninterrupted_run(synth_root, tmp_path, deter
     assert json.loads((tmp_path / "ck" / "latest.json").read_text())["iteration"] == 4
     resumed = Trainer(cfg, tmp_path / "b", ckpt_dir=tmp_path / "ck")
     summary = resumed.run()
-    a = load_file(str(tmp_path / "a" / "model.safetensors"))
-    b = load_file(str(tmp_path / "b" / "model.safetensors"))
-    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
-    print(f"resume on CUDA ({'deterministic' if deterministic else 'benchmark'} mode): max |dw| = {worst:.3g}, "
-          f"loss {straight['final_loss']:.6f} vs {summary['final_loss']:.6f}")  # fmt: skip
-    assert worst <= RESUME_ATOL
-    assert summary["final_loss"] == pytest.approx(straight["final_loss"], rel=RESUME_RTOL)
+    model = "model.safetensors"
+    worst = _max_dw(str(tmp_path / "a" / model), str(tmp_path / "b" / model))
+    noise = _max_dw(str(tmp_path / "a" / model), str(tmp_path / "a2" / model))
+    loss_dev = abs(summary["final_loss"] - straight["final_loss"])
+    loss_noise = abs(again["final_loss"] - straight["final_loss"])
+    print(f"resume on CUDA ({'deterministic' if deterministic else 'benchmark'} mode): max |dw| = {worst:.3g} "
+          f"(two uninterrupted runs: {noise:.3g}), loss {straight['final_loss']:.6f} vs {summary['final_loss']:.6f} "
+          f"(again: {again['final_loss']:.6f})")  # fmt: skip
+    factor = 1.0 if deterministic else RESUME_NOISE_FACTOR
+    assert worst <= max(RESUME_ATOL, factor * noise)
+    assert loss_dev <= max(RESUME_RTOL * straight["final_loss"], factor * loss_noise)
 
 
 def test_three_steps_never_sync_with_the_host(synth_root, tmp_path):
