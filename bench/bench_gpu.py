@@ -126,13 +126,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from famix_core.device import activate
     from famix_core.probe import probe_evaluate
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cuda = device.type == "cuda"
+    activate(device)  # cuda:N made current; plain cuda and the CPU left as they are
     if cuda:
-        if device.index is not None:
-            torch.cuda.set_device(device)
         batch, crop, eval_hw, group, per_batch, steps = 8, 768, (1024, 2048), 256, 20, 10
         warmup, iters = args.warmup or 5, args.iterations or 20
         print(f"{torch.cuda.get_device_name(device)}: RN50 OS16, batch {batch}, crop {crop}, random weights; "
