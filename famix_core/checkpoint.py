@@ -50,11 +50,31 @@ def _cpu_contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
 
 
+def _sorted_metadata(blob: bytes) -> bytes:
+    """``blob`` (a serialized safetensors file) with its ``__metadata__`` keys in sorted order.
+
+    safetensors keeps the metadata in a hash map whose order changes from one save to the next, so
+    the same tensors and metadata gave other bytes each time. The header is JSON; this rewrites it
+    with sorted metadata (the tensors' entries and data untouched) and pads it with spaces to a
+    multiple of 8 bytes, as safetensors does.
+    """
+    import struct
+
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8 : 8 + n])
+    if len(header.get("__metadata__") or {}) < 2:
+        return blob
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + blob[8 + n :]
+
+
 def save_safetensors_atomic(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Save tensors to ``.safetensors`` atomically."""
+    """Save tensors to ``.safetensors`` atomically; the same tensors and metadata give the same bytes."""
     from safetensors.torch import save
 
-    atomic_write_bytes(path, save(_cpu_contiguous(tensors), metadata=metadata))
+    atomic_write_bytes(path, _sorted_metadata(save(_cpu_contiguous(tensors), metadata=metadata)))
 
 
 def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

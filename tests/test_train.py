@@ -141,6 +141,29 @@ def test_resume_is_bit_exact_after_a_crash(synth_root, tmp_path):
     differing = [k for k in a if not torch.equal(a[k], b[k])]
     assert differing == []
     assert summary["final_loss"] == straight["final_loss"]
+    # the same file, byte for byte: its metadata does not come out in a different order each time
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+def test_saved_weights_are_the_same_bytes_each_time(tmp_path):
+    from safetensors import safe_open
+
+    from famix_core.checkpoint import save_safetensors_atomic
+    from famix_core.io import safetensors_problem
+
+    tensors = {"b.weight": torch.arange(6.0).reshape(2, 3), "a.bias": torch.ones(3, dtype=torch.float16)}
+    meta = {"backbone": "famix-tiny", "output_stride": "16", "num_classes": "19", "iterations": "400", "note": "été"}
+    blobs = set()
+    for i in range(8):  # safetensors' own metadata order changes from one save to the next
+        path = tmp_path / f"w{i}.safetensors"
+        save_safetensors_atomic(path, tensors, metadata=dict(reversed(meta.items())) if i % 2 else meta)
+        blobs.add(path.read_bytes())
+    assert len(blobs) == 1
+    path = tmp_path / "w0.safetensors"
+    assert safetensors_problem(path) is None and (8 + int.from_bytes(path.read_bytes()[:8], "little")) % 8 == 0
+    with safe_open(str(path), framework="pt") as fh:
+        assert fh.metadata() == meta
+        assert all(torch.equal(fh.get_tensor(k), v) for k, v in tensors.items())
 
 
 def test_on_demand_checkpoint_and_step(synth_root, tmp_path):
