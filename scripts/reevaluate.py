@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "results.csv", pd.DataFrame(rows).to_csv(index=False))
         info = report_sweep_info(args.sweep, args.profile)
-        results = apply_sweep_order(collect_csv(out / "results.csv", units="percent", domains=info.domains, sweep=info.name), info)
+        title = f"{info.name}, {args.images} images per target domain"  # not the sweep's own 8-image report
+        results = apply_sweep_order(collect_csv(out / "results.csv", units="percent", domains=info.domains, sweep=title), info)
         files = write_report(results, out / "report", figures=False)
         print(f"\n{args.images} images per target domain:\n\n{files.markdown}", end="")
         print(f"\nresults: {out / 'results.csv'}; report: {files.out_dir}")

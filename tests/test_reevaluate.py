@@ -59,6 +59,8 @@ def test_reevaluate_reproduces_the_sweep_then_scores_more_images(tmp_path):
     pd.testing.assert_frame_equal(again[own.columns], own)  # the same models, images and threads: the same digits
     assert "2 images per target domain" in same.stdout and "| Freeze |" in same.stdout
     assert (runs / "rescore" / "reeval-2" / "report" / "table.tex").is_file()
+    title = (runs / "rescore" / "reeval-2" / "report" / "table.md").read_text().splitlines()[0]
+    assert title == "# rescore, 2 images per target domain"  # told apart from the sweep's own report
 
     more = _script("--sweep", str(sweep), "--run-dir", str(runs), "--images", "5", *TINY)
     assert more.returncode == 0, more.stderr
