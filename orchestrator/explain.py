@@ -50,7 +50,7 @@ def explain_key(rs: ResolvedSweep, trial: Trial, key: str) -> Provenance:
         value = value.get(part) if isinstance(value, dict) else None
     layer = "engine default"
     if key in ("train.seed", "mining.seed"):
-        layer = "seeds"
+        layer = "seeds" + (" (command line)" if any(o.key == "seeds" for o in rs.overrides) else "")
     elif key == "eval.domains":
         layer = "domains"
     elif key in trial.point:

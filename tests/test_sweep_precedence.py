@@ -80,6 +80,34 @@ def test_file_seeds_beat_builtin_profile_seeds_but_not_the_files_profile():
     assert sorted({t.seed for t in trials}) == [7, 8]
 
 
+def test_command_line_seeds_beat_every_layer():
+    rs, trials = _resolve(SWEEP + "seeds: [5]\n", profile="paper", overrides=["data.root=/nowhere", "seeds=[0,1,2]"])
+    assert rs.seeds == [0, 1, 2] and sorted({t.seed for t in trials}) == [0, 1, 2]
+    assert len(trials) == 6 and all(t.config.train.seed == t.seed for t in trials)
+    assert explain_key(rs, trials[0], "train.seed").layer == "seeds (command line)"
+    _, one = _resolve(SWEEP + "seeds: [5]\n", overrides=["seeds=[3]"])
+    assert {t.seed for t in one} == {3}
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("seeds=3", "command line: seeds=3: expected a list of integers (e.g. seeds=[0,1,2])"),
+        ("seeds=[]", "command line: seeds=[]: expected a list of integers (e.g. seeds=[0,1,2])"),
+        ("seeds=[0,a]", "command line: seeds=[0, 'a']: expected a list of integers (e.g. seeds=[0,1,2])"),
+        ("seeds=[0,true]", "command line: seeds=[0, True]: expected a list of integers (e.g. seeds=[0,1,2])"),
+        ("seeds=[1,1]", "command line: seeds=[1, 1]: duplicate seeds"),
+        ("~seeds", "command line: ~seeds: the sweep's seeds are replaced with seeds=[...] (e.g. seeds=[0,1,2])"),
+        ("+seeds=[1]", "command line: +seeds: the sweep's seeds are replaced with seeds=[...] (e.g. seeds=[0,1,2])"),
+    ],
+)
+def test_bad_command_line_seeds_get_one_line_before_anything_is_written(capsys, item, message):
+    rc = main(["sweep", "run", str(_write(SWEEP)), "--run-dir", "out", item])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip().splitlines() == [f"famix: error: {message}"], err
+    assert not Path("out").exists()
+
+
 def test_plan_explain_prints_value_and_layer(capsys):
     p = _write(SWEEP)
     rc = main(["sweep", "plan", str(p), "--run-dir", "out", "--explain", "train", "--explain", "style.mix", "train.weight_decay=0.5"])

@@ -11,7 +11,7 @@ from orchestrator.errors import SweepError
 from orchestrator.sweep.load import check_config_key, validate_tree
 from orchestrator.sweep.schema import BUILTIN_PROFILES, BackendSpec, ProfileSpec, ResolvedSweep, SweepSpec, TrackingSpec
 
-__all__ = ["resolve_profile"]
+__all__ = ["resolve_profile", "command_line_seeds"]
 
 
 def resolve_profile(
@@ -22,7 +22,8 @@ def resolve_profile(
     Precedence (each layer beats the ones before it): engine defaults < the built-in profile
     (``smoke``/``paper``) < the file's top level (``base``, ``seeds``, ``domains``, ``backend``, …)
     < the file's ``profiles.<name>`` < grid/zip values (at expansion) < command-line overrides
-    (``key=value``, ``+key=value``, ``~key``; they may not name a varied key).
+    (``key=value``, ``+key=value``, ``~key``; they may not name a varied key). ``seeds=[0,1,2]`` on
+    the command line replaces the sweep's seeds (it is not a key of the engine config).
     :attr:`ResolvedSweep.layers` keeps the base trees of the layers for ``famix sweep plan --explain``.
 
     Raises:
@@ -55,12 +56,16 @@ def resolve_profile(
     tracking = validate(TrackingSpec, tracking_tree, source, where)
     if backend.slurm:
         validate_slurm_options(backend.slurm, source)
-    varied = set(grid) | {k for g in spec.zip for k in g.values}
+    config_overrides = [o for o in overrides if o.key != "seeds"]
     for o in overrides:
+        if o.key == "seeds":
+            seeds = command_line_seeds(o)
+    varied = set(grid) | {k for g in spec.zip for k in g.values}
+    for o in config_overrides:
         check_config_key(o.key, "command line", o.key)
         if o.key in varied:
             raise SweepError(f"command line: {o.key}: this key is varied by the sweep's grid/zip; edit the grid instead")
-    base = apply_overrides(base, overrides, tree_source=source)
+    base = apply_overrides(base, config_overrides, tree_source=source)
     if domains is None:
         domains = list(validate_tree(base, source, "base").eval.domains)
     return ResolvedSweep(
@@ -78,3 +83,20 @@ def resolve_profile(
         overrides=list(overrides),
         layers=layers,
     )
+
+
+def command_line_seeds(o: Override) -> list[int]:
+    """The seeds of a ``seeds=[0,1,2]`` command-line item.
+
+    Raises:
+        SweepError: ``+seeds``/``~seeds``, or a value that is not a non-empty list of distinct integers.
+    """
+    example = "e.g. seeds=[0,1,2]"
+    if o.op != "set":
+        raise SweepError(f"command line: {o.spelled}: the sweep's seeds are replaced with seeds=[...] ({example})")
+    v = o.value
+    if not isinstance(v, list) or not v or any(isinstance(x, bool) or not isinstance(x, int) for x in v):
+        raise SweepError(f"command line: seeds={v!r}: expected a list of integers ({example})")
+    if len(set(v)) != len(v):
+        raise SweepError(f"command line: seeds={v!r}: duplicate seeds")
+    return list(v)
