@@ -5,7 +5,9 @@ Each distinct stage kind is timed on this machine's device on random inputs of i
 signature (backbone, stride, batch, crop, freeze, style op on/off, precision), mining and
 evaluation once each. The per-unit times are multiplied by what each stage does:
 
-  * train: ``train.iterations`` iterations;
+  * train: ``train.iterations`` iterations, plus, with ``train.val_every``, one scale-1 evaluation
+    of the source's val split every ``val_every`` iterations and at the last (:data:`SOURCE_VAL`,
+    GTA5 centre-cropped to ``train.val_crop``), timed by the evaluation probe;
   * mine: groups of ``mining.patches_per_step`` patches x ``mining.steps`` steps, with at most one
     kept patch per class (and ignore) per source batch, the source read ``mining.epochs`` times (or
     ``mining.max_batches`` batches): an upper bound;
@@ -30,11 +32,15 @@ from orchestrator.stages import STAGE_KINDS
 if TYPE_CHECKING:
     from orchestrator.plan import Plan
 
-__all__ = ["SOURCE_IMAGES", "EVAL_SPLITS", "StageEstimate", "estimate_plan", "print_estimate", "split_size"]
+__all__ = ["SOURCE_IMAGES", "SOURCE_VAL", "EVAL_SPLITS", "StageEstimate", "estimate_plan", "print_estimate", "split_size"]
 
 SOURCE_IMAGES: dict[str, int] = {"gta5": 12382, "synthia": 6580, "cityscapes": 2975}
 """Training images of each source domain (GTA5: the official gtav_split_train.txt list; SYNTHIA-RAND-CITYSCAPES
 minus the 2,820 of synthia_split_val.txt; Cityscapes train)."""
+
+SOURCE_VAL: dict[str, tuple[int, int, int]] = {"gta5": (1000, 1052, 1914), "synthia": (2820, 760, 1280), "cityscapes": (500, 1024, 2048)}
+"""Source domain -> (val images, height, width) that source validation scores (GTA5: gtav_split_val.txt;
+SYNTHIA: synthia_split_val.txt; Cityscapes val)."""
 
 EVAL_SPLITS: dict[str, tuple[int, int, int]] = {
     "cityscapes": (500, 1024, 2048),
@@ -80,6 +86,20 @@ def split_size(cfg: FamixConfig, domain: str, split: str) -> tuple[int, int, int
     return EVAL_SPLITS.get(d.name, EVAL_SPLITS["cityscapes"])
 
 
+def source_val_size(cfg: FamixConfig) -> tuple[int, int, int]:
+    """(images, height, width) that one source validation scores: the source's val split, a GTA5
+    source's images centre-cropped to ``train.val_crop`` (:mod:`famix_core.source_val`)."""
+    d = resolve_domain(cfg.data.source)
+    syn = cfg.data.synthetic
+    if syn is not None and d.name not in cfg.data.roots:
+        n, h, w = syn.val_images, syn.height, syn.width
+    else:
+        n, h, w = SOURCE_VAL.get(d.name, SOURCE_VAL["gta5"])
+    if cfg.train.val_crop is not None and d.name == "gta5":
+        h, w = min(h, cfg.train.val_crop[0]), min(w, cfg.train.val_crop[1])
+    return n, h, w
+
+
 def _train_signature(cfg: FamixConfig) -> tuple:
     m, t = cfg.model, cfg.train
     return (m.backbone, m.output_stride, m.freeze, t.batch_size, cfg.data.crop_size,
@@ -117,11 +137,24 @@ def estimate_plan(plan: "Plan", *, device: Any = None, say: Callable[[str], None
     status = plan.status()
     per_train: dict[tuple, float] = {}
     per_kind: dict[str, float] = {}
+    per_pixel: dict[tuple[float, ...], float] = {}  # evaluation seconds per pixel, by test-time scales
     out: list[StageEstimate] = []
 
     def note(p: "probe.Probe", unit: str) -> None:
         reduced = f" (reduced from the real shape: x{p.scale:.3g})" if p.scale != 1.0 else ""
         say(f"probe {p.kind}: {p.shape}: {p.seconds:.4g} s/{unit}{reduced} -> {p.full_seconds:.4g} s/{unit}")
+
+    def eval_seconds_per_pixel(cfg: FamixConfig, h: int, w: int) -> float:
+        scales = tuple(cfg.eval.scales)
+        if scales not in per_pixel:
+            f = min(1.0, math.sqrt(CPU_MAX_PIXELS / (h * w))) if cpu else 1.0
+            ph, pw = max(32, round(h * f)), max(32, round(w * f))
+            s = probe.probe_evaluate(cfg, dev, height=ph, width=pw, warmup=warmup, iters=iters)
+            p = probe.Probe("evaluate", s, f"{cfg.model.backbone} {cfg.eval.precision}, {ph}x{pw}, scales {list(scales)}",
+                            (h * w) / (ph * pw))  # fmt: skip
+            note(p, "image")
+            per_pixel[scales] = p.seconds / (ph * pw)  # per pixel, for every split's size
+        return per_pixel[scales]
 
     for key, st in plan.stages.items():
         cfg = FamixConfig.model_validate(st.config)
@@ -140,6 +173,12 @@ def estimate_plan(plan: "Plan", *, device: Any = None, say: Callable[[str], None
                 per_train[sig] = p.full_seconds
             secs = per_train[sig] * cfg.train.iterations
             what = f"{cfg.train.iterations} iterations"
+            if cfg.train.val_every is not None:
+                checks = math.ceil(cfg.train.iterations / cfg.train.val_every)  # every val_every, and the last
+                n, h, w = source_val_size(cfg)
+                at_one = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"scales": [1.0]})})
+                secs += checks * n * h * w * eval_seconds_per_pixel(at_one, h, w)
+                what += f" + {checks} source validations of {n} images"
         elif st.kind == "mine":
             mc = cfg.mining
             if "mine" not in per_kind:
@@ -159,15 +198,7 @@ def estimate_plan(plan: "Plan", *, device: Any = None, say: Callable[[str], None
             n, h, w = split_size(cfg, st.domain or "C", cfg.eval.split)
             if cfg.eval.max_images is not None:
                 n = min(n, cfg.eval.max_images)
-            if "evaluate" not in per_kind:
-                f = min(1.0, math.sqrt(CPU_MAX_PIXELS / (h * w))) if cpu else 1.0
-                ph, pw = max(32, round(h * f)), max(32, round(w * f))
-                s = probe.probe_evaluate(cfg, dev, height=ph, width=pw, warmup=warmup, iters=iters)
-                p = probe.Probe("evaluate", s, f"{cfg.model.backbone} {cfg.eval.precision}, {ph}x{pw}, scales {cfg.eval.scales}",
-                                (h * w) / (ph * pw))  # fmt: skip
-                note(p, "image")
-                per_kind["evaluate"] = p.seconds / (ph * pw)  # per pixel, for every domain's size
-            secs = per_kind["evaluate"] * h * w * n
+            secs = eval_seconds_per_pixel(cfg, h, w) * h * w * n
             what = f"{st.domain}: {n} images {w}x{h}"
         out.append(StageEstimate(st.kind, key, secs, limit, gpus, status[key] != "done", what))
     return out, str(dev)

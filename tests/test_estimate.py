@@ -59,17 +59,21 @@ def test_estimate_arithmetic_and_time_warning(tmp_path, monkeypatch):
     train_kw = next(kw for k, kw in calls if k == "train")
     assert train_kw["batch"] == 2 and train_kw["crop"] == 128 and train_kw["warmup"] == 1 and train_kw["iters"] == 1
     scale = (8 * 768 * 768) / (2 * 128 * 128)  # the CPU probe ran reduced: scaled to batch 8, crop 768
+    ev_kw = next(kw for k, kw in calls if k == "evaluate")
+    per_pixel = 0.25 / (ev_kw["height"] * ev_kw["width"])
+    # source validation every 750 iterations and at the last (54 in 40k) on GTA5's 1,000 val images, cropped to 1046x1914
+    validations = 54 * 1000 * 1046 * 1914 * per_pixel
     tr = [e for e in ests if e.kind == "train"]
-    assert len(tr) == 24 and all(e.seconds == pytest.approx(0.5 * scale * 40000) for e in tr)
+    assert len(tr) == 24 and all(e.seconds == pytest.approx(0.5 * scale * 40000 + validations) for e in tr)
+    assert tr[0].what == "40000 iterations + 54 source validations of 1000 images"
     mine = [e for e in ests if e.kind == "mine"]
     groups = -(-(-(-SOURCE_IMAGES["gta5"] // 16)) * 20 // 256)  # batches x (19 classes + ignore) / 256 per group
     assert len(mine) == 3 and mine[0].seconds == pytest.approx(2.0 * (256 / 2) * groups * 100)
     n, h, w = EVAL_SPLITS["cityscapes"]
     ev_c = next(e for e in ests if e.kind == "evaluate" and e.what.startswith("C:"))
-    ev_kw = next(kw for k, kw in calls if k == "evaluate")
-    assert ev_c.seconds == pytest.approx(0.25 / (ev_kw["height"] * ev_kw["width"]) * h * w * n)
+    assert ev_c.seconds == pytest.approx(per_pixel * h * w * n)
     assert "no GPU on this machine: these are CPU estimates" in out
-    assert re.search(r"train\s+24 stages, each up to [\d.]+ h \(40000 iterations\)", out), out
+    assert re.search(r"train\s+24 stages, each up to [\d.]+ h \(40000 iterations \+ 54 source validations of 1000 images\)", out), out
     assert "warning: 24 train stage(s) need up to" in out and "over their Slurm time of 1440 min" in out
     total = sum(e.seconds for e in ests) / 3600
     assert f"sweep: {total:.2f} CPU-hours in all" in out
@@ -109,10 +113,12 @@ def test_plan_estimate_runs_real_probes_and_plain_plan_computes_nothing(tmp_path
     m = re.search(r"probe train: famix-tiny OS16 freeze=paper style=none fp32, batch 2, crop 128: ([\d.e-]+) s/iteration "
                   r"\(reduced from the real shape: x4\) -> ([\d.e-]+) s/iteration", out)  # fmt: skip
     assert m and float(m.group(2)) == pytest.approx(4 * float(m.group(1)), rel=0.01), out
-    ev = re.search(r"probe evaluate: famix-tiny fp32, 128x256, scales \[1.0\]: ([\d.e-]+) s/image", out)
-    assert ev and float(ev.group(1)) > 0, out
+    # probed once, at the first size asked for: the smoke training's source validation (128x256 cropped to 120x240)
+    ev = re.search(r"probe evaluate: famix-tiny fp32, 120x240, scales \[1.0\]: ([\d.e-]+) s/image", out)
+    assert ev and float(ev.group(1)) > 0 and out.count("probe evaluate") == 1, out
     its = BUILTIN_PROFILES["smoke"]["base"]["train"]["iterations"]
-    assert re.search(rf"train\s+1 stages, each up to [\d.]+ (min|h) \({its} iterations\)", out), out
+    checks = -(-its // BUILTIN_PROFILES["smoke"]["base"]["train"]["val_every"])
+    assert re.search(rf"train\s+1 stages, each up to [\d.]+ (min|h) \({its} iterations \+ {checks} source validations of 8 images\)", out), out
     assert re.search(r"evaluate\s+2 stages", out) and "still to run (on cpu)" in out
     assert "warning: 2 evaluate stage(s)" not in out  # 8 tiny images fit in 1 minute
 
