@@ -162,6 +162,30 @@ def test_local_workers_interrupted_cancel_the_rest_and_leave_no_process():
     assert not (Path("runs/store/synthetic") / "long1").exists()
 
 
+def test_local_worker_past_its_time_limit_is_stopped_retried_and_reported():
+    import psutil
+
+    # a stage past its resources.timeout_min is stopped, retried, then reported; the others finish
+    slow = dataclasses.replace(_task("slow", seconds=600.0), resources={"timeout_min": 0.05})  # 3 s
+    quick = dataclasses.replace(_task("quick", seconds=0.1), resources={"timeout_min": 0.05})
+    after = _task("after", {"synthetic": "quick"}, value=2)
+    rec = Recorder()
+
+    def workers() -> set[int]:  # multiprocessing's resource tracker, started by the first spawn, stays
+        return {c.pid for c in psutil.Process().children(recursive=True) if "resource_tracker" not in " ".join(c.cmdline())}
+
+    before = workers()
+    out = LocalBackend(cpus=2, grace_s=20.0).run([slow, quick, after], max_parallel=2, retries=1, on_event=rec)
+    assert out["quick"].status == "done" and out["after"].status == "done"
+    assert out["slow"].status == "failed" and out["slow"].attempts == 2 and out["slow"].retryable, out["slow"]
+    assert out["slow"].error == "timed out after 0.05 min of running (resources.timeout_min); stopped by the local backend"
+    assert Path(slow.log_path).read_text().count("failed: timed out") == 2
+    assert ("retry", "slow") in rec.events
+    assert workers() <= before  # the stopped workers are gone, and the others
+    assert not any(Path("runs/store/.tmp").iterdir())  # the stopped stage removed its temp folder
+    assert not (Path("runs/store/synthetic") / "slow").exists()
+
+
 def test_no_retry_for_deterministic_failures():
     from famix_core.errors import TrainingDiverged
 

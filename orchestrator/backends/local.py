@@ -10,6 +10,12 @@ stage computes the same numbers in a worker as in the driver, on Ray or on Slurm
 Interrupts: Ctrl-C (the workers ignore SIGINT) or SIGTERM to the driver sends SIGTERM to the busy
 workers: a training checkpoints the iteration it is in and stops, any other stage is abandoned
 (its half-written folder is removed), and the sweep stops with everything else cancelled.
+
+Time limits: with worker processes, a stage running longer than its ``resources.<kind>.timeout_min``
+(counted from its start) is stopped the same way (SIGTERM, then SIGKILL after ``grace_s``), fails
+retryably, and its worker is replaced; the rest of the sweep goes on, and a retried training
+resumes from its checkpoint. In the driver's own process (one worker) nothing can stop a stage,
+so the limit is not enforced there.
 """
 
 from __future__ import annotations
@@ -123,10 +129,14 @@ class _Worker:
         self.proc.start()
         child.close()
         self.task: StageTask | None = None
+        self.deadline: float | None = None  # monotonic time past which the stage is stopped
+        self.timed_out = False  # stopped for its time limit; killed at ``deadline`` if still running
 
     def send(self, task: StageTask) -> None:
         self.conn.send(task)
         self.task = task
+        minutes = (task.resources or {}).get("timeout_min")
+        self.deadline = time.monotonic() + 60.0 * float(minutes) if minutes else None
 
     def interrupt(self) -> None:
         if self.task is not None and self.proc.is_alive() and self.proc.pid:
@@ -193,12 +203,15 @@ class _Pool:
                     if dag.finished():
                         break
                     raise RuntimeError("dependency cycle or missing dependency among stages")  # plan bug
-                for conn in wait([w.conn for w in busy]):
+                deadlines = [w.deadline for w in busy if w.deadline is not None]
+                timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+                for conn in wait([w.conn for w in busy], timeout=timeout):
                     worker = next(w for w in busy if w.conn is conn)
                     reply = self._receive(worker)
                     if reply == _INTERRUPTED:  # SIGTERM reached the worker itself: the sweep stops
                         raise KeyboardInterrupt
                     dag.complete(reply.key, reply)
+                self._stop_overdue()
         except KeyboardInterrupt:
             self._interrupt(dag)
             dag.cancel_rest()
@@ -209,8 +222,21 @@ class _Pool:
             self.workers = []
         return dag.outcomes
 
+    def _stop_overdue(self) -> None:
+        """SIGTERM the stages past their time limit; SIGKILL those that have not answered ``grace_s`` later."""
+        now = time.monotonic()
+        for w in self.workers:
+            if w.task is None or w.deadline is None or now < w.deadline:
+                continue
+            if not w.timed_out:
+                w.timed_out, w.deadline = True, now + self.grace_s
+                w.interrupt()  # a training checkpoints, then answers "interrupted"
+            elif w.proc.is_alive():
+                w.proc.kill()  # its pipe closes: _receive gets EOF
+
     def _receive(self, worker: _Worker) -> StageOutcome | str:
-        """The reply of a busy worker; a dead worker (killed, out of memory) fails its stage, retryably."""
+        """The reply of a busy worker; a dead worker (killed, out of memory) fails its stage, retryably,
+        and so does a stage stopped for its time limit (its worker, which exits, is replaced)."""
         task = worker.task
         assert task is not None
         try:
@@ -218,14 +244,32 @@ class _Pool:
         except (EOFError, OSError):
             worker.proc.join(5.0)
             code = worker.proc.exitcode
-            self.workers.remove(worker)
-            worker.conn.close()
+            self._drop(worker)
+            if worker.timed_out:
+                return self._timed_out(task)
             error = f"worker process died (exit code {code}) while running {task.name or task.key}"
             return backend_failure(task, error, retryable=True)
-        worker.task = None
+        worker.task, worker.deadline = None, None
+        if worker.timed_out:
+            worker.timed_out = False
+            if isinstance(reply, StageOutcome) and reply.status in ("done", "cached"):
+                return reply  # finished as it was being stopped: keep it
+            self._drop(worker)
+            return self._timed_out(task)
         if isinstance(reply, tuple) and reply and reply[0] == _INTERRUPTED:
             return _INTERRUPTED
         return reply
+
+    def _drop(self, worker: _Worker) -> None:
+        self.workers.remove(worker)
+        worker.task = None
+        worker.close(timeout_s=5.0)
+
+    @staticmethod
+    def _timed_out(task: StageTask) -> StageOutcome:
+        minutes = float((task.resources or {})["timeout_min"])
+        error = f"timed out after {minutes:g} min of running (resources.timeout_min); stopped by the local backend"
+        return backend_failure(task, error, retryable=True)
 
     def _interrupt(self, dag: DagScheduler) -> None:
         """SIGTERM the busy workers and wait up to ``grace_s`` for their replies (a training checkpoints first)."""
