@@ -186,6 +186,35 @@ def test_local_worker_past_its_time_limit_is_stopped_retried_and_reported():
     assert not (Path("runs/store/synthetic") / "slow").exists()
 
 
+def test_local_stage_that_finishes_as_it_is_stopped_is_kept_and_its_worker_replaced():
+    # the stage does not act on the SIGTERM of its time limit and finishes before the SIGKILL: its
+    # result counts, and the next stages run on a fresh worker, not on one that got a signal meant
+    # for a stage it no longer runs
+    late = dataclasses.replace(_task("late", value=1), resources={"timeout_min": 0.02})  # 1.2 s; it runs 3 s
+    tasks = [late, _task("next", {"synthetic": "late"}, value=2), _task("other", value=3)]
+    out = LocalBackend(execute=_deaf_to_sigterm, cpus=2, grace_s=20.0).run(tasks, max_parallel=2, retries=0, on_event=Recorder())
+    assert {k: o.status for k, o in out.items()} == {"late": "done", "next": "done", "other": "done"}, {k: o.error for k, o in out.items()}
+    assert out["late"].result["value"] == 1 and out["late"].attempts == 1
+
+
+_SIGTERMS: list[int] = []  # in a worker: the SIGTERMs the stand-in below caught
+
+
+def _deaf_to_sigterm(task, stop):
+    import os
+    import signal
+    import time
+
+    from orchestrator.execute import execute_stage
+
+    if _SIGTERMS:
+        os._exit(9)  # a signal meant for an earlier stage, landing in this one, would stop it
+    if task.key == "late":
+        signal.signal(signal.SIGTERM, lambda signum, frame: _SIGTERMS.append(signum))  # caught, not acted on
+        time.sleep(3.0)
+    return execute_stage(task, stop)
+
+
 def test_no_retry_for_deterministic_failures():
     from famix_core.errors import TrainingDiverged
 

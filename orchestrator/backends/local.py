@@ -250,11 +250,10 @@ class _Pool:
             error = f"worker process died (exit code {code}) while running {task.name or task.key}"
             return backend_failure(task, error, retryable=True)
         worker.task, worker.deadline = None, None
-        if worker.timed_out:
-            worker.timed_out = False
+        if worker.timed_out:  # a SIGTERM was sent: the worker exits, or may on its way to the next stage
+            self._drop(worker)
             if isinstance(reply, StageOutcome) and reply.status in ("done", "cached"):
                 return reply  # finished as it was being stopped: keep it
-            self._drop(worker)
             return self._timed_out(task)
         if isinstance(reply, tuple) and reply and reply[0] == _INTERRUPTED:
             return _INTERRUPTED
