@@ -106,3 +106,9 @@ def backend_failure(task: StageTask, error: str, *, retryable: bool) -> StageOut
         with open(task.log_path, "a", encoding="utf-8") as f:
             f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} failed: {error}\n")
     return StageOutcome(task.key, "failed", error=error, log_path=task.log_path or None, retryable=retryable)
+
+
+def timed_out(task: StageTask, minutes: float, backend: str) -> StageOutcome:
+    """The retryable failure of a stage that ``backend`` stopped after ``minutes`` of running."""
+    error = f"timed out after {float(minutes):g} min of running (resources.timeout_min); stopped by the {backend} backend"
+    return backend_failure(task, error, retryable=True)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from famix_core.errors import TrainingInterrupted
 from famix_core.loaders import allocated_cpus
-from orchestrator.backends.base import Backend, backend_failure
+from orchestrator.backends.base import Backend, backend_failure, timed_out
 from orchestrator.backends.dag import DagScheduler
 from orchestrator.stages import EventFn, StageOutcome, StageTask
 
@@ -246,7 +246,7 @@ class _Pool:
             code = worker.proc.exitcode
             self._drop(worker)
             if worker.timed_out:
-                return self._timed_out(task)
+                return timed_out(task, (task.resources or {})["timeout_min"], "local")
             error = f"worker process died (exit code {code}) while running {task.name or task.key}"
             return backend_failure(task, error, retryable=True)
         worker.task, worker.deadline = None, None
@@ -254,7 +254,7 @@ class _Pool:
             self._drop(worker)
             if isinstance(reply, StageOutcome) and reply.status in ("done", "cached"):
                 return reply  # finished as it was being stopped: keep it
-            return self._timed_out(task)
+            return timed_out(task, (task.resources or {})["timeout_min"], "local")
         if isinstance(reply, tuple) and reply and reply[0] == _INTERRUPTED:
             return _INTERRUPTED
         return reply
@@ -263,12 +263,6 @@ class _Pool:
         self.workers.remove(worker)
         worker.task = None
         worker.close(timeout_s=5.0)
-
-    @staticmethod
-    def _timed_out(task: StageTask) -> StageOutcome:
-        minutes = float((task.resources or {})["timeout_min"])
-        error = f"timed out after {minutes:g} min of running (resources.timeout_min); stopped by the local backend"
-        return backend_failure(task, error, retryable=True)
 
     def _interrupt(self, dag: DagScheduler) -> None:
         """SIGTERM the busy workers and wait up to ``grace_s`` for their replies (a training checkpoints first)."""

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from orchestrator.backends.base import Backend, backend_failure
+from orchestrator.backends.base import Backend, backend_failure, timed_out
 from orchestrator.backends.dag import DagScheduler
 from orchestrator.backends.ray_cluster import NodeInfo, connect_client, local_nodes, probe_cluster, slots, unschedulable
 from orchestrator.errors import SweepError
@@ -236,9 +236,7 @@ class RayBackend(Backend):
         return backend_failure(task, error, retryable=False)
 
     def _timed_out(self, task: StageTask) -> StageOutcome:
-        minutes = self._stage_resources(task)["timeout_min"]
-        error = f"timed out after {minutes:g} min of running (resources.timeout_min); stopped by the Ray backend"
-        return backend_failure(task, error, retryable=True)
+        return timed_out(task, self._stage_resources(task)["timeout_min"], "Ray")
 
     def close(self) -> None:
         if self._connected:  # a driver left connected dies with the cluster (Ray ends the process)
