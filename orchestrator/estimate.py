@@ -38,10 +38,6 @@ SOURCE_IMAGES: dict[str, int] = {"gta5": 12382, "synthia": 6580, "cityscapes": 2
 """Training images of each source domain (GTA5: the official gtav_split_train.txt list; SYNTHIA-RAND-CITYSCAPES
 minus the 2,820 of synthia_split_val.txt; Cityscapes train)."""
 
-SOURCE_VAL: dict[str, tuple[int, int, int]] = {"gta5": (1000, 1052, 1914), "synthia": (2820, 760, 1280), "cityscapes": (500, 1024, 2048)}
-"""Source domain -> (val images, height, width) that source validation scores (GTA5: gtav_split_val.txt;
-SYNTHIA: synthia_split_val.txt; Cityscapes val)."""
-
 EVAL_SPLITS: dict[str, tuple[int, int, int]] = {
     "cityscapes": (500, 1024, 2048),
     "bdd100k": (1000, 720, 1280),
@@ -53,6 +49,10 @@ EVAL_SPLITS: dict[str, tuple[int, int, int]] = {
     "acdc_fog": (100, 1080, 1920),
 }
 """Domain -> (val images, height, width) at full resolution (Mapillary: its typical evaluation size)."""
+
+SOURCE_VAL: dict[str, tuple[int, int, int]] = {**EVAL_SPLITS, "gta5": (1000, 1052, 1914)}
+"""Source domain -> (val images, height, width) that source validation scores: GTA5's
+gtav_split_val.txt, else the domain's evaluation split (SYNTHIA: synthia_split_val.txt)."""
 
 CPU_MAX_TRAIN = (2, 128)  # batch (>= 2 for the ASPP pooling BatchNorm), crop: larger iterations are probed at this size on the CPU
 CPU_MAX_PATCHES = 2
@@ -74,8 +74,11 @@ class StageEstimate:
     what: str
 
 
-def split_size(cfg: FamixConfig, domain: str, split: str) -> tuple[int, int, int]:
-    """(images, height, width) of a domain split: the synthetic settings, else the published sizes."""
+def split_size(
+    cfg: FamixConfig, domain: str, split: str, published: dict[str, tuple[int, int, int]] = EVAL_SPLITS
+) -> tuple[int, int, int]:
+    """(images, height, width) of a domain split: the synthetic settings, else the published sizes
+    (a val split: ``published``, by default the evaluation splits)."""
     d = resolve_domain(domain)
     syn = cfg.data.synthetic
     if syn is not None and d.name not in cfg.data.roots:
@@ -83,19 +86,14 @@ def split_size(cfg: FamixConfig, domain: str, split: str) -> tuple[int, int, int
         return n, syn.height, syn.width
     if split == "train":
         return SOURCE_IMAGES.get(d.name, SOURCE_IMAGES["gta5"]), 1052, 1914
-    return EVAL_SPLITS.get(d.name, EVAL_SPLITS["cityscapes"])
+    return published.get(d.name, EVAL_SPLITS["cityscapes"])
 
 
 def source_val_size(cfg: FamixConfig) -> tuple[int, int, int]:
     """(images, height, width) that one source validation scores: the source's val split, a GTA5
     source's images centre-cropped to ``train.val_crop`` (:mod:`famix_core.source_val`)."""
-    d = resolve_domain(cfg.data.source)
-    syn = cfg.data.synthetic
-    if syn is not None and d.name not in cfg.data.roots:
-        n, h, w = syn.val_images, syn.height, syn.width
-    else:
-        n, h, w = SOURCE_VAL.get(d.name, SOURCE_VAL["gta5"])
-    if cfg.train.val_crop is not None and d.name == "gta5":
+    n, h, w = split_size(cfg, cfg.data.source, "val", SOURCE_VAL)
+    if cfg.train.val_crop is not None and resolve_domain(cfg.data.source).name == "gta5":
         h, w = min(h, cfg.train.val_crop[0]), min(w, cfg.train.val_crop[1])
     return n, h, w
 
@@ -136,7 +134,7 @@ def estimate_plan(plan: "Plan", *, device: Any = None, say: Callable[[str], None
     warmup, iters = CPU_COUNTS if cpu else GPU_COUNTS
     status = plan.status()
     per_train: dict[tuple, float] = {}
-    per_kind: dict[str, float] = {}
+    mine_step: float | None = None  # seconds per mining step, probed once
     per_pixel: dict[tuple[float, ...], float] = {}  # evaluation seconds per pixel, by test-time scales
     out: list[StageEstimate] = []
 
@@ -181,18 +179,18 @@ def estimate_plan(plan: "Plan", *, device: Any = None, say: Callable[[str], None
                 what += f" + {checks} source validations of {n} images"
         elif st.kind == "mine":
             mc = cfg.mining
-            if "mine" not in per_kind:
+            if mine_step is None:
                 k = min(mc.patches_per_step, CPU_MAX_PATCHES) if cpu else mc.patches_per_step
                 s = probe.probe_mine(cfg, dev, patches=k, warmup=warmup, iters=iters)
                 p = probe.Probe("mine", s, f"{cfg.model.backbone} {mc.precision}, {k} patches per step", mc.patches_per_step / k)
                 note(p, "step")
-                per_kind["mine"] = p.full_seconds
+                mine_step = p.full_seconds
             n_src = split_size(cfg, cfg.data.source, "train")[0]
             batches = math.ceil(n_src / mc.batch_size) * mc.epochs
             if mc.max_batches is not None:
                 batches = min(batches, mc.max_batches)
             groups = math.ceil(batches * (cfg.model.num_classes + 1) / mc.patches_per_step)
-            secs = per_kind["mine"] * groups * mc.steps
+            secs = mine_step * groups * mc.steps
             what = f"<= {groups} groups x {mc.steps} steps ({batches} source batches)"
         else:
             n, h, w = split_size(cfg, st.domain or "C", cfg.eval.split)
