@@ -1,6 +1,6 @@
 # FAMix sweeps: install, run sweeps, reports, tests, benchmarks.
 #   make sweep SWEEP=sweeps/ablation.yaml [PROFILE=smoke|paper] [BACKEND=local|ray|slurm] [ARGS="key=value ..."]
-#   make report SWEEP=sweeps/ablation.yaml
+#   make status|report SWEEP=sweeps/ablation.yaml [ARGS="the sweep's key=value ..."]
 #   make test            (lint-imports, then pytest)
 #   make bench
 PYTHON ?= python3
@@ -33,7 +33,7 @@ plan: install
 	$(VENV)/bin/famix sweep plan $(SWEEP) --profile $(PROFILE) --run-dir $(RUN_DIR) $(ARGS)
 
 status: install
-	$(VENV)/bin/famix sweep status $(SWEEP) --profile $(PROFILE) --run-dir $(RUN_DIR)
+	$(VENV)/bin/famix sweep status $(SWEEP) --profile $(PROFILE) --run-dir $(RUN_DIR) $(ARGS)
 
 report: install
 	$(VENV)/bin/famix report $(SWEEP) --profile $(PROFILE) --run-dir $(RUN_DIR) $(ARGS)

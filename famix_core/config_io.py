@@ -21,7 +21,7 @@ import contextlib
 import copy
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence, TypeVar
 
@@ -237,6 +237,7 @@ class Override:
     op: Literal["set", "add", "delete"]
     key: str
     value: Any = None
+    text: str = field(default="", compare=False)  # the item as typed (to print a command to run again)
 
     @property
     def spelled(self) -> str:
@@ -286,11 +287,11 @@ def parse_overrides(items: Sequence[str], source: str = "command line") -> list[
         if op == "delete":
             if sep:
                 raise ConfigError(f"{source}: {item!r}: ~key deletes a key and takes no value (expected ~{key})")
-            out.append(Override("delete", key))
+            out.append(Override("delete", key, text=item))
             continue
         if not sep:
             raise ConfigError(f"{source}: {item!r}: expected {_EXAMPLE}")
-        out.append(Override(op, key, _value(raw, item, source)))
+        out.append(Override(op, key, _value(raw, item, source), text=item))
     return out
 
 

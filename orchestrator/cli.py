@@ -148,32 +148,41 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-def report_sweep_info(arg: str, profile: str | None, run_dir: str | None = None) -> SweepInfo:
-    """What ``famix report SWEEP`` needs of a sweep.
+def report_sweep_info(
+    arg: str, profile: str | None, run_dir: str | None = None, overrides: list[str] | None = None
+) -> SweepInfo:
+    """What ``famix report SWEEP [key=value ...]`` needs of a sweep.
 
     A YAML path, or a bare name found as ``sweeps/<name>.yaml``, is read with the sweep loader
-    (profile applied); a name with no file is taken as the sweep name as is. With ``run_dir`` (a
-    report from MLflow), what the sweep's finished stages left in the store and MLflow lacks is
-    logged first (:func:`orchestrator.driver.sync_tracking`: stages that ran without a driver).
+    (profile and overrides applied); a name with no file is taken as the sweep name as is. With
+    ``run_dir`` (a report from MLflow), what the finished stages of the plan the overrides make
+    left in the store and MLflow lacks is logged first (:func:`orchestrator.driver.sync_tracking`:
+    stages that ran without a driver, e.g. ``--detach`` with ``seeds=[0,1,2]``).
 
     Raises:
-        ReportInputError: a YAML path that does not exist. SweepError: a sweep file that does not validate.
+        ReportInputError: a YAML path that does not exist. SweepError: a sweep file or an override
+            that does not validate, or overrides with a sweep name that has no file.
     """
     from orchestrator.errors import SweepError
     from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
     from reports.collect import ReportInputError, domain_column
     from reports.report import SweepInfo
 
+    from famix_core.config_io import parse_overrides
+
+    overrides = list(overrides or [])
     try:
         path = resolve_sweep_path(arg)
     except SweepError:
         if arg.endswith((".yaml", ".yml")) or "/" in arg or "\\" in arg:
             raise ReportInputError(f"{arg}: sweep file not found") from None
+        if overrides:
+            raise SweepError(f"command line: {overrides[0]}: overrides need a sweep file; {arg!r} is a sweep name without one") from None
         return SweepInfo(name=arg)
     spec, source = load_sweep(path)
-    rs = resolve_profile(spec, source, profile)
+    rs = resolve_profile(spec, source, profile, parse_overrides(overrides))
     if run_dir is not None and (Path(run_dir) / rs.name).is_dir():
-        _sync_before_report(path, profile, run_dir)
+        _sync_before_report(path, profile, run_dir, overrides)
     return SweepInfo(
         name=rs.name,
         path=Path(path),
@@ -185,14 +194,17 @@ def report_sweep_info(arg: str, profile: str | None, run_dir: str | None = None)
     )
 
 
-def _sync_before_report(path: Path, profile: str | None, run_dir: str) -> None:
+def _sync_before_report(path: Path, profile: str | None, run_dir: str, overrides: list[str]) -> None:
     """Ingest the finished stages into MLflow; a failure is a one-line note (the report still reads MLflow)."""
+    from rich.console import Console
+
     from orchestrator.driver import prepare, quietly, sync_tracking
 
     def no_check(cfg: Any) -> None:
         return None
 
     def sync() -> None:
-        sync_tracking(prepare(path, profile=profile, run_dir=run_dir, check_data=no_check, check_weights=no_check, writable=False))
+        plan = prepare(path, profile=profile, run_dir=run_dir, overrides=overrides, check_data=no_check, check_weights=no_check, writable=False)
+        sync_tracking(plan, Console(stderr=True, highlight=False, soft_wrap=True))  # stdout is the table
 
     quietly("MLflow ingestion of finished stages", sync)

@@ -32,7 +32,10 @@ from orchestrator.stages import StageOutcome, StageTask
 from orchestrator.store import atomic_write_text
 from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
 
-__all__ = ["prepare", "run_plan", "RunOptions", "SweepResult", "sweep_status", "cancel_sweep", "stage_tasks", "sync_tracking", "tracking_writer", "quietly"]
+__all__ = [
+    "prepare", "run_plan", "RunOptions", "SweepResult", "sweep_status", "cancel_sweep", "stage_tasks", "sync_tracking",
+    "tracking_writer", "quietly", "same_arguments",
+]  # fmt: skip
 
 
 def prepare(
@@ -73,6 +76,24 @@ def prepare(
 
         get_backend_class(backend or rs.backend.kind).preflight(rs.backend.model_dump())
     return plan
+
+
+def same_arguments(plan: Plan) -> str:
+    """The sweep, ``--profile``, ``--run-dir`` (when not the default) and overrides of ``plan`` as
+    shell words: what ``famix sweep status``, ``famix report`` or a rerun is given to mean this plan."""
+    import shlex
+
+    source = Path(plan.sweep.source)
+    try:
+        sweep = plan.name if resolve_sweep_path(plan.name).resolve() == source.resolve() else str(source)
+    except SweepError:
+        sweep = str(source)
+    words = [sweep, "--profile", plan.sweep.profile]
+    if Path(plan.run_dir).resolve() != Path("runs").resolve():
+        words += ["--run-dir", str(plan.run_dir)]
+    for o in plan.sweep.overrides:
+        words.append(o.text or (o.spelled if o.op == "delete" else f"{o.spelled}={json.dumps(o.value)}"))
+    return shlex.join(words)
 
 
 @dataclass
@@ -200,7 +221,8 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     with _driver_lock(plan):
         atomic_write_text(
             plan.sweep_dir / "driver.json",
-            json.dumps({**driver_identity(), "backend": backend_name, "started": time.time(), "profile": rs.profile}),
+            json.dumps({**driver_identity(), "backend": backend_name, "started": time.time(), "profile": rs.profile,
+                        "arguments": same_arguments(plan)}),
         )
         plan.write()
         if opts.rerun_failed:
@@ -266,10 +288,13 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             backend.close()
         if opts.detach:
             submitted = [o for o in outcomes.values() if o.status == "submitted"]
+            args = same_arguments(plan)
             console.print(
-                f"detached: {len(submitted)} stage(s) submitted to {backend_name}; "
-                f"follow with `famix sweep status {plan.name}`, then rerun `famix sweep run` to collect the table",
+                f"detached: {len(submitted)} stage(s) submitted to {backend_name}; follow with\n"
+                f"  famix sweep status {args}\n"
+                f"and once all are done, collect the table with `famix sweep run` (or `famix report`) and the same arguments",
                 highlight=False,
+                markup=False,
             )
             return SweepResult(outcomes, [], None, "", time.perf_counter() - t0)
         failed = [k for k, o in outcomes.items() if o.status in ("failed", "cancelled")]
@@ -334,19 +359,22 @@ def sync_tracking(plan: Plan, console: Any = None) -> int:
         return 0
     if not plan.sweep_dir.is_dir() or not any(plan.store.is_done(s.kind, k) for k, s in plan.stages.items()):
         return 0
+    last_run = _read_json(plan.sweep_dir / "driver.json")
     try:
         with _driver_lock(plan):  # held by a running driver: that one writes
             tracker = open_tracker(plan)
             runs, others = plan_trial_runs(plan, tracker)
             if not others:
-                backend = _read_json(plan.sweep_dir / "driver.json").get("backend") or plan.sweep.backend.kind
-                _, runs = ensure_runs(plan, tracker, backend)
+                _, runs = ensure_runs(plan, tracker, last_run.get("backend") or plan.sweep.backend.kind)
             n = ingest(plan, tracker, runs, trials=list(runs)) if runs else 0
     except SweepError:
         return 0
     if others and console is not None:
-        console.print(f"note: MLflow's {others} trial run(s) of this sweep come from another plan of it (run with other "
-                      "overrides?); they were left as they are", highlight=False)
+        ran = last_run.get("arguments")
+        hint = (f"the last run had `{ran}`: give this command the same" if ran and ran != same_arguments(plan)
+                else "run with other overrides? give this command the same key=value")
+        console.print(f"note: MLflow's {others} trial run(s) of this sweep come from another plan of it ({hint}); "
+                      "they were left as they are", highlight=False, markup=False)
     if n and console is not None:
         console.print(f"MLflow: logged the finished stages' metrics of {n} trial run(s) ({tracker.uri})", highlight=False)
     return n

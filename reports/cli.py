@@ -17,9 +17,10 @@ if TYPE_CHECKING:
 
 __all__ = ["SweepInfoFn", "register", "run_report"]
 
-SweepInfoFn = Callable[[str, "str | None", "str | None"], "SweepInfo"]
-"""``(SWEEP argument, --profile, --run-dir when the report reads MLflow, else None) -> SweepInfo``
-(the orchestrator's also logs into MLflow what finished stages left in the run dir's store)."""
+SweepInfoFn = Callable[[str, "str | None", "str | None", "list[str]"], "SweepInfo"]
+"""``(SWEEP argument, --profile, --run-dir when the report reads MLflow, else None, the key=value
+overrides) -> SweepInfo`` (the orchestrator's also logs into MLflow what the finished stages of the
+plan those overrides make left in the run dir's store)."""
 
 
 def register(subparsers: argparse._SubParsersAction, sweep_info: SweepInfoFn) -> None:
@@ -39,6 +40,13 @@ def register(subparsers: argparse._SubParsersAction, sweep_info: SweepInfoFn) ->
         ),
     )
     p.add_argument("sweep", metavar="SWEEP", help="sweep YAML path, bare name (sweeps/<name>.yaml) or sweep name")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="the overrides the sweep ran with (e.g. seeds=[0,1,2]): its finished stages are logged into MLflow "
+        "before the report reads it (needs a sweep file)",
+    )
     p.add_argument("--run-dir", default="runs", help="run directory holding mlflow.db (default: runs)")
     p.add_argument("--profile", default=None, help="sweep profile (domains, tracking) (default: the sweep's)")
     p.add_argument("--csv", default=None, metavar="FILE", help="read this results CSV (wide or long) instead of MLflow")
@@ -83,7 +91,7 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
     from reports.collect import collect_csv, collect_mlflow
     from reports.report import apply_sweep_order, check_out_dir, default_out_dir, tracking_uri_for, write_report
 
-    info = sweep_info(args.sweep, args.profile, None if args.csv else args.run_dir)
+    info = sweep_info(args.sweep, args.profile, None if args.csv else args.run_dir, args.overrides)
     if args.domains:
         from reports.collect import ReportInputError, domain_column
 

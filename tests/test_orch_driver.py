@@ -150,12 +150,45 @@ def test_status_and_report_without_the_runs_overrides_leave_its_mlflow_runs(fake
     assert main(["sweep", "status", "mini", "--run-dir", "runs"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "4 trial run(s) of this sweep come from another plan" in out, out[-400:]
+    assert "the last run had `mini --profile smoke eval.max_images=3`: give this command the same" in out
     assert main(["report", "mini", "--run-dir", "runs", "--out", "rep", "--no-figures"]) == 0
     assert {r.info.run_id for r in tr.find({"famix.sweep": "mini", "famix.role": "trial"})} == before
     assert tr.find({"famix.sweep": "mini", "famix.role": "superseded"}) == []
     assert len(tr.find({"famix.sweep": "mini"})) == 5  # the parent and the 4 trials, nothing added
     report = pd.read_csv("rep/results.csv")
     assert len(report) == 4 and report["C"].notna().all()  # the overridden run's numbers
+
+
+def test_report_with_the_runs_overrides_logs_that_plans_finished_stages(fake_engine, capsys):
+    """``famix report SWEEP key=value`` logs the finished stages of the plan those overrides make
+    (here a run dir copied without its MLflow database; after ``--detach`` alike) and reports that
+    run's numbers; without them the same report has no domain numbers. Overrides without a sweep
+    file: one line."""
+    import shutil
+
+    from orchestrator.__main__ import main
+
+    plan, result, _ = _run(overrides=["eval.max_images=3", "seeds=[0,1]"])
+    assert result.exit_code == 0
+    ran = pd.read_csv(plan.sweep_dir / "results.csv").sort_values(["Freeze", "Augment", "seed"], ignore_index=True)
+    assert len(ran) == 8
+    for copy in ("plain", "copied"):
+        shutil.copytree("runs", copy, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts"))
+    capsys.readouterr()
+    assert main(["report", "mini", "--run-dir", "plain", "--out", "plain-report", "--no-figures"]) == 0
+    plain = pd.read_csv("plain-report/results.csv")
+    assert len(plain) == 4 and plain["C"].isna().all()  # the default plan: one seed, its evaluations never ran
+    args = ["report", "mini", "eval.max_images=3", "seeds=[0,1]", "--run-dir", "copied", "--out", "rep", "--no-figures"]
+    assert main(args) == 0
+    got = pd.read_csv("rep/results.csv").sort_values(["Freeze", "Augment", "seed"], ignore_index=True)
+    assert len(got) == 8
+    for col in ("C", "B"):
+        assert got[col].to_numpy() == pytest.approx(ran[col].to_numpy(), abs=1e-3)
+    capsys.readouterr()
+    assert main(["report", "no_such_sweep", "seeds=[0,1]", "--csv", "rep/results.csv", "--out", "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "overrides need a sweep file" in err[0], err
+    assert not Path("x").exists()
 
 
 def test_nan_loss_fails_without_retry_and_is_summarized(fake_engine):

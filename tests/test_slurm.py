@@ -8,6 +8,7 @@ starts the cluster for the session and stops it afterwards.
 from __future__ import annotations
 
 import json
+import shlex
 import os
 import re
 import subprocess
@@ -617,12 +618,16 @@ def test_cli_detach_then_status_then_collect(slurm_cluster, tmp_path, capsys):
     assert main(["sweep", "run", "mini", "--backend", "slurm", "--detach", "--run-dir", run_dir]) == 0
     out = capsys.readouterr().out
     assert "detached:" in out and "submitted to slurm" in out
+    # it prints the command that follows this plan; the loop below runs it as printed
+    follow = [line.strip() for line in out.splitlines() if line.strip().startswith("famix sweep status ")]
+    assert len(follow) == 1 and follow[0].endswith(" --profile smoke"), out
+    status_args = shlex.split(follow[0])[1:]
     jobs = json.loads((tmp_path / "runs" / "mini-slurm" / "slurm" / "jobs.json").read_text())
     assert len(jobs["stages"]) == 6  # 2 trainings + 2 x 2 evaluations (MixStyle needs no bank)
     deadline = time.time() + 240
     seen = ""
     while True:
-        assert main(["sweep", "status", "mini", "--run-dir", run_dir]) == 0
+        assert main(status_args) == 0
         out = capsys.readouterr().out
         seen += " ".join(out.split())
         assert "slurm jobs:" in out
