@@ -18,7 +18,7 @@ from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from famix_core.config_io import apply_overrides, parse_overrides, read_yaml, validate
+from famix_core.config_io import apply_overrides, check_overrides, parse_overrides, read_yaml, validate
 from famix_core.domains import DEFAULT_TARGETS, resolve_domain
 from famix_core.errors import ConfigError
 
@@ -416,5 +416,8 @@ def load_config(
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-    data = apply_overrides(data, parse_overrides(overrides), tree_source=source)
-    return validate(schema, data, source, valid_keys=config_paths(schema))
+    parsed = parse_overrides(overrides)
+    after = apply_overrides(data, parsed, tree_source=source)
+    if parsed:
+        check_overrides(schema, data, after, config_paths(schema))
+    return validate(schema, after, source, valid_keys=config_paths(schema))

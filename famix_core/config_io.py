@@ -41,6 +41,7 @@ __all__ = [
     "set_dotted",
     "parse_overrides",
     "apply_overrides",
+    "check_overrides",
     "validate",
     "format_error",
     "canonical_json",
@@ -369,6 +370,18 @@ def validate(
         return schema.model_validate(tree)
     except ValidationError as e:
         raise ConfigError(format_error(e, source, prefix, valid_keys)) from None
+
+
+def check_overrides(schema: type[BaseModel], before: Any, after: Any, valid_keys: Sequence[str] | None = None) -> None:
+    """When ``before`` validates and ``after`` (``before`` with command-line overrides) does not, the
+    overrides made the mistake: raise :class:`ConfigError` naming ``command line: <key>``. A ``before``
+    that is itself invalid is left to its own source's message.
+    """
+    try:
+        schema.model_validate(before)
+    except ValidationError:
+        return
+    validate(schema, after, "command line", valid_keys=valid_keys)
 
 
 # ----------------------------------------------------------------------------------------------- hashing

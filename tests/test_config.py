@@ -43,8 +43,8 @@ def test_domains_resolve_by_name_or_column():
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
-        (["model.backbone=RN18"], "config.yaml: model.backbone: unknown backbone 'RN18' (known: RN50, RN101, famix-tiny)"),
-        (["model.freez=paper"], "config.yaml: model.freez: unknown key"),
+        (["model.backbone=RN18"], "command line: model.backbone: unknown backbone 'RN18' (known: RN50, RN101, famix-tiny)"),
+        (["model.freez=paper"], "command line: model.freez: unknown key"),
         (["style.strategy=cutmix"], "style.strategy: unknown style strategy 'cutmix'"),
         (["mining.prompt=poem"], "mining.prompt: unknown prompt type 'poem'"),
         (["eval.domains=[C,X]"], "eval.domains: unknown domain 'X'"),
@@ -61,6 +61,22 @@ def test_bad_values_name_the_field(tmp_path, overrides, needle):
     msg = str(err.value)
     assert needle in msg.replace(str(tmp_path) + "/", "")
     assert "\n" not in msg
+
+
+def test_a_bad_file_is_named_even_with_overrides_and_a_bad_override_is_the_command_lines(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("train:\n  iterations: 0\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["train.lr_decoder=0.1"])
+    assert str(err.value) == f"{path}: train.iterations: Input should be greater than or equal to 1"
+    with pytest.raises(ConfigError) as err:  # the override mends the file: nothing to report
+        load_config(path, ["train.iterations=-2"])
+    assert str(err.value).startswith(f"{path}: train.iterations:")
+    assert load_config(path, ["train.iterations=3"]).train.iterations == 3
+    path.write_text("train:\n  iterations: 5\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["train.iterations=-2"])
+    assert str(err.value) == "command line: train.iterations: Input should be greater than or equal to 1"
 
 
 def test_yaml_syntax_error_has_line_and_column(tmp_path):

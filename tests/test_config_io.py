@@ -149,7 +149,7 @@ def test_load_config_applies_overrides_over_the_file(tmp_path):
     cfg = load_config(path, ["+train.seed=7", "~eval.max_images", "train.iterations=9", "eval.domains=[C,B]"])
     assert (cfg.train.iterations, cfg.train.batch_size, cfg.train.seed) == (9, 2, 7)
     assert cfg.eval.max_images is None and cfg.eval.domains == ["C", "B"]
-    with pytest.raises(ConfigError, match=r"c.yaml: model.freez: unknown key \(did you mean model.freeze\?\)$"):
+    with pytest.raises(ConfigError, match=r"^command line: model.freez: unknown key \(did you mean model.freeze\?\)$"):
         load_config(path, ["model.freez=none"])
 
 

@@ -108,6 +108,21 @@ def test_bad_command_line_seeds_get_one_line_before_anything_is_written(capsys, 
     assert not Path("out").exists()
 
 
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("train.iterations=-5", "command line: train.iterations: Input should be greater than or equal to 1"),
+        ("data.crop_size=abc", "command line: data.crop_size: Input should be a valid integer, unable to parse string as an integer"),
+        ("eval.domains=[C,Q]", "command line: eval.domains: unknown domain 'Q'"),
+    ],
+)
+def test_a_bad_override_value_is_named_as_the_command_lines_not_the_files(capsys, item, message):
+    rc = main(["sweep", "run", str(_write(SWEEP)), "--run-dir", "out", item])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"famix: error: {message}"), err
+    assert not Path("out").exists()
+
+
 def test_plan_explain_prints_value_and_layer(capsys):
     p = _write(SWEEP)
     rc = main(["sweep", "plan", str(p), "--run-dir", "out", "--explain", "train", "--explain", "style.mix", "train.weight_decay=0.5"])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from famix_core.config_io import Override, apply_overrides, merge, validate
+from famix_core.config import FamixConfig, config_paths
+from famix_core.config_io import Override, apply_overrides, check_overrides, merge, validate
 from famix_core.errors import suggest
 from orchestrator.backends.slurm.options import validate_slurm_options
 from orchestrator.errors import SweepError
@@ -65,7 +66,10 @@ def resolve_profile(
         check_config_key(o.key, "command line", o.key)
         if o.key in varied:
             raise SweepError(f"command line: {o.key}: this key is varied by the sweep's grid/zip; edit the grid instead")
-    base = apply_overrides(base, config_overrides, tree_source=source)
+    overridden = apply_overrides(base, config_overrides, tree_source=source)
+    if config_overrides:
+        check_overrides(FamixConfig, base, overridden, config_paths())
+    base = overridden
     if domains is None:
         domains = list(validate_tree(base, source, "base").eval.domains)
     return ResolvedSweep(
