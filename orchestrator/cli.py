@@ -163,12 +163,11 @@ def report_sweep_info(
         ReportInputError: a YAML path that does not exist. SweepError: a sweep file or an override
             that does not validate, or overrides with a sweep name that has no file.
     """
+    from famix_core.config_io import parse_overrides
     from orchestrator.errors import SweepError
     from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
     from reports.collect import ReportInputError, domain_column
     from reports.report import SweepInfo
-
-    from famix_core.config_io import parse_overrides
 
     overrides = list(overrides or [])
     try:

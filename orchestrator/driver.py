@@ -292,7 +292,8 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             console.print(
                 f"detached: {len(submitted)} stage(s) submitted to {backend_name}; follow with\n"
                 f"  famix sweep status {args}\n"
-                f"and once all are done, collect the table with `famix sweep run` (or `famix report`) and the same arguments",
+                f"and once all are done, collect the table (or run what failed) with\n"
+                f"  famix sweep run {args} --backend {backend_name}",
                 highlight=False,
                 markup=False,
             )

@@ -620,8 +620,10 @@ def test_cli_detach_then_status_then_collect(slurm_cluster, tmp_path, capsys):
     assert "detached:" in out and "submitted to slurm" in out
     # it prints the command that follows this plan; the loop below runs it as printed
     follow = [line.strip() for line in out.splitlines() if line.strip().startswith("famix sweep status ")]
+    collect = [line.strip() for line in out.splitlines() if line.strip().startswith("famix sweep run ")]
     assert len(follow) == 1 and follow[0].endswith(" --profile smoke"), out
-    status_args = shlex.split(follow[0])[1:]
+    assert collect == [follow[0].replace(" status ", " run ", 1) + " --backend slurm"], out
+    status_args, run_args = shlex.split(follow[0])[1:], shlex.split(collect[0])[1:]
     jobs = json.loads((tmp_path / "runs" / "mini-slurm" / "slurm" / "jobs.json").read_text())
     assert len(jobs["stages"]) == 6  # 2 trainings + 2 x 2 evaluations (MixStyle needs no bank)
     deadline = time.time() + 240
@@ -640,7 +642,7 @@ def test_cli_detach_then_status_then_collect(slurm_cluster, tmp_path, capsys):
     assert main(["sweep", "status", "mini", "--run-dir", run_dir]) == 0
     contents = _mlflow_contents(tmp_path / "runs" / "mlflow.db")
     assert len(contents) == 2 and all({"miou/C", "miou/B", "miou/mean"} <= set(m) and len(c) == 4 for m, c, _ in contents.values())
-    assert main(["sweep", "run", "mini", "--backend", "slurm", "--run-dir", run_dir]) == 0
+    assert main(run_args) == 0
     out = capsys.readouterr().out
     assert "| Freeze" in out and "0 failed" in out
     assert _mlflow_contents(tmp_path / "runs" / "mlflow.db") == contents  # collected: nothing twice
