@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{i}/{len(done)}] {', '.join(t.labels.values())} seed {t.seed}: Mean {100 * mean:.2f}", flush=True)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "results.csv", pd.DataFrame(rows).to_csv(index=False))
-        info = report_sweep_info(args.sweep, args.profile)
+        info = report_sweep_info(args.sweep, args.profile, None, args.overrides)  # domains and labels as the plan's
         title = f"{info.name}, {args.images} images per target domain"  # not the sweep's own 8-image report
         results = apply_sweep_order(collect_csv(out / "results.csv", units="percent", domains=info.domains, sweep=title), info)
         files = write_report(results, out / "report", figures=False)
