@@ -353,8 +353,9 @@ def sync_tracking(plan: Plan, console: Any = None) -> int:
     runs of the sweep belong to another plan (the run that made them had overrides these commands
     were not given), only the runs of this plan's trials that exist are written to: nothing is
     created and nothing hidden; only a driver, running a plan, supersedes. Otherwise missing runs
-    are made (a lost or never-written store). Returns how many trial runs got something."""
-    from orchestrator.tracking import ensure_runs, ingest, open_tracker, plan_trial_runs, tracking_target
+    are made (a lost or never-written store). A trial run whose stages are all done is marked
+    ``done`` and ended, as the driver does. Returns how many trial runs got something."""
+    from orchestrator.tracking import ensure_runs, ingest, mark_finished, open_tracker, plan_trial_runs, tracking_target
 
     if not tracking_target(plan)[0].startswith("sqlite:"):
         return 0
@@ -368,6 +369,8 @@ def sync_tracking(plan: Plan, console: Any = None) -> int:
             if not others:
                 _, runs = ensure_runs(plan, tracker, last_run.get("backend") or plan.sweep.backend.kind)
             n = ingest(plan, tracker, runs, trials=list(runs)) if runs else 0
+            if runs:
+                mark_finished(plan, tracker, runs)
     except SweepError:
         return 0
     if others and console is not None:

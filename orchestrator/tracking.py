@@ -661,6 +661,22 @@ def _ingest_artifacts(plan: Plan, tracker: Any, run_id: str, ts: Any) -> int:
     return n
 
 
+def mark_finished(plan: Plan, tracker: Any, runs: dict[str, str]) -> int:
+    """Trial runs whose every stage is done get ``famix.status=done`` and end (``status`` and ``report``
+    after ``--detach``: no driver finalizes them); the others are left as they are. Returns how many changed."""
+    existing = _trial_runs(plan, tracker)
+    n = 0
+    for trial_id, run_id in runs.items():
+        if not all(plan.store.is_done(plan.stages[k].kind, k) for k in plan.trial_stages[trial_id].keys()):
+            continue
+        run = existing.get(run_id)
+        if run is None or run.data.tags.get(schema.TAG_STATUS) != "done" or run.info.status == "RUNNING":
+            tracker.set_tags(run_id, {schema.TAG_STATUS: "done"})
+            tracker.finish(run_id, True)
+            n += 1
+    return n
+
+
 def finalize_runs(plan: Plan, tracker: Any, parent: str, runs: dict[str, str], failed: set[str]) -> dict[str, str]:
     """:func:`ingest` what MLflow lacks, set ``famix.status`` and end the runs; returns trial -> status."""
     store = plan.store

@@ -178,10 +178,11 @@ def test_report_with_the_runs_overrides_logs_that_plans_finished_stages(fake_eng
     assert main(["report", "mini", "--run-dir", "plain", "--out", "plain-report", "--no-figures"]) == 0
     plain = pd.read_csv("plain-report/results.csv")
     assert len(plain) == 4 and plain["C"].isna().all()  # the default plan: one seed, its evaluations never ran
+    assert set(plain["status"]) == {"partial"}
     args = ["report", "mini", "eval.max_images=3", "seeds=[0,1]", "--run-dir", "copied", "--out", "rep", "--no-figures"]
     assert main(args) == 0
     got = pd.read_csv("rep/results.csv").sort_values(["Freeze", "Augment", "seed"], ignore_index=True)
-    assert len(got) == 8
+    assert len(got) == 8 and set(got["status"]) == {"done"}  # every stage done: marked so, as the driver does
     for col in ("C", "B"):
         assert got[col].to_numpy() == pytest.approx(ran[col].to_numpy(), abs=1e-3)
     capsys.readouterr()
