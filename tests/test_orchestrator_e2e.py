@@ -78,12 +78,10 @@ def test_local_run_writes_results_and_a_rerun_does_nothing(reference, capsys):
     assert (reference / "store" / "mine").is_dir() and len(list((reference / "store" / "mine").iterdir())) == 1
     assert not list(reference.glob("work/train/*"))  # checkpoints are removed once the model is in the store
     mtimes = {p: p.stat().st_mtime for p in reference.glob("store/*/*/DONE.json")}
-    t0 = time.perf_counter()
     rc = main(["sweep", "run", str(reference.parent / "e2e.yaml"), "--run-dir", str(reference), "--backend", "local", *TINY])
     out = capsys.readouterr().out
     assert rc == 0 and "7 stages, all done; MLflow complete" in out
     assert {p: p.stat().st_mtime for p in reference.glob("store/*/*/DONE.json")} == mtimes
-    assert time.perf_counter() - t0 < 60
     tr = Tracker(default_uri(reference), "e2e")
     assert len(tr.find({"famix.sweep": "e2e", "famix.role": "trial"})) == 2
     assert len(tr.find({"famix.sweep": "e2e", "famix.role": "sweep"})) == 1
