@@ -417,6 +417,10 @@ def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
     info = running_driver(plan.sweep_dir)
     if info is not None:
         console.print(f"driver pid {info.get('pid')} on {info.get('host', '?')} ({info.get('backend')}): running", highlight=False)
+        ran = info.get("arguments")
+        if ran and ran != same_arguments(plan):  # e.g. `make status` beside `make sweep ARGS=…`
+            console.print(f"note: the running driver's plan is `famix sweep run {ran}`; the counts above are of this "
+                          "command's plan: give it the same arguments to follow that run", highlight=False, markup=False)
     elif (plan.sweep_dir / "driver.json").is_file():
         console.print("driver: not running", highlight=False)
     for name in BACKENDS:  # what a backend still holds for the sweep (e.g. Slurm jobs of a detached run)

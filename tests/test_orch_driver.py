@@ -207,7 +207,7 @@ def test_nan_loss_fails_without_retry_and_is_summarized(fake_engine):
     assert "TrainingDiverged" in log
 
 
-def test_cancel_stops_a_running_driver(tmp_path):
+def test_cancel_stops_a_running_driver(tmp_path, capsys):
     import subprocess
     import sys
     import time
@@ -226,7 +226,7 @@ def slow(ctx):
     return {}
 execute.STAGE_RUNNERS.update(mine=slow, train=slow, evaluate=slow)
 from orchestrator.__main__ import main
-sys.exit(main(["sweep", "run", "mini", "--run-dir", "runs"]))
+sys.exit(main(["sweep", "run", "mini", "--run-dir", "runs", "eval.max_images=3"]))
 """
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -240,6 +240,15 @@ sys.exit(main(["sweep", "run", "mini", "--run-dir", "runs"]))
         plan = prepare("mini", run_dir="runs", check_data=lambda c: None, check_weights=lambda c: None)
         with pytest.raises(SweepError, match=rf"another driver \(pid {proc.pid}\) is running this sweep"):
             run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO()))
+        # `status` without the running driver's overrides says whose plan it shows; with them it does not
+        capsys.readouterr()
+        assert main(["sweep", "status", "mini", "--run-dir", "runs"]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert f"driver pid {proc.pid}" in out and "running" in out, out
+        assert "note: the running driver's plan is `famix sweep run mini --profile smoke eval.max_images=3`" in out, out
+        assert main(["sweep", "status", "mini", "--run-dir", "runs", "eval.max_images=3"]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert f"driver pid {proc.pid}" in out and "running driver's plan" not in out, out
         rc = main(["sweep", "cancel", "mini", "--run-dir", "runs"])
         assert rc == 0
         out, err = proc.communicate(timeout=30)
