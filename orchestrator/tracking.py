@@ -665,34 +665,33 @@ def mark_finished(plan: Plan, tracker: Any, runs: dict[str, str]) -> int:
     """Trial runs whose every stage is done get ``famix.status=done`` and end (``status`` and ``report``
     after ``--detach``: no driver finalizes them); the others are left as they are. Returns how many changed."""
     existing = _trial_runs(plan, tracker)
-    n = 0
-    for trial_id, run_id in runs.items():
-        if not all(plan.store.is_done(plan.stages[k].kind, k) for k in plan.trial_stages[trial_id].keys()):
-            continue
-        run = existing.get(run_id)
-        if run is None or run.data.tags.get(schema.TAG_STATUS) != "done" or run.info.status == "RUNNING":
-            tracker.set_tags(run_id, {schema.TAG_STATUS: "done"})
-            tracker.finish(run_id, True)
-            n += 1
-    return n
+    done = [run_id for trial_id, run_id in runs.items() if _trial_done(plan, trial_id)]
+    return sum(_set_status(tracker, existing.get(run_id), run_id, "done") for run_id in done)
+
+
+def _trial_done(plan: Plan, trial_id: str) -> bool:
+    return all(plan.store.is_done(plan.stages[k].kind, k) for k in plan.trial_stages[trial_id].keys())
+
+
+def _set_status(tracker: Any, run: Any, run_id: str, status: str) -> bool:
+    """Tag ``famix.status`` and end the run unless it already has that status and has ended; True if it changed."""
+    if run is not None and run.data.tags.get(schema.TAG_STATUS) == status and run.info.status != "RUNNING":
+        return False
+    tracker.set_tags(run_id, {schema.TAG_STATUS: status})
+    tracker.finish(run_id, status == "done")
+    return True
 
 
 def finalize_runs(plan: Plan, tracker: Any, parent: str, runs: dict[str, str], failed: set[str]) -> dict[str, str]:
     """:func:`ingest` what MLflow lacks, set ``famix.status`` and end the runs; returns trial -> status."""
-    store = plan.store
     existing = _trial_runs(plan, tracker)  # ingesting changes no run's status: read once
     ingest(plan, tracker, runs, existing=existing)
     statuses: dict[str, str] = {}
     for trial in plan.trials:
-        ts = plan.trial_stages[trial.id]
-        run_id = runs[trial.id]
-        run = existing.get(run_id)
-        all_done = all(store.is_done(plan.stages[k].kind, k) for k in ts.keys())
-        status = "done" if all_done else ("failed" if any(k in failed for k in ts.keys()) else "partial")
+        keys = plan.trial_stages[trial.id].keys()
+        status = "done" if _trial_done(plan, trial.id) else ("failed" if any(k in failed for k in keys) else "partial")
         statuses[trial.id] = status
-        if run is None or run.data.tags.get(schema.TAG_STATUS) != status or run.info.status == "RUNNING":
-            tracker.set_tags(run_id, {schema.TAG_STATUS: status})
-            tracker.finish(run_id, status == "done")
+        _set_status(tracker, existing.get(runs[trial.id]), runs[trial.id], status)
     overall = "done" if all(s == "done" for s in statuses.values()) else ("failed" if failed else "partial")
     tracker.set_tags(parent, {schema.TAG_STATUS: overall})
     tracker.finish(parent, overall == "done")
