@@ -63,36 +63,48 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _plan_error(capsys, text: str, *args: str) -> tuple[str, float]:
+def _plan_error(capsys, text: str, *args: str) -> str:
     Path("s.yaml").write_text(text)
-    t0 = time.perf_counter()
     rc = main(["sweep", *(args or ("plan",)), "s.yaml", "--run-dir", "out"])
-    took = time.perf_counter() - t0
     err = capsys.readouterr().err
     lines = [x for x in err.splitlines() if x.strip()]
     assert rc == 2 and len(lines) == 1, err
-    return lines[0], took
+    return lines[0]
 
 
-def test_dead_address_fails_in_one_line_within_30s(capsys):
-    port = _free_port()  # nothing listens there
+@pytest.fixture
+def no_ray_probe(monkeypatch):
+    """Fails the test if the probe's ``ray.init`` subprocess (the step that can wait for minutes) starts."""
+    from orchestrator.backends import ray_cluster
+
+    run = subprocess.run
+
+    def guarded(cmd, *args, **kwargs):
+        if isinstance(cmd, list) and ray_cluster._PROBE in cmd:
+            pytest.fail("the ray.init probe ran: the dead address was not refused at the TCP connect")
+        return run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", guarded)
+
+
+def test_dead_address_fails_in_one_line_before_any_ray_init(capsys, no_ray_probe):
+    port = _free_port()  # nothing listens there: the TCP connect is refused, Ray is never asked
     for command in ("plan", "run"):
-        line, took = _plan_error(capsys, SWEEP.replace("ADDRESS", f"'127.0.0.1:{port}'"), command)
-        assert took < 30
+        line = _plan_error(capsys, SWEEP.replace("ADDRESS", f"'127.0.0.1:{port}'"), command)
         assert f"backend.ray.address=127.0.0.1:{port}: no Ray cluster answered (Connection refused)" in line, line
         assert "ray start --head" in line
     assert not any(Path("out").rglob("DONE.json"))
 
 
-def test_stale_auto_address_fails_in_one_line(capsys, monkeypatch):
+def test_stale_auto_address_fails_in_one_line(capsys, monkeypatch, no_ray_probe):
     port = _free_port()
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # what a stale ray_current_cluster record amounts to
-    line, took = _plan_error(capsys, SWEEP.replace("ADDRESS", "auto"))
-    assert took < 30 and f"backend.ray.address=auto (= 127.0.0.1:{port}" in line and "no Ray cluster answered" in line
+    line = _plan_error(capsys, SWEEP.replace("ADDRESS", "auto"))
+    assert f"backend.ray.address=auto (= 127.0.0.1:{port}" in line and "no Ray cluster answered" in line
 
 
 @pytest.mark.slow
-def test_an_open_port_that_is_not_ray_fails_within_30s(capsys):
+def test_an_open_port_that_is_not_ray_fails_at_the_probe_bound(capsys):
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(16)
@@ -100,16 +112,16 @@ def test_an_open_port_that_is_not_ray_fails_within_30s(capsys):
     conns: list = []
     threading.Thread(target=lambda: [conns.append(srv.accept()) for _ in range(64)], daemon=True).start()
     try:
-        line, took = _plan_error(capsys, SWEEP.replace("ADDRESS", f"'127.0.0.1:{port}'"))
+        line = _plan_error(capsys, SWEEP.replace("ADDRESS", f"'127.0.0.1:{port}'"))
     finally:
         srv.close()
-    assert took < 30, took
+    # said only when the probe's subprocess timeout (PROBE_TIMEOUT_S) fired: the wait is bounded
     assert f"backend.ray.address=127.0.0.1:{port}: no Ray cluster answered within 20 s" in line
 
 
 def test_stage_bigger_than_any_node_is_refused_at_plan_time(capsys):
     text = "name: big\ngrid: {style.mix: [false, true]}\ndomains: [C]\nbackend:\n  kind: ray\n  ray: {num_cpus: 1}\n  resources: {train: {cpus: 2}}\n"
-    line, _ = _plan_error(capsys, text)
+    line = _plan_error(capsys, text)
     assert line.endswith("backend.resources.train: cannot be scheduled: needs 2 CPUs, the largest node has 1 (in-process Ray (1 CPUs, 0 GPUs))"), line
 
 
