@@ -354,8 +354,9 @@ def sync_tracking(plan: Plan, console: Any = None) -> int:
     were not given), only the runs of this plan's trials that exist are written to: nothing is
     created and nothing hidden; only a driver, running a plan, supersedes. Otherwise missing runs
     are made (a lost or never-written store). A trial run whose stages are all done is marked
-    ``done`` and ended, as the driver does. Returns how many trial runs got something."""
-    from orchestrator.tracking import ensure_runs, ingest, mark_finished, open_tracker, plan_trial_runs, tracking_target
+    ``done`` and ended, as the driver does, and so is the sweep's run once all of them are (when
+    this plan owns the trial runs). Returns how many trial runs got something."""
+    from orchestrator.tracking import ensure_runs, open_tracker, plan_trial_runs, record_finished, tracking_target
 
     if not tracking_target(plan)[0].startswith("sqlite:"):
         return 0
@@ -366,11 +367,10 @@ def sync_tracking(plan: Plan, console: Any = None) -> int:
         with _driver_lock(plan):  # held by a running driver: that one writes
             tracker = open_tracker(plan)
             runs, others = plan_trial_runs(plan, tracker)
+            parent = None
             if not others:
-                _, runs = ensure_runs(plan, tracker, last_run.get("backend") or plan.sweep.backend.kind)
-            n = ingest(plan, tracker, runs, trials=list(runs)) if runs else 0
-            if runs:
-                mark_finished(plan, tracker, runs)
+                parent, runs = ensure_runs(plan, tracker, last_run.get("backend") or plan.sweep.backend.kind)
+            n = record_finished(plan, tracker, runs, parent) if runs else 0
     except SweepError:
         return 0
     if others and console is not None:

@@ -42,6 +42,7 @@ __all__ = [
     "ensure_runs",
     "plan_trial_runs",
     "finalize_runs",
+    "record_finished",
     "ingest",
     "read_history",
 ]
@@ -661,12 +662,20 @@ def _ingest_artifacts(plan: Plan, tracker: Any, run_id: str, ts: Any) -> int:
     return n
 
 
-def mark_finished(plan: Plan, tracker: Any, runs: dict[str, str]) -> int:
-    """Trial runs whose every stage is done get ``famix.status=done`` and end (``status`` and ``report``
-    after ``--detach``: no driver finalizes them); the others are left as they are. Returns how many changed."""
-    existing = _trial_runs(plan, tracker)
-    done = [run_id for trial_id, run_id in runs.items() if _trial_done(plan, trial_id)]
-    return sum(_set_status(tracker, existing.get(run_id), run_id, "done") for run_id in done)
+def record_finished(plan: Plan, tracker: Any, runs: dict[str, str], parent: str | None = None) -> int:
+    """What ``status`` and ``report`` do where no driver finalizes (after ``--detach``): :func:`ingest`
+    the finished stages into ``runs`` (trial id -> run id), and mark each of those trial runs whose
+    every stage is done ``famix.status=done`` and end it; the others are left as they are. With
+    ``parent`` (the sweep's run, given when this plan owns the sweep's trial runs), that run is marked
+    done too once every trial of the plan is. Returns how many trial runs got something."""
+    existing = _trial_runs(plan, tracker)  # ingesting changes no run's status: read once
+    n = ingest(plan, tracker, runs, trials=list(runs), existing=existing)
+    for trial_id, run_id in runs.items():
+        if _trial_done(plan, trial_id):
+            _set_status(tracker, existing.get(run_id), run_id, "done")
+    if parent is not None and all(_trial_done(plan, t.id) for t in plan.trials):
+        _set_status(tracker, with_retry(tracker.client.get_run, parent), parent, "done")
+    return n
 
 
 def _trial_done(plan: Plan, trial_id: str) -> bool:

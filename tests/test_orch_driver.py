@@ -159,6 +159,12 @@ def test_status_and_report_without_the_runs_overrides_leave_its_mlflow_runs(fake
     assert len(report) == 4 and report["C"].notna().all()  # the overridden run's numbers
 
 
+def _sweep_run(run_dir: str) -> tuple[str, str]:
+    """(famix.status, MLflow status) of the sweep's parent run in ``run_dir``'s embedded MLflow."""
+    (run,) = Tracker(default_uri(Path(run_dir)), "mini").find({"famix.role": "sweep"})
+    return run.data.tags.get("famix.status"), run.info.status
+
+
 def test_report_with_the_runs_overrides_logs_that_plans_finished_stages(fake_engine, capsys):
     """``famix report SWEEP key=value`` logs the finished stages of the plan those overrides make
     (here a run dir copied without its MLflow database; after ``--detach`` alike) and reports that
@@ -179,10 +185,13 @@ def test_report_with_the_runs_overrides_logs_that_plans_finished_stages(fake_eng
     plain = pd.read_csv("plain-report/results.csv")
     assert len(plain) == 4 and plain["C"].isna().all()  # the default plan: one seed, its evaluations never ran
     assert set(plain["status"]) == {"partial"}
+    status, state = _sweep_run("plain")
+    assert status != "done" and state == "RUNNING"  # not every trial of that plan is done
     args = ["report", "mini", "eval.max_images=3", "seeds=[0,1]", "--run-dir", "copied", "--out", "rep", "--no-figures"]
     assert main(args) == 0
     got = pd.read_csv("rep/results.csv").sort_values(["Freeze", "Augment", "seed"], ignore_index=True)
     assert len(got) == 8 and set(got["status"]) == {"done"}  # every stage done: marked so, as the driver does
+    assert _sweep_run("copied") == ("done", "FINISHED")  # and so is the sweep's run
     for col in ("C", "B"):
         assert got[col].to_numpy() == pytest.approx(ran[col].to_numpy(), abs=1e-3)
     capsys.readouterr()
