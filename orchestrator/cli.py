@@ -119,15 +119,16 @@ def _run(args: argparse.Namespace) -> int:
         from orchestrator.backends import get_backend_class
 
         get_backend_class(args.backend)  # an unknown name fails before anything is planned
-    plan = _prepare(args, backend=args.backend)
-    if args.detach:
+    if args.detach:  # refused before anything is written (the full prepare generates the synthetic data)
         from orchestrator.backends import detachable
 
         can = detachable()
-        if (args.backend or plan.sweep.backend.kind) not in can:
+        sweep = _prepare(args, backend=args.backend, check_data=lambda cfg: None, check_weights=lambda cfg: None, dry=True).sweep
+        if (args.backend or sweep.backend.kind) not in can:
             raise SweepError(
                 f"command line: --detach: only the {' / '.join(can)} backend runs without its driver (use --backend {can[0]})"
             )
+    plan = _prepare(args, backend=args.backend)
     result = run_plan(plan, RunOptions(args.backend, args.max_parallel, args.retries, args.detach, args.rerun_failed))
     return result.exit_code
 

@@ -119,7 +119,7 @@ def _refused(capsys, item: str) -> str:
     [
         ("train.iterations=-5", "command line: train.iterations: Input should be greater than or equal to 1"),
         ("data.crop_size=abc", "command line: data.crop_size: Input should be a valid integer, unable to parse string as an integer"),
-        ("eval.domains=[C,Q]", "command line: eval.domains: unknown domain 'Q'"),
+        ("style.strategy=nope", "command line: style.strategy: unknown style strategy 'nope'"),
     ],
 )
 def test_a_bad_override_value_is_named_as_the_command_lines_not_the_files(capsys, item, message):
@@ -191,3 +191,21 @@ def test_binary_and_non_utf8_sweep_files(capsys):
 def test_override_of_a_varied_key_is_rejected_not_silently_lost():
     with pytest.raises(SweepError, match="style.mix: this key is varied"):
         _resolve(SWEEP, overrides=["style.mix=true"])
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("train.seed=3", "command line: train.seed: set in every trial by the sweep's seeds; give seeds=[...] instead (e.g. seeds=[0,1,2])"),
+        ("~mining.seed", "command line: mining.seed: set in every trial by the sweep's seeds; give seeds=[...] instead (e.g. seeds=[0,1,2])"),
+        ("eval.domains=[C,B]", "command line: eval.domains: set in every trial by the sweep's domains (C, from p.yaml: domains); "
+         "edit the sweep file's domains: list instead"),
+    ],
+)
+def test_override_of_a_key_the_seeds_or_domains_set_is_rejected_not_silently_lost(capsys, item, message):
+    assert _refused(capsys, item) == f"famix: error: {message}"
+
+
+def test_eval_domains_on_the_command_line_sets_a_sweep_without_domains():
+    rs, trials = _resolve(SWEEP.replace("domains: [C]\n", ""), overrides=["eval.domains=[C,B]"])
+    assert rs.domains == ["C", "B"] and {tuple(t.config.eval.domains) for t in trials} == {("C", "B")}
