@@ -345,10 +345,12 @@ def format_error(
     """The first pydantic error as one line: ``<source>: <prefix.dotted.key>: <what>[ (+N more)]``.
 
     An unknown key reads ``unknown key`` (with the closest of ``valid_keys``, dotted paths or
-    names, when one is close); an empty list ``empty list (expected at least one value)``.
+    names, when one is close), and is the error shown when there is one: a misspelt required key is
+    also a missing one, and the unknown spelling is what the user can find in the file. An empty list
+    reads ``empty list (expected at least one value)``.
     """
     errors = err.errors()
-    e = errors[0]
+    e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
     loc = ".".join(str(p) for p in e["loc"])
     path = ".".join(x for x in (prefix, loc) if x) or "<root>"
     msg = e["msg"].removeprefix("Value error, ")

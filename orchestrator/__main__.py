@@ -20,14 +20,27 @@ from reports import cli as report_cli
 
 
 class OverridesParser(argparse.ArgumentParser):
-    """Accepts ``key=value`` / ``+key=value`` / ``~key`` overrides anywhere on the line (also after options, as ``make sweep ARGS=…`` puts them)."""
+    """A subcommand's parser: ``key=value`` / ``+key=value`` / ``~key`` overrides anywhere on the line
+    (also after options, as ``make sweep ARGS=…`` puts them), and its own usage for an unknown option."""
+
+    def add_argument(self, *args, **kwargs):  # type: ignore[override]
+        if args == ("overrides",):
+            kwargs.setdefault("default", [])  # optional: argparse calls a "*" positional without a default required
+        return super().add_argument(*args, **kwargs)
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         ns, extras = super().parse_known_args(args, namespace)
         if hasattr(ns, "overrides"):
-            kv = [a for a in extras if ("=" in a or a.startswith("~")) and not a.startswith("-")]
+            # a word left over is an override, to be checked as one ("train.iterations" without "="
+            # gets "expected key=value", wherever it stands), unless it is an unknown option's value
+            kv, rest = [], []
+            for i, a in enumerate(extras):
+                option_value = i > 0 and extras[i - 1].startswith("-") and "=" not in extras[i - 1] and "=" not in a
+                (rest if a.startswith("-") and not a.startswith("~") or option_value else kv).append(a)
             ns.overrides = list(ns.overrides or []) + kv
-            extras = [a for a in extras if a not in kv]
+            extras = rest
+        if extras and getattr(ns, "func", None) is not None and not self._subparsers:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")  # this command's usage, not famix's
         return ns, extras
 
 

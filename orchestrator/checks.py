@@ -10,7 +10,24 @@ from famix_core.config import FamixConfig
 from famix_core.errors import WeightsError
 from famix_core.weights import PACKAGED_WEIGHTS, is_packaged, packaged_path
 
-__all__ = ["check_data", "check_weights", "check_run_dir"]
+__all__ = ["check_data", "check_weights", "check_run_dir", "check_run_dir_is_folder"]
+
+
+def check_run_dir_is_folder(run_dir: str | Path) -> Path:
+    """The nearest of the run dir and the folders above it that exists, which must be a folder (the
+    commands that only read, ``status`` and ``cancel``, check this much).
+
+    Raises:
+        SweepError: one line naming the run dir and the file in its way.
+    """
+    from orchestrator.errors import SweepError
+
+    path = Path(run_dir).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "it" if existing == path else existing
+        raise SweepError(f"{path}: the run dir must be a folder, and {where} is a file; choose another with --run-dir")
+    return existing
 
 
 def check_run_dir(run_dir: str | Path, create: bool = True) -> None:
@@ -27,9 +44,9 @@ def check_run_dir(run_dir: str | Path, create: bool = True) -> None:
     from orchestrator.errors import SweepError
 
     path = Path(run_dir).absolute()
+    existing = check_run_dir_is_folder(path)
     if not create:
-        existing = next(p for p in (path, *path.parents) if p.exists())
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        if not os.access(existing, os.W_OK | os.X_OK):
             where = "" if existing == path else f" on {existing}"
             raise SweepError(f"{path}: the run dir is not writable (permission denied{where}); choose another with --run-dir")
         return

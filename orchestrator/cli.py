@@ -57,7 +57,7 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("cancel", help="cancel a running sweep (its backend jobs and its driver)")
     _common(p)
-    p.add_argument("--backend", default=None)
+    p.add_argument("--backend", default=None, help="whose jobs to cancel (default: the backend the sweep last ran on)")
     p.set_defaults(func=_cancel)
 
 
@@ -144,7 +144,7 @@ def _status(args: argparse.Namespace) -> int:
 def _cancel(args: argparse.Namespace) -> int:
     from orchestrator.driver import cancel_sweep
 
-    plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None)
+    plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None, writable=False)
     cancel_sweep(plan, args.backend)
     return 0
 

@@ -68,6 +68,8 @@ def prepare(
     def run_dir_then_data(cfg: Any) -> None:  # called once every trial is validated: nothing is created before
         if writable:
             checks.check_run_dir(run_dir, create=not dry)
+        else:
+            checks.check_run_dir_is_folder(run_dir)
         data_check(cfg)
 
     plan = build_plan(rs, run_dir, check_data=run_dir_then_data, check_weights=check_weights)

@@ -72,6 +72,8 @@ CASES = [
     (GOOD + "labels2: 1\n", ["labels2: unknown key", "did you mean labels?"]),
     (GOOD.replace("style.mix: {column", "style.mox: {column"), ["labels.style.mox: not a grid or zip key", "did you mean style.mix?"]),
     ("- a\n- b\n", ["<root>: expected a mapping"]),
+    (GOOD.replace("values: {paper:", "values: {papr:"), ["labels.model.freeze.values.papr: not a value model.freeze takes (it takes paper, none)"]),
+    (GOOD.replace("{column: Freeze", "{colum: Freeze"), ["labels.model.freeze.colum: unknown key"]),  # not "column: Field required"
 ]
 
 
@@ -98,6 +100,46 @@ def test_missing_sweep_file_names_search_path(capsys):
     rc = main(["sweep", "plan", "nothere", "--run-dir", "out"])
     err = capsys.readouterr().err
     assert rc == 2 and "nothere: sweep file not found" in err
+    Path("folder.yaml").mkdir()
+    rc = main(["sweep", "plan", "folder.yaml", "--run-dir", "out"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == "famix: error: folder.yaml: a folder; expected a sweep YAML file (e.g. sweeps/ablation.yaml)\n"
+
+
+@pytest.mark.parametrize("action", ["plan", "run", "status", "cancel"])
+def test_a_run_dir_that_is_a_file_is_named_so(capsys, action):
+    p = _write(GOOD)
+    Path("afile").write_text("")
+    for run_dir, blocker in (("afile", "it"), ("afile/sub", Path("afile").absolute())):
+        rc = main(["sweep", action, str(p), "--run-dir", run_dir])
+        err = capsys.readouterr().err
+        expected = f"{Path(run_dir).absolute()}: the run dir must be a folder, and {blocker} is a file; choose another with --run-dir"
+        assert rc == 2 and err == f"famix: error: {expected}\n", err
+    assert Path("afile").read_text() == ""
+
+
+def test_cancel_of_a_sweep_never_run_creates_nothing(capsys):
+    p = _write(GOOD)
+    assert main(["sweep", "cancel", str(p), "--run-dir", "never"]) == 0
+    assert "cancelled 0 item(s)" in capsys.readouterr().out and not Path("never").exists()
+
+
+def test_an_unknown_option_gets_the_actions_usage_and_a_bare_word_the_override_message(capsys):
+    p = _write(GOOD)
+    with pytest.raises(SystemExit) as e:  # argparse's exit: --backend is run's and cancel's
+        main(["sweep", "plan", str(p), "--backend", "slurm"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: famix sweep plan ") and err.endswith("famix sweep plan: error: unrecognized arguments: --backend slurm\n")
+    for args in ([str(p), "train.iterations"], [str(p), "--run-dir", "out", "train.iterations"]):  # before or after an option
+        assert main(["sweep", "plan", *args]) == 2
+        err = capsys.readouterr().err
+        assert err == "famix: error: command line: 'train.iterations': expected key=value, +key=value or ~key (e.g. train.iterations=100)\n"
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", "plan"])
+    assert e.value.code == 2  # overrides are optional: only the sweep is missing
+    assert capsys.readouterr().err.endswith("famix sweep plan: error: the following arguments are required: sweep\n")
+    assert not Path("out").exists()
 
 
 def test_unknown_backend_lists_known(capsys):

@@ -78,9 +78,13 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
             points.append((point, labels))
         axes.append(points)
     varied = set(rs.grid) | {k for g in rs.zip for k in g.values}
-    for key in rs.labels:
+    for key, label in rs.labels.items():
         if key not in varied:
             raise SweepError(f"{src}: labels.{key}: not a grid or zip key{suggest(key, sorted(varied))}")
+        taken = [canon_value(v) for v in rs.grid.get(key, [])] + [canon_value(v) for g in rs.zip for v in g.values.get(key, [])]
+        for value in label.values:
+            if value not in taken:  # a misspelt value would be shown raw, silently
+                raise SweepError(f"{src}: labels.{key}.values.{value}: not a value {key} takes (it takes {', '.join(taken)})")
     if len(set(rs.seeds)) != len(rs.seeds):
         raise SweepError(f"{src}: seeds: duplicate seeds in {rs.seeds}")
 

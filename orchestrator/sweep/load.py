@@ -46,6 +46,8 @@ def resolve_sweep_path(name: str | Path, search: list[Path] | None = None) -> Pa
     for c in candidates:
         if c.is_file():
             return c
+    if p.is_dir():
+        raise SweepError(f"{name}: a folder; expected a sweep YAML file (e.g. sweeps/ablation.yaml)")
     where = ", ".join(str(r) for r in roots)
     raise SweepError(f"{name}: sweep file not found (looked as given and in {where})")
 
