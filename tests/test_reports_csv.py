@@ -79,7 +79,27 @@ def test_non_numeric_value_named(capsys):
     frame.loc[2, "M"] = "abc"
     path = _write(frame)
     err = _cli_error(["report", "x", "--csv", str(path), "--out", "rep"], capsys)
-    assert "column 'M', row 4" in err and "'abc'" in err
+    assert "column 'M', line 4" in err and "'abc'" in err
+
+
+def test_row_with_other_field_count_than_header_refused(capsys):
+    """pandas fills a short row with empty cells without a word; a long one it refuses in its own words."""
+    lines = PAPER_CSV.read_text().splitlines()
+    short = lines[2].rsplit(",", 2)[0]  # 10 fields: AF and Mean left out
+    Path("short.csv").write_text("\n".join([lines[0], "", lines[1], short, *lines[3:]]) + "\n")  # a blank line 2
+    err = _cli_error(["report", "paper", "--csv", "short.csv", "--out", "o/sub", "--no-figures"], capsys)
+    assert err == "famix: error: short.csv: line 4: 10 fields, but the header has 12"  # the file's own line number
+    Path("long.csv").write_text("\n".join([*lines[:3], lines[3] + ",1", *lines[4:]]) + "\n")
+    err = _cli_error(["report", "paper", "--csv", "long.csv", "--out", "o/sub", "--no-figures"], capsys)
+    assert err == "famix: error: long.csv: line 4: 13 fields, but the header has 12"
+    assert not Path("o").exists()
+
+
+def test_csv_that_is_a_directory_named(capsys):
+    Path("somedir").mkdir()
+    err = _cli_error(["report", "paper", "--csv", "somedir/", "--out", "o"], capsys)
+    assert err == "famix: error: somedir/: a directory, not a results CSV"
+    assert not Path("o").exists()
 
 
 def test_missing_csv_and_unknown_units(capsys):
