@@ -95,6 +95,27 @@ def test_row_with_other_field_count_than_header_refused(capsys):
     assert not Path("o").exists()
 
 
+def test_repeated_run_refused(capsys):
+    """Each (labels, seed) once: a row given twice is not a second seed of its grid point."""
+    lines = PAPER_CSV.read_text().splitlines()
+    Path("dup.csv").write_text("\n".join([*lines, lines[1]]) + "\n")
+    err = _cli_error(["report", "paper", "--csv", "dup.csv", "--out", "o", "--no-figures"], capsys)
+    assert err == (
+        "famix: error: dup.csv: lines 2, 10: freeze=no, augment=no, mix=no, no seed appears 2 times "
+        "(each labels and seed may appear once; runs of one grid point need distinct seeds)"
+    )
+    frame = pd.DataFrame({"m": ["a", "a", "b", "a"], "seed": ["0", "1", "0", "1.0"], "C": [10.0, 12.0, 20.0, 13.0]})
+    err = _cli_error(["report", "x", "--csv", str(_write(frame)), "--domains", "C", "--out", "o"], capsys)
+    assert err == (
+        "famix: error: res.csv: lines 3, 5: m=a, seed 1 appears 2 times "
+        "(each labels and seed may appear once; runs of one grid point need distinct seeds)"
+    )
+    long = frame.melt(id_vars=["m", "seed"], var_name="domain", value_name="miou")
+    with pytest.raises(ReportInputError, match=r"^res.csv: lines 3, 5: m=a, seed 1 appears 2 times"):
+        collect_csv(_write(long), domains=["C"])  # long form: "1" and "1.0" are one seed
+    assert not Path("o").exists()
+
+
 def test_csv_that_is_a_directory_named(capsys):
     Path("somedir").mkdir()
     err = _cli_error(["report", "paper", "--csv", "somedir/", "--out", "o"], capsys)

@@ -177,6 +177,20 @@ def test_latest_run_of_a_trial_wins(store):
             collect_mlflow("rerun", tracking_uri=uri, experiment="nope", reader=reader)
 
 
+def test_trials_with_the_same_labels_and_seed_are_kept(store):
+    """A results CSV may hold each (labels, seed) once; MLflow trial runs are told apart by their trial ids."""
+    run_dir, _ = store
+    truth = populate(run_dir, losses=False, sweep="twins")
+    uri = default_tracking_uri(run_dir)
+    client = MlflowClient(tracking_uri=uri)
+    old = client.get_run(next(iter(truth.values()))["run_id"])
+    twin = client.create_run(old.info.experiment_id, tags={**old.data.tags, "famix.trial": "t-twin"}).info.run_id
+    client.log_batch(twin, metrics=[Metric(f"miou/{d}", 50.0, int(time.time() * 1000), 0) for d in DOMAINS])
+    for reader in ("sqlite", "client"):
+        rs = collect_mlflow("twins", tracking_uri=uri, reader=reader)
+        assert len(rs.runs) == len(truth) + 1 and build_table(rs).rows[0].n == 2
+
+
 def test_profile_keeps_smoke_and_paper_trials_apart(store):
     """Trials of another profile of the same sweep (same run dir) never enter the table."""
     run_dir, _ = store

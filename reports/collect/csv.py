@@ -93,7 +93,8 @@ def collect_csv(
 
     Raises:
         ReportInputError: missing file or a directory, a row whose field count differs from the header's,
-            missing domain column, non-numeric value, out-of-range value.
+            a run (labels, seed) that appears twice, missing domain column, non-numeric value,
+            out-of-range value.
     """
     p = Path(path)
     where = str(path)
@@ -159,6 +160,7 @@ def collect_csv(
         runs[c] = wide[c].values
     for d in expected:
         runs[d] = wide[d].values.astype(float)
+    _refuse_repeated_runs(runs, label_cols, where)
     return ResultSet(
         sweep=sweep or p.stem,
         source=where,
@@ -199,6 +201,22 @@ def _read_rows(p: Path, where: str) -> pd.DataFrame:
     if twice:
         raise ReportInputError(f"{where}: line {header_line}: column {twice[0]!r} appears twice in the header")
     return pd.DataFrame(rows, columns=header, index=lines)
+
+
+def _refuse_repeated_runs(runs: pd.DataFrame, label_cols: list[str], where: str) -> None:
+    """Each (labels, seed) once: a repeated row would pass for a second run of its grid point (``runs`` indexed by file line)."""
+    key = [*label_cols, COL_SEED]
+    repeated = runs[runs.duplicated(key, keep=False)]
+    if repeated.empty:
+        return
+    lines = list(next(iter(repeated.groupby(key, dropna=False, sort=False).groups.values())))
+    first = runs.loc[lines[0]]
+    labels = ", ".join(f"{c}={first[c]}" for c in label_cols) or "no labels"
+    seed = "no seed" if pd.isna(first[COL_SEED]) else f"seed {first[COL_SEED]:g}"
+    raise ReportInputError(
+        f"{where}: lines {', '.join(map(str, lines))}: {labels}, {seed} appears {len(lines)} times "
+        "(each labels and seed may appear once; runs of one grid point need distinct seeds)"
+    )
 
 
 def _long_to_wide(
