@@ -98,11 +98,27 @@ def apply_sweep_order(results: ResultSet, info: SweepInfo) -> ResultSet:
 
 
 def check_out_dir(out_dir: Path) -> Path:
-    """Refuse an output folder inside the ``reports`` package (generated files never land in the source)."""
+    """Refuse an output folder that cannot be one, before any work, leaving nothing behind.
+
+    Refused: a folder inside the ``reports`` package (generated files never land in the source),
+    an existing file or a path under one, and a folder that cannot be created (its missing
+    folders are made, then removed again).
+    """
     pkg = Path(__file__).resolve().parent
     out = out_dir.resolve()
     if out == pkg or pkg in out.parents:
         raise ReportInputError(f"--out {out_dir}: inside the reports package ({pkg}); choose another folder")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        what = "" if existing == out else f"{existing} "
+        raise ReportInputError(f"--out {out_dir}: {what}is a file (expected a folder)")
+    if existing != out:
+        try:
+            out.mkdir(parents=True)
+        except OSError as e:
+            raise ReportInputError(f"--out {out_dir}: cannot create the folder ({e.strerror})") from None
+        for made in [out, *out.parents][: len(out.parents) - len(existing.parents)]:
+            made.rmdir()
     return out_dir
 
 

@@ -116,6 +116,20 @@ def test_repeated_run_refused(capsys):
     assert not Path("o").exists()
 
 
+def test_out_that_cannot_be_a_folder_refused_before_any_work(capsys):
+    Path("afile").write_text("x")
+    for out, what in [
+        ("afile", "is a file (expected a folder)"),
+        ("afile/sub", f"{Path('afile').resolve()} is a file (expected a folder)"),
+        ("/proc/rep", "cannot create the folder (No such file or directory)"),
+    ]:
+        err = _cli_error(["report", "paper", "--csv", str(PAPER_CSV), "--out", out, "--no-figures"], capsys)
+        assert err == f"famix: error: --out {out}: {what}"
+    err = _cli_error(["report", "paper", "--csv", "nope.csv", "--out", "afile/sub"], capsys)
+    assert err.startswith("famix: error: --out afile/sub: ")  # before the input is read
+    assert Path("afile").read_text() == "x" and not Path("/proc/rep").exists()
+
+
 def test_csv_that_is_a_directory_named(capsys):
     Path("somedir").mkdir()
     err = _cli_error(["report", "paper", "--csv", "somedir/", "--out", "o"], capsys)
