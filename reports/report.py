@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reports.collect import ReportInputError, ResultSet, default_tracking_uri
+from reports.collect import ReportInputError, ResultSet, check_tracking_uri, default_tracking_uri
 from famix_core.io import atomic_path
 from famix_core.io import atomic_write_text as write_text_atomic
 
@@ -244,5 +244,13 @@ def default_out_dir(run_dir: str | Path, sweep: str) -> Path:
 
 
 def tracking_uri_for(info: SweepInfo, run_dir: str | Path, override: str | None) -> str:
-    """The MLflow URI: ``--tracking-uri``, else the sweep's ``tracking.uri``, else the run dir's SQLite store."""
+    """The MLflow URI: ``--tracking-uri``, else the sweep's ``tracking.uri``, else the run dir's SQLite store.
+
+    A given URI is checked first (:func:`~reports.collect.store.check_tracking_uri`): a dead server
+    is one line after 2 s, not minutes of MLflow's retries.
+    """
+    if override:
+        check_tracking_uri(override, "--tracking-uri")
+    elif info.tracking_uri:
+        check_tracking_uri(info.tracking_uri, f"{info.path or info.name}: tracking.uri")
     return override or info.tracking_uri or default_tracking_uri(run_dir)

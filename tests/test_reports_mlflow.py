@@ -158,6 +158,53 @@ def test_missing_store_is_one_line(capsys):
     assert not Path("nowhere/mlflow.db").exists()  # never creates an empty store
 
 
+def _never_opens_a_client(monkeypatch) -> None:
+    """MLflow's client retries a dead server for minutes: a refused URI must never reach it."""
+
+    def refuse(uri):
+        raise AssertionError(f"MLflow client opened for {uri}")
+
+    monkeypatch.setattr("reports.mlflow_client.mlflow_client", refuse)
+
+
+def test_tracking_uri_of_no_known_kind_refused(tmp_path, capsys, monkeypatch):
+    _never_opens_a_client(monkeypatch)
+    rc = main(["report", SWEEP, "--tracking-uri", "notauri", "--out", "rep"])
+    assert rc == 2 and capsys.readouterr().err.strip() == (
+        "famix: error: --tracking-uri notauri: not an MLflow tracking URI "
+        "(expected http(s)://host:port, sqlite:///path, file:path or databricks)"
+    )
+    sweep = tmp_path / "mini.yaml"
+    sweep.write_text("name: mini\ngrid:\n  style.mix: [false, true]\ntracking: {uri: 'mlruns'}\n")
+    rc = main(["report", str(sweep), "--out", "rep"])
+    assert rc == 2 and capsys.readouterr().err.strip() == (
+        f"famix: error: {sweep}: tracking.uri mlruns: not an MLflow tracking URI "
+        "(expected http(s)://host:port, sqlite:///path, file:path or databricks)"
+    )
+    assert not Path("rep").exists() and not Path("notauri").exists() and not Path("mlruns").exists()
+
+
+def test_tracking_server_that_does_not_answer_is_one_line(capsys, monkeypatch):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on once it is closed
+        sock.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    _never_opens_a_client(monkeypatch)
+    rc = main(["report", SWEEP, "--tracking-uri", uri, "--out", "rep"])
+    assert rc == 2 and capsys.readouterr().err.strip() == (
+        f"famix: error: --tracking-uri {uri}: no MLflow server answered at {uri}/health within 2 s"
+    )
+    assert not Path("rep").exists()
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///runs/mlflow.db", "file:///tmp/mlruns", "file:mlruns", "databricks", "databricks://prof"])
+def test_tracking_uri_kinds_that_pass_the_check(uri):
+    from reports.collect import check_tracking_uri
+
+    check_tracking_uri(uri, "--tracking-uri")  # no server to probe: MLflow opens these itself
+
+
 def test_latest_run_of_a_trial_wins(store):
     run_dir, _ = store
     truth = populate(run_dir, losses=False, sweep="rerun")
