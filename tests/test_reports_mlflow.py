@@ -172,14 +172,14 @@ def test_tracking_uri_of_no_known_kind_refused(tmp_path, capsys, monkeypatch):
     rc = main(["report", SWEEP, "--tracking-uri", "notauri", "--out", "rep"])
     assert rc == 2 and capsys.readouterr().err.strip() == (
         "famix: error: --tracking-uri notauri: not an MLflow tracking URI "
-        "(expected http(s)://host:port, sqlite:///path, file:path or databricks)"
+        "(expected http(s)://host:port, sqlite:///path, file:path, databricks or a postgresql/mysql/mssql database URI)"
     )
     sweep = tmp_path / "mini.yaml"
     sweep.write_text("name: mini\ngrid:\n  style.mix: [false, true]\ntracking: {uri: 'mlruns'}\n")
     rc = main(["report", str(sweep), "--out", "rep"])
     assert rc == 2 and capsys.readouterr().err.strip() == (
         f"famix: error: {sweep}: tracking.uri mlruns: not an MLflow tracking URI "
-        "(expected http(s)://host:port, sqlite:///path, file:path or databricks)"
+        "(expected http(s)://host:port, sqlite:///path, file:path, databricks or a postgresql/mysql/mssql database URI)"
     )
     assert not Path("rep").exists() and not Path("notauri").exists() and not Path("mlruns").exists()
 

@@ -10,8 +10,11 @@ from reports.collect.resultset import ReportInputError
 
 __all__ = ["check_tracking_uri", "default_tracking_uri", "http_health", "sqlite_path", "sqlite_uri"]
 
-TRACKING_URI_PREFIXES: tuple[str, ...] = ("http://", "https://", "sqlite:///", "file:", "databricks")
-"""How a tracking URI may begin: a server, the embedded SQLite store, a file store, Databricks."""
+TRACKING_URI_PREFIXES: tuple[str, ...] = (
+    "http://", "https://", "sqlite:///", "file:", "databricks", "postgresql", "mysql", "mssql",
+)  # fmt: skip
+"""How a tracking URI may begin: a server, the embedded SQLite store, a file store, Databricks, a
+database MLflow's SQL store opens (``postgresql://``, ``postgresql+psycopg2://``, ``mysql://``, …)."""
 
 
 def default_tracking_uri(run_dir: str | Path) -> str:
@@ -54,7 +57,7 @@ def check_tracking_uri(uri: str, where: str) -> None:
     """
     if not uri.startswith(TRACKING_URI_PREFIXES):
         raise ReportInputError(
-            f"{where} {uri}: not an MLflow tracking URI (expected http(s)://host:port, sqlite:///path, file:path or databricks)"
+            f"{where} {uri}: not an MLflow tracking URI (expected http(s)://host:port, sqlite:///path, file:path, databricks or a postgresql/mysql/mssql database URI)"
         )
     if uri.startswith(("http://", "https://")) and not http_health(uri):
         raise ReportInputError(f"{where} {uri}: no MLflow server answered at {uri.rstrip('/')}/health within 2 s")
