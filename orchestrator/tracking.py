@@ -311,15 +311,9 @@ class RunLogger:
 
     def _reachable(self) -> bool:
         """A quick look at an HTTP server's ``/health`` (MLflow's own client retries for about a minute)."""
-        if not str(self.uri).startswith(("http://", "https://")):
-            return True
-        import urllib.request
+        from reports.collect.store import http_health
 
-        try:
-            with urllib.request.urlopen(str(self.uri).rstrip("/") + "/health", timeout=2):
-                return True
-        except OSError:
-            return False
+        return not str(self.uri).startswith(("http://", "https://")) or http_health(str(self.uri))
 
     def _drain(self) -> None:
         down_since: float | None = None

@@ -91,6 +91,7 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
     from reports.collect import collect_csv, collect_mlflow
     from reports.report import apply_sweep_order, check_out_dir, default_out_dir, tracking_uri_for, write_report
 
+    out_dir = check_out_dir(Path(args.out)) if args.out else None  # before sweep_info logs finished stages into MLflow
     info = sweep_info(args.sweep, args.profile, None if args.csv else args.run_dir, args.overrides)
     if args.domains:
         from reports.collect import ReportInputError, domain_column
@@ -100,7 +101,7 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
         if bad:
             raise ReportInputError(f"--domains: unknown domain {bad[0]!r} (known: C, B, M, S, AN, AS, AR, AF)")
         info.domains = [domain_column(d) for d in cols]
-    out_dir = check_out_dir(Path(args.out) if args.out else default_out_dir(args.run_dir, info.name))
+    out_dir = out_dir or check_out_dir(default_out_dir(args.run_dir, info.name))
 
     if args.csv:
         results = collect_csv(args.csv, units=args.units, domains=info.domains, sweep=info.name)

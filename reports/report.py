@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reports.collect import ReportInputError, ResultSet, default_tracking_uri
+from reports.collect import ReportInputError, ResultSet, check_tracking_uri, default_tracking_uri
 from famix_core.io import atomic_path
 from famix_core.io import atomic_write_text as write_text_atomic
 
@@ -98,11 +98,27 @@ def apply_sweep_order(results: ResultSet, info: SweepInfo) -> ResultSet:
 
 
 def check_out_dir(out_dir: Path) -> Path:
-    """Refuse an output folder inside the ``reports`` package (generated files never land in the source)."""
+    """Refuse an output folder that cannot be one, before any work, leaving nothing behind.
+
+    Refused: a folder inside the ``reports`` package (generated files never land in the source),
+    an existing file or a path under one, and a folder that cannot be created (its missing
+    folders are made, then removed again).
+    """
     pkg = Path(__file__).resolve().parent
     out = out_dir.resolve()
     if out == pkg or pkg in out.parents:
         raise ReportInputError(f"--out {out_dir}: inside the reports package ({pkg}); choose another folder")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        what = "" if existing == out else f"{existing} "
+        raise ReportInputError(f"--out {out_dir}: {what}is a file (expected a folder)")
+    if existing != out:
+        try:
+            out.mkdir(parents=True)
+        except OSError as e:
+            raise ReportInputError(f"--out {out_dir}: cannot create the folder ({e.strerror})") from None
+        for made in [out, *out.parents][: len(out.parents) - len(existing.parents)]:
+            made.rmdir()
     return out_dir
 
 
@@ -228,5 +244,13 @@ def default_out_dir(run_dir: str | Path, sweep: str) -> Path:
 
 
 def tracking_uri_for(info: SweepInfo, run_dir: str | Path, override: str | None) -> str:
-    """The MLflow URI: ``--tracking-uri``, else the sweep's ``tracking.uri``, else the run dir's SQLite store."""
+    """The MLflow URI: ``--tracking-uri``, else the sweep's ``tracking.uri``, else the run dir's SQLite store.
+
+    A given URI is checked first (:func:`~reports.collect.store.check_tracking_uri`): a dead server
+    is one line after 2 s, not minutes of MLflow's retries.
+    """
+    if override:
+        check_tracking_uri(override, "--tracking-uri")
+    elif info.tracking_uri:
+        check_tracking_uri(info.tracking_uri, f"{info.path or info.name}: tracking.uri")
     return override or info.tracking_uri or default_tracking_uri(run_dir)

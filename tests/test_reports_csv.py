@@ -79,7 +79,62 @@ def test_non_numeric_value_named(capsys):
     frame.loc[2, "M"] = "abc"
     path = _write(frame)
     err = _cli_error(["report", "x", "--csv", str(path), "--out", "rep"], capsys)
-    assert "column 'M', row 4" in err and "'abc'" in err
+    assert "column 'M', line 4" in err and "'abc'" in err
+
+
+def test_row_with_other_field_count_than_header_refused(capsys):
+    """pandas fills a short row with empty cells without a word; a long one it refuses in its own words."""
+    lines = PAPER_CSV.read_text().splitlines()
+    short = lines[2].rsplit(",", 2)[0]  # 10 fields: AF and Mean left out
+    Path("short.csv").write_text("\n".join([lines[0], "", lines[1], short, *lines[3:]]) + "\n")  # a blank line 2
+    err = _cli_error(["report", "paper", "--csv", "short.csv", "--out", "o/sub", "--no-figures"], capsys)
+    assert err == "famix: error: short.csv: line 4: 10 fields, but the header has 12"  # the file's own line number
+    Path("long.csv").write_text("\n".join([*lines[:3], lines[3] + ",1", *lines[4:]]) + "\n")
+    err = _cli_error(["report", "paper", "--csv", "long.csv", "--out", "o/sub", "--no-figures"], capsys)
+    assert err == "famix: error: long.csv: line 4: 13 fields, but the header has 12"
+    assert not Path("o").exists()
+
+
+def test_repeated_run_refused(capsys):
+    """Each (labels, seed) once: a row given twice is not a second seed of its grid point."""
+    lines = PAPER_CSV.read_text().splitlines()
+    Path("dup.csv").write_text("\n".join([*lines, lines[1]]) + "\n")
+    err = _cli_error(["report", "paper", "--csv", "dup.csv", "--out", "o", "--no-figures"], capsys)
+    assert err == (
+        "famix: error: dup.csv: lines 2, 10: freeze=no, augment=no, mix=no, no seed appears 2 times "
+        "(each labels and seed may appear once; runs of one grid point need distinct seeds)"
+    )
+    frame = pd.DataFrame({"m": ["a", "a", "b", "a"], "seed": ["0", "1", "0", "1.0"], "C": [10.0, 12.0, 20.0, 13.0]})
+    err = _cli_error(["report", "x", "--csv", str(_write(frame)), "--domains", "C", "--out", "o"], capsys)
+    assert err == (
+        "famix: error: res.csv: lines 3, 5: m=a, seed 1 appears 2 times "
+        "(each labels and seed may appear once; runs of one grid point need distinct seeds)"
+    )
+    long = frame.melt(id_vars=["m", "seed"], var_name="domain", value_name="miou")
+    with pytest.raises(ReportInputError, match=r"^res.csv: lines 3, 5: m=a, seed 1 appears 2 times"):
+        collect_csv(_write(long), domains=["C"])  # long form: "1" and "1.0" are one seed
+    assert not Path("o").exists()
+
+
+def test_out_that_cannot_be_a_folder_refused_before_any_work(capsys):
+    Path("afile").write_text("x")
+    for out, what in [
+        ("afile", "is a file (expected a folder)"),
+        ("afile/sub", f"{Path('afile').resolve()} is a file (expected a folder)"),
+        ("/proc/rep", "cannot create the folder (No such file or directory)"),
+    ]:
+        err = _cli_error(["report", "paper", "--csv", str(PAPER_CSV), "--out", out, "--no-figures"], capsys)
+        assert err == f"famix: error: --out {out}: {what}"
+    err = _cli_error(["report", "paper", "--csv", "nope.csv", "--out", "afile/sub"], capsys)
+    assert err.startswith("famix: error: --out afile/sub: ")  # before the input is read
+    assert Path("afile").read_text() == "x" and not Path("/proc/rep").exists()
+
+
+def test_csv_that_is_a_directory_named(capsys):
+    Path("somedir").mkdir()
+    err = _cli_error(["report", "paper", "--csv", "somedir/", "--out", "o"], capsys)
+    assert err == "famix: error: somedir/: a directory, not a results CSV"
+    assert not Path("o").exists()
 
 
 def test_missing_csv_and_unknown_units(capsys):

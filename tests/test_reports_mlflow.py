@@ -158,6 +158,53 @@ def test_missing_store_is_one_line(capsys):
     assert not Path("nowhere/mlflow.db").exists()  # never creates an empty store
 
 
+def _never_opens_a_client(monkeypatch) -> None:
+    """MLflow's client retries a dead server for minutes: a refused URI must never reach it."""
+
+    def refuse(uri):
+        raise AssertionError(f"MLflow client opened for {uri}")
+
+    monkeypatch.setattr("reports.mlflow_client.mlflow_client", refuse)
+
+
+def test_tracking_uri_of_no_known_kind_refused(tmp_path, capsys, monkeypatch):
+    _never_opens_a_client(monkeypatch)
+    rc = main(["report", SWEEP, "--tracking-uri", "notauri", "--out", "rep"])
+    assert rc == 2 and capsys.readouterr().err.strip() == (
+        "famix: error: --tracking-uri notauri: not an MLflow tracking URI "
+        "(expected http(s)://host:port, sqlite:///path, file:path, databricks or a postgresql/mysql/mssql database URI)"
+    )
+    sweep = tmp_path / "mini.yaml"
+    sweep.write_text("name: mini\ngrid:\n  style.mix: [false, true]\ntracking: {uri: 'mlruns'}\n")
+    rc = main(["report", str(sweep), "--out", "rep"])
+    assert rc == 2 and capsys.readouterr().err.strip() == (
+        f"famix: error: {sweep}: tracking.uri mlruns: not an MLflow tracking URI "
+        "(expected http(s)://host:port, sqlite:///path, file:path, databricks or a postgresql/mysql/mssql database URI)"
+    )
+    assert not Path("rep").exists() and not Path("notauri").exists() and not Path("mlruns").exists()
+
+
+def test_tracking_server_that_does_not_answer_is_one_line(capsys, monkeypatch):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on once it is closed
+        sock.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    _never_opens_a_client(monkeypatch)
+    rc = main(["report", SWEEP, "--tracking-uri", uri, "--out", "rep"])
+    assert rc == 2 and capsys.readouterr().err.strip() == (
+        f"famix: error: --tracking-uri {uri}: no MLflow server answered at {uri}/health within 2 s"
+    )
+    assert not Path("rep").exists()
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///runs/mlflow.db", "file:///tmp/mlruns", "file:mlruns", "databricks", "databricks://prof"])
+def test_tracking_uri_kinds_that_pass_the_check(uri):
+    from reports.collect import check_tracking_uri
+
+    check_tracking_uri(uri, "--tracking-uri")  # no server to probe: MLflow opens these itself
+
+
 def test_latest_run_of_a_trial_wins(store):
     run_dir, _ = store
     truth = populate(run_dir, losses=False, sweep="rerun")
@@ -175,6 +222,20 @@ def test_latest_run_of_a_trial_wins(store):
         assert row["run_id"] == rerun and row["C"] == 99.0
         with pytest.raises(ReportInputError, match="no MLflow experiment 'nope'"):
             collect_mlflow("rerun", tracking_uri=uri, experiment="nope", reader=reader)
+
+
+def test_trials_with_the_same_labels_and_seed_are_kept(store):
+    """A results CSV may hold each (labels, seed) once; MLflow trial runs are told apart by their trial ids."""
+    run_dir, _ = store
+    truth = populate(run_dir, losses=False, sweep="twins")
+    uri = default_tracking_uri(run_dir)
+    client = MlflowClient(tracking_uri=uri)
+    old = client.get_run(next(iter(truth.values()))["run_id"])
+    twin = client.create_run(old.info.experiment_id, tags={**old.data.tags, "famix.trial": "t-twin"}).info.run_id
+    client.log_batch(twin, metrics=[Metric(f"miou/{d}", 50.0, int(time.time() * 1000), 0) for d in DOMAINS])
+    for reader in ("sqlite", "client"):
+        rs = collect_mlflow("twins", tracking_uri=uri, reader=reader)
+        assert len(rs.runs) == len(truth) + 1 and build_table(rs).rows[0].n == 2
 
 
 def test_profile_keeps_smoke_and_paper_trials_apart(store):

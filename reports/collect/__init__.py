@@ -11,11 +11,12 @@ when :func:`collect_mlflow` runs.
 from reports.collect.csv import collect_csv
 from reports.collect.mlflow import collect_mlflow
 from reports.collect.resultset import ReportInputError, ResultSet, domain_column
-from reports.collect.store import default_tracking_uri, sqlite_path
+from reports.collect.store import check_tracking_uri, default_tracking_uri, sqlite_path
 
 __all__ = [
     "ReportInputError",
     "ResultSet",
+    "check_tracking_uri",
     "collect_csv",
     "collect_mlflow",
     "default_tracking_uri",

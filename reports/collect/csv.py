@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 from typing import Any
@@ -91,19 +92,17 @@ def collect_csv(
         ResultSet with one row per CSV row (wide) or per (labels, seed) group (long).
 
     Raises:
-        ReportInputError: missing file, missing domain column, non-numeric value, out-of-range value.
+        ReportInputError: missing file or a directory, a row whose field count differs from the header's,
+            a run (labels, seed) that appears twice, missing domain column, non-numeric value,
+            out-of-range value.
     """
     p = Path(path)
     where = str(path)
+    if p.is_dir():
+        raise ReportInputError(f"{where}: a directory, not a results CSV")
     if not p.is_file():
         raise ReportInputError(f"{where}: results CSV not found")
-    try:
-        raw = pd.read_csv(p, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ReportInputError(f"{where}: not a readable CSV ({str(e).splitlines()[0]})") from None
-    raw.columns = [str(c).strip() for c in raw.columns]
-    if raw.empty:
-        raise ReportInputError(f"{where}: no rows")
+    raw = _read_rows(p, where)
     lower = {c.lower(): c for c in raw.columns}
     unit_name = units or "percent"
 
@@ -124,7 +123,7 @@ def collect_csv(
             col = domain_column(c)
             if col is not None:
                 values[col] = [
-                    _parse_number(v, f"{where}: column {c!r}, row {i + 2}", unit_name) for i, v in enumerate(raw[c])
+                    _parse_number(v, f"{where}: column {c!r}, line {line}", unit_name) for line, v in raw[c].items()
                 ]
         wide = pd.DataFrame(values, index=raw.index, dtype=float)
         for c in label_cols:
@@ -154,18 +153,69 @@ def collect_csv(
             COL_STATUS: wide[COL_STATUS].replace("", "done") if COL_STATUS in wide else "done",
             COL_RUN_ID: None,
             COL_TRAIN_KEY: None,
-        }
+        },
+        index=wide.index,  # the file line of each run, for messages
     )
     for c in label_cols:
         runs[c] = wide[c].values
     for d in expected:
         runs[d] = wide[d].values.astype(float)
+    _refuse_repeated_runs(runs, label_cols, where)
     return ResultSet(
         sweep=sweep or p.stem,
         source=where,
         label_columns=label_cols,
         domains=expected,
         runs=runs.reset_index(drop=True),
+    )
+
+
+def _read_rows(p: Path, where: str) -> pd.DataFrame:
+    """The CSV's rows as strings, indexed by the file line each starts on (blank lines skipped).
+
+    Refuses a row whose field count differs from the header's (pandas fills a short row with
+    empty cells without a word).
+    """
+    header: list[str] = []
+    header_line = 1
+    rows, lines = [], []
+    try:
+        with p.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, skipinitialspace=True)
+            start = 1
+            for fields in reader:
+                if len(fields) > 1 or (fields and fields[0].strip()):
+                    if not header:
+                        header, header_line = [c.strip() for c in fields], start
+                    elif len(fields) != len(header):
+                        raise ReportInputError(f"{where}: line {start}: {len(fields)} fields, but the header has {len(header)}")
+                    else:
+                        rows.append(fields)
+                        lines.append(start)
+                start = reader.line_num + 1
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise ReportInputError(f"{where}: not a readable CSV ({e})") from None
+    if not rows:
+        raise ReportInputError(f"{where}: no rows")
+    twice = [c for i, c in enumerate(header) if c in header[:i]]
+    if twice:
+        raise ReportInputError(f"{where}: line {header_line}: column {twice[0]!r} appears twice in the header")
+    return pd.DataFrame(rows, columns=header, index=lines)
+
+
+def _refuse_repeated_runs(runs: pd.DataFrame, label_cols: list[str], where: str) -> None:
+    """Each (labels, seed) once: a repeated row would pass for a second run of its grid point (``runs`` indexed by file line)."""
+    key = [*label_cols, COL_SEED]
+    repeated = runs[runs.duplicated(key, keep=False)]
+    if repeated.empty:
+        return
+    lines = list(next(iter(repeated.groupby(key, dropna=False, sort=False).groups.values())))
+    first = runs.loc[lines[0]]
+    labels = ", ".join(f"{c}={first[c]}" for c in label_cols) or "no labels"
+    seed = "no seed" if pd.isna(first[COL_SEED]) else f"seed {first[COL_SEED]:g}"
+    raise ReportInputError(
+        f"{where}: lines {', '.join(map(str, lines))}: {labels}, {seed} appears {len(lines)} times "
+        "(each labels and seed may appear once; runs of one grid point need distinct seeds)"
     )
 
 
@@ -181,21 +231,23 @@ def _long_to_wide(
     ]
     keys = label_cols + [lower[r] for r in (COL_SEED, COL_TRIAL) if r in lower]
     records: dict[tuple, dict[str, Any]] = {}
+    first_line: dict[tuple, int] = {}
     found: list[str] = []
-    for i, row in raw.iterrows():
+    for line, row in raw.iterrows():
         col = domain_column(str(row[dcol]).strip())
         if col is None:
-            raise ReportInputError(f"{where}: row {i + 2}: unknown domain {row[dcol]!r} (known: {', '.join(COLUMNS)})")
+            raise ReportInputError(f"{where}: line {line}: unknown domain {row[dcol]!r} (known: {', '.join(COLUMNS)})")
         if col not in found:
             found.append(col)
         key = tuple(str(row[k]).strip() for k in keys)
         rec = records.setdefault(key, {k: v for k, v in zip(keys, key)})
+        first_line.setdefault(key, line)
         if col in rec:
-            raise ReportInputError(f"{where}: row {i + 2}: second value for domain {col} of the same trial {key}")
-        rec[col] = _parse_number(str(row[mcol]), f"{where}: column {mcol!r}, row {i + 2}", units)
+            raise ReportInputError(f"{where}: line {line}: second value for domain {col} of the same trial {key}")
+        rec[col] = _parse_number(str(row[mcol]), f"{where}: column {mcol!r}, line {line}", units)
         if COL_STATUS in lower and str(row[lower[COL_STATUS]]).strip():
             rec[COL_STATUS] = str(row[lower[COL_STATUS]]).strip()
-    wide = pd.DataFrame(list(records.values()))
+    wide = pd.DataFrame(list(records.values()), index=list(first_line.values()))
     wide = wide.rename(columns={lower[r]: r for r in (COL_SEED, COL_TRIAL) if r in lower})
     for col in found:
         wide[col] = wide[col].astype(float)

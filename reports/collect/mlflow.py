@@ -117,9 +117,9 @@ def _records_client(uri: str, sweep: str, experiment: str | None) -> tuple[list[
     from mlflow.exceptions import MlflowException
     from reports.mlflow_client import mlflow_client
 
-    client = mlflow_client(uri)
     exp_name = experiment or sweep
     try:
+        client = mlflow_client(uri)  # a store MLflow refuses to open (a file store) fails here
         exp = client.get_experiment_by_name(exp_name)
         if exp is not None:
             exp_ids, where = [exp.experiment_id], f"experiment {exp_name!r}"

@@ -1,11 +1,20 @@
-"""Where the orchestrator's embedded MLflow store lives, and ``sqlite:///`` URIs that any path survives."""
+"""Where the orchestrator's embedded MLflow store lives, ``sqlite:///`` URIs that any path survives,
+and a quick look at a tracking URI before MLflow's client retries at it for minutes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-__all__ = ["default_tracking_uri", "sqlite_path", "sqlite_uri"]
+from reports.collect.resultset import ReportInputError
+
+__all__ = ["check_tracking_uri", "default_tracking_uri", "http_health", "sqlite_path", "sqlite_uri"]
+
+TRACKING_URI_PREFIXES: tuple[str, ...] = (
+    "http://", "https://", "sqlite:///", "file:", "databricks", "postgresql", "mysql", "mssql",
+)  # fmt: skip
+"""How a tracking URI may begin: a server, the embedded SQLite store, a file store, Databricks, a
+database MLflow's SQL store opens (``postgresql://``, ``postgresql+psycopg2://``, ``mysql://``, …)."""
 
 
 def default_tracking_uri(run_dir: str | Path) -> str:
@@ -23,3 +32,32 @@ def sqlite_path(uri: str) -> Path | None:
     if uri.startswith("sqlite:///"):
         return Path(unquote(uri[len("sqlite:///") :].split("?", 1)[0]))
     return None
+
+
+def http_health(uri: str, timeout_s: float = 2.0) -> bool:
+    """Whether a server answers at ``<uri>/health`` within ``timeout_s`` (MLflow's own client retries for minutes)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+            return True
+    except (OSError, ValueError):  # refused, timed out, an HTTP error; a malformed host or port
+        return False
+
+
+def check_tracking_uri(uri: str, where: str) -> None:
+    """Refuse, in one line, a URI that is no MLflow store, or a server that does not answer its ``/health``.
+
+    Args:
+        uri: the tracking URI.
+        where: who gave it, for the message (``--tracking-uri``, ``<sweep file>: tracking.uri``).
+
+    Raises:
+        ReportInputError: an unknown kind of URI, or an http(s) server that does not answer within 2 s.
+    """
+    if not uri.startswith(TRACKING_URI_PREFIXES):
+        raise ReportInputError(
+            f"{where} {uri}: not an MLflow tracking URI (expected http(s)://host:port, sqlite:///path, file:path, databricks or a postgresql/mysql/mssql database URI)"
+        )
+    if uri.startswith(("http://", "https://")) and not http_health(uri):
+        raise ReportInputError(f"{where} {uri}: no MLflow server answered at {uri.rstrip('/')}/health within 2 s")
