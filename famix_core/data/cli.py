@@ -57,9 +57,11 @@ def _synth(args: argparse.Namespace) -> int:
     from famix_core.config_io import validate
     from famix_core.data.synth.benchmark import generate
     from famix_core.data.synth.preview import contact_sheet
+    from famix_core.io import check_out_dir
 
     fields = {"seed": args.seed, "height": args.height, "width": args.width, "train_images": args.train, "val_images": args.val}
     cfg = validate(SynthConfig, fields, "famix data synth")
+    check_out_dir(args.out)
     out = Path(args.out)
     t0 = time.perf_counter()
     generate(out, cfg)
@@ -75,9 +77,11 @@ def _synth(args: argparse.Namespace) -> int:
 def _synth_captions(args: argparse.Namespace) -> int:
     from famix_core.config_io import validate
     from famix_core.data.captions import CorpusConfig, build_corpus, write_corpus
+    from famix_core.io import check_out_dir
 
     fields = {"seed": args.seed, "scenes": args.scenes, "styles_per_scene": args.styles_per_scene}
     cfg = validate(CorpusConfig, fields, "famix data synth-captions")
+    check_out_dir(args.out)
     t0 = time.perf_counter()
     out = write_corpus(build_corpus(cfg), cfg, args.out)
     print(f"caption corpus at {out}: {cfg.scenes * cfg.styles_per_scene} images ({time.perf_counter() - t0:.1f} s)")

@@ -1,0 +1,75 @@
+"""The engine's commands on bad input: one line naming the option, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from orchestrator.__main__ import main
+
+# each command fails fast on what follows its --out if the --out check is missing (no data, no weights)
+TINY = ["model.backbone=famix-tiny", "model.pretrained=none", "data.root=missing", "style.strategy=none"]
+OUT_COMMANDS = {
+    "data synth": (["data", "synth", "--train", "1", "--val", "1", "--height", "32", "--width", "32"], "--out"),
+    "data synth-captions": (["data", "synth-captions", "--scenes", "1", "--styles-per-scene", "1"], "--out"),
+    "pretrain-clip": (["pretrain-clip", "steps=1", "batch_size=2", "corpus.scenes=2", "corpus.styles_per_scene=1"], "--out"),
+    "mine-styles": (["mine-styles", *TINY], "--out"),
+    "train": (["train", *TINY], "--out"),
+    "train --ckpt": (["train", "--out", "ok", *TINY], "--ckpt"),
+    "evaluate": (["evaluate", "--weights", "missing.safetensors", *TINY], "--out"),
+}
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def _refused(capsys, argv: list[str]) -> str:
+    """Run ``famix argv`` in the test's folder; assert exit 2 and that nothing was written; return stderr."""
+    before = _tree(Path.cwd())
+    with warnings.catch_warnings(record=True) as shown_by_python:
+        rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert not shown_by_python, shown_by_python[0]  # a notice is the command's own line on stderr
+    assert _tree(Path.cwd()) == before
+    return err
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """``train.device=auto`` finds no GPU, wherever the test runs."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+
+
+# ----------------------------------------------------------------------------- output folders
+
+
+@pytest.mark.parametrize("command", list(OUT_COMMANDS))
+def test_out_under_a_file_is_one_line_before_any_work(command, capsys, no_gpu):
+    argv, option = OUT_COMMANDS[command]
+    Path("afile").write_text("")
+    err = _refused(capsys, [*argv, option, "afile/x"])
+    assert err == f"famix: error: command line: {option}: afile/x: afile is not a folder\n"
+    err = _refused(capsys, [*argv, option, "afile"])
+    assert err == f"famix: error: command line: {option}: afile: not a folder\n"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize("command", ["data synth", "data synth-captions", "pretrain-clip", "train --ckpt"])
+def test_out_where_no_folder_can_be_made_is_one_line(command, capsys, no_gpu):
+    argv, option = OUT_COMMANDS[command]
+    err = _refused(capsys, [*argv, option, "/proc/famix-out"])
+    assert err == f"famix: error: command line: {option}: /proc/famix-out: cannot write in /proc (No such file or directory)\n"
+
+
+def test_out_check_leaves_nothing_in_a_writable_folder(tmp_path):
+    from famix_core.io import check_out_dir
+
+    check_out_dir(tmp_path / "new" / "deeper")
+    check_out_dir(tmp_path)
+    assert list(tmp_path.iterdir()) == []
