@@ -23,7 +23,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence, TypeVar
+from typing import Any, Iterator, Literal, Mapping, Sequence, TypeVar
 
 import yaml
 from omegaconf import OmegaConf
@@ -340,17 +340,23 @@ def apply_overrides(tree: dict[str, Any], overrides: Sequence[Override], *, tree
 
 
 def format_error(
-    err: ValidationError, source: str, prefix: str = "", valid_keys: Sequence[str] | None = None
+    err: ValidationError,
+    source: str,
+    prefix: str = "",
+    valid_keys: Sequence[str] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> str:
     """The first pydantic error as one line: ``<source>: <prefix.dotted.key>: <what>[ (+N more)]``.
 
     An unknown key reads ``unknown key`` (with the closest of ``valid_keys``, dotted paths or
     names, when one is close); an empty list ``empty list (expected at least one value)``.
+    ``names`` maps a dotted key to what the user typed for it (``{"train_images": "--train"}``).
     """
     errors = err.errors()
     e = errors[0]
     loc = ".".join(str(p) for p in e["loc"])
     path = ".".join(x for x in (prefix, loc) if x) or "<root>"
+    path = (names or {}).get(path, path)
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
         keys = list(valid_keys or [])
@@ -363,13 +369,18 @@ def format_error(
 
 
 def validate(
-    schema: type[M], tree: Any, source: str, prefix: str = "", valid_keys: Sequence[str] | None = None
+    schema: type[M],
+    tree: Any,
+    source: str,
+    prefix: str = "",
+    valid_keys: Sequence[str] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> M:
     """``schema.model_validate(tree)``; a failure raises :class:`ConfigError` with :func:`format_error`'s line."""
     try:
         return schema.model_validate(tree)
     except ValidationError as e:
-        raise ConfigError(format_error(e, source, prefix, valid_keys)) from None
+        raise ConfigError(format_error(e, source, prefix, valid_keys, names)) from None
 
 
 def check_overrides(schema: type[BaseModel], before: Any, after: Any, valid_keys: Sequence[str] | None = None) -> None:

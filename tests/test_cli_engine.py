@@ -73,3 +73,20 @@ def test_out_check_leaves_nothing_in_a_writable_folder(tmp_path):
     check_out_dir(tmp_path / "new" / "deeper")
     check_out_dir(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- options named as typed
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["data", "synth", "--train", "0"], "--train: Input should be greater than or equal to 1"),
+        (["data", "synth", "--val", "0"], "--val: Input should be greater than or equal to 1"),
+        (["data", "synth", "--height", "8"], "--height: Input should be greater than or equal to 32"),
+        (["data", "synth-captions", "--styles-per-scene", "0"], "--styles-per-scene: Input should be greater than or equal to 1"),
+        (["data", "synth-captions", "--scenes", "0"], "--scenes: Input should be greater than or equal to 1"),
+    ],
+)
+def test_synth_options_are_named_as_typed(argv, line, capsys):
+    assert _refused(capsys, [*argv, "--out", "data"]) == f"famix: error: command line: {line}\n"
