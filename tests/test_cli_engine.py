@@ -90,3 +90,22 @@ def test_out_check_leaves_nothing_in_a_writable_folder(tmp_path):
 )
 def test_synth_options_are_named_as_typed(argv, line, capsys):
     assert _refused(capsys, [*argv, "--out", "data"]) == f"famix: error: command line: {line}\n"
+
+
+def test_train_without_bank_names_the_option(capsys, no_gpu):
+    err = _refused(capsys, ["train", "--out", "o", *TINY, "style.strategy=famix"])
+    assert err == (
+        "famix: error: command line: --bank: style.strategy=famix with style.augment=true needs a style bank:"
+        " pass --bank DIR (mine styles first: famix mine-styles --out DIR)\n"
+    )
+
+
+def test_trainer_without_bank_names_its_argument(tmp_path):
+    """A library caller is told about the ``bank_dir`` argument, not a command-line option."""
+    from famix_core.config import FamixConfig
+    from famix_core.errors import DataError
+    from famix_core.train import Trainer
+
+    cfg = FamixConfig.model_validate({"model": {"backbone": "famix-tiny", "pretrained": "none"}, "train": {"device": "cpu"}})
+    with pytest.raises(DataError, match="needs a style bank: pass bank_dir"):
+        Trainer(cfg, tmp_path / "o")
