@@ -1,4 +1,4 @@
-"""The engine's commands on bad input: one line naming the option, exit 2, nothing written."""
+"""The engine's commands on bad input: one line naming the option, exit 2, nothing written; the CPU-fallback notice."""
 
 from __future__ import annotations
 
@@ -109,3 +109,30 @@ def test_trainer_without_bank_names_its_argument(tmp_path):
     cfg = FamixConfig.model_validate({"model": {"backbone": "famix-tiny", "pretrained": "none"}, "train": {"device": "cpu"}})
     with pytest.raises(DataError, match="needs a style bank: pass bank_dir"):
         Trainer(cfg, tmp_path / "o")
+
+
+# ----------------------------------------------------------------------------- CPU-fallback notice
+
+NOTICE = "famix: warning: train.device=auto: no CUDA device visible (CUDA_VISIBLE_DEVICES=''); running on the CPU\n"
+
+
+def test_cpu_fallback_is_one_line_without_source(capsys, no_gpu):
+    before = warnings.showwarning
+    err = _refused(capsys, ["train", "--out", "o", *TINY])
+    assert err == NOTICE + (
+        "famix: error: gta5 train: data root not found: missing/gta5"
+        " (expected images/*.png under it; set data.root or data.roots.gta5)\n"
+    )
+    assert warnings.showwarning is before  # in-process callers get their own display back
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["evaluate", "--weights", "w.safetensors"], "w.safetensors: weights file not found"),
+        (["mine-styles", "model.pretrained=w.pt"], "model.pretrained: weights file not found: w.pt"),
+    ],
+)
+def test_weights_error_comes_alone_before_the_device_notice(argv, line, capsys, no_gpu):
+    tiny = [a for a in TINY if not a.startswith("model.pretrained")]
+    assert _refused(capsys, [*argv, "--out", "o", *tiny]) == f"famix: error: {line}\n"
