@@ -11,9 +11,13 @@ __all__ = ["register"]
 
 
 def _load(args: argparse.Namespace):
+    """The engine config, then ``--out`` checked: a mistake in either is reported before any work."""
     from famix_core.config import load_config
+    from famix_core.io import check_out_dir
 
-    return load_config(args.config, args.overrides or [])
+    cfg = load_config(args.config, args.overrides or [])
+    check_out_dir(args.out)
+    return cfg
 
 
 def _printer(prefix: str):
@@ -63,9 +67,18 @@ def _mine(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from famix_core.errors import ConfigError
+    from famix_core.io import check_out_dir
     from famix_core.train import train
 
     cfg = _load(args)
+    if args.ckpt is not None:
+        check_out_dir(args.ckpt, "--ckpt")
+    if cfg.style.needs_bank() and args.bank is None:  # the library's message would name its bank_dir argument
+        raise ConfigError(
+            "command line: --bank: style.strategy=famix with style.augment=true needs a style bank:"
+            " pass --bank DIR (mine styles first: famix mine-styles --out DIR)"
+        )
     ckpt = args.ckpt if args.ckpt is not None else str(Path(args.out) / "checkpoints")
     summary = train(cfg, args.out, bank_dir=args.bank, ckpt_dir=ckpt, log=_printer("train"))
     print(json.dumps(summary, indent=1))

@@ -33,7 +33,10 @@ def register(subparsers: Any) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
+    from famix_core.io import check_out_dir
+
     cfg = load_pretrain_config(args.config, args.overrides or [])
+    check_out_dir(args.out)
     from famix_core.pretrain import SUMMARY_FILE, WEIGHTS_FILE, pretrain_clip
 
     _, summary = pretrain_clip(cfg, args.out, log=lambda line: print(f"[pretrain] {line}", file=sys.stderr, flush=True))

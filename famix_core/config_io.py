@@ -23,7 +23,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence, TypeVar
+from typing import Any, Iterator, Literal, Mapping, Sequence, TypeVar
 
 import yaml
 from omegaconf import OmegaConf
@@ -340,7 +340,11 @@ def apply_overrides(tree: dict[str, Any], overrides: Sequence[Override], *, tree
 
 
 def format_error(
-    err: ValidationError, source: str, prefix: str = "", valid_keys: Sequence[str] | None = None
+    err: ValidationError,
+    source: str,
+    prefix: str = "",
+    valid_keys: Sequence[str] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> str:
     """The first pydantic error as one line: ``<source>: <prefix.dotted.key>: <what>[ (+N more)]``.
 
@@ -348,11 +352,13 @@ def format_error(
     names, when one is close), and is the error shown when there is one: a misspelt required key is
     also a missing one, and the unknown spelling is what the user can find in the file. An empty list
     reads ``empty list (expected at least one value)``.
+    ``names`` maps a dotted key to what the user typed for it (``{"train_images": "--train"}``).
     """
     errors = err.errors()
     e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
     loc = ".".join(str(p) for p in e["loc"])
     path = ".".join(x for x in (prefix, loc) if x) or "<root>"
+    path = (names or {}).get(path, path)
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
         keys = list(valid_keys or [])
@@ -365,13 +371,18 @@ def format_error(
 
 
 def validate(
-    schema: type[M], tree: Any, source: str, prefix: str = "", valid_keys: Sequence[str] | None = None
+    schema: type[M],
+    tree: Any,
+    source: str,
+    prefix: str = "",
+    valid_keys: Sequence[str] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> M:
     """``schema.model_validate(tree)``; a failure raises :class:`ConfigError` with :func:`format_error`'s line."""
     try:
         return schema.model_validate(tree)
     except ValidationError as e:
-        raise ConfigError(format_error(e, source, prefix, valid_keys)) from None
+        raise ConfigError(format_error(e, source, prefix, valid_keys, names)) from None
 
 
 def check_overrides(schema: type[BaseModel], before: Any, after: Any, valid_keys: Sequence[str] | None = None) -> None:

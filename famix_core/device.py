@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from famix_core.errors import FamixError
+from famix_core.errors import FamixError, FamixWarning
 
 if TYPE_CHECKING:
     from famix_core.config import FamixConfig
@@ -20,7 +20,7 @@ class DeviceError(FamixError):
     """The requested device does not exist on this machine."""
 
 
-class CpuFallbackWarning(UserWarning):
+class CpuFallbackWarning(FamixWarning):
     """``train.device=auto`` found no GPU and the stage runs on the CPU."""
 
 

@@ -25,6 +25,10 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {match[0]}?)" if match else ""
 
 
+class FamixWarning(UserWarning):
+    """A notice for the user (e.g. a CPU fallback); the CLI prints its message as one line, without a source line."""
+
+
 class DataError(FamixError):
     """A dataset root, folder or file is missing or unreadable."""
 

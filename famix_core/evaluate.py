@@ -380,8 +380,8 @@ def evaluate(
     Returns:
         ``{column: result of evaluate_domain}`` in the given order.
     """
-    device = stage_device(cfg)
-    model = load_segmenter(cfg, weights, device)
+    # loaded on the CPU, then moved: a weights problem fails alone, before the device's CPU-fallback notice
+    model = load_segmenter(cfg, weights).to(stage_device(cfg))
     results: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(domains or cfg.eval.domains):
         d = resolve_domain(name)

@@ -26,6 +26,7 @@ __all__ = [
     "atomic_write_json",
     "make_temp_dir",
     "commit_dir",
+    "check_out_dir",
     "safetensors_problem",
 ]
 
@@ -44,6 +45,33 @@ def make_temp_dir(parent: str | Path, prefix: str = ".tmp-") -> Path:
             return path
         except FileExistsError:
             continue
+
+
+def check_out_dir(path: str | Path, option: str = "--out") -> None:
+    """Refuse an output folder that cannot be made or written, before any work; leaves nothing behind.
+
+    The nearest folder that exists on the way to ``path`` is probed by making and removing an empty
+    folder in it: permission bits say nothing of a read-only mount or of a pseudo filesystem (/proc).
+
+    Args:
+        path: the folder a command will write into (it need not exist yet).
+        option: the command-line option that named it.
+
+    Raises:
+        ConfigError: ``command line: <option>: <path>: <what is wrong>``.
+    """
+    from famix_core.errors import ConfigError
+
+    path = existing = Path(path)
+    try:
+        existing = next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())
+        if existing.is_dir():
+            os.rmdir(make_temp_dir(existing, ".famix-probe-"))
+            return
+        problem = "not a folder" if existing == path else f"{existing} is not a folder"
+    except OSError as e:
+        problem = f"cannot write in {existing} ({e.strerror})"
+    raise ConfigError(f"command line: {option}: {path}: {problem}")
 
 
 def commit_dir(tmp: str | Path, final: str | Path, is_complete: Callable[[Path], bool] | None = None) -> bool:

@@ -316,13 +316,15 @@ def mine_styles(
 
     mc, sc = cfg.mining, cfg.style
     out = Path(out_dir)
-    device = stage_device(cfg)
-    configure_kernels(device, deterministic=cfg.train.deterministic, benchmark=True)  # equal-size patches
     torch.manual_seed(mc.seed)
     rng = random.Random(mc.seed)
     names = _class_names(cfg.model.num_classes)
 
-    clip = create_clip(cfg.model.backbone, cfg.model.pretrained, cfg.model.cache_dir, device)
+    # built on the CPU, then moved: a weights problem fails alone, before the device's CPU-fallback notice
+    clip = create_clip(cfg.model.backbone, cfg.model.pretrained, cfg.model.cache_dir)
+    device = stage_device(cfg)
+    configure_kernels(device, deterministic=cfg.train.deterministic, benchmark=True)  # equal-size patches
+    clip = clip.to(device)
     clip.requires_grad_(False)
     clip.eval()
     visual = clip.visual

@@ -5,13 +5,16 @@ the sweeps' and the reports' commands meet. Imports stay lazy so ``famix --help`
 package exposes ``register(subparsers)`` in a module that imports nothing heavy at top level, and
 its command functions import torch / ray / mlflow when they run.
 
-User errors (:class:`famix_core.errors.FamixError`) print one line and exit 2.
+User errors (:class:`famix_core.errors.FamixError`) print one line and exit 2; notices
+(:class:`famix_core.errors.FamixWarning`, e.g. a CPU fallback) print one line and go on.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from typing import Callable
 
 from famix_core import cli_engine, cli_pretrain
 from famix_core.data import cli as data_cli
@@ -72,6 +75,20 @@ def passive_omp_threads() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def _one_line_notices(show: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints a :class:`FamixWarning` as ``famix: warning: <message>``
+    (one line, no Python source line) and passes any other warning to ``show``."""
+    from famix_core.errors import FamixWarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, FamixWarning):
+            print(f"famix: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     passive_omp_threads()
     from famix_core.errors import FamixError
@@ -82,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        rc = args.func(args)
+        with warnings.catch_warnings():  # restored on return, for in-process callers (tests)
+            warnings.showwarning = _one_line_notices(warnings.showwarning)
+            rc = args.func(args)
     except FamixError as e:
         print(f"famix: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -52,14 +52,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.set_defaults(func=_bench)
 
 
+def _from_options(schema: type, args: argparse.Namespace, options: dict[str, str]):
+    """``schema`` from command-line options (``{"--train": "train_images"}``); an error names the option, not the field."""
+    from famix_core.config_io import validate
+
+    fields = {field: getattr(args, option[2:].replace("-", "_")) for option, field in options.items()}
+    return validate(schema, fields, "command line", names={field: option for option, field in options.items()})
+
+
 def _synth(args: argparse.Namespace) -> int:
     from famix_core.config import SynthConfig
-    from famix_core.config_io import validate
     from famix_core.data.synth.benchmark import generate
     from famix_core.data.synth.preview import contact_sheet
+    from famix_core.io import check_out_dir
 
-    fields = {"seed": args.seed, "height": args.height, "width": args.width, "train_images": args.train, "val_images": args.val}
-    cfg = validate(SynthConfig, fields, "famix data synth")
+    options = {"--seed": "seed", "--height": "height", "--width": "width", "--train": "train_images", "--val": "val_images"}
+    cfg = _from_options(SynthConfig, args, options)
+    check_out_dir(args.out)
     out = Path(args.out)
     t0 = time.perf_counter()
     generate(out, cfg)
@@ -73,11 +82,12 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _synth_captions(args: argparse.Namespace) -> int:
-    from famix_core.config_io import validate
     from famix_core.data.captions import CorpusConfig, build_corpus, write_corpus
+    from famix_core.io import check_out_dir
 
-    fields = {"seed": args.seed, "scenes": args.scenes, "styles_per_scene": args.styles_per_scene}
-    cfg = validate(CorpusConfig, fields, "famix data synth-captions")
+    options = {"--seed": "seed", "--scenes": "scenes", "--styles-per-scene": "styles_per_scene"}
+    cfg = _from_options(CorpusConfig, args, options)
+    check_out_dir(args.out)
     t0 = time.perf_counter()
     out = write_corpus(build_corpus(cfg), cfg, args.out)
     print(f"caption corpus at {out}: {cfg.scenes * cfg.styles_per_scene} images ({time.perf_counter() - t0:.1f} s)")

@@ -1,0 +1,138 @@
+"""The engine's commands on bad input: one line naming the option, exit 2, nothing written; the CPU-fallback notice."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from orchestrator.__main__ import main
+
+# each command fails fast on what follows its --out if the --out check is missing (no data, no weights)
+TINY = ["model.backbone=famix-tiny", "model.pretrained=none", "data.root=missing", "style.strategy=none"]
+OUT_COMMANDS = {
+    "data synth": (["data", "synth", "--train", "1", "--val", "1", "--height", "32", "--width", "32"], "--out"),
+    "data synth-captions": (["data", "synth-captions", "--scenes", "1", "--styles-per-scene", "1"], "--out"),
+    "pretrain-clip": (["pretrain-clip", "steps=1", "batch_size=2", "corpus.scenes=2", "corpus.styles_per_scene=1"], "--out"),
+    "mine-styles": (["mine-styles", *TINY], "--out"),
+    "train": (["train", *TINY], "--out"),
+    "train --ckpt": (["train", "--out", "ok", *TINY], "--ckpt"),
+    "evaluate": (["evaluate", "--weights", "missing.safetensors", *TINY], "--out"),
+}
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def _refused(capsys, argv: list[str]) -> str:
+    """Run ``famix argv`` in the test's folder; assert exit 2 and that nothing was written; return stderr."""
+    before = _tree(Path.cwd())
+    with warnings.catch_warnings(record=True) as shown_by_python:
+        rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert not shown_by_python, shown_by_python[0]  # a notice is the command's own line on stderr
+    assert _tree(Path.cwd()) == before
+    return err
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """``train.device=auto`` finds no GPU, wherever the test runs."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+
+
+# ----------------------------------------------------------------------------- output folders
+
+
+@pytest.mark.parametrize("command", list(OUT_COMMANDS))
+def test_out_under_a_file_is_one_line_before_any_work(command, capsys, no_gpu):
+    argv, option = OUT_COMMANDS[command]
+    Path("afile").write_text("")
+    err = _refused(capsys, [*argv, option, "afile/x"])
+    assert err == f"famix: error: command line: {option}: afile/x: afile is not a folder\n"
+    err = _refused(capsys, [*argv, option, "afile"])
+    assert err == f"famix: error: command line: {option}: afile: not a folder\n"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize("command", ["data synth", "data synth-captions", "pretrain-clip", "train --ckpt"])
+def test_out_where_no_folder_can_be_made_is_one_line(command, capsys, no_gpu):
+    argv, option = OUT_COMMANDS[command]
+    err = _refused(capsys, [*argv, option, "/proc/famix-out"])
+    assert err == f"famix: error: command line: {option}: /proc/famix-out: cannot write in /proc (No such file or directory)\n"
+
+
+def test_out_check_leaves_nothing_in_a_writable_folder(tmp_path):
+    from famix_core.io import check_out_dir
+
+    check_out_dir(tmp_path / "new" / "deeper")
+    check_out_dir(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- options named as typed
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["data", "synth", "--train", "0"], "--train: Input should be greater than or equal to 1"),
+        (["data", "synth", "--val", "0"], "--val: Input should be greater than or equal to 1"),
+        (["data", "synth", "--height", "8"], "--height: Input should be greater than or equal to 32"),
+        (["data", "synth-captions", "--styles-per-scene", "0"], "--styles-per-scene: Input should be greater than or equal to 1"),
+        (["data", "synth-captions", "--scenes", "0"], "--scenes: Input should be greater than or equal to 1"),
+    ],
+)
+def test_synth_options_are_named_as_typed(argv, line, capsys):
+    assert _refused(capsys, [*argv, "--out", "data"]) == f"famix: error: command line: {line}\n"
+
+
+def test_train_without_bank_names_the_option(capsys, no_gpu):
+    err = _refused(capsys, ["train", "--out", "o", *TINY, "style.strategy=famix"])
+    assert err == (
+        "famix: error: command line: --bank: style.strategy=famix with style.augment=true needs a style bank:"
+        " pass --bank DIR (mine styles first: famix mine-styles --out DIR)\n"
+    )
+
+
+def test_trainer_without_bank_names_its_argument(tmp_path):
+    """A library caller is told about the ``bank_dir`` argument, not a command-line option."""
+    from famix_core.config import FamixConfig
+    from famix_core.errors import DataError
+    from famix_core.train import Trainer
+
+    cfg = FamixConfig.model_validate({"model": {"backbone": "famix-tiny", "pretrained": "none"}, "train": {"device": "cpu"}})
+    with pytest.raises(DataError, match="needs a style bank: pass bank_dir"):
+        Trainer(cfg, tmp_path / "o")
+
+
+# ----------------------------------------------------------------------------- CPU-fallback notice
+
+NOTICE = "famix: warning: train.device=auto: no CUDA device visible (CUDA_VISIBLE_DEVICES=''); running on the CPU\n"
+
+
+def test_cpu_fallback_is_one_line_without_source(capsys, no_gpu):
+    before = warnings.showwarning
+    err = _refused(capsys, ["train", "--out", "o", *TINY])
+    assert err == NOTICE + (
+        "famix: error: gta5 train: data root not found: missing/gta5"
+        " (expected images/*.png under it; set data.root or data.roots.gta5)\n"
+    )
+    assert warnings.showwarning is before  # in-process callers get their own display back
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["evaluate", "--weights", "w.safetensors"], "w.safetensors: weights file not found"),
+        (["mine-styles", "model.pretrained=w.pt"], "model.pretrained: weights file not found: w.pt"),
+    ],
+)
+def test_weights_error_comes_alone_before_the_device_notice(argv, line, capsys, no_gpu):
+    tiny = [a for a in TINY if not a.startswith("model.pretrained")]
+    assert _refused(capsys, [*argv, "--out", "o", *tiny]) == f"famix: error: {line}\n"
