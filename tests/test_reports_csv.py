@@ -82,6 +82,14 @@ def test_non_numeric_value_named(capsys):
     assert "column 'M', line 4" in err and "'abc'" in err
 
 
+@pytest.mark.parametrize("seed", ["abc", "1.5"])
+def test_a_seed_that_is_not_an_integer_is_named_not_read_as_no_seed(capsys, seed):
+    frame = pd.DataFrame({"m": ["a", "a", "b"], "seed": ["0", seed, ""], "C": [10.0, 12.0, 20.0]})
+    err = _cli_error(["report", "x", "--csv", str(_write(frame)), "--domains", "C", "--out", "o"], capsys)
+    assert err == f"famix: error: res.csv: line 3: seed {seed!r}: expected an integer (or an empty cell for no seed)"
+    assert not Path("o").exists()
+
+
 def test_row_with_other_field_count_than_header_refused(capsys):
     """pandas fills a short row with empty cells without a word; a long one it refuses in its own words."""
     lines = PAPER_CSV.read_text().splitlines()

@@ -149,7 +149,7 @@ def collect_csv(
         {
             COL_TRIAL: wide[COL_TRIAL] if COL_TRIAL in wide else "",  # no trial ids: footnotes name the table row
             COL_TRIAL_INDEX: list(range(n)),
-            COL_SEED: pd.to_numeric(wide[COL_SEED], errors="coerce") if COL_SEED in wide else math.nan,
+            COL_SEED: _parse_seeds(wide[COL_SEED], where) if COL_SEED in wide else math.nan,
             COL_STATUS: wide[COL_STATUS].replace("", "done") if COL_STATUS in wide else "done",
             COL_RUN_ID: None,
             COL_TRAIN_KEY: None,
@@ -201,6 +201,16 @@ def _read_rows(p: Path, where: str) -> pd.DataFrame:
     if twice:
         raise ReportInputError(f"{where}: line {header_line}: column {twice[0]!r} appears twice in the header")
     return pd.DataFrame(rows, columns=header, index=lines)
+
+
+def _parse_seeds(cells: pd.Series, where: str) -> pd.Series:
+    """The seed column as numbers (an empty cell: no seed); anything but an integer is refused, not read as no seed."""
+    seeds = pd.to_numeric(cells.replace("", math.nan), errors="coerce")
+    bad = [(line, v) for line, v, x in zip(cells.index, cells, seeds) if (str(v).strip() and pd.isna(x)) or (pd.notna(x) and x != int(x))]
+    if bad:
+        line, value = bad[0]
+        raise ReportInputError(f"{where}: line {line}: seed {value!r}: expected an integer (or an empty cell for no seed)")
+    return seeds
 
 
 def _refuse_repeated_runs(runs: pd.DataFrame, label_cols: list[str], where: str) -> None:
