@@ -67,6 +67,16 @@ def test_out_where_no_folder_can_be_made_is_one_line(command, capsys, no_gpu):
     assert err == f"famix: error: command line: {option}: /proc/famix-out: cannot write in /proc (No such file or directory)\n"
 
 
+def test_synth_into_a_folder_of_other_files_names_out(capsys):
+    Path("mine").mkdir()
+    Path("mine/notes.txt").write_text("x")
+    err = _refused(capsys, ["data", "synth", "--out", "mine"])
+    assert err == (
+        "famix: error: command line: --out: mine holds files but no famix_synthetic.json: "
+        "the synthetic benchmark needs a new or empty folder\n"
+    )
+
+
 def test_out_check_leaves_nothing_in_a_writable_folder(tmp_path):
     from famix_core.io import check_out_dir
 

@@ -71,7 +71,7 @@ def _synth(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     out = Path(args.out)
     t0 = time.perf_counter()
-    generate(out, cfg)
+    generate(out, cfg, option="--out")
     seconds = time.perf_counter() - t0
     sheet = out / "contact_sheet.png"
     tmp = sheet.with_name(f".{sheet.name}.tmp")

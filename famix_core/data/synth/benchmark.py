@@ -123,7 +123,7 @@ def _matches(root: Path, cfg: "SynthConfig") -> bool:
     return all(data.get(k) == v for k, v in want.items())
 
 
-def generate(root: str | Path, cfg: "SynthConfig") -> Path:
+def generate(root: str | Path, cfg: "SynthConfig", option: str | None = None) -> Path:
     """Generate the benchmark at ``root`` unless a tree with the same settings is already there.
 
     Written into a temporary sibling folder, then renamed into place: a killed run leaves no half tree,
@@ -133,6 +133,7 @@ def generate(root: str | Path, cfg: "SynthConfig") -> Path:
     Args:
         root: benchmark root (``data.root``): it receives one folder per dataset.
         cfg: sizes and seed.
+        option: the command-line option that named ``root``, for the message (default: ``data.root``).
 
     Returns:
         the root path.
@@ -144,10 +145,9 @@ def generate(root: str | Path, cfg: "SynthConfig") -> Path:
     if _matches(root, cfg):
         return root
     if root.exists() and not (root / MANIFEST_NAME).is_file() and (not root.is_dir() or any(root.iterdir())):
-        raise DataError(
-            f"data.root: {root} holds files but no {MANIFEST_NAME}: the synthetic benchmark needs a new or empty"
-            f" folder (or unset data.synthetic to use real datasets there)"
-        )
+        where = f"command line: {option}" if option else "data.root"
+        hint = "" if option else " (or unset data.synthetic to use real datasets there)"
+        raise DataError(f"{where}: {root} holds files but no {MANIFEST_NAME}: the synthetic benchmark needs a new or empty folder{hint}")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(root.parent, f".{root.name}.tmp-")
     try:
