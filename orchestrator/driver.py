@@ -414,6 +414,9 @@ def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
 
     console = console or make_console()
     counts = print_plan(plan, console)
+    if not Path(plan.run_dir).is_dir():  # e.g. a mistyped --run-dir: say so rather than only "to run"
+        console.print(f"note: run dir {plan.run_dir} does not exist: nothing has run there (another --run-dir?)", highlight=False, markup=False)
+        return counts
     quietly("MLflow ingestion of finished stages", sync_tracking, plan, console)
 
     info = running_driver(plan.sweep_dir)

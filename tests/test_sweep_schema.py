@@ -118,6 +118,14 @@ def test_a_run_dir_that_is_a_file_is_named_so(capsys, action):
     assert Path("afile").read_text() == ""
 
 
+def test_status_of_a_run_dir_that_does_not_exist_says_so(capsys):
+    p = _write(GOOD)
+    assert main(["sweep", "status", str(p), "--run-dir", "nowhere"]) == 0
+    out = capsys.readouterr().out
+    assert f"note: run dir {Path('nowhere').absolute()} does not exist: nothing has run there (another --run-dir?)" in out
+    assert not Path("nowhere").exists()
+
+
 def test_cancel_of_a_sweep_never_run_creates_nothing(capsys):
     p = _write(GOOD)
     assert main(["sweep", "cancel", str(p), "--run-dir", "never"]) == 0
