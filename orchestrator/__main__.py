@@ -38,8 +38,8 @@ class OverridesParser(argparse.ArgumentParser):
             # gets "expected key=value", wherever it stands), unless it is an unknown option's value
             kv, rest = [], []
             for i, a in enumerate(extras):
-                option_value = i > 0 and extras[i - 1].startswith("-") and "=" not in extras[i - 1] and "=" not in a
-                (rest if a.startswith("-") and not a.startswith("~") or option_value else kv).append(a)
+                after_option = i > 0 and extras[i - 1].startswith("-") and "=" not in extras[i - 1]
+                (rest if a.startswith("-") or (after_option and "=" not in a) else kv).append(a)
             ns.overrides = list(ns.overrides or []) + kv
             extras = rest
         if extras and getattr(ns, "func", None) is not None and not self._subparsers:

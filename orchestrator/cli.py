@@ -119,12 +119,15 @@ def _run(args: argparse.Namespace) -> int:
         from orchestrator.backends import get_backend_class
 
         get_backend_class(args.backend)  # an unknown name fails before anything is planned
-    if args.detach:  # refused before anything is written (the full prepare generates the synthetic data)
+    if args.detach:  # refused before anything is written (prepare generates the synthetic data)
+        from famix_core.config_io import parse_overrides
         from orchestrator.backends import detachable
+        from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
 
         can = detachable()
-        sweep = _prepare(args, backend=args.backend, check_data=lambda cfg: None, check_weights=lambda cfg: None, dry=True).sweep
-        if (args.backend or sweep.backend.kind) not in can:
+        spec, source = load_sweep(resolve_sweep_path(args.sweep))
+        kind = args.backend or resolve_profile(spec, source, args.profile, parse_overrides(args.overrides)).backend.kind
+        if kind not in can:
             raise SweepError(
                 f"command line: --detach: only the {' / '.join(can)} backend runs without its driver (use --backend {can[0]})"
             )

@@ -62,16 +62,13 @@ def resolve_profile(
         if o.key == "seeds":
             seeds = command_line_seeds(o)
     varied = set(grid) | {k for g in spec.zip for k in g.values}
-    per_trial = {"train.seed": "seeds", "mining.seed": "seeds"}  # what expansion sets in every trial
-    if domains is not None:
-        per_trial["eval.domains"] = "domains"
     for o in config_overrides:
         check_config_key(o.key, "command line", o.key)
         if o.key in varied:
             raise SweepError(f"command line: {o.key}: this key is varied by the sweep's grid/zip; edit the grid instead")
-        if per_trial.get(o.key) == "seeds":
+        if o.key in ("train.seed", "mining.seed"):  # expansion sets them in every trial
             raise SweepError(f"command line: {o.key}: set in every trial by the sweep's seeds; give seeds=[...] instead (e.g. seeds=[0,1,2])")
-        if per_trial.get(o.key) == "domains":
+        if o.key == "eval.domains" and domains is not None:
             where_set = f"{source}: {where}.domains" if own.domains else f"{source}: domains" if spec.domains else f"built-in profile {profile}"
             raise SweepError(
                 f"command line: {o.key}: set in every trial by the sweep's domains ({', '.join(domains)}, from {where_set}); "
