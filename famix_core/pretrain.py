@@ -155,14 +155,13 @@ def _lr(step: int, cfg: PretrainConfig) -> float:
 
 def save_weights(model: torch.nn.Module, path: str | Path) -> Path:
     """Write a CLIP state dict as fp16 safetensors, atomically (floating tensors halved, others kept)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    from famix_core.io import atomic_path
+    from famix_core.io import atomic_write_bytes
 
     sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(sd, str(tmp))
-    return Path(path)
+    # bytes through famix_core.io: safetensors' save_file creates its file 0600 whatever the umask
+    return atomic_write_bytes(path, save(sd))
 
 
 def pretrain_clip(

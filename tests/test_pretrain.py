@@ -134,6 +134,27 @@ def test_pretraining_is_deterministic(tmp_path, one_torch_thread):
     assert not torch.equal(m3.state_dict()["visual.conv1.weight"], sd1["visual.conv1.weight"])
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)], ids=["umask022", "umask027"])
+def test_pretrained_weights_follow_the_umask(tmp_path, umask, mode):
+    """``weights.safetensors`` is shared like every other artifact: its mode is the umask's, not 0600."""
+    import os
+
+    from safetensors.torch import load_file
+
+    from famix_core.models.clip import create_clip
+    from famix_core.pretrain import save_weights
+
+    model = create_clip("famix-tiny", "none")
+    old = os.umask(umask)
+    try:
+        path = save_weights(model, tmp_path / "pt" / "weights.safetensors")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode
+    saved, own = load_file(str(path)), model.state_dict()
+    assert saved.keys() == own.keys() and torch.equal(saved["visual.conv1.weight"], own["visual.conv1.weight"].half())
+
+
 def test_shipped_weights_load_strictly(tmp_path):
     from safetensors.torch import load_file, save_file
 
