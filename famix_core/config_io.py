@@ -21,6 +21,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Sequence, TypeVar
@@ -138,7 +139,8 @@ def _load_text(text: str, source: str, kind: str) -> Any:
     except _DuplicateKey as e:
         raise ConfigError(f"{source}: line {e.line}: duplicate key {e.key!r} (first at line {e.first}); each key may appear once") from None
     except yaml.constructor.ConstructorError as e:
-        tag = (e.problem or "").split("tag")[-1].strip(" '")
+        quoted = re.search(r"'([^']*)'", e.problem or "")  # "... for the tag 'tag:yaml.org,2002:python/object:…'"
+        tag = quoted.group(1) if quoted else (e.problem or "")
         raise ConfigError(
             f"{source}: invalid YAML tag {tag!r}{_where(e.problem_mark)}: not allowed, {kind} files hold plain data only "
             "(mappings, lists, strings, numbers, booleans)"
