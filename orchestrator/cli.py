@@ -41,8 +41,11 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("run", help="run what is not done yet; print progress, failures and the results table")
     _common(p)
     p.add_argument("--backend", default=None, help="local | ray | slurm (default: the sweep's backend.kind)")
-    p.add_argument("--max-parallel", type=int, default=None, help="stages running at once")
-    p.add_argument("--retries", type=int, default=None, help="extra attempts for a failing stage (default 1)")
+    p.add_argument("--max-parallel", type=int, default=None,
+                   help="stages running at once (default: the sweep's backend.max_parallel, else the backend's own: "
+                        "local: backend.local.workers; ray: what the cluster holds; slurm: the array cap)")  # fmt: skip
+    p.add_argument("--retries", type=int, default=None,
+                   help="extra attempts for a failing stage (default: the sweep's backend.retries, 1 unless set)")
     p.add_argument("--detach", action="store_true", help="slurm: submit the jobs and exit; `famix sweep status` follows them")
     p.add_argument(
         "--rerun-failed",

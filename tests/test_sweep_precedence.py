@@ -209,3 +209,13 @@ def test_override_of_a_key_the_seeds_or_domains_set_is_rejected_not_silently_los
 def test_eval_domains_on_the_command_line_sets_a_sweep_without_domains():
     rs, trials = _resolve(SWEEP.replace("domains: [C]\n", ""), overrides=["eval.domains=[C,B]"])
     assert rs.domains == ["C", "B"] and {tuple(t.config.eval.domains) for t in trials} == {("C", "B")}
+
+
+def test_run_help_gives_the_sweep_file_as_the_default_of_retries_and_parallelism(capsys):
+    """Without --retries / --max-parallel the sweep file's backend block decides: the help says so, not a fixed number."""
+    with pytest.raises(SystemExit):
+        main(["sweep", "run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: the sweep's backend.retries, 1 unless set)" in out
+    assert "(default: the sweep's backend.max_parallel, else the backend's own" in out
+    assert "(default 1)" not in out
