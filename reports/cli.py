@@ -78,7 +78,8 @@ def register(subparsers: argparse._SubParsersAction, sweep_info: SweepInfoFn) ->
         default=None,
         help="print width of every figure: column (3.3 in) or page (6.9 in) (default: bars, heatmap, qualitative page; loss column)",
     )
-    p.add_argument("--tracking-uri", default=None, metavar="URI", help="MLflow URI (default: sqlite:///<run-dir>/mlflow.db)")
+    p.add_argument("--tracking-uri", default=None, metavar="URI",
+                   help="MLflow URI (default: the sweep's tracking.uri, else sqlite:///<run-dir>/mlflow.db)")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: the sweep's tracking.experiment or name)")
     p.add_argument("--qualitative", default=None, metavar="TRIAL", help="also draw input / ground truth / prediction for this trial id (or 1-based row)")
     p.add_argument("--device", default="cpu", help="device for --qualitative (default: cpu)")

@@ -184,6 +184,14 @@ def test_tracking_uri_of_no_known_kind_refused(tmp_path, capsys, monkeypatch):
     assert not Path("rep").exists() and not Path("notauri").exists() and not Path("mlruns").exists()
 
 
+def test_report_help_gives_the_sweeps_tracking_uri_as_the_default(capsys):
+    """A sweep file's tracking.uri is read before the run dir's SQLite store (above): the help says so."""
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "MLflow URI (default: the sweep's tracking.uri, else sqlite:///<run-dir>/mlflow.db)" in out
+
+
 def test_tracking_server_that_does_not_answer_is_one_line(capsys, monkeypatch):
     import socket
 
