@@ -146,3 +146,11 @@ def test_cpu_fallback_is_one_line_without_source(capsys, no_gpu):
 def test_weights_error_comes_alone_before_the_device_notice(argv, line, capsys, no_gpu):
     tiny = [a for a in TINY if not a.startswith("model.pretrained")]
     assert _refused(capsys, [*argv, "--out", "o", *tiny]) == f"famix: error: {line}\n"
+
+
+def test_famix_help_names_every_data_subcommand(capsys):
+    """`famix --help` says what `famix data` holds: synth, synth-captions, check and bench, not only the first and third."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "data datasets: generate the synthetic benchmark or the caption corpus, check dataset roots, time the loaders" in out

@@ -19,8 +19,10 @@ __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``data synth`` and ``data check`` to the ``famix`` command."""
-    data = subparsers.add_parser("data", help="datasets: generate the synthetic benchmark, check dataset roots")
+    """Add ``data synth``, ``synth-captions``, ``check`` and ``bench`` to the ``famix`` command."""
+    data = subparsers.add_parser(
+        "data", help="datasets: generate the synthetic benchmark or the caption corpus, check dataset roots, time the loaders"
+    )
     sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     data.set_defaults(func=lambda args: (data.print_help(), 2)[1])
 
