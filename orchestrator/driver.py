@@ -347,7 +347,7 @@ def _ingesting(on_event: Any, plan: Plan, tracker: Any, runs: dict[str, str]) ->
     return handler
 
 
-def sync_tracking(plan: Plan, console: Any = None) -> int:
+def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True) -> int:
     """Log into MLflow what the store has and MLflow lacks (``famix sweep status``, ``famix report``):
     after ``--detach`` the stages finish without a driver. Nothing is done while a driver runs (it is
     the writer), before any stage of the sweep is done, or for a tracking server (stages log to a
@@ -377,9 +377,11 @@ def sync_tracking(plan: Plan, console: Any = None) -> int:
         return 0
     if others and console is not None:
         ran = last_run.get("arguments")
-        hint = (f"the last run had `{ran}`: give this command the same" if ran and ran != same_arguments(plan)
-                else "run with other overrides? give this command the same key=value")
-        console.print(f"note: MLflow's {others} trial run(s) of this sweep come from another plan of it ({hint}); "
+        if ran and ran != same_arguments(plan):
+            hint = f" (the last run had `{ran}`: give this command the same)" if name_last_run else ""
+        else:
+            hint = " (run with other overrides? give this command the same key=value)"
+        console.print(f"note: MLflow's {others} trial run(s) of this sweep come from another plan of it{hint}; "
                       "they were left as they are", highlight=False, markup=False)
     if n and console is not None:
         console.print(f"MLflow: logged the finished stages' metrics of {n} trial run(s) ({tracker.uri})", highlight=False)
@@ -417,7 +419,7 @@ def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
     if not Path(plan.run_dir).is_dir():  # e.g. a mistyped --run-dir: say so rather than only "to run"
         console.print(f"note: run dir {plan.run_dir} does not exist: nothing has run there (another --run-dir?)", highlight=False, markup=False)
         return counts
-    quietly("MLflow ingestion of finished stages", sync_tracking, plan, console)
+    quietly("MLflow ingestion of finished stages", lambda p, c: sync_tracking(p, c, name_last_run=False), plan, console)
 
     info = running_driver(plan.sweep_dir)
     if info is not None:
@@ -428,6 +430,10 @@ def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
                           "command's plan: give it the same arguments to follow that run", highlight=False, markup=False)
     elif (plan.sweep_dir / "driver.json").is_file():
         console.print("driver: not running", highlight=False)
+        ran = _read_json(plan.sweep_dir / "driver.json").get("arguments")
+        if ran and ran != same_arguments(plan):  # e.g. `make status` after `make sweep ARGS=…` or a detached run
+            console.print(f"note: the last run had `{ran}`: give this command the same arguments to follow its plan; "
+                          "the counts above are of this command's plan", highlight=False, markup=False)
     for name in BACKENDS:  # what a backend still holds for the sweep (e.g. Slurm jobs of a detached run)
         for line in get_backend_class(name).status(plan.sweep_dir):
             console.print(line, highlight=False, markup=False)

@@ -159,6 +159,23 @@ def test_status_and_report_without_the_runs_overrides_leave_its_mlflow_runs(fake
     assert len(report) == 4 and report["C"].notna().all()  # the overridden run's numbers
 
 
+def test_status_without_the_runs_overrides_names_them_when_none_of_its_plan_is_done(fake_engine, capsys):
+    """Overrides that re-key every stage (``train.iterations``, ``mining.steps``): ``status`` without them
+    finds nothing of its own plan done, and still says which arguments the last run had, once."""
+    from orchestrator.__main__ import main
+
+    plan, result, _ = _run(overrides=["train.iterations=7", "mining.steps=7"])
+    assert result.exit_code == 0
+    capsys.readouterr()
+    assert main(["sweep", "status", "mini", "--run-dir", "runs"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "evaluate: 0 done / 8 to run" in out, out[-400:]
+    ran = "mini --profile smoke train.iterations=7 mining.steps=7"
+    assert out.count(f"the last run had `{ran}`") == 1, out[-400:]
+    assert main(["sweep", "status", "mini", "--run-dir", "runs", "train.iterations=7", "mining.steps=7"]) == 0
+    assert "the last run had" not in capsys.readouterr().out
+
+
 def _sweep_run(run_dir: str) -> tuple[str, str]:
     """(famix.status, MLflow status) of the sweep's parent run in ``run_dir``'s embedded MLflow."""
     (run,) = Tracker(default_uri(Path(run_dir)), "mini").find({"famix.role": "sweep"})
