@@ -120,9 +120,7 @@ class StageContext:
         return FamixConfig.model_validate(self.task.config)
 
     def write(self, line: str) -> None:
-        stamp = datetime.now().isoformat(timespec="seconds")
-        self._log_file.write(f"{stamp} {line}\n")
-        self._log_file.flush()
+        _write_line(self._log_file, line)
 
     def log(self, metrics: dict[str, float], step: int | None = None) -> None:
         """The engine's log callback: to the log file, the stage's history, then MLflow (a tracking
@@ -147,6 +145,12 @@ class StageContext:
             self.tracker.log_artifact(path, artifact_path)
         except Exception as e:  # noqa: BLE001
             self.write(f"warning: MLflow artifact {artifact_path}/{path.name} failed: {type(e).__name__}: {e}")
+
+
+def _write_line(log_file: Any, line: str) -> None:
+    """One timestamped line of a stage log."""
+    log_file.write(f"{datetime.now().isoformat(timespec='seconds')} {line}\n")
+    log_file.flush()
 
 
 def _run_mine(ctx: StageContext) -> dict[str, Any]:
@@ -342,7 +346,16 @@ def execute_stage(task: StageTask, stop: StopRequest | None = None) -> StageOutc
         return StageOutcome(task.key, "cached", 0.0, 0, log_path=log_path, result=info.get("result"))
     runner = STAGE_RUNNERS.get(task.kind)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", encoding="utf-8") as log_file:
+    with (
+        open(log_path, "a", encoding="utf-8") as log_file,
+        store.running(task.kind, task.key, on_wait=lambda line: _write_line(log_file, line)) as waited,
+    ):
+        if waited:  # another driver ran this stage meanwhile (a sweep sharing the run dir): its artifact, if it finished
+            info = store.done_info(task.kind, task.key)
+            if info is not None:
+                _write_line(log_file, "cached: finished by the process this one waited for")
+                return StageOutcome(task.key, "cached", 0.0, 0, log_path=log_path, result=info.get("result"))
+            t0 = time.perf_counter()
         tmp = store.begin()
         holder: list[StageContext] = []
         tracker = RunLogger(task.tracking, background=True, notify=lambda line: _tracking_note(holder, line))

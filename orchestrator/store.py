@@ -5,6 +5,11 @@ A stage is written into ``<store>/.tmp/<uuid>/`` and renamed into place in one
 artifact that counts as done.
 Resumable scratch (training checkpoints) lives beside the store in
 ``<run_dir>/work/<kind>/<key>/`` and survives crashes.
+
+One process at a time runs a given stage: it holds an exclusive ``flock`` on
+``<store>/.locks/<kind>-<key>.lock`` (released by the OS even on SIGKILL). Two drivers of
+different sweeps sharing a run dir (or the same stage submitted twice) would otherwise train
+into the same checkpoint folder at once.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import os
 import shutil
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from famix_core.io import atomic_write_text, commit_dir
 
@@ -52,6 +58,41 @@ class Store:
             return json.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+
+    @contextmanager
+    def running(self, kind: str, key: str, on_wait: Callable[[str], None] | None = None) -> Iterator[bool]:
+        """Hold the stage's lock for the block: the one process that runs ``<kind>/<key>`` now.
+
+        When another process holds it, ``on_wait`` gets one line naming that process and this one
+        waits for it. Yields whether it waited: the caller then looks for the artifact the other one
+        may have finished. A filesystem without ``flock`` (ENOLCK, EOPNOTSUPP) runs the stage unlocked.
+        """
+        import fcntl
+
+        from orchestrator.liveness import driver_identity
+
+        path = self.root / ".locks" / f"{kind}-{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        waited = False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                waited = True
+                if on_wait is not None:
+                    holder = _read_holder(path)
+                    on_wait(f"waiting: another process runs this stage ({holder}; lock {path})")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                yield False  # no locks on this filesystem: as before, unguarded
+                return
+            me = driver_identity()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode(), 0)
+            yield waited
+        finally:
+            os.close(fd)  # releases the lock
 
     def begin(self) -> Path:
         """A fresh temp folder to write one artifact into: ``.tmp/<host>+<pid>+<start>+<uuid>``.
@@ -146,6 +187,15 @@ class Store:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.rename(self.path(kind, key), dest)
         return dest
+
+
+def _read_holder(lock: Path) -> str:
+    """Who holds a stage lock, as its holder wrote it: ``pid N on HOST``."""
+    try:
+        info = json.loads(lock.read_text() or "{}")
+        return f"pid {info['pid']} on {info['host']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that has not said which"
 
 
 def _sha256(path: Path) -> str:

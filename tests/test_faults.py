@@ -448,3 +448,41 @@ def test_a_resumed_stage_does_not_wait_for_a_tracking_server_that_is_down(mlflow
     assert threads and set(threads) == {"famix-mlflow-sender"}, set(threads)
     history = tr.client.get_metric_history(rid, "train/loss")
     assert sorted(m.step for m in history) == list(range(20))  # 6-9 not twice, 10-19 not lost
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+SAME_STAGE_IN_ANOTHER_DRIVER = """\
+import json, sys, time
+from pathlib import Path
+from orchestrator.execute import execute_stage
+from orchestrator.stages import StageTask
+
+me = sys.argv[1]
+task = StageTask(kind="synthetic", key="k" * 64, config={"seconds": 2.0}, deps={}, store=str(Path("runs/store").absolute()),
+                 log_path=str(Path(f"runs/{me}/logs/synthetic.log").absolute()), name="synthetic k")
+Path(f"ready-{me}").touch()
+while not all(Path(f"ready-{x}").exists() for x in ("a", "b")):  # both drivers reach the stage together
+    time.sleep(0.01)
+print(json.dumps(execute_stage(task).status))
+"""
+
+
+def test_two_drivers_reaching_the_same_stage_run_it_once():
+    """Two sweeps sharing a run dir (one store) reached the same training at once: both trained it into
+    the same checkpoint folder (one resumed from the other's checkpoints) and appended to one history,
+    its steps twice. Now one process runs a stage at a time: the other waits, says so in its log, and
+    reports the artifact the first one made as cached."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    drivers = {me: subprocess.Popen([sys.executable, "-c", SAME_STAGE_IN_ANOTHER_DRIVER, me], stdout=subprocess.PIPE, text=True, env=env)
+               for me in "ab"}  # fmt: skip
+    statuses = {me: json.loads(p.communicate()[0]) for me, p in drivers.items()}
+    assert all(p.returncode == 0 for p in drivers.values())
+    assert sorted(statuses.values()) == ["cached", "done"], statuses
+    logs = {me: Path(f"runs/{me}/logs/synthetic.log").read_text() for me in "ab"}
+    waiter = next(me for me, status in statuses.items() if status == "cached")
+    ran = "b" if waiter == "a" else "a"
+    assert f"waiting: another process runs this stage (pid {drivers[ran].pid} on {socket.gethostname()}" in logs[waiter]
+    assert "start synthetic" not in logs[waiter] and "cached: finished by the process this one waited for" in logs[waiter]
+    assert logs[ran].count("start synthetic") == 1 and "done in" in logs[ran]
+
