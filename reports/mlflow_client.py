@@ -4,13 +4,19 @@ MLflow configures its ``mlflow`` logger at INFO on import, so a first touch of a
 prints "Creating initial MLflow database tables…" and the system-metrics monitor announces
 itself. Those lines say nothing to a sweep's user; warnings and errors still show. A user who
 sets ``MLFLOW_LOGGING_LEVEL`` gets MLflow's own behaviour.
+
+MLflow creates (and migrates) a SQLite store's tables when a client first opens it. Two processes
+doing that at once (two sweeps started together into a new run dir) broke the database for good:
+``table _alembic_tmp_metrics already exists``, then the same error at every later open. Clients of
+a SQLite store are therefore made one process at a time (a ``flock`` on ``<db>.lock``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 __all__ = ["mlflow_client", "quiet_mlflow_logs"]
 
@@ -32,4 +38,34 @@ def mlflow_client(uri: str | None) -> Any:
     from mlflow.tracking import MlflowClient
 
     quiet_mlflow_logs()
-    return MlflowClient(tracking_uri=uri)
+    with _one_opener(uri):
+        return MlflowClient(tracking_uri=uri)  # opens the store: creates or migrates a SQLite store's tables
+
+
+@contextmanager
+def _one_opener(uri: str | None) -> Iterator[None]:
+    """For a ``sqlite:///`` store, hold an exclusive ``flock`` on ``<db>.lock`` for the block.
+
+    Where no lock file can be made (a read-only run dir: nothing can be created there either) or
+    the filesystem has no locks, the block runs unguarded.
+    """
+    import fcntl
+
+    from reports.collect.store import sqlite_path
+
+    db = sqlite_path(uri) if uri else None
+    try:
+        fd = os.open(f"{db}.lock", os.O_RDWR | os.O_CREAT, 0o666) if db is not None else None
+    except OSError:
+        fd = None
+    if fd is None:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # no locks here (ENOLCK): as before
+        yield
+    finally:
+        os.close(fd)

@@ -486,3 +486,35 @@ def test_two_drivers_reaching_the_same_stage_run_it_once():
     assert "start synthetic" not in logs[waiter] and "cached: finished by the process this one waited for" in logs[waiter]
     assert logs[ran].count("start synthetic") == 1 and "done in" in logs[ran]
 
+
+FIRST_OPEN_OF_THE_STORE = """\
+import sys, time
+from pathlib import Path
+from reports.mlflow_client import mlflow_client
+
+Path(f"ready-{sys.argv[1]}").touch()
+while len(list(Path(".").glob("ready-*"))) < int(sys.argv[2]):  # every driver starts together
+    time.sleep(0.005)
+mlflow_client(sys.argv[3]).search_experiments()
+"""
+
+
+def test_drivers_starting_together_in_a_new_run_dir_create_one_sound_mlflow_store():
+    """Two sweeps started at once into a new run dir both made MLflow create and migrate the SQLite
+    tables: both crashed with a traceback (`table _alembic_tmp_metrics already exists`) and the half
+    migrated database failed every later command in that run dir. Now the store is opened by one
+    process at a time."""
+    from reports.collect import default_tracking_uri
+    from reports.mlflow_client import mlflow_client
+
+    Path("runs").mkdir()
+    uri = default_tracking_uri("runs")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    n = 3
+    drivers = [subprocess.Popen([sys.executable, "-c", FIRST_OPEN_OF_THE_STORE, str(i), str(n), uri], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(n)]  # fmt: skip
+    errors = [p.communicate()[1] for p in drivers]
+    assert [p.returncode for p in drivers] == [0] * n, "\n".join(e.strip().splitlines()[-1] for e in errors if e.strip())
+    client = mlflow_client(uri)
+    client.create_experiment("after")  # a later command finds a sound store
+    assert [e.name for e in client.search_experiments()].count("after") == 1
