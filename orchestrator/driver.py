@@ -210,7 +210,9 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     from orchestrator.backends import get_backend_class
     from orchestrator.execute import execute_stage
     from orchestrator.liveness import driver_identity
-    from orchestrator.tracking import embedded_store_exists, ensure_runs, finalize_runs, open_tracker, tracking_target
+    from orchestrator.tracking import (
+        embedded_store_exists, ensure_runs, finalize_runs, open_tracker, set_aside_damaged_store, tracking_target,
+    )  # fmt: skip
 
     console = console or make_console()
     t0 = time.perf_counter()
@@ -231,6 +233,9 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             _set_aside_damaged(plan, console)
         status = plan.status()
         uri, experiment = tracking_target(plan)
+        damaged = set_aside_damaged_store(plan)  # before the "MLflow complete" shortcut: it would not be
+        if damaged:
+            console.print(damaged, highlight=False, markup=False)
         marker = plan.sweep_dir / "finalized.json"
         fingerprint = _fingerprint(plan, uri, experiment)
         if all(v == "done" for v in status.values()) and _read_json(marker).get("fingerprint") == fingerprint and embedded_store_exists(uri):
@@ -358,9 +363,9 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
     are made (a lost or never-written store). A trial run whose stages are all done is marked
     ``done`` and ended, as the driver does, and so is the sweep's run once all of them are (when
     this plan owns the trial runs). Returns how many trial runs got something."""
-    from orchestrator.tracking import ensure_runs, open_tracker, plan_trial_runs, record_finished, tracking_target
+    from orchestrator.tracking import damaged_store, ensure_runs, open_tracker, plan_trial_runs, record_finished, tracking_target
 
-    if not tracking_target(plan)[0].startswith("sqlite:"):
+    if not tracking_target(plan)[0].startswith("sqlite:") or damaged_store(plan) is not None:  # status names the damage
         return 0
     if not plan.sweep_dir.is_dir() or not any(plan.store.is_done(s.kind, k) for k, s in plan.stages.items()):
         return 0
@@ -419,6 +424,12 @@ def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
     if not Path(plan.run_dir).is_dir():  # e.g. a mistyped --run-dir: say so rather than only "to run"
         console.print(f"note: run dir {plan.run_dir} does not exist: nothing has run there (another --run-dir?)", highlight=False, markup=False)
         return counts
+    from orchestrator.tracking import damaged_store
+
+    damage = damaged_store(plan)
+    if damage is not None:
+        console.print(f"note: MLflow database {damage[0]} is damaged ({damage[1]}); `famix sweep run {same_arguments(plan)}` "
+                      "sets it aside and rebuilds this sweep's runs from the store", highlight=False, markup=False)  # fmt: skip
     quietly("MLflow ingestion of finished stages", lambda p, c: sync_tracking(p, c, name_last_run=False), plan, console)
 
     info = running_driver(plan.sweep_dir)

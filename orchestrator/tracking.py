@@ -39,6 +39,8 @@ __all__ = [
     "tracking_target",
     "open_tracker",
     "embedded_store_exists",
+    "damaged_store",
+    "set_aside_damaged_store",
     "ensure_runs",
     "plan_trial_runs",
     "finalize_runs",
@@ -452,6 +454,45 @@ def open_tracker(plan: Plan) -> Tracker:
     artifacts = (plan.run_dir / "mlartifacts").absolute().as_uri() if plan.sweep.tracking.uri is None else None
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     return Tracker(uri, experiment, artifact_location=artifacts)
+
+
+def damaged_store(plan: Plan) -> tuple[Path, str] | None:
+    """The plan's SQLite tracking database and why it is damaged (truncated, overwritten), or None."""
+    from reports.collect import sqlite_damage, sqlite_path
+
+    db = sqlite_path(tracking_target(plan)[0])
+    why = sqlite_damage(db) if db is not None else None
+    return (db, why) if db is not None and why else None
+
+
+def set_aside_damaged_store(plan: Plan) -> str | None:
+    """A damaged embedded store (``<run_dir>/mlflow.db``) is renamed ``mlflow.db.damaged-<time>`` (kept to
+    inspect), so that the run rebuilds the sweep's runs from the artifact store; returns the line that says so.
+
+    Raises:
+        SweepError: a damaged SQLite store that ``tracking.uri`` names: not the run dir's to move.
+    """
+    import os
+
+    from orchestrator.errors import SweepError
+    from reports.mlflow_client import forget_store
+
+    damage = damaged_store(plan)
+    if damage is None:
+        return None
+    db, why = damage
+    if plan.sweep.tracking.uri is not None:
+        raise SweepError(f"tracking.uri {plan.sweep.tracking.uri}: the MLflow database {db} is damaged ({why}); move it aside "
+                         "and run again: its runs are rebuilt from the store")  # fmt: skip
+    dest = db.with_name(f"{db.name}.damaged-{int(time.time())}")
+    for suffix in ("-journal", "-wal", "-shm"):  # SQLite's companions go with it
+        companion = db.with_name(db.name + suffix)
+        if companion.exists():
+            os.rename(companion, dest.with_name(dest.name + suffix))
+    os.rename(db, dest)
+    forget_store(tracking_target(plan)[0])
+    return (f"MLflow database {db} is damaged ({why}): set aside as {dest}; this sweep's runs are rebuilt from the store "
+            "(another sweep of this run dir gets its own back with its `famix sweep status` or a rerun)")  # fmt: skip
 
 
 def embedded_store_exists(uri: str) -> bool:

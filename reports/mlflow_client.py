@@ -18,7 +18,7 @@ import os
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-__all__ = ["mlflow_client", "quiet_mlflow_logs"]
+__all__ = ["mlflow_client", "quiet_mlflow_logs", "forget_store"]
 
 
 def quiet_mlflow_logs() -> None:
@@ -40,6 +40,26 @@ def mlflow_client(uri: str | None) -> Any:
     quiet_mlflow_logs()
     with _one_opener(uri):
         return MlflowClient(tracking_uri=uri)  # opens the store: creates or migrates a SQLite store's tables
+
+
+def forget_store(uri: str) -> None:
+    """Close what this process holds open of the database at ``uri`` (after the file was moved aside).
+
+    MLflow keeps, for the life of the process, one store object per URI and one SQLAlchemy engine
+    per database, whose pooled connections keep reading the old file (and a new store would find its
+    tables "created"); after this the next client opens, and initializes, the file now at that path.
+    Both caches are MLflow's internals (3.x): where they are not found, nothing is held to forget.
+    """
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+        from mlflow.tracking._tracking_service import utils
+
+        utils._tracking_store_registry._get_store_with_resolved_uri.cache_clear()
+        engine = SqlAlchemyStore._engine_map.pop(uri, None)
+    except (ImportError, AttributeError):
+        return
+    if engine is not None:
+        engine.dispose()
 
 
 @contextmanager

@@ -518,3 +518,44 @@ def test_drivers_starting_together_in_a_new_run_dir_create_one_sound_mlflow_stor
     client = mlflow_client(uri)
     client.create_experiment("after")  # a later command finds a sound store
     assert [e.name for e in client.search_experiments()].count("after") == 1
+
+
+def test_damaged_mlflow_database_is_named_by_status_and_report_and_rebuilt_by_run(fake_engine, capsys):
+    """A truncated runs/mlflow.db: `sweep run` said "all done; MLflow complete" (or, with work to do,
+    ended in a 60-line traceback); `status` and `report` said only that reading failed. Now status and
+    report name the file and the fix, and run sets the file aside and rebuilds the runs from the store."""
+    from orchestrator.driver import RunOptions, run_plan
+    from orchestrator.tracking import Tracker, default_uri
+
+    plan = _plan()
+    assert run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200)).exit_code == 0
+    results = (plan.sweep_dir / "results.csv").read_text()
+    db = plan.run_dir / "mlflow.db"
+    with open(db, "r+b") as f:
+        f.truncate(db.stat().st_size // 2)
+
+    buf = io.StringIO()
+    sweep_status(plan, Console(file=buf, width=400, soft_wrap=True))
+    assert f"note: MLflow database {db.absolute()} is damaged (database disk image is malformed); `famix sweep run mini" in buf.getvalue()
+    assert "sets it aside and rebuilds this sweep's runs from the store" in buf.getvalue()
+
+    capsys.readouterr()
+    assert main(["report", "mini", "--run-dir", str(plan.run_dir), "--no-figures"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{db.absolute()}: the MLflow database is damaged (database disk image is malformed)" in err, err
+    assert "famix sweep run" in err
+
+    calls = len(fake_engine)
+    buf = io.StringIO()
+    assert run_plan(plan, RunOptions(backend="local"), Console(file=buf, width=400, soft_wrap=True)).exit_code == 0
+    out = buf.getvalue()
+    assert "MLflow complete" not in out and f"MLflow database {db.absolute()} is damaged" in out and "set aside as" in out, out
+    assert len(fake_engine) == calls  # nothing retrained: MLflow is rebuilt from the store
+    kept = [p.name for p in plan.run_dir.glob("mlflow.db.damaged-*")]
+    assert len(kept) == 1, kept
+    trials = Tracker(default_uri(plan.run_dir), "mini").find({"famix.sweep": "mini", "famix.role": "trial"})
+    assert len(trials) == 2 and all("miou/C" in r.data.metrics and r.data.tags["famix.status"] == "done" for r in trials)
+    assert (plan.sweep_dir / "results.csv").read_text() == results
+    buf = io.StringIO()
+    assert run_plan(plan, RunOptions(backend="local"), Console(file=buf, width=400, soft_wrap=True)).exit_code == 0
+    assert "all done; MLflow complete" in buf.getvalue() and "is damaged" not in buf.getvalue()

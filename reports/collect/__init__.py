@@ -11,7 +11,7 @@ when :func:`collect_mlflow` runs.
 from reports.collect.csv import collect_csv
 from reports.collect.mlflow import collect_mlflow
 from reports.collect.resultset import ReportInputError, ResultSet, domain_column
-from reports.collect.store import check_tracking_uri, default_tracking_uri, sqlite_path
+from reports.collect.store import DAMAGED_STORE_FIX, check_tracking_uri, default_tracking_uri, sqlite_damage, sqlite_path
 
 __all__ = [
     "ReportInputError",
@@ -21,5 +21,7 @@ __all__ = [
     "collect_mlflow",
     "default_tracking_uri",
     "domain_column",
+    "sqlite_damage",
     "sqlite_path",
+    "DAMAGED_STORE_FIX",
 ]

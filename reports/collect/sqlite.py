@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from reports.collect.resultset import ReportInputError
+from reports.collect.store import DAMAGED_STORE_FIX
 from reports.schema import METRIC_MIOU_PREFIX, ROLE_TRIAL, TAG_LABEL_PREFIX, TAG_ROLE, TAG_SWEEP, TRIAL_TAGS_READ
 
 __all__ = ["SchemaMismatch", "read_trial_runs"]
@@ -82,6 +83,8 @@ def read_trial_runs(db: Path, sweep: str, experiment: str | None) -> tuple[list[
     except sqlite3.Error as e:
         if "no such table" in str(e) or "no such column" in str(e):
             raise SchemaMismatch() from None
+        if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):  # SQLITE_CORRUPT, NOTADB
+            raise ReportInputError(f"{db}: the MLflow database is damaged ({e}); {DAMAGED_STORE_FIX} (or give --csv its results.csv)") from None
         raise ReportInputError(f"{db}: reading the MLflow store failed ({e})") from None
     finally:
         con.close()

@@ -8,7 +8,7 @@ from urllib.parse import quote, unquote
 
 from reports.collect.resultset import ReportInputError
 
-__all__ = ["check_tracking_uri", "default_tracking_uri", "http_health", "sqlite_path", "sqlite_uri"]
+__all__ = ["check_tracking_uri", "default_tracking_uri", "http_health", "sqlite_damage", "sqlite_path", "sqlite_uri", "DAMAGED_STORE_FIX"]
 
 TRACKING_URI_PREFIXES: tuple[str, ...] = (
     "http://", "https://", "sqlite:///", "file:", "databricks", "postgresql", "mysql", "mssql",
@@ -32,6 +32,35 @@ def sqlite_path(uri: str) -> Path | None:
     if uri.startswith("sqlite:///"):
         return Path(unquote(uri[len("sqlite:///") :].split("?", 1)[0]))
     return None
+
+
+DAMAGED_STORE_FIX = "`famix sweep run` of the sweep sets it aside and rebuilds its runs from the store"
+"""What to do about a damaged embedded store (every number in it can be rebuilt from the artifact store)."""
+
+
+def sqlite_damage(db: Path) -> str | None:
+    """Why the SQLite file ``db`` is damaged (truncated, overwritten, not a database), or None.
+
+    SQLite's ``quick_check`` reads every page once (milliseconds for a sweep's store). A file that
+    does not exist, or one that cannot be read now (locked, no permission), is not called damaged.
+    """
+    import sqlite3
+
+    if not db.is_file():
+        return None
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error:
+        return None
+    try:
+        rows = con.execute("PRAGMA quick_check(1)").fetchall()
+    except sqlite3.DatabaseError as e:
+        if isinstance(e, sqlite3.OperationalError):
+            return None  # locked, busy, unreadable: not evidence of damage
+        return str(e)
+    finally:
+        con.close()
+    return None if rows == [("ok",)] else str(rows[0][0] if rows else "quick_check returned nothing")
 
 
 def http_health(uri: str, timeout_s: float = 2.0) -> bool:
