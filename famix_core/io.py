@@ -128,18 +128,24 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     """Yield a temp path beside ``dest``; on success it replaces ``dest``, on error it is removed.
 
     For writers that want a path (``df.to_csv``, ``fig.savefig``). Creates ``dest``'s folder.
+    An OSError of the write itself (a full disk: the writer's ``write`` names no file; a read-only
+    folder: the OS names the temp file) is raised naming ``dest``.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _make_temp_file(dest.parent, f".{dest.name}.", ".tmp")
+    tmp = None
     try:
+        tmp = _make_temp_file(dest.parent, f".{dest.name}.", ".tmp")
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(e, OSError) and (e.filename is None or (tmp is not None and os.fspath(e.filename) == os.fspath(tmp))):
+            raise OSError(e.errno, e.strerror, str(dest)) from e  # OSError(errno, …) is the errno's subclass
         raise
 
 

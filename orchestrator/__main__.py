@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
             raise
         # a folder that cannot be written (read-only filesystem, immutable, full): the user's to fix
-        print(f"famix: error: {e.filename or ''}: cannot write ({e.strerror})", file=sys.stderr)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"famix: error: {where}cannot write ({e.strerror})", file=sys.stderr)
         return 2
     return int(rc or 0)
 

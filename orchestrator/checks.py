@@ -55,7 +55,8 @@ def check_run_dir(run_dir: str | Path, create: bool = True) -> None:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        where = e.filename or path
+        # a folder on the way that could not be made is named; the probe's temp file is not
+        where = path if e.filename is None or Path(e.filename).parent == path else e.filename
         raise SweepError(f"{where}: the run dir is not writable ({e.strerror}); choose another with --run-dir") from None
 
 

@@ -12,6 +12,7 @@ results table in :mod:`orchestrator.results`, and everything about a backend beh
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -380,6 +381,10 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
             n = record_finished(plan, tracker, runs, parent) if runs else 0
     except SweepError:
         return 0
+    except OSError as e:  # a run dir that is read-only (a finished run kept on a read-only mount): nothing to log into
+        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return 0
+        raise
     if others and console is not None:
         ran = last_run.get("arguments")
         if ran and ran != same_arguments(plan):

@@ -102,7 +102,7 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
         if bad:
             raise ReportInputError(f"--domains: unknown domain {bad[0]!r} (known: C, B, M, S, AN, AS, AR, AF)")
         info.domains = [domain_column(d) for d in cols]
-    out_dir = out_dir or check_out_dir(default_out_dir(args.run_dir, info.name))
+    out_dir = out_dir or check_out_dir(default_out_dir(args.run_dir, info.name), given=False)
 
     if args.csv:
         results = collect_csv(args.csv, units=args.units, domains=info.domains, sweep=info.name)

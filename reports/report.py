@@ -9,11 +9,12 @@ CSV contract: one row per trial × seed, percent), ``summary.csv`` (the table's 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from reports.collect import ReportInputError, ResultSet, check_tracking_uri, default_tracking_uri
-from famix_core.io import atomic_path
+from famix_core.io import atomic_path, make_temp_dir
 from famix_core.io import atomic_write_text as write_text_atomic
 
 __all__ = [
@@ -97,28 +98,37 @@ def apply_sweep_order(results: ResultSet, info: SweepInfo) -> ResultSet:
     )
 
 
-def check_out_dir(out_dir: Path) -> Path:
+def check_out_dir(out_dir: Path, given: bool = True) -> Path:
     """Refuse an output folder that cannot be one, before any work, leaving nothing behind.
 
     Refused: a folder inside the ``reports`` package (generated files never land in the source),
-    an existing file or a path under one, and a folder that cannot be created (its missing
-    folders are made, then removed again).
+    an existing file or a path under one, a folder that cannot be created (its missing folders are
+    made, then removed again), and an existing folder nothing can be written in (a read-only
+    mount: probed by making and removing an empty folder in it). ``given``: the folder came from
+    ``--out`` (else it is the run dir's default, and the message says how to choose another).
     """
     pkg = Path(__file__).resolve().parent
     out = out_dir.resolve()
+    where = f"--out {out_dir}" if given else f"{out_dir}"
+    other = "" if given else "; choose another folder with --out"
     if out == pkg or pkg in out.parents:
         raise ReportInputError(f"--out {out_dir}: inside the reports package ({pkg}); choose another folder")
     existing = next(p for p in (out, *out.parents) if p.exists())
     if not existing.is_dir():
         what = "" if existing == out else f"{existing} "
-        raise ReportInputError(f"--out {out_dir}: {what}is a file (expected a folder)")
-    if existing != out:
-        try:
-            out.mkdir(parents=True)
-        except OSError as e:
-            raise ReportInputError(f"--out {out_dir}: cannot create the folder ({e.strerror})") from None
-        for made in [out, *out.parents][: len(out.parents) - len(existing.parents)]:
-            made.rmdir()
+        raise ReportInputError(f"{where}: {what}is a file (expected a folder){other}")
+    try:
+        if existing != out:
+            try:
+                out.mkdir(parents=True)
+            except OSError as e:
+                raise ReportInputError(f"{where}: cannot create the folder ({e.strerror}){other}") from None
+            for made in [out, *out.parents][: len(out.parents) - len(existing.parents)]:
+                made.rmdir()
+        else:
+            os.rmdir(make_temp_dir(out, ".famix-probe-"))
+    except OSError as e:
+        raise ReportInputError(f"{where}: cannot write in it ({e.strerror}){other}") from None
     return out_dir
 
 

@@ -215,7 +215,8 @@ def test_unwritable_run_dir_is_one_line_exit_2(capsys, unwritable_dir, command, 
     rc = main(["sweep", command, "mini", "--run-dir", str(run_dir)])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1, err
-    assert err.startswith(f"famix: error: {run_dir if inside else unwritable_dir}") and "the run dir is not writable" in err
+    # the run dir itself (it used to be the name of `run`'s probe file in it: <dir>/tmpab12cd34)
+    assert err.startswith(f"famix: error: {run_dir if inside else unwritable_dir}: the run dir is not writable ("), err
     assert "choose another with --run-dir" in err
 
 
@@ -559,3 +560,72 @@ def test_damaged_mlflow_database_is_named_by_status_and_report_and_rebuilt_by_ru
     buf = io.StringIO()
     assert run_plan(plan, RunOptions(backend="local"), Console(file=buf, width=400, soft_wrap=True)).exit_code == 0
     assert "all done; MLflow complete" in buf.getvalue() and "is damaged" not in buf.getvalue()
+
+
+def _unwritable(*paths: Path) -> None:
+    """Make ``paths`` unwritable: immutable (``chattr +i``) as root, which ignores mode bits; read-only modes otherwise."""
+    for p in paths:
+        if os.geteuid() == 0:
+            if subprocess.run(["chattr", "+i", str(p)], capture_output=True).returncode != 0:
+                pytest.skip("chattr +i is not supported on this filesystem (root ignores mode bits)")
+        else:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+
+
+def _writable_again(*paths: Path) -> None:
+    for p in paths:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(p)], capture_output=True)
+        else:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+def test_report_into_a_run_dir_kept_read_only_is_one_line_before_any_work(fake_engine, capsys):
+    """`famix report` of a finished sweep whose run dir cannot be written (kept on a read-only mount):
+    a note that ingestion was skipped (naming driver.lock), then, after the work, an error naming a
+    temp file (`…/report/.table.md.9605543cc182.tmp: cannot write`). Now one line naming the report
+    folder and --out, before any work; nothing is ingested into a run dir that cannot be written."""
+    from orchestrator.driver import RunOptions, run_plan
+
+    plan = _plan()
+    assert run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200)).exit_code == 0
+    report, lock = plan.sweep_dir / "report", plan.sweep_dir / "driver.lock"
+    before = sorted(p.name for p in report.iterdir())
+    _unwritable(report, lock)
+    try:
+        capsys.readouterr()
+        rc = main(["report", "mini", "--run-dir", str(plan.run_dir), "--no-figures"])
+        err = capsys.readouterr().err
+    finally:
+        _writable_again(report, lock)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"famix: error: {report}: cannot write in it (") and err.endswith("; choose another folder with --out\n"), err
+    assert sorted(p.name for p in report.iterdir()) == before
+
+
+def test_a_full_disk_while_writing_a_report_names_the_file(capsys, monkeypatch):
+    """`famix report --out` on a full disk said `famix: error: : cannot write (No space left on device)`:
+    a writer's failing write() names no file. An atomic write now names the file it was writing, and
+    leaves no temp file behind."""
+    import errno
+
+    import matplotlib.figure
+
+    from test_reports_csv import PAPER_CSV
+
+    def disk_full(self, fname, **kwargs):
+        Path(fname).write_bytes(b"\x89PNG")  # what got out before the disk filled up
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a file object's write() raises it: no file name
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", disk_full)
+    rc = main(["report", "paper", "--csv", str(PAPER_CSV), "--out", "rep"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith("famix: error: rep/") and err.endswith(f".png: cannot write ({os.strerror(errno.ENOSPC)})\n"), err
+    assert not [p.name for p in Path("rep").iterdir() if p.name.startswith(".")]  # no temp file left
+    from famix_core.io import atomic_path
+
+    with pytest.raises(OSError) as raised:  # a training's checkpoint on a full disk: the stage's error line
+        with atomic_path("rep/tensors.safetensors"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert str(raised.value) == f"[Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}: 'rep/tensors.safetensors'"
