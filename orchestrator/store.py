@@ -49,15 +49,14 @@ class Store:
         return self.work_root / kind / key
 
     def is_done(self, kind: str, key: str) -> bool:
-        return (self.path(kind, key) / "DONE.json").is_file()
+        """Whether ``<kind>/<key>`` has a readable ``DONE.json``; a damaged one (truncated by a lost
+        write) is not done: the stage runs again and its new artifact replaces the folder."""
+        return self.done_info(kind, key) is not None
 
     def done_info(self, kind: str, key: str) -> dict[str, Any] | None:
-        """The stage's ``DONE.json`` (``{"kind", "key", "seconds", "finished", "result"}``) or None."""
-        p = self.path(kind, key) / "DONE.json"
-        try:
-            return json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+        """The stage's ``DONE.json`` (``{"kind", "key", "seconds", "finished", "result"}``), or None when
+        there is none or it cannot be read as one."""
+        return _read_done(self.path(kind, key))
 
     @contextmanager
     def running(self, kind: str, key: str, on_wait: Callable[[str], None] | None = None) -> Iterator[bool]:
@@ -145,7 +144,7 @@ class Store:
         (tmp / "DONE.json").write_text(json.dumps(info, indent=1, sort_keys=True), encoding="utf-8")
         final = self.path(kind, key)
         # a done artifact of another worker wins; debris of an older, interrupted layout is replaced
-        commit_dir(tmp, final, lambda p: (p / "DONE.json").is_file())
+        commit_dir(tmp, final, lambda p: _read_done(p) is not None)
         return final
 
     def abort(self, tmp: Path) -> None:
@@ -187,6 +186,14 @@ class Store:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.rename(self.path(kind, key), dest)
         return dest
+
+
+def _read_done(folder: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads((folder / "DONE.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and isinstance(info.get("result"), dict) else None
 
 
 def _read_holder(lock: Path) -> str:

@@ -629,3 +629,24 @@ def test_a_full_disk_while_writing_a_report_names_the_file(capsys, monkeypatch):
         with atomic_path("rep/tensors.safetensors"):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert str(raised.value) == f"[Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}: 'rep/tensors.safetensors'"
+
+
+def test_a_done_marker_cut_short_is_not_done_and_the_rerun_rebuilds_the_stage(fake_engine):
+    """A DONE.json cut short (a write the machine lost in a crash) counted as done: `status` said
+    done, results.csv had no value in that column of a row marked done, and no run rebuilt it (only
+    `--rerun-failed`, which nothing suggested). Now the stage is to run and the rerun replaces its folder."""
+    from orchestrator.driver import RunOptions, run_plan
+
+    plan = _plan()
+    assert run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200)).exit_code == 0
+    results = (plan.sweep_dir / "results.csv").read_text()
+    key = plan.trial_stages[plan.trials[0].id].evaluate["C"]
+    done = plan.store.path("evaluate", key) / "DONE.json"
+    done.write_text(done.read_text()[:30])
+    assert plan.status()[key] == "to run"
+    calls = len(fake_engine)
+    assert run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200)).exit_code == 0
+    assert fake_engine[calls:] == [("evaluate", key)]  # that stage alone
+    assert (plan.sweep_dir / "results.csv").read_text() == results
+    assert plan.store.done_info("evaluate", key) is not None and plan.store.problem("evaluate", key, deep=True) is None
+    assert not any((plan.store.root / ".tmp").iterdir())  # the damaged folder is gone, not left as debris
