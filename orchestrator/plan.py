@@ -1,7 +1,7 @@
 """The plan: trials x content-addressed stages (mine -> train -> evaluate per domain), and its printing.
 
 Trials that read the same inputs share a stage (one key, one artifact, one run);
-a stage whose ``DONE.json`` exists in the store is done and never runs again.
+a stage whose ``DONE.json`` exists in the store (and reads as one) is done and never runs again.
 """
 
 from __future__ import annotations
