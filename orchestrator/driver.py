@@ -212,7 +212,8 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     from orchestrator.execute import execute_stage
     from orchestrator.liveness import driver_identity
     from orchestrator.tracking import (
-        embedded_store_exists, ensure_runs, finalize_runs, open_tracker, set_aside_damaged_store, tracking_target,
+        embedded_store_exists, end_interrupted_runs, ensure_runs, finalize_runs, open_tracker, set_aside_damaged_store,
+        tracking_target,
     )  # fmt: skip
 
     console = console or make_console()
@@ -290,6 +291,9 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         try:
             with progress:
                 outcomes = backend.run(tasks, max_parallel=max_parallel, retries=retries, on_event=on_event)
+        except KeyboardInterrupt:  # the stages are stopped; the runs are not left RUNNING
+            quietly("ending the interrupted sweep's MLflow runs", end_interrupted_runs, tracker, parent, runs)
+            raise
         finally:
             if _is_main_thread():
                 signal.signal(signal.SIGTERM, old)

@@ -44,6 +44,7 @@ __all__ = [
     "ensure_runs",
     "plan_trial_runs",
     "finalize_runs",
+    "end_interrupted_runs",
     "record_finished",
     "ingest",
     "read_history",
@@ -724,6 +725,15 @@ def _set_status(tracker: Any, run: Any, run_id: str, status: str) -> bool:
     tracker.set_tags(run_id, {schema.TAG_STATUS: status})
     tracker.finish(run_id, status == "done")
     return True
+
+
+def end_interrupted_runs(tracker: Any, parent: str, runs: dict[str, str]) -> None:
+    """An interrupted sweep (Ctrl-C, SIGTERM, ``famix sweep cancel``): its runs still ``RUNNING`` end
+    ``KILLED`` (MLflow showed them running for good); ``famix.status`` is kept, and the next run ends
+    them as :func:`finalize_runs` does."""
+    for run_id in [*runs.values(), parent]:
+        if with_retry(tracker.client.get_run, run_id).info.status == "RUNNING":
+            with_retry(tracker.client.set_terminated, run_id, "KILLED")
 
 
 def finalize_runs(plan: Plan, tracker: Any, parent: str, runs: dict[str, str], failed: set[str]) -> dict[str, str]:

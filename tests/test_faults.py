@@ -650,3 +650,33 @@ def test_a_done_marker_cut_short_is_not_done_and_the_rerun_rebuilds_the_stage(fa
     assert (plan.sweep_dir / "results.csv").read_text() == results
     assert plan.store.done_info("evaluate", key) is not None and plan.store.problem("evaluate", key, deep=True) is None
     assert not any((plan.store.root / ".tmp").iterdir())  # the damaged folder is gone, not left as debris
+
+
+def test_an_interrupted_sweep_leaves_no_mlflow_run_running(fake_engine, monkeypatch):
+    """Ctrl-C (or SIGTERM, `famix sweep cancel`) stopped the stages, but the sweep's MLflow runs
+    stayed RUNNING for good (until a rerun). Now they end KILLED, their famix.status kept; the rerun
+    finishes them."""
+    from orchestrator import execute
+    from orchestrator.driver import RunOptions, run_plan
+    from orchestrator.tracking import Tracker, default_uri
+
+    train = execute.STAGE_RUNNERS["train"]
+    trained: list[str] = []
+
+    def ctrl_c_in_the_second_training(ctx):
+        if trained:
+            raise KeyboardInterrupt
+        trained.append(ctx.task.key)
+        return train(ctx)
+
+    monkeypatch.setitem(execute.STAGE_RUNNERS, "train", ctrl_c_in_the_second_training)
+    plan = _plan()
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200))
+    tracker = Tracker(default_uri(plan.run_dir), "mini")
+    runs = tracker.find({"famix.sweep": "mini"})
+    assert len(runs) == 3 and sorted(r.info.status for r in runs) == ["KILLED"] * 3, [(r.info.run_name, r.info.status) for r in runs]
+    monkeypatch.setitem(execute.STAGE_RUNNERS, "train", train)
+    assert run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200)).exit_code == 0
+    runs = tracker.find({"famix.sweep": "mini"})
+    assert sorted((r.info.status, r.data.tags["famix.status"]) for r in runs) == [("FINISHED", "done")] * 3
