@@ -202,8 +202,12 @@ def build_plan(
     return Plan(sweep=rs, run_dir=run_dir, trials=trials, stages=stages, trial_stages=trial_stages)
 
 
-def print_plan(plan: Plan, console: Any = None) -> dict[str, int]:
-    """Print the trials with their labels and, per stage, done / to run / shared; return counts by state."""
+def print_plan(plan: Plan, console: Any = None, running: set[str] | frozenset[str] = frozenset()) -> dict[str, int]:
+    """Print the trials with their labels and, per stage, done / to run / shared; return counts by state.
+
+    ``running``: keys of stages a process runs now (``famix sweep status``); they show ``running``
+    and are counted among those to run.
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -222,11 +226,12 @@ def print_plan(plan: Plan, console: Any = None) -> dict[str, int]:
         if key is None:
             return "—"
         shared = len(plan.stages[key].trials) > 1
-        return status[key] + (" (shared)" if shared else "")
+        return ("running" if key in running else status[key]) + (" (shared)" if shared else "")
 
     for t in plan.trials:
         ts = plan.trial_stages[t.id]
         n_done = sum(status[k] == "done" for k in ts.evaluate.values())
+        n_running = sum(k in running for k in ts.evaluate.values())
         table.add_row(
             str(t.index),
             *[t.labels.get(c, "") for c in label_cols],
@@ -234,7 +239,7 @@ def print_plan(plan: Plan, console: Any = None) -> dict[str, int]:
             t.id,
             cell(ts.mine),
             cell(ts.train),
-            f"{n_done}/{len(ts.evaluate)} done",
+            f"{n_done}/{len(ts.evaluate)} done" + (f", {n_running} running" if n_running else ""),
         )
     console.print(table)
     counts = {"done": 0, "to run": 0}
@@ -242,7 +247,8 @@ def print_plan(plan: Plan, console: Any = None) -> dict[str, int]:
     for key, s in plan.stages.items():
         counts[status[key]] += 1
         by_kind[s.kind][0 if status[key] == "done" else 1] += 1
-    parts = ", ".join(f"{k}: {d} done / {r} to run" for k, (d, r) in by_kind.items())
+    now = {k: sum(key in running for key, s in plan.stages.items() if s.kind == k) for k in STAGE_KINDS}
+    parts = ", ".join(f"{k}: {d} done / {r} to run" + (f" ({now[k]} running)" if now[k] else "") for k, (d, r) in by_kind.items())
     console.print(f"{len(plan.stages)} stages ({parts}); run dir {plan.run_dir}")
     be = plan.sweep.backend
     if be.kind == "slurm" or be.slurm:

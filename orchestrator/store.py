@@ -58,6 +58,29 @@ class Store:
         there is none or it cannot be read as one."""
         return _read_done(self.path(kind, key))
 
+    def _lock_path(self, kind: str, key: str) -> Path:
+        return self.root / ".locks" / f"{kind}-{key}.lock"
+
+    def is_running(self, kind: str, key: str) -> bool:
+        """Whether a process holds ``<kind>/<key>``'s lock (:meth:`running`) now, as far as this machine's
+        locks tell (``famix sweep status``). Creates nothing: no lock file means not running. The probe
+        takes a shared lock for an instant; a stage starting in that instant waits that instant."""
+        import fcntl
+
+        try:
+            fd = os.open(self._lock_path(kind, key), os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:  # no locks on this filesystem: cannot be told
+            return False
+        finally:
+            os.close(fd)  # releases the probe's lock
+        return False
+
     @contextmanager
     def running(self, kind: str, key: str, on_wait: Callable[[str], None] | None = None) -> Iterator[bool]:
         """Hold the stage's lock for the block: the one process that runs ``<kind>/<key>`` now.
@@ -70,7 +93,7 @@ class Store:
 
         from orchestrator.liveness import driver_identity
 
-        path = self.root / ".locks" / f"{kind}-{key}.lock"
+        path = self._lock_path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         waited = False

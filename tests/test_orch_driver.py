@@ -176,6 +176,31 @@ def test_status_without_the_runs_overrides_names_them_when_none_of_its_plan_is_d
     assert "the last run had" not in capsys.readouterr().out
 
 
+def test_status_shows_the_stages_a_process_runs_now(fake_engine):
+    """A stage whose lock a process holds (a worker training it) is ``running`` in ``status``, not ``to run``;
+    once it is released it is ``to run`` again, and probing created no lock file."""
+    from orchestrator.driver import sweep_status
+
+    Path("sweeps").mkdir(exist_ok=True)
+    Path("sweeps/mini.yaml").write_text(SWEEP)
+    plan = prepare("mini", run_dir="runs", check_data=lambda c: None, check_weights=lambda c: None)
+    train = next(k for k, s in plan.stages.items() if s.kind == "train")
+    evaluate = next(k for k, s in plan.stages.items() if s.kind == "evaluate" and s.deps.get("train") == train)
+
+    def status() -> str:
+        buf = io.StringIO()
+        sweep_status(plan, Console(file=buf, width=250))
+        return " ".join(buf.getvalue().split())
+
+    with plan.store.running("train", train), plan.store.running("evaluate", evaluate):
+        out = status()
+    assert "train: 0 done / 4 to run (1 running)" in out and "evaluate: 0 done / 8 to run (1 running)" in out, out
+    assert out.count("│ running │") == 1 and out.count("0/2 done, 1 running") == 1, out
+    out = status()
+    assert "running" not in out.replace("driver: not running", ""), out
+    assert sorted(p.name for p in (plan.store.root / ".locks").iterdir()) == sorted([f"train-{train}.lock", f"evaluate-{evaluate}.lock"])
+
+
 def _sweep_run(run_dir: str) -> tuple[str, str]:
     """(famix.status, MLflow status) of the sweep's parent run in ``run_dir``'s embedded MLflow."""
     (run,) = Tracker(default_uri(Path(run_dir)), "mini").find({"famix.role": "sweep"})
