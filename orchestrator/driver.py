@@ -429,9 +429,7 @@ def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
     from orchestrator.liveness import running_driver
 
     console = console or make_console()
-    store = plan.store  # stages a process runs now (a driver's workers, a detached run's jobs on this machine)
-    running = {k for k, s in plan.stages.items() if store.is_running(s.kind, k) and not store.is_done(s.kind, k)}
-    counts = print_plan(plan, console, running)
+    counts = print_plan(plan, console, show_running=True)  # a driver's workers, a detached run's jobs on this machine
     if not Path(plan.run_dir).is_dir():  # e.g. a mistyped --run-dir: say so rather than only "to run"
         console.print(f"note: run dir {plan.run_dir} does not exist: nothing has run there (another --run-dir?)", highlight=False, markup=False)
         return counts

@@ -202,17 +202,18 @@ def build_plan(
     return Plan(sweep=rs, run_dir=run_dir, trials=trials, stages=stages, trial_stages=trial_stages)
 
 
-def print_plan(plan: Plan, console: Any = None, running: set[str] | frozenset[str] = frozenset()) -> dict[str, int]:
+def print_plan(plan: Plan, console: Any = None, show_running: bool = False) -> dict[str, int]:
     """Print the trials with their labels and, per stage, done / to run / shared; return counts by state.
 
-    ``running``: keys of stages a process runs now (``famix sweep status``); they show ``running``
-    and are counted among those to run.
+    ``show_running`` (``famix sweep status``): stages not done whose lock a process holds now
+    (:meth:`Store.is_running`) show ``running``, and are counted among those to run.
     """
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
     status = plan.status()
+    running = {k for k, s in plan.stages.items() if status[k] != "done" and plan.store.is_running(s.kind, k)} if show_running else set()
     label_cols: list[str] = []
     for t in plan.trials:
         for c in t.labels:
@@ -243,12 +244,12 @@ def print_plan(plan: Plan, console: Any = None, running: set[str] | frozenset[st
         )
     console.print(table)
     counts = {"done": 0, "to run": 0}
-    by_kind = {k: [0, 0] for k in STAGE_KINDS}
+    by_kind = {k: [0, 0, 0] for k in STAGE_KINDS}  # done, to run, of which running
     for key, s in plan.stages.items():
         counts[status[key]] += 1
         by_kind[s.kind][0 if status[key] == "done" else 1] += 1
-    now = {k: sum(key in running for key, s in plan.stages.items() if s.kind == k) for k in STAGE_KINDS}
-    parts = ", ".join(f"{k}: {d} done / {r} to run" + (f" ({now[k]} running)" if now[k] else "") for k, (d, r) in by_kind.items())
+        by_kind[s.kind][2] += key in running
+    parts = ", ".join(f"{k}: {d} done / {r} to run" + (f" ({n} running)" if n else "") for k, (d, r, n) in by_kind.items())
     console.print(f"{len(plan.stages)} stages ({parts}); run dir {plan.run_dir}")
     be = plan.sweep.backend
     if be.kind == "slurm" or be.slurm:
