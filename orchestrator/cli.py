@@ -167,8 +167,9 @@ def report_sweep_info(
     stages that ran without a driver, e.g. ``--detach`` with ``seeds=[0,1,2]``).
 
     Raises:
-        ReportInputError: a YAML path that does not exist. SweepError: a sweep file or an override
-            that does not validate, or overrides with a sweep name that has no file.
+        ReportInputError: a YAML path that does not exist; DamagedStoreError (one) when MLflow cannot
+            open the run dir's store. SweepError: a sweep file or an override that does not validate,
+            or overrides with a sweep name that has no file.
     """
     from famix_core.config_io import parse_overrides
     from orchestrator.errors import SweepError
@@ -205,12 +206,20 @@ def _sync_before_report(path: Path, profile: str | None, run_dir: str, overrides
     from rich.console import Console
 
     from orchestrator.driver import prepare, quietly, sync_tracking
+    from reports.collect import DamagedStoreError
 
     def no_check(cfg: Any) -> None:
         return None
 
+    damaged: list[DamagedStoreError] = []
+
     def sync() -> None:
         plan = prepare(path, profile=profile, run_dir=run_dir, overrides=overrides, check_data=no_check, check_weights=no_check, writable=False)
-        sync_tracking(plan, Console(stderr=True, highlight=False, soft_wrap=True))  # stdout is the table
+        try:
+            sync_tracking(plan, Console(stderr=True, highlight=False, soft_wrap=True))  # stdout is the table
+        except DamagedStoreError as e:
+            damaged.append(e)
 
     quietly("MLflow ingestion of finished stages", sync)
+    if damaged:  # a store MLflow cannot open gives no report: its one line, and the fix
+        raise damaged[0]

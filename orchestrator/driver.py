@@ -215,6 +215,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         embedded_store_exists, end_interrupted_runs, ensure_runs, finalize_runs, open_tracker, set_aside_damaged_store,
         tracking_target,
     )  # fmt: skip
+    from reports.collect import DamagedStoreError
 
     console = console or make_console()
     t0 = time.perf_counter()
@@ -253,7 +254,11 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         stale = plan.store.clean_tmp()
         if stale:
             console.print(f"removed {stale} half-written stage folder(s) left in {plan.store.root / '.tmp'} by killed workers", highlight=False)
-        tracker = open_tracker(plan)
+        try:
+            tracker = open_tracker(plan)
+        except DamagedStoreError as e:  # SQLite finds the file sound, MLflow cannot open it (tables half made)
+            console.print(set_aside_damaged_store(plan, e.why), highlight=False, markup=False)
+            tracker = open_tracker(plan)
         parent, runs = ensure_runs(plan, tracker, backend_name)
         quietly("parent run description", describe_parent, plan, tracker, parent, backend_name)
         resources = {k: v.model_dump() for k, v in rs.backend.resources.items()}
@@ -434,12 +439,22 @@ def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
         console.print(f"note: run dir {plan.run_dir} does not exist: nothing has run there (another --run-dir?)", highlight=False, markup=False)
         return counts
     from orchestrator.tracking import damaged_store
+    from reports.collect import DamagedStoreError
+
+    def damage_note(db: Path, why: str) -> None:
+        console.print(f"note: MLflow database {db} is damaged ({why}); `famix sweep run {same_arguments(plan)}` "
+                      "sets it aside and rebuilds this sweep's runs from the store", highlight=False, markup=False)  # fmt: skip
+
+    def sync(p: Plan, c: Any) -> None:
+        try:
+            sync_tracking(p, c, name_last_run=False)
+        except DamagedStoreError as e:  # what SQLite's own check cannot see: MLflow failed to open it
+            damage_note(e.db, e.why)
 
     damage = damaged_store(plan)
     if damage is not None:
-        console.print(f"note: MLflow database {damage[0]} is damaged ({damage[1]}); `famix sweep run {same_arguments(plan)}` "
-                      "sets it aside and rebuilds this sweep's runs from the store", highlight=False, markup=False)  # fmt: skip
-    quietly("MLflow ingestion of finished stages", lambda p, c: sync_tracking(p, c, name_last_run=False), plan, console)
+        damage_note(*damage)
+    quietly("MLflow ingestion of finished stages", sync, plan, console)
 
     info = running_driver(plan.sweep_dir)
     if info is not None:

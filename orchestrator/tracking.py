@@ -466,9 +466,13 @@ def damaged_store(plan: Plan) -> tuple[Path, str] | None:
     return (db, why) if db is not None and why else None
 
 
-def set_aside_damaged_store(plan: Plan) -> str | None:
+def set_aside_damaged_store(plan: Plan, why: str | None = None) -> str | None:
     """A damaged embedded store (``<run_dir>/mlflow.db``) is renamed ``mlflow.db.damaged-<time>`` (kept to
     inspect), so that the run rebuilds the sweep's runs from the artifact store; returns the line that says so.
+
+    Args:
+        why: the damage MLflow met opening the store (:class:`~reports.collect.store.DamagedStoreError`);
+            by default SQLite's own check of the file decides (:func:`damaged_store`).
 
     Raises:
         SweepError: a damaged SQLite store that ``tracking.uri`` names: not the run dir's to move.
@@ -476,9 +480,11 @@ def set_aside_damaged_store(plan: Plan) -> str | None:
     import os
 
     from orchestrator.errors import SweepError
+    from reports.collect import sqlite_path
     from reports.mlflow_client import forget_store
 
-    damage = damaged_store(plan)
+    found = sqlite_path(tracking_target(plan)[0])
+    damage = damaged_store(plan) if why is None or found is None else (found, why)
     if damage is None:
         return None
     db, why = damage

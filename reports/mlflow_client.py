@@ -9,13 +9,21 @@ MLflow creates (and migrates) a SQLite store's tables when a client first opens 
 doing that at once (two sweeps started together into a new run dir) broke the database for good:
 ``table _alembic_tmp_metrics already exists``, then the same error at every later open. Clients of
 a SQLite store are therefore made one process at a time (a ``flock`` on ``<db>.lock``).
+
+Creating the tables takes MLflow a few seconds (some 400 statements of schema migrations, not one
+transaction), and a process killed meanwhile (Ctrl-C in a new sweep's first seconds) left a file
+that every later open failed on (``table _alembic_tmp_params already exists``). A new store is
+therefore created under another name and moved into place complete. A store MLflow cannot open
+for such a reason raises :class:`~reports.collect.store.DamagedStoreError`, one line naming the file.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = ["mlflow_client", "quiet_mlflow_logs", "forget_store"]
@@ -34,12 +42,75 @@ def quiet_mlflow_logs() -> None:
 
 
 def mlflow_client(uri: str | None) -> Any:
-    """``MlflowClient(tracking_uri=uri)`` after :func:`quiet_mlflow_logs`."""
+    """``MlflowClient(tracking_uri=uri)`` after :func:`quiet_mlflow_logs`; a new SQLite store is made whole first.
+
+    Raises:
+        DamagedStoreError: a SQLite store whose schema MLflow cannot open or complete.
+    """
     from mlflow.tracking import MlflowClient
 
+    from reports.collect.store import DamagedStoreError, sqlite_path
+
     quiet_mlflow_logs()
-    with _one_opener(uri):
-        return MlflowClient(tracking_uri=uri)  # opens the store: creates or migrates a SQLite store's tables
+    db = sqlite_path(uri) if uri else None
+    with _one_opener(db) as locked:
+        if db is not None and not db.exists():
+            _create_store(uri, db, others_are_dead=locked)  # type: ignore[arg-type]
+        try:
+            return MlflowClient(tracking_uri=uri)  # opens the store (migrates the tables of an older one)
+        except Exception as e:
+            why = _open_damage(e) if db is not None else None
+            if why is None:
+                raise
+            raise DamagedStoreError(db, why) from None  # type: ignore[arg-type]
+
+
+CREATING = ".creating-"
+"""A SQLite store being created is ``<db>.creating-<pid>`` until its tables are complete."""
+
+
+def _create_store(uri: str, db: Path, *, others_are_dead: bool) -> None:
+    """Create the SQLite store of ``uri`` beside ``db`` and link it into place once MLflow has made its tables.
+
+    ``others_are_dead``: the caller holds the opener lock, so a ``<db>.creating-*`` left beside it
+    is a killed creator's, removed here (without locks here, another may be creating one now).
+    """
+    from mlflow.tracking import MlflowClient
+
+    if others_are_dead:
+        for stale in db.parent.glob(glob.escape(db.name + CREATING) + "*"):
+            stale.unlink(missing_ok=True)
+    suffix = f"{CREATING}{os.getpid()}"
+    head, sep, query = uri.partition("?")
+    tmp_uri, tmp = head + suffix, db.with_name(db.name + suffix)  # the URI's path is percent-encoded; a suffix stays as is
+    try:
+        MlflowClient(tracking_uri=tmp_uri + sep + query)  # creates and migrates every table
+        forget_store(tmp_uri + sep + query)  # its pooled connections are closed before the file moves
+        try:
+            os.link(tmp, db)  # never over a store another process made meanwhile (only without locks)
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links on this filesystem
+            os.replace(tmp, db)
+    finally:
+        for p in (tmp, tmp.with_name(tmp.name + "-journal")):
+            p.unlink(missing_ok=True)
+
+
+def _open_damage(e: BaseException) -> str | None:
+    """Why an exception from opening a SQLite store means the file is damaged, or None (a lock, a busy disk, …)."""
+    try:
+        from sqlalchemy.exc import DatabaseError, OperationalError
+    except ImportError:
+        return None
+    if not isinstance(e, DatabaseError):
+        return None
+    msg = str(e.orig if e.orig is not None else e).splitlines()[0]
+    if not isinstance(e, OperationalError):  # SQLITE_CORRUPT, SQLITE_NOTADB
+        return msg
+    if any(w in msg for w in ("already exists", "no such table", "no such column", "duplicate column")):
+        return f"its tables are half made, as when a process is killed while creating them: {msg}"
+    return None
 
 
 def forget_store(uri: str) -> None:
@@ -63,29 +134,31 @@ def forget_store(uri: str) -> None:
 
 
 @contextmanager
-def _one_opener(uri: str | None) -> Iterator[None]:
-    """For a ``sqlite:///`` store, hold an exclusive ``flock`` on ``<db>.lock`` for the block.
+def _one_opener(db: Path | None) -> Iterator[bool]:
+    """For a SQLite store's file ``db``, hold an exclusive ``flock`` on ``<db>.lock`` for the block;
+    yields whether it is held.
 
     Where no lock file can be made (a read-only run dir: nothing can be created there either) or
     the filesystem has no locks, the block runs unguarded.
     """
     import fcntl
 
-    from reports.collect.store import sqlite_path
-
-    db = sqlite_path(uri) if uri else None
-    try:
-        fd = os.open(f"{db}.lock", os.O_RDWR | os.O_CREAT, 0o666) if db is not None else None
-    except OSError:
-        fd = None
+    fd = None
+    if db is not None:
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)  # a new run dir: the lock file goes beside the store
+            fd = os.open(f"{db}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            fd = None
     if fd is None:
-        yield
+        yield False
         return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            locked = True
         except OSError:
-            pass  # no locks here (ENOLCK): as before
-        yield
+            locked = False  # no locks here (ENOLCK): as before
+        yield locked
     finally:
         os.close(fd)

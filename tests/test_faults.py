@@ -562,6 +562,96 @@ def test_damaged_mlflow_database_is_named_by_status_and_report_and_rebuilt_by_ru
     assert "all done; MLflow complete" in buf.getvalue() and "is damaged" not in buf.getvalue()
 
 
+KILLED_WHILE_CREATING_THE_TABLES = """\
+import os, sys
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+ddl = []
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def kill_at(conn, cursor, statement, *args):  # SIGKILL's effect: no handler, no cleanup, at the Nth DDL statement
+    if statement.lstrip().upper().startswith(("CREATE", "ALTER", "DROP")):
+        ddl.append(statement)
+        if len(ddl) == int(sys.argv[2]):
+            os._exit(9)
+
+
+if sys.argv[3] == "mlflow":  # MLflow's own client, as the code before made the store
+    from mlflow.tracking import MlflowClient
+    MlflowClient(tracking_uri=sys.argv[1])
+else:
+    from reports.mlflow_client import mlflow_client
+    mlflow_client(sys.argv[1])
+print(len(ddl))
+"""
+
+
+def _killed_while_creating_the_tables(uri: str, at: int, opener: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", KILLED_WHILE_CREATING_THE_TABLES, uri, str(at), opener], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 9, f"not killed at DDL statement {at} (MLflow makes {proc.stdout.strip()}?): {proc.stderr[-500:]}"
+
+
+def test_a_kill_while_mlflow_creates_a_new_store_leaves_none_half_made():
+    """MLflow creates a new SQLite store's tables in some 400 statements over seconds: a kill in a
+    new sweep's first seconds left a file every later open failed on (`table _alembic_tmp_params
+    already exists`). The store is now made under another name and moved into place complete."""
+    from reports.collect import default_tracking_uri
+    from reports.mlflow_client import mlflow_client
+
+    uri = default_tracking_uri("runs")
+    _killed_while_creating_the_tables(uri, 60, "famix")
+    assert not Path("runs/mlflow.db").exists()
+    assert [p.name for p in Path("runs").glob("mlflow.db.creating-*")], "the killed creator's file is where it was made"
+    client = mlflow_client(uri)  # the next open creates a whole store and removes the killed one's file
+    client.create_experiment("after")
+    assert [e.name for e in client.search_experiments()].count("after") == 1
+    assert sorted(p.name for p in Path("runs").iterdir()) == ["mlflow.db", "mlflow.db.lock"]
+
+
+def test_a_store_with_half_made_tables_is_named_by_status_and_report_and_rebuilt_by_run(fake_engine, capsys):
+    """A store left half made by a kill during its creation (by the code before, or an MLflow migration)
+    passes SQLite's own check, and every command ended in a traceback from alembic. Now status names it,
+    report prints one line, and run sets it aside and rebuilds the sweep's runs from the store."""
+    from orchestrator.driver import RunOptions, run_plan
+    from orchestrator.tracking import Tracker, default_uri
+    from reports.mlflow_client import forget_store
+
+    plan = _plan()
+    assert run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200)).exit_code == 0
+    results = (plan.sweep_dir / "results.csv").read_text()
+    db = (plan.run_dir / "mlflow.db").absolute()
+    half = db.with_name("half.db")
+    _killed_while_creating_the_tables(f"sqlite:///{half}", 70, "mlflow")
+    os.replace(half, db)
+    forget_store(default_uri(plan.run_dir))  # as a new process: MLflow's cached connections read the file before
+    (plan.sweep_dir / "finalized.json").unlink()  # the sweep is not finalized against this store
+    why = "its tables are half made, as when a process is killed while creating them: table _alembic_tmp_trace_tags already exists"
+
+    buf = io.StringIO()
+    sweep_status(plan, Console(file=buf, width=400, soft_wrap=True))
+    assert f"note: MLflow database {db} is damaged ({why}); `famix sweep run mini" in buf.getvalue(), buf.getvalue()
+
+    capsys.readouterr()
+    assert main(["report", "mini", "--run-dir", str(plan.run_dir), "--no-figures"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{db}: the MLflow database is damaged ({why}); `famix sweep run`" in err, err
+
+    calls = len(fake_engine)
+    buf = io.StringIO()
+    assert run_plan(plan, RunOptions(backend="local"), Console(file=buf, width=400, soft_wrap=True)).exit_code == 0
+    out = buf.getvalue()
+    assert f"MLflow database {db} is damaged ({why}): set aside as" in out, out
+    assert len(fake_engine) == calls  # nothing retrained
+    assert len(list(plan.run_dir.glob("mlflow.db.damaged-*"))) == 1
+    trials = Tracker(default_uri(plan.run_dir), "mini").find({"famix.sweep": "mini", "famix.role": "trial"})
+    assert len(trials) == 2 and all("miou/C" in r.data.metrics and r.data.tags["famix.status"] == "done" for r in trials)
+    assert (plan.sweep_dir / "results.csv").read_text() == results
+
+
 def _unwritable(*paths: Path) -> None:
     """Make ``paths`` unwritable: immutable (``chattr +i``) as root, which ignores mode bits; read-only modes otherwise."""
     for p in paths:

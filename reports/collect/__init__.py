@@ -11,9 +11,10 @@ when :func:`collect_mlflow` runs.
 from reports.collect.csv import collect_csv
 from reports.collect.mlflow import collect_mlflow
 from reports.collect.resultset import ReportInputError, ResultSet, domain_column
-from reports.collect.store import DAMAGED_STORE_FIX, check_tracking_uri, default_tracking_uri, sqlite_damage, sqlite_path
+from reports.collect.store import DAMAGED_STORE_FIX, DamagedStoreError, check_tracking_uri, default_tracking_uri, sqlite_damage, sqlite_path
 
 __all__ = [
+    "DamagedStoreError",
     "ReportInputError",
     "ResultSet",
     "check_tracking_uri",

@@ -8,7 +8,10 @@ from urllib.parse import quote, unquote
 
 from reports.collect.resultset import ReportInputError
 
-__all__ = ["check_tracking_uri", "default_tracking_uri", "http_health", "sqlite_damage", "sqlite_path", "sqlite_uri", "DAMAGED_STORE_FIX"]
+__all__ = [
+    "check_tracking_uri", "default_tracking_uri", "http_health", "sqlite_damage", "sqlite_path", "sqlite_uri",
+    "DamagedStoreError", "DAMAGED_STORE_FIX",
+]  # fmt: skip
 
 TRACKING_URI_PREFIXES: tuple[str, ...] = (
     "http://", "https://", "sqlite:///", "file:", "databricks", "postgresql", "mysql", "mssql",
@@ -36,6 +39,18 @@ def sqlite_path(uri: str) -> Path | None:
 
 DAMAGED_STORE_FIX = "`famix sweep run` of the sweep sets it aside and rebuilds its runs from the store"
 """What to do about a damaged embedded store (every number in it can be rebuilt from the artifact store)."""
+
+
+class DamagedStoreError(ReportInputError):
+    """MLflow cannot open the SQLite store ``db``: ``why`` (e.g. its tables' creation was cut short by a kill).
+
+    Raised by :func:`reports.mlflow_client.mlflow_client`; the orchestrator's ``sweep run`` sets the
+    file aside and rebuilds, ``status`` names it, ``report`` prints this one line.
+    """
+
+    def __init__(self, db: Path, why: str) -> None:
+        self.db, self.why = db, why
+        super().__init__(f"{db}: the MLflow database is damaged ({why}); {DAMAGED_STORE_FIX}")
 
 
 def sqlite_damage(db: Path) -> str | None:
