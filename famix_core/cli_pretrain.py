@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from typing import Any
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 __all__ = ["register", "load_pretrain_config"]
 
@@ -32,14 +35,42 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_pretrain)
 
 
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C or SIGTERM sets ``stop`` (the run checkpoints its steps and stops); a second one stops at once."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("[pretrain] stopping after this step, with a checkpoint (Ctrl-C again: stop now)", file=sys.stderr, flush=True)
+
+    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's (tests call main())
+        yield
+        return
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
 def _pretrain(args: argparse.Namespace) -> int:
     from famix_core.io import check_out_dir
 
     cfg = load_pretrain_config(args.config, args.overrides or [])
     check_out_dir(args.out)
+    from famix_core.errors import TrainingInterrupted
     from famix_core.pretrain import SUMMARY_FILE, WEIGHTS_FILE, pretrain_clip
 
-    _, summary = pretrain_clip(cfg, args.out, log=lambda line: print(f"[pretrain] {line}", file=sys.stderr, flush=True))
+    stop = threading.Event()
+    with _stop_on_signals(stop):
+        try:
+            _, summary = pretrain_clip(cfg, args.out, log=lambda line: print(f"[pretrain] {line}", file=sys.stderr, flush=True), stop=stop)
+        except TrainingInterrupted:  # its checkpoint is written and logged: the same command resumes
+            print("famix: interrupted", file=sys.stderr)
+            return 130
     z = summary.get("zero_shot", {})
     print(
         f"wrote {args.out}/{WEIGHTS_FILE} and {SUMMARY_FILE}: {summary['seconds']['total']:.0f} s;"

@@ -15,6 +15,12 @@ Deterministic for a seed: the corpus, the model init (``torch.manual_seed``) and
 sampler (a numpy Generator) are all seeded, so two runs with the same config and thread count
 write identical weights. ``DIR`` receives ``weights.safetensors`` (fp16) and ``pretrain.json``
 (config, loss curve, seconds, zero-shot scores of :mod:`famix_core.zero_shot`).
+
+Nothing is lost to a kill or Ctrl-C: every minute of training (and at a stop request, the CLI's
+Ctrl-C) the model, the optimizer and the sampler's RNG go to ``DIR/checkpoint/``
+(:mod:`famix_core.checkpoint`), and the same command resumes from there, to the same weights
+bit for bit. A checkpoint of another config is not resumed from; the folder goes once the
+weights are written.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -32,10 +38,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from famix_core.data.captions import Corpus, CorpusConfig, build_corpus, classes_by_area, patch_caption, scene_caption
 from famix_core.data.transforms import CLIP_MEAN, CLIP_STD
 
-__all__ = ["PretrainConfig", "sample_batch", "pretrain_clip", "save_weights", "WEIGHTS_FILE", "SUMMARY_FILE"]
+__all__ = ["PretrainConfig", "sample_batch", "pretrain_clip", "save_weights", "WEIGHTS_FILE", "SUMMARY_FILE", "CHECKPOINT_DIR"]
 
 WEIGHTS_FILE = "weights.safetensors"
 SUMMARY_FILE = "pretrain.json"
+CHECKPOINT_DIR = "checkpoint"
 
 
 class PretrainConfig(BaseModel):
@@ -164,24 +171,70 @@ def save_weights(model: torch.nn.Module, path: str | Path) -> Path:
     return atomic_write_bytes(path, save(sd))
 
 
+def _save_progress(ckpt_dir: Path, step: int, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                   rng: np.random.Generator, losses: list[float], cfg_json: dict, train_s: float) -> Path:
+    """Checkpoint the first ``step`` steps: weights, optimizer, the sampler's and torch's RNG, the loss curve."""
+    from famix_core.checkpoint import CheckpointState, optimizer_to_flat, save_checkpoint
+
+    tensors, meta = optimizer_to_flat(opt)
+    extra = {"config": cfg_json, "sampler": rng.bit_generator.state, "losses": losses, "train_s": train_s}
+    state = CheckpointState(step, model.state_dict(), tensors, meta, {"torch_cpu": torch.get_rng_state()}, extra)
+    return save_checkpoint(ckpt_dir, state)
+
+
+def _resume(ckpt_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator,
+            cfg_json: dict, log: Callable[[str], None]) -> tuple[int, list[float], float]:
+    """Load the newest sound checkpoint of this config into ``model``, ``opt`` and ``rng``;
+    returns (steps done, loss curve, training seconds so far), (0, [], 0.0) when there is none."""
+    import shutil
+
+    from famix_core.checkpoint import latest_checkpoint, load_checkpoint, optimizer_from_flat
+
+    path = latest_checkpoint(ckpt_dir, warn=log)
+    if path is None:
+        return 0, [], 0.0
+    st = load_checkpoint(path)
+    if st.extra.get("config") != cfg_json:
+        log(f"{ckpt_dir}: a checkpoint of another config (step {st.iteration}): removed; training starts over")
+        shutil.rmtree(ckpt_dir)
+        return 0, [], 0.0
+    model.load_state_dict(st.model)
+    optimizer_from_flat(opt, st.optimizer, st.optimizer_meta)
+    rng.bit_generator.state = st.extra["sampler"]
+    torch.set_rng_state(st.rng["torch_cpu"])
+    log(f"resuming from step {st.iteration}/{cfg_json['steps']} ({path})")
+    return st.iteration, [float(x) for x in st.extra["losses"]], float(st.extra["train_s"])
+
+
 def pretrain_clip(
     cfg: PretrainConfig,
     out: str | Path | None = None,
     log: Callable[[str], None] | None = None,
     evaluate: bool = True,
+    stop: Any = None,
+    checkpoint_s: float = 60.0,
 ) -> tuple[torch.nn.Module, dict]:
     """Render the corpus, train the CLIP contrastively, write ``out/weights.safetensors`` and ``out/pretrain.json``.
 
     Args:
         cfg: corpus and optimization settings.
-        out: output folder (``None``: write nothing).
+        out: output folder (``None``: write nothing, keep no checkpoint). A checkpoint of ``cfg`` in
+            ``out/checkpoint/`` is resumed from.
         log: a line printer (default: none).
         evaluate: run the zero-shot checks at the end and put them in the summary.
+        stop: an object with ``is_set()`` (a ``threading.Event``; set by a signal handler): checked
+            before each step; when set, the steps done are checkpointed and the run stops.
+        checkpoint_s: seconds of training between checkpoints (``out`` given).
 
     Returns:
         (the trained CLIP in eval mode, fp32; the summary dict).
+
+    Raises:
+        TrainingInterrupted: ``stop`` was set; the checkpoint holds every step done.
     """
     import open_clip
+
+    from famix_core.errors import TrainingInterrupted
 
     from famix_core.models.clip import create_clip, get_tokenizer
 
@@ -208,9 +261,24 @@ def pretrain_clip(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
     rng = np.random.default_rng([cfg.seed, 0x9E7])
-    losses: list[float] = []
-    t1 = time.perf_counter()
-    for step in range(cfg.steps):
+    cfg_json = cfg.model_dump(mode="json")
+    ckpt_dir = Path(out) / CHECKPOINT_DIR if out is not None else None
+    start, losses, train_before = _resume(ckpt_dir, model, opt, rng, cfg_json, log) if ckpt_dir else (0, [], 0.0)
+    t1 = last_save = time.perf_counter()
+
+    def save(done: int) -> Path | None:
+        if ckpt_dir is None:
+            return None
+        return _save_progress(ckpt_dir, done, model, opt, rng, losses, cfg_json, train_before + time.perf_counter() - t1)
+
+    for step in range(start, cfg.steps):
+        if stop is not None and stop.is_set():
+            path = save(step)
+            log(f"stopped at step {step}/{cfg.steps}" + (f"; checkpoint {path}: the same command resumes" if path else ""))
+            raise TrainingInterrupted(step, str(path) if path else None)
+        if ckpt_dir is not None and step > start and time.perf_counter() - last_save >= checkpoint_s:
+            save(step)
+            last_save = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg)
         images, tokens, _ = sample_batch(corpus, cfg, rng, tokenizer, size)
@@ -225,7 +293,7 @@ def pretrain_clip(
         losses.append(float(loss.detach()))
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             log(f"step {step + 1}/{cfg.steps} loss {np.mean(losses[-cfg.log_every:]):.3f} ({time.perf_counter() - t1:.0f} s)")
-    t_train = time.perf_counter() - t1
+    t_train = train_before + time.perf_counter() - t1
     threads = torch.get_num_threads()
     torch.set_num_threads(threads_before)
     model.eval()
@@ -235,6 +303,7 @@ def pretrain_clip(
         "seconds": {"corpus": round(t_corpus, 1), "train": round(t_train, 1), "total": round(time.perf_counter() - t0, 1)},
         "loss": {"first": round(float(np.mean(losses[:10])), 4), "last": round(float(np.mean(losses[-10:])), 4)},
         "threads": threads,
+        **({"resumed_at_step": start} if start else {}),
         "load": round(os.getloadavg()[0], 2),  # 1-minute load average at the end (the machine may be shared)
     }
     if evaluate:
@@ -249,4 +318,7 @@ def pretrain_clip(
         out.mkdir(parents=True, exist_ok=True)
         save_weights(model, out / WEIGHTS_FILE)
         atomic_write_json(out / SUMMARY_FILE, summary)
+        import shutil
+
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the weights are written: nothing left to resume
     return model, summary

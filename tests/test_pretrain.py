@@ -134,6 +134,98 @@ def test_pretraining_is_deterministic(tmp_path, one_torch_thread):
     assert not torch.equal(m3.state_dict()["visual.conv1.weight"], sd1["visual.conv1.weight"])
 
 
+def test_an_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, one_torch_thread):
+    """`famix pretrain-clip` trains for minutes: a stop (Ctrl-C) checkpoints the steps done, and the
+    same call resumes from them to the weights of a run never stopped, bit for bit."""
+    import threading
+
+    from famix_core.errors import TrainingInterrupted
+    from famix_core.pretrain import CHECKPOINT_DIR, SUMMARY_FILE, WEIGHTS_FILE, pretrain_clip
+
+    cfg = _tiny_pretrain().model_copy(update={"steps": 6})
+    pretrain_clip(cfg, tmp_path / "whole", evaluate=False)
+
+    stop, lines = threading.Event(), []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if line.startswith("step 3/6"):
+            stop.set()  # as the CLI's Ctrl-C handler does, in the middle of the run
+
+    out = tmp_path / "stopped"
+    with pytest.raises(TrainingInterrupted):
+        pretrain_clip(cfg, out, log=log, evaluate=False, stop=stop)
+    assert (out / CHECKPOINT_DIR).is_dir() and not (out / WEIGHTS_FILE).exists()
+    assert any("stopped at step 3/6; checkpoint" in x for x in lines), lines
+
+    lines.clear()
+    _, summary = pretrain_clip(cfg, out, log=lines.append, evaluate=False)
+    assert any(x.startswith("resuming from step 3/6") for x in lines), lines
+    assert not any(x.startswith(("step 1/", "step 3/")) for x in lines)  # the steps done are not trained again
+    assert (out / WEIGHTS_FILE).read_bytes() == (tmp_path / "whole" / WEIGHTS_FILE).read_bytes()
+    whole = __import__("json").loads((tmp_path / "whole" / SUMMARY_FILE).read_text())
+    assert summary["loss"] == whole["loss"] and summary["resumed_at_step"] == 3
+    assert not (out / CHECKPOINT_DIR).exists()  # the weights are written: nothing left to resume
+
+
+def test_a_checkpoint_of_another_pretraining_config_is_not_resumed(tmp_path, one_torch_thread):
+    import threading
+
+    from famix_core.errors import TrainingInterrupted
+    from famix_core.pretrain import WEIGHTS_FILE, pretrain_clip
+
+    cfg = _tiny_pretrain()
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(TrainingInterrupted):
+        pretrain_clip(cfg, tmp_path / "o", evaluate=False, stop=stop)
+    lines: list[str] = []
+    other = cfg.model_copy(update={"seed": 1})
+    pretrain_clip(other, tmp_path / "o", log=lines.append, evaluate=False)
+    assert any("a checkpoint of another config (step 0): removed; training starts over" in x for x in lines), lines
+    assert not any(x.startswith("resuming") for x in lines)
+    pretrain_clip(other, tmp_path / "fresh", evaluate=False)
+    assert (tmp_path / "o" / WEIGHTS_FILE).read_bytes() == (tmp_path / "fresh" / WEIGHTS_FILE).read_bytes()
+
+
+def test_ctrl_c_of_the_pretrain_command_keeps_its_steps(tmp_path):
+    """A real SIGINT to `famix pretrain-clip`: exit 130 with a checkpoint; the same command resumes and
+    writes the weights of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from famix_core.pretrain import CHECKPOINT_DIR, WEIGHTS_FILE, pretrain_clip
+
+    args = ["corpus.scenes=3", "corpus.styles_per_scene=2", "corpus.nonsense_styles=4", "corpus.nonsense_fraction=0.5",
+            "steps=40", "batch_size=8", "warmup=1", "log_every=1"]  # fmt: skip
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "orchestrator", "pretrain-clip", "--out", str(out), *args]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = []
+    for line in proc.stderr:  # type: ignore[union-attr]
+        err.append(line)
+        if line.startswith("[pretrain] step 5/40"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.communicate(timeout=120)[1]
+    err_text = "".join(err) + rest
+    assert proc.returncode == 130, err_text
+    assert "stopping after this step" in err_text and "the same command resumes" in err_text and "Traceback" not in err_text
+    assert (out / CHECKPOINT_DIR).is_dir() and not (out / WEIGHTS_FILE).exists()
+
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "[pretrain] resuming from step " in again.stderr and f"wrote {out}/{WEIGHTS_FILE}" in again.stdout
+    from famix_core.cli_pretrain import load_pretrain_config
+
+    pretrain_clip(load_pretrain_config(None, args), tmp_path / "whole", evaluate=False)
+    assert (out / WEIGHTS_FILE).read_bytes() == (tmp_path / "whole" / WEIGHTS_FILE).read_bytes()
+
+
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)], ids=["umask022", "umask027"])
 def test_pretrained_weights_follow_the_umask(tmp_path, umask, mode):
     """``weights.safetensors`` is shared like every other artifact: its mode is the umask's, not 0600."""
