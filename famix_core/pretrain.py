@@ -172,38 +172,40 @@ def save_weights(model: torch.nn.Module, path: str | Path) -> Path:
 
 
 def _save_progress(ckpt_dir: Path, step: int, model: torch.nn.Module, opt: torch.optim.Optimizer,
-                   rng: np.random.Generator, losses: list[float], cfg_json: dict, train_s: float) -> Path:
-    """Checkpoint the first ``step`` steps: weights, optimizer, the sampler's and torch's RNG, the loss curve."""
+                   rng: np.random.Generator, losses: list[float], cfg_json: dict, spent: dict[str, float]) -> Path:
+    """Checkpoint the first ``step`` steps: weights, optimizer, the sampler's and torch's RNG, the loss
+    curve, and the seconds ``spent`` so far (``train``, ``total``: all runs up to this one)."""
     from famix_core.checkpoint import CheckpointState, optimizer_to_flat, save_checkpoint
 
     tensors, meta = optimizer_to_flat(opt)
-    extra = {"config": cfg_json, "sampler": rng.bit_generator.state, "losses": losses, "train_s": train_s}
+    extra = {"config": cfg_json, "sampler": rng.bit_generator.state, "losses": losses, "spent": spent}
     state = CheckpointState(step, model.state_dict(), tensors, meta, {"torch_cpu": torch.get_rng_state()}, extra)
     return save_checkpoint(ckpt_dir, state)
 
 
 def _resume(ckpt_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator,
-            cfg_json: dict, log: Callable[[str], None]) -> tuple[int, list[float], float]:
-    """Load the newest sound checkpoint of this config into ``model``, ``opt`` and ``rng``;
-    returns (steps done, loss curve, training seconds so far), (0, [], 0.0) when there is none."""
+            cfg_json: dict, log: Callable[[str], None]) -> tuple[int, list[float], dict[str, float]]:
+    """Load the newest sound checkpoint of this config into ``model``, ``opt`` and ``rng``; returns
+    (steps done, loss curve, seconds spent by the runs before), (0, [], zeros) when there is none."""
     import shutil
 
     from famix_core.checkpoint import latest_checkpoint, load_checkpoint, optimizer_from_flat
 
+    none: tuple[int, list[float], dict[str, float]] = (0, [], {"train": 0.0, "total": 0.0})
     path = latest_checkpoint(ckpt_dir, warn=log)
     if path is None:
-        return 0, [], 0.0
+        return none
     st = load_checkpoint(path)
     if st.extra.get("config") != cfg_json:
         log(f"{ckpt_dir}: a checkpoint of another config (step {st.iteration}): removed; training starts over")
         shutil.rmtree(ckpt_dir)
-        return 0, [], 0.0
+        return none
     model.load_state_dict(st.model)
     optimizer_from_flat(opt, st.optimizer, st.optimizer_meta)
     rng.bit_generator.state = st.extra["sampler"]
     torch.set_rng_state(st.rng["torch_cpu"])
     log(f"resuming from step {st.iteration}/{cfg_json['steps']} ({path})")
-    return st.iteration, [float(x) for x in st.extra["losses"]], float(st.extra["train_s"])
+    return st.iteration, [float(x) for x in st.extra["losses"]], {k: float(v) for k, v in st.extra["spent"].items()}
 
 
 def pretrain_clip(
@@ -263,13 +265,15 @@ def pretrain_clip(
     rng = np.random.default_rng([cfg.seed, 0x9E7])
     cfg_json = cfg.model_dump(mode="json")
     ckpt_dir = Path(out) / CHECKPOINT_DIR if out is not None else None
-    start, losses, train_before = _resume(ckpt_dir, model, opt, rng, cfg_json, log) if ckpt_dir else (0, [], 0.0)
+    start, losses, before = _resume(ckpt_dir, model, opt, rng, cfg_json, log) if ckpt_dir else (0, [], {"train": 0.0, "total": 0.0})
     t1 = last_save = time.perf_counter()
 
     def save(done: int) -> Path | None:
         if ckpt_dir is None:
             return None
-        return _save_progress(ckpt_dir, done, model, opt, rng, losses, cfg_json, train_before + time.perf_counter() - t1)
+        now = time.perf_counter()
+        spent = {"train": before["train"] + now - t1, "total": before["total"] + now - t0}
+        return _save_progress(ckpt_dir, done, model, opt, rng, losses, cfg_json, spent)
 
     for step in range(start, cfg.steps):
         if stop is not None and stop.is_set():
@@ -293,14 +297,14 @@ def pretrain_clip(
         losses.append(float(loss.detach()))
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             log(f"step {step + 1}/{cfg.steps} loss {np.mean(losses[-cfg.log_every:]):.3f} ({time.perf_counter() - t1:.0f} s)")
-    t_train = train_before + time.perf_counter() - t1
+    t_train = before["train"] + time.perf_counter() - t1
     threads = torch.get_num_threads()
     torch.set_num_threads(threads_before)
     model.eval()
     summary: dict = {
         "config": cfg.model_dump(mode="json"),
         "images": int(len(corpus.images)),
-        "seconds": {"corpus": round(t_corpus, 1), "train": round(t_train, 1), "total": round(time.perf_counter() - t0, 1)},
+        "seconds": {"corpus": round(t_corpus, 1), "train": round(t_train, 1), "total": round(before["total"] + time.perf_counter() - t0, 1)},
         "loss": {"first": round(float(np.mean(losses[:10])), 4), "last": round(float(np.mean(losses[-10:])), 4)},
         "threads": threads,
         **({"resumed_at_step": start} if start else {}),

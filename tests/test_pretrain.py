@@ -165,6 +165,7 @@ def test_an_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, one_to
     assert (out / WEIGHTS_FILE).read_bytes() == (tmp_path / "whole" / WEIGHTS_FILE).read_bytes()
     whole = __import__("json").loads((tmp_path / "whole" / SUMMARY_FILE).read_text())
     assert summary["loss"] == whole["loss"] and summary["resumed_at_step"] == 3
+    assert summary["seconds"]["total"] >= summary["seconds"]["train"] > 0  # both runs' seconds
     assert not (out / CHECKPOINT_DIR).exists()  # the weights are written: nothing left to resume
 
 
