@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -183,16 +185,14 @@ def _save_progress(ckpt_dir: Path, step: int, model: torch.nn.Module, opt: torch
     return save_checkpoint(ckpt_dir, state)
 
 
-def _resume(ckpt_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator,
+def _resume(ckpt_dir: Path | None, model: torch.nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator,
             cfg_json: dict, log: Callable[[str], None]) -> tuple[int, list[float], dict[str, float]]:
-    """Load the newest sound checkpoint of this config into ``model``, ``opt`` and ``rng``; returns
-    (steps done, loss curve, seconds spent by the runs before), (0, [], zeros) when there is none."""
-    import shutil
-
+    """Load the newest sound checkpoint of this config in ``ckpt_dir`` into ``model``, ``opt`` and ``rng``;
+    returns (steps done, loss curve, seconds spent by the runs before), (0, [], zeros) when there is none."""
     from famix_core.checkpoint import latest_checkpoint, load_checkpoint, optimizer_from_flat
 
     none: tuple[int, list[float], dict[str, float]] = (0, [], {"train": 0.0, "total": 0.0})
-    path = latest_checkpoint(ckpt_dir, warn=log)
+    path = latest_checkpoint(ckpt_dir, warn=log) if ckpt_dir is not None else None
     if path is None:
         return none
     st = load_checkpoint(path)
@@ -213,7 +213,7 @@ def pretrain_clip(
     out: str | Path | None = None,
     log: Callable[[str], None] | None = None,
     evaluate: bool = True,
-    stop: Any = None,
+    stop: threading.Event | None = None,
     checkpoint_s: float = 60.0,
 ) -> tuple[torch.nn.Module, dict]:
     """Render the corpus, train the CLIP contrastively, write ``out/weights.safetensors`` and ``out/pretrain.json``.
@@ -224,7 +224,7 @@ def pretrain_clip(
             ``out/checkpoint/`` is resumed from.
         log: a line printer (default: none).
         evaluate: run the zero-shot checks at the end and put them in the summary.
-        stop: an object with ``is_set()`` (a ``threading.Event``; set by a signal handler): checked
+        stop: set (by a signal handler, say) to stop: checked
             before each step; when set, the steps done are checkpointed and the run stops.
         checkpoint_s: seconds of training between checkpoints (``out`` given).
 
@@ -237,7 +237,6 @@ def pretrain_clip(
     import open_clip
 
     from famix_core.errors import TrainingInterrupted
-
     from famix_core.models.clip import create_clip, get_tokenizer
 
     log = log or (lambda s: None)
@@ -265,7 +264,7 @@ def pretrain_clip(
     rng = np.random.default_rng([cfg.seed, 0x9E7])
     cfg_json = cfg.model_dump(mode="json")
     ckpt_dir = Path(out) / CHECKPOINT_DIR if out is not None else None
-    start, losses, before = _resume(ckpt_dir, model, opt, rng, cfg_json, log) if ckpt_dir else (0, [], {"train": 0.0, "total": 0.0})
+    start, losses, before = _resume(ckpt_dir, model, opt, rng, cfg_json, log)
     t1 = last_save = time.perf_counter()
 
     def save(done: int) -> Path | None:
@@ -302,7 +301,7 @@ def pretrain_clip(
     torch.set_num_threads(threads_before)
     model.eval()
     summary: dict = {
-        "config": cfg.model_dump(mode="json"),
+        "config": cfg_json,
         "images": int(len(corpus.images)),
         "seconds": {"corpus": round(t_corpus, 1), "train": round(t_train, 1), "total": round(before["total"] + time.perf_counter() - t0, 1)},
         "loss": {"first": round(float(np.mean(losses[:10])), 4), "last": round(float(np.mean(losses[-10:])), 4)},
@@ -322,7 +321,5 @@ def pretrain_clip(
         out.mkdir(parents=True, exist_ok=True)
         save_weights(model, out / WEIGHTS_FILE)
         atomic_write_json(out / SUMMARY_FILE, summary)
-        import shutil
-
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the weights are written: nothing left to resume
     return model, summary

@@ -483,7 +483,8 @@ def set_aside_damaged_store(plan: Plan, why: str | None = None) -> str | None:
     from reports.collect import sqlite_path
     from reports.mlflow_client import forget_store
 
-    found = sqlite_path(tracking_target(plan)[0])
+    uri = tracking_target(plan)[0]
+    found = sqlite_path(uri)
     damage = damaged_store(plan) if why is None or found is None else (found, why)
     if damage is None:
         return None
@@ -497,7 +498,7 @@ def set_aside_damaged_store(plan: Plan, why: str | None = None) -> str | None:
         if companion.exists():
             os.rename(companion, dest.with_name(dest.name + suffix))
     os.rename(db, dest)
-    forget_store(tracking_target(plan)[0])
+    forget_store(uri)
     return (f"MLflow database {db} is damaged ({why}): set aside as {dest}; this sweep's runs are rebuilt from the store "
             "(another sweep of this run dir gets its own back with its `famix sweep status` or a rerun)")  # fmt: skip
 
