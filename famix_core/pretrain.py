@@ -225,7 +225,8 @@ def pretrain_clip(
         log: a line printer (default: none).
         evaluate: run the zero-shot checks at the end and put them in the summary.
         stop: set (by a signal handler, say) to stop: checked
-            before each step; when set, the steps done are checkpointed and the run stops.
+            before each step; when set, the steps done are checkpointed (none before the first) and the
+            run stops.
         checkpoint_s: seconds of training between checkpoints (``out`` given).
 
     Returns:
@@ -276,6 +277,9 @@ def pretrain_clip(
 
     for step in range(start, cfg.steps):
         if stop is not None and stop.is_set():
+            if step == 0:  # stopped while the corpus rendered: a checkpoint would hold nothing
+                log("stopped before the first step: nothing to keep; the same command starts over")
+                raise TrainingInterrupted(0, None)
             path = save(step)
             log(f"stopped at step {step}/{cfg.steps}" + (f"; checkpoint {path}: the same command resumes" if path else ""))
             raise TrainingInterrupted(step, str(path) if path else None)

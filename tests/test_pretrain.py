@@ -177,16 +177,32 @@ def test_a_checkpoint_of_another_pretraining_config_is_not_resumed(tmp_path, one
 
     cfg = _tiny_pretrain()
     stop = threading.Event()
-    stop.set()
-    with pytest.raises(TrainingInterrupted):
-        pretrain_clip(cfg, tmp_path / "o", evaluate=False, stop=stop)
+    with pytest.raises(TrainingInterrupted):  # stopped after step 1
+        pretrain_clip(cfg, tmp_path / "o", log=lambda line: line.startswith("step 1/") and stop.set(), evaluate=False, stop=stop)
     lines: list[str] = []
     other = cfg.model_copy(update={"seed": 1})
     pretrain_clip(other, tmp_path / "o", log=lines.append, evaluate=False)
-    assert any("a checkpoint of another config (step 0): removed; training starts over" in x for x in lines), lines
+    assert any("a checkpoint of another config (step 1): removed; training starts over" in x for x in lines), lines
     assert not any(x.startswith("resuming") for x in lines)
     pretrain_clip(other, tmp_path / "fresh", evaluate=False)
     assert (tmp_path / "o" / WEIGHTS_FILE).read_bytes() == (tmp_path / "fresh" / WEIGHTS_FILE).read_bytes()
+
+
+def test_a_stop_before_the_first_step_leaves_no_checkpoint(tmp_path, one_torch_thread):
+    """Ctrl-C while the corpus renders (20 s of the default recipe) stops at the first step boundary with
+    nothing trained: no empty checkpoint is written, and the line says the same command starts over."""
+    import threading
+
+    from famix_core.errors import TrainingInterrupted
+    from famix_core.pretrain import CHECKPOINT_DIR, WEIGHTS_FILE, pretrain_clip
+
+    stop, lines = threading.Event(), []
+    stop.set()
+    with pytest.raises(TrainingInterrupted) as e:
+        pretrain_clip(_tiny_pretrain(), tmp_path / "o", log=lines.append, evaluate=False, stop=stop)
+    assert e.value.iteration == 0 and e.value.checkpoint is None
+    assert not (tmp_path / "o" / CHECKPOINT_DIR).exists() and not (tmp_path / "o" / WEIGHTS_FILE).exists()
+    assert "stopped before the first step: nothing to keep; the same command starts over" in lines, lines
 
 
 def test_ctrl_c_of_the_pretrain_command_keeps_its_steps(tmp_path):
