@@ -43,7 +43,8 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        print("[pretrain] stopping after this step, with a checkpoint (Ctrl-C again: stop now)", file=sys.stderr, flush=True)
+        print("[pretrain] stopping at the next step, with a checkpoint of the steps done (Ctrl-C again: stop now)",
+              file=sys.stderr, flush=True)
 
     if threading.current_thread() is not threading.main_thread():  # signals are the main thread's (tests call main())
         yield

@@ -231,7 +231,7 @@ def test_ctrl_c_of_the_pretrain_command_keeps_its_steps(tmp_path):
     rest = proc.communicate(timeout=120)[1]
     err_text = "".join(err) + rest
     assert proc.returncode == 130, err_text
-    assert "stopping after this step" in err_text and "the same command resumes" in err_text and "Traceback" not in err_text
+    assert "stopping at the next step" in err_text and "the same command resumes" in err_text and "Traceback" not in err_text
     assert (out / CHECKPOINT_DIR).is_dir() and not (out / WEIGHTS_FILE).exists()
 
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
