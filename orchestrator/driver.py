@@ -94,9 +94,7 @@ def same_arguments(plan: Plan) -> str:
     words = [sweep, "--profile", plan.sweep.profile]
     if Path(plan.run_dir).resolve() != Path("runs").resolve():
         words += ["--run-dir", str(plan.run_dir)]
-    for o in plan.sweep.overrides:
-        words.append(o.text or (o.spelled if o.op == "delete" else f"{o.spelled}={json.dumps(o.value)}"))
-    return shlex.join(words)
+    return shlex.join([*words, *plan.sweep.override_words()])
 
 
 @dataclass
@@ -226,6 +224,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     # 0: the backend decides (Ray: from the cluster's resources; Slurm: the array cap, docs/slurm.md)
     max_parallel = opts.max_parallel or rs.backend.max_parallel or backend_cls.parallelism(rs.backend.model_dump())
     with _driver_lock(plan):
+        previous = _read_json(plan.sweep_dir / "driver.json").get("arguments")  # the plan whose results.csv is there
         atomic_write_text(
             plan.sweep_dir / "driver.json",
             json.dumps({**driver_identity(), "backend": backend_name, "started": time.time(), "profile": rs.profile,
@@ -334,6 +333,9 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         console.print(f"results: {csv_path}  (MLflow: {tracker.uri}, experiment {rs.tracking.experiment or rs.name})", highlight=False)
         if report is not None:
             console.print(f"report: {report} (tables, figures; also on the MLflow parent run)", highlight=False)
+        if previous and previous != same_arguments(plan):  # e.g. `make sweep ARGS=…` after the plain command
+            console.print(f"note: these replace the results and report of the previous run's plan (`famix sweep run {previous}`); "
+                          "that command writes them back from the cached stages", highlight=False, markup=False)  # fmt: skip
         result = SweepResult(outcomes, failed, csv_path, table, time.perf_counter() - t0)
         if all(v == "done" for v in statuses.values()):
             atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "table": table, "table_json": table_json}, ensure_ascii=False))

@@ -17,6 +17,7 @@ After the run (:func:`publish_results`):
 from __future__ import annotations
 
 import math
+import shlex
 
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,8 @@ def _description(plan: Plan, backend: str) -> str:
         f"on `{backend}`; domains {', '.join(rs.domains)}. Sweep file `{rs.source}` (artifacts `sweep/`: the file, "
         "`sweep.resolved.yaml` with profile and overrides applied, `plan.json`)."
     )
+    if rs.overrides:
+        lines.append(f"Command-line overrides: `{shlex.join(rs.override_words())}`.")
     return "\n".join(lines)
 
 

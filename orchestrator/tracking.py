@@ -520,6 +520,7 @@ def _trial_tags(plan: Plan, trial: Trial, backend: str, commit: str) -> dict[str
         schema.TAG_GIT_COMMIT: commit,
         schema.TAG_BACKEND: backend,
         schema.TAG_PROFILE: plan.sweep.profile,
+        schema.TAG_OVERRIDES: json.dumps(plan.sweep.override_words()),  # the report names them
         schema.TAG_DOMAINS: json.dumps(list(ts.evaluate)),
         **labels_tags(trial.labels),
     }

@@ -131,6 +131,8 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
     print(files.markdown, end="")
     if files.source_markdown:
         print("\nSource val against the targets:\n\n" + files.source_markdown, end="")
+    for note in results.notes:  # e.g. the overrides that made these trials (also in the report's README)
+        print(f"\nnote: {note}", end="")
     print(f"\nreport: {files.out_dir} (table.md, table.tex, results.csv, summary.csv"
           + (", source.csv" if files.source_csv else "") + ", README.md"
           + (f", {len(files.figures)} figure files)" if files.figures else ")"))

@@ -24,6 +24,7 @@ TAG_STAGE_TRAIN = "famix.stage.train"
 TAG_STAGE_EVALUATE_PREFIX = "famix.stage.evaluate."
 TAG_GIT_COMMIT = "famix.git_commit"
 TAG_BACKEND = "famix.backend"
+TAG_OVERRIDES = "famix.overrides"
 TAG_TRIALS = "famix.trials"
 TAG_BEST_ROW = "famix.best_row"
 TAG_BEST_ROW_INDEX = "famix.best_row_index"
@@ -45,6 +46,7 @@ TRIAL_TAGS_READ: tuple[str, ...] = (
     TAG_DOMAINS,
     TAG_STAGE_TRAIN,
     TAG_PROFILE,
+    TAG_OVERRIDES,
 )
 """The trial tags a report reads (plus ``famix.label.<column>``, the fallback for ``famix.labels``)."""
 

@@ -89,7 +89,7 @@ def test_sweep_logs_schema_and_rerun_is_a_no_op(fake_engine):
     assert tags["mlflow.parentRunId"] == parents[0].info.run_id
     assert json.loads(tags["famix.labels"]) == {"Freeze": "✓", "Augment": "✓"}
     assert tags["famix.label.Freeze"] == "✓" and tags["famix.status"] == "done" and tags["famix.seed"] == "0"
-    assert json.loads(tags["famix.domains"]) == ["C", "B"]
+    assert json.loads(tags["famix.domains"]) == ["C", "B"] and json.loads(tags["famix.overrides"]) == []
     assert {"famix.stage.mine", "famix.stage.train", "famix.stage.evaluate.C", "famix.stage.evaluate.B"} <= set(tags)
     assert "famix.stage.mine" not in by_index[0].data.tags  # no bank, no mine stage
     assert tags["famix.git_commit"] and tags["famix.backend"] == "local" and tags["famix.profile"] == "smoke"
@@ -157,6 +157,16 @@ def test_status_and_report_without_the_runs_overrides_leave_its_mlflow_runs(fake
     assert len(tr.find({"famix.sweep": "mini"})) == 5  # the parent and the 4 trials, nothing added
     report = pd.read_csv("rep/results.csv")
     assert len(report) == 4 and report["C"].notna().all()  # the overridden run's numbers
+    note = "made with the command-line overrides `eval.max_images=3`"  # so the table is not taken for the file's own
+    assert note in " ".join(capsys.readouterr().out.split()) and note in Path("rep/README.md").read_text()
+    assert note in (plan.sweep_dir / "report" / "README.md").read_text()  # the driver's report says it too
+    # the plain command again: all cached; it says whose results it replaces, and its report has no note
+    _, again, out = _run()
+    assert again.exit_code == 0
+    assert ("note: these replace the results and report of the previous run's plan (`famix sweep run mini --profile smoke "
+            "eval.max_images=3`)") in " ".join(out.split()), out[-400:]
+    assert "command-line overrides" not in (plan.sweep_dir / "report" / "README.md").read_text()
+    assert "these replace" not in " ".join(_run()[2].split())  # the same plan again: nothing replaced
 
 
 def test_status_without_the_runs_overrides_names_them_when_none_of_its_plan_is_done(fake_engine, capsys):

@@ -265,6 +265,35 @@ def test_profile_keeps_smoke_and_paper_trials_apart(store):
             collect_mlflow("profiled", tracking_uri=uri, reader=reader, profile="big")
 
 
+def test_the_overrides_that_made_the_trials_become_a_note(store):
+    """``famix.overrides`` (the command line's ``key=value`` words of the run that made a trial): named
+    once when every trial has the same ones, counted when they differ, no note without any."""
+    run_dir, _ = store
+    truth = populate(run_dir, losses=False, sweep="overridden")
+    uri = default_tracking_uri(run_dir)
+    client = MlflowClient(tracking_uri=uri)
+    trials = sorted(truth)
+    for reader in ("sqlite", "client"):  # runs that predate the tag: nothing claimed
+        assert collect_mlflow("overridden", tracking_uri=uri, reader=reader).notes == []
+    for trial in trials:
+        client.set_tag(truth[trial]["run_id"], "famix.overrides", json.dumps([]))
+    for reader in ("sqlite", "client"):
+        assert collect_mlflow("overridden", tracking_uri=uri, reader=reader).notes == []
+    for trial in trials:
+        client.set_tag(truth[trial]["run_id"], "famix.overrides", json.dumps(["train.iterations=20", "seeds=[0,1]"]))
+    for reader in ("sqlite", "client"):
+        assert collect_mlflow("overridden", tracking_uri=uri, reader=reader).notes == [
+            "made with the command-line overrides `train.iterations=20 'seeds=[0,1]'` (the sweep file's settings with these changes)"
+        ]
+    client.set_tag(truth[trials[0]]["run_id"], "famix.overrides", json.dumps([]))
+    client.delete_tag(truth[trials[1]]["run_id"], "famix.overrides")
+    for reader in ("sqlite", "client"):
+        assert collect_mlflow("overridden", tracking_uri=uri, reader=reader).notes == [
+            "the trials come from runs with different command-line overrides: `train.iterations=20 'seeds=[0,1]'` (2 trials), "
+            "none (1 trial), not recorded (1 trial)"
+        ]
+
+
 def test_sqlite_reader_equals_client_reader(store):
     run_dir, _ = store
     uri = default_tracking_uri(run_dir)

@@ -294,6 +294,12 @@ class ResolvedSweep:
     overrides: list[Override] = field(default_factory=list)  # command line, in order
     layers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (name, base tree), general first
 
+    def override_words(self) -> list[str]:
+        """The command-line overrides as typed (``train.iterations=20``, ``~style.noise``), in order."""
+        import json
+
+        return [o.text or (o.spelled if o.op == "delete" else f"{o.spelled}={json.dumps(o.value)}") for o in self.overrides]
+
 
 @dataclass
 class Trial:

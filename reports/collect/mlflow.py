@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
+from collections import Counter
 from typing import Any
 
 import pandas as pd
@@ -30,6 +32,7 @@ from reports.schema import (
     TAG_DOMAINS,
     TAG_LABEL_PREFIX,
     TAG_LABELS,
+    TAG_OVERRIDES,
     TAG_PROFILE,
     TAG_ROLE,
     TAG_SEED,
@@ -171,6 +174,7 @@ def _records_to_resultset(sweep: str, uri: str, runs: list[dict[str, Any]]) -> R
     metric_domains: list[str] = []
     known_domain: dict[str, str] = {}
     parsed_domains: dict[str, list[str]] = {}
+    made_with: dict[str, tuple[str, ...] | None] = {}  # trial -> the overrides of the run kept for it
     for run in sorted(runs, key=lambda r: r["start_time"]):
         tags = run["tags"]
         rid = run["run_id"]
@@ -212,6 +216,8 @@ def _records_to_resultset(sweep: str, uri: str, runs: list[dict[str, Any]]) -> R
                 if col not in metric_domains:
                     metric_domains.append(col)
         records[rec[COL_TRIAL]] = rec  # later runs replace earlier ones of the same trial
+        words = _json_tag(tags, TAG_OVERRIDES, rid, None)
+        made_with[rec[COL_TRIAL]] = tuple(str(w) for w in words) if isinstance(words, list) else None
     domains: list[str] = []
     for _, doms in sorted(domains_by_index.items()):
         domains += [d for d in doms if d not in domains]
@@ -232,4 +238,24 @@ def _records_to_resultset(sweep: str, uri: str, runs: list[dict[str, Any]]) -> R
         domains=domains,
         runs=frame[[*RESERVED_COLUMNS, *label_cols, *domains]],
         tracking_uri=uri,
+        notes=[n for n in [overrides_note(list(made_with.values()))] if n],
     )
+
+
+def overrides_note(made_with: list[tuple[str, ...] | None]) -> str | None:
+    """Name the command-line overrides (``famix.overrides``) that made the reported trials, or None.
+
+    ``made_with`` holds one entry per trial: its override words, ``()`` for none, ``None`` where the
+    run predates the tag. No note when no trial had overrides: the table is the sweep file's own.
+    """
+    counts = Counter(w for w in made_with if w is not None)
+    if not any(counts):
+        return None
+    if len(counts) == 1 and None not in made_with:
+        return f"made with the command-line overrides `{shlex.join(next(iter(counts)))}` (the sweep file's settings with these changes)"
+    parts = [f"`{shlex.join(w)}` ({n} trial{'s' if n != 1 else ''})" if w else f"none ({n} trial{'s' if n != 1 else ''})"
+             for w, n in counts.most_common()]
+    unknown = sum(w is None for w in made_with)
+    if unknown:
+        parts.append(f"not recorded ({unknown} trial{'s' if unknown != 1 else ''})")
+    return "the trials come from runs with different command-line overrides: " + ", ".join(parts)
