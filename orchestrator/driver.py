@@ -224,12 +224,10 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     # 0: the backend decides (Ray: from the cluster's resources; Slurm: the array cap, docs/slurm.md)
     max_parallel = opts.max_parallel or rs.backend.max_parallel or backend_cls.parallelism(rs.backend.model_dump())
     with _driver_lock(plan):
-        previous = _read_json(plan.sweep_dir / "driver.json").get("arguments")  # the plan whose results.csv is there
-        atomic_write_text(
-            plan.sweep_dir / "driver.json",
-            json.dumps({**driver_identity(), "backend": backend_name, "started": time.time(), "profile": rs.profile,
-                        "arguments": same_arguments(plan)}),
-        )
+        arguments = same_arguments(plan)
+        identity = {**driver_identity(), "backend": backend_name, "started": time.time(), "profile": rs.profile, "arguments": arguments}
+        results_of = _read_json(plan.sweep_dir / "driver.json").get("results_of")  # the plan of the results.csv there
+        atomic_write_text(plan.sweep_dir / "driver.json", json.dumps({**identity, "results_of": results_of}))
         plan.write()
         if opts.rerun_failed:
             _set_aside_damaged(plan, console)
@@ -247,6 +245,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             print_table(console, cached.get("table", ""), cached.get("table_json"))
             csv_path = plan.sweep_dir / "results.csv"
             atomic_write_text(csv_path, results_frame(plan).to_csv(index=False))
+            atomic_write_text(plan.sweep_dir / "driver.json", json.dumps({**identity, "results_of": arguments}))
             console.print(f"results: {csv_path}  (MLflow: {uri}, experiment {experiment})", highlight=False)
             return SweepResult({}, [], csv_path, cached.get("table", ""), time.perf_counter() - t0)
         marker.unlink(missing_ok=True)
@@ -319,6 +318,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         df = results_frame(plan, statuses)
         csv_path = plan.sweep_dir / "results.csv"
         atomic_write_text(csv_path, df.to_csv(index=False))
+        atomic_write_text(plan.sweep_dir / "driver.json", json.dumps({**identity, "results_of": arguments}))
         results = collect_results(plan, tracker.uri, rs.tracking.experiment or rs.name)
         table, table_json, report_table, report = markdown_table(df), None, None, None
         if results is not None:
@@ -333,8 +333,8 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         console.print(f"results: {csv_path}  (MLflow: {tracker.uri}, experiment {rs.tracking.experiment or rs.name})", highlight=False)
         if report is not None:
             console.print(f"report: {report} (tables, figures; also on the MLflow parent run)", highlight=False)
-        if previous and previous != same_arguments(plan):  # e.g. `make sweep ARGS=…` after the plain command
-            console.print(f"note: these replace the results and report of the previous run's plan (`famix sweep run {previous}`); "
+        if results_of and results_of != arguments:  # e.g. `make sweep ARGS=…` after the plain command
+            console.print(f"note: these replace the results and report of another plan (`famix sweep run {results_of}`); "
                           "that command writes them back from the cached stages", highlight=False, markup=False)  # fmt: skip
         result = SweepResult(outcomes, failed, csv_path, table, time.perf_counter() - t0)
         if all(v == "done" for v in statuses.values()):

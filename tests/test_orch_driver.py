@@ -163,8 +163,9 @@ def test_status_and_report_without_the_runs_overrides_leave_its_mlflow_runs(fake
     # the plain command again: all cached; it says whose results it replaces, and its report has no note
     _, again, out = _run()
     assert again.exit_code == 0
-    assert ("note: these replace the results and report of the previous run's plan (`famix sweep run mini --profile smoke "
+    assert ("note: these replace the results and report of another plan (`famix sweep run mini --profile smoke "
             "eval.max_images=3`)") in " ".join(out.split()), out[-400:]
+    assert json.loads((plan.sweep_dir / "driver.json").read_text())["results_of"] == "mini --profile smoke"
     assert "command-line overrides" not in (plan.sweep_dir / "report" / "README.md").read_text()
     assert "these replace" not in " ".join(_run()[2].split())  # the same plan again: nothing replaced
 
