@@ -160,6 +160,8 @@ def test_status_and_report_without_the_runs_overrides_leave_its_mlflow_runs(fake
     note = "made with the command-line overrides `eval.max_images=3`"  # so the table is not taken for the file's own
     assert note in " ".join(capsys.readouterr().out.split()) and note in Path("rep/README.md").read_text()
     assert note in (plan.sweep_dir / "report" / "README.md").read_text()  # the driver's report says it too
+    (parent,) = tr.find({"famix.sweep": "mini", "famix.role": "sweep"})
+    assert "Command-line overrides: `eval.max_images=3`." in parent.data.tags["mlflow.note.content"]
     # the plain command again: all cached; it says whose results it replaces, and its report has no note
     _, again, out = _run()
     assert again.exit_code == 0
