@@ -228,6 +228,14 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         identity = {**driver_identity(), "backend": backend_name, "started": time.time(), "profile": rs.profile, "arguments": arguments}
         results_of = _read_json(plan.sweep_dir / "driver.json").get("results_of")  # the plan of the results.csv there
         atomic_write_text(plan.sweep_dir / "driver.json", json.dumps({**identity, "results_of": results_of}))
+
+        def write_results(frame: Any) -> Path:
+            """``results.csv``, then ``driver.json``'s note that it is this plan's (a later plan names it)."""
+            path = plan.sweep_dir / "results.csv"
+            atomic_write_text(path, frame.to_csv(index=False))
+            atomic_write_text(plan.sweep_dir / "driver.json", json.dumps({**identity, "results_of": arguments}))
+            return path
+
         plan.write()
         if opts.rerun_failed:
             _set_aside_damaged(plan, console)
@@ -243,9 +251,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             cached = _read_json(marker)
             console.print(f"sweep {plan.name} ({rs.profile}): {len(plan.stages)} stages, all done; MLflow complete", highlight=False)
             print_table(console, cached.get("table", ""), cached.get("table_json"))
-            csv_path = plan.sweep_dir / "results.csv"
-            atomic_write_text(csv_path, results_frame(plan).to_csv(index=False))
-            atomic_write_text(plan.sweep_dir / "driver.json", json.dumps({**identity, "results_of": arguments}))
+            csv_path = write_results(results_frame(plan))
             console.print(f"results: {csv_path}  (MLflow: {uri}, experiment {experiment})", highlight=False)
             return SweepResult({}, [], csv_path, cached.get("table", ""), time.perf_counter() - t0)
         marker.unlink(missing_ok=True)
@@ -316,9 +322,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         failed = [k for k, o in outcomes.items() if o.status in ("failed", "cancelled")]
         statuses = finalize_runs(plan, tracker, parent, runs, set(failed))
         df = results_frame(plan, statuses)
-        csv_path = plan.sweep_dir / "results.csv"
-        atomic_write_text(csv_path, df.to_csv(index=False))
-        atomic_write_text(plan.sweep_dir / "driver.json", json.dumps({**identity, "results_of": arguments}))
+        csv_path = write_results(df)
         results = collect_results(plan, tracker.uri, rs.tracking.experiment or rs.name)
         table, table_json, report_table, report = markdown_table(df), None, None, None
         if results is not None:

@@ -296,8 +296,6 @@ class ResolvedSweep:
 
     def override_words(self) -> list[str]:
         """The command-line overrides as typed (``train.iterations=20``, ``~style.noise``), in order."""
-        import json
-
         return [o.text or (o.spelled if o.op == "delete" else f"{o.spelled}={json.dumps(o.value)}") for o in self.overrides]
 
 

@@ -253,9 +253,11 @@ def overrides_note(made_with: list[tuple[str, ...] | None]) -> str | None:
         return None
     if len(counts) == 1 and None not in made_with:
         return f"made with the command-line overrides `{shlex.join(next(iter(counts)))}` (the sweep file's settings with these changes)"
-    parts = [f"`{shlex.join(w)}` ({n} trial{'s' if n != 1 else ''})" if w else f"none ({n} trial{'s' if n != 1 else ''})"
-             for w, n in counts.most_common()]
+    def trials(n: int) -> str:
+        return f"{n} trial{'s' if n != 1 else ''}"
+
+    parts = [f"`{shlex.join(w)}` ({trials(n)})" if w else f"none ({trials(n)})" for w, n in counts.most_common()]
     unknown = sum(w is None for w in made_with)
     if unknown:
-        parts.append(f"not recorded ({unknown} trial{'s' if unknown != 1 else ''})")
+        parts.append(f"not recorded ({trials(unknown)})")
     return "the trials come from runs with different command-line overrides: " + ", ".join(parts)
