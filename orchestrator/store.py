@@ -14,9 +14,11 @@ into the same checkpoint folder at once.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
+import subprocess
 import time
 import uuid
 from contextlib import contextmanager
@@ -25,7 +27,7 @@ from typing import Any, Callable, Iterator
 
 from famix_core.io import atomic_write_text, commit_dir
 
-__all__ = ["Store", "atomic_write_text"]
+__all__ = ["Store", "atomic_write_text", "code_version", "git_version"]
 
 
 class Store:
@@ -54,7 +56,8 @@ class Store:
         return self.done_info(kind, key) is not None
 
     def done_info(self, kind: str, key: str) -> dict[str, Any] | None:
-        """The stage's ``DONE.json`` (``{"kind", "key", "seconds", "finished", "result"}``), or None when
+        """The stage's ``DONE.json`` (``{"kind", "key", "seconds", "finished", "result", "files", "code"}``;
+        ``code`` is missing from stages stored before it was recorded), or None when
         there is none or it cannot be read as one."""
         return _read_done(self.path(kind, key))
 
@@ -156,14 +159,15 @@ class Store:
         """Write ``DONE.json`` into ``tmp`` and rename it to ``<kind>/<key>``; a concurrent winner is kept.
 
         ``DONE.json`` records every file's size and sha256 (``files``), so a damaged artifact is found
-        (:meth:`problem`) instead of failing whatever reads it.
+        (:meth:`problem`) instead of failing whatever reads it, and the code that computed it
+        (``code``: :func:`code_version`), which a cached rerun does not change.
         """
         files = {
             str(f.relative_to(tmp)): {"size": f.stat().st_size, "sha256": _sha256(f)}
             for f in sorted(tmp.rglob("*"))
             if f.is_file()
         }
-        info = {"kind": kind, "key": key, "seconds": seconds, "finished": time.time(), "result": result, "files": files}
+        info = {"kind": kind, "key": key, "seconds": seconds, "finished": time.time(), "result": result, "files": files, "code": code_version()}
         (tmp / "DONE.json").write_text(json.dumps(info, indent=1, sort_keys=True), encoding="utf-8")
         final = self.path(kind, key)
         # a done artifact of another worker wins; debris of an older, interrupted layout is replaced
@@ -209,6 +213,31 @@ class Store:
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.rename(self.path(kind, key), dest)
         return dest
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """The project checkout's :func:`git_version`, read once per process: the code a process runs is the
+    code it had when it started, whatever is committed later."""
+    return git_version(Path(__file__).resolve().parent.parent)
+
+
+def git_version(root: Path) -> str:
+    """``root``'s commit (``git rev-parse HEAD``), with ``-dirty`` when a tracked file differs from it
+    (untracked files do not count); ``unknown`` outside a git checkout or without git."""
+
+    def git(*args: str) -> subprocess.CompletedProcess[str] | None:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    head = git("rev-parse", "--verify", "-q", "HEAD")
+    commit = head.stdout.strip() if head is not None and head.returncode == 0 else ""
+    if not commit:
+        return "unknown"
+    diff = git("diff", "--quiet", "HEAD", "--")
+    return commit + "-dirty" if diff is not None and diff.returncode == 1 else commit
 
 
 def _read_done(folder: Path) -> dict[str, Any] | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,12 +24,13 @@ if TYPE_CHECKING:
     from orchestrator.sweep import Trial
 
 from orchestrator.stages import HISTORY_FILE
+from orchestrator.store import code_version
 from reports import schema
 
 __all__ = [
     "default_uri",
     "with_retry",
-    "git_commit",
+    "trial_code",
     "Tracker",
     "RunLogger",
     "metrics_from_eval",
@@ -78,21 +78,6 @@ def with_retry(fn: Callable[..., T], *args: Any, attempts: int = 12, **kwargs: A
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 2.0)
     raise AssertionError("unreachable")
-
-
-def git_commit() -> str:
-    """``git rev-parse HEAD`` of the project checkout, or ``unknown``."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent.parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def _client(uri: str):
@@ -511,13 +496,12 @@ def embedded_store_exists(uri: str) -> bool:
     return db is not None and db.is_file()
 
 
-def _trial_tags(plan: Plan, trial: Trial, backend: str, commit: str) -> dict[str, str]:
+def _trial_tags(plan: Plan, trial: Trial, backend: str) -> dict[str, str]:
     ts = plan.trial_stages[trial.id]
     tags = {
         schema.TAG_TRIAL_INDEX: str(trial.index),
         schema.TAG_SEED: str(trial.seed),
         schema.TAG_STAGE_TRAIN: ts.train,
-        schema.TAG_GIT_COMMIT: commit,
         schema.TAG_BACKEND: backend,
         schema.TAG_PROFILE: plan.sweep.profile,
         schema.TAG_OVERRIDES: json.dumps(plan.sweep.override_words()),  # the report names them
@@ -534,11 +518,10 @@ def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, 
     """Create (or find by tags) the sweep's parent run and one nested run per trial; returns (parent, trial id -> run id)."""
     import yaml
 
-    commit = git_commit()
     name = plan.sweep.name
     parent, _ = tracker.ensure_run(
         {schema.TAG_SWEEP: name, schema.TAG_ROLE: schema.ROLE_SWEEP, schema.TAG_PROFILE: plan.sweep.profile},
-        {schema.TAG_GIT_COMMIT: commit, schema.TAG_BACKEND: backend, schema.TAG_DOMAINS: json.dumps(plan.sweep.domains)},
+        {schema.TAG_GIT_COMMIT: code_version(), schema.TAG_BACKEND: backend, schema.TAG_DOMAINS: json.dumps(plan.sweep.domains)},
         name=f"{name}-{plan.sweep.profile}",
     )
     all_runs = tracker.find({schema.TAG_SWEEP: name})
@@ -550,7 +533,7 @@ def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, 
             tracker.set_tags(r.info.run_id, {schema.TAG_ROLE: schema.ROLE_SUPERSEDED})
     runs: dict[str, str] = {}
     for trial in plan.trials:
-        tags = {**_trial_tags(plan, trial, backend, commit), schema.TAG_ROLE: schema.ROLE_TRIAL}
+        tags = {**_trial_tags(plan, trial, backend), schema.TAG_ROLE: schema.ROLE_TRIAL}
         run = existing.get(trial.id)
         if run is not None:
             runs[trial.id] = run.info.run_id
@@ -672,9 +655,27 @@ def ingest(plan: Plan, tracker: Any, runs: dict[str, str], trials: list[str] | N
                     tracker.log_history(run_id, rows)
                 tracker.set_tags(run_id, {schema.history_tag(kind): key})
                 n += 1
+        code = trial_code(plan, trial.id)
+        if code and tags.get(schema.TAG_GIT_COMMIT) != code:
+            tracker.set_tags(run_id, {schema.TAG_GIT_COMMIT: code})
+            n += 1
         n += _ingest_artifacts(plan, tracker, run_id, ts)
         touched += n > 0
     return touched
+
+
+def trial_code(plan: Plan, trial_id: str) -> str:
+    """The code versions (:func:`~orchestrator.store.code_version`) that computed the trial's finished
+    stages, as their ``DONE.json`` records them, sorted and space-separated (one when they agree);
+    ``""`` when none records one (stages stored before the store recorded it). What the trial run's
+    ``famix.git_commit`` holds: a rerun that finds the stages cached leaves it as it was."""
+    store = plan.store
+    found = set()
+    for key in plan.trial_stages[trial_id].keys():
+        info = store.done_info(plan.stages[key].kind, key)
+        if info is not None and isinstance(info.get("code"), str) and info["code"]:
+            found.add(info["code"])
+    return " ".join(sorted(found))
 
 
 def _ingest_artifacts(plan: Plan, tracker: Any, run_id: str, ts: Any) -> int:

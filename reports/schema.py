@@ -47,6 +47,7 @@ TRIAL_TAGS_READ: tuple[str, ...] = (
     TAG_STAGE_TRAIN,
     TAG_PROFILE,
     TAG_OVERRIDES,
+    TAG_GIT_COMMIT,
 )
 """The trial tags a report reads (plus ``famix.label.<column>``, the fallback for ``famix.labels``)."""
 

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -170,6 +171,43 @@ def test_status_and_report_without_the_runs_overrides_leave_its_mlflow_runs(fake
     assert json.loads((plan.sweep_dir / "driver.json").read_text())["results_of"] == "mini --profile smoke"
     assert "command-line overrides" not in (plan.sweep_dir / "report" / "README.md").read_text()
     assert "these replace" not in " ".join(_run()[2].split())  # the same plan again: nothing replaced
+
+
+def test_a_trials_git_commit_is_the_code_that_computed_it_not_the_last_rerun(fake_engine, monkeypatch):
+    """``famix.git_commit`` of a trial run names the code versions recorded in its stages' DONE.json: a
+    rerun by newer code that finds them cached keeps it (it was re-tagged with the rerun's commit), a
+    stage that newer code computes again adds its version, and the report counts the versions."""
+    from orchestrator import store, tracking
+
+    old, new = "0123456789ab" + "c" * 28, "fedcba987654" + "d" * 28
+    monkeypatch.setattr(store, "code_version", lambda: old)
+    monkeypatch.setattr(tracking, "code_version", lambda: old)
+    plan, result, _ = _run()
+    assert result.exit_code == 0
+    tr = Tracker(default_uri(plan.run_dir), "mini")
+
+    def commits() -> dict[int, str]:
+        runs = tr.find({"famix.sweep": "mini", "famix.role": "trial"})
+        return {int(r.data.tags["famix.trial_index"]): r.data.tags["famix.git_commit"] for r in runs}
+
+    def readme() -> str:
+        return " ".join((plan.sweep_dir / "report" / "README.md").read_text().split())
+
+    assert commits() == {i: old for i in range(4)} and "code version" not in readme()
+    assert {json.loads(p.read_text())["code"] for p in Path("runs/store").glob("*/*/DONE.json")} == {old}
+    monkeypatch.setattr(store, "code_version", lambda: new)
+    monkeypatch.setattr(tracking, "code_version", lambda: new)
+    (plan.sweep_dir / "finalized.json").unlink()
+    fake_engine.clear()
+    assert _run()[1].exit_code == 0 and fake_engine == []
+    assert commits() == {i: old for i in range(4)} and "code version" not in readme()
+    (parent,) = tr.find({"famix.sweep": "mini", "famix.role": "sweep"})
+    assert parent.data.tags["famix.git_commit"] == new  # the parent run: the driver's code
+    trial = next(t for t in plan.trials if t.index == 3)
+    shutil.rmtree(plan.store.path("evaluate", plan.trial_stages[trial.id].evaluate["B"]))
+    assert _run()[1].exit_code == 0 and fake_engine == [("evaluate", plan.trial_stages[trial.id].evaluate["B"])]
+    assert commits() == {0: old, 1: old, 2: old, 3: f"{old} {new}"}
+    assert "the trials were computed by 2 code versions: `0123456789ab` (4 trials), `fedcba987654` (1 trial)" in readme()
 
 
 def test_status_without_the_runs_overrides_names_them_when_none_of_its_plan_is_done(fake_engine, capsys):

@@ -13,6 +13,7 @@ from rich.console import Console
 from famix_core.config import FamixConfig
 from orchestrator.keys import FORMAT_VERSION, evaluate_inputs, mine_inputs, stage_key, train_inputs
 from orchestrator.plan import build_plan, print_plan
+from orchestrator.store import code_version, git_version
 from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
 
 REPO_SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
@@ -164,6 +165,33 @@ def test_store_commit_is_atomic_and_plan_status_follows_it():
     half = store.path("train", "f" * 64)
     half.mkdir(parents=True)
     assert not store.is_done("train", "f" * 64)
+    assert store.done_info(kind, key)["code"] == code_version()  # the code that computed it
+
+
+def test_git_version_names_the_commit_and_uncommitted_changes(tmp_path, monkeypatch):
+    """What a stored stage records as the code that computed it: the commit, ``-dirty`` when a tracked
+    file was changed (an untracked file is not the code), ``unknown`` outside a git checkout."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        ident = ["-c", "user.name=t", "-c", "user.email=t@localhost", "-c", "commit.gpgsign=false"]
+        return subprocess.run(["git", *ident, *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # whatever holds the temp folder
+    assert git_version(tmp_path) == "unknown"
+    git("init", "-q")
+    assert git_version(tmp_path) == "unknown"  # no commit yet
+    (tmp_path / "model.py").write_text("x = 1\n")
+    git("add", "model.py")
+    git("commit", "-q", "-m", "one")
+    head = git("rev-parse", "HEAD")
+    assert len(head) == 40 and git_version(tmp_path) == head
+    (tmp_path / "notes.txt").write_text("untracked")
+    assert git_version(tmp_path) == head
+    (tmp_path / "model.py").write_text("x = 2\n")
+    assert git_version(tmp_path) == f"{head}-dirty"
+    git("commit", "-q", "-am", "two")
+    assert git_version(tmp_path) == git("rev-parse", "HEAD") != head
 
 
 def test_print_plan_shows_labels_and_states():

@@ -294,6 +294,35 @@ def test_the_overrides_that_made_the_trials_become_a_note(store):
         ]
 
 
+def test_trials_computed_by_several_code_versions_become_a_note(store):
+    """``famix.git_commit`` (the code versions that computed a trial's stages): no note for one committed
+    version, a note for uncommitted changes, and the versions counted when the trials differ."""
+    run_dir, _ = store
+    truth = populate(run_dir, losses=False, sweep="versions")
+    uri = default_tracking_uri(run_dir)
+    client = MlflowClient(tracking_uri=uri)
+    trials = sorted(truth)
+    a, b = "a" * 40, "b" * 40
+
+    def notes() -> list[list[str]]:
+        return [collect_mlflow("versions", tracking_uri=uri, reader=r).notes for r in ("sqlite", "client")]
+
+    assert notes() == [[], []]  # nothing recorded: nothing claimed
+    for trial in trials:
+        client.set_tag(truth[trial]["run_id"], "famix.git_commit", a)
+    assert notes() == [[], []]
+    client.set_tag(truth[trials[0]]["run_id"], "famix.git_commit", f"{a}-dirty")
+    client.set_tag(truth[trials[1]]["run_id"], "famix.git_commit", f"{a} {b}")  # a stage recomputed by newer code
+    client.delete_tag(truth[trials[2]]["run_id"], "famix.git_commit")
+    want = ("the trials were computed by 3 code versions: `aaaaaaaaaaaa` (2 trials), `aaaaaaaaaaaa-dirty` (1 trial), "
+            "`bbbbbbbbbbbb` (1 trial), not recorded (1 trial)")
+    assert notes() == [[want], [want]]
+    for trial in trials:
+        client.set_tag(truth[trial]["run_id"], "famix.git_commit", f"{b}-dirty")
+    want = "computed by code with uncommitted changes (`bbbbbbbbbbbb-dirty`): that commit alone does not reproduce these numbers"
+    assert notes() == [[want], [want]]
+
+
 def test_sqlite_reader_equals_client_reader(store):
     run_dir, _ = store
     uri = default_tracking_uri(run_dir)

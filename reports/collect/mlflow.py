@@ -30,6 +30,7 @@ from reports.schema import (
     RESERVED_COLUMNS,
     ROLE_TRIAL,
     TAG_DOMAINS,
+    TAG_GIT_COMMIT,
     TAG_LABEL_PREFIX,
     TAG_LABELS,
     TAG_OVERRIDES,
@@ -175,6 +176,7 @@ def _records_to_resultset(sweep: str, uri: str, runs: list[dict[str, Any]]) -> R
     known_domain: dict[str, str] = {}
     parsed_domains: dict[str, list[str]] = {}
     made_with: dict[str, tuple[str, ...] | None] = {}  # trial -> the overrides of the run kept for it
+    made_by: dict[str, tuple[str, ...]] = {}  # trial -> the code versions that computed it (empty: not recorded)
     for run in sorted(runs, key=lambda r: r["start_time"]):
         tags = run["tags"]
         rid = run["run_id"]
@@ -218,6 +220,7 @@ def _records_to_resultset(sweep: str, uri: str, runs: list[dict[str, Any]]) -> R
         records[rec[COL_TRIAL]] = rec  # later runs replace earlier ones of the same trial
         words = _json_tag(tags, TAG_OVERRIDES, rid, None)
         made_with[rec[COL_TRIAL]] = tuple(str(w) for w in words) if isinstance(words, list) else None
+        made_by[rec[COL_TRIAL]] = tuple(tags.get(TAG_GIT_COMMIT, "").split())
     domains: list[str] = []
     for _, doms in sorted(domains_by_index.items()):
         domains += [d for d in doms if d not in domains]
@@ -238,8 +241,12 @@ def _records_to_resultset(sweep: str, uri: str, runs: list[dict[str, Any]]) -> R
         domains=domains,
         runs=frame[[*RESERVED_COLUMNS, *label_cols, *domains]],
         tracking_uri=uri,
-        notes=[n for n in [overrides_note(list(made_with.values()))] if n],
+        notes=[n for n in [overrides_note(list(made_with.values())), code_note(list(made_by.values()))] if n],
     )
+
+
+def _trials(n: int) -> str:
+    return f"{n} trial{'s' if n != 1 else ''}"
 
 
 def overrides_note(made_with: list[tuple[str, ...] | None]) -> str | None:
@@ -253,11 +260,34 @@ def overrides_note(made_with: list[tuple[str, ...] | None]) -> str | None:
         return None
     if len(counts) == 1 and None not in made_with:
         return f"made with the command-line overrides `{shlex.join(next(iter(counts)))}` (the sweep file's settings with these changes)"
-    def trials(n: int) -> str:
-        return f"{n} trial{'s' if n != 1 else ''}"
-
-    parts = [f"`{shlex.join(w)}` ({trials(n)})" if w else f"none ({trials(n)})" for w, n in counts.most_common()]
+    parts = [f"`{shlex.join(w)}` ({_trials(n)})" if w else f"none ({_trials(n)})" for w, n in counts.most_common()]
     unknown = sum(w is None for w in made_with)
     if unknown:
-        parts.append(f"not recorded ({trials(unknown)})")
+        parts.append(f"not recorded ({_trials(unknown)})")
     return "the trials come from runs with different command-line overrides: " + ", ".join(parts)
+
+
+def code_note(made_by: list[tuple[str, ...]]) -> str | None:
+    """Say when the reported trials were not all computed by one committed code version, or None.
+
+    ``made_by`` holds one entry per trial: the code versions (``famix.git_commit``: a commit, with
+    ``-dirty`` for uncommitted changes, or ``unknown``) that computed its stages, ``()`` where none
+    is recorded. A trial counts once under each version that computed one of its stages.
+    """
+    counts = Counter(v for versions in made_by for v in set(versions))
+    if not counts or (len(counts) == 1 and not next(iter(counts)).endswith("-dirty")):
+        return None
+
+    def short(v: str) -> str:
+        commit, dirty, _ = v.partition("-dirty")
+        return f"`{commit[:12]}{dirty}`" if commit != "unknown" else "outside a git checkout"
+
+    unknown = sum(not versions for versions in made_by)
+    if len(counts) == 1:
+        (v,) = counts
+        return (f"computed by code with uncommitted changes ({short(v)}): that commit alone does not "
+                "reproduce these numbers") + (f"; {_trials(unknown)} not recorded" if unknown else "")
+    parts = [f"{short(v)} ({_trials(n)})" for v, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    if unknown:
+        parts.append(f"not recorded ({_trials(unknown)})")
+    return f"the trials were computed by {len(counts)} code versions: " + ", ".join(parts)
