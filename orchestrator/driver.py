@@ -323,17 +323,20 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         statuses = finalize_runs(plan, tracker, parent, runs, set(failed))
         df = results_frame(plan, statuses)
         csv_path = write_results(df)
-        results = collect_results(plan, tracker.uri, rs.tracking.experiment or rs.name)
-        table, table_json, report_table, report = markdown_table(df), None, None, None
-        if results is not None:
-            from reports.tables import build_table, render_markdown
-            from reports.terminal import table_to_json
+        from reports.report import report_lock
 
-            report_table = build_table(results, title=f"{plan.name} ({rs.profile})")
-            table, table_json = render_markdown(report_table), table_to_json(report_table)
-        print_table(console, table, table_json)
-        if report_table is not None:
-            report = quietly("report on the MLflow parent run", publish_results, plan, tracker, parent, results, report_table, table, backend_name)
+        with report_lock(plan.sweep_dir / "report"):  # a `famix report` writing there meanwhile goes first or after
+            results = collect_results(plan, tracker.uri, rs.tracking.experiment or rs.name)
+            table, table_json, report_table, report = markdown_table(df), None, None, None
+            if results is not None:
+                from reports.tables import build_table, render_markdown
+                from reports.terminal import table_to_json
+
+                report_table = build_table(results, title=f"{plan.name} ({rs.profile})")
+                table, table_json = render_markdown(report_table), table_to_json(report_table)
+            print_table(console, table, table_json)
+            if report_table is not None:
+                report = quietly("report on the MLflow parent run", publish_results, plan, tracker, parent, results, report_table, table, backend_name)
         console.print(f"results: {csv_path}  (MLflow: {tracker.uri}, experiment {rs.tracking.experiment or rs.name})", highlight=False)
         if report is not None:
             console.print(f"report: {report} (tables, figures; also on the MLflow parent run)", highlight=False)

@@ -8,6 +8,7 @@ command passes the function that turns ``SWEEP`` into a :class:`reports.report.S
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -90,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction, sweep_info: SweepInfoFn) ->
 def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
     """Run ``famix report`` with parsed arguments; returns the exit code."""
     from reports.collect import collect_csv, collect_mlflow
-    from reports.report import apply_sweep_order, check_out_dir, default_out_dir, tracking_uri_for, write_report
+    from reports.report import apply_sweep_order, check_out_dir, default_out_dir, report_lock, tracking_uri_for, write_report
 
     out_dir = check_out_dir(Path(args.out)) if args.out else None  # before sweep_info logs finished stages into MLflow
     info = sweep_info(args.sweep, args.profile, None if args.csv else args.run_dir, args.overrides)
@@ -102,32 +103,34 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
         if bad:
             raise ReportInputError(f"--domains: unknown domain {bad[0]!r} (known: C, B, M, S, AN, AS, AR, AF)")
         info.domains = [domain_column(d) for d in cols]
-    out_dir = out_dir or check_out_dir(default_out_dir(args.run_dir, info.name), given=False)
+    sweeps_own = default_out_dir(args.run_dir, info.name)
+    out_dir = out_dir or check_out_dir(sweeps_own, given=False)
+    # the sweep's own folder: its driver writes the final report there too, one writer at a time
+    with report_lock(out_dir) if out_dir.resolve() == sweeps_own.resolve() else nullcontext():
+        if args.csv:
+            results = collect_csv(args.csv, units=args.units, domains=info.domains, sweep=info.name)
+        else:
+            uri = tracking_uri_for(info, args.run_dir, args.tracking_uri)
+            results = collect_mlflow(
+                info.name, tracking_uri=uri, experiment=args.experiment or info.experiment, profile=info.profile
+            )
+        results = apply_sweep_order(results, info)
 
-    if args.csv:
-        results = collect_csv(args.csv, units=args.units, domains=info.domains, sweep=info.name)
-    else:
-        uri = tracking_uri_for(info, args.run_dir, args.tracking_uri)
-        results = collect_mlflow(
-            info.name, tracking_uri=uri, experiment=args.experiment or info.experiment, profile=info.profile
+        extra = []
+        if args.qualitative:
+            from reports.qualitative import qualitative_grid
+
+            extra = qualitative_grid(results, args.qualitative, out_dir, run_dir=args.run_dir, device=args.device)
+        files = write_report(
+            results,
+            out_dir,
+            baseline=args.baseline,
+            figures=not args.no_figures,
+            extra_figures=extra,
+            profile=info.profile,
+            latex_width=args.latex_width,
+            figure_width=args.figure_width,
         )
-    results = apply_sweep_order(results, info)
-
-    extra = []
-    if args.qualitative:
-        from reports.qualitative import qualitative_grid
-
-        extra = qualitative_grid(results, args.qualitative, out_dir, run_dir=args.run_dir, device=args.device)
-    files = write_report(
-        results,
-        out_dir,
-        baseline=args.baseline,
-        figures=not args.no_figures,
-        extra_figures=extra,
-        profile=info.profile,
-        latex_width=args.latex_width,
-        figure_width=args.figure_width,
-    )
     print(files.markdown, end="")
     if files.source_markdown:
         print("\nSource val against the targets:\n\n" + files.source_markdown, end="")

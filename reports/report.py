@@ -10,8 +10,11 @@ CSV contract: one row per trial × seed, percent), ``summary.csv`` (the table's 
 from __future__ import annotations
 
 import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from reports.collect import ReportInputError, ResultSet, check_tracking_uri, default_tracking_uri
 from famix_core.io import atomic_path, make_temp_dir
@@ -22,6 +25,7 @@ __all__ = [
     "ReportFiles",
     "apply_sweep_order",
     "write_report",
+    "report_lock",
     "check_out_dir",
     "default_out_dir",
     "tracking_uri_for",
@@ -246,6 +250,38 @@ def _figures(results: ResultSet, table, out: Path, *, profile: str | None, width
             groups[str(t["trial"])] = row_of.setdefault(tuple(labels.values()), len(row_of))
         paths += plot_loss_curves(fetch_histories(results), captions_of, out, groups=groups, subject=subject, width=width or "column")
     return paths
+
+
+@contextmanager
+def report_lock(out_dir: str | Path) -> Iterator[None]:
+    """Hold ``<out_dir>.lock`` (beside the folder) while a report of ``out_dir`` is read and written.
+
+    For a sweep's own report folder (``<run-dir>/<sweep>/report``), which both its driver (the final
+    report) and ``famix report`` write: one writer at a time, so the folder is never a mix of two
+    reports, and the later writer, having read later, holds the newer numbers. A wait is said once
+    on stderr. Where the folder's parent is missing (no driver has written there) or has no
+    ``flock``, the report is written unguarded.
+    """
+    import fcntl
+
+    out = Path(out_dir)
+    try:
+        fd = os.open(out.parent / f"{out.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting: another process writes the report in {out} (the sweep's driver, or another `famix report`)",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # no locks on this filesystem
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def default_out_dir(run_dir: str | Path, sweep: str) -> Path:

@@ -210,6 +210,41 @@ def test_a_trials_git_commit_is_the_code_that_computed_it_not_the_last_rerun(fak
     assert "the trials were computed by 2 code versions: `0123456789ab` (4 trials), `fedcba987654` (1 trial)" in readme()
 
 
+def test_a_report_during_a_run_and_the_drivers_final_report_take_turns(fake_engine, capsys):
+    """``famix report`` and the driver write the sweep's report folder one at a time (``report.lock``):
+    while one holds it the other waits, says so once, and writes nothing, so a report begun during a
+    run can never finish after the driver's final one and replace it with older numbers."""
+    import threading
+    import time
+
+    from orchestrator.__main__ import main
+    from reports.report import report_lock
+
+    plan, result, _ = _run()
+    assert result.exit_code == 0
+    folder = plan.sweep_dir / "report"
+    readme = folder / "README.md"
+    for name, work in [
+        ("famix report", lambda: main(["report", "mini", "--run-dir", "runs", "--no-figures"])),
+        ("the driver", lambda: (plan.sweep_dir / "finalized.json").unlink() or _run()[1].exit_code),
+    ]:
+        readme.unlink()
+        capsys.readouterr()
+        done: list[int] = []
+        with report_lock(folder):
+            thread = threading.Thread(target=lambda: done.append(work()))
+            thread.start()
+            err, deadline = "", time.monotonic() + 120
+            while "waiting: another process writes the report" not in err and time.monotonic() < deadline:
+                time.sleep(0.1)
+                err += capsys.readouterr().err
+            assert "waiting: another process writes the report in " in err and "runs/mini/report (" in err, (name, err[-300:])
+            assert not readme.exists() and thread.is_alive(), name
+        thread.join(timeout=120)
+        assert done == [0] and "Freeze" in readme.read_text(), name
+        assert err.count("waiting:") == 1
+
+
 def test_status_without_the_runs_overrides_names_them_when_none_of_its_plan_is_done(fake_engine, capsys):
     """Overrides that re-key every stage (``train.iterations``, ``mining.steps``): ``status`` without them
     finds nothing of its own plan done, and still says which arguments the last run had, once."""
