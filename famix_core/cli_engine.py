@@ -20,6 +20,14 @@ def _load(args: argparse.Namespace):
     return cfg
 
 
+def _check_weights(cfg) -> None:
+    """``model.pretrained`` is usable, checked before the stage picks its device (whose CPU notice
+    would otherwise come first) or reads any data: a weights mistake is the one line printed."""
+    from famix_core.models.clip import locate_weights
+
+    locate_weights(cfg.model.backbone, cfg.model.pretrained, cfg.model.cache_dir)
+
+
 def _printer(prefix: str):
     def log(metrics: dict[str, float], step: int | None = None) -> None:
         shown = " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
@@ -59,6 +67,7 @@ def _mine(args: argparse.Namespace) -> int:
     from famix_core.mining import mine_styles
 
     cfg = _load(args)
+    _check_weights(cfg)
     summary = mine_styles(cfg, args.out, log=_printer("mine"))
     print(json.dumps(summary, indent=1, default=str))
     return 0
@@ -79,6 +88,7 @@ def _train(args: argparse.Namespace) -> int:
             "command line: --bank: style.strategy=famix with style.augment=true needs a style bank:"
             " pass --bank DIR (mine styles first: famix mine-styles --out DIR)"
         )
+    _check_weights(cfg)
     ckpt = args.ckpt if args.ckpt is not None else str(Path(args.out) / "checkpoints")
     summary = train(cfg, args.out, bank_dir=args.bank, ckpt_dir=ckpt, log=_printer("train"))
     print(json.dumps(summary, indent=1))

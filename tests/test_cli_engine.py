@@ -141,10 +141,14 @@ def test_cpu_fallback_is_one_line_without_source(capsys, no_gpu):
     [
         (["evaluate", "--weights", "w.safetensors"], "w.safetensors: weights file not found"),
         (["mine-styles", "model.pretrained=w.pt"], "model.pretrained: weights file not found: w.pt"),
+        (["train", "model.pretrained=w.pt"], "model.pretrained: weights file not found: w.pt"),
+        (["train", "model.pretrained=famix-synth", "model.backbone=RN50"],
+         "model.pretrained: the packaged weights 'famix-synth' exist for famix-tiny, not for backbone RN50"),
     ],
 )
 def test_weights_error_comes_alone_before_the_device_notice(argv, line, capsys, no_gpu):
-    tiny = [a for a in TINY if not a.startswith("model.pretrained")]
+    given = {a.split("=")[0] for a in argv if "=" in a}
+    tiny = [a for a in TINY if a.split("=")[0] not in {"model.pretrained", *given}]
     assert _refused(capsys, [*argv, "--out", "o", *tiny]) == f"famix: error: {line}\n"
 
 

@@ -32,13 +32,14 @@ import torch
 from torch import nn
 
 from famix_core.errors import WeightsError
-from famix_core.weights import PACKAGED_WEIGHTS, packaged_path
+from famix_core.weights import PACKAGED_WEIGHTS, is_packaged, packaged_path
 
 __all__ = [
     "BackboneSpec",
     "BACKBONE_REGISTRY",
     "get_backbone_spec",
     "create_clip",
+    "locate_weights",
     "create_visual",
     "get_tokenizer",
     "stage_channels",
@@ -223,6 +224,56 @@ class _DropRandomInitWarning(logging.Filter):
         return not record.getMessage().startswith("No pretrained weights loaded")
 
 
+_HINT = "use model.pretrained=none for random init or a path to a local CLIP state dict"
+
+
+def _cache_where(cache_dir: str | None) -> str:
+    return cache_dir or "open_clip's default cache (~/.cache/huggingface or ~/.cache/clip)"
+
+
+def locate_weights(backbone: str, pretrained: str, cache_dir: str | None = None) -> tuple[str | None, str | None]:
+    """Where :func:`create_clip` takes ``pretrained`` from, checked without building anything: a command
+    calls it first, so a weights mistake is its first and only line.
+
+    Returns:
+        ``(local file, None)`` for a packaged, cached or given file; ``(None, tag)`` for an open_clip tag
+        to download; ``(None, None)`` for ``none`` (random init).
+
+    Raises:
+        WeightsError: unknown backbone or weights, a missing file, or an uncached tag whose host does
+            not resolve (an offline machine).
+    """
+    spec = get_backbone_spec(backbone)  # names are checked before importing open_clip (4 s)
+    tag = pretrained if pretrained not in ("none", "", None) else None
+    if tag is None:
+        return None, None
+    packaged = packaged_path(backbone, tag)
+    if packaged is not None:
+        if not packaged.is_file():
+            raise WeightsError(f"model.pretrained={tag}: the package's file {packaged} is missing (reinstall)")
+        return str(packaged), None
+    if is_packaged(tag):
+        raise WeightsError(f"model.pretrained: the packaged weights {tag!r} exist for {', '.join(PACKAGED_WEIGHTS[tag])}, not for backbone {backbone}")
+    if tag in spec.pretrained_tags:
+        from famix_core.models.download import cached_file
+
+        hit = cached_file(spec.open_clip_name, tag, cache_dir)  # fetched by the driver: no network on the nodes
+        if hit is not None:
+            return str(hit), None
+        why = _tag_unreachable(spec, tag)
+        if why:
+            raise WeightsError(f"model.pretrained={tag!r}: cannot get {backbone} weights (cache dir: {_cache_where(cache_dir)}): {why}; {_HINT}")
+        return None, tag
+    if Path(tag).expanduser().exists() or "/" in tag or tag.endswith((".pt", ".pth", ".bin", ".safetensors")):
+        local_path = str(Path(tag).expanduser())
+        if not Path(local_path).is_file():
+            raise WeightsError(f"model.pretrained: weights file not found: {local_path}")
+        return local_path, None
+    shipped = tuple(n for n, files in PACKAGED_WEIGHTS.items() if backbone in files)
+    known = ", ".join(("none",) + shipped + spec.pretrained_tags + ("<path to a CLIP or FAMix checkpoint>",))
+    raise WeightsError(f"model.pretrained: unknown weights {tag!r} for backbone {backbone} (known: {known})")
+
+
 def create_clip(
     backbone: str,
     pretrained: str = "none",
@@ -243,43 +294,11 @@ def create_clip(
     Raises:
         WeightsError: unknown backbone, weights that cannot be downloaded, a missing or mismatched file.
     """
-    spec = get_backbone_spec(backbone)  # names are checked before importing open_clip (4 s)
+    spec = get_backbone_spec(backbone)
     kwargs: dict[str, Any] = dict(spec.model_overrides())
-    tag = pretrained if pretrained not in ("none", "", None) else None
-    oc_pretrained = None
-    local_path: str | None = None
-    if tag is not None:
-        packaged = packaged_path(backbone, tag)
-        if packaged is not None:
-            if not packaged.is_file():
-                raise WeightsError(f"model.pretrained={tag}: the package's file {packaged} is missing (reinstall)")
-            local_path = str(packaged)
-        elif tag in spec.pretrained_tags:
-            from famix_core.models.download import cached_file
-
-            hit = cached_file(spec.open_clip_name, tag, cache_dir)  # fetched by the driver: no network on the nodes
-            if hit is not None:
-                local_path = str(hit)
-            else:
-                oc_pretrained = tag
-        elif Path(tag).expanduser().exists() or "/" in tag or tag.endswith((".pt", ".pth", ".bin", ".safetensors")):
-            local_path = str(Path(tag).expanduser())
-            if not Path(local_path).is_file():
-                raise WeightsError(f"model.pretrained: weights file not found: {local_path}")
-        else:
-            shipped = tuple(n for n, files in PACKAGED_WEIGHTS.items() if backbone in files)
-            known = ", ".join(("none",) + shipped + spec.pretrained_tags + ("<path to a CLIP or FAMix checkpoint>",))
-            raise WeightsError(f"model.pretrained: unknown weights {tag!r} for backbone {backbone} (known: {known})")
+    local_path, oc_pretrained = locate_weights(backbone, pretrained, cache_dir)
     import open_clip
 
-    where = cache_dir or "open_clip's default cache (~/.cache/huggingface or ~/.cache/clip)"
-    hint = "use model.pretrained=none for random init or a path to a local CLIP state dict"
-    if oc_pretrained is not None:
-        why = _tag_unreachable(spec, oc_pretrained)
-        if why:
-            raise WeightsError(
-                f"model.pretrained={oc_pretrained!r}: cannot get {backbone} weights (cache dir: {where}): {why}; {hint}"
-            )
     # open_clip warns "No pretrained weights loaded for model 'RN50'" on every random init, naming
     # its base config even for famix-tiny; random init is what the config asked for, so drop it.
     quiet = _DropRandomInitWarning() if oc_pretrained is None else None
@@ -298,7 +317,7 @@ def create_clip(
             raise
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise WeightsError(
-            f"model.pretrained={oc_pretrained!r}: cannot get {backbone} weights (cache dir: {where}): {first[:200]}; {hint}"
+            f"model.pretrained={oc_pretrained!r}: cannot get {backbone} weights (cache dir: {_cache_where(cache_dir)}): {first[:200]}; {_HINT}"
         ) from None
     finally:
         if quiet:
