@@ -27,6 +27,7 @@ __all__ = [
     "make_temp_dir",
     "commit_dir",
     "check_out_dir",
+    "exclusive_lock",
     "safetensors_problem",
 ]
 
@@ -164,6 +165,38 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_json(path: str | Path, obj: Any, *, indent: int = 1, sort_keys: bool = False) -> Path:
     """Write ``obj`` as JSON (UTF-8, trailing newline) atomically; returns ``path``."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, on_busy: Callable[[], None] | None = None) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on the file ``path`` (created when missing) for the block; yields
+    whether it is held.
+
+    When another process holds it, ``on_busy`` is called once and this one waits. Where the lock
+    file cannot be made (a read-only folder) or the filesystem has no locks, the block runs
+    unguarded (yields False). The OS releases the lock even on SIGKILL.
+    """
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+        except BlockingIOError:
+            if on_busy is not None:
+                on_busy()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            locked = True
+        except OSError:
+            locked = False  # no locks on this filesystem (ENOLCK)
+        yield locked
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def safetensors_problem(path: str | Path) -> str | None:

@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from famix_core.io import exclusive_lock
+
 __all__ = ["mlflow_client", "quiet_mlflow_logs", "forget_store"]
 
 
@@ -141,24 +143,12 @@ def _one_opener(db: Path | None) -> Iterator[bool]:
     Where no lock file can be made (a read-only run dir: nothing can be created there either) or
     the filesystem has no locks, the block runs unguarded.
     """
-    import fcntl
-
-    fd = None
-    if db is not None:
-        try:
-            db.parent.mkdir(parents=True, exist_ok=True)  # a new run dir: the lock file goes beside the store
-            fd = os.open(f"{db}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError:
-            fd = None
-    if fd is None:
+    if db is None:
         yield False
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            locked = True
-        except OSError:
-            locked = False  # no locks here (ENOLCK): as before
+        db.parent.mkdir(parents=True, exist_ok=True)  # a new run dir: the lock file goes beside the store
+    except OSError:
+        pass  # the lock file cannot be made either: unguarded
+    with exclusive_lock(f"{db}.lock") as locked:
         yield locked
-    finally:
-        os.close(fd)

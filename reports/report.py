@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from reports.collect import ReportInputError, ResultSet, check_tracking_uri, default_tracking_uri
-from famix_core.io import atomic_path, make_temp_dir
+from famix_core.io import atomic_path, exclusive_lock, make_temp_dir
 from famix_core.io import atomic_write_text as write_text_atomic
 
 __all__ = [
@@ -262,26 +262,14 @@ def report_lock(out_dir: str | Path) -> Iterator[None]:
     on stderr. Where the folder's parent is missing (no driver has written there) or has no
     ``flock``, the report is written unguarded.
     """
-    import fcntl
-
     out = Path(out_dir)
-    try:
-        fd = os.open(out.parent / f"{out.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:
+
+    def busy() -> None:
+        print(f"waiting: another process writes the report in {out} (the sweep's driver, or another `famix report`)",
+              file=sys.stderr, flush=True)
+
+    with exclusive_lock(out.parent / f"{out.name}.lock", busy):
         yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting: another process writes the report in {out} (the sweep's driver, or another `famix report`)",
-                  file=sys.stderr, flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:
-            pass  # no locks on this filesystem
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def default_out_dir(run_dir: str | Path, sweep: str) -> Path:
