@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 from famix_core.config import FamixConfig
-from famix_core.errors import WeightsError
-from famix_core.weights import PACKAGED_WEIGHTS, is_packaged, packaged_path
+from famix_core.weights import is_packaged, packaged_path
 
 __all__ = ["check_data", "check_weights", "check_run_dir", "check_run_dir_is_folder"]
 
@@ -89,6 +88,10 @@ def check_weights(cfg: FamixConfig, fetch: bool = True) -> None:
     ``openai`` in the cache, where it is downloaded now (with progress) when missing, once for all
     the stages and nodes (``model.cache_dir`` should be on the shared filesystem on a cluster).
 
+    The stages look for their weights with :func:`famix_core.models.clip.locate_weights`, and so does
+    this check (after a fast path for ``none`` and the packaged weights, which needs no torch): a
+    mistake gets the same line here, before anything is submitted, as in a stage.
+
     Raises:
         WeightsError: one line naming the backbone / path / cache dir and how to fix it (offline:
             which file to copy where).
@@ -101,44 +104,21 @@ def check_weights(cfg: FamixConfig, fetch: bool = True) -> None:
         return
     if is_packaged(m.pretrained):
         path = packaged_path(m.backbone, m.pretrained)
-        if path is None:
-            raise WeightsError(
-                f"model.pretrained: the packaged weights {m.pretrained!r} exist for"
-                f" {', '.join(PACKAGED_WEIGHTS[m.pretrained])}, not for backbone {m.backbone}"
-            )
-        if not path.is_file():
-            raise WeightsError(f"model.pretrained={m.pretrained}: the package's file {path} is missing (reinstall)")
-        return
-    if m.pretrained != "openai":
-        if not Path(m.pretrained).expanduser().is_file():
-            raise WeightsError(f"model.pretrained: file {m.pretrained} not found (expected a CLIP or FAMix checkpoint)")
-        return
-    if m.backbone == "famix-tiny":
-        raise WeightsError("model.pretrained: there are no 'openai' weights for famix-tiny (use model.pretrained=famix-synth or none)")
-    from famix_core.models.clip import get_backbone_spec
-    from famix_core.models.download import cached_file, fetch_weights, print_progress, url_cache_dir
+        if path is not None and path.is_file():
+            return
+    from famix_core.models.clip import get_backbone_spec, locate_weights  # imports torch: a file or a tag only
 
-    name = get_backbone_spec(m.backbone).open_clip_name
-    if cached_file(name, "openai", m.cache_dir) is not None:
-        return
+    _, tag = locate_weights(m.backbone, m.pretrained, m.cache_dir)
+    if tag is None:
+        return  # a file on disk: given, packaged or already in the cache
+    from famix_core.models.download import fetch_weights, print_progress, url_cache_dir, weights_url
 
     def say(line: str) -> None:
         print(f"weights: {line}", file=sys.stderr, flush=True)
 
-    where = url_cache_dir(m.cache_dir)
+    name, where = get_backbone_spec(m.backbone).open_clip_name, url_cache_dir(m.cache_dir)
     if not fetch:
-        from urllib.parse import urlparse
-
-        from famix_core.models.download import unresolvable, weights_url
-
-        url = weights_url(name, "openai")
-        if unresolvable(urlparse(url).hostname or ""):
-            raise WeightsError(
-                f"model.pretrained=openai: {m.backbone} weights are not in {where} and {urlparse(url).hostname} does not resolve: "
-                f"this machine is offline; copy {Path(urlparse(url).path).name} (from {url}) into {where}, "
-                f"or pass model.pretrained=<path to the file>"
-            )
-        say(f"{m.backbone} openai is not in {where}: `famix sweep run` downloads it first ({url})")
+        say(f"{m.backbone} {tag} is not in {where}: `famix sweep run` downloads it first ({weights_url(name, tag)})")
         return
-    path = fetch_weights(name, "openai", m.cache_dir, progress=print_progress(f"downloading {m.backbone} openai into {where}", say))
-    say(f"{m.backbone} openai saved as {path}")
+    path = fetch_weights(name, tag, m.cache_dir, progress=print_progress(f"downloading {m.backbone} {tag} into {where}", say))
+    say(f"{m.backbone} {tag} saved as {path}")

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from famix_core.config import FamixConfig
 from famix_core.config_io import canonical_hash
-from famix_core.weights import is_packaged
+from famix_core.weights import is_packaged, looks_like_path
 from orchestrator.errors import SweepError
 from orchestrator.keys import evaluate_inputs, mine_inputs, stage_key, train_inputs
 from orchestrator.stages import STAGE_KINDS
@@ -136,7 +136,7 @@ def _localize(cfg: FamixConfig, run_dir: Path) -> FamixConfig:
         if data.get(k):
             data[k] = os.path.abspath(data[k])
     model = tree["model"]
-    if model["pretrained"] not in ("openai", "none") and not is_packaged(model["pretrained"]):
+    if model["pretrained"] not in ("openai", "none") and not is_packaged(model["pretrained"]) and looks_like_path(model["pretrained"]):
         model["pretrained"] = os.path.abspath(os.path.expanduser(model["pretrained"]))
     return FamixConfig.model_validate(tree)
 

@@ -209,3 +209,49 @@ def test_sweep_plan_announces_missing_weights_and_downloads_nothing(tmp_path, mo
         assert "famix-weights.invalid does not resolve: this machine is offline; copy RN50.pt" in err
     finally:
         srv.close()
+
+
+@pytest.mark.parametrize(
+    "backbone, pretrained, expected",
+    [
+        ("RN50", "yfcc15m", "model.pretrained: unknown weights 'yfcc15m' for backbone RN50 (known: none, openai, <path"),
+        ("RN50", "famix-synth", "model.pretrained: the packaged weights 'famix-synth' exist for famix-tiny, not for backbone RN50"),
+        ("famix-tiny", "openai", "model.pretrained: unknown weights 'openai' for backbone famix-tiny (known: none, famix-synth, <path"),
+        ("RN50", "{tmp}/missing.pt", "model.pretrained: weights file not found: {tmp}/missing.pt"),
+        ("RN50", "openai", "model.pretrained=openai: RN50 weights are not in {tmp}/cache and famix-weights.invalid does not resolve"),
+    ],
+)
+def test_a_sweep_refuses_weights_with_the_line_a_stage_would_print(tmp_path, monkeypatch, home, backbone, pretrained, expected):
+    """The plan-time check looks for the weights the way the stages do (`locate_weights`): before a
+    sweep submits anything, a mistake gets the line `famix train` would print, not a wording of its own
+    (an unknown tag was once refused as a missing file named after the tag)."""
+    from famix_core.config import FamixConfig
+    from famix_core.models.clip import locate_weights
+    from orchestrator.checks import check_weights
+
+    _point_rn50_openai_at(monkeypatch, "http://famix-weights.invalid/clip/RN50.pt")
+    pretrained, expected = pretrained.format(tmp=tmp_path), expected.format(tmp=tmp_path)
+    cfg = FamixConfig.model_validate({"model": {"backbone": backbone, "pretrained": pretrained, "cache_dir": str(tmp_path / "cache")}})
+    for fetch in (True, False):
+        with pytest.raises(WeightsError) as sweep:
+            check_weights(cfg, fetch=fetch)
+        assert str(sweep.value).startswith(expected) and "\n" not in str(sweep.value)
+    with pytest.raises(WeightsError) as stage:
+        locate_weights(backbone, pretrained, str(tmp_path / "cache"))
+    assert str(stage.value) == str(sweep.value)
+    assert not (tmp_path / "cache").exists()  # refused before any download began
+
+
+def test_a_mistyped_tag_in_a_sweep_is_unknown_weights_not_a_missing_file(tmp_path, monkeypatch, home, capsys):
+    """The plan makes a weights *path* absolute (the stages run elsewhere), and only a path: a value
+    that looks like none (no `/`, no weights suffix, no such file) stays a name, so the line names
+    the weights the backbone knows."""
+    from orchestrator.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["sweep", "plan", "ablation", "--profile", "paper", "--run-dir", "out", "data.root=missing-data"]
+    assert main([*args, "model.pretrained=yfcc15m"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "famix: error: model.pretrained: unknown weights 'yfcc15m' for backbone RN50 (known: none, openai, <path to a CLIP or FAMix checkpoint>)"
+    assert main([*args, "model.pretrained=w/RN50.pt"]) == 2
+    assert capsys.readouterr().err.strip() == f"famix: error: model.pretrained: weights file not found: {tmp_path / 'w' / 'RN50.pt'}"

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from famix_core.errors import WeightsError
-from famix_core.weights import PACKAGED_WEIGHTS, is_packaged, packaged_path
+from famix_core.weights import PACKAGED_WEIGHTS, is_packaged, looks_like_path, packaged_path
 
 __all__ = [
     "BackboneSpec",
@@ -202,23 +202,6 @@ def _load_clip_file(model: nn.Module, path: str, backbone: str) -> None:
     model.load_state_dict(sd, strict=True)
 
 
-def _tag_unreachable(spec: BackboneSpec, tag: str) -> str | None:
-    """Why open_clip cannot download an uncached tag now (its host does not resolve), else None.
-
-    Saves open_clip's ~45 s of download retries when the machine is offline.
-    """
-    from urllib.parse import urlparse
-
-    import open_clip
-
-    from famix_core.models.download import unresolvable
-
-    cfg = open_clip.get_pretrained_cfg(spec.open_clip_name, tag) or {}
-    host = "huggingface.co" if cfg.get("hf_hub") else urlparse(cfg.get("url", "")).hostname or "huggingface.co"
-    why = unresolvable(host)
-    return f"not in the cache and {why}" if why else None
-
-
 class _DropRandomInitWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("No pretrained weights loaded")
@@ -255,16 +238,16 @@ def locate_weights(backbone: str, pretrained: str, cache_dir: str | None = None)
     if is_packaged(tag):
         raise WeightsError(f"model.pretrained: the packaged weights {tag!r} exist for {', '.join(PACKAGED_WEIGHTS[tag])}, not for backbone {backbone}")
     if tag in spec.pretrained_tags:
-        from famix_core.models.download import cached_file
+        from famix_core.models.download import cached_file, offline_error
 
         hit = cached_file(spec.open_clip_name, tag, cache_dir)  # fetched by the driver: no network on the nodes
         if hit is not None:
             return str(hit), None
-        why = _tag_unreachable(spec, tag)
-        if why:
-            raise WeightsError(f"model.pretrained={tag!r}: cannot get {backbone} weights (cache dir: {_cache_where(cache_dir)}): {why}; {_HINT}")
+        offline = offline_error(backbone, spec.open_clip_name, tag, cache_dir)
+        if offline is not None:
+            raise offline
         return None, tag
-    if Path(tag).expanduser().exists() or "/" in tag or tag.endswith((".pt", ".pth", ".bin", ".safetensors")):
+    if looks_like_path(tag):
         local_path = str(Path(tag).expanduser())
         if not Path(local_path).is_file():
             raise WeightsError(f"model.pretrained: weights file not found: {local_path}")

@@ -90,6 +90,28 @@ def unresolvable(host: str) -> str | None:
     return None
 
 
+def offline_error(backbone: str, open_clip_name: str, tag: str, cache_dir: str | None) -> WeightsError | None:
+    """The error for an uncached ``tag`` whose host does not resolve (this machine is offline), else None.
+
+    One wording wherever weights are looked for (``famix sweep plan``/``run``, the engine's commands):
+    which file to copy where, so an offline cluster node gets the fix, not open_clip's ~45 s of retries.
+    """
+    cfg = _pretrained_cfg(open_clip_name, tag)
+    url = cfg.get("url", "")
+    host = urlparse(url).hostname if url else "huggingface.co"
+    if not host or unresolvable(host) is None:
+        return None
+    where = url_cache_dir(cache_dir) if url else cache_dir or "the Hugging Face cache (~/.cache/huggingface)"
+    fix = _by_hand(url, Path(where)) if url else "pass model.pretrained=<path to the file>"
+    return WeightsError(
+        f"model.pretrained={tag}: {backbone} weights are not in {where} and {host} does not resolve: this machine is offline; {fix}"
+    )
+
+
+def _by_hand(url: str, folder: Path) -> str:
+    return f"copy {Path(urlparse(url).path).name} (from {url}) into {folder} on a machine with internet, or pass model.pretrained=<path to the file>"
+
+
 def _expected_sha256(url: str) -> str | None:
     """OpenAI's URLs hold the file's sha256 as the folder name (``…/models/<sha256>/RN50.pt``)."""
     m = re.search(r"/([0-9a-f]{64})/[^/]+$", urlparse(url).path)
@@ -126,10 +148,7 @@ def fetch_weights(
     url = weights_url(open_clip_name, tag)
     folder = url_cache_dir(cache_dir)
     target = folder / Path(urlparse(url).path).name
-    by_hand = (
-        f"copy {target.name} (from {url}) into {folder} on a machine with internet, "
-        f"or pass model.pretrained=<path to the file>"
-    )
+    by_hand = _by_hand(url, folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

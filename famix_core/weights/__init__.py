@@ -13,7 +13,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["PACKAGED_WEIGHTS", "is_packaged", "packaged_path", "weights_identity"]
+__all__ = ["PACKAGED_WEIGHTS", "is_packaged", "looks_like_path", "packaged_path", "weights_identity"]
 
 PACKAGED_WEIGHTS: dict[str, dict[str, str]] = {
     "famix-synth": {"famix-tiny": "famix-tiny-synth.safetensors"},
@@ -24,6 +24,13 @@ PACKAGED_WEIGHTS: dict[str, dict[str, str]] = {
 def is_packaged(name: str) -> bool:
     """Whether ``name`` is a packaged weights name (for any backbone)."""
     return name in PACKAGED_WEIGHTS
+
+
+def looks_like_path(value: str) -> bool:
+    """Whether ``model.pretrained`` names a file (one that exists, a value with a ``/``, or a weights
+    suffix) rather than a tag or a packaged name: the one rule for the engine and the orchestrator,
+    so a mistyped tag (``yfcc15m``) is refused as unknown weights, not as a missing file."""
+    return Path(value).expanduser().exists() or "/" in value or value.endswith((".pt", ".pth", ".bin", ".safetensors"))
 
 
 def packaged_path(backbone: str, name: str) -> Path | None:
