@@ -346,8 +346,10 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         result = SweepResult(outcomes, failed, csv_path, table, time.perf_counter() - t0)
         if all(v == "done" for v in statuses.values()):
             atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "table": table, "table_json": table_json}, ensure_ascii=False))
-        print_failures(console, progress.failures)
-        console.print(f"finished in {result.seconds:.1f}s: {progress.counts['done']} run, {progress.counts['cached']} cached, {len(failed)} failed", highlight=False)
+        print_failures(console, progress.failures, progress.not_started, plan.run_dir)
+        halted = len(progress.not_started)
+        console.print(f"finished in {result.seconds:.1f}s: {progress.counts['done']} run, {progress.counts['cached']} cached, {len(failed) - halted} failed"
+                      + (f", {halted} not started" if halted else ""), highlight=False)  # fmt: skip
         return result
 
 

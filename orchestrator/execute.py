@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 from famix_core.errors import FamixError
 from orchestrator.progress import progress_path, write_progress
-from orchestrator.stages import HISTORY_FILE, STAGE_KINDS, StageOutcome, StageTask
+from orchestrator.stages import DISK_FULL_ERRNOS, HISTORY_FILE, STAGE_KINDS, StageOutcome, StageTask
 from orchestrator.store import Store
 from orchestrator.tracking import RunLogger, metrics_from_eval, system_metrics
 from reports import schema
@@ -316,7 +316,10 @@ def _jsonable(obj: Any) -> Any:
 
 def retryable(exc: BaseException) -> bool:
     """Whether another attempt can help after ``exc``: not for an engine error (a diverged loss, bad input,
-    a damaged artifact: every :class:`famix_core.errors.FamixError`), which comes back the same."""
+    a damaged artifact: every :class:`famix_core.errors.FamixError`), which comes back the same, nor
+    for a full disk or quota (the retry would write to the same disk)."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        return False
     return not isinstance(exc, FamixError)
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from famix_core.io import atomic_write_json
-from orchestrator.stages import StageOutcome, StageTask
+from orchestrator.stages import NOT_STARTED_DISK_FULL, StageOutcome, StageTask, disk_full
 
 __all__ = [
     "progress_path",
@@ -214,6 +214,7 @@ class Progress:
         self.counts = {"done": 0, "cached": cached, "running": 0, "failed": 0, "retry": 0}
         self.t0 = clock()
         self.failures: list[tuple[StageTask, StageOutcome]] = []
+        self.not_started: list[StageTask] = []  # not started after a full disk
         self.pending: dict[str, StageTask] = {t.key: t for t in tasks}
         self.running: dict[str, RunningStage] = {}
         self.eta_model = EtaModel(max_parallel)
@@ -309,6 +310,10 @@ class Progress:
                 first = _first_line(outcome)
                 log = f" (log: {outcome.log_path})" if outcome.log_path and not first.startswith("dependency") else ""
                 self._line(f"FAILED  {task.name}: {first}{log}")
+            elif outcome is not None and outcome.error == NOT_STARTED_DISK_FULL:
+                if not self.not_started:
+                    self._line("HALT    the disk is full: no further stage is started; the running ones finish")
+                self.not_started.append(task)
         c["running"] = len(self.running)
 
     @property
@@ -409,13 +414,48 @@ def print_table(console: Any, markdown: str, table_json: dict[str, Any] | None) 
         console.print(markdown, highlight=False, markup=False)
 
 
-def print_failures(console: Any, failures: list[tuple[StageTask, StageOutcome]]) -> None:
-    """The failed stages, each with its attempts, its log and the first lines of its error."""
-    if not failures:
-        return
-    console.print(f"\n{len(failures)} stage(s) failed:", style="bold red")
-    for task, out in failures:
+def print_failures(
+    console: Any, failures: list[tuple[StageTask, StageOutcome]], not_started: list[StageTask] = (), run_dir: Path | None = None
+) -> None:
+    """The failed stages, each with its attempts, its log and the first lines of its error; then one
+    line for the stages not run because a stage they need failed, and, after a full disk, what was
+    not started and what to do."""
+    own = [(t, o) for t, o in failures if not (o.error or "").startswith("dependency ")]
+    waiting = [t for t, o in failures if (o.error or "").startswith("dependency ")]
+    if own:
+        console.print(f"\n{len(own)} stage(s) failed:", style="bold red")
+    for task, out in own:
         lines = (out.error or "").splitlines()
         console.print(f"- {task.name} (attempts {out.attempts}){' log: ' + out.log_path if out.log_path else ''}", highlight=False, markup=False)
         for line in lines[:4]:
             console.print(f"    {line}", highlight=False, markup=False)
+    if waiting:
+        console.print(f"{_count_kinds(waiting)} not run: a stage they need failed (above)", highlight=False, markup=False)
+    if any(disk_full(o.error) for _, o in own):
+        free = ""
+        if run_dir is not None:
+            import shutil
+
+            existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+            free = f" ({_format_bytes(shutil.disk_usage(existing).free)} free where the run dir {run_dir} is)"
+        skipped = f"; {_count_kinds(list(not_started))} not started" if not_started else ""
+        console.print(
+            f"the disk is full, or its quota used up{free}{skipped}. Free space (or choose another --run-dir) and run the "
+            "same command again: the finished stages are kept.",
+            style="bold red", highlight=False, markup=False,
+        )  # fmt: skip
+
+
+def _count_kinds(tasks: list[StageTask]) -> str:
+    """``48 stages (evaluate ×48)``."""
+    kinds = Counter(t.kind for t in tasks)
+    return f"{len(tasks)} stage{'s' if len(tasks) != 1 else ''} ({', '.join(f'{k} ×{n}' for k, n in kinds.items())})"
+
+
+def _format_bytes(n: float) -> str:
+    """``292 KB``, ``1.5 GB``: decimal units, as ``df -H``."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"

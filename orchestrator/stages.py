@@ -7,10 +7,11 @@ runner import this module; neither imports the other for these types.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
-__all__ = ["StageKind", "STAGE_KINDS", "Status", "StageTask", "StageOutcome", "EventFn", "HISTORY_FILE"]
+__all__ = ["StageKind", "STAGE_KINDS", "Status", "StageTask", "StageOutcome", "EventFn", "HISTORY_FILE", "DISK_FULL_ERRNOS", "NOT_STARTED_DISK_FULL", "disk_full"]
 
 StageKind = Literal["mine", "train", "evaluate"]
 STAGE_KINDS: tuple[str, ...] = ("mine", "train", "evaluate")
@@ -76,3 +77,18 @@ class StageOutcome:
 EventFn = Callable[[str, StageTask, StageOutcome | None], None]
 """``on_event(event, task, outcome)`` with event in ``start | done | failed | retry | cancelled``;
 the driver's progress display and failure printing hang off it (failures are shown when they happen)."""
+
+
+DISK_FULL_ERRNOS: tuple[int, ...] = (errno.ENOSPC, errno.EDQUOT)
+"""A full disk and an exhausted quota: another attempt on the same disk fails the same way."""
+NOT_STARTED_DISK_FULL = "not started: a stage failed on a full disk"
+"""The error of the stages a backend did not start after a full disk (status ``cancelled``)."""
+
+
+def disk_full(error: str | None) -> bool:
+    """Whether a stage's error text (it crosses processes and Slurm jobs as text) is a full disk or an
+    exhausted quota: ``OSError``'s ``[Errno 28]`` / ``[Errno 122]``, or their words where a library
+    wrapped the OS error in its own."""
+    if not error:
+        return False
+    return any(f"[Errno {n}]" in error for n in DISK_FULL_ERRNOS) or "No space left on device" in error or "Disk quota exceeded" in error

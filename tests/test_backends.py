@@ -306,3 +306,30 @@ def test_ray_backend_matches_local_and_respects_max_parallel():
     import ray
 
     assert not ray.is_initialized()
+
+
+def test_a_full_disk_is_not_retried_and_starts_nothing_more():
+    """The DAG after a stage failed on a full disk (its error crosses processes and Slurm as text):
+    no retry; every waiting stage is cancelled with one reason; a running stage still finishes."""
+    import errno
+
+    from orchestrator.backends.dag import DagScheduler
+    from orchestrator.execute import retryable
+    from orchestrator.stages import StageOutcome, disk_full
+
+    assert not retryable(OSError(errno.ENOSPC, "No space left on device", "x")) and not retryable(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert retryable(OSError(errno.EIO, "Input/output error")) and retryable(ConnectionError("reset"))
+    assert disk_full("OSError: [Errno 28] No space left on device: '/runs/x'") and disk_full("RuntimeError: write failed: Disk quota exceeded")
+    assert not disk_full("OSError: [Errno 5] Input/output error") and not disk_full(None)
+
+    tasks = [_task("a"), _task("b"), _task("c"), _task("d", {"synthetic": "a"})]
+    rec = Recorder()
+    dag = DagScheduler(tasks, retries=3, on_event=rec)
+    assert [t.key for t in dag.ready(limit=2)] == ["a", "b"]
+    retried = dag.complete("b", StageOutcome("b", "failed", error="OSError: [Errno 28] No space left on device: 'w/b'", retryable=True))
+    assert not retried and dag.outcomes["b"].status == "failed"
+    assert {k: o.error for k, o in dag.outcomes.items() if o.status == "cancelled"} == {
+        "c": "not started: a stage failed on a full disk", "d": "not started: a stage failed on a full disk"}
+    assert dag.ready() == [] and not dag.finished()  # "a" still runs
+    dag.complete("a", StageOutcome("a", "done"))
+    assert dag.finished() and ("start", "c") not in rec.events and ("retry", "b") not in rec.events

@@ -336,6 +336,10 @@ def test_nan_loss_fails_without_retry_and_is_summarized(fake_engine):
     assert "FAILED  train" in out and "loss is nan at iteration 2" in out
     assert "dependency" in out and "stage(s) failed" in out
     assert len(result.failed) == 4 + 8
+    summary = out[out.index("4 stage(s) failed:"):]  # the four trainings, each with its error; one line for the rest
+    assert summary.count("\n- train ") == 4 and "\n- evaluate" not in summary
+    assert "8 stages (evaluate ×8) not run: a stage they need failed (above)" in summary
+    assert "finished in" in summary and ", 0 cached, 12 failed\n" in summary
     df = pd.read_csv(plan.sweep_dir / "results.csv")
     assert set(df["status"]) == {"failed"} and df["C"].isna().all()
     tr = Tracker(default_uri(plan.run_dir), "mini")
@@ -740,3 +744,40 @@ def test_history_reading_keeps_the_first_value_of_a_step_and_skips_a_torn_line(t
     )
     assert read_history(p) == [(1, 10, {"train/loss": 2.0}), (2, 20, {"train/loss": 1.5, "train/lr": 0.1})]
     assert read_history(tmp_path / "missing.jsonl") == []
+
+
+def test_a_full_disk_starts_nothing_more_and_the_rerun_finishes_the_sweep(fake_engine, monkeypatch):
+    """A stage that fails on a full disk (or quota) is not retried, and no waiting stage is started
+    (each would fail the same way: a training after hours); the summary says what to do, and the
+    same command, once there is space, runs only what is left."""
+    import errno
+
+    real_train = execute.STAGE_RUNNERS["train"]
+    full = {"yes": True}
+
+    def train(ctx):
+        if full["yes"] and ctx.config().model.freeze == "paper":
+            raise OSError(errno.ENOSPC, "No space left on device", str(ctx.tmp / "model.safetensors"))
+        return real_train(ctx)
+
+    monkeypatch.setitem(execute.STAGE_RUNNERS, "train", train)
+    plan, result, out = _run(retries=2)
+    assert result.exit_code == 1
+    ran = [k for k, _ in fake_engine]
+    assert ran.count("train") == 2  # the two fine-tuned ones, in plan order before the first frozen one
+    assert "HALT    the disk is full: no further stage is started" in out
+    halted = [o for o in result.outcomes.values() if o.status == "cancelled"]
+    assert halted and all(o.error == "not started: a stage failed on a full disk" for o in halted)
+    assert "RETRY" not in out  # retries=2, and not one of them spent on the same full disk
+    flat = " ".join(out.split())  # the console wraps long lines
+    assert "the disk is full, or its quota used up (" in flat and "free where the run dir" in flat
+    assert "Free space (or choose another --run-dir) and run the same command again: the finished stages are kept." in flat
+    assert f"1 failed, {len(halted)} not started" in flat
+
+    full["yes"] = False
+    done_before = {k for k, o in result.outcomes.items() if o.status == "done"}
+    fake_engine.clear()
+    plan, result, out = _run()
+    assert result.exit_code == 0 and "HALT" not in out
+    assert not done_before & {key for _, key in fake_engine}  # what finished before is not run again
+    assert [k for k, _ in fake_engine].count("train") == 2  # only the two that were refused

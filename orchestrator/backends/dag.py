@@ -2,14 +2,16 @@
 
 Tracks which tasks are ready (every dependency done, or not part of this run =
 already done), hands out retries, and fails the dependents of a failed task
-with ``error="dependency <key> failed"`` without running them.
+with ``error="dependency <key> failed"`` without running them. After a stage
+failed on a full disk (or quota) nothing more is started: the tasks that wait
+are ``cancelled`` (``error`` :data:`NOT_STARTED_DISK_FULL`), the running ones end.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from orchestrator.stages import EventFn, StageOutcome, StageTask
+from orchestrator.stages import NOT_STARTED_DISK_FULL, EventFn, StageOutcome, StageTask, disk_full
 
 __all__ = ["DagScheduler"]
 
@@ -81,14 +83,23 @@ class DagScheduler:
         task = self.tasks[key]
         self.running.discard(key)
         outcome.attempts = self.attempts.get(key, 1)
-        if outcome.status == "failed" and outcome.retryable and self.attempts[key] <= self.retries:
+        if outcome.status == "failed" and outcome.retryable and not disk_full(outcome.error) and self.attempts[key] <= self.retries:
             self.on_event("retry", task, outcome)
             self._pending.insert(0, key)
             return True
         self.outcomes[key] = outcome
         event = outcome.status if outcome.status in ("failed", "cancelled") else "done"  # done | cached -> "done"
         self.on_event(event, task, outcome)
+        if outcome.status == "failed" and disk_full(outcome.error):
+            self._cancel_waiting(NOT_STARTED_DISK_FULL)  # each would fail the same way, a training after hours
         return False
+
+    def _cancel_waiting(self, error: str) -> None:
+        for key in self._pending:
+            out = StageOutcome(key, "cancelled", error=error, attempts=self.attempts.get(key, 0))
+            self.outcomes[key] = out
+            self.on_event("cancelled", self.tasks[key], out)
+        self._pending = []
 
     def cancel_rest(self) -> None:
         """Mark everything not finished as cancelled (interrupt)."""
