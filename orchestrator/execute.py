@@ -10,8 +10,10 @@ comes back as ``status="failed"`` with the tail of the traceback.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import shutil
 import threading
 import time
@@ -212,13 +214,15 @@ def _run_synthetic(ctx: StageContext) -> dict[str, Any]:
     """A stand-in stage for benchmarks and backend tests: a CPU-bound loop of ``config['seconds']``.
 
     ``config['fail']``: raise after the loop (``'always'``) or on the first attempt only (``'once'``,
-    remembered in the work folder).
+    remembered in the work folder); ``'disk_full'``: the ``OSError`` of a full disk.
     """
     cfg = ctx.task.config
     end = time.perf_counter() + float(cfg.get("seconds", 0.0))
     n = 0
     while time.perf_counter() < end:
         n += sum(i * i for i in range(1000)) % 7
+    if cfg.get("fail") == "disk_full":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(ctx.tmp / "value.json"))
     marker = ctx.store.work_dir(ctx.task.kind, ctx.task.key) / "attempted"
     if cfg.get("fail") == "always" or (cfg.get("fail") == "once" and not marker.exists()):
         marker.parent.mkdir(parents=True, exist_ok=True)

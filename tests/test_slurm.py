@@ -130,6 +130,30 @@ def test_dag_retry_failure_and_nasty_names(slurm_cluster, tmp_path):
     assert name.strip() == "famix-my_sweep_touch_PWNED_q_x-synthetic"
 
 
+def test_a_full_disk_cancels_the_queued_jobs_and_is_not_retried(slurm_cluster, tmp_path):
+    """A stage that fails on a full disk is not retried in its job, and the jobs still waiting in the
+    queue are cancelled rather than started one by one to fail the same way; a running job finishes."""
+    from orchestrator.backends.slurm.backend import SlurmBackend
+    from orchestrator.backends.slurm.cluster import query_states
+
+    store = tmp_path / "runs" / "store"
+    tasks = [_synthetic("full", store, fail="disk_full")] + [_synthetic(f"w{i}", store, seconds=2.0) for i in range(4)]
+    events = []
+    backend = SlurmBackend(sweep_dir=tmp_path / "runs" / "disk", options={"slurm": {"time": 5}}, poll_s=0.5)
+    out = backend.run(tasks, max_parallel=1, retries=2, on_event=lambda e, t, o: events.append((e, t.key)))
+
+    assert out["full"].status == "failed" and out["full"].attempts == 1  # retries=2, none spent on a full disk
+    assert "[Errno 28] No space left on device" in out["full"].error
+    halted = [k for k, o in out.items() if o.status == "cancelled"]
+    assert halted, out  # one array capped at 1: the ones behind the running one wait in the queue
+    assert all(out[k].error == "not started: a stage failed on a full disk" for k in halted)
+    assert {o.status for k, o in out.items() if k != "full" and k not in halted} <= {"done"}
+    for k in halted:
+        assert ("start", k) not in events and not (store / "synthetic" / k).exists()
+    states = query_states(out[k].job_id for k in halted)
+    assert all(states.get(out[k].job_id) == "CANCELLED" for k in halted), states
+
+
 def test_array_cap_and_max_array_size_split(slurm_cluster, tmp_path):
     """8 stages of one kind: one array capped at 1 running task; with MaxArraySize 3 they split into
     3 arrays that together keep to the cap."""

@@ -37,7 +37,7 @@ from orchestrator.backends.slurm.options import (
 )
 from orchestrator.backends.slurm.records import cancel_jobs, jobs_path, load_jobs, outcome_path, read_outcome, slurm_status
 from orchestrator.backends.slurm.sbatch import chunks, executor_parameters, share_cap
-from orchestrator.stages import STAGE_KINDS, EventFn, StageOutcome, StageTask
+from orchestrator.stages import NOT_STARTED_DISK_FULL, STAGE_KINDS, EventFn, StageOutcome, StageTask, disk_full
 
 __all__ = ["SlurmBackend", "absolute_path", "packs"]
 
@@ -295,12 +295,15 @@ class SlurmBackend(Backend):
         """Poll Slurm until every job has ended; emit start/done/failed events as they happen.
 
         A stage of a pack is over as soon as the pack's job wrote its outcome, while the job goes on
-        with the next ones; only the stage the job is running counts as started.
+        with the next ones; only the stage the job is running counts as started. After a stage failed
+        on a full disk (or quota) the jobs that wait in the queue are cancelled (their stages end
+        ``cancelled``, :data:`~orchestrator.stages.NOT_STARTED_DISK_FULL`); running jobs finish.
         """
         outcomes: dict[str, StageOutcome] = {}
         started: set[str] = set()
         first_seen_missing: dict[str, float] = {}
         cancelled_jobs: set[str] = set()  # a pack's stages share their job: cancel it once
+        disk_is_full = False
         try:
             while len(outcomes) < len(records):
                 live = {k: r for k, r in records.items() if k not in outcomes}
@@ -310,6 +313,14 @@ class SlurmBackend(Backend):
                 for key, rec in live.items():
                     task = tasks[key]
                     state = states.get(rec["job_id"], "UNKNOWN")
+                    if disk_is_full and state == "PENDING" and key not in started:  # each would fail the same way
+                        if rec["job_id"] not in cancelled_jobs:
+                            cancelled_jobs.add(rec["job_id"])
+                            self._cancel_job(rec)
+                        outcomes[key] = StageOutcome(key=key, status="cancelled", error=NOT_STARTED_DISK_FULL,
+                                                     job_id=rec["job_id"], log_path=rec.get("log_path"))  # fmt: skip
+                        emit("cancelled", task, outcomes[key])
+                        continue
                     if rec.get("pack"):
                         written = read_outcome(rec)
                         if written is not None:  # over, whatever the pack's job does next
@@ -347,6 +358,7 @@ class SlurmBackend(Backend):
                         continue
                     outcomes[key] = self._final_outcome(task, rec, state)
                     emit(_event(outcomes[key]), task, outcomes[key])
+                disk_is_full = disk_is_full or any(o.status == "failed" and disk_full(o.error) for o in outcomes.values())
                 if len(outcomes) < len(records):
                     time.sleep(self.poll_s)
         except KeyboardInterrupt:
