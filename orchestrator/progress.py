@@ -216,6 +216,7 @@ class Progress:
         self.failures: list[tuple[StageTask, StageOutcome]] = []
         self.not_started: list[StageTask] = []  # not started after a full disk
         self.pending: dict[str, StageTask] = {t.key: t for t in tasks}
+        self.names = {t.key: t.name for t in tasks if t.name}  # "dependency <key> failed" names the stage
         self.running: dict[str, RunningStage] = {}
         self.eta_model = EtaModel(max_parallel)
         self.summary_every = summary_every
@@ -308,8 +309,12 @@ class Progress:
                 assert outcome is not None
                 self.failures.append((task, outcome))
                 first = _first_line(outcome)
-                log = f" (log: {outcome.log_path})" if outcome.log_path and not first.startswith("dependency") else ""
-                self._line(f"FAILED  {task.name}: {first}{log}")
+                dep = first.split()[1] if first.startswith("dependency ") and len(first.split()) == 3 else None
+                if dep is not None:
+                    self._line(f"SKIPPED {task.name}: needs {self.names.get(dep, dep[:8])}, which failed")
+                else:
+                    log = f" (log: {outcome.log_path})" if outcome.log_path else ""
+                    self._line(f"FAILED  {task.name}: {first}{log}")
             elif outcome is not None and outcome.error == NOT_STARTED_DISK_FULL:
                 if not self.not_started:
                     self._line("HALT    the disk is full: no further stage is started; the running ones finish")
