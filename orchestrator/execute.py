@@ -404,11 +404,12 @@ def execute_stage(task: StageTask, stop: StopRequest | None = None) -> StageOutc
                 raise
 
             store.abort(tmp)
-            text = _error_text(e)
+            text, again = _error_text(e), retryable(e)
             ctx.write("failed: " + text.replace("\n", "\n    "))
-            return StageOutcome(
-                task.key, "failed", time.perf_counter() - t0, 1, error=text, log_path=log_path, retryable=retryable(e)
-            )
+            # an engine error or a full disk says all in its message (the traceback stays in the log);
+            # anything else may be a bug: the summary shows where it was raised
+            error = text if again else text.splitlines()[0]
+            return StageOutcome(task.key, "failed", time.perf_counter() - t0, 1, error=error, log_path=log_path, retryable=again)
         finally:
             if ctx.progress_file is not None:
                 ctx.progress_file.unlink(missing_ok=True)  # the stage is over: the driver's display drops it

@@ -342,6 +342,9 @@ def test_nan_loss_fails_without_retry_and_is_summarized(fake_engine):
     summary = out[out.index("4 stage(s) failed:"):]  # the four trainings, each with its error; one line for the rest
     assert summary.count("\n- train ") == 4 and "\n- evaluate" not in summary
     assert "8 stages (evaluate ×8) not run: a stage they need failed (above)" in summary
+    assert 'File "' not in summary  # an engine error is its message; the traceback is in the stage's log
+    log = next((plan.sweep_dir / "logs").glob("train-*.log")).read_text()
+    assert "TrainingDiverged: train: loss is nan at iteration 2" in log and 'File "' in log
     assert "finished in" in summary and ", 0 cached, 12 failed\n" in summary
     df = pd.read_csv(plan.sweep_dir / "results.csv")
     assert set(df["status"]) == {"failed"} and df["C"].isna().all()
