@@ -5,7 +5,8 @@ The stage's artifact is written into a temp folder of the store and renamed into
 A stage that is already done is reported ``cached`` without touching anything.
 The engine's ``log(metrics, step)`` callback goes to the stage's log file (append,
 timestamped) and to the trial runs in MLflow. A stage failure never raises: it
-comes back as ``status="failed"`` with the tail of the traceback.
+comes back as ``status="failed"`` with the error's message (an engine error or a
+full disk) or the tail of its traceback (anything else); the log has both.
 """
 
 from __future__ import annotations
