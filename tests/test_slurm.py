@@ -137,7 +137,7 @@ def test_a_full_disk_cancels_the_queued_jobs_and_is_not_retried(slurm_cluster, t
     from orchestrator.backends.slurm.cluster import query_states
 
     store = tmp_path / "runs" / "store"
-    tasks = [_synthetic("full", store, fail="disk_full")] + [_synthetic(f"w{i}", store, seconds=2.0) for i in range(4)]
+    tasks = [_synthetic("full", store, fail="disk_full")] + [_synthetic(f"w{i}", store, seconds=4.0) for i in range(4)]
     events = []
     backend = SlurmBackend(sweep_dir=tmp_path / "runs" / "disk", options={"slurm": {"time": 5}}, poll_s=0.5)
     out = backend.run(tasks, max_parallel=1, retries=2, on_event=lambda e, t, o: events.append((e, t.key)))
