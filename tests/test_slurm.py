@@ -147,7 +147,7 @@ def test_a_full_disk_cancels_the_queued_jobs_and_is_not_retried(slurm_cluster, t
     halted = [k for k, o in out.items() if o.status == "cancelled"]
     assert halted, out  # one array capped at 1: the ones behind the running one wait in the queue
     assert all(out[k].error == "not started: a stage failed on a full disk" for k in halted)
-    assert {o.status for k, o in out.items() if k != "full" and k not in halted} <= {"done"}
+    assert {o.status for k, o in out.items() if k != "full" and k not in halted} <= {"done"}, {k: (o.status, o.error) for k, o in out.items()}
     for k in halted:
         assert ("start", k) not in events and not (store / "synthetic" / k).exists()
     states = query_states(out[k].job_id for k in halted)

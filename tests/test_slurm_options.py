@@ -384,3 +384,15 @@ def test_the_backend_notes_a_pack_cut_short_once(monkeypatch, tmp_path):
         assert backend._pack_parameters("evaluate", {"time": 1440, "partition": "gpu"}, 8, limits)["time"] == 2880
     assert len(notes) == 1 and "would ask for 11520 min (8 x time); partition gpu allows 2880 min" in notes[0]
     assert backend._pack_parameters("evaluate", {"time": 30}, 8, limits)["time"] == 240 and len(notes) == 1
+
+
+def test_a_tasks_own_sacct_line_beats_the_cancelled_range_it_left():
+    """After the pending rest of an array is cancelled, sacct still shows its range record
+    (``1045_[1-4%1]``) naming a task that had already started and completed: that task reads
+    COMPLETED (it was read CANCELLED, and its finished stage counted as failed)."""
+    from orchestrator.backends.slurm.cluster import sacct_states
+
+    out = "JobID|State\n1045_0|FAILED\n1045_1|COMPLETED\n1045_[1-4%1]|CANCELLED by 0\n7|RUNNING\n8|COMPLETED+\n"
+    assert sacct_states(out) == {"1045_0": "FAILED", "1045_1": "COMPLETED", "1045_2": "CANCELLED", "1045_3": "CANCELLED",
+                                 "1045_4": "CANCELLED", "7": "RUNNING", "8": "COMPLETED"}  # fmt: skip
+    assert sacct_states("") == {} and sacct_states("JobID|State\n") == {}

@@ -304,6 +304,7 @@ class SlurmBackend(Backend):
         first_seen_missing: dict[str, float] = {}
         cancelled_jobs: set[str] = set()  # a pack's stages share their job: cancel it once
         disk_is_full = False
+        halted_jobs: set[str] = set()  # queued jobs cancelled after a full disk
         try:
             while len(outcomes) < len(records):
                 live = {k: r for k, r in records.items() if k not in outcomes}
@@ -313,14 +314,9 @@ class SlurmBackend(Backend):
                 for key, rec in live.items():
                     task = tasks[key]
                     state = states.get(rec["job_id"], "UNKNOWN")
-                    if disk_is_full and state == "PENDING" and key not in started:  # each would fail the same way
-                        if rec["job_id"] not in cancelled_jobs:
-                            cancelled_jobs.add(rec["job_id"])
-                            self._cancel_job(rec)
-                        outcomes[key] = StageOutcome(key=key, status="cancelled", error=NOT_STARTED_DISK_FULL,
-                                                     job_id=rec["job_id"], log_path=rec.get("log_path"))  # fmt: skip
-                        emit("cancelled", task, outcomes[key])
-                        continue
+                    if disk_is_full and state == "PENDING" and rec["job_id"] not in halted_jobs:  # each would fail the same way
+                        halted_jobs.add(rec["job_id"])
+                        _cancel_if_pending(rec["job_id"])  # one that started meanwhile runs on, and counts as it ends
                     if rec.get("pack"):
                         written = read_outcome(rec)
                         if written is not None:  # over, whatever the pack's job does next
@@ -357,6 +353,8 @@ class SlurmBackend(Backend):
                         # this stage reads "dependency <key> failed" rather than "cancelled".
                         continue
                     outcomes[key] = self._final_outcome(task, rec, state)
+                    if outcomes[key].status == "cancelled" and rec["job_id"] in halted_jobs:
+                        outcomes[key].error = NOT_STARTED_DISK_FULL
                     emit(_event(outcomes[key]), task, outcomes[key])
                 disk_is_full = disk_is_full or any(o.status == "failed" and disk_full(o.error) for o in outcomes.values())
                 if len(outcomes) < len(records):
@@ -374,12 +372,18 @@ class SlurmBackend(Backend):
     ) -> StageOutcome:
         """The stage's outcome from its job's state and the outcome the job wrote (``outcome``, else read).
 
-        A single stage's outcome counts once its job COMPLETED. A stage of a pack that ended well counts
+        A single stage's outcome counts once its job COMPLETED, or was CANCELLED after the stage ended
+        well (the job writes its outcome last; sacct can also name a finished array task CANCELLED for a
+        while, by the cancelled range of pending tasks it left). A stage of a pack that ended well counts
         whatever the job does next: the job of a pack where another stage failed ends FAILED.
         """
         outcome = outcome if outcome is not None else read_outcome(rec)
         logs = f"slurm job {rec['job_id']}; logs: {rec['stdout']} {rec['stderr']}"
-        if outcome is not None and (state == "COMPLETED" or (rec.get("pack") and outcome.status != "failed")):
+        if outcome is not None and (
+            state == "COMPLETED"
+            or (rec.get("pack") and outcome.status != "failed")
+            or (state == "CANCELLED" and outcome.status in ("done", "cached"))
+        ):
             return dataclasses.replace(outcome, job_id=rec["job_id"])
         if state == "CANCELLED" and outcome is None:
             return StageOutcome(key=task.key, status="cancelled", job_id=rec["job_id"], log_path=rec.get("log_path"),
@@ -423,6 +427,14 @@ class SlurmBackend(Backend):
                 failed = f" (failed; log {r['stderr']})" if r["status"] == "failed" else ""
                 lines.append(f"  {r['name']}: job {r['job_id']} {r['state']}{failed}")
         return lines
+
+
+def _cancel_if_pending(job_id: str) -> None:
+    """``scancel --state=PENDING``: Slurm itself checks the state, so a job that started since the
+    last poll is not killed half-way."""
+    import subprocess
+
+    subprocess.run(["scancel", "--state=PENDING", job_id], capture_output=True, check=False)
 
 
 def _event(outcome: StageOutcome) -> str:

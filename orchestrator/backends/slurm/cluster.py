@@ -17,6 +17,7 @@ __all__ = [
     "max_array_size",
     "max_time_min",
     "query_states",
+    "sacct_states",
 ]
 
 ACTIVE_STATES = frozenset(
@@ -93,6 +94,23 @@ def max_time_min(partition: str | None = None) -> int | None:
     return max(limits) if limits else None
 
 
+def sacct_states(stdout: str) -> dict[str, str]:
+    """``{job_id: STATE}`` from ``sacct -X --parsable2 -o JobID,State``, array ranges expanded.
+
+    A pending array's remainder is one record (``123_[1-4%1]``); once it is cancelled, its range still
+    names tasks that had left it and ended otherwise (``123_1|COMPLETED``): a task's own line wins
+    over the range it was split from.
+    """
+    from submitit.slurm.slurm import SlurmInfoWatcher  # sacct's parser (a public class)
+
+    header, *rows = stdout.splitlines() or [""]
+    info: dict[str, dict[str, str]] = {}
+    for part in ([r for r in rows if "[" in r.split("|")[0]], [r for r in rows if "[" not in r.split("|")[0]]):
+        if part:
+            info.update(SlurmInfoWatcher(delay_s=0).read_info("\n".join([header, *part])))
+    return {jid: (row.get("State") or "UNKNOWN").split()[0].rstrip("+") for jid, row in info.items()}
+
+
 def query_states(job_ids: Iterable[str]) -> dict[str, str]:
     """Slurm state of each job id (``123`` or ``123_4``): squeue for live jobs, sacct for finished ones.
 
@@ -106,12 +124,8 @@ def query_states(job_ids: Iterable[str]) -> dict[str, str]:
     bases = sorted({j.split("_")[0] for j in ids})
     acct = _run(["sacct", "-X", "--parsable2", "-o", "JobID,State", "-j", ",".join(bases)])
     if acct.returncode == 0:
-        from submitit.slurm.slurm import SlurmInfoWatcher  # sacct's parser (a public class)
-
-        info = SlurmInfoWatcher(delay_s=0).read_info(acct.stdout)
-        for jid in ids:
-            if jid in info:
-                states[jid] = (info[jid].get("State") or "UNKNOWN").split()[0].rstrip("+")
+        info = sacct_states(acct.stdout)
+        states.update({jid: info[jid] for jid in ids if jid in info})
     queue = _run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(bases)])
     if queue.returncode == 0:
         for line in queue.stdout.splitlines():
