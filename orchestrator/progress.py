@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from famix_core.io import atomic_write_json
-from orchestrator.stages import NOT_STARTED_DISK_FULL, StageOutcome, StageTask, disk_full
+from orchestrator.stages import NOT_STARTED_DISK_FULL, StageOutcome, StageTask, disk_full, failed_dependency
 
 __all__ = [
     "progress_path",
@@ -309,7 +309,7 @@ class Progress:
                 assert outcome is not None
                 self.failures.append((task, outcome))
                 first = _first_line(outcome)
-                dep = first.split()[1] if first.startswith("dependency ") and len(first.split()) == 3 else None
+                dep = failed_dependency(first)
                 if dep is not None:
                     self._line(f"SKIPPED {task.name}: needs {self.names.get(dep, dep[:8])}, which failed")
                 else:
@@ -425,8 +425,8 @@ def print_failures(
     """The failed stages, each with its attempts, its log and the first lines of its error; then one
     line for the stages not run because a stage they need failed, and, after a full disk, what was
     not started and what to do."""
-    own = [(t, o) for t, o in failures if not (o.error or "").startswith("dependency ")]
-    waiting = [t for t, o in failures if (o.error or "").startswith("dependency ")]
+    own = [(t, o) for t, o in failures if failed_dependency(o.error) is None]
+    waiting = [t for t, o in failures if failed_dependency(o.error) is not None]
     if own:
         console.print(f"\n{len(own)} stage(s) failed:", style="bold red")
     for task, out in own:

@@ -11,7 +11,7 @@ import errno
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
-__all__ = ["StageKind", "STAGE_KINDS", "Status", "StageTask", "StageOutcome", "EventFn", "HISTORY_FILE", "DISK_FULL_ERRNOS", "NOT_STARTED_DISK_FULL", "disk_full"]
+__all__ = ["StageKind", "STAGE_KINDS", "Status", "StageTask", "StageOutcome", "EventFn", "HISTORY_FILE", "DISK_FULL_ERRNOS", "NOT_STARTED_DISK_FULL", "disk_full", "dependency_failed", "failed_dependency"]
 
 StageKind = Literal["mine", "train", "evaluate"]
 STAGE_KINDS: tuple[str, ...] = ("mine", "train", "evaluate")
@@ -92,3 +92,14 @@ def disk_full(error: str | None) -> bool:
     if not error:
         return False
     return any(f"[Errno {n}]" in error for n in DISK_FULL_ERRNOS) or "No space left on device" in error or "Disk quota exceeded" in error
+
+
+def dependency_failed(key: str) -> str:
+    """The error of a stage not run because the stage ``key`` it needs failed (every backend's wording)."""
+    return f"dependency {key} failed"
+
+
+def failed_dependency(error: str | None) -> str | None:
+    """The key in a :func:`dependency_failed` error, else None."""
+    words = (error or "").split()
+    return words[1] if len(words) == 3 and words[0] == "dependency" and words[2] == "failed" else None

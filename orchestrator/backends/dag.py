@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from orchestrator.stages import NOT_STARTED_DISK_FULL, EventFn, StageOutcome, StageTask, disk_full
+from orchestrator.stages import NOT_STARTED_DISK_FULL, EventFn, StageOutcome, StageTask, dependency_failed, disk_full
 
 __all__ = ["DagScheduler"]
 
@@ -74,7 +74,7 @@ class DagScheduler:
         return out
 
     def _fail_dependency(self, task: StageTask, dep: str) -> None:
-        outcome = StageOutcome(task.key, "failed", error=f"dependency {dep} failed", log_path=task.log_path or None, retryable=False)
+        outcome = StageOutcome(task.key, "failed", error=dependency_failed(dep), log_path=task.log_path or None, retryable=False)
         self.outcomes[task.key] = outcome
         self.on_event("failed", task, outcome)
 
@@ -91,22 +91,18 @@ class DagScheduler:
         event = outcome.status if outcome.status in ("failed", "cancelled") else "done"  # done | cached -> "done"
         self.on_event(event, task, outcome)
         if outcome.status == "failed" and disk_full(outcome.error):
-            self._cancel_waiting(NOT_STARTED_DISK_FULL)  # each would fail the same way, a training after hours
+            self._cancel(self._pending, NOT_STARTED_DISK_FULL)  # each would fail the same way, a training after hours
         return False
 
-    def _cancel_waiting(self, error: str) -> None:
-        for key in self._pending:
+    def cancel_rest(self) -> None:
+        """Mark everything not finished as cancelled (interrupt)."""
+        self._cancel([key for key in self.order if key not in self.outcomes], "cancelled")
+        self.running.clear()
+
+    def _cancel(self, keys: list[str], error: str) -> None:
+        """``keys`` end ``cancelled`` with ``error``; nothing waits to start any more."""
+        for key in keys:
             out = StageOutcome(key, "cancelled", error=error, attempts=self.attempts.get(key, 0))
             self.outcomes[key] = out
             self.on_event("cancelled", self.tasks[key], out)
         self._pending = []
-
-    def cancel_rest(self) -> None:
-        """Mark everything not finished as cancelled (interrupt)."""
-        for key in self.order:
-            if key not in self.outcomes:
-                out = StageOutcome(key, "cancelled", error="cancelled", attempts=self.attempts.get(key, 0))
-                self.outcomes[key] = out
-                self.on_event("cancelled", self.tasks[key], out)
-        self._pending = []
-        self.running.clear()

@@ -37,7 +37,7 @@ from orchestrator.backends.slurm.options import (
 )
 from orchestrator.backends.slurm.records import cancel_jobs, jobs_path, load_jobs, outcome_path, read_outcome, slurm_status
 from orchestrator.backends.slurm.sbatch import chunks, executor_parameters, share_cap
-from orchestrator.stages import NOT_STARTED_DISK_FULL, STAGE_KINDS, EventFn, StageOutcome, StageTask, disk_full
+from orchestrator.stages import NOT_STARTED_DISK_FULL, STAGE_KINDS, EventFn, StageOutcome, StageTask, dependency_failed, disk_full
 
 __all__ = ["SlurmBackend", "absolute_path", "packs"]
 
@@ -329,7 +329,7 @@ class SlurmBackend(Backend):
                             cancelled_jobs.add(rec["job_id"])
                             self._cancel_job(rec)
                         outcomes[key] = StageOutcome(
-                            key=key, status="failed", error=f"dependency {failed_dep} failed",
+                            key=key, status="failed", error=dependency_failed(failed_dep),
                             job_id=rec["job_id"], log_path=rec.get("log_path"), retryable=False,
                         )  # fmt: skip
                         emit("failed", task, outcomes[key])
