@@ -222,9 +222,15 @@ def code_version() -> str:
     return git_version(Path(__file__).resolve().parent.parent)
 
 
+CODE_DIRS = ("famix_core", "orchestrator", "reports")
+"""The project's packages: a file git does not track (and does not ignore) in one of them is code."""
+
+
 def git_version(root: Path) -> str:
-    """``root``'s commit (``git rev-parse HEAD``), with ``-dirty`` when a tracked file differs from it
-    (untracked files do not count); ``unknown`` outside a git checkout or without git."""
+    """``root``'s commit (``git rev-parse HEAD``), with ``-dirty`` when a tracked file differs from it or
+    a file in one of :data:`CODE_DIRS` is untracked (a new module, not yet added, is code the commit
+    lacks; an untracked file elsewhere, notes or a run folder, is not); ``unknown`` outside a git
+    checkout or without git."""
 
     def git(*args: str) -> subprocess.CompletedProcess[str] | None:
         try:
@@ -237,7 +243,10 @@ def git_version(root: Path) -> str:
     if not commit:
         return "unknown"
     diff = git("diff", "--quiet", "HEAD", "--")
-    return commit + "-dirty" if diff is not None and diff.returncode == 1 else commit
+    if diff is not None and diff.returncode == 1:
+        return commit + "-dirty"
+    new = git("ls-files", "--others", "--exclude-standard", "--", *CODE_DIRS)
+    return commit + "-dirty" if new is not None and new.returncode == 0 and new.stdout.strip() else commit
 
 
 def _read_done(folder: Path) -> dict[str, Any] | None:

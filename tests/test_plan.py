@@ -170,7 +170,8 @@ def test_store_commit_is_atomic_and_plan_status_follows_it():
 
 def test_git_version_names_the_commit_and_uncommitted_changes(tmp_path, monkeypatch):
     """What a stored stage records as the code that computed it: the commit, ``-dirty`` when a tracked
-    file was changed (an untracked file is not the code), ``unknown`` outside a git checkout."""
+    file was changed or a new file sits untracked in a package (an untracked file elsewhere is not the
+    code, nor is an ignored one in a package), ``unknown`` outside a git checkout."""
     import subprocess
 
     def git(*args: str) -> str:
@@ -191,6 +192,21 @@ def test_git_version_names_the_commit_and_uncommitted_changes(tmp_path, monkeypa
     (tmp_path / "model.py").write_text("x = 2\n")
     assert git_version(tmp_path) == f"{head}-dirty"
     git("commit", "-q", "-am", "two")
+    head = git("rev-parse", "HEAD")
+    assert git_version(tmp_path) == head
+    (tmp_path / ".gitignore").write_text("__pycache__/\n")
+    git("add", ".gitignore")
+    git("commit", "-q", "-m", "ignore")
+    head = git("rev-parse", "HEAD")
+    package = tmp_path / "famix_core"
+    (package / "__pycache__").mkdir(parents=True)
+    (package / "__pycache__" / "styles.cpython-311.pyc").write_bytes(b"\0")
+    assert git_version(tmp_path) == head  # ignored: not code
+    (package / "styles.py").write_text("def mix(): ...\n")  # a new module, not yet added
+    assert git_version(tmp_path) == f"{head}-dirty"
+    git("add", "famix_core/styles.py")
+    assert git_version(tmp_path) == f"{head}-dirty"  # staged, not committed
+    git("commit", "-q", "-m", "styles")
     assert git_version(tmp_path) == git("rev-parse", "HEAD") != head
 
 
