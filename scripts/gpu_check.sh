@@ -3,8 +3,10 @@
 #   1. the CUDA tests (pytest -m gpu; their CPU twins run everywhere, in the ordinary suite),
 #   2. bench/bench_gpu.py at the paper's shapes (prints numbers; never asserts),
 #   3. the cost estimate of the paper ablation on this GPU (famix sweep plan --profile paper --estimate),
-#   4. a smoke sweep on CUDA (the 8-row ablation) ending in its table.
-# Each step has its own time limit (seconds: TESTS_S, BENCH_S, ESTIMATE_S, SWEEP_S), so one slow
+#   4. a smoke sweep on CUDA (the 8-row ablation) ending in its table,
+#   5. the same sweep twice more with train.deterministic=true, into fresh run dirs: whether their
+#      results agree to the digit (printed, with the largest difference; never an error).
+# Each step has its own time limit (seconds: TESTS_S, BENCH_S, ESTIMATE_S, SWEEP_S, REPEAT_S), so one slow
 # step cannot take the others' time. Logs go to $OUT (default /tmp/gpu-check): one per step and a
 # summary; the sweeps' run dirs go to $RUNS (default /tmp/gpu-check-runs).
 # Usage: bash scripts/gpu_check.sh [PYTHON]     (default: .venv/bin/python, else python3)
@@ -38,5 +40,29 @@ step gpu-tests "${TESTS_S:-180}" "$PY" -m pytest -m gpu -rs -q -s -p no:cachepro
 step bench-gpu "${BENCH_S:-150}" "$PY" bench/bench_gpu.py
 step estimate "${ESTIMATE_S:-90}" "$PY" -m orchestrator sweep plan sweeps/ablation.yaml --profile paper --run-dir "$RUNS/estimate" --estimate
 step smoke-sweep "${SWEEP_S:-240}" "$PY" -m orchestrator sweep run sweeps/ablation.yaml --run-dir "$RUNS/smoke" train.device=cuda
+
+repeat_deterministic() {  # two deterministic smoke sweeps from scratch; compare their results.csv
+  local i
+  for i in 1 2; do
+    rm -rf "$RUNS/deterministic-$i"
+    "$PY" -m orchestrator sweep run sweeps/ablation.yaml --run-dir "$RUNS/deterministic-$i" \
+      train.device=cuda train.deterministic=true >"$OUT/deterministic-$i.log" 2>&1 || { echo "sweep $i failed: $OUT/deterministic-$i.log"; return 1; }
+    grep -E '^\| [✗✓] ' "$OUT/deterministic-$i.log"
+  done
+  "$PY" - "$RUNS"/deterministic-{1,2}/ablation/results.csv <<'PYEOF'
+import sys
+
+import pandas as pd
+
+a, b = (pd.read_csv(f) for f in sys.argv[1:])
+cols = [c for c in a.columns if a[c].dtype.kind == "f"]
+gap = (a[cols] - b[cols]).abs().to_numpy().max()
+print("deterministic mode: the two sweeps' results are identical" if gap == 0
+      else f"deterministic mode: the two sweeps differ by up to {gap:.4f} mIoU points")
+PYEOF
+}
+export -f repeat_deterministic
+export PY OUT RUNS
+step deterministic-repeat "${REPEAT_S:-200}" bash -c repeat_deterministic
 echo "all logs in $OUT (summary: $OUT/summary.txt); exit $status"
 exit $status
