@@ -6,7 +6,8 @@ On CUDA (RN50 OS16, batch 8, 768² crops, random weights, FAMix style op with a 
     style op's share of the step (CUDA events around the op, over the timed iterations);
   * mining: seconds per style when the kept patches of many source batches are optimized together
     (``mining.patches_per_step``) vs one source batch at a time (its ~20 kept patches), same code;
-  * evaluation: images/s at 2048x1024 with the ensemble [1.0, 0.5], fp32 and bf16.
+  * evaluation: images/s at 2048x1024 with the ensemble [1.0, 0.5], fp32 and bf16;
+  * the cost of ``train.deterministic=true`` (fp32, channels_last) against benchmark mode.
 
 Without CUDA every row runs on the CPU at a reduced shape (printed), channels_last rows are
 skipped (the option acts on CUDA only), and the numbers say nothing about a GPU.
@@ -21,14 +22,14 @@ import tempfile
 import time
 
 
-def _config(precision: str, channels_last: bool):
+def _config(precision: str, channels_last: bool, deterministic: bool = False):
     from famix_core.config import FamixConfig
 
     return FamixConfig.model_validate(
         {
             "model": {"backbone": "RN50", "pretrained": "none", "output_stride": 16, "freeze": "paper"},
             "style": {"strategy": "famix", "augment": True, "mix": True},
-            "train": {"precision": precision, "channels_last": channels_last},
+            "train": {"precision": precision, "channels_last": channels_last, "deterministic": deterministic},
             "eval": {"precision": precision, "scales": [1.0, 0.5]},
         }
     )
@@ -71,14 +72,16 @@ class _StyleTimer:
         return sum(self.spans)
 
 
-def bench_train(device, precision: str, channels_last: bool, batch: int, crop: int, warmup: int, iters: int) -> dict:
+def bench_train(
+    device, precision: str, channels_last: bool, batch: int, crop: int, warmup: int, iters: int, deterministic: bool = False
+) -> dict:
     import torch
 
     from famix_core.probe import random_trainer
 
     cuda = device.type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:
-        t = random_trainer(_config(precision, channels_last), device, batch=batch, crop=crop, iterations=warmup + iters, folder=tmp)
+        t = random_trainer(_config(precision, channels_last, deterministic), device, batch=batch, crop=crop, iterations=warmup + iters, folder=tmp)
         timer = _StyleTimer(t.model.style_augmenter, cuda)
         for _ in range(warmup):
             t.step()
@@ -146,16 +149,17 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{'precision':9} {'ch_last':7} {'it/s':>7} {'img/s':>7} {'peak MB':>8} {'style op':>8}"
           + ("" if cuda else "   (peak: process RSS)"))
+    rows: dict[tuple[str, bool], dict] = {}
     for precision in ("fp32", "bf16"):
         for cl in (False, True):
             if cl and not cuda:
                 print(f"{precision:9} {'on':7} {'(channels_last acts on CUDA only)':>33}")
                 continue
-            r = bench_train(device, precision, cl, batch, crop, warmup, iters)
+            r = rows[precision, cl] = bench_train(device, precision, cl, batch, crop, warmup, iters)
             print(f"{precision:9} {'on' if cl else 'off':7} {r['it_s']:7.2f} {r['img_s']:7.1f} {r['peak_mb']:8.0f} "
                   f"{100 * r['style_share']:7.1f}%")  # fmt: skip
     if cuda:
-        total = 40000 / bench_train(device, "fp32", True, batch, crop, 2, 5)["it_s"] / 3600
+        total = 40000 / rows["fp32", True]["it_s"] / 3600
         print(f"a 40k-iteration paper training at fp32/channels_last: about {total:.1f} GPU-hours here")
 
     for precision in ("fp32", "bf16"):
@@ -169,6 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         c = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"precision": precision})})
         s = probe_evaluate(c, device, height=eval_hw[0], width=eval_hw[1], warmup=1, iters=2 if cuda else 1)
         print(f"evaluation {precision} at {eval_hw[1]}x{eval_hw[0]}, scales [1.0, 0.5]: {1 / s:.2f} images/s")
+
+    if cuda:  # last: the deterministic flags are process-wide (each Trainer sets them again)
+        fast = rows["fp32", True]["it_s"]  # the table's row: the same training in benchmark mode
+        det = bench_train(device, "fp32", True, batch, crop, warmup, iters, deterministic=True)["it_s"]
+        print(f"train.deterministic=true, fp32 channels_last: {det:.2f} it/s vs {fast:.2f} in benchmark mode "
+              f"({fast / det:.2f}x slower)")  # fmt: skip
+    else:
+        print("train.deterministic: acts on CUDA only (the CPU is bit-exact anyway)")
     return 0
 
 

@@ -34,7 +34,9 @@ RESUME_NOISE_FACTOR = 4.0
 
 On an H200 (torch 2.11) a resumed benchmark-mode run ended 0.037 from an uninterrupted one on
 some weight (loss 1.6167 vs 1.6203), over RESUME_ATOL, while deterministic mode resumed bit for
-bit: the inputs of a resume are exact, the difference is the kernels' order of addition."""
+bit: the inputs of a resume are exact, the difference is the kernels' order of addition. On an
+H100 (torch 2.11) the resumed run ended 0.195 from the uninterrupted one and a second
+uninterrupted run 0.0765 from it (ratio 2.5)."""
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +103,7 @@ def _max_dw(a: str, b: str) -> float:
 def test_resume_on_cuda_matches_an_uninterrupted_run(synth_root, tmp_path, deterministic):
     """A run stopped after its checkpoint at iteration 4 and resumed ends where an uninterrupted run does.
 
-    Deterministic mode: within RESUME_ATOL / RESUME_RTOL (bit for bit on an H200, torch 2.11).
+    Deterministic mode: within RESUME_ATOL / RESUME_RTOL (bit for bit on an H200 and an H100, torch 2.11).
     Benchmark mode: cuDNN may pick kernels that add in a varying order, so two uninterrupted runs
     differ too; the resumed run may be no further from the first than RESUME_NOISE_FACTOR times
     what the second uninterrupted run is (or RESUME_ATOL, whichever is larger).
