@@ -21,6 +21,7 @@ from orchestrator.backends.slurm.cluster import (
     ACTIVE_STATES,
     TERMINAL_STATES,
     SlurmUnavailable,
+    cancel_pending,
     max_array_size,
     max_time_min,
     query_states,
@@ -316,7 +317,7 @@ class SlurmBackend(Backend):
                     state = states.get(rec["job_id"], "UNKNOWN")
                     if disk_is_full and state == "PENDING" and rec["job_id"] not in halted_jobs:  # each would fail the same way
                         halted_jobs.add(rec["job_id"])
-                        _cancel_if_pending(rec["job_id"])  # one that started meanwhile runs on, and counts as it ends
+                        cancel_pending(rec["job_id"])  # one that started meanwhile runs on, and counts as it ends
                     if rec.get("pack"):
                         written = read_outcome(rec)
                         if written is not None:  # over, whatever the pack's job does next
@@ -427,14 +428,6 @@ class SlurmBackend(Backend):
                 failed = f" (failed; log {r['stderr']})" if r["status"] == "failed" else ""
                 lines.append(f"  {r['name']}: job {r['job_id']} {r['state']}{failed}")
         return lines
-
-
-def _cancel_if_pending(job_id: str) -> None:
-    """``scancel --state=PENDING``: Slurm itself checks the state, so a job that started since the
-    last poll is not killed half-way."""
-    import subprocess
-
-    subprocess.run(["scancel", "--state=PENDING", job_id], capture_output=True, check=False)
 
 
 def _event(outcome: StageOutcome) -> str:

@@ -18,6 +18,7 @@ __all__ = [
     "max_time_min",
     "query_states",
     "sacct_states",
+    "cancel_pending",
 ]
 
 ACTIVE_STATES = frozenset(
@@ -109,6 +110,12 @@ def sacct_states(stdout: str) -> dict[str, str]:
         if part:
             info.update(SlurmInfoWatcher(delay_s=0).read_info("\n".join([header, *part])))
     return {jid: (row.get("State") or "UNKNOWN").split()[0].rstrip("+") for jid, row in info.items()}
+
+
+def cancel_pending(job_id: str) -> None:
+    """``scancel --state=PENDING``: Slurm itself checks the state, so a job that started since the
+    last poll is not killed half-way."""
+    _run(["scancel", "--state=PENDING", job_id])
 
 
 def query_states(job_ids: Iterable[str]) -> dict[str, str]:
