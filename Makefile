@@ -1,5 +1,6 @@
 # FAMix sweeps: install, run sweeps, reports, tests, benchmarks.
 #   make sweep SWEEP=sweeps/ablation.yaml [PROFILE=smoke|paper] [BACKEND=local|ray|slurm] [ARGS="key=value ..."]
+#     (without PROFILE / BACKEND: the sweep file's default_profile and backend.kind)
 #   make status|report SWEEP=sweeps/ablation.yaml [ARGS="the sweep's key=value ..."]
 #   make test            (lint-imports, then pytest)
 #   make bench
@@ -7,11 +8,14 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SWEEP ?= sweeps/ablation.yaml
-PROFILE ?= smoke
-BACKEND ?= local
+# empty: the sweep file's own default_profile (smoke unless it names another) and backend.kind (local)
+PROFILE ?=
+BACKEND ?=
 RUN_DIR ?= runs
 ARGS ?=
 PYTEST_ARGS ?=
+PROFILE_ARG = $(if $(PROFILE),--profile $(PROFILE))
+BACKEND_ARG = $(if $(BACKEND),--backend $(BACKEND))
 # idle OpenMP threads sleep instead of spinning: on a busy machine spinning 2-thread torch runs ~50x slower
 OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
@@ -27,16 +31,16 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 sweep: install
-	$(VENV)/bin/famix sweep run $(SWEEP) --profile $(PROFILE) --backend $(BACKEND) --run-dir $(RUN_DIR) $(ARGS)
+	$(VENV)/bin/famix sweep run $(SWEEP) $(PROFILE_ARG) $(BACKEND_ARG) --run-dir $(RUN_DIR) $(ARGS)
 
 plan: install
-	$(VENV)/bin/famix sweep plan $(SWEEP) --profile $(PROFILE) --run-dir $(RUN_DIR) $(ARGS)
+	$(VENV)/bin/famix sweep plan $(SWEEP) $(PROFILE_ARG) --run-dir $(RUN_DIR) $(ARGS)
 
 status: install
-	$(VENV)/bin/famix sweep status $(SWEEP) --profile $(PROFILE) --run-dir $(RUN_DIR) $(ARGS)
+	$(VENV)/bin/famix sweep status $(SWEEP) $(PROFILE_ARG) --run-dir $(RUN_DIR) $(ARGS)
 
 report: install
-	$(VENV)/bin/famix report $(SWEEP) --profile $(PROFILE) --run-dir $(RUN_DIR) $(ARGS)
+	$(VENV)/bin/famix report $(SWEEP) $(PROFILE_ARG) --run-dir $(RUN_DIR) $(ARGS)
 
 # imports go one way (orchestrator -> reports -> famix_core; backends independent): [tool.importlinter] in pyproject.toml
 lint-imports: install

@@ -1,6 +1,6 @@
 """Typed configuration of the FAMix engine: one model per concern.
 
-Every number of the method (../METHOD.md) is a field here. Configs hold names,
+Every number of the method (docs/method.md) is a field here. Configs hold names,
 not classes, so they serialize to YAML/JSON/MLflow params; they are validated on
 construction and a bad value names its dotted field.
 
@@ -14,15 +14,17 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from famix_core.config_io import apply_overrides, check_overrides, parse_overrides, read_yaml, validate
 from famix_core.domains import DEFAULT_TARGETS, resolve_domain
-from famix_core.errors import ConfigError
+from famix_core.errors import ConfigError, FamixDeprecation
 
 __all__ = [
+    "SEED_MAX",
+    "Seed",
     "PRECISIONS",
     "BACKBONES",
     "FREEZE_POLICIES",
@@ -55,7 +57,30 @@ STRATEGIES: tuple[str, ...] = ("none", "famix", "mixstyle", "noise")
 """Feature-style strategies acting on layer-1 features during training."""
 
 PROMPT_TYPES: tuple[str, ...] = ("class", "chars", "style", "chars_class", "style_class")
-"""Prompt types for style mining (METHOD.md): class name; random characters; random style; and the combinations."""
+"""Prompt types for style mining (docs/method.md): class name; random characters; random style; and the combinations."""
+
+
+SEED_MAX = 2**32 - 1
+"""The largest seed: numpy's generators take none below 0, and every seed fits every RNG below 2**32."""
+
+
+def _check_seed(v: int) -> int:
+    if not 0 <= v <= SEED_MAX:
+        raise ValueError(f"expected a seed from 0 to {SEED_MAX}, got {v}")
+    return v
+
+
+Seed = Annotated[int, AfterValidator(_check_seed)]
+"""A seed field: an integer from 0 to :data:`SEED_MAX`."""
+
+DEVICE_SPECS = "auto, cpu, cuda or cuda:N"
+
+
+def _check_device(v: str) -> str:
+    kind, _, index = v.partition(":")
+    if v in ("auto", "cpu", "cuda") or (kind == "cuda" and index.isdigit()):
+        return v
+    raise ValueError(f"unknown device {v!r} (expected {DEVICE_SPECS})")
 
 
 class _Base(BaseModel):
@@ -82,6 +107,13 @@ class ModelConfig(_Base):
     def _backbone(cls, v: str) -> str:
         if v not in BACKBONES:
             raise ValueError(f"unknown backbone {v!r} (known: {', '.join(BACKBONES)})")
+        return v
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("empty: expected none, famix-synth, openai or a path to a CLIP or FAMix checkpoint")
         return v
 
     @field_validator("freeze")
@@ -126,7 +158,7 @@ class StyleConfig(_Base):
 
 
 class MiningConfig(_Base):
-    """Offline prompt-driven style mining (METHOD.md "Style mining")."""
+    """Offline prompt-driven style mining (docs/method.md)."""
 
     prompt: str = Field("style_class", description=f"one of {PROMPT_TYPES}")
     steps: int = Field(100, ge=1)
@@ -143,7 +175,7 @@ class MiningConfig(_Base):
     )
     patches_per_step: int = Field(256, ge=1, description="kept patches optimized together in one batched problem")
     precision: Precision = Field("fp32", description="fp32 | bf16 autocast of the style optimization (CLIP forward/backward)")
-    seed: int = 0
+    seed: Seed = 0
 
     @field_validator("prompt")
     @classmethod
@@ -156,7 +188,7 @@ class MiningConfig(_Base):
 class SynthConfig(_Base):
     """The built-in synthetic benchmark (generated under ``data.root`` when missing)."""
 
-    seed: int = 0
+    seed: Seed = 0
     height: int = Field(128, ge=32)
     width: int = Field(256, ge=32)
     train_images: int = Field(64, ge=1, description="source (gta5/synthia) images")
@@ -185,11 +217,20 @@ class DataConfig(_Base):
     )
     synthia_crop: int = Field(720, ge=1, description="SYNTHIA as a source: random crop side before the resize to crop_size")
     synthia_scale: tuple[float, float] = Field((0.5, 2.0), description="SYNTHIA as a source: random scale range")
-    jitter: tuple[float, float, float] = (0.8, 0.8, 0.8)
+    jitter: tuple[float, float, float] = Field(
+        (0.8, 0.8, 0.8), description="colour jitter of the source crops: brightness, contrast, saturation (0: off)"
+    )
     hflip: bool = True
     num_workers: int | None = Field(
         None, ge=0, description="loader worker processes; unset: SLURM_CPUS_PER_TASK or the CPU affinity, minus one"
     )
+
+    @field_validator("jitter")
+    @classmethod
+    def _jitter(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(v) < 0:
+            raise ValueError(f"expected three factors >= 0 (brightness, contrast, saturation; 0 turns one off), got {list(v)}")
+        return v
 
     @field_validator("source")
     @classmethod
@@ -233,10 +274,10 @@ class DataConfig(_Base):
 
 
 class TrainConfig(_Base):
-    """The training recipe (METHOD.md "Training recipe")."""
+    """The training recipe (docs/method.md)."""
 
     iterations: int = Field(40_000, ge=1)
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, description="images per step, >= 2 (the decoder's BatchNorms train on the batch)")
     lr_decoder: float = Field(0.1, gt=0.0)
     lr_backbone: float = Field(0.01, gt=0.0)
     momentum: float = Field(0.9, ge=0.0)
@@ -246,8 +287,10 @@ class TrainConfig(_Base):
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     checkpoint_every: int = Field(1000, ge=1, description="iterations between periodic checkpoints")
     log_every: int = Field(50, ge=1)
-    seed: int = 0
-    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N'")
+    seed: Seed = 0
+    device: Annotated[str, AfterValidator(_check_device)] = Field(
+        "auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N'"
+    )
     select: Literal["last", "best_source_val"] = Field(
         "last", description="which weights the training outputs: the last, or the best on the source val split"
     )
@@ -269,6 +312,13 @@ class TrainConfig(_Base):
         description="CUDA: deterministic kernels (cuBLAS workspace, no cuDNN benchmark) instead of benchmark mode; "
         "CPU runs are bit-exact either way (docs/gpu.md)",
     )
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, v: int) -> int:
+        if v < 2:  # BatchNorm of ASPP's image pooling sees one value per channel and image
+            raise ValueError(f"expected >= 2 (the decoder's BatchNorm layers need two images to normalize over), got {v}")
+        return v
 
     @model_validator(mode="after")
     def _select_needs_validation(self) -> "TrainConfig":
@@ -292,7 +342,7 @@ class TrainConfig(_Base):
         if "precision" in data and data["precision"] != want:
             raise ValueError(f"amp: replaced by train.precision; amp={str(amp).lower()} contradicts precision={data['precision']}")
         data["precision"] = want
-        warnings.warn(f"train.amp is replaced by train.precision: read amp={str(amp).lower()} as precision={want}", FutureWarning, stacklevel=2)
+        warnings.warn(f"train.amp is replaced by train.precision: read amp={str(amp).lower()} as precision={want}", FamixDeprecation, stacklevel=2)
         return data
 
 

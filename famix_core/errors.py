@@ -29,6 +29,10 @@ class FamixWarning(UserWarning):
     """A notice for the user (e.g. a CPU fallback); the CLI prints its message as one line, without a source line."""
 
 
+class FamixDeprecation(FamixWarning, FutureWarning):
+    """A replaced config key read the old way (e.g. ``train.amp``): a one-line notice, and a FutureWarning."""
+
+
 class DataError(FamixError):
     """A dataset root, folder or file is missing or unreadable."""
 

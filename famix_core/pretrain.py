@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from famix_core.config import Seed
 from famix_core.data.captions import Corpus, CorpusConfig, build_corpus, classes_by_area, patch_caption, scene_caption
 from famix_core.data.transforms import CLIP_MEAN, CLIP_STD
 
@@ -63,7 +64,7 @@ class PretrainConfig(BaseModel):
     patch_min: float = Field(0.25, gt=0.0, le=1.0, description="smallest patch side, as a fraction of the image height")
     patch_max: float = Field(0.5, gt=0.0, le=1.0, description="largest patch side, as a fraction of the image height")
     text_context: int = Field(32, ge=8, le=77, description="tokens per caption while training (captions are shorter)")
-    seed: int = 0
+    seed: Seed = 0
     threads: int | None = Field(
         1, ge=1, description="torch CPU threads while training (1: the same float sums on every machine; None: torch's default)"
     )

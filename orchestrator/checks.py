@@ -67,20 +67,30 @@ def check_data(cfg: FamixConfig, generate: bool = True) -> None:
     (it is made from its settings, so nothing can be missing); real data folders are checked.
 
     Raises:
-        DataError: one line naming the domain and the missing folder/file (from famix_core.data).
+        DataError: one line naming the domain and the missing folder/file (from famix_core.data);
+            InputErrors: one such line per unusable domain split, when there are several.
     """
     from famix_core.data import check_domain
     from famix_core.data.synth.benchmark import ensure_synthetic
+
+    from famix_core.errors import FamixError
+    from orchestrator.errors import raise_all
 
     if cfg.data.synthetic is not None:
         if not generate:
             return
         ensure_synthetic(cfg.data)
-    check_domain(cfg.data, cfg.data.source, "train")
+    splits = [(cfg.data.source, "train")]
     if cfg.train.val_every is not None:  # source validation during training reads the source's val split
-        check_domain(cfg.data, cfg.data.source, "val")
-    for col in cfg.eval.domains:
-        check_domain(cfg.data, col, cfg.eval.split)
+        splits.append((cfg.data.source, "val"))
+    splits += [(col, cfg.eval.split) for col in cfg.eval.domains]
+    errors: list[FamixError] = []
+    for domain, split in splits:  # every missing root at once, not one per try
+        try:
+            check_domain(cfg.data, domain, split)
+        except FamixError as e:
+            errors.append(e)
+    raise_all(errors)
 
 
 def check_weights(cfg: FamixConfig, fetch: bool = True) -> None:

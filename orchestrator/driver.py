@@ -53,9 +53,10 @@ def prepare(
 ) -> Plan:
     """Find, validate, expand and check a sweep (nothing runs; raises a one-line FamixError on any mistake).
 
-    ``writable``: check first that the run dir can be written (``plan`` and ``run``; ``status`` only
-    reads); then the backend's own plan-time checks run (``backend``, default the sweep's
-    ``backend.kind``): e.g. a Ray cluster address answers and every stage fits on one of its nodes.
+    ``writable`` (``plan`` and ``run``; ``status`` only reads): first the sweep's ``tracking.uri`` is
+    checked (an MLflow URI; a server answers within 2 s), then that the run dir can be written; then the
+    backend's own plan-time checks run (``backend``, default the sweep's ``backend.kind``): e.g. a Ray
+    cluster address answers and every stage fits on one of its nodes.
     ``dry`` (``famix sweep plan``): write nothing — the run dir is not created (only its permission is
     checked) and the synthetic benchmark is not generated.
     """
@@ -64,6 +65,10 @@ def prepare(
     path = resolve_sweep_path(sweep)
     spec, source = load_sweep(path)
     rs = resolve_profile(spec, source, profile, parse_overrides(list(overrides or [])))
+    if writable:  # before the run dir and the synthetic data are made: a dead server is said in 2 s
+        from orchestrator.tracking import check_tracking
+
+        check_tracking(rs, run_dir)
     data_check = check_data or checks.check_data
 
     def run_dir_then_data(cfg: Any) -> None:  # called once every trial is validated: nothing is created before

@@ -154,12 +154,15 @@ def build_plan(
         rs: the resolved sweep.
         run_dir: the run directory (everything the sweep writes goes below it).
         check_data / check_weights: plan-time checks (default: :mod:`orchestrator.checks`);
-            they raise a one-line FamixError before anything runs.
+            they raise a one-line FamixError before anything runs. All of them run: one problem
+            is raised as it is, several together as :class:`orchestrator.errors.InputErrors`.
 
     Returns:
         the plan (not yet written; :meth:`Plan.write` puts plan.json in the sweep folder).
     """
+    from famix_core.errors import FamixError
     from orchestrator import checks
+    from orchestrator.errors import InputErrors, raise_all
 
     check_data = check_data or checks.check_data
     check_weights = check_weights or checks.check_weights
@@ -171,19 +174,24 @@ def build_plan(
     mines: dict[str, StageSpec] = {}
     trains: dict[str, StageSpec] = {}
     evals: dict[str, StageSpec] = {}
-    checked_data: set[str] = set()
-    checked_weights: set[str] = set()
+    checked: set[str] = set()
+    errors: list[FamixError] = []
     for t in trials:
         cfg = _localize(t.config, run_dir)
         t.config = cfg
-        wkey = json.dumps([cfg.model.backbone, cfg.model.pretrained, cfg.model.cache_dir])
-        if wkey not in checked_weights:
-            check_weights(cfg)
-            checked_weights.add(wkey)
-        dkey = json.dumps([cfg.data.model_dump(mode="json"), cfg.eval.domains, cfg.eval.split])
-        if dkey not in checked_data:
-            check_data(cfg)
-            checked_data.add(dkey)
+        wkey = json.dumps(["weights", cfg.model.backbone, cfg.model.pretrained, cfg.model.cache_dir])
+        dkey = json.dumps(["data", cfg.data.model_dump(mode="json"), cfg.eval.domains, cfg.eval.split])
+        for key, check in ((wkey, check_weights), (dkey, check_data)):
+            if key not in checked:
+                checked.add(key)
+                try:
+                    check(cfg)
+                except InputErrors as e:
+                    errors += e.errors
+                except FamixError as e:  # the weights and every data root, all in one report
+                    errors.append(e)
+        if errors:  # keep checking the other trials' inputs; their stage keys are not needed any more
+            continue
         conf = cfg.to_dict()
         mkey = None
         if cfg.style.needs_bank():
@@ -197,6 +205,7 @@ def build_plan(
             evals.setdefault(ekey, StageSpec("evaluate", ekey, conf, deps={"train": tkey}, domain=col)).trials.append(t.id)
             ekeys[col] = ekey
         trial_stages[t.id] = TrialStages(mkey, tkey, ekeys)
+    raise_all(errors)
     for group in (mines, trains, evals):
         stages.update(group)
     return Plan(sweep=rs, run_dir=run_dir, trials=trials, stages=stages, trial_stages=trial_stages)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 if TYPE_CHECKING:
     from orchestrator.plan import Plan
-    from orchestrator.sweep import Trial
+    from orchestrator.sweep import ResolvedSweep, Trial
 
 from orchestrator.stages import HISTORY_FILE
 from orchestrator.store import code_version
@@ -36,6 +36,7 @@ __all__ = [
     "metrics_from_eval",
     "system_metrics",
     "PARAM_MAX",
+    "check_tracking",
     "tracking_target",
     "open_tracker",
     "embedded_store_exists",
@@ -426,6 +427,22 @@ def system_metrics(tracking: dict[str, Any], note: Callable[[str], None]) -> Ite
 # ----------------------------------------------------------------------------------------------- a sweep's runs
 # The driver's bookkeeping: the sweep's parent run and one run per trial, found again by tags on a
 # rerun; at the end, every metric the store has and MLflow lacks, and each run's status.
+
+
+def check_tracking(rs: ResolvedSweep, run_dir: str | Path) -> None:
+    """The sweep's ``tracking.uri``, checked before anything is written (``sweep plan`` and ``run``): an
+    MLflow URI, and for a server one that answers its ``/health`` within 2 s (MLflow's own client
+    retries for minutes), as ``famix report`` checks it (:func:`reports.collect.check_tracking_uri`).
+
+    Raises:
+        ReportInputError: one line naming the sweep file, the URI and what to do.
+    """
+    if rs.tracking.uri is None:
+        return  # the run dir's SQLite store: nothing to reach
+    from reports.collect import check_tracking_uri
+
+    fix = f"start that MLflow server, or remove tracking.uri to use the run dir's SQLite store ({Path(run_dir).absolute() / 'mlflow.db'})"
+    check_tracking_uri(rs.tracking.uri, f"{rs.source}: tracking.uri", fix=fix)
 
 
 def tracking_target(plan: Plan) -> tuple[str, str]:

@@ -152,6 +152,20 @@ def test_weights_error_comes_alone_before_the_device_notice(argv, line, capsys, 
     assert _refused(capsys, [*argv, "--out", "o", *tiny]) == f"famix: error: {line}\n"
 
 
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["data", "synth", "--out", "s", "--seed", "-5"], "command line: --seed: expected a seed from 0 to 4294967295, got -5"),
+        (["data", "synth-captions", "--out", "c", "--seed", "-5"], "command line: --seed: expected a seed from 0 to 4294967295, got -5"),
+        (["pretrain-clip", "--out", "p", "corpus.seed=-5"], "command line: corpus.seed: expected a seed from 0 to 4294967295, got -5"),
+        (["pretrain-clip", "--out", "p", "seed=4294967296"], "command line: seed: expected a seed from 0 to 4294967295, got 4294967296"),
+    ],
+)
+def test_a_seed_numpy_cannot_take_is_one_line_not_a_traceback(argv, line, capsys):
+    """numpy's generators refuse negative seeds (a traceback from the generator, once): the config says so first."""
+    assert _refused(capsys, argv) == f"famix: error: {line}\n"
+
+
 def test_famix_help_names_every_data_subcommand(capsys):
     """`famix --help` says what `famix data` holds: synth, synth-captions, check and bench, not only the first and third."""
     with pytest.raises(SystemExit):

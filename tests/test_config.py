@@ -51,6 +51,14 @@ def test_domains_resolve_by_name_or_column():
         (["eval.domains=[]"], "eval.domains:"),
         (["train.iterations=0"], "train.iterations:"),
         (["model.output_stride=4"], "model.output_stride:"),
+        # caught here, not as a numpy / torchvision / BatchNorm traceback in a stage
+        (["data.synthetic={seed: -5}"], "data.synthetic.seed: expected a seed from 0 to 4294967295, got -5"),
+        (["mining.seed=4294967296"], "mining.seed: expected a seed from 0 to 4294967295, got 4294967296"),
+        (["data.jitter=[0.5,-1,0]"], "data.jitter: expected three factors >= 0"),
+        (["train.batch_size=1"], "train.batch_size: expected >= 2 (the decoder's BatchNorm layers"),
+        (["train.device=tpu"], "train.device: unknown device 'tpu' (expected auto, cpu, cuda or cuda:N)"),
+        (["train.device=cuda:x"], "train.device: unknown device 'cuda:x'"),
+        (["model.pretrained="], "model.pretrained: empty: expected none, famix-synth, openai or a path"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path, overrides, needle):

@@ -269,6 +269,9 @@ def test_source_split_file_selects_stems(tmp_path):
     assert "1 stems" in str(e.value) and "00042" in str(e.value) and str(split) in str(e.value)
     with pytest.raises(DataError, match="data.split_file: file not found"):
         check_domain(DataConfig(root=str(tmp_path), split_file=str(tmp_path / "nope.txt")), "gta5", "train")
+    split.write_bytes(b"00001\n\xff\xfe\n")  # e.g. a UTF-16 or Latin-1 list: one line, not a UnicodeDecodeError
+    with pytest.raises(DataError, match=r"split list .*gta5_list.txt is not UTF-8 text \(byte 6\); expected one file name per line"):
+        check_domain(cfg, "gta5", "train")
 
 
 def test_mapillary_val_reads_the_validation_folder(tmp_path):

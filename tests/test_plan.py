@@ -144,6 +144,34 @@ def test_ablation_mines_once_prompts_five_times():
     assert sum(s.kind == "mine" for s in paper.stages.values()) == 3  # one bank per seed
 
 
+def test_plan_checks_report_every_problem_once_and_a_single_one_as_it_is():
+    """The data and weights checks run for every distinct input even after one fails; repeated
+    messages are named once; one problem keeps its own type and line."""
+    from famix_core.errors import DataError, WeightsError
+    from orchestrator.errors import InputErrors
+
+    spec, src = load_sweep(resolve_sweep_path("baselines", search=[REPO_SWEEPS]))
+    rs = resolve_profile(spec, src, None)
+    calls: list[str] = []
+
+    def missing_data(cfg):
+        calls.append("data")
+        raise DataError("gta5 train: data root not found: /nowhere/gta5")
+
+    def missing_weights(cfg):
+        calls.append("weights")
+        raise WeightsError(f"model.pretrained: file {cfg.model.pretrained} not found")
+
+    with pytest.raises(InputErrors) as e:
+        build_plan(rs, "runs", check_data=missing_data, check_weights=missing_weights)
+    lines = str(e.value).splitlines()
+    assert lines[0] == "2 problems with the sweep's inputs (nothing was run):"
+    assert lines[1].startswith("  model.pretrained: file") and lines[2] == "  gta5 train: data root not found: /nowhere/gta5"
+    assert "weights" in calls and calls.count("data") >= 1
+    with pytest.raises(DataError, match="^gta5 train: data root not found"):  # alone: the error itself
+        build_plan(rs, "runs", check_data=missing_data, check_weights=lambda cfg: None)
+
+
 def test_store_commit_is_atomic_and_plan_status_follows_it():
     plan = _plan("baselines")
     store = plan.store
@@ -227,17 +255,25 @@ def test_print_plan_shows_labels_and_states():
 
 
 def _paper_error(capsys, *extra: str) -> str:
+    """The error of a paper run without data (and maybe weights): every problem in one report, one line each."""
     from orchestrator.__main__ import main
 
     rc = main(["sweep", "run", "ablation", "--profile", "paper", "--run-dir", "out", "data.root=missing-data", *extra])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1, err
+    lines = err.splitlines()
+    assert rc == 2 and lines[0] == f"famix: error: {len(lines) - 1} problems with the sweep's inputs (nothing was run):", err
+    assert all(line.startswith("  ") and "\n" not in line for line in lines[1:]), err
+    # the source's train and val splits, then the eight target columns' folders, each named once
+    for domain in ("gta5 train", "gta5 val", "cityscapes val", "bdd100k val", "mapillary val", "synthia val",
+                   "acdc_night val", "acdc_snow val", "acdc_rain val", "acdc_fog val"):  # fmt: skip
+        assert sum(line.startswith(f"  {domain}: data root not found") for line in lines) == 1, (domain, err)
     assert not Path("out/store").exists() and not Path("out/mlflow.db").exists()  # nothing ran, nothing tracked
     return err
 
 
 @pytest.mark.slow  # imports open_clip for its pretrained table
 def test_paper_profile_fails_fast_without_weights_or_data(capsys, monkeypatch, tmp_path):
+    """Missing weights and data roots are all named in one report before anything runs."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
@@ -260,7 +296,7 @@ def test_paper_profile_fails_fast_without_weights_or_data(capsys, monkeypatch, t
     cache.mkdir()
     (cache / "RN50.pt").write_bytes(b"stand-in")
     err = _paper_error(capsys, f"model.cache_dir={cache}")
-    assert "missing-data" in err and "gta5" in err.lower()
+    assert "model.pretrained" not in err and err.count("missing-data") == 10
 
 
 def test_sweep_plan_writes_nothing(tmp_path, capsys):

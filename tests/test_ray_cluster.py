@@ -103,6 +103,21 @@ def test_stale_auto_address_fails_in_one_line(capsys, monkeypatch, no_ray_probe)
     assert f"backend.ray.address=auto (= 127.0.0.1:{port}" in line and "no Ray cluster answered" in line
 
 
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_ray_address_in_the_environment_without_an_address_in_the_sweep_is_one_line(capsys, monkeypatch, command):
+    """In-process Ray with $RAY_ADDRESS set: Ray would connect there and refuse num_cpus, after the MLflow
+    runs were made. Refused at preflight, where ``address: auto`` is how a sweep uses $RAY_ADDRESS."""
+    monkeypatch.setenv("RAY_ADDRESS", "bogus:1")
+    line = _plan_error(capsys, TINY + "  kind: ray\n", command)
+    assert line == (
+        "famix: error: RAY_ADDRESS=bogus:1 is set but backend.ray.address is not: set backend.ray.address: auto "
+        "in the sweep file to use that cluster, or unset RAY_ADDRESS to start Ray in-process"
+    )
+    written = [p.name for p in Path("out").rglob("*")]
+    assert not {"plan.json", "driver.json", "mlflow.db", "ray"} & set(written), written
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+
 @pytest.mark.slow
 def test_an_open_port_that_is_not_ray_fails_at_the_probe_bound(capsys):
     srv = socket.socket()

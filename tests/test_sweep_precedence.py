@@ -219,3 +219,24 @@ def test_run_help_gives_the_sweep_file_as_the_default_of_retries_and_parallelism
     assert "(default: the sweep's backend.retries, 1 unless set)" in out
     assert "(default: the sweep's backend.max_parallel, else the backend's own" in out
     assert "(default 1)" not in out
+
+
+def test_make_leaves_the_profile_and_the_backend_to_the_sweep_file_unless_given():
+    """``make sweep`` without PROFILE / BACKEND passes neither flag, so a file's ``default_profile`` and
+    ``backend.kind`` (e.g. ``kind: slurm``) hold; given, they are passed on (``make -n``: nothing runs)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parents[1]
+
+    def dry(*args: str) -> str:
+        cmd = ["make", "-s", "-n", "--no-print-directory", "-C", str(root), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+    plain = dry("sweep", "SWEEP=sweeps/mine.yaml")
+    assert "famix sweep run sweeps/mine.yaml" in plain and "--profile" not in plain and "--backend" not in plain
+    assert "--profile paper --backend slurm" in dry("sweep", "SWEEP=sweeps/mine.yaml", "PROFILE=paper", "BACKEND=slurm")
+    for target in ("plan", "status", "report"):
+        assert "--profile" not in dry(target) and "--profile paper" in dry(target, "PROFILE=paper")

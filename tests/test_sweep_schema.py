@@ -61,6 +61,13 @@ CASES = [
     ),
     (GOOD + "seeds: []\n", ["seeds: empty list"]),
     (GOOD + "seeds: [a]\n", ["seeds.0", "integer"]),
+    (GOOD + "base: [1, 2]\n", ["sweeps/x.yaml: base: expected a config mapping or the path of a YAML config file, got a list"]),
+    (GOOD + "base:\n", ["base: expected a config mapping or the path of a YAML config file, got an empty value"]),
+    (GOOD + "base: .\n", ["sweeps/x.yaml: base: . is a folder (relative to sweeps); expected a YAML config file or a mapping"]),
+    (GOOD + "seeds: [0, -3]\n", ["seeds.1: expected a seed from 0 to 4294967295, got -3"]),
+    (GOOD + "seeds: [18446744073709551616]\n", ["seeds.0: expected a seed from 0 to 4294967295"]),
+    (GOOD.replace("style.mix: [true, false]", "train.seed: [1, 2]"), ["grid.train.seed: set in every trial by the sweep's seeds: list"]),
+    (GOOD + "zip:\n  - values: {eval.domains: [[C], [B]]}\n", ["zip[0].values.eval.domains: set in every trial by the sweep's domains: list"]),
     (GOOD + "grid2: [\n", ["invalid YAML (line", "column"]),
     ("name: tiny\ngrid: !!python/object:os.system {}\n", ["YAML tag 'tag:yaml.org,2002:python/object:os.system'", "not allowed", "line 2", "plain data only"]),
     ("name: tiny\ngrid: !!python/object/apply:os.system ['echo hi']\n", ["YAML tag 'tag:yaml.org,2002:python/object/apply:os.system'", "not allowed"]),
@@ -94,6 +101,8 @@ def test_bad_override_and_profile(capsys):
     assert "model.freeze" in line and "varied by the sweep" in line
     line = _cli_error(capsys, GOOD, "train.iterations=-3")
     assert "train.iterations" in line and "greater than or equal to 1" in line
+    line = _cli_error(capsys, GOOD, "seeds=[0,-1]")
+    assert "command line: seeds=[0, -1]: expected seeds from 0 to 4294967295" in line
 
 
 def test_missing_sweep_file_names_search_path(capsys):
@@ -194,10 +203,10 @@ def test_zip_with_names_and_duplicate_configs():
     trials = expand_trials(resolve_profile(spec, src))
     assert [t.labels for t in trials] == [{"Method": "Baseline"}, {"Method": "MixStyle"}, {"Method": "FAMix"}]
     assert [t.config.style.strategy for t in trials] == ["none", "mixstyle", "famix"]
-    # two grid points that resolve to the same config are duplicates (the seeds overwrite train.seed)
-    p = _write("name: d\ngrid:\n  train.seed: [1, 2]\ndomains: [C]\n", "d.yaml")
+    # two grid points that resolve to the same config are duplicates (an integer field reads 5.0 as 5)
+    p = _write("name: d\ngrid:\n  train.iterations: [5, 5.0]\ndomains: [C]\n", "d.yaml")
     spec, src = load_sweep(p)
-    with pytest.raises(SweepError, match=r"d.yaml: grid: duplicate grid point: train.seed=2 gives the same config as train.seed=1"):
+    with pytest.raises(SweepError, match=r"d.yaml: grid: duplicate grid point: train.iterations=5.0 gives the same config as train.iterations=5"):
         expand_trials(resolve_profile(spec, src))
 
 

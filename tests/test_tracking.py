@@ -1,13 +1,18 @@
-"""MLflow tracking: runs found again by tags (never duplicated), concurrent SQLite logging loses nothing, a real server."""
+"""MLflow tracking: runs found again by tags (never duplicated), concurrent SQLite logging loses nothing, a real server;
+a sweep's tracking.uri that is no MLflow store, or a server that does not answer, is refused before anything is written."""
 
 from __future__ import annotations
 
+import http.server
 import multiprocessing as mp
+import socket
+import threading
 from pathlib import Path
 
 import pytest
 
 from conftest import plain_tiny_config
+from orchestrator.__main__ import main
 from orchestrator.tracking import RunLogger, Tracker, default_uri, metrics_from_eval, with_retry
 
 
@@ -120,3 +125,68 @@ def test_a_resumed_training_does_not_log_its_steps_twice(tmp_path, one_torch_thr
     assert [line.split("step=")[1].split()[0] for line in Path(task.log_path).read_text().splitlines() if "step=" in line] == ["5", "6"]
     steps = [m.step for m in tr.client.get_metric_history(rid, "train/loss")]
     assert sorted(steps) == [1, 2, 3, 4, 5, 6]
+
+
+TINY_SWEEP = """\
+name: tiny
+base:
+  style: {strategy: none}
+  train: {iterations: 1, batch_size: 2}
+  eval: {max_images: 1}
+  data: {synthetic: {height: 64, width: 96, train_images: 2, val_images: 1}}
+domains: [C]
+"""
+
+
+def _sweep_error(capsys, uri: str, command: str) -> str:
+    """``famix sweep <command>`` of a one-trial sweep with ``tracking.uri: <uri>``: its one error line."""
+    Path("tiny.yaml").write_text(TINY_SWEEP + f"tracking: {{uri: '{uri}'}}\n")
+    rc = main(["sweep", command, "tiny.yaml", "--run-dir", "out"])
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert rc == 2 and len(lines) == 1, err
+    assert not any(Path("out").glob("**/plan.json")) and not any(Path("out").glob("**/driver.json"))
+    assert not Path("out/mlflow.db").exists() and not Path("out").exists()  # not even the run dir or synthetic data
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_a_sweep_tracking_uri_of_no_known_kind_is_refused_before_anything_is_written(capsys, command):
+    line = _sweep_error(capsys, "ftp://x", command)
+    assert line == (
+        "famix: error: tiny.yaml: tracking.uri ftp://x: not an MLflow tracking URI "
+        "(expected http(s)://host:port, sqlite:///path, file:path, databricks or a postgresql/mysql/mssql database URI)"
+    )
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 — http.server's name
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_a_sweep_tracking_server_that_does_not_answer_is_one_line_within_seconds(capsys, command):
+    with socket.socket() as sock:  # a port nothing listens on once it is closed
+        sock.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    line = _sweep_error(capsys, uri, command)  # the /health check's line, not MLflow's minutes of HTTP retries
+    assert line == (
+        f"famix: error: tiny.yaml: tracking.uri {uri}: no MLflow server answered at {uri}/health within 2 s; start that "
+        f"MLflow server, or remove tracking.uri to use the run dir's SQLite store ({Path('out').absolute() / 'mlflow.db'})"
+    )
+
+
+def test_a_sweep_tracking_server_that_answers_its_health_passes_the_plan(capsys):
+    srv = http.server.HTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        Path("tiny.yaml").write_text(TINY_SWEEP + f"tracking: {{uri: 'http://127.0.0.1:{srv.server_port}'}}\n")
+        assert main(["sweep", "plan", "tiny.yaml", "--run-dir", "out"]) == 0, capsys.readouterr().err
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -204,9 +204,10 @@ def test_sweep_plan_announces_missing_weights_and_downloads_nothing(tmp_path, mo
 
         _point_rn50_openai_at(monkeypatch, "http://famix-weights.invalid/clip/RN50.pt")
         rc = main(["sweep", "plan", "ablation", "--profile", "paper", "--run-dir", "out", "data.root=missing-data", f"model.cache_dir={cache}"])
-        err = capsys.readouterr().err.strip()
-        assert rc == 2 and len(err.splitlines()) == 1, err
-        assert "famix-weights.invalid does not resolve: this machine is offline; copy RN50.pt" in err
+        lines = capsys.readouterr().err.strip().splitlines()  # the weights first, then each missing data root
+        assert rc == 2 and lines[0] == f"famix: error: {len(lines) - 1} problems with the sweep's inputs (nothing was run):", lines
+        assert "famix-weights.invalid does not resolve: this machine is offline; copy RN50.pt" in lines[1]
+        assert all("missing-data" in line for line in lines[2:]) and len(lines) > 3
     finally:
         srv.close()
 
@@ -219,6 +220,9 @@ def test_sweep_plan_announces_missing_weights_and_downloads_nothing(tmp_path, mo
         ("famix-tiny", "openai", "model.pretrained: unknown weights 'openai' for backbone famix-tiny (known: none, famix-synth, <path"),
         ("RN50", "{tmp}/missing.pt", "model.pretrained: weights file not found: {tmp}/missing.pt"),
         ("RN50", "openai", "model.pretrained=openai: RN50 weights are not in {tmp}/cache and famix-weights.invalid does not resolve"),
+        # a file that is there but is no weights file: refused from its first bytes, before anything runs
+        ("RN50", "{tmp}/garbage.pt", "model.pretrained: {tmp}/garbage.pt is not a torch file (torch.save or TorchScript"),
+        ("RN50", "{tmp}/garbage.safetensors", "model.pretrained: {tmp}/garbage.safetensors is not a safetensors file"),
     ],
 )
 def test_a_sweep_refuses_weights_with_the_line_a_stage_would_print(tmp_path, monkeypatch, home, backbone, pretrained, expected):
@@ -231,6 +235,8 @@ def test_a_sweep_refuses_weights_with_the_line_a_stage_would_print(tmp_path, mon
 
     _point_rn50_openai_at(monkeypatch, "http://famix-weights.invalid/clip/RN50.pt")
     pretrained, expected = pretrained.format(tmp=tmp_path), expected.format(tmp=tmp_path)
+    if "garbage" in pretrained:
+        Path(pretrained).write_text("not weights\n")
     cfg = FamixConfig.model_validate({"model": {"backbone": backbone, "pretrained": pretrained, "cache_dir": str(tmp_path / "cache")}})
     for fetch in (True, False):
         with pytest.raises(WeightsError) as sweep:
@@ -251,7 +257,7 @@ def test_a_mistyped_tag_in_a_sweep_is_unknown_weights_not_a_missing_file(tmp_pat
     monkeypatch.chdir(tmp_path)
     args = ["sweep", "plan", "ablation", "--profile", "paper", "--run-dir", "out", "data.root=missing-data"]
     assert main([*args, "model.pretrained=yfcc15m"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == "famix: error: model.pretrained: unknown weights 'yfcc15m' for backbone RN50 (known: none, openai, <path to a CLIP or FAMix checkpoint>)"
+    weights = capsys.readouterr().err.strip().splitlines()[1]  # then the missing data roots
+    assert weights == "  model.pretrained: unknown weights 'yfcc15m' for backbone RN50 (known: none, openai, <path to a CLIP or FAMix checkpoint>)"
     assert main([*args, "model.pretrained=w/RN50.pt"]) == 2
-    assert capsys.readouterr().err.strip() == f"famix: error: model.pretrained: weights file not found: {tmp_path / 'w' / 'RN50.pt'}"
+    assert capsys.readouterr().err.strip().splitlines()[1] == f"  model.pretrained: weights file not found: {tmp_path / 'w' / 'RN50.pt'}"

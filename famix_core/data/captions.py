@@ -33,6 +33,7 @@ from PIL import Image, ImageFilter
 from pydantic import BaseModel, ConfigDict, Field
 
 from famix_core.classes import CLASS_NAMES, IGNORE_INDEX
+from famix_core.config import Seed
 from famix_core.data.synth.appearance import DomainStyle, render_style
 from famix_core.data.synth.scene import make_scene
 
@@ -61,8 +62,8 @@ class CorpusConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seed: int = Field(0, description="style, caption and nonsense-name randomness")
-    scene_seed: int = Field(0, description="seed of the scene generator (the benchmark's default is 0)")
+    seed: Seed = Field(0, description="style, caption and nonsense-name randomness")
+    scene_seed: Seed = Field(0, description="seed of the scene generator (the benchmark's default is 0)")
     first_scene_id: int = Field(1_000_000, ge=1_000_000, description="first scene id; the benchmark uses 0.. its size")
     scenes: int = Field(1200, ge=1, description="distinct scene geometries")
     styles_per_scene: int = Field(4, ge=1, description="appearances rendered per scene")

@@ -251,9 +251,11 @@ def _scan(folder: Path, suffix: str, depth: int) -> dict[str, Path]:
 def _read_names(path: Path, what: str) -> list[str]:
     """File names of a list (one per line; ``#`` comments and blank lines skipped), duplicates dropped."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise DataError(f"{what}: cannot read split list {path} ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{what}: split list {path} is not UTF-8 text (byte {e.start}); expected one file name per line") from None
     return list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")))
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -35,6 +36,7 @@ from famix_core.errors import WeightsError
 from famix_core.weights import PACKAGED_WEIGHTS, is_packaged, looks_like_path, packaged_path
 
 __all__ = [
+    "check_weights_format",
     "BackboneSpec",
     "BACKBONE_REGISTRY",
     "get_backbone_spec",
@@ -139,6 +141,34 @@ def _first_mismatches(model: nn.Module, sd: Mapping[str, torch.Tensor], n: int =
     return "; ".join(parts) or "no key differs"
 
 
+def check_weights_format(path: str | Path) -> None:
+    """A look at a weights file's first bytes, reading no tensor (microseconds, so the plan can do it):
+    a ``.safetensors`` file needs its JSON header; any other a torch file, i.e. a zip archive
+    (``torch.save``, TorchScript) or a pickle (legacy ``torch.save``).
+
+    Raises:
+        WeightsError: one line naming the file and what it should be.
+    """
+    import zipfile
+
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            head = f.read(8)
+            if p.suffix == ".safetensors":
+                n = int.from_bytes(head, "little") if len(head) == 8 else -1
+                ok = 0 < n <= p.stat().st_size - 8 and isinstance(json.loads(f.read(n)), dict)
+            else:
+                ok = head[:1] == b"\x80" or zipfile.is_zipfile(f)  # pickle protocol >= 2, or a zip archive
+    except OSError as e:
+        raise WeightsError(f"model.pretrained: cannot read {p} ({e.strerror})") from None
+    except ValueError:  # a header that is not JSON (UnicodeDecodeError is a ValueError)
+        ok = False
+    if not ok:
+        kind = "safetensors file (8-byte header size, then a JSON header)" if p.suffix == ".safetensors" else "torch file (torch.save or TorchScript: a zip archive or a pickle)"
+        raise WeightsError(f"model.pretrained: {p} is not a {kind}; expected CLIP or FAMix weights")
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from ``.safetensors`` or a torch file (``weights_only=True``), on CPU.
 
@@ -159,10 +189,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise WeightsError(f"{p}: not a readable safetensors file ({type(e).__name__}: {e})") from None
     else:
         try:
-            sd = torch.load(p, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a TorchScript archive: torch.load says it dispatches, then fails below
+                warnings.filterwarnings("ignore", message=".*TorchScript archive", category=UserWarning)
+                sd = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
             try:  # OpenAI's released CLIP weights are TorchScript archives
-                sd = torch.jit.load(str(p), map_location="cpu").state_dict()
+                with warnings.catch_warnings():  # torch.jit's deprecation notice: the archive is only read
+                    warnings.simplefilter("ignore", FutureWarning)
+                    sd = torch.jit.load(str(p), map_location="cpu").state_dict()
             except Exception:  # noqa: BLE001
                 raise WeightsError(
                     f"{p}: not a state dict readable with torch.load(weights_only=True) ({type(e).__name__})"
@@ -251,6 +285,7 @@ def locate_weights(backbone: str, pretrained: str, cache_dir: str | None = None)
         local_path = str(Path(tag).expanduser())
         if not Path(local_path).is_file():
             raise WeightsError(f"model.pretrained: weights file not found: {local_path}")
+        check_weights_format(local_path)
         return local_path, None
     shipped = tuple(n for n, files in PACKAGED_WEIGHTS.items() if backbone in files)
     known = ", ".join(("none",) + shipped + spec.pretrained_tags + ("<path to a CLIP or FAMix checkpoint>",))

@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from orchestrator.backends.base import Backend, backend_failure, timed_out
 from orchestrator.backends.dag import DagScheduler
-from orchestrator.backends.ray_cluster import NodeInfo, connect_client, local_nodes, probe_cluster, slots, unschedulable
+from orchestrator.backends.ray_cluster import (
+    NodeInfo, check_no_env_address, connect_client, local_nodes, probe_cluster, slots, unschedulable,
+)  # fmt: skip
 from orchestrator.errors import SweepError
 from orchestrator.stages import EventFn, StageOutcome, StageTask
 
@@ -83,14 +85,17 @@ class RayBackend(Backend):
 
     @classmethod
     def preflight(cls, options: dict[str, Any]) -> list[NodeInfo]:
-        """Plan-time check: the cluster answers (bounded wait) and every stage kind fits on some node.
+        """Plan-time check: the cluster answers (bounded wait) and every stage kind fits on some node;
+        without an address, no ``$RAY_ADDRESS`` would redirect the in-process Ray (no Ray started here).
 
         Raises:
-            SweepError: one line (the address and how to start a cluster, or the stage kind that
-                cannot be scheduled and what the largest node has).
+            SweepError: one line (the address and how to start a cluster, ``$RAY_ADDRESS`` and how to
+                use or ignore it, or the stage kind that cannot be scheduled and what the largest node has).
         """
         ray_opts = options.get("ray") or {}
         address = ray_opts.get("address")
+        if not address:
+            check_no_env_address()
         nodes = probe_cluster(address) if address else local_nodes(ray_opts.get("num_cpus"), ray_opts.get("num_gpus"))
         for kind, res in (options.get("resources") or {}).items():
             why = unschedulable(kind, res or {}, nodes)

@@ -29,6 +29,7 @@ __all__ = [
     "CLIENT_CONNECT_ATTEMPTS",
     "NodeInfo",
     "probe_cluster",
+    "check_no_env_address",
     "connect_client",
     "local_nodes",
     "unschedulable",
@@ -91,6 +92,24 @@ def _auto_address() -> str:
     if not text:
         raise SweepError(f"backend.ray.address=auto: {record} is empty; {_START_HINT}")
     return text
+
+
+def check_no_env_address() -> None:
+    """In-process Ray (no ``backend.ray.address``) refuses a set ``$RAY_ADDRESS``.
+
+    Ray's ``init`` would connect to that cluster instead of starting one (and refuse the in-process
+    ``num_cpus``), after the sweep's MLflow runs were made. A sweep says to use ``$RAY_ADDRESS`` with
+    ``address: auto`` (:func:`probe_cluster`), so neither choice is made for the user.
+
+    Raises:
+        SweepError: one line naming the variable and both fixes.
+    """
+    env = os.environ.get("RAY_ADDRESS")
+    if env:
+        raise SweepError(
+            f"RAY_ADDRESS={env} is set but backend.ray.address is not: set backend.ray.address: auto in the sweep file "
+            "to use that cluster, or unset RAY_ADDRESS to start Ray in-process"
+        )
 
 
 def _attempts(address: str) -> int:

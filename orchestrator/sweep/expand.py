@@ -42,7 +42,7 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
     axes: list[list[tuple[dict[str, Any], dict[str, str]]]] = []
     for key, values in rs.grid.items():
         where = f"grid.{key}"
-        check_config_key(key, src, where)
+        _check_varied_key(key, src, where)
         if not values:
             raise SweepError(f"{src}: {where}: empty list (expected at least one value)")
         seen: dict[str, int] = {}
@@ -56,7 +56,7 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
         axes.append([({key: v}, {lab.column: lab.values.get(canon_value(v), canon_value(v))}) for v in values])
     for gi, group in enumerate(rs.zip):
         for key in group.values:
-            check_config_key(key, src, f"zip[{gi}].values.{key}")
+            _check_varied_key(key, src, f"zip[{gi}].values.{key}")
         points = []
         seen_pts: dict[str, int] = {}
         for i in range(group.size()):
@@ -113,6 +113,20 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
             by_id[tid] = len(trials)
             trials.append(Trial(id=tid, index=len(trials), seed=seed, labels=dict(labels), point=point, config=cfg))
     return trials
+
+
+SET_BY_EXPANSION = {
+    "train.seed": "seeds: list; list the seeds there (every trial runs with each)",
+    "mining.seed": "seeds: list; list the seeds there (every trial runs with each)",
+    "eval.domains": "domains: list; list the columns there (every trial is evaluated on each)",
+}
+"""Keys that every trial gets from the sweep's ``seeds`` / ``domains``: a grid or zip may not vary them."""
+
+
+def _check_varied_key(key: str, src: str, where: str) -> None:
+    check_config_key(key, src, where)
+    if key in SET_BY_EXPANSION:
+        raise SweepError(f"{src}: {where}: set in every trial by the sweep's {SET_BY_EXPANSION[key]}")
 
 
 def _describe(point: dict[str, Any]) -> str:

@@ -80,12 +80,17 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
     data = read_yaml(p, source, kind="sweep")
     if not isinstance(data, dict):
         raise SweepError(f"{source}: <root>: expected a mapping with 'name', 'grid', … at the top level")
+    if "base" in data and not isinstance(data["base"], (dict, str)):  # not pydantic's union wording
+        got = "an empty value" if data["base"] is None else f"a {type(data['base']).__name__}"
+        raise SweepError(f"{source}: base: expected a config mapping or the path of a YAML config file, got {got}")
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as e:
         raise SweepError(format_error(e, source, valid_keys=_keys_for(e.errors()[0]["loc"]))) from None
     if isinstance(spec.base, str):
         base_path = (p.parent / spec.base).resolve()
+        if base_path.is_dir():
+            raise SweepError(f"{source}: base: {spec.base} is a folder (relative to {p.parent}); expected a YAML config file or a mapping")
         if not base_path.is_file():
             raise SweepError(f"{source}: base: file {spec.base} not found (relative to {p.parent})")
         base = read_yaml(base_path, str(base_path))

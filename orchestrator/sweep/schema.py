@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from famix_core.config import FamixConfig
+from famix_core.config import FamixConfig, Seed
 from famix_core.config_io import Override
 from famix_core.errors import suggest
 from orchestrator.stages import STAGE_KINDS
@@ -246,7 +246,7 @@ class ProfileSpec(_Strict):
 
     base: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
-    seeds: list[int] | None = Field(None, min_length=1)
+    seeds: list[Seed] | None = Field(None, min_length=1)
     domains: list[str] | None = Field(None, min_length=1)
     backend: dict[str, Any] = Field(default_factory=dict)
     tracking: dict[str, Any] = Field(default_factory=dict)
@@ -260,7 +260,7 @@ class SweepSpec(_Strict):
     base: dict[str, Any] | str = Field(default_factory=dict, description="config tree, or a path relative to the file")
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     zip: list[ZipGroup] = Field(default_factory=list)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     labels: dict[str, LabelSpec] = Field(default_factory=dict)
     domains: list[str] | None = Field(None, min_length=1)
     default_profile: str = DEFAULT_PROFILE

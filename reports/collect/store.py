@@ -89,12 +89,14 @@ def http_health(uri: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def check_tracking_uri(uri: str, where: str) -> None:
+def check_tracking_uri(uri: str, where: str, fix: str | None = None) -> None:
     """Refuse, in one line, a URI that is no MLflow store, or a server that does not answer its ``/health``.
 
     Args:
         uri: the tracking URI.
         where: who gave it, for the message (``--tracking-uri``, ``<sweep file>: tracking.uri``).
+        fix: what to do about a server that does not answer, appended to that line (``famix sweep``:
+            start it, or drop ``tracking.uri``).
 
     Raises:
         ReportInputError: an unknown kind of URI, or an http(s) server that does not answer within 2 s.
@@ -104,4 +106,4 @@ def check_tracking_uri(uri: str, where: str) -> None:
             f"{where} {uri}: not an MLflow tracking URI (expected http(s)://host:port, sqlite:///path, file:path, databricks or a postgresql/mysql/mssql database URI)"
         )
     if uri.startswith(("http://", "https://")) and not http_health(uri):
-        raise ReportInputError(f"{where} {uri}: no MLflow server answered at {uri.rstrip('/')}/health within 2 s")
+        raise ReportInputError(f"{where} {uri}: no MLflow server answered at {uri.rstrip('/')}/health within 2 s{'; ' + fix if fix else ''}")
