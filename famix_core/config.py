@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from famix_core.config_io import apply_overrides, check_overrides, parse_overrides, read_yaml, validate
 from famix_core.domains import DEFAULT_TARGETS, resolve_domain
@@ -70,7 +70,13 @@ def _check_seed(v: int) -> int:
     return v
 
 
-Seed = Annotated[int, AfterValidator(_check_seed)]
+def _not_a_bool(v: Any) -> Any:
+    if isinstance(v, bool):  # YAML's yes/true would be seed 1
+        raise ValueError(f"expected a seed from 0 to {SEED_MAX}, got {str(v).lower()}")
+    return v
+
+
+Seed = Annotated[int, BeforeValidator(_not_a_bool), AfterValidator(_check_seed)]
 """A seed field: an integer from 0 to :data:`SEED_MAX`."""
 
 DEVICE_SPECS = "auto, cpu, cuda or cuda:N"

@@ -66,6 +66,7 @@ CASES = [
     (GOOD + "base: .\n", ["sweeps/x.yaml: base: . is a folder (relative to sweeps); expected a YAML config file or a mapping"]),
     (GOOD + "seeds: [0, -3]\n", ["seeds.1: expected a seed from 0 to 4294967295, got -3"]),
     (GOOD + "seeds: [18446744073709551616]\n", ["seeds.0: expected a seed from 0 to 4294967295"]),
+    (GOOD + "seeds: [0, true]\n", ["seeds.1: expected a seed from 0 to 4294967295, got true"]),
     (GOOD.replace("style.mix: [true, false]", "train.seed: [1, 2]"), ["grid.train.seed: set in every trial by the sweep's seeds: list"]),
     (GOOD + "zip:\n  - values: {eval.domains: [[C], [B]]}\n", ["zip[0].values.eval.domains: set in every trial by the sweep's domains: list"]),
     (GOOD + "grid2: [\n", ["invalid YAML (line", "column"]),
