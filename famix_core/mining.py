@@ -250,7 +250,10 @@ def mining_dataset(cfg: FamixConfig) -> torch.utils.data.Dataset:
     """The source training split as style mining reads it: random ``mining.crop_size`` crops only.
 
     The official mining runs without ``--data_aug`` (``utils/get_dataset.py``): random crop,
-    no colour jitter, no flip, whatever the training transform of the source is.
+    no colour jitter, no flip, whatever the training transform of the source is. For SYNTHIA
+    (760 px high) that official crop of 768 cannot run (``ExtRandomCrop`` has no padding and draws
+    ``randint(0, -8)``), so its official styles came from ``--data_aug`` or changed code; here the
+    crop is padded (image 0, label 255), which keeps every pixel of the image.
 
     Returns:
         A dataset of (image (3, S, S) CLIP-normalized, label (S, S) long), S = ``mining.crop_size``.
