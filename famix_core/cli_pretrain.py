@@ -70,7 +70,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         try:
             _, summary = pretrain_clip(cfg, args.out, log=lambda line: print(f"[pretrain] {line}", file=sys.stderr, flush=True), stop=stop)
         except TrainingInterrupted:  # its checkpoint is written and logged: the same command resumes
-            print("famix: interrupted", file=sys.stderr)
+            print("famix: interrupted; the same command resumes from the checkpoint", file=sys.stderr)
             return 130
     z = summary.get("zero_shot", {})
     print(

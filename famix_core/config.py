@@ -24,6 +24,8 @@ from famix_core.errors import ConfigError, FamixDeprecation
 
 __all__ = [
     "SEED_MAX",
+    "check_seed",
+    "parse_device_spec",
     "Seed",
     "PRECISIONS",
     "BACKBONES",
@@ -64,7 +66,8 @@ SEED_MAX = 2**32 - 1
 """The largest seed: numpy's generators take none below 0, and every seed fits every RNG below 2**32."""
 
 
-def _check_seed(v: int) -> int:
+def check_seed(v: int) -> int:
+    """``v`` if it is a seed (0 to :data:`SEED_MAX`), else ValueError in the one wording of every seed field."""
     if not 0 <= v <= SEED_MAX:
         raise ValueError(f"expected a seed from 0 to {SEED_MAX}, got {v}")
     return v
@@ -76,17 +79,25 @@ def _not_a_bool(v: Any) -> Any:
     return v
 
 
-Seed = Annotated[int, BeforeValidator(_not_a_bool), AfterValidator(_check_seed)]
+Seed = Annotated[int, BeforeValidator(_not_a_bool), AfterValidator(check_seed)]
 """A seed field: an integer from 0 to :data:`SEED_MAX`."""
 
 DEVICE_SPECS = "auto, cpu, cuda or cuda:N"
 
 
-def _check_device(v: str) -> str:
+def parse_device_spec(spec: str) -> str:
+    """``train.device`` as a canonical spec (``auto``, ``cpu``, ``cuda`` or ``cuda:N``), checked
+    without torch: the config refuses a bad one before anything runs, and
+    :func:`famix_core.device.pick_device` reads it the same way where the stage runs.
+
+    Raises:
+        ValueError: not one of those.
+    """
+    v = spec.strip().lower()
     kind, _, index = v.partition(":")
     if v in ("auto", "cpu", "cuda") or (kind == "cuda" and index.isdigit()):
         return v
-    raise ValueError(f"unknown device {v!r} (expected {DEVICE_SPECS})")
+    raise ValueError(f"unknown device {spec!r} (expected {DEVICE_SPECS})")
 
 
 class _Base(BaseModel):
@@ -294,7 +305,7 @@ class TrainConfig(_Base):
     checkpoint_every: int = Field(1000, ge=1, description="iterations between periodic checkpoints")
     log_every: int = Field(50, ge=1)
     seed: Seed = 0
-    device: Annotated[str, AfterValidator(_check_device)] = Field(
+    device: Annotated[str, AfterValidator(parse_device_spec)] = Field(
         "auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N'"
     )
     select: Literal["last", "best_source_val"] = Field(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from famix_core.config import parse_device_spec
 from famix_core.errors import FamixError, FamixWarning
 
 if TYPE_CHECKING:
@@ -40,7 +41,10 @@ def pick_device(spec: str = "auto", *, cpu_fallback: bool = True) -> torch.devic
         DeviceError: CUDA asked for but unavailable, ``auto`` without a GPU and without fallback,
             or a malformed spec.
     """
-    spec = (spec or "auto").strip().lower()
+    try:
+        spec = parse_device_spec(spec or "auto")
+    except ValueError as e:
+        raise DeviceError(f"train.device: {e}") from None
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -53,14 +57,9 @@ def pick_device(spec: str = "auto", *, cpu_fallback: bool = True) -> torch.devic
             )
         warnings.warn(f"train.device=auto: {seen}; running on the CPU", CpuFallbackWarning, stacklevel=2)
         return torch.device("cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise DeviceError(f"train.device: unknown device {spec!r} (expected auto, cpu, cuda or cuda:N)") from None
+    dev = torch.device(spec)
     if dev.type == "cpu":
         return dev
-    if dev.type != "cuda":
-        raise DeviceError(f"train.device: unsupported device {spec!r} (expected auto, cpu, cuda or cuda:N)")
     if not torch.cuda.is_available():
         raise DeviceError(f"train.device={spec}: CUDA is not available on this machine; use train.device=auto or cpu")
     if dev.index is not None and dev.index >= torch.cuda.device_count():

@@ -58,3 +58,8 @@ class TrainingInterrupted(BaseException):
         super().__init__(f"training stopped on request at iteration {iteration} (checkpoint: {checkpoint})")
         self.iteration = iteration
         self.checkpoint = checkpoint
+
+
+class Interrupted(KeyboardInterrupt):
+    """A command stopped by Ctrl-C or SIGTERM, with what the user can do next (the CLI prints
+    ``famix: interrupted; <message>``). A ``KeyboardInterrupt``, so every handler of one still runs."""

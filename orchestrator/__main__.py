@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from typing import Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from famix_core import cli_engine, cli_pretrain
 from famix_core.data import cli as data_cli
@@ -89,6 +90,29 @@ def _one_line_notices(show: Callable[..., None]) -> Callable[..., None]:
     return showwarning
 
 
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (``kill``, a job scheduler's stop) ends the command as Ctrl-C does: with
+    ``famix: interrupted`` and the cleanup of every ``KeyboardInterrupt`` handler (MLflow runs ended,
+    half-written folders removed), not a silent exit 143. Only where nobody chose another handler;
+    a sweep's driver installs its own around the stages (a training checkpoints first)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     passive_omp_threads()
     from famix_core.errors import FamixError
@@ -99,14 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with warnings.catch_warnings():  # restored on return, for in-process callers (tests)
+        with warnings.catch_warnings(), _sigterm_interrupts():  # both restored on return, for in-process callers (tests)
             warnings.showwarning = _one_line_notices(warnings.showwarning)
             rc = args.func(args)
     except FamixError as e:
         print(f"famix: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("famix: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # an Interrupted says what to do next
+        print(f"famix: interrupted{'; ' + str(e) if str(e) else ''}", file=sys.stderr)
         return 130
     except OSError as e:
         import errno

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from famix_core.config_io import canonical_hash, parse_overrides
+from famix_core.errors import Interrupted
 from orchestrator.errors import SweepError
 from orchestrator.parent_run import describe_parent, publish_results
 from orchestrator.plan import Plan, StageSpec, build_plan, print_plan
@@ -156,7 +157,7 @@ def _driver_lock(plan: Plan) -> Iterator[None]:
             info = _read_json(plan.sweep_dir / "driver.json")
             raise SweepError(
                 f"{plan.sweep_dir}: another driver (pid {info.get('pid', '?')}) is running this sweep; "
-                f"wait for it or `famix sweep cancel {plan.name}`"
+                f"wait for it or `famix sweep cancel {same_arguments(plan)}`"
             ) from None
         yield
     finally:
@@ -269,93 +270,100 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             console.print(set_aside_damaged_store(plan, e.why), highlight=False, markup=False)
             tracker = open_tracker(plan)
         parent, runs = ensure_runs(plan, tracker, backend_name)
-        quietly("parent run description", describe_parent, plan, tracker, parent, backend_name)
-        resources = {k: v.model_dump() for k, v in rs.backend.resources.items()}
-        driver_writes = tracking_writer(rs.tracking.writer, tracker.uri, backend_cls, rs.backend.model_dump()) == "driver"
-        tasks = stage_tasks(plan, status, runs, None if driver_writes else tracker.uri, resources)
-        n_done = sum(v == "done" for v in status.values())
-        console.print(
-            f"sweep {plan.name} ({rs.profile}): {len(plan.trials)} trials, {len(plan.stages)} stages, "
-            f"{n_done} done, {len(tasks)} to run on {backend_name} (max parallel {max_parallel or 'from the backend'}, retries {retries})",
-            highlight=False,
-        )
-        from orchestrator.execute import StopRequest, checkpoint_then_stop
-
-        stop = StopRequest()  # SIGTERM: a training running in this process checkpoints first
-        extra: dict[str, Any] = {"detach": True} if opts.detach else {}
-        if backend_cls.in_process:
-            extra["stop"] = stop  # its stages run here, under this handler
-        backend = backend_obj or backend_cls(
-            sweep_dir=str(plan.sweep_dir), options=rs.backend.model_dump(), execute=execute_stage, **extra
-        )
-        if driver_writes and tasks:
-            console.print(
-                f"MLflow: the stages on {backend_name} record their metrics in the store and this driver logs them "
-                f"as they finish (the SQLite store {tracker.uri} is not safe to write from other machines; "
-                "tracking.uri = an MLflow server gives live curves and system metrics)",
-                highlight=False,
-            )
-        progress = Progress(tasks, len(plan.stages), n_done, console, console.is_terminal, max_parallel=max_parallel)
-        on_event = progress.on_event
-        if driver_writes:
-            on_event = _ingesting(progress.on_event, plan, tracker, runs)
-        old = signal.getsignal(signal.SIGTERM)
-        if _is_main_thread():
-            signal.signal(signal.SIGTERM, checkpoint_then_stop(stop))
         try:
-            with progress:
-                outcomes = backend.run(tasks, max_parallel=max_parallel, retries=retries, on_event=on_event)
-        except KeyboardInterrupt:  # the stages are stopped; the runs are not left RUNNING
-            quietly("ending the interrupted sweep's MLflow runs", end_interrupted_runs, tracker, parent, runs)
-            raise
-        finally:
-            if _is_main_thread():
-                signal.signal(signal.SIGTERM, old)
-            backend.close()
-        if opts.detach:
-            submitted = [o for o in outcomes.values() if o.status == "submitted"]
-            args = same_arguments(plan)
+            quietly("parent run description", describe_parent, plan, tracker, parent, backend_name)
+            resources = {k: v.model_dump() for k, v in rs.backend.resources.items()}
+            driver_writes = tracking_writer(rs.tracking.writer, tracker.uri, backend_cls, rs.backend.model_dump()) == "driver"
+            tasks = stage_tasks(plan, status, runs, None if driver_writes else tracker.uri, resources)
+            n_done = sum(v == "done" for v in status.values())
             console.print(
-                f"detached: {len(submitted)} stage(s) submitted to {backend_name}; follow with\n"
-                f"  famix sweep status {args}\n"
-                f"and once all are done, collect the table (or run what failed) with\n"
-                f"  famix sweep run {args} --backend {backend_name}",
+                f"sweep {plan.name} ({rs.profile}): {len(plan.trials)} trials, {len(plan.stages)} stages, "
+                f"{n_done} done, {len(tasks)} to run on {backend_name} (max parallel {max_parallel or 'from the backend'}, retries {retries})",
                 highlight=False,
-                markup=False,
             )
-            return SweepResult(outcomes, [], None, "", time.perf_counter() - t0)
-        failed = [k for k, o in outcomes.items() if o.status in ("failed", "cancelled")]
-        statuses = finalize_runs(plan, tracker, parent, runs, set(failed))
-        df = results_frame(plan, statuses)
-        csv_path = write_results(df)
-        from reports.report import report_lock
+            from orchestrator.execute import StopRequest, checkpoint_then_stop
 
-        with report_lock(plan.sweep_dir / "report"):  # a `famix report` writing there meanwhile goes first or after
-            results = collect_results(plan, tracker.uri, rs.tracking.experiment or rs.name)
-            table, table_json, report_table, report = markdown_table(df), None, None, None
-            if results is not None:
-                from reports.tables import build_table, render_markdown
-                from reports.terminal import table_to_json
+            stop = StopRequest()  # SIGTERM: a training running in this process checkpoints first
+            extra: dict[str, Any] = {"detach": True} if opts.detach else {}
+            if backend_cls.in_process:
+                extra["stop"] = stop  # its stages run here, under this handler
+            backend = backend_obj or backend_cls(
+                sweep_dir=str(plan.sweep_dir), options=rs.backend.model_dump(), execute=execute_stage, **extra
+            )
+            if driver_writes and tasks:
+                console.print(
+                    f"MLflow: the stages on {backend_name} record their metrics in the store and this driver logs them "
+                    f"as they finish (the SQLite store {tracker.uri} is not safe to write from other machines; "
+                    "tracking.uri = an MLflow server gives live curves and system metrics)",
+                    highlight=False,
+                )
+            progress = Progress(tasks, len(plan.stages), n_done, console, console.is_terminal, max_parallel=max_parallel)
+            on_event = progress.on_event
+            if driver_writes:
+                on_event = _ingesting(progress.on_event, plan, tracker, runs)
+            # Ctrl-C and SIGTERM: a training running in this process checkpoints its iteration first
+            # (a second one stops at once); any other stage stops at once, as before
+            old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+            if _is_main_thread():
+                handler = checkpoint_then_stop(stop, notice=_say_checkpointing)
+                for sig in old:
+                    signal.signal(sig, handler)
+            try:
+                with progress:
+                    outcomes = backend.run(tasks, max_parallel=max_parallel, retries=retries, on_event=on_event)
+            finally:
+                if _is_main_thread():
+                    for sig, was in old.items():
+                        signal.signal(sig, was)
+                backend.close()
+            if opts.detach:
+                submitted = [o for o in outcomes.values() if o.status == "submitted"]
+                args = same_arguments(plan)
+                console.print(
+                    f"detached: {len(submitted)} stage(s) submitted to {backend_name}; follow with\n"
+                    f"  famix sweep status {args}\n"
+                    f"and once all are done, collect the table (or run what failed) with\n"
+                    f"  famix sweep run {args} --backend {backend_name}",
+                    highlight=False,
+                    markup=False,
+                )
+                return SweepResult(outcomes, [], None, "", time.perf_counter() - t0)
+            failed = [k for k, o in outcomes.items() if o.status in ("failed", "cancelled")]
+            statuses = finalize_runs(plan, tracker, parent, runs, set(failed))
+            df = results_frame(plan, statuses)
+            csv_path = write_results(df)
+            from reports.report import report_lock
 
-                report_table = build_table(results, title=f"{plan.name} ({rs.profile})")
-                table, table_json = render_markdown(report_table), table_to_json(report_table)
-            print_table(console, table, table_json)
-            if report_table is not None:
-                report = quietly("report on the MLflow parent run", publish_results, plan, tracker, parent, results, report_table, table, backend_name)
-        console.print(f"results: {csv_path}  (MLflow: {tracker.uri}, experiment {rs.tracking.experiment or rs.name})", highlight=False)
-        if report is not None:
-            console.print(f"report: {report} (tables, figures; also on the MLflow parent run)", highlight=False)
-        if results_of and results_of != arguments:  # e.g. `make sweep ARGS=…` after the plain command
-            console.print(f"note: these replace the results and report of another plan (`famix sweep run {results_of}`); "
-                          "that command writes them back from the cached stages", highlight=False, markup=False)  # fmt: skip
-        result = SweepResult(outcomes, failed, csv_path, table, time.perf_counter() - t0)
-        if all(v == "done" for v in statuses.values()):
-            atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "table": table, "table_json": table_json}, ensure_ascii=False))
-        print_failures(console, progress.failures, progress.not_started, plan.run_dir)
-        halted = len(progress.not_started)
-        console.print(f"finished in {result.seconds:.1f}s: {progress.counts['done']} run, {progress.counts['cached']} cached, {len(failed) - halted} failed"
-                      + (f", {halted} not started" if halted else ""), highlight=False)  # fmt: skip
-        return result
+            with report_lock(plan.sweep_dir / "report"):  # a `famix report` writing there meanwhile goes first or after
+                results = collect_results(plan, tracker.uri, rs.tracking.experiment or rs.name)
+                table, table_json, report_table, report = markdown_table(df), None, None, None
+                if results is not None:
+                    from reports.tables import build_table, render_markdown
+                    from reports.terminal import table_to_json
+
+                    report_table = build_table(results, title=f"{plan.name} ({rs.profile})")
+                    table, table_json = render_markdown(report_table), table_to_json(report_table)
+                print_table(console, table, table_json)
+                if report_table is not None:
+                    report = quietly("report on the MLflow parent run", publish_results, plan, tracker, parent, results, report_table, table, backend_name)
+            console.print(f"results: {csv_path}  (MLflow: {tracker.uri}, experiment {rs.tracking.experiment or rs.name})", highlight=False)
+            if report is not None:
+                console.print(f"report: {report} (tables, figures; also on the MLflow parent run)", highlight=False)
+            if results_of and results_of != arguments:  # e.g. `make sweep ARGS=…` after the plain command
+                console.print(f"note: these replace the results and report of another plan (`famix sweep run {results_of}`); "
+                              "that command writes them back from the cached stages", highlight=False, markup=False)  # fmt: skip
+            result = SweepResult(outcomes, failed, csv_path, table, time.perf_counter() - t0)
+            if all(v == "done" for v in statuses.values()):
+                atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "table": table, "table_json": table_json}, ensure_ascii=False))
+            print_failures(console, progress.failures, progress.not_started, plan.run_dir)
+            halted = len(progress.not_started)
+            console.print(f"finished in {result.seconds:.1f}s: {progress.counts['done']} run, {progress.counts['cached']} cached, {len(failed) - halted} failed"
+                          + (f", {halted} not started" if halted else ""), highlight=False)  # fmt: skip
+            return result
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the stages are stopped; the runs are not left RUNNING
+            quietly("ending the interrupted sweep's MLflow runs", end_interrupted_runs, tracker, parent, runs)
+            again = f"famix sweep run {same_arguments(plan)}" + (f" --backend {opts.backend}" if opts.backend else "")
+            raise Interrupted(f"the finished stages are kept (a training resumes from its last checkpoint): `{again}` runs the rest") from None
 
 
 def tracking_writer(writer: str, uri: str, backend_cls: Any, options: dict[str, Any]) -> str:
@@ -435,6 +443,11 @@ def _set_aside_damaged(plan: Plan, console: Any) -> int:
                 console.print(f"damaged {s.kind} artifact {bad}: set aside as {dest}; the stage runs again", highlight=False, markup=False)
                 n += 1
     return n
+
+
+def _say_checkpointing() -> None:
+    """What the first Ctrl-C (or SIGTERM) during an in-process training prints: it does not stop at once."""
+    print("famix: stopping after this iteration's checkpoint (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
 
 
 def _is_main_thread() -> bool:

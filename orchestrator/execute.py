@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 from famix_core.errors import FamixError
 from orchestrator.progress import progress_path, write_progress
 from orchestrator.stages import DISK_FULL_ERRNOS, HISTORY_FILE, STAGE_KINDS, StageOutcome, StageTask
-from orchestrator.store import Store
+from orchestrator.store import Store, atomic_write_text
 from orchestrator.tracking import RunLogger, metrics_from_eval, system_metrics
 from reports import schema
 
@@ -175,8 +175,10 @@ def _run_train(ctx: StageContext) -> dict[str, Any]:
     bank_dir = ctx.store.path("mine", task.deps["mine"]) if task.deps.get("mine") else None
     ckpt_dir = ctx.store.work_dir("train", task.key)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    resuming = latest_checkpoint(ckpt_dir, warn=lambda line: ctx.write(f"warning: {line}")) is not None
-    if resuming or any(ckpt_dir.glob("corrupt-*")):  # an earlier attempt logged steps already: not twice
+    checkpoint = latest_checkpoint(ckpt_dir, warn=lambda line: ctx.write(f"warning: {line}"))
+    start = json.loads((checkpoint / "state.json").read_text())["iteration"] if checkpoint is not None else 0
+    logged_before = _keep_history_through(ctx.history_path, start)
+    if checkpoint is not None or logged_before or any(ckpt_dir.glob("corrupt-*")):  # an earlier attempt logged steps: not twice
         try:
             ctx.tracker.skip_logged_steps(schema.METRIC_TRAIN_LOSS)  # read by the sender once tracking answers: never blocks here
         except Exception as e:  # noqa: BLE001 — a tracking hiccup never fails the stage
@@ -185,6 +187,29 @@ def _run_train(ctx: StageContext) -> dict[str, Any]:
     with system_metrics(task.tracking, ctx.write), stop.training() as event:
         summary = train(ctx.config(), ctx.tmp, bank_dir=bank_dir, ckpt_dir=ckpt_dir, log=ctx.log, stop=event)
     return _jsonable(summary)
+
+
+def _keep_history_through(path: Path, step: int) -> bool:
+    """Drop the lines of an earlier attempt's history after ``step``, where this attempt starts (its
+    checkpoint's iteration, 0 without one): the steps it logs again are then in the file once, with
+    this attempt's values, and a training restarted from scratch starts a fresh file. Rewritten
+    atomically. Returns whether an earlier attempt logged anything (then MLflow may hold its steps).
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except FileNotFoundError:
+        return False
+
+    def step_of(line: str) -> int:
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            return step + 1  # a torn line (a killed writer): dropped
+
+    kept = [line for line in lines if step_of(line) <= step]
+    if len(kept) < len(lines):
+        atomic_write_text(path, "".join(kept))
+    return bool(lines)
 
 
 def _run_evaluate(ctx: StageContext) -> dict[str, Any]:
@@ -264,18 +289,21 @@ def _stage_cpus(task: StageTask) -> Iterator[None]:
         yield
 
 
-def checkpoint_then_stop(stop: StopRequest) -> Callable[[int, Any], None]:
+def checkpoint_then_stop(stop: StopRequest, notice: Callable[[], None] | None = None) -> Callable[[int, Any], None]:
     """A signal handler for SIGTERM / SIGINT: a training running under ``stop`` checkpoints the
     iteration it is in and stops (as SIGUSR2 does on Slurm); otherwise, or on a second signal, stop
     at once with ``KeyboardInterrupt``. Used by the driver (local backend) and by Ray workers
     (``ray.cancel`` without force interrupts the task's main thread through SIGINT's handler);
-    the stages they run get the same ``stop`` (:func:`execute_stage`)."""
+    the stages they run get the same ``stop`` (:func:`execute_stage`). ``notice()`` is called when
+    a training was asked to stop (the user sees why Ctrl-C did not stop at once)."""
 
     asked: list[bool] = []
 
     def handler(signum: int, frame: Any) -> None:
         if not asked and stop.ask():
             asked.append(True)
+            if notice is not None:
+                notice()
             return  # the trainer raises TrainingInterrupted at its iteration boundary, after the checkpoint
         raise KeyboardInterrupt
 

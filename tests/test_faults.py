@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -71,6 +72,26 @@ def test_cancel_and_status_ignore_a_stale_driver_pid(lock_held):
         if holder is not None:
             holder.kill()
             holder.wait()
+
+
+def test_a_second_driver_is_told_the_cancel_command_of_this_run_dir(fake_engine):
+    """The refusal suggested `famix sweep cancel NAME` without the run dir, which cancels nothing
+    when the sweep runs elsewhere than ./runs; it now names the same run dir and profile."""
+    from orchestrator.driver import RunOptions, run_plan
+    from orchestrator.errors import SweepError
+
+    plan = _plan(run_dir="elsewhere")
+    plan.sweep_dir.mkdir(parents=True)
+    holder = _holder(plan.sweep_dir / "driver.lock")
+    try:
+        (plan.sweep_dir / "driver.json").write_text(json.dumps({"pid": holder.pid}))
+        with pytest.raises(SweepError) as e:
+            run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO()))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert str(e.value).endswith(f"another driver (pid {holder.pid}) is running this sweep; "
+                                 f"wait for it or `famix sweep cancel mini --profile smoke --run-dir {plan.run_dir}`")  # fmt: skip
 
 
 def test_running_driver_is_verified_by_lock_pid_and_start_time():
@@ -233,11 +254,15 @@ backend: {resources: {train: {cpus: 1}}, local: {workers: WORKERS}}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "worker-processes"])
-def test_sweep_cancel_checkpoints_a_running_training_and_the_rerun_resumes_there(tmp_path, workers):
+@pytest.mark.parametrize(
+    "workers, how", [(1, "cancel"), (2, "cancel"), (1, "ctrl-c")], ids=["in-process", "worker-processes", "in-process-ctrl-c"]
+)
+def test_sweep_cancel_checkpoints_a_running_training_and_the_rerun_resumes_there(tmp_path, workers, how):
     """SIGTERM (sweep cancel) reaches a local training like SIGUSR2 on Slurm: checkpoint now, then stop.
 
-    With ``local.workers: 2`` the training runs in a worker process: the driver passes SIGTERM on."""
+    With ``local.workers: 2`` the training runs in a worker process: the driver passes SIGTERM on.
+    Ctrl-C (SIGINT) of a training in the driver's own process checkpoints too: it used to stop at
+    once and lose the iterations since the last periodic checkpoint. The driver says how to resume."""
     import re
 
     Path("sweeps").mkdir()
@@ -258,13 +283,22 @@ def test_sweep_cancel_checkpoints_a_running_training_and_the_rerun_resumes_there
                 break
             time.sleep(0.3)
         assert log is not None, proc.communicate(timeout=30)[1][-3000:]
-        assert main(["sweep", "cancel", "sig", "--run-dir", "runs"]) == 0
+        if how == "cancel":
+            assert main(["sweep", "cancel", "sig", "--run-dir", "runs"]) == 0
+        else:
+            proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, err[-3000:]
+    assert err.splitlines()[-1] == (
+        "famix: interrupted; the finished stages are kept (a training resumes from its last checkpoint): "
+        "`famix sweep run sig --profile smoke` runs the rest"
+    ), err[-3000:]
+    if workers == 1:
+        assert "famix: stopping after this iteration's checkpoint (Ctrl-C again stops at once)" in err, err[-3000:]
     text = log.read_text()
     m = re.search(r"interrupted: training stopped on request at iteration (\d+) \(checkpoint: (\S+)\)", text)
     assert m, text[-2000:]
@@ -770,3 +804,41 @@ def test_an_interrupted_sweep_leaves_no_mlflow_run_running(fake_engine, monkeypa
     assert run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200)).exit_code == 0
     runs = tracker.find({"famix.sweep": "mini"})
     assert sorted((r.info.status, r.data.tags["famix.status"]) for r in runs) == [("FINISHED", "done")] * 3
+
+
+def test_an_interrupt_while_the_driver_ends_the_runs_leaves_none_running_and_says_how_to_resume(fake_engine, monkeypatch):
+    """A Ctrl-C or SIGTERM after the stages, while the driver logs and ends the MLflow runs, left them
+    RUNNING (the handler covered only the stages). Now they end KILLED there too, and the one line
+    says what to run next."""
+    from famix_core.errors import Interrupted
+    from orchestrator import tracking
+    from orchestrator.driver import RunOptions, run_plan
+    from orchestrator.tracking import Tracker, default_uri
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracking, "finalize_runs", interrupted)
+    plan = _plan()
+    with pytest.raises(Interrupted) as e:
+        run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200))
+    assert str(e.value) == "the finished stages are kept (a training resumes from its last checkpoint): `famix sweep run mini --profile smoke --backend local` runs the rest"
+    runs = Tracker(default_uri(plan.run_dir), "mini").find({"famix.sweep": "mini"})
+    assert sorted(r.info.status for r in runs) == ["KILLED"] * 3, [(r.info.run_name, r.info.status) for r in runs]
+
+
+def test_sigterm_ends_any_command_with_one_line(fake_engine, monkeypatch, capsys):
+    """SIGTERM outside a sweep's stages (planning, reporting) ended the process silently with exit 143.
+    Now it is an interrupt like Ctrl-C: one line, exit 130, and the default handler is back afterwards."""
+    from orchestrator import plan as plan_module
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+        raise AssertionError("SIGTERM was not handled")
+
+    _plan()
+    monkeypatch.setattr(plan_module, "print_plan", terminated)
+    assert main(["sweep", "plan", "mini", "--run-dir", "runs"]) == 130
+    assert capsys.readouterr().err.splitlines() == ["famix: interrupted"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

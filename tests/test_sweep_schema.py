@@ -103,7 +103,7 @@ def test_bad_override_and_profile(capsys):
     line = _cli_error(capsys, GOOD, "train.iterations=-3")
     assert "train.iterations" in line and "greater than or equal to 1" in line
     line = _cli_error(capsys, GOOD, "seeds=[0,-1]")
-    assert "command line: seeds=[0, -1]: expected seeds from 0 to 4294967295" in line
+    assert "command line: seeds=[0, -1]: expected a seed from 0 to 4294967295, got -1" in line
 
 
 def test_missing_sweep_file_names_search_path(capsys):

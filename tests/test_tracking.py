@@ -127,6 +127,44 @@ def test_a_resumed_training_does_not_log_its_steps_twice(tmp_path, one_torch_thr
     assert sorted(steps) == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.parametrize("dies_at", [3, 5], ids=["before-its-first-checkpoint", "after-a-checkpoint"])
+def test_a_retried_training_logs_each_step_once_to_mlflow_and_its_history(tmp_path, one_torch_thread, monkeypatch, dies_at):
+    """An attempt dies at step ``dies_at`` (checkpoints every 4 iterations); the retry through the
+    same stage runner finishes. A retry from scratch (no checkpoint yet) logged steps 1-3 to MLflow
+    a second time and its history.jsonl kept both attempts' lines; now each step is in both once."""
+    import json
+
+    from famix_core.train import Trainer
+    from orchestrator.execute import execute_stage
+    from orchestrator.stages import StageTask
+    from orchestrator.store import Store
+    from orchestrator.tracking import read_history
+
+    tr = _tracker()
+    rid, _ = tr.ensure_run({"famix.sweep": "s", "famix.role": "trial", "famix.trial": "t"}, {}, name="t")
+    cfg = plain_tiny_config(tmp_path / "data", iterations=6, checkpoint_every=4)
+    task = StageTask(
+        kind="train", key="r" * 64, config=cfg.to_dict(), store=str(tmp_path / "store"), name="train",
+        log_path=str(tmp_path / "train.log"), tracking={"uri": tr.uri, "run_ids": [rid]},
+    )  # fmt: skip
+    validate = Trainer.validate_if_due
+
+    def die(self):
+        if self.iteration == dies_at:
+            raise RuntimeError("worker lost")
+        validate(self)
+
+    monkeypatch.setattr(Trainer, "validate_if_due", die)
+    assert execute_stage(task).status == "failed"
+    monkeypatch.setattr(Trainer, "validate_if_due", validate)
+    out = execute_stage(task)
+    assert out.status == "done", out.error
+    assert sorted(m.step for m in tr.client.get_metric_history(rid, "train/loss")) == [1, 2, 3, 4, 5, 6]
+    history = Store(task.store).path("train", task.key) / "history.jsonl"
+    assert [json.loads(line)["step"] for line in history.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+    assert [step for step, _, _ in read_history(history)] == [1, 2, 3, 4, 5, 6]
+
+
 TINY_SWEEP = """\
 name: tiny
 base:

@@ -9,7 +9,9 @@ stage computes the same numbers in a worker as in the driver, on Ray or on Slurm
 
 Interrupts: Ctrl-C (the workers ignore SIGINT) or SIGTERM to the driver sends SIGTERM to the busy
 workers: a training checkpoints the iteration it is in and stops, any other stage is abandoned
-(its half-written folder is removed), and the sweep stops with everything else cancelled.
+(its half-written folder is removed), and the sweep stops with everything else cancelled. In the
+driver's own process the driver's handler (``stop``) does the same: a training checkpoints and
+raises :class:`~famix_core.errors.TrainingInterrupted`; a second signal stops at once.
 
 Time limits: with worker processes, a stage running longer than its ``resources.<kind>.timeout_min``
 (counted from its start) is stopped the same way (SIGTERM, then SIGKILL after ``grace_s``), fails

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from famix_core.config import SEED_MAX, FamixConfig, config_paths
+from famix_core.config import FamixConfig, check_seed, config_paths
 from famix_core.config_io import Override, apply_overrides, check_overrides, merge, validate
 from famix_core.errors import suggest
 from orchestrator.backends.slurm.options import validate_slurm_options
@@ -111,6 +111,9 @@ def command_line_seeds(o: Override) -> list[int]:
         raise SweepError(f"command line: seeds={v!r}: expected a list of integers ({example})")
     if len(set(v)) != len(v):
         raise SweepError(f"command line: seeds={v!r}: duplicate seeds")
-    if any(not 0 <= x <= SEED_MAX for x in v):
-        raise SweepError(f"command line: seeds={v!r}: expected seeds from 0 to {SEED_MAX}")
+    for x in v:
+        try:
+            check_seed(x)  # the wording of a seed in a file
+        except ValueError as e:
+            raise SweepError(f"command line: seeds={v!r}: {e}") from None
     return list(v)
