@@ -81,7 +81,10 @@ def commit_dir(tmp: str | Path, final: str | Path, is_complete: Callable[[Path],
     A ``final`` that ``is_complete`` accepts is kept (``tmp`` is removed: another writer finished the
     same thing first, also when it wins the race during the rename); any other ``final`` (debris of an
     interrupted writer, a stale version, or everything when ``is_complete`` is None) is moved aside
-    (into a folder beside ``tmp``), replaced, and removed once ``tmp`` is in place.
+    (into a folder beside ``tmp``), replaced, and removed once ``tmp`` is in place. Between the two
+    renames ``final`` is missing for an instant; an exception there (a Ctrl-C, a failed rename) moves
+    the old ``final`` back rather than removing it with ``tmp``. A SIGKILL there leaves it in
+    ``<tmp>.old-*/<final name>``.
 
     Returns:
         True when ``tmp`` became ``final``, False when a complete ``final`` was kept.
@@ -108,6 +111,10 @@ def commit_dir(tmp: str | Path, final: str | Path, is_complete: Callable[[Path],
             return False
         return True
     finally:
+        aside = None if old is None else old / final.name
+        if aside is not None and (aside.exists() or aside.is_symlink()) and not (final.exists() or final.is_symlink()):
+            with contextlib.suppress(OSError):  # interrupted between the renames: the old one goes back
+                os.rename(aside, final)
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

@@ -116,11 +116,12 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
             )
         results = apply_sweep_order(results, info)
 
-        extra = []
-        if args.qualitative:
+        extra = None
+        if args.qualitative:  # drawn into the report being written (the folder is its last argument), swapped in with it
             from reports.qualitative import qualitative_grid
 
-            extra = qualitative_grid(results, args.qualitative, out_dir, run_dir=args.run_dir, device=args.device)
+            extra = partial(qualitative_grid, results, args.qualitative, run_dir=args.run_dir, device=args.device)
+
         files = write_report(
             results,
             out_dir,

@@ -5,19 +5,25 @@ CSV contract: one row per trial × seed, percent), ``summary.csv`` (the table's 
 ``source.csv`` (source val against the targets, MLflow input with source validation only:
 :mod:`reports.source_gap`), ``bars.png|pdf``, ``delta.png|pdf`` (Δ-heatmap), ``loss.png|pdf``
 (MLflow input only), ``qualitative.png|pdf`` (on request), ``README.md`` (the tables and the figures).
+
+The folder is replaced as a whole (:func:`report_folder`): a report is built in a hidden sibling
+folder and swapped in once every file is written, so a Ctrl-C or a crash meanwhile leaves the
+previous report as it was, never a mix of new and old files.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
-from contextlib import contextmanager
+import time
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from reports.collect import ReportInputError, ResultSet, check_tracking_uri, default_tracking_uri
-from famix_core.io import atomic_path, exclusive_lock, make_temp_dir
+from famix_core.io import atomic_path, commit_dir, exclusive_lock, make_temp_dir
 from famix_core.io import atomic_write_text as write_text_atomic
 
 __all__ = [
@@ -25,11 +31,22 @@ __all__ = [
     "ReportFiles",
     "apply_sweep_order",
     "write_report",
+    "report_folder",
+    "REPORT_FILES",
     "report_lock",
     "check_out_dir",
     "default_out_dir",
     "tracking_uri_for",
 ]
+
+
+REPORT_FILES = frozenset(
+    ["table.md", "table.tex", "results.csv", "summary.csv", "source.csv", "README.md"]
+    + [f"{stem}.{fmt}" for stem in ("bars", "delta", "loss", "qualitative") for fmt in ("png", "pdf")]
+)
+"""Every file name a report writes: a folder holding nothing else is a report folder, replaced whole."""
+
+_DEBRIS_AGE_S = 3600.0  # where folders cannot be locked (NFS), a temp folder this old is a killed writer's
 
 
 @dataclass
@@ -72,6 +89,25 @@ class ReportFiles:
     markdown: str = ""
     source_csv: Path | None = None  # source val against the targets (MLflow input with source validation)
     source_markdown: str = ""  # its Markdown table ("" without one)
+
+    def moved_to(self, out_dir: Path) -> ReportFiles:
+        """The same files once the folder they were written in is ``out_dir`` (after the swap)."""
+
+        def there(p: Path) -> Path:
+            return out_dir / p.relative_to(self.out_dir)
+
+        return ReportFiles(
+            out_dir=out_dir,
+            table_md=there(self.table_md),
+            table_tex=there(self.table_tex),
+            results_csv=there(self.results_csv),
+            summary_csv=there(self.summary_csv),
+            readme=there(self.readme),
+            figures=[there(f) for f in self.figures],
+            markdown=self.markdown,
+            source_csv=None if self.source_csv is None else there(self.source_csv),
+            source_markdown=self.source_markdown,
+        )
 
 
 def apply_sweep_order(results: ResultSet, info: SweepInfo) -> ResultSet:
@@ -164,12 +200,12 @@ def write_report(
     baseline: str | None = None,
     figures: bool = True,
     loss_curves: bool = True,
-    extra_figures: list[Path] | None = None,
+    extra_figures: Callable[[Path], list[Path]] | None = None,
     profile: str | None = None,
     latex_width: str = "column",
     figure_width: str | None = None,
 ) -> ReportFiles:
-    """Write the report folder for ``results``.
+    """Write the report folder for ``results``, replacing the previous report whole (:func:`report_folder`).
 
     Args:
         results: collected runs (percent), columns in the sweep's order.
@@ -179,43 +215,198 @@ def write_report(
         figures: draw the bar chart, the Δ-heatmap (two rows or more) and the loss curves.
         loss_curves: fetch ``train/loss`` histories (and the source-val curves of ``source.csv``) from
             MLflow when the results came from there.
-        extra_figures: figures made elsewhere (qualitative) to show in the README.
+        extra_figures: draws figures made elsewhere (qualitative) into the folder it is given (the
+            report being written, so they are swapped in with it) and returns their paths, shown in the README.
         profile: the sweep profile, named in figure titles.
         latex_width: ``column`` | ``page`` | ``none`` (:data:`reports.tables.LATEX_WIDTHS`).
         figure_width: ``column`` | ``page`` for every figure (default: bars and heatmap ``page``,
             loss curves ``column``).
 
     Returns:
-        ReportFiles with every path written and the Markdown table.
+        ReportFiles with every path written (under ``out_dir``) and the Markdown table.
     """
     from reports.tables import build_table, render_latex, render_markdown, summary_frame
 
     out = check_out_dir(Path(out_dir))
-    out.mkdir(parents=True, exist_ok=True)
-    table = build_table(results, baseline=baseline)
-    md = render_markdown(table)
-    tex = render_latex(table, width=latex_width)
-    files = ReportFiles(
-        out_dir=out,
-        table_md=write_text_atomic(out / "table.md", f"# {table.title}\n\n{md}"),
-        table_tex=write_text_atomic(out / "table.tex", tex),
-        results_csv=out / "results.csv",
-        summary_csv=out / "summary.csv",
-        readme=out / "README.md",
-        markdown=md,
-    )
-    with atomic_path(files.results_csv) as tmp:
-        results.to_results_csv().to_csv(tmp, index=False)
-    with atomic_path(files.summary_csv) as tmp:
-        summary_frame(table).to_csv(tmp, index=False)
-    source_md = _source_table(results, table, out, enabled=loss_curves)
-    if source_md:
-        files.source_csv, files.source_markdown = out / "source.csv", source_md
-    if figures:
-        files.figures += _figures(results, table, out, profile=profile, width=figure_width, loss_curves=loss_curves)
-    files.figures += list(extra_figures or [])
-    write_text_atomic(files.readme, _readme(table.title, md, files.figures, out, results.notes, results.source, source_md))
-    return files
+    with report_folder(out) as folder:
+        extra = extra_figures(folder) if extra_figures else []
+        table = build_table(results, baseline=baseline)
+        md = render_markdown(table)
+        tex = render_latex(table, width=latex_width)
+        files = ReportFiles(
+            out_dir=folder,
+            table_md=write_text_atomic(folder / "table.md", f"# {table.title}\n\n{md}"),
+            table_tex=write_text_atomic(folder / "table.tex", tex),
+            results_csv=folder / "results.csv",
+            summary_csv=folder / "summary.csv",
+            readme=folder / "README.md",
+            markdown=md,
+        )
+        with atomic_path(files.results_csv) as tmp:
+            results.to_results_csv().to_csv(tmp, index=False)
+        with atomic_path(files.summary_csv) as tmp:
+            summary_frame(table).to_csv(tmp, index=False)
+        source_md = _source_table(results, table, folder, enabled=loss_curves)
+        if source_md:
+            files.source_csv, files.source_markdown = folder / "source.csv", source_md
+        if figures:
+            files.figures += _figures(results, table, folder, profile=profile, width=figure_width, loss_curves=loss_curves)
+        files.figures += extra
+        write_text_atomic(files.readme, _readme(table.title, md, files.figures, folder, results.notes, results.source, source_md))
+    return files.moved_to(out)
+
+
+@contextmanager
+def report_folder(out_dir: str | Path) -> Iterator[Path]:
+    """Yield the folder to write a report of ``out_dir`` into; when the block ends, it becomes ``out_dir`` whole.
+
+    A Ctrl-C or a crash while a report was written left ``out_dir`` a mix: some files new, the rest
+    missing or from the report before. Now the report is written into ``.<name>.tmp-<hex>`` beside
+    ``out_dir`` (same parent, so one filesystem) and, once the block ends without an exception,
+    swapped in by :func:`famix_core.io.commit_dir`: the old folder renamed aside, the new one renamed
+    in, the old one removed. An exception (Ctrl-C, a full disk, a bad ``--qualitative`` trial)
+    removes the temp folder and leaves the previous report byte for byte. The window that remains:
+    between the two renames ``out_dir`` is missing for an instant (POSIX has no rename that swaps two
+    folders), so a reader then finds no report, never a mixed one; an exception there puts the old
+    folder back, and a SIGKILL there leaves it aside, where the next report puts it back first.
+
+    Each writer holds a ``flock`` on its temp folder, so the next report removes the temp folders of
+    killed writers (their lock is free) and leaves a live writer's alone (``--out`` folders have no
+    :func:`report_lock`).
+
+    Written in place instead, file by file (each file still atomic), where a swap would harm: a
+    folder that holds anything a report does not write (``--out`` into a paper's folder: the swap
+    would delete the rest; :data:`REPORT_FILES`), the working directory or a folder above it, and a
+    folder whose parent cannot be written in. An OSError names its file under ``out_dir`` as given,
+    never the temp folder.
+    """
+    out = Path(out_dir)
+    real = out.resolve()  # a symlinked report folder: its target is swapped, the link stays
+    claimed = None
+    with suppress(OSError):  # debris that cannot be removed now is removed by a later report
+        _remove_debris(real.parent, real.name)
+    try:
+        real.parent.mkdir(parents=True, exist_ok=True)
+        if _replaceable(real):
+            claimed = _claim_temp(real.parent, real.name)
+    except OSError:  # a parent nothing can be written in: in place, as the folder's own check allowed
+        claimed = None
+    if claimed is None:
+        out.mkdir(parents=True, exist_ok=True)
+        yield out
+        return
+    tmp, fd = claimed
+    try:
+        yield tmp
+        commit_dir(tmp, real)
+    except OSError as e:
+        named = _naming(e, tmp, out)
+        if named is e:
+            raise
+        raise named from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after a commit; an interrupted report's files
+        if fd is not None:
+            os.close(fd)
+
+
+def _replaceable(out: Path) -> bool:
+    """Whether the folder ``out`` (resolved) may be replaced whole: missing, or holding only a report's
+    files (and the hidden temp files or probes of an interrupted writer), and not the working directory."""
+    try:
+        cwd = Path.cwd()
+    except OSError:
+        cwd = None
+    if cwd is not None and (cwd == out or out in cwd.parents):
+        return False
+    if not out.exists():
+        return True
+    return all(_written_by_a_report(p) for p in out.iterdir())
+
+
+def _written_by_a_report(p: Path) -> bool:
+    """A report's file, an interrupted atomic write's ``.<name>.<hex>.tmp``, or a killed check's probe folder."""
+    n = p.name
+    if n.startswith(".famix-probe-"):
+        return True
+    return p.is_file() and (n in REPORT_FILES or (n.startswith(".") and n.endswith(".tmp")))
+
+
+def _claim_temp(parent: Path, name: str) -> tuple[Path, int | None]:
+    """A new ``.<name>.tmp-<hex>`` folder in ``parent`` and an fd holding its ``flock`` (None: no locks here)."""
+    while True:
+        tmp = make_temp_dir(parent, f".{name}.tmp-")
+        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        free = _try_lock(fd)
+        if free is None:
+            os.close(fd)
+            return tmp, None
+        try:  # another report took it for debris between mkdir and flock: it is gone, make another
+            if free and os.stat(tmp).st_ino == os.fstat(fd).st_ino:
+                return tmp, fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _try_lock(fd: int) -> bool | None:
+    """Take an exclusive ``flock`` on ``fd`` without waiting: True, False (another process holds it), None (no locks)."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:  # a filesystem without locks for folders (NFS)
+        return None
+
+
+def _remove_debris(parent: Path, name: str) -> None:
+    """Remove the temp folders killed writers of ``parent/name`` left; first put back a report one set aside.
+
+    A writer's folder is ``.<name>.tmp-<hex>``; :func:`~famix_core.io.commit_dir` sets the old report
+    aside in ``.<name>.tmp-<hex>.old-<hex>/<name>``. A group is debris when its writer's lock is free
+    (or, without locks, after an hour), or when the writer's folder is gone (it became ``name``).
+    """
+    prefix = f".{name}.tmp-"
+    groups: dict[str, list[Path]] = {}
+    for p in parent.iterdir() if parent.is_dir() else []:
+        if p.name.startswith(prefix) and p.is_dir() and not p.is_symlink():
+            groups.setdefault(p.name[len(prefix):].partition(".old-")[0], []).append(p)
+    final = parent / name
+    for key, folders in groups.items():
+        owner = parent / f"{prefix}{key}"
+        fd = None
+        try:
+            if owner.exists():
+                fd = os.open(owner, os.O_RDONLY | os.O_DIRECTORY)
+                free = _try_lock(fd)
+                if free is None:
+                    free = time.time() - owner.stat().st_mtime > _DEBRIS_AGE_S
+                if not free:
+                    continue
+            for aside in (f / name for f in folders if f != owner):
+                if aside.is_dir() and not (final.exists() or final.is_symlink()):
+                    os.rename(aside, final)  # killed between commit_dir's two renames: the old report goes back
+            for f in folders:
+                shutil.rmtree(f, ignore_errors=True)
+        except FileNotFoundError:  # another report cleaned it meanwhile
+            pass
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+
+def _naming(e: OSError, tmp: Path, out: Path) -> OSError:
+    """``e`` naming its file under ``out`` (as the user gave it) instead of under the temp folder ``tmp``."""
+    if e.filename is None:
+        return e
+    try:
+        rel = Path(os.fspath(e.filename)).relative_to(tmp)
+    except ValueError:
+        return e
+    return OSError(e.errno, e.strerror, str(out / rel) if str(rel) != "." else str(out))
 
 
 def _source_table(results: ResultSet, table, out: Path, *, enabled: bool) -> str | None:

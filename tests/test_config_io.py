@@ -266,6 +266,30 @@ def test_commit_dir_replaces_debris_keeps_a_complete_winner(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kind"]  # no temp or set-aside folders left
 
 
+def test_commit_dir_interrupted_between_its_renames_puts_the_old_folder_back(tmp_path, monkeypatch):
+    """A Ctrl-C after the old folder was renamed aside and before the new one was renamed in removed
+    both (the set-aside folder with the temp one): the folder was gone. Now the old one goes back."""
+    import famix_core.io
+
+    final = tmp_path / "report"
+    commit_dir(_folder(tmp_path, "old"), final)
+    renames = []
+    real_rename = os.rename
+
+    def ctrl_c_on_second(src, dst):
+        renames.append(dst)
+        if len(renames) == 2:
+            raise KeyboardInterrupt
+        real_rename(src, dst)
+
+    monkeypatch.setattr(famix_core.io.os, "rename", ctrl_c_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        commit_dir(_folder(tmp_path, "new"), final)
+    monkeypatch.undo()
+    assert (final / "f.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+
+
 def test_resolved_sweep_keeps_overrides_as_written(tmp_path):
     from orchestrator.parent_run import resolved_sweep
 

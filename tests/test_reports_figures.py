@@ -136,3 +136,93 @@ def test_report_writes_every_figure_as_png_and_pdf_with_the_heatmap(tmp_path):
     files = write_report(one_row, tmp_path / "one")
     assert not any(p.stem == "delta" for p in files.figures)  # nothing to compare with
     assert math.isfinite(float(pd.read_csv(files.summary_csv)["Mean"][0]))
+
+
+# ----------------------------------------------------------------------------------------- the folder as a whole
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_report_interrupted_while_written_leaves_the_previous_one_byte_for_byte(tmp_path, monkeypatch):
+    """A Ctrl-C or a crash while `famix report` (or a sweep's final report) wrote `report/` left it a
+    mix: new tables beside old or missing figures. Now the report is built in a hidden sibling folder
+    and swapped in whole: the previous report stays byte for byte, and the next report removes what a
+    killed writer left, putting back a report it had set aside in the middle of its swap."""
+    import reports.plots
+
+    sweep_dir = tmp_path / "runs" / "ablation"
+    out = sweep_dir / "report"
+    write_report(_seeded(), out, profile="smoke")
+    before = _snapshot(out)
+    assert {"table.md", "table.tex", "bars.pdf", "delta.png", "README.md"} <= set(before)
+
+    real_heatmap = reports.plots.plot_delta_heatmap
+
+    def ctrl_c(*args, **kwargs):  # the tables and the bar chart of the new report are written by now
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reports.plots, "plot_delta_heatmap", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(collect_csv(PAPER_CSV), out, profile="other")
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in sweep_dir.iterdir()) == ["report"]  # the interrupted one's folder is gone
+
+    # a writer SIGKILLed between commit_dir's two renames: its half report, and the old one set aside
+    dead = sweep_dir / ".report.tmp-0123456789ab"
+    dead.mkdir()
+    (dead / "table.md").write_text("half")
+    (sweep_dir / ".report.tmp-0123456789ab.old-ba9876543210").mkdir()
+    out.rename(sweep_dir / ".report.tmp-0123456789ab.old-ba9876543210" / "report")
+    with pytest.raises(KeyboardInterrupt):
+        write_report(collect_csv(PAPER_CSV), out, profile="other")
+    assert _snapshot(out) == before  # put back before the interrupted report began
+    assert sorted(p.name for p in sweep_dir.iterdir()) == ["report"]
+
+    monkeypatch.setattr(reports.plots, "plot_delta_heatmap", real_heatmap)
+    (sweep_dir / ".report.tmp-fedcba987654").mkdir()  # killed before its swap
+    files = write_report(collect_csv(PAPER_CSV), out, profile="other")
+    assert files.out_dir == out and files.table_md == out / "table.md" and files.readme.is_file()
+    assert all(f.parent == out and f.is_file() for f in files.figures)
+    after = _snapshot(out)
+    assert after != before and after["table.md"] == files.table_md.read_bytes()
+    assert sorted(p.name for p in sweep_dir.iterdir()) == ["report"]  # no temp folder left
+
+
+def test_report_folder_swaps_only_a_report_and_spares_a_live_writer(tmp_path):
+    """The swap deletes the old folder, so it is kept for report folders: `--out` into a folder holding
+    other files (a paper's) writes the report in beside them, as before. A temp folder whose writer
+    still runs (its flock held) is not taken for debris. Every file a report writes is in
+    REPORT_FILES, else the next report of that folder would no longer be swapped."""
+    import fcntl
+    import os
+
+    from reports.report import REPORT_FILES, report_folder
+
+    out = tmp_path / "r"
+    files = write_report(_seeded(), out, profile="smoke", extra_figures=_qualitative_stand_in)
+    assert files.figures[-1] == out / "qualitative.png" and files.figures[-1].is_file()
+    assert {p.name for p in out.iterdir()} <= REPORT_FILES
+
+    paper = tmp_path / "paper"
+    paper.mkdir()
+    (paper / "main.tex").write_text("\\input{table.tex}")
+    write_report(_seeded(), paper)
+    assert (paper / "main.tex").read_text() == "\\input{table.tex}" and (paper / "table.tex").is_file()
+
+    live = tmp_path / ".r.tmp-00000000live"
+    live.mkdir()
+    fd = os.open(live, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with report_folder(out) as folder:
+            assert folder.parent == tmp_path and folder.name.startswith(".r.tmp-")
+        assert live.is_dir()
+    finally:
+        os.close(fd)
+
+
+def _qualitative_stand_in(folder: Path) -> list[Path]:
+    (folder / "qualitative.png").write_bytes(b"\x89PNG")
+    return [folder / "qualitative.png"]
