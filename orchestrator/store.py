@@ -23,7 +23,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 from famix_core.io import atomic_write_text, commit_dir
 
@@ -177,12 +177,17 @@ class Store:
     def abort(self, tmp: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    def problem(self, kind: str, key: str, deep: bool = False) -> str | None:
+    def problem(self, kind: str, key: str, deep: bool = False, names: Collection[str] | None = None) -> str | None:
         """Why the done artifact ``<kind>/<key>`` is damaged (one line naming the file), or None.
 
         Checks every file ``DONE.json`` lists (present, same size; with ``deep`` also the same
         sha256); for an older ``DONE.json`` without that list, the header and length of every
         ``.safetensors`` file.
+
+        Args:
+            names: only these files (paths inside the folder), when a caller reads just those: MLflow
+                ingestion hashes a stage's small records, not its weights. A name ``DONE.json`` does
+                not list is not checked.
         """
         from famix_core.io import safetensors_problem
 
@@ -193,10 +198,12 @@ class Store:
         files = info.get("files")
         if files is None:  # written before DONE.json listed its files: check what can be checked
             for f in sorted(folder.glob("*.safetensors")):
-                bad = safetensors_problem(f)
+                bad = safetensors_problem(f) if names is None or f.name in names else None
                 if bad:
                     return bad
             return None
+        if names is not None:
+            files = {name: want for name, want in files.items() if name in names}
         for name, want in files.items():
             f = folder / name
             if not f.is_file():

@@ -15,6 +15,7 @@ import json
 import math
 import random
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from orchestrator.plan import Plan
     from orchestrator.sweep import ResolvedSweep, Trial
 
+from famix_core.errors import FamixWarning
 from orchestrator.stages import HISTORY_FILE
 from orchestrator.store import code_version
 from reports import schema
@@ -39,6 +41,7 @@ __all__ = [
     "check_tracking",
     "tracking_target",
     "open_tracker",
+    "FINALIZED_MARKER",
     "embedded_store_exists",
     "damaged_store",
     "set_aside_damaged_store",
@@ -48,6 +51,7 @@ __all__ = [
     "end_interrupted_runs",
     "record_finished",
     "ingest",
+    "INGESTED_FILES",
     "read_history",
 ]
 
@@ -451,11 +455,29 @@ def tracking_target(plan: Plan) -> tuple[str, str]:
     return rs.tracking.uri or default_uri(plan.run_dir), rs.tracking.experiment or rs.name
 
 
+FINALIZED_MARKER = "finalized.json"
+"""In a sweep folder: the driver completed MLflow for that plan (its fingerprint); a rerun with nothing
+to do then skips MLflow as long as the embedded store is there (:func:`embedded_store_exists`)."""
+
+
 def open_tracker(plan: Plan) -> Tracker:
-    """The plan's :class:`Tracker` (its MLflow target; embedded artifacts under ``<run_dir>/mlartifacts``)."""
+    """The plan's :class:`Tracker` (its MLflow target; embedded artifacts under ``<run_dir>/mlartifacts``).
+
+    An embedded store that is not there yet (a new run dir, or a lost or set-aside ``mlflow.db``) is
+    created by this open; before that, every sweep folder of the run dir loses its
+    :data:`FINALIZED_MARKER`: whatever those sweeps completed was in the old store, and the runs that
+    ``sweep status`` or ``report`` rebuild in the new one lack what only a driver writes (the sweep's
+    run: description, table, report), so each sweep's next ``sweep run`` finalizes it again.
+    """
+    from reports.collect import sqlite_path
+
     uri, experiment = tracking_target(plan)
     artifacts = (plan.run_dir / "mlartifacts").absolute().as_uri() if plan.sweep.tracking.uri is None else None
     plan.run_dir.mkdir(parents=True, exist_ok=True)
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():  # voided first: a kill between the two must not leave a marker
+        for marker in plan.run_dir.glob(f"*/{FINALIZED_MARKER}"):
+            marker.unlink(missing_ok=True)
     return Tracker(uri, experiment, artifact_location=artifacts)
 
 
@@ -506,7 +528,8 @@ def set_aside_damaged_store(plan: Plan, why: str | None = None) -> str | None:
 
 
 def embedded_store_exists(uri: str) -> bool:
-    """The fast path is only taken for the embedded SQLite store that is still there."""
+    """The fast path is only taken for the embedded SQLite store that is still there (a store made
+    since the sweep finalized has voided its :data:`FINALIZED_MARKER`: :func:`open_tracker`)."""
     from reports.collect import sqlite_path
 
     db = sqlite_path(uri)
@@ -620,6 +643,39 @@ def read_history(path: Path) -> list[tuple[int, int, dict[str, float]]]:
     return rows
 
 
+INGESTED_FILES = {"mine": (HISTORY_FILE, "summary.json"), "train": (HISTORY_FILE,), "evaluate": ("metrics.json", "confusion.json")}
+"""The files of a done stage that :func:`ingest` puts into MLflow (besides ``DONE.json``'s result): small
+records, verified against ``DONE.json`` before they are read."""
+
+
+def _verifier(plan: Plan) -> Callable[[str, str], bool]:
+    """``sound(kind, key)``: whether the :data:`INGESTED_FILES` of a done stage match its ``DONE.json``
+    (sizes and sha256, :meth:`~orchestrator.store.Store.problem`).
+
+    A truncated ``history.jsonl`` still parses (a torn last line is skipped), so without this a cut-short
+    curve would reach MLflow, be tagged ingested and never be repaired. A damaged stage is left out
+    instead, and one warning line names the file and the command that rebuilds it. Answers are kept for
+    the verifier's life (one ingestion): a bank shared by every trial is hashed, and named, once.
+    """
+    checked: dict[tuple[str, str], bool] = {}
+
+    def sound(kind: str, key: str) -> bool:
+        if (kind, key) not in checked:
+            bad = plan.store.problem(kind, key, deep=True, names=INGESTED_FILES[kind])
+            if bad:
+                warnings.warn(f"damaged {kind} artifact {bad}: left out of MLflow; "
+                              "`famix sweep run --rerun-failed` with this sweep's arguments rebuilds it", FamixWarning)  # fmt: skip
+            checked[(kind, key)] = bad is None
+        return checked[(kind, key)]
+
+    return sound
+
+
+def _unlogged(want: dict[str, float], have: dict[str, float]) -> dict[str, float]:
+    """The metrics of ``want`` that ``have`` (a run's) lacks or holds with another value."""
+    return {k: v for k, v in want.items() if k not in have or not math.isclose(have[k], v, rel_tol=1e-9, abs_tol=1e-9)}
+
+
 def ingest(plan: Plan, tracker: Any, runs: dict[str, str], trials: list[str] | None = None, existing: dict[str, Any] | None = None) -> int:
     """Log into the trial runs what the store has and MLflow lacks; returns how many runs got something.
 
@@ -628,6 +684,8 @@ def ingest(plan: Plan, tracker: Any, runs: dict[str, str], trials: list[str] | N
     with its recorded timestamps (a batch sent twice is the same row, which MLflow's SQL store does
     not add again); artifacts are listed first. This is how metrics reach MLflow when the driver is the only writer
     (``tracking.writer: driver``), and what repairs a run whose live logging lost batches.
+    A stage's files are verified before they are read (:func:`_verifier`): a damaged stage is left
+    out, with one warning line, until ``--rerun-failed`` rebuilds it.
 
     Args:
         trials: ids of the trials to look at (default: all of the plan's).
@@ -637,6 +695,7 @@ def ingest(plan: Plan, tracker: Any, runs: dict[str, str], trials: list[str] | N
     wanted = set(trials) if trials is not None else None
     if existing is None:
         existing = _trial_runs(plan, tracker)
+    sound = _verifier(plan)
     touched = 0
     for trial in plan.trials:
         if wanted is not None and trial.id not in wanted:
@@ -654,16 +713,18 @@ def ingest(plan: Plan, tracker: Any, runs: dict[str, str], trials: list[str] | N
             if info is None:
                 continue
             m = metrics_from_eval(col, info["result"])
+            if _unlogged(m, have) and not sound("evaluate", key):
+                continue  # its metrics wait for the rebuilt stage
             want.update(m)
             mious.append(m[schema.miou_metric(col)])
         if len(mious) == len(ts.evaluate):
             want[schema.METRIC_MIOU_MEAN] = sum(mious) / len(mious)
-        missing = {k: v for k, v in want.items() if k not in have or not math.isclose(have[k], v, rel_tol=1e-9, abs_tol=1e-9)}
+        missing = _unlogged(want, have)
         if missing:
             tracker.log_metrics(run_id, missing, step=0)
             n += 1
         for kind, key in (("mine", ts.mine), ("train", ts.train)):
-            if key and tags.get(schema.history_tag(kind)) != key and store.is_done(kind, key):
+            if key and tags.get(schema.history_tag(kind)) != key and store.is_done(kind, key) and sound(kind, key):
                 rows = read_history(store.path(kind, key) / HISTORY_FILE)
                 logged = {k: tracker.logged_steps(run_id, k) for k in {k for _, _, m in rows for k in m} if k in have}
                 rows = [(step, t, {k: v for k, v in m.items() if step not in logged.get(k, ())}) for step, t, m in rows]
@@ -676,7 +737,7 @@ def ingest(plan: Plan, tracker: Any, runs: dict[str, str], trials: list[str] | N
         if code and tags.get(schema.TAG_GIT_COMMIT) != code:
             tracker.set_tags(run_id, {schema.TAG_GIT_COMMIT: code})
             n += 1
-        n += _ingest_artifacts(plan, tracker, run_id, ts)
+        n += _ingest_artifacts(plan, tracker, run_id, ts, sound)
         touched += n > 0
     return touched
 
@@ -695,9 +756,10 @@ def trial_code(plan: Plan, trial_id: str) -> str:
     return " ".join(sorted(found))
 
 
-def _ingest_artifacts(plan: Plan, tracker: Any, run_id: str, ts: Any) -> int:
+def _ingest_artifacts(plan: Plan, tracker: Any, run_id: str, ts: Any, sound: Callable[[str, str], bool]) -> int:
     """The bank's ``summary.json`` (``styles/``) and each evaluation's confusion matrix
-    (``confusion/<column>.json``) that the run lacks; returns how many were logged."""
+    (``confusion/<column>.json``) that the run lacks, from stages that ``sound`` (:func:`_verifier`)
+    finds undamaged; returns how many were logged."""
     import shutil
     import tempfile
 
@@ -705,7 +767,7 @@ def _ingest_artifacts(plan: Plan, tracker: Any, run_id: str, ts: Any) -> int:
     n = 0
     if ts.mine and store.is_done("mine", ts.mine):
         summary = store.path("mine", ts.mine) / "summary.json"
-        if summary.is_file() and not tracker.has_artifacts(run_id, "styles"):
+        if summary.is_file() and not tracker.has_artifacts(run_id, "styles") and sound("mine", ts.mine):
             with_retry(tracker.client.log_artifact, run_id, str(summary), "styles")
             n += 1
     done = {col: store.path("evaluate", key) / "confusion.json" for col, key in ts.evaluate.items() if store.is_done("evaluate", key)}
@@ -713,7 +775,7 @@ def _ingest_artifacts(plan: Plan, tracker: Any, run_id: str, ts: Any) -> int:
     if not done:
         return n
     logged = tracker.artifact_names(run_id, "confusion")
-    todo = {col: p for col, p in done.items() if f"{col}.json" not in logged}
+    todo = {col: p for col, p in done.items() if f"{col}.json" not in logged and sound("evaluate", ts.evaluate[col])}
     if todo:
         with tempfile.TemporaryDirectory() as tmp:
             for col, p in todo.items():

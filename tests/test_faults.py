@@ -596,6 +596,90 @@ def test_damaged_mlflow_database_is_named_by_status_and_report_and_rebuilt_by_ru
     assert "all done; MLflow complete" in buf.getvalue() and "is damaged" not in buf.getvalue()
 
 
+def test_a_lost_mlflow_store_rebuilt_by_status_is_completed_by_the_next_run(fake_engine):
+    """After a finished sweep's runs/mlflow.db was lost, `sweep status` (or `report`) rebuilt the trial
+    runs from the store but left the sweep's run empty, and the next `sweep run` said "all done; MLflow
+    complete" (its finalized.json and a store were there): the sweep's run never got its description,
+    table and report, nor did another sweep of the run dir. Now a new store voids the run dir's markers."""
+    from orchestrator.driver import RunOptions, run_plan
+    from orchestrator.tracking import Tracker, default_uri
+    from reports.mlflow_client import forget_store
+
+    def run(p) -> str:
+        buf = io.StringIO()
+        assert run_plan(p, RunOptions(backend="local"), Console(file=buf, width=400, soft_wrap=True)).exit_code == 0
+        return buf.getvalue()
+
+    def parent(name: str):
+        [run] = Tracker(default_uri(plan.run_dir), name).find({"famix.sweep": name, "famix.role": "sweep"})
+        return run
+
+    plan = _plan()
+    other = _plan(SWEEP.replace("name: mini", "name: other"), name="other")  # a second sweep of the same run dir
+    run(plan), run(other)
+    (plan.run_dir / "mlflow.db").unlink()
+    forget_store(default_uri(plan.run_dir))  # as the next command, a new process, finds it
+    sweep_status(plan, Console(file=io.StringIO(), width=200))
+    assert "mlflow.note.content" not in parent("mini").data.tags  # all that status can give the sweep's run
+
+    calls = len(fake_engine)
+    for p in (plan, other):
+        out = run(p)
+        assert "MLflow complete" not in out, out
+        done = parent(p.name)
+        assert "### Results" in done.data.tags["mlflow.note.content"] and done.info.status == "FINISHED"
+        assert Tracker(default_uri(plan.run_dir), p.name).has_artifacts(done.info.run_id, "report")
+    assert len(fake_engine) == calls  # nothing retrained
+    assert "all done; MLflow complete" in run(plan)
+
+
+def test_a_damaged_stage_record_is_not_ingested_into_a_rebuilt_mlflow_store(fake_engine, capsys):
+    """Rebuilding MLflow from the store (a lost mlflow.db, then `report`) read a training's truncated
+    history.jsonl and the bank's altered summary.json without a look at DONE.json: a cut-short curve was
+    logged and tagged ingested, silently. Now the files are checked first; each damaged stage is left
+    out with one line naming the file and the fix, which then fills MLflow in."""
+    import warnings
+
+    from famix_core.errors import FamixWarning
+    from orchestrator.driver import RunOptions, run_plan
+    from orchestrator.tracking import Tracker, default_uri
+    from reports.mlflow_client import forget_store
+
+    plan = _plan()
+    assert run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200)).exit_code == 0
+    first, second = (plan.trial_stages[t.id] for t in plan.trials)
+    history = plan.store.path("train", first.train) / "history.jsonl"
+    lines = history.read_text().splitlines(keepends=True)
+    history.write_text(lines[0])  # a lost write: two of three steps gone, still well-formed
+    summary = plan.store.path("mine", first.mine) / "summary.json"
+    summary.write_text(summary.read_text().replace("3", "4"))  # same size: only the sha256 tells
+    (plan.run_dir / "mlflow.db").unlink()
+    forget_store(default_uri(plan.run_dir))  # as the next command, a new process, finds it
+
+    capsys.readouterr()
+    assert main(["report", "mini", "--run-dir", str(plan.run_dir), "--no-figures"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    fix = "left out of MLflow; `famix sweep run --rerun-failed` with this sweep's arguments rebuilds it"
+    size = history.stat().st_size
+    assert f"famix: warning: damaged train artifact {history}: {size} bytes, expected {len(''.join(lines))}: {fix}" in err, err
+    assert f"famix: warning: damaged mine artifact {summary}: content changed (sha256 differs from DONE.json): {fix}" in err, err
+    assert len([e for e in err if e.startswith("famix: warning:")]) == 2, err  # the bank of both trials named once
+    tracker = Tracker(default_uri(plan.run_dir), "mini")
+    runs = {r.data.tags["famix.trial"]: r for r in tracker.find({"famix.sweep": "mini", "famix.role": "trial"})}
+    damaged, sound = runs[plan.trials[0].id], runs[plan.trials[1].id]
+    assert "famix.history.train" not in damaged.data.tags and "train/loss" not in damaged.data.metrics
+    assert sound.data.tags["famix.history.train"] == second.train and "miou/C" in damaged.data.metrics
+    assert not any(tracker.has_artifacts(r.info.run_id, "styles") for r in runs.values())
+
+    out = io.StringIO()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert run_plan(plan, RunOptions(backend="local", rerun_failed=True), Console(file=out, width=400, soft_wrap=True)).exit_code == 0
+    assert not [w for w in seen if issubclass(w.category, FamixWarning)] and out.getvalue().count(": set aside as ") == 2
+    assert [m.step for m in tracker.client.get_metric_history(damaged.info.run_id, "train/loss")] == [0, 1, 2]
+    assert all(tracker.has_artifacts(r.info.run_id, "styles") for r in runs.values())
+
+
 KILLED_WHILE_CREATING_THE_TABLES = """\
 import os, sys
 from sqlalchemy import event
@@ -650,6 +734,9 @@ def test_a_store_with_half_made_tables_is_named_by_status_and_report_and_rebuilt
     """A store left half made by a kill during its creation (by the code before, or an MLflow migration)
     passes SQLite's own check, and every command ended in a traceback from alembic. Now status names it,
     report prints one line, and run sets it aside and rebuilds the sweep's runs from the store."""
+    import warnings
+
+    from famix_core.errors import FamixWarning
     from orchestrator.driver import RunOptions, run_plan
     from orchestrator.tracking import Tracker, default_uri
     from reports.mlflow_client import forget_store
