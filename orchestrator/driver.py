@@ -88,19 +88,8 @@ def prepare(
 
 
 def same_arguments(plan: Plan) -> str:
-    """The sweep, ``--profile``, ``--run-dir`` (when not the default) and overrides of ``plan`` as
-    shell words: what ``famix sweep status``, ``famix report`` or a rerun is given to mean this plan."""
-    import shlex
-
-    source = Path(plan.sweep.source)
-    try:
-        sweep = plan.name if resolve_sweep_path(plan.name).resolve() == source.resolve() else str(source)
-    except SweepError:
-        sweep = str(source)
-    words = [sweep, "--profile", plan.sweep.profile]
-    if Path(plan.run_dir).resolve() != Path("runs").resolve():
-        words += ["--run-dir", str(plan.run_dir)]
-    return shlex.join([*words, *plan.sweep.override_words()])
+    """:meth:`Plan.arguments`: the words that mean ``plan`` to ``famix sweep status``, ``report`` or a rerun."""
+    return plan.arguments()
 
 
 @dataclass

@@ -75,6 +75,23 @@ class Plan:
     def log_path(self, stage: StageSpec) -> Path:
         return inside(self.run_dir, self.sweep_dir / "logs" / f"{stage.kind}-{stage.key}.log")
 
+    def arguments(self) -> str:
+        """The sweep, ``--profile``, ``--run-dir`` (when not the default) and overrides of this plan as
+        shell words: what ``famix sweep status``, ``famix report`` or a rerun is given to mean this plan."""
+        import shlex
+
+        from orchestrator.sweep import resolve_sweep_path
+
+        source = Path(self.sweep.source)
+        try:
+            sweep = self.name if resolve_sweep_path(self.name).resolve() == source.resolve() else str(source)
+        except SweepError:
+            sweep = str(source)
+        words = [sweep, "--profile", self.sweep.profile]
+        if Path(self.run_dir).resolve() != Path("runs").resolve():
+            words += ["--run-dir", str(self.run_dir)]
+        return shlex.join([*words, *self.sweep.override_words()])
+
     def status(self) -> dict[str, str]:
         """Stage key -> ``done`` | ``to run``."""
         st = self.store

@@ -664,7 +664,7 @@ def _verifier(plan: Plan) -> Callable[[str, str], bool]:
             bad = plan.store.problem(kind, key, deep=True, names=INGESTED_FILES[kind])
             if bad:
                 warnings.warn(f"damaged {kind} artifact {bad}: left out of MLflow; "
-                              "`famix sweep run --rerun-failed` with this sweep's arguments rebuilds it", FamixWarning)  # fmt: skip
+                              f"`famix sweep run {plan.arguments()} --rerun-failed` rebuilds it", FamixWarning)  # fmt: skip
             checked[(kind, key)] = bad is None
         return checked[(kind, key)]
 

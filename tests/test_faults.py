@@ -659,7 +659,7 @@ def test_a_damaged_stage_record_is_not_ingested_into_a_rebuilt_mlflow_store(fake
     capsys.readouterr()
     assert main(["report", "mini", "--run-dir", str(plan.run_dir), "--no-figures"]) == 0
     err = capsys.readouterr().err.splitlines()
-    fix = "left out of MLflow; `famix sweep run --rerun-failed` with this sweep's arguments rebuilds it"
+    fix = "left out of MLflow; `famix sweep run mini --profile smoke --rerun-failed` rebuilds it"
     size = history.stat().st_size
     assert f"famix: warning: damaged train artifact {history}: {size} bytes, expected {len(''.join(lines))}: {fix}" in err, err
     assert f"famix: warning: damaged mine artifact {summary}: content changed (sha256 differs from DONE.json): {fix}" in err, err
