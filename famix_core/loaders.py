@@ -17,6 +17,7 @@ stream seeded by ``mining.seed``, which workers would split differently.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from contextlib import contextmanager
@@ -65,10 +66,22 @@ def allocated_cpus() -> int:
     raw = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
     if raw.isdigit() and int(raw) > 0:
         return int(raw)
+    if raw:
+        _unreadable_allocation(raw)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+@functools.lru_cache(maxsize=None)
+def _unreadable_allocation(raw: str) -> None:
+    """One notice per value: a ``SLURM_CPUS_PER_TASK`` that is no CPU count was ignored in silence."""
+    import warnings
+
+    from famix_core.errors import FamixWarning
+
+    warnings.warn(f"SLURM_CPUS_PER_TASK={raw!r} is not a positive CPU count; ignored (using the CPUs this process may run on)", FamixWarning, stacklevel=3)
 
 
 def resolve_workers(num_workers: int | None) -> int:

@@ -398,6 +398,12 @@ def test_worker_count_follows_the_allocation(monkeypatch):
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2})
     assert resolve_workers(None) == 2
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "abc")  # not a count: the affinity, and one notice saying so
+    from famix_core.errors import FamixWarning
+
+    with pytest.warns(FamixWarning, match=r"SLURM_CPUS_PER_TASK='abc' is not a positive CPU count; ignored"):
+        assert resolve_workers(None) == 2
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
     assert resolve_workers(None) == 0
     # a stage the orchestrator runs with resources.<kind>.cpus: its CPUs, whatever the machine has
