@@ -385,8 +385,12 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
     created and nothing hidden; only a driver, running a plan, supersedes. Otherwise missing runs
     are made (a lost or never-written store). A trial run whose stages are all done is marked
     ``done`` and ended, as the driver does, and so is the sweep's run once all of them are (when
-    this plan owns the trial runs). Returns how many trial runs got something."""
-    from orchestrator.tracking import damaged_store, ensure_runs, open_tracker, plan_trial_runs, record_finished, tracking_target
+    this plan owns the trial runs). The runs a killed driver (``kill -9``, a lost machine) left
+    ``RUNNING`` end ``KILLED`` where its stages died with it (local, Ray: not Slurm, whose jobs go on
+    and log). Returns how many trial runs got something."""
+    from orchestrator.tracking import (
+        damaged_store, end_interrupted_runs, ensure_runs, open_tracker, plan_trial_runs, record_finished, tracking_target,
+    )  # fmt: skip
 
     if not tracking_target(plan)[0].startswith("sqlite:") or damaged_store(plan) is not None:  # status names the damage
         return 0
@@ -398,9 +402,12 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
             tracker = open_tracker(plan)
             runs, others = plan_trial_runs(plan, tracker)
             parent = None
+            backend = last_run.get("backend") or plan.sweep.backend.kind
             if not others:
-                parent, runs = ensure_runs(plan, tracker, last_run.get("backend") or plan.sweep.backend.kind)
+                parent, runs = ensure_runs(plan, tracker, backend)
             n = record_finished(plan, tracker, runs, parent) if runs else 0
+            if parent is not None and not _stages_outlive_driver(backend):
+                end_interrupted_runs(tracker, parent, runs)  # its driver was killed (this lock was free): nothing runs them
     except SweepError:
         return 0
     except OSError as e:  # a run dir that is read-only (a finished run kept on a read-only mount): nothing to log into
@@ -432,6 +439,16 @@ def _set_aside_damaged(plan: Plan, console: Any) -> int:
                 console.print(f"damaged {s.kind} artifact {bad}: set aside as {dest}; the stage runs again", highlight=False, markup=False)
                 n += 1
     return n
+
+
+def _stages_outlive_driver(backend: str) -> bool:
+    """Whether the stages of a driver on ``backend`` go on without it (an unknown name: assume they do)."""
+    from orchestrator.backends import get_backend_class
+
+    try:
+        return get_backend_class(backend).stages_outlive_driver
+    except SweepError:  # a driver.json of another version: leave its runs alone
+        return True
 
 
 def _say_checkpointing() -> None:

@@ -894,6 +894,42 @@ def test_an_interrupted_sweep_leaves_no_mlflow_run_running(fake_engine, monkeypa
     assert sorted((r.info.status, r.data.tags["famix.status"]) for r in runs) == [("FINISHED", "done")] * 3
 
 
+@pytest.mark.parametrize("backend", ["local", "slurm"])
+def test_status_ends_the_runs_a_killed_driver_left_running_where_its_stages_died_with_it(fake_engine, monkeypatch, backend):
+    """A driver killed with `kill -9` cannot end its MLflow runs: they stayed RUNNING until the next
+    `sweep run`. `famix sweep status` now ends them KILLED when the stages died with the driver (local,
+    Ray); a Slurm driver's jobs go on and log, so its runs are left running."""
+    import orchestrator.tracking as tracking
+    from orchestrator import execute
+    from orchestrator.driver import RunOptions, run_plan
+    from orchestrator.tracking import Tracker, default_uri
+
+    train = execute.STAGE_RUNNERS["train"]
+    trained: list[str] = []
+
+    def killed_in_the_second_training(ctx):
+        if trained:
+            raise KeyboardInterrupt
+        trained.append(ctx.task.key)
+        return train(ctx)
+
+    monkeypatch.setitem(execute.STAGE_RUNNERS, "train", killed_in_the_second_training)
+    ending = tracking.end_interrupted_runs
+    monkeypatch.setattr(tracking, "end_interrupted_runs", lambda *a: None)  # as kill -9 leaves them
+    plan = _plan()
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200))
+    monkeypatch.setitem(execute.STAGE_RUNNERS, "train", train)
+    monkeypatch.setattr(tracking, "end_interrupted_runs", ending)
+    driver = json.loads((plan.sweep_dir / "driver.json").read_text())
+    (plan.sweep_dir / "driver.json").write_text(json.dumps({**driver, "backend": backend}))
+    tracker = Tracker(default_uri(plan.run_dir), "mini")
+    assert sorted(r.info.status for r in tracker.find({"famix.sweep": "mini"})) == ["RUNNING"] * 3
+    assert main(["sweep", "status", "mini", "--run-dir", "runs"]) == 0
+    ended = sorted(r.info.status for r in tracker.find({"famix.sweep": "mini"}))
+    assert ended == (["KILLED"] * 3 if backend == "local" else ["RUNNING"] * 3)
+
+
 def test_an_interrupt_while_the_driver_ends_the_runs_leaves_none_running_and_says_how_to_resume(fake_engine, monkeypatch):
     """A Ctrl-C or SIGTERM after the stages, while the driver logs and ends the MLflow runs, left them
     RUNNING (the handler covered only the stages). Now they end KILLED there too, and the one line

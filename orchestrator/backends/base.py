@@ -38,6 +38,11 @@ class Backend(abc.ABC):
     supports_detach: ClassVar[bool] = False
     """Whether ``run`` can submit and return while the stages go on without the driver (``--detach``)."""
 
+    stages_outlive_driver: ClassVar[bool] = False
+    """Whether stages go on when their driver dies (Slurm jobs do; local workers and the tasks of a Ray
+    job end with it). Where they do not, the MLflow runs that a killed driver left ``RUNNING`` are
+    ended ``KILLED`` by the next ``famix sweep status`` or ``famix report``."""
+
     default_parallelism: ClassVar[int] = 0
     """Stages in flight when neither ``--max-parallel`` nor ``backend.max_parallel`` says (0: the backend
     decides from its own resources or options)."""

@@ -88,6 +88,7 @@ class SlurmBackend(Backend):
 
     name = "slurm"
     supports_detach = True
+    stages_outlive_driver = True
 
     def __init__(
         self,
