@@ -963,6 +963,11 @@ def test_sigterm_ends_any_command_with_one_line(fake_engine, monkeypatch, capsys
 
     _plan()
     monkeypatch.setattr(plan_module, "print_plan", terminated)
-    assert main(["sweep", "plan", "mini", "--run-dir", "runs"]) == 130
+    # as a fresh `famix` process has it (an in-process ray.init of an earlier test leaves its own)
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        assert main(["sweep", "plan", "mini", "--run-dir", "runs"]) == 130
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back on return
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert capsys.readouterr().err.splitlines() == ["famix: interrupted"]
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -22,10 +22,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from orchestrator.backends.base import Backend, backend_failure, timed_out
 from orchestrator.backends.dag import DagScheduler
@@ -54,6 +56,23 @@ def ray_temp_dir(sweep_dir: str | Path) -> tuple[str, bool]:
         return preferred, False
     h = hashlib.sha256(preferred.encode()).hexdigest()[:10]
     return f"/tmp/famix-ray-{h}", True
+
+
+@contextmanager
+def _keeping_sigterm_handler() -> Iterator[None]:
+    """Around ``ray.init``: it replaces the process's SIGTERM handler with ``sys.exit`` for good, so a
+    driver's SIGTERM (``kill``, ``famix sweep cancel``) skipped the driver's own handler: no stage was
+    cancelled to checkpoint, and the sweep's MLflow runs stayed RUNNING. Ray's handler only matters while
+    it connects; the one there before (the driver's) is put back once ``init`` returns."""
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and before is not None:
+            signal.signal(signal.SIGTERM, before)
 
 
 class RayBackend(Backend):
@@ -114,6 +133,11 @@ class RayBackend(Backend):
 
         if ray.is_initialized():
             return ray
+        with _keeping_sigterm_handler():
+            self._init_ray(ray)
+        return ray
+
+    def _init_ray(self, ray: Any) -> None:
         ray_opts = self.options.get("ray") or {}
         address = ray_opts.get("address")
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -138,7 +162,6 @@ class RayBackend(Backend):
             )
             self._started = True
             self.log(f"ray: started in-process with {num_cpus} CPUs (temp dir {temp_dir})")
-        return ray
 
     def _stage_resources(self, task: StageTask) -> dict[str, Any]:
         res = dict((self.options.get("resources") or {}).get(task.kind) or {})
@@ -279,7 +302,6 @@ class StartBoard:
 
 def _run_stage(execute: Callable[[StageTask, StopRequest], StageOutcome], board: Any, tag: str, task: StageTask) -> StageOutcome:
     """The Ray task: note the start on the board (the time limit counts from here), run, name the node."""
-    import signal
     import threading
 
     import ray
