@@ -153,6 +153,23 @@ def _driver_lock(plan: Plan) -> Iterator[None]:
         os.close(fd)
 
 
+@contextmanager
+def _noting_its_end(plan: Plan) -> Iterator[None]:
+    """``driver.json`` gets ``ended`` when the driver returns or raises (Ctrl-C included); a driver
+    killed outright (``kill -9``, a lost machine) leaves none, so ``sweep status`` knows whose MLflow
+    runs were left ``RUNNING`` (:func:`sync_tracking`)."""
+    try:
+        yield
+    finally:
+        path = plan.sweep_dir / "driver.json"
+        info = _read_json(path)
+        if info:
+            try:
+                atomic_write_text(path, json.dumps({**info, "ended": time.time()}))
+            except OSError:  # a full disk or read-only run dir: the runs are ended anyway when it returns normally
+                pass
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
@@ -218,7 +235,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     retries = rs.backend.retries if opts.retries is None else opts.retries
     # 0: the backend decides (Ray: from the cluster's resources; Slurm: the array cap, docs/slurm.md)
     max_parallel = opts.max_parallel or rs.backend.max_parallel or backend_cls.parallelism(rs.backend.model_dump())
-    with _driver_lock(plan):
+    with _driver_lock(plan), _noting_its_end(plan):
         arguments = same_arguments(plan)
         identity = {**driver_identity(), "backend": backend_name, "started": time.time(), "profile": rs.profile, "arguments": arguments}
         results_of = _read_json(plan.sweep_dir / "driver.json").get("results_of")  # the plan of the results.csv there
@@ -385,9 +402,10 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
     created and nothing hidden; only a driver, running a plan, supersedes. Otherwise missing runs
     are made (a lost or never-written store). A trial run whose stages are all done is marked
     ``done`` and ended, as the driver does, and so is the sweep's run once all of them are (when
-    this plan owns the trial runs). The runs a killed driver (``kill -9``, a lost machine) left
-    ``RUNNING`` end ``KILLED`` where its stages died with it (local, Ray: not Slurm, whose jobs go on
-    and log). Returns how many trial runs got something."""
+    this plan owns the trial runs). The runs that this plan's driver left ``RUNNING`` when it was
+    killed (``kill -9``, a lost machine: ``driver.json`` has no ``ended``) end ``KILLED`` where its
+    stages died with it (local, Ray: not Slurm, whose jobs go on and log). Returns how many trial
+    runs got something."""
     from orchestrator.tracking import (
         damaged_store, end_interrupted_runs, ensure_runs, open_tracker, plan_trial_runs, record_finished, tracking_target,
     )  # fmt: skip
@@ -406,8 +424,9 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
             if not others:
                 parent, runs = ensure_runs(plan, tracker, backend)
             n = record_finished(plan, tracker, runs, parent) if runs else 0
-            if parent is not None and not _stages_outlive_driver(backend):
-                end_interrupted_runs(tracker, parent, runs)  # its driver was killed (this lock was free): nothing runs them
+            killed = last_run and "ended" not in last_run and last_run.get("arguments") == same_arguments(plan)
+            if parent is not None and killed and not _stages_outlive_driver(backend):
+                end_interrupted_runs(tracker, parent, runs)  # this plan's driver was killed (the lock was free): nothing runs them
     except SweepError:
         return 0
     except OSError as e:  # a run dir that is read-only (a finished run kept on a read-only mount): nothing to log into

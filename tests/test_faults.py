@@ -894,11 +894,12 @@ def test_an_interrupted_sweep_leaves_no_mlflow_run_running(fake_engine, monkeypa
     assert sorted((r.info.status, r.data.tags["famix.status"]) for r in runs) == [("FINISHED", "done")] * 3
 
 
-@pytest.mark.parametrize("backend", ["local", "slurm"])
-def test_status_ends_the_runs_a_killed_driver_left_running_where_its_stages_died_with_it(fake_engine, monkeypatch, backend):
+@pytest.mark.parametrize("backend, killed", [("local", True), ("slurm", True), ("local", False)], ids=["local", "slurm", "not-killed"])
+def test_status_ends_the_runs_a_killed_driver_left_running_where_its_stages_died_with_it(fake_engine, monkeypatch, backend, killed):
     """A driver killed with `kill -9` cannot end its MLflow runs: they stayed RUNNING until the next
     `sweep run`. `famix sweep status` now ends them KILLED when the stages died with the driver (local,
-    Ray); a Slurm driver's jobs go on and log, so its runs are left running."""
+    Ray); a Slurm driver's jobs go on and log, so its runs are left running, and so are the runs of a
+    driver that was not killed (it wrote ``ended``: here they were left running by the test)."""
     import orchestrator.tracking as tracking
     from orchestrator import execute
     from orchestrator.driver import RunOptions, run_plan
@@ -922,12 +923,15 @@ def test_status_ends_the_runs_a_killed_driver_left_running_where_its_stages_died
     monkeypatch.setitem(execute.STAGE_RUNNERS, "train", train)
     monkeypatch.setattr(tracking, "end_interrupted_runs", ending)
     driver = json.loads((plan.sweep_dir / "driver.json").read_text())
+    assert driver["ended"] > driver["started"]  # a driver that returns or raises says so; a killed one cannot
+    if killed:
+        del driver["ended"]
     (plan.sweep_dir / "driver.json").write_text(json.dumps({**driver, "backend": backend}))
     tracker = Tracker(default_uri(plan.run_dir), "mini")
     assert sorted(r.info.status for r in tracker.find({"famix.sweep": "mini"})) == ["RUNNING"] * 3
     assert main(["sweep", "status", "mini", "--run-dir", "runs"]) == 0
     ended = sorted(r.info.status for r in tracker.find({"famix.sweep": "mini"}))
-    assert ended == (["KILLED"] * 3 if backend == "local" else ["RUNNING"] * 3)
+    assert ended == (["KILLED"] * 3 if backend == "local" and killed else ["RUNNING"] * 3)
 
 
 def test_an_interrupt_while_the_driver_ends_the_runs_leaves_none_running_and_says_how_to_resume(fake_engine, monkeypatch):
