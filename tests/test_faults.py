@@ -934,6 +934,29 @@ def test_status_ends_the_runs_a_killed_driver_left_running_where_its_stages_died
     assert ended == (["KILLED"] * 3 if backend == "local" and killed else ["RUNNING"] * 3)
 
 
+def test_ctrl_c_while_famix_still_imports_is_one_line():
+    """A Ctrl-C in the first tenth of a second of `famix`, while Python imported the commands, printed
+    a KeyboardInterrupt traceback. The console script is now a wrapper that says `famix: interrupted`
+    and exits 130 wherever the interrupt lands."""
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="famix")
+    assert script.value == "orchestrator.entry:run"
+    code = (
+        "import sys\n"
+        "class CtrlC:  # the interrupt lands while the commands are imported\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'orchestrator.__main__':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, CtrlC())\n"
+        "sys.argv = ['famix', 'sweep', 'status', 'ablation']\n"
+        "from orchestrator.entry import run\n"
+        "run()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stderr) == (130, "famix: interrupted\n"), proc.stderr[-2000:]
+
+
 def test_an_interrupt_while_the_driver_ends_the_runs_leaves_none_running_and_says_how_to_resume(fake_engine, monkeypatch):
     """A Ctrl-C or SIGTERM after the stages, while the driver logs and ends the MLflow runs, left them
     RUNNING (the handler covered only the stages). Now they end KILLED there too, and the one line
