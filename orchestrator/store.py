@@ -98,6 +98,7 @@ class Store:
 
         path = self._lock_path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        me = driver_identity()  # before the lock: the holder says who it is right after taking it
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         waited = False
         try:
@@ -112,7 +113,6 @@ class Store:
             except OSError:
                 yield False  # no locks on this filesystem: as before, unguarded
                 return
-            me = driver_identity()
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(me).encode(), 0)
             yield waited
@@ -264,13 +264,21 @@ def _read_done(folder: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) and isinstance(info.get("result"), dict) else None
 
 
-def _read_holder(lock: Path) -> str:
-    """Who holds a stage lock, as its holder wrote it: ``pid N on HOST``."""
-    try:
-        info = json.loads(lock.read_text() or "{}")
-        return f"pid {info['pid']} on {info['host']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "a process that has not said which"
+def _read_holder(lock: Path, patience_s: float = 2.0) -> str:
+    """Who holds a stage lock, as its holder wrote it: ``pid N on HOST``.
+
+    The holder writes it just after taking the lock, so a waiter that came at that instant reads an
+    empty or half-written file: it reads again for up to ``patience_s`` before it says it cannot tell.
+    """
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            info = json.loads(lock.read_text() or "{}")
+            return f"pid {info['pid']} on {info['host']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            if time.monotonic() >= deadline:
+                return "a process that has not said which"
+            time.sleep(0.05)
 
 
 def _sha256(path: Path) -> str:
