@@ -369,6 +369,8 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the stages are stopped; the runs are not left RUNNING
             quietly("ending the interrupted sweep's MLflow runs", end_interrupted_runs, tracker, parent, runs)
             again = f"famix sweep run {same_arguments(plan)}" + (f" --backend {opts.backend}" if opts.backend else "")
+            if backend_cls.stages_outlive_driver:  # Slurm: the jobs were not stopped
+                raise Interrupted(f"the jobs on {backend_name} go on; `{again}` waits for them and runs the rest") from None
             raise Interrupted(f"the finished stages are kept (a training resumes from its last checkpoint): `{again}` runs the rest") from None
 
 

@@ -978,6 +978,25 @@ def test_an_interrupt_while_the_driver_ends_the_runs_leaves_none_running_and_say
     assert sorted(r.info.status for r in runs) == ["KILLED"] * 3, [(r.info.run_name, r.info.status) for r in runs]
 
 
+def test_an_interrupted_slurm_driver_says_its_jobs_go_on(fake_engine):
+    """The jobs of a Slurm driver go on when it is interrupted: its line says the rerun waits for
+    them, not only that the finished stages are kept."""
+    from famix_core.errors import Interrupted
+    from orchestrator.driver import RunOptions, run_plan
+
+    class Interrupting:  # a Slurm backend whose driver gets Ctrl-C while it waits for the jobs
+        def run(self, tasks, **kwargs):
+            raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    plan = _plan()
+    with pytest.raises(Interrupted) as e:
+        run_plan(plan, RunOptions(backend="slurm"), Console(file=io.StringIO(), width=200), backend_obj=Interrupting())
+    assert str(e.value) == "the jobs on slurm go on; `famix sweep run mini --profile smoke --backend slurm` waits for them and runs the rest"
+
+
 def test_sigterm_ends_any_command_with_one_line(fake_engine, monkeypatch, capsys):
     """SIGTERM outside a sweep's stages (planning, reporting) ended the process silently with exit 143.
     Now it is an interrupt like Ctrl-C: one line, exit 130, and the default handler is back afterwards."""
