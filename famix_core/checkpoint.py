@@ -33,6 +33,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "latest_checkpoint",
+    "checkpoint_iteration",
     "checkpoint_problem",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -230,6 +231,11 @@ def latest_checkpoint(ckpt_dir: str | Path, warn: Any = None) -> Path | None:
         instead = f"resuming from {rest[0].name} instead" if rest else "no earlier sound checkpoint: training starts over"
         warn(f"corrupt checkpoint {problem}; set aside as {moved.name}, {instead}")
     return None
+
+
+def checkpoint_iteration(path: str | Path) -> int:
+    """The iteration a checkpoint folder was saved at, from its ``state.json`` (no tensor is read)."""
+    return int(json.loads((Path(path) / "state.json").read_text(encoding="utf-8"))["iteration"])
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> CheckpointState:

@@ -36,7 +36,7 @@ from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
 
 __all__ = [
     "prepare", "run_plan", "RunOptions", "SweepResult", "sweep_status", "cancel_sweep", "stage_tasks", "sync_tracking",
-    "tracking_writer", "quietly", "same_arguments",
+    "tracking_writer", "quietly",
 ]  # fmt: skip
 
 
@@ -85,11 +85,6 @@ def prepare(
 
         get_backend_class(backend or rs.backend.kind).preflight(rs.backend.model_dump())
     return plan
-
-
-def same_arguments(plan: Plan) -> str:
-    """:meth:`Plan.arguments`: the words that mean ``plan`` to ``famix sweep status``, ``report`` or a rerun."""
-    return plan.arguments()
 
 
 @dataclass
@@ -146,7 +141,7 @@ def _driver_lock(plan: Plan) -> Iterator[None]:
             info = _read_json(plan.sweep_dir / "driver.json")
             raise SweepError(
                 f"{plan.sweep_dir}: another driver (pid {info.get('pid', '?')}) is running this sweep; "
-                f"wait for it or `famix sweep cancel {same_arguments(plan)}`"
+                f"wait for it or `famix sweep cancel {plan.arguments()}`"
             ) from None
         yield
     finally:
@@ -236,7 +231,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     # 0: the backend decides (Ray: from the cluster's resources; Slurm: the array cap, docs/slurm.md)
     max_parallel = opts.max_parallel or rs.backend.max_parallel or backend_cls.parallelism(rs.backend.model_dump())
     with _driver_lock(plan), _noting_its_end(plan):
-        arguments = same_arguments(plan)
+        arguments = plan.arguments()
         identity = {**driver_identity(), "backend": backend_name, "started": time.time(), "profile": rs.profile, "arguments": arguments}
         results_of = _read_json(plan.sweep_dir / "driver.json").get("results_of")  # the plan of the results.csv there
         atomic_write_text(plan.sweep_dir / "driver.json", json.dumps({**identity, "results_of": results_of}))
@@ -324,7 +319,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
                 backend.close()
             if opts.detach:
                 submitted = [o for o in outcomes.values() if o.status == "submitted"]
-                args = same_arguments(plan)
+                args = plan.arguments()
                 console.print(
                     f"detached: {len(submitted)} stage(s) submitted to {backend_name}; follow with\n"
                     f"  famix sweep status {args}\n"
@@ -368,7 +363,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             return result
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the stages are stopped; the runs are not left RUNNING
             quietly("ending the interrupted sweep's MLflow runs", end_interrupted_runs, tracker, parent, runs)
-            again = f"famix sweep run {same_arguments(plan)}" + (f" --backend {opts.backend}" if opts.backend else "")
+            again = f"famix sweep run {plan.arguments()}" + (f" --backend {opts.backend}" if opts.backend else "")
             if backend_cls.stages_outlive_driver:  # Slurm: the jobs were not stopped
                 raise Interrupted(f"the jobs on {backend_name} go on; `{again}` waits for them and runs the rest") from None
             raise Interrupted(f"the finished stages are kept (a training resumes from its last checkpoint): `{again}` runs the rest") from None
@@ -426,7 +421,7 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
             if not others:
                 parent, runs = ensure_runs(plan, tracker, backend)
             n = record_finished(plan, tracker, runs, parent) if runs else 0
-            killed = last_run and "ended" not in last_run and last_run.get("arguments") == same_arguments(plan)
+            killed = last_run and "ended" not in last_run and last_run.get("arguments") == plan.arguments()
             if parent is not None and killed and not _stages_outlive_driver(backend):
                 end_interrupted_runs(tracker, parent, runs)  # this plan's driver was killed (the lock was free): nothing runs them
     except SweepError:
@@ -437,7 +432,7 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
         raise
     if others and console is not None:
         ran = last_run.get("arguments")
-        if ran and ran != same_arguments(plan):
+        if ran and ran != plan.arguments():
             hint = f" (the last run had `{ran}`: give this command the same)" if name_last_run else ""
         else:
             hint = " (run with other overrides? give this command the same key=value)"
@@ -498,7 +493,7 @@ def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
     from reports.collect import DamagedStoreError
 
     def damage_note(db: Path, why: str) -> None:
-        console.print(f"note: MLflow database {db} is damaged ({why}); `famix sweep run {same_arguments(plan)}` "
+        console.print(f"note: MLflow database {db} is damaged ({why}); `famix sweep run {plan.arguments()}` "
                       "sets it aside and rebuilds this sweep's runs from the store", highlight=False, markup=False)  # fmt: skip
 
     def sync(p: Plan, c: Any) -> None:
@@ -516,13 +511,13 @@ def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
     if info is not None:
         console.print(f"driver pid {info.get('pid')} on {info.get('host', '?')} ({info.get('backend')}): running", highlight=False)
         ran = info.get("arguments")
-        if ran and ran != same_arguments(plan):  # e.g. `make status` beside `make sweep ARGS=…`
+        if ran and ran != plan.arguments():  # e.g. `make status` beside `make sweep ARGS=…`
             console.print(f"note: the running driver's plan is `famix sweep run {ran}`; the counts above are of this "
                           "command's plan: give it the same arguments to follow that run", highlight=False, markup=False)
     elif (plan.sweep_dir / "driver.json").is_file():
         console.print("driver: not running", highlight=False)
         ran = _read_json(plan.sweep_dir / "driver.json").get("arguments")
-        if ran and ran != same_arguments(plan):  # e.g. `make status` after `make sweep ARGS=…` or a detached run
+        if ran and ran != plan.arguments():  # e.g. `make status` after `make sweep ARGS=…` or a detached run
             console.print(f"note: the last run had `{ran}`: give this command the same arguments to follow its plan; "
                           "the counts above are of this command's plan", highlight=False, markup=False)
     for name in BACKENDS:  # what a backend still holds for the sweep (e.g. Slurm jobs of a detached run)

@@ -168,7 +168,7 @@ def _run_mine(ctx: StageContext) -> dict[str, Any]:
 
 
 def _run_train(ctx: StageContext) -> dict[str, Any]:
-    from famix_core.checkpoint import latest_checkpoint
+    from famix_core.checkpoint import checkpoint_iteration, latest_checkpoint
     from famix_core.train import train
 
     task = ctx.task
@@ -176,7 +176,7 @@ def _run_train(ctx: StageContext) -> dict[str, Any]:
     ckpt_dir = ctx.store.work_dir("train", task.key)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = latest_checkpoint(ckpt_dir, warn=lambda line: ctx.write(f"warning: {line}"))
-    start = json.loads((checkpoint / "state.json").read_text())["iteration"] if checkpoint is not None else 0
+    start = checkpoint_iteration(checkpoint) if checkpoint is not None else 0
     logged_before = _keep_history_through(ctx.history_path, start)
     if checkpoint is not None or logged_before or any(ckpt_dir.glob("corrupt-*")):  # an earlier attempt logged steps: not twice
         try:

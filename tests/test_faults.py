@@ -864,13 +864,10 @@ def test_a_done_marker_cut_short_is_not_done_and_the_rerun_rebuilds_the_stage(fa
     assert not any((plan.store.root / ".tmp").iterdir())  # the damaged folder is gone, not left as debris
 
 
-def test_an_interrupted_sweep_leaves_no_mlflow_run_running(fake_engine, monkeypatch):
-    """Ctrl-C (or SIGTERM, `famix sweep cancel`) stopped the stages, but the sweep's MLflow runs
-    stayed RUNNING for good (until a rerun). Now they end KILLED, their famix.status kept; the rerun
-    finishes them."""
+def _ctrl_c_in_the_second_training(monkeypatch):
+    """Make the second training stage of a sweep raise KeyboardInterrupt (the first one runs);
+    returns the real training runner, to put back."""
     from orchestrator import execute
-    from orchestrator.driver import RunOptions, run_plan
-    from orchestrator.tracking import Tracker, default_uri
 
     train = execute.STAGE_RUNNERS["train"]
     trained: list[str] = []
@@ -882,6 +879,18 @@ def test_an_interrupted_sweep_leaves_no_mlflow_run_running(fake_engine, monkeypa
         return train(ctx)
 
     monkeypatch.setitem(execute.STAGE_RUNNERS, "train", ctrl_c_in_the_second_training)
+    return train
+
+
+def test_an_interrupted_sweep_leaves_no_mlflow_run_running(fake_engine, monkeypatch):
+    """Ctrl-C (or SIGTERM, `famix sweep cancel`) stopped the stages, but the sweep's MLflow runs
+    stayed RUNNING for good (until a rerun). Now they end KILLED, their famix.status kept; the rerun
+    finishes them."""
+    from orchestrator import execute
+    from orchestrator.driver import RunOptions, run_plan
+    from orchestrator.tracking import Tracker, default_uri
+
+    train = _ctrl_c_in_the_second_training(monkeypatch)
     plan = _plan()
     with pytest.raises(KeyboardInterrupt):
         run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200))
@@ -905,16 +914,7 @@ def test_status_ends_the_runs_a_killed_driver_left_running_where_its_stages_died
     from orchestrator.driver import RunOptions, run_plan
     from orchestrator.tracking import Tracker, default_uri
 
-    train = execute.STAGE_RUNNERS["train"]
-    trained: list[str] = []
-
-    def killed_in_the_second_training(ctx):
-        if trained:
-            raise KeyboardInterrupt
-        trained.append(ctx.task.key)
-        return train(ctx)
-
-    monkeypatch.setitem(execute.STAGE_RUNNERS, "train", killed_in_the_second_training)
+    train = _ctrl_c_in_the_second_training(monkeypatch)
     ending = tracking.end_interrupted_runs
     monkeypatch.setattr(tracking, "end_interrupted_runs", lambda *a: None)  # as kill -9 leaves them
     plan = _plan()
