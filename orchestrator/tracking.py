@@ -17,6 +17,7 @@ import random
 import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
@@ -51,6 +52,7 @@ __all__ = [
     "end_interrupted_runs",
     "record_finished",
     "ingest",
+    "Ingested",
     "INGESTED_FILES",
     "read_history",
 ]
@@ -676,8 +678,17 @@ def _unlogged(want: dict[str, float], have: dict[str, float]) -> dict[str, float
     return {k: v for k, v in want.items() if k not in have or not math.isclose(have[k], v, rel_tol=1e-9, abs_tol=1e-9)}
 
 
-def ingest(plan: Plan, tracker: Any, runs: dict[str, str], trials: list[str] | None = None, existing: dict[str, Any] | None = None) -> int:
-    """Log into the trial runs what the store has and MLflow lacks; returns how many runs got something.
+@dataclass
+class Ingested:
+    """What one :func:`ingest` did."""
+
+    touched: int  # trial runs that got something
+    damaged: set[str]  # trials of which a damaged stage record was left out (MLflow lacks it until it is rebuilt)
+
+
+def ingest(plan: Plan, tracker: Any, runs: dict[str, str], trials: list[str] | None = None, existing: dict[str, Any] | None = None) -> Ingested:
+    """Log into the trial runs what the store has and MLflow lacks; returns how many runs got something
+    and which trials MLflow lacks a damaged stage's record of.
 
     Idempotent: evaluation metrics are compared with the run's; a stage's history is logged once
     (then tagged ``famix.history.<kind>``), without the steps that live logging already sent, and
@@ -695,11 +706,19 @@ def ingest(plan: Plan, tracker: Any, runs: dict[str, str], trials: list[str] | N
     wanted = set(trials) if trials is not None else None
     if existing is None:
         existing = _trial_runs(plan, tracker)
-    sound = _verifier(plan)
+    verify = _verifier(plan)
     touched = 0
+    damaged: set[str] = set()
     for trial in plan.trials:
         if wanted is not None and trial.id not in wanted:
             continue
+
+        def sound(kind: str, key: str, trial_id: str = trial.id) -> bool:
+            ok = verify(kind, key)
+            if not ok:
+                damaged.add(trial_id)
+            return ok
+
         ts = plan.trial_stages[trial.id]
         run_id = runs[trial.id]
         run = existing.get(run_id)
@@ -739,7 +758,7 @@ def ingest(plan: Plan, tracker: Any, runs: dict[str, str], trials: list[str] | N
             n += 1
         n += _ingest_artifacts(plan, tracker, run_id, ts, sound)
         touched += n > 0
-    return touched
+    return Ingested(touched, damaged)
 
 
 def trial_code(plan: Plan, trial_id: str) -> str:
@@ -789,17 +808,18 @@ def _ingest_artifacts(plan: Plan, tracker: Any, run_id: str, ts: Any, sound: Cal
 def record_finished(plan: Plan, tracker: Any, runs: dict[str, str], parent: str | None = None) -> int:
     """What ``status`` and ``report`` do where no driver finalizes (after ``--detach``): :func:`ingest`
     the finished stages into ``runs`` (trial id -> run id), and mark each of those trial runs whose
-    every stage is done ``famix.status=done`` and end it; the others are left as they are. With
-    ``parent`` (the sweep's run, given when this plan owns the sweep's trial runs), that run is marked
-    done too once every trial of the plan is. Returns how many trial runs got something."""
+    every stage is done ``famix.status=done`` and end it (``damaged`` when MLflow lacks a damaged stage
+    record, :func:`ingest`); the others are left as they are. With ``parent`` (the sweep's run, given
+    when this plan owns the sweep's trial runs), that run is marked done too once every trial of the
+    plan is. Returns how many trial runs got something."""
     existing = _trial_runs(plan, tracker)  # ingesting changes no run's status: read once
-    n = ingest(plan, tracker, runs, trials=list(runs), existing=existing)
+    done = ingest(plan, tracker, runs, trials=list(runs), existing=existing)
     for trial_id, run_id in runs.items():
         if _trial_done(plan, trial_id):
-            _set_status(tracker, existing.get(run_id), run_id, "done")
-    if parent is not None and all(_trial_done(plan, t.id) for t in plan.trials):
+            _set_status(tracker, existing.get(run_id), run_id, "damaged" if trial_id in done.damaged else "done")
+    if parent is not None and all(_trial_done(plan, t.id) for t in plan.trials) and not done.damaged:
         _set_status(tracker, with_retry(tracker.client.get_run, parent), parent, "done")
-    return n
+    return done.touched
 
 
 def _trial_done(plan: Plan, trial_id: str) -> bool:
@@ -825,13 +845,18 @@ def end_interrupted_runs(tracker: Any, parent: str, runs: dict[str, str]) -> Non
 
 
 def finalize_runs(plan: Plan, tracker: Any, parent: str, runs: dict[str, str], failed: set[str]) -> dict[str, str]:
-    """:func:`ingest` what MLflow lacks, set ``famix.status`` and end the runs; returns trial -> status."""
+    """:func:`ingest` what MLflow lacks, set ``famix.status`` and end the runs; returns trial -> status:
+    ``done``, ``failed``, ``partial`` (stages not run), or ``damaged`` (every stage done, but a damaged
+    stage record was left out of MLflow; ``--rerun-failed`` rebuilds it)."""
     existing = _trial_runs(plan, tracker)  # ingesting changes no run's status: read once
-    ingest(plan, tracker, runs, existing=existing)
+    damaged = ingest(plan, tracker, runs, existing=existing).damaged
     statuses: dict[str, str] = {}
     for trial in plan.trials:
         keys = plan.trial_stages[trial.id].keys()
-        status = "done" if _trial_done(plan, trial.id) else ("failed" if any(k in failed for k in keys) else "partial")
+        if _trial_done(plan, trial.id):
+            status = "damaged" if trial.id in damaged else "done"
+        else:
+            status = "failed" if any(k in failed for k in keys) else "partial"
         statuses[trial.id] = status
         _set_status(tracker, existing.get(runs[trial.id]), runs[trial.id], status)
     overall = "done" if all(s == "done" for s in statuses.values()) else ("failed" if failed else "partial")

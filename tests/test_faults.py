@@ -637,7 +637,8 @@ def test_a_damaged_stage_record_is_not_ingested_into_a_rebuilt_mlflow_store(fake
     """Rebuilding MLflow from the store (a lost mlflow.db, then `report`) read a training's truncated
     history.jsonl and the bank's altered summary.json without a look at DONE.json: a cut-short curve was
     logged and tagged ingested, silently. Now the files are checked first; each damaged stage is left
-    out with one line naming the file and the fix, which then fills MLflow in."""
+    out with one line naming the file and the fix, which then fills MLflow in. Its trials were tagged
+    famix.status=done all the same, as if MLflow held their whole record; now they are `damaged`."""
     import warnings
 
     from famix_core.errors import FamixWarning
@@ -670,6 +671,11 @@ def test_a_damaged_stage_record_is_not_ingested_into_a_rebuilt_mlflow_store(fake
     assert "famix.history.train" not in damaged.data.tags and "train/loss" not in damaged.data.metrics
     assert sound.data.tags["famix.history.train"] == second.train and "miou/C" in damaged.data.metrics
     assert not any(tracker.has_artifacts(r.info.run_id, "styles") for r in runs.values())
+    # MLflow lacks part of each trial's record (the bank is both trials'): neither is called done
+    assert {r.data.tags["famix.status"] for r in runs.values()} == {"damaged"}
+    assert {r.info.status for r in runs.values()} == {"FAILED"}
+    parent = tracker.find({"famix.sweep": "mini", "famix.role": "sweep"})[0]
+    assert parent.data.tags.get("famix.status") != "done" and parent.info.status == "RUNNING"
 
     out = io.StringIO()
     with warnings.catch_warnings(record=True) as seen:
@@ -678,6 +684,8 @@ def test_a_damaged_stage_record_is_not_ingested_into_a_rebuilt_mlflow_store(fake
     assert not [w for w in seen if issubclass(w.category, FamixWarning)] and out.getvalue().count(": set aside as ") == 2
     assert [m.step for m in tracker.client.get_metric_history(damaged.info.run_id, "train/loss")] == [0, 1, 2]
     assert all(tracker.has_artifacts(r.info.run_id, "styles") for r in runs.values())
+    rebuilt = tracker.find({"famix.sweep": "mini", "famix.role": "trial"}) + tracker.find({"famix.sweep": "mini", "famix.role": "sweep"})
+    assert {(r.data.tags["famix.status"], r.info.status) for r in rebuilt} == {("done", "FINISHED")}
 
 
 KILLED_WHILE_CREATING_THE_TABLES = """\
