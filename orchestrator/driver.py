@@ -392,8 +392,9 @@ def _ingesting(on_event: Any, plan: Plan, tracker: Any, runs: dict[str, str]) ->
 def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True) -> int:
     """Log into MLflow what the store has and MLflow lacks (``famix sweep status``, ``famix report``):
     after ``--detach`` the stages finish without a driver. Nothing is done while a driver runs (it is
-    the writer), before any stage of the sweep is done, or for a tracking server (stages log to a
-    server themselves; a server that is down must not stall ``status``). When MLflow's active trial
+    the writer), before any stage of the sweep is done (but a killed driver's runs are ended, below),
+    or for a tracking server (stages log to a server themselves; a server that is down must not stall
+    ``status``). When MLflow's active trial
     runs of the sweep belong to another plan (the run that made them had overrides these commands
     were not given), only the runs of this plan's trials that exist are written to: nothing is
     created and nothing hidden; only a driver, running a plan, supersedes. Otherwise missing runs
@@ -404,26 +405,32 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
     stages died with it (local, Ray: not Slurm, whose jobs go on and log). Returns how many trial
     runs got something."""
     from orchestrator.tracking import (
-        damaged_store, end_interrupted_runs, ensure_runs, open_tracker, plan_trial_runs, record_finished, tracking_target,
+        damaged_store, embedded_store_exists, end_interrupted_runs, ensure_runs, open_tracker, plan_trial_runs, record_finished,
+        tracking_target,
     )  # fmt: skip
 
-    if not tracking_target(plan)[0].startswith("sqlite:") or damaged_store(plan) is not None:  # status names the damage
+    uri = tracking_target(plan)[0]
+    if not uri.startswith("sqlite:") or damaged_store(plan) is not None:  # status names the damage
         return 0
-    if not plan.sweep_dir.is_dir() or not any(plan.store.is_done(s.kind, k) for k, s in plan.stages.items()):
+    if not plan.sweep_dir.is_dir():
         return 0
     last_run = _read_json(plan.sweep_dir / "driver.json")
+    backend = last_run.get("backend") or plan.sweep.backend.kind
+    # this plan's driver was killed (kill -9, a lost machine) where its stages died with it: nothing runs its runs
+    killed = bool(last_run) and "ended" not in last_run and last_run.get("arguments") == plan.arguments() and not _stages_outlive_driver(backend)
+    anything_done = any(plan.store.is_done(s.kind, k) for k, s in plan.stages.items())
+    if not anything_done and not (killed and embedded_store_exists(uri)):
+        return 0
     try:
         with _driver_lock(plan):  # held by a running driver: that one writes
             tracker = open_tracker(plan)
             runs, others = plan_trial_runs(plan, tracker)
             parent = None
-            backend = last_run.get("backend") or plan.sweep.backend.kind
-            if not others:
+            if not others and (anything_done or runs):  # runs are made to be filled, not to be ended at once
                 parent, runs = ensure_runs(plan, tracker, backend)
             n = record_finished(plan, tracker, runs, parent) if runs else 0
-            killed = last_run and "ended" not in last_run and last_run.get("arguments") == plan.arguments()
-            if parent is not None and killed and not _stages_outlive_driver(backend):
-                end_interrupted_runs(tracker, parent, runs)  # this plan's driver was killed (the lock was free): nothing runs them
+            if parent is not None and killed:  # the lock was free: that driver is gone
+                end_interrupted_runs(tracker, parent, runs)
     except SweepError:
         return 0
     except OSError as e:  # a run dir that is read-only (a finished run kept on a read-only mount): nothing to log into

@@ -911,24 +911,35 @@ def test_an_interrupted_sweep_leaves_no_mlflow_run_running(fake_engine, monkeypa
     assert sorted((r.info.status, r.data.tags["famix.status"]) for r in runs) == [("FINISHED", "done")] * 3
 
 
-@pytest.mark.parametrize("backend, killed", [("local", True), ("slurm", True), ("local", False)], ids=["local", "slurm", "not-killed"])
-def test_status_ends_the_runs_a_killed_driver_left_running_where_its_stages_died_with_it(fake_engine, monkeypatch, backend, killed):
+@pytest.mark.parametrize(
+    "backend, killed, first_stage",
+    [("local", True, False), ("local", True, True), ("slurm", True, False), ("local", False, False)],
+    ids=["local", "local-in-its-first-stage", "slurm", "not-killed"],
+)
+def test_status_ends_the_runs_a_killed_driver_left_running_where_its_stages_died_with_it(fake_engine, monkeypatch, backend, killed, first_stage):
     """A driver killed with `kill -9` cannot end its MLflow runs: they stayed RUNNING until the next
     `sweep run`. `famix sweep status` now ends them KILLED when the stages died with the driver (local,
-    Ray); a Slurm driver's jobs go on and log, so its runs are left running, and so are the runs of a
-    driver that was not killed (it wrote ``ended``: here they were left running by the test)."""
+    Ray), also when it was killed before any stage was done (status then did nothing at all); a Slurm
+    driver's jobs go on and log, so its runs are left running, and so are the runs of a driver that
+    was not killed (it wrote ``ended``: here they were left running by the test)."""
     import orchestrator.tracking as tracking
     from orchestrator import execute
     from orchestrator.driver import RunOptions, run_plan
     from orchestrator.tracking import Tracker, default_uri
 
-    train = _ctrl_c_in_the_second_training(monkeypatch)
+    kind = "mine" if first_stage else "train"
+    real = execute.STAGE_RUNNERS[kind]
+    if first_stage:
+        monkeypatch.setitem(execute.STAGE_RUNNERS, "mine", lambda ctx: (_ for _ in ()).throw(KeyboardInterrupt))
+    else:
+        _ctrl_c_in_the_second_training(monkeypatch)
     ending = tracking.end_interrupted_runs
     monkeypatch.setattr(tracking, "end_interrupted_runs", lambda *a: None)  # as kill -9 leaves them
     plan = _plan()
     with pytest.raises(KeyboardInterrupt):
         run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200))
-    monkeypatch.setitem(execute.STAGE_RUNNERS, "train", train)
+    assert any(plan.store.is_done(s.kind, k) for k, s in plan.stages.items()) != first_stage
+    monkeypatch.setitem(execute.STAGE_RUNNERS, kind, real)
     monkeypatch.setattr(tracking, "end_interrupted_runs", ending)
     driver = json.loads((plan.sweep_dir / "driver.json").read_text())
     assert driver["ended"] > driver["started"]  # a driver that returns or raises says so; a killed one cannot
