@@ -217,7 +217,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     from orchestrator.execute import execute_stage
     from orchestrator.liveness import driver_identity
     from orchestrator.tracking import (
-        embedded_store_exists, end_interrupted_runs, ensure_runs, finalize_runs, open_tracker, set_aside_damaged_store,
+        end_interrupted_runs, ensure_runs, finalize_runs, finished_in_store, open_tracker, set_aside_damaged_store,
         tracking_target,
     )  # fmt: skip
     from reports.collect import DamagedStoreError
@@ -253,9 +253,9 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             console.print(damaged, highlight=False, markup=False)
         marker = plan.sweep_dir / "finalized.json"
         fingerprint = _fingerprint(plan, uri, experiment)
-        if all(v == "done" for v in status.values()) and _read_json(marker).get("fingerprint") == fingerprint and embedded_store_exists(uri):
-            # nothing to run and MLflow was completed for exactly this plan: no need to even load MLflow
-            cached = _read_json(marker)
+        cached = _read_json(marker)
+        if all(v == "done" for v in status.values()) and cached.get("fingerprint") == fingerprint and finished_in_store(uri, cached.get("parent")):
+            # nothing to run and MLflow was completed for exactly this plan, in this store: no need to even load MLflow
             console.print(f"sweep {plan.name} ({rs.profile}): {len(plan.stages)} stages, all done; MLflow complete", highlight=False)
             print_table(console, cached.get("table", ""), cached.get("table_json"))
             csv_path = write_results(results_frame(plan))
@@ -355,7 +355,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
                               "that command writes them back from the cached stages", highlight=False, markup=False)  # fmt: skip
             result = SweepResult(outcomes, failed, csv_path, table, time.perf_counter() - t0)
             if all(v == "done" for v in statuses.values()):
-                atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "table": table, "table_json": table_json}, ensure_ascii=False))
+                atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "parent": parent, "table": table, "table_json": table_json}, ensure_ascii=False))
             print_failures(console, progress.failures, progress.not_started, plan.run_dir)
             halted = len(progress.not_started)
             console.print(f"finished in {result.seconds:.1f}s: {progress.counts['done']} run, {progress.counts['cached']} cached, {len(failed) - halted} failed"

@@ -596,11 +596,14 @@ def test_damaged_mlflow_database_is_named_by_status_and_report_and_rebuilt_by_ru
     assert "all done; MLflow complete" in buf.getvalue() and "is damaged" not in buf.getvalue()
 
 
-def test_a_lost_mlflow_store_rebuilt_by_status_is_completed_by_the_next_run(fake_engine):
+@pytest.mark.parametrize("made_by", ["status", "mlflow"])
+def test_a_lost_mlflow_store_rebuilt_by_status_is_completed_by_the_next_run(fake_engine, made_by):
     """After a finished sweep's runs/mlflow.db was lost, `sweep status` (or `report`) rebuilt the trial
     runs from the store but left the sweep's run empty, and the next `sweep run` said "all done; MLflow
     complete" (its finalized.json and a store were there): the sweep's run never got its description,
-    table and report, nor did another sweep of the run dir. Now a new store voids the run dir's markers."""
+    table and report, nor did another sweep of the run dir. Now a new store voids the run dir's markers,
+    and the fast path asks the store for the sweep's finished run: a new store made by MLflow itself
+    (`mlflow ui` on the run dir) is completed too."""
     from orchestrator.driver import RunOptions, run_plan
     from orchestrator.tracking import Tracker, default_uri
     from reports.mlflow_client import forget_store
@@ -619,8 +622,15 @@ def test_a_lost_mlflow_store_rebuilt_by_status_is_completed_by_the_next_run(fake
     run(plan), run(other)
     (plan.run_dir / "mlflow.db").unlink()
     forget_store(default_uri(plan.run_dir))  # as the next command, a new process, finds it
-    sweep_status(plan, Console(file=io.StringIO(), width=200))
-    assert "mlflow.note.content" not in parent("mini").data.tags  # all that status can give the sweep's run
+    if made_by == "status":
+        sweep_status(plan, Console(file=io.StringIO(), width=200))
+        assert "mlflow.note.content" not in parent("mini").data.tags  # all that status can give the sweep's run
+    else:  # a bare `mlflow ui --backend-store-uri sqlite:///runs/mlflow.db` makes an empty store
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri=default_uri(plan.run_dir)).search_experiments()
+        forget_store(default_uri(plan.run_dir))
+        assert (plan.sweep_dir / "finalized.json").is_file()
 
     calls = len(fake_engine)
     for p in (plan, other):
