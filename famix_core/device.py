@@ -62,9 +62,12 @@ def pick_device(spec: str = "auto", *, cpu_fallback: bool = True) -> torch.devic
         return dev
     if not torch.cuda.is_available():
         raise DeviceError(f"train.device={spec}: CUDA is not available on this machine; use train.device=auto or cpu")
-    if dev.index is not None and dev.index >= torch.cuda.device_count():
+    n = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= n:
+        present = "cuda:0" if n == 1 else f"cuda:0 to cuda:{n - 1}"
         raise DeviceError(
-            f"train.device={spec}: only {torch.cuda.device_count()} CUDA device(s) present"
+            f"train.device={spec}: this machine has {n} CUDA device{'s' if n > 1 else ''} ({present}); "
+            f"use train.device=auto, cpu or {present}"
         )
     return dev
 

@@ -1,4 +1,5 @@
-"""Plan-time checks: data folders and pretrained weights exist, before anything runs or is submitted."""
+"""Plan-time checks, before anything runs or is submitted: data folders and pretrained weights exist, and
+``train.device`` is one of this machine's devices where the stages run on it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from famix_core.config import FamixConfig
 from famix_core.weights import is_packaged, packaged_path
 
-__all__ = ["check_data", "check_weights", "check_run_dir", "check_run_dir_is_folder"]
+__all__ = ["check_data", "check_weights", "check_device", "check_run_dir", "check_run_dir_is_folder"]
 
 
 def check_run_dir_is_folder(run_dir: str | Path) -> Path:
@@ -66,12 +67,17 @@ def check_data(cfg: FamixConfig, generate: bool = True) -> None:
     With ``generate=False`` (``famix sweep plan``) a synthetic benchmark is left to ``famix sweep run``
     (it is made from its settings, so nothing can be missing); real data folders are checked.
 
+    A domain whose root is not found is one line, however many of its splits are needed (GTA5's
+    train and val): one key (``data.root`` or ``data.roots.<domain>``) fixes them all. The four ACDC
+    conditions share a folder but each has its own ``data.roots`` key: one line each.
+
     Raises:
         DataError: one line naming the domain and the missing folder/file (from famix_core.data);
             InputErrors: one such line per unusable domain split, when there are several.
     """
     from famix_core.data import check_domain
     from famix_core.data.synth.benchmark import ensure_synthetic
+    from famix_core.domains import resolve_domain
 
     from famix_core.errors import FamixError
     from orchestrator.errors import raise_all
@@ -85,12 +91,39 @@ def check_data(cfg: FamixConfig, generate: bool = True) -> None:
         splits.append((cfg.data.source, "val"))
     splits += [(col, cfg.eval.split) for col in cfg.eval.domains]
     errors: list[FamixError] = []
+    rootless: set[str] = set()  # domains whose root is not found: said once
     for domain, split in splits:  # every missing root at once, not one per try
+        name = resolve_domain(domain).name
+        if name in rootless:
+            continue
         try:
             check_domain(cfg.data, domain, split)
         except FamixError as e:
             errors.append(e)
+            if not cfg.data.root_of(name).is_dir():
+                rootless.add(name)
     raise_all(errors)
+
+
+def check_device(cfg: FamixConfig) -> None:
+    """``train.device`` is on this machine, as every stage will pick it
+    (:func:`famix_core.device.stage_device`: ``train.device`` with ``train.cpu_fallback``).
+
+    Only for backends whose stages run on this machine (the driver decides:
+    :meth:`orchestrator.backends.base.Backend.remote_workers`). ``cpu``, and ``auto`` with the CPU
+    fallback (a warning where no GPU is, by design), cannot fail: they are not looked at, and torch is
+    not imported. ``cuda``, ``cuda:N`` and ``auto`` without the fallback (the paper profile) are resolved
+    by :func:`famix_core.device.pick_device`, as a stage resolves them.
+
+    Raises:
+        DeviceError: one line naming ``train.device``, its value and what this machine has.
+    """
+    t = cfg.train
+    if t.device == "cpu" or (t.device == "auto" and t.cpu_fallback):
+        return
+    from famix_core.device import pick_device  # imports torch
+
+    pick_device(t.device, cpu_fallback=t.cpu_fallback)
 
 
 def check_weights(cfg: FamixConfig, fetch: bool = True) -> None:

@@ -29,7 +29,7 @@ def register(subparsers: Any) -> None:
     _common(p)
     p.add_argument("--estimate", action="store_true",
                    help="also time each stage kind on this machine's device (random inputs of the real shapes) and "
-                        "print GPU-hours per stage and for the sweep; data and weights are not checked")  # fmt: skip
+                        "print GPU-hours per stage and for the sweep; data, weights and train.device are not checked")  # fmt: skip
     p.add_argument(
         "--explain",
         action="append",
@@ -79,8 +79,8 @@ def _plan(args: argparse.Namespace) -> int:
     from orchestrator.plan import print_plan
     from orchestrator.progress import make_console
 
-    if args.estimate:  # the probes need neither data nor weights: a login node without them can estimate
-        plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None, dry=True)
+    if args.estimate:  # the probes need neither data, weights nor the stages' GPU: a login node can estimate
+        plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None, check_device=lambda cfg: None, dry=True)
     else:
         plan = _prepare(args, check_data=partial(check_data, generate=False), check_weights=partial(check_weights, fetch=False), dry=True)
     console = make_console()

@@ -48,6 +48,7 @@ def prepare(
     overrides: list[str] | None = None,
     check_data: Any = None,
     check_weights: Any = None,
+    check_device: Any = None,
     writable: bool = True,
     backend: str | None = None,
     dry: bool = False,
@@ -60,6 +61,11 @@ def prepare(
     cluster address answers and every stage fits on one of its nodes.
     ``dry`` (``famix sweep plan``): write nothing — the run dir is not created (only its permission is
     checked) and the synthetic benchmark is not generated.
+
+    ``check_device`` (``train.device`` is on this machine): by default, where ``writable``,
+    :func:`orchestrator.checks.check_device` for a backend whose stages run on this machine (local,
+    in-process Ray; :meth:`~orchestrator.backends.base.Backend.remote_workers` is False), and none for one
+    whose stages may run on others (Slurm, a Ray cluster: this machine cannot see their devices).
     """
     from orchestrator import checks
 
@@ -71,6 +77,13 @@ def prepare(
 
         check_tracking(rs, run_dir)
     data_check = check_data or checks.check_data
+    backend_cls, options = None, rs.backend.model_dump()
+    if writable:
+        from orchestrator.backends import get_backend_class
+
+        backend_cls = get_backend_class(backend or rs.backend.kind)
+        if check_device is None and not backend_cls.remote_workers(options):
+            check_device = checks.check_device
 
     def run_dir_then_data(cfg: Any) -> None:  # called once every trial is validated: nothing is created before
         if writable:
@@ -79,11 +92,9 @@ def prepare(
             checks.check_run_dir_is_folder(run_dir)
         data_check(cfg)
 
-    plan = build_plan(rs, run_dir, check_data=run_dir_then_data, check_weights=check_weights)
-    if writable:
-        from orchestrator.backends import get_backend_class
-
-        get_backend_class(backend or rs.backend.kind).preflight(rs.backend.model_dump())
+    plan = build_plan(rs, run_dir, check_data=run_dir_then_data, check_weights=check_weights, check_device=check_device)
+    if backend_cls is not None:
+        backend_cls.preflight(options)
     return plan
 
 

@@ -164,8 +164,9 @@ def build_plan(
     *,
     check_data: Callable[[FamixConfig], None] | None = None,
     check_weights: Callable[[FamixConfig], None] | None = None,
+    check_device: Callable[[FamixConfig], None] | None = None,
 ) -> Plan:
-    """Expand, localize and key every trial; run the data and weights checks once per distinct input.
+    """Expand, localize and key every trial; run the device, weights and data checks once per distinct input.
 
     Args:
         rs: the resolved sweep.
@@ -173,6 +174,9 @@ def build_plan(
         check_data / check_weights: plan-time checks (default: :mod:`orchestrator.checks`);
             they raise a one-line FamixError before anything runs. All of them run: one problem
             is raised as it is, several together as :class:`orchestrator.errors.InputErrors`.
+        check_device: the same for ``train.device`` (default: none; where the stages run decides
+            whether this machine's devices matter, so :func:`orchestrator.driver.prepare` passes
+            :func:`orchestrator.checks.check_device` for a backend whose stages run here).
 
     Returns:
         the plan (not yet written; :meth:`Plan.write` puts plan.json in the sweep folder).
@@ -198,14 +202,17 @@ def build_plan(
         t.config = cfg
         wkey = json.dumps(["weights", cfg.model.backbone, cfg.model.pretrained, cfg.model.cache_dir])
         dkey = json.dumps(["data", cfg.data.model_dump(mode="json"), cfg.eval.domains, cfg.eval.split])
-        for key, check in ((wkey, check_weights), (dkey, check_data)):
+        vkey = json.dumps(["device", cfg.train.device, cfg.train.cpu_fallback])
+        for key, check in ((vkey, check_device), (wkey, check_weights), (dkey, check_data)):
+            if check is None:
+                continue
             if key not in checked:
                 checked.add(key)
                 try:
                     check(cfg)
                 except InputErrors as e:
                     errors += e.errors
-                except FamixError as e:  # the weights and every data root, all in one report
+                except FamixError as e:  # the device, the weights and every data root, all in one report
                     errors.append(e)
         if errors:  # keep checking the other trials' inputs; their stage keys are not needed any more
             continue

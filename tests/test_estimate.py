@@ -49,7 +49,7 @@ def test_estimate_arithmetic_and_time_warning(tmp_path, monkeypatch):
     monkeypatch.setattr(probe, "probe_mine", lambda cfg, dev, **kw: calls.append(("mine", kw)) or 2.0)
     monkeypatch.setattr(probe, "probe_evaluate", lambda cfg, dev, **kw: calls.append(("evaluate", kw)) or 0.25)
     plan = prepare(ROOT / "sweeps" / "ablation.yaml", profile="paper", run_dir=tmp_path / "runs",
-                   check_data=lambda c: None, check_weights=lambda c: None)  # fmt: skip
+                   check_data=lambda c: None, check_weights=lambda c: None, check_device=lambda c: None)  # fmt: skip
     console, buf = _console()
     ests = print_estimate(plan, console, device="cpu")
     out = buf.getvalue()
@@ -90,7 +90,7 @@ def test_mining_epochs_multiply_the_mine_estimate(tmp_path, monkeypatch):
     seconds = {}
     for epochs in (1, 3):
         plan = prepare(ROOT / "sweeps" / "ablation.yaml", profile="paper", run_dir=tmp_path / f"runs{epochs}",
-                       overrides=[f"mining.epochs={epochs}"], check_data=lambda c: None, check_weights=lambda c: None)  # fmt: skip
+                       overrides=[f"mining.epochs={epochs}"], check_data=lambda c: None, check_weights=lambda c: None, check_device=lambda c: None)  # fmt: skip
         mine = [e for e in print_estimate(plan, _console()[0], device="cpu") if e.kind == "mine"]
         batches = -(-SOURCE_IMAGES["gta5"] // 16) * epochs
         assert f"({batches} source batches)" in mine[0].what
@@ -133,7 +133,7 @@ def test_paper_training_probe_needs_no_data(tmp_path):
     from orchestrator.driver import prepare
 
     plan = prepare(ROOT / "sweeps" / "ablation.yaml", profile="paper", run_dir=tmp_path / "runs",
-                   overrides=[f"data.root={tmp_path / 'no-data'}"], check_data=lambda c: None, check_weights=lambda c: None)  # fmt: skip
+                   overrides=[f"data.root={tmp_path / 'no-data'}"], check_data=lambda c: None, check_weights=lambda c: None, check_device=lambda c: None)  # fmt: skip
     cfg = FamixConfig.model_validate(next(st.config for st in plan.stages.values() if st.kind == "train"))
     assert cfg.train.val_every is not None and not (tmp_path / "no-data").exists()  # what used to stop the probe
     seconds = probe.probe_train(cfg, torch.device("cpu"), batch=2, crop=64, warmup=0, iters=1)

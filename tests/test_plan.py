@@ -254,6 +254,81 @@ def test_print_plan_shows_labels_and_states():
     assert len(data["trials"]) == 8 and data["trials"][2]["stages"]["mine"] == mine_key
 
 
+NO_FALLBACK = ("no CUDA device visible and this profile does not fall back to the CPU; "
+               "give the stage a GPU (backend resources / slurm gpus) or set train.device=cpu")  # fmt: skip
+
+
+@pytest.fixture
+def gpus(monkeypatch):
+    """``gpus(n)``: this machine has ``n`` CUDA devices, as torch sees them (no GPU is touched)."""
+    import torch
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+    def have(n: int) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: n > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+
+    return have
+
+
+DEVICE_SWEEP = """\
+name: dev
+grid:
+  style.mix: [false, true]
+domains: [C]
+backend: %s
+"""
+
+
+@pytest.mark.parametrize("n, device, problem", [
+    (1, "cuda:1", "this machine has 1 CUDA device (cuda:0); use train.device=auto, cpu or cuda:0"),
+    (2, "cuda:2", "this machine has 2 CUDA devices (cuda:0 to cuda:1); use train.device=auto, cpu or cuda:0 to cuda:1"),
+    (0, "cuda", "CUDA is not available on this machine; use train.device=auto or cpu"),
+    (0, "auto train.cpu_fallback=false", NO_FALLBACK),
+], ids=["cuda:1 of one", "cuda:2 of two", "cuda without CUDA", "auto without CPU fallback"])  # fmt: skip
+def test_a_device_this_machine_lacks_is_one_line_at_plan_time(capsys, gpus, n, device, problem):
+    """The local backend's stages run here: ``train.device`` must be one of this machine's devices, said in
+    one line by `sweep plan` and by `sweep run` before anything runs (every stage failed on it before)."""
+    from orchestrator.__main__ import main
+
+    gpus(n)
+    Path("sweeps").mkdir()
+    Path("sweeps/dev.yaml").write_text(DEVICE_SWEEP % "{kind: local}")
+    spec, *more = device.split()
+    for command in ("plan", "run"):
+        assert main(["sweep", command, "dev", "--run-dir", "out", f"train.device={spec}", *more]) == 2
+        assert capsys.readouterr().err.strip() == f"famix: error: train.device={spec}: {problem}"
+    assert not Path("out/store").exists() and not Path("out/mlflow.db").exists()  # nothing ran, nothing tracked
+
+
+def test_device_check_applies_where_the_stages_run(capsys, gpus, monkeypatch):
+    """A device that exists is planned; ``auto`` falls back to the CPU as before; the stages of Slurm and of
+    a Ray cluster run on other machines, whose devices this one cannot see: not checked here."""
+    from orchestrator.__main__ import main
+    from orchestrator.backends import ray_backend
+    from orchestrator.backends.ray_cluster import NodeInfo
+
+    Path("sweeps").mkdir()
+
+    def plan(backend: str, *overrides: str) -> int:
+        Path("sweeps/dev.yaml").write_text(DEVICE_SWEEP % backend)
+        rc = main(["sweep", "plan", "dev", "--run-dir", "out", *overrides])
+        capsys.readouterr()
+        return rc
+
+    gpus(2)
+    local = "{kind: local}"
+    assert plan(local, "train.device=cuda:1") == plan(local, "train.device=cuda") == 0
+    gpus(0)
+    assert plan(local, "train.device=auto") == 0  # the CPU, with a warning when a stage starts
+    assert plan("{kind: ray}", "train.device=cuda:1") == 2  # in-process Ray: this machine
+    monkeypatch.setattr(ray_backend, "probe_cluster", lambda address: [NodeInfo("n1", 8.0, 2.0)])
+    for backend in ("{kind: slurm}", "{kind: ray, ray: {address: 'head:6379'}}"):
+        assert plan(backend, "train.device=cuda:1") == 0, backend
+        assert plan(backend, "train.device=auto", "train.cpu_fallback=false") == 0, backend
+
+
 def _paper_error(capsys, *extra: str) -> str:
     """The error of a paper run without data (and maybe weights): every problem in one report, one line each."""
     from orchestrator.__main__ import main
@@ -263,17 +338,21 @@ def _paper_error(capsys, *extra: str) -> str:
     lines = err.splitlines()
     assert rc == 2 and lines[0] == f"famix: error: {len(lines) - 1} problems with the sweep's inputs (nothing was run):", err
     assert all(line.startswith("  ") and "\n" not in line for line in lines[1:]), err
-    # the source's train and val splits, then the eight target columns' folders, each named once
-    for domain in ("gta5 train", "gta5 val", "cityscapes val", "bdd100k val", "mapillary val", "synthia val",
+    # no GPU here and no CPU fallback in the paper profile: every stage of the local backend would refuse
+    assert lines[1] == f"  train.device=auto: {NO_FALLBACK}", err
+    # the source's root (its train and val splits: one line), then the eight target columns' folders, each named once
+    for domain in ("gta5 train", "cityscapes val", "bdd100k val", "mapillary val", "synthia val",
                    "acdc_night val", "acdc_snow val", "acdc_rain val", "acdc_fog val"):  # fmt: skip
         assert sum(line.startswith(f"  {domain}: data root not found") for line in lines) == 1, (domain, err)
+    assert not any(line.startswith("  gta5 val") for line in lines), err
     assert not Path("out/store").exists() and not Path("out/mlflow.db").exists()  # nothing ran, nothing tracked
     return err
 
 
 @pytest.mark.slow  # imports open_clip for its pretrained table
-def test_paper_profile_fails_fast_without_weights_or_data(capsys, monkeypatch, tmp_path):
-    """Missing weights and data roots are all named in one report before anything runs."""
+def test_paper_profile_fails_fast_without_weights_or_data(capsys, monkeypatch, tmp_path, gpus):
+    """The device, missing weights and data roots are all named in one report before anything runs."""
+    gpus(0)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
@@ -296,7 +375,7 @@ def test_paper_profile_fails_fast_without_weights_or_data(capsys, monkeypatch, t
     cache.mkdir()
     (cache / "RN50.pt").write_bytes(b"stand-in")
     err = _paper_error(capsys, f"model.cache_dir={cache}")
-    assert "model.pretrained" not in err and err.count("missing-data") == 10
+    assert "model.pretrained" not in err and err.count("missing-data") == 9
 
 
 def test_sweep_plan_writes_nothing(tmp_path, capsys):

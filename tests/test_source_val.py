@@ -181,6 +181,33 @@ def test_plan_time_check_covers_the_source_val_split(synth_root, tmp_path):
         check_data(cfg)
 
 
+def test_plan_time_check_names_a_missing_root_once(synth_root, tmp_path):
+    """The source's root, read for its train and its val split, is one line when it is missing (one key
+    fixes both); another domain's missing root is a second line."""
+    import shutil
+
+    from famix_core.errors import DataError
+    from orchestrator.checks import check_data
+    from orchestrator.errors import InputErrors
+
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    cfg = _cfg(str(root)).model_copy(update={"data": _cfg(str(root)).data.model_copy(update={"synthetic": None})})
+    assert cfg.train.val_every is not None  # the val split is needed too
+    shutil.rmtree(root / "gta5")
+    with pytest.raises(DataError) as e:  # the error itself, not a report of two
+        check_data(cfg)
+    assert str(e.value).startswith(f"gta5 train: data root not found: {root / 'gta5'} (expected ")
+    assert str(e.value).endswith("; set data.root or data.roots.gta5)")
+    shutil.rmtree(root / "cityscapes")
+    with pytest.raises(InputErrors) as e:
+        check_data(cfg)
+    lines = str(e.value).splitlines()
+    assert lines[0] == "2 problems with the sweep's inputs (nothing was run):", lines
+    assert lines[1].startswith(f"  gta5 train: data root not found: {root / 'gta5'} "), lines
+    assert lines[2].startswith(f"  cityscapes val: data root not found: {root / 'cityscapes'} "), lines
+
+
 def test_train_stage_logs_the_source_val_curve_to_mlflow(tmp_path):
     """Through the orchestrator's stage runner: the curve reaches the trial's MLflow run, the result says the choice."""
     from conftest import plain_tiny_config

@@ -86,7 +86,9 @@ class Backend(abc.ABC):
     def remote_workers(cls, options: dict[str, Any]) -> bool:
         """Whether stages may run on other machines than the driver's under ``options`` (the sweep's
         backend block). Such stages leave an embedded SQLite MLflow store to the driver
-        (``tracking.writer: auto``): SQLite's locking is unreliable on shared network filesystems."""
+        (``tracking.writer: auto``): SQLite's locking is unreliable on shared network filesystems.
+        Where they run here, the plan checks ``train.device`` against this machine's GPUs
+        (:func:`orchestrator.checks.check_device`)."""
         return False
 
     @classmethod
