@@ -91,26 +91,34 @@ def _one_line_notices(show: Callable[..., None]) -> Callable[..., None]:
 
 
 @contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (``kill``, a job scheduler's stop) ends the command as Ctrl-C does: with
-    ``famix: interrupted`` and the cleanup of every ``KeyboardInterrupt`` handler (MLflow runs ended,
-    half-written folders removed), not a silent exit 143. Only where nobody chose another handler;
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a job scheduler's stop) and SIGHUP (the terminal closed, the ssh connection
+    dropped) end the command as Ctrl-C does: with ``famix: interrupted`` and the cleanup of every
+    ``KeyboardInterrupt`` handler (MLflow runs ended, half-written folders removed), not a silent
+    exit 143 or 129. Only where nobody chose another handler (under ``nohup`` SIGHUP stays ignored);
     a sweep's driver installs its own around the stages (a training checkpoints first)."""
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    from orchestrator.liveness import hangup_handler
+
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    # a hangup (the terminal closed) too, once the output is off the terminal that is gone
+    mine = {signal.SIGTERM: interrupt, signal.SIGHUP: hangup_handler(interrupt)}
+    mine = {sig: handler for sig, handler in mine.items() if signal.getsignal(sig) is signal.SIG_DFL}
+    for sig, handler in mine.items():
+        signal.signal(sig, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for sig in mine:
+            signal.signal(sig, signal.SIG_DFL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with warnings.catch_warnings(), _sigterm_interrupts():  # both restored on return, for in-process callers (tests)
+        with warnings.catch_warnings(), _signals_interrupt():  # both restored on return, for in-process callers (tests)
             warnings.showwarning = _one_line_notices(warnings.showwarning)
             rc = args.func(args)
     except FamixError as e:

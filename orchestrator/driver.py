@@ -226,7 +226,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
 
     from orchestrator.backends import get_backend_class
     from orchestrator.execute import execute_stage
-    from orchestrator.liveness import driver_identity
+    from orchestrator.liveness import driver_identity, hangup_handler
     from orchestrator.tracking import (
         end_interrupted_runs, ensure_runs, finalize_runs, finished_in_store, open_tracker, set_aside_damaged_store,
         tracking_target,
@@ -313,13 +313,16 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             on_event = progress.on_event
             if driver_writes:
                 on_event = _ingesting(progress.on_event, plan, tracker, runs)
-            # Ctrl-C and SIGTERM: a training running in this process checkpoints its iteration first
-            # (a second one stops at once); any other stage stops at once, as before
-            old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+            # Ctrl-C, SIGTERM and a hangup: a training running in this process checkpoints its iteration
+            # first (a second one stops at once); any other stage stops at once, as before. Under nohup
+            # a hangup stays ignored.
+            old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+            if old[signal.SIGHUP] is signal.SIG_IGN:
+                del old[signal.SIGHUP]
             if _is_main_thread():
                 handler = checkpoint_then_stop(stop, notice=_say_checkpointing)
                 for sig in old:
-                    signal.signal(sig, handler)
+                    signal.signal(sig, hangup_handler(handler) if sig == signal.SIGHUP else handler)
             try:
                 with progress:
                     outcomes = backend.run(tasks, max_parallel=max_parallel, retries=retries, on_event=on_event)

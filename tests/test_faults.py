@@ -327,6 +327,63 @@ def test_sweep_cancel_checkpoints_a_running_training_and_the_rerun_resumes_there
     assert steps and steps[0] == stopped + 1, resumed[:2000]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "worker-processes"])
+def test_a_closed_terminal_checkpoints_the_running_training_and_ends_the_runs(tmp_path, workers):
+    """Closing the terminal (or losing the ssh connection) of `famix sweep run` sent SIGHUP to the
+    driver and its workers, which died at once: the training lost its iterations since the last
+    periodic checkpoint, and the MLflow runs stayed RUNNING. A hangup is now an interrupt like Ctrl-C,
+    its output moved off the terminal that is gone (every write to it fails with EIO): the training
+    checkpoints its iteration, the runs end KILLED, driver.json says the driver ended."""
+    import fcntl
+    import re
+    import select
+    import termios
+
+    from orchestrator.tracking import Tracker, default_uri
+
+    Path("sweeps").mkdir()
+    Path("sweeps/sig.yaml").write_text(TRAIN_SWEEP.replace("WORKERS", str(workers)))
+    master, slave = os.openpty()
+
+    def own_terminal() -> None:  # a login shell's child: the pty is its controlling terminal
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    cmd = [sys.executable, "-m", "orchestrator", "sweep", "run", "sig", "--run-dir", "runs"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdin=slave, stdout=slave,
+                            stderr=slave, start_new_session=True, preexec_fn=own_terminal)  # fmt: skip
+    os.close(slave)
+    screen = b""
+    try:
+        deadline, log = time.time() + 240, None
+        while time.time() < deadline and proc.poll() is None and log is None:
+            if select.select([master], [], [], 0.3)[0]:
+                screen += os.read(master, 65536)  # read what it shows, or its writes would block
+            logs = list(Path("runs/sig/logs").glob("train-*.log"))
+            if logs and "step=5 " in logs[0].read_text():
+                log = logs[0]
+        assert log is not None, screen[-3000:]
+        os.close(master)  # the terminal goes: the kernel sends SIGHUP to its session
+        master = -1
+        proc.wait(timeout=90)
+    finally:
+        if master >= 0:
+            os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (proc.returncode, screen[-3000:])
+    text = log.read_text()
+    m = re.search(r"interrupted: training stopped on request at iteration (\d+)", text)
+    assert m, text[-2000:]
+    key = log.stem.split("-", 1)[1]
+    latest = json.loads((Path("runs/work/train") / key / "latest.json").read_text())
+    assert latest["iteration"] == int(m.group(1)) >= 5  # no periodic checkpoint (every 100000): the hangup's
+    assert "ended" in json.loads(Path("runs/sig/driver.json").read_text())
+    runs = Tracker(default_uri(Path("runs").absolute()), "sig").find({"famix.sweep": "sig"})
+    assert runs and {r.info.status for r in runs} == {"KILLED"}, [(r.info.run_name, r.info.status) for r in runs]
+
+
 def test_next_start_removes_temp_folders_of_killed_writers(fake_engine):
     import socket
 

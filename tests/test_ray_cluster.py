@@ -435,12 +435,14 @@ backend:
 
 @pytest.mark.ray
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "hangup"])
 def test_interrupting_a_ray_sweep_checkpoints_the_running_training(tmp_path, how):
     """Ctrl-C of ``famix sweep run`` on the Ray backend: ray.cancel without force reaches the training's
     SIGINT handler, which checkpoints the iteration it is in; the driver says so and exits 130.
     SIGTERM to the driver alone (``kill``, ``famix sweep cancel``) does the same: ``ray.init`` had
     replaced the driver's handler with ``sys.exit``, so the driver exited 15 and nothing checkpointed.
+    A hangup (a closed terminal: SIGHUP to the whole process group) too: it killed Ray's GCS and
+    raylet, which share the driver's group, and the driver and its stages with them.
 
     The driver is a real CLI process (what a user interrupts), so whatever Ray does to it shows up
     here as its exit status and output, never as the end of the test session."""
@@ -465,6 +467,8 @@ def test_interrupting_a_ray_sweep_checkpoints_the_running_training(tmp_path, how
         assert proc.poll() is None, f"the driver ended before step 5 (exit {proc.returncode}): {proc.stdout.read()[-3000:]}"
         if how == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        elif how == "hangup":
+            os.killpg(proc.pid, signal.SIGHUP)  # what a closed terminal does to its foreground group
         else:
             proc.terminate()  # the driver only
         out, _ = proc.communicate(timeout=180)

@@ -7,9 +7,10 @@ CPUs, and stages asking for GPUs run one at a time (nothing here assigns devices
 torch threads to its ``cpus`` wherever it runs (:func:`orchestrator.execute.execute_stage`), so a
 stage computes the same numbers in a worker as in the driver, on Ray or on Slurm.
 
-Interrupts: Ctrl-C (the workers ignore SIGINT) or SIGTERM to the driver sends SIGTERM to the busy
-workers: a training checkpoints the iteration it is in and stops, any other stage is abandoned
-(its half-written folder is removed), and the sweep stops with everything else cancelled. In the
+Interrupts: Ctrl-C (the workers ignore SIGINT), SIGTERM or a hangup (a closed terminal) to the
+driver sends SIGTERM to the busy workers: a training checkpoints the iteration it is in and stops,
+any other stage is abandoned (its half-written folder is removed), and the sweep stops with
+everything else cancelled. In the
 driver's own process the driver's handler (``stop``) does the same: a training checkpoints and
 raises :class:`~famix_core.errors.TrainingInterrupted`; a second signal stops at once.
 
@@ -299,15 +300,19 @@ def _exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
 def _worker_main(conn: "Connection", execute: Execute) -> None:
     """A worker process: run the stages the driver sends until it sends None or goes away.
 
-    Ctrl-C is the driver's to handle (SIGINT ignored here); SIGTERM from the driver stops the stage
-    being run: a training checkpoints its iteration first (:func:`orchestrator.execute.checkpoint_then_stop`).
+    Ctrl-C and a hangup are the driver's to handle (SIGINT ignored here; SIGHUP, which a closed terminal
+    sends to the workers too, only takes the output off that terminal); SIGTERM from the driver stops
+    the stage being run: a training checkpoints its iteration first
+    (:func:`orchestrator.execute.checkpoint_then_stop`).
     """
     import threading
 
     from orchestrator.execute import StopRequest, checkpoint_then_stop
+    from orchestrator.liveness import hangup_handler
 
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="famix-parent-watch", daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, hangup_handler())
     stop = StopRequest()
     signal.signal(signal.SIGTERM, checkpoint_then_stop(stop))
     while True:

@@ -59,20 +59,30 @@ def ray_temp_dir(sweep_dir: str | Path) -> tuple[str, bool]:
 
 
 @contextmanager
-def _keeping_sigterm_handler() -> Iterator[None]:
-    """Around ``ray.init``: it replaces the process's SIGTERM handler with ``sys.exit`` for good, so a
-    driver's SIGTERM (``kill``, ``famix sweep cancel``) skipped the driver's own handler: no stage was
-    cancelled to checkpoint, and the sweep's MLflow runs stayed RUNNING. Ray's handler only matters while
-    it connects; the one there before (the driver's) is put back once ``init`` returns."""
+def _keeping_signal_handlers() -> Iterator[None]:
+    """Around ``ray.init``, which starts Ray's own processes (GCS, raylet) in the driver's process
+    group and replaces the driver's SIGTERM handler with ``sys.exit`` for good.
+
+    - SIGTERM: a driver's SIGTERM (``kill``, ``famix sweep cancel``) skipped the driver's own handler:
+      no stage was cancelled to checkpoint, and the sweep's MLflow runs stayed RUNNING. Ray's handler
+      only matters while it connects; the one there before (the driver's) is put back once ``init``
+      returns.
+    - SIGHUP: a closed terminal signals the whole process group, and Ray's processes died of it at
+      once, stages and all. They start with SIGHUP ignored (inherited), so the driver alone handles
+      the hangup: it cancels the stages, a training checkpoints first.
+    """
     import threading
 
     main = threading.current_thread() is threading.main_thread()
-    before = signal.getsignal(signal.SIGTERM) if main else None
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)} if main else {}
+    if main:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         yield
     finally:
-        if main and before is not None:
-            signal.signal(signal.SIGTERM, before)
+        for sig, handler in before.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 class RayBackend(Backend):
@@ -133,7 +143,7 @@ class RayBackend(Backend):
 
         if ray.is_initialized():
             return ray
-        with _keeping_sigterm_handler():
+        with _keeping_signal_handlers():
             self._init_ray(ray)
         return ray
 
