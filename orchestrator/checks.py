@@ -105,6 +105,10 @@ def check_data(cfg: FamixConfig, generate: bool = True) -> None:
     raise_all(errors)
 
 
+WHERE_STAGES_RUN = "this backend runs the stages on this machine; `--backend slurm` runs them on the cluster's nodes"
+"""What :func:`check_device`'s line adds to the stage's own: why this machine's devices matter."""
+
+
 def check_device(cfg: FamixConfig) -> None:
     """``train.device`` is on this machine, as every stage will pick it
     (:func:`famix_core.device.stage_device`: ``train.device`` with ``train.cpu_fallback``).
@@ -121,9 +125,12 @@ def check_device(cfg: FamixConfig) -> None:
     t = cfg.train
     if t.device == "cpu" or (t.device == "auto" and t.cpu_fallback):
         return
-    from famix_core.device import pick_device  # imports torch
+    from famix_core.device import DeviceError, pick_device  # imports torch
 
-    pick_device(t.device, cpu_fallback=t.cpu_fallback)
+    try:
+        pick_device(t.device, cpu_fallback=t.cpu_fallback)
+    except DeviceError as e:  # a login node without GPUs, planning for a cluster: say how
+        raise DeviceError(f"{e} ({WHERE_STAGES_RUN})") from None
 
 
 def check_weights(cfg: FamixConfig, fetch: bool = True) -> None:

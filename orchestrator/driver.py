@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -226,7 +226,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
 
     from orchestrator.backends import get_backend_class
     from orchestrator.execute import execute_stage
-    from orchestrator.liveness import driver_identity, hangup_handler
+    from orchestrator.liveness import driver_identity
     from orchestrator.tracking import (
         end_interrupted_runs, ensure_runs, finalize_runs, finished_in_store, open_tracker, set_aside_damaged_store,
         tracking_target,
@@ -293,9 +293,9 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
                 f"{n_done} done, {len(tasks)} to run on {backend_name} (max parallel {max_parallel or 'from the backend'}, retries {retries})",
                 highlight=False,
             )
-            from orchestrator.execute import StopRequest, checkpoint_then_stop
+            from orchestrator.execute import StopRequest
 
-            stop = StopRequest()  # SIGTERM: a training running in this process checkpoints first
+            stop = StopRequest()  # an interrupt: a training running in this process checkpoints first
             extra: dict[str, Any] = {"detach": True} if opts.detach else {}
             if backend_cls.in_process:
                 extra["stop"] = stop  # its stages run here, under this handler
@@ -313,24 +313,8 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             on_event = progress.on_event
             if driver_writes:
                 on_event = _ingesting(progress.on_event, plan, tracker, runs)
-            # Ctrl-C, SIGTERM and a hangup: a training running in this process checkpoints its iteration
-            # first (a second one stops at once); any other stage stops at once, as before. Under nohup
-            # a hangup stays ignored.
-            old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-            if old[signal.SIGHUP] is signal.SIG_IGN:
-                del old[signal.SIGHUP]
-            if _is_main_thread():
-                handler = checkpoint_then_stop(stop, notice=_say_checkpointing)
-                for sig in old:
-                    signal.signal(sig, hangup_handler(handler) if sig == signal.SIGHUP else handler)
-            try:
-                with progress:
-                    outcomes = backend.run(tasks, max_parallel=max_parallel, retries=retries, on_event=on_event)
-            finally:
-                if _is_main_thread():
-                    for sig, was in old.items():
-                        signal.signal(sig, was)
-                backend.close()
+            with closing(backend), _stopping_for_a_checkpoint(stop), progress:
+                outcomes = backend.run(tasks, max_parallel=max_parallel, retries=retries, on_event=on_event)
             if opts.detach:
                 submitted = [o for o in outcomes.values() if o.status == "submitted"]
                 args = plan.arguments()
@@ -381,6 +365,30 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             if backend_cls.stages_outlive_driver:  # Slurm: the jobs were not stopped
                 raise Interrupted(f"the jobs on {backend_name} go on; `{again}` waits for them and runs the rest") from None
             raise Interrupted(f"the finished stages are kept (a training resumes from its last checkpoint): `{again}` runs the rest") from None
+
+
+@contextmanager
+def _stopping_for_a_checkpoint(stop: Any) -> Iterator[None]:
+    """While the stages run: Ctrl-C, SIGTERM and a hangup (a closed terminal) let a training running in
+    this process checkpoint its iteration first (a second signal stops at once); any other stage stops
+    at once. Under ``nohup`` a hangup stays ignored. The handlers there before are put back after."""
+    from orchestrator.execute import checkpoint_then_stop
+    from orchestrator.liveness import hangup_handler
+
+    if not _is_main_thread():  # only the main thread may set handlers (an embedding application's worker thread)
+        yield
+        return
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    if old[signal.SIGHUP] is signal.SIG_IGN:
+        del old[signal.SIGHUP]
+    handler = checkpoint_then_stop(stop, notice=_say_checkpointing)
+    for sig in old:
+        signal.signal(sig, hangup_handler(handler) if sig == signal.SIGHUP else handler)
+    try:
+        yield
+    finally:
+        for sig, was in old.items():
+            signal.signal(sig, was)
 
 
 def tracking_writer(writer: str, uri: str, backend_cls: Any, options: dict[str, Any]) -> str:

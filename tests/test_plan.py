@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 
 from famix_core.config import FamixConfig
+from orchestrator.checks import WHERE_STAGES_RUN
 from orchestrator.keys import FORMAT_VERSION, evaluate_inputs, mine_inputs, stage_key, train_inputs
 from orchestrator.plan import build_plan, print_plan
 from orchestrator.store import code_version, git_version
@@ -298,7 +299,7 @@ def test_a_device_this_machine_lacks_is_one_line_at_plan_time(capsys, gpus, n, d
     spec, *more = device.split()
     for command in ("plan", "run"):
         assert main(["sweep", command, "dev", "--run-dir", "out", f"train.device={spec}", *more]) == 2
-        assert capsys.readouterr().err.strip() == f"famix: error: train.device={spec}: {problem}"
+        assert capsys.readouterr().err.strip() == f"famix: error: train.device={spec}: {problem} ({WHERE_STAGES_RUN})"
     assert not Path("out/store").exists() and not Path("out/mlflow.db").exists()  # nothing ran, nothing tracked
 
 
@@ -339,7 +340,7 @@ def _paper_error(capsys, *extra: str) -> str:
     assert rc == 2 and lines[0] == f"famix: error: {len(lines) - 1} problems with the sweep's inputs (nothing was run):", err
     assert all(line.startswith("  ") and "\n" not in line for line in lines[1:]), err
     # no GPU here and no CPU fallback in the paper profile: every stage of the local backend would refuse
-    assert lines[1] == f"  train.device=auto: {NO_FALLBACK}", err
+    assert lines[1] == f"  train.device=auto: {NO_FALLBACK} ({WHERE_STAGES_RUN})", err
     # the source's root (its train and val splits: one line), then the eight target columns' folders, each named once
     for domain in ("gta5 train", "cityscapes val", "bdd100k val", "mapillary val", "synthia val",
                    "acdc_night val", "acdc_snow val", "acdc_rain val", "acdc_fog val"):  # fmt: skip

@@ -167,6 +167,11 @@ def test_create_clip_loads_the_fetched_file_from_disk_without_the_network(tmp_pa
         srv.close()
 
 
+CPU = ["train.device=cpu"]
+"""The paper profile's ``auto`` without a CPU fallback is a plan-time error on a machine without a GPU
+(the local backend runs the stages here): these tests are about the weights, on any machine."""
+
+
 def test_sweep_run_fetches_missing_weights_before_the_data_check(tmp_path, monkeypatch, home, capsys):
     """`famix sweep run --profile paper`: the weights are fetched (with progress on stderr) before
     anything is submitted; the next check (no data here) then stops the run in one line."""
@@ -178,7 +183,7 @@ def test_sweep_run_fetches_missing_weights_before_the_data_check(tmp_path, monke
         _point_rn50_openai_at(monkeypatch, srv.url("/clip/RN50.pt"))
         monkeypatch.chdir(tmp_path)
         cache = tmp_path / "cache"
-        rc = main(["sweep", "run", "ablation", "--profile", "paper", "--run-dir", "out", "data.root=missing-data", f"model.cache_dir={cache}"])
+        rc = main(["sweep", "run", "ablation", "--profile", "paper", "--run-dir", "out", "data.root=missing-data", f"model.cache_dir={cache}", *CPU])
         err = capsys.readouterr().err
         assert rc == 2
         assert (cache / "RN50.pt").read_bytes() == body and srv.hits == {"/clip/RN50.pt": 1}
@@ -197,13 +202,13 @@ def test_sweep_plan_announces_missing_weights_and_downloads_nothing(tmp_path, mo
         _point_rn50_openai_at(monkeypatch, srv.url("/clip/RN50.pt"))
         monkeypatch.chdir(tmp_path)
         cache = tmp_path / "cache"
-        main(["sweep", "plan", "ablation", "--profile", "paper", "--run-dir", "out", "data.root=missing-data", f"model.cache_dir={cache}"])
+        main(["sweep", "plan", "ablation", "--profile", "paper", "--run-dir", "out", "data.root=missing-data", f"model.cache_dir={cache}", *CPU])
         err = capsys.readouterr().err
         assert f"weights: RN50 openai is not in {cache}: `famix sweep run` downloads it first" in err
         assert srv.hits == {} and not cache.exists()
 
         _point_rn50_openai_at(monkeypatch, "http://famix-weights.invalid/clip/RN50.pt")
-        rc = main(["sweep", "plan", "ablation", "--profile", "paper", "--run-dir", "out", "data.root=missing-data", f"model.cache_dir={cache}"])
+        rc = main(["sweep", "plan", "ablation", "--profile", "paper", "--run-dir", "out", "data.root=missing-data", f"model.cache_dir={cache}", *CPU])
         lines = capsys.readouterr().err.strip().splitlines()  # the weights first, then each missing data root
         assert rc == 2 and lines[0] == f"famix: error: {len(lines) - 1} problems with the sweep's inputs (nothing was run):", lines
         assert "famix-weights.invalid does not resolve: this machine is offline; copy RN50.pt" in lines[1]
@@ -255,7 +260,7 @@ def test_a_mistyped_tag_in_a_sweep_is_unknown_weights_not_a_missing_file(tmp_pat
     from orchestrator.__main__ import main
 
     monkeypatch.chdir(tmp_path)
-    args = ["sweep", "plan", "ablation", "--profile", "paper", "--run-dir", "out", "data.root=missing-data"]
+    args = ["sweep", "plan", "ablation", "--profile", "paper", "--run-dir", "out", "data.root=missing-data", *CPU]
     assert main([*args, "model.pretrained=yfcc15m"]) == 2
     weights = capsys.readouterr().err.strip().splitlines()[1]  # then the missing data roots
     assert weights == "  model.pretrained: unknown weights 'yfcc15m' for backbone RN50 (known: none, openai, <path to a CLIP or FAMix checkpoint>)"
