@@ -75,16 +75,41 @@ def check_out_dir(path: str | Path, option: str = "--out") -> None:
     raise ConfigError(f"command line: {option}: {path}: {problem}")
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the paths ``a`` and ``b`` in one step (Linux's ``renameat2`` with ``RENAME_EXCHANGE``, which
+    Python does not expose); False where the C library or the filesystem cannot (then nothing moved).
+
+    Raises:
+        OSError: the swap failed for another reason (a path gone, permissions).
+    """
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # not Linux, or a C library older than glibc 2.28
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # an old kernel, or a filesystem without it (NFS)
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 def commit_dir(tmp: str | Path, final: str | Path, is_complete: Callable[[Path], bool] | None = None) -> bool:
     """Move the finished folder ``tmp`` (from :func:`make_temp_dir`, same filesystem) to ``final`` in one rename.
 
     A ``final`` that ``is_complete`` accepts is kept (``tmp`` is removed: another writer finished the
     same thing first, also when it wins the race during the rename); any other ``final`` (debris of an
-    interrupted writer, a stale version, or everything when ``is_complete`` is None) is moved aside
-    (into a folder beside ``tmp``), replaced, and removed once ``tmp`` is in place. Between the two
-    renames ``final`` is missing for an instant; an exception there (a Ctrl-C, a failed rename) moves
-    the old ``final`` back rather than removing it with ``tmp``. A SIGKILL there leaves it in
-    ``<tmp>.old-*/<final name>``.
+    interrupted writer, a stale version, or everything when ``is_complete`` is None) is replaced:
+    swapped with ``tmp`` in one step where the filesystem can (:func:`_exchange`), so that ``final`` is
+    never missing, and removed. Elsewhere it is moved aside (into a folder beside ``tmp``) first, and
+    ``final`` is missing for an instant between the two renames; an exception there (a Ctrl-C, a
+    failed rename) moves the old ``final`` back rather than removing it with ``tmp``. A SIGKILL there
+    leaves it in ``<tmp>.old-*/<final name>``.
 
     Returns:
         True when ``tmp`` became ``final``, False when a complete ``final`` was kept.
@@ -100,6 +125,8 @@ def commit_dir(tmp: str | Path, final: str | Path, is_complete: Callable[[Path],
         if final.exists() or final.is_symlink():
             if done(final):
                 return False
+            if final.is_dir() and not final.is_symlink() and _exchange(tmp, final):
+                return True  # tmp now holds the old final: removed below
             old = make_temp_dir(tmp.parent, f"{tmp.name}.old-")  # beside tmp: cleaned up like it
             with contextlib.suppress(FileNotFoundError):
                 os.rename(final, old / final.name)

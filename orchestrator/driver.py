@@ -121,8 +121,9 @@ class SweepResult:
 
 
 def _fingerprint(plan: Plan, uri: str, experiment: str) -> str:
-    """Identity of a plan's MLflow content: trials, labels, stage keys, profile, tracking target."""
-    return canonical_hash([plan.to_json(), uri, experiment])
+    """Identity of a plan's MLflow content: trials, labels, stage keys, profile, tracking target. The
+    sweep file counts by what it is, not by how it was named (``ablation``, ``sweeps/ablation.yaml``)."""
+    return canonical_hash([{**plan.to_json(), "source": str(Path(plan.sweep.source).resolve())}, uri, experiment])
 
 
 def quietly(what: str, fn: Any, *args: Any) -> Any:

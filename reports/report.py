@@ -263,12 +263,13 @@ def report_folder(out_dir: str | Path) -> Iterator[Path]:
     A Ctrl-C or a crash while a report was written left ``out_dir`` a mix: some files new, the rest
     missing or from the report before. Now the report is written into ``.<name>.tmp-<hex>`` beside
     ``out_dir`` (same parent, so one filesystem) and, once the block ends without an exception,
-    swapped in by :func:`famix_core.io.commit_dir`: the old folder renamed aside, the new one renamed
-    in, the old one removed. An exception (Ctrl-C, a full disk, a bad ``--qualitative`` trial)
-    removes the temp folder and leaves the previous report byte for byte. The window that remains:
-    between the two renames ``out_dir`` is missing for an instant (POSIX has no rename that swaps two
-    folders), so a reader then finds no report, never a mixed one; an exception there puts the old
-    folder back, and a SIGKILL there leaves it aside, where the next report puts it back first.
+    swapped in by :func:`famix_core.io.commit_dir`: in one step where the filesystem can swap two
+    folders (Linux's ``renameat2``), else the old folder renamed aside and the new one renamed in;
+    then the old one is removed. An exception (Ctrl-C, a full disk, a bad ``--qualitative`` trial)
+    removes the temp folder and leaves the previous report byte for byte. Without the one-step swap
+    (NFS), ``out_dir`` is missing for an instant between the two renames, so a reader then finds no
+    report, never a mixed one; an exception there puts the old folder back, and a SIGKILL there
+    leaves it aside, where the next report puts it back first.
 
     Each writer holds a ``flock`` on its temp folder, so the next report removes the temp folders of
     killed writers (their lock is free) and leaves a live writer's alone (``--out`` folders have no

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -248,7 +249,12 @@ def _folder(parent: Path, text: str) -> Path:
     return tmp
 
 
-def test_commit_dir_replaces_debris_keeps_a_complete_winner(tmp_path):
+@pytest.mark.parametrize("swap", ["renameat2", "two-renames"])
+def test_commit_dir_replaces_debris_keeps_a_complete_winner(tmp_path, monkeypatch, swap):
+    if swap == "two-renames":  # a filesystem that cannot swap two paths in one step (NFS)
+        import famix_core.io
+
+        monkeypatch.setattr(famix_core.io, "_exchange", lambda a, b: False)
     final = tmp_path / "kind" / "key"
     complete = lambda p: (p / "DONE").is_file()  # noqa: E731
 
@@ -266,11 +272,37 @@ def test_commit_dir_replaces_debris_keeps_a_complete_winner(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kind"]  # no temp or set-aside folders left
 
 
-def test_commit_dir_interrupted_between_its_renames_puts_the_old_folder_back(tmp_path, monkeypatch):
-    """A Ctrl-C after the old folder was renamed aside and before the new one was renamed in removed
-    both (the set-aside folder with the temp one): the folder was gone. Now the old one goes back."""
+def test_commit_dir_swaps_a_folder_in_without_a_moment_where_it_is_missing(tmp_path, monkeypatch):
+    """Replacing a folder took two renames (the old one aside, the new one in), and between them the
+    folder was missing: a reader (a LaTeX build of the report's tables) could find nothing. Where the
+    filesystem can swap two paths in one step (Linux's renameat2, RENAME_EXCHANGE), it does so now."""
     import famix_core.io
 
+    final = tmp_path / "report"
+    commit_dir(_folder(tmp_path, "old"), final)
+    (final / "gone.txt").write_text("of the old one only")
+    if not famix_core.io._exchange(_folder(tmp_path, "probe"), _folder(tmp_path, "probe")):
+        pytest.skip(f"the filesystem of {tmp_path} cannot swap two paths (renameat2 RENAME_EXCHANGE)")
+    for p in tmp_path.iterdir():
+        if p != final:
+            shutil.rmtree(p)
+
+    def no_rename(src, dst):
+        raise AssertionError(f"renamed {src} -> {dst}: the folder went missing for an instant")
+
+    monkeypatch.setattr(famix_core.io.os, "rename", no_rename)
+    assert commit_dir(_folder(tmp_path, "new"), final) is True
+    assert sorted(p.name for p in final.iterdir()) == ["f.txt"] and (final / "f.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]  # the old one is removed
+
+
+def test_commit_dir_interrupted_between_its_renames_puts_the_old_folder_back(tmp_path, monkeypatch):
+    """Where the filesystem cannot swap (NFS): a Ctrl-C after the old folder was renamed aside and
+    before the new one was renamed in removed both (the set-aside folder with the temp one): the
+    folder was gone. Now the old one goes back."""
+    import famix_core.io
+
+    monkeypatch.setattr(famix_core.io, "_exchange", lambda a, b: False)
     final = tmp_path / "report"
     commit_dir(_folder(tmp_path, "old"), final)
     renames = []
@@ -285,7 +317,7 @@ def test_commit_dir_interrupted_between_its_renames_puts_the_old_folder_back(tmp
     monkeypatch.setattr(famix_core.io.os, "rename", ctrl_c_on_second)
     with pytest.raises(KeyboardInterrupt):
         commit_dir(_folder(tmp_path, "new"), final)
-    monkeypatch.undo()
+    monkeypatch.setattr(famix_core.io.os, "rename", real_rename)
     assert (final / "f.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
 

@@ -67,10 +67,10 @@ def fake_engine(monkeypatch):
     return calls
 
 
-def _run(overrides=(), **opts):
+def _run(overrides=(), sweep="mini", **opts):
     Path("sweeps").mkdir(exist_ok=True)
     Path("sweeps/mini.yaml").write_text(SWEEP)
-    plan = prepare("mini", run_dir="runs", overrides=list(overrides), check_data=lambda c: None, check_weights=lambda c: None)
+    plan = prepare(sweep, run_dir="runs", overrides=list(overrides), check_data=lambda c: None, check_weights=lambda c: None)
     buf = io.StringIO()
     result = run_plan(plan, RunOptions(backend="local", **opts), Console(file=buf, width=200))
     return plan, result, buf.getvalue()
@@ -112,6 +112,9 @@ def test_sweep_logs_schema_and_rerun_is_a_no_op(fake_engine):
     _, again, out2 = _run()
     assert fake_engine == [] and again.exit_code == 0
     assert "all done; MLflow complete" in out2 and again.table == result.table  # fast path: MLflow not even loaded
+    # the same file named by its path (`make sweep SWEEP=sweeps/mini.yaml`) is the same plan: the fast path too
+    for sweep in ("sweeps/mini.yaml", str(Path("sweeps/mini.yaml").absolute()), "mini"):
+        assert "all done; MLflow complete" in _run(sweep=sweep)[2], sweep
     # without the marker the full path runs: still nothing runs, nothing is duplicated
     (plan.sweep_dir / "finalized.json").unlink()
     _, again, out2 = _run()
