@@ -10,7 +10,7 @@ from pathlib import Path
 from famix_core.config import FamixConfig
 from famix_core.weights import is_packaged, packaged_path
 
-__all__ = ["check_data", "check_weights", "check_device", "check_run_dir", "check_run_dir_is_folder"]
+__all__ = ["check_data", "check_weights", "check_device", "check_stage_gpus", "check_run_dir", "check_run_dir_is_folder"]
 
 
 def check_run_dir_is_folder(run_dir: str | Path) -> Path:
@@ -131,6 +131,40 @@ def check_device(cfg: FamixConfig) -> None:
         pick_device(t.device, cpu_fallback=t.cpu_fallback)
     except DeviceError as e:  # a login node without GPUs, planning for a cluster: say how
         raise DeviceError(f"{e} ({WHERE_STAGES_RUN})") from None
+
+
+DEVICE_STAGE_KINDS = ("mine", "train", "evaluate")
+"""The stage kinds that run on ``train.device`` (the synthetic benchmark is drawn on the CPU)."""
+
+
+def check_stage_gpus(cfg: FamixConfig, gpus: dict[str, int], backend: str) -> None:
+    """``train.device`` is one of the GPUs each stage is given where the backend gives them (Slurm,
+    Ray: :meth:`~orchestrator.backends.base.Backend.stage_gpus`; ``gpus``: stage kind -> count). A stage
+    sees its GPUs as ``cuda:0`` and up whichever GPUs of the node they are, so ``cuda:1`` of a stage
+    given one GPU, or ``cuda`` (or ``auto`` without the CPU fallback) of one given none, fails every
+    such stage once it is scheduled. ``cpu``, and ``auto`` with the fallback, cannot fail.
+
+    Raises:
+        FamixError: one line naming ``train.device``, the stage kind, the GPUs it is given and the fix.
+    """
+    from famix_core.config import parse_device_spec
+    from famix_core.errors import FamixError
+
+    t = cfg.train
+    spec = parse_device_spec(t.device)
+    if spec == "cpu" or (spec == "auto" and t.cpu_fallback):
+        return
+    index = int(spec.partition(":")[2] or 0)
+    for kind in DEVICE_STAGE_KINDS:
+        n = gpus.get(kind, 0)
+        where = f"{backend} gives each {kind} stage"
+        if n == 0:
+            fix = "or set train.device=cpu" + ("" if spec == "auto" else " or auto")
+            raise FamixError(f"train.device={spec}: {where} no GPU (resources.{kind}.gpus is 0); ask for one there {fix}")
+        if index >= n:
+            seen = "cuda:0" if n == 1 else f"cuda:0 to cuda:{n - 1}"
+            raise FamixError(f"train.device={spec}: {where} {n} GPU{'s' if n > 1 else ''} (resources.{kind}.gpus), which it "
+                             f"sees as {seen} whichever GPU{'s' if n > 1 else ''} of the node; use train.device=cuda or auto")  # fmt: skip
 
 
 def check_weights(cfg: FamixConfig, fetch: bool = True) -> None:

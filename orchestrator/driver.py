@@ -62,10 +62,11 @@ def prepare(
     ``dry`` (``famix sweep plan``): write nothing — the run dir is not created (only its permission is
     checked) and the synthetic benchmark is not generated.
 
-    ``check_device`` (``train.device`` is on this machine): by default, where ``writable``,
+    ``check_device`` (``train.device`` is usable where the stages run): by default, where ``writable``,
     :func:`orchestrator.checks.check_device` for a backend whose stages run on this machine (local,
-    in-process Ray; :meth:`~orchestrator.backends.base.Backend.remote_workers` is False), and none for one
-    whose stages may run on others (Slurm, a Ray cluster: this machine cannot see their devices).
+    in-process Ray; :meth:`~orchestrator.backends.base.Backend.remote_workers` is False), not for one
+    whose stages may run on others (Slurm, a Ray cluster: this machine cannot see their devices), and
+    :func:`orchestrator.checks.check_stage_gpus` where the backend gives each stage its GPUs (Slurm, Ray).
     """
     from orchestrator import checks
 
@@ -81,9 +82,10 @@ def prepare(
     if writable:
         from orchestrator.backends import get_backend_class
 
-        backend_cls = get_backend_class(backend or rs.backend.kind)
-        if check_device is None and not backend_cls.remote_workers(options):
-            check_device = checks.check_device
+        name = backend or rs.backend.kind
+        backend_cls = get_backend_class(name)
+        if check_device is None:
+            check_device = _device_checks(backend_cls, name, options)
 
     def run_dir_then_data(cfg: Any) -> None:  # called once every trial is validated: nothing is created before
         if writable:
@@ -118,6 +120,28 @@ class SweepResult:
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
+
+
+def _device_checks(backend_cls: Any, name: str, options: dict[str, Any]) -> Any:
+    """``train.device``'s plan-time checks on ``backend_cls``: against this machine's GPUs where the
+    stages run here (:func:`orchestrator.checks.check_device`), and against the GPUs each stage is
+    given where the backend gives them (:func:`orchestrator.checks.check_stage_gpus`); None: none."""
+    from orchestrator import checks
+
+    found = []
+    if not backend_cls.remote_workers(options):
+        found.append(checks.check_device)
+    gpus = {kind: backend_cls.stage_gpus(kind, options) for kind in checks.DEVICE_STAGE_KINDS}
+    if all(n is not None for n in gpus.values()):
+        found.append(lambda cfg: checks.check_stage_gpus(cfg, gpus, name))
+    if not found:
+        return None
+
+    def check(cfg: Any) -> None:  # the first problem: one line
+        for one in found:
+            one(cfg)
+
+    return check
 
 
 def _fingerprint(plan: Plan, uri: str, experiment: str) -> str:

@@ -325,9 +325,50 @@ def test_device_check_applies_where_the_stages_run(capsys, gpus, monkeypatch):
     assert plan(local, "train.device=auto") == 0  # the CPU, with a warning when a stage starts
     assert plan("{kind: ray}", "train.device=cuda:1") == 2  # in-process Ray: this machine
     monkeypatch.setattr(ray_backend, "probe_cluster", lambda address: [NodeInfo("n1", 8.0, 2.0)])
-    for backend in ("{kind: slurm}", "{kind: ray, ray: {address: 'head:6379'}}"):
+    two = "resources: {mine: {gpus: 2}, train: {gpus: 2}, evaluate: {gpus: 2}}"  # each stage sees cuda:0 and cuda:1
+    for backend in (f"{{kind: slurm, {two}}}", f"{{kind: ray, ray: {{address: 'head:6379'}}, {two}}}"):
         assert plan(backend, "train.device=cuda:1") == 0, backend
         assert plan(backend, "train.device=auto", "train.cpu_fallback=false") == 0, backend
+
+
+@pytest.mark.parametrize("backend", ["slurm", "ray-cluster"])
+def test_device_check_on_the_gpus_each_stage_is_given(capsys, monkeypatch, backend):
+    """Slurm and Ray give each stage its GPUs, which it sees as cuda:0 and up: `train.device=cuda:1` of
+    a stage given one GPU, or `cuda` of one given none, was submitted and failed in every job once
+    scheduled. The plan says so in one line; the GPUs the stage is given decide, not this machine's."""
+    from orchestrator.__main__ import main
+    from orchestrator.backends import ray_backend
+    from orchestrator.backends.ray_cluster import NodeInfo
+
+    monkeypatch.setattr(ray_backend, "probe_cluster", lambda address: [NodeInfo("n1", 8.0, 4.0)])
+    Path("sweeps").mkdir()
+    block = "kind: slurm" if backend == "slurm" else "kind: ray, ray: {address: 'head:6379'}"
+    name = backend.split("-")[0]
+
+    def plan(gpus: str, *overrides: str) -> str:
+        resources = ", ".join(f"{k}: {{gpus: {gpus}}}" for k in ("mine", "train", "evaluate"))
+        Path("sweeps/dev.yaml").write_text(DEVICE_SWEEP % f"{{{block}, resources: {{{resources}}}}}")
+        rc = main(["sweep", "plan", "dev", "--run-dir", "out", *overrides])
+        err = capsys.readouterr().err.strip()
+        return "ok" if rc == 0 else err
+
+    assert plan("1", "train.device=cuda:0") == plan("1", "train.device=cuda") == "ok"
+    assert plan("0.5", "train.device=auto", "train.cpu_fallback=false") == "ok"  # a fraction is one GPU
+    assert plan("0", "train.device=cpu") == plan("0", "train.device=auto") == "ok"
+    assert plan("1", "train.device=cuda:1") == (
+        f"famix: error: train.device=cuda:1: {name} gives each mine stage 1 GPU (resources.mine.gpus), "
+        "which it sees as cuda:0 whichever GPU of the node; use train.device=cuda or auto")
+    assert plan("2", "train.device=cuda:2").startswith(f"famix: error: train.device=cuda:2: {name} gives each mine stage 2 GPUs")
+    assert plan("0", "train.device=cuda") == (
+        f"famix: error: train.device=cuda: {name} gives each mine stage no GPU (resources.mine.gpus is 0); "
+        "ask for one there or set train.device=cpu or auto")
+    assert plan("0", "train.device=auto", "train.cpu_fallback=false") == (
+        f"famix: error: train.device=auto: {name} gives each mine stage no GPU (resources.mine.gpus is 0); "
+        "ask for one there or set train.device=cpu")
+    if backend == "slurm":  # backend.slurm's own gpus count, its <kind> block first
+        Path("sweeps/dev.yaml").write_text(DEVICE_SWEEP % "{kind: slurm, slurm: {gpus: 2, evaluate: {gpus: 1}}}")
+        assert main(["sweep", "plan", "dev", "--run-dir", "out", "train.device=cuda:1"]) == 2
+        assert "gives each evaluate stage 1 GPU" in capsys.readouterr().err
 
 
 def _paper_error(capsys, *extra: str) -> str:

@@ -92,6 +92,14 @@ class Backend(abc.ABC):
         return False
 
     @classmethod
+    def stage_gpus(cls, kind: str, options: dict[str, Any]) -> int | None:
+        """How many GPUs a stage of ``kind`` is given under ``options`` (the sweep's backend block),
+        which it sees as ``cuda:0`` and up (the scheduler sets ``CUDA_VISIBLE_DEVICES``); None where
+        the backend gives none and a stage sees the machine's (default). The plan checks
+        ``train.device`` against it (:func:`orchestrator.checks.check_stage_gpus`)."""
+        return None
+
+    @classmethod
     def status(cls, sweep_dir: str | os.PathLike[str]) -> list[str]:
         """Lines for ``famix sweep status`` about what this backend still holds for the sweep in
         ``sweep_dir`` (e.g. queued jobs), readable from any process; default: nothing."""

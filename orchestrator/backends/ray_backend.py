@@ -138,6 +138,13 @@ class RayBackend(Backend):
         """With ``ray.address`` the stages run on the cluster's nodes; in-process Ray stays on this machine."""
         return bool((options.get("ray") or {}).get("address"))
 
+    @classmethod
+    def stage_gpus(cls, kind: str, options: dict[str, Any]) -> int | None:
+        """``resources.<kind>.gpus``, a fraction rounding up: Ray shows a task the GPUs it gives it."""
+        import math
+
+        return math.ceil(float(((options.get("resources") or {}).get(kind) or {}).get("gpus") or 0))
+
     def _ensure_ray(self) -> Any:
         import ray
 

@@ -128,6 +128,13 @@ class SlurmBackend(Backend):
         """Slurm jobs run on compute nodes."""
         return True
 
+    @classmethod
+    def stage_gpus(cls, kind: str, options: Mapping[str, Any]) -> int | None:
+        """The job's GPUs (``gpus_per_node``: ``resources.<kind>.gpus`` rounded up, or ``backend.slurm``'s
+        ``gpus``, its ``<kind>`` block's first), which Slurm's GPU gres shows the job as ``cuda:0`` and up."""
+        params = stage_parameters(kind, (options.get("resources") or {}).get(kind), options.get("slurm"))
+        return int(params.get("gpus_per_node") or 0)
+
     # ----------------------------------------------------------------- submission
 
     def _executor(self, folder: Path) -> Any:
