@@ -37,7 +37,9 @@ def register(subparsers: Any) -> None:
 
 @contextmanager
 def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Ctrl-C or SIGTERM sets ``stop`` (the run checkpoints its steps and stops); a second one stops at once."""
+    """Ctrl-C, SIGTERM or a hangup (a closed terminal; not under ``nohup``) sets ``stop`` (the run
+    checkpoints its steps and stops); a second one stops at once."""
+    from famix_core.terminal import hangup_handler
 
     def handler(signum: int, frame: Any) -> None:
         if stop.is_set():
@@ -50,6 +52,8 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
         yield
         return
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        old[signal.SIGHUP] = signal.signal(signal.SIGHUP, hangup_handler(handler))
     try:
         yield
     finally:

@@ -14,34 +14,9 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-__all__ = ["process_start", "driver_identity", "running_driver", "lock_is_held", "hangup_handler"]
-
-
-def hangup_handler(then: Callable[[int, Any], None] | None = None) -> Callable[[int, Any], None]:
-    """A SIGHUP handler (the terminal was closed, the ssh connection dropped): the standard output
-    and error that were a terminal when this was made now write to ``/dev/null``, then ``then``
-    (the process's interrupt handler; None: nothing more) runs.
-
-    After a hangup every write to the terminal fails with EIO: a notice printed while a training
-    checkpoints, or the interrupt line, would raise in the middle of the cleanup. Output that goes
-    to a file or a pipe is left alone. Whether a descriptor is a terminal is asked now, since a
-    terminal that has hung up no longer answers.
-    """
-    ttys = [fd for fd in (1, 2) if os.isatty(fd)]
-
-    def handler(signum: int, frame: Any) -> None:
-        if ttys:
-            null = os.open(os.devnull, os.O_WRONLY)
-            for fd in ttys:
-                os.dup2(null, fd)
-            os.close(null)
-            ttys.clear()
-        if then is not None:
-            then(signum, frame)
-
-    return handler
+__all__ = ["process_start", "driver_identity", "running_driver", "lock_is_held"]
 
 
 def process_start(pid: int) -> int | None:

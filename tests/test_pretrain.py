@@ -205,9 +205,11 @@ def test_a_stop_before_the_first_step_leaves_no_checkpoint(tmp_path, one_torch_t
     assert "stopped before the first step: nothing to keep; the same command starts over" in lines, lines
 
 
-def test_ctrl_c_of_the_pretrain_command_keeps_its_steps(tmp_path):
+@pytest.mark.parametrize("how", ["SIGINT", "SIGHUP"], ids=["ctrl-c", "hangup"])
+def test_ctrl_c_of_the_pretrain_command_keeps_its_steps(tmp_path, how):
     """A real SIGINT to `famix pretrain-clip`: exit 130 with a checkpoint; the same command resumes and
-    writes the weights of an uninterrupted run."""
+    writes the weights of an uninterrupted run. A hangup (a closed terminal) too: it stopped the
+    command at once, losing the steps since the last checkpoint."""
     import os
     import signal
     import subprocess
@@ -226,7 +228,7 @@ def test_ctrl_c_of_the_pretrain_command_keeps_its_steps(tmp_path):
     for line in proc.stderr:  # type: ignore[union-attr]
         err.append(line)
         if line.startswith("[pretrain] step 5/40"):
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(getattr(signal, how))
             break
     rest = proc.communicate(timeout=120)[1]
     err_text = "".join(err) + rest
