@@ -76,7 +76,10 @@ def _mine(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from famix_core.errors import ConfigError
+    import threading
+
+    from famix_core.errors import ConfigError, TrainingInterrupted
+    from famix_core.interrupts import stop_on_signals
     from famix_core.io import check_out_dir
     from famix_core.train import train
 
@@ -90,7 +93,13 @@ def _train(args: argparse.Namespace) -> int:
         )
     _check_weights(cfg)
     ckpt = args.ckpt if args.ckpt is not None else str(Path(args.out) / "checkpoints")
-    summary = train(cfg, args.out, bank_dir=args.bank, ckpt_dir=ckpt, log=_printer("train"))
+    stop = threading.Event()
+    with stop_on_signals(stop, "[train] stopping after this iteration's checkpoint (Ctrl-C again stops at once)"):
+        try:
+            summary = train(cfg, args.out, bank_dir=args.bank, ckpt_dir=ckpt, log=_printer("train"), stop=stop)
+        except TrainingInterrupted as e:
+            print(f"famix: interrupted at iteration {e.iteration}; the same command resumes from its checkpoint", file=sys.stderr)
+            return 130
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 __all__ = ["register", "load_pretrain_config"]
 
@@ -35,42 +33,17 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_pretrain)
 
 
-@contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Ctrl-C, SIGTERM or a hangup (a closed terminal; not under ``nohup``) sets ``stop`` (the run
-    checkpoints its steps and stops); a second one stops at once."""
-    from famix_core.terminal import hangup_handler
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print("[pretrain] stopping at the next step, with a checkpoint of the steps done (Ctrl-C again: stop now)",
-              file=sys.stderr, flush=True)
-
-    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's (tests call main())
-        yield
-        return
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
-        old[signal.SIGHUP] = signal.signal(signal.SIGHUP, hangup_handler(handler))
-    try:
-        yield
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-
-
 def _pretrain(args: argparse.Namespace) -> int:
     from famix_core.io import check_out_dir
 
     cfg = load_pretrain_config(args.config, args.overrides or [])
     check_out_dir(args.out)
     from famix_core.errors import TrainingInterrupted
+    from famix_core.interrupts import stop_on_signals
     from famix_core.pretrain import SUMMARY_FILE, WEIGHTS_FILE, pretrain_clip
 
     stop = threading.Event()
-    with _stop_on_signals(stop):
+    with stop_on_signals(stop, "[pretrain] stopping at the next step, with a checkpoint of the steps done (Ctrl-C again: stop now)"):
         try:
             _, summary = pretrain_clip(cfg, args.out, log=lambda line: print(f"[pretrain] {line}", file=sys.stderr, flush=True), stop=stop)
         except TrainingInterrupted:  # its checkpoint is written and logged: the same command resumes

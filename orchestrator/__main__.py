@@ -100,7 +100,7 @@ def _signals_interrupt() -> Iterator[None]:
     import signal
     import threading
 
-    from famix_core.terminal import hangup_handler
+    from famix_core.interrupts import hangup_handler
 
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -398,7 +398,7 @@ def _stopping_for_a_checkpoint(stop: Any) -> Iterator[None]:
     this process checkpoint its iteration first (a second signal stops at once); any other stage stops
     at once. Under ``nohup`` a hangup stays ignored. The handlers there before are put back after."""
     from orchestrator.execute import checkpoint_then_stop
-    from famix_core.terminal import hangup_handler
+    from famix_core.interrupts import hangup_handler
 
     if not _is_main_thread():  # only the main thread may set handlers (an embedding application's worker thread)
         yield

@@ -295,11 +295,16 @@ def checkpoint_then_stop(stop: StopRequest, notice: Callable[[], None] | None = 
     at once with ``KeyboardInterrupt``. Used by the driver (local backend) and by Ray workers
     (``ray.cancel`` without force interrupts the task's main thread through SIGINT's handler);
     the stages they run get the same ``stop`` (:func:`execute_stage`). ``notice()`` is called when
-    a training was asked to stop (the user sees why Ctrl-C did not stop at once)."""
+    a training was asked to stop (the user sees why Ctrl-C did not stop at once). A forked child that
+    inherited the handler (a data loader worker, which a terminal's Ctrl-C reaches too) ignores the
+    signal: it printed the notice once more per worker."""
 
     asked: list[bool] = []
+    owner = os.getpid()
 
     def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:  # a forked child (a data loader worker: Ctrl-C reaches it too): its parent decides
+            return
         if not asked and stop.ask():
             asked.append(True)
             if notice is not None:

@@ -172,3 +172,63 @@ def test_famix_help_names_every_data_subcommand(capsys):
         main(["--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "data datasets: generate the synthetic benchmark or the caption corpus, check dataset roots, time the loaders" in out
+
+
+# ----------------------------------------------------------------------------- interrupts
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_famix_train_checkpoints_and_the_same_command_resumes(tmp_path):
+    """`famix train` stopped at once on Ctrl-C: the iterations since the last periodic checkpoint were
+    lost. Now it checkpoints the iteration it is in, as a sweep's training does, and says so once: a
+    terminal's Ctrl-C also reaches the data loader's worker processes, which inherited the handler and
+    printed the notice once more each."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "data"
+    assert main(["data", "synth", "--out", str(data), "--train", "2", "--val", "1", "--height", "64", "--width", "96"]) == 0
+    cmd = [sys.executable, "-m", "orchestrator", "train", "--out", str(tmp_path / "o"), "model.backbone=famix-tiny",
+           "model.pretrained=none", f"data.root={data}", "style.strategy=none", "train.device=cpu", "train.iterations=3000",
+           "train.batch_size=2", "data.crop_size=48", "data.num_workers=2", "train.checkpoint_every=100000",
+           "train.log_every=1"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # a terminal's Ctrl-C: SIGINT to the process group, at its default disposition whatever the runner's
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    err = []
+    try:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            err.append(line)
+            if line.startswith("[train] step=5 "):
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+        err.append(proc.communicate(timeout=120)[1])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = "".join(err)
+    assert proc.returncode == 130, text[-3000:]
+    assert text.count("[train] stopping after this iteration's checkpoint (Ctrl-C again stops at once)") == 1, text[-3000:]
+    m = re.search(r"famix: interrupted at iteration (\d+); the same command resumes from its checkpoint", text)
+    assert m and "Traceback" not in text, text[-3000:]
+    stopped = int(m.group(1))
+    assert (tmp_path / "o" / "checkpoints" / f"iter-{stopped:08d}").is_dir()  # no periodic one (every 100000)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        first = None
+        for line in proc.stderr:  # type: ignore[union-attr]
+            if line.startswith("[train] step="):
+                first = int(line.split()[1].split("=")[1])
+                break
+            assert time.time() < deadline
+    finally:
+        proc.kill()
+        proc.wait()
+    assert first == stopped + 1  # the rerun goes on from the checkpoint

@@ -308,7 +308,7 @@ def _worker_main(conn: "Connection", execute: Execute) -> None:
     import threading
 
     from orchestrator.execute import StopRequest, checkpoint_then_stop
-    from famix_core.terminal import hangup_handler
+    from famix_core.interrupts import hangup_handler
 
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="famix-parent-watch", daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,0 +1,77 @@
+"""Interrupts of a long command (torch-free): Ctrl-C, SIGTERM, and a closed terminal.
+
+A long command (a sweep's driver, ``famix train``, ``famix pretrain-clip``) keeps what it did when
+interrupted: the training checkpoints the iteration it is in and stops, and the same command resumes
+there. When the terminal closes (the window, the ssh connection), the kernel sends SIGHUP to the
+command's process group, and every later write to that terminal fails with EIO: the hangup is an
+interrupt too, once :func:`hangup_handler` has moved the output off the terminal that is gone, so
+that the cleanup cannot fail halfway on a notice it prints. Under ``nohup`` it stays ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+__all__ = ["hangup_handler", "stop_on_signals"]
+
+
+def hangup_handler(then: Callable[[int, Any], None] | None = None) -> Callable[[int, Any], None]:
+    """A SIGHUP handler (the terminal was closed, the ssh connection dropped): the standard output
+    and error that were a terminal when this was made now write to ``/dev/null``, then ``then``
+    (the process's interrupt handler; None: nothing more) runs.
+
+    After a hangup every write to the terminal fails with EIO: a notice printed while a training
+    checkpoints, or the interrupt line, would raise in the middle of the cleanup. Output that goes
+    to a file or a pipe is left alone. Whether a descriptor is a terminal is asked now, since a
+    terminal that has hung up no longer answers.
+    """
+    ttys = [fd for fd in (1, 2) if os.isatty(fd)]
+
+    def handler(signum: int, frame: Any) -> None:
+        if ttys:
+            null = os.open(os.devnull, os.O_WRONLY)
+            for fd in ttys:
+                os.dup2(null, fd)
+            os.close(null)
+            ttys.clear()
+        if then is not None:
+            then(signum, frame)
+
+    return handler
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event, notice: str) -> Iterator[None]:
+    """Around a training in the main thread: Ctrl-C, SIGTERM or a hangup sets ``stop`` (the training
+    checkpoints the iteration it is in and raises :class:`~famix_core.errors.TrainingInterrupted`) and
+    prints ``notice``; a second one stops at once (``KeyboardInterrupt``). The handlers there before are
+    put back after; a hangup that was ignored (``nohup``) stays so. Elsewhere (a thread) nothing changes.
+    A forked child (a data loader worker: a terminal's Ctrl-C reaches it too) ignores the signal.
+    """
+
+    owner = os.getpid()
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:  # a forked child (a data loader worker) that inherited it: its parent decides
+            return
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print(notice, file=sys.stderr, flush=True)
+
+    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's (tests call main())
+        yield
+        return
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        old[signal.SIGHUP] = signal.signal(signal.SIGHUP, hangup_handler(handler))
+    try:
+        yield
+    finally:
+        for sig, was in old.items():
+            signal.signal(sig, was)
