@@ -17,7 +17,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-__all__ = ["hangup_handler", "stop_on_signals"]
+__all__ = ["hangup_handler", "handling_interrupts", "stop_on_signals"]
 
 
 def hangup_handler(then: Callable[[int, Any], None] | None = None) -> Callable[[int, Any], None]:
@@ -46,24 +46,11 @@ def hangup_handler(then: Callable[[int, Any], None] | None = None) -> Callable[[
 
 
 @contextmanager
-def stop_on_signals(stop: threading.Event, notice: str) -> Iterator[None]:
-    """Around a training in the main thread: Ctrl-C, SIGTERM or a hangup sets ``stop`` (the training
-    checkpoints the iteration it is in and raises :class:`~famix_core.errors.TrainingInterrupted`) and
-    prints ``notice``; a second one stops at once (``KeyboardInterrupt``). The handlers there before are
-    put back after; a hangup that was ignored (``nohup``) stays so. Elsewhere (a thread) nothing changes.
-    A forked child (a data loader worker: a terminal's Ctrl-C reaches it too) ignores the signal.
-    """
-
-    owner = os.getpid()
-
-    def handler(signum: int, frame: Any) -> None:
-        if os.getpid() != owner:  # a forked child (a data loader worker) that inherited it: its parent decides
-            return
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print(notice, file=sys.stderr, flush=True)
-
+def handling_interrupts(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """For the block, in the main thread: Ctrl-C, SIGTERM and a hangup go to ``handler`` (a hangup once
+    :func:`hangup_handler` has moved the output off the terminal; an ignored one, under ``nohup``,
+    stays ignored). The handlers there before are put back after. Elsewhere (a thread, where Python
+    sets no handler) nothing changes."""
     if threading.current_thread() is not threading.main_thread():  # signals are the main thread's (tests call main())
         yield
         return
@@ -75,3 +62,24 @@ def stop_on_signals(stop: threading.Event, notice: str) -> Iterator[None]:
     finally:
         for sig, was in old.items():
             signal.signal(sig, was)
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event, notice: str) -> Iterator[None]:
+    """Around a training: Ctrl-C, SIGTERM or a hangup (:func:`handling_interrupts`) sets ``stop`` (the
+    training checkpoints the iteration it is in and raises :class:`~famix_core.errors.TrainingInterrupted`)
+    and prints ``notice``; a second one stops at once (``KeyboardInterrupt``). A forked child (a data
+    loader worker: a terminal's Ctrl-C reaches it too) ignores the signal.
+    """
+    owner = os.getpid()
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:  # a forked child (a data loader worker) that inherited it: its parent decides
+            return
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print(notice, file=sys.stderr, flush=True)
+
+    with handling_interrupts(handler):
+        yield

@@ -1,11 +1,12 @@
 """Plan-time checks, before anything runs or is submitted: data folders and pretrained weights exist, and
-``train.device`` is one of this machine's devices where the stages run on it."""
+``train.device`` is one of the devices the stages will have (this machine's, or the GPUs a scheduler gives them)."""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from famix_core.config import FamixConfig
 from famix_core.weights import is_packaged, packaged_path
@@ -105,6 +106,11 @@ def check_data(cfg: FamixConfig, generate: bool = True) -> None:
     raise_all(errors)
 
 
+def _runs_anywhere(train: Any) -> bool:
+    """``train.device`` ``cpu``, or ``auto`` with the CPU fallback: a stage runs with it on any machine."""
+    return train.device == "cpu" or (train.device == "auto" and train.cpu_fallback)
+
+
 WHERE_STAGES_RUN = "this backend runs the stages on this machine; `--backend slurm` runs them on the cluster's nodes"
 """What :func:`check_device`'s line adds to the stage's own: why this machine's devices matter."""
 
@@ -123,7 +129,7 @@ def check_device(cfg: FamixConfig) -> None:
         DeviceError: one line naming ``train.device``, its value and what this machine has.
     """
     t = cfg.train
-    if t.device == "cpu" or (t.device == "auto" and t.cpu_fallback):
+    if _runs_anywhere(t):
         return
     from famix_core.device import DeviceError, pick_device  # imports torch
 
@@ -147,13 +153,12 @@ def check_stage_gpus(cfg: FamixConfig, gpus: dict[str, int], backend: str) -> No
     Raises:
         FamixError: one line naming ``train.device``, the stage kind, the GPUs it is given and the fix.
     """
-    from famix_core.config import parse_device_spec
     from famix_core.errors import FamixError
 
     t = cfg.train
-    spec = parse_device_spec(t.device)
-    if spec == "cpu" or (spec == "auto" and t.cpu_fallback):
+    if _runs_anywhere(t):
         return
+    spec = t.device  # canonical: the config parsed it (parse_device_spec)
     index = int(spec.partition(":")[2] or 0)
     for kind in DEVICE_STAGE_KINDS:
         n = gpus.get(kind, 0)

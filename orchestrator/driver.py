@@ -392,28 +392,14 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             raise Interrupted(f"the finished stages are kept (a training resumes from its last checkpoint): `{again}` runs the rest") from None
 
 
-@contextmanager
-def _stopping_for_a_checkpoint(stop: Any) -> Iterator[None]:
+def _stopping_for_a_checkpoint(stop: Any) -> Any:
     """While the stages run: Ctrl-C, SIGTERM and a hangup (a closed terminal) let a training running in
     this process checkpoint its iteration first (a second signal stops at once); any other stage stops
     at once. Under ``nohup`` a hangup stays ignored. The handlers there before are put back after."""
+    from famix_core.interrupts import handling_interrupts
     from orchestrator.execute import checkpoint_then_stop
-    from famix_core.interrupts import hangup_handler
 
-    if not _is_main_thread():  # only the main thread may set handlers (an embedding application's worker thread)
-        yield
-        return
-    old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    if old[signal.SIGHUP] is signal.SIG_IGN:
-        del old[signal.SIGHUP]
-    handler = checkpoint_then_stop(stop, notice=_say_checkpointing)
-    for sig in old:
-        signal.signal(sig, hangup_handler(handler) if sig == signal.SIGHUP else handler)
-    try:
-        yield
-    finally:
-        for sig, was in old.items():
-            signal.signal(sig, was)
+    return handling_interrupts(checkpoint_then_stop(stop, notice=_say_checkpointing))
 
 
 def tracking_writer(writer: str, uri: str, backend_cls: Any, options: dict[str, Any]) -> str:
@@ -524,12 +510,6 @@ def _stages_outlive_driver(backend: str) -> bool:
 def _say_checkpointing() -> None:
     """What the first Ctrl-C (or SIGTERM) during an in-process training prints: it does not stop at once."""
     print("famix: stopping after this iteration's checkpoint (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
-
-
-def _is_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
