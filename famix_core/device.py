@@ -25,7 +25,11 @@ class CpuFallbackWarning(FamixWarning):
     """``train.device=auto`` found no GPU and the stage runs on the CPU."""
 
 
-def pick_device(spec: str = "auto", *, cpu_fallback: bool = True) -> torch.device:
+NO_GPU_FIX = "give the stage a GPU (backend resources / slurm gpus) or set train.device=cpu"
+"""How a stage that ``auto`` without the CPU fallback refused is mended (:func:`pick_device`'s ``fix``)."""
+
+
+def pick_device(spec: str = "auto", *, cpu_fallback: bool = True, fix: str = NO_GPU_FIX) -> torch.device:
     """Resolve a device spec.
 
     Args:
@@ -33,6 +37,7 @@ def pick_device(spec: str = "auto", *, cpu_fallback: bool = True) -> torch.devic
         cpu_fallback: what ``auto`` does without a GPU: run on the CPU with a
             :class:`CpuFallbackWarning` (True), or refuse (False; the paper profile, where a stage
             given no GPU by its scheduler would otherwise train for days on the CPU unnoticed).
+        fix: what the refusal of ``auto`` without a GPU and without fallback says to do.
 
     Returns:
         The torch device.
@@ -52,8 +57,7 @@ def pick_device(spec: str = "auto", *, cpu_fallback: bool = True) -> torch.devic
         seen = "no CUDA device visible" + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
         if not cpu_fallback:
             raise DeviceError(
-                f"train.device=auto: {seen} and this profile does not fall back to the CPU; "
-                "give the stage a GPU (backend resources / slurm gpus) or set train.device=cpu"
+                f"train.device=auto: {seen} and this profile does not fall back to the CPU; {fix}"
             )
         warnings.warn(f"train.device=auto: {seen}; running on the CPU", CpuFallbackWarning, stacklevel=2)
         return torch.device("cpu")

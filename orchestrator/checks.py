@@ -133,8 +133,8 @@ def check_device(cfg: FamixConfig) -> None:
         return
     from famix_core.device import DeviceError, pick_device  # imports torch
 
-    try:
-        pick_device(t.device, cpu_fallback=t.cpu_fallback)
+    try:  # no scheduler gives these stages a GPU: this machine's are all they have
+        pick_device(t.device, cpu_fallback=t.cpu_fallback, fix="set train.device=cpu to train on this machine's CPU")
     except DeviceError as e:  # a login node without GPUs, planning for a cluster: say how
         raise DeviceError(f"{e} ({WHERE_STAGES_RUN})") from None
 
@@ -172,7 +172,7 @@ def check_stage_gpus(cfg: FamixConfig, gpus: dict[str, int], backend: str) -> No
                              f"sees as {seen} whichever GPU{'s' if n > 1 else ''} of the node; use train.device=cuda or auto")  # fmt: skip
 
 
-def check_weights(cfg: FamixConfig, fetch: bool = True) -> None:
+def check_weights(cfg: FamixConfig, fetch: bool = True, announce: bool = True, probe: bool = False) -> None:
     """``model.pretrained`` is usable by every stage: a path that exists, ``none``, a packaged name, or
     ``openai`` in the cache, where it is downloaded now (with progress) when missing, once for all
     the stages and nodes (``model.cache_dir`` should be on the shared filesystem on a cluster).
@@ -185,8 +185,9 @@ def check_weights(cfg: FamixConfig, fetch: bool = True) -> None:
         WeightsError: one line naming the backbone / path / cache dir and how to fix it (offline:
             which file to copy where).
 
-    With ``fetch=False`` (``famix sweep plan``: it writes nothing) missing weights are only announced,
-    and refused when their host does not resolve (an offline machine).
+    With ``fetch=False`` (``famix sweep plan``: it writes nothing) missing weights are only announced
+    (``announce=False``: not even that), and refused when their host does not resolve (an offline
+    machine), or with ``probe=True`` (``famix sweep run``'s first pass) when its server does not answer.
     """
     m = cfg.model
     if m.pretrained == "none":
@@ -200,14 +201,17 @@ def check_weights(cfg: FamixConfig, fetch: bool = True) -> None:
     _, tag = locate_weights(m.backbone, m.pretrained, m.cache_dir)
     if tag is None:
         return  # a file on disk: given, packaged or already in the cache
-    from famix_core.models.download import fetch_weights, print_progress, url_cache_dir, weights_url
+    from famix_core.models.download import fetch_weights, print_progress, unreachable_error, url_cache_dir, weights_url
 
     def say(line: str) -> None:
         print(f"weights: {line}", file=sys.stderr, flush=True)
 
     name, where = get_backbone_spec(m.backbone).open_clip_name, url_cache_dir(m.cache_dir)
     if not fetch:
-        say(f"{m.backbone} {tag} is not in {where}: `famix sweep run` downloads it first ({weights_url(name, tag)})")
+        if probe and (error := unreachable_error(name, tag, m.cache_dir)) is not None:
+            raise error
+        if announce:
+            say(f"{m.backbone} {tag} is not in {where}: `famix sweep run` downloads it first ({weights_url(name, tag)})")
         return
     path = fetch_weights(name, tag, m.cache_dir, progress=print_progress(f"downloading {m.backbone} {tag} into {where}", say))
     say(f"{m.backbone} {tag} saved as {path}")

@@ -20,6 +20,7 @@ import sys
 import time
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -61,6 +62,10 @@ def prepare(
     cluster address answers and every stage fits on one of its nodes.
     ``dry`` (``famix sweep plan``): write nothing — the run dir is not created (only its permission is
     checked) and the synthetic benchmark is not generated.
+    Otherwise (``famix sweep run``) every input is checked first, making nothing, and each problem said
+    in one report: a wrong ``train.device`` or a missing data folder has not made the run dir, drawn
+    the synthetic benchmark or begun a download. Then the backend's checks, then what the stages need
+    is made (the run dir, the synthetic benchmark, missing weights downloaded).
 
     ``check_device`` (``train.device`` is usable where the stages run): by default, where ``writable``,
     :func:`orchestrator.checks.check_device` for a backend whose stages run on this machine (local,
@@ -87,6 +92,12 @@ def prepare(
         if check_device is None:
             check_device = _device_checks(backend_cls, name, options)
 
+    if writable and not dry:  # every input is checked, all in one report, before anything is made
+        build_plan(rs, run_dir, check_data=partial(_validate_inputs, run_dir, check_data), check_device=check_device,
+                   check_weights=check_weights or partial(checks.check_weights, fetch=False, announce=False, probe=True))  # fmt: skip
+        check_device = None  # said above
+        backend_cls.preflight(options)
+
     def run_dir_then_data(cfg: Any) -> None:  # called once every trial is validated: nothing is created before
         if writable:
             checks.check_run_dir(run_dir, create=not dry)
@@ -95,9 +106,18 @@ def prepare(
         data_check(cfg)
 
     plan = build_plan(rs, run_dir, check_data=run_dir_then_data, check_weights=check_weights, check_device=check_device)
-    if backend_cls is not None:
+    if backend_cls is not None and dry:
         backend_cls.preflight(options)
     return plan
+
+
+def _validate_inputs(run_dir: str | Path, check_data: Any, cfg: Any) -> None:
+    """``famix sweep run``'s first pass: the run dir could be made and the data is there, making nothing
+    (the synthetic benchmark, made from its settings, cannot be missing); ``check_data`` if given."""
+    from orchestrator import checks
+
+    checks.check_run_dir(run_dir, create=False)
+    (check_data or partial(checks.check_data, generate=False))(cfg)
 
 
 @dataclass
@@ -385,10 +405,12 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
                           + (f", {halted} not started" if halted else ""), highlight=False)  # fmt: skip
             return result
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the stages are stopped; the runs are not left RUNNING
+            args = plan.arguments()
+            again = f"famix sweep run {args}" + (f" --backend {opts.backend}" if opts.backend else "")
+            if backend_cls.stages_outlive_driver:  # Slurm: the jobs go on, and their runs stay RUNNING (as after --detach)
+                stop = f"famix sweep cancel {args}" + (f" --backend {opts.backend}" if opts.backend else "")
+                raise Interrupted(f"the jobs on {backend_name} go on unless cancelled (`{stop}`); `{again}` waits for them and runs the rest") from None
             quietly("ending the interrupted sweep's MLflow runs", end_interrupted_runs, tracker, parent, runs)
-            again = f"famix sweep run {plan.arguments()}" + (f" --backend {opts.backend}" if opts.backend else "")
-            if backend_cls.stages_outlive_driver:  # Slurm: the jobs were not stopped
-                raise Interrupted(f"the jobs on {backend_name} go on; `{again}` waits for them and runs the rest") from None
             raise Interrupted(f"the finished stages are kept (a training resumes from its last checkpoint): `{again}` runs the rest") from None
 
 
@@ -578,4 +600,38 @@ def cancel_sweep(plan: Plan, backend: str | None = None, console: Any = None) ->
         console.print(f"sent SIGTERM to driver pid {pid}", highlight=False)
         n += 1
     console.print(f"cancelled {n} item(s) of sweep {plan.name}", highlight=False)
+    if _stages_outlive_driver(name):  # its jobs kept the MLflow runs RUNNING (an interrupted driver, --detach)
+        quietly("ending the cancelled sweep's MLflow runs", _end_cancelled_runs, plan, console)
+    return n
+
+
+def _end_cancelled_runs(plan: Plan, console: Any, wait_s: float = 30.0) -> int:
+    """``famix sweep cancel`` of a backend whose jobs outlive their driver (Slurm): once the driver has
+    gone (it leaves the runs RUNNING for the jobs), the trials whose stages are all done end
+    ``FINISHED`` (as ``status`` ends them) and the sweep's other runs ``KILLED``. Returns how many ended."""
+    from orchestrator.tracking import (
+        damaged_store, embedded_store_exists, end_interrupted_runs, open_tracker, plan_trial_runs, record_finished, sweep_run,
+        tracking_target,
+    )  # fmt: skip
+
+    uri = tracking_target(plan)[0]
+    if not plan.sweep_dir.is_dir() or (uri.startswith("sqlite:") and not embedded_store_exists(uri)) or damaged_store(plan):
+        return 0
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with _driver_lock(plan):  # the driver, sent SIGTERM, exits within a second
+                tracker = open_tracker(plan)
+                runs, others = plan_trial_runs(plan, tracker)
+                parent = sweep_run(plan, tracker)
+                record_finished(plan, tracker, runs, None if others else parent)
+                n = end_interrupted_runs(tracker, parent, runs)
+            break
+        except SweepError:
+            if time.monotonic() > deadline:
+                console.print(f"note: the driver still runs after {wait_s:.0f} s; it left this sweep's MLflow runs as they are", highlight=False)
+                return 0
+            time.sleep(0.5)
+    if n:
+        console.print(f"MLflow: ended {n} run(s) of the cancelled jobs KILLED ({tracker.uri})", highlight=False)
     return n

@@ -51,6 +51,7 @@ __all__ = [
     "plan_trial_runs",
     "finalize_runs",
     "end_interrupted_runs",
+    "sweep_run",
     "record_finished",
     "ingest",
     "Ingested",
@@ -860,13 +861,22 @@ def _set_status(tracker: Any, run: Any, run_id: str, status: str) -> bool:
     return True
 
 
-def end_interrupted_runs(tracker: Any, parent: str, runs: dict[str, str]) -> None:
+def end_interrupted_runs(tracker: Any, parent: str | None, runs: dict[str, str]) -> int:
     """An interrupted sweep (Ctrl-C, SIGTERM, ``famix sweep cancel``): its runs still ``RUNNING`` end
     ``KILLED`` (MLflow showed them running for good); ``famix.status`` is kept, and the next run ends
-    them as :func:`finalize_runs` does."""
-    for run_id in [*runs.values(), parent]:
+    them as :func:`finalize_runs` does. Returns how many were ended."""
+    n = 0
+    for run_id in [*runs.values(), *([parent] if parent else [])]:
         if with_retry(tracker.client.get_run, run_id).info.status == "RUNNING":
             with_retry(tracker.client.set_terminated, run_id, "KILLED")
+            n += 1
+    return n
+
+
+def sweep_run(plan: Plan, tracker: Any) -> str | None:
+    """The id of the sweep's own run for this profile (:func:`ensure_runs` makes it), if there is one; reads only."""
+    found = tracker.find({schema.TAG_SWEEP: plan.sweep.name, schema.TAG_ROLE: schema.ROLE_SWEEP, schema.TAG_PROFILE: plan.sweep.profile})
+    return found[0].info.run_id if found else None
 
 
 def finalize_runs(plan: Plan, tracker: Any, parent: str, runs: dict[str, str], failed: set[str]) -> dict[str, str]:

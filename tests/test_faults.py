@@ -1064,14 +1064,21 @@ def test_an_interrupt_while_the_driver_ends_the_runs_leaves_none_running_and_say
     assert sorted(r.info.status for r in runs) == ["KILLED"] * 3, [(r.info.run_name, r.info.status) for r in runs]
 
 
-def test_an_interrupted_slurm_driver_says_its_jobs_go_on(fake_engine):
+@pytest.mark.parametrize("jobs_done", [False, True], ids=["jobs-cancelled", "jobs-done"])
+def test_an_interrupted_slurm_driver_leaves_its_runs_to_the_jobs_and_cancel_ends_them(fake_engine, jobs_done):
     """The jobs of a Slurm driver go on when it is interrupted: its line says the rerun waits for
-    them, not only that the finished stages are kept."""
+    them, and its MLflow runs stay RUNNING, as after --detach (they were ended KILLED while the jobs
+    still ran and logged). `famix sweep cancel` ends them once the jobs are cancelled (a cancelled
+    detached sweep left them RUNNING for good): KILLED, or FINISHED where the jobs had finished."""
     from famix_core.errors import Interrupted
-    from orchestrator.driver import RunOptions, run_plan
+    from orchestrator.driver import RunOptions, cancel_sweep, run_plan
+    from orchestrator.execute import execute_stage
+    from orchestrator.tracking import Tracker, default_uri
 
     class Interrupting:  # a Slurm backend whose driver gets Ctrl-C while it waits for the jobs
         def run(self, tasks, **kwargs):
+            for task in tasks if jobs_done else []:
+                assert execute_stage(task).status == "done"
             raise KeyboardInterrupt
 
         def close(self):
@@ -1080,7 +1087,21 @@ def test_an_interrupted_slurm_driver_says_its_jobs_go_on(fake_engine):
     plan = _plan()
     with pytest.raises(Interrupted) as e:
         run_plan(plan, RunOptions(backend="slurm"), Console(file=io.StringIO(), width=200), backend_obj=Interrupting())
-    assert str(e.value) == "the jobs on slurm go on; `famix sweep run mini --profile smoke --backend slurm` waits for them and runs the rest"
+    assert str(e.value) == ("the jobs on slurm go on unless cancelled (`famix sweep cancel mini --profile smoke --backend slurm`); "
+                            "`famix sweep run mini --profile smoke --backend slurm` waits for them and runs the rest")  # fmt: skip
+
+    def states() -> list[str]:
+        return sorted(r.info.status for r in Tracker(default_uri(plan.run_dir), "mini").find({"famix.sweep": "mini"}))
+
+    assert states() == ["RUNNING"] * 3
+    out = io.StringIO()
+    cancel_sweep(plan, "slurm", Console(file=out, width=200))
+    if jobs_done:  # as `famix sweep status` ends them
+        assert states() == ["FINISHED"] * 3, out.getvalue()
+        assert "MLflow" not in out.getvalue()
+    else:
+        assert states() == ["KILLED"] * 3, out.getvalue()
+        assert "MLflow: ended 3 run(s) of the cancelled jobs KILLED" in out.getvalue()
 
 
 def test_sigterm_ends_any_command_with_one_line(fake_engine, monkeypatch, capsys):

@@ -370,7 +370,7 @@ def test_cancel_stops_a_running_driver(tmp_path, capsys):
 import sys, time
 from orchestrator import execute
 from orchestrator import checks
-checks.check_data = lambda cfg: None
+checks.check_data = lambda cfg, **kw: None
 def slow(ctx):
     time.sleep(60)
     return {}
@@ -423,7 +423,7 @@ def test_detach_is_refused_without_slurm(tmp_path, capsys):
 PTY_SCRIPT = """
 import hashlib, json, sys, time
 from orchestrator import execute, checks
-checks.check_data = lambda cfg: None
+checks.check_data = lambda cfg, **kw: None
 
 def mine(ctx):
     return {"n_styles": 1}

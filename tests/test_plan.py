@@ -256,7 +256,7 @@ def test_print_plan_shows_labels_and_states():
 
 
 NO_FALLBACK = ("no CUDA device visible and this profile does not fall back to the CPU; "
-               "give the stage a GPU (backend resources / slurm gpus) or set train.device=cpu")  # fmt: skip
+               "set train.device=cpu to train on this machine's CPU")  # fmt: skip
 
 
 @pytest.fixture
@@ -300,7 +300,26 @@ def test_a_device_this_machine_lacks_is_one_line_at_plan_time(capsys, gpus, n, d
     for command in ("plan", "run"):
         assert main(["sweep", command, "dev", "--run-dir", "out", f"train.device={spec}", *more]) == 2
         assert capsys.readouterr().err.strip() == f"famix: error: train.device={spec}: {problem} ({WHERE_STAGES_RUN})"
-    assert not Path("out/store").exists() and not Path("out/mlflow.db").exists()  # nothing ran, nothing tracked
+    assert not Path("out").exists()  # nothing made: no run dir, no synthetic benchmark, nothing tracked
+
+
+def test_sweep_run_makes_nothing_until_every_input_is_checked(capsys, gpus):
+    """`sweep run` checks every input, in one report, before it makes the run dir, draws the synthetic
+    benchmark or downloads weights (a wrong device once came after all three, a missing data root
+    after an empty run dir)."""
+    from orchestrator.__main__ import main
+
+    gpus(0)
+    Path("sweeps").mkdir()
+    Path("sweeps/dev.yaml").write_text(DEVICE_SWEEP % "{kind: local}")
+    real = ["--profile", "paper", "data.root=no-data", "model.pretrained=none"]
+    assert main(["sweep", "run", "dev", "--run-dir", "out/run", *real, "train.device=cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "3 problems" in err and "train.device=cuda:" in err and "gta5 train: data root not found" in err, err
+    assert not Path("out").exists()
+    assert main(["sweep", "run", "dev", "--run-dir", "out/run", *real, "train.device=cpu"]) == 2
+    assert capsys.readouterr().err.startswith("famix: error: 2 problems")  # gta5 and cityscapes
+    assert not Path("out").exists()
 
 
 def test_device_check_applies_where_the_stages_run(capsys, gpus, monkeypatch):
@@ -387,7 +406,7 @@ def _paper_error(capsys, *extra: str) -> str:
                    "acdc_night val", "acdc_snow val", "acdc_rain val", "acdc_fog val"):  # fmt: skip
         assert sum(line.startswith(f"  {domain}: data root not found") for line in lines) == 1, (domain, err)
     assert not any(line.startswith("  gta5 val") for line in lines), err
-    assert not Path("out/store").exists() and not Path("out/mlflow.db").exists()  # nothing ran, nothing tracked
+    assert not Path("out").exists()  # nothing made: no run dir, nothing tracked
     return err
 
 

@@ -670,3 +670,26 @@ def test_cli_detach_then_status_then_collect(slurm_cluster, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| Freeze" in out and "0 failed" in out
     assert _mlflow_contents(tmp_path / "runs" / "mlflow.db") == contents  # collected: nothing twice
+
+
+def test_cli_cancel_of_a_detached_sweep_ends_its_mlflow_runs(slurm_cluster, tmp_path, capsys):
+    """`famix sweep cancel` of a detached sweep: the jobs are cancelled and no MLflow run is left
+    RUNNING (they were, for good: no driver was there to end them)."""
+    import sqlite3
+
+    from orchestrator.__main__ import main
+
+    Path("sweeps").mkdir(exist_ok=True)
+    Path("sweeps/mini.yaml").write_text(MINI_SWEEP)
+    run_dir = str(tmp_path / "runs")
+    args = ["mini", "--run-dir", run_dir, "train.iterations=400"]  # trainings still running when cancelled
+    assert main(["sweep", "run", *args, "--backend", "slurm", "--detach"]) == 0
+    capsys.readouterr()
+    jobs = json.loads((tmp_path / "runs" / "mini-slurm" / "slurm" / "jobs.json").read_text())
+    assert main(["sweep", "cancel", *args, "--backend", "slurm"]) == 0
+    out = capsys.readouterr().out
+    assert not _squeue_ids([r["job_id"] for r in jobs["stages"].values()]), out
+    with sqlite3.connect(tmp_path / "runs" / "mlflow.db") as con:
+        states = [s for (s,) in con.execute("SELECT status FROM runs")]
+    assert len(states) == 3 and "RUNNING" not in states and "KILLED" in states, (states, out)
+    assert "of the cancelled jobs KILLED" in out

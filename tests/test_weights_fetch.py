@@ -172,24 +172,37 @@ CPU = ["train.device=cpu"]
 (the local backend runs the stages here): these tests are about the weights, on any machine."""
 
 
-def test_sweep_run_fetches_missing_weights_before_the_data_check(tmp_path, monkeypatch, home, capsys):
-    """`famix sweep run --profile paper`: the weights are fetched (with progress on stderr) before
-    anything is submitted; the next check (no data here) then stops the run in one line."""
+def test_sweep_run_downloads_missing_weights_once_every_input_is_checked(tmp_path, monkeypatch, home, capsys):
+    """`famix sweep run --profile paper`: a missing data folder is said before any download begins
+    (the weights were once fetched first, for a run that could not start); with the data there, the
+    weights are fetched (with progress on stderr) before anything is submitted."""
+    from orchestrator import driver
     from orchestrator.__main__ import main
+    from tests.test_data import make_tree
 
     body = b"x" * 3_000_000
     srv = _Server({"/clip/RN50.pt": body})
     try:
         _point_rn50_openai_at(monkeypatch, srv.url("/clip/RN50.pt"))
         monkeypatch.chdir(tmp_path)
+        Path("sweeps").mkdir()
+        Path("sweeps/dev.yaml").write_text("name: dev\ngrid:\n  style.mix: [true]\ndomains: [C]\n")
         cache = tmp_path / "cache"
-        rc = main(["sweep", "run", "ablation", "--profile", "paper", "--run-dir", "out", "data.root=missing-data", f"model.cache_dir={cache}", *CPU])
+        args = ["sweep", "run", "dev", "--profile", "paper", "--run-dir", "out", "data.root=data", f"model.cache_dir={cache}", *CPU]
+        assert main(args) == 2
+        assert "data root not found" in capsys.readouterr().err
+        assert srv.hits == {} and not cache.exists() and not Path("out").exists()
+
+        make_tree(Path("data"), "gta5", "train", [f"{i:05d}" for i in range(2)])
+        make_tree(Path("data"), "gta5", "val", [f"{i:05d}" for i in range(2, 4)])
+        make_tree(Path("data"), "cityscapes", "val", ["c/c_1"])
+        planned = []
+        monkeypatch.setattr(driver, "run_plan", lambda plan, opts: planned.append(plan) or driver.SweepResult({}))
+        main(args)
         err = capsys.readouterr().err
-        assert rc == 2
+        assert len(planned) == 1, err  # every check passed: the run was handed the plan
         assert (cache / "RN50.pt").read_bytes() == body and srv.hits == {"/clip/RN50.pt": 1}
         assert f"weights: downloading RN50 openai into {cache}: 3.0/3.0 MB" in err
-        assert "missing-data" in err.splitlines()[-1]
-        assert not Path("out/store").exists()  # nothing ran
     finally:
         srv.close()
 

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 
 from famix_core.errors import WeightsError
 
-__all__ = ["weights_url", "url_cache_dir", "cached_file", "unresolvable", "fetch_weights", "print_progress"]
+__all__ = ["weights_url", "url_cache_dir", "cached_file", "unresolvable", "unreachable_error", "fetch_weights", "print_progress"]
 
 ProgressFn = Callable[[int, int | None], None]
 """``progress(bytes_done, bytes_total or None)``, called as a download goes."""
@@ -116,6 +116,22 @@ def _expected_sha256(url: str) -> str | None:
     """OpenAI's URLs hold the file's sha256 as the folder name (``…/models/<sha256>/RN50.pt``)."""
     m = re.search(r"/([0-9a-f]{64})/[^/]+$", urlparse(url).path)
     return m.group(1) if m else None
+
+
+def unreachable_error(open_clip_name: str, tag: str, cache_dir: str | None, timeout_s: float = 3.0) -> WeightsError | None:
+    """The error :func:`fetch_weights` would raise because its URL's server does not answer (a proxy or
+    firewall refuses it, nothing listens), found by opening one connection and sending nothing; else None.
+    ``famix sweep run`` asks this before it downloads, so the line joins the report of every other input."""
+    url = weights_url(open_clip_name, tag)
+    parts = urlparse(url)
+    try:
+        socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), timeout=timeout_s).close()
+    except OSError as e:
+        reason = f"{parts.hostname} does not resolve: this machine is offline" if isinstance(e, socket.gaierror) else e
+        return WeightsError(
+            f"model.pretrained={tag}: cannot download {open_clip_name} weights ({reason}); {_by_hand(url, url_cache_dir(cache_dir))}"
+        )
+    return None
 
 
 def fetch_weights(
