@@ -184,8 +184,13 @@ def quietly(what: str, fn: Any, *args: Any) -> Any:
 
 @contextmanager
 def _driver_lock(plan: Plan) -> Iterator[None]:
-    """One driver per sweep folder at a time (flock; released by the OS even on SIGKILL)."""
+    """One driver per sweep folder at a time (flock; released by the OS even on SIGKILL). On a
+    filesystem without file locks (an NFS mount without lockd: ENOLCK) the block runs unguarded, as
+    the stages' locks do, with a warning."""
     import fcntl
+    import warnings
+
+    from famix_core.errors import FamixWarning
 
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
     lock_path = plan.sweep_dir / "driver.lock"
@@ -199,6 +204,11 @@ def _driver_lock(plan: Plan) -> Iterator[None]:
                 f"{plan.sweep_dir}: another driver (pid {info.get('pid', '?')}) is running this sweep; "
                 f"wait for it or `famix sweep cancel {plan.arguments()}`"
             ) from None
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP):
+                raise
+            warnings.warn(f"{lock_path}: this filesystem has no file locks ({e.strerror}); nothing stops a second "
+                          "driver of this sweep, and `status` cannot tell whether one runs", FamixWarning, stacklevel=3)  # fmt: skip
         yield
     finally:
         os.close(fd)

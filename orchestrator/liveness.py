@@ -51,6 +51,8 @@ def lock_is_held(lock_path: Path) -> bool:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
+    except OSError:  # no locks on this filesystem (ENOLCK): cannot be told
+        return False
     finally:
         os.close(fd)  # also drops the probe's lock
     return False

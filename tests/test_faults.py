@@ -94,6 +94,30 @@ def test_a_second_driver_is_told_the_cancel_command_of_this_run_dir(fake_engine)
                                  f"wait for it or `famix sweep cancel mini --profile smoke --run-dir {plan.run_dir}`")  # fmt: skip
 
 
+def test_a_run_dir_without_file_locks_runs_the_sweep_with_a_warning(fake_engine, monkeypatch, capsys):
+    """On a filesystem without file locks (an NFS mount without lockd: flock fails with ENOLCK) the
+    driver's lock ended `sweep run` and `sweep status` in a traceback. Now they run unguarded, as the
+    stages' locks already did, with one warning."""
+    import errno
+    import fcntl
+
+    real = fcntl.flock
+
+    def no_locks(fd, op):
+        if op & fcntl.LOCK_UN:
+            return real(fd, op)
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    _plan()
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    assert main(["sweep", "run", "mini", "--backend", "local"]) == 0
+    out, err = capsys.readouterr()
+    assert "finished in" in out and "0 failed" in out, out
+    assert f"famix: warning: {Path('runs/mini/driver.lock').absolute()}: this filesystem has no file locks" in err, err
+    assert main(["sweep", "status", "mini"]) == 0
+    assert "driver: not running" in capsys.readouterr().out
+
+
 def test_running_driver_is_verified_by_lock_pid_and_start_time():
     plan = _plan()
     plan.sweep_dir.mkdir(parents=True)
