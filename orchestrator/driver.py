@@ -467,11 +467,12 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
     ``done`` and ended, as the driver does, and so is the sweep's run once all of them are (when
     this plan owns the trial runs). The runs that this plan's driver left ``RUNNING`` when it was
     killed (``kill -9``, a lost machine: ``driver.json`` has no ``ended``) end ``KILLED`` where its
-    stages died with it (local, Ray: not Slurm, whose jobs go on and log). Returns how many trial
-    runs got something."""
+    stages died with it (local, Ray); those of a Slurm sweep (an interrupted driver, ``--detach``) once
+    no job of it is queued or running (:meth:`~orchestrator.backends.base.Backend.jobs_ended`). Returns
+    how many trial runs got something."""
     from orchestrator.tracking import (
         damaged_store, embedded_store_exists, end_interrupted_runs, ensure_runs, open_tracker, plan_trial_runs, record_finished,
-        tracking_target,
+        running_runs, tracking_target,
     )  # fmt: skip
 
     uri = tracking_target(plan)[0]
@@ -481,11 +482,14 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
         return 0
     last_run = _read_json(plan.sweep_dir / "driver.json")
     backend = last_run.get("backend") or plan.sweep.backend.kind
+    same_plan = bool(last_run) and last_run.get("arguments") == plan.arguments()
+    outlive = _stages_outlive_driver(backend)
     # this plan's driver was killed (kill -9, a lost machine) where its stages died with it: nothing runs its runs
-    killed = bool(last_run) and "ended" not in last_run and last_run.get("arguments") == plan.arguments() and not _stages_outlive_driver(backend)
+    killed = same_plan and "ended" not in last_run and not outlive
     anything_done = any(plan.store.is_done(s.kind, k) for k, s in plan.stages.items())
-    if not anything_done and not (killed and embedded_store_exists(uri)):
+    if not anything_done and not ((killed or (same_plan and outlive)) and embedded_store_exists(uri)):
         return 0
+    ended = 0
     try:
         with _driver_lock(plan):  # held by a running driver: that one writes
             tracker = open_tracker(plan)
@@ -494,8 +498,8 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
             if not others and (anything_done or runs):  # runs are made to be filled, not to be ended at once
                 parent, runs = ensure_runs(plan, tracker, backend)
             n = record_finished(plan, tracker, runs, parent) if runs else 0
-            if parent is not None and killed:  # the lock was free: that driver is gone
-                end_interrupted_runs(tracker, parent, runs)
+            if parent is not None and (killed or (same_plan and outlive and running_runs(tracker, parent, runs) and _jobs_ended(backend, plan))):
+                ended = end_interrupted_runs(tracker, parent, runs)  # the lock was free: no driver, no job runs them
     except SweepError:
         return 0
     except OSError as e:  # a run dir that is read-only (a finished run kept on a read-only mount): nothing to log into
@@ -512,7 +516,22 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
                       "they were left as they are", highlight=False, markup=False)
     if n and console is not None:
         console.print(f"MLflow: logged the finished stages' metrics of {n} trial run(s) ({tracker.uri})", highlight=False)
+    if ended and console is not None:
+        why = "their jobs have ended" if outlive else "their driver was killed"
+        again = f"famix sweep run {plan.arguments()}" + (f" --backend {backend}" if backend != plan.sweep.backend.kind else "")
+        console.print(f"MLflow: ended {ended} run(s) KILLED that nothing runs any more ({why}; `{again}` runs the rest)",
+                      highlight=False, markup=False)  # fmt: skip
     return n
+
+
+def _jobs_ended(backend: str, plan: Plan) -> bool:
+    """Whether every job ``backend`` was given for the sweep has ended (:meth:`Backend.jobs_ended`)."""
+    from orchestrator.backends import get_backend_class
+
+    try:
+        return get_backend_class(backend).jobs_ended(plan.sweep_dir)
+    except SweepError:  # a driver.json of another version: leave its runs alone
+        return False
 
 
 def _set_aside_damaged(plan: Plan, console: Any) -> int:

@@ -52,6 +52,7 @@ __all__ = [
     "finalize_runs",
     "end_interrupted_runs",
     "sweep_run",
+    "running_runs",
     "record_finished",
     "ingest",
     "Ingested",
@@ -865,12 +866,16 @@ def end_interrupted_runs(tracker: Any, parent: str | None, runs: dict[str, str])
     """An interrupted sweep (Ctrl-C, SIGTERM, ``famix sweep cancel``): its runs still ``RUNNING`` end
     ``KILLED`` (MLflow showed them running for good); ``famix.status`` is kept, and the next run ends
     them as :func:`finalize_runs` does. Returns how many were ended."""
-    n = 0
-    for run_id in [*runs.values(), *([parent] if parent else [])]:
-        if with_retry(tracker.client.get_run, run_id).info.status == "RUNNING":
-            with_retry(tracker.client.set_terminated, run_id, "KILLED")
-            n += 1
-    return n
+    running = running_runs(tracker, parent, runs)
+    for run_id in running:
+        with_retry(tracker.client.set_terminated, run_id, "KILLED")
+    return len(running)
+
+
+def running_runs(tracker: Any, parent: str | None, runs: dict[str, str]) -> list[str]:
+    """The ids among ``runs`` (trial id -> run id) and ``parent`` of the runs MLflow shows ``RUNNING``."""
+    ids = [*runs.values(), *([parent] if parent else [])]
+    return [run_id for run_id in ids if with_retry(tracker.client.get_run, run_id).info.status == "RUNNING"]
 
 
 def sweep_run(plan: Plan, tracker: Any) -> str | None:

@@ -1011,10 +1011,13 @@ def test_status_ends_the_runs_a_killed_driver_left_running_where_its_stages_died
     """A driver killed with `kill -9` cannot end its MLflow runs: they stayed RUNNING until the next
     `sweep run`. `famix sweep status` now ends them KILLED when the stages died with the driver (local,
     Ray), also when it was killed before any stage was done (status then did nothing at all); a Slurm
-    driver's jobs go on and log, so its runs are left running, and so are the runs of a driver that
-    was not killed (it wrote ``ended``: here they were left running by the test)."""
+    driver's jobs go on and log, so its runs are left running while they are queued or running, and so
+    are the runs of a driver that was not killed (it wrote ``ended``: here they were left running by the test)."""
     import orchestrator.tracking as tracking
     from orchestrator import execute
+    from orchestrator.backends.slurm.backend import SlurmBackend
+
+    monkeypatch.setattr(SlurmBackend, "jobs_ended", classmethod(lambda cls, sweep_dir: False))
     from orchestrator.driver import RunOptions, run_plan
     from orchestrator.tracking import Tracker, default_uri
 
@@ -1089,12 +1092,13 @@ def test_an_interrupt_while_the_driver_ends_the_runs_leaves_none_running_and_say
 
 
 @pytest.mark.parametrize("jobs_done", [False, True], ids=["jobs-cancelled", "jobs-done"])
-def test_an_interrupted_slurm_driver_leaves_its_runs_to_the_jobs_and_cancel_ends_them(fake_engine, jobs_done):
+def test_an_interrupted_slurm_driver_leaves_its_runs_to_the_jobs_and_cancel_ends_them(fake_engine, monkeypatch, jobs_done):
     """The jobs of a Slurm driver go on when it is interrupted: its line says the rerun waits for
     them, and its MLflow runs stay RUNNING, as after --detach (they were ended KILLED while the jobs
     still ran and logged). `famix sweep cancel` ends them once the jobs are cancelled (a cancelled
     detached sweep left them RUNNING for good): KILLED, or FINISHED where the jobs had finished."""
     from famix_core.errors import Interrupted
+    from orchestrator.backends.slurm.backend import SlurmBackend
     from orchestrator.driver import RunOptions, cancel_sweep, run_plan
     from orchestrator.execute import execute_stage
     from orchestrator.tracking import Tracker, default_uri
@@ -1118,14 +1122,58 @@ def test_an_interrupted_slurm_driver_leaves_its_runs_to_the_jobs_and_cancel_ends
         return sorted(r.info.status for r in Tracker(default_uri(plan.run_dir), "mini").find({"famix.sweep": "mini"}))
 
     assert states() == ["RUNNING"] * 3
+    monkeypatch.setattr(SlurmBackend, "jobs_ended", classmethod(lambda cls, sweep_dir: False))  # the jobs run
+    sweep_status(plan, Console(file=io.StringIO(), width=200))
+    assert states() == (["FINISHED"] * 3 if jobs_done else ["RUNNING"] * 3)  # as each trial's stages finish
     out = io.StringIO()
     cancel_sweep(plan, "slurm", Console(file=out, width=200))
-    if jobs_done:  # as `famix sweep status` ends them
+    if jobs_done:  # `famix sweep status` ended them
         assert states() == ["FINISHED"] * 3, out.getvalue()
         assert "MLflow" not in out.getvalue()
     else:
         assert states() == ["KILLED"] * 3, out.getvalue()
         assert "MLflow: ended 3 run(s) of the cancelled jobs KILLED" in out.getvalue()
+
+
+def test_status_ends_the_runs_of_a_slurm_sweep_once_its_jobs_have_ended(fake_engine, monkeypatch):
+    """A detached or interrupted Slurm sweep leaves its MLflow runs to its jobs. A trial whose job
+    failed stayed RUNNING for good (until a rerun); `famix sweep status` now ends the runs nothing
+    runs any more once Slurm has no job of the sweep queued or running, and not before."""
+    from orchestrator.backends.slurm.backend import SlurmBackend
+    from orchestrator.driver import RunOptions, run_plan
+    from orchestrator.execute import execute_stage
+    from orchestrator.tracking import Tracker, default_uri
+
+    class Detaching:  # the first trial's jobs succeed, the second's fail
+        def run(self, tasks, **kwargs):
+            first = plan.trial_stages[plan.trials[0].id].keys()
+            for task in tasks:
+                if task.key in first:
+                    assert execute_stage(task).status == "done"
+            return {t.key: StageOutcome(key=t.key, status="submitted") for t in tasks}
+
+        def close(self):
+            pass
+
+    from orchestrator.stages import StageOutcome
+
+    plan = _plan()
+    run_plan(plan, RunOptions(backend="slurm", detach=True), Console(file=io.StringIO(), width=200), backend_obj=Detaching())
+
+    def states() -> dict[str, str]:
+        runs = Tracker(default_uri(plan.run_dir), "mini").find({"famix.sweep": "mini"})
+        return {r.info.run_name: r.info.status for r in runs}
+
+    ended = {"value": False}
+    monkeypatch.setattr(SlurmBackend, "jobs_ended", classmethod(lambda cls, sweep_dir: ended["value"]))
+    out = io.StringIO()
+    sweep_status(plan, Console(file=out, width=300))
+    assert sorted(states().values()) == ["FINISHED", "RUNNING", "RUNNING"], (states(), out.getvalue())  # the failed job may be retried
+    ended["value"] = True
+    out = io.StringIO()
+    sweep_status(plan, Console(file=out, width=300))
+    assert sorted(states().values()) == ["FINISHED", "KILLED", "KILLED"], (states(), out.getvalue())
+    assert "MLflow: ended 2 run(s) KILLED that nothing runs any more (their jobs have ended; `famix sweep run mini --profile smoke --backend slurm` runs the rest)" in out.getvalue()
 
 
 def test_sigterm_ends_any_command_with_one_line(fake_engine, monkeypatch, capsys):

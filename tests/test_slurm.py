@@ -674,10 +674,13 @@ def test_cli_detach_then_status_then_collect(slurm_cluster, tmp_path, capsys):
 
 def test_cli_cancel_of_a_detached_sweep_ends_its_mlflow_runs(slurm_cluster, tmp_path, capsys):
     """`famix sweep cancel` of a detached sweep: the jobs are cancelled and no MLflow run is left
-    RUNNING (they were, for good: no driver was there to end them)."""
+    RUNNING (they were, for good: no driver was there to end them). Slurm tells when the jobs have
+    ended (`status` then ends the runs nothing runs any more)."""
     import sqlite3
 
     from orchestrator.__main__ import main
+    from orchestrator.backends.slurm.backend import SlurmBackend
+    from orchestrator.backends.slurm.records import slurm_status
 
     Path("sweeps").mkdir(exist_ok=True)
     Path("sweeps/mini.yaml").write_text(MINI_SWEEP)
@@ -685,9 +688,15 @@ def test_cli_cancel_of_a_detached_sweep_ends_its_mlflow_runs(slurm_cluster, tmp_
     args = ["mini", "--run-dir", run_dir, "train.iterations=400"]  # trainings still running when cancelled
     assert main(["sweep", "run", *args, "--backend", "slurm", "--detach"]) == 0
     capsys.readouterr()
-    jobs = json.loads((tmp_path / "runs" / "mini-slurm" / "slurm" / "jobs.json").read_text())
+    sweep_dir = tmp_path / "runs" / "mini-slurm"
+    jobs = json.loads((sweep_dir / "slurm" / "jobs.json").read_text())
+    assert not SlurmBackend.jobs_ended(sweep_dir)  # queued or running: `status` leaves their runs alone
     assert main(["sweep", "cancel", *args, "--backend", "slurm"]) == 0
     out = capsys.readouterr().out
+    deadline = time.time() + 30
+    while not SlurmBackend.jobs_ended(sweep_dir):  # a cancelled job may be COMPLETING a moment, and sacct learns of it later
+        assert time.time() < deadline, [(r["job_id"], r["state"], r["status"]) for r in slurm_status(sweep_dir)]
+        time.sleep(1)
     assert not _squeue_ids([r["job_id"] for r in jobs["stages"].values()]), out
     with sqlite3.connect(tmp_path / "runs" / "mlflow.db") as con:
         states = [s for (s,) in con.execute("SELECT status FROM runs")]

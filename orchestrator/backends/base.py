@@ -109,6 +109,13 @@ class Backend(abc.ABC):
         """Cancel what this backend still runs for the sweep in ``sweep_dir``; returns how many."""
         return 0
 
+    @classmethod
+    def jobs_ended(cls, sweep_dir: str | os.PathLike[str]) -> bool:
+        """Whether every job this backend was given for the sweep in ``sweep_dir`` has ended, so a stage
+        not done now stays so until a new run (``status`` then ends its MLflow runs); False where it
+        cannot tell. Only asked of a backend whose stages outlive the driver (default: False)."""
+        return False
+
     def close(self) -> None:
         """Release resources (shut Ray down, …)."""
 

@@ -36,7 +36,9 @@ from orchestrator.backends.slurm.options import (
     stage_parameters,
     validate_slurm_options,
 )
-from orchestrator.backends.slurm.records import cancel_jobs, jobs_path, load_jobs, outcome_path, read_outcome, slurm_status
+from orchestrator.backends.slurm.records import (
+    cancel_jobs, jobs_path, load_jobs, outcome_path, read_outcome, recorded_jobs_ended, slurm_status,
+)  # fmt: skip
 from orchestrator.backends.slurm.sbatch import chunks, executor_parameters, share_cap
 from orchestrator.stages import NOT_STARTED_DISK_FULL, STAGE_KINDS, EventFn, StageOutcome, StageTask, dependency_failed, disk_full
 
@@ -415,6 +417,11 @@ class SlurmBackend(Backend):
     def cancel(self, sweep_dir: str | os.PathLike[str]) -> int:
         """Cancel the sweep's queued and running jobs; finished artifacts stay. Returns how many."""
         return cancel_jobs(Path(sweep_dir).expanduser().resolve())
+
+    @classmethod
+    def jobs_ended(cls, sweep_dir: str | os.PathLike[str]) -> bool:
+        """Whether none of the sweep's recorded jobs is queued or running (squeue / sacct)."""
+        return recorded_jobs_ended(Path(sweep_dir))
 
     @classmethod
     def status(cls, sweep_dir: str | os.PathLike[str]) -> list[str]:

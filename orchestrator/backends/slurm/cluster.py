@@ -112,6 +112,17 @@ def sacct_states(stdout: str) -> dict[str, str]:
     return {jid: (row.get("State") or "UNKNOWN").split()[0].rstrip("+") for jid, row in info.items()}
 
 
+def _tasks_of_bare_arrays(ids: list[str], known: dict[str, str], info: dict[str, str]) -> dict[str, str]:
+    """An array cancelled before any of its tasks started is one sacct line, its bare id (``1358``):
+    its tasks (``1358_0``) take that line's state when it has ended (squeue lists live tasks by their own ids)."""
+    found = {}
+    for jid in ids:
+        base, _, task = jid.partition("_")
+        if task and jid not in known and info.get(base) in TERMINAL_STATES:
+            found[jid] = info[base]
+    return found
+
+
 def cancel_pending(job_id: str) -> None:
     """``scancel --state=PENDING``: Slurm itself checks the state, so a job that started since the
     last poll is not killed half-way."""
@@ -133,6 +144,7 @@ def query_states(job_ids: Iterable[str]) -> dict[str, str]:
     if acct.returncode == 0:
         info = sacct_states(acct.stdout)
         states.update({jid: info[jid] for jid in ids if jid in info})
+        states.update(_tasks_of_bare_arrays(ids, states, info))
     queue = _run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(bases)])
     if queue.returncode == 0:
         for line in queue.stdout.splitlines():

@@ -17,7 +17,7 @@ from famix_core.errors import FamixError
 from orchestrator.backends.slurm.cluster import ACTIVE_STATES, SlurmUnavailable, query_states, slurm_available
 from orchestrator.stages import StageOutcome
 
-__all__ = ["JOBS_FILE", "jobs_path", "load_jobs", "outcome_path", "read_outcome", "slurm_status", "cancel_jobs"]
+__all__ = ["JOBS_FILE", "jobs_path", "load_jobs", "outcome_path", "read_outcome", "slurm_status", "cancel_jobs", "recorded_jobs_ended"]
 
 JOBS_FILE = "jobs.json"
 
@@ -66,6 +66,19 @@ def slurm_status(sweep_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def recorded_jobs_ended(sweep_dir: str | os.PathLike[str]) -> bool:
+    """Whether Slurm knows every recorded job of the sweep to have ended (none queued or running; no
+    record: none was submitted). False where it cannot tell: Slurm does not answer, or a job is
+    known to neither squeue nor sacct (just submitted, or accounting is off)."""
+    stages = load_jobs(sweep_dir)["stages"]
+    if not stages:
+        return True
+    if slurm_available():
+        return False
+    states = query_states(r["job_id"] for r in stages.values())
+    return not any(state in ACTIVE_STATES or state == "UNKNOWN" for state in states.values())
 
 
 def cancel_jobs(sweep_dir: str | os.PathLike[str], grace_s: float = 60.0) -> int:
