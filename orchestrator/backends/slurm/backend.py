@@ -285,7 +285,8 @@ class SlurmBackend(Backend):
         """Submit ``tasks``; in detach mode return ``submitted`` outcomes, else wait for every job.
 
         A stage whose dependency failed is reported ``failed`` with ``error="dependency <key> failed"``
-        (its job is cancelled, if Slurm has not dropped it already).
+        (its job is cancelled, if Slurm has not dropped it already). A ``KeyboardInterrupt`` while it
+        waits leaves the jobs running: a later ``run`` adopts them from ``jobs.json``.
         """
         emit = on_event or (lambda *_: None)
         if not tasks:
@@ -316,66 +317,59 @@ class SlurmBackend(Backend):
         cancelled_jobs: set[str] = set()  # a pack's stages share their job: cancel it once
         disk_is_full = False
         halted_jobs: set[str] = set()  # queued jobs cancelled after a full disk
-        try:
-            while len(outcomes) < len(records):
-                live = {k: r for k, r in records.items() if k not in outcomes}
-                states = query_states(r["job_id"] for r in live.values())
-                now = time.time()
-                running_in_pack: dict[str, str | None] = {}  # job id -> the stage its pack is running
-                for key, rec in live.items():
-                    task = tasks[key]
-                    state = states.get(rec["job_id"], "UNKNOWN")
-                    if disk_is_full and state == "PENDING" and rec["job_id"] not in halted_jobs:  # each would fail the same way
-                        halted_jobs.add(rec["job_id"])
-                        cancel_pending(rec["job_id"])  # one that started meanwhile runs on, and counts as it ends
-                    if rec.get("pack"):
-                        written = read_outcome(rec)
-                        if written is not None:  # over, whatever the pack's job does next
-                            outcomes[key] = self._final_outcome(task, rec, state, written)
-                            emit(_event(outcomes[key]), task, outcomes[key])
-                            continue
-                    failed_dep = next((d for d in task.dep_keys() if d in outcomes and outcomes[d].status == "failed"), None)
-                    if failed_dep is not None and state not in ("RUNNING", "COMPLETED", "COMPLETING"):
-                        if state in ACTIVE_STATES and rec["job_id"] not in cancelled_jobs:
-                            cancelled_jobs.add(rec["job_id"])
-                            self._cancel_job(rec)
-                        outcomes[key] = StageOutcome(
-                            key=key, status="failed", error=dependency_failed(failed_dep),
-                            job_id=rec["job_id"], log_path=rec.get("log_path"), retryable=False,
-                        )  # fmt: skip
-                        emit("failed", task, outcomes[key])
+        while len(outcomes) < len(records):
+            live = {k: r for k, r in records.items() if k not in outcomes}
+            states = query_states(r["job_id"] for r in live.values())
+            now = time.time()
+            running_in_pack: dict[str, str | None] = {}  # job id -> the stage its pack is running
+            for key, rec in live.items():
+                task = tasks[key]
+                state = states.get(rec["job_id"], "UNKNOWN")
+                if disk_is_full and state == "PENDING" and rec["job_id"] not in halted_jobs:  # each would fail the same way
+                    halted_jobs.add(rec["job_id"])
+                    cancel_pending(rec["job_id"])  # one that started meanwhile runs on, and counts as it ends
+                if rec.get("pack"):
+                    written = read_outcome(rec)
+                    if written is not None:  # over, whatever the pack's job does next
+                        outcomes[key] = self._final_outcome(task, rec, state, written)
+                        emit(_event(outcomes[key]), task, outcomes[key])
                         continue
-                    if state == "RUNNING" and key not in started:
-                        if rec.get("pack") and rec["job_id"] not in running_in_pack:
-                            running_in_pack[rec["job_id"]] = _running_in_pack(rec)
-                        if not rec.get("pack") or running_in_pack[rec["job_id"]] == key:
-                            started.add(key)
-                            emit("start", task, None)
-                    if state == "UNKNOWN":
-                        t0 = first_seen_missing.setdefault(key, now)
-                        if now - t0 < self.lost_after_s:
-                            continue
-                        state = "LOST"
-                    elif state not in TERMINAL_STATES:
+                failed_dep = next((d for d in task.dep_keys() if d in outcomes and outcomes[d].status == "failed"), None)
+                if failed_dep is not None and state not in ("RUNNING", "COMPLETED", "COMPLETING"):
+                    if state in ACTIVE_STATES and rec["job_id"] not in cancelled_jobs:
+                        cancelled_jobs.add(rec["job_id"])
+                        self._cancel_job(rec)
+                    outcomes[key] = StageOutcome(
+                        key=key, status="failed", error=dependency_failed(failed_dep),
+                        job_id=rec["job_id"], log_path=rec.get("log_path"), retryable=False,
+                    )  # fmt: skip
+                    emit("failed", task, outcomes[key])
+                    continue
+                if state == "RUNNING" and key not in started:
+                    if rec.get("pack") and rec["job_id"] not in running_in_pack:
+                        running_in_pack[rec["job_id"]] = _running_in_pack(rec)
+                    if not rec.get("pack") or running_in_pack[rec["job_id"]] == key:
+                        started.add(key)
+                        emit("start", task, None)
+                if state == "UNKNOWN":
+                    t0 = first_seen_missing.setdefault(key, now)
+                    if now - t0 < self.lost_after_s:
                         continue
-                    if state == "CANCELLED" and any(d in records and d not in outcomes for d in task.dep_keys()):
-                        # Slurm drops a job whose dependency failed (kill-on-invalid-dep), possibly
-                        # before that dependency's own end is seen: settle the dependency first, so
-                        # this stage reads "dependency <key> failed" rather than "cancelled".
-                        continue
-                    outcomes[key] = self._final_outcome(task, rec, state)
-                    if outcomes[key].status == "cancelled" and rec["job_id"] in halted_jobs:
-                        outcomes[key].error = NOT_STARTED_DISK_FULL
-                    emit(_event(outcomes[key]), task, outcomes[key])
-                disk_is_full = disk_is_full or any(o.status == "failed" and disk_full(o.error) for o in outcomes.values())
-                if len(outcomes) < len(records):
-                    time.sleep(self.poll_s)
-        except KeyboardInterrupt:
-            self._notify(
-                f"driver interrupted; the jobs keep running on Slurm (records in {jobs_path(self.sweep_dir)}): "
-                "rerun the same command to wait for them, or `famix sweep cancel`"
-            )
-            raise
+                    state = "LOST"
+                elif state not in TERMINAL_STATES:
+                    continue
+                if state == "CANCELLED" and any(d in records and d not in outcomes for d in task.dep_keys()):
+                    # Slurm drops a job whose dependency failed (kill-on-invalid-dep), possibly
+                    # before that dependency's own end is seen: settle the dependency first, so
+                    # this stage reads "dependency <key> failed" rather than "cancelled".
+                    continue
+                outcomes[key] = self._final_outcome(task, rec, state)
+                if outcomes[key].status == "cancelled" and rec["job_id"] in halted_jobs:
+                    outcomes[key].error = NOT_STARTED_DISK_FULL
+                emit(_event(outcomes[key]), task, outcomes[key])
+            disk_is_full = disk_is_full or any(o.status == "failed" and disk_full(o.error) for o in outcomes.values())
+            if len(outcomes) < len(records):
+                time.sleep(self.poll_s)
         return outcomes
 
     def _final_outcome(
