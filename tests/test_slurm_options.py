@@ -401,19 +401,29 @@ def test_a_tasks_own_sacct_line_beats_the_cancelled_range_it_left():
 def test_the_tasks_of_an_array_cancelled_before_it_started_read_cancelled(monkeypatch):
     """An array cancelled while all its tasks were pending is one sacct line, its bare id
     (``1358|CANCELLED by 0``): its tasks read UNKNOWN for good, so `status` listed them as not ended
-    and their sweep's MLflow runs were never ended. They now take the array's ended state; a task
-    with a line or a queue entry of its own keeps that."""
+    and their sweep's MLflow runs were never ended. For `status` they now take the array's ended
+    state; a task with a line or a queue entry of its own keeps that. sacct also shows such a line
+    for a moment while it records an array's tasks (``1519|FAILED`` for the task that failed, while
+    its sister task has just completed): the backend's wait loop does not read it (a first version
+    of this read a completed stage as failed), nor does anything when squeue does not answer."""
     from orchestrator.backends.slurm import cluster
+
+    squeue = {"rc": 0}
 
     def run(cmd, timeout=60):
         out = {"sacct": "JobID|State\n1358|CANCELLED by 0\n1361|PENDING\n1362_0|COMPLETED\n1362|CANCELLED\n",
                "squeue": "1363_0|RUNNING\n"}[cmd[0]]  # fmt: skip
-        return subprocess.CompletedProcess(cmd, 0, out, "")
+        return subprocess.CompletedProcess(cmd, squeue["rc"] if cmd[0] == "squeue" else 0, out, "")
 
     monkeypatch.setattr(cluster, "_run", run)
-    assert cluster.query_states(["1358_0", "1358_1", "1361_0", "1362_0", "1363_0", "1364_0"]) == {
+    ids = ["1358_0", "1358_1", "1361_0", "1362_0", "1363_0", "1364_0"]
+    assert cluster.query_states(ids, settled=True) == {
         "1358_0": "CANCELLED", "1358_1": "CANCELLED",  # the bare array line, ended: its tasks
         "1361_0": "UNKNOWN",  # a pending bare line: squeue would list its tasks
         "1362_0": "COMPLETED",  # its own line wins
         "1363_0": "RUNNING", "1364_0": "UNKNOWN",
     }  # fmt: skip
+    waiting = cluster.query_states(ids)
+    assert waiting["1358_0"] == waiting["1358_1"] == "UNKNOWN" and waiting["1362_0"] == "COMPLETED"
+    squeue["rc"] = 1
+    assert cluster.query_states(ids, settled=True)["1358_0"] == "UNKNOWN"

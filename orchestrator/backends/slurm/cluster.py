@@ -113,8 +113,7 @@ def sacct_states(stdout: str) -> dict[str, str]:
 
 
 def _tasks_of_bare_arrays(ids: list[str], known: dict[str, str], info: dict[str, str]) -> dict[str, str]:
-    """An array cancelled before any of its tasks started is one sacct line, its bare id (``1358``):
-    its tasks (``1358_0``) take that line's state when it has ended (squeue lists live tasks by their own ids)."""
+    """The ended state of the bare sacct line (``1358``) of each task (``1358_0``) not in ``known``."""
     found = {}
     for jid in ids:
         base, _, task = jid.partition("_")
@@ -129,8 +128,13 @@ def cancel_pending(job_id: str) -> None:
     _run(["scancel", "--state=PENDING", job_id])
 
 
-def query_states(job_ids: Iterable[str]) -> dict[str, str]:
+def query_states(job_ids: Iterable[str], *, settled: bool = False) -> dict[str, str]:
     """Slurm state of each job id (``123`` or ``123_4``): squeue for live jobs, sacct for finished ones.
+
+    ``settled`` (``famix sweep status``, not the wait loop, which acts on each state): a task that
+    neither lists takes the ended state of its array's bare sacct line. An array cancelled before any
+    of its tasks started is only that line (``1358|CANCELLED``) for good; while sacct records an
+    array's tasks it shows such a line for a moment too (``1519|FAILED`` naming one task's end).
 
     Returns:
         ``{job_id: STATE}``; ``UNKNOWN`` where neither knows the id (yet).
@@ -144,13 +148,14 @@ def query_states(job_ids: Iterable[str]) -> dict[str, str]:
     if acct.returncode == 0:
         info = sacct_states(acct.stdout)
         states.update({jid: info[jid] for jid in ids if jid in info})
-        states.update(_tasks_of_bare_arrays(ids, states, info))
     queue = _run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(bases)])
     if queue.returncode == 0:
         for line in queue.stdout.splitlines():
             jid, _, state = line.strip().partition("|")
             if jid in ids:
                 states[jid] = state.strip()
+        if settled and acct.returncode == 0:  # squeue lists every queued or running task: one it does not list has ended
+            states.update(_tasks_of_bare_arrays(ids, states, sacct_states(acct.stdout)))
     for jid in ids:
         states.setdefault(jid, "UNKNOWN")
     return states

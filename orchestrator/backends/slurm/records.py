@@ -48,7 +48,7 @@ def slurm_status(sweep_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """
     data = load_jobs(sweep_dir)
     stages = data["stages"]
-    states = query_states(r["job_id"] for r in stages.values()) if stages and not slurm_available() else {}
+    states = query_states((r["job_id"] for r in stages.values()), settled=True) if stages and not slurm_available() else {}
     rows = []
     for key, rec in stages.items():
         outcome = read_outcome(rec)
@@ -77,7 +77,7 @@ def recorded_jobs_ended(sweep_dir: str | os.PathLike[str]) -> bool:
         return True
     if slurm_available():
         return False
-    states = query_states(r["job_id"] for r in stages.values())
+    states = query_states((r["job_id"] for r in stages.values()), settled=True)
     return not any(state in ACTIVE_STATES or state == "UNKNOWN" for state in states.values())
 
 
