@@ -630,7 +630,8 @@ def cancel_sweep(plan: Plan, backend: str | None = None, console: Any = None) ->
         n += 1
     console.print(f"cancelled {n} item(s) of sweep {plan.name}", highlight=False)
     if _stages_outlive_driver(name):  # its jobs kept the MLflow runs RUNNING (an interrupted driver, --detach)
-        quietly("ending the cancelled sweep's MLflow runs", _end_cancelled_runs, plan, console)
+        elsewhere = live is not None and not live.get("verified")  # not stopped: its runs are its own
+        quietly("ending the cancelled sweep's MLflow runs", _end_cancelled_runs, plan, console, 0.0 if elsewhere else 30.0)
     return n
 
 
@@ -657,8 +658,8 @@ def _end_cancelled_runs(plan: Plan, console: Any, wait_s: float = 30.0) -> int:
                 n = end_interrupted_runs(tracker, parent, runs)
             break
         except SweepError:
-            if time.monotonic() > deadline:
-                console.print(f"note: the driver still runs after {wait_s:.0f} s; it left this sweep's MLflow runs as they are", highlight=False)
+            if time.monotonic() >= deadline:
+                console.print("note: the driver still runs; this sweep's MLflow runs are left as they are", highlight=False)
                 return 0
             time.sleep(0.5)
     if n:

@@ -1135,6 +1135,41 @@ def test_an_interrupted_slurm_driver_leaves_its_runs_to_the_jobs_and_cancel_ends
         assert "MLflow: ended 3 run(s) of the cancelled jobs KILLED" in out.getvalue()
 
 
+def test_cancel_leaves_the_runs_of_a_driver_on_another_host_at_once(fake_engine, monkeypatch):
+    """`famix sweep cancel` of a Slurm sweep whose driver runs on another host cannot stop that
+    driver, and leaves its MLflow runs to it, without waiting for its lock."""
+    from famix_core.errors import Interrupted
+    from orchestrator.driver import RunOptions, run_plan
+    from orchestrator.tracking import Tracker, default_uri
+
+    class Interrupting:
+        def run(self, tasks, **kwargs):
+            raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    plan = _plan()
+    with pytest.raises(Interrupted):
+        run_plan(plan, RunOptions(backend="slurm"), Console(file=io.StringIO(), width=200), backend_obj=Interrupting())
+    holder = _holder(plan.sweep_dir / "driver.lock")
+    try:
+        (plan.sweep_dir / "driver.json").write_text(json.dumps({"pid": holder.pid, "host": "login-2", "start": 1.0, "backend": "slurm"}))
+        out = io.StringIO()
+        slept = []
+        with monkeypatch.context() as m:
+            m.setattr(time, "sleep", slept.append)
+            cancel_sweep(plan, "slurm", Console(file=out, width=200))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"driver pid {holder.pid} on login-2 holds the lock but cannot be checked from here" in out.getvalue()
+    assert "note: the driver still runs; this sweep's MLflow runs are left as they are" in out.getvalue()
+    assert slept == []  # no wait for a lock that no signal was sent to free
+    runs = Tracker(default_uri(plan.run_dir), "mini").find({"famix.sweep": "mini"})
+    assert sorted(r.info.status for r in runs) == ["RUNNING"] * 3
+
+
 def test_status_ends_the_runs_of_a_slurm_sweep_once_its_jobs_have_ended(fake_engine, monkeypatch):
     """A detached or interrupted Slurm sweep leaves its MLflow runs to its jobs. A trial whose job
     failed stayed RUNNING for good (until a rerun); `famix sweep status` now ends the runs nothing
