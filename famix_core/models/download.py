@@ -118,6 +118,13 @@ def _expected_sha256(url: str) -> str | None:
     return m.group(1) if m else None
 
 
+def _cannot_download(open_clip_name: str, tag: str, url: str, folder: Path, reason: object) -> WeightsError:
+    """The line of a download that cannot be made (``reason``: the network's error), with the file to copy by hand."""
+    if isinstance(reason, socket.gaierror):
+        reason = f"{urlparse(url).hostname} does not resolve: this machine is offline"
+    return WeightsError(f"model.pretrained={tag}: cannot download {open_clip_name} weights ({reason}); {_by_hand(url, folder)}")
+
+
 def unreachable_error(open_clip_name: str, tag: str, cache_dir: str | None, timeout_s: float = 3.0) -> WeightsError | None:
     """The error :func:`fetch_weights` would raise because its URL's server does not answer (a proxy or
     firewall refuses it, nothing listens), found by opening one connection and sending nothing; else None.
@@ -127,10 +134,7 @@ def unreachable_error(open_clip_name: str, tag: str, cache_dir: str | None, time
     try:
         socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), timeout=timeout_s).close()
     except OSError as e:
-        reason = f"{parts.hostname} does not resolve: this machine is offline" if isinstance(e, socket.gaierror) else e
-        return WeightsError(
-            f"model.pretrained={tag}: cannot download {open_clip_name} weights ({reason}); {_by_hand(url, url_cache_dir(cache_dir))}"
-        )
+        return _cannot_download(open_clip_name, tag, url, url_cache_dir(cache_dir), e)
     return None
 
 
@@ -164,7 +168,6 @@ def fetch_weights(
     url = weights_url(open_clip_name, tag)
     folder = url_cache_dir(cache_dir)
     target = folder / Path(urlparse(url).path).name
-    by_hand = _by_hand(url, folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -193,10 +196,7 @@ def fetch_weights(
             )
         os.replace(tmp, target)
     except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as e:
-        reason = getattr(e, "reason", None) or e
-        if isinstance(reason, socket.gaierror):
-            reason = f"{urlparse(url).hostname} does not resolve: this machine is offline"
-        raise WeightsError(f"model.pretrained={tag}: cannot download {open_clip_name} weights ({reason}); {by_hand}") from None
+        raise _cannot_download(open_clip_name, tag, url, folder, getattr(e, "reason", None) or e) from None
     finally:
         tmp.unlink(missing_ok=True)
     return target
