@@ -471,8 +471,8 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
     no job of it is queued or running (:meth:`~orchestrator.backends.base.Backend.jobs_ended`). Returns
     how many trial runs got something."""
     from orchestrator.tracking import (
-        damaged_store, embedded_store_exists, end_interrupted_runs, ensure_runs, open_tracker, plan_trial_runs, record_finished,
-        running_runs, tracking_target,
+        damaged_store, embedded_store_exists, ensure_runs, kill_runs, open_tracker, plan_trial_runs, record_finished, running_runs,
+        tracking_target,
     )  # fmt: skip
 
     uri = tracking_target(plan)[0]
@@ -486,8 +486,9 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
     outlive = _stages_outlive_driver(backend)
     # this plan's driver was killed (kill -9, a lost machine) where its stages died with it: nothing runs its runs
     killed = same_plan and "ended" not in last_run and not outlive
+    left_running = killed or (same_plan and outlive)  # runs this plan's driver may have left to no one, or to its jobs
     anything_done = any(plan.store.is_done(s.kind, k) for k, s in plan.stages.items())
-    if not anything_done and not ((killed or (same_plan and outlive)) and embedded_store_exists(uri)):
+    if not anything_done and not (left_running and embedded_store_exists(uri)):
         return 0
     ended = 0
     try:
@@ -498,8 +499,9 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
             if not others and (anything_done or runs):  # runs are made to be filled, not to be ended at once
                 parent, runs = ensure_runs(plan, tracker, backend)
             n = record_finished(plan, tracker, runs, parent) if runs else 0
-            if parent is not None and (killed or (same_plan and outlive and running_runs(tracker, parent, runs) and _jobs_ended(backend, plan))):
-                ended = end_interrupted_runs(tracker, parent, runs)  # the lock was free: no driver, no job runs them
+            running = running_runs(tracker, parent, runs) if parent is not None and left_running else []
+            if running and (killed or _jobs_ended(backend, plan)):  # the lock was free: no driver, no job runs them
+                ended = kill_runs(tracker, running)
     except SweepError:
         return 0
     except OSError as e:  # a run dir that is read-only (a finished run kept on a read-only mount): nothing to log into

@@ -53,6 +53,7 @@ __all__ = [
     "end_interrupted_runs",
     "sweep_run",
     "running_runs",
+    "kill_runs",
     "record_finished",
     "ingest",
     "Ingested",
@@ -866,10 +867,14 @@ def end_interrupted_runs(tracker: Any, parent: str | None, runs: dict[str, str])
     """An interrupted sweep (Ctrl-C, SIGTERM, ``famix sweep cancel``): its runs still ``RUNNING`` end
     ``KILLED`` (MLflow showed them running for good); ``famix.status`` is kept, and the next run ends
     them as :func:`finalize_runs` does. Returns how many were ended."""
-    running = running_runs(tracker, parent, runs)
-    for run_id in running:
+    return kill_runs(tracker, running_runs(tracker, parent, runs))
+
+
+def kill_runs(tracker: Any, run_ids: list[str]) -> int:
+    """End the runs ``run_ids`` ``KILLED`` (from :func:`running_runs`); returns how many."""
+    for run_id in run_ids:
         with_retry(tracker.client.set_terminated, run_id, "KILLED")
-    return len(running)
+    return len(run_ids)
 
 
 def running_runs(tracker: Any, parent: str | None, runs: dict[str, str]) -> list[str]:
