@@ -419,11 +419,67 @@ def test_the_tasks_of_an_array_cancelled_before_it_started_read_cancelled(monkey
     ids = ["1358_0", "1358_1", "1361_0", "1362_0", "1363_0", "1364_0"]
     assert cluster.query_states(ids, settled=True) == {
         "1358_0": "CANCELLED", "1358_1": "CANCELLED",  # the bare array line, ended: its tasks
-        "1361_0": "UNKNOWN",  # a pending bare line: squeue would list its tasks
+        "1361_0": "ENDED",  # a pending bare line that squeue does not list: sacct has not caught up
         "1362_0": "COMPLETED",  # its own line wins
-        "1363_0": "RUNNING", "1364_0": "UNKNOWN",
+        "1363_0": "RUNNING", "1364_0": "ENDED",
     }  # fmt: skip
     waiting = cluster.query_states(ids)
     assert waiting["1358_0"] == waiting["1358_1"] == "UNKNOWN" and waiting["1362_0"] == "COMPLETED"
     squeue["rc"] = 1
     assert cluster.query_states(ids, settled=True)["1358_0"] == "UNKNOWN"
+
+
+def _fake_slurm(monkeypatch, tmp_path, job_ids, answers):
+    """A sweep dir whose ``jobs.json`` records ``job_ids``; Slurm's commands answer from ``answers``
+    (``{command: (returncode, stdout, stderr)}``, as measured on the local cluster)."""
+    import json
+
+    from orchestrator.backends.slurm import cluster, records
+
+    def run(cmd, timeout=60):
+        return subprocess.CompletedProcess(cmd, *answers[cmd[0]])
+
+    monkeypatch.setattr(cluster, "_run", run)
+    monkeypatch.setattr(records, "slurm_available", lambda: None)
+    stages = {f"train/{j}": {"job_id": j, "kind": "train", "name": f"train {j}"} for j in job_ids}
+    records.jobs_path(tmp_path).parent.mkdir(parents=True, exist_ok=True)
+    records.jobs_path(tmp_path).write_text(json.dumps({"stages": stages}))
+    return tmp_path
+
+
+def test_without_slurm_accounting_the_jobs_squeue_no_longer_lists_have_ended(monkeypatch, tmp_path):
+    """On a cluster without accounting (sacct: "accounting storage is disabled"), an ended job read
+    UNKNOWN for good, so `status` never saw a Slurm sweep's jobs end and left its MLflow runs
+    RUNNING. squeue lists every queued or running job: one it does not list reads ENDED for
+    `status`, and the sweep's jobs have ended once squeue lists none of them."""
+    from orchestrator.backends.slurm import cluster, records
+
+    no_acct = (1, "", "sacct: error: Slurm accounting storage is disabled\n")
+    answers = {"sacct": no_acct, "squeue": (0, "2001_1|RUNNING\n", "")}
+    sweep_dir = _fake_slurm(monkeypatch, tmp_path, ["2001_0", "2001_1"], answers)
+    assert cluster.query_states(["2001_0", "2001_1"], settled=True) == {"2001_0": "ENDED", "2001_1": "RUNNING"}
+    assert cluster.query_states(["2001_0", "2001_1"])["2001_0"] == "UNKNOWN"  # the wait loop goes by outcome files
+    assert not records.recorded_jobs_ended(sweep_dir)
+    answers["squeue"] = (0, "", "")
+    assert records.recorded_jobs_ended(sweep_dir)
+    rows = records.slurm_status(sweep_dir)
+    assert {r["state"] for r in rows} == {"ENDED"}
+    answers["squeue"] = (1, "", "squeue: error: Unable to contact slurm controller (connect failure)\n")
+    assert not records.recorded_jobs_ended(sweep_dir)  # no answer: it cannot tell
+
+
+def test_a_job_the_controller_has_forgotten_has_ended(monkeypatch, tmp_path):
+    """squeue refuses a lone job id that slurmctld no longer holds (MinJobAge after the job ended):
+    ``slurm_load_jobs error: Invalid job id specified``, exit 1 (two ids, one forgotten: exit 0).
+    That answer lists no job, so a one-array sweep whose jobs ended long ago has ended, with its
+    states from sacct, or ENDED where accounting is off too."""
+    from orchestrator.backends.slurm import cluster, records
+
+    forgotten = (1, "", "slurm_load_jobs error: Invalid job id specified\n")
+    answers = {"sacct": (0, "JobID|State\n3001_0|COMPLETED\n3001_1|FAILED\n", ""), "squeue": forgotten}
+    sweep_dir = _fake_slurm(monkeypatch, tmp_path, ["3001_0", "3001_1"], answers)
+    assert records.recorded_jobs_ended(sweep_dir)
+    assert cluster.query_states(["3001_0", "3001_1"], settled=True) == {"3001_0": "COMPLETED", "3001_1": "FAILED"}
+    answers["sacct"] = (1, "", "sacct: error: Slurm accounting storage is disabled\n")
+    assert cluster.query_states(["3001_0", "3001_1"], settled=True) == {"3001_0": "ENDED", "3001_1": "ENDED"}
+    assert records.recorded_jobs_ended(sweep_dir)

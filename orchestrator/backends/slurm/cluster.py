@@ -31,6 +31,9 @@ TERMINAL_STATES = frozenset(
 )  # fmt: skip
 
 
+FORGOTTEN_JOB = "Invalid job id specified"  # squeue's error for a lone id the controller no longer holds
+
+
 class SlurmUnavailable(FamixError):
     """The Slurm commands are missing or the controller does not answer."""
 
@@ -131,10 +134,14 @@ def cancel_pending(job_id: str) -> None:
 def query_states(job_ids: Iterable[str], *, settled: bool = False) -> dict[str, str]:
     """Slurm state of each job id (``123`` or ``123_4``): squeue for live jobs, sacct for finished ones.
 
-    ``settled`` (``famix sweep status``, not the wait loop, which acts on each state): a task that
-    neither lists takes the ended state of its array's bare sacct line. An array cancelled before any
-    of its tasks started is only that line (``1358|CANCELLED``) for good; while sacct records an
-    array's tasks it shows such a line for a moment too (``1519|FAILED`` naming one task's end).
+    ``settled`` (``famix sweep status``, not the wait loop, which acts on each state), where squeue
+    answered: squeue lists every queued or running job, so one it does not list has ended. It keeps
+    an ended state sacct gives it; a task that sacct does not list takes the ended state of its
+    array's bare sacct line (an array cancelled before any of its tasks started is only that line,
+    ``1358|CANCELLED``, for good; while sacct records an array's tasks it shows such a line for a
+    moment too, ``1519|FAILED`` naming one task's end); any other reads ``ENDED`` (accounting is off,
+    or sacct has not caught up). squeue refuses a lone job id that the controller has forgotten
+    (``MinJobAge`` after its end): that answer lists nothing.
 
     Returns:
         ``{job_id: STATE}``; ``UNKNOWN`` where neither knows the id (yet).
@@ -149,13 +156,18 @@ def query_states(job_ids: Iterable[str], *, settled: bool = False) -> dict[str, 
         info = sacct_states(acct.stdout)
         states.update({jid: info[jid] for jid in ids if jid in info})
     queue = _run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(bases)])
-    if queue.returncode == 0:
+    if queue.returncode == 0 or FORGOTTEN_JOB in queue.stderr:
+        listed = {}
         for line in queue.stdout.splitlines():
             jid, _, state = line.strip().partition("|")
             if jid in ids:
-                states[jid] = state.strip()
-        if settled and acct.returncode == 0:  # squeue lists every queued or running task: one it does not list has ended
-            states.update(_tasks_of_bare_arrays(ids, states, sacct_states(acct.stdout)))
+                listed[jid] = state.strip()
+        states.update(listed)
+        if settled:  # squeue lists every queued or running job: one it does not list has ended
+            gone = {jid: "ENDED" for jid in ids if jid not in listed and states.get(jid) not in TERMINAL_STATES}
+            if acct.returncode == 0:
+                gone.update(_tasks_of_bare_arrays(list(gone), states, sacct_states(acct.stdout)))
+            states.update(gone)
     for jid in ids:
         states.setdefault(jid, "UNKNOWN")
     return states
