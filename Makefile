@@ -34,7 +34,7 @@ sweep: install
 	$(VENV)/bin/famix sweep run $(SWEEP) $(PROFILE_ARG) $(BACKEND_ARG) --run-dir $(RUN_DIR) $(ARGS)
 
 plan: install
-	$(VENV)/bin/famix sweep plan $(SWEEP) $(PROFILE_ARG) --run-dir $(RUN_DIR) $(ARGS)
+	$(VENV)/bin/famix sweep plan $(SWEEP) $(PROFILE_ARG) $(BACKEND_ARG) --run-dir $(RUN_DIR) $(ARGS)
 
 status: install
 	$(VENV)/bin/famix sweep status $(SWEEP) $(PROFILE_ARG) --run-dir $(RUN_DIR) $(ARGS)

@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OverridesParser)
     cli_engine.register(sub)  # mine-styles, train, evaluate
     cli_pretrain.register(sub)  # pretrain-clip
-    data_cli.register(sub)  # data synth | check
+    data_cli.register(sub)  # data synth | synth-captions | check | bench
     sweep_cli.register(sub)  # sweep plan | run | status | cancel
     report_cli.register(sub, sweep_info=sweep_cli.report_sweep_info)  # report
     return parser

@@ -15,7 +15,7 @@ __all__ = ["register", "report_sweep_info"]
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", help="sweep file, or a name in ./sweeps or the project's sweeps/ (e.g. ablation.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied to the sweep's base")
-    p.add_argument("--profile", default=None, help="profile: smoke (default: embedded synthetic), paper, or one of the file")
+    p.add_argument("--profile", default=None, help="profile: smoke (the embedded synthetic default), paper, or one of the file (default: the file's default_profile, else smoke)")
     p.add_argument("--run-dir", default="runs", help="everything the sweep writes goes here (default: runs)")
 
 
@@ -30,6 +30,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--estimate", action="store_true",
                    help="also time each stage kind on this machine's device (random inputs of the real shapes) and "
                         "print GPU-hours per stage and for the sweep; data, weights and train.device are not checked")  # fmt: skip
+    p.add_argument("--backend", default=None,
+                   help="local | ray | slurm: check the plan as that backend would run it (default: the sweep's backend.kind)")  # fmt: skip
     p.add_argument(
         "--explain",
         action="append",
@@ -79,15 +81,21 @@ def _plan(args: argparse.Namespace) -> int:
     from orchestrator.plan import print_plan
     from orchestrator.progress import make_console
 
+    if args.backend is not None:
+        from orchestrator.backends import get_backend_class
+
+        get_backend_class(args.backend)  # an unknown name fails before anything is planned
     if args.estimate:  # the probes need neither data, weights nor the stages' GPU: a login node can estimate
-        plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None, check_device=lambda cfg: None, dry=True)
+        plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None, check_device=lambda cfg: None,
+                        dry=True, backend=args.backend)  # fmt: skip
     else:
-        plan = _prepare(args, check_data=partial(check_data, generate=False), check_weights=partial(check_weights, fetch=False), dry=True)
+        plan = _prepare(args, check_data=partial(check_data, generate=False), check_weights=partial(check_weights, fetch=False),
+                        dry=True, backend=args.backend)  # fmt: skip
     console = make_console()
     if args.explain:
         _print_explain(plan, args.explain, console)
         return 0
-    print_plan(plan, console)
+    print_plan(plan, console, backend=args.backend)
     if args.estimate:
         from orchestrator.estimate import print_estimate
 

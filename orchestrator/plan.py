@@ -235,11 +235,13 @@ def build_plan(
     return Plan(sweep=rs, run_dir=run_dir, trials=trials, stages=stages, trial_stages=trial_stages)
 
 
-def print_plan(plan: Plan, console: Any = None, show_running: bool = False) -> dict[str, int]:
+def print_plan(plan: Plan, console: Any = None, show_running: bool = False, backend: str | None = None) -> dict[str, int]:
     """Print the trials with their labels and, per stage, done / to run / shared; return counts by state.
 
     ``show_running`` (``famix sweep status``): stages not done whose lock a process holds now
-    (:meth:`Store.is_running`) show ``running``, and are counted among those to run.
+    (:meth:`Store.is_running`) show ``running``, and are counted among those to run. ``backend``
+    (``plan --backend``; default the sweep's ``backend.kind``): ``slurm`` adds how many jobs it would
+    submit.
     """
     from rich.console import Console
     from rich.table import Table
@@ -285,7 +287,7 @@ def print_plan(plan: Plan, console: Any = None, show_running: bool = False) -> d
     parts = ", ".join(f"{k}: {d} done / {r} to run" + (f" ({n} running)" if n else "") for k, (d, r, n) in by_kind.items())
     console.print(f"{len(plan.stages)} stages ({parts}); run dir {plan.run_dir}")
     be = plan.sweep.backend
-    if be.kind == "slurm" or be.slurm:
+    if (backend or be.kind) == "slurm" or be.slurm:
         console.print(slurm_jobs_line(plan, status), highlight=False, markup=False)
     return counts
 

@@ -1,6 +1,6 @@
 """Content-addressed artifact store: ``<store>/<kind>/<key>/`` with ``DONE.json`` written last.
 
-A stage is written into ``<store>/.tmp/<uuid>/`` and renamed into place in one
+A stage is written into ``<store>/.tmp/<host>+<pid>+<start>+<uuid>/`` and renamed into place in one
 ``os.rename`` (:func:`famix_core.io.commit_dir`), so a killed job never leaves a half
 artifact that counts as done.
 Resumable scratch (training checkpoints) lives beside the store in

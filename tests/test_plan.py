@@ -350,6 +350,27 @@ def test_device_check_applies_where_the_stages_run(capsys, gpus, monkeypatch):
         assert plan(backend, "train.device=auto", "train.cpu_fallback=false") == 0, backend
 
 
+def test_plan_checks_the_sweep_as_the_backend_it_is_given_would_run_it(capsys, gpus):
+    """A login node without a GPU plans a sweep whose file says `kind: local` for Slurm, as `run
+    --backend slurm` would run it: `plan` had no `--backend`, so it refused the device that the
+    cluster's nodes have (and the refusal itself suggested `--backend slurm`)."""
+    from orchestrator.__main__ import main
+
+    gpus(0)
+    Path("sweeps").mkdir()
+    one_gpu = ", ".join(f"{k}: {{gpus: 1}}" for k in ("mine", "train", "evaluate"))
+    Path("sweeps/dev.yaml").write_text(DEVICE_SWEEP % f"{{kind: local, resources: {{{one_gpu}}}}}")
+    no_fallback = ["train.device=auto", "train.cpu_fallback=false"]
+    assert main(["sweep", "plan", "dev", "--run-dir", "out", *no_fallback]) == 2
+    assert "--backend slurm` runs them on the cluster's nodes" in capsys.readouterr().err
+    assert main(["sweep", "plan", "dev", "--run-dir", "out", "--backend", "slurm", *no_fallback]) == 0
+    out = capsys.readouterr().out
+    assert "slurm: 5 stage(s) to run as 5 job(s); backend.slurm.pack: evaluate" in out, out  # what it would submit
+    assert main(["sweep", "plan", "dev", "--run-dir", "out", "--backend", "slurmx"]) == 2
+    assert capsys.readouterr().err.strip().endswith("unknown backend 'slurmx' (known: local, ray, slurm) (did you mean slurm?)")
+    assert not Path("out").exists()
+
+
 @pytest.mark.parametrize("backend", ["slurm", "ray-cluster"])
 def test_device_check_on_the_gpus_each_stage_is_given(capsys, monkeypatch, backend):
     """Slurm and Ray give each stage its GPUs, which it sees as cuda:0 and up: `train.device=cuda:1` of
@@ -448,3 +469,35 @@ def test_sweep_plan_writes_nothing(tmp_path, capsys):
         assert main(["sweep", "plan", str(REPO_SWEEPS / "ablation.yaml"), "--run-dir", str(run_dir), *extra]) == 0
         assert not run_dir.exists(), sorted(str(p) for p in run_dir.rglob("*"))[:5]
     assert "73 stages" in capsys.readouterr().out
+
+
+def _doc_yaml_blocks() -> list[tuple[str, int, str]]:
+    """Every ```yaml block of the README and docs/: (file, line, text)."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    blocks = []
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        for m in re.finditer(r"```ya?ml\n(.*?)```", text, re.S):
+            blocks.append((doc.relative_to(root).as_posix(), text[: m.start()].count("\n") + 2, m.group(1)))
+    return blocks
+
+
+@pytest.mark.parametrize("text", [pytest.param(text, id=f"{doc}:{line}") for doc, line, text in _doc_yaml_blocks()
+                                  if "backend:" in text or "name:" in text])  # fmt: skip
+def test_the_sweep_file_examples_in_the_docs_validate(request, text):
+    """A reader copies these into a sweep file: the annotated sweep file of docs/sweeps.md failed
+    (`backend.slurm.account: expected a non-empty one-line string, got None`, then a key varied by
+    both `grid` and `zip`). A block that is only a `backend:` section goes into a one-key sweep."""
+    import yaml
+
+    from orchestrator.driver import prepare
+
+    tree = yaml.safe_load(text)
+    if "name" not in tree:
+        tree = {"name": "doc", "grid": {"style.mix": [False, True]}, "domains": ["C"], **tree}
+    Path("sweeps").mkdir()
+    Path("sweeps/doc.yaml").write_text(yaml.safe_dump(tree, allow_unicode=True))
+    plan = prepare("sweeps/doc.yaml", writable=False, dry=True, check_data=lambda cfg: None, check_weights=lambda cfg: None)
+    assert plan.trials, request.node.callspec.id

@@ -67,7 +67,7 @@ SLURM_OPTIONS: tuple[str, ...] = (
 
 DEFAULT_ARRAY_PARALLELISM = 32
 """Tasks of one array running at once when neither ``--max-parallel``, ``backend.max_parallel`` nor
-``backend.slurm.array_parallelism`` says (the sweep schema's default too; docs/slurm.md)."""
+``backend.slurm.array_parallelism`` says (docs/slurm.md)."""
 
 PACKABLE_KINDS: tuple[str, ...] = ("evaluate",)
 """Stage kinds ``backend.slurm.pack`` may name. A pack is one job, so a stage that depends on one stage
