@@ -452,7 +452,7 @@ def check_tracking(rs: ResolvedSweep, run_dir: str | Path) -> None:
     from reports.collect import check_tracking_uri
 
     fix = f"start that MLflow server, or remove tracking.uri to use the run dir's SQLite store ({Path(run_dir).absolute() / 'mlflow.db'})"
-    check_tracking_uri(rs.tracking.uri, f"{rs.source}: tracking.uri", fix=fix)
+    check_tracking_uri(rs.tracking.uri, f"{rs.source}: tracking.uri", fix=fix, write=True)
 
 
 def tracking_target(plan: Plan) -> tuple[str, str]:
@@ -476,7 +476,10 @@ def open_tracker(plan: Plan) -> Tracker:
     ``sweep status`` or ``report`` rebuild in the new one lack what only a driver writes (the sweep's
     run: description, table, report), so each sweep's next ``sweep run`` finalizes it again.
     """
-    from reports.collect import sqlite_path
+    from mlflow.exceptions import MlflowException
+
+    from orchestrator.errors import SweepError
+    from reports.collect import DamagedStoreError, sqlite_path
 
     uri, experiment = tracking_target(plan)
     artifacts = (plan.run_dir / "mlartifacts").absolute().as_uri() if plan.sweep.tracking.uri is None else None
@@ -485,7 +488,12 @@ def open_tracker(plan: Plan) -> Tracker:
     if db is not None and not db.exists():  # voided first: a kill between the two must not leave a marker
         for marker in plan.run_dir.glob(f"*/{FINALIZED_MARKER}"):
             marker.unlink(missing_ok=True)
-    return Tracker(uri, experiment, artifact_location=artifacts)
+    try:
+        return Tracker(uri, experiment, artifact_location=artifacts)
+    except DamagedStoreError:
+        raise
+    except (OSError, ImportError, MlflowException) as e:  # checked at plan time; the machine may differ since
+        raise SweepError(f"tracking.uri {uri}: MLflow cannot open it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 
 
 def damaged_store(plan: Plan) -> tuple[Path, str] | None:

@@ -207,10 +207,14 @@ def test_tracking_server_that_does_not_answer_is_one_line(capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("uri", ["sqlite:///runs/mlflow.db", "file:///tmp/mlruns", "file:mlruns", "databricks", "databricks://prof"])
-def test_tracking_uri_kinds_that_pass_the_check(uri):
+def test_tracking_uri_kinds_that_pass_the_check(uri, monkeypatch):
+    """No server to probe: MLflow opens these itself, once what it needs is there (a file store is
+    refused by MLflow 3 unless MLFLOW_ALLOW_FILE_STORE is set; Databricks needs credentials)."""
     from reports.collect import check_tracking_uri
 
-    check_tracking_uri(uri, "--tracking-uri")  # no server to probe: MLflow opens these itself
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("DATABRICKS_HOST", "https://example.invalid")
+    check_tracking_uri(uri, "--tracking-uri")
 
 
 def test_latest_run_of_a_trial_wins(store):

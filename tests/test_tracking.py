@@ -197,6 +197,46 @@ def test_a_sweep_tracking_uri_of_no_known_kind_is_refused_before_anything_is_wri
     )
 
 
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_a_sweep_tracking_uri_mlflow_cannot_open_here_is_one_line_before_anything_is_written(capsys, monkeypatch, tmp_path, command):
+    """The plan let through every URI of a known kind, and `sweep run` then made the run dir, the
+    synthetic benchmark, plan.json and driver.json before MLflow failed with a traceback: a file
+    store (MLflow 3 refuses them), a SQLite file under a file, a database whose driver is not
+    installed or whose host does not answer, Databricks without credentials."""
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.databrickscfg
+    monkeypatch.delenv("DATABRICKS_HOST", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    Path("afile").write_text("")
+    with socket.socket() as sock:  # a port nothing listens on once it is closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cases = {
+        "file:./mlruns": "this MLflow no longer opens file stores (`mlflow migrate-filestore` moves one into SQLite); "
+                         "use sqlite:///<path>/mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true",
+        f"sqlite:///{Path('afile/db/mlflow.db').absolute()}": f"{Path('afile').absolute()} is a file, so the database's folder "
+                                                              f"{Path('afile/db').absolute()} cannot be made",
+        "mysql+pymysql://u@127.0.0.1/db": "its Python driver is not installed (pymysql); install it into this environment",
+        "databricks": "no Databricks credentials (set DATABRICKS_HOST and DATABRICKS_TOKEN, or write ~/.databrickscfg)",
+    }  # fmt: skip
+    for uri, problem in cases.items():
+        assert _sweep_error(capsys, uri, command) == f"famix: error: tiny.yaml: tracking.uri {uri}: {problem}"
+    monkeypatch.setattr(PGDialect_psycopg, "import_dbapi", classmethod(lambda cls: object()))  # as if psycopg were installed
+    uri = f"postgresql://u@127.0.0.1:{port}/db"
+    assert _sweep_error(capsys, uri, command).startswith(
+        f"famix: error: tiny.yaml: tracking.uri {uri}: nothing accepted a connection at 127.0.0.1:{port} within 2 s")
+
+
+def test_a_sweep_sqlite_tracking_uri_in_a_new_folder_passes_the_check(capsys):
+    """`tracking.uri: sqlite:///<folder that does not exist yet>/mlflow.db`: the plan-time check of the
+    database's folder looks at the nearest folder that exists, and MLflow makes the rest."""
+    db = Path("mlflow-store/sub/mlflow.db").absolute()
+    Path("tiny.yaml").write_text(TINY_SWEEP + f"tracking: {{uri: 'sqlite:///{db}'}}\n")
+    assert main(["sweep", "run", "tiny.yaml", "--run-dir", "out"]) == 0, capsys.readouterr().err
+    assert db.is_file() and not Path("out/mlflow.db").exists()
+
+
 class _Health(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 — http.server's name
         self.send_response(200 if self.path == "/health" else 404)

@@ -89,21 +89,83 @@ def http_health(uri: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def check_tracking_uri(uri: str, where: str, fix: str | None = None) -> None:
-    """Refuse, in one line, a URI that is no MLflow store, or a server that does not answer its ``/health``.
+def check_tracking_uri(uri: str, where: str, fix: str | None = None, write: bool = False) -> None:
+    """Refuse, in one line, a URI that MLflow cannot open here, making nothing: no MLflow store, a
+    server that does not answer its ``/health``, a file store (MLflow refuses them unless
+    ``MLFLOW_ALLOW_FILE_STORE`` is set), a database whose Python driver is missing or whose host does
+    not answer, Databricks without credentials; with ``write`` (a sweep logs there), a SQLite file
+    whose folder cannot be made or written.
 
     Args:
         uri: the tracking URI.
         where: who gave it, for the message (``--tracking-uri``, ``<sweep file>: tracking.uri``).
         fix: what to do about a server that does not answer, appended to that line (``famix sweep``:
             start it, or drop ``tracking.uri``).
+        write: the URI will be written to (``famix sweep``), not only read (``famix report``).
 
     Raises:
-        ReportInputError: an unknown kind of URI, or an http(s) server that does not answer within 2 s.
+        ReportInputError: one line, ``<where> <uri>: <what is wrong>``.
     """
+    import os
+
     if not uri.startswith(TRACKING_URI_PREFIXES):
         raise ReportInputError(
             f"{where} {uri}: not an MLflow tracking URI (expected http(s)://host:port, sqlite:///path, file:path, databricks or a postgresql/mysql/mssql database URI)"
         )
-    if uri.startswith(("http://", "https://")) and not http_health(uri):
-        raise ReportInputError(f"{where} {uri}: no MLflow server answered at {uri.rstrip('/')}/health within 2 s{'; ' + fix if fix else ''}")
+    problem = None
+    if uri.startswith(("http://", "https://")):
+        if not http_health(uri):
+            problem = f"no MLflow server answered at {uri.rstrip('/')}/health within 2 s{'; ' + fix if fix else ''}"
+    elif uri.startswith("file:"):
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("true", "1"):
+            problem = ("this MLflow no longer opens file stores (`mlflow migrate-filestore` moves one into SQLite); "
+                       "use sqlite:///<path>/mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true")  # fmt: skip
+    elif uri.startswith("sqlite:///"):
+        problem = _sqlite_folder_problem(sqlite_path(uri)) if write else None  # type: ignore[arg-type]
+    elif uri.startswith("databricks"):
+        if not (os.environ.get("DATABRICKS_HOST") or (Path.home() / ".databrickscfg").is_file()):
+            problem = "no Databricks credentials (set DATABRICKS_HOST and DATABRICKS_TOKEN, or write ~/.databrickscfg)"
+    else:
+        problem = _database_problem(uri)
+    if problem:
+        raise ReportInputError(f"{where} {uri}: {problem}")
+
+
+def _sqlite_folder_problem(db: Path) -> str | None:
+    """Why the SQLite file ``db`` could not be made (its folder, or the nearest one above that exists)."""
+    import os
+
+    folder = db.absolute().parent
+    existing = next((f for f in (folder, *folder.parents) if f.exists()), Path("/"))
+    if not existing.is_dir():
+        return f"{existing} is a file, so the database's folder {folder} cannot be made"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"the database's folder {existing} is not writable"
+    return None
+
+
+_DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
+def _database_problem(uri: str) -> str | None:
+    """Why MLflow's SQL store could not open the database ``uri``: its Python driver is missing, or its
+    host does not accept a connection within 2 s (the database itself is not logged into)."""
+    import socket
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(uri)
+        url.get_dialect().import_dbapi()
+    except (ArgumentError, NoSuchModuleError, ValueError) as e:
+        return f"not a database URI SQLAlchemy reads ({str(e).splitlines()[0]})"
+    except ImportError as e:
+        return f"its Python driver is not installed ({e.name or e}); install it into this environment"
+    if url.host:
+        port = url.port or _DATABASE_PORTS.get(url.get_backend_name())
+        try:
+            socket.create_connection((url.host, port), timeout=2).close()
+        except OSError as e:
+            return f"nothing accepted a connection at {url.host}:{port} within 2 s ({e.strerror or e})"
+    return None
