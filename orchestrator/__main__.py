@@ -143,10 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         import errno
 
+        where = f"{e.filename}: " if e.filename else ""
+        if e.errno == errno.ENAMETOOLONG:  # a sweep name, --run-dir or --out the filesystem cannot hold
+            print(f"famix: error: {where}{e.strerror}; choose a shorter name or folder", file=sys.stderr)
+            return 2
         if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
             raise
         # a folder that cannot be written (read-only filesystem, immutable, full): the user's to fix
-        where = f"{e.filename}: " if e.filename else ""
         print(f"famix: error: {where}cannot write ({e.strerror})", file=sys.stderr)
         return 2
     return int(rc or 0)

@@ -68,6 +68,10 @@ def register(subparsers: Any) -> None:
 
 def _prepare(args: argparse.Namespace, **kw: Any):
     from orchestrator.driver import prepare
+    from orchestrator.errors import SweepError
+
+    if not args.run_dir.strip():  # '' would spread the store and mlflow.db over the current folder
+        raise SweepError("command line: --run-dir: expected a folder, got an empty string (default: runs)")
 
     return prepare(args.sweep, profile=args.profile, run_dir=args.run_dir, overrides=args.overrides, **kw)
 
@@ -159,6 +163,9 @@ def _cancel(args: argparse.Namespace) -> int:
     from orchestrator.driver import cancel_sweep
 
     plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None, writable=False)
+    if not plan.sweep_dir.is_dir():  # a mistyped --run-dir: "cancelled 0 item(s)" read as a cancel that worked
+        print(f"note: {plan.sweep_dir} does not exist: this sweep never ran there, nothing to cancel (another --run-dir?)")
+        return 0
     cancel_sweep(plan, args.backend)
     return 0
 

@@ -452,7 +452,7 @@ def test_interrupting_a_ray_sweep_checkpoints_the_running_training(tmp_path, how
     sweep.write_text(INTERRUPTED)
     run_dir = tmp_path / "runs"
     cmd = [sys.executable, "-m", "orchestrator", "sweep", "run", str(sweep), "--run-dir", str(run_dir),
-           f"data.root={tmp_path / 'data'}", "train.iterations=5000", "train.checkpoint_every=100000"]  # overrides beat the profile
+           "train.iterations=5000", "train.checkpoint_every=100000"]  # overrides beat the profile
     # A terminal's Ctrl-C: SIGINT at its default disposition in the driver, whatever the test runner
     # inherited (a shell's background job, `make test &`, starts with SIGINT ignored, and so would the driver).
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,

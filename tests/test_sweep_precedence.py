@@ -206,6 +206,20 @@ def test_override_of_a_key_the_seeds_or_domains_set_is_rejected_not_silently_los
     assert _refused(capsys, item) == f"famix: error: {message}"
 
 
+@pytest.mark.parametrize("item", ["data.root=/datasets", "data.roots.cityscapes=/datasets/cs", "+data.roots.C=/x"])
+def test_a_data_root_the_synthetic_benchmark_would_ignore_is_refused(capsys, item):
+    """`data.root=/datasets` on the smoke profile planned and ran on the built-in synthetic benchmark,
+    the override dropped without a word (`--explain data.root` showed the run dir's synth folder)."""
+    key = item.lstrip("+").split("=")[0]
+    assert _refused(capsys, item) == (
+        f"famix: error: command line: {key}: every trial of profile smoke reads the built-in synthetic benchmark "
+        "(data.synthetic is set), so it would be ignored; for real data use --profile paper, or add data.synthetic=null"
+    )
+    rs, trials = _resolve(SWEEP, overrides=[item, "data.synthetic=null"])  # real data on purpose: read
+    assert all(t.config.data.synthetic is None for t in trials)
+    _resolve(SWEEP, profile="paper", overrides=[item])
+
+
 def test_eval_domains_on_the_command_line_sets_a_sweep_without_domains():
     rs, trials = _resolve(SWEEP.replace("domains: [C]\n", ""), overrides=["eval.domains=[C,B]"])
     assert rs.domains == ["C", "B"] and {tuple(t.config.eval.domains) for t in trials} == {("C", "B")}

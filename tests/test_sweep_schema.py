@@ -136,19 +136,36 @@ def test_status_of_a_run_dir_that_does_not_exist_says_so(capsys):
     assert not Path("nowhere").exists()
 
 
-def test_cancel_of_a_sweep_never_run_creates_nothing(capsys):
+def test_cancel_of_a_sweep_never_run_creates_nothing_and_says_so(capsys):
+    """`cancelled 0 item(s)` after a mistyped --run-dir read as a cancel that worked."""
     p = _write(GOOD)
     assert main(["sweep", "cancel", str(p), "--run-dir", "never"]) == 0
-    assert "cancelled 0 item(s)" in capsys.readouterr().out and not Path("never").exists()
+    out = capsys.readouterr().out
+    assert out == f"note: {Path('never/tiny').absolute()} does not exist: this sweep never ran there, nothing to cancel (another --run-dir?)\n"
+    assert not Path("never").exists()
+
+
+@pytest.mark.parametrize("action", ["plan", "run", "status", "cancel"])
+def test_an_empty_or_too_long_run_dir_is_one_line(capsys, action):
+    """`--run-dir ''` meant the current folder (the store and mlflow.db spread over it); a path the
+    filesystem cannot hold ended in a traceback (ENAMETOOLONG)."""
+    p = _write(GOOD)
+    assert main(["sweep", action, str(p), "--run-dir", ""]) == 2
+    assert capsys.readouterr().err == "famix: error: command line: --run-dir: expected a folder, got an empty string (default: runs)\n"
+    long_dir = "d" * 300
+    assert main(["sweep", action, str(p), "--run-dir", long_dir]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"famix: error: {Path(long_dir).absolute()}") and err.endswith(": File name too long; choose a shorter name or folder\n"), err
+    assert [x.name for x in Path(".").iterdir()] == ["sweeps"]  # nothing made
 
 
 def test_an_unknown_option_gets_the_actions_usage_and_a_bare_word_the_override_message(capsys):
     p = _write(GOOD)
-    with pytest.raises(SystemExit) as e:  # argparse's exit: --backend is run's and cancel's
-        main(["sweep", "plan", str(p), "--backend", "slurm"])
+    with pytest.raises(SystemExit) as e:  # argparse's exit: --detach is run's
+        main(["sweep", "plan", str(p), "--detach"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: famix sweep plan ") and err.endswith("famix sweep plan: error: unrecognized arguments: --backend slurm\n")
+    assert err.startswith("usage: famix sweep plan ") and err.endswith("famix sweep plan: error: unrecognized arguments: --detach\n")
     for args in ([str(p), "train.iterations"], [str(p), "--run-dir", "out", "train.iterations"]):  # before or after an option
         assert main(["sweep", "plan", *args]) == 2
         err = capsys.readouterr().err

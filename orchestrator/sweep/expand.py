@@ -13,6 +13,7 @@ from famix_core.errors import suggest
 from orchestrator.errors import SweepError
 from orchestrator.sweep.load import check_config_key, validate_tree
 from orchestrator.sweep.schema import LabelSpec, ResolvedSweep, Trial, canon_value
+from reports.schema import IGNORED_CSV_COLUMNS, LONG_DOMAIN, LONG_MIOU, RESERVED_COLUMNS
 
 __all__ = ["trial_id", "expand_trials"]
 
@@ -36,13 +37,15 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
         try:
             resolve_domain(d)
         except ValueError as e:
-            raise SweepError(f"{src}: domains[{i}]: {e}") from None
+            raise SweepError(f"{src}: {rs.domains_from}[{i}]: {e}") from None
 
     # Axes: each is a list of points; a point is (dotted values, labels).
     axes: list[list[tuple[dict[str, Any], dict[str, str]]]] = []
+    varied_at: dict[str, str] = {}  # varied key -> the place that varies it
     for key, values in rs.grid.items():
-        where = f"grid.{key}"
+        where = f"{rs.grid_from.get(key, 'grid')}.{key}"
         _check_varied_key(key, src, where)
+        varied_at[key] = where
         if not values:
             raise SweepError(f"{src}: {where}: empty list (expected at least one value)")
         seen: dict[str, int] = {}
@@ -56,7 +59,13 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
         axes.append([({key: v}, {lab.column: lab.values.get(canon_value(v), canon_value(v))}) for v in values])
     for gi, group in enumerate(rs.zip):
         for key in group.values:
-            _check_varied_key(key, src, f"zip[{gi}].values.{key}")
+            where = f"zip[{gi}].values.{key}"
+            _check_varied_key(key, src, where)
+            if key in varied_at:  # the other place's values would be dropped, silently
+                raise SweepError(
+                    f"{src}: {where}: {key} is already varied by {varied_at[key]}; a key varies in the grid or in one zip group, never both"
+                )
+            varied_at[key] = where
         points = []
         seen_pts: dict[str, int] = {}
         for i in range(group.size()):
@@ -77,7 +86,7 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
                     labels[k] = canon_value(v)
             points.append((point, labels))
         axes.append(points)
-    varied = set(rs.grid) | {k for g in rs.zip for k in g.values}
+    varied = set(varied_at)
     for key, label in rs.labels.items():
         if key not in varied:
             raise SweepError(f"{src}: labels.{key}: not a grid or zip key{suggest(key, sorted(varied))}")
@@ -85,6 +94,16 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
         for value in label.values:
             if value not in taken:  # a misspelt value would be shown raw, silently
                 raise SweepError(f"{src}: labels.{key}.values.{value}: not a value {key} takes (it takes {', '.join(taken)})")
+        shown_by: dict[str, str] = {}
+        for value in taken:
+            shown = label.values.get(value, value)
+            if shown in shown_by:  # two rows of the table would read the same
+                raise SweepError(
+                    f"{src}: labels.{key}.values.{value}: shown as {shown!r}, as {shown_by[shown]} is; "
+                    f"each value needs its own text, or its rows could not be told apart"
+                )
+            shown_by[shown] = value
+    _check_label_columns(rs, varied_at)
     if len(set(rs.seeds)) != len(rs.seeds):
         raise SweepError(f"{src}: seeds: duplicate seeds in {rs.seeds}")
 
@@ -127,6 +146,66 @@ def _check_varied_key(key: str, src: str, where: str) -> None:
     check_config_key(key, src, where)
     if key in SET_BY_EXPANSION:
         raise SweepError(f"{src}: {where}: set in every trial by the sweep's {SET_BY_EXPANSION[key]}")
+
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    *RESERVED_COLUMNS,  # a results CSV's and a result set's bookkeeping (reports/schema.py)
+    *IGNORED_CSV_COLUMNS,  # n, mean: the CSV reader drops them
+    LONG_DOMAIN,
+    LONG_MIOU,  # both at once make a CSV the long form
+    "delta",
+    "source_val",
+    "drop",
+    "kept",  # report summaries: reports/tables.py summary_frame, reports/source_gap.py source_frame
+)
+"""Column names the results write or read themselves (in any case, also with ``_std`` / ``_mark`` /
+``_partial``): a label column of the same name is overwritten or read as something else, after the training."""
+
+_SUFFIXES = ("_std", "_mark", "_partial")  # a report summary's columns per value column (C_std, Mean_mark)
+
+
+def _reserved(column: str) -> str | None:
+    """Why ``column`` cannot be a label column, or None."""
+    stem = column
+    for suffix in _SUFFIXES:
+        if column.lower().endswith(suffix) and len(column) > len(suffix):
+            stem = column[: -len(suffix)]
+    for name in dict.fromkeys((column, stem)):
+        if name.lower() in RESULT_COLUMNS:
+            return f"the results have a column {column!r} of their own (reserved, in any case: {', '.join(RESULT_COLUMNS)}; also with _std, _mark, _partial)"
+        try:
+            domain = resolve_domain(name)
+        except ValueError:
+            continue
+        also = f" ({domain.column})" if domain.column and domain.column != name else ""
+        return f"the results have a column {column!r} for the domain {domain.name}{also}"
+    return None
+
+
+def _check_label_columns(rs: ResolvedSweep, varied_at: dict[str, str]) -> None:
+    """Each varied key and zip group shows in a column of its own, named unlike the results' own columns.
+
+    A shared column keeps the last value written to it, so rows read alike or wrong; a reserved name
+    (``seed``, ``n``, ``Mean``, a domain) breaks results.csv and ``famix report`` once everything has run.
+    """
+    src = rs.source
+    zipped = {k for g in rs.zip for k in g.values}
+    owners: list[tuple[str, str]] = []  # (column, where its name is written); raw key columns first: a label is blamed
+    for key, where in varied_at.items():
+        if key not in rs.labels and (key not in zipped or not next(g for g in rs.zip if key in g.values).column):
+            owners.append((key, where))
+    owners += [(g.column, f"zip[{gi}].column") for gi, g in enumerate(rs.zip) if g.column]
+    owners += [(label.column, f"labels.{key}.column") for key, label in rs.labels.items()]
+    first: dict[str, str] = {}
+    for column, where in owners:
+        why = _reserved(column)
+        if why:
+            raise SweepError(f"{src}: {where}: {why}; choose another name")
+        if column in first:
+            raise SweepError(
+                f"{src}: {where}: column {column!r} is already used by {first[column]}; each varied key or zip group needs its own column"
+            )
+        first[column] = where
 
 
 def _describe(point: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ Every mistake raises a one-line error ``<file>: <dotted.path>: <what was expecte
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +38,23 @@ def resolve_sweep_path(name: str | Path, search: list[Path] | None = None) -> Pa
     Raises:
         SweepError: naming the places searched.
     """
+    if not str(name).strip():
+        raise SweepError(f"{str(name)!r}: an empty sweep argument; expected a sweep file or a name in sweeps/ (e.g. sweeps/ablation.yaml or ablation)")
     p = Path(name)
-    candidates = [p, p.with_suffix(".yaml")] if p.suffix not in (".yaml", ".yml") else [p]
+    # '.' and '/' have no name to put .yaml on: they can only be folders
+    candidates = [p, p.with_suffix(".yaml")] if p.name and p.suffix not in (".yaml", ".yml") else [p]
     roots = search if search is not None else [Path.cwd() / "sweeps", _REPO_SWEEPS]
     for c in list(candidates):
-        if not c.is_absolute():
+        if not c.is_absolute() and c.name:
             candidates += [r / c.name for r in roots]
     for c in candidates:
-        if c.is_file():
-            return c
+        try:
+            if c.is_file():
+                return c
+        except OSError as e:  # pathlib lets ENAMETOOLONG and the like through
+            if c is p:  # the argument itself cannot name a file; a place it was only looked for in can go
+                shown = str(name) if len(str(name)) <= 80 else f"{str(name)[:40]}… ({len(str(name))} characters)"
+                raise SweepError(f"{shown}: not a sweep file: {e.strerror or e}") from None
     if p.is_dir():
         raise SweepError(f"{name}: a folder; expected a sweep YAML file (e.g. sweeps/ablation.yaml)")
     where = ", ".join(str(r) for r in roots)
@@ -87,17 +96,19 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
         spec = SweepSpec.model_validate(data)
     except ValidationError as e:
         raise SweepError(format_error(e, source, valid_keys=_keys_for(e.errors()[0]["loc"]))) from None
+    base_source, base_prefix = source, "base"  # where a mistake in the base is (this file, or its base file)
     if isinstance(spec.base, str):
         base_path = (p.parent / spec.base).resolve()
         if base_path.is_dir():
             raise SweepError(f"{source}: base: {spec.base} is a folder (relative to {p.parent}); expected a YAML config file or a mapping")
         if not base_path.is_file():
             raise SweepError(f"{source}: base: file {spec.base} not found (relative to {p.parent})")
-        base = read_yaml(base_path, str(base_path))
+        base_source, base_prefix = os.path.normpath(p.parent / spec.base), ""  # as the user opens it from here
+        base = read_yaml(base_path, base_source)
         if not isinstance(base, dict):
-            raise SweepError(f"{base_path}: <root>: expected a config mapping (model, style, mining, data, train, eval)")
+            raise SweepError(f"{base_source}: <root>: expected a config mapping (model, style, mining, data, train, eval)")
         spec = spec.model_copy(update={"base": base})
-    validate_tree(spec.base, source, "base")  # the file's own base, before a profile could mask a mistake
+    validate_tree(spec.base, base_source, base_prefix)  # the file's own base, before a profile could mask a mistake
     for name, prof in spec.profiles.items():
         if prof.base:
             validate_tree(merge(spec.base, prof.base, source=source), source, f"profiles.{name}.base")

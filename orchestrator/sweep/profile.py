@@ -48,15 +48,21 @@ def resolve_profile(
     ]
     base = merge(*(tree for _, tree in layers), source=source)
     grid = {**builtin.grid, **spec.grid, **own.grid}
+    where = f"profiles.{profile}"
+    grid_from = {k: f"{where}.grid" if k in own.grid else "grid" for k in grid}  # messages name the place in the file
     seeds = own.seeds or (spec.seeds if "seeds" in file_set else None) or builtin.seeds or spec.seeds
     domains = own.domains or spec.domains or builtin.domains
-    where = f"profiles.{profile}"
-    backend_tree = merge(builtin.backend, spec.backend.model_dump(exclude_unset=True), own.backend, source=source)
+    domains_from = f"{where}.domains" if own.domains else "domains"
+    file_backend = merge(builtin.backend, spec.backend.model_dump(exclude_unset=True), source=source)
+    backend_tree = merge(file_backend, own.backend, source=source)
     tracking_tree = merge(builtin.tracking, spec.tracking.model_dump(exclude_unset=True), own.tracking, source=source)
-    backend = validate(BackendSpec, backend_tree, source, where)
-    tracking = validate(TrackingSpec, tracking_tree, source, where)
+    # the file's top level is valid on its own (SweepSpec), so a mistake found here is the profile's
+    backend = validate(BackendSpec, backend_tree, source, f"{where}.backend" if own.backend else "backend")
+    tracking = validate(TrackingSpec, tracking_tree, source, f"{where}.tracking" if own.tracking else "tracking")
     if backend.slurm:
-        validate_slurm_options(backend.slurm, source)
+        validate_slurm_options(file_backend.get("slurm"), source)
+        if own.backend.get("slurm"):  # the merged block: a mistake now is the profile's
+            validate_slurm_options(backend.slurm, f"{source}: {where}")
     config_overrides = [o for o in overrides if o.key != "seeds"]
     for o in overrides:
         if o.key == "seeds":
@@ -78,6 +84,7 @@ def resolve_profile(
     if config_overrides:
         check_overrides(FamixConfig, base, overridden, config_paths())
     base = overridden
+    _check_roots_are_read(base, config_overrides, varied, profile)
     if domains is None:
         domains = list(validate_tree(base, source, "base").eval.domains)
     return ResolvedSweep(
@@ -94,6 +101,8 @@ def resolve_profile(
         tracking=tracking,
         overrides=list(overrides),
         layers=layers,
+        grid_from=grid_from,
+        domains_from=domains_from,
     )
 
 
@@ -117,3 +126,20 @@ def command_line_seeds(o: Override) -> list[int]:
         except ValueError as e:
             raise SweepError(f"command line: seeds={v!r}: {e}") from None
     return list(v)
+
+
+def _check_roots_are_read(base: dict[str, Any], overrides: list[Any], varied: set[str], profile: str) -> None:
+    """A command-line ``data.root`` / ``data.roots.<domain>`` where every trial reads the built-in
+    synthetic benchmark (``data.synthetic`` set; the plan puts it in the run dir) would be ignored.
+
+    Raises:
+        SweepError: one line naming the override and the way to real data.
+    """
+    if (base.get("data") or {}).get("synthetic") is None or "data.synthetic" in varied:
+        return
+    for o in overrides:
+        if o.op != "delete" and (o.key == "data.root" or o.key == "data.roots" or o.key.startswith("data.roots.")):
+            raise SweepError(
+                f"command line: {o.key}: every trial of profile {profile} reads the built-in synthetic benchmark "
+                f"(data.synthetic is set), so it would be ignored; for real data use --profile paper, or add data.synthetic=null"
+            )

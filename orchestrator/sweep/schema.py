@@ -35,6 +35,9 @@ __all__ = [
 
 DEFAULT_PROFILE = "smoke"
 
+MAX_NAME_LENGTH = 100
+"""Longest sweep name: a folder name (most filesystems allow 255 bytes) with room for what is written beside it."""
+
 BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
     # The embedded default: runs anywhere, no downloads. Synthetic benchmark (generated in the
     # run dir), famix-tiny CLIP with the packaged famix-synth weights (docs/pretraining.md;
@@ -147,6 +150,10 @@ class ZipGroup(_Strict):
             raise ValueError(f"names: {len(self.names)} names for {n} points")
         if self.names is not None and self.column is None:
             raise ValueError("names: needs a 'column' to show them in")
+        for i, name in enumerate(self.names or []):
+            if name in self.names[:i]:  # two rows of the table would read the same
+                first = self.names.index(name)
+                raise ValueError(f"names[{i}]: {name!r} again (also names[{first}]); each point needs its own name, or its rows could not be told apart")
         return self
 
     def size(self) -> int:
@@ -255,7 +262,7 @@ class ProfileSpec(_Strict):
 class SweepSpec(_Strict):
     """A sweep file, validated."""
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="a folder, <run_dir>/<name>/, and the MLflow experiment")
     description: str = ""
     base: dict[str, Any] | str = Field(default_factory=dict, description="config tree, or a path relative to the file")
     grid: dict[str, list[Any]] = Field(default_factory=dict)
@@ -273,6 +280,8 @@ class SweepSpec(_Strict):
     def _one_folder(cls, v: str) -> str:
         if v in (".", ".."):
             raise ValueError(f"{v!r} is not a folder name of its own (the sweep writes to <run_dir>/<name>/)")
+        if len(v) > MAX_NAME_LENGTH:  # a filesystem refuses a longer folder name only once the run has begun
+            raise ValueError(f"{len(v)} characters; at most {MAX_NAME_LENGTH} (the name is a folder, <run_dir>/<name>/, and an MLflow experiment)")
         return v
 
 
@@ -293,6 +302,8 @@ class ResolvedSweep:
     tracking: TrackingSpec
     overrides: list[Override] = field(default_factory=list)  # command line, in order
     layers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (name, base tree), general first
+    grid_from: dict[str, str] = field(default_factory=dict)  # grid key -> where the file lists its values (grid, profiles.<p>.grid)
+    domains_from: str = "domains"  # where the file lists the domains (domains, profiles.<p>.domains)
 
     def override_words(self) -> list[str]:
         """The command-line overrides as typed (``train.iterations=20``, ``~style.noise``), in order."""

@@ -1,0 +1,207 @@
+"""Sweep-file mistakes that used to pass the plan (and broke a table, results.csv or the run later),
+or were blamed on the wrong place: each is ONE line naming the file, the dotted path and what was
+expected, exit 2, and nothing is written."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from orchestrator.__main__ import main
+
+HEAD = "name: v\ndomains: [C, B]\n"
+
+
+def _write(text: str, name: str = "x.yaml") -> Path:
+    p = Path("sweeps") / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def _one_line(capsys, *args: str) -> str:
+    """The error line of ``famix sweep <args>``, which must exit 2 having written nothing."""
+    rc = main(["sweep", *args, "--run-dir", "out"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert not Path("out").exists()
+    return lines[0]
+
+
+def _plan_error(capsys, text: str) -> str:
+    return _one_line(capsys, "plan", str(_write(HEAD + text)))
+
+
+RESERVED = "(reserved, in any case: trial, trial_index, seed, status, run_id, train_key, mean, n, domain, miou, delta, source_val, drop, kept; also with _std, _mark, _partial); choose another name"
+
+LABEL_CASES = {
+    # two varied keys in one column: the table showed one key's values under both
+    "two labels, one column": (
+        "grid: {model.freeze: [none, paper], style.mix: [false, true]}\n"
+        "labels: {model.freeze: {column: Freeze}, style.mix: {column: Freeze}}\n",
+        "labels.style.mix.column: column 'Freeze' is already used by labels.model.freeze.column; each varied key or zip group needs its own column",
+    ),
+    "a label in a zip group's column": (
+        "grid: {style.mix: [false, true]}\n"
+        "zip: [{column: Method, names: [A, B], values: {style.strategy: [none, famix]}}]\n"
+        "labels: {style.mix: {column: Method}}\n",
+        "labels.style.mix.column: column 'Method' is already used by zip[0].column; each varied key or zip group needs its own column",
+    ),
+    "a label in an unlabelled key's column": (
+        "grid: {style.mix: [false, true], model.freeze: [none, paper]}\nlabels: {model.freeze: {column: style.mix}}\n",
+        "labels.model.freeze.column: column 'style.mix' is already used by grid.style.mix; each varied key or zip group needs its own column",
+    ),
+    # reserved names: results.csv / famix report crashed after every stage had run
+    **{
+        f"label column {c}": (
+            f"grid: {{style.mix: [false, true]}}\nlabels: {{style.mix: {{column: {c}}}}}\n",
+            f"labels.style.mix.column: the results have a column {c!r} of their own {RESERVED}",
+        )
+        for c in ("seed", "status", "n", "Mean", "Seed", "trial", "delta", "Mean_std")
+    },
+    "zip column seed": (
+        "zip: [{column: seed, names: [A, B], values: {style.strategy: [none, famix]}}]\n",
+        f"zip[0].column: the results have a column 'seed' of their own {RESERVED}",
+    ),
+    "label column C": (
+        "grid: {style.mix: [false, true]}\nlabels: {style.mix: {column: C}}\n",
+        "labels.style.mix.column: the results have a column 'C' for the domain cityscapes; choose another name",
+    ),
+    "label column AN": (
+        "grid: {style.mix: [false, true]}\nlabels: {style.mix: {column: AN}}\n",
+        "labels.style.mix.column: the results have a column 'AN' for the domain acdc_night; choose another name",
+    ),
+    "zip column C": (
+        "zip: [{column: C, names: [A, B], values: {style.strategy: [none, famix]}}]\n",
+        "zip[0].column: the results have a column 'C' for the domain cityscapes; choose another name",
+    ),
+    "label column a domain's name": (
+        "grid: {style.mix: [false, true]}\nlabels: {style.mix: {column: cityscapes}}\n",
+        "labels.style.mix.column: the results have a column 'cityscapes' for the domain cityscapes (C); choose another name",
+    ),
+    # rows that could not be told apart
+    "two values shown alike": (
+        "grid: {style.mix: [false, true]}\nlabels: {style.mix: {column: Mix, values: {false: x, true: x}}}\n",
+        "labels.style.mix.values.true: shown as 'x', as false is; each value needs its own text, or its rows could not be told apart",
+    ),
+    "a shown text equal to another value": (
+        "grid: {style.mix: [false, true]}\nlabels: {style.mix: {column: Mix, values: {false: 'true'}}}\n",
+        "labels.style.mix.values.true: shown as 'true', as false is; each value needs its own text, or its rows could not be told apart",
+    ),
+    "zip names twice": (
+        "zip: [{column: Method, names: [a, a], values: {style.strategy: [none, famix]}}]\n",
+        "zip.0: names[1]: 'a' again (also names[0]); each point needs its own name, or its rows could not be told apart",
+    ),
+}
+
+
+@pytest.mark.parametrize("text,message", list(LABEL_CASES.values()), ids=list(LABEL_CASES))
+def test_label_columns_that_clash_or_are_reserved_are_refused_at_plan_time(capsys, text, message):
+    assert _plan_error(capsys, text) == f"famix: error: sweeps/x.yaml: {message}"
+
+
+def test_a_label_column_taken_twice_is_refused_where_distinct_ones_plan(capsys):
+    text = (
+        "grid: {model.freeze: [none, paper], style.mix: [false, true]}\n"
+        "zip: [{column: Method, names: [Plain, FAMix], values: {style.strategy: [none, famix]}}]\n"
+        "labels: {model.freeze: {column: Freeze, values: {none: '✗', paper: '✓'}}, style.mix: {column: Mixed}}\n"
+    )
+    assert main(["sweep", "plan", str(_write(HEAD + text)), "--run-dir", "out"]) == 0
+    out = capsys.readouterr().out
+    assert "Freeze" in out and "Mixed" in out and "Method" in out and "8 trials" in out
+    line = _plan_error(capsys, text.replace("column: Mixed", "column: Freeze"))
+    assert line == (
+        "famix: error: sweeps/x.yaml: labels.style.mix.column: column 'Freeze' is already used by "
+        "labels.model.freeze.column; each varied key or zip group needs its own column"
+    )
+
+
+TWICE_CASES = {
+    # the grid's value was dropped, silently
+    "grid and zip": (
+        "grid: {style.mix: [false]}\nzip: [{values: {style.mix: [true]}}]\n",
+        "zip[0].values.style.mix: style.mix is already varied by grid.style.mix; a key varies in the grid or in one zip group, never both",
+    ),
+    # "duplicate grid point" named neither place
+    "grid and zip, same values": (
+        "grid: {style.mix: [false, true]}\nzip: [{values: {style.mix: [false, true]}}]\n",
+        "zip[0].values.style.mix: style.mix is already varied by grid.style.mix; a key varies in the grid or in one zip group, never both",
+    ),
+    "two zip groups": (
+        "zip:\n  - values: {style.mix: [false, true]}\n  - values: {style.mix: [true, false], style.augment: [true, false]}\n",
+        "zip[1].values.style.mix: style.mix is already varied by zip[0].values.style.mix; a key varies in the grid or in one zip group, never both",
+    ),
+    "a profile's grid and a zip": (
+        "zip: [{values: {style.mix: [true]}}]\nprofiles: {smoke: {grid: {style.mix: [false]}}}\n",
+        "zip[0].values.style.mix: style.mix is already varied by profiles.smoke.grid.style.mix; a key varies in the grid or in one zip group, never both",
+    ),
+}
+
+
+@pytest.mark.parametrize("text,message", list(TWICE_CASES.values()), ids=list(TWICE_CASES))
+def test_a_key_varied_in_two_places_names_both(capsys, text, message):
+    assert _plan_error(capsys, text) == f"famix: error: sweeps/x.yaml: {message}"
+
+
+PROFILE_CASES = {
+    "grid key": ("grid: {style.mixx: [true]}", "profiles.smoke.grid.style.mixx: unknown key (did you mean style.mix?)"),
+    "grid value": ("grid: {style.mix: [true, 3]}", "profiles.smoke.grid.style.mix[1]: style.mix: Input should be a valid boolean, unable to interpret input"),
+    "domain": ("domains: [Q]", "profiles.smoke.domains[0]: unknown domain 'Q' (known: "),
+    "backend": ("backend: {kind: lokal}", "profiles.smoke.backend.kind: unknown backend 'lokal' (known: local, ray, slurm) (did you mean local?)"),
+    "tracking": ("tracking: {writer: x}", "profiles.smoke.tracking.writer: Input should be 'auto', 'stages' or 'driver'"),
+}
+
+
+@pytest.mark.parametrize("block,message", list(PROFILE_CASES.values()), ids=list(PROFILE_CASES))
+def test_a_mistake_in_a_profile_names_its_path_in_the_profile(capsys, block, message):
+    line = _plan_error(capsys, f"grid: {{style.mix: [false, true]}}\nprofiles: {{smoke: {{{block}}}}}\n")
+    assert line.startswith(f"famix: error: sweeps/x.yaml: {message}"), line
+
+
+def test_a_slurm_mistake_is_named_in_the_profile_or_the_top_level_where_it_is_written(capsys):
+    profile = "profiles: {smoke: {backend: {slurm: {time: 5}}}}\n"
+    line = _plan_error(capsys, "grid: {style.mix: [true]}\nbackend: {slurm: {partitoin: gpu}}\n" + profile)
+    assert line.startswith("famix: error: sweeps/x.yaml: backend.slurm.partitoin: unknown option"), line
+    line = _plan_error(capsys, "grid: {style.mix: [true]}\nbackend: {slurm: {partition: gpu}}\n" + profile.replace("time: 5", "time: -5"))
+    assert line.startswith("famix: error: sweeps/x.yaml: profiles.smoke: backend.slurm.time: "), line
+
+
+BASE_CASES = {
+    "unknown key": ("train: {iteratons: 3}\n", "sweeps/cfg/b1.yaml: train.iteratons: unknown key (did you mean train.iterations?)"),
+    "bad value": ("model: {freeze: nope}\n", "sweeps/cfg/b1.yaml: model.freeze: unknown freeze policy 'nope' (known: none, layer3, paper, all)"),
+    "invalid YAML": ("train: [1\n", "sweeps/cfg/b1.yaml: invalid YAML (line 2, column 1)"),
+    "not a mapping": ("- 1\n", "sweeps/cfg/b1.yaml: <root>: expected a config mapping"),
+}
+
+
+@pytest.mark.parametrize("base,message", list(BASE_CASES.values()), ids=list(BASE_CASES))
+def test_a_mistake_in_a_base_file_names_that_file_and_its_key(capsys, base, message):
+    _write(base, "cfg/b1.yaml")
+    line = _plan_error(capsys, "base: cfg/b1.yaml\ngrid: {style.mix: [false, true]}\n")
+    assert line.startswith(f"famix: error: {message}"), line
+
+
+@pytest.mark.parametrize("action", ["plan", "run"])
+@pytest.mark.parametrize(
+    "arg,message",
+    [
+        ("", "'': an empty sweep argument; expected a sweep file or a name in sweeps/ (e.g. sweeps/ablation.yaml or ablation)"),
+        ("  ", "'  ': an empty sweep argument; expected a sweep file or a name in sweeps/ (e.g. sweeps/ablation.yaml or ablation)"),
+        ("a" * 300, "a" * 40 + "… (300 characters): not a sweep file: File name too long"),
+        (".", ".: a folder; expected a sweep YAML file (e.g. sweeps/ablation.yaml)"),
+    ],
+    ids=["empty", "blank", "300 characters", "dot"],
+)
+def test_an_empty_or_overlong_sweep_argument_is_one_line(capsys, action, arg, message):
+    assert _one_line(capsys, action, arg) == f"famix: error: {message}"
+
+
+def test_a_sweep_name_over_100_characters_is_refused_before_anything_runs(capsys):
+    text = "grid: {style.mix: [false, true]}\ndomains: [C]\n"
+    line = _one_line(capsys, "run", str(_write(f"name: {'n' * 260}\n{text}")))
+    assert line == "famix: error: sweeps/x.yaml: name: 260 characters; at most 100 (the name is a folder, <run_dir>/<name>/, and an MLflow experiment)"
+    assert main(["sweep", "plan", str(_write(f"name: {'n' * 100}\n{text}")), "--run-dir", "out"]) == 0  # the limit itself passes
