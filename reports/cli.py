@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     from reports.report import SweepInfo
 
-__all__ = ["SweepInfoFn", "register", "run_report"]
+__all__ = ["SweepInfoFn", "register", "run_report", "check_flag_conflicts", "parse_domains", "report_device", "check_run_dir"]
 
 SweepInfoFn = Callable[[str, "str | None", "str | None", "list[str]"], "SweepInfo"]
 """``(SWEEP argument, --profile, --run-dir when the report reads MLflow, else None, the key=value
@@ -83,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction, sweep_info: SweepInfoFn) ->
                    help="MLflow URI (default: the sweep's tracking.uri, else sqlite:///<run-dir>/mlflow.db)")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: the sweep's tracking.experiment or name)")
     p.add_argument("--qualitative", default=None, metavar="TRIAL", help="also draw input / ground truth / prediction for this trial id (or 1-based row)")
-    p.add_argument("--device", default="cpu", help="device for --qualitative (default: cpu)")
+    p.add_argument("--device", default=None, help="device for --qualitative: auto, cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--no-figures", action="store_true", help="write the tables only")
     p.set_defaults(func=partial(run_report, sweep_info=sweep_info))
 
@@ -93,16 +93,16 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
     from reports.collect import collect_csv, collect_mlflow
     from reports.report import apply_sweep_order, check_out_dir, default_out_dir, report_lock, tracking_uri_for, write_report
 
+    # every flag is checked before anything is read, logged or written
+    check_flag_conflicts(args)
+    domains = parse_domains(args.domains)
+    device = report_device(args.device or "cpu") if args.qualitative else None
+    if not (args.csv and args.out):  # the run dir is read (MLflow, weights) or holds the default output folder
+        check_run_dir(args.run_dir)
     out_dir = check_out_dir(Path(args.out)) if args.out else None  # before sweep_info logs finished stages into MLflow
     info = sweep_info(args.sweep, args.profile, None if args.csv else args.run_dir, args.overrides)
-    if args.domains:
-        from reports.collect import ReportInputError, domain_column
-
-        cols = [d.strip() for d in args.domains.split(",") if d.strip()]
-        bad = [d for d in cols if domain_column(d) is None]
-        if bad:
-            raise ReportInputError(f"--domains: unknown domain {bad[0]!r} (known: C, B, M, S, AN, AS, AR, AF)")
-        info.domains = [domain_column(d) for d in cols]
+    if domains is not None:
+        info.domains = domains
     sweeps_own = default_out_dir(args.run_dir, info.name)
     out_dir = out_dir or check_out_dir(sweeps_own, given=False)
     # the sweep's own folder: its driver writes the final report there too, one writer at a time
@@ -120,7 +120,7 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
         if args.qualitative:  # drawn into the report being written (the folder is its last argument), swapped in with it
             from reports.qualitative import qualitative_grid
 
-            extra = partial(qualitative_grid, results, args.qualitative, run_dir=args.run_dir, device=args.device)
+            extra = partial(qualitative_grid, results, args.qualitative, run_dir=args.run_dir, device=device)
 
         files = write_report(
             results,
@@ -141,3 +141,91 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
           + (", source.csv" if files.source_csv else "") + ", README.md"
           + (f", {len(files.figures)} figure files)" if files.figures else ")"))
     return 0
+
+
+def check_flag_conflicts(args: argparse.Namespace) -> None:
+    """Refuse a flag the report would ignore given the others (``--units`` without ``--csv``, MLflow's
+    flags with ``--csv``, ``--device`` without ``--qualitative``), naming both.
+
+    Raises:
+        ReportInputError: one line naming the ignored flag and its value.
+    """
+    from reports.collect import ReportInputError
+
+    if args.units is not None and not args.csv:
+        raise ReportInputError(f"--units {args.units}: only read with --csv (MLflow values are percent); drop it or pass --csv FILE")
+    if args.csv:
+        for flag, value in (("--tracking-uri", args.tracking_uri), ("--experiment", args.experiment)):
+            if value is not None:
+                raise ReportInputError(f"{flag} {value}: not used with --csv {args.csv} (the report reads the CSV, not MLflow); drop one of them")
+        if args.qualitative:
+            raise ReportInputError("--qualitative needs MLflow input (the trial's config and weights), not --csv")
+    if args.device is not None and not args.qualitative:
+        raise ReportInputError(f"--device {args.device}: only used by --qualitative; drop it or pass --qualitative TRIAL")
+
+
+def parse_domains(text: str | None) -> list[str] | None:
+    """The ``--domains`` columns in order (``None``: the flag was not given).
+
+    Raises:
+        ReportInputError: an empty list or entry, an unknown domain, or one domain twice (``C,C``, ``C,cityscapes``).
+    """
+    from reports.collect import ReportInputError, domain_column
+
+    if text is None:
+        return None
+    names = [d.strip() for d in text.split(",")]
+    expected = "expected comma-separated domains, e.g. C,B,M"
+    if not any(names):
+        raise ReportInputError(f"--domains {text!r}: no domain given ({expected}; leave the flag out for the default)")
+    if "" in names:
+        raise ReportInputError(f"--domains {text!r}: an empty name between commas ({expected})")
+    bad = [d for d in names if domain_column(d) is None]
+    if bad:
+        raise ReportInputError(f"--domains: unknown domain {bad[0]!r} (known: C, B, M, S, AN, AS, AR, AF)")
+    cols = [domain_column(d) for d in names]
+    twice = next(c for c in cols if cols.count(c) > 1) if len(set(cols)) < len(cols) else None
+    if twice is not None:
+        given = [n for n, c in zip(names, cols) if c == twice]
+        as_ = f" ({', '.join(given)})" if len(set(given)) > 1 else ""
+        raise ReportInputError(f"--domains {text}: domain {twice} appears {len(given)} times{as_}; each domain may appear once")
+    return cols
+
+
+def report_device(spec: str) -> str:
+    """``--device`` resolved on this machine by :func:`famix_core.device.pick_device` (``auto``: a GPU, else the CPU).
+
+    Raises:
+        DeviceError: one line naming ``--device``: a malformed spec, or a GPU this machine does not have.
+    """
+    import warnings
+
+    from famix_core.device import DeviceError, pick_device  # imports torch
+
+    def named(message: str) -> str:  # pick_device speaks of the config key; here the flag set it
+        return message.replace("train.device=", "--device ").replace("train.device:", f"--device {spec}:")
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        try:
+            device = pick_device(spec)
+        except DeviceError as e:
+            raise DeviceError(named(str(e))) from None
+    for w in seen:  # auto without a GPU: the CPU, said once
+        warnings.warn(named(str(w.message)), w.category, stacklevel=2)
+    return str(device)
+
+
+def check_run_dir(run_dir: str) -> None:
+    """Refuse a ``--run-dir`` that is a file or lies under one (a missing folder is fine: nothing was run there yet).
+
+    Raises:
+        ReportInputError: naming ``--run-dir`` and the file.
+    """
+    from reports.collect import ReportInputError
+
+    path = Path(run_dir)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        what = "is a file" if existing == path else f"{existing} is a file"
+        raise ReportInputError(f"--run-dir {run_dir}: {what} (expected a folder, the run directory)")

@@ -33,6 +33,8 @@ __all__ = [
     "write_report",
     "report_folder",
     "REPORT_FILES",
+    "REPORT_HEADING",
+    "foreign_entries",
     "report_lock",
     "check_out_dir",
     "default_out_dir",
@@ -44,7 +46,12 @@ REPORT_FILES = frozenset(
     ["table.md", "table.tex", "results.csv", "summary.csv", "source.csv", "README.md"]
     + [f"{stem}.{fmt}" for stem in ("bars", "delta", "loss", "qualitative") for fmt in ("png", "pdf")]
 )
-"""Every file name a report writes: a folder holding nothing else is a report folder, replaced whole."""
+"""Every file name a report writes: with a report's README (:data:`REPORT_HEADING`), a folder holding
+nothing else is a previous report, replaced whole."""
+
+REPORT_HEADING = "# Report: "
+"""The first line of every report's ``README.md``: what tells a previous report from a folder of the
+user's files that happen to have a report's names (their own ``README.md``, ``results.csv``)."""
 
 _DEBRIS_AGE_S = 3600.0  # where folders cannot be locked (NFS), a temp folder this old is a killed writer's
 
@@ -143,9 +150,11 @@ def check_out_dir(out_dir: Path, given: bool = True) -> Path:
 
     Refused: a folder inside the ``reports`` package (generated files never land in the source),
     an existing file or a path under one, a folder that cannot be created (its missing folders are
-    made, then removed again), and an existing folder nothing can be written in (a read-only
-    mount: probed by making and removing an empty folder in it). ``given``: the folder came from
-    ``--out`` (else it is the run dir's default, and the message says how to choose another).
+    made, then removed again), an existing folder holding anything but a previous report
+    (:func:`foreign_entries`: the report would overwrite or delete the user's files), and an
+    existing folder nothing can be written in (a read-only mount: probed by making and removing an
+    empty folder in it). ``given``: the folder came from ``--out`` (else it is the run dir's
+    default, and the message says how to choose another).
     """
     pkg = Path(__file__).resolve().parent
     out = out_dir.resolve()
@@ -166,15 +175,49 @@ def check_out_dir(out_dir: Path, given: bool = True) -> Path:
             for made in [out, *out.parents][: len(out.parents) - len(existing.parents)]:
                 made.rmdir()
         else:
+            foreign = foreign_entries(out)
+            if foreign:
+                shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+                raise ReportInputError(
+                    f"{where}: the folder holds files that are not a famix report's ({shown}), which the report "
+                    f"would overwrite or delete; choose an empty or new folder{' with --out' if not given else ''}"
+                )
             os.rmdir(make_temp_dir(out, ".famix-probe-"))
     except OSError as e:
         raise ReportInputError(f"{where}: cannot write in it ({e.strerror}){other}") from None
     return out_dir
 
 
+def foreign_entries(out: Path) -> list[str]:
+    """The names in the folder ``out`` that are not a previous report's, sorted (empty: a report may go there).
+
+    A previous report is recognised by its ``README.md`` (first line :data:`REPORT_HEADING`): with
+    it, the files named in :data:`REPORT_FILES` are the report's; without it, they are the user's
+    (a project's own ``README.md``). Anything else is foreign, except what an interrupted writer
+    leaves (hidden ``.<name>.<hex>.tmp`` files, ``.famix-probe-*`` folders). A missing folder has none.
+    """
+    if not out.is_dir():
+        return []
+    entries = [p for p in out.iterdir() if not _debris(p)]
+    if _is_report_readme(out / "README.md"):
+        entries = [p for p in entries if not (p.name in REPORT_FILES and p.is_file())]
+    return sorted(p.name for p in entries)
+
+
+def _is_report_readme(path: Path) -> bool:
+    """Whether ``path`` is a file whose first line is a report README's heading."""
+    try:
+        if not path.is_file():  # not open(): a FIFO named README.md would block
+            return False
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.readline().startswith(REPORT_HEADING)
+    except OSError:
+        return False
+
+
 def _readme(title: str, markdown: str, figures: list[Path], out_dir: Path, notes: list[str], source: str,
             source_markdown: str | None = None) -> str:
-    lines = [f"# Report: {title}", "", f"Source: `{source}`", "", markdown.rstrip(), ""]
+    lines = [f"{REPORT_HEADING}{title}", "", f"Source: `{source}`", "", markdown.rstrip(), ""]
     lines += [f"- {n}" for n in notes]
     if source_markdown:
         lines += ["", "## Source val against the targets", "", source_markdown.rstrip()]
@@ -276,9 +319,9 @@ def report_folder(out_dir: str | Path) -> Iterator[Path]:
     :func:`report_lock`).
 
     Written in place instead, file by file (each file still atomic), where a swap would harm: a
-    folder that holds anything a report does not write (``--out`` into a paper's folder: the swap
-    would delete the rest; :data:`REPORT_FILES`), the working directory or a folder above it, and a
-    folder whose parent cannot be written in. An OSError names its file under ``out_dir`` as given,
+    folder that holds anything but a previous report (:func:`foreign_entries`; :func:`write_report`
+    refuses such a folder first, through :func:`check_out_dir`), the working directory or a folder
+    above it, and a folder whose parent cannot be written in. An OSError names its file under ``out_dir`` as given,
     never the temp folder.
     """
     out = Path(out_dir)
@@ -312,25 +355,23 @@ def report_folder(out_dir: str | Path) -> Iterator[Path]:
 
 
 def _replaceable(out: Path) -> bool:
-    """Whether the folder ``out`` (resolved) may be replaced whole: missing, or holding only a report's
-    files (and the hidden temp files or probes of an interrupted writer), and not the working directory."""
+    """Whether the folder ``out`` (resolved) may be replaced whole: missing, or holding only a previous
+    report (and the hidden temp files or probes of an interrupted writer), and not the working directory."""
     try:
         cwd = Path.cwd()
     except OSError:
         cwd = None
     if cwd is not None and (cwd == out or out in cwd.parents):
         return False
-    if not out.exists():
-        return True
-    return all(_written_by_a_report(p) for p in out.iterdir())
+    return not foreign_entries(out)
 
 
-def _written_by_a_report(p: Path) -> bool:
-    """A report's file, an interrupted atomic write's ``.<name>.<hex>.tmp``, or a killed check's probe folder."""
+def _debris(p: Path) -> bool:
+    """An interrupted atomic write's ``.<name>.<hex>.tmp``, or a killed check's probe folder."""
     n = p.name
     if n.startswith(".famix-probe-"):
         return True
-    return p.is_file() and (n in REPORT_FILES or (n.startswith(".") and n.endswith(".tmp")))
+    return p.is_file() and n.startswith(".") and n.endswith(".tmp")
 
 
 def _claim_temp(parent: Path, name: str) -> tuple[Path, int | None]:

@@ -232,3 +232,96 @@ def test_repo_ablation_sweep_gives_label_columns_and_domains():
     assert report_sweep_info("no_such_sweep_name", None).name == "no_such_sweep_name"
     with pytest.raises(ReportInputError, match="sweep file not found"):
         report_sweep_info("missing/dir/x.yaml", None)
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_out_folder_holding_the_users_files_is_refused_and_an_earlier_report_replaced(capsys, monkeypatch):
+    """`--out proj` into a folder of the user's own files (a README.md and results.csv, names a report
+    also writes) overwrote them with exit 0; `--out .` in a project root would replace its README.
+    Refused before anything is written; a folder holding only an earlier report is still replaced whole."""
+    proj = Path("proj")
+    proj.mkdir()
+    (proj / "README.md").write_text("# My project\n")
+    (proj / "results.csv").write_text("a,b\n1,2\n")
+    before = _tree(proj)
+    err = _cli_error(["report", "paper", "--csv", str(PAPER_CSV), "--out", "proj", "--no-figures"], capsys)
+    assert err == ("famix: error: --out proj: the folder holds files that are not a famix report's (README.md, results.csv), "
+                   "which the report would overwrite or delete; choose an empty or new folder")
+    assert _tree(proj) == before and sorted(p.name for p in Path(".").iterdir()) == ["proj"]  # no temp folder, no runs/
+
+    monkeypatch.chdir(proj)  # `--out .` in the project's root
+    err = _cli_error(["report", "paper", "--csv", str(PAPER_CSV), "--out", ".", "--no-figures"], capsys)
+    assert err.startswith("famix: error: --out .: the folder holds files that are not a famix report's (README.md, results.csv)")
+    assert _tree(Path(".")) == before
+    for i in range(4):
+        Path(f"f{i}.tex").write_text("")
+    err = _cli_error(["report", "paper", "--csv", str(PAPER_CSV), "--out", "."], capsys)
+    assert "(README.md, f0.tex, f1.tex and 3 more)" in err
+
+    # an earlier report is replaced whole: the figures this one does not draw go
+    assert main(["report", "paper", "--csv", str(PAPER_CSV), "--out", "rep"]) == 0
+    assert Path("rep/bars.png").is_file()
+    assert main(["report", "paper", "--csv", str(PAPER_CSV), "--out", "rep", "--no-figures"]) == 0
+    assert sorted(p.name for p in Path("rep").iterdir()) == ["README.md", "results.csv", "summary.csv", "table.md", "table.tex"]
+    capsys.readouterr()
+    Path("rep/notes.md").write_text("mine")  # ... but not once the user has put a file of their own in it
+    err = _cli_error(["report", "paper", "--csv", str(PAPER_CSV), "--out", "rep", "--no-figures"], capsys)
+    assert "--out rep: the folder holds files that are not a famix report's (notes.md)" in err
+    assert Path("rep/notes.md").read_text() == "mine"
+
+
+def test_domains_given_twice_or_empty_refused(capsys):
+    """`--domains C,C` made a table with two C columns (from MLflow; a CSV gave a pandas traceback), and
+    `--domains ','` or `''` silently reported the default domains."""
+    for given, what in [
+        ("C,C", "domain C appears 2 times; each domain may appear once"),
+        ("C,cityscapes,B", "domain C appears 2 times (C, cityscapes); each domain may appear once"),
+    ]:
+        err = _cli_error(["report", "x", "--csv", str(PAPER_CSV), "--domains", given, "--out", "o"], capsys)
+        assert err == f"famix: error: --domains {given}: {what}"
+    for given in (",", "", " , "):
+        err = _cli_error(["report", "x", "--csv", str(PAPER_CSV), "--domains", given, "--out", "o"], capsys)
+        assert err == (f"famix: error: --domains {given!r}: no domain given (expected comma-separated domains, e.g. C,B,M; "
+                       "leave the flag out for the default)")
+    err = _cli_error(["report", "x", "--csv", str(PAPER_CSV), "--domains", "C,,B", "--out", "o"], capsys)
+    assert err == "famix: error: --domains 'C,,B': an empty name between commas (expected comma-separated domains, e.g. C,B,M)"
+    assert not Path("o").exists() and not Path("runs").exists()
+    assert main(["report", "x", "--csv", str(PAPER_CSV), "--domains", "B, C", "--out", "o", "--no-figures"]) == 0
+    assert Path("o/table.md").read_text().splitlines()[2].startswith("| Freeze | Augment | Mix | B | C | Mean |")
+
+
+def test_flags_the_report_would_ignore_are_refused(capsys):
+    """`--units` without `--csv` was ignored (MLflow holds percent), and `--tracking-uri` /
+    `--experiment` with `--csv` too, without a word; so was `--device` without `--qualitative`."""
+    csv = str(PAPER_CSV)
+    cases = [
+        (["--units", "fraction"], "--units fraction: only read with --csv (MLflow values are percent); drop it or pass --csv FILE"),
+        (["--csv", csv, "--tracking-uri", "ftp://x"],
+         f"--tracking-uri ftp://x: not used with --csv {csv} (the report reads the CSV, not MLflow); drop one of them"),
+        (["--csv", csv, "--experiment", "other"],
+         f"--experiment other: not used with --csv {csv} (the report reads the CSV, not MLflow); drop one of them"),
+        (["--csv", csv, "--device", "cuda"], "--device cuda: only used by --qualitative; drop it or pass --qualitative TRIAL"),
+        (["--csv", csv, "--qualitative", "1"], "--qualitative needs MLflow input (the trial's config and weights), not --csv"),
+    ]
+    for flags, what in cases:
+        err = _cli_error(["report", "x", *flags, "--out", "o"], capsys)
+        assert err == f"famix: error: {what}"
+    assert not Path("o").exists() and not Path("runs").exists()
+
+
+def test_a_run_dir_that_is_a_file_is_named(capsys):
+    """`--run-dir afile` said `afile/tiny/report: … is a file …; choose another folder with --out`,
+    blaming the output folder for the run dir's mistake."""
+    Path("afile").write_text("x")
+    err = _cli_error(["report", "tiny", "--csv", str(PAPER_CSV), "--run-dir", "afile"], capsys)
+    assert err == "famix: error: --run-dir afile: is a file (expected a folder, the run directory)"
+    err = _cli_error(["report", "tiny", "--run-dir", "afile"], capsys)  # MLflow input: the store would be afile/mlflow.db
+    assert err == "famix: error: --run-dir afile: is a file (expected a folder, the run directory)"
+    err = _cli_error(["report", "tiny", "--run-dir", "afile/runs"], capsys)
+    assert err == "famix: error: --run-dir afile/runs: afile is a file (expected a folder, the run directory)"
+    assert Path("afile").read_text() == "x"
+    # with --csv and --out the run dir is not used, so it is not looked at
+    assert main(["report", "tiny", "--csv", str(PAPER_CSV), "--run-dir", "afile", "--out", "rep", "--no-figures"]) == 0

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports.collect import ResultSet, collect_csv
+from reports.collect import ReportInputError, ResultSet, collect_csv
 from reports.plots import FIGURE_WIDTHS, ROW_COLOURS, plot_bars, plot_delta_heatmap, plot_loss_curves, row_style
 from reports.report import write_report
 from reports.tables import build_table, delta_grid
@@ -191,10 +191,11 @@ def test_a_report_interrupted_while_written_leaves_the_previous_one_byte_for_byt
 
 
 def test_report_folder_swaps_only_a_report_and_spares_a_live_writer(tmp_path):
-    """The swap deletes the old folder, so it is kept for report folders: `--out` into a folder holding
-    other files (a paper's) writes the report in beside them, as before. A temp folder whose writer
-    still runs (its flock held) is not taken for debris. Every file a report writes is in
-    REPORT_FILES, else the next report of that folder would no longer be swapped."""
+    """The swap deletes the old folder, so it is kept for report folders: a folder holding other files
+    (a paper's) is refused before anything is written, its files untouched (writing beside them
+    overwrote a README.md or results.csv of the user's). A temp folder whose writer still runs (its
+    flock held) is not taken for debris. Every file a report writes is in REPORT_FILES, else the next
+    report of that folder would no longer be swapped."""
     import fcntl
     import os
 
@@ -208,8 +209,9 @@ def test_report_folder_swaps_only_a_report_and_spares_a_live_writer(tmp_path):
     paper = tmp_path / "paper"
     paper.mkdir()
     (paper / "main.tex").write_text("\\input{table.tex}")
-    write_report(_seeded(), paper)
-    assert (paper / "main.tex").read_text() == "\\input{table.tex}" and (paper / "table.tex").is_file()
+    with pytest.raises(ReportInputError, match=r"paper: the folder holds files that are not a famix report's \(main.tex\)"):
+        write_report(_seeded(), paper)
+    assert [p.name for p in paper.iterdir()] == ["main.tex"] and (paper / "main.tex").read_text() == "\\input{table.tex}"
 
     live = tmp_path / ".r.tmp-00000000live"
     live.mkdir()

@@ -133,3 +133,35 @@ def test_cli_qualitative_from_mlflow_trial(tmp_path, capsys):
     rc = main(["report", "q", "--run-dir", str(run_dir), "--out", "rep", "--qualitative", "t-none"])
     err = capsys.readouterr().err
     assert rc == 2 and "--qualitative t-none: no such trial" in err
+
+
+def test_device_checked_before_any_work_in_one_line(capsys):
+    """`--device gpu` ended in torch's `RuntimeError: Expected one of cpu, cuda, …` traceback, and a GPU
+    this machine lacks (`cuda:5` without a driver) in a 41-line `Found no NVIDIA driver` one, after the
+    runs were read. Now `pick_device` checks it first, and the line names `--device`."""
+    import torch
+
+    from orchestrator.__main__ import main
+
+    def error(device: str) -> str:
+        rc = main(["report", "q", "--run-dir", "runs", "--out", "rep", "--qualitative", "t-q", "--device", device])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+        return err
+
+    assert error("gpu") == "famix: error: --device gpu: unknown device 'gpu' (expected auto, cpu, cuda or cuda:N)"
+    err = error("cuda:99")
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        assert err.startswith(f"famix: error: --device cuda:99: this machine has {n} CUDA device") and "use --device auto, cpu or cuda:0" in err
+    else:
+        assert err == "famix: error: --device cuda:99: CUDA is not available on this machine; use --device auto or cpu"
+        assert error("cuda") == "famix: error: --device cuda: CUDA is not available on this machine; use --device auto or cpu"
+    assert not Path("rep").exists() and not Path("runs").exists()  # nothing read, nothing made
+
+    from reports.cli import report_device
+
+    assert report_device("CPU") == "cpu"
+    if not torch.cuda.is_available():  # auto runs on the CPU, saying so with the flag's name
+        with pytest.warns(UserWarning, match=r"^--device auto: no CUDA device visible; running on the CPU$"):
+            assert report_device("auto") == "cpu"
