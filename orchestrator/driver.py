@@ -403,7 +403,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             console.print(f"results: {csv_path}  (MLflow: {tracker.uri}, experiment {rs.tracking.experiment or rs.name})", highlight=False)
             if report is not None:
                 console.print(f"report: {report} (tables, figures; also on the MLflow parent run)", highlight=False)
-            if results_of and results_of != arguments:  # e.g. `make sweep ARGS=…` after the plain command
+            if results_of and not plan.follows(results_of):  # e.g. `make sweep ARGS=…` after the plain command
                 console.print(f"note: these replace the results and report of another plan (`famix sweep run {results_of}`); "
                               "that command writes them back from the cached stages", highlight=False, markup=False)  # fmt: skip
             result = SweepResult(outcomes, failed, csv_path, table, time.perf_counter() - t0)
@@ -482,7 +482,7 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
         return 0
     last_run = _read_json(plan.sweep_dir / "driver.json")
     backend = last_run.get("backend") or plan.sweep.backend.kind
-    same_plan = bool(last_run) and last_run.get("arguments") == plan.arguments()
+    same_plan = bool(last_run) and plan.follows(last_run.get("arguments"))
     outlive = _stages_outlive_driver(backend)
     # this plan's driver was killed (kill -9, a lost machine) where its stages died with it: nothing runs its runs
     killed = same_plan and "ended" not in last_run and not outlive
@@ -510,7 +510,7 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
         raise
     if others and console is not None:
         ran = last_run.get("arguments")
-        if ran and ran != plan.arguments():
+        if ran and not plan.follows(ran):
             hint = f" (the last run had `{ran}`: give this command the same)" if name_last_run else ""
         else:
             hint = " (run with other overrides? give this command the same key=value)"
@@ -598,13 +598,13 @@ def sweep_status(plan: Plan, console: Any = None) -> dict[str, int]:
     if info is not None:
         console.print(f"driver pid {info.get('pid')} on {info.get('host', '?')} ({info.get('backend')}): running", highlight=False)
         ran = info.get("arguments")
-        if ran and ran != plan.arguments():  # e.g. `make status` beside `make sweep ARGS=…`
+        if ran and not plan.follows(ran):  # e.g. `make status` beside `make sweep ARGS=…`
             console.print(f"note: the running driver's plan is `famix sweep run {ran}`; the counts above are of this "
                           "command's plan: give it the same arguments to follow that run", highlight=False, markup=False)
     elif (plan.sweep_dir / "driver.json").is_file():
         console.print("driver: not running", highlight=False)
         ran = _read_json(plan.sweep_dir / "driver.json").get("arguments")
-        if ran and ran != plan.arguments():  # e.g. `make status` after `make sweep ARGS=…` or a detached run
+        if ran and not plan.follows(ran):  # e.g. `make status` after `make sweep ARGS=…` or a detached run
             console.print(f"note: the last run had `{ran}`: give this command the same arguments to follow its plan; "
                           "the counts above are of this command's plan", highlight=False, markup=False)
     for name in BACKENDS:  # what a backend still holds for the sweep (e.g. Slurm jobs of a detached run)

@@ -92,6 +92,19 @@ class Plan:
             words += ["--run-dir", str(self.run_dir)]
         return shlex.join([*words, *self.sweep.override_words()])
 
+    def follows(self, recorded: str | None) -> bool:
+        """Whether ``recorded``, the :meth:`arguments` a driver wrote into this sweep's folder, mean this
+        plan. ``--run-dir`` is left out: the record was read from this run dir, which may have been
+        moved or named from another folder since."""
+        import shlex
+
+        def words(arguments: str) -> list[str]:
+            w = shlex.split(arguments)
+            i = w.index("--run-dir") if "--run-dir" in w else -1
+            return w[:i] + w[i + 2 :] if i >= 0 else w
+
+        return recorded is not None and words(recorded) == words(self.arguments())
+
     def status(self) -> dict[str, str]:
         """Stage key -> ``done`` | ``to run``."""
         st = self.store

@@ -488,12 +488,56 @@ def open_tracker(plan: Plan) -> Tracker:
     if db is not None and not db.exists():  # voided first: a kill between the two must not leave a marker
         for marker in plan.run_dir.glob(f"*/{FINALIZED_MARKER}"):
             marker.unlink(missing_ok=True)
+    if artifacts is not None and db is not None and db.is_file():
+        moved_from = relocate_artifacts(db, artifacts)
+        if moved_from:
+            warnings.warn(f"MLflow: the run dir was moved (from {moved_from.removesuffix('/mlartifacts')}); "
+                          f"its runs' artifacts are now looked for in {artifacts}", FamixWarning, stacklevel=2)  # fmt: skip
     try:
         return Tracker(uri, experiment, artifact_location=artifacts)
     except DamagedStoreError:
         raise
     except (OSError, ImportError, MlflowException) as e:  # checked at plan time; the machine may differ since
         raise SweepError(f"tracking.uri {uri}: MLflow cannot open it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("logged_models", "artifact_location"))
+"""Where MLflow's SQL store keeps absolute artifact locations (its schema, MLflow 3)."""
+
+
+def relocate_artifacts(db: Path, artifacts: str) -> str | None:
+    """Point the embedded store ``db`` at its run dir's ``mlartifacts`` folder ``artifacts`` (a
+    ``file://`` URI) after the run dir was moved or copied: MLflow keeps each experiment's and run's
+    artifact location as an absolute path, so a moved run dir's ``status``, ``report`` or rerun wrote
+    artifacts into the old path (making that folder again) and read none of the moved ones.
+
+    Returns:
+        The old location, where one was rewritten; None when the store already points here (or is not
+        the orchestrator's: no ``…/mlartifacts`` location).
+    """
+    import sqlite3
+
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        rows = con.execute("SELECT DISTINCT artifact_location FROM experiments WHERE artifact_location LIKE '%/mlartifacts'").fetchall()
+        old = next((r[0] for r in rows if r[0] != artifacts), None)
+        if old is None:
+            return None
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        with con:  # one transaction: all of it or none
+            for table, column in ARTIFACT_COLUMNS:
+                if table in tables:
+                    con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?",
+                                (artifacts, len(old) + 1, len(old), old))  # fmt: skip
+    finally:
+        con.close()
+    try:  # MLflow keeps each run's artifact store, by run id, for the life of the process (a Python caller)
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        tracking_utils._artifact_repos_cache.clear()
+    except (ImportError, AttributeError):
+        pass
+    return old
 
 
 def damaged_store(plan: Plan) -> tuple[Path, str] | None:

@@ -268,3 +268,34 @@ def test_a_sweep_tracking_server_that_answers_its_health_passes_the_plan(capsys)
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_a_moved_run_dir_keeps_its_mlflow_artifacts_and_its_plan(capsys):
+    """MLflow keeps artifact locations as absolute paths: after `mv runs moved`, `famix report`
+    logged into runs/mlartifacts (making the old folder again) and the moved artifacts were not
+    found; `status` and a rerun took the last run for another plan (its --run-dir differed)."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    Path("tiny.yaml").write_text(TINY_SWEEP)
+    assert main(["sweep", "run", "tiny.yaml", "--run-dir", "runs"]) == 0
+    capsys.readouterr()
+    shutil.move("runs", "moved")
+    assert main(["report", "tiny.yaml", "--run-dir", "moved"]) == 0
+    err = capsys.readouterr().err
+    new = Path("moved/mlartifacts").absolute().as_uri()
+    assert f"MLflow: the run dir was moved (from {Path('runs').absolute().as_uri()}); its runs' artifacts are now looked for in {new}" in err, err
+    assert not Path("runs").exists()  # nothing written to the old place
+    client = MlflowClient(default_uri("moved"))
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert runs and all(r.info.artifact_uri.startswith(new + "/") for r in runs)
+    sweep_run = next(r for r in runs if r.data.tags.get("famix.role") == "sweep")
+    assert "report" in {a.path for a in client.list_artifacts(sweep_run.info.run_id)}  # the moved files, found
+    assert main(["sweep", "status", "tiny.yaml", "--run-dir", "moved"]) == 0
+    out = capsys.readouterr().out
+    assert "the last run had" not in out, out
+    assert main(["sweep", "run", "tiny.yaml", "--run-dir", "moved"]) == 0
+    out, err = capsys.readouterr()
+    assert "another plan" not in out and "moved" not in err, (out, err)  # relocated once
+    assert not Path("runs").exists()
