@@ -34,6 +34,7 @@ __all__ = [
     "report_folder",
     "REPORT_FILES",
     "REPORT_HEADING",
+    "REPORT_MARKER",
     "foreign_entries",
     "report_lock",
     "check_out_dir",
@@ -43,7 +44,7 @@ __all__ = [
 
 
 REPORT_FILES = frozenset(
-    ["table.md", "table.tex", "results.csv", "summary.csv", "source.csv", "README.md"]
+    ["table.md", "table.tex", "results.csv", "summary.csv", "source.csv", "README.md", ".famix-report"]
     + [f"{stem}.{fmt}" for stem in ("bars", "delta", "loss", "qualitative") for fmt in ("png", "pdf")]
 )
 """Every file name a report writes: with a report's README (:data:`REPORT_HEADING`), a folder holding
@@ -52,6 +53,10 @@ nothing else is a previous report, replaced whole."""
 REPORT_HEADING = "# Report: "
 """The first line of every report's ``README.md``: what tells a previous report from a folder of the
 user's files that happen to have a report's names (their own ``README.md``, ``results.csv``)."""
+
+REPORT_MARKER = ".famix-report"
+"""Written first into every report folder: a report whose README was not written yet (a writer
+killed half-way through a folder written in place) or was deleted is still known as one."""
 
 _DEBRIS_AGE_S = 3600.0  # where folders cannot be locked (NFS), a temp folder this old is a killed writer's
 
@@ -191,15 +196,16 @@ def check_out_dir(out_dir: Path, given: bool = True) -> Path:
 def foreign_entries(out: Path) -> list[str]:
     """The names in the folder ``out`` that are not a previous report's, sorted (empty: a report may go there).
 
-    A previous report is recognised by its ``README.md`` (first line :data:`REPORT_HEADING`): with
-    it, the files named in :data:`REPORT_FILES` are the report's; without it, they are the user's
+    A previous report is recognised by its :data:`REPORT_MARKER` or its ``README.md`` (first line
+    :data:`REPORT_HEADING`; reports written before the marker): with either, the files named in
+    :data:`REPORT_FILES` are the report's; without it, they are the user's
     (a project's own ``README.md``). Anything else is foreign, except what an interrupted writer
     leaves (hidden ``.<name>.<hex>.tmp`` files, ``.famix-probe-*`` folders). A missing folder has none.
     """
     if not out.is_dir():
         return []
     entries = [p for p in out.iterdir() if not _debris(p)]
-    if _is_report_readme(out / "README.md"):
+    if (out / REPORT_MARKER).is_file() or _is_report_readme(out / "README.md"):
         entries = [p for p in entries if not (p.name in REPORT_FILES and p.is_file())]
     return sorted(p.name for p in entries)
 
@@ -272,6 +278,7 @@ def write_report(
 
     out = check_out_dir(Path(out_dir))
     with report_folder(out) as folder:
+        write_text_atomic(folder / REPORT_MARKER, "written by famix report; the files named in reports.report.REPORT_FILES are replaced\n")
         extra = extra_figures(folder) if extra_figures else []
         table = build_table(results, baseline=baseline)
         md = render_markdown(table)

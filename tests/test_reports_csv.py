@@ -265,7 +265,9 @@ def test_out_folder_holding_the_users_files_is_refused_and_an_earlier_report_rep
     assert main(["report", "paper", "--csv", str(PAPER_CSV), "--out", "rep"]) == 0
     assert Path("rep/bars.png").is_file()
     assert main(["report", "paper", "--csv", str(PAPER_CSV), "--out", "rep", "--no-figures"]) == 0
-    assert sorted(p.name for p in Path("rep").iterdir()) == ["README.md", "results.csv", "summary.csv", "table.md", "table.tex"]
+    assert sorted(p.name for p in Path("rep").iterdir()) == [".famix-report", "README.md", "results.csv", "summary.csv", "table.md", "table.tex"]
+    Path("rep/README.md").unlink()  # a writer killed before the README (written last), or a deleted one: still a report
+    assert main(["report", "paper", "--csv", str(PAPER_CSV), "--out", "rep", "--no-figures"]) == 0
     capsys.readouterr()
     Path("rep/notes.md").write_text("mine")  # ... but not once the user has put a file of their own in it
     err = _cli_error(["report", "paper", "--csv", str(PAPER_CSV), "--out", "rep", "--no-figures"], capsys)
