@@ -91,6 +91,10 @@ def _train(args: argparse.Namespace) -> int:
             "command line: --bank: style.strategy=famix with style.augment=true needs a style bank:"
             " pass --bank DIR (mine styles first: famix mine-styles --out DIR)"
         )
+    if cfg.style.needs_bank():
+        from famix_core.styles.bank import bank_files
+
+        bank_files(args.bank)  # before the device notice: a wrong --bank is the one line
     _check_weights(cfg)
     ckpt = args.ckpt if args.ckpt is not None else str(Path(args.out) / "checkpoints")
     stop = threading.Event()

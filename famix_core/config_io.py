@@ -139,6 +139,9 @@ def _load_text(text: str, source: str, kind: str) -> Any:
     except _DuplicateKey as e:
         raise ConfigError(f"{source}: line {e.line}: duplicate key {e.key!r} (first at line {e.first}); each key may appear once") from None
     except yaml.constructor.ConstructorError as e:
+        if "unhashable key" in (e.problem or ""):  # `[a]: 1`, `{a: 1}: 2`: a list or mapping used as a key
+            line = f": line {e.problem_mark.line + 1}" if e.problem_mark else ""
+            raise ConfigError(f"{source}{line}: a list or mapping used as a key; keys are plain names (e.g. style.mix)") from None
         quoted = re.search(r"'([^']*)'", e.problem or "")  # "... for the tag 'tag:yaml.org,2002:python/object:…'"
         tag = quoted.group(1) if quoted else (e.problem or "")
         raise ConfigError(
@@ -358,11 +361,14 @@ def format_error(
     """
     errors = err.errors()
     e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
-    loc = ".".join(str(p) for p in e["loc"])
+    key_of = e["loc"][-1] == "[key]"  # a mapping's key, not its value: `1: [a]` under grid
+    loc = ".".join(str(p) for p in e["loc"][: -1 if key_of else None])
     path = ".".join(x for x in (prefix, loc) if x) or "<root>"
     path = (names or {}).get(path, path)
     msg = e["msg"].removeprefix("Value error, ")
-    if e["type"] == "extra_forbidden":
+    if key_of:
+        msg = f"a key that is not a name (got {type(e.get('input')).__name__} {e.get('input')!r}); keys are names (e.g. style.mix)"
+    elif e["type"] == "extra_forbidden":
         keys = list(valid_keys or [])
         bad = loc if loc in keys or any("." in k for k in keys) else str(e["loc"][-1])
         msg = "unknown key" + suggest(bad, keys)

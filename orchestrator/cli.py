@@ -98,8 +98,8 @@ def _plan(args: argparse.Namespace) -> int:
     console = make_console()
     if args.explain:
         _print_explain(plan, args.explain, console)
-        return 0
-    print_plan(plan, console, backend=args.backend)
+    else:
+        print_plan(plan, console, backend=args.backend)
     if args.estimate:
         from orchestrator.estimate import print_estimate
 

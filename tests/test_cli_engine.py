@@ -110,6 +110,13 @@ def test_train_without_bank_names_the_option(capsys, no_gpu):
     )
 
 
+def test_a_bank_that_is_a_file_is_named_so(capsys, no_gpu):
+    """`--bank bank.safetensors` (a file of the bank, not its folder) read `…/bank.safetensors/bank.safetensors: not found`."""
+    Path("bank.safetensors").write_text("")
+    err = _refused(capsys, ["train", "--out", "o", *TINY, "style.strategy=famix", "--bank", "bank.safetensors"])
+    assert err == "famix: error: bank.safetensors: a file; expected the style bank's folder (it holds bank.safetensors and bank.json)\n"
+
+
 def test_trainer_without_bank_names_its_argument(tmp_path):
     """A library caller is told about the ``bank_dir`` argument, not a command-line option."""
     from famix_core.config import FamixConfig

@@ -106,9 +106,10 @@ def test_plan_estimate_runs_real_probes_and_plain_plan_computes_nothing(tmp_path
     base = [sys.executable, "-c", code, "sweep", "plan", str(tmp_path / "est.yaml"), "--run-dir", str(tmp_path / "runs")]
     plain = subprocess.run(base, capture_output=True, text=True, env=env, timeout=300)
     assert plain.returncode == 0 and "TORCH False" in plain.stdout, plain.stdout + plain.stderr
-    est = subprocess.run(base + ["--estimate"], capture_output=True, text=True, env=env, timeout=600)
+    est = subprocess.run(base + ["--estimate", "--explain", "train.iterations"], capture_output=True, text=True, env=env, timeout=600)
     out = est.stdout
     assert est.returncode == 0, out + est.stderr
+    assert "where each value comes from" in out  # --explain's table, and the estimate too (it was dropped)
     # the smoke training (batch 8, crop 128) is probed at batch 2 and scaled x4; its 128x256 evaluation as it is
     m = re.search(r"probe train: famix-tiny OS16 freeze=paper style=none fp32, batch 2, crop 128: ([\d.e-]+) s/iteration "
                   r"\(reduced from the real shape: x4\) -> ([\d.e-]+) s/iteration", out)  # fmt: skip

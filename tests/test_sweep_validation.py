@@ -205,3 +205,15 @@ def test_a_sweep_name_over_100_characters_is_refused_before_anything_runs(capsys
     line = _one_line(capsys, "run", str(_write(f"name: {'n' * 260}\n{text}")))
     assert line == "famix: error: sweeps/x.yaml: name: 260 characters; at most 100 (the name is a folder, <run_dir>/<name>/, and an MLflow experiment)"
     assert main(["sweep", "plan", str(_write(f"name: {'n' * 100}\n{text}")), "--run-dir", "out"]) == 0  # the limit itself passes
+
+
+@pytest.mark.parametrize("text, line", [
+    ("grid:\n  [a]: [1]\n", "line 4: a list or mapping used as a key; keys are plain names (e.g. style.mix)"),
+    ("grid:\n  1: [a]\n", "grid.1: a key that is not a name (got int 1); keys are names (e.g. style.mix)"),
+    ("base: ''\ngrid:\n  style.mix: [true]\n", "base: an empty path; expected a YAML config file (relative to this file) or a mapping"),
+], ids=["list-as-key", "number-as-key", "empty-base"])  # fmt: skip
+def test_a_key_that_is_no_name_or_an_empty_base_path_is_said_plainly(capsys, text, line):
+    """A list used as a key read `invalid YAML tag 'found unhashable key'`, a number `grid.1.[key]:
+    Input should be a valid string`, and `base: ''` `base:  is a folder`."""
+    assert _plan_error(capsys, text).endswith(f"x.yaml: {line}")
+

@@ -12,7 +12,7 @@ from famix_core.classes import CLASS_NAMES, IGNORE_INDEX
 from famix_core.errors import FamixError
 from famix_core.io import atomic_write_bytes, atomic_write_json
 
-__all__ = ["StyleBank", "StyleBankError", "draw_styles", "BANK_TENSORS", "BANK_JSON", "BANK_FORMAT"]
+__all__ = ["StyleBank", "StyleBankError", "bank_files", "draw_styles", "BANK_TENSORS", "BANK_JSON", "BANK_FORMAT"]
 
 BANK_TENSORS = "bank.safetensors"
 BANK_JSON = "bank.json"
@@ -22,6 +22,21 @@ _LOOKUP = 256  # class-id lookup tables cover ids 0..255 (train ids and the igno
 
 class StyleBankError(FamixError):
     """A style bank on disk is missing, unreadable, or does not fit the model."""
+
+
+def bank_files(directory: str | Path) -> tuple[Path, Path]:
+    """The tensor and JSON files of the bank in ``directory``, checked to be there (nothing is read).
+
+    Raises:
+        StyleBankError: ``directory`` is a file, or a bank file is missing.
+    """
+    d = Path(directory)
+    if d.is_file():  # a bank is the folder mine-styles wrote, not one of its files
+        raise StyleBankError(f"{d}: a file; expected the style bank's folder (it holds {BANK_TENSORS} and {BANK_JSON})")
+    for p in (d / BANK_TENSORS, d / BANK_JSON):
+        if not p.is_file():
+            raise StyleBankError(f"{p}: style bank file not found (mine styles first: famix mine-styles)")
+    return d / BANK_TENSORS, d / BANK_JSON
 
 
 def _bucket_tables(cls: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -239,11 +254,7 @@ class StyleBank:
         """
         from safetensors.torch import load_file
 
-        d = Path(directory)
-        tpath, jpath = d / BANK_TENSORS, d / BANK_JSON
-        for p in (tpath, jpath):
-            if not p.is_file():
-                raise StyleBankError(f"{p}: style bank file not found (mine styles first: famix mine-styles)")
+        tpath, jpath = bank_files(directory)
         try:
             info = json.loads(jpath.read_text())
         except (OSError, ValueError) as e:

@@ -98,6 +98,8 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
         raise SweepError(format_error(e, source, valid_keys=_keys_for(e.errors()[0]["loc"]))) from None
     base_source, base_prefix = source, "base"  # where a mistake in the base is (this file, or its base file)
     if isinstance(spec.base, str):
+        if not spec.base.strip():
+            raise SweepError(f"{source}: base: an empty path; expected a YAML config file (relative to this file) or a mapping")
         base_path = (p.parent / spec.base).resolve()
         if base_path.is_dir():
             raise SweepError(f"{source}: base: {spec.base} is a folder (relative to {p.parent}); expected a YAML config file or a mapping")
