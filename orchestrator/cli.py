@@ -188,7 +188,9 @@ def report_sweep_info(
     """
     from famix_core.config_io import parse_overrides
     from orchestrator.errors import SweepError
-    from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
+    import shlex
+
+    from orchestrator.sweep import expand_trials, load_sweep, resolve_profile, resolve_sweep_path
     from reports.collect import ReportInputError, domain_column
     from reports.report import SweepInfo
 
@@ -213,6 +215,8 @@ def report_sweep_info(
         experiment=rs.tracking.experiment,
         tracking_uri=rs.tracking.uri,
         profile=rs.profile,
+        trials=[t.id for t in expand_trials(rs)],
+        overrides=shlex.join(rs.override_words()),
     )
 
 

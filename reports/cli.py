@@ -91,7 +91,9 @@ def register(subparsers: argparse._SubParsersAction, sweep_info: SweepInfoFn) ->
 def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
     """Run ``famix report`` with parsed arguments; returns the exit code."""
     from reports.collect import collect_csv, collect_mlflow
-    from reports.report import apply_sweep_order, check_out_dir, default_out_dir, report_lock, tracking_uri_for, write_report
+    from reports.report import (
+        apply_sweep_order, check_out_dir, default_out_dir, plan_coverage_note, report_lock, tracking_uri_for, write_report,
+    )  # fmt: skip
 
     # every flag is checked before anything is read, logged or written
     check_flag_conflicts(args)
@@ -114,6 +116,9 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
             results = collect_mlflow(
                 info.name, tracking_uri=uri, experiment=args.experiment or info.experiment, profile=info.profile
             )
+            note = plan_coverage_note(results, info)
+            if note:
+                results.notes.append(note)
         results = apply_sweep_order(results, info)
 
         extra = None

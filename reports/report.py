@@ -30,6 +30,7 @@ __all__ = [
     "SweepInfo",
     "ReportFiles",
     "apply_sweep_order",
+    "plan_coverage_note",
     "write_report",
     "report_folder",
     "REPORT_FILES",
@@ -76,6 +77,9 @@ class SweepInfo:
         experiment: MLflow experiment (``None``: the sweep name).
         tracking_uri: MLflow URI from the sweep's ``tracking.uri`` (``None``: the run dir's store).
         profile: the sweep profile whose trials are reported (``None``: every trial of the sweep).
+        trials: the trial ids of the plan the command's arguments make (``None``: not known), and
+        overrides: those arguments' command-line overrides, as typed: a report from MLflow notes
+            the plan's trials that have no results.
     """
 
     name: str
@@ -85,6 +89,8 @@ class SweepInfo:
     experiment: str | None = None
     tracking_uri: str | None = None
     profile: str | None = None
+    trials: list[str] | None = None
+    overrides: str = ""
 
 
 @dataclass
@@ -148,6 +154,24 @@ def apply_sweep_order(results: ResultSet, info: SweepInfo) -> ResultSet:
         tracking_uri=results.tracking_uri,
         notes=notes,
     )
+
+
+def plan_coverage_note(results: ResultSet, info: SweepInfo) -> str | None:
+    """A note when trials of the plan that the report's arguments make have no results in MLflow (a
+    sweep still running, or a report given other overrides than the run: its table is of other runs)."""
+    from reports.schema import COL_TRIAL
+
+    if not info.trials:
+        return None
+    have = set(results.runs[COL_TRIAL]) if COL_TRIAL in results.runs else set()
+    missing = [t for t in info.trials if t not in have]
+    made = f" (`{info.overrides}`)" if info.overrides else ""
+    if len(missing) == len(info.trials):
+        return (f"none of the {len(info.trials)} trial(s) of this command's plan{made} has results: the table holds "
+                "other runs of the sweep; give `famix report` the overrides of the run you mean")  # fmt: skip
+    if missing:
+        return f"{len(missing)} of the {len(info.trials)} trial(s) of this command's plan{made} have no results (yet): their rows are missing"
+    return None
 
 
 def check_out_dir(out_dir: Path, given: bool = True) -> Path:

@@ -299,3 +299,17 @@ def test_a_moved_run_dir_keeps_its_mlflow_artifacts_and_its_plan(capsys):
     out, err = capsys.readouterr()
     assert "another plan" not in out and "moved" not in err, (out, err)  # relocated once
     assert not Path("runs").exists()
+
+
+def test_a_report_of_a_plan_that_never_ran_says_its_table_is_of_other_runs(capsys):
+    """`famix report tiny.yaml 'seeds=[5]'` after a run of seed 0 printed seed 0's table with no
+    word that none of the plan it was given had run."""
+    Path("tiny.yaml").write_text(TINY_SWEEP)
+    assert main(["sweep", "run", "tiny.yaml", "--run-dir", "runs"]) == 0
+    capsys.readouterr()
+    assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures", "seeds=[5]"]) == 0
+    out = capsys.readouterr().out
+    assert ("note: none of the 1 trial(s) of this command's plan (`'seeds=[5]'`) has results: the table holds other "
+            "runs of the sweep; give `famix report` the overrides of the run you mean") in out, out
+    assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures"]) == 0
+    assert "this command's plan" not in capsys.readouterr().out
