@@ -361,7 +361,7 @@ def format_error(
     """
     errors = err.errors()
     e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
-    key_of = e["loc"][-1] == "[key]"  # a mapping's key, not its value: `1: [a]` under grid
+    key_of = tuple(e["loc"][-1:]) == ("[key]",)  # a mapping's key, not its value: `1: [a]` under grid (a root error has no loc)
     loc = ".".join(str(p) for p in e["loc"][: -1 if key_of else None])
     path = ".".join(x for x in (prefix, loc) if x) or "<root>"
     path = (names or {}).get(path, path)

@@ -186,10 +186,10 @@ def report_sweep_info(
             open the run dir's store. SweepError: a sweep file or an override that does not validate,
             or overrides with a sweep name that has no file.
     """
-    from famix_core.config_io import parse_overrides
-    from orchestrator.errors import SweepError
     import shlex
 
+    from famix_core.config_io import parse_overrides
+    from orchestrator.errors import SweepError
     from orchestrator.sweep import expand_trials, load_sweep, resolve_profile, resolve_sweep_path
     from reports.collect import ReportInputError, domain_column
     from reports.report import SweepInfo

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 import warnings
@@ -516,19 +517,24 @@ def relocate_artifacts(db: Path, artifacts: str) -> str | None:
         the orchestrator's: no ``…/mlartifacts`` location).
     """
     import sqlite3
+    from urllib.parse import unquote, urlparse
 
     con = sqlite3.connect(db, timeout=30)
     try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "experiments" not in tables:  # an empty or new file: MLflow makes its tables
+            return None
         rows = con.execute("SELECT DISTINCT artifact_location FROM experiments WHERE artifact_location LIKE '%/mlartifacts'").fetchall()
         old = next((r[0] for r in rows if r[0] != artifacts), None)
-        if old is None:
-            return None
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if old is None or _same_folder(unquote(urlparse(old).path), unquote(urlparse(artifacts).path)):
+            return None  # the same folder by another name (a symlink): nothing moved
         with con:  # one transaction: all of it or none
             for table, column in ARTIFACT_COLUMNS:
                 if table in tables:
                     con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?",
                                 (artifacts, len(old) + 1, len(old), old))  # fmt: skip
+    except sqlite3.DatabaseError:  # damaged or locked: MLflow's own open says so
+        return None
     finally:
         con.close()
     try:  # MLflow keeps each run's artifact store, by run id, for the life of the process (a Python caller)
@@ -538,6 +544,14 @@ def relocate_artifacts(db: Path, artifacts: str) -> str | None:
     except (ImportError, AttributeError):
         pass
     return old
+
+
+def _same_folder(a: str, b: str) -> bool:
+    """Whether the paths ``a`` and ``b`` name one existing folder."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def damaged_store(plan: Plan) -> tuple[Path, str] | None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     from reports.report import SweepInfo
 
-__all__ = ["SweepInfoFn", "register", "run_report", "check_flag_conflicts", "parse_domains", "report_device", "check_run_dir"]
+__all__ = ["SweepInfoFn", "register", "run_report", "check_flag_conflicts", "parse_domains", "report_device", "check_report_run_dir"]
 
 SweepInfoFn = Callable[[str, "str | None", "str | None", "list[str]"], "SweepInfo"]
 """``(SWEEP argument, --profile, --run-dir when the report reads MLflow, else None, the key=value
@@ -100,7 +100,7 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
     domains = parse_domains(args.domains)
     device = report_device(args.device or "cpu") if args.qualitative else None
     if not (args.csv and args.out):  # the run dir is read (MLflow, weights) or holds the default output folder
-        check_run_dir(args.run_dir)
+        check_report_run_dir(args.run_dir)
     out_dir = check_out_dir(Path(args.out)) if args.out else None  # before sweep_info logs finished stages into MLflow
     info = sweep_info(args.sweep, args.profile, None if args.csv else args.run_dir, args.overrides)
     if domains is not None:
@@ -221,7 +221,7 @@ def report_device(spec: str) -> str:
     return str(device)
 
 
-def check_run_dir(run_dir: str) -> None:
+def check_report_run_dir(run_dir: str) -> None:
     """Refuse a ``--run-dir`` that is a file or lies under one (a missing folder is fine: nothing was run there yet).
 
     Raises:

@@ -55,6 +55,10 @@ REPORT_HEADING = "# Report: "
 """The first line of every report's ``README.md``: what tells a previous report from a folder of the
 user's files that happen to have a report's names (their own ``README.md``, ``results.csv``)."""
 
+OS_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", ".ipynb_checkpoints", ".directory"})
+"""What file browsers and notebooks leave in any folder they show (and ``._<name>`` files): not the
+user's work, so they do not keep a report folder from being replaced."""
+
 REPORT_MARKER = ".famix-report"
 """Written first into every report folder: a report whose README was not written yet (a writer
 killed half-way through a folder written in place) or was deleted is still known as one."""
@@ -228,7 +232,7 @@ def foreign_entries(out: Path) -> list[str]:
     """
     if not out.is_dir():
         return []
-    entries = [p for p in out.iterdir() if not _debris(p)]
+    entries = [p for p in out.iterdir() if not _debris(p) and p.name not in OS_LITTER and not p.name.startswith("._")]
     if (out / REPORT_MARKER).is_file() or _is_report_readme(out / "README.md"):
         entries = [p for p in entries if not (p.name in REPORT_FILES and p.is_file())]
     return sorted(p.name for p in entries)

@@ -267,6 +267,7 @@ def test_out_folder_holding_the_users_files_is_refused_and_an_earlier_report_rep
     assert main(["report", "paper", "--csv", str(PAPER_CSV), "--out", "rep", "--no-figures"]) == 0
     assert sorted(p.name for p in Path("rep").iterdir()) == [".famix-report", "README.md", "results.csv", "summary.csv", "table.md", "table.tex"]
     Path("rep/README.md").unlink()  # a writer killed before the README (written last), or a deleted one: still a report
+    Path("rep/.DS_Store").write_text("")  # and what a file browser leaves is not the user's work
     assert main(["report", "paper", "--csv", str(PAPER_CSV), "--out", "rep", "--no-figures"]) == 0
     capsys.readouterr()
     Path("rep/notes.md").write_text("mine")  # ... but not once the user has put a file of their own in it

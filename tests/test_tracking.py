@@ -198,15 +198,13 @@ def test_a_sweep_tracking_uri_of_no_known_kind_is_refused_before_anything_is_wri
 
 
 @pytest.mark.parametrize("command", ["plan", "run"])
-def test_a_sweep_tracking_uri_mlflow_cannot_open_here_is_one_line_before_anything_is_written(capsys, monkeypatch, tmp_path, command):
+def test_a_sweep_tracking_uri_mlflow_cannot_open_here_is_one_line_before_anything_is_written(capsys, monkeypatch, command):
     """The plan let through every URI of a known kind, and `sweep run` then made the run dir, the
     synthetic benchmark, plan.json and driver.json before MLflow failed with a traceback: a file
     store (MLflow 3 refuses them), a SQLite file under a file, a database whose driver is not
-    installed or whose host does not answer, Databricks without credentials."""
+    installed or whose host does not answer."""
     from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.databrickscfg
-    monkeypatch.delenv("DATABRICKS_HOST", raising=False)
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     Path("afile").write_text("")
     with socket.socket() as sock:  # a port nothing listens on once it is closed
@@ -218,7 +216,6 @@ def test_a_sweep_tracking_uri_mlflow_cannot_open_here_is_one_line_before_anythin
         f"sqlite:///{Path('afile/db/mlflow.db').absolute()}": f"{Path('afile').absolute()} is a file, so the database's folder "
                                                               f"{Path('afile/db').absolute()} cannot be made",
         "mysql+pymysql://u@127.0.0.1/db": "its Python driver is not installed (pymysql); install it into this environment",
-        "databricks": "no Databricks credentials (set DATABRICKS_HOST and DATABRICKS_TOKEN, or write ~/.databrickscfg)",
     }  # fmt: skip
     for uri, problem in cases.items():
         assert _sweep_error(capsys, uri, command) == f"famix: error: tiny.yaml: tracking.uri {uri}: {problem}"
@@ -313,3 +310,23 @@ def test_a_report_of_a_plan_that_never_ran_says_its_table_is_of_other_runs(capsy
             "runs of the sweep; give `famix report` the overrides of the run you mean") in out, out
     assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures"]) == 0
     assert "this command's plan" not in capsys.readouterr().out
+
+
+def test_a_run_dir_by_another_name_or_an_empty_store_is_not_relocated(capsys):
+    """The same run dir through a symlink is not a move (the store would flip between the two names,
+    with a warning each time); an empty mlflow.db (0 bytes: a killed first open) is MLflow's to fill,
+    not a traceback (`no such table: experiments`)."""
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    Path("tiny.yaml").write_text(TINY_SWEEP)
+    Path("runs").mkdir()
+    Path("runs/mlflow.db").write_text("")
+    assert main(["sweep", "run", "tiny.yaml", "--run-dir", "runs"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    os.symlink("runs", "link")
+    assert main(["sweep", "status", "tiny.yaml", "--run-dir", "link"]) == 0
+    assert "was moved" not in capsys.readouterr().err
+    client = MlflowClient(default_uri("runs"))
+    assert client.get_experiment_by_name("tiny").artifact_location == Path("runs/mlartifacts").absolute().as_uri()

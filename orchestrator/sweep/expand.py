@@ -95,7 +95,7 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
             if value not in taken:  # a misspelt value would be shown raw, silently
                 raise SweepError(f"{src}: labels.{key}.values.{value}: not a value {key} takes (it takes {', '.join(taken)})")
         shown_by: dict[str, str] = {}
-        for value in taken:
+        for value in dict.fromkeys(taken):  # a zip key may take one value at several points
             shown = label.values.get(value, value)
             if shown in shown_by:  # two rows of the table would read the same
                 raise SweepError(
@@ -153,10 +153,6 @@ RESULT_COLUMNS: tuple[str, ...] = (
     *IGNORED_CSV_COLUMNS,  # n, mean: the CSV reader drops them
     LONG_DOMAIN,
     LONG_MIOU,  # both at once make a CSV the long form
-    "delta",
-    "source_val",
-    "drop",
-    "kept",  # report summaries: reports/tables.py summary_frame, reports/source_gap.py source_frame
 )
 """Column names the results write or read themselves (in any case, also with ``_std`` / ``_mark`` /
 ``_partial``): a label column of the same name is overwritten or read as something else, after the training."""

@@ -129,8 +129,9 @@ def command_line_seeds(o: Override) -> list[int]:
 
 
 def _check_roots_are_read(base: dict[str, Any], overrides: list[Any], varied: set[str], profile: str) -> None:
-    """A command-line ``data.root`` / ``data.roots.<domain>`` where every trial reads the built-in
-    synthetic benchmark (``data.synthetic`` set; the plan puts it in the run dir) would be ignored.
+    """A command-line ``data.root`` where every trial reads the built-in synthetic benchmark
+    (``data.synthetic`` set: the plan puts it in the run dir) would be ignored (``data.roots.<domain>``
+    is read even then).
 
     Raises:
         SweepError: one line naming the override and the way to real data.
@@ -138,7 +139,7 @@ def _check_roots_are_read(base: dict[str, Any], overrides: list[Any], varied: se
     if (base.get("data") or {}).get("synthetic") is None or "data.synthetic" in varied:
         return
     for o in overrides:
-        if o.op != "delete" and (o.key == "data.root" or o.key == "data.roots" or o.key.startswith("data.roots.")):
+        if o.op != "delete" and o.key == "data.root":
             raise SweepError(
                 f"command line: {o.key}: every trial of profile {profile} reads the built-in synthetic benchmark "
                 f"(data.synthetic is set), so it would be ignored; for real data use --profile paper, or add data.synthetic=null"

@@ -93,8 +93,8 @@ def check_tracking_uri(uri: str, where: str, fix: str | None = None, write: bool
     """Refuse, in one line, a URI that MLflow cannot open here, making nothing: no MLflow store, a
     server that does not answer its ``/health``, a file store (MLflow refuses them unless
     ``MLFLOW_ALLOW_FILE_STORE`` is set), a database whose Python driver is missing or whose host does
-    not answer, Databricks without credentials; with ``write`` (a sweep logs there), a SQLite file
-    whose folder cannot be made or written.
+    not answer; with ``write`` (a sweep logs there), a SQLite file whose folder cannot be made or
+    written.
 
     Args:
         uri: the tracking URI.
@@ -122,10 +122,7 @@ def check_tracking_uri(uri: str, where: str, fix: str | None = None, write: bool
                        "use sqlite:///<path>/mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true")  # fmt: skip
     elif uri.startswith("sqlite:///"):
         problem = _sqlite_folder_problem(sqlite_path(uri)) if write else None  # type: ignore[arg-type]
-    elif uri.startswith("databricks"):
-        if not (os.environ.get("DATABRICKS_HOST") or (Path.home() / ".databrickscfg").is_file()):
-            problem = "no Databricks credentials (set DATABRICKS_HOST and DATABRICKS_TOKEN, or write ~/.databrickscfg)"
-    else:
+    elif not uri.startswith("databricks"):  # Databricks finds its credentials in many places: MLflow's to check
         problem = _database_problem(uri)
     if problem:
         raise ReportInputError(f"{where} {uri}: {problem}")
@@ -144,7 +141,7 @@ def _sqlite_folder_problem(db: Path) -> str | None:
     return None
 
 
-_DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+_DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306}
 
 
 def _database_problem(uri: str) -> str | None:
@@ -162,8 +159,10 @@ def _database_problem(uri: str) -> str | None:
         return f"not a database URI SQLAlchemy reads ({str(e).splitlines()[0]})"
     except ImportError as e:
         return f"its Python driver is not installed ({e.name or e}); install it into this environment"
-    if url.host:
-        port = url.port or _DATABASE_PORTS.get(url.get_backend_name())
+    backend = url.get_backend_name()
+    local_socket = "host" in url.query or "unix_socket" in url.query or (backend == "mysql" and url.host == "localhost")
+    if url.host and backend in _DATABASE_PORTS and not local_socket:  # mssql's host may be an ODBC DSN: not probed
+        port = url.port or _DATABASE_PORTS[backend]
         try:
             socket.create_connection((url.host, port), timeout=2).close()
         except OSError as e:
