@@ -29,7 +29,7 @@ NO_GPU_FIX = "give the stage a GPU (backend resources / slurm gpus) or set train
 """How a stage that ``auto`` without the CPU fallback refused is mended (:func:`pick_device`'s ``fix``)."""
 
 
-def pick_device(spec: str = "auto", *, cpu_fallback: bool = True, fix: str = NO_GPU_FIX) -> torch.device:
+def pick_device(spec: str = "auto", *, cpu_fallback: bool = True, fix: str = NO_GPU_FIX, set_as: str = "train.device=") -> torch.device:
     """Resolve a device spec.
 
     Args:
@@ -38,6 +38,8 @@ def pick_device(spec: str = "auto", *, cpu_fallback: bool = True, fix: str = NO_
             :class:`CpuFallbackWarning` (True), or refuse (False; the paper profile, where a stage
             given no GPU by its scheduler would otherwise train for days on the CPU unnoticed).
         fix: what the refusal of ``auto`` without a GPU and without fallback says to do.
+        set_as: how the user gives the spec, for the messages: ``train.device=`` (a config key) or an
+            option with its space (``--device `` of ``famix report``).
 
     Returns:
         The torch device.
@@ -49,7 +51,7 @@ def pick_device(spec: str = "auto", *, cpu_fallback: bool = True, fix: str = NO_
     try:
         spec = parse_device_spec(spec or "auto")
     except ValueError as e:
-        raise DeviceError(f"train.device: {e}") from None
+        raise DeviceError(f"{set_as.rstrip('= ')}: {e}") from None
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -57,21 +59,21 @@ def pick_device(spec: str = "auto", *, cpu_fallback: bool = True, fix: str = NO_
         seen = "no CUDA device visible" + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
         if not cpu_fallback:
             raise DeviceError(
-                f"train.device=auto: {seen} and this profile does not fall back to the CPU; {fix}"
+                f"{set_as}auto: {seen} and this profile does not fall back to the CPU; {fix}"
             )
-        warnings.warn(f"train.device=auto: {seen}; running on the CPU", CpuFallbackWarning, stacklevel=2)
+        warnings.warn(f"{set_as}auto: {seen}; running on the CPU", CpuFallbackWarning, stacklevel=2)
         return torch.device("cpu")
     dev = torch.device(spec)
     if dev.type == "cpu":
         return dev
     if not torch.cuda.is_available():
-        raise DeviceError(f"train.device={spec}: CUDA is not available on this machine; use train.device=auto or cpu")
+        raise DeviceError(f"{set_as}{spec}: CUDA is not available on this machine; use {set_as}auto or cpu")
     n = torch.cuda.device_count()
     if dev.index is not None and dev.index >= n:
         present = "cuda:0" if n == 1 else f"cuda:0 to cuda:{n - 1}"
         raise DeviceError(
-            f"train.device={spec}: this machine has {n} CUDA device{'s' if n > 1 else ''} ({present}); "
-            f"use train.device=auto, cpu or {present}"
+            f"{set_as}{spec}: this machine has {n} CUDA device{'s' if n > 1 else ''} ({present}); "
+            f"use {set_as}auto, cpu or {present}"
         )
     return dev
 

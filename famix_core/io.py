@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 __all__ = [
+    "nearest_existing",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -48,6 +49,13 @@ def make_temp_dir(parent: str | Path, prefix: str = ".tmp-") -> Path:
             continue
 
 
+def nearest_existing(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself, or the nearest folder above it that exists (a dangling symlink is there too):
+    where a folder still to be made would be made, and what a check of it looks at."""
+    path = Path(path)
+    return next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())
+
+
 def check_out_dir(path: str | Path, option: str = "--out") -> None:
     """Refuse an output folder that cannot be made or written, before any work; leaves nothing behind.
 
@@ -65,7 +73,7 @@ def check_out_dir(path: str | Path, option: str = "--out") -> None:
 
     path = existing = Path(path)
     try:
-        existing = next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())
+        existing = nearest_existing(path)
         if existing.is_dir():
             os.rmdir(make_temp_dir(existing, ".famix-probe-"))
             return

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from famix_core.config import FamixConfig
+from famix_core.io import nearest_existing
 from famix_core.weights import is_packaged, packaged_path
 
 __all__ = ["check_data", "check_weights", "check_device", "check_stage_gpus", "check_run_dir", "check_run_dir_is_folder"]
@@ -24,7 +25,7 @@ def check_run_dir_is_folder(run_dir: str | Path) -> Path:
     from orchestrator.errors import SweepError
 
     path = Path(run_dir).absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    existing = nearest_existing(path)
     if not existing.is_dir():
         where = "it" if existing == path else existing
         raise SweepError(f"{path}: the run dir must be a folder, and {where} is a file; choose another with --run-dir")

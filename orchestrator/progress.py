@@ -441,7 +441,9 @@ def print_failures(
         if run_dir is not None:
             import shutil
 
-            existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+            from famix_core.io import nearest_existing
+
+            existing = nearest_existing(run_dir)
             free = f" ({_format_bytes(shutil.disk_usage(existing).free)} free where the run dir {run_dir} is)"
         skipped = f"; {_count_kinds(list(not_started))} not started" if not_started else ""
         console.print(

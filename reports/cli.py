@@ -198,27 +198,15 @@ def parse_domains(text: str | None) -> list[str] | None:
 
 
 def report_device(spec: str) -> str:
-    """``--device`` resolved on this machine by :func:`famix_core.device.pick_device` (``auto``: a GPU, else the CPU).
+    """``--device`` resolved on this machine by :func:`famix_core.device.pick_device` (``auto``: a GPU,
+    else the CPU, with a notice).
 
     Raises:
         DeviceError: one line naming ``--device``: a malformed spec, or a GPU this machine does not have.
     """
-    import warnings
+    from famix_core.device import pick_device  # imports torch
 
-    from famix_core.device import DeviceError, pick_device  # imports torch
-
-    def named(message: str) -> str:  # pick_device speaks of the config key; here the flag set it
-        return message.replace("train.device=", "--device ").replace("train.device:", f"--device {spec}:")
-
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        try:
-            device = pick_device(spec)
-        except DeviceError as e:
-            raise DeviceError(named(str(e))) from None
-    for w in seen:  # auto without a GPU: the CPU, said once
-        warnings.warn(named(str(w.message)), w.category, stacklevel=2)
-    return str(device)
+    return str(pick_device(spec, set_as="--device "))
 
 
 def check_report_run_dir(run_dir: str) -> None:
@@ -227,10 +215,11 @@ def check_report_run_dir(run_dir: str) -> None:
     Raises:
         ReportInputError: naming ``--run-dir`` and the file.
     """
+    from famix_core.io import nearest_existing
     from reports.collect import ReportInputError
 
     path = Path(run_dir)
-    existing = next((p for p in (path, *path.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
+    existing = nearest_existing(path)
+    if not existing.is_dir():
         what = "is a file" if existing == path else f"{existing} is a file"
         raise ReportInputError(f"--run-dir {run_dir}: {what} (expected a folder, the run directory)")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from reports.collect import ReportInputError, ResultSet, check_tracking_uri, default_tracking_uri
-from famix_core.io import atomic_path, commit_dir, exclusive_lock, make_temp_dir
+from famix_core.io import atomic_path, commit_dir, exclusive_lock, make_temp_dir, nearest_existing
 from famix_core.io import atomic_write_text as write_text_atomic
 
 __all__ = [
@@ -195,7 +195,7 @@ def check_out_dir(out_dir: Path, given: bool = True) -> Path:
     other = "" if given else "; choose another folder with --out"
     if out == pkg or pkg in out.parents:
         raise ReportInputError(f"--out {out_dir}: inside the reports package ({pkg}); choose another folder")
-    existing = next(p for p in (out, *out.parents) if p.exists())
+    existing = nearest_existing(out)
     if not existing.is_dir():
         what = "" if existing == out else f"{existing} "
         raise ReportInputError(f"{where}: {what}is a file (expected a folder){other}")

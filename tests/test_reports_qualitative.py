@@ -149,7 +149,7 @@ def test_device_checked_before_any_work_in_one_line(capsys):
         assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
         return err
 
-    assert error("gpu") == "famix: error: --device gpu: unknown device 'gpu' (expected auto, cpu, cuda or cuda:N)"
+    assert error("gpu") == "famix: error: --device: unknown device 'gpu' (expected auto, cpu, cuda or cuda:N)"
     err = error("cuda:99")
     if torch.cuda.is_available():
         n = torch.cuda.device_count()

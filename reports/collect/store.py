@@ -132,8 +132,10 @@ def _sqlite_folder_problem(db: Path) -> str | None:
     """Why the SQLite file ``db`` could not be made (its folder, or the nearest one above that exists)."""
     import os
 
+    from famix_core.io import nearest_existing
+
     folder = db.absolute().parent
-    existing = next((f for f in (folder, *folder.parents) if f.exists()), Path("/"))
+    existing = nearest_existing(folder)
     if not existing.is_dir():
         return f"{existing} is a file, so the database's folder {folder} cannot be made"
     if not os.access(existing, os.W_OK | os.X_OK):
