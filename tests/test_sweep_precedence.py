@@ -193,6 +193,16 @@ def test_override_of_a_varied_key_is_rejected_not_silently_lost():
         _resolve(SWEEP, overrides=["style.mix=true"])
 
 
+@pytest.mark.parametrize("item", ["style={mix: true}", "~style"])
+def test_override_of_a_section_holding_a_varied_key_is_rejected_not_silently_lost(item):
+    """`style={mix: true}` replaced the whole section, the grid's style.mix with it (every trial ran
+    one value; `model={freeze: paper}` on the ablation also dropped the profile's backbone and weights)."""
+    with pytest.raises(SweepError, match=r"^command line: style: holds style.mix, which the sweep's grid/zip varies; "
+                                         r"set the other keys of style one by one \(style.<key>=…\)$"):  # fmt: skip
+        _resolve(SWEEP, overrides=[item])
+    _resolve(SWEEP, overrides=["style.strategy=mixstyle"])  # a key beside it is fine
+
+
 @pytest.mark.parametrize(
     ("item", "message"),
     [

@@ -72,6 +72,12 @@ def resolve_profile(
         check_config_key(o.key, "command line", o.key)
         if o.key in varied:
             raise SweepError(f"command line: {o.key}: this key is varied by the sweep's grid/zip; edit the grid instead")
+        below = sorted(k for k in varied if k.startswith(o.key + "."))
+        if below:  # the section would replace the grid's values of the keys in it, silently
+            raise SweepError(
+                f"command line: {o.key}: holds {', '.join(below)}, which the sweep's grid/zip varies; "
+                f"set the other keys of {o.key} one by one ({o.key}.<key>=…)"
+            )
         if o.key in ("train.seed", "mining.seed"):  # expansion sets them in every trial
             raise SweepError(f"command line: {o.key}: set in every trial by the sweep's seeds; give seeds=[...] instead (e.g. seeds=[0,1,2])")
         if o.key == "eval.domains" and domains is not None:
