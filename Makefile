@@ -52,5 +52,8 @@ test: lint-imports
 bench: install
 	$(PY) bench/run_all.py
 
-clean:
-	rm -rf $(RUN_DIR) .pytest_cache
+clean:  # deletes RUN_DIR only where it is a famix run dir (its mlflow.db or store/), or missing
+	@case '$(RUN_DIR)' in ''|.|./|/|..|../|*' '*) echo "make clean: RUN_DIR='$(RUN_DIR)' is not one run dir; nothing deleted" >&2; exit 2;; esac
+	@if [ -e '$(RUN_DIR)' ] && [ ! -e '$(RUN_DIR)/mlflow.db' ] && [ ! -d '$(RUN_DIR)/store' ]; then \
+	  echo "make clean: $(RUN_DIR) holds no famix run (no mlflow.db or store/); nothing deleted" >&2; exit 2; fi
+	rm -rf '$(RUN_DIR)' .pytest_cache

@@ -123,15 +123,20 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from famix_core.errors import FamixError
+    from orchestrator.checks import check_data
     from orchestrator.driver import prepare
 
     try:
-        plan = prepare(args.sweep, profile=args.profile, run_dir=args.run_dir, overrides=args.overrides, writable=False, dry=True)
+        plan = prepare(args.sweep, profile=args.profile, run_dir=args.run_dir, overrides=args.overrides, writable=False, dry=True,
+                       check_data=lambda cfg: None)  # the data is checked (the synthetic benchmark drawn) once a trial is found
         trial = next((t for t in plan.trials if t.seed == args.seed and plan.trial_stages[t.id].mine), None)
         if trial is None:
-            print(f"{args.sweep}: no trial of seed {args.seed} mines a style bank", file=sys.stderr)
+            seeds = sorted({t.seed for t in plan.trials if plan.trial_stages[t.id].mine})
+            which = f"seeds with one: {', '.join(map(str, seeds))}" if seeds else "no trial of the sweep mines one"
+            print(f"{args.sweep}: no trial of seed {args.seed} mines a style bank ({which})", file=sys.stderr)
             return 2
         cfg, key = trial.config, plan.trial_stages[trial.id].mine
+        check_data(cfg)
         store = plan.store
         print(f"trial {trial.id} ({', '.join(f'{k} {v}' for k, v in trial.labels.items())}), bank {key[:8]}\n")
         mined: dict[str, torch.Tensor] = {}

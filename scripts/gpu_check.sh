@@ -31,8 +31,12 @@ step() {  # step NAME SECONDS COMMAND...: run under a time limit, keep its log, 
 }
 
 : >"$OUT/summary.txt"
-"$PY" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device visible"; print("torch", torch.__version__, "CUDA", torch.version.cuda, torch.cuda.get_device_name(0))' \
-  | tee -a "$OUT/summary.txt" || { echo "no CUDA: nothing to check here" | tee -a "$OUT/summary.txt"; exit 2; }
+# captured, not piped: a pipe's status is tee's, and the check ran every step on a machine without CUDA
+if ! info=$("$PY" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device visible"; print("torch", torch.__version__, "CUDA", torch.version.cuda, torch.cuda.get_device_name(0))' 2>&1); then
+  echo "no CUDA: nothing to check here ($(printf '%s\n' "$info" | tail -n 1))" | tee -a "$OUT/summary.txt"
+  exit 2
+fi
+echo "$info" | tee -a "$OUT/summary.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >>"$OUT/summary.txt" 2>&1 || true
 nproc | sed 's/^/CPUs: /' >>"$OUT/summary.txt"
 

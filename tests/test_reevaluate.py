@@ -76,3 +76,16 @@ def test_reevaluate_reproduces_the_sweep_then_scores_more_images(tmp_path):
 def test_reevaluate_refuses_a_bad_image_count(tmp_path):
     out = _script("--run-dir", str(tmp_path / "runs"), "--images", "0")
     assert out.returncode == 2 and out.stderr.strip() == "--images: expected an integer >= 1, got 0"
+
+
+@pytest.mark.parametrize("args, line", [
+    ([], "sweeps/ablation.yaml: no trained model in {runs}: run the sweep first"),
+    (["--profile", "paper"], "sweeps/ablation.yaml: data.synthetic is not set: this script re-scores the synthetic benchmark only"),
+], ids=["nothing-trained", "paper"])  # fmt: skip
+def test_reevaluate_refuses_before_it_draws_any_data(tmp_path, args, line):
+    """A run dir with no trained model got its 8 MB synthetic benchmark drawn before the refusal, and
+    `--profile paper` a list of missing weights and datasets before the one line that matters."""
+    runs = tmp_path / "runs"
+    out = _script("--run-dir", str(runs), "--images", "10", *args)
+    assert out.returncode == 2 and out.stderr.strip() == line.format(runs=runs), out.stderr
+    assert not runs.exists()

@@ -265,3 +265,27 @@ def test_make_leaves_the_profile_and_the_backend_to_the_sweep_file_unless_given(
     assert "--profile paper --backend slurm" in dry("sweep", "SWEEP=sweeps/mine.yaml", "PROFILE=paper", "BACKEND=slurm")
     for target in ("plan", "status", "report"):
         assert "--profile" not in dry(target) and "--profile paper" in dry(target, "PROFILE=paper")
+
+
+@pytest.mark.parametrize("run_dir", [".", "runs sweeps", "mine", ""])
+def test_make_clean_deletes_only_a_run_dir(run_dir):
+    """`make clean` ran `rm -rf $(RUN_DIR)`: `RUN_DIR=.` deleted the project, `RUN_DIR="runs sweeps"`
+    its sweep files. It now deletes a folder that holds a famix run (its mlflow.db or store/), or
+    nothing, with one line."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    makefile = Path(__file__).resolve().parents[1] / "Makefile"
+    for folder in ("runs/store", "sweeps", "mine"):
+        Path(folder).mkdir(parents=True)
+    Path("mine/notes.md").write_text("mine")
+
+    def clean(value: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["make", "-s", "-f", str(makefile), "clean", f"RUN_DIR={value}"], capture_output=True, text=True)
+
+    refused = clean(run_dir)
+    assert refused.returncode == 2 and "nothing deleted" in refused.stderr, refused.stderr
+    assert Path("runs/store").is_dir() and Path("sweeps").is_dir() and Path("mine/notes.md").is_file()
+    assert clean("runs").returncode == 0 and not Path("runs").exists()  # a run dir goes
