@@ -269,7 +269,9 @@ STAGE_RUNNERS: dict[str, Callable[[StageContext], dict[str, Any]]] = {
 
 @contextmanager
 def _stage_cpus(task: StageTask) -> Iterator[None]:
-    """Torch threads = the stage's ``cpus``, on every backend; its automatic DataLoader workers too.
+    """Torch threads = the stage's ``cpus``, on every backend, at most the CPUs this process may use
+    (a stage asking for more than the machine has runs alone, with one thread per CPU); its automatic
+    DataLoader workers too.
 
     CPU results depend slightly on the thread count (reduction order), so a stage computes the
     same numbers in-process, in a local worker, on Ray (which gives a 1-CPU task OMP_NUM_THREADS=1)
@@ -282,8 +284,9 @@ def _stage_cpus(task: StageTask) -> Iterator[None]:
         return
     import torch
 
-    from famix_core.loaders import stage_cpus
+    from famix_core.loaders import allocated_cpus, stage_cpus
 
+    cpus = min(cpus, allocated_cpus())  # a request above the machine (`cpus: 8` on 2 cores) ran 8 threads on 2
     torch.set_num_threads(cpus)
     with stage_cpus(cpus):
         yield

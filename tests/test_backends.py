@@ -333,3 +333,20 @@ def test_a_full_disk_is_not_retried_and_starts_nothing_more():
     assert dag.ready() == [] and not dag.finished()  # "a" still runs
     dag.complete("a", StageOutcome("a", "done"))
     assert dag.finished() and ("start", "c") not in rec.events and ("retry", "b") not in rec.events
+
+
+def test_a_stage_asking_for_more_cpus_than_the_machine_has_gets_one_thread_per_cpu():
+    """The local backend runs such a stage alone; `resources.train.cpus: 1000` set 1000 torch threads
+    on a 2-core machine (torch does not cap them)."""
+    import torch
+
+    from famix_core.loaders import allocated_cpus
+    from orchestrator.execute import _stage_cpus
+
+    task = StageTask(kind="train", key="k", config={}, deps={}, store="s", log_path="l", name="t", resources={"cpus": 1000})
+    before, machine = torch.get_num_threads(), allocated_cpus()
+    try:
+        with _stage_cpus(task):
+            assert torch.get_num_threads() == machine < 1000
+    finally:
+        torch.set_num_threads(before)
