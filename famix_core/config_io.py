@@ -304,8 +304,10 @@ def parse_overrides(items: Sequence[str], source: str = "command line") -> list[
 def apply_overrides(tree: dict[str, Any], overrides: Sequence[Override], *, tree_source: str = "config") -> dict[str, Any]:
     """A copy of ``tree`` with the command-line ``overrides`` applied in order (on an OmegaConf tree).
 
-    ``key=value`` sets (creating parents; a ``None`` parent becomes a mapping), ``+key=value``
-    adds a key ``tree`` does not hold, ``~key`` removes one that it holds (back to its default).
+    ``key=value`` sets (creating parents; a ``None`` parent becomes a mapping); a mapping value merges
+    into the mapping ``tree`` holds there (``model={backbone: RN50}`` keeps ``model``'s other keys, as in
+    Hydra; ``~model model={…}`` replaces the section). ``+key=value`` adds a key ``tree`` does not hold,
+    ``~key`` removes one that it holds (back to its default).
 
     Raises:
         ConfigError: ``command line: …`` for ``+key`` of a key already set, ``~key`` of a key not
@@ -336,6 +338,9 @@ def apply_overrides(tree: dict[str, Any], overrides: Sequence[Override], *, tree
             del node[parts[-1]]
         elif o.op == "add" and present:
             raise ConfigError(f"{source}: +{o.key}: already set; use {o.key}=… to change it")
+        elif present and isinstance(o.value, dict) and OmegaConf.is_dict(node[parts[-1]]):
+            with _plain_data(source):  # a mapping merges into the section it names (as in Hydra): its other keys stay
+                node[parts[-1]] = OmegaConf.merge(node[parts[-1]], o.value)
         else:
             node[parts[-1]] = o.value
     return OmegaConf.to_container(conf, resolve=False)  # type: ignore[return-value]

@@ -144,6 +144,17 @@ def test_add_needs_a_new_key_and_delete_an_existing_one():
     assert apply_overrides(tree, parse_overrides(["~train"])) == {"data": {"root": "/d"}}
 
 
+def test_a_mapping_value_merges_into_the_section_and_delete_then_set_replaces_it():
+    """`model={backbone: RN101}` replaced the section (the profile's weights went with it); as in Hydra it merges."""
+    tree = {"model": {"backbone": "famix-tiny", "pretrained": "famix-synth"}, "eval": {"scales": [1.0, 0.5]}}
+    merged = apply_overrides(tree, parse_overrides(["model={backbone: RN101, freeze: {layers: 2}}", "eval={scales: [0.5]}"]))
+    assert merged == {"model": {"backbone": "RN101", "pretrained": "famix-synth", "freeze": {"layers": 2}}, "eval": {"scales": [0.5]}}
+    replaced = apply_overrides(tree, parse_overrides(["~model", "model={backbone: RN101}"]))
+    assert replaced["model"] == {"backbone": "RN101"}
+    assert apply_overrides(tree, parse_overrides(["model=null"]))["model"] is None  # not a mapping: replaces
+    assert tree["model"] == {"backbone": "famix-tiny", "pretrained": "famix-synth"}  # the input is untouched
+
+
 def test_load_config_applies_overrides_over_the_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train: {iterations: 5, batch_size: 2}\neval: {max_images: 3}\n")

@@ -14,6 +14,7 @@ import pytest
 from orchestrator.__main__ import main
 from orchestrator.errors import SweepError
 from orchestrator.explain import explain_key
+from famix_core.config import FamixConfig
 from famix_core.config_io import parse_overrides
 from orchestrator.sweep import BUILTIN_PROFILES, expand_trials, load_sweep, resolve_profile
 
@@ -193,14 +194,21 @@ def test_override_of_a_varied_key_is_rejected_not_silently_lost():
         _resolve(SWEEP, overrides=["style.mix=true"])
 
 
-@pytest.mark.parametrize("item", ["style={mix: true}", "~style"])
-def test_override_of_a_section_holding_a_varied_key_is_rejected_not_silently_lost(item):
-    """`style={mix: true}` replaced the whole section, the grid's style.mix with it (every trial ran
-    one value; `model={freeze: paper}` on the ablation also dropped the profile's backbone and weights)."""
-    with pytest.raises(SweepError, match=r"^command line: style: holds style.mix, which the sweep's grid/zip varies; "
-                                         r"set the other keys of style one by one \(style.<key>=…\)$"):  # fmt: skip
-        _resolve(SWEEP, overrides=[item])
-    _resolve(SWEEP, overrides=["style.strategy=mixstyle"])  # a key beside it is fine
+def test_override_of_a_section_merges_into_it_and_may_not_set_a_varied_key():
+    """`model={freeze: paper}` on the ablation replaced the whole section: the profile's backbone and
+    weights went with it (the error then named RN50 weights). A mapping now merges into the section, as
+    in Hydra; one that names a varied key is refused (the grid's value would beat it, silently)."""
+    with pytest.raises(SweepError, match=r"^command line: style: sets style.mix, which the sweep's grid/zip varies; edit the grid instead$"):
+        _resolve(SWEEP, overrides=["style={mix: true, strategy: mixstyle}"])
+    rs, trials = _resolve(SWEEP, overrides=["train={momentum: 0.5}", "style={strategy: mixstyle}"])
+    for t in trials:
+        c = t.config.train
+        assert (c.momentum, c.iterations, c.batch_size) == (0.5, 40, 4)  # the file base's and the profile's other keys stay
+        assert t.config.style.strategy == "mixstyle"
+    assert sorted(t.config.style.mix for t in trials) == [False, True]
+    _, trials = _resolve(SWEEP, overrides=["~train", "train={momentum: 0.5}", "style={strategy: mixstyle}"])  # delete, then set: replaced
+    assert {(t.config.train.momentum, t.config.train.iterations) for t in trials} == {(0.5, FamixConfig().train.iterations)}
+    assert sorted(t.config.style.mix for t in trials) == [False, True]  # expansion sets the grid's values after the overrides
 
 
 @pytest.mark.parametrize(
@@ -210,6 +218,10 @@ def test_override_of_a_section_holding_a_varied_key_is_rejected_not_silently_los
         ("~mining.seed", "command line: mining.seed: set in every trial by the sweep's seeds; give seeds=[...] instead (e.g. seeds=[0,1,2])"),
         ("eval.domains=[C,B]", "command line: eval.domains: set in every trial by the sweep's domains (C, from p.yaml: domains); "
          "edit the sweep file's domains: list instead"),
+        ("train={seed: 3, momentum: 0.5}", "command line: train: sets train.seed, which is set in every trial by the sweep's seeds; "
+         "give seeds=[...] instead (e.g. seeds=[0,1,2])"),
+        ("eval={domains: [B]}", "command line: eval: sets eval.domains, which is set in every trial by the sweep's domains "
+         "(C, from p.yaml: domains); edit the sweep file's domains: list instead"),
     ],
 )
 def test_override_of_a_key_the_seeds_or_domains_set_is_rejected_not_silently_lost(capsys, item, message):
@@ -224,6 +236,10 @@ def test_a_data_root_the_synthetic_benchmark_would_ignore_is_refused(capsys, ite
     key = item.lstrip("+").split("=")[0]
     assert _refused(capsys, item) == (
         f"famix: error: command line: {key}: every trial of profile smoke reads the built-in synthetic benchmark "
+        "(data.synthetic is set), so it would be ignored; for real data use --profile paper, or add data.synthetic=null"
+    )
+    assert _refused(capsys, "data={root: /datasets}") == (
+        "famix: error: command line: data: sets data.root: every trial of profile smoke reads the built-in synthetic benchmark "
         "(data.synthetic is set), so it would be ignored; for real data use --profile paper, or add data.synthetic=null"
     )
     rs, trials = _resolve(SWEEP, overrides=[item, "data.synthetic=null"])  # real data on purpose: read

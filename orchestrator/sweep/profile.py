@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from famix_core.config import FamixConfig, check_seed, config_paths
 from famix_core.config_io import Override, apply_overrides, check_overrides, merge, validate
@@ -72,18 +72,17 @@ def resolve_profile(
         check_config_key(o.key, "command line", o.key)
         if o.key in varied:
             raise SweepError(f"command line: {o.key}: this key is varied by the sweep's grid/zip; edit the grid instead")
-        below = sorted(k for k in varied if k.startswith(o.key + "."))
-        if below:  # the section would replace the grid's values of the keys in it, silently
-            raise SweepError(
-                f"command line: {o.key}: holds {', '.join(below)}, which the sweep's grid/zip varies; "
-                f"set the other keys of {o.key} one by one ({o.key}.<key>=…)"
-            )
-        if o.key in ("train.seed", "mining.seed"):  # expansion sets them in every trial
-            raise SweepError(f"command line: {o.key}: set in every trial by the sweep's seeds; give seeds=[...] instead (e.g. seeds=[0,1,2])")
-        if o.key == "eval.domains" and domains is not None:
+        named = sorted(k for k in varied if k.startswith(o.key + ".") and _names(o, k))
+        if named:  # a mapping merges into the section: the grid's value would beat the one it gives, silently
+            raise SweepError(f"command line: {o.key}: sets {', '.join(named)}, which the sweep's grid/zip varies; edit the grid instead")
+        for key in ("train.seed", "mining.seed"):  # expansion sets them in every trial
+            if _names(o, key):
+                raise SweepError(f"command line: {o.key}: {'sets ' + key + ', which is ' if o.key != key else ''}set in every trial by the sweep's seeds; "
+                                 "give seeds=[...] instead (e.g. seeds=[0,1,2])")  # fmt: skip
+        if _names(o, "eval.domains") and domains is not None:
             where_set = f"{source}: {where}.domains" if own.domains else f"{source}: domains" if spec.domains else f"built-in profile {profile}"
             raise SweepError(
-                f"command line: {o.key}: set in every trial by the sweep's domains ({', '.join(domains)}, from {where_set}); "
+                f"command line: {o.key}: {'sets eval.domains, which is ' if o.key != 'eval.domains' else ''}set in every trial by the sweep's domains ({', '.join(domains)}, from {where_set}); "
                 f"edit the sweep file's domains: list instead"
             )
     overridden = apply_overrides(base, config_overrides, tree_source=source)
@@ -110,6 +109,22 @@ def resolve_profile(
         grid_from=grid_from,
         domains_from=domains_from,
     )
+
+
+def _names(o: Override, key: str) -> bool:
+    """Whether the override ``o`` names ``key``: as its key, or in the mapping it merges into a section
+    above it (``style={mix: true}`` names ``style.mix``). Deleting a section, or a value that is not a
+    mapping, does not: expansion sets the key in every trial after the overrides."""
+    if o.key == key:
+        return True
+    if o.op == "delete" or not key.startswith(o.key + "."):
+        return False
+    node: Any = o.value
+    for part in key[len(o.key) + 1 :].split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def command_line_seeds(o: Override) -> list[int]:
@@ -145,8 +160,8 @@ def _check_roots_are_read(base: dict[str, Any], overrides: list[Any], varied: se
     if (base.get("data") or {}).get("synthetic") is None or "data.synthetic" in varied:
         return
     for o in overrides:
-        if o.op != "delete" and o.key == "data.root":
+        if o.op != "delete" and _names(o, "data.root"):
             raise SweepError(
-                f"command line: {o.key}: every trial of profile {profile} reads the built-in synthetic benchmark "
+                f"command line: {o.key}: {'sets data.root: ' if o.key != 'data.root' else ''}every trial of profile {profile} reads the built-in synthetic benchmark "
                 f"(data.synthetic is set), so it would be ignored; for real data use --profile paper, or add data.synthetic=null"
             )
