@@ -164,7 +164,9 @@ def check_flag_conflicts(args: argparse.Namespace) -> None:
             if value is not None:
                 raise ReportInputError(f"{flag} {value}: not used with --csv {args.csv} (the report reads the CSV, not MLflow); drop one of them")
         if args.qualitative:
-            raise ReportInputError("--qualitative needs MLflow input (the trial's config and weights), not --csv")
+            from reports.qualitative import NEEDS_MLFLOW
+
+            raise ReportInputError(NEEDS_MLFLOW)
     if args.device is not None and not args.qualitative:
         raise ReportInputError(f"--device {args.device}: only used by --qualitative; drop it or pass --qualitative TRIAL")
 

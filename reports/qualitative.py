@@ -18,6 +18,7 @@ from famix_core.errors import WeightsError
 from reports.collect import ReportInputError, ResultSet
 
 __all__ = [
+    "NEEDS_MLFLOW",
     "colorize",
     "denormalize",
     "config_from_params",
@@ -27,6 +28,9 @@ __all__ = [
     "qualitative_grid",
     "class_legend_handles",
 ]
+
+NEEDS_MLFLOW = "--qualitative needs MLflow input (the trial's config and weights), not --csv"
+"""Refuses ``--qualitative`` with ``--csv``: said by the CLI's flag check and by :func:`qualitative_grid`."""
 
 
 def colorize(label: np.ndarray) -> np.ndarray:
@@ -218,7 +222,7 @@ def qualitative_grid(
         WeightsError: the trial's weights are missing.
     """
     if not results.tracking_uri:
-        raise ReportInputError("--qualitative needs MLflow input (the trial's config and weights), not --csv")
+        raise ReportInputError(NEEDS_MLFLOW)
     row = find_trial(results, trial)
     weights = weights_path(run_dir, row.get("train_key"), str(row["trial"]))
     from reports.mlflow_client import mlflow_client

@@ -315,6 +315,17 @@ def test_flags_the_report_would_ignore_are_refused(capsys):
     assert not Path("o").exists() and not Path("runs").exists()
 
 
+def test_qualitative_with_csv_input_is_refused_in_the_same_words_by_the_cli_and_the_grid(capsys):
+    """The flag check and :func:`reports.qualitative.qualitative_grid` (called without the CLI) refuse alike."""
+    from reports.qualitative import qualitative_grid
+
+    err = _cli_error(["report", "x", "--csv", str(PAPER_CSV), "--qualitative", "1", "--out", "o"], capsys)
+    with pytest.raises(ReportInputError) as refused:
+        qualitative_grid(collect_csv(PAPER_CSV), "1", "o", run_dir="runs")
+    assert err == f"famix: error: {refused.value}"
+    assert not Path("o").exists() and not Path("runs").exists()
+
+
 def test_a_run_dir_that_is_a_file_is_named(capsys):
     """`--run-dir afile` said `afile/tiny/report: … is a file …; choose another folder with --out`,
     blaming the output folder for the run dir's mistake."""
