@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 
 __all__ = [
     "nearest_existing",
+    "file_in_the_way",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -54,6 +55,13 @@ def nearest_existing(path: str | os.PathLike[str]) -> Path:
     where a folder still to be made would be made, and what a check of it looks at."""
     path = Path(path)
     return next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())
+
+
+def file_in_the_way(path: str | os.PathLike[str]) -> Path | None:
+    """What keeps ``path`` from being a folder: :func:`nearest_existing` when that is not a folder
+    (``path`` itself, or a file above it), else ``None`` (a missing folder can still be made)."""
+    existing = nearest_existing(path)
+    return None if existing.is_dir() else existing
 
 
 def check_out_dir(path: str | Path, option: str = "--out") -> None:

@@ -217,11 +217,11 @@ def check_report_run_dir(run_dir: str) -> None:
     Raises:
         ReportInputError: naming ``--run-dir`` and the file.
     """
-    from famix_core.io import nearest_existing
+    from famix_core.io import file_in_the_way
     from reports.collect import ReportInputError
 
     path = Path(run_dir)
-    existing = nearest_existing(path)
-    if not existing.is_dir():
-        what = "is a file" if existing == path else f"{existing} is a file"
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        what = "is a file" if blocker == path else f"{blocker} is a file"
         raise ReportInputError(f"--run-dir {run_dir}: {what} (expected a folder, the run directory)")

@@ -20,7 +20,7 @@ from orchestrator.__main__ import main
 from famix_core.config import load_config
 from famix_core.config_io import Override, apply_overrides, canonical_hash, merge, parse_overrides, read_yaml
 from famix_core.errors import ConfigError
-from famix_core.io import commit_dir, make_temp_dir
+from famix_core.io import commit_dir, file_in_the_way, make_temp_dir
 from orchestrator.keys import FORMAT_VERSION
 from orchestrator.plan import build_plan
 from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
@@ -249,6 +249,19 @@ def test_sweep_overrides_add_and_delete(tmp_path):
     assert explain_key(rs, plan.trials[0], "model.cache_dir").layer == "command line"
     with pytest.raises(ConfigError, match=r"command line: \+train.iterations: already set"):  # the smoke profile sets it
         resolve_profile(spec, src, "smoke", parse_overrides(["+train.iterations=3"]))
+
+
+# ----------------------------------------------------------------------------------------------- folders
+
+
+def test_file_in_the_way_of_a_folder(tmp_path):
+    """The check behind ``famix sweep``'s and ``famix report``'s ``--run-dir``: a dangling symlink is in the way too."""
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    assert file_in_the_way(tmp_path / "new" / "sub") is None and file_in_the_way(tmp_path) is None
+    assert file_in_the_way(tmp_path / "afile") == tmp_path / "afile"
+    assert file_in_the_way(tmp_path / "afile" / "sub") == tmp_path / "afile"
+    assert file_in_the_way(tmp_path / "dangling" / "sub") == tmp_path / "dangling"
 
 
 # ----------------------------------------------------------------------------------------------- atomic commit
