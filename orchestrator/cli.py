@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from orchestrator.plan import Plan
+    from orchestrator.sweep import ResolvedSweep
     from reports.report import SweepInfo
 
 __all__ = ["register", "report_sweep_info"]
@@ -205,8 +207,10 @@ def report_sweep_info(
         return SweepInfo(name=arg)
     spec, source = load_sweep(path)
     rs = resolve_profile(spec, source, profile, parse_overrides(overrides))
+    plan = None
     if run_dir is not None and (Path(run_dir) / rs.name).is_dir():
-        _sync_before_report(path, profile, run_dir, overrides)
+        plan = _sync_before_report(rs, run_dir)
+    trials = plan.trials if plan is not None else expand_trials(rs)  # no plan (said in a note): raises its error
     return SweepInfo(
         name=rs.name,
         path=Path(path),
@@ -215,25 +219,29 @@ def report_sweep_info(
         experiment=rs.tracking.experiment,
         tracking_uri=rs.tracking.uri,
         profile=rs.profile,
-        trials=[t.id for t in expand_trials(rs)],
+        trials=[t.id for t in trials],
         overrides=shlex.join(rs.override_words()),
     )
 
 
-def _sync_before_report(path: Path, profile: str | None, run_dir: str, overrides: list[str]) -> None:
-    """Ingest the finished stages into MLflow; a failure is a one-line note (the report still reads MLflow)."""
+def _sync_before_report(rs: ResolvedSweep, run_dir: str) -> Plan | None:
+    """Ingest the finished stages of ``rs``'s plan into MLflow; a failure is a one-line note (the report
+    still reads MLflow). Returns the plan, ``None`` when it could not be built (said in that note)."""
     from rich.console import Console
 
-    from orchestrator.driver import prepare, quietly, sync_tracking
+    from orchestrator.driver import quietly, sync_tracking
+    from orchestrator.plan import build_plan
     from reports.collect import DamagedStoreError
 
     def no_check(cfg: Any) -> None:
         return None
 
     damaged: list[DamagedStoreError] = []
+    plans: list[Plan] = []
 
     def sync() -> None:
-        plan = prepare(path, profile=profile, run_dir=run_dir, overrides=overrides, check_data=no_check, check_weights=no_check, writable=False)
+        plan = build_plan(rs, run_dir, check_data=no_check, check_weights=no_check)  # no run-dir check: it holds the sweep's folder
+        plans.append(plan)
         try:
             sync_tracking(plan, Console(stderr=True, highlight=False, soft_wrap=True))  # stdout is the table
         except DamagedStoreError as e:
@@ -242,3 +250,4 @@ def _sync_before_report(path: Path, profile: str | None, run_dir: str, overrides
     quietly("MLflow ingestion of finished stages", sync)
     if damaged:  # a store MLflow cannot open gives no report: its one line, and the fix
         raise damaged[0]
+    return plans[0] if plans else None

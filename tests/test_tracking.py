@@ -298,16 +298,29 @@ def test_a_moved_run_dir_keeps_its_mlflow_artifacts_and_its_plan(capsys):
     assert not Path("runs").exists()
 
 
-def test_a_report_of_a_plan_that_never_ran_says_its_table_is_of_other_runs(capsys):
+def test_a_report_of_a_plan_that_never_ran_says_its_table_is_of_other_runs(capsys, monkeypatch):
     """`famix report tiny.yaml 'seeds=[5]'` after a run of seed 0 printed seed 0's table with no
-    word that none of the plan it was given had run."""
+    word that none of the plan it was given had run. The plan is expanded once: the MLflow sync
+    before the report and the report's list of the plan's trials expanded it a time each."""
+    import orchestrator.plan
+    import orchestrator.sweep
+
     Path("tiny.yaml").write_text(TINY_SWEEP)
     assert main(["sweep", "run", "tiny.yaml", "--run-dir", "runs"]) == 0
     capsys.readouterr()
+    expanded: list[str] = []
+
+    def expand_trials(rs, expand=orchestrator.sweep.expand_trials):
+        expanded.append(rs.name)
+        return expand(rs)
+
+    for module in (orchestrator.sweep, orchestrator.plan):  # the names the report's path calls it by
+        monkeypatch.setattr(module, "expand_trials", expand_trials)
     assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures", "seeds=[5]"]) == 0
     out = capsys.readouterr().out
     assert ("note: none of the 1 trial(s) of this command's plan (`'seeds=[5]'`) has results: the table holds other "
             "runs of the sweep; give `famix report` the overrides of the run you mean") in out, out
+    assert expanded == ["tiny"]
     assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures"]) == 0
     assert "this command's plan" not in capsys.readouterr().out
 
