@@ -26,6 +26,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any, Callable
@@ -81,6 +82,26 @@ class LocalBackend(Backend):
         self.cpus = cpus
         self.grace_s = grace_s
         self.parallelism_used = 1
+
+    @classmethod
+    def preflight(cls, options: dict[str, Any]) -> None:
+        """Plan-time note (not a refusal): stage kinds asking for more GPUs (``resources.<kind>.gpus``)
+        than this machine has still run here, one at a time, on the GPUs there are, else on the CPU
+        (``train.device`` picks the device: :func:`orchestrator.checks.check_device` checks it). Ray,
+        which could not schedule them, refuses such a sweep."""
+        asked = {kind: float((res or {}).get("gpus") or 0) for kind, res in ((options or {}).get("resources") or {}).items()}
+        asked = {kind: n for kind, n in asked.items() if n > 0}
+        if not asked:
+            return None
+        import torch
+
+        have = torch.cuda.device_count()
+        over = [f"{kind}.gpus {n:g}" for kind, n in asked.items() if n > have]
+        if over:
+            where = "on the CPU" if have == 0 else f"on its {have} GPU{'s' if have > 1 else ''}"
+            print(f"note: backend.resources asks for more GPUs than this machine has ({have}): {', '.join(over)}; "
+                  f"the local backend runs those stages here {where}, one at a time", file=sys.stderr)  # fmt: skip
+        return None
 
     @classmethod
     def parallelism(cls, options: dict[str, Any]) -> int:
