@@ -305,3 +305,24 @@ def test_make_clean_deletes_only_a_run_dir(run_dir):
     assert refused.returncode == 2 and "nothing deleted" in refused.stderr, refused.stderr
     assert Path("runs/store").is_dir() and Path("sweeps").is_dir() and Path("mine/notes.md").is_file()
     assert clean("runs").returncode == 0 and not Path("runs").exists()  # a run dir goes
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("backend.ray.address=auto", "set backend.ray.address in the sweep file, or in its profiles.<name>.backend for one profile"),
+        ("resources.train.cpus=2", "set backend.resources.train.cpus in the sweep file, or in its profiles.<name>.backend for one profile"),
+        ("tracking.uri=http://127.0.0.1:5000", "set tracking.uri in the sweep file, or in its profiles.<name>.tracking for one profile"),
+        ("labels.style.mix.column=M", "set labels.style.mix.column in the sweep file"),
+    ],
+)
+def test_a_sweep_file_setting_given_as_an_override_says_where_it_goes(capsys, item, message):
+    """`backend.ray.address=auto` read `unknown key`, as if misspelt (the README says it is a sweep-file setting)."""
+    key = item.split("=")[0]
+    assert _refused(capsys, item) == (
+        f"famix: error: command line: {key}: a setting of the sweep file, not an engine config key (key=value sets those); {message}"
+    )
+    assert _refused(capsys, "backend.kind=ray") == (
+        "famix: error: command line: backend.kind: a setting of the sweep file, not an engine config key; on the command line it is --backend"
+    )
+    assert _refused(capsys, "trian.iterations=3") == "famix: error: command line: trian.iterations: unknown key (did you mean train.iterations?)"

@@ -229,3 +229,12 @@ def test_a_key_that_is_no_name_or_an_empty_base_path_is_said_plainly(capsys, tex
     Input should be a valid string`, and `base: ''` `base:  is a folder`."""
     assert _plan_error(capsys, text).endswith(f"x.yaml: {line}")
 
+
+
+@pytest.mark.parametrize("address", ['""', "'  '"])
+def test_an_empty_ray_address_is_refused_not_read_as_in_process(capsys, address):
+    """`ray: {address: ""}` (an unset environment variable, a template left blank) planned and ran on an
+    in-process Ray instead of the cluster that was meant."""
+    line = _plan_error(capsys, f"grid: {{style.mix: [false, true]}}\nbackend: {{kind: ray, ray: {{address: {address}}}}}\n")
+    assert line == ("famix: error: sweeps/x.yaml: backend.ray.address: expected a cluster address (auto, host:port or ray://host:port), "
+                    "got an empty string; leave address out (or null) for in-process Ray")  # fmt: skip

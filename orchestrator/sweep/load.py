@@ -70,7 +70,28 @@ def check_config_key(key: str, source: str, where: str) -> None:
     paths = config_paths()
     if key in paths or key.startswith("data.roots."):
         return
+    if source == "command line":
+        hint = _sweep_setting_hint(key)
+        if hint:
+            raise SweepError(f"{source}: {where}: {hint}")
     raise SweepError(f"{source}: {where}: unknown key{suggest(key, paths)}")
+
+
+_FLAGS = {"backend.kind": "--backend", "backend.max_parallel": "famix sweep run --max-parallel", "backend.retries": "famix sweep run --retries"}
+
+
+def _sweep_setting_hint(key: str) -> str | None:
+    """Where a setting of the sweep file itself (``backend.ray.address``, ``tracking.uri``, ``domains``)
+    typed as a command-line override goes instead: key=value items set engine config keys only."""
+    top = key.split(".")[0]
+    if key in _FLAGS:
+        return f"a setting of the sweep file, not an engine config key; on the command line it is {_FLAGS[key]}"
+    if top in ("resources", "local", "ray", "slurm"):
+        top, key = "backend", f"backend.{key}"
+    if top not in SweepSpec.model_fields or top == "seeds":
+        return None
+    per_profile = f", or in its profiles.<name>.{top} for one profile" if top in ProfileSpec.model_fields else ""
+    return f"a setting of the sweep file, not an engine config key (key=value sets those); set {key} in the sweep file{per_profile}"
 
 
 def validate_tree(tree: dict[str, Any], source: str, prefix: str) -> FamixConfig:

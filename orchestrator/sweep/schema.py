@@ -176,6 +176,14 @@ class RayOptions(_Strict):
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the in-process instance (default: all)")
     num_gpus: int | None = Field(None, ge=0)
 
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():  # read as "no address": in-process Ray, where a cluster was meant
+            raise ValueError("expected a cluster address (auto, host:port or ray://host:port), got an empty string; "
+                             "leave address out (or null) for in-process Ray")  # fmt: skip
+        return v
+
 
 class LocalOptions(_Strict):
     """Local backend: ``workers`` stages at once on this machine.
