@@ -30,16 +30,27 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test,system-metrics]'
 	touch $@
 
+# a target naming a sweep refuses an empty SWEEP= in one line (argparse's usage block named `sweep`, not SWEEP=)
+NEED_SWEEP = @case '$(strip $(SWEEP))' in '') echo "make $@: SWEEP= is empty; give a sweep file, e.g. SWEEP=sweeps/ablation.yaml" >&2; exit 2;; esac
+# status and report follow the backend the sweep ran on: a BACKEND= given to them is said, not silently dropped
+NO_BACKEND = @if [ -n '$(BACKEND)' ]; then echo "note: make $@ ignores BACKEND=$(BACKEND): it reads the run dir, whichever backend ran the sweep" >&2; fi
+
 sweep: install
+	$(NEED_SWEEP)
 	$(VENV)/bin/famix sweep run $(SWEEP) $(PROFILE_ARG) $(BACKEND_ARG) --run-dir $(RUN_DIR) $(ARGS)
 
 plan: install
+	$(NEED_SWEEP)
 	$(VENV)/bin/famix sweep plan $(SWEEP) $(PROFILE_ARG) $(BACKEND_ARG) --run-dir $(RUN_DIR) $(ARGS)
 
 status: install
+	$(NEED_SWEEP)
+	$(NO_BACKEND)
 	$(VENV)/bin/famix sweep status $(SWEEP) $(PROFILE_ARG) --run-dir $(RUN_DIR) $(ARGS)
 
 report: install
+	$(NEED_SWEEP)
+	$(NO_BACKEND)
 	$(VENV)/bin/famix report $(SWEEP) $(PROFILE_ARG) --run-dir $(RUN_DIR) $(ARGS)
 
 # imports go one way (orchestrator -> reports -> famix_core; backends independent): [tool.importlinter] in pyproject.toml

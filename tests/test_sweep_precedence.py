@@ -307,6 +307,42 @@ def test_make_clean_deletes_only_a_run_dir(run_dir):
     assert clean("runs").returncode == 0 and not Path("runs").exists()  # a run dir goes
 
 
+@pytest.mark.parametrize("target", ["sweep", "plan", "status", "report"])
+def test_make_targets_refuse_an_empty_sweep_and_say_an_ignored_backend(target):
+    """`make plan SWEEP=` printed argparse's usage block, naming `sweep` rather than SWEEP=; `make status
+    BACKEND=slurm` and `make report BACKEND=…` dropped BACKEND without a word."""
+    import os
+    import shutil
+    import subprocess
+    import time
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    makefile = Path(__file__).resolve().parents[1] / "Makefile"
+    Path("pyproject.toml").write_text("")
+    famix = Path("venv/bin/famix")
+    famix.parent.mkdir(parents=True)
+    famix.write_text('#!/bin/sh\necho "famix $*"\n')
+    famix.chmod(0o755)
+    Path("venv/.installed").touch()
+    earlier = time.time() - 60
+    os.utime("pyproject.toml", (earlier, earlier))  # older than venv/.installed: nothing is installed
+
+    def make(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["make", "-s", "-f", str(makefile), target, "VENV=venv", *args], capture_output=True, text=True)
+
+    empty = make("SWEEP=")
+    assert empty.returncode != 0 and empty.stdout == ""
+    assert empty.stderr.splitlines()[0] == f"make {target}: SWEEP= is empty; give a sweep file, e.g. SWEEP=sweeps/ablation.yaml"
+    given = make("SWEEP=sweeps/x.yaml", "BACKEND=slurm")
+    assert given.returncode == 0, given.stderr
+    if target in ("sweep", "plan"):
+        assert "--backend slurm" in given.stdout and given.stderr == ""
+    else:
+        assert "--backend" not in given.stdout
+        assert given.stderr == f"note: make {target} ignores BACKEND=slurm: it reads the run dir, whichever backend ran the sweep\n"
+
+
 @pytest.mark.parametrize(
     ("item", "message"),
     [
