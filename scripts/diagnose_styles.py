@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         if trial is None:
             seeds = sorted({t.seed for t in plan.trials if plan.trial_stages[t.id].mine})
             which = f"seeds with one: {', '.join(map(str, seeds))}" if seeds else "no trial of the sweep mines one"
-            print(f"{args.sweep}: no trial of seed {args.seed} mines a style bank ({which})", file=sys.stderr)
+            print(f"{p.prog}: error: {args.sweep}: no trial of seed {args.seed} mines a style bank ({which})", file=sys.stderr)
             return 2
         cfg, key = trial.config, plan.trial_stages[trial.id].mine
         check_data(cfg)
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             bank = mined[cfg.mining.prompt] if cfg.mining.prompt in mined else _mine(cfg, cfg.mining.prompt)[0]
         print("\n".join(coverage_table(cfg, bank)))
     except FamixError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="the sweep's overrides, as given to famix sweep run")
     args = p.parse_args(argv)
     if args.images < 1:
-        print(f"--images: expected an integer >= 1, got {args.images}", file=sys.stderr)
+        print(f"{p.prog}: error: --images: expected an integer >= 1, got {args.images}", file=sys.stderr)
         return 2
 
     import pandas as pd
@@ -64,12 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         plan = prepare(args.sweep, profile=args.profile, run_dir=args.run_dir, overrides=args.overrides, writable=False, dry=True,
                        check_data=lambda cfg: None, check_weights=lambda cfg: None)  # fmt: skip
         if plan.trials[0].config.data.synthetic is None:
-            print(f"{args.sweep}: data.synthetic is not set: this script re-scores the synthetic benchmark only", file=sys.stderr)
+            print(f"{p.prog}: error: {args.sweep}: data.synthetic is not set: this script re-scores the synthetic benchmark only", file=sys.stderr)
             return 2
         store, out = plan.store, plan.sweep_dir / f"reeval-{args.images}"
         done = [t for t in plan.trials if store.is_done("train", plan.trial_stages[t.id].train)]
         if not done:
-            print(f"{args.sweep}: no trained model in {args.run_dir}: run the sweep first", file=sys.stderr)
+            print(f"{p.prog}: error: {args.sweep}: no trained model in {args.run_dir}: run the sweep first", file=sys.stderr)
             return 2
         for t in plan.trials:
             if t not in done:
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{args.images} images per target domain:\n\n{files.markdown}", end="")
         print(f"\nresults: {out / 'results.csv'}; report: {files.out_dir}")
     except FamixError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -75,7 +75,7 @@ def test_reevaluate_reproduces_the_sweep_then_scores_more_images(tmp_path):
 
 def test_reevaluate_refuses_a_bad_image_count(tmp_path):
     out = _script("--run-dir", str(tmp_path / "runs"), "--images", "0")
-    assert out.returncode == 2 and out.stderr.strip() == "--images: expected an integer >= 1, got 0"
+    assert out.returncode == 2 and out.stderr.strip() == "reevaluate.py: error: --images: expected an integer >= 1, got 0"
 
 
 @pytest.mark.parametrize("args, line", [
@@ -87,5 +87,5 @@ def test_reevaluate_refuses_before_it_draws_any_data(tmp_path, args, line):
     `--profile paper` a list of missing weights and datasets before the one line that matters."""
     runs = tmp_path / "runs"
     out = _script("--run-dir", str(runs), "--images", "10", *args)
-    assert out.returncode == 2 and out.stderr.strip() == line.format(runs=runs), out.stderr
+    assert out.returncode == 2 and out.stderr.strip() == "reevaluate.py: error: " + line.format(runs=runs), out.stderr
     assert not runs.exists()

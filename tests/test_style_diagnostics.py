@@ -90,5 +90,5 @@ def test_diagnose_styles_script_refuses_a_seed_without_a_bank_before_it_draws_an
     runs = tmp_path / "runs"
     cmd = [sys.executable, "scripts/diagnose_styles.py", "--run-dir", str(runs), "--seed", "99", "--skip-prompts"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 2 and out.stderr.strip() == "sweeps/ablation.yaml: no trial of seed 99 mines a style bank (seeds with one: 0)"
+    assert out.returncode == 2 and out.stderr.strip() == "diagnose_styles.py: error: sweeps/ablation.yaml: no trial of seed 99 mines a style bank (seeds with one: 0)"
     assert not runs.exists()
