@@ -226,9 +226,15 @@ def report_sweep_info(
 
 def _sync_before_report(rs: ResolvedSweep, run_dir: str) -> Plan | None:
     """Ingest the finished stages of ``rs``'s plan into MLflow; a failure is a one-line note (the report
-    still reads MLflow). Returns the plan, ``None`` when it could not be built (said in that note)."""
+    still reads MLflow). Returns the plan, ``None`` when it could not be built (said in that note).
+
+    Raises:
+        FamixError: the plan's own mistake, e.g. a grid value the engine refuses (once: no note before it).
+        DamagedStoreError: a store MLflow cannot open.
+    """
     from rich.console import Console
 
+    from famix_core.errors import FamixError
     from orchestrator.driver import quietly, sync_tracking
     from orchestrator.plan import build_plan
     from reports.collect import DamagedStoreError
@@ -237,10 +243,15 @@ def _sync_before_report(rs: ResolvedSweep, run_dir: str) -> Plan | None:
         return None
 
     damaged: list[DamagedStoreError] = []
+    refused: list[FamixError] = []
     plans: list[Plan] = []
 
     def sync() -> None:
-        plan = build_plan(rs, run_dir, check_data=no_check, check_weights=no_check)  # no run-dir check: it holds the sweep's folder
+        try:  # no run-dir check: it holds the sweep's folder
+            plan = build_plan(rs, run_dir, check_data=no_check, check_weights=no_check)
+        except FamixError as e:
+            refused.append(e)
+            return
         plans.append(plan)
         try:
             sync_tracking(plan, Console(stderr=True, highlight=False, soft_wrap=True))  # stdout is the table
@@ -248,6 +259,8 @@ def _sync_before_report(rs: ResolvedSweep, run_dir: str) -> Plan | None:
             damaged.append(e)
 
     quietly("MLflow ingestion of finished stages", sync)
+    if refused:  # the sweep's own mistake (a grid value the engine refuses): the command's one error, not also a note
+        raise refused[0]
     if damaged:  # a store MLflow cannot open gives no report: its one line, and the fix
         raise damaged[0]
     return plans[0] if plans else None

@@ -238,3 +238,15 @@ def test_an_empty_ray_address_is_refused_not_read_as_in_process(capsys, address)
     line = _plan_error(capsys, f"grid: {{style.mix: [false, true]}}\nbackend: {{kind: ray, ray: {{address: {address}}}}}\n")
     assert line == ("famix: error: sweeps/x.yaml: backend.ray.address: expected a cluster address (auto, host:port or ray://host:port), "
                     "got an empty string; leave address out (or null) for in-process Ray")  # fmt: skip
+
+
+def test_a_report_of_a_sweep_whose_grid_the_engine_refuses_says_so_once(capsys):
+    """With the sweep's folder in the run dir, `famix report` printed the mistake twice: as a note that
+    the MLflow ingestion was skipped, then as the command's error."""
+    sweep = _write(HEAD + "grid: {train.iterations: [5, -1]}\n")
+    Path("runs/v").mkdir(parents=True)
+    rc = main(["report", str(sweep), "--run-dir", "runs"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2 and err == [
+        "famix: error: sweeps/x.yaml: grid.train.iterations[1]: train.iterations: Input should be greater than or equal to 1"
+    ]
