@@ -221,7 +221,10 @@ def _parts(key: str) -> list[str]:
 
 
 def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    """``tree[a][b][c] = value`` for ``key`` ``a.b.c``, creating (or replacing non-mapping) parents."""
+    """``tree[a][b][c] = value`` for ``key`` ``a.b.c``, creating (or replacing non-mapping) parents.
+
+    A mapping ``value`` merges into the mapping ``tree`` holds there (a grid value ``{freeze: paper}``
+    of ``model`` keeps the section's other keys), as a command-line override does."""
     node = tree
     parts = _parts(key)
     for part in parts[:-1]:
@@ -230,7 +233,16 @@ def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
             nxt = {}
             node[part] = nxt
         node = nxt
-    node[parts[-1]] = value
+    old = node.get(parts[-1])
+    node[parts[-1]] = _merged(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+
+
+def _merged(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """``b`` over ``a``, as :func:`merge`: mappings merge, everything else replaces; inputs untouched."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merged(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else copy.deepcopy(v)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- overrides

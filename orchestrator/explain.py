@@ -43,6 +43,14 @@ def _lookup(tree: dict[str, Any], key: str) -> tuple[bool, Any]:
     return True, node
 
 
+def _varied_by(point: dict[str, Any], key: str) -> str | None:
+    """The grid/zip key of ``point`` that sets ``key``: ``key`` itself, or a section whose mapping value holds it."""
+    for k, v in point.items():
+        if k == key or (key.startswith(k + ".") and isinstance(v, dict) and _lookup(v, key[len(k) + 1 :])[0]):
+            return k
+    return None
+
+
 def explain_key(rs: ResolvedSweep, trial: Trial, key: str) -> Provenance:
     """The resolved value of ``key`` in ``trial`` and the most specific layer that set it."""
     value = trial.config.to_dict()
@@ -53,8 +61,8 @@ def explain_key(rs: ResolvedSweep, trial: Trial, key: str) -> Provenance:
         layer = "seeds" + (" (command line)" if any(o.key == "seeds" for o in rs.overrides) else "")
     elif key == "eval.domains":
         layer = "domains"
-    elif key in trial.point:
-        layer = "zip" if any(key in g.values for g in rs.zip) else "grid"
+    elif varied := _varied_by(trial.point, key):
+        layer = "zip" if any(varied in g.values for g in rs.zip) else "grid"
     elif _lookup(apply_overrides({}, [o for o in rs.overrides if o.op != "delete"]), key)[0]:
         layer = "command line"
     elif deleted := [o.key for o in rs.overrides if o.op == "delete" and (key == o.key or key.startswith(o.key + "."))]:

@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.__main__ import main
 from orchestrator.errors import SweepError
-from orchestrator.explain import explain_key
+from orchestrator.explain import explain_key, explain_rows
 from famix_core.config import FamixConfig
 from famix_core.config_io import parse_overrides
 from orchestrator.sweep import BUILTIN_PROFILES, expand_trials, load_sweep, resolve_profile
@@ -362,3 +362,20 @@ def test_a_sweep_file_setting_given_as_an_override_says_where_it_goes(capsys, it
         "famix: error: command line: backend.kind: a setting of the sweep file, not an engine config key; on the command line it is --backend"
     )
     assert _refused(capsys, "trian.iterations=3") == "famix: error: command line: trian.iterations: unknown key (did you mean train.iterations?)"
+
+
+def test_a_grid_value_that_is_a_mapping_merges_into_its_section():
+    """`grid: {model: [{freeze: paper}, {freeze: none}]}` replaced the model section in every trial: the
+    profile's backbone and weights went with it (the plan then asked for RN50 weights)."""
+    text = "name: gm\ngrid:\n  model: [{freeze: paper}, {freeze: none}]\ndomains: [C]\n"
+    smoke = BUILTIN_PROFILES["smoke"]["base"]["model"]
+    rs, trials = _resolve(text)
+    assert [(t.config.model.freeze, t.config.model.backbone, t.config.model.pretrained) for t in trials] == [
+        ("paper", smoke["backbone"], smoke["pretrained"]), ("none", smoke["backbone"], smoke["pretrained"])
+    ]
+    assert {row[3] for row in explain_rows(rs, trials, "model.freeze")} == {"grid"}
+    assert {row[3] for row in explain_rows(rs, trials, "model.backbone")} == {"built-in profile smoke"}
+    with pytest.raises(SweepError, match=r"^command line: model.freeze: set by the values of model, which the sweep's grid/zip varies; edit the grid instead$"):
+        _resolve(text, overrides=["model.freeze=none"])
+    _, trials = _resolve(text, overrides=["model.aspp_dropout=0.2"])  # a key the grid's mappings do not set
+    assert {t.config.model.aspp_dropout for t in trials} == {0.2}

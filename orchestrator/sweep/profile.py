@@ -67,11 +67,15 @@ def resolve_profile(
     for o in overrides:
         if o.key == "seeds":
             seeds = command_line_seeds(o)
-    varied = set(grid) | {k for g in spec.zip for k in g.values}
+    values_of = {**grid, **{k: v for g in spec.zip for k, v in g.values.items()}}
+    varied = set(values_of)
     for o in config_overrides:
         check_config_key(o.key, "command line", o.key)
         if o.key in varied:
             raise SweepError(f"command line: {o.key}: this key is varied by the sweep's grid/zip; edit the grid instead")
+        section = next((k for k in sorted(varied) if o.key.startswith(k + ".") and any(_holds(v, o.key[len(k) + 1 :]) for v in values_of[k])), None)
+        if section:  # a grid value {freeze: paper} of model merges into the section after the overrides, silently
+            raise SweepError(f"command line: {o.key}: set by the values of {section}, which the sweep's grid/zip varies; edit the grid instead")
         named = sorted(k for k in varied if k.startswith(o.key + ".") and _names(o, k))
         if named:  # a mapping merges into the section: the grid's value would beat the one it gives, silently
             raise SweepError(f"command line: {o.key}: sets {', '.join(named)}, which the sweep's grid/zip varies; edit the grid instead")
@@ -111,20 +115,23 @@ def resolve_profile(
     )
 
 
+def _holds(tree: Any, dotted: str) -> bool:
+    """Whether the nested mapping ``tree`` holds the key ``dotted`` (``a.b``: ``{a: {b: …}}``)."""
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
 def _names(o: Override, key: str) -> bool:
     """Whether the override ``o`` names ``key``: as its key, or in the mapping it merges into a section
     above it (``style={mix: true}`` names ``style.mix``). Deleting a section, or a value that is not a
     mapping, does not: expansion sets the key in every trial after the overrides."""
     if o.key == key:
         return True
-    if o.op == "delete" or not key.startswith(o.key + "."):
-        return False
-    node: Any = o.value
-    for part in key[len(o.key) + 1 :].split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
+    return o.op != "delete" and key.startswith(o.key + ".") and _holds(o.value, key[len(o.key) + 1 :])
 
 
 def command_line_seeds(o: Override) -> list[int]:
