@@ -350,11 +350,18 @@ def apply_overrides(tree: dict[str, Any], overrides: Sequence[Override], *, tree
             del node[parts[-1]]
         elif o.op == "add" and present:
             raise ConfigError(f"{source}: +{o.key}: already set; use {o.key}=… to change it")
-        elif present and isinstance(o.value, dict) and OmegaConf.is_dict(node[parts[-1]]):
-            with _plain_data(source):  # a mapping merges into the section it names (as in Hydra): its other keys stay
-                node[parts[-1]] = OmegaConf.merge(node[parts[-1]], o.value)
         else:
-            node[parts[-1]] = o.value
+            value = o.value
+            if present and isinstance(value, dict) and OmegaConf.is_dict(node[parts[-1]]):
+                # a mapping merges into the section it names (as in Hydra): its other keys stay. Merged as plain
+                # data: OmegaConf's merge would keep the old value under a "???" (its MISSING) silently
+                value = _merged(OmegaConf.to_container(node[parts[-1]], resolve=False), value)
+            try:
+                node[parts[-1]] = value
+            except OmegaConfBaseException as e:  # a null key in a mapping, a broken ${…}: not a traceback
+                what = str(e).splitlines()[0]
+                hint = "${…} is an interpolation, which config values do not use" if "${" in what else "keys are names, values plain data"
+                raise ConfigError(f"{source}: {o.spelled}: {what} ({hint})") from None
     return OmegaConf.to_container(conf, resolve=False)  # type: ignore[return-value]
 
 

@@ -153,6 +153,23 @@ def test_a_mapping_value_merges_into_the_section_and_delete_then_set_replaces_it
     assert replaced["model"] == {"backbone": "RN101"}
     assert apply_overrides(tree, parse_overrides(["model=null"]))["model"] is None  # not a mapping: replaces
     assert tree["model"] == {"backbone": "famix-tiny", "pretrained": "famix-synth"}  # the input is untouched
+    # OmegaConf's merge kept the old value under its MISSING marker "???", silently; a value is a value
+    assert apply_overrides(tree, parse_overrides(['model={backbone: "???"}']))["model"]["backbone"] == "???"
+
+
+@pytest.mark.parametrize(
+    ("item", "line"),
+    [
+        ("model={null: 3}", "command line: model: Incompatible key type 'NoneType' (keys are names, values plain data)"),
+        ("model.backbone=${oops", "command line: model.backbone: no viable alternative at input '${oops' "
+         "(${…} is an interpolation, which config values do not use)"),
+    ],
+)
+def test_an_override_value_omegaconf_cannot_hold_is_one_line(item, line):
+    """A null key or a broken ${…} in a value was an omegaconf traceback."""
+    with pytest.raises(ConfigError) as e:
+        apply_overrides({"model": {"backbone": "famix-tiny"}}, parse_overrides([item]))
+    assert str(e.value) == line
 
 
 def test_load_config_applies_overrides_over_the_file(tmp_path):
