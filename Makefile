@@ -20,7 +20,7 @@ BACKEND_ARG = $(if $(BACKEND),--backend $(BACKEND))
 OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 
-.PHONY: install sweep plan status report lint-imports test bench clean
+.PHONY: install check-sweep sweep plan status report lint-imports test bench clean
 
 install: $(VENV)/.installed
 
@@ -30,27 +30,27 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test,system-metrics]'
 	touch $@
 
-# a target naming a sweep refuses an empty SWEEP= in one line (argparse's usage block named `sweep`, not SWEEP=)
-NEED_SWEEP = @case '$(strip $(SWEEP))' in '') echo "make $@: SWEEP= is empty; give a sweep file, e.g. SWEEP=sweeps/ablation.yaml" >&2; exit 2;; esac
-# status and report follow the backend the sweep ran on: a BACKEND= given to them is said, not silently dropped
-NO_BACKEND = @if [ -n '$(BACKEND)' ]; then echo "note: make $@ ignores BACKEND=$(BACKEND): it reads the run dir, whichever backend ran the sweep" >&2; fi
+# a target naming a sweep refuses an empty SWEEP= in one line, before anything is installed (argparse's usage
+# block named `sweep`, not SWEEP=); status and report follow the backend the sweep ran on, and say that they
+# ignore a BACKEND=. The values reach the shell through the environment: a quote in them cannot break the line.
+check-sweep:
+	@case "$$MAKE_SWEEP" in *[![:space:]]*) ;; *) echo "make $(GOAL): SWEEP= is empty; give a sweep file, e.g. SWEEP=sweeps/ablation.yaml" >&2; exit 2;; esac
+	@case "$(GOAL):$$MAKE_BACKEND" in status:*[![:space:]]*|report:*[![:space:]]*) \
+	  echo "note: make $(GOAL) ignores BACKEND=$$MAKE_BACKEND: it reads the run dir, whichever backend ran the sweep" >&2;; esac
+check-sweep: export MAKE_SWEEP = $(SWEEP)
+check-sweep: export MAKE_BACKEND = $(BACKEND)
+GOAL = $(firstword $(filter sweep plan status report,$(MAKECMDGOALS)))
 
-sweep: install
-	$(NEED_SWEEP)
+sweep: check-sweep install
 	$(VENV)/bin/famix sweep run $(SWEEP) $(PROFILE_ARG) $(BACKEND_ARG) --run-dir $(RUN_DIR) $(ARGS)
 
-plan: install
-	$(NEED_SWEEP)
+plan: check-sweep install
 	$(VENV)/bin/famix sweep plan $(SWEEP) $(PROFILE_ARG) $(BACKEND_ARG) --run-dir $(RUN_DIR) $(ARGS)
 
-status: install
-	$(NEED_SWEEP)
-	$(NO_BACKEND)
+status: check-sweep install
 	$(VENV)/bin/famix sweep status $(SWEEP) $(PROFILE_ARG) --run-dir $(RUN_DIR) $(ARGS)
 
-report: install
-	$(NEED_SWEEP)
-	$(NO_BACKEND)
+report: check-sweep install
 	$(VENV)/bin/famix report $(SWEEP) $(PROFILE_ARG) --run-dir $(RUN_DIR) $(ARGS)
 
 # imports go one way (orchestrator -> reports -> famix_core; backends independent): [tool.importlinter] in pyproject.toml

@@ -235,12 +235,12 @@ def test_a_data_root_the_synthetic_benchmark_would_ignore_is_refused(capsys, ite
     (`data.roots.<domain>` is read even then: not refused.)"""
     key = item.lstrip("+").split("=")[0]
     assert _refused(capsys, item) == (
-        f"famix: error: command line: {key}: every trial of profile smoke reads the built-in synthetic benchmark "
-        "(data.synthetic is set), so it would be ignored; for real data use --profile paper, or add data.synthetic=null"
+        f"famix: error: command line: {key}: ignored: every trial of profile smoke reads the built-in synthetic benchmark "
+        "(data.synthetic is set); for real data use --profile paper, or add data.synthetic=null"
     )
     assert _refused(capsys, "data={root: /datasets}") == (
-        "famix: error: command line: data: sets data.root: every trial of profile smoke reads the built-in synthetic benchmark "
-        "(data.synthetic is set), so it would be ignored; for real data use --profile paper, or add data.synthetic=null"
+        "famix: error: command line: data: sets data.root, which is ignored: every trial of profile smoke reads the built-in "
+        "synthetic benchmark (data.synthetic is set); for real data use --profile paper, or add data.synthetic=null"
     )
     rs, trials = _resolve(SWEEP, overrides=[item, "data.synthetic=null"])  # real data on purpose: read
     assert all(t.config.data.synthetic is None for t in trials)
@@ -358,10 +358,25 @@ def test_a_sweep_file_setting_given_as_an_override_says_where_it_goes(capsys, it
     assert _refused(capsys, item) == (
         f"famix: error: command line: {key}: a setting of the sweep file, not an engine config key (key=value sets those); {message}"
     )
-    assert _refused(capsys, "backend.kind=ray") == (
-        "famix: error: command line: backend.kind: a setting of the sweep file, not an engine config key; on the command line it is --backend"
-    )
+    assert _refused(capsys, "backend.kind=ray") == ("famix: error: command line: backend.kind: a setting of the sweep file, "
+                                                    "not an engine config key; on the command line it is --backend (of famix sweep plan, run and cancel)")  # fmt: skip
     assert _refused(capsys, "trian.iterations=3") == "famix: error: command line: trian.iterations: unknown key (did you mean train.iterations?)"
+
+
+@pytest.mark.parametrize(
+    ("item", "line"),
+    [
+        ("base.train.iterations=3", "base.train.iterations: key=value items set keys of the sweep's base: drop 'base.'; did you mean train.iterations=…?"),
+        ("default_profile=paper", "default_profile: a setting of the sweep file, not an engine config key; on the command line it is --profile"),
+        ("tracking.urii=x", "tracking.urii: unknown key, in the engine config and in a sweep file's tracking (did you mean uri?)"),
+        ("backend.resources.train.cpuz=2", "backend.resources.train.cpuz: unknown key, in the engine config and in a sweep file's "
+         "backend.resources.train (did you mean cpus?)"),
+    ],
+)
+def test_the_sweep_setting_hint_names_the_right_fix(capsys, item, line):
+    """`base.train.iterations=3` was told to set base.train.iterations in the sweep file; `tracking.urii=x`
+    to set tracking.urii there; `default_profile=paper` was not pointed at --profile."""
+    assert _refused(capsys, item) == f"famix: error: command line: {line}"
 
 
 def test_a_grid_value_that_is_a_mapping_merges_into_its_section():

@@ -106,7 +106,7 @@ def test_bad_override_and_profile(capsys):
     assert "command line: seeds=[0, -1]: expected a seed from 0 to 4294967295, got -1" in line
 
 
-def test_missing_sweep_file_names_search_path(capsys):
+def test_missing_sweep_file_names_search_path(capsys, monkeypatch):
     rc = main(["sweep", "plan", "nothere", "--run-dir", "out"])
     err = capsys.readouterr().err
     assert rc == 2 and "nothere: sweep file not found" in err
@@ -114,6 +114,10 @@ def test_missing_sweep_file_names_search_path(capsys):
     rc = main(["sweep", "plan", "folder.yaml", "--run-dir", "out"])
     err = capsys.readouterr().err
     assert rc == 2 and err == "famix: error: folder.yaml: a folder; expected a sweep YAML file (e.g. sweeps/ablation.yaml)\n"
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # ./sweeps is the project's sweeps/: named once (it was named twice)
+    assert main(["sweep", "plan", "nothere"]) == 2
+    assert capsys.readouterr().err.strip() == f"famix: error: nothere: sweep file not found (looked as given and in {root / 'sweeps'})"
 
 
 @pytest.mark.parametrize("action", ["plan", "run", "status", "cancel"])

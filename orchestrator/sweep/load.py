@@ -57,7 +57,7 @@ def resolve_sweep_path(name: str | Path, search: list[Path] | None = None) -> Pa
                 raise SweepError(f"{shown}: not a sweep file: {e.strerror or e}") from None
     if p.is_dir():
         raise SweepError(f"{name}: a folder; expected a sweep YAML file (e.g. sweeps/ablation.yaml)")
-    where = ", ".join(str(r) for r in roots)
+    where = ", ".join(dict.fromkeys(str(r.resolve()) for r in roots))  # in the project root both are its sweeps/
     raise SweepError(f"{name}: sweep file not found (looked as given and in {where})")
 
 
@@ -77,21 +77,60 @@ def check_config_key(key: str, source: str, where: str) -> None:
     raise SweepError(f"{source}: {where}: unknown key{suggest(key, paths)}")
 
 
-_FLAGS = {"backend.kind": "--backend", "backend.max_parallel": "famix sweep run --max-parallel", "backend.retries": "famix sweep run --retries"}
+_FLAGS = {  # sweep-file settings with a command-line option of their own
+    "backend.kind": "--backend (of famix sweep plan, run and cancel)",
+    "backend.max_parallel": "famix sweep run --max-parallel",
+    "backend.local.workers": "famix sweep run --max-parallel",
+    "backend.retries": "famix sweep run --retries",
+    "default_profile": "--profile",
+}
 
 
 def _sweep_setting_hint(key: str) -> str | None:
     """Where a setting of the sweep file itself (``backend.ray.address``, ``tracking.uri``, ``domains``)
-    typed as a command-line override goes instead: key=value items set engine config keys only."""
-    top = key.split(".")[0]
-    if key in _FLAGS:
-        return f"a setting of the sweep file, not an engine config key; on the command line it is {_FLAGS[key]}"
+    typed as a command-line override goes instead: key=value items set engine config keys only.
+    None where ``key`` is no such setting either (the caller says ``unknown key``)."""
+    top, _, rest = key.partition(".")
+    if top == "base" and rest:  # the overrides apply to the base already
+        inner = f"; did you mean {rest}=…?" if rest in config_paths() or rest.startswith("data.roots.") else ""
+        return f"key=value items set keys of the sweep's base: drop 'base.'{inner}"
     if top in ("resources", "local", "ray", "slurm"):
         top, key = "backend", f"backend.{key}"
+    if key in _FLAGS:
+        return f"a setting of the sweep file, not an engine config key; on the command line it is {_FLAGS[key]}"
     if top not in SweepSpec.model_fields or top == "seeds":
         return None
+    misspelt = _schema_problem(SweepSpec, key.split("."))
+    if misspelt:
+        return misspelt
     per_profile = f", or in its profiles.<name>.{top} for one profile" if top in ProfileSpec.model_fields else ""
     return f"a setting of the sweep file, not an engine config key (key=value sets those); set {key} in the sweep file{per_profile}"
+
+
+def _schema_problem(model: type[BaseModel], parts: list[str], done: int = 0) -> str | None:
+    """``unknown key`` for a dotted path that no sweep-file setting has (``tracking.urii``), walking the
+    schema's models and the mappings of them (``backend.resources.<kind>``, ``labels.<dotted key>``);
+    below free-form data (``backend.slurm``) any key may be meant. ``done``: the parts already walked."""
+    import typing
+
+    fields = model.model_fields
+    if done == len(parts):
+        return None
+    if parts[done] not in fields:
+        return f"unknown key, in the engine config and in a sweep file's {'.'.join(parts[:done])}{suggest(parts[done], list(fields))}"
+    annotation = fields[parts[done]].annotation
+    keyed = typing.get_origin(annotation) is dict  # a free key (a stage kind; a varied key, dotted), then its value
+    if keyed:
+        annotation = typing.get_args(annotation)[1]
+    inner = next((a for a in (annotation, *typing.get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    if inner is None:
+        return None
+    if not keyed:
+        return _schema_problem(inner, parts, done + 1)
+    rest = parts[done + 1 :]
+    paths = config_paths()
+    size = next((n for n in range(len(rest), 1, -1) if ".".join(rest[:n]) in paths), 1)  # labels.<style.mix>.column
+    return _schema_problem(inner, parts, done + 1 + size)
 
 
 def validate_tree(tree: dict[str, Any], source: str, prefix: str) -> FamixConfig:

@@ -81,12 +81,11 @@ def resolve_profile(
             raise SweepError(f"command line: {o.key}: sets {', '.join(named)}, which the sweep's grid/zip varies; edit the grid instead")
         for key in ("train.seed", "mining.seed"):  # expansion sets them in every trial
             if _names(o, key):
-                raise SweepError(f"command line: {o.key}: {'sets ' + key + ', which is ' if o.key != key else ''}set in every trial by the sweep's seeds; "
-                                 "give seeds=[...] instead (e.g. seeds=[0,1,2])")  # fmt: skip
+                raise SweepError(f"command line: {o.key}: {_via(o, key)}set in every trial by the sweep's seeds; give seeds=[...] instead (e.g. seeds=[0,1,2])")
         if _names(o, "eval.domains") and domains is not None:
             where_set = f"{source}: {where}.domains" if own.domains else f"{source}: domains" if spec.domains else f"built-in profile {profile}"
             raise SweepError(
-                f"command line: {o.key}: {'sets eval.domains, which is ' if o.key != 'eval.domains' else ''}set in every trial by the sweep's domains ({', '.join(domains)}, from {where_set}); "
+                f"command line: {o.key}: {_via(o, 'eval.domains')}set in every trial by the sweep's domains ({', '.join(domains)}, from {where_set}); "
                 f"edit the sweep file's domains: list instead"
             )
     overridden = apply_overrides(base, config_overrides, tree_source=source)
@@ -123,6 +122,11 @@ def _holds(tree: Any, dotted: str) -> bool:
             return False
         node = node[part]
     return True
+
+
+def _via(o: Override, key: str) -> str:
+    """How a message about ``key`` begins when the override ``o`` names it inside a section's mapping."""
+    return "" if o.key == key else f"sets {key}, which is "
 
 
 def _names(o: Override, key: str) -> bool:
@@ -169,6 +173,6 @@ def _check_roots_are_read(base: dict[str, Any], overrides: list[Any], varied: se
     for o in overrides:
         if o.op != "delete" and _names(o, "data.root"):
             raise SweepError(
-                f"command line: {o.key}: {'sets data.root: ' if o.key != 'data.root' else ''}every trial of profile {profile} reads the built-in synthetic benchmark "
-                f"(data.synthetic is set), so it would be ignored; for real data use --profile paper, or add data.synthetic=null"
+                f"command line: {o.key}: {_via(o, 'data.root')}ignored: every trial of profile {profile} reads the built-in synthetic benchmark "
+                f"(data.synthetic is set); for real data use --profile paper, or add data.synthetic=null"
             )
