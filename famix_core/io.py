@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 __all__ = [
     "nearest_existing",
     "file_in_the_way",
+    "what_blocks",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -62,6 +63,11 @@ def file_in_the_way(path: str | os.PathLike[str]) -> Path | None:
     (``path`` itself, or a file above it), else ``None`` (a missing folder can still be made)."""
     existing = nearest_existing(path)
     return None if existing.is_dir() else existing
+
+
+def what_blocks(path: Path) -> str:
+    """How a message names what :func:`file_in_the_way` found: ``a file`` or ``a broken symlink``."""
+    return "a broken symlink" if path.is_symlink() and not path.exists() else "a file"
 
 
 def check_out_dir(path: str | Path, option: str = "--out") -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from famix_core.config import FamixConfig
-from famix_core.io import file_in_the_way, nearest_existing
+from famix_core.io import file_in_the_way, nearest_existing, what_blocks
 from famix_core.weights import is_packaged, packaged_path
 
 __all__ = ["check_data", "check_weights", "check_device", "check_stage_gpus", "check_run_dir", "check_run_dir_is_folder"]
@@ -28,7 +28,7 @@ def check_run_dir_is_folder(run_dir: str | Path) -> None:
     blocker = file_in_the_way(path)
     if blocker is not None:
         where = "it" if blocker == path else blocker
-        raise SweepError(f"{path}: the run dir must be a folder, and {where} is a file; choose another with --run-dir")
+        raise SweepError(f"{path}: the run dir must be a folder, and {where} is {what_blocks(blocker)}; choose another with --run-dir")
 
 
 def check_run_dir(run_dir: str | Path, create: bool = True) -> None:

@@ -210,7 +210,7 @@ def report_sweep_info(
     plan = None
     if run_dir is not None and (Path(run_dir) / rs.name).is_dir():
         plan = _sync_before_report(rs, run_dir)
-    trials = plan.trials if plan is not None else expand_trials(rs)  # no plan (said in a note): raises its error
+    trials = plan.trials if plan is not None else expand_trials(rs)  # no sync ran (the sweep never ran here), or its plan failed (a note)
     return SweepInfo(
         name=rs.name,
         path=Path(path),

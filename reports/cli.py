@@ -217,11 +217,11 @@ def check_report_run_dir(run_dir: str) -> None:
     Raises:
         ReportInputError: naming ``--run-dir`` and the file.
     """
-    from famix_core.io import file_in_the_way
+    from famix_core.io import file_in_the_way, what_blocks
     from reports.collect import ReportInputError
 
     path = Path(run_dir)
     blocker = file_in_the_way(path)
     if blocker is not None:
-        what = "is a file" if blocker == path else f"{blocker} is a file"
+        what = f"is {what_blocks(blocker)}" if blocker == path else f"{blocker} is {what_blocks(blocker)}"
         raise ReportInputError(f"--run-dir {run_dir}: {what} (expected a folder, the run directory)")

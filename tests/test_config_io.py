@@ -20,7 +20,7 @@ from orchestrator.__main__ import main
 from famix_core.config import load_config
 from famix_core.config_io import Override, apply_overrides, canonical_hash, merge, parse_overrides, read_yaml
 from famix_core.errors import ConfigError
-from famix_core.io import commit_dir, file_in_the_way, make_temp_dir
+from famix_core.io import commit_dir, file_in_the_way, make_temp_dir, what_blocks
 from orchestrator.keys import FORMAT_VERSION
 from orchestrator.plan import build_plan
 from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
@@ -279,6 +279,21 @@ def test_file_in_the_way_of_a_folder(tmp_path):
     assert file_in_the_way(tmp_path / "afile") == tmp_path / "afile"
     assert file_in_the_way(tmp_path / "afile" / "sub") == tmp_path / "afile"
     assert file_in_the_way(tmp_path / "dangling" / "sub") == tmp_path / "dangling"
+    assert [what_blocks(tmp_path / n) for n in ("afile", "dangling")] == ["a file", "a broken symlink"]
+
+
+def test_a_run_dir_under_a_broken_symlink_is_named_as_one(tmp_path, capsys):
+    """Both `--run-dir` checks said a dangling symlink "is a file"."""
+    from orchestrator.__main__ import main
+
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    assert main(["sweep", "status", "ablation", "--run-dir", str(tmp_path / "dangling")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"famix: error: {tmp_path / 'dangling'}: the run dir must be a folder, and it is a broken symlink; choose another with --run-dir"
+    )
+    assert main(["report", "ablation", "--run-dir", str(tmp_path / "dangling" / "x")]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"--run-dir {tmp_path / 'dangling' / 'x'}: {tmp_path / 'dangling'} is a broken symlink "
+                                                    "(expected a folder, the run directory)")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------- atomic commit
