@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from famix_core.config import config_paths
-from famix_core.config_io import apply_overrides
 from famix_core.errors import suggest
 from orchestrator.errors import SweepError
 from orchestrator.sweep import ResolvedSweep, Trial, canon_value
@@ -51,25 +50,55 @@ def _varied_by(point: dict[str, Any], key: str) -> str | None:
     return None
 
 
+def _spellings(key: str) -> list[str]:
+    """``key``, and for ``data.roots.<domain>`` the domain's name and column too (the config keeps the name)."""
+    if not key.startswith("data.roots."):
+        return [key]
+    from famix_core.domains import UnknownDomainError, resolve_domain
+
+    given = key[len("data.roots.") :]
+    try:
+        d = resolve_domain(given)
+    except UnknownDomainError:
+        return [key]
+    return [f"data.roots.{s}" for s in dict.fromkeys((d.name, given, d.column)) if s]
+
+
+def _override_layer(overrides: list[Any], keys: list[str]) -> str | None:
+    """The layer the command line gives ``keys`` (one key's spellings), taking the overrides in order:
+    naming the key, replacing a section above it, or merging a mapping that holds it sets it; deleting
+    it or a section above it sends it back to the engine default; None where no override touches it."""
+    layer = None
+    for o in overrides:
+        for key in keys:
+            if key != o.key and not key.startswith(o.key + "."):
+                continue
+            if o.op == "delete":
+                layer = f"command line (~{o.key}: engine default)"
+            elif key == o.key or not isinstance(o.value, dict) or _lookup(o.value, key[len(o.key) + 1 :])[0]:
+                layer = "command line"
+            break
+    return layer
+
+
 def explain_key(rs: ResolvedSweep, trial: Trial, key: str) -> Provenance:
     """The resolved value of ``key`` in ``trial`` and the most specific layer that set it."""
+    keys = _spellings(key)
     value = trial.config.to_dict()
-    for part in (["data", "roots", key[len("data.roots.") :]] if key.startswith("data.roots.") else key.split(".")):
+    for part in (["data", "roots", keys[0][len("data.roots.") :]] if key.startswith("data.roots.") else key.split(".")):
         value = value.get(part) if isinstance(value, dict) else None
     layer = "engine default"
     if key in ("train.seed", "mining.seed"):
         layer = "seeds" + (" (command line)" if any(o.key == "seeds" for o in rs.overrides) else "")
     elif key == "eval.domains":
         layer = "domains"
-    elif varied := _varied_by(trial.point, key):
+    elif varied := next(filter(None, (_varied_by(trial.point, k) for k in keys)), None):
         layer = "zip" if any(varied in g.values for g in rs.zip) else "grid"
-    elif _lookup(apply_overrides({}, [o for o in rs.overrides if o.op != "delete"]), key)[0]:
-        layer = "command line"
-    elif deleted := [o.key for o in rs.overrides if o.op == "delete" and (key == o.key or key.startswith(o.key + "."))]:
-        layer = f"command line (~{deleted[-1]}: engine default)"
+    elif given := _override_layer(rs.overrides, keys):
+        layer = given
     else:
         for name, tree in reversed(rs.layers):
-            if _lookup(tree, key)[0]:
+            if any(_lookup(tree, k)[0] for k in keys):
                 layer = name
                 break
     if key == "data.root" and trial.config.data.synthetic is not None:

@@ -394,3 +394,20 @@ def test_a_grid_value_that_is_a_mapping_merges_into_its_section():
         _resolve(text, overrides=["model.freeze=none"])
     _, trials = _resolve(text, overrides=["model.aspp_dropout=0.2"])  # a key the grid's mappings do not set
     assert {t.config.model.aspp_dropout for t in trials} == {0.2}
+
+
+def test_explain_takes_the_overrides_in_order_and_a_domain_root_by_name_or_column():
+    """`'train={momentum: 0.5}' '~train.momentum'` was explained as the command line's (0.9, the default);
+    `~k +k=…` failed `--explain` with "already set" though the plan succeeded; `data.roots.B=/x` read
+    `null` under `data.roots.B` and `engine default` under `data.roots.bdd100k`."""
+    def explain(overrides: list[str], key: str) -> tuple[object, str]:
+        rs, trials = _resolve(SWEEP, overrides=overrides)
+        p = explain_key(rs, trials[0], key)
+        return p.value, p.layer
+
+    default = FamixConfig().train.momentum
+    assert explain(["train={momentum: 0.5}", "~train.momentum"], "train.momentum") == (default, "command line (~train.momentum: engine default)")
+    assert explain(["train.momentum=0.5", "~train.momentum", "+train.momentum=0.7"], "train.momentum") == (0.7, "command line")
+    assert explain(["train={weight_decay: 0.5}"], "train.momentum") == (0.7, "p.yaml: profiles.smoke.base")  # merged around, not set
+    for spelt in ("data.roots.B", "data.roots.bdd100k"):
+        assert explain(["data.roots.B=/x"], spelt) == ("/x", "command line")
