@@ -87,11 +87,14 @@ def check_out_dir(path: str | Path, option: str = "--out") -> None:
 
     path = existing = Path(path)
     try:
-        existing = nearest_existing(path)
-        if existing.is_dir():
+        blocker = file_in_the_way(path)
+        if blocker is None:
+            existing = nearest_existing(path)
             os.rmdir(make_temp_dir(existing, ".famix-probe-"))
             return
-        problem = "not a folder" if existing == path else f"{existing} is not a folder"
+        problem = "not a folder" if blocker == path else f"{blocker} is not a folder"
+        if what_blocks(blocker) != "a file":
+            problem += f" ({what_blocks(blocker)})"
     except OSError as e:
         problem = f"cannot write in {existing} ({e.strerror})"
     raise ConfigError(f"command line: {option}: {path}: {problem}")

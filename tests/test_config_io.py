@@ -294,6 +294,10 @@ def test_a_run_dir_under_a_broken_symlink_is_named_as_one(tmp_path, capsys):
     assert main(["report", "ablation", "--run-dir", str(tmp_path / "dangling" / "x")]) == 2
     assert capsys.readouterr().err.strip().endswith(f"--run-dir {tmp_path / 'dangling' / 'x'}: {tmp_path / 'dangling'} is a broken symlink "
                                                     "(expected a folder, the run directory)")  # fmt: skip
+    assert main(["train", "--out", str(tmp_path / "dangling" / "x")]) == 2  # the engine commands' --out
+    assert capsys.readouterr().err.strip() == (
+        f"famix: error: command line: --out: {tmp_path / 'dangling' / 'x'}: {tmp_path / 'dangling'} is not a folder (a broken symlink)"
+    )
 
 
 # ----------------------------------------------------------------------------------------------- atomic commit
