@@ -368,6 +368,12 @@ def apply_overrides(tree: dict[str, Any], overrides: Sequence[Override], *, tree
 # ----------------------------------------------------------------------------------------------- validation
 
 
+def _shown(value: Any) -> str:
+    """A rejected value as a message quotes it: YAML's words for None and booleans, repr otherwise, cut at 60 characters."""
+    text = "null" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def format_error(
     err: ValidationError,
     source: str,
@@ -398,6 +404,8 @@ def format_error(
         msg = "unknown key" + suggest(bad, keys)
     elif e["type"] == "too_short" and e.get("input") is not None and len(e["input"]) == 0:
         msg = "empty list (expected at least one value)"
+    elif e["type"] not in ("value_error", "missing", "too_short", "too_long") and "input" in e and not isinstance(e["input"], (dict, list)):
+        msg += f" (got {_shown(e['input'])})"  # pydantic's own wording does not repeat the value
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{source}: {path}: {msg}{more}"
 

@@ -91,11 +91,11 @@ def test_out_check_leaves_nothing_in_a_writable_folder(tmp_path):
 @pytest.mark.parametrize(
     "argv, line",
     [
-        (["data", "synth", "--train", "0"], "--train: Input should be greater than or equal to 1"),
-        (["data", "synth", "--val", "0"], "--val: Input should be greater than or equal to 1"),
-        (["data", "synth", "--height", "8"], "--height: Input should be greater than or equal to 32"),
-        (["data", "synth-captions", "--styles-per-scene", "0"], "--styles-per-scene: Input should be greater than or equal to 1"),
-        (["data", "synth-captions", "--scenes", "0"], "--scenes: Input should be greater than or equal to 1"),
+        (["data", "synth", "--train", "0"], "--train: Input should be greater than or equal to 1 (got 0)"),
+        (["data", "synth", "--val", "0"], "--val: Input should be greater than or equal to 1 (got 0)"),
+        (["data", "synth", "--height", "8"], "--height: Input should be greater than or equal to 32 (got 8)"),
+        (["data", "synth-captions", "--styles-per-scene", "0"], "--styles-per-scene: Input should be greater than or equal to 1 (got 0)"),
+        (["data", "synth-captions", "--scenes", "0"], "--scenes: Input should be greater than or equal to 1 (got 0)"),
     ],
 )
 def test_synth_options_are_named_as_typed(argv, line, capsys):

@@ -76,7 +76,7 @@ def test_a_bad_file_is_named_even_with_overrides_and_a_bad_override_is_the_comma
     path.write_text("train:\n  iterations: 0\n")
     with pytest.raises(ConfigError) as err:
         load_config(path, ["train.lr_decoder=0.1"])
-    assert str(err.value) == f"{path}: train.iterations: Input should be greater than or equal to 1"
+    assert str(err.value) == f"{path}: train.iterations: Input should be greater than or equal to 1 (got 0)"
     with pytest.raises(ConfigError) as err:  # the override mends the file: nothing to report
         load_config(path, ["train.iterations=-2"])
     assert str(err.value).startswith(f"{path}: train.iterations:")
@@ -84,7 +84,7 @@ def test_a_bad_file_is_named_even_with_overrides_and_a_bad_override_is_the_comma
     path.write_text("train:\n  iterations: 5\n")
     with pytest.raises(ConfigError) as err:
         load_config(path, ["train.iterations=-2"])
-    assert str(err.value) == "command line: train.iterations: Input should be greater than or equal to 1"
+    assert str(err.value) == "command line: train.iterations: Input should be greater than or equal to 1 (got -2)"
 
 
 def test_yaml_syntax_error_has_line_and_column(tmp_path):

@@ -119,7 +119,7 @@ def test_old_amp_flag_is_read_as_precision_with_a_warning():
         assert load_config(None, ["train.amp=true"]).train.precision == "bf16"
     with pytest.raises(ConfigError, match=r"^command line: train: amp: replaced by train.precision; amp=true contradicts precision=fp32$"):
         load_config(None, ["train.amp=true", "train.precision=fp32"])
-    with pytest.raises(ConfigError, match=r"^command line: eval.precision: Input should be 'fp32' or 'bf16'$"):
+    with pytest.raises(ConfigError, match=r"^command line: eval.precision: Input should be 'fp32' or 'bf16' \(got 'fp16'\)$"):
         load_config(None, ["eval.precision=fp16"])
 
 

@@ -248,5 +248,5 @@ def test_a_report_of_a_sweep_whose_grid_the_engine_refuses_says_so_once(capsys):
     rc = main(["report", str(sweep), "--run-dir", "runs"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert rc == 2 and err == [
-        "famix: error: sweeps/x.yaml: grid.train.iterations[1]: train.iterations: Input should be greater than or equal to 1"
+        "famix: error: sweeps/x.yaml: grid.train.iterations[1]: train.iterations: Input should be greater than or equal to 1 (got -1)"
     ]
