@@ -48,7 +48,7 @@ def test_reevaluate_reproduces_the_sweep_then_scores_more_images(tmp_path):
     sweep.write_text(SWEEP)
     missing = _script("--sweep", str(sweep), "--run-dir", str(runs), "--images", "3", *TINY)
     assert missing.returncode == 2 and missing.stdout == ""
-    assert missing.stderr.strip() == f"{sweep}: no trained model in {runs}: run the sweep first"
+    assert missing.stderr.strip() == f"reevaluate.py: error: {sweep}: no trained model in {runs}: run the sweep first"
 
     assert main(["sweep", "run", str(sweep), "--run-dir", str(runs), *TINY]) == 0
     own = pd.read_csv(runs / "rescore" / "results.csv")
