@@ -650,14 +650,33 @@ def _trial_tags(plan: Plan, trial: Trial, backend: str) -> dict[str, str]:
     return tags
 
 
+def context_tags() -> dict[str, str]:
+    """What MLflow's own columns show (User, Source, Version: a run made through the client leaves them
+    empty or ``unknown``) and the driver's host, set when a run is made."""
+    import getpass
+    import re
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for the uid (some containers)
+        user = "unknown"
+    tags = {schema.TAG_USER: user, schema.TAG_SOURCE_NAME: "famix sweep", schema.TAG_HOST: socket.gethostname()}
+    code = code_version()
+    if re.fullmatch(r"[0-9a-f]{40}", code):  # a clean checkout's commit; famix.git_commit says -dirty or unknown
+        tags[schema.TAG_SOURCE_COMMIT] = code
+    return tags
+
+
 def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, str]]:
     """Create (or find by tags) the sweep's parent run and one nested run per trial; returns (parent, trial id -> run id)."""
     import yaml
 
     name = plan.sweep.name
+    context = context_tags()
     parent, _ = tracker.ensure_run(
         {schema.TAG_SWEEP: name, schema.TAG_ROLE: schema.ROLE_SWEEP, schema.TAG_PROFILE: plan.sweep.profile},
-        {schema.TAG_GIT_COMMIT: code_version(), schema.TAG_BACKEND: backend, schema.TAG_DOMAINS: json.dumps(plan.sweep.domains)},
+        {schema.TAG_GIT_COMMIT: code_version(), schema.TAG_BACKEND: backend, schema.TAG_DOMAINS: json.dumps(plan.sweep.domains), **context},
         name=f"{name}-{plan.sweep.profile}",
     )
     all_runs = tracker.find({schema.TAG_SWEEP: name})
@@ -681,7 +700,7 @@ def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, 
         label = ",".join(f"{k}={v}" for k, v in trial.labels.items())
         run_id, created = tracker.ensure_run(
             find,
-            {**tags, schema.TAG_PARENT_RUN: parent, schema.TAG_STATUS: "partial"},
+            {**tags, **context, schema.TAG_PARENT_RUN: parent, schema.TAG_STATUS: "partial"},
             name=f"{trial.index:02d} {label} seed={trial.seed}",
             params=trial.config.flat(),
         )

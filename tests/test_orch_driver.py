@@ -545,6 +545,13 @@ def test_parent_run_carries_the_sweep_the_report_and_summary_metrics(fake_engine
     assert tags["famix.best_row"] == f"Freeze={labels['Freeze']}, Augment={labels['Augment']}"
     # run names stay readable: index, labels, seed
     assert trials[3].info.run_name == "03 Freeze=✓,Augment=✓ seed=0"
+    # MLflow's own User and Source columns and the driver's host (a client-made run left them 'unknown')
+    import getpass
+    import socket
+
+    for run in (tr.client.get_run(pid), *trials):
+        assert run.info.user_id == getpass.getuser()
+        assert run.data.tags["mlflow.source.name"] == "famix sweep" and run.data.tags["famix.host"] == socket.gethostname()
 
 
 def test_system_metrics_only_for_training_and_off_switch(fake_engine):
