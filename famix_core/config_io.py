@@ -40,6 +40,7 @@ __all__ = [
     "read_yaml",
     "merge",
     "set_dotted",
+    "mapping_sets",
     "parse_overrides",
     "apply_overrides",
     "check_overrides",
@@ -235,6 +236,21 @@ def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
         node = nxt
     old = node.get(parts[-1])
     node[parts[-1]] = _merged(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+
+
+def mapping_sets(section: str, value: Any, key: str) -> bool:
+    """Whether :func:`set_dotted` of ``value`` at ``section`` sets ``key``: ``key`` is ``section``, or lies
+    below it and ``value`` is a mapping holding it (``model``, ``{freeze: paper}``: ``model.freeze``)."""
+    if key == section:
+        return True
+    if not key.startswith(section + "."):
+        return False
+    node = value
+    for part in key[len(section) + 1 :].split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def _merged(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

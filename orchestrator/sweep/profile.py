@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from famix_core.config import FamixConfig, check_seed, config_paths
-from famix_core.config_io import Override, apply_overrides, check_overrides, merge, validate
+from famix_core.config_io import Override, apply_overrides, check_overrides, mapping_sets, merge, validate
 from famix_core.errors import suggest
 from orchestrator.backends.slurm.options import validate_slurm_options
 from orchestrator.errors import SweepError
@@ -73,7 +73,7 @@ def resolve_profile(
         check_config_key(o.key, "command line", o.key)
         if o.key in varied:
             raise SweepError(f"command line: {o.key}: this key is varied by the sweep's grid/zip; edit the grid instead")
-        section = next((k for k in sorted(varied) if o.key.startswith(k + ".") and any(_holds(v, o.key[len(k) + 1 :]) for v in values_of[k])), None)
+        section = next((k for k in sorted(varied) if o.key != k and any(mapping_sets(k, v, o.key) for v in values_of[k])), None)
         if section:  # a grid value {freeze: paper} of model merges into the section after the overrides, silently
             raise SweepError(f"command line: {o.key}: set by the values of {section}, which the sweep's grid/zip varies; edit the grid instead")
         named = sorted(k for k in varied if k.startswith(o.key + ".") and _names(o, k))
@@ -114,16 +114,6 @@ def resolve_profile(
     )
 
 
-def _holds(tree: Any, dotted: str) -> bool:
-    """Whether the nested mapping ``tree`` holds the key ``dotted`` (``a.b``: ``{a: {b: …}}``)."""
-    node = tree
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
 def _via(o: Override, key: str) -> str:
     """How a message about ``key`` begins when the override ``o`` names it inside a section's mapping."""
     return "" if o.key == key else f"sets {key}, which is "
@@ -133,9 +123,7 @@ def _names(o: Override, key: str) -> bool:
     """Whether the override ``o`` names ``key``: as its key, or in the mapping it merges into a section
     above it (``style={mix: true}`` names ``style.mix``). Deleting a section, or a value that is not a
     mapping, does not: expansion sets the key in every trial after the overrides."""
-    if o.key == key:
-        return True
-    return o.op != "delete" and key.startswith(o.key + ".") and _holds(o.value, key[len(o.key) + 1 :])
+    return o.key == key or (o.op != "delete" and mapping_sets(o.key, o.value, key))
 
 
 def command_line_seeds(o: Override) -> list[int]:
