@@ -66,7 +66,8 @@ def file_in_the_way(path: str | os.PathLike[str]) -> Path | None:
 
 
 def what_blocks(path: Path) -> str:
-    """How a message names what :func:`file_in_the_way` found: ``a file`` or ``a broken symlink``."""
+    """How a message names a path that :func:`nearest_existing` found and that is not a folder:
+    ``a file`` or ``a broken symlink``."""
     return "a broken symlink" if path.is_symlink() and not path.exists() else "a file"
 
 
@@ -87,14 +88,14 @@ def check_out_dir(path: str | Path, option: str = "--out") -> None:
 
     path = existing = Path(path)
     try:
-        blocker = file_in_the_way(path)
-        if blocker is None:
-            existing = nearest_existing(path)
+        existing = nearest_existing(path)
+        if existing.is_dir():
             os.rmdir(make_temp_dir(existing, ".famix-probe-"))
             return
-        problem = "not a folder" if blocker == path else f"{blocker} is not a folder"
-        if what_blocks(blocker) != "a file":
-            problem += f" ({what_blocks(blocker)})"
+        problem = "not a folder" if existing == path else f"{existing} is not a folder"
+        kind = what_blocks(existing)
+        if kind != "a file":
+            problem += f" ({kind})"
     except OSError as e:
         problem = f"cannot write in {existing} ({e.strerror})"
     raise ConfigError(f"command line: {option}: {path}: {problem}")

@@ -9,15 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from famix_core.config import FamixConfig
-from famix_core.io import file_in_the_way, nearest_existing, what_blocks
+from famix_core.io import nearest_existing, what_blocks
 from famix_core.weights import is_packaged, packaged_path
 
 __all__ = ["check_data", "check_weights", "check_device", "check_stage_gpus", "check_run_dir", "check_run_dir_is_folder"]
 
 
-def check_run_dir_is_folder(run_dir: str | Path) -> None:
-    """Refuse a run dir that is a file or lies under one (the commands that only read, ``status`` and
-    ``cancel``, check this much).
+def check_run_dir_is_folder(run_dir: str | Path) -> Path:
+    """The nearest of the run dir and the folders above it that exists, which must be a folder (the
+    commands that only read, ``status`` and ``cancel``, check this much).
 
     Raises:
         SweepError: one line naming the run dir and the file in its way.
@@ -25,10 +25,11 @@ def check_run_dir_is_folder(run_dir: str | Path) -> None:
     from orchestrator.errors import SweepError
 
     path = Path(run_dir).absolute()
-    blocker = file_in_the_way(path)
-    if blocker is not None:
-        where = "it" if blocker == path else blocker
-        raise SweepError(f"{path}: the run dir must be a folder, and {where} is {what_blocks(blocker)}; choose another with --run-dir")
+    existing = nearest_existing(path)
+    if not existing.is_dir():
+        where = "it" if existing == path else existing
+        raise SweepError(f"{path}: the run dir must be a folder, and {where} is {what_blocks(existing)}; choose another with --run-dir")
+    return existing
 
 
 def check_run_dir(run_dir: str | Path, create: bool = True) -> None:
@@ -45,9 +46,8 @@ def check_run_dir(run_dir: str | Path, create: bool = True) -> None:
     from orchestrator.errors import SweepError
 
     path = Path(run_dir).absolute()
-    check_run_dir_is_folder(path)
+    existing = check_run_dir_is_folder(path)
     if not create:
-        existing = nearest_existing(path)
         if not os.access(existing, os.W_OK | os.X_OK):
             where = "" if existing == path else f" on {existing}"
             raise SweepError(f"{path}: the run dir is not writable (permission denied{where}); choose another with --run-dir")

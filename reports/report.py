@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from reports.collect import ReportInputError, ResultSet, check_tracking_uri, default_tracking_uri
-from famix_core.io import atomic_path, commit_dir, exclusive_lock, file_in_the_way, make_temp_dir, nearest_existing, what_blocks
+from famix_core.io import atomic_path, commit_dir, exclusive_lock, make_temp_dir, nearest_existing, what_blocks
 from famix_core.io import atomic_write_text as write_text_atomic
 
 __all__ = [
@@ -195,11 +195,10 @@ def check_out_dir(out_dir: Path, given: bool = True) -> Path:
     other = "" if given else "; choose another folder with --out"
     if out == pkg or pkg in out.parents:
         raise ReportInputError(f"--out {out_dir}: inside the reports package ({pkg}); choose another folder")
-    blocker = file_in_the_way(out)
-    if blocker is not None:
-        what = "" if blocker == out else f"{blocker} "
-        raise ReportInputError(f"{where}: {what}is {what_blocks(blocker)} (expected a folder){other}")
     existing = nearest_existing(out)
+    if not existing.is_dir():
+        what = "" if existing == out else f"{existing} "
+        raise ReportInputError(f"{where}: {what}is {what_blocks(existing)} (expected a folder){other}")
     try:
         if existing != out:
             try:

@@ -132,13 +132,12 @@ def _sqlite_folder_problem(db: Path) -> str | None:
     """Why the SQLite file ``db`` could not be made (its folder, or the nearest one above that exists)."""
     import os
 
-    from famix_core.io import file_in_the_way, nearest_existing, what_blocks
+    from famix_core.io import nearest_existing, what_blocks
 
     folder = db.absolute().parent
-    blocker = file_in_the_way(folder)
-    if blocker is not None:
-        return f"{blocker} is {what_blocks(blocker)}, so the database's folder {folder} cannot be made"
     existing = nearest_existing(folder)
+    if not existing.is_dir():
+        return f"{existing} is {what_blocks(existing)}, so the database's folder {folder} cannot be made"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"the database's folder {existing} is not writable"
     return None
