@@ -95,10 +95,9 @@ def summary_metrics(table: Any) -> tuple[dict[str, float], dict[str, str]]:
 
     Returns:
         (metrics, tags): ``row/<NN>/miou/mean`` per row with a complete Mean, ``best/miou/mean``,
-        ``best/miou/<column>``; ``famix.best_row`` (``Freeze=✓, Augment=✓``) and
+        ``best/miou/<column>``; ``famix.best_row`` (``Freeze=✓,Augment=✓``, as the row's run names hold it) and
         ``famix.best_row_index`` (1-based). Rows with a partial Mean are not ranked.
     """
-    from reports.tables import shown_label
 
     metrics: dict[str, float] = {}
     tags: dict[str, str] = {}
@@ -109,7 +108,7 @@ def summary_metrics(table: Any) -> tuple[dict[str, float], dict[str, str]]:
         best, value = max(ranked, key=lambda x: x[1])
         metrics[schema.METRIC_BEST_MEAN] = float(value)
         labels = table.rows[best].labels
-        tags[schema.TAG_BEST_ROW] = ", ".join(f"{k}={shown_label(v)}" for k, v in labels.items()) or f"row {best + 1}"
+        tags[schema.TAG_BEST_ROW] = schema.labels_text(labels) or f"row {best + 1}"
         tags[schema.TAG_BEST_ROW_INDEX] = str(best + 1)
     for col in table.domains:
         values = [r.cells[col].mean for r in table.rows if r.cells[col].mean is not None]

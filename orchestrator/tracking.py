@@ -697,11 +697,10 @@ def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, 
                 tracker.set_tags(run.info.run_id, changed)
             continue
         find = {schema.TAG_SWEEP: name, schema.TAG_ROLE: schema.ROLE_TRIAL, schema.TAG_TRIAL: trial.id}
-        label = ",".join(f"{k}={v}" for k, v in trial.labels.items())
         run_id, created = tracker.ensure_run(
             find,
             {**tags, **context, schema.TAG_PARENT_RUN: parent, schema.TAG_STATUS: "partial"},
-            name=f"{trial.index:02d} {label} seed={trial.seed}",
+            name=f"{trial.index:02d} {schema.labels_text(trial.labels)} seed={trial.seed}",
             params=trial.config.flat(),
         )
         if created:

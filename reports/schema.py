@@ -61,6 +61,12 @@ def label_tag(column: str) -> str:
     return TAG_LABEL_PREFIX + column
 
 
+def labels_text(labels: dict[str, object]) -> str:
+    """A trial's labels as its MLflow run name holds them and ``famix.best_row`` repeats them:
+    ``Freeze=✓,Augment=✓`` (no spaces), so the tag pasted into a run-name search finds the row's runs."""
+    return ",".join(f"{k}={v}" for k, v in labels.items())
+
+
 def history_tag(kind: str) -> str:
     """``famix.history.<kind>``: the key of the ``kind`` stage whose recorded metric history
     (``history.jsonl`` in its artifact) is in this run."""

@@ -542,7 +542,8 @@ def test_parent_run_carries_the_sweep_the_report_and_summary_metrics(fake_engine
     tags = tr.client.get_run(pid).data.tags
     labels = json.loads(trials[best].data.tags["famix.labels"])
     assert tags["famix.best_row_index"] == str(best + 1)
-    assert tags["famix.best_row"] == f"Freeze={labels['Freeze']}, Augment={labels['Augment']}"
+    assert tags["famix.best_row"] == f"Freeze={labels['Freeze']},Augment={labels['Augment']}"
+    assert tags["famix.best_row"] in trials[best].info.run_name  # pasted into a run-name search, it finds the row
     # run names stay readable: index, labels, seed
     assert trials[3].info.run_name == "03 Freeze=✓,Augment=✓ seed=0"
     # MLflow's own User and Source columns and the driver's host (a client-made run left them 'unknown')
