@@ -98,9 +98,9 @@ class LocalBackend(Backend):
         have = torch.cuda.device_count()
         over = [f"{kind}.gpus {n:g}" for kind, n in asked.items() if n > have]
         if over:
-            where = "on the CPU" if have == 0 else f"on its {have} GPU{'s' if have > 1 else ''}"
+            where = "the CPU" if have == 0 else f"its {have} GPU{'s' if have > 1 else ''} or the CPU, as train.device picks"
             print(f"note: backend.resources asks for more GPUs than this machine has ({have}): {', '.join(over)}; "
-                  f"the local backend runs those stages here {where}, one at a time", file=sys.stderr)  # fmt: skip
+                  f"the local backend runs those stages here, one at a time, on {where}", file=sys.stderr)  # fmt: skip
         return None
 
     @classmethod
