@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConfusionMatrix",
+    "confusion_record",
     "confusion_update",
     "metrics_from_confusion",
     "predict",
@@ -93,6 +94,17 @@ class ConfusionMatrix:
     def metrics(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
         """``{"miou", "iou": {name: float|None}, "pixel_acc"}`` (see the module docstring)."""
         return metrics_from_confusion(self.mat, class_names)
+
+
+def confusion_record(conf: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
+    """``confusion.json``: the (K, K) counts with the names of their rows and columns, so the file reads
+    on its own (in MLflow: ``confusion/<column>.json``).
+
+    Returns:
+        ``{"classes": [K names], "rows": "ground truth", "columns": "prediction", "matrix": K lists of K ints}``.
+        Stores written before this record was named hold the bare matrix.
+    """
+    return {"classes": list(class_names), "rows": "ground truth", "columns": "prediction", "matrix": conf.cpu().tolist()}
 
 
 def metrics_from_confusion(conf: torch.Tensor, class_names: Sequence[str] | None = None) -> dict[str, Any]:
@@ -322,7 +334,7 @@ def evaluate_domain(
         cfg: the engine config.
         weights: ``model.safetensors`` of a training run (or an official checkpoint).
         domain: domain name or table column (``C``, ``acdc_night``, ...).
-        out_dir: if given, receives ``metrics.json`` and ``confusion.json`` (K x K ints), atomically.
+        out_dir: if given, receives ``metrics.json`` and ``confusion.json`` (:func:`confusion_record`), atomically.
         model: an already loaded segmenter (skips loading ``weights``; used by :func:`evaluate`). Without
             it the weights are loaded, or reused inside a :func:`keep_loaded_model` block.
 
@@ -356,7 +368,7 @@ def evaluate_domain(
             {**result, "domain": d.name, "column": d.column, "split": cfg.eval.split,
              "scales": list(cfg.eval.scales), "precision": cfg.eval.precision, "seconds": time.perf_counter() - t0},
         )
-        atomic_write_json(out / "confusion.json", conf.cpu().tolist())
+        atomic_write_json(out / "confusion.json", confusion_record(conf, list(m["iou"])))
     return result
 
 

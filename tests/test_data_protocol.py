@@ -237,7 +237,7 @@ def test_famix_evaluate_on_mapillary_golden_confusion(tmp_path, capsys):
         rc = main(["evaluate", "--config", str(tmp_path / "cfg.yaml"), "--out", str(out), "--weights",
                    str(tmp_path / "w" / "model.safetensors"), f"data.mapillary_protocol={protocol}"])  # fmt: skip
         assert rc == 0, capsys.readouterr().err
-        conf = np.array(json.loads((out / "M" / "confusion.json").read_text()))
+        conf = np.array(json.loads((out / "M" / "confusion.json").read_text())["matrix"])
         want = np.zeros((19, 19), np.int64)
         for tid, n in counts.items():
             want[tid, 2] = n

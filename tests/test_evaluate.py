@@ -164,7 +164,9 @@ def test_evaluate_domain_writes_metrics_and_confusion(synth_setup, tmp_path):
     assert set(res) == {"miou", "iou", "pixel_acc", "n_images"}
     assert res["n_images"] == 3 and 0.0 <= res["miou"] <= 1.0
     assert list(res["iou"]) == list(CLASS_NAMES)
-    conf = json.loads((tmp_path / "out" / "confusion.json").read_text())
+    record = json.loads((tmp_path / "out" / "confusion.json").read_text())
+    assert {k: v for k, v in record.items() if k != "matrix"} == {"classes": list(CLASS_NAMES), "rows": "ground truth", "columns": "prediction"}
+    conf = record["matrix"]
     assert len(conf) == 19 and all(len(r) == 19 and all(isinstance(v, int) for v in r) for r in conf)
     ds = build_dataset(cfg.data, "C", "val", train=False)
     valid = sum(int((ds[i][1] != 255).sum()) for i in range(len(ds)))

@@ -70,7 +70,7 @@ def reference(tmp_path_factory):
     return root / "runs"
 
 
-def test_local_run_writes_results_and_a_rerun_does_nothing(reference, capsys):
+def test_local_run_writes_results_and_a_rerun_does_nothing(reference, capsys, tmp_path):
     results = _eval_results(reference)
     assert len(results) == 4 and all(0.0 <= v <= 1.0 for v in results.values())
     df = pd.read_csv(reference / "e2e" / "results.csv")
@@ -88,6 +88,9 @@ def test_local_run_writes_results_and_a_rerun_does_nothing(reference, capsys):
     run = tr.find({"famix.sweep": "e2e", "famix.role": "trial", "famix.trial_index": "1"})[0]
     assert run.data.metrics["miou/C"] == pytest.approx(100 * results[run.data.tags["famix.stage.evaluate.C"]])
     assert {a.path for a in tr.client.list_artifacts(run.info.run_id)} >= {"config.yaml", "styles", "confusion"}
+    # the confusion matrix in MLflow names its rows and columns
+    confusion = json.loads(Path(tr.client.download_artifacts(run.info.run_id, "confusion/C.json", str(tmp_path))).read_text())
+    assert confusion["classes"][0] == "road" and len(confusion["matrix"]) == len(confusion["classes"]) == 19
 
 
 @pytest.mark.ray
