@@ -487,4 +487,4 @@ def load_config(
     after = apply_overrides(data, parsed, tree_source=source)
     if parsed:
         check_overrides(schema, data, after, config_paths(schema))
-    return validate(schema, after, source, valid_keys=config_paths(schema))
+    return validate(schema, after, source, valid_keys=config_paths(schema), overridable=True)

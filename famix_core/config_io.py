@@ -2,8 +2,9 @@
 
 - :func:`read_yaml`: plain data from a YAML file (``yaml.safe_load`` semantics), size- and
   alias-capped, duplicate keys and tags refused, every problem one line with file, line, column.
-- :func:`merge`: later trees over earlier ones (OmegaConf: mappings merge, anything else
-  replaces, ``None`` included).
+- :func:`merge`: later trees over earlier ones (mappings merge, anything else replaces, ``None``
+  included). ``???`` (:data:`MISSING`, as in OmegaConf and Hydra) is a value still to give: a later
+  layer or the command line must set the key, else :func:`validate` says so.
 - :func:`parse_overrides` / :func:`apply_overrides`: Hydra-style command-line overrides
   (``key=value`` sets, ``+key=value`` adds a key the config does not hold, ``~key`` deletes one;
   values are YAML: ``[a,b]`` a list, ``'1.0'`` a quoted string, ``null`` None).
@@ -38,6 +39,8 @@ __all__ = [
     "MAX_YAML_NODES",
     "Override",
     "read_yaml",
+    "MISSING",
+    "missing_keys",
     "merge",
     "set_dotted",
     "mapping_sets",
@@ -52,6 +55,9 @@ __all__ = [
 
 M = TypeVar("M", bound=BaseModel)
 
+MISSING = "???"
+"""A value still to give (OmegaConf's and Hydra's marker): a layer may hold it, a later layer, a grid
+or the command line sets the key; one left at validation is refused, naming the key."""
 MAX_YAML_BYTES = 1 << 20
 """Largest YAML file read: configs and sweep files are a few KB; this stops pathological input early."""
 MAX_YAML_NODES = 100_000
@@ -204,14 +210,48 @@ def _plain_data(source: str) -> Iterator[None]:
 
 
 def merge(*trees: dict[str, Any], source: str = "config") -> dict[str, Any]:
-    """Later trees over earlier ones: mappings merge, everything else (lists, ``None``) replaces; inputs untouched.
+    """Later trees over earlier ones: mappings merge, everything else (lists, ``None``, ``???``) replaces;
+    inputs untouched. (OmegaConf's own merge would keep the earlier value under a ``???``, silently.)
 
     Raises:
         ConfigError: a tree OmegaConf cannot hold (e.g. a ``null`` mapping key), naming ``source``.
     """
     with _plain_data(source):
-        merged = OmegaConf.merge(*(OmegaConf.create(copy.deepcopy(t)) for t in trees))
-        return OmegaConf.to_container(merged, resolve=False)  # type: ignore[return-value]
+        for t in trees:  # what a config may hold is what OmegaConf can: string keys, plain values
+            OmegaConf.create(t)
+    out: dict[str, Any] = {}
+    for t in trees:
+        out = _merged(out, t)
+    return out
+
+
+def missing_keys(tree: Any) -> list[str]:
+    """The dotted keys of ``tree`` whose value is :data:`MISSING` (``???``), in the tree's order."""
+    return [".".join(p) for p in _missing_paths(tree)]
+
+
+def _missing_paths(tree: Any, at: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    if not isinstance(tree, dict):
+        return []
+    found = []
+    for k, v in tree.items():
+        if isinstance(v, str) and v == MISSING:
+            found.append((*at, str(k)))
+        else:
+            found.extend(_missing_paths(v, (*at, str(k))))
+    return found
+
+
+def _without(tree: dict[str, Any], paths: Sequence[tuple[str, ...]]) -> dict[str, Any]:
+    """``tree`` less the keys at ``paths`` (the mappings on their way are copied)."""
+    out = dict(tree)
+    for path in paths:
+        node = out
+        for part in path[:-1]:
+            node[part] = dict(node[part])
+            node = node[part]
+        node.pop(path[-1], None)
+    return out
 
 
 def _parts(key: str) -> list[str]:
@@ -433,24 +473,51 @@ def validate(
     prefix: str = "",
     valid_keys: Sequence[str] | None = None,
     names: Mapping[str, str] | None = None,
+    overridable: bool = False,
+    allow_missing: bool = False,
 ) -> M:
-    """``schema.model_validate(tree)``; a failure raises :class:`ConfigError` with :func:`format_error`'s line."""
+    """``schema.model_validate(tree)``; a failure raises :class:`ConfigError` with :func:`format_error`'s line.
+
+    A key still :data:`MISSING` (``???``) is refused after the rest of the tree validates (a misspelt
+    key is named as such first); with ``overridable`` (an engine config, whose keys the command line
+    sets) the message says how to give it there. ``allow_missing``: a layer that a later one (the
+    command line, a grid) may complete; the rest of it is checked, and the model is built without
+    those keys.
+    """
+    paths = _missing_paths(tree)
+    missing = [".".join(p) for p in paths]
     try:
-        return schema.model_validate(tree)
+        model = schema.model_validate(_without(tree, paths) if paths else tree)
     except ValidationError as e:
-        raise ConfigError(format_error(e, source, prefix, valid_keys, names)) from None
+        first = e.errors()[0]
+        if not (first["type"] == "missing" and ".".join(map(str, first["loc"])) in missing):  # a required key given as ???
+            raise ConfigError(format_error(e, source, prefix, valid_keys, names)) from None
+    keys = list(valid_keys or [])
+    mappings = [k for k in keys if not any(o.startswith(k + ".") for o in keys)]  # leaves that may be mappings (data.roots)
+    for key in missing if keys else ():  # stripped before validation: a misspelt key is named as such
+        if key not in keys and not any(key.startswith(k + ".") for k in mappings):
+            raise ConfigError(f"{source}: {'.'.join(x for x in (prefix, key) if x)}: unknown key{suggest(key, keys)}")
+    if missing and not allow_missing:  # each of them, as all must be given
+        paths = ", ".join(".".join(x for x in (prefix, key) if x) for key in missing)
+        it = "it" if len(missing) == 1 else "them"
+        how = f"give {it} on the command line: {' '.join(k + '=…' for k in missing)}" if overridable else "write the value in its place"
+        raise ConfigError(f"{source}: {paths}: ??? (a value still to give) was not given; {how}")
+    return model
 
 
 def check_overrides(schema: type[BaseModel], before: Any, after: Any, valid_keys: Sequence[str] | None = None) -> None:
     """When ``before`` validates and ``after`` (``before`` with command-line overrides) does not, the
     overrides made the mistake: raise :class:`ConfigError` naming ``command line: <key>``. A ``before``
-    that is itself invalid is left to its own source's message.
+    that is itself invalid is left to its own source's message, and so is a ``???`` it holds that the
+    overrides did not give.
     """
+    held = set(_missing_paths(before))
     try:
-        schema.model_validate(before)
+        schema.model_validate(_without(before, sorted(held)) if held else before)
     except ValidationError:
         return
-    validate(schema, after, "command line", valid_keys=valid_keys)
+    left = [p for p in _missing_paths(after) if p in held]
+    validate(schema, _without(after, left) if left else after, "command line", valid_keys=valid_keys, overridable=True)
 
 
 # ----------------------------------------------------------------------------------------------- hashing

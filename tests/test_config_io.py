@@ -201,6 +201,28 @@ def test_a_tree_omegaconf_cannot_hold_is_one_line_and_dates_stay_strings(tmp_pat
     assert parse_overrides(["data.root=2024-02-02"])[0].value == "2024-02-02"
 
 
+def test_a_value_still_to_give_must_be_given(tmp_path):
+    """``???`` (OmegaConf's and Hydra's marker of a value still to give) over an earlier value: the
+    merge kept the earlier value, silently; a config file holding it trained with a default, or failed
+    on '???' as an integer. It must now be given, and the refusal says how."""
+    assert merge({"train": {"iterations": 5, "batch_size": 2}}, {"train": {"iterations": "???"}}) == {"train": {"iterations": "???", "batch_size": 2}}
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  iterations: ???\n  batch_size: 2\ndata: {root: '???'}\n")  # as YAML has it: quoted in {…}
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == (f"{path}: train.iterations, data.root: ??? (a value still to give) was not given; "
+                            "give them on the command line: train.iterations=… data.root=…")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"c.yaml: data.root: \?\?\? \(a value still to give\) was not given; give it on the command line: data.root=…$"):
+        load_config(path, ["train.iterations=9"])
+    cfg = load_config(path, ["train.iterations=9", "data.root=/d"])
+    assert (cfg.train.iterations, cfg.train.batch_size, cfg.data.root) == (9, 2, "/d")
+    with pytest.raises(ConfigError, match=r"^command line: train.iterations: Input should be a valid integer"):
+        load_config(path, ["train.iterations=x", "data.root=/d"])  # the command line's own mistake is its
+    path.write_text("train:\n  iteratons: ???\n")  # a misspelt key is named as one, not asked for
+    with pytest.raises(ConfigError, match=r"c.yaml: train.iteratons: unknown key \(did you mean train.iterations\?\)$"):
+        load_config(path)
+
+
 def test_merge_mappings_merge_everything_else_replaces():
     a = {"data": {"synthetic": {"seed": 0}, "root": "d"}, "eval": {"scales": [1.0, 0.5]}}
     b = {"data": {"synthetic": None}, "eval": {"scales": [0.5]}}

@@ -411,3 +411,40 @@ def test_explain_takes_the_overrides_in_order_and_a_domain_root_by_name_or_colum
     assert explain(["train={weight_decay: 0.5}"], "train.momentum") == (0.7, "p.yaml: profiles.smoke.base")  # merged around, not set
     for spelt in ("data.roots.B", "data.roots.bdd100k"):
         assert explain(["data.roots.B=/x"], spelt) == ("/x", "command line")
+
+
+MISSING_SWEEP = """\
+name: giv
+base:
+  train: {iterations: 40}
+grid:
+  style.mix: [true, false]
+domains: [C]
+profiles:
+  smoke:
+    base: {train: {iterations: '???'}, model: {freeze: '???'}}
+"""
+
+
+def test_a_value_still_to_give_is_asked_for_not_dropped(capsys):
+    """``???`` in a profile over the file's base: OmegaConf's merge kept the base's 40, silently, and
+    --explain credited it to the profile. Now the command line must give it, or a grid value."""
+    with pytest.raises(SweepError) as e:
+        _resolve(MISSING_SWEEP)
+    assert str(e.value) == ("p.yaml: profiles.smoke.base.model.freeze, profiles.smoke.base.train.iterations: ??? (a value still to give) "
+                            "was not given; give them on the command line: model.freeze=… train.iterations=…")  # fmt: skip
+    rs, trials = _resolve(MISSING_SWEEP, overrides=["train.iterations=7", "model.freeze=none"])
+    assert {(t.config.train.iterations, t.config.model.freeze) for t in trials} == {(7, "none")}
+    assert explain_rows(rs, trials, "train.iterations") == [("train.iterations", "all", "7", "command line")]
+    # a grid value gives it: to every trial, or a trial it leaves is named
+    text = MISSING_SWEEP.replace("model: {freeze: '???'}", "model: {freeze: '???'}, mining: {steps: '???'}")
+    given = text.replace("style.mix: [true, false]", "model.freeze: [none, paper]")
+    _, trials = _resolve(given, overrides=["train.iterations=7", "mining.steps=3"])
+    assert [t.config.model.freeze for t in trials] == ["none", "paper"]
+    partly = text.replace("style.mix: [true, false]", "model: [{freeze: paper}, {backbone: RN50}]")
+    with pytest.raises(SweepError, match=r'p.yaml: trial 1 \(model=\{"backbone": "RN50"\}\): model.freeze: \?\?\? \(a value still to give\) was not given: '
+                                         r"this trial's grid/zip values leave it; set it in base, or in each of those values$"):
+        _resolve(partly, overrides=["train.iterations=7", "mining.steps=3"])
+    _write(MISSING_SWEEP)
+    assert main(["sweep", "plan", "p.yaml", "--run-dir", "runs"]) == 2
+    assert capsys.readouterr().err == f"famix: error: {e.value}\n"

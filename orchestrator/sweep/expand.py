@@ -7,7 +7,7 @@ import itertools
 from typing import Any
 
 from famix_core.config import FamixConfig
-from famix_core.config_io import canonical_hash, set_dotted, validate
+from famix_core.config_io import MISSING, canonical_hash, missing_keys, set_dotted, validate
 from famix_core.domains import resolve_domain
 from famix_core.errors import suggest
 from orchestrator.errors import SweepError
@@ -32,7 +32,7 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
             empty lists, duplicate values, unknown domains, duplicate trials.
     """
     src = rs.source
-    validate_tree(rs.base, src, "base")
+    validate_tree(rs.base, src, "base", allow_missing=True)  # a ??? the grid gives is checked per trial
     for i, d in enumerate(rs.domains):
         try:
             resolve_domain(d)
@@ -122,6 +122,12 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
             set_dotted(tree, "train.seed", seed)
             set_dotted(tree, "mining.seed", seed)
             set_dotted(tree, "eval.domains", list(rs.domains))
+            left = missing_keys(tree)
+            if left:  # the base's ??? that some grid values give and this trial's do not
+                raise SweepError(
+                    f"{src}: trial {len(trials)} ({_describe(point)}): {', '.join(left)}: {MISSING} (a value still to give) "
+                    f"was not given: this trial's grid/zip values leave it; set it in base, or in each of those values"
+                )
             cfg = validate_tree(tree, src, f"trial {len(trials)} ({_describe(point)})")
             tid = trial_id(cfg)
             if tid in by_id:
@@ -212,4 +218,4 @@ def _validate_point(base: dict[str, Any], point: dict[str, Any], source: str, wh
     tree = copy.deepcopy(base)
     for k, v in point.items():
         set_dotted(tree, k, v)
-    validate(FamixConfig, tree, f"{source}: {where}")
+    validate(FamixConfig, tree, f"{source}: {where}", allow_missing=True)

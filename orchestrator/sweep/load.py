@@ -133,9 +133,10 @@ def _schema_problem(model: type[BaseModel], parts: list[str], done: int = 0) -> 
     return _schema_problem(inner, parts, done + 1 + size)
 
 
-def validate_tree(tree: dict[str, Any], source: str, prefix: str) -> FamixConfig:
-    """The engine config of a base tree; a mistake names ``<prefix>.<dotted.key>``."""
-    return validate(FamixConfig, tree, source, prefix=prefix, valid_keys=config_paths())
+def validate_tree(tree: dict[str, Any], source: str, prefix: str, allow_missing: bool = False) -> FamixConfig:
+    """The engine config of a base tree; a mistake names ``<prefix>.<dotted.key>``. ``allow_missing``: a
+    ``???`` is left for the command line or the grid to give (:func:`famix_core.config_io.validate`)."""
+    return validate(FamixConfig, tree, source, prefix=prefix, valid_keys=config_paths(), overridable=True, allow_missing=allow_missing)
 
 
 def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
@@ -170,10 +171,10 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
         if not isinstance(base, dict):
             raise SweepError(f"{base_source}: <root>: expected a config mapping (model, style, mining, data, train, eval)")
         spec = spec.model_copy(update={"base": base})
-    validate_tree(spec.base, base_source, base_prefix)  # the file's own base, before a profile could mask a mistake
+    validate_tree(spec.base, base_source, base_prefix, allow_missing=True)  # the file's own base, before a profile could mask a mistake
     for name, prof in spec.profiles.items():
         if prof.base:
-            validate_tree(merge(spec.base, prof.base, source=source), source, f"profiles.{name}.base")
+            validate_tree(merge(spec.base, prof.base, source=source), source, f"profiles.{name}.base", allow_missing=True)
     return spec, source
 
 

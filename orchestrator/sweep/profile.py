@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from famix_core.config import FamixConfig, check_seed, config_paths
-from famix_core.config_io import Override, apply_overrides, check_overrides, mapping_sets, merge, validate
+from famix_core.config_io import MISSING, Override, apply_overrides, check_overrides, mapping_sets, merge, missing_keys, validate
 from famix_core.errors import suggest
 from orchestrator.backends.slurm.options import validate_slurm_options
 from orchestrator.errors import SweepError
@@ -92,9 +92,10 @@ def resolve_profile(
     if config_overrides:
         check_overrides(FamixConfig, base, overridden, config_paths())
     base = overridden
+    _check_given(base, layers, values_of, source)
     _check_roots_are_read(base, config_overrides, varied, profile)
     if domains is None:
-        domains = list(validate_tree(base, source, "base").eval.domains)
+        domains = list(validate_tree(base, source, "base", allow_missing=True).eval.domains)
     return ResolvedSweep(
         name=spec.name,
         source=source,
@@ -112,6 +113,30 @@ def resolve_profile(
         grid_from=grid_from,
         domains_from=domains_from,
     )
+
+
+def _check_given(base: dict[str, Any], layers: list[tuple[str, dict[str, Any]]], values_of: dict[str, list[Any]], source: str) -> None:
+    """A ``???`` (a value still to give) that neither the command line nor any value of the grid/zip
+    gives is refused here, naming the layer that holds it (one that a grid value gives is checked in
+    each trial: :func:`~orchestrator.sweep.expand.expand_trials`)."""
+
+    def given_by_grid(key: str) -> bool:
+        return any(
+            mapping_sets(k, v, key) or (key.startswith(k + ".") and not isinstance(v, dict))
+            for k, values in values_of.items()
+            for v in values
+        )
+
+    left = [key for key in missing_keys(base) if not given_by_grid(key)]
+    if not left:
+        return
+    where = []
+    for key in left:  # the layer that holds it last (the built-in profiles hold none; the command line may)
+        name = next((name for name, tree in reversed(layers) if key in missing_keys(tree)), None)
+        where.append(f"{name.split(': ', 1)[-1]}.{key}" if name else f"command line {key}")
+    it = "it" if len(left) == 1 else "them"
+    raise SweepError(f"{source}: {', '.join(where)}: {MISSING} (a value still to give) was not given; "
+                     f"give {it} on the command line: {' '.join(k + '=…' for k in left)}")  # fmt: skip
 
 
 def _via(o: Override, key: str) -> str:
