@@ -235,32 +235,25 @@ def _sync_before_report(rs: ResolvedSweep, run_dir: str) -> Plan | None:
     from rich.console import Console
 
     from famix_core.errors import FamixError
-    from orchestrator.driver import quietly, sync_tracking
+    from orchestrator.driver import note_skipped, sync_tracking
     from orchestrator.plan import build_plan
     from reports.collect import DamagedStoreError
 
     def no_check(cfg: Any) -> None:
         return None
 
-    damaged: list[DamagedStoreError] = []
-    refused: list[FamixError] = []
-    plans: list[Plan] = []
-
-    def sync() -> None:
-        try:  # no run-dir check: it holds the sweep's folder
-            plan = build_plan(rs, run_dir, check_data=no_check, check_weights=no_check)
-        except FamixError as e:
-            refused.append(e)
-            return
-        plans.append(plan)
-        try:
-            sync_tracking(plan, Console(stderr=True, highlight=False, soft_wrap=True))  # stdout is the table
-        except DamagedStoreError as e:
-            damaged.append(e)
-
-    quietly("MLflow ingestion of finished stages", sync)
-    if refused:  # the sweep's own mistake (a grid value the engine refuses): the command's one error, not also a note
-        raise refused[0]
-    if damaged:  # a store MLflow cannot open gives no report: its one line, and the fix
-        raise damaged[0]
-    return plans[0] if plans else None
+    what = "MLflow ingestion of finished stages"
+    try:  # no run-dir check: it holds the sweep's folder
+        plan = build_plan(rs, run_dir, check_data=no_check, check_weights=no_check)
+    except FamixError:  # the sweep's own mistake (a grid value the engine refuses): the command's one error, not also a note
+        raise
+    except Exception as e:  # noqa: BLE001
+        note_skipped(what, e)
+        return None
+    try:
+        sync_tracking(plan, Console(stderr=True, highlight=False, soft_wrap=True))  # stdout is the table
+    except DamagedStoreError:  # a store MLflow cannot open gives no report: its one line, and the fix
+        raise
+    except Exception as e:  # noqa: BLE001
+        note_skipped(what, e)
+    return plan

@@ -175,8 +175,13 @@ def quietly(what: str, fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
     except Exception as e:  # noqa: BLE001
-        print(f"famix: note: {what} skipped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
+        note_skipped(what, e)
         return None
+
+
+def note_skipped(what: str, e: BaseException) -> None:
+    """The one line on stderr of an extra that failed: ``famix: note: <what> skipped (<Error>: <first line>)``."""
+    print(f"famix: note: {what} skipped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------- run
@@ -365,9 +370,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
                     highlight=False,
                 )
             progress = Progress(tasks, len(plan.stages), n_done, console, console.is_terminal, max_parallel=max_parallel)
-            on_event = progress.on_event
-            if driver_writes:
-                on_event = _ingesting(progress.on_event, plan, tracker, runs)
+            on_event = _recording(progress.on_event, plan, tracker, runs, driver_writes)
             with closing(backend), _stopping_for_a_checkpoint(stop), progress:
                 outcomes = backend.run(tasks, max_parallel=max_parallel, retries=retries, on_event=on_event)
             if opts.detach:
@@ -442,14 +445,15 @@ def tracking_writer(writer: str, uri: str, backend_cls: Any, options: dict[str, 
     return "driver" if uri.startswith("sqlite:") and backend_cls.remote_workers(options) else "stages"
 
 
-def _ingesting(on_event: Any, plan: Plan, tracker: Any, runs: dict[str, str]) -> Any:
-    """``on_event`` that also logs a finished stage's metrics to its trials' runs (the driver is the writer)."""
-    from orchestrator.tracking import ingest
+def _recording(on_event: Any, plan: Plan, tracker: Any, runs: dict[str, str], driver_writes: bool) -> Any:
+    """``on_event`` that also records a finished stage in MLflow: its trials that are now complete end
+    there at once, and, when the driver is the writer, its metrics are logged to its trials' runs."""
+    from orchestrator.tracking import record_stage_done
 
     def handler(event: str, task: StageTask, outcome: StageOutcome | None) -> None:
         on_event(event, task, outcome)
         if event == "done" and task.key in plan.stages:
-            quietly("MLflow metrics of a finished stage", ingest, plan, tracker, runs, list(plan.stages[task.key].trials))
+            quietly("MLflow record of a finished stage", record_stage_done, plan, tracker, runs, task.key, driver_writes)
 
     return handler
 

@@ -56,6 +56,7 @@ __all__ = [
     "running_runs",
     "kill_runs",
     "record_finished",
+    "record_stage_done",
     "ingest",
     "Ingested",
     "INGESTED_FILES",
@@ -932,6 +933,20 @@ def record_finished(plan: Plan, tracker: Any, runs: dict[str, str], parent: str 
     if parent is not None and all(_trial_done(plan, t.id) for t in plan.trials) and not done.damaged:
         _set_status(tracker, with_retry(tracker.client.get_run, parent), parent, "done")
     return done.touched
+
+
+def record_stage_done(plan: Plan, tracker: Any, runs: dict[str, str], key: str, ingest_all: bool) -> None:
+    """What the driver does as stage ``key`` finishes: each trial of it whose stages are now all done is
+    ingested, marked and ended (:func:`record_finished`), so MLflow shows it finished, at its own end
+    time, while the rest of the sweep runs; with ``ingest_all`` (the driver is the writer) the stage's
+    other trials are ingested too."""
+    trials = list(plan.stages[key].trials)
+    finished = {t: runs[t] for t in trials if t in runs and _trial_done(plan, t)}
+    rest = [t for t in trials if t not in finished]
+    if ingest_all and rest:
+        ingest(plan, tracker, runs, rest)
+    if finished:
+        record_finished(plan, tracker, finished)
 
 
 def _trial_done(plan: Plan, trial_id: str) -> bool:

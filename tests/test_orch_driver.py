@@ -546,6 +546,12 @@ def test_parent_run_carries_the_sweep_the_report_and_summary_metrics(fake_engine
     assert tags["famix.best_row"] in trials[best].info.run_name  # pasted into a run-name search, it finds the row
     # run names stay readable: index, labels, seed
     assert trials[3].info.run_name == "03 Freeze=✓,Augment=✓ seed=0"
+    # each trial run ends as its own last stage finishes, not when the whole sweep does
+    last = {t.id: max(plan.store.done_info(plan.stages[k].kind, k)["finished"] for k in plan.trial_stages[t.id].keys()) for t in plan.trials}
+    ended = {r.data.tags["famix.trial"]: r.info.end_time / 1000 for r in trials}
+    assert all(last[t] - 1e-3 <= ended[t] for t in last) and {r.info.status for r in trials} == {"FINISHED"}
+    first = min(last, key=last.get)
+    assert ended[first] < max(last.values()), (ended, last)
     # MLflow's own User and Source columns and the driver's host (a client-made run left them 'unknown')
     import getpass
     import socket
