@@ -3,8 +3,9 @@
 - :func:`read_yaml`: plain data from a YAML file (``yaml.safe_load`` semantics), size- and
   alias-capped, duplicate keys and tags refused, every problem one line with file, line, column.
 - :func:`merge`: later trees over earlier ones (mappings merge, anything else replaces, ``None``
-  included). ``???`` (:data:`MISSING`, as in OmegaConf and Hydra) is a value still to give: a later
-  layer or the command line must set the key, else :func:`validate` says so.
+  included). ``???`` (:data:`MISSING`, OmegaConf's marker) is a value still to give: a later layer, a
+  grid or the command line must set the key, else :func:`validate` says so. Unlike OmegaConf's merge,
+  a later ``???`` replaces an earlier value (so a profile can ask for what the base gives).
 - :func:`parse_overrides` / :func:`apply_overrides`: Hydra-style command-line overrides
   (``key=value`` sets, ``+key=value`` adds a key the config does not hold, ``~key`` deletes one;
   values are YAML: ``[a,b]`` a list, ``'1.0'`` a quoted string, ``null`` None).
@@ -389,7 +390,7 @@ def apply_overrides(tree: dict[str, Any], overrides: Sequence[Override], *, tree
         node = conf
         missing = False
         for i, part in enumerate(parts[:-1]):
-            child = node.get(part) if part in node else None
+            child = node.get(part) if part in node.keys() else None
             if child is not None and not OmegaConf.is_dict(child):
                 raise ConfigError(f"{source}: {o.key}: {'.'.join(parts[: i + 1])} is not a mapping, cannot set a key below it")
             if child is None:
@@ -399,7 +400,7 @@ def apply_overrides(tree: dict[str, Any], overrides: Sequence[Override], *, tree
                 node[part] = {}
                 child = node[part]
             node = child
-        present = not missing and parts[-1] in node
+        present = not missing and parts[-1] in node.keys()  # `in node` reads a ??? as absent
         if o.op == "delete":
             if not present:
                 raise ConfigError(f"{source}: ~{o.key}: not set, nothing to delete")
@@ -436,6 +437,7 @@ def format_error(
     prefix: str = "",
     valid_keys: Sequence[str] | None = None,
     names: Mapping[str, str] | None = None,
+    errors: Sequence[Any] | None = None,
 ) -> str:
     """The first pydantic error as one line: ``<source>: <prefix.dotted.key>: <what>[ (+N more)]``.
 
@@ -444,8 +446,9 @@ def format_error(
     also a missing one, and the unknown spelling is what the user can find in the file. An empty list
     reads ``empty list (expected at least one value)``.
     ``names`` maps a dotted key to what the user typed for it (``{"train_images": "--train"}``).
+    ``errors``: those of ``err`` to consider (default: all).
     """
-    errors = err.errors()
+    errors = list(err.errors()) if errors is None else list(errors)
     e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
     key_of = tuple(e["loc"][-1:]) == ("[key]",)  # a mapping's key, not its value: `1: [a]` under grid (a root error has no loc)
     loc = ".".join(str(p) for p in e["loc"][: -1 if key_of else None])
@@ -475,34 +478,53 @@ def validate(
     names: Mapping[str, str] | None = None,
     overridable: bool = False,
     allow_missing: bool = False,
-) -> M:
+) -> M | None:
     """``schema.model_validate(tree)``; a failure raises :class:`ConfigError` with :func:`format_error`'s line.
 
-    A key still :data:`MISSING` (``???``) is refused after the rest of the tree validates (a misspelt
+    A key still :data:`MISSING` (``???``) is refused once the rest of the tree validates (a misspelt
     key is named as such first); with ``overridable`` (an engine config, whose keys the command line
-    sets) the message says how to give it there. ``allow_missing``: a layer that a later one (the
-    command line, a grid) may complete; the rest of it is checked, and the model is built without
-    those keys.
+    sets) the message says how to give it there. ``???`` stands for one value: where ``valid_keys``
+    names a section there, it is refused. ``allow_missing``: a layer that a later one (the command
+    line, a grid) may complete: the rest of it is checked, and the model is built without those keys,
+    or ``None`` when it cannot be (a rule across keys, e.g. ``select`` needing ``val_every``, that
+    only the value to give can settle). Without ``allow_missing`` the result is never ``None``.
     """
     paths = _missing_paths(tree)
     missing = [".".join(p) for p in paths]
+    keys = list(valid_keys or [])
+    where = lambda key: ".".join(x for x in (prefix, key) if x)  # noqa: E731
+    for key in missing if keys else ():  # a section's keys would fall back to the engine's defaults, not the layers'
+        if _is_section(key, keys):
+            below = next(k for k in keys if k.startswith(key + "."))
+            raise ConfigError(f"{source}: {where(key)}: ??? stands for one value, not a section; write it at each key to give (e.g. {below}: ???)")
     try:
         model = schema.model_validate(_without(tree, paths) if paths else tree)
     except ValidationError as e:
-        first = e.errors()[0]
-        if not (first["type"] == "missing" and ".".join(map(str, first["loc"])) in missing):  # a required key given as ???
-            raise ConfigError(format_error(e, source, prefix, valid_keys, names)) from None
-    keys = list(valid_keys or [])
-    mappings = [k for k in keys if not any(o.startswith(k + ".") for o in keys)]  # leaves that may be mappings (data.roots)
-    for key in missing if keys else ():  # stripped before validation: a misspelt key is named as such
+        # an error at a ??? key (a required one left out) or at a section above one (a rule across
+        # its keys, checked without the value to give) is the ???'s: it waits for that value
+        own = [x for x in e.errors() if not any(_at_or_above(x["loc"], p) for p in paths)]
+        if own:
+            raise ConfigError(format_error(e, source, prefix, valid_keys, names, errors=own)) from None
+        model = None
+    mappings = [k for k in keys if not _is_section(k, keys)]  # leaves that may hold mappings (data.roots)
+    for key in missing if keys else ():
         if key not in keys and not any(key.startswith(k + ".") for k in mappings):
-            raise ConfigError(f"{source}: {'.'.join(x for x in (prefix, key) if x)}: unknown key{suggest(key, keys)}")
+            raise ConfigError(f"{source}: {where(key)}: unknown key{suggest(key, keys)}")
     if missing and not allow_missing:  # each of them, as all must be given
-        paths = ", ".join(".".join(x for x in (prefix, key) if x) for key in missing)
         it = "it" if len(missing) == 1 else "them"
         how = f"give {it} on the command line: {' '.join(k + '=…' for k in missing)}" if overridable else "write the value in its place"
-        raise ConfigError(f"{source}: {paths}: ??? (a value still to give) was not given; {how}")
+        raise ConfigError(f"{source}: {', '.join(where(k) for k in missing)}: ??? (a value still to give) was not given; {how}")
     return model
+
+
+def _is_section(key: str, keys: Sequence[str]) -> bool:
+    """Whether dotted ``key`` has keys below it among ``keys`` (``train``, not ``train.iterations``)."""
+    return any(k.startswith(key + ".") for k in keys)
+
+
+def _at_or_above(loc: Sequence[Any], path: tuple[str, ...]) -> bool:
+    """Whether a pydantic error location is ``path`` or a mapping above it."""
+    return len(loc) <= len(path) and tuple(str(x) for x in loc) == path[: len(loc)]
 
 
 def check_overrides(schema: type[BaseModel], before: Any, after: Any, valid_keys: Sequence[str] | None = None) -> None:

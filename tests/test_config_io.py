@@ -153,7 +153,7 @@ def test_a_mapping_value_merges_into_the_section_and_delete_then_set_replaces_it
     assert replaced["model"] == {"backbone": "RN101"}
     assert apply_overrides(tree, parse_overrides(["model=null"]))["model"] is None  # not a mapping: replaces
     assert tree["model"] == {"backbone": "famix-tiny", "pretrained": "famix-synth"}  # the input is untouched
-    # OmegaConf's merge kept the old value under its MISSING marker "???", silently; a value is a value
+    # OmegaConf's merge kept the old value under its MISSING marker "???", silently; now "???" replaces it (and is asked for)
     assert apply_overrides(tree, parse_overrides(['model={backbone: "???"}']))["model"]["backbone"] == "???"
 
 
@@ -218,6 +218,12 @@ def test_a_value_still_to_give_must_be_given(tmp_path):
     assert (cfg.train.iterations, cfg.train.batch_size, cfg.data.root) == (9, 2, "/d")
     with pytest.raises(ConfigError, match=r"^command line: train.iterations: Input should be a valid integer"):
         load_config(path, ["train.iterations=x", "data.root=/d"])  # the command line's own mistake is its
+    path.write_text("train:\n  select: best_source_val\n  val_every: ???\n")  # a rule across keys waits for the value
+    with pytest.raises(ConfigError, match=r"c.yaml: train.val_every: \?\?\? \(a value still to give\) was not given; give it on the command line: train.val_every=…$"):
+        load_config(path)
+    assert load_config(path, ["train.val_every=2"]).train.val_every == 2
+    with pytest.raises(ConfigError, match=r"c.yaml: train: select=best_source_val needs val_every"):
+        load_config(path, ["~train.val_every"])  # ~ deletes a ??? (back to the default), as any value
     path.write_text("train:\n  iteratons: ???\n")  # a misspelt key is named as one, not asked for
     with pytest.raises(ConfigError, match=r"c.yaml: train.iteratons: unknown key \(did you mean train.iterations\?\)$"):
         load_config(path)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.__main__ import main
+from famix_core.errors import FamixError
 from orchestrator.errors import SweepError
 from orchestrator.explain import explain_key, explain_rows
 from famix_core.config import FamixConfig
@@ -448,3 +449,37 @@ def test_a_value_still_to_give_is_asked_for_not_dropped(capsys):
     _write(MISSING_SWEEP)
     assert main(["sweep", "plan", "p.yaml", "--run-dir", "runs"]) == 2
     assert capsys.readouterr().err == f"famix: error: {e.value}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        # a rule across keys (select needs val_every) waits for the value to give, on the command line or in the grid
+        ("base: {train: {select: best_source_val, val_every: '???'}}\ngrid: {style.mix: [true]}", ["train.val_every=2"], None),
+        ("base: {train: {select: best_source_val, val_every: '???'}}\ngrid: {train.val_every: [2, 4]}", [], None),
+        ("base: {train: {select: best_source_val, val_every: '???'}}\ngrid: {style.mix: [true]}", [],
+         "p.yaml: base.train.val_every: ??? (a value still to give) was not given; give it on the command line: train.val_every=…"),
+        # the synthetic benchmark's folder is the plan's: a data.root to give is not asked for
+        ("base: {data: {root: '???'}}\ngrid: {style.mix: [true]}", [], None),
+        ("base: {data: {root: '???'}}\ngrid: {style.mix: [true]}", ["~data.root", "data.synthetic=null"], None),
+        ("base: {data: {root: '???'}}\ngrid: {style.mix: [true]}", ["data.synthetic=null"],
+         "p.yaml: base.data.root: ??? (a value still to give) was not given; give it on the command line: data.root=…"),
+        ("base: {model: '???'}\ngrid: {style.mix: [true]}", ["model.freeze=none"],
+         "p.yaml: base.model: ??? stands for one value, not a section; write it at each key to give (e.g. model.backbone: ???)"),
+        ("grid: {model.freeze: [none, '???']}", [],
+         "p.yaml: grid.model.freeze[1]: ??? is not a value to try; list the values the sweep varies model.freeze over"),
+        ("base: b.yaml\nprofiles: {smoke: {base: {model: {freeze: '???'}}}}\ngrid: {style.mix: [true]}", [],
+         "p.yaml: profiles.smoke.base.model.freeze; b.yaml: train.iterations: ??? (a value still to give) was not given; "
+         "give them on the command line: model.freeze=… train.iterations=…"),
+    ],
+    ids=["rule-given", "rule-grid", "rule-asked", "synthetic-root", "root-deleted", "real-root", "section", "grid-value", "base-file"],
+)
+def test_a_value_still_to_give_where_the_plan_grid_or_a_base_file_has_a_say(text, overrides, message):
+    Path("b.yaml").write_text("data: {root: '???'}\ntrain: {iterations: '???'}\n")
+    text = "name: giv\ndomains: [C]\n" + text
+    if message is None:
+        assert _resolve(text, overrides=overrides)[1]
+        return
+    with pytest.raises(FamixError) as e:  # SweepError, or the config layer's ConfigError
+        _resolve(text, overrides=overrides)
+    assert str(e.value) == message

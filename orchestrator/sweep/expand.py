@@ -215,6 +215,9 @@ def _describe(point: dict[str, Any]) -> str:
 
 
 def _validate_point(base: dict[str, Any], point: dict[str, Any], source: str, where: str) -> None:
+    for k, v in point.items():
+        if v == MISSING or missing_keys(v):  # a value still to give has no place among the values tried
+            raise SweepError(f"{source}: {where}: {MISSING} is not a value to try; list the values the sweep varies {k} over")
     tree = copy.deepcopy(base)
     for k, v in point.items():
         set_dotted(tree, k, v)

@@ -133,9 +133,10 @@ def _schema_problem(model: type[BaseModel], parts: list[str], done: int = 0) -> 
     return _schema_problem(inner, parts, done + 1 + size)
 
 
-def validate_tree(tree: dict[str, Any], source: str, prefix: str, allow_missing: bool = False) -> FamixConfig:
+def validate_tree(tree: dict[str, Any], source: str, prefix: str, allow_missing: bool = False) -> FamixConfig | None:
     """The engine config of a base tree; a mistake names ``<prefix>.<dotted.key>``. ``allow_missing``: a
-    ``???`` is left for the command line or the grid to give (:func:`famix_core.config_io.validate`)."""
+    ``???`` is left for the command line or the grid to give, and the result is ``None`` where only
+    that value could make the tree valid (:func:`famix_core.config_io.validate`); else never ``None``."""
     return validate(FamixConfig, tree, source, prefix=prefix, valid_keys=config_paths(), overridable=True, allow_missing=allow_missing)
 
 
@@ -171,6 +172,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
         if not isinstance(base, dict):
             raise SweepError(f"{base_source}: <root>: expected a config mapping (model, style, mining, data, train, eval)")
         spec = spec.model_copy(update={"base": base})
+        spec._base_file = base_source
     validate_tree(spec.base, base_source, base_prefix, allow_missing=True)  # the file's own base, before a profile could mask a mistake
     for name, prof in spec.profiles.items():
         if prof.base:

@@ -41,11 +41,13 @@ def resolve_profile(
     file_set = spec.model_fields_set
 
     file_base = spec.base if isinstance(spec.base, dict) else {}
+    base_file = spec._base_file
     layers = [
         (f"built-in profile {profile}", builtin.base),
-        (f"{source}: base", file_base),
+        (f"{base_file} (the base of {source})" if base_file else f"{source}: base", file_base),
         (f"{source}: profiles.{profile}.base", own.base),
     ]
+    places = [("built-in profiles", profile), (base_file, "") if base_file else (source, "base"), (source, f"profiles.{profile}.base")]
     base = merge(*(tree for _, tree in layers), source=source)
     grid = {**builtin.grid, **spec.grid, **own.grid}
     where = f"profiles.{profile}"
@@ -92,10 +94,15 @@ def resolve_profile(
     if config_overrides:
         check_overrides(FamixConfig, base, overridden, config_paths())
     base = overridden
-    _check_given(base, layers, values_of, source)
+    data = base.get("data") or {}
+    if data.get("synthetic") is not None and "data.synthetic" not in varied and data.get("root") == MISSING:
+        base = {**base, "data": {k: v for k, v in data.items() if k != "root"}}  # the plan puts the synthetic benchmark there
+    _check_given(base, [tree for _, tree in layers], places, values_of)
     _check_roots_are_read(base, config_overrides, varied, profile)
     if domains is None:
-        domains = list(validate_tree(base, source, "base", allow_missing=True).eval.domains)
+        cfg = validate_tree(base, source, "base", allow_missing=True)
+        # None: a ??? that a grid gives leaves a rule across keys to each trial; the domains are as written
+        domains = list(cfg.eval.domains if cfg is not None else (base.get("eval") or {}).get("domains") or FamixConfig().eval.domains)
     return ResolvedSweep(
         name=spec.name,
         source=source,
@@ -115,10 +122,11 @@ def resolve_profile(
     )
 
 
-def _check_given(base: dict[str, Any], layers: list[tuple[str, dict[str, Any]]], values_of: dict[str, list[Any]], source: str) -> None:
+def _check_given(base: dict[str, Any], trees: list[dict[str, Any]], places: list[tuple[str, str]], values_of: dict[str, list[Any]]) -> None:
     """A ``???`` (a value still to give) that neither the command line nor any value of the grid/zip
-    gives is refused here, naming the layer that holds it (one that a grid value gives is checked in
-    each trial: :func:`~orchestrator.sweep.expand.expand_trials`)."""
+    gives is refused here, naming the layer that holds it: ``places`` are the (file, prefix) of the
+    layers' ``trees``. One that a grid value gives is checked in each trial
+    (:func:`~orchestrator.sweep.expand.expand_trials`)."""
 
     def given_by_grid(key: str) -> bool:
         return any(
@@ -130,13 +138,14 @@ def _check_given(base: dict[str, Any], layers: list[tuple[str, dict[str, Any]]],
     left = [key for key in missing_keys(base) if not given_by_grid(key)]
     if not left:
         return
-    where = []
+    by_file: dict[str, list[str]] = {}
     for key in left:  # the layer that holds it last (the built-in profiles hold none; the command line may)
-        name = next((name for name, tree in reversed(layers) if key in missing_keys(tree)), None)
-        where.append(f"{name.split(': ', 1)[-1]}.{key}" if name else f"command line {key}")
+        held = [i for i, tree in enumerate(trees) if key in missing_keys(tree)]
+        file, prefix = places[held[-1]] if held else ("command line", "")
+        by_file.setdefault(file, []).append(".".join(x for x in (prefix, key) if x))
+    where = "; ".join(f"{file}: {', '.join(keys)}" for file, keys in by_file.items())
     it = "it" if len(left) == 1 else "them"
-    raise SweepError(f"{source}: {', '.join(where)}: {MISSING} (a value still to give) was not given; "
-                     f"give {it} on the command line: {' '.join(k + '=…' for k in left)}")  # fmt: skip
+    raise SweepError(f"{where}: {MISSING} (a value still to give) was not given; give {it} on the command line: {' '.join(k + '=…' for k in left)}")
 
 
 def _via(o: Override, key: str) -> str:

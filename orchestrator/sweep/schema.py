@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from famix_core.config import FamixConfig, Seed
 from famix_core.config_io import Override
@@ -280,6 +280,7 @@ class SweepSpec(_Strict):
     domains: list[str] | None = Field(None, min_length=1)
     default_profile: str = DEFAULT_PROFILE
     profiles: dict[str, ProfileSpec] = Field(default_factory=dict)
+    _base_file: str | None = PrivateAttr(default=None)  # where ``base`` was read from, when given as a path
     backend: BackendSpec = Field(default_factory=BackendSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
