@@ -115,6 +115,10 @@ def _q(v: str) -> str:
     return "'" + str(v).replace("'", "\\'") + "'"
 
 
+FIND_PAGE = 1000
+"""Runs per page of :meth:`Tracker.find` (MLflow's own limit on one search is 50 000; its default 1 000)."""
+
+
 class Tracker:
     """Driver-side MLflow access: experiment, parent and trial runs (created once, then found by tags).
 
@@ -140,9 +144,17 @@ class Tracker:
             self.experiment_id = exp.experiment_id
 
     def find(self, tags: dict[str, str]) -> list[Any]:
-        """Runs of the experiment whose tags equal ``tags`` (oldest first)."""
+        """Runs of the experiment whose tags equal ``tags`` (oldest first), page after page
+        (:data:`FIND_PAGE` runs at a time: a sweep, with its superseded trials, may hold more)."""
         flt = " and ".join(f"tags.`{k}` = {_q(v)}" for k, v in tags.items())
-        runs = with_retry(self.client.search_runs, [self.experiment_id], filter_string=flt, max_results=1000)
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = with_retry(self.client.search_runs, [self.experiment_id], filter_string=flt, max_results=FIND_PAGE, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
         return sorted(runs, key=lambda r: r.info.start_time or 0)
 
     def ensure_run(self, find_tags: dict[str, str], tags: dict[str, str], name: str, params: dict[str, Any] | None = None) -> tuple[str, bool]:
@@ -918,14 +930,16 @@ def _ingest_artifacts(plan: Plan, tracker: Any, run_id: str, ts: Any, sound: Cal
     return n
 
 
-def record_finished(plan: Plan, tracker: Any, runs: dict[str, str], parent: str | None = None) -> int:
+def record_finished(plan: Plan, tracker: Any, runs: dict[str, str], parent: str | None = None, existing: dict[str, Any] | None = None) -> int:
     """What ``status`` and ``report`` do where no driver finalizes (after ``--detach``): :func:`ingest`
     the finished stages into ``runs`` (trial id -> run id), and mark each of those trial runs whose
     every stage is done ``famix.status=done`` and end it (``damaged`` when MLflow lacks a damaged stage
     record, :func:`ingest`); the others are left as they are. With ``parent`` (the sweep's run, given
     when this plan owns the sweep's trial runs), that run is marked done too once every trial of the
-    plan is. Returns how many trial runs got something."""
-    existing = _trial_runs(plan, tracker)  # ingesting changes no run's status: read once
+    plan is. ``existing``: those runs by run id, when the caller has just read them. Returns how many
+    trial runs got something."""
+    if existing is None:  # ingesting changes no run's status: read once
+        existing = _trial_runs(plan, tracker)
     done = ingest(plan, tracker, runs, trials=list(runs), existing=existing)
     for trial_id, run_id in runs.items():
         if _trial_done(plan, trial_id):
@@ -940,13 +954,18 @@ def record_stage_done(plan: Plan, tracker: Any, runs: dict[str, str], key: str, 
     ingested, marked and ended (:func:`record_finished`), so MLflow shows it finished, at its own end
     time, while the rest of the sweep runs; with ``ingest_all`` (the driver is the writer) the stage's
     other trials are ingested too."""
-    trials = list(plan.stages[key].trials)
-    finished = {t: runs[t] for t in trials if t in runs and _trial_done(plan, t)}
+    trials = [t for t in plan.stages[key].trials if t in runs]
+    finished = {t: runs[t] for t in trials if _trial_done(plan, t)}
+    look = trials if ingest_all else list(finished)
+    if not look:
+        return
+    # these runs only (a search of the sweep's runs, per stage, would grow with the square of the trials)
+    existing = {runs[t]: with_retry(tracker.client.get_run, runs[t]) for t in look}
     rest = [t for t in trials if t not in finished]
     if ingest_all and rest:
-        ingest(plan, tracker, runs, rest)
+        ingest(plan, tracker, runs, rest, existing=existing)
     if finished:
-        record_finished(plan, tracker, finished)
+        record_finished(plan, tracker, finished, existing=existing)
 
 
 def _trial_done(plan: Plan, trial_id: str) -> bool:

@@ -504,16 +504,21 @@ def test_on_a_terminal_the_table_is_rich_and_progress_is_live(tmp_path, capsys):
     assert "all done" in out and "| Freeze | Augment |" in out and f"**{best_c:.2f}**" in out
 
 
-def test_parent_run_carries_the_sweep_the_report_and_summary_metrics(fake_engine):
+def test_parent_run_carries_the_sweep_the_report_and_summary_metrics(fake_engine, monkeypatch):
     """A user who opens only the MLflow UI: description, sweep file (as written and resolved), plan,
     then the report (md, tex, csv, figures), the table in the description, best/row metrics and tags."""
     import yaml
 
+    from orchestrator import tracking
+
+    searches = []
+    monkeypatch.setattr(tracking, "_trial_runs", lambda *a, f=tracking._trial_runs: searches.append(1) or f(*a))
     Path("sweeps").mkdir(exist_ok=True)
     Path("sweeps/mini.yaml").write_text("description: Freeze x Augment on two domains\n" + SWEEP)
     plan = prepare("mini", run_dir="runs", overrides=["train.iterations=7"], check_data=lambda c: None, check_weights=lambda c: None)
     result = run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200))
     assert result.exit_code == 0
+    assert len(searches) == 1  # the sweep's runs are searched once (at the end), not per finished stage or trial
     tr = Tracker(default_uri(plan.run_dir), "mini")
     (parent,) = tr.find({"famix.sweep": "mini", "famix.role": "sweep"})
     trials = sorted(tr.find({"famix.sweep": "mini", "famix.role": "trial"}), key=lambda r: int(r.data.tags["famix.trial_index"]))

@@ -38,6 +38,22 @@ def test_ensure_run_finds_existing_by_tags_and_logs_params_once():
     assert Path("runs/mlflow.db").is_file() and not Path("mlruns").exists()
 
 
+def test_find_reads_every_page(monkeypatch):
+    """A search stopped at its first page (1000 runs): a sweep with more runs (its superseded trials
+    included) had runs that the driver did not find, and made again."""
+    from orchestrator import tracking
+
+    tr = _tracker()
+    ids = [tr.ensure_run({"famix.sweep": "big", "famix.trial": f"t-{i}"}, {}, name=f"r{i}")[0] for i in range(5)]
+    monkeypatch.setattr(tracking, "FIND_PAGE", 2)
+    pages = []
+    search = tr.client.search_runs
+    monkeypatch.setattr(tr.client, "search_runs", lambda *a, **k: pages.append(k["max_results"]) or search(*a, **k))
+    found = tr.find({"famix.sweep": "big"})
+    assert sorted(r.info.run_id for r in found) == sorted(ids) and pages == [2, 2, 2]  # 2 + 2 + 1
+    assert [r.info.run_id for r in tr.find({"famix.sweep": "big", "famix.trial": "t-3"})] == [ids[3]]
+
+
 def _worker(uri: str, run_ids: list[str], worker: int, n: int) -> None:
     logger = RunLogger({"uri": uri, "run_ids": run_ids})
     for step in range(n):
