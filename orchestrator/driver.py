@@ -29,7 +29,7 @@ from famix_core.errors import Interrupted
 from orchestrator.errors import SweepError
 from orchestrator.parent_run import describe_parent, publish_results
 from orchestrator.plan import Plan, StageSpec, build_plan, print_plan
-from orchestrator.progress import Progress, make_console, print_failures, print_table
+from orchestrator.progress import Progress, make_console, print_failures, print_notes, print_table
 from orchestrator.results import collect_results, markdown_table, results_frame
 from orchestrator.stages import StageOutcome, StageTask
 from orchestrator.store import atomic_write_text
@@ -329,6 +329,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             # nothing to run and MLflow was completed for exactly this plan, in this store: no need to even load MLflow
             console.print(f"sweep {plan.name} ({rs.profile}): {len(plan.stages)} stages, all done; MLflow complete", highlight=False)
             print_table(console, cached.get("table", ""), cached.get("table_json"))
+            print_notes(console, cached.get("notes") or [])
             csv_path = write_results(results_frame(plan))
             console.print(f"results: {csv_path}  (MLflow: {uri}, experiment {experiment})", highlight=False)
             return SweepResult({}, [], csv_path, cached.get("table", ""), time.perf_counter() - t0)
@@ -401,6 +402,8 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
                     report_table = build_table(results, title=f"{plan.name} ({rs.profile})")
                     table, table_json = render_markdown(report_table), table_to_json(report_table)
                 print_table(console, table, table_json)
+                notes = list(results.notes) if results is not None else []
+                print_notes(console, notes)
                 if report_table is not None:
                     report = quietly("report on the MLflow parent run", publish_results, plan, tracker, parent, results, report_table, table, backend_name)
             console.print(f"results: {csv_path}  (MLflow: {tracker.uri}, experiment {rs.tracking.experiment or rs.name})", highlight=False)
@@ -411,7 +414,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
                               "that command writes them back from the cached stages", highlight=False, markup=False)  # fmt: skip
             result = SweepResult(outcomes, failed, csv_path, table, time.perf_counter() - t0)
             if all(v == "done" for v in statuses.values()):
-                atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "parent": parent, "table": table, "table_json": table_json}, ensure_ascii=False))
+                atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "parent": parent, "table": table, "table_json": table_json, "notes": notes}, ensure_ascii=False))
             print_failures(console, progress.failures, progress.not_started, plan.run_dir)
             halted = len(progress.not_started)
             console.print(f"finished in {result.seconds:.1f}s: {progress.counts['done']} run, {progress.counts['cached']} cached, {len(failed) - halted} failed"

@@ -40,6 +40,7 @@ __all__ = [
     "format_duration",
     "make_console",
     "print_table",
+    "print_notes",
     "print_failures",
 ]
 
@@ -417,6 +418,12 @@ def print_table(console: Any, markdown: str, table_json: dict[str, Any] | None) 
         console.print(render_rich(table_from_json(table_json)))
     else:
         console.print(markdown, highlight=False, markup=False)
+
+
+def print_notes(console: Any, notes: list[str]) -> None:
+    """The report's notes under the results table (the overrides or code versions that made it)."""
+    for note in notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
 
 
 def print_failures(

@@ -28,12 +28,18 @@ def results_frame(plan: Plan, statuses: dict[str, str] | None = None):
         done = 0
         for col, key in ts.evaluate.items():
             info = store.done_info("evaluate", key)
-            row[col] = round(100.0 * info["result"]["miou"], 4) if info else float("nan")
+            row[col] = _percent(info)
             done += info is not None
         row["status"] = (statuses or {}).get(t.id) or ("done" if done == len(ts.evaluate) else "partial")
         rows.append(row)
     cols = [*label_cols, "seed", "status", *plan.sweep.domains]
     return pd.DataFrame(rows, columns=cols)
+
+
+def _percent(info: dict[str, Any] | None) -> float:
+    """An evaluation's mIoU in percent, unrounded, as MLflow's ``miou/<column>`` holds it (tables round
+    once, for display: rounding here too moved 9.614985 to 9.615 and then 9.62); NaN when not done."""
+    return 100.0 * float(info["result"]["miou"]) if info else float("nan")
 
 
 def markdown_table(df) -> str:
@@ -63,7 +69,7 @@ def _values_from_store(plan: Plan, runs: Any) -> None:
         for col, key in ts.evaluate.items():
             if col in runs.columns:
                 info = store.done_info("evaluate", key)
-                runs.at[i, col] = round(100.0 * info["result"]["miou"], 4) if info else float("nan")
+                runs.at[i, col] = _percent(info)
 
 
 def collect_results(plan: Plan, uri: str, experiment: str):

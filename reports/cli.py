@@ -11,7 +11,7 @@ import argparse
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from reports.report import SweepInfo
@@ -117,6 +117,7 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
                 info.name, tracking_uri=uri, experiment=args.experiment or info.experiment, profile=info.profile
             )
             note = plan_coverage_note(results, info)
+            check_has_results(results, info.name, args.sweep)  # before a table of dashes replaces a report
             if note:
                 results.notes.append(note)
         results = apply_sweep_order(results, info)
@@ -146,6 +147,26 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
           + (", source.csv" if files.source_csv else "") + ", README.md"
           + (f", {len(files.figures)} figure files)" if files.figures else ")"))
     return 0
+
+
+def check_has_results(results: Any, sweep: str, given: str) -> None:
+    """Refuse a report of trial runs none of which has an mIoU yet: its table would be all dashes, and
+    would replace the sweep's report of its last finished run. ``given``: the sweep as the command had it.
+
+    Raises:
+        ReportInputError: one line saying why there is nothing to report, and what to run.
+    """
+    from reports.collect import ReportInputError
+
+    runs = results.runs
+    cols = [c for c in results.domains if c in runs]
+    if runs.empty or not cols or runs[cols].notna().to_numpy().any():
+        return
+    raise ReportInputError(
+        f"{sweep}: none of the sweep's {len(runs)} trial run(s) in MLflow has an mIoU yet (its last run still going, or stopped "
+        f"before its evaluations); nothing written. `famix sweep status {given}` names that run's arguments; `famix sweep run` "
+        "with them finishes it, or, with the arguments of an earlier run, gives that run's table back from its cached stages"
+    )
 
 
 def check_flag_conflicts(args: argparse.Namespace) -> None:

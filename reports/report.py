@@ -311,9 +311,13 @@ def write_report(
         table = build_table(results, baseline=baseline)
         md = render_markdown(table)
         tex = render_latex(table, width=latex_width)
+        # the notes on where the numbers come from (overrides, code versions) travel with a table pasted elsewhere
+        md_notes = "".join(f"\nNote: {n}\n" for n in results.notes)
+        head, _, body = tex.partition("\n% Requires")
+        tex = head + "".join(f"\n% Note: {' '.join(n.splitlines())}" for n in results.notes) + "\n% Requires" + body if body else tex
         files = ReportFiles(
             out_dir=folder,
-            table_md=write_text_atomic(folder / "table.md", f"# {table.title}\n\n{md}"),
+            table_md=write_text_atomic(folder / "table.md", f"# {table.title}\n\n{md}{md_notes}"),
             table_tex=write_text_atomic(folder / "table.tex", tex),
             results_csv=folder / "results.csv",
             summary_csv=folder / "summary.csv",

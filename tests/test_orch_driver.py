@@ -145,8 +145,11 @@ def test_status_and_report_without_the_runs_overrides_leave_its_mlflow_runs(fake
     they plan other trials, and must neither hide the sweep's runs nor add empty ones."""
     from orchestrator.__main__ import main
 
-    plan, result, _ = _run(overrides=["eval.max_images=3"])
+    plan, result, printed = _run(overrides=["eval.max_images=3"])
     assert result.exit_code == 0
+    # the run's own table says so, and so does its rerun's (the cached table)
+    made = "note: made with the command-line overrides `eval.max_images=3`"
+    assert made in " ".join(printed.split()) and made in " ".join(_run(overrides=["eval.max_images=3"])[2].split())
     tr = Tracker(default_uri(plan.run_dir), "mini")
     before = {r.info.run_id for r in tr.find({"famix.sweep": "mini", "famix.role": "trial"})}
     assert len(before) == 4
@@ -165,6 +168,9 @@ def test_status_and_report_without_the_runs_overrides_leave_its_mlflow_runs(fake
     note = "made with the command-line overrides `eval.max_images=3`"  # so the table is not taken for the file's own
     assert note in " ".join(capsys.readouterr().out.split()) and note in Path("rep/README.md").read_text()
     assert note in (plan.sweep_dir / "report" / "README.md").read_text()  # the driver's report says it too
+    # and the tables themselves, which are pasted elsewhere (README, paper)
+    assert f"Note: {note}" in Path("rep/table.md").read_text() and f"% Note: {note}" in Path("rep/table.tex").read_text()
+    assert Path("rep/table.tex").read_text().startswith("% FAMix report: ")
     (parent,) = tr.find({"famix.sweep": "mini", "famix.role": "sweep"})
     assert "Command-line overrides: `eval.max_images=3`." in parent.data.tags["mlflow.note.content"]
     # the plain command again: all cached; it says whose results it replaces, and its report has no note
@@ -174,6 +180,7 @@ def test_status_and_report_without_the_runs_overrides_leave_its_mlflow_runs(fake
             "eval.max_images=3`)") in " ".join(out.split()), out[-400:]
     assert json.loads((plan.sweep_dir / "driver.json").read_text())["results_of"] == "mini --profile smoke"
     assert "command-line overrides" not in (plan.sweep_dir / "report" / "README.md").read_text()
+    assert "command-line overrides" not in (plan.sweep_dir / "report" / "table.md").read_text()
     assert "these replace" not in " ".join(_run()[2].split())  # the same plan again: nothing replaced
 
 
@@ -300,8 +307,8 @@ def _sweep_run(run_dir: str) -> tuple[str, str]:
 def test_report_with_the_runs_overrides_logs_that_plans_finished_stages(fake_engine, capsys):
     """``famix report SWEEP key=value`` logs the finished stages of the plan those overrides make
     (here a run dir copied without its MLflow database; after ``--detach`` alike) and reports that
-    run's numbers; without them the same report has no domain numbers. Overrides without a sweep
-    file: one line."""
+    run's numbers; without them the same report has no domain numbers (and is refused). Overrides
+    without a sweep file: one line."""
     import shutil
 
     from orchestrator.__main__ import main
@@ -313,10 +320,10 @@ def test_report_with_the_runs_overrides_logs_that_plans_finished_stages(fake_eng
     for copy in ("plain", "copied"):
         shutil.copytree("runs", copy, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts"))
     capsys.readouterr()
-    assert main(["report", "mini", "--run-dir", "plain", "--out", "plain-report", "--no-figures"]) == 0
-    plain = pd.read_csv("plain-report/results.csv")
-    assert len(plain) == 4 and plain["C"].isna().all()  # the default plan: one seed, its evaluations never ran
-    assert set(plain["status"]) == {"partial"}
+    # the default plan: one seed, its evaluations never ran: nothing to report (a table of dashes is not written)
+    assert main(["report", "mini", "--run-dir", "plain", "--out", "plain-report", "--no-figures"]) == 2
+    assert "mini: none of the sweep's 4 trial run(s) in MLflow has an mIoU yet" in capsys.readouterr().err
+    assert not Path("plain-report").exists()
     status, state = _sweep_run("plain")
     assert status != "done" and state == "RUNNING"  # not every trial of that plan is done
     args = ["report", "mini", "eval.max_images=3", "seeds=[0,1]", "--run-dir", "copied", "--out", "rep", "--no-figures"]
@@ -538,11 +545,13 @@ def test_parent_run_carries_the_sweep_the_report_and_summary_metrics(fake_engine
     # summary metrics: each row's Mean, the best Mean and per-domain bests; the best row's labels as tags
     means = [r.data.metrics["miou/mean"] for r in trials]
     m = tr.client.get_run(pid).data.metrics
-    # the table's cells are kept to 4 decimals of a percent (results.csv), so a row's Mean may differ
-    # from the trial's unrounded miou/mean by up to 5e-5
-    assert [m[f"row/{i:02d}/miou/mean"] for i in range(1, 5)] == pytest.approx(means, abs=1e-4)
-    assert m["best/miou/mean"] == pytest.approx(max(means), abs=1e-4)
-    assert m["best/miou/C"] == pytest.approx(max(r.data.metrics["miou/C"] for r in trials), abs=1e-4)
+    # the table's cells are the trials' unrounded values (they were rounded to 4 decimals first, and a
+    # value such as 9.614985 then read 9.62 in the run's table and 9.61 in `famix report`'s)
+    assert [m[f"row/{i:02d}/miou/mean"] for i in range(1, 5)] == pytest.approx(means, abs=1e-9)
+    assert m["best/miou/mean"] == pytest.approx(max(means), abs=1e-9)
+    assert m["best/miou/C"] == pytest.approx(max(r.data.metrics["miou/C"] for r in trials), abs=1e-9)
+    csv = pd.read_csv(plan.sweep_dir / "results.csv")
+    assert sorted(csv["C"]) == pytest.approx(sorted(r.data.metrics["miou/C"] for r in trials), abs=1e-9)
     best = max(range(4), key=lambda i: means[i])
     tags = tr.client.get_run(pid).data.tags
     labels = json.loads(trials[best].data.tags["famix.labels"])

@@ -341,6 +341,34 @@ def test_a_report_of_a_plan_that_never_ran_says_its_table_is_of_other_runs(capsy
     assert "this command's plan" not in capsys.readouterr().out
 
 
+def test_a_report_of_trial_runs_without_any_result_writes_nothing(capsys):
+    """A run of another plan stopped before its evaluations (Ctrl-C) leaves the sweep's trial runs
+    without an mIoU; `famix report` then wrote a table of dashes over the report of the finished run,
+    and exited 0. It now says why there is nothing to report, and leaves that report as it was."""
+    from orchestrator.driver import prepare
+    from orchestrator.tracking import ensure_runs, open_tracker
+
+    Path("tiny.yaml").write_text(TINY_SWEEP)
+    assert main(["sweep", "run", "tiny.yaml", "--run-dir", "runs"]) == 0
+    table = Path("runs/tiny/report/table.md").read_text()
+    plan = prepare("tiny.yaml", run_dir="runs", overrides=["train.iterations=2"], check_data=lambda c: None, check_weights=lambda c: None)
+    Path("runs/tiny/finalized.json").unlink()  # what the stopped run did and left: its trial run in MLflow, no results
+    ensure_runs(plan, open_tracker(plan), "local")
+    capsys.readouterr()
+    for overrides in ([], ["train.iterations=2"]):
+        assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures", *overrides]) == 2
+        out, err = capsys.readouterr()
+        assert err.splitlines()[-1] + "\n" == ("famix: error: tiny: none of the sweep's 1 trial run(s) in MLflow has an mIoU yet (its last run still going, "
+                       "or stopped before its evaluations); nothing written. `famix sweep status tiny.yaml` names that run's arguments; "
+                       "`famix sweep run` with them finishes it, or, with the arguments of an earlier run, gives that run's table back "
+                       "from its cached stages\n"), err  # fmt: skip
+        assert out == "" and Path("runs/tiny/report/table.md").read_text() == table
+    assert main(["sweep", "run", "tiny.yaml", "--run-dir", "runs"]) == 0  # the first run's table, back from its cached stages
+    capsys.readouterr()
+    assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures"]) == 0, capsys.readouterr()
+    assert Path("runs/tiny/report/table.md").read_text() == table
+
+
 def test_a_run_dir_by_another_name_or_an_empty_store_is_not_relocated(capsys):
     """The same run dir through a symlink is not a move (the store would flip between the two names,
     with a warning each time); an empty mlflow.db (0 bytes: a killed first open) is MLflow's to fill,
