@@ -3,7 +3,8 @@
 Every figure is written as PNG and as vector PDF (TrueType fonts embedded), atomically, at the
 width it will have in a paper: ``column`` (3.3 in) or ``page`` (6.9 in), with fonts of 7–8 pt at
 that size. Rows keep one style across figures: a colour from Paul Tol's colour-blind-safe
-"muted" palette, plus a hatch (bars) or line style (curves) so 9+ rows stay apart in grey too.
+"muted" palette; curves take one of four line styles in turn, and bars from the 10th row on a hatch,
+so rows that share a colour stay apart.
 MLflow is imported only by :func:`fetch_histories` (one ``get_metric_history`` call per trial).
 """
 
@@ -51,7 +52,8 @@ _FONT = {"column": 7.0, "page": 8.0}
 
 
 def row_style(i: int) -> dict[str, str]:
-    """Colour, hatch and line style of table row ``i`` (0-based): all three differ between neighbours."""
+    """Colour, hatch and line style of table row ``i`` (0-based): colour and line style differ between
+    neighbours; the hatch changes every 9 rows (one per round of the palette), so rows 1 and 10 differ."""
     return {
         "color": ROW_COLOURS[i % len(ROW_COLOURS)],
         "hatch": _HATCHES[(i // len(ROW_COLOURS)) % len(_HATCHES)],
