@@ -15,7 +15,8 @@ evaluation once each. The per-unit times are multiplied by what each stage does:
 
 Split sizes come from the real datasets' published sizes (:data:`SOURCE_IMAGES`,
 :data:`EVAL_SPLITS`) or the synthetic settings. On a machine without a GPU the probes run on the
-CPU, at reduced shapes when the full ones would take too long, and the output says so. This is
+CPU, at reduced shapes when the full ones would take too long (a reduced probe that turns out cheap
+runs again at the real shape: :data:`CPU_FULL_PROBE_S`), and the output says so. This is
 the only part of ``sweep plan`` that computes anything (torch is imported here, lazily).
 """
 
@@ -57,6 +58,10 @@ gtav_split_val.txt, else the domain's evaluation split (SYNTHIA: synthia_split_v
 CPU_MAX_TRAIN = (2, 128)  # batch (>= 2 for the ASPP pooling BatchNorm), crop: larger iterations are probed at this size on the CPU
 CPU_MAX_PATCHES = 2
 CPU_MAX_PIXELS = 256 * 128
+CPU_FULL_PROBE_S = 5.0
+"""A reduced CPU probe whose scaled-up units would take at most this long in all is run again at the
+real shape, and that time is used: scaling up from a tiny probe counts its fixed costs many times
+(the smoke ablation's mining read 0.11 h from 2 patches per step; it takes 20 s)."""
 GPU_COUNTS = (5, 20)  # warm-up, timed units
 CPU_COUNTS = (1, 1)
 
@@ -139,8 +144,14 @@ def estimate_plan(plan: "Plan", *, device: Any = None, say: Callable[[str], None
     out: list[StageEstimate] = []
 
     def note(p: "probe.Probe", unit: str) -> None:
-        reduced = f" (reduced from the real shape: x{p.scale:.3g})" if p.scale != 1.0 else ""
-        say(f"probe {p.kind}: {p.shape}: {p.seconds:.4g} s/{unit}{reduced} -> {p.full_seconds:.4g} s/{unit}")
+        if p.scale != 1.0:
+            say(f"probe {p.kind}: {p.shape}: {p.seconds:.4g} s/{unit} (reduced from the real shape: x{p.scale:.3g}) -> {p.full_seconds:.4g} s/{unit}")
+        else:
+            say(f"probe {p.kind}: {p.shape}: {p.seconds:.4g} s/{unit}")
+
+    def again(p: "probe.Probe") -> bool:
+        """Whether a reduced CPU probe is cheap enough at the real shape to run there (:data:`CPU_FULL_PROBE_S`)."""
+        return cpu and p.scale > 1.0 and p.full_seconds * (warmup + iters) <= CPU_FULL_PROBE_S
 
     def eval_seconds_per_pixel(cfg: FamixConfig, h: int, w: int) -> float:
         scales = tuple(cfg.eval.scales)
@@ -163,11 +174,13 @@ def estimate_plan(plan: "Plan", *, device: Any = None, say: Callable[[str], None
                 b, c = cfg.train.batch_size, cfg.data.crop_size
                 too_big = cpu and b * c * c > CPU_MAX_TRAIN[0] * CPU_MAX_TRAIN[1] ** 2
                 pb, pc = (min(b, CPU_MAX_TRAIN[0]), min(c, CPU_MAX_TRAIN[1])) if too_big else (b, c)
+                what = f"{cfg.model.backbone} OS{cfg.model.output_stride} freeze={cfg.model.freeze} style={cfg.style.effective_strategy()} {cfg.train.precision}"
                 s = probe.probe_train(cfg, dev, batch=pb, crop=pc, warmup=warmup, iters=iters)
-                p = probe.Probe("train", s, f"{cfg.model.backbone} OS{cfg.model.output_stride} freeze={cfg.model.freeze} "
-                                f"style={cfg.style.effective_strategy()} {cfg.train.precision}, batch {pb}, crop {pc}",
-                                (b * c * c) / (pb * pc * pc))  # fmt: skip
+                p = probe.Probe("train", s, f"{what}, batch {pb}, crop {pc}", (b * c * c) / (pb * pc * pc))
                 note(p, "iteration")
+                if again(p):
+                    p = probe.Probe("train", probe.probe_train(cfg, dev, batch=b, crop=c, warmup=warmup, iters=iters), f"{what}, batch {b}, crop {c}")
+                    note(p, "iteration")
                 per_train[sig] = p.full_seconds
             secs = per_train[sig] * cfg.train.iterations
             what = f"{cfg.train.iterations} iterations"
@@ -184,6 +197,10 @@ def estimate_plan(plan: "Plan", *, device: Any = None, say: Callable[[str], None
                 s = probe.probe_mine(cfg, dev, patches=k, warmup=warmup, iters=iters)
                 p = probe.Probe("mine", s, f"{cfg.model.backbone} {mc.precision}, {k} patches per step", mc.patches_per_step / k)
                 note(p, "step")
+                if again(p):
+                    s = probe.probe_mine(cfg, dev, patches=mc.patches_per_step, warmup=warmup, iters=iters)
+                    p = probe.Probe("mine", s, f"{cfg.model.backbone} {mc.precision}, {mc.patches_per_step} patches per step")
+                    note(p, "step")
                 mine_step = p.full_seconds
             n_src = split_size(cfg, cfg.data.source, "train")[0]
             batches = math.ceil(n_src / mc.batch_size) * mc.epochs

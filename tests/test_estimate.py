@@ -98,6 +98,34 @@ def test_mining_epochs_multiply_the_mine_estimate(tmp_path, monkeypatch):
     assert seconds[3] == pytest.approx(3 * seconds[1], rel=0.01)  # whole groups of 256 patches: nearly 3x
 
 
+def test_a_cheap_reduced_cpu_probe_runs_again_at_the_real_shape(tmp_path, monkeypatch):
+    """Scaled up from 2 patches per step, the smoke ablation's mining read 0.11 h on the CPU where it
+    takes 20 s (a tiny probe's fixed costs, counted 128 times). A reduced probe whose real-shape units
+    would be cheap runs again there, and that time counts; the paper's stay reduced (test above)."""
+    from famix_core import probe
+    from orchestrator.driver import prepare
+    from orchestrator.estimate import print_estimate
+
+    calls = []
+    real = {"train": 0.2, "mine": 0.1}  # seconds per unit at the real shape; the reduced ones below
+    monkeypatch.setattr(probe, "probe_train", lambda cfg, dev, **kw: calls.append(("train", kw["batch"], kw["crop"])) or (0.1 if kw["batch"] == 2 else real["train"]))
+    monkeypatch.setattr(probe, "probe_mine", lambda cfg, dev, **kw: calls.append(("mine", kw["patches"])) or (0.015 if kw["patches"] == 2 else real["mine"]))
+    monkeypatch.setattr(probe, "probe_evaluate", lambda cfg, dev, **kw: 0.01)
+    plan = prepare(ROOT / "sweeps" / "ablation.yaml", run_dir=tmp_path / "runs", check_data=lambda c: None, check_weights=lambda c: None)
+    console, buf = _console()
+    ests = print_estimate(plan, console, device="cpu")
+    smoke = BUILTIN_PROFILES["smoke"]["base"]
+    patches = plan.trials[0].config.mining.patches_per_step
+    assert ("mine", 2) in calls and ("mine", patches) in calls and patches > 2
+    assert ("train", 2, 128) in calls and ("train", smoke["train"]["batch_size"], smoke["data"]["crop_size"]) in calls
+    mine = next(e for e in ests if e.kind == "mine")
+    steps = plan.trials[0].config.mining.steps
+    assert mine.seconds == pytest.approx(real["mine"] * steps * int(mine.what.split()[1]))  # the real shape's time, per group
+    train = next(e for e in ests if e.kind == "train")
+    assert train.seconds == pytest.approx(real["train"] * smoke["train"]["iterations"], rel=0.05)  # + source validations
+    assert f"probe mine: famix-tiny fp32, {patches} patches per step: 0.1 s/step\n" in buf.getvalue()
+
+
 def test_plan_estimate_runs_real_probes_and_plain_plan_computes_nothing(tmp_path):
     (tmp_path / "est.yaml").write_text(SWEEP)
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
@@ -114,6 +142,8 @@ def test_plan_estimate_runs_real_probes_and_plain_plan_computes_nothing(tmp_path
     m = re.search(r"probe train: famix-tiny OS16 freeze=paper style=none fp32, batch 2, crop 128: ([\d.e-]+) s/iteration "
                   r"\(reduced from the real shape: x4\) -> ([\d.e-]+) s/iteration", out)  # fmt: skip
     assert m and float(m.group(2)) == pytest.approx(4 * float(m.group(1)), rel=0.01), out
+    # cheap at the real shape on the CPU: probed there again, and that time counts
+    assert re.search(r"probe train: famix-tiny OS16 freeze=paper style=none fp32, batch 8, crop 128: [\d.e-]+ s/iteration\n", out), out
     # probed once, at the first size asked for: the smoke training's source validation (128x256 cropped to 120x240)
     ev = re.search(r"probe evaluate: famix-tiny fp32, 120x240, scales \[1.0\]: ([\d.e-]+) s/image", out)
     assert ev and float(ev.group(1)) > 0 and out.count("probe evaluate") == 1, out
