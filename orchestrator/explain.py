@@ -91,7 +91,7 @@ def explain_key(rs: ResolvedSweep, trial: Trial, key: str) -> Provenance:
     if key in ("train.seed", "mining.seed"):
         layer = "seeds" + (" (command line)" if any(o.key == "seeds" for o in rs.overrides) else "")
     elif key == "eval.domains":
-        layer = "domains"
+        layer = "domains" + (" (command line)" if any(o.key == "domains" for o in rs.overrides) else "")
     elif varied := next(filter(None, (_varied_by(trial.point, k) for k in keys)), None):
         layer = "zip" if any(varied in g.values for g in rs.zip) else "grid"
     elif given := _override_layer(rs.overrides, keys):

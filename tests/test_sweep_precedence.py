@@ -218,11 +218,11 @@ def test_override_of_a_section_merges_into_it_and_may_not_set_a_varied_key():
         ("train.seed=3", "command line: train.seed: set in every trial by the sweep's seeds; give seeds=[...] instead (e.g. seeds=[0,1,2])"),
         ("~mining.seed", "command line: mining.seed: set in every trial by the sweep's seeds; give seeds=[...] instead (e.g. seeds=[0,1,2])"),
         ("eval.domains=[C,B]", "command line: eval.domains: set in every trial by the sweep's domains (C, from p.yaml: domains); "
-         "edit the sweep file's domains: list instead"),
+         "give domains=[...] instead (e.g. domains=[C,B])"),
         ("train={seed: 3, momentum: 0.5}", "command line: train: sets train.seed, which is set in every trial by the sweep's seeds; "
          "give seeds=[...] instead (e.g. seeds=[0,1,2])"),
         ("eval={domains: [B]}", "command line: eval: sets eval.domains, which is set in every trial by the sweep's domains "
-         "(C, from p.yaml: domains); edit the sweep file's domains: list instead"),
+         "(C, from p.yaml: domains); give domains=[...] instead (e.g. domains=[C,B])"),
     ],
 )
 def test_override_of_a_key_the_seeds_or_domains_set_is_rejected_not_silently_lost(capsys, item, message):
@@ -251,6 +251,29 @@ def test_a_data_root_the_synthetic_benchmark_would_ignore_is_refused(capsys, ite
 def test_eval_domains_on_the_command_line_sets_a_sweep_without_domains():
     rs, trials = _resolve(SWEEP.replace("domains: [C]\n", ""), overrides=["eval.domains=[C,B]"])
     assert rs.domains == ["C", "B"] and {tuple(t.config.eval.domains) for t in trials} == {("C", "B")}
+
+
+def test_command_line_domains_replace_the_sweeps_and_keep_its_trainings(capsys):
+    """A quick look at fewer domains: `domains=[…]` (like `seeds=[…]`) was refused as an unknown key,
+    and `eval.domains` pointed at the sweep file. The trainings are the same stages; only the
+    evaluations change."""
+    from orchestrator.plan import build_plan
+
+    rs, trials = _resolve(SWEEP.replace("domains: [C]", "domains: [C, B, AN]"), overrides=["domains=[AN,C]"])
+    assert rs.domains == ["AN", "C"] and {tuple(t.config.eval.domains) for t in trials} == {("AN", "C")}
+    assert explain_rows(rs, trials, "eval.domains")[0][2:] == ('["AN", "C"]', "domains (command line)")
+    spec, src = load_sweep(_write(SWEEP.replace("domains: [C]", "domains: [C, B, AN]")))
+    plans = [build_plan(resolve_profile(spec, src, "smoke", parse_overrides(o)), "runs", check_data=lambda c: None) for o in ([], ["domains=[AN,C]"])]
+    train = [{k for k, st in p.stages.items() if st.kind == "train"} for p in plans]
+    assert train[0] == train[1]  # the same trainings
+    assert sorted(st.domain for st in plans[1].stages.values() if st.kind == "evaluate") == ["AN", "AN", "C", "C"]
+    for item, message in [
+        ("domains=[C,X]", "command line: domains=['C', 'X']: unknown domain 'X'"),
+        ("domains=[C,cityscapes]", "command line: domains=['C', 'cityscapes']: domain C appears twice"),
+        ("domains=C", "command line: domains='C': expected a list of domains (e.g. domains=[C,B])"),
+        ("+domains=[C]", "command line: +domains: the sweep's domains are replaced with domains=[...] (e.g. domains=[C,B])"),
+    ]:
+        assert _refused(capsys, item).startswith(f"famix: error: {message}")
 
 
 def test_run_help_gives_the_sweep_file_as_the_default_of_retries_and_parallelism(capsys):

@@ -98,7 +98,7 @@ def _sweep_setting_hint(key: str) -> str | None:
         top, key = "backend", f"backend.{key}"
     if key in _FLAGS:
         return f"a setting of the sweep file, not an engine config key; on the command line it is {_FLAGS[key]}"
-    if top not in SweepSpec.model_fields or top == "seeds":
+    if top not in SweepSpec.model_fields or top in ("seeds", "domains"):
         return None
     misspelt = _schema_problem(SweepSpec, key.split("."))
     if misspelt:

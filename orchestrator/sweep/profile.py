@@ -12,7 +12,7 @@ from orchestrator.errors import SweepError
 from orchestrator.sweep.load import check_config_key, validate_tree
 from orchestrator.sweep.schema import BUILTIN_PROFILES, BackendSpec, ProfileSpec, ResolvedSweep, SweepSpec, TrackingSpec
 
-__all__ = ["resolve_profile", "command_line_seeds"]
+__all__ = ["resolve_profile", "command_line_seeds", "command_line_domains"]
 
 
 def resolve_profile(
@@ -65,10 +65,12 @@ def resolve_profile(
         validate_slurm_options(file_backend.get("slurm"), source)
         if own.backend.get("slurm"):  # the merged block: a mistake now is the profile's
             validate_slurm_options(backend.slurm, f"{source}: {where}")
-    config_overrides = [o for o in overrides if o.key != "seeds"]
+    config_overrides = [o for o in overrides if o.key not in ("seeds", "domains")]
     for o in overrides:
         if o.key == "seeds":
             seeds = command_line_seeds(o)
+        elif o.key == "domains":
+            domains, domains_from = command_line_domains(o), "command line domains"
     values_of = {**grid, **{k: v for g in spec.zip for k, v in g.values.items()}}
     varied = set(values_of)
     for o in config_overrides:
@@ -85,10 +87,12 @@ def resolve_profile(
             if _names(o, key):
                 raise SweepError(f"command line: {o.key}: {_via(o, key)}set in every trial by the sweep's seeds; give seeds=[...] instead (e.g. seeds=[0,1,2])")
         if _names(o, "eval.domains") and domains is not None:
-            where_set = f"{source}: {where}.domains" if own.domains else f"{source}: domains" if spec.domains else f"built-in profile {profile}"
+            given = any(x.key == "domains" for x in overrides)
+            where_set = ("the command line" if given else f"{source}: {where}.domains" if own.domains
+                         else f"{source}: domains" if spec.domains else f"built-in profile {profile}")  # fmt: skip
             raise SweepError(
                 f"command line: {o.key}: {_via(o, 'eval.domains')}set in every trial by the sweep's domains ({', '.join(domains)}, from {where_set}); "
-                f"edit the sweep file's domains: list instead"
+                f"give domains=[...] instead (e.g. domains=[C,B])"
             )
     overridden = apply_overrides(base, config_overrides, tree_source=source)
     if config_overrides:
@@ -179,6 +183,33 @@ def command_line_seeds(o: Override) -> list[int]:
             check_seed(x)  # the wording of a seed in a file
         except ValueError as e:
             raise SweepError(f"command line: seeds={v!r}: {e}") from None
+    return list(v)
+
+
+def command_line_domains(o: Override) -> list[str]:
+    """The domains of a ``domains=[C,B]`` command-line item: they replace the sweep's, in that order
+    (the trainings are the same; each trial is evaluated on these).
+
+    Raises:
+        SweepError: ``+domains``/``~domains``, or a value that is not a non-empty list of distinct known domains.
+    """
+    from famix_core.domains import resolve_domain
+
+    example = "e.g. domains=[C,B]"
+    if o.op != "set":
+        raise SweepError(f"command line: {o.spelled}: the sweep's domains are replaced with domains=[...] ({example})")
+    v = o.value
+    if not isinstance(v, list) or not v or any(not isinstance(x, str) for x in v):
+        raise SweepError(f"command line: domains={v!r}: expected a list of domains ({example})")
+    columns = []
+    for x in v:
+        try:
+            columns.append(resolve_domain(x).column)
+        except ValueError as e:
+            raise SweepError(f"command line: domains={v!r}: {e}") from None
+    twice = next((c for c in columns if columns.count(c) > 1), None)
+    if twice is not None:
+        raise SweepError(f"command line: domains={v!r}: domain {twice} appears twice")
     return list(v)
 
 
