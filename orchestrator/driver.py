@@ -387,9 +387,10 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
                 )
                 return SweepResult(outcomes, [], None, "", time.perf_counter() - t0)
             failed = [k for k, o in outcomes.items() if o.status in ("failed", "cancelled")]
-            statuses = finalize_runs(plan, tracker, parent, runs, set(failed))
-            df = results_frame(plan, statuses)
-            csv_path = write_results(df)
+            with console.status("MLflow: logging what the stages left and ending the runs"):  # a terminal only (it is transient)
+                statuses = finalize_runs(plan, tracker, parent, runs, set(failed))
+                df = results_frame(plan, statuses)
+                csv_path = write_results(df)
             from reports.report import report_lock
 
             with report_lock(plan.sweep_dir / "report"):  # a `famix report` writing there meanwhile goes first or after
@@ -405,7 +406,8 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
                 notes = list(results.notes) if results is not None else []
                 print_notes(console, notes)
                 if report_table is not None:
-                    report = quietly("report on the MLflow parent run", publish_results, plan, tracker, parent, results, report_table, table, backend_name)
+                    with console.status("writing the report (tables, figures) and attaching it to the MLflow parent run"):
+                        report = quietly("report on the MLflow parent run", publish_results, plan, tracker, parent, results, report_table, table, backend_name)
             console.print(f"results: {csv_path}  (MLflow: {tracker.uri}, experiment {rs.tracking.experiment or rs.name})", highlight=False)
             if report is not None:
                 console.print(f"report: {report} (tables, figures; also on the MLflow parent run)", highlight=False)
@@ -637,7 +639,10 @@ def cancel_sweep(plan: Plan, backend: str | None = None, console: Any = None) ->
         os.kill(pid, signal.SIGTERM)
         console.print(f"sent SIGTERM to driver pid {pid}", highlight=False)
         n += 1
-    console.print(f"cancelled {n} item(s) of sweep {plan.name}", highlight=False)
+    if n:
+        console.print(f"cancelled {n} item(s) of sweep {plan.name}", highlight=False)
+    else:  # "cancelled 0 item(s)" read as a cancel that worked
+        console.print(f"nothing to cancel: no driver of sweep {plan.name} runs, and {name} holds no job of it", highlight=False)
     if _stages_outlive_driver(name):  # its jobs kept the MLflow runs RUNNING (an interrupted driver, --detach)
         elsewhere = live is not None and not live.get("verified")  # not stopped: its runs are its own
         quietly("ending the cancelled sweep's MLflow runs", _end_cancelled_runs, plan, console, 0.0 if elsewhere else 30.0)

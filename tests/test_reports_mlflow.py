@@ -231,7 +231,8 @@ def test_latest_run_of_a_trial_wins(store):
         assert len(rs.runs) == len(truth)
         row = rs.runs[rs.runs["trial"] == first].iloc[0]
         assert row["run_id"] == rerun and row["C"] == 99.0
-        with pytest.raises(ReportInputError, match="no MLflow experiment 'nope'"):
+        with pytest.raises(ReportInputError, match=r"no MLflow experiment 'nope' at .* \(no sweep has run with that experiment in this store: "
+                                                   r"check --experiment, --tracking-uri and --run-dir\)$"):
             collect_mlflow("rerun", tracking_uri=uri, experiment="nope", reader=reader)
 
 

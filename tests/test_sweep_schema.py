@@ -147,6 +147,9 @@ def test_cancel_of_a_sweep_never_run_creates_nothing_and_says_so(capsys):
     out = capsys.readouterr().out
     assert out == f"note: {Path('never/tiny').absolute()} does not exist: this sweep never ran there, nothing to cancel (another --run-dir?)\n"
     assert not Path("never").exists()
+    Path("never/tiny").mkdir(parents=True)  # it ran there, and nothing of it runs now
+    assert main(["sweep", "cancel", str(p), "--run-dir", "never"]) == 0
+    assert capsys.readouterr().out == "nothing to cancel: no driver of sweep tiny runs, and local holds no job of it\n"
 
 
 @pytest.mark.parametrize("action", ["plan", "run", "status", "cancel"])

@@ -16,7 +16,10 @@ from reports.collect.resultset import ReportInputError
 from reports.collect.store import DAMAGED_STORE_FIX
 from reports.schema import METRIC_MIOU_PREFIX, ROLE_TRIAL, TAG_LABEL_PREFIX, TAG_ROLE, TAG_SWEEP, TRIAL_TAGS_READ
 
-__all__ = ["SchemaMismatch", "read_trial_runs"]
+__all__ = ["SchemaMismatch", "read_trial_runs", "NOT_RUN_HERE"]
+
+NOT_RUN_HERE = " (no sweep has run with that experiment in this store: check --experiment, --tracking-uri and --run-dir)"
+"""What a missing experiment's message adds: where else to look."""
 
 
 class SchemaMismatch(Exception):
@@ -50,7 +53,7 @@ def read_trial_runs(db: Path, sweep: str, experiment: str | None) -> tuple[list[
         if row is not None:
             exp_ids, where = [row[0]], f"experiment {exp_name!r}"
         elif experiment is not None:
-            raise ReportInputError(f"no MLflow experiment {experiment!r} at sqlite:///{db}")
+            raise ReportInputError(f"no MLflow experiment {experiment!r} at sqlite:///{db}{NOT_RUN_HERE}")
         else:
             exp_ids = [r[0] for r in con.execute("SELECT experiment_id FROM experiments WHERE lifecycle_stage = 'active'")]
             where = "any experiment"
