@@ -29,7 +29,7 @@ from famix_core.errors import Interrupted
 from orchestrator.errors import SweepError
 from orchestrator.parent_run import describe_parent, publish_results
 from orchestrator.plan import Plan, StageSpec, build_plan, print_plan
-from orchestrator.progress import Progress, make_console, print_failures, print_notes, print_table
+from orchestrator.progress import Progress, busy, make_console, print_failures, print_notes, print_table
 from orchestrator.results import collect_results, markdown_table, results_frame
 from orchestrator.stages import StageOutcome, StageTask
 from orchestrator.store import atomic_write_text
@@ -387,7 +387,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
                 )
                 return SweepResult(outcomes, [], None, "", time.perf_counter() - t0)
             failed = [k for k, o in outcomes.items() if o.status in ("failed", "cancelled")]
-            with console.status("MLflow: logging what the stages left and ending the runs"):  # a terminal only (it is transient)
+            with busy(console, "MLflow: logging what the stages left and ending the runs"):
                 statuses = finalize_runs(plan, tracker, parent, runs, set(failed))
                 df = results_frame(plan, statuses)
                 csv_path = write_results(df)
@@ -406,7 +406,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
                 notes = list(results.notes) if results is not None else []
                 print_notes(console, notes)
                 if report_table is not None:
-                    with console.status("writing the report (tables, figures) and attaching it to the MLflow parent run"):
+                    with busy(console, "writing the report (tables, figures) and attaching it to the MLflow parent run"):
                         report = quietly("report on the MLflow parent run", publish_results, plan, tracker, parent, results, report_table, table, backend_name)
             console.print(f"results: {csv_path}  (MLflow: {tracker.uri}, experiment {rs.tracking.experiment or rs.name})", highlight=False)
             if report is not None:
@@ -641,7 +641,7 @@ def cancel_sweep(plan: Plan, backend: str | None = None, console: Any = None) ->
         n += 1
     if n:
         console.print(f"cancelled {n} item(s) of sweep {plan.name}", highlight=False)
-    else:  # "cancelled 0 item(s)" read as a cancel that worked
+    elif live is None:  # "cancelled 0 item(s)" read as a cancel that worked
         console.print(f"nothing to cancel: no driver of sweep {plan.name} runs, and {name} holds no job of it", highlight=False)
     if _stages_outlive_driver(name):  # its jobs kept the MLflow runs RUNNING (an interrupted driver, --detach)
         elsewhere = live is not None and not live.get("verified")  # not stopped: its runs are its own

@@ -58,7 +58,7 @@ gtav_split_val.txt, else the domain's evaluation split (SYNTHIA: synthia_split_v
 CPU_MAX_TRAIN = (2, 128)  # batch (>= 2 for the ASPP pooling BatchNorm), crop: larger iterations are probed at this size on the CPU
 CPU_MAX_PATCHES = 2
 CPU_MAX_PIXELS = 256 * 128
-CPU_FULL_PROBE_S = 5.0
+CPU_FULL_PROBE_S = 30.0
 """A reduced CPU probe whose scaled-up units would take at most this long in all is run again at the
 real shape, and that time is used: scaling up from a tiny probe counts its fixed costs many times
 (the smoke ablation's mining read 0.11 h from 2 patches per step; it takes 20 s)."""

@@ -41,6 +41,7 @@ __all__ = [
     "make_console",
     "print_table",
     "print_notes",
+    "busy",
     "print_failures",
 ]
 
@@ -418,6 +419,19 @@ def print_table(console: Any, markdown: str, table_json: dict[str, Any] | None) 
         console.print(render_rich(table_from_json(table_json)))
     else:
         console.print(markdown, highlight=False, markup=False)
+
+
+def busy(console: Any, text: str) -> Any:
+    """A spinner with ``text`` while the block runs, on a terminal only; it leaves no line behind. The
+    streams are left alone (rich's ``console.status`` would send stderr's notes to stdout meanwhile)."""
+    from contextlib import nullcontext
+
+    if not console.is_terminal:
+        return nullcontext()
+    from rich.live import Live
+    from rich.spinner import Spinner
+
+    return Live(Spinner("dots", text=text), console=console, transient=True, redirect_stdout=False, redirect_stderr=False)
 
 
 def print_notes(console: Any, notes: list[str]) -> None:

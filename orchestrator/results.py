@@ -32,7 +32,10 @@ def results_frame(plan: Plan, statuses: dict[str, str] | None = None):
             done += info is not None
         row["status"] = (statuses or {}).get(t.id) or ("done" if done == len(ts.evaluate) else "partial")
         rows.append(row)
-    cols = [*label_cols, "seed", "status", *plan.sweep.domains]
+    from famix_core.domains import resolve_domain
+
+    # the rows are keyed as eval.domains holds them (C; a source domain, gta5, by name); the sweep may name one (cityscapes)
+    cols = [*label_cols, "seed", "status", *(resolve_domain(d).column or d for d in plan.sweep.domains)]
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -117,10 +117,11 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
                 info.name, tracking_uri=uri, experiment=args.experiment or info.experiment, profile=info.profile
             )
             note = plan_coverage_note(results, info)
-            check_has_results(results, info.name, args.sweep)  # before a table of dashes replaces a report
             if note:
                 results.notes.append(note)
+        had_values = _has_values(results)
         results = apply_sweep_order(results, info)
+        check_has_results(results, had_values, args)  # before a table of dashes replaces a report
 
         extra = None
         if args.qualitative:  # drawn into the report being written (the folder is its last argument), swapped in with it
@@ -149,22 +150,37 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
     return 0
 
 
-def check_has_results(results: Any, sweep: str, given: str) -> None:
-    """Refuse a report of trial runs none of which has an mIoU yet: its table would be all dashes, and
-    would replace the sweep's report of its last finished run. ``given``: the sweep as the command had it.
+def _has_values(results: Any) -> bool:
+    """Whether any run has a value in any of the result set's domain columns."""
+    runs = results.runs
+    cols = [c for c in results.domains if c in runs]
+    return bool(cols) and not runs.empty and bool(runs[cols].notna().to_numpy().any())
+
+
+def check_has_results(results: Any, had_values: bool, args: argparse.Namespace) -> None:
+    """Refuse a report without a single value in the columns it shows: its table would be all dashes,
+    and would replace the sweep's report of its last finished run. ``had_values``: whether the
+    results had values before they were narrowed to the domains asked for.
 
     Raises:
         ReportInputError: one line saying why there is nothing to report, and what to run.
     """
+    import shlex
+
     from reports.collect import ReportInputError
 
-    runs = results.runs
-    cols = [c for c in results.domains if c in runs]
-    if runs.empty or not cols or runs[cols].notna().to_numpy().any():
+    if results.runs.empty or _has_values(results):
         return
+    cols = ", ".join(results.domains)
+    if had_values:  # --domains or domains=[…] chose columns without values
+        raise ReportInputError(f"{results.sweep}: no value for {cols}, the domains asked for ({results.source}); nothing written")
+    if args.csv:
+        raise ReportInputError(f"{args.csv}: no value in the columns {cols}; nothing written")
+    status = shlex.join(["famix", "sweep", "status", args.sweep, *(["--profile", args.profile] if args.profile else []),
+                         *(["--run-dir", args.run_dir] if args.run_dir != "runs" else []), *args.overrides])  # fmt: skip
     raise ReportInputError(
-        f"{sweep}: none of the sweep's {len(runs)} trial run(s) in MLflow has an mIoU yet (its last run still going, or stopped "
-        f"before its evaluations); nothing written. `famix sweep status {given}` names that run's arguments; `famix sweep run` "
+        f"{results.sweep}: none of the sweep's {len(results.runs)} trial run(s) in MLflow has an mIoU yet (its last run still going, "
+        f"or stopped before its evaluations); nothing written. `{status}` names that run's arguments; `famix sweep run` "
         "with them finishes it, or, with the arguments of an earlier run, gives that run's table back from its cached stages"
     )
 

@@ -157,6 +157,7 @@ def apply_sweep_order(results: ResultSet, info: SweepInfo) -> ResultSet:
         runs=runs,
         tracking_uri=results.tracking_uri,
         notes=notes,
+        provenance=list(results.provenance),
     )
 
 
@@ -312,9 +313,9 @@ def write_report(
         md = render_markdown(table)
         tex = render_latex(table, width=latex_width)
         # the notes on where the numbers come from (overrides, code versions) travel with a table pasted elsewhere
-        md_notes = "".join(f"\nNote: {n}\n" for n in results.notes)
+        md_notes = "".join(f"\nNote: {n}\n" for n in results.provenance)
         head, _, body = tex.partition("\n% Requires")
-        tex = head + "".join(f"\n% Note: {' '.join(n.splitlines())}" for n in results.notes) + "\n% Requires" + body if body else tex
+        tex = head + "".join(f"\n% Note: {' '.join(n.splitlines())}" for n in results.provenance) + "\n% Requires" + body if body else tex
         files = ReportFiles(
             out_dir=folder,
             table_md=write_text_atomic(folder / "table.md", f"# {table.title}\n\n{md}{md_notes}"),

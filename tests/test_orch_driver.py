@@ -340,6 +340,15 @@ def test_report_with_the_runs_overrides_logs_that_plans_finished_stages(fake_eng
     assert not Path("x").exists()
 
 
+def test_domains_given_by_name_fill_their_columns(fake_engine):
+    """`domains=[cityscapes]` (a name, not the column C): results.csv had a `cityscapes` column left
+    empty, as the trials' evaluations are keyed by column; the printed table had the value."""
+    plan, result, out = _run(overrides=["domains=[cityscapes,AN]"])
+    assert result.exit_code == 0
+    df = pd.read_csv(plan.sweep_dir / "results.csv")
+    assert list(df.columns[-2:]) == ["C", "AN"] and df[["C", "AN"]].notna().all().all()
+
+
 def test_nan_loss_fails_without_retry_and_is_summarized(fake_engine):
     plan, result, out = _run(overrides=["train.lr_decoder=1e30"], retries=2)
     assert result.exit_code == 1

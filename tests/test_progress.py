@@ -159,3 +159,24 @@ def test_execute_stage_reports_training_iterations_and_removes_the_file(tmp_path
     assert out.status == "done"
     assert seen == [(10, 20), (20, 20)]
     assert not progress_path(task.log_path).exists()
+
+
+def test_the_spinner_leaves_stderr_alone_and_no_line_behind(capsys):
+    """rich's console.status sends stderr to the console (stdout) while it spins: the driver's one-line
+    notes (``famix: note: … skipped``) came out on stdout. Not on a terminal it shows nothing at all."""
+    import io
+    import sys
+
+    from rich.console import Console
+
+    from orchestrator.progress import busy
+
+    for terminal in (True, False):
+        buf = io.StringIO()
+        console = Console(file=buf, force_terminal=terminal, width=80)
+        with busy(console, "writing the report"):
+            print("famix: note: report skipped", file=sys.stderr)
+        assert capsys.readouterr().err == "famix: note: report skipped\n"
+        assert "famix: note" not in buf.getvalue()
+        if not terminal:
+            assert buf.getvalue() == ""

@@ -359,7 +359,7 @@ def test_a_report_of_trial_runs_without_any_result_writes_nothing(capsys):
         assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures", *overrides]) == 2
         out, err = capsys.readouterr()
         assert err.splitlines()[-1] + "\n" == ("famix: error: tiny: none of the sweep's 1 trial run(s) in MLflow has an mIoU yet (its last run still going, "
-                       "or stopped before its evaluations); nothing written. `famix sweep status tiny.yaml` names that run's arguments; "
+                       "or stopped before its evaluations); nothing written. `famix sweep status tiny.yaml" + "".join(" " + o for o in overrides) + "` names that run's arguments; "
                        "`famix sweep run` with them finishes it, or, with the arguments of an earlier run, gives that run's table back "
                        "from its cached stages\n"), err  # fmt: skip
         assert out == "" and Path("runs/tiny/report/table.md").read_text() == table
@@ -367,6 +367,18 @@ def test_a_report_of_trial_runs_without_any_result_writes_nothing(capsys):
     capsys.readouterr()
     assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures"]) == 0, capsys.readouterr()
     assert Path("runs/tiny/report/table.md").read_text() == table
+    # nor when the columns asked for have no value, from MLflow or from a CSV
+    capsys.readouterr()
+    for args, line in [
+        (["--domains", "B"], "tiny: no value for B, the domains asked for (mlflow "),
+        (["domains=[AN]"], "tiny: no value for AN, the domains asked for (mlflow "),
+        (["--csv", "empty.csv", "--out", "elsewhere"], "empty.csv: no value in the columns C; nothing written"),
+    ]:
+        Path("empty.csv").write_text("seed,C\n0,\n")
+        assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures", *args]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert err[-1].startswith(f"famix: error: {line}"), err
+    assert Path("runs/tiny/report/table.md").read_text() == table and not Path("elsewhere").exists()
 
 
 def test_a_run_dir_by_another_name_or_an_empty_store_is_not_relocated(capsys):

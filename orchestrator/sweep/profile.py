@@ -201,13 +201,14 @@ def command_line_domains(o: Override) -> list[str]:
     v = o.value
     if not isinstance(v, list) or not v or any(not isinstance(x, str) for x in v):
         raise SweepError(f"command line: domains={v!r}: expected a list of domains ({example})")
-    columns = []
+    names = []
     for x in v:
         try:
-            columns.append(resolve_domain(x).column)
+            d = resolve_domain(x)
         except ValueError as e:
             raise SweepError(f"command line: domains={v!r}: {e}") from None
-    twice = next((c for c in columns if columns.count(c) > 1), None)
+        names.append(d.column or d.name)  # a source domain (gta5) has no column
+    twice = next((c for c in names if names.count(c) > 1), None)
     if twice is not None:
         raise SweepError(f"command line: domains={v!r}: domain {twice} appears twice")
     return list(v)

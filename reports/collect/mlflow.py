@@ -234,6 +234,7 @@ def _records_to_resultset(sweep: str, uri: str, runs: list[dict[str, Any]]) -> R
     for c in label_cols:
         frame[c] = frame[c].where(frame[c].notna(), "?").astype(str)
     frame = frame.sort_values([COL_TRIAL_INDEX, COL_SEED], kind="stable").reset_index(drop=True)
+    made = [n for n in [overrides_note(list(made_with.values())), code_note(list(made_by.values()))] if n]
     return ResultSet(
         sweep=sweep,
         source=f"mlflow {uri}",
@@ -241,7 +242,8 @@ def _records_to_resultset(sweep: str, uri: str, runs: list[dict[str, Any]]) -> R
         domains=domains,
         runs=frame[[*RESERVED_COLUMNS, *label_cols, *domains]],
         tracking_uri=uri,
-        notes=[n for n in [overrides_note(list(made_with.values())), code_note(list(made_by.values()))] if n],
+        notes=list(made),
+        provenance=list(made),
     )
 
 

@@ -34,6 +34,9 @@ class ResultSet:
         runs: DataFrame with :data:`reports.schema.RESERVED_COLUMNS`, the label columns (str) and the
             domain columns (float, percent, NaN = missing); rows in grid order.
         tracking_uri: the MLflow URI when read from MLflow (loss curves, qualitative), else ``None``.
+        notes: lines for the reader of the report (printed, and in its README).
+        provenance: those of the notes that say how the numbers were made (command-line overrides,
+            code versions): they also travel with the tables (table.md, table.tex), which are pasted elsewhere.
     """
 
     sweep: str
@@ -43,6 +46,7 @@ class ResultSet:
     runs: pd.DataFrame
     tracking_uri: str | None = None
     notes: list[str] = field(default_factory=list)
+    provenance: list[str] = field(default_factory=list)
 
     def to_results_csv(self) -> pd.DataFrame:
         """The Results CSV (wide, percent): label columns, ``seed``, ``status``, one column per domain."""
