@@ -506,7 +506,7 @@ def validate(
         if own:
             raise ConfigError(format_error(e, source, prefix, valid_keys, names, errors=own)) from None
         model = None
-    mappings = [k for k in keys if not _is_section(k, keys)]  # leaves that may hold mappings (data.roots)
+    mappings = [k for k in keys if not _is_section(k, keys)] if missing else []  # leaves that may hold mappings (data.roots)
     for key in missing if keys else ():
         if key not in keys and not any(key.startswith(k + ".") for k in mappings):
             raise ConfigError(f"{source}: {where(key)}: unknown key{suggest(key, keys)}")

@@ -32,10 +32,8 @@ def results_frame(plan: Plan, statuses: dict[str, str] | None = None):
             done += info is not None
         row["status"] = (statuses or {}).get(t.id) or ("done" if done == len(ts.evaluate) else "partial")
         rows.append(row)
-    from famix_core.domains import resolve_domain
-
-    # the rows are keyed as eval.domains holds them (C; a source domain, gta5, by name); the sweep may name one (cityscapes)
-    cols = [*label_cols, "seed", "status", *(resolve_domain(d).column or d for d in plan.sweep.domains)]
+    # the rows are keyed as the trials' eval.domains holds them (C, where the sweep may name cityscapes)
+    cols = [*label_cols, "seed", "status", *plan.trials[0].config.eval.domains]
     return pd.DataFrame(rows, columns=cols)
 
 

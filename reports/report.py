@@ -311,11 +311,9 @@ def write_report(
         extra = extra_figures(folder) if extra_figures else []
         table = build_table(results, baseline=baseline)
         md = render_markdown(table)
-        tex = render_latex(table, width=latex_width)
         # the notes on where the numbers come from (overrides, code versions) travel with a table pasted elsewhere
+        tex = render_latex(table, width=latex_width, notes=results.provenance)
         md_notes = "".join(f"\nNote: {n}\n" for n in results.provenance)
-        head, _, body = tex.partition("\n% Requires")
-        tex = head + "".join(f"\n% Note: {' '.join(n.splitlines())}" for n in results.provenance) + "\n% Requires" + body if body else tex
         files = ReportFiles(
             out_dir=folder,
             table_md=write_text_atomic(folder / "table.md", f"# {table.title}\n\n{md}{md_notes}"),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -535,7 +535,7 @@ def render_markdown(table: Table) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(f"{n}  " for n in notes).rstrip() + "\n"
 
 
-def render_latex(table: Table, width: str = "column") -> str:
+def render_latex(table: Table, width: str = "column", notes: Sequence[str] = ()) -> str:
     """The table as a booktabs ``tabular``, footnotes below it.
 
     Args:
@@ -543,9 +543,11 @@ def render_latex(table: Table, width: str = "column") -> str:
         width: ``column`` | ``page`` | ``none`` (see :data:`LATEX_WIDTHS`). ``column`` and ``page``
             set the font size and column padding, then scale the tabular down to ``\\linewidth``
             only when it is still wider (never up): ``\\resizebox`` needs ``graphicx``.
+        notes: how the numbers were made (``ResultSet.provenance``), as ``% Note: …`` comment lines
+            that travel with the fragment and do not print.
 
     Returns:
-        A LaTeX fragment whose first lines name the packages it needs.
+        A LaTeX fragment whose first comment lines name the table, the notes and the packages it needs.
     """
     if width not in LATEX_WIDTHS:
         raise ReportInputError(f"--latex-width {width}: expected one of {', '.join(LATEX_WIDTHS)}")
@@ -564,6 +566,7 @@ def render_latex(table: Table, width: str = "column") -> str:
     ]
     lines = [
         f"% FAMix report: {table.title.replace(chr(10), ' ')} (mIoU %); width: {width}.",
+        *(f"% Note: {' '.join(n.splitlines())}" for n in notes),
         "% Requires in the preamble: " + " ".join(rf"\usepackage{{{p}}}" for p in packages),
     ]
     notes = [(r"$^\dagger$ " if kind == "partial" else "") + _tex_escape(t) for kind, t in notes_text(table)]

@@ -142,9 +142,10 @@ def _check_given(base: dict[str, Any], trees: list[dict[str, Any]], places: list
     left = [key for key in missing_keys(base) if not given_by_grid(key)]
     if not left:
         return
+    by_layer = [set(missing_keys(tree)) for tree in trees]
     by_file: dict[str, list[str]] = {}
     for key in left:  # the layer that holds it last (the built-in profiles hold none; the command line may)
-        held = [i for i, tree in enumerate(trees) if key in missing_keys(tree)]
+        held = [i for i, keys in enumerate(by_layer) if key in keys]
         file, prefix = places[held[-1]] if held else ("command line", "")
         by_file.setdefault(file, []).append(".".join(x for x in (prefix, key) if x))
     where = "; ".join(f"{file}: {', '.join(keys)}" for file, keys in by_file.items())
