@@ -243,6 +243,21 @@ def _missing_paths(tree: Any, at: tuple[str, ...] = ()) -> list[tuple[str, ...]]
     return found
 
 
+def _missing_items(tree: Any, at: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The paths (ending in the item's index) of :data:`MISSING` items inside lists of ``tree``."""
+    if isinstance(tree, dict):
+        return [p for k, v in tree.items() for p in _missing_items(v, (*at, str(k)))]
+    if not isinstance(tree, (list, tuple)):
+        return []
+    found = []
+    for i, v in enumerate(tree):
+        if isinstance(v, str) and v == MISSING:
+            found.append((*at, str(i)))
+        else:
+            found.extend(_missing_items(v, (*at, str(i))))
+    return found
+
+
 def _without(tree: dict[str, Any], paths: Sequence[tuple[str, ...]]) -> dict[str, Any]:
     """``tree`` less the keys at ``paths`` (the mappings on their way are copied)."""
     out = dict(tree)
@@ -493,6 +508,11 @@ def validate(
     missing = [".".join(p) for p in paths]
     keys = list(valid_keys or [])
     where = lambda key: ".".join(x for x in (prefix, key) if x)  # noqa: E731
+    for path in _missing_items(tree):  # ["???", 64]: a list is one value, given whole
+        raise ConfigError(
+            f"{source}: {where('.'.join(path))}: ??? stands for a whole value, not an item of a list; "
+            f"write {path[-2]}: ??? and give the whole list"
+        )
     for key in missing if keys else ():  # a section's keys would fall back to the engine's defaults, not the layers'
         if _is_section(key, keys):
             below = next(k for k in keys if k.startswith(key + "."))

@@ -227,6 +227,12 @@ def test_a_value_still_to_give_must_be_given(tmp_path):
     path.write_text("train:\n  iteratons: ???\n")  # a misspelt key is named as one, not asked for
     with pytest.raises(ConfigError, match=r"c.yaml: train.iteratons: unknown key \(did you mean train.iterations\?\)$"):
         load_config(path)
+    path.write_text("train:\n  val_crop: ['???', 64]\n")  # a list is one value: pydantic read '???' as an integer
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}: train.val_crop.0: ??? stands for a whole value, not an item of a list; write val_crop: ??? and give the whole list"
+    path.write_text("train:\n  val_crop: ???\n")
+    assert load_config(path, ["train.val_crop=[32,64]"]).train.val_crop == (32, 64)
 
 
 def test_merge_mappings_merge_everything_else_replaces():
