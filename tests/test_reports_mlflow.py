@@ -375,3 +375,6 @@ def test_report_from_tracking_server(mlflow_server_uri, tmp_path, capsys):
     rc = main(["report", SWEEP, "--tracking-uri", mlflow_server_uri, "--out", "rep"])
     assert rc == 0, capsys.readouterr().err
     assert Path("rep/loss.png").is_file() and Path("rep/table.tex").is_file()
+    with pytest.raises(ReportInputError, match=r"no MLflow experiment 'nope' at http://.* \(no sweep has run with that experiment "
+                                               r"in this store: check --experiment and --tracking-uri\)$"):  # --run-dir places a local store only
+        collect_mlflow(SWEEP, tracking_uri=mlflow_server_uri, experiment="nope")

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from reports.collect.resultset import ReportInputError, ResultSet, domain_column, order_domains
-from reports.collect.sqlite import NOT_RUN_HERE, SchemaMismatch, read_trial_runs
+from reports.collect.sqlite import SchemaMismatch, not_run_here, read_trial_runs
 from reports.collect.store import sqlite_path
 from reports.schema import (
     COL_RUN_ID,
@@ -128,7 +128,7 @@ def _records_client(uri: str, sweep: str, experiment: str | None) -> tuple[list[
         if exp is not None:
             exp_ids, where = [exp.experiment_id], f"experiment {exp_name!r}"
         elif experiment is not None:
-            raise ReportInputError(f"no MLflow experiment {experiment!r} at {uri}{NOT_RUN_HERE}")
+            raise ReportInputError(f"no MLflow experiment {experiment!r} at {uri}{not_run_here(uri)}")
         else:
             exp_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
             where = "any experiment"
