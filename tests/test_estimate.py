@@ -126,6 +126,29 @@ def test_a_cheap_reduced_cpu_probe_runs_again_at_the_real_shape(tmp_path, monkey
     assert f"probe mine: famix-tiny fp32, {patches} patches per step: 0.1 s/step\n" in buf.getvalue()
 
 
+@pytest.mark.parametrize("units_s, again", [(0.99, True), (1.01, False)])
+def test_the_cpu_re_probe_stops_at_its_threshold(tmp_path, monkeypatch, units_s, again):
+    """A reduced probe runs again at the real shape only when its scaled-up warm-up and timed units
+    fit within CPU_FULL_PROBE_S: just under it, yes; just over it, the scaled time stands."""
+    from famix_core import probe
+    from orchestrator import estimate
+    from orchestrator.driver import prepare
+
+    calls = []
+    plan = prepare(ROOT / "sweeps" / "ablation.yaml", run_dir=tmp_path / "runs", check_data=lambda c: None, check_weights=lambda c: None)
+    patches = plan.trials[0].config.mining.patches_per_step
+    units = sum(estimate.CPU_COUNTS)
+    reduced = units_s * estimate.CPU_FULL_PROBE_S / units / (patches / 2)  # seconds per step at 2 patches
+    monkeypatch.setattr(probe, "probe_train", lambda cfg, dev, **kw: 0.1)
+    monkeypatch.setattr(probe, "probe_mine", lambda cfg, dev, **kw: calls.append(kw["patches"]) or (reduced if kw["patches"] == 2 else 0.5))
+    monkeypatch.setattr(probe, "probe_evaluate", lambda cfg, dev, **kw: 0.01)
+    ests = estimate.print_estimate(plan, _console()[0], device="cpu")
+    mine = next(e for e in ests if e.kind == "mine")
+    assert calls == ([2, patches] if again else [2])
+    per_step = 0.5 if again else reduced * patches / 2
+    assert mine.seconds == pytest.approx(per_step * plan.trials[0].config.mining.steps * int(mine.what.split()[1]))
+
+
 def test_plan_estimate_runs_real_probes_and_plain_plan_computes_nothing(tmp_path):
     (tmp_path / "est.yaml").write_text(SWEEP)
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
