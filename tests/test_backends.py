@@ -128,6 +128,26 @@ def test_local_worker_that_dies_fails_its_stage_and_is_replaced():
     assert out["y"].status == "done" and out["z"].status == "done"
 
 
+def test_a_stage_in_a_local_worker_may_start_processes_of_its_own():
+    """A DataLoader with workers (the paper profile's stages ask for 8 CPUs, so data loading gets
+    workers) failed every training and evaluation in the pool: 'daemonic processes are not allowed
+    to have children'."""
+    out = LocalBackend(execute=_with_a_child, cpus=2).run([_task("x"), _task("y")], max_parallel=2, retries=0, on_event=Recorder())
+    assert {k: (o.status, o.error) for k, o in out.items()} == {"x": ("done", None), "y": ("done", None)}
+
+
+def _with_a_child(task, stop):
+    import multiprocessing
+
+    from orchestrator.execute import execute_stage
+
+    child = multiprocessing.get_context("spawn").Process(target=abs, args=(-1,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    return execute_stage(task, stop)
+
+
 def _die_on_x(task, stop):
     import os
 

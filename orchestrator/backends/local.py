@@ -149,7 +149,9 @@ class _Worker:
 
     def __init__(self, ctx: Any, execute: Execute):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, execute), name="famix-local-worker", daemon=True)
+        # not daemonic: a stage starts processes of its own (a DataLoader's workers), which a daemonic
+        # process may not; the pool closes its workers itself, and a worker exits with its driver
+        self.proc = ctx.Process(target=_worker_main, args=(child, execute), name="famix-local-worker", daemon=False)
         self.proc.start()
         child.close()
         self.task: StageTask | None = None
