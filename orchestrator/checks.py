@@ -77,7 +77,7 @@ def check_data(cfg: FamixConfig, generate: bool = True) -> None:
         DataError: one line naming the domain and the missing folder/file (from famix_core.data);
             InputErrors: one such line per unusable domain split, when there are several.
     """
-    from famix_core.data import check_domain
+    from famix_core.data import check_domain, splits_read
     from famix_core.data.synth.benchmark import ensure_synthetic
     from famix_core.domains import resolve_domain
 
@@ -88,13 +88,9 @@ def check_data(cfg: FamixConfig, generate: bool = True) -> None:
         if not generate:
             return
         ensure_synthetic(cfg.data)
-    splits = [(cfg.data.source, "train")]
-    if cfg.train.val_every is not None:  # source validation during training reads the source's val split
-        splits.append((cfg.data.source, "val"))
-    splits += [(col, cfg.eval.split) for col in cfg.eval.domains]
     errors: list[FamixError] = []
     rootless: set[str] = set()  # domains whose root is not found: said once
-    for domain, split in splits:  # every missing root at once, not one per try
+    for domain, split in splits_read(cfg):  # every missing root at once, not one per try
         name = resolve_domain(domain).name
         if name in rootless:
             continue

@@ -405,6 +405,14 @@ def test_data_check_names_the_layout_found(tmp_path, capsys):
     assert out[0].startswith("synthia") and "train 2 pairs (layout 'pre-split (official README)'" in out[0]
     assert "val   2 pairs (layout 'official README')" in out[1]
     assert "val   2 pairs (layout 'pre-split (official README)'; list " in out[2] and "synthia_split_val.txt" in out[2]
+    # validating during training reads the source's val split: checked too (a root without GTA5's 1,000
+    # val images passed here, then `sweep plan --profile paper` refused it)
+    rc = main(["data", "check", f"data.root={tmp_path}", "data.source=synthia", "eval.domains=[B]", "train.val_every=10"])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 0 and [x.split()[:3] for x in out] == [["synthia", "(S)", "train"], ["synthia", "(S)", "val"], ["bdd100k", "(B)", "val"]], out
+    (tmp_path / "synthia" / "RGB" / "val" / "0000003.png").unlink()
+    assert main(["data", "check", f"data.root={tmp_path}", "data.source=synthia", "eval.domains=[B]", "train.val_every=10"]) == 2
+    assert "val   error: " in capsys.readouterr().out.splitlines()[1]
 
 
 def test_a_few_unpaired_files_warn_more_are_an_error(tmp_path, capsys):

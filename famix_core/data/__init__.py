@@ -14,7 +14,7 @@ from famix_core.data.layouts import LAYOUTS, DomainFiles, get_layout, list_pairs
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from famix_core.config import DataConfig
+    from famix_core.config import DataConfig, FamixConfig
     from famix_core.data.datasets import SegmentationDataset
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "list_pairs",
     "source_val_pairs",
     "source_val_dataset",
+    "splits_read",
     "LAYOUTS",
 ]
 
@@ -73,6 +74,15 @@ def inspect_domain(data_cfg: "DataConfig", domain: str, split: str) -> DomainFil
     found = scan_domain(data_cfg, d, split)
     image_size(found.pairs[0][0])  # the first image must at least be readable
     return found
+
+
+def splits_read(cfg: "FamixConfig") -> list[tuple[str, str]]:
+    """The (domain, split) pairs a run of ``cfg`` reads: the source's train split, its val split when
+    ``train.val_every`` validates on it, and every evaluation domain's ``eval.split``."""
+    splits = [(cfg.data.source, "train")]
+    if cfg.train.val_every is not None:
+        splits.append((cfg.data.source, "val"))
+    return splits + [(d, cfg.eval.split) for d in cfg.eval.domains]
 
 
 def check_domain(data_cfg: "DataConfig", domain: str, split: str) -> int:

@@ -3,7 +3,7 @@
 ``famix data synth --out DIR`` writes the synthetic benchmark (all nine domains in
 their real layouts) and ``DIR/contact_sheet.png``. ``famix data check --config
 FILE [key=value ...]`` lists the image/label pairs of the source's train split
-and of every evaluation domain with the folder layout and split list found, or
+(and val split, with ``train.val_every``) and of every evaluation domain with the folder layout and split list found, or
 the one-line problem of each. ``famix data bench
 --config FILE`` times the loaders alone (``famix_core.loaders.bench_loaders``).
 """
@@ -98,12 +98,12 @@ def _synth_captions(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from famix_core.config import load_config
-    from famix_core.data import inspect_domain
+    from famix_core.data import inspect_domain, splits_read
     from famix_core.domains import resolve_domain
     from famix_core.errors import FamixError
 
     cfg = load_config(args.config, args.overrides)
-    jobs = [(cfg.data.source, "train")] + [(d, cfg.eval.split) for d in cfg.eval.domains]
+    jobs = splits_read(cfg)  # the source's val split too where training validates on it
     failed = 0
     for domain, split in jobs:
         d = resolve_domain(domain)
