@@ -98,6 +98,20 @@ def test_fetch_downloads_once_checks_the_sha256_and_leaves_no_partial_file(tmp_p
         assert srv.hits == {f"/clip/{sha}/RN50.pt": 1}  # once: the second call found the cache
         assert sorted(p.name for p in cache.iterdir()) == ["RN50.pt"]
 
+        # a copy in the cache that is not the file its URL names (truncated: copied by hand) is refused
+        # where it is found, at plan time too, rather than by every stage that loads it
+        from famix_core.models.clip import locate_weights
+
+        assert locate_weights("RN50", "openai", str(cache)) == (str(path), None)
+        path.write_bytes(body[:1000])
+        for find in (lambda: fetch_weights("RN50", "openai", str(cache)), lambda: locate_weights("RN50", "openai", str(cache))):
+            with pytest.raises(WeightsError) as e:
+                find()
+            assert str(e.value).startswith(f"model.pretrained=openai: {path} is not the file its URL names (sha256 ")
+            assert str(e.value).endswith(f"a truncated or damaged copy); delete it and `famix sweep run` downloads it again, "
+                                         f"or copy it again from {srv.url(f'/clip/{sha}/RN50.pt')}")  # fmt: skip
+        path.write_bytes(body)
+
         # a file that does not match the sha256 in its URL is refused and nothing is kept
         _point_rn50_openai_at(monkeypatch, srv.url(f"/clip/{'0' * 64}/RN50.pt"))
         other = tmp_path / "other"

@@ -9,12 +9,13 @@ looks for first, so a node never tries the network when the file is there.
 The cache layout is open_clip's own URL cache (``<cache_dir>/<file name of the URL>``, default
 ``~/.cache/clip``), so weights that open_clip downloaded earlier count too, and so do weights it
 fetched from the Hugging Face hub. OpenAI's URLs carry the file's sha256; a download that does not
-match it is refused. Downloads go to a temporary file in the cache and are renamed when complete,
+match it is refused, and so is a cached copy (one put there by hand may be truncated). Downloads go to a temporary file in the cache and are renamed when complete,
 so a killed download never leaves a file that looks finished.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -66,7 +67,7 @@ def cached_file(open_clip_name: str, tag: str, cache_dir: str | None) -> Path | 
     if url:
         p = url_cache_dir(cache_dir) / Path(urlparse(url).path).name
         if p.is_file():
-            return p
+            return _checked(p, url, tag)
     hub = cfg.get("hf_hub", "")
     if hub:
         from huggingface_hub import try_to_load_from_cache  # open_clip's own dependency
@@ -79,6 +80,36 @@ def cached_file(open_clip_name: str, tag: str, cache_dir: str | None) -> Path | 
             if isinstance(hit, str):
                 return Path(hit)
     return None
+
+
+def _checked(path: Path, url: str, tag: str) -> Path:
+    """``path``, a cached download, when it matches the sha256 its URL names (OpenAI's do): a copy
+    made by hand may be truncated or another file, which every stage would otherwise fail on.
+
+    Raises:
+        WeightsError: one line: the file, the two digests, how to replace it.
+    """
+    want = _expected_sha256(url)
+    if want is None:
+        return path
+    st = path.stat()
+    got = _sha256_of(str(path), st.st_mtime_ns, st.st_size)
+    if got != want:
+        raise WeightsError(
+            f"model.pretrained={tag}: {path} is not the file its URL names (sha256 {got[:16]}…, not {want[:16]}…: "
+            f"a truncated or damaged copy); delete it and `famix sweep run` downloads it again, or copy it again from {url}"
+        )
+    return path
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_of(path: str, mtime_ns: int, size: int) -> str:
+    """The file's sha256, once per path, modification time and size (a plan checks many trials)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def unresolvable(host: str) -> str | None:
