@@ -97,6 +97,8 @@ def prepare(
                    check_weights=check_weights or partial(checks.check_weights, fetch=False, announce=False, probe=True))  # fmt: skip
         check_device = None  # said above
         backend_cls.preflight(options)
+        if (why := backend_cls.unreachable()) is not None:  # before the run dir, MLflow's runs, a submission
+            raise SweepError(f"{name} backend: {why}; nothing was made or submitted")
 
     def run_dir_then_data(cfg: Any) -> None:  # called once every trial is validated: nothing is created before
         if writable:
@@ -108,6 +110,8 @@ def prepare(
     plan = build_plan(rs, run_dir, check_data=run_dir_then_data, check_weights=check_weights, check_device=check_device)
     if backend_cls is not None and dry:
         backend_cls.preflight(options)
+        if (why := backend_cls.unreachable()) is not None:  # a plan made away from the cluster is still a plan
+            print(f"note: {name} backend: {why}; `famix sweep run` needs it", file=sys.stderr, flush=True)
     return plan
 
 

@@ -436,6 +436,31 @@ def test_detach_is_refused_without_slurm(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()  # refused before the synthetic benchmark is generated there
 
 
+def test_a_slurm_controller_that_is_down_is_said_before_anything_is_made(tmp_path, capsys, monkeypatch):
+    """`sweep run --backend slurm` with slurmctld down made the run dir and the MLflow store, with 25
+    RUNNING runs that a later `status` ended KILLED, for a sweep that never started. The Slurm
+    commands here answer as they do when the controller is down."""
+    from orchestrator.__main__ import main
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sbatch", "squeue", "sacct", "srun"):
+        (bin_dir / tool).write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho 'Slurmctld(primary) at vm is DOWN'\nexit 1\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    run_dir = tmp_path / "runs"
+    args = ["ablation.yaml", "--backend", "slurm", "--run-dir", str(run_dir), "seeds=[0]"]
+    assert main(["sweep", "run", *args, "--detach"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("famix: error: slurm backend: slurmctld does not answer 'scontrol ping': Slurmctld(primary) at vm is DOWN; "
+                   "nothing was made or submitted")  # fmt: skip
+    assert not run_dir.exists()
+    assert main(["sweep", "plan", *args]) == 0  # a plan made away from the cluster is still a plan
+    assert "note: slurm backend: slurmctld does not answer 'scontrol ping'" in capsys.readouterr().err
+
+
 PTY_SCRIPT = """
 import hashlib, json, sys, time
 from orchestrator import execute, checks

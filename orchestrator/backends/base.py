@@ -74,6 +74,13 @@ class Backend(abc.ABC):
         return cls.default_parallelism
 
     @classmethod
+    def unreachable(cls) -> str | None:
+        """Why the scheduler this backend submits to cannot be used from here (its commands missing,
+        its controller down), else None (default: nothing to reach). ``famix sweep run`` refuses
+        before it makes anything; ``famix sweep plan`` notes it."""
+        return None
+
+    @classmethod
     def preflight(cls, options: dict[str, Any]) -> Any:
         """Plan-time checks of the backend's own settings against what it runs on (default: none).
 

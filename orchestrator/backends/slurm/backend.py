@@ -126,6 +126,11 @@ class SlurmBackend(Backend):
         self._cut_short: set[tuple[str, int, str | None]] = set()  # packs noted as longer than their partition allows
 
     @classmethod
+    def unreachable(cls) -> str | None:
+        """The Slurm commands missing or ``scontrol ping`` not answering UP."""
+        return slurm_available()
+
+    @classmethod
     def remote_workers(cls, options: Mapping[str, Any]) -> bool:
         """Slurm jobs run on compute nodes."""
         return True
