@@ -38,7 +38,8 @@ def register(subparsers: Any) -> None:
         "--explain",
         action="append",
         metavar="KEY",
-        help="print each trial's resolved value of KEY (a leaf or a section, e.g. train) and the layer it came from",
+        help="print each trial's resolved value of KEY (a leaf or a section, e.g. train) and the layer it came from; "
+        "data, weights and train.device are not checked",
     )
     p.set_defaults(func=_plan)
 
@@ -91,7 +92,8 @@ def _plan(args: argparse.Namespace) -> int:
         from orchestrator.backends import get_backend_class
 
         get_backend_class(args.backend)  # an unknown name fails before anything is planned
-    if args.estimate:  # the probes need neither data, weights nor the stages' GPU: a login node can estimate
+    if args.estimate or args.explain:  # neither needs data, weights nor the stages' GPU: a login node can ask, and
+        # --explain is how one debugs the inputs those checks would refuse
         plan = _prepare(args, check_data=lambda cfg: None, check_weights=lambda cfg: None, check_device=lambda cfg: None,
                         dry=True, backend=args.backend)  # fmt: skip
     else:

@@ -143,6 +143,12 @@ def test_plan_explain_prints_value_and_layer(capsys):
     rc = main(["sweep", "plan", str(p), "--run-dir", "out", "--explain", "train.iteratons"])
     err = capsys.readouterr().err
     assert rc == 2 and "--explain train.iteratons: unknown key (did you mean train.iterations?)" in err
+    # the inputs the plan would refuse (no data root, no weights, no GPU) are what --explain helps to debug
+    rc = main(["sweep", "plan", str(p), "--run-dir", "out", "--profile", "paper", "data.root=nowhere", "--explain", "data.root"])
+    out = capsys.readouterr().out
+    assert rc == 0 and ("data.root", "all", str(Path("nowhere").absolute()), "command line") in {
+        tuple(c.strip() for c in line.strip("│┃ ").split("│")) for line in out.splitlines() if "│" in line
+    }, out
 
 
 def _one_line_error(capsys, path: Path) -> str:
