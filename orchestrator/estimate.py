@@ -241,6 +241,7 @@ def print_estimate(plan: "Plan", console: Any, *, device: Any = None) -> list[St
     ests, dev = estimate_plan(plan, device=device, say=say)
     unit = "GPU-hours" if gpu else "CPU-hours"
     total = {"all": 0.0, "run": 0.0}
+    unchecked = 0  # stages given a GPU, timed here on the CPU: not held against their Slurm time
     for kind in STAGE_KINDS:
         ks = [e for e in ests if e.kind == kind]
         if not ks:
@@ -252,9 +253,13 @@ def print_estimate(plan: "Plan", console: Any, *, device: Any = None) -> list[St
         total["run"] += run_h
         say(f"{kind:8s} {len(ks):3d} stages, each up to {_hours(worst.seconds)} ({worst.what}); "
             f"{dev_h:.2f} {unit} in all, {run_h:.2f} still to run")  # fmt: skip
-        over = [e for e in ks if e.seconds > 60 * e.limit_min]
+        over = [e for e in ks if e.seconds > 60 * e.limit_min and (gpu or e.gpus == 0)]
+        unchecked += sum(e.gpus > 0 for e in ks) if not gpu else 0
         if over:
             say(f"warning: {len(over)} {kind} stage(s) need up to {_hours(worst.seconds)}, over their Slurm time of "
                 f"{worst.limit_min} min (set backend.slurm.{kind}.time, or backend.slurm.time)")  # fmt: skip
     say(f"sweep: {total['all']:.2f} {unit} in all, {total['run']:.2f} {unit} still to run (on {dev})")
+    if unchecked:
+        say(f"note: the Slurm time of the {unchecked} stage(s) given a GPU (backend.resources) is not compared with "
+            "these CPU times; `famix sweep plan --estimate` on a GPU node compares it")  # fmt: skip
     return ests

@@ -372,7 +372,7 @@ def test_a_stage_asking_for_more_cpus_than_the_machine_has_gets_one_thread_per_c
         torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize(("have", "note"), [(0, "the CPU"), (1, "its 1 GPU or the CPU, as train.device picks"), (2, None)])
+@pytest.mark.parametrize(("have", "note"), [(0, "the CPU where train.device allows it (cpu, or auto with train.cpu_fallback)"), (1, "its 1 GPU or the CPU, as train.device picks"), (2, None)])
 def test_the_local_backend_says_when_stages_ask_for_more_gpus_than_the_machine_has(monkeypatch, capsys, have, note):
     """`resources.train.gpus: 2` on a machine without a GPU planned and ran without a word (on the CPU, one
     stage at a time), where Ray refuses the sweep at plan time."""

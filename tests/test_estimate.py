@@ -74,9 +74,18 @@ def test_estimate_arithmetic_and_time_warning(tmp_path, monkeypatch):
     assert ev_c.seconds == pytest.approx(per_pixel * h * w * n)
     assert "no GPU on this machine: these are CPU estimates" in out
     assert re.search(r"train\s+24 stages, each up to [\d.]+ h \(40000 iterations \+ 54 source validations of 1000 images\)", out), out
-    assert "warning: 24 train stage(s) need up to" in out and "over their Slurm time of 1440 min" in out
     total = sum(e.seconds for e in ests) / 3600
     assert f"sweep: {total:.2f} CPU-hours in all" in out
+    # the paper's stages are given a GPU: CPU times said they needed 1,560 h of Slurm time (set the time higher)
+    assert "warning:" not in out and "over their Slurm time" not in out
+    assert all(e.gpus > 0 for e in ests) and out.endswith(f"note: the Slurm time of the {len(ests)} stage(s) given a GPU (backend.resources) is not compared with these "
+                        "CPU times; `famix sweep plan --estimate` on a GPU node compares it\n")  # fmt: skip
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "a stand-in GPU")
+    monkeypatch.setattr(probe, "probe_train", lambda cfg, dev, **kw: 3.0)  # 40k iterations: 33 h
+    print_estimate(plan, console, device="cuda")  # timed on a GPU (the probes are stand-ins here): compared
+    assert "warning: 24 train stage(s) need up to" in buf.getvalue() and "over their Slurm time of 1440 min" in buf.getvalue()
 
 
 def test_mining_epochs_multiply_the_mine_estimate(tmp_path, monkeypatch):

@@ -98,7 +98,7 @@ class LocalBackend(Backend):
         have = torch.cuda.device_count()
         over = [f"{kind}.gpus {n:g}" for kind, n in asked.items() if n > have]
         if over:
-            where = "the CPU" if have == 0 else f"its {have} GPU{'s' if have > 1 else ''} or the CPU, as train.device picks"
+            where = "the CPU where train.device allows it (cpu, or auto with train.cpu_fallback)" if have == 0 else f"its {have} GPU{'s' if have > 1 else ''} or the CPU, as train.device picks"
             print(f"note: backend.resources asks for more GPUs than this machine has ({have}): {', '.join(over)}; "
                   f"the local backend runs those stages here, one at a time, on {where}", file=sys.stderr)  # fmt: skip
         return None
