@@ -12,6 +12,7 @@ exactly the names listed here; ``tests/test_config.py`` checks that.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence
@@ -212,6 +213,14 @@ class SynthConfig(_Base):
     val_images: int = Field(16, ge=1, description="images per target domain split")
 
 
+def _folder_path(v: str) -> str:
+    """A path as the shell would have given it (``~`` expanded: ``data.root=~/datasets`` is not a shell
+    word, so the shell leaves it); an empty one, which would read the current folder, is refused."""
+    if not v.strip():
+        raise ValueError("expected a path, got an empty string")
+    return os.path.expanduser(v)
+
+
 class DataConfig(_Base):
     """Where the datasets are and how training batches are made."""
 
@@ -257,10 +266,15 @@ class DataConfig(_Base):
             raise ValueError(f"source must be gta5, synthia or cityscapes, got {v!r}")
         return d.name
 
+    @field_validator("root", "split_file")
+    @classmethod
+    def _path(cls, v: str | None) -> str | None:
+        return None if v is None else _folder_path(v)
+
     @field_validator("roots")
     @classmethod
     def _roots(cls, v: dict[str, str]) -> dict[str, str]:
-        return {resolve_domain(k).name: p for k, p in v.items()}
+        return {resolve_domain(k).name: _folder_path(p) for k, p in v.items()}
 
     @field_validator("synthia_scale")
     @classmethod

@@ -199,6 +199,10 @@ def test_plan_time_check_names_a_missing_root_once(synth_root, tmp_path):
         check_data(cfg)
     assert str(e.value).startswith(f"gta5 train: data root not found: {root / 'gta5'} (expected ")
     assert str(e.value).endswith("; set data.root or data.roots.gta5)")
+    inner = _cfg(str(root / "gta5")).data.model_copy(update={"synthetic": None})  # a dataset's folder given as data.root
+    with pytest.raises(InputErrors) as e:
+        check_data(cfg.model_copy(update={"data": inner}))
+    assert str(e.value).splitlines()[1].endswith(f"; set data.root or data.roots.gta5; data.root is the folder that holds gta5/, here {root})")
     shutil.rmtree(root / "cityscapes")
     with pytest.raises(InputErrors) as e:
         check_data(cfg)

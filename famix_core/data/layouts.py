@@ -334,9 +334,11 @@ def scan_domain(data_cfg: "DataConfig", domain: str | Domain, split: str) -> Dom
     root = data_cfg.root_of(d.name)
     what = f"{d.name} {split}"
     if not root.is_dir():
+        # data.root=/datasets/gta5 looks for /datasets/gta5/gta5: data.root is the folder above the datasets'
+        above = f"; data.root is the folder that holds {d.folder}/, here {root.parent.parent}" if root.parent.name == d.folder else ""
         raise DataError(
             f"{what}: data root not found: {root} (expected {main.image_pattern(split, d.condition)} under it;"
-            f" set data.root or data.roots.{d.name})"
+            f" set data.root or data.roots.{d.name}{above})"
         )
     lay = detect_layout(d, root, split)
     img_dir = lay.image_folder(root, split, d.condition)
