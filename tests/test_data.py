@@ -269,6 +269,15 @@ def test_source_split_file_selects_stems(tmp_path):
     assert "1 stems" in str(e.value) and "00042" in str(e.value) and str(split) in str(e.value)
     with pytest.raises(DataError, match="data.split_file: file not found"):
         check_domain(DataConfig(root=str(tmp_path), split_file=str(tmp_path / "nope.txt")), "gta5", "train")
+    # an empty list said "the split is empty (<root>)" of a folder holding every file: the list is named
+    split.write_text("# no stem yet\n")
+    with pytest.raises(DataError) as e:
+        check_domain(cfg, "gta5", "train")
+    assert str(e.value) == f"data.split_file: {split} lists no file stem (expected one per line)"
+    (tmp_path / "gta5" / "gtav_split_train.txt").write_text("")  # the dataset's own list, beside its folders
+    with pytest.raises(DataError) as e:
+        check_domain(DataConfig(root=str(tmp_path)), "gta5", "train")
+    assert str(e.value) == f"gta5 train: the split is empty ({tmp_path / 'gta5'}; the list {tmp_path / 'gta5' / 'gtav_split_train.txt'} names no file)"
     split.write_bytes(b"00001\n\xff\xfe\n")  # e.g. a UTF-16 or Latin-1 list: one line, not a UnicodeDecodeError
     with pytest.raises(DataError, match=r"split list .*gta5_list.txt is not UTF-8 text \(byte 6\); expected one file name per line"):
         check_domain(cfg, "gta5", "train")

@@ -372,9 +372,14 @@ def scan_domain(data_cfg: "DataConfig", domain: str | Domain, split: str) -> Dom
                 f"{what}: {len(missing)} stems of {split_file} have no image/label pair (first: {missing[0]!r})"
             )
         pairs = [by_stem[s] for s in dict.fromkeys(stems)]
+        if not pairs:
+            raise DataError(f"data.split_file: {split_file} lists no file stem (expected one per line)")
 
     if not pairs:
-        raise DataError(f"{what}: the split is empty ({root})")
+        # a split list that names nothing is said as such: the folder may hold every file
+        empty_list = split in lay.split_lists and split_list is not None and not _read_names(split_list, what)
+        listed = f"; the list {split_list} names no file" if empty_list else ""
+        raise DataError(f"{what}: the split is empty ({root}{listed})")
     return DomainFiles(d.name, split, root, lay, [(i, l) for _, i, l in pairs], split_list, tuple(unpaired))
 
 
