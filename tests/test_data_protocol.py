@@ -182,6 +182,21 @@ def _portrait_and_landscape(root: Path) -> None:
     _mapillary_pair(root, "portrait", port)
 
 
+def test_the_vistas_2_download_is_named_with_its_fix(tmp_path):
+    """Vistas 2.0 keeps the v1.2 labels in validation/v1.2/labels: the missing labels folder says so."""
+    _portrait_and_landscape(tmp_path)
+    val = tmp_path / "mapillary" / "validation"
+    (val / "v1.2").mkdir()
+    (val / "labels").rename(val / "v1.2" / "labels")
+    (val / "v2.0" / "labels").mkdir(parents=True)
+    with pytest.raises(DataError) as e:
+        check_domain(DataConfig(root=str(tmp_path)), "M", "val")
+    assert str(e.value).startswith(f"mapillary val: folder not found: {val / 'labels'} (expected ")
+    assert str(e.value).endswith(f"; this is the Vistas 2.0 download: link {val / 'v1.2' / 'labels'} as {val / 'labels'} (v1.2 labels))")
+    (val / "labels").symlink_to(val / "v1.2" / "labels")  # as docs/data.md says
+    assert check_domain(DataConfig(root=str(tmp_path)), "M", "val") == 2
+
+
 def test_mapillary_items_are_resized_to_the_height_and_centre_cropped(tmp_path):
     _portrait_and_landscape(tmp_path)
     cfg = DataConfig(root=str(tmp_path), mapillary_size=32)

@@ -347,6 +347,8 @@ def scan_domain(data_cfg: "DataConfig", domain: str | Domain, split: str) -> Dom
         if not folder.is_dir():
             others = [v for v in LAYOUT_VARIANTS.get(d.name, ()) if v is not lay]
             alt = "".join(f", or the {v.name} layout: {root}/{v.image_pattern(split, d.condition)}" for v in others)
+            if folder.name == "labels" and (folder.parent / "v1.2" / "labels").is_dir():  # the Vistas 2.0 download
+                alt += f"; this is the Vistas 2.0 download: link {folder.parent / 'v1.2' / 'labels'} as {folder} (v1.2 labels)"
             raise DataError(f"{what}: folder not found: {folder} (expected {root}/{pattern}{alt})")
 
     split_list, unpaired = None, []
