@@ -113,6 +113,7 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
             results = collect_csv(args.csv, units=args.units, domains=info.domains, sweep=info.name)
         else:
             uri = tracking_uri_for(info, args.run_dir, args.tracking_uri)
+            check_store_exists(uri, args)
             results = collect_mlflow(
                 info.name, tracking_uri=uri, experiment=args.experiment or info.experiment, profile=info.profile
             )
@@ -157,6 +158,15 @@ def _has_values(results: Any) -> bool:
     return bool(cols) and not runs.empty and bool(runs[cols].notna().to_numpy().any())
 
 
+def sweep_command(action: str, args: argparse.Namespace) -> str:
+    """``famix sweep <action>`` with the report's sweep, ``--profile``, ``--run-dir`` and overrides: the
+    run its hints point at (written here: ``reports`` may not import the orchestrator's ``plan.arguments``)."""
+    import shlex
+
+    return shlex.join(["famix", "sweep", action, args.sweep, *(["--profile", args.profile] if args.profile else []),
+                       *(["--run-dir", args.run_dir] if args.run_dir != "runs" else []), *args.overrides])  # fmt: skip
+
+
 def check_has_results(results: Any, had_values: bool, args: argparse.Namespace) -> None:
     """Refuse a report without a single value in the columns it shows: its table would be all dashes,
     and would replace the sweep's report of its last finished run. ``had_values``: whether the
@@ -165,8 +175,6 @@ def check_has_results(results: Any, had_values: bool, args: argparse.Namespace) 
     Raises:
         ReportInputError: one line saying why there is nothing to report, and what to run.
     """
-    import shlex
-
     from reports.collect import ReportInputError
 
     if results.runs.empty or _has_values(results):
@@ -176,13 +184,27 @@ def check_has_results(results: Any, had_values: bool, args: argparse.Namespace) 
         raise ReportInputError(f"{results.sweep}: no value for {cols}, the domains asked for ({results.source}); nothing written")
     if args.csv:
         raise ReportInputError(f"{args.csv}: no value in the columns {cols}; nothing written")
-    status = shlex.join(["famix", "sweep", "status", args.sweep, *(["--profile", args.profile] if args.profile else []),
-                         *(["--run-dir", args.run_dir] if args.run_dir != "runs" else []), *args.overrides])  # fmt: skip
+    status = sweep_command("status", args)
     raise ReportInputError(
         f"{results.sweep}: none of the sweep's {len(results.runs)} trial run(s) in MLflow has an mIoU yet (its last run still going, "
         f"or stopped before its evaluations); nothing written. `{status}` names that run's arguments; `famix sweep run` "
         "with them finishes it, or, with the arguments of an earlier run, gives that run's table back from its cached stages"
     )
+
+
+def check_store_exists(uri: str, args: argparse.Namespace) -> None:
+    """An embedded MLflow store that is not there: one line with the run that would make it.
+
+    Raises:
+        ReportInputError: the database's path and the command (with the report's ``--profile``,
+            ``--run-dir`` and overrides: without them it ran another plan).
+    """
+    from reports.collect import ReportInputError
+    from reports.collect.store import sqlite_path
+
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise ReportInputError(f"no MLflow store at {db} (run `{sweep_command('run', args)}` first, or pass --run-dir, --tracking-uri or --csv)")
 
 
 def check_flag_conflicts(args: argparse.Namespace) -> None:

@@ -156,6 +156,11 @@ def test_missing_store_is_one_line(capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "no MLflow store at" in err and "nowhere" in err
     assert not Path("nowhere/mlflow.db").exists()  # never creates an empty store
+    # the run to make it keeps the report's --profile, --run-dir and overrides (without them: another plan)
+    rc = main(["report", "ablation", "--profile", "paper", "--run-dir", "nowhere", "--out", "rep", "train.iterations=5"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.endswith("(run `famix sweep run ablation --profile paper --run-dir nowhere train.iterations=5` first, "
+                                    "or pass --run-dir, --tracking-uri or --csv)"), err  # fmt: skip
 
 
 def _never_opens_a_client(monkeypatch) -> None:

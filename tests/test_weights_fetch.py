@@ -251,6 +251,7 @@ def test_sweep_plan_announces_missing_weights_and_downloads_nothing(tmp_path, mo
         ("RN50", "famix-synth", "model.pretrained: the packaged weights 'famix-synth' exist for famix-tiny, not for backbone RN50"),
         ("famix-tiny", "openai", "model.pretrained: unknown weights 'openai' for backbone famix-tiny (known: none, famix-synth, <path"),
         ("RN50", "{tmp}/missing.pt", "model.pretrained: weights file not found: {tmp}/missing.pt"),
+        ("RN50", "{tmp}", "model.pretrained: {tmp} is a folder; expected a weights file in it (a CLIP or FAMix checkpoint)"),
         ("RN50", "openai", "model.pretrained=openai: RN50 weights are not in {tmp}/cache and famix-weights.invalid does not resolve"),
         # a file that is there but is no weights file: refused from its first bytes, before anything runs
         ("RN50", "{tmp}/garbage.pt", "model.pretrained: {tmp}/garbage.pt is not a torch file (torch.save or TorchScript"),

@@ -283,6 +283,8 @@ def locate_weights(backbone: str, pretrained: str, cache_dir: str | None = None)
         return None, tag
     if looks_like_path(tag):
         local_path = str(Path(tag).expanduser())
+        if Path(local_path).is_dir():
+            raise WeightsError(f"model.pretrained: {local_path} is a folder; expected a weights file in it (a CLIP or FAMix checkpoint)")
         if not Path(local_path).is_file():
             raise WeightsError(f"model.pretrained: weights file not found: {local_path}")
         check_weights_format(local_path)
