@@ -51,6 +51,8 @@ CASES = [
     (GOOD.replace("style.mix: [true, false]", "style.mix: [true, true]"), ["grid.style.mix[1]: duplicate grid point"]),
     (GOOD.replace("[paper, none]", "[paper, nope]"), ["grid.model.freeze[1]", "unknown freeze policy 'nope'"]),
     (GOOD.replace("domains: [C, B]", "domains: [C, X]"), ["domains", "unknown domain 'X'"]),
+    # said of trial 0's eval.domains before, where the file has no such key
+    (GOOD.replace("domains: [C, B]", "domains: [C, B, cityscapes]"), ["sweeps/x.yaml: domains[2]: domain C appears twice (first at [0])"]),
     (GOOD + "base: {model: {backbone: RN5000}}\n", ["base", "model.backbone", "unknown backbone 'RN5000'"]),
     (GOOD + "base: {style: {strategy: magic}}\n", ["unknown style strategy 'magic'"]),
     (GOOD + "base: {mining: {prompt: poem}}\n", ["unknown prompt type 'poem'"]),

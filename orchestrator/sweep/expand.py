@@ -33,11 +33,16 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
     """
     src = rs.source
     validate_tree(rs.base, src, "base", allow_missing=True)  # a ??? the grid gives is checked per trial
+    seen: dict[str, int] = {}
     for i, d in enumerate(rs.domains):
         try:
-            resolve_domain(d)
+            dom = resolve_domain(d)
         except ValueError as e:
             raise SweepError(f"{src}: {rs.domains_from}[{i}]: {e}") from None
+        column = dom.column or dom.name  # C and cityscapes are one column
+        if column in seen:  # said of the list, not of trial 0's eval.domains
+            raise SweepError(f"{src}: {rs.domains_from}[{i}]: domain {column} appears twice (first at [{seen[column]}])")
+        seen[column] = i
 
     # Axes: each is a list of points; a point is (dotted values, labels).
     axes: list[list[tuple[dict[str, Any], dict[str, str]]]] = []
