@@ -130,3 +130,9 @@ LONG_MIOU = "miou"
 
 IGNORED_CSV_COLUMNS: tuple[str, ...] = ("mean", "n")
 """Columns a results CSV may carry that are neither labels nor domains; the tool recomputes the mean."""
+
+COL_DELTA = "delta"
+SOURCE_GAP_COLUMNS: tuple[str, ...] = ("source_val", "mean", "drop", "kept")
+REPORT_COLUMNS: tuple[str, ...] = (COL_DELTA, *(c for c in SOURCE_GAP_COLUMNS if c != "mean"))
+"""Value columns of a report's ``summary.csv`` (Δ vs the baseline row) and ``source.csv`` (source val,
+target mean, drop, kept), beside the label columns: a label column may not share their names."""

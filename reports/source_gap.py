@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from reports.collect import ResultSet
-from reports.schema import METRIC_SOURCE_VAL
+from reports.schema import METRIC_SOURCE_VAL, SOURCE_GAP_COLUMNS
 from reports.tables import CellValue, Table, markdown_cell, md_escape, shown_label, summary_cell
 
 __all__ = ["SourceRow", "fetch_source_values", "source_rows", "render_source_markdown", "source_frame"]
@@ -125,9 +125,9 @@ def source_frame(rows: list[SourceRow], label_columns: list[str]) -> pd.DataFram
     for r in rows:
         rec: dict[str, object] = {c: r.labels[c] for c in label_columns}
         rec["n"] = r.n
-        for name, c in (("source_val", r.source), ("mean", r.mean), ("drop", r.drop), ("kept", r.kept)):
+        for name, c in zip(SOURCE_GAP_COLUMNS, (r.source, r.mean, r.drop, r.kept), strict=True):
             rec[name] = c.mean
             rec[f"{name}_std"] = c.std
         records.append(rec)
-    cols = [*label_columns, "n"] + [f"{k}{s}" for k in ("source_val", "mean", "drop", "kept") for s in ("", "_std")]
+    cols = [*label_columns, "n"] + [f"{k}{s}" for k in SOURCE_GAP_COLUMNS for s in ("", "_std")]
     return pd.DataFrame(records, columns=cols)

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from reports.collect import ReportInputError, ResultSet
+from reports.schema import COL_DELTA
 
 __all__ = [
     "CellValue",
@@ -600,7 +601,7 @@ def summary_frame(table: Table) -> pd.DataFrame:
             rec[f"{col}_mark"] = c.mark or ""
         rec["Mean_partial"] = r.mean.partial
         if table.baseline is not None and r.delta is not None:
-            rec["delta"] = r.delta.mean
-            rec["delta_std"] = r.delta.std
+            rec[COL_DELTA] = r.delta.mean
+            rec[f"{COL_DELTA}_std"] = r.delta.std
         recs.append(rec)
     return pd.DataFrame(recs)

@@ -63,6 +63,15 @@ LABEL_CASES = {
         )
         for c in ("seed", "status", "n", "Mean", "Seed", "trial", "miou", "Mean_std")
     },
+    # summary.csv's Δ overwrote a label column named delta (its labels read 0.0, 5.0); Delta sits beside it
+    **{
+        f"label column {c}": (
+            f"grid: {{style.mix: [false, true]}}\nlabels: {{style.mix: {{column: {c}}}}}\n",
+            f"labels.style.mix.column: a report's summary.csv or source.csv has a column {c!r} of its own (reserved as "
+            "written: delta, source_val, drop, kept; also with _std); choose another name",
+        )
+        for c in ("delta", "source_val", "drop", "kept_std")
+    },
     "zip column seed": (
         "zip: [{column: seed, names: [A, B], values: {style.strategy: [none, famix]}}]\n",
         f"zip[0].column: the results have a column 'seed' of their own {RESERVED}",

@@ -13,7 +13,7 @@ from famix_core.errors import suggest
 from orchestrator.errors import SweepError
 from orchestrator.sweep.load import check_config_key, validate_tree
 from orchestrator.sweep.schema import LabelSpec, ResolvedSweep, Trial, canon_value
-from reports.schema import IGNORED_CSV_COLUMNS, LONG_DOMAIN, LONG_MIOU, RESERVED_COLUMNS
+from reports.schema import IGNORED_CSV_COLUMNS, LONG_DOMAIN, LONG_MIOU, REPORT_COLUMNS, RESERVED_COLUMNS
 
 __all__ = ["trial_id", "expand_trials"]
 
@@ -178,6 +178,9 @@ def _reserved(column: str) -> str | None:
         if column.lower().endswith(suffix) and len(column) > len(suffix):
             stem = column[: -len(suffix)]
     for name in dict.fromkeys((column, stem)):
+        if name in REPORT_COLUMNS:  # as written: a summary's Drop sits beside its drop
+            return (f"a report's summary.csv or source.csv has a column {column!r} of its own (reserved as written: "
+                    f"{', '.join(REPORT_COLUMNS)}; also with _std)")  # fmt: skip
         if name.lower() in RESULT_COLUMNS:
             return f"the results have a column {column!r} of their own (reserved, in any case: {', '.join(RESULT_COLUMNS)}; also with _std, _mark, _partial)"
         try:
