@@ -65,6 +65,25 @@ def file_in_the_way(path: str | os.PathLike[str]) -> Path | None:
     return None if existing.is_dir() else existing
 
 
+def write_denied(folder: str | os.PathLike[str]) -> str | None:
+    """The OS's reason no file can be made in ``folder`` (read-only file system, immutable, permission),
+    else None, leaving nothing behind: an unnamed file (``O_TMPFILE``) where the filesystem has them,
+    else ``access()`` and the mount's read-only flag (NFS, CIFS)."""
+    import errno
+
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is not None:
+        try:
+            os.close(os.open(folder, flag | os.O_WRONLY, 0o600))
+            return None
+        except OSError as e:
+            if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                return e.strerror
+    if os.access(folder, os.W_OK | os.X_OK):
+        return None
+    return "Read-only file system" if os.statvfs(folder).f_flag & os.ST_RDONLY else "Permission denied"
+
+
 def what_blocks(path: Path) -> str:
     """How a message names a path that :func:`nearest_existing` found and that is not a folder:
     ``a file`` or ``a broken symlink``."""

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from famix_core.config import FamixConfig
-from famix_core.io import nearest_existing, what_blocks
+from famix_core.io import nearest_existing, what_blocks, write_denied
 from famix_core.weights import is_packaged, packaged_path
 
 __all__ = ["check_data", "check_weights", "check_device", "check_stage_gpus", "check_run_dir", "check_run_dir_is_folder"]
@@ -33,23 +32,6 @@ def check_run_dir_is_folder(run_dir: str | Path) -> Path:
     return existing
 
 
-def _write_denied(folder: Path) -> str | None:
-    """The OS's reason no file can be made in ``folder`` (read-only file system, immutable, permission),
-    else None, leaving nothing behind: an unnamed file (``O_TMPFILE``) where the filesystem has them."""
-    flag = getattr(os, "O_TMPFILE", None)
-    if flag is not None:
-        try:
-            os.close(os.open(folder, flag | os.O_WRONLY, 0o600))
-            return None
-        except OSError as e:
-            if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-                return e.strerror
-            # a filesystem without unnamed files (EOPNOTSUPP, EISDIR): ask access()
-    if os.access(folder, os.W_OK | os.X_OK):
-        return None
-    return "Read-only file system" if os.statvfs(folder).f_flag & os.ST_RDONLY else "Permission denied"
-
-
 def check_run_dir(run_dir: str | Path, create: bool = True) -> None:
     """The run dir exists (created if needed) and a file can be written in it, before anything else is.
 
@@ -66,7 +48,7 @@ def check_run_dir(run_dir: str | Path, create: bool = True) -> None:
     path = Path(run_dir).absolute()
     existing = check_run_dir_is_folder(path)
     if not create:
-        reason = _write_denied(existing)
+        reason = write_denied(existing)
         if reason is not None:
             where = "" if existing == path else f" on {existing}"
             raise SweepError(f"{path}: the run dir is not writable ({reason}{where}); choose another with --run-dir")

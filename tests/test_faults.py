@@ -267,6 +267,16 @@ def test_unwritable_run_dir_is_one_line_exit_2(capsys, unwritable_dir, command, 
     assert "choose another with --run-dir" in err
 
 
+def test_an_unwritable_folder_of_the_mlflow_database_gives_the_os_reason(unwritable_dir):
+    from reports.collect import ReportInputError, check_tracking_uri
+
+    reason = "Operation not permitted" if os.geteuid() == 0 else "Permission denied"
+    uri = f"sqlite:///{unwritable_dir}/db/mlflow.db"
+    with pytest.raises(ReportInputError) as e:
+        check_tracking_uri(uri, "tracking.uri", write=True)
+    assert str(e.value) == f"tracking.uri {uri}: the database's folder {unwritable_dir} is not writable ({reason})"
+
+
 TRAIN_SWEEP = """\
 name: sig
 base:

@@ -130,16 +130,15 @@ def check_tracking_uri(uri: str, where: str, fix: str | None = None, write: bool
 
 def _sqlite_folder_problem(db: Path) -> str | None:
     """Why the SQLite file ``db`` could not be made (its folder, or the nearest one above that exists)."""
-    import os
-
-    from famix_core.io import nearest_existing, what_blocks
+    from famix_core.io import nearest_existing, what_blocks, write_denied
 
     folder = db.absolute().parent
     existing = nearest_existing(folder)
     if not existing.is_dir():
         return f"{existing} is {what_blocks(existing)}, so the database's folder {folder} cannot be made"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"the database's folder {existing} is not writable"
+    reason = write_denied(existing)
+    if reason is not None:
+        return f"the database's folder {existing} is not writable ({reason})"
     return None
 
 
