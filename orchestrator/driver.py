@@ -97,8 +97,6 @@ def prepare(
                    check_weights=check_weights or partial(checks.check_weights, fetch=False, announce=False, probe=True))  # fmt: skip
         check_device = None  # said above
         backend_cls.preflight(options)
-        if (why := backend_cls.unreachable()) is not None:  # before the run dir, MLflow's runs, a submission
-            raise SweepError(f"{name} backend: {why}; nothing was made or submitted")
 
     def run_dir_then_data(cfg: Any) -> None:  # called once every trial is validated: nothing is created before
         if writable:
@@ -337,6 +335,10 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             csv_path = write_results(results_frame(plan))
             console.print(f"results: {csv_path}  (MLflow: {uri}, experiment {experiment})", highlight=False)
             return SweepResult({}, [], csv_path, cached.get("table", ""), time.perf_counter() - t0)
+        if any(v != "done" for v in status.values()) and (why := backend_cls.unreachable()) is not None:
+            # before MLflow's runs are made RUNNING for jobs that cannot be submitted (a finished sweep
+            # took the fast path above: it needs no scheduler)
+            raise SweepError(f"{backend_name} backend: {why}; nothing was submitted")
         marker.unlink(missing_ok=True)
         stale = plan.store.clean_tmp()
         if stale:

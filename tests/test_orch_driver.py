@@ -436,11 +436,12 @@ def test_detach_is_refused_without_slurm(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()  # refused before the synthetic benchmark is generated there
 
 
-def test_a_slurm_controller_that_is_down_is_said_before_anything_is_made(tmp_path, capsys, monkeypatch):
-    """`sweep run --backend slurm` with slurmctld down made the run dir and the MLflow store, with 25
-    RUNNING runs that a later `status` ended KILLED, for a sweep that never started. The Slurm
-    commands here answer as they do when the controller is down."""
+def test_a_slurm_controller_that_is_down_is_said_before_mlflow_runs_are_made(tmp_path, fake_engine, capsys, monkeypatch):
+    """`sweep run --backend slurm` with slurmctld down made the MLflow store, with 25 RUNNING runs that a
+    later `status` ended KILLED, for a sweep that never started; a finished sweep still gives its table
+    back (it needs no scheduler). The Slurm commands here answer as they do when the controller is down."""
     from orchestrator.__main__ import main
+    from orchestrator.errors import SweepError
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -450,15 +451,18 @@ def test_a_slurm_controller_that_is_down_is_said_before_anything_is_made(tmp_pat
     for f in bin_dir.iterdir():
         f.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    run_dir = tmp_path / "runs"
-    args = ["ablation.yaml", "--backend", "slurm", "--run-dir", str(run_dir), "seeds=[0]"]
-    assert main(["sweep", "run", *args, "--detach"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == ("famix: error: slurm backend: slurmctld does not answer 'scontrol ping': Slurmctld(primary) at vm is DOWN; "
-                   "nothing was made or submitted")  # fmt: skip
-    assert not run_dir.exists()
-    assert main(["sweep", "plan", *args]) == 0  # a plan made away from the cluster is still a plan
+    Path("sweeps").mkdir(exist_ok=True)
+    Path("sweeps/mini.yaml").write_text(SWEEP)
+    plan = prepare("mini", run_dir="runs", check_data=lambda c: None, check_weights=lambda c: None)
+    with pytest.raises(SweepError) as e:
+        run_plan(plan, RunOptions(backend="slurm", detach=True), Console(file=io.StringIO()))
+    assert str(e.value) == "slurm backend: slurmctld does not answer 'scontrol ping': Slurmctld(primary) at vm is DOWN; nothing was submitted"
+    assert not Path("runs/mlflow.db").exists() and fake_engine == []
+    assert main(["sweep", "plan", "mini", "--backend", "slurm"]) == 0  # a plan made away from the cluster is still a plan
     assert "note: slurm backend: slurmctld does not answer 'scontrol ping'" in capsys.readouterr().err
+    _, first, _ = _run()  # finished on this machine
+    again = run_plan(plan, RunOptions(backend="slurm"), Console(file=io.StringIO()))
+    assert first.exit_code == again.exit_code == 0 and again.table == first.table
 
 
 PTY_SCRIPT = """

@@ -76,8 +76,8 @@ class Backend(abc.ABC):
     @classmethod
     def unreachable(cls) -> str | None:
         """Why the scheduler this backend submits to cannot be used from here (its commands missing,
-        its controller down), else None (default: nothing to reach). ``famix sweep run`` refuses
-        before it makes anything; ``famix sweep plan`` notes it."""
+        its controller down), else None (default: nothing to reach). ``famix sweep run`` with stages to
+        run refuses before MLflow's runs are made; ``famix sweep plan`` notes it."""
         return None
 
     @classmethod
