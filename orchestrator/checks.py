@@ -199,7 +199,7 @@ def check_weights(cfg: FamixConfig, fetch: bool = True, announce: bool = True, p
     _, tag = locate_weights(m.backbone, m.pretrained, m.cache_dir)
     if tag is None:
         return  # a file on disk: given, packaged or already in the cache
-    from famix_core.models.download import fetch_weights, print_progress, unreachable_error, url_cache_dir, weights_url
+    from famix_core.models.download import damaged_note, fetch_weights, print_progress, unreachable_error, url_cache_dir, weights_url
 
     def say(line: str) -> None:
         print(f"weights: {line}", file=sys.stderr, flush=True)
@@ -209,7 +209,8 @@ def check_weights(cfg: FamixConfig, fetch: bool = True, announce: bool = True, p
         if probe and (error := unreachable_error(name, tag, m.cache_dir)) is not None:
             raise error
         if announce:
-            say(f"{m.backbone} {tag} is not in {where}: `famix sweep run` downloads it first ({weights_url(name, tag)})")
+            say(f"{m.backbone} {tag} is not in {where}{damaged_note(name, tag, m.cache_dir)}: `famix sweep run` downloads it first "
+                f"({weights_url(name, tag)})")  # fmt: skip
         return
     path = fetch_weights(name, tag, m.cache_dir, progress=print_progress(f"downloading {m.backbone} {tag} into {where}", say))
     say(f"{m.backbone} {tag} saved as {path}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
 import socket
 import threading
 from pathlib import Path
@@ -98,19 +99,22 @@ def test_fetch_downloads_once_checks_the_sha256_and_leaves_no_partial_file(tmp_p
         assert srv.hits == {f"/clip/{sha}/RN50.pt": 1}  # once: the second call found the cache
         assert sorted(p.name for p in cache.iterdir()) == ["RN50.pt"]
 
-        # a copy in the cache that is not the file its URL names (truncated: copied by hand) is refused
-        # where it is found, at plan time too, rather than by every stage that loads it
+        # a copy in the cache that is not the file its URL names (an interrupted download, a copy made by
+        # hand, truncated) counts as absent, as open_clip has it: the plan says so, the download replaces it
         from famix_core.models.clip import locate_weights
+        from famix_core.models.download import damaged_note
 
         assert locate_weights("RN50", "openai", str(cache)) == (str(path), None)
         path.write_bytes(body[:1000])
-        for find in (lambda: fetch_weights("RN50", "openai", str(cache)), lambda: locate_weights("RN50", "openai", str(cache))):
-            with pytest.raises(WeightsError) as e:
-                find()
-            assert str(e.value).startswith(f"model.pretrained=openai: {path} is not the file its URL names (sha256 ")
-            assert str(e.value).endswith(f"a truncated or damaged copy); delete it and `famix sweep run` downloads it again, "
-                                         f"or copy it again from {srv.url(f'/clip/{sha}/RN50.pt')}")  # fmt: skip
-        path.write_bytes(body)
+        assert locate_weights("RN50", "openai", str(cache)) == (None, "openai")  # to download: every stage failed on it
+        assert damaged_note("RN50", "openai", str(cache)) == f" ({path} there is not the file its URL names: truncated or damaged)"
+        assert fetch_weights("RN50", "openai", str(cache)) == path and path.read_bytes() == body
+        assert srv.hits == {f"/clip/{sha}/RN50.pt": 2} and damaged_note("RN50", "openai", str(cache)) == ""
+        path.chmod(0o000)
+        if os.geteuid() != 0:  # root reads it anyway
+            with pytest.raises(WeightsError, match=rf"^model.pretrained: cannot read {path} \(Permission denied\)$"):
+                locate_weights("RN50", "openai", str(cache))
+        path.chmod(0o644)
 
         # a file that does not match the sha256 in its URL is refused and nothing is kept
         _point_rn50_openai_at(monkeypatch, srv.url(f"/clip/{'0' * 64}/RN50.pt"))
@@ -143,6 +147,16 @@ def test_offline_machine_gets_one_line_naming_the_file_and_where_to_put_it(tmp_p
     with pytest.raises(WeightsError, match="famix-weights.invalid does not resolve: this machine is offline") as e:
         fetch_weights("RN50", "openai", None)
     assert f"into {home / '.cache' / 'clip'} on a machine with internet" in str(e.value)  # open_clip's default cache
+
+    # offline, with a damaged copy in the cache: the line says the copy there is not the file
+    from famix_core.models.clip import locate_weights
+
+    _point_rn50_openai_at(monkeypatch, f"http://famix-weights.invalid/clip/{'0' * 64}/RN50.pt")
+    (tmp_path / "cache" / "RN50.pt").write_bytes(b"half a file")
+    with pytest.raises(WeightsError) as e:
+        locate_weights("RN50", "openai", str(tmp_path / "cache"))
+    assert str(e.value).startswith(f"model.pretrained=openai: RN50 weights are not in {tmp_path / 'cache'} ({tmp_path / 'cache' / 'RN50.pt'} "
+                                   "there is not the file its URL names: truncated or damaged) and famix-weights.invalid does not resolve")  # fmt: skip
 
 
 def test_create_clip_loads_the_fetched_file_from_disk_without_the_network(tmp_path, monkeypatch, home):

@@ -9,7 +9,8 @@ looks for first, so a node never tries the network when the file is there.
 The cache layout is open_clip's own URL cache (``<cache_dir>/<file name of the URL>``, default
 ``~/.cache/clip``), so weights that open_clip downloaded earlier count too, and so do weights it
 fetched from the Hugging Face hub. OpenAI's URLs carry the file's sha256; a download that does not
-match it is refused, and so is a cached copy (one put there by hand may be truncated). Downloads go to a temporary file in the cache and are renamed when complete,
+match it is refused, and a cached copy that does not counts as absent (an interrupted download or a
+copy made by hand may be truncated): the next download replaces it. Downloads go to a temporary file in the cache and are renamed when complete,
 so a killed download never leaves a file that looks finished.
 """
 
@@ -29,7 +30,7 @@ from urllib.parse import urlparse
 
 from famix_core.errors import WeightsError
 
-__all__ = ["weights_url", "url_cache_dir", "cached_file", "unresolvable", "unreachable_error", "fetch_weights", "print_progress"]
+__all__ = ["weights_url", "url_cache_dir", "cached_file", "damaged_copy", "damaged_note", "unresolvable", "unreachable_error", "fetch_weights", "print_progress"]
 
 ProgressFn = Callable[[int, int | None], None]
 """``progress(bytes_done, bytes_total or None)``, called as a download goes."""
@@ -66,8 +67,8 @@ def cached_file(open_clip_name: str, tag: str, cache_dir: str | None) -> Path | 
     url = cfg.get("url", "")
     if url:
         p = url_cache_dir(cache_dir) / Path(urlparse(url).path).name
-        if p.is_file():
-            return _checked(p, url, tag)
+        if p.is_file() and _matches(p, url):  # a damaged copy counts as absent: a download replaces it
+            return p
     hub = cfg.get("hf_hub", "")
     if hub:
         from huggingface_hub import try_to_load_from_cache  # open_clip's own dependency
@@ -82,24 +83,30 @@ def cached_file(open_clip_name: str, tag: str, cache_dir: str | None) -> Path | 
     return None
 
 
-def _checked(path: Path, url: str, tag: str) -> Path:
-    """``path``, a cached download, when it matches the sha256 its URL names (OpenAI's do): a copy
-    made by hand may be truncated or another file, which every stage would otherwise fail on.
+def damaged_copy(open_clip_name: str, tag: str, cache_dir: str | None) -> Path | None:
+    """The tag's download in the cache when it is not the file its URL names (sha256): truncated (an
+    interrupted download, a copy made by hand) or another file; else None. It counts as absent."""
+    url = _pretrained_cfg(open_clip_name, tag).get("url", "")
+    if not url:
+        return None
+    p = url_cache_dir(cache_dir) / Path(urlparse(url).path).name
+    return p if p.is_file() and not _matches(p, url) else None
+
+
+def _matches(path: Path, url: str) -> bool:
+    """Whether ``path`` has the sha256 its URL names (OpenAI's URLs do; True for a URL without one).
 
     Raises:
-        WeightsError: one line: the file, the two digests, how to replace it.
+        WeightsError: the file cannot be read.
     """
     want = _expected_sha256(url)
     if want is None:
-        return path
-    st = path.stat()
-    got = _sha256_of(str(path), st.st_mtime_ns, st.st_size)
-    if got != want:
-        raise WeightsError(
-            f"model.pretrained={tag}: {path} is not the file its URL names (sha256 {got[:16]}…, not {want[:16]}…: "
-            f"a truncated or damaged copy); delete it and `famix sweep run` downloads it again, or copy it again from {url}"
-        )
-    return path
+        return True
+    try:
+        st = path.stat()
+        return _sha256_of(str(path), st.st_mtime_ns, st.st_size) == want
+    except OSError as e:
+        raise WeightsError(f"model.pretrained: cannot read {path} ({e.strerror})") from None
 
 
 @functools.lru_cache(maxsize=16)
@@ -135,8 +142,15 @@ def offline_error(backbone: str, open_clip_name: str, tag: str, cache_dir: str |
     where = url_cache_dir(cache_dir) if url else cache_dir or "the Hugging Face cache (~/.cache/huggingface)"
     fix = _by_hand(url, Path(where)) if url else "pass model.pretrained=<path to the file>"
     return WeightsError(
-        f"model.pretrained={tag}: {backbone} weights are not in {where} and {host} does not resolve: this machine is offline; {fix}"
+        f"model.pretrained={tag}: {backbone} weights are not in {where}{damaged_note(open_clip_name, tag, cache_dir)} "
+        f"and {host} does not resolve: this machine is offline; {fix}"
     )
+
+
+def damaged_note(open_clip_name: str, tag: str, cache_dir: str | None) -> str:
+    """`` (<file> there is not the file its URL names: …)`` where the cache holds a damaged copy, else ``""``."""
+    bad = damaged_copy(open_clip_name, tag, cache_dir)
+    return f" ({bad} there is not the file its URL names: truncated or damaged)" if bad is not None else ""
 
 
 def _by_hand(url: str, folder: Path) -> str:
