@@ -266,15 +266,27 @@ class DataConfig(_Base):
             raise ValueError(f"source must be gta5, synthia or cityscapes, got {v!r}")
         return d.name
 
-    @field_validator("root", "split_file")
+    @field_validator("root")
     @classmethod
-    def _path(cls, v: str | None) -> str | None:
-        return None if v is None else _folder_path(v)
+    def _root(cls, v: str) -> str:
+        return _folder_path(v)
+
+    @field_validator("split_file")
+    @classmethod
+    def _split_file(cls, v: str | None) -> str | None:
+        return None if v is None or not v.strip() else _folder_path(v)  # data.split_file= clears a profile's list
 
     @field_validator("roots")
     @classmethod
     def _roots(cls, v: dict[str, str]) -> dict[str, str]:
-        return {resolve_domain(k).name: _folder_path(p) for k, p in v.items()}
+        out = {}
+        for k, p in v.items():
+            name = resolve_domain(k).name
+            try:
+                out[name] = _folder_path(p)
+            except ValueError as e:  # which domain's root
+                raise ValueError(f"{k}: {e}") from None
+        return out
 
     @field_validator("synthia_scale")
     @classmethod

@@ -60,7 +60,7 @@ def test_domains_resolve_by_name_or_column():
         (["train.device=cuda:x"], "train.device: unknown device 'cuda:x'"),
         (["model.pretrained="], "model.pretrained: empty: expected none, famix-synth, openai or a path"),
         (["data.root="], "command line: data.root: expected a path, got an empty string"),  # it read the current folder
-        (["data.roots.C= "], "command line: data.roots: expected a path, got an empty string"),
+        (["data.roots.C= "], "command line: data.roots: C: expected a path, got an empty string"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path, overrides, needle):
@@ -78,6 +78,7 @@ def test_data_paths_expand_the_home_folder(monkeypatch):
     monkeypatch.setenv("HOME", "/home/r")
     cfg = load_config(None, ["data.root=~/datasets", "data.roots.C=~/cs", "data.split_file=~/stems.txt"])
     assert (cfg.data.root, cfg.data.roots, cfg.data.split_file) == ("/home/r/datasets", {"cityscapes": "/home/r/cs"}, "/home/r/stems.txt")
+    assert load_config(None, ["data.split_file=~/stems.txt", "data.split_file="]).data.split_file is None  # empty: no list
 
 
 def test_a_bad_file_is_named_even_with_overrides_and_a_bad_override_is_the_command_lines(tmp_path):
