@@ -258,6 +258,15 @@ def _missing_items(tree: Any, at: tuple[str, ...] = ()) -> list[tuple[str, ...]]
     return found
 
 
+def _key_of(item: tuple[str, ...]) -> tuple[str, ...]:
+    """The mapping keys of a list item's path: ``train.val_crop`` of ``(train, val_crop, 0)`` (and of a
+    nested list's ``(…, 1, 0)``)."""
+    n = len(item)
+    while n and item[n - 1].isdigit():
+        n -= 1
+    return item[:n]
+
+
 def _without(tree: dict[str, Any], paths: Sequence[tuple[str, ...]]) -> dict[str, Any]:
     """``tree`` less the keys at ``paths`` (the mappings on their way are copied)."""
     out = dict(tree)
@@ -508,11 +517,7 @@ def validate(
     missing = [".".join(p) for p in paths]
     keys = list(valid_keys or [])
     where = lambda key: ".".join(x for x in (prefix, key) if x)  # noqa: E731
-    for path in _missing_items(tree):  # ["???", 64]: a list is one value, given whole
-        raise ConfigError(
-            f"{source}: {where('.'.join(path))}: ??? stands for a whole value, not an item of a list; "
-            f"write {path[-2]}: ??? and give the whole list"
-        )
+    items = _missing_items(tree)  # ["???", 64]: a list is one value, given whole (after the key's own check)
     for key in missing if keys else ():  # a section's keys would fall back to the engine's defaults, not the layers'
         if _is_section(key, keys):
             below = next(k for k in keys if k.startswith(key + "."))
@@ -522,14 +527,18 @@ def validate(
     except ValidationError as e:
         # an error at a ??? key (a required one left out) or at a section above one (a rule across
         # its keys, checked without the value to give) is the ???'s: it waits for that value
-        own = [x for x in e.errors() if not any(_at_or_above(x["loc"], p) for p in paths)]
+        own = [x for x in e.errors() if not any(_at_or_above(x["loc"], p) for p in [*paths, *items])]
         if own:
             raise ConfigError(format_error(e, source, prefix, valid_keys, names, errors=own)) from None
         model = None
-    mappings = [k for k in keys if not _is_section(k, keys)] if missing else []  # leaves that may hold mappings (data.roots)
-    for key in missing if keys else ():
+    mappings = [k for k in keys if not _is_section(k, keys)] if missing or items else []  # leaves that may hold mappings (data.roots)
+    held = [".".join(_key_of(p)) for p in items]  # the keys whose lists hold a ???
+    for key in [*missing, *held] if keys else ():
         if key not in keys and not any(key.startswith(k + ".") for k in mappings):
             raise ConfigError(f"{source}: {where(key)}: unknown key{suggest(key, keys)}")
+    for path, key in zip(items, held):
+        raise ConfigError(f"{source}: {where('.'.join(path))}: ??? stands for a whole value, not an item of a list; "
+                          f"write {key}: ??? and give the whole list")  # fmt: skip
     if missing and not allow_missing:  # each of them, as all must be given
         it = "it" if len(missing) == 1 else "them"
         how = f"give {it} on the command line: {' '.join(k + '=…' for k in missing)}" if overridable else "write the value in its place"

@@ -230,7 +230,10 @@ def test_a_value_still_to_give_must_be_given(tmp_path):
     path.write_text("train:\n  val_crop: ['???', 64]\n")  # a list is one value: pydantic read '???' as an integer
     with pytest.raises(ConfigError) as e:
         load_config(path)
-    assert str(e.value) == f"{path}: train.val_crop.0: ??? stands for a whole value, not an item of a list; write val_crop: ??? and give the whole list"
+    assert str(e.value) == f"{path}: train.val_crop.0: ??? stands for a whole value, not an item of a list; write train.val_crop: ??? and give the whole list"
+    path.write_text("train:\n  val_crp: ['???', 64]\n")  # a misspelt key holding it is named as one first
+    with pytest.raises(ConfigError, match=r"c.yaml: train.val_crp: unknown key \(did you mean train.val_crop\?\)$"):
+        load_config(path)
     path.write_text("train:\n  val_crop: ???\n")
     assert load_config(path, ["train.val_crop=[32,64]"]).train.val_crop == (32, 64)
 
