@@ -82,6 +82,18 @@ def test_non_numeric_value_named(capsys):
     assert "column 'M', line 4" in err and "'abc'" in err
 
 
+@pytest.mark.parametrize("column", ["delta", "kept_std"])
+def test_a_label_column_a_report_summary_writes_over_is_refused(capsys, column):
+    """A label column named delta read fine, then summary.csv wrote the Δ values over its labels."""
+    frame = pd.DataFrame({column: ["no", "yes"], "C": [10.0, 15.0]})
+    err = _cli_error(["report", "x", "--csv", str(_write(frame)), "--domains", "C", "--baseline", "1", "--out", "o"], capsys)
+    assert err == (f"famix: error: res.csv: column {column!r}: a report's summary.csv or source.csv has a column of that name "
+                   "(delta, source_val, drop, kept, as written); rename this label column")  # fmt: skip
+    frame = pd.DataFrame({"Delta": ["no", "yes"], "C": [10.0, 15.0]})  # as written: Delta sits beside delta
+    assert main(["report", "x", "--csv", str(_write(frame)), "--domains", "C", "--baseline", "1", "--out", "o"]) == 0
+    assert pd.read_csv("o/summary.csv")["Delta"].tolist() == ["no", "yes"]
+
+
 @pytest.mark.parametrize("seed", ["abc", "1.5"])
 def test_a_seed_that_is_not_an_integer_is_named_not_read_as_no_seed(capsys, seed):
     frame = pd.DataFrame({"m": ["a", "a", "b"], "seed": ["0", seed, ""], "C": [10.0, 12.0, 20.0]})

@@ -178,7 +178,7 @@ def _reserved(column: str) -> str | None:
         if column.lower().endswith(suffix) and len(column) > len(suffix):
             stem = column[: -len(suffix)]
     for name in dict.fromkeys((column, stem)):
-        if name in REPORT_COLUMNS:  # as written: a summary's Drop sits beside its drop
+        if name in REPORT_COLUMNS and (name == column or column.endswith("_std")):  # as written: Drop sits beside drop
             return (f"a report's summary.csv or source.csv has a column {column!r} of its own (reserved as written: "
                     f"{', '.join(REPORT_COLUMNS)}; also with _std)")  # fmt: skip
         if name.lower() in RESULT_COLUMNS:

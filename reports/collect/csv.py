@@ -21,6 +21,7 @@ from reports.schema import (
     IGNORED_CSV_COLUMNS,
     LONG_DOMAIN,
     LONG_MIOU,
+    REPORT_COLUMNS,
     RESERVED_COLUMNS,
 )
 
@@ -131,6 +132,11 @@ def collect_csv(
         for r in (COL_SEED, COL_STATUS, COL_TRIAL):
             if r in lower:
                 wide[r] = raw[lower[r]].astype(str).str.strip()
+
+    for c in label_cols:  # summary.csv / source.csv would write their values over such a label column
+        if c in REPORT_COLUMNS or (c.endswith("_std") and c[: -len("_std")] in REPORT_COLUMNS):
+            raise ReportInputError(f"{where}: column {c!r}: a report's summary.csv or source.csv has a column of that name "
+                                   f"({', '.join(REPORT_COLUMNS)}, as written); rename this label column")  # fmt: skip
 
     expected = list(domains) if domains else list(DEFAULT_TARGETS)
     expected = [domain_column(d) or d for d in expected]
