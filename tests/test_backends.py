@@ -136,6 +136,33 @@ def test_a_stage_in_a_local_worker_may_start_processes_of_its_own():
     assert {k: (o.status, o.error) for k, o in out.items()} == {"x": ("done", None), "y": ("done", None)}
 
 
+def test_a_ctrl_c_while_the_workers_close_kills_the_rest():
+    """The workers are not daemonic: a second Ctrl-C that cut their closing short would leave the
+    interpreter's exit waiting for them."""
+    from orchestrator.backends.local import _Pool
+    from orchestrator.execute import execute_stage
+    from orchestrator.backends.dag import DagScheduler
+
+    pool = _Pool(execute_stage, 2, 2, 5.0)
+    first, second = pool._idle(), pool._idle()
+    first.task = second.task = _task("busy")  # busy: close() waits for them
+
+    def interrupted(timeout_s=10.0):
+        raise KeyboardInterrupt
+
+    first.close = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pool.run(DagScheduler([], 0, Recorder()))
+        for w in (first, second):
+            w.proc.join(10)
+            assert not w.proc.is_alive()
+        assert pool.workers == []
+    finally:  # a failure here must not leave pytest's own exit waiting for them
+        for w in (first, second):
+            w.proc.kill()
+
+
 def _with_a_child(task, stop):
     import multiprocessing
 

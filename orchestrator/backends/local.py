@@ -243,9 +243,16 @@ class _Pool:
             dag.cancel_rest()
             raise
         finally:
-            for w in self.workers:
-                w.close()
-            self.workers = []
+            try:
+                for w in self.workers:
+                    w.close()
+            except KeyboardInterrupt:  # a further Ctrl-C while waiting: the workers are not daemonic, so
+                for w in self.workers:  # the interpreter's exit would wait for them; kill what is left
+                    if w.proc.is_alive():
+                        w.proc.kill()
+                raise
+            finally:
+                self.workers = []
         return dag.outcomes
 
     def _stop_overdue(self) -> None:
