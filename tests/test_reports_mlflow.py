@@ -239,6 +239,9 @@ def test_latest_run_of_a_trial_wins(store):
         with pytest.raises(ReportInputError, match=r"no MLflow experiment 'nope' at .* \(no sweep has run with that experiment in this store: "
                                                    r"check --experiment, --tracking-uri and --run-dir\)$"):
             collect_mlflow("rerun", tracking_uri=uri, experiment="nope", reader=reader)
+    from reports.collect.sqlite import not_run_here
+
+    assert not_run_here("postgresql://db.lab/mlflow").endswith("check --experiment and --tracking-uri)")  # no --run-dir: a database
 
 
 def test_trials_with_the_same_labels_and_seed_are_kept(store):

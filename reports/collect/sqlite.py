@@ -13,14 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from reports.collect.resultset import ReportInputError
-from reports.collect.store import DAMAGED_STORE_FIX
+from reports.collect.store import DAMAGED_STORE_FIX, sqlite_path, sqlite_uri
 from reports.schema import METRIC_MIOU_PREFIX, ROLE_TRIAL, TAG_LABEL_PREFIX, TAG_ROLE, TAG_SWEEP, TRIAL_TAGS_READ
 
 __all__ = ["SchemaMismatch", "read_trial_runs", "not_run_here"]
 
+
 def not_run_here(uri: str) -> str:
-    """What a missing experiment's message adds: where else to look (``--run-dir`` places a local store only)."""
-    server = uri.startswith(("http://", "https://", "databricks"))
+    """What a missing experiment's message adds: where else to look (``--run-dir`` places an embedded
+    SQLite store only, not a server's nor a database's)."""
+    server = sqlite_path(uri) is None
     options = "--experiment and --tracking-uri" if server else "--experiment, --tracking-uri and --run-dir"
     return f" (no sweep has run with that experiment in this store: check {options})"
 
@@ -56,7 +58,7 @@ def read_trial_runs(db: Path, sweep: str, experiment: str | None) -> tuple[list[
         if row is not None:
             exp_ids, where = [row[0]], f"experiment {exp_name!r}"
         elif experiment is not None:
-            raise ReportInputError(f"no MLflow experiment {experiment!r} at sqlite:///{db}{not_run_here(str(db))}")
+            raise ReportInputError(f"no MLflow experiment {experiment!r} at sqlite:///{db}{not_run_here(sqlite_uri(db))}")
         else:
             exp_ids = [r[0] for r in con.execute("SELECT experiment_id FROM experiments WHERE lifecycle_stage = 'active'")]
             where = "any experiment"
