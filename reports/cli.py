@@ -113,10 +113,8 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
             results = collect_csv(args.csv, units=args.units, domains=info.domains, sweep=info.name)
         else:
             uri = tracking_uri_for(info, args.run_dir, args.tracking_uri)
-            check_store_exists(uri, args)
-            results = collect_mlflow(
-                info.name, tracking_uri=uri, experiment=args.experiment or info.experiment, profile=info.profile
-            )
+            results = collect_mlflow(info.name, tracking_uri=uri, experiment=args.experiment or info.experiment,
+                                     profile=info.profile, make_it=sweep_command("run", args))  # fmt: skip
             note = plan_coverage_note(results, info)
             if note:
                 results.notes.append(note)
@@ -190,21 +188,6 @@ def check_has_results(results: Any, had_values: bool, args: argparse.Namespace) 
         f"or stopped before its evaluations); nothing written. `{status}` names that run's arguments; `famix sweep run` "
         "with them finishes it, or, with the arguments of an earlier run, gives that run's table back from its cached stages"
     )
-
-
-def check_store_exists(uri: str, args: argparse.Namespace) -> None:
-    """An embedded MLflow store that is not there: one line with the run that would make it.
-
-    Raises:
-        ReportInputError: the database's path and the command (with the report's ``--profile``,
-            ``--run-dir`` and overrides: without them it ran another plan).
-    """
-    from reports.collect import ReportInputError
-    from reports.collect.store import sqlite_path
-
-    db = sqlite_path(uri)
-    if db is not None and not db.is_file():
-        raise ReportInputError(f"no MLflow store at {db} (run `{sweep_command('run', args)}` first, or pass --run-dir, --tracking-uri or --csv)")
 
 
 def check_flag_conflicts(args: argparse.Namespace) -> None:

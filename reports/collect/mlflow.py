@@ -54,6 +54,7 @@ def collect_mlflow(
     experiment: str | None = None,
     reader: str = "auto",
     profile: str | None = None,
+    make_it: str | None = None,
 ) -> ResultSet:
     """Read every trial run of a sweep from MLflow in one query into a :class:`ResultSet`.
 
@@ -75,6 +76,8 @@ def collect_mlflow(
         reader: ``auto`` | ``client`` | ``sqlite``.
         profile: keep only trials run under this sweep profile (``famix.profile`` tag), so a
             smoke run and a paper run in one run directory never share a table; ``None``: all.
+        make_it: the command that makes a missing SQLite store, for its message (default:
+            ``famix sweep run <sweep>``; ``famix report`` gives its own arguments).
 
     Returns:
         ResultSet in grid order (``famix.trial_index``), domains from ``famix.domains``.
@@ -87,7 +90,7 @@ def collect_mlflow(
     db = sqlite_path(tracking_uri)
     if db is not None and not db.is_file():
         raise ReportInputError(
-            f"no MLflow store at {db} (run `famix sweep run {sweep}` first, or pass --run-dir, --tracking-uri or --csv)"
+            f"no MLflow store at {db} (run `{make_it or f'famix sweep run {sweep}'}` first, or pass --run-dir, --tracking-uri or --csv)"
         )
     if "'" in sweep:
         raise ReportInputError(f"sweep name {sweep!r}: quotes are not allowed")
