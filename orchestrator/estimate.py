@@ -260,6 +260,6 @@ def print_estimate(plan: "Plan", console: Any, *, device: Any = None) -> list[St
                 f"{worst.limit_min} min (set backend.slurm.{kind}.time, or backend.slurm.time)")  # fmt: skip
     say(f"sweep: {total['all']:.2f} {unit} in all, {total['run']:.2f} {unit} still to run (on {dev})")
     if unchecked:
-        say(f"note: the Slurm time of the {unchecked} stage(s) given a GPU (backend.resources) is not compared with "
+        say(f"note: the Slurm time of the {unchecked} stage(s) given a GPU (backend.resources or backend.slurm) is not compared with "
             "these CPU times; `famix sweep plan --estimate` on a GPU node compares it")  # fmt: skip
     return ests

@@ -78,7 +78,7 @@ def test_estimate_arithmetic_and_time_warning(tmp_path, monkeypatch):
     assert f"sweep: {total:.2f} CPU-hours in all" in out
     # the paper's stages are given a GPU: CPU times said they needed 1,560 h of Slurm time (set the time higher)
     assert "warning:" not in out and "over their Slurm time" not in out
-    assert all(e.gpus > 0 for e in ests) and out.endswith(f"note: the Slurm time of the {len(ests)} stage(s) given a GPU (backend.resources) is not compared with these "
+    assert all(e.gpus > 0 for e in ests) and out.endswith(f"note: the Slurm time of the {len(ests)} stage(s) given a GPU (backend.resources or backend.slurm) is not compared with these "
                         "CPU times; `famix sweep plan --estimate` on a GPU node compares it\n")  # fmt: skip
     import torch
 
