@@ -10,8 +10,9 @@ The cache layout is open_clip's own URL cache (``<cache_dir>/<file name of the U
 ``~/.cache/clip``), so weights that open_clip downloaded earlier count too, and so do weights it
 fetched from the Hugging Face hub. OpenAI's URLs carry the file's sha256; a download that does not
 match it is refused, and a cached copy that does not counts as absent (an interrupted download or a
-copy made by hand may be truncated): the next download replaces it. Downloads go to a temporary file in the cache and are renamed when complete,
-so a killed download never leaves a file that looks finished.
+copy made by hand may be truncated): the next download replaces it. Downloads go to a temporary
+file in the cache and are renamed when complete, so a killed download never leaves a file that
+looks finished.
 """
 
 from __future__ import annotations
