@@ -84,6 +84,7 @@ def figure(width: str, height: float) -> Iterator:
         "ytick.labelsize": size - 0.5,
         "legend.fontsize": size - 0.5,
         "pdf.fonttype": 42,  # TrueType in the PDF: editable, searchable text
+        "text.parse_math": False,  # a label's $x$ is shown as written, as the tables show it
         "axes.spines.top": False,
         "axes.spines.right": False,
     }
@@ -224,7 +225,7 @@ def plot_delta_heatmap(
                 v = grid.mean[r, j]
                 if r == grid.baseline:
                     continue
-                text = "–" if np.isnan(v) else f"{v:+.{decimals}f}"
+                text = "–" if np.isnan(v) else f"{v:+.{decimals}f}".replace("-", "−")  # a minus, as the colour bar's
                 if seeded and np.isfinite(grid.std[r, j]):
                     text += f"\n±{grid.std[r, j]:.{decimals}f}"
                 dark = np.isfinite(v) and abs(v) > 0.55 * lim

@@ -252,6 +252,8 @@ def _is_report_readme(path: Path) -> bool:
 
 def _readme(title: str, markdown: str, figures: list[Path], out_dir: Path, notes: list[str], source: str,
             source_markdown: str | None = None) -> str:
+    from reports.tables import LATEX_PACKAGES
+
     lines = [f"{REPORT_HEADING}{title}", "", f"Source: `{source}`", "", markdown.rstrip(), ""]
     lines += [f"- {n}" for n in notes]
     if source_markdown:

@@ -220,6 +220,7 @@ def _paired_deltas(rows: list[TableRow], runs: pd.DataFrame, codes: np.ndarray, 
     for row, pairs in zip(rows, _pair_differences(runs, codes, vals, base)):
         ds = [float(d[~np.isnan(d)].mean()) for d in pairs if (~np.isnan(d)).any()]
         row.delta = summary_cell(ds, signed=True)
+        row.delta.partial = any(np.isnan(d).any() for d in pairs) and row.delta.mean is not None  # fewer domains
 
 
 def delta_grid(results: ResultSet, baseline: int = 0) -> DeltaGrid:
@@ -400,6 +401,7 @@ class _Style:
     label: Callable[[str], str]
     text: Callable[[str], str]
     std: Callable[[str], str] | None = None  # how "± std" follows the mean (default: pm + std)
+    minus: str = "-"  # a negative value's sign (LaTeX: a minus, not a hyphen)
 
 
 def md_escape(s: str) -> str:
@@ -424,6 +426,25 @@ _LATEX_SPECIAL = {
     "†": r"$^\dagger$",
     "✓": r"$\checkmark$",
     "✗": r"$\times$",
+    "|": r"\textbar{}",  # OT1, LaTeX's default font encoding, prints these as — ¡ ¿
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "−": "$-$",
+    "×": r"$\times$",
+    "·": r"$\cdot$",
+    "°": r"$^\circ$",
+    "→": r"$\rightarrow$",
+    "←": r"$\leftarrow$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "≠": r"$\neq$",
+    "≈": r"$\approx$",
+    "∞": r"$\infty$",
+    **{chr(0x3B1 + i): (rf"$\{name}$" if len(name) > 1 else name) for i, name in enumerate(
+        "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi o pi rho varsigma sigma tau upsilon "
+        "phi chi psi omega".split())},  # Greek letters were a LaTeX error (omicron is a Latin o there)
+    **{chr(0x391 + i): (rf"$\{name}$" if name[0].isupper() else name) for i, name in enumerate(
+        "A B Gamma Delta E Z H Theta I K Lambda M N Xi O Pi P _ Sigma T Upsilon Phi X Psi Omega".split()) if name != "_"},
 }
 
 
@@ -456,6 +477,7 @@ _LATEX = _Style(
     note=lambda ns: "$^{" + ",".join(str(n) for n in ns) + "}$",
     label=_tex_label,
     text=_tex_escape,
+    minus="$-$",
 )
 
 
@@ -467,6 +489,8 @@ def _fmt_cell(c: CellValue, st: _Style) -> str:
     if c.mean is None:
         return st.dash + (st.note(c.notes) if c.notes else "")
     value = fmt2(c.mean, signed=c.signed)
+    if value.startswith("-"):
+        value = st.minus + value[1:]
     if c.std is not None:
         value += st.std(fmt2(c.std)) if st.std is not None else f"{st.pm}{fmt2(c.std)}"
     if c.mark == "best":
@@ -512,15 +536,20 @@ def _body(table: Table, st: _Style) -> list[list[str]]:
 def notes_text(table: Table) -> list[tuple[str, str]]:
     """Footnote sentences shared by every format, as ``(kind, text)``; each renderer adds its own markers."""
     lines = []
-    if any(r.mean.partial and r.mean.mean is not None for r in table.rows):
-        lines.append(("partial", "Mean over the available domains only (a domain cell is missing); not ranked."))
+    mean = any(r.mean.partial and r.mean.mean is not None for r in table.rows)
+    delta = table.baseline is not None and any(r.delta is not None and r.delta.partial for r in table.rows)
+    if mean or delta:
+        what = "Mean and Δ" if mean and delta else "Mean" if mean else "Δ"
+        lines.append(("partial", f"{what} over the available domains only (a domain cell is missing); not ranked."))
     if table.show_n:
         lines.append(("", "Several seeds: mean ± sample std over n runs; marks compare the means."))
-    if table.baseline is not None:
+    if table.baseline is not None and table.show_n:
         lines.append(
             ("", f"Δ: paired difference to the baseline ({table.baseline_name}): per seed, the mean over domains "
              "of the difference; mean ± std over seeds.")
         )
+    elif table.baseline is not None:  # one run a row: no seeds to speak of
+        lines.append(("", f"Δ: difference to the baseline ({table.baseline_name}): the mean over domains of the difference."))
     return lines
 
 

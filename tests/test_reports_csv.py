@@ -176,6 +176,7 @@ def test_cli_report_from_paper_csv(capsys):
     md = (report / "table.md").read_text()
     assert "| ✓ | ✓ | ✓ | **48.15** |" in md
     assert "![bars](bars.png)" in (report / "README.md").read_text()
+    assert "needs: booktabs, amssymb, graphicx)" in (report / "README.md").read_text()  # it named two of the three
     back = pd.read_csv(report / "results.csv")
     assert back["AF"].tolist() == pytest.approx(_paper()["AF"].tolist())
     # results.csv follows the Results CSV contract: it reads back into the same table

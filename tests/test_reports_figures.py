@@ -100,6 +100,8 @@ def test_delta_heatmap_numbers_colours_and_std(tmp_path):
         {"trial": "c", "seed": 0, "m": "down", "C": 10.0, "B": 20.0, "trial_index": 2, "status": "done"},
     ]))  # fmt: skip
     g = delta_grid(signs)
+    png, pdf = plot_delta_heatmap(g, [{"m": "base"}, {"m": "$up$"}, {"m": "down"}], tmp_path / "signs", width="page")
+    assert "M $up$" in " ".join(_pdf_text(pdf).split())  # as the table shows it: matplotlib read it as maths (an italic up)
     png, pdf = plot_delta_heatmap(g, [{"m": "base"}, {"m": "up"}, {"m": "down"}], tmp_path / "signs", width="column")
     from PIL import Image
 
@@ -108,7 +110,7 @@ def test_delta_heatmap_numbers_colours_and_std(tmp_path):
     red = (img[..., 0] - img[..., 2] > 90).sum()
     assert blue > 2000 and red > 2000  # the +10 and -10 cells (and the colour bar's ends)
     words = " ".join(_pdf_text(pdf).split())
-    assert "+10.0" in words and "-10.0" in words and "+0.0" in words  # one decimal at column width
+    assert "+10.0" in words and "−10.0" in words and "-10.0" not in words and "+0.0" in words  # one decimal at column width; a minus, not a hyphen
     assert _pdf_width_in(pdf) == pytest.approx(3.3, abs=0.01)
 
 

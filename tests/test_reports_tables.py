@@ -273,8 +273,13 @@ def test_latex_compiles_with_pdflatex(tmp_path):
         {"trial": "t-a", "seed": 0, "Freeze": "yes", "Method": "a_b & c%", "C": 40.0, "B": 30.0},
         {"trial": "t-b", "seed": 0, "Freeze": "no", "Method": "x", "C": 41.0, "B": math.nan, "status": "failed"},
         {"trial": "t-c", "seed": 1, "Freeze": "no", "Method": "x", "C": 43.0, "B": 33.0},
+        # Greek letters and symbols stopped pdflatex ("Unicode character λ not set up"); | < > printed as — ¡ ¿
+        {"trial": "t-d", "seed": 0, "Freeze": "no", "Method": "λ=0.5 → α≥β·2 a|b <c> Ω", "C": 20.0, "B": 10.0},
     ]
     tables = [build_table(collect_csv(PAPER_CSV), baseline="1"), build_table(_runs(recs, ["Freeze", "Method"], ["C", "B"]), baseline="2")]
+    tex = render_latex(tables[1])
+    assert r"$\lambda$=0.5 $\rightarrow$ $\alpha$$\geq$$\beta$$\cdot$2 a\textbar{}b \textless{}c\textgreater{} $\Omega$" in tex
+    assert "$-$21.00" in tex and " -21.00" not in tex  # the Δ of the last row: a minus sign, not a hyphen
     for i, t in enumerate(tables):
         doc = tmp_path / f"doc{i}.tex"
         doc.write_text(
@@ -287,6 +292,24 @@ def test_latex_compiles_with_pdflatex(tmp_path):
         )
         assert proc.returncode == 0, proc.stdout[-2000:]
         assert (tmp_path / f"doc{i}.pdf").stat().st_size > 1000
+
+
+def test_a_delta_over_fewer_domains_is_marked_like_a_partial_mean():
+    """A row whose seed lacks a domain got a Δ over the others, unmarked, beside a Mean marked †."""
+    recs = [
+        {"trial": "b0", "seed": 0, "M": "base", "C": 10.0, "B": 20.0},
+        {"trial": "b1", "seed": 1, "M": "base", "C": 10.0, "B": 20.0},
+        {"trial": "x0", "seed": 0, "M": "mx", "C": 12.0, "B": 30.0},
+        {"trial": "x1", "seed": 1, "M": "mx", "C": 12.0, "B": math.nan, "status": "failed"},
+        {"trial": "y0", "seed": 0, "M": "my", "C": 9.0, "B": 18.0},
+    ]
+    table = build_table(_runs(recs, ["M"], ["C", "B"]), baseline="1")
+    x, y = table.rows[1], table.rows[2]
+    assert x.delta.partial and not y.delta.partial
+    md = render_markdown(table)
+    assert _md_rows(md)[1][-1] == "+4.00 ± 2.83†"  # seed 1 lacks B: its Δ is C's alone (the Mean, 21.00, has B)
+    assert "† Δ over the available domains only (a domain cell is missing); not ranked." in md
+    assert _md_rows(md)[2][-1] == "-1.50"  # complete: unmarked
 
 
 def test_rich_table_marks_alignment_and_json_round_trip():
