@@ -267,7 +267,8 @@ def _readme(title: str, markdown: str, figures: list[Path], out_dir: Path, notes
     }
     for f in pngs:
         lines += ["", f"## {captions.get(f.stem, f.stem)}", "", f"![{f.stem}]({f.relative_to(out_dir)})"]
-    lines += ["", "Files: `table.md`, `table.tex` (booktabs + amssymb), `results.csv` (one row per trial × seed), "
+    lines += ["", f"Files: `table.md`, `table.tex` (its first lines name the packages it needs: {', '.join(LATEX_PACKAGES)}), "
+              "`results.csv` (one row per trial × seed), "
               "`summary.csv` (the table's numbers)" + (", `source.csv` (source val against the targets)" if source_markdown else "")
               + "; figures as PNG and vector PDF."]
     return "\n".join(lines) + "\n"
