@@ -601,7 +601,7 @@ def render_latex(table: Table, width: str = "column", notes: Sequence[str] = ())
     ]
     notes = [(r"$^\dagger$ " if kind == "partial" else "") + _tex_escape(t) for kind, t in notes_text(table)]
     notes += [f"$^{{{i}}}$ {_tex_escape(t)}" for i, t in enumerate(table.footnotes, 1)]
-    notes_tex = [r"\par\smallskip{\footnotesize " + r" \\ ".join(notes) + r"\par}"] if notes else []
+    notes_tex = [r"\par\smallskip{\footnotesize\raggedright " + r" \\ ".join(notes) + r"\par}"] if notes else []
     if width == "none":
         return "\n".join([*lines, *tabular, *notes_tex]) + "\n"
     size, sep = (r"\small", "3pt") if width == "column" else ("", "4pt")

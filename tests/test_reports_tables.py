@@ -280,6 +280,7 @@ def test_latex_compiles_with_pdflatex(tmp_path):
     tex = render_latex(tables[1])
     assert r"$\lambda$=0.5 $\rightarrow$ $\alpha$$\geq$$\beta$$\cdot$2 a\textbar{}b \textless{}c\textgreater{} $\Omega$" in tex
     assert "$-$21.00" in tex and " -21.00" not in tex  # the Δ of the last row: a minus sign, not a hyphen
+    assert r"{\footnotesize\raggedright " in tex  # the notes: not centred by the float's \centering
     for i, t in enumerate(tables):
         doc = tmp_path / f"doc{i}.tex"
         doc.write_text(
