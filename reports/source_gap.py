@@ -113,7 +113,8 @@ def render_source_markdown(rows: list[SourceRow], label_columns: list[str]) -> s
         lines.append("| " + " | ".join(cells) + " |")
     legend = (
         "mIoU (%). Source val: the evaluated model on the source's val split; Mean: over the target domains; "
-        "Drop: Source val − Mean; Kept: Mean / Source val."
+        "Drop: Source val − Mean; Kept: Mean / Source val (both from the unrounded values, so a Drop may differ "
+        "by 0.01 from the difference of the two shown)."
         + (" Several seeds: mean ± sample std over n runs." if show_n else "")
     )
     return "\n".join(lines) + "\n\n" + legend + "\n"

@@ -100,6 +100,7 @@ def test_readme_has_the_section(report):
     section = text.split("## Source val against the targets", 1)[1]
     assert "| Freeze | n | Source val | Mean | Drop | Kept (%) |" in section
     assert "| ✗ | 2 | 29.00 ± 1.41 |" in section  # 30 and 28
+    assert "(both from the unrounded values, so a Drop may differ by 0.01 from the difference of the two shown)" in section
     assert "`source.csv`" in text
 
 
