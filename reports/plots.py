@@ -126,7 +126,8 @@ def plot_bars(table: Table, out_dir: str | Path, *, subject: str = "", width: st
     """Grouped bar chart: one group per column (domains, Mean), one bar per row, ± std error bars.
 
     Args:
-        table: the built table (its means and stds are plotted; missing cells are left out).
+        table: the built table (its means and stds are plotted; a missing cell is a ``–`` on the axis,
+            a partial Mean, which the table does not rank, has a ``†`` above its bar).
         out_dir: output folder.
         subject: what the title names after the metric, e.g. ``ablation, smoke profile``.
         width: ``column`` or ``page``.
@@ -151,8 +152,14 @@ def plot_bars(table: Table, out_dir: str | Path, *, subject: str = "", width: st
             errs = [c.std if c.std is not None else 0.0 for c in cells]
             has_std |= any(errs)
             st = row_style(i)
+            xs = x + (i - (n_rows - 1) / 2) * bar_w
+            for xj, c in zip(xs, cells):  # as the table marks them: a partial Mean (†), a missing cell (–)
+                if c.mean is None:
+                    ax.text(xj, 0, "–", ha="center", va="bottom", fontsize=_FONT[width] - 1, color="#555555")
+                elif c.partial:
+                    ax.text(xj, c.mean + (c.std or 0.0), "†", ha="center", va="bottom", fontsize=_FONT[width] - 1)
             ax.bar(
-                x + (i - (n_rows - 1) / 2) * bar_w, heights, bar_w,
+                xs, heights, bar_w,
                 yerr=errs if any(errs) else None, label=captions[i],
                 color=st["color"], hatch=st["hatch"], edgecolor="#222222", linewidth=0.3,
                 error_kw={"elinewidth": 0.6, "capsize": 1.2, "capthick": 0.6, "ecolor": "black"},

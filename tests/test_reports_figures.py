@@ -76,6 +76,14 @@ def test_bar_chart_title_legend_error_bars_and_widths(tmp_path):
     single = build_table(collect_csv(PAPER_CSV))
     _, pdf = plot_bars(single, tmp_path / "single", subject="x")
     assert "± std" not in _pdf_text(pdf)  # no error bars, no legend entry for them
+    # a missing cell and the partial Mean it makes were a gap and an ordinary (the tallest) bar
+    runs = collect_csv(PAPER_CSV).runs.copy()
+    runs.loc[0, "C"] = np.nan
+    partial = build_table(ResultSet(sweep="p", source="t", label_columns=["freeze", "augment", "mix"], domains=DOMAINS, runs=runs))
+    assert partial.rows[0].mean.partial
+    _, pdf = plot_bars(partial, tmp_path / "partial", subject="x")
+    text = _pdf_text(pdf)
+    assert text.count("†") == 1 and text.count("–") >= 1
 
 
 def test_delta_heatmap_numbers_colours_and_std(tmp_path):
