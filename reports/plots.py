@@ -191,7 +191,8 @@ def plot_delta_heatmap(
     """Rows × (domains, Mean): each cell the row's mIoU minus the baseline row's, in points.
 
     A diverging colour map centred at 0 (blue better, red worse than the baseline), the signed
-    number in every cell and, with seeds, ``± std`` over the paired seeds below it. Rows are named
+    number in every cell and, with seeds, ``± std`` over the paired seeds below it (at page width:
+    a column's cells are too small for two lines; the table has the std). Rows are named
     by their labels (``Freeze ✓ · Augment ✗``), or by the values alone under an axis label naming
     the label columns when the full names would take too much of the width.
 
@@ -215,25 +216,26 @@ def plot_delta_heatmap(
     lim = lim or 1.0
     seeded = bool(np.isfinite(grid.std).any())
     decimals = 1 if width == "column" else 2  # what fits a cell at that width
+    with_std = seeded and width != "column"  # a ± line under each number was 4.5 pt type at column width
     captions = [row_caption(lab) for lab in labels]
     compact = max(len(t) for t in captions) * 0.55 * _FONT[width] / 72.0 > 0.3 * FIGURE_WIDTHS[width]
     if compact:
         captions = [" ".join(shown_label(v) for v in lab.values()) for lab in labels]
     else:  # the row itself says "baseline"; the compact label stays short
         captions = [f"{t} (baseline)" if r == grid.baseline else t for r, t in enumerate(captions)]
-    row_h = 0.34 if seeded else 0.22
+    row_h = 0.34 if with_std else 0.22
     with figure(width, 0.85 + row_h * g + (0.45 if width == "column" else 0.0)) as fig:
         ax = fig.add_subplot()
         # ColorBrewer RdBu: blue better, red worse; readable under the common colour-vision deficiencies
         im = ax.imshow(shown, cmap=colormaps["RdBu"], norm=TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim), aspect="auto")
-        size = (5.0 if width == "column" else _FONT[width] - 1.0) - (0.5 if seeded else 0.0)
+        size = (5.5 if width == "column" else _FONT[width] - 1.0) - (0.5 if with_std else 0.0)
         for r in range(g):
             for j in range(c):
                 v = grid.mean[r, j]
                 if r == grid.baseline:
                     continue
                 text = "–" if np.isnan(v) else f"{v:+.{decimals}f}".replace("-", "−")  # a minus, as the colour bar's
-                if seeded and np.isfinite(grid.std[r, j]):
+                if with_std and np.isfinite(grid.std[r, j]):
                     text += f"\n±{grid.std[r, j]:.{decimals}f}"
                 dark = np.isfinite(v) and abs(v) > 0.55 * lim
                 ax.text(j, r, text, ha="center", va="center", fontsize=size, color="white" if dark else "black", linespacing=1.0)
@@ -256,8 +258,10 @@ def plot_delta_heatmap(
         bar.set_label("Δ mIoU (points)")
         bar.outline.set_visible(False)
         title = "Δ mIoU vs the baseline row" + (f" — {subject}" if subject else "")
-        if seeded:
+        if with_std:
             title += f"\n± std over {_seeds_phrase([int(k) for k in grid.n if k])} (paired by seed)"
+        elif seeded:
+            title += f"\nmeans over {_seeds_phrase([int(k) for k in grid.n if k])} (paired by seed; ± std in the table)"
         fig.suptitle(title, fontsize=_FONT[width] + 0.5)
         return save_figure(fig, out_dir, stem)
 

@@ -100,6 +100,11 @@ def test_delta_heatmap_numbers_colours_and_std(tmp_path):
     assert "baseline" in words and "± std over 3 seeds (paired by seed)" in words and "Δ mIoU (points)" in words
     assert "Freeze ✗ · Augment ✗ · Mix ✗ (baseline)" in words
     assert _pdf_width_in(pdf) == pytest.approx(6.9, abs=0.01)
+    # at column width a ± line under each number was 4.5 pt type: the means alone, the std left to the table
+    _, pdf = plot_delta_heatmap(grid, labels, tmp_path / "col", subject="ablation", width="column")
+    words = " ".join(_pdf_text(pdf).split())
+    assert f"+{last.mean:.1f}" in words and "±" not in words.replace("± std in the table", "")
+    assert "means over 3 seeds (paired by seed; ± std in the table)" in words
 
     # colours: diverging, centred at 0: a +10 cell is blue, a -10 cell red, a 0 cell near white
     signs = ResultSet(sweep="s", source="t", label_columns=["m"], domains=["C", "B"], runs=pd.DataFrame([
