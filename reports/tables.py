@@ -459,7 +459,7 @@ def _tex_label(value: str) -> str:
 
 _MARKDOWN = _Style(
     bold=lambda s: f"**{s}**",
-    underline=lambda s: f"<u>{s}</u>",
+    underline=lambda s: f"<ins>{s}</ins>",  # GitHub strips <u> from Markdown; <ins> shows underlined
     pm=" ± ",
     dash="–",
     partial=PARTIAL_MARK,
@@ -554,14 +554,14 @@ def notes_text(table: Table) -> list[tuple[str, str]]:
 
 
 def render_markdown(table: Table) -> str:
-    """The table as GitHub Markdown (``**best**``, ``<u>second</u>``), footnotes below it."""
+    """The table as GitHub Markdown (``**best**``, ``<ins>second</ins>``), footnotes below it."""
     head = _header(table, _MARKDOWN)
     align = [":-:"] * len(table.label_columns) + ([":-:"] if table.show_n else []) + ["--:"] * (len(head) - len(table.label_columns) - (1 if table.show_n else 0))
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in _body(table, _MARKDOWN)]
     notes = [f"{PARTIAL_MARK} {t}" if kind == "partial" else t for kind, t in notes_text(table)]
     notes += [f"{str(i).translate(_SUPERSCRIPT)} {md_escape(t)}" for i, t in enumerate(table.footnotes, 1)]
-    notes.append("mIoU (%); **bold**: best, <u>underlined</u>: second best of each column; Mean computed over the domain columns.")
+    notes.append("mIoU (%); **bold**: best, <ins>underlined</ins>: second best of each column; Mean computed over the domain columns.")
     return "\n".join(lines) + "\n\n" + "\n".join(f"{n}  " for n in notes).rstrip() + "\n"
 
 

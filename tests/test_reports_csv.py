@@ -172,7 +172,7 @@ def test_cli_report_from_paper_csv(capsys):
     report = Path("runs/ablation_table/report")
     for name in ("table.md", "table.tex", "results.csv", "summary.csv", "README.md", "bars.png", "bars.pdf"):
         assert (report / name).is_file() and (report / name).stat().st_size > 0, name
-    assert "**48.15**" in out and "<u>43.43</u>" in out and "+24.19" in out
+    assert "**48.15**" in out and "<ins>43.43</ins>" in out and "+24.19" in out
     md = (report / "table.md").read_text()
     assert "| ✓ | ✓ | ✓ | **48.15** |" in md
     assert "![bars](bars.png)" in (report / "README.md").read_text()

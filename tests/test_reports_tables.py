@@ -32,7 +32,7 @@ def _md_rows(md: str) -> list[list[str]]:
 
 
 def _md_number(cell: str) -> float:
-    return float(re.sub(r"[^0-9.+-]", "", cell.replace("<u>", "").replace("</u>", "").split("±")[0]))
+    return float(re.sub(r"[^0-9.+-]", "", cell.replace("<ins>", "").replace("</ins>", "").split("±")[0]))
 
 
 def _expected_marks(values: list[float]) -> list[str | None]:
@@ -69,11 +69,11 @@ def test_paper_csv_markdown_rows_numbers_means_and_marks():
         for i, mark in enumerate(_expected_marks(values)):
             cell = rows[i][3 + j]
             assert cell.startswith("**") == (mark == "best"), (col, i, cell)
-            assert cell.startswith("<u>") == (mark == "second"), (col, i, cell)
+            assert cell.startswith("<ins>") == (mark == "second"), (col, i, cell)
     # specific known cells
-    assert rows[7][3] == "**48.15**" and rows[6][3] == "<u>43.43</u>"
-    assert rows[7][11] == "**38.88**" and rows[6][11] == "<u>36.29</u>"
-    assert rows[5][7] == "<u>14.72</u>" and rows[4][7] == "12.41"  # AN: second best is row 6, not row 7's neighbour
+    assert rows[7][3] == "**48.15**" and rows[6][3] == "<ins>43.43</ins>"
+    assert rows[7][11] == "**38.88**" and rows[6][11] == "<ins>36.29</ins>"
+    assert rows[5][7] == "<ins>14.72</ins>" and rows[4][7] == "12.41"  # AN: second best is row 6, not row 7's neighbour
 
 
 def test_paper_csv_latex_cells():
@@ -126,8 +126,8 @@ def test_seeds_mean_std_n_and_marks_by_mean():
     assert mean.mean == pytest.approx(37.0) and mean.std == pytest.approx(pd.Series([35.0, 38.0, 38.0]).std())
     md = render_markdown(t)
     rows = _md_rows(md)
-    assert rows[0][1] == "3" and rows[0][2] == "<u>42.00 ± 2.00</u>" and rows[1][2] == "**45.50 ± 0.50**"
-    assert rows[0][3] == "**32.00 ± 2.00**" and rows[1][3] == "<u>22.00 ± 2.00</u>"
+    assert rows[0][1] == "3" and rows[0][2] == "<ins>42.00 ± 2.00</ins>" and rows[1][2] == "**45.50 ± 0.50**"
+    assert rows[0][3] == "**32.00 ± 2.00**" and rows[1][3] == "<ins>22.00 ± 2.00</ins>"
     assert r"42.00 $\pm$ 2.00" in render_latex(t, width="page")
     assert r"42.00\,{\scriptsize$\pm$2.00}" in render_latex(t, width="column")  # the std in script size
 
@@ -331,7 +331,7 @@ def test_rich_table_marks_alignment_and_json_round_trip():
     assert best.mark == "best" and table.cell(6, "C").mark == "second"
     assert f"\x1b[1m{fmt2(best.mean)} ± {fmt2(best.std)}\x1b[0m" in out
     assert f"\x1b[4m{fmt2(table.cell(6, 'C').mean)} ± {fmt2(table.cell(6, 'C').std)}\x1b[0m" in out
-    assert "**" not in out and "<u>" not in out and "(baseline)" in out and "¹" in out
+    assert "**" not in out and "<ins>" not in out and "(baseline)" in out and "¹" in out
     plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
     lines = plain.splitlines()
     header = next(ln for ln in lines if "Freeze" in ln and "Mean" in ln)
