@@ -31,7 +31,7 @@ from orchestrator.parent_run import describe_parent, publish_results
 from orchestrator.plan import Plan, StageSpec, build_plan, print_plan
 from orchestrator.progress import Progress, busy, make_console, print_failures, print_notes, print_table
 from orchestrator.results import collect_results, markdown_table, results_frame
-from orchestrator.stages import StageOutcome, StageTask
+from orchestrator.stages import StageOutcome, StageTask, failed_dependency
 from orchestrator.store import atomic_write_text
 from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
 
@@ -270,6 +270,7 @@ def _task(
         },
         resources=dict(resources.get(s.kind) or {}),
         name=f"{s.kind}{'/' + s.domain if s.domain else ''} [{shown}]{'+' + str(len(s.trials) - 1) if len(s.trials) > 1 else ''} {s.key[:8]}",
+        command=f"famix sweep run {plan.arguments()}",
     )
 
 
@@ -290,8 +291,8 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     from orchestrator.execute import execute_stage
     from orchestrator.liveness import driver_identity
     from orchestrator.tracking import (
-        end_interrupted_runs, ensure_runs, finalize_runs, finished_in_store, open_tracker, set_aside_damaged_store,
-        tracking_target,
+        end_interrupted_runs, ensure_runs, finalize_runs, finished_in_store, open_tracker, resume_runs,
+        set_aside_damaged_store, tracking_target,
     )  # fmt: skip
     from reports.collect import DamagedStoreError
 
@@ -335,7 +336,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             csv_path = write_results(results_frame(plan))
             console.print(f"results: {csv_path}  (MLflow: {uri}, experiment {experiment})", highlight=False)
             return SweepResult({}, [], csv_path, cached.get("table", ""), time.perf_counter() - t0)
-        if any(v != "done" for v in status.values()) and (why := backend_cls.unreachable()) is not None:
+        if backend_obj is None and any(v != "done" for v in status.values()) and (why := backend_cls.unreachable()) is not None:
             # before MLflow's runs are made RUNNING for jobs that cannot be submitted (a finished sweep
             # took the fast path above: it needs no scheduler)
             raise SweepError(f"{backend_name} backend: {why}; nothing was submitted")
@@ -354,6 +355,10 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             resources = {k: v.model_dump() for k, v in rs.backend.resources.items()}
             driver_writes = tracking_writer(rs.tracking.writer, tracker.uri, backend_cls, rs.backend.model_dump()) == "driver"
             tasks = stage_tasks(plan, status, runs, None if driver_writes else tracker.uri, resources)
+            if tasks:  # an interrupt ended them KILLED: they run again
+                to_run = {t.key for t in tasks}
+                quietly("MLflow runs set running again", resume_runs, tracker, parent, runs,
+                        [tid for tid, stages in plan.trial_stages.items() if to_run.intersection(stages.keys())])  # fmt: skip
             n_done = sum(v == "done" for v in status.values())
             console.print(
                 f"sweep {plan.name} ({rs.profile}): {len(plan.trials)} trials, {len(plan.stages)} stages, "
@@ -425,7 +430,9 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
                 atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "parent": parent, "table": table, "table_json": table_json, "notes": notes}, ensure_ascii=False))
             print_failures(console, progress.failures, progress.not_started, plan.run_dir)
             halted = len(progress.not_started)
-            console.print(f"finished in {result.seconds:.1f}s: {progress.counts['done']} run, {progress.counts['cached']} cached, {len(failed) - halted} failed"
+            waiting = sum(failed_dependency(o.error) is not None for _, o in progress.failures)  # as print_failures counts them
+            console.print(f"finished in {result.seconds:.1f}s: {progress.counts['done']} run, {progress.counts['cached']} cached, "
+                          f"{len(failed) - halted - waiting} failed" + (f", {waiting} not run (a stage they need failed)" if waiting else "")
                           + (f", {halted} not started" if halted else ""), highlight=False)  # fmt: skip
             return result
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the stages are stopped; the runs are not left RUNNING

@@ -416,7 +416,7 @@ def execute_stage(task: StageTask, stop: StopRequest | None = None) -> StageOutc
                 bad = store.problem(dep_kind, dep_key)
                 if bad:  # retrying cannot help: the input has to be rebuilt
                     raise ArtifactCorrupt(
-                        f"damaged {dep_kind} artifact {bad}; rebuild it with `famix sweep run --rerun-failed` "
+                        f"damaged {dep_kind} artifact {bad}; rebuild it with `{task.command or 'famix sweep run SWEEP'} --rerun-failed` "
                         f"(or delete {store.path(dep_kind, dep_key)})"
                     )
             with _stage_cpus(task):

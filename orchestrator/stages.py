@@ -41,6 +41,8 @@ class StageTask:
             "system_metrics": sampling interval in seconds for training stages, else None}``.
         resources: e.g. ``{"cpus": 1, "gpus": 0, "mem_gb": 4, "timeout_min": 60}``.
         name: human-readable name for progress lines and job names (may contain any characters).
+        command: ``famix sweep run <its arguments>``, the command of the sweep, which hints name
+            (e.g. ``… --rerun-failed`` for a damaged input); empty outside a sweep.
     """
 
     kind: StageKind
@@ -53,6 +55,7 @@ class StageTask:
     tracking: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
     name: str = ""
+    command: str = ""
 
     def dep_keys(self) -> list[str]:
         return list(self.deps.values())

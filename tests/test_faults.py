@@ -218,7 +218,7 @@ def test_damaged_store_artifact_is_named_and_rebuilt_with_rerun_failed(fake_engi
     assert outcome.attempts == 1  # not retried: a rebuild is needed
     first_line = outcome.error.splitlines()[0]
     assert f"damaged train artifact {model}: 3 bytes, expected 7" in first_line
-    assert "famix sweep run --rerun-failed" in first_line and str(model.parent) in first_line
+    assert f"`famix sweep run {plan.arguments()} --rerun-failed`" in first_line and str(model.parent) in first_line  # runnable as shown
     assert len(fake_engine) == calls_before  # the evaluation never ran on the damaged weights
     after = pd.read_csv(plan.sweep_dir / "results.csv")
     assert pd.isna(after.loc[1, "B"]) and after.loc[1, "C"] == before.loc[1, "C"]
@@ -1008,8 +1008,15 @@ def test_an_interrupted_sweep_leaves_no_mlflow_run_running(fake_engine, monkeypa
     tracker = Tracker(default_uri(plan.run_dir), "mini")
     runs = tracker.find({"famix.sweep": "mini"})
     assert len(runs) == 3 and sorted(r.info.status for r in runs) == ["KILLED"] * 3, [(r.info.run_name, r.info.status) for r in runs]
-    monkeypatch.setitem(execute.STAGE_RUNNERS, "train", train)
+    seen: list[str] = []
+
+    def watched(ctx):  # while the rerun trains, MLflow showed every run KILLED, its curves growing
+        seen.extend(sorted(r.info.status for r in tracker.find({"famix.sweep": "mini"})))
+        return train(ctx)
+
+    monkeypatch.setitem(execute.STAGE_RUNNERS, "train", watched)
     assert run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200)).exit_code == 0
+    assert seen == ["RUNNING"] * 3
     runs = tracker.find({"famix.sweep": "mini"})
     assert sorted((r.info.status, r.data.tags["famix.status"]) for r in runs) == [("FINISHED", "done")] * 3
 

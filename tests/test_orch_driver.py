@@ -364,7 +364,7 @@ def test_nan_loss_fails_without_retry_and_is_summarized(fake_engine):
     assert 'File "' not in summary  # an engine error is its message; the traceback is in the stage's log
     log = next((plan.sweep_dir / "logs").glob("train-*.log")).read_text()
     assert "TrainingDiverged: train: loss is nan at iteration 2" in log and 'File "' in log
-    assert "finished in" in summary and ", 0 cached, 12 failed\n" in summary
+    assert "finished in" in summary and ", 0 cached, 4 failed, 8 not run (a stage they need failed)\n" in summary  # it said 12 failed
     df = pd.read_csv(plan.sweep_dir / "results.csv")
     assert set(df["status"]) == {"failed"} and df["C"].isna().all()
     tr = Tracker(default_uri(plan.run_dir), "mini")
