@@ -136,3 +136,9 @@ SOURCE_GAP_COLUMNS: tuple[str, ...] = ("source_val", "mean", "drop", "kept")
 REPORT_COLUMNS: tuple[str, ...] = (COL_DELTA, *(c for c in SOURCE_GAP_COLUMNS if c != "mean"))
 """Value columns of a report's ``summary.csv`` (Δ vs the baseline row) and ``source.csv`` (source val,
 target mean, drop, kept), beside the label columns: a label column may not share their names."""
+
+
+def is_report_column(name: str) -> bool:
+    """Whether a label column named ``name`` would share a column of a report's summary.csv or source.csv
+    (:data:`REPORT_COLUMNS` or their ``_std``, as written: ``Drop`` sits beside ``drop``)."""
+    return name in REPORT_COLUMNS or (name.endswith("_std") and name[: -len("_std")] in REPORT_COLUMNS)

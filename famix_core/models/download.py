@@ -62,12 +62,17 @@ def url_cache_dir(cache_dir: str | None) -> Path:
     return Path(cache_dir).expanduser() if cache_dir else Path("~/.cache/clip").expanduser()
 
 
+def _url_copy(url: str, cache_dir: str | None) -> Path:
+    """Where the download of ``url`` lives in the cache: open_clip's name for it, the URL's file name."""
+    return url_cache_dir(cache_dir) / Path(urlparse(url).path).name
+
+
 def cached_file(open_clip_name: str, tag: str, cache_dir: str | None) -> Path | None:
     """The tag's weights already on disk: the URL download, else a Hugging Face hub snapshot; None if neither."""
     cfg = _pretrained_cfg(open_clip_name, tag)
     url = cfg.get("url", "")
     if url:
-        p = url_cache_dir(cache_dir) / Path(urlparse(url).path).name
+        p = _url_copy(url, cache_dir)
         if p.is_file() and _matches(p, url):  # a damaged copy counts as absent: a download replaces it
             return p
     hub = cfg.get("hf_hub", "")
@@ -90,7 +95,7 @@ def damaged_copy(open_clip_name: str, tag: str, cache_dir: str | None) -> Path |
     url = _pretrained_cfg(open_clip_name, tag).get("url", "")
     if not url:
         return None
-    p = url_cache_dir(cache_dir) / Path(urlparse(url).path).name
+    p = _url_copy(url, cache_dir)
     return p if p.is_file() and not _matches(p, url) else None
 
 
@@ -213,7 +218,7 @@ def fetch_weights(
         return hit
     url = weights_url(open_clip_name, tag)
     folder = url_cache_dir(cache_dir)
-    target = folder / Path(urlparse(url).path).name
+    target = _url_copy(url, cache_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

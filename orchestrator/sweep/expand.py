@@ -13,7 +13,7 @@ from famix_core.errors import suggest
 from orchestrator.errors import SweepError
 from orchestrator.sweep.load import check_config_key, validate_tree
 from orchestrator.sweep.schema import LabelSpec, ResolvedSweep, Trial, canon_value
-from reports.schema import IGNORED_CSV_COLUMNS, LONG_DOMAIN, LONG_MIOU, REPORT_COLUMNS, RESERVED_COLUMNS
+from reports.schema import IGNORED_CSV_COLUMNS, LONG_DOMAIN, LONG_MIOU, REPORT_COLUMNS, RESERVED_COLUMNS, is_report_column
 
 __all__ = ["trial_id", "expand_trials"]
 
@@ -177,10 +177,10 @@ def _reserved(column: str) -> str | None:
     for suffix in _SUFFIXES:
         if column.lower().endswith(suffix) and len(column) > len(suffix):
             stem = column[: -len(suffix)]
+    if is_report_column(column):
+        return (f"a report's summary.csv or source.csv has a column {column!r} of its own (reserved as written: "
+                f"{', '.join(REPORT_COLUMNS)}; also with _std)")  # fmt: skip
     for name in dict.fromkeys((column, stem)):
-        if name in REPORT_COLUMNS and (name == column or column.endswith("_std")):  # as written: Drop sits beside drop
-            return (f"a report's summary.csv or source.csv has a column {column!r} of its own (reserved as written: "
-                    f"{', '.join(REPORT_COLUMNS)}; also with _std)")  # fmt: skip
         if name.lower() in RESULT_COLUMNS:
             return f"the results have a column {column!r} of their own (reserved, in any case: {', '.join(RESULT_COLUMNS)}; also with _std, _mark, _partial)"
         try:

@@ -23,6 +23,7 @@ from reports.schema import (
     LONG_MIOU,
     REPORT_COLUMNS,
     RESERVED_COLUMNS,
+    is_report_column,
 )
 
 __all__ = ["UNITS", "collect_csv"]
@@ -134,7 +135,7 @@ def collect_csv(
                 wide[r] = raw[lower[r]].astype(str).str.strip()
 
     for c in label_cols:  # summary.csv / source.csv would write their values over such a label column
-        if c in REPORT_COLUMNS or (c.endswith("_std") and c[: -len("_std")] in REPORT_COLUMNS):
+        if is_report_column(c):
             raise ReportInputError(f"{where}: column {c!r}: a report's summary.csv or source.csv has a column of that name "
                                    f"({', '.join(REPORT_COLUMNS)}, as written); rename this label column")  # fmt: skip
 
