@@ -78,7 +78,7 @@ def collect_results(plan: Plan, uri: str, experiment: str):
     try:
         from reports.collect import collect_mlflow
 
-        rs = collect_mlflow(plan.name, tracking_uri=uri, experiment=experiment, profile=plan.sweep.profile)
+        rs = collect_mlflow(plan.name, tracking_uri=uri, experiment=experiment, profile=plan.sweep.profile, trials=[t.id for t in plan.trials])
         _values_from_store(plan, rs.runs)  # the printed table agrees with results.csv
         return rs
     except Exception as e:  # noqa: BLE001 — fall back to the store-based table

@@ -114,7 +114,7 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
         else:
             uri = tracking_uri_for(info, args.run_dir, args.tracking_uri)
             results = collect_mlflow(info.name, tracking_uri=uri, experiment=args.experiment or info.experiment,
-                                     profile=info.profile, make_it=sweep_command("run", args))  # fmt: skip
+                                     profile=info.profile, make_it=sweep_command("run", args), trials=info.trials)  # fmt: skip
             note = plan_coverage_note(results, info)
             if note:
                 results.notes.append(note)

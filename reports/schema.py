@@ -52,6 +52,7 @@ TRIAL_TAGS_READ: tuple[str, ...] = (
     TAG_PROFILE,
     TAG_OVERRIDES,
     TAG_GIT_COMMIT,
+    TAG_ROLE,
 )
 """The trial tags a report reads (plus ``famix.label.<column>``, the fallback for ``famix.labels``)."""
 

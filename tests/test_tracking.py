@@ -341,10 +341,57 @@ def test_a_report_of_a_plan_that_never_ran_says_its_table_is_of_other_runs(capsy
     assert "this command's plan" not in capsys.readouterr().out
 
 
+def test_a_report_shows_the_plan_its_arguments_make_also_after_a_run_of_another_plan(capsys):
+    """`famix report tiny.yaml` after a run with `seeds=[5]` showed seed 5's table: the later run had
+    made its trial runs the sweep's and marked seed 0's superseded. The report reads the runs of the
+    plan it is given, superseded or not, with either reader; the last run's where that plan has none."""
+    import pandas as pd
+
+    from reports.collect import collect_mlflow
+
+    Path("tiny.yaml").write_text(TINY_SWEEP)
+    assert main(["sweep", "run", "tiny.yaml", "--run-dir", "runs"]) == 0
+    assert main(["sweep", "run", "tiny.yaml", "--run-dir", "runs", "seeds=[5]"]) == 0
+    capsys.readouterr()
+
+    def reported(*words: str) -> list[int]:
+        assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures", *words]) == 0
+        out = capsys.readouterr().out
+        assert "this command's plan" not in out, out
+        return sorted(pd.read_csv("runs/tiny/report/results.csv")["seed"].astype(int))
+
+    assert reported() == [0]
+    assert reported("seeds=[5]") == [5]
+    assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures", "seeds=[7]"]) == 0
+    out = capsys.readouterr().out
+    assert "none of the 1 trial(s) of this command's plan (`'seeds=[7]'`) has results" in out, out
+    assert list(pd.read_csv("runs/tiny/report/results.csv")["seed"]) == [5]  # the last run's, as the note says
+    uri = f"sqlite:///{Path('runs/mlflow.db').resolve()}"
+    for reader in ("sqlite", "client"):
+        every = collect_mlflow("tiny", tracking_uri=uri, reader=reader).runs
+        assert list(every["seed"]) == [5], reader  # no trials given: the last run's
+        first = every["trial"].iloc[0]
+        older = collect_mlflow("tiny", tracking_uri=uri, reader=reader, trials=["x", first]).runs
+        assert list(older["seed"]) == [5]
+        both = collect_mlflow("tiny", tracking_uri=uri, reader=reader, trials=["x", first, *_superseded_trials(uri)]).runs
+        assert sorted(both["seed"]) == [0, 5], reader
+    assert reported("seeds=[0,5]") == [0, 5]
+
+
+def _superseded_trials(uri: str) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    runs = MlflowClient(uri).search_runs(
+        [e.experiment_id for e in MlflowClient(uri).search_experiments()], "tags.`famix.role` = 'superseded'"
+    )
+    return [r.data.tags["famix.trial"] for r in runs]
+
+
 def test_a_report_of_trial_runs_without_any_result_writes_nothing(capsys):
     """A run of another plan stopped before its evaluations (Ctrl-C) leaves the sweep's trial runs
     without an mIoU; `famix report` then wrote a table of dashes over the report of the finished run,
-    and exited 0. It now says why there is nothing to report, and leaves that report as it was."""
+    and exited 0. It now says why there is nothing to report, and leaves that report as it was; the
+    report of the finished run's own arguments is that run's table (its trial runs, superseded)."""
     from orchestrator.driver import prepare
     from orchestrator.tracking import ensure_runs, open_tracker
 
@@ -355,14 +402,15 @@ def test_a_report_of_trial_runs_without_any_result_writes_nothing(capsys):
     Path("runs/tiny/finalized.json").unlink()  # what the stopped run did and left: its trial run in MLflow, no results
     ensure_runs(plan, open_tracker(plan), "local")
     capsys.readouterr()
-    for overrides in ([], ["train.iterations=2"]):
-        assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures", *overrides]) == 2
-        out, err = capsys.readouterr()
-        assert err.splitlines()[-1] + "\n" == ("famix: error: tiny: none of the sweep's 1 trial run(s) in MLflow has an mIoU yet (its last run still going, "
-                       "or stopped before its evaluations); nothing written. `famix sweep status tiny.yaml" + "".join(" " + o for o in overrides) + "` names that run's arguments; "
-                       "`famix sweep run` with them finishes it, or, with the arguments of an earlier run, gives that run's table back "
-                       "from its cached stages\n"), err  # fmt: skip
-        assert out == "" and Path("runs/tiny/report/table.md").read_text() == table
+    assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures", "train.iterations=2"]) == 2
+    out, err = capsys.readouterr()
+    assert err.splitlines()[-1] + "\n" == ("famix: error: tiny: none of the sweep's 1 trial run(s) in MLflow has an mIoU yet (its last run still going, "
+                   "or stopped before its evaluations); nothing written. `famix sweep status tiny.yaml train.iterations=2` names that run's arguments; "
+                   "`famix sweep run` with them finishes it, or, with the arguments of an earlier run, gives that run's table back "
+                   "from its cached stages\n"), err  # fmt: skip
+    assert out == "" and Path("runs/tiny/report/table.md").read_text() == table
+    assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures"]) == 0, capsys.readouterr()  # the finished run's arguments
+    assert Path("runs/tiny/report/table.md").read_text() == table
     assert main(["sweep", "run", "tiny.yaml", "--run-dir", "runs"]) == 0  # the first run's table, back from its cached stages
     capsys.readouterr()
     assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures"]) == 0, capsys.readouterr()

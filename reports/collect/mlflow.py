@@ -11,7 +11,7 @@ import json
 import math
 import shlex
 from collections import Counter
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -28,6 +28,8 @@ from reports.schema import (
     METRIC_MIOU_MEAN,
     METRIC_MIOU_PREFIX,
     RESERVED_COLUMNS,
+    ROLE_SUPERSEDED,
+    ROLE_SWEEP,
     ROLE_TRIAL,
     TAG_DOMAINS,
     TAG_GIT_COMMIT,
@@ -55,12 +57,18 @@ def collect_mlflow(
     reader: str = "auto",
     profile: str | None = None,
     make_it: str | None = None,
+    trials: Sequence[str] | None = None,
 ) -> ResultSet:
     """Read every trial run of a sweep from MLflow in one query into a :class:`ResultSet`.
 
     Trial runs carry tags ``famix.sweep=<sweep>`` and ``famix.role=trial`` (docs/ARCHITECTURE.md,
     "MLflow schema"); ``miou/<column>`` metrics are percent. When a trial id appears in several
     runs (a sweep run twice), the latest run counts.
+
+    Which runs: with ``trials`` (the ids of the plan a command's arguments make), the runs of those
+    trials, also where a later run with other overrides superseded them (``famix.role=superseded``:
+    a report of ``train.iterations=40`` after a run of ``=41`` shows the 40-iteration numbers); where
+    none of them has a run, and without ``trials``, the trial runs of the sweep's last run.
 
     Two readers give the same records: ``client`` pages through ``MlflowClient.search_runs``
     (any store: SQLite, a tracking server, …); ``sqlite`` reads an embedded ``sqlite:///`` store
@@ -78,6 +86,7 @@ def collect_mlflow(
             smoke run and a paper run in one run directory never share a table; ``None``: all.
         make_it: the command that makes a missing SQLite store, for its message (default:
             ``famix sweep run <sweep>``; ``famix report`` gives its own arguments).
+        trials: the trial ids to report (above); ``None``: the sweep's last run.
 
     Returns:
         ResultSet in grid order (``famix.trial_index``), domains from ``famix.domains``.
@@ -103,6 +112,7 @@ def collect_mlflow(
                 raise ReportInputError(f"{db}: not an MLflow store with runs/tags/latest_metrics tables") from None
     if records is None:
         records, where = _records_client(tracking_uri, sweep, experiment)
+    records = _chosen_runs(records, trials)
     if not records:
         raise ReportInputError(
             f"no trial runs for sweep {sweep!r} in {where} at {tracking_uri} (tags {TAG_SWEEP}, {TAG_ROLE}={ROLE_TRIAL})"
@@ -116,6 +126,16 @@ def collect_mlflow(
                 f"(profiles found: {', '.join(profiles)}; pass --profile)"
             )
     return _records_to_resultset(sweep, tracking_uri, records)
+
+
+def _chosen_runs(records: list[dict[str, Any]], trials: Sequence[str] | None) -> list[dict[str, Any]]:
+    """The runs of ``trials`` (either role) where any has one; otherwise the trial runs (the last run's)."""
+    if trials is not None:
+        wanted = set(trials)
+        mine = [r for r in records if r["tags"].get(TAG_TRIAL) in wanted]
+        if mine:
+            return mine
+    return [r for r in records if r["tags"].get(TAG_ROLE) == ROLE_TRIAL]
 
 
 def _records_client(uri: str, sweep: str, experiment: str | None) -> tuple[list[dict[str, Any]], str]:
@@ -135,7 +155,7 @@ def _records_client(uri: str, sweep: str, experiment: str | None) -> tuple[list[
         else:
             exp_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
             where = "any experiment"
-        flt = f"tags.`{TAG_SWEEP}` = '{sweep}' AND tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'"
+        flt = f"tags.`{TAG_SWEEP}` = '{sweep}' AND tags.`{TAG_ROLE}` != '{ROLE_SWEEP}'"  # no IN for tags: trial and superseded
         runs: list = []
         token = None
         while True:
@@ -156,6 +176,7 @@ def _records_client(uri: str, sweep: str, experiment: str | None) -> tuple[list[
             "metrics": {k: v for k, v in r.data.metrics.items() if k.startswith(METRIC_MIOU_PREFIX)},
         }
         for r in runs
+        if r.data.tags.get(TAG_ROLE) in (ROLE_TRIAL, ROLE_SUPERSEDED)
     ]
     return records, where
 

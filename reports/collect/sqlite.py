@@ -14,7 +14,7 @@ from typing import Any
 
 from reports.collect.resultset import ReportInputError
 from reports.collect.store import DAMAGED_STORE_FIX, sqlite_path, sqlite_uri
-from reports.schema import METRIC_MIOU_PREFIX, ROLE_TRIAL, TAG_LABEL_PREFIX, TAG_ROLE, TAG_SWEEP, TRIAL_TAGS_READ
+from reports.schema import METRIC_MIOU_PREFIX, ROLE_SUPERSEDED, ROLE_TRIAL, TAG_LABEL_PREFIX, TAG_ROLE, TAG_SWEEP, TRIAL_TAGS_READ
 
 __all__ = ["SchemaMismatch", "read_trial_runs", "not_run_here"]
 
@@ -32,7 +32,8 @@ class SchemaMismatch(Exception):
 
 
 def read_trial_runs(db: Path, sweep: str, experiment: str | None) -> tuple[list[dict[str, Any]], str]:
-    """Trial runs read directly from an embedded MLflow SQLite store (read-only; tags and latest metrics)."""
+    """Trial runs, the superseded ones too (``famix.role`` tells them apart), read directly from an
+    embedded MLflow SQLite store (read-only; tags and latest metrics)."""
     import sqlite3
 
     try:
@@ -67,9 +68,9 @@ def read_trial_runs(db: Path, sweep: str, experiment: str | None) -> tuple[list[
         con.execute(
             f"""INSERT INTO sel SELECT r.run_uuid, r.start_time FROM runs r
                 JOIN tags s ON s.run_uuid = r.run_uuid AND s.key = ? AND s.value = ?
-                JOIN tags o ON o.run_uuid = r.run_uuid AND o.key = ? AND o.value = ?
+                JOIN tags o ON o.run_uuid = r.run_uuid AND o.key = ? AND o.value IN (?, ?)
                 WHERE r.lifecycle_stage = 'active' AND r.experiment_id IN ({marks})""",
-            (TAG_SWEEP, sweep, TAG_ROLE, ROLE_TRIAL, *exp_ids),
+            (TAG_SWEEP, sweep, TAG_ROLE, ROLE_TRIAL, ROLE_SUPERSEDED, *exp_ids),
         )
         records: dict[str, dict[str, Any]] = {
             rid: {"run_id": rid, "start_time": st or 0, "tags": {}, "metrics": {}}
