@@ -100,7 +100,8 @@ def _train(args: argparse.Namespace) -> int:
     stop = threading.Event()
     with stop_on_signals(stop, "[train] stopping after this iteration's checkpoint (Ctrl-C again stops at once)"):
         try:
-            summary = train(cfg, args.out, bank_dir=args.bank, ckpt_dir=ckpt, log=_printer("train"), stop=stop)
+            summary = train(cfg, args.out, bank_dir=args.bank, ckpt_dir=ckpt, log=_printer("train"), stop=stop,
+                            note=lambda line: print(f"[train] {line}", file=sys.stderr, flush=True))  # fmt: skip
         except TrainingInterrupted as e:
             print(f"famix: interrupted at iteration {e.iteration}; the same command resumes from its checkpoint", file=sys.stderr)
             return 130
@@ -122,7 +123,13 @@ def _evaluate(args: argparse.Namespace) -> int:
                 resolve_domain(d)
             except UnknownDomainError as e:
                 raise ConfigError(f"command line: --domains: {e}") from None
-    results = evaluate(cfg, args.weights, domains, out_dir=args.out)
+    names = domains or cfg.eval.domains
+
+    def done(metrics: dict[str, float], i: int | None) -> None:
+        key, value = next(iter(metrics.items()))  # {"miou/<column>": percent}
+        print(f"[evaluate] {key.removeprefix('miou/')} mIoU {value:.2f} ({(i or 0) + 1}/{len(names)} domains)", file=sys.stderr, flush=True)
+
+    results = evaluate(cfg, args.weights, domains, out_dir=args.out, log=done)
     from famix_core.checkpoint import atomic_write_json
 
     atomic_write_json(f"{args.out}/results.json", results)

@@ -391,11 +391,19 @@ def evaluate(
 
     Returns:
         ``{column: result of evaluate_domain}`` in the given order.
+
+    Raises:
+        DataError: a domain's data is missing or unreadable (every domain is checked before the first is scored).
     """
+    from famix_core.data import inspect_domain
+
     # loaded on the CPU, then moved: a weights problem fails alone, before the device's CPU-fallback notice
     model = load_segmenter(cfg, weights).to(stage_device(cfg))
+    names = list(domains or cfg.eval.domains)
+    for name in names:  # every domain's data before the first is scored: a missing one fails at once
+        inspect_domain(cfg.data, name, cfg.eval.split)
     results: dict[str, dict[str, Any]] = {}
-    for i, name in enumerate(domains or cfg.eval.domains):
+    for i, name in enumerate(names):
         d = resolve_domain(name)
         col = d.column or d.name
         sub = Path(out_dir) / col if out_dir is not None else None

@@ -13,6 +13,7 @@ Determinism (what makes resume bit-exact on CPU):
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import resource
@@ -44,7 +45,7 @@ from famix_core.device import (
     set_device_rng_state,
     stage_device,
 )
-from famix_core.errors import DataError, TrainingDiverged, TrainingInterrupted
+from famix_core.errors import DataError, TrainingDiverged, TrainingInterrupted, WeightsError
 
 if TYPE_CHECKING:
     from famix_core.config import FamixConfig
@@ -167,6 +168,7 @@ class Trainer:
         device: optional device overriding ``cfg.train.device``.
         val_dataset: optional source val split overriding :func:`famix_core.source_val.source_val_dataset`
             (used when ``train.val_every`` is set).
+        note: ``note(line)`` for what the run says in words (it resumes from a checkpoint).
     """
 
     def __init__(
@@ -180,7 +182,9 @@ class Trainer:
         dataset: Dataset | None = None,
         device: torch.device | str | None = None,
         val_dataset: Dataset | None = None,
+        note: Callable[[str], None] | None = None,
     ):
+        from famix_core.identity import training_identity
         from famix_core.models.segmenter import build_segmenter
         from famix_core.source_val import SourceValidation
 
@@ -188,6 +192,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None
         self.log = log
+        self.note = note
         tc = cfg.train
         self.device = activate(torch.device(device)) if device is not None else stage_device(cfg)
         self.cuda = self.device.type == "cuda"
@@ -195,6 +200,8 @@ class Trainer:
         torch.manual_seed(tc.seed)  # initial weights and, until restored, dropout
 
         augmenter = self._build_augmenter(bank_dir)
+        # what its checkpoints record: only this training resumes from them (see resume)
+        self.identity = json.loads(json.dumps({**training_identity(cfg), "bank": self._bank_identity}))  # as a checkpoint reads back
         self.model: Segmenter = build_segmenter(
             cfg.model, style_augmenter=augmenter, device=self.device, source=cfg.data.source
         )
@@ -235,10 +242,12 @@ class Trainer:
         from famix_core.styles.strategies import build_style_augmenter
 
         bank = None
+        self._bank_identity: dict[str, Any] | None = None
         if self.cfg.style.needs_bank():
             if bank_dir is None:
                 raise DataError("style.strategy=famix with style.augment=true needs a style bank: pass bank_dir (mine styles first)")
             bank = StyleBank.load(bank_dir, device=self.device)
+            self._bank_identity = {"n_styles": len(bank.cls), **bank.meta}  # how it was mined (not its path)
         return build_style_augmenter(self.cfg.style, bank, self.cfg.model.num_classes)
 
     def _build_dataset(self) -> Dataset:
@@ -368,18 +377,30 @@ class Trainer:
                 "images_seen": self.images_seen,
                 "train_seconds": self.train_seconds,
                 "source_val": self.source_val.state() if self.source_val is not None else None,
+                "training": self.identity,
             },
         )
         return save_checkpoint(self.ckpt_dir, state)
 
     def resume(self) -> bool:
-        """Restore the newest checkpoint of ``ckpt_dir``, if any; returns whether one was loaded."""
+        """Restore the newest checkpoint of ``ckpt_dir``, if any; returns whether one was loaded.
+
+        Raises:
+            WeightsError: the checkpoint is of another training (another config or style bank:
+                :attr:`identity` differs), which this run would continue as if it were its own.
+        """
         if self.ckpt_dir is None:
             return False
         path = latest_checkpoint(self.ckpt_dir)
         if path is None:
             return False
         st = load_checkpoint(path, self.device)
+        theirs = st.extra.get("training")  # absent in checkpoints written before it was recorded
+        if theirs is not None and theirs != self.identity:
+            raise WeightsError(
+                f"{self.ckpt_dir}: its checkpoint (iteration {st.iteration}) is of another training "
+                f"({identity_differences(theirs, self.identity)}); delete that folder to train from scratch, or write elsewhere"
+            )
         self.model.load_state_dict(st.model, strict=True)
         optimizer_from_flat(self.optimizer, st.optimizer, st.optimizer_meta)
         self._set_rng_state(st.rng)
@@ -393,6 +414,8 @@ class Trainer:
             self.source_val.restore(ex.get("source_val") or {})
         self._pending = []
         self._batches = None
+        if self.note is not None:
+            self.note(f"resuming from iteration {st.iteration}/{self.cfg.train.iterations} ({path})")
         return True
 
     def validate_if_due(self) -> None:
@@ -480,8 +503,10 @@ def train(
     ckpt_dir: str | Path | None = None,
     log: LogFn | None = None,
     stop: threading.Event | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train a segmenter on ``cfg.data.source`` (resuming from ``ckpt_dir`` when it holds a checkpoint).
+    """Train a segmenter on ``cfg.data.source`` (resuming from ``ckpt_dir`` when it holds a checkpoint
+    of this training; one of another is a :class:`~famix_core.errors.WeightsError`).
 
     Args:
         cfg: the engine config.
@@ -492,9 +517,25 @@ def train(
             ``log({"source_val/miou": percent}, step)`` at each source validation (``train.val_every``).
         stop: when set (safe from a signal handler), the run checkpoints the iteration it is in and
             raises :class:`~famix_core.errors.TrainingInterrupted` (see :meth:`Trainer.run`).
+        note: ``note(line)``: what the run says in words (where it resumes).
 
     Returns:
         ``{"iterations", "final_loss" (mean of the last log window), "images_per_s", "peak_mem_mb", "seconds", "device",
         "select", "selected_iteration", "source_val" (None, or its mIoU curve and best)}``.
     """
-    return Trainer(cfg, out_dir, bank_dir=bank_dir, ckpt_dir=ckpt_dir, log=log).run(stop)
+    return Trainer(cfg, out_dir, bank_dir=bank_dir, ckpt_dir=ckpt_dir, log=log, note=note).run(stop)
+
+
+def identity_differences(old: dict[str, Any], new: dict[str, Any], most: int = 3) -> str:
+    """``train.lr_decoder 0.01, here 0.05; …``: the dotted fields in which two training identities
+    differ (at most ``most``, then how many more)."""
+
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix: d}
+        return {k: v for key, sub in d.items() for k, v in flat(sub, f"{prefix}.{key}" if prefix else key).items()}
+
+    a, b = flat(old), flat(new)
+    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k, "unset") != b.get(k, "unset")]
+    shown = "; ".join(f"{k} {a.get(k, 'unset')}, here {b.get(k, 'unset')}" for k in keys[:most])
+    return shown + (f"; {len(keys) - most} more" if len(keys) > most else "")

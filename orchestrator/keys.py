@@ -27,13 +27,12 @@ Version 2: the official mining, style-op, evaluation and data protocols (results
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from famix_core.config import FamixConfig
 from famix_core.config_io import canonical_hash
 from famix_core.domains import resolve_domain
-from famix_core.weights import weights_identity
+from famix_core.identity import data_identity, pretrained_identity, training_identity
 
 __all__ = ["FORMAT_VERSION", "stage_key", "mine_inputs", "train_inputs", "evaluate_inputs", "data_identity"]
 
@@ -45,25 +44,12 @@ def stage_key(inputs: dict[str, Any]) -> str:
     return canonical_hash({"format": FORMAT_VERSION, **inputs})
 
 
-def data_identity(cfg: FamixConfig, domain: str) -> dict[str, Any]:
-    """What identifies a domain's data: the synthetic settings, or the absolute root folder."""
-    name = resolve_domain(domain).name
-    if cfg.data.synthetic is not None and name not in cfg.data.roots:
-        return {"domain": name, "synthetic": cfg.data.synthetic.model_dump(mode="json")}
-    return {"domain": name, "root": os.path.abspath(cfg.data.root_of(name))}
-
-
-def _pretrained_identity(cfg: FamixConfig) -> str:
-    """``none``/``openai`` as is, a packaged name with its file's hash (famix-synth@sha256:...), else the absolute path."""
-    return weights_identity(cfg.model.backbone, cfg.model.pretrained)
-
-
 def mine_inputs(cfg: FamixConfig) -> dict[str, Any]:
     """The inputs of the mine stage (see the module docstring)."""
     return {
         "kind": "mine",
         "backbone": cfg.model.backbone,
-        "pretrained": _pretrained_identity(cfg),
+        "pretrained": pretrained_identity(cfg),
         "num_classes": cfg.model.num_classes,
         "mining": cfg.identity_dict()["mining"],  # epochs=1 left out: the key of banks mined before it existed
         "patches": {"grid": cfg.style.grid, "eps": cfg.style.eps},
@@ -74,45 +60,10 @@ def mine_inputs(cfg: FamixConfig) -> dict[str, Any]:
     }
 
 
-def _style_inputs(cfg: FamixConfig) -> dict[str, Any]:
-    s = cfg.style
-    eff = s.effective_strategy()
-    if eff == "none":
-        return {"strategy": "none"}
-    out: dict[str, Any] = {"strategy": eff, "grid": s.grid, "eps": s.eps}
-    if eff == "noise":
-        out["noise_std"] = s.noise_std
-    if eff == "mixstyle" or (eff == "famix" and s.mix):
-        out["alpha"] = s.alpha
-    if eff == "famix":
-        out["mix"] = s.mix
-    return out
-
-
 def train_inputs(cfg: FamixConfig, mine_key: str | None) -> dict[str, Any]:
-    """The inputs of the train stage; ``mine_key`` must be given iff the strategy needs a bank."""
-    model = cfg.model.model_dump(mode="json")
-    model.pop("cache_dir")
-    model["pretrained"] = _pretrained_identity(cfg)
-    train = cfg.train.model_dump(mode="json")
-    for k in ("log_every", "checkpoint_every", "cpu_fallback"):
-        train.pop(k)
-    d = cfg.data
-    return {
-        "kind": "train",
-        "model": model,
-        "style": _style_inputs(cfg),
-        "source": data_identity(cfg, d.source),
-        "data": {
-            "crop_size": d.crop_size,
-            "jitter": list(d.jitter),
-            "hflip": d.hflip,
-            "split_file": d.split_file,
-            "protocol": d.train_protocol(),
-        },
-        "train": train,
-        "mine": mine_key,
-    }
+    """The inputs of the train stage (:func:`famix_core.identity.training_identity`, which its
+    checkpoints record too); ``mine_key`` must be given iff the strategy needs a bank."""
+    return {"kind": "train", **training_identity(cfg), "mine": mine_key}
 
 
 def evaluate_inputs(cfg: FamixConfig, train_key: str, domain: str) -> dict[str, Any]:

@@ -277,6 +277,28 @@ def test_cli_evaluate_runs(synth_setup, tmp_path, capsys):
     assert "C" in json.loads((tmp_path / "ev" / "results.json").read_text())
 
 
+def test_cli_evaluate_checks_every_domain_first_and_says_each_score_as_it_comes(synth_setup, tmp_path, capsys):
+    """A missing root for the second domain was found after the first was scored, whose score was
+    never shown (nor results.json written); and the scores came only at the end, all at once."""
+    import yaml
+
+    from orchestrator.__main__ import main
+
+    cfg, weights, _ = synth_setup
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg.to_dict()))
+    run = ["evaluate", "--config", str(cfg_file), "--out", str(tmp_path / "ev"), "--weights", str(weights), "--domains", "C,AN"]
+    assert main([*run, f"data.roots.acdc_night={tmp_path / 'nowhere'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"famix: error: acdc_night val: data root not found: {tmp_path / 'nowhere'}") and err.count("\n") == 1, err
+    assert not (tmp_path / "ev").exists()
+    assert main(run) == 0
+    err = capsys.readouterr().err.splitlines()
+    scored = [line for line in err if line.startswith("[evaluate]")]
+    assert [line.split(" mIoU ")[0] for line in scored] == ["[evaluate] C", "[evaluate] AN"], err
+    assert scored[1].endswith("(2/2 domains)")
+
+
 class _AtenLog:
     """Records the aten ops run inside it (a CPU stand-in for CUDA's sync debug mode)."""
 

@@ -285,6 +285,64 @@ def test_cli_train_writes_outputs(synth_root, tmp_path, capsys):
     assert '"iterations": 3' in capsys.readouterr().out
 
 
+def test_cli_train_resumes_only_its_own_training_and_says_so(synth_root, tmp_path, capsys):
+    """`famix train --out DIR` where DIR held a finished training of another config loaded that
+    training's last checkpoint without a word and wrote its model as the new one (same bytes for
+    train.lr_decoder=0.05); a checkpoint of another shape was a traceback. Its checkpoints now record
+    what training they are of; another one is one line, and nothing is written."""
+    import yaml
+
+    from orchestrator.__main__ import main
+
+    cfg = tiny_config(synth_root, iterations=2)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    run = ["train", "--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "run")]
+    assert main(run) == 0
+    weights = (tmp_path / "run" / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    for words, differs in [
+        (["train.lr_decoder=0.01"], "train.lr_decoder 0.05, here 0.01"),
+        (["train.iterations=3"], "train.iterations 2, here 3"),
+        (["model.num_classes=10", "model.freeze=paper"], "model.num_classes 19, here 10; model.freeze none, here paper"),
+        (["style.mix=false"], "style.strategy mixstyle, here none; style.grid 3, here unset; style.eps"),
+    ]:
+        assert main([*run, *words]) == 2, words
+        err = capsys.readouterr().err
+        assert err.startswith(f"famix: error: {tmp_path / 'run' / 'checkpoints'}: its checkpoint (iteration 2) is of another training ({differs}"), err
+        assert err.endswith("; delete that folder to train from scratch, or write elsewhere\n") and err.count("\n") == 1, err
+        assert (tmp_path / "run" / "model.safetensors").read_bytes() == weights
+    assert main([*run, "train.log_every=2", "train.checkpoint_every=1"]) == 0  # fields that do not change the weights
+    err = capsys.readouterr().err
+    assert f"[train] resuming from iteration 2/2 ({tmp_path / 'run' / 'checkpoints' / 'iter-00000002'})" in err, err
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == weights
+
+
+def test_a_checkpoint_of_another_style_bank_is_not_resumed_and_an_older_one_is(synth_root, tmp_path):
+    """The bank counts by how it was mined (its meta), not where it lies; a checkpoint written
+    before checkpoints recorded their training resumes as it did."""
+    from famix_core.checkpoint import latest_checkpoint
+    from famix_core.errors import WeightsError
+    from famix_core.styles.bank import StyleBank
+
+    g = torch.Generator().manual_seed(0)
+    mu, sigma, cls = torch.randn(4, 64, generator=g), torch.rand(4, 64, generator=g) + 0.5, torch.tensor([0, 2, 8, 13])
+    StyleBank(mu, sigma, cls, meta={"prompt": "style_class"}).save(tmp_path / "bank")
+    StyleBank(mu, sigma, cls, meta={"prompt": "style_class"}).save(tmp_path / "moved")
+    StyleBank(mu, sigma, cls, meta={"prompt": "style_only"}).save(tmp_path / "other")
+    cfg = tiny_config(synth_root, iterations=2, checkpoint_every=1)
+    cfg = cfg.model_copy(update={"style": cfg.style.model_copy(update={"augment": True, "mix": True})})
+    train(cfg, tmp_path / "o", bank_dir=tmp_path / "bank", ckpt_dir=tmp_path / "ck")
+    with pytest.raises(WeightsError, match="bank.prompt style_class, here style_only"):
+        Trainer(cfg, tmp_path / "o", bank_dir=tmp_path / "other", ckpt_dir=tmp_path / "ck").resume()
+    assert Trainer(cfg, tmp_path / "o", bank_dir=tmp_path / "moved", ckpt_dir=tmp_path / "ck").resume()
+    state = latest_checkpoint(tmp_path / "ck") / "state.json"
+    older = json.loads(state.read_text())
+    del older["extra"]["training"]
+    state.write_text(json.dumps(older))
+    t = Trainer(cfg, tmp_path / "o", bank_dir=tmp_path / "other", ckpt_dir=tmp_path / "ck")
+    assert t.resume() and t.iteration == 2
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 autocast + channels_last path)")
 def test_cuda_bf16_channels_last_step_and_resume(synth_root, tmp_path):
