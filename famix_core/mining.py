@@ -324,7 +324,7 @@ def mine_styles(
     names = _class_names(cfg.model.num_classes)
 
     # built on the CPU, then moved: a weights problem fails alone, before the device's CPU-fallback notice
-    clip = create_clip(cfg.model.backbone, cfg.model.pretrained, cfg.model.cache_dir)
+    clip = create_clip(cfg.model.backbone, cfg.model.pretrained, cfg.model.cache_dir, needs_text=True)
     device = stage_device(cfg)
     configure_kernels(device, deterministic=cfg.train.deterministic, benchmark=True)  # equal-size patches
     clip = clip.to(device)

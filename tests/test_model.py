@@ -68,6 +68,28 @@ def test_clip_loads_a_local_state_dict(tmp_path, suffix):
         assert torch.equal(v, sd[k]), k
 
 
+def test_mining_weights_of_a_famix_segmenter_say_the_text_encoder_is_random(tmp_path):
+    """A FAMix segmenter's model.safetensors fills the image encoder only: mining from it matched
+    styles against a random text encoder without a word. Whoever reads the text encoder is told."""
+    import warnings
+
+    from safetensors.torch import save_file
+
+    from famix_core.errors import FamixWarning
+
+    segmenter = build_segmenter(ModelConfig(backbone="famix-tiny", pretrained="none", freeze="none"))
+    famix = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in segmenter.state_dict().items()}, str(famix))
+    clip = tmp_path / "clip.safetensors"
+    save_file({k: v.contiguous() for k, v in create_clip("famix-tiny").state_dict().items()}, str(clip))
+    with pytest.warns(FamixWarning, match=f"model.pretrained={famix}: a FAMix segmenter checkpoint holds the image encoder only"):
+        create_clip("famix-tiny", str(famix), needs_text=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        create_clip("famix-tiny", str(famix))  # the image encoder is all a segmenter reads
+        create_clip("famix-tiny", str(clip), needs_text=True)
+
+
 def test_clip_missing_file_names_the_path(tmp_path):
     missing = tmp_path / "nope" / "clip.pt"
     with pytest.raises(WeightsError, match=str(missing)):

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from famix_core.errors import WeightsError
+from famix_core.errors import FamixWarning, WeightsError
 from famix_core.weights import PACKAGED_WEIGHTS, is_packaged, looks_like_path, packaged_path
 
 __all__ = [
@@ -213,8 +213,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(sd)
 
 
-def _load_clip_file(model: nn.Module, path: str, backbone: str) -> None:
-    """Fill ``model`` (an open_clip CLIP) from a local CLIP or FAMix checkpoint, strictly."""
+def _load_clip_file(model: nn.Module, path: str, backbone: str) -> bool:
+    """Fill ``model`` (an open_clip CLIP) from a local CLIP or FAMix checkpoint, strictly; returns
+    whether the text encoder was filled too (a FAMix segmenter checkpoint holds the image encoder only)."""
     sd = read_state_dict(path)
     for k in ("input_resolution", "context_length", "vocab_size"):  # OpenAI's archives carry these as tensors
         if k not in model.state_dict():
@@ -228,12 +229,13 @@ def _load_clip_file(model: nn.Module, path: str, backbone: str) -> None:
                 f"{path}: FAMix checkpoint does not fit backbone {backbone}: {_first_mismatches(target, visual_sd)}"
             )
         target.load_state_dict(visual_sd, strict=False)
-        return
+        return False
     own = model.state_dict()
     bad = set(own) != set(sd) or any(tuple(sd[k].shape) != tuple(own[k].shape) for k in own)
     if bad:
         raise WeightsError(f"{path}: CLIP state dict does not fit backbone {backbone}: {_first_mismatches(model, sd)}")
     model.load_state_dict(sd, strict=True)
+    return True
 
 
 class _DropRandomInitWarning(logging.Filter):
@@ -299,6 +301,8 @@ def create_clip(
     pretrained: str = "none",
     cache_dir: str | None = None,
     device: torch.device | str | None = None,
+    *,
+    needs_text: bool = False,
 ) -> nn.Module:
     """Build a full open_clip CLIP model (``.visual`` ModifiedResNet + text encoder), in eval mode.
 
@@ -307,6 +311,8 @@ def create_clip(
         pretrained: ``"none"`` (random init), an open_clip tag (``"openai"``) or a local file path.
         cache_dir: open_clip's download cache for tags.
         device: where the model goes (default CPU).
+        needs_text: the caller reads the text encoder (mining): a FAMix segmenter checkpoint, which
+            leaves it random, gets a :class:`~famix_core.errors.FamixWarning`.
 
     Returns:
         The CLIP model (``encode_image`` / ``encode_text``; ``.visual`` exposes the stages).
@@ -342,8 +348,15 @@ def create_clip(
     finally:
         if quiet:
             logging.getLogger().removeFilter(quiet)
-    if local_path is not None:
-        _load_clip_file(model, local_path, backbone)
+    if local_path is not None and not _load_clip_file(model, local_path, backbone) and needs_text:
+        warnings.warn(
+            FamixWarning(
+                f"model.pretrained={pretrained}: a FAMix segmenter checkpoint holds the image encoder only, so the text "
+                "encoder that mining matches styles against stays random and the styles follow no prompt; "
+                "mine with CLIP weights (famix-synth, openai or a CLIP state dict)"
+            ),
+            stacklevel=2,
+        )
     if device is not None:
         model = model.to(torch.device(device))
     return model.eval()
