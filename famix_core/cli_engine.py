@@ -40,7 +40,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML/JSON engine config (default: built-in defaults)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="dotted overrides: key=value, +key=value, ~key (e.g. train.iterations=100)"
+        "overrides", nargs="*", metavar="key=value", help="dotted overrides: key=value, +key=value, ~key (e.g. data.root=/datasets)"
     )
 
 
@@ -118,11 +118,16 @@ def _evaluate(args: argparse.Namespace) -> int:
         from famix_core.domains import UnknownDomainError, resolve_domain
         from famix_core.errors import ConfigError
 
+        seen: dict[str, str] = {}
         for d in domains:
             try:
-                resolve_domain(d)
+                dom = resolve_domain(d)
             except UnknownDomainError as e:
                 raise ConfigError(f"command line: --domains: {e}") from None
+            col = dom.column or dom.name
+            if col in seen:  # as eval.domains refuses it (it was scored once, quietly)
+                raise ConfigError(f"command line: --domains: {d} is {seen[col]} again (column {col}); give each domain once")
+            seen[col] = d
     names = domains or cfg.eval.domains
 
     def done(metrics: dict[str, float], i: int | None) -> None:

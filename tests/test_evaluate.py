@@ -259,6 +259,11 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
     rc = main(["evaluate", "--out", str(tmp_path / "o"), "--weights", str(tmp_path / "w.safetensors"), "--domains", "X"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "--domains" in err
+    # a domain given twice was scored once, quietly, where eval.domains refuses it
+    rc = main(["evaluate", "--out", str(tmp_path / "o"), "--weights", str(tmp_path / "w.safetensors"), "--domains", "C,AN,cityscapes"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == "famix: error: command line: --domains: cityscapes is C again (column C); give each domain once\n"
+    assert not (tmp_path / "o").exists()
 
 
 def test_cli_evaluate_runs(synth_setup, tmp_path, capsys):
