@@ -17,7 +17,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-__all__ = ["hangup_handler", "handling_interrupts", "stop_on_signals"]
+__all__ = ["InterruptWhenReaderGone", "hangup_handler", "handling_interrupts", "stop_on_signals"]
 
 
 def hangup_handler(then: Callable[[int, Any], None] | None = None) -> Callable[[int, Any], None]:
@@ -43,6 +43,58 @@ def hangup_handler(then: Callable[[int, Any], None] | None = None) -> Callable[[
             then(signum, frame)
 
     return handler
+
+
+class InterruptWhenReaderGone:
+    """A text stream (a command's standard output) whose reader going away is an interrupt, as a
+    closed terminal is: ``famix sweep run … | head``, or a pager quit early.
+
+    Python ignores SIGPIPE, so a write to a pipe nobody reads raises ``BrokenPipeError`` wherever the
+    command happens to print: a sweep's driver died in the middle of a progress line, its stages
+    killed without a checkpoint and its MLflow runs left RUNNING. Here the first such write moves
+    the descriptors that were that pipe (standard output, and standard error with ``2>&1``) to
+    ``/dev/null`` and sends the process SIGINT, so the command's own interrupt handling runs (a
+    training checkpoints, the runs end, the resume command goes to whatever output is left).
+    Everything else is the wrapped stream's.
+    """
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def _reader_gone(self) -> None:
+        if self._gone:
+            return
+        self._gone = True
+        gone = os.fstat(self._stream.fileno())
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            for fd in (1, 2):
+                try:
+                    st = os.fstat(fd)
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) == (gone.st_dev, gone.st_ino):
+                    os.dup2(null, fd)
+        finally:
+            os.close(null)
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 @contextmanager

@@ -296,7 +296,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     )  # fmt: skip
     from reports.collect import DamagedStoreError
 
-    console = console or make_console()
+    console = console or make_console(interrupt_when_reader_gone=True)  # `| head` stops it as Ctrl-C does
     t0 = time.perf_counter()
     rs = plan.sweep
     backend_name = opts.backend or rs.backend.kind
@@ -443,6 +443,10 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
                 raise Interrupted(f"the jobs on {backend_name} go on unless cancelled (`{stop}`); `{again}` waits for them and runs the rest") from None
             quietly("ending the interrupted sweep's MLflow runs", end_interrupted_runs, tracker, parent, runs)
             raise Interrupted(f"the finished stages are kept (a training resumes from its last checkpoint): `{again}` runs the rest") from None
+        except Exception:  # the driver itself failed (a bug, a lost cluster): its runs are not left RUNNING for good
+            if not backend_cls.stages_outlive_driver:
+                quietly("ending the MLflow runs of a driver that failed", end_interrupted_runs, tracker, parent, runs)
+            raise
 
 
 def _stopping_for_a_checkpoint(stop: Any) -> Any:

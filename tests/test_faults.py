@@ -420,6 +420,39 @@ def test_a_closed_terminal_checkpoints_the_running_training_and_ends_the_runs(tm
     assert runs and {r.info.status for r in runs} == {"KILLED"}, [(r.info.run_name, r.info.status) for r in runs]
 
 
+@pytest.mark.slow
+def test_a_pipe_whose_reader_went_away_interrupts_the_sweep_as_ctrl_c_does(tmp_path):
+    """`famix sweep run … | head -1` (or a pager quit early): the driver's next progress line raised
+    BrokenPipeError, which ended it with exit 1 and no word: its stages killed without a checkpoint,
+    its MLflow runs left RUNNING. The reader going away is now an interrupt: the runs end KILLED, the
+    resume command goes to what output is left, and the same command runs the rest."""
+    from orchestrator.tracking import Tracker, default_uri
+
+    Path("sweeps").mkdir()
+    Path("sweeps/sig.yaml").write_text(TRAIN_SWEEP.replace("WORKERS", "1").replace("iterations: 2000", "iterations: 3"))
+    cmd = [sys.executable, "-m", "orchestrator", "sweep", "run", "sig", "--run-dir", "runs"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open("err.txt", "w") as err:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            first = proc.stdout.readline()
+            proc.stdout.close()  # what `| head -1` does once it has its line
+            proc.wait(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    err_text = Path("err.txt").read_text()
+    assert first.startswith("sweep sig (smoke)"), first
+    assert proc.returncode == 130, err_text[-3000:]
+    assert "BrokenPipeError" not in err_text and "Traceback" not in err_text, err_text[-3000:]
+    assert err_text.splitlines()[-1].startswith("famix: interrupted; the finished stages are kept"), err_text[-3000:]
+    runs = Tracker(default_uri(Path("runs").absolute()), "sig").find({"famix.sweep": "sig"})
+    assert runs and "RUNNING" not in {r.info.status for r in runs}, [(r.info.run_name, r.info.status) for r in runs]
+    rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0 and "| C | Mean |" in rerun.stdout.replace("|:-:|", ""), rerun.stdout[-2000:] + rerun.stderr[-2000:]
+
+
 def test_next_start_removes_temp_folders_of_killed_writers(fake_engine):
     import socket
 
@@ -1154,6 +1187,28 @@ def test_an_interrupted_slurm_driver_leaves_its_runs_to_the_jobs_and_cancel_ends
     else:
         assert states() == ["KILLED"] * 3, out.getvalue()
         assert "MLflow: ended 3 run(s) of the cancelled jobs KILLED" in out.getvalue()
+
+
+@pytest.mark.parametrize("backend", ["local", "slurm"])
+def test_a_driver_that_fails_ends_its_runs_where_its_stages_end_with_it(fake_engine, backend):
+    """An error out of the backend's loop (a Ray actor killed, a cluster lost, a bug) left the sweep's
+    MLflow runs RUNNING for good: `famix sweep status` saw driver.json's `ended` and left them. They
+    end KILLED, as after Ctrl-C, unless the stages outlive the driver (Slurm's jobs go on)."""
+    from orchestrator.driver import RunOptions, run_plan
+    from orchestrator.tracking import Tracker, default_uri
+
+    class Failing:
+        def run(self, tasks, **kwargs):
+            raise RuntimeError("the stages' timer died")
+
+        def close(self):
+            pass
+
+    plan = _plan()
+    with pytest.raises(RuntimeError, match="timer died"):
+        run_plan(plan, RunOptions(backend=backend), Console(file=io.StringIO(), width=200), backend_obj=Failing())
+    runs = Tracker(default_uri(plan.run_dir), "mini").find({"famix.sweep": "mini"})
+    assert sorted(r.info.status for r in runs) == (["KILLED"] * 3 if backend == "local" else ["RUNNING"] * 3)
 
 
 def test_cancel_leaves_the_runs_of_a_driver_on_another_host_at_once(fake_engine, monkeypatch):

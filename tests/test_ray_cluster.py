@@ -265,6 +265,24 @@ def test_auto_is_tried_again_when_ray_address_is_a_ray_client_one(monkeypatch, r
 
 
 @pytest.mark.ray
+def test_in_process_ray_takes_the_cpus_this_process_may_use(monkeypatch):
+    """In-process Ray took os.cpu_count(): in a Slurm job of 1 CPU (or under taskset) on a bigger
+    machine it ran as many stages at once as the machine has cores. It takes the allocation, as the
+    local backend does; the plan's check of what fits reads the same number."""
+    from orchestrator.backends.ray_cluster import local_nodes
+
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert local_nodes(None, None)[0].cpus == 1.0 and local_nodes(3, None)[0].cpus == 3.0
+    lines: list[str] = []
+    backend = create_backend("ray", sweep_dir=str(Path("runs/sw").absolute()), options={}, log=lines.append)
+    try:
+        ray = backend._ensure_ray()
+        assert ray.cluster_resources()["CPU"] == 1.0
+        assert any(line.startswith("ray: started in-process with 1 CPUs") for line in lines), lines
+    finally:
+        backend.close()
+
+
 def test_time_limit_counts_running_time_only_and_parallelism_comes_from_the_cluster():
     backend = create_backend("ray", sweep_dir=str(Path("runs/sw").absolute()), options={"ray": {"num_cpus": 1}})
     try:
@@ -281,6 +299,56 @@ def test_time_limit_counts_running_time_only_and_parallelism_comes_from_the_clus
         rec = Recorder()
         backend.run([_task(f"p{i}", seconds=0.3) for i in range(3)], max_parallel=0, retries=0, on_event=rec)
         assert backend.parallelism == 1 and rec.max_running == 1
+    finally:
+        backend.close()
+
+
+def _kill_when_it_runs(name: str, found: list[int], timeout_s: float = 60.0) -> threading.Thread:
+    """A thread that SIGKILLs the first process of this test's Ray (its descendants) whose command
+    line holds ``name`` (``ray::StartBoard``, ``ray::synthetic_w0``), once it runs; its PID goes to ``found``."""
+    import psutil
+
+    def watch() -> None:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline and not found:
+            for p in psutil.Process().children(recursive=True):
+                try:
+                    if name in " ".join(p.cmdline()):
+                        p.kill()
+                        found.append(p.pid)
+                        return
+                except psutil.Error:
+                    continue
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_killed_stage_timer_lets_the_stages_go_on_and_a_killed_worker_fails_its_stage_with_its_log():
+    """The actor that times stages for timeout_min (killed, or its node lost) took the driver down with
+    a traceback: its stages killed without a checkpoint, the MLflow runs left RUNNING. The stages now go
+    on, unlimited, and the driver says so. A stage whose Ray worker was killed failed with no log path
+    and nothing in its log; it now fails as the local backend's does, its log saying why."""
+    lines: list[str] = []
+    backend = create_backend("ray", sweep_dir=str(Path("runs/sw").absolute()), options={"ray": {"num_cpus": 2}}, log=lines.append)
+    try:
+        killed: list[int] = []
+        watcher = _kill_when_it_runs("ray::StartBoard", killed)
+        tasks = [dataclasses.replace(_task(f"q{i}", seconds=3.0), resources={"timeout_min": 5}) for i in range(2)]
+        out = backend.run(tasks, max_parallel=2, retries=0, on_event=Recorder())
+        watcher.join()
+        assert killed, "the timer actor never ran"
+        assert [out[t.key].status for t in tasks] == ["done", "done"], {k: o.error for k, o in out.items()}
+        assert "ray: the stages' timer is gone (" in "\n".join(lines) and "time limits of the 2 running stage(s)" in "\n".join(lines), lines
+        killed = []
+        watcher = _kill_when_it_runs("ray::synthetic_w0", killed)
+        task = _task("w0", seconds=30.0)
+        out = backend.run([task], max_parallel=1, retries=0, on_event=Recorder())["w0"]
+        watcher.join()
+        assert killed and out.status == "failed" and out.log_path == task.log_path, out
+        assert f"failed: {out.error}" in Path(task.log_path).read_text()
     finally:
         backend.close()
 

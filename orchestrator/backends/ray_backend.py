@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from famix_core.loaders import allocated_cpus
 from orchestrator.backends.base import Backend, backend_failure, timed_out
 from orchestrator.backends.dag import DagScheduler
 from orchestrator.backends.ray_cluster import (
@@ -168,7 +169,7 @@ class RayBackend(Backend):
                 self.log(f"ray: run dir path too long for Ray's sockets; using temp dir {temp_dir}")
                 self._fallback_dir = temp_dir  # removed again at close()
             Path(temp_dir).mkdir(parents=True, exist_ok=True)
-            num_cpus = ray_opts.get("num_cpus") or os.cpu_count() or 1
+            num_cpus = ray_opts.get("num_cpus") or allocated_cpus()  # what this process may use (affinity, Slurm), as local
             ray.init(
                 num_cpus=num_cpus,
                 num_gpus=ray_opts.get("num_gpus"),
@@ -234,7 +235,14 @@ class RayBackend(Backend):
                     raise RuntimeError("dependency cycle or missing dependency among stages")
                 done, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0 if limits else None)
                 if not done:  # a stage ran past its time limit: stop it; a retry resumes from its checkpoint
-                    running = ray.get(board.elapsed.remote(), timeout=30)
+                    try:
+                        running = ray.get(board.elapsed.remote(), timeout=30)
+                    except Exception as e:  # noqa: BLE001 — the timer actor died (killed, its node lost): the stages go on
+                        self.log(f"ray: the stages' timer is gone ({type(e).__name__}); the time limits of the "
+                                 f"{len(limits)} running stage(s) that have one are not enforced")  # fmt: skip
+                        board = ray.remote(num_cpus=0)(StartBoard).remote()  # for the stages still to start
+                        limits.clear()
+                        continue
                     for ref in [r for r, lim in limits.items() if running.get(inflight[r][1], 0.0) > lim]:
                         key, _tag = inflight.pop(ref)
                         limits.pop(ref)
@@ -247,11 +255,16 @@ class RayBackend(Backend):
                     try:
                         outcome = ray.get(ref)
                     except Exception as e:  # noqa: BLE001 — worker died (OOM, node lost): a retryable failure
-                        outcome = StageOutcome(key, "failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                        error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                        outcome = backend_failure(dag.tasks[key], error, retryable=True)  # in the stage's log too
                     outcome.job_id = ref.task_id().hex() if hasattr(ref, "task_id") else None
                     dag.complete(key, outcome)
-        except KeyboardInterrupt:
-            self._stop(ray, list(inflight))
+        except BaseException as e:  # Ctrl-C, SIGTERM, or the driver failing: the stages stop, a training checkpointing first
+            try:
+                self._stop(ray, list(inflight))
+            except Exception:  # noqa: BLE001 — Ray itself is what failed: its stages go with it
+                if isinstance(e, KeyboardInterrupt):
+                    raise
             dag.cancel_rest()
             raise
         return dag.outcomes

@@ -202,8 +202,11 @@ def connect_client(
 
 
 def local_nodes(num_cpus: int | None, num_gpus: int | None) -> list[NodeInfo]:
-    """The one node of an in-process Ray instance (``backend.ray.num_cpus`` or this machine's CPUs)."""
-    return [NodeInfo("local", float(num_cpus or os.cpu_count() or 1), float(num_gpus or 0))]
+    """The one node of an in-process Ray instance (``backend.ray.num_cpus`` or the CPUs this process
+    may use: :func:`famix_core.loaders.allocated_cpus`, as Ray is started with)."""
+    from famix_core.loaders import allocated_cpus
+
+    return [NodeInfo("local", float(num_cpus or allocated_cpus()), float(num_gpus or 0))]
 
 
 def unschedulable(kind: str, request: dict[str, Any], nodes: list[NodeInfo]) -> str | None:

@@ -173,7 +173,7 @@ class RayOptions(_Strict):
     """Ray backend: in-process by default, or an existing cluster by ``address`` (``auto``, ``ray://host:port``)."""
 
     address: str | None = None
-    num_cpus: int | None = Field(None, ge=1, description="CPUs of the in-process instance (default: all)")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the in-process instance (default: those this process may use: its affinity mask, or SLURM_CPUS_PER_TASK in a job)")
     num_gpus: int | None = Field(None, ge=0)
 
     @field_validator("address")
