@@ -197,6 +197,24 @@ def test_a_ray_client_connection_that_keeps_failing_says_how_often_it_tried(monk
     assert "\n" not in str(e.value)
 
 
+def test_a_ray_client_connection_that_times_out_is_tried_once_and_names_the_client_port(monkeypatch, listening_port):
+    """`ray://<head>:<GCS port>` (the client server's port mixed up with the head's): each try waited
+    Ray Client's own 30 s connection timeout, three times, in silence. A timeout is tried once, and
+    the message says which port ray:// names."""
+    from orchestrator.backends import ray_cluster
+
+    child = _ChildRuns(("", "Traceback (most recent call last):\n  File ...\nConnectionError: ray client connection timeout\n"))
+    monkeypatch.setattr(ray_cluster.subprocess, "run", child)
+    monkeypatch.setattr(ray_cluster, "_CLIENT_RETRY_DELAY_S", 0.0)
+    with pytest.raises(SweepError) as e:
+        probe_cluster(f"ray://127.0.0.1:{listening_port}")
+    assert child.calls == 1
+    assert str(e.value).startswith(
+        f"backend.ray.address=ray://127.0.0.1:{listening_port}: could not connect (ConnectionError: ray client connection timeout); "
+        "ray:// names the Ray Client server's port (10001 unless"
+    ), str(e.value)
+
+
 def test_a_missing_ray_client_is_said_at_once(monkeypatch, listening_port):
     from orchestrator.backends import ray_cluster
 

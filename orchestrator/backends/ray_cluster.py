@@ -168,10 +168,16 @@ def probe_cluster(address: str, timeout_s: float | None = None) -> list[NodeInfo
         if "ray[client]" in out.stderr or "No module named 'grpc'" in out.stderr:
             first = "the ray:// form needs Ray Client: pip install 'ray[client]' (the project depends on it)"
             break
+        if "timeout" in first.lower():  # Ray Client's own connection timeout (~30 s): a try again would wait as long
+            break
         if attempt < attempts:
             time.sleep(_CLIENT_RETRY_DELAY_S)
     tries = f" after {attempts} tries" if attempts > 1 and attempt == attempts else ""
-    raise SweepError(f"backend.ray.address={shown}: could not connect{tries} ({first[:300]}); {_START_HINT}")
+    port = ""
+    if target.startswith("ray://") and "timeout" in first.lower():
+        port = ("; ray:// names the Ray Client server's port (10001 unless `ray start --ray-client-server-port` "
+                "says otherwise), not the head's GCS port")  # fmt: skip
+    raise SweepError(f"backend.ray.address={shown}: could not connect{tries} ({first[:300]}){port}; {_START_HINT}")
 
 
 def connect_client(
