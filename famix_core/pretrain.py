@@ -35,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from famix_core.config import Seed
 from famix_core.data.captions import Corpus, CorpusConfig, build_corpus, classes_by_area, patch_caption, scene_caption
@@ -69,6 +69,14 @@ class PretrainConfig(BaseModel):
         1, ge=1, description="torch CPU threads while training (1: the same float sums on every machine; None: torch's default)"
     )
     log_every: int = Field(25, ge=1)
+
+    @field_validator("patch_max")
+    @classmethod
+    def _patch_range(cls, v: float, info: ValidationInfo) -> float:
+        low = info.data.get("patch_min")  # absent when patch_min itself was refused
+        if low is not None and v < low:  # the sampler draws a side from patch_min to patch_max
+            raise ValueError(f"expected >= patch_min ({low}): patch sides are drawn from patch_min to patch_max, got {v}")
+        return v
 
 
 def _boxes_and_captions(

@@ -354,6 +354,21 @@ def test_pretrain_cli_bad_input_is_one_line(capsys, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_pretrain_cli_refuses_a_patch_range_whose_min_exceeds_its_max(capsys, tmp_path):
+    """patch_min > patch_max passed each field's bounds, then failed in numpy's sampler (``low >= high``)
+    after the corpus rendered: it is one line naming both keys, before any work."""
+    from orchestrator.__main__ import main
+
+    args = ["pretrain-clip", "--out", str(tmp_path / "o"), "patch_min=0.6", "patch_max=0.3", "steps=1", "corpus.scenes=1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "patch_max" in err[0] and "patch_min" in err[0] and "0.6" in err[0], err
+    assert not (tmp_path / "o").exists()
+    from famix_core.pretrain import PretrainConfig
+
+    assert PretrainConfig(patch_min=0.4, patch_max=0.4).patch_max == 0.4  # one patch size is a range too
+
+
 def test_short_context_text_features_equal_the_full_context():
     from famix_core.models.clip import create_clip, get_tokenizer
     from famix_core.pretrain import encode_text_short
