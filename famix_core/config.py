@@ -28,6 +28,8 @@ __all__ = [
     "check_seed",
     "parse_device_spec",
     "Seed",
+    "check_backbone",
+    "Backbone",
     "PRECISIONS",
     "BACKBONES",
     "FREEZE_POLICIES",
@@ -83,6 +85,17 @@ def _not_a_bool(v: Any) -> Any:
 Seed = Annotated[int, BeforeValidator(_not_a_bool), AfterValidator(check_seed)]
 """A seed field: an integer from 0 to :data:`SEED_MAX`."""
 
+
+def check_backbone(v: str) -> str:
+    """``v`` if it names a backbone of :data:`BACKBONES`, else ValueError listing them."""
+    if v not in BACKBONES:
+        raise ValueError(f"unknown backbone {v!r} (known: {', '.join(BACKBONES)})")
+    return v
+
+
+Backbone = Annotated[str, AfterValidator(check_backbone)]
+"""A backbone field: a name of :data:`BACKBONES` (checked with the config, before any work)."""
+
 DEVICE_SPECS = "auto, cpu, cuda or cuda:N"
 
 
@@ -108,7 +121,7 @@ class _Base(BaseModel):
 class ModelConfig(_Base):
     """The segmenter: CLIP ResNet backbone + DeepLabv3+ head."""
 
-    backbone: str = Field("RN50", description=f"one of {BACKBONES}")
+    backbone: Backbone = Field("RN50", description=f"one of {BACKBONES}")
     pretrained: str = Field(
         "openai",
         description="'openai' (open_clip download/cache), 'none' (random init), 'famix-synth' (famix-tiny weights"
@@ -119,13 +132,6 @@ class ModelConfig(_Base):
     num_classes: int = Field(19, ge=2)
     freeze: str = Field("paper", description=f"one of {FREEZE_POLICIES}")
     aspp_dropout: float = Field(0.1, ge=0.0, lt=1.0)
-
-    @field_validator("backbone")
-    @classmethod
-    def _backbone(cls, v: str) -> str:
-        if v not in BACKBONES:
-            raise ValueError(f"unknown backbone {v!r} (known: {', '.join(BACKBONES)})")
-        return v
 
     @field_validator("pretrained")
     @classmethod

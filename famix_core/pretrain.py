@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from famix_core.config import Seed
+from famix_core.config import Backbone, Seed
 from famix_core.data.captions import Corpus, CorpusConfig, build_corpus, classes_by_area, patch_caption, scene_caption
 from famix_core.data.transforms import CLIP_MEAN, CLIP_STD
 
@@ -54,7 +54,7 @@ class PretrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
-    backbone: str = Field("famix-tiny", description="CLIP architecture (famix_core.models.clip registry)")
+    backbone: Backbone = Field("famix-tiny", description="CLIP architecture (famix_core.models.clip registry)")
     steps: int = Field(1500, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(2e-3, gt=0.0)

@@ -369,6 +369,22 @@ def test_pretrain_cli_refuses_a_patch_range_whose_min_exceeds_its_max(capsys, tm
     assert PretrainConfig(patch_min=0.4, patch_max=0.4).patch_max == 0.4  # one patch size is a range too
 
 
+def test_pretrain_cli_refuses_an_unknown_backbone_before_any_work(capsys, tmp_path, monkeypatch):
+    """``backbone`` was a plain string checked by create_clip after the whole corpus rendered, under the
+    name ``model.backbone`` (not a key of this command): it is checked with the config, named as typed."""
+    import famix_core.pretrain
+    from orchestrator.__main__ import main
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the corpus was rendered for a config that does not validate")
+
+    monkeypatch.setattr(famix_core.pretrain, "build_corpus", no_work)
+    assert main(["pretrain-clip", "--out", str(tmp_path / "o"), "backbone=nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ": backbone: unknown backbone 'nope' (known: RN50, RN101, famix-tiny)" in err[0], err
+    assert "model.backbone" not in err[0] and not (tmp_path / "o").exists()
+
+
 def test_short_context_text_features_equal_the_full_context():
     from famix_core.models.clip import create_clip, get_tokenizer
     from famix_core.pretrain import encode_text_short
