@@ -22,6 +22,14 @@ def load_pretrain_config(path: str | None, overrides: list[str]):
     return load_config(path, overrides, schema=PretrainConfig)
 
 
+_STOP_NOTICES = {  # what a first Ctrl-C does in each stage of pretrain_clip (on_stage)
+    "corpus": "[pretrain] stopping once the corpus is rendered, before any step is trained (Ctrl-C again: stop now)",
+    "train": "[pretrain] stopping at the next step, with a checkpoint of the steps done (Ctrl-C again: stop now)",
+    "finish": "[pretrain] the training is finished and checkpointed: the zero-shot checks end in seconds, then its"
+    " weights are written (Ctrl-C again: stop now; the same command then resumes at the checks)",
+}
+
+
 def register(subparsers: Any) -> None:
     """Add ``pretrain-clip`` to the ``famix`` parser."""
     p = subparsers.add_parser(
@@ -42,12 +50,23 @@ def _pretrain(args: argparse.Namespace) -> int:
     from famix_core.interrupts import stop_on_signals
     from famix_core.pretrain import SUMMARY_FILE, WEIGHTS_FILE, pretrain_clip
 
-    stop = threading.Event()
-    with stop_on_signals(stop, "[pretrain] stopping at the next step, with a checkpoint of the steps done (Ctrl-C again: stop now)"):
+    stop, stage = threading.Event(), "corpus"
+
+    def enter(name: str) -> None:  # the stage the run is in: what the next Ctrl-C's notice says
+        nonlocal stage
+        stage = name
+
+    def log(line: str) -> None:
+        print(f"[pretrain] {line}", file=sys.stderr, flush=True)
+
+    with stop_on_signals(stop, lambda: _STOP_NOTICES[stage]):
         try:
-            _, summary = pretrain_clip(cfg, args.out, log=lambda line: print(f"[pretrain] {line}", file=sys.stderr, flush=True), stop=stop)
-        except TrainingInterrupted:  # its checkpoint is written and logged: the same command resumes
-            print("famix: interrupted; the same command resumes from the checkpoint", file=sys.stderr)
+            _, summary = pretrain_clip(cfg, args.out, log=log, stop=stop, on_stage=enter)
+        except TrainingInterrupted as e:  # a checkpoint is written and logged, or nothing was trained
+            if e.checkpoint is None:
+                print("famix: interrupted before the first step: nothing to keep; the same command starts over", file=sys.stderr)
+            else:
+                print(f"famix: interrupted at step {e.iteration}; the same command resumes from its checkpoint", file=sys.stderr)
             return 130
     z = summary.get("zero_shot", {})
     print(

@@ -117,11 +117,12 @@ def handling_interrupts(handler: Callable[[int, Any], None]) -> Iterator[None]:
 
 
 @contextmanager
-def stop_on_signals(stop: threading.Event, notice: str) -> Iterator[None]:
+def stop_on_signals(stop: threading.Event, notice: str | Callable[[], str]) -> Iterator[None]:
     """Around a training: Ctrl-C, SIGTERM or a hangup (:func:`handling_interrupts`) sets ``stop`` (the
     training checkpoints the iteration it is in and raises :class:`~famix_core.errors.TrainingInterrupted`)
-    and prints ``notice``; a second one stops at once (``KeyboardInterrupt``). A forked child (a data
-    loader worker: a terminal's Ctrl-C reaches it too) ignores the signal.
+    and prints ``notice`` (a callable: asked then, for a command whose stages answer a stop differently);
+    a second one stops at once (``KeyboardInterrupt``). A forked child (a data loader worker: a
+    terminal's Ctrl-C reaches it too) ignores the signal.
     """
     owner = os.getpid()
 
@@ -131,7 +132,7 @@ def stop_on_signals(stop: threading.Event, notice: str) -> Iterator[None]:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        print(notice, file=sys.stderr, flush=True)
+        print(notice() if callable(notice) else notice, file=sys.stderr, flush=True)
 
     with handling_interrupts(handler):
         yield

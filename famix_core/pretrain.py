@@ -17,10 +17,10 @@ write identical weights. ``DIR`` receives ``weights.safetensors`` (fp16) and ``p
 (config, loss curve, seconds, zero-shot scores of :mod:`famix_core.zero_shot`).
 
 Nothing is lost to a kill or Ctrl-C: every minute of training (and at a stop request, the CLI's
-Ctrl-C) the model, the optimizer and the sampler's RNG go to ``DIR/checkpoint/``
-(:mod:`famix_core.checkpoint`), and the same command resumes from there, to the same weights
-bit for bit. A checkpoint of another config is not resumed from; the folder goes once the
-weights are written.
+Ctrl-C, and once the last step is done) the model, the optimizer and the sampler's RNG go to
+``DIR/checkpoint/`` (:mod:`famix_core.checkpoint`), and the same command resumes from there, to
+the same weights bit for bit. A checkpoint of another config is not resumed from; the folder goes
+once the weights are written.
 """
 
 from __future__ import annotations
@@ -224,6 +224,7 @@ def pretrain_clip(
     evaluate: bool = True,
     stop: threading.Event | None = None,
     checkpoint_s: float = 60.0,
+    on_stage: Callable[[str], None] | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """Render the corpus, train the CLIP contrastively, write ``out/weights.safetensors`` and ``out/pretrain.json``.
 
@@ -234,9 +235,14 @@ def pretrain_clip(
         log: a line printer (default: none).
         evaluate: run the zero-shot checks at the end and put them in the summary.
         stop: set (by a signal handler, say) to stop: checked
-            before each step; when set, the steps done are checkpointed (none before the first) and the
-            run stops.
+            before each step and after the last; when set, the steps done are checkpointed (none
+            before the first) and the run stops. Set later, during the zero-shot checks and the
+            writing of the weights, it changes nothing: the run ends as it would have.
         checkpoint_s: seconds of training between checkpoints (``out`` given).
+        on_stage: told each stage as the run enters it, for what a stop request does there:
+            ``"corpus"`` (rendering: a stop is answered at the first step, with nothing to keep),
+            ``"train"`` (a stop checkpoints the steps done), ``"finish"`` (every step is done, and
+            checkpointed when ``out`` is given and the checks run: the checks and the writing go on).
 
     Returns:
         (the trained CLIP in eval mode, fp32; the summary dict).
@@ -250,6 +256,8 @@ def pretrain_clip(
     from famix_core.models.clip import create_clip, get_tokenizer
 
     log = log or (lambda s: None)
+    on_stage = on_stage or (lambda s: None)
+    on_stage("corpus")
     threads_before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -284,14 +292,19 @@ def pretrain_clip(
         spent = {"train": before["train"] + now - t1, "total": before["total"] + now - t0}
         return _save_progress(ckpt_dir, done, model, opt, rng, losses, cfg_json, spent)
 
+    def stop_if_asked(done: int) -> None:
+        if stop is None or not stop.is_set():
+            return
+        if done == 0:  # stopped while the corpus rendered: a checkpoint would hold nothing
+            log("stopped before the first step: nothing to keep; the same command starts over")
+            raise TrainingInterrupted(0, None)
+        path = save(done)
+        log(f"stopped at step {done}/{cfg.steps}" + (f"; checkpoint {path}: the same command resumes" if path else ""))
+        raise TrainingInterrupted(done, str(path) if path else None)
+
+    on_stage("train")
     for step in range(start, cfg.steps):
-        if stop is not None and stop.is_set():
-            if step == 0:  # stopped while the corpus rendered: a checkpoint would hold nothing
-                log("stopped before the first step: nothing to keep; the same command starts over")
-                raise TrainingInterrupted(0, None)
-            path = save(step)
-            log(f"stopped at step {step}/{cfg.steps}" + (f"; checkpoint {path}: the same command resumes" if path else ""))
-            raise TrainingInterrupted(step, str(path) if path else None)
+        stop_if_asked(step)
         if ckpt_dir is not None and step > start and time.perf_counter() - last_save >= checkpoint_s:
             save(step)
             last_save = time.perf_counter()
@@ -309,6 +322,10 @@ def pretrain_clip(
         losses.append(float(loss.detach()))
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             log(f"step {step + 1}/{cfg.steps} loss {np.mean(losses[-cfg.log_every:]):.3f} ({time.perf_counter() - t1:.0f} s)")
+    stop_if_asked(cfg.steps)  # asked during the last step, when a stop still meant a checkpoint and an end
+    if evaluate and start < cfg.steps:
+        save(cfg.steps)  # the checks take seconds: a kill or a second Ctrl-C there loses no step
+    on_stage("finish")
     t_train = before["train"] + time.perf_counter() - t1
     threads = torch.get_num_threads()
     torch.set_num_threads(threads_before)

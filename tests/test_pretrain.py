@@ -245,6 +245,85 @@ def test_ctrl_c_of_the_pretrain_command_keeps_its_steps(tmp_path, how):
     assert (out / WEIGHTS_FILE).read_bytes() == (tmp_path / "whole" / WEIGHTS_FILE).read_bytes()
 
 
+_TINY_ARGS = ["corpus.scenes=1", "corpus.styles_per_scene=2", "steps=2", "batch_size=4", "warmup=1"]
+_SCORES = {"style_top1": 0.5, "style_chance": 0.05, "class_r_precision": 0.3, "class_chance": 0.1}
+
+
+def test_ctrl_c_while_the_corpus_renders_says_nothing_was_kept(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C while the corpus renders stops at the first step with nothing trained: every line says so.
+    The last one said "the same command resumes from the checkpoint", of a checkpoint never written."""
+    import signal
+
+    import famix_core.pretrain
+    from famix_core.pretrain import CHECKPOINT_DIR
+    from orchestrator.__main__ import main
+
+    render = famix_core.pretrain.build_corpus
+
+    def ctrl_c_while_rendering(cfg):
+        signal.raise_signal(signal.SIGINT)  # the handler runs before this returns
+        return render(cfg)
+
+    monkeypatch.setattr(famix_core.pretrain, "build_corpus", ctrl_c_while_rendering)
+    assert main(["pretrain-clip", "--out", str(tmp_path / "o"), *_TINY_ARGS]) == 130
+    err = capsys.readouterr().err
+    assert "[pretrain] stopping once the corpus is rendered, before any step is trained" in err, err
+    assert "checkpoint" not in err and "resumes" not in err, err
+    assert err.strip().splitlines()[-1] == "famix: interrupted before the first step: nothing to keep; the same command starts over"
+    assert not (tmp_path / "o" / CHECKPOINT_DIR).exists()
+
+
+def test_ctrl_c_during_the_final_checks_finishes_the_run_and_says_so(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C during the zero-shot checks, after the last step, said "stopping at the next step, with a
+    checkpoint", then wrote the weights and exited 0: it now says that the training is finished and is
+    written once the checks end, which it does."""
+    import signal
+
+    import famix_core.zero_shot
+    from famix_core.pretrain import CHECKPOINT_DIR, SUMMARY_FILE, WEIGHTS_FILE
+    from orchestrator.__main__ import main
+
+    def ctrl_c_during_the_checks(model, backbone, cfg):
+        signal.raise_signal(signal.SIGINT)
+        return dict(_SCORES)
+
+    monkeypatch.setattr(famix_core.zero_shot, "zero_shot", ctrl_c_during_the_checks)
+    out = tmp_path / "o"
+    assert main(["pretrain-clip", "--out", str(out), *_TINY_ARGS]) == 0
+    captured = capsys.readouterr()
+    assert "[pretrain] the training is finished and checkpointed: the zero-shot checks end" in captured.err, captured.err
+    assert "stopping at the next step" not in captured.err and "interrupted" not in captured.err
+    assert f"wrote {out}/{WEIGHTS_FILE}" in captured.out
+    assert __import__("json").loads((out / SUMMARY_FILE).read_text())["zero_shot"] == _SCORES
+    assert not (out / CHECKPOINT_DIR).exists()
+
+
+def test_a_second_ctrl_c_during_the_final_checks_keeps_the_finished_training(tmp_path, monkeypatch, capsys):
+    """Ctrl-C twice during the zero-shot checks stops at once; every step is in the checkpoint (saved when
+    the training ended, not a minute before), so the same command resumes at the checks."""
+    import signal
+
+    import famix_core.zero_shot
+    from famix_core.pretrain import CHECKPOINT_DIR, WEIGHTS_FILE
+    from orchestrator.__main__ import main
+
+    def ctrl_c_twice(model, backbone, cfg):
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)  # stop now: a KeyboardInterrupt
+        raise AssertionError("not reached")
+
+    monkeypatch.setattr(famix_core.zero_shot, "zero_shot", ctrl_c_twice)
+    out = tmp_path / "o"
+    assert main(["pretrain-clip", "--out", str(out), *_TINY_ARGS]) == 130
+    assert (out / CHECKPOINT_DIR).is_dir() and not (out / WEIGHTS_FILE).exists()
+    capsys.readouterr()
+    monkeypatch.setattr(famix_core.zero_shot, "zero_shot", lambda model, backbone, cfg: dict(_SCORES))
+    assert main(["pretrain-clip", "--out", str(out), *_TINY_ARGS]) == 0
+    err = capsys.readouterr().err
+    assert "[pretrain] resuming from step 2/2" in err and "[pretrain] step " not in err, err  # no step trained again
+    assert (out / WEIGHTS_FILE).is_file() and not (out / CHECKPOINT_DIR).exists()
+
+
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)], ids=["umask022", "umask027"])
 def test_pretrained_weights_follow_the_umask(tmp_path, umask, mode):
     """``weights.safetensors`` is shared like every other artifact: its mode is the umask's, not 0600."""
