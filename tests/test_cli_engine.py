@@ -77,6 +77,24 @@ def test_synth_into_a_folder_of_other_files_names_out(capsys):
     )
 
 
+def test_synth_captions_into_a_folder_of_other_files_names_out_before_rendering(capsys, monkeypatch):
+    """``data synth-captions`` wrote its images among any files in --out; like ``data synth`` it now
+    takes a new or empty folder, or one holding a previous corpus (corpus.json), and says so first."""
+    import famix_core.data.captions
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("rendered a corpus for a folder it refuses")
+
+    monkeypatch.setattr(famix_core.data.captions, "build_corpus", no_work)
+    Path("mine").mkdir()
+    Path("mine/notes.txt").write_text("x")
+    err = _refused(capsys, ["data", "synth-captions", "--scenes", "1", "--styles-per-scene", "1", "--out", "mine"])
+    assert err == (
+        "famix: error: command line: --out: mine holds files but no corpus.json: "
+        "the caption corpus needs a new or empty folder, or one of a previous corpus\n"
+    )
+
+
 def test_out_check_leaves_nothing_in_a_writable_folder(tmp_path):
     from famix_core.io import check_out_dir
 

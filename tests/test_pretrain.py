@@ -106,6 +106,47 @@ def test_write_corpus(tmp_path):
     assert '"caption": "' in lines[0] and (out / "corpus.json").is_file()
 
 
+def test_write_corpus_replaces_a_previous_corpus_whole(tmp_path):
+    """A second corpus into the same folder left the first one's images: 3 scenes then 2 gave 6 images
+    under 4 captions. It is built beside the folder and replaces the previous corpus whole."""
+    import json
+
+    out = tmp_path / "corpus"
+    write_corpus(build_corpus(TINY_CORPUS), TINY_CORPUS, out)
+    two = TINY_CORPUS.model_copy(update={"scenes": 2})
+    write_corpus(build_corpus(two), two, out)
+    lines = [json.loads(x) for x in (out / "captions.jsonl").read_text().splitlines()]
+    assert sorted(f"images/{p.name}" for p in (out / "images").iterdir()) == sorted(x["image"] for x in lines)
+    assert len(lines) == 4 and len(list((out / "labels").iterdir())) == 4
+    assert json.loads((out / "corpus.json").read_text())["scenes"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus"]  # no temporary folder left beside it
+
+
+def test_a_failed_corpus_write_leaves_the_previous_corpus_as_it_was(tmp_path, monkeypatch):
+    """The images were saved in place: a write that failed halfway (a full disk, a Ctrl-C) left a
+    mixture of two corpora. The previous corpus stays whole, and nothing is left beside it."""
+    import famix_core.data.captions as captions
+
+    out = tmp_path / "corpus"
+    write_corpus(build_corpus(TINY_CORPUS), TINY_CORPUS, out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    other = TINY_CORPUS.model_copy(update={"seed": 1})
+    corpus = build_corpus(other)
+    calls = []
+
+    def fails_on_the_second_caption(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return scene_caption(*args)
+
+    monkeypatch.setattr(captions, "scene_caption", fails_on_the_second_caption)
+    with pytest.raises(KeyboardInterrupt):
+        write_corpus(corpus, other, out)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus"]
+
+
 def _tiny_pretrain():
     from famix_core.pretrain import PretrainConfig
 

@@ -24,6 +24,7 @@ Everything is deterministic in ``CorpusConfig.seed``. No torch here (numpy + PIL
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from famix_core.classes import CLASS_NAMES, IGNORE_INDEX
 from famix_core.config import Seed
 from famix_core.data.synth.appearance import DomainStyle, render_style
 from famix_core.data.synth.scene import make_scene
+from famix_core.errors import DataError
 
 __all__ = [
     "CorpusConfig",
@@ -53,8 +55,13 @@ __all__ = [
     "classes_by_area",
     "scene_caption",
     "patch_caption",
+    "CORPUS_FILE",
+    "check_corpus_dir",
     "write_corpus",
 ]
+
+CORPUS_FILE = "corpus.json"
+"""The corpus's config, written last: a folder holding it holds a corpus that a new one may replace."""
 
 
 class CorpusConfig(BaseModel):
@@ -360,25 +367,62 @@ def patch_caption(words: tuple[str, ...], cls: int, rng: np.random.Generator) ->
     return t.format(cls=CLASS_NAMES[cls], style=" ".join(words))
 
 
-def write_corpus(corpus: Corpus, cfg: CorpusConfig, out: str | Path) -> Path:
+def check_corpus_dir(out: str | Path, option: str | None = None) -> None:
+    """Refuse a folder that holds anything but a previous corpus, before any work (as ``data synth`` does).
+
+    Args:
+        out: the corpus folder (it need not exist).
+        option: the command-line option that named it, for the message.
+
+    Raises:
+        DataError: ``out`` is a file, or a folder of files without :data:`CORPUS_FILE`.
+    """
+    out = Path(out)
+    if out.exists() and not (out / CORPUS_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
+        where = f"command line: {option}: " if option else ""
+        raise DataError(f"{where}{out} holds files but no {CORPUS_FILE}: the caption corpus needs a new or empty folder, or one of a previous corpus")
+
+
+def write_corpus(corpus: Corpus, cfg: CorpusConfig, out: str | Path, option: str | None = None) -> Path:
     """Write the corpus as PNG images + labels and ``captions.jsonl`` (one whole-image caption each).
 
+    Written into a temporary sibling folder, then renamed into place (:func:`famix_core.io.commit_dir`):
+    a failed or interrupted write leaves the folder as it was, and a previous corpus there is
+    replaced whole, never mixed with this one.
+
+    Args:
+        corpus: the rendered corpus (:func:`build_corpus`).
+        cfg: its config, written to :data:`CORPUS_FILE`.
+        out: a new or empty folder, or one of a previous corpus (:func:`check_corpus_dir`).
+        option: the command-line option that named ``out``, for the message.
+
     Returns:
-        the folder (``corpus.json`` holds the config).
+        the folder.
+
+    Raises:
+        DataError: ``out`` holds other files.
     """
-    from famix_core.io import atomic_write_json, atomic_write_text
+    from famix_core.io import atomic_write_json, atomic_write_text, commit_dir, make_temp_dir
 
     out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "labels").mkdir(parents=True, exist_ok=True)
-    lines = []
-    for i in range(len(corpus.images)):
-        name = f"{int(corpus.scene_ids[i])}_{i % cfg.styles_per_scene}"
-        Image.fromarray(corpus.images[i]).save(out / "images" / f"{name}.png", compress_level=1)
-        Image.fromarray(corpus.labels[i], mode="L").save(out / "labels" / f"{name}.png", compress_level=1)
-        rng = np.random.default_rng([cfg.seed, i, 0x7E47])
-        caption = scene_caption(corpus.words[i], classes_by_area(corpus.labels[i]), rng)
-        lines.append(json.dumps({"image": f"images/{name}.png", "caption": caption, "style": list(corpus.words[i])}))
-    atomic_write_text(out / "captions.jsonl", "\n".join(lines) + "\n")
-    atomic_write_json(out / "corpus.json", cfg.model_dump(mode="json"))
+    check_corpus_dir(out, option)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(out.parent, f".{out.name}.tmp-")
+    try:
+        (tmp / "images").mkdir()
+        (tmp / "labels").mkdir()
+        lines = []
+        for i in range(len(corpus.images)):
+            name = f"{int(corpus.scene_ids[i])}_{i % cfg.styles_per_scene}"
+            Image.fromarray(corpus.images[i]).save(tmp / "images" / f"{name}.png", compress_level=1)
+            Image.fromarray(corpus.labels[i], mode="L").save(tmp / "labels" / f"{name}.png", compress_level=1)
+            rng = np.random.default_rng([cfg.seed, i, 0x7E47])
+            caption = scene_caption(corpus.words[i], classes_by_area(corpus.labels[i]), rng)
+            lines.append(json.dumps({"image": f"images/{name}.png", "caption": caption, "style": list(corpus.words[i])}))
+        atomic_write_text(tmp / "captions.jsonl", "\n".join(lines) + "\n")
+        atomic_write_json(tmp / CORPUS_FILE, cfg.model_dump(mode="json"))
+        commit_dir(tmp, out)  # an empty folder or a previous corpus is replaced whole
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out

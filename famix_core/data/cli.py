@@ -84,14 +84,15 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _synth_captions(args: argparse.Namespace) -> int:
-    from famix_core.data.captions import CorpusConfig, build_corpus, write_corpus
+    from famix_core.data.captions import CorpusConfig, build_corpus, check_corpus_dir, write_corpus
     from famix_core.io import check_out_dir
 
     options = {"--seed": "seed", "--scenes": "scenes", "--styles-per-scene": "styles_per_scene"}
     cfg = _from_options(CorpusConfig, args, options)
     check_out_dir(args.out)
+    check_corpus_dir(args.out, "--out")  # before the corpus renders
     t0 = time.perf_counter()
-    out = write_corpus(build_corpus(cfg), cfg, args.out)
+    out = write_corpus(build_corpus(cfg), cfg, args.out, option="--out")
     print(f"caption corpus at {out}: {cfg.scenes * cfg.styles_per_scene} images ({time.perf_counter() - t0:.1f} s)")
     return 0
 
