@@ -14,7 +14,8 @@ rendered 64x128 images by one ``roi_align`` call:
 Deterministic for a seed: the corpus, the model init (``torch.manual_seed``) and the batch
 sampler (a numpy Generator) are all seeded, so two runs with the same config and thread count
 write identical weights. ``DIR`` receives ``weights.safetensors`` (fp16) and ``pretrain.json``
-(config, loss curve, seconds, zero-shot scores of :mod:`famix_core.zero_shot`).
+(config; ``loss.first`` and ``loss.last``, the mean loss of the first and of the last 10 steps;
+seconds; zero-shot scores of :mod:`famix_core.zero_shot`).
 
 Nothing is lost to a kill or Ctrl-C: every minute of training (and at a stop request, the CLI's
 Ctrl-C, and once the last step is done) the model, the optimizer and the sampler's RNG go to
@@ -334,6 +335,7 @@ def pretrain_clip(
         "config": cfg_json,
         "images": int(len(corpus.images)),
         "seconds": {"corpus": round(t_corpus, 1), "train": round(t_train, 1), "total": round(before["total"] + time.perf_counter() - t0, 1)},
+        # means of the first and the last 10 steps: one step's loss is noisy
         "loss": {"first": round(float(np.mean(losses[:10])), 4), "last": round(float(np.mean(losses[-10:])), 4)},
         "threads": threads,
         **({"resumed_at_step": start} if start else {}),
