@@ -28,18 +28,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     synth = sub.add_parser("synth", help="generate the synthetic benchmark (nine domains, real folder layouts)")
     synth.add_argument("--out", required=True, help="benchmark root (use it as data.root)")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--height", type=int, default=128)
-    synth.add_argument("--width", type=int, default=256)
-    synth.add_argument("--train", type=int, default=64, help="source (train split) images")
-    synth.add_argument("--val", type=int, default=16, help="images per target val split")
+    synth.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    synth.add_argument("--height", type=int, default=128, help="image height in pixels (default: 128)")
+    synth.add_argument("--width", type=int, default=256, help="image width in pixels (default: 256)")
+    synth.add_argument("--train", type=int, default=64, help="source (train split) images (default: 64)")
+    synth.add_argument("--val", type=int, default=16, help="images per target val split (default: 16)")
     synth.set_defaults(func=_synth)
 
     caps = sub.add_parser("synth-captions", help="write the synthetic image-text corpus (styled scenes + captions)")
     caps.add_argument("--out", required=True, help="folder: images/, labels/, captions.jsonl, corpus.json")
-    caps.add_argument("--seed", type=int, default=0)
-    caps.add_argument("--scenes", type=int, default=1200, help="distinct scenes (ids from 1,000,000 up)")
-    caps.add_argument("--styles-per-scene", type=int, default=4)
+    caps.add_argument("--seed", type=int, default=0, help="corpus seed (default: 0)")
+    caps.add_argument("--scenes", type=int, default=1200, help="distinct scenes, ids from 1,000,000 up (default: 1200)")
+    caps.add_argument("--styles-per-scene", type=int, default=4, help="styled renderings of each scene (default: 4)")
     caps.set_defaults(func=_synth_captions)
 
     check = sub.add_parser("check", help="count image/label pairs of the source and evaluation domains")
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     bench = sub.add_parser("bench", help="images/s of the training and evaluation loaders alone (is the loader the bottleneck?)")
     bench.add_argument("--config", default=None, help="engine config YAML (default: built-in defaults)")
-    bench.add_argument("--batches", type=int, default=20, help="timed batches per loader")
+    bench.add_argument("--batches", type=int, default=20, help="timed batches per loader (default: 20)")
     bench.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides: key=value, +key=value, ~key")
     bench.set_defaults(func=_bench)
 
@@ -128,7 +128,7 @@ def _bench(args: argparse.Namespace) -> int:
     from famix_core.loaders import bench_loaders
 
     if args.batches < 1:
-        raise ConfigError(f"famix data bench: --batches: expected >= 1, got {args.batches}")
+        raise ConfigError(f"command line: --batches: expected >= 1, got {args.batches}")
     cfg = load_config(args.config, args.overrides)
     bench_loaders(cfg, batches=args.batches)
     return 0
