@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 TARGET_S = 10.0
+TARGET_RUNS = 10_000
 SWEEP = "bench_sweep"
 DOMAINS = ["C", "B", "M", "S", "AN", "AS", "AR", "AF"]
 N_CLIENT = 20  # runs written through the MLflow client (timed, then extrapolated)
@@ -174,7 +175,7 @@ def build_once(run_dir: Path) -> tuple[float, float, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=10_000)
+    ap.add_argument("--runs", type=int, default=TARGET_RUNS)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--rebuild", action="store_true", help="repopulate the cached store")
     args = ap.parse_args()
@@ -194,8 +195,12 @@ def main() -> None:
         times.append(total_s)
         print(f"run {k + 1}: collect {collect_s:.2f} s, collect+tables {total_s:.2f} s ({rows} table rows)")
     best = min(times)
-    print(f"bench_reports: {args.runs} runs -> tables in {best:.2f} s (best of {len(times)}); "
-          f"target {TARGET_S:.0f} s; ratio time/target = {best / TARGET_S:.2f} ({'OK' if best < TARGET_S else 'SLOW'})")
+    line = f"bench_reports: {args.runs} runs -> tables in {best:.2f} s (best of {len(times)})"
+    if args.runs == TARGET_RUNS:
+        line += f"; target {TARGET_S:.0f} s; ratio time/target = {best / TARGET_S:.2f} ({'OK' if best < TARGET_S else 'SLOW'})"
+    else:  # the target is for 10,000 runs; a smaller store says nothing of it
+        line += f"; the {TARGET_S:.0f} s target is for {TARGET_RUNS:,} runs (--runs {TARGET_RUNS})"
+    print(line)
 
 
 if __name__ == "__main__":
