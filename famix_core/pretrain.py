@@ -344,8 +344,11 @@ def pretrain_clip(
     if evaluate:
         from famix_core.zero_shot import zero_shot
 
+        t_checks = time.perf_counter()
         summary["zero_shot"] = zero_shot(model, cfg.backbone, cfg.corpus)
         log(f"zero-shot: {summary['zero_shot']}")
+        summary["seconds"]["zero_shot"] = round(time.perf_counter() - t_checks, 1)
+        summary["seconds"]["total"] = round(before["total"] + time.perf_counter() - t0, 1)  # the checks too
     if out is not None:
         from famix_core.io import atomic_write_json
 

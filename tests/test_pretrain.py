@@ -339,6 +339,26 @@ def test_ctrl_c_during_the_final_checks_finishes_the_run_and_says_so(tmp_path, m
     assert not (out / CHECKPOINT_DIR).exists()
 
 
+def test_the_summary_seconds_count_the_zero_shot_checks(tmp_path, monkeypatch):
+    """`wrote …: 1 s` for a 10 s command: the total stopped before the zero-shot checks."""
+    import json
+    import time
+
+    import famix_core.zero_shot
+    from famix_core.pretrain import SUMMARY_FILE
+
+    def slow_checks(model, backbone, cfg):
+        time.sleep(0.5)
+        return dict(_SCORES)
+
+    monkeypatch.setattr(famix_core.zero_shot, "zero_shot", slow_checks)
+    from orchestrator.__main__ import main
+
+    assert main(["pretrain-clip", "--out", str(tmp_path / "o"), *_TINY_ARGS]) == 0
+    seconds = json.loads((tmp_path / "o" / SUMMARY_FILE).read_text())["seconds"]
+    assert seconds["zero_shot"] >= 0.5 and seconds["total"] >= seconds["corpus"] + seconds["train"] + 0.5 - 0.2, seconds
+
+
 def test_a_second_ctrl_c_during_the_final_checks_keeps_the_finished_training(tmp_path, monkeypatch, capsys):
     """Ctrl-C twice during the zero-shot checks stops at once; every step is in the checkpoint (saved when
     the training ended, not a minute before), so the same command resumes at the checks."""
