@@ -263,6 +263,7 @@ def pretrain_clip(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
+    log(f"rendering the corpus: {cfg.corpus.scenes * cfg.corpus.styles_per_scene} images of {cfg.corpus.scenes} scenes …")
     corpus = build_corpus(cfg.corpus)
     t_corpus = time.perf_counter() - t0
     log(f"corpus: {len(corpus.images)} images of {cfg.corpus.scenes} scenes in {t_corpus:.1f} s")

@@ -339,8 +339,9 @@ def test_ctrl_c_during_the_final_checks_finishes_the_run_and_says_so(tmp_path, m
     assert not (out / CHECKPOINT_DIR).exists()
 
 
-def test_the_summary_seconds_count_the_zero_shot_checks(tmp_path, monkeypatch):
-    """`wrote …: 1 s` for a 10 s command: the total stopped before the zero-shot checks."""
+def test_the_summary_seconds_count_the_zero_shot_checks(tmp_path, monkeypatch, capsys):
+    """`wrote …: 1 s` for a 10 s command: the total stopped before the zero-shot checks. And the
+    corpus's half minute of rendering is said as it starts (it was silent until it ended)."""
     import json
     import time
 
@@ -355,6 +356,8 @@ def test_the_summary_seconds_count_the_zero_shot_checks(tmp_path, monkeypatch):
     from orchestrator.__main__ import main
 
     assert main(["pretrain-clip", "--out", str(tmp_path / "o"), *_TINY_ARGS]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("[pretrain] rendering the corpus: ") and err[1].startswith("[pretrain] corpus: "), err[:3]
     seconds = json.loads((tmp_path / "o" / SUMMARY_FILE).read_text())["seconds"]
     assert seconds["zero_shot"] >= 0.5 and seconds["total"] >= seconds["corpus"] + seconds["train"] + 0.5 - 0.2, seconds
 
