@@ -17,7 +17,33 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-__all__ = ["InterruptWhenReaderGone", "hangup_handler", "handling_interrupts", "stop_on_signals"]
+__all__ = [
+    "InterruptWhenReaderGone",
+    "counting",
+    "hangup_handler",
+    "handling_interrupts",
+    "interrupt_when_reader_gone",
+    "interrupts_seen",
+    "stop_on_signals",
+]
+
+_SEEN = [0]  # interrupts (SIGINT, SIGTERM, SIGHUP) that reached a handler of this module's making
+
+
+def interrupts_seen() -> int:
+    """How many interrupts reached a handler made by :func:`counting` in this process so far."""
+    return _SEEN[0]
+
+
+def counting(handler: Callable[[int, Any], None]) -> Callable[[int, Any], None]:
+    """``handler``, counting each signal it gets first (:func:`interrupts_seen`): an output whose reader
+    went away then knows whether an interrupt is already under way (:class:`InterruptWhenReaderGone`)."""
+
+    def counted(signum: int, frame: Any) -> None:
+        _SEEN[0] += 1
+        handler(signum, frame)
+
+    return counted
 
 
 def hangup_handler(then: Callable[[int, Any], None] | None = None) -> Callable[[int, Any], None]:
@@ -54,13 +80,16 @@ class InterruptWhenReaderGone:
     killed without a checkpoint and its MLflow runs left RUNNING. Here the first such write moves
     the descriptors that were that pipe (standard output, and standard error with ``2>&1``) to
     ``/dev/null`` and sends the process SIGINT, so the command's own interrupt handling runs (a
-    training checkpoints, the runs end, the resume command goes to whatever output is left).
-    Everything else is the wrapped stream's.
+    training checkpoints, the runs end, the resume command goes to whatever output is left). Where
+    an interrupt already reached the command since the stream was made (Ctrl-C under ``| tee``
+    stops ``tee`` too), the output moves and nothing more is sent: a second interrupt would stop
+    a training before its checkpoint. Everything else is the wrapped stream's.
     """
 
     def __init__(self, stream: Any):
         self._stream = stream
         self._gone = False
+        self._seen = interrupts_seen()
 
     def write(self, text: str) -> int:
         try:
@@ -94,7 +123,20 @@ class InterruptWhenReaderGone:
                     os.dup2(null, fd)
         finally:
             os.close(null)
-        os.kill(os.getpid(), signal.SIGINT)
+        if interrupts_seen() == self._seen:  # no interrupt under way: this is the first
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@contextmanager
+def interrupt_when_reader_gone() -> Iterator[None]:
+    """For the block, ``sys.stdout`` and ``sys.stderr`` are :class:`InterruptWhenReaderGone` streams (a
+    rich Console made without a file writes to the current ``sys.stdout``); put back after."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = InterruptWhenReaderGone(sys.stdout), InterruptWhenReaderGone(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 @contextmanager
@@ -106,6 +148,7 @@ def handling_interrupts(handler: Callable[[int, Any], None]) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():  # signals are the main thread's (tests call main())
         yield
         return
+    handler = counting(handler)
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
         old[signal.SIGHUP] = signal.signal(signal.SIGHUP, hangup_handler(handler))

@@ -100,25 +100,28 @@ def _signals_interrupt() -> Iterator[None]:
     import signal
     import threading
 
-    from famix_core.interrupts import hangup_handler
+    from famix_core.interrupts import counting, hangup_handler
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
+    @counting  # an output whose reader went away then sends no second one (famix_core.interrupts)
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    # a hangup (the terminal closed) too, once the output is off the terminal that is gone
-    mine = {signal.SIGTERM: interrupt, signal.SIGHUP: hangup_handler(interrupt)}
-    mine = {sig: handler for sig, handler in mine.items() if signal.getsignal(sig) is signal.SIG_DFL}
+    # a hangup (the terminal closed) too, once the output is off the terminal that is gone; Ctrl-C
+    # stays Python's KeyboardInterrupt, counted
+    mine = {signal.SIGTERM: interrupt, signal.SIGHUP: hangup_handler(interrupt), signal.SIGINT: interrupt}
+    default = {signal.SIGTERM: signal.SIG_DFL, signal.SIGHUP: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+    mine = {sig: handler for sig, handler in mine.items() if signal.getsignal(sig) is default[sig]}
     for sig, handler in mine.items():
         signal.signal(sig, handler)
     try:
         yield
     finally:
         for sig in mine:
-            signal.signal(sig, signal.SIG_DFL)
+            signal.signal(sig, default[sig])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 from famix_core.config_io import canonical_hash, parse_overrides
 from famix_core.errors import Interrupted
+from famix_core.interrupts import interrupt_when_reader_gone
 from orchestrator.errors import SweepError
 from orchestrator.parent_run import describe_parent, publish_results
 from orchestrator.plan import Plan, StageSpec, build_plan, print_plan
@@ -296,7 +297,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     )  # fmt: skip
     from reports.collect import DamagedStoreError
 
-    console = console or make_console(interrupt_when_reader_gone=True)  # `| head` stops it as Ctrl-C does
+    console = console or make_console()
     t0 = time.perf_counter()
     rs = plan.sweep
     backend_name = opts.backend or rs.backend.kind
@@ -304,7 +305,8 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     retries = rs.backend.retries if opts.retries is None else opts.retries
     # 0: the backend decides (Ray: from the cluster's resources; Slurm: the array cap, docs/slurm.md)
     max_parallel = opts.max_parallel or rs.backend.max_parallel or backend_cls.parallelism(rs.backend.model_dump())
-    with _driver_lock(plan), _noting_its_end(plan):
+    # `famix sweep run … | head` (a pager quit early) stops the sweep as Ctrl-C does, not with a BrokenPipeError
+    with _driver_lock(plan), _noting_its_end(plan), interrupt_when_reader_gone():
         arguments = plan.arguments()
         identity = {**driver_identity(), "backend": backend_name, "started": time.time(), "profile": rs.profile, "arguments": arguments}
         results_of = _read_json(plan.sweep_dir / "driver.json").get("results_of")  # the plan of the results.csv there

@@ -20,7 +20,6 @@ stages still to run (and what is left of the running ones), divided by the paral
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from collections import Counter
@@ -404,17 +403,12 @@ class Progress:
 # ----------------------------------------------------------------------------------------------- after the run
 
 
-def make_console(*, interrupt_when_reader_gone: bool = False) -> Any:
-    """stdout console; when piped, wide and unwrapped so log lines stay whole. With
-    ``interrupt_when_reader_gone`` (a sweep's driver), a pipe whose reader went away (``| head``)
-    interrupts the command (:class:`famix_core.interrupts.InterruptWhenReaderGone`)."""
+def make_console() -> Any:
+    """stdout console; when piped, wide and unwrapped so log lines stay whole."""
     from rich.console import Console
 
-    from famix_core.interrupts import InterruptWhenReaderGone
-
     probe = Console()
-    file = InterruptWhenReaderGone(sys.stdout) if interrupt_when_reader_gone else None
-    return Console(file=file, highlight=False, soft_wrap=True, width=None if probe.is_terminal else 200)
+    return Console(highlight=False, soft_wrap=True, width=None if probe.is_terminal else 200)
 
 
 def print_table(console: Any, markdown: str, table_json: dict[str, Any] | None) -> None:

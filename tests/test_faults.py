@@ -453,6 +453,47 @@ def test_a_pipe_whose_reader_went_away_interrupts_the_sweep_as_ctrl_c_does(tmp_p
     assert rerun.returncode == 0 and "| C | Mean |" in rerun.stdout.replace("|:-:|", ""), rerun.stdout[-2000:] + rerun.stderr[-2000:]
 
 
+@pytest.mark.slow
+def test_ctrl_c_under_tee_checkpoints_the_running_training_once(tmp_path):
+    """`famix sweep run … 2>&1 | tee log` and Ctrl-C: the terminal's SIGINT stops tee too, so the
+    driver's notice (`stopping after this iteration's checkpoint`) raised BrokenPipeError inside its
+    signal handler, in the middle of the training: it died unsaved, exit 1. The notice goes to
+    /dev/null and, the interrupt being under way, nothing more is sent: the training checkpoints."""
+    import re
+    import signal
+
+    from orchestrator.tracking import Tracker, default_uri
+
+    Path("sweeps").mkdir()
+    Path("sweeps/sig.yaml").write_text(TRAIN_SWEEP.replace("WORKERS", "1"))
+    cmd = [sys.executable, "-m", "orchestrator", "sweep", "run", "sig", "--run-dir", "runs"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline, log = time.time() + 240, None
+        while time.time() < deadline and proc.poll() is None and log is None:
+            logs = list(Path("runs/sig/logs").glob("train-*.log"))
+            if logs and "step=5 " in logs[0].read_text():
+                log = logs[0]
+            time.sleep(0.2)
+        assert log is not None, proc.poll()
+        proc.stdout.close()  # tee is gone …
+        proc.send_signal(signal.SIGINT)  # … with the Ctrl-C that reaches the driver
+        proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    text = log.read_text()
+    m = re.search(r"interrupted: training stopped on request at iteration (\d+)", text)
+    assert m, text[-2000:]
+    key = log.stem.split("-", 1)[1]
+    assert json.loads((Path("runs/work/train") / key / "latest.json").read_text())["iteration"] == int(m.group(1)) >= 5
+    runs = Tracker(default_uri(Path("runs").absolute()), "sig").find({"famix.sweep": "sig"})
+    assert runs and {r.info.status for r in runs} == {"KILLED"}, [(r.info.run_name, r.info.status) for r in runs]
+
+
 def test_next_start_removes_temp_folders_of_killed_writers(fake_engine):
     import socket
 
