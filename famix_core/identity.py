@@ -1,8 +1,10 @@
 """What a training is: the inputs that decide its weights, as a JSON-able dict.
 
-Two readers: the orchestrator's train stage key hashes it (:func:`orchestrator.keys.train_inputs`,
-whose docstring lists what counts and why), and a training's checkpoints record it, so that a
-checkpoint is resumed only by the training that wrote it (:meth:`famix_core.train.Trainer.resume`).
+Two readers: the orchestrator's train stage key hashes it (:func:`orchestrator.keys.train_inputs`;
+the module docstring of :mod:`orchestrator.keys` lists what counts and why), and a training's
+checkpoints record it, so that a checkpoint is resumed only by the training that wrote it
+(:meth:`famix_core.train.Trainer.resume`, which compares :func:`resume_view`: where the files lie
+and which device runs it do not make another training).
 Fields that do not change the weights are left out: ``train.log_every``/``checkpoint_every``
 (resume is exact), ``train.cpu_fallback`` (whether to run, not how), ``model.cache_dir`` and
 ``data.num_workers``; ``eval`` is not read by a training, and the style section counts only the
@@ -11,6 +13,7 @@ fields its effective strategy uses.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +23,7 @@ from famix_core.weights import weights_identity
 if TYPE_CHECKING:
     from famix_core.config import FamixConfig
 
-__all__ = ["data_identity", "pretrained_identity", "style_identity", "training_identity"]
+__all__ = ["data_identity", "pretrained_identity", "resume_view", "style_identity", "training_identity"]
 
 
 def data_identity(cfg: "FamixConfig", domain: str) -> dict[str, Any]:
@@ -75,3 +78,17 @@ def training_identity(cfg: "FamixConfig") -> dict[str, Any]:
         },
         "train": train,
     }
+
+
+def resume_view(identity: dict[str, Any]) -> dict[str, Any]:
+    """What of a training's identity a checkpoint must share to be resumed: all but where its files lie
+    (the source's root folder; a weights or split file by its name, not its folder) and the device
+    (a moved dataset or project, another cwd, another GPU index resume the same training)."""
+    view = json.loads(json.dumps(identity))
+    view.get("source", {}).pop("root", None)
+    view.get("train", {}).pop("device", None)
+    for section, key in (("model", "pretrained"), ("data", "split_file")):
+        value = view.get(section, {}).get(key)
+        if isinstance(value, str):
+            view[section][key] = os.path.basename(value)
+    return view

@@ -325,9 +325,9 @@ def pretrain_clip(
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             log(f"step {step + 1}/{cfg.steps} loss {np.mean(losses[-cfg.log_every:]):.3f} ({time.perf_counter() - t1:.0f} s)")
     stop_if_asked(cfg.steps)  # asked during the last step, when a stop still meant a checkpoint and an end
+    on_stage("finish")  # from here a stop changes nothing (its notice says so), the save below included
     if evaluate and start < cfg.steps:
         save(cfg.steps)  # the checks take seconds: a kill or a second Ctrl-C there loses no step
-    on_stage("finish")
     t_train = before["train"] + time.perf_counter() - t1
     threads = torch.get_num_threads()
     torch.set_num_threads(threads_before)

@@ -46,6 +46,7 @@ from famix_core.device import (
     stage_device,
 )
 from famix_core.errors import DataError, TrainingDiverged, TrainingInterrupted, WeightsError
+from famix_core.identity import resume_view, training_identity
 
 if TYPE_CHECKING:
     from famix_core.config import FamixConfig
@@ -184,7 +185,6 @@ class Trainer:
         val_dataset: Dataset | None = None,
         note: Callable[[str], None] | None = None,
     ):
-        from famix_core.identity import training_identity
         from famix_core.models.segmenter import build_segmenter
         from famix_core.source_val import SourceValidation
 
@@ -396,10 +396,11 @@ class Trainer:
             return False
         st = load_checkpoint(path, self.device)
         theirs = st.extra.get("training")  # absent in checkpoints written before it was recorded
-        if theirs is not None and theirs != self.identity:
+        if theirs is not None and resume_view(theirs) != resume_view(self.identity):
             raise WeightsError(
                 f"{self.ckpt_dir}: its checkpoint (iteration {st.iteration}) is of another training "
-                f"({identity_differences(theirs, self.identity)}); delete that folder to train from scratch, or write elsewhere"
+                f"({identity_differences(resume_view(theirs), resume_view(self.identity))}); write elsewhere, "
+                "or delete that folder to train from scratch"
             )
         self.model.load_state_dict(st.model, strict=True)
         optimizer_from_flat(self.optimizer, st.optimizer, st.optimizer_meta)

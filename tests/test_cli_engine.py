@@ -93,6 +93,9 @@ def test_synth_captions_into_a_folder_of_other_files_names_out_before_rendering(
         "famix: error: command line: --out: mine holds files but no corpus.json: "
         "the caption corpus needs a new or empty folder, or one of a previous corpus\n"
     )
+    # the folder the command runs in cannot be replaced (it was a traceback: Device or resource busy)
+    err = _refused(capsys, ["data", "synth-captions", "--scenes", "1", "--styles-per-scene", "1", "--out", "."])
+    assert err == "famix: error: command line: --out: . is the current folder, which the corpus would replace whole; name a folder in it\n"
 
 
 def test_out_check_leaves_nothing_in_a_writable_folder(tmp_path):

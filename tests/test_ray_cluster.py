@@ -137,7 +137,9 @@ def test_an_open_port_that_is_not_ray_fails_at_the_probe_bound(capsys):
 def test_stage_bigger_than_any_node_is_refused_at_plan_time(capsys):
     text = "name: big\ngrid: {style.mix: [false, true]}\ndomains: [C]\nbackend:\n  kind: ray\n  ray: {num_cpus: 1}\n  resources: {train: {cpus: 2}}\n"
     line = _plan_error(capsys, text)
-    assert line.endswith("backend.resources.train: cannot be scheduled: needs 2 CPUs, the largest node has 1 (in-process Ray (1 CPUs, 0 GPUs))"), line
+    assert line.endswith("backend.resources.train: cannot be scheduled: needs 2 CPUs, the largest node has 1 (in-process Ray (1 CPUs, 0 GPUs)); "
+                         "in-process Ray has the CPUs this process may use (its affinity, or SLURM_CPUS_PER_TASK in a job): "
+                         "lower backend.resources.train.cpus, or set backend.ray.num_cpus"), line  # fmt: skip
 
 
 class _ChildRuns:
@@ -283,6 +285,28 @@ def test_auto_is_tried_again_when_ray_address_is_a_ray_client_one(monkeypatch, r
 
 
 @pytest.mark.ray
+def test_an_interrupt_stays_an_interrupt_when_stopping_the_stages_fails():
+    """A Ctrl-C whose stopping of the stages failed (Ray itself gone) came out as that failure's
+    traceback, without the interrupt's line, resume command or exit 130."""
+    lines: list[str] = []
+    backend = create_backend("ray", sweep_dir=str(Path("runs/sw").absolute()), options={"ray": {"num_cpus": 1}}, log=lines.append)
+
+    def ray_gone(ray, refs, grace_s=60.0):
+        raise RuntimeError("ray gone")
+
+    def ctrl_c_at_the_start(event, task, outcome):
+        if event == "start":
+            raise KeyboardInterrupt
+
+    backend._stop = ray_gone
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            backend.run([_task("k", seconds=5.0)], max_parallel=1, retries=0, on_event=ctrl_c_at_the_start)
+        assert "ray: could not stop the running stages (RuntimeError: ray gone)" in lines, lines
+    finally:
+        backend.close()
+
+
 def test_in_process_ray_takes_the_cpus_this_process_may_use(monkeypatch):
     """In-process Ray took os.cpu_count(): in a Slurm job of 1 CPU (or under taskset) on a bigger
     machine it ran as many stages at once as the machine has cores. It takes the allocation, as the

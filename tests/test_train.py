@@ -309,12 +309,35 @@ def test_cli_train_resumes_only_its_own_training_and_says_so(synth_root, tmp_pat
         assert main([*run, *words]) == 2, words
         err = capsys.readouterr().err
         assert err.startswith(f"famix: error: {tmp_path / 'run' / 'checkpoints'}: its checkpoint (iteration 2) is of another training ({differs}"), err
-        assert err.endswith("; delete that folder to train from scratch, or write elsewhere\n") and err.count("\n") == 1, err
+        assert err.endswith("; write elsewhere, or delete that folder to train from scratch\n") and err.count("\n") == 1, err
         assert (tmp_path / "run" / "model.safetensors").read_bytes() == weights
-    assert main([*run, "train.log_every=2", "train.checkpoint_every=1"]) == 0  # fields that do not change the weights
+    # fields that do not change the weights, and where the files lie: the data moved (the synthetic
+    # benchmark is the same settings anywhere), the same training from another folder
+    moved = ["train.log_every=2", "train.checkpoint_every=1", f"data.root={tmp_path / 'elsewhere'}"]
+    assert main([*run, *moved]) == 0
     err = capsys.readouterr().err
     assert f"[train] resuming from iteration 2/2 ({tmp_path / 'run' / 'checkpoints' / 'iter-00000002'})" in err, err
     assert (tmp_path / "run" / "model.safetensors").read_bytes() == weights
+
+
+def test_a_training_resumes_where_only_its_files_places_or_its_gpu_changed(tmp_path):
+    """The identity a stage key hashes holds the data's absolute root, the weights' and split list's
+    paths and the device: a moved dataset, a relative data.root from another folder or another GPU
+    index refused a resume of the very same training. The resume compares what the weights depend on."""
+    from famix_core.identity import resume_view, training_identity
+
+    def identity(**over):
+        base = {"model": {"backbone": "famix-tiny", "pretrained": "/a/clip.safetensors"},
+                "data": {"root": "/datasets", "split_file": "/a/train.txt"}, "train": {"device": "cuda:0", "lr_decoder": 0.01}}  # fmt: skip
+        for dotted, value in over.items():
+            section, key = dotted.split("__")
+            base[section][key] = value
+        return resume_view(training_identity(FamixConfig.model_validate(base)))
+
+    assert identity() == identity(data__root="/scratch/datasets", train__device="cuda:1",
+                                  model__pretrained="/b/clip.safetensors", data__split_file="/b/train.txt")  # fmt: skip
+    assert identity() != identity(train__lr_decoder=0.02)
+    assert identity() != identity(model__pretrained="/a/other.safetensors")
 
 
 def test_a_checkpoint_of_another_style_bank_is_not_resumed_and_an_older_one_is(synth_root, tmp_path):

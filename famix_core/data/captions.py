@@ -378,8 +378,10 @@ def check_corpus_dir(out: str | Path, option: str | None = None) -> None:
         DataError: ``out`` is a file, or a folder of files without :data:`CORPUS_FILE`.
     """
     out = Path(out)
+    where = f"command line: {option}: " if option else ""
+    if out.exists() and out.resolve() == Path.cwd().resolve():  # replaced whole: the folder a process is in cannot be
+        raise DataError(f"{where}{out} is the current folder, which the corpus would replace whole; name a folder in it")
     if out.exists() and not (out / CORPUS_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
-        where = f"command line: {option}: " if option else ""
         raise DataError(f"{where}{out} holds files but no {CORPUS_FILE}: the caption corpus needs a new or empty folder, or one of a previous corpus")
 
 
@@ -421,7 +423,10 @@ def write_corpus(corpus: Corpus, cfg: CorpusConfig, out: str | Path, option: str
             lines.append(json.dumps({"image": f"images/{name}.png", "caption": caption, "style": list(corpus.words[i])}))
         atomic_write_text(tmp / "captions.jsonl", "\n".join(lines) + "\n")
         atomic_write_json(tmp / CORPUS_FILE, cfg.model_dump(mode="json"))
-        commit_dir(tmp, out)  # an empty folder or a previous corpus is replaced whole
+        try:
+            commit_dir(tmp, out)  # an empty folder or a previous corpus is replaced whole
+        except OSError as e:
+            raise DataError(f"{out}: could not move the written corpus into place ({e.strerror or type(e).__name__})") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -131,7 +131,11 @@ class RayBackend(Backend):
             why = unschedulable(kind, res or {}, nodes)
             if why:
                 where = f"Ray cluster {address}" if address else f"in-process Ray ({nodes[0].cpus:g} CPUs, {nodes[0].gpus:g} GPUs)"
-                raise SweepError(f"backend.resources.{why} ({where})")
+                fix = "" if address or " CPUs," not in why else (
+                    "; in-process Ray has the CPUs this process may use (its affinity, or SLURM_CPUS_PER_TASK in a job): "
+                    f"lower backend.resources.{kind}.cpus, or set backend.ray.num_cpus"
+                )  # fmt: skip
+                raise SweepError(f"backend.resources.{why} ({where}){fix}")
         return nodes
 
     @classmethod
@@ -237,7 +241,9 @@ class RayBackend(Backend):
                 if not done:  # a stage ran past its time limit: stop it; a retry resumes from its checkpoint
                     try:
                         running = ray.get(board.elapsed.remote(), timeout=30)
-                    except Exception as e:  # noqa: BLE001 — the timer actor died (killed, its node lost): the stages go on
+                    except ray.exceptions.GetTimeoutError:  # alive but slow (a loaded head node): ask again
+                        continue
+                    except ray.exceptions.RayActorError as e:  # the timer died (killed, its node lost): the stages go on
                         self.log(f"ray: the stages' timer is gone ({type(e).__name__}); the time limits of the "
                                  f"{len(limits)} running stage(s) that have one are not enforced")  # fmt: skip
                         board = ray.remote(num_cpus=0)(StartBoard).remote()  # for the stages still to start
@@ -259,14 +265,13 @@ class RayBackend(Backend):
                         outcome = backend_failure(dag.tasks[key], error, retryable=True)  # in the stage's log too
                     outcome.job_id = ref.task_id().hex() if hasattr(ref, "task_id") else None
                     dag.complete(key, outcome)
-        except BaseException as e:  # Ctrl-C, SIGTERM, or the driver failing: the stages stop, a training checkpointing first
+        except BaseException:  # Ctrl-C, SIGTERM, or the driver failing: the stages stop, a training checkpointing first
             try:
                 self._stop(ray, list(inflight))
-            except Exception:  # noqa: BLE001 — Ray itself is what failed: its stages go with it
-                if isinstance(e, KeyboardInterrupt):
-                    raise
+            except Exception as why:  # noqa: BLE001 — Ray itself is what failed: its stages go with it
+                self.log(f"ray: could not stop the running stages ({type(why).__name__}: {str(why).splitlines()[0] if str(why) else ''})")
             dag.cancel_rest()
-            raise
+            raise  # the interrupt or the error that stopped the loop, not _stop's
         return dag.outcomes
 
     def _stop(self, ray: Any, refs: list[Any], grace_s: float = 60.0) -> None:
