@@ -198,6 +198,70 @@ def test_array_cap_and_max_array_size_split(slurm_cluster, tmp_path):
 # ----------------------------------------------------------------------------- cancel, detach, status
 
 
+def test_a_job_sbatch_refuses_is_one_line_and_the_jobs_before_it_are_recorded(slurm_cluster, tmp_path, request):
+    """An unknown partition (or a GPU or constraint the cluster lacks) passes the plan and sbatch refuses
+    it: the sweep ended in submitit's FailedJobError traceback, and the jobs submitted before it were
+    never recorded in jobs.json (status said their jobs had ended, cancel found none, a rerun
+    submitted them twice). One line now, and what was submitted is recorded."""
+    from orchestrator.backends.slurm.backend import SlurmBackend
+    from orchestrator.backends.slurm.records import cancel_jobs, load_jobs
+    from orchestrator.errors import SweepError
+
+    store = tmp_path / "runs" / "store"
+    sweep_dir = tmp_path / "runs" / "refused"
+    request.addfinalizer(lambda: cancel_jobs(sweep_dir))
+    first = _synthetic("first", store, seconds=60)
+    then = _synthetic("then", store, deps={"synthetic": "first"})
+    backend = SlurmBackend(sweep_dir=sweep_dir, options={"slurm": {"time": 5}}, poll_s=0.5)
+    real, made = backend._executor, []
+
+    def second_wave_to_a_partition_there_is_not(folder):
+        ex = real(folder)
+        made.append(ex)
+        if len(made) == 2:  # the first wave went out
+            real_update = ex.update_parameters
+            ex.update_parameters = lambda **p: real_update(**{**p, "partition": "nosuch"})
+        return ex
+
+    backend._executor = second_wave_to_a_partition_there_is_not
+    with pytest.raises(SweepError) as e:
+        backend.submit([first, then], max_parallel=1, retries=0)
+    assert str(e.value).startswith("slurm backend: sbatch refused a job: ") and "nosuch" in str(e.value).lower(), str(e.value)
+    assert "the 1 stage(s) submitted before it run on and are recorded" in str(e.value) and "\n" not in str(e.value)
+    assert set(load_jobs(sweep_dir)["stages"]) == {"first"}
+
+
+def test_cancel_takes_the_queued_jobs_before_the_trainings_end_on_their_checkpoint(monkeypatch, tmp_path):
+    """`famix sweep cancel` during a training: the training's job, asked to checkpoint, ended well, so
+    the evaluations waiting on it (afterok) started before they were cancelled, and failed on a model
+    that was not there. The queued jobs are cancelled first now."""
+    import submitit
+
+    from orchestrator.backends.slurm import records
+
+    calls: list[tuple[str, str]] = []
+    stages = {
+        "t": {"job_id": "8_0", "kind": "train", "folder": str(tmp_path)},
+        "e": {"job_id": "9", "kind": "evaluate", "folder": str(tmp_path)},
+    }
+    answers = iter([{"8_0": "RUNNING", "9": "PENDING"}])
+    monkeypatch.setattr(records, "load_jobs", lambda sweep_dir: {"stages": stages})
+    monkeypatch.setattr(records, "slurm_available", lambda: None)
+    monkeypatch.setattr(records, "query_states", lambda ids: next(answers, {"8_0": "COMPLETED"}))
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(("signal", cmd[-1])))
+
+    class Job:
+        def __init__(self, folder, job_id):
+            self.job_id = job_id
+
+        def cancel(self, check=True):
+            calls.append(("cancel", self.job_id))
+
+    monkeypatch.setattr(submitit, "SlurmJob", Job)
+    assert records.cancel_jobs(tmp_path) == 2
+    assert calls[:2] == [("cancel", "9"), ("signal", "8_0")], calls
+
+
 def test_detach_status_reattach_and_cancel(slurm_cluster, tmp_path, request):
     from orchestrator.backends.slurm.backend import SlurmBackend
     from orchestrator.backends.slurm.records import cancel_jobs, load_jobs

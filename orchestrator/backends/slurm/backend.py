@@ -171,6 +171,10 @@ class SlurmBackend(Backend):
         Stages whose jobs from an earlier invocation are still queued or running
         are adopted, not submitted again. Records go to ``slurm/jobs.json``.
         """
+        from submitit.core.utils import FailedJobError
+
+        from orchestrator.errors import SweepError
+
         reason = slurm_available()
         if reason:
             raise SlurmUnavailable(f"slurm backend: {reason}")
@@ -200,6 +204,40 @@ class SlurmBackend(Backend):
 
         order = {kind: i for i, kind in enumerate(STAGE_KINDS)}  # other kinds (synthetic test stages) last
         pending = sorted((t for t in tasks if t.key not in records), key=lambda t: order.get(t.kind, len(order)))
+        try:
+            self._submit_waves(pending, keys, records, submitted_now, body, pack_body, packed, limits, chunk, default_cap, outcome_dir)
+        except FailedJobError as e:  # sbatch refused a job (a partition, a GPU or a constraint the cluster has not)
+            why = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            said = next((ln for ln in why if "error" in ln.lower()), why[0] if why else type(e).__name__)
+            raise SweepError(
+                f"slurm backend: sbatch refused a job: {said[:300]}; the {len(submitted_now)} stage(s) submitted before it "
+                "run on and are recorded (a corrected rerun adopts them, `famix sweep cancel` stops them)"
+            ) from None
+        finally:  # what was submitted is recorded, also when a later submission failed: status and cancel find it
+            jobs["stages"].update({k: {kk: vv for kk, vv in r.items() if kk != "adopted"} for k, r in records.items()})
+            jobs["submissions"].append(
+                {"folder": str(self.folder), "submitted_at": time.time(), "n_jobs": len({r["job_id"] for r in submitted_now}),
+                 "n_stages": len(submitted_now), "array_job_ids": sorted({r["array_job_id"] for r in submitted_now})}
+            )  # fmt: skip
+            atomic_write_json(jobs_path(self.sweep_dir), jobs, indent=2, sort_keys=True)
+        return records
+
+    def _submit_waves(
+        self,
+        pending: list[StageTask],
+        keys: set[str],
+        records: dict[str, dict[str, Any]],
+        submitted_now: list[dict[str, Any]],
+        body: Any,
+        pack_body: Any,
+        packed: Any,
+        limits: dict[str | None, int | None],
+        chunk: int,
+        default_cap: int,
+        outcome_dir: Path,
+    ) -> None:
+        """Submit ``pending`` wave by wave (a stage once the stages it reads have jobs), adding each job's
+        record to ``records`` and ``submitted_now`` as it is submitted."""
         while pending:
             ready = [t for t in pending if all(d in records or d not in keys for d in t.dep_keys())]
             if not ready:
@@ -251,14 +289,6 @@ class SlurmBackend(Backend):
                     part_jobs.append(str(subs[0].job_id).split("_")[0])
             done = {t.key for t in ready}
             pending = [t for t in pending if t.key not in done]
-
-        jobs["stages"].update({k: {kk: vv for kk, vv in r.items() if kk != "adopted"} for k, r in records.items()})
-        jobs["submissions"].append(
-            {"folder": str(self.folder), "submitted_at": time.time(), "n_jobs": len({r["job_id"] for r in submitted_now}),
-             "n_stages": len(submitted_now), "array_job_ids": sorted({r["array_job_id"] for r in submitted_now})}
-        )  # fmt: skip
-        atomic_write_json(jobs_path(self.sweep_dir), jobs, indent=2, sort_keys=True)
-        return records
 
     def _pack_parameters(
         self, kind: str, params: dict[str, Any], size: int, limits: dict[str | None, int | None]

@@ -84,7 +84,9 @@ def recorded_jobs_ended(sweep_dir: str | os.PathLike[str]) -> bool:
 def cancel_jobs(sweep_dir: str | os.PathLike[str], grace_s: float = 60.0) -> int:
     """Cancel the sweep's queued and running jobs; returns how many jobs (a pack's stages share one).
 
-    Running training jobs first get ``scancel --signal=USR1`` (:data:`~orchestrator.backends.slurm.job.CANCEL_SIGNAL`):
+    The queued jobs go first: a training that ends on its checkpoint ends its job well, which would
+    start the evaluations waiting on it (``afterok``), to fail on a model that is not there. Then
+    running training jobs get ``scancel --signal=USR1`` (:data:`~orchestrator.backends.slurm.job.CANCEL_SIGNAL`):
     a training checkpoints the iteration it is in and its job ends by itself (waited for up to
     ``grace_s``); then every job still queued or running is cancelled (submitit ``job.cancel()``:
     scancel). Finished artifacts stay in the store; a later ``famix sweep run`` resumes the trainings.
@@ -103,6 +105,11 @@ def cancel_jobs(sweep_dir: str | os.PathLike[str], grace_s: float = 60.0) -> int
     by_job = {r["job_id"]: r for r in stages.values()}  # one record per job: the stages of a pack share theirs
     live = [r for r in by_job.values() if states.get(r["job_id"]) in ACTIVE_STATES | {"UNKNOWN"}]
     running = [r["job_id"] for r in live if states.get(r["job_id"]) == "RUNNING" and r.get("kind") == "train"]
+    from submitit import SlurmJob
+
+    for rec in live:
+        if states.get(rec["job_id"]) == "PENDING":
+            SlurmJob(folder=rec["folder"], job_id=rec["job_id"]).cancel(check=False)
     if running:
         subprocess.run(["scancel", "--signal=USR1", *running], capture_output=True, check=False)
         deadline = time.monotonic() + grace_s
@@ -111,8 +118,6 @@ def cancel_jobs(sweep_dir: str | os.PathLike[str], grace_s: float = 60.0) -> int
             if not any(now.get(j) in ACTIVE_STATES for j in running):
                 break
             time.sleep(0.5)
-    from submitit import SlurmJob
-
     for rec in live:
         SlurmJob(folder=rec["folder"], job_id=rec["job_id"]).cancel(check=False)
     return sum(1 for r in live if states.get(r["job_id"]) in ACTIVE_STATES)
