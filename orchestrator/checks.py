@@ -68,7 +68,8 @@ def check_data(cfg: FamixConfig, generate: bool = True) -> None:
     ``train.val_every`` is set) and every target domain.
 
     With ``generate=False`` (``famix sweep plan``) a synthetic benchmark is left to ``famix sweep run``
-    (it is made from its settings, so nothing can be missing); real data folders are checked.
+    (it is made from its settings, so nothing can be missing); real data folders are checked, those
+    that ``data.roots`` gives beside a synthetic benchmark too.
 
     A domain whose root is not found is one line, however many of its splits are needed (GTA5's
     train and val): one key (``data.root`` or ``data.roots.<domain>``) fixes them all. The four ACDC
@@ -85,18 +86,20 @@ def check_data(cfg: FamixConfig, generate: bool = True) -> None:
     from famix_core.errors import FamixError
     from orchestrator.errors import raise_all
 
-    if cfg.data.synthetic is not None:
-        if not generate:
-            return
-        ensure_synthetic(cfg.data)
+    data = cfg.data
+    if data.synthetic is not None:
+        if generate:
+            ensure_synthetic(data)
+        else:  # the benchmark is left to the run; the real domains given in data.roots are checked now
+            data = data.model_copy(update={"synthetic": None})
     errors: list[FamixError] = []
     rootless: set[str] = set()  # domains whose root is not found: said once
     for domain, split in splits_read(cfg):  # every missing root at once, not one per try
         name = resolve_domain(domain).name
-        if name in rootless:
+        if name in rootless or (data is not cfg.data and name not in data.roots):
             continue
         try:
-            check_domain(cfg.data, domain, split)
+            check_domain(data, domain, split)
         except FamixError as e:
             errors.append(e)
             if not cfg.data.root_of(name).is_dir():

@@ -411,6 +411,18 @@ def test_device_check_on_the_gpus_each_stage_is_given(capsys, monkeypatch, backe
         assert "gives each evaluate stage 1 GPU" in capsys.readouterr().err
 
 
+def test_plan_checks_a_real_domain_given_beside_the_synthetic_benchmark(capsys):
+    """`famix sweep plan ablation data.roots.C=/nonexistent` passed (the plan skipped every data check
+    of a synthetic sweep), then `famix sweep run` refused it: the plan checks the real domains that
+    data.roots gives, and still makes no synthetic benchmark."""
+    from orchestrator.__main__ import main
+
+    assert main(["sweep", "plan", "ablation", "--run-dir", "out", "data.roots.C=/nonexistent"]) == 2
+    assert capsys.readouterr().err.startswith("famix: error: cityscapes val: data root not found: /nonexistent (")
+    assert main(["sweep", "plan", "ablation", "--run-dir", "out"]) == 0
+    assert not any(Path("out").glob("**/famix_synthetic.json"))  # the benchmark is the run's to make
+
+
 def _paper_error(capsys, *extra: str) -> str:
     """The error of a paper run without data (and maybe weights): every problem in one report, one line each."""
     from orchestrator.__main__ import main
