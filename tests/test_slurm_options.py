@@ -15,6 +15,7 @@ import pytest
 from famix_core.errors import FamixError
 from orchestrator.backends.slurm.options import (
     SLURM_OPTIONS,
+    SlurmOptionError,
     parse_mem_gb,
     parse_time_min,
     sanitize_job_name,
@@ -266,6 +267,24 @@ def test_bad_partition_is_refused_by_sweep_plan_before_any_submission(capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "backend.slurm.partition: 'gpu; touch /tmp/x' is not a valid Slurm partition" in err
     assert not Path("out").exists()
+
+
+@pytest.mark.parametrize(
+    "block, line",
+    [
+        ({"time": 1}, "s.yaml: backend.slurm.time: 1 min is shorter than a training job needs: Slurm warns it 90 s before "
+                      "its limit to checkpoint and requeue; give at least 2 min (or set backend.slurm.train.time)"),
+        ({"time": 600, "train": {"time": "0:59"}}, "s.yaml: backend.slurm.train.time: 1 min is shorter than a training job needs: "
+                                                   "Slurm warns it 90 s before its limit to checkpoint and requeue; give at least 2 min"),
+    ],
+)  # fmt: skip
+def test_a_training_time_under_the_checkpoint_warning_is_refused(block, line):
+    """`backend.slurm.train.time: 1`: the 90 s warning came at once, the job was requeued until it failed
+    ('job ended FAILED without a stage outcome'), and nothing named the time limit."""
+    with pytest.raises(SlurmOptionError) as e:
+        validate_slurm_options(block, "s.yaml")
+    assert str(e.value) == line
+    assert validate_slurm_options({"time": 1, "train": {"time": 2}}, "s.yaml") == []  # the other kinds may be short
 
 
 # ----------------------------------------------------------------------------- backend.slurm.pack

@@ -234,6 +234,14 @@ def _pack(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+WARNING_S = 90
+"""Seconds before its time limit that Slurm sends a job SIGUSR2 (submitit's ``signal_delay_s``): a
+training checkpoints, and the job is requeued."""
+
+MIN_TRAIN_TIME_MIN = 2
+"""The shortest ``time`` a training job is given: under :data:`WARNING_S` the warning comes at once,
+and the job is requeued until it fails, having trained nothing."""
+
 _CHECKS = {
     "partition": _slurm_name(_NAME_LIST, r"[A-Za-z0-9_.,-]", "partition (letters, digits, '_', '.', '-'; several joined by ',')"),
     "time": parse_time_min,
@@ -290,7 +298,16 @@ def validate_slurm_options(options: Mapping[str, Any] | None, source: str = "swe
         SlurmOptionError: one line, ``<source>: backend.slurm.<key>: unknown option (valid: ...)``
             or ``<source>: backend.slurm.<key>: <what was expected>``.
     """
-    _check_block(options, "backend.slurm", source, allow_kinds=True)
+    checked = _check_block(options, "backend.slurm", source, allow_kinds=True)
+    own = "time" in checked.get("train", {})
+    minutes = checked["train"]["time"] if own else checked.get("time")
+    if minutes is not None and minutes < MIN_TRAIN_TIME_MIN:  # the warning would come at once: requeued until it fails
+        key = "backend.slurm.train.time" if own else "backend.slurm.time"
+        raise SlurmOptionError(
+            f"{source}: {key}: {minutes} min is shorter than a training job needs: Slurm warns it {WARNING_S} s before "
+            f"its limit to checkpoint and requeue; give at least {MIN_TRAIN_TIME_MIN} min"
+            + ("" if own else " (or set backend.slurm.train.time)")
+        )
     return []
 
 
