@@ -231,6 +231,34 @@ def test_a_job_sbatch_refuses_is_one_line_and_the_jobs_before_it_are_recorded(sl
     assert set(load_jobs(sweep_dir)["stages"]) == {"first"}
 
 
+def test_a_job_its_partition_cannot_run_is_said_while_the_driver_waits(slurm_cluster, tmp_path, request):
+    """`cpus_per_task: 64` on a smaller node: the job waits in the queue for good (PartitionConfig), and
+    the attached driver waited with it in silence. The wait says it once, naming the reason."""
+    import threading
+
+    from orchestrator.backends.slurm.backend import SlurmBackend
+    from orchestrator.backends.slurm.records import cancel_jobs
+
+    store = tmp_path / "runs" / "store"
+    sweep_dir = tmp_path / "runs" / "stuck"
+    request.addfinalizer(lambda: cancel_jobs(sweep_dir))
+    notes: list[str] = []
+    backend = SlurmBackend(sweep_dir=sweep_dir, options={"slurm": {"time": 5, "cpus_per_task": 4096}}, poll_s=0.5,
+                           notify=notes.append, stuck_after_s=0.0)  # fmt: skip
+    out: dict = {}
+    waiting = threading.Thread(target=lambda: out.update(backend.run([_synthetic("big", store)], max_parallel=1, retries=0)))
+    waiting.start()
+    deadline = time.time() + 60
+    while time.time() < deadline and not any("waits in the queue" in n for n in notes):
+        time.sleep(0.5)
+    cancel_jobs(sweep_dir)
+    waiting.join(timeout=60)
+    said = [n for n in notes if "waits in the queue" in n]
+    assert len(said) == 1, notes
+    assert said[0].startswith("slurm job ") and " (big) waits in the queue with reason " in said[0], said
+    assert "its partition cannot give what it asks" in said[0] and out["big"].status == "cancelled", (said, out)
+
+
 def test_cancel_takes_the_queued_jobs_before_the_trainings_end_on_their_checkpoint(monkeypatch, tmp_path):
     """`famix sweep cancel` during a training: the training's job, asked to checkpoint, ended well, so
     the evaluations waiting on it (afterok) started before they were cancelled, and failed on a model

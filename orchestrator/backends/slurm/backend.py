@@ -19,11 +19,13 @@ from famix_core.io import atomic_write_json
 from orchestrator.backends.base import Backend
 from orchestrator.backends.slurm.cluster import (
     ACTIVE_STATES,
+    NEVER_REASONS,
     TERMINAL_STATES,
     SlurmUnavailable,
     cancel_pending,
     max_array_size,
     max_time_min,
+    pending_reasons,
     query_states,
     slurm_available,
 )
@@ -60,6 +62,44 @@ def absolute_path(path: str | os.PathLike[str], what: str, notes: list[str] | No
     return p
 
 
+class _StuckJobs:
+    """Says once each job that waits in the queue for what its partition cannot give (squeue's reason
+    one of :data:`~.cluster.NEVER_REASONS`, e.g. ``PartitionConfig`` for more CPUs than a node has):
+    the driver would otherwise wait for it in silence. Each pending job is asked about once per
+    ``after_s``, from ``after_s`` after it was first seen pending."""
+
+    def __init__(self, after_s: float, notify: Callable[[str], None]):
+        self.after_s = after_s
+        self.notify = notify
+        self.pending_since: dict[str, float] = {}
+        self.asked_at: dict[str, float] = {}
+        self.said: set[str] = set()
+
+    def check(self, live: Mapping[str, dict[str, Any]], states: Mapping[str, str], tasks: Mapping[str, StageTask], now: float) -> None:
+        due: dict[str, str] = {}  # job id -> a stage of it
+        for key, rec in live.items():
+            job = rec["job_id"]
+            if states.get(job) != "PENDING" or job in self.said:
+                continue
+            since = self.pending_since.setdefault(job, now)
+            if now - since >= self.after_s and now - self.asked_at.get(job, -float("inf")) >= self.after_s:
+                due.setdefault(job, key)
+        if not due:
+            return
+        reasons = pending_reasons(due)
+        for job, key in due.items():
+            self.asked_at[job] = now
+            reason = reasons.get(job)
+            if reason in NEVER_REASONS:
+                self.said.add(job)
+                task = tasks[key]
+                self.notify(
+                    f"slurm job {job} ({task.name or task.kind}) waits in the queue with reason {reason}: its partition "
+                    "cannot give what it asks (backend.slurm cpus_per_task, gpus, mem, time or constraint, or "
+                    "resources.<kind>); it will not start: `famix sweep cancel` with this sweep's arguments stops the sweep"
+                )
+
+
 def packs(tasks: list[StageTask], kinds: tuple[str, ...] | list[str]) -> list[list[StageTask]]:
     """``tasks`` (of one kind) as the units of one job each: a stage of a packed kind goes with the other
     stages that read the same inputs (the same dependency keys: one trained model's evaluations), in
@@ -86,6 +126,8 @@ class SlurmBackend(Backend):
         max_num_timeout: requeues after timeout/preemption before a job gives up.
         lost_after_s: a job that neither squeue nor sacct knows for this long counts as lost.
         notify: where notes go (default: stderr).
+        stuck_after_s: a job pending this long is asked why; one that waits for what its partition
+            cannot give (:data:`~.cluster.NEVER_REASONS`) is said once, while the driver waits on.
     """
 
     name = "slurm"
@@ -104,7 +146,9 @@ class SlurmBackend(Backend):
         max_num_timeout: int = 3,
         lost_after_s: float = 120.0,
         notify: Callable[[str], None] | None = None,
+        stuck_after_s: float = 30.0,
     ) -> None:
+        self.stuck_after_s = stuck_after_s
         self.notes: list[str] = []
         self.sweep_dir = absolute_path(sweep_dir, "sweep folder", self.notes)
         block = dict(options or {})
@@ -352,10 +396,12 @@ class SlurmBackend(Backend):
         cancelled_jobs: set[str] = set()  # a pack's stages share their job: cancel it once
         disk_is_full = False
         halted_jobs: set[str] = set()  # queued jobs cancelled after a full disk
+        stuck = _StuckJobs(self.stuck_after_s, self._notify)
         while len(outcomes) < len(records):
             live = {k: r for k, r in records.items() if k not in outcomes}
             states = query_states(r["job_id"] for r in live.values())
             now = time.time()
+            stuck.check(live, states, tasks, now)
             running_in_pack: dict[str, str | None] = {}  # job id -> the stage its pack is running
             for key, rec in live.items():
                 task = tasks[key]

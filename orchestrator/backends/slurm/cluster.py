@@ -131,6 +131,28 @@ def cancel_pending(job_id: str) -> None:
     _run(["scancel", "--state=PENDING", job_id])
 
 
+NEVER_REASONS = frozenset(
+    {"PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints", "InvalidAccount", "InvalidQOS"}
+)
+"""squeue's reasons for a pending job that waits for what its partition, account or QOS cannot give
+(more CPUs, GPUs or time than a node or the partition has, an unknown feature): it would wait for good."""
+
+
+def pending_reasons(job_ids: Iterable[str]) -> dict[str, str]:
+    """squeue's reason (``%r``) for each of ``job_ids`` that is pending; {} where squeue does not answer."""
+    ids = set(job_ids)
+    if not ids:
+        return {}
+    bases = sorted({j.split("_")[0] for j in ids})
+    queue = _run(["squeue", "-h", "-r", "-t", "PENDING", "-o", "%i|%r", "-j", ",".join(bases)])
+    reasons = {}
+    for line in queue.stdout.splitlines() if queue.returncode == 0 else []:
+        jid, _, reason = line.strip().partition("|")
+        if jid in ids:
+            reasons[jid] = reason.strip()
+    return reasons
+
+
 def query_states(job_ids: Iterable[str], *, settled: bool = False) -> dict[str, str]:
     """Slurm state of each job id (``123`` or ``123_4``): squeue for live jobs, sacct for finished ones.
 
