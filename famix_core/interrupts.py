@@ -46,6 +46,25 @@ def counting(handler: Callable[[int, Any], None]) -> Callable[[int, Any], None]:
     return counted
 
 
+def _to_devnull(fds: list[int]) -> None:
+    """Point the descriptors ``fds`` at ``/dev/null``: output whose reader is gone (a closed terminal,
+    a pipe nobody reads) is dropped instead of failing every write."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in fds:
+            os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+def _same_file(fd: int, st: os.stat_result) -> bool:
+    try:
+        here = os.fstat(fd)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (st.st_dev, st.st_ino)
+
+
 def hangup_handler(then: Callable[[int, Any], None] | None = None) -> Callable[[int, Any], None]:
     """A SIGHUP handler (the terminal was closed, the ssh connection dropped): the standard output
     and error that were a terminal when this was made now write to ``/dev/null``, then ``then``
@@ -60,10 +79,7 @@ def hangup_handler(then: Callable[[int, Any], None] | None = None) -> Callable[[
 
     def handler(signum: int, frame: Any) -> None:
         if ttys:
-            null = os.open(os.devnull, os.O_WRONLY)
-            for fd in ttys:
-                os.dup2(null, fd)
-            os.close(null)
+            _to_devnull(ttys)
             ttys.clear()
         if then is not None:
             then(signum, frame)
@@ -112,17 +128,7 @@ class InterruptWhenReaderGone:
             return
         self._gone = True
         gone = os.fstat(self._stream.fileno())
-        null = os.open(os.devnull, os.O_WRONLY)
-        try:
-            for fd in (1, 2):
-                try:
-                    st = os.fstat(fd)
-                except OSError:
-                    continue
-                if (st.st_dev, st.st_ino) == (gone.st_dev, gone.st_ino):
-                    os.dup2(null, fd)
-        finally:
-            os.close(null)
+        _to_devnull([fd for fd in (1, 2) if _same_file(fd, gone)])
         if interrupts_seen() == self._seen:  # no interrupt under way: this is the first
             os.kill(os.getpid(), signal.SIGINT)
 
