@@ -794,3 +794,40 @@ def test_cli_cancel_of_a_detached_sweep_ends_its_mlflow_runs(slurm_cluster, tmp_
         states = [s for (s,) in con.execute("SELECT status FROM runs")]
     assert len(states) == 3 and "RUNNING" not in states and "KILLED" in states, (states, out)
     assert "of the cancelled jobs KILLED" in out
+
+
+# ----------------------------------------------------------------------------- the local cluster script
+
+
+def test_a_start_after_the_daemons_died_mid_job_cancels_the_job_left_in_the_queue(slurm_cluster):
+    """A machine stopped in the middle of a job leaves the queue in slurmctld's saved state: the next
+    start recovered that job as running on processes that were gone, and waited for an idle node until
+    it gave up (a CI run failed so). Now the start cancels such jobs, says which, and comes up."""
+    run = Path(os.environ.get("FAMIX_SLURM_DIR", "/var/spool/famix-slurm")) / "run"
+    if os.geteuid() != 0 or not (run / "started_by_us").is_file():
+        pytest.skip(f"needs root and a cluster started by {SCRIPT.name} (the test kills and restarts its daemons)")
+    jid = subprocess.run(
+        ["sbatch", "--parsable", "-t", "5", "-J", "famix-leftover", "-o", "/dev/null", "--wrap", "sleep 297"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    deadline = time.time() + 30
+    while subprocess.run(["squeue", "-h", "-j", jid, "-o", "%T"], capture_output=True, text=True).stdout.strip() != "RUNNING":
+        assert time.time() < deadline, f"job {jid} did not start"
+        time.sleep(0.5)
+
+    # the machine goes down: the controller and accounting save their state and stop, the node dies with its job
+    for daemon, sig in (("slurmctld", "TERM"), ("slurmdbd", "TERM"), ("slurmd", "KILL")):
+        subprocess.run(["kill", f"-{sig}", (run / f"{daemon}.pid").read_text().strip()], check=True)
+    subprocess.run(["pkill", "-KILL", "slurmstepd"])
+    subprocess.run(["pkill", "-KILL", "-f", "sleep 297"])
+    deadline = time.time() + 30
+    while subprocess.run(["pgrep", "-x", "slurmctld|slurmdbd|slurmd|slurmstepd"], capture_output=True).returncode == 0:
+        assert time.time() < deadline, "the slurm daemons did not stop"
+        time.sleep(0.25)
+
+    proc = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"cancelling 1 job(s) left in the queue by an earlier cluster: {jid}" in proc.stdout
+    assert not _squeue_ids([jid])
+    state = subprocess.run(["scontrol", "show", "job", jid], capture_output=True, text=True).stdout
+    assert "JobState=CANCELLED" in state, state

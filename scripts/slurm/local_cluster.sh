@@ -205,12 +205,26 @@ EOF
   wait_for "slurmdbd" sacctmgr -n list cluster
 }
 
+# A cluster whose daemons died with it (a machine stopped mid-run) keeps its
+# queue in StateSaveLocation: slurmctld recovers those jobs as still running,
+# on processes that are gone, and the node never becomes idle. A start is a
+# fresh cluster, so cancel them (job ids go on counting, so sacct stays unambiguous).
+cancel_leftover_jobs() {
+  local ids
+  ids=$(squeue -h -o %A 2>/dev/null || true)
+  [ -n "$ids" ] || return 0
+  say "cancelling $(echo $ids | wc -w) job(s) left in the queue by an earlier cluster: $(echo $ids)"
+  scancel $ids || die "scancel of the leftover jobs failed"
+}
+
 wait_node_idle() {
   local end=$((SECONDS + TIMEOUT)) st
   while :; do
-    st=$(sinfo -h -n "$NODE" -o '%T' 2>/dev/null || true)
-    [ "$st" = idle ] && return 0
-    case "$st" in drain* | down* | fail* | inval*)
+    # scontrol, not sinfo: after leftover jobs were cancelled, sinfo went on
+    # saying 'mixed' for minutes while the node's own record said IDLE
+    st=$(scontrol show node "$NODE" 2>/dev/null | sed -n 's/^ *State=\([^ ]*\).*/\1/p' || true)
+    [ "$st" = IDLE ] && return 0
+    case "$st" in *DRAIN* | DOWN* | *FAIL* | *INVAL*)
       scontrol show node "$NODE" >&2 || true
       die "node $NODE is '$st'"
       ;;
@@ -246,13 +260,17 @@ cmd_start() {
   local t0=$SECONDS
   install_packages
   mkdir -p "$SLURM_DIR/ctld" "$SLURM_DIR/spool" "$LOG" "$RUN"
-  : >"$RUN/started_by_us"
+  # a munged or MariaDB that an earlier start of ours left running stays ours to stop
+  local kept=""
+  for p in munged mariadb; do started_by_us $p && kept="$kept$p"$'\n'; done
+  printf '%s' "$kept" >"$RUN/started_by_us"
   start_munge
   write_slurm_conf
   start_accounting
   slurmctld </dev/null >"$LOG/slurmctld.out" 2>&1 || die "slurmctld failed to start"
   echo slurmctld >>"$RUN/started_by_us"
   wait_for "slurmctld" scontrol ping
+  cancel_leftover_jobs
   slurmd </dev/null >"$LOG/slurmd.out" 2>&1 || die "slurmd failed to start"
   echo slurmd >>"$RUN/started_by_us"
   wait_node_idle
