@@ -10,6 +10,7 @@ import torch
 
 from famix_core.config import parse_device_spec
 from famix_core.errors import FamixError, FamixWarning
+from famix_core.text import count
 
 if TYPE_CHECKING:
     from famix_core.config import FamixConfig
@@ -72,7 +73,7 @@ def pick_device(spec: str = "auto", *, cpu_fallback: bool = True, fix: str = NO_
     if dev.index is not None and dev.index >= n:
         present = "cuda:0" if n == 1 else f"cuda:0 to cuda:{n - 1}"
         raise DeviceError(
-            f"{set_as}{spec}: this machine has {n} CUDA device{'s' if n > 1 else ''} ({present}); "
+            f"{set_as}{spec}: this machine has {count(n, 'CUDA device')} ({present}); "
             f"use {set_as}auto, cpu or {present}"
         )
     return dev

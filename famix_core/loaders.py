@@ -23,6 +23,8 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
+from famix_core.text import count
+
 if TYPE_CHECKING:
     import torch
 
@@ -152,11 +154,11 @@ def bench_loaders(cfg: "FamixConfig", *, batches: int = 20, warmup: int = 2, pri
                               **loader_options(workers, device, persistent=False))  # fmt: skip
     train_rate, n = _rate(train_loader, batches, warmup)
     print_fn(f"train loader: {dc.source}, batch {tc.batch_size}, crop {dc.crop_size}, {workers} workers: "
-             f"{train_rate:.1f} images/s ({n} image{'s' if n != 1 else ''} timed)")  # fmt: skip
+             f"{train_rate:.1f} images/s ({count(n, 'image')} timed)")  # fmt: skip
     domain = cfg.eval.domains[0]
     eds = build_dataset(dc, domain, cfg.eval.split, train=False, max_items=warmup + batches)
     eval_loader = DataLoader(eds, batch_size=1, **loader_options(workers, device, persistent=False))
     eval_rate, n = _rate(eval_loader, batches, min(warmup, max(0, len(eds) - 1)))
     print_fn(f"eval loader:  {domain}, full resolution, one image at a time, {workers} workers: "
-             f"{eval_rate:.1f} images/s ({n} image{'s' if n != 1 else ''} timed)")  # fmt: skip
+             f"{eval_rate:.1f} images/s ({count(n, 'image')} timed)")  # fmt: skip
     return {"train_img_s": train_rate, "eval_img_s": eval_rate, "workers": float(workers)}

@@ -11,6 +11,7 @@ from typing import Any
 from famix_core.config import FamixConfig
 from famix_core.io import nearest_existing, what_blocks, write_denied
 from famix_core.weights import is_packaged, packaged_path
+from famix_core.text import count
 
 __all__ = ["check_data", "check_weights", "check_device", "check_stage_gpus", "check_run_dir", "check_run_dir_is_folder"]
 
@@ -169,8 +170,8 @@ def check_stage_gpus(cfg: FamixConfig, gpus: dict[str, int], backend: str) -> No
             raise FamixError(f"train.device={spec}: {where} no GPU (resources.{kind}.gpus is 0); ask for one there {fix}")
         if index >= n:
             seen = "cuda:0" if n == 1 else f"cuda:0 to cuda:{n - 1}"
-            raise FamixError(f"train.device={spec}: {where} {n} GPU{'s' if n > 1 else ''} (resources.{kind}.gpus), which it "
-                             f"sees as {seen} whichever GPU{'s' if n > 1 else ''} of the node; use train.device=cuda or auto")  # fmt: skip
+            raise FamixError(f"train.device={spec}: {where} {count(n, 'GPU')} (resources.{kind}.gpus), which it "
+                             f"sees as {seen} whichever {'GPUs' if n > 1 else 'GPU'} of the node; use train.device=cuda or auto")  # fmt: skip
 
 
 def check_weights(cfg: FamixConfig, fetch: bool = True, announce: bool = True, probe: bool = False) -> None:

@@ -35,6 +35,7 @@ from orchestrator.results import collect_results, markdown_table, results_frame
 from orchestrator.stages import StageOutcome, StageTask, failed_dependency
 from orchestrator.store import atomic_write_text
 from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
+from famix_core.text import count
 
 __all__ = [
     "prepare", "run_plan", "RunOptions", "SweepResult", "sweep_status", "cancel_sweep", "stage_tasks", "sync_tracking",
@@ -363,7 +364,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
                         [tid for tid, stages in plan.trial_stages.items() if to_run.intersection(stages.keys())])  # fmt: skip
             n_done = sum(v == "done" for v in status.values())
             console.print(
-                f"sweep {plan.name} ({rs.profile}): {len(plan.trials)} trials, {len(plan.stages)} stages, "
+                f"sweep {plan.name} ({rs.profile}): {count(len(plan.trials), 'trial')}, {count(len(plan.stages), 'stage')}, "
                 f"{n_done} done, {len(tasks)} to run on {backend_name} (max parallel {max_parallel or 'from the backend'}, retries {retries})",
                 highlight=False,
             )

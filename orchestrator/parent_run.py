@@ -24,6 +24,7 @@ from typing import Any
 
 from orchestrator.plan import Plan
 from reports import schema
+from famix_core.text import count
 
 __all__ = ["resolved_sweep", "describe_parent", "publish_results", "summary_metrics"]
 
@@ -65,7 +66,7 @@ def _description(plan: Plan, backend: str) -> str:
     text = _sweep_description(plan)
     lines = [head + (f": {text}" if text else ""), ""]
     lines.append(
-        f"{len(plan.trials)} trials ({rows} rows × {seeds} seed{'s' if seeds != 1 else ''}), {len(plan.stages)} stages "
+        f"{count(len(plan.trials), 'trial')} ({count(rows, 'row')} × {count(seeds, 'seed')}), {count(len(plan.stages), 'stage')} "
         f"on `{backend}`; domains {', '.join(rs.domains)}. Sweep file `{rs.source}` (artifacts `sweep/`: the file, "
         "`sweep.resolved.yaml` with profile and overrides applied, `plan.json`)."
     )

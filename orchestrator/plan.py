@@ -20,6 +20,7 @@ from orchestrator.keys import evaluate_inputs, mine_inputs, stage_key, train_inp
 from orchestrator.stages import STAGE_KINDS
 from orchestrator.store import Store, atomic_write_text
 from orchestrator.sweep import ResolvedSweep, Trial, expand_trials
+from famix_core.text import count
 
 __all__ = ["StageSpec", "TrialStages", "Plan", "build_plan", "print_plan", "slurm_jobs_line"]
 
@@ -267,7 +268,7 @@ def print_plan(plan: Plan, console: Any = None, show_running: bool = False, back
         for c in t.labels:
             if c not in label_cols:
                 label_cols.append(c)
-    table = Table(title=f"sweep {plan.name} (profile {plan.sweep.profile}) — {len(plan.trials)} trials")
+    table = Table(title=f"sweep {plan.name} (profile {plan.sweep.profile}) — {count(len(plan.trials), 'trial')}")
     for c in ["#", *label_cols, "seed", "trial", "mine", "train", "evaluate"]:
         table.add_column(c)
 

@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 from famix_core.io import atomic_write_json
 from orchestrator.stages import NOT_STARTED_DISK_FULL, StageOutcome, StageTask, disk_full, failed_dependency
+from famix_core.text import count
 
 __all__ = [
     "progress_path",
@@ -477,7 +478,7 @@ def print_failures(
 def _count_kinds(tasks: list[StageTask]) -> str:
     """``48 stages (evaluate ×48)``."""
     kinds = Counter(t.kind for t in tasks)
-    return f"{len(tasks)} stage{'s' if len(tasks) != 1 else ''} ({', '.join(f'{k} ×{n}' for k, n in kinds.items())})"
+    return f"{count(len(tasks), 'stage')} ({', '.join(f'{k} ×{n}' for k, n in kinds.items())})"
 
 
 def _format_bytes(n: float) -> str:

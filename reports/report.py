@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 from reports.collect import ReportInputError, ResultSet, check_tracking_uri, default_tracking_uri
 from famix_core.io import atomic_path, commit_dir, exclusive_lock, make_temp_dir, nearest_existing, what_blocks
 from famix_core.io import atomic_write_text as write_text_atomic
+from famix_core.text import count
 
 __all__ = [
     "SweepInfo",
@@ -172,10 +173,10 @@ def plan_coverage_note(results: ResultSet, info: SweepInfo) -> str | None:
     missing = [t for t in info.trials if t not in have]
     made = f" (`{info.overrides}`)" if info.overrides else ""
     if len(missing) == len(info.trials):
-        return (f"none of the {len(info.trials)} trial(s) of this command's plan{made} has results: the table holds "
+        return (f"none of the {count(len(info.trials), 'trial')} of this command's plan{made} has results: the table holds "
                 "other runs of the sweep; give `famix report` the overrides of the run you mean")  # fmt: skip
     if missing:
-        return f"{len(missing)} of the {len(info.trials)} trial(s) of this command's plan{made} have no results (yet): their rows are missing"
+        return f"{len(missing)} of the {count(len(info.trials), 'trial')} of this command's plan{made} {'has' if len(missing) == 1 else 'have'} no results (yet): their rows are missing"
     return None
 
 

@@ -513,3 +513,17 @@ def test_the_sweep_file_examples_in_the_docs_validate(request, text):
     Path("sweeps/doc.yaml").write_text(yaml.safe_dump(tree, allow_unicode=True))
     plan = prepare("sweeps/doc.yaml", writable=False, dry=True, check_data=lambda cfg: None, check_weights=lambda cfg: None)
     assert plan.trials, request.node.callspec.id
+
+
+def test_counts_are_said_in_the_singular_for_one(capsys):
+    """A one-trial, one-stage-kind sweep's plan reads "1 trial", never "1 trials"."""
+    from famix_core.text import count
+    from orchestrator.__main__ import main
+
+    assert [count(1, "trial"), count(2, "trial"), count(1.0, "CPU"), count(0, "GPU"), count(1, "sky", "skies")] == [
+        "1 trial", "2 trials", "1 CPU", "0 GPUs", "1 sky"]  # fmt: skip
+    sweep = Path("one.yaml")
+    sweep.write_text("name: one\ngrid: {}\nbase:\n  style: {strategy: none}\ndomains: [C]\nseeds: [0]\n")
+    assert main(["sweep", "plan", str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "— 1 trial" in out and "1 trials" not in out, out

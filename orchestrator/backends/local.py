@@ -36,6 +36,7 @@ from famix_core.loaders import allocated_cpus
 from orchestrator.backends.base import Backend, backend_failure, timed_out
 from orchestrator.backends.dag import DagScheduler
 from orchestrator.stages import EventFn, StageOutcome, StageTask
+from famix_core.text import count
 
 if TYPE_CHECKING:
     from orchestrator.execute import StopRequest
@@ -98,7 +99,7 @@ class LocalBackend(Backend):
         have = torch.cuda.device_count()
         over = [f"{kind}.gpus {n:g}" for kind, n in asked.items() if n > have]
         if over:
-            where = "the CPU where train.device allows it (cpu, or auto with train.cpu_fallback)" if have == 0 else f"its {have} GPU{'s' if have > 1 else ''} or the CPU, as train.device picks"
+            where = "the CPU where train.device allows it (cpu, or auto with train.cpu_fallback)" if have == 0 else f"its {count(have, 'GPU')} or the CPU, as train.device picks"
             print(f"note: backend.resources asks for more GPUs than this machine has ({have}): {', '.join(over)}; "
                   f"the local backend runs those stages here, one at a time, on {where}", file=sys.stderr)  # fmt: skip
         return None

@@ -37,6 +37,7 @@ from orchestrator.backends.ray_cluster import (
 )  # fmt: skip
 from orchestrator.errors import SweepError
 from orchestrator.stages import EventFn, StageOutcome, StageTask
+from famix_core.text import count
 
 if TYPE_CHECKING:
     from orchestrator.execute import StopRequest
@@ -130,7 +131,7 @@ class RayBackend(Backend):
         for kind, res in (options.get("resources") or {}).items():
             why = unschedulable(kind, res or {}, nodes)
             if why:
-                where = f"Ray cluster {address}" if address else f"in-process Ray ({nodes[0].cpus:g} CPUs, {nodes[0].gpus:g} GPUs)"
+                where = f"Ray cluster {address}" if address else f"in-process Ray ({count(nodes[0].cpus, 'CPU')}, {count(nodes[0].gpus, 'GPU')})"
                 fix = "" if address or " CPUs," not in why else (
                     "; in-process Ray has the CPUs this process may use (its affinity, or SLURM_CPUS_PER_TASK in a job): "
                     f"lower backend.resources.{kind}.cpus, or set backend.ray.num_cpus"
@@ -183,7 +184,7 @@ class RayBackend(Backend):
                 configure_logging=False,
             )
             self._started = True
-            self.log(f"ray: started in-process with {num_cpus} CPUs (temp dir {temp_dir})")
+            self.log(f"ray: started in-process with {count(num_cpus, 'CPU')} (temp dir {temp_dir})")
 
     def _stage_resources(self, task: StageTask) -> dict[str, Any]:
         res = dict((self.options.get("resources") or {}).get(task.kind) or {})

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from famix_core.text import count
 from orchestrator.errors import SweepError
 
 __all__ = [
@@ -224,9 +225,9 @@ def unschedulable(kind: str, request: dict[str, Any], nodes: list[NodeInfo]) -> 
         return None
     if not any(n.cpus >= cpus for n in nodes):
         have = max(n.cpus for n in nodes)
-        return f"{kind}: cannot be scheduled: needs {cpus:g} CPUs, the largest node has {have:g}"
+        return f"{kind}: cannot be scheduled: needs {count(cpus, 'CPU')}, the largest node has {have:g}"
     have = max(n.gpus for n in nodes)
-    return f"{kind}: cannot be scheduled: needs {gpus:g} GPUs, the largest node has {have:g}"
+    return f"{kind}: cannot be scheduled: needs {count(gpus, 'GPU')}, the largest node has {have:g}"
 
 
 def slots(request: dict[str, Any], nodes: list[NodeInfo]) -> int:

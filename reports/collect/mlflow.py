@@ -45,6 +45,7 @@ from reports.schema import (
     TAG_TRIAL,
     TAG_TRIAL_INDEX,
 )
+from famix_core.text import count
 
 __all__ = ["collect_mlflow"]
 
@@ -272,7 +273,7 @@ def _records_to_resultset(sweep: str, uri: str, runs: list[dict[str, Any]]) -> R
 
 
 def _trials(n: int) -> str:
-    return f"{n} trial{'s' if n != 1 else ''}"
+    return count(n, 'trial')
 
 
 def overrides_note(made_with: list[tuple[str, ...] | None]) -> str | None:
