@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Any, Iterator
 from famix_core.config_io import canonical_hash, parse_overrides
 from famix_core.errors import Interrupted
 from famix_core.interrupts import interrupt_when_reader_gone
+from famix_core.text import count
 from orchestrator.errors import SweepError
 from orchestrator.parent_run import describe_parent, publish_results
 from orchestrator.plan import Plan, StageSpec, build_plan, print_plan
@@ -35,7 +36,6 @@ from orchestrator.results import collect_results, markdown_table, results_frame
 from orchestrator.stages import StageOutcome, StageTask, failed_dependency
 from orchestrator.store import atomic_write_text
 from orchestrator.sweep import load_sweep, resolve_profile, resolve_sweep_path
-from famix_core.text import count
 
 __all__ = [
     "prepare", "run_plan", "RunOptions", "SweepResult", "sweep_status", "cancel_sweep", "stage_tasks", "sync_tracking",
@@ -441,11 +441,15 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the stages are stopped; the runs are not left RUNNING
             args = plan.arguments()
             again = f"famix sweep run {args}" + (f" --backend {opts.backend}" if opts.backend else "")
+            cancelled = _cancel_was_for_me(plan)
+            if backend_cls.stages_outlive_driver and cancelled:  # `famix sweep cancel` ended the jobs, then this driver
+                raise Interrupted(f"`famix sweep cancel` cancelled the jobs on {backend_name} (a running training checkpointed "
+                                  f"first); `{again}` runs the rest") from None  # fmt: skip
             if backend_cls.stages_outlive_driver:  # Slurm: the jobs go on, and their runs stay RUNNING (as after --detach)
                 stop = f"famix sweep cancel {args}" + (f" --backend {opts.backend}" if opts.backend else "")
                 raise Interrupted(f"the jobs on {backend_name} go on unless cancelled (`{stop}`); `{again}` waits for them and runs the rest") from None
             quietly("ending the interrupted sweep's MLflow runs", end_interrupted_runs, tracker, parent, runs)
-            raise Interrupted(f"the finished stages are kept (a training resumes from its last checkpoint): `{again}` runs the rest") from None
+            raise Interrupted(("`famix sweep cancel` stopped the sweep; " if cancelled else "") + f"the finished stages are kept (a training resumes from its last checkpoint): `{again}` runs the rest") from None
         except Exception:  # the driver itself failed (a bug, a lost cluster): its runs are not left RUNNING for good
             if not backend_cls.stages_outlive_driver:
                 quietly("ending the MLflow runs of a driver that failed", end_interrupted_runs, tracker, parent, runs)
@@ -656,6 +660,8 @@ def cancel_sweep(plan: Plan, backend: str | None = None, console: Any = None) ->
     if live is not None and not live.get("verified"):
         console.print(f"driver pid {pid} on {live.get('host', '?')} holds the lock but cannot be checked from here; stop it there", highlight=False)
     elif pid and pid != os.getpid():
+        with suppress(OSError):  # without the note the driver's last line reads as after Ctrl-C
+            atomic_write_text(plan.sweep_dir / CANCEL_NOTE, json.dumps({"pid": pid, "time": time.time()}))
         os.kill(pid, signal.SIGTERM)
         console.print(f"sent SIGTERM to driver pid {pid}", highlight=False)
         n += 1
@@ -667,6 +673,21 @@ def cancel_sweep(plan: Plan, backend: str | None = None, console: Any = None) ->
         elsewhere = live is not None and not live.get("verified")  # not stopped: its runs are its own
         quietly("ending the cancelled sweep's MLflow runs", _end_cancelled_runs, plan, console, 0.0 if elsewhere else 30.0)
     return n
+
+
+CANCEL_NOTE = "cancelled.json"
+"""Written in the sweep folder by ``famix sweep cancel`` just before it signals the driver: the pid it signals."""
+
+
+def _cancel_was_for_me(plan: Plan) -> bool:
+    """Whether the signal that stopped this driver came from ``famix sweep cancel`` (its note names this
+    process); the note is removed."""
+    path = plan.sweep_dir / CANCEL_NOTE
+    if _read_json(path).get("pid") != os.getpid():
+        return False
+    with suppress(OSError):
+        path.unlink()
+    return True
 
 
 def _end_cancelled_runs(plan: Plan, console: Any, wait_s: float = 30.0) -> int:

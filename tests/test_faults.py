@@ -329,10 +329,12 @@ def test_sweep_cancel_checkpoints_a_running_training_and_the_rerun_resumes_there
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, err[-3000:]
+    said = "`famix sweep cancel` stopped the sweep; " if how == "cancel" else ""  # not read as a Ctrl-C
     assert err.splitlines()[-1] == (
-        "famix: interrupted; the finished stages are kept (a training resumes from its last checkpoint): "
+        f"famix: interrupted; {said}the finished stages are kept (a training resumes from its last checkpoint): "
         "`famix sweep run sig --profile smoke` runs the rest"
     ), err[-3000:]
+    assert not Path("runs/sig/cancelled.json").exists()
     if workers == 1:
         assert "famix: stopping after this iteration's checkpoint (Ctrl-C again stops at once)" in err, err[-3000:]
     text = log.read_text()

@@ -796,6 +796,38 @@ def test_cli_cancel_of_a_detached_sweep_ends_its_mlflow_runs(slurm_cluster, tmp_
     assert "of the cancelled jobs KILLED" in out
 
 
+
+def test_an_attached_driver_stopped_by_cancel_says_its_jobs_were_cancelled(slurm_cluster, tmp_path, request):
+    """`famix sweep cancel` cancels the jobs, then sends the attached driver SIGTERM: its last line said
+    the jobs "go on unless cancelled" and told to run the cancel just run."""
+    from orchestrator.backends.slurm.records import cancel_jobs
+
+    Path("sweeps").mkdir(exist_ok=True)
+    Path("sweeps/mini.yaml").write_text(MINI_SWEEP)
+    args = ["mini", "--run-dir", "runs", "train.iterations=400"]  # trainings still running when cancelled
+    sweep_dir = tmp_path / "runs" / "mini-slurm"
+    request.addfinalizer(lambda: cancel_jobs(sweep_dir))
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "sweep", "run", *args, "--backend", "slurm"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while not list((tmp_path / "runs" / "logs").glob("train-*.log")):  # a training job has started
+            assert proc.poll() is None and time.time() < deadline, proc.communicate(timeout=30)
+            time.sleep(0.5)
+        cancel = subprocess.run([sys.executable, "-m", "orchestrator", "sweep", "cancel", *args, "--backend", "slurm"],
+                                capture_output=True, text=True, timeout=180)  # fmt: skip
+        assert cancel.returncode == 0 and "sent SIGTERM to driver pid" in cancel.stdout, cancel.stdout + cancel.stderr
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-3000:]
+    last = err.splitlines()[-1]
+    assert last.startswith("famix: interrupted; `famix sweep cancel` cancelled the jobs on slurm"), err[-3000:]
+    assert "go on unless cancelled" not in err and not (sweep_dir / "cancelled.json").exists()
+
+
 # ----------------------------------------------------------------------------- the local cluster script
 
 
