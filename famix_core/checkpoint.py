@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from famix_core.io import atomic_write_bytes, atomic_write_json, commit_dir, make_temp_dir, safetensors_problem
+from famix_core.io import atomic_write_bytes, atomic_write_json, building_dir, safetensors_problem
 
 __all__ = [
     "FORMAT_VERSION",
@@ -140,8 +140,8 @@ def save_checkpoint(ckpt_dir: str | Path, state: CheckpointState, keep: int = 2)
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     name = f"iter-{state.iteration:08d}"
-    tmp = make_temp_dir(ckpt_dir, ".tmp-")
-    try:
+    final = ckpt_dir / name
+    with building_dir(final, prefix=".tmp-") as tmp:  # the same iteration saved twice (on-demand after periodic): replaced
         tensors = {f"model.{k}": v for k, v in state.model.items()}
         tensors.update(state.optimizer)
         tensors.update({f"rng.{k}": v for k, v in state.rng.items()})
@@ -153,11 +153,6 @@ def save_checkpoint(ckpt_dir: str | Path, state: CheckpointState, keep: int = 2)
             "extra": state.extra,
         }
         atomic_write_json(tmp / "state.json", meta)
-        final = ckpt_dir / name
-        commit_dir(tmp, final)  # the same iteration saved twice (on-demand after periodic): replaced
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     atomic_write_json(ckpt_dir / _LATEST, {"name": name, "iteration": state.iteration})
     olds = sorted(p for p in ckpt_dir.glob("iter-*") if p.is_dir() and p.name != name)
     for p in olds[: max(0, len(olds) - (keep - 1))]:

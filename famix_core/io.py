@@ -29,6 +29,8 @@ __all__ = [
     "atomic_write_json",
     "make_temp_dir",
     "commit_dir",
+    "building_dir",
+    "CommitFailed",
     "check_out_dir",
     "exclusive_lock",
     "safetensors_problem",
@@ -190,6 +192,42 @@ def commit_dir(tmp: str | Path, final: str | Path, is_complete: Callable[[Path],
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+class CommitFailed(OSError):
+    """:func:`building_dir` built its folder, but could not move it into place (the rename failed)."""
+
+
+@contextlib.contextmanager
+def building_dir(
+    final: str | Path, *, prefix: str | None = None, is_complete: Callable[[Path], bool] | None = None
+) -> Iterator[Path]:
+    """A new temporary folder beside ``final`` to build it in; when the block ends, it becomes ``final``
+    in one rename (:func:`commit_dir`, with ``is_complete``). An exception in the block (a Ctrl-C
+    included) removes it and leaves ``final`` as it was.
+
+    Args:
+        final: the folder to build; its parent is created.
+        prefix: of the temporary folder's name (default ``.<final name>.tmp-``).
+        is_complete: a ``final`` it accepts is kept (another writer finished first).
+
+    Raises:
+        CommitFailed: the block ran, but the rename failed (the temporary folder is removed).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(final.parent, f".{final.name}.tmp-" if prefix is None else prefix)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        commit_dir(tmp, final, is_complete)
+    except CommitFailed:
+        raise
+    except OSError as e:
+        raise CommitFailed(e.errno, e.strerror or type(e).__name__, str(final)) from e
 
 
 def _make_temp_file(folder: Path, prefix: str, suffix: str) -> Path:

@@ -438,3 +438,35 @@ def test_cli_takes_delete_overrides_between_options(tmp_path, capsys):
     argv = ["sweep", "plan", str(p), "--run-dir", "runs", "~eval.max_images", "--explain", "eval.max_images"]
     assert main(argv) == 0
     assert "command line (~eval.max_images: engine default)" in capsys.readouterr().out
+
+
+def test_building_dir_commits_on_success_and_leaves_the_old_folder_on_failure(tmp_path, monkeypatch):
+    """The benchmark, the caption corpus and every checkpoint are built in a temporary sibling and
+    renamed into place: an exception in the build (Ctrl-C included) leaves the old folder and no
+    temporary one; a failed rename is a CommitFailed, told apart from a failed write."""
+    import famix_core.io
+    from famix_core.io import CommitFailed, building_dir
+
+    final = tmp_path / "new" / "corpus"
+    with building_dir(final) as tmp:
+        assert tmp.parent == final.parent and tmp.name.startswith(".corpus.tmp-")
+        (tmp / "f.txt").write_text("one")
+    assert (final / "f.txt").read_text() == "one"
+    for err in (KeyboardInterrupt(), OSError(28, "No space left on device")):  # the build failed: nothing moves
+        with pytest.raises(type(err)) as caught:
+            with building_dir(final, prefix=".tmp-") as tmp:
+                (tmp / "f.txt").write_text("half")
+                raise err
+        assert not isinstance(caught.value, CommitFailed)
+        assert (final / "f.txt").read_text() == "one" and sorted(p.name for p in final.parent.iterdir()) == ["corpus"]
+
+    def refused(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(famix_core.io, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(famix_core.io.os, "rename", refused)
+    with pytest.raises(CommitFailed) as caught:
+        with building_dir(final) as tmp:
+            (tmp / "f.txt").write_text("two")
+    assert caught.value.strerror == "Permission denied" and caught.value.filename == str(final)
+    assert (final / "f.txt").read_text() == "one" and sorted(p.name for p in final.parent.iterdir()) == ["corpus"]

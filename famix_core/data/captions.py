@@ -24,7 +24,6 @@ Everything is deterministic in ``CorpusConfig.seed``. No torch here (numpy + PIL
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -388,7 +387,7 @@ def check_corpus_dir(out: str | Path, option: str | None = None) -> None:
 def write_corpus(corpus: Corpus, cfg: CorpusConfig, out: str | Path, option: str | None = None) -> Path:
     """Write the corpus as PNG images + labels and ``captions.jsonl`` (one whole-image caption each).
 
-    Written into a temporary sibling folder, then renamed into place (:func:`famix_core.io.commit_dir`):
+    Written into a temporary sibling folder, then renamed into place (:func:`famix_core.io.building_dir`):
     a failed or interrupted write leaves the folder as it was, and a previous corpus there is
     replaced whole, never mixed with this one.
 
@@ -404,30 +403,24 @@ def write_corpus(corpus: Corpus, cfg: CorpusConfig, out: str | Path, option: str
     Raises:
         DataError: ``out`` holds other files.
     """
-    from famix_core.io import atomic_write_json, atomic_write_text, commit_dir, make_temp_dir
+    from famix_core.io import CommitFailed, atomic_write_json, atomic_write_text, building_dir
 
     out = Path(out)
     check_corpus_dir(out, option)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(out.parent, f".{out.name}.tmp-")
     try:
-        (tmp / "images").mkdir()
-        (tmp / "labels").mkdir()
-        lines = []
-        for i in range(len(corpus.images)):
-            name = f"{int(corpus.scene_ids[i])}_{i % cfg.styles_per_scene}"
-            Image.fromarray(corpus.images[i]).save(tmp / "images" / f"{name}.png", compress_level=1)
-            Image.fromarray(corpus.labels[i], mode="L").save(tmp / "labels" / f"{name}.png", compress_level=1)
-            rng = np.random.default_rng([cfg.seed, i, 0x7E47])
-            caption = scene_caption(corpus.words[i], classes_by_area(corpus.labels[i]), rng)
-            lines.append(json.dumps({"image": f"images/{name}.png", "caption": caption, "style": list(corpus.words[i])}))
-        atomic_write_text(tmp / "captions.jsonl", "\n".join(lines) + "\n")
-        atomic_write_json(tmp / CORPUS_FILE, cfg.model_dump(mode="json"))
-        try:
-            commit_dir(tmp, out)  # an empty folder or a previous corpus is replaced whole
-        except OSError as e:
-            raise DataError(f"{out}: could not move the written corpus into place ({e.strerror or type(e).__name__})") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with building_dir(out) as tmp:  # an empty folder or a previous corpus is replaced whole
+            (tmp / "images").mkdir()
+            (tmp / "labels").mkdir()
+            lines = []
+            for i in range(len(corpus.images)):
+                name = f"{int(corpus.scene_ids[i])}_{i % cfg.styles_per_scene}"
+                Image.fromarray(corpus.images[i]).save(tmp / "images" / f"{name}.png", compress_level=1)
+                Image.fromarray(corpus.labels[i], mode="L").save(tmp / "labels" / f"{name}.png", compress_level=1)
+                rng = np.random.default_rng([cfg.seed, i, 0x7E47])
+                caption = scene_caption(corpus.words[i], classes_by_area(corpus.labels[i]), rng)
+                lines.append(json.dumps({"image": f"images/{name}.png", "caption": caption, "style": list(corpus.words[i])}))
+            atomic_write_text(tmp / "captions.jsonl", "\n".join(lines) + "\n")
+            atomic_write_json(tmp / CORPUS_FILE, cfg.model_dump(mode="json"))
+    except CommitFailed as e:
+        raise DataError(f"{out}: could not move the written corpus into place ({e.strerror})") from None
     return out

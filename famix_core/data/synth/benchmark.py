@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +16,7 @@ from famix_core.data.synth.labels import encode_label, palette_image
 from famix_core.data.synth.scene import Scene, make_scene
 from famix_core.domains import DOMAINS
 from famix_core.errors import DataError
-from famix_core.io import commit_dir, make_temp_dir
+from famix_core.io import CommitFailed, building_dir
 
 if TYPE_CHECKING:
     from famix_core.config import DataConfig, SynthConfig
@@ -148,19 +147,13 @@ def generate(root: str | Path, cfg: "SynthConfig", option: str | None = None) ->
         where = f"command line: {option}" if option else "data.root"
         hint = "" if option else " (or unset data.synthetic to use real datasets there)"
         raise DataError(f"{where}: {root} holds files but no {MANIFEST_NAME}: the synthetic benchmark needs a new or empty folder{hint}")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(root.parent, f".{root.name}.tmp-")
-    try:
-        t0 = time.perf_counter()
-        counts = _write_tree(tmp, cfg)
-        manifest = _manifest(cfg) | {"domains": counts, "seconds": round(time.perf_counter() - t0, 2)}
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     try:  # a benchmark another process finished meanwhile is kept; an empty folder or a stale benchmark is replaced
-        commit_dir(tmp, root, lambda r: _matches(r, cfg))
-    except OSError:
+        with building_dir(root, is_complete=lambda r: _matches(r, cfg)) as tmp:
+            t0 = time.perf_counter()
+            counts = _write_tree(tmp, cfg)
+            manifest = _manifest(cfg) | {"domains": counts, "seconds": round(time.perf_counter() - t0, 2)}
+            (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    except CommitFailed:
         raise DataError(f"data.root: could not move the generated benchmark into {root}") from None
     return root
 
