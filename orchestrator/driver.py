@@ -328,6 +328,9 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         damaged = set_aside_damaged_store(plan)  # before the "MLflow complete" shortcut: it would not be
         if damaged:
             console.print(damaged, highlight=False, markup=False)
+        stale = plan.store.clean_tmp()  # also before the fast path below: the last run's workers may have left some
+        if stale:
+            console.print(f"removed {count(stale, 'half-written stage folder')} left in {plan.store.root / '.tmp'} by killed workers", highlight=False)
         marker = plan.sweep_dir / "finalized.json"
         fingerprint = _fingerprint(plan, uri, experiment)
         cached = _read_json(marker)
@@ -344,9 +347,6 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             # took the fast path above: it needs no scheduler)
             raise SweepError(f"{backend_name} backend: {why}; nothing was submitted")
         marker.unlink(missing_ok=True)
-        stale = plan.store.clean_tmp()
-        if stale:
-            console.print(f"removed {stale} half-written stage folder(s) left in {plan.store.root / '.tmp'} by killed workers", highlight=False)
         try:
             tracker = open_tracker(plan)
         except DamagedStoreError as e:  # SQLite finds the file sound, MLflow cannot open it (tables half made)

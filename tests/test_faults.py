@@ -516,7 +516,14 @@ def test_next_start_removes_temp_folders_of_killed_writers(fake_engine):
     buf = io.StringIO()
     assert run_plan(plan, RunOptions(backend="local"), Console(file=buf, width=200, soft_wrap=True)).exit_code == 0
     assert sorted(p.name for p in tmp.iterdir()) == sorted([live.name, other.name])
-    assert "removed 2 half-written stage folder(s)" in buf.getvalue()
+    assert "removed 2 half-written stage folders" in buf.getvalue()
+
+    # all done and MLflow complete: the rerun's fast path cleans up too (it left them for good)
+    (stale / "part").mkdir(parents=True)
+    buf = io.StringIO()
+    assert run_plan(plan, RunOptions(backend="local"), Console(file=buf, width=200, soft_wrap=True)).exit_code == 0
+    assert "all done; MLflow complete" in buf.getvalue() and "removed 1 half-written stage folder left in" in buf.getvalue()
+    assert not stale.exists()
 
 
 def _proxy(port: int, target_port: int) -> tuple[socket.socket, threading.Event]:
