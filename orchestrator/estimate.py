@@ -251,7 +251,7 @@ def print_estimate(plan: "Plan", console: Any, *, device: Any = None) -> list[St
         run_h = sum(e.seconds * max(1, e.gpus) for e in ks if e.to_run) / 3600
         total["all"] += dev_h
         total["run"] += run_h
-        say(f"{kind:8s} {len(ks):3d} stages, each up to {_hours(worst.seconds)} ({worst.what}); "
+        say(f"{kind:8s} {len(ks):3d} {'stage' if len(ks) == 1 else 'stages'}, each up to {_hours(worst.seconds)} ({worst.what}); "
             f"{dev_h:.2f} {unit} in all, {run_h:.2f} still to run")  # fmt: skip
         over = [e for e in ks if e.seconds > 60 * e.limit_min and (gpu or e.gpus == 0)]
         unchecked += sum(e.gpus > 0 for e in ks) if not gpu else 0

@@ -181,7 +181,7 @@ def test_plan_estimate_runs_real_probes_and_plain_plan_computes_nothing(tmp_path
     assert ev and float(ev.group(1)) > 0 and out.count("probe evaluate") == 1, out
     its = BUILTIN_PROFILES["smoke"]["base"]["train"]["iterations"]
     checks = -(-its // BUILTIN_PROFILES["smoke"]["base"]["train"]["val_every"])
-    assert re.search(rf"train\s+1 stages, each up to [\d.]+ (min|h) \({its} iterations \+ {checks} source validations of 8 images\)", out), out
+    assert re.search(rf"train\s+1 stage, each up to [\d.]+ (min|h) \({its} iterations \+ {checks} source validations of 8 images\)", out), out
     assert re.search(r"evaluate\s+2 stages", out) and "still to run (on cpu)" in out
     assert "warning: 2 evaluate stage(s)" not in out  # 8 tiny images fit in 1 minute
 

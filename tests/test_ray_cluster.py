@@ -137,7 +137,7 @@ def test_an_open_port_that_is_not_ray_fails_at_the_probe_bound(capsys):
 def test_stage_bigger_than_any_node_is_refused_at_plan_time(capsys):
     text = "name: big\ngrid: {style.mix: [false, true]}\ndomains: [C]\nbackend:\n  kind: ray\n  ray: {num_cpus: 1}\n  resources: {train: {cpus: 2}}\n"
     line = _plan_error(capsys, text)
-    assert line.endswith("backend.resources.train: cannot be scheduled: needs 2 CPUs, the largest node has 1 (in-process Ray (1 CPUs, 0 GPUs)); "
+    assert line.endswith("backend.resources.train: cannot be scheduled: needs 2 CPUs, the largest node has 1 (in-process Ray (1 CPU, 0 GPUs)); "
                          "in-process Ray has the CPUs this process may use (its affinity, or SLURM_CPUS_PER_TASK in a job): "
                          "lower backend.resources.train.cpus, or set backend.ray.num_cpus"), line  # fmt: skip
 
@@ -320,7 +320,7 @@ def test_in_process_ray_takes_the_cpus_this_process_may_use(monkeypatch):
     try:
         ray = backend._ensure_ray()
         assert ray.cluster_resources()["CPU"] == 1.0
-        assert any(line.startswith("ray: started in-process with 1 CPUs") for line in lines), lines
+        assert any(line.startswith("ray: started in-process with 1 CPU ") for line in lines), lines
     finally:
         backend.close()
 
@@ -330,8 +330,12 @@ def test_time_limit_counts_running_time_only_and_parallelism_comes_from_the_clus
     try:
         # one CPU: the second 2 s stage waits ~2 s in Ray's queue; its 3 s limit counts only its own 2 s
         tasks = [dataclasses.replace(_task(f"q{i}", seconds=2.0), resources={"timeout_min": 0.05}) for i in range(2)]
-        out = backend.run(tasks, max_parallel=2, retries=0, on_event=Recorder())
+        rec = Recorder()
+        out = backend.run(tasks, max_parallel=2, retries=0, on_event=rec)
         assert [out[t.key].status for t in tasks] == ["done", "done"], {k: o.error for k, o in out.items()}
+        # the one waiting in Ray's queue is not shown running: its start comes once it runs, after the other
+        assert rec.max_running == 1 and [e for e, _ in rec.events] == ["start", "done", "start", "done"], rec.events
+        assert rec.events[0][1] == rec.events[1][1] != rec.events[2][1] == rec.events[3][1], rec.events
         # a stage that can never fit fails at once, once, saying why
         big = dataclasses.replace(_task("big", seconds=0.1), resources={"cpus": 2})
         out = backend.run([big], max_parallel=2, retries=2, on_event=Recorder())
@@ -492,7 +496,7 @@ def _run_sweep(run_dir: str, *args: str, temp_dir: str | None = None) -> pd.Data
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_two_node_cluster_runs_a_sweep_like_the_local_backend(two_node_cluster, monkeypatch):
+def test_two_node_cluster_runs_a_sweep_like_the_local_backend(two_node_cluster, monkeypatch, capsys):
     from orchestrator.backends import ray_backend
 
     Path("sweeps").mkdir()
@@ -508,7 +512,11 @@ def test_two_node_cluster_runs_a_sweep_like_the_local_backend(two_node_cluster, 
 
     monkeypatch.setattr(ray_backend.RayBackend, "run", run_and_record)
     Path("sweeps/tiny.yaml").write_text(TINY + f"  kind: ray\n  ray: {{address: '{two_node_cluster.address}'}}\n")
+    capsys.readouterr()
     on_cluster = _run_sweep("cluster-runs")
+    out, err = capsys.readouterr()
+    assert f"ray: connected to {two_node_cluster.address}" in out + err
+    assert "Connecting to existing Ray cluster" not in out + err  # Ray's own INFO line, on a sweep's output
     pd.testing.assert_frame_equal(on_cluster, local)  # same numbers: same threads, same seeds
     cluster_nodes = {n.id for n in probe_cluster(two_node_cluster.address)}
     assert len(cluster_nodes) == 2, "the cluster no longer runs both nodes after the sweep"

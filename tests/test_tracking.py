@@ -334,7 +334,7 @@ def test_a_report_of_a_plan_that_never_ran_says_its_table_is_of_other_runs(capsy
         monkeypatch.setattr(module, "expand_trials", expand_trials)
     assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures", "seeds=[5]"]) == 0
     out = capsys.readouterr().out
-    assert ("note: none of the 1 trial(s) of this command's plan (`'seeds=[5]'`) has results: the table holds other "
+    assert ("note: none of the 1 trial of this command's plan (`'seeds=[5]'`) has results: the table holds other "
             "runs of the sweep; give `famix report` the overrides of the run you mean") in out, out
     assert expanded == ["tiny"]
     assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures"]) == 0
@@ -364,7 +364,7 @@ def test_a_report_shows_the_plan_its_arguments_make_also_after_a_run_of_another_
     assert reported("seeds=[5]") == [5]
     assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures", "seeds=[7]"]) == 0
     out = capsys.readouterr().out
-    assert "none of the 1 trial(s) of this command's plan (`'seeds=[7]'`) has results" in out, out
+    assert "none of the 1 trial of this command's plan (`'seeds=[7]'`) has results" in out, out
     assert list(pd.read_csv("runs/tiny/report/results.csv")["seed"]) == [5]  # the last run's, as the note says
     uri = f"sqlite:///{Path('runs/mlflow.db').resolve()}"
     for reader in ("sqlite", "client"):

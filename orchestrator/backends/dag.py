@@ -53,9 +53,12 @@ class DagScheduler:
                 return False, dep
         return ok, None
 
-    def ready(self, limit: int | None = None, fits: Callable[[StageTask], bool] | None = None) -> list[StageTask]:
+    def ready(
+        self, limit: int | None = None, fits: Callable[[StageTask], bool] | None = None, announce: bool = True
+    ) -> list[StageTask]:
         """Tasks to start now (at most ``limit``, in plan order, skipping those ``fits`` refuses);
-        marks them running and fires ``start``."""
+        marks them running and fires ``start`` (``announce=False``: the backend fires it with
+        :meth:`started` once the stage really runs, e.g. after a wait in Ray's queue)."""
         out: list[StageTask] = []
         still: list[str] = []
         for key in self._pending:
@@ -67,11 +70,16 @@ class DagScheduler:
                 out.append(task)
                 self.running.add(key)
                 self.attempts[key] = self.attempts.get(key, 0) + 1
-                self.on_event("start", task, None)
+                if announce:
+                    self.on_event("start", task, None)
             else:
                 still.append(key)
         self._pending = still
         return out
+
+    def started(self, key: str) -> None:
+        """Fire ``start`` for a task :meth:`ready` handed out with ``announce=False``."""
+        self.on_event("start", self.tasks[key], None)
 
     def _fail_dependency(self, task: StageTask, dep: str) -> None:
         outcome = StageOutcome(task.key, "failed", error=dependency_failed(dep), log_path=task.log_path or None, retryable=False)

@@ -165,7 +165,9 @@ class RayBackend(Backend):
         address = ray_opts.get("address")
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         if address:
-            connect_client(lambda: ray.init(address=address, log_to_driver=False), ray.shutdown, address, self.log)
+            # configure_logging=False: no "INFO … Connecting to existing Ray cluster" line in the sweep's output
+            connect = lambda: ray.init(address=address, log_to_driver=False, configure_logging=False)  # noqa: E731
+            connect_client(connect, ray.shutdown, address, self.log)
             self._connected = True  # close() disconnects this process; the cluster keeps running
             self.log(f"ray: connected to {address}")
         else:
@@ -219,18 +221,26 @@ class RayBackend(Backend):
         dag = DagScheduler(tasks, retries, on_event)
         inflight: dict[Any, tuple[str, str]] = {}  # ref -> (stage key, attempt tag)
         limits: dict[Any, float] = {}  # ref -> its stage's time limit in seconds, counted from its start
+        queued: dict[str, str] = {}  # attempt tag -> stage key, submitted but not yet seen running (Ray's queue)
+
+        def announce(tags: Any) -> None:  # the stages the board saw start are shown running from now
+            for tag in [t for t in queued if t in tags]:
+                dag.started(queued.pop(tag))
+
         limit = max_parallel if max_parallel > 0 else max(slots(self._stage_resources(t), nodes) for t in tasks)
         self.parallelism = limit
         try:
             while not dag.finished():
-                for task in dag.ready(limit=limit - len(inflight)):
+                for task in dag.ready(limit=limit - len(inflight), announce=False):
                     why = unschedulable(task.kind, self._stage_resources(task), nodes)
                     if why:  # it would wait in Ray's queue forever
+                        dag.started(task.key)
                         dag.complete(task.key, self._failed(task, why))
                         continue
                     tag = f"{task.key}#{dag.attempts[task.key]}"
                     ref = remote.options(**self._resources(task), name=_task_name(task)).remote(execute, board, tag, task)
                     inflight[ref] = (task.key, tag)
+                    queued[tag] = task.key
                     limit_s = self._time_limit_s(task)
                     if limit_s:
                         limits[ref] = limit_s
@@ -238,8 +248,8 @@ class RayBackend(Backend):
                     if dag.finished():
                         break
                     raise RuntimeError("dependency cycle or missing dependency among stages")
-                done, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0 if limits else None)
-                if not done:  # a stage ran past its time limit: stop it; a retry resumes from its checkpoint
+                done, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0 if limits or queued else None)
+                if not done:  # which stages started; a stage that ran past its time limit is stopped (a retry resumes)
                     try:
                         running = ray.get(board.elapsed.remote(), timeout=30)
                     except ray.exceptions.GetTimeoutError:  # alive but slow (a loaded head node): ask again
@@ -249,7 +259,9 @@ class RayBackend(Backend):
                                  f"{len(limits)} running stage(s) that have one are not enforced")  # fmt: skip
                         board = ray.remote(num_cpus=0)(StartBoard).remote()  # for the stages still to start
                         limits.clear()
+                        announce(set(queued))  # whether they run or wait is no longer known: shown running
                         continue
+                    announce(running)
                     for ref in [r for r, lim in limits.items() if running.get(inflight[r][1], 0.0) > lim]:
                         key, _tag = inflight.pop(ref)
                         limits.pop(ref)
@@ -258,7 +270,8 @@ class RayBackend(Backend):
                     continue
                 for ref in done:
                     limits.pop(ref, None)
-                    key, _tag = inflight.pop(ref)
+                    key, tag = inflight.pop(ref)
+                    announce({tag})  # ended before the board was asked
                     try:
                         outcome = ray.get(ref)
                     except Exception as e:  # noqa: BLE001 — worker died (OOM, node lost): a retryable failure
