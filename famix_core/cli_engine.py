@@ -115,19 +115,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     cfg = _load(args)
     domains = [d.strip() for d in args.domains.split(",") if d.strip()] if args.domains else None
     if domains:
-        from famix_core.domains import UnknownDomainError, resolve_domain
+        from famix_core.domains import UnknownDomainError, repeated_domain
         from famix_core.errors import ConfigError
 
-        seen: dict[str, str] = {}
-        for d in domains:
-            try:
-                dom = resolve_domain(d)
-            except UnknownDomainError as e:
-                raise ConfigError(f"command line: --domains: {e}") from None
-            col = dom.column or dom.name
-            if col in seen:  # as eval.domains refuses it (it was scored once, quietly)
-                raise ConfigError(f"command line: --domains: {d} is {seen[col]} again (column {col}); give each domain once")
-            seen[col] = d
+        try:
+            twice = repeated_domain(domains)
+        except UnknownDomainError as e:
+            raise ConfigError(f"command line: --domains: {e}") from None
+        if twice is not None:  # as eval.domains refuses it (it was scored once, quietly)
+            col, (first, again, *_) = twice
+            raise ConfigError(f"command line: --domains: {domains[again]} is {domains[first]} again (column {col}); give each domain once")
     names = domains or cfg.eval.domains
 
     def done(metrics: dict[str, float], i: int | None) -> None:

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, Sequence
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from famix_core.config_io import apply_overrides, check_overrides, parse_overrides, read_yaml, validate
-from famix_core.domains import DEFAULT_TARGETS, resolve_domain
+from famix_core.domains import DEFAULT_TARGETS, repeated_domain, resolve_domain
 from famix_core.errors import ConfigError, FamixDeprecation
 
 __all__ = [
@@ -412,10 +412,9 @@ class EvalConfig(_Base):
     @field_validator("domains")
     @classmethod
     def _domains(cls, v: list[str]) -> list[str]:
-        cols = [resolve_domain(d).column or resolve_domain(d).name for d in v]
-        if len(set(cols)) != len(cols):
+        if repeated_domain(v) is not None:
             raise ValueError(f"duplicate domains in {v}")
-        return cols
+        return [resolve_domain(d).column or resolve_domain(d).name for d in v]
 
     @field_validator("scales")
     @classmethod

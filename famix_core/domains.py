@@ -8,8 +8,9 @@ paper's tables (``C``) and the folder it lives in under a data root
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
-__all__ = ["Domain", "DOMAINS", "COLUMNS", "DEFAULT_TARGETS", "resolve_domain", "UnknownDomainError"]
+__all__ = ["Domain", "DOMAINS", "COLUMNS", "DEFAULT_TARGETS", "resolve_domain", "repeated_domain", "UnknownDomainError"]
 
 
 @dataclass(frozen=True)
@@ -67,3 +68,19 @@ def resolve_domain(name_or_column: str) -> Domain:
         return DOMAINS[COLUMNS[name_or_column]]
     known = ", ".join(list(COLUMNS) + list(DOMAINS))
     raise UnknownDomainError(f"unknown domain {name_or_column!r} (known: {known})")
+
+
+def repeated_domain(names: Sequence[str]) -> tuple[str, list[int]] | None:
+    """The domain given again first in ``names`` (``C`` and ``cityscapes`` are one) and the positions
+    that give it, or None when each is given once. The domain is named by its column, a
+    source domain (no column) by its name.
+
+    Raises:
+        UnknownDomainError: a name that is no domain.
+    """
+    where: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        dom = resolve_domain(name)
+        where.setdefault(dom.column or dom.name, []).append(i)
+    return min(((col, at) for col, at in where.items() if len(at) > 1), key=lambda c: c[1][1], default=None)
+

@@ -219,6 +219,7 @@ def parse_domains(text: str | None) -> list[str] | None:
     Raises:
         ReportInputError: an empty list or entry, an unknown domain, or one domain twice (``C,C``, ``C,cityscapes``).
     """
+    from famix_core.domains import repeated_domain
     from reports.collect import ReportInputError, domain_column
 
     if text is None:
@@ -232,13 +233,12 @@ def parse_domains(text: str | None) -> list[str] | None:
     bad = [d for d in names if domain_column(d) is None]
     if bad:
         raise ReportInputError(f"--domains: unknown domain {bad[0]!r} (known: C, B, M, S, AN, AS, AR, AF)")
-    cols = [domain_column(d) for d in names]
-    twice = next(c for c in cols if cols.count(c) > 1) if len(set(cols)) < len(cols) else None
+    twice = repeated_domain(names)
     if twice is not None:
-        given = [n for n, c in zip(names, cols) if c == twice]
+        given = [names[i] for i in twice[1]]
         as_ = f" ({', '.join(given)})" if len(set(given)) > 1 else ""
-        raise ReportInputError(f"--domains {text}: domain {twice} appears {len(given)} times{as_}; each domain may appear once")
-    return cols
+        raise ReportInputError(f"--domains {text}: domain {twice[0]} appears {len(given)} times{as_}; each domain may appear once")
+    return [domain_column(d) for d in names]
 
 
 def report_device(spec: str) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 from famix_core.config import FamixConfig
 from famix_core.config_io import MISSING, canonical_hash, missing_keys, set_dotted, validate
-from famix_core.domains import resolve_domain
+from famix_core.domains import repeated_domain, resolve_domain
 from famix_core.errors import suggest
 from orchestrator.errors import SweepError
 from orchestrator.sweep.load import check_config_key, validate_tree
@@ -33,16 +33,14 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
     """
     src = rs.source
     validate_tree(rs.base, src, "base", allow_missing=True)  # a ??? the grid gives is checked per trial
-    seen: dict[str, int] = {}
     for i, d in enumerate(rs.domains):
         try:
-            dom = resolve_domain(d)
+            resolve_domain(d)
         except ValueError as e:
             raise SweepError(f"{src}: {rs.domains_from}[{i}]: {e}") from None
-        column = dom.column or dom.name  # C and cityscapes are one column
-        if column in seen:  # said of the list, not of trial 0's eval.domains
-            raise SweepError(f"{src}: {rs.domains_from}[{i}]: domain {column} appears twice (first at [{seen[column]}])")
-        seen[column] = i
+    if (twice := repeated_domain(rs.domains)) is not None:  # said of the list, not of trial 0's eval.domains
+        column, (first, again, *_) = twice
+        raise SweepError(f"{src}: {rs.domains_from}[{again}]: domain {column} appears twice (first at [{first}])")
 
     # Axes: each is a list of points; a point is (dotted values, labels).
     axes: list[list[tuple[dict[str, Any], dict[str, str]]]] = []

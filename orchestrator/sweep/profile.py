@@ -194,7 +194,7 @@ def command_line_domains(o: Override) -> list[str]:
     Raises:
         SweepError: ``+domains``/``~domains``, or a value that is not a non-empty list of distinct known domains.
     """
-    from famix_core.domains import resolve_domain
+    from famix_core.domains import repeated_domain
 
     example = "e.g. domains=[C,B]"
     if o.op != "set":
@@ -202,16 +202,12 @@ def command_line_domains(o: Override) -> list[str]:
     v = o.value
     if not isinstance(v, list) or not v or any(not isinstance(x, str) for x in v):
         raise SweepError(f"command line: domains={v!r}: expected a list of domains ({example})")
-    names = []
-    for x in v:
-        try:
-            d = resolve_domain(x)
-        except ValueError as e:
-            raise SweepError(f"command line: domains={v!r}: {e}") from None
-        names.append(d.column or d.name)  # a source domain (gta5) has no column
-    twice = next((c for c in names if names.count(c) > 1), None)
+    try:
+        twice = repeated_domain(v)
+    except ValueError as e:
+        raise SweepError(f"command line: domains={v!r}: {e}") from None
     if twice is not None:
-        raise SweepError(f"command line: domains={v!r}: domain {twice} appears twice")
+        raise SweepError(f"command line: domains={v!r}: domain {twice[0]} appears twice")
     return list(v)
 
 
