@@ -5,4 +5,5 @@ from __future__ import annotations
 
 def count(n: float, noun: str, plural: str | None = None) -> str:
     """``n`` and ``noun``, the noun plural unless ``n`` is one (``plural`` where adding "s" is wrong)."""
-    return f"{n:g} {noun if n == 1 else plural or noun + 's'}"
+    number = f"{n:g}" if isinstance(n, float) else str(n)  # 2.0 CPUs reads "2", 1000000 trials stays digits
+    return f"{number} {noun if n == 1 else plural or noun + 's'}"

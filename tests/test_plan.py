@@ -520,8 +520,8 @@ def test_counts_are_said_in_the_singular_for_one(capsys):
     from famix_core.text import count
     from orchestrator.__main__ import main
 
-    assert [count(1, "trial"), count(2, "trial"), count(1.0, "CPU"), count(0, "GPU"), count(1, "sky", "skies")] == [
-        "1 trial", "2 trials", "1 CPU", "0 GPUs", "1 sky"]  # fmt: skip
+    assert [count(1, "trial"), count(2, "trial"), count(1.0, "CPU"), count(0, "GPU"), count(1, "sky", "skies"), count(2, "sky", "skies"), count(1_000_000, "run"), count(2.5, "GPU")] == [
+        "1 trial", "2 trials", "1 CPU", "0 GPUs", "1 sky", "2 skies", "1000000 runs", "2.5 GPUs"]  # fmt: skip
     sweep = Path("one.yaml")
     sweep.write_text("name: one\ngrid: {}\nbase:\n  style: {strategy: none}\ndomains: [C]\nseeds: [0]\n")
     assert main(["sweep", "plan", str(sweep)]) == 0
