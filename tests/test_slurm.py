@@ -811,7 +811,7 @@ def test_an_attached_driver_stopped_by_cancel_says_its_jobs_were_cancelled(slurm
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         deadline = time.time() + 120
-        while not list((tmp_path / "runs" / "logs").glob("train-*.log")):  # a training job has started
+        while not list((sweep_dir / "logs").glob("train-*.log")):  # a training job has started
             assert proc.poll() is None and time.time() < deadline, proc.communicate(timeout=30)
             time.sleep(0.5)
         cancel = subprocess.run([sys.executable, "-m", "orchestrator", "sweep", "cancel", *args, "--backend", "slurm"],
