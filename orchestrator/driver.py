@@ -308,6 +308,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     max_parallel = opts.max_parallel or rs.backend.max_parallel or backend_cls.parallelism(rs.backend.model_dump())
     # `famix sweep run … | head` (a pager quit early) stops the sweep as Ctrl-C does, not with a BrokenPipeError
     with _driver_lock(plan), _noting_its_end(plan), interrupt_when_reader_gone():
+        (plan.sweep_dir / CANCEL_NOTE).unlink(missing_ok=True)  # a note for an earlier driver (it ended first)
         arguments = plan.arguments()
         identity = {**driver_identity(), "backend": backend_name, "started": time.time(), "profile": rs.profile, "arguments": arguments}
         results_of = _read_json(plan.sweep_dir / "driver.json").get("results_of")  # the plan of the results.csv there
@@ -336,7 +337,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         cached = _read_json(marker)
         if all(v == "done" for v in status.values()) and cached.get("fingerprint") == fingerprint and finished_in_store(uri, cached.get("parent")):
             # nothing to run and MLflow was completed for exactly this plan, in this store: no need to even load MLflow
-            console.print(f"sweep {plan.name} ({rs.profile}): {len(plan.stages)} stages, all done; MLflow complete", highlight=False)
+            console.print(f"sweep {plan.name} ({rs.profile}): {count(len(plan.stages), 'stage')}, all done; MLflow complete", highlight=False)
             print_table(console, cached.get("table", ""), cached.get("table_json"))
             print_notes(console, cached.get("notes") or [])
             csv_path = write_results(results_frame(plan))
@@ -660,11 +661,17 @@ def cancel_sweep(plan: Plan, backend: str | None = None, console: Any = None) ->
     if live is not None and not live.get("verified"):
         console.print(f"driver pid {pid} on {live.get('host', '?')} holds the lock but cannot be checked from here; stop it there", highlight=False)
     elif pid and pid != os.getpid():
+        note = plan.sweep_dir / CANCEL_NOTE
         with suppress(OSError):  # without the note the driver's last line reads as after Ctrl-C
-            atomic_write_text(plan.sweep_dir / CANCEL_NOTE, json.dumps({"pid": pid, "time": time.time()}))
-        os.kill(pid, signal.SIGTERM)
-        console.print(f"sent SIGTERM to driver pid {pid}", highlight=False)
-        n += 1
+            atomic_write_text(note, json.dumps({k: live.get(k) for k in ("pid", "start", "host")}))
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:  # it ended meanwhile (the jobs' cancel may take a minute)
+            note.unlink(missing_ok=True)
+            console.print(f"driver pid {pid} ended meanwhile", highlight=False)
+        else:
+            console.print(f"sent SIGTERM to driver pid {pid}", highlight=False)
+            n += 1
     if n:
         console.print(f"cancelled {n} item(s) of sweep {plan.name}", highlight=False)
     elif live is None:  # "cancelled 0 item(s)" read as a cancel that worked
@@ -681,9 +688,11 @@ CANCEL_NOTE = "cancelled.json"
 
 def _cancel_was_for_me(plan: Plan) -> bool:
     """Whether the signal that stopped this driver came from ``famix sweep cancel`` (its note names this
-    process); the note is removed."""
+    process: pid, start time, host); the note is removed."""
+    from orchestrator.liveness import driver_identity
+
     path = plan.sweep_dir / CANCEL_NOTE
-    if _read_json(path).get("pid") != os.getpid():
+    if _read_json(path) != driver_identity():
         return False
     with suppress(OSError):
         path.unlink()

@@ -301,7 +301,8 @@ class Progress:
             if event == "done":
                 key = "cached" if outcome is not None and outcome.status == "cached" else "done"
                 c[key] += 1
-                seconds = now - started.started if started is not None else (outcome.seconds if outcome else 0.0)
+                ran = outcome.seconds if outcome else 0.0  # the stage's own clock: a Ray stage seen starting only as it ended
+                seconds = max(now - started.started, ran) if started is not None else ran
                 if key == "done" and seconds > 0:
                     self.eta_model.finished(task.kind, seconds)
                 if self._live is None:

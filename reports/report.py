@@ -176,7 +176,7 @@ def plan_coverage_note(results: ResultSet, info: SweepInfo) -> str | None:
         return (f"none of the {count(len(info.trials), 'trial')} of this command's plan{made} has results: the table holds "
                 "other runs of the sweep; give `famix report` the overrides of the run you mean")  # fmt: skip
     if missing:
-        return f"{len(missing)} of the {count(len(info.trials), 'trial')} of this command's plan{made} {'has' if len(missing) == 1 else 'have'} no results (yet): their rows are missing"
+        return f"{len(missing)} of the {count(len(info.trials), 'trial')} of this command's plan{made} {'has no results (yet): its row is' if len(missing) == 1 else 'have no results (yet): their rows are'} missing"
     return None
 
 

@@ -1358,3 +1358,22 @@ def test_sigterm_ends_any_command_with_one_line(fake_engine, monkeypatch, capsys
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert capsys.readouterr().err.splitlines() == ["famix: interrupted"]
+
+
+def test_a_cancel_note_names_one_driver_and_a_stale_one_is_dropped(fake_engine):
+    """`famix sweep cancel` notes whom it signals (pid, start time, host), so that driver's last line
+    says it was cancelled. A note of a driver that had ended first stayed: a later driver with the
+    same pid, stopped by Ctrl-C, would have said its jobs were cancelled while they ran on."""
+    from orchestrator.driver import CANCEL_NOTE, RunOptions, _cancel_was_for_me, run_plan
+    from orchestrator.liveness import driver_identity
+
+    plan = _plan()
+    plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+    note, me = plan.sweep_dir / CANCEL_NOTE, driver_identity()
+    note.write_text(json.dumps({**me, "start": me["start"] - 1}))  # this pid, an earlier process
+    assert not _cancel_was_for_me(plan)
+    note.write_text(json.dumps(me))
+    assert _cancel_was_for_me(plan) and not note.exists()
+    note.write_text(json.dumps({**me, "pid": 1}))  # left by a cancel whose driver had ended
+    assert run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200)).exit_code == 0
+    assert not note.exists()

@@ -79,6 +79,10 @@ def test_progress_eta_from_stage_durations_with_fake_clock(tmp_path):
     # a retry puts the stage back to the queue
     p.on_event("retry", trains[1], StageOutcome(trains[1].key, "failed", error="boom"))
     assert p.eta().seconds == pytest.approx(2 * 60.0 + 25.0) and p.counts["running"] == 0
+    # a stage whose start was seen only as it ended (Ray asks its timer once a second) counts its own 15 s, not 0
+    p.on_event("start", evals[1], None)
+    p.on_event("done", evals[1], _done(evals[1], 15.0))
+    assert p.eta().seconds == pytest.approx(2 * 60.0 + 4 * (5.0 + 15.0) / 2)
 
 
 def test_plain_lines_include_evaluations_and_a_summary_every_minute(tmp_path):

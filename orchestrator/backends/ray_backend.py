@@ -132,7 +132,8 @@ class RayBackend(Backend):
             why = unschedulable(kind, res or {}, nodes)
             if why:
                 where = f"Ray cluster {address}" if address else f"in-process Ray ({count(nodes[0].cpus, 'CPU')}, {count(nodes[0].gpus, 'GPU')})"
-                fix = "" if address or " CPUs," not in why else (
+                too_many_cpus = float((res or {}).get("cpus", 1) or 0) > max(n.cpus for n in nodes)
+                fix = "" if address or not too_many_cpus else (
                     "; in-process Ray has the CPUs this process may use (its affinity, or SLURM_CPUS_PER_TASK in a job): "
                     f"lower backend.resources.{kind}.cpus, or set backend.ray.num_cpus"
                 )  # fmt: skip

@@ -260,9 +260,11 @@ cmd_start() {
   local t0=$SECONDS
   install_packages
   mkdir -p "$SLURM_DIR/ctld" "$SLURM_DIR/spool" "$LOG" "$RUN"
-  # a munged or MariaDB that an earlier start of ours left running stays ours to stop
+  # a munged or MariaDB that an earlier start of ours left running stays ours to stop (not after a
+  # reboot: whoever runs them now started them)
   local kept=""
-  for p in munged mariadb; do started_by_us $p && kept="$kept$p"$'\n'; done
+  started_by_us munged && alive /run/munge/munged.pid && kept="${kept}munged"$'\n'
+  started_by_us mariadb && alive /run/mysqld/mysqld.pid && kept="${kept}mariadb"$'\n'
   printf '%s' "$kept" >"$RUN/started_by_us"
   start_munge
   write_slurm_conf
