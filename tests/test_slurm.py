@@ -721,7 +721,9 @@ def test_a_failed_stage_of_a_pack_fails_alone(slurm_cluster, cloudpickled_here, 
         time.sleep(0.5)
     assert state.split()[0] == "FAILED"  # ... that Slurm marks FAILED, so nothing could run afterok on it
     assert ("failed", "B") in events and {("done", d) for d in "CMS"} <= set(events)
-    assert "slurm jobs: 1 FAILED (4 stages)" in "\n".join(SlurmBackend.status(backend.sweep_dir))
+    while "slurm jobs: 1 FAILED (4 stages)" not in (said := "\n".join(SlurmBackend.status(backend.sweep_dir))):
+        assert time.time() < deadline + 30, said  # squeue may list the job RUNNING a moment after sacct's FAILED
+        time.sleep(0.5)
 
 
 def test_cli_detach_then_status_then_collect(slurm_cluster, tmp_path, capsys):
@@ -831,6 +833,13 @@ def test_an_attached_driver_stopped_by_cancel_says_its_jobs_were_cancelled(slurm
 # ----------------------------------------------------------------------------- the local cluster script
 
 
+def _gone(pid: int) -> bool:
+    try:
+        return "zombie" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # no such process
+        return True
+
+
 def test_a_start_after_the_daemons_died_mid_job_cancels_the_job_left_in_the_queue(slurm_cluster):
     """A machine stopped in the middle of a job leaves the queue in slurmctld's saved state: the next
     start recovered that job as running on processes that were gone, and waited for an idle node until
@@ -847,9 +856,15 @@ def test_a_start_after_the_daemons_died_mid_job_cancels_the_job_left_in_the_queu
         assert time.time() < deadline, f"job {jid} did not start"
         time.sleep(0.5)
 
-    # the machine goes down: the controller and accounting save their state and stop, the node dies with its job
+    # the machine goes down: the controller, then accounting, save their state and stop (in that order, or
+    # the controller's last accounting messages wait for the next start), and the node dies with its job
     for daemon, sig in (("slurmctld", "TERM"), ("slurmdbd", "TERM"), ("slurmd", "KILL")):
-        subprocess.run(["kill", f"-{sig}", (run / f"{daemon}.pid").read_text().strip()], check=True)
+        pid = (run / f"{daemon}.pid").read_text().strip()
+        subprocess.run(["kill", f"-{sig}", pid], check=True)
+        deadline = time.time() + 30
+        while not _gone(int(pid)):
+            assert time.time() < deadline, f"{daemon} did not stop"
+            time.sleep(0.1)
     subprocess.run(["pkill", "-KILL", "-f", f"^slurmstepd: \\[{jid}\\."])  # the job's own steps and command
     subprocess.run(["pkill", "-KILL", "-f", "^sleep 297$"])
     deadline = time.time() + 30
