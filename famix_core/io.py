@@ -224,8 +224,6 @@ def building_dir(
         raise
     try:
         commit_dir(tmp, final, is_complete)
-    except CommitFailed:
-        raise
     except OSError as e:
         raise CommitFailed(e.errno, e.strerror or type(e).__name__, str(final)) from e
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from famix_core.config import FamixConfig
 from famix_core.io import nearest_existing, what_blocks, write_denied
-from famix_core.weights import is_packaged, packaged_path
 from famix_core.text import count
+from famix_core.weights import is_packaged, packaged_path
 
 __all__ = ["check_data", "check_weights", "check_device", "check_stage_gpus", "check_run_dir", "check_run_dir_is_folder"]
 

@@ -22,9 +22,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from famix_core.text import count
 from orchestrator.plan import Plan
 from reports import schema
-from famix_core.text import count
 
 __all__ = ["resolved_sweep", "describe_parent", "publish_results", "summary_metrics"]
 

@@ -14,13 +14,13 @@ from typing import Any, Callable
 
 from famix_core.config import FamixConfig
 from famix_core.config_io import canonical_hash
+from famix_core.text import count
 from famix_core.weights import is_packaged, looks_like_path
 from orchestrator.errors import SweepError
 from orchestrator.keys import evaluate_inputs, mine_inputs, stage_key, train_inputs
 from orchestrator.stages import STAGE_KINDS
 from orchestrator.store import Store, atomic_write_text
 from orchestrator.sweep import ResolvedSweep, Trial, expand_trials
-from famix_core.text import count
 
 __all__ = ["StageSpec", "TrialStages", "Plan", "build_plan", "print_plan", "slurm_jobs_line"]
 

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from famix_core.io import atomic_write_json
-from orchestrator.stages import NOT_STARTED_DISK_FULL, StageOutcome, StageTask, disk_full, failed_dependency
 from famix_core.text import count
+from orchestrator.stages import NOT_STARTED_DISK_FULL, StageOutcome, StageTask, disk_full, failed_dependency
 
 __all__ = [
     "progress_path",

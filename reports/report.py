@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from reports.collect import ReportInputError, ResultSet, check_tracking_uri, default_tracking_uri
 from famix_core.io import atomic_path, commit_dir, exclusive_lock, make_temp_dir, nearest_existing, what_blocks
 from famix_core.io import atomic_write_text as write_text_atomic
 from famix_core.text import count
+from reports.collect import ReportInputError, ResultSet, check_tracking_uri, default_tracking_uri
 
 __all__ = [
     "SweepInfo",

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from famix_core.errors import TrainingInterrupted
 from famix_core.loaders import allocated_cpus
+from famix_core.text import count
 from orchestrator.backends.base import Backend, backend_failure, timed_out
 from orchestrator.backends.dag import DagScheduler
 from orchestrator.stages import EventFn, StageOutcome, StageTask
-from famix_core.text import count
 
 if TYPE_CHECKING:
     from orchestrator.execute import StopRequest

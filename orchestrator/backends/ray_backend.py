@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from famix_core.loaders import allocated_cpus
+from famix_core.text import count
 from orchestrator.backends.base import Backend, backend_failure, timed_out
 from orchestrator.backends.dag import DagScheduler
 from orchestrator.backends.ray_cluster import (
@@ -37,7 +38,6 @@ from orchestrator.backends.ray_cluster import (
 )  # fmt: skip
 from orchestrator.errors import SweepError
 from orchestrator.stages import EventFn, StageOutcome, StageTask
-from famix_core.text import count
 
 if TYPE_CHECKING:
     from orchestrator.execute import StopRequest

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from famix_core.text import count
 from reports.collect.resultset import ReportInputError, ResultSet, domain_column, order_domains
 from reports.collect.sqlite import SchemaMismatch, not_run_here, read_trial_runs
 from reports.collect.store import sqlite_path
@@ -45,7 +46,6 @@ from reports.schema import (
     TAG_TRIAL,
     TAG_TRIAL_INDEX,
 )
-from famix_core.text import count
 
 __all__ = ["collect_mlflow"]
 
@@ -272,10 +272,6 @@ def _records_to_resultset(sweep: str, uri: str, runs: list[dict[str, Any]]) -> R
     )
 
 
-def _trials(n: int) -> str:
-    return count(n, 'trial')
-
-
 def overrides_note(made_with: list[tuple[str, ...] | None]) -> str | None:
     """Name the command-line overrides (``famix.overrides``) that made the reported trials, or None.
 
@@ -287,10 +283,10 @@ def overrides_note(made_with: list[tuple[str, ...] | None]) -> str | None:
         return None
     if len(counts) == 1 and None not in made_with:
         return f"made with the command-line overrides `{shlex.join(next(iter(counts)))}` (the sweep file's settings with these changes)"
-    parts = [f"`{shlex.join(w)}` ({_trials(n)})" if w else f"none ({_trials(n)})" for w, n in counts.most_common()]
+    parts = [f"`{shlex.join(w)}` ({count(n, 'trial')})" if w else f"none ({count(n, 'trial')})" for w, n in counts.most_common()]
     unknown = sum(w is None for w in made_with)
     if unknown:
-        parts.append(f"not recorded ({_trials(unknown)})")
+        parts.append(f"not recorded ({count(unknown, 'trial')})")
     return "the trials come from runs with different command-line overrides: " + ", ".join(parts)
 
 
@@ -313,8 +309,8 @@ def code_note(made_by: list[tuple[str, ...]]) -> str | None:
     if len(counts) == 1:
         (v,) = counts
         return (f"computed by code with uncommitted changes ({short(v)}): that commit alone does not "
-                "reproduce these numbers") + (f"; {_trials(unknown)} not recorded" if unknown else "")
-    parts = [f"{short(v)} ({_trials(n)})" for v, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+                "reproduce these numbers") + (f"; {count(unknown, 'trial')} not recorded" if unknown else "")
+    parts = [f"{short(v)} ({count(n, 'trial')})" for v, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
     if unknown:
-        parts.append(f"not recorded ({_trials(unknown)})")
+        parts.append(f"not recorded ({count(unknown, 'trial')})")
     return f"the trials were computed by {len(counts)} code versions: " + ", ".join(parts)
