@@ -28,7 +28,7 @@ from famix_core.config_io import canonical_hash, parse_overrides
 from famix_core.errors import Interrupted
 from famix_core.interrupts import interrupt_when_reader_gone
 from famix_core.text import count
-from orchestrator.errors import SweepError
+from orchestrator.errors import BackendLost, SweepError
 from orchestrator.parent_run import describe_parent, publish_results
 from orchestrator.plan import Plan, StageSpec, build_plan, print_plan
 from orchestrator.progress import Progress, busy, make_console, print_failures, print_notes, print_table
@@ -451,7 +451,12 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
                 raise Interrupted(f"the jobs on {backend_name} go on unless cancelled (`{stop}`); `{again}` waits for them and runs the rest") from None
             quietly("ending the interrupted sweep's MLflow runs", end_interrupted_runs, tracker, parent, runs)
             raise Interrupted(("`famix sweep cancel` stopped the sweep; " if cancelled else "") + f"the finished stages are kept (a training resumes from its last checkpoint): `{again}` runs the rest") from None
-        except Exception:  # the driver itself failed (a bug, a lost cluster): its runs are not left RUNNING for good
+        except BackendLost as e:  # its stages went with it; what finished is in the store
+            quietly("ending the MLflow runs of the lost stages", end_interrupted_runs, tracker, parent, runs)
+            again = f"famix sweep run {plan.arguments()}" + (f" --backend {opts.backend}" if opts.backend else "")
+            raise BackendLost(f"{e}; the finished stages are kept (a training resumes from its last checkpoint): "
+                              f"once it is back, `{again}` runs the rest") from None  # fmt: skip
+        except Exception:  # the driver itself failed (a bug): its runs are not left RUNNING for good
             if not backend_cls.stages_outlive_driver:
                 quietly("ending the MLflow runs of a driver that failed", end_interrupted_runs, tracker, parent, runs)
             raise

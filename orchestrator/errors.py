@@ -1,14 +1,21 @@
-"""Sweep-level user errors (one line, exit 2)."""
+"""Sweep-level errors, one line each: user mistakes (exit 2) and a backend lost mid-sweep (exit 1)."""
 
 from __future__ import annotations
 
 from famix_core.errors import ConfigError, FamixError
 
-__all__ = ["SweepError", "InputErrors", "raise_all"]
+__all__ = ["SweepError", "BackendLost", "InputErrors", "raise_all"]
 
 
 class SweepError(ConfigError):
     """A mistake in a sweep file or on the command line: one line naming the file, dotted path and expectation."""
+
+
+class BackendLost(FamixError):
+    """The backend itself went away mid-sweep (a Ray cluster whose head stopped answering): one line
+    saying so, exit 1. The driver adds what is kept and how to go on."""
+
+    exit_code = 1
 
 
 class InputErrors(FamixError):

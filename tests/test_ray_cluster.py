@@ -19,7 +19,9 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import pytest
@@ -387,7 +389,7 @@ def test_a_killed_stage_timer_lets_the_stages_go_on_and_a_killed_worker_fails_it
         watcher.join()
         assert killed, "the timer actor never ran"
         assert [out[t.key].status for t in tasks] == ["done", "done"], {k: o.error for k, o in out.items()}
-        assert "ray: the stages' timer is gone (" in "\n".join(lines) and "time limits of the 2 running stage(s)" in "\n".join(lines), lines
+        assert "ray: the stages' timer is gone (" in "\n".join(lines) and "the time limits of 2 running stages are not enforced" in "\n".join(lines), lines
         killed = []
         watcher = _kill_when_it_runs("ray::synthetic_w0", killed)
         task = _task("w0", seconds=30.0)
@@ -407,6 +409,7 @@ class Cluster:
     address: str
     client: str
     temp_dir: str
+    gcs_port: int
 
 
 def _ours(temp_dir: str, gcs_port: int) -> list[int]:
@@ -422,12 +425,41 @@ def _ours(temp_dir: str, gcs_port: int) -> list[int]:
                 continue
             if temp_dir in cmd or ("ray.util.client.server" in cmd and f":{gcs_port}\0" in cmd):
                 pids.append(int(d.name))
-    return pids
+    return _with_descendants(pids)
 
 
-@pytest.fixture(scope="module")
-def two_node_cluster():
-    """Head + one worker node on 127.0.0.1, 1 CPU each, own ports and temp dir; a Ray Client server on the head."""
+def _with_descendants(pids: list[int]) -> list[int]:
+    """``pids`` and their processes' descendants: Ray's workers and agents (``ray::DashboardAgent``, a
+    running stage) retitle themselves, so their command lines no longer name the temp dir, and they
+    outlived a killed raylet by a minute or more."""
+    import psutil
+
+    found = set(pids)
+    for pid in pids:
+        try:
+            found.update(c.pid for c in psutil.Process(pid).children(recursive=True))
+        except psutil.Error:
+            continue
+    return sorted(found)
+
+
+def _kill_ours(temp_dir: str, gcs_port: int) -> None:
+    """SIGTERM, then SIGKILL, every process of the test cluster (:func:`_ours`), and wait until none is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):  # gcs_server ignores SIGTERM (ENV_NOTES)
+        for pid in _ours(temp_dir, gcs_port):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 10
+        while _ours(temp_dir, gcs_port) and time.time() < deadline:
+            time.sleep(0.3)
+    assert not _ours(temp_dir, gcs_port), "processes of the test cluster survived"
+
+
+@contextmanager
+def _ray_cluster(nodes: int) -> Iterator[Cluster]:
+    """A head (+ ``nodes - 1`` workers) on 127.0.0.1, 1 CPU each, own ports and temp dir; a Ray Client server on the head."""
     temp_dir = tempfile.mkdtemp(prefix="fxr-", dir="/tmp")  # short: Ray's socket paths are limited
     ray_bin = str(Path(sys.executable).parent / "ray")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -455,30 +487,30 @@ def two_node_cluster():
                 f"--min-worker-port={lo}", f"--max-worker-port={lo + 40}"]  # fmt: skip
 
     try:
-        head = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--include-dashboard=false",
-                f"--ray-client-server-port={client}", *common, *ports()]  # fmt: skip
-        subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
-        worker = [ray_bin, "start", f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1", *common, *ports()]
-        subprocess.run(worker, env=env, check=True, capture_output=True, timeout=120)
+        try:
+            head = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--include-dashboard=false",
+                    f"--ray-client-server-port={client}", *common, *ports()]  # fmt: skip
+            subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
+            for _ in range(nodes - 1):
+                worker = [ray_bin, "start", f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1", *common, *ports()]
+                subprocess.run(worker, env=env, check=True, capture_output=True, timeout=120)
+        except subprocess.CalledProcessError as e:
+            pytest.fail(f"ray start failed: {e.stderr.decode()[-2000:] if e.stderr else e}")
         deadline = time.time() + 60
-        while len(probe_cluster(f"127.0.0.1:{gcs}")) < 2:
-            assert time.time() < deadline, "the second node never joined"
+        while len(probe_cluster(f"127.0.0.1:{gcs}")) < nodes:
+            assert time.time() < deadline, "a worker node never joined"
             time.sleep(1)
-        yield Cluster(f"127.0.0.1:{gcs}", f"ray://127.0.0.1:{client}", temp_dir)
-    except subprocess.CalledProcessError as e:
-        pytest.fail(f"ray start failed: {e.stderr.decode()[-2000:] if e.stderr else e}")
+        yield Cluster(f"127.0.0.1:{gcs}", f"ray://127.0.0.1:{client}", temp_dir, gcs)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):  # gcs_server ignores SIGTERM (ENV_NOTES)
-            for pid in _ours(temp_dir, gcs):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.time() + 10
-            while _ours(temp_dir, gcs) and time.time() < deadline:
-                time.sleep(0.3)
-        assert not _ours(temp_dir, gcs), "processes of the test cluster survived"
+        _kill_ours(temp_dir, gcs)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def two_node_cluster():
+    """Head + one worker node (see :func:`_ray_cluster`), shared by the module's tests."""
+    with _ray_cluster(2) as cluster:
+        yield cluster
 
 
 def _client_server_logs(temp_dir: str) -> str:
@@ -551,6 +583,31 @@ backend:
 """
 
 
+@contextmanager
+def _driver_training(sweep: Path, run_dir: Path) -> Iterator[subprocess.Popen]:
+    """`famix sweep run` of an :data:`INTERRUPTED`-like sweep (training 5000 iterations) as a CLI process
+    in its own session, given once its training has logged step 5; killed, with its group, if still
+    running after. Its SIGINT is at the default disposition, as a terminal's Ctrl-C finds it, whatever
+    the test runner inherited (a shell's background job, `make test &`, starts with SIGINT ignored)."""
+    cmd = [sys.executable, "-m", "orchestrator", "sweep", "run", str(sweep), "--run-dir", str(run_dir),
+           "train.iterations=5000", "train.checkpoint_every=100000"]  # overrides beat the profile
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    try:
+        deadline = time.time() + 300
+        logs = run_dir / "intr" / "logs"
+        while time.time() < deadline and proc.poll() is None:
+            if any("step=5 " in f.read_text() for f in logs.glob("train-*.log")):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"the driver ended before step 5 (exit {proc.returncode}): {proc.stdout.read()[-3000:]}"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "hangup"])
@@ -569,20 +626,7 @@ def test_interrupting_a_ray_sweep_checkpoints_the_running_training(tmp_path, how
     sweep = tmp_path / "intr.yaml"
     sweep.write_text(INTERRUPTED)
     run_dir = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "orchestrator", "sweep", "run", str(sweep), "--run-dir", str(run_dir),
-           "train.iterations=5000", "train.checkpoint_every=100000"]  # overrides beat the profile
-    # A terminal's Ctrl-C: SIGINT at its default disposition in the driver, whatever the test runner
-    # inherited (a shell's background job, `make test &`, starts with SIGINT ignored, and so would the driver).
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
-    try:
-        deadline = time.time() + 300
-        logs = run_dir / "intr" / "logs"
-        while time.time() < deadline and proc.poll() is None:
-            if any("step=5 " in f.read_text() for f in logs.glob("train-*.log")):
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, f"the driver ended before step 5 (exit {proc.returncode}): {proc.stdout.read()[-3000:]}"
+    with _driver_training(sweep, run_dir) as proc:
         if how == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         elif how == "hangup":
@@ -590,10 +634,7 @@ def test_interrupting_a_ray_sweep_checkpoints_the_running_training(tmp_path, how
         else:
             proc.terminate()  # the driver only
         out, _ = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
+    logs = run_dir / "intr" / "logs"
     assert proc.returncode == 130, f"exit {proc.returncode}: {out[-3000:]}"
     assert "famix: interrupted; the finished stages are kept" in out, out[-3000:]
     text = next(logs.glob("train-*.log")).read_text()
@@ -601,3 +642,34 @@ def test_interrupting_a_ray_sweep_checkpoints_the_running_training(tmp_path, how
     assert m, text[-2000:]
     (latest,) = run_dir.glob("work/train/*/latest.json")
     assert json.loads(latest.read_text())["iteration"] == int(m.group(1)) >= 5
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_ray_cluster_lost_mid_sweep_stops_the_sweep_in_one_line(tmp_path):
+    """A cluster whose head died under a running sweep: each lost stage was retried on a cluster that
+    was gone, the driver printed a RETRY line per stage with Ray's paragraph-long NodeDiedError, then
+    hung in Ray until Ray ended its process 60 s later ("Failed to connect to GCS within 60 seconds",
+    exit 1), leaving the sweep's MLflow runs RUNNING. Now the driver asks the head after a lost stage
+    and, finding it gone, stops the sweep in one line that says what is kept and how to go on."""
+    import re
+    import sqlite3
+
+    with _ray_cluster(1) as cluster:
+        sweep = tmp_path / "intr.yaml"
+        sweep.write_text(INTERRUPTED.replace("ray: {num_cpus: 1}", f"ray: {{address: '{cluster.address}'}}"))
+        run_dir = tmp_path / "runs"
+        with _driver_training(sweep, run_dir) as proc:
+            _kill_ours(cluster.temp_dir, cluster.gcs_port)  # the whole cluster, head included
+            out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 1, f"exit {proc.returncode}: {out[-3000:]}"
+    last = out.strip().splitlines()[-1]
+    # what the driver hears of first: the running training, or the stages' timer (an actor on the head)
+    gone = rf"famix: error: the Ray cluster \({re.escape(cluster.address)}\) is gone: (train \[\] \w+|the stages' timer) was lost \("
+    assert re.match(gone, last) and "does not answer (Connection refused)" in last, out[-3000:]
+    rerun = "famix sweep run intr --profile smoke train.iterations=5000 train.checkpoint_every=100000"  # from the test's folder
+    assert last.endswith(f"the finished stages are kept (a training resumes from its last checkpoint): once it is back, `{rerun}` runs the rest"), last
+    assert "RETRY" not in out and "Traceback" not in out and "Failed to connect to GCS" not in out, out[-3000:]
+    with closing(sqlite3.connect(run_dir / "mlflow.db")) as db:
+        statuses = [s for (s,) in db.execute("SELECT status FROM runs")]
+    assert statuses and "RUNNING" not in statuses, statuses

@@ -15,6 +15,11 @@ A stage that *runs* past its ``resources.timeout_min`` is stopped (``ray.cancel(
 counts as a retryable failure: a retried training resumes from its latest checkpoint. The clock
 starts when the stage starts on a worker (each stage reports its start to a small actor), so
 time spent queued for resources does not count.
+
+A stage lost with its worker or node is a retryable failure too, unless the cluster's head (its
+GCS) no longer takes a connection: then the sweep stops at once with :class:`BackendLost`, in one
+line, instead of spending its retries on a cluster that is gone (Ray would end the driver's
+process 60 s later, leaving its MLflow runs RUNNING).
 """
 
 from __future__ import annotations
@@ -27,16 +32,16 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator
 
 from famix_core.loaders import allocated_cpus
 from famix_core.text import count
 from orchestrator.backends.base import Backend, backend_failure, timed_out
 from orchestrator.backends.dag import DagScheduler
 from orchestrator.backends.ray_cluster import (
-    NodeInfo, check_no_env_address, connect_client, local_nodes, probe_cluster, slots, unschedulable,
+    NodeInfo, check_no_env_address, connect_client, local_nodes, probe_cluster, slots, unreachable, unschedulable,
 )  # fmt: skip
-from orchestrator.errors import SweepError
+from orchestrator.errors import BackendLost, SweepError
 from orchestrator.stages import EventFn, StageOutcome, StageTask
 
 if TYPE_CHECKING:
@@ -113,9 +118,10 @@ class RayBackend(Backend):
         self._started = False
         self._connected = False
         self._fallback_dir: str | None = None
+        self._gcs: str | None = None  # the head's GCS address, asked after a lost stage
 
     @classmethod
-    def preflight(cls, options: dict[str, Any]) -> list[NodeInfo]:
+    def preflight(cls, options: dict[str, Any], kinds: Collection[str] | None = None) -> list[NodeInfo]:
         """Plan-time check: the cluster answers (bounded wait) and every stage kind fits on some node;
         without an address, no ``$RAY_ADDRESS`` would redirect the in-process Ray (no Ray started here).
 
@@ -188,6 +194,21 @@ class RayBackend(Backend):
             )
             self._started = True
             self.log(f"ray: started in-process with {count(num_cpus, 'CPU')} (temp dir {temp_dir})")
+        try:
+            self._gcs = ray.get_runtime_context().gcs_address
+        except Exception:  # noqa: BLE001 — a Ray Client connection may not say: the address given is the head's
+            self._gcs = address
+
+    def _check_cluster(self, lost: str) -> None:
+        """After ``lost`` (a stage or the stages' timer): stop the sweep when the cluster's head is gone.
+
+        Raises:
+            BackendLost: the head no longer takes a connection.
+        """
+        why = unreachable(self._gcs) if self._gcs else None
+        if why:
+            where = (self.options.get("ray") or {}).get("address") or "started in-process"
+            raise BackendLost(f"the Ray cluster ({where}) is gone: {lost}, and its head ({self._gcs}) does not answer ({why})")
 
     def _stage_resources(self, task: StageTask) -> dict[str, Any]:
         res = dict((self.options.get("resources") or {}).get(task.kind) or {})
@@ -254,10 +275,12 @@ class RayBackend(Backend):
                     try:
                         running = ray.get(board.elapsed.remote(), timeout=30)
                     except ray.exceptions.GetTimeoutError:  # alive but slow (a loaded head node): ask again
+                        self._check_cluster("the stages' timer did not answer within 30 s")  # unless the head is gone
                         continue
                     except ray.exceptions.RayActorError as e:  # the timer died (killed, its node lost): the stages go on
-                        self.log(f"ray: the stages' timer is gone ({type(e).__name__}); the time limits of the "
-                                 f"{len(limits)} running stage(s) that have one are not enforced")  # fmt: skip
+                        self._check_cluster(f"the stages' timer was lost ({type(e).__name__})")  # unless the cluster went with it
+                        unlimited = f"the time limits of {count(len(limits), 'running stage')} are not enforced" if limits else "the stages go on"
+                        self.log(f"ray: the stages' timer is gone ({type(e).__name__}); {unlimited}")
                         board = ray.remote(num_cpus=0)(StartBoard).remote()  # for the stages still to start
                         limits.clear()
                         announce(set(queued))  # whether they run or wait is no longer known: shown running
@@ -277,9 +300,15 @@ class RayBackend(Backend):
                         outcome = ray.get(ref)
                     except Exception as e:  # noqa: BLE001 — worker died (OOM, node lost): a retryable failure
                         error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                        self._check_cluster(f"{dag.tasks[key].name or key} was lost ({type(e).__name__})")  # or the sweep stops
                         outcome = backend_failure(dag.tasks[key], error, retryable=True)  # in the stage's log too
                     outcome.job_id = ref.task_id().hex() if hasattr(ref, "task_id") else None
                     dag.complete(key, outcome)
+        except BackendLost:  # nothing is left to stop; waiting on it would outlast Ray's 60 s to end this process
+            for ref in inflight:
+                ray.cancel(ref, force=True)
+            dag.cancel_rest()
+            raise
         except BaseException:  # Ctrl-C, SIGTERM, or the driver failing: the stages stop, a training checkpointing first
             try:
                 self._stop(ray, list(inflight))

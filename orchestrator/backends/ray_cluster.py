@@ -32,6 +32,7 @@ __all__ = [
     "probe_cluster",
     "check_no_env_address",
     "connect_client",
+    "unreachable",
     "local_nodes",
     "unschedulable",
     "slots",
@@ -206,6 +207,23 @@ def connect_client(
                 again = f"try {attempt + 1} of {attempts} in {_CLIENT_RETRY_DELAY_S:g} s"
                 log(f"ray: could not connect to {address} ({type(e).__name__}: {why}); {again}")
             time.sleep(_CLIENT_RETRY_DELAY_S)
+
+
+def unreachable(address: str, timeout_s: float = 5.0) -> str | None:
+    """Why nothing takes a connection at ``address`` (``host:port``, ``ray://host:port``) any more, or None.
+
+    The driver asks after a stage or the stages' timer was lost: a head whose GCS is gone refuses at
+    once, a head machine that is gone times out. Ray itself would hang in ``ray.nodes()`` and, after
+    ``gcs_rpc_server_reconnect_timeout_s`` (60 s), end the driver's process.
+    """
+    hp = _host_port(address)
+    if hp is None:
+        return None
+    try:
+        with socket.create_connection(hp, timeout=timeout_s):
+            return None
+    except OSError as e:
+        return e.strerror or str(e) or type(e).__name__
 
 
 def local_nodes(num_cpus: int | None, num_gpus: int | None) -> list[NodeInfo]:
