@@ -95,10 +95,10 @@ def prepare(
             check_device = _device_checks(backend_cls, name, options)
 
     if writable and not dry:  # every input is checked, all in one report, before anything is made
-        build_plan(rs, run_dir, check_data=partial(_validate_inputs, run_dir, check_data), check_device=check_device,
-                   check_weights=check_weights or partial(checks.check_weights, fetch=False, announce=False, probe=True))  # fmt: skip
+        checked = build_plan(rs, run_dir, check_data=partial(_validate_inputs, run_dir, check_data), check_device=check_device,
+                             check_weights=check_weights or partial(checks.check_weights, fetch=False, announce=False, probe=True))  # fmt: skip
         check_device = None  # said above
-        backend_cls.preflight(options)
+        backend_cls.preflight(options, kinds={s.kind for s in checked.stages.values()})
 
     def run_dir_then_data(cfg: Any) -> None:  # called once every trial is validated: nothing is created before
         if writable:
@@ -109,7 +109,7 @@ def prepare(
 
     plan = build_plan(rs, run_dir, check_data=run_dir_then_data, check_weights=check_weights, check_device=check_device)
     if backend_cls is not None and dry:
-        backend_cls.preflight(options)
+        backend_cls.preflight(options, kinds={s.kind for s in plan.stages.values()})
         if (why := backend_cls.unreachable()) is not None:  # a plan made away from the cluster is still a plan
             print(f"note: {name} backend: {why}; `famix sweep run` needs it", file=sys.stderr, flush=True)
     return plan

@@ -273,6 +273,16 @@ def gpus(monkeypatch):
     return have
 
 
+@pytest.fixture
+def gpu_slurm(monkeypatch):
+    """Slurm's plan-time check sees one node with 8 CPUs and 4 GPUs, whatever cluster this machine runs (or none)."""
+    from orchestrator.backends.slurm import backend
+    from orchestrator.backends.slurm.cluster import ClusterShape
+
+    monkeypatch.setattr(backend, "slurm_available", lambda: None)
+    monkeypatch.setattr(backend, "cluster_shape", lambda: ClusterShape({"gpu": (True, None)}, {"g1": (8, 64000, 4, ("gpu",))}))
+
+
 DEVICE_SWEEP = """\
 name: dev
 grid:
@@ -322,7 +332,7 @@ def test_sweep_run_makes_nothing_until_every_input_is_checked(capsys, gpus):
     assert not Path("out").exists()
 
 
-def test_device_check_applies_where_the_stages_run(capsys, gpus, monkeypatch):
+def test_device_check_applies_where_the_stages_run(capsys, gpus, monkeypatch, gpu_slurm):
     """A device that exists is planned; ``auto`` falls back to the CPU as before; the stages of Slurm and of
     a Ray cluster run on other machines, whose devices this one cannot see: not checked here."""
     from orchestrator.__main__ import main
@@ -350,7 +360,7 @@ def test_device_check_applies_where_the_stages_run(capsys, gpus, monkeypatch):
         assert plan(backend, "train.device=auto", "train.cpu_fallback=false") == 0, backend
 
 
-def test_plan_checks_the_sweep_as_the_backend_it_is_given_would_run_it(capsys, gpus):
+def test_plan_checks_the_sweep_as_the_backend_it_is_given_would_run_it(capsys, gpus, gpu_slurm):
     """A login node without a GPU plans a sweep whose file says `kind: local` for Slurm, as `run
     --backend slurm` would run it: `plan` had no `--backend`, so it refused the device that the
     cluster's nodes have (and the refusal itself suggested `--backend slurm`)."""
@@ -372,7 +382,7 @@ def test_plan_checks_the_sweep_as_the_backend_it_is_given_would_run_it(capsys, g
 
 
 @pytest.mark.parametrize("backend", ["slurm", "ray-cluster"])
-def test_device_check_on_the_gpus_each_stage_is_given(capsys, monkeypatch, backend):
+def test_device_check_on_the_gpus_each_stage_is_given(capsys, monkeypatch, backend, gpu_slurm):
     """Slurm and Ray give each stage its GPUs, which it sees as cuda:0 and up: `train.device=cuda:1` of
     a stage given one GPU, or `cuda` of one given none, was submitted and failed in every job once
     scheduled. The plan says so in one line; the GPUs the stage is given decide, not this machine's."""

@@ -199,8 +199,8 @@ def test_array_cap_and_max_array_size_split(slurm_cluster, tmp_path):
 
 
 def test_a_job_sbatch_refuses_is_one_line_and_the_jobs_before_it_are_recorded(slurm_cluster, tmp_path, request):
-    """An unknown partition (or a GPU or constraint the cluster lacks) passes the plan and sbatch refuses
-    it: the sweep ended in submitit's FailedJobError traceback, and the jobs submitted before it were
+    """A job sbatch refuses (a constraint, account or QOS the cluster lacks, which the plan does not check,
+    or a partition removed since the plan; here a partition made unknown): the sweep ended in submitit's FailedJobError traceback, and the jobs submitted before it were
     never recorded in jobs.json (status said their jobs had ended, cancel found none, a rerun
     submitted them twice). One line now, and what was submitted is recorded."""
     from orchestrator.backends.slurm.backend import SlurmBackend
@@ -257,6 +257,35 @@ def test_a_job_its_partition_cannot_run_is_said_while_the_driver_waits(slurm_clu
     assert len(said) == 1, notes
     assert said[0].startswith("slurm job ") and " (big) waits in the queue with reason " in said[0], said
     assert "its partition cannot give what it asks" in said[0] and out["big"].status == "cancelled", (said, out)
+
+
+@pytest.mark.parametrize(
+    "block, why",
+    [
+        ("resources: {train: {cpus: 4096}}", "needs 4096 CPUs, the largest node of the default partition (debug) has {cpus}"),
+        ("slurm: {partition: nosuch}", "partition 'nosuch' does not exist (partitions: debug)"),
+    ],
+)
+def test_a_job_no_node_could_run_is_refused_before_anything_is_made_or_submitted(slurm_cluster, tmp_path, capsys, block, why):
+    """`cpus: 4096` on a 2-CPU node: `sweep plan` passed it and `sweep run` submitted the mining and
+    training jobs, the trainings then pending for good (PartitionConfig). A partition that does not
+    exist: sbatch refused the first job of it, after the jobs before it were out. Both are refused now
+    by `plan` and `run`, in one line, before the run dir is made or a job submitted."""
+    from orchestrator.__main__ import main
+
+    cpus = int(subprocess.run(["scontrol", "show", "node", "-o"], capture_output=True, text=True, check=True)
+               .stdout.split("CPUTot=")[1].split()[0])  # fmt: skip
+    sweep = tmp_path / "never.yaml"
+    sweep.write_text(MINI_SWEEP.replace("name: mini-slurm", "name: never").replace("  slurm: {time: 15, array_parallelism: 2}", f"  {block}"))
+    run_dir = tmp_path / "runs"
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout.split()
+    for command in ("plan", "run"):
+        assert main(["sweep", command, str(sweep), "--backend", "slurm", "--run-dir", str(run_dir)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"famix: error: slurm backend: the train jobs could never run: {why.format(cpus=cpus)} "
+                       "(from backend.resources.train and backend.slurm); nothing was submitted"], err  # fmt: skip
+    assert not run_dir.exists()
+    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout.split() == before
 
 
 def test_cancel_takes_the_queued_jobs_before_the_trainings_end_on_their_checkpoint(monkeypatch, tmp_path):

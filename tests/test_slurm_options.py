@@ -502,3 +502,83 @@ def test_a_job_the_controller_has_forgotten_has_ended(monkeypatch, tmp_path):
     answers["sacct"] = (1, "", "sacct: error: Slurm accounting storage is disabled\n")
     assert cluster.query_states(["3001_0", "3001_1"], settled=True) == {"3001_0": "ENDED", "3001_1": "ENDED"}
     assert records.recorded_jobs_ended(sweep_dir)
+
+
+SHAPE_PARTITIONS = (
+    "PartitionName=cpu Default=YES MaxTime=UNLIMITED State=UP\n"
+    "PartitionName=gpu Default=NO MaxTime=2-00:00:00 State=UP\n"
+    "PartitionName=gpu-long Default=NO MaxTime=4-00:00:00 State=UP\n"
+    "PartitionName=empty Default=NO MaxTime=60 State=UP\n"
+)
+SHAPE_NODES = (
+    "NodeName=c1 CPUTot=64 RealMemory=256000 Gres=(null) State=IDLE Partitions=cpu\n"
+    "NodeName=g1 CPUTot=32 RealMemory=512000 Gres=gpu:a100:4(S:0-1) State=DRAIN Partitions=gpu,gpu-long\n"
+    "NodeName=g2 CPUTot=16 RealMemory=128000 Gres=gpu:v100:2,gpu:t4:2(S:0,1) State=IDLE Partitions=gpu\n"
+)
+
+
+@pytest.fixture
+def fake_scontrol(monkeypatch):
+    import subprocess as sp
+
+    from orchestrator.backends.slurm import cluster
+
+    answers = {"partition": SHAPE_PARTITIONS, "node": SHAPE_NODES}
+    monkeypatch.setattr(cluster, "_run", lambda cmd, timeout=60: sp.CompletedProcess(cmd, 0, answers[cmd[2]], ""))
+    return answers
+
+
+def test_the_cluster_shape_reads_partitions_time_limits_and_each_nodes_cpus_memory_and_gpus(fake_scontrol):
+    from orchestrator.backends.slurm.cluster import cluster_shape
+
+    shape = cluster_shape()
+    assert shape.partitions == {"cpu": (True, None), "gpu": (False, 2880), "gpu-long": (False, 5760), "empty": (False, 60)}
+    assert shape.nodes == {"c1": (64, 256000, 0, ("cpu",)), "g1": (32, 512000, 4, ("gpu", "gpu-long")), "g2": (16, 128000, 4, ("gpu",))}
+
+
+@pytest.mark.parametrize(
+    "params, why",
+    [
+        ({"time": 60, "cpus_per_task": 64, "mem": "250GB"}, None),
+        ({"time": 60, "cpus_per_task": 65}, "needs 65 CPUs, the largest node of the default partition (cpu) has 64"),
+        ({"time": 60, "cpus_per_task": 1, "mem": "300GB"}, "needs 300GB of memory, the largest node of the default partition (cpu) has 256000 MB (RealMemory)"),
+        ({"time": 60, "cpus_per_task": 1, "gpus_per_node": 1}, "needs 1 GPU, the largest node of the default partition (cpu) has 0"),
+        ({"time": 60, "cpus_per_task": 32, "gpus_per_node": 4, "partition": "gpu"}, None),  # g1: drained, it may come back
+        ({"time": 60, "cpus_per_task": 8, "gpus_per_node": 5, "partition": "gpu"}, "needs 5 GPUs, the largest node of partition gpu has 4"),
+        ({"time": 60, "cpus_per_task": 20, "gpus_per_node": 4, "mem": "200GB", "partition": "gpu"}, None),
+        ({"time": 60, "cpus_per_task": 20, "gpus_per_node": 4, "mem": "600GB", "partition": "gpu"},
+         "needs 600GB of memory, the largest node of partition gpu has 512000 MB (RealMemory)"),
+        ({"time": 3000, "cpus_per_task": 1, "partition": "gpu"}, "needs 3000 min, partition gpu allows 2880 (MaxTime)"),
+        ({"time": 3000, "cpus_per_task": 1, "partition": "gpu,gpu-long"}, None),  # either: the longer limit counts
+        ({"time": 60, "cpus_per_task": 1, "partition": "gpu,nosuch"}, "partition 'nosuch' does not exist (partitions: cpu, empty, gpu, gpu-long)"),
+        ({"time": 60, "cpus_per_task": 1, "partition": "empty"}, "partition empty has no node"),
+    ],
+)
+def test_a_job_no_node_could_run_says_what_it_needs_and_what_the_partition_has(fake_scontrol, params, why):
+    from orchestrator.backends.slurm.cluster import cluster_shape
+
+    assert cluster_shape().unrunnable(params) == why
+
+
+def test_each_need_met_by_another_node_is_still_unrunnable(fake_scontrol):
+    """16 CPUs (only g2 has them) and 400 GB (only g1 has it): each need is met by some node, both by none;
+    a job runs on one node, so the check is per node, not per largest value."""
+    from orchestrator.backends.slurm.cluster import cluster_shape
+
+    fake_scontrol["node"] = fake_scontrol["node"].replace("g1 CPUTot=32", "g1 CPUTot=8")
+    assert cluster_shape().unrunnable({"time": 60, "cpus_per_task": 16, "mem": "400GB", "partition": "gpu"}) == (
+        "needs 16 CPUs and 400GB of memory on one node; no node of partition gpu has all of them"
+    )
+
+
+def test_no_default_partition_and_a_silent_controller(fake_scontrol, monkeypatch):
+    from orchestrator.backends.slurm import cluster
+
+    fake_scontrol["partition"] = fake_scontrol["partition"].replace("Default=YES", "Default=NO")
+    assert cluster.cluster_shape().unrunnable({"time": 60}) == "the cluster has no default partition: set backend.slurm.partition"
+
+    def silent(cmd, timeout=60):
+        raise subprocess.TimeoutExpired(cmd, timeout)
+
+    monkeypatch.setattr(cluster, "_run", silent)
+    assert cluster.cluster_shape() is None

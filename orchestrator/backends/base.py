@@ -20,7 +20,7 @@ import abc
 import os
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Collection
 
 from orchestrator.stages import EventFn, StageOutcome, StageTask
 
@@ -81,8 +81,9 @@ class Backend(abc.ABC):
         return None
 
     @classmethod
-    def preflight(cls, options: dict[str, Any]) -> Any:
+    def preflight(cls, options: dict[str, Any], kinds: Collection[str] | None = None) -> Any:
         """Plan-time checks of the backend's own settings against what it runs on (default: none).
+        ``kinds``: the stage kinds the plan holds (None: any).
 
         Raises:
             SweepError: one line, before anything is submitted.

@@ -29,7 +29,7 @@ import signal
 import sys
 import time
 from multiprocessing.connection import Connection, wait
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Collection
 
 from famix_core.errors import TrainingInterrupted
 from famix_core.loaders import allocated_cpus
@@ -85,7 +85,7 @@ class LocalBackend(Backend):
         self.parallelism_used = 1
 
     @classmethod
-    def preflight(cls, options: dict[str, Any]) -> None:
+    def preflight(cls, options: dict[str, Any], kinds: Collection[str] | None = None) -> None:
         """Plan-time note (not a refusal): stage kinds asking for more GPUs (``resources.<kind>.gpus``)
         than this machine has still run here, one at a time, on the GPUs there are, else on the CPU
         (``train.device`` picks the device: :func:`orchestrator.checks.check_device` checks it). Ray,

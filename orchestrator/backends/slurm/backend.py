@@ -12,7 +12,7 @@ import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 from famix_core.errors import FamixError
 from famix_core.io import atomic_write_json
@@ -23,6 +23,7 @@ from orchestrator.backends.slurm.cluster import (
     TERMINAL_STATES,
     SlurmUnavailable,
     cancel_pending,
+    cluster_shape,
     max_array_size,
     max_time_min,
     pending_reasons,
@@ -168,6 +169,28 @@ class SlurmBackend(Backend):
         self._notify = notify or (lambda msg: print(f"famix: note: {msg}", file=sys.stderr))
         self.folder: Path | None = None  # this invocation's submitit folder
         self._cut_short: set[tuple[str, int, str | None]] = set()  # packs noted as longer than their partition allows
+
+    @classmethod
+    def preflight(cls, options: dict[str, Any], kinds: Collection[str] | None = None) -> None:
+        """Plan-time check: each stage kind's job (``kinds``, default all) could run on some node of its
+        partition (:meth:`~.cluster.ClusterShape.unrunnable`). sbatch takes a job no node can run and
+        leaves it pending for good (``PartitionConfig``), after the earlier stage kinds were submitted.
+        Away from the cluster (Slurm does not answer) nothing is checked: `famix sweep run` says so.
+
+        Raises:
+            SweepError: one line: the stage kind, what it needs and what the partition has.
+        """
+        from orchestrator.errors import SweepError
+
+        if slurm_available() is not None or (shape := cluster_shape()) is None:
+            return None
+        resources, slurm = options.get("resources") or {}, options.get("slurm") or {}
+        for kind in [k for k in STAGE_KINDS if kinds is None or k in kinds]:
+            why = shape.unrunnable(stage_parameters(kind, resources.get(kind), slurm))
+            if why:
+                raise SweepError(f"slurm backend: the {kind} jobs could never run: {why} "
+                                 f"(from backend.resources.{kind} and backend.slurm); nothing was submitted")  # fmt: skip
+        return None
 
     @classmethod
     def unreachable(cls) -> str | None:

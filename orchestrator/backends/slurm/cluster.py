@@ -1,13 +1,17 @@
 """Asking Slurm: are its commands here and does the controller answer, how large may an array be, how
-long may a job run, what state is each job in (squeue for live jobs, sacct for finished ones)."""
+long may a job run, could any node run a job at all, what state is each job in (squeue for live
+jobs, sacct for finished ones)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
 
 from famix_core.errors import FamixError
+from famix_core.text import count
 
 __all__ = [
     "ACTIVE_STATES",
@@ -16,6 +20,8 @@ __all__ = [
     "slurm_available",
     "max_array_size",
     "max_time_min",
+    "ClusterShape",
+    "cluster_shape",
     "query_states",
     "sacct_states",
     "cancel_pending",
@@ -96,6 +102,100 @@ def max_time_min(partition: str | None = None) -> int | None:
             except ValueError:  # UNLIMITED, INFINITE, or nothing readable: no limit known
                 return None
     return max(limits) if limits else None
+
+
+@dataclass(frozen=True)
+class ClusterShape:
+    """The partitions and nodes of a cluster, as far as whether a job could ever run there.
+
+    ``partitions``: name -> (whether it is the default, its ``MaxTime`` in minutes or None when unlimited).
+    ``nodes``: name -> (CPUs, memory in MB, GPUs, the partitions it is in).
+    """
+
+    partitions: Mapping[str, tuple[bool, int | None]]
+    nodes: Mapping[str, tuple[int, int, int, tuple[str, ...]]]
+
+    def unrunnable(self, params: Mapping[str, Any]) -> str | None:
+        """Why no node could ever run a job of ``params`` (:func:`~.options.stage_parameters`), or None.
+
+        Checked: the partition(s) exist; one node of them has the job's CPUs, memory and GPUs; its
+        time fits the partition's ``MaxTime`` (the longest of several). Not checked: ``constraint``,
+        ``account``, ``qos``, a reservation (sbatch itself refuses a wrong one, at submission).
+        A drained or down node counts: it may come back, and the job waits for it.
+        """
+        from orchestrator.backends.slurm.options import parse_mem_gb
+
+        named = params.get("partition")
+        wanted = [p.strip() for p in str(named).split(",") if p.strip()] if named else [n for n, (d, _) in self.partitions.items() if d]
+        if not wanted:
+            return "the cluster has no default partition: set backend.slurm.partition"
+        missing = [p for p in wanted if p not in self.partitions]
+        if missing:
+            return f"partition {missing[0]!r} does not exist (partitions: {', '.join(sorted(self.partitions)) or 'none'})"
+        where = f"partition {','.join(wanted)}" if named else f"the default partition ({wanted[0]})"
+        limits = [self.partitions[p][1] for p in wanted]
+        longest = None if None in limits else max(m for m in limits if m is not None)
+        minutes = int(params.get("time") or 0)
+        if longest is not None and minutes > longest:
+            return f"needs {minutes} min, {where} allows {longest} (MaxTime)"
+        nodes = [v for v in self.nodes.values() if set(v[3]) & set(wanted)]
+        if not nodes:
+            return f"{where} has no node"
+        cpus, gpus = int(params.get("cpus_per_task") or 1), int(params.get("gpus_per_node") or 0)
+        mem_mb = int(parse_mem_gb(params["mem"]) * 1024) if params.get("mem") else 0
+        if any(c >= cpus and m >= mem_mb and g >= gpus for c, m, g, _ in nodes):
+            return None
+        for need, have, what in ((cpus, max(n[0] for n in nodes), "CPU"), (gpus, max(n[2] for n in nodes), "GPU")):
+            if need > have:
+                return f"needs {count(need, what)}, the largest node of {where} has {have}"
+        if mem_mb > max(n[1] for n in nodes):
+            return f"needs {params['mem']} of memory, the largest node of {where} has {max(n[1] for n in nodes)} MB (RealMemory)"
+        asked = [count(cpus, "CPU")] + ([count(gpus, "GPU")] if gpus else []) + ([f"{params['mem']} of memory"] if mem_mb else [])
+        return f"needs {', '.join(asked[:-1])} and {asked[-1]} on one node; no node of {where} has all of them"
+
+
+_GRES_GPU = re.compile(r"^gpu(?::[^:(]+)?:(\d+)")
+
+
+def _gpus(gres: str) -> int:
+    """The GPUs in a node's ``Gres`` (``gpu:4``, ``gpu:a100:4(S:0-1)``, ``gpu:a100:2,gpu:v100:2``; ``(null)``: 0)."""
+    text = re.sub(r"\([^)]*\)", "", gres)
+    return sum(int(m[1]) for item in text.split(",") if (m := _GRES_GPU.match(item.strip())))
+
+
+def cluster_shape(timeout: float = 30) -> ClusterShape | None:
+    """The cluster's partitions and nodes (``scontrol show partition|node -o``), or None where Slurm does not answer."""
+    from orchestrator.backends.slurm.options import parse_time_min
+
+    try:
+        parts, nodes = (_run(["scontrol", "show", what, "-o"], timeout=timeout) for what in ("partition", "node"))
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if parts.returncode or nodes.returncode:
+        return None
+
+    def fields(line: str) -> dict[str, str]:
+        return dict(f.partition("=")[::2] for f in line.split())
+
+    partitions: dict[str, tuple[bool, int | None]] = {}
+    for line in parts.stdout.splitlines():
+        f = fields(line)
+        if "PartitionName" in f:
+            try:
+                limit: int | None = parse_time_min(f.get("MaxTime", "UNLIMITED"))
+            except ValueError:  # UNLIMITED, INFINITE
+                limit = None
+            partitions[f["PartitionName"]] = (f.get("Default") == "YES", limit)
+    shape: dict[str, tuple[int, int, int, tuple[str, ...]]] = {}
+    for line in nodes.stdout.splitlines():
+        f = fields(line)
+        if "NodeName" in f:
+            try:
+                cpus, mem = int(f.get("CPUTot", "0")), int(f.get("RealMemory", "0"))
+            except ValueError:
+                continue
+            shape[f["NodeName"]] = (cpus, mem, _gpus(f.get("Gres", "")), tuple(p for p in f.get("Partitions", "").split(",") if p))
+    return ClusterShape(partitions, shape)
 
 
 def sacct_states(stdout: str) -> dict[str, str]:
