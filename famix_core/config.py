@@ -414,7 +414,7 @@ class EvalConfig(_Base):
     def _domains(cls, v: list[str]) -> list[str]:
         if repeated_domain(v) is not None:
             raise ValueError(f"duplicate domains in {v}")
-        return [resolve_domain(d).column or resolve_domain(d).name for d in v]
+        return [resolve_domain(d).short_name for d in v]
 
     @field_validator("scales")
     @classmethod

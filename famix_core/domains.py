@@ -29,6 +29,11 @@ class Domain:
     folder: str
     condition: str | None = None
 
+    @property
+    def short_name(self) -> str:
+        """The column, or the name of a source domain (no column): what results, configs and stage keys call it."""
+        return self.column or self.name
+
 
 DOMAINS: dict[str, Domain] = {
     d.name: d
@@ -81,6 +86,6 @@ def repeated_domain(names: Sequence[str]) -> tuple[str, list[int]] | None:
     where: dict[str, list[int]] = {}
     for i, name in enumerate(names):
         dom = resolve_domain(name)
-        where.setdefault(dom.column or dom.name, []).append(i)
+        where.setdefault(dom.short_name, []).append(i)
     return min(((col, at) for col, at in where.items() if len(at) > 1), key=lambda c: c[1][1], default=None)
 

@@ -404,8 +404,7 @@ def evaluate(
         inspect_domain(cfg.data, name, cfg.eval.split)
     results: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(names):
-        d = resolve_domain(name)
-        col = d.column or d.name
+        col = resolve_domain(name).short_name
         sub = Path(out_dir) / col if out_dir is not None else None
         results[col] = evaluate_domain(cfg, weights, name, sub, model=model)
         if log is not None:

@@ -72,7 +72,7 @@ def evaluate_inputs(cfg: FamixConfig, train_key: str, domain: str) -> dict[str, 
     return {
         "kind": "evaluate",
         "train": train_key,
-        "domain": d.column or d.name,
+        "domain": d.short_name,
         "data": data_identity(cfg, d.name),
         "protocol": cfg.data.eval_protocol(d.name),
         "split": cfg.eval.split,
