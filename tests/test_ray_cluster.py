@@ -309,6 +309,33 @@ def test_an_interrupt_stays_an_interrupt_when_stopping_the_stages_fails():
         backend.close()
 
 
+def test_the_head_asked_after_a_lost_stage_is_the_one_this_driver_reaches():
+    """After a lost stage the driver asks the head whether the cluster is gone. Through Ray Client
+    (``ray://``) it asks the client server it connected to: the GCS address the head knows itself by
+    may be out of reach from the driver (a laptop through a forwarded port), and asking it would end a
+    sweep whose cluster is fine. Otherwise it asks the GCS it talks to."""
+    from types import SimpleNamespace
+
+    from orchestrator.errors import BackendLost
+
+    fake_ray = SimpleNamespace(init=lambda **kw: None, shutdown=lambda: None,
+                               get_runtime_context=lambda: SimpleNamespace(gcs_address="10.255.0.9:6379"))  # fmt: skip
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(16)
+        port = srv.getsockname()[1]
+        for address, asked in ((f"ray://127.0.0.1:{port}", f"ray://127.0.0.1:{port}"), ("head:6379", "10.255.0.9:6379")):
+            backend = create_backend("ray", sweep_dir="runs/sw", options={"ray": {"address": address}}, log=lambda s: None)
+            backend._init_ray(fake_ray)
+            assert backend._gcs == asked
+        backend._gcs = f"127.0.0.1:{port}"
+        backend._check_cluster("train [] k was lost (NodeDiedError)")  # it answers: the stage is retried
+    with pytest.raises(BackendLost) as e:  # the port closed: the head is gone
+        backend._check_cluster("train [] k was lost (NodeDiedError)")
+    assert str(e.value) == (f"the Ray cluster (head:6379) is gone: train [] k was lost (NodeDiedError), "
+                            f"and its head (127.0.0.1:{port}) does not answer (Connection refused)")  # fmt: skip
+
+
 def test_in_process_ray_takes_the_cpus_this_process_may_use(monkeypatch):
     """In-process Ray took os.cpu_count(): in a Slurm job of 1 CPU (or under taskset) on a bigger
     machine it ran as many stages at once as the machine has cores. It takes the allocation, as the

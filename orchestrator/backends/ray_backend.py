@@ -194,10 +194,10 @@ class RayBackend(Backend):
             )
             self._started = True
             self.log(f"ray: started in-process with {count(num_cpus, 'CPU')} (temp dir {temp_dir})")
-        try:
-            self._gcs = ray.get_runtime_context().gcs_address
-        except Exception:  # noqa: BLE001 — a Ray Client connection may not say: the address given is the head's
-            self._gcs = address
+        if address and address.startswith("ray://"):  # the head's GCS as the head sees it may be out of reach from
+            self._gcs = address  # here (a laptop through a forwarded port): its Ray Client server is what answers
+        else:
+            self._gcs = ray.get_runtime_context().gcs_address  # the one this driver talks to
 
     def _check_cluster(self, lost: str) -> None:
         """After ``lost`` (a stage or the stages' timer): stop the sweep when the cluster's head is gone.
