@@ -869,6 +869,63 @@ def _gone(pid: int) -> bool:
         return True
 
 
+def test_a_controller_restart_under_a_waiting_driver_loses_no_stage(slurm_cluster, tmp_path, request):
+    """The head node restarts while a job runs (slurmctld and slurmdbd stop, the compute node and its
+    job go on): squeue and sacct failed, every job read UNKNOWN, and after ``lost_after_s`` the
+    attached driver failed the stages as lost while their jobs ran on. It now says the controller does
+    not answer, waits for it, and the stage ends as its job does."""
+    import threading
+
+    from orchestrator.backends.slurm.backend import SlurmBackend
+    from orchestrator.backends.slurm.records import cancel_jobs, load_jobs
+
+    run = Path(os.environ.get("FAMIX_SLURM_DIR", "/var/spool/famix-slurm")) / "run"
+    if os.geteuid() != 0 or not (run / "started_by_us").is_file():
+        pytest.skip(f"needs root and a cluster started by {SCRIPT.name} (the test stops and restarts its controller)")
+    store = tmp_path / "runs" / "store"
+    sweep_dir = tmp_path / "runs" / "restart"
+    request.addfinalizer(lambda: cancel_jobs(sweep_dir))
+    notes: list[str] = []
+    # lost_after_s=10: a job neither squeue nor sacct knows for 10 s is lost (the default waits 120 s)
+    backend = SlurmBackend(sweep_dir=sweep_dir, options={"slurm": {"time": 5}}, poll_s=0.5, notify=notes.append, lost_after_s=10.0)
+    out: dict = {}
+    waiting = threading.Thread(target=lambda: out.update(backend.run([_synthetic("long", store, seconds=10)], max_parallel=1, retries=0)))
+    waiting.start()
+    deadline = time.time() + 60
+    jobs = sweep_dir / "slurm" / "jobs.json"
+    while not jobs.is_file() or not subprocess.run(  # the stage runs: its srun step started (srun needs the controller)
+        ["squeue", "-h", "-s", "-o", "%i", "-j", load_jobs(sweep_dir)["stages"]["long"]["job_id"]], capture_output=True, text=True
+    ).stdout.strip():  # fmt: skip
+        assert time.time() < deadline and waiting.is_alive(), (notes, out)
+        time.sleep(0.5)
+
+    try:
+        for daemon in ("slurmctld", "slurmdbd"):  # the head node restarts: the controller, then accounting (sacct)
+            pid = int((run / f"{daemon}.pid").read_text().strip())
+            subprocess.run(["kill", "-TERM", str(pid)], check=True)  # each saves its state and stops; slurmd and the job go on
+            while not _gone(pid):
+                time.sleep(0.1)
+        deadline = time.time() + 90  # squeue takes 18 s to give up on a controller that is down
+        while not any("waiting for it" in n for n in notes):
+            assert time.time() < deadline and waiting.is_alive(), (notes, out)
+            time.sleep(0.5)
+    finally:  # whatever happened, the cluster comes back for the next tests
+        subprocess.run(["slurmdbd"], check=True)
+        deadline = time.time() + 60
+        while subprocess.run(["sacctmgr", "-n", "list", "cluster"], capture_output=True).returncode != 0:
+            assert time.time() < deadline, "slurmdbd did not come back"
+            time.sleep(0.5)
+        subprocess.run(["slurmctld"], check=True)  # recovers the queue from its saved state
+        while "UP" not in subprocess.run(["scontrol", "ping"], capture_output=True, text=True).stdout:
+            assert time.time() < deadline, "slurmctld did not come back"
+            time.sleep(0.5)
+    waiting.join(timeout=120)
+    assert not waiting.is_alive() and out["long"].status == "done", (out, notes)
+    silent = [n for n in notes if "waiting for it" in n]
+    assert len(silent) == 1 and silent[0].startswith("slurm: slurmctld does not answer 'scontrol ping'"), notes
+    assert any(n.startswith("slurm: the controller answers again after ") for n in notes), notes
+
+
 def test_a_start_after_the_daemons_died_mid_job_cancels_the_job_left_in_the_queue(slurm_cluster):
     """A machine stopped in the middle of a job leaves the queue in slurmctld's saved state: the next
     start recovered that job as running on processes that were gone, and waited for an idle node until

@@ -582,3 +582,36 @@ def test_no_default_partition_and_a_silent_controller(fake_scontrol, monkeypatch
 
     monkeypatch.setattr(cluster, "_run", silent)
     assert cluster.cluster_shape() is None
+
+
+def test_a_silent_controller_loses_no_job_and_is_said_once(monkeypatch, tmp_path):
+    """squeue and sacct both fail while the head node restarts, so every job reads UNKNOWN; after
+    ``lost_after_s`` the wait loop failed the stages as lost while their jobs ran on. While
+    ``scontrol ping`` says the controller is down, no job counts as lost: the wait says so once,
+    and once more when the controller answers again."""
+    import json
+
+    from orchestrator.backends.slurm import backend as mod
+    from orchestrator.stages import StageTask
+
+    down = "slurmctld does not answer 'scontrol ping': Slurmctld(primary) at vm is DOWN"
+    polls = iter(["RUNNING", "UNKNOWN", "UNKNOWN", "UNKNOWN", "RUNNING", "COMPLETED"])  # one state per poll
+    last = {"state": ""}
+
+    def query_states(ids):
+        last["state"] = next(polls)
+        return {j: last["state"] for j in ids}
+
+    monkeypatch.setattr(mod, "query_states", query_states)
+    monkeypatch.setattr(mod, "slurm_available", lambda: down if last["state"] == "UNKNOWN" else None)
+    notes: list[str] = []
+    backend = mod.SlurmBackend(tmp_path, poll_s=0.0, lost_after_s=0.0, notify=notes.append)
+    task = StageTask(kind="train", key="k", config={}, deps={}, store=str(tmp_path / "store"), name="train k")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "k.json").write_text(json.dumps({"key": "k", "status": "done", "seconds": 1.0}))
+    rec = {"job_id": "41", "key": "k", "outcome_dir": str(tmp_path / "out"), "stdout": "o", "stderr": "e"}
+    events: list[str] = []
+    out = backend.wait({"k": task}, {"k": rec}, lambda event, task, outcome: events.append(event))
+    assert out["k"].status == "done" and events == ["start", "done"], (out, events)
+    assert notes[0] == f"slurm: {down}; waiting for it (the jobs run on without it; Ctrl-C leaves them running)"
+    assert len(notes) == 2 and notes[1].startswith("slurm: the controller answers again after "), notes

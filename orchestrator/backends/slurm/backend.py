@@ -125,7 +125,8 @@ class SlurmBackend(Backend):
         execute: what each job runs (default :func:`orchestrator.execute.execute_stage`, imported on the node).
         python: command that starts Python on the nodes (default: this interpreter).
         max_num_timeout: requeues after timeout/preemption before a job gives up.
-        lost_after_s: a job that neither squeue nor sacct knows for this long counts as lost.
+        lost_after_s: a job that neither squeue nor sacct knows for this long counts as lost; not while
+            the controller does not answer at all (a restart): the driver says so and waits for it.
         notify: where notes go (default: stderr).
         stuck_after_s: a job pending this long is asked why; one that waits for what its partition
             cannot give (:data:`~.cluster.NEVER_REASONS`) is said once, while the driver waits on.
@@ -420,10 +421,22 @@ class SlurmBackend(Backend):
         disk_is_full = False
         halted_jobs: set[str] = set()  # queued jobs cancelled after a full disk
         stuck = _StuckJobs(self.stuck_after_s, self._notify)
+        silent_since: float | None = None  # when the controller stopped answering (a restart, a crash)
         while len(outcomes) < len(records):
             live = {k: r for k, r in records.items() if k not in outcomes}
             states = query_states(r["job_id"] for r in live.values())
             now = time.time()
+            if all(states.get(r["job_id"]) == "UNKNOWN" for r in live.values()) and (why := slurm_available()):
+                # neither squeue nor sacct answered: the jobs run on without the controller, and none is lost
+                if silent_since is None:
+                    silent_since = now
+                    self._notify(f"slurm: {why}; waiting for it (the jobs run on without it; Ctrl-C leaves them running)")
+                first_seen_missing.clear()
+                time.sleep(self.poll_s)
+                continue
+            if silent_since is not None:
+                self._notify(f"slurm: the controller answers again after {now - silent_since:.0f} s")
+                silent_since = None
             stuck.check(live, states, tasks, now)
             running_in_pack: dict[str, str | None] = {}  # job id -> the stage its pack is running
             for key, rec in live.items():
