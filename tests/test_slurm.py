@@ -910,12 +910,12 @@ def test_a_controller_restart_under_a_waiting_driver_loses_no_stage(slurm_cluste
             assert time.time() < deadline and waiting.is_alive(), (notes, out)
             time.sleep(0.5)
     finally:  # whatever happened, the cluster comes back for the next tests
-        subprocess.run(["slurmdbd"], check=True)
+        subprocess.run(["slurmdbd"], check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # daemons: no pipes held
         deadline = time.time() + 60
         while subprocess.run(["sacctmgr", "-n", "list", "cluster"], capture_output=True).returncode != 0:
             assert time.time() < deadline, "slurmdbd did not come back"
             time.sleep(0.5)
-        subprocess.run(["slurmctld"], check=True)  # recovers the queue from its saved state
+        subprocess.run(["slurmctld"], check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # recovers its saved queue
         while "UP" not in subprocess.run(["scontrol", "ping"], capture_output=True, text=True).stdout:
             assert time.time() < deadline, "slurmctld did not come back"
             time.sleep(0.5)
