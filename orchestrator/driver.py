@@ -454,8 +454,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         except BackendLost as e:  # its stages went with it; what finished is in the store
             quietly("ending the MLflow runs of the lost stages", end_interrupted_runs, tracker, parent, runs)
             again = f"famix sweep run {plan.arguments()}" + (f" --backend {opts.backend}" if opts.backend else "")
-            raise BackendLost(f"{e}; the finished stages are kept (a training resumes from its last checkpoint): "
-                              f"once it is back, `{again}` runs the rest") from None  # fmt: skip
+            raise BackendLost(f"{e}; the finished stages are kept (a training resumes from its last checkpoint): `{again}` runs the rest") from None
         except Exception:  # the driver itself failed (a bug): its runs are not left RUNNING for good
             if not backend_cls.stages_outlive_driver:
                 quietly("ending the MLflow runs of a driver that failed", end_interrupted_runs, tracker, parent, runs)

@@ -277,10 +277,11 @@ def gpus(monkeypatch):
 def gpu_slurm(monkeypatch):
     """Slurm's plan-time check sees one node with 8 CPUs and 4 GPUs, whatever cluster this machine runs (or none)."""
     from orchestrator.backends.slurm import backend
-    from orchestrator.backends.slurm.cluster import ClusterShape
+    from orchestrator.backends.slurm.cluster import ClusterShape, Node, Partition
 
+    shape = ClusterShape({"gpu": Partition(default=True, max_time=None, total_nodes=1)}, {"g1": Node(8, 64000, 4, ("gpu",))})
     monkeypatch.setattr(backend, "slurm_available", lambda: None)
-    monkeypatch.setattr(backend, "cluster_shape", lambda: ClusterShape({"gpu": (True, None)}, {"g1": (8, 64000, 4, ("gpu",))}))
+    monkeypatch.setattr(backend, "cluster_shape", lambda: shape)
 
 
 DEVICE_SWEEP = """\

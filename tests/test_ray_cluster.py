@@ -309,30 +309,42 @@ def test_an_interrupt_stays_an_interrupt_when_stopping_the_stages_fails():
         backend.close()
 
 
-def test_the_head_asked_after_a_lost_stage_is_the_one_this_driver_reaches():
+def test_the_head_asked_after_a_lost_stage_is_the_one_this_driver_reaches(monkeypatch):
     """After a lost stage the driver asks the head whether the cluster is gone. Through Ray Client
-    (``ray://``) it asks the client server it connected to: the GCS address the head knows itself by
-    may be out of reach from the driver (a laptop through a forwarded port), and asking it would end a
-    sweep whose cluster is fine. Otherwise it asks the GCS it talks to."""
+    (``ray://``, or ``auto`` with ``$RAY_ADDRESS`` one) it asks the client server it connected to: the
+    GCS address the head knows itself by may be out of reach from the driver (a laptop through a
+    forwarded port), and asking it would end a sweep whose cluster is fine. Otherwise it asks the GCS
+    it talks to. The cluster is gone only when no try of the head answers."""
     from types import SimpleNamespace
 
+    from orchestrator.backends import ray_backend
     from orchestrator.errors import BackendLost
 
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # _init_ray sets it when unset: restored after the test
+    monkeypatch.setattr(ray_backend, "HEAD_PROBE_GAP_S", 0.0)
     fake_ray = SimpleNamespace(init=lambda **kw: None, shutdown=lambda: None,
                                get_runtime_context=lambda: SimpleNamespace(gcs_address="10.255.0.9:6379"))  # fmt: skip
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
         srv.listen(16)
         port = srv.getsockname()[1]
-        for address, asked in ((f"ray://127.0.0.1:{port}", f"ray://127.0.0.1:{port}"), ("head:6379", "10.255.0.9:6379")):
+        client = f"ray://127.0.0.1:{port}"
+        for address, env, asked in ((client, None, client), ("auto", client, client), ("head:6379", None, "10.255.0.9:6379"),
+                                    ("auto", "head:6379", "10.255.0.9:6379")):  # fmt: skip
+            if env:
+                monkeypatch.setenv("RAY_ADDRESS", env)
             backend = create_backend("ray", sweep_dir="runs/sw", options={"ray": {"address": address}}, log=lambda s: None)
             backend._init_ray(fake_ray)
-            assert backend._gcs == asked
+            assert backend._gcs == asked, (address, env)
         backend._gcs = f"127.0.0.1:{port}"
         backend._check_cluster("train [] k was lost (NodeDiedError)")  # it answers: the stage is retried
+    tries: list[str] = []
+    real = ray_backend.unreachable
+    monkeypatch.setattr(ray_backend, "unreachable", lambda address, timeout_s: tries.append(address) or real(address, timeout_s))
     with pytest.raises(BackendLost) as e:  # the port closed: the head is gone
         backend._check_cluster("train [] k was lost (NodeDiedError)")
-    assert str(e.value) == (f"the Ray cluster (head:6379) is gone: train [] k was lost (NodeDiedError), "
+    assert len(tries) == ray_backend.HEAD_PROBES == 3
+    assert str(e.value) == (f"the Ray cluster at auto is gone: train [] k was lost (NodeDiedError), "
                             f"and its head (127.0.0.1:{port}) does not answer (Connection refused)")  # fmt: skip
 
 
@@ -687,15 +699,18 @@ def test_a_ray_cluster_lost_mid_sweep_stops_the_sweep_in_one_line(tmp_path):
         sweep.write_text(INTERRUPTED.replace("ray: {num_cpus: 1}", f"ray: {{address: '{cluster.address}'}}"))
         run_dir = tmp_path / "runs"
         with _driver_training(sweep, run_dir) as proc:
-            _kill_ours(cluster.temp_dir, cluster.gcs_port)  # the whole cluster, head included
+            for pid in _ours(cluster.temp_dir, cluster.gcs_port):  # the head's GCS first: every loss is seen after it
+                if "gcs_server" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                    os.kill(pid, signal.SIGKILL)
+            _kill_ours(cluster.temp_dir, cluster.gcs_port)  # then the rest of the cluster, its workers included
             out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 1, f"exit {proc.returncode}: {out[-3000:]}"
     last = out.strip().splitlines()[-1]
     # what the driver hears of first: the running training, or the stages' timer (an actor on the head)
-    gone = rf"famix: error: the Ray cluster \({re.escape(cluster.address)}\) is gone: (train \[\] \w+|the stages' timer) was lost \("
+    gone = rf"famix: error: the Ray cluster at {re.escape(cluster.address)} is gone: (train \[\] \w+|the stages' timer) was lost \("
     assert re.match(gone, last) and "does not answer (Connection refused)" in last, out[-3000:]
     rerun = "famix sweep run intr --profile smoke train.iterations=5000 train.checkpoint_every=100000"  # from the test's folder
-    assert last.endswith(f"the finished stages are kept (a training resumes from its last checkpoint): once it is back, `{rerun}` runs the rest"), last
+    assert last.endswith(f"the finished stages are kept (a training resumes from its last checkpoint): `{rerun}` runs the rest"), last
     assert "RETRY" not in out and "Traceback" not in out and "Failed to connect to GCS" not in out, out[-3000:]
     with closing(sqlite3.connect(run_dir / "mlflow.db")) as db:
         statuses = [s for (s,) in db.execute("SELECT status FROM runs")]

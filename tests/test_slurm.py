@@ -262,8 +262,10 @@ def test_a_job_its_partition_cannot_run_is_said_while_the_driver_waits(slurm_clu
 @pytest.mark.parametrize(
     "block, why",
     [
-        ("resources: {train: {cpus: 4096}}", "needs 4096 CPUs, the largest node of the default partition (debug) has {cpus}"),
-        ("slurm: {partition: nosuch}", "partition 'nosuch' does not exist (partitions: debug)"),
+        ("resources: {train: {cpus: 4096}}", "needs 4096 CPUs, the largest node of the default partition ({default}) has {cpus} "
+                                             "(from backend.resources.train and backend.slurm)"),
+        ("slurm: {partition: nosuch}", "partition 'nosuch' does not exist (partitions: {partitions}) "
+                                       "(backend.slurm.partition or backend.slurm.train.partition)"),
     ],
 )
 def test_a_job_no_node_could_run_is_refused_before_anything_is_made_or_submitted(slurm_cluster, tmp_path, capsys, block, why):
@@ -273,8 +275,12 @@ def test_a_job_no_node_could_run_is_refused_before_anything_is_made_or_submitted
     by `plan` and `run`, in one line, before the run dir is made or a job submitted."""
     from orchestrator.__main__ import main
 
-    cpus = int(subprocess.run(["scontrol", "show", "node", "-o"], capture_output=True, text=True, check=True)
-               .stdout.split("CPUTot=")[1].split()[0])  # fmt: skip
+    from orchestrator.backends.slurm.cluster import cluster_shape
+
+    shape = cluster_shape()  # what this cluster has, as the check reads it
+    (default,) = [name for name, p in shape.partitions.items() if p.default]
+    cpus = max(n.cpus for n in shape.nodes.values() if default in n.partitions)
+    expected = why.format(default=default, cpus=cpus, partitions=", ".join(sorted(shape.partitions)))
     sweep = tmp_path / "never.yaml"
     sweep.write_text(MINI_SWEEP.replace("name: mini-slurm", "name: never").replace("  slurm: {time: 15, array_parallelism: 2}", f"  {block}"))
     run_dir = tmp_path / "runs"
@@ -282,8 +288,7 @@ def test_a_job_no_node_could_run_is_refused_before_anything_is_made_or_submitted
     for command in ("plan", "run"):
         assert main(["sweep", command, str(sweep), "--backend", "slurm", "--run-dir", str(run_dir)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert err == [f"famix: error: slurm backend: the train jobs could never run: {why.format(cpus=cpus)} "
-                       "(from backend.resources.train and backend.slurm); nothing was submitted"], err  # fmt: skip
+        assert err == [f"famix: error: slurm backend: the train jobs could never run: {expected}; nothing was submitted"], err
     assert not run_dir.exists()
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout.split() == before
 
@@ -903,7 +908,9 @@ def test_a_controller_restart_under_a_waiting_driver_loses_no_stage(slurm_cluste
         for daemon in ("slurmctld", "slurmdbd"):  # the head node restarts: the controller, then accounting (sacct)
             pid = int((run / f"{daemon}.pid").read_text().strip())
             subprocess.run(["kill", "-TERM", str(pid)], check=True)  # each saves its state and stops; slurmd and the job go on
+            deadline = time.time() + 30
             while not _gone(pid):
+                assert time.time() < deadline, f"{daemon} did not stop"
                 time.sleep(0.1)
         deadline = time.time() + 90  # squeue takes 18 s to give up on a controller that is down
         while not any("waiting for it" in n for n in notes):

@@ -505,15 +505,18 @@ def test_a_job_the_controller_has_forgotten_has_ended(monkeypatch, tmp_path):
 
 
 SHAPE_PARTITIONS = (
-    "PartitionName=cpu Default=YES MaxTime=UNLIMITED State=UP\n"
-    "PartitionName=gpu Default=NO MaxTime=2-00:00:00 State=UP\n"
-    "PartitionName=gpu-long Default=NO MaxTime=4-00:00:00 State=UP\n"
-    "PartitionName=empty Default=NO MaxTime=60 State=UP\n"
+    "PartitionName=cpu Default=YES MaxTime=UNLIMITED State=UP TotalNodes=1\n"
+    "PartitionName=gpu Default=NO MaxTime=2-00:00:00 State=UP TotalNodes=2\n"
+    "PartitionName=gpu-long Default=NO MaxTime=4-00:00:00 State=UP TotalNodes=1\n"
+    "PartitionName=empty Default=NO MaxTime=60 State=UP TotalNodes=0\n"
+    "PartitionName=short Default=NO MaxTime=30 State=UP TotalNodes=1\n"
+    "PartitionName=hidden Default=NO MaxTime=UNLIMITED State=UP Hidden=YES TotalNodes=8\n"
 )
 SHAPE_NODES = (
     "NodeName=c1 CPUTot=64 RealMemory=256000 Gres=(null) State=IDLE Partitions=cpu\n"
     "NodeName=g1 CPUTot=32 RealMemory=512000 Gres=gpu:a100:4(S:0-1) State=DRAIN Partitions=gpu,gpu-long\n"
     "NodeName=g2 CPUTot=16 RealMemory=128000 Gres=gpu:v100:2,gpu:t4:2(S:0,1) State=IDLE Partitions=gpu\n"
+    "NodeName=s1 CPUTot=4 RealMemory=8000 Gres=gpu:a100:no_consume:1 State=IDLE Partitions=short,hidden\n"
 )
 
 
@@ -524,7 +527,12 @@ def fake_scontrol(monkeypatch):
     from orchestrator.backends.slurm import cluster
 
     answers = {"partition": SHAPE_PARTITIONS, "node": SHAPE_NODES}
-    monkeypatch.setattr(cluster, "_run", lambda cmd, timeout=60: sp.CompletedProcess(cmd, 0, answers[cmd[2]], ""))
+
+    def scontrol(cmd, timeout=60):
+        assert cmd[:2] == ["scontrol", "-a"] and cmd[-2] == "show", cmd  # -a: hidden partitions too
+        return sp.CompletedProcess(cmd, 0, answers[cmd[-1]], "")
+
+    monkeypatch.setattr(cluster, "_run", scontrol)
     return answers
 
 
@@ -532,8 +540,10 @@ def test_the_cluster_shape_reads_partitions_time_limits_and_each_nodes_cpus_memo
     from orchestrator.backends.slurm.cluster import cluster_shape
 
     shape = cluster_shape()
-    assert shape.partitions == {"cpu": (True, None), "gpu": (False, 2880), "gpu-long": (False, 5760), "empty": (False, 60)}
-    assert shape.nodes == {"c1": (64, 256000, 0, ("cpu",)), "g1": (32, 512000, 4, ("gpu", "gpu-long")), "g2": (16, 128000, 4, ("gpu",))}
+    assert shape.partitions == {"cpu": (True, None, 1), "gpu": (False, 2880, 2), "gpu-long": (False, 5760, 1), "empty": (False, 60, 0),
+                                "short": (False, 30, 1), "hidden": (False, None, 8)}  # fmt: skip
+    assert shape.nodes == {"c1": (64, 256000, 0, ("cpu",)), "g1": (32, 512000, 4, ("gpu", "gpu-long")),
+                           "g2": (16, 128000, 4, ("gpu",)), "s1": (4, 8000, 1, ("short", "hidden"))}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -550,8 +560,14 @@ def test_the_cluster_shape_reads_partitions_time_limits_and_each_nodes_cpus_memo
          "needs 600GB of memory, the largest node of partition gpu has 512000 MB (RealMemory)"),
         ({"time": 3000, "cpus_per_task": 1, "partition": "gpu"}, "needs 3000 min, partition gpu allows 2880 (MaxTime)"),
         ({"time": 3000, "cpus_per_task": 1, "partition": "gpu,gpu-long"}, None),  # either: the longer limit counts
-        ({"time": 60, "cpus_per_task": 1, "partition": "gpu,nosuch"}, "partition 'nosuch' does not exist (partitions: cpu, empty, gpu, gpu-long)"),
+        ({"time": 60, "cpus_per_task": 1, "partition": "gpu,nosuch"},
+         "partition 'nosuch' does not exist (partitions: cpu, empty, gpu, gpu-long, hidden, short)"),
         ({"time": 60, "cpus_per_task": 1, "partition": "empty"}, "partition empty has no node"),
+        # several partitions: refused only when none could run it, with the first one's reason
+        ({"time": 60, "cpus_per_task": 2, "partition": "short,cpu"}, None),  # short's MaxTime, cpu's fits
+        ({"time": 60, "cpus_per_task": 128, "partition": "short,cpu"}, "needs 60 min, partition short allows 30 (MaxTime)"),
+        # fewer of its nodes seen than it has (hidden from this user): its nodes give no verdict
+        ({"time": 60, "cpus_per_task": 999, "partition": "hidden"}, None),
     ],
 )
 def test_a_job_no_node_could_run_says_what_it_needs_and_what_the_partition_has(fake_scontrol, params, why):

@@ -17,9 +17,9 @@ starts when the stage starts on a worker (each stage reports its start to a smal
 time spent queued for resources does not count.
 
 A stage lost with its worker or node is a retryable failure too, unless the cluster's head (its
-GCS) no longer takes a connection: then the sweep stops at once with :class:`BackendLost`, in one
-line, instead of spending its retries on a cluster that is gone (Ray would end the driver's
-process 60 s later, leaving its MLflow runs RUNNING).
+GCS; through Ray Client, its client server) takes no connection for about 6 s: then the sweep
+stops with :class:`BackendLost`, in one line, instead of spending its retries on a cluster that is
+gone (Ray would end the driver's process 60 s after it lost the GCS, leaving its MLflow runs RUNNING).
 """
 
 from __future__ import annotations
@@ -48,6 +48,11 @@ if TYPE_CHECKING:
     from orchestrator.execute import StopRequest
 
 __all__ = ["RayBackend", "ray_temp_dir"]
+
+HEAD_PROBES = 3
+"""Tries of a connection to the head after a lost stage (each bounded to 3 s), before the cluster counts as gone."""
+
+HEAD_PROBE_GAP_S = 3.0
 
 _SOCKET_BUDGET = 107 - 60  # Ray appends about 60 chars (session_<date>_<pid>/sockets/plasma_store) to _temp_dir
 
@@ -118,7 +123,7 @@ class RayBackend(Backend):
         self._started = False
         self._connected = False
         self._fallback_dir: str | None = None
-        self._gcs: str | None = None  # the head's GCS address, asked after a lost stage
+        self._gcs: str | None = None  # where the head answers this driver (its GCS, or a ray:// client server)
 
     @classmethod
     def preflight(cls, options: dict[str, Any], kinds: Collection[str] | None = None) -> list[NodeInfo]:
@@ -135,6 +140,8 @@ class RayBackend(Backend):
             check_no_env_address()
         nodes = probe_cluster(address) if address else local_nodes(ray_opts.get("num_cpus"), ray_opts.get("num_gpus"))
         for kind, res in (options.get("resources") or {}).items():
+            if kinds is not None and kind not in kinds:  # the plan runs no such stage
+                continue
             why = unschedulable(kind, res or {}, nodes)
             if why:
                 where = f"Ray cluster {address}" if address else f"in-process Ray ({count(nodes[0].cpus, 'CPU')}, {count(nodes[0].gpus, 'GPU')})"
@@ -194,21 +201,32 @@ class RayBackend(Backend):
             )
             self._started = True
             self.log(f"ray: started in-process with {count(num_cpus, 'CPU')} (temp dir {temp_dir})")
-        if address and address.startswith("ray://"):  # the head's GCS as the head sees it may be out of reach from
-            self._gcs = address  # here (a laptop through a forwarded port): its Ray Client server is what answers
+        target = os.environ.get("RAY_ADDRESS", "") if address == "auto" else address  # as ray.init resolves it
+        if target and target.startswith("ray://"):  # the head's GCS as the head sees it may be out of reach from
+            self._gcs = target  # here (a laptop through a forwarded port): its Ray Client server is what answers
         else:
             self._gcs = ray.get_runtime_context().gcs_address  # the one this driver talks to
 
     def _check_cluster(self, lost: str) -> None:
         """After ``lost`` (a stage or the stages' timer): stop the sweep when the cluster's head is gone.
 
+        The head is asked up to :data:`HEAD_PROBES` times, :data:`HEAD_PROBE_GAP_S` apart (a DNS hiccup, a
+        GCS restarting), well within the 60 s after which Ray ends a driver that lost its GCS.
+
         Raises:
-            BackendLost: the head no longer takes a connection.
+            BackendLost: the head took no connection on any try.
         """
-        why = unreachable(self._gcs) if self._gcs else None
-        if why:
-            where = (self.options.get("ray") or {}).get("address") or "started in-process"
-            raise BackendLost(f"the Ray cluster ({where}) is gone: {lost}, and its head ({self._gcs}) does not answer ({why})")
+        if not self._gcs:
+            return
+        for attempt in range(HEAD_PROBES):
+            why = unreachable(self._gcs, timeout_s=3.0)
+            if why is None:
+                return
+            if attempt + 1 < HEAD_PROBES:
+                time.sleep(HEAD_PROBE_GAP_S)
+        address = (self.options.get("ray") or {}).get("address")
+        what = f"the Ray cluster at {address}" if address else "the in-process Ray"
+        raise BackendLost(f"{what} is gone: {lost}, and its head ({self._gcs}) does not answer ({why})")
 
     def _stage_resources(self, task: StageTask) -> dict[str, Any]:
         res = dict((self.options.get("resources") or {}).get(task.kind) or {})
@@ -304,9 +322,7 @@ class RayBackend(Backend):
                         outcome = backend_failure(dag.tasks[key], error, retryable=True)  # in the stage's log too
                     outcome.job_id = ref.task_id().hex() if hasattr(ref, "task_id") else None
                     dag.complete(key, outcome)
-        except BackendLost:  # nothing is left to stop; waiting on it would outlast Ray's 60 s to end this process
-            for ref in inflight:
-                ray.cancel(ref, force=True)
+        except BackendLost:  # nothing is left to stop (close() disconnects); waiting would outlast Ray's 60 s
             dag.cancel_rest()
             raise
         except BaseException:  # Ctrl-C, SIGTERM, or the driver failing: the stages stop, a training checkpointing first

@@ -189,8 +189,9 @@ class SlurmBackend(Backend):
         for kind in [k for k in STAGE_KINDS if kinds is None or k in kinds]:
             why = shape.unrunnable(stage_parameters(kind, resources.get(kind), slurm))
             if why:
-                raise SweepError(f"slurm backend: the {kind} jobs could never run: {why} "
-                                 f"(from backend.resources.{kind} and backend.slurm); nothing was submitted")  # fmt: skip
+                where = (f"backend.slurm.partition or backend.slurm.{kind}.partition" if why.startswith(("partition '", "the cluster has no"))
+                         else f"from backend.resources.{kind} and backend.slurm")  # fmt: skip
+                raise SweepError(f"slurm backend: the {kind} jobs could never run: {why} ({where}); nothing was submitted")
         return None
 
     @classmethod

@@ -8,10 +8,11 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, NamedTuple
 
 from famix_core.errors import FamixError
 from famix_core.text import count
+from orchestrator.backends.slurm.options import parse_mem_gb, parse_time_min
 
 __all__ = [
     "ACTIVE_STATES",
@@ -76,6 +77,19 @@ def max_array_size() -> int:
     return 1001  # Slurm's default
 
 
+def _fields(line: str) -> dict[str, str]:
+    """``Key=Value`` words of one line of ``scontrol -o show …``."""
+    return dict(f.partition("=")[::2] for f in line.split())
+
+
+def _max_time(fields: Mapping[str, str]) -> int | None:
+    """A partition's ``MaxTime`` in minutes; None when ``UNLIMITED``/``INFINITE`` or unreadable."""
+    try:
+        return parse_time_min(fields.get("MaxTime", "UNLIMITED"))
+    except ValueError:
+        return None
+
+
 def max_time_min(partition: str | None = None) -> int | None:
     """The ``MaxTime`` of ``partition`` in minutes (``scontrol show partition``).
 
@@ -86,115 +100,120 @@ def max_time_min(partition: str | None = None) -> int | None:
     Returns:
         Minutes, or None when the limit is ``UNLIMITED`` or cannot be read.
     """
-    from orchestrator.backends.slurm.options import parse_time_min
-
     try:
-        out = _run(["scontrol", "show", "partition", "-o"], timeout=30).stdout
+        out = _run(["scontrol", "-a", "-o", "show", "partition"], timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
     wanted = set(partition.split(",")) if partition else None
     limits: list[int] = []
     for line in out.splitlines():
-        fields = dict(f.partition("=")[::2] for f in line.split())
+        fields = _fields(line)
         if (fields.get("PartitionName") in wanted) if wanted else (fields.get("Default") == "YES"):
-            try:
-                limits.append(parse_time_min(fields.get("MaxTime", "UNLIMITED")))
-            except ValueError:  # UNLIMITED, INFINITE, or nothing readable: no limit known
+            limit = _max_time(fields)
+            if limit is None:  # no limit known
                 return None
+            limits.append(limit)
     return max(limits) if limits else None
+
+
+class Partition(NamedTuple):
+    """What the plan-time check needs of a partition."""
+
+    default: bool
+    max_time: int | None  # minutes; None: unlimited
+    total_nodes: int
+
+
+class Node(NamedTuple):
+    """What the plan-time check needs of a node."""
+
+    cpus: int
+    mem_mb: int
+    gpus: int
+    partitions: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class ClusterShape:
-    """The partitions and nodes of a cluster, as far as whether a job could ever run there.
+    """The partitions and nodes of a cluster, as far as whether a job could ever run there."""
 
-    ``partitions``: name -> (whether it is the default, its ``MaxTime`` in minutes or None when unlimited).
-    ``nodes``: name -> (CPUs, memory in MB, GPUs, the partitions it is in).
-    """
-
-    partitions: Mapping[str, tuple[bool, int | None]]
-    nodes: Mapping[str, tuple[int, int, int, tuple[str, ...]]]
+    partitions: Mapping[str, Partition]
+    nodes: Mapping[str, Node]
 
     def unrunnable(self, params: Mapping[str, Any]) -> str | None:
         """Why no node could ever run a job of ``params`` (:func:`~.options.stage_parameters`), or None.
 
-        Checked: the partition(s) exist; one node of them has the job's CPUs, memory and GPUs; its
-        time fits the partition's ``MaxTime`` (the longest of several). Not checked: ``constraint``,
-        ``account``, ``qos``, a reservation (sbatch itself refuses a wrong one, at submission).
-        A drained or down node counts: it may come back, and the job waits for it.
+        Checked per partition the job may run in (several joined by ``,``: refused only when none
+        could run it): it exists; one node of it has the job's CPUs, memory and GPUs; its time fits
+        the partition's ``MaxTime``. A drained or down node counts: it may come back, and the job
+        waits for it. Where fewer of a partition's nodes are seen than it has (nodes hidden from this
+        user) its nodes are not checked. Not checked: ``constraint``, ``account``, ``qos``, a
+        reservation (sbatch itself refuses a wrong one, at submission).
         """
-        from orchestrator.backends.slurm.options import parse_mem_gb
-
         named = params.get("partition")
-        wanted = [p.strip() for p in str(named).split(",") if p.strip()] if named else [n for n, (d, _) in self.partitions.items() if d]
+        wanted = [p.strip() for p in str(named).split(",") if p.strip()] if named else [n for n, p in self.partitions.items() if p.default]
         if not wanted:
             return "the cluster has no default partition: set backend.slurm.partition"
         missing = [p for p in wanted if p not in self.partitions]
         if missing:
             return f"partition {missing[0]!r} does not exist (partitions: {', '.join(sorted(self.partitions)) or 'none'})"
-        where = f"partition {','.join(wanted)}" if named else f"the default partition ({wanted[0]})"
-        limits = [self.partitions[p][1] for p in wanted]
-        longest = None if None in limits else max(m for m in limits if m is not None)
+        reasons = [self._unrunnable_in(p, params, f"partition {p}" if named else f"the default partition ({p})") for p in wanted]
+        return None if None in reasons else reasons[0]
+
+    def _unrunnable_in(self, partition: str, params: Mapping[str, Any], where: str) -> str | None:
+        limit = self.partitions[partition].max_time
         minutes = int(params.get("time") or 0)
-        if longest is not None and minutes > longest:
-            return f"needs {minutes} min, {where} allows {longest} (MaxTime)"
-        nodes = [v for v in self.nodes.values() if set(v[3]) & set(wanted)]
+        if limit is not None and minutes > limit:
+            return f"needs {minutes} min, {where} allows {limit} (MaxTime)"
+        nodes = [n for n in self.nodes.values() if partition in n.partitions]
+        if len(nodes) < self.partitions[partition].total_nodes:  # some are hidden from here: no verdict
+            return None
         if not nodes:
             return f"{where} has no node"
         cpus, gpus = int(params.get("cpus_per_task") or 1), int(params.get("gpus_per_node") or 0)
         mem_mb = int(parse_mem_gb(params["mem"]) * 1024) if params.get("mem") else 0
-        if any(c >= cpus and m >= mem_mb and g >= gpus for c, m, g, _ in nodes):
+        if any(n.cpus >= cpus and n.mem_mb >= mem_mb and n.gpus >= gpus for n in nodes):
             return None
-        for need, have, what in ((cpus, max(n[0] for n in nodes), "CPU"), (gpus, max(n[2] for n in nodes), "GPU")):
+        for need, have, what in ((cpus, max(n.cpus for n in nodes), "CPU"), (gpus, max(n.gpus for n in nodes), "GPU")):
             if need > have:
                 return f"needs {count(need, what)}, the largest node of {where} has {have}"
-        if mem_mb > max(n[1] for n in nodes):
-            return f"needs {params['mem']} of memory, the largest node of {where} has {max(n[1] for n in nodes)} MB (RealMemory)"
+        if mem_mb > (most := max(n.mem_mb for n in nodes)):
+            return f"needs {params['mem']} of memory, the largest node of {where} has {most} MB (RealMemory)"
         asked = [count(cpus, "CPU")] + ([count(gpus, "GPU")] if gpus else []) + ([f"{params['mem']} of memory"] if mem_mb else [])
         return f"needs {', '.join(asked[:-1])} and {asked[-1]} on one node; no node of {where} has all of them"
 
 
-_GRES_GPU = re.compile(r"^gpu(?::[^:(]+)?:(\d+)")
-
-
 def _gpus(gres: str) -> int:
-    """The GPUs in a node's ``Gres`` (``gpu:4``, ``gpu:a100:4(S:0-1)``, ``gpu:a100:2,gpu:v100:2``; ``(null)``: 0)."""
-    text = re.sub(r"\([^)]*\)", "", gres)
-    return sum(int(m[1]) for item in text.split(",") if (m := _GRES_GPU.match(item.strip())))
+    """The GPUs in a node's ``Gres`` (``gpu:4``, ``gpu:a100:4(S:0-1)``, ``gpu:a100:2,gpu:v100:2``,
+    ``gpu:a100:no_consume:4``; ``(null)``: 0)."""
+    total = 0
+    for item in re.sub(r"\([^)]*\)", "", gres).split(","):
+        parts = item.strip().split(":")
+        if parts[0] == "gpu" and len(parts) > 1 and parts[-1].isdigit():
+            total += int(parts[-1])
+    return total
 
 
 def cluster_shape(timeout: float = 30) -> ClusterShape | None:
-    """The cluster's partitions and nodes (``scontrol show partition|node -o``), or None where Slurm does not answer."""
-    from orchestrator.backends.slurm.options import parse_time_min
-
+    """The cluster's partitions and nodes (``scontrol -a -o show partition``, ``… -F … show node``: hidden
+    partitions and future nodes too), or None where Slurm does not answer."""
     try:
-        parts, nodes = (_run(["scontrol", "show", what, "-o"], timeout=timeout) for what in ("partition", "node"))
+        parts = _run(["scontrol", "-a", "-o", "show", "partition"], timeout=timeout)
+        nodes = _run(["scontrol", "-a", "-F", "-o", "show", "node"], timeout=timeout)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if parts.returncode or nodes.returncode:
         return None
-
-    def fields(line: str) -> dict[str, str]:
-        return dict(f.partition("=")[::2] for f in line.split())
-
-    partitions: dict[str, tuple[bool, int | None]] = {}
-    for line in parts.stdout.splitlines():
-        f = fields(line)
+    partitions: dict[str, Partition] = {}
+    for f in map(_fields, parts.stdout.splitlines()):
         if "PartitionName" in f:
-            try:
-                limit: int | None = parse_time_min(f.get("MaxTime", "UNLIMITED"))
-            except ValueError:  # UNLIMITED, INFINITE
-                limit = None
-            partitions[f["PartitionName"]] = (f.get("Default") == "YES", limit)
-    shape: dict[str, tuple[int, int, int, tuple[str, ...]]] = {}
-    for line in nodes.stdout.splitlines():
-        f = fields(line)
-        if "NodeName" in f:
-            try:
-                cpus, mem = int(f.get("CPUTot", "0")), int(f.get("RealMemory", "0"))
-            except ValueError:
-                continue
-            shape[f["NodeName"]] = (cpus, mem, _gpus(f.get("Gres", "")), tuple(p for p in f.get("Partitions", "").split(",") if p))
+            total = f.get("TotalNodes", "0")
+            partitions[f["PartitionName"]] = Partition(f.get("Default") == "YES", _max_time(f), int(total) if total.isdigit() else 0)
+    shape: dict[str, Node] = {}
+    for f in map(_fields, nodes.stdout.splitlines()):
+        cpus, mem = f.get("CPUTot", ""), f.get("RealMemory", "")
+        if "NodeName" in f and cpus.isdigit() and mem.isdigit():
+            shape[f["NodeName"]] = Node(int(cpus), int(mem), _gpus(f.get("Gres", "")), tuple(p for p in f.get("Partitions", "").split(",") if p))
     return ClusterShape(partitions, shape)
 
 
