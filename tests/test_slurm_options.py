@@ -631,3 +631,20 @@ def test_a_silent_controller_loses_no_job_and_is_said_once(monkeypatch, tmp_path
     assert out["k"].status == "done" and events == ["start", "done"], (out, events)
     assert notes[0] == f"slurm: {down}; waiting for it (the jobs run on without it; Ctrl-C leaves them running)"
     assert len(notes) == 2 and notes[1].startswith("slurm: the controller answers again after "), notes
+
+
+def test_a_slurm_command_that_outlives_its_bound_reads_as_no_answer(monkeypatch):
+    """squeue against a controller whose host is gone waits on each connection; past the 60 s bound
+    subprocess raised TimeoutExpired out of the wait loop, a traceback in place of the driver's wait.
+    It now reads as an unanswered question: the states sacct gave, else UNKNOWN."""
+    from orchestrator.backends.slurm import cluster
+
+    def run(cmd, timeout=60):
+        if cmd[0] == "squeue":
+            raise subprocess.TimeoutExpired(cmd, timeout)
+        return subprocess.CompletedProcess(cmd, 0, "JobID|State\n5001|RUNNING\n", "")
+
+    monkeypatch.setattr(cluster, "_run", run)
+    assert cluster.query_states(["5001", "5002"]) == {"5001": "RUNNING", "5002": "UNKNOWN"}
+    assert cluster.pending_reasons(["5001"]) == {}
+    cluster.cancel_pending("5001")  # nothing raised

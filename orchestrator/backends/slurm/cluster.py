@@ -49,6 +49,15 @@ def _run(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def _ask(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """:func:`_run` for the wait loop's questions: one that outlives ``timeout`` (a controller whose host
+    is gone: each connection waits for its own timeout) reads as a failed answer, not an exception."""
+    try:
+        return _run(cmd, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(cmd, 124, "", f"{cmd[0]}: no answer within {timeout:g} s\n")
+
+
 def slurm_available(timeout: float = 10) -> str | None:
     """``None`` when the Slurm commands exist and the controller answers, else the reason why not."""
     for tool in ("sbatch", "squeue", "sacct", "scontrol", "srun"):
@@ -247,7 +256,7 @@ def _tasks_of_bare_arrays(ids: list[str], known: dict[str, str], info: dict[str,
 def cancel_pending(job_id: str) -> None:
     """``scancel --state=PENDING``: Slurm itself checks the state, so a job that started since the
     last poll is not killed half-way."""
-    _run(["scancel", "--state=PENDING", job_id])
+    _ask(["scancel", "--state=PENDING", job_id])
 
 
 NEVER_REASONS = frozenset(
@@ -263,7 +272,7 @@ def pending_reasons(job_ids: Iterable[str]) -> dict[str, str]:
     if not ids:
         return {}
     bases = sorted({j.split("_")[0] for j in ids})
-    queue = _run(["squeue", "-h", "-r", "-t", "PENDING", "-o", "%i|%r", "-j", ",".join(bases)])
+    queue = _ask(["squeue", "-h", "-r", "-t", "PENDING", "-o", "%i|%r", "-j", ",".join(bases)])
     reasons = {}
     for line in queue.stdout.splitlines() if queue.returncode == 0 else []:
         jid, _, reason = line.strip().partition("|")
@@ -292,11 +301,11 @@ def query_states(job_ids: Iterable[str], *, settled: bool = False) -> dict[str, 
         return {}
     states: dict[str, str] = {}
     bases = sorted({j.split("_")[0] for j in ids})
-    acct = _run(["sacct", "-X", "--parsable2", "-o", "JobID,State", "-j", ",".join(bases)])
+    acct = _ask(["sacct", "-X", "--parsable2", "-o", "JobID,State", "-j", ",".join(bases)])
     if acct.returncode == 0:
         info = sacct_states(acct.stdout)
         states.update({jid: info[jid] for jid in ids if jid in info})
-    queue = _run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(bases)])
+    queue = _ask(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(bases)])
     if queue.returncode == 0 or FORGOTTEN_JOB in queue.stderr:
         listed = {}
         for line in queue.stdout.splitlines():
