@@ -165,7 +165,7 @@ def test_every_loader_returns_train_ids_on_known_pixels(tmp_path, domain):
     cfg = DataConfig(root=str(tmp_path), mapillary_size=H)  # Mapillary: the centre H x H crop (columns 1..6)
     expected_n = 2 if listed else 3
     assert check_domain(cfg, domain, "val") == expected_n
-    ds = build_dataset(cfg, DOMAINS[domain].column or domain, "val", train=False)
+    ds = build_dataset(cfg, DOMAINS[domain].short_name, "val", train=False)
     assert len(ds) == len(ds.pairs) == expected_n
     assert all(p[0].is_file() and p[1].is_file() for p in ds.pairs)
     image, label = ds[0]

@@ -99,32 +99,6 @@ def _max_time(fields: Mapping[str, str]) -> int | None:
         return None
 
 
-def max_time_min(partition: str | None = None) -> int | None:
-    """The ``MaxTime`` of ``partition`` in minutes (``scontrol show partition``).
-
-    Args:
-        partition: a partition, several joined by ``,`` (the longest of their limits counts: the job may
-            run in any of them), or None for the cluster's default partition.
-
-    Returns:
-        Minutes, or None when the limit is ``UNLIMITED`` or cannot be read.
-    """
-    try:
-        out = _run(["scontrol", "-a", "-o", "show", "partition"], timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    wanted = set(partition.split(",")) if partition else None
-    limits: list[int] = []
-    for line in out.splitlines():
-        fields = _fields(line)
-        if (fields.get("PartitionName") in wanted) if wanted else (fields.get("Default") == "YES"):
-            limit = _max_time(fields)
-            if limit is None:  # no limit known
-                return None
-            limits.append(limit)
-    return max(limits) if limits else None
-
-
 class Partition(NamedTuple):
     """What the plan-time check needs of a partition."""
 
@@ -140,6 +114,49 @@ class Node(NamedTuple):
     mem_mb: int
     gpus: int
     partitions: tuple[str, ...]
+
+
+def _scontrol_show(what: str, *flags: str, timeout: float = 30) -> list[dict[str, str]] | None:
+    """The records of ``scontrol -a <flags> -o show <what>`` (``-a``: hidden partitions too), each as its
+    ``Key=Value`` words; None where Slurm does not answer."""
+    try:
+        out = _run(["scontrol", "-a", *flags, "-o", "show", what], timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return None if out.returncode else [_fields(line) for line in out.stdout.splitlines()]
+
+
+def _partitions(timeout: float = 30) -> dict[str, Partition] | None:
+    """Every partition, or None where Slurm does not answer."""
+    records = _scontrol_show("partition", timeout=timeout)
+    if records is None:
+        return None
+    partitions: dict[str, Partition] = {}
+    for f in records:
+        if "PartitionName" in f:
+            total = f.get("TotalNodes", "0")
+            partitions[f["PartitionName"]] = Partition(f.get("Default") == "YES", _max_time(f), int(total) if total.isdigit() else 0)
+    return partitions
+
+
+def max_time_min(partition: str | None = None) -> int | None:
+    """The ``MaxTime`` of ``partition`` in minutes (``scontrol show partition``).
+
+    Args:
+        partition: a partition, several joined by ``,`` (the longest of their limits counts: the job may
+            run in any of them), or None for the cluster's default partition.
+
+    Returns:
+        Minutes, or None when the limit is ``UNLIMITED`` or cannot be read.
+    """
+    partitions = _partitions()
+    if partitions is None:
+        return None
+    wanted = set(partition.split(",")) if partition else None
+    limits = [p.max_time for name, p in partitions.items() if (name in wanted if wanted else p.default)]
+    if None in limits:  # no limit known
+        return None
+    return max(m for m in limits if m is not None) if limits else None
 
 
 @dataclass(frozen=True)
@@ -206,20 +223,12 @@ def _gpus(gres: str) -> int:
 def cluster_shape(timeout: float = 30) -> ClusterShape | None:
     """The cluster's partitions and nodes (``scontrol -a -o show partition``, ``… -F … show node``: hidden
     partitions and future nodes too), or None where Slurm does not answer."""
-    try:
-        parts = _run(["scontrol", "-a", "-o", "show", "partition"], timeout=timeout)
-        nodes = _run(["scontrol", "-a", "-F", "-o", "show", "node"], timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired):
+    partitions = _partitions(timeout)
+    nodes = _scontrol_show("node", "-F", timeout=timeout) if partitions is not None else None  # -F: future nodes too
+    if partitions is None or nodes is None:
         return None
-    if parts.returncode or nodes.returncode:
-        return None
-    partitions: dict[str, Partition] = {}
-    for f in map(_fields, parts.stdout.splitlines()):
-        if "PartitionName" in f:
-            total = f.get("TotalNodes", "0")
-            partitions[f["PartitionName"]] = Partition(f.get("Default") == "YES", _max_time(f), int(total) if total.isdigit() else 0)
     shape: dict[str, Node] = {}
-    for f in map(_fields, nodes.stdout.splitlines()):
+    for f in nodes:
         cpus, mem = f.get("CPUTot", ""), f.get("RealMemory", "")
         if "NodeName" in f and cpus.isdigit() and mem.isdigit():
             shape[f["NodeName"]] = Node(int(cpus), int(mem), _gpus(f.get("Gres", "")), tuple(p for p in f.get("Partitions", "").split(",") if p))
