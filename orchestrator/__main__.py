@@ -23,9 +23,17 @@ from orchestrator import cli as sweep_cli
 from reports import cli as report_cli
 
 
-class OverridesParser(argparse.ArgumentParser):
+class OneLineErrors(argparse.ArgumentParser):
+    """A parser whose command-line mistakes are one line, as every other user error is: the command,
+    what was wrong, and where the usage is (argparse prints its whole usage block first)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+class OverridesParser(OneLineErrors):
     """A subcommand's parser: ``key=value`` / ``+key=value`` / ``~key`` overrides anywhere on the line
-    (also after options, as ``make sweep ARGS=…`` puts them), and its own usage for an unknown option."""
+    (also after options, as ``make sweep ARGS=…`` puts them), and its own name for an unknown option."""
 
     def add_argument(self, *args, **kwargs):  # type: ignore[override]
         if args == ("overrides",):
@@ -49,7 +57,7 @@ class OverridesParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="famix",
         description="FAMix engine and experiment-sweep orchestrator (Freeze, Augment, Mix).",
     )

@@ -168,13 +168,24 @@ def test_an_empty_or_too_long_run_dir_is_one_line(capsys, action):
     assert [x.name for x in Path(".").iterdir()] == ["sweeps"]  # nothing made
 
 
-def test_an_unknown_option_gets_the_actions_usage_and_a_bare_word_the_override_message(capsys):
+def test_an_unknown_option_gets_one_line_naming_the_action_and_a_bare_word_the_override_message(capsys):
+    """A command-line mistake is one line naming the action and where its usage is; argparse printed
+    its whole usage block first."""
     p = _write(GOOD)
     with pytest.raises(SystemExit) as e:  # argparse's exit: --detach is run's
         main(["sweep", "plan", str(p), "--detach"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: famix sweep plan ") and err.endswith("famix sweep plan: error: unrecognized arguments: --detach\n")
+    assert err == "famix sweep plan: error: unrecognized arguments: --detach (see 'famix sweep plan --help')\n"
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", "run", str(p), "--retries", "x"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == "famix sweep run: error: argument --retries: invalid int value: 'x' (see 'famix sweep run --help')\n"
+    with pytest.raises(SystemExit) as e:
+        main(["sweeep"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("famix: error: argument COMMAND: invalid choice: 'sweeep'") and err.count("\n") == 1, err
     for args in ([str(p), "train.iterations"], [str(p), "--run-dir", "out", "train.iterations"]):  # before or after an option
         assert main(["sweep", "plan", *args]) == 2
         err = capsys.readouterr().err
@@ -182,7 +193,7 @@ def test_an_unknown_option_gets_the_actions_usage_and_a_bare_word_the_override_m
     with pytest.raises(SystemExit) as e:
         main(["sweep", "plan"])
     assert e.value.code == 2  # overrides are optional: only the sweep is missing
-    assert capsys.readouterr().err.endswith("famix sweep plan: error: the following arguments are required: sweep\n")
+    assert capsys.readouterr().err == "famix sweep plan: error: the following arguments are required: sweep (see 'famix sweep plan --help')\n"
     assert not Path("out").exists()
 
 
