@@ -195,6 +195,37 @@ def test_array_cap_and_max_array_size_split(slurm_cluster, tmp_path):
         assert at_once <= 1, f"more than 1 task of the split group ran at once: {times}"
 
 
+def test_the_jobs_waiting_on_each_task_of_an_array_go_out_as_one_capped_aftercorr_array(slurm_cluster, tmp_path):
+    """Each of 4 stages waits on its own task of an earlier array, as each training's evaluations do on
+    a fresh sweep. They went out as 4 arrays of one (afterok), which the cap could not limit; now
+    they are one array whose task i waits on task i (aftercorr): capped at 1, each after its own
+    dependency, and the one whose dependency failed is dropped alone."""
+    from orchestrator.backends.slurm.backend import SlurmBackend
+    from orchestrator.backends.slurm.records import load_jobs
+
+    store = tmp_path / "runs" / "store"
+    tasks = [_synthetic(f"t{i}", store, seconds=1.5, fail="always" if i == 2 else None) for i in range(4)]
+    tasks += [_synthetic(f"e{i}", store, seconds=1.5, deps={"synthetic": f"t{i}"}) for i in range(4)]
+    backend = SlurmBackend(sweep_dir=tmp_path / "runs" / "corr", options={"array_parallelism": 1}, poll_s=0.5)
+    out = backend.run(tasks[::-1], max_parallel=8, retries=0, on_event=lambda *a: None)  # in any order
+
+    assert {k: o.status for k, o in out.items()} == {**{f"t{i}": "done" for i in (0, 1, 3)}, **{f"e{i}": "done" for i in (0, 1, 3)},
+                                                     "t2": "failed", "e2": "failed"}  # fmt: skip
+    assert out["e2"].error == "dependency t2 failed"
+    stages = load_jobs(backend.sweep_dir)["stages"]
+    (trains,), (evals,) = {stages[f"t{i}"]["array_job_id"] for i in range(4)}, {stages[f"e{i}"]["array_job_id"] for i in range(4)}
+    assert {stages[f"e{i}"]["dependency"] for i in range(4)} == {f"aftercorr:{trains}"}
+    for i in range(4):  # task i of one waits on task i of the other
+        assert stages[f"e{i}"]["job_id"].split("_")[1] == stages[f"t{i}"]["job_id"].split("_")[1]
+    times = _sacct_times([out[k].job_id for k in out])
+    ran = sorted(times[out[f"e{i}"].job_id] for i in (0, 1, 3))
+    for (_, end), (start, _) in zip(ran, ran[1:]):
+        assert start >= end, f"more than 1 task of the capped array ran at once: {times}"
+    for i in (0, 1, 3):
+        assert times[out[f"e{i}"].job_id][0] >= times[out[f"t{i}"].job_id][1]  # after its own dependency ended
+    assert out["e2"].job_id not in times  # never started
+
+
 # ----------------------------------------------------------------------------- cancel, detach, status
 
 

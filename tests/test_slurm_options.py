@@ -648,3 +648,29 @@ def test_a_slurm_command_that_outlives_its_bound_reads_as_no_answer(monkeypatch)
     assert cluster.query_states(["5001", "5002"]) == {"5001": "RUNNING", "5002": "UNKNOWN"}
     assert cluster.pending_reasons(["5001"]) == {}
     cluster.cancel_pending("5001")  # nothing raised
+
+
+def test_the_jobs_that_each_wait_on_one_task_of_an_array_become_one_aftercorr_array():
+    """On a fresh sweep each training's evaluation pack waited on its own training task (afterok), so
+    each went out as an array of one and `evaluate.array_parallelism` capped nothing. The packs that
+    each wait on one task of the same array now go out as one array whose task i waits on task i."""
+    from orchestrator.backends.slurm.sbatch import corresponding_arrays, executor_parameters
+
+    # submitted in the order of the tasks they wait on, whatever order they came in
+    assert corresponding_arrays({"e2": "40_2", "e0": "40_0", "e1": "40_1", "m": None}, 8) == {"40": ["e0", "e1", "e2"]}
+    # two earlier arrays (a group split at MaxArraySize): one array each
+    assert corresponding_arrays({"a0": "40_0", "a1": "40_1", "b0": "41_0", "b1": "41_1"}, 8) == {"40": ["a0", "a1"], "41": ["b0", "b1"]}
+    # what cannot be lined up keeps afterok on its own dependency
+    for jobs in (
+        {"e1": "40_1", "e2": "40_2"},  # the tasks do not start at 0 (trainings of an earlier submission)
+        {"e0": "40_0", "e2": "40_2"},  # a gap
+        {"e0": "40_0", "f0": "40_0", "e1": "40_1"},  # two jobs wait on one task (unpacked evaluations)
+        {"e0": "40_0"},  # one job: submitit sends a plain job, not an array
+        {"e0": "40", "e1": "41"},  # whole jobs, not tasks
+        {"e0": "40_0", "e1": "40_1", "e2": "40_2"},  # more than MaxArraySize (2 below)
+    ):
+        assert corresponding_arrays(jobs, 2 if len(jobs) == 3 and "f0" not in jobs else 8) == {}, jobs
+
+    p = executor_parameters({}, sweep="s", kind="evaluate", cap=2, corresponding="40")
+    assert p["dependency"] == "aftercorr:40" and p["array_parallelism"] == 2
+    assert p["additional_parameters"]["kill-on-invalid-dep"] == "yes"  # a failed training drops its task only

@@ -22,7 +22,11 @@ How a plan becomes jobs:
   the job ends FAILED). Only stages nothing depends on can be packed.
 - Dependencies are ``--dependency=afterok:<job>[_<task>]:…`` with
   ``--kill-on-invalid-dep=yes``, so the driver may exit right after submitting
-  (``detach``): Slurm runs the DAG by itself and drops what can never run.
+  (``detach``): Slurm runs the DAG by itself and drops what can never run. Jobs
+  that each wait on one task of the same earlier array (on a fresh sweep, each
+  training's evaluation pack) form one array whose task ``i`` waits on task
+  ``i`` (``aftercorr``, :func:`.sbatch.corresponding_arrays`), so the array cap
+  limits them together.
 - Every job runs :class:`.job.SlurmStage` (picklable, checkpointable): it calls
   :func:`orchestrator.execute.execute_stage`, retries a failed stage in the same
   job, writes the outcome as JSON beside the submitit logs, and raises when the
