@@ -232,16 +232,22 @@ def test_golden_evaluate_array(nasty_folder, tmp_path, monkeypatch):
 def test_split_arrays_share_the_cap():
     from orchestrator.backends.slurm.sbatch import executor_parameters, share_cap
 
-    assert share_cap(8, 1) == [(8, None)]
-    assert share_cap(8, 3) == [(3, None), (3, None), (2, None)]  # the caps add up to 8
-    # more arrays than the cap: the later ones run one task at a time, each after an earlier one ended
-    assert share_cap(2, 5) == [(1, None), (1, None), (1, 0), (1, 1), (1, 2)]
+    assert share_cap(8, [20]) == [(8, ())]
+    assert share_cap(8, [3, 3, 2]) == [(3, ()), (3, ()), (2, ())]  # the caps add up to 8
+    assert share_cap(8, [20, 2, 1]) == [(5, ()), (2, ()), (1, ())]  # what a small array leaves goes to the big one
+    assert share_cap(8, [1, 1]) == [(1, ()), (1, ())]  # never more than an array's tasks
+    # more arrays than the cap (a fresh sweep's evaluation packs, one array each): they run one task
+    # at a time in 2 lanes, each after all the earlier ones of its lane ended (one may be dropped early)
+    assert share_cap(2, [1, 1, 1, 1, 1]) == [(1, ()), (1, ()), (1, (0,)), (1, (1,)), (1, (0, 2))]
     for cap in range(1, 7):
-        for parts in range(1, 9):
-            shares = share_cap(cap, parts)
-            free = [c for c, wait in shares if wait is None]
-            assert len(shares) == parts and sum(free) == cap  # the arrays that start at once hold the whole cap
-            assert all(wait is None or wait < i for i, (_, wait) in enumerate(shares))
+        for sizes in ([1] * 8, [3, 1, 4, 1, 5], [2, 7], [9]):
+            for n in range(1, len(sizes) + 1):
+                shares = share_cap(cap, sizes[:n])
+                free = [c for c, waits in shares if not waits]
+                assert len(shares) == n and sum(free) == min(cap, sum(sizes[:n])), (cap, sizes[:n], shares)  # all the cap it can use
+                assert all(c <= size for (c, _), size in zip(shares, sizes))  # within each array's tasks
+                for i, (c, waits) in enumerate(shares):  # in lanes: all the earlier ones of its lane
+                    assert not waits or (c == 1 and waits == tuple(range(i % cap, i, cap)))
 
     p = executor_parameters({}, sweep="s", kind="evaluate", dep_jobs=["42_0"], cap=1, after_jobs=["77"])
     assert p["dependency"] == "afterok:42_0,afterany:77"
@@ -648,29 +654,3 @@ def test_a_slurm_command_that_outlives_its_bound_reads_as_no_answer(monkeypatch)
     assert cluster.query_states(["5001", "5002"]) == {"5001": "RUNNING", "5002": "UNKNOWN"}
     assert cluster.pending_reasons(["5001"]) == {}
     cluster.cancel_pending("5001")  # nothing raised
-
-
-def test_the_jobs_that_each_wait_on_one_task_of_an_array_become_one_aftercorr_array():
-    """On a fresh sweep each training's evaluation pack waited on its own training task (afterok), so
-    each went out as an array of one and `evaluate.array_parallelism` capped nothing. The packs that
-    each wait on one task of the same array now go out as one array whose task i waits on task i."""
-    from orchestrator.backends.slurm.sbatch import corresponding_arrays, executor_parameters
-
-    # submitted in the order of the tasks they wait on, whatever order they came in
-    assert corresponding_arrays({"e2": "40_2", "e0": "40_0", "e1": "40_1", "m": None}, 8) == {"40": ["e0", "e1", "e2"]}
-    # two earlier arrays (a group split at MaxArraySize): one array each
-    assert corresponding_arrays({"a0": "40_0", "a1": "40_1", "b0": "41_0", "b1": "41_1"}, 8) == {"40": ["a0", "a1"], "41": ["b0", "b1"]}
-    # what cannot be lined up keeps afterok on its own dependency
-    for jobs in (
-        {"e1": "40_1", "e2": "40_2"},  # the tasks do not start at 0 (trainings of an earlier submission)
-        {"e0": "40_0", "e2": "40_2"},  # a gap
-        {"e0": "40_0", "f0": "40_0", "e1": "40_1"},  # two jobs wait on one task (unpacked evaluations)
-        {"e0": "40_0"},  # one job: submitit sends a plain job, not an array
-        {"e0": "40", "e1": "41"},  # whole jobs, not tasks
-        {"e0": "40_0", "e1": "40_1", "e2": "40_2"},  # more than MaxArraySize (2 below)
-    ):
-        assert corresponding_arrays(jobs, 2 if len(jobs) == 3 and "f0" not in jobs else 8) == {}, jobs
-
-    p = executor_parameters({}, sweep="s", kind="evaluate", cap=2, corresponding="40")
-    assert p["dependency"] == "aftercorr:40" and p["array_parallelism"] == 2
-    assert p["additional_parameters"]["kill-on-invalid-dep"] == "yes"  # a failed training drops its task only

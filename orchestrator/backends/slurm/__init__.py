@@ -10,10 +10,13 @@ How a plan becomes jobs:
 - Stages are submitted wave by wave (mine, then train, then evaluate: a stage
   goes out once every stage it depends on has a job id). Within a wave, stages
   of the same kind, the same sbatch parameters and the same dependency jobs
-  form one job array (``executor.batch()``), capped at ``array_parallelism``
-  running tasks (``--array=0-N%cap``). Where the cluster's ``MaxArraySize`` is
-  smaller, the group is split into several arrays that share the cap
-  (:func:`.sbatch.share_cap`), so the group as a whole still respects it.
+  form one job array (``executor.batch()``), split where the cluster's
+  ``MaxArraySize`` is smaller. The arrays of one kind share its
+  ``array_parallelism`` (:func:`.sbatch.share_cap`: ``--array=0-N%share``, and
+  lanes of ``afterany`` on the earlier arrays where there are more arrays than the cap),
+  so no more than that many stages of the kind run at once: also each
+  training's evaluation pack, which waits on its own training task and so is
+  an array of one.
 - Packs. Stages of a kind listed in ``backend.slurm.pack`` (default ``[evaluate]``) that read the
   same inputs (one trained model's evaluations) run as one task of the array, one after another in
   one process (:class:`.job.SlurmPack`): Python, torch and the model load once instead of once a
@@ -22,11 +25,7 @@ How a plan becomes jobs:
   the job ends FAILED). Only stages nothing depends on can be packed.
 - Dependencies are ``--dependency=afterok:<job>[_<task>]:…`` with
   ``--kill-on-invalid-dep=yes``, so the driver may exit right after submitting
-  (``detach``): Slurm runs the DAG by itself and drops what can never run. Jobs
-  that each wait on one task of the same earlier array (on a fresh sweep, each
-  training's evaluation pack) form one array whose task ``i`` waits on task
-  ``i`` (``aftercorr``, :func:`.sbatch.corresponding_arrays`), so the array cap
-  limits them together.
+  (``detach``): Slurm runs the DAG by itself and drops what can never run.
 - Every job runs :class:`.job.SlurmStage` (picklable, checkpointable): it calls
   :func:`orchestrator.execute.execute_stage`, retries a failed stage in the same
   job, writes the outcome as JSON beside the submitit logs, and raises when the

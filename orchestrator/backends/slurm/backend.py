@@ -1,6 +1,6 @@
-"""The Slurm backend itself: stages submitted wave by wave as job arrays with ``afterok`` (or
-``aftercorr``) dependencies, adopted again while still queued, then waited for (or left to Slurm:
-``detach``). See the package docstring for the whole picture."""
+"""The Slurm backend itself: stages submitted wave by wave as job arrays with ``afterok`` dependencies,
+adopted again while still queued, then waited for (or left to Slurm: ``detach``). See the package
+docstring for the whole picture."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ from orchestrator.backends.slurm.options import (
 from orchestrator.backends.slurm.records import (
     cancel_jobs, jobs_path, load_jobs, outcome_path, read_outcome, recorded_jobs_ended, slurm_status,
 )  # fmt: skip
-from orchestrator.backends.slurm.sbatch import chunks, corresponding_arrays, executor_parameters, share_cap
+from orchestrator.backends.slurm.sbatch import chunks, executor_parameters, share_cap
 from orchestrator.stages import NOT_STARTED_DISK_FULL, STAGE_KINDS, EventFn, StageOutcome, StageTask, dependency_failed, disk_full
 
 __all__ = ["SlurmBackend", "absolute_path", "packs"]
@@ -311,20 +311,15 @@ class SlurmBackend(Backend):
             ready = [t for t in pending if all(d in records or d not in keys for d in t.dep_keys())]
             if not ready:
                 raise FamixError(f"slurm backend: dependency cycle among stages {[t.key[:12] for t in pending]}")
-            for kind, params_json, dep_jobs, corr, units in self._arrays(ready, records, packed, chunk):
-                params = json.loads(params_json)
-                if kind in packed:  # the time covers the largest pack, up to what the partition allows
-                    params = self._pack_parameters(kind, params, max(len(u) for u in units), limits)
-                parts = list(chunks(units, chunk))
-                shares = share_cap(array_parallelism(kind, self.options, default_cap), len(parts))
-                part_jobs: list[str] = []  # array job id of each part submitted so far
-                for part, (cap, wait_for) in zip(parts, shares):
+            for kind, arrays in self._arrays(ready, records, packed, limits, chunk).items():
+                shares = share_cap(array_parallelism(kind, self.options, default_cap), [len(a[2]) for a in arrays])
+                array_jobs: list[str] = []  # job id of each array of the kind submitted so far
+                for (params, dep_jobs, part), (cap, waits_for) in zip(arrays, shares):
                     ex = self._executor(self.folder)
-                    after = [part_jobs[wait_for]] if wait_for is not None else []
+                    after = [array_jobs[i] for i in waits_for]
                     p = executor_parameters(
-                        params, sweep=self.sweep_dir.name, kind=kind, dep_jobs=dep_jobs, cap=cap, after_jobs=after,
-                        corresponding=corr,
-                    )  # fmt: skip
+                        params, sweep=self.sweep_dir.name, kind=kind, dep_jobs=dep_jobs, cap=cap, after_jobs=after
+                    )
                     ex.update_parameters(**p)
                     with ex.batch():
                         subs = [ex.submit(pack_body, u) if kind in packed else ex.submit(body, u[0]) for u in part]
@@ -350,34 +345,38 @@ class SlurmBackend(Backend):
                                 rec["pack"] = [u.key for u in unit]  # the job's stages, in the order it runs them
                             records[t.key] = rec
                             submitted_now.append(rec)
-                    part_jobs.append(str(subs[0].job_id).split("_")[0])
+                    array_jobs.append(str(subs[0].job_id).split("_")[0])
             done = {t.key for t in ready}
             pending = [t for t in pending if t.key not in done]
 
     def _arrays(
-        self, ready: list[StageTask], records: Mapping[str, dict[str, Any]], packed: Any, chunk: int
-    ) -> list[tuple[str, str, tuple[str, ...], str | None, list[list[StageTask]]]]:
-        """The job arrays of one wave: ``(kind, sbatch parameters as JSON, afterok jobs, aftercorr array,
-        units)``, each unit one task (a pack, or a single stage).
+        self,
+        ready: list[StageTask],
+        records: Mapping[str, dict[str, Any]],
+        packed: Any,
+        limits: dict[str | None, int | None],
+        chunk: int,
+    ) -> dict[str, list[tuple[dict[str, Any], tuple[str, ...], list[list[StageTask]]]]]:
+        """The job arrays of one wave, per stage kind: ``(sbatch parameters, afterok jobs, units)``,
+        each unit one task of the array (a pack, or a single stage).
 
-        Stages of one kind with the same parameters and the same dependency jobs form one array. The
-        units that each wait on one task of the same earlier array (on a fresh sweep, each training's
-        evaluation pack) form one array whose task ``i`` waits on that array's task ``i``
-        (:func:`~.sbatch.corresponding_arrays`), so ``array_parallelism`` caps them together.
+        Stages of one kind with the same parameters and the same dependency jobs form one array,
+        split at ``MaxArraySize`` (``chunk``). All arrays of a kind then share its cap
+        (:func:`~.sbatch.share_cap`): on a fresh sweep each training's evaluation pack waits on its
+        own training task, so it is an array of one, and the cap limits them together.
         """
         groups: dict[tuple[str, str, tuple[str, ...]], list[StageTask]] = defaultdict(list)
         for t in ready:
             params = stage_parameters(t.kind, t.resources, self.options)
             dep_jobs = tuple(sorted({records[d]["job_id"] for d in t.dep_keys() if d in records}))
             groups[(t.kind, json.dumps(params, sort_keys=True), dep_jobs)].append(t)
-        units = {g: packs(group, packed) for g, group in groups.items()}
-        arrays: list[tuple[str, str, tuple[str, ...], str | None, list[list[StageTask]]]] = []
-        for kind_params in dict.fromkeys(g[:2] for g in groups):
-            alike = [g for g in groups if g[:2] == kind_params]
-            merged = corresponding_arrays({g: g[2][0] if len(g[2]) == 1 and len(units[g]) == 1 else None for g in alike}, chunk)
-            arrays += [(*kind_params, (), corr, [units[g][0] for g in members]) for corr, members in merged.items()]
-            joined = {g for members in merged.values() for g in members}
-            arrays += [(*g, None, units[g]) for g in alike if g not in joined]
+        arrays: dict[str, list[tuple[dict[str, Any], tuple[str, ...], list[list[StageTask]]]]] = defaultdict(list)
+        for (kind, params_json, dep_jobs), group in groups.items():
+            params = json.loads(params_json)
+            units = packs(group, packed)  # one task each: a pack, or a single stage
+            if kind in packed:  # the time covers the largest pack, up to what the partition allows
+                params = self._pack_parameters(kind, params, max(len(u) for u in units), limits)
+            arrays[kind] += [(params, dep_jobs, part) for part in chunks(units, chunk)]
         return arrays
 
     def _pack_parameters(

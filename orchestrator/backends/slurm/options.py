@@ -18,7 +18,7 @@ The block::
         constraint: a100          # Slurm names: letters, digits, _ . - (checked at plan time)
         reservation: maint        # also qos, account; partition and reservation may list several: a,b
         additional: {exclude: "node[01-02]"}   # any other sbatch --option
-        array_parallelism: 8      # at most this many tasks of one array run at once
+        array_parallelism: 8      # at most this many stages of a kind run at once
         pack: [evaluate]          # the default: a trained model's evaluations run as one job ([] / none: off)
         train: {time: "12:00:00"} # per stage kind overrides (mine | train | evaluate)
 """

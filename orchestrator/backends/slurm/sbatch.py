@@ -1,6 +1,5 @@
 """What one job array of stages is submitted with: its sbatch parameters (dependencies, job name,
-array cap), how the arrays of a group split at the cluster's ``MaxArraySize`` share one cap, and
-which jobs of a wave can be one array whose tasks each wait on the same task of an earlier array.
+array cap), and how the arrays of one stage kind share its cap.
 
 The script itself is rendered by submitit from these parameters (``SlurmExecutor.update_parameters``);
 the golden-file tests submit through submitit's public API with ``sbatch`` stood in and compare the
@@ -9,13 +8,11 @@ script it wrote.
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Iterable, Mapping, TypeVar
+from typing import Any, Iterable, Mapping, Sequence
 
 from orchestrator.backends.slurm.options import sanitize_job_name
 
-__all__ = ["executor_parameters", "share_cap", "chunks", "corresponding_arrays"]
-
-K = TypeVar("K", bound=Hashable)
+__all__ = ["executor_parameters", "share_cap", "chunks"]
 
 
 def executor_parameters(
@@ -26,7 +23,6 @@ def executor_parameters(
     dep_jobs: Iterable[str] = (),
     cap: int,
     after_jobs: Iterable[str] = (),
-    corresponding: str | None = None,
 ) -> dict[str, Any]:
     """Everything ``SlurmExecutor.update_parameters`` gets for one array of stages.
 
@@ -37,15 +33,12 @@ def executor_parameters(
         dep_jobs: job ids (``123`` / ``123_4``) that must end COMPLETED first (``afterok``).
         cap: ``array_parallelism`` (``--array=0-N%cap``).
         after_jobs: job ids that must have ended in any state first (``afterany``): the earlier
-            arrays of a split group whose turn this array waits for (see :func:`share_cap`).
-        corresponding: an array job id whose task ``i`` must end COMPLETED before task ``i`` of
-            this array starts (``aftercorr``; see :func:`corresponding_arrays`).
+            arrays of the kind whose turn this array waits for (see :func:`share_cap`).
     """
     p = dict(params)
     additional = dict(p.pop("additional_parameters", None) or {})
     ok, any_end = list(dep_jobs), list(after_jobs)
     deps = ([f"afterok:{':'.join(ok)}"] if ok else []) + ([f"afterany:{':'.join(any_end)}"] if any_end else [])
-    deps += [f"aftercorr:{corresponding}"] if corresponding else []
     if deps:
         p["dependency"] = ",".join(deps)  # ',' = all of them
         additional["kill-on-invalid-dep"] = "yes"  # a failed dependency drops the job instead of leaving it pending
@@ -56,16 +49,37 @@ def executor_parameters(
     return p
 
 
-def share_cap(cap: int, parts: int) -> list[tuple[int, int | None]]:
-    """How the ``parts`` arrays of one split group share ``cap`` running tasks.
+def share_cap(cap: int, sizes: Sequence[int]) -> list[tuple[int, tuple[int, ...]]]:
+    """How the arrays of one stage kind in one wave share ``cap`` running tasks.
 
-    Returns, per part, ``(its --array %cap, index of the earlier part it waits for, or None)``.
-    The caps add up to ``cap``; where there are more parts than ``cap``, part ``i`` runs one task at
-    a time once part ``i - cap`` has ended, so no more than ``cap`` tasks of the group ever run at once.
+    Args:
+        cap: ``array_parallelism`` of the kind.
+        sizes: tasks per array, in submission order (the arrays of a group split at ``MaxArraySize``,
+            and the arrays that wait on different jobs: each training's evaluation pack).
+
+    Returns:
+        Per array, ``(its --array %cap, indices of the earlier arrays it waits for)``. While there
+        are no more arrays than ``cap``, the caps add up to ``cap`` (or to all the tasks, where there
+        are fewer): no array gets more than its size, and what a small one leaves goes to the bigger
+        ones. Where there are more arrays than ``cap``, they run one task at a time in ``cap`` lanes:
+        array ``i`` waits (``afterany``) for arrays ``i - cap``, ``i - 2 cap``, … to end. Not just
+        for the one before it in its lane: a job whose own dependency failed is dropped at once
+        (``kill-on-invalid-dep``), without waiting for the one before it. Either way, no more than
+        ``cap`` tasks run at once.
     """
-    cap, parts = max(1, cap), max(1, parts)
-    shares = [cap // parts + (1 if i < cap % parts else 0) for i in range(parts)]
-    return [(c, None) if c > 0 else (1, i - cap) for i, c in enumerate(shares)]
+    cap = max(1, cap)
+    if len(sizes) > cap:
+        return [(1, tuple(range(i % cap, i, cap))) for i in range(len(sizes))]
+    shares, left = [0] * len(sizes), cap
+    growing = [i for i, n in enumerate(sizes) if n > 0]
+    while left and growing:  # an even share each, again and again, until the cap or the tasks run out
+        each = max(1, left // len(growing))
+        for i in list(growing):
+            give = min(each, sizes[i] - shares[i], left)
+            shares[i], left = shares[i] + give, left - give
+            if shares[i] == sizes[i]:
+                growing.remove(i)
+    return [(max(1, c), ()) for c in shares]
 
 
 def chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
@@ -73,31 +87,3 @@ def chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
     size = max(1, size)
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def corresponding_arrays(jobs: Mapping[K, str | None], max_size: int) -> dict[str, list[K]]:
-    """The jobs of a wave that can go out as one array with ``aftercorr`` on an earlier array.
-
-    Args:
-        jobs: per job to submit (of one kind and one set of sbatch parameters), the one task it waits
-            for (``"123_4"``), or ``None`` (it waits on several jobs, on a whole job, or on none).
-        max_size: the most tasks one array may hold (``MaxArraySize``).
-
-    Returns:
-        ``{array job id: jobs in task order}`` for each earlier array whose tasks ``0..n-1`` (n >= 2)
-        are each waited on by exactly one of ``jobs``: submitted in that order, task ``i`` of the new
-        array waits on task ``i`` of the earlier one, so each starts as soon as its own dependency
-        ended well and ``array_parallelism`` caps them as one array. On a fresh sweep these are the
-        evaluations, one pack per training task; each would otherwise be an array of one, capped by
-        nothing. Jobs not returned keep ``afterok`` on their own dependency.
-    """
-    by_array: dict[str, dict[int, list[K]]] = {}
-    for job, dep in jobs.items():
-        array, _, task = (dep or "").partition("_")
-        if array and task.isdigit():
-            by_array.setdefault(array, {}).setdefault(int(task), []).append(job)
-    return {
-        array: [tasks[i][0] for i in range(len(tasks))]
-        for array, tasks in by_array.items()
-        if 2 <= len(tasks) <= max_size and sorted(tasks) == list(range(len(tasks))) and all(len(j) == 1 for j in tasks.values())
-    }
