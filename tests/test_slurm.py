@@ -215,8 +215,9 @@ def test_the_evaluations_of_a_fresh_sweep_keep_to_their_cap(slurm_cluster, tmp_p
     assert {k: o.status for k, o in out.items()} == {**{k: "done" for k in ("t0", "t2", "t3", "e0", "e2", "e3")}, "t1": "failed", "e1": "failed"}
     assert out["e1"].error == "dependency t1 failed"
     jobs = load_jobs(backend.sweep_dir)["stages"]
+    trainings = jobs["t0"]["array_job_id"]  # here the same kind as the evaluations: they wait for all of them too
     for i in (1, 2, 3):  # in line, each after all the ones before it ended, however they ended
-        earlier = ":".join(jobs[f"e{j}"]["job_id"] for j in range(i))
+        earlier = ":".join([trainings] + [jobs[f"e{j}"]["job_id"] for j in range(i)])
         assert jobs[f"e{i}"]["dependency"] == f"afterok:{jobs[f't{i}']['job_id']},afterany:{earlier}"
     times = _sacct_times([out[k].job_id for k in out])
     ran = sorted(times[out[f"e{i}"].job_id] for i in (0, 2, 3))

@@ -654,3 +654,50 @@ def test_a_slurm_command_that_outlives_its_bound_reads_as_no_answer(monkeypatch)
     assert cluster.query_states(["5001", "5002"]) == {"5001": "RUNNING", "5002": "UNKNOWN"}
     assert cluster.pending_reasons(["5001"]) == {}
     cluster.cancel_pending("5001")  # nothing raised
+
+
+def test_a_kinds_stages_keep_to_its_cap_across_the_plan(tmp_path, monkeypatch):
+    """The ablation's shape: 4 trainings read a style bank, 4 do not. The 4 that do not went out in
+    the first wave with the mining, the others in the second, each wave capped on its own (6
+    trainings at once at cap 3), and so did their evaluations. A wave is now one stage kind: the 8
+    trainings share the cap, and so do the 8 evaluation packs, in 3 lanes. Submitted through
+    submitit, with `sbatch` stood in."""
+    from orchestrator.backends.slurm import backend as slurm_backend
+    from orchestrator.backends.slurm.backend import SlurmBackend
+    from orchestrator.stages import StageTask
+
+    bin_dir = tmp_path / "fake-slurm-bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(  # job ids 101, 102, ... in submission order
+        f'#!/bin/sh\nn=$(cat {tmp_path}/n 2>/dev/null || echo 100); n=$((n+1)); echo $n > {tmp_path}/n; echo "Submitted batch job $n"\n'
+    )
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(slurm_backend, "max_time_min", lambda partition: None)
+    real, seen = slurm_backend.executor_parameters, []  # each array's executor_parameters keywords
+    monkeypatch.setattr(slurm_backend, "executor_parameters", lambda params, **kw: seen.append(kw) or real(params, **kw))
+
+    def stage(kind: str, key: str, deps: dict[str, str]) -> StageTask:
+        return StageTask(kind=kind, key=key, config={}, deps=deps, store=str(tmp_path / "store"), name=key,
+                         log_path=str(tmp_path / "logs" / f"{key}.log"))  # fmt: skip
+
+    tasks = [stage("mine", "m", {})]
+    tasks += [stage("train", f"t{i}", {"mine": "m"} if i % 2 else {}) for i in range(8)]  # odd ones read the bank
+    tasks += [stage("evaluate", f"e{i}{d}", {"train": f"t{i}"}) for i in range(8) for d in "CB"]  # one pack a training
+    backend = SlurmBackend(sweep_dir=tmp_path / "runs" / "abl", options={"array_parallelism": 3}, max_array_size=1000, notify=lambda s: None)
+    records = backend.submit(tasks)
+
+    def arrays(kind: str) -> list[tuple[str, int, str]]:  # (job id, --array %cap, dependency), in submission order
+        ids = list(dict.fromkeys(r["array_job_id"] for r in records.values() if r["kind"] == kind))
+        kws = [kw for kw in seen if kw["kind"] == kind]
+        return [(i, kw["cap"], next(r["dependency"] or "" for r in records.values() if r["array_job_id"] == i)) for i, kw in zip(ids, kws)]
+
+    trains = arrays("train")
+    assert len(trains) == 2 and sum(cap for _, cap, _ in trains) == 3  # one wave: the two arrays share the cap of 3
+    assert [dep.count("afterany") for _, _, dep in trains] == [0, 0]  # side by side, neither waits for the other
+    packs = arrays("evaluate")
+    assert len(packs) == 8 and all(cap == 1 for _, cap, _ in packs)
+    for i, (_, _, dep) in enumerate(packs):  # 3 lanes: each pack waits for the earlier ones of its lane
+        lane = [packs[j][0] for j in range(i % 3, i, 3)]
+        assert dep.endswith(f",afterany:{':'.join(lane)}" if lane else dep.split(",")[0]), (i, dep)
+        assert dep.startswith(f"afterok:{records[f't{i}']['job_id']}")

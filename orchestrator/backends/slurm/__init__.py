@@ -7,14 +7,15 @@ job records, status rows, cancel), :mod:`.options` (the sweep file's ``backend.s
 
 How a plan becomes jobs:
 
-- Stages are submitted wave by wave (mine, then train, then evaluate: a stage
-  goes out once every stage it depends on has a job id). Within a wave, stages
-  of the same kind, the same sbatch parameters and the same dependency jobs
+- Stages are submitted wave by wave, one kind each (mine, then train, then
+  evaluate: a stage goes out once every stage it depends on has a job id).
+  Within a wave, stages of the same sbatch parameters and the same dependency jobs
   form one job array (``executor.batch()``), split where the cluster's
   ``MaxArraySize`` is smaller. The arrays of one kind share its
   ``array_parallelism`` (:func:`.sbatch.share_cap`: ``--array=0-N%share``, and
   lanes of ``afterany`` on the earlier arrays where there are more arrays than the cap),
-  so no more than that many stages of the kind run at once: also each
+  so no more than that many stages of the kind that one submission made run
+  at once: also each
   training's evaluation pack, which waits on its own training task and so is
   an array of one.
 - Packs. Stages of a kind listed in ``backend.slurm.pack`` (default ``[evaluate]``) that read the

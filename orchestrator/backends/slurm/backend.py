@@ -305,18 +305,27 @@ class SlurmBackend(Backend):
         default_cap: int,
         outcome_dir: Path,
     ) -> None:
-        """Submit ``pending`` wave by wave (a stage once the stages it reads have jobs), adding each job's
-        record to ``records`` and ``submitted_now`` as it is submitted."""
+        """Submit ``pending`` (sorted by stage kind) wave by wave, adding each job's record to ``records``
+        and ``submitted_now`` as it is submitted.
+
+        A wave is the stages of one kind whose inputs' stages all have jobs: every training of the
+        sweep, whether or not it waits on a mining stage, then every evaluation. The arrays of a wave
+        share the kind's cap (:meth:`_arrays`). A kind comes back in a later wave only where its stages
+        read each other's outputs (the backend tests' synthetic stages); those arrays then also wait
+        (``afterany``) for every earlier array of the kind, so the cap holds across waves too.
+        """
+        earlier: dict[str, list[str]] = defaultdict(list)  # kind -> its arrays' job ids, from the waves before
         while pending:
             ready = [t for t in pending if all(d in records or d not in keys for d in t.dep_keys())]
             if not ready:
                 raise FamixError(f"slurm backend: dependency cycle among stages {[t.key[:12] for t in pending]}")
+            ready = [t for t in ready if t.kind == ready[0].kind]
             for kind, arrays in self._arrays(ready, records, packed, limits, chunk).items():
                 shares = share_cap(array_parallelism(kind, self.options, default_cap), [len(a[2]) for a in arrays])
-                array_jobs: list[str] = []  # job id of each array of the kind submitted so far
+                array_jobs: list[str] = []  # job id of each array of this wave submitted so far
                 for (params, dep_jobs, part), (cap, waits_for) in zip(arrays, shares):
                     ex = self._executor(self.folder)
-                    after = [array_jobs[i] for i in waits_for]
+                    after = [j for j in earlier[kind] if j not in dep_jobs] + [array_jobs[i] for i in waits_for]
                     p = executor_parameters(
                         params, sweep=self.sweep_dir.name, kind=kind, dep_jobs=dep_jobs, cap=cap, after_jobs=after
                     )
@@ -346,6 +355,7 @@ class SlurmBackend(Backend):
                             records[t.key] = rec
                             submitted_now.append(rec)
                     array_jobs.append(str(subs[0].job_id).split("_")[0])
+                earlier[kind] += array_jobs
             done = {t.key for t in ready}
             pending = [t for t in pending if t.key not in done]
 
@@ -460,12 +470,15 @@ class SlurmBackend(Backend):
                 silent_since = None
             stuck.check(live, states, tasks, now)
             running_in_pack: dict[str, str | None] = {}  # job id -> the stage its pack is running
+            if disk_is_full:  # each job still queued would fail the same way
+                # the last submitted first: a cancelled job lets the jobs waiting on it for their turn start
+                for rec in reversed(list(live.values())):
+                    if states.get(rec["job_id"]) == "PENDING" and rec["job_id"] not in halted_jobs:
+                        halted_jobs.add(rec["job_id"])
+                        cancel_pending(rec["job_id"])  # one that started meanwhile runs on, and counts as it ends
             for key, rec in live.items():
                 task = tasks[key]
                 state = states.get(rec["job_id"], "UNKNOWN")
-                if disk_is_full and state == "PENDING" and rec["job_id"] not in halted_jobs:  # each would fail the same way
-                    halted_jobs.add(rec["job_id"])
-                    cancel_pending(rec["job_id"])  # one that started meanwhile runs on, and counts as it ends
                 if rec.get("pack"):
                     written = read_outcome(rec)
                     if written is not None:  # over, whatever the pack's job does next

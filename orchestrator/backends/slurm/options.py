@@ -66,7 +66,7 @@ SLURM_OPTIONS: tuple[str, ...] = (
 """Keys of ``backend.slurm`` (and, all but ``pack``, of its per stage kind overrides)."""
 
 DEFAULT_ARRAY_PARALLELISM = 32
-"""Tasks of one array running at once when neither ``--max-parallel``, ``backend.max_parallel`` nor
+"""Stages of one kind running at once when neither ``--max-parallel``, ``backend.max_parallel`` nor
 ``backend.slurm.array_parallelism`` says (docs/slurm.md)."""
 
 PACKABLE_KINDS: tuple[str, ...] = ("evaluate",)
