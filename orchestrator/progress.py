@@ -131,8 +131,8 @@ class EtaModel:
             pending: kind -> number of stages not started yet.
 
         Returns:
-            The estimate; stages of a kind with no estimate yet leave it a lower bound
-            (``exact`` False), and with no estimate at all ``seconds`` is None.
+            The estimate; stages of a kind with no estimate yet are left out (``exact`` False), and
+            with no estimate at all ``seconds`` is None.
         """
         work = 0.0
         longest = 0.0
@@ -163,7 +163,9 @@ class EtaModel:
 
 @dataclass(frozen=True)
 class Eta:
-    """Seconds left (None: unknown); ``exact`` False when some stages have no estimate yet (a lower bound)."""
+    """Seconds left (None: unknown); ``exact`` False when some stages have no estimate yet and are left
+    out (shown ``~``: rougher, and not a bound, since the stages that are counted may take less or more
+    than their kind's mean so far)."""
 
     seconds: float | None
     exact: bool = True
@@ -171,7 +173,7 @@ class Eta:
     def __str__(self) -> str:
         if self.seconds is None:
             return "?"
-        return format_duration(self.seconds) if self.exact else f"≥{format_duration(self.seconds)}"
+        return format_duration(self.seconds) if self.exact else f"~{format_duration(self.seconds)}"
 
 
 # ----------------------------------------------------------------------------------------------- display
@@ -271,7 +273,7 @@ class Progress:
         return [(r.task.kind, now - r.started, r.fraction) for r in self.running.values()]
 
     def eta(self) -> Eta:
-        """Time left (a lower bound while some kind still to run has no finished stage)."""
+        """Time left (rougher, ``~``, while some kind still to run has no finished stage: it is left out)."""
         with self._lock:
             now = self.clock()
             pending = Counter(t.kind for t in self.pending.values())
