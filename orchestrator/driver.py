@@ -427,7 +427,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             if report is not None:
                 console.print(f"report: {report} (tables, figures; also on the MLflow parent run)", highlight=False)
             if results_of and not plan.follows(results_of):  # e.g. `make sweep ARGS=…` after the plain command
-                console.print(f"note: these replace the results and report of another plan (`famix sweep run {results_of}`); "
+                console.print(f"note: these replace the results and report of another plan (`famix sweep run {plan.from_here(results_of)}`); "
                               "that command writes them back from the cached stages", highlight=False, markup=False)  # fmt: skip
             result = SweepResult(outcomes, failed, csv_path, table, time.perf_counter() - t0)
             if all(v == "done" for v in statuses.values()):

@@ -88,23 +88,25 @@ class Plan:
             sweep = self.name if resolve_sweep_path(self.name).resolve() == source.resolve() else str(source)
         except SweepError:
             sweep = str(source)
-        words = [sweep, "--profile", self.sweep.profile]
-        if Path(self.run_dir).resolve() != Path("runs").resolve():
-            words += ["--run-dir", str(self.run_dir)]
-        return shlex.join([*words, *self.sweep.override_words()])
+        return shlex.join([sweep, "--profile", self.sweep.profile, *self._run_dir_words(), *self.sweep.override_words()])
+
+    def _run_dir_words(self) -> list[str]:
+        return ["--run-dir", str(self.run_dir)] if Path(self.run_dir).resolve() != Path("runs").resolve() else []
 
     def follows(self, recorded: str | None) -> bool:
         """Whether ``recorded``, the :meth:`arguments` a driver wrote into this sweep's folder, mean this
         plan. ``--run-dir`` is left out: the record was read from this run dir, which may have been
         moved or named from another folder since."""
+        return recorded is not None and _without_run_dir(recorded) == _without_run_dir(self.arguments())
+
+    def from_here(self, recorded: str) -> str:
+        """``recorded`` (the :meth:`arguments` of another plan, written into this sweep's folder) with
+        this plan's ``--run-dir``: the run dir it was read from, as named from here (the record's own
+        was named from wherever that driver started)."""
         import shlex
 
-        def words(arguments: str) -> list[str]:
-            w = shlex.split(arguments)
-            i = w.index("--run-dir") if "--run-dir" in w else -1
-            return w[:i] + w[i + 2 :] if i >= 0 else w
-
-        return recorded is not None and words(recorded) == words(self.arguments())
+        words = _without_run_dir(recorded)
+        return shlex.join([*words[:3], *self._run_dir_words(), *words[3:]])
 
     def status(self) -> dict[str, str]:
         """Stage key -> ``done`` | ``to run``."""
@@ -318,3 +320,12 @@ def slurm_jobs_line(plan: Plan, status: dict[str, str]) -> str:
         return f"slurm: {len(to_run)} stage(s) to run as {jobs} job(s) (backend.slurm.pack: none)"
     return (f"slurm: {len(to_run)} stage(s) to run as {jobs} job(s); backend.slurm.pack: {', '.join(kinds)} "
             f"({len(packed)} stage(s) packed, one job per trained model)")  # fmt: skip
+
+
+def _without_run_dir(arguments: str) -> list[str]:
+    """The words of a :meth:`Plan.arguments` without its ``--run-dir`` and the folder after it."""
+    import shlex
+
+    w = shlex.split(arguments)
+    i = w.index("--run-dir") if "--run-dir" in w else -1
+    return w[:i] + w[i + 2 :] if i >= 0 else w

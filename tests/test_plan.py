@@ -126,6 +126,19 @@ def _plan(name: str, run_dir: str = "runs", profile: str | None = None, checks: 
     return build_plan(rs, run_dir, check_data=lambda c: seen.append(("data", c.data.root)), check_weights=lambda c: seen.append(("w", c.model.pretrained)))
 
 
+def test_a_recorded_command_is_shown_with_the_run_dir_as_named_from_here(tmp_path, monkeypatch):
+    """The note naming the plan whose results a run replaces gave that plan's command as its driver
+    wrote it, with the run dir as named from that driver's folder: from another folder it pointed at
+    another run dir (`runs` there), and would have run everything again. It is now named from here."""
+    monkeypatch.chdir(tmp_path)
+    recorded = "ablation --profile smoke train.iterations=200 'domains=[C]'"  # written from the run dir's parent
+    here = _plan("ablation", run_dir=str(tmp_path / "ux" / "runs"))
+    assert here.from_here(recorded) == f"ablation --profile smoke --run-dir {tmp_path / 'ux' / 'runs'} train.iterations=200 'domains=[C]'"
+    assert here.from_here("ablation --profile smoke --run-dir elsewhere/runs") == f"ablation --profile smoke --run-dir {tmp_path / 'ux' / 'runs'}"
+    assert _plan("ablation").from_here("ablation --profile smoke --run-dir ../ux/runs eval.max_images=3") == "ablation --profile smoke eval.max_images=3"
+    assert here.follows(recorded.replace(" train.iterations=200 'domains=[C]'", ""))  # the same plan, wherever named from
+
+
 def test_ablation_mines_once_prompts_five_times():
     checks: list = []
     plan = _plan("ablation", checks=checks)
