@@ -272,8 +272,11 @@ def _resolve_baseline(spec: str, rows: list[TableRow], label_columns: list[str])
                 f"--baseline {spec!r}: expected a row number or label=value pairs (labels: {', '.join(label_columns)})"
             )
         k, v = (s.strip() for s in part.split("=", 1))
-        if k not in label_columns:
-            raise ReportInputError(f"--baseline {spec!r}: unknown label {k!r} (labels: {', '.join(label_columns)})")
+        if k not in label_columns:  # `freeze=no` names the column Freeze, where no other column is spelt so
+            alike = [c for c in label_columns if c.casefold() == k.casefold()]
+            if len(alike) != 1:
+                raise ReportInputError(f"--baseline {spec!r}: unknown label {k!r} (labels: {', '.join(label_columns)})")
+            k = alike[0]
         wanted[k] = shown_label(v)
     hits = [i for i, r in enumerate(rows) if all(shown_label(r.labels[k]) == v for k, v in wanted.items())]
     if len(hits) != 1:
@@ -546,10 +549,10 @@ def notes_text(table: Table) -> list[tuple[str, str]]:
     if table.baseline is not None and table.show_n:
         lines.append(
             ("", f"Δ: paired difference to the baseline ({table.baseline_name}): per seed, the mean over domains "
-             "of the difference; mean ± std over seeds.")
+             "of the difference; mean ± std over seeds; from the unrounded values.")
         )
     elif table.baseline is not None:  # one run a row: no seeds to speak of
-        lines.append(("", f"Δ: difference to the baseline ({table.baseline_name}): the mean over domains of the difference."))
+        lines.append(("", f"Δ: difference to the baseline ({table.baseline_name}): the mean over domains of the difference, from the unrounded values."))
     return lines
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports.collect import ResultSet, collect_csv
-from reports.tables import build_table, delta_grid, fmt2, render_latex, render_markdown, shown_label, summary_frame
+from reports.collect import ReportInputError, ResultSet, collect_csv
+from reports.tables import build_table, delta_grid, fmt2, notes_text, render_latex, render_markdown, shown_label, summary_frame
 
 PAPER_CSV = Path(__file__).parent / "data" / "ablation_freeze_augment_mix.csv"
 DOMAINS = ["C", "B", "M", "S", "AN", "AS", "AR", "AF"]
@@ -177,6 +177,20 @@ def test_paired_difference_column():
     assert build_table(_runs(recs, ["m"], ["C", "B"]), baseline="1").baseline == 0
     with pytest.raises(Exception, match="matches 0 rows"):
         build_table(_runs(recs, ["m"], ["C", "B"]), baseline="m=nope")
+    assert build_table(_runs(recs, ["m"], ["C", "B"]), baseline="M=new").baseline == 1  # label names in any case
+    notes = [text for _, text in notes_text(t)]
+    assert any(n.startswith("Δ: paired difference") and n.endswith("from the unrounded values.") for n in notes), notes
+
+
+def test_a_baseline_named_in_another_case_is_that_label_unless_two_are_spelt_so():
+    """docs/reports.md's `--baseline freeze=no,augment=no,mix=no` was refused on a sweep's own report,
+    whose labels are Freeze, Augment, Mix (the paper's CSV spells them in lower case)."""
+    recs = [{"trial": f"t{i}", "seed": 0, "Freeze": f, "Augment": "no", "Mix": m, "C": 10.0 + i, "B": 20.0}
+            for i, (f, m) in enumerate([("no", "no"), ("yes", "no"), ("yes", "yes")])]  # fmt: skip
+    assert build_table(_runs(recs, ["Freeze", "Augment", "Mix"], ["C", "B"]), baseline="freeze=yes,augment=✗,MIX=no").baseline == 1
+    twice = [dict(r, mix=r["Mix"]) for r in recs]
+    with pytest.raises(ReportInputError, match="unknown label 'MIX'"):  # Mix or mix: not guessed
+        build_table(_runs(twice, ["Freeze", "Augment", "Mix", "mix"], ["C", "B"]), baseline="MIX=no")
 
 
 def test_delta_grid_per_domain_and_mean_match_the_delta_column():
