@@ -20,8 +20,16 @@ class ConfigError(FamixError, ValueError):
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean X?)`` for the closest valid choice, or ``""`` when nothing is close."""
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    """`` (did you mean X?)`` for the closest valid choice, or ``""`` when nothing is close.
+
+    A word that begins up to three choices names them all (``train.lr``: ``train.lr_backbone or
+    train.lr_decoder``, where the closest spelling would be ``train.min_lr``).
+    """
+    choices = list(choices)
+    starting = sorted(c for c in choices if c.startswith(word) and c != word) if word else []
+    if 1 <= len(starting) <= 3:
+        return f" (did you mean {' or '.join(starting)}?)"
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean {match[0]}?)" if match else ""
 
 

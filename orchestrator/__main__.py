@@ -52,7 +52,11 @@ class OverridesParser(OneLineErrors):
             ns.overrides = list(ns.overrides or []) + kv
             extras = rest
         if extras and getattr(ns, "func", None) is not None and not self._subparsers:
-            self.error(f"unrecognized arguments: {' '.join(extras)}")  # this command's usage, not famix's
+            from famix_core.errors import suggest
+
+            options = [o for o in self._option_string_actions if o.startswith("--")]
+            hint = next((suggest(a.split("=")[0], options) for a in extras if a.startswith("--")), "")
+            self.error(f"unrecognized arguments: {' '.join(extras)}{hint}")  # this command's name, not famix's
         return ns, extras
 
 

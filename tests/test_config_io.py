@@ -180,6 +180,9 @@ def test_load_config_applies_overrides_over_the_file(tmp_path):
     assert cfg.eval.max_images is None and cfg.eval.domains == ["C", "B"]
     with pytest.raises(ConfigError, match=r"^command line: model.freez: unknown key \(did you mean model.freeze\?\)$"):
         load_config(path, ["model.freez=none"])
+    # a key that begins several: all of them, not the closest spelling (it was train.min_lr)
+    with pytest.raises(ConfigError, match=r"^command line: train.lr: unknown key \(did you mean train.lr_backbone or train.lr_decoder\?\)$"):
+        load_config(path, ["train.lr=0.01"])
 
 
 def test_config_file_with_a_duplicate_key_is_refused(tmp_path):

@@ -178,6 +178,11 @@ def test_an_unknown_option_gets_one_line_naming_the_action_and_a_bare_word_the_o
     err = capsys.readouterr().err
     assert err == "famix sweep plan: error: unrecognized arguments: --detach (see 'famix sweep plan --help')\n"
     with pytest.raises(SystemExit) as e:
+        main(["sweep", "run", str(p), "--max-paralel", "2"])
+    assert capsys.readouterr().err == (
+        "famix sweep run: error: unrecognized arguments: --max-paralel 2 (did you mean --max-parallel?) (see 'famix sweep run --help')\n"
+    )
+    with pytest.raises(SystemExit) as e:
         main(["sweep", "run", str(p), "--retries", "x"])
     assert e.value.code == 2
     assert capsys.readouterr().err == "famix sweep run: error: argument --retries: invalid int value: 'x' (see 'famix sweep run --help')\n"
