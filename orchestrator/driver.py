@@ -256,7 +256,9 @@ def stage_tasks(plan: Plan, status: dict[str, str], runs: dict[str, str], uri: s
 def _task(
     plan: Plan, s: StageSpec, labels: dict[str, dict[str, str]], runs: dict[str, str], uri: str | None, resources: dict[str, Any]
 ) -> StageTask:
-    shown = ",".join(labels[s.trials[0]].values())
+    shown = f"[{','.join(labels[s.trials[0]].values())}]"
+    if len(s.trials) > 1:  # a stage several trials share (the ablation's mining stage: 4)
+        shown += f" (+{count(len(s.trials) - 1, 'trial')})"
     return StageTask(
         kind=s.kind,  # type: ignore[arg-type]
         key=s.key,
@@ -271,7 +273,7 @@ def _task(
             "system_metrics": plan.sweep.tracking.system_metrics_interval if plan.sweep.tracking.system_metrics and s.kind == "train" else None,
         },
         resources=dict(resources.get(s.kind) or {}),
-        name=f"{s.kind}{'/' + s.domain if s.domain else ''} [{shown}]{'+' + str(len(s.trials) - 1) if len(s.trials) > 1 else ''} {s.key[:8]}",
+        name=f"{s.kind}{'/' + s.domain if s.domain else ''} {shown} {s.key[:8]}",
         command=f"famix sweep run {plan.arguments()}",
     )
 
@@ -342,6 +344,8 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             print_notes(console, cached.get("notes") or [])
             csv_path = write_results(results_frame(plan))
             console.print(f"results: {csv_path}  (MLflow: {uri}, experiment {experiment})", highlight=False)
+            if (plan.sweep_dir / "report" / "table.md").is_file():  # written when this plan was completed
+                console.print(f"report: {plan.sweep_dir / 'report'} (tables, figures; also on the MLflow parent run)", highlight=False)
             return SweepResult({}, [], csv_path, cached.get("table", ""), time.perf_counter() - t0)
         if backend_obj is None and any(v != "done" for v in status.values()) and (why := backend_cls.unreachable()) is not None:
             # before MLflow's runs are made RUNNING for jobs that cannot be submitted (a finished sweep

@@ -112,6 +112,7 @@ def test_sweep_logs_schema_and_rerun_is_a_no_op(fake_engine):
     _, again, out2 = _run()
     assert fake_engine == [] and again.exit_code == 0
     assert "all done; MLflow complete" in out2 and again.table == result.table  # fast path: MLflow not even loaded
+    assert f"report: {plan.sweep_dir / 'report'} (tables, figures" in "".join(out2.split("\n"))  # it said where, as the run did
     # the same file named by its path (`make sweep SWEEP=sweeps/mini.yaml`) is the same plan: the fast path too
     for sweep in ("sweeps/mini.yaml", str(Path("sweeps/mini.yaml").absolute()), "mini"):
         assert "all done; MLflow complete" in _run(sweep=sweep)[2], sweep

@@ -139,6 +139,20 @@ def test_a_recorded_command_is_shown_with_the_run_dir_as_named_from_here(tmp_pat
     assert here.follows(recorded.replace(" train.iterations=200 'domains=[C]'", ""))  # the same plan, wherever named from
 
 
+def test_a_shared_stage_says_how_many_more_trials_it_serves():
+    """The ablation's mining stage showed as `mine [✗,✓,✗]+3 340cda7e` in the progress display and the
+    stage lines, with the `+3` unexplained."""
+    import re
+
+    from orchestrator.driver import stage_tasks
+
+    plan = _plan("ablation")
+    tasks = stage_tasks(plan, {k: "to run" for k in plan.stages}, {}, None, {})
+    (mine,) = [t.name for t in tasks if t.kind == "mine"]
+    assert re.fullmatch(r"mine \[[^\]]+\] \(\+3 trials\) [0-9a-f]{8}", mine), mine
+    assert all(re.fullmatch(r"train \[[^\]]+\] [0-9a-f]{8}", t.name) for t in tasks if t.kind == "train")
+
+
 def test_ablation_mines_once_prompts_five_times():
     checks: list = []
     plan = _plan("ablation", checks=checks)
