@@ -19,18 +19,21 @@ class ConfigError(FamixError, ValueError):
     """A user error in a config or an override: the message is one line, naming file/field and what was expected."""
 
 
-def suggest(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean X?)`` for the closest valid choice, or ``""`` when nothing is close.
-
-    A word that begins up to three choices names them all (``train.lr``: ``train.lr_backbone or
-    train.lr_decoder``, where the closest spelling would be ``train.min_lr``).
-    """
+def closest(word: str, choices: Iterable[str]) -> list[str]:
+    """The valid choices ``word`` may have meant: the up to three it begins (``train.lr``:
+    ``train.lr_backbone``, ``train.lr_decoder``, where the closest spelling would be ``train.min_lr``),
+    else the closest spelling, else none."""
     choices = list(choices)
     starting = sorted(c for c in choices if c.startswith(word) and c != word) if word else []
     if 1 <= len(starting) <= 3:
-        return f" (did you mean {' or '.join(starting)}?)"
-    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean {match[0]}?)" if match else ""
+        return starting
+    return difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean X?)`` (or ``X or Y``) for :func:`closest`, or ``""`` when nothing is close."""
+    match = closest(word, choices)
+    return f" (did you mean {' or '.join(match)}?)" if match else ""
 
 
 class FamixWarning(UserWarning):

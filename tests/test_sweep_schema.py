@@ -120,6 +120,11 @@ def test_missing_sweep_file_names_search_path(capsys, monkeypatch):
     monkeypatch.chdir(root)  # ./sweeps is the project's sweeps/: named once (it was named twice)
     assert main(["sweep", "plan", "nothere"]) == 2
     assert capsys.readouterr().err.strip() == f"famix: error: nothere: sweep file not found (looked as given and in {root / 'sweeps'})"
+    # a misspelt name gets the closest sweep file; an absolute path was said to be looked for in sweeps/ too
+    assert main(["sweep", "plan", "ablaton"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"(looked as given and in {root / 'sweeps'}) (did you mean ablation.yaml?)")
+    assert main(["sweep", "plan", str(root / "sweeps" / "ablaton.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == f"famix: error: {root / 'sweeps' / 'ablaton.yaml'}: sweep file not found (did you mean ablation.yaml?)"
 
 
 @pytest.mark.parametrize("action", ["plan", "run", "status", "cancel"])

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from famix_core.config import FamixConfig, config_paths
 from famix_core.config_io import format_error, merge, read_yaml, validate
-from famix_core.errors import suggest
+from famix_core.errors import closest, suggest
 from orchestrator.errors import SweepError
 from orchestrator.sweep.schema import (
     BackendSpec,
@@ -57,8 +57,15 @@ def resolve_sweep_path(name: str | Path, search: list[Path] | None = None) -> Pa
                 raise SweepError(f"{shown}: not a sweep file: {e.strerror or e}") from None
     if p.is_dir():
         raise SweepError(f"{name}: a folder; expected a sweep YAML file (e.g. sweeps/ablation.yaml)")
+    # a misspelt name gets the closest sweep file of the places looked in
+    folders = [p.parent] if p.is_absolute() else [p.parent, *roots]
+    files = {f.stem: f.name for d in folders if d.is_dir() for f in sorted(d.iterdir()) if f.suffix in (".yaml", ".yml")}
+    close = closest(p.stem if p.suffix in (".yaml", ".yml") else p.name, sorted(files))  # by name: all end in .yaml
+    hint = f" (did you mean {' or '.join(files[c] for c in close)}?)" if close else ""
+    if p.is_absolute():
+        raise SweepError(f"{name}: sweep file not found{hint}")
     where = ", ".join(dict.fromkeys(str(r.resolve()) for r in roots))  # in the project root both are its sweeps/
-    raise SweepError(f"{name}: sweep file not found (looked as given and in {where})")
+    raise SweepError(f"{name}: sweep file not found (looked as given and in {where}){hint}")
 
 
 def check_config_key(key: str, source: str, where: str) -> None:
