@@ -106,16 +106,18 @@ def find_trial(results: ResultSet, spec: str) -> dict[str, Any]:
         hit = runs[runs[col].astype(str) == spec]
         if len(hit):
             return hit.iloc[0].to_dict()
+    labels = results.label_columns
+    keys = list(dict.fromkeys(runs[labels].astype(str).agg("\x1f".join, axis=1))) if labels else [""]
     if spec.isdigit():
-        labels = results.label_columns
-        keys = list(dict.fromkeys(runs[labels].astype(str).agg("\x1f".join, axis=1))) if labels else [""]
         k = int(spec)
         if 1 <= k <= len(keys):
             key = keys[k - 1]
             mask = runs[labels].astype(str).agg("\x1f".join, axis=1) == key if labels else runs.index == runs.index
             return runs[mask].iloc[0].to_dict()
     known = ", ".join(str(t) for t in runs["trial"][:8])
-    raise ReportInputError(f"--qualitative {spec}: no such trial or row (trials: {known}{', …' if len(runs) > 8 else ''})")
+    raise ReportInputError(
+        f"--qualitative {spec}: no such trial or row (rows: 1..{len(keys)}; trials: {known}{', …' if len(runs) > 8 else ''})"
+    )
 
 
 def weights_path(run_dir: str | Path, train_key: str | None, trial: str) -> Path:

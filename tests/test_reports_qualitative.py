@@ -133,6 +133,9 @@ def test_cli_qualitative_from_mlflow_trial(tmp_path, capsys):
     rc = main(["report", "q", "--run-dir", str(run_dir), "--out", "rep", "--qualitative", "t-none"])
     err = capsys.readouterr().err
     assert rc == 2 and "--qualitative t-none: no such trial" in err
+    rc = main(["report", "q", "--run-dir", str(run_dir), "--out", "rep", "--qualitative", "9"])
+    err = capsys.readouterr().err  # a row number out of range names the rows there are
+    assert rc == 2 and "--qualitative 9: no such trial or row (rows: 1..1; trials: t-q)" in err, err
 
 
 def test_device_checked_before_any_work_in_one_line(capsys):
