@@ -59,13 +59,21 @@ def resolve_sweep_path(name: str | Path, search: list[Path] | None = None) -> Pa
         raise SweepError(f"{name}: a folder; expected a sweep YAML file (e.g. sweeps/ablation.yaml)")
     # a misspelt name gets the closest sweep file of the places looked in
     folders = [p.parent] if p.is_absolute() else [p.parent, *roots]
-    files = {f.stem: f.name for d in folders if d.is_dir() for f in sorted(d.iterdir()) if f.suffix in (".yaml", ".yml")}
+    files = {f.stem: f.name for d in folders for f in _listing(d) if f.suffix in (".yaml", ".yml")}
     close = closest(p.stem if p.suffix in (".yaml", ".yml") else p.name, sorted(files))  # by name: all end in .yaml
     hint = f" (did you mean {' or '.join(files[c] for c in close)}?)" if close else ""
     if p.is_absolute():
         raise SweepError(f"{name}: sweep file not found{hint}")
     where = ", ".join(dict.fromkeys(str(r.resolve()) for r in roots))  # in the project root both are its sweeps/
     raise SweepError(f"{name}: sweep file not found (looked as given and in {where}){hint}")
+
+
+def _listing(folder: Path) -> list[Path]:
+    """The entries of ``folder``, sorted; none where it is not a folder this user may read."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError:
+        return []
 
 
 def check_config_key(key: str, source: str, where: str) -> None:
