@@ -51,7 +51,11 @@ class OverridesParser(OneLineErrors):
                 (rest if a.startswith("-") or (after_option and "=" not in a) else kv).append(a)
             ns.overrides = list(ns.overrides or []) + kv
             extras = rest
-        if extras and getattr(ns, "func", None) is not None and not self._subparsers:
+        # a leftover this command cannot take is named by it, not by famix; so is one a command of
+        # subcommands got with none of them (`famix sweep --bogus`)
+        choice = next((a.dest for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+        last = getattr(ns, "func", None) is not None if choice is None else getattr(ns, choice, None) is None
+        if extras and last:
             from famix_core.errors import suggest
 
             options = [o for o in self._option_string_actions if o.startswith("--")]

@@ -191,6 +191,11 @@ def test_an_unknown_option_gets_one_line_naming_the_action_and_a_bare_word_the_o
         main(["sweep", "run", str(p), "--retries", "x"])
     assert e.value.code == 2
     assert capsys.readouterr().err == "famix sweep run: error: argument --retries: invalid int value: 'x' (see 'famix sweep run --help')\n"
+    for group in ("sweep", "data"):  # a command of subcommands, given none of them: named by it, not by famix
+        with pytest.raises(SystemExit) as e:
+            main([group, "--bogus"])
+        assert e.value.code == 2
+        assert capsys.readouterr().err == f"famix {group}: error: unrecognized arguments: --bogus (see 'famix {group} --help')\n"
     with pytest.raises(SystemExit) as e:
         main(["sweeep"])
     assert e.value.code == 2
