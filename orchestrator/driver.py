@@ -344,7 +344,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             print_notes(console, cached.get("notes") or [])
             csv_path = write_results(results_frame(plan))
             console.print(f"results: {csv_path}  (MLflow: {uri}, experiment {experiment})", highlight=False)
-            if (plan.sweep_dir / "report" / "table.md").is_file():  # written when this plan was completed
+            if cached.get("report") and cached["report"] == _report_stamp(plan.sweep_dir / "report"):  # as this plan left it
                 console.print(f"report: {plan.sweep_dir / 'report'} (tables, figures; also on the MLflow parent run)", highlight=False)
             return SweepResult({}, [], csv_path, cached.get("table", ""), time.perf_counter() - t0)
         if backend_obj is None and any(v != "done" for v in status.values()) and (why := backend_cls.unreachable()) is not None:
@@ -435,7 +435,8 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
                               "that command writes them back from the cached stages", highlight=False, markup=False)  # fmt: skip
             result = SweepResult(outcomes, failed, csv_path, table, time.perf_counter() - t0)
             if all(v == "done" for v in statuses.values()):
-                atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "parent": parent, "table": table, "table_json": table_json, "notes": notes}, ensure_ascii=False))
+                atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "parent": parent, "table": table, "table_json": table_json,
+                                                      "notes": notes, "report": _report_stamp(report)}, ensure_ascii=False))  # fmt: skip
             print_failures(console, progress.failures, progress.not_started, plan.run_dir)
             halted = len(progress.not_started)
             waiting = sum(failed_dependency(o.error) is not None for _, o in progress.failures)  # as print_failures counts them
@@ -463,6 +464,17 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             if not backend_cls.stages_outlive_driver:
                 quietly("ending the MLflow runs of a driver that failed", end_interrupted_runs, tracker, parent, runs)
             raise
+
+
+def _report_stamp(report: Path | None) -> list[Any] | None:
+    """What tells the report a completed run wrote from a later one in its folder (``famix report`` writes
+    there too): its table's path, size and modification time; None where there is none."""
+    table = Path(report) / "table.md" if report is not None else None
+    try:
+        st = table.stat() if table is not None else None
+    except OSError:
+        return None
+    return [str(table), st.st_size, st.st_mtime_ns] if st is not None else None
 
 
 def _stopping_for_a_checkpoint(stop: Any) -> Any:

@@ -100,12 +100,22 @@ class Plan:
         return recorded is not None and _without_run_dir(recorded) == _without_run_dir(self.arguments())
 
     def from_here(self, recorded: str) -> str:
-        """``recorded`` (the :meth:`arguments` of another plan, written into this sweep's folder) with
-        this plan's ``--run-dir``: the run dir it was read from, as named from here (the record's own
-        was named from wherever that driver started)."""
+        """``recorded`` (the :meth:`arguments` of another plan, written into this sweep's folder) as named
+        from here: with this plan's ``--run-dir`` (the run dir it was read from), and this plan's sweep
+        where the recorded one does not name this sweep file from here (a bare name found in that
+        driver's ``sweeps/``, a relative path from its folder). The record's own words were named
+        from wherever that driver started."""
         import shlex
 
+        from orchestrator.sweep import resolve_sweep_path
+
         words = _without_run_dir(recorded)
+        try:
+            same = resolve_sweep_path(words[0]).resolve() == Path(self.sweep.source).resolve()
+        except (SweepError, IndexError):
+            same = False
+        if not same and words:  # this sweep's folder holds the results of sweeps of this name only
+            words[0] = shlex.split(self.arguments())[0]
         return shlex.join([*words[:3], *self._run_dir_words(), *words[3:]])
 
     def status(self) -> dict[str, str]:

@@ -274,7 +274,9 @@ def _resolve_baseline(spec: str, rows: list[TableRow], label_columns: list[str])
         k, v = (s.strip() for s in part.split("=", 1))
         if k not in label_columns:  # `freeze=no` names the column Freeze, where no other column is spelt so
             alike = [c for c in label_columns if c.casefold() == k.casefold()]
-            if len(alike) != 1:
+            if len(alike) > 1:
+                raise ReportInputError(f"--baseline {spec!r}: label {k!r} could be {' or '.join(alike)}; write it as one of them")
+            if not alike:
                 raise ReportInputError(f"--baseline {spec!r}: unknown label {k!r} (labels: {', '.join(label_columns)})")
             k = alike[0]
         wanted[k] = shown_label(v)

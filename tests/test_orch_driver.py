@@ -113,6 +113,9 @@ def test_sweep_logs_schema_and_rerun_is_a_no_op(fake_engine):
     assert fake_engine == [] and again.exit_code == 0
     assert "all done; MLflow complete" in out2 and again.table == result.table  # fast path: MLflow not even loaded
     assert f"report: {plan.sweep_dir / 'report'} (tables, figures" in "".join(out2.split("\n"))  # it said where, as the run did
+    table_md = plan.sweep_dir / "report" / "table.md"
+    table_md.write_text(table_md.read_text() + "\n(a `famix report` with other inputs wrote here since)\n")
+    assert "report: " not in _run()[2]  # not a report this plan left
     # the same file named by its path (`make sweep SWEEP=sweeps/mini.yaml`) is the same plan: the fast path too
     for sweep in ("sweeps/mini.yaml", str(Path("sweeps/mini.yaml").absolute()), "mini"):
         assert "all done; MLflow complete" in _run(sweep=sweep)[2], sweep

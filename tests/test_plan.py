@@ -137,6 +137,10 @@ def test_a_recorded_command_is_shown_with_the_run_dir_as_named_from_here(tmp_pat
     assert here.from_here("ablation --profile smoke --run-dir elsewhere/runs") == f"ablation --profile smoke --run-dir {tmp_path / 'ux' / 'runs'}"
     assert _plan("ablation").from_here("ablation --profile smoke --run-dir ../ux/runs eval.max_images=3") == "ablation --profile smoke eval.max_images=3"
     assert here.follows(recorded.replace(" train.iterations=200 'domains=[C]'", ""))  # the same plan, wherever named from
+    # a sweep word that does not name this sweep from here (a bare name found in that driver's own
+    # sweeps/, a path relative to its folder) is this plan's own
+    assert here.from_here("myabl --profile smoke").startswith("ablation --profile smoke --run-dir ")
+    assert here.from_here("../proj/sweeps/myabl.yaml --profile paper seeds=[1]").startswith("ablation --profile paper --run-dir ")
 
 
 def test_a_shared_stage_says_how_many_more_trials_it_serves():

@@ -189,7 +189,7 @@ def test_a_baseline_named_in_another_case_is_that_label_unless_two_are_spelt_so(
             for i, (f, m) in enumerate([("no", "no"), ("yes", "no"), ("yes", "yes")])]  # fmt: skip
     assert build_table(_runs(recs, ["Freeze", "Augment", "Mix"], ["C", "B"]), baseline="freeze=yes,augment=✗,MIX=no").baseline == 1
     twice = [dict(r, mix=r["Mix"]) for r in recs]
-    with pytest.raises(ReportInputError, match="unknown label 'MIX'"):  # Mix or mix: not guessed
+    with pytest.raises(ReportInputError, match="label 'MIX' could be Mix or mix; write it as one of them"):  # not guessed
         build_table(_runs(twice, ["Freeze", "Augment", "Mix", "mix"], ["C", "B"]), baseline="MIX=no")
 
 

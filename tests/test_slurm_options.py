@@ -42,6 +42,7 @@ def test_validator_imports_neither_submitit_nor_torch():
     [
         ({"partiton": "gpu"}, "backend.slurm.partiton: unknown option (did you mean partition? valid: partition, time"),
         ({"train": {"gpu": 1}}, "backend.slurm.train.gpu: unknown option (did you mean gpus? valid: partition"),
+        ({"cpus": 4}, "backend.slurm.cpus: unknown option (did you mean cpus_per_task? valid: partition"),  # was gpus
         ({"finetune": {}}, "backend.slurm.finetune: unknown option ("),
     ],
 )
@@ -674,6 +675,7 @@ def test_a_kinds_stages_keep_to_its_cap_across_the_plan(tmp_path, monkeypatch):
     (bin_dir / "sbatch").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setattr(slurm_backend, "max_time_min", lambda partition: None)
+    monkeypatch.setattr(slurm_backend, "slurm_available", lambda: None)  # no cluster asked: sbatch is the stand-in
     real, seen = slurm_backend.executor_parameters, []  # each array's executor_parameters keywords
     monkeypatch.setattr(slurm_backend, "executor_parameters", lambda params, **kw: seen.append(kw) or real(params, **kw))
 

@@ -116,6 +116,13 @@ def test_missing_sweep_file_names_search_path(capsys, monkeypatch):
     rc = main(["sweep", "plan", "folder.yaml", "--run-dir", "out"])
     err = capsys.readouterr().err
     assert rc == 2 and err == "famix: error: folder.yaml: a folder; expected a sweep YAML file (e.g. sweeps/ablation.yaml)\n"
+    Path("other").mkdir()
+    Path("other/ablation.yaml").write_text(GOOD)
+    Path("environment.yml").write_text("name: env\n")
+    assert main(["sweep", "plan", "other/ablaton.yaml"]) == 2  # the folder it names, as named there
+    assert capsys.readouterr().err.strip().endswith("(did you mean other/ablation.yaml?)")
+    assert main(["sweep", "plan", "environmnt"]) == 2  # a bare name: sweeps/ only, not any YAML file here
+    assert "did you mean" not in capsys.readouterr().err
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(root)  # ./sweeps is the project's sweeps/: named once (it was named twice)
     assert main(["sweep", "plan", "nothere"]) == 2
@@ -124,7 +131,9 @@ def test_missing_sweep_file_names_search_path(capsys, monkeypatch):
     assert main(["sweep", "plan", "ablaton"]) == 2
     assert capsys.readouterr().err.strip().endswith(f"(looked as given and in {root / 'sweeps'}) (did you mean ablation.yaml?)")
     assert main(["sweep", "plan", str(root / "sweeps" / "ablaton.yaml")]) == 2
-    assert capsys.readouterr().err.strip() == f"famix: error: {root / 'sweeps' / 'ablaton.yaml'}: sweep file not found (did you mean ablation.yaml?)"
+    assert capsys.readouterr().err.strip() == f"famix: error: {root / 'sweeps' / 'ablaton.yaml'}: sweep file not found (did you mean {root / 'sweeps' / 'ablation.yaml'}?)"
+    assert main(["sweep", "plan", "ablation.yml"]) == 2  # the same name, another extension: that file, not ablation_3seeds
+    assert capsys.readouterr().err.strip().endswith("(did you mean ablation.yaml?)")
 
 
 @pytest.mark.parametrize("action", ["plan", "run", "status", "cancel"])

@@ -57,10 +57,14 @@ def resolve_sweep_path(name: str | Path, search: list[Path] | None = None) -> Pa
                 raise SweepError(f"{shown}: not a sweep file: {e.strerror or e}") from None
     if p.is_dir():
         raise SweepError(f"{name}: a folder; expected a sweep YAML file (e.g. sweeps/ablation.yaml)")
-    # a misspelt name gets the closest sweep file of the places looked in
-    folders = [p.parent] if p.is_absolute() else [p.parent, *roots]
-    files = {f.stem: f.name for d in folders for f in _listing(d) if f.suffix in (".yaml", ".yml")}
-    close = closest(p.stem if p.suffix in (".yaml", ".yml") else p.name, sorted(files))  # by name: all end in .yaml
+    # a misspelt name gets the closest sweep file: of the folder it names, as named there, or, for a bare
+    # name, of the sweeps/ folders (the current folder holds other YAML files too)
+    stem = p.stem if p.suffix in (".yaml", ".yml") else p.name
+    if str(p.parent) != ".":
+        files = {f.stem: str(p.parent / f.name) for f in _listing(p.parent) if f.suffix in (".yaml", ".yml")}
+    else:
+        files = {f.stem: f.name for d in reversed(roots) for f in _listing(d) if f.suffix in (".yaml", ".yml")}
+    close = [stem] if stem in files else closest(stem, sorted(files))  # by name: all end in .yaml (ablation.yml: .yaml)
     hint = f" (did you mean {' or '.join(files[c] for c in close)}?)" if close else ""
     if p.is_absolute():
         raise SweepError(f"{name}: sweep file not found{hint}")

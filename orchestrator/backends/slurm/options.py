@@ -25,11 +25,10 @@ The block::
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Any, Mapping
 
-from famix_core.errors import FamixError
+from famix_core.errors import FamixError, closest
 from orchestrator.stages import STAGE_KINDS
 
 __all__ = [
@@ -105,8 +104,8 @@ class SlurmOptionError(FamixError, ValueError):
 
 
 def _close(word: str, choices: tuple[str, ...]) -> str:
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean {match[0]}? " if match else ""
+    match = closest(word, choices)  # `cpus`: cpus_per_task, not the closer spelling gpus
+    return f"did you mean {' or '.join(match)}? " if match else ""
 
 
 def parse_time_min(value: Any) -> int:
