@@ -81,14 +81,20 @@ class Plan:
         shell words: what ``famix sweep status``, ``famix report`` or a rerun is given to mean this plan."""
         import shlex
 
+        return shlex.join([self._sweep_word(), "--profile", self.sweep.profile, *self._run_dir_words(), *self.sweep.override_words()])
+
+    def _sweep_word(self) -> str:
+        """The sweep as a command names it from here: its bare name where that finds this file, else its path."""
+        return self.name if self._names_this_sweep(self.name) else str(self.sweep.source)
+
+    def _names_this_sweep(self, word: str) -> bool:
+        """Whether ``famix sweep … word`` run from here reads this plan's sweep file."""
         from orchestrator.sweep import resolve_sweep_path
 
-        source = Path(self.sweep.source)
         try:
-            sweep = self.name if resolve_sweep_path(self.name).resolve() == source.resolve() else str(source)
+            return resolve_sweep_path(word).resolve() == Path(self.sweep.source).resolve()
         except SweepError:
-            sweep = str(source)
-        return shlex.join([sweep, "--profile", self.sweep.profile, *self._run_dir_words(), *self.sweep.override_words()])
+            return False
 
     def _run_dir_words(self) -> list[str]:
         return ["--run-dir", str(self.run_dir)] if Path(self.run_dir).resolve() != Path("runs").resolve() else []
@@ -107,15 +113,9 @@ class Plan:
         from wherever that driver started."""
         import shlex
 
-        from orchestrator.sweep import resolve_sweep_path
-
         words = _without_run_dir(recorded)
-        try:
-            same = resolve_sweep_path(words[0]).resolve() == Path(self.sweep.source).resolve()
-        except (SweepError, IndexError):
-            same = False
-        if not same and words:  # this sweep's folder holds the results of sweeps of this name only
-            words[0] = shlex.split(self.arguments())[0]
+        if words and not self._names_this_sweep(words[0]):  # this sweep's folder holds results of sweeps of this name only
+            words[0] = self._sweep_word()
         return shlex.join([*words[:3], *self._run_dir_words(), *words[3:]])
 
     def status(self) -> dict[str, str]:

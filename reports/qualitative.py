@@ -107,12 +107,12 @@ def find_trial(results: ResultSet, spec: str) -> dict[str, Any]:
         if len(hit):
             return hit.iloc[0].to_dict()
     labels = results.label_columns
-    keys = list(dict.fromkeys(runs[labels].astype(str).agg("\x1f".join, axis=1))) if labels else [""]
+    row_of = runs[labels].astype(str).agg("\x1f".join, axis=1) if labels else None  # each run's table row
+    keys = list(dict.fromkeys(row_of)) if row_of is not None else [""]
     if spec.isdigit():
         k = int(spec)
         if 1 <= k <= len(keys):
-            key = keys[k - 1]
-            mask = runs[labels].astype(str).agg("\x1f".join, axis=1) == key if labels else runs.index == runs.index
+            mask = row_of == keys[k - 1] if row_of is not None else runs.index == runs.index
             return runs[mask].iloc[0].to_dict()
     known = ", ".join(str(t) for t in runs["trial"][:8])
     raise ReportInputError(

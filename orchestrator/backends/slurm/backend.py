@@ -319,43 +319,44 @@ class SlurmBackend(Backend):
             ready = [t for t in pending if all(d in records or d not in keys for d in t.dep_keys())]
             if not ready:
                 raise FamixError(f"slurm backend: dependency cycle among stages {[t.key[:12] for t in pending]}")
-            ready = [t for t in ready if t.kind == ready[0].kind]
-            for kind, arrays in self._arrays(ready, records, packed, limits, chunk).items():
-                shares = share_cap(array_parallelism(kind, self.options, default_cap), [len(a[2]) for a in arrays])
-                array_jobs: list[str] = []  # job id of each array of this wave submitted so far
-                for (params, dep_jobs, part), (cap, waits_for) in zip(arrays, shares):
-                    ex = self._executor(self.folder)
-                    after = [j for j in earlier[kind] if j not in dep_jobs] + [array_jobs[i] for i in waits_for]
-                    p = executor_parameters(
-                        params, sweep=self.sweep_dir.name, kind=kind, dep_jobs=dep_jobs, cap=cap, after_jobs=after
-                    )
-                    ex.update_parameters(**p)
-                    with ex.batch():
-                        subs = [ex.submit(pack_body, u) if kind in packed else ex.submit(body, u[0]) for u in part]
-                    now = time.time()
-                    for unit, job in zip(part, subs):
-                        for t in unit:
-                            rec = {
-                                "key": t.key,
-                                "kind": t.kind,
-                                "name": t.name,
-                                "job_id": str(job.job_id),
-                                "array_job_id": str(job.job_id).split("_")[0],
-                                "folder": str(self.folder / "%j"),
-                                "outcome_dir": str(outcome_dir),
-                                "stdout": str(job.paths.stdout),
-                                "stderr": str(job.paths.stderr),
-                                "log_path": t.log_path,
-                                "deps": t.dep_keys(),
-                                "dependency": p.get("dependency"),
-                                "submitted_at": now,
-                            }
-                            if kind in packed:
-                                rec["pack"] = [u.key for u in unit]  # the job's stages, in the order it runs them
-                            records[t.key] = rec
-                            submitted_now.append(rec)
-                    array_jobs.append(str(subs[0].job_id).split("_")[0])
-                earlier[kind] += array_jobs
+            kind = ready[0].kind
+            ready = [t for t in ready if t.kind == kind]
+            arrays = self._arrays(ready, records, packed, limits, chunk)
+            shares = share_cap(array_parallelism(kind, self.options, default_cap), [len(part) for _, _, part in arrays])
+            array_jobs: list[str] = []  # job id of each array of this wave submitted so far
+            for (params, dep_jobs, part), (cap, waits_for) in zip(arrays, shares):
+                ex = self._executor(self.folder)
+                after = [j for j in earlier[kind] if j not in dep_jobs] + [array_jobs[i] for i in waits_for]
+                p = executor_parameters(
+                    params, sweep=self.sweep_dir.name, kind=kind, dep_jobs=dep_jobs, cap=cap, after_jobs=after
+                )
+                ex.update_parameters(**p)
+                with ex.batch():
+                    subs = [ex.submit(pack_body, u) if kind in packed else ex.submit(body, u[0]) for u in part]
+                now = time.time()
+                for unit, job in zip(part, subs):
+                    for t in unit:
+                        rec = {
+                            "key": t.key,
+                            "kind": t.kind,
+                            "name": t.name,
+                            "job_id": str(job.job_id),
+                            "array_job_id": str(job.job_id).split("_")[0],
+                            "folder": str(self.folder / "%j"),
+                            "outcome_dir": str(outcome_dir),
+                            "stdout": str(job.paths.stdout),
+                            "stderr": str(job.paths.stderr),
+                            "log_path": t.log_path,
+                            "deps": t.dep_keys(),
+                            "dependency": p.get("dependency"),
+                            "submitted_at": now,
+                        }
+                        if kind in packed:
+                            rec["pack"] = [u.key for u in unit]  # the job's stages, in the order it runs them
+                        records[t.key] = rec
+                        submitted_now.append(rec)
+                array_jobs.append(str(subs[0].job_id).split("_")[0])
+            earlier[kind] += array_jobs
             done = {t.key for t in ready}
             pending = [t for t in pending if t.key not in done]
 
@@ -366,27 +367,27 @@ class SlurmBackend(Backend):
         packed: Any,
         limits: dict[str | None, int | None],
         chunk: int,
-    ) -> dict[str, list[tuple[dict[str, Any], tuple[str, ...], list[list[StageTask]]]]]:
-        """The job arrays of one wave, per stage kind: ``(sbatch parameters, afterok jobs, units)``,
+    ) -> list[tuple[dict[str, Any], tuple[str, ...], list[list[StageTask]]]]:
+        """The job arrays of one wave (stages of one kind): ``(sbatch parameters, afterok jobs, units)``,
         each unit one task of the array (a pack, or a single stage).
 
-        Stages of one kind with the same parameters and the same dependency jobs form one array,
-        split at ``MaxArraySize`` (``chunk``). All arrays of a kind then share its cap
-        (:func:`~.sbatch.share_cap`): on a fresh sweep each training's evaluation pack waits on its
-        own training task, so it is an array of one, and the cap limits them together.
+        Stages with the same parameters and the same dependency jobs form one array, split at
+        ``MaxArraySize`` (``chunk``). All of them then share the kind's cap (:func:`~.sbatch.share_cap`):
+        on a fresh sweep each training's evaluation pack waits on its own training task, so it is an
+        array of one, and the cap limits them together.
         """
-        groups: dict[tuple[str, str, tuple[str, ...]], list[StageTask]] = defaultdict(list)
+        groups: dict[tuple[str, tuple[str, ...]], list[StageTask]] = defaultdict(list)
         for t in ready:
             params = stage_parameters(t.kind, t.resources, self.options)
             dep_jobs = tuple(sorted({records[d]["job_id"] for d in t.dep_keys() if d in records}))
-            groups[(t.kind, json.dumps(params, sort_keys=True), dep_jobs)].append(t)
-        arrays: dict[str, list[tuple[dict[str, Any], tuple[str, ...], list[list[StageTask]]]]] = defaultdict(list)
-        for (kind, params_json, dep_jobs), group in groups.items():
+            groups[(json.dumps(params, sort_keys=True), dep_jobs)].append(t)
+        arrays: list[tuple[dict[str, Any], tuple[str, ...], list[list[StageTask]]]] = []
+        for (params_json, dep_jobs), group in groups.items():
             params = json.loads(params_json)
             units = packs(group, packed)  # one task each: a pack, or a single stage
-            if kind in packed:  # the time covers the largest pack, up to what the partition allows
-                params = self._pack_parameters(kind, params, max(len(u) for u in units), limits)
-            arrays[kind] += [(params, dep_jobs, part) for part in chunks(units, chunk)]
+            if group[0].kind in packed:  # the time covers the largest pack, up to what the partition allows
+                params = self._pack_parameters(group[0].kind, params, max(len(u) for u in units), limits)
+            arrays += [(params, dep_jobs, part) for part in chunks(units, chunk)]
         return arrays
 
     def _pack_parameters(

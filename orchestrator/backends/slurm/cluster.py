@@ -311,8 +311,8 @@ def query_states(job_ids: Iterable[str], *, settled: bool = False) -> dict[str, 
     states: dict[str, str] = {}
     bases = sorted({j.split("_")[0] for j in ids})
     acct = _ask(["sacct", "-X", "--parsable2", "-o", "JobID,State", "-j", ",".join(bases)])
-    if acct.returncode == 0:
-        info = sacct_states(acct.stdout)
+    info = sacct_states(acct.stdout) if acct.returncode == 0 else None
+    if info is not None:
         states.update({jid: info[jid] for jid in ids if jid in info})
     queue = _ask(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(bases)])
     if queue.returncode == 0 or FORGOTTEN_JOB in queue.stderr:
@@ -324,8 +324,8 @@ def query_states(job_ids: Iterable[str], *, settled: bool = False) -> dict[str, 
         states.update(listed)
         if settled:  # squeue lists every queued or running job: one it does not list has ended
             gone = {jid: "ENDED" for jid in ids if jid not in listed and states.get(jid) not in TERMINAL_STATES}
-            if acct.returncode == 0:
-                gone.update(_tasks_of_bare_arrays(list(gone), states, sacct_states(acct.stdout)))
+            if info is not None:
+                gone.update(_tasks_of_bare_arrays(list(gone), states, info))
             states.update(gone)
     for jid in ids:
         states.setdefault(jid, "UNKNOWN")
