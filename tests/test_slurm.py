@@ -929,9 +929,11 @@ def test_a_controller_restart_under_a_waiting_driver_loses_no_stage(slurm_cluste
     waiting.start()
     deadline = time.time() + 60
     jobs = sweep_dir / "slurm" / "jobs.json"
-    while not jobs.is_file() or not subprocess.run(  # the stage runs: its srun step started (srun needs the controller)
+    # the stage runs: its srun step (``<job>.0``) started; srun needs the controller to create it, and
+    # ``<job>.batch``, listed as soon as the job starts, comes before it (a restart then fails the job)
+    while not jobs.is_file() or not any(step.rpartition(".")[2].isdigit() for step in subprocess.run(
         ["squeue", "-h", "-s", "-o", "%i", "-j", load_jobs(sweep_dir)["stages"]["long"]["job_id"]], capture_output=True, text=True
-    ).stdout.strip():  # fmt: skip
+    ).stdout.split()):  # fmt: skip
         assert time.time() < deadline and waiting.is_alive(), (notes, out)
         time.sleep(0.5)
 
