@@ -143,6 +143,27 @@ def test_a_recorded_command_is_shown_with_the_run_dir_as_named_from_here(tmp_pat
     assert here.from_here("../proj/sweeps/myabl.yaml --profile paper seeds=[1]").startswith("ablation --profile paper --run-dir ")
 
 
+def test_the_same_sweep_file_named_by_another_path_is_the_same_plan(tmp_path, monkeypatch):
+    """A sweep file outside ``sweeps/`` is recorded by the path the command gave: run by its absolute
+    path and then by a relative one, the second command read the first as "another plan" (a note on
+    replaced results, and a killed driver's MLflow runs left running)."""
+    import shutil
+
+    (tmp_path / "mine").mkdir()
+    shutil.copy(REPO_SWEEPS / "ablation.yaml", tmp_path / "mine" / "abl.yaml")
+    monkeypatch.chdir(tmp_path / "mine")
+
+    def plan(word: str):
+        spec, src = load_sweep(resolve_sweep_path(word))
+        return build_plan(resolve_profile(spec, src, None), "runs", check_data=lambda c: None, check_weights=lambda c: None)
+
+    by_path, relative = plan(str(tmp_path / "mine" / "abl.yaml")), plan("abl.yaml")
+    assert by_path.arguments() != relative.arguments()  # each says the sweep as its command named it
+    assert relative.follows(by_path.arguments()) and by_path.follows(relative.arguments())
+    assert not relative.follows(by_path.arguments() + " seeds=[1]")  # other overrides: another plan
+    assert not relative.follows(by_path.arguments().replace(str(tmp_path / "mine"), str(tmp_path)))  # another file
+
+
 def test_a_shared_stage_says_how_many_more_trials_it_serves():
     """The ablation's mining stage showed as `mine [✗,✓,✗]+3 340cda7e` in the progress display and the
     stage lines, with the `+3` unexplained."""
