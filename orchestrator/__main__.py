@@ -41,6 +41,8 @@ class OverridesParser(OneLineErrors):
         return super().add_argument(*args, **kwargs)
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if args is not None:
+            self._misplaced_options(list(args))
         ns, extras = super().parse_known_args(args, namespace)
         if hasattr(ns, "overrides"):
             # a word left over is an override, to be checked as one ("train.iterations" without "="
@@ -51,17 +53,27 @@ class OverridesParser(OneLineErrors):
                 (rest if a.startswith("-") or (after_option and "=" not in a) else kv).append(a)
             ns.overrides = list(ns.overrides or []) + kv
             extras = rest
-        # a leftover this command cannot take is named by it, not by famix; so is one a command of
-        # subcommands got with none of them (`famix sweep --bogus`)
-        choice = next((a.dest for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
-        last = getattr(ns, "func", None) is not None if choice is None else getattr(ns, choice, None) is None
-        if extras and last:
+        # a leftover is named by the command it was given to, not by famix: a subcommand's own leftovers
+        # end there, so those a command of subcommands gets are its own (`famix sweep --bogus [plan …]`)
+        if extras:
             from famix_core.errors import suggest
 
             options = [o for o in self._option_string_actions if o.startswith("--")]
             hint = next((suggest(a.split("=")[0], options) for a in extras if a.startswith("--")), "")
-            self.error(f"unrecognized arguments: {' '.join(extras)}{hint}")  # this command's name, not famix's
+            self.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
         return ns, extras
+
+    def _misplaced_options(self, args: list[str]) -> None:
+        """An option of the action given before it (`famix sweep --max-parallel 2 run …`): argparse read
+        its value as the action (``invalid choice: '2'``) or passed the option up to famix."""
+        action = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+        at = next((i for i, a in enumerate(args) if action is not None and a in action.choices), None)
+        if at is None:
+            return
+        chosen = action.choices[args[at]]
+        for word in args[:at]:
+            if word.startswith("-") and word.split("=")[0] in chosen._option_string_actions and word.split("=")[0] not in self._option_string_actions:
+                self.error(f"{word.split('=')[0]} is an option of '{chosen.prog}': give it after '{args[at]}'")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -205,6 +205,18 @@ def test_an_unknown_option_gets_one_line_naming_the_action_and_a_bare_word_the_o
             main([group, "--bogus"])
         assert e.value.code == 2
         assert capsys.readouterr().err == f"famix {group}: error: unrecognized arguments: --bogus (see 'famix {group} --help')\n"
+    with pytest.raises(SystemExit) as e:  # an option before the action: named by the command it was given to
+        main(["sweep", "--bogus", "plan", str(p)])
+    assert capsys.readouterr().err == "famix sweep: error: unrecognized arguments: --bogus (see 'famix sweep --help')\n"
+    with pytest.raises(SystemExit) as e:  # the action's own option, given before the action
+        main(["sweep", "--max-parallel", "2", "run", str(p)])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == (
+        "famix sweep: error: --max-parallel is an option of 'famix sweep run': give it after 'run' (see 'famix sweep --help')\n"
+    )  # argparse read the 2 as the action: "invalid choice: '2'"
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", "--detach", "run", str(p)])
+    assert capsys.readouterr().err == "famix sweep: error: --detach is an option of 'famix sweep run': give it after 'run' (see 'famix sweep --help')\n"
     with pytest.raises(SystemExit) as e:
         main(["sweeep"])
     assert e.value.code == 2
