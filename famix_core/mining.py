@@ -297,15 +297,19 @@ def mine_styles(
     *,
     log: LogFn | None = None,
     dataset: torch.utils.data.Dataset | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Mine a style bank from the source dataset with language prompts.
 
     Args:
         cfg: the engine config (``model``, ``style.grid/eps``, ``mining``, ``data``, ``train.device``).
         out_dir: receives ``bank.safetensors``, ``bank.json`` and ``summary.json`` (each written atomically).
-        log: ``log({"mine/loss": x}, step)`` progress callback.
+        log: ``log({"mine/loss": x}, step)`` loss callback (``step`` counts optimization steps of
+            patch groups, whose number depends on the classes each batch holds).
         dataset: items ``(image (3, H, W) CLIP-normalized, label (H, W) long)``; default:
             :func:`mining_dataset` (the source train split, random crops only).
+        progress: ``progress(steps, total)`` as the styles are optimized: steps of all patch groups,
+            the groups still to come estimated from the patches kept per source batch so far.
 
     Returns:
         The summary: ``styles_per_class``, ``initial_loss``, ``final_loss``, ``prompt``, ``n_styles``,
@@ -347,6 +351,9 @@ def mine_styles(
         drop_last=True,  # official: no incomplete batch
     )
 
+    total_batches = len(loader) * mc.epochs
+    if mc.max_batches is not None:
+        total_batches = min(total_batches, mc.max_batches)
     mus, sigmas, classes = [], [], []
     init_sum = final_sum = 0.0
     n_done = 0
@@ -355,10 +362,16 @@ def mine_styles(
     pending: list[KeptPatch] = []
     size: tuple[int, int] | None = None
 
+    n_kept = 0  # patches kept from the batches read so far
+
     def on_step_for(group: int) -> Callable[[int, torch.Tensor], None]:
         def on_step(step: int, loss: torch.Tensor) -> None:
             if log is not None and (step % _LOG_EVERY == 0 or step == mc.steps - 1):
                 log({"mine/loss": float(loss)}, group * mc.steps + step)
+            if progress is not None:  # exact once every batch is read (the groups depend on the classes in them)
+                expected = n_kept * total_batches / max(n_batches, 1)
+                groups = max(group + 1, math.ceil(expected / mc.patches_per_step))
+                progress(group * mc.steps + step + 1, groups * mc.steps)
 
         return on_step
 
@@ -413,19 +426,19 @@ def mine_styles(
             feats = visual.layer1(visual.stem(images))  # (B, C, H/4, W/4)
         if size is None:
             size = (math.ceil(feats.shape[2] / sc.grid), math.ceil(feats.shape[3] / sc.grid))
-        pending.extend(
-            select_patches(
-                feats,
-                labels,
-                grid=sc.grid,
-                num_classes=cfg.model.num_classes,
-                eps=sc.eps,
-                size=size,
-                prompt_type=mc.prompt,
-                rng=rng,
-                class_names=names,
-            )
+        kept = select_patches(
+            feats,
+            labels,
+            grid=sc.grid,
+            num_classes=cfg.model.num_classes,
+            eps=sc.eps,
+            size=size,
+            prompt_type=mc.prompt,
+            rng=rng,
+            class_names=names,
         )
+        n_kept += len(kept)
+        pending.extend(kept)
         while len(pending) >= mc.patches_per_step:
             flush(pending[: mc.patches_per_step])
             pending = pending[mc.patches_per_step :]

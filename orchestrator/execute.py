@@ -100,14 +100,17 @@ class StageContext:
         where = store.work_dir(task.kind, task.key) if task.kind == "train" else tmp
         self.history_path = where / HISTORY_FILE
 
-    def progress(self, step: int) -> None:
-        """Tell the driver's display how far the stage is (training: iteration of ``train.iterations``).
+    def progress(self, step: int, total: int | None = None) -> None:
+        """Tell the driver's display how far the stage is: ``step`` of ``total`` (a training: its
+        iteration of ``train.iterations``; the mining: its optimization steps, of a total estimated
+        until every source batch is read).
 
         At most twice a second; a failure to write never fails the stage.
         """
         if self.progress_file is None:
             return
-        total = (self.task.config.get("train") or {}).get("iterations") if self.task.kind == "train" else None
+        if self.task.kind == "train":
+            total = (self.task.config.get("train") or {}).get("iterations")
         now = time.monotonic()
         if now - self._progress_at < 0.5 and step != total:
             return
@@ -130,7 +133,7 @@ class StageContext:
         hiccup never fails the stage)."""
         shown = " ".join(f"{k}={v:.6g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in metrics.items())
         self.write(f"step={step} {shown}")
-        if step is not None:
+        if step is not None and self.task.kind == "train":  # the mining tells its own, with a total (progress)
             self.progress(step)
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
         ts = int(time.time() * 1000)  # the same timestamp here and in MLflow: ingesting the history again adds nothing
@@ -159,7 +162,7 @@ def _write_line(log_file: Any, line: str) -> None:
 def _run_mine(ctx: StageContext) -> dict[str, Any]:
     from famix_core.mining import mine_styles
 
-    summary = mine_styles(ctx.config(), ctx.tmp, log=ctx.log)
+    summary = mine_styles(ctx.config(), ctx.tmp, log=ctx.log, progress=ctx.progress)
     path = ctx.tmp / "summary.json"
     if not path.is_file():
         path.write_text(json.dumps(summary, indent=1, default=str))

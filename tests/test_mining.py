@@ -335,6 +335,21 @@ def test_mining_drops_the_incomplete_last_batch(tmp_path):
         mine_styles(_cfg(steps=1), tmp_path / "c", dataset=BlockScenes(n=1))
 
 
+def test_mining_tells_its_steps_of_a_total_estimated_from_the_batches_read(tmp_path):
+    """The display's progress for the mining stage: optimization steps of a total that the patches kept
+    per batch so far estimate (the groups depend on the classes each batch holds), exact once every
+    batch is read. A group of 4 patches; 3 batches of 2 images (9 blocks each, some of them ignored)."""
+    told: list[tuple[int, int]] = []
+    summary = mine_styles(_cfg(steps=3, patches_per_step=4), tmp_path / "b", dataset=BlockScenes(n=6), progress=lambda *a: told.append(a))
+    groups = math.ceil(summary["n_styles"] / 4)
+    assert groups > 2 and len(told) == groups * 3  # every step of every group
+    assert [done for done, _ in told] == list(range(1, groups * 3 + 1))
+    assert all(done <= total for done, total in told) and told[-1] == (groups * 3, groups * 3)
+    # the first group's steps, with one batch read of 3: its patches counted three times over (alike
+    # scenes: the estimate is the count), not once (2 groups)
+    assert [total for done, total in told if done <= 3] == [groups * 3] * 3
+
+
 def test_mining_epochs_read_the_source_again_with_new_prompts(tmp_path):
     """mining.epochs=2: every batch of a new shuffle is read again; its patches get new prompts, new styles."""
     one = mine_styles(_cfg(steps=2), tmp_path / "one", dataset=BlockScenes(n=5))

@@ -6,12 +6,13 @@ from __future__ import annotations
 import io
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from orchestrator.stages import StageOutcome, StageTask
-from orchestrator.progress import Eta, EtaModel, Progress, format_duration, progress_path, read_progress, write_progress
+from orchestrator.progress import Eta, EtaModel, Progress, RunningStage, format_duration, progress_path, read_progress, write_progress
 
 
 class FakeClock:
@@ -164,6 +165,34 @@ def test_execute_stage_reports_training_iterations_and_removes_the_file(tmp_path
     assert out.status == "done"
     assert seen == [(10, 20), (20, 20)]
     assert not progress_path(task.log_path).exists()
+
+
+def test_the_mining_stage_reports_its_steps_of_a_total(tmp_path, monkeypatch):
+    """The mining row showed a step count with no total, bar or ETA of its own (its optimization steps
+    depend on the classes each batch holds). It now tells its steps of an estimated total."""
+    from famix_core import mining
+    from orchestrator import execute
+
+    seen: list[tuple[int, int | None] | None] = []
+    task = StageTask(kind="mine", key="m" * 64, config={}, store=str(tmp_path / "store"), log_path=str(tmp_path / "logs" / "mine-m.log"))
+
+    def fake_mine(cfg, out, *, log, progress):
+        for step in (1, 2, 3):
+            log({"mine/loss": 1.0}, step - 1)  # the loss's step, 0-based, writes no progress of its own
+            progress(step, 3)
+            seen.append(read_progress(progress_path(task.log_path)))
+        (Path(out) / "summary.json").write_text("{}")
+        return {}
+
+    monkeypatch.setattr(mining, "mine_styles", fake_mine)
+    monkeypatch.setattr(execute.StageContext, "config", lambda self: None)
+    monkeypatch.setattr(execute.StageContext, "artifact", lambda self, path, name: None)
+    out = execute.execute_stage(task)
+    assert out.status == "done", out.error
+    assert seen[0] == (1, 3) and seen[-1] == (3, 3)  # the first and the last are always written; others twice a second
+    running = RunningStage(task, 0.0)
+    running.step, running.total = 2, 5
+    assert running.fraction == pytest.approx(0.4) and Progress._stage_progress(running) == "step 2/5"
 
 
 def test_the_spinner_leaves_stderr_alone_and_no_line_behind(capsys):
