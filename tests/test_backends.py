@@ -185,50 +185,60 @@ def _die_on_x(task, stop):
     return execute_stage(task, stop)
 
 
+def _workers() -> set[int]:
+    """This process's children, but multiprocessing's resource tracker: started by the first spawn, it stays."""
+    import psutil
+
+    return {c.pid for c in psutil.Process().children(recursive=True) if "resource_tracker" not in " ".join(c.cmdline())}
+
+
 def test_local_workers_interrupted_cancel_the_rest_and_leave_no_process():
     import os
     import signal
     import threading
-
-    import psutil
+    import time
 
     tasks = [_task("long1", seconds=60.0), _task("long2", seconds=60.0), _task("after", {"synthetic": "long1"})]
     rec = Recorder()
-    before = {c.pid for c in psutil.Process().children(recursive=True)}
-    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))  # Ctrl-C in the driver, once both run
-    timer.start()
+    before = _workers()
+    gone = threading.Event()
+
+    def ctrl_c_once_both_run() -> None:  # Ctrl-C in the driver, once both stages began (temp folders made)
+        logs = [Path(t.log_path) for t in tasks[:2]]
+        deadline = time.monotonic() + 60
+        while not all(p.is_file() and "start synthetic" in p.read_text() for p in logs):
+            if gone.wait(0.1) or time.monotonic() > deadline:
+                return
+        os.kill(os.getpid(), signal.SIGINT)
+
+    ctrl_c = threading.Thread(target=ctrl_c_once_both_run, daemon=True)
+    ctrl_c.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             LocalBackend(cpus=2, grace_s=20.0).run(tasks, max_parallel=2, retries=0, on_event=rec)
     finally:
-        timer.cancel()
+        gone.set()
     assert ("start", "long1") in rec.events and ("start", "long2") in rec.events
     assert ("cancelled", "after") in rec.events and ("cancelled", "long1") in rec.events
-    assert {c.pid for c in psutil.Process().children(recursive=True)} <= before  # the workers are gone
+    assert _workers() <= before  # the workers are gone
     assert not any(Path("runs/store/.tmp").iterdir())  # the abandoned stages removed their temp folders
     assert not (Path("runs/store/synthetic") / "long1").exists()
 
 
 def test_local_worker_past_its_time_limit_is_stopped_retried_and_reported():
-    import psutil
-
     # a stage past its resources.timeout_min is stopped, retried, then reported; the others finish
     slow = dataclasses.replace(_task("slow", seconds=600.0), resources={"timeout_min": 0.05})  # 3 s
     quick = dataclasses.replace(_task("quick", seconds=0.1), resources={"timeout_min": 0.05})
     after = _task("after", {"synthetic": "quick"}, value=2)
     rec = Recorder()
-
-    def workers() -> set[int]:  # multiprocessing's resource tracker, started by the first spawn, stays
-        return {c.pid for c in psutil.Process().children(recursive=True) if "resource_tracker" not in " ".join(c.cmdline())}
-
-    before = workers()
+    before = _workers()
     out = LocalBackend(cpus=2, grace_s=20.0).run([slow, quick, after], max_parallel=2, retries=1, on_event=rec)
     assert out["quick"].status == "done" and out["after"].status == "done"
     assert out["slow"].status == "failed" and out["slow"].attempts == 2 and out["slow"].retryable, out["slow"]
     assert out["slow"].error == "timed out after 0.05 min of running (resources.timeout_min); stopped by the local backend"
     assert Path(slow.log_path).read_text().count("failed: timed out") == 2
     assert ("retry", "slow") in rec.events
-    assert workers() <= before  # the stopped workers are gone, and the others
+    assert _workers() <= before  # the stopped workers are gone, and the others
     assert not any(Path("runs/store/.tmp").iterdir())  # the stopped stage removed its temp folder
     assert not (Path("runs/store/synthetic") / "slow").exists()
 
@@ -237,7 +247,8 @@ def test_local_stage_that_finishes_as_it_is_stopped_is_kept_and_its_worker_repla
     # the stage does not act on the SIGTERM of its time limit and finishes before the SIGKILL: its
     # result counts, and the next stages run on a fresh worker, not on one that got a signal meant
     # for a stage it no longer runs
-    late = dataclasses.replace(_task("late", value=1), resources={"timeout_min": 0.02})  # 1.2 s; it runs 3 s
+    # 3 s, counted from the hand-over: the worker's start (a new interpreter) comes out of it
+    late = dataclasses.replace(_task("late", value=1), resources={"timeout_min": 0.05})  # it runs 6 s
     tasks = [late, _task("next", {"synthetic": "late"}, value=2), _task("other", value=3)]
     out = LocalBackend(execute=_deaf_to_sigterm, cpus=2, grace_s=20.0).run(tasks, max_parallel=2, retries=0, on_event=Recorder())
     assert {k: o.status for k, o in out.items()} == {"late": "done", "next": "done", "other": "done"}, {k: o.error for k, o in out.items()}
@@ -258,7 +269,7 @@ def _deaf_to_sigterm(task, stop):
         os._exit(9)  # a signal meant for an earlier stage, landing in this one, would stop it
     if task.key == "late":
         signal.signal(signal.SIGTERM, lambda signum, frame: _SIGTERMS.append(signum))  # caught, not acted on
-        time.sleep(3.0)
+        time.sleep(6.0)
     return execute_stage(task, stop)
 
 

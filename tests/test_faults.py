@@ -670,7 +670,7 @@ from orchestrator.execute import execute_stage
 from orchestrator.stages import StageTask
 
 me = sys.argv[1]
-task = StageTask(kind="synthetic", key="k" * 64, config={"seconds": 2.0}, deps={}, store=str(Path("runs/store").absolute()),
+task = StageTask(kind="synthetic", key="k" * 64, config={"seconds": 10.0}, deps={}, store=str(Path("runs/store").absolute()),
                  log_path=str(Path(f"runs/{me}/logs/synthetic.log").absolute()), name="synthetic k")
 Path(f"ready-{me}").touch()
 while not all(Path(f"ready-{x}").exists() for x in ("a", "b")):  # both drivers reach the stage together

@@ -369,8 +369,8 @@ def test_in_process_ray_takes_the_cpus_this_process_may_use(monkeypatch):
 def test_time_limit_counts_running_time_only_and_parallelism_comes_from_the_cluster():
     backend = create_backend("ray", sweep_dir=str(Path("runs/sw").absolute()), options={"ray": {"num_cpus": 1}})
     try:
-        # one CPU: the second 2 s stage waits ~2 s in Ray's queue; its 3 s limit counts only its own 2 s
-        tasks = [dataclasses.replace(_task(f"q{i}", seconds=2.0), resources={"timeout_min": 0.05}) for i in range(2)]
+        # one CPU: the second 4 s stage waits ~4 s in Ray's queue; its 6 s limit counts only its own 4 s
+        tasks = [dataclasses.replace(_task(f"q{i}", seconds=4.0), resources={"timeout_min": 0.1}) for i in range(2)]
         rec = Recorder()
         out = backend.run(tasks, max_parallel=2, retries=0, on_event=rec)
         assert [out[t.key].status for t in tasks] == ["done", "done"], {k: o.error for k, o in out.items()}
