@@ -65,6 +65,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _plan_error(capsys, text: str, *args: str) -> str:
     Path("s.yaml").write_text(text)
     rc = main(["sweep", *(args or ("plan",)), "s.yaml", "--run-dir", "out"])
@@ -514,10 +523,10 @@ def _ray_cluster(nodes: int) -> Iterator[Cluster]:
             taken.add(p)
             return p
 
-        while True:  # a worker range that holds no port given out before
+        while True:  # a worker range that holds no port given out before, nor one in use now
             lo = _free_port() + 100
             workers = set(range(lo, lo + 41))
-            if not workers & taken:
+            if not workers & taken and all(_bindable(p) for p in workers):
                 break
         taken.update(workers)
         return [f"--node-manager-port={fresh()}", f"--object-manager-port={fresh()}",
