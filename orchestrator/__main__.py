@@ -71,9 +71,9 @@ class OverridesParser(OneLineErrors):
         if at is None:
             return
         chosen = action.choices[args[at]]
-        for word in args[:at]:
-            if word.startswith("-") and word.split("=")[0] in chosen._option_string_actions and word.split("=")[0] not in self._option_string_actions:
-                self.error(f"{word.split('=')[0]} is an option of '{chosen.prog}': give it after '{args[at]}'")
+        for option in (w.split("=")[0] for w in args[:at] if w.startswith("-")):
+            if option in chosen._option_string_actions and option not in self._option_string_actions:
+                self.error(f"{option} is an option of '{chosen.prog}': give it after '{args[at]}'")
 
 
 def build_parser() -> argparse.ArgumentParser:

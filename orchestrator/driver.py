@@ -22,7 +22,7 @@ from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from famix_core.config_io import canonical_hash, parse_overrides
 from famix_core.errors import Interrupted
@@ -391,7 +391,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
                 )
             progress = Progress(tasks, len(plan.stages), n_done, console, console.is_terminal, max_parallel=max_parallel)
             on_event = _recording(progress.on_event, plan, tracker, runs, driver_writes)
-            with closing(backend), _stopping_for_a_checkpoint(stop), progress:
+            with closing(backend), _stopping_for_a_checkpoint(stop, progress.stopping), progress:
                 outcomes = backend.run(tasks, max_parallel=max_parallel, retries=retries, on_event=on_event)
             if opts.detach:
                 submitted = [o for o in outcomes.values() if o.status == "submitted"]
@@ -477,14 +477,21 @@ def _report_stamp(report: Path | None) -> list[Any] | None:
     return [str(table), st.st_size, st.st_mtime_ns] if st is not None else None
 
 
-def _stopping_for_a_checkpoint(stop: Any) -> Any:
+def _stopping_for_a_checkpoint(stop: Any, told: Callable[[], None] = lambda: None) -> Any:
     """While the stages run: Ctrl-C, SIGTERM and a hangup (a closed terminal) let a training running in
     this process checkpoint its iteration first (a second signal stops at once); any other stage stops
-    at once. Under ``nohup`` a hangup stays ignored. The handlers there before are put back after."""
+    at once. ``told()`` first (the display says it is stopping). Under ``nohup`` a hangup stays
+    ignored. The handlers there before are put back after."""
     from famix_core.interrupts import handling_interrupts
     from orchestrator.execute import checkpoint_then_stop
 
-    return handling_interrupts(checkpoint_then_stop(stop, notice=_say_checkpointing))
+    checkpoint_or_stop = checkpoint_then_stop(stop, notice=_say_checkpointing)
+
+    def handler(signum: int, frame: Any) -> None:
+        told()
+        checkpoint_or_stop(signum, frame)
+
+    return handling_interrupts(handler)
 
 
 def tracking_writer(writer: str, uri: str, backend_cls: Any, options: dict[str, Any]) -> str:

@@ -231,6 +231,7 @@ class Progress:
         self._live = None
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self._stopping = False  # Ctrl-C or SIGTERM came: the stages are being stopped
 
     # -------------------------------------------------------------------------------- lifecycle
 
@@ -251,6 +252,11 @@ class Progress:
             self._live.stop()
         if self._ticker is not None:
             self._ticker.join(timeout=5)
+
+    def stopping(self) -> None:
+        """The sweep was told to stop (Ctrl-C, SIGTERM): the display says so in place of its ETA while
+        the stages stop (a training checkpoints first). Signal-safe: it only sets a flag."""
+        self._stopping = True
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(min(5.0, self.summary_every)):
@@ -390,7 +396,7 @@ class Progress:
                 f"{self.finished}/{self.total}",
                 self.counts_text(),
                 format_duration(now - self.t0),
-                Text(f"ETA {self.eta()}", style="cyan"),
+                Text("stopping…", style="yellow") if self._stopping else Text(f"ETA {self.eta()}", style="cyan"),
             )
             rows = Table.grid(padding=(0, 1))
             rows.add_column(no_wrap=True, overflow="ellipsis", max_width=48)

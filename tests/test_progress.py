@@ -137,6 +137,33 @@ def test_rich_display_shows_counts_running_stage_iteration_and_eta(tmp_path):
     assert "━" in text  # bars
 
 
+def test_ctrl_c_shows_stopping_in_place_of_the_eta(tmp_path):
+    """After Ctrl-C the display went on for seconds (the workers stopping, a training checkpointing)
+    with `running 0 … ETA 0:00`, as if the sweep were ending well. The driver's handler now tells the
+    display first, which then says it is stopping."""
+    import os
+    import signal
+    import time
+
+    from orchestrator.driver import _stopping_for_a_checkpoint
+    from orchestrator.execute import StopRequest
+
+    trains = [_task("train", i, tmp_path, iterations=300) for i in range(2)]
+    buf = io.StringIO()
+    console = Console(file=buf, width=160, force_terminal=True, color_system=None)
+    p = Progress(trains, total=2, cached=0, console=console, live=False, clock=FakeClock())
+    p.on_event("start", trains[0], None)
+    console.print(p.render())
+    assert "ETA" in buf.getvalue() and "stopping" not in buf.getvalue()
+    with pytest.raises(KeyboardInterrupt), _stopping_for_a_checkpoint(StopRequest(), p.stopping):
+        os.kill(os.getpid(), signal.SIGINT)  # no training in this process: it stops at once
+        time.sleep(10)
+    buf.seek(0)
+    buf.truncate()
+    console.print(p.render())
+    assert "stopping…" in buf.getvalue() and "ETA" not in buf.getvalue(), buf.getvalue()
+
+
 def test_progress_file_round_trip_and_stage_writes_it(tmp_path):
     path = progress_path(tmp_path / "logs" / "train-abc.log")
     assert path.name == "train-abc.progress.json" and read_progress(path) is None
