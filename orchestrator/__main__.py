@@ -30,6 +30,52 @@ class OneLineErrors(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        self._misplaced_options(sys.argv[1:] if args is None else list(args))
+        return super().parse_known_args(args, namespace)
+
+    def _misplaced_options(self, args: list[str]) -> None:
+        """An option of the action given before it (`famix sweep --max-parallel 2 run …`, `famix --config
+        c.yaml train …`): argparse read its value as the action (``invalid choice: '2'``) or passed the
+        option up. Refused by the action's parser, naming it; an abbreviation counts where it is one
+        option's. A word that is an option's value (`--run-dir plan`) is not taken for the action."""
+        for at, word in enumerate(args):
+            chosen = _subcommand(self, word)
+            if chosen is None:
+                continue
+            before = _option_of(chosen, args[at - 1]) if at and args[at - 1].startswith("-") and "=" not in args[at - 1] else None
+            if before is not None and before.nargs != 0 and _option_of(self, args[at - 1]) is None:
+                continue  # the value of the action's own option, given before it
+            path = [(chosen, word)]  # and the actions named after it (`data synth`)
+            for later in args[at + 1 :]:
+                if (sub := _subcommand(path[-1][0], later)) is not None:
+                    path.append((sub, later))
+            for option in (w.split("=")[0] for w in args[:at] if w.startswith("-")):
+                owner = next(((p, w) for p, w in path if _option_of(p, option) is not None), None)
+                if owner is not None and _option_of(self, option) is None:
+                    owner[0].error(f"{option} was given before '{word}': options of '{owner[0].prog}' go after '{owner[1]}'")
+            return
+
+
+def _subcommand(parser: argparse.ArgumentParser, word: str) -> argparse.ArgumentParser | None:
+    action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    return action.choices.get(word) if action is not None else None
+
+
+def _option_of(parser: argparse.ArgumentParser, word: str) -> argparse.Action | None:
+    """The option ``word`` names in ``parser``: exactly, or as an abbreviation of one option only."""
+    name = word.split("=")[0]
+    if name in parser._option_string_actions:
+        return parser._option_string_actions[name]
+    longer = {a for o, a in parser._option_string_actions.items() if name.startswith("--") and o.startswith(name)}
+    return longer.pop() if len(longer) == 1 else None
+
+
+def _chosen_action(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> argparse.ArgumentParser | None:
+    """The subcommand's parser ``parser`` handed the rest of the line to, if any."""
+    action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    return _subcommand(parser, getattr(ns, action.dest, None)) if action is not None else None
+
 
 class OverridesParser(OneLineErrors):
     """A subcommand's parser: ``key=value`` / ``+key=value`` / ``~key`` overrides anywhere on the line
@@ -41,8 +87,6 @@ class OverridesParser(OneLineErrors):
         return super().add_argument(*args, **kwargs)
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        if args is not None:
-            self._misplaced_options(list(args))
         ns, extras = super().parse_known_args(args, namespace)
         if hasattr(ns, "overrides"):
             # a word left over is an override, to be checked as one ("train.iterations" without "="
@@ -58,22 +102,11 @@ class OverridesParser(OneLineErrors):
         if extras:
             from famix_core.errors import suggest
 
-            options = [o for o in self._option_string_actions if o.startswith("--")]
+            chosen = _chosen_action(self, ns)  # an unknown option before the action: the action's are close
+            options = [o for p in (self, chosen) if p is not None for o in p._option_string_actions if o.startswith("--")]
             hint = next((suggest(a.split("=")[0], options) for a in extras if a.startswith("--")), "")
             self.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
         return ns, extras
-
-    def _misplaced_options(self, args: list[str]) -> None:
-        """An option of the action given before it (`famix sweep --max-parallel 2 run …`): argparse read
-        its value as the action (``invalid choice: '2'``) or passed the option up to famix."""
-        action = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
-        at = next((i for i, a in enumerate(args) if action is not None and a in action.choices), None)
-        if at is None:
-            return
-        chosen = action.choices[args[at]]
-        for option in (w.split("=")[0] for w in args[:at] if w.startswith("-")):
-            if option in chosen._option_string_actions and option not in self._option_string_actions:
-                self.error(f"{option} is an option of '{chosen.prog}': give it after '{args[at]}'")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -102,11 +102,15 @@ class Plan:
     def follows(self, recorded: str | None) -> bool:
         """Whether ``recorded``, the :meth:`arguments` a driver wrote into this sweep's folder, mean this
         plan. ``--run-dir`` is left out: the record was read from this run dir, which may have been
-        moved or named from another folder since; the sweep may be named by another path to this file."""
+        moved or named from another folder since. A recorded absolute path to this sweep file is this
+        sweep however this plan names it; a relative one, written from that driver's folder, only
+        where the words are the same (from here it may name another file of the same sweep name)."""
         if recorded is None:
             return False
         theirs, mine = _without_run_dir(recorded), _without_run_dir(self.arguments())
-        return theirs[1:] == mine[1:] and bool(theirs) and (theirs[0] == mine[0] or self._names_this_sweep(theirs[0]))
+        if not theirs or theirs[1:] != mine[1:]:
+            return False
+        return theirs[0] == mine[0] or (Path(theirs[0]).is_absolute() and self._names_this_sweep(theirs[0]))
 
     def from_here(self, recorded: str) -> str:
         """``recorded`` (the :meth:`arguments` of another plan, written into this sweep's folder) as named

@@ -10,7 +10,8 @@ including evaluations, done, failed, retry) and, while stages run, a one-line su
 
 A running stage reports its progress through a small JSON file beside its log
 (``<kind>-<key>.progress.json``: ``{"step", "total", "time"}``), written by
-:mod:`orchestrator.execute` from the engine's log callback. The driver only reads it, so the
+:mod:`orchestrator.execute` (a training's iterations from the engine's log callback, the mining's
+steps from its progress callback). The driver only reads it, so the
 same display works for stages in-process, on Ray workers and on Slurm nodes (shared run dir).
 
 The ETA sums, per stage kind, the mean duration of the finished stages of that kind over the
@@ -358,7 +359,7 @@ class Progress:
     def summary(self) -> str:
         """One line: counts, ETA, each running stage with its progress."""
         now = self.clock()
-        parts = [f"progress {self.finished}/{self.total}: {self.counts_text()} · ETA {self.eta()}"]
+        parts = [f"progress {self.finished}/{self.total}: {self.counts_text()} · " + ("stopping…" if self._stopping else f"ETA {self.eta()}")]
         for r in self.running.values():
             parts.append(f"{r.task.name} {self._stage_progress(r)} ({format_duration(now - r.started)})")
         return "; ".join(parts)

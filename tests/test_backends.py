@@ -253,6 +253,7 @@ def test_local_stage_that_finishes_as_it_is_stopped_is_kept_and_its_worker_repla
     out = LocalBackend(execute=_deaf_to_sigterm, cpus=2, grace_s=20.0).run(tasks, max_parallel=2, retries=0, on_event=Recorder())
     assert {k: o.status for k, o in out.items()} == {"late": "done", "next": "done", "other": "done"}, {k: o.error for k, o in out.items()}
     assert out["late"].result["value"] == 1 and out["late"].attempts == 1
+    assert Path(late.log_path).with_suffix(".sigterm").is_file()  # its time limit did send the signal
 
 
 _SIGTERMS: list[int] = []  # in a worker: the SIGTERMs the stand-in below caught
@@ -268,7 +269,12 @@ def _deaf_to_sigterm(task, stop):
     if _SIGTERMS:
         os._exit(9)  # a signal meant for an earlier stage, landing in this one, would stop it
     if task.key == "late":
-        signal.signal(signal.SIGTERM, lambda signum, frame: _SIGTERMS.append(signum))  # caught, not acted on
+
+        def caught(signum, frame):  # not acted on; left where the test sees it (this is the worker's process)
+            _SIGTERMS.append(signum)
+            Path(task.log_path).with_suffix(".sigterm").touch()
+
+        signal.signal(signal.SIGTERM, caught)
         time.sleep(6.0)
     return execute_stage(task, stop)
 

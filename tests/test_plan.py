@@ -143,25 +143,32 @@ def test_a_recorded_command_is_shown_with_the_run_dir_as_named_from_here(tmp_pat
     assert here.from_here("../proj/sweeps/myabl.yaml --profile paper seeds=[1]").startswith("ablation --profile paper --run-dir ")
 
 
-def test_the_same_sweep_file_named_by_another_path_is_the_same_plan(tmp_path, monkeypatch):
+def test_the_same_sweep_file_named_by_its_absolute_path_is_the_same_plan(tmp_path, monkeypatch):
     """A sweep file outside ``sweeps/`` is recorded by the path the command gave: run by its absolute
     path and then by a relative one, the second command read the first as "another plan" (a note on
-    replaced results, and a killed driver's MLflow runs left running)."""
+    replaced results, and a killed driver's MLflow runs left running). A recorded relative path was
+    written from that driver's folder: from here it may name another file of the same sweep name,
+    so only the same words count for it."""
     import shutil
 
-    (tmp_path / "mine").mkdir()
-    shutil.copy(REPO_SWEEPS / "ablation.yaml", tmp_path / "mine" / "abl.yaml")
-    monkeypatch.chdir(tmp_path / "mine")
+    for folder in ("mine", "other"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(REPO_SWEEPS / "ablation.yaml", tmp_path / folder / "abl.yaml")  # both `name: ablation`
 
-    def plan(word: str):
+    def plan(word: str, cwd: str):
+        monkeypatch.chdir(tmp_path / cwd)
         spec, src = load_sweep(resolve_sweep_path(word))
         return build_plan(resolve_profile(spec, src, None), "runs", check_data=lambda c: None, check_weights=lambda c: None)
 
-    by_path, relative = plan(str(tmp_path / "mine" / "abl.yaml")), plan("abl.yaml")
+    by_path, relative = plan(str(tmp_path / "mine" / "abl.yaml"), "mine"), plan("abl.yaml", "mine")
     assert by_path.arguments() != relative.arguments()  # each says the sweep as its command named it
-    assert relative.follows(by_path.arguments()) and by_path.follows(relative.arguments())
+    assert relative.follows(by_path.arguments()) and relative.follows(relative.arguments())
     assert not relative.follows(by_path.arguments() + " seeds=[1]")  # other overrides: another plan
-    assert not relative.follows(by_path.arguments().replace(str(tmp_path / "mine"), str(tmp_path)))  # another file
+    other, other_relative = plan(str(tmp_path / "other" / "abl.yaml"), "other"), plan("abl.yaml", "other")
+    monkeypatch.chdir(tmp_path / "mine")  # back here, where `relative` was named
+    assert not relative.follows(other.arguments())  # another file, by its absolute path
+    # `abl.yaml` recorded by a driver in other/: from mine/ the same words name mine/abl.yaml
+    assert not by_path.follows(other_relative.arguments())
 
 
 def test_a_shared_stage_says_how_many_more_trials_it_serves():

@@ -162,6 +162,7 @@ def test_ctrl_c_shows_stopping_in_place_of_the_eta(tmp_path):
     buf.truncate()
     console.print(p.render())
     assert "stopping…" in buf.getvalue() and "ETA" not in buf.getvalue(), buf.getvalue()
+    assert p.summary().startswith("progress 0/2: done 0 · running 1 · failed 0 · cached 0 · stopping…")  # not on a terminal
 
 
 def test_progress_file_round_trip_and_stage_writes_it(tmp_path):

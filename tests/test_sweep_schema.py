@@ -207,16 +207,26 @@ def test_an_unknown_option_gets_one_line_naming_the_action_and_a_bare_word_the_o
         assert capsys.readouterr().err == f"famix {group}: error: unrecognized arguments: --bogus (see 'famix {group} --help')\n"
     with pytest.raises(SystemExit) as e:  # an option before the action: named by the command it was given to
         main(["sweep", "--bogus", "plan", str(p)])
-    assert capsys.readouterr().err == "famix sweep: error: unrecognized arguments: --bogus (see 'famix sweep --help')\n"
-    with pytest.raises(SystemExit) as e:  # the action's own option, given before the action
-        main(["sweep", "--max-parallel", "2", "run", str(p)])
     assert e.value.code == 2
-    assert capsys.readouterr().err == (
-        "famix sweep: error: --max-parallel is an option of 'famix sweep run': give it after 'run' (see 'famix sweep --help')\n"
-    )  # argparse read the 2 as the action: "invalid choice: '2'"
-    with pytest.raises(SystemExit) as e:
-        main(["sweep", "--detach", "run", str(p)])
-    assert capsys.readouterr().err == "famix sweep: error: --detach is an option of 'famix sweep run': give it after 'run' (see 'famix sweep --help')\n"
+    assert capsys.readouterr().err == "famix sweep: error: unrecognized arguments: --bogus (see 'famix sweep --help')\n"
+    with pytest.raises(SystemExit) as e:  # ... with the action's options among the close ones
+        main(["sweep", "--detah", "run", str(p)])
+    assert capsys.readouterr().err == "famix sweep: error: unrecognized arguments: --detah (did you mean --detach?) (see 'famix sweep --help')\n"
+    # an action's own option given before it: argparse read `2` as the action ("invalid choice: '2'"),
+    # `c.yaml` as the command, or passed the option up to famix
+    for args, said in [
+        (["sweep", "--max-parallel", "2", "run", str(p)], "famix sweep run: error: --max-parallel was given before 'run': options of 'famix sweep run' go after 'run'"),
+        (["sweep", "--max-par", "2", "run", str(p)], "famix sweep run: error: --max-par was given before 'run': options of 'famix sweep run' go after 'run'"),
+        (["sweep", "--detach", "run", str(p)], "famix sweep run: error: --detach was given before 'run': options of 'famix sweep run' go after 'run'"),
+        (["sweep", "--run-dir", "plan", "run", str(p)], "famix sweep run: error: --run-dir was given before 'run': options of 'famix sweep run' go after 'run'"),
+        (["--config", "c.yaml", "train", "--out", "o"], "famix train: error: --config was given before 'train': options of 'famix train' go after 'train'"),
+        (["--out", "d", "data", "synth"], "famix data synth: error: --out was given before 'data': options of 'famix data synth' go after 'synth'"),
+    ]:  # fmt: skip
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        assert e.value.code == 2
+        prog = said.split(": error")[0]
+        assert capsys.readouterr().err == f"{said} (see '{prog} --help')\n", args
     with pytest.raises(SystemExit) as e:
         main(["sweeep"])
     assert e.value.code == 2
