@@ -290,9 +290,13 @@ def _stage_cpus(task: StageTask) -> Iterator[None]:
     from famix_core.loaders import allocated_cpus, stage_cpus
 
     cpus = min(cpus, allocated_cpus())  # a request above the machine (`cpus: 8` on 2 cores) ran 8 threads on 2
+    before = torch.get_num_threads()
     torch.set_num_threads(cpus)
-    with stage_cpus(cpus):
-        yield
+    try:
+        with stage_cpus(cpus):
+            yield
+    finally:  # an in-process stage (the driver's own, a Slurm pack) leaves the process as it found it
+        torch.set_num_threads(before)
 
 
 def checkpoint_then_stop(stop: StopRequest, notice: Callable[[], None] | None = None) -> Callable[[int, Any], None]:

@@ -412,6 +412,11 @@ def test_a_stage_asking_for_more_cpus_than_the_machine_has_gets_one_thread_per_c
     try:
         with _stage_cpus(task):
             assert torch.get_num_threads() == machine < 1000
+        # a 1-CPU stage run in this process left it on one thread for whatever came next
+        torch.set_num_threads(machine)
+        with _stage_cpus(dataclasses.replace(task, resources={"cpus": 1})):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == machine
     finally:
         torch.set_num_threads(before)
 

@@ -113,11 +113,12 @@ def test_kill_9_then_rerun_finishes_only_what_is_missing(reference, tmp_path):
         deadline = time.time() + 400
         # kill while a training has committed a checkpoint (latest.json is written last) but is not
         # finished; the mine stage is done by then. Any file under work/ could be a half-written one.
+        committed = None
         while time.time() < deadline and proc.poll() is None:
-            if any(run_dir.glob("work/train/*/latest.json")):
+            if committed := next(run_dir.glob("work/train/*/latest.json"), None):
                 break
             time.sleep(0.1)
-        assert proc.poll() is None, "the sweep finished before it could be killed"
+        assert proc.poll() is None and committed is not None, "the sweep finished before it could be killed"
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
     finally:
@@ -126,7 +127,8 @@ def test_kill_9_then_rerun_finishes_only_what_is_missing(reference, tmp_path):
     done_before = {p: p.stat().st_mtime for p in run_dir.glob("store/*/*/DONE.json")}
     assert any("mine" in str(p) for p in done_before)
     assert not _eval_results(run_dir) or len(_eval_results(run_dir)) < 4
-    killed_train = next(run_dir.glob("work/train/*")).name
+    killed_train = committed.parent.name
+    assert not (run_dir / "store" / "train" / killed_train / "DONE.json").exists(), "the training finished before the kill landed"
     rc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert rc.returncode == 0, rc.stderr[-2000:]
     # no finished stage ran twice

@@ -264,14 +264,23 @@ def test_ctrl_c_of_the_pretrain_command_keeps_its_steps(tmp_path, how):
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "orchestrator", "pretrain-clip", "--out", str(out), *args]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def default_signals() -> None:  # not ignored, as the test runner may have them (SIGHUP under nohup)
+        for sig in (signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
     err = []
-    for line in proc.stderr:  # type: ignore[union-attr]
-        err.append(line)
-        if line.startswith("[pretrain] step 5/40"):
-            proc.send_signal(getattr(signal, how))
-            break
-    rest = proc.communicate(timeout=120)[1]
+    try:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            err.append(line)
+            if line.startswith("[pretrain] step 5/40"):
+                proc.send_signal(getattr(signal, how))
+                break
+        rest = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     err_text = "".join(err) + rest
     assert proc.returncode == 130, err_text
     assert "stopping at the next step" in err_text and "the same command resumes" in err_text and "Traceback" not in err_text
