@@ -526,10 +526,10 @@ def test_paper_profile_fails_fast_without_weights_or_data(capsys, monkeypatch, t
     import open_clip.pretrained as oc
 
     with socket.socket() as s:  # open_clip's URL now points where nothing listens: an offline machine
-        s.bind(("127.0.0.1", 0))
+        s.bind(("127.0.0.1", 0))  # held while it is asked, so that nothing else takes the port
         monkeypatch.setitem(oc._PRETRAINED["RN50"]["openai"], "url", f"http://127.0.0.1:{s.getsockname()[1]}/RN50.pt")
-    monkeypatch.setitem(oc._PRETRAINED["RN50"]["openai"], "hf_hub", "")
-    err = _paper_error(capsys)
+        monkeypatch.setitem(oc._PRETRAINED["RN50"]["openai"], "hf_hub", "")
+        err = _paper_error(capsys)
     assert "model.pretrained=openai: cannot download RN50 weights" in err
     assert str(tmp_path / "home" / ".cache" / "clip") in err and "model.pretrained=<path" in err
     err = _paper_error(capsys, "model.pretrained=nowhere/RN50.pt")

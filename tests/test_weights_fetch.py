@@ -130,12 +130,12 @@ def test_fetch_downloads_once_checks_the_sha256_and_leaves_no_partial_file(tmp_p
 def test_offline_machine_gets_one_line_naming_the_file_and_where_to_put_it(tmp_path, monkeypatch, home):
     from famix_core.models.download import fetch_weights
 
-    with socket.socket() as s:  # a port where nothing listens: the connection is refused
+    with socket.socket() as s:  # a port where nothing listens (bound, so that nothing else takes it): refused
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    _point_rn50_openai_at(monkeypatch, f"http://127.0.0.1:{port}/clip/RN50.pt")
-    with pytest.raises(WeightsError) as e:
-        fetch_weights("RN50", "openai", str(tmp_path / "cache"))
+        _point_rn50_openai_at(monkeypatch, f"http://127.0.0.1:{port}/clip/RN50.pt")
+        with pytest.raises(WeightsError) as e:
+            fetch_weights("RN50", "openai", str(tmp_path / "cache"))
     msg = str(e.value)
     assert len(msg.splitlines()) == 1
     assert "cannot download RN50 weights" in msg and "refused" in msg.lower()
