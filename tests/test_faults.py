@@ -386,6 +386,8 @@ def test_a_closed_terminal_checkpoints_the_running_training_and_ends_the_runs(tm
 
     def own_terminal() -> None:  # a login shell's child: the pty is its controlling terminal
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        for sig in (signal.SIGINT, signal.SIGHUP):  # as a terminal's process finds them, not as the runner may (nohup)
+            signal.signal(sig, signal.SIG_DFL)
 
     cmd = [sys.executable, "-m", "orchestrator", "sweep", "run", "sig", "--run-dir", "runs"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdin=slave, stdout=slave,

@@ -631,16 +631,24 @@ backend:
 """
 
 
+def _default_sigint_and_sighup() -> None:
+    """In a child before it runs: SIGINT and SIGHUP as a terminal's process finds them, not as the test
+    runner may have them (SIGINT ignored in a background job, SIGHUP under ``nohup``)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @contextmanager
 def _driver_training(sweep: Path, run_dir: Path) -> Iterator[subprocess.Popen]:
     """`famix sweep run` of an :data:`INTERRUPTED`-like sweep (training 5000 iterations) as a CLI process
     in its own session, given once its training has logged step 5; killed, with its group, if still
-    running after. Its SIGINT is at the default disposition, as a terminal's Ctrl-C finds it, whatever
-    the test runner inherited (a shell's background job, `make test &`, starts with SIGINT ignored)."""
+    running after. Its SIGINT and SIGHUP are at the default disposition, as a terminal's process finds
+    them, whatever the test runner inherited (a shell's background job, `make test &`, starts with
+    SIGINT ignored; `nohup` ignores SIGHUP)."""
     cmd = [sys.executable, "-m", "orchestrator", "sweep", "run", str(sweep), "--run-dir", str(run_dir),
            "train.iterations=5000", "train.checkpoint_every=100000"]  # overrides beat the profile
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+                            preexec_fn=_default_sigint_and_sighup)  # fmt: skip
     try:
         deadline = time.time() + 300
         logs = run_dir / "intr" / "logs"
