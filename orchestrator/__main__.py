@@ -57,8 +57,13 @@ class OneLineErrors(argparse.ArgumentParser):
             return
 
 
-def _subcommand(parser: argparse.ArgumentParser, word: str) -> argparse.ArgumentParser | None:
-    action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+def _actions_of(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
+    """The subcommands ``parser`` takes, if any."""
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
+def _subcommand(parser: argparse.ArgumentParser, word: str | None) -> argparse.ArgumentParser | None:
+    action = _actions_of(parser)
     return action.choices.get(word) if action is not None else None
 
 
@@ -73,8 +78,8 @@ def _option_of(parser: argparse.ArgumentParser, word: str) -> argparse.Action | 
 
 def _chosen_action(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> argparse.ArgumentParser | None:
     """The subcommand's parser ``parser`` handed the rest of the line to, if any."""
-    action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-    return _subcommand(parser, getattr(ns, action.dest, None)) if action is not None else None
+    action = _actions_of(parser)
+    return action.choices.get(getattr(ns, action.dest, None)) if action is not None else None
 
 
 class OverridesParser(OneLineErrors):

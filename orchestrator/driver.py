@@ -477,7 +477,7 @@ def _report_stamp(report: Path | None) -> list[Any] | None:
     return [str(table), st.st_size, st.st_mtime_ns] if st is not None else None
 
 
-def _stopping_for_a_checkpoint(stop: Any, told: Callable[[], None] = lambda: None) -> Any:
+def _stopping_for_a_checkpoint(stop: Any, told: Callable[[], None]) -> Any:
     """While the stages run: Ctrl-C, SIGTERM and a hangup (a closed terminal) let a training running in
     this process checkpoint its iteration first (a second signal stops at once); any other stage stops
     at once. ``told()`` first (the display says it is stopping). Under ``nohup`` a hangup stays

@@ -356,10 +356,13 @@ class Progress:
             self._line(self.summary())
             return True
 
+    def _eta_text(self) -> str:
+        return "stopping…" if self._stopping else f"ETA {self.eta()}"
+
     def summary(self) -> str:
         """One line: counts, ETA, each running stage with its progress."""
         now = self.clock()
-        parts = [f"progress {self.finished}/{self.total}: {self.counts_text()} · " + ("stopping…" if self._stopping else f"ETA {self.eta()}")]
+        parts = [f"progress {self.finished}/{self.total}: {self.counts_text()} · {self._eta_text()}"]
         for r in self.running.values():
             parts.append(f"{r.task.name} {self._stage_progress(r)} ({format_duration(now - r.started)})")
         return "; ".join(parts)
@@ -397,7 +400,7 @@ class Progress:
                 f"{self.finished}/{self.total}",
                 self.counts_text(),
                 format_duration(now - self.t0),
-                Text("stopping…", style="yellow") if self._stopping else Text(f"ETA {self.eta()}", style="cyan"),
+                Text(self._eta_text(), style="yellow" if self._stopping else "cyan"),
             )
             rows = Table.grid(padding=(0, 1))
             rows.add_column(no_wrap=True, overflow="ellipsis", max_width=48)
