@@ -15,7 +15,8 @@ steps from its progress callback). The driver only reads it, so the
 same display works for stages in-process, on Ray workers and on Slurm nodes (shared run dir).
 
 The ETA sums, per stage kind, the mean duration of the finished stages of that kind over the
-stages still to run (and what is left of the running ones), divided by the parallel slots.
+stages still to run (and what is left of the running ones), divided by the parallel slots. Before
+the first stage of a kind finishes, a running one's pace since its first report stands in.
 """
 
 from __future__ import annotations
@@ -88,16 +89,41 @@ def format_duration(seconds: float | None) -> str:
 
 @dataclass
 class RunningStage:
-    """A stage that started and has not finished: when it started and how far it says it is."""
+    """A stage that started and has not finished: when it started, how far it says it is, and when
+    the driver first saw it report a step (its own pace is measured from there, so that the seconds
+    a stage spends before its first step, or the steps a resumed training had already done, do not
+    bend the estimate)."""
 
     task: StageTask
     started: float
     step: int | None = None
     total: int | None = None
+    first: tuple[int, float] | None = None  # (step, when) of the first report seen
+    step_seen: float | None = None  # when the current step was first seen
 
     @property
     def fraction(self) -> float | None:
         return self.step / self.total if self.step is not None and self.total else None
+
+    def saw(self, step: int, total: int | None, now: float) -> None:
+        """The stage's progress file says ``step`` of ``total`` at ``now`` (the driver's clock)."""
+        if self.first is None:
+            self.first = (step, now)
+        if step != self.step:
+            self.step_seen = now
+        self.step, self.total = step, total
+
+    def expected(self) -> float | None:
+        """This stage's whole duration (from its start), extrapolated from its pace since its first
+        report; None until it has gone 5 % of its total since then."""
+        if self.first is None or self.step is None or self.step_seen is None or not self.total:
+            return None
+        first_step, first_seen = self.first
+        steps = self.step - first_step
+        if steps <= 0 or steps < 0.05 * self.total:
+            return None
+        per_step = (self.step_seen - first_seen) / steps
+        return self.step_seen - self.started + max(self.total - self.step, 0) * per_step
 
 
 class EtaModel:
@@ -116,19 +142,19 @@ class EtaModel:
         self.durations.setdefault(kind, []).append(float(seconds))
 
     def typical(self, kind: str, running: list[tuple[str, float, float | None]] = ()) -> float | None:
-        """Mean duration of the finished stages of ``kind``; before the first one finishes, the
-        running stage of that kind furthest along extrapolates its own (elapsed / fraction, from 5 %)."""
+        """Mean duration of the finished stages of ``kind``; before the first one finishes, the longest
+        that a running stage of that kind expects from its own pace (:meth:`RunningStage.expected`)."""
         done = self.durations.get(kind)
         if done:
             return sum(done) / len(done)
-        guesses = [elapsed / frac for k, elapsed, frac in running if k == kind and frac is not None and frac >= 0.05]
+        guesses = [expected for k, _, expected in running if k == kind and expected is not None]
         return max(guesses) if guesses else None
 
     def eta(self, running: list[tuple[str, float, float | None]], pending: Counter) -> Eta:
         """Time until every stage is finished.
 
         Args:
-            running: ``(kind, elapsed seconds, fraction done or None)`` per running stage.
+            running: ``(kind, elapsed seconds, its expected duration or None)`` per running stage.
             pending: kind -> number of stages not started yet.
 
         Returns:
@@ -270,14 +296,15 @@ class Progress:
 
     def refresh_running(self) -> None:
         """Read the progress file of every running stage."""
+        now = self.clock()
         for r in self.running.values():
             if r.task.log_path:
                 got = read_progress(progress_path(r.task.log_path))
                 if got is not None:
-                    r.step, r.total = got
+                    r.saw(*got, now)
 
     def _running_view(self, now: float) -> list[tuple[str, float, float | None]]:
-        return [(r.task.kind, now - r.started, r.fraction) for r in self.running.values()]
+        return [(r.task.kind, now - r.started, r.expected()) for r in self.running.values()]
 
     def eta(self) -> Eta:
         """Time left (rougher, ``~``, while some kind still to run has no finished stage: it is left out)."""
@@ -346,13 +373,14 @@ class Progress:
     # -------------------------------------------------------------------------------- plain summary
 
     def tick(self) -> bool:
-        """Print a summary line when stages run and ``summary_every`` seconds passed since the last one."""
+        """Read the running stages' progress; print a summary line when stages run and ``summary_every``
+        seconds passed since the last one."""
         with self._lock:
             now = self.clock()
+            self.refresh_running()
             if not self.running or now - self._last_summary < self.summary_every:
                 return False
             self._last_summary = now
-            self.refresh_running()
             self._line(self.summary())
             return True
 

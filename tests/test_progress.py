@@ -50,9 +50,9 @@ def test_eta_model_means_per_kind_and_parallel_slots():
     assert m.eta([("train", 30.0, None)], Counter()).seconds == pytest.approx(90.0)
     # a running stage past the mean counts as finishing now, never negative
     assert m.eta([("train", 500.0, None)], Counter()).seconds == 0.0
-    # before the first mine finishes, the running one extrapolates from its own progress (40 % in 20 s -> 50 s)
-    assert m.eta([("mine", 20.0, 0.4)], Counter()) == Eta(pytest.approx(30.0), True)
-    assert m.eta([("mine", 1.0, 0.01)], Counter()).seconds is None  # too early to extrapolate
+    # before the first mine finishes, the running one's own expected duration stands in (50 s, 20 s in)
+    assert m.eta([("mine", 20.0, 50.0)], Counter()) == Eta(pytest.approx(30.0), True)
+    assert m.eta([("mine", 1.0, None)], Counter()).seconds is None  # too early to extrapolate
     # kinds without an estimate are left out, and it says so: 2 trains known (240 s on 2 slots), 4 "other"
     # unknown; not "≥": the stages counted may take less than their kind's mean so far
     low = m.eta([], Counter(train=2, other=4))
@@ -93,9 +93,10 @@ def test_plain_lines_include_evaluations_and_a_summary_every_minute(tmp_path):
     train, ev = _task("train", 0, tmp_path, iterations=300), _task("evaluate", 0, tmp_path)
     p = Progress([train, ev], total=2, cached=0, console=Console(file=buf, width=300), live=False, clock=clock)
     p.on_event("start", train, None)
-    write_progress(progress_path(train.log_path), 120, 300)
+    write_progress(progress_path(train.log_path), 30, 300)
     clock.advance(30.0)
-    assert p.tick() is False  # less than a minute since the start
+    assert p.tick() is False  # less than a minute since the start; the progress is read all the same
+    write_progress(progress_path(train.log_path), 120, 300)
     clock.advance(31.0)
     assert p.tick() is True
     clock.advance(10.0)
@@ -112,9 +113,49 @@ def test_plain_lines_include_evaluations_and_a_summary_every_minute(tmp_path):
     summaries = [ln for ln in lines if "progress 0/2" in ln]
     assert len(summaries) == 1
     assert "running 1" in summaries[0] and "iteration 120/300" in summaries[0] and "(1:01)" in summaries[0]
-    # no train finished: 40 % in 61 s extrapolates to 152.5 s (91.5 s left); the evaluation has no estimate yet
-    assert "ETA ~1:32" in summaries[0]
+    # no train finished: 90 iterations in the 31 s since the first report seen, 180 to go (62 s); the
+    # evaluation has no estimate yet
+    assert "ETA ~1:02" in summaries[0]
     assert any("done    train" in ln and "[1/2]" in ln for ln in lines)
+
+
+def test_a_running_stage_extrapolates_from_its_pace_after_its_first_report(tmp_path):
+    """Before the first stage of a kind finishes, a running one's own pace stands in for the kind's
+    duration. Measured from its first report, not from its start: the smoke mining spends 6 s loading
+    and reading batches, then takes 10 s for its 100 steps, and elapsed / fraction at 5 % guessed 2:10
+    for it; a resumed training at iteration 200/400 two seconds in guessed it would take 4 s."""
+    clock = FakeClock()
+    mine = _task("mine", 0, tmp_path)
+    p = Progress([mine], total=1, cached=0, console=Console(file=io.StringIO()), live=False, clock=clock)
+    p.on_event("start", mine, None)
+    progress = progress_path(mine.log_path)
+    clock.advance(6.0)
+    write_progress(progress, 0, 100)
+    p.refresh_running()
+    assert p.eta().seconds is None  # one report: no pace yet
+    clock.advance(0.5)
+    write_progress(progress, 5, 100)
+    p.refresh_running()
+    assert p.eta() == Eta(pytest.approx(9.5), True)  # 0.1 s a step, 95 to go
+    clock.advance(0.5)
+    p.refresh_running()  # the same step seen again: the pace is kept from when it was first seen
+    assert p.eta().seconds == pytest.approx(9.0)
+
+    resumed = _task("train", 0, tmp_path, iterations=400)
+    p = Progress([resumed], total=1, cached=0, console=Console(file=io.StringIO()), live=False, clock=clock)
+    p.on_event("start", resumed, None)
+    progress = progress_path(resumed.log_path)
+    clock.advance(2.0)
+    write_progress(progress, 200, 400)
+    p.refresh_running()
+    clock.advance(5.0)
+    write_progress(progress, 210, 400)
+    p.refresh_running()
+    assert p.eta().seconds is None  # 10 iterations since its first report: under 5 % of 400
+    clock.advance(5.0)
+    write_progress(progress, 220, 400)
+    p.refresh_running()
+    assert p.eta() == Eta(pytest.approx(90.0), True)  # 0.5 s an iteration, 180 to go
 
 
 def test_rich_display_shows_counts_running_stage_iteration_and_eta(tmp_path):
