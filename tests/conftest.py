@@ -71,39 +71,57 @@ def mixstyle_tiny_config(data_root: str | Path, train_images: int, **train):
     )  # fmt: skip
 
 
+def _start_mlflow_server(tmp_path, port: int) -> subprocess.Popen:
+    with open(tmp_path / "server.log", "w") as log:
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path}/srv.db",
+             "--default-artifact-root", str(tmp_path / "srv-artifacts"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"],
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+        )  # fmt: skip
+
+
+def _stop_process_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
 @pytest.fixture
 def mlflow_server_uri(tmp_path):
-    """A real ``mlflow server`` (light form) on a free 127.0.0.1 port; stopped by its process group."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path}/srv.db",
-         "--default-artifact-root", str(tmp_path / "srv-artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
+    """A real ``mlflow server`` (light form) on a free 127.0.0.1 port; stopped by its process group.
+
+    The port is free when it is chosen and let go before the server binds it: should something take
+    it meanwhile, the server exits saying so, and another port is tried (three in all)."""
+    for attempt in range(3):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        proc = _start_mlflow_server(tmp_path, port)
+        url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 90
         while True:
             try:
                 with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                    if r.status == 200:
+                    if r.status == 200 and proc.poll() is None:
                         break
             except OSError:
                 pass
             if proc.poll() is not None or time.time() > deadline:
-                pytest.fail("mlflow server did not become healthy: " + (tmp_path / "server.log").read_text()[-2000:])
+                break
             time.sleep(0.5)
+        if proc.poll() is None and time.time() <= deadline:
+            break
+        _stop_process_group(proc)
+        log = (tmp_path / "server.log").read_text()
+        if "in use" not in log or attempt == 2:
+            pytest.fail("mlflow server did not become healthy: " + log[-2000:])
+    try:
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        log.close()
+        _stop_process_group(proc)
