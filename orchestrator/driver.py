@@ -397,7 +397,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
                 submitted = [o for o in outcomes.values() if o.status == "submitted"]
                 args = plan.arguments()
                 console.print(
-                    f"detached: {len(submitted)} stage(s) submitted to {backend_name}; follow with\n"
+                    f"detached: {count(len(submitted), 'stage')} submitted to {backend_name}; follow with\n"
                     f"  famix sweep status {args}\n"
                     f"and once all are done, collect the table (or run what failed) with\n"
                     f"  famix sweep run {args} --backend {backend_name}",
@@ -575,14 +575,16 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
             hint = f" (the last run had `{ran}`: give this command the same)" if name_last_run else ""
         else:
             hint = " (run with other overrides? give this command the same key=value)"
-        console.print(f"note: MLflow's {others} trial run(s) of this sweep come from another plan of it{hint}; "
-                      "they were left as they are", highlight=False, markup=False)
+        one = others == 1
+        console.print(f"note: MLflow's {count(others, 'trial run')} of this sweep {'comes' if one else 'come'} from another plan "
+                      f"of it{hint}; {'it was' if one else 'they were'} left as {'it is' if one else 'they are'}",
+                      highlight=False, markup=False)  # fmt: skip
     if n and console is not None:
-        console.print(f"MLflow: logged the finished stages' metrics of {n} trial run(s) ({tracker.uri})", highlight=False)
+        console.print(f"MLflow: logged the finished stages' metrics of {count(n, 'trial run')} ({tracker.uri})", highlight=False)
     if ended and console is not None:
         why = "their jobs have ended" if outlive else "their driver was killed"
         again = f"famix sweep run {plan.arguments()}" + (f" --backend {backend}" if backend != plan.sweep.backend.kind else "")
-        console.print(f"MLflow: ended {ended} run(s) KILLED that nothing runs any more ({why}; `{again}` runs the rest)",
+        console.print(f"MLflow: ended {count(ended, 'run')} KILLED that nothing runs any more ({why}; `{again}` runs the rest)",
                       highlight=False, markup=False)  # fmt: skip
     return n
 
@@ -700,7 +702,7 @@ def cancel_sweep(plan: Plan, backend: str | None = None, console: Any = None) ->
             console.print(f"sent SIGTERM to driver pid {pid}", highlight=False)
             n += 1
     if n:
-        console.print(f"cancelled {n} item(s) of sweep {plan.name}", highlight=False)
+        console.print(f"cancelled {count(n, 'item')} of sweep {plan.name}", highlight=False)
     elif live is None:  # "cancelled 0 item(s)" read as a cancel that worked
         console.print(f"nothing to cancel: no driver of sweep {plan.name} runs, and {name} holds no job of it", highlight=False)
     if _stages_outlive_driver(name):  # its jobs kept the MLflow runs RUNNING (an interrupted driver, --detach)
@@ -754,5 +756,5 @@ def _end_cancelled_runs(plan: Plan, console: Any, wait_s: float = 30.0) -> int:
                 return 0
             time.sleep(0.5)
     if n:
-        console.print(f"MLflow: ended {n} run(s) of the cancelled jobs KILLED ({tracker.uri})", highlight=False)
+        console.print(f"MLflow: ended {count(n, 'run')} of the cancelled jobs KILLED ({tracker.uri})", highlight=False)
     return n

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from famix_core.config import FamixConfig
 from famix_core.domains import resolve_domain
+from famix_core.text import count
 from orchestrator.stages import STAGE_KINDS
 
 if TYPE_CHECKING:
@@ -189,7 +190,7 @@ def estimate_plan(plan: "Plan", *, device: Any = None, say: Callable[[str], None
                 n, h, w = source_val_size(cfg)
                 at_one = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"scales": [1.0]})})
                 secs += checks * n * h * w * eval_seconds_per_pixel(at_one, h, w)
-                what += f" + {checks} source validations of {n} images"
+                what += f" + {count(checks, 'source validation')} of {count(n, 'image')}"
         elif st.kind == "mine":
             mc = cfg.mining
             if mine_step is None:
@@ -208,13 +209,13 @@ def estimate_plan(plan: "Plan", *, device: Any = None, say: Callable[[str], None
                 batches = min(batches, mc.max_batches)
             groups = math.ceil(batches * (cfg.model.num_classes + 1) / mc.patches_per_step)
             secs = mine_step * groups * mc.steps
-            what = f"<= {groups} groups x {mc.steps} steps ({batches} source batches)"
+            what = f"<= {count(groups, 'group')} x {count(mc.steps, 'step')} ({count(batches, 'source batch', 'source batches')})"
         else:
             n, h, w = split_size(cfg, st.domain or "C", cfg.eval.split)
             if cfg.eval.max_images is not None:
                 n = min(n, cfg.eval.max_images)
             secs = eval_seconds_per_pixel(cfg, h, w) * h * w * n
-            what = f"{st.domain}: {n} images {w}x{h}"
+            what = f"{st.domain}: {count(n, 'image')} {w}x{h}"
         out.append(StageEstimate(st.kind, key, secs, limit, gpus, status[key] != "done", what))
     return out, str(dev)
 
@@ -256,10 +257,10 @@ def print_estimate(plan: "Plan", console: Any, *, device: Any = None) -> list[St
         over = [e for e in ks if e.seconds > 60 * e.limit_min and (gpu or e.gpus == 0)]
         unchecked += sum(e.gpus > 0 for e in ks) if not gpu else 0
         if over:
-            say(f"warning: {len(over)} {kind} stage(s) need up to {_hours(worst.seconds)}, over their Slurm time of "
+            say(f"warning: {count(len(over), kind + ' stage')} {'needs' if len(over) == 1 else 'need'} up to {_hours(worst.seconds)}, over their Slurm time of "
                 f"{worst.limit_min} min (set backend.slurm.{kind}.time, or backend.slurm.time)")  # fmt: skip
     say(f"sweep: {total['all']:.2f} {unit} in all, {total['run']:.2f} {unit} still to run (on {dev})")
     if unchecked:
-        say(f"note: the Slurm time of the {unchecked} stage(s) given a GPU (backend.resources or backend.slurm) is not compared with "
+        say(f"note: the Slurm time of the {count(unchecked, 'stage')} given a GPU (backend.resources or backend.slurm) is not compared with "
             "these CPU times; `famix sweep plan --estimate` on a GPU node compares it")  # fmt: skip
     return ests

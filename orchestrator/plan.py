@@ -334,9 +334,9 @@ def slurm_jobs_line(plan: Plan, status: dict[str, str]) -> str:
     packed = [s for s in to_run if s.kind in kinds]
     jobs = len(to_run) - len(packed) + len({(s.kind, tuple(sorted(s.deps.items()))) for s in packed})
     if not kinds:
-        return f"slurm: {len(to_run)} stage(s) to run as {jobs} job(s) (backend.slurm.pack: none)"
-    return (f"slurm: {len(to_run)} stage(s) to run as {jobs} job(s); backend.slurm.pack: {', '.join(kinds)} "
-            f"({len(packed)} stage(s) packed, one job per trained model)")  # fmt: skip
+        return f"slurm: {count(len(to_run), 'stage')} to run as {count(jobs, 'job')} (backend.slurm.pack: none)"
+    return (f"slurm: {count(len(to_run), 'stage')} to run as {count(jobs, 'job')}; backend.slurm.pack: {', '.join(kinds)} "
+            f"({count(len(packed), 'stage')} packed, one job per trained model)")  # fmt: skip
 
 
 def _without_run_dir(arguments: str) -> list[str]:

@@ -491,7 +491,7 @@ def print_failures(
     own = [(t, o) for t, o in failures if failed_dependency(o.error) is None]
     waiting = [t for t, o in failures if failed_dependency(o.error) is not None]
     if own:
-        console.print(f"\n{len(own)} stage(s) failed:", style="bold red")
+        console.print(f"\n{count(len(own), 'stage')} failed:", style="bold red")
     for task, out in own:
         lines = (out.error or "").splitlines()
         console.print(f"- {task.name} (attempts {out.attempts}){' log: ' + out.log_path if out.log_path else ''}", highlight=False, markup=False)

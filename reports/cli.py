@@ -13,6 +13,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from famix_core.text import count
+
 if TYPE_CHECKING:
     from reports.report import SweepInfo
 
@@ -184,7 +186,7 @@ def check_has_results(results: Any, had_values: bool, args: argparse.Namespace) 
         raise ReportInputError(f"{args.csv}: no value in the columns {cols}; nothing written")
     status = sweep_command("status", args)
     raise ReportInputError(
-        f"{results.sweep}: none of the sweep's {len(results.runs)} trial run(s) in MLflow has an mIoU yet (its last run still going, "
+        f"{results.sweep}: none of the sweep's {count(len(results.runs), 'trial run')} in MLflow has an mIoU yet (its last run still going, "
         f"or stopped before its evaluations); nothing written. `{status}` names that run's arguments; `famix sweep run` "
         "with them finishes it, or, with the arguments of an earlier run, gives that run's table back from its cached stages"
     )

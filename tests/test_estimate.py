@@ -78,14 +78,14 @@ def test_estimate_arithmetic_and_time_warning(tmp_path, monkeypatch):
     assert f"sweep: {total:.2f} CPU-hours in all" in out
     # the paper's stages are given a GPU: CPU times said they needed 1,560 h of Slurm time (set the time higher)
     assert "warning:" not in out and "over their Slurm time" not in out
-    assert all(e.gpus > 0 for e in ests) and out.endswith(f"note: the Slurm time of the {len(ests)} stage(s) given a GPU (backend.resources or backend.slurm) is not compared with these "
+    assert all(e.gpus > 0 for e in ests) and out.endswith(f"note: the Slurm time of the {len(ests)} stages given a GPU (backend.resources or backend.slurm) is not compared with these "
                         "CPU times; `famix sweep plan --estimate` on a GPU node compares it\n")  # fmt: skip
     import torch
 
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "a stand-in GPU")
     monkeypatch.setattr(probe, "probe_train", lambda cfg, dev, **kw: 3.0)  # 40k iterations: 33 h
     print_estimate(plan, console, device="cuda")  # timed on a GPU (the probes are stand-ins here): compared
-    assert "warning: 24 train stage(s) need up to" in buf.getvalue() and "over their Slurm time of 1440 min" in buf.getvalue()
+    assert "warning: 24 train stages need up to" in buf.getvalue() and "over their Slurm time of 1440 min" in buf.getvalue()
 
 
 def test_mining_epochs_multiply_the_mine_estimate(tmp_path, monkeypatch):
@@ -183,7 +183,7 @@ def test_plan_estimate_runs_real_probes_and_plain_plan_computes_nothing(tmp_path
     checks = -(-its // BUILTIN_PROFILES["smoke"]["base"]["train"]["val_every"])
     assert re.search(rf"train\s+1 stage, each up to [\d.]+ (min|h) \({its} iterations \+ {checks} source validations of 8 images\)", out), out
     assert re.search(r"evaluate\s+2 stages", out) and "still to run (on cpu)" in out
-    assert "warning: 2 evaluate stage(s)" not in out  # 8 tiny images fit in 1 minute
+    assert "warning: 2 evaluate stages" not in out  # 8 tiny images fit in 1 minute
 
 
 def test_paper_training_probe_needs_no_data(tmp_path):

@@ -1238,7 +1238,7 @@ def test_an_interrupted_slurm_driver_leaves_its_runs_to_the_jobs_and_cancel_ends
         assert "MLflow" not in out.getvalue()
     else:
         assert states() == ["KILLED"] * 3, out.getvalue()
-        assert "MLflow: ended 3 run(s) of the cancelled jobs KILLED" in out.getvalue()
+        assert "MLflow: ended 3 runs of the cancelled jobs KILLED" in out.getvalue()
 
 
 @pytest.mark.parametrize("backend", ["local", "slurm"])
@@ -1337,7 +1337,7 @@ def test_status_ends_the_runs_of_a_slurm_sweep_once_its_jobs_have_ended(fake_eng
     out = io.StringIO()
     sweep_status(plan, Console(file=out, width=300))
     assert sorted(states().values()) == ["FINISHED", "KILLED", "KILLED"], (states(), out.getvalue())
-    assert "MLflow: ended 2 run(s) KILLED that nothing runs any more (their jobs have ended; `famix sweep run mini --profile smoke --backend slurm` runs the rest)" in out.getvalue()
+    assert "MLflow: ended 2 runs KILLED that nothing runs any more (their jobs have ended; `famix sweep run mini --profile smoke --backend slurm` runs the rest)" in out.getvalue()
 
 
 def test_sigterm_ends_any_command_with_one_line(fake_engine, monkeypatch, capsys):

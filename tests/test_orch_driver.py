@@ -161,7 +161,7 @@ def test_status_and_report_without_the_runs_overrides_leave_its_mlflow_runs(fake
     capsys.readouterr()
     assert main(["sweep", "status", "mini", "--run-dir", "runs"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "4 trial run(s) of this sweep come from another plan" in out, out[-400:]
+    assert "4 trial runs of this sweep come from another plan" in out, out[-400:]
     assert "the last run had `mini --profile smoke eval.max_images=3`: give this command the same" in out
     assert main(["report", "mini", "--run-dir", "runs", "--out", "rep", "--no-figures"]) == 0
     assert {r.info.run_id for r in tr.find({"famix.sweep": "mini", "famix.role": "trial"})} == before
@@ -326,7 +326,7 @@ def test_report_with_the_runs_overrides_logs_that_plans_finished_stages(fake_eng
     capsys.readouterr()
     # the default plan: one seed, its evaluations never ran: nothing to report (a table of dashes is not written)
     assert main(["report", "mini", "--run-dir", "plain", "--out", "plain-report", "--no-figures"]) == 2
-    assert "mini: none of the sweep's 4 trial run(s) in MLflow has an mIoU yet" in capsys.readouterr().err
+    assert "mini: none of the sweep's 4 trial runs in MLflow has an mIoU yet" in capsys.readouterr().err
     assert not Path("plain-report").exists()
     status, state = _sweep_run("plain")
     assert status != "done" and state == "RUNNING"  # not every trial of that plan is done
@@ -358,11 +358,11 @@ def test_nan_loss_fails_without_retry_and_is_summarized(fake_engine):
     assert result.exit_code == 1
     assert [k for k, _ in fake_engine].count("train") == 4  # one attempt each: a NaN loss is deterministic
     assert "FAILED  train" in out and "loss is nan at iteration 2" in out
-    assert "stage(s) failed" in out
+    assert "stages failed:" in out
     assert len(result.failed) == 4 + 8
     skipped = [line for line in out.splitlines() if " SKIPPED " in line]  # named by the training they need, not its hash
     assert len(skipped) == 8 and all(re.search(r"SKIPPED evaluate/[CB] \S+ \S+: needs train \S+ [0-9a-f]{8}, which failed$", s) for s in skipped), skipped
-    summary = out[out.index("4 stage(s) failed:"):]  # the four trainings, each with its error; one line for the rest
+    summary = out[out.index("4 stages failed:"):]  # the four trainings, each with its error; one line for the rest
     assert summary.count("\n- train ") == 4 and "\n- evaluate" not in summary
     assert "8 stages (evaluate ×8) not run: a stage they need failed (above)" in summary
     assert 'File "' not in summary  # an engine error is its message; the traceback is in the stage's log
@@ -789,7 +789,7 @@ def test_driver_as_the_only_mlflow_writer(fake_engine, capsys):
         if name == "status":
             assert main(["sweep", "status", "mini", "--run-dir", name]) == 0
             out = " ".join(capsys.readouterr().out.split())
-            assert "MLflow: logged the finished stages' metrics of 4 trial run(s)" in out, out[-600:]
+            assert "MLflow: logged the finished stages' metrics of 4 trial runs" in out, out[-600:]
         else:
             assert main(["report", "mini", "--run-dir", name, "--no-figures"]) == 0
             assert "| Freeze" in capsys.readouterr().out

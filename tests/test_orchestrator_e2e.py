@@ -180,8 +180,8 @@ def test_failures_are_isolated_reported_and_not_retried_when_deterministic(tmp_p
     an = by_name["evaluate/AN/0.01"]
     assert an.status == "failed" and DataError.__name__ in an.error and an.attempts == 1
     assert by_name["evaluate/C/1e+30"].error.startswith("dependency")
-    assert "FAILED  train" in out and "FAILED  evaluate/AN" in out and "stage(s) failed" in out
-    assert out.index("FAILED  train") < out.index("stage(s) failed")  # shown when it happened, and in the summary
+    assert "FAILED  train" in out and "FAILED  evaluate/AN" in out and "stages failed:" in out
+    assert out.index("FAILED  train") < out.index("stages failed:")  # shown when it happened, and in the summary
     df = pd.read_csv(plan.sweep_dir / "results.csv")
     assert df.loc[0, "C"] > 0 and pd.isna(df.loc[0, "AN"]) and df.loc[1, ["C", "AN"]].isna().all()
     assert list(df["status"]) == ["failed", "failed"]

@@ -435,7 +435,7 @@ def test_plan_checks_the_sweep_as_the_backend_it_is_given_would_run_it(capsys, g
     assert "--backend slurm` runs them on the cluster's nodes" in capsys.readouterr().err
     assert main(["sweep", "plan", "dev", "--run-dir", "out", "--backend", "slurm", *no_fallback]) == 0
     out = capsys.readouterr().out
-    assert "slurm: 5 stage(s) to run as 5 job(s); backend.slurm.pack: evaluate" in out, out  # what it would submit
+    assert "slurm: 5 stages to run as 5 jobs; backend.slurm.pack: evaluate" in out, out  # what it would submit
     assert main(["sweep", "plan", "dev", "--run-dir", "out", "--backend", "slurmx"]) == 2
     assert capsys.readouterr().err.strip().endswith("unknown backend 'slurmx' (known: local, ray, slurm) (did you mean slurm?)")
     assert not Path("out").exists()

@@ -263,7 +263,7 @@ def test_a_job_sbatch_refuses_is_one_line_and_the_jobs_before_it_are_recorded(sl
     with pytest.raises(SweepError) as e:
         backend.submit([first, then], max_parallel=1, retries=0)
     assert str(e.value).startswith("slurm backend: sbatch refused a job: ") and "nosuch" in str(e.value).lower(), str(e.value)
-    assert "the 1 stage(s) submitted before it run on and are recorded" in str(e.value) and "\n" not in str(e.value)
+    assert "the 1 stage submitted before it runs on and is recorded" in str(e.value) and "\n" not in str(e.value)
     assert set(load_jobs(sweep_dir)["stages"]) == {"first"}
 
 

@@ -365,10 +365,10 @@ def test_sweep_plan_shows_the_packs_and_refuses_a_bad_pack(capsys):
     Path("s.yaml").write_text(sweep % "")
     assert main(["sweep", "plan", "s.yaml", "--run-dir", "out"]) == 0
     out = capsys.readouterr().out
-    assert "slurm: 9 stage(s) to run as 5 job(s); backend.slurm.pack: evaluate (6 stage(s) packed" in out  # 1 mine, 2 train, 2 packs
+    assert "slurm: 9 stages to run as 5 jobs; backend.slurm.pack: evaluate (6 stages packed" in out  # 1 mine, 2 train, 2 packs
     Path("s.yaml").write_text(sweep % ", pack: none")
     assert main(["sweep", "plan", "s.yaml", "--run-dir", "out"]) == 0
-    assert "slurm: 9 stage(s) to run as 9 job(s) (backend.slurm.pack: none)" in capsys.readouterr().out
+    assert "slurm: 9 stages to run as 9 jobs (backend.slurm.pack: none)" in capsys.readouterr().out
     Path("s.yaml").write_text(sweep % ", pack: [train]")
     rc = main(["sweep", "plan", "s.yaml", "--run-dir", "out"])
     err = capsys.readouterr().err

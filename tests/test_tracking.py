@@ -404,7 +404,7 @@ def test_a_report_of_trial_runs_without_any_result_writes_nothing(capsys):
     capsys.readouterr()
     assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures", "train.iterations=2"]) == 2
     out, err = capsys.readouterr()
-    assert err.splitlines()[-1] + "\n" == ("famix: error: tiny: none of the sweep's 1 trial run(s) in MLflow has an mIoU yet (its last run still going, "
+    assert err.splitlines()[-1] + "\n" == ("famix: error: tiny: none of the sweep's 1 trial run in MLflow has an mIoU yet (its last run still going, "
                    "or stopped before its evaluations); nothing written. `famix sweep status tiny.yaml train.iterations=2` names that run's arguments; "
                    "`famix sweep run` with them finishes it, or, with the arguments of an earlier run, gives that run's table back "
                    "from its cached stages\n"), err  # fmt: skip

@@ -16,6 +16,7 @@ from typing import Any, Callable, Collection, Mapping
 
 from famix_core.errors import FamixError
 from famix_core.io import atomic_write_json
+from famix_core.text import count
 from orchestrator.backends.base import Backend
 from orchestrator.backends.slurm.cluster import (
     ACTIVE_STATES,
@@ -257,7 +258,7 @@ class SlurmBackend(Backend):
             if states.get(rec["job_id"]) in ACTIVE_STATES:
                 records[key] = dict(rec, adopted=True)
         if records:
-            self._notify(f"{len(records)} stage(s) still queued or running from an earlier submission; not submitted again")
+            self._notify(f"{count(len(records), 'stage')} still queued or running from an earlier submission; not submitted again")
 
         self.folder = self.sweep_dir / "slurm" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         outcome_dir = self.folder / "outcomes"
@@ -279,8 +280,10 @@ class SlurmBackend(Backend):
             why = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
             said = next((ln for ln in why if "error" in ln.lower()), why[0] if why else type(e).__name__)
             raise SweepError(
-                f"slurm backend: sbatch refused a job: {said[:300]}; the {len(submitted_now)} stage(s) submitted before it "
-                "run on and are recorded (a corrected rerun adopts them, `famix sweep cancel` stops them)"
+                f"slurm backend: sbatch refused a job: {said[:300]}; the {count(len(submitted_now), 'stage')} submitted "
+                + ("before it runs on and is recorded (a corrected rerun adopts it, `famix sweep cancel` stops it)"
+                   if len(submitted_now) == 1 else
+                   "before it run on and are recorded (a corrected rerun adopts them, `famix sweep cancel` stops them)")
             ) from None
         finally:  # what was submitted is recorded, also when a later submission failed: status and cancel find it
             jobs["stages"].update({k: {kk: vv for kk, vv in r.items() if kk != "adopted"} for k, r in records.items()})

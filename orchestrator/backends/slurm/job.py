@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from famix_core.io import atomic_write_json
+from famix_core.text import count
 from orchestrator.backends.slurm.records import outcome_path, read_outcome
 from orchestrator.stages import StageOutcome, StageTask
 
@@ -59,7 +60,7 @@ class SlurmStage:
         with _checkpoint_on_cancel(stop) as cancelled:
             outcome = self._run(task, stop, cancelled, requeue)
         if outcome.status == "failed":
-            raise StageFailed(f"stage {task.kind} {task.key} failed after {outcome.attempts} attempt(s): {outcome.error}")
+            raise StageFailed(f"stage {task.kind} {task.key} failed after {count(outcome.attempts, 'attempt')}: {outcome.error}")
         return outcome
 
     def _run(
@@ -167,14 +168,14 @@ class SlurmPack(SlurmStage):
         failed = [(t, o) for t, o in zip(tasks, outcomes) if o.status == "failed"]
         if failed:
             names = ", ".join(f"{t.kind} {t.key[:12]}" for t, _ in failed)
-            raise StageFailed(f"{len(failed)} of {len(tasks)} stage(s) of the pack failed ({names}): {failed[0][1].error}")
+            raise StageFailed(f"{len(failed)} of {count(len(tasks), 'stage')} of the pack failed ({names}): {failed[0][1].error}")
         return outcomes
 
     def checkpoint(self, tasks: list[StageTask]) -> Any:  # type: ignore[override]
         """Requeue the whole pack (called by submitit on preemption / timeout); its finished stages are kept."""
         from submitit.helpers import DelayedSubmission
 
-        print(f"[famix] pack of {len(tasks)} stage(s) from {tasks[0].key[:12]}: preempted or timed out; requeueing", flush=True)
+        print(f"[famix] pack of {count(len(tasks), 'stage')} from {tasks[0].key[:12]}: preempted or timed out; requeueing", flush=True)
         return DelayedSubmission(self, tasks)
 
 
