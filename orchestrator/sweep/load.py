@@ -27,7 +27,7 @@ from orchestrator.sweep.schema import (
     ZipGroup,
 )
 
-__all__ = ["resolve_sweep_path", "load_sweep", "validate_tree", "check_config_key"]
+__all__ = ["resolve_sweep_path", "load_sweep", "validate_tree", "check_config_key", "valid_keys_at"]
 
 _REPO_SWEEPS = Path(__file__).resolve().parent.parent.parent / "sweeps"
 
@@ -176,7 +176,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as e:
-        raise SweepError(format_error(e, source, valid_keys=_keys_for(e.errors()[0]["loc"]))) from None
+        raise SweepError(format_error(e, source, valid_keys=valid_keys_at(e.errors()[0]["loc"]))) from None
     base_source, base_prefix = source, "base"  # where a mistake in the base is (this file, or its base file)
     if isinstance(spec.base, str):
         if not spec.base.strip():
@@ -199,8 +199,8 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
     return spec, source
 
 
-def _keys_for(loc: tuple) -> list[str]:
-    """Valid keys at the place an extra key was found (for 'did you mean')."""
+def valid_keys_at(loc: tuple) -> list[str]:
+    """Valid keys at the place in a sweep file where an extra key was found (for 'did you mean')."""
     if len(loc) < 2 or loc[0] not in ("backend", "tracking", "labels", "profiles", "zip"):
         return list(SweepSpec.model_fields)
     models: dict[str, type[BaseModel]] = {

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from famix_core.config import FamixConfig, check_seed, config_paths
-from famix_core.config_io import MISSING, Override, apply_overrides, check_overrides, mapping_sets, merge, missing_keys, validate
+from famix_core.config_io import MISSING, Override, apply_overrides, check_overrides, format_error, mapping_sets, merge, missing_keys, validate
 from famix_core.errors import suggest
 from orchestrator.backends.slurm.options import validate_slurm_options
 from orchestrator.errors import SweepError
-from orchestrator.sweep.load import check_config_key, validate_tree
+from orchestrator.sweep.load import check_config_key, valid_keys_at, validate_tree
 from orchestrator.sweep.schema import BUILTIN_PROFILES, BackendSpec, ProfileSpec, ResolvedSweep, SweepSpec, TrackingSpec
 
 __all__ = ["resolve_profile", "command_line_seeds", "command_line_domains"]
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def resolve_profile(
@@ -35,8 +39,7 @@ def resolve_profile(
     names = sorted(set(BUILTIN_PROFILES) | set(spec.profiles))
     if profile not in names:
         raise SweepError(f"{source}: profile {profile!r}: unknown profile (known: {', '.join(names)}){suggest(profile, names)}")
-    # a mistake in the built-in table is a bug, reported like a file mistake
-    builtin = validate(ProfileSpec, BUILTIN_PROFILES.get(profile, {}), "built-in profiles", prefix=profile)
+    builtin = _builtin(profile)
     own = spec.profiles.get(profile) or ProfileSpec()
     file_set = spec.model_fields_set
 
@@ -55,16 +58,10 @@ def resolve_profile(
     seeds = own.seeds or (spec.seeds if "seeds" in file_set else None) or builtin.seeds or spec.seeds
     domains = own.domains or spec.domains or builtin.domains
     domains_from = f"{where}.domains" if own.domains else "domains"
-    file_backend = merge(builtin.backend, spec.backend.model_dump(exclude_unset=True), source=source)
-    backend_tree = merge(file_backend, own.backend, source=source)
-    tracking_tree = merge(builtin.tracking, spec.tracking.model_dump(exclude_unset=True), own.tracking, source=source)
-    # the file's top level is valid on its own (SweepSpec), so a mistake found here is the profile's
-    backend = validate(BackendSpec, backend_tree, source, f"{where}.backend" if own.backend else "backend")
-    tracking = validate(TrackingSpec, tracking_tree, source, f"{where}.tracking" if own.tracking else "tracking")
-    if backend.slurm:
-        validate_slurm_options(file_backend.get("slurm"), source)
-        if own.backend.get("slurm"):  # the merged block: a mistake now is the profile's
-            validate_slurm_options(backend.slurm, f"{source}: {where}")
+    backend, tracking = _backend_and_tracking(spec, source, profile, builtin, own)
+    for other, prof in spec.profiles.items():  # a mistake in another profile is found now, not when it is run
+        if other != profile and (prof.backend or prof.tracking):
+            _backend_and_tracking(spec, source, other, _builtin(other), prof)
     config_overrides = [o for o in overrides if o.key not in ("seeds", "domains")]
     for o in overrides:
         if o.key == "seeds":
@@ -124,6 +121,41 @@ def resolve_profile(
         grid_from=grid_from,
         domains_from=domains_from,
     )
+
+
+def _builtin(profile: str) -> ProfileSpec:
+    """The built-in profile of that name (an empty one for a name only the file has); a mistake in the
+    built-in table is a bug, reported like a file mistake."""
+    return validate(ProfileSpec, BUILTIN_PROFILES.get(profile, {}), "built-in profiles", prefix=profile)
+
+
+def _backend_and_tracking(
+    spec: SweepSpec, source: str, profile: str, builtin: ProfileSpec, own: ProfileSpec
+) -> tuple[BackendSpec, TrackingSpec]:
+    """A profile's ``backend`` and ``tracking``: the built-in profile's, the file's, the file's profile's, merged
+    and validated (a mistake is named where it is: the file's top level is valid on its own, so one found
+    in the merge is the profile's)."""
+    where = f"profiles.{profile}"
+    file_backend = merge(builtin.backend, spec.backend.model_dump(exclude_unset=True), source=source)
+    backend_tree = merge(file_backend, own.backend, source=source)
+    tracking_tree = merge(builtin.tracking, spec.tracking.model_dump(exclude_unset=True), own.tracking, source=source)
+    backend = _validated(BackendSpec, backend_tree, source, f"{where}.backend" if own.backend else "backend")
+    tracking = _validated(TrackingSpec, tracking_tree, source, f"{where}.tracking" if own.tracking else "tracking")
+    if backend.slurm:
+        validate_slurm_options(file_backend.get("slurm"), source)
+        if own.backend.get("slurm"):  # the merged block: a mistake now is the profile's
+            validate_slurm_options(backend.slurm, f"{source}: {where}")
+    return backend, tracking
+
+
+def _validated(schema: type[M], tree: dict[str, Any], source: str, prefix: str) -> M:
+    """``schema`` (a block of the sweep file) from ``tree``; a mistake is one line naming ``prefix``'s key,
+    with the closest valid key there."""
+    try:
+        return schema.model_validate(tree)
+    except ValidationError as e:
+        block = prefix.rsplit(".", 1)[-1]  # backend / tracking
+        raise SweepError(format_error(e, source, prefix, valid_keys=valid_keys_at((block, *e.errors()[0]["loc"])))) from None
 
 
 def _check_given(base: dict[str, Any], trees: list[dict[str, Any]], places: list[tuple[str, str]], values_of: dict[str, list[Any]]) -> None:
