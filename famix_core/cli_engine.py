@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("train", help="train a segmenter (resumes from --ckpt when it holds a checkpoint)")
     _common(p)
-    p.add_argument("--bank", default=None, help="style bank folder (from mine-styles), needed by style.strategy=famix")
+    p.add_argument("--bank", default=None, help="style bank folder (from mine-styles), needed by style.strategy=famix with style.augment=true")
     p.add_argument("--ckpt", default=None, help="checkpoint folder (default: OUT/checkpoints)")
     p.set_defaults(func=_train)
 
