@@ -108,9 +108,9 @@ def test_bad_override_and_profile(capsys):
     assert "command line: seeds=[0, -1]: expected a seed from 0 to 4294967295, got -1" in line
 
 
-def test_a_mistake_in_another_profiles_backend_is_found_whichever_profile_runs(capsys):
-    """A typo in ``profiles.paper.backend.slurm`` passed every smoke run of the file and came out only
-    on the cluster; a profile's ``base`` was checked at load already."""
+def test_a_mistake_in_another_profile_is_found_whichever_profile_runs(capsys):
+    """A typo in ``profiles.paper.backend.slurm`` (or its grid's keys, its domains) passed every smoke run
+    of the file and came out only on the cluster; a profile's ``base`` was checked at load already."""
     cluster = GOOD + "profiles:\n  paper:\n    backend: {kind: slurm, slurm: {partiton: gpu}}\n"
     line = _cli_error(capsys, cluster)  # the smoke profile runs
     assert line == ("famix: error: sweeps/x.yaml: profiles.paper: backend.slurm.partiton: unknown option (did you mean partition? "
@@ -118,6 +118,10 @@ def test_a_mistake_in_another_profiles_backend_is_found_whichever_profile_runs(c
                     "array_parallelism, pack, mine, train, evaluate)")  # fmt: skip
     line = _cli_error(capsys, GOOD + "profiles:\n  mine:\n    tracking: {experment: x}\n")
     assert line.startswith("famix: error: sweeps/x.yaml: profiles.mine.tracking.experment: ") and "did you mean experiment?" in line
+    line = _cli_error(capsys, GOOD + "profiles:\n  paper:\n    grid: {style.mxi: [true]}\n")
+    assert line == "famix: error: sweeps/x.yaml: profiles.paper.grid.style.mxi: unknown key (did you mean style.mix?)"
+    line = _cli_error(capsys, GOOD + "profiles:\n  paper:\n    domains: [C, Q]\n")
+    assert line.startswith("famix: error: sweeps/x.yaml: profiles.paper.domains[1]: unknown domain 'Q' (known: ")
     assert main(["sweep", "plan", str(_write(cluster.replace("partiton", "partition"))), "--run-dir", "out"]) == 0
 
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ValidationError
 
 from famix_core.config import FamixConfig, check_seed, config_paths
 from famix_core.config_io import MISSING, Override, apply_overrides, check_overrides, format_error, mapping_sets, merge, missing_keys, validate
+from famix_core.domains import resolve_domain
 from famix_core.errors import suggest
 from orchestrator.backends.slurm.options import validate_slurm_options
 from orchestrator.errors import SweepError
@@ -60,8 +61,8 @@ def resolve_profile(
     domains_from = f"{where}.domains" if own.domains else "domains"
     backend, tracking = _backend_and_tracking(spec, source, profile, builtin, own)
     for other, prof in spec.profiles.items():  # a mistake in another profile is found now, not when it is run
-        if other != profile and (prof.backend or prof.tracking):
-            _backend_and_tracking(spec, source, other, _builtin(other), prof)
+        if other != profile:
+            _check_other_profile(spec, source, other, prof)
     config_overrides = [o for o in overrides if o.key not in ("seeds", "domains")]
     for o in overrides:
         if o.key == "seeds":
@@ -146,6 +147,20 @@ def _backend_and_tracking(
         if own.backend.get("slurm"):  # the merged block: a mistake now is the profile's
             validate_slurm_options(backend.slurm, f"{source}: {where}")
     return backend, tracking
+
+
+def _check_other_profile(spec: SweepSpec, source: str, name: str, prof: ProfileSpec) -> None:
+    """What a profile that is not run now sets, checked as far as it goes without running it: its
+    ``backend`` and ``tracking`` blocks, its grid's keys and its domains (its ``base`` is checked at load)."""
+    if prof.backend or prof.tracking:
+        _backend_and_tracking(spec, source, name, _builtin(name), prof)
+    for key in prof.grid:
+        check_config_key(key, source, f"profiles.{name}.grid.{key}")
+    for i, d in enumerate(prof.domains or []):
+        try:
+            resolve_domain(d)
+        except ValueError as e:
+            raise SweepError(f"{source}: profiles.{name}.domains[{i}]: {e}") from None
 
 
 def _validated(schema: type[M], tree: dict[str, Any], source: str, prefix: str) -> M:
