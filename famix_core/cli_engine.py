@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 __all__ = ["register"]
@@ -127,11 +128,19 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise ConfigError(f"command line: --domains: {domains[again]} is {domains[first]} again (column {col}); give each domain once")
     names = domains or cfg.eval.domains
 
+    last = [time.monotonic()]  # when the last line was printed
+
     def done(metrics: dict[str, float], i: int | None) -> None:
         key, value = next(iter(metrics.items()))  # {"miou/<column>": percent}
         print(f"[evaluate] {key.removeprefix('miou/')} mIoU {value:.2f} ({(i or 0) + 1}/{len(names)} domains)", file=sys.stderr, flush=True)
+        last[0] = time.monotonic()
 
-    results = evaluate(cfg, args.weights, domains, out_dir=args.out, log=done)
+    def going(col: str, n: int, total: int | None) -> None:  # a line every 10 s on a long domain
+        if time.monotonic() - last[0] >= 10.0 and n != total:
+            last[0] = time.monotonic()
+            print(f"[evaluate] {col}: image {n}" + (f"/{total}" if total else ""), file=sys.stderr, flush=True)
+
+    results = evaluate(cfg, args.weights, domains, out_dir=args.out, log=done, progress=going)
     from famix_core.checkpoint import atomic_write_json
 
     atomic_write_json(f"{args.out}/results.json", results)

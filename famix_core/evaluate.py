@@ -206,6 +206,7 @@ def evaluate_model(
     precision: str = "fp32",
     channels_last: bool = False,
     num_workers: int = 0,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Accumulate the confusion matrix of a model over a dataset, on ``device``.
 
@@ -223,6 +224,8 @@ def evaluate_model(
         precision: ``fp32`` or ``bf16`` (autocast of the forward; the logits are compared in fp32).
         channels_last: channels_last images and model (CUDA).
         num_workers: loader worker processes.
+        progress: called with (images done, images in all) after each forward pass (reads no tensor,
+            so it waits for nothing on the device).
 
     Returns:
         ((K, K) int64 confusion on ``device``, number of images).
@@ -238,6 +241,7 @@ def evaluate_model(
         model = model.to(memory_format=fmt)
     conf = ConfusionMatrix(num_classes, device)
     n = 0
+    total = len(dataset) if hasattr(dataset, "__len__") else None
     # its own generator: an iterator draws its base seed from it, and the global stream belongs to
     # the training that may call this for source validation (drawing from it would change the run)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=list, generator=torch.Generator(),
@@ -249,6 +253,8 @@ def evaluate_model(
             pred = predict(model, images.contiguous(memory_format=fmt), tuple(labels.shape[-2:]), scales)
             conf.update(pred, labels)
             n += len(group)
+            if progress is not None:
+                progress(n, total)
     return conf.mat, n
 
 
@@ -327,6 +333,7 @@ def evaluate_domain(
     out_dir: str | Path | None = None,
     *,
     model: "Segmenter | None" = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate trained weights on one domain split (``cfg.eval.split``, ``cfg.eval.scales``).
 
@@ -337,6 +344,7 @@ def evaluate_domain(
         out_dir: if given, receives ``metrics.json`` and ``confusion.json`` (:func:`confusion_record`), atomically.
         model: an already loaded segmenter (skips loading ``weights``; used by :func:`evaluate`). Without
             it the weights are loaded, or reused inside a :func:`keep_loaded_model` block.
+        progress: called with (images done, images in all) as the evaluation goes.
 
     Returns:
         ``{"miou": float in [0,1], "iou": {class: float|None}, "pixel_acc": float, "n_images": int}``.
@@ -355,7 +363,7 @@ def evaluate_domain(
     conf, n = evaluate_model(
         model, dataset, cfg.model.num_classes, device, cfg.eval.scales, cfg.eval.batch_size,
         precision=cfg.eval.precision, channels_last=channels_last,
-        num_workers=resolve_workers(cfg.data.num_workers),
+        num_workers=resolve_workers(cfg.data.num_workers), progress=progress,
     )  # fmt: skip
     m = metrics_from_confusion(conf)
     result = {"miou": m["miou"], "iou": m["iou"], "pixel_acc": m["pixel_acc"], "n_images": n}
@@ -379,6 +387,7 @@ def evaluate(
     *,
     log: LogFn | None = None,
     out_dir: str | Path | None = None,
+    progress: Callable[[str, int, int | None], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate on several domains (default ``cfg.eval.domains``), loading the weights once.
 
@@ -388,6 +397,7 @@ def evaluate(
         domains: names or columns.
         log: called with ``{"miou/<column>": percent}`` after each domain.
         out_dir: if given, each domain writes into ``out_dir/<column>/``.
+        progress: called with (column, images done, images in all) as each domain goes.
 
     Returns:
         ``{column: result of evaluate_domain}`` in the given order.
@@ -406,7 +416,8 @@ def evaluate(
     for i, name in enumerate(names):
         col = resolve_domain(name).short_name
         sub = Path(out_dir) / col if out_dir is not None else None
-        results[col] = evaluate_domain(cfg, weights, name, sub, model=model)
+        tell = (lambda done, total, col=col: progress(col, done, total)) if progress is not None else None
+        results[col] = evaluate_domain(cfg, weights, name, sub, model=model, progress=tell)
         if log is not None:
             log({f"miou/{col}": 100.0 * results[col]["miou"]}, i)
     return results

@@ -103,7 +103,7 @@ class StageContext:
     def progress(self, step: int, total: int | None = None) -> None:
         """Tell the driver's display how far the stage is: ``step`` of ``total`` (a training: its
         iteration of ``train.iterations``; the mining: its optimization steps, of a total estimated
-        until every source batch is read).
+        until every source batch is read; an evaluation: its images).
 
         At most twice a second; a failure to write never fails the stage.
         """
@@ -220,7 +220,7 @@ def _run_evaluate(ctx: StageContext) -> dict[str, Any]:
 
     task = ctx.task
     weights = ctx.store.path("train", task.deps["train"]) / "model.safetensors"
-    result = evaluate_domain(ctx.config(), weights, task.domain, ctx.tmp)
+    result = evaluate_domain(ctx.config(), weights, task.domain, ctx.tmp, progress=ctx.progress)
     result = _jsonable(result)
     if not (ctx.tmp / "metrics.json").is_file():
         (ctx.tmp / "metrics.json").write_text(json.dumps(result, indent=1))

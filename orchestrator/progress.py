@@ -11,7 +11,7 @@ including evaluations, done, failed, retry) and, while stages run, a one-line su
 A running stage reports its progress through a small JSON file beside its log
 (``<kind>-<key>.progress.json``: ``{"step", "total", "time"}``), written by
 :mod:`orchestrator.execute` (a training's iterations from the engine's log callback, the mining's
-steps from its progress callback). The driver only reads it, so the
+steps and an evaluation's images from their progress callbacks). The driver only reads it, so the
 same display works for stages in-process, on Ray workers and on Slurm nodes (shared run dir).
 
 The ETA sums, per stage kind, the mean duration of the finished stages of that kind over the
@@ -401,6 +401,8 @@ class Progress:
             return "starting" if r.task.kind != "evaluate" else "evaluating"
         if r.task.kind == "train" and r.total:
             return f"iteration {r.step}/{r.total}"
+        if r.task.kind == "evaluate":
+            return f"image {r.step}" + (f"/{r.total}" if r.total else "")
         return f"step {r.step}" + (f"/{r.total}" if r.total else "")
 
     # -------------------------------------------------------------------------------- rich display

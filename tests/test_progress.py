@@ -206,6 +206,51 @@ def test_ctrl_c_shows_stopping_in_place_of_the_eta(tmp_path):
     assert p.summary().startswith("progress 0/2: done 0 · running 1 · failed 0 · cached 0 · stopping…")  # not on a terminal
 
 
+def test_an_evaluation_stage_reports_its_images(tmp_path, monkeypatch):
+    """An evaluation showed only "evaluating" (a real domain's 500 to 2,000 full-resolution images
+    take minutes); it now counts its images, from the real evaluation loop."""
+    import torch
+
+    from famix_core.evaluate import evaluate_model
+    from orchestrator import execute
+    from orchestrator.stages import StageTask
+    from orchestrator.store import Store
+
+    task = StageTask(kind="evaluate", key="e" * 64, config={}, store=str(tmp_path / "store"), domain="C",
+                     deps={"train": "t" * 64}, log_path=str(tmp_path / "logs" / "evaluate-e.log"))  # fmt: skip
+    seen: list = []
+
+    class Model(torch.nn.Module):
+        num_classes = 3
+
+        def forward(self, x):
+            return torch.zeros(x.shape[0], 3, *x.shape[-2:])
+
+    data = [(torch.zeros(3, 8, 8), torch.zeros(8, 8, dtype=torch.long)) for _ in range(5)]
+
+    def fake_evaluate_domain(cfg, weights, domain, out_dir, *, progress=None):
+        def tell(done, total):
+            progress(done, total)
+            seen.append(read_progress(progress_path(task.log_path)))
+
+        _, n = evaluate_model(Model(), data, 3, torch.device("cpu"), batch_size=2, progress=tell)
+        return {"miou": 0.5, "iou": {}, "pixel_acc": 1.0, "n_images": n}
+
+    store = Store(task.store)
+    tmp = store.begin()
+    (tmp / "model.safetensors").write_bytes(b"")  # never read: the evaluation is the fake's
+    store.commit(tmp, "train", task.deps["train"], {}, 1.0)
+    monkeypatch.setattr("famix_core.evaluate.evaluate_domain", fake_evaluate_domain)
+    monkeypatch.setattr(execute.StageContext, "config", lambda self: None)
+    monkeypatch.setattr(execute.StageContext, "artifact", lambda self, path, name: None)
+    out = execute.execute_stage(task)
+    assert out.status == "done", out.error
+    assert seen[0] == (2, 5) and seen[-1] == (5, 5)  # 3 forwards of up to 2 images; the last is always written
+    running = RunningStage(task, 0.0)
+    running.step, running.total = 2, 5
+    assert Progress._stage_progress(running) == "image 2/5"
+
+
 def test_progress_file_round_trip_and_stage_writes_it(tmp_path):
     path = progress_path(tmp_path / "logs" / "train-abc.log")
     assert path.name == "train-abc.progress.json" and read_progress(path) is None
