@@ -195,8 +195,8 @@ def _run_train(ctx: StageContext) -> dict[str, Any]:
 def _keep_history_through(path: Path, step: int) -> bool:
     """Drop the lines of an earlier attempt's history after ``step``, where this attempt starts (its
     checkpoint's iteration, 0 without one): the steps it logs again are then in the file once, with
-    this attempt's values, and a training restarted from scratch starts a fresh file. Rewritten
-    atomically. Returns whether an earlier attempt logged anything (then MLflow may hold its steps).
+    this attempt's values, and a training restarted from scratch starts a fresh file. A last record
+    whose newline was never written gets it. Rewritten atomically. Returns whether an earlier attempt logged anything (then MLflow may hold its steps).
     """
     try:
         lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -209,8 +209,8 @@ def _keep_history_through(path: Path, step: int) -> bool:
         except (ValueError, KeyError, TypeError):
             return step + 1  # a torn line (a killed writer): dropped
 
-    kept = [line for line in lines if step_of(line) <= step]
-    if len(kept) < len(lines):
+    kept = [line if line.endswith("\n") else line + "\n" for line in lines if step_of(line) <= step]
+    if kept != lines:  # a line dropped, or a whole last record left without its newline, which the next append would join
         atomic_write_text(path, "".join(kept))
     return bool(lines)
 

@@ -181,6 +181,26 @@ def test_a_retried_training_logs_each_step_once_to_mlflow_and_its_history(tmp_pa
     assert [step for step, _, _ in read_history(history)] == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_history_record_left_without_its_newline_is_kept_apart_from_the_next_attempts(tmp_path):
+    """A writer cut off after a record's JSON but before its newline left a whole record that the next
+    attempt's first append joined onto: both lines were then unreadable and dropped, silently."""
+    import json
+
+    from orchestrator.execute import _keep_history_through
+    from orchestrator.tracking import read_history
+
+    path = tmp_path / "history.jsonl"
+    record = lambda step: json.dumps({"step": step, "ts": 1000 + step, "metrics": {"train/loss": 1.0 / step}})  # noqa: E731
+    path.write_text(record(1) + "\n" + record(2) + "\n" + record(3))  # killed before the last newline
+    assert _keep_history_through(path, 3) is True
+    with path.open("a") as f:  # the next attempt goes on from step 4
+        f.write(record(4) + "\n")
+    assert [step for step, _, _ in read_history(path)] == [1, 2, 3, 4]
+    path.write_text(record(1) + "\n" + record(2) + "\n" + record(3)[:9])  # a torn record is still dropped
+    _keep_history_through(path, 3)
+    assert path.read_text() == record(1) + "\n" + record(2) + "\n"
+
+
 TINY_SWEEP = """\
 name: tiny
 base:
