@@ -107,7 +107,7 @@ def source_val_size(cfg: FamixConfig) -> tuple[int, int, int]:
 def _train_signature(cfg: FamixConfig) -> tuple:
     m, t = cfg.model, cfg.train
     return (m.backbone, m.output_stride, m.freeze, t.batch_size, cfg.data.crop_size,
-            cfg.style.effective_strategy() != "none", t.precision, t.channels_last)  # fmt: skip
+            cfg.style.effective_strategy(), t.precision, t.channels_last)  # fmt: skip
 
 
 def _limits(plan: "Plan", kind: str) -> tuple[int, int]:

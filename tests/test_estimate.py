@@ -55,7 +55,7 @@ def test_estimate_arithmetic_and_time_warning(tmp_path, monkeypatch):
     out = buf.getvalue()
     kinds = [k for k, _ in calls]
     assert kinds.count("mine") == 1 and kinds.count("evaluate") == 1
-    assert kinds.count("train") == 4  # freeze {none, paper} x style op {on, off}: the ablation's compute signatures
+    assert kinds.count("train") == 6  # freeze {none, paper} x style {none, mixstyle, famix}: the ablation's compute signatures
     train_kw = next(kw for k, kw in calls if k == "train")
     assert train_kw["batch"] == 2 and train_kw["crop"] == 128 and train_kw["warmup"] == 1 and train_kw["iters"] == 1
     scale = (8 * 768 * 768) / (2 * 128 * 128)  # the CPU probe ran reduced: scaled to batch 8, crop 768
