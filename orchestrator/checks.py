@@ -145,12 +145,13 @@ DEVICE_STAGE_KINDS = ("mine", "train", "evaluate")
 """The stage kinds that run on ``train.device`` (the synthetic benchmark is drawn on the CPU)."""
 
 
-def check_stage_gpus(cfg: FamixConfig, gpus: dict[str, int], backend: str) -> None:
+def check_stage_gpus(cfg: FamixConfig, gpus: dict[str, int], backend: str, keys: dict[str, str] | None = None) -> None:
     """``train.device`` is one of the GPUs each stage is given where the backend gives them (Slurm,
     Ray: :meth:`~orchestrator.backends.base.Backend.stage_gpus`; ``gpus``: stage kind -> count). A stage
     sees its GPUs as ``cuda:0`` and up whichever GPUs of the node they are, so ``cuda:1`` of a stage
     given one GPU, or ``cuda`` (or ``auto`` without the CPU fallback) of one given none, fails every
-    such stage once it is scheduled. ``cpu``, and ``auto`` with the fallback, cannot fail.
+    such stage once it is scheduled. ``cpu``, and ``auto`` with the fallback, cannot fail. ``keys``:
+    stage kind -> the sweep-file key that sets its count (default ``resources.<kind>.gpus``).
 
     Raises:
         FamixError: one line naming ``train.device``, the stage kind, the GPUs it is given and the fix.
@@ -165,12 +166,13 @@ def check_stage_gpus(cfg: FamixConfig, gpus: dict[str, int], backend: str) -> No
     for kind in DEVICE_STAGE_KINDS:
         n = gpus.get(kind, 0)
         where = f"{backend} gives each {kind} stage"
+        key = (keys or {}).get(kind, f"resources.{kind}.gpus")
         if n == 0:
             fix = "or set train.device=cpu" + ("" if spec == "auto" else " or auto")
-            raise FamixError(f"train.device={spec}: {where} no GPU (resources.{kind}.gpus is 0); ask for one there {fix}")
+            raise FamixError(f"train.device={spec}: {where} no GPU ({key} is 0); ask for one there {fix}")
         if index >= n:
             seen = "cuda:0" if n == 1 else f"cuda:0 to cuda:{n - 1}"
-            raise FamixError(f"train.device={spec}: {where} {count(n, 'GPU')} (resources.{kind}.gpus), which it "
+            raise FamixError(f"train.device={spec}: {where} {count(n, 'GPU')} ({key}), which it "
                              f"sees as {seen} whichever {'GPUs' if n > 1 else 'GPU'} of the node; use train.device=cuda or auto")  # fmt: skip
 
 

@@ -157,7 +157,8 @@ def _device_checks(backend_cls: Any, name: str, options: dict[str, Any]) -> Any:
         found.append(checks.check_device)
     gpus = {kind: backend_cls.stage_gpus(kind, options) for kind in checks.DEVICE_STAGE_KINDS}
     if all(n is not None for n in gpus.values()):
-        found.append(lambda cfg: checks.check_stage_gpus(cfg, gpus, name))
+        keys = {kind: backend_cls.stage_gpus_key(kind, options) for kind in checks.DEVICE_STAGE_KINDS}
+        found.append(lambda cfg: checks.check_stage_gpus(cfg, gpus, name, keys))
     if not found:
         return None
 

@@ -478,7 +478,11 @@ def test_device_check_on_the_gpus_each_stage_is_given(capsys, monkeypatch, backe
     if backend == "slurm":  # backend.slurm's own gpus count, its <kind> block first
         Path("sweeps/dev.yaml").write_text(DEVICE_SWEEP % "{kind: slurm, slurm: {gpus: 2, evaluate: {gpus: 1}}}")
         assert main(["sweep", "plan", "dev", "--run-dir", "out", "train.device=cuda:1"]) == 2
-        assert "gives each evaluate stage 1 GPU" in capsys.readouterr().err
+        assert "gives each evaluate stage 1 GPU (backend.slurm.evaluate.gpus)" in capsys.readouterr().err
+        # the key that gave the count is named: backend.slurm.gpus outranks resources.<kind>.gpus
+        Path("sweeps/dev.yaml").write_text(DEVICE_SWEEP % "{kind: slurm, resources: {mine: {gpus: 1}}, slurm: {gpus: 0}}")
+        assert main(["sweep", "plan", "dev", "--run-dir", "out", "train.device=cuda"]) == 2
+        assert "gives each mine stage no GPU (backend.slurm.gpus is 0); ask for one there" in capsys.readouterr().err
 
 
 def test_plan_checks_a_real_domain_given_beside_the_synthetic_benchmark(capsys):

@@ -108,6 +108,11 @@ class Backend(abc.ABC):
         return None
 
     @classmethod
+    def stage_gpus_key(cls, kind: str, options: dict[str, Any]) -> str:
+        """The key of the sweep file that sets :meth:`stage_gpus` of ``kind`` (for messages)."""
+        return f"resources.{kind}.gpus"
+
+    @classmethod
     def status(cls, sweep_dir: str | os.PathLike[str]) -> list[str]:
         """Lines for ``famix sweep status`` about what this backend still holds for the sweep in
         ``sweep_dir`` (e.g. queued jobs), readable from any process; default: nothing."""

@@ -212,6 +212,15 @@ class SlurmBackend(Backend):
         params = stage_parameters(kind, (options.get("resources") or {}).get(kind), options.get("slurm"))
         return int(params.get("gpus_per_node") or 0)
 
+    @classmethod
+    def stage_gpus_key(cls, kind: str, options: Mapping[str, Any]) -> str:
+        """``backend.slurm.<kind>.gpus``, ``backend.slurm.gpus`` or ``resources.<kind>.gpus``: the first
+        that is set, as :func:`stage_parameters` reads them."""
+        slurm = options.get("slurm") or {}
+        if "gpus" in (slurm.get(kind) or {}):
+            return f"backend.slurm.{kind}.gpus"
+        return "backend.slurm.gpus" if "gpus" in slurm else f"resources.{kind}.gpus"
+
     # ----------------------------------------------------------------- submission
 
     def _executor(self, folder: Path) -> Any:
