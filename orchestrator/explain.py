@@ -14,6 +14,7 @@ from famix_core.config import config_paths
 from famix_core.errors import suggest
 from orchestrator.errors import SweepError
 from orchestrator.sweep import ResolvedSweep, Trial, canon_value
+from orchestrator.sweep.schema import ProfileSpec, SweepSpec
 
 __all__ = ["Provenance", "explain_key", "explain_rows"]
 
@@ -120,6 +121,12 @@ def explain_rows(rs: ResolvedSweep, trials: list[Trial], key: str) -> list[tuple
     if not leaves and key.startswith("data.roots."):
         leaves = [key]
     if not leaves:
+        top = key.partition(".")[0]
+        top = "backend" if top in ("resources", "local", "ray", "slurm") else top
+        if top in SweepSpec.model_fields:
+            per_profile = f" or its profiles.<name>.{top}" if top in ProfileSpec.model_fields else ""
+            raise SweepError(f"command line: --explain {key}: a setting of the sweep file, not an engine config key; --explain "
+                             f"traces the trials' config keys only (read it in the file's {top}{per_profile})")  # fmt: skip
         raise SweepError(f"command line: --explain {key}: unknown key{suggest(key, paths)}")
     rows: list[tuple[str, str, str, str]] = []
     for leaf in leaves:

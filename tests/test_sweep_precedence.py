@@ -143,6 +143,10 @@ def test_plan_explain_prints_value_and_layer(capsys):
     rc = main(["sweep", "plan", str(p), "--run-dir", "out", "--explain", "train.iteratons"])
     err = capsys.readouterr().err
     assert rc == 2 and "--explain train.iteratons: unknown key (did you mean train.iterations?)" in err
+    rc = main(["sweep", "plan", str(p), "--run-dir", "out", "--explain", "backend.slurm.partition"])  # read "unknown key"
+    assert rc == 2 and capsys.readouterr().err == (
+        "famix: error: command line: --explain backend.slurm.partition: a setting of the sweep file, not an engine config key; "
+        "--explain traces the trials' config keys only (read it in the file's backend or its profiles.<name>.backend)\n")
     # the inputs the plan would refuse (no data root, no weights, no GPU) are what --explain helps to debug
     rc = main(["sweep", "plan", str(p), "--run-dir", "out", "--profile", "paper", "data.root=nowhere", "--explain", "data.root"])
     out = capsys.readouterr().out
