@@ -125,6 +125,21 @@ def test_a_mistake_in_another_profile_is_found_whichever_profile_runs(capsys):
     assert main(["sweep", "plan", str(_write(cluster.replace("partiton", "partition"))), "--run-dir", "out"]) == 0
 
 
+def test_a_misspelt_profile_of_the_file_is_pointed_out_when_the_built_in_one_runs(capsys):
+    """`profiles: papr:` in the file, `--profile paper` on the command line: the built-in paper profile
+    ran without the file's settings for it (its partition, its iterations), without a word."""
+    p = _write(GOOD + "profiles:\n  papr:\n    base: {train: {iterations: 7}}\n")
+    assert main(["sweep", "plan", str(p), "--run-dir", "out", "--profile", "paper", "data.root=nowhere"]) == 2  # no data: refused after the note
+    err = capsys.readouterr().err
+    assert err.startswith("famix: warning: sweeps/x.yaml: no profiles.paper: the built-in paper profile runs without the file's own "
+                          "settings for it (the file has profiles.papr: a misspelling? --profile papr runs that one)\n"), err
+    assert main(["sweep", "plan", str(p), "--run-dir", "out"]) == 0  # smoke: nothing like it
+    assert "warning" not in capsys.readouterr().err
+    p = _write(GOOD + "profiles:\n  paper_rn101:\n    base: {train: {iterations: 7}}\n")  # one that extends the name
+    main(["sweep", "plan", str(p), "--run-dir", "out", "--profile", "paper", "data.root=nowhere"])
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_missing_sweep_file_names_search_path(capsys, monkeypatch):
     rc = main(["sweep", "plan", "nothere", "--run-dir", "out"])
     err = capsys.readouterr().err

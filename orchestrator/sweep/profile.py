@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import warnings
 from typing import Any, Sequence, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -9,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 from famix_core.config import FamixConfig, check_seed, config_paths
 from famix_core.config_io import MISSING, Override, apply_overrides, check_overrides, format_error, mapping_sets, merge, missing_keys, validate
 from famix_core.domains import resolve_domain
-from famix_core.errors import suggest
+from famix_core.errors import FamixWarning, suggest
 from orchestrator.backends.slurm.options import validate_slurm_options
 from orchestrator.errors import SweepError
 from orchestrator.sweep.load import check_config_key, valid_keys_at, validate_tree
@@ -42,6 +44,10 @@ def resolve_profile(
         raise SweepError(f"{source}: profile {profile!r}: unknown profile (known: {', '.join(names)}){suggest(profile, names)}")
     builtin = _builtin(profile)
     own = spec.profiles.get(profile) or ProfileSpec()
+    if profile not in spec.profiles and (near := _misspelt(profile, list(spec.profiles))):
+        warnings.warn(FamixWarning(
+            f"{source}: no profiles.{profile}: the built-in {profile} profile runs without the file's own settings for it "
+            f"(the file has profiles.{near[0]}: a misspelling? --profile {near[0]} runs that one)"), stacklevel=2)  # fmt: skip
     file_set = spec.model_fields_set
 
     file_base = spec.base if isinstance(spec.base, dict) else {}
@@ -122,6 +128,13 @@ def resolve_profile(
         grid_from=grid_from,
         domains_from=domains_from,
     )
+
+
+def _misspelt(profile: str, names: list[str]) -> list[str]:
+    """The file's profile names that look like a misspelling of ``profile`` (``papr``, ``Paper`` for
+    ``paper``), not one that extends it (``paper_rn101``)."""
+    near = difflib.get_close_matches(profile.lower(), [n.lower() for n in names], n=1, cutoff=0.8)
+    return [n for n in names if near and n.lower() == near[0] and not n.startswith(profile)]
 
 
 def _builtin(profile: str) -> ProfileSpec:
