@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +23,7 @@ from orchestrator.stages import STAGE_KINDS
 from orchestrator.store import Store, atomic_write_text
 from orchestrator.sweep import ResolvedSweep, Trial, expand_trials
 
-__all__ = ["StageSpec", "TrialStages", "Plan", "build_plan", "print_plan", "slurm_jobs_line"]
+__all__ = ["StageSpec", "TrialStages", "Plan", "build_plan", "print_plan", "slurm_jobs_line", "slurm_request_lines"]
 
 
 @dataclass
@@ -322,6 +323,8 @@ def print_plan(plan: Plan, console: Any = None, show_running: bool = False, back
     be = plan.sweep.backend
     if (backend or be.kind) == "slurm" or be.slurm:
         console.print(slurm_jobs_line(plan, status), highlight=False, markup=False)
+        for line in slurm_request_lines(plan, status):
+            console.print(line, highlight=False, markup=False)
     return counts
 
 
@@ -337,6 +340,36 @@ def slurm_jobs_line(plan: Plan, status: dict[str, str]) -> str:
         return f"slurm: {count(len(to_run), 'stage')} to run as {count(jobs, 'job')} (backend.slurm.pack: none)"
     return (f"slurm: {count(len(to_run), 'stage')} to run as {count(jobs, 'job')}; backend.slurm.pack: {', '.join(kinds)} "
             f"({count(len(packed), 'stage')} packed, one job per trained model)")  # fmt: skip
+
+
+def slurm_request_lines(plan: Plan, status: dict[str, str]) -> list[str]:
+    """What each job of a stage kind still to run asks Slurm for (``stage_parameters``: ``resources``,
+    then ``backend.slurm``, then its ``<kind>`` block): one line per kind. A pack's time covers its
+    stages one after another, cut at the partition's ``MaxTime`` when it is submitted."""
+    from orchestrator.backends.slurm.options import pack_kinds, pack_parameters, stage_parameters
+
+    be = plan.sweep.backend
+    packed = pack_kinds(be.slurm)
+    lines = []
+    for kind in STAGE_KINDS:
+        stages = [s for key, s in plan.stages.items() if s.kind == kind and status[key] != "done"]
+        if not stages:
+            continue
+        res = be.resources.get(kind)
+        p = stage_parameters(kind, res.model_dump() if res is not None else {}, be.slurm)
+        per_stage = int(p["time"])
+        pack = ""
+        if kind in packed:
+            size = max(Counter(tuple(sorted(s.deps.items())) for s in stages).values())
+            p = pack_parameters(p, size)
+            pack = f" (a pack of up to {count(size, 'stage')}, {per_stage} min each; at most the partition's MaxTime)"
+        asks = [f"partition {p['partition']}" if "partition" in p else "the default partition", f"{p['time']} min",
+                count(int(p.get("gpus_per_node") or 0), "GPU"), count(int(p["cpus_per_task"]), "CPU"),
+                f"mem {p['mem']}" if "mem" in p else "the partition's default memory"]  # fmt: skip
+        asks += [f"{k} {p[k]}" for k in ("account", "qos", "constraint") if k in p]
+        asks += [f"--{k}={v}" for k, v in (p.get("additional_parameters") or {}).items()]
+        lines.append(f"  each {kind} job asks for: {', '.join(asks)}{pack}")
+    return lines
 
 
 def _without_run_dir(arguments: str) -> list[str]:

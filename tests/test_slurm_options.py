@@ -369,6 +369,13 @@ def test_sweep_plan_shows_the_packs_and_refuses_a_bad_pack(capsys):
     Path("s.yaml").write_text(sweep % ", pack: none")
     assert main(["sweep", "plan", "s.yaml", "--run-dir", "out"]) == 0
     assert "slurm: 9 stages to run as 9 jobs (backend.slurm.pack: none)" in capsys.readouterr().out
+    # what each job asks for: resources, then backend.slurm, then its <kind> block; a pack's time covers its stages
+    Path("s.yaml").write_text(sweep.replace("slurm: {", "resources: {train: {cpus: 2, mem_gb: 1}}, slurm: {") % ", evaluate: {time: 5}")
+    assert main(["sweep", "plan", "s.yaml", "--run-dir", "out"]) == 0
+    asks = [line for line in capsys.readouterr().out.splitlines() if "job asks for" in line]
+    assert asks[1:] == ["  each train job asks for: the default partition, 10 min, 0 GPUs, 2 CPUs, mem 1GB",
+                        "  each evaluate job asks for: the default partition, 15 min, 0 GPUs, 1 CPU, mem 4GB (a pack of up to "
+                        "3 stages, 5 min each; at most the partition's MaxTime)"], asks  # fmt: skip
     Path("s.yaml").write_text(sweep % ", pack: [train]")
     rc = main(["sweep", "plan", "s.yaml", "--run-dir", "out"])
     err = capsys.readouterr().err
