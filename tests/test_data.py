@@ -306,6 +306,9 @@ def test_missing_root_names_domain_path_and_pattern(tmp_path):
     assert "\n" not in msg
     assert "acdc_night" in msg and str(tmp_path / "missing" / "acdc") in msg
     assert "rgb_anon/night/val/<sequence>/*_rgb_anon.png" in msg
+    with pytest.raises(DataError) as e:  # a dataset read in either of two layouts: both are named
+        check_domain(cfg, "S", "val")
+    assert "(expected RGB/*.png, or RGB/val/*.png (pre-split (official README) layout) under it;" in str(e.value)
 
 
 def test_missing_label_folder_names_folder_and_pattern(tmp_path):

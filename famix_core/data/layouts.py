@@ -336,8 +336,9 @@ def scan_domain(data_cfg: "DataConfig", domain: str | Domain, split: str) -> Dom
     if not root.is_dir():
         # data.root=/datasets/gta5 looks for /datasets/gta5/gta5: data.root is the folder above the datasets'
         above = f"; data.root is the folder that holds {d.folder}/, here {root.parent.parent}" if root.parent.name == d.folder else ""
+        alt = "".join(f", or {v.image_pattern(split, d.condition)} ({v.name} layout)" for v in LAYOUT_VARIANTS.get(d.name, ()) if v is not main)
         raise DataError(
-            f"{what}: data root not found: {root} (expected {main.image_pattern(split, d.condition)} under it;"
+            f"{what}: data root not found: {root} (expected {main.image_pattern(split, d.condition)}{alt} under it;"
             f" set data.root or data.roots.{d.name}{above})"
         )
     lay = detect_layout(d, root, split)
