@@ -179,7 +179,7 @@ def test_a_pack_runs_every_stage_and_a_failed_one_fails_alone(tmp_path):
         return StageOutcome(task.key, "done", 0.1, 1, result={"miou": 0.5})
 
     out_dir = tmp_path / "outcomes"
-    with pytest.raises(StageFailed, match=r"1 of 3 stage\(s\) of the pack failed .*broken domain folder"):
+    with pytest.raises(StageFailed, match=r"1 of 3 stages of the pack failed .*broken domain folder"):
         SlurmPack(retries=2, outcome_dir=str(out_dir), fn=run)(tasks)
     assert calls == [t.key for t in tasks]  # in order, the failed one not retried (deterministic), the last still ran
     written = {t.key: json.loads((out_dir / f"{t.key}.json").read_text())["status"] for t in tasks}
