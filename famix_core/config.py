@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, Sequence
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from famix_core.config_io import apply_overrides, check_overrides, parse_overrides, read_yaml, validate
-from famix_core.domains import DEFAULT_TARGETS, repeated_domain, resolve_domain
+from famix_core.domains import DEFAULT_TARGETS, SHARED_FOLDERS, UnknownDomainError, repeated_domain, resolve_domain
 from famix_core.errors import ConfigError, FamixDeprecation
 
 __all__ = [
@@ -285,14 +285,22 @@ class DataConfig(_Base):
     @field_validator("roots")
     @classmethod
     def _roots(cls, v: dict[str, str]) -> dict[str, str]:
-        out = {}
+        """Keyed by domain name (a column is one too), or by a dataset folder that holds several
+        domains (``acdc``: its four conditions), which a domain's own key beats in any order."""
+        by_domain, by_folder = {}, {}
         for k, p in v.items():
-            name = resolve_domain(k).name
             try:
-                out[name] = _folder_path(p)
+                names, into = [resolve_domain(k).name], by_domain
+            except UnknownDomainError as e:
+                names, into = SHARED_FOLDERS.get(k, []), by_folder
+                if not names:
+                    raise UnknownDomainError(f"{e.args[0][:-1]}; or a dataset folder of several: {', '.join(SHARED_FOLDERS)})") from None
+            try:
+                path = _folder_path(p)
             except ValueError as e:  # which domain's root
                 raise ValueError(f"{k}: {e}") from None
-        return out
+            into.update(dict.fromkeys(names, path))
+        return {**by_folder, **by_domain}
 
     @field_validator("synthia_scale")
     @classmethod

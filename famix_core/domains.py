@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-__all__ = ["Domain", "DOMAINS", "COLUMNS", "DEFAULT_TARGETS", "resolve_domain", "repeated_domain", "UnknownDomainError"]
+__all__ = ["Domain", "DOMAINS", "COLUMNS", "DEFAULT_TARGETS", "SHARED_FOLDERS", "resolve_domain", "repeated_domain", "UnknownDomainError"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,11 @@ DOMAINS: dict[str, Domain] = {
 
 COLUMNS: dict[str, str] = {d.column: d.name for d in DOMAINS.values() if d.column}
 """Table column -> domain name."""
+
+SHARED_FOLDERS: dict[str, list[str]] = {
+    f: names for f in dict.fromkeys(d.folder for d in DOMAINS.values()) if len(names := [d.name for d in DOMAINS.values() if d.folder == f]) > 1
+}
+"""A dataset folder that holds several domains -> their names (``acdc``: its four conditions)."""
 
 DEFAULT_TARGETS: tuple[str, ...] = ("C", "B", "M", "S", "AN", "AS", "AR", "AF")
 """The paper's eight evaluation columns, in the paper's order."""

@@ -52,17 +52,19 @@ def _varied_by(point: dict[str, Any], key: str) -> str | None:
 
 
 def _spellings(key: str) -> list[str]:
-    """``key``, and for ``data.roots.<domain>`` the domain's name and column too (the config keeps the name)."""
+    """``key``, and for ``data.roots.<domain>`` the domain's name and column too (the config keeps the
+    name), and the dataset folder it shares with other domains (``data.roots.acdc``)."""
     if not key.startswith("data.roots."):
         return [key]
-    from famix_core.domains import UnknownDomainError, resolve_domain
+    from famix_core.domains import SHARED_FOLDERS, UnknownDomainError, resolve_domain
 
     given = key[len("data.roots.") :]
     try:
         d = resolve_domain(given)
     except UnknownDomainError:
         return [key]
-    return [f"data.roots.{s}" for s in dict.fromkeys((d.name, given, d.column)) if s]
+    shared = d.folder if d.folder in SHARED_FOLDERS else None
+    return [f"data.roots.{s}" for s in dict.fromkeys((d.name, given, d.column, shared)) if s]
 
 
 def _override_layer(overrides: list[Any], keys: list[str]) -> str | None:
@@ -119,7 +121,10 @@ def explain_rows(rs: ResolvedSweep, trials: list[Trial], key: str) -> list[tuple
     leaves = [p for p in paths if p == key or p.startswith(key + ".")]
     leaves = [p for p in leaves if not any(q.startswith(p + ".") for q in paths)] or leaves
     if not leaves and key.startswith("data.roots."):
-        leaves = [key]
+        from famix_core.domains import SHARED_FOLDERS
+
+        given = key[len("data.roots.") :]
+        leaves = [f"data.roots.{n}" for n in SHARED_FOLDERS[given]] if given in SHARED_FOLDERS else [key]
     if not leaves:
         top = key.partition(".")[0]
         top = "backend" if top in ("resources", "local", "ray", "slurm") else top

@@ -298,6 +298,21 @@ def test_roots_override_the_data_root(tmp_path):
 # ----------------------------------------------------------------------------- bad data
 
 
+def test_a_dataset_folder_of_several_domains_sets_each_root_and_a_domains_own_key_wins(tmp_path):
+    """ACDC's four conditions live in one acdc/ folder; data.roots.acdc was refused (unknown domain), so
+    a dataset outside data.root took four keys. It now sets the four; a condition's own key beats it in
+    either order, and the config keeps the same per-domain roots (and so the same stage keys)."""
+    acdc, night = str(tmp_path / "acdc"), str(tmp_path / "night")
+    want = {"acdc_night": night, "acdc_snow": acdc, "acdc_rain": acdc, "acdc_fog": acdc}
+    assert DataConfig(roots={"acdc": acdc, "AN": night}).roots == want
+    assert DataConfig(roots={"AN": night, "acdc": acdc}).roots == want
+    assert DataConfig(roots={"acdc": acdc}).root_of("AF") == Path(acdc)
+    with pytest.raises(ValueError, match=r"unknown domain 'acd' \(known: .*; or a dataset folder of several: acdc\)"):
+        DataConfig(roots={"acd": acdc})
+    with pytest.raises(DataError, match=r"set data.root or data.roots.acdc_snow \(data.roots.acdc: all of acdc/\)"):
+        check_domain(DataConfig(root=str(tmp_path / "missing")), "AS", "val")
+
+
 def test_missing_root_names_domain_path_and_pattern(tmp_path):
     cfg = DataConfig(root=str(tmp_path / "missing"))
     with pytest.raises(DataError) as e:

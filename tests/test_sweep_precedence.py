@@ -445,6 +445,10 @@ def test_explain_takes_the_overrides_in_order_and_a_domain_root_by_name_or_colum
     assert explain(["train={weight_decay: 0.5}"], "train.momentum") == (0.7, "p.yaml: profiles.smoke.base")  # merged around, not set
     for spelt in ("data.roots.B", "data.roots.bdd100k"):
         assert explain(["data.roots.B=/x"], spelt) == ("/x", "command line")
+    assert explain(["data.roots.acdc=/x"], "data.roots.AN") == ("/x", "command line")  # the folder of four conditions
+    rs, trials = _resolve(SWEEP, overrides=["data.roots.acdc=/x"])
+    assert [row[0] for row in explain_rows(rs, trials, "data.roots.acdc")] == [
+        "data.roots.acdc_night", "data.roots.acdc_snow", "data.roots.acdc_rain", "data.roots.acdc_fog"]
 
 
 MISSING_SWEEP = """\

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from famix_core.domains import Domain, UnknownDomainError, resolve_domain
+from famix_core.domains import SHARED_FOLDERS, Domain, UnknownDomainError, resolve_domain
 from famix_core.errors import DataError
 
 if TYPE_CHECKING:
@@ -339,7 +339,7 @@ def scan_domain(data_cfg: "DataConfig", domain: str | Domain, split: str) -> Dom
         alt = "".join(f", or {v.image_pattern(split, d.condition)} ({v.name} layout)" for v in LAYOUT_VARIANTS.get(d.name, ()) if v is not main)
         raise DataError(
             f"{what}: data root not found: {root} (expected {main.image_pattern(split, d.condition)}{alt} under it;"
-            f" set data.root or data.roots.{d.name}{above})"
+            f" set data.root or data.roots.{d.name}{f' (data.roots.{d.folder}: all of {d.folder}/)' if d.folder in SHARED_FOLDERS else ''}{above})"
         )
     lay = detect_layout(d, root, split)
     img_dir = lay.image_folder(root, split, d.condition)
