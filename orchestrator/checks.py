@@ -73,8 +73,9 @@ def check_data(cfg: FamixConfig, generate: bool = True) -> None:
     that ``data.roots`` gives beside a synthetic benchmark too.
 
     A domain whose root is not found is one line, however many of its splits are needed (GTA5's
-    train and val): one key (``data.root`` or ``data.roots.<domain>``) fixes them all. The four ACDC
-    conditions share a folder but each has its own ``data.roots`` key: one line each.
+    train and val): one key (``data.root`` or ``data.roots.<domain>``) fixes them all. Domains that
+    share that missing folder (the four ACDC conditions) are one line too, naming the key of the
+    folder (``data.roots.acdc``).
 
     Raises:
         DataError: one line naming the domain and the missing folder/file (from famix_core.data);
@@ -94,7 +95,7 @@ def check_data(cfg: FamixConfig, generate: bool = True) -> None:
         else:  # the benchmark is left to the run; the real domains given in data.roots are checked now
             data = data.model_copy(update={"synthetic": None})
     errors: list[FamixError] = []
-    rootless: set[str] = set()  # domains whose root is not found: said once
+    rootless: dict[str, tuple[str, int]] = {}  # domain whose root is not found (said once) -> (split, its error's index)
     for domain, split in splits_read(cfg):  # every missing root at once, not one per try
         name = resolve_domain(domain).name
         if name in rootless or (data is not cfg.data and name not in data.roots):
@@ -104,8 +105,32 @@ def check_data(cfg: FamixConfig, generate: bool = True) -> None:
         except FamixError as e:
             errors.append(e)
             if not cfg.data.root_of(name).is_dir():
-                rootless.add(name)
-    raise_all(errors)
+                rootless[name] = (split, len(errors) - 1)
+    raise_all(_one_line_per_missing_folder(data, errors, rootless))
+
+
+def _one_line_per_missing_folder(data: Any, errors: list[Any], rootless: dict[str, tuple[str, int]]) -> list[Any]:
+    """``errors`` with the missing-root lines of domains that share one missing folder (``acdc``) made
+    one line naming the folder's key."""
+    from famix_core.data.layouts import get_layout
+    from famix_core.errors import DataError
+
+    shared: dict[tuple[str, str], list[str]] = {}  # (missing folder, split) -> its domains, in order
+    for name, (split, _) in rootless.items():
+        shared.setdefault((str(data.root_of(name)), split), []).append(name)
+    drop: set[int] = set()
+    for (root, split), names in shared.items():
+        if len(names) < 2:
+            continue
+        d, lay = get_layout(names[0])
+        conds = ",".join(get_layout(n)[0].condition or "" for n in names)
+        first = rootless[names[0]][1]
+        errors[first] = DataError(
+            f"{', '.join(names)} {split}: data root not found: {root} (expected {lay.image_pattern(split, '{' + conds + '}')} "
+            f"under it; set data.root or data.roots.{d.folder})"
+        )
+        drop.update(rootless[n][1] for n in names[1:])
+    return [e for i, e in enumerate(errors) if i not in drop]
 
 
 def _runs_anywhere(train: Any) -> bool:

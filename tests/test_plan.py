@@ -508,10 +508,13 @@ def _paper_error(capsys, *extra: str) -> str:
     assert all(line.startswith("  ") and "\n" not in line for line in lines[1:]), err
     # no GPU here and no CPU fallback in the paper profile: every stage of the local backend would refuse
     assert lines[1] == f"  train.device=auto: {NO_FALLBACK} ({WHERE_STAGES_RUN})", err
-    # the source's root (its train and val splits: one line), then the eight target columns' folders, each named once
+    # the source's root (its train and val splits: one line), then the target columns' folders, each named
+    # once: the four ACDC conditions' shared folder is one line, naming its one key
     for domain in ("gta5 train", "cityscapes val", "bdd100k val", "mapillary val", "synthia val",
-                   "acdc_night val", "acdc_snow val", "acdc_rain val", "acdc_fog val"):  # fmt: skip
+                   "acdc_night, acdc_snow, acdc_rain, acdc_fog val"):  # fmt: skip
         assert sum(line.startswith(f"  {domain}: data root not found") for line in lines) == 1, (domain, err)
+    assert (f"  acdc_night, acdc_snow, acdc_rain, acdc_fog val: data root not found: {Path.cwd() / 'missing-data' / 'acdc'} (expected "
+            "rgb_anon/{night,snow,rain,fog}/val/<sequence>/*_rgb_anon.png under it; set data.root or data.roots.acdc)") in lines, err
     assert not any(line.startswith("  gta5 val") for line in lines), err
     assert not Path("out").exists()  # nothing made: no run dir, nothing tracked
     return err
@@ -543,7 +546,7 @@ def test_paper_profile_fails_fast_without_weights_or_data(capsys, monkeypatch, t
     cache.mkdir()
     (cache / "RN50.pt").write_bytes(b"stand-in")
     err = _paper_error(capsys, f"model.cache_dir={cache}")
-    assert "model.pretrained" not in err and err.count("missing-data") == 9
+    assert "model.pretrained" not in err and err.count("missing-data") == 6
 
 
 def test_sweep_plan_writes_nothing(tmp_path, capsys):
