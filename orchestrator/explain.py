@@ -14,6 +14,7 @@ from famix_core.config import config_paths
 from famix_core.errors import suggest
 from orchestrator.errors import SweepError
 from orchestrator.sweep import ResolvedSweep, Trial, canon_value
+from orchestrator.sweep.load import BACKEND_SECTIONS
 from orchestrator.sweep.schema import ProfileSpec, SweepSpec
 
 __all__ = ["Provenance", "explain_key", "explain_rows"]
@@ -127,7 +128,7 @@ def explain_rows(rs: ResolvedSweep, trials: list[Trial], key: str) -> list[tuple
         leaves = [f"data.roots.{n}" for n in SHARED_FOLDERS[given]] if given in SHARED_FOLDERS else [key]
     if not leaves:
         top = key.partition(".")[0]
-        top = "backend" if top in ("resources", "local", "ray", "slurm") else top
+        top = "backend" if top in BACKEND_SECTIONS else top
         if top in SweepSpec.model_fields:
             per_profile = f" or its profiles.<name>.{top}" if top in ProfileSpec.model_fields else ""
             raise SweepError(f"command line: --explain {key}: a setting of the sweep file, not an engine config key; --explain "

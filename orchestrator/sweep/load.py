@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -27,7 +27,12 @@ from orchestrator.sweep.schema import (
     ZipGroup,
 )
 
-__all__ = ["resolve_sweep_path", "load_sweep", "validate_tree", "check_config_key", "valid_keys_at"]
+__all__ = ["resolve_sweep_path", "load_sweep", "validate_tree", "validate_block", "check_config_key", "BACKEND_SECTIONS"]
+
+M = TypeVar("M", bound=BaseModel)
+
+BACKEND_SECTIONS = ("resources", "local", "ray", "slurm")
+"""Sections of the sweep file's ``backend`` block, which a key typed without ``backend.`` may name."""
 
 _REPO_SWEEPS = Path(__file__).resolve().parent.parent.parent / "sweeps"
 
@@ -113,7 +118,7 @@ def _sweep_setting_hint(key: str) -> str | None:
     if top == "base" and rest:  # the overrides apply to the base already
         inner = f"; did you mean {rest}=…?" if rest in config_paths() or rest.startswith("data.roots.") else ""
         return f"key=value items set keys of the sweep's base: drop 'base.'{inner}"
-    if top in ("resources", "local", "ray", "slurm"):
+    if top in BACKEND_SECTIONS:
         top, key = "backend", f"backend.{key}"
     if key in _FLAGS:
         return f"a setting of the sweep file, not an engine config key; on the command line it is {_FLAGS[key]}"
@@ -173,10 +178,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
     if "base" in data and not isinstance(data["base"], (dict, str)):  # not pydantic's union wording
         got = "an empty value" if data["base"] is None else f"a {type(data['base']).__name__}"
         raise SweepError(f"{source}: base: expected a config mapping or the path of a YAML config file, got {got}")
-    try:
-        spec = SweepSpec.model_validate(data)
-    except ValidationError as e:
-        raise SweepError(format_error(e, source, valid_keys=valid_keys_at(e.errors()[0]["loc"]))) from None
+    spec = validate_block(SweepSpec, data, source)
     base_source, base_prefix = source, "base"  # where a mistake in the base is (this file, or its base file)
     if isinstance(spec.base, str):
         if not spec.base.strip():
@@ -199,7 +201,22 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
     return spec, source
 
 
-def valid_keys_at(loc: tuple) -> list[str]:
+def validate_block(schema: type[M], tree: Any, source: str, block: str = "", prefix: str = "") -> M:
+    """``schema`` from ``tree``: the whole sweep file, or its top-level ``block`` (``backend``,
+    ``tracking``) named ``prefix`` in messages (``profiles.paper.backend``). A mistake is one line,
+    with the closest valid key at its place.
+
+    Raises:
+        SweepError: ``<source>: <prefix.key>: <what> (did you mean …?)``.
+    """
+    try:
+        return schema.model_validate(tree)
+    except ValidationError as e:
+        loc = (block, *e.errors()[0]["loc"]) if block else tuple(e.errors()[0]["loc"])
+        raise SweepError(format_error(e, source, prefix, valid_keys=_keys_for(loc))) from None
+
+
+def _keys_for(loc: tuple) -> list[str]:
     """Valid keys at the place in a sweep file where an extra key was found (for 'did you mean')."""
     if len(loc) < 2 or loc[0] not in ("backend", "tracking", "labels", "profiles", "zip"):
         return list(SweepSpec.model_fields)

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import difflib
 import warnings
-from typing import Any, Sequence, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import Any, Sequence
 
 from famix_core.config import FamixConfig, check_seed, config_paths
-from famix_core.config_io import MISSING, Override, apply_overrides, check_overrides, format_error, mapping_sets, merge, missing_keys, validate
+from famix_core.config_io import MISSING, Override, apply_overrides, check_overrides, mapping_sets, merge, missing_keys, validate
 from famix_core.domains import resolve_domain
 from famix_core.errors import FamixWarning, suggest
 from orchestrator.backends.slurm.options import validate_slurm_options
 from orchestrator.errors import SweepError
-from orchestrator.sweep.load import check_config_key, valid_keys_at, validate_tree
+from orchestrator.sweep.load import check_config_key, validate_block, validate_tree
 from orchestrator.sweep.schema import BUILTIN_PROFILES, BackendSpec, ProfileSpec, ResolvedSweep, SweepSpec, TrackingSpec
 
 __all__ = ["resolve_profile", "command_line_seeds", "command_line_domains"]
-
-M = TypeVar("M", bound=BaseModel)
 
 
 def resolve_profile(
@@ -153,8 +149,8 @@ def _backend_and_tracking(
     file_backend = merge(builtin.backend, spec.backend.model_dump(exclude_unset=True), source=source)
     backend_tree = merge(file_backend, own.backend, source=source)
     tracking_tree = merge(builtin.tracking, spec.tracking.model_dump(exclude_unset=True), own.tracking, source=source)
-    backend = _validated(BackendSpec, backend_tree, source, f"{where}.backend" if own.backend else "backend")
-    tracking = _validated(TrackingSpec, tracking_tree, source, f"{where}.tracking" if own.tracking else "tracking")
+    backend = validate_block(BackendSpec, backend_tree, source, "backend", f"{where}.backend" if own.backend else "backend")
+    tracking = validate_block(TrackingSpec, tracking_tree, source, "tracking", f"{where}.tracking" if own.tracking else "tracking")
     if backend.slurm:
         validate_slurm_options(file_backend.get("slurm"), source)
         if own.backend.get("slurm"):  # the merged block: a mistake now is the profile's
@@ -174,16 +170,6 @@ def _check_other_profile(spec: SweepSpec, source: str, name: str, prof: ProfileS
             resolve_domain(d)
         except ValueError as e:
             raise SweepError(f"{source}: profiles.{name}.domains[{i}]: {e}") from None
-
-
-def _validated(schema: type[M], tree: dict[str, Any], source: str, prefix: str) -> M:
-    """``schema`` (a block of the sweep file) from ``tree``; a mistake is one line naming ``prefix``'s key,
-    with the closest valid key there."""
-    try:
-        return schema.model_validate(tree)
-    except ValidationError as e:
-        block = prefix.rsplit(".", 1)[-1]  # backend / tracking
-        raise SweepError(format_error(e, source, prefix, valid_keys=valid_keys_at((block, *e.errors()[0]["loc"])))) from None
 
 
 def _check_given(base: dict[str, Any], trees: list[dict[str, Any]], places: list[tuple[str, str]], values_of: dict[str, list[Any]]) -> None:
