@@ -82,6 +82,7 @@ def check_data(cfg: FamixConfig, generate: bool = True) -> None:
             InputErrors: one such line per unusable domain split, when there are several.
     """
     from famix_core.data import check_domain, splits_read
+    from famix_core.data.layouts import root_not_found
     from famix_core.data.synth.benchmark import ensure_synthetic
     from famix_core.domains import resolve_domain
 
@@ -95,42 +96,27 @@ def check_data(cfg: FamixConfig, generate: bool = True) -> None:
         else:  # the benchmark is left to the run; the real domains given in data.roots are checked now
             data = data.model_copy(update={"synthetic": None})
     errors: list[FamixError] = []
-    rootless: dict[str, tuple[str, int]] = {}  # domain whose root is not found (said once) -> (split, its error's index)
+    rootless: set[str] = set()  # domains whose root is not found: said once
+    missing: dict[tuple[Path, str], tuple[int, list[Any]]] = {}  # (missing folder, split) -> (its line in errors, its domains)
     for domain, split in splits_read(cfg):  # every missing root at once, not one per try
-        name = resolve_domain(domain).name
-        if name in rootless or (data is not cfg.data and name not in data.roots):
+        d = resolve_domain(domain)
+        if d.name in rootless or (data is not cfg.data and d.name not in data.roots):
             continue
         try:
             check_domain(data, domain, split)
         except FamixError as e:
-            errors.append(e)
-            if not cfg.data.root_of(name).is_dir():
-                rootless[name] = (split, len(errors) - 1)
-    raise_all(_one_line_per_missing_folder(data, errors, rootless))
-
-
-def _one_line_per_missing_folder(data: Any, errors: list[Any], rootless: dict[str, tuple[str, int]]) -> list[Any]:
-    """``errors`` with the missing-root lines of domains that share one missing folder (``acdc``) made
-    one line naming the folder's key."""
-    from famix_core.data.layouts import get_layout
-    from famix_core.errors import DataError
-
-    shared: dict[tuple[str, str], list[str]] = {}  # (missing folder, split) -> its domains, in order
-    for name, (split, _) in rootless.items():
-        shared.setdefault((str(data.root_of(name)), split), []).append(name)
-    drop: set[int] = set()
-    for (root, split), names in shared.items():
-        if len(names) < 2:
-            continue
-        d, lay = get_layout(names[0])
-        conds = ",".join(get_layout(n)[0].condition or "" for n in names)
-        first = rootless[names[0]][1]
-        errors[first] = DataError(
-            f"{', '.join(names)} {split}: data root not found: {root} (expected {lay.image_pattern(split, '{' + conds + '}')} "
-            f"under it; set data.root or data.roots.{d.folder})"
-        )
-        drop.update(rootless[n][1] for n in names[1:])
-    return [e for i, e in enumerate(errors) if i not in drop]
+            root = cfg.data.root_of(d.name)
+            if root.is_dir():
+                errors.append(e)
+                continue
+            rootless.add(d.name)
+            at, domains = missing.setdefault((root, split), (len(errors), []))
+            domains.append(d)
+            if len(domains) == 1:
+                errors.append(e)
+            else:  # a folder of several domains (acdc): one line for them all
+                errors[at] = root_not_found(domains, split, root)
+    raise_all(errors)
 
 
 def _runs_anywhere(train: Any) -> bool:

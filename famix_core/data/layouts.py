@@ -45,6 +45,7 @@ __all__ = [
     "detect_layout",
     "split_list_path",
     "scan_domain",
+    "root_not_found",
     "list_pairs",
 ]
 
@@ -314,6 +315,25 @@ def _pair_up(lay: Layout, img_dir: Path, lbl_dir: Path, what: str, where: str) -
     return [(k, images[k], labels[k]) for k in sorted(images) if k in labels], unpaired
 
 
+def root_not_found(domains: list[Domain], split: str, root: Path) -> DataError:
+    """The one line for a missing ``root`` of ``domains``' ``split``: one domain, or several that share the
+    folder (ACDC's conditions, then named by the folder's key, ``data.roots.acdc``), with the pattern
+    expected under it in each layout the dataset is read in."""
+    d, main = get_layout(domains[0])
+    cond = d.condition if len(domains) == 1 else "{" + ",".join(x.condition or "" for x in domains) + "}"
+    alt = "".join(f", or {v.image_pattern(split, cond)} ({v.name} layout)" for v in LAYOUT_VARIANTS.get(d.name, ()) if v is not main)
+    if len(domains) > 1:
+        key = f"data.roots.{d.folder}"
+    else:
+        key = f"data.roots.{d.name}" + (f" (data.roots.{d.folder}: all of {d.folder}/)" if d.folder in SHARED_FOLDERS else "")
+    # data.root=/datasets/gta5 looks for /datasets/gta5/gta5: data.root is the folder above the datasets'
+    above = f"; data.root is the folder that holds {d.folder}/, here {root.parent.parent}" if root.parent.name == d.folder else ""
+    return DataError(
+        f"{', '.join(x.name for x in domains)} {split}: data root not found: {root} (expected {main.image_pattern(split, cond)}{alt} "
+        f"under it; set data.root or {key}{above})"
+    )
+
+
 def scan_domain(data_cfg: "DataConfig", domain: str | Domain, split: str) -> DomainFiles:
     """Find the (image, label) pairs of a domain's split, the layout the root holds and the split list used.
 
@@ -334,13 +354,7 @@ def scan_domain(data_cfg: "DataConfig", domain: str | Domain, split: str) -> Dom
     root = data_cfg.root_of(d.name)
     what = f"{d.name} {split}"
     if not root.is_dir():
-        # data.root=/datasets/gta5 looks for /datasets/gta5/gta5: data.root is the folder above the datasets'
-        above = f"; data.root is the folder that holds {d.folder}/, here {root.parent.parent}" if root.parent.name == d.folder else ""
-        alt = "".join(f", or {v.image_pattern(split, d.condition)} ({v.name} layout)" for v in LAYOUT_VARIANTS.get(d.name, ()) if v is not main)
-        raise DataError(
-            f"{what}: data root not found: {root} (expected {main.image_pattern(split, d.condition)}{alt} under it;"
-            f" set data.root or data.roots.{d.name}{f' (data.roots.{d.folder}: all of {d.folder}/)' if d.folder in SHARED_FOLDERS else ''}{above})"
-        )
+        raise root_not_found([d], split, root)
     lay = detect_layout(d, root, split)
     img_dir = lay.image_folder(root, split, d.condition)
     lbl_dir = lay.label_folder(root, split, d.condition)
