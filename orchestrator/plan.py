@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -330,12 +329,13 @@ def print_plan(plan: Plan, console: Any = None, show_running: bool = False, back
 
 def slurm_jobs_line(plan: Plan, status: dict[str, str]) -> str:
     """How the stages still to run would go out on Slurm: one job each, but one per pack (``backend.slurm.pack``)."""
+    from orchestrator.backends.slurm.backend import packs
     from orchestrator.backends.slurm.options import pack_kinds
 
     kinds = pack_kinds(plan.sweep.backend.slurm)
     to_run = [s for key, s in plan.stages.items() if status[key] != "done"]
     packed = [s for s in to_run if s.kind in kinds]
-    jobs = len(to_run) - len(packed) + len({(s.kind, tuple(sorted(s.deps.items()))) for s in packed})
+    jobs = len(packs(to_run, kinds))
     if not kinds:
         return f"slurm: {count(len(to_run), 'stage')} to run as {count(jobs, 'job')} (backend.slurm.pack: none)"
     return (f"slurm: {count(len(to_run), 'stage')} to run as {count(jobs, 'job')}; backend.slurm.pack: {', '.join(kinds)} "
@@ -346,6 +346,7 @@ def slurm_request_lines(plan: Plan, status: dict[str, str]) -> list[str]:
     """What each job of a stage kind still to run asks Slurm for (``stage_parameters``: ``resources``,
     then ``backend.slurm``, then its ``<kind>`` block): one line per kind. A pack's time covers its
     stages one after another, cut at the partition's ``MaxTime`` when it is submitted."""
+    from orchestrator.backends.slurm.backend import packs
     from orchestrator.backends.slurm.options import pack_kinds, pack_parameters, stage_parameters
 
     be = plan.sweep.backend
@@ -360,7 +361,7 @@ def slurm_request_lines(plan: Plan, status: dict[str, str]) -> list[str]:
         per_stage = int(p["time"])
         pack = ""
         if kind in packed:
-            size = max(Counter(tuple(sorted(s.deps.items())) for s in stages).values())
+            size = max(len(unit) for unit in packs(stages, packed))
             p = pack_parameters(p, size)
             pack = f" (a pack of up to {count(size, 'stage')}, {per_stage} min each; at most the partition's MaxTime)"
         asks = [f"partition {p['partition']}" if "partition" in p else "the default partition", f"{p['time']} min",

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Collection, Mapping
+from typing import Any, Callable, Collection, Mapping, Protocol, Sequence, TypeVar
 
 from famix_core.errors import FamixError
 from famix_core.io import atomic_write_json
@@ -102,11 +102,20 @@ class _StuckJobs:
                 )
 
 
-def packs(tasks: list[StageTask], kinds: tuple[str, ...] | list[str]) -> list[list[StageTask]]:
-    """``tasks`` (of one kind) as the units of one job each: a stage of a packed kind goes with the other
+class _Stage(Protocol):
+    kind: str
+    key: str
+    deps: dict[str, str]
+
+
+S = TypeVar("S", bound=_Stage)
+
+
+def packs(tasks: Sequence[S], kinds: tuple[str, ...] | list[str]) -> list[list[S]]:
+    """``tasks`` as the units of one job each: a stage of a packed kind goes with the other
     stages that read the same inputs (the same dependency keys: one trained model's evaluations), in
-    the given order; any other stage is a unit by itself."""
-    units: dict[Any, list[StageTask]] = {}
+    the given order; any other stage is a unit by itself. Stage tasks, or the plan's stages."""
+    units: dict[Any, list[S]] = {}
     for t in tasks:
         ident = ("pack", t.kind, tuple(sorted(t.deps.items()))) if t.kind in kinds else ("stage", t.key)
         units.setdefault(ident, []).append(t)
