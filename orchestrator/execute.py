@@ -196,7 +196,8 @@ def _keep_history_through(path: Path, step: int) -> bool:
     """Drop the lines of an earlier attempt's history after ``step``, where this attempt starts (its
     checkpoint's iteration, 0 without one): the steps it logs again are then in the file once, with
     this attempt's values, and a training restarted from scratch starts a fresh file. A last record
-    whose newline was never written gets it. Rewritten atomically. Returns whether an earlier attempt logged anything (then MLflow may hold its steps).
+    whose newline was never written gets it. Rewritten atomically. Returns whether an earlier attempt
+    logged anything (then MLflow may hold its steps).
     """
     try:
         lines = path.read_text(encoding="utf-8").splitlines(keepends=True)

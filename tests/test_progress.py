@@ -125,37 +125,32 @@ def test_a_running_stage_extrapolates_from_its_pace_after_its_first_report(tmp_p
     and reading batches, then takes 10 s for its 100 steps, and elapsed / fraction at 5 % guessed 2:10
     for it; a resumed training at iteration 200/400 two seconds in guessed it would take 4 s."""
     clock = FakeClock()
+
+    def started(task: StageTask) -> Progress:
+        p = Progress([task], total=1, cached=0, console=Console(file=io.StringIO()), live=False, clock=clock)
+        p.on_event("start", task, None)
+        return p
+
+    def reports(p: Progress, task: StageTask, after: float, step: int | None, total: int) -> Eta:
+        """``after`` seconds on, the stage's progress file says ``step`` (None: unchanged); the ETA then."""
+        clock.advance(after)
+        if step is not None:
+            write_progress(progress_path(task.log_path), step, total)
+        p.refresh_running()
+        return p.eta()
+
     mine = _task("mine", 0, tmp_path)
-    p = Progress([mine], total=1, cached=0, console=Console(file=io.StringIO()), live=False, clock=clock)
-    p.on_event("start", mine, None)
-    progress = progress_path(mine.log_path)
-    clock.advance(6.0)
-    write_progress(progress, 0, 100)
-    p.refresh_running()
-    assert p.eta().seconds is None  # one report: no pace yet
-    clock.advance(0.5)
-    write_progress(progress, 5, 100)
-    p.refresh_running()
-    assert p.eta() == Eta(pytest.approx(9.5), True)  # 0.1 s a step, 95 to go
-    clock.advance(0.5)
-    p.refresh_running()  # the same step seen again: the pace is kept from when it was first seen
-    assert p.eta().seconds == pytest.approx(9.0)
+    p = started(mine)
+    assert reports(p, mine, 6.0, 0, 100).seconds is None  # one report: no pace yet
+    assert reports(p, mine, 0.5, 5, 100) == Eta(pytest.approx(9.5), True)  # 0.1 s a step, 95 to go
+    # the same step seen again: the pace is kept from when it was first seen
+    assert reports(p, mine, 0.5, None, 100).seconds == pytest.approx(9.0)
 
     resumed = _task("train", 0, tmp_path, iterations=400)
-    p = Progress([resumed], total=1, cached=0, console=Console(file=io.StringIO()), live=False, clock=clock)
-    p.on_event("start", resumed, None)
-    progress = progress_path(resumed.log_path)
-    clock.advance(2.0)
-    write_progress(progress, 200, 400)
-    p.refresh_running()
-    clock.advance(5.0)
-    write_progress(progress, 210, 400)
-    p.refresh_running()
-    assert p.eta().seconds is None  # 10 iterations since its first report: under 5 % of 400
-    clock.advance(5.0)
-    write_progress(progress, 220, 400)
-    p.refresh_running()
-    assert p.eta() == Eta(pytest.approx(90.0), True)  # 0.5 s an iteration, 180 to go
+    p = started(resumed)
+    reports(p, resumed, 2.0, 200, 400)
+    assert reports(p, resumed, 5.0, 210, 400).seconds is None  # 10 iterations since its first report: under 5 % of 400
+    assert reports(p, resumed, 5.0, 220, 400) == Eta(pytest.approx(90.0), True)  # 0.5 s an iteration, 180 to go
 
 
 def test_rich_display_shows_counts_running_stage_iteration_and_eta(tmp_path):
