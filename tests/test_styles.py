@@ -357,6 +357,24 @@ def test_bank_load_errors_are_one_line(tmp_path):
         StyleBank.load(d)
 
 
+def test_a_bank_torn_between_its_two_files_is_refused(tmp_path):
+    # A kill between the two atomic writes of a re-mined bank leaves new tensors beside the old JSON.
+    import shutil
+
+    StyleBank(torch.randn(3, 4), torch.rand(3, 4), torch.tensor([0, 1, 255])).save(tmp_path / "old")
+    StyleBank(torch.randn(5, 4), torch.rand(5, 4), torch.tensor([0, 1, 2, 3, 255])).save(tmp_path / "new")
+    shutil.copy(tmp_path / "new" / "bank.safetensors", tmp_path / "old" / "bank.safetensors")
+    with pytest.raises(StyleBankError) as e:
+        StyleBank.load(tmp_path / "old")
+    msg = str(e.value)
+    assert "bank.safetensors: does not match bank.json" in msg and "mine the bank again" in msg and "\n" not in msg
+    assert len(StyleBank.load(tmp_path / "new")) == 5
+    info = json.loads((tmp_path / "old" / "bank.json").read_text())
+    del info["tensors_sha256"]  # a bank written before the hash was recorded still loads
+    (tmp_path / "old" / "bank.json").write_text(json.dumps(info))
+    assert len(StyleBank.load(tmp_path / "old")) == 5
+
+
 def test_bank_channel_mismatch_refused(tmp_path):
     StyleBank(torch.randn(3, 8), torch.rand(3, 8), torch.tensor([0, 1, 255])).save(tmp_path)
     bank = StyleBank.load(tmp_path)

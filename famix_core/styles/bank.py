@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -220,6 +221,9 @@ class StyleBank:
     def save(self, directory: str | Path) -> Path:
         """Write ``bank.safetensors`` (mu, sigma, cls) and ``bank.json`` into ``directory``, atomically.
 
+        Each file is replaced atomically, the pair is not: ``bank.json`` records the SHA-256 of the
+        tensor file, so :meth:`load` refuses a pair torn by a kill between the two writes.
+
         Returns:
             The directory.
         """
@@ -232,9 +236,11 @@ class StyleBank:
             "sigma": self.sigma.detach().to("cpu", torch.float32).contiguous(),
             "cls": self.cls.detach().to("cpu", torch.int64).contiguous(),
         }
-        atomic_write_bytes(d / BANK_TENSORS, save(tensors, metadata={"format": str(BANK_FORMAT)}))
+        data = save(tensors, metadata={"format": str(BANK_FORMAT)})
+        atomic_write_bytes(d / BANK_TENSORS, data)
         info = {
             "format": BANK_FORMAT,
+            "tensors_sha256": hashlib.sha256(data).hexdigest(),
             "n_styles": len(self),
             "channels": self.channels,
             "ignore_index": self.ignore_index,
@@ -252,7 +258,7 @@ class StyleBank:
         Raises:
             StyleBankError: a file is missing or unreadable, or its tensors are inconsistent.
         """
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
         tpath, jpath = bank_files(directory)
         try:
@@ -262,7 +268,17 @@ class StyleBank:
         if not isinstance(info, dict):
             raise StyleBankError(f"{jpath}: expected a JSON object")
         try:
-            t = load_file(str(tpath), device=str(torch.device(device)))
+            data = tpath.read_bytes()
+        except OSError as e:
+            raise StyleBankError(f"{tpath}: not readable ({e.strerror})") from None
+        expected = info.get("tensors_sha256")  # absent from banks written before it was recorded
+        if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+            raise StyleBankError(
+                f"{tpath}: does not match {jpath.name} (its tensors_sha256 is of another file: the two were"
+                " written by different runs, or one was cut off); mine the bank again"
+            )
+        try:
+            t = {k: v.to(torch.device(device)) for k, v in load(data).items()}
         except Exception as e:  # noqa: BLE001 - corrupt file: one line for the user
             raise StyleBankError(f"{tpath}: not a readable safetensors file ({type(e).__name__})") from None
         missing = [k for k in ("mu", "sigma", "cls") if k not in t]
