@@ -146,6 +146,29 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def _sync_tree(folder: Path) -> None:
+    """fsync every regular file and folder under ``folder`` (itself included), so that a rename of it
+    that survives a power loss or a node crash shows complete files, whatever wrote them (an image
+    saved by PIL, a torch checkpoint). Links and special files are left alone."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                _fsync(path)
+        _fsync(root)
+
+
+def _fsync(path: str | Path) -> None:
+    """fsync the file or folder ``path`` (a folder: so that a rename into it is durable); a
+    filesystem that cannot sync a folder is let be."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def commit_dir(tmp: str | Path, final: str | Path, is_complete: Callable[[Path], bool] | None = None) -> bool:
     """Move the finished folder ``tmp`` (from :func:`make_temp_dir`, same filesystem) to ``final`` in one rename.
 
@@ -158,6 +181,9 @@ def commit_dir(tmp: str | Path, final: str | Path, is_complete: Callable[[Path],
     failed rename) moves the old ``final`` back rather than removing it with ``tmp``. A SIGKILL there
     leaves it in ``<tmp>.old-*/<final name>``.
 
+    Everything under ``tmp`` is fsynced before the rename, and the parent after it, so that a
+    ``final`` that looks complete holds complete files after a crash of the machine too.
+
     Returns:
         True when ``tmp`` became ``final``, False when a complete ``final`` was kept.
 
@@ -169,10 +195,12 @@ def commit_dir(tmp: str | Path, final: str | Path, is_complete: Callable[[Path],
     done = is_complete or (lambda _: False)
     old = None
     try:
+        if (final.exists() or final.is_symlink()) and done(final):
+            return False
+        _sync_tree(tmp)
         if final.exists() or final.is_symlink():
-            if done(final):
-                return False
             if final.is_dir() and not final.is_symlink() and _exchange(tmp, final):
+                _fsync(final.parent)
                 return True  # tmp now holds the old final: removed below
             old = make_temp_dir(tmp.parent, f"{tmp.name}.old-")  # beside tmp: cleaned up like it
             with contextlib.suppress(FileNotFoundError):
@@ -183,6 +211,7 @@ def commit_dir(tmp: str | Path, final: str | Path, is_complete: Callable[[Path],
             if not done(final):
                 raise
             return False
+        _fsync(final.parent)
         return True
     finally:
         aside = None if old is None else old / final.name

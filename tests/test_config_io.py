@@ -372,6 +372,46 @@ def test_commit_dir_replaces_debris_keeps_a_complete_winner(tmp_path, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kind"]  # no temp or set-aside folders left
 
 
+@pytest.mark.parametrize("swap", ["renameat2", "two-renames"])
+def test_commit_dir_syncs_the_files_it_commits_before_the_rename_and_the_parent_after(tmp_path, monkeypatch, swap):
+    """Files written inside the folder by other writers (PIL's images of the synthetic benchmark, a
+    checkpoint) were not fsynced: after a power loss or a node crash, the renamed folder could look
+    complete and hold a truncated file."""
+    import famix_core.io
+
+    final = tmp_path / "kind" / "key"
+    commit_dir(_folder(tmp_path, "old"), final)  # a folder to replace
+    tmp = _folder(tmp_path, "new")
+    (tmp / "sub").mkdir()
+    (tmp / "sub" / "image.png").write_bytes(b"png")
+    (tmp / "link").symlink_to("/dev/null")
+    events: list[str] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd):
+        events.append("sync " + os.path.relpath(os.readlink(f"/proc/self/fd/{fd}"), tmp_path))
+        real_fsync(fd)
+
+    def rename(src, dst):
+        events.append("rename")
+        real_rename(src, dst)
+
+    def exchange(a, b, real=famix_core.io._exchange):
+        events.append("rename")
+        return swap == "renameat2" and real(a, b)
+
+    monkeypatch.setattr(famix_core.io.os, "fsync", fsync)
+    monkeypatch.setattr(famix_core.io.os, "rename", rename)
+    monkeypatch.setattr(famix_core.io, "_exchange", exchange)
+    assert commit_dir(tmp, final) is True
+    assert (final / "sub" / "image.png").read_bytes() == b"png"
+    synced = {e.removeprefix("sync ") for e in events[: events.index("rename")]}
+    name = tmp.name
+    assert {f"{name}/f.txt", f"{name}/sub/image.png", f"{name}/sub", name} <= synced, events
+    assert events[-1] == "sync kind", events  # the rename into the parent is made durable
+    assert not any("link" in e for e in events)  # a link is not followed
+
+
 def test_commit_dir_swaps_a_folder_in_without_a_moment_where_it_is_missing(tmp_path, monkeypatch):
     """Replacing a folder took two renames (the old one aside, the new one in), and between them the
     folder was missing: a reader (a LaTeX build of the report's tables) could find nothing. Where the
