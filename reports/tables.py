@@ -10,7 +10,8 @@ Pure pandas (no MLflow, no matplotlib). Rules, applied identically to both forma
   best underlined, comparing the two-decimal values (ties share the mark; "second" is the next
   distinct value); a partial Mean takes no mark;
 * a missing cell shows "–" with a numbered footnote naming the trial(s) and their status; the
-  Mean of a row with an empty cell is partial: the average of the cells it has, marked "†";
+  Mean of a row with an empty cell is partial: the average of the cells it has, marked "†"; so is
+  the Mean of a row where a seed lacks a domain (that cell averages fewer seeds than the row);
 * optional paired difference vs a baseline row: per seed, the mean over domains of
   (row − baseline); then mean ± std over the paired seeds.
 """
@@ -354,7 +355,7 @@ def build_table(results: ResultSet, *, baseline: str | None = None, title: str |
             mean=float(have.mean()) if len(have) else None,
             std=_f(seed_std[g]),
             n=int(seed_n[g]),
-            partial=len(have) < len(doms),
+            partial=bool((cell_n[g] < size[g]).any()),  # a domain cell missing, or averaging fewer seeds than the row
         )
         first_run = runs.iloc[int(first[g])]
         rows.append(
@@ -543,9 +544,14 @@ def notes_text(table: Table) -> list[tuple[str, str]]:
     lines = []
     mean = any(r.mean.partial and r.mean.mean is not None for r in table.rows)
     delta = table.baseline is not None and any(r.delta is not None and r.delta.partial for r in table.rows)
+    # a Mean whose every domain has a value, but some from fewer seeds than the row has
+    short = any(r.mean.partial and all(c.mean is not None for c in r.cells.values()) for r in table.rows)
     if mean or delta:
         what = "Mean and Δ" if mean and delta else "Mean" if mean else "Δ"
-        lines.append(("partial", f"{what} over the available domains only (a domain cell is missing); not ranked."))
+        why = "a domain cell is missing"
+        if short:  # a Mean over every domain, but not of n runs
+            why += " or averages fewer seeds than its row; the ± of such a Mean is over the seeds that have every domain"
+        lines.append(("partial", f"{what} over the available {'values' if short else 'domains'} only ({why}); not ranked."))
     if table.show_n:
         lines.append(("", "Several seeds: mean ± sample std over n runs; marks compare the means."))
     if table.baseline is not None and table.show_n:

@@ -310,7 +310,8 @@ def test_latex_compiles_with_pdflatex(tmp_path):
 
 
 def test_a_delta_over_fewer_domains_is_marked_like_a_partial_mean():
-    """A row whose seed lacks a domain got a Δ over the others, unmarked, beside a Mean marked †."""
+    """A row whose seed lacks a domain got a Δ over the others, unmarked; and a Mean over every domain,
+    unmarked and ranked, although one of its cells averages fewer seeds than the row has."""
     recs = [
         {"trial": "b0", "seed": 0, "M": "base", "C": 10.0, "B": 20.0},
         {"trial": "b1", "seed": 1, "M": "base", "C": 10.0, "B": 20.0},
@@ -321,10 +322,13 @@ def test_a_delta_over_fewer_domains_is_marked_like_a_partial_mean():
     table = build_table(_runs(recs, ["M"], ["C", "B"]), baseline="1")
     x, y = table.rows[1], table.rows[2]
     assert x.delta.partial and not y.delta.partial
+    assert x.mean.partial and x.mean.mark is None and not y.mean.partial and not table.rows[0].mean.partial
     md = render_markdown(table)
-    assert _md_rows(md)[1][-1] == "+4.00 ± 2.83†"  # seed 1 lacks B: its Δ is C's alone (the Mean, 21.00, has B)
-    assert "† Δ over the available domains only (a domain cell is missing); not ranked." in md
-    assert _md_rows(md)[2][-1] == "-1.50"  # complete: unmarked
+    assert _md_rows(md)[1][-1] == "+4.00 ± 2.83†"  # seed 1 lacks B: its Δ is C's alone
+    assert _md_rows(md)[1][-2] == "21.00†"  # (12 + 30) / 2: B over one seed; no ± (one seed has every domain)
+    assert ("† Mean and Δ over the available values only (a domain cell is missing or averages fewer seeds than its row;"
+            " the ± of such a Mean is over the seeds that have every domain); not ranked.") in md  # fmt: skip
+    assert _md_rows(md)[2][-1] == "-1.50" and _md_rows(md)[2][-2] == "<ins>13.50</ins>"  # complete: unmarked; ranked second, after 15.00
 
 
 def test_rich_table_marks_alignment_and_json_round_trip():
