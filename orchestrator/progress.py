@@ -458,9 +458,9 @@ def make_console() -> Any:
 def print_table(console: Any, markdown: str, table_json: dict[str, Any] | None) -> None:
     """The results table: a rich table on a terminal, the Markdown otherwise (pipes, files, CI logs)."""
     if console.is_terminal and table_json:
-        from reports.terminal import render_rich, table_from_json
+        from reports.terminal import print_rich, table_from_json
 
-        console.print(render_rich(table_from_json(table_json)))
+        print_rich(console, table_from_json(table_json))
     else:
         console.print(markdown, highlight=False, markup=False)
 

@@ -13,18 +13,19 @@ from typing import Any
 
 from reports.tables import PARTIAL_MARK, CellValue, Table, TableRow, notes_text, fmt2, shown_label
 
-__all__ = ["render_rich", "table_to_json", "table_from_json"]
+__all__ = ["render_rich", "print_rich", "table_to_json", "table_from_json"]
 
 _SUPERSCRIPT = str.maketrans("0123456789,", "⁰¹²³⁴⁵⁶⁷⁸⁹˒")
 
 
-def _cell_text(c: CellValue):
+def _cell_text(c: CellValue, stacked: bool = False):
     from rich.text import Text
 
     if c.mean is None:
         text = Text("–", style="dim")
     else:
-        value = fmt2(c.mean, signed=c.signed) + (f" ± {fmt2(c.std)}" if c.std is not None else "")
+        sep = "\n" if stacked else " "
+        value = fmt2(c.mean, signed=c.signed) + (f"{sep}± {fmt2(c.std)}" if c.std is not None else "")
         text = Text(value, style={"best": "bold", "second": "underline"}.get(c.mark or "", ""))
     if c.partial:
         text.append(PARTIAL_MARK)
@@ -33,10 +34,12 @@ def _cell_text(c: CellValue):
     return text
 
 
-def render_rich(table: Table):
+def render_rich(table: Table, tight: bool = False, stacked: bool = False):
     """A ``rich.table.Table`` of ``table``: labels centred, numbers right-aligned, best bold, second underlined.
 
-    The notes (seeds, Δ, footnotes, what the marks mean) are the table's caption.
+    The notes (seeds, Δ, footnotes, what the marks mean) are the table's caption. ``tight``: one
+    space between columns (not two, nor a margin); ``stacked``: each ``± std`` on a line under its
+    mean. Nothing is ever cut: no column wraps or shortens (:func:`print_rich` picks the layout).
     """
     from rich import box
     from rich.table import Table as RichTable
@@ -51,8 +54,10 @@ def render_rich(table: Table):
     legend.append(": second best of each column; Mean computed over the domain columns.")
     caption = Text("\n").join([*(Text(n) for n in notes), legend])
     rt = RichTable(title=table.title, caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
+    if tight:  # the box's blank rule between columns is the one space left
+        rt.padding, rt.pad_edge = (0, 0), False
     for c in table.label_columns:
-        rt.add_column(c[:1].upper() + c[1:], justify="center")
+        rt.add_column(c[:1].upper() + c[1:], justify="center", no_wrap=True)
     if table.show_n:
         rt.add_column("n", justify="right")
     for c in table.columns:
@@ -63,12 +68,46 @@ def render_rich(table: Table):
         cells: list[Any] = [shown_label(r.labels[c]) for c in table.label_columns]
         if table.show_n:
             cells.append(str(r.n))
-        cells += [_cell_text(r.cells[d]) for d in table.domains]
-        cells.append(_cell_text(r.mean))
+        cells += [_cell_text(r.cells[d], stacked) for d in table.domains]
+        cells.append(_cell_text(r.mean, stacked))
         if table.baseline is not None:
-            cells.append(Text("(baseline)", style="dim") if i == table.baseline else _cell_text(r.delta or CellValue()))
+            cells.append(Text("(baseline)", style="dim") if i == table.baseline else _cell_text(r.delta or CellValue(), stacked))
         rt.add_row(*cells)
     return rt
+
+
+def _width(rt: Any) -> int:
+    """The columns ``rt`` takes when nothing in it wraps or shortens (its caption aside: that wraps at any width)."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    caption, rt.caption = rt.caption, None
+    try:
+        wide = Console(width=10_000)
+        return Measurement.get(wide, wide.options, rt).maximum
+    finally:
+        rt.caption = caption
+
+
+def print_rich(console: Any, table: Table) -> None:
+    """Print ``table`` on ``console`` in the first layout that fits its width: the roomy one, then
+    :func:`render_rich`'s ``tight``, then ``tight`` and ``stacked`` (several seeds). Where even that
+    is wider than the terminal, it is printed whole at its own width (the terminal folds its lines):
+    a label cut to ``Fr…`` or a number to ``13.84 ± 0.…`` would mislead."""
+    layouts = [(False, False), (True, False)]
+    if any(c.std is not None for r in table.rows for c in (*r.cells.values(), r.mean, r.delta or CellValue())):
+        layouts.append((True, True))
+    for tight, stacked in layouts:
+        rt = render_rich(table, tight=tight, stacked=stacked)
+        width = _width(rt)
+        if width <= console.width:
+            break
+    if width <= console.width:
+        console.print(rt)
+        return
+    from rich.segment import Segments
+
+    console.print(Segments(console.render(rt, console.options.update_width(width))), crop=False)
 
 
 def table_to_json(table: Table) -> dict[str, Any]:

@@ -331,6 +331,53 @@ def test_a_delta_over_fewer_domains_is_marked_like_a_partial_mean():
     assert _md_rows(md)[2][-1] == "-1.50" and _md_rows(md)[2][-2] == "<ins>13.50</ins>"  # complete: unmarked; ranked second, after 15.00
 
 
+def _single_seed_paper_table():
+    recs = [
+        {"trial": f"t-{i}", "Freeze": row["freeze"], "Augment": row["augment"], "Mix": row["mix"], **{d: float(row[d]) for d in DOMAINS}}
+        for i, row in enumerate(_paper_rows())
+    ]
+    return build_table(_runs(recs, ["Freeze", "Augment", "Mix"], DOMAINS))
+
+
+@pytest.mark.parametrize("seeded", [False, True])
+def test_the_terminal_table_narrows_to_fit_and_never_cuts_a_label_or_a_number(seeded):
+    """On an 80-column terminal, the end-of-sweep table lost its Freeze/Augment/Mix columns and cut
+    numbers to `24.…`; with seeds, labels went below 140 columns and cells read `13.84 ± 0.…`."""
+    import io
+
+    from rich.console import Console
+
+    from reports.terminal import print_rich
+
+    table = _seeded_paper_table() if seeded else _single_seed_paper_table()
+    widths = {}
+    for width in (240, 120, 80, 40):
+        buf = io.StringIO()
+        print_rich(Console(file=buf, width=width, force_terminal=True, color_system=None, soft_wrap=True), table)
+        lines = buf.getvalue().splitlines()
+        assert "…" not in buf.getvalue(), (width, buf.getvalue())
+        header = next(ln for ln in lines if "Mean" in ln and "Freeze" in ln)
+        assert re.search(r"Freeze +Augment +Mix", header), header
+        at = lines.index(header)
+        body = lines[at + 2 : at + 2 + (16 if seeded and width < 240 else 8)]
+        text = " ".join(body)
+        for r in table.rows:
+            for c in (*r.cells.values(), r.mean):
+                if c.mean is not None:
+                    assert fmt2(c.mean) in text
+                if c.std is not None:
+                    assert f"± {fmt2(c.std)}" in text
+        widths[width] = max(len(ln.rstrip()) for ln in lines[at:at + len(body) + 2])
+        if seeded and width < 240:  # each ± std on the line under its mean
+            assert body[1].lstrip().startswith("± ") and "±" not in body[0], body[:2]
+    if seeded:
+        assert widths[240] > 120 >= widths[120]  # one line a row where it fits; stacked where that fits
+        assert widths[80] == widths[40] == widths[120]  # wider than the terminal: printed whole, not cut
+    else:
+        assert widths[240] > 80 >= widths[80]  # the roomy layout at 240; one space between columns at 80
+        assert widths[40] == widths[80]
+
+
 def test_rich_table_marks_alignment_and_json_round_trip():
     import io
     import json
