@@ -117,6 +117,42 @@ def _legend_columns(labels: list[str], width: str, handle_in: float = 0.45) -> i
     return max(1, min(len(labels), int((FIGURE_WIDTHS[width] - 0.2) // entry)))
 
 
+def _chars(width: str, size: float, share: float) -> int:
+    """About how many characters of ``size``-pt text fit ``share`` of the figure's width (0.55 em each)."""
+    return max(8, int(share * (FIGURE_WIDTHS[width] - 0.1) * 72.0 / (0.55 * size)))
+
+
+def _title(fig, text: str, width: str) -> str:
+    """``text`` with its `` — subject`` on a line of its own, and each line wrapped at a space, where
+    it would not fit the figure's width as drawn (at column width a sweep's name was cut off)."""
+    size = _FONT[width] + 0.5  # axes.titlesize, and the suptitle's
+    room = FIGURE_WIDTHS[width] - 0.15  # inches
+    renderer = fig.canvas.get_renderer()
+
+    def fits(line: str) -> bool:
+        probe = fig.text(0, 0, line, fontsize=size)
+        try:
+            return probe.get_window_extent(renderer).width / fig.dpi <= room
+        finally:
+            probe.remove()
+
+    lines = text.split("\n")
+    if not fits(lines[0]) and " — " in lines[0]:
+        lines[:1] = lines[0].split(" — ", 1)
+    out = []
+    for line in lines:
+        words = line.split(" ")
+        current = words[0]
+        for word in words[1:]:
+            if fits(f"{current} {word}"):
+                current += f" {word}"
+            else:
+                out.append(current)
+                current = word
+        out.append(current)
+    return "\n".join(out)
+
+
 def _seeds_phrase(ns: list[int]) -> str:
     lo, hi = min(ns), max(ns)
     return f"{lo} seeds" if lo == hi else f"{lo}–{hi} seeds"
@@ -171,7 +207,7 @@ def plot_bars(table: Table, out_dir: str | Path, *, subject: str = "", width: st
         ax.set_xticks(x, cols)
         ax.set_xlim(-0.5, len(cols) - 0.5)
         ax.set_ylabel("mIoU (%)")
-        ax.set_title("mIoU (%) per target domain" + (f" — {subject}" if subject else ""))
+        ax.set_title(_title(fig, "mIoU (%) per target domain" + (f" — {subject}" if subject else ""), width))
         ax.grid(axis="y", alpha=0.3, linewidth=0.5)
         ax.set_axisbelow(True)
         if n_rows <= _MAX_LEGEND:  # beyond that a legend is unreadable; the table names the rows
@@ -218,16 +254,27 @@ def plot_delta_heatmap(
     decimals = 1 if width == "column" else 2  # what fits a cell at that width
     with_std = seeded and width != "column"  # a ± line under each number was 4.5 pt type at column width
     captions = [row_caption(lab) for lab in labels]
-    compact = max(len(t) for t in captions) * 0.55 * _FONT[width] / 72.0 > 0.3 * FIGURE_WIDTHS[width]
+    fit = _chars(width, _FONT[width] - 0.5, share=0.3)  # the row names take at most 30 % of the width
+    compact = max(len(t) for t in captions) > fit
     if compact:
         captions = [" ".join(shown_label(v) for v in lab.values()) for lab in labels]
     else:  # the row itself says "baseline"; the compact label stays short
         captions = [f"{t} (baseline)" if r == grid.baseline else t for r, t in enumerate(captions)]
-    row_h = 0.34 if with_std else 0.22
+    if compact:  # a long value (a prompt type: "random characters + class name") wraps rather than squeeze the cells
+        import textwrap
+
+        captions = [textwrap.fill(t, fit) for t in captions]
+    lines = max(t.count("\n") + 1 for t in captions)
+    row_h = max(0.34 if with_std else 0.22, 0.04 + lines * 1.25 * (_FONT[width] - 0.5) / 72.0)
     with figure(width, 0.85 + row_h * g + (0.45 if width == "column" else 0.0)) as fig:
         ax = fig.add_subplot()
         # ColorBrewer RdBu: blue better, red worse; readable under the common colour-vision deficiencies
-        im = ax.imshow(shown, cmap=colormaps["RdBu"], norm=TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim), aspect="auto")
+        # pcolormesh, not imshow: vector cells in the PDF (imshow embeds a bitmap); row 0 on top, as a table
+        edges_x, edges_y = np.arange(c + 1) - 0.5, np.arange(g + 1) - 0.5
+        norm = TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim)
+        im = ax.pcolormesh(edges_x, edges_y, np.ma.masked_invalid(shown), cmap=colormaps["RdBu"], norm=norm)
+        ax.set_xlim(edges_x[0], edges_x[-1])
+        ax.set_ylim(edges_y[-1], edges_y[0])
         size = (5.5 if width == "column" else _FONT[width] - 1.0) - (0.5 if with_std else 0.0)
         for r in range(g):
             for j in range(c):
@@ -255,6 +302,7 @@ def plot_delta_heatmap(
         horizontal = width == "column"  # at column width the cells need the horizontal room
         bar = fig.colorbar(im, ax=ax, shrink=0.9, pad=0.02, aspect=25 if not horizontal else 35,
                            orientation="horizontal" if horizontal else "vertical", location="bottom" if horizontal else "right")  # fmt: skip
+        bar.solids.set_rasterized(False)  # matplotlib rasterizes a bar of this many colours: kept vector
         bar.set_label("Δ mIoU (points)")
         bar.outline.set_visible(False)
         title = "Δ mIoU vs the baseline row" + (f" — {subject}" if subject else "")
@@ -262,7 +310,7 @@ def plot_delta_heatmap(
             title += f"\n± std over {_seeds_phrase([int(k) for k in grid.n if k])} (paired by seed)"
         elif seeded:
             title += f"\nmeans over {_seeds_phrase([int(k) for k in grid.n if k])} (paired by seed; ± std in the table)"
-        fig.suptitle(title, fontsize=_FONT[width] + 0.5)
+        fig.suptitle(_title(fig, title, width), fontsize=_FONT[width] + 0.5)
         return save_figure(fig, out_dir, stem)
 
 
@@ -338,7 +386,7 @@ def plot_loss_curves(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are whole numbers
         ax.set_xlabel("iteration")
         ax.set_ylabel("training loss (cross-entropy)")
-        ax.set_title("Training loss" + (f" — {subject}" if subject else ""))
+        ax.set_title(_title(fig, "Training loss" + (f" — {subject}" if subject else ""), width))
         ax.grid(alpha=0.3, linewidth=0.5)
         if len(rows) <= _MAX_LEGEND:  # outside the data: below at column width, to the right at page width
             where = "outside lower center" if below else "outside right upper"

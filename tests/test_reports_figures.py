@@ -100,6 +100,7 @@ def test_delta_heatmap_numbers_colours_and_std(tmp_path):
     assert "baseline" in words and "± std over 3 seeds (paired by seed)" in words and "Δ mIoU (points)" in words
     assert "Freeze ✗ · Augment ✗ · Mix ✗ (baseline)" in words
     assert _pdf_width_in(pdf) == pytest.approx(6.9, abs=0.01)
+    assert b"/Subtype /Image" not in pdf.read_bytes()  # vector cells and colour bar (imshow embedded a bitmap)
     # at column width a ± line under each number was 4.5 pt type: the means alone, the std left to the table
     _, pdf = plot_delta_heatmap(grid, labels, tmp_path / "col", subject="ablation", width="column")
     words = " ".join(_pdf_text(pdf).split())
