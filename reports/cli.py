@@ -128,7 +128,7 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
         if args.qualitative:  # drawn into the report being written (the folder is its last argument), swapped in with it
             from reports.qualitative import qualitative_grid
 
-            extra = partial(qualitative_grid, results, args.qualitative, run_dir=args.run_dir, device=device)
+            extra = partial(qualitative_grid, results, args.qualitative, run_dir=args.run_dir, device=device, width=args.figure_width)
 
         files = write_report(
             results,

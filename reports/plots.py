@@ -29,6 +29,8 @@ __all__ = [
     "row_caption",
     "row_style",
     "figure",
+    "fit_title",
+    "title_size",
     "plot_bars",
     "plot_delta_heatmap",
     "fetch_histories",
@@ -78,7 +80,7 @@ def figure(width: str, height: float) -> Iterator:
     size = _FONT[width]
     rc = {
         "font.size": size,
-        "axes.titlesize": size + 0.5,
+        "axes.titlesize": title_size(width),
         "axes.labelsize": size,
         "xtick.labelsize": size - 0.5,
         "ytick.labelsize": size - 0.5,
@@ -122,10 +124,15 @@ def _chars(width: str, size: float, share: float) -> int:
     return max(8, int(share * (FIGURE_WIDTHS[width] - 0.1) * 72.0 / (0.55 * size)))
 
 
-def _title(fig, text: str, width: str) -> str:
+def title_size(width: str) -> float:
+    """Points of a figure's title at ``width`` (axes titles and suptitles alike)."""
+    return _FONT[width] + 0.5
+
+
+def fit_title(fig, text: str, width: str) -> str:
     """``text`` with its `` — subject`` on a line of its own, and each line wrapped at a space, where
     it would not fit the figure's width as drawn (at column width a sweep's name was cut off)."""
-    size = _FONT[width] + 0.5  # axes.titlesize, and the suptitle's
+    size = title_size(width)
     room = FIGURE_WIDTHS[width] - 0.15  # inches
     renderer = fig.canvas.get_renderer()
 
@@ -207,7 +214,7 @@ def plot_bars(table: Table, out_dir: str | Path, *, subject: str = "", width: st
         ax.set_xticks(x, cols)
         ax.set_xlim(-0.5, len(cols) - 0.5)
         ax.set_ylabel("mIoU (%)")
-        ax.set_title(_title(fig, "mIoU (%) per target domain" + (f" — {subject}" if subject else ""), width))
+        ax.set_title(fit_title(fig, "mIoU (%) per target domain" + (f" — {subject}" if subject else ""), width))
         ax.grid(axis="y", alpha=0.3, linewidth=0.5)
         ax.set_axisbelow(True)
         if n_rows <= _MAX_LEGEND:  # beyond that a legend is unreadable; the table names the rows
@@ -310,7 +317,7 @@ def plot_delta_heatmap(
             title += f"\n± std over {_seeds_phrase([int(k) for k in grid.n if k])} (paired by seed)"
         elif seeded:
             title += f"\nmeans over {_seeds_phrase([int(k) for k in grid.n if k])} (paired by seed; ± std in the table)"
-        fig.suptitle(_title(fig, title, width), fontsize=_FONT[width] + 0.5)
+        fig.suptitle(fit_title(fig, title, width), fontsize=title_size(width))
         return save_figure(fig, out_dir, stem)
 
 
@@ -386,7 +393,7 @@ def plot_loss_curves(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are whole numbers
         ax.set_xlabel("iteration")
         ax.set_ylabel("training loss (cross-entropy)")
-        ax.set_title(_title(fig, "Training loss" + (f" — {subject}" if subject else ""), width))
+        ax.set_title(fit_title(fig, "Training loss" + (f" — {subject}" if subject else ""), width))
         ax.grid(alpha=0.3, linewidth=0.5)
         if len(rows) <= _MAX_LEGEND:  # outside the data: below at column width, to the right at page width
             where = "outside lower center" if below else "outside right upper"

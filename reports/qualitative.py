@@ -29,6 +29,8 @@ __all__ = [
     "class_legend_handles",
 ]
 
+MAX_HEIGHT_IN = 8.5
+"""Tallest qualitative figure, in inches: within a paper's text block (CVPR's is 8.875 in)."""
 NEEDS_MLFLOW = "--qualitative needs MLflow input (the trial's config and weights), not --csv"
 """Refuses ``--qualitative`` with ``--csv``: said by the CLI's flag check and by :func:`qualitative_grid`."""
 
@@ -144,6 +146,7 @@ def render_qualitative(
     title: str = "",
     stem: str = "qualitative",
     index: int = 0,
+    width: str = "page",
 ) -> list[Path]:
     """Predict on image ``index`` of each domain's evaluation split and draw input / GT / prediction rows.
 
@@ -156,6 +159,8 @@ def render_qualitative(
         title: figure title.
         stem: file name without extension.
         index: which image of each split.
+        width: ``column`` or ``page`` (:data:`reports.plots.FIGURE_WIDTHS`); the grid is kept
+            within a text block's height (8.5 in: many domains make smaller panels).
 
     Returns:
         Paths of the PNG and PDF.
@@ -164,7 +169,7 @@ def render_qualitative(
 
     from famix_core.data import build_dataset
     from famix_core.models.segmenter import build_segmenter
-    from reports.plots import figure, save_figure
+    from reports.plots import FIGURE_WIDTHS, figure, save_figure
 
     dev = torch.device(device)
     model_cfg = cfg.model.model_copy(update={"pretrained": str(weights)})
@@ -181,9 +186,12 @@ def render_qualitative(
             rows.append((col, denormalize(image.numpy()), colorize(label.numpy()), colorize(pred)))
 
     h, w = rows[0][1].shape[:2]
-    panel_w = (6.9 - 0.5) / 3  # page width minus the domain labels, three panels
-    legend_h = 0.75
-    with figure("page", len(rows) * panel_w * h / w + legend_h + (0.3 if title else 0.15)) as fig:
+    column = width == "column"
+    panel_w = (FIGURE_WIDTHS.get(width, 6.9) - (0.35 if column else 0.5)) / 3  # minus the domain labels; three panels
+    legend_h = 1.05 if column else 0.75  # the 20 class patches in 4 columns, or 7
+    title_h = (0.45 if column else 0.3) if title else 0.15  # at column width the title takes two lines
+    grid_h = min(len(rows) * panel_w * h / w, MAX_HEIGHT_IN - legend_h - title_h)  # panels shrink to fit the height
+    with figure(width, grid_h + legend_h + title_h) as fig:
         axes = fig.subplots(len(rows), 3, squeeze=False)
         for r, (col, rgb, gt, pred) in enumerate(rows):
             for c, (img, name) in enumerate(((rgb, "input"), (gt, "ground truth"), (pred, "prediction"))):
@@ -195,10 +203,12 @@ def render_qualitative(
                     ax.set_title(name)
                 if c == 0:
                     ax.set_ylabel(col)
-        fig.legend(handles=class_legend_handles(), loc="outside lower center", ncols=7, frameon=False,
-                   handlelength=1.0, handleheight=0.9, columnspacing=0.9, fontsize=6.5)  # fmt: skip
+        fig.legend(handles=class_legend_handles(), loc="outside lower center", ncols=4 if column else 7, frameon=False,
+                   handlelength=1.0, handleheight=0.9, columnspacing=0.9, fontsize=6.0 if column else 6.5)  # fmt: skip
         if title:
-            fig.suptitle(title)
+            from reports.plots import fit_title, title_size
+
+            fig.suptitle(fit_title(fig, title, width), fontsize=title_size(width))
         return save_figure(fig, out_dir, stem)
 
 
@@ -215,7 +225,7 @@ def class_legend_handles() -> list:
 
 
 def qualitative_grid(
-    results: ResultSet, trial: str, out_dir: str | Path, *, run_dir: str | Path, device: str = "cpu"
+    results: ResultSet, trial: str, out_dir: str | Path, *, run_dir: str | Path, device: str = "cpu", width: str | None = None
 ) -> list[Path]:
     """The qualitative figure of one trial of an MLflow-collected sweep (config from its params).
 
@@ -234,4 +244,4 @@ def qualitative_grid(
     from reports.plots import row_caption
 
     title = f"{results.sweep}: {row['trial']} ({row_caption({c: row[c] for c in results.label_columns})})"
-    return render_qualitative(cfg, weights, results.domains, out_dir, device=device, title=title)
+    return render_qualitative(cfg, weights, results.domains, out_dir, device=device, title=title, width=width or "page")

@@ -94,6 +94,28 @@ def test_render_qualitative_with_tiny_model(tmp_path):
         assert all(name in words for name in ("road", "traffic sign", "motorcycle", "bicycle", "ignore"))
 
 
+def test_the_qualitative_figure_takes_the_figure_width_and_stays_within_a_text_block(tmp_path):
+    """--figure-width column drew it 6.9 in wide all the same; eight domains at page width made it
+    9.6 in tall, past a paper's text block (8.875 in)."""
+    from PIL import Image
+
+    from reports.qualitative import MAX_HEIGHT_IN, render_qualitative
+
+    cfg = _tiny_cfg(tmp_path / "data")
+    weights = tmp_path / "w" / "model.safetensors"
+    _save_tiny_weights(cfg, weights)
+
+    def size_in(png):  # saved at 200 dpi
+        w, h = Image.open(png).size
+        return w / 200.0, h / 200.0
+
+    png, _ = render_qualitative(cfg, weights, ["C", "AN"], tmp_path / "col", title="tiny", width="column")
+    assert size_in(png)[0] == pytest.approx(3.3, abs=0.01)
+    png, _ = render_qualitative(cfg, weights, ["C", "AN"] * 5, tmp_path / "tall", title="tiny", width="page")
+    w, h = size_in(png)
+    assert w == pytest.approx(6.9, abs=0.01) and 0.9 * MAX_HEIGHT_IN <= h <= MAX_HEIGHT_IN + 0.01
+
+
 def test_cli_qualitative_from_mlflow_trial(tmp_path, capsys):
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
