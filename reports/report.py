@@ -499,12 +499,12 @@ def _source_table(results: ResultSet, table, out: Path, *, enabled: bool) -> str
 
     if not enabled or not results.tracking_uri:
         return None
-    rows = source_rows(table, results, fetch_source_values(results))
+    rows, left_out = source_rows(table, results, fetch_source_values(results))
     if not rows:
         return None
     with atomic_path(out / "source.csv") as tmp:
         source_frame(rows, table.label_columns).to_csv(tmp, index=False)
-    return render_source_markdown(rows, table.label_columns)
+    return render_source_markdown(rows, table.label_columns, left_out)
 
 
 def _figures(results: ResultSet, table, out: Path, *, profile: str | None, width: str | None, loss_curves: bool) -> list[Path]:

@@ -9,8 +9,9 @@ targets. This table separates them, per row of the main table:
 - **Mean**: the target Mean of the main table;
 - **Drop**: Source val − Mean; **Kept**: Mean / Source val, in percent.
 
-Per trial, then mean ± sample std over the row's seeds. Only MLflow input has the source curve;
-rows whose trials never validated on the source are left out.
+Per trial, then mean ± sample std over the row's seeds, of the trials that have a source value and
+every target domain. Only MLflow input has the source curve; a row with no such trial is left out,
+and the legend names it and says why.
 """
 
 from __future__ import annotations
@@ -73,18 +74,22 @@ def fetch_source_values(results: ResultSet) -> dict[str, float]:
     return out
 
 
-def source_rows(table: Table, results: ResultSet, source: dict[str, float]) -> list[SourceRow]:
-    """One :class:`SourceRow` per row of ``table`` with at least one trial that has a source value and all domains."""
+def source_rows(table: Table, results: ResultSet, source: dict[str, float]) -> tuple[list[SourceRow], list[str]]:
+    """One :class:`SourceRow` per row of ``table`` with at least one trial that has a source value and all
+    domains; and, for each row left out, a line that names it and says why (``row 8 (Freeze ✓): …``)."""
     runs = results.runs
     doms = list(results.domains)
     trial_mean: dict[str, float] = {}
     for trial, vals in zip(runs["trial"].astype(str), runs[doms].to_numpy(dtype=float)):
         if len(vals) and not np.isnan(vals).any():
             trial_mean[trial] = float(vals.mean())
-    rows = []
-    for r in table.rows:
+    rows, left_out = [], []
+    for i, r in enumerate(table.rows, 1):
         pairs = [(source[t], trial_mean[t]) for t in r.trials if t in source and t in trial_mean]
         if not pairs:
+            shown = ", ".join(f"{c[:1].upper() + c[1:]} {shown_label(r.labels[c])}" for c in table.label_columns)
+            why = "no source validation" if not any(t in source for t in r.trials) else "no run with every target domain"
+            left_out.append(f"row {i}{f' ({shown})' if shown else ''}: {why}")
             continue
         src, tgt = [p[0] for p in pairs], [p[1] for p in pairs]
         rows.append(
@@ -97,10 +102,10 @@ def source_rows(table: Table, results: ResultSet, source: dict[str, float]) -> l
                 kept=summary_cell([100.0 * m / s for s, m in pairs if s > 0]),
             )
         )
-    return rows
+    return rows, left_out
 
 
-def render_source_markdown(rows: list[SourceRow], label_columns: list[str]) -> str:
+def render_source_markdown(rows: list[SourceRow], label_columns: list[str], left_out: list[str] | tuple = ()) -> str:
     """The rows as a Markdown table with a one-line legend (no marks: a larger drop is not worse by itself)."""
     show_n = any(r.n != 1 for r in rows)
     head = [md_escape(c[:1].upper() + c[1:]) for c in label_columns] + (["n"] if show_n else [])
@@ -116,6 +121,7 @@ def render_source_markdown(rows: list[SourceRow], label_columns: list[str]) -> s
         "Drop: Source val − Mean; Kept: Mean / Source val (both from the unrounded values, so a Drop may differ "
         "by 0.01 from the difference of the two shown)."
         + (" Several seeds: mean ± sample std over n runs." if show_n else "")
+        + (f" Rows of the main table left out: {'; '.join(md_escape(t) for t in left_out)}." if left_out else "")
     )
     return "\n".join(lines) + "\n\n" + legend + "\n"
 

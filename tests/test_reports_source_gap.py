@@ -101,6 +101,7 @@ def test_readme_has_the_section(report):
     assert "| Freeze | n | Source val | Mean | Drop | Kept (%) |" in section
     assert "| ✗ | 2 | 29.00 ± 1.41 |" in section  # 30 and 28
     assert "(both from the unrounded values, so a Drop may differ by 0.01 from the difference of the two shown)" in section
+    assert "Rows of the main table left out: row 3 (Freeze -): no source validation." in section  # it vanished unsaid
     assert "`source.csv`" in text
 
 
@@ -112,6 +113,21 @@ def test_cli_prints_the_source_table(report, capsys):
     out = capsys.readouterr().out
     assert "Source val against the targets:" in out and "| ✓ | 2 | 20.00 ± 5.66 |" in out  # 24 and 16
     assert "source.csv" in out.splitlines()[-1]
+
+
+def test_a_row_without_a_complete_run_is_named_where_the_source_table_leaves_it_out(tmp_path):
+    """A row whose one run lacked a target domain vanished from the source table with nothing said,
+    while the main table footnoted its missing cell."""
+    run_dir = tmp_path / "runs"
+    run_dir.mkdir()
+    _populate(run_dir, {("✗",): CURVES[("✗",)][:1], ("✓",): CURVES[("✓",)][:1]})
+    results = collect_mlflow(SWEEP, tracking_uri=default_tracking_uri(run_dir))
+    results.runs.loc[results.runs["Freeze"] == "✓", "AN"] = np.nan
+    out = tmp_path / "rep"
+    write_report(results, out, figures=False)
+    assert list(pd.read_csv(out / "source.csv")["Freeze"]) == ["✗"]
+    section = (out / "README.md").read_text().split("## Source val against the targets", 1)[1]
+    assert "Rows of the main table left out: row 2 (Freeze ✓): no run with every target domain." in section
 
 
 def test_no_source_validation_no_section(tmp_path):
