@@ -115,7 +115,7 @@ def parse_device_spec(spec: str) -> str:
 
 
 class _Base(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Base):
@@ -446,6 +446,23 @@ class FamixConfig(_Base):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _grid_fits_the_crops(self) -> "FamixConfig":
+        """``style.grid`` splits layer-1 features (1/4 of a crop's side) into patches: each patch needs a
+        feature (a grid of 1000 failed in every stage, after the plan had passed it)."""
+        if self.style.effective_strategy() == "none":
+            return self
+        crops = {"data.crop_size": self.data.crop_size}
+        if self.style.needs_bank():
+            crops["mining.crop_size"] = self.mining.crop_size
+        key, crop = min(crops.items(), key=lambda kv: kv[1])
+        if self.style.grid > crop // 4:
+            raise ValueError(
+                f"style.grid={self.style.grid}: more patches a side than the layer-1 features of {key}={crop} have"
+                f" ({crop // 4}, a quarter of the crop); expected at most {crop // 4}"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -63,6 +63,9 @@ MAX_YAML_BYTES = 1 << 20
 """Largest YAML file read: configs and sweep files are a few KB; this stops pathological input early."""
 MAX_YAML_NODES = 100_000
 """Most YAML nodes after alias expansion (an "anchor bomb" of nested aliases grows exponentially)."""
+MAX_YAML_DEPTH = 100
+"""Deepest nesting of lists and mappings (a config is about four levels deep); past it, or where
+PyYAML's own recursion gives out first, one line says so rather than a RecursionError."""
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -102,15 +105,23 @@ class _DuplicateKey(Exception):
         self.key, self.line, self.first = key, line, first
 
 
+class _TooDeep(Exception):
+    """Lists and mappings nested past :data:`MAX_YAML_DEPTH` (or a self-referencing alias)."""
+
+
 def _expanded_nodes(root: yaml.Node, limit: int) -> int:
-    """How many nodes ``root`` has once every alias is expanded (stops counting past ``limit``)."""
+    """How many nodes ``root`` has once every alias is expanded (stops counting past ``limit``).
+
+    Raises:
+        _TooDeep: nesting past :data:`MAX_YAML_DEPTH`, a self-referencing alias included.
+    """
     memo: dict[int, int] = {}
 
     def count(node: yaml.Node, depth: int) -> int:
         if id(node) in memo:
             return memo[id(node)]
-        if depth > 200:  # a self-referencing alias (recursive structure): treat as too large
-            return limit + 1
+        if depth > MAX_YAML_DEPTH:
+            raise _TooDeep
         n = 1
         if isinstance(node, yaml.SequenceNode):
             for child in node.value:
@@ -144,6 +155,11 @@ def _load_text(text: str, source: str, kind: str) -> Any:
                 f"{kind} files are small (nested anchors/aliases multiply)"
             )
         return loader.construct_document(node)
+    except (_TooDeep, RecursionError):
+        raise ConfigError(
+            f"{source}: lists or mappings nested more than {MAX_YAML_DEPTH} levels deep (or an alias inside itself);"
+            f" {kind} files are a few levels deep"
+        ) from None
     except _DuplicateKey as e:
         raise ConfigError(f"{source}: line {e.line}: duplicate key {e.key!r} (first at line {e.first}); each key may appear once") from None
     except yaml.constructor.ConstructorError as e:
@@ -354,7 +370,9 @@ def _value(raw: str, item: str, source: str) -> Any:
     try:
         return yaml.load(raw, Loader=_Loader)  # noqa: S506 (SafeLoader subclass)
     except yaml.constructor.ConstructorError:
-        raise ConfigError(f"{source}: {item!r}: YAML tags are not allowed in values") from None
+        raise ConfigError(f"{source}: {item[:40]!r}: YAML tags are not allowed in values") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: {item[:40]!r}…: lists or mappings nested past what a value can hold") from None
     except yaml.YAMLError as e:
         if raw.lstrip()[:1] not in ("[", "{", '"', "'"):
             return raw
@@ -490,6 +508,8 @@ def format_error(
     elif e["type"] not in ("value_error", "missing", "too_short", "too_long") and "input" in e and not isinstance(e["input"], (dict, list)):
         msg += f" (got {_shown(e['input'])})"  # pydantic's own wording does not repeat the value
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    if path == "<root>" and e["type"] == "value_error":  # a check across sections: its message names the keys
+        return f"{source}: {msg}{more}"
     return f"{source}: {path}: {msg}{more}"
 
 

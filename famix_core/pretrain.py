@@ -52,7 +52,7 @@ CHECKPOINT_DIR = "checkpoint"
 class PretrainConfig(BaseModel):
     """Contrastive pretraining of a small CLIP on the caption corpus."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     backbone: Backbone = Field("famix-tiny", description="CLIP architecture (famix_core.models.clip registry)")

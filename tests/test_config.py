@@ -61,6 +61,14 @@ def test_domains_resolve_by_name_or_column():
         (["model.pretrained="], "model.pretrained: empty: expected none, famix-synth, openai or a path"),
         (["data.root="], "command line: data.root: expected a path, got an empty string"),  # it read the current folder
         (["data.roots.C= "], "command line: data.roots: C: expected a path, got an empty string"),
+        # passed the plan, then failed every stage (an int64 overflow, a NaN loss), each retried
+        (["eval.scales=[.nan]"], "command line: eval.scales.0: Input should be a finite number (got nan)"),
+        (["train.lr_decoder=.inf"], "command line: train.lr_decoder: Input should be a finite number (got inf)"),
+        (["style.alpha=-.inf"], "command line: style.alpha: Input should be a finite number (got -inf)"),
+        (["style.grid=1000", "data.crop_size=128"], "command line: style.grid=1000: more patches a side than the layer-1"
+         " features of data.crop_size=128 have (32, a quarter of the crop); expected at most 32"),
+        (["style.grid=60", "mining.crop_size=224"], "style.grid=60: more patches a side than the layer-1 features of"
+         " mining.crop_size=224 have (56, a quarter of the crop)"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path, overrides, needle):

@@ -76,7 +76,7 @@ def test_a_list_beside_the_data_replaces_the_shipped_one_and_feeds_mining(tmp_pa
     make_tree(tmp_path, "gta5", "train", [f"{i:05d}" for i in range(1, 6)])
     (tmp_path / "gta5" / "gtav_split_train.txt").write_text("00004.png\n00002.png\n")
     (tmp_path / "gta5" / "gtav_split_val.txt").write_text("00005.png\n")
-    cfg = FamixConfig.model_validate({"data": {"root": str(tmp_path)}, "mining": {"crop_size": 8}})
+    cfg = FamixConfig.model_validate({"data": {"root": str(tmp_path)}, "mining": {"crop_size": 12}})
     assert [p[0].name for p in mining_dataset(cfg).pairs] == ["00004.png", "00002.png"]
     assert [p[0].name for p in build_dataset(cfg.data, "gta5", "train", train=True, crop_size=8).pairs] == [
         "00004.png", "00002.png"]  # fmt: skip

@@ -89,20 +89,20 @@ def test_bar_chart_title_legend_error_bars_and_widths(tmp_path):
 def test_a_title_too_wide_for_a_column_goes_on_two_lines_and_each_fits():
     """At column width, "mIoU (%) per target domain — ablation-3seeds, smoke profile" was cut off at
     "smoke pro": the title was one line, whatever its length."""
-    from reports.plots import _title, figure
+    from reports.plots import figure, fit_title
 
     long = "mIoU (%) per target domain — ablation-3seeds, smoke profile"
     with figure("column", 2.0) as fig:
-        title = _title(fig, long, "column")
+        title = fit_title(fig, long, "column")
         assert title == "mIoU (%) per target domain\nablation-3seeds, smoke profile"
         t = fig.suptitle(title)
         fig.canvas.draw()
         box = t.get_window_extent()
         assert 0 <= box.x0 and box.x1 <= fig.bbox.x1  # inside the figure, as drawn
-        assert _title(fig, "mIoU (%) per target domain — ablation, smoke profile", "column").count("\n") == 0  # fits: kept
-        assert _title(fig, "x — " + "word " * 30, "column").count("\n") >= 3  # a subject wider still wraps at spaces
+        assert fit_title(fig, "mIoU (%) per target domain — ablation, smoke profile", "column").count("\n") == 0  # fits: kept
+        assert fit_title(fig, "x — " + "word " * 30, "column").count("\n") >= 3  # a subject wider still wraps at spaces
     with figure("page", 2.0) as fig:
-        assert _title(fig, long, "page") == long
+        assert fit_title(fig, long, "page") == long
 
 
 def test_delta_heatmap_numbers_colours_and_std(tmp_path):

@@ -192,6 +192,27 @@ def test_anchor_bomb_and_size_cap_fail_fast_in_one_line(capsys, monkeypatch):
     assert _one_line_error(capsys, big) == "famix: error: big.yaml: file is 1.2 MB; sweep files are limited to 1024 KB"
 
 
+@pytest.mark.parametrize("depth", [150, 600])
+def test_deep_nesting_and_a_self_referencing_alias_are_one_line(capsys, depth):
+    """600 nested lists in a 1.2 KB file raised a RecursionError; 300 were called "more than 100000
+    YAML nodes once aliases are expanded" in a file without an alias."""
+    deep = _write("name: deep\nbase: " + "[" * depth + "]" * depth + "\n")
+    line = _one_line_error(capsys, deep)
+    assert line.endswith("p.yaml: lists or mappings nested more than 100 levels deep (or an alias inside itself); sweep files are a few levels deep")
+    assert "aliases are expanded" not in line
+    loop = _write("name: loop\nbase: &a [*a]\n")
+    assert "nested more than 100 levels deep (or an alias inside itself)" in _one_line_error(capsys, loop)
+
+
+def test_an_override_nested_past_what_yaml_can_parse_is_one_line():
+    from famix_core.config_io import parse_overrides
+    from famix_core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        parse_overrides(["train.val_crop=" + "[" * 3000 + "]" * 3000])
+    assert str(e.value) == "command line: 'train.val_crop=[[[[[[[[[[[[[[[[[[[[[[[[['…: lists or mappings nested past what a value can hold"
+
+
 def test_binary_and_non_utf8_sweep_files(capsys):
     Path("bin.yaml").write_bytes(b"name: x\n\x00\x01\x02\xff")
     assert _one_line_error(capsys, Path("bin.yaml")) == "famix: error: bin.yaml: binary file (NUL bytes); expected a YAML text file"

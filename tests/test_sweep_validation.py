@@ -228,6 +228,20 @@ def test_a_sweep_name_over_100_characters_is_refused_before_anything_runs(capsys
     assert main(["sweep", "plan", str(_write(f"name: {'n' * 100}\n{text}")), "--run-dir", "out"]) == 0  # the limit itself passes
 
 
+@pytest.mark.parametrize("name, what", [
+    ("mlflow.db", "MLflow database"), ("mlflow.db-wal", "MLflow database"), ("store", "folder"), ("data", "folder"),
+    ("work", "folder"), ("mlartifacts", "folder"),
+])  # fmt: skip
+def test_a_sweep_named_like_an_entry_of_the_run_dir_is_refused(capsys, name, what):
+    """`name: mlflow.db` passed the plan and crashed `run` on the file; `name: store` or `data` ran
+    and wrote the sweep's plan, results and report among the stages or the benchmark."""
+    text = "grid: {style.mix: [false, true]}\ndomains: [C]\n"
+    line = _one_line(capsys, "run", str(_write(f"name: {name}\n{text}")))
+    assert line == (f"famix: error: sweeps/x.yaml: name: '{name}' is the name of the run dir's own {what} (<run_dir>/{name}),"
+                    " not free for a sweep's; choose another name")  # fmt: skip
+    assert main(["sweep", "plan", str(_write(f"name: stores\n{text}")), "--run-dir", "out"]) == 0
+
+
 @pytest.mark.parametrize("text, line", [
     ("grid:\n  [a]: [1]\n", "line 4: a list or mapping used as a key; keys are plain names (e.g. style.mix)"),
     ("grid:\n  1: [a]\n", "grid.1: a key that is not a name (got int 1); keys are names (e.g. style.mix)"),

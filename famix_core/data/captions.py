@@ -66,7 +66,7 @@ CORPUS_FILE = "corpus.json"
 class CorpusConfig(BaseModel):
     """Size and seed of the caption corpus (scene ids never overlap the benchmark's)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     seed: Seed = Field(0, description="style, caption and nonsense-name randomness")
     scene_seed: Seed = Field(0, description="seed of the scene generator (the benchmark's default is 0)")

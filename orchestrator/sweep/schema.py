@@ -35,6 +35,9 @@ __all__ = [
 
 DEFAULT_PROFILE = "smoke"
 
+RUN_DIR_ENTRIES = ("store", "data", "work", "mlartifacts")
+"""What a run dir holds besides its sweeps' folders (and ``mlflow.db*``): the stages, the synthetic
+benchmark, the stages' scratch, MLflow's artifacts."""
 MAX_NAME_LENGTH = 100
 """Longest sweep name: a folder name (most filesystems allow 255 bytes) with room for what is written beside it."""
 
@@ -112,7 +115,7 @@ def canon_value(v: Any) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class LabelSpec(_Strict):
@@ -289,6 +292,11 @@ class SweepSpec(_Strict):
     def _one_folder(cls, v: str) -> str:
         if v in (".", ".."):
             raise ValueError(f"{v!r} is not a folder name of its own (the sweep writes to <run_dir>/<name>/)")
+        if v in RUN_DIR_ENTRIES or v.startswith("mlflow.db"):  # `run` crashed on the file, or wrote beside the stages
+            raise ValueError(
+                f"{v!r} is the name of the run dir's own {'MLflow database' if v.startswith('mlflow.db') else 'folder'}"
+                f" (<run_dir>/{v}), not free for a sweep's; choose another name"
+            )
         if len(v) > MAX_NAME_LENGTH:  # a filesystem refuses a longer folder name only once the run has begun
             raise ValueError(f"{len(v)} characters; at most {MAX_NAME_LENGTH} (the name is a folder, <run_dir>/<name>/, and an MLflow experiment)")
         return v
