@@ -150,7 +150,7 @@ def _run(args: argparse.Namespace) -> int:
             raise SweepError(
                 f"command line: --detach: only the {' / '.join(can)} backend runs without its driver (use --backend {can[0]})"
             )
-    plan = _prepare(args, backend=args.backend)
+    plan = _prepare(args, backend=args.backend, reachable=True)
     result = run_plan(plan, RunOptions(args.backend, args.max_parallel, args.retries, args.detach, args.rerun_failed))
     return result.exit_code
 

@@ -55,6 +55,7 @@ def prepare(
     writable: bool = True,
     backend: str | None = None,
     dry: bool = False,
+    reachable: bool = False,
 ) -> Plan:
     """Find, validate, expand and check a sweep (nothing runs; raises a one-line FamixError on any mistake).
 
@@ -67,7 +68,9 @@ def prepare(
     Otherwise (``famix sweep run``) every input is checked first, making nothing, and each problem said
     in one report: a wrong ``train.device`` or a missing data folder has not made the run dir, drawn
     the synthetic benchmark or begun a download. Then the backend's checks, then what the stages need
-    is made (the run dir, the synthetic benchmark, missing weights downloaded).
+    is made (the run dir, the synthetic benchmark, missing weights downloaded). ``reachable``
+    (``famix sweep run``): the backend must answer (:meth:`~orchestrator.backends.base.Backend.unreachable`:
+    Slurm's controller) before that, unless every stage is done already.
 
     ``check_device`` (``train.device`` is usable where the stages run): by default, where ``writable``,
     :func:`orchestrator.checks.check_device` for a backend whose stages run on this machine (local,
@@ -99,6 +102,9 @@ def prepare(
                              check_weights=check_weights or partial(checks.check_weights, fetch=False, announce=False, probe=True))  # fmt: skip
         check_device = None  # said above
         backend_cls.preflight(options, kinds={s.kind for s in checked.stages.values()})
+        if reachable and (why := backend_cls.unreachable()) is not None:  # before the run dir and benchmark are made
+            if not all(checked.store.is_done(s.kind, k) for k, s in checked.stages.items()):  # a finished one needs none
+                raise SweepError(f"{name} backend: {why}; nothing was submitted")
 
     def run_dir_then_data(cfg: Any) -> None:  # called once every trial is validated: nothing is created before
         if writable:

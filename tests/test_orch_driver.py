@@ -464,9 +464,13 @@ def test_a_slurm_controller_that_is_down_is_said_before_mlflow_runs_are_made(tmp
     assert not Path("runs/mlflow.db").exists() and fake_engine == []
     assert main(["sweep", "plan", "mini", "--backend", "slurm"]) == 0  # a plan made away from the cluster is still a plan
     assert "note: slurm backend: slurmctld does not answer 'scontrol ping'" in capsys.readouterr().err
+    # `famix sweep run` said it only after the run dir, its plan and the synthetic benchmark were made
+    assert main(["sweep", "run", "mini", "--backend", "slurm", "--run-dir", "elsewhere"]) == 2
+    assert "slurmctld does not answer 'scontrol ping'" in capsys.readouterr().err and not Path("elsewhere").exists()
     _, first, _ = _run()  # finished on this machine
     again = run_plan(plan, RunOptions(backend="slurm"), Console(file=io.StringIO()))
     assert first.exit_code == again.exit_code == 0 and again.table == first.table
+    assert main(["sweep", "run", "mini", "--backend", "slurm"]) == 0  # finished: the table again, no scheduler needed
 
 
 PTY_SCRIPT = """
