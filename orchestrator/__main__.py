@@ -93,6 +93,11 @@ class OverridesParser(OneLineErrors):
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         ns, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:  # `--out "$OUT"` with OUT unset wrote over the run's own report (the default)
+            value = getattr(ns, action.dest, None)
+            if action.option_strings and isinstance(value, str) and not value.strip() and value != action.default:
+                default = f"; default: {action.default}" if action.default not in (None, "") else ""
+                self.error(f"argument {action.option_strings[-1]}: expected a value, got an empty string (an unset shell variable?{default})")
         if hasattr(ns, "overrides"):
             # a word left over is an override, to be checked as one ("train.iterations" without "="
             # gets "expected key=value", wherever it stands), unless it is an unknown option's value

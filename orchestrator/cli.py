@@ -71,10 +71,6 @@ def register(subparsers: Any) -> None:
 
 def _prepare(args: argparse.Namespace, **kw: Any):
     from orchestrator.driver import prepare
-    from orchestrator.errors import SweepError
-
-    if not args.run_dir.strip():  # '' would spread the store and mlflow.db over the current folder
-        raise SweepError("command line: --run-dir: expected a folder, got an empty string (default: runs)")
 
     return prepare(args.sweep, profile=args.profile, run_dir=args.run_dir, overrides=args.overrides, **kw)
 

@@ -200,13 +200,35 @@ def test_cancel_of_a_sweep_never_run_creates_nothing_and_says_so(capsys):
     assert capsys.readouterr().out == "nothing to cancel: no driver of sweep tiny runs, and local holds no job of it\n"
 
 
+@pytest.mark.parametrize("argv", [
+    ["report", "sweeps/x.yaml", "--no-figures", "--out", ""], ["report", "sweeps/x.yaml", "--experiment", " "],
+    ["report", "sweeps/x.yaml", "--tracking-uri", ""], ["sweep", "plan", "sweeps/x.yaml", "--profile", ""],
+    ["evaluate", "--config", "c.yaml", "--weights", "w", "--out", "o", "--domains", ""],
+])  # fmt: skip
+def test_an_empty_option_value_is_refused_not_taken_for_the_default(capsys, argv):
+    """`famix report … --out "$OUT"` with OUT unset wrote over the run's own report (the default
+    folder); an empty --experiment, --tracking-uri or --profile meant the default too, and an empty
+    `evaluate --domains` every domain."""
+    _write(GOOD)
+    with pytest.raises(SystemExit) as e:  # argparse's own exit
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    option = next(a for a, b in zip(argv, argv[1:]) if not b.strip())
+    assert err.startswith(f"famix {argv[0]}") and f"error: argument {option}: expected a value, got an empty string" in err, err
+    assert len(err.splitlines()) == 1 and [x.name for x in Path(".").iterdir()] == ["sweeps"]  # nothing made
+
+
 @pytest.mark.parametrize("action", ["plan", "run", "status", "cancel"])
 def test_an_empty_or_too_long_run_dir_is_one_line(capsys, action):
     """`--run-dir ''` meant the current folder (the store and mlflow.db spread over it); a path the
     filesystem cannot hold ended in a traceback (ENAMETOOLONG)."""
     p = _write(GOOD)
-    assert main(["sweep", action, str(p), "--run-dir", ""]) == 2
-    assert capsys.readouterr().err == "famix: error: command line: --run-dir: expected a folder, got an empty string (default: runs)\n"
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", action, str(p), "--run-dir", ""])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == (f"famix sweep {action}: error: argument --run-dir: expected a value, got an empty string (an unset"
+                                       f" shell variable?; default: runs) (see 'famix sweep {action} --help')\n")  # fmt: skip
     long_dir = "d" * 300
     assert main(["sweep", action, str(p), "--run-dir", long_dir]) == 2
     err = capsys.readouterr().err
