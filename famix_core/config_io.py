@@ -24,6 +24,7 @@ import copy
 import hashlib
 import json
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Sequence, TypeVar
@@ -194,7 +195,10 @@ def read_yaml(path: str | Path, source: str | None = None, *, kind: str = "confi
     path = Path(path)
     source = str(path) if source is None else source
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):  # reading a FIFO would wait for a writer
+            raise ConfigError(f"{source}: not a regular file; expected a YAML {kind} file")
+        size = st.st_size
         if size > MAX_YAML_BYTES:
             raise ConfigError(f"{source}: file is {size / 1e6:.1f} MB; {kind} files are limited to {MAX_YAML_BYTES // 1024} KB")
         raw = path.read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -148,6 +149,11 @@ def test_missing_sweep_file_names_search_path(capsys, monkeypatch):
     rc = main(["sweep", "plan", "folder.yaml", "--run-dir", "out"])
     err = capsys.readouterr().err
     assert rc == 2 and err == "famix: error: folder.yaml: a folder; expected a sweep YAML file (e.g. sweeps/ablation.yaml)\n"
+    os.mkfifo("fifo.yaml")  # was "sweep file not found (did you mean fifo.yaml?)"; a config one waited for a writer
+    for argv in (["sweep", "plan", "fifo.yaml", "--run-dir", "out"], ["train", "--config", "fifo.yaml", "--out", "o"]):
+        assert main(argv) == 2
+        assert "fifo.yaml: not a regular file; expected a " in capsys.readouterr().err
+    Path("fifo.yaml").unlink()
     Path("other").mkdir()
     Path("other/ablation.yaml").write_text(GOOD)
     Path("environment.yml").write_text("name: env\n")
