@@ -65,6 +65,9 @@ def test_domains_resolve_by_name_or_column():
         (["eval.scales=[.nan]"], "command line: eval.scales.0: Input should be a finite number (got nan)"),
         (["train.lr_decoder=.inf"], "command line: train.lr_decoder: Input should be a finite number (got inf)"),
         (["style.alpha=-.inf"], "command line: style.alpha: Input should be a finite number (got -inf)"),
+        (["train.iterations=true"], "command line: train.iterations: expected a number, got true (true/false, yes/no and on/off"
+         " are YAML booleans)"),  # it was read as 1
+        (["eval.scales=[1, no]"], "command line: eval.scales: expected a number, got [1, false]"),
         (["style.grid=1000", "data.crop_size=128"], "command line: style.grid=1000: more patches a side than the layer-1"
          " features of data.crop_size=128 have (32, a quarter of the crop); expected at most 32"),
         (["style.grid=60", "mining.crop_size=224"], "style.grid=60: more patches a side than the layer-1 features of"
