@@ -371,6 +371,7 @@ def report_folder(out_dir: str | Path) -> Iterator[Path]:
     claimed = None
     with suppress(OSError):  # debris that cannot be removed now is removed by a later report
         _remove_debris(real.parent, real.name)
+    made = [p for p in real.parents if not p.exists()]  # deepest first: removed again if the report fails
     try:
         real.parent.mkdir(parents=True, exist_ok=True)
         if _replaceable(real):
@@ -382,9 +383,11 @@ def report_folder(out_dir: str | Path) -> Iterator[Path]:
         yield out
         return
     tmp, fd = claimed
+    committed = False
     try:
         yield tmp
         commit_dir(tmp, real)
+        committed = True
     except OSError as e:
         named = _naming(e, tmp, out)
         if named is e:
@@ -394,6 +397,10 @@ def report_folder(out_dir: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)  # gone after a commit; an interrupted report's files
         if fd is not None:
             os.close(fd)
+        if not committed:  # a report refused on its input (--baseline 99) left the folders made for it
+            for folder in made:
+                with suppress(OSError):
+                    folder.rmdir()
 
 
 def _replaceable(out: Path) -> bool:

@@ -150,6 +150,16 @@ def test_out_that_cannot_be_a_folder_refused_before_any_work(capsys):
     assert Path("afile").read_text() == "x" and not Path("/proc/rep").exists()
 
 
+def test_a_report_refused_on_its_input_leaves_no_folder_made_for_it(capsys):
+    """`--out new/out --baseline 99`: refused after the folders for the report were made; `new/` stayed."""
+    err = _cli_error(["report", "paper", "--csv", str(PAPER_CSV), "--out", "new/deeper/out", "--baseline", "99", "--no-figures"], capsys)
+    assert err == "famix: error: --baseline 99: row number must be in 1..8"
+    assert not Path("new").exists()
+    Path("kept").mkdir()
+    _cli_error(["report", "paper", "--csv", str(PAPER_CSV), "--out", "kept/out", "--baseline", "99", "--no-figures"], capsys)
+    assert Path("kept").is_dir() and list(Path("kept").iterdir()) == []  # a folder that was there stays
+
+
 def test_csv_that_is_a_directory_named(capsys):
     Path("somedir").mkdir()
     err = _cli_error(["report", "paper", "--csv", "somedir/", "--out", "o"], capsys)
@@ -298,10 +308,13 @@ def test_domains_given_twice_or_empty_refused(capsys):
     ]:
         err = _cli_error(["report", "x", "--csv", str(PAPER_CSV), "--domains", given, "--out", "o"], capsys)
         assert err == f"famix: error: --domains {given}: {what}"
-    for given in (",", "", " , "):
+    for given in (",", " , "):
         err = _cli_error(["report", "x", "--csv", str(PAPER_CSV), "--domains", given, "--out", "o"], capsys)
         assert err == (f"famix: error: --domains {given!r}: no domain given (expected comma-separated domains, e.g. C,B,M; "
                        "leave the flag out for the default)")
+    with pytest.raises(SystemExit):  # an empty value, refused as for every option (an unset shell variable?)
+        main(["report", "x", "--csv", str(PAPER_CSV), "--domains", "", "--out", "o"])
+    assert "argument --domains: expected a value, got an empty string" in capsys.readouterr().err
     err = _cli_error(["report", "x", "--csv", str(PAPER_CSV), "--domains", "C,,B", "--out", "o"], capsys)
     assert err == "famix: error: --domains 'C,,B': an empty name between commas (expected comma-separated domains, e.g. C,B,M)"
     assert not Path("o").exists() and not Path("runs").exists()
