@@ -556,6 +556,11 @@ def load_config(
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        if "name" in data and {"grid", "zip", "seeds", "profiles", "base"} & set(data) and "name" not in schema.model_fields:
+            raise ConfigError(  # was "name: unknown key (+8 more)"
+                f"{source}: a sweep file (it has name and {', '.join(k for k in ('grid', 'zip', 'seeds', 'profiles', 'base') if k in data)}),"
+                f" not a config; run it with `famix sweep run {path}`, or give a trial's config.yaml"
+            )
     parsed = parse_overrides(overrides)
     after = apply_overrides(data, parsed, tree_source=source)
     if parsed:

@@ -194,7 +194,8 @@ def check_has_results(results: Any, had_values: bool, args: argparse.Namespace) 
 
 def check_flag_conflicts(args: argparse.Namespace) -> None:
     """Refuse a flag the report would ignore given the others (``--units`` without ``--csv``, MLflow's
-    flags with ``--csv``, ``--device`` without ``--qualitative``), naming both.
+    flags with ``--csv``, ``--device`` without ``--qualitative``, a figure's flag with ``--no-figures``),
+    naming both.
 
     Raises:
         ReportInputError: one line naming the ignored flag and its value.
@@ -213,6 +214,10 @@ def check_flag_conflicts(args: argparse.Namespace) -> None:
             raise ReportInputError(NEEDS_MLFLOW)
     if args.device is not None and not args.qualitative:
         raise ReportInputError(f"--device {args.device}: only used by --qualitative; drop it or pass --qualitative TRIAL")
+    if args.qualitative and args.no_figures:  # it drew the figure all the same
+        raise ReportInputError(f"--qualitative {args.qualitative}: a figure, and --no-figures writes none; drop one of them")
+    if args.figure_width is not None and args.no_figures:
+        raise ReportInputError(f"--figure-width {args.figure_width}: sizes figures, and --no-figures writes none; drop one of them")
 
 
 def parse_domains(text: str | None) -> list[str] | None:

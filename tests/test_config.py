@@ -127,3 +127,14 @@ def test_flat_params_round_trip_scalars():
     assert flat["train.lr_decoder"] == 0.1
     assert flat["model.backbone"] == "RN50"
     assert flat["eval.domains"] == '["C", "B", "M", "S", "AN", "AS", "AR", "AF"]'
+
+
+def test_a_sweep_file_given_as_a_config_is_named_so(tmp_path):
+    """`famix evaluate --config sweeps/ablation.yaml` said `name: unknown key (+8 more)`."""
+    from pathlib import Path
+
+    sweep = Path(__file__).resolve().parents[1] / "sweeps" / "ablation.yaml"
+    with pytest.raises(ConfigError) as err:
+        load_config(sweep)
+    assert str(err.value).startswith(f"{sweep}: a sweep file (it has name and grid") and "not a config" in str(err.value)
+    assert f"famix sweep run {sweep}" in str(err.value)

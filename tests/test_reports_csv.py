@@ -334,6 +334,10 @@ def test_flags_the_report_would_ignore_are_refused(capsys):
          f"--experiment other: not used with --csv {csv} (the report reads the CSV, not MLflow); drop one of them"),
         (["--csv", csv, "--device", "cuda"], "--device cuda: only used by --qualitative; drop it or pass --qualitative TRIAL"),
         (["--csv", csv, "--qualitative", "1"], "--qualitative needs MLflow input (the trial's config and weights), not --csv"),
+        # drawn, or sized, all the same
+        (["--qualitative", "1", "--no-figures"], "--qualitative 1: a figure, and --no-figures writes none; drop one of them"),
+        (["--csv", csv, "--figure-width", "column", "--no-figures"],
+         "--figure-width column: sizes figures, and --no-figures writes none; drop one of them"),
     ]
     for flags, what in cases:
         err = _cli_error(["report", "x", *flags, "--out", "o"], capsys)

@@ -154,6 +154,10 @@ def test_missing_sweep_file_names_search_path(capsys, monkeypatch):
         assert main(argv) == 2
         assert "fifo.yaml: not a regular file; expected a " in capsys.readouterr().err
     Path("fifo.yaml").unlink()
+    Path("results.csv").write_text("Freeze,C\n✓,20.0\n")  # was "<root>: expected a mapping with 'name', 'grid', …"
+    assert main(["report", "results.csv", "--run-dir", "out"]) == 2
+    assert capsys.readouterr().err == ("famix: error: results.csv: a table, not a sweep file; `famix report SWEEP --csv results.csv`"
+                                       " reads results from it\n")  # fmt: skip
     Path("other").mkdir()
     Path("other/ablation.yaml").write_text(GOOD)
     Path("environment.yml").write_text("name: env\n")

@@ -174,6 +174,8 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
     """
     p = Path(path)
     source = str(path)
+    if p.suffix.lower() in (".csv", ".tsv"):  # `famix report results.csv`: read as YAML, it was "expected a mapping"
+        raise SweepError(f"{source}: a table, not a sweep file; `famix report SWEEP --csv {source}` reads results from it")
     data = read_yaml(p, source, kind="sweep")
     if not isinstance(data, dict):
         raise SweepError(f"{source}: <root>: expected a mapping with 'name', 'grid', … at the top level")
