@@ -106,7 +106,7 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
     out_dir = check_out_dir(Path(args.out)) if args.out else None  # before sweep_info logs finished stages into MLflow
     info = sweep_info(args.sweep, args.profile, None if args.csv else args.run_dir, args.overrides)
     if domains is not None:
-        info.domains = domains
+        info.domains, info.domains_chosen = domains, True
     sweeps_own = default_out_dir(args.run_dir, info.name)
     out_dir = out_dir or check_out_dir(sweeps_own, given=False)
     # the sweep's own folder: its driver writes the final report there too, one writer at a time

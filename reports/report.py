@@ -79,6 +79,8 @@ class SweepInfo:
         path: the sweep file, or ``None`` when only a name was given.
         label_columns: label columns in the sweep's order (``None``: take them from the results).
         domains: domain columns in order (``None``: take them from the results).
+        domains_chosen: ``domains`` came from ``--domains`` (a subset chosen: the domains it leaves
+            out are not noted as missing from the sweep).
         experiment: MLflow experiment (``None``: the sweep name).
         tracking_uri: MLflow URI from the sweep's ``tracking.uri`` (``None``: the run dir's store).
         profile: the sweep profile whose trials are reported (``None``: every trial of the sweep).
@@ -96,6 +98,7 @@ class SweepInfo:
     profile: str | None = None
     trials: list[str] | None = None
     overrides: str = ""
+    domains_chosen: bool = False
 
 
 @dataclass
@@ -148,7 +151,7 @@ def apply_sweep_order(results: ResultSet, info: SweepInfo) -> ResultSet:
         for d in domains:
             if d not in runs:
                 runs[d] = float("nan")
-    extra = [c for c in results.domains if c not in domains]
+    extra = [] if info.domains_chosen else [c for c in results.domains if c not in domains]  # --domains chose them
     notes = [*results.notes, *(f"domain {c} has results but is not in the sweep's domains; left out" for c in extra)]
     return ResultSet(
         sweep=results.sweep,

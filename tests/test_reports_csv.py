@@ -210,6 +210,20 @@ def test_cli_uses_sweep_yaml_order_and_labels(tmp_path, capsys):
     assert [c.strip() for c in header.strip("|").split("|")] == ["Mix", "B", "C", "Mean"]
 
 
+def test_a_domain_that_domains_leaves_out_is_not_called_missing_from_the_sweep():
+    """`famix report … --domains C,AN,AF` (MLflow input) noted "domain B has results but is not in
+    the sweep's domains; left out" of a B that the sweep file lists."""
+    from reports.collect import ResultSet
+    from reports.report import SweepInfo, apply_sweep_order
+
+    runs = pd.DataFrame({"trial": ["t"], "seed": [0], "status": ["done"], "Mix": ["✓"], "C": [1.0], "B": [2.0], "M": [3.0]})
+    results = ResultSet(sweep="s", source="mlflow", label_columns=["Mix"], domains=["C", "B", "M"], runs=runs)
+    sweeps_own = apply_sweep_order(results, SweepInfo(name="s", domains=["C", "B"]))
+    assert sweeps_own.notes == ["domain M has results but is not in the sweep's domains; left out"]
+    chosen = apply_sweep_order(results, SweepInfo(name="s", domains=["C"], domains_chosen=True))
+    assert chosen.domains == ["C"] and chosen.notes == []
+
+
 def test_out_dir_inside_reports_package_refused(capsys):
     import reports
 
