@@ -376,7 +376,7 @@ def build_table(results: ResultSet, *, baseline: str | None = None, title: str |
     base_name = ""
     if baseline is not None:
         base_idx = _resolve_baseline(baseline, rows, labels)
-        base_name = ", ".join(f"{k}={shown_label(v)}" for k, v in rows[base_idx].labels.items()) or f"row {base_idx + 1}"
+        base_name = ", ".join(f"{k[:1].upper() + k[1:]}={shown_label(v)}" for k, v in rows[base_idx].labels.items()) or f"row {base_idx + 1}"
         _paired_deltas(rows, runs, codes, vals, base_idx)
 
     return Table(
@@ -561,6 +561,9 @@ def notes_text(table: Table) -> list[tuple[str, str]]:
         )
     elif table.baseline is not None:  # one run a row: no seeds to speak of
         lines.append(("", f"Δ: difference to the baseline ({table.baseline_name}): the mean over domains of the difference, from the unrounded values."))
+    if table.baseline is not None and all(c.mean is None for c in table.rows[table.baseline].cells.values()):
+        lines.append(("", f"Δ: none, the baseline (row {table.baseline + 1}) has no value to compare with (see its footnote);"
+                          " choose another with --baseline."))  # fmt: skip
     return lines
 
 

@@ -331,6 +331,22 @@ def test_a_delta_over_fewer_domains_is_marked_like_a_partial_mean():
     assert _md_rows(md)[2][-1] == "-1.50" and _md_rows(md)[2][-2] == "<ins>13.50</ins>"  # complete: unmarked; ranked second, after 15.00
 
 
+def test_a_baseline_without_values_is_said_and_the_baseline_names_its_columns_as_the_header_does():
+    """`--baseline 4` on a failed row gave a Δ column of dashes and nothing said why; the baseline was
+    named with the CSV's raw lower-case columns (`freeze=✗`) under capitalised headers."""
+    recs = [
+        {"trial": "a", "seed": 0, "freeze": "✗", "C": 10.0, "B": 20.0},
+        {"trial": "b", "seed": 0, "freeze": "✓", "C": math.nan, "B": math.nan, "status": "failed"},
+    ]
+    table = build_table(_runs(recs, ["freeze"], ["C", "B"]), baseline="2")
+    md = render_markdown(table)
+    assert _md_rows(md)[0][-1] == "–"
+    assert "Δ: none, the baseline (row 2) has no value to compare with (see its footnote); choose another with --baseline." in md
+    assert "(Freeze=✓)" in md and "freeze=" not in md
+    fine = render_markdown(build_table(_runs(recs, ["freeze"], ["C", "B"]), baseline="1"))
+    assert "Δ: none" not in fine
+
+
 def _single_seed_paper_table():
     recs = [
         {"trial": f"t-{i}", "Freeze": row["freeze"], "Augment": row["augment"], "Mix": row["mix"], **{d: float(row[d]) for d in DOMAINS}}
