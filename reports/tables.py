@@ -411,7 +411,13 @@ class _Style:
 
 
 def md_escape(s: str) -> str:
-    return s.replace("|", "\\|")
+    """``s`` as literal Markdown text: a pipe cannot end a cell; asterisks, backticks and backslashes
+    are shown, not read as emphasis or code; angle brackets are not HTML (a label ``<b>x`` bolded the
+    rest of the table). Underscores are left: GitHub reads ``style_class`` as it is, and the raw
+    table stays plain."""
+    for ch in ("\\", "*", "`"):
+        s = s.replace(ch, "\\" + ch)
+    return s.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 _LATEX_SPECIAL = {

@@ -309,6 +309,21 @@ def test_latex_compiles_with_pdflatex(tmp_path):
         assert (tmp_path / f"doc{i}.pdf").stat().st_size > 1000
 
 
+def test_markdown_shows_a_label_as_written():
+    """A label `<b>x` bolded the rest of the rendered table, and `*a*` was read as emphasis; only `|`
+    was escaped."""
+    recs = [
+        {"trial": "t-a", "seed": 0, "Method": "<b>x", "C": 40.0},
+        {"trial": "t-b", "seed": 0, "Method": "*a* `b` c\\d style_class", "C": 30.0},
+        {"trial": "t-c", "seed": 0, "Method": "a|b", "C": 20.0},
+    ]
+    md = render_markdown(build_table(_runs(recs, ["Method"], ["C"])))
+    rows = _md_rows(md)
+    assert rows[0][0] == "&lt;b&gt;x"
+    assert rows[1][0] == "\\*a\\* \\`b\\` c\\\\d style_class"
+    assert "| a\\|b | 20.00 |" in md
+
+
 def test_a_delta_over_fewer_domains_is_marked_like_a_partial_mean():
     """A row whose seed lacks a domain got a Δ over the others, unmarked; and a Mean over every domain,
     unmarked and ranked, although one of its cells averages fewer seeds than the row has."""
