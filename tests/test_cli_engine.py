@@ -131,6 +131,14 @@ def test_train_without_bank_names_the_option(capsys, no_gpu):
     )
 
 
+def test_a_bank_the_training_would_not_use_is_refused(capsys, no_gpu):
+    """`--bank DIR style.augment=false` trained MixStyle and ignored the bank, without a word."""
+    err = _refused(capsys, ["train", "--out", "o", *TINY, "style.strategy=famix", "style.augment=false", "--bank", "b"])
+    assert err == ("famix: error: command line: --bank b: not used by this training (style strategy mixstyle mines no styles);"
+                   " drop it, or set style.augment=true\n")  # fmt: skip
+    assert not Path("o").exists()
+
+
 def test_a_bank_that_is_a_file_is_named_so(capsys, no_gpu):
     """`--bank bank.safetensors` (a file of the bank, not its folder) read `…/bank.safetensors/bank.safetensors: not found`."""
     Path("bank.safetensors").write_text("")
