@@ -118,8 +118,9 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
             results = collect_mlflow(info.name, tracking_uri=uri, experiment=args.experiment or info.experiment,
                                      profile=info.profile, make_it=sweep_command("run", args), trials=info.trials)  # fmt: skip
             note = plan_coverage_note(results, info)
-            if note:
+            if note:  # also in table.md and table.tex: a table pasted elsewhere says whose rows it holds
                 results.notes.append(note)
+                results.provenance.append(note)
         had_values = _has_values(results)
         results = apply_sweep_order(results, info)
         check_has_results(results, had_values, args)  # before a table of dashes replaces a report

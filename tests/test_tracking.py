@@ -357,6 +357,9 @@ def test_a_report_of_a_plan_that_never_ran_says_its_table_is_of_other_runs(capsy
     assert ("note: none of the 1 trial of this command's plan (`'seeds=[5]'`) has results: the table holds other "
             "runs of the sweep; give `famix report` the overrides of the run you mean") in out, out
     assert expanded == ["tiny"]
+    # the table files say it too (only stdout and README.md did): a pasted table is of other runs
+    assert "Note: none of the 1 trial of this command's plan" in Path("runs/tiny/report/table.md").read_text()
+    assert "none of the 1 trial of this command" in Path("runs/tiny/report/table.tex").read_text()
     assert main(["report", "tiny.yaml", "--run-dir", "runs", "--no-figures"]) == 0
     assert "this command's plan" not in capsys.readouterr().out
 
