@@ -13,7 +13,8 @@ __all__ = ["results_frame", "markdown_table", "collect_results"]
 
 
 def results_frame(plan: Plan, statuses: dict[str, str] | None = None):
-    """Wide results (Results CSV): label columns, ``seed``, ``status``, one column per domain (mIoU %), from the store."""
+    """Wide results (Results CSV): label columns, ``seed``, ``status``, ``trial`` (its id: the MLflow run's
+    ``famix.trial``), one column per domain (mIoU %), from the store."""
     import pandas as pd
 
     store = plan.store
@@ -31,9 +32,10 @@ def results_frame(plan: Plan, statuses: dict[str, str] | None = None):
             row[col] = _percent(info)
             done += info is not None
         row["status"] = (statuses or {}).get(t.id) or ("done" if done == len(ts.evaluate) else "partial")
+        row["trial"] = t.id
         rows.append(row)
     # the rows are keyed as the trials' eval.domains holds them (C, where the sweep may name cityscapes)
-    cols = [*label_cols, "seed", "status", *plan.trials[0].config.eval.domains]
+    cols = [*label_cols, "seed", "status", "trial", *plan.trials[0].config.eval.domains]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -45,6 +47,7 @@ def _percent(info: dict[str, Any] | None) -> float:
 
 def markdown_table(df) -> str:
     """A minimal Markdown table of the results frame (with the per-row mean over the domain columns)."""
+    df = df.drop(columns=["trial"], errors="ignore")
     domain_cols = [c for c in df.columns if c not in ("seed", "status") and df[c].dtype.kind == "f"]
     header = [*df.columns, "Mean"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -104,7 +104,7 @@ def test_sweep_logs_schema_and_rerun_is_a_no_op(fake_engine):
     assert {"config.yaml", "styles"} <= arts
     # results.csv: wide, one row per trial, percent
     df = pd.read_csv(plan.sweep_dir / "results.csv")
-    assert list(df.columns) == ["Freeze", "Augment", "seed", "status", "C", "B"]
+    assert list(df.columns) == ["Freeze", "Augment", "seed", "status", "trial", "C", "B"]
     assert len(df) == 4 and df.loc[3, "C"] == pytest.approx(m["miou/C"], abs=1e-3)
     assert "Freeze" in result.table and "|" in result.table
     # rerun: nothing runs, no run is duplicated, no metric is logged twice

@@ -74,7 +74,7 @@ def test_local_run_writes_results_and_a_rerun_does_nothing(reference, capsys, tm
     results = _eval_results(reference)
     assert len(results) == 4 and all(0.0 <= v <= 1.0 for v in results.values())
     df = pd.read_csv(reference / "e2e" / "results.csv")
-    assert list(df.columns) == ["Augment", "seed", "status", "C", "AN"] and list(df["status"]) == ["done", "done"]
+    assert list(df.columns) == ["Augment", "seed", "status", "trial", "C", "AN"] and list(df["status"]) == ["done", "done"]
     assert (reference / "store" / "mine").is_dir() and len(list((reference / "store" / "mine").iterdir())) == 1
     assert not list(reference.glob("work/train/*"))  # checkpoints are removed once the model is in the store
     mtimes = {p: p.stat().st_mtime for p in reference.glob("store/*/*/DONE.json")}

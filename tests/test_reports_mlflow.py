@@ -134,6 +134,12 @@ def test_cli_report_end_to_end(store, capsys):
     summary = pd.read_csv(rep / "summary.csv")
     assert summary["delta"].iloc[0] == pytest.approx(0.0) and summary["delta"].iloc[-1] > 9.0
     assert "| n |" in out and "loss" in (rep / "README.md").read_text()
+    # results.csv keeps the trial ids: read back with --csv, its table is the same, footnotes naming the
+    # failed trial included (without the column they lost "; trial t-…")
+    assert sorted(back["trial"]) == sorted(truth)
+    assert main(["report", SWEEP, "--csv", str(rep / "results.csv"), "--out", "rep2", "--baseline", "1", "--no-figures"]) == 0
+    md, again = (rep / "table.md").read_text(), Path("rep2/table.md").read_text()
+    assert "; trial t-0101abcdef" in md and again == md
 
 
 def test_default_out_dir_is_under_run_dir(store, capsys):

@@ -13,7 +13,7 @@ import pandas as pd
 
 from famix_core.domains import DEFAULT_TARGETS, UnknownDomainError, resolve_domain
 from famix_core.errors import FamixError
-from reports.schema import COL_SEED, COL_STATUS
+from reports.schema import COL_SEED, COL_STATUS, COL_TRIAL
 
 __all__ = ["ReportInputError", "ResultSet", "domain_column", "order_domains"]
 
@@ -49,8 +49,10 @@ class ResultSet:
     provenance: list[str] = field(default_factory=list)
 
     def to_results_csv(self) -> pd.DataFrame:
-        """The Results CSV (wide, percent): label columns, ``seed``, ``status``, one column per domain."""
-        cols = [*self.label_columns, COL_SEED, COL_STATUS, *self.domains]
+        """The Results CSV (wide, percent): label columns, ``seed``, ``status``, ``trial`` (where the runs
+        have ids: it reads back into the same footnotes), one column per domain."""
+        with_ids = COL_TRIAL in self.runs and self.runs[COL_TRIAL].astype(str).str.strip().ne("").any()
+        cols = [*self.label_columns, COL_SEED, COL_STATUS, *([COL_TRIAL] if with_ids else []), *self.domains]
         out = self.runs[cols].copy()
         seeds = pd.to_numeric(out[COL_SEED], errors="coerce")
         if (seeds.dropna() % 1 == 0).all():
