@@ -1174,6 +1174,27 @@ def test_ctrl_c_while_famix_still_imports_is_one_line():
     assert (proc.returncode, proc.stderr) == (130, "famix: interrupted\n"), proc.stderr[-2000:]
 
 
+def test_a_bug_exits_3_with_its_traceback_not_the_1_of_a_failed_stage():
+    """An unexpected exception exited 1, the status `famix sweep run` gives a failed stage: a script
+    could not tell a crash from a sweep that ran and lost a stage."""
+    code = (
+        "import sys\n"
+        "import orchestrator.__main__ as m\n"
+        "def main(argv=None):\n"
+        "    raise RuntimeError('what no check foresaw')\n"
+        "m.main = main\n"
+        "sys.argv = ['famix', 'sweep', 'status', 'ablation']\n"
+        "from orchestrator.entry import run\n"
+        "run()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "Traceback (most recent call last):" and "RuntimeError: what no check foresaw" in lines
+    assert lines[-1] == ("famix: internal error (RuntimeError): a bug of famix, not of your input; the traceback above says where"
+                         " (exit status 3)")  # fmt: skip
+
+
 def test_an_interrupt_while_the_driver_ends_the_runs_leaves_none_running_and_says_how_to_resume(fake_engine, monkeypatch):
     """A Ctrl-C or SIGTERM after the stages, while the driver logs and ends the MLflow runs, left them
     RUNNING (the handler covered only the stages). Now they end KILLED there too, and the one line
