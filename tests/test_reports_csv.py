@@ -160,6 +160,17 @@ def test_a_report_refused_on_its_input_leaves_no_folder_made_for_it(capsys):
     assert Path("kept").is_dir() and list(Path("kept").iterdir()) == []  # a folder that was there stays
 
 
+def test_a_csv_cut_off_mid_line_is_noted():
+    """A results.csv copied or downloaded only in part read as whole: its last value `13.5…`, cut to `13.`, was 13.00."""
+    text = PAPER_CSV.read_text()
+    assert text.endswith("\n")
+    assert collect_csv(PAPER_CSV).notes == []
+    cut = Path("cut.csv")
+    cut.write_text(text.rstrip("\n")[:-3])
+    notes = collect_csv(cut).notes
+    assert notes == [f"cut.csv does not end with a line break: its last row (line {len(text.splitlines())}) may be cut short; check its values"]
+
+
 def test_csv_that_is_a_directory_named(capsys):
     Path("somedir").mkdir()
     err = _cli_error(["report", "paper", "--csv", "somedir/", "--out", "o"], capsys)

@@ -174,7 +174,21 @@ def collect_csv(
         label_columns=label_cols,
         domains=expected,
         runs=runs.reset_index(drop=True),
+        notes=_cut_short(p, where, int(runs.index[-1])),
     )
+
+
+def _cut_short(p: Path, where: str, last_line: int) -> list[str]:
+    """A note when the file does not end with a line break: a copy or download cut off mid-line reads
+    as whole (``13.5…`` cut to ``13.`` is 13.00); every CSV writer ends its last line."""
+    with p.open("rb") as f:
+        f.seek(0, 2)
+        if f.tell() == 0:
+            return []
+        f.seek(-1, 2)
+        if f.read(1) in (b"\n", b"\r"):
+            return []
+    return [f"{where} does not end with a line break: its last row (line {last_line}) may be cut short; check its values"]
 
 
 def _read_rows(p: Path, where: str) -> pd.DataFrame:
