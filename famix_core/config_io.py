@@ -497,6 +497,12 @@ def format_error(
     errors = list(err.errors()) if errors is None else list(errors)
     e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
     key_of = tuple(e["loc"][-1:]) == ("[key]",)  # a mapping's key, not its value: `1: [a]` under grid (a root error has no loc)
+    # a fixed-length tuple given too few values (`data.jitter=[1, 2]`): pydantic names each missing position
+    short = [x["loc"][-1] for x in errors if x["type"] == "missing" and x["loc"] and isinstance(x["loc"][-1], int)
+             and x["loc"][:-1] == e["loc"][:-1]] if e["type"] == "missing" and e["loc"] and isinstance(e["loc"][-1], int) else []  # fmt: skip
+    if short:
+        errors = [x for x in errors if not (x["type"] == "missing" and x["loc"][:-1] == e["loc"][:-1])] + [e]
+        e = {**e, "loc": e["loc"][:-1], "msg": f"{min(short)} value{'s' if min(short) != 1 else ''}; expected {max(short) + 1}"}
     loc = ".".join(str(p) for p in e["loc"][: -1 if key_of else None])
     path = ".".join(x for x in (prefix, loc) if x) or "<root>"
     path = (names or {}).get(path, path)

@@ -68,6 +68,8 @@ def test_domains_resolve_by_name_or_column():
         (["train.iterations=true"], "command line: train.iterations: expected a number, got true (true/false, yes/no and on/off"
          " are YAML booleans)"),  # it was read as 1
         (["eval.scales=[1, no]"], "command line: eval.scales: expected a number, got [1, false]"),
+        (["data.jitter=[1, 2]"], "command line: data.jitter: 2 values; expected 3"),  # was "data.jitter.2: Field required"
+        (["train.val_crop=[512]"], "command line: train.val_crop: 1 value; expected 2"),
         (["style.grid=1000", "data.crop_size=128"], "command line: style.grid=1000: more patches a side than the layer-1"
          " features of data.crop_size=128 have (32, a quarter of the crop); expected at most 32"),
         (["style.grid=60", "mining.crop_size=224"], "style.grid=60: more patches a side than the layer-1 features of"
