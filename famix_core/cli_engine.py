@@ -95,7 +95,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.bank is not None and not cfg.style.needs_bank():  # it was ignored: a training without styles, unsaid
         raise ConfigError(
             f"command line: --bank {args.bank}: not used by this training (style strategy"
-            f" {cfg.style.effective_strategy()} mines no styles); drop it, or set style.augment=true"
+            f" {cfg.style.effective_strategy()} mines no styles); drop it, or set style.strategy=famix style.augment=true"
         )
     if cfg.style.needs_bank():
         from famix_core.styles.bank import bank_files

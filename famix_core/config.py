@@ -121,18 +121,20 @@ def _holds(annotation: Any, kinds: tuple[type, ...]) -> bool:
     return annotation in kinds or any(_holds(a, kinds) for a in typing.get_args(annotation) if not isinstance(a, (int, str)))
 
 
+def no_boolean_for_a_number(cls: type[BaseModel], v: Any, info: Any) -> Any:
+    """A ``field_validator("*", mode="before")`` for models read from YAML: ``iterations: true`` (or
+    ``yes``, ``on``: YAML booleans) was read as 1, ``false`` as 0, wherever a number goes."""
+    annotation = cls.model_fields[info.field_name].annotation
+    items = v if isinstance(v, (list, tuple)) else [v]
+    if any(isinstance(x, bool) for x in items) and _holds(annotation, (int, float)) and not _holds(annotation, (bool,)):
+        raise ValueError(f"expected a number, got {str(v).lower()} (true/false, yes/no and on/off are YAML booleans)")
+    return v
+
+
 class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_boolean_for_a_number(cls, v: Any, info: Any) -> Any:
-        """``iterations: true`` (or ``yes``, ``on``: YAML booleans) was read as 1, ``false`` as 0."""
-        annotation = cls.model_fields[info.field_name].annotation
-        items = v if isinstance(v, (list, tuple)) else [v]
-        if any(isinstance(x, bool) for x in items) and _holds(annotation, (int, float)) and not _holds(annotation, (bool,)):
-            raise ValueError(f"expected a number, got {str(v).lower()} (true/false, yes/no and on/off are YAML booleans)")
-        return v
+    _no_boolean_for_a_number = field_validator("*", mode="before")(no_boolean_for_a_number)
 
 
 class ModelConfig(_Base):

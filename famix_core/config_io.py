@@ -24,7 +24,6 @@ import copy
 import hashlib
 import json
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Sequence, TypeVar
@@ -195,10 +194,7 @@ def read_yaml(path: str | Path, source: str | None = None, *, kind: str = "confi
     path = Path(path)
     source = str(path) if source is None else source
     try:
-        st = path.stat()
-        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):  # reading a FIFO would wait for a writer
-            raise ConfigError(f"{source}: not a regular file; expected a YAML {kind} file")
-        size = st.st_size
+        size = path.stat().st_size  # a pipe reads as a file (`--config <(…)`): size 0, read to its end
         if size > MAX_YAML_BYTES:
             raise ConfigError(f"{source}: file is {size / 1e6:.1f} MB; {kind} files are limited to {MAX_YAML_BYTES // 1024} KB")
         raw = path.read_bytes()
@@ -374,9 +370,11 @@ def _value(raw: str, item: str, source: str) -> Any:
     try:
         return yaml.load(raw, Loader=_Loader)  # noqa: S506 (SafeLoader subclass)
     except yaml.constructor.ConstructorError:
-        raise ConfigError(f"{source}: {item[:40]!r}: YAML tags are not allowed in values") from None
+        shown = repr(item) if len(item) <= 40 else f"{item[:40]!r}…"
+        raise ConfigError(f"{source}: {shown}: YAML tags are not allowed in values") from None
     except RecursionError:
-        raise ConfigError(f"{source}: {item[:40]!r}…: lists or mappings nested past what a value can hold") from None
+        shown = repr(item) if len(item) <= 40 else f"{item[:40]!r}…"
+        raise ConfigError(f"{source}: {shown}: lists or mappings nested past what a value can hold") from None
     except yaml.YAMLError as e:
         if raw.lstrip()[:1] not in ("[", "{", '"', "'"):
             return raw

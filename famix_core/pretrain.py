@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from famix_core.config import Backbone, Seed
+from famix_core.config import Backbone, Seed, no_boolean_for_a_number
 from famix_core.data.captions import Corpus, CorpusConfig, build_corpus, classes_by_area, patch_caption, scene_caption
 from famix_core.data.transforms import CLIP_MEAN, CLIP_STD
 
@@ -53,6 +53,8 @@ class PretrainConfig(BaseModel):
     """Contrastive pretraining of a small CLIP on the caption corpus."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    _no_boolean_for_a_number = field_validator("*", mode="before")(no_boolean_for_a_number)
 
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     backbone: Backbone = Field("famix-tiny", description="CLIP architecture (famix_core.models.clip registry)")

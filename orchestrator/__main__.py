@@ -229,5 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     return int(rc or 0)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m orchestrator`: the console script's statuses (3 for a bug) and Ctrl-C
+    from orchestrator.entry import run
+
+    run()

@@ -143,12 +143,20 @@ def fit_title(fig, text: str, width: str) -> str:
         finally:
             probe.remove()
 
+    def pieces(word: str) -> list[str]:  # a word wider than the figure (a long sweep name): cut where it must be
+        out: list[str] = []
+        while word and not fits(word):
+            n = max(1, next(i for i in range(len(word), 0, -1) if fits(word[:i]) or i == 1))
+            out.append(word[:n])
+            word = word[n:]
+        return [*out, word] if word else out
+
     lines = text.split("\n")
     if not fits(lines[0]) and " — " in lines[0]:
         lines[:1] = lines[0].split(" — ", 1)
     out = []
     for line in lines:
-        words = line.split(" ")
+        words = [p for w in line.split(" ") for p in pieces(w)] or [""]
         current = words[0]
         for word in words[1:]:
             if fits(f"{current} {word}"):

@@ -11,7 +11,7 @@ Pure pandas (no MLflow, no matplotlib). Rules, applied identically to both forma
   distinct value); a partial Mean takes no mark;
 * a missing cell shows "–" with a numbered footnote naming the trial(s) and their status; the
   Mean of a row with an empty cell is partial: the average of the cells it has, marked "†"; so is
-  the Mean of a row where a seed lacks a domain (that cell averages fewer seeds than the row);
+  the Mean of a row where a seed lacks some domains but not all (its cells average different seeds);
 * optional paired difference vs a baseline row: per seed, the mean over domains of
   (row − baseline); then mean ± std over the paired seeds.
 """
@@ -355,7 +355,9 @@ def build_table(results: ResultSet, *, baseline: str | None = None, title: str |
             mean=float(have.mean()) if len(have) else None,
             std=_f(seed_std[g]),
             n=int(seed_n[g]),
-            partial=bool((cell_n[g] < size[g]).any()),  # a domain cell missing, or averaging fewer seeds than the row
+            # a domain cell missing, or one averaging other seeds than the Mean's (a seed that lacks a domain; one
+            # that failed outright leaves every cell and the Mean to the same seeds, and the row is ranked)
+            partial=bool((cell_n[g] == 0).any() or (cell_n[g] != seed_n[g]).any()),
         )
         first_run = runs.iloc[int(first[g])]
         rows.append(
@@ -556,7 +558,7 @@ def notes_text(table: Table) -> list[tuple[str, str]]:
         what = "Mean and Δ" if mean and delta else "Mean" if mean else "Δ"
         why = "a domain cell is missing"
         if short:  # a Mean over every domain, but not of n runs
-            why += " or averages fewer seeds than its row; the ± of such a Mean is over the seeds that have every domain"
+            why += " or averages fewer seeds than the row's others; the ± of such a Mean is over the seeds that have every domain"
         lines.append(("partial", f"{what} over the available {'values' if short else 'domains'} only ({why}); not ranked."))
     if table.show_n:
         lines.append(("", "Several seeds: mean ± sample std over n runs; marks compare the means."))

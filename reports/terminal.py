@@ -39,7 +39,8 @@ def render_rich(table: Table, tight: bool = False, stacked: bool = False):
 
     The notes (seeds, Δ, footnotes, what the marks mean) are the table's caption. ``tight``: one
     space between columns (not two, nor a margin); ``stacked``: each ``± std`` on a line under its
-    mean. Nothing is ever cut: no column wraps or shortens (:func:`print_rich` picks the layout).
+    mean. Printed alone on a narrower console, rich shortens its columns (``Fr…``); :func:`print_rich`
+    picks a layout that fits and never cuts.
     """
     from rich import box
     from rich.table import Table as RichTable

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             ensure_synthetic(cfg.data)
             weights = store.path("train", plan.trial_stages[t.id].train) / "model.safetensors"
             scores = evaluate(cfg, weights, plan.sweep.domains)
-            rows.append({**t.labels, "seed": t.seed, "status": "done", **{c: 100 * r["miou"] for c, r in scores.items()}})
+            rows.append({**t.labels, "seed": t.seed, "status": "done", "trial": t.id, **{c: 100 * r["miou"] for c, r in scores.items()}})
             mean = sum(r["miou"] for r in scores.values()) / len(scores)
             print(f"[{i}/{len(done)}] {', '.join(t.labels.values())} seed {t.seed}: Mean {100 * mean:.2f}", flush=True)
         out.mkdir(parents=True, exist_ok=True)

@@ -135,7 +135,7 @@ def test_a_bank_the_training_would_not_use_is_refused(capsys, no_gpu):
     """`--bank DIR style.augment=false` trained MixStyle and ignored the bank, without a word."""
     err = _refused(capsys, ["train", "--out", "o", *TINY, "style.strategy=famix", "style.augment=false", "--bank", "b"])
     assert err == ("famix: error: command line: --bank b: not used by this training (style strategy mixstyle mines no styles);"
-                   " drop it, or set style.augment=true\n")  # fmt: skip
+                   " drop it, or set style.strategy=famix style.augment=true\n")  # fmt: skip
     assert not Path("o").exists()
 
 

@@ -140,3 +140,16 @@ def test_a_sweep_file_given_as_a_config_is_named_so(tmp_path):
         load_config(sweep)
     assert str(err.value).startswith(f"{sweep}: a sweep file (it has name and grid") and "not a config" in str(err.value)
     assert f"famix sweep run {sweep}" in str(err.value)
+
+
+def test_a_config_from_a_pipe_is_read():
+    """`famix train --config <(…)`: process substitution gives a pipe, not a regular file."""
+    import os
+
+    r, w = os.pipe()
+    os.write(w, b"train: {iterations: 2}\n")
+    os.close(w)
+    try:
+        assert load_config(f"/dev/fd/{r}").train.iterations == 2
+    finally:
+        os.close(r)

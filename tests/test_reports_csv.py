@@ -169,6 +169,8 @@ def test_a_csv_cut_off_mid_line_is_noted():
     cut.write_text(text.rstrip("\n")[:-3])
     notes = collect_csv(cut).notes
     assert notes == [f"cut.csv does not end with a line break: its last row (line {len(text.splitlines())}) may be cut short; check its values"]
+    Path("long.csv").write_text("M,seed,domain,miou\na,0,C,10\na,0,B,20\nb,0,C,30\nb,0,B,4")  # long form: the file's last line
+    assert collect_csv("long.csv", domains=["C", "B"]).notes[0].startswith("long.csv does not end with a line break: its last row (line 5)")
 
 
 def test_csv_that_is_a_directory_named(capsys):

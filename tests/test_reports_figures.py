@@ -101,6 +101,13 @@ def test_a_title_too_wide_for_a_column_goes_on_two_lines_and_each_fits():
         assert 0 <= box.x0 and box.x1 <= fig.bbox.x1  # inside the figure, as drawn
         assert fit_title(fig, "mIoU (%) per target domain — ablation, smoke profile", "column").count("\n") == 0  # fits: kept
         assert fit_title(fig, "x — " + "word " * 30, "column").count("\n") >= 3  # a subject wider still wraps at spaces
+        name = "a_sweep_name_of_seventy_five_characters_with_no_space_in_it_to_break_at_0123"  # cut where it must be
+        lines = fit_title(fig, f"mIoU (%) per target domain — {name}, smoke profile", "column").split("\n")
+        assert "".join(lines[1:]).replace(" ", "").startswith(name) and len(lines) >= 3
+        for line in lines:
+            t = fig.text(0, 0, line, fontsize=7.5)
+            assert t.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi <= 3.3 - 0.15
+            t.remove()
     with figure("page", 2.0) as fig:
         assert fit_title(fig, long, "page") == long
 

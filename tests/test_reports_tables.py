@@ -309,6 +309,19 @@ def test_latex_compiles_with_pdflatex(tmp_path):
         assert (tmp_path / f"doc{i}.pdf").stat().st_size > 1000
 
 
+def test_a_seed_that_failed_outright_leaves_its_row_ranked():
+    """One failed seed of three (no value at all) is the commonest failure of a seeded sweep: every
+    cell and the Mean average the same two seeds, so the Mean is neither partial nor unranked."""
+    recs = [{"trial": f"a{s}", "seed": s, "M": "a", "C": 20.0 + s, "B": 30.0} for s in range(3)]
+    recs += [{"trial": "b0", "seed": 0, "M": "b", "C": 30.0, "B": 40.0}, {"trial": "b1", "seed": 1, "M": "b", "C": 32.0, "B": 42.0},
+             {"trial": "b2", "seed": 2, "M": "b", "C": math.nan, "B": math.nan, "status": "failed"}]  # fmt: skip
+    table = build_table(_runs(recs, ["M"], ["C", "B"]))
+    b = table.rows[1]
+    assert not b.mean.partial and b.mean.mark == "best" and b.mean.n == 2
+    md = render_markdown(table)
+    assert _md_rows(md)[1][-1] == "**36.00 ± 1.41**" and "†" not in md
+
+
 def test_markdown_shows_a_label_as_written():
     """A label `<b>x` bolded the rest of the rendered table, and `*a*` was read as emphasis; only `|`
     was escaped."""
@@ -326,7 +339,7 @@ def test_markdown_shows_a_label_as_written():
 
 def test_a_delta_over_fewer_domains_is_marked_like_a_partial_mean():
     """A row whose seed lacks a domain got a Δ over the others, unmarked; and a Mean over every domain,
-    unmarked and ranked, although one of its cells averages fewer seeds than the row has."""
+    unmarked and ranked, although one of its cells averages fewer seeds than the others."""
     recs = [
         {"trial": "b0", "seed": 0, "M": "base", "C": 10.0, "B": 20.0},
         {"trial": "b1", "seed": 1, "M": "base", "C": 10.0, "B": 20.0},
@@ -341,7 +354,7 @@ def test_a_delta_over_fewer_domains_is_marked_like_a_partial_mean():
     md = render_markdown(table)
     assert _md_rows(md)[1][-1] == "+4.00 ± 2.83†"  # seed 1 lacks B: its Δ is C's alone
     assert _md_rows(md)[1][-2] == "21.00†"  # (12 + 30) / 2: B over one seed; no ± (one seed has every domain)
-    assert ("† Mean and Δ over the available values only (a domain cell is missing or averages fewer seeds than its row;"
+    assert ("† Mean and Δ over the available values only (a domain cell is missing or averages fewer seeds than the row's others;"
             " the ± of such a Mean is over the seeds that have every domain); not ranked.") in md  # fmt: skip
     assert _md_rows(md)[2][-1] == "-1.50" and _md_rows(md)[2][-2] == "<ins>13.50</ins>"  # complete: unmarked; ranked second, after 15.00
 

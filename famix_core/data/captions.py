@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from famix_core.classes import CLASS_NAMES, IGNORE_INDEX
-from famix_core.config import Seed
+from famix_core.config import Seed, no_boolean_for_a_number
 from famix_core.data.synth.appearance import DomainStyle, render_style
 from famix_core.data.synth.scene import make_scene
 from famix_core.errors import DataError
@@ -67,6 +67,8 @@ class CorpusConfig(BaseModel):
     """Size and seed of the caption corpus (scene ids never overlap the benchmark's)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    _no_boolean_for_a_number = field_validator("*", mode="before")(no_boolean_for_a_number)
 
     seed: Seed = Field(0, description="style, caption and nonsense-name randomness")
     scene_seed: Seed = Field(0, description="seed of the scene generator (the benchmark's default is 0)")

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from famix_core.config import FamixConfig, Seed
+from famix_core.config import FamixConfig, Seed, no_boolean_for_a_number
 from famix_core.config_io import Override
 from famix_core.errors import suggest
 from orchestrator.stages import STAGE_KINDS
@@ -116,6 +116,8 @@ def canon_value(v: Any) -> str:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    _no_boolean_for_a_number = field_validator("*", mode="before")(no_boolean_for_a_number)  # `retries: true` read as 1
 
 
 class LabelSpec(_Strict):

@@ -174,7 +174,7 @@ def collect_csv(
         label_columns=label_cols,
         domains=expected,
         runs=runs.reset_index(drop=True),
-        notes=_cut_short(p, where, int(runs.index[-1])),
+        notes=_cut_short(p, where, int(raw.index[-1])),
     )
 
 
