@@ -1193,6 +1193,9 @@ def test_a_bug_exits_3_with_its_traceback_not_the_1_of_a_failed_stage():
     assert lines[0] == "Traceback (most recent call last):" and "RuntimeError: what no check foresaw" in lines
     assert lines[-1] == ("famix: internal error (RuntimeError): a bug of famix, not of your input; the traceback above says where"
                          " (exit status 3)")  # fmt: skip
+    as_module = code.replace("from orchestrator.entry import run\nrun()\n", "import runpy\nrunpy.run_module('orchestrator', run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", as_module], capture_output=True, text=True, timeout=60)  # python -m orchestrator
+    assert proc.returncode == 3 and proc.stderr.splitlines()[-1].startswith("famix: internal error (RuntimeError)"), proc.stderr[-2000:]
 
 
 def test_an_interrupt_while_the_driver_ends_the_runs_leaves_none_running_and_says_how_to_resume(fake_engine, monkeypatch):
