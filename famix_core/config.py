@@ -124,9 +124,10 @@ def _holds(annotation: Any, kinds: tuple[type, ...]) -> bool:
 def no_boolean_for_a_number(cls: type[BaseModel], v: Any, info: Any) -> Any:
     """A ``field_validator("*", mode="before")`` for models read from YAML: ``iterations: true`` (or
     ``yes``, ``on``: YAML booleans) was read as 1, ``false`` as 0, wherever a number goes."""
+    if v is not True and v is not False and not (isinstance(v, (list, tuple)) and any(isinstance(x, bool) for x in v)):
+        return v  # the common case, first: this runs for every field of every config validated
     annotation = cls.model_fields[info.field_name].annotation
-    items = v if isinstance(v, (list, tuple)) else [v]
-    if any(isinstance(x, bool) for x in items) and _holds(annotation, (int, float)) and not _holds(annotation, (bool,)):
+    if _holds(annotation, (int, float)) and not _holds(annotation, (bool,)):
         raise ValueError(f"expected a number, got {str(v).lower()} (true/false, yes/no and on/off are YAML booleans)")
     return v
 
