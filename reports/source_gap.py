@@ -23,7 +23,7 @@ import pandas as pd
 
 from reports.collect import ResultSet
 from reports.schema import METRIC_SOURCE_VAL, SOURCE_GAP_COLUMNS
-from reports.tables import CellValue, Table, markdown_cell, md_escape, shown_label, summary_cell
+from reports.tables import CellValue, Table, markdown_cell, md_escape, row_name, shown_label, summary_cell
 
 __all__ = ["SourceRow", "fetch_source_values", "source_rows", "render_source_markdown", "source_frame"]
 
@@ -87,9 +87,8 @@ def source_rows(table: Table, results: ResultSet, source: dict[str, float]) -> t
     for i, r in enumerate(table.rows, 1):
         pairs = [(source[t], trial_mean[t]) for t in r.trials if t in source and t in trial_mean]
         if not pairs:
-            shown = ", ".join(f"{c[:1].upper() + c[1:]} {shown_label(r.labels[c])}" for c in table.label_columns)
             why = "no source validation" if not any(t in source for t in r.trials) else "no run with every target domain"
-            left_out.append(f"row {i}{f' ({shown})' if shown else ''}: {why}")
+            left_out.append(f"{row_name(i, {c: r.labels[c] for c in table.label_columns})}: {why}")
             continue
         src, tgt = [p[0] for p in pairs], [p[1] for p in pairs]
         rows.append(

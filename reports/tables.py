@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,7 @@ __all__ = [
     "LATEX_PACKAGES",
     "LATEX_WIDTHS",
     "shown_label",
+    "row_name",
     "fmt2",
     "notes_text",
     "md_escape",
@@ -69,6 +70,12 @@ def fmt2(value: float, *, signed: bool = False) -> str:
     if d == 0:
         d = abs(d)  # never "-0.00"
     return f"{d:+}" if signed else f"{d}"
+
+
+def row_name(number: int, labels: Mapping[str, str]) -> str:
+    """A table row as the notes name it: ``row 6 (Freeze ✓, Augment ✓, Mix ✗)``; ``row 6`` without labels."""
+    shown = ", ".join(f"{c[:1].upper() + c[1:]} {shown_label(v)}" for c, v in labels.items())
+    return f"row {number}" + (f" ({shown})" if shown else "")
 
 
 def shown_label(value: str) -> str:
@@ -332,10 +339,9 @@ def build_table(results: ResultSet, *, baseline: str | None = None, title: str |
         missing = [j for j, d in enumerate(doms) if np.isnan(vals[i, j])]
         seed = "" if pd.isna(t["seed"]) else f", seed {int(t['seed'])}"
         what = f"no mIoU for {', '.join(doms[j] for j in missing)}" if missing else "all domains present"
-        shown = ", ".join(f"{c[:1].upper() + c[1:]} {shown_label(t[c])}" for c in labels)
         trial = str(t["trial"]) if str(t["trial"]) not in ("", "nan", "None") else ""
         footnotes.append(
-            f"row {int(codes[i]) + 1}{f' ({shown})' if shown else ''}{seed}: {t['status']} ({what})"
+            f"{row_name(int(codes[i]) + 1, {c: t[c] for c in labels})}{seed}: {t['status']} ({what})"
             + (f"; trial {trial}" if trial else "")
         )
         for j in missing:
