@@ -20,7 +20,7 @@ import pandas as pd
 from famix_core.io import atomic_path
 from reports.collect import ResultSet
 from reports.schema import METRIC_TRAIN_LOSS
-from reports.tables import DeltaGrid, Table, shown_label
+from reports.tables import DeltaGrid, Table, column_title, shown_label
 
 __all__ = [
     "FIGURE_FORMATS",
@@ -109,7 +109,7 @@ def save_figure(fig, out_dir: str | Path, stem: str) -> list[Path]:
 
 def row_caption(labels: dict[str, str]) -> str:
     """Legend text of a row: ``Freeze ✓ · Augment ✗ · Mix ✓``."""
-    return " · ".join(f"{k[:1].upper() + k[1:]} {shown_label(v)}" for k, v in labels.items()) or "all runs"
+    return " · ".join(f"{column_title(k)} {shown_label(v)}" for k, v in labels.items()) or "all runs"
 
 
 def _legend_columns(labels: list[str], width: str, handle_in: float = 0.45) -> int:
@@ -305,7 +305,7 @@ def plot_delta_heatmap(
         ax.set_xticks(range(c), grid.columns)
         ax.set_yticks(range(g), captions)
         if compact and labels and labels[0]:
-            ax.set_ylabel(" · ".join(k[:1].upper() + k[1:] for k in labels[0]))
+            ax.set_ylabel(" · ".join(column_title(k) for k in labels[0]))
         ax.tick_params(length=0)
         ax.xaxis.tick_top()
         for spine in ax.spines.values():

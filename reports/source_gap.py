@@ -23,7 +23,7 @@ import pandas as pd
 
 from reports.collect import ResultSet
 from reports.schema import METRIC_SOURCE_VAL, SOURCE_GAP_COLUMNS
-from reports.tables import CellValue, Table, markdown_cell, md_escape, row_name, shown_label, summary_cell
+from reports.tables import CellValue, Table, column_title, markdown_cell, md_escape, row_name, shown_label, summary_cell
 
 __all__ = ["SourceRow", "fetch_source_values", "source_rows", "render_source_markdown", "source_frame"]
 
@@ -107,7 +107,7 @@ def source_rows(table: Table, results: ResultSet, source: dict[str, float]) -> t
 def render_source_markdown(rows: list[SourceRow], label_columns: list[str], left_out: list[str] | tuple = ()) -> str:
     """The rows as a Markdown table with a one-line legend (no marks: a larger drop is not worse by itself)."""
     show_n = any(r.n != 1 for r in rows)
-    head = [md_escape(c[:1].upper() + c[1:]) for c in label_columns] + (["n"] if show_n else [])
+    head = [md_escape(column_title(c)) for c in label_columns] + (["n"] if show_n else [])
     head += ["Source val", "Mean", "Drop", "Kept (%)"]
     align = [":-:"] * (len(label_columns) + show_n) + ["--:"] * 4
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]

@@ -18,6 +18,7 @@ Pure pandas (no MLflow, no matplotlib). Rules, applied identically to both forma
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Callable, Mapping, Sequence
@@ -41,6 +42,7 @@ __all__ = [
     "LATEX_PACKAGES",
     "LATEX_WIDTHS",
     "shown_label",
+    "column_title",
     "row_name",
     "fmt2",
     "notes_text",
@@ -74,7 +76,7 @@ def fmt2(value: float, *, signed: bool = False) -> str:
 
 def row_name(number: int, labels: Mapping[str, str]) -> str:
     """A table row as the notes name it: ``row 6 (Freeze ✓, Augment ✓, Mix ✗)``; ``row 6`` without labels."""
-    shown = ", ".join(f"{c[:1].upper() + c[1:]} {shown_label(v)}" for c, v in labels.items())
+    shown = ", ".join(f"{column_title(c)} {shown_label(v)}" for c, v in labels.items())
     return f"row {number}" + (f" ({shown})" if shown else "")
 
 
@@ -86,6 +88,12 @@ def shown_label(value: str) -> str:
     if v.lower() in _NO:
         return "✗"
     return v
+
+
+def column_title(name: str) -> str:
+    """A label column's name as headers, notes and titles write it: ``freeze`` → ``Freeze``, the rest
+    as written (``style_class`` stays; ``AN`` is not lowered)."""
+    return name[:1].upper() + name[1:]
 
 
 @dataclass
@@ -384,7 +392,7 @@ def build_table(results: ResultSet, *, baseline: str | None = None, title: str |
     base_name = ""
     if baseline is not None:
         base_idx = _resolve_baseline(baseline, rows, labels)
-        base_name = ", ".join(f"{k[:1].upper() + k[1:]}={shown_label(v)}" for k, v in rows[base_idx].labels.items()) or f"row {base_idx + 1}"
+        base_name = ", ".join(f"{column_title(k)}={shown_label(v)}" for k, v in rows[base_idx].labels.items()) or f"row {base_idx + 1}"
         _paired_deltas(rows, runs, codes, vals, base_idx)
 
     return Table(
@@ -418,13 +426,18 @@ class _Style:
     minus: str = "-"  # a negative value's sign (LaTeX: a minus, not a hyphen)
 
 
+_ENTITY_START = re.compile(r"&(?=#?[0-9A-Za-z]+;)")
+
+
 def md_escape(s: str) -> str:
     """``s`` as literal Markdown text: a pipe cannot end a cell; asterisks, backticks and backslashes
     are shown, not read as emphasis or code; angle brackets are not HTML (a label ``<b>x`` bolded the
-    rest of the table). Underscores are left: GitHub reads ``style_class`` as it is, and the raw
-    table stays plain."""
+    rest of the table), nor is an ampersand that starts an entity (a label ``&lt;b&gt;`` showed as
+    ``<b>``). Underscores and a lone ``&`` are left: GitHub reads ``style_class`` and ``A & B`` as they
+    are, and the raw table stays plain."""
     for ch in ("\\", "*", "`"):
         s = s.replace(ch, "\\" + ch)
+    s = _ENTITY_START.sub("&amp;", s)
     return s.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -530,7 +543,7 @@ def markdown_cell(c: CellValue) -> str:
 
 
 def _header(table: Table, st: _Style) -> list[str]:
-    head = [st.text(c[:1].upper() + c[1:]) for c in table.label_columns]
+    head = [st.text(column_title(c)) for c in table.label_columns]
     if table.show_n:
         head.append("n")
     head += [st.text(c) for c in table.columns]

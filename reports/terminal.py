@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from reports.tables import PARTIAL_MARK, CellValue, Table, TableRow, notes_text, fmt2, shown_label
+from reports.tables import PARTIAL_MARK, CellValue, Table, TableRow, column_title, fmt2, notes_text, shown_label
 
 __all__ = ["render_rich", "print_rich", "table_to_json", "table_from_json"]
 
@@ -58,7 +58,7 @@ def render_rich(table: Table, tight: bool = False, stacked: bool = False):
     if tight:  # the box's blank rule between columns is the one space left
         rt.padding, rt.pad_edge = (0, 0), False
     for c in table.label_columns:
-        rt.add_column(c[:1].upper() + c[1:], justify="center", no_wrap=True)
+        rt.add_column(column_title(c), justify="center", no_wrap=True)
     if table.show_n:
         rt.add_column("n", justify="right")
     for c in table.columns:

@@ -324,17 +324,19 @@ def test_a_seed_that_failed_outright_leaves_its_row_ranked():
 
 def test_markdown_shows_a_label_as_written():
     """A label `<b>x` bolded the rest of the rendered table, and `*a*` was read as emphasis; only `|`
-    was escaped."""
+    was escaped. A label `&lt;i&gt;` rendered as `<i>`."""
     recs = [
         {"trial": "t-a", "seed": 0, "Method": "<b>x", "C": 40.0},
         {"trial": "t-b", "seed": 0, "Method": "*a* `b` c\\d style_class", "C": 30.0},
         {"trial": "t-c", "seed": 0, "Method": "a|b", "C": 20.0},
+        {"trial": "t-d", "seed": 0, "Method": "&lt;i&gt; &#42; A & B", "C": 10.0},
     ]
     md = render_markdown(build_table(_runs(recs, ["Method"], ["C"])))
     rows = _md_rows(md)
     assert rows[0][0] == "&lt;b&gt;x"
     assert rows[1][0] == "\\*a\\* \\`b\\` c\\\\d style_class"
     assert "| a\\|b | 20.00 |" in md
+    assert rows[3][0] == "&amp;lt;i&amp;gt; &amp;#42; A & B"  # an entity is shown as typed; a lone & stays plain
 
 
 def test_a_delta_over_fewer_domains_is_marked_like_a_partial_mean():
