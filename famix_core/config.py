@@ -239,6 +239,13 @@ class SynthConfig(_Base):
     val_images: int = Field(16, ge=1, description="images per target domain split")
 
 
+def layer1_side(crop: int) -> int:
+    """Layer-1 feature side of a ``crop``-pixel side through the CLIP ResNet stem (a stride-2 convolution
+    with padding 1, then a 2×2 average pool): ``floor(ceil(crop / 2) / 2)``, one more than ``crop // 4``
+    when ``crop % 4 == 3``."""
+    return (crop + 1) // 4
+
+
 def _folder_path(v: str) -> str:
     """A path as the shell would have given it (``~`` expanded: ``data.root=~/datasets`` is not a shell
     word, so the shell leaves it); an empty one, which would read the current folder, is refused."""
@@ -469,18 +476,19 @@ class FamixConfig(_Base):
 
     @model_validator(mode="after")
     def _grid_fits_the_crops(self) -> "FamixConfig":
-        """``style.grid`` splits layer-1 features (1/4 of a crop's side) into patches: each patch needs a
-        feature (a grid of 1000 failed in every stage, after the plan had passed it)."""
+        """``style.grid`` splits layer-1 features (a quarter of a crop's side) into patches: each patch needs
+        a feature (a grid of 1000 failed in every stage, after the plan had passed it)."""
         if self.style.effective_strategy() == "none":
             return self
         crops = {"data.crop_size": self.data.crop_size}
         if self.style.needs_bank():
             crops["mining.crop_size"] = self.mining.crop_size
         key, crop = min(crops.items(), key=lambda kv: kv[1])
-        if self.style.grid > crop // 4:
+        side = layer1_side(crop)
+        if self.style.grid > side:
             raise ValueError(
                 f"style.grid={self.style.grid}: more patches a side than the layer-1 features of {key}={crop} have"
-                f" ({crop // 4}, a quarter of the crop); expected at most {crop // 4}"
+                f" ({side}, a quarter of the crop); expected at most {side}"
             )
         return self
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from famix_core.config import FamixConfig, StyleConfig, load_config
+from famix_core.config import FamixConfig, ModelConfig, StyleConfig, load_config
 from famix_core.errors import ConfigError
 from famix_core.domains import DEFAULT_TARGETS, resolve_domain
 
@@ -84,6 +85,26 @@ def test_bad_values_name_the_field(tmp_path, overrides, needle):
     msg = str(err.value)
     assert needle in msg.replace(str(tmp_path) + "/", "")
     assert "\n" not in msg
+
+
+def test_the_grid_check_counts_the_layer1_features_the_stem_gives(tmp_path):
+    """A 15-pixel crop gives 4 layer-1 features a side (stride-2 convolution, then a 2x2 pool), not
+    15 // 4 = 3: a grid of 4 was refused although it fits; 5 does not."""
+    from famix_core.config import layer1_side
+    from famix_core.models.segmenter import build_segmenter
+
+    backbone = build_segmenter(ModelConfig(backbone="famix-tiny", pretrained="none")).eval().backbone
+    for crop in (12, 13, 14, 15, 16, 19):
+        x = torch.zeros(1, 3, crop, crop)
+        with torch.no_grad():
+            for name in ("conv1", "bn1", "act1", "conv2", "bn2", "act2", "conv3", "bn3", "act3", "avgpool", "layer1"):
+                x = getattr(backbone, name)(x)
+        assert x.shape[-1] == layer1_side(crop), crop
+    path = tmp_path / "config.yaml"
+    path.write_text("model:\n  backbone: famix-tiny\n")
+    assert load_config(path, ["style.grid=4", "data.crop_size=15", "mining.crop_size=15"]).style.grid == 4
+    with pytest.raises(ConfigError, match=r"data.crop_size=15 have \(4, a quarter of the crop\); expected at most 4"):
+        load_config(path, ["style.grid=5", "data.crop_size=15", "mining.crop_size=64"])
 
 
 def test_data_paths_expand_the_home_folder(monkeypatch):

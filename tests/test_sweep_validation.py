@@ -230,14 +230,16 @@ def test_a_sweep_name_over_100_characters_is_refused_before_anything_runs(capsys
 
 @pytest.mark.parametrize("name, what", [
     ("mlflow.db", "MLflow database"), ("mlflow.db-wal", "MLflow database"), ("store", "folder"), ("data", "folder"),
-    ("work", "folder"), ("mlartifacts", "folder"),
+    ("work", "folder"), ("mlartifacts", "folder"), ("Store", "folder"), ("MLflow.db", "MLflow database"),
 ])  # fmt: skip
 def test_a_sweep_named_like_an_entry_of_the_run_dir_is_refused(capsys, name, what):
     """`name: mlflow.db` passed the plan and crashed `run` on the file; `name: store` or `data` ran
-    and wrote the sweep's plan, results and report among the stages or the benchmark."""
+    and wrote the sweep's plan, results and report among the stages or the benchmark; so would `Store`
+    on a filesystem that ignores case."""
     text = "grid: {style.mix: [false, true]}\ndomains: [C]\n"
     line = _one_line(capsys, "run", str(_write(f"name: {name}\n{text}")))
-    assert line == (f"famix: error: sweeps/x.yaml: name: '{name}' is the name of the run dir's own {what} (<run_dir>/{name}),"
+    where = "" if name == name.lower() else ", where case is ignored (macOS, Windows)"
+    assert line == (f"famix: error: sweeps/x.yaml: name: '{name}' is the name of the run dir's own {what} (<run_dir>/{name.lower()}){where},"
                     " not free for a sweep's; choose another name")  # fmt: skip
     assert main(["sweep", "plan", str(_write(f"name: stores\n{text}")), "--run-dir", "out"]) == 0
 

@@ -294,10 +294,13 @@ class SweepSpec(_Strict):
     def _one_folder(cls, v: str) -> str:
         if v in (".", ".."):
             raise ValueError(f"{v!r} is not a folder name of its own (the sweep writes to <run_dir>/<name>/)")
-        if v in RUN_DIR_ENTRIES or v.startswith("mlflow.db"):  # `run` crashed on the file, or wrote beside the stages
+        low = v.casefold()  # `Store` is `store` where case is ignored (macOS, Windows)
+        if low in RUN_DIR_ENTRIES or low.startswith("mlflow.db"):  # `run` crashed on the file, or wrote beside the stages
+            what = "MLflow database" if low.startswith("mlflow.db") else "folder"
+            where = "" if v == low else ", where case is ignored (macOS, Windows)"
             raise ValueError(
-                f"{v!r} is the name of the run dir's own {'MLflow database' if v.startswith('mlflow.db') else 'folder'}"
-                f" (<run_dir>/{v}), not free for a sweep's; choose another name"
+                f"{v!r} is the name of the run dir's own {what} (<run_dir>/{low}){where}, not free for a sweep's;"
+                " choose another name"
             )
         if len(v) > MAX_NAME_LENGTH:  # a filesystem refuses a longer folder name only once the run has begun
             raise ValueError(f"{len(v)} characters; at most {MAX_NAME_LENGTH} (the name is a folder, <run_dir>/<name>/, and an MLflow experiment)")
