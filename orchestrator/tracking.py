@@ -664,21 +664,38 @@ def _trial_tags(plan: Plan, trial: Trial, backend: str) -> dict[str, str]:
 
 
 def context_tags() -> dict[str, str]:
-    """What MLflow's own columns show (User, Source, Version: a run made through the client leaves them
-    empty or ``unknown``) and the driver's host, set when a run is made."""
+    """What MLflow's own columns User and Source show (a run made through the client leaves them empty
+    or ``unknown``) and the driver's host, set when a run is made. Version: :func:`set_source_commit`."""
     import getpass
-    import re
     import socket
 
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry for the uid (some containers)
         user = "unknown"
-    tags = {schema.TAG_USER: user, schema.TAG_SOURCE_NAME: "famix sweep", schema.TAG_HOST: socket.gethostname()}
-    code = code_version()
-    if re.fullmatch(r"[0-9a-f]{40}", code):  # a clean checkout's commit; famix.git_commit says -dirty or unknown
-        tags[schema.TAG_SOURCE_COMMIT] = code
-    return tags
+    return {schema.TAG_USER: user, schema.TAG_SOURCE_NAME: "famix sweep", schema.TAG_HOST: socket.gethostname()}
+
+
+def set_source_commit(tracker: Any, run_id: str, code: str, tags: dict[str, str]) -> bool:
+    """MLflow's Version column (``mlflow.source.git.commit``) for ``code``, a :attr:`schema.TAG_GIT_COMMIT`
+    value: set when it is one clean commit, removed otherwise (``-dirty``, several, ``unknown``), so
+    the column never names a commit that did not compute the run's numbers (it held the driver's,
+    while the stages, found cached, had run on other code). ``tags``: the run's; returns whether it changed."""
+    import re
+
+    want = code if re.fullmatch(r"[0-9a-f]{40}", code) else None
+    have = tags.get(schema.TAG_SOURCE_COMMIT)
+    if want == have:
+        return False
+    if want is None:
+        try:
+            with_retry(tracker.client.delete_tag, run_id, schema.TAG_SOURCE_COMMIT)
+        except Exception:  # noqa: BLE001 — already removed, since ``tags`` were read: nothing to do
+            if schema.TAG_SOURCE_COMMIT in with_retry(tracker.client.get_run, run_id).data.tags:
+                raise
+    else:
+        tracker.set_tags(run_id, {schema.TAG_SOURCE_COMMIT: want})
+    return True
 
 
 def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, str]]:
@@ -692,6 +709,7 @@ def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, 
         {schema.TAG_GIT_COMMIT: code_version(), schema.TAG_BACKEND: backend, schema.TAG_DOMAINS: json.dumps(plan.sweep.domains), **context},
         name=f"{name}-{plan.sweep.profile}",
     )
+    set_source_commit(tracker, parent, code_version(), with_retry(tracker.client.get_run, parent).data.tags)  # the table's code
     all_runs = tracker.find({schema.TAG_SWEEP: name})
     existing = {r.data.tags.get(schema.TAG_TRIAL): r for r in all_runs if r.data.tags.get(schema.TAG_ROLE) in (schema.ROLE_TRIAL, schema.ROLE_SUPERSEDED)}
     wanted = {t.id for t in plan.trials}
@@ -713,7 +731,7 @@ def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, 
         run_id, created = tracker.ensure_run(
             find,
             {**tags, **context, schema.TAG_PARENT_RUN: parent, schema.TAG_STATUS: "partial"},
-            name=f"{trial.index:02d} {schema.labels_text(trial.labels)} seed={trial.seed}",
+            name=f"{trial.index + 1:02d} {schema.labels_text(trial.labels)} seed={trial.seed}",  # numbered as the table's rows and row/NN metrics
             params=trial.config.flat(),
         )
         if created:
@@ -880,6 +898,8 @@ def ingest(plan: Plan, tracker: Any, runs: dict[str, str], trials: list[str] | N
         code = trial_code(plan, trial.id)
         if code and tags.get(schema.TAG_GIT_COMMIT) != code:
             tracker.set_tags(run_id, {schema.TAG_GIT_COMMIT: code})
+            n += 1
+        if code and set_source_commit(tracker, run_id, code, tags):  # the stages' code, not the driver's
             n += 1
         n += _ingest_artifacts(plan, tracker, run_id, ts, sound)
         touched += n > 0

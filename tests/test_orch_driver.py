@@ -604,8 +604,10 @@ def test_parent_run_carries_the_sweep_the_report_and_summary_metrics(fake_engine
     assert tags["famix.best_row_index"] == str(best + 1)
     assert tags["famix.best_row"] == f"Freeze={labels['Freeze']},Augment={labels['Augment']}"
     assert tags["famix.best_row"] in trials[best].info.run_name  # pasted into a run-name search, it finds the row
-    # run names stay readable: index, labels, seed
-    assert trials[3].info.run_name == "03 Freeze=✓,Augment=✓ seed=0"
+    # run names stay readable: number, labels, seed; numbered from 01 as the table's rows, row/NN metrics
+    # and famix.best_row_index are (they counted from 00: row/08 was run 07)
+    assert trials[3].info.run_name == "04 Freeze=✓,Augment=✓ seed=0"
+    assert trials[best].info.run_name.startswith(f"{int(tags['famix.best_row_index']):02d} ")
     # each trial run ends as its own last stage finishes, not when the whole sweep does
     last = {t.id: max(plan.store.done_info(plan.stages[k].kind, k)["finished"] for k in plan.trial_stages[t.id].keys()) for t in plan.trials}
     ended = {r.data.tags["famix.trial"]: r.info.end_time / 1000 for r in trials}

@@ -470,3 +470,37 @@ def test_a_run_dir_by_another_name_or_an_empty_store_is_not_relocated(capsys):
     assert "was moved" not in capsys.readouterr().err
     client = MlflowClient(default_uri("runs"))
     assert client.get_experiment_by_name("tiny").artifact_location == Path("runs/mlartifacts").absolute().as_uri()
+
+
+def test_mlflow_version_column_names_the_commit_that_computed_the_numbers(capsys, monkeypatch):
+    """MLflow's Version column (`mlflow.source.git.commit`) held the driver's commit, set when the run was
+    made: a rerun on a clean checkout that found the stages cached (computed by uncommitted code) showed
+    that clean commit beside numbers it never computed. A trial run now shows its stages' commit, or
+    none when they ran on a modified checkout; the sweep's run shows the driver's (its table's)."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator import tracking
+
+    Path("tiny.yaml").write_text(TINY_SWEEP)
+    assert main(["sweep", "run", "tiny.yaml", "--run-dir", "runs"]) == 0
+    client = MlflowClient(default_uri(Path("runs").absolute()))
+    (exp,) = [e.experiment_id for e in client.search_experiments() if e.name == "tiny"]
+
+    def rerun(stage_code: str, driver_code: str) -> tuple[dict[str, str], dict[str, str]]:
+        for done in Path("runs/store").glob("*/*/DONE.json"):  # the commit that computed each stage
+            info = json.loads(done.read_text())
+            done.write_text(json.dumps({**info, "code": stage_code}))
+        Path("runs/tiny/finalized.json").unlink()  # MLflow is visited again (no stage runs)
+        monkeypatch.setattr(tracking, "code_version", lambda: driver_code)
+        assert main(["sweep", "run", "tiny.yaml", "--run-dir", "runs"]) == 0, capsys.readouterr()
+        runs = {r.data.tags["famix.role"]: r.data.tags for r in client.search_runs([exp])}
+        return runs["trial"], runs["sweep"]
+
+    trial, sweep = rerun("c" * 40, "d" * 40 + "-dirty")
+    assert trial["mlflow.source.git.commit"] == trial["famix.git_commit"] == "c" * 40
+    assert "mlflow.source.git.commit" not in sweep and sweep["famix.git_commit"] == "d" * 40 + "-dirty"
+    trial, sweep = rerun("c" * 40 + "-dirty", "e" * 40)
+    assert "mlflow.source.git.commit" not in trial and trial["famix.git_commit"] == "c" * 40 + "-dirty"
+    assert sweep["mlflow.source.git.commit"] == sweep["famix.git_commit"] == "e" * 40
