@@ -414,7 +414,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
                 return SweepResult(outcomes, [], None, "", time.perf_counter() - t0)
             failed = [k for k, o in outcomes.items() if o.status in ("failed", "cancelled")]
             with busy(console, "MLflow: logging what the stages left and ending the runs"):
-                statuses = finalize_runs(plan, tracker, parent, runs, set(failed))
+                statuses = finalize_runs(plan, tracker, parent, runs, set(failed), outcomes)
                 df = results_frame(plan, statuses)
                 csv_path = write_results(df)
             from reports.report import report_lock

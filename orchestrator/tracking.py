@@ -1039,21 +1039,55 @@ def sweep_run(plan: Plan, tracker: Any) -> str | None:
     return found[0].info.run_id if found else None
 
 
-def finalize_runs(plan: Plan, tracker: Any, parent: str, runs: dict[str, str], failed: set[str]) -> dict[str, str]:
+ERROR_LOG_TAIL = 200_000
+"""Bytes of a failed stage's log attached to its trial run (the end, where the error is)."""
+
+
+def _record_error(tracker: Any, plan: Plan, run_id: str, key: str, outcome: Any, tags: dict[str, str]) -> None:
+    """A failed trial run says why, where the MLflow UI shows it: tag ``famix.error`` (``train 1a2b3c4d:
+    <the error's first line>``) and the end of the stage's log as ``logs/<log name>`` (a failed run
+    had only its ``config.yaml``; the cause was in the run dir's logs alone)."""
+    first = ((outcome.error if outcome is not None else None) or "failed").strip().splitlines()[0]
+    text = f"{plan.stages[key].kind} {key[:8]}: {first}"[:500]
+    if tags.get(schema.TAG_ERROR) != text:
+        tracker.set_tags(run_id, {schema.TAG_ERROR: text})
+    log = Path(outcome.log_path) if outcome is not None and outcome.log_path else None
+    if log is not None and log.is_file():
+        with log.open("rb") as f:
+            f.seek(max(0, log.stat().st_size - ERROR_LOG_TAIL))
+            tail = f.read().decode("utf-8", errors="replace")
+        tracker.log_text(run_id, tail, f"logs/{log.name}")
+
+
+def finalize_runs(
+    plan: Plan, tracker: Any, parent: str, runs: dict[str, str], failed: set[str], outcomes: dict[str, Any] | None = None
+) -> dict[str, str]:
     """:func:`ingest` what MLflow lacks, set ``famix.status`` and end the runs; returns trial -> status:
     ``done``, ``failed``, ``partial`` (stages not run), or ``damaged`` (every stage done, but a damaged
-    stage record was left out of MLflow; ``--rerun-failed`` rebuilds it)."""
+    stage record was left out of MLflow; ``--rerun-failed`` rebuilds it). A failed trial's run gets its
+    first failed stage's error and log (``outcomes``: stage key -> its outcome); a done one loses an
+    earlier run's ``famix.error``."""
     existing = _trial_runs(plan, tracker)  # ingesting changes no run's status: read once
     damaged = ingest(plan, tracker, runs, existing=existing).damaged
     statuses: dict[str, str] = {}
     for trial in plan.trials:
         keys = plan.trial_stages[trial.id].keys()
+        run = existing.get(runs[trial.id])
+        tags = run.data.tags if run is not None else {}
         if _trial_done(plan, trial.id):
             status = "damaged" if trial.id in damaged else "done"
+            if schema.TAG_ERROR in tags:
+                with_retry(tracker.client.delete_tag, runs[trial.id], schema.TAG_ERROR)
         else:
             status = "failed" if any(k in failed for k in keys) else "partial"
+            if status == "failed":
+                outcomes = outcomes or {}
+                # the stage that failed itself, not one skipped because a stage it needs failed
+                key = next((k for k in keys if k in failed and getattr(outcomes.get(k), "status", None) == "failed"),
+                           next(k for k in keys if k in failed))  # fmt: skip
+                _record_error(tracker, plan, runs[trial.id], key, outcomes.get(key), tags)
         statuses[trial.id] = status
-        _set_status(tracker, existing.get(runs[trial.id]), runs[trial.id], status)
+        _set_status(tracker, run, runs[trial.id], status)
     overall = "done" if all(s == "done" for s in statuses.values()) else ("failed" if failed else "partial")
     tracker.set_tags(parent, {schema.TAG_STATUS: overall})
     tracker.finish(parent, overall == "done")

@@ -375,6 +375,26 @@ def test_nan_loss_fails_without_retry_and_is_summarized(fake_engine):
     assert {r.data.tags["famix.status"] for r in tr.find({"famix.role": "trial"})} == {"failed"}
     log = next((plan.sweep_dir / "logs").glob("train-*.log")).read_text()
     assert "TrainingDiverged" in log
+    # MLflow says why, where its UI shows it: a failed run had only its config.yaml, the cause in the run dir's logs
+    for r in tr.find({"famix.role": "trial"}):
+        key = r.data.tags["famix.stage.train"]
+        assert r.data.tags["famix.error"] == f"train {key[:8]}: TrainingDiverged: train: loss is nan at iteration 2 (lower train.lr_decoder)"
+        (logged,) = tr.artifact_names(r.info.run_id, "logs")
+        text = Path(tr.client.download_artifacts(r.info.run_id, f"logs/{logged}", str(plan.run_dir / "dl"))).read_text()
+        assert key[:8] in logged and "TrainingDiverged: train: loss is nan at iteration 2" in text
+
+
+def test_a_trial_done_at_last_loses_the_error_of_its_failed_run(fake_engine):
+    """`famix.error` names why a trial failed; once its stages are done (`--rerun-failed`, a fix), the run
+    must not go on showing an error beside its numbers."""
+    plan, result, _ = _run()
+    assert result.exit_code == 0
+    tr = Tracker(default_uri(plan.run_dir), "mini")
+    first = tr.find({"famix.role": "trial"})[0].info.run_id
+    tr.set_tags(first, {"famix.error": "train 0d218b1f: TrainingDiverged: an earlier run's"})  # as that failed run left it
+    (plan.sweep_dir / "finalized.json").unlink()  # MLflow is visited again; every stage is cached
+    assert _run()[1].exit_code == 0
+    assert not any("famix.error" in r.data.tags for r in tr.find({"famix.role": "trial"}))
 
 
 def test_cancel_stops_a_running_driver(tmp_path, capsys):
