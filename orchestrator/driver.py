@@ -542,6 +542,7 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
         damaged_store, embedded_store_exists, ensure_runs, kill_runs, open_tracker, plan_trial_runs, record_finished, running_runs,
         tracking_target,
     )  # fmt: skip
+    from reports import schema
 
     uri = tracking_target(plan)[0]
     if not uri.startswith("sqlite:") or damaged_store(plan) is not None:  # status names the damage
@@ -555,8 +556,10 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
     # this plan's driver was killed (kill -9, a lost machine) where its stages died with it: nothing runs its runs
     killed = same_plan and "ended" not in last_run and not outlive
     left_running = killed or (same_plan and outlive)  # runs this plan's driver may have left to no one, or to its jobs
+    # the same for another plan's driver (other overrides): its runs stayed RUNNING until a command with its arguments
+    other_killed = bool(last_run) and not same_plan and "ended" not in last_run and not outlive
     anything_done = any(plan.store.is_done(s.kind, k) for k, s in plan.stages.items())
-    if not anything_done and not (left_running and embedded_store_exists(uri)):
+    if not anything_done and not ((left_running or other_killed) and embedded_store_exists(uri)):
         return 0
     ended = 0
     try:
@@ -570,6 +573,8 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
             running = running_runs(tracker, parent, runs) if parent is not None and left_running else []
             if running and (killed or _jobs_ended(backend, plan)):  # the lock was free: no driver, no job runs them
                 ended = kill_runs(tracker, running)
+            if other_killed:  # the lock was free and its stages died with it: whatever of the sweep reads RUNNING is no one's
+                ended += kill_runs(tracker, [r.info.run_id for r in tracker.find({schema.TAG_SWEEP: plan.name}) if r.info.status == "RUNNING"])
     except SweepError:
         return 0
     except OSError as e:  # a run dir that is read-only (a finished run kept on a read-only mount): nothing to log into
@@ -590,7 +595,8 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
         console.print(f"MLflow: logged the finished stages' metrics of {count(n, 'trial run')} ({tracker.uri})", highlight=False)
     if ended and console is not None:
         why = "their jobs have ended" if outlive else "their driver was killed"
-        again = f"famix sweep run {plan.arguments()}" + (f" --backend {backend}" if backend != plan.sweep.backend.kind else "")
+        args = plan.from_here(last_run["arguments"]) if other_killed and last_run.get("arguments") else plan.arguments()
+        again = f"famix sweep run {args}" + (f" --backend {backend}" if backend != plan.sweep.backend.kind else "")
         console.print(f"MLflow: ended {count(ended, 'run')} KILLED that nothing runs any more ({why}; `{again}` runs the rest)",
                       highlight=False, markup=False)  # fmt: skip
     return n
