@@ -302,9 +302,10 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     from orchestrator.execute import execute_stage
     from orchestrator.liveness import driver_identity
     from orchestrator.tracking import (
-        end_interrupted_runs, ensure_runs, finalize_runs, finished_in_store, open_tracker, resume_runs,
+        end_interrupted_runs, ensure_runs, finalize_runs, finished_in_store, kill_runs, open_tracker, resume_runs,
         set_aside_damaged_store, tracking_target,
     )  # fmt: skip
+    from reports import schema
     from reports.collect import DamagedStoreError
 
     console = console or make_console()
@@ -320,7 +321,10 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         (plan.sweep_dir / CANCEL_NOTE).unlink(missing_ok=True)  # a note for an earlier driver (it ended first)
         arguments = plan.arguments()
         identity = {**driver_identity(), "backend": backend_name, "started": time.time(), "profile": rs.profile, "arguments": arguments}
-        results_of = _read_json(plan.sweep_dir / "driver.json").get("results_of")  # the plan of the results.csv there
+        last_run = _read_json(plan.sweep_dir / "driver.json")
+        results_of = last_run.get("results_of")  # the plan of the results.csv there
+        # the last driver was killed (kill -9: it wrote no `ended`) and its stages died with it: its runs read RUNNING for no one
+        last_killed = bool(last_run) and "ended" not in last_run and not _stages_outlive_driver(last_run.get("backend") or rs.backend.kind)
         atomic_write_text(plan.sweep_dir / "driver.json", json.dumps({**identity, "results_of": results_of}))
 
         def write_results(frame: Any) -> Path:
@@ -365,6 +369,10 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             console.print(set_aside_damaged_store(plan, e.why), highlight=False, markup=False)
             tracker = open_tracker(plan)
         parent, runs = ensure_runs(plan, tracker, backend_name)
+        if last_killed:  # of another plan (other overrides): this plan's own are resumed or ended below
+            mine = {parent, *runs.values()}
+            quietly("ending the MLflow runs a killed driver left running", kill_runs, tracker,
+                    [r.info.run_id for r in tracker.find({schema.TAG_SWEEP: plan.name}) if r.info.status == "RUNNING" and r.info.run_id not in mine])  # fmt: skip
         try:
             quietly("parent run description", describe_parent, plan, tracker, parent, backend_name)
             resources = {k: v.model_dump() for k, v in rs.backend.resources.items()}

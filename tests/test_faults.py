@@ -1151,32 +1151,43 @@ def test_status_ends_the_runs_a_killed_driver_left_running_where_its_stages_died
     assert ended == (["KILLED"] * 3 if backend == "local" and killed else ["RUNNING"] * 3)
 
 
-def test_status_ends_the_runs_of_a_killed_driver_of_another_plan(fake_engine, monkeypatch, capsys):
+@pytest.mark.parametrize("command", ["status", "run"])
+def test_the_runs_of_a_killed_driver_of_another_plan_are_ended(fake_engine, monkeypatch, capsys, command):
     """A driver run with overrides (`make sweep ARGS=…`) and killed with `kill -9` left its runs RUNNING
     until a command with those same overrides came: the plain `famix sweep status` said the runs came
-    from another plan and left them. Nothing runs them (its stages died with it, and the lock is free):
-    they end KILLED, and the line names the command that runs the rest."""
+    from another plan and left them, and the plain `sweep run` superseded them, RUNNING for good.
+    Nothing runs them (its stages died with it, and the lock is free): they end KILLED."""
     import orchestrator.tracking as tracking
+    from orchestrator import execute
     from orchestrator.driver import RunOptions, run_plan
     from orchestrator.tracking import Tracker, default_uri
 
+    train = execute.STAGE_RUNNERS["train"]
     _ctrl_c_in_the_second_training(monkeypatch)
+    ending = tracking.end_interrupted_runs
     monkeypatch.setattr(tracking, "end_interrupted_runs", lambda *a: None)  # as kill -9 leaves them
     _plan()
     plan = prepare("mini", run_dir="runs", overrides=["train.iterations=3"], check_data=lambda c: None, check_weights=lambda c: None)
     with pytest.raises(KeyboardInterrupt):
         run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200))
+    monkeypatch.setitem(execute.STAGE_RUNNERS, "train", train)
+    monkeypatch.setattr(tracking, "end_interrupted_runs", ending)
     driver = json.loads((plan.sweep_dir / "driver.json").read_text())
     del driver["ended"]  # a killed driver cannot say it ended
     (plan.sweep_dir / "driver.json").write_text(json.dumps(driver))
     tracker = Tracker(default_uri(plan.run_dir), "mini")
     assert sorted(r.info.status for r in tracker.find({"famix.sweep": "mini"})) == ["RUNNING"] * 3
     capsys.readouterr()
-    assert main(["sweep", "status", "mini", "--run-dir", "runs"]) == 0  # the plain plan's status
-    assert sorted(r.info.status for r in tracker.find({"famix.sweep": "mini"})) == ["KILLED"] * 3
-    out = capsys.readouterr().out
-    assert "MLflow: ended 3 runs KILLED that nothing runs any more (their driver was killed; `famix sweep run mini --profile smoke" in out
-    assert "train.iterations=3` runs the rest)" in out
+    assert main(["sweep", command, "mini", "--run-dir", "runs"]) == 0  # the plain plan
+    runs = tracker.find({"famix.sweep": "mini"})
+    if command == "status":
+        assert sorted(r.info.status for r in runs) == ["KILLED"] * 3
+        out = capsys.readouterr().out
+        assert "MLflow: ended 3 runs KILLED that nothing runs any more (their driver was killed; `famix sweep run mini --profile smoke" in out
+        assert "train.iterations=3` runs the rest)" in out
+    else:  # the other plan's trials superseded and ended; the plain plan's finished
+        assert sorted((r.data.tags["famix.role"], r.info.status) for r in runs) == [
+            ("superseded", "KILLED"), ("superseded", "KILLED"), ("sweep", "FINISHED"), ("trial", "FINISHED"), ("trial", "FINISHED")]  # fmt: skip
 
 
 def test_ctrl_c_while_famix_still_imports_is_one_line():
