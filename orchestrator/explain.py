@@ -141,6 +141,6 @@ def explain_rows(rs: ResolvedSweep, trials: list[Trial], key: str) -> list[tuple
             p = explain_key(rs, t, leaf)
             groups.setdefault((canon_value(p.value), p.layer), []).append(t)
         for (value, layer), ts in groups.items():
-            who = "all" if len(ts) == len(trials) else ",".join(str(t.index) for t in ts)
+            who = "all" if len(ts) == len(trials) else ",".join(str(t.index + 1) for t in ts)  # the plan table's #
             rows.append((leaf, who, value, layer))
     return rows

@@ -139,7 +139,7 @@ def test_plan_explain_prints_value_and_layer(capsys):
     every = str(BUILTIN_PROFILES["smoke"]["base"]["train"]["checkpoint_every"])
     assert ("train.checkpoint_every", "all", every, "built-in profile smoke") in rows
     assert ("train.weight_decay", "all", "0.5", "command line") in rows
-    assert ("style.mix", "0", "true", "grid") in rows and ("style.mix", "1", "false", "grid") in rows
+    assert ("style.mix", "1", "true", "grid") in rows and ("style.mix", "2", "false", "grid") in rows  # the plan table's #, from 1
     rc = main(["sweep", "plan", str(p), "--run-dir", "out", "--explain", "train.iteratons"])
     err = capsys.readouterr().err
     assert rc == 2 and "--explain train.iteratons: unknown key (did you mean train.iterations?)" in err
