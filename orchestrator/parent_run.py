@@ -140,10 +140,17 @@ def publish_results(plan: Plan, tracker: Any, parent: str, results: Any, table: 
     write_report(results, out, profile=plan.sweep.profile)
     with_retry(tracker.client.log_artifacts, parent, str(out), "report")
     metrics, tags = summary_metrics(table)
-    have = tracker.metrics(parent)
+    run = with_retry(tracker.client.get_run, parent)
+    have = run.data.metrics
     changed = {k: v for k, v in metrics.items() if k not in have or not math.isclose(have[k], v, rel_tol=1e-9, abs_tol=1e-9)}
+    # the run is the sweep's for every plan of it (other overrides, an edited file): a summary metric that this
+    # plan's table lacks (a domain, a row, the best Mean of a table with none complete) is another plan's and
+    # goes NaN (MLflow deletes no metric), and so do the best-row tags
+    changed.update({k: math.nan for k, v in have.items() if schema.is_summary_metric(k) and k not in metrics and not math.isnan(v)})
     if changed:  # a rerun that changes nothing logs nothing twice
         tracker.log_metrics(parent, changed, step=0)
+    for key in {schema.TAG_BEST_ROW, schema.TAG_BEST_ROW_INDEX} & set(run.data.tags) - set(tags):
+        with_retry(tracker.client.delete_tag, parent, key)
     note = _description(plan, backend) + "\n\n### Results\n\n" + markdown
     tracker.set_tags(parent, {**tags, schema.TAG_NOTE: note})
     return out

@@ -115,6 +115,12 @@ def best_metric(column: str) -> str:
     return f"best/miou/{column}"
 
 
+def is_summary_metric(key: str) -> bool:
+    """Whether ``key`` is one of the parent run's summary metrics (:func:`row_mean_metric`, :func:`best_metric`,
+    :data:`METRIC_BEST_MEAN`)."""
+    return key.startswith(("row/", "best/"))
+
+
 # ----------------------------------------------------------------------------- Results CSV columns
 
 COL_TRIAL = "trial"

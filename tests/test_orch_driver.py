@@ -384,6 +384,30 @@ def test_nan_loss_fails_without_retry_and_is_summarized(fake_engine):
         assert key[:8] in logged and "TrainingDiverged: train: loss is nan at iteration 2" in text
 
 
+def test_the_sweep_run_summarizes_the_last_plan_only(fake_engine):
+    """The sweep's MLflow run is every plan's (one per sweep and profile): after `domains=[C]`, it still
+    showed `best/miou/B` of the earlier two-domain run beside this table's numbers. A summary metric the
+    last plan's table lacks now reads NaN (MLflow deletes no metric), until a plan that has it runs."""
+    import math
+
+    plan, result, _ = _run()
+    assert result.exit_code == 0
+    tr = Tracker(default_uri(plan.run_dir), "mini")
+    (parent,) = tr.find({"famix.sweep": "mini", "famix.role": "sweep"})
+    both = tr.metrics(parent.info.run_id)
+    assert not math.isnan(both["best/miou/B"])
+    assert _run(overrides=["domains=[C]"])[1].exit_code == 0
+    only_c = tr.metrics(parent.info.run_id)
+    assert math.isnan(only_c["best/miou/B"]) and not math.isnan(only_c["best/miou/C"])
+    assert only_c["best/miou/mean"] == pytest.approx(only_c["best/miou/C"])  # one domain: the best Mean is the best C
+    assert _run()[1].exit_code == 0  # the two-domain plan again, from its cached stages
+    assert tr.metrics(parent.info.run_id) == pytest.approx(both)
+    assert {"famix.best_row", "famix.best_row_index"} <= set(tr.client.get_run(parent.info.run_id).data.tags)
+    assert _run(overrides=["train.lr_decoder=1e30"])[1].exit_code == 1  # every training fails: no row, no best
+    assert all(math.isnan(v) for v in tr.metrics(parent.info.run_id).values())
+    assert not {"famix.best_row", "famix.best_row_index"} & set(tr.client.get_run(parent.info.run_id).data.tags)
+
+
 def test_a_trial_done_at_last_loses_the_error_of_its_failed_run(fake_engine):
     """`famix.error` names why a trial failed; once its stages are done (`--rerun-failed`, a fix), the run
     must not go on showing an error beside its numbers."""
