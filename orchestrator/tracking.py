@@ -698,6 +698,16 @@ def set_source_commit(tracker: Any, run_id: str, code: str, tags: dict[str, str]
     return True
 
 
+SUPERSEDED_PREFIX = "[superseded] "
+"""Put before the name of a trial run that the sweep's plan no longer holds (``famix.role=superseded``)."""
+
+
+def trial_run_name(trial: Trial) -> str:
+    """``04 Freeze=✓,Augment=✓ seed=0``: numbered from 01 in grid order, as the plan table's ``#`` (and, one
+    seed per row, as the table's rows, ``row/NN`` metrics and ``famix.best_row_index``), then labels, seed."""
+    return " ".join(w for w in (f"{trial.index + 1:02d}", schema.labels_text(trial.labels), f"seed={trial.seed}") if w)
+
+
 def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, str]]:
     """Create (or find by tags) the sweep's parent run and one nested run per trial; returns (parent, trial id -> run id)."""
     import yaml
@@ -717,6 +727,8 @@ def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, 
         tags = r.data.tags
         if tags.get(schema.TAG_ROLE) == schema.ROLE_TRIAL and tags.get(schema.TAG_PROFILE) == plan.sweep.profile and tags.get(schema.TAG_TRIAL) not in wanted:
             tracker.set_tags(r.info.run_id, {schema.TAG_ROLE: schema.ROLE_SUPERSEDED})
+            if r.info.run_name and not r.info.run_name.startswith(SUPERSEDED_PREFIX):  # four runs named `01 … seed=0`
+                with_retry(tracker.client.update_run, r.info.run_id, name=SUPERSEDED_PREFIX + r.info.run_name)
     runs: dict[str, str] = {}
     for trial in plan.trials:
         tags = {**_trial_tags(plan, trial, backend), schema.TAG_ROLE: schema.ROLE_TRIAL}
@@ -726,12 +738,14 @@ def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, 
             changed = {k: v for k, v in tags.items() if run.data.tags.get(k) != v}
             if changed:
                 tracker.set_tags(run.info.run_id, changed)
+            if run.info.run_name != trial_run_name(trial):  # restored from superseded, or numbered by older code
+                with_retry(tracker.client.update_run, run.info.run_id, name=trial_run_name(trial))
             continue
         find = {schema.TAG_SWEEP: name, schema.TAG_ROLE: schema.ROLE_TRIAL, schema.TAG_TRIAL: trial.id}
         run_id, created = tracker.ensure_run(
             find,
             {**tags, **context, schema.TAG_PARENT_RUN: parent, schema.TAG_STATUS: "partial"},
-            name=f"{trial.index + 1:02d} {schema.labels_text(trial.labels)} seed={trial.seed}",  # numbered as the table's rows and row/NN metrics
+            name=trial_run_name(trial),
             params=trial.config.flat(),
         )
         if created:

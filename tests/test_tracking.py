@@ -504,3 +504,28 @@ def test_mlflow_version_column_names_the_commit_that_computed_the_numbers(capsys
     trial, sweep = rerun("c" * 40 + "-dirty", "e" * 40)
     assert "mlflow.source.git.commit" not in trial and trial["famix.git_commit"] == "c" * 40 + "-dirty"
     assert sweep["mlflow.source.git.commit"] == sweep["famix.git_commit"] == "e" * 40
+
+
+def test_a_superseded_trial_run_says_so_in_its_name_until_a_plan_holds_it_again(capsys):
+    """Four reruns of a sweep with other overrides left four FINISHED runs named `01 … seed=0` under its
+    run; only a tag told the current one. A superseded run's name now starts with `[superseded] `, and
+    loses it when a plan holds its trial again."""
+    from mlflow.tracking import MlflowClient
+
+    Path("tiny.yaml").write_text(TINY_SWEEP)
+    uri = default_uri(Path("runs").absolute())
+
+    def names() -> dict[str, str]:
+        client = MlflowClient(uri)
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments() if e.name == "tiny"])
+        return {r.data.tags["famix.trial"]: r.info.run_name for r in runs if r.data.tags["famix.role"] != "sweep"}
+
+    assert main(["sweep", "run", "tiny.yaml", "--run-dir", "runs"]) == 0
+    (first,) = names()
+    assert main(["sweep", "run", "tiny.yaml", "--run-dir", "runs", "train.iterations=2"]) == 0
+    shown = names()
+    (second,) = set(shown) - {first}
+    assert shown == {first: "[superseded] 01 seed=0", second: "01 seed=0"}
+    assert main(["sweep", "run", "tiny.yaml", "--run-dir", "runs"]) == 0  # the first plan again, from its cached stages
+    assert names() == {first: "01 seed=0", second: "[superseded] 01 seed=0"}
+    capsys.readouterr()
