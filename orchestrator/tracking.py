@@ -895,6 +895,13 @@ def ingest(plan: Plan, tracker: Any, runs: dict[str, str], trials: list[str] | N
             mious.append(m[schema.miou_metric(col)])
         if len(mious) == len(ts.evaluate):
             want[schema.METRIC_MIOU_MEAN] = sum(mious) / len(mious)
+        info = store.done_info("train", ts.train)
+        result = info.get("result") if info is not None else None
+        if isinstance(result, dict):  # what the training cost: wall seconds, throughput, peak memory
+            cost = {name: float(result[k]) for k, name in schema.TRAIN_COST_METRICS.items()
+                    if isinstance(result.get(k), (int, float)) and not isinstance(result.get(k), bool)}  # fmt: skip
+            if cost and (not _unlogged(cost, have) or sound("train", ts.train)):
+                want.update(cost)
         missing = _unlogged(want, have)
         if missing:
             tracker.log_metrics(run_id, missing, step=0)

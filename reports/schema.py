@@ -85,6 +85,8 @@ def evaluate_stage_tag(column: str) -> str:
 METRIC_MIOU_PREFIX = "miou/"
 METRIC_MIOU_MEAN = "miou/mean"
 METRIC_TRAIN_LOSS = "train/loss"
+TRAIN_COST_METRICS = {"seconds": "train/seconds", "images_per_s": "train/images_per_s", "peak_mem_mb": "train/peak_mem_mb"}
+"""A training's cost as the trial run shows it (one value each): its ``summary.json`` key -> metric."""
 METRIC_BEST_MEAN = "best/miou/mean"
 METRIC_SOURCE_VAL = "source_val/miou"
 """What a training logs at each source validation (``famix_core.source_val.METRIC``; ``train.val_every``)."""

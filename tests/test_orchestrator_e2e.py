@@ -87,6 +87,11 @@ def test_local_run_writes_results_and_a_rerun_does_nothing(reference, capsys, tm
     assert len(tr.find({"famix.sweep": "e2e", "famix.role": "sweep"})) == 1
     run = tr.find({"famix.sweep": "e2e", "famix.role": "trial", "famix.trial_index": "1"})[0]
     assert run.data.metrics["miou/C"] == pytest.approx(100 * results[run.data.tags["famix.stage.evaluate.C"]])
+    # what the training cost, beside its numbers (it was only in the store's summary.json)
+    trained = json.loads((reference / "store" / "train" / run.data.tags["famix.stage.train"] / "DONE.json").read_text())["result"]
+    assert trained["seconds"] > 0 and trained["images_per_s"] > 0
+    assert {k: run.data.metrics[k] for k in ("train/seconds", "train/images_per_s")} == pytest.approx(
+        {"train/seconds": trained["seconds"], "train/images_per_s": trained["images_per_s"]})  # fmt: skip
     assert {a.path for a in tr.client.list_artifacts(run.info.run_id)} >= {"config.yaml", "styles", "confusion"}
     # the confusion matrix in MLflow names its rows and columns
     confusion = json.loads(Path(tr.client.download_artifacts(run.info.run_id, "confusion/C.json", str(tmp_path))).read_text())
