@@ -32,7 +32,10 @@ __all__ = ["mlflow_client", "quiet_mlflow_logs", "forget_store"]
 
 
 def quiet_mlflow_logs() -> None:
-    """Raise the ``mlflow`` and ``alembic`` loggers to WARNING (unless ``MLFLOW_LOGGING_LEVEL`` is set)."""
+    """Raise the ``mlflow`` and ``alembic`` loggers to WARNING (unless ``MLFLOW_LOGGING_LEVEL`` is set), and
+    keep the two lines MLflow prints for every run ended on a tracking server (``🏃 View run … at: …``;
+    a sweep ends each trial's) off stdout unless ``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT`` is set."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if os.environ.get("MLFLOW_LOGGING_LEVEL"):
         return
     import mlflow  # noqa: F401 — its import configures the logger we then adjust

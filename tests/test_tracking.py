@@ -97,7 +97,7 @@ def test_metrics_from_eval_in_percent():
 
 
 @pytest.mark.mlflow_server
-def test_real_server_runs_are_found_again(mlflow_server_uri):
+def test_real_server_runs_are_found_again(mlflow_server_uri, capfd):
     tr = Tracker(mlflow_server_uri, "srv")
     find = {"famix.sweep": "s", "famix.role": "trial", "famix.trial": "t-9"}
     rid, created = tr.ensure_run(find, {}, name="t9", params={"a": 1})
@@ -105,6 +105,9 @@ def test_real_server_runs_are_found_again(mlflow_server_uri):
     rid2, created2 = Tracker(mlflow_server_uri, "srv").ensure_run(find, {}, name="t9")
     assert created and not created2 and rid == rid2
     assert tr.metrics(rid) == {"miou/C": 12.5}
+    capfd.readouterr()
+    tr.finish(rid, True)  # MLflow printed `🏃 View run t9 at: …` for each run a sweep ended, through its progress lines
+    assert "View run" not in capfd.readouterr().out
 
 
 def test_a_resumed_training_does_not_log_its_steps_twice(tmp_path, one_torch_thread):
