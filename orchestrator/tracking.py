@@ -1039,12 +1039,15 @@ def kill_runs(tracker: Any, run_ids: list[str]) -> int:
 def resume_runs(tracker: Any, parent: str, runs: dict[str, str], trial_ids: list[str]) -> int:
     """A sweep run again after an interrupt: the sweep's run and the trial runs of ``trial_ids`` (those
     with stages to run), which the interrupt ended ``KILLED``, read ``RUNNING`` again while they run
-    (MLflow showed them dead, their curves still growing); the driver ends them as it ends any.
-    Returns how many were set running."""
+    (MLflow showed them dead, their curves still growing); the driver ends them as it ends any. The
+    sweep's run reads ``famix.status=partial`` until then. Returns how many were set running."""
     ids = [parent, *(runs[t] for t in trial_ids if t in runs)]
     ended = [run_id for run_id in ids if with_retry(tracker.client.get_run, run_id).info.status != "RUNNING"]
     for run_id in ended:
         with_retry(tracker.client.update_run, run_id, status="RUNNING")
+    # the sweep's run has stages to run: not `done` (an earlier plan's) while they run, nor once interrupted
+    if with_retry(tracker.client.get_run, parent).data.tags.get(schema.TAG_STATUS) != "partial":
+        tracker.set_tags(parent, {schema.TAG_STATUS: "partial"})
     return len(ended)
 
 

@@ -1106,6 +1106,40 @@ def test_an_interrupted_sweep_leaves_no_mlflow_run_running(fake_engine, monkeypa
     assert sorted((r.info.status, r.data.tags["famix.status"]) for r in runs) == [("FINISHED", "done")] * 3
 
 
+def test_the_sweep_run_of_a_new_run_is_not_done_while_it_runs_or_once_interrupted(fake_engine, monkeypatch):
+    """The sweep's MLflow run kept `famix.status=done` of a finished earlier plan while a run with other
+    overrides ran, and after that run was interrupted (KILLED, `done`). It reads `partial` from the moment
+    stages run again until the driver ends it."""
+    from orchestrator import execute
+    from orchestrator.driver import RunOptions, run_plan
+    from orchestrator.tracking import Tracker, default_uri
+
+    plan = _plan()
+    assert run_plan(plan, RunOptions(backend="local"), Console(file=io.StringIO(), width=200)).exit_code == 0
+    tracker = Tracker(default_uri(plan.run_dir), "mini")
+    (parent,) = tracker.find({"famix.sweep": "mini", "famix.role": "sweep"})
+    assert (parent.info.status, parent.data.tags["famix.status"]) == ("FINISHED", "done")
+    train = execute.STAGE_RUNNERS["train"]
+    seen: list[tuple[str, str]] = []
+
+    def watched(ctx):
+        run = tracker.client.get_run(parent.info.run_id)
+        seen.append((run.info.status, run.data.tags["famix.status"]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(execute.STAGE_RUNNERS, "train", watched)
+    other = prepare("mini", run_dir="runs", overrides=["train.iterations=3"], check_data=lambda c: None, check_weights=lambda c: None)
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(other, RunOptions(backend="local"), Console(file=io.StringIO(), width=200))
+    assert seen[0] == ("RUNNING", "partial")
+    run = tracker.client.get_run(parent.info.run_id)
+    assert (run.info.status, run.data.tags["famix.status"]) == ("KILLED", "partial")
+    monkeypatch.setitem(execute.STAGE_RUNNERS, "train", train)
+    assert run_plan(other, RunOptions(backend="local"), Console(file=io.StringIO(), width=200)).exit_code == 0
+    run = tracker.client.get_run(parent.info.run_id)
+    assert (run.info.status, run.data.tags["famix.status"]) == ("FINISHED", "done")
+
+
 @pytest.mark.parametrize(
     "backend, killed, first_stage",
     [("local", True, False), ("local", True, True), ("slurm", True, False), ("local", False, False)],
@@ -1257,7 +1291,7 @@ def test_an_interrupt_while_the_driver_ends_the_runs_leaves_none_running_and_say
     runs = Tracker(default_uri(plan.run_dir), "mini").find({"famix.sweep": "mini"})
     # the trials, complete, ended as their last stage finished; the sweep's run, cut short, ends KILLED
     states = sorted((r.data.tags["famix.role"], r.data.tags.get("famix.status"), r.info.status) for r in runs)
-    assert states == [("sweep", None, "KILLED"), ("trial", "done", "FINISHED"), ("trial", "done", "FINISHED")], states
+    assert states == [("sweep", "partial", "KILLED"), ("trial", "done", "FINISHED"), ("trial", "done", "FINISHED")], states
 
 
 @pytest.mark.parametrize("jobs_done", [False, True], ids=["jobs-cancelled", "jobs-done"])
