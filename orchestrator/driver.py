@@ -302,10 +302,9 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
     from orchestrator.execute import execute_stage
     from orchestrator.liveness import driver_identity
     from orchestrator.tracking import (
-        end_interrupted_runs, ensure_runs, finalize_runs, finished_in_store, kill_runs, open_tracker, resume_runs,
+        end_interrupted_runs, ensure_runs, finalize_runs, finished_in_store, open_tracker, resume_runs,
         set_aside_damaged_store, tracking_target,
     )  # fmt: skip
-    from reports import schema
     from reports.collect import DamagedStoreError
 
     console = console or make_console()
@@ -324,7 +323,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         last_run = _read_json(plan.sweep_dir / "driver.json")
         results_of = last_run.get("results_of")  # the plan of the results.csv there
         # the last driver was killed (kill -9: it wrote no `ended`) and its stages died with it: its runs read RUNNING for no one
-        last_killed = bool(last_run) and "ended" not in last_run and not _stages_outlive_driver(last_run.get("backend") or rs.backend.kind)
+        last_killed = _killed(last_run) and not _stages_outlive_driver(last_run.get("backend") or rs.backend.kind)
         atomic_write_text(plan.sweep_dir / "driver.json", json.dumps({**identity, "results_of": results_of}))
 
         def write_results(frame: Any) -> Path:
@@ -369,10 +368,8 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             console.print(set_aside_damaged_store(plan, e.why), highlight=False, markup=False)
             tracker = open_tracker(plan)
         parent, runs = ensure_runs(plan, tracker, backend_name)
-        if last_killed:  # of another plan (other overrides): this plan's own are resumed or ended below
-            mine = {parent, *runs.values()}
-            quietly("ending the MLflow runs a killed driver left running", kill_runs, tracker,
-                    [r.info.run_id for r in tracker.find({schema.TAG_SWEEP: plan.name}) if r.info.status == "RUNNING" and r.info.run_id not in mine])  # fmt: skip
+        if last_killed and tracker.uri.startswith("sqlite:"):  # of another plan (other overrides): this plan's own are resumed or ended below
+            quietly("ending the MLflow runs a killed driver left running", end_orphaned_runs, plan, tracker, {parent, *runs.values()})
         try:
             quietly("parent run description", describe_parent, plan, tracker, parent, backend_name)
             resources = {k: v.model_dump() for k, v in rs.backend.resources.items()}
@@ -550,7 +547,6 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
         damaged_store, embedded_store_exists, ensure_runs, kill_runs, open_tracker, plan_trial_runs, record_finished, running_runs,
         tracking_target,
     )  # fmt: skip
-    from reports import schema
 
     uri = tracking_target(plan)[0]
     if not uri.startswith("sqlite:") or damaged_store(plan) is not None:  # status names the damage
@@ -565,7 +561,7 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
     killed = same_plan and "ended" not in last_run and not outlive
     left_running = killed or (same_plan and outlive)  # runs this plan's driver may have left to no one, or to its jobs
     # the same for another plan's driver (other overrides): its runs stayed RUNNING until a command with its arguments
-    other_killed = bool(last_run) and not same_plan and "ended" not in last_run and not outlive
+    other_killed = not same_plan and _killed(last_run) and not outlive
     anything_done = any(plan.store.is_done(s.kind, k) for k, s in plan.stages.items())
     if not anything_done and not ((left_running or other_killed) and embedded_store_exists(uri)):
         return 0
@@ -581,8 +577,8 @@ def sync_tracking(plan: Plan, console: Any = None, *, name_last_run: bool = True
             running = running_runs(tracker, parent, runs) if parent is not None and left_running else []
             if running and (killed or _jobs_ended(backend, plan)):  # the lock was free: no driver, no job runs them
                 ended = kill_runs(tracker, running)
-            if other_killed:  # the lock was free and its stages died with it: whatever of the sweep reads RUNNING is no one's
-                ended += kill_runs(tracker, [r.info.run_id for r in tracker.find({schema.TAG_SWEEP: plan.name}) if r.info.status == "RUNNING"])
+            if other_killed:  # the lock was free and its stages died with it
+                ended += end_orphaned_runs(plan, tracker)
     except SweepError:
         return 0
     except OSError as e:  # a run dir that is read-only (a finished run kept on a read-only mount): nothing to log into
@@ -632,6 +628,33 @@ def _set_aside_damaged(plan: Plan, console: Any) -> int:
                 console.print(f"damaged {s.kind} artifact {bad}: set aside as {dest}; the stage runs again", highlight=False, markup=False)
                 n += 1
     return n
+
+
+def _killed(last_run: dict[str, Any]) -> bool:
+    """Whether the driver that wrote ``last_run`` (a ``driver.json``) was killed: it wrote no ``ended``
+    (a driver that returns or raises does) and, on this host, its pid no longer has the start time it
+    recorded (where the lock could not be taken, a live driver has no ``ended`` either)."""
+    import socket
+
+    from orchestrator.liveness import process_start
+
+    if not last_run or "ended" in last_run:
+        return False
+    if last_run.get("host") != socket.gethostname() or last_run.get("start") is None:
+        return False  # another host's: it cannot be told from here
+    return process_start(int(last_run.get("pid") or 0)) != last_run["start"]
+
+
+def end_orphaned_runs(plan: Plan, tracker: Any, keep: set[str] = frozenset()) -> int:  # type: ignore[assignment]
+    """End ``KILLED`` the sweep's runs that a killed driver left ``RUNNING`` on a backend whose stages died
+    with it (local, Ray in-process; not Slurm, whose jobs go on and log), ``keep`` aside; returns how many."""
+    from orchestrator.tracking import kill_runs
+    from reports import schema
+
+    orphans = [r.info.run_id for r in tracker.find({schema.TAG_SWEEP: plan.name})
+               if r.info.status == "RUNNING" and r.info.run_id not in keep
+               and not _stages_outlive_driver(r.data.tags.get(schema.TAG_BACKEND, ""))]  # fmt: skip
+    return kill_runs(tracker, orphans)
 
 
 def _stages_outlive_driver(backend: str) -> bool:

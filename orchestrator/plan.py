@@ -302,7 +302,7 @@ def print_plan(plan: Plan, console: Any = None, show_running: bool = False, back
         n_done = sum(status[k] == "done" for k in ts.evaluate.values())
         n_running = sum(k in running for k in ts.evaluate.values())
         table.add_row(
-            str(t.index + 1),  # numbered from 1, as MLflow's trial runs and the table's rows are
+            str(t.index + 1),  # numbered from 1, as MLflow's trial runs are (and, one seed per row, the table's rows)
             *[t.labels.get(c, "") for c in label_cols],
             str(t.seed),
             t.id,

@@ -676,6 +676,15 @@ def context_tags() -> dict[str, str]:
     return {schema.TAG_USER: user, schema.TAG_SOURCE_NAME: "famix sweep", schema.TAG_HOST: socket.gethostname()}
 
 
+def delete_tag(tracker: Any, run_id: str, key: str) -> None:
+    """Remove tag ``key`` of the run; one already gone (removed since the caller read the tags) is no error."""
+    try:
+        with_retry(tracker.client.delete_tag, run_id, key)
+    except Exception:  # noqa: BLE001 — MLflow raises RESOURCE_DOES_NOT_EXIST for a missing tag
+        if key in with_retry(tracker.client.get_run, run_id).data.tags:
+            raise
+
+
 def set_source_commit(tracker: Any, run_id: str, code: str, tags: dict[str, str]) -> bool:
     """MLflow's Version column (``mlflow.source.git.commit``) for ``code``, a :attr:`schema.TAG_GIT_COMMIT`
     value: set when it is one clean commit, removed otherwise (``-dirty``, several, ``unknown``), so
@@ -688,11 +697,7 @@ def set_source_commit(tracker: Any, run_id: str, code: str, tags: dict[str, str]
     if want == have:
         return False
     if want is None:
-        try:
-            with_retry(tracker.client.delete_tag, run_id, schema.TAG_SOURCE_COMMIT)
-        except Exception:  # noqa: BLE001 — already removed, since ``tags`` were read: nothing to do
-            if schema.TAG_SOURCE_COMMIT in with_retry(tracker.client.get_run, run_id).data.tags:
-                raise
+        delete_tag(tracker, run_id, schema.TAG_SOURCE_COMMIT)
     else:
         tracker.set_tags(run_id, {schema.TAG_SOURCE_COMMIT: want})
     return True
@@ -725,10 +730,13 @@ def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, 
     wanted = {t.id for t in plan.trials}
     for r in all_runs:  # trials of this profile that the sweep no longer has: hidden from reports, kept in MLflow
         tags = r.data.tags
-        if tags.get(schema.TAG_ROLE) == schema.ROLE_TRIAL and tags.get(schema.TAG_PROFILE) == plan.sweep.profile and tags.get(schema.TAG_TRIAL) not in wanted:
+        if tags.get(schema.TAG_PROFILE) != plan.sweep.profile or tags.get(schema.TAG_TRIAL) in wanted:
+            continue
+        if tags.get(schema.TAG_ROLE) == schema.ROLE_TRIAL:
             tracker.set_tags(r.info.run_id, {schema.TAG_ROLE: schema.ROLE_SUPERSEDED})
-            if r.info.run_name and not r.info.run_name.startswith(SUPERSEDED_PREFIX):  # four runs named `01 … seed=0`
-                with_retry(tracker.client.update_run, r.info.run_id, name=SUPERSEDED_PREFIX + r.info.run_name)
+        if tags.get(schema.TAG_ROLE) in (schema.ROLE_TRIAL, schema.ROLE_SUPERSEDED) and r.info.run_name and not r.info.run_name.startswith(SUPERSEDED_PREFIX):
+            # four runs named `01 … seed=0` (also those superseded before the prefix)
+            with_retry(tracker.client.update_run, r.info.run_id, name=SUPERSEDED_PREFIX + r.info.run_name)
     runs: dict[str, str] = {}
     for trial in plan.trials:
         tags = {**_trial_tags(plan, trial, backend), schema.TAG_ROLE: schema.ROLE_TRIAL}
@@ -1017,6 +1025,8 @@ def _set_status(tracker: Any, run: Any, run_id: str, status: str) -> bool:
     """Tag ``famix.status`` and end the run unless it already has that status and has ended; True if it changed."""
     if run is not None and run.data.tags.get(schema.TAG_STATUS) == status and run.info.status != "RUNNING":
         return False
+    if status in ("done", "damaged") and run is not None and schema.TAG_ERROR in run.data.tags:  # an earlier failure's
+        delete_tag(tracker, run_id, schema.TAG_ERROR)
     tracker.set_tags(run_id, {schema.TAG_STATUS: status})
     tracker.finish(run_id, status == "done")
     return True
@@ -1071,7 +1081,7 @@ def _record_error(tracker: Any, plan: Plan, run_id: str, key: str, outcome: Any,
     """A failed trial run says why, where the MLflow UI shows it: tag ``famix.error`` (``train 1a2b3c4d:
     <the error's first line>``) and the end of the stage's log as ``logs/<log name>`` (a failed run
     had only its ``config.yaml``; the cause was in the run dir's logs alone)."""
-    first = ((outcome.error if outcome is not None else None) or "failed").strip().splitlines()[0]
+    first = (((outcome.error if outcome is not None else None) or "").strip().splitlines() or ["failed"])[0]
     text = f"{plan.stages[key].kind} {key[:8]}: {first}"[:500]
     if tags.get(schema.TAG_ERROR) != text:
         tracker.set_tags(run_id, {schema.TAG_ERROR: text})
@@ -1100,8 +1110,8 @@ def finalize_runs(
         tags = run.data.tags if run is not None else {}
         if _trial_done(plan, trial.id):
             status = "damaged" if trial.id in damaged else "done"
-            if schema.TAG_ERROR in tags:
-                with_retry(tracker.client.delete_tag, runs[trial.id], schema.TAG_ERROR)
+            if schema.TAG_ERROR in tags and tags.get(schema.TAG_STATUS) == status:  # `_set_status` removes it on the change
+                delete_tag(tracker, runs[trial.id], schema.TAG_ERROR)
         else:
             status = "failed" if any(k in failed for k in keys) else "partial"
             if status == "failed":
@@ -1109,7 +1119,10 @@ def finalize_runs(
                 # the stage that failed itself, not one skipped because a stage it needs failed
                 key = next((k for k in keys if k in failed and getattr(outcomes.get(k), "status", None) == "failed"),
                            next(k for k in keys if k in failed))  # fmt: skip
-                _record_error(tracker, plan, runs[trial.id], key, outcomes.get(key), tags)
+                try:  # an extra: the sweep's results must not wait on it
+                    _record_error(tracker, plan, runs[trial.id], key, outcomes.get(key), tags)
+                except Exception as e:  # noqa: BLE001
+                    warnings.warn(f"MLflow: the error of trial {trial.id} not recorded ({type(e).__name__}: {e})", FamixWarning, stacklevel=1)
         statuses[trial.id] = status
         _set_status(tracker, run, runs[trial.id], status)
     overall = "done" if all(s == "done" for s in statuses.values()) else ("failed" if failed else "partial")

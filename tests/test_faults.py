@@ -1208,14 +1208,23 @@ def test_the_runs_of_a_killed_driver_of_another_plan_are_ended(fake_engine, monk
     monkeypatch.setattr(tracking, "end_interrupted_runs", ending)
     driver = json.loads((plan.sweep_dir / "driver.json").read_text())
     del driver["ended"]  # a killed driver cannot say it ended
-    (plan.sweep_dir / "driver.json").write_text(json.dumps(driver))
+    tracker = Tracker(default_uri(plan.run_dir), "mini")
+    if command == "status":  # no `ended`, but its process lives (a run dir whose filesystem has no locks): left alone
+        (plan.sweep_dir / "driver.json").write_text(json.dumps(driver))
+        assert main(["sweep", command, "mini", "--run-dir", "runs"]) == 0
+        assert sorted(r.info.status for r in tracker.find({"famix.sweep": "mini"})) == ["RUNNING"] * 3
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (plan.sweep_dir / "driver.json").write_text(json.dumps({**driver, "pid": dead.pid}))  # and its process is gone
     tracker = Tracker(default_uri(plan.run_dir), "mini")
     assert sorted(r.info.status for r in tracker.find({"famix.sweep": "mini"})) == ["RUNNING"] * 3
     capsys.readouterr()
+    if command == "status":  # a run of a Slurm sweep, whose jobs go on and log, is left running
+        tracker.client.create_run(tracker.experiment_id, tags={"famix.sweep": "mini", "famix.role": "trial", "famix.backend": "slurm"})
     assert main(["sweep", command, "mini", "--run-dir", "runs"]) == 0  # the plain plan
     runs = tracker.find({"famix.sweep": "mini"})
     if command == "status":
-        assert sorted(r.info.status for r in runs) == ["KILLED"] * 3
+        assert sorted(r.info.status for r in runs) == ["KILLED"] * 3 + ["RUNNING"]
         out = capsys.readouterr().out
         assert "MLflow: ended 3 runs KILLED that nothing runs any more (their driver was killed; `famix sweep run mini --profile smoke" in out
         assert "train.iterations=3` runs the rest)" in out

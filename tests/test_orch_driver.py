@@ -419,6 +419,13 @@ def test_a_trial_done_at_last_loses_the_error_of_its_failed_run(fake_engine):
     (plan.sweep_dir / "finalized.json").unlink()  # MLflow is visited again; every stage is cached
     assert _run()[1].exit_code == 0
     assert not any("famix.error" in r.data.tags for r in tr.find({"famix.role": "trial"}))
+    # nor where `status` marks it done (stages finished without a driver, after --detach)
+    from orchestrator.__main__ import main
+
+    tr.set_tags(first, {"famix.error": "train 0d218b1f: TrainingDiverged: an earlier run's", "famix.status": "failed"})
+    assert main(["sweep", "status", "mini", "--run-dir", "runs"]) == 0
+    tags = tr.client.get_run(first).data.tags
+    assert tags["famix.status"] == "done" and "famix.error" not in tags
 
 
 def test_cancel_stops_a_running_driver(tmp_path, capsys):

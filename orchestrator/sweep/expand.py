@@ -128,10 +128,10 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
             left = missing_keys(tree)
             if left:  # the base's ??? that some grid values give and this trial's do not
                 raise SweepError(
-                    f"{src}: trial {len(trials)} ({_describe(point)}): {', '.join(left)}: {MISSING} (a value still to give) "
+                    f"{src}: trial {len(trials) + 1} ({_describe(point)}): {', '.join(left)}: {MISSING} (a value still to give) "
                     f"was not given: this trial's grid/zip values leave it; set it in base, or in each of those values"
                 )
-            cfg = validate_tree(tree, src, f"trial {len(trials)} ({_describe(point)})")
+            cfg = validate_tree(tree, src, f"trial {len(trials) + 1} ({_describe(point)})")  # the plan table's #
             tid = trial_id(cfg)
             if tid in by_id:
                 other = trials[by_id[tid]]
