@@ -603,8 +603,13 @@ backend:
 
 
 def _mlflow_contents(db: Path) -> dict[str, tuple]:
-    """Per trial (by its Freeze label): metrics at step 0, the train/loss curve, the artifact files."""
+    """Per trial (by its Freeze label): metrics at step 0, the train/loss curve, the artifact files, and
+    which of the training-cost metrics it has (their values are timings: they differ run to run)."""
     import sqlite3
+
+    from reports.schema import TRAIN_COST_METRICS
+
+    cost = set(TRAIN_COST_METRICS.values())
 
     with sqlite3.connect(db) as con:
         dups = con.execute("SELECT run_uuid, key, step, COUNT(*) FROM metrics GROUP BY run_uuid, key, step HAVING COUNT(*) > 1").fetchall()
@@ -620,9 +625,10 @@ def _mlflow_contents(db: Path) -> dict[str, tuple]:
             art = con.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run,)).fetchone()[0]
             files = sorted(str(p.relative_to(art[len("file://"):])) for p in Path(art[len("file://"):]).rglob("*") if p.is_file())
             out[freeze] = (
-                {k: round(v, 6) for k, step, v in rows if k != "train/loss" and not k.startswith("system/")},
+                {k: round(v, 6) for k, step, v in rows if k != "train/loss" and not k.startswith("system/") and k not in cost},
                 sorted((step, round(v, 6)) for k, step, v in rows if k == "train/loss"),
                 files,
+                sorted(k for k, _, _ in rows if k in cost),
             )
     return out
 
@@ -831,7 +837,7 @@ def test_cli_detach_then_status_then_collect(slurm_cluster, tmp_path, capsys):
     assert "MLflow: logged the finished stages' metrics of" in seen
     assert main(["sweep", "status", "mini", "--run-dir", run_dir]) == 0
     contents = _mlflow_contents(tmp_path / "runs" / "mlflow.db")
-    assert len(contents) == 2 and all({"miou/C", "miou/B", "miou/mean"} <= set(m) and len(c) == 4 for m, c, _ in contents.values())
+    assert len(contents) == 2 and all({"miou/C", "miou/B", "miou/mean"} <= set(m) and len(c) == 4 for m, c, *_ in contents.values())
     assert main(run_args) == 0
     out = capsys.readouterr().out
     assert "| Freeze" in out and "0 failed" in out

@@ -501,7 +501,7 @@ def test_a_value_still_to_give_is_asked_for_not_dropped(capsys):
     _, trials = _resolve(given, overrides=["train.iterations=7", "mining.steps=3"])
     assert [t.config.model.freeze for t in trials] == ["none", "paper"]
     partly = text.replace("style.mix: [true, false]", "model: [{freeze: paper}, {backbone: RN50}]")
-    with pytest.raises(SweepError, match=r'p.yaml: trial 1 \(model=\{"backbone": "RN50"\}\): model.freeze: \?\?\? \(a value still to give\) was not given: '
+    with pytest.raises(SweepError, match=r'p.yaml: trial 2 \(model=\{"backbone": "RN50"\}\): model.freeze: \?\?\? \(a value still to give\) was not given: '
                                          r"this trial's grid/zip values leave it; set it in base, or in each of those values$"):
         _resolve(partly, overrides=["train.iterations=7", "mining.steps=3"])
     _write(MISSING_SWEEP)
