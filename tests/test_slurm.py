@@ -668,7 +668,7 @@ def test_smoke_sweep_on_slurm_matches_local(slurm_cluster, tmp_path, monkeypatch
     local_db, slurm_db = (results[b][0].run_dir / "mlflow.db" for b in ("local", "slurm"))
     expected = _mlflow_contents(local_db)
     assert _mlflow_contents(slurm_db) == expected
-    assert all(len(m) > 16 * 3 and len(curve) == 4 for m, curve, _ in expected.values())
+    assert all(len(m) > 16 * 3 and len(curve) == 4 and costs == ["train/images_per_s", "train/peak_mem_mb", "train/seconds"] for m, curve, _, costs in expected.values())
     # collected again (the full path, then status): nothing new, nothing twice
     sp = results["slurm"][0]
     (sp.sweep_dir / "finalized.json").unlink()
