@@ -133,7 +133,7 @@ def publish_results(plan: Plan, tracker: Any, parent: str, results: Any, table: 
     Returns:
         The report folder.
     """
-    from orchestrator.tracking import with_retry
+    from orchestrator.tracking import delete_tag, with_retry
     from reports.report import write_report
 
     out = plan.sweep_dir / "report"
@@ -150,7 +150,7 @@ def publish_results(plan: Plan, tracker: Any, parent: str, results: Any, table: 
     if changed:  # a rerun that changes nothing logs nothing twice
         tracker.log_metrics(parent, changed, step=0)
     for key in {schema.TAG_BEST_ROW, schema.TAG_BEST_ROW_INDEX} & set(run.data.tags) - set(tags):
-        with_retry(tracker.client.delete_tag, parent, key)
+        delete_tag(tracker, parent, key)
     note = _description(plan, backend) + "\n\n### Results\n\n" + markdown
     tracker.set_tags(parent, {**tags, schema.TAG_NOTE: note})
     return out

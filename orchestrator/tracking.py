@@ -1022,11 +1022,13 @@ def _trial_done(plan: Plan, trial_id: str) -> bool:
 
 
 def _set_status(tracker: Any, run: Any, run_id: str, status: str) -> bool:
-    """Tag ``famix.status`` and end the run unless it already has that status and has ended; True if it changed."""
-    if run is not None and run.data.tags.get(schema.TAG_STATUS) == status and run.info.status != "RUNNING":
-        return False
-    if status in ("done", "damaged") and run is not None and schema.TAG_ERROR in run.data.tags:  # an earlier failure's
+    """Tag ``famix.status`` and end the run unless it already has that status and has ended; a done (or
+    damaged) run loses an earlier failure's ``famix.error``. True if it changed."""
+    cleared = status in ("done", "damaged") and run is not None and schema.TAG_ERROR in run.data.tags
+    if cleared:
         delete_tag(tracker, run_id, schema.TAG_ERROR)
+    if run is not None and run.data.tags.get(schema.TAG_STATUS) == status and run.info.status != "RUNNING":
+        return cleared
     tracker.set_tags(run_id, {schema.TAG_STATUS: status})
     tracker.finish(run_id, status == "done")
     return True
@@ -1051,12 +1053,12 @@ def resume_runs(tracker: Any, parent: str, runs: dict[str, str], trial_ids: list
     with stages to run), which the interrupt ended ``KILLED``, read ``RUNNING`` again while they run
     (MLflow showed them dead, their curves still growing); the driver ends them as it ends any. The
     sweep's run reads ``famix.status=partial`` until then. Returns how many were set running."""
-    ids = [parent, *(runs[t] for t in trial_ids if t in runs)]
-    ended = [run_id for run_id in ids if with_retry(tracker.client.get_run, run_id).info.status != "RUNNING"]
+    got = {run_id: with_retry(tracker.client.get_run, run_id) for run_id in [parent, *(runs[t] for t in trial_ids if t in runs)]}
+    ended = [run_id for run_id, run in got.items() if run.info.status != "RUNNING"]
     for run_id in ended:
         with_retry(tracker.client.update_run, run_id, status="RUNNING")
     # the sweep's run has stages to run: not `done` (an earlier plan's) while they run, nor once interrupted
-    if with_retry(tracker.client.get_run, parent).data.tags.get(schema.TAG_STATUS) != "partial":
+    if got[parent].data.tags.get(schema.TAG_STATUS) != "partial":
         tracker.set_tags(parent, {schema.TAG_STATUS: "partial"})
     return len(ended)
 
@@ -1100,7 +1102,7 @@ def finalize_runs(
     ``done``, ``failed``, ``partial`` (stages not run), or ``damaged`` (every stage done, but a damaged
     stage record was left out of MLflow; ``--rerun-failed`` rebuilds it). A failed trial's run gets its
     first failed stage's error and log (``outcomes``: stage key -> its outcome); a done one loses an
-    earlier run's ``famix.error``."""
+    earlier run's ``famix.error`` (:func:`_set_status`)."""
     existing = _trial_runs(plan, tracker)  # ingesting changes no run's status: read once
     damaged = ingest(plan, tracker, runs, existing=existing).damaged
     statuses: dict[str, str] = {}
@@ -1110,8 +1112,6 @@ def finalize_runs(
         tags = run.data.tags if run is not None else {}
         if _trial_done(plan, trial.id):
             status = "damaged" if trial.id in damaged else "done"
-            if schema.TAG_ERROR in tags and tags.get(schema.TAG_STATUS) == status:  # `_set_status` removes it on the change
-                delete_tag(tracker, runs[trial.id], schema.TAG_ERROR)
         else:
             status = "failed" if any(k in failed for k in keys) else "partial"
             if status == "failed":
