@@ -22,9 +22,13 @@ most one row/column and the ops use segment sums over a per-pixel patch index.
 Statistics (official ``utils/stats.py::calc_mean_std``): per-channel mean and
 ``sigma = sqrt(unbiased var + eps)`` of every patch.
 
-Gradient: as in the official ``network/utils.py``, the gradient flows through
-the patch statistics ``mu`` and ``sigma`` (the normalization and the Mix
-terms), not only through ``f``; it matters when layers before the op train.
+Gradient: the gradient flows through the patch statistics ``mu`` and ``sigma``
+(the normalization and the Mix terms), not only through ``f``; it matters only
+when layers before the op train (Freeze ✗). The official ``network/utils.py``
+builds the same graph (nothing detached), but it only ever runs with the stem and
+layer 1 frozen: with them training, its in-place write of the normalized patches
+fails at ``backward()``. So for Freeze ✗ with a style op the choice is not in the
+official code (docs/method.md, Fidelity item 5); the original MixStyle detaches.
 
 Cost: when ``f`` needs no gradient (the frozen stem and layer 1 of the paper's
 Freeze policy) the style op allocates one full-size tensor (``f - mu``, then

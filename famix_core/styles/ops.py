@@ -268,7 +268,8 @@ def stylize(
 ) -> torch.Tensor:
     """Give every patch new statistics: ``ReLU(sigma' (f - mu) / sigma + mu')``.
 
-    The patch statistics are differentiable (official ``network/utils.py``): the
+    The patch statistics are differentiable (nothing detached, as the official
+    ``network/utils.py`` writes it; module docstring of :mod:`famix_core.styles`): the
     gradient w.r.t. ``f`` goes through the normalization and the Mix terms too.
     Without autograd, one full-size tensor is allocated (``f - mu``) and then
     scaled, shifted and rectified in place.

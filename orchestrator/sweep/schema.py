@@ -63,7 +63,7 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
             # The method's 100 mining steps over one epoch of the source, as the official code. A bank
             # keeps one style per distinct dominant class of a batch, so the source's 32 images at batch
             # 2 (16 batches) give 74 styles at 128x256 (73 at 64x128), 1 to 16 per class (batch 8 would give ~28; the paper mines
-            # ~7,700 from GTA5's 774 batches, about 400 per class). mining.epochs=2 / 4 took the first
+            # ~7,700 from GTA5's 773 batches, about 400 per class). mining.epochs=2 / 4 took the first
             # command to 9.3 / 10.0 min at 64x128 and 9.1 / 9.5 min at 128x256 (154 / 301 styles), over
             # the 9 minutes its rules allowed; not adopted. At 128x256, 4 epochs cut frozen FAMix's seed
             # std from 0.49 to 0.07 on 128 images per domain (docs/miniature.md).
