@@ -183,6 +183,11 @@ class StyleConfig(_Base):
     grid: int = Field(3, ge=1, description="patches per side")
     eps: float = Field(1e-5, gt=0.0)
     noise_std: float = Field(1.0, ge=0.0, description="'noise': scale of the Gaussian perturbation, in batch std units")
+    detach_stats: bool = Field(
+        False,
+        description="no gradient through the patch mean and std (as the original MixStyle); matters only when "
+        "layers before the op train (model.freeze=none): the official code never runs that case",
+    )
 
     @field_validator("strategy")
     @classmethod
@@ -461,7 +466,7 @@ class EvalConfig(_Base):
 
 # Fields added after trial ids and stage keys were pinned (tests/test_config_io.py), with the default
 # that does what the engine did before they existed: left out of identities while they hold it.
-IDENTITY_NEUTRAL: dict[tuple[str, str], Any] = {("mining", "epochs"): 1}
+IDENTITY_NEUTRAL: dict[tuple[str, str], Any] = {("mining", "epochs"): 1, ("style", "detach_stats"): False}
 
 
 class FamixConfig(_Base):

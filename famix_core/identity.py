@@ -52,6 +52,8 @@ def style_identity(cfg: "FamixConfig") -> dict[str, Any]:
         out["alpha"] = s.alpha
     if eff == "famix":
         out["mix"] = s.mix
+    if s.detach_stats:  # a field added later: absent at its default, so older keys hold
+        out["detach_stats"] = True
     return out
 
 

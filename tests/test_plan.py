@@ -68,6 +68,8 @@ INVALIDATION = [
     ({"style.grid": 2}, {"mine", "train", "evaluate"}),
     ({"style.alpha": 0.3}, {"train", "evaluate"}),
     ({"style.noise_std": 0.3}, set()),  # not read by the famix strategy
+    ({"style.detach_stats": True}, {"train", "evaluate"}),
+    ({"style.detach_stats": False}, set()),  # the default: trainings from before the field keep their key
 ]
 
 
@@ -88,6 +90,10 @@ def test_fields_added_later_key_nothing_at_their_default():
     assert "epochs" not in _cfg().identity_dict()["mining"] and "epochs" in _cfg().to_dict()["mining"]
     assert mine_inputs(_cfg(**{"mining.epochs": 3}))["mining"]["epochs"] == 3
     assert trial_id(_cfg(**{"mining.epochs": 1})) == trial_id(_cfg()) != trial_id(_cfg(**{"mining.epochs": 3}))
+    assert "detach_stats" not in _cfg().identity_dict()["style"] and "detach_stats" in _cfg().to_dict()["style"]
+    assert trial_id(_cfg(**{"style.detach_stats": False})) == trial_id(_cfg()) != trial_id(_cfg(**{"style.detach_stats": True}))
+    plain = {"style.augment": False, "style.mix": False}  # no style op: nothing to detach, the same training
+    assert _keys(_cfg(**plain, **{"style.detach_stats": True}))["train"] == _keys(_cfg(**plain))["train"]
 
 
 def test_key_depends_on_format_version_and_domain(monkeypatch):

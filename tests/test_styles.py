@@ -276,6 +276,38 @@ def test_stylize_gradient_flows_through_patch_statistics(hw, mix):
     assert (grad - const).abs().max() > 1e-2
 
 
+@pytest.mark.parametrize("hw", [(9, 12), (10, 8)])
+@pytest.mark.parametrize("strategy", ["mixstyle", "noise"])
+def test_detach_stats_passes_the_gradient_of_f_alone(hw, strategy):
+    """style.detach_stats: the patch mean and std are constants for autograd (the original MixStyle), on the
+    even (reshape) and uneven (segment) paths; the forward is the same, the backward is the constant-statistics
+    graph, and the default keeps the gradient through them."""
+    g = torch.Generator().manual_seed(4)
+    f = (torch.randn(4, 3, *hw, generator=g, dtype=torch.float64) + 0.5).requires_grad_(True)
+    weight = torch.randn(4, 3, *hw, generator=g, dtype=torch.float64)
+    outs, grads = {}, {}
+    for detach in (False, True):
+        cfg = StyleConfig(strategy=strategy, detach_stats=detach, mix=True)
+        module = build_style_augmenter(cfg, None, 19).train()
+        assert module.detach_stats is detach and ("detach_stats=True" in repr(module)) is detach
+        module.generator = torch.Generator().manual_seed(1)  # the same permutation / noise and Beta draws
+        outs[detach] = module(f)
+        (grads[detach],) = torch.autograd.grad((outs[detach] * weight).sum(), f)
+    torch.testing.assert_close(outs[True], outs[False], rtol=1e-12, atol=1e-12)
+    assert (grads[True] - grads[False]).abs().max() > 1e-2
+    # the detached gradient is that of ReLU(sigma' (f - mu) / sigma + mu') with every statistic held constant
+    mu, sigma = (t.detach() for t in patch_stats(f, 3))
+    torch.manual_seed(0)
+    module = build_style_augmenter(StyleConfig(strategy=strategy, mix=True), None, 19).train()
+    module.generator = torch.Generator().manual_seed(1)
+    mu_t, sigma_t = (t.detach() for t in module.targets(f, None, mu, sigma))
+    s = sample_beta((4, 3, 1, 1), 0.1, generator=module.generator, dtype=torch.float64)
+    const = naive_stylize_graph(f, mu_t, sigma_t, 3, 1e-5, s, detach_stats=True)
+    torch.testing.assert_close(const, outs[True], rtol=1e-10, atol=1e-10)
+    (expect,) = torch.autograd.grad((const * weight).sum(), f)
+    torch.testing.assert_close(grads[True], expect, rtol=1e-8, atol=1e-10)
+
+
 def test_apply_styles_seeded_and_no_mix_equals_plain():
     g = torch.Generator().manual_seed(6)
     f = torch.randn(2, 3, 9, 9, generator=g).relu()

@@ -58,7 +58,9 @@ def _expand(stat: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return stat.index_select(2, ri).index_select(3, ci)  # (B, C, H, g) -> (B, C, H, W)
 
 
-def centered_stats(f: torch.Tensor, grid: int, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def centered_stats(
+    f: torch.Tensor, grid: int, eps: float, *, detach: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Two-pass patch statistics that also return the centered features (the op's one large tensor).
 
     Pass 1 sums each patch (a reduction, no temporary); the centered map ``f - mu``
@@ -72,11 +74,21 @@ def centered_stats(f: torch.Tensor, grid: int, eps: float) -> tuple[torch.Tensor
         f: features (B, C, H, W).
         grid: patches per side (g).
         eps: added to the variance.
+        detach: ``mu`` and ``sigma`` carry no gradient (constants for autograd, as in the
+            original MixStyle); ``centered`` is then ``f - mu`` with the gradient of ``f`` alone.
 
     Returns:
         ``centered`` (B, C, H, W), a fresh tensor (the caller may overwrite it when
         ``f`` needs no gradient); ``mu`` and ``sigma`` (B, C, g, g).
     """
+    if detach and f.requires_grad:
+        with torch.no_grad():
+            _, mu, sigma = centered_stats(f, grid, eps)
+        h, w = f.shape[-2:]
+        if _divisible(h, w, grid):
+            x = f.reshape(*f.shape[:2], grid, h // grid, grid, w // grid)
+            return (x - mu[:, :, :, None, :, None]).reshape(f.shape), mu, sigma
+        return f - _expand(mu, h, w), mu, sigma
     b, c, h, w = f.shape
     g = grid
     if _divisible(h, w, g):

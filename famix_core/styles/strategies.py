@@ -30,9 +30,10 @@ class StyleAugmenter(nn.Module):
         self.eps = eps
         self.alpha = alpha
         self.generator: torch.Generator | None = None  # optional, on the features' device
+        self.detach_stats = False  # style.detach_stats: no gradient through the patch mean and std
 
     def extra_repr(self) -> str:
-        return f"grid={self.grid}, eps={self.eps}, alpha={self.alpha}"
+        return f"grid={self.grid}, eps={self.eps}, alpha={self.alpha}" + (", detach_stats=True" if self.detach_stats else "")
 
     def targets(
         self, feat: torch.Tensor, labels: torch.Tensor | None, mu: torch.Tensor, sigma: torch.Tensor
@@ -52,7 +53,7 @@ class StyleAugmenter(nn.Module):
         """
         if not self.training:
             return feat
-        stats = centered_stats(feat, self.grid, self.eps)  # once: the targets of mixstyle / noise read it too
+        stats = centered_stats(feat, self.grid, self.eps, detach=self.detach_stats)  # once: mixstyle / noise targets read it too
         mu_t, sigma_t = self.targets(feat, labels, stats[1], stats[2])
         mu_t, sigma_t = mu_t.to(feat.dtype), sigma_t.to(feat.dtype)
         return apply_styles(feat, mu_t, sigma_t, self.grid, self.alpha, self.eps, self.generator, stats=stats)
@@ -191,4 +192,6 @@ def build_style_augmenter(
             raise StyleBankError(
                 f"{where}: style bank holds class ids {stray} outside the model's {num_classes} classes"
             )
-    return STRATEGY_REGISTRY[name].from_config(style_cfg, bank, num_classes)
+    module = STRATEGY_REGISTRY[name].from_config(style_cfg, bank, num_classes)
+    module.detach_stats = style_cfg.detach_stats
+    return module
