@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Sequence
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from famix_core.classes import NUM_CLASSES
 from famix_core.config_io import apply_overrides, check_overrides, parse_overrides, read_yaml, validate
 from famix_core.domains import DEFAULT_TARGETS, SHARED_FOLDERS, UnknownDomainError, repeated_domain, resolve_domain
 from famix_core.errors import ConfigError, FamixDeprecation
@@ -149,7 +150,7 @@ class ModelConfig(_Base):
     )
     cache_dir: str | None = Field(None, description="open_clip weights cache directory")
     output_stride: Literal[8, 16, 32] = 16
-    num_classes: int = Field(19, ge=2)
+    num_classes: int = Field(NUM_CLASSES, description="the 19 Cityscapes train ids every domain's labels are mapped to")
     freeze: str = Field("paper", description=f"one of {FREEZE_POLICIES}")
     aspp_dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
@@ -158,6 +159,16 @@ class ModelConfig(_Base):
     def _pretrained(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("empty: expected none, famix-synth, openai or a path to a CLIP or FAMix checkpoint")
+        return v
+
+    @field_validator("num_classes")
+    @classmethod
+    def _num_classes(cls, v: int) -> int:
+        # a training with fewer classes failed at its first loss (a label id out of range); more are never seen
+        if v != NUM_CLASSES:
+            raise ValueError(
+                f"{v}, but every domain's labels are mapped to the {NUM_CLASSES} Cityscapes train ids; expected {NUM_CLASSES}"
+            )
         return v
 
     @field_validator("freeze")
@@ -552,6 +563,12 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def sweep_file_keys(data: dict[str, Any]) -> str | None:
+    """``name and grid, seeds`` when a YAML mapping reads as a sweep file rather than a config, else None."""
+    found = [k for k in ("grid", "zip", "seeds", "profiles", "base") if k in data]
+    return f"name and {', '.join(found)}" if "name" in data and found else None
+
+
 def load_config(
     path: str | Path | None = None, overrides: Sequence[str] = (), *, schema: type[BaseModel] | None = None
 ) -> Any:
@@ -572,10 +589,10 @@ def load_config(
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-        if "name" in data and {"grid", "zip", "seeds", "profiles", "base"} & set(data) and "name" not in schema.model_fields:
+        if (keys := sweep_file_keys(data)) and "name" not in schema.model_fields:
             raise ConfigError(  # was "name: unknown key (+8 more)"
-                f"{source}: a sweep file (it has name and {', '.join(k for k in ('grid', 'zip', 'seeds', 'profiles', 'base') if k in data)}),"
-                f" not a config; run it with `famix sweep run {path}`, or give a trial's config.yaml"
+                f"{source}: a sweep file (it has {keys}), not a config; run it with `famix sweep run {path}`, or give a"
+                " trial's config.yaml"
             )
     parsed = parse_overrides(overrides)
     after = apply_overrides(data, parsed, tree_source=source)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from famix_core.config import FamixConfig
+from famix_core.errors import DataError
 from famix_core.io import nearest_existing, what_blocks, write_denied
 from famix_core.text import count
 from famix_core.weights import is_packaged, packaged_path
@@ -77,12 +78,15 @@ def check_data(cfg: FamixConfig, generate: bool = True) -> None:
     share that missing folder (the four ACDC conditions) are one line too, naming the key of the
     folder (``data.roots.acdc``).
 
+    What the settings alone decide is checked first, before a benchmark is drawn: that
+    ``data.split_file`` is a file, and that the benchmark writes the splits read of its domains.
+
     Raises:
         DataError: one line naming the domain and the missing folder/file (from famix_core.data);
             InputErrors: one such line per unusable domain split, when there are several.
     """
     from famix_core.data import check_domain, splits_read
-    from famix_core.data.layouts import root_not_found
+    from famix_core.data.layouts import root_not_found, split_file_not_found
     from famix_core.data.synth.benchmark import ensure_synthetic
     from famix_core.domains import resolve_domain
 
@@ -90,12 +94,16 @@ def check_data(cfg: FamixConfig, generate: bool = True) -> None:
     from orchestrator.errors import raise_all
 
     data = cfg.data
+    errors: list[FamixError] = []
+    if data.split_file and not Path(data.split_file).is_file():
+        errors.append(split_file_not_found(data.split_file))
     if data.synthetic is not None:
+        errors += _synthetic_split_errors(cfg)
         if generate:
+            raise_all(errors)  # nothing drawn for a run that cannot start
             ensure_synthetic(data)
         else:  # the benchmark is left to the run; the real domains given in data.roots are checked now
             data = data.model_copy(update={"synthetic": None})
-    errors: list[FamixError] = []
     rootless: set[str] = set()  # domains whose root is not found: said once
     missing: dict[tuple[Path, str], tuple[int, list[Any]]] = {}  # (missing folder, split) -> (its line in errors, its domains)
     for domain, split in splits_read(cfg):  # every missing root at once, not one per try
@@ -117,6 +125,28 @@ def check_data(cfg: FamixConfig, generate: bool = True) -> None:
             else:  # a folder of several domains (acdc): one line for them all
                 errors[at] = root_not_found(domains, split, root)
     raise_all(errors)
+
+
+def _synthetic_split_errors(cfg: FamixConfig) -> list[DataError]:
+    """One line per split the synthetic benchmark does not write of a domain read from it (``eval.split=test``:
+    its folders were reported as missing after a benchmark was drawn, naming generated paths, not the key)."""
+    from famix_core.data import splits_read
+    from famix_core.data.synth.benchmark import synthetic_splits
+    from famix_core.domains import resolve_domain
+
+    missing: dict[str, list[str]] = {}  # split -> the benchmark's domains without it
+    for domain, split in splits_read(cfg):
+        name = resolve_domain(domain).name
+        if name not in cfg.data.roots and split not in synthetic_splits(name) and name not in missing.get(split, []):
+            missing.setdefault(split, []).append(name)
+    return [
+        DataError(
+            f"eval.split={split}: the synthetic benchmark has no {split} split of {', '.join(names)} (it writes the val"
+            f" split of every domain, and the train split of gta5, synthia and cityscapes); expected eval.split=val,"
+            f" or real data in data.roots"
+        )
+        for split, names in missing.items()
+    ]
 
 
 def _runs_anywhere(train: Any) -> bool:

@@ -75,6 +75,9 @@ def test_domains_resolve_by_name_or_column():
          " features of data.crop_size=128 have (32, a quarter of the crop); expected at most 32"),
         (["style.grid=60", "mining.crop_size=224"], "style.grid=60: more patches a side than the layer-1 features of"
          " mining.crop_size=224 have (56, a quarter of the crop)"),
+        # passed the plan, then every training failed at its first loss (IndexError: Target 10 is out of bounds)
+        (["model.num_classes=3"], "command line: model.num_classes: 3, but every domain's labels are mapped to the 19"
+         " Cityscapes train ids; expected 19"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path, overrides, needle):

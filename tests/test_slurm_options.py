@@ -67,6 +67,11 @@ def test_unknown_option_is_one_line_listing_valid_names(block, where):
         ({"partition": ""}, "backend.slurm.partition: expected a non-empty one-line string"),
         ({"additional": {"output": "/tmp/x"}}, "backend.slurm.additional: 'output' is set by the backend"),
         ({"additional": {"mail type": "END"}}, "backend.slurm.additional: 'mail type' is not an sbatch option name"),
+        # passed beside the block's own key: `time` twice (sbatch took the last) while the plan showed 60 min
+        ({"additional": {"time": "10:00"}}, "backend.slurm.additional: 'time' has a key of its own: write backend.slurm.time"),
+        ({"additional": {"mem_per_cpu": "4G"}}, "backend.slurm.additional: 'mem_per_cpu' has a key of its own: write backend.slurm.mem"),
+        ({"train": {"additional": {"gres": "nvme:1,gpu:a100:1"}}}, "backend.slurm.train.additional: 'gres' has a key of its own: write"
+         " backend.slurm.gpus (or backend.slurm.<kind>.gpus), which the plan shows and checks"),
         ({"additional": {"comment": "a\nb"}}, "backend.slurm.additional: comment: expected a one-line"),
         ({"array_parallelism": 0}, "backend.slurm.array_parallelism: expected an integer >= 1"),
         ({"evaluate": "gpu"}, "backend.slurm.evaluate: expected a mapping"),

@@ -174,6 +174,8 @@ PROFILE_CASES = {
     "domain": ("domains: [Q]", "profiles.smoke.domains[0]: unknown domain 'Q' (known: "),
     "backend": ("backend: {kind: lokal}", "profiles.smoke.backend.kind: unknown backend 'lokal' (known: local, ray, slurm) (did you mean local?)"),
     "tracking": ("tracking: {writer: x}", "profiles.smoke.tracking.writer: Input should be 'auto', 'stages' or 'driver'"),
+    # named the top-level seeds, which the file did not have
+    "seeds": ("seeds: [0, 0]", "profiles.smoke.seeds: duplicate seeds in [0, 0]"),
 }
 
 
@@ -196,6 +198,9 @@ BASE_CASES = {
     "bad value": ("model: {freeze: nope}\n", "sweeps/cfg/b1.yaml: model.freeze: unknown freeze policy 'nope' (known: none, layer3, paper, all)"),
     "invalid YAML": ("train: [1\n", "sweeps/cfg/b1.yaml: invalid YAML (line 2, column 1)"),
     "not a mapping": ("- 1\n", "sweeps/cfg/b1.yaml: <root>: expected a config mapping"),
+    # was "sweeps/cfg/b1.yaml: name: unknown key (+1 more)", naming neither the sweep file nor its base key
+    "a sweep file": ("name: other\ngrid: {style.mix: [true]}\n", "sweeps/x.yaml: base: cfg/b1.yaml is a sweep file (it has name and"
+                     " grid), not a config; expected a YAML config file (model, style, mining, data, train, eval) or a mapping"),
 }
 
 
@@ -275,3 +280,21 @@ def test_a_report_of_a_sweep_whose_grid_the_engine_refuses_says_so_once(capsys):
     assert rc == 2 and err == [
         "famix: error: sweeps/x.yaml: grid.train.iterations[1]: train.iterations: Input should be greater than or equal to 1 (got -1)"
     ]
+
+
+@pytest.mark.parametrize("action", ["plan", "run"])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        # `run` drew the 8 MB benchmark in the run dir, then named its generated folders, not the key
+        ("eval.split=test", "eval.split=test: the synthetic benchmark has no test split of cityscapes, bdd100k (it writes"
+         " the val split of every domain, and the train split of gta5, synthia and cityscapes); expected eval.split=val,"
+         " or real data in data.roots"),
+        ("eval.split=train", "eval.split=train: the synthetic benchmark has no train split of bdd100k (it writes"),
+        # passed the plan; `run` refused it only once the run dir and the benchmark were made
+        ("data.split_file=nolist.txt", "data.split_file: file not found: {cwd}/nolist.txt (expected file stems, one per line)"),
+    ],
+)
+def test_data_the_settings_cannot_give_is_refused_before_anything_is_made(capsys, action, override, message):
+    line = _one_line(capsys, action, str(_write(HEAD + "grid: {style.mix: [false, true]}\n")), override)
+    assert line.startswith(f"famix: error: {message.format(cwd=Path.cwd())}"), line

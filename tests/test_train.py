@@ -303,7 +303,7 @@ def test_cli_train_resumes_only_its_own_training_and_says_so(synth_root, tmp_pat
     for words, differs in [
         (["train.lr_decoder=0.01"], "train.lr_decoder 0.05, here 0.01"),
         (["train.iterations=3"], "train.iterations 2, here 3"),
-        (["model.num_classes=10", "model.freeze=paper"], "model.num_classes 19, here 10; model.freeze none, here paper"),
+        (["model.output_stride=8", "model.freeze=paper"], "model.output_stride 16, here 8; model.freeze none, here paper"),
         (["style.mix=false"], "style.strategy mixstyle, here none; style.grid 3, here unset; style.eps"),
     ]:
         assert main([*run, *words]) == 2, words

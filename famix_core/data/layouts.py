@@ -315,6 +315,11 @@ def _pair_up(lay: Layout, img_dir: Path, lbl_dir: Path, what: str, where: str) -
     return [(k, images[k], labels[k]) for k in sorted(images) if k in labels], unpaired
 
 
+def split_file_not_found(path: str | Path) -> DataError:
+    """The one line for a ``data.split_file`` that is not a file."""
+    return DataError(f"data.split_file: file not found: {path} (expected file stems, one per line)")
+
+
 def root_not_found(domains: list[Domain], split: str, root: Path) -> DataError:
     """The one line for a missing ``root`` of ``domains``' ``split``: one domain, or several that share the
     folder (ACDC's conditions, then named by the folder's key, ``data.roots.acdc``), with the pattern
@@ -380,7 +385,7 @@ def scan_domain(data_cfg: "DataConfig", domain: str | Domain, split: str) -> Dom
     if data_cfg.split_file and d.name == data_cfg.source and split == "train":
         split_file = Path(data_cfg.split_file)
         if not split_file.is_file():
-            raise DataError(f"data.split_file: file not found: {split_file} (expected file stems, one per line)")
+            raise split_file_not_found(split_file)
         by_stem = {key.rsplit("/", 1)[-1]: (key, i, l) for key, i, l in pairs}
         stems = _read_stems(split_file, what)
         missing = [s for s in stems if s not in by_stem]

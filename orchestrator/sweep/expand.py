@@ -107,8 +107,6 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
                 )
             shown_by[shown] = value
     _check_label_columns(rs, varied_at)
-    if len(set(rs.seeds)) != len(rs.seeds):
-        raise SweepError(f"{src}: seeds: duplicate seeds in {rs.seeds}")
 
     trials: list[Trial] = []
     by_id: dict[str, int] = {}

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from famix_core.config import FamixConfig, config_paths
+from famix_core.config import FamixConfig, config_paths, sweep_file_keys
 from famix_core.config_io import format_error, merge, read_yaml, validate
 from famix_core.errors import closest, suggest
 from orchestrator.errors import SweepError
@@ -196,6 +196,11 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
         base = read_yaml(base_path, base_source)
         if not isinstance(base, dict):
             raise SweepError(f"{base_source}: <root>: expected a config mapping (model, style, mining, data, train, eval)")
+        if keys := sweep_file_keys(base):  # was "<base file>: name: unknown key (+3 more)", naming neither this file nor base
+            raise SweepError(
+                f"{source}: base: {spec.base} is a sweep file (it has {keys}), not a config; expected a YAML config file"
+                " (model, style, mining, data, train, eval) or a mapping"
+            )
         spec = spec.model_copy(update={"base": base})
         spec._base_file = base_source
     validate_tree(spec.base, base_source, base_prefix, allow_missing=True)  # the file's own base, before a profile could mask a mistake

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from famix_core.config import FamixConfig, Seed, no_boolean_for_a_number
 from famix_core.config_io import Override
@@ -261,12 +261,18 @@ class TrackingSpec(_Strict):
     writer: Literal["auto", "stages", "driver"] = "auto"
 
 
+def _distinct(seeds: list[int] | None) -> list[int] | None:
+    if seeds is not None and len(set(seeds)) != len(seeds):
+        raise ValueError(f"duplicate seeds in {seeds}")
+    return seeds
+
+
 class ProfileSpec(_Strict):
     """A named overlay: ``base`` is deep-merged, the other fields replace (grid: per key)."""
 
     base: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
-    seeds: list[Seed] | None = Field(None, min_length=1)
+    seeds: Annotated[list[Seed] | None, AfterValidator(_distinct)] = Field(None, min_length=1)
     domains: list[str] | None = Field(None, min_length=1)
     backend: dict[str, Any] = Field(default_factory=dict)
     tracking: dict[str, Any] = Field(default_factory=dict)
@@ -280,7 +286,7 @@ class SweepSpec(_Strict):
     base: dict[str, Any] | str = Field(default_factory=dict, description="config tree, or a path relative to the file")
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     zip: list[ZipGroup] = Field(default_factory=list)
-    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Annotated[list[Seed], AfterValidator(_distinct)] = Field(default_factory=lambda: [0], min_length=1)
     labels: dict[str, LabelSpec] = Field(default_factory=dict)
     domains: list[str] | None = Field(None, min_length=1)
     default_profile: str = DEFAULT_PROFILE

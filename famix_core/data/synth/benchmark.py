@@ -51,19 +51,20 @@ def _key(domain: str, split: str, k: int) -> str:
     return f"{seq}/{seq}_frame_{k:06d}"
 
 
+def synthetic_splits(domain: str) -> tuple[str, ...]:
+    """The splits the benchmark writes of a domain (canonical name): train and val of the three
+    sources, val of the others."""
+    return ("train", "val") if domain in ("gta5", "synthia", "cityscapes") else ("val",)
+
+
 def _plan(cfg: "SynthConfig") -> dict[str, dict[str, range]]:
     """domain -> split -> scene ids written."""
     ids = scene_ids(cfg)
-    n_city = max(1, cfg.train_images // 4)
-    plan: dict[str, dict[str, range]] = {}
-    for name in DOMAINS:
-        if name in ("gta5", "synthia"):
-            plan[name] = {"train": ids["train"], "val": ids["val"]}
-        elif name == "cityscapes":
-            plan[name] = {"train": range(n_city), "val": ids["val"]}
-        else:
-            plan[name] = {"val": ids["val"]}
-    return plan
+    n_city = max(1, cfg.train_images // 4)  # Cityscapes as a source: a smaller train split
+    return {
+        name: {s: range(n_city) if (name, s) == ("cityscapes", "train") else ids[s] for s in synthetic_splits(name)}
+        for name in DOMAINS
+    }
 
 
 def _write_pair(root: Path, domain: str, split: str, k: int, scene: Scene, seed: int) -> None:

@@ -90,6 +90,24 @@ RESERVED_SBATCH_OPTIONS: tuple[str, ...] = (
 )
 """sbatch options the backend sets itself; ``additional`` may not override them."""
 
+OWN_KEY_OF_SBATCH_OPTION: dict[str, str] = {
+    "time": "time",
+    "partition": "partition",
+    "gpus": "gpus",
+    "gpus-per-node": "gpus",
+    "gpus-per-task": "gpus",
+    "cpus-per-task": "cpus_per_task",
+    "mem": "mem",
+    "mem-per-cpu": "mem",
+    "mem-per-gpu": "mem",
+    "account": "account",
+    "qos": "qos",
+    "constraint": "constraint",
+    "reservation": "reservation",
+}
+"""sbatch options that ``backend.slurm`` has a key of its own for: in ``additional`` they were passed
+beside that key's (``time`` twice, sbatch taking the last) while the plan showed the key's value."""
+
 _OPTION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
 _SLURM_NAME = r"[A-Za-z0-9_.-]+"
@@ -211,6 +229,14 @@ def _additional(value: Any) -> dict[str, Any]:
         flag = name.replace("_", "-")
         if flag in RESERVED_SBATCH_OPTIONS:
             raise ValueError(f"{name!r} is set by the backend (reserved: {', '.join(RESERVED_SBATCH_OPTIONS)})")
+        own = OWN_KEY_OF_SBATCH_OPTION.get(flag)
+        if own is None and flag == "gres" and isinstance(v, str) and any(g.split(":")[0] == "gpu" for g in v.split(",")):
+            own = "gpus"  # a GPU gres beside the GPUs the plan shows (0 for a CPU stage)
+        if own is not None:
+            raise ValueError(
+                f"{name!r} has a key of its own: write backend.slurm.{own} (or backend.slurm.<kind>.{own}), which the plan"
+                " shows and checks"
+            )
         if isinstance(v, bool) or isinstance(v, (int, float)):
             out[name] = v
         elif isinstance(v, str) and "\n" not in v:
