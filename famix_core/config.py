@@ -22,7 +22,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from famix_core.classes import NUM_CLASSES
 from famix_core.config_io import apply_overrides, check_overrides, parse_overrides, read_yaml, validate
 from famix_core.domains import DEFAULT_TARGETS, SHARED_FOLDERS, UnknownDomainError, repeated_domain, resolve_domain
-from famix_core.errors import ConfigError, FamixDeprecation
+from famix_core.errors import ConfigError, FamixDeprecation, suggest
 
 __all__ = [
     "SEED_MAX",
@@ -90,7 +90,7 @@ Seed = Annotated[int, BeforeValidator(_not_a_bool), AfterValidator(check_seed)]
 def check_backbone(v: str) -> str:
     """``v`` if it names a backbone of :data:`BACKBONES`, else ValueError listing them."""
     if v not in BACKBONES:
-        raise ValueError(f"unknown backbone {v!r} (known: {', '.join(BACKBONES)})")
+        raise ValueError(f"unknown backbone {v!r} (known: {', '.join(BACKBONES)}){suggest(v, BACKBONES)}")
     return v
 
 
@@ -175,7 +175,7 @@ class ModelConfig(_Base):
     @classmethod
     def _freeze(cls, v: str) -> str:
         if v not in FREEZE_POLICIES:
-            raise ValueError(f"unknown freeze policy {v!r} (known: {', '.join(FREEZE_POLICIES)})")
+            raise ValueError(f"unknown freeze policy {v!r} (known: {', '.join(FREEZE_POLICIES)}){suggest(v, FREEZE_POLICIES)}")
         return v
 
 
@@ -204,7 +204,7 @@ class StyleConfig(_Base):
     @classmethod
     def _strategy(cls, v: str) -> str:
         if v not in STRATEGIES:
-            raise ValueError(f"unknown style strategy {v!r} (known: {', '.join(STRATEGIES)})")
+            raise ValueError(f"unknown style strategy {v!r} (known: {', '.join(STRATEGIES)}){suggest(v, STRATEGIES)}")
         return v
 
     def effective_strategy(self) -> str:
@@ -241,7 +241,7 @@ class MiningConfig(_Base):
     @classmethod
     def _prompt(cls, v: str) -> str:
         if v not in PROMPT_TYPES:
-            raise ValueError(f"unknown prompt type {v!r} (known: {', '.join(PROMPT_TYPES)})")
+            raise ValueError(f"unknown prompt type {v!r} (known: {', '.join(PROMPT_TYPES)}){suggest(v, PROMPT_TYPES)}")
         return v
 
 

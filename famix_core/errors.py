@@ -24,6 +24,9 @@ def closest(word: str, choices: Iterable[str]) -> list[str]:
     ``train.lr_backbone``, ``train.lr_decoder``, where the closest spelling would be ``train.min_lr``),
     else the closest spelling, else none."""
     choices = list(choices)
+    same = [c for c in choices if c.casefold() == word.casefold() and c != word]
+    if same:  # rn50: RN50, MixStyle: mixstyle
+        return same[:1]
     starting = sorted(c for c in choices if c.startswith(word) and c != word) if word else []
     if 1 <= len(starting) <= 3:
         return starting

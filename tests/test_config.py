@@ -75,6 +75,12 @@ def test_domains_resolve_by_name_or_column():
          " features of data.crop_size=128 have (32, a quarter of the crop); expected at most 32"),
         (["style.grid=60", "mining.crop_size=224"], "style.grid=60: more patches a side than the layer-1 features of"
          " mining.crop_size=224 have (56, a quarter of the crop)"),
+        # a slip of case or spelling: only the known values were listed
+        (["model.backbone=rn50"], "model.backbone: unknown backbone 'rn50' (known: RN50, RN101, famix-tiny) (did you mean RN50?)"),
+        (["style.strategy=MixStyle"], "style.strategy: unknown style strategy 'MixStyle' (known: none, famix, mixstyle, noise)"
+         " (did you mean mixstyle?)"),
+        (["mining.prompt=styleclass"], "(did you mean style_class?)"),
+        (["model.freeze=Paper"], "(did you mean paper?)"),
         # passed the plan, then every training failed at its first loss (IndexError: Target 10 is out of bounds)
         (["model.num_classes=3"], "command line: model.num_classes: 3, but every domain's labels are mapped to the 19"
          " Cityscapes train ids; expected 19"),
