@@ -174,6 +174,8 @@ def _load_text(text: str, source: str, kind: str) -> Any:
         ) from None
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if problem.startswith("but ") and getattr(e, "context", None):  # "but found another document" ends a sentence
+            problem = f"{e.context}, {problem}"  # "expected a single document in the stream, but found …"
         raise ConfigError(f"{source}: invalid YAML{_where(getattr(e, 'problem_mark', None))}: {problem}") from None
     finally:
         loader.dispose()
@@ -475,6 +477,18 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+_EXPONENT_WITHOUT_DOT = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
+"""``1e3``: a number to the eye, a string to YAML 1.1 (PyYAML's float needs a dot: ``1.0e+3``)."""
+
+
+def _as_yaml_number(text: str) -> str:
+    """``4e2`` as YAML reads a number: ``400, or 4.0e+2`` (``1e-2``: ``0.01, or 1.0e-2``)."""
+    mantissa, exponent = re.split("[eE]", text)
+    value = float(text)
+    plain = str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    return f"{plain}, or {mantissa}.0e{exponent if exponent[0] in '+-' else '+' + exponent}"
+
+
 def format_error(
     err: ValidationError,
     source: str,
@@ -515,6 +529,8 @@ def format_error(
         msg = "empty list (expected at least one value)"
     elif e["type"] not in ("value_error", "missing", "too_short", "too_long") and "input" in e and not isinstance(e["input"], (dict, list)):
         msg += f" (got {_shown(e['input'])})"  # pydantic's own wording does not repeat the value
+        if e["type"].startswith(("int_", "float_")) and isinstance(e["input"], str) and _EXPONENT_WITHOUT_DOT.match(e["input"]):
+            msg += f"; YAML reads an exponent without a dot as text: write {_as_yaml_number(e['input'])}"  # seeds: [1e3]
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     if path == "<root>" and e["type"] == "value_error":  # a check across sections: its message names the keys
         return f"{source}: {msg}{more}"

@@ -64,6 +64,9 @@ CASES = [
     ),
     (GOOD + "seeds: []\n", ["seeds: empty list"]),
     (GOOD + "seeds: [a]\n", ["seeds.0", "integer"]),
+    # YAML 1.1 reads 1e3 as a string: the quotes of "(got '1e3')" alone suggested the user had typed one
+    (GOOD + "seeds: [1e3]\n", ["seeds.0: Input should be a valid integer", "(got '1e3'); YAML reads an exponent without a dot"
+                                " as text: write 1000, or 1.0e+3"]),
     (GOOD + "base: [1, 2]\n", ["sweeps/x.yaml: base: expected a config mapping or the path of a YAML config file, got a list"]),
     (GOOD + "base:\n", ["base: expected a config mapping or the path of a YAML config file, got an empty value"]),
     (GOOD + "base: .\n", ["sweeps/x.yaml: base: . is a folder (relative to sweeps); expected a YAML config file or a mapping"]),
@@ -74,6 +77,8 @@ CASES = [
     (GOOD.replace("style.mix: [true, false]", "train.seed: [1, 2]"), ["grid.train.seed: set in every trial by the sweep's seeds: list"]),
     (GOOD + "zip:\n  - values: {eval.domains: [[C], [B]]}\n", ["zip[0].values.eval.domains: set in every trial by the sweep's domains: list"]),
     (GOOD + "grid2: [\n", ["invalid YAML (line", "column"]),
+    # was "…: but found another document", the first half of PyYAML's sentence dropped
+    (GOOD + "---\nname: again\n", ["invalid YAML (line", "expected a single document in the stream, but found another document"]),
     ("name: tiny\ngrid: !!python/object:os.system {}\n", ["YAML tag 'tag:yaml.org,2002:python/object:os.system'", "not allowed", "line 2", "plain data only"]),
     ("name: tiny\ngrid: !!python/object/apply:os.system ['echo hi']\n", ["YAML tag 'tag:yaml.org,2002:python/object/apply:os.system'", "not allowed"]),
     (GOOD + "backend: {kind: local, resources: {trian: {cpus: 1}}}\n", ["backend.resources", "unknown stage kind 'trian'", "did you mean train?"]),
