@@ -82,6 +82,10 @@ def _chosen_action(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> a
     return action.choices.get(getattr(ns, action.dest, None)) if action is not None else None
 
 
+TYPOGRAPHIC_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212"
+"""Hyphen, non-breaking hyphen, figure dash, en dash, em dash, horizontal bar, minus: what an editor makes of ``--``."""
+
+
 class OverridesParser(OneLineErrors):
     """A subcommand's parser: ``key=value`` / ``+key=value`` / ``~key`` overrides anywhere on the line
     (also after options, as ``make sweep ARGS=…`` puts them), and its own name for an unknown option."""
@@ -92,6 +96,10 @@ class OverridesParser(OneLineErrors):
         return super().add_argument(*args, **kwargs)
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        for a in sys.argv[1:] if args is None else args:  # `—profile paper`, pasted: read as an override, "expected key=value"
+            if isinstance(a, str) and a[:1] in TYPOGRAPHIC_DASHES:
+                fixed = "--" + a.lstrip(TYPOGRAPHIC_DASHES + "-")
+                self.error(f"{a}: begins with a typographic dash (pasted from a document?); an option begins with two hyphens: {fixed}")
         ns, extras = super().parse_known_args(args, namespace)
         for action in self._actions:  # `--out "$OUT"` with OUT unset wrote over the run's own report (the default)
             value = getattr(ns, action.dest, None)

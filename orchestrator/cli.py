@@ -198,6 +198,8 @@ def report_sweep_info(
     try:
         path = resolve_sweep_path(arg)
     except SweepError:
+        if "=" in arg and not arg.endswith((".yaml", ".yml")):  # an override first: its own message (the sweep file comes first)
+            raise
         if arg.endswith((".yaml", ".yml")) or "/" in arg or "\\" in arg:
             raise ReportInputError(f"{arg}: sweep file not found") from None
         if overrides:

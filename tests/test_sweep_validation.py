@@ -226,6 +226,30 @@ def test_an_empty_or_overlong_sweep_argument_is_one_line(capsys, action, arg, me
     assert _one_line(capsys, action, arg) == f"famix: error: {message}"
 
 
+@pytest.mark.parametrize("command", [["sweep", "plan"], ["sweep", "run"], ["sweep", "status"], ["report"]])
+def test_an_override_before_the_sweep_file_says_the_file_comes_first(capsys, command):
+    """Was `train.iterations=5: sweep file not found (looked as given and in …)` (report: `y.yaml: overrides
+    need a sweep file; 'train.iterations=5' is a sweep name without one`)."""
+    sweep = str(_write(HEAD + "grid: {style.mix: [true]}\n"))
+    assert main([*command, "train.iterations=5", sweep, "--run-dir", "out"]) == 2
+    assert capsys.readouterr().err == ("famix: error: train.iterations=5: an override where the sweep file was expected; the sweep"
+                                       " file comes first, then key=value items (e.g. sweeps/ablation.yaml train.iterations=5)\n")
+    assert not Path("out").exists()
+
+
+@pytest.mark.parametrize("dash", ["\u2014", "\u2013-", "\u2212\u2212"])
+def test_an_option_pasted_with_a_typographic_dash_is_named_as_one(capsys, dash):
+    """`—profile paper` (an em dash from a document) read as an override: `expected key=value, +key=value or ~key`."""
+    sweep = str(_write(HEAD + "grid: {style.mix: [true]}\n"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", "plan", sweep, f"{dash}profile", "paper", "--run-dir", "out"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err.startswith(f"famix sweep: error: {dash}profile: begins with a typographic dash (pasted from a document?); an option"
+                          " begins with two hyphens: --profile"), err
+    assert err.count("\n") == 1 and not Path("out").exists()
+
+
 def test_a_sweep_name_over_100_characters_is_refused_before_anything_runs(capsys):
     text = "grid: {style.mix: [false, true]}\ndomains: [C]\n"
     line = _one_line(capsys, "run", str(_write(f"name: {'n' * 260}\n{text}")))

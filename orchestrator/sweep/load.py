@@ -64,6 +64,9 @@ def resolve_sweep_path(name: str | Path, search: list[Path] | None = None) -> Pa
         raise SweepError(f"{name}: a folder; expected a sweep YAML file (e.g. sweeps/ablation.yaml)")
     if p.exists():  # a FIFO, a device (/dev/null): "not found, did you mean <itself>?" said otherwise
         raise SweepError(f"{name}: not a regular file; expected a sweep YAML file (e.g. sweeps/ablation.yaml)")
+    if "=" in str(name) and not str(name).endswith((".yaml", ".yml")):  # `sweep plan train.iterations=5 sweeps/x.yaml`
+        raise SweepError(f"{name}: an override where the sweep file was expected; the sweep file comes first, then key=value items"
+                         f" (e.g. sweeps/ablation.yaml {name})")
     # a misspelt name gets the closest sweep file: of the folder it names, as named there, or, for a bare
     # name, of the sweeps/ folders (the current folder holds other YAML files too)
     stem = p.stem if p.suffix in (".yaml", ".yml") else p.name
