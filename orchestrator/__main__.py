@@ -97,7 +97,7 @@ class OverridesParser(OneLineErrors):
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         for a in sys.argv[1:] if args is None else args:  # `—profile paper`, pasted: read as an override, "expected key=value"
-            if isinstance(a, str) and a[:1] in TYPOGRAPHIC_DASHES:
+            if isinstance(a, str) and a and a[0] in TYPOGRAPHIC_DASHES:
                 fixed = "--" + a.lstrip(TYPOGRAPHIC_DASHES + "-")
                 self.error(f"{a}: begins with a typographic dash (pasted from a document?); an option begins with two hyphens: {fixed}")
         ns, extras = super().parse_known_args(args, namespace)
