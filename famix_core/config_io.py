@@ -50,6 +50,7 @@ __all__ = [
     "check_overrides",
     "validate",
     "format_error",
+    "also_known_as",
     "canonical_json",
     "canonical_hash",
 ]
@@ -496,15 +497,19 @@ def format_error(
     valid_keys: Sequence[str] | None = None,
     names: Mapping[str, str] | None = None,
     errors: Sequence[Any] | None = None,
+    also: Mapping[str, str] | None = None,
 ) -> str:
     """The first pydantic error as one line: ``<source>: <prefix.dotted.key>: <what>[ (+N more)]``.
 
     An unknown key reads ``unknown key`` (with the closest of ``valid_keys``, dotted paths or
     names, when one is close), and is the error shown when there is one: a misspelt required key is
-    also a missing one, and the unknown spelling is what the user can find in the file. An empty list
-    reads ``empty list (expected at least one value)``.
+    also a missing one, and the unknown spelling is what the user can find in the file. An unknown
+    section given a mapping (``train.iterations=10`` where the schema has no ``train``) is named by
+    its full dotted key, and where nothing is close to that key, its last part is looked up
+    (``model.backbone``: ``backbone``). An empty list reads ``empty list (expected at least one value)``.
     ``names`` maps a dotted key to what the user typed for it (``{"train_images": "--train"}``).
     ``errors``: those of ``err`` to consider (default: all).
+    ``also``: a name a user may reach for -> the key that does it (:func:`also_known_as`), suggested first.
     """
     errors = list(err.errors()) if errors is None else list(errors)
     e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
@@ -519,12 +524,18 @@ def format_error(
     path = ".".join(x for x in (prefix, loc) if x) or "<root>"
     path = (names or {}).get(path, path)
     msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "model_type":  # "Input should be a valid dictionary or instance of TrainConfig": a class name
+        msg = "expected a mapping"
     if key_of:
         msg = f"a key that is not a name (got {type(e.get('input')).__name__} {e.get('input')!r}); keys are names (e.g. style.mix)"
     elif e["type"] == "extra_forbidden":
         keys = list(valid_keys or [])
         bad = loc if loc in keys or any("." in k for k in keys) else str(e["loc"][-1])
-        msg = "unknown key" + suggest(bad, keys)
+        below = _first_key(e.get("input"))  # `train.iterations=10` without a train section: the key as typed
+        typed = f"{bad}.{below}" if below else bad
+        if below:
+            path = f"{path}.{below}"
+        msg = "unknown key" + _unknown_key_hint(typed, keys, also or {}, unknown=bad)
     elif e["type"] == "too_short" and e.get("input") is not None and len(e["input"]) == 0:
         msg = "empty list (expected at least one value)"
     elif e["type"] not in ("value_error", "missing", "too_short", "too_long") and "input" in e and not isinstance(e["input"], (dict, list)):
@@ -535,6 +546,53 @@ def format_error(
     if path == "<root>" and e["type"] == "value_error":  # a check across sections: its message names the keys
         return f"{source}: {msg}{more}"
     return f"{source}: {path}: {msg}{more}"
+
+
+def _first_key(value: Any) -> str:
+    """The dotted path of the first leaf of a mapping (``{"iterations": 10}``: ``iterations``), ``""`` for anything else."""
+    parts = []
+    while isinstance(value, dict) and value:
+        key, value = next(iter(value.items()))
+        parts.append(str(key))
+    return ".".join(parts)
+
+
+def _unknown_key_hint(typed: str, keys: Sequence[str], also: Mapping[str, str], unknown: str | None = None) -> str:
+    """`` (did you mean X?)`` for an unknown dotted key ``typed`` whose first unknown part is ``unknown``
+    (``trian`` of ``trian.iterations``; default ``typed``), or ``""``. In turn: the key ``also`` names
+    for it; the closest of ``keys`` as deep as it (:func:`~famix_core.errors.closest`); the closest to
+    its unknown part; then the same for its last part (another command's key: ``model.backbone``,
+    ``train.iterations``)."""
+    unknown = typed if unknown is None else unknown
+    last = typed.rsplit(".", 1)[-1]
+    if typed in also:
+        return f" (did you mean {also[typed]}?)"
+    if unknown != typed:  # a mapping under an unknown section: a key as deep as the one typed, first
+        hint = suggest(typed, [k for k in keys if k.count(".") == typed.count(".")])
+        if hint:
+            return hint
+    hint = suggest(unknown, keys)
+    if hint or last == typed:
+        return hint
+    return f" (did you mean {also[last]}?)" if last in also else suggest(last, keys)
+
+
+def also_known_as(schema: type[BaseModel], prefix: str = "") -> dict[str, str]:
+    """The names a user may reach for, and the dotted key of ``schema`` that does it: each field's
+    ``json_schema_extra={"also": [...]}`` (``steps`` of the pretraining config: ``iterations``, the
+    engine's word), its sections' fields included."""
+    import typing
+
+    out: dict[str, str] = {}
+    for name, f in schema.model_fields.items():
+        path = f"{prefix}.{name}" if prefix else name
+        extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+        for other in extra.get("also") or ():  # type: ignore[union-attr]
+            out.setdefault(str(other), path)
+        for sub in (f.annotation, *typing.get_args(f.annotation)):
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                out.update({k: v for k, v in also_known_as(sub, path).items() if k not in out})
+    return out
 
 
 def validate(
@@ -573,13 +631,13 @@ def validate(
         # its keys, checked without the value to give) is the ???'s: it waits for that value
         own = [x for x in e.errors() if not any(_at_or_above(x["loc"], p) for p in [*paths, *items])]
         if own:
-            raise ConfigError(format_error(e, source, prefix, valid_keys, names, errors=own)) from None
+            raise ConfigError(format_error(e, source, prefix, valid_keys, names, errors=own, also=also_known_as(schema))) from None
         model = None
     mappings = [k for k in keys if not _is_section(k, keys)] if missing or items else []  # leaves that may hold mappings (data.roots)
     held = [".".join(_key_of(p)) for p in items]  # the keys whose lists hold a ???
     for key in [*missing, *held] if keys else ():
         if key not in keys and not any(key.startswith(k + ".") for k in mappings):
-            raise ConfigError(f"{source}: {where(key)}: unknown key{suggest(key, keys)}")
+            raise ConfigError(f"{source}: {where(key)}: unknown key{_unknown_key_hint(key, keys, also_known_as(schema))}")
     for path, key in zip(items, held):
         raise ConfigError(f"{source}: {where('.'.join(path))}: ??? stands for a whole value, not an item of a list; "
                           f"write {key}: ??? and give the whole list")  # fmt: skip

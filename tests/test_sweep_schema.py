@@ -64,6 +64,17 @@ CASES = [
     ),
     (GOOD + "seeds: []\n", ["seeds: empty list"]),
     (GOOD + "seeds: [a]\n", ["seeds.0", "integer"]),
+    # pydantic's words: "Input should be a valid dictionary or instance of BackendSpec", "String should match pattern …"
+    (GOOD + "backend: local\n", ["sweeps/x.yaml: backend: expected a mapping (got 'local')"]),
+    (GOOD.replace("model.freeze: {column", "model.freeze: Freeze\n  x: {column"), ["labels.model.freeze: expected a mapping (got 'Freeze')"]),
+    (GOOD.replace("name: tiny", "name: my sweep/1"), ["sweeps/x.yaml: name: 'my sweep/1': expected ASCII letters, digits, '_', '.'"
+                                                      " and '-' only (the name is a folder"]),
+    # "grid.style: Input should be a valid list"; "grid.eval.scales[0]: eval.scales: Input should be a valid list (got 1.0)"
+    ("name: tiny\ngrid:\n  style:\n    mix: [false, true]\n", ["sweeps/x.yaml: grid: style: a mapping; a grid key is a dotted"
+                                                            " path with its list of values (style.mix: [...])"]),
+    ("name: tiny\ngrid: {eval.scales: [1.0, 0.5]}\n", ["grid.eval.scales[0]: eval.scales: Input should be a valid list (got 1.0);"
+                                                     " eval.scales takes a list, so each of its grid values is one: eval.scales:"
+                                                     " [[1.0, 0.5]] is one grid point, eval.scales: [[1.0], [0.5]] is 2"]),
     # YAML 1.1 reads 1e3 as a string: the quotes of "(got '1e3')" alone suggested the user had typed one
     (GOOD + "seeds: [1e3]\n", ["seeds.0: Input should be a valid integer", "(got '1e3'); YAML reads an exponent without a dot"
                                 " as text: write 1000, or 1.0e+3"]),

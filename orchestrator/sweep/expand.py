@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from typing import Any
 
 from famix_core.config import FamixConfig
 from famix_core.config_io import MISSING, canonical_hash, missing_keys, set_dotted, validate
 from famix_core.domains import repeated_domain, resolve_domain
-from famix_core.errors import suggest
+from famix_core.errors import FamixError, suggest
 from orchestrator.errors import SweepError
 from orchestrator.sweep.load import check_config_key, validate_tree
 from orchestrator.sweep.schema import LabelSpec, ResolvedSweep, Trial, canon_value
@@ -57,7 +58,14 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
             if c in seen:
                 raise SweepError(f"{src}: {where}[{i}]: duplicate grid point {c!r} (also at [{seen[c]}])")
             seen[c] = i
-            _validate_point(rs.base, {key: v}, src, f"{where}[{i}]")
+            try:
+                _validate_point(rs.base, {key: v}, src, f"{where}[{i}]")
+            except FamixError as e:
+                if isinstance(v, list) or "Input should be a valid list" not in str(e):
+                    raise
+                one, each = json.dumps([list(values)]), json.dumps([[x] for x in values])
+                raise SweepError(f"{e}; {key} takes a list, so each of its grid values is one: {key}: {one} is one grid"
+                                 f" point, {key}: {each} is {len(values)}") from None
         lab = rs.labels.get(key, LabelSpec(column=key))
         axes.append([({key: v}, {lab.column: lab.values.get(canon_value(v), canon_value(v))}) for v in values])
     for gi, group in enumerate(rs.zip):

@@ -6,10 +6,11 @@ See docs/sweeps.md for the file format. No torch is imported here.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from famix_core.config import FamixConfig, Seed, no_boolean_for_a_number
 from famix_core.config_io import Override
@@ -261,6 +262,16 @@ class TrackingSpec(_Strict):
     writer: Literal["auto", "stages", "driver"] = "auto"
 
 
+def _dotted_keys(grid: Any) -> Any:
+    """``grid: {style: {mix: [...]}}`` read "grid.style: Input should be a valid list"."""
+    if isinstance(grid, dict):
+        for key, value in grid.items():
+            if isinstance(value, dict) and value:
+                inner = next(iter(value))
+                raise ValueError(f"{key}: a mapping; a grid key is a dotted path with its list of values ({key}.{inner}: [...])")
+    return grid
+
+
 def _distinct(seeds: list[int] | None) -> list[int] | None:
     if seeds is not None and len(set(seeds)) != len(seeds):
         raise ValueError(f"duplicate seeds in {seeds}")
@@ -271,7 +282,7 @@ class ProfileSpec(_Strict):
     """A named overlay: ``base`` is deep-merged, the other fields replace (grid: per key)."""
 
     base: dict[str, Any] = Field(default_factory=dict)
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    grid: Annotated[dict[str, list[Any]], BeforeValidator(_dotted_keys)] = Field(default_factory=dict)
     seeds: Annotated[list[Seed] | None, AfterValidator(_distinct)] = Field(None, min_length=1)
     domains: list[str] | None = Field(None, min_length=1)
     backend: dict[str, Any] = Field(default_factory=dict)
@@ -281,10 +292,10 @@ class ProfileSpec(_Strict):
 class SweepSpec(_Strict):
     """A sweep file, validated."""
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="a folder, <run_dir>/<name>/, and the MLflow experiment")
+    name: str = Field(min_length=1, description="a folder, <run_dir>/<name>/, and the MLflow experiment")
     description: str = ""
     base: dict[str, Any] | str = Field(default_factory=dict, description="config tree, or a path relative to the file")
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    grid: Annotated[dict[str, list[Any]], BeforeValidator(_dotted_keys)] = Field(default_factory=dict)
     zip: list[ZipGroup] = Field(default_factory=list)
     seeds: Annotated[list[Seed], AfterValidator(_distinct)] = Field(default_factory=lambda: [0], min_length=1)
     labels: dict[str, LabelSpec] = Field(default_factory=dict)
@@ -298,6 +309,11 @@ class SweepSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _one_folder(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):  # was "String should match pattern '^[A-Za-z0-9_.-]+$'"
+            raise ValueError(
+                f"{v!r}: expected ASCII letters, digits, '_', '.' and '-' only (the name is a folder, <run_dir>/<name>/, and an"
+                " MLflow experiment)"
+            )
         if v in (".", ".."):
             raise ValueError(f"{v!r} is not a folder name of its own (the sweep writes to <run_dir>/<name>/)")
         low = v.casefold()  # `Store` is `store` where case is ignored (macOS, Windows)
