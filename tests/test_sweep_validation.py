@@ -322,3 +322,10 @@ def test_a_report_of_a_sweep_whose_grid_the_engine_refuses_says_so_once(capsys):
 def test_data_the_settings_cannot_give_is_refused_before_anything_is_made(capsys, action, override, message):
     line = _one_line(capsys, action, str(_write(HEAD + "grid: {style.mix: [false, true]}\n")), override)
     assert line.startswith(f"famix: error: {message.format(cwd=Path.cwd())}"), line
+
+
+def test_an_unknown_key_is_never_pointed_at_a_key_the_sweep_sets(capsys):
+    """`~train.nope` got "did you mean train.seed?", a key the sweep's seeds set and an override may not."""
+    sweep = str(_write(HEAD + "grid: {style.mix: [true]}\n"))
+    line = _one_line(capsys, "plan", sweep, "~train.nope")
+    assert line.startswith("famix: error: command line: train.nope: unknown key") and "seed" not in line, line

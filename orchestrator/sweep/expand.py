@@ -12,7 +12,7 @@ from famix_core.config_io import MISSING, canonical_hash, missing_keys, set_dott
 from famix_core.domains import repeated_domain, resolve_domain
 from famix_core.errors import FamixError, suggest
 from orchestrator.errors import SweepError
-from orchestrator.sweep.load import check_config_key, validate_tree
+from orchestrator.sweep.load import SET_BY_EXPANSION, check_config_key, validate_tree
 from orchestrator.sweep.schema import LabelSpec, ResolvedSweep, Trial, canon_value
 from reports.schema import IGNORED_CSV_COLUMNS, LONG_DOMAIN, LONG_MIOU, REPORT_COLUMNS, RESERVED_COLUMNS, is_report_column
 
@@ -148,13 +148,6 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
             trials.append(Trial(id=tid, index=len(trials), seed=seed, labels=dict(labels), point=point, config=cfg))
     return trials
 
-
-SET_BY_EXPANSION = {
-    "train.seed": "seeds: list; list the seeds there (every trial runs with each)",
-    "mining.seed": "seeds: list; list the seeds there (every trial runs with each)",
-    "eval.domains": "domains: list; list the columns there (every trial is evaluated on each)",
-}
-"""Keys that every trial gets from the sweep's ``seeds`` / ``domains``: a grid or zip may not vary them."""
 
 
 def _check_varied_key(key: str, src: str, where: str) -> None:

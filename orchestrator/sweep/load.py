@@ -90,6 +90,14 @@ def _listing(folder: Path) -> list[Path]:
         return []
 
 
+SET_BY_EXPANSION = {
+    "train.seed": "seeds: list; list the seeds there (every trial runs with each)",
+    "mining.seed": "seeds: list; list the seeds there (every trial runs with each)",
+    "eval.domains": "domains: list; list the columns there (every trial is evaluated on each)",
+}
+"""Keys that every trial gets from the sweep's ``seeds`` / ``domains``: a grid or zip may not vary them."""
+
+
 def check_config_key(key: str, source: str, where: str) -> None:
     """``key`` is a dotted path of the engine config (or a ``data.roots.<domain>``).
 
@@ -103,7 +111,8 @@ def check_config_key(key: str, source: str, where: str) -> None:
         hint = _sweep_setting_hint(key)
         if hint:
             raise SweepError(f"{source}: {where}: {hint}")
-    raise SweepError(f"{source}: {where}: unknown key{suggest(key, paths)}")
+    settable = [p for p in paths if p not in SET_BY_EXPANSION]  # `~train.nope` was pointed at train.seed, which it may not set
+    raise SweepError(f"{source}: {where}: unknown key{suggest(key, settable)}")
 
 
 _FLAGS = {  # sweep-file settings with a command-line option of their own
