@@ -51,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction, sweep_info: SweepInfoFn) ->
         "before the report reads it (needs a sweep file)",
     )
     p.add_argument("--run-dir", default="runs", help="run directory holding mlflow.db (default: runs)")
-    p.add_argument("--profile", default=None, help="sweep profile (domains, tracking) (default: the sweep's)")
+    p.add_argument("--profile", default=None, help="sweep profile (domains, tracking), named in the report's headings (default: the sweep's; "
+                   "with --csv none is named unless given)")
     p.add_argument("--csv", default=None, metavar="FILE", help="read this results CSV (wide or long) instead of MLflow")
     p.add_argument(
         "--units",
@@ -79,12 +80,13 @@ def register(subparsers: argparse._SubParsersAction, sweep_info: SweepInfoFn) ->
         "--figure-width",
         choices=("column", "page"),
         default=None,
-        help="print width of every figure: column (3.3 in) or page (6.9 in) (default: bars, heatmap, qualitative page; loss column)",
+        help="print width of every figure: column (3.25 in) or page (6.875 in) (default: bars, heatmap, qualitative page; loss column)",
     )
     p.add_argument("--tracking-uri", default=None, metavar="URI",
                    help="MLflow URI (default: the sweep's tracking.uri, else sqlite:///<run-dir>/mlflow.db)")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: the sweep's tracking.experiment or name)")
-    p.add_argument("--qualitative", default=None, metavar="TRIAL", help="also draw input / ground truth / prediction for this trial id (or 1-based row)")
+    p.add_argument("--qualitative", default=None, metavar="TRIAL",
+                   help="also draw input / ground truth / prediction for this trial: its id (famix.trial), MLflow run id or 1-based row")
     p.add_argument("--device", default=None, help="device for --qualitative: auto, cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--no-figures", action="store_true", help="write the tables only")
     p.set_defaults(func=partial(run_report, sweep_info=sweep_info))
@@ -137,7 +139,7 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
             baseline=args.baseline,
             figures=not args.no_figures,
             extra_figures=extra,
-            profile=info.profile,
+            profile=info.profile if args.profile or not args.csv else None,  # a CSV may come from any profile: not guessed
             latex_width=args.latex_width,
             figure_width=args.figure_width,
         )

@@ -1,10 +1,10 @@
 """Figures of a report (matplotlib, Agg, no pyplot state): per-domain bars, Δ-heatmap, training-loss curves.
 
 Every figure is written as PNG and as vector PDF (TrueType fonts embedded), atomically, at the
-width it will have in a paper: ``column`` (3.3 in) or ``page`` (6.9 in), with fonts of 7–8 pt at
-that size. Rows keep one style across figures: a colour from Paul Tol's colour-blind-safe
-"muted" palette; curves take one of four line styles in turn, and bars from the 10th row on a hatch,
-so rows that share a colour stay apart.
+width it will have in a paper: ``column`` (3.25 in) or ``page`` (6.875 in), with text of 7–8.5 pt
+at that size (:func:`figure`). Rows keep one style across figures: a colour from Paul Tol's
+colour-blind-safe "muted" palette; curves take one of four line styles in turn, and bars from the
+10th row on a hatch, so rows that share a colour stay apart.
 MLflow is imported only by :func:`fetch_histories` (one ``get_metric_history`` call per trial).
 """
 
@@ -39,8 +39,9 @@ __all__ = [
 ]
 
 FIGURE_FORMATS: tuple[str, ...] = ("png", "pdf")
-FIGURE_WIDTHS: dict[str, float] = {"column": 3.3, "page": 6.9}
-"""Figure widths in inches: one column of a two-column paper, or the full text width."""
+FIGURE_WIDTHS: dict[str, float] = {"column": 3.25, "page": 6.875}
+"""Figure widths in inches: one column of a two-column paper (CVPR's is 3.281 in: 3.3 in overflowed it
+by 1.5 pt), or the full text width (CVPR's 6.875 in)."""
 
 ROW_COLOURS: tuple[str, ...] = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#CC6677", "#882255", "#AA4499", "#666666")
 """Paul Tol's "muted" qualitative palette (distinct under the common colour-vision deficiencies), with
@@ -50,7 +51,17 @@ dark edge too."""
 _HATCHES = ("", "////", "....", "xxxx")
 _LINESTYLES = ("-", "--", "-.", ":")
 _MAX_LEGEND = 24  # rows (bars) or trials (loss curves) beyond which figures carry no legend
-_FONT = {"column": 7.0, "page": 8.0}
+_FONT = {"column": 7.5, "page": 8.0}  # axis labels; ticks and legends 0.5 pt smaller, titles 0.5 pt larger
+
+
+def _text_colour(background) -> str:
+    """``"black"`` or ``"white"``, whichever has the higher WCAG 2 contrast ratio on ``background``
+    (RGB(A) in [0, 1]): at least 4.5:1 on any colour (white past 0.55 of the heatmap's limit was 3:1
+    on RdBu's mid tones)."""
+    c = np.asarray(background, dtype=float)[:3]
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    lum = float(linear @ np.array([0.2126, 0.7152, 0.0722]))  # relative luminance
+    return "black" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "white"
 
 
 def row_style(i: int) -> dict[str, str]:
@@ -207,8 +218,9 @@ def plot_bars(table: Table, out_dir: str | Path, *, subject: str = "", width: st
             for xj, c in zip(xs, cells):  # as the table marks them: a partial Mean (†), a missing cell (–)
                 if c.mean is None:
                     ax.text(xj, 0, "–", ha="center", va="bottom", fontsize=_FONT[width] - 1, color="#555555")
-                elif c.partial:
-                    ax.text(xj, c.mean + (c.std or 0.0), "†", ha="center", va="bottom", fontsize=_FONT[width] - 1)
+                elif c.partial:  # 2 pt above the error bar's cap: on it, at column width, it read as part of the bar
+                    ax.annotate("†", (xj, c.mean + (c.std or 0.0)), xytext=(0, 2), textcoords="offset points",
+                                ha="center", va="bottom", fontsize=_FONT[width] - 1)  # fmt: skip
             ax.bar(
                 xs, heights, bar_w,
                 yerr=errs if any(errs) else None, label=captions[i],
@@ -222,7 +234,9 @@ def plot_bars(table: Table, out_dir: str | Path, *, subject: str = "", width: st
         ax.set_xticks(x, cols)
         ax.set_xlim(-0.5, len(cols) - 0.5)
         ax.set_ylabel("mIoU (%)")
-        ax.set_title(fit_title(fig, "mIoU (%) per target domain" + (f" — {subject}" if subject else ""), width))
+        # over the figure, not the axes: fit_title fits it to the figure's width, and over the axes (right of the
+        # y label) a title that fit ran off the right edge
+        fig.suptitle(fit_title(fig, "mIoU (%) per target domain" + (f" — {subject}" if subject else ""), width), fontsize=title_size(width))
         ax.grid(axis="y", alpha=0.3, linewidth=0.5)
         ax.set_axisbelow(True)
         if n_rows <= _MAX_LEGEND:  # beyond that a legend is unreadable; the table names the rows
@@ -299,8 +313,8 @@ def plot_delta_heatmap(
                 text = "–" if np.isnan(v) else f"{v:+.{decimals}f}".replace("-", "−")  # a minus, as the colour bar's
                 if with_std and np.isfinite(grid.std[r, j]):
                     text += f"\n±{grid.std[r, j]:.{decimals}f}"
-                dark = np.isfinite(v) and abs(v) > 0.55 * lim
-                ax.text(j, r, text, ha="center", va="center", fontsize=size, color="white" if dark else "black", linespacing=1.0)
+                colour = _text_colour(im.cmap(norm(v))) if np.isfinite(v) else "black"
+                ax.text(j, r, text, ha="center", va="center", fontsize=size, color=colour, linespacing=1.0)
         ax.text((c - 1) / 2, grid.baseline, "baseline", ha="center", va="center", fontsize=size, color="#555555", style="italic")
         ax.set_xticks(range(c), grid.columns)
         ax.set_yticks(range(g), captions)
@@ -318,6 +332,7 @@ def plot_delta_heatmap(
         bar = fig.colorbar(im, ax=ax, shrink=0.9, pad=0.02, aspect=25 if not horizontal else 35,
                            orientation="horizontal" if horizontal else "vertical", location="bottom" if horizontal else "right")  # fmt: skip
         bar.solids.set_rasterized(False)  # matplotlib rasterizes a bar of this many colours: kept vector
+        bar.solids.set_edgecolor("face")  # PDF viewers showed hairline seams between its cells
         bar.set_label("Δ mIoU (points)")
         bar.outline.set_visible(False)
         title = "Δ mIoU vs the baseline row" + (f" — {subject}" if subject else "")
@@ -401,7 +416,7 @@ def plot_loss_curves(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are whole numbers
         ax.set_xlabel("iteration")
         ax.set_ylabel("training loss (cross-entropy)")
-        ax.set_title(fit_title(fig, "Training loss" + (f" — {subject}" if subject else ""), width))
+        fig.suptitle(fit_title(fig, "Training loss" + (f" — {subject}" if subject else ""), width), fontsize=title_size(width))  # as the bars' title
         ax.grid(alpha=0.3, linewidth=0.5)
         if len(rows) <= _MAX_LEGEND:  # outside the data: below at column width, to the right at page width
             where = "outside lower center" if below else "outside right upper"

@@ -187,7 +187,8 @@ def render_qualitative(
 
     h, w = rows[0][1].shape[:2]
     column = width == "column"
-    panel_w = (FIGURE_WIDTHS.get(width, 6.9) - (0.35 if column else 0.5)) / 3  # minus the domain labels; three panels
+    fig_w = FIGURE_WIDTHS.get(width, FIGURE_WIDTHS["page"])  # an unknown width: figure() refuses it, in one line
+    panel_w = (fig_w - (0.35 if column else 0.5)) / 3  # minus the domain labels; three panels
     legend_h = 1.05 if column else 0.75  # the 20 class patches in 4 columns, or 7
     title_h = (0.45 if column else 0.3) if title else 0.15  # at column width the title takes two lines
     grid_h = min(len(rows) * panel_w * h / w, MAX_HEIGHT_IN - legend_h - title_h)  # panels shrink to fit the height
@@ -199,6 +200,8 @@ def render_qualitative(
                 ax.imshow(img, interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])
+                for spine in ax.spines.values():  # the figures' left and bottom axis lines framed each image in an L
+                    spine.set_visible(False)
                 if r == 0:
                     ax.set_title(name)
                 if c == 0:

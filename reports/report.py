@@ -255,8 +255,9 @@ def _is_report_readme(path: Path) -> bool:
 
 
 def _readme(title: str, markdown: str, figures: list[Path], out_dir: Path, notes: list[str], source: str,
-            source_markdown: str | None = None) -> str:
-    from reports.tables import LATEX_PACKAGES
+            source_markdown: str | None = None, latex_width: str = "column") -> str:
+    """The report's README: the tables, the figures, and a line naming the files written (no others)."""
+    from reports.tables import latex_packages
 
     lines = [f"{REPORT_HEADING}{title}", "", f"Source: `{source}`", "", markdown.rstrip(), ""]
     lines += [f"- {n}" for n in notes]
@@ -271,10 +272,11 @@ def _readme(title: str, markdown: str, figures: list[Path], out_dir: Path, notes
     }
     for f in pngs:
         lines += ["", f"## {captions.get(f.stem, f.stem)}", "", f"![{f.stem}]({f.relative_to(out_dir)})"]
-    lines += ["", f"Files: `table.md`, `table.tex` (its first lines name the packages it needs: {', '.join(LATEX_PACKAGES)}), "
+    stems = list(dict.fromkeys(f.stem for f in figures))
+    lines += ["", f"Files: `table.md`, `table.tex` (its first lines name the packages it needs: {', '.join(latex_packages(latex_width))}), "
               "`results.csv` (one row per trial × seed), "
               "`summary.csv` (the table's numbers)" + (", `source.csv` (source val against the targets)" if source_markdown else "")
-              + "; figures as PNG and vector PDF."]
+              + (f"; figures {', '.join(f'`{s}`' for s in stems)} as PNG and vector PDF" if stems else "") + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -302,7 +304,8 @@ def write_report(
             MLflow when the results came from there.
         extra_figures: draws figures made elsewhere (qualitative) into the folder it is given (the
             report being written, so they are swapped in with it) and returns their paths, shown in the README.
-        profile: the sweep profile, named in figure titles.
+        profile: the sweep profile that made the results, named in the headings of table.md, table.tex
+            and the README, and in figure titles (``None``: not known, as for a CSV, and not named).
         latex_width: ``column`` | ``page`` | ``none`` (:data:`reports.tables.LATEX_WIDTHS`).
         figure_width: ``column`` | ``page`` for every figure (default: bars and heatmap ``page``,
             loss curves ``column``).
@@ -316,7 +319,8 @@ def write_report(
     with report_folder(out) as folder:
         write_text_atomic(folder / REPORT_MARKER, "written by famix report; the files named in reports.report.REPORT_FILES are replaced\n")
         extra = extra_figures(folder) if extra_figures else []
-        table = build_table(results, baseline=baseline)
+        subject = results.sweep + (f", {profile} profile" if profile else "")  # every heading and figure title
+        table = build_table(results, baseline=baseline, title=subject)
         md = render_markdown(table)
         # the notes on where the numbers come from (overrides, code versions) travel with a table pasted elsewhere
         tex = render_latex(table, width=latex_width, notes=results.provenance)
@@ -338,9 +342,10 @@ def write_report(
         if source_md:
             files.source_csv, files.source_markdown = folder / "source.csv", source_md
         if figures:
-            files.figures += _figures(results, table, folder, profile=profile, width=figure_width, loss_curves=loss_curves)
+            files.figures += _figures(results, table, folder, subject=subject, width=figure_width, loss_curves=loss_curves)
         files.figures += extra
-        write_text_atomic(files.readme, _readme(table.title, md, files.figures, folder, results.notes, results.source, source_md))
+        write_text_atomic(files.readme, _readme(table.title, md, files.figures, folder, results.notes, results.source, source_md,
+                                                latex_width=latex_width))  # fmt: skip
     return files.moved_to(out)
 
 
@@ -517,12 +522,11 @@ def _source_table(results: ResultSet, table, out: Path, *, enabled: bool) -> str
     return render_source_markdown(rows, table.label_columns, left_out)
 
 
-def _figures(results: ResultSet, table, out: Path, *, profile: str | None, width: str | None, loss_curves: bool) -> list[Path]:
-    """Bars, Δ-heatmap (vs the table's baseline, else row 1) and loss curves (MLflow input)."""
+def _figures(results: ResultSet, table, out: Path, *, subject: str, width: str | None, loss_curves: bool) -> list[Path]:
+    """Bars, Δ-heatmap (vs the table's baseline, else row 1) and loss curves (MLflow input); ``subject`` follows each title."""
     from reports.plots import fetch_histories, plot_bars, plot_delta_heatmap, plot_loss_curves, row_caption
     from reports.tables import delta_grid
 
-    subject = results.sweep + (f", {profile} profile" if profile else "")
     paths = plot_bars(table, out, subject=subject, width=width or "page")
     if len(table.rows) >= 2:
         grid = delta_grid(results, baseline=table.baseline or 0)

@@ -3,13 +3,15 @@
 Pure pandas (no MLflow, no matplotlib). Rules, applied identically to both formats:
 
 * rows are grid points (distinct label tuples) in the sweep's order; several trials with the
-  same labels (seeds) are averaged: ``mean ± std`` (sample std) with an ``n`` column;
+  same labels (seeds) are averaged: ``mean ± std`` (sample std) with an ``n`` column that counts
+  the runs with values (a range, ``2–3``, where the row's cells average different numbers of runs);
 * columns are the domains in the sweep's order, then ``Mean`` = the average of the row's
   domain cells, computed here (never read from the input);
 * values are percent with two decimals; in each column the best value is bold and the second
   best underlined, comparing the two-decimal values (ties share the mark; "second" is the next
-  distinct value); a partial Mean takes no mark;
-* a missing cell shows "–" with a numbered footnote naming the trial(s) and their status; the
+  distinct value); a partial Mean takes no mark; LaTeX marks the mean alone, not its ``± std``;
+* a missing cell shows "–" with a numbered footnote naming the trial(s) and their status (where the
+  input has one: a CSV without a ``status`` column has none, and none is made up); the
   Mean of a row with an empty cell is partial: the average of the cells it has, marked "†"; so is
   the Mean of a row where a seed lacks some domains but not all (its cells average different seeds);
 * optional paired difference vs a baseline row: per seed, the mean over domains of
@@ -41,6 +43,8 @@ __all__ = [
     "summary_frame",
     "LATEX_PACKAGES",
     "LATEX_WIDTHS",
+    "latex_packages",
+    "n_text",
     "shown_label",
     "column_title",
     "row_name",
@@ -53,12 +57,19 @@ __all__ = [
 
 LATEX_PACKAGES: tuple[str, ...] = ("booktabs", "amssymb", "graphicx")
 """Packages ``table.tex`` needs in the including document (amssymb for ``\\checkmark``, graphicx for
-``\\resizebox``; ``--latex-width none`` needs only the first two)."""
+``\\resizebox``; ``--latex-width none`` needs only the first two: :func:`latex_packages`)."""
 
 LATEX_WIDTHS: tuple[str, ...] = ("column", "page", "none")
 """``render_latex`` widths: ``column`` (``\\small``, ``\\tabcolsep`` 3pt, shrunk to ``\\linewidth`` when
 still wider: one column of a two-column paper), ``page`` (``\\tabcolsep`` 4pt, shrunk to ``\\linewidth``
-when wider: a ``table*`` spanning the page), ``none`` (a bare ``tabular``)."""
+when wider: a ``table*`` spanning the page), ``none`` (a bare ``tabular``, its notes in ``%`` comments)."""
+
+
+def latex_packages(width: str) -> tuple[str, ...]:
+    """The packages ``table.tex`` at ``width`` needs (what it and the report's README name): graphicx
+    only for the ``\\resizebox`` of ``column`` and ``page``."""
+    return LATEX_PACKAGES if width != "none" else LATEX_PACKAGES[:2]
+
 
 PARTIAL_MARK = "†"
 _YES = {"yes", "true", "on", "y", "✓", "1.0"}
@@ -125,7 +136,8 @@ class CellValue:
 
 @dataclass
 class TableRow:
-    """One grid point: its labels, trials and cells."""
+    """One grid point: its labels, trials and cells; ``n``: the most runs any of its cells averages
+    (a run without a value, a seed that failed outright, is not one of the ``n`` runs)."""
 
     labels: dict[str, str]
     trials: list[str]
@@ -157,6 +169,15 @@ class Table:
         """Cell of row ``row`` (0-based) in ``column`` (a domain or ``Mean``)."""
         r = self.rows[row]
         return r.mean if column == "Mean" else r.cells[column]
+
+
+def n_text(row: TableRow) -> str:
+    """A row's ``n`` as tables show it: ``3``, or ``2–3`` where its cells average different numbers of
+    runs (a seed lacks some domains; its footnote names them). Empty cells do not count: they show ``–``."""
+    counts = [c.n for c in row.cells.values() if c.n]
+    if not counts or min(counts) == max(counts):
+        return str(row.n)
+    return f"{min(counts)}–{max(counts)}"
 
 
 def summary_cell(values: list[float], *, signed: bool = False) -> CellValue:
@@ -236,7 +257,8 @@ def _paired_deltas(rows: list[TableRow], runs: pd.DataFrame, codes: np.ndarray, 
     for row, pairs in zip(rows, _pair_differences(runs, codes, vals, base)):
         ds = [float(d[~np.isnan(d)].mean()) for d in pairs if (~np.isnan(d)).any()]
         row.delta = summary_cell(ds, signed=True)
-        row.delta.partial = any(np.isnan(d).any() for d in pairs) and row.delta.mean is not None  # fewer domains
+        # fewer domains for a seed; one without any value (failed outright) is left out, as from the Mean
+        row.delta.partial = any(np.isnan(d).any() and not np.isnan(d).all() for d in pairs) and row.delta.mean is not None
 
 
 def delta_grid(results: ResultSet, baseline: int = 0) -> DeltaGrid:
@@ -337,11 +359,12 @@ def build_table(results: ResultSet, *, baseline: str | None = None, title: str |
     first = pd.Series(range(len(runs))).groupby(codes).first().to_numpy()  # (G,) row of each group's first run
     trials_of = runs["trial"].astype(str).groupby(codes).agg(list)  # group -> trial ids
 
-    # footnotes: only trials with a missing domain or a status other than done (usually few)
+    # footnotes: only trials with a missing domain or a status other than done (usually few); an empty
+    # status is none known (a CSV without the column): such a run's footnote says what is missing, no more
     footnotes: list[str] = []
     notes_at: dict[tuple[int, int], list[int]] = {}  # (group, domain index) -> footnote numbers
-    status = runs["status"].astype(str).to_numpy()
-    problem = np.flatnonzero(~complete | ~np.isin(status, _OK_STATUS))
+    status = runs["status"].fillna("").astype(str).str.strip().to_numpy()
+    problem = np.flatnonzero(~complete | ((status != "") & ~np.isin(status, _OK_STATUS)))
     for i in problem:
         t = runs.iloc[i]
         missing = [j for j, d in enumerate(doms) if np.isnan(vals[i, j])]
@@ -349,7 +372,7 @@ def build_table(results: ResultSet, *, baseline: str | None = None, title: str |
         what = f"no mIoU for {', '.join(doms[j] for j in missing)}" if missing else "all domains present"
         trial = str(t["trial"]) if str(t["trial"]) not in ("", "nan", "None") else ""
         footnotes.append(
-            f"{row_name(int(codes[i]) + 1, {c: t[c] for c in labels})}{seed}: {t['status']} ({what})"
+            f"{row_name(int(codes[i]) + 1, {c: t[c] for c in labels})}{seed}: {f'{status[i]} ({what})' if status[i] else what}"
             + (f"; trial {trial}" if trial else "")
         )
         for j in missing:
@@ -378,7 +401,7 @@ def build_table(results: ResultSet, *, baseline: str | None = None, title: str |
             TableRow(
                 labels={c: str(first_run[c]) for c in labels},
                 trials=trials_of[g],
-                n=int(size[g]),
+                n=int(cell_n[g].max()) if doms else 0,
                 cells=cells,
                 mean=mean,
             )
@@ -401,7 +424,7 @@ def build_table(results: ResultSet, *, baseline: str | None = None, title: str |
         domains=doms,
         rows=rows,
         footnotes=footnotes,
-        show_n=any(r.n != 1 for r in rows),
+        show_n=bool((size > 1).any()),  # several runs of a grid point, though some may have no value
         baseline=base_idx,
         baseline_name=base_name,
     )
@@ -424,6 +447,7 @@ class _Style:
     text: Callable[[str], str]
     std: Callable[[str], str] | None = None  # how "± std" follows the mean (default: pm + std)
     minus: str = "-"  # a negative value's sign (LaTeX: a minus, not a hyphen)
+    mark_mean_only: bool = False  # LaTeX: an \underline under "mean ± std" sat on the next row's digits
 
 
 _ENTITY_START = re.compile(r"&(?=#?[0-9A-Za-z]+;)")
@@ -511,6 +535,7 @@ _LATEX = _Style(
     label=_tex_label,
     text=_tex_escape,
     minus="$-$",
+    mark_mean_only=True,
 )
 
 
@@ -524,12 +549,11 @@ def _fmt_cell(c: CellValue, st: _Style) -> str:
     value = fmt2(c.mean, signed=c.signed)
     if value.startswith("-"):
         value = st.minus + value[1:]
+    std = ""
     if c.std is not None:
-        value += st.std(fmt2(c.std)) if st.std is not None else f"{st.pm}{fmt2(c.std)}"
-    if c.mark == "best":
-        value = st.bold(value)
-    elif c.mark == "second":
-        value = st.underline(value)
+        std = st.std(fmt2(c.std)) if st.std is not None else f"{st.pm}{fmt2(c.std)}"
+    mark = {"best": st.bold, "second": st.underline}.get(c.mark or "", lambda s: s)
+    value = mark(value) + std if st.mark_mean_only else mark(value + std)
     if c.partial:
         value += st.partial
     if c.notes:
@@ -557,7 +581,7 @@ def _body(table: Table, st: _Style) -> list[list[str]]:
     for i, r in enumerate(table.rows):
         line = [st.label(r.labels[c]) for c in table.label_columns]
         if table.show_n:
-            line.append(str(r.n))
+            line.append(st.text(n_text(r)))
         line += [_fmt_cell(r.cells[d], st) for d in table.domains]
         line.append(_fmt_cell(r.mean, st))
         if table.baseline is not None:
@@ -580,7 +604,8 @@ def notes_text(table: Table) -> list[tuple[str, str]]:
             why += " or averages fewer seeds than the row's others; the ± of such a Mean is over the seeds that have every domain"
         lines.append(("partial", f"{what} over the available {'values' if short else 'domains'} only ({why}); not ranked."))
     if table.show_n:
-        lines.append(("", "Several seeds: mean ± sample std over n runs; marks compare the means."))
+        ranged = " (a range where a row's cells average different numbers of runs)" if any("–" in n_text(r) for r in table.rows) else ""
+        lines.append(("", f"Several seeds: mean ± sample std over the n runs with values{ranged}; marks compare the means."))
     if table.baseline is not None and table.show_n:
         lines.append(
             ("", f"Δ: paired difference to the baseline ({table.baseline_name}): per seed, the mean over domains "
@@ -607,13 +632,15 @@ def render_markdown(table: Table) -> str:
 
 
 def render_latex(table: Table, width: str = "column", notes: Sequence[str] = ()) -> str:
-    """The table as a booktabs ``tabular``, footnotes below it.
+    """The table as a booktabs ``tabular``, footnotes below it (``none``: in ``%`` comment lines).
 
     Args:
         table: the built table.
         width: ``column`` | ``page`` | ``none`` (see :data:`LATEX_WIDTHS`). ``column`` and ``page``
             set the font size and column padding, then scale the tabular down to ``\\linewidth``
-            only when it is still wider (never up): ``\\resizebox`` needs ``graphicx``.
+            only when it is still wider (never up): ``\\resizebox`` needs ``graphicx``. ``none``
+            is the tabular alone, for the user's own ``\\resizebox``: the footnotes printed below
+            it would be shrunk with it, so they are comment lines after it, for the caption.
         notes: how the numbers were made (``ResultSet.provenance``), as ``% Note: …`` comment lines
             that travel with the fragment and do not print.
 
@@ -625,7 +652,7 @@ def render_latex(table: Table, width: str = "column", notes: Sequence[str] = ())
     style = _LATEX_COLUMN if width == "column" else _LATEX
     head = _header(table, _LATEX)
     spec = "c" * (len(table.label_columns) + (1 if table.show_n else 0)) + "r" * (len(head) - len(table.label_columns) - (1 if table.show_n else 0))
-    packages = LATEX_PACKAGES if width != "none" else LATEX_PACKAGES[:2]
+    packages = latex_packages(width)
     tabular = [
         rf"\begin{{tabular}}{{{spec}}}",
         r"\toprule",
@@ -640,11 +667,12 @@ def render_latex(table: Table, width: str = "column", notes: Sequence[str] = ())
         *(f"% Note: {' '.join(n.splitlines())}" for n in notes),
         "% Requires in the preamble: " + " ".join(rf"\usepackage{{{p}}}" for p in packages),
     ]
-    notes = [(r"$^\dagger$ " if kind == "partial" else "") + _tex_escape(t) for kind, t in notes_text(table)]
-    notes += [f"$^{{{i}}}$ {_tex_escape(t)}" for i, t in enumerate(table.footnotes, 1)]
-    notes_tex = [r"\par\smallskip{\footnotesize\raggedright " + r" \\ ".join(notes) + r"\par}"] if notes else []
+    below = [(r"$^\dagger$ " if kind == "partial" else "") + _tex_escape(t) for kind, t in notes_text(table)]
+    below += [f"$^{{{i}}}$ {_tex_escape(t)}" for i, t in enumerate(table.footnotes, 1)]
     if width == "none":
-        return "\n".join([*lines, *tabular, *notes_tex]) + "\n"
+        said = ["% The table's notes, not printed with --latex-width none (put them in the caption):"] if below else []
+        return "\n".join([*lines, *tabular, *said, *(f"% {' '.join(n.splitlines())}" for n in below)]) + "\n"
+    notes_tex = [r"\par\smallskip{\footnotesize\raggedright " + r" \\ ".join(below) + r"\par}"] if below else []
     size, sep = (r"\small", "3pt") if width == "column" else ("", "4pt")
     lines += [
         rf"\begingroup{size}\setlength{{\tabcolsep}}{{{sep}}}%",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from reports.tables import PARTIAL_MARK, CellValue, Table, TableRow, column_title, fmt2, notes_text, shown_label
+from reports.tables import PARTIAL_MARK, CellValue, Table, TableRow, column_title, fmt2, n_text, notes_text, shown_label
 
 __all__ = ["render_rich", "print_rich", "table_to_json", "table_from_json"]
 
@@ -68,7 +68,7 @@ def render_rich(table: Table, tight: bool = False, stacked: bool = False):
     for i, r in enumerate(table.rows):
         cells: list[Any] = [shown_label(r.labels[c]) for c in table.label_columns]
         if table.show_n:
-            cells.append(str(r.n))
+            cells.append(n_text(r))
         cells += [_cell_text(r.cells[d], stacked) for d in table.domains]
         cells.append(_cell_text(r.mean, stacked))
         if table.baseline is not None:

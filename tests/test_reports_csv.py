@@ -223,6 +223,46 @@ def test_cli_uses_sweep_yaml_order_and_labels(tmp_path, capsys):
     assert [c.strip() for c in header.strip("|").split("|")] == ["Mix", "B", "C", "Mean"]
 
 
+def test_the_profile_is_named_in_every_heading_and_for_a_csv_only_when_given(tmp_path, capsys):
+    """Only the figure titles said which profile (smoke, paper) made a report; table.md (`# mini`),
+    table.tex and the README did not. A CSV may come from any profile: the sweep's default is not named for it."""
+    sweep = tmp_path / "mini.yaml"
+    sweep.write_text("name: mini\ngrid:\n  style.mix: [false, true]\ndomains: [B, C]\n")
+    path = _write(pd.DataFrame({"mix": ["no", "yes"], "C": [10.0, 20.0], "B": [30.0, 40.0]}))
+
+    def headings(out: str) -> list[str]:
+        return [(Path(out) / f).read_text().splitlines()[0] for f in ("table.md", "table.tex", "README.md")]
+
+    assert main(["report", str(sweep), "--csv", str(path), "--out", "given", "--no-figures", "--profile", "smoke"]) == 0
+    assert headings("given") == ["# mini, smoke profile", "% FAMix report: mini, smoke profile (mIoU %); width: column.",
+                                 "# Report: mini, smoke profile"]  # fmt: skip
+    assert main(["report", str(sweep), "--csv", str(path), "--out", "csv"]) == 0  # the sweep's default profile is smoke
+    assert headings("csv") == ["# mini", "% FAMix report: mini (mIoU %); width: column.", "# Report: mini"]
+    import shutil
+
+    from tests.test_reports_figures import _pdf_text
+
+    if shutil.which("pdftotext"):  # poppler-utils
+        assert "profile" not in _pdf_text(Path("csv/bars.pdf"))  # nor in the figure titles
+
+
+def test_the_readme_names_the_files_written_and_no_others(tmp_path):
+    """With --no-figures the README still said "figures as PNG and vector PDF", and with --latex-width
+    none that table.tex needs graphicx, which table.tex itself did not list."""
+    import re
+
+    from reports.report import write_report
+
+    files = write_report(collect_csv(PAPER_CSV), tmp_path / "bare", figures=False, latex_width="none")
+    said = next(ln for ln in files.readme.read_text().splitlines() if ln.startswith("Files:"))
+    assert "figure" not in said and "PNG" not in said
+    named = re.search(r"needs: ([^)]*)\)", said).group(1).split(", ")
+    assert named == re.findall(r"\\usepackage\{(\w+)\}", files.table_tex.read_text().splitlines()[1]) == ["booktabs", "amssymb"]
+    files = write_report(collect_csv(PAPER_CSV), tmp_path / "full")
+    said = next(ln for ln in files.readme.read_text().splitlines() if ln.startswith("Files:"))
+    assert "needs: booktabs, amssymb, graphicx)" in said and said.endswith("; figures `bars`, `delta` as PNG and vector PDF.")
+
+
 def test_a_domain_that_domains_leaves_out_is_not_called_missing_from_the_sweep():
     """`famix report … --domains C,AN,AF` (MLflow input) noted "domain B has results but is not in
     the sweep's domains; left out" of a B that the sweep file lists."""

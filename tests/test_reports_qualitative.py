@@ -94,8 +94,24 @@ def test_render_qualitative_with_tiny_model(tmp_path):
         assert all(name in words for name in ("road", "traffic sign", "motorcycle", "bicycle", "ignore"))
 
 
+def test_image_panels_have_no_frame_and_keep_their_domain_label(tmp_path, monkeypatch):
+    """Every panel had an L-shaped black frame (the figures' left and bottom axis lines) round its image."""
+    from reports.qualitative import render_qualitative
+    from tests.test_reports_figures import _drawn
+
+    cfg = _tiny_cfg(tmp_path / "data")
+    weights = tmp_path / "w" / "model.safetensors"
+    _save_tiny_weights(cfg, weights)
+    drawn = _drawn(monkeypatch)
+    render_qualitative(cfg, weights, ["C", "AN"], tmp_path / "out", title="tiny", width="column")
+    panels = [ax for ax in drawn[0].axes if ax.images]
+    assert len(panels) == 6
+    assert not [name for ax in panels for name, spine in ax.spines.items() if spine.get_visible()]
+    assert [ax.get_ylabel() for ax in panels if ax.get_ylabel()] == ["C", "AN"]
+
+
 def test_the_qualitative_figure_takes_the_figure_width_and_stays_within_a_text_block(tmp_path):
-    """--figure-width column drew it 6.9 in wide all the same; eight domains at page width made it
+    """--figure-width column drew it page-wide all the same; eight domains at page width made it
     9.6 in tall, past a paper's text block (8.875 in)."""
     from PIL import Image
 
@@ -110,10 +126,10 @@ def test_the_qualitative_figure_takes_the_figure_width_and_stays_within_a_text_b
         return w / 200.0, h / 200.0
 
     png, _ = render_qualitative(cfg, weights, ["C", "AN"], tmp_path / "col", title="tiny", width="column")
-    assert size_in(png)[0] == pytest.approx(3.3, abs=0.01)
+    assert size_in(png)[0] == pytest.approx(3.25, abs=0.01)
     png, _ = render_qualitative(cfg, weights, ["C", "AN"] * 5, tmp_path / "tall", title="tiny", width="page")
     w, h = size_in(png)
-    assert w == pytest.approx(6.9, abs=0.01) and 0.9 * MAX_HEIGHT_IN <= h <= MAX_HEIGHT_IN + 0.01
+    assert w == pytest.approx(6.875, abs=0.01) and 0.9 * MAX_HEIGHT_IN <= h <= MAX_HEIGHT_IN + 0.01
 
 
 def test_cli_qualitative_from_mlflow_trial(tmp_path, capsys):

@@ -128,8 +128,9 @@ def test_seeds_mean_std_n_and_marks_by_mean():
     rows = _md_rows(md)
     assert rows[0][1] == "3" and rows[0][2] == "<ins>42.00 ± 2.00</ins>" and rows[1][2] == "**45.50 ± 0.50**"
     assert rows[0][3] == "**32.00 ± 2.00**" and rows[1][3] == "<ins>22.00 ± 2.00</ins>"
-    assert r"42.00 $\pm$ 2.00" in render_latex(t, width="page")
-    assert r"42.00\,{\scriptsize$\pm$2.00}" in render_latex(t, width="column")  # the std in script size
+    # LaTeX marks the mean alone: an \underline under "mean ± std" sat almost on the next row's digits
+    assert r"\underline{42.00} $\pm$ 2.00" in render_latex(t, width="page") and r"\textbf{45.50} $\pm$ 0.50" in render_latex(t, width="page")
+    assert r"\underline{42.00}\,{\scriptsize$\pm$2.00}" in render_latex(t, width="column")  # the std in script size
 
 
 def test_missing_cell_footnote_and_partial_mean():
@@ -273,6 +274,43 @@ def test_latex_width_fits_a_two_column_paper(tmp_path):
     assert "Overfull \\hbox" in log
 
 
+def test_a_bare_tabular_keeps_its_notes_out_of_the_box():
+    """`--latex-width none` is for the user's own \\resizebox, but its notes followed the tabular as a
+    printed paragraph, which landed in the box and shrank the table to a tenth. Now the file holds the
+    tabular and comment lines only; the notes are comments, for the caption."""
+    table = _seeded_paper_table()  # a footnote, the partial and seeds notes, Δ
+    tex = render_latex(table, width="none")
+    lines = tex.splitlines()
+    begin, end = lines.index(next(ln for ln in lines if ln.startswith(r"\begin{tabular}"))), lines.index(r"\end{tabular}")
+    outside = lines[:begin] + lines[end + 1 :]
+    assert all(ln.startswith("%") for ln in outside), [ln for ln in outside if not ln.startswith("%")]
+    assert any(ln.startswith("% $^{1}$ row 2 (Freeze") for ln in outside)  # the footnote, as LaTeX, in a comment
+    assert any(ln.startswith("% Several seeds:") for ln in outside)
+    assert r"{\footnotesize\raggedright $^\dagger$" in render_latex(table, width="column")  # printed where the file sizes the table
+
+
+def test_n_counts_the_runs_with_values_and_a_csv_without_status_gets_none_made_up(tmp_path):
+    """A seed whose cells were all empty counted in n (n=3 over a mean ± std of 2 seeds), and a CSV
+    without a status column had "done" made up: "seed 1: done (no mIoU for C, B, M)", and `done` in
+    the report's results.csv."""
+    path = tmp_path / "res.csv"
+    path.write_text("Mix,seed,C,B,M\na,0,10,20,30\na,1,,,\na,2,12,22,32\nb,0,15,25,35\nb,1,16,26,\nb,2,17,27,37\n")
+    rs = collect_csv(path, domains=["C", "B", "M"])
+    table = build_table(rs)
+    assert [r.n for r in table.rows] == [2, 3] and table.cell(0, "C").std == pytest.approx(2**0.5)
+    md = render_markdown(table)
+    rows = _md_rows(md)
+    assert rows[0][1] == "2" and rows[1][1] == "2–3"  # row b: M over two runs, C and B over three
+    assert "over the n runs with values (a range where a row's cells average different numbers of runs)" in md
+    assert table.footnotes == ["row 1 (Mix a), seed 1: no mIoU for C, B, M", "row 2 (Mix b), seed 1: no mIoU for M"]
+    assert "done" not in md
+    assert " & 2--3 & " in render_latex(table)
+    assert rs.to_results_csv()["status"].tolist() == [""] * 6
+    again = tmp_path / "again.csv"
+    rs.to_results_csv().to_csv(again, index=False)
+    assert build_table(collect_csv(again, domains=["C", "B", "M"])).footnotes == table.footnotes  # read back the same
+
+
 def test_latex_width_option_is_checked():
     table = build_table(collect_csv(PAPER_CSV))
     with pytest.raises(Exception, match="--latex-width wide: expected one of column, page, none"):
@@ -320,6 +358,7 @@ def test_a_seed_that_failed_outright_leaves_its_row_ranked():
     assert not b.mean.partial and b.mean.mark == "best" and b.mean.n == 2
     md = render_markdown(table)
     assert _md_rows(md)[1][-1] == "**36.00 ± 1.41**" and "†" not in md
+    assert not build_table(_runs(recs, ["M"], ["C", "B"]), baseline="1").rows[1].delta.partial  # nor its Δ (it was)
 
 
 def test_markdown_shows_a_label_as_written():

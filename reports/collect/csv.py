@@ -81,6 +81,7 @@ def collect_csv(
 
     Wide: label columns, optional ``seed`` / ``status`` / ``trial``, one column per domain
     (column or registry name). Long: label columns, optional ``seed``, ``domain``, ``miou``.
+    Without a ``status`` column (or in an empty cell) a run's status is ``""``: not known.
     A ``Mean`` column is ignored (the tool computes the mean itself).
 
     Args:
@@ -157,7 +158,7 @@ def collect_csv(
             COL_TRIAL: wide[COL_TRIAL] if COL_TRIAL in wide else "",  # no trial ids: footnotes name the table row
             COL_TRIAL_INDEX: list(range(n)),
             COL_SEED: _parse_seeds(wide[COL_SEED], where) if COL_SEED in wide else math.nan,
-            COL_STATUS: wide[COL_STATUS].replace("", "done") if COL_STATUS in wide else "done",
+            COL_STATUS: wide[COL_STATUS].fillna("") if COL_STATUS in wide else "",  # none given: none made up
             COL_RUN_ID: None,
             COL_TRAIN_KEY: None,
         },
