@@ -118,7 +118,7 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
         else:
             uri = tracking_uri_for(info, args.run_dir, args.tracking_uri)
             results = collect_mlflow(info.name, tracking_uri=uri, experiment=args.experiment or info.experiment,
-                                     profile=info.profile, make_it=sweep_command("run", args), trials=info.trials)  # fmt: skip
+                                     profile=info.profile, make_it=_missing_store_hint(args, info), trials=info.trials)  # fmt: skip
             note = plan_coverage_note(results, info)
             if note:  # also in table.md and table.tex: a table pasted elsewhere says whose rows it holds
                 results.notes.append(note)
@@ -159,6 +159,16 @@ def _has_values(results: Any) -> bool:
     runs = results.runs
     cols = [c for c in results.domains if c in runs]
     return bool(cols) and not runs.empty and bool(runs[cols].notna().to_numpy().any())
+
+
+def _missing_store_hint(args: argparse.Namespace, info: "SweepInfo") -> str:
+    """What to do when the run dir has no MLflow store: run the sweep (a sweep file's own command), or
+    read another store; the options not given already."""
+    other = [o for o in ("--run-dir", "--tracking-uri", "--csv") if o != "--run-dir" or args.run_dir == "runs"]
+    elsewhere = f"pass {', '.join(other[:-1])} or {other[-1]}"
+    if info.path is None:  # `famix sweep run nosuchsweep` names no file either
+        return f"nor is {args.sweep!r} a sweep file: give the sweep file that ran there, or {elsewhere}"
+    return f"run `{sweep_command('run', args)}` first, or {elsewhere}"
 
 
 def sweep_command(action: str, args: argparse.Namespace) -> str:

@@ -167,7 +167,12 @@ def test_missing_store_is_one_line(capsys):
     rc = main(["report", "ablation", "--profile", "paper", "--run-dir", "nowhere", "--out", "rep", "train.iterations=5"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.endswith("(run `famix sweep run ablation --profile paper --run-dir nowhere train.iterations=5` first, "
-                                    "or pass --run-dir, --tracking-uri or --csv)"), err  # fmt: skip
+                                    "or pass --tracking-uri or --csv)"), err  # fmt: skip: --run-dir was given
+    # a name with no sweep file: `famix sweep run nosuchsweep` would find nothing to run either
+    rc = main(["report", "nosuchsweep", "--out", "rep"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.endswith("(nor is 'nosuchsweep' a sweep file: give the sweep file that ran there, or pass --run-dir,"
+                                    " --tracking-uri or --csv)"), err  # fmt: skip
 
 
 def _never_opens_a_client(monkeypatch) -> None:

@@ -85,8 +85,8 @@ def collect_mlflow(
         reader: ``auto`` | ``client`` | ``sqlite``.
         profile: keep only trials run under this sweep profile (``famix.profile`` tag), so a
             smoke run and a paper run in one run directory never share a table; ``None``: all.
-        make_it: the command that makes a missing SQLite store, for its message (default:
-            ``famix sweep run <sweep>``; ``famix report`` gives its own arguments).
+        make_it: what to do about a missing SQLite store, for its message (default: run
+            ``famix sweep run <sweep>`` or pass another store; ``famix report`` says it for its own arguments).
         trials: the trial ids to report (above); ``None``: the sweep's last run.
 
     Returns:
@@ -100,7 +100,7 @@ def collect_mlflow(
     db = sqlite_path(tracking_uri)
     if db is not None and not db.is_file():
         raise ReportInputError(
-            f"no MLflow store at {db} (run `{make_it or f'famix sweep run {sweep}'}` first, or pass --run-dir, --tracking-uri or --csv)"
+            f"no MLflow store at {db} ({make_it or f'run `famix sweep run {sweep}` first, or pass --run-dir, --tracking-uri or --csv'})"
         )
     if "'" in sweep:
         raise ReportInputError(f"sweep name {sweep!r}: quotes are not allowed")
