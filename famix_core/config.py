@@ -21,7 +21,9 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from famix_core.classes import NUM_CLASSES
 from famix_core.config_io import apply_overrides, check_overrides, parse_overrides, read_yaml, validate
-from famix_core.domains import DEFAULT_TARGETS, SHARED_FOLDERS, UnknownDomainError, repeated_domain, resolve_domain
+from famix_core.domains import (
+    COLUMNS, DEFAULT_TARGETS, DOMAINS, SHARED_FOLDERS, UnknownDomainError, domain_hint, repeated_domain, resolve_domain,
+)
 from famix_core.errors import ConfigError, FamixDeprecation, suggest
 
 __all__ = [
@@ -334,10 +336,14 @@ class DataConfig(_Base):
         for k, p in v.items():
             try:
                 names, into = [resolve_domain(k).name], by_domain
-            except UnknownDomainError as e:
+            except UnknownDomainError:
                 names, into = SHARED_FOLDERS.get(k, []), by_folder
                 if not names:
-                    raise UnknownDomainError(f"{e.args[0][:-1]}; or a dataset folder of several: {', '.join(SHARED_FOLDERS)})") from None
+                    known = ", ".join([*COLUMNS, *DOMAINS])
+                    raise UnknownDomainError(
+                        f"unknown domain {k!r} (known: {known}; or a dataset folder of several: {', '.join(SHARED_FOLDERS)})"
+                        f"{domain_hint(k, also=list(SHARED_FOLDERS))}"
+                    ) from None
             try:
                 path = _folder_path(p)
             except ValueError as e:  # which domain's root

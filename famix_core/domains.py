@@ -66,6 +66,20 @@ class UnknownDomainError(ValueError):
     pass
 
 
+_ALIASES: dict[str, str] = {"cs": "C", "city": "C", "bdd": "B", "bdd10k": "B", "vistas": "M", "gta": "gta5", "gtav": "gta5"}
+"""Names a researcher types for a domain (lower case) -> the column or registry name it is."""
+
+
+def domain_hint(name: str, also: Sequence[str] = ()) -> str:
+    """`` (did you mean C?)`` for a misspelt domain (``CS``, ``Cityscapes``, ``bdd``), or ``""``;
+    ``also``: other names valid where it was given (``data.roots``' dataset folders)."""
+    from famix_core.errors import suggest
+
+    if name.casefold() in _ALIASES:
+        return f" (did you mean {_ALIASES[name.casefold()]}?)"
+    return suggest(name, [*COLUMNS, *DOMAINS, *also])
+
+
 def resolve_domain(name_or_column: str) -> Domain:
     """Look a domain up by registry name (``cityscapes``) or column (``C``).
 
@@ -77,7 +91,7 @@ def resolve_domain(name_or_column: str) -> Domain:
     if name_or_column in COLUMNS:
         return DOMAINS[COLUMNS[name_or_column]]
     known = ", ".join(list(COLUMNS) + list(DOMAINS))
-    raise UnknownDomainError(f"unknown domain {name_or_column!r} (known: {known})")
+    raise UnknownDomainError(f"unknown domain {name_or_column!r} (known: {known}){domain_hint(str(name_or_column))}")
 
 
 def repeated_domain(names: Sequence[str]) -> tuple[str, list[int]] | None:

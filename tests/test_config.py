@@ -80,6 +80,9 @@ def test_domains_resolve_by_name_or_column():
         (["style.strategy=MixStyle"], "style.strategy: unknown style strategy 'MixStyle' (known: none, famix, mixstyle, noise)"
          " (did you mean mixstyle?)"),
         (["mining.prompt=styleclass"], "(did you mean style_class?)"),
+        (["data.roots.CS=/data/cs"], "acdc_fog; or a dataset folder of several: acdc) (did you mean C?)"),
+        (["eval.domains=[Cityscapes]"], "eval.domains: unknown domain 'Cityscapes' (known: S, C,"),
+        (["eval.domains=[Cityscapes]"], "acdc_fog) (did you mean cityscapes?)"),
         (["model.freeze=Paper"], "(did you mean paper?)"),
         # passed the plan, then every training failed at its first loss (IndexError: Target 10 is out of bounds)
         (["model.num_classes=3"], "command line: model.num_classes: 3, but every domain's labels are mapped to the 19"
