@@ -48,7 +48,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     from famix_core.errors import TrainingInterrupted
     from famix_core.interrupts import stop_on_signals
-    from famix_core.pretrain import SUMMARY_FILE, WEIGHTS_FILE, pretrain_clip
+    from famix_core.pretrain import SUMMARY_FILE, WEIGHTS_FILE, check_out, pretrain_clip
 
     stop, stage = threading.Event(), "corpus"
 
@@ -58,6 +58,8 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     def log(line: str) -> None:
         print(f"[pretrain] {line}", file=sys.stderr, flush=True)
+
+    check_out(cfg, args.out, "--out", log=log)  # other files, or another config's weights: refused before the corpus renders
 
     with stop_on_signals(stop, lambda: _STOP_NOTICES[stage]):
         try:

@@ -403,15 +403,16 @@ def evaluate(
         ``{column: result of evaluate_domain}`` in the given order.
 
     Raises:
-        DataError: a domain's data is missing or unreadable (every domain is checked before the first is scored).
+        DataError: a domain's data is missing or unreadable (every domain is checked before the first is
+            scored; several such domains are one line each, :func:`famix_core.data.check_splits`).
     """
-    from famix_core.data import inspect_domain
+    from famix_core.data import check_splits
 
     # loaded on the CPU, then moved: a weights problem fails alone, before the device's CPU-fallback notice
     model = load_segmenter(cfg, weights).to(stage_device(cfg))
     names = list(domains or cfg.eval.domains)
-    for name in names:  # every domain's data before the first is scored: a missing one fails at once
-        inspect_domain(cfg.data, name, cfg.eval.split)
+    # every domain's data before the first is scored, every problem said at once
+    check_splits(cfg.data, [(name, cfg.eval.split) for name in names], "nothing was scored")
     results: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(names):
         col = resolve_domain(name).short_name

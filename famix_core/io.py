@@ -32,6 +32,7 @@ __all__ = [
     "building_dir",
     "CommitFailed",
     "check_out_dir",
+    "refuse_other_files",
     "exclusive_lock",
     "safetensors_problem",
 ]
@@ -120,6 +121,33 @@ def check_out_dir(path: str | Path, option: str = "--out") -> None:
     except OSError as e:
         problem = f"cannot write in {existing} ({e.strerror})"
     raise ConfigError(f"command line: {option}: {path}: {problem}")
+
+
+def refuse_other_files(folder: str | Path, marker: str, needs: str, where: str = "", also: tuple[str, ...] = ()) -> None:
+    """Refuse an output folder holding anything but a previous output of the same command, before any work.
+
+    A new or empty folder is taken, and so is one holding the file ``marker`` (or one of ``also``):
+    what every previous output of the command has. A file, or a folder of other files, is refused:
+    the command would write among, or over, someone else's files (``data synth``, ``data
+    synth-captions`` and ``pretrain-clip`` refuse their ``--out`` through here).
+
+    Args:
+        folder: the output folder (it need not exist).
+        marker: the file a previous output always holds, named in the message.
+        needs: what the command needs, for the message (``the caption corpus needs a new or empty folder``).
+        where: what named ``folder``, for the message (``command line: --out``, ``data.root``).
+        also: other names that mark a previous output (an interrupted one's checkpoint).
+
+    Raises:
+        DataError: ``[<where>: ]<folder> holds files but no <marker>: <needs>``.
+    """
+    from famix_core.errors import DataError
+
+    folder = Path(folder)
+    if not folder.exists() or (folder / marker).is_file() or any((folder / name).exists() for name in also):
+        return
+    if not folder.is_dir() or any(folder.iterdir()):
+        raise DataError(f"{where + ': ' if where else ''}{folder} holds files but no {marker}: {needs}")
 
 
 def _exchange(a: Path, b: Path) -> bool:

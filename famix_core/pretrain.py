@@ -20,8 +20,12 @@ seconds; zero-shot scores of :mod:`famix_core.zero_shot`).
 Nothing is lost to a kill or Ctrl-C: every minute of training (and at a stop request, the CLI's
 Ctrl-C, and once the last step is done) the model, the optimizer and the sampler's RNG go to
 ``DIR/checkpoint/`` (:mod:`famix_core.checkpoint`), and the same command resumes from there, to
-the same weights bit for bit. A checkpoint of another config is not resumed from; the folder goes
-once the weights are written.
+the same weights bit for bit; the folder goes once the weights are written.
+
+``DIR`` is checked before any work (:func:`check_out`): a new or empty folder, or one of a previous
+pretraining of the same config (which is resumed, or done again to the same weights). A folder of
+other files, or the weights or a checkpoint of another config, is refused, as ``famix train`` refuses
+the outputs and checkpoints of another training: nothing is replaced or deleted.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -42,7 +46,11 @@ from famix_core.config import Backbone, Seed, no_boolean_for_a_number
 from famix_core.data.captions import Corpus, CorpusConfig, build_corpus, classes_by_area, patch_caption, scene_caption
 from famix_core.data.transforms import CLIP_MEAN, CLIP_STD
 
-__all__ = ["PretrainConfig", "sample_batch", "pretrain_clip", "save_weights", "WEIGHTS_FILE", "SUMMARY_FILE", "CHECKPOINT_DIR"]
+if TYPE_CHECKING:
+    from famix_core.errors import WeightsError
+
+__all__ = ["PretrainConfig", "sample_batch", "pretrain_clip", "check_out", "save_weights", "WEIGHTS_FILE", "SUMMARY_FILE",
+           "CHECKPOINT_DIR"]
 
 WEIGHTS_FILE = "weights.safetensors"
 SUMMARY_FILE = "pretrain.json"
@@ -58,9 +66,10 @@ class PretrainConfig(BaseModel):
 
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     backbone: Backbone = Field("famix-tiny", description="CLIP architecture (famix_core.models.clip registry)")
-    steps: int = Field(1500, ge=1)
+    # "also": the names a user may reach for (the training's keys), which an unknown key's message turns into this one
+    steps: int = Field(1500, ge=1, json_schema_extra={"also": ["iterations"]})
     batch_size: int = Field(64, ge=2)
-    lr: float = Field(2e-3, gt=0.0)
+    lr: float = Field(2e-3, gt=0.0, json_schema_extra={"also": ["lr_decoder", "lr_backbone"]})
     weight_decay: float = Field(0.1, ge=0.0)
     warmup: int = Field(30, ge=0, description="linear warm-up steps, then cosine decay to 0")
     patch_fraction: float = Field(0.5, ge=0.0, le=1.0, description="share of patch samples in a batch")
@@ -197,10 +206,78 @@ def _save_progress(ckpt_dir: Path, step: int, model: torch.nn.Module, opt: torch
     return save_checkpoint(ckpt_dir, state)
 
 
+def _weights_view(cfg_json: Any) -> Any:
+    """What of a pretraining config decides its weights: all but ``log_every`` (a resume is exact whatever it is)."""
+    return {k: v for k, v in cfg_json.items() if k != "log_every"} if isinstance(cfg_json, dict) else cfg_json
+
+
+def _differences(theirs: Any, cfg_json: dict) -> str:
+    """``lr 0.002, here 0.01; …``: the dotted fields in which another pretraining's config differs from ``cfg_json``."""
+    from famix_core.train import identity_differences
+
+    return identity_differences(_weights_view(theirs) if isinstance(theirs, dict) else {}, _weights_view(cfg_json))
+
+
+def _another_config(ckpt_dir: Path, step: int, theirs: Any, cfg_json: dict) -> "WeightsError":
+    from famix_core.errors import WeightsError
+
+    return WeightsError(
+        f"{ckpt_dir}: its checkpoint (step {step}) is of another config ({_differences(theirs, cfg_json)});"
+        " write elsewhere (another --out), or delete that folder to train from scratch"
+    )
+
+
+def check_out(cfg: PretrainConfig, out: str | Path, option: str | None = None, log: Callable[[str], None] | None = None) -> None:
+    """Refuse ``out`` before any work unless it is new, empty, or holds a previous pretraining of ``cfg``.
+
+    Args:
+        cfg: the pretraining to run.
+        out: its output folder (it need not exist).
+        option: the command-line option that named ``out``, for the message.
+        log: told of a corrupt checkpoint set aside (:func:`famix_core.checkpoint.latest_checkpoint`).
+
+    Raises:
+        DataError: ``out`` is a file, or a folder of files holding neither ``pretrain.json`` nor ``checkpoint/``.
+        WeightsError: its ``pretrain.json`` (with ``weights.safetensors``) or its checkpoint is of another config.
+    """
+    import json
+
+    from famix_core.checkpoint import latest_checkpoint
+    from famix_core.errors import WeightsError
+    from famix_core.io import refuse_other_files
+
+    out = Path(out)
+    needs = "CLIP pretraining needs a new or empty folder, or one of a previous pretraining"
+    refuse_other_files(out, SUMMARY_FILE, needs, f"command line: {option}" if option else "", also=(CHECKPOINT_DIR,))
+    cfg_json = cfg.model_dump(mode="json")
+    summary = out / SUMMARY_FILE
+    if summary.is_file():
+        try:
+            theirs = json.loads(summary.read_text(encoding="utf-8")).get("config")
+        except (OSError, ValueError, AttributeError):
+            theirs = None
+        if _weights_view(theirs) != _weights_view(cfg_json):
+            held = " and ".join(n for n in (WEIGHTS_FILE, SUMMARY_FILE) if (out / n).exists())
+            raise WeightsError(
+                f"{out}: holds {held} of another config ({_differences(theirs, cfg_json)});"
+                " write elsewhere (another --out), or delete them to pretrain there"
+            )
+    path = latest_checkpoint(out / CHECKPOINT_DIR, warn=log)
+    if path is not None:
+        st = json.loads((path / "state.json").read_text(encoding="utf-8"))  # sound: latest_checkpoint read it
+        theirs = (st.get("extra") or {}).get("config")
+        if _weights_view(theirs) != _weights_view(cfg_json):
+            raise _another_config(out / CHECKPOINT_DIR, st["iteration"], theirs, cfg_json)
+
+
 def _resume(ckpt_dir: Path | None, model: torch.nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator,
             cfg_json: dict, log: Callable[[str], None]) -> tuple[int, list[float], dict[str, float]]:
     """Load the newest sound checkpoint of this config in ``ckpt_dir`` into ``model``, ``opt`` and ``rng``;
-    returns (steps done, loss curve, seconds spent by the runs before), (0, [], zeros) when there is none."""
+    returns (steps done, loss curve, seconds spent by the runs before), (0, [], zeros) when there is none.
+
+    Raises:
+        WeightsError: the checkpoint is of another config (:func:`check_out` refuses it before any work).
+    """
     from famix_core.checkpoint import latest_checkpoint, load_checkpoint, optimizer_from_flat
 
     none: tuple[int, list[float], dict[str, float]] = (0, [], {"train": 0.0, "total": 0.0})
@@ -208,10 +285,8 @@ def _resume(ckpt_dir: Path | None, model: torch.nn.Module, opt: torch.optim.Opti
     if path is None:
         return none
     st = load_checkpoint(path)
-    if st.extra.get("config") != cfg_json:
-        log(f"{ckpt_dir}: a checkpoint of another config (step {st.iteration}): removed; training starts over")
-        shutil.rmtree(ckpt_dir)
-        return none
+    if _weights_view(st.extra.get("config")) != _weights_view(cfg_json):
+        raise _another_config(ckpt_dir, st.iteration, st.extra.get("config"), cfg_json)  # type: ignore[arg-type]
     model.load_state_dict(st.model)
     optimizer_from_flat(opt, st.optimizer, st.optimizer_meta)
     rng.bit_generator.state = st.extra["sampler"]
@@ -234,7 +309,7 @@ def pretrain_clip(
     Args:
         cfg: corpus and optimization settings.
         out: output folder (``None``: write nothing, keep no checkpoint). A checkpoint of ``cfg`` in
-            ``out/checkpoint/`` is resumed from.
+            ``out/checkpoint/`` is resumed from; a folder :func:`check_out` refuses is an error.
         log: a line printer (default: none).
         evaluate: run the zero-shot checks at the end and put them in the summary.
         stop: set (by a signal handler, say) to stop: checked
@@ -252,6 +327,7 @@ def pretrain_clip(
 
     Raises:
         TrainingInterrupted: ``stop`` was set; the checkpoint holds every step done.
+        DataError, WeightsError: ``out`` holds other files, or a pretraining of another config (:func:`check_out`).
     """
     import open_clip
 
@@ -260,6 +336,8 @@ def pretrain_clip(
 
     log = log or (lambda s: None)
     on_stage = on_stage or (lambda s: None)
+    if out is not None:
+        check_out(cfg, out, log=log)  # before any work: nothing of another pretraining is replaced
     on_stage("corpus")
     threads_before = torch.get_num_threads()
     if cfg.threads:

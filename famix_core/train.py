@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 __all__ = ["train", "Trainer", "poly_lr", "BatchSchedule", "ScheduleSampler", "SeededItems", "collate_pairs", "LogFn"]
 
 LogFn = Callable[[dict[str, float], "int | None"], None]
+OUTPUT_FILES = ("model.safetensors", "summary.json", "best.safetensors", "last.safetensors")
+"""What a training writes into its ``out_dir`` (:meth:`Trainer.finalize`)."""
 _MASK63 = (1 << 63) - 1
 
 
@@ -419,6 +421,36 @@ class Trainer:
             self.note(f"resuming from iteration {st.iteration}/{self.cfg.train.iterations} ({path})")
         return True
 
+    def check_out_dir(self, resumed: bool) -> None:
+        """Refuse to write over another training's outputs in ``out_dir`` (before any step).
+
+        ``out_dir`` may hold this training's outputs (a rerun finishes it again): ``summary.json``
+        records the training it is of (:attr:`identity`), compared as a checkpoint is
+        (:func:`~famix_core.identity.resume_view`). Outputs without that record (an older summary, or
+        none) are this training's only when ``resumed`` (a checkpoint of it was loaded).
+
+        Raises:
+            WeightsError: one line naming ``out_dir``, what it holds and how to go on.
+        """
+        held = [name for name in OUTPUT_FILES if (self.out_dir / name).exists()]
+        if not held:
+            return
+        theirs = _recorded_training(self.out_dir / "summary.json")
+        if theirs is not None and resume_view(theirs) == resume_view(self.identity):
+            return
+        if theirs is None and resumed:
+            return
+        if theirs is not None:
+            what = f"of another training ({identity_differences(resume_view(theirs), resume_view(self.identity))})"
+        else:  # an older summary.json, or none: only a checkpoint of this training says the files are its own
+            where = f"in {self.ckpt_dir}" if self.ckpt_dir is not None else "to resume"
+            what = f"of an unknown training (no record in summary.json, and no checkpoint of this one {where})"
+        files = f"{', '.join(held[:-1])} and {held[-1]}" if len(held) > 1 else held[0]
+        raise WeightsError(
+            f"{self.out_dir}: holds {files} {what}; write elsewhere (another --out), or delete"
+            f" {'them' if len(held) > 1 else 'it'} to train there"
+        )
+
     def validate_if_due(self) -> None:
         """Source validation after the current iteration when ``train.val_every`` says so (see famix_core.source_val)."""
         if self.source_val is not None and self.source_val.due(self.iteration):
@@ -436,7 +468,8 @@ class Trainer:
                 ``ckpt_dir``, and a later run with the same ``ckpt_dir`` resumes there.
         """
         tc = self.cfg.train
-        self.resume()
+        resumed = self.resume()
+        self.check_out_dir(resumed)
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         self.validate_if_due()  # a run stopped right after a due iteration validates it now
@@ -459,6 +492,8 @@ class Trainer:
         ``model.safetensors`` holds the weights ``train.select`` picks: the last, or the best on the
         source val split. When source validation ran and the best is not the last, the other one is
         kept too: ``best.safetensors`` (select=last) or ``last.safetensors`` (select=best_source_val).
+        ``summary.json`` also records :attr:`identity` under ``training`` (not in the returned dict), so
+        that a later training of another config into ``out_dir`` is refused (:meth:`check_out_dir`).
         """
         self.read_losses()
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -492,8 +527,18 @@ class Trainer:
             "source_val": sv.summary() if sv is not None else None,
             "precision": self.precision,
         }
-        atomic_write_json(self.out_dir / "summary.json", summary)
+        # the file also says what training wrote it: a later one of another config is refused (check_out_dir)
+        atomic_write_json(self.out_dir / "summary.json", {**summary, "training": self.identity})
         return summary
+
+
+def _recorded_training(path: Path) -> dict[str, Any] | None:
+    """The training identity a ``summary.json`` records, or None (none recorded, or no readable file)."""
+    try:
+        theirs = json.loads(path.read_text(encoding="utf-8")).get("training")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return theirs if isinstance(theirs, dict) else None
 
 
 def train(
@@ -507,7 +552,8 @@ def train(
     note: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train a segmenter on ``cfg.data.source`` (resuming from ``ckpt_dir`` when it holds a checkpoint
-    of this training; one of another is a :class:`~famix_core.errors.WeightsError`).
+    of this training; one of another is a :class:`~famix_core.errors.WeightsError`, and so are the
+    outputs of another training in ``out_dir``: :meth:`Trainer.check_out_dir`).
 
     Args:
         cfg: the engine config.

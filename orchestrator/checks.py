@@ -85,8 +85,8 @@ def check_data(cfg: FamixConfig, generate: bool = True) -> None:
         DataError: one line naming the domain and the missing folder/file (from famix_core.data);
             InputErrors: one such line per unusable domain split, when there are several.
     """
-    from famix_core.data import check_domain, splits_read
-    from famix_core.data.layouts import root_not_found, split_file_not_found
+    from famix_core.data import split_errors, splits_read
+    from famix_core.data.layouts import split_file_not_found
     from famix_core.data.synth.benchmark import ensure_synthetic
     from famix_core.domains import resolve_domain
 
@@ -104,27 +104,9 @@ def check_data(cfg: FamixConfig, generate: bool = True) -> None:
             ensure_synthetic(data)
         else:  # the benchmark is left to the run; the real domains given in data.roots are checked now
             data = data.model_copy(update={"synthetic": None})
-    rootless: set[str] = set()  # domains whose root is not found: said once
-    missing: dict[tuple[Path, str], tuple[int, list[Any]]] = {}  # (missing folder, split) -> (its line in errors, its domains)
-    for domain, split in splits_read(cfg):  # every missing root at once, not one per try
-        d = resolve_domain(domain)
-        if d.name in rootless or (data is not cfg.data and d.name not in data.roots):
-            continue
-        try:
-            check_domain(data, domain, split)
-        except FamixError as e:
-            root = cfg.data.root_of(d.name)
-            if root.is_dir():
-                errors.append(e)
-                continue
-            rootless.add(d.name)
-            at, domains = missing.setdefault((root, split), (len(errors), []))
-            domains.append(d)
-            if len(domains) == 1:
-                errors.append(e)
-            else:  # a folder of several domains (acdc): one line for them all
-                errors[at] = root_not_found(domains, split, root)
-    raise_all(errors)
+    # every missing root at once, not one per try; without a benchmark yet, the real domains in data.roots
+    read = [(d, s) for d, s in splits_read(cfg) if data is cfg.data or resolve_domain(d).name in data.roots]
+    raise_all(errors + split_errors(data, read))
 
 
 def _synthetic_split_errors(cfg: FamixConfig) -> list[DataError]:

@@ -17,8 +17,8 @@ def _cuda_like_stats(monkeypatch):
 
     orig = strategies.centered_stats
 
-    def fp32_reductions(f, grid, eps):
-        centered, mu, sigma = orig(f.float(), grid, eps)
+    def fp32_reductions(f, grid, eps, *, detach=False):
+        centered, mu, sigma = orig(f.float(), grid, eps, detach=detach)
         return centered.to(f.dtype), mu, sigma  # elementwise result in bf16, reductions in fp32
 
     monkeypatch.setattr(strategies, "centered_stats", fp32_reductions)

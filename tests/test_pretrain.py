@@ -210,23 +210,34 @@ def test_an_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, one_to
     assert not (out / CHECKPOINT_DIR).exists()  # the weights are written: nothing left to resume
 
 
-def test_a_checkpoint_of_another_pretraining_config_is_not_resumed(tmp_path, one_torch_thread):
+def test_a_checkpoint_of_another_pretraining_config_is_not_resumed_nor_deleted(tmp_path, one_torch_thread, monkeypatch):
+    """A pretraining of another config into the folder of a stopped one deleted that one's checkpoint
+    (`removed; training starts over`), where `famix train` refuses another training's: it is refused
+    now, before the corpus renders, and the checkpoint stays to be resumed by its own config."""
     import threading
 
-    from famix_core.errors import TrainingInterrupted
-    from famix_core.pretrain import WEIGHTS_FILE, pretrain_clip
+    import famix_core.pretrain
+    from famix_core.errors import TrainingInterrupted, WeightsError
+    from famix_core.pretrain import CHECKPOINT_DIR, WEIGHTS_FILE, pretrain_clip
 
     cfg = _tiny_pretrain()
     stop = threading.Event()
+    out = tmp_path / "o"
     with pytest.raises(TrainingInterrupted):  # stopped after step 1
-        pretrain_clip(cfg, tmp_path / "o", log=lambda line: line.startswith("step 1/") and stop.set(), evaluate=False, stop=stop)
+        pretrain_clip(cfg, out, log=lambda line: line.startswith("step 1/") and stop.set(), evaluate=False, stop=stop)
+    kept = {p: p.read_bytes() for p in (out / CHECKPOINT_DIR).rglob("*") if p.is_file()}
+    render = famix_core.pretrain.build_corpus
+    monkeypatch.setattr(famix_core.pretrain, "build_corpus", lambda *a, **k: pytest.fail("rendered a corpus it refuses to train"))
+    with pytest.raises(WeightsError) as e:
+        pretrain_clip(cfg.model_copy(update={"seed": 1}), out, evaluate=False)
+    assert str(e.value) == (f"{out / CHECKPOINT_DIR}: its checkpoint (step 1) is of another config (seed 0, here 1);"
+                            " write elsewhere (another --out), or delete that folder to train from scratch")  # fmt: skip
+    assert {p: p.read_bytes() for p in (out / CHECKPOINT_DIR).rglob("*") if p.is_file()} == kept
+    assert not (out / WEIGHTS_FILE).exists()
+    monkeypatch.setattr(famix_core.pretrain, "build_corpus", render)
     lines: list[str] = []
-    other = cfg.model_copy(update={"seed": 1})
-    pretrain_clip(other, tmp_path / "o", log=lines.append, evaluate=False)
-    assert any("a checkpoint of another config (step 1): removed; training starts over" in x for x in lines), lines
-    assert not any(x.startswith("resuming") for x in lines)
-    pretrain_clip(other, tmp_path / "fresh", evaluate=False)
-    assert (tmp_path / "o" / WEIGHTS_FILE).read_bytes() == (tmp_path / "fresh" / WEIGHTS_FILE).read_bytes()
+    pretrain_clip(cfg, out, log=lines.append, evaluate=False)  # its own config resumes it
+    assert any(x.startswith("resuming from step 1/3") for x in lines), lines
 
 
 def test_a_stop_before_the_first_step_leaves_no_checkpoint(tmp_path, one_torch_thread):

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = [
     "build_dataset",
     "check_domain",
+    "check_splits",
+    "split_errors",
     "inspect_domain",
     "list_pairs",
     "source_val_pairs",
@@ -88,6 +90,63 @@ def splits_read(cfg: "FamixConfig") -> list[tuple[str, str]]:
 def check_domain(data_cfg: "DataConfig", domain: str, split: str) -> int:
     """The number of (image, label) pairs of a domain split (see :func:`inspect_domain`)."""
     return len(inspect_domain(data_cfg, domain, split).pairs)
+
+
+def split_errors(data_cfg: "DataConfig", splits: "list[tuple[str, str]]") -> "list[FamixError]":
+    """The problems of every (domain, split) of ``splits`` (:func:`inspect_domain`), each said once.
+
+    A domain whose root is not found is one line, however many of its splits are asked for (GTA5's
+    train and val: one key fixes them all); domains that share that missing folder (the four ACDC
+    conditions) are one line too, naming the key of the folder (``data.roots.acdc``). ``famix
+    evaluate`` (:func:`check_splits`) and ``famix sweep plan/run``'s data check say them.
+    """
+    from famix_core.data.layouts import root_not_found
+    from famix_core.domains import resolve_domain
+    from famix_core.errors import DataError, FamixError
+
+    errors: list[FamixError] = []
+    rootless: set[str] = set()  # domains whose root is not found: said once
+    missing: dict = {}  # (missing folder, split) -> (its line in errors, its domains)
+    for domain, split in splits:
+        d = resolve_domain(domain)
+        if d.name in rootless:
+            continue
+        try:
+            inspect_domain(data_cfg, d.name, split)
+        except FamixError as e:
+            root = data_cfg.root_of(d.name)
+            if root.is_dir():
+                errors.append(e)
+                continue
+            rootless.add(d.name)
+            at, domains = missing.setdefault((root, split), (len(errors), []))
+            domains.append(d)
+            if len(domains) == 1:
+                errors.append(e)
+            else:  # a folder of several domains (acdc): one line for them all
+                errors[at] = root_not_found(domains, split, root)
+    return list({str(e): e for e in errors}.values())
+
+
+def check_splits(data_cfg: "DataConfig", splits: "list[tuple[str, str]]", action: str = "nothing was read") -> None:
+    """Check every (domain, split) of ``splits`` and say every problem at once (:func:`split_errors`).
+
+    Args:
+        data_cfg: the data config.
+        splits: (domain name or column, split) pairs.
+        action: what did not happen, for the message of several problems (``nothing was scored``).
+
+    Raises:
+        DataError: the one problem; or several, one line each under ``N problems with the domains' data (<action>):``.
+    """
+    from famix_core.errors import DataError
+
+    unique = split_errors(data_cfg, splits)
+    if len(unique) == 1:
+        raise unique[0]
+    if unique:
+        lines = "\n".join(f"  {e}" for e in unique)
+        raise DataError(f"{len(unique)} problems with the domains' data ({action}):\n{lines}")
 
 
 def source_val_pairs(data_cfg: "DataConfig") -> "list[tuple[Path, Path]]":

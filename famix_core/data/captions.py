@@ -378,12 +378,13 @@ def check_corpus_dir(out: str | Path, option: str | None = None) -> None:
     Raises:
         DataError: ``out`` is a file, or a folder of files without :data:`CORPUS_FILE`.
     """
+    from famix_core.io import refuse_other_files
+
     out = Path(out)
-    where = f"command line: {option}: " if option else ""
+    where = f"command line: {option}" if option else ""
     if out.exists() and out.resolve() == Path.cwd().resolve():  # replaced whole: the folder a process is in cannot be
-        raise DataError(f"{where}{out} is the current folder, which the corpus would replace whole; name a folder in it")
-    if out.exists() and not (out / CORPUS_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{where}{out} holds files but no {CORPUS_FILE}: the caption corpus needs a new or empty folder, or one of a previous corpus")
+        raise DataError(f"{where + ': ' if where else ''}{out} is the current folder, which the corpus would replace whole; name a folder in it")
+    refuse_other_files(out, CORPUS_FILE, "the caption corpus needs a new or empty folder, or one of a previous corpus", where)
 
 
 def write_corpus(corpus: Corpus, cfg: CorpusConfig, out: str | Path, option: str | None = None) -> Path:

@@ -234,10 +234,13 @@ def load_strict(model: Segmenter, sd: dict[str, torch.Tensor], path: str | Path,
         backbone: the model's backbone (named in the error).
 
     Raises:
-        WeightsError: one line with the first missing, unexpected or mis-shaped keys.
+        WeightsError: one line with the first missing, unexpected or mis-shaped keys; for a training
+            checkpoint's ``tensors.safetensors``, one saying so and naming the file to pass instead.
     """
     sd = {k: v for k, v in sd.items() if not k.startswith("backbone.attnpool.")}  # dropped in segmentation
     own = model.state_dict()
+    if _is_training_checkpoint(sd, own):
+        raise WeightsError(_training_checkpoint_message(Path(path)))
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
@@ -249,6 +252,34 @@ def load_strict(model: Segmenter, sd: dict[str, torch.Tensor], path: str | Path,
                 parts.append(f"{label} {items[:3]}{more}")
         raise WeightsError(f"{path}: checkpoint does not fit a {backbone} segmenter: {'; '.join(parts)}")
     model.load_state_dict(sd, strict=True)
+
+
+def _is_training_checkpoint(sd: dict[str, Any], own: dict[str, Any]) -> bool:
+    """Whether ``sd`` is a training checkpoint's ``tensors.safetensors`` (:func:`famix_core.checkpoint.save_checkpoint`):
+    the model under ``model.``, beside the optimizer's ``optim.*`` and the RNGs' ``rng.*``."""
+    return (
+        any(k.startswith("model.") for k in sd)
+        and all(k.startswith(("model.", "optim.", "rng.")) for k in sd)
+        and not any(k.startswith("model.") for k in own)
+    )
+
+
+def _training_checkpoint_message(path: Path) -> str:
+    """What to pass instead of a training checkpoint: its training's ``model.safetensors``, named where it is
+    the default place (``--ckpt`` left at ``OUT/checkpoints``: ``OUT/checkpoints/iter-N/tensors.safetensors``)."""
+    from famix_core.checkpoint import checkpoint_iteration
+
+    try:
+        at = f" of iteration {checkpoint_iteration(path.parent)}"
+    except (OSError, ValueError, KeyError, TypeError):
+        at = ""
+    out = path.parent.parent.parent
+    model = out / "model.safetensors"
+    if path.parent.parent.name == "checkpoints" and model.is_file():
+        instead = f"pass the training's model.safetensors ({model})"
+    else:
+        instead = "pass the training's OUT/model.safetensors (written when it finishes)"
+    return f"{path}: a training checkpoint{at} (model, optimizer and RNG state), not a model's weights file; {instead}"
 
 
 def build_segmenter(

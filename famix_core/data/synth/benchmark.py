@@ -16,7 +16,7 @@ from famix_core.data.synth.labels import encode_label, palette_image
 from famix_core.data.synth.scene import Scene, make_scene
 from famix_core.domains import DOMAINS
 from famix_core.errors import DataError
-from famix_core.io import CommitFailed, building_dir
+from famix_core.io import CommitFailed, building_dir, refuse_other_files
 
 if TYPE_CHECKING:
     from famix_core.config import DataConfig, SynthConfig
@@ -144,10 +144,9 @@ def generate(root: str | Path, cfg: "SynthConfig", option: str | None = None) ->
     root = Path(root)
     if _matches(root, cfg):
         return root
-    if root.exists() and not (root / MANIFEST_NAME).is_file() and (not root.is_dir() or any(root.iterdir())):
-        where = f"command line: {option}" if option else "data.root"
-        hint = "" if option else " (or unset data.synthetic to use real datasets there)"
-        raise DataError(f"{where}: {root} holds files but no {MANIFEST_NAME}: the synthetic benchmark needs a new or empty folder{hint}")
+    hint = "" if option else " (or unset data.synthetic to use real datasets there)"
+    refuse_other_files(root, MANIFEST_NAME, f"the synthetic benchmark needs a new or empty folder{hint}",
+                       f"command line: {option}" if option else "data.root")  # fmt: skip
     try:  # a benchmark another process finished meanwhile is kept; an empty folder or a stale benchmark is replaced
         with building_dir(root, is_complete=lambda r: _matches(r, cfg)) as tmp:
             t0 = time.perf_counter()
