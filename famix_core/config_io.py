@@ -482,12 +482,15 @@ _EXPONENT_WITHOUT_DOT = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
 """``1e3``: a number to the eye, a string to YAML 1.1 (PyYAML's float needs a dot: ``1.0e+3``)."""
 
 
-def _as_yaml_number(text: str) -> str:
-    """``4e2`` as YAML reads a number: ``400, or 4.0e+2`` (``1e-2``: ``0.01, or 1.0e-2``)."""
-    mantissa, exponent = re.split("[eE]", text)
-    value = float(text)
-    plain = str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
-    return f"{plain}, or {mantissa}.0e{exponent if exponent[0] in '+-' else '+' + exponent}"
+def _whole_number(text: str) -> int | None:
+    """``4e2`` as the integer it means (400), or None: not an exponent without a dot, or not whole
+    (pydantic reads ``1e-2`` as a float itself; only an integer field is left with the text)."""
+    from decimal import Decimal
+
+    if not _EXPONENT_WITHOUT_DOT.match(text):
+        return None
+    value = Decimal(text)
+    return int(value) if value == value.to_integral_value() else None
 
 
 def format_error(
@@ -533,15 +536,16 @@ def format_error(
         bad = loc if loc in keys or any("." in k for k in keys) else str(e["loc"][-1])
         below = _first_key(e.get("input"))  # `train.iterations=10` without a train section: the key as typed
         typed = f"{bad}.{below}" if below else bad
-        if below:
+        hint, whole = _unknown_key_hint(typed, keys, also or {}, unknown=bad)
+        if below and whole:  # the hint replaces the whole key (steps for train.iterations): name it whole
             path = f"{path}.{below}"
-        msg = "unknown key" + _unknown_key_hint(typed, keys, also or {}, unknown=bad)
+        msg = "unknown key" + hint
     elif e["type"] == "too_short" and e.get("input") is not None and len(e["input"]) == 0:
         msg = "empty list (expected at least one value)"
     elif e["type"] not in ("value_error", "missing", "too_short", "too_long") and "input" in e and not isinstance(e["input"], (dict, list)):
         msg += f" (got {_shown(e['input'])})"  # pydantic's own wording does not repeat the value
-        if e["type"].startswith(("int_", "float_")) and isinstance(e["input"], str) and _EXPONENT_WITHOUT_DOT.match(e["input"]):
-            msg += f"; YAML reads an exponent without a dot as text: write {_as_yaml_number(e['input'])}"  # seeds: [1e3]
+        if e["type"].startswith("int_") and isinstance(e["input"], str) and (whole := _whole_number(e["input"])) is not None:
+            msg += f"; YAML reads an exponent without a dot as text: write {whole}"  # seeds: [1e3]
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     if path == "<root>" and e["type"] == "value_error":  # a check across sections: its message names the keys
         return f"{source}: {msg}{more}"
@@ -557,24 +561,25 @@ def _first_key(value: Any) -> str:
     return ".".join(parts)
 
 
-def _unknown_key_hint(typed: str, keys: Sequence[str], also: Mapping[str, str], unknown: str | None = None) -> str:
+def _unknown_key_hint(typed: str, keys: Sequence[str], also: Mapping[str, str], unknown: str | None = None) -> tuple[str, bool]:
     """`` (did you mean X?)`` for an unknown dotted key ``typed`` whose first unknown part is ``unknown``
-    (``trian`` of ``trian.iterations``; default ``typed``), or ``""``. In turn: the key ``also`` names
-    for it; the closest of ``keys`` as deep as it (:func:`~famix_core.errors.closest`); the closest to
-    its unknown part; then the same for its last part (another command's key: ``model.backbone``,
-    ``train.iterations``)."""
+    (``trian`` of ``trian.iterations``; default ``typed``), or ``""``; and whether it stands for the whole
+    of ``typed`` (else for ``unknown`` alone: ``gird`` of ``gird.model.freeze`` is ``grid``). In turn: the
+    key ``also`` names for it; the closest of ``keys`` as deep as it (:func:`~famix_core.errors.closest`);
+    the closest to its unknown part; then the same for its last part (another command's key:
+    ``model.backbone``, ``train.iterations``)."""
     unknown = typed if unknown is None else unknown
     last = typed.rsplit(".", 1)[-1]
     if typed in also:
-        return f" (did you mean {also[typed]}?)"
+        return f" (did you mean {also[typed]}?)", True
     if unknown != typed:  # a mapping under an unknown section: a key as deep as the one typed, first
         hint = suggest(typed, [k for k in keys if k.count(".") == typed.count(".")])
         if hint:
-            return hint
+            return hint, True
     hint = suggest(unknown, keys)
     if hint or last == typed:
-        return hint
-    return f" (did you mean {also[last]}?)" if last in also else suggest(last, keys)
+        return hint, False
+    return (f" (did you mean {also[last]}?)" if last in also else suggest(last, keys)), True
 
 
 def also_known_as(schema: type[BaseModel], prefix: str = "") -> dict[str, str]:
@@ -637,7 +642,7 @@ def validate(
     held = [".".join(_key_of(p)) for p in items]  # the keys whose lists hold a ???
     for key in [*missing, *held] if keys else ():
         if key not in keys and not any(key.startswith(k + ".") for k in mappings):
-            raise ConfigError(f"{source}: {where(key)}: unknown key{_unknown_key_hint(key, keys, also_known_as(schema))}")
+            raise ConfigError(f"{source}: {where(key)}: unknown key{_unknown_key_hint(key, keys, also_known_as(schema))[0]}")
     for path, key in zip(items, held):
         raise ConfigError(f"{source}: {where('.'.join(path))}: ??? stands for a whole value, not an item of a list; "
                           f"write {key}: ??? and give the whole list")  # fmt: skip

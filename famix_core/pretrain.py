@@ -206,9 +206,25 @@ def _save_progress(ckpt_dir: Path, step: int, model: torch.nn.Module, opt: torch
     return save_checkpoint(ckpt_dir, state)
 
 
+def _with_defaults(tree: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``tree`` with the fields it lacks taken from ``defaults``, section by section."""
+    out = dict(tree)
+    for k, v in defaults.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(v, dict) and isinstance(out[k], dict):
+            out[k] = _with_defaults(out[k], v)
+    return out
+
+
 def _weights_view(cfg_json: Any) -> Any:
-    """What of a pretraining config decides its weights: all but ``log_every`` (a resume is exact whatever it is)."""
-    return {k: v for k, v in cfg_json.items() if k != "log_every"} if isinstance(cfg_json, dict) else cfg_json
+    """What of a pretraining config decides its weights: all but ``log_every`` (a resume is exact whatever it
+    is). A field the config was written without holds its default, which does what the code did before the
+    field existed (``corpus.paper_styles`` 0: no draw), so an older folder is one of the same config."""
+    if not isinstance(cfg_json, dict):
+        return cfg_json
+    full = _with_defaults(cfg_json, PretrainConfig().model_dump(mode="json"))
+    return {k: v for k, v in full.items() if k != "log_every"}
 
 
 def _differences(theirs: Any, cfg_json: dict) -> str:
@@ -223,7 +239,7 @@ def _another_config(ckpt_dir: Path, step: int, theirs: Any, cfg_json: dict) -> "
 
     return WeightsError(
         f"{ckpt_dir}: its checkpoint (step {step}) is of another config ({_differences(theirs, cfg_json)});"
-        " write elsewhere (another --out), or delete that folder to train from scratch"
+        " write elsewhere (another --out), or delete that folder to pretrain from scratch"
     )
 
 

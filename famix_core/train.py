@@ -482,9 +482,10 @@ class Trainer:
             if self.iteration % tc.checkpoint_every == 0 and self.iteration < tc.iterations:
                 self.save_checkpoint()
         self._batches = None
-        summary = self.finalize()
-        self.save_checkpoint()  # a rerun after a crash during finalize does no training
-        return summary
+        # before the outputs: a rerun after a crash during finalize resumes here (no training) and, having
+        # resumed a checkpoint of this training, may write its outputs over half-written ones (check_out_dir)
+        self.save_checkpoint()
+        return self.finalize()
 
     def finalize(self) -> dict[str, Any]:
         """Write ``out_dir/model.safetensors`` (official key names) and ``summary.json``; return the summary.

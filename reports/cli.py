@@ -139,7 +139,7 @@ def run_report(args: argparse.Namespace, sweep_info: SweepInfoFn) -> int:
             baseline=args.baseline,
             figures=not args.no_figures,
             extra_figures=extra,
-            profile=info.profile if args.profile or not args.csv else None,  # a CSV may come from any profile: not guessed
+            profile=args.profile or (None if args.csv else info.profile),  # a CSV may come from any profile: not guessed
             latex_width=args.latex_width,
             figure_width=args.figure_width,
         )
@@ -164,8 +164,9 @@ def _has_values(results: Any) -> bool:
 def _missing_store_hint(args: argparse.Namespace, info: "SweepInfo") -> str:
     """What to do when the run dir has no MLflow store: run the sweep (a sweep file's own command), or
     read another store; the options not given already."""
-    other = [o for o in ("--run-dir", "--tracking-uri", "--csv") if o != "--run-dir" or args.run_dir == "runs"]
-    elsewhere = f"pass {', '.join(other[:-1])} or {other[-1]}"
+    given = {"--run-dir": args.run_dir != "runs", "--tracking-uri": bool(args.tracking_uri), "--csv": False}
+    other = [o for o, was in given.items() if not was]
+    elsewhere = "pass " + (f"{', '.join(other[:-1])} or {other[-1]}" if len(other) > 1 else other[0])
     if info.path is None:  # `famix sweep run nosuchsweep` names no file either
         return f"nor is {args.sweep!r} a sweep file: give the sweep file that ran there, or {elsewhere}"
     return f"run `{sweep_command('run', args)}` first, or {elsewhere}"

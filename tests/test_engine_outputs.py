@@ -58,6 +58,29 @@ def _refused(capsys, argv: list[str]) -> str:
 # ----------------------------------------------------------------------------- famix train --out
 
 
+def test_a_training_killed_while_writing_its_outputs_finishes_them_on_a_rerun(trained, tmp_path, capsys, monkeypatch):
+    """Killed between model.safetensors and summary.json, with no checkpoint yet (the last one came after
+    the outputs): the rerun was refused as "of an unknown training". The last checkpoint now comes first,
+    so the rerun resumes it, trains nothing, and writes the outputs again."""
+    import famix_core.train
+
+    data, finished = trained
+    run = tmp_path / "run"
+    argv = ["train", "--out", str(run), f"data.root={data}", *TRAIN, "train.checkpoint_every=100"]
+
+    def killed(path, obj):
+        raise KeyboardInterrupt  # as a kill: nothing after the weights is written
+
+    monkeypatch.setattr(famix_core.train, "atomic_write_json", killed)
+    assert main(argv) == 130
+    assert (run / "model.safetensors").is_file() and not (run / "summary.json").exists()
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "[train] resuming from iteration 2/2" in capsys.readouterr().err
+    assert (run / "model.safetensors").read_bytes() == (finished / "model.safetensors").read_bytes()
+
+
 def test_train_refuses_the_outputs_of_another_training_without_its_checkpoints(trained, tmp_path, capsys):
     """`famix train --out DIR` where DIR held another training's model.safetensors and summary.json, and
     no checkpoint of it (deleted, or --ckpt elsewhere), wrote its own over them without a word. The
@@ -149,6 +172,26 @@ def test_pretrain_refuses_the_weights_of_another_config(tmp_path, capsys, quick_
     monkeypatch.setattr(famix_core.pretrain, "build_corpus", render)
     assert main(["pretrain-clip", "--out", str(out), *PRETRAIN, "log_every=7"]) == 0  # log_every changes no weight
     assert (out / WEIGHTS_FILE).read_bytes() == before[WEIGHTS_FILE]
+
+
+def test_a_pretraining_written_before_a_field_existed_is_of_the_same_config(tmp_path):
+    """A pretrain.json without a field added later (corpus.paper_styles) was refused as another config
+    (`corpus.paper_styles unset, here 0.0`); the field's default does what the code did before it."""
+    import json
+
+    from famix_core.errors import FamixError
+    from famix_core.pretrain import SUMMARY_FILE, WEIGHTS_FILE, PretrainConfig, check_out
+
+    cfg = PretrainConfig()
+    older = cfg.model_dump(mode="json")
+    del older["corpus"]["paper_styles"]
+    out = tmp_path / "pc"
+    out.mkdir()
+    (out / WEIGHTS_FILE).write_bytes(b"weights")
+    (out / SUMMARY_FILE).write_text(json.dumps({"config": older}))
+    check_out(cfg, out)  # taken
+    with pytest.raises(FamixError, match=r"of another config \(corpus.paper_styles 0.0, here 0.5\)"):
+        check_out(cfg.model_copy(update={"corpus": cfg.corpus.model_copy(update={"paper_styles": 0.5})}), out)
 
 
 @pytest.mark.parametrize("holds", ["other files", "a training"])

@@ -69,7 +69,6 @@ INVALIDATION = [
     ({"style.alpha": 0.3}, {"train", "evaluate"}),
     ({"style.noise_std": 0.3}, set()),  # not read by the famix strategy
     ({"style.detach_stats": True}, {"train", "evaluate"}),
-    ({"style.detach_stats": False}, set()),  # the default: trainings from before the field keep their key
 ]
 
 

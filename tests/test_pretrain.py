@@ -231,7 +231,7 @@ def test_a_checkpoint_of_another_pretraining_config_is_not_resumed_nor_deleted(t
     with pytest.raises(WeightsError) as e:
         pretrain_clip(cfg.model_copy(update={"seed": 1}), out, evaluate=False)
     assert str(e.value) == (f"{out / CHECKPOINT_DIR}: its checkpoint (step 1) is of another config (seed 0, here 1);"
-                            " write elsewhere (another --out), or delete that folder to train from scratch")  # fmt: skip
+                            " write elsewhere (another --out), or delete that folder to pretrain from scratch")  # fmt: skip
     assert {p: p.read_bytes() for p in (out / CHECKPOINT_DIR).rglob("*") if p.is_file()} == kept
     assert not (out / WEIGHTS_FILE).exists()
     monkeypatch.setattr(famix_core.pretrain, "build_corpus", render)

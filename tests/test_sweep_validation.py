@@ -324,8 +324,12 @@ def test_data_the_settings_cannot_give_is_refused_before_anything_is_made(capsys
     assert line.startswith(f"famix: error: {message.format(cwd=Path.cwd())}"), line
 
 
-def test_an_unknown_key_is_never_pointed_at_a_key_the_sweep_sets(capsys):
-    """`~train.nope` got "did you mean train.seed?", a key the sweep's seeds set and an override may not."""
+@pytest.mark.parametrize("item,near,by", [("~train.nope", "train.seed", "seeds"), ("train.seeds=[1]", "train.seed", "seeds"),
+                                          ("eval.domain=[C]", "eval.domains", "domains")])
+def test_an_unknown_key_near_one_the_sweep_sets_says_where_that_one_comes_from(capsys, item, near, by):
+    """`~train.nope` got a bare "did you mean train.seed?", a key the sweep's seeds set and an override may not."""
     sweep = str(_write(HEAD + "grid: {style.mix: [true]}\n"))
-    line = _one_line(capsys, "plan", sweep, "~train.nope")
-    assert line.startswith("famix: error: command line: train.nope: unknown key") and "seed" not in line, line
+    key = item.lstrip("~").split("=")[0]
+    line = _one_line(capsys, "plan", sweep, item)
+    assert line.startswith(f"famix: error: command line: {key}: unknown key (did you mean {near}? it is set in every trial by"
+                           f" the sweep's {by}: list; list the"), line

@@ -102,7 +102,7 @@ def split_errors(data_cfg: "DataConfig", splits: "list[tuple[str, str]]") -> "li
     """
     from famix_core.data.layouts import root_not_found
     from famix_core.domains import resolve_domain
-    from famix_core.errors import DataError, FamixError
+    from famix_core.errors import FamixError
 
     errors: list[FamixError] = []
     rootless: set[str] = set()  # domains whose root is not found: said once

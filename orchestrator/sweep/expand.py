@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 from typing import Any
 
 from famix_core.config import FamixConfig
@@ -61,7 +62,7 @@ def expand_trials(rs: ResolvedSweep) -> list[Trial]:
             try:
                 _validate_point(rs.base, {key: v}, src, f"{where}[{i}]")
             except FamixError as e:
-                if isinstance(v, list) or "Input should be a valid list" not in str(e):
+                if any(isinstance(x, list) for x in values) or not re.search(r"Input should be a valid (list|tuple)", str(e)):
                     raise
                 one, each = json.dumps([list(values)]), json.dumps([[x] for x in values])
                 raise SweepError(f"{e}; {key} takes a list, so each of its grid values is one: {key}: {one} is one grid"

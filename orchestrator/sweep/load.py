@@ -111,8 +111,11 @@ def check_config_key(key: str, source: str, where: str) -> None:
         hint = _sweep_setting_hint(key)
         if hint:
             raise SweepError(f"{source}: {where}: {hint}")
-    settable = [p for p in paths if p not in SET_BY_EXPANSION]  # `~train.nope` was pointed at train.seed, which it may not set
-    raise SweepError(f"{source}: {where}: unknown key{suggest(key, settable)}")
+    near = closest(key, paths)
+    if near and near[0] in SET_BY_EXPANSION:  # `train.seeds`: the key is one no override or grid may set; say why
+        raise SweepError(f"{source}: {where}: unknown key (did you mean {near[0]}? it is set in every trial by the sweep's "
+                         f"{SET_BY_EXPANSION[near[0]]})")
+    raise SweepError(f"{source}: {where}: unknown key{suggest(key, paths)}")
 
 
 _FLAGS = {  # sweep-file settings with a command-line option of their own
