@@ -22,9 +22,9 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from famix_core.classes import NUM_CLASSES
 from famix_core.config_io import apply_overrides, check_overrides, parse_overrides, read_yaml, validate
 from famix_core.domains import (
-    COLUMNS, DEFAULT_TARGETS, DOMAINS, SHARED_FOLDERS, UnknownDomainError, domain_hint, repeated_domain, resolve_domain,
+    DEFAULT_TARGETS, SHARED_FOLDERS, UnknownDomainError, repeated_domain, resolve_domain, unknown_domain,
 )
-from famix_core.errors import ConfigError, FamixDeprecation, suggest
+from famix_core.errors import ConfigError, FamixDeprecation, unknown
 
 __all__ = [
     "SEED_MAX",
@@ -92,7 +92,7 @@ Seed = Annotated[int, BeforeValidator(_not_a_bool), AfterValidator(check_seed)]
 def check_backbone(v: str) -> str:
     """``v`` if it names a backbone of :data:`BACKBONES`, else ValueError listing them."""
     if v not in BACKBONES:
-        raise ValueError(f"unknown backbone {v!r} (known: {', '.join(BACKBONES)}){suggest(v, BACKBONES)}")
+        raise ValueError(unknown("backbone", v, BACKBONES))
     return v
 
 
@@ -177,7 +177,7 @@ class ModelConfig(_Base):
     @classmethod
     def _freeze(cls, v: str) -> str:
         if v not in FREEZE_POLICIES:
-            raise ValueError(f"unknown freeze policy {v!r} (known: {', '.join(FREEZE_POLICIES)}){suggest(v, FREEZE_POLICIES)}")
+            raise ValueError(unknown("freeze policy", v, FREEZE_POLICIES))
         return v
 
 
@@ -206,7 +206,7 @@ class StyleConfig(_Base):
     @classmethod
     def _strategy(cls, v: str) -> str:
         if v not in STRATEGIES:
-            raise ValueError(f"unknown style strategy {v!r} (known: {', '.join(STRATEGIES)}){suggest(v, STRATEGIES)}")
+            raise ValueError(unknown("style strategy", v, STRATEGIES))
         return v
 
     def effective_strategy(self) -> str:
@@ -243,7 +243,7 @@ class MiningConfig(_Base):
     @classmethod
     def _prompt(cls, v: str) -> str:
         if v not in PROMPT_TYPES:
-            raise ValueError(f"unknown prompt type {v!r} (known: {', '.join(PROMPT_TYPES)}){suggest(v, PROMPT_TYPES)}")
+            raise ValueError(unknown("prompt type", v, PROMPT_TYPES))
         return v
 
 
@@ -339,11 +339,7 @@ class DataConfig(_Base):
             except UnknownDomainError:
                 names, into = SHARED_FOLDERS.get(k, []), by_folder
                 if not names:
-                    known = ", ".join([*COLUMNS, *DOMAINS])
-                    raise UnknownDomainError(
-                        f"unknown domain {k!r} (known: {known}; or a dataset folder of several: {', '.join(SHARED_FOLDERS)})"
-                        f"{domain_hint(k, also=list(SHARED_FOLDERS))}"
-                    ) from None
+                    raise unknown_domain(k, folders=list(SHARED_FOLDERS)) from None
             try:
                 path = _folder_path(p)
             except ValueError as e:  # which domain's root

@@ -70,14 +70,16 @@ _ALIASES: dict[str, str] = {"cs": "C", "city": "C", "bdd": "B", "bdd10k": "B", "
 """Names a researcher types for a domain (lower case) -> the column or registry name it is."""
 
 
-def domain_hint(name: str, also: Sequence[str] = ()) -> str:
-    """`` (did you mean C?)`` for a misspelt domain (``CS``, ``Cityscapes``, ``bdd``), or ``""``;
-    ``also``: other names valid where it was given (``data.roots``' dataset folders)."""
+def unknown_domain(name: str, folders: Sequence[str] = ()) -> UnknownDomainError:
+    """``unknown domain 'CS' (known: …) (did you mean C?)``: the columns and names known, ``folders``
+    (``data.roots``' dataset folders of several domains) where they are valid too, and the closest,
+    with the names researchers type (``CS``, ``Cityscapes``, ``bdd``)."""
     from famix_core.errors import suggest
 
-    if name.casefold() in _ALIASES:
-        return f" (did you mean {_ALIASES[name.casefold()]}?)"
-    return suggest(name, [*COLUMNS, *DOMAINS, *also])
+    known = ", ".join([*COLUMNS, *DOMAINS]) + (f"; or a dataset folder of several: {', '.join(folders)}" if folders else "")
+    alias = _ALIASES.get(name.casefold())
+    near = f" (did you mean {alias}?)" if alias else suggest(name, [*COLUMNS, *DOMAINS, *folders])
+    return UnknownDomainError(f"unknown domain {name!r} (known: {known}){near}")
 
 
 def resolve_domain(name_or_column: str) -> Domain:
@@ -90,8 +92,7 @@ def resolve_domain(name_or_column: str) -> Domain:
         return DOMAINS[name_or_column]
     if name_or_column in COLUMNS:
         return DOMAINS[COLUMNS[name_or_column]]
-    known = ", ".join(list(COLUMNS) + list(DOMAINS))
-    raise UnknownDomainError(f"unknown domain {name_or_column!r} (known: {known}){domain_hint(str(name_or_column))}")
+    raise unknown_domain(str(name_or_column))
 
 
 def repeated_domain(names: Sequence[str]) -> tuple[str, list[int]] | None:

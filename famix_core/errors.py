@@ -15,6 +15,30 @@ class FamixError(Exception):
     exit_code = 2
 
 
+class InputErrors(FamixError):
+    """Several independent problems found in one pass (a plan's data and weights, ``evaluate``'s domains):
+    one line each, so that a user setting up real datasets fixes them all before the next try.
+
+    Args:
+        errors: the problems.
+        what: what they are problems with, and what did not happen (``the sweep's inputs (nothing was run)``).
+    """
+
+    def __init__(self, errors: list[FamixError], what: str):
+        self.errors = errors
+        lines = "\n".join(f"  {e}" for e in errors)
+        super().__init__(f"{len(errors)} problems with {what}:\n{lines}")
+
+
+def raise_all(errors: list[FamixError], what: str) -> None:
+    """Raise nothing, the one error as it is, or several (their messages deduplicated) as :class:`InputErrors`."""
+    unique = list({str(e): e for e in errors}.values())
+    if len(unique) == 1:
+        raise unique[0]
+    if unique:
+        raise InputErrors(unique, what)
+
+
 class ConfigError(FamixError, ValueError):
     """A user error in a config or an override: the message is one line, naming file/field and what was expected."""
 
@@ -37,6 +61,12 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean X?)`` (or ``X or Y``) for :func:`closest`, or ``""`` when nothing is close."""
     match = closest(word, choices)
     return f" (did you mean {' or '.join(match)}?)" if match else ""
+
+
+def unknown(what: str, value: str, known: Iterable[str]) -> str:
+    """``unknown backbone 'rn50' (known: RN50, RN101, famix-tiny) (did you mean RN50?)``."""
+    known = list(known)
+    return f"unknown {what} {value!r} (known: {', '.join(known)}){suggest(value, known)}"
 
 
 class FamixWarning(UserWarning):

@@ -404,7 +404,7 @@ def evaluate(
 
     Raises:
         DataError: a domain's data is missing or unreadable (every domain is checked before the first is
-            scored; several such domains are one line each, :func:`famix_core.data.check_splits`).
+            scored); InputErrors: several such domains, one line each (:func:`famix_core.data.check_splits`).
     """
     from famix_core.data import check_splits
 

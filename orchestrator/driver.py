@@ -634,15 +634,11 @@ def _killed(last_run: dict[str, Any]) -> bool:
     """Whether the driver that wrote ``last_run`` (a ``driver.json``) was killed: it wrote no ``ended``
     (a driver that returns or raises does) and, on this host, its pid no longer has the start time it
     recorded (where the lock could not be taken, a live driver has no ``ended`` either)."""
-    import socket
+    from orchestrator.liveness import recorded_process_alive
 
-    from orchestrator.liveness import process_start
-
-    if not last_run or "ended" in last_run:
+    if not last_run or "ended" in last_run or "host" not in last_run:
         return False
-    if last_run.get("host") != socket.gethostname() or last_run.get("start") is None:
-        return False  # another host's: it cannot be told from here
-    return process_start(int(last_run.get("pid") or 0)) != last_run["start"]
+    return recorded_process_alive(last_run) is False  # None: another host's, which cannot be told from here
 
 
 def end_orphaned_runs(plan: Plan, tracker: Any, keep: set[str] = frozenset()) -> int:  # type: ignore[assignment]

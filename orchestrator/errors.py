@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from famix_core.errors import ConfigError, FamixError
+from famix_core.errors import ConfigError, FamixError, InputErrors
+from famix_core.errors import raise_all as _raise_all
 
 __all__ = ["SweepError", "BackendLost", "InputErrors", "raise_all"]
 
@@ -18,20 +19,7 @@ class BackendLost(FamixError):
     exit_code = 1
 
 
-class InputErrors(FamixError):
-    """Several independent problems found in one pass (the plan's data and weights checks): one line
-    each, so that a user setting up real datasets fixes them all before the next try."""
-
-    def __init__(self, errors: list[FamixError]):
-        self.errors = errors
-        lines = "\n".join(f"  {e}" for e in errors)
-        super().__init__(f"{len(errors)} problems with the sweep's inputs (nothing was run):\n{lines}")
-
-
 def raise_all(errors: list[FamixError]) -> None:
-    """Raise nothing, the one error as it is, or several (their messages deduplicated) as :class:`InputErrors`."""
-    unique = list({str(e): e for e in errors}.values())
-    if len(unique) == 1:
-        raise unique[0]
-    if unique:
-        raise InputErrors(unique)
+    """:func:`famix_core.errors.raise_all` for the sweep's inputs: several problems are one
+    :class:`~famix_core.errors.InputErrors` saying nothing was run."""
+    _raise_all(errors, "the sweep's inputs (nothing was run)")

@@ -39,6 +39,15 @@ def driver_identity() -> dict[str, Any]:
     return {"pid": pid, "start": process_start(pid), "host": socket.gethostname()}
 
 
+def recorded_process_alive(info: dict[str, Any]) -> bool | None:
+    """Whether the process a record names (``pid``, ``start``, ``host``: :func:`driver_identity`) still runs:
+    on this host, its pid has the recorded start time (a recycled pid has another); None where that cannot
+    be told (another host's process, or no start time recorded)."""
+    if info.get("host", socket.gethostname()) != socket.gethostname() or info.get("start") is None:
+        return None
+    return process_start(int(info.get("pid") or 0)) == info["start"]
+
+
 def lock_is_held(lock_path: Path) -> bool:
     """Whether some process holds the ``flock`` on ``lock_path`` (probed with a non-blocking shared lock)."""
     import fcntl
@@ -71,8 +80,9 @@ def running_driver(sweep_dir: Path) -> dict[str, Any] | None:
         info = {}
     if not lock_is_held(sweep_dir / "driver.lock"):
         return None
-    if info.get("host", socket.gethostname()) != socket.gethostname() or info.get("start") is None:
+    alive = recorded_process_alive(info)
+    if alive is None:
         return {**info, "verified": False}  # held, but by a process this host cannot check: never signal it
-    if process_start(int(info.get("pid") or 0)) != info["start"]:
+    if not alive:
         return None  # the recorded driver is gone; the lock is held by a process that wrote no driver.json yet
     return {**info, "verified": True}

@@ -137,16 +137,11 @@ def check_splits(data_cfg: "DataConfig", splits: "list[tuple[str, str]]", action
         action: what did not happen, for the message of several problems (``nothing was scored``).
 
     Raises:
-        DataError: the one problem; or several, one line each under ``N problems with the domains' data (<action>):``.
+        DataError: the one problem; InputErrors: several, one line each under ``N problems with the domains' data (<action>):``.
     """
-    from famix_core.errors import DataError
+    from famix_core.errors import raise_all
 
-    unique = split_errors(data_cfg, splits)
-    if len(unique) == 1:
-        raise unique[0]
-    if unique:
-        lines = "\n".join(f"  {e}" for e in unique)
-        raise DataError(f"{len(unique)} problems with the domains' data ({action}):\n{lines}")
+    raise_all(split_errors(data_cfg, splits), f"the domains' data ({action})")
 
 
 def source_val_pairs(data_cfg: "DataConfig") -> "list[tuple[Path, Path]]":

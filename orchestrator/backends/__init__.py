@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from famix_core.errors import suggest
+from famix_core.errors import unknown
 from orchestrator.backends.base import Backend
 from orchestrator.errors import SweepError
 
@@ -30,7 +30,7 @@ def get_backend_class(name: str) -> type[Backend]:
         SweepError: unknown name (listing the known ones).
     """
     if name not in BACKENDS:
-        raise SweepError(f"backend: unknown backend {name!r} (known: {', '.join(BACKENDS)}){suggest(name, BACKENDS)}")
+        raise SweepError(f"backend: {unknown('backend', name, BACKENDS)}")
     mod_name, cls_name = BACKENDS[name].split(":")
     return getattr(importlib.import_module(mod_name), cls_name)
 

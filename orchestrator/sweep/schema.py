@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from famix_core.config import FamixConfig, Seed, no_boolean_for_a_number
 from famix_core.config_io import Override
-from famix_core.errors import suggest
+from famix_core.errors import unknown
 from orchestrator.stages import STAGE_KINDS
 
 __all__ = [
@@ -228,7 +228,7 @@ class BackendSpec(_Strict):
         from orchestrator.backends import BACKENDS
 
         if v not in BACKENDS:
-            raise ValueError(f"unknown backend {v!r} (known: {', '.join(BACKENDS)}){suggest(v, BACKENDS)}")
+            raise ValueError(unknown("backend", v, BACKENDS))
         return v
 
     @field_validator("resources")
@@ -236,7 +236,7 @@ class BackendSpec(_Strict):
     def _kinds(cls, v: dict[str, ResourceSpec]) -> dict[str, ResourceSpec]:
         for k in v:
             if k not in STAGE_KINDS:
-                raise ValueError(f"unknown stage kind {k!r} (known: {', '.join(STAGE_KINDS)}){suggest(k, STAGE_KINDS)}")
+                raise ValueError(unknown("stage kind", k, STAGE_KINDS))
         return {k: v.get(k, ResourceSpec()) for k in STAGE_KINDS}
 
 
