@@ -48,7 +48,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     from famix_core.errors import TrainingInterrupted
     from famix_core.interrupts import stop_on_signals
-    from famix_core.pretrain import SUMMARY_FILE, WEIGHTS_FILE, check_out, pretrain_clip
+    from famix_core.pretrain import SUMMARY_FILE, WEIGHTS_FILE, pretrain_clip
 
     stop, stage = threading.Event(), "corpus"
 
@@ -59,11 +59,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(f"[pretrain] {line}", file=sys.stderr, flush=True)
 
-    check_out(cfg, args.out, "--out", log=log)  # other files, or another config's weights: refused before the corpus renders
-
     with stop_on_signals(stop, lambda: _STOP_NOTICES[stage]):
         try:
-            _, summary = pretrain_clip(cfg, args.out, log=log, stop=stop, on_stage=enter)
+            # other files in --out, or another config's weights, are refused before the corpus renders
+            _, summary = pretrain_clip(cfg, args.out, log=log, stop=stop, on_stage=enter, option="--out")
         except TrainingInterrupted as e:  # a checkpoint is written and logged, or nothing was trained
             if e.checkpoint is None:
                 print("famix: interrupted before the first step: nothing to keep; the same command starts over", file=sys.stderr)

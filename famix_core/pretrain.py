@@ -319,6 +319,7 @@ def pretrain_clip(
     stop: threading.Event | None = None,
     checkpoint_s: float = 60.0,
     on_stage: Callable[[str], None] | None = None,
+    option: str | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """Render the corpus, train the CLIP contrastively, write ``out/weights.safetensors`` and ``out/pretrain.json``.
 
@@ -337,6 +338,7 @@ def pretrain_clip(
             ``"corpus"`` (rendering: a stop is answered at the first step, with nothing to keep),
             ``"train"`` (a stop checkpoints the steps done), ``"finish"`` (every step is done, and
             checkpointed when ``out`` is given and the checks run: the checks and the writing go on).
+        option: the command-line option that named ``out`` (``--out``), for :func:`check_out`'s messages.
 
     Returns:
         (the trained CLIP in eval mode, fp32; the summary dict).
@@ -353,7 +355,7 @@ def pretrain_clip(
     log = log or (lambda s: None)
     on_stage = on_stage or (lambda s: None)
     if out is not None:
-        check_out(cfg, out, log=log)  # before any work: nothing of another pretraining is replaced
+        check_out(cfg, out, option, log=log)  # before any work: nothing of another pretraining is replaced
     on_stage("corpus")
     threads_before = torch.get_num_threads()
     if cfg.threads:
