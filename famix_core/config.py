@@ -406,7 +406,9 @@ class TrainConfig(_Base):
         True, description="device=auto without a GPU: run on the CPU with a warning (true) or refuse (false: paper profile)"
     )
     precision: Precision = Field(
-        "fp32", description="fp32 (the official recipe) | bf16 autocast of the segmenter forward and the loss"
+        "fp32",
+        description="fp32 (the official recipe) | bf16 autocast of the segmenter forward and the loss",
+        json_schema_extra={"also": ["amp"]},  # its former name: a config file's `amp` is still read (_amp)
     )
     channels_last: bool = Field(True, description="channels_last memory format on CUDA (training and evaluation)")
     deterministic: bool = Field(

@@ -12,6 +12,7 @@ User errors (:class:`famix_core.errors.FamixError`) print one line and exit 2; n
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 from contextlib import contextmanager
@@ -27,7 +28,15 @@ class OneLineErrors(argparse.ArgumentParser):
     """A parser whose command-line mistakes are one line, as every other user error is: the command,
     what was wrong, and where the usage is (argparse prints its whole usage block first)."""
 
+    commands: dict[str, str] = {}
+    """Each action word of the whole command tree -> the command it names (``report`` -> ``famix report``),
+    filled by :func:`build_parser`: an action given to the wrong command says where it is."""
+
     def error(self, message: str):  # type: ignore[override]
+        chosen = re.search(r"invalid choice: '([^']*)'", message)
+        elsewhere = self.commands.get(chosen.group(1)) if chosen else None
+        if elsewhere:  # `famix sweep report`: the report is `famix report`
+            message += f" (did you mean '{elsewhere}'?)"
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
@@ -139,7 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     data_cli.register(sub)  # data synth | synth-captions | check | bench
     sweep_cli.register(sub)  # sweep plan | run | status | cancel
     report_cli.register(sub, sweep_info=sweep_cli.report_sweep_info)  # report
+    OneLineErrors.commands = dict(_command_words(parser))
     return parser
+
+
+def _command_words(parser: argparse.ArgumentParser) -> Iterator[tuple[str, str]]:
+    """(action word, the command it names) for every subcommand under ``parser``, outermost first."""
+    action = _actions_of(parser)
+    if action is None:
+        return
+    for word, sub in action.choices.items():
+        yield word, sub.prog
+    for sub in action.choices.values():
+        yield from _command_words(sub)
 
 
 def passive_omp_threads() -> None:

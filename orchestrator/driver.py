@@ -382,7 +382,7 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
             n_done = sum(v == "done" for v in status.values())
             console.print(
                 f"sweep {plan.name} ({rs.profile}): {count(len(plan.trials), 'trial')}, {count(len(plan.stages), 'stage')}, "
-                f"{n_done} done, {len(tasks)} to run on {backend_name} (max parallel {max_parallel or 'from the backend'}, retries {retries})",
+                f"{n_done} cached, {len(tasks)} to run on {backend_name} (max parallel {max_parallel or 'from the backend'}, retries {retries})",
                 highlight=False,
             )
             from orchestrator.execute import StopRequest

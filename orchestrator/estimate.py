@@ -204,7 +204,7 @@ def estimate_plan(plan: "Plan", *, device: Any = None, say: Callable[[str], None
                     note(p, "step")
                 mine_step = p.full_seconds
             n_src = split_size(cfg, cfg.data.source, "train")[0]
-            batches = math.ceil(n_src / mc.batch_size) * mc.epochs
+            batches = n_src // mc.batch_size * mc.epochs  # drop_last, as the mining loader
             if mc.max_batches is not None:
                 batches = min(batches, mc.max_batches)
             groups = math.ceil(batches * (cfg.model.num_classes + 1) / mc.patches_per_step)

@@ -366,9 +366,11 @@ class Progress:
         c = self.counts
         return c["done"] + c["cached"] + c["failed"]
 
-    def counts_text(self) -> str:
+    def counts_text(self, short: bool = False) -> str:
+        """``done 4 · running 1 · failed 0 · cached 7``; ``short``: without the counts that are 0 (``done`` stays)."""
         c = self.counts
-        return f"done {c['done']} · running {c['running']} · failed {c['failed']} · cached {c['cached']}"
+        parts = [(k, c[k]) for k in ("done", "running", "failed", "cached")]
+        return " · ".join(f"{k} {n}" for k, n in parts if n or k == "done" or not short)
 
     # -------------------------------------------------------------------------------- plain summary
 
@@ -417,20 +419,27 @@ class Progress:
         with self._lock:
             self.refresh_running()
             now = self.clock()
+            # one line at any terminal width (at 80 columns the counters had wrapped, the clock between
+            # them): the bar takes what the text leaves, up to 30 columns; short of 10 the zero counts
+            # go, and short of 5 the bar
+            cells = ["stages", f"{self.finished}/{self.total}", self.counts_text(), format_duration(now - self.t0), self._eta_text()]
+            room = lambda: self.console.width - sum(map(len, cells)) - len(cells)  # noqa: E731 (one space between cells)
+            if room() < 10:
+                cells[2] = self.counts_text(short=True)
+            bar = min(30, room())
             head = Table.grid(padding=(0, 1))
             head.add_column(style="bold")
-            head.add_column(width=30)
+            if bar >= 5:
+                head.add_column(width=bar)
             head.add_column(justify="right")
             head.add_column()
             head.add_column(justify="right", style="dim")
             head.add_column(justify="right")
             head.add_row(
-                "stages",
-                ProgressBar(total=max(self.total, 1), completed=self.finished, width=30),
-                f"{self.finished}/{self.total}",
-                self.counts_text(),
-                format_duration(now - self.t0),
-                Text(self._eta_text(), style="yellow" if self._stopping else "cyan"),
+                cells[0],
+                *([ProgressBar(total=max(self.total, 1), completed=self.finished, width=bar)] if bar >= 5 else []),
+                *cells[1:4],
+                Text(cells[4], style="yellow" if self._stopping else "cyan"),
             )
             rows = Table.grid(padding=(0, 1))
             rows.add_column(no_wrap=True, overflow="ellipsis", max_width=48)

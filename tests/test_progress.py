@@ -173,6 +173,30 @@ def test_rich_display_shows_counts_running_stage_iteration_and_eta(tmp_path):
     assert "━" in text  # bars
 
 
+@pytest.mark.parametrize("width, counts", [
+    (160, "done 1 · running 1 · failed 0 · cached 2"),
+    (80, "done 1 · running 1 · cached 2"),  # had wrapped mid-counters, the clock between them
+    (60, "done 1 · running 1 · cached 2"),
+])
+def test_the_overall_line_stays_one_line_at_any_terminal_width(tmp_path, width, counts):
+    clock = FakeClock()
+    trains = [_task("train", i, tmp_path, iterations=300) for i in range(2)]
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, force_terminal=True, color_system=None)
+    p = Progress(trains, total=125, cached=2, console=console, live=False, clock=clock, max_parallel=1)
+    p.on_event("start", trains[0], None)
+    clock.advance(100.0)
+    p.on_event("done", trains[0], _done(trains[0]))
+    p.on_event("start", trains[1], None)
+    clock.advance(4000.0)
+    buf.seek(0)
+    buf.truncate()  # the event lines of a display that is not live
+    console.print(p.render())
+    head, *_ = buf.getvalue().splitlines()
+    assert head.startswith("stages ") and len(head.rstrip()) <= width, buf.getvalue()
+    assert " ".join(head.split()).endswith(f"3/125 {counts} 1:08:20 ETA 0:00"), head
+
+
 def test_ctrl_c_shows_stopping_in_place_of_the_eta(tmp_path):
     """After Ctrl-C the display went on for seconds (the workers stopping, a training checkpointing)
     with `running 0 … ETA 0:00`, as if the sweep were ending well. The driver's handler now tells the

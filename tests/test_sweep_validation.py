@@ -250,6 +250,38 @@ def test_an_option_pasted_with_a_typographic_dash_is_named_as_one(capsys, dash):
     assert err.count("\n") == 1 and not Path("out").exists()
 
 
+@pytest.mark.parametrize("argv, command, where", [
+    (["sweep", "report", "ablation"], "famix sweep", "famix report"),
+    (["plan", "ablation"], "famix", "famix sweep plan"),
+    (["data", "pretrain-clip"], "famix data", "famix pretrain-clip"),
+])
+def test_an_action_given_to_another_command_says_where_it_is(capsys, argv, command, where):
+    """`famix sweep report` (by analogy with plan, run and status) said only `invalid choice: 'report'`."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(f"{command}: error: argument ") and f"(did you mean '{where}'?) (see '{command} --help')" in err, err
+
+
+def test_a_misspelt_action_gets_no_other_commands_hint(capsys):
+    with pytest.raises(SystemExit):
+        main(["sweep", "plna", "ablation"])
+    assert "did you mean" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, hint", [
+    ("train.amp=true", " (did you mean train.precision?)"),  # was "did you mean train?"
+    ("+train.amp=true", " (did you mean train.precision?)"),
+    ("mining.amp=true", " (did you mean mining.prompt?)"),  # only train.precision was amp once
+    ("amp=true", ""),
+])
+def test_the_former_train_amp_on_a_sweeps_command_line_names_its_key_now(capsys, override, hint):
+    key = override.lstrip("+").split("=")[0]
+    sweep = str(_write(HEAD + "grid: {style.mix: [true]}\n"))
+    assert _one_line(capsys, "plan", sweep, override) == f"famix: error: command line: {key}: unknown key{hint}"
+
+
 def test_a_sweep_name_over_100_characters_is_refused_before_anything_runs(capsys):
     text = "grid: {style.mix: [false, true]}\ndomains: [C]\n"
     line = _one_line(capsys, "run", str(_write(f"name: {'n' * 260}\n{text}")))
