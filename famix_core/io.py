@@ -12,6 +12,7 @@ so the kernel applies the user's umask (``tempfile.mkstemp``/``mkdtemp`` would f
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import secrets
@@ -28,6 +29,9 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "make_temp_dir",
+    "process_start",
+    "owner_tag",
+    "writer_gone",
     "commit_dir",
     "building_dir",
     "CommitFailed",
@@ -40,6 +44,44 @@ __all__ = [
 
 def _temp_name(folder: Path, prefix: str, suffix: str) -> Path:
     return folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+
+
+def process_start(pid: int) -> int | None:
+    """Start time of process ``pid`` (clock ticks since boot, ``/proc/<pid>/stat`` field 22), or None when
+    there is no such process: with the pid, it tells a process from a later one given the same pid."""
+    if pid <= 0:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # after "pid (comm)": state is fields[0], starttime fields[19]
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+def owner_tag() -> str:
+    """``<host>+<pid>+<start>+``: what the name of a temp folder says of the process writing it, so
+    that a later one can tell debris (its writer killed) from work in progress (:func:`writer_gone`)."""
+    import socket
+
+    pid = os.getpid()
+    return f"{socket.gethostname()}+{pid}+{process_start(pid)}+"
+
+
+def writer_gone(name: str) -> bool | None:
+    """Whether the writer that :func:`owner_tag` names at the start of ``name`` is gone (its pid no longer
+    has that start time). None where that cannot be told: no owner in the name, or another host's."""
+    import socket
+
+    parts = name.split("+")
+    if len(parts) != 4 or parts[0] != socket.gethostname():
+        return None
+    try:
+        return str(process_start(int(parts[1]))) != parts[2]
+    except ValueError:
+        return None
 
 
 def make_temp_dir(parent: str | Path, prefix: str = ".tmp-") -> Path:
@@ -273,7 +315,11 @@ def building_dir(
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(final.parent, f".{final.name}.tmp-" if prefix is None else prefix)
+    prefix = f".{final.name}.tmp-" if prefix is None else prefix
+    for old in final.parent.glob(f"{glob.escape(prefix)}*"):  # a killed build's (a `kill -9`) had stayed for good
+        if old.is_dir() and writer_gone(old.name[len(prefix) :]):
+            shutil.rmtree(old, ignore_errors=True)
+    tmp = make_temp_dir(final.parent, prefix + owner_tag())
     try:
         yield tmp
     except BaseException:

@@ -347,7 +347,9 @@ def run_plan(plan: Plan, opts: RunOptions, console: Any = None, *, backend_obj: 
         marker = plan.sweep_dir / "finalized.json"
         fingerprint = _fingerprint(plan, uri, experiment)
         cached = _read_json(marker)
-        if all(v == "done" for v in status.values()) and cached.get("fingerprint") == fingerprint and finished_in_store(uri, cached.get("parent")):
+        report_gone = bool(cached.get("report")) and _report_stamp(plan.sweep_dir / "report") is None  # deleted: the full path writes it again
+        if (all(v == "done" for v in status.values()) and cached.get("fingerprint") == fingerprint and not report_gone
+                and finished_in_store(uri, cached.get("parent"))):  # fmt: skip
             # nothing to run and MLflow was completed for exactly this plan, in this store: no need to even load MLflow
             console.print(f"sweep {plan.name} ({rs.profile}): {count(len(plan.stages), 'stage')}, all done; MLflow complete", highlight=False)
             print_table(console, cached.get("table", ""), cached.get("table_json"))

@@ -16,21 +16,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from famix_core.io import process_start
+
 __all__ = ["process_start", "driver_identity", "running_driver", "lock_is_held"]
-
-
-def process_start(pid: int) -> int | None:
-    """Start time of process ``pid`` (clock ticks since boot), or None when there is no such process."""
-    if pid <= 0:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()  # after "pid (comm)": state is fields[0], starttime fields[19]
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])
 
 
 def driver_identity() -> dict[str, Any]:

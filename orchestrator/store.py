@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator
 
-from famix_core.io import atomic_write_text, commit_dir
+from famix_core.io import atomic_write_text, commit_dir, owner_tag, writer_gone
 
 __all__ = ["Store", "atomic_write_text", "code_version", "git_version"]
 
@@ -124,10 +124,7 @@ class Store:
 
         The name says which process owns it, so :meth:`clean_tmp` can tell debris from work in progress.
         """
-        from orchestrator.liveness import driver_identity
-
-        me = driver_identity()
-        tmp = self.root / ".tmp" / f"{me['host']}+{me['pid']}+{me['start']}+{uuid.uuid4().hex}"
+        tmp = self.root / ".tmp" / f"{owner_tag()}{uuid.uuid4().hex}"
         tmp.mkdir(parents=True)
         return tmp
 
@@ -135,20 +132,13 @@ class Store:
         """Remove temp folders whose writer is gone (a ``kill -9``): on this host, when that pid no longer
         has that start time; folders of other hosts, or without an owner in their name, once older than
         ``older_than_s``. Returns how many were removed."""
-        import socket
-
-        from orchestrator.liveness import process_start
-
         n = 0
-        here = socket.gethostname()
         for d in (self.root / ".tmp").glob("*"):
-            parts = d.name.split("+")
+            stale = writer_gone(d.name)
             try:
-                if len(parts) == 4 and parts[0] == here:
-                    stale = str(process_start(int(parts[1]))) != parts[2]
-                else:
+                if stale is None:
                     stale = time.time() - d.stat().st_mtime > older_than_s
-            except (OSError, ValueError):
+            except OSError:
                 continue
             if stale:
                 shutil.rmtree(d, ignore_errors=True)

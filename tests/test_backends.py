@@ -128,6 +128,19 @@ def test_local_worker_that_dies_fails_its_stage_and_is_replaced():
     assert out["y"].status == "done" and out["z"].status == "done"
 
 
+def test_a_local_worker_sent_sigterm_from_outside_retries_its_stage_and_the_sweep_goes_on():
+    """A `kill PID` of one worker stopped the whole sweep (exit 130, `famix: interrupted`, every MLflow
+    run KILLED) as if the user had pressed Ctrl-C; `kill -9` of the same worker was retried."""
+    seen = []
+    tasks = [_task("x"), _task("y", value=2), _task("z", {"synthetic": "y"}, value=3)]
+    out = LocalBackend(execute=_sigterm_self_once_on_x, cpus=2).run(
+        tasks, max_parallel=2, retries=1, on_event=lambda e, t, o: seen.append((e, t.key, o)))
+    assert {k: o.status for k, o in out.items()} == {"x": "done", "y": "done", "z": "done"}
+    retried = [o for e, key, o in seen if e == "retry"]
+    assert len(retried) == 1 and retried[0].error.startswith("worker process ") and retried[0].error.endswith(
+        "was sent SIGTERM by another process while running synthetic x (a training checkpoints its iteration first)")
+
+
 def test_a_stage_in_a_local_worker_may_start_processes_of_its_own():
     """A DataLoader with workers (the paper profile's stages ask for 8 CPUs, so data loading gets
     workers) failed every training and evaluation in the pool: 'daemonic processes are not allowed
@@ -182,6 +195,22 @@ def _die_on_x(task, stop):
 
     if task.key == "x":
         os._exit(3)
+    return execute_stage(task, stop)
+
+
+def _sigterm_self_once_on_x(task, stop):
+    import os
+    import signal
+    import time
+
+    from orchestrator.execute import execute_stage
+
+    first = Path(task.store) / "sigterm-x"
+    if task.key == "x" and not first.exists():
+        first.parent.mkdir(parents=True, exist_ok=True)
+        first.touch()
+        os.kill(os.getpid(), signal.SIGTERM)  # `kill PID` of this worker, from outside the sweep
+        time.sleep(30)  # the worker's handler raises here
     return execute_stage(task, stop)
 
 

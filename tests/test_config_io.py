@@ -483,6 +483,33 @@ def test_cli_takes_delete_overrides_between_options(tmp_path, capsys):
     assert "command line (~eval.max_images: engine default)" in capsys.readouterr().out
 
 
+def test_building_dir_removes_the_temp_folders_of_killed_builds_and_no_others(tmp_path):
+    """A `kill -9` while the synthetic benchmark was drawn left `.synth-<hash>.tmp-<hex>` (6 MB) beside
+    it for good, one more per kill: the next build now removes the temp folders whose writer is gone."""
+    import os
+    import socket
+
+    from famix_core.io import building_dir, owner_tag, process_start
+
+    host, pid = socket.gethostname(), os.getpid()
+    final = tmp_path / "synth-1234"
+    tmp_path.joinpath("synth-1234").mkdir()
+    dead = tmp_path / f".synth-1234.tmp-{host}+{pid}+{process_start(pid) + 1}+0a1b2c"  # this pid, another start: a killed writer's
+    kept = [
+        tmp_path / f".synth-1234.tmp-{owner_tag()}3d4e5f",  # a live writer's (this process)
+        tmp_path / f".synth-1234.tmp-{host}x+1+2+6a7b8c",  # another host's: cannot be told
+        tmp_path / ".synth-1234.tmp-0123456789ab",  # no owner in the name
+        tmp_path / f".other.tmp-{host}+{pid}+{process_start(pid) + 1}+9d0e1f",  # another folder's
+    ]
+    for d in (dead, *kept):
+        d.mkdir()
+        (d / "image.png").write_bytes(b"half")
+    with building_dir(final, is_complete=lambda p: False) as tmp:
+        assert tmp.name.startswith(f".synth-1234.tmp-{owner_tag()}")
+        (tmp / "done").touch()
+    assert not dead.exists() and all(d.is_dir() for d in kept) and (final / "done").is_file()
+
+
 def test_building_dir_commits_on_success_and_leaves_the_old_folder_on_failure(tmp_path, monkeypatch):
     """The benchmark, the caption corpus and every checkpoint are built in a temporary sibling and
     renamed into place: an exception in the build (Ctrl-C included) leaves the old folder and no

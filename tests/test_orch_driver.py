@@ -116,6 +116,10 @@ def test_sweep_logs_schema_and_rerun_is_a_no_op(fake_engine):
     table_md = plan.sweep_dir / "report" / "table.md"
     table_md.write_text(table_md.read_text() + "\n(a `famix report` with other inputs wrote here since)\n")
     assert "report: " not in _run()[2]  # not a report this plan left
+    shutil.rmtree(plan.sweep_dir / "report")  # a report this plan left, deleted: written again (the fast path had said nothing)
+    _, again, out2 = _run()
+    assert fake_engine == [] and table_md.is_file() and f"report: {plan.sweep_dir / 'report'}" in "".join(out2.split("\n"))
+    assert len(tr.find({"famix.sweep": "mini"})) == 5 and "all done; MLflow complete" in _run()[2]
     # the same file named by its path (`make sweep SWEEP=sweeps/mini.yaml`) is the same plan: the fast path too
     for sweep in ("sweeps/mini.yaml", str(Path("sweeps/mini.yaml").absolute()), "mini"):
         assert "all done; MLflow complete" in _run(sweep=sweep)[2], sweep

@@ -235,8 +235,6 @@ class _Pool:
                 for conn in wait([w.conn for w in busy], timeout=timeout):
                     worker = next(w for w in busy if w.conn is conn)
                     reply = self._receive(worker)
-                    if reply == _INTERRUPTED:  # SIGTERM reached the worker itself: the sweep stops
-                        raise KeyboardInterrupt
                     dag.complete(reply.key, reply)
                 self._stop_overdue()
         except KeyboardInterrupt:
@@ -268,7 +266,7 @@ class _Pool:
             elif w.proc.is_alive():
                 w.proc.kill()  # its pipe closes: _receive gets EOF
 
-    def _receive(self, worker: _Worker) -> StageOutcome | str:
+    def _receive(self, worker: _Worker) -> StageOutcome:
         """The reply of a busy worker; a dead worker (killed, out of memory) fails its stage, retryably,
         and so does a stage stopped for its time limit (its worker, which exits, is replaced)."""
         task = worker.task
@@ -290,7 +288,16 @@ class _Pool:
                 return reply  # finished as it was being stopped: keep it
             return timed_out(task, (task.resources or {})["timeout_min"], "local")
         if isinstance(reply, tuple) and reply and reply[0] == _INTERRUPTED:
-            return _INTERRUPTED
+            # SIGTERM reached this worker, not from the driver (its own stops are read in _interrupt):
+            # a `kill` of the worker had stopped the whole sweep, blaming the user's Ctrl-C. A signal to
+            # the whole process group reaches the driver too: its handler raises in this sleep and the
+            # sweep stops as asked; otherwise the stage is retried (a training resumes its checkpoint)
+            time.sleep(0.5)
+            pid = worker.proc.pid
+            self._drop(worker)
+            error = (f"worker process {pid} was sent SIGTERM by another process while running {task.name or task.key}"
+                     " (a training checkpoints its iteration first)")
+            return backend_failure(task, error, retryable=True)
         return reply
 
     def _drop(self, worker: _Worker) -> None:
