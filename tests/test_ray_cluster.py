@@ -364,6 +364,7 @@ def test_in_process_ray_takes_the_cpus_this_process_may_use(monkeypatch):
     from orchestrator.backends.ray_cluster import local_nodes
 
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    monkeypatch.delenv("RAY_COLOR_PREFIX", raising=False)
     assert local_nodes(None, None)[0].cpus == 1.0 and local_nodes(3, None)[0].cpus == 3.0
     lines: list[str] = []
     backend = create_backend("ray", sweep_dir=str(Path("runs/sw").absolute()), options={}, log=lines.append)
@@ -371,6 +372,7 @@ def test_in_process_ray_takes_the_cpus_this_process_may_use(monkeypatch):
         ray = backend._ensure_ray()
         assert ray.cluster_resources()["CPU"] == 1.0
         assert any(line.startswith("ray: started in-process with 1 CPU ") for line in lines), lines
+        assert os.environ["RAY_COLOR_PREFIX"] == "0"  # output not on a terminal: Ray's `(raylet)` lines without colour codes
     finally:
         backend.close()
 

@@ -178,6 +178,8 @@ class RayBackend(Backend):
         ray_opts = self.options.get("ray") or {}
         address = ray_opts.get("address")
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        if not sys.stderr.isatty():  # Ray's own lines (`(raylet) A worker died…`) kept their colour codes in a log file
+            os.environ.setdefault("RAY_COLOR_PREFIX", "0")
         if address:
             # configure_logging=False: no "INFO … Connecting to existing Ray cluster" line in the sweep's output
             connect = lambda: ray.init(address=address, log_to_driver=False, configure_logging=False)  # noqa: E731
