@@ -343,6 +343,21 @@ def sharing_inputs(tasks: list[StageTask]) -> Iterator[None]:
         yield
 
 
+def _once_per_step(tracker: RunLogger, task: StageTask) -> None:
+    """Every stage sends no ``(metric, step)`` its trial runs have (:meth:`RunLogger.once_per_step`).
+
+    A stage that runs again from nothing (``--rerun-failed`` rebuilding a damaged artifact, or one
+    deleted) found no checkpoint or history of its first run, so nothing was skipped: its trial run
+    got the whole loss curve and every ``miou/<col>``, ``iou/<col>/…`` twice. Which stage's metrics a
+    run holds is read from its ``famix.history.<kind>`` tag (the training's, for an evaluation): one
+    naming another key is an earlier computation of the trial (new stage keys), logged beside as before.
+    Read by the sender, not here: the stage never waits for tracking.
+    """
+    owner = {"mine": ("mine", task.key), "train": ("train", task.key), "evaluate": ("train", task.deps.get("train"))}.get(task.kind)
+    if owner is not None and owner[1]:
+        tracker.once_per_step(schema.history_tag(owner[0]), owner[1])
+
+
 def _tracking_note(holder: list[StageContext], line: str) -> None:
     """A tracking state change (unreachable / back): one line in the stage log and on stderr."""
     import sys
@@ -411,6 +426,7 @@ def execute_stage(task: StageTask, stop: StopRequest | None = None) -> StageOutc
         tmp = store.begin()
         holder: list[StageContext] = []
         tracker = RunLogger(task.tracking, background=True, notify=lambda line: _tracking_note(holder, line))
+        _once_per_step(tracker, task)
         ctx = StageContext(task, store, tmp, log_file, tracker, stop)
         holder.append(ctx)
         ctx.write(f"start {task.kind} {task.key} {task.name} domain={task.domain} deps={task.deps}")

@@ -253,6 +253,9 @@ class RunLogger:
         self.unsent: list[tuple[dict[str, float], int | None, list[str]]] = []
         self._skip_key: str | None = None  # a resumed stage: read this metric's last step before sending
         self._skip_through: int | None = None  # batches at steps up to this one are in MLflow already
+        self._pairs_unless: tuple[str, str] | None = None  # once_per_step(): (tag, key) that keeps a run's pairs
+        # once_per_step(): run id -> metric -> the steps that run has (None: not read yet); a run left out: not read yet
+        self._logged: dict[str, dict[str, set[int] | None] | None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -278,6 +281,23 @@ class RunLogger:
             self._start_sender()
         else:
             self._skip_through = self.last_step(key)
+
+    def once_per_step(self, tag: str, key: str) -> None:
+        """Send no ``(metric, step)`` that a run already has: a stage run again (its artifact rebuilt
+        by ``--rerun-failed``, or deleted) logged its whole curve and its results into the trial run a
+        second time, as its first run's stage had left no checkpoint or history to resume from.
+
+        What a run has is read lazily by whoever sends (the sender thread, in background mode), once per
+        run: its metric names when it first gets a batch (one ``get_run``; a new run has none of the
+        stage's, so a stage's first run reads nothing else), and a metric's steps the first time a batch
+        holds one the run already has. The first value at a step stays, as for a resumed training.
+        A run whose tag ``tag`` names another stage key than ``key`` (``famix.history.train`` of an
+        earlier training, e.g. before a format change gave the trial new keys) holds another
+        computation's metrics: the stage logs beside them, as a first run does.
+        """
+        if self.enabled:
+            self._pairs_unless = (tag, key)
+            self._logged = {}
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None, ts: int | None = None) -> None:
         """Log (or queue) one batch at ``step``; ``ts``: its timestamp in ms (default: now)."""
@@ -310,17 +330,38 @@ class RunLogger:
             self._thread.start()
 
     def _send(self, metrics: dict[str, float], step: int | None, ts: int, run_ids: list[str], retry: bool) -> None:
-        """Log one batch to each run still in ``run_ids`` (removed from it once sent: no run gets it twice)."""
+        """Log one batch to each run still in ``run_ids`` (removed from it once sent: no run gets it twice),
+        without the metrics that run has at that step already (:meth:`once_per_step`)."""
         from mlflow.entities import Metric
 
-        items = [Metric(k, float(v), ts, int(step or 0)) for k, v in metrics.items()]
+        step = int(step or 0)
+        call = with_retry if retry else (lambda fn, *a, **k: fn(*a, **k))  # the sender retries a failed batch itself
         while run_ids:
+            logged = self._logged_steps(run_ids[0], list(metrics), call)
+            items = [Metric(k, float(v), ts, step) for k, v in metrics.items() if step not in (logged.get(k) or ())]
             for i in range(0, len(items), 500):
-                if retry:
-                    with_retry(self.client.log_batch, run_ids[0], metrics=items[i : i + 500])
-                else:
-                    self.client.log_batch(run_ids[0], metrics=items[i : i + 500])
+                call(self.client.log_batch, run_ids[0], metrics=items[i : i + 500])
+            for m in items:  # logged again later in this stage (a batch re-queued after a hiccup): not twice either
+                logged.setdefault(m.key, set()).add(step)  # type: ignore[union-attr]
             run_ids.pop(0)
+
+    def _logged_steps(self, run_id: str, keys: list[str], call: Callable[..., Any]) -> dict[str, set[int] | None]:
+        """The steps at which run ``run_id`` has each of ``keys`` (:meth:`once_per_step`; an empty
+        dict, never kept, when that is off or the run holds another computation's metrics)."""
+        if self._logged is None:
+            return {}
+        if run_id not in self._logged:
+            run = call(self.client.get_run, run_id)
+            tag, key = self._pairs_unless or ("", "")
+            other = run.data.tags.get(tag) not in (None, key)
+            self._logged[run_id] = None if other else {k: None for k in run.data.metrics}
+        have = self._logged[run_id]
+        if have is None:
+            return {}
+        for k in keys:
+            if k in have and have[k] is None:
+                have[k] = {m.step for m in call(self.client.get_metric_history, run_id, k)}
+        return have
 
     def _reachable(self) -> bool:
         """A quick look at an HTTP server's ``/health`` (MLflow's own client retries for about a minute)."""
@@ -855,7 +896,10 @@ def ingest(plan: Plan, tracker: Any, runs: dict[str, str], trials: list[str] | N
     """Log into the trial runs what the store has and MLflow lacks; returns how many runs got something
     and which trials MLflow lacks a damaged stage's record of.
 
-    Idempotent: evaluation metrics are compared with the run's; a stage's history is logged once
+    Idempotent: evaluation metrics are compared with the run's (a value that differs is the store's
+    newer result, logged so that MLflow shows it; an equal one is not logged again); a training's cost
+    is logged once per training key (a rebuilt training's wall time differs, and is not a new result);
+    a stage's history is logged once
     (then tagged ``famix.history.<kind>``), without the steps that live logging already sent, and
     with its recorded timestamps (a batch sent twice is the same row, which MLflow's SQL store does
     not add again); artifacts are listed first. This is how metrics reach MLflow when the driver is the only writer
@@ -908,6 +952,8 @@ def ingest(plan: Plan, tracker: Any, runs: dict[str, str], trials: list[str] | N
         if isinstance(result, dict):  # what the training cost: wall seconds, throughput, peak memory
             cost = {name: float(result[k]) for k, name in schema.TRAIN_COST_METRICS.items()
                     if isinstance(result.get(k), (int, float)) and not isinstance(result.get(k), bool)}  # fmt: skip
+            if tags.get(schema.history_tag("train")) == ts.train:  # this training's cost is in the run (logged with its history)
+                cost = {k: v for k, v in cost.items() if k not in have}  # a rebuild's own wall time logged it at step 0 twice
             if cost and (not _unlogged(cost, have) or sound("train", ts.train)):
                 want.update(cost)
         missing = _unlogged(want, have)
