@@ -53,10 +53,16 @@ def _varied_by(point: dict[str, Any], key: str) -> str | None:
 
 
 def _spellings(key: str) -> list[str]:
-    """``key``, and for ``data.roots.<domain>`` the domain's name and column too (the config keeps the
-    name), and the dataset folder it shares with other domains (``data.roots.acdc``)."""
+    """``key``, and the former names the engine still reads for it (``train.amp`` of ``train.precision``:
+    a file's ``amp`` had been explained as the engine default); for ``data.roots.<domain>`` the domain's
+    name and column too (the config keeps the name), and the dataset folder it shares with other
+    domains (``data.roots.acdc``)."""
     if not key.startswith("data.roots."):
-        return [key]
+        from famix_core.config import FamixConfig
+        from famix_core.config_io import also_known_as
+
+        section = key.rpartition(".")[0]
+        return [key, *(f"{section}.{old}" for old, new in also_known_as(FamixConfig).items() if new == key and section)]
     from famix_core.domains import SHARED_FOLDERS, UnknownDomainError, resolve_domain
 
     given = key[len("data.roots.") :]

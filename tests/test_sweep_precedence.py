@@ -472,6 +472,18 @@ def test_explain_takes_the_overrides_in_order_and_a_domain_root_by_name_or_colum
         "data.roots.acdc_night", "data.roots.acdc_snow", "data.roots.acdc_rain", "data.roots.acdc_fog"]
 
 
+def test_explain_credits_a_former_key_to_the_layer_that_set_it():
+    """A file's `train: {amp: true}` (read as precision bf16, with a FutureWarning) was explained as
+    `bf16 │ engine default`."""
+    text = "name: amp\nbase:\n  train: {amp: true}\ngrid: {style.mix: [true]}\ndomains: [C]\n"
+    with pytest.warns(FutureWarning, match="train.amp is replaced by train.precision"):
+        rs, trials = _resolve(text)
+    p = explain_key(rs, trials[0], "train.precision")
+    assert (p.value, p.layer) == ("bf16", "p.yaml: base")
+    p = explain_key(rs, trials[0], "eval.precision")
+    assert (p.value, p.layer) == ("fp32", "engine default")  # amp was train's alone
+
+
 MISSING_SWEEP = """\
 name: giv
 base:
