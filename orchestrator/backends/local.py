@@ -158,15 +158,17 @@ class _Worker:
         self.task: StageTask | None = None
         self.deadline: float | None = None  # monotonic time past which the stage is stopped
         self.timed_out = False  # stopped for its time limit; killed at ``deadline`` if still running
+        self.interrupted = False  # sent SIGTERM by this pool (an interrupt, a time limit), not by another process
 
     def send(self, task: StageTask) -> None:
         self.conn.send(task)
-        self.task = task
+        self.task, self.interrupted = task, False
         minutes = (task.resources or {}).get("timeout_min")
         self.deadline = time.monotonic() + 60.0 * float(minutes) if minutes else None
 
     def interrupt(self) -> None:
         if self.task is not None and self.proc.is_alive() and self.proc.pid:
+            self.interrupted = True
             os.kill(self.proc.pid, signal.SIGTERM)
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -235,6 +237,8 @@ class _Pool:
                 for conn in wait([w.conn for w in busy], timeout=timeout):
                     worker = next(w for w in busy if w.conn is conn)
                     reply = self._receive(worker)
+                    if reply == _INTERRUPTED:  # the pool's own stop of it (not reached: _interrupt reads those)
+                        raise KeyboardInterrupt
                     dag.complete(reply.key, reply)
                 self._stop_overdue()
         except KeyboardInterrupt:
@@ -266,7 +270,7 @@ class _Pool:
             elif w.proc.is_alive():
                 w.proc.kill()  # its pipe closes: _receive gets EOF
 
-    def _receive(self, worker: _Worker) -> StageOutcome:
+    def _receive(self, worker: _Worker) -> StageOutcome | str:
         """The reply of a busy worker; a dead worker (killed, out of memory) fails its stage, retryably,
         and so does a stage stopped for its time limit (its worker, which exits, is replaced)."""
         task = worker.task
@@ -287,6 +291,8 @@ class _Pool:
             if isinstance(reply, StageOutcome) and reply.status in ("done", "cached"):
                 return reply  # finished as it was being stopped: keep it
             return timed_out(task, (task.resources or {})["timeout_min"], "local")
+        if isinstance(reply, tuple) and reply and reply[0] == _INTERRUPTED and worker.interrupted:
+            return _INTERRUPTED  # the sweep's own stop (_interrupt): the stage is stopped, not failed
         if isinstance(reply, tuple) and reply and reply[0] == _INTERRUPTED:
             # SIGTERM reached this worker, not from the driver (its own stops are read in _interrupt):
             # a `kill` of the worker had stopped the whole sweep, blaming the user's Ctrl-C. A signal to
