@@ -17,6 +17,7 @@ Conventions:
 from __future__ import annotations
 
 import json
+import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -140,6 +141,29 @@ def metrics_from_confusion(conf: torch.Tensor, class_names: Sequence[str] | None
     }
 
 
+MIN_SCALED_SIDE = 16
+"""The smallest image side the CLIP ResNets take (smaller: a pooling layer's output is empty)."""
+
+
+def check_scales(scales: Sequence[float], size: tuple[int, int]) -> None:
+    """Every test-time scale below 1 leaves an image of ``size`` at least :data:`MIN_SCALED_SIDE` pixels a side.
+
+    ``eval.scales=[0.001]`` passed the plan, then every evaluation failed in a pooling layer ("Output
+    size is too small") and was retried as a fault of the machine.
+
+    Raises:
+        ConfigError: ``eval.scales: 0.001 shrinks a 128×256 image to 0×0 pixels; …``.
+    """
+    from famix_core.errors import ConfigError
+
+    h, w = size
+    for s in scales:
+        sh, sw = int(h * s), int(w * s)  # F.interpolate's floor of scale_factor
+        if s < 1.0 and min(sh, sw) < MIN_SCALED_SIDE:  # (the images as they are: the data's, not a scale's)
+            raise ConfigError(f"eval.scales: {s:g} shrinks a {h}×{w} image to {sh}×{sw} pixels; the backbone needs at least "
+                              f"{MIN_SCALED_SIDE} on each side (expected a scale of at least {math.ceil(100 * MIN_SCALED_SIDE / min(h, w)) / 100:g})")
+
+
 @torch.no_grad()
 def scaled_logits(
     model: "Segmenter", images: torch.Tensor, out_size: tuple[int, int], scales: Sequence[float] = (1.0,)
@@ -250,6 +274,7 @@ def evaluate_model(
         for group in _groups(loader):
             images = torch.stack([torch.as_tensor(x) for x, _ in group]).to(device, non_blocking=True)  # (B, 3, H, W)
             labels = torch.stack([torch.as_tensor(y) for _, y in group]).to(device, non_blocking=True)  # (B, Hl, Wl)
+            check_scales(scales, tuple(images.shape[-2:]))
             pred = predict(model, images.contiguous(memory_format=fmt), tuple(labels.shape[-2:]), scales)
             conf.update(pred, labels)
             n += len(group)

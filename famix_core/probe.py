@@ -182,9 +182,10 @@ def probe_mine(cfg: "FamixConfig", device: torch.device, *, patches: int, warmup
 def probe_evaluate(cfg: "FamixConfig", device: torch.device, *, height: int, width: int, warmup: int, iters: int) -> float:
     """Seconds per ``height`` x ``width`` image with every scale of ``cfg.eval.scales`` (random weights)."""
     from famix_core.device import autocast
-    from famix_core.evaluate import predict
+    from famix_core.evaluate import check_scales, predict
     from famix_core.models.segmenter import build_segmenter
 
+    check_scales(cfg.eval.scales, (height, width))  # as the evaluation will: one line, not a pooling layer's error
     mcfg = cfg.model.model_copy(update={"pretrained": "none", "freeze": "none"})
     model = build_segmenter(mcfg, device=device).eval()
     fmt = torch.channels_last if (cfg.train.channels_last and device.type == "cuda") else torch.contiguous_format

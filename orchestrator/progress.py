@@ -496,7 +496,7 @@ def print_notes(console: Any, notes: list[str]) -> None:
 def print_failures(
     console: Any, failures: list[tuple[StageTask, StageOutcome]], not_started: list[StageTask] = (), run_dir: Path | None = None
 ) -> None:
-    """The failed stages, each with its attempts, its log and the first lines of its error; then one
+    """The failed stages, each with its attempts, its log and the first and last lines of its error; then one
     line for the stages not run because a stage they need failed, and, after a full disk, what was
     not started and what to do."""
     own = [(t, o) for t, o in failures if failed_dependency(o.error) is None]
@@ -506,7 +506,9 @@ def print_failures(
     for task, out in own:
         lines = (out.error or "").splitlines()
         console.print(f"- {task.name} (attempts {out.attempts}){' log: ' + out.log_path if out.log_path else ''}", highlight=False, markup=False)
-        for line in lines[:4]:
+        # the first lines, and the last: where the error ends (a Slurm job's id and logs, after a traceback)
+        shown = lines if len(lines) <= 5 else [*lines[:3], f"… ({len(lines) - 4} lines more in the log)", lines[-1]]
+        for line in shown:
             console.print(f"    {line}", highlight=False, markup=False)
     if waiting:
         console.print(f"{_count_kinds(waiting)} not run: a stage they need failed (above)", highlight=False, markup=False)

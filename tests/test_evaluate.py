@@ -12,6 +12,7 @@ from torch import nn
 from famix_core.classes import CLASS_NAMES
 from famix_core.evaluate import (
     ConfusionMatrix,
+    check_scales,
     confusion_update,
     evaluate,
     evaluate_domain,
@@ -192,6 +193,24 @@ def test_evaluate_several_domains_and_scales(synth_setup):
     cfg2 = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"scales": [1.0, 0.5], "max_images": 2, "batch_size": 2})})
     res = evaluate_domain(cfg2, weights, "acdc_night")
     assert res["n_images"] == 2 and 0.0 <= res["pixel_acc"] <= 1.0
+
+
+def test_a_scale_that_shrinks_the_images_below_what_the_backbone_takes_is_a_user_error(synth_setup):
+    """`eval.scales=[0.001]` passed the plan, then every evaluation failed in a pooling layer ("Output size
+    is too small"), a RuntimeError, so the sweep retried it as a fault of the machine."""
+    from famix_core.errors import ConfigError
+    from orchestrator.execute import retryable
+
+    cfg, weights, _ = synth_setup
+    cfg2 = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"scales": [1.0, 0.001], "max_images": 2, "batch_size": 2})})
+    with pytest.raises(ConfigError) as e:
+        evaluate_domain(cfg2, weights, "C")
+    h, w = cfg.data.synthetic.height, cfg.data.synthetic.width
+    assert str(e.value).startswith(f"eval.scales: 0.001 shrinks a {h}×{w} image to 0×0 pixels; the backbone needs at least 16 on each side")
+    assert not retryable(e.value)
+    check_scales([0.125], (128, 256))  # 16×32: the smallest that runs
+    with pytest.raises(ConfigError, match=r"to 15×31 pixels; .* \(expected a scale of at least 0.13\)$"):
+        check_scales([0.124], (128, 256))
 
 
 def test_evaluate_missing_weights_is_one_line(synth_setup, tmp_path):

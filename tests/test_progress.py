@@ -347,3 +347,18 @@ def test_the_spinner_leaves_stderr_alone_and_no_line_behind(capsys):
         assert "famix: note" not in buf.getvalue()
         if not terminal:
             assert buf.getvalue() == ""
+
+
+@pytest.mark.parametrize("n_lines", [1, 5, 12])
+def test_a_failed_stages_error_shows_its_first_lines_and_its_last(n_lines):
+    """A Slurm stage's error ends with `(slurm job N; logs: OUT ERR)`; after a traceback it was cut at
+    the 4th line, so the summary named neither the job nor its logs (docs/slurm.md says it does)."""
+    from orchestrator.progress import print_failures
+
+    error = "\n".join([f"line {i}" for i in range(n_lines - 1)] + ["(slurm job 27_1; logs: a.out a.err)"])
+    task = StageTask(kind="train", key="k" * 64, config={}, store="s", name="train [✓] k")
+    buf = io.StringIO()
+    print_failures(Console(file=buf, width=200), [(task, StageOutcome(task.key, "failed", error=error, attempts=2))])
+    shown = [line.strip() for line in buf.getvalue().splitlines()[3:]]
+    assert shown[-1] == "(slurm job 27_1; logs: a.out a.err)", buf.getvalue()
+    assert shown == (error.splitlines() if n_lines <= 5 else ["line 0", "line 1", "line 2", "… (8 lines more in the log)", shown[-1]])

@@ -292,7 +292,7 @@ def test_a_job_its_partition_cannot_run_is_said_while_the_driver_waits(slurm_clu
     said = [n for n in notes if "waits in the queue" in n]
     assert len(said) == 1, notes
     assert said[0].startswith("slurm job ") and " (big) waits in the queue with reason " in said[0], said
-    assert "its partition cannot give what it asks" in said[0] and out["big"].status == "cancelled", (said, out)
+    assert "its partition cannot give what it asks" in said[0] and "will not start" not in said[0] and out["big"].status == "cancelled", (said, out)
 
 
 @pytest.mark.parametrize(

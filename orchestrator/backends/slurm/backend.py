@@ -98,7 +98,8 @@ class _StuckJobs:
                 self.notify(
                     f"slurm job {job} ({task.name or task.kind}) waits in the queue with reason {reason}: its partition "
                     "cannot give what it asks (backend.slurm cpus_per_task, gpus, mem, time or constraint, or "
-                    "resources.<kind>); it will not start: `famix sweep cancel` with this sweep's arguments stops the sweep"
+                    "resources.<kind>); it starts only once an administrator changes the partition (the driver keeps "
+                    "waiting): `famix sweep cancel` with this sweep's arguments stops the sweep"
                 )
 
 
