@@ -696,6 +696,7 @@ def _trial_tags(plan: Plan, trial: Trial, backend: str) -> dict[str, str]:
         schema.TAG_PROFILE: plan.sweep.profile,
         schema.TAG_OVERRIDES: json.dumps(plan.sweep.override_words()),  # the report names them
         schema.TAG_DOMAINS: json.dumps(list(ts.evaluate)),
+        schema.TAG_RUN_DIR: str(Path(plan.run_dir).absolute()),  # where its stages' models and logs are
         **labels_tags(trial.labels),
     }
     if ts.mine:
@@ -762,7 +763,8 @@ def ensure_runs(plan: Plan, tracker: Any, backend: str) -> tuple[str, dict[str, 
     context = context_tags()
     parent, _ = tracker.ensure_run(
         {schema.TAG_SWEEP: name, schema.TAG_ROLE: schema.ROLE_SWEEP, schema.TAG_PROFILE: plan.sweep.profile},
-        {schema.TAG_GIT_COMMIT: code_version(), schema.TAG_BACKEND: backend, schema.TAG_DOMAINS: json.dumps(plan.sweep.domains), **context},
+        {schema.TAG_GIT_COMMIT: code_version(), schema.TAG_BACKEND: backend, schema.TAG_DOMAINS: json.dumps(plan.sweep.domains),
+         schema.TAG_RUN_DIR: str(Path(plan.run_dir).absolute()), **context},  # fmt: skip
         name=f"{name}-{plan.sweep.profile}",
     )
     set_source_commit(tracker, parent, code_version(), with_retry(tracker.client.get_run, parent).data.tags)  # the table's code

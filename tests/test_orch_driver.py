@@ -95,6 +95,9 @@ def test_sweep_logs_schema_and_rerun_is_a_no_op(fake_engine):
     assert {"famix.stage.mine", "famix.stage.train", "famix.stage.evaluate.C", "famix.stage.evaluate.B"} <= set(tags)
     assert "famix.stage.mine" not in by_index[0].data.tags  # no bank, no mine stage
     assert tags["famix.git_commit"] and tags["famix.backend"] == "local" and tags["famix.profile"] == "smoke"
+    # where the run's models and logs are: `<famix.run_dir>/store/train/<famix.stage.train>/model.safetensors`
+    assert tags["famix.run_dir"] == parents[0].data.tags["famix.run_dir"] == str(Path(plan.run_dir).absolute())
+    assert (Path(tags["famix.run_dir"]) / "store" / "train" / tags["famix.stage.train"] / "model.safetensors").is_file()
     assert r.data.params["model.freeze"] == "paper" and r.data.params["train.seed"] == "0"
     m = r.data.metrics
     assert {"miou/C", "miou/B", "miou/mean", "iou/C/road", "pixel_acc/C", "train/loss"} <= set(m)
