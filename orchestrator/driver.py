@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from famix_core.config_io import canonical_hash, parse_overrides
-from famix_core.errors import Interrupted
+from famix_core.errors import FamixError, Interrupted
 from famix_core.interrupts import interrupt_when_reader_gone
 from famix_core.text import count
 from orchestrator.errors import BackendLost, SweepError
@@ -753,6 +753,27 @@ def cancel_sweep(plan: Plan, backend: str | None = None, console: Any = None) ->
     return n
 
 
+def _last_runs_plan(plan: Plan) -> Plan:
+    """The plan of the driver that last ran in ``plan``'s sweep folder (``driver.json``'s arguments:
+    its overrides), where it is another plan of the sweep; else ``plan``. `famix sweep cancel SWEEP`
+    without the run's overrides cancelled its jobs, but ended only the parent run: the trial runs,
+    those of other trial ids, stayed RUNNING. A record that no longer plans (the file edited since) is
+    left: ``plan``."""
+    from orchestrator.plan import _without_run_dir
+
+    recorded = _read_json(plan.sweep_dir / "driver.json").get("arguments")
+    if not recorded or plan.follows(recorded):
+        return plan
+    words = _without_run_dir(plan.from_here(recorded))
+    if len(words) < 3 or words[1] != "--profile":
+        return plan
+    try:
+        return prepare(plan.sweep.source, profile=words[2], run_dir=plan.run_dir, overrides=words[3:], writable=False,
+                       check_data=lambda c: None, check_weights=lambda c: None, check_device=lambda c: None)  # fmt: skip
+    except FamixError:
+        return plan
+
+
 CANCEL_NOTE = "cancelled.json"
 """Written in the sweep folder by ``famix sweep cancel`` just before it signals the driver: the pid it signals."""
 
@@ -782,6 +803,7 @@ def _end_cancelled_runs(plan: Plan, console: Any, wait_s: float = 30.0) -> int:
     uri = tracking_target(plan)[0]
     if not plan.sweep_dir.is_dir() or (uri.startswith("sqlite:") and not embedded_store_exists(uri)) or damaged_store(plan):
         return 0
+    plan = _last_runs_plan(plan)
     deadline = time.monotonic() + wait_s
     while True:
         try:

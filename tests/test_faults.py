@@ -1349,6 +1349,39 @@ def test_an_interrupted_slurm_driver_leaves_its_runs_to_the_jobs_and_cancel_ends
         assert "MLflow: ended 3 runs of the cancelled jobs KILLED" in out.getvalue()
 
 
+def test_cancel_without_the_runs_overrides_ends_its_trial_runs(fake_engine, monkeypatch):
+    """`famix sweep cancel SWEEP --run-dir DIR` (as docs/slurm.md shows it) of a Slurm sweep run with
+    overrides cancelled its jobs but ended only the parent run: the trial runs, of that plan's trial ids,
+    stayed RUNNING until a `status` with the overrides. It ends them by driver.json's arguments."""
+    from famix_core.errors import Interrupted
+    from orchestrator.backends.slurm.backend import SlurmBackend
+    from orchestrator.driver import RunOptions, cancel_sweep, prepare, run_plan
+    from orchestrator.tracking import Tracker, default_uri
+
+    class Interrupting:  # a Slurm driver that gets Ctrl-C while its jobs run
+        def run(self, tasks, **kwargs):
+            raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    _plan()
+    ran = prepare("mini", overrides=["train.iterations=7"], check_data=lambda c: None, check_weights=lambda c: None)
+    with pytest.raises(Interrupted):
+        run_plan(ran, RunOptions(backend="slurm"), Console(file=io.StringIO(), width=200), backend_obj=Interrupting())
+
+    def states() -> list[tuple[str, str]]:
+        runs = Tracker(default_uri(ran.run_dir), "mini").find({"famix.sweep": "mini"})
+        return sorted((r.data.tags["famix.role"], r.info.status) for r in runs)
+
+    assert states() == [("sweep", "RUNNING"), ("trial", "RUNNING"), ("trial", "RUNNING")]
+    monkeypatch.setattr(SlurmBackend, "cancel", lambda self, sweep_dir: 2)  # its two jobs
+    out = io.StringIO()
+    cancel_sweep(_plan(), "slurm", Console(file=out, width=200))  # no overrides
+    assert states() == [("sweep", "KILLED"), ("trial", "KILLED"), ("trial", "KILLED")], out.getvalue()
+    assert "MLflow: ended 3 runs of the cancelled jobs KILLED" in out.getvalue()
+
+
 @pytest.mark.parametrize("backend", ["local", "slurm"])
 def test_a_driver_that_fails_ends_its_runs_where_its_stages_end_with_it(fake_engine, backend):
     """An error out of the backend's loop (a Ray actor killed, a cluster lost, a bug) left the sweep's
