@@ -359,6 +359,11 @@ class Progress:
                 if not self.not_started:
                     self._line("HALT    the disk is full: no further stage is started; the running ones finish")
                 self.not_started.append(task)
+            elif outcome is not None and outcome.job_id:  # its job cancelled (`scancel` from outside): said nowhere,
+                c["failed"] += 1  # while the last line counted it failed; not a Ctrl-C here (those stages have no job)
+                self.failures.append((task, outcome))
+                log = f" (log: {outcome.log_path})" if outcome.log_path else ""
+                self._line(f"CANCELLED {task.name}: {_first_line(outcome)}{log}")
         c["running"] = len(self.running)
 
     @property

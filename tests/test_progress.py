@@ -362,3 +362,18 @@ def test_a_failed_stages_error_shows_its_first_lines_and_its_last(n_lines):
     shown = [line.strip() for line in buf.getvalue().splitlines()[3:]]
     assert shown[-1] == "(slurm job 27_1; logs: a.out a.err)", buf.getvalue()
     assert shown == (error.splitlines() if n_lines <= 5 else ["line 0", "line 1", "line 2", "… (8 lines more in the log)", shown[-1]])
+
+
+def test_a_slurm_job_cancelled_from_outside_is_said_and_counted(tmp_path):
+    """`scancel` of one job of an attached Slurm sweep: no line, `failed 0` on the progress line and no
+    failure list, while the last line counted it failed. A stage an interrupt cancelled (no job) stays quiet."""
+    buf = io.StringIO()
+    trains = [_task("train", i, tmp_path) for i in range(2)]
+    p = Progress(trains, total=2, cached=0, console=Console(file=buf, width=300), live=False, clock=FakeClock())
+    p.on_event("start", trains[0], None)
+    scancelled = StageOutcome(trains[0].key, "cancelled", error="cancelled (slurm job 27_1; logs: a.out a.err)", job_id="27_1")
+    p.on_event("cancelled", trains[0], scancelled)
+    p.on_event("cancelled", trains[1], StageOutcome(trains[1].key, "cancelled", error="cancelled"))  # Ctrl-C's cancel_rest
+    assert f"CANCELLED {trains[0].name}: cancelled (slurm job 27_1; logs: a.out a.err)" in buf.getvalue()
+    assert trains[1].name not in buf.getvalue().split("CANCELLED")[-1]
+    assert p.counts["failed"] == 1 and p.failures == [(trains[0], scancelled)]
