@@ -51,6 +51,7 @@ __all__ = [
     "validate",
     "format_error",
     "also_known_as",
+    "also_in_its_section",
     "canonical_json",
     "canonical_hash",
 ]
@@ -598,6 +599,12 @@ def also_known_as(schema: type[BaseModel], prefix: str = "") -> dict[str, str]:
             if isinstance(sub, type) and issubclass(sub, BaseModel):
                 out.update({k: v for k, v in also_known_as(sub, path).items() if k not in out})
     return out
+
+
+def also_in_its_section(schema: type[BaseModel]) -> dict[str, str]:
+    """:func:`also_known_as` as dotted keys of the section that holds the field (``train.amp`` ->
+    ``train.precision``): a former name, written where the key is now."""
+    return {".".join(filter(None, (new.rpartition(".")[0], old))): new for old, new in also_known_as(schema).items()}
 
 
 def validate(

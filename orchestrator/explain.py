@@ -59,10 +59,9 @@ def _spellings(key: str) -> list[str]:
     domains (``data.roots.acdc``)."""
     if not key.startswith("data.roots."):
         from famix_core.config import FamixConfig
-        from famix_core.config_io import also_known_as
+        from famix_core.config_io import also_in_its_section
 
-        section = key.rpartition(".")[0]
-        return [key, *(f"{section}.{old}" for old, new in also_known_as(FamixConfig).items() if new == key and section)]
+        return [key, *(old for old, new in also_in_its_section(FamixConfig).items() if new == key)]
     from famix_core.domains import SHARED_FOLDERS, UnknownDomainError, resolve_domain
 
     given = key[len("data.roots.") :]

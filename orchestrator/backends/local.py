@@ -237,8 +237,6 @@ class _Pool:
                 for conn in wait([w.conn for w in busy], timeout=timeout):
                     worker = next(w for w in busy if w.conn is conn)
                     reply = self._receive(worker)
-                    if reply == _INTERRUPTED:  # the pool's own stop of it (not reached: _interrupt reads those)
-                        raise KeyboardInterrupt
                     dag.complete(reply.key, reply)
                 self._stop_overdue()
         except KeyboardInterrupt:
@@ -270,7 +268,7 @@ class _Pool:
             elif w.proc.is_alive():
                 w.proc.kill()  # its pipe closes: _receive gets EOF
 
-    def _receive(self, worker: _Worker) -> StageOutcome | str:
+    def _receive(self, worker: _Worker) -> StageOutcome:
         """The reply of a busy worker; a dead worker (killed, out of memory) fails its stage, retryably,
         and so does a stage stopped for its time limit (its worker, which exits, is replaced)."""
         task = worker.task
@@ -291,9 +289,9 @@ class _Pool:
             if isinstance(reply, StageOutcome) and reply.status in ("done", "cached"):
                 return reply  # finished as it was being stopped: keep it
             return timed_out(task, (task.resources or {})["timeout_min"], "local")
-        if isinstance(reply, tuple) and reply and reply[0] == _INTERRUPTED and worker.interrupted:
-            return _INTERRUPTED  # the sweep's own stop (_interrupt): the stage is stopped, not failed
         if isinstance(reply, tuple) and reply and reply[0] == _INTERRUPTED:
+            if worker.interrupted:  # the sweep's own stop (_interrupt keeps only what finished): stopped, not failed
+                return StageOutcome(task.key, "cancelled", error=reply[1] or "stopped by the sweep", log_path=task.log_path or None)
             # SIGTERM reached this worker, not from the driver (its own stops are read in _interrupt):
             # a `kill` of the worker had stopped the whole sweep, blaming the user's Ctrl-C. A signal to
             # the whole process group reaches the driver too: its handler raises in this sleep and the

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from famix_core.config import FamixConfig, config_paths, sweep_file_keys
-from famix_core.config_io import also_known_as, format_error, merge, read_yaml, validate
+from famix_core.config_io import also_in_its_section, format_error, merge, read_yaml, validate
 from famix_core.errors import closest, suggest
 from orchestrator.errors import SweepError
 from orchestrator.sweep.schema import (
@@ -111,9 +111,8 @@ def check_config_key(key: str, source: str, where: str) -> None:
         hint = _sweep_setting_hint(key)
         if hint:
             raise SweepError(f"{source}: {where}: {hint}")
-    section, _, last = key.rpartition(".")
-    renamed = also_known_as(FamixConfig).get(last, "")
-    if renamed and renamed.rpartition(".")[0] == section:  # `train.amp`, read from a file but not typed here: its key now
+    renamed = also_in_its_section(FamixConfig).get(key)
+    if renamed:  # `train.amp`, read from a file but not typed here: its key now
         raise SweepError(f"{source}: {where}: unknown key (did you mean {renamed}?)")
     near = closest(key, paths)
     if near and near[0] in SET_BY_EXPANSION:  # `train.seeds`: the key is one no override or grid may set; say why
